@@ -1,0 +1,108 @@
+"""Configuration from environment variables, with documented defaults, read in one place.
+
+Every variable is listed in `SETTINGS` so the README's configuration table and the code cannot
+drift apart (a test compares them).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Mapping
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: str
+    description: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("AMQP_URI", "amqp://guest:guest@127.0.0.1:5672/", "RabbitMQ connection URI."),
+    Setting(
+        "MONGO_URI",
+        "mongomock://",
+        "MongoDB URI (`mongodb://...`), or `mongomock://` for an in-memory database that is "
+        "lost at exit (tests and a local demo).",
+    ),
+    Setting("MONGO_DB_PREFIX", "companion_", "Prefix of each service's database name."),
+    Setting("WEB_SERVER_ADDRESS", "0.0.0.0:8000", "Address of the HTTP endpoints (webhooks, health)."),
+    Setting("LOG_LEVEL", "INFO", "Log level of the JSON-lines logs."),
+    Setting("MAX_WORKERS", "10", "Concurrent workers per service (and the consumer prefetch)."),
+    Setting("EVENT_MAX_ATTEMPTS", "5", "Tries of an event handler before its message is parked."),
+    Setting(
+        "EVENT_RETRY_DELAYS_MS",
+        "1000,5000,30000,120000",
+        "Back-off before each retry of a failed event handler, in milliseconds; the last value "
+        "repeats.",
+    ),
+    Setting("OUTBOX_SWEEP_SECONDS", "2", "How often unsent events are looked for and published."),
+    Setting("OUTBOX_BATCH_SIZE", "200", "Events published per batch of publisher confirms."),
+    Setting("WEBHOOK_MAX_BODY_BYTES", str(1024 * 1024), "Largest webhook body accepted (413 above)."),
+    Setting("INBOX_SWEEP_SECONDS", "5", "How often webhook deliveries not yet applied are retried."),
+    Setting("INBOX_RETENTION_DAYS", "7", "Days an applied webhook delivery is kept."),
+    Setting("RECONCILE_INTERVAL_MINUTES", "10", "Default interval of a store's REST reconciliation."),
+    Setting(
+        "RECONCILE_FULL_CUSTOMER_SCAN_HOURS",
+        "24",
+        "Interval of a full customer scan (the REST API cannot filter customers by modification).",
+    ),
+    Setting("WOO_HTTP_TIMEOUT_SECONDS", "30", "Timeout of one request to a shop's REST API."),
+    Setting("WOO_MAX_RETRIES", "6", "Retries of a shop API request on 429, 5xx and network errors."),
+)
+
+_DEFAULTS = {s.name: s.default for s in SETTINGS}
+
+
+class Config:
+    """Typed read access to the settings; `env` defaults to the process environment."""
+
+    def __init__(self, env: Mapping[str, str] | None = None, **overrides: str) -> None:
+        source = dict(os.environ if env is None else env)
+        source.update({k: str(v) for k, v in overrides.items()})
+        self._env = source
+
+    def get(self, name: str) -> str:
+        if name not in _DEFAULTS:
+            raise KeyError(f"unknown setting {name!r}: add it to shared.config.SETTINGS")
+        value = self._env.get(name)
+        return _DEFAULTS[name] if value is None or value == "" else value
+
+    def int(self, name: str) -> int:
+        raw = self.get(name)
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError(f"{name} must be a whole number, got {raw!r}") from None
+
+    def float(self, name: str) -> float:
+        raw = self.get(name)
+        try:
+            return float(raw)
+        except ValueError:
+            raise ValueError(f"{name} must be a number, got {raw!r}") from None
+
+    def int_list(self, name: str) -> list[int]:
+        raw = self.get(name)
+        try:
+            values = [int(part) for part in raw.split(",") if part.strip()]
+        except ValueError:
+            raise ValueError(f"{name} must be comma-separated whole numbers, got {raw!r}") from None
+        if not values or any(v < 0 for v in values):
+            raise ValueError(f"{name} needs at least one non-negative value, got {raw!r}")
+        return values
+
+    def nameko_config(self, **extra: object) -> dict:
+        """The dict nameko's ServiceRunner takes, plus our settings for dependency providers."""
+        config: dict = {name: self.get(name) for name in _DEFAULTS}
+        config["AMQP_URI"] = self.get("AMQP_URI")
+        config["WEB_SERVER_ADDRESS"] = self.get("WEB_SERVER_ADDRESS")
+        config["max_workers"] = self.int("MAX_WORKERS")
+        config["serializer"] = "json"
+        config.update(extra)
+        return config
+
+
+def from_nameko(container_config: Mapping[str, object]) -> Config:
+    """Rebuild a Config from a nameko container's config (which started from `nameko_config`)."""
+    return Config({k: str(v) for k, v in container_config.items() if k in _DEFAULTS})

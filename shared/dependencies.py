@@ -1,0 +1,98 @@
+"""nameko dependency providers shared by every service: the outbox relay and log context."""
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+import eventlet
+from nameko.extensions import DependencyProvider
+from pymongo.collection import Collection
+
+from shared.config import from_nameko
+from shared.events import Event
+from shared.logs import bind_log_context
+from shared.messaging.publisher import ConfirmingPublisher, PublishError
+from shared.mongo import MongoStorage
+from shared.outbox import OutboxRelay
+
+log = logging.getLogger(__name__)
+
+
+class OutboxRelayProvider(DependencyProvider):
+    """Publishes the events a service's documents owe.
+
+    Workers get the relay for the fast path (publish right after their write); a background
+    sweep publishes whatever is left over from a crash or a broker outage. `collections` picks
+    the outbox-carrying collections from the service's repository bundle.
+    """
+
+    def __init__(self, collections: Callable[[object], list[Collection]]) -> None:
+        self.collections = collections
+        self.relay: OutboxRelay | None = None
+        self._sweeper = None
+        self._running = False
+
+    def setup(self) -> None:
+        config = from_nameko(self.container.config)
+        self.interval = config.float("OUTBOX_SWEEP_SECONDS")
+        self.batch_size = config.int("OUTBOX_BATCH_SIZE")
+        self.publisher = ConfirmingPublisher(config.get("AMQP_URI"))
+
+    def start(self) -> None:
+        storages = [d for d in self.container.dependencies if isinstance(d, MongoStorage)]
+        if not storages:
+            raise RuntimeError("OutboxRelayProvider needs the service's MongoStorage")
+        self.relay = OutboxRelay(self.collections(storages[0].repositories), self.publisher,
+                                 batch_size=self.batch_size)
+        self.relay.ensure_indexes()
+        self._running = True
+        self._sweeper = self.container.spawn_managed_thread(self._sweep_forever,
+                                                            identifier="outbox-sweeper")
+
+    def _sweep_forever(self) -> None:
+        while self._running:
+            self.sweep_once()
+            eventlet.sleep(self.interval)
+
+    def sweep_once(self) -> int:
+        try:
+            count = self.relay.publish_pending() if self.relay else 0
+            if count:
+                log.info("outbox sweep published %d events", count)
+            return count
+        except PublishError as exc:
+            log.warning("outbox sweep could not publish; will retry: %s", exc)
+        except Exception:
+            log.exception("outbox sweep failed; will retry")
+        return 0
+
+    def stop(self) -> None:
+        self._running = False
+        if self._sweeper is not None:
+            self._sweeper.kill()
+        self.publisher.close()
+
+    def kill(self) -> None:
+        self.stop()
+
+    def get_dependency(self, worker_ctx) -> OutboxRelay:
+        assert self.relay is not None
+        return self.relay
+
+
+class WorkerLogContext(DependencyProvider):
+    """Binds the service name, and an event's identifiers, to every log line of a worker."""
+
+    def worker_setup(self, worker_ctx) -> None:
+        fields: dict = {"service": self.container.service_name}
+        if worker_ctx.args and isinstance(worker_ctx.args[0], Event):
+            event = worker_ctx.args[0]
+            fields.update(store_id=event.store_id, event_id=event.event_id,
+                          event_type=event.event_type, correlation_id=event.correlation_id)
+        elif worker_ctx.kwargs.get("store_id"):
+            fields["store_id"] = worker_ctx.kwargs["store_id"]
+        # Each worker runs in its own green thread with its own context: nothing to undo.
+        bind_log_context(**fields)
+
+    def get_dependency(self, worker_ctx) -> None:
+        return None

@@ -1,0 +1,99 @@
+"""Every event the system knows: type, source service, schema version, schema and a sample.
+
+Publishers and consumers both look contracts up here; a test holds each entry to its sample.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from marshmallow import Schema
+
+from shared.events import customer_sync as cs
+
+
+@dataclass(frozen=True)
+class EventContract:
+    event_type: str
+    source: str
+    schema_version: int
+    schema: type[Schema]
+    description: str
+    sample: dict = field(default_factory=dict, compare=False)
+
+
+def _money(amount: int, currency: str = "EUR") -> dict:
+    return {"amount": amount, "currency": currency}
+
+
+_ADDRESS = {
+    "first_name": "Ada", "last_name": "Lovelace", "company": "", "address_1": "1 Analytical Way",
+    "address_2": "", "city": "London", "state": "", "postcode": "N1 1AA", "country": "GB",
+    "email": "ada@example.com", "phone": "+441234567890",
+}
+_CUSTOMER = {
+    "customer_id": "c-3f2a", "woo_customer_id": 42, "registered": True,
+    "email": "ada@example.com", "first_name": "Ada", "last_name": "Lovelace",
+    "phone": "+441234567890", "company": "", "billing": _ADDRESS, "shipping": _ADDRESS,
+    "date_created": "2026-01-02T10:00:00+00:00",
+}
+_ORDER = {
+    "order_id": "1001", "number": "1001", "customer_id": "c-3f2a", "is_guest": False,
+    "status": "processing", "currency": "EUR", "total": _money(4990), "subtotal": _money(4500),
+    "discount_total": _money(0), "shipping_total": _money(490), "tax_total": _money(0),
+    "total_refunded": _money(0), "date_created": "2026-01-03T09:00:00+00:00",
+    "date_paid": "2026-01-03T09:01:00+00:00", "date_completed": None,
+    "line_items": [{
+        "line_id": 1, "product_id": 7, "variation_id": 0, "name": "Tea", "sku": "TEA",
+        "quantity": 3, "subtotal": _money(4500), "total": _money(4500),
+    }],
+    "coupon_codes": [], "payment_method": "stripe", "billing_country": "GB",
+}
+
+_ENTRIES = (
+    EventContract("customer.created", "customer_sync", 1, cs.CustomerData,
+                  "A customer was seen for the first time (registered, or a guest by email).",
+                  _CUSTOMER),
+    EventContract("customer.updated", "customer_sync", 1, cs.CustomerUpdatedData,
+                  "A customer's contact data changed; `changed_fields` names what.",
+                  {**_CUSTOMER, "changed_fields": ["phone"]}),
+    EventContract("customer.deleted", "customer_sync", 1, cs.CustomerDeletedData,
+                  "The shop deleted a registered customer; their orders remain.",
+                  {"customer_id": "c-3f2a", "woo_customer_id": 42}),
+    EventContract("customer.merged", "customer_sync", 1, cs.CustomerMergedData,
+                  "A guest's record was merged into a registered customer with the same email.",
+                  {"customer_id": "c-3f2a", "merged_customer_id": "c-77b0"}),
+    EventContract("order.placed", "customer_sync", 1, cs.OrderData,
+                  "An order was first seen in a real status (pending, processing, on-hold, "
+                  "completed).", _ORDER),
+    EventContract("order.updated", "customer_sync", 1, cs.OrderUpdatedData,
+                  "A placed order's status or amounts changed (not into cancelled).",
+                  {**_ORDER, "status": "completed", "old_status": "processing",
+                   "new_status": "completed", "changed_fields": ["status"]}),
+    EventContract("order.refunded", "customer_sync", 1, cs.OrderRefundedData,
+                  "The refunded amount of a placed order grew by `refund_delta`.",
+                  {**_ORDER, "total_refunded": _money(1000), "refund_delta": _money(1000)}),
+    EventContract("order.cancelled", "customer_sync", 1, cs.OrderCancelledData,
+                  "A placed order became cancelled, failed or trashed.",
+                  {**_ORDER, "status": "cancelled", "old_status": "processing"}),
+)
+
+CATALOGUE: dict[tuple[str, int], EventContract] = {
+    (entry.event_type, entry.schema_version): entry for entry in _ENTRIES
+}
+_LATEST: dict[str, int] = {}
+for _type, _version in CATALOGUE:
+    _LATEST[_type] = max(_version, _LATEST.get(_type, 0))
+
+
+def contract(event_type: str, schema_version: int | None = None) -> EventContract:
+    """The contract for a type (latest version unless one is named); KeyError if unknown."""
+    version = schema_version if schema_version is not None else _LATEST.get(event_type)
+    try:
+        return CATALOGUE[(event_type, version)]
+    except KeyError:
+        raise KeyError(f"no contract for event {event_type!r} version {version}") from None
+
+
+def contracts_from(source: str) -> list[EventContract]:
+    """Latest contracts of the events a service publishes."""
+    return [c for (t, v), c in CATALOGUE.items() if c.source == source and _LATEST[t] == v]

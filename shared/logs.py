@@ -1,0 +1,97 @@
+"""JSON-lines logs that carry store_id, event_id and correlation_id, and never a secret.
+
+Entrypoints bind the identifiers of the message they handle with `log_context(...)`; every
+record logged inside that block carries them, with no need to pass them down by hand.
+"""
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import re
+import sys
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Iterator
+
+_CONTEXT: contextvars.ContextVar[dict] = contextvars.ContextVar("log_context", default={})
+
+CONTEXT_FIELDS = ("service", "store_id", "event_id", "event_type", "correlation_id", "customer_id")
+
+# Keys whose values are replaced wherever they appear in a record's extra fields.
+_SECRET_KEY = re.compile(r"secret|signature|password|token|consumer_key|authorization", re.I)
+_REDACTED = "[redacted]"
+_STANDARD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+
+@contextmanager
+def log_context(**fields: object) -> Iterator[None]:
+    """Add fields to every log record emitted inside the block (per green thread)."""
+    merged = {**_CONTEXT.get(), **{k: v for k, v in fields.items() if v is not None}}
+    token = _CONTEXT.set(merged)
+    try:
+        yield
+    finally:
+        _CONTEXT.reset(token)
+
+
+def bind_log_context(**fields: object) -> None:
+    """Add fields for the rest of the current green thread (a worker's whole life)."""
+    _CONTEXT.set({**_CONTEXT.get(), **{k: v for k, v in fields.items() if v is not None}})
+
+
+def redact(value: object) -> object:
+    """Replace the values of secret-looking keys, recursively."""
+    if isinstance(value, dict):
+        return {
+            k: (_REDACTED if isinstance(k, str) and _SECRET_KEY.search(k) else redact(v))
+            for k, v in value.items()
+        }
+    if isinstance(value, (list, tuple)):
+        return [redact(v) for v in value]
+    return value
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, context and extra fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict = {
+            "ts": datetime.fromtimestamp(record.created, tz=timezone.utc).isoformat(),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        entry.update(_CONTEXT.get())
+        for key, value in vars(record).items():
+            if key not in _STANDARD_ATTRS and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(redact(entry), default=str)
+
+
+def configure_logging(level: str = "INFO", stream=None) -> None:
+    """Send every logger's records to `stream` (stderr) as JSON lines; idempotent."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    for existing in list(root.handlers):
+        if isinstance(existing.formatter, JsonFormatter):
+            root.removeHandler(existing)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    # kombu and amqp are chatty at INFO about reconnects that we log ourselves.
+    for noisy in ("amqp", "kombu", "urllib3"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+def nameko_logging_config(level: str = "INFO") -> dict:
+    """A nameko LOGGING block that keeps existing loggers (else handler tracebacks vanish)."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "shared.logs.JsonFormatter"}},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json"}},
+        "root": {"level": level.upper(), "handlers": ["stderr"]},
+    }

@@ -1,0 +1,1 @@
+"""Loss-free messaging on RabbitMQ: confirmed publishing, the retrying event handler, parking."""

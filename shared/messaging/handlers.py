@@ -1,0 +1,233 @@
+"""The one event-handler decorator every consumer uses: it never loses a message.
+
+nameko acknowledges an event once its worker finishes; with `requeue_on_error=False` a handler
+that raises would lose the message. This entrypoint instead:
+
+* loads the body through the event catalogue (unknown fields excluded); a body that does not
+  match its contract is parked at once, since retrying cannot fix it;
+* skips an event this handler has already applied (a unique record per handler and event id
+  in the consumer's own database), and records it once the handler succeeds;
+* on an error, re-publishes the message to a delay queue whose TTL dead-letters it back to the
+  handler's own queue, counting attempts in a header of its own (RabbitMQ 4 ignores a
+  client-set `x-death`, so a limit read from it would never trip);
+* after `EVENT_MAX_ATTEMPTS` tries, parks the message with its error in `<service>.parked`,
+  from which operators list, replay and purge it (`shared.messaging.parking`).
+
+The original delivery is acknowledged only after the retry or park has been confirmed by the
+broker; if that publish fails, the delivery is requeued instead.
+"""
+from __future__ import annotations
+
+import logging
+import traceback
+import uuid
+from datetime import datetime, timezone
+from functools import partial
+
+from nameko.events import SERVICE_POOL, EventHandler
+from nameko.exceptions import ContainerBeingKilled
+from nameko.extensions import SharedExtension
+
+from shared.config import from_nameko
+from shared.events import Event, InvalidEvent, parse_event
+from shared.idempotency import Claim, ProcessedEvents
+from shared.logs import log_context
+from shared.messaging.publisher import ConfirmingPublisher, OutgoingMessage, PublishError
+
+log = logging.getLogger(__name__)
+
+ATTEMPTS_HEADER = "x-companion-attempts"
+ERROR_HEADER = "x-companion-error"
+TRACEBACK_HEADER = "x-companion-traceback"
+QUEUE_HEADER = "x-companion-queue"
+HANDLER_HEADER = "x-companion-handler"
+PARKED_AT_HEADER = "x-companion-parked-at"
+PARK_ID_HEADER = "x-companion-park-id"
+
+_MAX_ERROR_CHARS = 2000
+_MAX_TRACEBACK_CHARS = 8000
+
+
+def parked_queue(service_name: str) -> str:
+    return f"{service_name}.parked"
+
+
+def retry_queue(queue: str, delay_ms: int) -> str:
+    return f"{queue}.retry.{delay_ms}"
+
+
+def retry_delay_ms(delays_ms: list[int], attempt: int) -> int:
+    """Back-off before retry number `attempt` (1-based); the last delay repeats."""
+    return delays_ms[min(attempt, len(delays_ms)) - 1]
+
+
+class RetryBroker(SharedExtension):
+    """One confirming publisher per container for retries and parking."""
+
+    def setup(self) -> None:
+        self.publisher = ConfirmingPublisher(self.container.config["AMQP_URI"])
+
+    def stop(self) -> None:
+        self.publisher.close()
+
+    def kill(self) -> None:
+        self.publisher.close()
+
+    def schedule_retry(self, queue: str, body: dict, headers: dict, delay_ms: int) -> None:
+        name = retry_queue(queue, delay_ms)
+        self.publisher.declare_queue(
+            name,
+            arguments={
+                "x-message-ttl": delay_ms,
+                "x-dead-letter-exchange": "",
+                "x-dead-letter-routing-key": queue,
+            },
+        )
+        self.publisher.publish_batch([OutgoingMessage("", name, body, headers=headers)])
+
+    def park(self, service_name: str, body: dict, headers: dict) -> None:
+        name = parked_queue(service_name)
+        self.publisher.declare_queue(name)
+        self.publisher.publish_batch([OutgoingMessage("", name, body, headers=headers)])
+
+
+class ReliableEventHandler(EventHandler):
+    """`@event_handler(source, event_type)` with retries, parking and idempotency."""
+
+    broker = RetryBroker()
+
+    def __init__(self, source_service: str, event_type: str, **kwargs) -> None:
+        super().__init__(
+            source_service,
+            event_type,
+            handler_type=SERVICE_POOL,
+            reliable_delivery=True,
+            requeue_on_error=False,
+            **kwargs,
+        )
+        self._processed: ProcessedEvents | None = None
+
+    def setup(self) -> None:
+        super().setup()
+        config = from_nameko(self.container.config)
+        self.max_attempts = max(1, config.int("EVENT_MAX_ATTEMPTS"))
+        self.delays_ms = config.int_list("EVENT_RETRY_DELAYS_MS")
+
+    # Plain methods, not properties: nameko inspects every attribute of an extension when it
+    # binds it, which would run a property before the container is ready.
+    def handler_key(self) -> str:
+        return f"{self.container.service_name}.{self.method_name}"
+
+    def processed(self) -> ProcessedEvents:
+        # Resolved lazily: extensions are set up in no fixed order.
+        if self._processed is None:
+            from shared.mongo import MongoStorage
+
+            storages = [d for d in self.container.dependencies if isinstance(d, MongoStorage)]
+            if not storages or storages[0].database is None:
+                raise RuntimeError(
+                    f"{self.container.service_name} has reliable event handlers but no "
+                    "MongoStorage dependency to record applied events in"
+                )
+            self._processed = ProcessedEvents(storages[0].database)
+            self._processed.ensure_indexes()
+        return self._processed
+
+    def handle_message(self, body, message) -> None:
+        headers = dict(message.headers or {})
+        attempts = _int(headers.get(ATTEMPTS_HEADER))
+        try:
+            event = parse_event(body, expected_type=self.event_type)
+        except InvalidEvent as exc:
+            log.error("parking an invalid %s event: %s", self.event_type, exc)
+            self._settle_failure(message, body, headers, self.max_attempts, exc, None)
+            return
+        with log_context(**_event_context(event)):
+            claim = self.processed().claim(self.handler_key(), event.event_id, event.event_type)
+            if claim is Claim.DONE:
+                log.info("skipping %s: already applied by %s", event.event_type, self.handler_key())
+                self.queue_consumer.ack_message(message)
+                return
+            if claim is Claim.BUSY:
+                # Another worker is applying this very event; look again after a delay.
+                self._defer(message, body, headers)
+                return
+        context_data = self.unpack_message_headers(message)
+        handle_result = partial(self._on_result, message, body, headers, event, attempts)
+        try:
+            self.container.spawn_worker(
+                self, (event,), {}, context_data=context_data, handle_result=handle_result
+            )
+        except ContainerBeingKilled:
+            self.processed().release(self.handler_key(), event.event_id)
+            self.queue_consumer.requeue_message(message)
+
+    def _defer(self, message, body, headers) -> None:
+        try:
+            self.broker.schedule_retry(self.queue.name, body, headers, self.delays_ms[0])
+        except PublishError:
+            self.queue_consumer.requeue_message(message)
+            return
+        self.queue_consumer.ack_message(message)
+
+    def _on_result(self, message, body, headers, event: Event, attempts: int, worker_ctx,
+                   result=None, exc_info=None):
+        with log_context(**_event_context(event)):
+            if exc_info is None:
+                self.processed().complete(self.handler_key(), event.event_id)
+                self.queue_consumer.ack_message(message)
+            else:
+                self.processed().release(self.handler_key(), event.event_id)
+                self._settle_failure(message, body, headers, attempts + 1, exc_info[1], exc_info)
+        return result, exc_info
+
+    def _settle_failure(self, message, body, headers, attempt: int, error: BaseException,
+                        exc_info) -> None:
+        headers = {k: v for k, v in headers.items() if k != "x-death"}
+        headers[ATTEMPTS_HEADER] = attempt
+        headers[ERROR_HEADER] = f"{type(error).__name__}: {error}"[:_MAX_ERROR_CHARS]
+        headers[QUEUE_HEADER] = self.queue.name
+        headers[HANDLER_HEADER] = self.handler_key()
+        try:
+            if attempt >= self.max_attempts:
+                if exc_info is not None:
+                    headers[TRACEBACK_HEADER] = "".join(
+                        traceback.format_exception(*exc_info)
+                    )[-_MAX_TRACEBACK_CHARS:]
+                headers[PARKED_AT_HEADER] = datetime.now(timezone.utc).isoformat()
+                headers[PARK_ID_HEADER] = _park_id()
+                self.broker.park(self.container.service_name, body, headers)
+                log.error("parked after %d attempts: %s", attempt, headers[ERROR_HEADER])
+            else:
+                delay = retry_delay_ms(self.delays_ms, attempt)
+                self.broker.schedule_retry(self.queue.name, body, headers, delay)
+                log.warning("attempt %d failed, retrying in %d ms: %s", attempt, delay,
+                            headers[ERROR_HEADER])
+        except PublishError:
+            log.exception("could not schedule a retry; the delivery goes back to its queue")
+            self.queue_consumer.requeue_message(message)
+            return
+        self.queue_consumer.ack_message(message)
+
+
+def _park_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _int(value: object) -> int:
+    try:
+        return int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return 0
+
+
+def _event_context(event: Event) -> dict:
+    return {
+        "store_id": event.store_id,
+        "event_id": event.event_id,
+        "event_type": event.event_type,
+        "correlation_id": event.correlation_id,
+    }
+
+
+event_handler = ReliableEventHandler.decorator

@@ -1,0 +1,171 @@
+"""Publishing with publisher confirms, in batches.
+
+A confirm per message caps a channel at a few hundred messages a second, so a batch is
+published first and its confirms are awaited together. A batch either is confirmed in full or
+raises `PublishError`; the caller (the outbox relay) keeps what was not confirmed and tries
+again later, so a broker outage delays events but never loses them.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+
+import amqp
+from kombu import Connection
+
+log = logging.getLogger(__name__)
+
+PERSISTENT = 2
+
+
+class PublishError(Exception):
+    """Some messages of a batch were not confirmed by the broker."""
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    exchange: str
+    routing_key: str
+    body: dict
+    message_id: str | None = None
+    headers: dict = field(default_factory=dict)
+    content_type: str = "application/json"
+
+
+def events_exchange(source_service: str) -> str:
+    """The topic exchange a service's events go to (nameko's naming, so nameko consumers bind)."""
+    return f"{source_service}.events"
+
+
+class ConfirmingPublisher:
+    """One connection and channel in confirm mode, reconnected on the next call after a failure."""
+
+    def __init__(self, amqp_uri: str, *, confirm_timeout: float = 15.0, ssl: object = None) -> None:
+        self._uri = amqp_uri
+        self._ssl = ssl
+        self._confirm_timeout = confirm_timeout
+        self._lock = threading.Lock()
+        self._kombu: Connection | None = None
+        self._channel: amqp.Channel | None = None
+        self._declared: set[str] = set()
+        self._next_tag = 1
+        self._acked_upto = 0
+        self._nacked: set[int] = set()
+        self._acked: set[int] = set()
+        self._batch_first = 1  # a multiple ack/nack covers the current batch up to its tag
+
+    # -- connection -----------------------------------------------------------------------
+    def _connect(self) -> amqp.Channel:
+        if self._channel is not None and self._channel.is_open:
+            return self._channel
+        self._reset()
+        self._kombu = Connection(self._uri, ssl=self._ssl, connect_timeout=10, heartbeat=0)
+        self._kombu.connect()
+        raw: amqp.Connection = self._kombu.connection
+        channel = raw.channel()
+        channel.confirm_select()
+        channel.events["basic_ack"].add(self._on_ack)
+        channel.events["basic_nack"].add(self._on_nack)
+        self._channel = channel
+        self._declared.clear()
+        self._next_tag = 1
+        self._acked.clear()
+        self._nacked.clear()
+        return channel
+
+    def _reset(self) -> None:
+        if self._kombu is not None:
+            try:
+                self._kombu.release()
+            except Exception:  # closing a broken connection may fail; it is being dropped
+                pass
+        self._kombu = None
+        self._channel = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._reset()
+
+    # -- confirms -------------------------------------------------------------------------
+    def _on_ack(self, delivery_tag: int, multiple: bool) -> None:
+        if multiple:
+            self._acked.update(range(self._batch_first, delivery_tag + 1))
+        else:
+            self._acked.add(delivery_tag)
+
+    def _on_nack(self, delivery_tag: int, multiple: bool) -> None:
+        if multiple:
+            self._nacked.update(range(self._batch_first, delivery_tag + 1))
+        else:
+            self._nacked.add(delivery_tag)
+
+    # -- publishing -----------------------------------------------------------------------
+    def declare_exchange(self, name: str, type_: str = "topic") -> None:
+        with self._lock:
+            self._declare_exchange(self._connect(), name, type_)
+
+    def _declare_exchange(self, channel: amqp.Channel, name: str, type_: str = "topic") -> None:
+        if name and name not in self._declared:
+            channel.exchange_declare(name, type_, durable=True, auto_delete=False)
+            self._declared.add(name)
+
+    def declare_queue(self, name: str, arguments: dict | None = None) -> None:
+        with self._lock:
+            channel = self._connect()
+            key = f"queue:{name}"
+            if key not in self._declared:
+                channel.queue_declare(name, durable=True, auto_delete=False, arguments=arguments or {})
+                self._declared.add(key)
+
+    def publish_batch(self, messages: list[OutgoingMessage]) -> None:
+        """Publish every message and wait until the broker has confirmed them all."""
+        if not messages:
+            return
+        with self._lock:
+            try:
+                self._publish_locked(messages)
+            except (OSError, socket.error, amqp.exceptions.AMQPError, PublishError) as exc:
+                self._reset()
+                if isinstance(exc, PublishError):
+                    raise
+                raise PublishError(f"publishing {len(messages)} messages failed: {exc!r}") from exc
+
+    def _publish_locked(self, messages: list[OutgoingMessage]) -> None:
+        channel = self._connect()
+        for message in messages:
+            if message.exchange and message.exchange.endswith(".events"):
+                self._declare_exchange(channel, message.exchange)
+        first = self._batch_first = self._next_tag
+        for message in messages:
+            body = json.dumps(message.body, separators=(",", ":")).encode()
+            props = {
+                "content_type": message.content_type,
+                "content_encoding": "utf-8",
+                "delivery_mode": PERSISTENT,
+                "application_headers": dict(message.headers),
+            }
+            if message.message_id:
+                props["message_id"] = message.message_id
+            channel.basic_publish(amqp.Message(body, **props), message.exchange, message.routing_key)
+            self._next_tag += 1
+        last = self._next_tag - 1
+        wanted = set(range(first, last + 1))
+        deadline = time.monotonic() + self._confirm_timeout
+        connection = self._kombu.connection  # type: ignore[union-attr]
+        while not wanted <= (self._acked | self._nacked):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise PublishError(f"no confirm for {len(wanted - self._acked)} messages in time")
+            try:
+                connection.drain_events(timeout=min(remaining, 1.0))
+            except socket.timeout:
+                continue
+        nacked = wanted & self._nacked
+        self._acked -= wanted
+        self._nacked -= wanted
+        if nacked:
+            raise PublishError(f"the broker refused {len(nacked)} of {len(messages)} messages")

@@ -1,0 +1,130 @@
+"""The transactional outbox without transactions.
+
+A service records the events it owes *in the same document write* as the state change that
+caused them (an `outbox` array on that document), so a crash can never separate the two. The
+relay publishes pending entries with publisher confirms and then pulls them off; after a crash
+the periodic sweep re-publishes whatever is still there. Event ids are stable, so a
+re-publish is deduplicated by consumers.
+"""
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from typing import Any, Iterable
+
+from pymongo import ASCENDING
+from pymongo.collection import Collection
+from pymongo.database import Database
+
+from shared.events import Event, contract
+from shared.messaging.publisher import ConfirmingPublisher, OutgoingMessage, events_exchange
+
+log = logging.getLogger(__name__)
+
+OUTBOX_FIELD = "outbox"
+
+
+def outbox_entry(event: Event) -> dict:
+    """What is stored per owed event: its envelope and where it goes."""
+    return {
+        "event_id": event.event_id,
+        "event_type": event.event_type,
+        "exchange": events_exchange(contract(event.event_type, event.schema_version).source),
+        "message": event.to_message(),
+        "created_at": datetime.now(timezone.utc),
+    }
+
+
+def push_events(events: Iterable[Event]) -> dict:
+    """The `$push` clause that appends events to a document's outbox in an update."""
+    entries = [outbox_entry(e) for e in events]
+    return {OUTBOX_FIELD: {"$each": entries}} if entries else {}
+
+
+class StandaloneOutbox:
+    """For events not tied to one document's change: one document per event."""
+
+    def __init__(self, database: Database, name: str = "outbox") -> None:
+        self.collection = database[name]
+
+    def add(self, events: Iterable[Event]) -> None:
+        for event in events:
+            self.collection.update_one(
+                {"_id": event.event_id},
+                {"$setOnInsert": {OUTBOX_FIELD: [outbox_entry(event)], "standalone": True}},
+                upsert=True,
+            )
+
+
+class OutboxRelay:
+    """Publishes what the given collections' documents owe, oldest documents first."""
+
+    def __init__(
+        self,
+        collections: Iterable[Collection],
+        publisher: ConfirmingPublisher,
+        batch_size: int = 200,
+    ) -> None:
+        self.collections = list(collections)
+        self.publisher = publisher
+        self.batch_size = batch_size
+
+    def ensure_indexes(self) -> None:
+        for collection in self.collections:
+            collection.create_index([(f"{OUTBOX_FIELD}.event_id", ASCENDING)], sparse=True)
+
+    def publish_document(self, collection: Collection, document_id: Any) -> int:
+        """Fast path right after a write: publish what one document owes."""
+        doc = collection.find_one({"_id": document_id}, {OUTBOX_FIELD: 1})
+        if not doc or not doc.get(OUTBOX_FIELD):
+            return 0
+        return self._publish(collection, [doc])
+
+    def publish_pending(self, limit: int | None = None) -> int:
+        """Sweep: publish everything still owed (after a crash or a broker outage)."""
+        published = 0
+        for collection in self.collections:
+            while limit is None or published < limit:
+                docs = list(
+                    collection.find({f"{OUTBOX_FIELD}.0": {"$exists": True}}, {OUTBOX_FIELD: 1})
+                    .limit(self.batch_size)
+                )
+                if not docs:
+                    break
+                count = self._publish(collection, docs)
+                published += count
+                if count == 0:
+                    break
+        return published
+
+    def _publish(self, collection: Collection, docs: list[dict]) -> int:
+        entries: list[tuple[Any, dict]] = [
+            (doc["_id"], entry) for doc in docs for entry in doc.get(OUTBOX_FIELD, [])
+        ]
+        done = 0
+        for start in range(0, len(entries), self.batch_size):
+            chunk = entries[start : start + self.batch_size]
+            self.publisher.publish_batch(
+                [
+                    OutgoingMessage(
+                        exchange=entry["exchange"],
+                        routing_key=entry["event_type"],
+                        body=entry["message"],
+                        message_id=entry["event_id"],
+                    )
+                    for _, entry in chunk
+                ]
+            )
+            by_doc: dict[Any, list[str]] = {}
+            for doc_id, entry in chunk:
+                by_doc.setdefault(doc_id, []).append(entry["event_id"])
+            for doc_id, event_ids in by_doc.items():
+                collection.update_one(
+                    {"_id": doc_id},
+                    {"$pull": {OUTBOX_FIELD: {"event_id": {"$in": event_ids}}}},
+                )
+            collection.delete_many(
+                {"_id": {"$in": list(by_doc)}, "standalone": True, OUTBOX_FIELD: {"$size": 0}}
+            )
+            done += len(chunk)
+        return done

@@ -1,0 +1,204 @@
+"""Test helpers that talk to the real broker: vhosts, running services, observing events."""
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+import urllib.parse
+from typing import Callable
+
+import requests
+from kombu import Connection, Exchange, Queue
+from nameko.containers import ServiceContainer
+
+from shared.config import Config
+
+
+class BrokerAdmin:
+    """RabbitMQ management API: one virtual host per test, permissions for fault tests."""
+
+    def __init__(self, url: str) -> None:
+        parsed = urllib.parse.urlsplit(url)
+        self.base = f"{parsed.scheme}://{parsed.hostname}:{parsed.port or 15672}/api"
+        self.auth = (parsed.username or "guest", parsed.password or "guest")
+        self.session = requests.Session()
+
+    def unavailable_reason(self) -> str | None:
+        try:
+            response = self.session.get(f"{self.base}/overview", auth=self.auth, timeout=5)
+        except requests.RequestException as exc:
+            return f"management API unreachable ({exc.__class__.__name__})"
+        if response.status_code != 200:
+            return f"management API answered {response.status_code}"
+        return None
+
+    def create_vhost(self, vhost: str) -> None:
+        name = urllib.parse.quote(vhost, safe="")
+        self.session.put(f"{self.base}/vhosts/{name}", auth=self.auth, timeout=10).raise_for_status()
+        self.set_permissions(vhost)
+
+    def set_permissions(self, vhost: str, configure: str = ".*", write: str = ".*",
+                        read: str = ".*", user: str = "guest") -> None:
+        name = urllib.parse.quote(vhost, safe="")
+        self.session.put(
+            f"{self.base}/permissions/{name}/{user}", auth=self.auth, timeout=10,
+            json={"configure": configure, "write": write, "read": read},
+        ).raise_for_status()
+
+    def delete_vhost(self, vhost: str) -> None:
+        name = urllib.parse.quote(vhost, safe="")
+        self.session.delete(f"{self.base}/vhosts/{name}", auth=self.auth, timeout=10)
+
+    def queue_depth(self, vhost: str, queue: str) -> int:
+        name = urllib.parse.quote(vhost, safe="")
+        r = self.session.get(f"{self.base}/queues/{name}/{urllib.parse.quote(queue, safe='')}",
+                             auth=self.auth, timeout=10)
+        r.raise_for_status()
+        return int(r.json().get("messages", 0))
+
+
+def vhost_of(amqp_uri: str) -> str:
+    return urllib.parse.unquote(urllib.parse.urlsplit(amqp_uri).path.lstrip("/"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServiceHarness:
+    """Runs nameko service containers in this process (they share the in-memory MongoDB)."""
+
+    def __init__(self, amqp_uri: str, mongo_uri: str) -> None:
+        self.amqp_uri = amqp_uri
+        self.mongo_uri = mongo_uri
+        self.containers: list[ServiceContainer] = []
+        self.web_port = free_port()
+
+    def config(self, **overrides: object) -> dict:
+        base = Config(
+            {},
+            AMQP_URI=self.amqp_uri,
+            MONGO_URI=self.mongo_uri,
+            WEB_SERVER_ADDRESS=f"127.0.0.1:{self.web_port}",
+            EVENT_RETRY_DELAYS_MS="50,100",
+            OUTBOX_SWEEP_SECONDS="0.2",
+            INBOX_SWEEP_SECONDS="0.5",
+        )
+        config = base.nameko_config()
+        config.update({k: (v if not isinstance(v, (int, float)) else str(v)) for k, v in overrides.items()})
+        return config
+
+    def start(self, service_cls, **overrides: object) -> ServiceContainer:
+        container = ServiceContainer(service_cls, self.config(**overrides))
+        container.start()
+        self.containers.append(container)
+        return container
+
+    @property
+    def web_url(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}"
+
+    def kill(self, container: ServiceContainer) -> None:
+        container.kill()
+        self.containers.remove(container)
+
+    def stop_all(self) -> None:
+        for container in reversed(self.containers):
+            try:
+                container.stop()
+            except Exception:
+                container.kill()
+        self.containers.clear()
+
+
+class EventCollector:
+    """Binds a private queue to services' event exchanges and records what arrives."""
+
+    def __init__(self, amqp_uri: str) -> None:
+        self.amqp_uri = amqp_uri
+        self.received: list[dict] = []
+        self._lock = threading.Lock()
+        self._conn = Connection(amqp_uri)
+        self._queues: list[Queue] = []
+        self._consumer = None
+        self._stop = False
+        self._thread: threading.Thread | None = None
+
+    def listen(self, source_service: str, pattern: str = "#") -> "EventCollector":
+        exchange = Exchange(f"{source_service}.events", type="topic", durable=True)
+        queue = Queue(f"collector-{source_service}-{id(self)}-{len(self._queues)}", exchange=exchange,
+                      routing_key=pattern, auto_delete=True, exclusive=True)
+        self._queues.append(queue)
+        self._restart()
+        return self
+
+    def _restart(self) -> None:
+        self._stop = True
+        if self._thread:
+            self._thread.join(timeout=5)
+        self._stop = False
+        channel = self._conn.channel()
+        consumer = self._conn.Consumer(self._queues, channel=channel, callbacks=[self._on_message],
+                                       accept=["json"])
+        consumer.consume()
+        self._consumer = consumer
+
+        def loop() -> None:
+            while not self._stop:
+                try:
+                    self._conn.drain_events(timeout=0.1)
+                except socket.timeout:
+                    continue
+                except Exception:
+                    if self._stop:
+                        return
+                    raise
+
+        self._thread = threading.Thread(target=loop, daemon=True)
+        self._thread.start()
+
+    def _on_message(self, body, message) -> None:
+        if isinstance(body, (bytes, str)):
+            body = json.loads(body)
+        with self._lock:
+            self.received.append(body)
+        message.ack()
+
+    def of_type(self, event_type: str) -> list[dict]:
+        with self._lock:
+            return [e for e in self.received if e.get("event_type") == event_type]
+
+    def wait_for(self, predicate: Callable[[list[dict]], bool], timeout: float = 10.0) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                snapshot = list(self.received)
+            if predicate(snapshot):
+                return snapshot
+            time.sleep(0.02)
+        with self._lock:
+            types = [e.get("event_type") for e in self.received]
+        raise AssertionError(f"condition not met in {timeout}s; received so far: {types}")
+
+    def close(self) -> None:
+        self._stop = True
+        if self._thread:
+            self._thread.join(timeout=5)
+        try:
+            self._conn.release()
+        except Exception:
+            pass
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.02,
+               message: str = "condition") -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"{message} not met within {timeout}s")
