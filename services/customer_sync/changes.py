@@ -1,0 +1,108 @@
+"""Deciding what an incoming WooCommerce state means: apply it or not, and which events it owes.
+
+Pure functions over stored documents and snapshots, so every rule (stale updates, duplicate
+deliveries, when an order counts as placed, cancelled or refunded) is unit-tested without a
+broker or a database.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from services.customer_sync.normalise import OrderSnapshot
+
+REAL_STATUSES = frozenset({"pending", "processing", "on-hold", "completed"})
+CANCELLED_STATUSES = frozenset({"cancelled", "failed", "trash"})
+AMOUNT_FIELDS = ("total", "subtotal", "discount_total", "shipping_total", "tax_total", "line_items")
+
+
+class Freshness(enum.Enum):
+    NEWER = "newer"  # apply it
+    SAME = "same"  # the state already held: change nothing, publish nothing
+    STALE = "stale"  # older than what is held: drop it
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:  # mongomock and some drivers drop tzinfo
+        return value.replace(tzinfo=timezone.utc)
+    return value
+
+
+def freshness(stored_modified: datetime | None, stored_hash: str | None,
+              incoming_modified: datetime | None, incoming_hash: str) -> Freshness:
+    """Compare by `date_modified_gmt`, then content: WooCommerce's timestamps have one-second
+    resolution, so two states in the same second are told apart by their content."""
+    if stored_hash is None:
+        return Freshness.NEWER
+    stored_modified, incoming_modified = _aware(stored_modified), _aware(incoming_modified)
+    if stored_modified is not None and incoming_modified is not None:
+        if incoming_modified < stored_modified:
+            return Freshness.STALE
+        if incoming_modified > stored_modified:
+            return Freshness.NEWER
+    return Freshness.SAME if incoming_hash == stored_hash else Freshness.NEWER
+
+
+@dataclass(frozen=True)
+class PlannedEvent:
+    event_type: str
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OrderPlan:
+    events: list[PlannedEvent]
+    placed: bool  # whether order.placed has been published for this order, after this change
+
+
+def plan_order_events(previous: dict | None, new: OrderSnapshot) -> OrderPlan:
+    """Which order events a change from the stored order `previous` to `new` owes.
+
+    order.placed  the first time the order is seen in a real status;
+    order.cancelled  a placed order becomes cancelled, failed or trashed;
+    order.updated  any other status change of a placed order, or a change of its amounts;
+    order.refunded  the refunded amount of a placed order grew (carries the delta).
+    """
+    was_placed = bool(previous and previous.get("placed"))
+    events: list[PlannedEvent] = []
+    if not was_placed:
+        if new.status not in REAL_STATUSES:
+            return OrderPlan([], placed=False)
+        events.append(PlannedEvent("order.placed"))
+        if new.total_refunded > 0:
+            events.append(PlannedEvent("order.refunded", {"refund_delta": new.total_refunded}))
+        return OrderPlan(events, placed=True)
+
+    assert previous is not None
+    old_status = previous["status"]
+    changed = [name for name in AMOUNT_FIELDS if previous.get(name) != getattr(new, name)]
+    if old_status != new.status:
+        if new.status in CANCELLED_STATUSES and old_status not in CANCELLED_STATUSES:
+            events.append(PlannedEvent("order.cancelled", {"old_status": old_status}))
+        else:
+            events.append(PlannedEvent("order.updated", {
+                "old_status": old_status, "new_status": new.status,
+                "changed_fields": ["status", *changed],
+            }))
+    elif changed:
+        events.append(PlannedEvent("order.updated", {
+            "old_status": old_status, "new_status": new.status, "changed_fields": changed,
+        }))
+    delta = new.total_refunded - int(previous.get("total_refunded", 0))
+    if delta > 0:
+        events.append(PlannedEvent("order.refunded", {"refund_delta": delta}))
+    elif delta < 0 and not any(e.event_type == "order.updated" for e in events):
+        events.append(PlannedEvent("order.updated", {
+            "old_status": old_status, "new_status": new.status,
+            "changed_fields": ["total_refunded"],
+        }))
+    return OrderPlan(events, placed=True)
+
+
+CONTACT_FIELDS = ("email", "first_name", "last_name", "phone", "company", "billing", "shipping")
+
+
+def changed_contact_fields(previous: dict, new: dict) -> list[str]:
+    """Names of the contact fields that differ (what customer.updated announces)."""
+    return [name for name in CONTACT_FIELDS if previous.get(name) != new.get(name)]

@@ -1,0 +1,270 @@
+"""WooCommerce REST/webhook JSON turned into the shapes customer_sync keeps. Pure functions.
+
+Money becomes integer minor units (via Decimal, never float); times become aware UTC
+datetimes read from the `*_gmt` fields (UTC without an offset); emails are compared
+lower-cased and trimmed.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any
+
+# ISO-4217 currencies whose minor unit is not 1/100.
+_MINOR_DIGITS = {
+    **dict.fromkeys(["BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF",
+                     "UGX", "UYI", "VND", "VUV", "XAF", "XOF", "XPF"], 0),
+    **dict.fromkeys(["BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"], 3),
+}
+
+ADDRESS_FIELDS = ("first_name", "last_name", "company", "address_1", "address_2", "city",
+                  "state", "postcode", "country", "email", "phone")
+
+
+class NormalisationError(ValueError):
+    """A payload that cannot be read as WooCommerce data; the message names the field."""
+
+
+def minor_digits(currency: str) -> int:
+    return _MINOR_DIGITS.get(currency.upper(), 2)
+
+
+def to_minor(value: Any, currency: str, field_name: str = "amount") -> int:
+    """'12.34' EUR -> 1234. Empty or missing means zero; half-up rounding past the minor unit."""
+    if value is None or value == "":
+        return 0
+    try:
+        amount = Decimal(str(value).strip())
+    except InvalidOperation:
+        raise NormalisationError(f"{field_name} is not a decimal amount: {value!r}") from None
+    if not amount.is_finite():
+        raise NormalisationError(f"{field_name} is not a finite amount: {value!r}")
+    scaled = (amount * (Decimal(10) ** minor_digits(currency))).quantize(
+        Decimal(1), rounding=ROUND_HALF_UP
+    )
+    return int(scaled)
+
+
+def parse_gmt(value: Any, field_name: str = "date") -> datetime | None:
+    """WooCommerce `*_gmt` strings are UTC without an offset; an explicit offset is honoured."""
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str):
+        raise NormalisationError(f"{field_name} is not a date string: {value!r}")
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise NormalisationError(f"{field_name} is not an ISO-8601 date: {value!r}") from None
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=timezone.utc)
+    return parsed.astimezone(timezone.utc)
+
+
+def email_key(value: Any) -> str | None:
+    """How customers are matched by email: trimmed and lower-cased; empty means none."""
+    if not isinstance(value, str):
+        return None
+    key = value.strip().lower()
+    return key or None
+
+
+def address(raw: Any) -> dict:
+    raw = raw if isinstance(raw, dict) else {}
+    return {name: _text(raw.get(name)) for name in ADDRESS_FIELDS}
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value).strip()
+
+
+def _int(value: Any, field_name: str, default: int | None = None) -> int:
+    if value in (None, "") and default is not None:
+        return default
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise NormalisationError(f"{field_name} is not a whole number: {value!r}") from None
+
+
+def content_hash(content: dict) -> str:
+    """A fingerprint of normalised content: same state, same hash, whatever the delivery."""
+    canonical = json.dumps(content, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def resource_id(payload: Any) -> int:
+    """The resource id every webhook body carries (deleted ones carry nothing else)."""
+    if not isinstance(payload, dict):
+        raise NormalisationError("the body must be a JSON object")
+    rid = payload.get("id")
+    if isinstance(rid, bool) or not isinstance(rid, int) or rid <= 0:
+        raise NormalisationError(f"id must be a positive whole number, got {rid!r}")
+    return rid
+
+
+@dataclass(frozen=True)
+class CustomerSnapshot:
+    """A registered customer as the shop sent it."""
+
+    woo_customer_id: int
+    email: str
+    first_name: str
+    last_name: str
+    username: str
+    role: str
+    billing: dict
+    shipping: dict
+    date_created: datetime | None
+    date_modified: datetime | None
+    is_paying_customer: bool
+    content_hash: str
+
+    @property
+    def email_key(self) -> str | None:
+        return email_key(self.email)
+
+    def contact(self) -> dict:
+        """The fields customer events carry and change detection compares."""
+        return {
+            "email": self.email,
+            "first_name": self.first_name,
+            "last_name": self.last_name,
+            "phone": self.billing.get("phone", ""),
+            "company": self.billing.get("company", ""),
+            "billing": self.billing,
+            "shipping": self.shipping,
+        }
+
+
+def normalise_customer(payload: Any) -> CustomerSnapshot:
+    woo_id = resource_id(payload)
+    billing = address(payload.get("billing"))
+    shipping = address(payload.get("shipping"))
+    content = {
+        "email": _text(payload.get("email")),
+        "first_name": _text(payload.get("first_name")),
+        "last_name": _text(payload.get("last_name")),
+        "username": _text(payload.get("username")),
+        "role": _text(payload.get("role")),
+        "billing": billing,
+        "shipping": shipping,
+        "is_paying_customer": bool(payload.get("is_paying_customer")),
+    }
+    return CustomerSnapshot(
+        woo_customer_id=woo_id,
+        date_created=parse_gmt(payload.get("date_created_gmt"), "date_created_gmt"),
+        date_modified=parse_gmt(payload.get("date_modified_gmt"), "date_modified_gmt"),
+        content_hash=content_hash(content),
+        **content,
+    )
+
+
+@dataclass(frozen=True)
+class OrderSnapshot:
+    """An order as the shop sent it, money in minor units."""
+
+    order_id: str
+    number: str
+    status: str
+    currency: str
+    woo_customer_id: int | None  # None for a guest checkout (WooCommerce's 0)
+    billing: dict
+    shipping: dict
+    total: int
+    subtotal: int
+    discount_total: int
+    shipping_total: int
+    tax_total: int
+    total_refunded: int
+    refunds: list[dict]
+    line_items: list[dict]
+    coupon_codes: list[str]
+    payment_method: str
+    date_created: datetime | None
+    date_modified: datetime | None
+    date_paid: datetime | None
+    date_completed: datetime | None
+    anonymized: bool
+    content_hash: str = field(compare=False)
+
+    @property
+    def billing_email_key(self) -> str | None:
+        return email_key(self.billing.get("email"))
+
+
+KNOWN_STATUSES = {"pending", "processing", "on-hold", "completed", "cancelled", "refunded",
+                  "failed", "trash", "checkout-draft"}
+
+
+def normalise_order(payload: Any) -> OrderSnapshot:
+    woo_id = resource_id(payload)
+    currency = _text(payload.get("currency")).upper()
+    if len(currency) != 3 or not currency.isalpha():
+        raise NormalisationError(f"currency is not an ISO-4217 code: {payload.get('currency')!r}")
+    status = _text(payload.get("status"))
+    if status not in KNOWN_STATUSES:
+        raise NormalisationError(f"status is not a WooCommerce order status: {status!r}")
+    customer = _int(payload.get("customer_id"), "customer_id", default=0)
+    line_items = []
+    for index, item in enumerate(payload.get("line_items") or []):
+        if not isinstance(item, dict):
+            raise NormalisationError(f"line_items[{index}] is not an object")
+        line_items.append({
+            "line_id": _int(item.get("id"), f"line_items[{index}].id", default=0),
+            "product_id": _int(item.get("product_id"), f"line_items[{index}].product_id", default=0),
+            "variation_id": _int(item.get("variation_id"), f"line_items[{index}].variation_id",
+                                 default=0),
+            "name": _text(item.get("name")),
+            "sku": _text(item.get("sku")),
+            "quantity": _int(item.get("quantity"), f"line_items[{index}].quantity", default=0),
+            "subtotal": to_minor(item.get("subtotal"), currency, f"line_items[{index}].subtotal"),
+            "total": to_minor(item.get("total"), currency, f"line_items[{index}].total"),
+        })
+    refunds = []
+    for index, refund in enumerate(payload.get("refunds") or []):
+        if not isinstance(refund, dict):
+            raise NormalisationError(f"refunds[{index}] is not an object")
+        refunds.append({
+            "refund_id": _int(refund.get("id"), f"refunds[{index}].id", default=0),
+            "reason": _text(refund.get("reason")),
+            # WooCommerce lists refund totals as negative strings ("-10.00").
+            "amount": abs(to_minor(refund.get("total"), currency, f"refunds[{index}].total")),
+        })
+    meta = payload.get("meta_data") or []
+    anonymized = any(
+        isinstance(m, dict) and m.get("key") == "_anonymized" and m.get("value") == "yes"
+        for m in meta
+    )
+    content = {
+        "order_id": str(woo_id),
+        "number": _text(payload.get("number")) or str(woo_id),
+        "status": status,
+        "currency": currency,
+        "woo_customer_id": customer or None,
+        "billing": address(payload.get("billing")),
+        "shipping": address(payload.get("shipping")),
+        "total": to_minor(payload.get("total"), currency, "total"),
+        "subtotal": sum(item["subtotal"] for item in line_items),
+        "discount_total": to_minor(payload.get("discount_total"), currency, "discount_total"),
+        "shipping_total": to_minor(payload.get("shipping_total"), currency, "shipping_total"),
+        "tax_total": to_minor(payload.get("total_tax"), currency, "total_tax"),
+        "total_refunded": sum(r["amount"] for r in refunds),
+        "refunds": refunds,
+        "line_items": line_items,
+        "coupon_codes": [
+            _text(c.get("code")) for c in payload.get("coupon_lines") or [] if isinstance(c, dict)
+        ],
+        "payment_method": _text(payload.get("payment_method")),
+        "date_created": parse_gmt(payload.get("date_created_gmt"), "date_created_gmt"),
+        "date_paid": parse_gmt(payload.get("date_paid_gmt"), "date_paid_gmt"),
+        "date_completed": parse_gmt(payload.get("date_completed_gmt"), "date_completed_gmt"),
+        "anonymized": anonymized,
+    }
+    return OrderSnapshot(
+        date_modified=parse_gmt(payload.get("date_modified_gmt"), "date_modified_gmt"),
+        content_hash=content_hash(content),
+        **content,
+    )

@@ -1,0 +1,377 @@
+"""customer_sync's storage: narrow repositories over its own MongoDB database.
+
+Every collection is keyed by `store_id` first. Changes are single-document atomic updates
+(no multi-document transactions): orders and customers carry a `version` that each update
+checks (optimistic concurrency), and the events a change owes travel in the same write.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import re
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Iterable
+
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo.collection import Collection
+from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError
+
+from shared.events import Event
+from shared.outbox import OUTBOX_FIELD, push_events
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def new_customer_id() -> str:
+    return uuid.uuid4().hex
+
+
+def aware(value: datetime | None) -> datetime | None:
+    """mongomock hands datetimes back naive; stored times are always UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value
+
+
+# -- stores ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Store:
+    store_id: str
+    shop_url: str
+    webhook_secret: str
+    consumer_key: str
+    consumer_secret: str
+    reconcile_interval_minutes: int
+
+    def public(self) -> dict:
+        """What may leave the service: never the secrets."""
+        return {
+            "store_id": self.store_id,
+            "shop_url": self.shop_url,
+            "reconcile_interval_minutes": self.reconcile_interval_minutes,
+        }
+
+
+class StoreRepository:
+    def __init__(self, collection: Collection) -> None:
+        self.collection = collection
+
+    def ensure_indexes(self) -> None:
+        self.collection.create_index([("next_reconcile_at", ASCENDING)])
+
+    def save(self, store: Store) -> bool:
+        """Create or replace a store's settings; True when it was new."""
+        now = utcnow()
+        result = self.collection.update_one(
+            {"_id": store.store_id},
+            {"$set": {k: v for k, v in asdict(store).items() if k != "store_id"} | {"updated_at": now},
+             "$setOnInsert": {"created_at": now, "next_reconcile_at": now}},
+            upsert=True,
+        )
+        return result.upserted_id is not None
+
+    def get(self, store_id: str) -> Store | None:
+        doc = self.collection.find_one({"_id": store_id})
+        return _store(doc) if doc else None
+
+    def all(self) -> list[Store]:
+        return [_store(doc) for doc in self.collection.find().sort("_id", ASCENDING)]
+
+    def status(self, store_id: str) -> dict | None:
+        doc = self.collection.find_one(
+            {"_id": store_id},
+            {"webhooks": 1, "last_reconciled_at": 1, "next_reconcile_at": 1, "reconcile_error": 1,
+             "reconcile_stats": 1, "webhook_problems": 1, "last_full_customer_scan_at": 1},
+        )
+        return doc
+
+    def due_for_reconcile(self, now: datetime) -> list[str]:
+        return [d["_id"] for d in self.collection.find({"next_reconcile_at": {"$lte": now}}, {"_id": 1})]
+
+    def claim_reconcile(self, store_id: str, now: datetime, lease: timedelta) -> dict | None:
+        """Take the store's reconciliation for one run, so two instances do not both run it."""
+        return self.collection.find_one_and_update(
+            {"_id": store_id, "next_reconcile_at": {"$lte": now}},
+            {"$set": {"next_reconcile_at": now + lease}},
+            return_document=ReturnDocument.BEFORE,
+        )
+
+    def record_reconcile(self, store_id: str, fields: dict) -> None:
+        self.collection.update_one({"_id": store_id}, {"$set": fields})
+
+
+def _store(doc: dict) -> Store:
+    return Store(
+        store_id=doc["_id"],
+        shop_url=doc["shop_url"],
+        webhook_secret=doc["webhook_secret"],
+        consumer_key=doc["consumer_key"],
+        consumer_secret=doc["consumer_secret"],
+        reconcile_interval_minutes=int(doc.get("reconcile_interval_minutes", 10)),
+    )
+
+
+# -- customers and orders --------------------------------------------------------------------
+class VersionedRepository:
+    """Insert-or-compare-and-set over documents that carry an outbox."""
+
+    def __init__(self, collection: Collection) -> None:
+        self.collection = collection
+
+    def insert(self, doc: dict, events: Iterable[Event]) -> bool:
+        """Insert a new document with the events it owes; False if one with its key exists."""
+        pushed = push_events(events)
+        doc = {**doc, "version": 1, OUTBOX_FIELD: pushed.get(OUTBOX_FIELD, {}).get("$each", [])}
+        try:
+            self.collection.insert_one(doc)
+            return True
+        except DuplicateKeyError:
+            return False
+
+    def update(self, doc_id: Any, version: int, fields: dict, events: Iterable[Event] = (),
+               unset: Iterable[str] = ()) -> bool:
+        """Apply a change if nobody changed the document since `version` was read."""
+        update: dict = {"$set": fields, "$inc": {"version": 1}}
+        pushed = push_events(events)
+        if pushed:
+            update["$push"] = pushed
+        unset = list(unset)
+        if unset:
+            update["$unset"] = {name: "" for name in unset}
+        result = self.collection.update_one({"_id": doc_id, "version": version}, update)
+        return result.modified_count == 1
+
+
+class CustomerRepository(VersionedRepository):
+    def ensure_indexes(self) -> None:
+        c = self.collection
+        c.create_index([("store_id", ASCENDING), ("woo_customer_id", ASCENDING)], unique=True,
+                       partialFilterExpression={"woo_customer_id": {"$type": "int"}})
+        # One guest record per email and store; registered customers match by email too.
+        c.create_index([("store_id", ASCENDING), ("guest_email_key", ASCENDING)], unique=True,
+                       partialFilterExpression={"guest_email_key": {"$type": "string"}})
+        c.create_index([("store_id", ASCENDING), ("email_key", ASCENDING)])
+        c.create_index([("store_id", ASCENDING), ("date_created", ASCENDING), ("_id", ASCENDING)])
+
+    def get(self, store_id: str, customer_id: str) -> dict | None:
+        return self.collection.find_one({"_id": customer_id, "store_id": store_id}, {OUTBOX_FIELD: 0})
+
+    def by_woo_id(self, store_id: str, woo_customer_id: int) -> dict | None:
+        return self.collection.find_one({"store_id": store_id, "woo_customer_id": woo_customer_id})
+
+    def by_email(self, store_id: str, key: str) -> dict | None:
+        """The live customer with this email, a registered one before a guest."""
+        docs = list(self.collection.find(
+            {"store_id": store_id, "email_key": key, "status": "active"}, {OUTBOX_FIELD: 0}
+        ))
+        docs.sort(key=lambda d: (not d.get("registered"), d.get("date_created") or utcnow()))
+        return docs[0] if docs else None
+
+    def guest_by_email(self, store_id: str, key: str) -> dict | None:
+        return self.collection.find_one({"store_id": store_id, "guest_email_key": key})
+
+    def search(self, store_id: str, filters: dict, after: tuple | None, size: int) -> list[dict]:
+        query: dict = {"store_id": store_id}
+        query["status"] = filters.get("status", "active")
+        if "email" in filters:
+            query["email_key"] = filters["email"].strip().lower()
+        if "registered" in filters:
+            query["registered"] = filters["registered"]
+        if "country" in filters:
+            query["billing.country"] = filters["country"].upper()
+        if "name" in filters:
+            pattern = re.compile(re.escape(filters["name"].strip()), re.IGNORECASE)
+            query["$or"] = [{"first_name": pattern}, {"last_name": pattern}, {"email": pattern}]
+        created: dict = {}
+        if "created_after" in filters:
+            created["$gte"] = filters["created_after"]
+        if "created_before" in filters:
+            created["$lt"] = filters["created_before"]
+        if created:
+            query["date_created"] = created
+        if after is not None:
+            created_at, last_id = after
+            query = {"$and": [query, {"$or": [
+                {"date_created": {"$gt": created_at}},
+                {"date_created": created_at, "_id": {"$gt": last_id}},
+            ]}]}
+        cursor = (self.collection.find(query, {OUTBOX_FIELD: 0})
+                  .sort([("date_created", ASCENDING), ("_id", ASCENDING)]).limit(size))
+        return list(cursor)
+
+    def count(self, store_id: str) -> int:
+        return self.collection.count_documents({"store_id": store_id, "status": "active"})
+
+
+class OrderRepository(VersionedRepository):
+    def ensure_indexes(self) -> None:
+        c = self.collection
+        c.create_index([("store_id", ASCENDING), ("customer_id", ASCENDING),
+                        ("date_created", DESCENDING)])
+        c.create_index([("store_id", ASCENDING), ("date_modified", DESCENDING)])
+
+    @staticmethod
+    def key(store_id: str, order_id: str) -> str:
+        return f"{store_id}:{order_id}"
+
+    def get(self, store_id: str, order_id: str) -> dict | None:
+        return self.collection.find_one({"_id": self.key(store_id, order_id)}, {OUTBOX_FIELD: 0})
+
+    def for_customer(self, store_id: str, customer_id: str, skip: int, size: int) -> list[dict]:
+        return list(self.collection.find({"store_id": store_id, "customer_id": customer_id},
+                                         {OUTBOX_FIELD: 0})
+                    .sort([("date_created", DESCENDING), ("_id", ASCENDING)]).skip(skip).limit(size))
+
+    def count_for_customer(self, store_id: str, customer_id: str) -> int:
+        return self.collection.count_documents({"store_id": store_id, "customer_id": customer_id})
+
+    def reassign(self, store_id: str, from_customer: str, to_customer: str) -> int:
+        result = self.collection.update_many(
+            {"store_id": store_id, "customer_id": from_customer},
+            {"$set": {"customer_id": to_customer}, "$inc": {"version": 1}},
+        )
+        return result.modified_count
+
+    def latest_modified(self, store_id: str) -> datetime | None:
+        doc = self.collection.find_one({"store_id": store_id, "date_modified": {"$ne": None}},
+                                       {"date_modified": 1}, sort=[("date_modified", DESCENDING)])
+        return aware(doc["date_modified"]) if doc else None
+
+
+# -- the webhook inbox ------------------------------------------------------------------------
+class InboxRepository:
+    """Deliveries recorded before the webhook is answered; applied afterwards.
+
+    The key is the change, not WooCommerce's delivery id (which is shared by deliveries in the
+    same second): store, resource, id, date_modified_gmt and a hash of the content.
+    """
+
+    def __init__(self, collection: Collection, retention_days: int = 7) -> None:
+        self.collection = collection
+        self.retention_days = retention_days
+
+    def ensure_indexes(self) -> None:
+        self.collection.create_index([("status", ASCENDING), ("received_at", ASCENDING)])
+        self.collection.create_index([("done_at", ASCENDING)],
+                                     expireAfterSeconds=self.retention_days * 24 * 3600)
+
+    def record(self, key: str, delivery: dict) -> bool:
+        """Store a delivery; False when this very change was recorded already."""
+        try:
+            self.collection.insert_one({"_id": key, **delivery, "status": "pending",
+                                        "attempts": 0, "received_at": utcnow()})
+            return True
+        except DuplicateKeyError:
+            return False
+
+    def claim(self, key: str, lease: timedelta) -> dict | None:
+        now = utcnow()
+        return self.collection.find_one_and_update(
+            {"_id": key, "$or": [{"status": "pending"},
+                                 {"status": "processing", "lease_until": {"$lt": now}}]},
+            {"$set": {"status": "processing", "lease_until": now + lease}, "$inc": {"attempts": 1}},
+            return_document=ReturnDocument.AFTER,
+        )
+
+    def unfinished(self, older_than: datetime, limit: int = 100) -> list[str]:
+        now = utcnow()
+        docs = self.collection.find(
+            {"$or": [{"status": "pending", "received_at": {"$lt": older_than}},
+                     {"status": "processing", "lease_until": {"$lt": now}}]},
+            {"_id": 1},
+        ).sort("received_at", ASCENDING).limit(limit)
+        return [d["_id"] for d in docs]
+
+    def finish(self, key: str, outcome: str) -> None:
+        self.collection.update_one(
+            {"_id": key},
+            {"$set": {"status": "done", "outcome": outcome, "done_at": utcnow()},
+             "$unset": {"lease_until": ""}},
+        )
+
+    def fail(self, key: str, error: str, retry: bool) -> None:
+        self.collection.update_one(
+            {"_id": key},
+            {"$set": {"status": "pending" if retry else "failed", "error": error[:2000]},
+             "$unset": {"lease_until": ""}},
+        )
+
+    def counts(self, store_id: str) -> dict:
+        pipeline = [{"$match": {"store_id": store_id}},
+                    {"$group": {"_id": "$status", "n": {"$sum": 1}}}]
+        return {row["_id"]: row["n"] for row in self.collection.aggregate(pipeline)}
+
+
+# -- backfill runs ----------------------------------------------------------------------------
+class BackfillRunRepository:
+    """Checkpoints of backfills, so an interrupted one resumes where it stopped."""
+
+    def __init__(self, collection: Collection) -> None:
+        self.collection = collection
+
+    def ensure_indexes(self) -> None:
+        self.collection.create_index([("store_id", ASCENDING), ("status", ASCENDING)])
+
+    def unfinished(self, store_id: str, since: str | None) -> dict | None:
+        return self.collection.find_one(
+            {"store_id": store_id, "since": since, "status": {"$in": ["running", "interrupted"]}},
+            sort=[("started_at", DESCENDING)],
+        )
+
+    def start(self, store_id: str, since: str | None, kind: str) -> dict:
+        doc = {"_id": uuid.uuid4().hex, "store_id": store_id, "since": since, "kind": kind,
+               "status": "running", "started_at": utcnow(), "updated_at": utcnow(),
+               "phase": "customers", "next_page": 1, "total_pages": None, "pages_done": 0,
+               "items": {"customers": 0, "orders": 0}, "outcomes": {}, "error": None}
+        self.collection.insert_one(doc)
+        return doc
+
+    def get(self, run_id: str) -> dict | None:
+        return self.collection.find_one({"_id": run_id})
+
+    def update(self, run_id: str, fields: dict, inc: dict | None = None) -> None:
+        update: dict = {"$set": {**fields, "updated_at": utcnow()}}
+        if inc:
+            update["$inc"] = inc
+        self.collection.update_one({"_id": run_id}, update)
+
+    def latest(self, store_id: str, limit: int = 10) -> list[dict]:
+        return list(self.collection.find({"store_id": store_id})
+                    .sort("started_at", DESCENDING).limit(limit))
+
+
+# -- the bundle a worker gets -----------------------------------------------------------------
+class CustomerSyncStorage:
+    """Everything customer_sync keeps, one repository per concern."""
+
+    def __init__(self, database: Database, inbox_retention_days: int = 7) -> None:
+        self.database = database
+        self.stores = StoreRepository(database["stores"])
+        self.customers = CustomerRepository(database["customers"])
+        self.orders = OrderRepository(database["orders"])
+        self.inbox = InboxRepository(database["webhook_inbox"], inbox_retention_days)
+        self.backfills = BackfillRunRepository(database["backfill_runs"])
+
+    def ensure_indexes(self) -> None:
+        for repo in (self.stores, self.customers, self.orders, self.inbox, self.backfills):
+            repo.ensure_indexes()
+
+    def outbox_collections(self) -> list[Collection]:
+        # Customers first: a new customer's event should leave before its first order's.
+        return [self.customers.collection, self.orders.collection]
+
+
+def encode_cursor(values: tuple) -> str:
+    return base64.urlsafe_b64encode(json.dumps(values, default=str).encode()).decode()
+
+
+def decode_cursor(cursor: str) -> list:
+    try:
+        return json.loads(base64.urlsafe_b64decode(cursor.encode()))
+    except (ValueError, TypeError):
+        raise ValueError("the cursor is not one this service issued") from None

@@ -1,0 +1,481 @@
+"""Applying WooCommerce changes to customer_sync's state, and the events each change owes.
+
+One code path for webhooks, backfill and reconciliation, so they produce the same state and the
+same events: a backfill after webhooks, or twice in a row, finds every state already held and
+publishes nothing new. Event ids derive from the change, so a change applied twice (a crash
+before the delivery was marked done) cannot mint a second event either.
+"""
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Callable
+
+from shared.events import Event, build_event
+from services.customer_sync import changes
+from services.customer_sync.changes import Freshness, PlannedEvent
+from services.customer_sync.normalise import (
+    CustomerSnapshot,
+    OrderSnapshot,
+    email_key,
+    normalise_customer,
+    normalise_order,
+)
+from services.customer_sync.repository import (
+    CustomerSyncStorage,
+    aware,
+    new_customer_id,
+    utcnow,
+)
+
+log = logging.getLogger(__name__)
+
+_EVENT_NAMESPACE = uuid.UUID("6f1c9a52-4b9e-4c55-9d8f-3c2e7f1a0b11")
+_MAX_CONFLICT_RETRIES = 20
+
+
+class ConcurrentChange(RuntimeError):
+    """The same document kept changing underneath; the delivery will be retried."""
+
+
+def stable_event_id(store_id: str, *parts: object) -> str:
+    return str(uuid.uuid5(_EVENT_NAMESPACE, ":".join([store_id, *map(str, parts)])))
+
+
+@dataclass
+class ApplyResult:
+    """What applying one resource state did."""
+
+    outcome: str  # created | updated | unchanged | stale | ignored | deleted
+    events: list[str] = field(default_factory=list)
+    touched: list[tuple[str, Any]] = field(default_factory=list)  # (collection, _id) with events
+
+    def merge(self, other: "ApplyResult") -> None:
+        self.events.extend(other.events)
+        self.touched.extend(other.touched)
+
+
+def _money(amount: int, currency: str) -> dict:
+    return {"amount": int(amount), "currency": currency}
+
+
+def _iso(value: datetime | None) -> str | None:
+    value = aware(value)
+    return value.isoformat() if value is not None else None
+
+
+def customer_event_data(doc: dict) -> dict:
+    """The contact fields customer events carry (what segmentation and notifications keep)."""
+    return {
+        "customer_id": doc["_id"],
+        "woo_customer_id": doc.get("woo_customer_id"),
+        "registered": bool(doc.get("registered")),
+        "email": doc.get("email") or None,
+        "first_name": doc.get("first_name", ""),
+        "last_name": doc.get("last_name", ""),
+        "phone": doc.get("phone", ""),
+        "company": doc.get("company", ""),
+        "billing": doc.get("billing") or {},
+        "shipping": doc.get("shipping") or {},
+        "date_created": _iso(doc.get("date_created")),
+    }
+
+
+def order_event_data(doc: dict) -> dict:
+    currency = doc["currency"]
+    return {
+        "order_id": doc["order_id"],
+        "number": doc["number"],
+        "customer_id": doc.get("customer_id"),
+        "is_guest": doc.get("woo_customer_id") is None,
+        "status": doc["status"],
+        "currency": currency,
+        "total": _money(doc["total"], currency),
+        "subtotal": _money(doc["subtotal"], currency),
+        "discount_total": _money(doc["discount_total"], currency),
+        "shipping_total": _money(doc["shipping_total"], currency),
+        "tax_total": _money(doc["tax_total"], currency),
+        "total_refunded": _money(doc["total_refunded"], currency),
+        "date_created": _iso(doc.get("date_created")),
+        "date_paid": _iso(doc.get("date_paid")),
+        "date_completed": _iso(doc.get("date_completed")),
+        "line_items": [
+            {**{k: item[k] for k in ("line_id", "product_id", "variation_id", "name", "sku",
+                                      "quantity")},
+             "subtotal": _money(item["subtotal"], currency),
+             "total": _money(item["total"], currency)}
+            for item in doc.get("line_items", [])
+        ],
+        "coupon_codes": list(doc.get("coupon_codes", [])),
+        "payment_method": doc.get("payment_method", ""),
+        "billing_country": (doc.get("billing") or {}).get("country", ""),
+    }
+
+
+def _order_fields(snap: OrderSnapshot) -> dict:
+    return {
+        "order_id": snap.order_id,
+        "number": snap.number,
+        "status": snap.status,
+        "currency": snap.currency,
+        "woo_customer_id": snap.woo_customer_id,
+        "billing": snap.billing,
+        "shipping": snap.shipping,
+        "total": snap.total,
+        "subtotal": snap.subtotal,
+        "discount_total": snap.discount_total,
+        "shipping_total": snap.shipping_total,
+        "tax_total": snap.tax_total,
+        "total_refunded": snap.total_refunded,
+        "refunds": snap.refunds,
+        "line_items": snap.line_items,
+        "coupon_codes": snap.coupon_codes,
+        "payment_method": snap.payment_method,
+        "date_created": snap.date_created,
+        "date_modified": snap.date_modified,
+        "date_paid": snap.date_paid,
+        "date_completed": snap.date_completed,
+        "anonymized": snap.anonymized,
+        "content_hash": snap.content_hash,
+    }
+
+
+class CustomerSync:
+    """The use cases of customer_sync's write side."""
+
+    def __init__(self, storage: CustomerSyncStorage, clock: Callable[[], datetime] = utcnow) -> None:
+        self.storage = storage
+        self.clock = clock
+
+    # -- entry point ---------------------------------------------------------------------
+    def apply(self, store_id: str, resource: str, action: str, payload: dict, *,
+              correlation_id: str, from_rest: bool = False) -> ApplyResult:
+        """Apply one webhook topic (`resource.action`) or REST state to the store's data."""
+        if resource == "customer":
+            if action == "deleted":
+                return self.delete_customer(store_id, int(payload["id"]), correlation_id)
+            return self.apply_customer(store_id, normalise_customer(payload), correlation_id)
+        if resource == "order":
+            if action == "deleted":
+                return self.trash_order(store_id, int(payload["id"]), correlation_id)
+            return self.apply_order(store_id, normalise_order(payload), correlation_id,
+                                    from_rest=from_rest)
+        return ApplyResult("ignored")
+
+    # -- customers -----------------------------------------------------------------------
+    def _event(self, event_type: str, store_id: str, data: dict, correlation_id: str,
+               *id_parts: object) -> Event:
+        return build_event(
+            event_type, store_id=store_id, data=data, correlation_id=correlation_id,
+            causation_id=correlation_id,
+            event_id=stable_event_id(store_id, event_type, *id_parts),
+            occurred_at=self.clock(),
+        )
+
+    def apply_customer(self, store_id: str, snap: CustomerSnapshot, correlation_id: str) -> ApplyResult:
+        customers = self.storage.customers
+        for _ in range(_MAX_CONFLICT_RETRIES):
+            existing = customers.by_woo_id(store_id, snap.woo_customer_id)
+            if existing is None and snap.email_key:
+                guest = customers.guest_by_email(store_id, snap.email_key)
+                if guest is not None and guest.get("status") == "active":
+                    result = self._register_guest(store_id, guest, snap, correlation_id)
+                    if result is not None:
+                        return result
+                    continue
+            if existing is None:
+                result = self._create_registered(store_id, snap, correlation_id)
+                if result is not None:
+                    return result
+                continue
+            result = self._update_registered(store_id, existing, snap, correlation_id)
+            if result is not None:
+                return result
+        raise ConcurrentChange(f"customer {snap.woo_customer_id} kept changing")
+
+    def _registered_fields(self, snap: CustomerSnapshot) -> dict:
+        contact = snap.contact()
+        return {
+            **contact,
+            "email_key": snap.email_key,
+            "woo_customer_id": snap.woo_customer_id,
+            "registered": True,
+            "username": snap.username,
+            "role": snap.role,
+            "is_paying_customer": snap.is_paying_customer,
+            "date_created": snap.date_created,
+            "woo_date_modified": snap.date_modified,
+            "content_hash": snap.content_hash,
+        }
+
+    def _create_registered(self, store_id: str, snap: CustomerSnapshot, correlation_id: str):
+        customer_id = new_customer_id()
+        doc = {"_id": customer_id, "store_id": store_id, "status": "active",
+               **self._registered_fields(snap), "created_at": self.clock()}
+        event = self._event("customer.created", store_id, customer_event_data(doc), correlation_id,
+                            customer_id)
+        if not self.storage.customers.insert(doc, [event]):
+            return None
+        return ApplyResult("created", ["customer.created"], [("customers", customer_id)])
+
+    def _register_guest(self, store_id: str, guest: dict, snap: CustomerSnapshot, correlation_id: str):
+        """A guest's email now belongs to a registered customer: the guest record becomes it."""
+        fields = self._registered_fields(snap)
+        after = {**guest, **fields}
+        changed = changes.changed_contact_fields(guest, after) + ["registered"]
+        event = self._event("customer.updated", store_id,
+                            {**customer_event_data(after), "changed_fields": changed},
+                            correlation_id, guest["_id"], "registered", snap.content_hash)
+        ok = self.storage.customers.update(guest["_id"], guest["version"], fields, [event],
+                                           unset=["guest_email_key"])
+        if not ok:
+            return None
+        return ApplyResult("updated", ["customer.updated"], [("customers", guest["_id"])])
+
+    def _update_registered(self, store_id: str, existing: dict, snap: CustomerSnapshot,
+                           correlation_id: str):
+        if existing.get("status") == "deleted":
+            return ApplyResult("ignored")  # WordPress never brings a deleted user back
+        verdict = changes.freshness(existing.get("woo_date_modified"), existing.get("content_hash"),
+                                    snap.date_modified, snap.content_hash)
+        if verdict is Freshness.STALE:
+            return ApplyResult("stale")
+        if verdict is Freshness.SAME:
+            return ApplyResult("unchanged")
+        fields = self._registered_fields(snap)
+        if existing.get("date_created") and not snap.date_created:
+            fields.pop("date_created")
+        after = {**existing, **fields}
+        changed = changes.changed_contact_fields(existing, after)
+        result = ApplyResult("updated", touched=[("customers", existing["_id"])])
+        events: list[Event] = []
+        if changed:
+            events.append(self._event("customer.updated", store_id,
+                                      {**customer_event_data(after), "changed_fields": changed},
+                                      correlation_id, existing["_id"], snap.content_hash))
+        merged_from = None
+        if "email" in changed and snap.email_key:
+            guest = self.storage.customers.guest_by_email(store_id, snap.email_key)
+            if guest is not None and guest.get("status") == "active":
+                merged_from = guest
+                events.append(self._event("customer.merged", store_id,
+                                          {"customer_id": existing["_id"],
+                                           "merged_customer_id": guest["_id"]},
+                                          correlation_id, existing["_id"], guest["_id"]))
+        if not self.storage.customers.update(existing["_id"], existing["version"], fields, events):
+            return None
+        if merged_from is not None:
+            self._retire_guest(store_id, merged_from, existing["_id"])
+        result.events = [e.event_type for e in events]
+        return result
+
+    def _retire_guest(self, store_id: str, guest: dict, into: str) -> None:
+        """Mark a merged guest and hand its orders over. Re-run safely: both steps are idempotent."""
+        self.storage.customers.collection.update_one(
+            {"_id": guest["_id"]},
+            {"$set": {"status": "merged", "merged_into": into}, "$unset": {"guest_email_key": ""},
+             "$inc": {"version": 1}},
+        )
+        moved = self.storage.orders.reassign(store_id, guest["_id"], into)
+        log.info("merged guest into registered customer", extra={"orders_moved": moved})
+
+    def delete_customer(self, store_id: str, woo_customer_id: int, correlation_id: str) -> ApplyResult:
+        customers = self.storage.customers
+        for _ in range(_MAX_CONFLICT_RETRIES):
+            existing = customers.by_woo_id(store_id, woo_customer_id)
+            if existing is None:
+                # Deleted before we saw it: a placeholder keeps a late `created` from reviving it.
+                doc = {"_id": new_customer_id(), "store_id": store_id, "status": "deleted",
+                       "woo_customer_id": woo_customer_id, "registered": True,
+                       "deleted_at": self.clock(), "created_at": self.clock()}
+                if customers.insert(doc, []):
+                    return ApplyResult("deleted")
+                continue
+            if existing.get("status") == "deleted":
+                return ApplyResult("unchanged")
+            event = self._event("customer.deleted", store_id,
+                                {"customer_id": existing["_id"], "woo_customer_id": woo_customer_id},
+                                correlation_id, existing["_id"])
+            if customers.update(existing["_id"], existing["version"],
+                                {"status": "deleted", "deleted_at": self.clock()}, [event]):
+                return ApplyResult("deleted", ["customer.deleted"], [("customers", existing["_id"])])
+        raise ConcurrentChange(f"customer {woo_customer_id} kept changing")
+
+    # -- the customer behind an order ----------------------------------------------------
+    def _customer_for_order(self, store_id: str, snap: OrderSnapshot, correlation_id: str
+                            ) -> tuple[str | None, ApplyResult]:
+        customers = self.storage.customers
+        result = ApplyResult("unchanged")
+        for _ in range(_MAX_CONFLICT_RETRIES):
+            if snap.woo_customer_id is not None:
+                doc = customers.by_woo_id(store_id, snap.woo_customer_id)
+                if doc is None:
+                    created = self._stub_from_order(store_id, snap, True, correlation_id)
+                    if created is None:
+                        continue
+                    result.merge(created[1])
+                    return created[0], result
+            else:
+                key = snap.billing_email_key
+                if key is None or snap.anonymized:
+                    return None, result
+                doc = customers.by_email(store_id, key)
+                if doc is None:
+                    created = self._stub_from_order(store_id, snap, False, correlation_id)
+                    if created is None:
+                        continue
+                    result.merge(created[1])
+                    return created[0], result
+            refreshed = self._refresh_contact_from_order(store_id, doc, snap, correlation_id)
+            if refreshed is None:
+                continue
+            result.merge(refreshed)
+            return doc["_id"], result
+        raise ConcurrentChange(f"the customer of order {snap.order_id} kept changing")
+
+    def _stub_from_order(self, store_id: str, snap: OrderSnapshot, registered: bool,
+                         correlation_id: str) -> tuple[str, ApplyResult] | None:
+        """A customer first met through an order: created with its customer.created event in
+        the same insert. None when someone else created it meanwhile."""
+        billing = snap.billing
+        doc = {
+            "_id": new_customer_id(), "store_id": store_id, "status": "active",
+            "registered": registered,
+            "woo_customer_id": snap.woo_customer_id if registered else None,
+            "email": billing.get("email", ""), "email_key": snap.billing_email_key,
+            "first_name": billing.get("first_name", ""), "last_name": billing.get("last_name", ""),
+            "phone": billing.get("phone", ""), "company": billing.get("company", ""),
+            "billing": billing, "shipping": snap.shipping,
+            "date_created": snap.date_created, "contact_from_order_at": snap.date_created,
+            "woo_date_modified": None, "content_hash": None, "created_at": self.clock(),
+        }
+        if not registered:
+            doc["guest_email_key"] = snap.billing_email_key
+        event = self._event("customer.created", store_id, customer_event_data(doc), correlation_id,
+                            doc["_id"])
+        if not self.storage.customers.insert(doc, [event]):
+            return None
+        return doc["_id"], ApplyResult("created", ["customer.created"], [("customers", doc["_id"])])
+
+    def _refresh_contact_from_order(self, store_id: str, doc: dict, snap: OrderSnapshot,
+                                    correlation_id: str) -> ApplyResult | None:
+        """Checkout addresses often never fire customer.updated: a newer order's billing block
+        is the freshest contact data. Guests take names and phone from it; registered customers
+        their billing address and phone (their email is their identity)."""
+        order_time = aware(snap.date_created)
+        newest_known = max(
+            (t for t in (aware(doc.get("contact_from_order_at")), aware(doc.get("woo_date_modified")))
+             if t is not None),
+            default=None,
+        )
+        if order_time is None or (newest_known is not None and order_time <= newest_known):
+            return ApplyResult("unchanged")
+        billing = snap.billing
+        fields: dict = {"contact_from_order_at": order_time}
+        if any(billing.get(k) for k in ("address_1", "city", "postcode", "country", "phone")):
+            fields["billing"] = billing
+            if billing.get("phone"):
+                fields["phone"] = billing["phone"]
+            if billing.get("company"):
+                fields["company"] = billing["company"]
+        if not doc.get("registered"):
+            for name in ("first_name", "last_name"):
+                if billing.get(name):
+                    fields[name] = billing[name]
+        after = {**doc, **fields}
+        changed = changes.changed_contact_fields(doc, after)
+        events = []
+        if changed:
+            events.append(self._event("customer.updated", store_id,
+                                      {**customer_event_data(after), "changed_fields": changed},
+                                      correlation_id, doc["_id"], "order", snap.order_id,
+                                      snap.content_hash))
+        if not self.storage.customers.update(doc["_id"], doc["version"], fields, events):
+            return None
+        if not events:
+            return ApplyResult("unchanged")
+        return ApplyResult("updated", ["customer.updated"], [("customers", doc["_id"])])
+
+    # -- orders --------------------------------------------------------------------------
+    def apply_order(self, store_id: str, snap: OrderSnapshot, correlation_id: str, *,
+                    from_rest: bool = False) -> ApplyResult:
+        orders = self.storage.orders
+        key = orders.key(store_id, snap.order_id)
+        for _ in range(_MAX_CONFLICT_RETRIES):
+            existing = orders.get(store_id, snap.order_id)
+            if existing is not None:
+                trashed_at = aware(existing.get("trashed_at"))
+                if (trashed_at is not None and not from_rest and snap.status != "trash"
+                        and (snap.date_modified is None or aware(snap.date_modified) <= trashed_at)):
+                    return ApplyResult("stale")  # a state from before the order was trashed
+                verdict = changes.freshness(existing.get("date_modified"),
+                                            existing.get("content_hash"),
+                                            snap.date_modified, snap.content_hash)
+                if verdict is Freshness.STALE:
+                    return ApplyResult("stale")
+                if verdict is Freshness.SAME:
+                    return ApplyResult("unchanged")
+            customer_id, customer_result = self._customer_for_order(store_id, snap, correlation_id)
+            plan = changes.plan_order_events(existing, snap)
+            fields = {**_order_fields(snap), "store_id": store_id, "customer_id": customer_id,
+                      "placed": plan.placed}
+            version = existing["version"] if existing else 0
+            events = [self._order_event(store_id, fields, planned, correlation_id, version)
+                      for planned in plan.events]
+            if existing is None:
+                ok = orders.insert({"_id": key, **fields, "first_seen_at": self.clock()}, events)
+            else:
+                ok = orders.update(key, existing["version"], fields, events, unset=["trashed_at"])
+            result = ApplyResult("created" if existing is None else "updated")
+            result.merge(customer_result)
+            if ok:
+                result.events.extend(e.event_type for e in events)
+                if events:
+                    result.touched.append(("orders", key))
+                return result
+        raise ConcurrentChange(f"order {snap.order_id} kept changing")
+
+    def _order_event(self, store_id: str, doc: dict, planned: PlannedEvent, correlation_id: str,
+                     from_version: int) -> Event:
+        data = {**order_event_data(doc)}
+        extra = dict(planned.extra)
+        if "refund_delta" in extra:
+            extra["refund_delta"] = _money(extra["refund_delta"], doc["currency"])
+        data.update(extra)
+        if planned.event_type == "order.placed":
+            id_parts: tuple = (doc["order_id"],)
+        elif planned.event_type == "order.refunded":
+            id_parts = (doc["order_id"], doc["total_refunded"])
+        else:
+            id_parts = (doc["order_id"], doc.get("content_hash"), doc["status"], from_version)
+        return self._event(planned.event_type, store_id, data, correlation_id, *id_parts)
+
+    def trash_order(self, store_id: str, order_id: int, correlation_id: str) -> ApplyResult:
+        """`order.deleted` means trashed; its body is only the id."""
+        orders = self.storage.orders
+        key = orders.key(store_id, str(order_id))
+        for _ in range(_MAX_CONFLICT_RETRIES):
+            existing = orders.get(store_id, str(order_id))
+            now = self.clock()
+            if existing is None:
+                doc = {"_id": key, "store_id": store_id, "order_id": str(order_id),
+                       "number": str(order_id), "status": "trash", "placed": False,
+                       "trashed_at": now, "first_seen_at": now, "content_hash": None,
+                       "date_modified": None, "customer_id": None}
+                if orders.insert(doc, []):
+                    return ApplyResult("deleted")
+                continue
+            if existing.get("status") == "trash":
+                return ApplyResult("unchanged")
+            events = []
+            if existing.get("placed"):
+                doc = {**existing, "status": "trash"}
+                events.append(self._order_event(
+                    store_id, doc, PlannedEvent("order.cancelled", {"old_status": existing["status"]}),
+                    correlation_id, existing["version"]))
+            if orders.update(key, existing["version"], {"status": "trash", "trashed_at": now}, events):
+                return ApplyResult("deleted", [e.event_type for e in events],
+                                   [("orders", key)] if events else [])
+        raise ConcurrentChange(f"order {order_id} kept changing")
