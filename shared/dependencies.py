@@ -8,7 +8,7 @@ import eventlet
 from nameko.extensions import DependencyProvider
 from pymongo.collection import Collection
 
-from shared.config import from_nameko
+from shared.config import Config, from_nameko
 from shared.events import Event
 from shared.logs import bind_log_context
 from shared.messaging.publisher import ConfirmingPublisher, PublishError
@@ -96,3 +96,13 @@ class WorkerLogContext(DependencyProvider):
 
     def get_dependency(self, worker_ctx) -> None:
         return None
+
+
+class Settings(DependencyProvider):
+    """Gives workers the service's typed `Config` (built from the container's config)."""
+
+    def setup(self) -> None:
+        self.config = from_nameko(self.container.config)
+
+    def get_dependency(self, worker_ctx) -> Config:
+        return self.config

@@ -72,11 +72,11 @@ R = TypeVar("R", bound=HasIndexes)
 class MongoStorage(DependencyProvider, Generic[R]):
     """Gives workers the service's repository bundle, built once from its own database.
 
-    `factory` takes the service's `Database` and returns an object whose `ensure_indexes()`
-    is called at start-up; entrypoints see only that object.
+    `factory` takes the service's `Database` and its `Config` and returns an object whose
+    `ensure_indexes()` is called at start-up; entrypoints see only that object.
     """
 
-    def __init__(self, factory: Callable[[Database], R]) -> None:
+    def __init__(self, factory: Callable[[Database, Config], R]) -> None:
         self.factory = factory
         self.database: Database | None = None
         self.repositories: R | None = None
@@ -84,7 +84,7 @@ class MongoStorage(DependencyProvider, Generic[R]):
     def setup(self) -> None:
         config = from_nameko(self.container.config)
         self.database = service_database(config, self.container.service_name)
-        self.repositories = self.factory(self.database)
+        self.repositories = self.factory(self.database, config)
         self.repositories.ensure_indexes()
 
     def get_dependency(self, worker_ctx) -> R:

@@ -17,7 +17,7 @@ from tests.support import wait_until
 class Effects:
     """What the test service does when it handles an event: one document per application."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, config=None) -> None:
         self.applied = database["applied"]
         self.attempts = database["attempts"]
 

@@ -1,0 +1,65 @@
+"""Applying recorded webhook deliveries after they were answered."""
+from __future__ import annotations
+
+import hashlib
+import logging
+from datetime import timedelta
+
+from pymongo.errors import PyMongoError
+
+from services.customer_sync.normalise import NormalisationError
+from services.customer_sync.repository import CustomerSyncStorage
+from services.customer_sync.sync import ApplyResult, CustomerSync
+from shared.logs import log_context
+
+log = logging.getLogger(__name__)
+
+LEASE = timedelta(seconds=60)
+MAX_ATTEMPTS = 10
+
+
+class InboxProcessor:
+    """Claims one delivery, applies it through the same path as backfill, marks it done."""
+
+    def __init__(self, storage: CustomerSyncStorage, sync: CustomerSync) -> None:
+        self.storage = storage
+        self.sync = sync
+
+    def process(self, key: str) -> ApplyResult | None:
+        delivery = self.storage.inbox.claim(key, LEASE)
+        if delivery is None:
+            return None  # done already, or another worker holds it
+        with log_context(store_id=delivery["store_id"], correlation_id=key[-16:]):
+            try:
+                result = self.sync.apply(
+                    delivery["store_id"], delivery["resource"], delivery["action"],
+                    delivery["payload"], correlation_id=_correlation_id(key),
+                )
+            except NormalisationError as exc:
+                log.error("delivery cannot be applied: %s", exc)
+                self.storage.inbox.fail(key, str(exc), retry=False)
+                return None
+            except PyMongoError:
+                log.exception("database error applying a delivery; it will be retried")
+                self._fail_safely(key, "database error", retry=True)
+                return None
+            except Exception as exc:  # a bug must not lose the delivery: retry, then give up
+                retry = delivery.get("attempts", 1) < MAX_ATTEMPTS
+                log.exception("applying a delivery failed (attempt %s)", delivery.get("attempts"))
+                self.storage.inbox.fail(key, f"{type(exc).__name__}: {exc}", retry=retry)
+                return None
+            self.storage.inbox.finish(key, result.outcome)
+            log.info("applied %s %s: %s", delivery["topic"], delivery["resource_id"], result.outcome,
+                     extra={"events": result.events})
+            return result
+
+    def _fail_safely(self, key: str, error: str, retry: bool) -> None:
+        try:
+            self.storage.inbox.fail(key, error, retry=retry)
+        except PyMongoError:
+            pass  # the lease expires and the sweep picks the delivery up again
+
+
+def _correlation_id(key: str) -> str:
+    """A short, stable correlation id per delivery for logs and events."""
+    return "wh-" + hashlib.sha256(key.encode()).hexdigest()[:24]

@@ -1,0 +1,63 @@
+"""Validation of what internal systems send over RPC (marshmallow), with errors naming fields."""
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import RAISE, Schema, ValidationError as MarshmallowError, fields, validate
+
+from shared.errors import ValidationError
+
+STORE_ID = validate.Regexp(r"^[a-z0-9][a-z0-9_-]{0,63}$",
+                           error="must be 1-64 lower-case letters, digits, '-' or '_'")
+
+
+class StoreSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    store_id = fields.String(required=True, validate=STORE_ID)
+    shop_url = fields.Url(required=True, schemes={"http", "https"}, require_tld=False)
+    webhook_secret = fields.String(required=True, validate=validate.Length(min=8, max=512))
+    consumer_key = fields.String(required=True, validate=validate.Length(min=1, max=256))
+    consumer_secret = fields.String(required=True, validate=validate.Length(min=1, max=256))
+    reconcile_interval_minutes = fields.Integer(load_default=None, allow_none=True,
+                                                validate=validate.Range(min=1, max=24 * 60))
+
+
+class CustomerFiltersSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    email = fields.String(validate=validate.Length(min=1, max=320))
+    name = fields.String(validate=validate.Length(min=1, max=200))
+    registered = fields.Boolean()
+    status = fields.String(validate=validate.OneOf(["active", "deleted", "merged"]))
+    country = fields.String(validate=validate.Length(equal=2))
+    created_after = fields.AwareDateTime(format="iso")
+    created_before = fields.AwareDateTime(format="iso")
+
+
+class PageSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    size = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
+    cursor = fields.String(load_default=None, allow_none=True)
+
+
+def load(schema: Schema, data: Any, what: str) -> dict:
+    """Load RPC input or raise the shared ValidationError with the failing fields."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ValidationError(f"{what} must be an object", {"fields": {what: ["not an object"]}})
+    try:
+        return schema.load(data)
+    except MarshmallowError as exc:
+        raise ValidationError(f"invalid {what}: {exc.messages}", {"fields": exc.messages}) from None
+
+
+def require_text(value: Any, name: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError(f"{name} must be a non-empty string", {"fields": {name: ["required"]}})
+    return value.strip()

@@ -1,0 +1,35 @@
+"""Registering shops: their URL, webhook secret and REST credentials (never handed back)."""
+from __future__ import annotations
+
+import logging
+
+from services.customer_sync.repository import CustomerSyncStorage, Store
+from services.customer_sync.schemas import StoreSchema, load
+from shared.config import Config
+
+log = logging.getLogger(__name__)
+
+
+class StoreAdmin:
+    def __init__(self, storage: CustomerSyncStorage, config: Config) -> None:
+        self.storage = storage
+        self.default_interval = config.int("RECONCILE_INTERVAL_MINUTES")
+
+    def register(self, settings: dict) -> dict:
+        """Create or update a store; answers its public view and whether it was new."""
+        data = load(StoreSchema(), settings, "store")
+        store = Store(
+            store_id=data["store_id"],
+            shop_url=data["shop_url"] if data["shop_url"].endswith("/") else data["shop_url"] + "/",
+            webhook_secret=data["webhook_secret"],
+            consumer_key=data["consumer_key"],
+            consumer_secret=data["consumer_secret"],
+            reconcile_interval_minutes=data["reconcile_interval_minutes"] or self.default_interval,
+        )
+        created = self.storage.stores.save(store)
+        log.info("store %s", "registered" if created else "updated",
+                 extra={"store_id": store.store_id, "shop_url": store.shop_url})
+        return {**store.public(), "created": created}
+
+    def list(self) -> list[dict]:
+        return [store.public() for store in self.storage.stores.all()]

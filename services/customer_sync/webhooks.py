@@ -1,0 +1,104 @@
+"""The WooCommerce webhook door: check, record durably, answer fast. Plain code, no nameko.
+
+Order of checks (DESIGN.md): size, store, WooCommerce's unsigned ping, signature (before the
+body is parsed), then the body. Nothing is recorded for a rejected request. An accepted
+delivery is stored in the inbox under the key of the *change* it carries, so the same state
+delivered twice is answered 200 and recorded once; applying it happens after the answer.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+from typing import Mapping
+
+from pymongo.errors import PyMongoError
+
+from services.customer_sync.normalise import NormalisationError, content_hash, resource_id
+from services.customer_sync.repository import CustomerSyncStorage
+from services.customer_sync.signature import verify
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_TOPICS = frozenset({
+    "customer.created", "customer.updated", "customer.deleted",
+    "order.created", "order.updated", "order.deleted", "order.restored",
+})
+_PING = re.compile(rb"^webhook_id=\d+$")
+
+
+@dataclass(frozen=True)
+class WebhookAnswer:
+    status: int
+    body: dict
+    inbox_key: str | None = None  # set when a new delivery was recorded and needs applying
+
+
+def _answer(status: int, message: str, **extra: object) -> WebhookAnswer:
+    return WebhookAnswer(status, {"status": message, **extra})
+
+
+def delivery_key(store_id: str, resource: str, action: str, payload: dict,
+                 delivery_id: str | None) -> str:
+    """Identify the change, not the delivery (X-WC-Webhook-Delivery-ID is shared by every
+    delivery of a webhook within one second)."""
+    rid = payload["id"]
+    if action == "deleted":
+        # A deleted body is only {"id": N}; a later re-trash of the same order is a new change.
+        return f"{store_id}:{resource}:{rid}:deleted:{delivery_id or ''}"
+    modified = payload.get("date_modified_gmt") or ""
+    return f"{store_id}:{resource}:{rid}:{modified}:{content_hash(payload)}"
+
+
+class WebhookReceiver:
+    def __init__(self, storage: CustomerSyncStorage, max_body_bytes: int) -> None:
+        self.storage = storage
+        self.max_body_bytes = max_body_bytes
+
+    def receive(self, store_id: str, headers: Mapping[str, str], body: bytes) -> WebhookAnswer:
+        headers = {k.lower(): v for k, v in headers.items()}
+        if len(body) > self.max_body_bytes:
+            return _answer(413, "body too large", limit_bytes=self.max_body_bytes)
+        try:
+            store = self.storage.stores.get(store_id)
+        except PyMongoError:
+            log.exception("database unavailable while receiving a webhook")
+            return _answer(503, "temporarily unavailable")
+        if store is None:
+            return _answer(404, "unknown store")
+        signature = headers.get("x-wc-webhook-signature")
+        topic = headers.get("x-wc-webhook-topic", "").strip().lower()
+        if not signature and not topic and _PING.match(body.strip()):
+            log.info("answered WooCommerce's webhook ping")
+            return _answer(200, "pong")
+        if not verify(body, store.webhook_secret, signature):
+            log.warning("webhook refused: missing or bad signature")
+            return _answer(401, "bad signature")
+        try:
+            payload = json.loads(body.decode("utf-8"))
+            resource_id(payload)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return _answer(400, "malformed JSON")
+        except NormalisationError as exc:
+            return _answer(400, "malformed body", detail=str(exc))
+        if topic not in SUPPORTED_TOPICS:
+            log.info("ignoring webhook topic %r", topic or None)
+            return _answer(200, "ignored", topic=topic)
+        resource, action = topic.split(".", 1)
+        delivery_id = headers.get("x-wc-webhook-delivery-id")
+        key = delivery_key(store_id, resource, action, payload, delivery_id)
+        delivery = {
+            "store_id": store_id, "topic": topic, "resource": resource, "action": action,
+            "resource_id": payload["id"], "payload": payload,
+            "webhook_id": headers.get("x-wc-webhook-id"), "delivery_id": delivery_id,
+        }
+        try:
+            recorded = self.storage.inbox.record(key, delivery)
+        except PyMongoError:
+            log.exception("database unavailable: delivery not recorded")
+            return _answer(503, "temporarily unavailable")
+        if not recorded:
+            log.info("duplicate delivery of %s %s", topic, payload["id"])
+            return _answer(200, "duplicate")
+        return WebhookAnswer(200, {"status": "accepted"}, inbox_key=key)
