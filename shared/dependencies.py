@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import logging
-from typing import Callable
+import time
+from typing import Callable, Iterable
 
 import eventlet
+import eventlet.event
 from nameko.extensions import DependencyProvider
 from pymongo.collection import Collection
 
@@ -19,24 +21,28 @@ log = logging.getLogger(__name__)
 
 
 class OutboxRelayProvider(DependencyProvider):
-    """Publishes the events a service's documents owe.
+    """Publishes the events a service's documents owe, from one green thread.
 
-    Workers get the relay for the fast path (publish right after their write); a background
-    sweep publishes whatever is left over from a crash or a broker outage. `collections` picks
-    the outbox-carrying collections from the service's repository bundle.
+    Writers `notify` it of the documents they changed; it publishes those at once, batching
+    what arrives together. Every `OUTBOX_SWEEP_SECONDS` it also sweeps for anything owed from
+    before a crash or during a broker outage. One publishing thread per process means the fast
+    path and the sweep never publish the same entry twice; across instances a duplicate is
+    possible and harmless (consumers deduplicate by event id).
     """
 
     def __init__(self, collections: Callable[[object], list[Collection]]) -> None:
         self.collections = collections
         self.relay: OutboxRelay | None = None
-        self._sweeper = None
+        self._thread = None
         self._running = False
+        self._pending: dict[tuple[str, object], None] = {}
 
     def setup(self) -> None:
         config = from_nameko(self.container.config)
         self.interval = config.float("OUTBOX_SWEEP_SECONDS")
         self.batch_size = config.int("OUTBOX_BATCH_SIZE")
         self.publisher = ConfirmingPublisher(config.get("AMQP_URI"))
+        self._wake = eventlet.event.Event()
 
     def start(self) -> None:
         storages = [d for d in self.container.dependencies if isinstance(d, MongoStorage)]
@@ -46,13 +52,31 @@ class OutboxRelayProvider(DependencyProvider):
                                  batch_size=self.batch_size)
         self.relay.ensure_indexes()
         self._running = True
-        self._sweeper = self.container.spawn_managed_thread(self._sweep_forever,
-                                                            identifier="outbox-sweeper")
+        self._thread = self.container.spawn_managed_thread(self._run, identifier="outbox-relay")
 
-    def _sweep_forever(self) -> None:
+    def notify(self, refs: Iterable[tuple[str, object]]) -> None:
+        """Documents (collection name, _id) that now owe events."""
+        for ref in refs:
+            self._pending[ref] = None
+        if self._pending and not self._wake.ready():
+            self._wake.send()
+
+    def _run(self) -> None:
+        last_sweep = 0.0
         while self._running:
-            self.sweep_once()
-            eventlet.sleep(self.interval)
+            with eventlet.Timeout(self.interval, False):
+                self._wake.wait()
+            if self._wake.ready():
+                self._wake.reset()
+            if self._pending:
+                refs, self._pending = list(self._pending), {}
+                try:
+                    self.relay.publish_documents(refs)
+                except Exception as exc:
+                    log.warning("events stay in the outbox until the broker is back: %s", exc)
+            if time.monotonic() - last_sweep >= self.interval:
+                last_sweep = time.monotonic()
+                self.sweep_once()
 
     def sweep_once(self) -> int:
         try:
@@ -68,16 +92,15 @@ class OutboxRelayProvider(DependencyProvider):
 
     def stop(self) -> None:
         self._running = False
-        if self._sweeper is not None:
-            self._sweeper.kill()
+        if self._thread is not None:
+            self._thread.kill()
         self.publisher.close()
 
     def kill(self) -> None:
         self.stop()
 
-    def get_dependency(self, worker_ctx) -> OutboxRelay:
-        assert self.relay is not None
-        return self.relay
+    def get_dependency(self, worker_ctx) -> "OutboxRelayProvider":
+        return self
 
 
 class WorkerLogContext(DependencyProvider):

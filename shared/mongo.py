@@ -26,6 +26,9 @@ def connect(uri: str) -> MongoClient:
     if uri.startswith(MOCK_SCHEME):
         import mongomock
 
+        from shared.mongomock_speedups import install
+
+        install()
         name = uri[len(MOCK_SCHEME):].strip("/") or "default"
         with _mock_lock:
             if name not in _mock_clients:

@@ -73,12 +73,22 @@ class OutboxRelay:
         for collection in self.collections:
             collection.create_index([(f"{OUTBOX_FIELD}.event_id", ASCENDING)], sparse=True)
 
-    def publish_document(self, collection: Collection, document_id: Any) -> int:
-        """Fast path right after a write: publish what one document owes."""
-        doc = collection.find_one({"_id": document_id}, {OUTBOX_FIELD: 1})
-        if not doc or not doc.get(OUTBOX_FIELD):
-            return 0
-        return self._publish(collection, [doc])
+    def publish_documents(self, refs: Iterable[tuple[str, Any]]) -> int:
+        """Fast path right after writes: publish what the named documents owe.
+        `refs` are (collection name, _id) pairs."""
+        by_name = {c.name: c for c in self.collections}
+        grouped: dict[str, list] = {}
+        for name, doc_id in refs:
+            grouped.setdefault(name, []).append(doc_id)
+        published = 0
+        for name, ids in grouped.items():
+            collection = by_name[name]
+            docs = [doc for doc in (collection.find_one({"_id": i}, {OUTBOX_FIELD: 1})
+                                    for i in dict.fromkeys(ids))
+                    if doc and doc.get(OUTBOX_FIELD)]
+            if docs:
+                published += self._publish(collection, docs)
+        return published
 
     def publish_pending(self, limit: int | None = None) -> int:
         """Sweep: publish everything still owed (after a crash or a broker outage)."""

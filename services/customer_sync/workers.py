@@ -1,4 +1,11 @@
-"""The background side of the webhook endpoint: apply recorded deliveries after answering."""
+"""customer_sync's background work, as nameko dependency providers:
+
+* `InboxWorkers` apply recorded webhook deliveries after the webhook was answered;
+* `BackgroundJobs` run backfills on request and reconciliation on a schedule.
+
+Both publish what a change owes right away through the outbox relay; anything they leave
+unpublished (a broker outage, a crash) is published by the relay's sweep.
+"""
 from __future__ import annotations
 
 import logging
@@ -8,12 +15,15 @@ import eventlet
 from eventlet.queue import LightQueue
 from nameko.extensions import DependencyProvider
 
+from services.customer_sync.backfill import Backfiller, RunOptions
 from services.customer_sync.inbox import InboxProcessor
-from services.customer_sync.repository import utcnow
+from services.customer_sync.reconcile import Reconciler
+from services.customer_sync.repository import CustomerSyncStorage, Store, utcnow
 from services.customer_sync.sync import ApplyResult, CustomerSync
-from shared.config import from_nameko
+from services.customer_sync.woo_client import WooClient
+from shared.config import Config, from_nameko
+from shared.errors import NotFound
 from shared.dependencies import OutboxRelayProvider
-from shared.messaging.publisher import PublishError
 from shared.mongo import MongoStorage
 
 log = logging.getLogger(__name__)
@@ -21,8 +31,22 @@ log = logging.getLogger(__name__)
 QUEUE_LIMIT = 10_000  # past this, deliveries wait in MongoDB for the sweep
 
 
-class InboxWorkers(DependencyProvider):
-    """A few green threads that apply deliveries and publish what they owe right away.
+class _ServiceParts:
+    """Finds the storage and outbox providers of the same container once it has started."""
+
+    def _bind_parts(self) -> None:
+        deps = self.container.dependencies  # type: ignore[attr-defined]
+        self.storage: CustomerSyncStorage = next(
+            d for d in deps if isinstance(d, MongoStorage)).repositories
+        self.outbox: OutboxRelayProvider = next(d for d in deps if isinstance(d, OutboxRelayProvider))
+
+    def publish_result(self, result: ApplyResult) -> None:
+        """Hand the documents that now owe events to the outbox relay."""
+        self.outbox.notify(result.touched)
+
+
+class InboxWorkers(_ServiceParts, DependencyProvider):
+    """A few green threads that apply deliveries and publish what they owe.
 
     The queue only holds keys: every delivery is already durable in the inbox, so anything lost
     from memory (a crash, a full queue) is found again by the periodic sweep.
@@ -35,15 +59,11 @@ class InboxWorkers(DependencyProvider):
         self._running = False
 
     def setup(self) -> None:
-        config = from_nameko(self.container.config)
-        self.sweep_seconds = config.float("INBOX_SWEEP_SECONDS")
+        self.sweep_seconds = from_nameko(self.container.config).float("INBOX_SWEEP_SECONDS")
         self.queue = LightQueue()
 
     def start(self) -> None:
-        storage = next(d for d in self.container.dependencies if isinstance(d, MongoStorage))
-        self.outbox = next(d for d in self.container.dependencies
-                           if isinstance(d, OutboxRelayProvider))
-        self.storage = storage.repositories
+        self._bind_parts()
         self.processor = InboxProcessor(self.storage, CustomerSync(self.storage))
         self._running = True
         for n in range(self.concurrency):
@@ -64,18 +84,9 @@ class InboxWorkers(DependencyProvider):
             try:
                 result = self.processor.process(key)
                 if result is not None:
-                    self._publish(result)
+                    self.publish_result(result)
             except Exception:
                 log.exception("inbox worker failed; the sweep will retry the delivery")
-
-    def _publish(self, result: ApplyResult) -> None:
-        relay = self.outbox.relay
-        collections = {c.name: c for c in relay.collections}
-        try:
-            for name, doc_id in result.touched:
-                relay.publish_document(collections[name], doc_id)
-        except PublishError as exc:
-            log.warning("events stay in the outbox until the broker is back: %s", exc)
 
     def _sweep(self) -> None:
         while self._running:
@@ -89,13 +100,97 @@ class InboxWorkers(DependencyProvider):
 
     def stop(self) -> None:
         self._running = False
-        for _ in range(self.concurrency):
-            self.queue.put(None)
+        if self.queue is not None:
+            for _ in range(self.concurrency):
+                self.queue.put(None)
         for thread in self._threads:
             thread.kill()
+        self._threads.clear()
 
     def kill(self) -> None:
         self.stop()
 
     def get_dependency(self, worker_ctx) -> "InboxWorkers":
+        return self
+
+
+def woo_client_factory(config: Config):
+    def make(store: Store) -> WooClient:
+        return WooClient(store.shop_url, store.consumer_key, store.consumer_secret,
+                         timeout=config.float("WOO_HTTP_TIMEOUT_SECONDS"),
+                         max_retries=config.int("WOO_MAX_RETRIES"))
+    return make
+
+
+class BackgroundJobs(_ServiceParts, DependencyProvider):
+    """Backfills started over RPC, and the reconciliation schedule."""
+
+    def __init__(self) -> None:
+        self._running = False
+        self._threads: list = []
+        self._active_runs: set[str] = set()
+
+    def setup(self) -> None:
+        self.config = from_nameko(self.container.config)
+
+    def start(self) -> None:
+        self._bind_parts()
+        factory = woo_client_factory(self.config)
+        self.backfiller = Backfiller(self.storage, CustomerSync(self.storage), factory,
+                                     publish=self.publish_result)
+        self.reconciler = Reconciler(
+            self.storage, self.backfiller, factory,
+            full_scan_every=timedelta(hours=self.config.float("RECONCILE_FULL_CUSTOMER_SCAN_HOURS")))
+        self._running = True
+        self._threads.append(self.container.spawn_managed_thread(
+            self._reconcile_forever, identifier="reconciler"))
+
+    def start_backfill(self, store_id: str, since: str | None) -> dict:
+        """Claim (or resume) a run now, so errors reach the caller; work in the background."""
+        run = self.backfiller.begin(store_id, RunOptions(since=since))
+        self._threads.append(self.container.spawn_managed_thread(
+            lambda: self._execute(run), identifier=f"backfill-{run['_id']}"))
+        return run
+
+    def _execute(self, run: dict) -> None:
+        self._active_runs.add(run["_id"])
+        try:
+            self.backfiller.execute(run, should_stop=lambda: not self._running)
+        except Exception:
+            log.exception("backfill failed", extra={"store_id": run["store_id"]})
+            self.storage.backfills.update(run["_id"], {"status": "interrupted",
+                                                       "error": "internal error", "lease_until": None})
+        finally:
+            self._active_runs.discard(run["_id"])
+
+    def reconcile_now(self, store_id: str) -> dict:
+        store = self.storage.stores.get(store_id)
+        if store is None:
+            raise NotFound(f"no store {store_id}")
+        state = self.storage.stores.collection.find_one({"_id": store_id})
+        return self.reconciler.reconcile(store, state)
+
+    def _reconcile_forever(self) -> None:
+        poll = self.config.float("RECONCILE_POLL_SECONDS")
+        while self._running:
+            try:
+                self.reconciler.run_due()
+            except Exception:
+                log.exception("reconciliation failed; will retry")
+            eventlet.sleep(poll)
+
+    def stop(self) -> None:
+        self._running = False
+        # Runs cut short here resume from their checkpoint when asked for again.
+        for run_id in list(self._active_runs):
+            self.storage.backfills.update(run_id, {"status": "interrupted", "error": "service stopped",
+                                                   "lease_until": None})
+        for thread in self._threads:
+            thread.kill()
+        self._threads.clear()
+
+    def kill(self) -> None:
+        self.stop()
+
+    def get_dependency(self, worker_ctx) -> "BackgroundJobs":
         return self

@@ -20,6 +20,18 @@ class EventContract:
     description: str
     sample: dict = field(default_factory=dict, compare=False)
 
+    def loader(self) -> Schema:
+        """One schema instance per contract: building nested schemas on every event is slow,
+        and loading keeps no state on the instance."""
+        instance = _LOADERS.get(self.event_type, {}).get(self.schema_version)
+        if instance is None:
+            instance = self.schema()
+            _LOADERS.setdefault(self.event_type, {})[self.schema_version] = instance
+        return instance
+
+
+_LOADERS: dict[str, dict[int, Schema]] = {}
+
 
 def _money(amount: int, currency: str = "EUR") -> dict:
     return {"amount": amount, "currency": currency}

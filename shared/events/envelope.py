@@ -90,24 +90,28 @@ def build_event(
     from shared.events.catalogue import contract
 
     spec = contract(event_type, schema_version)
-    errors = spec.schema().validate(data)
-    if errors:
-        raise InvalidEvent(f"{event_type} v{spec.schema_version} data is invalid", errors)
-    event_id = event_id or str(uuid.uuid4())
+    try:
+        loaded = spec.loader().load(data)
+    except ValidationError as exc:
+        raise InvalidEvent(f"{event_type} v{spec.schema_version} data is invalid",
+                           exc.messages) from None
+    if not store_id or not isinstance(store_id, str):
+        raise InvalidEvent("store_id must be a non-empty string")
     when = occurred_at or utcnow()
     if when.tzinfo is None:
         raise InvalidEvent("occurred_at must be timezone-aware")
-    message = {
-        "event_id": event_id,
-        "event_type": event_type,
-        "schema_version": spec.schema_version,
-        "occurred_at": when.astimezone(timezone.utc).isoformat(),
-        "store_id": store_id,
-        "correlation_id": correlation_id or event_id,
-        "causation_id": causation_id,
-        "data": data,
-    }
-    return parse_event(message)
+    event_id = str(uuid.UUID(event_id)) if event_id else str(uuid.uuid4())
+    return Event(
+        event_id=event_id,
+        event_type=event_type,
+        schema_version=spec.schema_version,
+        occurred_at=when.astimezone(timezone.utc),
+        store_id=store_id,
+        correlation_id=correlation_id or event_id,
+        causation_id=causation_id,
+        data=loaded,
+        raw_data=data,
+    )
 
 
 def parse_event(message: Any, expected_type: str | None = None) -> Event:
@@ -127,7 +131,7 @@ def parse_event(message: Any, expected_type: str | None = None) -> Event:
     except KeyError as exc:
         raise InvalidEvent(str(exc.args[0])) from None
     try:
-        data = spec.schema().load(envelope["data"])
+        data = spec.loader().load(envelope["data"])
     except ValidationError as exc:
         raise InvalidEvent(f"{spec.event_type} v{spec.schema_version} data is invalid", exc.messages) from None
     return Event(

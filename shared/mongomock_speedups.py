@@ -1,0 +1,235 @@
+"""Make mongomock usable at the data sizes the tests and benchmarks need.
+
+mongomock answers every query by running its generic filter over every document, checks unique
+indexes the same way on every insert, and sweeps TTL indexes over the whole collection on every
+access: with thousands of documents each lookup takes milliseconds and a backfill turns
+quadratic. A real MongoDB answers from indexes. This module gives mongomock the same shortcut
+without changing what any query returns:
+
+* an equality condition on a plain value (str, number, bool, None) is answered from a hash map
+  of that field, built on first use and kept current on every insert, update and delete; the
+  candidates it yields (plus every document whose field holds an array or sub-document, which
+  mongomock's matching rules cover) still pass through mongomock's own filter, in insertion
+  order, so results are exactly mongomock's;
+* a query on a plain `_id` reads that one document;
+* TTL expiry runs at most once a second per collection.
+
+Applied once, from `shared.mongo.connect`, only when a `mongomock://` URI is used.
+"""
+from __future__ import annotations
+
+import itertools
+import time
+from typing import Any
+
+_installed = False
+_TTL_PERIOD_SECONDS = 1.0
+_MIN_DOCS_FOR_INDEX = 32
+_COMPLEX = object()  # arrays, sub-documents, other types: always a candidate
+_MISSING_OR_NULL = ("null", None)
+_sequence = itertools.count()
+
+
+def _value_key(value: Any) -> Any:
+    """A hashable key for a plain value, keeping Mongo's distinctions (1 == 1.0, 1 != True)."""
+    if value is None:
+        return _MISSING_OR_NULL
+    if isinstance(value, bool):
+        return ("bool", value)
+    if isinstance(value, (int, float)):
+        return ("num", value)
+    if isinstance(value, str):
+        return ("str", value)
+    return _COMPLEX
+
+
+def _doc_key(doc: dict, path: tuple[str, ...]) -> Any:
+    current: Any = doc
+    for part in path:
+        if isinstance(current, dict):
+            if part not in current:
+                return _MISSING_OR_NULL
+            current = current[part]
+        elif current is None:
+            return _MISSING_OR_NULL
+        else:
+            return _COMPLEX  # an array on the way
+    if isinstance(current, (list, dict)):
+        return _COMPLEX
+    return _value_key(current)
+
+
+class _FieldIndexes:
+    """Hash maps field value -> document ids for one collection, with insertion order."""
+
+    def __init__(self) -> None:
+        self.maps: dict[tuple[str, ...], dict[Any, set]] = {}
+        self.keys_of: dict[Any, dict[tuple[str, ...], Any]] = {}
+        self.order: dict[Any, int] = {}
+
+    def build(self, path: tuple[str, ...], documents) -> None:
+        buckets: dict[Any, set] = {}
+        for doc in documents:
+            key = _doc_key(doc, path)
+            buckets.setdefault(key, set()).add(doc["_id"])
+            self.keys_of.setdefault(doc["_id"], {})[path] = key
+            self.order.setdefault(doc["_id"], next(_sequence))
+        self.maps[path] = buckets
+
+    def remove(self, doc_id: Any) -> None:
+        for path, key in self.keys_of.pop(doc_id, {}).items():
+            bucket = self.maps.get(path, {}).get(key)
+            if bucket is not None:
+                bucket.discard(doc_id)
+
+    def add(self, doc: dict) -> None:
+        doc_id = doc["_id"]
+        self.order.setdefault(doc_id, next(_sequence))
+        if not self.maps:
+            return
+        keys = self.keys_of.setdefault(doc_id, {})
+        for path, buckets in self.maps.items():
+            key = _doc_key(doc, path)
+            keys[path] = key
+            buckets.setdefault(key, set()).add(doc_id)
+
+    def reindex(self, doc: dict) -> None:
+        self.remove(doc["_id"])
+        self.add(doc)
+
+    def clear(self) -> None:
+        self.maps.clear()
+        self.keys_of.clear()
+        self.order.clear()
+
+
+def _indexes(store) -> _FieldIndexes:
+    indexes = store.__dict__.get("_companion_indexes")
+    if indexes is None:
+        indexes = store.__dict__["_companion_indexes"] = _FieldIndexes()
+    return indexes
+
+
+def _equalities(spec: Any) -> list[tuple[tuple[str, ...], Any]]:
+    """Plain equality conditions every match must satisfy (top level and inside $and)."""
+    found: list[tuple[tuple[str, ...], Any]] = []
+    if not isinstance(spec, dict):
+        return found
+    for field, value in spec.items():
+        if field == "$and" and isinstance(value, list):
+            for part in value:
+                found.extend(_equalities(part))
+        elif not field.startswith("$"):
+            key = _value_key(value)
+            if key is not _COMPLEX:
+                found.append((tuple(field.split(".")), key))
+    return found
+
+
+def install() -> None:
+    global _installed
+    if _installed:
+        return
+    from mongomock import collection as mm_collection
+    from mongomock import store as mm_store
+    from mongomock.filtering import filter_applies
+
+    Store = mm_store.CollectionStore
+    Collection = mm_collection.Collection
+    original_expire = Store._remove_expired_documents
+    original_setitem, original_delitem, original_drop = Store.__setitem__, Store.__delitem__, Store.drop
+    original_apply_document = Collection._apply_update_document
+    original_apply_pipeline = Collection._apply_update_pipeline
+    original_ensure_uniques = Collection._ensure_uniques
+
+    def throttled_expire(self) -> None:
+        if not self._ttl_indexes:
+            return
+        now = time.monotonic()
+        if now - self.__dict__.get("_companion_last_expiry", 0.0) >= _TTL_PERIOD_SECONDS:
+            self.__dict__["_companion_last_expiry"] = now
+            original_expire(self)
+
+    def setitem(self, key, val):
+        original_setitem(self, key, val)
+        _indexes(self).reindex(val)
+
+    def delitem(self, key):
+        original_delitem(self, key)
+        _indexes(self).remove(key)
+
+    def drop(self):
+        original_drop(self)
+        _indexes(self).clear()
+
+    def _reindex_if_stored(collection, document) -> None:
+        # Updates change stored documents in place; an upsert's draft is not stored yet.
+        store = collection._store
+        if store._documents.get(document.get("_id")) is document:
+            _indexes(store).reindex(document)
+
+    def apply_update_document(self, existing_document, spec, document, was_insert):
+        try:
+            return original_apply_document(self, existing_document, spec, document, was_insert)
+        finally:
+            _reindex_if_stored(self, existing_document)
+
+    def apply_update_pipeline(self, existing_document, pipeline, session):
+        try:
+            return original_apply_pipeline(self, existing_document, pipeline, session)
+        finally:
+            _reindex_if_stored(self, existing_document)
+
+    def ensure_uniques(self, new_data):
+        # As in MongoDB, a document outside a partial index's filter is not in that index, so
+        # the index's uniqueness does not apply to it (mongomock checked it by a full scan).
+        indexes = self._store.indexes
+        skipped = {name: index for name, index in indexes.items()
+                   if index.get("unique") and index.get("partialFilterExpression") is not None
+                   and not filter_applies(index["partialFilterExpression"], new_data)}
+        if not skipped:
+            return original_ensure_uniques(self, new_data)
+        for name in skipped:
+            indexes[name] = {**skipped[name], "unique": False}
+        try:
+            return original_ensure_uniques(self, new_data)
+        finally:
+            indexes.update(skipped)
+
+    def iter_documents(self, filter):  # noqa: A002 - mongomock's own name
+        store = self._store
+        if store.is_empty:
+            filter_applies(filter, {})  # keeps mongomock's validation of the filter
+            return iter(())
+        if isinstance(filter, dict) and "_id" in filter:
+            key = _value_key(filter["_id"])
+            if key is not _COMPLEX and key is not _MISSING_OR_NULL:
+                doc = store._documents.get(filter["_id"])
+                return iter([doc] if doc is not None and filter_applies(filter, doc) else [])
+        conditions = _equalities(filter)
+        documents = store._documents
+        if not conditions or len(documents) < _MIN_DOCS_FOR_INDEX:
+            return (d for d in list(store.documents) if filter_applies(filter, d))
+        indexes = _indexes(store)
+        best = None
+        for path, key in conditions:
+            if path not in indexes.maps:
+                indexes.build(path, documents.values())
+            buckets = indexes.maps[path]
+            ids = buckets.get(key, set()) | buckets.get(_COMPLEX, set())
+            if best is None or len(ids) < len(best):
+                best = ids
+        order = indexes.order
+        chosen = sorted(best, key=lambda i: order.get(i, 0))
+        return (documents[i] for i in chosen
+                if i in documents and filter_applies(filter, documents[i]))
+
+    Store._remove_expired_documents = throttled_expire
+    Store.__setitem__ = setitem
+    Store.__delitem__ = delitem
+    Store.drop = drop
+    Collection._apply_update_document = apply_update_document
+    Collection._apply_update_pipeline = apply_update_pipeline
+    Collection._iter_documents = iter_documents
+    Collection._ensure_uniques = ensure_uniques
+    _installed = True
