@@ -42,6 +42,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("INBOX_SWEEP_SECONDS", "5", "How often webhook deliveries not yet applied are retried."),
     Setting("INBOX_RETENTION_DAYS", "7", "Days an applied webhook delivery is kept."),
     Setting("RECONCILE_INTERVAL_MINUTES", "10", "Default interval of a store's REST reconciliation."),
+    Setting("RECONCILE_POLL_SECONDS", "30", "How often stores due for reconciliation are looked for."),
     Setting(
         "RECONCILE_FULL_CUSTOMER_SCAN_HOURS",
         "24",

@@ -86,7 +86,7 @@ class StoreRepository:
         doc = self.collection.find_one(
             {"_id": store_id},
             {"webhooks": 1, "last_reconciled_at": 1, "next_reconcile_at": 1, "reconcile_error": 1,
-             "reconcile_stats": 1, "webhook_problems": 1, "last_full_customer_scan_at": 1},
+             "last_reconcile_run": 1, "webhook_problems": 1, "last_full_customer_scan_at": 1},
         )
         return doc
 
@@ -317,9 +317,10 @@ class BackfillRunRepository:
     def ensure_indexes(self) -> None:
         self.collection.create_index([("store_id", ASCENDING), ("status", ASCENDING)])
 
-    def unfinished(self, store_id: str, since: str | None) -> dict | None:
+    def unfinished(self, store_id: str, since: str | None, kind: str) -> dict | None:
         return self.collection.find_one(
-            {"store_id": store_id, "since": since, "status": {"$in": ["running", "interrupted"]}},
+            {"store_id": store_id, "since": since, "kind": kind,
+             "status": {"$in": ["running", "interrupted"]}},
             sort=[("started_at", DESCENDING)],
         )
 

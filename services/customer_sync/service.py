@@ -9,10 +9,13 @@ from services.customer_sync.queries import CustomerQueries
 from services.customer_sync.repository import CustomerSyncStorage
 from services.customer_sync.stores import StoreAdmin
 from services.customer_sync.webhooks import WebhookReceiver
-from services.customer_sync.workers import InboxWorkers
+from services.customer_sync.backfill import run_view
+from services.customer_sync.reconcile import store_health
+from services.customer_sync.schemas import require_text
+from services.customer_sync.workers import BackgroundJobs, InboxWorkers
 from shared.config import Config
 from shared.dependencies import OutboxRelayProvider, Settings, WorkerLogContext
-from shared.errors import EXPECTED_ERRORS
+from shared.errors import EXPECTED_ERRORS, NotFound, ValidationError
 from shared.health import json_response, readiness
 from shared.mongo import MongoStorage
 from shared.logs import log_context
@@ -28,6 +31,7 @@ class CustomerSyncService:
     storage = MongoStorage(_storage)
     outbox = OutboxRelayProvider(lambda storage: storage.outbox_collections())
     inbox_workers = InboxWorkers()
+    jobs = BackgroundJobs()
     log_context = WorkerLogContext()
     settings = Settings()
 
@@ -89,3 +93,44 @@ class CustomerSyncService:
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def export_customer(self, store_id: str, customer_id: str) -> dict:
         return CustomerQueries(self.storage).export_customer(store_id, customer_id)
+
+    # -- backfill and reconciliation ---------------------------------------------------------
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def backfill(self, store_id: str, since: str | None = None) -> dict:
+        """Start (or resume) a backfill of a store from its REST API; returns the run."""
+        if since is not None:
+            since = _iso_time(since, "since")
+        return run_view(self.jobs.start_backfill(require_text(store_id, "store_id"), since))
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def backfill_status(self, store_id: str, run_id: str | None = None) -> dict:
+        runs = self.storage.backfills
+        run = runs.get(run_id) if run_id else next(iter(runs.latest(store_id, 1)), None)
+        if run is None or run["store_id"] != store_id:
+            raise NotFound(f"no backfill {run_id or ''} for store {store_id}".replace("  ", " "))
+        return run_view(run)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def reconcile(self, store_id: str) -> dict:
+        """Reconcile a store now rather than at its next turn."""
+        return self.jobs.reconcile_now(require_text(store_id, "store_id"))
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def store_health(self, store_id: str) -> dict:
+        health = store_health(self.storage, require_text(store_id, "store_id"))
+        if health is None:
+            raise NotFound(f"no store {store_id}")
+        return health
+
+
+def _iso_time(value: object, name: str) -> str:
+    """An ISO-8601 time as the shop's API takes it (UTC, no offset needed)."""
+    from datetime import datetime, timezone
+
+    try:
+        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        raise ValidationError(f"{name} must be an ISO-8601 time", {"fields": {name: ["not a time"]}})
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(timezone.utc).replace(tzinfo=None)
+    return parsed.replace(microsecond=0).isoformat()
