@@ -3,7 +3,11 @@
 eventlet must patch the standard library before anything imports sockets or threads, so it
 happens here, at the very top, as nameko's own test suite does.
 """
-import eventlet
+import warnings
+
+warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
+
+import eventlet  # noqa: E402
 
 eventlet.monkey_patch()
 
@@ -46,6 +50,45 @@ def mongo_uri():
     uri = f"mongomock://test-{uuid.uuid4().hex[:12]}"
     yield uri
     mongo.forget_mock(uri)
+
+
+def _docker_unavailable_reason() -> str | None:
+    try:
+        import docker
+
+        docker.from_env(timeout=3).ping()
+        return None
+    except Exception as exc:  # no engine, no socket, no permission: all mean "cannot run here"
+        return f"no Docker engine reachable ({type(exc).__name__}), so no real MongoDB container"
+
+
+@pytest.fixture(scope="session")
+def real_mongo_client():
+    """A real MongoDB in a container (testcontainers), where a Docker engine exists."""
+    reason = _docker_unavailable_reason()
+    if reason:
+        pytest.skip(reason + "; these storage tests ran against mongomock instead")
+    from pymongo import MongoClient
+    from testcontainers.mongodb import MongoDbContainer
+
+    with MongoDbContainer("mongo:7") as container:
+        client = MongoClient(container.get_connection_url(), tz_aware=True)
+        yield client
+        client.close()
+
+
+@pytest.fixture(params=["mongomock", pytest.param("mongodb", marks=pytest.mark.docker)])
+def database(request):
+    """A fresh database: in memory, and again on a real MongoDB where Docker is present."""
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    if request.param == "mongomock":
+        import mongomock
+
+        yield mongomock.MongoClient()[name]
+        return
+    client = request.getfixturevalue("real_mongo_client")
+    yield client[name]
+    client.drop_database(name)
 
 
 @pytest.fixture

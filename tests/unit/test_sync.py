@@ -13,8 +13,8 @@ STORE = "s1"
 
 
 @pytest.fixture
-def storage():
-    s = CustomerSyncStorage(mongomock.MongoClient().db)
+def storage(database):
+    s = CustomerSyncStorage(database)
     s.ensure_indexes()
     return s
 

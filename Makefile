@@ -1,0 +1,38 @@
+# Woo Companion. The two commands a fresh machine needs: `make run` and `make test`.
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test test-unit test-integration venv bench-webhooks clean
+
+$(STAMP): requirements.txt pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is required (set PYTHON=...)"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## Start every service in the foreground (Ctrl-C stops them). Uses AMQP_URI, MONGO_URI,
+## WEB_SERVER_ADDRESS and the other variables documented in README.md.
+run: $(STAMP)
+	$(PY) -m services
+
+## Install everything and run every test (needs RabbitMQ with its management plugin).
+test: $(STAMP)
+	$(PY) -m pytest
+
+test-unit: $(STAMP)
+	$(PY) -m pytest tests/unit
+
+test-integration: $(STAMP)
+	$(PY) -m pytest tests/integration
+
+## Webhook throughput of one customer_sync process beside a bare nameko endpoint.
+bench-webhooks: $(STAMP)
+	$(PY) -m bench.webhooks
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,85 @@
+"""Starts the services in one process (nameko's ServiceRunner) and stops them cleanly.
+
+Configuration comes from the environment (see shared.config.SETTINGS). The first Ctrl-C (or
+SIGTERM) stops the services gracefully, letting running workers finish; a second one kills them.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import signal
+import sys
+
+from nameko.runners import ServiceRunner
+
+from shared.config import Config
+from shared.logs import configure_logging
+from shared.mongo import is_mock
+
+log = logging.getLogger("services.runner")
+
+# Every service this deployment can run: name -> "module:Class".
+SERVICES = {
+    "customer_sync": "services.customer_sync.service:CustomerSyncService",
+}
+
+
+def load_service(path: str) -> type:
+    module_name, class_name = path.split(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m services", description=__doc__)
+    parser.add_argument("names", nargs="*", metavar="NAME",
+                        help=f"services to run (default: all of {', '.join(SERVICES)})")
+    args = parser.parse_args(argv)
+    unknown = [n for n in args.names if n not in SERVICES]
+    if unknown:
+        parser.error(f"unknown service(s): {', '.join(unknown)}; known: {', '.join(SERVICES)}")
+    config = Config()
+    configure_logging(config.get("LOG_LEVEL"))
+    try:
+        nameko_config = config.nameko_config()
+    except ValueError as exc:
+        log.error("bad configuration: %s", exc)
+        return 2
+    if is_mock(config.get("MONGO_URI")):
+        log.warning("MONGO_URI is %s: data lives in memory and is lost at exit",
+                    config.get("MONGO_URI"))
+    runner = ServiceRunner(nameko_config)
+    for name in args.names or list(SERVICES):
+        runner.add_service(load_service(SERVICES[name]))
+
+    stopping = {"count": 0}
+
+    def on_signal(signum, frame):  # noqa: ARG001
+        stopping["count"] += 1
+        if stopping["count"] == 1:
+            log.info("stopping (again to kill)")
+            import eventlet
+
+            eventlet.spawn_n(runner.stop)
+        else:
+            log.warning("killing")
+            import eventlet
+
+            eventlet.spawn_n(runner.kill)
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        runner.start()
+    except Exception:
+        log.exception("services could not start (is RabbitMQ at AMQP_URI reachable?)")
+        return 1
+    log.info("started %s; web endpoints on %s", ", ".join(runner.service_names),
+             config.get("WEB_SERVER_ADDRESS"))
+    runner.wait()
+    log.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""Webhook signatures and WooCommerce normalisation: money, times, emails, orders."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from datetime import datetime, timezone
+
+import pytest
+
+from services.customer_sync.normalise import (
+    NormalisationError,
+    email_key,
+    normalise_customer,
+    normalise_order,
+    parse_gmt,
+    to_minor,
+)
+from services.customer_sync.signature import sign, verify
+from tests import payloads
+
+
+def test_signature_is_base64_hmac_sha256_of_the_raw_body():
+    body = b'{"id": 1, "email": "a@b.example"}'
+    expected = base64.b64encode(hmac.new(b"s3cret", body, hashlib.sha256).digest()).decode()
+    assert sign(body, "s3cret") == expected
+    assert verify(body, "s3cret", expected)
+
+
+@pytest.mark.parametrize("signature", [None, "", "garbage", "c2lnbmF0dXJl", "é"])
+def test_bad_or_missing_signatures_fail(signature):
+    assert not verify(b"{}", "s3cret", signature)
+
+
+def test_signature_covers_every_byte_of_the_body():
+    body = b'{"id": 1}'
+    assert not verify(body + b" ", "s3cret", sign(body, "s3cret"))
+    assert not verify(body, "other", sign(body, "s3cret"))
+
+
+@pytest.mark.parametrize("value,currency,minor", [
+    ("12.34", "EUR", 1234), ("0.005", "EUR", 1), ("0.004", "EUR", 0), ("-10.00", "EUR", -1000),
+    ("1500", "JPY", 1500), ("1.2345", "KWD", 1235), ("", "EUR", 0), (None, "EUR", 0),
+    ("19.99", "usd", 1999), ("0.1", "EUR", 10),
+])
+def test_money_to_minor_units_with_decimal(value, currency, minor):
+    assert to_minor(value, currency) == minor
+
+
+@pytest.mark.parametrize("value", ["abc", "NaN", "Infinity", "1,50"])
+def test_money_that_is_not_a_decimal_is_refused_with_the_field(value):
+    with pytest.raises(NormalisationError, match="total"):
+        to_minor(value, "EUR", "total")
+
+
+def test_gmt_fields_are_utc_without_offset():
+    assert parse_gmt("2026-03-01T10:00:00") == datetime(2026, 3, 1, 10, tzinfo=timezone.utc)
+    assert parse_gmt("2026-03-01T12:00:00+02:00") == datetime(2026, 3, 1, 10, tzinfo=timezone.utc)
+    assert parse_gmt(None) is None and parse_gmt("") is None
+    with pytest.raises(NormalisationError):
+        parse_gmt("yesterday")
+
+
+def test_email_keys_are_trimmed_and_lower_cased():
+    assert email_key("  Ada@Example.COM ") == "ada@example.com"
+    assert email_key("") is None and email_key(None) is None
+
+
+def test_customer_normalisation_keeps_contact_fields_and_ignores_volatile_ones():
+    a = normalise_customer(payloads.customer())
+    b = normalise_customer({**payloads.customer(), "avatar_url": "https://other.invalid/x.png",
+                            "_links": {}})
+    assert a.content_hash == b.content_hash
+    assert a.contact()["phone"] == "+4400000001"
+    assert a.date_modified == datetime(2026, 3, 1, 10, tzinfo=timezone.utc)
+
+
+def test_order_normalisation():
+    snap = normalise_order(payloads.order(
+        5, customer_id=0, total="59.90",
+        refunds=[{"id": 1, "reason": "", "total": "-10.00"}, {"id": 2, "total": "-0.50"}],
+        coupon_lines=[{"id": 1, "code": "SPRING", "discount": "5.00"}]))
+    assert snap.order_id == "5" and snap.woo_customer_id is None
+    assert snap.total == 5990 and snap.shipping_total == 490 and snap.subtotal == 4500
+    assert snap.total_refunded == 1050
+    assert snap.coupon_codes == ["SPRING"]
+    assert snap.line_items[0]["quantity"] == 3 and snap.line_items[0]["total"] == 4500
+    assert snap.billing_email_key == "ada@example.com"
+
+
+def test_anonymised_orders_are_recognised():
+    snap = normalise_order(payloads.order(meta_data=[{"id": 1, "key": "_anonymized", "value": "yes"}]))
+    assert snap.anonymized
+
+
+@pytest.mark.parametrize("override,field", [
+    ({"currency": "euro"}, "currency"), ({"status": "shipped"}, "status"),
+    ({"id": -1}, "id"), ({"customer_id": "abc"}, "customer_id"),
+    ({"line_items": ["x"]}, "line_items"),
+])
+def test_unreadable_orders_name_the_field(override, field):
+    with pytest.raises(NormalisationError, match=field):
+        normalise_order(payloads.order(**override))
