@@ -176,7 +176,7 @@ def cmd_dlq(args) -> int:
     done = parking.replay(args.service, ids) if args.action == "replay" else \
         parking.purge(args.service, ids)
     emit(args, [m.summary() for m in done],
-         lambda rows: f"{args.action}ed {len(rows)} message(s)")
+         lambda rows: f"{'replayed' if args.action == 'replay' else 'purged'} {len(rows)} message(s)")
     if ids is not None and len(done) < len(ids):
         print(f"{len(ids) - len(done)} id(s) were not found", file=sys.stderr)
         return EXIT_FAILED

@@ -144,3 +144,36 @@ def test_events_survive_a_crash_between_state_change_and_publish(
     assert len(placed) == 1 and placed[0]["data"]["order_id"] == "9"
     wait_until(lambda: orders.count_documents({"outbox.0": {"$exists": True}}) == 0,
                message="outbox drained")
+
+
+def test_list_customers_pages_and_filters_and_export_holds_everything(services, running, rpc, events):
+    for woo_id in range(1, 8):
+        post(services, "customer.created", payloads.customer(
+            woo_id=woo_id, email=f"p{woo_id}@example.com",
+            date_created_gmt=f"2026-01-0{woo_id}T09:00:00", first_name=f"Name{woo_id}"))
+    post(services, "order.created", payloads.order(50, customer_id=3, email="p3@example.com"))
+    events.wait_for(lambda got: sum(e["event_type"] == "customer.created" for e in got) == 7
+                    and any(e["event_type"] == "order.placed" for e in got))
+    seen, cursor = [], None
+    while True:
+        page = rpc.customer_sync.list_customers("shop1", {}, {"size": 3, "cursor": cursor})
+        seen.extend(c["woo_customer_id"] for c in page["items"])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == [1, 2, 3, 4, 5, 6, 7]
+    found = rpc.customer_sync.list_customers("shop1", {"name": "name3"})
+    assert [c["woo_customer_id"] for c in found["items"]] == [3]
+    with pytest.raises(ValidationError) as info:
+        rpc.customer_sync.list_customers("shop1", {"colour": "red"})
+    assert "colour" in str(info.value)
+
+    customer = rpc.customer_sync.find_customer("shop1", "p3@example.com")
+    export = rpc.customer_sync.export_customer("shop1", customer["customer_id"])
+    assert export["service"] == "customer_sync"
+    assert export["customer"]["email"] == "p3@example.com"
+    assert [o["order_id"] for o in export["orders"]] == ["50"]
+    assert export["orders"][0]["billing"]["email"] == "p3@example.com"
+    topics = sorted(d["topic"] for d in export["webhook_deliveries"])
+    assert topics == ["customer.created", "order.created"]
+    json.dumps(export)  # plain JSON types only

@@ -137,6 +137,38 @@ def test_body_that_breaks_its_contract_is_parked_without_retries(services, amqp_
     assert database(services).attempts.count_documents({}) == 0
 
 
+def test_operator_cli_lists_shows_and_replays_parked_messages(services, amqp_uri):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    Behaviour.always_fail = True
+    services.start(FlakyService, EVENT_MAX_ATTEMPTS="1")
+    event = deleted_event("c-cli")
+    publish(amqp_uri, event)
+    wait_until(lambda: ParkedMessages(amqp_uri).list("flaky"), message="parked")
+
+    def companion(*args):
+        return subprocess.run([sys.executable, "-m", "shared.cli", *args], capture_output=True,
+                              text=True, timeout=60, env={**os.environ, "AMQP_URI": amqp_uri})
+
+    listed = companion("--json", "dlq", "list", "--service", "flaky")
+    assert listed.returncode == 0, listed.stderr
+    [row] = json.loads(listed.stdout)
+    assert row["event_id"] == event["event_id"] and "simulated failure" in row["error"]
+    table = companion("dlq", "list", "--service", "flaky")
+    assert "PARK_ID" in table.stdout and row["park_id"] in table.stdout
+    shown = companion("--json", "dlq", "show", "--service", "flaky", "--id", row["park_id"])
+    assert json.loads(shown.stdout)["body"]["event_id"] == event["event_id"]
+    assert companion("dlq", "replay", "--service", "flaky").returncode == 2  # needs --id or --all
+    assert companion("dlq", "replay", "--service", "flaky", "--id", "nope").returncode == 1
+    Behaviour.always_fail = False
+    replayed = companion("dlq", "replay", "--service", "flaky", "--id", row["park_id"])
+    assert replayed.returncode == 0 and "replayed 1" in replayed.stdout
+    wait_until(lambda: database(services).applied.count_documents({}) == 1, message="applied")
+
+
 def test_purge_removes_only_the_selected_parked_message(services, amqp_uri):
     Behaviour.always_fail = True
     services.start(FlakyService, EVENT_MAX_ATTEMPTS="1")

@@ -32,6 +32,13 @@ def test_bad_or_missing_signatures_fail(signature):
     assert not verify(b"{}", "s3cret", signature)
 
 
+def test_secret_with_html_entities_verifies_as_woocommerce_signs_it():
+    body = b'{"id": 2}'
+    signed_by_woocommerce = sign(body, "a&b<c")  # WooCommerce signs with the decoded secret
+    assert verify(body, "a&amp;b&lt;c", signed_by_woocommerce)
+    assert verify(body, "a&b<c", signed_by_woocommerce)
+
+
 def test_signature_covers_every_byte_of_the_body():
     body = b'{"id": 1}'
     assert not verify(body + b" ", "s3cret", sign(body, "s3cret"))
