@@ -29,11 +29,12 @@ class InboxProcessor:
         delivery = self.storage.inbox.claim(key, LEASE)
         if delivery is None:
             return None  # done already, or another worker holds it
-        with log_context(store_id=delivery["store_id"], correlation_id=key[-16:]):
+        correlation_id = _correlation_id(key)
+        with log_context(store_id=delivery["store_id"], correlation_id=correlation_id):
             try:
                 result = self.sync.apply(
                     delivery["store_id"], delivery["resource"], delivery["action"],
-                    delivery["payload"], correlation_id=_correlation_id(key),
+                    delivery["payload"], correlation_id=correlation_id,
                 )
             except NormalisationError as exc:
                 log.error("delivery cannot be applied: %s", exc)

@@ -177,3 +177,11 @@ def test_list_customers_pages_and_filters_and_export_holds_everything(services, 
     topics = sorted(d["topic"] for d in export["webhook_deliveries"])
     assert topics == ["customer.created", "order.created"]
     json.dumps(export)  # plain JSON types only
+
+
+def test_liveness_and_readiness(services, running):
+    live = requests.get(f"{services.web_url}/health/live", timeout=5)
+    assert live.status_code == 200 and live.json()["live"] is True
+    ready = requests.get(f"{services.web_url}/health/ready", timeout=5)
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {"broker": True, "database": True}
