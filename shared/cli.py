@@ -226,6 +226,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _without_password(uri: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if parts.password:
+        netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return uri
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from nameko.exceptions import RemoteError
@@ -240,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error from the service: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except (OSError, TimeoutError) as exc:
-        print(f"cannot reach the services at {args.amqp_uri}: {exc}", file=sys.stderr)
+        print(f"cannot reach the services at {_without_password(args.amqp_uri)}: {exc}",
+              file=sys.stderr)
         return EXIT_UNREACHABLE
 
 

@@ -36,10 +36,21 @@ SETTINGS: tuple[Setting, ...] = (
         "Back-off before each retry of a failed event handler, in milliseconds; the last value "
         "repeats.",
     ),
-    Setting("OUTBOX_SWEEP_SECONDS", "2", "How often unsent events are looked for and published."),
+    Setting(
+        "OUTBOX_SWEEP_SECONDS",
+        "30",
+        "Safety-net interval of the full search for unsent events (writes in this process "
+        "publish at once; a failed publish or a restart sweeps at once).",
+    ),
     Setting("OUTBOX_BATCH_SIZE", "200", "Events published per batch of publisher confirms."),
     Setting("WEBHOOK_MAX_BODY_BYTES", str(1024 * 1024), "Largest webhook body accepted (413 above)."),
     Setting("INBOX_SWEEP_SECONDS", "5", "How often webhook deliveries not yet applied are retried."),
+    Setting(
+        "INBOX_BUSY_PAUSE_MS",
+        "20",
+        "While webhooks arrive and the process is short of CPU, pause this long between applying "
+        "deliveries, so answering comes first (0 turns it off).",
+    ),
     Setting("INBOX_RETENTION_DAYS", "7", "Days an applied webhook delivery is kept."),
     Setting("RECONCILE_INTERVAL_MINUTES", "10", "Default interval of a store's REST reconciliation."),
     Setting("RECONCILE_POLL_SECONDS", "30", "How often stores due for reconciliation are looked for."),

@@ -62,7 +62,10 @@ class OutboxRelayProvider(DependencyProvider):
             self._wake.send()
 
     def _run(self) -> None:
-        last_sweep = 0.0
+        # Every write in this process notifies the relay, so a full sweep is needed only where
+        # something may have been left: at start (a crash before), after a failed publish (an
+        # outage), and as a safety net every OUTBOX_SWEEP_SECONDS (another instance's crash).
+        dirty, last_sweep = True, time.monotonic()
         while self._running:
             with eventlet.Timeout(self.interval, False):
                 self._wake.wait()
@@ -73,22 +76,31 @@ class OutboxRelayProvider(DependencyProvider):
                 try:
                     self.relay.publish_documents(refs)
                 except Exception as exc:
+                    dirty = True
                     log.warning("events stay in the outbox until the broker is back: %s", exc)
-            if time.monotonic() - last_sweep >= self.interval:
+            if dirty or time.monotonic() - last_sweep >= self.interval:
                 last_sweep = time.monotonic()
-                self.sweep_once()
+                dirty = not self.sweep_once()
 
-    def sweep_once(self) -> int:
+    def sweep_once(self) -> bool:
+        """Publish everything still owed, a batch at a time, letting other green threads (the
+        webhook door) run between batches. True when nothing was left behind."""
         try:
-            count = self.relay.publish_pending() if self.relay else 0
-            if count:
-                log.info("outbox sweep published %d events", count)
-            return count
+            total = 0
+            while self._running and self.relay is not None:
+                count = self.relay.publish_pending(limit=self.batch_size)
+                total += count
+                if count < self.batch_size:
+                    break
+                eventlet.sleep(0)
+            if total:
+                log.info("outbox sweep published %d events", total)
+            return True
         except PublishError as exc:
             log.warning("outbox sweep could not publish; will retry: %s", exc)
         except Exception:
             log.exception("outbox sweep failed; will retry")
-        return 0
+        return False
 
     def stop(self) -> None:
         self._running = False

@@ -8,6 +8,7 @@ retried later, when it sees the event done. A claim left by a crashed worker exp
 from __future__ import annotations
 
 import enum
+import uuid
 from datetime import datetime, timedelta, timezone
 
 from pymongo import ASCENDING
@@ -40,43 +41,48 @@ class ProcessedEvents:
     def _key(handler: str, event_id: str) -> str:
         return f"{handler}:{event_id}"
 
-    def claim(self, handler: str, event_id: str, event_type: str) -> Claim:
+    def claim(self, handler: str, event_id: str, event_type: str) -> tuple[Claim, str | None]:
+        """Try to take the event; answers the outcome and, when claimed, the owner token that
+        `complete` and `release` need (so a late worker cannot free someone else's claim)."""
         key = self._key(handler, event_id)
-        now = datetime.now(timezone.utc)
-        try:
-            self._collection.insert_one(
-                {"_id": key, "event_type": event_type, "done": False, "claimed_at": now}
-            )
-            return Claim.CLAIMED
-        except DuplicateKeyError:
-            pass
-        existing = self._collection.find_one({"_id": key})
-        if existing is None:  # released meanwhile
-            return self.claim(handler, event_id, event_type)
-        if existing.get("done"):
-            return Claim.DONE
-        claimed_at = existing.get("claimed_at")
-        if claimed_at is not None and claimed_at.tzinfo is None:
-            claimed_at = claimed_at.replace(tzinfo=timezone.utc)
-        if claimed_at is None or claimed_at < now - self._lease:
-            taken = self._collection.update_one(
-                {"_id": key, "done": False, "claimed_at": existing.get("claimed_at")},
-                {"$set": {"claimed_at": now}},
-            )
-            if taken.modified_count == 1:
-                return Claim.CLAIMED
-        return Claim.BUSY
+        token = uuid.uuid4().hex
+        for _ in range(3):
+            now = datetime.now(timezone.utc)
+            try:
+                self._collection.insert_one({"_id": key, "event_type": event_type, "done": False,
+                                             "claimed_at": now, "owner": token})
+                return Claim.CLAIMED, token
+            except DuplicateKeyError:
+                pass
+            existing = self._collection.find_one({"_id": key})
+            if existing is None:  # released meanwhile: try again
+                continue
+            if existing.get("done"):
+                return Claim.DONE, None
+            claimed_at = existing.get("claimed_at")
+            if claimed_at is not None and claimed_at.tzinfo is None:
+                claimed_at = claimed_at.replace(tzinfo=timezone.utc)
+            if claimed_at is None or claimed_at < now - self._lease:
+                taken = self._collection.update_one(
+                    {"_id": key, "done": False, "owner": existing.get("owner")},
+                    {"$set": {"claimed_at": now, "owner": token}},
+                )
+                if taken.modified_count == 1:
+                    return Claim.CLAIMED, token
+            return Claim.BUSY, None
+        return Claim.BUSY, None
 
-    def complete(self, handler: str, event_id: str) -> None:
+    def complete(self, handler: str, event_id: str, token: str) -> None:
         self._collection.update_one(
-            {"_id": self._key(handler, event_id)},
+            {"_id": self._key(handler, event_id), "owner": token},
             {"$set": {"done": True, "processed_at": datetime.now(timezone.utc)},
-             "$unset": {"claimed_at": ""}},
+             "$unset": {"claimed_at": "", "owner": ""}},
         )
 
-    def release(self, handler: str, event_id: str) -> None:
+    def release(self, handler: str, event_id: str, token: str) -> None:
         """Give a claim back after a failure, so the retry can claim it."""
-        self._collection.delete_one({"_id": self._key(handler, event_id), "done": False})
+        self._collection.delete_one({"_id": self._key(handler, event_id), "done": False,
+                                     "owner": token})
 
     def is_done(self, handler: str, event_id: str) -> bool:
         doc = self._collection.find_one({"_id": self._key(handler, event_id)}, {"done": 1})

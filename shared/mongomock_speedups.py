@@ -34,9 +34,8 @@ def _value_key(value: Any) -> Any:
     """A hashable key for a plain value, keeping Mongo's distinctions (1 == 1.0, 1 != True)."""
     if value is None:
         return _MISSING_OR_NULL
-    if isinstance(value, bool):
-        return ("bool", value)
-    if isinstance(value, (int, float)):
+    if isinstance(value, (bool, int, float)):
+        # One bucket for numbers and booleans (mongomock matches 1 to True); its filter decides.
         return ("num", value)
     if isinstance(value, str):
         return ("str", value)
@@ -76,11 +75,13 @@ class _FieldIndexes:
             self.order.setdefault(doc["_id"], next(_sequence))
         self.maps[path] = buckets
 
-    def remove(self, doc_id: Any) -> None:
+    def remove(self, doc_id: Any, deleted: bool = False) -> None:
         for path, key in self.keys_of.pop(doc_id, {}).items():
             bucket = self.maps.get(path, {}).get(key)
             if bucket is not None:
                 bucket.discard(doc_id)
+        if deleted:
+            self.order.pop(doc_id, None)  # a re-inserted _id goes last, as in mongomock
 
     def add(self, doc: dict) -> None:
         doc_id = doc["_id"]
@@ -152,11 +153,16 @@ def install() -> None:
 
     def setitem(self, key, val):
         original_setitem(self, key, val)
+        try:
+            hash(val.get("_id"))
+        except TypeError:  # a sub-document _id: this collection keeps mongomock's plain scans
+            self.__dict__["_companion_unindexable"] = True
+            return
         _indexes(self).reindex(val)
 
     def delitem(self, key):
         original_delitem(self, key)
-        _indexes(self).remove(key)
+        _indexes(self).remove(key, deleted=True)
 
     def drop(self):
         original_drop(self)
@@ -165,6 +171,8 @@ def install() -> None:
     def _reindex_if_stored(collection, document) -> None:
         # Updates change stored documents in place; an upsert's draft is not stored yet.
         store = collection._store
+        if store.__dict__.get("_companion_unindexable"):
+            return
         if store._documents.get(document.get("_id")) is document:
             _indexes(store).reindex(document)
 
@@ -202,13 +210,23 @@ def install() -> None:
             filter_applies(filter, {})  # keeps mongomock's validation of the filter
             return iter(())
         if isinstance(filter, dict) and "_id" in filter:
-            key = _value_key(filter["_id"])
+            wanted = filter["_id"]
+            key = _value_key(wanted)
             if key is not _COMPLEX and key is not _MISSING_OR_NULL:
-                doc = store._documents.get(filter["_id"])
+                doc = store._documents.get(wanted)
                 return iter([doc] if doc is not None and filter_applies(filter, doc) else [])
+            if (isinstance(wanted, dict) and set(wanted) == {"$in"} and isinstance(wanted["$in"], list)
+                    and all(_value_key(v) not in (_COMPLEX, _MISSING_OR_NULL) for v in wanted["$in"])):
+                documents = store._documents
+                order = _indexes(store).order
+                ids = sorted((i for i in set(wanted["$in"]) if i in documents),
+                             key=lambda i: order.get(i, 0))
+                return (documents[i] for i in ids
+                        if i in documents and filter_applies(filter, documents[i]))
         conditions = _equalities(filter)
         documents = store._documents
-        if not conditions or len(documents) < _MIN_DOCS_FOR_INDEX:
+        if (not conditions or len(documents) < _MIN_DOCS_FOR_INDEX
+                or store.__dict__.get("_companion_unindexable")):
             return (d for d in list(store.documents) if filter_applies(filter, d))
         indexes = _indexes(store)
         best = None

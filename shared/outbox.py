@@ -96,7 +96,8 @@ class OutboxRelay:
         for collection in self.collections:
             while limit is None or published < limit:
                 docs = list(
-                    collection.find({f"{OUTBOX_FIELD}.0": {"$exists": True}}, {OUTBOX_FIELD: 1})
+                    collection.find({f"{OUTBOX_FIELD}.event_id": {"$exists": True}},
+                                    {OUTBOX_FIELD: 1})
                     .limit(self.batch_size)
                 )
                 if not docs:
@@ -125,16 +126,15 @@ class OutboxRelay:
                     for _, entry in chunk
                 ]
             )
-            by_doc: dict[Any, list[str]] = {}
-            for doc_id, entry in chunk:
-                by_doc.setdefault(doc_id, []).append(entry["event_id"])
-            for doc_id, event_ids in by_doc.items():
-                collection.update_one(
-                    {"_id": doc_id},
-                    {"$pull": {OUTBOX_FIELD: {"event_id": {"$in": event_ids}}}},
-                )
+            doc_ids = list(dict.fromkeys(doc_id for doc_id, _ in chunk))
+            event_ids = [entry["event_id"] for _, entry in chunk]
+            # Event ids are unique, so one update removes every published entry.
+            collection.update_many(
+                {"_id": {"$in": doc_ids}},
+                {"$pull": {OUTBOX_FIELD: {"event_id": {"$in": event_ids}}}},
+            )
             collection.delete_many(
-                {"_id": {"$in": list(by_doc)}, "standalone": True, OUTBOX_FIELD: {"$size": 0}}
+                {"_id": {"$in": doc_ids}, "standalone": True, OUTBOX_FIELD: {"$size": 0}}
             )
             done += len(chunk)
         return done

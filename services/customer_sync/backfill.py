@@ -25,7 +25,8 @@ from shared.errors import Conflict, NotFound
 
 log = logging.getLogger(__name__)
 
-LEASE = timedelta(minutes=2)
+# Longer than one page can take with every retry (30 s timeout + 60 s back-off, 7 tries).
+LEASE = timedelta(minutes=15)
 PHASES = ("customers", "orders")
 
 Progress = Callable[[dict], None]
@@ -112,10 +113,15 @@ class Backfiller:
         runs = self.storage.backfills
         recent_customers = phase == "customers" and run.get("customers_mode") == "recent"
         params: dict = {"orderby": "id", "order": "desc" if recent_customers else "asc"}
+        if phase == "customers":
+            params["role"] = "all"  # the API lists only role=customer by default
         if phase == "orders" and run.get("since"):
             params.update({"modified_after": run["since"], "dates_are_gmt": "true"})
         resource = phase
-        for page in client.iter_pages(resource, params, start_page=run["next_page"]):
+        # Resume one page early: records deleted meanwhile shift later ones back a page, and
+        # re-reading a page is harmless (every state already held is found unchanged).
+        start = max(1, run["next_page"] - 1) if run.get("pages_done") else run["next_page"]
+        for page in client.iter_pages(resource, params, start_page=start):
             if should_stop():
                 runs.update(run["_id"], {"status": "interrupted", "error": "stopped",
                                          "lease_until": None})

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from datetime import timedelta
 
@@ -34,7 +35,7 @@ class InboxProcessor:
             try:
                 result = self.sync.apply(
                     delivery["store_id"], delivery["resource"], delivery["action"],
-                    delivery["payload"], correlation_id=correlation_id,
+                    delivery_payload(delivery), correlation_id=correlation_id,
                 )
             except NormalisationError as exc:
                 log.error("delivery cannot be applied: %s", exc)
@@ -42,23 +43,30 @@ class InboxProcessor:
                 return None
             except PyMongoError:
                 log.exception("database error applying a delivery; it will be retried")
-                self._fail_safely(key, "database error", retry=True)
+                self._fail_safely(key, "database error", retry=True,
+                                  attempts=delivery.get("attempts", 1))
                 return None
             except Exception as exc:  # a bug must not lose the delivery: retry, then give up
                 retry = delivery.get("attempts", 1) < MAX_ATTEMPTS
                 log.exception("applying a delivery failed (attempt %s)", delivery.get("attempts"))
-                self.storage.inbox.fail(key, f"{type(exc).__name__}: {exc}", retry=retry)
+                self.storage.inbox.fail(key, f"{type(exc).__name__}: {exc}", retry=retry,
+                                        attempts=delivery.get("attempts", 1))
                 return None
             self.storage.inbox.finish(key, result.outcome)
             log.info("applied %s %s: %s", delivery["topic"], delivery["resource_id"], result.outcome,
                      extra={"events": result.events})
             return result
 
-    def _fail_safely(self, key: str, error: str, retry: bool) -> None:
+    def _fail_safely(self, key: str, error: str, retry: bool, attempts: int) -> None:
         try:
-            self.storage.inbox.fail(key, error, retry=retry)
+            self.storage.inbox.fail(key, error, retry=retry, attempts=attempts)
         except PyMongoError:
             pass  # the lease expires and the sweep picks the delivery up again
+
+
+def delivery_payload(delivery: dict) -> dict:
+    """The JSON body of a recorded delivery."""
+    return json.loads(delivery["body"])
 
 
 def _correlation_id(key: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from services.customer_sync.inbox import delivery_payload
 from services.customer_sync.repository import (
     CustomerSyncStorage,
     aware,
@@ -134,7 +135,7 @@ class CustomerQueries:
             for d in self.storage.inbox.collection.find({"store_id": store_id, "$or": resources}):
                 deliveries.append({
                     "topic": d.get("topic"), "received_at": _json_time(d.get("received_at")),
-                    "payload": d.get("payload"),
+                    "payload": delivery_payload(d),
                 })
         return {
             "service": "customer_sync",

@@ -10,7 +10,7 @@ import base64
 import json
 import re
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
 
@@ -43,10 +43,10 @@ def aware(value: datetime | None) -> datetime | None:
 class Store:
     store_id: str
     shop_url: str
-    webhook_secret: str
-    consumer_key: str
-    consumer_secret: str
-    reconcile_interval_minutes: int
+    webhook_secret: str = field(repr=False)
+    consumer_key: str = field(repr=False)
+    consumer_secret: str = field(repr=False)
+    reconcile_interval_minutes: int = 10
 
     def public(self) -> dict:
         """What may leave the service: never the secrets."""
@@ -281,7 +281,8 @@ class InboxRepository:
     def unfinished(self, older_than: datetime, limit: int = 100) -> list[str]:
         now = utcnow()
         docs = self.collection.find(
-            {"$or": [{"status": "pending", "received_at": {"$lt": older_than}},
+            {"$or": [{"status": "pending", "received_at": {"$lt": older_than},
+                      "$or": [{"retry_at": {"$exists": False}}, {"retry_at": {"$lte": now}}]},
                      {"status": "processing", "lease_until": {"$lt": now}}]},
             {"_id": 1},
         ).sort("received_at", ASCENDING).limit(limit)
@@ -294,12 +295,16 @@ class InboxRepository:
              "$unset": {"lease_until": ""}},
         )
 
-    def fail(self, key: str, error: str, retry: bool) -> None:
-        self.collection.update_one(
-            {"_id": key},
-            {"$set": {"status": "pending" if retry else "failed", "error": error[:2000]},
-             "$unset": {"lease_until": ""}},
-        )
+    def fail(self, key: str, error: str, retry: bool, attempts: int = 1) -> None:
+        """A retry waits longer each time; a final failure expires with the applied ones
+        (its payload is personal data) after being reported by store_health."""
+        now = utcnow()
+        fields: dict = {"status": "pending" if retry else "failed", "error": error[:2000]}
+        if retry:
+            fields["retry_at"] = now + timedelta(seconds=min(600, 2 ** min(attempts, 10)))
+        else:
+            fields["done_at"] = now
+        self.collection.update_one({"_id": key}, {"$set": fields, "$unset": {"lease_until": ""}})
 
     def counts(self, store_id: str) -> dict:
         pipeline = [{"$match": {"store_id": store_id}},

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import RAISE, Schema, ValidationError as MarshmallowError, fields, validate
+from urllib.parse import urlsplit
+
+from marshmallow import RAISE, Schema, ValidationError as MarshmallowError, fields, validate, validates
 
 from shared.errors import ValidationError
 
@@ -22,6 +24,13 @@ class StoreSchema(Schema):
     consumer_secret = fields.String(required=True, validate=validate.Length(min=1, max=256))
     reconcile_interval_minutes = fields.Integer(load_default=None, allow_none=True,
                                                 validate=validate.Range(min=1, max=24 * 60))
+
+    @validates("shop_url")
+    def _https_unless_local(self, value: str, **kwargs) -> None:
+        """The REST keys travel with every request: only over HTTPS, except to this machine."""
+        parts = urlsplit(value)
+        if parts.scheme != "https" and parts.hostname not in ("localhost", "127.0.0.1", "::1"):
+            raise MarshmallowError("must be an https:// URL (http only for localhost)")
 
 
 class CustomerFiltersSchema(Schema):

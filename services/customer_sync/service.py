@@ -39,6 +39,7 @@ class CustomerSyncService:
     @http("POST", "/webhooks/woocommerce/<string:store_id>")
     def receive_webhook(self, request: Request, store_id: str) -> Response:
         limit = self.settings.int("WEBHOOK_MAX_BODY_BYTES")
+        self.inbox_workers.note_request()
         with log_context(store_id=store_id, service=self.name):
             if request.content_length is not None and request.content_length > limit:
                 return json_response(413, {"status": "body too large", "limit_bytes": limit})

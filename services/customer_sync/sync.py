@@ -178,6 +178,9 @@ class CustomerSync:
         customers = self.storage.customers
         for _ in range(_MAX_CONFLICT_RETRIES):
             existing = customers.by_woo_id(store_id, snap.woo_customer_id)
+            if existing is not None and existing.get("pending_merge"):
+                self._resume_merge(store_id, existing)
+                continue
             if existing is None and snap.email_key:
                 guest = customers.guest_by_email(store_id, snap.email_key)
                 if guest is not None and guest.get("status") == "active":
@@ -227,7 +230,7 @@ class CustomerSync:
         changed = changes.changed_contact_fields(guest, after) + ["registered"]
         event = self._event("customer.updated", store_id,
                             {**customer_event_data(after), "changed_fields": changed},
-                            correlation_id, guest["_id"], "registered", snap.content_hash)
+                            correlation_id, guest["_id"], guest["version"])
         ok = self.storage.customers.update(guest["_id"], guest["version"], fields, [event],
                                            unset=["guest_email_key"])
         if not ok:
@@ -254,7 +257,7 @@ class CustomerSync:
         if changed:
             events.append(self._event("customer.updated", store_id,
                                       {**customer_event_data(after), "changed_fields": changed},
-                                      correlation_id, existing["_id"], snap.content_hash))
+                                      correlation_id, existing["_id"], existing["version"]))
         merged_from = None
         if "email" in changed and snap.email_key:
             guest = self.storage.customers.guest_by_email(store_id, snap.email_key)
@@ -264,22 +267,34 @@ class CustomerSync:
                                           {"customer_id": existing["_id"],
                                            "merged_customer_id": guest["_id"]},
                                           correlation_id, existing["_id"], guest["_id"]))
+        if merged_from is not None:
+            fields["pending_merge"] = merged_from["_id"]
         if not self.storage.customers.update(existing["_id"], existing["version"], fields, events):
             return None
         if merged_from is not None:
-            self._retire_guest(store_id, merged_from, existing["_id"])
+            self._finish_merge(store_id, existing["_id"], merged_from["_id"])
         result.events = [e.event_type for e in events]
         return result
 
-    def _retire_guest(self, store_id: str, guest: dict, into: str) -> None:
-        """Mark a merged guest and hand its orders over. Re-run safely: both steps are idempotent."""
+    def _finish_merge(self, store_id: str, into: str, guest_id: str) -> None:
+        """Retire a merged guest and hand its orders over, then clear the marker written with
+        customer.merged. Every step is idempotent, so a crash part-way is finished by the next
+        touch of the customer (`_resume_merge`)."""
         self.storage.customers.collection.update_one(
-            {"_id": guest["_id"]},
+            {"_id": guest_id},
             {"$set": {"status": "merged", "merged_into": into}, "$unset": {"guest_email_key": ""},
              "$inc": {"version": 1}},
         )
-        moved = self.storage.orders.reassign(store_id, guest["_id"], into)
+        moved = self.storage.orders.reassign(store_id, guest_id, into)
+        self.storage.customers.collection.update_one(
+            {"_id": into, "pending_merge": guest_id},
+            {"$unset": {"pending_merge": ""}, "$inc": {"version": 1}},
+        )
         log.info("merged guest into registered customer", extra={"orders_moved": moved})
+
+    def _resume_merge(self, store_id: str, doc: dict | None) -> None:
+        if doc is not None and doc.get("pending_merge"):
+            self._finish_merge(store_id, doc["_id"], doc["pending_merge"])
 
     def delete_customer(self, store_id: str, woo_customer_id: int, correlation_id: str) -> ApplyResult:
         customers = self.storage.customers
@@ -311,6 +326,18 @@ class CustomerSync:
         for _ in range(_MAX_CONFLICT_RETRIES):
             if snap.woo_customer_id is not None:
                 doc = customers.by_woo_id(store_id, snap.woo_customer_id)
+                if doc is not None and doc.get("pending_merge"):
+                    self._resume_merge(store_id, doc)
+                    continue
+                if doc is None and snap.billing_email_key:
+                    guest = customers.guest_by_email(store_id, snap.billing_email_key)
+                    if guest is not None and guest.get("status") == "active":
+                        registered = self._register_guest_from_order(store_id, guest, snap,
+                                                                     correlation_id)
+                        if registered is None:
+                            continue
+                        result.merge(registered)
+                        return guest["_id"], result
                 if doc is None:
                     created = self._stub_from_order(store_id, snap, True, correlation_id)
                     if created is None:
@@ -334,6 +361,20 @@ class CustomerSync:
             result.merge(refreshed)
             return doc["_id"], result
         raise ConcurrentChange(f"the customer of order {snap.order_id} kept changing")
+
+    def _register_guest_from_order(self, store_id: str, guest: dict, snap: OrderSnapshot,
+                                   correlation_id: str) -> ApplyResult | None:
+        """An order of registered customer N carries a guest's email before N's own webhook
+        came: the guest record becomes customer N (its id and orders stay)."""
+        fields = {"woo_customer_id": snap.woo_customer_id, "registered": True}
+        after = {**guest, **fields}
+        event = self._event("customer.updated", store_id,
+                            {**customer_event_data(after), "changed_fields": ["registered"]},
+                            correlation_id, guest["_id"], guest["version"])
+        if not self.storage.customers.update(guest["_id"], guest["version"], fields, [event],
+                                             unset=["guest_email_key"]):
+            return None
+        return ApplyResult("updated", ["customer.updated"], [("customers", guest["_id"])])
 
     def _stub_from_order(self, store_id: str, snap: OrderSnapshot, registered: bool,
                          correlation_id: str) -> tuple[str, ApplyResult] | None:
@@ -364,6 +405,10 @@ class CustomerSync:
         """Checkout addresses often never fire customer.updated: a newer order's billing block
         is the freshest contact data. Guests take names and phone from it; registered customers
         their billing address and phone (their email is their identity)."""
+        if doc.get("status") != "active" or (doc.get("registered") and snap.woo_customer_id is None):
+            # A deleted customer gets no data back; and anyone can type a registered
+            # customer's email at a guest checkout, so that must not rewrite their profile.
+            return ApplyResult("unchanged")
         order_time = aware(snap.date_created)
         newest_known = max(
             (t for t in (aware(doc.get("contact_from_order_at")), aware(doc.get("woo_date_modified")))
@@ -390,8 +435,7 @@ class CustomerSync:
         if changed:
             events.append(self._event("customer.updated", store_id,
                                       {**customer_event_data(after), "changed_fields": changed},
-                                      correlation_id, doc["_id"], "order", snap.order_id,
-                                      snap.content_hash))
+                                      correlation_id, doc["_id"], doc["version"]))
         if not self.storage.customers.update(doc["_id"], doc["version"], fields, events):
             return None
         if not events:
@@ -406,10 +450,8 @@ class CustomerSync:
         for _ in range(_MAX_CONFLICT_RETRIES):
             existing = orders.get(store_id, snap.order_id)
             if existing is not None:
-                trashed_at = aware(existing.get("trashed_at"))
-                if (trashed_at is not None and not from_rest and snap.status != "trash"
-                        and (snap.date_modified is None or aware(snap.date_modified) <= trashed_at)):
-                    return ApplyResult("stale")  # a state from before the order was trashed
+                # A trash (order.deleted, body {"id"}) leaves date_modified as it was: the state
+                # held before it compares SAME, and a restore or later edit is newer.
                 verdict = changes.freshness(existing.get("date_modified"),
                                             existing.get("content_hash"),
                                             snap.date_modified, snap.content_hash)
@@ -417,7 +459,12 @@ class CustomerSync:
                     return ApplyResult("stale")
                 if verdict is Freshness.SAME:
                     return ApplyResult("unchanged")
-            customer_id, customer_result = self._customer_for_order(store_id, snap, correlation_id)
+            if snap.anonymized and existing is not None and existing.get("customer_id"):
+                # WooCommerce's eraser anonymised it: still the same person's order.
+                customer_id, customer_result = existing["customer_id"], ApplyResult("unchanged")
+            else:
+                customer_id, customer_result = self._customer_for_order(store_id, snap,
+                                                                        correlation_id)
             plan = changes.plan_order_events(existing, snap)
             fields = {**_order_fields(snap), "store_id": store_id, "customer_id": customer_id,
                       "placed": plan.placed}
@@ -447,7 +494,7 @@ class CustomerSync:
         if planned.event_type == "order.placed":
             id_parts: tuple = (doc["order_id"],)
         elif planned.event_type == "order.refunded":
-            id_parts = (doc["order_id"], doc["total_refunded"])
+            id_parts = (doc["order_id"], doc["total_refunded"], from_version)
         else:
             id_parts = (doc["order_id"], doc.get("content_hash"), doc["status"], from_version)
         return self._event(planned.event_type, store_id, data, correlation_id, *id_parts)

@@ -7,6 +7,7 @@ delivered twice is answered 200 and recorded once; applying it happens after the
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -15,7 +16,7 @@ from typing import Mapping
 
 from pymongo.errors import PyMongoError
 
-from services.customer_sync.normalise import NormalisationError, content_hash, resource_id
+from services.customer_sync.normalise import NormalisationError, resource_id
 from services.customer_sync.repository import CustomerSyncStorage
 from services.customer_sync.signature import verify
 
@@ -39,16 +40,18 @@ def _answer(status: int, message: str, **extra: object) -> WebhookAnswer:
     return WebhookAnswer(status, {"status": message, **extra})
 
 
-def delivery_key(store_id: str, resource: str, action: str, payload: dict,
+def delivery_key(store_id: str, resource: str, action: str, payload: dict, body: bytes,
                  delivery_id: str | None) -> str:
     """Identify the change, not the delivery (X-WC-Webhook-Delivery-ID is shared by every
-    delivery of a webhook within one second)."""
+    delivery of a webhook within one second). WooCommerce builds the body from the resource's
+    state at delivery time, so the same state gives the same bytes: hashing the raw body is
+    enough here, and cheaper than re-serialising it. (Applying compares normalised content.)"""
     rid = payload["id"]
     if action == "deleted":
         # A deleted body is only {"id": N}; a later re-trash of the same order is a new change.
         return f"{store_id}:{resource}:{rid}:deleted:{delivery_id or ''}"
     modified = payload.get("date_modified_gmt") or ""
-    return f"{store_id}:{resource}:{rid}:{modified}:{content_hash(payload)}"
+    return f"{store_id}:{resource}:{rid}:{modified}:{hashlib.sha256(body).hexdigest()}"
 
 
 class WebhookReceiver:
@@ -75,22 +78,26 @@ class WebhookReceiver:
         if not verify(body, store.webhook_secret, signature):
             log.warning("webhook refused: missing or bad signature")
             return _answer(401, "bad signature")
+        if topic not in SUPPORTED_TOPICS:
+            # Answered 2xx whatever the body: WooCommerce disables a webhook after 5 failures.
+            log.info("ignoring webhook topic %r", topic or None)
+            return _answer(200, "ignored", topic=topic)
         try:
-            payload = json.loads(body.decode("utf-8"))
+            text = body.decode("utf-8")
+            payload = json.loads(text)
             resource_id(payload)
         except (UnicodeDecodeError, json.JSONDecodeError):
             return _answer(400, "malformed JSON")
         except NormalisationError as exc:
             return _answer(400, "malformed body", detail=str(exc))
-        if topic not in SUPPORTED_TOPICS:
-            log.info("ignoring webhook topic %r", topic or None)
-            return _answer(200, "ignored", topic=topic)
         resource, action = topic.split(".", 1)
         delivery_id = headers.get("x-wc-webhook-delivery-id")
-        key = delivery_key(store_id, resource, action, payload, delivery_id)
+        key = delivery_key(store_id, resource, action, payload, body, delivery_id)
+        # The body is kept as the text that arrived (cheaper to store than the parsed form,
+        # and exactly what the shop sent); the worker parses it again.
         delivery = {
             "store_id": store_id, "topic": topic, "resource": resource, "action": action,
-            "resource_id": payload["id"], "payload": payload,
+            "resource_id": payload["id"], "body": text,
             "webhook_id": headers.get("x-wc-webhook-id"), "delivery_id": delivery_id,
         }
         try:

@@ -254,8 +254,9 @@ class WooClient:
             fatal: WooApiError | None = None
             try:
                 response = self._send(method, url, query, json, query_auth)
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                # Raised below, outside this block: requests' exception names the URL with its
+            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
+                    requests.exceptions.ContentDecodingError) as exc:
+                # A connection broken mid-answer is retried like one never made. Raised below, outside this block: requests' exception names the URL with its
                 # query string (the secret, with query auth) and must not ride along as context.
                 description = self._redact(f"{type(exc).__name__}: {exc}")[:300]
                 if not idempotent and not _never_sent(exc):

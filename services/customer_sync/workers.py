@@ -9,6 +9,7 @@ unpublished (a broker outage, a crash) is published by the relay's sweep.
 from __future__ import annotations
 
 import logging
+import time
 from datetime import timedelta
 
 import eventlet
@@ -45,22 +46,68 @@ class _ServiceParts:
         self.outbox.notify(result.touched)
 
 
+class LoopLag:
+    """How late this process's green threads wake up: above a couple of milliseconds, the
+    process is short of CPU and everything waiting (webhook answers included) is delayed."""
+
+    TICK = 0.005
+
+    def __init__(self) -> None:
+        self.lag = 0.0
+
+    def run(self, running) -> None:
+        while running():
+            started = time.monotonic()
+            eventlet.sleep(self.TICK)
+            late = max(0.0, time.monotonic() - started - self.TICK)
+            self.lag = 0.7 * self.lag + 0.3 * late
+
+
 class InboxWorkers(_ServiceParts, DependencyProvider):
     """A few green threads that apply deliveries and publish what they owe.
 
     The queue only holds keys: every delivery is already durable in the inbox, so anything lost
     from memory (a crash, a full queue) is found again by the periodic sweep.
+
+    WooCommerce waits for each webhook's answer (one at a time per queue runner, and a slow
+    receiver slows the whole shop), so answering comes before applying: while webhooks are
+    arriving *and* the process is short of CPU, the workers start at most one delivery per
+    `INBOX_BUSY_PAUSE_MS`. When the door is quiet, or applying waits on I/O rather than CPU,
+    they run at full speed. Nothing is dropped; deliveries wait, durable, in the inbox.
     """
+
+    BUSY_WINDOW = 0.05  # a webhook in the last 50 ms means the door is busy
+    LAG_THRESHOLD = 0.002
 
     def __init__(self, concurrency: int = 8) -> None:
         self.concurrency = concurrency
         self.queue: LightQueue | None = None
         self._threads: list = []
         self._running = False
+        self._last_request = 0.0
+        self._last_started = 0.0
+        self.loop_lag = LoopLag()
 
     def setup(self) -> None:
-        self.sweep_seconds = from_nameko(self.container.config).float("INBOX_SWEEP_SECONDS")
+        config = from_nameko(self.container.config)
+        self.sweep_seconds = config.float("INBOX_SWEEP_SECONDS")
+        self.busy_pause = config.int("INBOX_BUSY_PAUSE_MS") / 1000.0
         self.queue = LightQueue()
+
+    def note_request(self) -> None:
+        """The webhook door saw a request now."""
+        self._last_request = time.monotonic()
+
+    def _pace(self) -> None:
+        while self.busy_pause > 0:
+            now = time.monotonic()
+            busy = (now - self._last_request < self.BUSY_WINDOW
+                    and self.loop_lag.lag > self.LAG_THRESHOLD)
+            wait = self.busy_pause - (now - self._last_started)
+            if not busy or wait <= 0:
+                break
+            eventlet.sleep(wait)
+        self._last_started = time.monotonic()
 
     def start(self) -> None:
         self._bind_parts()
@@ -71,6 +118,9 @@ class InboxWorkers(_ServiceParts, DependencyProvider):
                 self._work, identifier=f"inbox-worker-{n}"))
         self._threads.append(self.container.spawn_managed_thread(
             self._sweep, identifier="inbox-sweeper"))
+        if self.busy_pause > 0:
+            self._threads.append(self.container.spawn_managed_thread(
+                lambda: self.loop_lag.run(lambda: self._running), identifier="loop-lag"))
 
     def submit(self, key: str) -> None:
         if self.queue is not None and self.queue.qsize() < QUEUE_LIMIT:
@@ -81,6 +131,7 @@ class InboxWorkers(_ServiceParts, DependencyProvider):
             key = self.queue.get()
             if key is None:
                 return
+            self._pace()
             try:
                 result = self.processor.process(key)
                 if result is not None:
@@ -91,6 +142,10 @@ class InboxWorkers(_ServiceParts, DependencyProvider):
     def _sweep(self) -> None:
         while self._running:
             eventlet.sleep(self.sweep_seconds)
+            if self.queue.qsize():
+                # Everything recorded here is queued or being applied; the sweep is for what a
+                # restart, a retry delay or a full queue left in MongoDB, so it waits its turn.
+                continue
             try:
                 older_than = utcnow() - timedelta(seconds=self.sweep_seconds)
                 for key in self.storage.inbox.unfinished(older_than):

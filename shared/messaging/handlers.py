@@ -24,6 +24,9 @@ import uuid
 from datetime import datetime, timezone
 from functools import partial
 
+from pymongo.errors import PyMongoError
+
+import eventlet
 from nameko.events import SERVICE_POOL, EventHandler
 from nameko.exceptions import ContainerBeingKilled
 from nameko.extensions import SharedExtension
@@ -32,7 +35,7 @@ from shared.config import from_nameko
 from shared.events import Event, InvalidEvent, parse_event
 from shared.idempotency import Claim, ProcessedEvents
 from shared.logs import log_context
-from shared.messaging.publisher import ConfirmingPublisher, OutgoingMessage, PublishError
+from shared.messaging.publisher import ConfirmingPublisher, OutgoingMessage
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +48,7 @@ PARKED_AT_HEADER = "x-companion-parked-at"
 PARK_ID_HEADER = "x-companion-park-id"
 
 _MAX_ERROR_CHARS = 2000
+_OUTAGE_PAUSE_SECONDS = 1.0  # before giving a message back while the database or broker is out
 _MAX_TRACEBACK_CHARS = 8000
 
 
@@ -143,7 +147,13 @@ class ReliableEventHandler(EventHandler):
             self._settle_failure(message, body, headers, self.max_attempts, exc, None)
             return
         with log_context(**_event_context(event)):
-            claim = self.processed().claim(self.handler_key(), event.event_id, event.event_type)
+            try:
+                claim, token = self.processed().claim(self.handler_key(), event.event_id,
+                                                      event.event_type)
+            except PyMongoError:
+                log.exception("database unavailable; the message goes back to its queue")
+                self._requeue_later(message)
+                return
             if claim is Claim.DONE:
                 log.info("skipping %s: already applied by %s", event.event_type, self.handler_key())
                 self.queue_consumer.ack_message(message)
@@ -153,31 +163,45 @@ class ReliableEventHandler(EventHandler):
                 self._defer(message, body, headers)
                 return
         context_data = self.unpack_message_headers(message)
-        handle_result = partial(self._on_result, message, body, headers, event, attempts)
+        handle_result = partial(self._on_result, message, body, headers, event, attempts, token)
         try:
             self.container.spawn_worker(
                 self, (event,), {}, context_data=context_data, handle_result=handle_result
             )
         except ContainerBeingKilled:
-            self.processed().release(self.handler_key(), event.event_id)
+            self._safely(self.processed().release, self.handler_key(), event.event_id, token)
             self.queue_consumer.requeue_message(message)
+
+    def _requeue_later(self, message) -> None:
+        """Give a message back after a pause, so an outage does not spin through it."""
+        eventlet.sleep(_OUTAGE_PAUSE_SECONDS)
+        self.queue_consumer.requeue_message(message)
+
+    @staticmethod
+    def _safely(operation, *args) -> None:
+        try:
+            operation(*args)
+        except PyMongoError:
+            # The claim then simply expires after its lease; natural keys keep effects single.
+            log.exception("could not update the applied-events record")
 
     def _defer(self, message, body, headers) -> None:
         try:
             self.broker.schedule_retry(self.queue.name, body, headers, self.delays_ms[0])
-        except PublishError:
-            self.queue_consumer.requeue_message(message)
+        except Exception:
+            log.exception("could not defer a message; it goes back to its queue")
+            self._requeue_later(message)
             return
         self.queue_consumer.ack_message(message)
 
-    def _on_result(self, message, body, headers, event: Event, attempts: int, worker_ctx,
-                   result=None, exc_info=None):
+    def _on_result(self, message, body, headers, event: Event, attempts: int, token: str,
+                   worker_ctx, result=None, exc_info=None):
         with log_context(**_event_context(event)):
             if exc_info is None:
-                self.processed().complete(self.handler_key(), event.event_id)
+                self._safely(self.processed().complete, self.handler_key(), event.event_id, token)
                 self.queue_consumer.ack_message(message)
             else:
-                self.processed().release(self.handler_key(), event.event_id)
+                self._safely(self.processed().release, self.handler_key(), event.event_id, token)
                 self._settle_failure(message, body, headers, attempts + 1, exc_info[1], exc_info)
         return result, exc_info
 
@@ -203,9 +227,11 @@ class ReliableEventHandler(EventHandler):
                 self.broker.schedule_retry(self.queue.name, body, headers, delay)
                 log.warning("attempt %d failed, retrying in %d ms: %s", attempt, delay,
                             headers[ERROR_HEADER])
-        except PublishError:
+        except Exception:
+            # Broker trouble: the delivery goes back (after a pause) with its attempt count
+            # unchanged, so nothing is lost and the retry budget is not spent on the outage.
             log.exception("could not schedule a retry; the delivery goes back to its queue")
-            self.queue_consumer.requeue_message(message)
+            self._requeue_later(message)
             return
         self.queue_consumer.ack_message(message)
 

@@ -115,11 +115,16 @@ class ConfirmingPublisher:
 
     def declare_queue(self, name: str, arguments: dict | None = None) -> None:
         with self._lock:
-            channel = self._connect()
-            key = f"queue:{name}"
-            if key not in self._declared:
-                channel.queue_declare(name, durable=True, auto_delete=False, arguments=arguments or {})
-                self._declared.add(key)
+            try:
+                channel = self._connect()
+                key = f"queue:{name}"
+                if key not in self._declared:
+                    channel.queue_declare(name, durable=True, auto_delete=False,
+                                          arguments=arguments or {})
+                    self._declared.add(key)
+            except (OSError, amqp.exceptions.AMQPError) as exc:
+                self._reset()
+                raise PublishError(f"declaring queue {name} failed: {exc!r}") from exc
 
     def publish_batch(self, messages: list[OutgoingMessage]) -> None:
         """Publish every message and wait until the broker has confirmed them all."""

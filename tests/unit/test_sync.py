@@ -231,3 +231,92 @@ def test_event_ids_are_stable_for_the_same_change(storage):
     second = CustomerSync(other)
     second.apply(STORE, "order", "created", payloads.order(1), correlation_id="b")
     assert owed(other)[-1]["event_id"] == placed_id
+
+
+def test_a_change_that_returns_to_an_earlier_state_gets_a_new_event_id(sync, storage):
+    phones = ["111", "222", "111", "222"]
+    for n, phone in enumerate(phones):
+        apply(sync, "customer", "updated", payloads.customer(
+            modified=f"2026-03-0{n + 1}T10:00:00", billing=payloads.address("ada@example.com",
+                                                                             phone=phone)))
+    ids = [m["event_id"] for m in owed(storage)]
+    assert len(ids) == 4 and len(set(ids)) == 4
+
+
+def test_a_refund_deleted_and_made_again_is_a_new_event(sync, storage):
+    ten = [{"id": 1, "total": "-10.00"}]
+    apply(sync, "order", "created", payloads.order(1, modified="2026-03-02T10:00:00", refunds=ten))
+    apply(sync, "order", "updated", payloads.order(1, modified="2026-03-03T10:00:00", refunds=[]))
+    apply(sync, "order", "updated", payloads.order(1, modified="2026-03-04T10:00:00",
+                                                   refunds=[{"id": 2, "total": "-10.00"}]))
+    refunds = [m["event_id"] for m in owed(storage) if m["event_type"] == "order.refunded"]
+    assert len(refunds) == 2 and len(set(refunds)) == 2
+
+
+def test_restore_after_trash_is_applied_whenever_it_arrives(sync, storage):
+    apply(sync, "order", "created", payloads.order(1, modified="2026-03-02T10:00:00"))
+    apply(sync, "order", "deleted", {"id": 1})
+    restored = apply(sync, "order", "restored", payloads.order(1, modified="2026-03-02T10:00:20"))
+    assert restored.outcome == "updated"
+    assert storage.orders.get(STORE, "1")["status"] == "processing"
+    updated = [m for m in owed(storage) if m["event_type"] == "order.updated"]
+    assert (updated[-1]["data"]["old_status"], updated[-1]["data"]["new_status"]) == (
+        "trash", "processing")
+
+
+def test_registered_order_before_its_customer_takes_over_a_guest_with_that_email(sync, storage):
+    apply(sync, "order", "created", payloads.order(1, customer_id=0, email="ada@example.com"))
+    guest_id = storage.orders.get(STORE, "1")["customer_id"]
+    apply(sync, "order", "created", payloads.order(2, customer_id=42, email="ada@example.com"))
+    apply(sync, "customer", "created", payloads.customer(woo_id=42))
+    assert storage.orders.get(STORE, "2")["customer_id"] == guest_id
+    assert storage.customers.collection.count_documents({"store_id": STORE}) == 1
+    assert storage.customers.by_woo_id(STORE, 42)["_id"] == guest_id
+
+
+def test_a_merge_cut_short_by_a_crash_is_finished_on_the_next_touch(sync, storage):
+    apply(sync, "customer", "created", payloads.customer(woo_id=42, email="ada@old.example"))
+    apply(sync, "order", "created", payloads.order(1, customer_id=0, email="ada@new.example"))
+    guest_id = storage.orders.get(STORE, "1")["customer_id"]
+    original = sync._finish_merge
+    sync._finish_merge = lambda *args: None  # the process dies right after the update
+    apply(sync, "customer", "updated",
+          payloads.customer(woo_id=42, email="ada@new.example", modified="2026-04-01T00:00:00"))
+    registered = storage.customers.by_woo_id(STORE, 42)
+    assert registered["pending_merge"] == guest_id
+    sync._finish_merge = original
+    apply(sync, "order", "created", payloads.order(2, customer_id=42, email="ada@new.example"))
+    assert storage.customers.get(STORE, guest_id)["status"] == "merged"
+    assert storage.orders.get(STORE, "1")["customer_id"] == registered["_id"]
+    assert "pending_merge" not in storage.customers.by_woo_id(STORE, 42)
+
+
+def test_orders_do_not_bring_a_deleted_customers_contact_data_back(sync, storage):
+    apply(sync, "customer", "created", payloads.customer(woo_id=5, email="x@example.com"))
+    apply(sync, "customer", "deleted", {"id": 5})
+    apply(sync, "order", "created", payloads.order(
+        9, customer_id=5, email="x@example.com", date_created_gmt="2026-06-01T00:00:00",
+        billing=payloads.address("x@example.com", phone="+999")))
+    assert storage.customers.by_woo_id(STORE, 5)["phone"] != "+999"
+    assert [m["event_type"] for m in owed(storage)].count("customer.updated") == 0
+
+
+def test_a_guest_checkout_with_a_registered_email_does_not_rewrite_their_profile(sync, storage):
+    apply(sync, "customer", "created", payloads.customer(woo_id=42))
+    apply(sync, "order", "created", payloads.order(
+        3, customer_id=0, email="ada@example.com", date_created_gmt="2026-06-01T00:00:00",
+        billing=payloads.address("ada@example.com", phone="+000", city="Elsewhere")))
+    customer = storage.customers.by_woo_id(STORE, 42)
+    assert storage.orders.get(STORE, "3")["customer_id"] == customer["_id"]
+    assert customer["billing"]["city"] == "London"
+
+
+def test_an_order_anonymised_by_woocommerce_keeps_its_customer(sync, storage):
+    apply(sync, "order", "created", payloads.order(1, customer_id=0, email="g@example.com"))
+    guest_id = storage.orders.get(STORE, "1")["customer_id"]
+    anonymised = payloads.order(1, customer_id=0, email="deleted@site.invalid",
+                                modified="2026-05-01T00:00:00",
+                                meta_data=[{"id": 1, "key": "_anonymized", "value": "yes"}])
+    apply(sync, "order", "updated", anonymised)
+    assert storage.orders.get(STORE, "1")["customer_id"] == guest_id
+    assert storage.customers.collection.count_documents({"email_key": "deleted@site.invalid"}) == 0
