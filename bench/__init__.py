@@ -1,0 +1,1 @@
+"""Benchmarks of Woo Companion's services (`make bench-webhooks`)."""
