@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
 
-from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, ReturnDocument, WriteConcern
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
@@ -278,15 +278,19 @@ class InboxRepository:
             return_document=ReturnDocument.AFTER,
         )
 
-    def unfinished(self, older_than: datetime, limit: int = 100) -> list[str]:
+    def unfinished(self, older_than: datetime, limit: int = 1000) -> list[str]:
+        """Deliveries to apply again: pending ones past their retry time, and ones whose worker
+        lease ran out (a crash). Two queries on `status`, each served by the status index."""
         now = utcnow()
-        docs = self.collection.find(
-            {"$or": [{"status": "pending", "received_at": {"$lt": older_than},
-                      "$or": [{"retry_at": {"$exists": False}}, {"retry_at": {"$lte": now}}]},
-                     {"status": "processing", "lease_until": {"$lt": now}}]},
+        pending = self.collection.find(
+            {"status": "pending", "received_at": {"$lt": older_than},
+             "$or": [{"retry_at": {"$exists": False}}, {"retry_at": {"$lte": now}}]},
             {"_id": 1},
         ).sort("received_at", ASCENDING).limit(limit)
-        return [d["_id"] for d in docs]
+        keys = [d["_id"] for d in pending]
+        stuck = self.collection.find({"status": "processing", "lease_until": {"$lt": now}},
+                                     {"_id": 1}).limit(max(0, limit - len(keys)))
+        return keys + [d["_id"] for d in stuck]
 
     def finish(self, key: str, outcome: str) -> None:
         self.collection.update_one(
@@ -357,10 +361,14 @@ class CustomerSyncStorage:
 
     def __init__(self, database: Database, inbox_retention_days: int = 7) -> None:
         self.database = database
+        # Writes that justify a 200 to WooCommerce, or carry owed events, must survive a
+        # replica-set failover: acknowledged by a majority, journaled.
+        durable = WriteConcern(w="majority", j=True)
         self.stores = StoreRepository(database["stores"])
-        self.customers = CustomerRepository(database["customers"])
-        self.orders = OrderRepository(database["orders"])
-        self.inbox = InboxRepository(database["webhook_inbox"], inbox_retention_days)
+        self.customers = CustomerRepository(database["customers"].with_options(write_concern=durable))
+        self.orders = OrderRepository(database["orders"].with_options(write_concern=durable))
+        self.inbox = InboxRepository(database["webhook_inbox"].with_options(write_concern=durable),
+                                     inbox_retention_days)
         self.backfills = BackfillRunRepository(database["backfill_runs"])
 
     def ensure_indexes(self) -> None:

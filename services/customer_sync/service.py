@@ -8,7 +8,7 @@ from werkzeug.wrappers import Request, Response
 from services.customer_sync.queries import CustomerQueries
 from services.customer_sync.repository import CustomerSyncStorage
 from services.customer_sync.stores import StoreAdmin
-from services.customer_sync.webhooks import WebhookReceiver
+from services.customer_sync.webhooks import WEBHOOK_HEADERS, WebhookReceiver
 from services.customer_sync.backfill import run_view
 from services.customer_sync.reconcile import store_health
 from services.customer_sync.schemas import require_text
@@ -44,7 +44,8 @@ class CustomerSyncService:
             if request.content_length is not None and request.content_length > limit:
                 return json_response(413, {"status": "body too large", "limit_bytes": limit})
             body = request.stream.read(limit + 1)
-            answer = WebhookReceiver(self.storage, limit).receive(store_id, request.headers, body)
+            headers = {name: request.headers.get(name) for name in WEBHOOK_HEADERS}
+            answer = WebhookReceiver(self.storage, limit).receive(store_id, headers, body)
             if answer.inbox_key is not None:
                 self.inbox_workers.submit(answer.inbox_key)
             return json_response(answer.status, answer.body)

@@ -29,7 +29,7 @@ from shared.mongo import MongoStorage
 
 log = logging.getLogger(__name__)
 
-QUEUE_LIMIT = 10_000  # past this, deliveries wait in MongoDB for the sweep
+QUEUE_LIMIT = 100_000  # keys only; past this, deliveries wait in MongoDB for the sweep
 
 
 class _ServiceParts:
@@ -46,21 +46,23 @@ class _ServiceParts:
         self.outbox.notify(result.touched)
 
 
-class LoopLag:
-    """How late this process's green threads wake up: above a couple of milliseconds, the
-    process is short of CPU and everything waiting (webhook answers included) is delayed."""
+class CpuLoad:
+    """How much of one core this process used lately (it cannot use more: one interpreter
+    lock). Near 1.0 the process is short of CPU, and every waiting request is delayed."""
 
-    TICK = 0.005
+    PERIOD = 0.1
 
     def __init__(self) -> None:
-        self.lag = 0.0
+        self.load = 0.0
 
     def run(self, running) -> None:
+        wall, cpu = time.monotonic(), time.process_time()
         while running():
-            started = time.monotonic()
-            eventlet.sleep(self.TICK)
-            late = max(0.0, time.monotonic() - started - self.TICK)
-            self.lag = 0.7 * self.lag + 0.3 * late
+            eventlet.sleep(self.PERIOD)
+            now_wall, now_cpu = time.monotonic(), time.process_time()
+            used = (now_cpu - cpu) / max(1e-6, now_wall - wall)
+            wall, cpu = now_wall, now_cpu
+            self.load = 0.5 * self.load + 0.5 * min(1.0, used)
 
 
 class InboxWorkers(_ServiceParts, DependencyProvider):
@@ -77,7 +79,7 @@ class InboxWorkers(_ServiceParts, DependencyProvider):
     """
 
     BUSY_WINDOW = 0.05  # a webhook in the last 50 ms means the door is busy
-    LAG_THRESHOLD = 0.002
+    SATURATED = 0.8  # share of a core above which the process counts as short of CPU
 
     def __init__(self, concurrency: int = 8) -> None:
         self.concurrency = concurrency
@@ -86,7 +88,7 @@ class InboxWorkers(_ServiceParts, DependencyProvider):
         self._running = False
         self._last_request = 0.0
         self._last_started = 0.0
-        self.loop_lag = LoopLag()
+        self.cpu = CpuLoad()
 
     def setup(self) -> None:
         config = from_nameko(self.container.config)
@@ -102,7 +104,7 @@ class InboxWorkers(_ServiceParts, DependencyProvider):
         while self.busy_pause > 0:
             now = time.monotonic()
             busy = (now - self._last_request < self.BUSY_WINDOW
-                    and self.loop_lag.lag > self.LAG_THRESHOLD)
+                    and self.cpu.load > self.SATURATED)
             wait = self.busy_pause - (now - self._last_started)
             if not busy or wait <= 0:
                 break
@@ -120,7 +122,7 @@ class InboxWorkers(_ServiceParts, DependencyProvider):
             self._sweep, identifier="inbox-sweeper"))
         if self.busy_pause > 0:
             self._threads.append(self.container.spawn_managed_thread(
-                lambda: self.loop_lag.run(lambda: self._running), identifier="loop-lag"))
+                lambda: self.cpu.run(lambda: self._running), identifier="cpu-load"))
 
     def submit(self, key: str) -> None:
         if self.queue is not None and self.queue.qsize() < QUEUE_LIMIT:
@@ -140,18 +142,24 @@ class InboxWorkers(_ServiceParts, DependencyProvider):
                 log.exception("inbox worker failed; the sweep will retry the delivery")
 
     def _sweep(self) -> None:
+        batch = 1000
         while self._running:
             eventlet.sleep(self.sweep_seconds)
-            if self.queue.qsize():
-                # Everything recorded here is queued or being applied; the sweep is for what a
-                # restart, a retry delay or a full queue left in MongoDB, so it waits its turn.
-                continue
-            try:
-                older_than = utcnow() - timedelta(seconds=self.sweep_seconds)
-                for key in self.storage.inbox.unfinished(older_than):
+            # Everything recorded here is queued or being applied; the sweep is for what a
+            # restart, a retry delay or a full queue left in MongoDB, so it waits until the
+            # queue has drained, then feeds it batch after batch.
+            while self._running and not self.queue.qsize():
+                try:
+                    older_than = utcnow() - timedelta(seconds=self.sweep_seconds)
+                    keys = self.storage.inbox.unfinished(older_than, limit=batch)
+                except Exception:
+                    log.exception("inbox sweep failed; will retry")
+                    break
+                for key in keys:
                     self.submit(key)
-            except Exception:
-                log.exception("inbox sweep failed; will retry")
+                if len(keys) < batch:
+                    break
+                eventlet.sleep(0)
 
     def stop(self) -> None:
         self._running = False
