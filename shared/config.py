@@ -47,7 +47,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("INBOX_SWEEP_SECONDS", "5", "How often webhook deliveries not yet applied are retried."),
     Setting(
         "INBOX_BUSY_PAUSE_MS",
-        "50",
+        "100",
         "While webhooks arrive and the process is short of CPU, pause this long between applying "
         "deliveries, so answering comes first (0 turns it off).",
     ),

@@ -27,7 +27,9 @@ log = logging.getLogger(__name__)
 
 # Longer than one page can take with every retry (30 s timeout + 60 s back-off, 7 tries).
 LEASE = timedelta(minutes=15)
-PHASES = ("customers", "orders")
+# The REST API lists orders of every status but trash: a trashed order (a missed
+# order.deleted) is only found by asking for status=trash.
+PHASES = ("customers", "orders", "trashed_orders")
 
 Progress = Callable[[dict], None]
 Publish = Callable[[ApplyResult], None]
@@ -115,9 +117,11 @@ class Backfiller:
         params: dict = {"orderby": "id", "order": "desc" if recent_customers else "asc"}
         if phase == "customers":
             params["role"] = "all"  # the API lists only role=customer by default
-        if phase == "orders" and run.get("since"):
+        if phase == "trashed_orders":
+            params["status"] = "trash"
+        if phase in ("orders", "trashed_orders") and run.get("since"):
             params.update({"modified_after": run["since"], "dates_are_gmt": "true"})
-        resource = phase
+        resource = "customers" if phase == "customers" else "orders"
         # Resume one page early: records deleted meanwhile shift later ones back a page, and
         # re-reading a page is harmless (every state already held is found unchanged).
         start = max(1, run["next_page"] - 1) if run.get("pages_done") else run["next_page"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -58,8 +59,13 @@ class Store:
 
 
 class StoreRepository:
+    # The webhook door reads its store on every request; settings change rarely, so a few
+    # seconds' cache is fine (a change made through this process applies at once).
+    CACHE_SECONDS = 5.0
+
     def __init__(self, collection: Collection) -> None:
         self.collection = collection
+        self._cache: dict[str, tuple[float, Store | None]] = {}
 
     def ensure_indexes(self) -> None:
         self.collection.create_index([("next_reconcile_at", ASCENDING)])
@@ -67,6 +73,7 @@ class StoreRepository:
     def save(self, store: Store) -> bool:
         """Create or replace a store's settings; True when it was new."""
         now = utcnow()
+        self._cache.pop(store.store_id, None)
         result = self.collection.update_one(
             {"_id": store.store_id},
             {"$set": {k: v for k, v in asdict(store).items() if k != "store_id"} | {"updated_at": now},
@@ -78,6 +85,17 @@ class StoreRepository:
     def get(self, store_id: str) -> Store | None:
         doc = self.collection.find_one({"_id": store_id})
         return _store(doc) if doc else None
+
+    def get_cached(self, store_id: str) -> Store | None:
+        now = time.monotonic()
+        hit = self._cache.get(store_id)
+        if hit is not None and now - hit[0] < self.CACHE_SECONDS:
+            return hit[1]
+        store = self.get(store_id)
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[store_id] = (now, store)
+        return store
 
     def all(self) -> list[Store]:
         return [_store(doc) for doc in self.collection.find().sort("_id", ASCENDING)]

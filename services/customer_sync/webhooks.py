@@ -68,7 +68,7 @@ class WebhookReceiver:
         if len(body) > self.max_body_bytes:
             return _answer(413, "body too large", limit_bytes=self.max_body_bytes)
         try:
-            store = self.storage.stores.get(store_id)
+            store = self.storage.stores.get_cached(store_id)
         except PyMongoError:
             log.exception("database unavailable while receiving a webhook")
             return _answer(503, "temporarily unavailable")

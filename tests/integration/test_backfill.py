@@ -69,12 +69,15 @@ def test_backfill_of_2600_customers_and_orders_with_429s_and_500s(big_shop):
     storage, backfiller = make_backfiller(mongo.connect("mongomock://backfill-big")["cs"], shop)
     seen_pages = []
     try:
-        run = backfiller.run("big", progress=lambda r: seen_pages.append((r["phase"], r["next_page"])))
+        run = backfiller.run("big", progress=lambda r: seen_pages.append(
+            (r["phase"], r["next_page"], r["total_pages"])))
     finally:
         shop.reset_faults()
         mongo.forget_mock("mongomock://backfill-big")
     assert run["status"] == "completed", run.get("error")
-    assert run["total_pages"] >= 26 and run["pages_done"] >= 52
+    pages = {phase: max(t or 0 for p, _, t in seen_pages if p == phase)
+             for phase in ("customers", "orders")}
+    assert pages["customers"] >= 26 and pages["orders"] >= 26 and run["pages_done"] >= 52
     assert run["items"] == {"customers": 2600, "orders": 2600}
     assert shop.count_requests(status=429) > 0 and shop.count_requests(status=500) > 0
     assert storage.orders.collection.count_documents({"store_id": "big"}) == 2600
@@ -219,6 +222,15 @@ def test_reconciliation_recovers_missed_orders_and_reports_disabled_webhooks(
         change = next(e for e in updated if e["event_type"] == "order.updated")
         assert (change["data"]["old_status"], change["data"]["new_status"]) == ("processing",
                                                                                 "completed")
+        # An order trashed at the shop while its order.deleted webhook was lost.
+        shop.clock.advance(60)
+        trashed_id = next(i for i, o in shop.orders.items()
+                          if o["status"] in ("processing", "on-hold") and i != order_id)
+        shop.update_order(trashed_id, status="trash")
+        rpc.customer_sync.reconcile("small")
+        events.wait_for(lambda got: any(
+            e["event_type"] == "order.cancelled" and e["data"]["order_id"] == str(trashed_id)
+            for e in got))
         health = rpc.customer_sync.store_health("small")
         assert health["healthy"] is False
         assert any("order.updated" in p and "disabled" in p for p in health["problems"])
