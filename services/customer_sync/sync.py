@@ -175,19 +175,13 @@ class CustomerSync:
         )
 
     def apply_customer(self, store_id: str, snap: CustomerSnapshot, correlation_id: str) -> ApplyResult:
-        customers = self.storage.customers
         for _ in range(_MAX_CONFLICT_RETRIES):
-            existing = customers.by_woo_id(store_id, snap.woo_customer_id)
-            if existing is not None and existing.get("pending_merge"):
-                self._resume_merge(store_id, existing)
+            existing, guest = self._find_registered(store_id, snap.woo_customer_id, snap.email_key)
+            if guest is not None:
+                result = self._register_guest(store_id, guest, snap, correlation_id)
+                if result is not None:
+                    return result
                 continue
-            if existing is None and snap.email_key:
-                guest = customers.guest_by_email(store_id, snap.email_key)
-                if guest is not None and guest.get("status") == "active":
-                    result = self._register_guest(store_id, guest, snap, correlation_id)
-                    if result is not None:
-                        return result
-                    continue
             if existing is None:
                 result = self._create_registered(store_id, snap, correlation_id)
                 if result is not None:
@@ -197,6 +191,20 @@ class CustomerSync:
             if result is not None:
                 return result
         raise ConcurrentChange(f"customer {snap.woo_customer_id} kept changing")
+
+    def _find_registered(self, store_id: str, woo_customer_id: int, email: str | None
+                         ) -> tuple[dict | None, dict | None]:
+        """The record of WooCommerce customer N, finishing any merge it has pending; or, when
+        there is none, the active guest with that email, who is about to become N."""
+        customers = self.storage.customers
+        doc = customers.by_woo_id(store_id, woo_customer_id)
+        if doc is not None and doc.get("pending_merge"):
+            self._resume_merge(store_id, doc)
+            doc = customers.by_woo_id(store_id, woo_customer_id)
+        if doc is not None or not email:
+            return doc, None
+        guest = customers.guest_by_email(store_id, email)
+        return None, (guest if guest is not None and guest.get("status") == "active" else None)
 
     def _registered_fields(self, snap: CustomerSnapshot) -> dict:
         contact = snap.contact()
@@ -325,19 +333,15 @@ class CustomerSync:
         result = ApplyResult("unchanged")
         for _ in range(_MAX_CONFLICT_RETRIES):
             if snap.woo_customer_id is not None:
-                doc = customers.by_woo_id(store_id, snap.woo_customer_id)
-                if doc is not None and doc.get("pending_merge"):
-                    self._resume_merge(store_id, doc)
-                    continue
-                if doc is None and snap.billing_email_key:
-                    guest = customers.guest_by_email(store_id, snap.billing_email_key)
-                    if guest is not None and guest.get("status") == "active":
-                        registered = self._register_guest_from_order(store_id, guest, snap,
-                                                                     correlation_id)
-                        if registered is None:
-                            continue
-                        result.merge(registered)
-                        return guest["_id"], result
+                doc, guest = self._find_registered(store_id, snap.woo_customer_id,
+                                                   snap.billing_email_key)
+                if guest is not None:
+                    registered = self._register_guest_from_order(store_id, guest, snap,
+                                                                 correlation_id)
+                    if registered is None:
+                        continue
+                    result.merge(registered)
+                    return guest["_id"], result
                 if doc is None:
                     created = self._stub_from_order(store_id, snap, True, correlation_id)
                     if created is None:
