@@ -13,15 +13,15 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable
+from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument, WriteConcern
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
-from shared.events import Event
-from shared.outbox import OUTBOX_FIELD, push_events
+from shared.outbox import OUTBOX_FIELD
+from shared.versioned import VersionedRepository
 
 
 def utcnow() -> datetime:
@@ -135,36 +135,6 @@ def _store(doc: dict) -> Store:
 
 
 # -- customers and orders --------------------------------------------------------------------
-class VersionedRepository:
-    """Insert-or-compare-and-set over documents that carry an outbox."""
-
-    def __init__(self, collection: Collection) -> None:
-        self.collection = collection
-
-    def insert(self, doc: dict, events: Iterable[Event]) -> bool:
-        """Insert a new document with the events it owes; False if one with its key exists."""
-        pushed = push_events(events)
-        doc = {**doc, "version": 1, OUTBOX_FIELD: pushed.get(OUTBOX_FIELD, {}).get("$each", [])}
-        try:
-            self.collection.insert_one(doc)
-            return True
-        except DuplicateKeyError:
-            return False
-
-    def update(self, doc_id: Any, version: int, fields: dict, events: Iterable[Event] = (),
-               unset: Iterable[str] = ()) -> bool:
-        """Apply a change if nobody changed the document since `version` was read."""
-        update: dict = {"$set": fields, "$inc": {"version": 1}}
-        pushed = push_events(events)
-        if pushed:
-            update["$push"] = pushed
-        unset = list(unset)
-        if unset:
-            update["$unset"] = {name: "" for name in unset}
-        result = self.collection.update_one({"_id": doc_id, "version": version}, update)
-        return result.modified_count == 1
-
-
 class CustomerRepository(VersionedRepository):
     def ensure_indexes(self) -> None:
         c = self.collection

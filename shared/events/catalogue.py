@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from marshmallow import Schema
 
 from shared.events import customer_sync as cs
+from shared.events import segmentation as seg
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,26 @@ _ENTRIES = (
     EventContract("order.cancelled", "customer_sync", 1, cs.OrderCancelledData,
                   "A placed order became cancelled, failed or trashed.",
                   {**_ORDER, "status": "cancelled", "old_status": "processing"}),
+    EventContract("customer.tagged", "segmentation", 1, seg.TagChangeData,
+                  "A tag was added to a customer, by a rule or by a person (`source`).",
+                  {"customer_id": "c-3f2a", "tag": "loyal", "source": "rule", "rule_id": "r-1",
+                   "actor": None}),
+    EventContract("customer.untagged", "segmentation", 1, seg.TagChangeData,
+                  "A tag was removed from a customer.",
+                  {"customer_id": "c-3f2a", "tag": "abandoned-cart", "source": "manual",
+                   "rule_id": None, "actor": "ops@shop.example"}),
+    EventContract("customer.segment_changed", "segmentation", 1, seg.SegmentChangedData,
+                  "A customer's segment changed (`old_segment` is null the first time).",
+                  {"customer_id": "c-3f2a", "old_segment": "new", "new_segment": "regular",
+                   "orders_count": 3, "total_spent": {"amount": 14970, "currency": "EUR"}}),
+    EventContract("customer.group_joined", "segmentation", 1, seg.GroupChangeData,
+                  "A customer joined a group (by a rule or by a person).",
+                  {"customer_id": "c-3f2a", "group": "wholesale", "source": "rule",
+                   "rule_id": "r-2", "actor": None}),
+    EventContract("customer.group_left", "segmentation", 1, seg.GroupChangeData,
+                  "A customer left a group.",
+                  {"customer_id": "c-3f2a", "group": "wholesale", "source": "manual",
+                   "rule_id": None, "actor": "ops@shop.example"}),
 )
 
 CATALOGUE: dict[tuple[str, int], EventContract] = {
