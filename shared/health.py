@@ -27,3 +27,19 @@ def readiness(amqp_uri: str, database: Database) -> dict:
 def json_response(status: int, body: object, headers: dict | None = None) -> Response:
     return Response(json.dumps(body, default=str), status=status, mimetype="application/json",
                     headers=headers)
+
+
+class HealthEndpoints:
+    """Mixin for a nameko service with `storage` (MongoStorage) and `settings` (Settings):
+    `GET /health/live` and `GET /health/ready` on the service's web server."""
+
+    from nameko.web.handlers import http as _http
+
+    @_http("GET", "/health/live")
+    def live(self, request) -> Response:
+        return json_response(200, {"live": True, "service": self.name})
+
+    @_http("GET", "/health/ready")
+    def ready(self, request) -> Response:
+        state = readiness(self.settings.get("AMQP_URI"), self.storage.database)
+        return json_response(200 if state["ready"] else 503, {**state, "service": self.name})

@@ -16,7 +16,7 @@ from services.customer_sync.workers import BackgroundJobs, InboxWorkers
 from shared.config import Config
 from shared.dependencies import OutboxRelayProvider, Settings, WorkerLogContext
 from shared.errors import EXPECTED_ERRORS, NotFound, ValidationError
-from shared.health import json_response, readiness
+from shared.health import HealthEndpoints, json_response, readiness
 from shared.mongo import MongoStorage
 from shared.logs import log_context
 
@@ -25,7 +25,7 @@ def _storage(database, config: Config) -> CustomerSyncStorage:
     return CustomerSyncStorage(database, inbox_retention_days=config.int("INBOX_RETENTION_DAYS"))
 
 
-class CustomerSyncService:
+class CustomerSyncService(HealthEndpoints):
     name = "customer_sync"
 
     storage = MongoStorage(_storage)
@@ -50,16 +50,7 @@ class CustomerSyncService:
                 self.inbox_workers.submit(answer.inbox_key)
             return json_response(answer.status, answer.body)
 
-    # -- health -----------------------------------------------------------------------------
-    @http("GET", "/health/live")
-    def live(self, request: Request) -> Response:
-        return json_response(200, {"live": True, "service": self.name})
-
-    @http("GET", "/health/ready")
-    def ready(self, request: Request) -> Response:
-        state = readiness(self.settings.get("AMQP_URI"), self.storage.database)
-        return json_response(200 if state["ready"] else 503, {**state, "service": self.name})
-
+    # -- health (GET /health/live and /health/ready come from HealthEndpoints) --------------
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def health(self) -> dict:
         return {**readiness(self.settings.get("AMQP_URI"), self.storage.database),
