@@ -22,6 +22,7 @@ log = logging.getLogger("services.runner")
 # Every service this deployment can run: name -> "module:Class".
 SERVICES = {
     "customer_sync": "services.customer_sync.service:CustomerSyncService",
+    "segmentation": "services.segmentation.service:SegmentationService",
 }
 
 

@@ -1,0 +1,278 @@
+"""Segmentation's write side: customer and order events in, profile changes and events out.
+
+Each incoming event updates one profile document by compare-and-set: the fact it brings (an
+order's latest state, the customer's contact data), then everything derived from the facts
+(stats, segment, rule-driven tags and groups), with the events those changes owe in the same
+write. An event older than the fact already held (by `occurred_at`) changes nothing, so
+redelivered and out-of-order events are harmless; an unchanged result publishes nothing.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable, Iterable
+
+from shared.events import Event, build_event
+from services.segmentation import rules as rule_engine
+from services.segmentation import stats as st
+from services.segmentation.repository import SegmentationStorage, utcnow
+
+log = logging.getLogger(__name__)
+
+_NAMESPACE = uuid.UUID("0c5e7f5e-98a3-4c1b-9a53-2f3b6d7e8a90")
+_MAX_CONFLICT_RETRIES = 20
+
+
+class ConcurrentChange(RuntimeError):
+    pass
+
+
+@dataclass
+class ProfileChange:
+    events: list[str] = field(default_factory=list)
+    touched: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _aware(value):
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value
+
+
+def _iso(value) -> str | None:
+    value = _aware(value)
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def order_facts(doc: dict) -> list[st.OrderFact]:
+    return [
+        st.OrderFact(order_id=order_id, status=o["status"], total=o["total"], refunded=o["refunded"],
+                     currency=o["currency"], date_created=_aware(o["date_created"]))
+        for order_id, o in (doc.get("orders") or {}).items() if o.get("date_created") is not None
+    ]
+
+
+def rule_view(doc: dict, stats: st.Stats, segment: str, now: datetime) -> dict:
+    """What rules see of a customer."""
+    contact = doc.get("contact") or {}
+    return {
+        "orders_count": stats.orders_count,
+        "total_spent": stats.total_spent,
+        "average_order_value": stats.average_order_value,
+        "days_since_last_order": st.days_since_last_order(stats, now),
+        "avg_days_between_orders": stats.avg_days_between_orders,
+        "segment": segment,
+        "tags": set(doc.get("tags") or {}),
+        "groups": set(doc.get("groups") or {}),
+        "country": contact.get("country", ""),
+        "email_domain": contact.get("email_domain", ""),
+    }
+
+
+class Profiles:
+    """The use cases: apply events, tag by hand, re-evaluate (the hourly drift check)."""
+
+    def __init__(self, storage: SegmentationStorage, clock: Callable[[], datetime] = utcnow) -> None:
+        self.storage = storage
+        self.clock = clock
+
+    # -- store-wide inputs --------------------------------------------------------------
+    def _context(self, store_id: str) -> tuple[st.Thresholds, int | None, list[dict]]:
+        settings = self.storage.settings.get(store_id)
+        thresholds = st.Thresholds.from_dict(settings.get("thresholds") or {})
+        rules = sorted(self.storage.rules.find({"store_id": store_id, "enabled": True}),
+                       key=lambda r: (r.get("position", 0), r.get("rule_id", "")))
+        return thresholds, settings.get("vip_cutoff"), rules
+
+    # -- events in ----------------------------------------------------------------------
+    def apply_order_event(self, event: Event) -> ProfileChange:
+        data = event.data
+        customer_id = data.get("customer_id")
+        if not customer_id:
+            return ProfileChange()  # an order with no customer (no billing email) has no profile
+        fact = {"status": data["status"], "total": data["total"]["amount"],
+                "refunded": data["total_refunded"]["amount"], "currency": data["currency"],
+                "date_created": data["date_created"], "as_of": event.occurred_at}
+
+        def change(doc: dict) -> bool:
+            held = (doc.get("orders") or {}).get(data["order_id"])
+            if held is not None and _aware(held.get("as_of")) and _aware(held["as_of"]) > event.occurred_at:
+                return False  # an older state of this order than the one held
+            if held is not None and {k: held.get(k) for k in fact if k != "as_of"} == \
+                    {k: v for k, v in fact.items() if k != "as_of"}:
+                return False
+            doc.setdefault("orders", {})[data["order_id"]] = fact
+            return True
+
+        return self._update(event.store_id, customer_id, change, event)
+
+    def apply_customer_event(self, event: Event) -> ProfileChange:
+        data = event.data
+        email = (data.get("email") or "").strip().lower()
+        billing = data.get("billing") or {}
+        contact = {"email_domain": email.rsplit("@", 1)[-1] if "@" in email else "",
+                   "country": (billing.get("country") or "").upper(),
+                   "registered": bool(data.get("registered")), "as_of": event.occurred_at}
+
+        def change(doc: dict) -> bool:
+            held = doc.get("contact") or {}
+            if _aware(held.get("as_of")) and _aware(held["as_of"]) > event.occurred_at:
+                return False
+            if {k: held.get(k) for k in contact if k != "as_of"} == \
+                    {k: v for k, v in contact.items() if k != "as_of"}:
+                return False
+            doc["contact"] = contact
+            return True
+
+        return self._update(event.store_id, data["customer_id"], change, event)
+
+    def apply_merge(self, event: Event) -> ProfileChange:
+        """A guest merged into a registered customer: its orders count for the registered one."""
+        merged = self.storage.profiles.get(event.store_id, event.data["merged_customer_id"])
+        if merged is None:
+            return ProfileChange()
+        moved = dict(merged.get("orders") or {})
+
+        def change(doc: dict) -> bool:
+            orders = doc.setdefault("orders", {})
+            new = {k: v for k, v in moved.items() if k not in orders}
+            orders.update(new)
+            return bool(new)
+
+        result = self._update(event.store_id, event.data["customer_id"], change, event)
+        self.storage.profiles.collection.update_one(
+            {"_id": merged["_id"]}, {"$set": {"status": "merged",
+                                              "merged_into": event.data["customer_id"]}})
+        return result
+
+    # -- people ---------------------------------------------------------------------------
+    def set_tags(self, store_id: str, customer_id: str, add: Iterable[str] = (),
+                 remove: Iterable[str] = (), actor: str | None = None) -> ProfileChange:
+        add, remove = list(add), list(remove)
+
+        def change(doc: dict) -> bool:
+            tags = doc.setdefault("tags", {})
+            changed = False
+            for tag in add:
+                if tag not in tags:
+                    tags[tag] = {"source": "manual", "actor": actor, "added_at": self.clock()}
+                    changed = True
+            for tag in remove:
+                if tag in tags:
+                    del tags[tag]
+                    changed = True
+            return changed
+
+        return self._update(store_id, customer_id, change, None, actor=actor, manual=True)
+
+    def reevaluate(self, store_id: str, customer_id: str) -> ProfileChange:
+        """Recompute derived state only (segments drift with time; settings or rules changed)."""
+        return self._update(store_id, customer_id, lambda doc: False, None)
+
+    # -- the one write path ---------------------------------------------------------------
+    def _update(self, store_id: str, customer_id: str, change: Callable[[dict], bool],
+                cause: Event | None, actor: str | None = None, manual: bool = False
+                ) -> ProfileChange:
+        profiles = self.storage.profiles
+        thresholds, vip_cutoff, rules = self._context(store_id)
+        for _ in range(_MAX_CONFLICT_RETRIES):
+            stored = profiles.get(store_id, customer_id)
+            doc = stored if stored is not None else profiles.new(store_id, customer_id)
+            before = {"tags": dict(doc.get("tags") or {}), "groups": dict(doc.get("groups") or {}),
+                      "segment": doc.get("segment")}
+            working = copy.deepcopy(doc)
+            fact_changed = change(working)
+            events = self._derive(working, before, thresholds, vip_cutoff, rules, cause, actor,
+                                  manual)
+            if not fact_changed and not events and stored is not None:
+                return ProfileChange()
+            fields = {k: working.get(k) for k in ("orders", "contact", "tags", "groups", "segment",
+                                                  "stats", "rfm")}
+            fields["tag_list"] = sorted(working.get("tags") or {})
+            fields["group_list"] = sorted(working.get("groups") or {})
+            fields["evaluated_at"] = self.clock()
+            if stored is None:
+                ok = profiles.insert({**working, **fields, "version": 0}, events)
+            else:
+                ok = profiles.update(stored["_id"], stored["version"], fields, events)
+            if ok:
+                return ProfileChange([e.event_type for e in events],
+                                     [("profiles", doc["_id"])] if events else [])
+        raise ConcurrentChange(f"profile {customer_id} kept changing")
+
+    def _derive(self, doc: dict, before: dict, thresholds: st.Thresholds, vip_cutoff: int | None,
+                rules: list[dict], cause: Event | None, actor: str | None, manual: bool
+                ) -> list[Event]:
+        now = self.clock()
+        stats = st.compute_stats(order_facts(doc))
+        segment = st.classify(stats, now, thresholds, vip_cutoff)
+        doc["stats"] = stats.to_dict()
+        doc["segment"] = segment
+        # Rules see the profile as it now is, and act in their defined order.
+        view = rule_view(doc, stats, segment, now)
+        attribution: dict[tuple[str, str], str] = {}
+        for action in rule_engine.plan_actions(rules, view):
+            attribution[(action["type"], action["value"])] = action.get("rule_id")
+        tags_after, groups_after = rule_engine.resulting_state(rules, view)
+        tags = doc.setdefault("tags", {})
+        for tag in list(tags):
+            if tag not in tags_after:
+                del tags[tag]
+        for tag in tags_after:
+            tags.setdefault(tag, {"source": "rule",
+                                  "rule_id": attribution.get(("add_tag", tag)),
+                                  "added_at": now})
+        groups = doc.setdefault("groups", {})
+        for group in list(groups):
+            if group not in groups_after:
+                del groups[group]
+        for group in groups_after:
+            groups.setdefault(group, {"source": "rule",
+                                      "rule_id": attribution.get(("join_group", group)),
+                                      "joined_at": now})
+        return self._events(doc, before, stats, cause, actor, manual, attribution)
+
+    def _events(self, doc: dict, before: dict, stats: st.Stats, cause: Event | None,
+                actor: str | None, manual: bool, attribution: dict) -> list[Event]:
+        store_id, customer_id, version = doc["store_id"], doc["customer_id"], doc.get("version", 0)
+        correlation = cause.correlation_id if cause else None
+        causation = cause.event_id if cause else None
+
+        def make(event_type: str, data: dict, *parts: object) -> Event:
+            event_id = str(uuid.uuid5(_NAMESPACE, ":".join(
+                map(str, (store_id, customer_id, event_type, version, *parts)))))
+            return build_event(event_type, store_id=store_id, data=data, event_id=event_id,
+                               correlation_id=correlation or event_id, causation_id=causation,
+                               occurred_at=self.clock())
+
+        def source_of(kind: str, value: str) -> dict:
+            rule_id = attribution.get((kind, value))
+            if rule_id is not None:
+                return {"source": "rule", "rule_id": rule_id, "actor": None}
+            return {"source": "manual" if manual else "rule", "rule_id": None, "actor": actor}
+
+        events: list[Event] = []
+        if doc["segment"] != before["segment"]:
+            spent = ({"amount": stats.total_spent, "currency": stats.currency}
+                     if stats.currency else None)
+            events.append(make("customer.segment_changed", {
+                "customer_id": customer_id, "old_segment": before["segment"],
+                "new_segment": doc["segment"], "orders_count": stats.orders_count,
+                "total_spent": spent}))
+        for tag in sorted(set(doc["tags"]) - set(before["tags"])):
+            events.append(make("customer.tagged", {"customer_id": customer_id, "tag": tag,
+                                                   **source_of("add_tag", tag)}, tag))
+        for tag in sorted(set(before["tags"]) - set(doc["tags"])):
+            events.append(make("customer.untagged", {"customer_id": customer_id, "tag": tag,
+                                                     **source_of("remove_tag", tag)}, tag))
+        for group in sorted(set(doc["groups"]) - set(before["groups"])):
+            events.append(make("customer.group_joined", {"customer_id": customer_id,
+                                                         "group": group,
+                                                         **source_of("join_group", group)}, group))
+        for group in sorted(set(before["groups"]) - set(doc["groups"])):
+            events.append(make("customer.group_left", {"customer_id": customer_id, "group": group,
+                                                       **source_of("leave_group", group)}, group))
+        return events

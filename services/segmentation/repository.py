@@ -1,0 +1,81 @@
+"""segmentation's storage: one profile document per customer, keyed by store first.
+
+A profile holds the facts it is computed from (each order's latest known state, keyed by order
+id, and the customer's contact facts), so every event is one atomic update of one document:
+the facts, the recomputed stats, segment, tags and groups, and the events they owe.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from pymongo import ASCENDING
+from pymongo.collection import Collection
+from pymongo.database import Database
+
+from shared.versioned import VersionedRepository
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class ProfileRepository(VersionedRepository):
+    def ensure_indexes(self) -> None:
+        c = self.collection
+        c.create_index([("store_id", ASCENDING), ("customer_id", ASCENDING)], unique=True)
+        c.create_index([("store_id", ASCENDING), ("segment", ASCENDING)])
+        c.create_index([("store_id", ASCENDING), ("tag_list", ASCENDING)])
+        c.create_index([("store_id", ASCENDING), ("group_list", ASCENDING)])
+
+    @staticmethod
+    def key(store_id: str, customer_id: str) -> str:
+        return f"{store_id}:{customer_id}"
+
+    def get(self, store_id: str, customer_id: str) -> dict | None:
+        return self.collection.find_one({"_id": self.key(store_id, customer_id)})
+
+    def new(self, store_id: str, customer_id: str) -> dict:
+        """A profile not stored yet (version 0: the first write inserts it)."""
+        return {"_id": self.key(store_id, customer_id), "store_id": store_id,
+                "customer_id": customer_id, "status": "active", "orders": {}, "tags": {},
+                "groups": {}, "tag_list": [], "group_list": [], "segment": None, "stats": None,
+                "contact": {}, "version": 0, "created_at": utcnow()}
+
+    def for_store(self, store_id: str, batch_size: int = 1000):
+        return self.collection.find({"store_id": store_id, "status": "active"},
+                                    {"outbox": 0}).batch_size(batch_size)
+
+
+class StoreSettingsRepository:
+    """Per-store thresholds and the store-wide figures segments need (top-10% cutoff, RFM)."""
+
+    def __init__(self, collection: Collection) -> None:
+        self.collection = collection
+
+    def ensure_indexes(self) -> None:
+        pass
+
+    def get(self, store_id: str) -> dict:
+        return self.collection.find_one({"_id": store_id}) or {"_id": store_id}
+
+    def update(self, store_id: str, fields: dict) -> None:
+        self.collection.update_one({"_id": store_id}, {"$set": {**fields, "updated_at": utcnow()}},
+                                   upsert=True)
+
+
+class SegmentationStorage:
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self.profiles = ProfileRepository(database["profiles"])
+        self.settings = StoreSettingsRepository(database["store_settings"])
+        self.rules = database["rules"]
+        self.groups = database["groups"]
+
+    def ensure_indexes(self) -> None:
+        self.profiles.ensure_indexes()
+        self.settings.ensure_indexes()
+        self.rules.create_index([("store_id", ASCENDING), ("position", ASCENDING)])
+        self.groups.create_index([("store_id", ASCENDING), ("slug", ASCENDING)], unique=True)
+
+    def outbox_collections(self) -> list[Collection]:
+        return [self.profiles.collection]

@@ -1,0 +1,159 @@
+"""segmentation's nameko entrypoints. Thin: each translates and calls `Profiles`."""
+from __future__ import annotations
+
+import re
+
+from nameko.rpc import rpc
+
+from services.segmentation.profiles import Profiles
+from services.segmentation.repository import SegmentationStorage
+from shared.dependencies import OutboxRelayProvider, Settings, WorkerLogContext
+from shared.errors import EXPECTED_ERRORS, NotFound, ValidationError
+from shared.health import readiness
+from shared.messaging.handlers import event_handler
+from shared.mongo import MongoStorage
+
+_TAG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
+def _storage(database, config) -> SegmentationStorage:
+    return SegmentationStorage(database)
+
+
+def _tags(values) -> list[str]:
+    if isinstance(values, str):
+        values = [values]
+    if not isinstance(values, (list, tuple)) or not values:
+        raise ValidationError("tags must be a non-empty list", {"fields": {"tags": ["required"]}})
+    slugs = [str(v).strip().lower() for v in values]
+    bad = [v for v in slugs if not _TAG.match(v)]
+    if bad:
+        raise ValidationError(f"tags must be lower-case slugs: {bad}", {"fields": {"tags": bad}})
+    return slugs
+
+
+def profile_view(doc: dict) -> dict:
+    def iso(value):
+        return value.isoformat() if hasattr(value, "isoformat") else value
+
+    return {
+        "store_id": doc["store_id"], "customer_id": doc["customer_id"],
+        "segment": doc.get("segment"), "stats": doc.get("stats"),
+        "tags": [{"tag": t, "source": v.get("source"), "rule_id": v.get("rule_id"),
+                  "added_at": iso(v.get("added_at"))} for t, v in sorted((doc.get("tags") or {}).items())],
+        "groups": [{"group": g, "source": v.get("source"), "rule_id": v.get("rule_id")}
+                   for g, v in sorted((doc.get("groups") or {}).items())],
+        "country": (doc.get("contact") or {}).get("country", ""),
+        "email_domain": (doc.get("contact") or {}).get("email_domain", ""),
+    }
+
+
+class SegmentationService:
+    name = "segmentation"
+
+    storage = MongoStorage(_storage)
+    outbox = OutboxRelayProvider(lambda storage: storage.outbox_collections())
+    log_context = WorkerLogContext()
+    settings = Settings()
+
+    def _done(self, change) -> None:
+        self.outbox.notify(change.touched)
+
+    # -- events in ---------------------------------------------------------------------------
+    @event_handler("customer_sync", "order.placed")
+    def on_order_placed(self, event):
+        self._done(Profiles(self.storage).apply_order_event(event))
+
+    @event_handler("customer_sync", "order.updated")
+    def on_order_updated(self, event):
+        self._done(Profiles(self.storage).apply_order_event(event))
+
+    @event_handler("customer_sync", "order.refunded")
+    def on_order_refunded(self, event):
+        self._done(Profiles(self.storage).apply_order_event(event))
+
+    @event_handler("customer_sync", "order.cancelled")
+    def on_order_cancelled(self, event):
+        self._done(Profiles(self.storage).apply_order_event(event))
+
+    @event_handler("customer_sync", "customer.created")
+    def on_customer_created(self, event):
+        self._done(Profiles(self.storage).apply_customer_event(event))
+
+    @event_handler("customer_sync", "customer.updated")
+    def on_customer_updated(self, event):
+        self._done(Profiles(self.storage).apply_customer_event(event))
+
+    @event_handler("customer_sync", "customer.merged")
+    def on_customer_merged(self, event):
+        self._done(Profiles(self.storage).apply_merge(event))
+
+    # -- RPC -------------------------------------------------------------------------------
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def health(self) -> dict:
+        """Readiness over RPC: this service has no HTTP server of its own (one process may run
+        several services, and they would share one web address)."""
+        return {**readiness(self.settings.get("AMQP_URI"), self.storage.database),
+                "service": self.name}
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def get_profile(self, store_id: str, customer_id: str) -> dict:
+        doc = self.storage.profiles.get(store_id, customer_id)
+        if doc is None:
+            raise NotFound(f"no profile for customer {customer_id} in store {store_id}")
+        return profile_view(doc)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def tag(self, store_id: str, customer_id: str, tags, actor: str | None = None) -> dict:
+        self._done(Profiles(self.storage).set_tags(store_id, customer_id, add=_tags(tags),
+                                                   actor=actor))
+        return self.get_profile(store_id, customer_id)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def untag(self, store_id: str, customer_id: str, tags, actor: str | None = None) -> dict:
+        if self.storage.profiles.get(store_id, customer_id) is None:
+            raise NotFound(f"no profile for customer {customer_id} in store {store_id}")
+        self._done(Profiles(self.storage).set_tags(store_id, customer_id, remove=_tags(tags),
+                                                   actor=actor))
+        return self.get_profile(store_id, customer_id)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def bulk_tag(self, store_id: str, customer_ids: list, tags, actor: str | None = None) -> dict:
+        """Tag many customers; answers each customer's outcome."""
+        slugs = _tags(tags)
+        if not isinstance(customer_ids, list) or not customer_ids:
+            raise ValidationError("customer_ids must be a non-empty list",
+                                  {"fields": {"customer_ids": ["required"]}})
+        profiles = Profiles(self.storage)
+        results = {}
+        for customer_id in customer_ids:
+            change = profiles.set_tags(store_id, str(customer_id), add=slugs, actor=actor)
+            self._done(change)
+            results[str(customer_id)] = "tagged" if change.events else "unchanged"
+        return {"results": results}
+
+    # -- rules -------------------------------------------------------------------------------
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def save_rule(self, store_id: str, rule: dict) -> dict:
+        """Validate and store a rule (refused with the failing field named)."""
+        import uuid
+
+        from services.segmentation.rules import validate_rule
+
+        saved = validate_rule(rule)
+        saved["rule_id"] = saved.get("rule_id") or uuid.uuid4().hex[:12]
+        self.storage.rules.replace_one({"_id": f"{store_id}:{saved['rule_id']}"},
+                                       {**saved, "store_id": store_id}, upsert=True)
+        return saved
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def list_rules(self, store_id: str) -> list:
+        rules = self.storage.rules.find({"store_id": store_id}, {"_id": 0, "store_id": 0})
+        return sorted(rules, key=lambda r: (r.get("position", 0), r.get("rule_id", "")))
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def delete_rule(self, store_id: str, rule_id: str) -> dict:
+        result = self.storage.rules.delete_one({"_id": f"{store_id}:{rule_id}"})
+        if not result.deleted_count:
+            raise NotFound(f"no rule {rule_id} in store {store_id}")
+        return {"deleted": rule_id}

@@ -1,0 +1,109 @@
+"""Segmentation on the real broker: customer_sync's events in, segmentation's events out."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import requests
+from nameko.standalone.rpc import ClusterRpcProxy
+
+from services.customer_sync.service import CustomerSyncService
+from services.customer_sync.signature import sign
+from services.segmentation.service import SegmentationService
+from shared.errors import ValidationError
+from tests import payloads
+from tests.support import wait_until
+
+SECRET = "whsec-seg-12345"
+
+
+@pytest.fixture
+def system(services, events):
+    events.listen("segmentation")
+    services.start(SegmentationService)  # its queues exist before anything is published
+    services.start(CustomerSyncService, RECONCILE_POLL_SECONDS="3600")
+    with ClusterRpcProxy({"AMQP_URI": services.amqp_uri}, timeout=20) as rpc:
+        rpc.customer_sync.register_store({
+            "store_id": "seg", "shop_url": "https://shop.example", "webhook_secret": SECRET,
+            "consumer_key": "ck", "consumer_secret": "cs"})
+        yield rpc
+
+
+def post(services, topic: str, body: dict) -> None:
+    raw = json.dumps(body).encode()
+    r = requests.post(f"{services.web_url}/webhooks/woocommerce/seg", data=raw, timeout=10,
+                      headers={"X-WC-Webhook-Topic": topic, "X-WC-Webhook-Signature": sign(raw, SECRET)})
+    assert r.status_code == 200, r.text
+
+
+def recent(days_ago: int) -> str:
+    from datetime import datetime, timedelta, timezone
+    return (datetime.now(timezone.utc) - timedelta(days=days_ago)).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def test_order_events_make_a_new_customer_and_redelivery_publishes_nothing(services, system, events):
+    rpc = system
+    order = payloads.order(501, customer_id=42, date_created_gmt=recent(2), modified=recent(1))
+    post(services, "customer.created", payloads.customer(woo_id=42, email="ada@acme.example"))
+    post(services, "order.created", order)
+    got = events.wait_for(lambda got: any(e["event_type"] == "customer.segment_changed" for e in got))
+    changed = [e for e in got if e["event_type"] == "customer.segment_changed"]
+    assert changed[-1]["data"]["new_segment"] == "new"
+    assert changed[-1]["data"]["orders_count"] == 1
+    customer_id = changed[-1]["data"]["customer_id"]
+    profile = rpc.segmentation.get_profile("seg", customer_id)
+    assert profile["segment"] == "new" and profile["stats"]["total_spent"] == 4990
+    assert profile["email_domain"] == "acme.example" and profile["country"] == "GB"
+    before = len(events.received)
+    post(services, "order.updated", {**order, "status": "completed",
+                                     "date_modified_gmt": recent(0)})
+    time.sleep(1.5)
+    # A status change that changes no segment, tag or group publishes nothing here.
+    assert len(events.received) == before
+
+
+def test_manual_tags_and_rules_publish_their_changes_once(services, system, events):
+    rpc = system
+    with pytest.raises(ValidationError) as info:
+        rpc.segmentation.save_rule("seg", {"name": "bad", "match": "all",
+                                           "conditions": [{"field": "country", "op": "gt", "value": 3}],
+                                           "actions": [{"type": "add_tag", "value": "x"}]})
+    assert "conditions" in str(info.value)
+    rpc.segmentation.save_rule("seg", {
+        "name": "big spenders", "position": 1, "match": "all",
+        "conditions": [{"field": "total_spent", "op": "gt", "value": 10000}],
+        "actions": [{"type": "add_tag", "value": "big-spender"}]})
+    post(services, "order.created", payloads.order(601, customer_id=7, total="150.00",
+                                                   email="bo@example.com",
+                                                   date_created_gmt=recent(3), modified=recent(3)))
+    got = events.wait_for(lambda got: any(e["event_type"] == "customer.tagged" for e in got))
+    [tagged] = [e for e in got if e["event_type"] == "customer.tagged"]
+    assert tagged["data"]["tag"] == "big-spender" and tagged["data"]["source"] == "rule"
+    customer_id = tagged["data"]["customer_id"]
+    rpc.segmentation.tag("seg", customer_id, ["gift"], actor="ops@shop.example")
+    rpc.segmentation.tag("seg", customer_id, ["gift"], actor="ops@shop.example")  # no change
+    got = events.wait_for(lambda got: any(e["event_type"] == "customer.tagged"
+                                          and e["data"]["tag"] == "gift" for e in got))
+    time.sleep(1.0)
+    gift = [e for e in events.received if e["event_type"] == "customer.tagged"
+            and e["data"]["tag"] == "gift"]
+    assert len(gift) == 1 and gift[0]["data"]["source"] == "manual"
+    assert gift[0]["data"]["actor"] == "ops@shop.example"
+    profile = rpc.segmentation.get_profile("seg", customer_id)
+    assert [t["tag"] for t in profile["tags"]] == ["big-spender", "gift"]
+
+
+def test_healthcheck_command_asks_the_service_over_rpc(services, system):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "AMQP_URI": services.amqp_uri}
+    ok = subprocess.run([sys.executable, "-m", "shared.healthcheck", "segmentation"],
+                        capture_output=True, text=True, timeout=60, env=env)
+    assert ok.returncode == 0, ok.stderr
+    assert "ready" in ok.stdout
+    missing = subprocess.run([sys.executable, "-m", "shared.healthcheck", "nobody"],
+                             capture_output=True, text=True, timeout=60, env=env)
+    assert missing.returncode == 1
