@@ -59,6 +59,12 @@ SETTINGS: tuple[Setting, ...] = (
         "24",
         "Interval of a full customer scan (the REST API cannot filter customers by modification).",
     ),
+    Setting(
+        "SEGMENT_RECOMPUTE_MINUTES",
+        "60",
+        "How often segmentation recomputes every store (segments drift with time; RFM and the "
+        "top-10% cutoff are store-wide).",
+    ),
     Setting("WOO_HTTP_TIMEOUT_SECONDS", "30", "Timeout of one request to a shop's REST API."),
     Setting("WOO_MAX_RETRIES", "6", "Retries of a shop API request on 429, 5xx and network errors."),
 )

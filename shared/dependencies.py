@@ -36,6 +36,7 @@ class OutboxRelayProvider(DependencyProvider):
         self._thread = None
         self._running = False
         self._pending: dict[tuple[str, object], None] = {}
+        self._sweep_requested = False
 
     def setup(self) -> None:
         config = from_nameko(self.container.config)
@@ -61,6 +62,13 @@ class OutboxRelayProvider(DependencyProvider):
         if self._pending and not self._wake.ready():
             self._wake.send()
 
+    def request_sweep(self) -> None:
+        """Something wrote many documents at once (a bulk recompute): sweep them soon, from
+        the relay's own thread."""
+        self._sweep_requested = True
+        if not self._wake.ready():
+            self._wake.send()
+
     def _run(self) -> None:
         # Every write in this process notifies the relay, so a full sweep is needed only where
         # something may have been left: at start (a crash before), after a failed publish (an
@@ -78,8 +86,8 @@ class OutboxRelayProvider(DependencyProvider):
                 except Exception as exc:
                     dirty = True
                     log.warning("events stay in the outbox until the broker is back: %s", exc)
-            if dirty or time.monotonic() - last_sweep >= self.interval:
-                last_sweep = time.monotonic()
+            if dirty or self._sweep_requested or time.monotonic() - last_sweep >= self.interval:
+                last_sweep, self._sweep_requested = time.monotonic(), False
                 dirty = not self.sweep_once()
 
     def sweep_once(self) -> bool:

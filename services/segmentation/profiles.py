@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import copy
 import logging
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, Iterable
 
+from pymongo import UpdateOne
+
 from shared.events import Event, build_event
+from shared.outbox import push_events
 from services.segmentation import rules as rule_engine
 from services.segmentation import stats as st
 from services.segmentation.repository import SegmentationStorage, utcnow
@@ -72,6 +76,21 @@ def rule_view(doc: dict, stats: st.Stats, segment: str, now: datetime) -> dict:
     }
 
 
+@dataclass(frozen=True)
+class StoreContext:
+    """What a profile's derived state depends on beyond its own facts."""
+
+    thresholds: st.Thresholds
+    vip_cutoff: int | None
+    rfm_cutoffs: dict
+    rules: list
+
+
+def _before(doc: dict) -> dict:
+    return {"tags": dict(doc.get("tags") or {}), "groups": dict(doc.get("groups") or {}),
+            "segment": doc.get("segment")}
+
+
 class Profiles:
     """The use cases: apply events, tag by hand, re-evaluate (the hourly drift check)."""
 
@@ -80,12 +99,12 @@ class Profiles:
         self.clock = clock
 
     # -- store-wide inputs --------------------------------------------------------------
-    def _context(self, store_id: str) -> tuple[st.Thresholds, int | None, list[dict]]:
+    def _context(self, store_id: str) -> "StoreContext":
         settings = self.storage.settings.get(store_id)
-        thresholds = st.Thresholds.from_dict(settings.get("thresholds") or {})
         rules = sorted(self.storage.rules.find({"store_id": store_id, "enabled": True}),
                        key=lambda r: (r.get("position", 0), r.get("rule_id", "")))
-        return thresholds, settings.get("vip_cutoff"), rules
+        return StoreContext(st.Thresholds.from_dict(settings.get("thresholds") or {}),
+                            settings.get("vip_cutoff"), settings.get("rfm_cutoffs") or {}, rules)
 
     # -- events in ----------------------------------------------------------------------
     def apply_order_event(self, event: Event) -> ProfileChange:
@@ -168,6 +187,73 @@ class Profiles:
 
         return self._update(store_id, customer_id, change, None, actor=actor, manual=True)
 
+    def recompute_store(self, store_id: str, batch_size: int = 1000,
+                        progress: Callable[[int], None] | None = None) -> dict:
+        """Recompute every profile of a store: the store-wide figures first (top-10% spend
+        cutoff, RFM cut points), then each profile's stats, RFM, segment, tags and groups,
+        written in bulk, one compare-and-set update per changed profile with its events.
+
+        Two streaming passes over the profiles (nothing but the stats is held for the whole
+        store) and one bulk write per `batch_size` changed profiles. A profile changed by an
+        event meanwhile fails its compare-and-set and is re-evaluated on its own."""
+        started = time.monotonic()
+        now = self.clock()
+        profiles = self.storage.profiles
+        base = self._context(store_id)
+        all_stats: dict[str, st.Stats] = {}
+        for doc in profiles.collection.find({"store_id": store_id, "status": "active"},
+                                            {"orders": 1}):
+            all_stats[doc["_id"]] = st.compute_stats(order_facts(doc))
+        cutoff = st.vip_cutoff([s.total_spent for s in all_stats.values()],
+                               base.thresholds.vip_top_share)
+        rfm_cutoffs = st.store_rfm_cutoffs(all_stats.values(), now)
+        self.storage.settings.update(store_id, {"vip_cutoff": cutoff, "rfm_cutoffs": rfm_cutoffs,
+                                                "recomputed_at": now})
+        context = StoreContext(base.thresholds, cutoff, rfm_cutoffs, base.rules)
+        counts = {"profiles": 0, "changed": 0, "events": 0, "retried": 0}
+        pending: list[tuple[str, int, UpdateOne]] = []
+
+        def flush() -> None:
+            if not pending:
+                return
+            result = profiles.collection.bulk_write([op for _, _, op in pending], ordered=False)
+            if result.modified_count < len(pending):
+                versions = {d["_id"]: d["version"] for d in profiles.collection.find(
+                    {"_id": {"$in": [doc_id for doc_id, _, _ in pending]}}, {"version": 1})}
+                for doc_id, version, _ in pending:
+                    if versions.get(doc_id) == version:  # lost its compare-and-set: redo alone
+                        counts["retried"] += 1
+                        stored = profiles.collection.find_one({"_id": doc_id}, {"customer_id": 1})
+                        self.reevaluate(store_id, stored["customer_id"])
+            pending.clear()
+
+        for doc in profiles.collection.find({"store_id": store_id, "status": "active"},
+                                            {"outbox": 0}):
+            counts["profiles"] += 1
+            before = _before(doc)
+            old = (doc.get("stats"), doc.get("rfm"), doc.get("segment"))
+            events = self._derive(doc, before, context, None, None, False,
+                                  stats=all_stats.get(doc["_id"]))
+            if events or (doc.get("stats"), doc.get("rfm"), doc.get("segment")) != old:
+                counts["changed"] += 1
+                counts["events"] += len(events)
+                derived = {k: v for k, v in self._fields(doc).items()
+                           if k not in ("orders", "contact")}  # facts are untouched here
+                update = {"$set": derived, "$inc": {"version": 1}}
+                pushed = push_events(events)
+                if pushed:
+                    update["$push"] = pushed
+                pending.append((doc["_id"], doc["version"],
+                                UpdateOne({"_id": doc["_id"], "version": doc["version"]}, update)))
+                if len(pending) >= batch_size:
+                    flush()
+            if progress and counts["profiles"] % batch_size == 0:
+                progress(counts["profiles"])
+        flush()
+        counts["seconds"] = round(time.monotonic() - started, 3)
+        counts["vip_cutoff"] = cutoff
+        return counts
+
     def reevaluate(self, store_id: str, customer_id: str) -> ProfileChange:
         """Recompute derived state only (segments drift with time; settings or rules changed)."""
         return self._update(store_id, customer_id, lambda doc: False, None)
@@ -177,23 +263,19 @@ class Profiles:
                 cause: Event | None, actor: str | None = None, manual: bool = False
                 ) -> ProfileChange:
         profiles = self.storage.profiles
-        thresholds, vip_cutoff, rules = self._context(store_id)
+        context = self._context(store_id)
         for _ in range(_MAX_CONFLICT_RETRIES):
             stored = profiles.get(store_id, customer_id)
             doc = stored if stored is not None else profiles.new(store_id, customer_id)
-            before = {"tags": dict(doc.get("tags") or {}), "groups": dict(doc.get("groups") or {}),
-                      "segment": doc.get("segment")}
+            before = _before(doc)
             working = copy.deepcopy(doc)
             fact_changed = change(working)
-            events = self._derive(working, before, thresholds, vip_cutoff, rules, cause, actor,
-                                  manual)
-            if not fact_changed and not events and stored is not None:
+            events = self._derive(working, before, context, cause, actor, manual)
+            derived_changed = (working.get("stats"), working.get("rfm")) != (
+                doc.get("stats"), doc.get("rfm"))
+            if not fact_changed and not events and not derived_changed and stored is not None:
                 return ProfileChange()
-            fields = {k: working.get(k) for k in ("orders", "contact", "tags", "groups", "segment",
-                                                  "stats", "rfm")}
-            fields["tag_list"] = sorted(working.get("tags") or {})
-            fields["group_list"] = sorted(working.get("groups") or {})
-            fields["evaluated_at"] = self.clock()
+            fields = self._fields(working)
             if stored is None:
                 ok = profiles.insert({**working, **fields, "version": 0}, events)
             else:
@@ -203,14 +285,23 @@ class Profiles:
                                      [("profiles", doc["_id"])] if events else [])
         raise ConcurrentChange(f"profile {customer_id} kept changing")
 
-    def _derive(self, doc: dict, before: dict, thresholds: st.Thresholds, vip_cutoff: int | None,
-                rules: list[dict], cause: Event | None, actor: str | None, manual: bool
-                ) -> list[Event]:
+    def _fields(self, working: dict) -> dict:
+        fields = {k: working.get(k) for k in ("orders", "contact", "tags", "groups", "segment",
+                                              "stats", "rfm")}
+        fields["tag_list"] = sorted(working.get("tags") or {})
+        fields["group_list"] = sorted(working.get("groups") or {})
+        fields["evaluated_at"] = self.clock()
+        return fields
+
+    def _derive(self, doc: dict, before: dict, context: StoreContext, cause: Event | None,
+                actor: str | None, manual: bool, stats: st.Stats | None = None) -> list[Event]:
         now = self.clock()
-        stats = st.compute_stats(order_facts(doc))
-        segment = st.classify(stats, now, thresholds, vip_cutoff)
+        rules = context.rules
+        stats = stats or st.compute_stats(order_facts(doc))
+        segment = st.classify(stats, now, context.thresholds, context.vip_cutoff)
         doc["stats"] = stats.to_dict()
         doc["segment"] = segment
+        doc["rfm"] = st.rfm_scores(stats, now, context.rfm_cutoffs) if context.rfm_cutoffs else None
         # Rules see the profile as it now is, and act in their defined order.
         view = rule_view(doc, stats, segment, now)
         attribution: dict[tuple[str, str], str] = {}

@@ -1,17 +1,23 @@
 """segmentation's nameko entrypoints. Thin: each translates and calls `Profiles`."""
 from __future__ import annotations
 
+import logging
 import re
 
+import eventlet
+from nameko.extensions import DependencyProvider
 from nameko.rpc import rpc
 
 from services.segmentation.profiles import Profiles
 from services.segmentation.repository import SegmentationStorage
+from shared.config import from_nameko
 from shared.dependencies import OutboxRelayProvider, Settings, WorkerLogContext
 from shared.errors import EXPECTED_ERRORS, NotFound, ValidationError
 from shared.health import readiness
 from shared.messaging.handlers import event_handler
 from shared.mongo import MongoStorage
+
+log = logging.getLogger(__name__)
 
 _TAG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
@@ -48,6 +54,46 @@ def profile_view(doc: dict) -> dict:
     }
 
 
+class Recomputer(DependencyProvider):
+    """Recomputes every store every SEGMENT_RECOMPUTE_MINUTES: a customer drifts into At Risk
+    by not ordering, which no event announces."""
+
+    def setup(self) -> None:
+        self.minutes = from_nameko(self.container.config).float("SEGMENT_RECOMPUTE_MINUTES")
+        self._running = False
+        self._thread = None
+
+    def start(self) -> None:
+        self._running = True
+        self._thread = self.container.spawn_managed_thread(self._loop, identifier="recomputer")
+
+    def _loop(self) -> None:
+        storage = next(d for d in self.container.dependencies
+                       if isinstance(d, MongoStorage)).repositories
+        outbox = next(d for d in self.container.dependencies if isinstance(d, OutboxRelayProvider))
+        while self._running:
+            eventlet.sleep(self.minutes * 60)
+            for store_id in storage.profiles.collection.distinct("store_id"):
+                try:
+                    counts = Profiles(storage).recompute_store(store_id)
+                    log.info("recomputed store", extra={"store_id": store_id, **counts})
+                except Exception:
+                    log.exception("recomputing a store failed; next round retries",
+                                  extra={"store_id": store_id})
+            outbox.request_sweep()
+
+    def stop(self) -> None:
+        self._running = False
+        if self._thread is not None:
+            self._thread.kill()
+
+    def kill(self) -> None:
+        self.stop()
+
+    def get_dependency(self, worker_ctx) -> None:
+        return None
+
+
 class SegmentationService:
     name = "segmentation"
 
@@ -55,6 +101,7 @@ class SegmentationService:
     outbox = OutboxRelayProvider(lambda storage: storage.outbox_collections())
     log_context = WorkerLogContext()
     settings = Settings()
+    recomputer = Recomputer()
 
     def _done(self, change) -> None:
         self.outbox.notify(change.touched)
@@ -131,6 +178,13 @@ class SegmentationService:
             self._done(change)
             results[str(customer_id)] = "tagged" if change.events else "unchanged"
         return {"results": results}
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def recompute_store(self, store_id: str) -> dict:
+        """Recompute every profile of a store now (the hourly timer does this too)."""
+        counts = Profiles(self.storage).recompute_store(store_id)
+        self.outbox.request_sweep()  # bulk-written profiles owe their events: publish them now
+        return counts
 
     # -- rules -------------------------------------------------------------------------------
     @rpc(expected_exceptions=EXPECTED_ERRORS)
