@@ -170,18 +170,28 @@ class Profiles:
     # -- people ---------------------------------------------------------------------------
     def set_tags(self, store_id: str, customer_id: str, add: Iterable[str] = (),
                  remove: Iterable[str] = (), actor: str | None = None) -> ProfileChange:
+        return self._set_members("tags", store_id, customer_id, add, remove, actor)
+
+    def set_groups(self, store_id: str, customer_id: str, add: Iterable[str] = (),
+                   remove: Iterable[str] = (), actor: str | None = None) -> ProfileChange:
+        return self._set_members("groups", store_id, customer_id, add, remove, actor)
+
+    def _set_members(self, kind: str, store_id: str, customer_id: str, add: Iterable[str],
+                     remove: Iterable[str], actor: str | None) -> ProfileChange:
+        """A person adds or removes tags or groups; rules run afterwards as on any change."""
         add, remove = list(add), list(remove)
+        stamp = "added_at" if kind == "tags" else "joined_at"
 
         def change(doc: dict) -> bool:
-            tags = doc.setdefault("tags", {})
+            members = doc.setdefault(kind, {})
             changed = False
-            for tag in add:
-                if tag not in tags:
-                    tags[tag] = {"source": "manual", "actor": actor, "added_at": self.clock()}
+            for name in add:
+                if name not in members:
+                    members[name] = {"source": "manual", "actor": actor, stamp: self.clock()}
                     changed = True
-            for tag in remove:
-                if tag in tags:
-                    del tags[tag]
+            for name in remove:
+                if name in members:
+                    del members[name]
                     changed = True
             return changed
 

@@ -6,6 +6,7 @@ import re
 
 import eventlet
 from nameko.extensions import DependencyProvider
+from marshmallow import RAISE, Schema, ValidationError as MarshmallowError, fields, validate
 from nameko.rpc import rpc
 
 from services.segmentation.profiles import Profiles
@@ -36,6 +37,33 @@ def _tags(values) -> list[str]:
     if bad:
         raise ValidationError(f"tags must be lower-case slugs: {bad}", {"fields": {"tags": bad}})
     return slugs
+
+
+class GroupSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    slug = fields.String(required=True, validate=validate.Regexp(r"^[a-z0-9][a-z0-9_-]{0,63}$"))
+    name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    description = fields.String(load_default="", validate=validate.Length(max=2000))
+    discount_percent = fields.Decimal(load_default=None, allow_none=True, as_string=True,
+                                      validate=validate.Range(min=0, max=100))
+    free_shipping_threshold = fields.Integer(load_default=None, allow_none=True, strict=True,
+                                             validate=validate.Range(min=0))
+    payment_terms_days = fields.Integer(load_default=None, allow_none=True, strict=True,
+                                        validate=validate.Range(min=0, max=365))
+
+
+def load_group(data) -> dict:
+    if not isinstance(data, dict):
+        raise ValidationError("group must be an object", {"fields": {"group": ["not an object"]}})
+    try:
+        group = GroupSchema().load(data)
+    except MarshmallowError as exc:
+        raise ValidationError(f"invalid group: {exc.messages}", {"fields": exc.messages}) from None
+    if group["discount_percent"] is not None:
+        group["discount_percent"] = str(group["discount_percent"])  # exact, and JSON-safe
+    return group
 
 
 def profile_view(doc: dict) -> dict:
@@ -185,6 +213,49 @@ class SegmentationService:
         counts = Profiles(self.storage).recompute_store(store_id)
         self.outbox.request_sweep()  # bulk-written profiles owe their events: publish them now
         return counts
+
+    # -- groups ------------------------------------------------------------------------------
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def save_group(self, store_id: str, group: dict) -> dict:
+        """A named group with a description and benefits other systems read (discount
+        percent, free-shipping threshold in minor units, payment terms in days)."""
+        saved = load_group(group)
+        self.storage.groups.replace_one({"store_id": store_id, "slug": saved["slug"]},
+                                        {**saved, "store_id": store_id}, upsert=True)
+        return saved
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def list_groups(self, store_id: str) -> list:
+        return list(self.storage.groups.find({"store_id": store_id}, {"_id": 0, "store_id": 0})
+                    .sort("slug", 1))
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def add_to_group(self, store_id: str, customer_ids: list, group: str,
+                     actor: str | None = None) -> dict:
+        return self._membership(store_id, customer_ids, group, actor, join=True)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def remove_from_group(self, store_id: str, customer_ids: list, group: str,
+                          actor: str | None = None) -> dict:
+        return self._membership(store_id, customer_ids, group, actor, join=False)
+
+    def _membership(self, store_id, customer_ids, group, actor, join: bool) -> dict:
+        slug = _tags([group])[0]
+        if self.storage.groups.find_one({"store_id": store_id, "slug": slug}) is None:
+            raise NotFound(f"no group {slug} in store {store_id}: save_group first")
+        if isinstance(customer_ids, str):
+            customer_ids = [customer_ids]
+        if not isinstance(customer_ids, list) or not customer_ids:
+            raise ValidationError("customer_ids must be a non-empty list",
+                                  {"fields": {"customer_ids": ["required"]}})
+        profiles = Profiles(self.storage)
+        results = {}
+        for customer_id in map(str, customer_ids):
+            change = (profiles.set_groups(store_id, customer_id, add=[slug], actor=actor) if join
+                      else profiles.set_groups(store_id, customer_id, remove=[slug], actor=actor))
+            self._done(change)
+            results[customer_id] = "changed" if change.events else "unchanged"
+        return {"results": results}
 
     # -- rules -------------------------------------------------------------------------------
     @rpc(expected_exceptions=EXPECTED_ERRORS)

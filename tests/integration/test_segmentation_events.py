@@ -107,3 +107,30 @@ def test_healthcheck_command_asks_the_service_over_rpc(services, system):
     missing = subprocess.run([sys.executable, "-m", "shared.healthcheck", "nobody"],
                              capture_output=True, text=True, timeout=60, env=env)
     assert missing.returncode == 1
+
+
+def test_groups_are_data_and_membership_publishes_once(services, system, events):
+    rpc = system
+    with pytest.raises(ValidationError) as info:
+        rpc.segmentation.save_group("seg", {"slug": "Wholesale!", "name": "Wholesale"})
+    assert "slug" in str(info.value)
+    saved = rpc.segmentation.save_group("seg", {
+        "slug": "wholesale", "name": "Wholesale", "description": "Trade buyers",
+        "discount_percent": "12.5", "free_shipping_threshold": 10000, "payment_terms_days": 30})
+    assert saved["discount_percent"] == "12.5"
+    assert [g["slug"] for g in rpc.segmentation.list_groups("seg")] == ["wholesale"]
+    post(services, "order.created", payloads.order(701, customer_id=9, email="t@trade.example",
+                                                   date_created_gmt=recent(1), modified=recent(1)))
+    got = events.wait_for(lambda got: any(e["event_type"] == "customer.segment_changed"
+                                          for e in got))
+    customer_id = next(e for e in got if e["event_type"] == "customer.segment_changed")["data"][
+        "customer_id"]
+    first = rpc.segmentation.add_to_group("seg", [customer_id], "wholesale", actor="ops")
+    again = rpc.segmentation.add_to_group("seg", [customer_id], "wholesale", actor="ops")
+    assert first["results"][customer_id] == "changed" and again["results"][customer_id] == "unchanged"
+    events.wait_for(lambda got: any(e["event_type"] == "customer.group_joined" for e in got))
+    rpc.segmentation.remove_from_group("seg", [customer_id], "wholesale")
+    events.wait_for(lambda got: any(e["event_type"] == "customer.group_left" for e in got))
+    time.sleep(0.5)
+    assert len(events.of_type("customer.group_joined")) == 1
+    assert rpc.segmentation.get_profile("seg", customer_id)["groups"] == []
