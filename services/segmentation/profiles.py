@@ -73,6 +73,8 @@ def rule_view(doc: dict, stats: st.Stats, segment: str, now: datetime) -> dict:
         "groups": set(doc.get("groups") or {}),
         "country": contact.get("country", ""),
         "email_domain": contact.get("email_domain", ""),
+        "largest_order": max((f.net for f in order_facts(doc) if f.counts), default=None),
+        "last_order_month": stats.last_order_at.month if stats.last_order_at else None,
     }
 
 
@@ -263,6 +265,29 @@ class Profiles:
         counts["seconds"] = round(time.monotonic() - started, 3)
         counts["vip_cutoff"] = cutoff
         return counts
+
+    def members(self, store_id: str, definition: dict, after: str | None, size: int
+                ) -> tuple[list[dict], str | None]:
+        """Customers matching a saved segment's conditions, in customer-id order, a page at a
+        time. Conditions are evaluated on each profile's stored stats (as of its last
+        evaluation), scanning the store's profiles from the cursor on."""
+        now = self.clock()
+        query: dict = {"store_id": store_id, "status": "active"}
+        if after:
+            query["customer_id"] = {"$gt": after}
+        found: list[dict] = []
+        cursor = self.storage.profiles.collection.find(query, {"outbox": 0}).sort("customer_id", 1)
+        for doc in cursor:
+            if not doc.get("stats"):
+                continue
+            stats = st.Stats.from_dict(doc["stats"])
+            if rule_engine.evaluate(definition, rule_view(doc, stats, doc.get("segment"), now)):
+                found.append(doc)
+                if len(found) > size:
+                    break
+        more = len(found) > size
+        found = found[:size]
+        return found, (found[-1]["customer_id"] if more and found else None)
 
     def reevaluate(self, store_id: str, customer_id: str) -> ProfileChange:
         """Recompute derived state only (segments drift with time; settings or rules changed)."""

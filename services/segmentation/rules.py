@@ -43,6 +43,9 @@ FIELD_KINDS = {
     "tags": TAGS,
     "country": COUNTRY,
     "email_domain": DOMAIN,
+    "largest_order": MONEY,  # the largest counted order, net of its refunds
+    "last_order_month": NUMBER,  # 1-12, of the last counted order (UTC)
+    "groups": TAGS,
 }
 _ORDERED = ("eq", "ne", "gt", "gte", "lt", "lte", "in", "not_in")
 _EQUALITY = ("eq", "ne", "in", "not_in")
@@ -283,6 +286,34 @@ def validate_rule(data: Any) -> dict:
         flat = _flatten(exc.messages)
         summary = "; ".join(f"{path}: {' '.join(texts)}" for path, texts in sorted(flat.items()))
         raise ValidationError(f"invalid rule: {summary}", {"fields": flat}) from None
+
+
+class FilterSchema(Schema):
+    """A saved custom segment: conditions only, listed by `segment_members`."""
+
+    class Meta:
+        unknown = RAISE
+
+    segment_id = fields.String(validate=validate.Regexp(
+        RULE_ID_PATTERN, error="must be 1-64 letters, digits, '-' or '_'"))
+    name = fields.String(required=True, validate=_check_name)
+    match = fields.String(load_default="all", validate=validate.OneOf(("all", "any")))
+    conditions = fields.List(fields.Nested(ConditionSchema), required=True,
+                             validate=validate.Length(
+                                 min=1, max=MAX_CONDITIONS,
+                                 error=f"must hold 1-{MAX_CONDITIONS} conditions"))
+
+
+def validate_filter(data: Any) -> dict:
+    """A saved segment's definition, or shared ValidationError naming each failing field."""
+    if not isinstance(data, dict):
+        raise ValidationError("segment must be an object", {"fields": {"segment": ["not an object"]}})
+    try:
+        return FilterSchema().load(data)
+    except MarshmallowError as exc:
+        flat = _flatten(exc.messages)
+        summary = "; ".join(f"{path}: {' '.join(texts)}" for path, texts in sorted(flat.items()))
+        raise ValidationError(f"invalid segment: {summary}", {"fields": flat}) from None
 
 
 # -- evaluation ---------------------------------------------------------------------------------

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import re
+import uuid
 
 import eventlet
 from nameko.extensions import DependencyProvider
@@ -257,12 +258,52 @@ class SegmentationService:
             results[customer_id] = "changed" if change.events else "unchanged"
         return {"results": results}
 
+    # -- saved segments -------------------------------------------------------------------------
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def save_segment(self, store_id: str, segment: dict) -> dict:
+        """A saved custom segment, e.g. last order in November or December, an order over
+        100.00, tagged gift (refused with the failing field named)."""
+        from services.segmentation.rules import validate_filter
+
+        saved = validate_filter(segment)
+        saved["segment_id"] = saved.get("segment_id") or uuid.uuid4().hex[:12]
+        self.storage.database["saved_segments"].replace_one(
+            {"_id": f"{store_id}:{saved['segment_id']}"}, {**saved, "store_id": store_id},
+            upsert=True)
+        return saved
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def list_segments(self, store_id: str) -> list:
+        return list(self.storage.database["saved_segments"].find(
+            {"store_id": store_id}, {"_id": 0, "store_id": 0}).sort("name", 1))
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def segment_members(self, store_id: str, segment_id: str, page: dict | None = None) -> dict:
+        """Members of a built-in segment (vip, new, ...) or a saved one, a page at a time:
+        page = {"size": 50, "cursor": null}; answers items and next_cursor."""
+        page = page or {}
+        size = page.get("size", 50)
+        if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 500:
+            raise ValidationError("page.size must be 1-500", {"fields": {"page.size": ["range"]}})
+        after = page.get("cursor")
+        from services.segmentation.stats import SEGMENTS
+
+        if segment_id in SEGMENTS:
+            definition = {"match": "all", "conditions": [
+                {"field": "segment", "op": "eq", "value": segment_id}]}
+        else:
+            saved = self.storage.database["saved_segments"].find_one(
+                {"_id": f"{store_id}:{segment_id}"})
+            if saved is None:
+                raise NotFound(f"no segment {segment_id} in store {store_id}")
+            definition = saved
+        docs, next_cursor = Profiles(self.storage).members(store_id, definition, after, size)
+        return {"items": [profile_view(d) for d in docs], "next_cursor": next_cursor}
+
     # -- rules -------------------------------------------------------------------------------
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def save_rule(self, store_id: str, rule: dict) -> dict:
         """Validate and store a rule (refused with the failing field named)."""
-        import uuid
-
         from services.segmentation.rules import validate_rule
 
         saved = validate_rule(rule)

@@ -134,3 +134,38 @@ def test_groups_are_data_and_membership_publishes_once(services, system, events)
     time.sleep(0.5)
     assert len(events.of_type("customer.group_joined")) == 1
     assert rpc.segmentation.get_profile("seg", customer_id)["groups"] == []
+
+
+def test_saved_segment_members_are_paged(services, system, events):
+    rpc = system
+    with pytest.raises(ValidationError) as info:
+        rpc.segmentation.save_segment("seg", {"name": "x", "conditions": [
+            {"field": "last_order_month", "op": "in", "value": "november"}]})
+    assert "conditions.0.value" in str(info.value)
+    seg = rpc.segmentation.save_segment("seg", {"name": "holiday gifts", "match": "all",
+                                                "conditions": [
+        {"field": "largest_order", "op": "gt", "value": 10000},
+        {"field": "tags", "op": "contains", "value": "gift"}]})
+    for n in range(5):
+        post(services, "order.created", payloads.order(800 + n, customer_id=900 + n,
+                                                       total="150.00" if n % 2 == 0 else "50.00",
+                                                       email=f"h{n}@example.com",
+                                                       date_created_gmt=recent(1),
+                                                       modified=recent(1)))
+    # Each customer is first a prospect (customer.created), then new (order.placed).
+    got = events.wait_for(lambda got: sum(e["event_type"] == "customer.segment_changed"
+                                          and e["data"]["new_segment"] == "new" for e in got) == 5)
+    ids = [e["data"]["customer_id"] for e in got if e["event_type"] == "customer.segment_changed"
+           and e["data"]["new_segment"] == "new"]
+    rpc.segmentation.bulk_tag("seg", ids, ["gift"])
+    members, cursor = [], None
+    while True:
+        page = rpc.segmentation.segment_members("seg", seg["segment_id"], {"size": 1, "cursor": cursor})
+        members.extend(p["customer_id"] for p in page["items"])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    spent = {p: rpc.segmentation.get_profile("seg", p)["stats"]["total_spent"] for p in ids}
+    assert sorted(members) == sorted(p for p in ids if spent[p] > 10000) and len(members) == 3
+    new = rpc.segmentation.segment_members("seg", "new", {"size": 50})
+    assert {p["customer_id"] for p in new["items"]} == set(ids)
