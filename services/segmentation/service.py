@@ -11,7 +11,7 @@ from marshmallow import RAISE, Schema, ValidationError as MarshmallowError, fiel
 from nameko.rpc import rpc
 
 from services.segmentation.profiles import Profiles
-from services.segmentation.repository import SegmentationStorage
+from services.segmentation.repository import SegmentationStorage, utcnow
 from shared.config import from_nameko
 from shared.dependencies import OutboxRelayProvider, Settings, WorkerLogContext
 from shared.errors import EXPECTED_ERRORS, NotFound, ValidationError
@@ -257,6 +257,33 @@ class SegmentationService:
             self._done(change)
             results[customer_id] = "changed" if change.events else "unchanged"
         return {"results": results}
+
+    # -- reports and GDPR -----------------------------------------------------------------------
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def report(self, store_id: str, period: str = "month") -> dict:
+        from services.segmentation.reports import PERIODS, store_report
+
+        if period not in PERIODS:
+            raise ValidationError(f"period must be one of {', '.join(PERIODS)}",
+                                  {"fields": {"period": ["invalid"]}})
+        profiles = self.storage.profiles.collection.find(
+            {"store_id": store_id, "status": "active"},
+            {"stats": 1, "segment": 1, "groups": 1})
+        return {"store_id": store_id, **store_report(profiles, utcnow(), period)}
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def export_customer(self, store_id: str, customer_id: str) -> dict:
+        """Everything segmentation holds about one person (GDPR access and portability)."""
+        doc = self.storage.profiles.get(store_id, customer_id)
+        if doc is None:
+            raise NotFound(f"no profile for customer {customer_id} in store {store_id}")
+        orders = [{"order_id": order_id, **{k: (v.isoformat() if hasattr(v, "isoformat") else v)
+                                            for k, v in fact.items()}}
+                  for order_id, fact in sorted((doc.get("orders") or {}).items())]
+        contact = {k: (v.isoformat() if hasattr(v, "isoformat") else v)
+                   for k, v in (doc.get("contact") or {}).items()}
+        return {"service": "segmentation", "profile": profile_view(doc), "rfm": doc.get("rfm"),
+                "contact": contact, "orders": orders}
 
     # -- saved segments -------------------------------------------------------------------------
     @rpc(expected_exceptions=EXPECTED_ERRORS)

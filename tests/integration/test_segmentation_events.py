@@ -55,6 +55,11 @@ def test_order_events_make_a_new_customer_and_redelivery_publishes_nothing(servi
     profile = rpc.segmentation.get_profile("seg", customer_id)
     assert profile["segment"] == "new" and profile["stats"]["total_spent"] == 4990
     assert profile["email_domain"] == "acme.example" and profile["country"] == "GB"
+    report = rpc.segmentation.report("seg", "day")
+    assert report["buyers"] == 1 and report["segment_sizes"] == {"new": 1}
+    export = rpc.segmentation.export_customer("seg", customer_id)
+    assert export["service"] == "segmentation" and [o["order_id"] for o in export["orders"]] == ["501"]
+    json.dumps(export)
     before = len(events.received)
     post(services, "order.updated", {**order, "status": "completed",
                                      "date_modified_gmt": recent(0)})

@@ -120,3 +120,28 @@ def test_merge_moves_a_guests_orders_to_the_registered_customer(setup):
     profiles.apply_merge(merge)
     assert storage.profiles.get("s1", "reg")["stats"]["orders_count"] == 2
     assert storage.profiles.get("s1", "guest")["status"] == "merged"
+
+
+def test_store_report(setup):
+    from services.segmentation.reports import store_report
+
+    storage, profiles, clock = setup
+    for n in range(10):
+        for k in range(1 + (n >= 7)):  # customers 7, 8, 9 ordered twice
+            created = T0 - timedelta(days=10 + 40 * k + (100 if n == 0 else 0))
+            clock.now = created
+            profiles.apply_order_event(order_event(f"{n}-{k}", f"c{n}", 1000 * (n + 1),
+                                                   created=created, at=created))
+    clock.now = T0
+    profiles.set_groups("s1", "c9", add=["wholesale"])
+    report = store_report(storage.profiles.collection.find(), T0, "month")
+    assert report["buyers"] == 10
+    assert report["repeat_purchase_rate"] == 0.3
+    assert report["churn_rate"] == 0.1  # c0's only order was 110 days ago
+    total = sum(1000 * (n + 1) * (1 + (n >= 7)) for n in range(10))
+    assert report["lifetime_value"]["total"] == total
+    assert report["top_10_percent_revenue_share"] == round(20000 / total, 4)
+    assert report["average_order_value_by_group"] == {"wholesale": 10000}
+    assert sum(row["count"] for row in report["new_customers"]) == 10
+    with pytest.raises(ValueError):
+        store_report([], T0, "year")
