@@ -271,6 +271,18 @@ def _flatten(messages: Any, prefix: str = "") -> dict[str, list[str]]:
     return {prefix or "rule": [str(t) for t in texts]}
 
 
+def _load(schema: Schema, data: Any, what: str) -> dict:
+    """Load with `schema`, or raise shared ValidationError naming every failing field path."""
+    if not isinstance(data, dict):
+        raise ValidationError(f"{what} must be an object", {"fields": {what: ["not an object"]}})
+    try:
+        return schema.load(data)
+    except MarshmallowError as exc:
+        flat = _flatten(exc.messages)
+        summary = "; ".join(f"{path}: {' '.join(texts)}" for path, texts in sorted(flat.items()))
+        raise ValidationError(f"invalid {what}: {summary}", {"fields": flat}) from None
+
+
 def validate_rule(data: Any) -> dict:
     """The normalised rule, or shared ValidationError naming each failing field by its path.
 
@@ -278,14 +290,7 @@ def validate_rule(data: Any) -> dict:
     value for in/not_in made a list of one, `position` 0, `enabled` true and `match` "all"
     when absent. `rule_id` is optional (the service assigns one).
     """
-    if not isinstance(data, dict):
-        raise ValidationError("rule must be an object", {"fields": {"rule": ["not an object"]}})
-    try:
-        return RuleSchema().load(data)
-    except MarshmallowError as exc:
-        flat = _flatten(exc.messages)
-        summary = "; ".join(f"{path}: {' '.join(texts)}" for path, texts in sorted(flat.items()))
-        raise ValidationError(f"invalid rule: {summary}", {"fields": flat}) from None
+    return _load(RuleSchema(), data, "rule")
 
 
 class FilterSchema(Schema):
@@ -306,14 +311,7 @@ class FilterSchema(Schema):
 
 def validate_filter(data: Any) -> dict:
     """A saved segment's definition, or shared ValidationError naming each failing field."""
-    if not isinstance(data, dict):
-        raise ValidationError("segment must be an object", {"fields": {"segment": ["not an object"]}})
-    try:
-        return FilterSchema().load(data)
-    except MarshmallowError as exc:
-        flat = _flatten(exc.messages)
-        summary = "; ".join(f"{path}: {' '.join(texts)}" for path, texts in sorted(flat.items()))
-        raise ValidationError(f"invalid segment: {summary}", {"fields": flat}) from None
+    return _load(FilterSchema(), data, "segment")
 
 
 # -- evaluation ---------------------------------------------------------------------------------
