@@ -12,7 +12,8 @@ without changing what any query returns:
   mongomock's matching rules cover) still pass through mongomock's own filter, in insertion
   order, so results are exactly mongomock's;
 * a query on a plain `_id` reads that one document;
-* TTL expiry runs at most once a second per collection.
+* TTL expiry runs at most once a second per collection;
+* a cursor hands out its results by index (mongomock re-sliced the whole list per document).
 
 Applied once, from `shared.mongo.connect`, only when a `mongomock://` URI is used.
 """
@@ -230,13 +231,15 @@ def install() -> None:
             return (d for d in list(store.documents) if filter_applies(filter, d))
         indexes = _indexes(store)
         best = None
-        for path, key in conditions:
+        for path, key in conditions:  # the smallest candidate set, sized before any copy
             if path not in indexes.maps:
                 indexes.build(path, documents.values())
             buckets = indexes.maps[path]
-            ids = buckets.get(key, set()) | buckets.get(_COMPLEX, set())
-            if best is None or len(ids) < len(best):
-                best = ids
+            size = len(buckets.get(key, ())) + len(buckets.get(_COMPLEX, ()))
+            if best is None or size < best[0]:
+                best = (size, buckets.get(key, set()), buckets.get(_COMPLEX, set()))
+        _, plain, complex_ = best
+        best = plain | complex_ if complex_ else plain
         order = indexes.order
         chosen = sorted(best, key=lambda i: order.get(i, 0))
         return (documents[i] for i in chosen
@@ -248,6 +251,19 @@ def install() -> None:
     Store.drop = drop
     Collection._apply_update_document = apply_update_document
     Collection._apply_update_pipeline = apply_update_pipeline
+    def cursor_next(self):
+        # mongomock slices the whole result list on every next(): quadratic over a large find.
+        results = self._compute_results()
+        if self._limit and self._emitted >= abs(self._limit):
+            raise StopIteration()
+        index = self._skip + self._emitted
+        if index >= len(results):
+            raise StopIteration()
+        self._emitted += 1
+        return results[index]
+
+    mm_collection.Cursor.__next__ = cursor_next
+    mm_collection.Cursor.next = cursor_next
     Collection._iter_documents = iter_documents
     Collection._ensure_uniques = ensure_uniques
     _installed = True

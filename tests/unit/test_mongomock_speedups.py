@@ -76,3 +76,15 @@ def test_partial_unique_index_ignores_documents_outside_its_filter():
     coll.insert_one({"k": "one"})
     with pytest.raises(Exception):
         coll.insert_one({"k": "one"})
+
+
+def test_cursor_skip_limit_and_sort_are_unchanged():
+    install()
+    coll = mongomock.MongoClient().db.c
+    coll.insert_many([{"_id": i, "s": "a" if i % 2 else "b"} for i in range(100)])
+    assert [d["_id"] for d in coll.find({"s": "a"}).skip(5).limit(3)] == [11, 13, 15]
+    assert [d["_id"] for d in coll.find({"s": "b"}).sort("_id", -1).limit(2)] == [98, 96]
+    assert [d["_id"] for d in coll.find({"s": "b"}).limit(-2)] == [0, 2]
+    assert len(list(coll.find())) == 100
+    cursor = coll.find({"s": "a"})
+    assert next(cursor)["_id"] == 1 and next(cursor)["_id"] == 3
