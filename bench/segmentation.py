@@ -351,25 +351,35 @@ def seed(storage: SegmentationStorage, customers: int, orders: int, seed_value: 
 
 
 # -- measuring -------------------------------------------------------------------------------
+def _stored_profiles(storage: SegmentationStorage):
+    """The stored profile documents themselves, read-only and without copies where mongomock
+    allows it (its own store); else a small aggregation. Either way not timed: find() would
+    copy every document into one list (and slice that list on each next()), which would make
+    the benchmark's own look at the result the slowest, most memory-hungry step and raise the
+    peak RSS the recompute is judged by."""
+    store = getattr(storage.profiles.collection, "_store", None)
+    documents = getattr(store, "_documents", None)
+    if isinstance(documents, dict):
+        return (doc for doc in list(documents.values()) if doc.get("store_id") == STORE_ID)
+    return storage.profiles.collection.aggregate([
+        {"$match": {"store_id": STORE_ID}},
+        {"$project": {"_id": 0, "segment": 1, "tag_list": 1, "group_list": 1, "version": 1,
+                      OUTBOX_FIELD: 1}}])
+
+
 def outcome(storage: SegmentationStorage) -> dict:
-    """What the profiles look like after a recompute, and the outbox entries they hold (not
-    timed). An aggregation, not find(): mongomock's find() cursor copies each whole document
-    and slices its result list on every next(), which would make this scan the slowest and
-    most memory-hungry part of the benchmark."""
+    """What the profiles look like after a recompute, and the outbox entries they hold."""
     segments: Counter = Counter()
     tags: Counter = Counter()
     groups: Counter = Counter()
     versions_: Counter = Counter()
     owed = 0
-    for doc in storage.profiles.collection.aggregate([
-            {"$match": {"store_id": STORE_ID}},
-            {"$project": {"_id": 0, "segment": 1, "tag_list": 1, "group_list": 1, "version": 1,
-                          "owed": {"$size": {"$ifNull": [f"${OUTBOX_FIELD}", []]}}}}]):
+    for doc in _stored_profiles(storage):
         segments[str(doc.get("segment"))] += 1
         tags.update(doc.get("tag_list") or ())
         groups.update(doc.get("group_list") or ())
         versions_[doc.get("version")] += 1
-        owed += doc["owed"]
+        owed += len(doc.get(OUTBOX_FIELD) or ())
     return {"outbox_entries": owed, "segments": dict(sorted(segments.items())),
             "tags": dict(sorted(tags.items())), "groups": dict(sorted(groups.items())),
             "versions": {str(k): v for k, v in sorted(versions_.items())}}
@@ -408,6 +418,9 @@ def recompute(storage: SegmentationStorage, label: str, expected: int) -> dict:
         # The first progress mark comes after pass 1 (stats of every profile, the store-wide
         # cut points) and the first batch of pass 2.
         "seconds_to_first_batch_of_pass_2": round(marks[0][1], 3) if marks else None,
+        # 1-minute load average when it ended (this process counts for about 1): above
+        # ~1.5 on a 2-CPU machine, something else competed for the CPUs.
+        "loadavg_1min_at_end": round(os.getloadavg()[0], 2),
         "memory_before": memory_before,
         "memory_after": memory_after,
         "peak_rss_growth_mib": round(memory_after["peak_rss_mib"]
@@ -486,7 +499,9 @@ def render(results: dict) -> str:
     d = s["order_count_distribution"]
     lines = [
         f"machine: {m['nproc']} CPU(s), {m['cpu_model']}, {m['memory_gib']} GiB, "
-        f"Python {m['python']}, mongomock {results['versions']['mongomock']} (in process)",
+        f"Python {m['python']}, mongomock {results['versions']['mongomock']} (in process); "
+        f"load average at start {m['loadavg_at_start'][0]:.2f}, at end "
+        f"{m.get('loadavg_at_end', [float('nan')])[0]:.2f}",
         f"store: {p['customers']:,} customers, {p['orders']:,} orders, seed {p['seed']}, "
         f"{s['rules']} rules; orders dated up to {p['anchor']}",
         f"  orders per customer: none {d['prospects_no_order']:,}, one {d['one_order']:,}, "
@@ -502,6 +517,8 @@ def render(results: dict) -> str:
         ("", "first recompute", "second recompute"),
         ("wall time, s", fmt(first["wall_seconds"], 2), fmt(second and second["wall_seconds"], 2)),
         ("CPU time, s", fmt(first["cpu_seconds"], 2), fmt(second and second["cpu_seconds"], 2)),
+        ("1-min load average at its end", fmt(first["loadavg_1min_at_end"], 2),
+         fmt(second and second["loadavg_1min_at_end"], 2)),
         ("  of which pass 1 + first batch, s", fmt(first["seconds_to_first_batch_of_pass_2"], 2),
          fmt(second and second["seconds_to_first_batch_of_pass_2"], 2)),
         ("profiles", fmt(first["profiles"]), fmt(second and second["profiles"])),
@@ -641,6 +658,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
     results["finished_at"] = datetime.now(timezone.utc).isoformat()
+    results["machine"]["loadavg_at_end"] = list(os.getloadavg())
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")
     if status == 0:

@@ -13,7 +13,8 @@ without changing what any query returns:
   order, so results are exactly mongomock's;
 * a query on a plain `_id` reads that one document;
 * TTL expiry runs at most once a second per collection;
-* a cursor hands out its results by index (mongomock re-sliced the whole list per document).
+* a cursor read straight through streams its documents, copying one at a time (mongomock
+  copied the whole result into a list first, then re-sliced that list per document).
 
 Applied once, from `shared.mongo.connect`, only when a `mongomock://` URI is used.
 """
@@ -252,7 +253,23 @@ def install() -> None:
     Collection._apply_update_document = apply_update_document
     Collection._apply_update_pipeline = apply_update_pipeline
     def cursor_next(self):
-        # mongomock slices the whole result list on every next(): quadratic over a large find.
+        # mongomock copies every matching document into one list before handing out the first,
+        # and slices that list on every next(): quadratic in time, and a large find holds a
+        # copy of the whole result. A cursor read straight through streams instead, copying
+        # one document at a time, as a MongoDB cursor's batches do. Anything else (rewind,
+        # count, indexing, alive) keeps mongomock's list, read by index.
+        if self._results is None and self._factory_last_generated_results is None:
+            stream = self.__dict__.get("_companion_stream")
+            if stream is None and self._emitted == 0:
+                stream = _stream(self)
+            if stream is not None and stream[0] is self._factory and stream[1] == self._emitted:
+                if self._limit and self._emitted >= abs(self._limit):
+                    raise StopIteration()
+                doc = next(stream[2])  # StopIteration ends the cursor
+                self._emitted += 1
+                self.__dict__["_companion_stream"] = (stream[0], self._emitted, stream[2])
+                return doc
+            self.__dict__.pop("_companion_stream", None)
         results = self._compute_results()
         if self._limit and self._emitted >= abs(self._limit):
             raise StopIteration()
@@ -261,6 +278,16 @@ def install() -> None:
             raise StopIteration()
         self._emitted += 1
         return results[index]
+
+    def _stream(cursor):
+        documents = cursor._factory()
+        if cursor.collection.codec_options.tz_aware:
+            from mongomock import helpers
+            documents = (helpers.make_datetime_timezone_aware_in_document(d) for d in documents)
+        documents = itertools.islice(documents, cursor._skip or 0, None)
+        stream = (cursor._factory, 0, documents)
+        cursor.__dict__["_companion_stream"] = stream
+        return stream
 
     mm_collection.Cursor.__next__ = cursor_next
     mm_collection.Cursor.next = cursor_next

@@ -157,14 +157,18 @@ class Stats:
     last_order_at: datetime | None = None
     avg_days_between_orders: float | None = None  # None with fewer than 2 orders
     currency: str | None = None  # of the latest counted order
+    largest_order: int | None = None  # the largest counted order, net of refunds; None without
 
     def to_dict(self) -> dict:
-        """JSON-ready: times as ISO-8601 strings."""
-        data = asdict(self)
-        for name in ("first_order_at", "last_order_at"):
-            if data[name] is not None:
-                data[name] = data[name].isoformat()
-        return data
+        """JSON-ready: times as ISO-8601 strings. Written out by hand, not with asdict (which
+        deep-copies), since a store recompute calls it once per customer."""
+        first, last = self.first_order_at, self.last_order_at
+        return {"orders_count": self.orders_count, "total_spent": self.total_spent,
+                "average_order_value": self.average_order_value,
+                "first_order_at": first.isoformat() if first is not None else None,
+                "last_order_at": last.isoformat() if last is not None else None,
+                "avg_days_between_orders": self.avg_days_between_orders,
+                "currency": self.currency, "largest_order": self.largest_order}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Stats:
@@ -195,6 +199,7 @@ def compute_stats(orders: Iterable[OrderFact]) -> Stats:
         last_order_at=last,
         avg_days_between_orders=(last - first) / _DAY / (n - 1) if n > 1 else None,
         currency=counted[-1].currency,
+        largest_order=max(o.net for o in counted),
     )
 
 

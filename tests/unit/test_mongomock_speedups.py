@@ -88,3 +88,29 @@ def test_cursor_skip_limit_and_sort_are_unchanged():
     assert len(list(coll.find())) == 100
     cursor = coll.find({"s": "a"})
     assert next(cursor)["_id"] == 1 and next(cursor)["_id"] == 3
+
+
+def test_streamed_cursor_copies_documents_and_mixes_with_list_operations():
+    install()
+    coll = mongomock.MongoClient().db.c
+    coll.insert_many([{"_id": i, "s": "a" if i % 2 else "b", "big": [i]} for i in range(100)])
+    cursor = coll.find({"s": "a"}, {"big": 0})
+    first = next(cursor)
+    assert first == {"_id": 1, "s": "a"}
+    first["s"] = "changed"  # a copy: the stored document is untouched
+    assert coll.find_one({"_id": 1})["s"] == "a"
+    assert [d["_id"] for d in cursor][:2] == [3, 5]
+    cursor.rewind()  # after a rewind the cursor reads its whole result again
+    assert [d["_id"] for d in cursor] == list(range(1, 100, 2))
+    # a document deleted ahead of the cursor is not handed out; one updated ahead is, as it now is
+    cursor = coll.find({"s": "b"})
+    assert next(cursor)["_id"] == 0
+    coll.delete_one({"_id": 2})
+    coll.update_one({"_id": 4}, {"$set": {"big": ["new"]}})
+    rest = list(cursor)
+    assert [d["_id"] for d in rest][:2] == [4, 6] and rest[0]["big"] == ["new"]
+    # reads that need the whole result still work on a cursor being streamed
+    cursor = coll.find({"s": "a"}).skip(10)
+    assert next(cursor)["_id"] == 21
+    assert cursor.alive
+    assert [d["_id"] for d in cursor][-1] == 99

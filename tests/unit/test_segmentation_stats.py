@@ -100,8 +100,16 @@ def test_no_orders_is_an_empty_profile():
     assert stats == Stats()
     assert stats.to_dict() == {"orders_count": 0, "total_spent": 0, "average_order_value": 0,
                                "first_order_at": None, "last_order_at": None,
-                               "avg_days_between_orders": None, "currency": None}
+                               "avg_days_between_orders": None, "currency": None,
+                               "largest_order": None}
     assert days_since_last_order(stats, NOW) is None
+
+
+def test_largest_order_is_the_largest_counted_net_order():
+    stats = compute_stats([order(10, total=5_000, refunded=4_000), order(4, total=3_000),
+                           order(2, total=90_000, status="cancelled"),
+                           order(1, total=70_000, status="refunded")])
+    assert stats.largest_order == 3_000
 
 
 def test_stats_to_dict_is_json_ready_and_reads_back():
