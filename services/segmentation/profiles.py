@@ -18,16 +18,27 @@ from typing import Callable, Iterable
 
 from pymongo import UpdateOne
 
+from shared.errors import Conflict
 from shared.events import Event, build_event
 from shared.outbox import push_events
 from services.segmentation import rules as rule_engine
 from services.segmentation import stats as st
-from services.segmentation.repository import SegmentationStorage, utcnow
+from services.segmentation.repository import ACTIVE, SegmentationStorage, utcnow
 
 log = logging.getLogger(__name__)
 
 _NAMESPACE = uuid.UUID("0c5e7f5e-98a3-4c1b-9a53-2f3b6d7e8a90")
 _MAX_CONFLICT_RETRIES = 20
+
+# A profile's life. Only active profiles are derived from (segments, rules, events), recomputed,
+# reported and listed. A deleted customer's profile keeps its facts, since the shop keeps their
+# orders; a merged guest's orders live on in the registered customer's profile; an erased
+# profile is a marker holding nothing about the person, so late events cannot recreate one.
+DELETED, MERGED, ERASED = "deleted", "merged", "erased"
+# Everything an erasure removes: every field of a profile but its key and the marker itself.
+_PERSONAL_FIELDS = ("orders", "contact", "tags", "groups", "tag_list", "group_list", "segment",
+                    "stats", "rfm", "evaluated_at", "created_at", "merged_into", "deleted_at",
+                    "outbox")
 
 
 class ConcurrentChange(RuntimeError):
@@ -73,7 +84,7 @@ def rule_view(doc: dict, stats: st.Stats, segment: str, now: datetime) -> dict:
         "groups": set(doc.get("groups") or {}),
         "country": contact.get("country", ""),
         "email_domain": contact.get("email_domain", ""),
-        "largest_order": max((f.net for f in order_facts(doc) if f.counts), default=None),
+        "largest_order": stats.largest_order,
         "last_order_month": stats.last_order_at.month if stats.last_order_at else None,
     }
 
@@ -142,13 +153,57 @@ class Profiles:
             held = doc.get("contact") or {}
             if _aware(held.get("as_of")) and _aware(held["as_of"]) > event.occurred_at:
                 return False
-            if {k: held.get(k) for k in contact if k != "as_of"} == \
+            if doc.get("status") == DELETED:
+                if _aware(doc.get("deleted_at")) >= event.occurred_at:
+                    return False  # older than the deletion: delivered late
+                doc["status"], doc["deleted_at"] = ACTIVE, None  # the shop has them again
+            elif {k: held.get(k) for k in contact if k != "as_of"} == \
                     {k: v for k, v in contact.items() if k != "as_of"}:
                 return False
             doc["contact"] = contact
             return True
 
         return self._update(event.store_id, data["customer_id"], change, event)
+
+    def apply_customer_deleted(self, event: Event) -> ProfileChange:
+        """The shop deleted the customer. Their orders stay in the shop, so the profile keeps
+        its facts, but it leaves every segment, listing, report and recompute, and publishes
+        nothing more. A customer event older than the deletion does not bring it back."""
+
+        def change(doc: dict) -> bool:
+            held = doc.get("contact") or {}
+            if doc.get("status") != ACTIVE:
+                return False
+            if _aware(held.get("as_of")) and _aware(held["as_of"]) > event.occurred_at:
+                return False  # the customer was seen again after this deletion
+            doc["status"], doc["deleted_at"] = DELETED, event.occurred_at
+            return True
+
+        return self._update(event.store_id, event.data["customer_id"], change, event)
+
+    def erase(self, store_id: str, customer_ids: Iterable[str], request_id: str) -> dict:
+        """GDPR erasure: each profile becomes a marker that holds nothing about the person
+        (no orders, contact facts, stats, segment, tags, groups or owed events), and that any
+        later event for that customer leaves alone. Idempotent; the counts are of what this
+        request left erased, so a repeat answers the same."""
+        profiles = self.storage.profiles.collection
+        ids = sorted(set(customer_ids))
+        for customer_id in ids:
+            key = self.storage.profiles.key(store_id, customer_id)
+            held = profiles.find_one({"_id": key}, {"status": 1})
+            if held is not None and held.get("status") == ERASED:
+                continue
+            profiles.update_one(
+                {"_id": key},
+                {"$set": {"status": ERASED, "erased_at": self.clock(),
+                          "erasure_request_id": request_id, "had_profile": held is not None},
+                 "$setOnInsert": {"store_id": store_id, "customer_id": customer_id},
+                 "$unset": {name: "" for name in _PERSONAL_FIELDS},
+                 "$inc": {"version": 1}},
+                upsert=True)
+        erased = profiles.count_documents({"store_id": store_id, "customer_id": {"$in": ids},
+                                           "status": ERASED, "had_profile": True})
+        return {"profiles": erased}
 
     def apply_merge(self, event: Event) -> ProfileChange:
         """A guest merged into a registered customer: its orders count for the registered one."""
@@ -165,7 +220,7 @@ class Profiles:
 
         result = self._update(event.store_id, event.data["customer_id"], change, event)
         self.storage.profiles.collection.update_one(
-            {"_id": merged["_id"]}, {"$set": {"status": "merged",
+            {"_id": merged["_id"], "status": {"$ne": ERASED}}, {"$set": {"status": MERGED,
                                               "merged_into": event.data["customer_id"]}})
         return result
 
@@ -185,6 +240,9 @@ class Profiles:
         stamp = "added_at" if kind == "tags" else "joined_at"
 
         def change(doc: dict) -> bool:
+            status = doc.get("status", ACTIVE)
+            if status != ACTIVE:
+                raise Conflict(f"customer {customer_id} is {status}: their {kind} cannot change")
             members = doc.setdefault(kind, {})
             changed = False
             for name in add:
@@ -206,14 +264,16 @@ class Profiles:
         written in bulk, one compare-and-set update per changed profile with its events.
 
         Two streaming passes over the profiles (nothing but the stats is held for the whole
-        store) and one bulk write per `batch_size` changed profiles. A profile changed by an
+        store) and one bulk write per `batch_size` changed profiles. The second pass reads the
+        profiles without their orders: everything derived from the orders is in the stats of
+        pass 1, which keeps a large store's recompute within memory. A profile changed by an
         event meanwhile fails its compare-and-set and is re-evaluated on its own."""
         started = time.monotonic()
         now = self.clock()
         profiles = self.storage.profiles
         base = self._context(store_id)
         all_stats: dict[str, st.Stats] = {}
-        for doc in profiles.collection.find({"store_id": store_id, "status": "active"},
+        for doc in profiles.collection.find({"store_id": store_id, "status": ACTIVE},
                                             {"orders": 1}):
             all_stats[doc["_id"]] = st.compute_stats(order_facts(doc))
         cutoff = st.vip_cutoff([s.total_spent for s in all_stats.values()],
@@ -239,13 +299,15 @@ class Profiles:
                         self.reevaluate(store_id, stored["customer_id"])
             pending.clear()
 
-        for doc in profiles.collection.find({"store_id": store_id, "status": "active"},
-                                            {"outbox": 0}):
+        for doc in profiles.collection.find({"store_id": store_id, "status": ACTIVE},
+                                            {"outbox": 0, "orders": 0}):
             counts["profiles"] += 1
+            stats = all_stats.get(doc["_id"])
+            if stats is None:  # created since pass 1: its orders were not read, so skip it
+                continue        # here; the event that created it evaluated it already
             before = _before(doc)
             old = (doc.get("stats"), doc.get("rfm"), doc.get("segment"))
-            events = self._derive(doc, before, context, None, None, False,
-                                  stats=all_stats.get(doc["_id"]))
+            events = self._derive(doc, before, context, None, None, False, stats=stats)
             if events or (doc.get("stats"), doc.get("rfm"), doc.get("segment")) != old:
                 counts["changed"] += 1
                 counts["events"] += len(events)
@@ -272,7 +334,7 @@ class Profiles:
         time. Conditions are evaluated on each profile's stored stats (as of its last
         evaluation), scanning the store's profiles from the cursor on."""
         now = self.clock()
-        query: dict = {"store_id": store_id, "status": "active"}
+        query: dict = {"store_id": store_id, "status": ACTIVE}
         if after:
             query["customer_id"] = {"$gt": after}
         found: list[dict] = []
@@ -301,11 +363,16 @@ class Profiles:
         context = self._context(store_id)
         for _ in range(_MAX_CONFLICT_RETRIES):
             stored = profiles.get(store_id, customer_id)
+            if stored is not None and stored.get("status") == ERASED:
+                return ProfileChange()  # forgotten: nothing about them is kept again
             doc = stored if stored is not None else profiles.new(store_id, customer_id)
             before = _before(doc)
             working = copy.deepcopy(doc)
             fact_changed = change(working)
-            events = self._derive(working, before, context, cause, actor, manual)
+            if working.get("status", ACTIVE) == ACTIVE:
+                events = self._derive(working, before, context, cause, actor, manual)
+            else:
+                events = []  # deleted or merged: facts are kept, nothing is derived or said
             derived_changed = (working.get("stats"), working.get("rfm")) != (
                 doc.get("stats"), doc.get("rfm"))
             if not fact_changed and not events and not derived_changed and stored is not None:
@@ -323,6 +390,8 @@ class Profiles:
     def _fields(self, working: dict) -> dict:
         fields = {k: working.get(k) for k in ("orders", "contact", "tags", "groups", "segment",
                                               "stats", "rfm")}
+        fields["status"] = working.get("status", ACTIVE)
+        fields["deleted_at"] = working.get("deleted_at")
         fields["tag_list"] = sorted(working.get("tags") or {})
         fields["group_list"] = sorted(working.get("groups") or {})
         fields["evaluated_at"] = self.clock()

@@ -12,7 +12,11 @@ from pymongo import ASCENDING
 from pymongo.collection import Collection
 from pymongo.database import Database
 
+from shared.outbox import push_events
 from shared.versioned import VersionedRepository
+
+
+ACTIVE = "active"  # the other profile states are named in profiles.py
 
 
 def utcnow() -> datetime:
@@ -37,12 +41,12 @@ class ProfileRepository(VersionedRepository):
     def new(self, store_id: str, customer_id: str) -> dict:
         """A profile not stored yet (version 0: the first write inserts it)."""
         return {"_id": self.key(store_id, customer_id), "store_id": store_id,
-                "customer_id": customer_id, "status": "active", "orders": {}, "tags": {},
+                "customer_id": customer_id, "status": ACTIVE, "orders": {}, "tags": {},
                 "groups": {}, "tag_list": [], "group_list": [], "segment": None, "stats": None,
                 "contact": {}, "version": 0, "created_at": utcnow()}
 
     def for_store(self, store_id: str, batch_size: int = 1000):
-        return self.collection.find({"store_id": store_id, "status": "active"},
+        return self.collection.find({"store_id": store_id, "status": ACTIVE},
                                     {"outbox": 0}).batch_size(batch_size)
 
 
@@ -63,6 +67,33 @@ class StoreSettingsRepository:
                                    upsert=True)
 
 
+class ErasureReceipts:
+    """One receipt per GDPR erasure request: what this service erased, and the confirmation it
+    owes (in its outbox), written together so the confirmation is never lost or invented."""
+
+    def __init__(self, collection: Collection) -> None:
+        self.collection = collection
+
+    @staticmethod
+    def key(store_id: str, request_id: str) -> str:
+        return f"{store_id}:{request_id}"
+
+    def get(self, store_id: str, request_id: str) -> dict | None:
+        return self.collection.find_one({"_id": self.key(store_id, request_id)})
+
+    def record(self, store_id: str, request_id: str, counts: dict, events) -> str:
+        """Keep the first counts recorded for the request; owe the events (again, when asked
+        again: the gdpr service asks again only when it has not heard back)."""
+        key = self.key(store_id, request_id)
+        self.collection.update_one(
+            {"_id": key},
+            {"$setOnInsert": {"store_id": store_id, "request_id": request_id, "counts": counts,
+                              "recorded_at": utcnow()},
+             "$push": push_events(events)},
+            upsert=True)
+        return key
+
+
 class SegmentationStorage:
     def __init__(self, database: Database) -> None:
         self.database = database
@@ -70,6 +101,7 @@ class SegmentationStorage:
         self.settings = StoreSettingsRepository(database["store_settings"])
         self.rules = database["rules"]
         self.groups = database["groups"]
+        self.erasures = ErasureReceipts(database["erasures"])
 
     def ensure_indexes(self) -> None:
         self.profiles.ensure_indexes()
@@ -78,4 +110,4 @@ class SegmentationStorage:
         self.groups.create_index([("store_id", ASCENDING), ("slug", ASCENDING)], unique=True)
 
     def outbox_collections(self) -> list[Collection]:
-        return [self.profiles.collection]
+        return [self.profiles.collection, self.erasures.collection]

@@ -10,13 +10,15 @@ from nameko.extensions import DependencyProvider
 from marshmallow import RAISE, Schema, ValidationError as MarshmallowError, fields, validate
 from nameko.rpc import rpc
 
-from services.segmentation.profiles import Profiles
+from services.segmentation.erasure import handle_erasure_requested
+from services.segmentation.profiles import ERASED, Profiles
 from services.segmentation.repository import SegmentationStorage, utcnow
 from shared.config import from_nameko
 from shared.dependencies import OutboxRelayProvider, Settings, WorkerLogContext
-from shared.errors import EXPECTED_ERRORS, NotFound, ValidationError
+from shared.errors import EXPECTED_ERRORS, Conflict, NotFound, ValidationError
 from shared.health import readiness
 from shared.messaging.handlers import event_handler
+from shared.messaging.parking import ParkedMessages
 from shared.mongo import MongoStorage
 
 log = logging.getLogger(__name__)
@@ -73,6 +75,7 @@ def profile_view(doc: dict) -> dict:
 
     return {
         "store_id": doc["store_id"], "customer_id": doc["customer_id"],
+        "status": doc.get("status", "active"),
         "segment": doc.get("segment"), "stats": doc.get("stats"),
         "tags": [{"tag": t, "source": v.get("source"), "rule_id": v.get("rule_id"),
                   "added_at": iso(v.get("added_at"))} for t, v in sorted((doc.get("tags") or {}).items())],
@@ -164,6 +167,19 @@ class SegmentationService:
     def on_customer_merged(self, event):
         self._done(Profiles(self.storage).apply_merge(event))
 
+    @event_handler("customer_sync", "customer.deleted")
+    def on_customer_deleted(self, event):
+        self._done(Profiles(self.storage).apply_customer_deleted(event))
+
+    @event_handler("gdpr", "gdpr.erasure_requested")
+    def on_erasure_requested(self, event):
+        self._done(handle_erasure_requested(Profiles(self.storage), event, self._drop_parked))
+
+    def _drop_parked(self, matches) -> int:
+        dropped = ParkedMessages(self.settings.get("AMQP_URI")).drop_where(
+            self.name, lambda parked: matches(parked.body))
+        return len(dropped)
+
     # -- RPC -------------------------------------------------------------------------------
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def health(self) -> dict:
@@ -172,12 +188,16 @@ class SegmentationService:
         return {**readiness(self.settings.get("AMQP_URI"), self.storage.database),
                 "service": self.name}
 
+    def _profile(self, store_id: str, customer_id: str) -> dict:
+        doc = self.storage.profiles.get(store_id, customer_id)
+        if doc is None or doc.get("status") == ERASED:
+            raise NotFound(f"no profile for customer {customer_id} in store {store_id}")
+        return doc
+
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def get_profile(self, store_id: str, customer_id: str) -> dict:
-        doc = self.storage.profiles.get(store_id, customer_id)
-        if doc is None:
-            raise NotFound(f"no profile for customer {customer_id} in store {store_id}")
-        return profile_view(doc)
+        """Stats, segment, tags and groups; `status` says whether the shop deleted them."""
+        return profile_view(self._profile(store_id, customer_id))
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def tag(self, store_id: str, customer_id: str, tags, actor: str | None = None) -> dict:
@@ -187,8 +207,7 @@ class SegmentationService:
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def untag(self, store_id: str, customer_id: str, tags, actor: str | None = None) -> dict:
-        if self.storage.profiles.get(store_id, customer_id) is None:
-            raise NotFound(f"no profile for customer {customer_id} in store {store_id}")
+        self._profile(store_id, customer_id)
         self._done(Profiles(self.storage).set_tags(store_id, customer_id, remove=_tags(tags),
                                                    actor=actor))
         return self.get_profile(store_id, customer_id)
@@ -202,10 +221,18 @@ class SegmentationService:
                                   {"fields": {"customer_ids": ["required"]}})
         profiles = Profiles(self.storage)
         results = {}
-        for customer_id in customer_ids:
-            change = profiles.set_tags(store_id, str(customer_id), add=slugs, actor=actor)
+        for customer_id in map(str, customer_ids):
+            held = self.storage.profiles.get(store_id, customer_id)
+            if held is not None and held.get("status") == ERASED:
+                results[customer_id] = "not found"
+                continue
+            try:
+                change = profiles.set_tags(store_id, customer_id, add=slugs, actor=actor)
+            except Conflict as exc:
+                results[customer_id] = f"refused: {exc}"
+                continue
             self._done(change)
-            results[str(customer_id)] = "tagged" if change.events else "unchanged"
+            results[customer_id] = "tagged" if change.events else "unchanged"
         return {"results": results}
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
@@ -252,8 +279,17 @@ class SegmentationService:
         profiles = Profiles(self.storage)
         results = {}
         for customer_id in map(str, customer_ids):
-            change = (profiles.set_groups(store_id, customer_id, add=[slug], actor=actor) if join
-                      else profiles.set_groups(store_id, customer_id, remove=[slug], actor=actor))
+            held = self.storage.profiles.get(store_id, customer_id)
+            if held is not None and held.get("status") == ERASED:
+                results[customer_id] = "not found"
+                continue
+            try:
+                change = (profiles.set_groups(store_id, customer_id, add=[slug], actor=actor)
+                          if join else
+                          profiles.set_groups(store_id, customer_id, remove=[slug], actor=actor))
+            except Conflict as exc:
+                results[customer_id] = f"refused: {exc}"
+                continue
             self._done(change)
             results[customer_id] = "changed" if change.events else "unchanged"
         return {"results": results}
@@ -274,9 +310,7 @@ class SegmentationService:
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def export_customer(self, store_id: str, customer_id: str) -> dict:
         """Everything segmentation holds about one person (GDPR access and portability)."""
-        doc = self.storage.profiles.get(store_id, customer_id)
-        if doc is None:
-            raise NotFound(f"no profile for customer {customer_id} in store {store_id}")
+        doc = self._profile(store_id, customer_id)
         orders = [{"order_id": order_id, **{k: (v.isoformat() if hasattr(v, "isoformat") else v)
                                             for k, v in fact.items()}}
                   for order_id, fact in sorted((doc.get("orders") or {}).items())]

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from marshmallow import Schema
 
 from shared.events import customer_sync as cs
+from shared.events import gdpr
 from shared.events import segmentation as seg
 
 
@@ -108,6 +109,16 @@ _ENTRIES = (
                   "A customer left a group.",
                   {"customer_id": "c-3f2a", "group": "wholesale", "source": "manual",
                    "rule_id": None, "actor": "ops@shop.example"}),
+    EventContract("gdpr.erasure_requested", "gdpr", 1, gdpr.ErasureRequestedData,
+                  "Forget a person: every data-owning service erases or anonymises its slice "
+                  "and answers with `gdpr.erasure_completed`.",
+                  {"request_id": "req-7", "customer_ids": ["c-3f2a", "c-77b0"],
+                   "email": "ada@example.com"}),
+    EventContract("gdpr.erasure_completed", "gdpr", 1, gdpr.ErasureCompletedData,
+                  "One data-owning service has erased its slice of a person (published by "
+                  "that service, on the gdpr exchange; `service` names it).",
+                  {"request_id": "req-7", "service": "segmentation",
+                   "customer_ids": ["c-3f2a", "c-77b0"], "counts": {"profiles": 2}}),
 )
 
 CATALOGUE: dict[tuple[str, int], EventContract] = {

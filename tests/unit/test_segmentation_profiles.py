@@ -41,6 +41,8 @@ def order_event(order_id: str, customer: str, total: int, *, status: str = "proc
         data["refund_delta"] = {"amount": refunded, "currency": "EUR"}
     if event_type == "order.cancelled":
         data["old_status"] = "processing"
+    if event_type == "order.updated":
+        data.update(old_status="processing", new_status=status, changed_fields=["status"])
     return build_event(event_type, store_id="s1", data=data, occurred_at=at)
 
 
@@ -145,3 +147,109 @@ def test_store_report(setup):
     assert sum(row["count"] for row in report["new_customers"]) == 10
     with pytest.raises(ValueError):
         store_report([], T0, "year")
+
+
+def customer_event(event_type: str, customer: str, at: datetime, email: str = "ada@example.com"):
+    if event_type == "customer.deleted":
+        data = {"customer_id": customer, "woo_customer_id": 42}
+    else:
+        data = {**contract(event_type).sample, "customer_id": customer, "email": email}
+    return build_event(event_type, store_id="s1", data=data, occurred_at=at)
+
+
+def test_a_deleted_customer_keeps_their_facts_but_leaves_segments_and_says_nothing(setup):
+    storage, profiles, clock = setup
+    profiles.apply_customer_event(customer_event("customer.created", "c1", T0))
+    profiles.apply_order_event(order_event("1", "c1", 4990))
+    profiles.apply_order_event(order_event("2", "c2", 4990))
+    owed_before = len(owed(storage))
+    profiles.apply_customer_deleted(customer_event("customer.deleted", "c1", T0 + timedelta(hours=1)))
+    doc = storage.profiles.get("s1", "c1")
+    assert doc["status"] == "deleted" and doc["orders"]["1"]["total"] == 4990
+    # an order update still lands as a fact, but derives and publishes nothing
+    profiles.apply_order_event(order_event("1", "c1", 4990, status="completed",
+                                           at=T0 + timedelta(hours=2), event_type="order.updated"))
+    assert storage.profiles.get("s1", "c1")["orders"]["1"]["status"] == "completed"
+    assert len(owed(storage)) == owed_before
+    # not in segment listings, recomputes or reports
+    members, _ = profiles.members("s1", {"match": "all", "conditions": [
+        {"field": "segment", "op": "eq", "value": "new"}]}, None, 10)
+    assert [m["customer_id"] for m in members] == ["c2"]
+    assert profiles.recompute_store("s1")["profiles"] == 1
+    # a customer event from before the deletion, delivered late, does not bring them back
+    profiles.apply_customer_event(customer_event("customer.updated", "c1", T0 + timedelta(minutes=30)))
+    assert storage.profiles.get("s1", "c1")["status"] == "deleted"
+    # manual tags are refused with the reason
+    from shared.errors import Conflict
+    with pytest.raises(Conflict, match="deleted"):
+        profiles.set_tags("s1", "c1", add=["gift"])
+
+
+def test_a_deletion_older_than_the_latest_customer_event_is_ignored(setup):
+    storage, profiles, _ = setup
+    profiles.apply_customer_event(customer_event("customer.updated", "c1", T0 + timedelta(hours=1)))
+    profiles.apply_customer_deleted(customer_event("customer.deleted", "c1", T0))
+    assert storage.profiles.get("s1", "c1")["status"] == "active"
+
+
+def test_erasure_leaves_a_marker_holding_nothing_and_late_events_do_not_recreate(setup):
+    storage, profiles, _ = setup
+    profiles.apply_customer_event(customer_event("customer.created", "c1", T0))
+    profiles.apply_order_event(order_event("1", "c1", 600_000))  # a VIP, tagged by a person too
+    profiles.set_tags("s1", "c1", add=["gift"])
+    counts = profiles.erase("s1", ["c1", "never-seen"], "req-1")
+    assert counts == {"profiles": 1}
+    for customer_id in ("c1", "never-seen"):
+        doc = storage.profiles.collection.find_one({"_id": f"s1:{customer_id}"})
+        assert doc["status"] == "erased" and doc["erasure_request_id"] == "req-1"
+        assert set(doc) == {"_id", "store_id", "customer_id", "status", "erased_at",
+                            "erasure_request_id", "had_profile", "version"}
+    # redelivered and late events for either leave the markers alone
+    profiles.apply_order_event(order_event("1", "c1", 600_000, status="completed",
+                                           at=T0 + timedelta(hours=1), event_type="order.updated"))
+    profiles.apply_customer_event(customer_event("customer.updated", "never-seen", T0 + timedelta(hours=1)))
+    assert storage.profiles.get("s1", "c1")["status"] == "erased"
+    assert "contact" not in storage.profiles.get("s1", "never-seen")
+    assert profiles.set_tags("s1", "c1", add=["gift"]).events == []
+    # asked again, the same answer
+    assert profiles.erase("s1", ["c1", "never-seen"], "req-1") == {"profiles": 1}
+
+
+def test_erasure_handler_confirms_once_with_counts_and_drops_parked_messages(setup):
+    from services.segmentation.erasure import handle_erasure_requested, mentions
+
+    storage, profiles, _ = setup
+    profiles.apply_order_event(order_event("1", "c1", 4990))
+    parked = [
+        {"store_id": "s1", "data": {"customer_id": "c1"}},
+        {"store_id": "s2", "data": {"customer_id": "c1"}},  # another store's customer c1
+        {"store_id": "s9", "data": {"email": "ADA@example.com"}},
+        {"store_id": "s1", "data": {"customer_id": "c2"}},
+    ]
+
+    def drop_parked(matches):
+        dropped = [body for body in parked if matches(body)]
+        parked[:] = [body for body in parked if not matches(body)]
+        return len(dropped)
+
+    request = build_event("gdpr.erasure_requested", store_id="s1",
+                          data={"request_id": "req-1", "customer_ids": ["c1"],
+                                "email": "ada@example.com"})
+    change = handle_erasure_requested(profiles, request, drop_parked)
+    assert change.events == ["gdpr.erasure_completed"]
+    assert parked == [{"store_id": "s2", "data": {"customer_id": "c1"}},
+                      {"store_id": "s1", "data": {"customer_id": "c2"}}]
+    receipt = storage.erasures.get("s1", "req-1")
+    confirmation = receipt[OUTBOX_FIELD][0]["message"]
+    assert receipt[OUTBOX_FIELD][0]["exchange"] == "gdpr.events"
+    assert confirmation["data"] == {"request_id": "req-1", "service": "segmentation",
+                                    "customer_ids": ["c1"],
+                                    "counts": {"profiles": 1, "parked_messages": 2}}
+    assert confirmation["causation_id"] == request.event_id
+    # asked again (a new event for the same request): the same confirmation, the same counts
+    again = build_event("gdpr.erasure_requested", store_id="s1", data=request.data)
+    handle_erasure_requested(profiles, again, drop_parked)
+    messages = [e["message"] for e in storage.erasures.get("s1", "req-1")[OUTBOX_FIELD]]
+    assert [m["event_id"] for m in messages] == [confirmation["event_id"]] * 2
+    assert messages[1]["data"]["counts"] == {"profiles": 1, "parked_messages": 2}
+    assert not mentions("not a dict", "s1", ["c1"], None)
