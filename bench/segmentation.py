@@ -39,12 +39,10 @@ import gc
 import json
 import math
 import os
-import platform
 import pstats
 import random
 import resource
 import signal
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -56,6 +54,7 @@ import warnings
 # (DESIGN.md records that choice). This process is never monkey-patched.
 warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
 
+from bench.common import log, machine, source_state  # noqa: E402
 from services.segmentation.profiles import Profiles  # noqa: E402
 from services.segmentation.repository import SegmentationStorage  # noqa: E402
 from services.segmentation.rules import validate_rule  # noqa: E402
@@ -119,53 +118,6 @@ RULES = (
 
 class BenchTimeout(Exception):
     pass
-
-
-def log(message: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-# -- the machine and the process -------------------------------------------------------------
-def machine() -> dict:
-    model = None
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    memory = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                memory = round(int(line.split()[1]) / 1024 / 1024, 1)
-                break
-    except (OSError, ValueError):
-        pass
-    return {
-        "nproc": os.cpu_count(),
-        "cpu_model": model or platform.processor() or "unknown",
-        "memory_gib": memory,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "loadavg_at_start": list(os.getloadavg()),
-    }
-
-
-def source_state() -> dict:
-    """Which code was measured: the commit, and files that differ from it (read-only git)."""
-    def git(*argv: str) -> str | None:
-        try:
-            done = subprocess.run(["git", "--no-optional-locks", *argv], cwd=ROOT, timeout=10,
-                                  capture_output=True, text=True)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return done.stdout.strip() if done.returncode == 0 else None
-
-    status = git("status", "--porcelain", "--untracked-files=no")
-    return {"commit": git("rev-parse", "HEAD"),
-            "modified_files": status.splitlines() if status else []}
 
 
 def versions() -> dict:

@@ -29,7 +29,6 @@ import itertools
 import json
 import math
 import os
-import platform
 import signal
 import socket
 import subprocess
@@ -49,6 +48,7 @@ warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
 import requests  # noqa: E402
 from kombu import Connection, Exchange, Queue  # noqa: E402
 
+from bench.common import log, machine, source_state  # noqa: E402
 from services.customer_sync.signature import sign  # noqa: E402
 from tests import payloads  # noqa: E402
 from tests.support import BrokerAdmin, free_port  # noqa: E402
@@ -80,44 +80,6 @@ TARGET_P99_MS = 50.0
 REQUEST_TIMEOUT_S = 10.0
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
-
-
-def log(message: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-# -- the machine -----------------------------------------------------------------------------
-def machine() -> dict:
-    model = None
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "nproc": os.cpu_count(),
-        "cpu_model": model or platform.processor() or "unknown",
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "loadavg_at_start": list(os.getloadavg()),
-    }
-
-
-def source_state() -> dict:
-    """Which code was measured: the commit, and files that differ from it (read-only git)."""
-    def git(*argv: str) -> str | None:
-        try:
-            done = subprocess.run(["git", "--no-optional-locks", *argv], cwd=ROOT, timeout=10,
-                                  capture_output=True, text=True)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return done.stdout.strip() if done.returncode == 0 else None
-
-    status = git("status", "--porcelain", "--untracked-files=no")
-    return {"commit": git("rev-parse", "HEAD"),
-            "modified_files": status.splitlines() if status else []}
 
 
 def process_cpu_seconds(pid: int) -> float | None:
