@@ -14,7 +14,11 @@ without changing what any query returns:
 * a query on a plain `_id` reads that one document;
 * TTL expiry runs at most once a second per collection;
 * a cursor read straight through streams its documents, copying one at a time (mongomock
-  copied the whole result into a list first, then re-sliced that list per document).
+  copied the whole result into a list first, then re-sliced that list per document);
+* every collection operation first yields to other green threads, as a round trip to a real
+  server does: without it, a read-modify-write in one eventlet worker could never interleave
+  with another's, and tests of concurrent updates (compare-and-set, conditional debits) would
+  pass whether or not the code guarded against the race.
 
 Applied once, from `shared.mongo.connect`, only when a `mongomock://` URI is used.
 """
@@ -293,4 +297,25 @@ def install() -> None:
     mm_collection.Cursor.next = cursor_next
     Collection._iter_documents = iter_documents
     Collection._ensure_uniques = ensure_uniques
+    for name in _ROUND_TRIPS:
+        setattr(Collection, name, _yielding(getattr(Collection, name)))
     _installed = True
+
+
+# The operations that are one round trip to a server.
+_ROUND_TRIPS = ("find", "find_one", "insert_one", "insert_many", "update_one", "update_many",
+                "replace_one", "delete_one", "delete_many", "find_one_and_update",
+                "find_one_and_replace", "find_one_and_delete", "bulk_write", "count_documents",
+                "aggregate", "distinct")
+
+
+def _yielding(method):
+    """The operation, after a yield to other green threads (time.sleep is eventlet's once a
+    service process is monkey-patched; elsewhere it only releases the GIL)."""
+    def operation(self, *args, **kwargs):
+        time.sleep(0)
+        return method(self, *args, **kwargs)
+
+    operation.__name__ = method.__name__
+    operation.__doc__ = method.__doc__
+    return operation

@@ -19,7 +19,6 @@ from services.customer_sync.changes import Freshness, PlannedEvent
 from services.customer_sync.normalise import (
     CustomerSnapshot,
     OrderSnapshot,
-    email_key,
     normalise_customer,
     normalise_order,
 )

@@ -12,7 +12,7 @@ from pymongo import ASCENDING
 from pymongo.collection import Collection
 from pymongo.database import Database
 
-from shared.outbox import push_events
+from shared.erasure import ErasureReceipts
 from shared.versioned import VersionedRepository
 
 
@@ -65,33 +65,6 @@ class StoreSettingsRepository:
     def update(self, store_id: str, fields: dict) -> None:
         self.collection.update_one({"_id": store_id}, {"$set": {**fields, "updated_at": utcnow()}},
                                    upsert=True)
-
-
-class ErasureReceipts:
-    """One receipt per GDPR erasure request: what this service erased, and the confirmation it
-    owes (in its outbox), written together so the confirmation is never lost or invented."""
-
-    def __init__(self, collection: Collection) -> None:
-        self.collection = collection
-
-    @staticmethod
-    def key(store_id: str, request_id: str) -> str:
-        return f"{store_id}:{request_id}"
-
-    def get(self, store_id: str, request_id: str) -> dict | None:
-        return self.collection.find_one({"_id": self.key(store_id, request_id)})
-
-    def record(self, store_id: str, request_id: str, counts: dict, events) -> str:
-        """Keep the first counts recorded for the request; owe the events (again, when asked
-        again: the gdpr service asks again only when it has not heard back)."""
-        key = self.key(store_id, request_id)
-        self.collection.update_one(
-            {"_id": key},
-            {"$setOnInsert": {"store_id": store_id, "request_id": request_id, "counts": counts,
-                              "recorded_at": utcnow()},
-             "$push": push_events(events)},
-            upsert=True)
-        return key
 
 
 class SegmentationStorage:

@@ -216,7 +216,8 @@ def test_erasure_leaves_a_marker_holding_nothing_and_late_events_do_not_recreate
 
 
 def test_erasure_handler_confirms_once_with_counts_and_drops_parked_messages(setup):
-    from services.segmentation.erasure import handle_erasure_requested, mentions
+    from services.segmentation.erasure import handle_erasure_requested
+    from shared.erasure import mentions
 
     storage, profiles, _ = setup
     profiles.apply_order_event(order_event("1", "c1", 4990))
