@@ -23,6 +23,7 @@ log = logging.getLogger("services.runner")
 SERVICES = {
     "customer_sync": "services.customer_sync.service:CustomerSyncService",
     "segmentation": "services.segmentation.service:SegmentationService",
+    "loyalty": "services.loyalty.service:LoyaltyService",
 }
 
 

@@ -60,6 +60,12 @@ SETTINGS: tuple[Setting, ...] = (
         "Interval of a full customer scan (the REST API cannot filter customers by modification).",
     ),
     Setting(
+        "LOYALTY_DAILY_MINUTES",
+        "1440",
+        "How often loyalty expires points and credit that are due and re-evaluates tiers "
+        "(points leave the 12-month window with time); daily by default.",
+    ),
+    Setting(
         "SEGMENT_RECOMPUTE_MINUTES",
         "60",
         "How often segmentation recomputes every store (segments drift with time; RFM and the "

@@ -10,6 +10,7 @@ from marshmallow import Schema
 
 from shared.events import customer_sync as cs
 from shared.events import gdpr
+from shared.events import loyalty
 from shared.events import segmentation as seg
 
 
@@ -109,6 +110,17 @@ _ENTRIES = (
                   "A customer left a group.",
                   {"customer_id": "c-3f2a", "group": "wholesale", "source": "manual",
                    "rule_id": None, "actor": "ops@shop.example"}),
+    EventContract("loyalty.points_changed", "loyalty", 1, loyalty.PointsChangedData,
+                  "A customer's points changed by one ledger entry (earn, reverse, redeem, "
+                  "expire, adjust); `balance` is after it.",
+                  {"customer_id": "c-3f2a", "entry_key": "earn:1001", "kind": "earn",
+                   "delta": 450, "balance": 1450, "reason": "order 1001",
+                   "order_id": "1001"}),
+    EventContract("loyalty.tier_changed", "loyalty", 1, loyalty.TierChangedData,
+                  "A customer's tier changed (on an earn or reversal, or by the daily check "
+                  "when points fall out of the 12-month window).",
+                  {"customer_id": "c-3f2a", "old_tier": "bronze", "new_tier": "silver",
+                   "direction": "up", "points_in_window": 1450}),
     EventContract("gdpr.erasure_requested", "gdpr", 1, gdpr.ErasureRequestedData,
                   "Forget a person: every data-owning service erases or anonymises its slice "
                   "and answers with `gdpr.erasure_completed`.",

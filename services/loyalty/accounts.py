@@ -1,0 +1,337 @@
+"""loyalty's use cases: order events in, requests from people and systems, the daily run.
+
+Each use case reads one account, changes a working copy through `ledger.Account`, and writes it
+back with a compare-and-set on the account's version, together with the ledger entries and the
+events the change owes. Two changes at once (fifty redemptions against one balance) cannot
+both win: the loser reads the account again and is judged against the new balance.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import random
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Callable
+
+from services.loyalty import ledger as lg
+from services.loyalty.programme import DEFAULT_PROGRAMME, Programme, load_programme
+from services.loyalty.repository import JOURNAL, LoyaltyStorage, utcnow
+from shared.errors import Conflict, NotFound, ValidationError
+from shared.events import Event, build_event
+
+log = logging.getLogger(__name__)
+
+_NAMESPACE = uuid.UUID("a3f1e0c2-6b1d-4e8a-9a7c-5d2b8e4f1c37")
+_MAX_CONFLICT_RETRIES = 200
+_PROGRAMME_SECONDS = 5.0  # how long a process trusts its copy of a store's programme
+DELETED, ERASED = "deleted", "erased"
+# Programmes by (storage, store): read once per few seconds, not once per event.
+_programmes: dict[tuple[int, str], tuple[float, Programme]] = {}
+
+
+class ConcurrentChange(RuntimeError):
+    pass
+
+
+@dataclass
+class Outcome:
+    """What a use case did: the entries it made, the events it owes, the documents that
+    owe them (for the outbox relay), and its answer for the caller."""
+
+    entries: list[dict] = field(default_factory=list)
+    events: list[str] = field(default_factory=list)
+    touched: list[tuple[str, str]] = field(default_factory=list)
+    answer: dict = field(default_factory=dict)
+
+
+def snapshot(event: Event) -> lg.OrderSnapshot:
+    data = event.data
+    return lg.OrderSnapshot(
+        order_id=data["order_id"], status=data["status"], currency=data["currency"],
+        total=data["total"]["amount"], shipping=data["shipping_total"]["amount"],
+        tax=data["tax_total"]["amount"], refunded=data["total_refunded"]["amount"],
+        created_at=data.get("date_created"), paid_at=data.get("date_paid"),
+        is_guest=bool(data.get("is_guest")), as_of=event.occurred_at)
+
+
+class Accounts:
+    def __init__(self, storage: LoyaltyStorage, clock: Callable[[], datetime] = utcnow) -> None:
+        self.storage = storage
+        self.clock = clock
+
+    # -- the programme -------------------------------------------------------------------------
+    def programme(self, store_id: str) -> Programme:
+        cached = _programmes.get((id(self.storage), store_id))
+        if cached and time.monotonic() - cached[0] < _PROGRAMME_SECONDS:
+            return cached[1]
+        stored = self.storage.programmes.get(store_id)
+        programme = load_programme(stored) if stored else DEFAULT_PROGRAMME
+        _programmes[(id(self.storage), store_id)] = (time.monotonic(), programme)
+        return programme
+
+    def save_programme(self, store_id: str, data: dict) -> Programme:
+        """Validate and store; the stored form is the full programme, defaults filled in."""
+        programme = load_programme(data)
+        stored = programme.to_dict()
+        self.storage.programmes.save(store_id, stored)
+        _programmes.pop((id(self.storage), store_id), None)
+        return programme
+
+    # -- events in -----------------------------------------------------------------------------
+    def apply_order_event(self, event: Event) -> Outcome:
+        customer_id = event.data.get("customer_id")
+        if not customer_id:
+            return Outcome()  # an order nobody can be identified by earns nothing
+        order = snapshot(event)
+        return self._change(event.store_id, customer_id, lambda account: account.apply_order(order),
+                            cause=event)
+
+    def apply_customer_deleted(self, event: Event) -> Outcome:
+        """The shop deleted the customer: the account is kept (points and credit are the
+        shop's liability until it decides) and marked, and earns nothing new."""
+        def change(account: lg.Account) -> bool:
+            if account.doc.get("status") != "active":
+                return False
+            account.doc["status"], account.doc["deleted_at"] = DELETED, event.occurred_at
+            return True
+
+        return self._change(event.store_id, event.data["customer_id"], change, cause=event,
+                            create=False)
+
+    # -- requests ------------------------------------------------------------------------------
+    def redeem(self, store_id: str, customer_id: str, points: int, request_id: str | None = None,
+               actor: str | None = None) -> Outcome:
+        points = _whole("points", points, positive=True)
+        key = f"redeem:{request_id or uuid.uuid4().hex}"
+
+        def change(account: lg.Account) -> bool:
+            account.redeem(key, points, actor)
+            return True
+
+        return self._request(store_id, customer_id, key, change)
+
+    def adjust(self, store_id: str, customer_id: str, points: int, reason: str, actor: str,
+               request_id: str | None = None) -> Outcome:
+        points = _whole("points", points)
+        if points == 0:
+            raise ValidationError("points must not be 0", {"fields": {"points": ["zero"]}})
+        _text("reason", reason)
+        _text("actor", actor)
+        key = f"adjust:{request_id or uuid.uuid4().hex}"
+        return self._request(store_id, customer_id, key,
+                             lambda account: bool(account.adjust(key, points, reason, actor)))
+
+    def issue_credit(self, store_id: str, customer_id: str, amount: int, reason: str,
+                     note: str = "", actor: str | None = None, expires_at: datetime | None = None,
+                     request_id: str | None = None) -> Outcome:
+        amount = _whole("amount", amount, positive=True)
+        key = f"credit:{request_id or uuid.uuid4().hex}"
+        return self._request(store_id, customer_id, key, lambda account: bool(
+            account.issue_credit(key, amount, reason, note, actor, expires_at)))
+
+    def use_credit(self, store_id: str, customer_id: str, amount: int, reference: str = "",
+                   actor: str | None = None, request_id: str | None = None) -> Outcome:
+        amount = _whole("amount", amount, positive=True)
+        key = f"use:{request_id or uuid.uuid4().hex}"
+        return self._request(store_id, customer_id, key, lambda account: bool(
+            account.use_credit(key, amount, reference, actor)), create=False)
+
+    def _request(self, store_id: str, customer_id: str, key: str,
+                 change: Callable[[lg.Account], bool], create: bool = True) -> Outcome:
+        """A request with an idempotency key: asked twice, applied once, answered the same."""
+        def guarded(account: lg.Account) -> bool:
+            if account.has_request(key):
+                return False
+            if account.doc.get("status") != "active":
+                raise Conflict(f"the account of customer {customer_id} is {account.doc.get('status')}")
+            try:
+                return change(account)
+            except lg.InsufficientBalance as exc:
+                raise Conflict(f"insufficient balance: {exc}") from None
+            except lg.InvalidRequest as exc:
+                raise ValidationError(str(exc), {"fields": {"request": [str(exc)]}}) from None
+
+        outcome = self._change(store_id, customer_id, guarded, create=create)
+        outcome.answer = {"request_key": key, "entries": [
+            _public(e) for e in self.storage.ledger.history(store_id, customer_id, None, 50)
+            if e["key"] == key or e["key"] == f"{key}:credit"]}
+        return outcome
+
+    # -- timers --------------------------------------------------------------------------------
+    def daily(self, store_id: str, customer_id: str) -> Outcome:
+        """Expire what is due (oldest first) and re-evaluate the tier (points leave the
+        window with time)."""
+        def change(account: lg.Account) -> bool:
+            expired = account.expire_due()
+            account.evaluate_tier()
+            return bool(expired or account.entries or account.tier_change)
+
+        return self._change(store_id, customer_id, change, create=False)
+
+    def due_accounts(self, now: datetime, limit: int = 1000) -> list[tuple[str, str]]:
+        """Accounts with a lot past its expiry, or any account at all for the tier check."""
+        cursor = self.storage.accounts.collection.find(
+            {"status": "active"}, {"store_id": 1, "customer_id": 1})
+        return [(d["store_id"], d["customer_id"]) for d in cursor]
+
+    # -- GDPR ----------------------------------------------------------------------------------
+    def erase(self, store_id: str, customer_ids, request_id: str) -> dict:
+        """Each account becomes a marker holding nothing about the person (no lots, orders,
+        credit, owed events); their ledger entries stay for the shop's accounts, anonymised
+        (reasons and details blanked). Idempotent; counts are of what the request left erased."""
+        accounts = self.storage.accounts.collection
+        ids = sorted(set(customer_ids))
+        keep = {"_id", "store_id", "customer_id", "version", "status", "erased_at",
+                "erasure_request_id", "had_account"}
+        for customer_id in ids:
+            key = self.storage.accounts.key(store_id, customer_id)
+            held = accounts.find_one({"_id": key})
+            if held is not None and held.get("status") == ERASED:
+                continue
+            unset = {name: "" for name in (held or {}) if name not in keep}
+            update: dict = {"$set": {"status": ERASED, "erased_at": self.clock(),
+                                     "erasure_request_id": request_id,
+                                     "had_account": held is not None},
+                            "$setOnInsert": {"store_id": store_id, "customer_id": customer_id},
+                            "$inc": {"version": 1}}
+            if unset:
+                update["$unset"] = unset
+            accounts.update_one({"_id": key}, update, upsert=True)
+        ledger = self.storage.ledger.collection
+        ledger.update_many({"store_id": store_id, "customer_id": {"$in": ids}},
+                           {"$set": {"reason": "[erased]", "details": {}, "anonymised": True}})
+        return {
+            "accounts": accounts.count_documents({"store_id": store_id, "customer_id": {"$in": ids},
+                                                  "status": ERASED, "had_account": True}),
+            "ledger_entries": ledger.count_documents({"store_id": store_id,
+                                                      "customer_id": {"$in": ids}}),
+        }
+
+    # -- reading -------------------------------------------------------------------------------
+    def account_view(self, store_id: str, customer_id: str) -> dict:
+        doc = self.storage.accounts.get(store_id, customer_id)
+        if doc is None or doc.get("status") == ERASED:
+            raise NotFound(f"no loyalty account for customer {customer_id} in store {store_id}")
+        programme = self.programme(store_id)
+        account = lg.Account(copy.deepcopy(doc), programme, self.clock())
+        currency = account.currency
+        balance = account.balance
+        cash = programme.credit_for(max(0, balance) - max(0, balance) % programme.redeem_step(
+            currency), currency) if currency else None
+        expiry = account.next_expiry()
+        return {
+            "store_id": store_id, "customer_id": customer_id, "status": doc.get("status"),
+            "balance": balance, "negative_balance": balance < 0, "debt": doc.get("debt", 0),
+            "cash_value": {"amount": cash, "currency": currency} if currency else None,
+            "tier": account.current_tier().name, "points_in_window": account.points_in_window(),
+            "member_since": _iso(doc.get("member_since")),
+            "next_expiry": ({"at": _iso(expiry["at"]), "points": expiry["points"]}
+                            if expiry else None),
+            "store_credit": {"amount": account.credit_balance, "currency": currency},
+        }
+
+    def history(self, store_id: str, customer_id: str, page: dict | None) -> dict:
+        page = page or {}
+        size = page.get("size", 50)
+        if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 500:
+            raise ValidationError("page.size must be 1-500", {"fields": {"page.size": ["range"]}})
+        cursor = page.get("cursor")
+        if cursor is not None and (isinstance(cursor, bool) or not isinstance(cursor, int)):
+            raise ValidationError("page.cursor must be the next_cursor of a previous page",
+                                  {"fields": {"page.cursor": ["invalid"]}})
+        doc = self.storage.accounts.get(store_id, customer_id)
+        if doc is None or doc.get("status") == ERASED:
+            raise NotFound(f"no loyalty account for customer {customer_id} in store {store_id}")
+        entries = self.storage.ledger.history(store_id, customer_id, cursor, size + 1)
+        more = len(entries) > size
+        entries = entries[:size]
+        return {"items": [_public(e) for e in entries],
+                "next_cursor": entries[-1]["seq"] if more and entries else None}
+
+    # -- the one write path --------------------------------------------------------------------
+    def _change(self, store_id: str, customer_id: str, change: Callable[[lg.Account], bool],
+                cause: Event | None = None, create: bool = True) -> Outcome:
+        accounts = self.storage.accounts
+        programme = self.programme(store_id)
+        for attempt in range(_MAX_CONFLICT_RETRIES):
+            stored = accounts.get(store_id, customer_id)
+            if stored is None and not create:
+                raise NotFound(f"no loyalty account for customer {customer_id} in store {store_id}")
+            if stored is not None and stored.get("status") == ERASED:
+                return Outcome()  # forgotten: nothing about them is kept again
+            doc = stored if stored is not None else accounts.new(store_id, customer_id)
+            working = copy.deepcopy(doc)
+            working.pop(JOURNAL, None)
+            account = lg.Account(working, programme, self.clock())
+            if not change(account) and not account.entries and stored is not None:
+                return Outcome()
+            entries = self._number(working, account.entries)
+            events = self._events(working, account, cause)
+            working["updated_at"] = self.clock()
+            if accounts.save(stored, working, entries, events):
+                self.storage.ledger.flush(working["_id"], entries)
+                return Outcome(entries, [e.event_type for e in events],
+                               [(accounts.collection.name, working["_id"])] if events else [])
+            time.sleep(random.uniform(0, 0.002 * min(attempt + 1, 10)))  # let the winner finish
+        raise ConcurrentChange(f"account {customer_id} kept changing")
+
+    def _number(self, working: dict, entries: list[lg.Entry]) -> list[dict]:
+        numbered = []
+        for entry in entries:
+            seq = working["next_seq"]
+            working["next_seq"] = seq + 1
+            numbered.append({**entry.to_dict(), "_id": self.storage.ledger.entry_id(
+                working["store_id"], working["customer_id"], entry.key),
+                "store_id": working["store_id"], "customer_id": working["customer_id"],
+                "seq": seq})
+        return numbered
+
+    def _events(self, working: dict, account: lg.Account, cause: Event | None) -> list[Event]:
+        store_id, customer_id = working["store_id"], working["customer_id"]
+        correlation = cause.correlation_id if cause else None
+        causation = cause.event_id if cause else None
+
+        def make(event_type: str, data: dict, key: str) -> Event:
+            event_id = str(uuid.uuid5(_NAMESPACE, f"{store_id}:{customer_id}:{event_type}:{key}"))
+            return build_event(event_type, store_id=store_id, data=data, event_id=event_id,
+                               correlation_id=correlation or event_id, causation_id=causation,
+                               occurred_at=self.clock())
+
+        events = [make("loyalty.points_changed", {
+            "customer_id": customer_id, "entry_key": e.key, "kind": e.kind, "delta": e.delta,
+            "balance": e.balance, "reason": e.reason, "order_id": e.order_id}, e.key)
+            for e in account.entries if e.book == lg.POINTS]
+        change = account.tier_change
+        if change is not None:
+            events.append(make("loyalty.tier_changed", {
+                "customer_id": customer_id, "old_tier": change.old, "new_tier": change.new,
+                "direction": change.direction, "points_in_window": change.points_in_window},
+                f"{working['next_seq']}:{change.old}:{change.new}"))
+        return events
+
+
+def _whole(name: str, value, positive: bool = False) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(f"{name} must be a whole number", {"fields": {name: ["not an integer"]}})
+    if positive and value <= 0:
+        raise ValidationError(f"{name} must be positive", {"fields": {name: ["not positive"]}})
+    return value
+
+
+def _text(name: str, value) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError(f"{name} is required", {"fields": {name: ["required"]}})
+    return value
+
+
+def _iso(value):
+    value = lg.aware(value)
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def _public(entry: dict) -> dict:
+    """A ledger entry as RPC answers show it (JSON-ready)."""
+    return {k: _iso(v) for k, v in entry.items() if k not in ("_id",)}

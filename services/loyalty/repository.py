@@ -1,0 +1,158 @@
+"""loyalty's storage: one account document per customer, the ledger, programmes, receipts.
+
+An account document holds the balance, the lots, the store credit and each order's earning
+state, so every change is one atomic compare-and-set of one document, with the ledger entries
+it makes (in `journal`) and the events it owes (in `outbox`) in the same write. The journal is
+then copied into the append-only `ledger` collection (keyed by the entry's natural key, so a
+copy repeated after a crash is harmless) and pulled from the account.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Iterable
+
+from pymongo import ASCENDING, DESCENDING
+from pymongo.collection import Collection
+from pymongo.database import Database
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+
+from shared.erasure import ErasureReceipts
+from shared.events import Event
+from shared.outbox import OUTBOX_FIELD, push_events
+
+JOURNAL = "journal"
+ACTIVE = "active"
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class AccountRepository:
+    def __init__(self, collection: Collection) -> None:
+        self.collection = collection
+
+    def ensure_indexes(self) -> None:
+        self.collection.create_index([("store_id", ASCENDING), ("customer_id", ASCENDING)],
+                                     unique=True)
+        self.collection.create_index([("store_id", ASCENDING), ("lots.expires_at", ASCENDING)])
+
+    @staticmethod
+    def key(store_id: str, customer_id: str) -> str:
+        return f"{store_id}:{customer_id}"
+
+    def get(self, store_id: str, customer_id: str) -> dict | None:
+        return self.collection.find_one({"_id": self.key(store_id, customer_id)},
+                                        {OUTBOX_FIELD: 0})
+
+    def new(self, store_id: str, customer_id: str) -> dict:
+        return {"_id": self.key(store_id, customer_id), "store_id": store_id,
+                "customer_id": customer_id, "status": ACTIVE, "version": 0, "next_seq": 1,
+                "created_at": utcnow()}
+
+    def save(self, stored: dict | None, working: dict, entries: list[dict],
+             events: Iterable[Event]) -> bool:
+        """Write the working copy if nobody changed the account since it was read; False if
+        somebody did (the caller reads again and retries)."""
+        pushed = push_events(events)
+        fields = {k: v for k, v in working.items()
+                  if k not in ("_id", "version", JOURNAL, OUTBOX_FIELD)}
+        if stored is None:
+            doc = {**fields, "_id": working["_id"], "version": 1, JOURNAL: entries,
+                   OUTBOX_FIELD: pushed.get(OUTBOX_FIELD, {}).get("$each", [])}
+            try:
+                self.collection.insert_one(doc)
+                return True
+            except DuplicateKeyError:
+                return False
+        update: dict = {"$set": fields, "$inc": {"version": 1}}
+        push = dict(pushed)
+        if entries:
+            push[JOURNAL] = {"$each": entries}
+        if push:
+            update["$push"] = push
+        result = self.collection.update_one({"_id": working["_id"], "version": stored["version"]},
+                                            update)
+        return result.modified_count == 1
+
+
+class LedgerRepository:
+    """The append-only ledger: one document per entry, keyed by account and natural key."""
+
+    def __init__(self, collection: Collection, accounts: Collection) -> None:
+        self.collection = collection
+        self.accounts = accounts
+
+    def ensure_indexes(self) -> None:
+        self.collection.create_index([("store_id", ASCENDING), ("customer_id", ASCENDING),
+                                      ("seq", DESCENDING)])
+
+    @staticmethod
+    def entry_id(store_id: str, customer_id: str, key: str) -> str:
+        return f"{store_id}:{customer_id}:{key}"
+
+    def copy(self, entries: list[dict]) -> None:
+        """Insert journal entries; ones already there (a repeat after a crash) are skipped."""
+        if not entries:
+            return
+        try:
+            self.collection.insert_many([dict(e) for e in entries], ordered=False)
+        except BulkWriteError as exc:
+            if any(err.get("code") != 11000 for err in exc.details.get("writeErrors", [])):
+                raise
+
+    def flush(self, account_id: str, entries: list[dict]) -> None:
+        """Copy an account's journal entries into the ledger, then take them off the account."""
+        self.copy(entries)
+        self.accounts.update_one({"_id": account_id},
+                                 {"$pull": {JOURNAL: {"_id": {"$in": [e["_id"] for e in entries]}}}})
+
+    def sweep(self, limit: int = 500) -> int:
+        """Finish what a crash left in journals. Answers how many entries were moved."""
+        moved = 0
+        for doc in self.accounts.find({f"{JOURNAL}.0": {"$exists": True}}, {JOURNAL: 1}).limit(limit):
+            self.flush(doc["_id"], doc[JOURNAL])
+            moved += len(doc[JOURNAL])
+        return moved
+
+    def history(self, store_id: str, customer_id: str, before_seq: int | None, size: int
+                ) -> list[dict]:
+        """Newest first: the ledger, and any entries not yet copied out of the journal."""
+        query: dict = {"store_id": store_id, "customer_id": customer_id}
+        if before_seq is not None:
+            query["seq"] = {"$lt": before_seq}
+        found = {e["_id"]: e for e in self.collection.find(query).sort("seq", DESCENDING).limit(size)}
+        account = self.accounts.find_one({"_id": AccountRepository.key(store_id, customer_id)},
+                                         {JOURNAL: 1})
+        for entry in (account or {}).get(JOURNAL) or []:
+            if before_seq is None or entry["seq"] < before_seq:
+                found.setdefault(entry["_id"], entry)
+        return sorted(found.values(), key=lambda e: e["seq"], reverse=True)[:size]
+
+
+class ProgrammeRepository:
+    def __init__(self, collection: Collection) -> None:
+        self.collection = collection
+
+    def get(self, store_id: str) -> dict | None:
+        return self.collection.find_one({"_id": store_id})
+
+    def save(self, store_id: str, data: dict) -> None:
+        self.collection.replace_one({"_id": store_id},
+                                    {**data, "_id": store_id, "updated_at": utcnow()}, upsert=True)
+
+
+class LoyaltyStorage:
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self.accounts = AccountRepository(database["accounts"])
+        self.ledger = LedgerRepository(database["ledger"], database["accounts"])
+        self.programmes = ProgrammeRepository(database["programmes"])
+        self.erasures = ErasureReceipts(database["erasures"])
+
+    def ensure_indexes(self) -> None:
+        self.accounts.ensure_indexes()
+        self.ledger.ensure_indexes()
+
+    def outbox_collections(self) -> list[Collection]:
+        return [self.accounts.collection, self.erasures.collection]

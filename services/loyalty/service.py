@@ -1,0 +1,229 @@
+"""loyalty's nameko entrypoints. Thin: each translates and calls `Accounts`."""
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+import eventlet
+from nameko.extensions import DependencyProvider
+from nameko.rpc import rpc
+
+from services.loyalty.accounts import Accounts, Outcome
+from services.loyalty.repository import LoyaltyStorage, utcnow
+from shared.config import from_nameko
+from shared.dependencies import OutboxRelayProvider, Settings, WorkerLogContext
+from shared.erasure import confirm_erasure
+from shared.errors import EXPECTED_ERRORS, NotFound, ValidationError
+from shared.health import readiness
+from shared.messaging.handlers import event_handler
+from shared.messaging.parking import ParkedMessages
+from shared.mongo import MongoStorage
+
+log = logging.getLogger(__name__)
+
+
+def _storage(database, config) -> LoyaltyStorage:
+    return LoyaltyStorage(database)
+
+
+def _time(name: str, value) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(str(value))
+    except ValueError:
+        raise ValidationError(f"{name} must be an ISO-8601 time", {"fields": {name: ["invalid"]}}) from None
+    if moment.tzinfo is None:
+        raise ValidationError(f"{name} must include its UTC offset", {"fields": {name: ["naive"]}})
+    return moment
+
+
+class DailyRun(DependencyProvider):
+    """Every LOYALTY_DAILY_MINUTES: expire points and credit that are due, oldest first, and
+    re-evaluate every tier (points leave the 12-month window with time, which no event says).
+    Also finishes ledger copies a crash left in account journals."""
+
+    def setup(self) -> None:
+        self.minutes = from_nameko(self.container.config).float("LOYALTY_DAILY_MINUTES")
+        self._thread = None
+
+    def start(self) -> None:
+        self._thread = self.container.spawn_managed_thread(self._loop, identifier="loyalty-daily")
+
+    def _dependencies(self):
+        storage = next(d for d in self.container.dependencies
+                       if isinstance(d, MongoStorage)).repositories
+        outbox = next(d for d in self.container.dependencies if isinstance(d, OutboxRelayProvider))
+        return storage, outbox
+
+    def run_once(self) -> dict:
+        storage, outbox = self._dependencies()
+        moved = storage.ledger.sweep()
+        accounts = Accounts(storage)
+        counts = {"accounts": 0, "changed": 0, "journal_entries_moved": moved}
+        for store_id, customer_id in accounts.due_accounts(utcnow()):
+            counts["accounts"] += 1
+            try:
+                outcome = accounts.daily(store_id, customer_id)
+            except Exception:
+                log.exception("daily run failed for an account; the next run retries",
+                              extra={"store_id": store_id})
+                continue
+            if outcome.entries or outcome.events:
+                counts["changed"] += 1
+                outbox.notify(outcome.touched)
+            eventlet.sleep(0)
+        return counts
+
+    def _loop(self) -> None:
+        storage, _ = self._dependencies()
+        try:
+            storage.ledger.sweep()
+        except Exception:
+            log.exception("finishing ledger copies at start failed; the daily run retries")
+        while True:
+            eventlet.sleep(self.minutes * 60)
+            try:
+                log.info("loyalty daily run", extra=self.run_once())
+            except Exception:
+                log.exception("loyalty daily run failed; the next one retries")
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._thread.kill()
+
+    def kill(self) -> None:
+        self.stop()
+
+    def get_dependency(self, worker_ctx) -> "DailyRun":
+        return self
+
+
+class LoyaltyService:
+    name = "loyalty"
+
+    storage = MongoStorage(_storage)
+    outbox = OutboxRelayProvider(lambda storage: storage.outbox_collections())
+    log_context = WorkerLogContext()
+    settings = Settings()
+    daily_run = DailyRun()
+
+    def _accounts(self) -> Accounts:
+        return Accounts(self.storage)
+
+    def _done(self, outcome: Outcome) -> dict:
+        self.outbox.notify(outcome.touched)
+        return outcome.answer
+
+    # -- events in ---------------------------------------------------------------------------
+    @event_handler("customer_sync", "order.placed")
+    def on_order_placed(self, event):
+        self._done(self._accounts().apply_order_event(event))
+
+    @event_handler("customer_sync", "order.updated")
+    def on_order_updated(self, event):
+        self._done(self._accounts().apply_order_event(event))
+
+    @event_handler("customer_sync", "order.refunded")
+    def on_order_refunded(self, event):
+        self._done(self._accounts().apply_order_event(event))
+
+    @event_handler("customer_sync", "order.cancelled")
+    def on_order_cancelled(self, event):
+        self._done(self._accounts().apply_order_event(event))
+
+    @event_handler("customer_sync", "customer.deleted")
+    def on_customer_deleted(self, event):
+        try:
+            self._done(self._accounts().apply_customer_deleted(event))
+        except NotFound:
+            pass  # no account: nothing to mark
+
+    @event_handler("gdpr", "gdpr.erasure_requested")
+    def on_erasure_requested(self, event):
+        data = event.data
+        receipt = confirm_erasure(
+            self.name, self.storage.erasures, event,
+            lambda: self._accounts().erase(event.store_id, data["customer_ids"], data["request_id"]),
+            self._drop_parked)
+        self.outbox.notify([(self.storage.erasures.collection.name, receipt)])
+
+    def _drop_parked(self, matches) -> int:
+        dropped = ParkedMessages(self.settings.get("AMQP_URI")).drop_where(
+            self.name, lambda parked: matches(parked.body))
+        return len(dropped)
+
+    # -- RPC ---------------------------------------------------------------------------------
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def health(self) -> dict:
+        return {**readiness(self.settings.get("AMQP_URI"), self.storage.database),
+                "service": self.name}
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def get_account(self, store_id: str, customer_id: str) -> dict:
+        """Balance (negative after a reversal outran a redemption), its cash value, tier,
+        member since, next expiry, and store credit."""
+        return self._accounts().account_view(store_id, customer_id)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def history(self, store_id: str, customer_id: str, page: dict | None = None) -> dict:
+        """Ledger entries newest first: page = {"size": 50, "cursor": null}."""
+        return self._accounts().history(store_id, customer_id, page)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def adjust(self, store_id: str, customer_id: str, points: int, reason: str, actor: str,
+               request_id: str | None = None) -> dict:
+        """A manual adjustment with its reason and who made it; `request_id` makes a retry safe."""
+        return self._done(self._accounts().adjust(store_id, customer_id, points, reason, actor,
+                                                  request_id))
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def redeem(self, store_id: str, customer_id: str, points: int, request_id: str | None = None,
+               actor: str | None = None) -> dict:
+        """Points into store credit (100 points = 1.00 by default); never beyond the balance,
+        however many redemptions run at once. `request_id` makes a retry safe."""
+        return self._done(self._accounts().redeem(store_id, customer_id, points, request_id, actor))
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def issue_credit(self, store_id: str, customer_id: str, amount: int, reason: str,
+                     note: str = "", actor: str | None = None, expires_at: str | None = None,
+                     request_id: str | None = None) -> dict:
+        """Store credit in minor units; reason goodwill, refund_alternative or redemption."""
+        return self._done(self._accounts().issue_credit(
+            store_id, customer_id, amount, reason, note, actor, _time("expires_at", expires_at),
+            request_id))
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def use_credit(self, store_id: str, customer_id: str, amount: int, reference: str = "",
+                   actor: str | None = None, request_id: str | None = None) -> dict:
+        return self._done(self._accounts().use_credit(store_id, customer_id, amount, reference,
+                                                      actor, request_id))
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def get_programme(self, store_id: str) -> dict:
+        return self._accounts().programme(store_id).to_dict()
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def save_programme(self, store_id: str, programme: dict) -> dict:
+        """Validated (tiers must not overlap or leave gaps, rates positive), refused with the
+        failing field named; absent keys take the defaults."""
+        return self._accounts().save_programme(store_id, programme).to_dict()
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def run_daily(self) -> dict:
+        """Run the daily expiry and tier check now (operators; tests)."""
+        return self.daily_run.run_once()
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def export_customer(self, store_id: str, customer_id: str) -> dict:
+        """Everything loyalty holds about one person (GDPR access and portability)."""
+        accounts = self._accounts()
+        view = accounts.account_view(store_id, customer_id)
+        entries, cursor = [], None
+        while True:
+            page = accounts.history(store_id, customer_id, {"size": 500, "cursor": cursor})
+            entries.extend(page["items"])
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        return {"service": self.name, "account": view, "ledger": entries}
