@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-unit test-integration venv bench-webhooks bench-segmentation clean
+.PHONY: run test test-unit test-integration venv bench-webhooks bench-segmentation bench-loyalty clean
 
 $(STAMP): requirements.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is required (set PYTHON=...)"; exit 1; }
@@ -33,6 +33,10 @@ test-integration: $(STAMP)
 ## Webhook throughput of one customer_sync process beside a bare nameko endpoint.
 bench-webhooks: $(STAMP)
 	$(PY) -m bench.webhooks
+
+## 20,000 order.placed queued ahead, drained by one loyalty process, beside an empty handler.
+bench-loyalty: $(STAMP)
+	$(PY) -m bench.loyalty
 
 ## recompute_store over 100,000 customers and 400,000 orders (mongomock): time and memory.
 bench-segmentation: $(STAMP)

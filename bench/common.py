@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+STOP_TIMEOUT_S = 30.0
 
 
 def log(message: str) -> None:
@@ -57,3 +59,55 @@ def source_state() -> dict:
     status = git("status", "--porcelain", "--untracked-files=no")
     return {"commit": git("rev-parse", "HEAD"),
             "modified_files": status.splitlines() if status else []}
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """utime + stime of a process (all its threads) from /proc, in seconds."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# -- subprocesses ----------------------------------------------------------------------------
+class Child:
+    """A subprocess with its output in a log file; stop() always leaves it dead."""
+
+    def __init__(self, name: str, argv: list[str], env: dict, log_path: Path) -> None:
+        self.name = name
+        self.log_path = log_path
+        self._log = open(log_path, "wb")
+        # Own session: a Ctrl-C at the terminal reaches only the benchmark, which then stops
+        # the child once (a second SIGINT would make the service kill its workers).
+        self.proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=self._log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> dict:
+        started = time.monotonic()
+        how = "exited"
+        if self.alive():
+            how = "SIGINT"
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                how = "SIGKILL after SIGINT timed out"
+                self.proc.kill()
+                self.proc.wait(10)
+        self._log.close()
+        return {"how": how, "returncode": self.proc.returncode,
+                "seconds": round(time.monotonic() - started, 3)}
+
+    def tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""

@@ -31,7 +31,6 @@ import math
 import os
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -48,7 +47,7 @@ warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
 import requests  # noqa: E402
 from kombu import Connection, Exchange, Queue  # noqa: E402
 
-from bench.common import log, machine, source_state  # noqa: E402
+from bench.common import Child, log, machine, process_cpu_seconds, source_state  # noqa: E402
 from services.customer_sync.signature import sign  # noqa: E402
 from tests import payloads  # noqa: E402
 from tests.support import BrokerAdmin, free_port  # noqa: E402
@@ -79,59 +78,7 @@ TARGET_RATIO = 0.60
 TARGET_P99_MS = 50.0
 REQUEST_TIMEOUT_S = 10.0
 START_TIMEOUT_S = 60.0
-STOP_TIMEOUT_S = 30.0
 
-
-def process_cpu_seconds(pid: int) -> float | None:
-    """utime + stime of a process (all its threads) from /proc, in seconds."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-# -- subprocesses ----------------------------------------------------------------------------
-class Child:
-    """A subprocess with its output in a log file; stop() always leaves it dead."""
-
-    def __init__(self, name: str, argv: list[str], env: dict, log_path: Path) -> None:
-        self.name = name
-        self.log_path = log_path
-        self._log = open(log_path, "wb")
-        # Own session: a Ctrl-C at the terminal reaches only the benchmark, which then stops
-        # the child once (a second SIGINT would make the service kill its workers).
-        self.proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=self._log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self, timeout: float = STOP_TIMEOUT_S) -> dict:
-        started = time.monotonic()
-        how = "exited"
-        if self.alive():
-            how = "SIGINT"
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                how = "SIGKILL after SIGINT timed out"
-                self.proc.kill()
-                self.proc.wait(10)
-        self._log.close()
-        return {"how": how, "returncode": self.proc.returncode,
-                "seconds": round(time.monotonic() - started, 3)}
-
-    def tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
 
 
 def wait_http(child: Child, method: str, url: str, timeout: float = START_TIMEOUT_S,

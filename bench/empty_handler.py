@@ -1,0 +1,80 @@
+"""`python -m bench.empty_handler`: a nameko service whose `order.placed` handler does nothing.
+
+The baseline of `bench.loyalty`: the same framework (nameko's event handler on a durable
+`customer_sync.events` queue, acknowledged after the worker finishes, one process, the same
+`MAX_WORKERS` and so the same prefetch) minus all the work, so the benchmark can tell what
+draining a queue costs in nameko itself from what loyalty adds. It uses nameko's plain
+`event_handler`, not the project's reliable one: no parsing, no idempotency record, nothing.
+
+Configuration: AMQP_URI and MAX_WORKERS from the environment. SIGINT/SIGTERM stop it cleanly, a
+second one kills it.
+"""
+import warnings
+
+warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
+
+import eventlet  # noqa: E402
+
+eventlet.monkey_patch()
+
+import logging  # noqa: E402
+import os  # noqa: E402
+import signal  # noqa: E402
+import sys  # noqa: E402
+
+from nameko.events import event_handler  # noqa: E402
+from nameko.runners import ServiceRunner  # noqa: E402
+
+log = logging.getLogger("bench.empty_handler")
+
+SERVICE_NAME = "bench_empty_handler"
+
+
+class EmptyHandlerService:
+    name = SERVICE_NAME
+
+    @event_handler("customer_sync", "order.placed")
+    def on_order_placed(self, payload: dict) -> None:
+        """Deliberately nothing: the framework's own cost is what is measured."""
+
+
+def _tick() -> None:
+    # See bench.bare_service: bounds how long a signal waits for the hub to wake up.
+    while True:
+        eventlet.sleep(0.2)
+
+
+def main() -> int:
+    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "WARNING").upper(),
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    config = {
+        "AMQP_URI": os.environ.get("AMQP_URI", "amqp://guest:guest@127.0.0.1:5672/"),
+        # nameko's worker pool size, which is also its consumer prefetch: as in
+        # shared.config.Config.nameko_config, so both sides of the comparison match.
+        "max_workers": int(os.environ.get("MAX_WORKERS", "10")),
+        "serializer": "json",
+    }
+    runner = ServiceRunner(config)
+    runner.add_service(EmptyHandlerService)
+    signals = {"count": 0, "started": False}
+
+    def on_signal(signum, frame):  # noqa: ARG001
+        signals["count"] += 1
+        if signals["started"]:  # before that, main() stops the runner once it has started
+            eventlet.spawn_n(runner.stop if signals["count"] == 1 else runner.kill)
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    eventlet.spawn_n(_tick)
+    runner.start()
+    signals["started"] = True
+    if signals["count"]:
+        runner.stop()
+        return 0
+    log.info("empty order.placed handler consuming (max_workers %s)", config["max_workers"])
+    runner.wait()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
