@@ -297,9 +297,21 @@ def install() -> None:
     mm_collection.Cursor.next = cursor_next
     Collection._iter_documents = iter_documents
     Collection._ensure_uniques = ensure_uniques
-    for name in _ROUND_TRIPS:
-        setattr(Collection, name, _yielding(getattr(Collection, name)))
+    if _green():
+        for name in _ROUND_TRIPS:
+            setattr(Collection, name, _yielding(getattr(Collection, name)))
+    Collection._update = _field_snapshot_update(Collection._update)
     _installed = True
+
+
+def _green() -> bool:
+    """Whether this process runs on eventlet's green threads (the services, the tests). Plain
+    threads interleave by themselves; a yield there would only cost a system call."""
+    try:
+        from eventlet import patcher
+    except ImportError:
+        return False
+    return patcher.is_monkey_patched("time")
 
 
 # The operations that are one round trip to a server.
@@ -310,8 +322,7 @@ _ROUND_TRIPS = ("find", "find_one", "insert_one", "insert_many", "update_one", "
 
 
 def _yielding(method):
-    """The operation, after a yield to other green threads (time.sleep is eventlet's once a
-    service process is monkey-patched; elsewhere it only releases the GIL)."""
+    """The operation, after a yield to other green threads (time.sleep is eventlet's here)."""
     def operation(self, *args, **kwargs):
         time.sleep(0)
         return method(self, *args, **kwargs)
@@ -319,3 +330,151 @@ def _yielding(method):
     operation.__name__ = method.__name__
     operation.__doc__ = method.__doc__
     return operation
+
+
+_MISSING = object()
+# Update operators whose arguments name the fields they change.
+_FIELD_OPERATORS = {"$set", "$unset", "$inc", "$push", "$pull", "$pullAll", "$addToSet", "$pop",
+                    "$min", "$max", "$mul", "$currentDate", "$setOnInsert", "$bit"}
+
+
+def _touched_fields(document: Any) -> dict[tuple[str, ...], str] | None:
+    """The paths an update document changes, each with how to snapshot it ("push": an array
+    only appended to, "value": anything else); None when it cannot be told (a replacement,
+    a pipeline, $rename, positional paths, overlapping paths) and mongomock's own path runs."""
+    if not isinstance(document, dict) or not document:
+        return None
+    touched: dict[tuple[str, ...], str] = {}
+    for operator, fields in document.items():
+        if operator not in _FIELD_OPERATORS or not isinstance(fields, dict):
+            return None
+        for path, argument in fields.items():
+            parts = tuple(str(path).split("."))
+            if any(p.startswith("$") for p in parts) or parts[0] == "_id":
+                return None
+            simple_push = (operator == "$push" and isinstance(argument, dict)
+                           and set(argument) == {"$each"} and isinstance(argument["$each"], list))
+            kind = "push" if simple_push else "value"
+            if parts in touched and touched[parts] != kind:
+                kind = "value"
+            touched[parts] = kind
+    paths = sorted(touched)
+    for shorter, longer in zip(paths, paths[1:]):
+        if longer[:len(shorter)] == shorter:
+            return None  # "a" and "a.b" in one update
+    return touched
+
+
+def _through_array(document: dict, path: tuple[str, ...]) -> bool:
+    current: Any = document
+    for part in path[:-1]:
+        if isinstance(current, list):
+            return True
+        if not isinstance(current, dict) or part not in current:
+            return False
+        current = current[part]
+    return isinstance(current, list)
+
+
+def _get_path(document: dict, path: tuple[str, ...]) -> Any:
+    current: Any = document
+    for part in path:
+        if not isinstance(current, dict) or part not in current:
+            return _MISSING
+        current = current[part]
+    return current
+
+
+def _set_path(document: dict, path: tuple[str, ...], value: Any) -> None:
+    current = document
+    for part in path[:-1]:
+        current = current.setdefault(part, {})
+    if value is _MISSING:
+        current.pop(path[-1], None)
+    else:
+        current[path[-1]] = value
+
+
+class _FieldSnapshot:
+    """A copy of only what an update touches: mongomock copied the whole document on every
+    update to tell whether it changed, which made each update cost the document's size. An
+    array only appended to is remembered by its length."""
+
+    def __init__(self, document: dict, touched: dict[tuple[str, ...], str]) -> None:
+        import copy
+
+        self.values: dict[tuple[str, ...], Any] = {}
+        self.lengths: dict[tuple[str, ...], int] = {}
+        self.full: dict | None = None
+        if any(_through_array(document, path) for path in touched):
+            self.full = copy.deepcopy(document)  # "a.0" may be an index: mongomock's way
+            return
+        for path, kind in touched.items():
+            value = _get_path(document, path)
+            if kind == "push" and isinstance(value, list):
+                self.lengths[path] = len(value)
+            else:
+                self.values[path] = copy.deepcopy(value) if value is not _MISSING else _MISSING
+
+    def differs(self, document: dict) -> bool:
+        if self.full is not None:
+            return document != self.full
+        if any(len(_get_path(document, p) or ()) != n for p, n in self.lengths.items()):
+            return True
+        return any(_get_path(document, p) != v for p, v in self.values.items())
+
+    def restore(self, document: dict) -> None:
+        if self.full is not None:
+            document.clear()
+            document.update(self.full)
+            return
+        for path, value in self.values.items():
+            _set_path(document, path, value)
+        for path, length in self.lengths.items():
+            del _get_path(document, path)[length:]
+
+
+def _field_snapshot_update(original):
+    """mongomock's update, with a snapshot of the touched fields only, where the update says
+    which they are; otherwise (and for upserts' inserts) mongomock's own path."""
+    from mongomock import WriteError, helpers
+    from mongomock.collection import DuplicateKeyError, validate_is_mapping
+
+    def update(self, spec, document, upsert=False, manipulate=False, multi=False,
+               check_keys=False, hint=None, session=None, collation=None, let=None,
+               array_filters=None, **kwargs):
+        touched = _touched_fields(document)
+        if (touched is None or session or hint or collation or let
+                or array_filters or self.database.client.server_info()["versionArray"] < [5]):
+            return original(self, spec, document, upsert=upsert, manipulate=manipulate,
+                            multi=multi, check_keys=check_keys, hint=hint, session=session,
+                            collation=collation, let=let, array_filters=array_filters, **kwargs)
+        spec = helpers.patch_datetime_awareness_in_document(spec)
+        document = helpers.patch_datetime_awareness_in_document(document)
+        validate_is_mapping("spec", spec)
+        matched = modified = 0
+        for existing in self._iter_documents(spec):
+            snapshot = _FieldSnapshot(existing, touched)
+            matched += 1
+            self._apply_update_document(existing, spec, document, False)
+            if snapshot.differs(existing):
+                try:
+                    self._ensure_uniques(existing)
+                except DuplicateKeyError:
+                    snapshot.restore(existing)
+                    if not self._store.__dict__.get("_companion_unindexable"):
+                        _indexes(self._store).reindex(existing)
+                    raise
+                modified += 1
+            if not multi:
+                break
+        if not matched and upsert:  # an insert: mongomock's own path does it
+            return original(self, spec, document, upsert=upsert, manipulate=manipulate,
+                            multi=multi, check_keys=check_keys, hint=hint, session=session,
+                            collation=collation, let=let, array_filters=array_filters, **kwargs)
+        return {"connectionId": self.database.client._id, "err": None, "n": matched,
+                "nModified": modified, "ok": 1, "upserted": None, "updatedExisting": bool(matched)}
+
+    update.__doc__ = original.__doc__
+    _ = WriteError  # imported to fail loudly here if mongomock moves its names
+    return update

@@ -7,7 +7,6 @@ both win: the loser reads the account again and is judged against the new balanc
 """
 from __future__ import annotations
 
-import copy
 import logging
 import random
 import time
@@ -18,7 +17,7 @@ from typing import Callable
 
 from services.loyalty import ledger as lg
 from services.loyalty.programme import DEFAULT_PROGRAMME, Programme, load_programme
-from services.loyalty.repository import JOURNAL, LoyaltyStorage, utcnow
+from services.loyalty.repository import LoyaltyStorage, utcnow
 from shared.errors import Conflict, NotFound, ValidationError
 from shared.events import Event, build_event
 
@@ -216,7 +215,7 @@ class Accounts:
         if doc is None or doc.get("status") == ERASED:
             raise NotFound(f"no loyalty account for customer {customer_id} in store {store_id}")
         programme = self.programme(store_id)
-        account = lg.Account(copy.deepcopy(doc), programme, self.clock())
+        account = lg.Account(doc, programme, self.clock())
         currency = account.currency
         balance = account.balance
         cash = programme.credit_for(max(0, balance) - max(0, balance) % programme.redeem_step(
@@ -262,16 +261,17 @@ class Accounts:
                 raise NotFound(f"no loyalty account for customer {customer_id} in store {store_id}")
             if stored is not None and stored.get("status") == ERASED:
                 return Outcome()  # forgotten: nothing about them is kept again
-            doc = stored if stored is not None else accounts.new(store_id, customer_id)
-            working = copy.deepcopy(doc)
-            working.pop(JOURNAL, None)
+            # find_one answered a private copy: the working copy can be that copy itself.
+            working = stored if stored is not None else accounts.new(store_id, customer_id)
+            version = {"version": stored["version"]} if stored is not None else None
             account = lg.Account(working, programme, self.clock())
             if not change(account) and not account.entries and stored is not None:
                 return Outcome()
             entries = self._number(working, account.entries)
             events = self._events(working, account, cause)
             working["updated_at"] = self.clock()
-            if accounts.save(stored, working, entries, events):
+            if accounts.save(version, working, entries, events, account.touched_orders,
+                             account.new_request_keys):
                 self.storage.ledger.flush(working["_id"], entries)
                 return Outcome(entries, [e.event_type for e in events],
                                [(accounts.collection.name, working["_id"])] if events else [])

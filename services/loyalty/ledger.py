@@ -100,6 +100,8 @@ class Account:
         self.now = now
         self.entries: list[Entry] = []
         self.tier_change: TierChange | None = None
+        self.touched_orders: set[str] = set()  # order states to write back
+        self.new_request_keys: list[str] = []
         doc.setdefault("lots", [])
         doc.setdefault("debt", 0)
         doc.setdefault("orders", {})
@@ -123,6 +125,10 @@ class Account:
 
     def has_request(self, key: str) -> bool:
         return key in self.doc["request_keys"]
+
+    def _remember(self, key: str) -> None:
+        self.doc["request_keys"].append(key)
+        self.new_request_keys.append(key)
 
     def points_in_window(self) -> int:
         """Points earned from orders in the tier window, net of what reversals took back."""
@@ -201,6 +207,7 @@ class Account:
         state.update(status=order.status, total=order.total, refunded=order.refunded,
                      as_of=order.as_of)
         self.doc["orders"][order.order_id] = state
+        self.touched_orders.add(order.order_id)
         if order.currency and not self.doc.get("currency"):
             self.doc["currency"] = order.currency
         before = len(self.entries)
@@ -290,6 +297,7 @@ class Account:
             if lot.get("order_id") in self.doc["orders"]:
                 order = self.doc["orders"][lot["order_id"]]
                 order["expired"] = order.get("expired", 0) + points
+                self.touched_orders.add(lot["order_id"])
             expired += points
             self._record(f"expire:{lot['lot_id']}", POINTS, "expire", -points,
                          f"points earned {aware(lot['earned_at']).date().isoformat()} expired",
@@ -320,7 +328,7 @@ class Account:
             self._add_lot(key, "adjust", points, self.now, None, None)
         else:
             self._take(-points)
-        self.doc["request_keys"].append(key)
+        self._remember(key)
         return self._record(key, POINTS, "adjust", points, reason, actor=actor)
 
     def redeem(self, key: str, points: int, actor: str | None) -> tuple[Entry, Entry]:
@@ -339,7 +347,7 @@ class Account:
         if points % step:
             raise InvalidRequest(f"points must be a multiple of {step}")
         taken = self._take(points)
-        self.doc["request_keys"].append(key)
+        self._remember(key)
         debit = self._record(key, POINTS, "redeem", -points,
                              "redeemed for store credit", actor=actor, details={"taken": taken})
         credit = self.issue_credit(f"{key}:credit", p.credit_for(points, currency), "redemption",
@@ -357,7 +365,7 @@ class Account:
         self.doc["credit_lots"].append({"credit_id": key, "reason": reason, "amount": amount,
                                         "remaining": amount, "issued_at": self.now,
                                         "expires_at": expires_at})
-        self.doc["request_keys"].append(key)
+        self._remember(key)
         return self._record(key, CREDIT, "credit_issue", amount, note or reason, actor=actor,
                             expires_at=expires_at, details={"reason": reason})
 
@@ -378,6 +386,6 @@ class Account:
                 left -= part
             if not left:
                 break
-        self.doc["request_keys"].append(key)
+        self._remember(key)
         return self._record(key, CREDIT, "credit_use", -amount, reference or "store credit used",
                             actor=actor, details={"used": used})

@@ -22,6 +22,10 @@ from shared.outbox import OUTBOX_FIELD, push_events
 
 JOURNAL = "journal"
 ACTIVE = "active"
+# The account fields a change may rewrite whole (each small); `orders` is written per order.
+SMALL_FIELDS = ("status", "deleted_at", "balance", "credit_balance", "debt", "lots",
+                "credit_lots", "tier", "tier_since", "member_since", "currency", "next_seq",
+                "updated_at")
 
 
 def utcnow() -> datetime:
@@ -43,7 +47,7 @@ class AccountRepository:
 
     def get(self, store_id: str, customer_id: str) -> dict | None:
         return self.collection.find_one({"_id": self.key(store_id, customer_id)},
-                                        {OUTBOX_FIELD: 0})
+                                        {OUTBOX_FIELD: 0, JOURNAL: 0})
 
     def new(self, store_id: str, customer_id: str) -> dict:
         return {"_id": self.key(store_id, customer_id), "store_id": store_id,
@@ -51,13 +55,16 @@ class AccountRepository:
                 "created_at": utcnow()}
 
     def save(self, stored: dict | None, working: dict, entries: list[dict],
-             events: Iterable[Event]) -> bool:
+             events: Iterable[Event], touched_orders: Iterable[str] = (),
+             new_request_keys: Iterable[str] = ()) -> bool:
         """Write the working copy if nobody changed the account since it was read; False if
-        somebody did (the caller reads again and retries)."""
+        somebody did (the caller reads again and retries). An existing account gets only what
+        a change can touch: its small fields, the orders it changed, its new request keys,
+        never the whole map of orders."""
         pushed = push_events(events)
-        fields = {k: v for k, v in working.items()
-                  if k not in ("_id", "version", JOURNAL, OUTBOX_FIELD)}
         if stored is None:
+            fields = {k: v for k, v in working.items()
+                      if k not in ("_id", "version", JOURNAL, OUTBOX_FIELD)}
             doc = {**fields, "_id": working["_id"], "version": 1, JOURNAL: entries,
                    OUTBOX_FIELD: pushed.get(OUTBOX_FIELD, {}).get("$each", [])}
             try:
@@ -65,10 +72,16 @@ class AccountRepository:
                 return True
             except DuplicateKeyError:
                 return False
+        fields = {k: working[k] for k in SMALL_FIELDS if k in working}
+        for order_id in touched_orders:
+            fields[f"orders.{order_id}"] = working["orders"][order_id]
         update: dict = {"$set": fields, "$inc": {"version": 1}}
         push = dict(pushed)
         if entries:
             push[JOURNAL] = {"$each": entries}
+        keys = list(new_request_keys)
+        if keys:
+            push["request_keys"] = {"$each": keys}
         if push:
             update["$push"] = push
         result = self.collection.update_one({"_id": working["_id"], "version": stored["version"]},

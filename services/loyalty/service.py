@@ -116,23 +116,26 @@ class LoyaltyService:
         return outcome.answer
 
     # -- events in ---------------------------------------------------------------------------
-    @event_handler("customer_sync", "order.placed")
+    # Order and customer events need no applied-events record: each account update is a
+    # compare-and-set judged by the order's own state (earned once, reversed up to a total),
+    # so a duplicate, even at the same moment, finds its effect already there.
+    @event_handler("customer_sync", "order.placed", claims=False)
     def on_order_placed(self, event):
         self._done(self._accounts().apply_order_event(event))
 
-    @event_handler("customer_sync", "order.updated")
+    @event_handler("customer_sync", "order.updated", claims=False)
     def on_order_updated(self, event):
         self._done(self._accounts().apply_order_event(event))
 
-    @event_handler("customer_sync", "order.refunded")
+    @event_handler("customer_sync", "order.refunded", claims=False)
     def on_order_refunded(self, event):
         self._done(self._accounts().apply_order_event(event))
 
-    @event_handler("customer_sync", "order.cancelled")
+    @event_handler("customer_sync", "order.cancelled", claims=False)
     def on_order_cancelled(self, event):
         self._done(self._accounts().apply_order_event(event))
 
-    @event_handler("customer_sync", "customer.deleted")
+    @event_handler("customer_sync", "customer.deleted", claims=False)
     def on_customer_deleted(self, event):
         try:
             self._done(self._accounts().apply_customer_deleted(event))

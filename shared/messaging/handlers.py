@@ -96,11 +96,18 @@ class RetryBroker(SharedExtension):
 
 
 class ReliableEventHandler(EventHandler):
-    """`@event_handler(source, event_type)` with retries, parking and idempotency."""
+    """`@event_handler(source, event_type)` with retries, parking and idempotency.
+
+    By default every event is claimed per handler in the consumer's database before it runs
+    (a record of applied event ids), so a duplicate delivered at the same time is applied once.
+    `claims=False` leaves that out for a handler whose effect is idempotent by its own state
+    (a compare-and-set update keyed by the fact the event brings, which a duplicate finds
+    already applied): two database writes per event fewer, the same effect."""
 
     broker = RetryBroker()
 
-    def __init__(self, source_service: str, event_type: str, **kwargs) -> None:
+    def __init__(self, source_service: str, event_type: str, claims: bool = True, **kwargs) -> None:
+        self.claims = claims
         super().__init__(
             source_service,
             event_type,
@@ -147,6 +154,9 @@ class ReliableEventHandler(EventHandler):
             self._settle_failure(message, body, headers, self.max_attempts, exc, None)
             return
         with log_context(**_event_context(event)):
+            if not self.claims:
+                self._spawn(message, body, headers, event, attempts, None)
+                return
             try:
                 claim, token = self.processed().claim(self.handler_key(), event.event_id,
                                                       event.event_type)
@@ -162,6 +172,9 @@ class ReliableEventHandler(EventHandler):
                 # Another worker is applying this very event; look again after a delay.
                 self._defer(message, body, headers)
                 return
+        self._spawn(message, body, headers, event, attempts, token)
+
+    def _spawn(self, message, body, headers, event: Event, attempts: int, token: str | None) -> None:
         context_data = self.unpack_message_headers(message)
         handle_result = partial(self._on_result, message, body, headers, event, attempts, token)
         try:
@@ -169,7 +182,8 @@ class ReliableEventHandler(EventHandler):
                 self, (event,), {}, context_data=context_data, handle_result=handle_result
             )
         except ContainerBeingKilled:
-            self._safely(self.processed().release, self.handler_key(), event.event_id, token)
+            if token is not None:
+                self._safely(self.processed().release, self.handler_key(), event.event_id, token)
             self.queue_consumer.requeue_message(message)
 
     def _requeue_later(self, message) -> None:
@@ -194,14 +208,18 @@ class ReliableEventHandler(EventHandler):
             return
         self.queue_consumer.ack_message(message)
 
-    def _on_result(self, message, body, headers, event: Event, attempts: int, token: str,
+    def _on_result(self, message, body, headers, event: Event, attempts: int, token: str | None,
                    worker_ctx, result=None, exc_info=None):
         with log_context(**_event_context(event)):
             if exc_info is None:
-                self._safely(self.processed().complete, self.handler_key(), event.event_id, token)
+                if token is not None:
+                    self._safely(self.processed().complete, self.handler_key(), event.event_id,
+                                 token)
                 self.queue_consumer.ack_message(message)
             else:
-                self._safely(self.processed().release, self.handler_key(), event.event_id, token)
+                if token is not None:
+                    self._safely(self.processed().release, self.handler_key(), event.event_id,
+                                 token)
                 self._settle_failure(message, body, headers, attempts + 1, exc_info[1], exc_info)
         return result, exc_info
 

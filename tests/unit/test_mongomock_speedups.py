@@ -114,3 +114,37 @@ def test_streamed_cursor_copies_documents_and_mixes_with_list_operations():
     assert next(cursor)["_id"] == 21
     assert cursor.alive
     assert [d["_id"] for d in cursor][-1] == 99
+
+
+def test_updates_report_and_roll_back_as_mongomock_does():
+    install()
+    coll = mongomock.MongoClient().db.u
+    coll.create_index("email", unique=True)
+    coll.insert_many([{"_id": 1, "email": "a", "big": list(range(50)), "n": 1},
+                      {"_id": 2, "email": "b", "n": 1}])
+    same = coll.update_one({"_id": 1}, {"$set": {"n": 1}})
+    assert (same.matched_count, same.modified_count) == (1, 0)
+    changed = coll.update_one({"_id": 1}, {"$set": {"n": 2, "sub.x": 1}, "$push": {"big": 50}})
+    assert (changed.matched_count, changed.modified_count) == (1, 1)
+    assert coll.find_one({"_id": 1})["sub"] == {"x": 1} and coll.find_one({"_id": 1})["big"][-1] == 50
+    with pytest.raises(mongomock.DuplicateKeyError):
+        coll.update_one({"_id": 2}, {"$set": {"email": "a", "n": 9}, "$unset": {"missing": ""}})
+    assert coll.find_one({"_id": 2}) == {"_id": 2, "email": "b", "n": 1}  # rolled back
+    assert [d["_id"] for d in coll.find({"email": "b"})] == [2]  # and still found by its value
+    many = coll.update_many({}, {"$inc": {"n": 1}})
+    assert (many.matched_count, many.modified_count) == (2, 2)
+    upserted = coll.update_one({"_id": 3}, {"$set": {"email": "c"}}, upsert=True)
+    assert upserted.upserted_id == 3 and coll.find_one({"_id": 3})["email"] == "c"
+    replaced = coll.replace_one({"_id": 3}, {"email": "d"})
+    assert replaced.modified_count == 1 and coll.find_one({"_id": 3}) == {"_id": 3, "email": "d"}
+
+
+def test_numeric_path_parts_as_keys_and_as_indexes():
+    install()
+    coll = mongomock.MongoClient().db.p
+    coll.insert_one({"_id": 1, "orders": {"123": {"n": 1}}, "items": [{"n": 1}, {"n": 2}]})
+    assert coll.update_one({"_id": 1}, {"$set": {"orders.123.n": 2}}).modified_count == 1
+    assert coll.update_one({"_id": 1}, {"$set": {"orders.123.n": 2}}).modified_count == 0
+    assert coll.update_one({"_id": 1}, {"$set": {"items.1.n": 5}}).modified_count == 1
+    doc = coll.find_one({"_id": 1})
+    assert doc["orders"] == {"123": {"n": 2}} and doc["items"] == [{"n": 1}, {"n": 5}]
