@@ -24,7 +24,11 @@ SERVICES = {
     "customer_sync": "services.customer_sync.service:CustomerSyncService",
     "segmentation": "services.segmentation.service:SegmentationService",
     "loyalty": "services.loyalty.service:LoyaltyService",
+    "notifications": "services.notifications.service:NotificationsService",
 }
+# Services with HTTP endpoints of their own, and the setting naming their address: one process
+# may run several services, and each web server needs its own port.
+OWN_WEB_ADDRESS = {"notifications": "NOTIFICATIONS_WEB_SERVER_ADDRESS"}
 
 
 def load_service(path: str) -> type:
@@ -52,7 +56,11 @@ def main(argv: list[str] | None = None) -> int:
                     config.get("MONGO_URI"))
     runner = ServiceRunner(nameko_config)
     for name in args.names or list(SERVICES):
-        runner.add_service(load_service(SERVICES[name]))
+        cls = load_service(SERVICES[name])
+        runner.add_service(cls)
+        if name in OWN_WEB_ADDRESS:
+            own = {**nameko_config, "WEB_SERVER_ADDRESS": config.get(OWN_WEB_ADDRESS[name])}
+            runner.service_map[name] = runner.container_cls(cls, own)
 
     stopping = {"count": 0}
 

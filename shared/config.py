@@ -65,6 +65,36 @@ SETTINGS: tuple[Setting, ...] = (
         "How often loyalty expires points and credit that are due and re-evaluates tiers "
         "(points leave the 12-month window with time); daily by default.",
     ),
+    Setting("SMTP_HOST", "localhost", "Mail server notifications sends email through."),
+    Setting("SMTP_PORT", "25", "Its port (587 for STARTTLS, 465 for TLS are usual)."),
+    Setting("SMTP_SECURITY", "none", "`none`, `starttls` or `tls` (implicit TLS)."),
+    Setting("SMTP_USERNAME", "", "SMTP login; empty for none."),
+    Setting("SMTP_PASSWORD", "", "SMTP password (secret: set it in the environment)."),
+    Setting("SMTP_TIMEOUT_SECONDS", "10", "SMTP connect and reply timeout."),
+    Setting("MAIL_FROM", "Woo Companion <noreply@localhost>",
+            "Default From of emails (a store's `from_email` setting overrides it)."),
+    Setting("MAIL_DOMAIN", "", "Domain of generated Message-IDs (empty: this host's name)."),
+    Setting("TWILIO_ACCOUNT_SID", "", "Twilio account SID for SMS (empty: SMS not configured)."),
+    Setting("TWILIO_AUTH_TOKEN", "", "Twilio auth token (secret); also validates callbacks."),
+    Setting("TWILIO_FROM_NUMBER", "", "The number SMS are sent from (E.164)."),
+    Setting("TWILIO_API_BASE", "https://api.twilio.com",
+            "Twilio's API root (tests point it at a local stand-in)."),
+    Setting("NOTIFY_PUBLIC_URL", "",
+            "The public base URL Twilio calls back (behind a proxy, what Twilio sees); "
+            "signatures are checked against it. Empty: the URL as the request arrived, and no "
+            "status callbacks are asked for."),
+    Setting("NOTIFICATIONS_WEB_SERVER_ADDRESS", "0.0.0.0:8001",
+            "Address of notifications' own HTTP endpoints (Twilio callbacks, health)."),
+    Setting("NOTIFY_POLL_SECONDS", "2", "How often notifications looks for sends that are due."),
+    Setting("NOTIFY_MAX_ATTEMPTS", "5", "Attempts of a send that fails transiently before it "
+            "is given up."),
+    Setting("NOTIFY_RETRY_SECONDS", "60", "Wait before the first retry of a send; doubles "
+            "with each attempt."),
+    Setting("NOTIFY_LEASE_SECONDS", "120", "How long a claimed send is a sender's; after that a "
+            "stopped sender's send is taken over (and, if the provider was being called, not "
+            "resent)."),
+    Setting("NOTIFY_DATE_RULES_MINUTES", "60",
+            "How often birthday and days-since-last-order workflows are checked."),
     Setting(
         "SEGMENT_RECOMPUTE_MINUTES",
         "60",

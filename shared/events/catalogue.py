@@ -11,6 +11,7 @@ from marshmallow import Schema
 from shared.events import customer_sync as cs
 from shared.events import gdpr
 from shared.events import loyalty
+from shared.events import notifications as nt
 from shared.events import segmentation as seg
 
 
@@ -121,6 +122,25 @@ _ENTRIES = (
                   "when points fall out of the 12-month window).",
                   {"customer_id": "c-3f2a", "old_tier": "bronze", "new_tier": "silver",
                    "direction": "up", "points_in_window": 1450}),
+    EventContract("notification.sent", "notifications", 1, nt.NotificationSentData,
+                  "A message to a customer was accepted by its provider.",
+                  {"send_id": "wf-1:c-3f2a:e-9", "customer_id": "c-3f2a", "channel": "email",
+                   "purpose": "marketing", "template": "abandoned_cart", "workflow_id": "wf-1",
+                   "bulk_id": None, "provider_id": "<20261129.1@shop.example>", "attempts": 1}),
+    EventContract("notification.failed", "notifications", 1, nt.NotificationFailedData,
+                  "A message will not go out (refused for good, attempts exhausted, or held "
+                  "back by consent, the weekly cap or its cancel condition).",
+                  {"send_id": "wf-1:c-3f2a:e-9", "customer_id": "c-3f2a", "channel": "sms",
+                   "purpose": "marketing", "template": "win_back", "workflow_id": "wf-1",
+                   "bulk_id": None, "reason": "no sms_marketing consent", "permanent": True,
+                   "attempts": 0}),
+    EventContract("consent.changed", "gdpr", 1, nt.ConsentChangedData,
+                  "A customer's consent for a purpose changed (published by gdpr, or by "
+                  "notifications for an SMS STOP/START, on the gdpr exchange; `origin` says "
+                  "which).",
+                  {"customer_id": "c-3f2a", "purpose": "sms_marketing", "granted": False,
+                   "source": "sms_stop", "changed_at": "2026-11-29T10:00:00+00:00",
+                   "origin": "notifications", "note": ""}),
     EventContract("gdpr.erasure_requested", "gdpr", 1, gdpr.ErasureRequestedData,
                   "Forget a person: every data-owning service erases or anonymises its slice "
                   "and answers with `gdpr.erasure_completed`.",

@@ -1,0 +1,431 @@
+"""notifications' write side: events keep the contact projection and start workflows; people
+keep templates, workflows and store settings; bulk sends fan out to an audience.
+
+A workflow an event triggers becomes one scheduled send, keyed by workflow, customer and the
+triggering event, stored before anything is sent: however often the event comes, one send.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Iterable
+
+from pymongo import InsertOne
+from pymongo.errors import BulkWriteError
+
+from services.notifications import templates as tpl
+from services.notifications import workflows as wf
+from services.notifications.policy import StoreSettings, load_settings
+from services.notifications.repository import (ACTIVE, DELETED, ERASED, NotificationsStorage,
+                                               phone_key, utcnow)
+from shared.errors import NotFound, ValidationError
+from shared.events import Event, build_event
+from shared.outbox import push_events
+
+log = logging.getLogger(__name__)
+
+_CACHE_SECONDS = 5.0
+_cache: dict[tuple[int, str, str], tuple[float, Any]] = {}
+_NAMESPACE = uuid.UUID("9b7e61c4-3f0e-4d59-8d0b-4c1b7a3e2f58")
+STOP_WORDS = {"stop", "stopall", "unsubscribe", "cancel", "end", "quit"}
+START_WORDS = {"start", "yes", "unstop"}
+
+
+def _cached(storage: NotificationsStorage, kind: str, store_id: str, load: Callable[[], Any]) -> Any:
+    key = (id(storage), kind, store_id)
+    hit = _cache.get(key)
+    if hit and time.monotonic() - hit[0] < _CACHE_SECONDS:
+        return hit[1]
+    value = load()
+    _cache[key] = (time.monotonic(), value)
+    return value
+
+
+def _forget(storage: NotificationsStorage, kind: str, store_id: str) -> None:
+    _cache.pop((id(storage), kind, store_id), None)
+
+
+def _aware(value):
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value
+
+
+def _money(amount: dict | None) -> str | None:
+    if not amount:
+        return None
+    from services.loyalty.programme import minor_per_unit  # one table of currency exponents
+
+    unit = minor_per_unit(amount["currency"])
+    digits = len(str(unit)) - 1
+    value = amount["amount"] / unit
+    return f"{value:.{digits}f} {amount['currency']}"
+
+
+class Notifier:
+    def __init__(self, storage: NotificationsStorage, clock: Callable[[], datetime] = utcnow) -> None:
+        self.storage = storage
+        self.clock = clock
+
+    # -- store data ----------------------------------------------------------------------------
+    def settings(self, store_id: str) -> StoreSettings:
+        return _cached(self.storage, "settings", store_id, lambda: load_settings(
+            self.storage.settings.find_one({"_id": store_id})))
+
+    def save_settings(self, store_id: str, data: dict) -> StoreSettings:
+        settings = load_settings(data)
+        self.storage.settings.replace_one({"_id": store_id},
+                                          {**settings.to_dict(), "updated_at": utcnow()}, upsert=True)
+        _forget(self.storage, "settings", store_id)
+        return settings
+
+    def templates(self, store_id: str) -> dict[str, dict]:
+        """The store's templates over the shipped defaults (a store may replace a default)."""
+        def load() -> dict[str, dict]:
+            found = dict(tpl.DEFAULT_TEMPLATES)
+            for doc in self.storage.templates.find({"store_id": store_id}, {"_id": 0, "store_id": 0}):
+                found[doc["slug"]] = doc
+            return found
+        return _cached(self.storage, "templates", store_id, load)
+
+    def save_template(self, store_id: str, data: dict) -> dict:
+        template = tpl.validate_template(data)
+        self.storage.templates.replace_one({"store_id": store_id, "slug": template["slug"]},
+                                           {**template, "store_id": store_id, "updated_at": utcnow()},
+                                           upsert=True)
+        _forget(self.storage, "templates", store_id)
+        return template
+
+    def delete_template(self, store_id: str, slug: str) -> dict:
+        used = [w["workflow_id"] for w in self.storage.workflows.find(
+            {"store_id": store_id, "template": slug}, {"workflow_id": 1})]
+        if used and slug not in tpl.DEFAULT_TEMPLATES:
+            raise ValidationError(f"template {slug} is used by workflows {', '.join(used)}",
+                                  {"fields": {"slug": ["in use"]}})
+        result = self.storage.templates.delete_one({"store_id": store_id, "slug": slug})
+        if not result.deleted_count:
+            raise NotFound(f"no template {slug} of store {store_id} (shipped defaults stay)")
+        _forget(self.storage, "templates", store_id)
+        return {"deleted": slug}
+
+    def workflows(self, store_id: str) -> list[dict]:
+        return _cached(self.storage, "workflows", store_id, lambda: list(
+            self.storage.workflows.find({"store_id": store_id}, {"_id": 0, "store_id": 0})))
+
+    def save_workflow(self, store_id: str, data: dict) -> dict:
+        channels = {slug: t["channel"] for slug, t in self.templates(store_id).items()}
+        workflow = wf.validate_workflow(data, channels)
+        workflow["workflow_id"] = workflow["workflow_id"] or uuid.uuid4().hex[:12]
+        self.storage.workflows.replace_one(
+            {"store_id": store_id, "workflow_id": workflow["workflow_id"]},
+            {**workflow, "store_id": store_id, "updated_at": utcnow()}, upsert=True)
+        _forget(self.storage, "workflows", store_id)
+        return workflow
+
+    def delete_workflow(self, store_id: str, workflow_id: str) -> dict:
+        result = self.storage.workflows.delete_one({"store_id": store_id, "workflow_id": workflow_id})
+        if not result.deleted_count:
+            raise NotFound(f"no workflow {workflow_id} in store {store_id}")
+        _forget(self.storage, "workflows", store_id)
+        cancelled = self.storage.sends.collection.update_many(
+            {"store_id": store_id, "workflow_id": workflow_id, "status": "scheduled"},
+            {"$set": {"status": "cancelled", "reason": "workflow deleted"}})
+        return {"deleted": workflow_id, "cancelled_sends": cancelled.modified_count}
+
+    # -- events in: the projection -----------------------------------------------------------------
+    def apply(self, event: Event) -> int:
+        """Keep the projection, then schedule what the event triggers. Answers how many sends
+        were scheduled."""
+        data, store_id = event.data, event.store_id
+        customer_id = data.get("customer_id")
+        if not customer_id:
+            return 0
+        contacts, at = self.storage.contacts, event.occurred_at
+        first_order = False
+        kind = event.event_type
+        if kind in ("customer.created", "customer.updated"):
+            billing = data.get("billing") or {}
+            phone = data.get("phone") or billing.get("phone") or None
+            first, last = data.get("first_name") or "", data.get("last_name") or ""
+            contacts.apply(store_id, customer_id, "contact_at", at, {
+                "email": data.get("email"), "phone": phone, "phone_key": phone_key(phone),
+                "first_name": first, "last_name": last,
+                "birthday": data.get("birthday"), "country": billing.get("country") or ""})
+        elif kind == "customer.deleted":
+            contacts.apply(store_id, customer_id, "status_at", at, {"status": DELETED})
+        elif kind == "order.placed":
+            total = data.get("total")
+            _, first_order = contacts.add_order(store_id, customer_id, {
+                "order_id": data["order_id"], "number": data.get("number"),
+                "total": _money(total), "date": _aware(data.get("date_created")) or at,
+                "seen_at": at})
+        elif kind in ("customer.tagged", "customer.untagged"):
+            on = kind == "customer.tagged"
+            tag = data["tag"]
+            contacts.apply(store_id, customer_id, f"tag_at.{tag}", at, {} if not on else {
+                f"tags.{tag}": True}, unset=None if on else [f"tags.{tag}"])
+        elif kind in ("customer.group_joined", "customer.group_left"):
+            group = data["group"]
+            joined = kind == "customer.group_joined"
+            contacts.apply(store_id, customer_id, f"group_at.{group}", at,
+                           {f"groups.{group}": True} if joined else {},
+                           unset=None if joined else [f"groups.{group}"])
+        elif kind == "customer.segment_changed":
+            contacts.apply(store_id, customer_id, "segment_at", at, {"segment": data["new_segment"]})
+        elif kind == "loyalty.points_changed":
+            contacts.apply(store_id, customer_id, "points_at", at, {"points": data["balance"]})
+        elif kind == "loyalty.tier_changed":
+            contacts.apply(store_id, customer_id, "tier_at", at, {"tier": data["new_tier"]})
+        elif kind == "consent.changed":
+            purpose = data["purpose"]
+            contacts.apply(store_id, customer_id, f"consent_at.{purpose}", _aware(data["changed_at"]),
+                           {f"consent.{purpose}": {"granted": data["granted"],
+                                                   "source": data["source"],
+                                                   "at": _aware(data["changed_at"])}})
+        return self.schedule_for(event, first_order)
+
+    def schedule_for(self, event: Event, first_order: bool = False) -> int:
+        scheduled = 0
+        customer_id = event.data["customer_id"]
+        for workflow in self.workflows(event.store_id):
+            if not wf.triggered_by(workflow, event.event_type, event.data, first_order):
+                continue
+            send_id = f"wf:{workflow['workflow_id']}:{customer_id}:{event.event_id}"
+            due = event.occurred_at + timedelta(seconds=workflow["delay_seconds"])
+            if self.storage.sends.schedule(self._send(event.store_id, customer_id, send_id, due,
+                                                      workflow=workflow, trigger=event.event_id)):
+                scheduled += 1
+        return scheduled
+
+    def _send(self, store_id: str, customer_id: str, send_id: str, due: datetime,
+              workflow: dict | None = None, trigger: str | None = None,
+              bulk: dict | None = None) -> dict:
+        source = workflow or bulk
+        return {"_id": send_id, "store_id": store_id, "customer_id": customer_id,
+                "workflow_id": workflow["workflow_id"] if workflow else None,
+                "bulk_id": bulk["bulk_id"] if bulk else None, "trigger_event_id": trigger,
+                "channel": source["channel"], "template": source["template"],
+                "purpose": source["purpose"], "cancel": (workflow or {}).get("cancel", []),
+                "due_at": due, "scheduled_at": self.clock()}
+
+    # -- date rules (a timer) --------------------------------------------------------------------
+    def run_date_rules(self, store_id: str, now: datetime | None = None) -> int:
+        """Birthdays (once a year, on the day in the store's time zone) and lapses (N days
+        after the last order, once per last order)."""
+        now = now or self.clock()
+        rules = [w for w in self.workflows(store_id) if w.get("enabled", True)
+                 and "date" in w["trigger"]]
+        if not rules:
+            return 0
+        today = now.astimezone(self.settings(store_id).zone()).date()
+        scheduled = 0
+        for contact in self.storage.contacts.collection.find(
+                {"store_id": store_id, "status": ACTIVE},
+                {"customer_id": 1, "birthday": 1, "last_order": 1}):
+            for workflow in rules:
+                trigger = workflow["trigger"]
+                key = None
+                if trigger["date"] == "birthday":
+                    if _is_birthday(contact.get("birthday"), today):
+                        key = str(today.year)
+                else:
+                    last = contact.get("last_order") or {}
+                    if last.get("date") is not None and (
+                            now - _aware(last["date"])).days >= trigger["days"]:
+                        key = f"after-{last['order_id']}"
+                if key is None:
+                    continue
+                send_id = f"wf:{workflow['workflow_id']}:{contact['customer_id']}:{key}"
+                due = now + timedelta(seconds=workflow["delay_seconds"])
+                if self.storage.sends.schedule(self._send(store_id, contact["customer_id"],
+                                                          send_id, due, workflow=workflow)):
+                    scheduled += 1
+        return scheduled
+
+    # -- consent from the phone ------------------------------------------------------------------
+    def inbound_sms(self, from_number: str, body: str, received_at: datetime) -> list[Event]:
+        """STOP / UNSUBSCRIBE turn SMS marketing off for every contact with that number,
+        START turns it back on; the change is recorded here at once and announced."""
+        word = (body or "").strip().split(" ")[0].lower() if (body or "").strip() else ""
+        if word in STOP_WORDS:
+            granted, source = False, "sms_stop"
+        elif word in START_WORDS:
+            granted, source = True, "sms_start"
+        else:
+            return []
+        key = phone_key(from_number)
+        if not key:
+            return []
+        announced = []
+        for contact in self.storage.contacts.collection.find(
+                {"phone_key": key, "status": ACTIVE}, {"store_id": 1, "customer_id": 1}):
+            store_id, customer_id = contact["store_id"], contact["customer_id"]
+            event = build_event("consent.changed", store_id=store_id, occurred_at=received_at,
+                                event_id=str(uuid.uuid5(_NAMESPACE, f"{store_id}:{customer_id}:"
+                                                                    f"{source}:{received_at.isoformat()}")),
+                                data={"customer_id": customer_id, "purpose": "sms_marketing",
+                                      "granted": granted, "source": source,
+                                      "changed_at": received_at.isoformat(),
+                                      "origin": "notifications",
+                                      "note": f"SMS {word.upper()} from the customer's phone"})
+            changed = self.storage.contacts.apply(
+                store_id, customer_id, "consent_at.sms_marketing", received_at,
+                {"consent.sms_marketing": {"granted": granted, "source": source,
+                                           "at": received_at}})
+            if changed:
+                self.storage.contacts.collection.update_one(
+                    {"_id": contact["_id"]}, {"$push": push_events([event])})
+                announced.append(event)
+        return announced
+
+    # -- bulk --------------------------------------------------------------------------------------
+    def bulk_send(self, store_id: str, audience: dict, template: str, when: str | None,
+                  purpose: str = "marketing", bulk_id: str | None = None,
+                  progress: Callable[[int], None] | None = None) -> dict:
+        """Schedule one send per member of the audience (a segment, group, tag or list of
+        customer ids), now or at `when`. Consent, caps and quiet hours are applied to each at
+        send time. Asked again with the same bulk_id, schedules nobody twice."""
+        templates = self.templates(store_id)
+        if template not in templates:
+            raise ValidationError(f"no template {template!r}", {"fields": {"template": ["unknown"]}})
+        if purpose not in ("marketing", "transactional"):
+            raise ValidationError("purpose must be marketing or transactional",
+                                  {"fields": {"purpose": ["invalid"]}})
+        query = self._audience(store_id, audience)
+        due = self._when(when)
+        bulk_id = bulk_id or uuid.uuid4().hex[:12]
+        job = {"bulk_id": bulk_id, "channel": templates[template]["channel"], "template": template,
+               "purpose": purpose}
+        self.storage.bulk_jobs.update_one(
+            {"_id": f"{store_id}:{bulk_id}"},
+            {"$setOnInsert": {**job, "store_id": store_id, "audience": audience, "due_at": due,
+                              "created_at": utcnow(), "state": "scheduling"}}, upsert=True)
+        total, batch = 0, []
+
+        def flush() -> None:
+            if not batch:
+                return
+            try:
+                self.storage.sends.collection.bulk_write(batch, ordered=False)
+            except BulkWriteError as exc:
+                if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
+                    raise
+            batch.clear()
+
+        now = utcnow()
+        for contact in self.storage.contacts.collection.find(query, {"customer_id": 1}):
+            send = self._send(store_id, contact["customer_id"],
+                              f"bulk:{bulk_id}:{contact['customer_id']}", due, bulk=job)
+            batch.append(InsertOne({**send, "status": "scheduled", "attempts": [], "created_at": now}))
+            total += 1
+            if len(batch) >= 500:
+                flush()
+                if progress:
+                    progress(total)
+        flush()
+        self.storage.bulk_jobs.update_one({"_id": f"{store_id}:{bulk_id}"},
+                                          {"$set": {"state": "scheduled", "total": total}})
+        return self.bulk_status(store_id, bulk_id)
+
+    def _audience(self, store_id: str, audience: Any) -> dict:
+        if not isinstance(audience, dict) or len(audience) != 1:
+            raise ValidationError("audience must be one of segment, group, tag or customer_ids",
+                                  {"fields": {"audience": ["invalid"]}})
+        (kind, value), = audience.items()
+        query: dict = {"store_id": store_id, "status": ACTIVE}
+        if kind == "segment" and isinstance(value, str):
+            query["segment"] = value
+        elif kind in ("group", "tag") and isinstance(value, str):
+            query[f"{kind}s.{value}"] = True
+        elif kind == "customer_ids" and isinstance(value, list) and value \
+                and all(isinstance(v, str) for v in value):
+            query["customer_id"] = {"$in": value}
+        else:
+            raise ValidationError(f"audience {kind!r} is not one of segment, group, tag, "
+                                  "customer_ids (with a value)", {"fields": {"audience": ["invalid"]}})
+        return query
+
+    def _when(self, when: str | None) -> datetime:
+        if when in (None, "", "now"):
+            return self.clock()
+        try:
+            moment = datetime.fromisoformat(str(when))
+        except ValueError:
+            raise ValidationError("when must be 'now' or an ISO-8601 time with its offset",
+                                  {"fields": {"when": ["invalid"]}}) from None
+        if moment.tzinfo is None:
+            raise ValidationError("when must include its UTC offset", {"fields": {"when": ["naive"]}})
+        return moment
+
+    def bulk_status(self, store_id: str, bulk_id: str) -> dict:
+        job = self.storage.bulk_jobs.find_one({"_id": f"{store_id}:{bulk_id}"})
+        if job is None:
+            raise NotFound(f"no bulk send {bulk_id} in store {store_id}")
+        counts: dict[str, int] = {}
+        for row in self.storage.sends.collection.aggregate([
+                {"$match": {"bulk_id": bulk_id, "store_id": store_id}},
+                {"$group": {"_id": "$status", "n": {"$sum": 1}}}]):
+            counts[row["_id"]] = row["n"]
+        total = job.get("total", sum(counts.values()))
+        done = sum(n for s, n in counts.items() if s not in ("scheduled", "sending"))
+        return {"bulk_id": bulk_id, "state": job.get("state"), "template": job["template"],
+                "channel": job["channel"], "purpose": job["purpose"], "total": total,
+                "done": done, "by_status": counts}
+
+    # -- GDPR -------------------------------------------------------------------------------------
+    def erase(self, store_id: str, customer_ids: Iterable[str], request_id: str) -> dict:
+        """The contact becomes a marker holding nothing; the send log keeps each message's
+        facts (when, which template, what happened) without address, number or subject, and
+        nothing scheduled for the person goes out."""
+        ids = sorted(set(customer_ids))
+        contacts = self.storage.contacts.collection
+        keep = {"_id", "store_id", "customer_id", "status", "erased_at", "erasure_request_id",
+                "had_contact"}
+        for customer_id in ids:
+            key = self.storage.contacts.key(store_id, customer_id)
+            held = contacts.find_one({"_id": key})
+            if held is not None and held.get("status") == ERASED:
+                continue
+            update: dict = {"$set": {"status": ERASED, "erased_at": self.clock(),
+                                     "erasure_request_id": request_id,
+                                     "had_contact": held is not None},
+                            "$setOnInsert": {"store_id": store_id, "customer_id": customer_id}}
+            unset = {name: "" for name in (held or {}) if name not in keep}
+            if unset:
+                update["$unset"] = unset
+            contacts.update_one({"_id": key}, update, upsert=True)
+        sends = self.storage.sends.collection
+        sends.update_many({"store_id": store_id, "customer_id": {"$in": ids},
+                           "status": {"$in": ["scheduled", "sending"]}},
+                          {"$set": {"status": "cancelled", "reason": "customer erased"}})
+        for send in sends.find({"store_id": store_id, "customer_id": {"$in": ids},
+                                "redacted": {"$ne": True}}, {"attempts": 1}):
+            attempts = [{k: v for k, v in a.items() if k != "detail"}
+                        for a in send.get("attempts") or []]
+            sends.update_one({"_id": send["_id"]},
+                             {"$unset": {"to": "", "subject": "", "reason_detail": ""},
+                              "$set": {"redacted": True, "attempts": attempts}})
+        return {"contacts": contacts.count_documents({"store_id": store_id,
+                                                      "customer_id": {"$in": ids},
+                                                      "status": ERASED, "had_contact": True}),
+                "sends": sends.count_documents({"store_id": store_id, "customer_id": {"$in": ids}})}
+
+
+def _is_birthday(birthday: str | None, today) -> bool:
+    """A birthday is MM-DD or YYYY-MM-DD; 29 February is celebrated on 28 February in other
+    years."""
+    if not isinstance(birthday, str):
+        return False
+    parts = birthday.strip().split("-")[-2:]
+    try:
+        month, day = int(parts[0]), int(parts[1])
+    except (ValueError, IndexError):
+        return False
+    if (month, day) == (2, 29):
+        import calendar
+
+        if not calendar.isleap(today.year):
+            return (today.month, today.day) == (2, 28)
+    return (today.month, today.day) == (month, day)

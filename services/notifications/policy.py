@@ -1,0 +1,118 @@
+"""Manners: whether a message may go now, later, or not at all. Pure.
+
+- Marketing goes only to a contact whose consent for that channel is on (email_marketing,
+  sms_marketing), as the latest `consent.changed` says; transactional always goes.
+- SMS is held during the store's quiet hours (its own time zone) until they end.
+- A contact gets at most the store's weekly cap of marketing messages in any 7 days.
+Every refusal carries its reason, for the send log.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta, timezone
+from typing import Any, Mapping
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from shared.errors import ValidationError
+
+_HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    name: str = "our shop"
+    url: str = ""
+    timezone: str = "UTC"
+    quiet_start: str = "21:00"  # SMS quiet hours, store time; start == end turns them off
+    quiet_end: str = "08:00"
+    weekly_marketing_cap: int = 3
+    from_email: str = ""  # empty: the service's MAIL_FROM
+    unsubscribe_url: str = ""
+
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def load_settings(data: Mapping[str, Any] | None) -> StoreSettings:
+    data = dict(data or {})
+    data = {k: v for k, v in data.items() if k not in ("_id", "store_id", "updated_at")}
+    errors: dict[str, list[str]] = {}
+    known = set(StoreSettings.__dataclass_fields__)
+    for key in sorted(set(data) - known):
+        errors[key] = ["unknown field"]
+    for key in ("name", "url", "timezone", "quiet_start", "quiet_end", "from_email",
+                "unsubscribe_url"):
+        if key in data and not isinstance(data[key], str):
+            errors[key] = ["must be a string"]
+    if isinstance(data.get("timezone"), str):
+        try:
+            ZoneInfo(data["timezone"])
+        except (ZoneInfoNotFoundError, ValueError):
+            errors["timezone"] = ["unknown time zone (use an IANA name such as Europe/Berlin)"]
+    for key in ("quiet_start", "quiet_end"):
+        if isinstance(data.get(key), str) and not _HHMM.match(data[key]):
+            errors[key] = ["must be HH:MM (24-hour)"]
+    cap = data.get("weekly_marketing_cap")
+    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or not 0 <= cap <= 100):
+        errors["weekly_marketing_cap"] = ["must be a whole number, 0-100"]
+    if errors:
+        summary = "; ".join(f"{k}: {' '.join(v)}" for k, v in sorted(errors.items()))
+        raise ValidationError(f"invalid store settings: {summary}", {"fields": errors})
+    return StoreSettings(**{k: v for k, v in data.items() if k in known})
+
+
+def _clock(value: str) -> time:
+    hours, minutes = value.split(":")
+    return time(int(hours), int(minutes))
+
+
+def quiet_until(settings: StoreSettings, now: datetime) -> datetime | None:
+    """When quiet hours end, if `now` is inside them (store time); None otherwise."""
+    start, end = _clock(settings.quiet_start), _clock(settings.quiet_end)
+    if start == end:
+        return None
+    local = now.astimezone(settings.zone())
+    today = local.time()
+    inside = (start <= today or today < end) if start > end else (start <= today < end)
+    if not inside:
+        return None
+    end_day = local.date() if today < end else local.date() + timedelta(days=1)
+    wake = datetime.combine(end_day, end, tzinfo=settings.zone())
+    return wake.astimezone(timezone.utc)
+
+
+CONSENT_FOR = {"email": "email_marketing", "sms": "sms_marketing"}
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: str  # "send", "hold", "refuse"
+    reason: str = ""
+    until: datetime | None = None
+
+
+def decide(channel: str, purpose: str, contact: Mapping[str, Any], settings: StoreSettings,
+           now: datetime, marketing_sent_this_week: int) -> Decision:
+    """May this message go now? Refusals are final for this send; holds come back later."""
+    if contact.get("status", "active") != "active":
+        return Decision("refuse", f"the customer is {contact.get('status')}")
+    address = contact.get("email") if channel == "email" else contact.get("phone")
+    if not address:
+        return Decision("refuse", f"no {'email address' if channel == 'email' else 'phone number'}")
+    if purpose == "marketing":
+        consent = (contact.get("consent") or {}).get(CONSENT_FOR[channel]) or {}
+        if consent.get("granted") is not True:
+            return Decision("refuse", f"no {CONSENT_FOR[channel]} consent")
+        if marketing_sent_this_week >= settings.weekly_marketing_cap:
+            return Decision("refuse", f"weekly marketing cap of {settings.weekly_marketing_cap} "
+                                      "reached")
+    if channel == "sms":
+        until = quiet_until(settings, now)
+        if until is not None:
+            return Decision("hold", f"quiet hours ({settings.quiet_start}-{settings.quiet_end} "
+                                    f"{settings.timezone})", until)
+    return Decision("send")

@@ -1,0 +1,157 @@
+"""notifications' storage: the contact projection, templates, workflows, store settings, the
+sends (scheduled, in flight and done: one document each, which is also the send log) and bulk
+jobs.
+
+The projection is kept by conditional updates, one per fact and its time: a fact older than the
+one held changes nothing, so events delivered twice or out of order leave the newest state.
+"""
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+from typing import Any
+
+from pymongo import ASCENDING, ReturnDocument
+from pymongo.collection import Collection
+from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError
+
+from shared.erasure import ErasureReceipts
+
+ACTIVE, DELETED, ERASED = "active", "deleted", "erased"
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def phone_key(phone: str | None) -> str | None:
+    """Digits only, so "+44 7700 900123" and "+447700900123" find the same contact."""
+    digits = re.sub(r"\D", "", phone or "")
+    return digits or None
+
+
+class ContactRepository:
+    def __init__(self, collection: Collection) -> None:
+        self.collection = collection
+
+    def ensure_indexes(self) -> None:
+        c = self.collection
+        c.create_index([("store_id", ASCENDING), ("customer_id", ASCENDING)], unique=True)
+        c.create_index([("phone_key", ASCENDING)])
+        c.create_index([("store_id", ASCENDING), ("segment", ASCENDING)])
+
+    @staticmethod
+    def key(store_id: str, customer_id: str) -> str:
+        return f"{store_id}:{customer_id}"
+
+    def get(self, store_id: str, customer_id: str) -> dict | None:
+        return self.collection.find_one({"_id": self.key(store_id, customer_id)}, {"outbox": 0})
+
+    def apply(self, store_id: str, customer_id: str, stamp: str, at: datetime, fields: dict,
+              unset: list[str] | None = None) -> bool:
+        """Set `fields` if the time held under `stamp` is older than `at` (or absent), on a
+        contact that is not erased. True when it changed the contact."""
+        key = self.key(store_id, customer_id)
+        update: dict[str, Any] = {"$set": {**fields, stamp: at}}
+        if unset:
+            update["$unset"] = {name: "" for name in unset}
+        condition = {"_id": key, "status": {"$ne": ERASED},
+                     "$or": [{stamp: {"$exists": False}}, {stamp: {"$lt": at}}]}
+        result = self.collection.update_one(condition, update)
+        if result.matched_count:
+            return bool(result.modified_count)
+        doc = {"_id": key, "store_id": store_id, "customer_id": customer_id, "status": ACTIVE,
+               "tags": {}, "groups": {}, "consent": {}, "order_ids": [], "created_at": utcnow()}
+        for name, value in {**fields, stamp: at}.items():
+            _set_path(doc, name, value)
+        try:
+            self.collection.insert_one(doc)
+            return True
+        except DuplicateKeyError:
+            # It exists: created meanwhile by another event (apply to it), or it holds a
+            # newer fact, or it is erased (then this changes nothing).
+            return bool(self.collection.update_one(condition, update).modified_count)
+
+    def add_order(self, store_id: str, customer_id: str, order: dict) -> tuple[bool, bool]:
+        """Record an order once. Answers (new to this contact, its first order)."""
+        key = self.key(store_id, customer_id)
+        self.apply(store_id, customer_id, "order_seen_at", order["seen_at"], {})  # exists
+        before = self.collection.find_one_and_update(
+            {"_id": key, "status": {"$ne": ERASED}, "order_ids": {"$ne": order["order_id"]}},
+            {"$push": {"order_ids": order["order_id"]}}, projection={"order_ids": 1},
+            return_document=ReturnDocument.BEFORE)
+        if before is None:
+            return False, False
+        self.collection.update_one(
+            {"_id": key, "$or": [{"last_order": None}, {"last_order": {"$exists": False}},
+                                 {"last_order.date": {"$lte": order["date"]}}]},
+            {"$set": {"last_order": order}})
+        return True, not before.get("order_ids")
+
+
+def _set_path(doc: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        doc = doc.setdefault(part, {})
+    doc[parts[-1]] = value
+
+
+class SendRepository:
+    """One document per message, keyed by its natural key (workflow, customer, trigger)."""
+
+    def __init__(self, collection: Collection) -> None:
+        self.collection = collection
+
+    def ensure_indexes(self) -> None:
+        c = self.collection
+        c.create_index([("status", ASCENDING), ("due_at", ASCENDING)])
+        c.create_index([("store_id", ASCENDING), ("customer_id", ASCENDING),
+                        ("sent_at", ASCENDING)])
+        c.create_index([("provider_id", ASCENDING)])
+        c.create_index([("bulk_id", ASCENDING), ("status", ASCENDING)])
+
+    def schedule(self, send: dict) -> bool:
+        """False when a send with the same key exists (the trigger was delivered again)."""
+        try:
+            self.collection.insert_one({**send, "status": "scheduled", "attempts": [],
+                                        "created_at": utcnow()})
+            return True
+        except DuplicateKeyError:
+            return False
+
+    def claim(self, now: datetime, lease_until: datetime, owner: str) -> dict | None:
+        """Take one due send for this sender, atomically: two senders never hold the same.
+        A send whose sender stopped mid-way (its lease ran out) is taken over."""
+        return self.collection.find_one_and_update(
+            {"$or": [{"status": "scheduled", "due_at": {"$lte": now}},
+                     {"status": "sending", "lease_until": {"$lt": now}}]},
+            {"$set": {"status": "sending", "lease_until": lease_until, "owner": owner}},
+            sort=[("due_at", ASCENDING)], return_document=ReturnDocument.AFTER)
+
+    def marketing_sent_since(self, store_id: str, customer_id: str, since: datetime) -> int:
+        return self.collection.count_documents(
+            {"store_id": store_id, "customer_id": customer_id, "purpose": "marketing",
+             "status": "sent", "sent_at": {"$gte": since}})
+
+
+class NotificationsStorage:
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self.contacts = ContactRepository(database["contacts"])
+        self.sends = SendRepository(database["sends"])
+        self.templates = database["templates"]
+        self.workflows = database["workflows"]
+        self.settings = database["store_settings"]
+        self.bulk_jobs = database["bulk_jobs"]
+        self.erasures = ErasureReceipts(database["erasures"])
+
+    def ensure_indexes(self) -> None:
+        self.contacts.ensure_indexes()
+        self.sends.ensure_indexes()
+        self.templates.create_index([("store_id", ASCENDING), ("slug", ASCENDING)], unique=True)
+        self.workflows.create_index([("store_id", ASCENDING), ("workflow_id", ASCENDING)],
+                                    unique=True)
+
+    def outbox_collections(self) -> list[Collection]:
+        return [self.sends.collection, self.contacts.collection, self.erasures.collection]

@@ -1,0 +1,347 @@
+"""notifications' nameko entrypoints. Thin: events go to `Notifier`, due sends to `Sender`,
+Twilio's callbacks to `twilio_hooks`."""
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+
+import eventlet
+from nameko.extensions import DependencyProvider
+from nameko.rpc import rpc
+from nameko.web.handlers import http
+
+from services.notifications import twilio_hooks
+from services.notifications.channels import EmailChannel, SmsChannel, SmtpSettings, TwilioSettings
+from services.notifications.notifier import Notifier
+from services.notifications.repository import ERASED, NotificationsStorage
+from services.notifications.sender import Sender, SenderSettings
+from services.notifications.sender import context as template_context
+from services.notifications.templates import SAMPLE_CONTEXT, render
+from shared.config import Config, from_nameko
+from shared.dependencies import OutboxRelayProvider, Settings, WorkerLogContext
+from shared.erasure import confirm_erasure
+from shared.errors import EXPECTED_ERRORS, NotFound, ValidationError
+from shared.health import HealthEndpoints, json_response, readiness
+from shared.messaging.handlers import event_handler
+from shared.messaging.parking import ParkedMessages
+from shared.mongo import MongoStorage
+
+log = logging.getLogger(__name__)
+
+
+def _storage(database, config) -> NotificationsStorage:
+    return NotificationsStorage(database)
+
+
+def sender_for(storage: NotificationsStorage, config: Config) -> Sender:
+    email = EmailChannel(SmtpSettings(
+        host=config.get("SMTP_HOST"), port=config.int("SMTP_PORT"),
+        security=config.get("SMTP_SECURITY"), username=config.get("SMTP_USERNAME"),
+        password=config.get("SMTP_PASSWORD"), timeout=config.float("SMTP_TIMEOUT_SECONDS"),
+        sender=config.get("MAIL_FROM")))
+    sms = SmsChannel(TwilioSettings(
+        account_sid=config.get("TWILIO_ACCOUNT_SID"), auth_token=config.get("TWILIO_AUTH_TOKEN"),
+        from_number=config.get("TWILIO_FROM_NUMBER"), api_base=config.get("TWILIO_API_BASE"),
+        timeout=config.float("SMTP_TIMEOUT_SECONDS")))
+    public = config.get("NOTIFY_PUBLIC_URL").rstrip("/")
+    return Sender(storage, email, sms, SenderSettings(
+        max_attempts=config.int("NOTIFY_MAX_ATTEMPTS"),
+        retry_seconds=config.float("NOTIFY_RETRY_SECONDS"),
+        lease_seconds=config.float("NOTIFY_LEASE_SECONDS"),
+        mail_domain=config.get("MAIL_DOMAIN"),
+        status_callback_url=f"{public}{twilio_hooks.STATUS_PATH}" if public else None))
+
+
+class SendLoop(DependencyProvider):
+    """Sends what is due every NOTIFY_POLL_SECONDS (sooner when asked), and checks the date
+    rules (birthdays, lapses) every NOTIFY_DATE_RULES_MINUTES. Each instance claims sends one
+    at a time, so several instances share the work and never send the same message."""
+
+    def setup(self) -> None:
+        self.config = from_nameko(self.container.config)
+        self.poll = self.config.float("NOTIFY_POLL_SECONDS")
+        self.date_rules_every = self.config.float("NOTIFY_DATE_RULES_MINUTES") * 60
+        self._threads = []
+        self._wake = eventlet.event.Event()
+
+    def start(self) -> None:
+        self._threads = [self.container.spawn_managed_thread(self._send_loop, identifier="sender"),
+                         self.container.spawn_managed_thread(self._date_loop, identifier="date-rules")]
+
+    def _dependencies(self):
+        storage = next(d for d in self.container.dependencies
+                       if isinstance(d, MongoStorage)).repositories
+        outbox = next(d for d in self.container.dependencies if isinstance(d, OutboxRelayProvider))
+        return storage, outbox
+
+    def wake(self) -> None:
+        if not self._wake.ready():
+            self._wake.send()
+
+    def _send_loop(self) -> None:
+        storage, outbox = self._dependencies()
+        sender = sender_for(storage, self.config)
+        try:
+            while True:
+                try:
+                    counts = sender.run_once()
+                except Exception:
+                    log.exception("the sender failed; it tries again")
+                    counts = {}
+                if counts:
+                    outbox.request_sweep()
+                    log.info("sends processed", extra={"outcomes": counts})
+                    continue  # more may be due
+                with eventlet.Timeout(self.poll, False):
+                    self._wake.wait()
+                if self._wake.ready():
+                    self._wake.reset()
+        finally:
+            sender.email.close()
+
+    def _date_loop(self) -> None:
+        storage, _ = self._dependencies()
+        while True:
+            eventlet.sleep(self.date_rules_every)
+            self.run_date_rules(storage)
+
+    def run_date_rules(self, storage: NotificationsStorage | None = None) -> int:
+        storage = storage or self._dependencies()[0]
+        notifier, scheduled = Notifier(storage), 0
+        for store_id in storage.workflows.distinct("store_id", {"trigger.date": {"$exists": True}}):
+            try:
+                scheduled += notifier.run_date_rules(store_id)
+            except Exception:
+                log.exception("date rules failed for a store", extra={"store_id": store_id})
+        if scheduled:
+            self.wake()
+        return scheduled
+
+    def stop(self) -> None:
+        for thread in self._threads:
+            thread.kill()
+
+    def kill(self) -> None:
+        self.stop()
+
+    def get_dependency(self, worker_ctx) -> "SendLoop":
+        return self
+
+
+class NotificationsService(HealthEndpoints):
+    name = "notifications"
+
+    storage = MongoStorage(_storage)
+    outbox = OutboxRelayProvider(lambda storage: storage.outbox_collections())
+    log_context = WorkerLogContext()
+    settings = Settings()
+    send_loop = SendLoop()
+
+    def _notifier(self) -> Notifier:
+        return Notifier(self.storage)
+
+    def _apply(self, event) -> None:
+        if self._notifier().apply(event):
+            self.send_loop.wake()  # a workflow without delay should not wait for the poll
+
+    # -- events in: the projection, and the triggers ----------------------------------------------
+    @event_handler("customer_sync", "customer.created")
+    def on_customer_created(self, event):
+        self._apply(event)
+
+    @event_handler("customer_sync", "customer.updated")
+    def on_customer_updated(self, event):
+        self._apply(event)
+
+    @event_handler("customer_sync", "customer.deleted")
+    def on_customer_deleted(self, event):
+        self._apply(event)
+
+    @event_handler("customer_sync", "order.placed")
+    def on_order_placed(self, event):
+        self._apply(event)
+
+    @event_handler("segmentation", "customer.tagged")
+    def on_tagged(self, event):
+        self._apply(event)
+
+    @event_handler("segmentation", "customer.untagged")
+    def on_untagged(self, event):
+        self._apply(event)
+
+    @event_handler("segmentation", "customer.segment_changed")
+    def on_segment_changed(self, event):
+        self._apply(event)
+
+    @event_handler("segmentation", "customer.group_joined")
+    def on_group_joined(self, event):
+        self._apply(event)
+
+    @event_handler("segmentation", "customer.group_left")
+    def on_group_left(self, event):
+        self._apply(event)
+
+    @event_handler("loyalty", "loyalty.points_changed")
+    def on_points_changed(self, event):
+        self._apply(event)
+
+    @event_handler("loyalty", "loyalty.tier_changed")
+    def on_tier_changed(self, event):
+        self._apply(event)
+
+    @event_handler("gdpr", "consent.changed")
+    def on_consent_changed(self, event):
+        self._apply(event)
+
+    @event_handler("gdpr", "gdpr.erasure_requested")
+    def on_erasure_requested(self, event):
+        data = event.data
+        receipt = confirm_erasure(
+            self.name, self.storage.erasures, event,
+            lambda: self._notifier().erase(event.store_id, data["customer_ids"], data["request_id"]),
+            self._drop_parked)
+        self.outbox.notify([(self.storage.erasures.collection.name, receipt)])
+
+    def _drop_parked(self, matches) -> int:
+        dropped = ParkedMessages(self.settings.get("AMQP_URI")).drop_where(
+            self.name, lambda parked: matches(parked.body))
+        return len(dropped)
+
+    # -- Twilio's callbacks -----------------------------------------------------------------------
+    @http("POST", twilio_hooks.STATUS_PATH)
+    def twilio_status(self, request):
+        status, body = twilio_hooks.status_callback(self.storage, self._twilio_config(), request)
+        return json_response(status, body)
+
+    @http("POST", twilio_hooks.INBOUND_PATH)
+    def twilio_inbound(self, request):
+        status, body, touched = twilio_hooks.inbound(self.storage, self._twilio_config(), request)
+        self.outbox.notify(touched)
+        return json_response(status, body)
+
+    def _twilio_config(self) -> twilio_hooks.HookConfig:
+        return twilio_hooks.HookConfig(auth_token=self.settings.get("TWILIO_AUTH_TOKEN"),
+                                       public_url=self.settings.get("NOTIFY_PUBLIC_URL"))
+
+    # -- RPC --------------------------------------------------------------------------------------
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def health(self) -> dict:
+        return {**readiness(self.settings.get("AMQP_URI"), self.storage.database),
+                "service": self.name}
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def save_store_settings(self, store_id: str, settings: dict) -> dict:
+        """Store name and URL (for templates), time zone, SMS quiet hours, weekly marketing
+        cap, From address, unsubscribe URL."""
+        return self._notifier().save_settings(store_id, settings).to_dict()
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def get_store_settings(self, store_id: str) -> dict:
+        return self._notifier().settings(store_id).to_dict()
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def save_template(self, store_id: str, template: dict) -> dict:
+        """Refused with the part and line of a syntax error or an unknown variable."""
+        return self._notifier().save_template(store_id, template)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def list_templates(self, store_id: str) -> list:
+        return sorted(self._notifier().templates(store_id).values(), key=lambda t: t["slug"])
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def get_template(self, store_id: str, slug: str) -> dict:
+        template = self._notifier().templates(store_id).get(slug)
+        if template is None:
+            raise NotFound(f"no template {slug} in store {store_id}")
+        return template
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def delete_template(self, store_id: str, slug: str) -> dict:
+        return self._notifier().delete_template(store_id, slug)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def preview(self, store_id: str, template, customer_id: str | None = None) -> dict:
+        """Render a stored template (by slug) or a draft (an object) with a customer's data,
+        or with sample data when no customer is named."""
+        notifier = self._notifier()
+        if isinstance(template, str):
+            found = notifier.templates(store_id).get(template)
+            if found is None:
+                raise NotFound(f"no template {template} in store {store_id}")
+            template = found
+        else:
+            from services.notifications.templates import validate_template
+
+            template = validate_template(template)
+        if customer_id:
+            contact = self.storage.contacts.get(store_id, customer_id)
+            if contact is None or contact.get("status") == ERASED:
+                raise NotFound(f"no customer {customer_id} in store {store_id}")
+            context = template_context(contact, notifier.settings(store_id))
+        else:
+            context = SAMPLE_CONTEXT
+        try:
+            rendered = render(template, context)
+        except Exception as exc:  # a stored template that this customer's data cannot fill
+            raise ValidationError(f"template does not render: {exc}",
+                                  {"fields": {"template": [str(exc)]}}) from None
+        return {"subject": rendered.subject, "html": rendered.html, "text": rendered.text}
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def save_workflow(self, store_id: str, workflow: dict) -> dict:
+        return self._notifier().save_workflow(store_id, workflow)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def list_workflows(self, store_id: str) -> list:
+        return sorted(self._notifier().workflows(store_id), key=lambda w: w["workflow_id"])
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def delete_workflow(self, store_id: str, workflow_id: str) -> dict:
+        return self._notifier().delete_workflow(store_id, workflow_id)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def bulk_send(self, store_id: str, audience: dict, template: str, when: str | None = None,
+                  purpose: str = "marketing", bulk_id: str | None = None) -> dict:
+        """A message to a segment, group, tag or list of customers, now or at `when`;
+        consent, caps and quiet hours apply to each. Progress: `bulk_status`."""
+        status = self._notifier().bulk_send(store_id, audience, template, when, purpose, bulk_id)
+        self.send_loop.wake()
+        return status
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def bulk_status(self, store_id: str, bulk_id: str) -> dict:
+        return self._notifier().bulk_status(store_id, bulk_id)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def send_log(self, store_id: str, customer_id: str, limit: int = 100) -> list:
+        """Every message to the customer, newest first, with each attempt and its outcome."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
+            raise ValidationError("limit must be 1-1000", {"fields": {"limit": ["range"]}})
+        docs = self.storage.sends.collection.find(
+            {"store_id": store_id, "customer_id": customer_id}, {"outbox": 0, "owner": 0}
+        ).sort("created_at", -1).limit(limit)
+        return [_json(doc) for doc in docs]
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def run_date_rules(self) -> dict:
+        return {"scheduled": self.send_loop.run_date_rules()}
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def export_customer(self, store_id: str, customer_id: str) -> dict:
+        """Everything notifications holds about one person (GDPR access and portability)."""
+        contact = self.storage.contacts.get(store_id, customer_id)
+        if contact is None or contact.get("status") == ERASED:
+            raise NotFound(f"no customer {customer_id} in store {store_id}")
+        return {"service": self.name, "contact": _json(contact),
+                "send_log": self.send_log(store_id, customer_id, 1000)}
+
+
+def _json(value):
+    """Stored documents as JSON-ready values (times as ISO-8601 UTC)."""
+    if isinstance(value, dict):
+        return {k: _json(v) for k, v in value.items() if k != "outbox"}
+    if isinstance(value, list):
+        return [_json(v) for v in value]
+    if isinstance(value, datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).isoformat()
+    return value

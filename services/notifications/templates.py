@@ -1,0 +1,204 @@
+"""Message templates: jinja2 in a sandbox, checked when saved, rendered from the projection.
+
+A template has a channel. An email template has a subject, an HTML part (autoescaped: a
+customer's name cannot inject markup) and a plain-text part; an SMS template has a body. Every
+part is parsed when the template is saved: a syntax error, or a variable the projection does
+not provide (`{{ customer.frist_name }}`), is refused with its part and line, so a typo is
+found by the person writing it rather than by a customer at 3 a.m. Rendering never calls out:
+everything a template can use is in the context built from the service's own projection.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from jinja2 import StrictUndefined, TemplateSyntaxError, nodes
+from jinja2.exceptions import SecurityError, UndefinedError
+from jinja2.sandbox import SandboxedEnvironment
+
+from shared.errors import ValidationError
+
+_SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+# What templates may use: names and the attributes each offers (None: a plain value).
+VARIABLES: dict[str, dict[str, Any]] = {
+    "customer": {
+        "first_name": None, "last_name": None, "full_name": None, "email": None, "phone": None,
+        "points": None, "tier": None, "segment": None, "orders_count": None, "birthday": None,
+        "last_order": {"number": None, "total": None, "date": None},
+        "tags": None,
+    },
+    "store": {"name": None, "url": None},
+    "message": {"unsubscribe_url": None},
+}
+
+SAMPLE_CONTEXT: dict[str, Any] = {
+    "customer": {"first_name": "Ada", "last_name": "Lovelace", "full_name": "Ada Lovelace",
+                 "email": "ada@example.com", "phone": "+447700900123", "points": 1250,
+                 "tier": "silver", "segment": "regular", "orders_count": 4,
+                 "birthday": "12-10", "tags": ["gift"],
+                 "last_order": {"number": "1001", "total": "49.90 EUR", "date": "2026-11-02"}},
+    "store": {"name": "Tea & Co", "url": "https://shop.example"},
+    "message": {"unsubscribe_url": "https://shop.example/unsubscribe"},
+}
+
+EMAIL_PARTS = ("subject", "html", "text")
+SMS_PARTS = ("body",)
+SMS_MAX_CHARS = 1600  # Twilio's limit for one message body
+
+
+def _environment(autoescape: bool) -> SandboxedEnvironment:
+    return SandboxedEnvironment(autoescape=autoescape, undefined=StrictUndefined,
+                                keep_trailing_newline=True)
+
+
+_HTML = _environment(True)
+_PLAIN = _environment(False)
+
+
+def _env_for(part: str) -> SandboxedEnvironment:
+    return _HTML if part == "html" else _PLAIN
+
+
+@dataclass(frozen=True)
+class Rendered:
+    subject: str | None
+    html: str | None
+    text: str | None  # the SMS body for SMS templates
+
+
+def _unknown_variables(source: str, part: str) -> list[str]:
+    """Variables and attributes the template uses that the context will not have."""
+    tree = _env_for(part).parse(source)
+    assigned = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
+    problems = []
+    for node in tree.find_all(nodes.Name):
+        if node.ctx == "load" and node.name not in VARIABLES and node.name not in assigned \
+                and node.name not in ("loop", "range", "true", "false", "none"):
+            problems.append(f"line {node.lineno}: unknown variable '{node.name}'")
+    for node in tree.find_all(nodes.Getattr):
+        path = []
+        current: nodes.Node = node
+        while isinstance(current, nodes.Getattr):
+            path.append(current.attr)
+            current = current.node
+        if not isinstance(current, nodes.Name) or current.name not in VARIABLES:
+            continue
+        spec: Any = VARIABLES[current.name]
+        for attr in reversed(path):
+            if not isinstance(spec, dict) or attr not in spec:
+                problems.append(f"line {node.lineno}: unknown variable "
+                                f"'{current.name}.{'.'.join(reversed(path))}'")
+                break
+            spec = spec[attr]
+    return sorted(set(problems))
+
+
+def validate_template(data: Mapping[str, Any]) -> dict:
+    """A template to store, or ValidationError naming each bad part and line."""
+    if not isinstance(data, Mapping):
+        raise ValidationError("template must be an object", {"fields": {"template": ["not an object"]}})
+    errors: dict[str, list[str]] = {}
+    slug = data.get("slug")
+    if not isinstance(slug, str) or not _SLUG.match(slug):
+        errors["slug"] = ["must be a lower-case slug"]
+    channel = data.get("channel")
+    if channel not in ("email", "sms"):
+        errors["channel"] = ["must be email or sms"]
+    parts = EMAIL_PARTS if channel == "email" else SMS_PARTS
+    unknown = sorted(set(data) - {"slug", "channel", "name", "description", *EMAIL_PARTS, *SMS_PARTS})
+    for key in unknown:
+        errors[key] = ["unknown field"]
+    extra = [p for p in (EMAIL_PARTS + SMS_PARTS) if p in data and p not in parts]
+    for key in extra:
+        errors[key] = [f"not a part of {channel} templates"]
+    for part in parts:
+        source = data.get(part)
+        if not isinstance(source, str) or not source.strip():
+            errors[part] = ["required"]
+            continue
+        try:
+            problems = _unknown_variables(source, part)
+        except TemplateSyntaxError as exc:
+            errors[part] = [f"line {exc.lineno}: {exc.message}"]
+            continue
+        if problems:
+            errors[part] = problems
+            continue
+        try:
+            render_part(part, source, SAMPLE_CONTEXT)
+        except (UndefinedError, SecurityError, TypeError, ValueError) as exc:
+            errors[part] = [f"does not render with sample data: {exc}"]
+    if channel == "sms" and "body" not in errors and len(data["body"]) > SMS_MAX_CHARS:
+        errors["body"] = [f"longer than {SMS_MAX_CHARS} characters"]
+    if errors:
+        summary = "; ".join(f"{k}: {' '.join(v)}" for k, v in sorted(errors.items()))
+        raise ValidationError(f"invalid template: {summary}", {"fields": errors})
+    return {"slug": slug, "channel": channel, "name": str(data.get("name") or slug),
+            "description": str(data.get("description") or ""),
+            **{part: data[part] for part in parts}}
+
+
+def render_part(part: str, source: str, context: Mapping[str, Any]) -> str:
+    return _env_for(part).from_string(source).render(**context)
+
+
+def render(template: Mapping[str, Any], context: Mapping[str, Any]) -> Rendered:
+    """Render a stored template; raises UndefinedError etc. if the context lacks something."""
+    if template["channel"] == "email":
+        subject = " ".join(render_part("subject", template["subject"], context).split())
+        return Rendered(subject, render_part("html", template["html"], context),
+                        render_part("text", template["text"], context))
+    return Rendered(None, None, render_part("body", template["body"], context).strip())
+
+
+# -- the shipped defaults ------------------------------------------------------------------------
+
+def _email(slug: str, name: str, subject: str, body_text: str, body_html: str) -> dict:
+    return {"slug": slug, "channel": "email", "name": name, "description": "shipped default",
+            "subject": subject, "text": body_text, "html": body_html}
+
+
+_FOOTER_TEXT = "\n--\n{{ store.name }} · {{ store.url }}\nUnsubscribe: {{ message.unsubscribe_url }}\n"
+_FOOTER_HTML = ('<p style="color:#666;font-size:12px">{{ store.name }} · '
+                '<a href="{{ message.unsubscribe_url }}">Unsubscribe</a></p>')
+
+DEFAULT_TEMPLATES: dict[str, dict] = {t["slug"]: t for t in (
+    _email("welcome", "Welcome", "Welcome to {{ store.name }}, {{ customer.first_name }}!",
+           "Hi {{ customer.first_name }},\n\nThanks for joining {{ store.name }}."
+           "{% if customer.points %} You already have {{ customer.points }} points.{% endif %}\n"
+           + _FOOTER_TEXT,
+           "<p>Hi {{ customer.first_name }},</p><p>Thanks for joining {{ store.name }}."
+           "{% if customer.points %} You already have {{ customer.points }} points.{% endif %}</p>"
+           + _FOOTER_HTML),
+    _email("abandoned_cart", "Abandoned cart", "{{ customer.first_name }}, your cart is waiting",
+           "Hi {{ customer.first_name }},\n\nYou left something in your cart at {{ store.name }}. "
+           "It is still there: {{ store.url }}\n" + _FOOTER_TEXT,
+           "<p>Hi {{ customer.first_name }},</p><p>You left something in your cart at "
+           "{{ store.name }}. <a href=\"{{ store.url }}\">It is still there.</a></p>" + _FOOTER_HTML),
+    _email("birthday", "Birthday", "Happy birthday, {{ customer.first_name }}!",
+           "Happy birthday, {{ customer.first_name }}! Everyone at {{ store.name }} wishes you "
+           "a lovely day.\n" + _FOOTER_TEXT,
+           "<p>Happy birthday, {{ customer.first_name }}!</p><p>Everyone at {{ store.name }} "
+           "wishes you a lovely day.</p>" + _FOOTER_HTML),
+    _email("win_back", "Win-back", "We miss you, {{ customer.first_name }}",
+           "Hi {{ customer.first_name }},\n\nIt has been a while since your last order"
+           "{% if customer.last_order %} (#{{ customer.last_order.number }} on "
+           "{{ customer.last_order.date }}){% endif %}. Come and see what is new at "
+           "{{ store.name }}: {{ store.url }}\n" + _FOOTER_TEXT,
+           "<p>Hi {{ customer.first_name }},</p><p>It has been a while since your last order"
+           "{% if customer.last_order %} (#{{ customer.last_order.number }} on "
+           "{{ customer.last_order.date }}){% endif %}. <a href=\"{{ store.url }}\">Come and see "
+           "what is new.</a></p>" + _FOOTER_HTML),
+    _email("tier_upgrade", "Tier upgrade", "You reached {{ customer.tier|title }}!",
+           "Congratulations {{ customer.first_name }}: you are now {{ customer.tier|title }} at "
+           "{{ store.name }}, with {{ customer.points }} points.\n" + _FOOTER_TEXT,
+           "<p>Congratulations {{ customer.first_name }}: you are now "
+           "<strong>{{ customer.tier|title }}</strong> at {{ store.name }}, with "
+           "{{ customer.points }} points.</p>" + _FOOTER_HTML),
+    {"slug": "win_back_sms", "channel": "sms", "name": "Win-back (SMS)",
+     "description": "shipped default",
+     "body": "{{ store.name }}: we miss you, {{ customer.first_name }}! {{ store.url }} "
+             "Reply STOP to opt out."},
+)}

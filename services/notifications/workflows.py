@@ -1,0 +1,174 @@
+"""Workflows, stored per store as data: what triggers a message, after what delay, on which
+channel with which template, for what purpose, and what cancels it before it goes. Pure.
+
+    {"workflow_id": "cart", "name": "Abandoned cart", "enabled": true,
+     "trigger": {"event": "customer.tagged", "tag": "abandoned-cart"},
+     "delay_seconds": 3600, "channel": "email", "template": "abandoned_cart",
+     "purpose": "marketing", "cancel": [{"if": "tag_removed", "tag": "abandoned-cart"},
+                                        {"if": "order_placed"}]}
+
+Triggers: an event with a condition (`customer.tagged` with a tag, `customer.segment_changed`
+to a segment, `loyalty.tier_changed` up (or to a tier), `order.placed` that is the customer's
+first, `customer.created`), or a date rule (`{"date": "birthday"}`, `{"date":
+"days_since_last_order", "days": 90}`) checked by a timer.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping
+
+from shared.errors import ValidationError
+
+_SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+EVENT_TRIGGERS = {
+    "customer.created": set(),
+    "customer.tagged": {"tag"},
+    "customer.segment_changed": {"to", "from"},
+    "loyalty.tier_changed": {"direction", "to"},
+    "order.placed": {"first_order"},
+}
+DATE_TRIGGERS = {"birthday": set(), "days_since_last_order": {"days"}}
+CANCELS = {"tag_removed": {"tag"}, "order_placed": set()}
+SEGMENTS = ("prospect", "new", "regular", "vip", "one_time", "at_risk")
+MAX_DELAY_SECONDS = 90 * 86400
+
+
+def _problem(errors: dict, field: str, message: str) -> None:
+    errors.setdefault(field, []).append(message)
+
+
+def validate_workflow(data: Mapping[str, Any], template_channels: Mapping[str, str]) -> dict:
+    """A workflow to store, or ValidationError naming each bad field. `template_channels`
+    maps the store's template slugs (its own and the shipped defaults) to their channel."""
+    if not isinstance(data, Mapping):
+        raise ValidationError("workflow must be an object", {"fields": {"workflow": ["not an object"]}})
+    errors: dict[str, list[str]] = {}
+    known = {"workflow_id", "name", "enabled", "trigger", "delay_seconds", "channel", "template",
+             "purpose", "cancel"}
+    for key in sorted(set(data) - known):
+        _problem(errors, key, "unknown field")
+    workflow_id = data.get("workflow_id")
+    if workflow_id is not None and (not isinstance(workflow_id, str) or not _SLUG.match(workflow_id)):
+        _problem(errors, "workflow_id", "must be a lower-case slug")
+    name = data.get("name")
+    if not isinstance(name, str) or not name.strip():
+        _problem(errors, "name", "required")
+    enabled = data.get("enabled", True)
+    if not isinstance(enabled, bool):
+        _problem(errors, "enabled", "must be true or false")
+    trigger = data.get("trigger")
+    if not isinstance(trigger, Mapping):
+        _problem(errors, "trigger", "required: {\"event\": ...} or {\"date\": ...}")
+    else:
+        _check_trigger(dict(trigger), errors)
+    delay = data.get("delay_seconds", 0)
+    if isinstance(delay, bool) or not isinstance(delay, int) or not 0 <= delay <= MAX_DELAY_SECONDS:
+        _problem(errors, "delay_seconds", f"must be a whole number of seconds, 0-{MAX_DELAY_SECONDS}")
+    channel = data.get("channel")
+    if channel not in ("email", "sms"):
+        _problem(errors, "channel", "must be email or sms")
+    template = data.get("template")
+    if template not in template_channels:
+        _problem(errors, "template", f"no template {template!r} in this store")
+    elif channel in ("email", "sms") and template_channels[template] != channel:
+        _problem(errors, "template", f"is an {template_channels[template]} template, not {channel}")
+    purpose = data.get("purpose")
+    if purpose not in ("marketing", "transactional"):
+        _problem(errors, "purpose", "must be marketing or transactional")
+    cancel = data.get("cancel", [])
+    if not isinstance(cancel, list):
+        _problem(errors, "cancel", "must be a list")
+        cancel = []
+    for i, rule in enumerate(cancel):
+        if not isinstance(rule, Mapping) or rule.get("if") not in CANCELS:
+            _problem(errors, f"cancel.{i}.if", f"must be one of {', '.join(CANCELS)}")
+            continue
+        extra = set(rule) - {"if"} - CANCELS[rule["if"]]
+        for key in sorted(extra):
+            _problem(errors, f"cancel.{i}.{key}", "unknown field")
+        if rule["if"] == "tag_removed" and not (isinstance(rule.get("tag"), str)
+                                                and _SLUG.match(rule["tag"])):
+            _problem(errors, f"cancel.{i}.tag", "required: a lower-case slug")
+    if errors:
+        summary = "; ".join(f"{k}: {' '.join(v)}" for k, v in sorted(errors.items()))
+        raise ValidationError(f"invalid workflow: {summary}", {"fields": errors})
+    return {"workflow_id": workflow_id, "name": name.strip(), "enabled": enabled,
+            "trigger": dict(trigger), "delay_seconds": delay, "channel": channel,
+            "template": template, "purpose": purpose, "cancel": [dict(r) for r in cancel]}
+
+
+def _check_trigger(trigger: dict, errors: dict) -> None:
+    if ("event" in trigger) == ("date" in trigger):
+        _problem(errors, "trigger", "needs exactly one of event or date")
+        return
+    if "event" in trigger:
+        event = trigger["event"]
+        if event not in EVENT_TRIGGERS:
+            _problem(errors, "trigger.event", f"must be one of {', '.join(EVENT_TRIGGERS)}")
+            return
+        for key in sorted(set(trigger) - {"event"} - EVENT_TRIGGERS[event]):
+            _problem(errors, f"trigger.{key}", f"is not a condition of {event}")
+        if event == "customer.tagged" and not (isinstance(trigger.get("tag"), str)
+                                               and _SLUG.match(trigger["tag"])):
+            _problem(errors, "trigger.tag", "required: a lower-case slug")
+        for key in ("to", "from"):
+            if event == "customer.segment_changed" and key in trigger \
+                    and trigger[key] not in SEGMENTS:
+                _problem(errors, f"trigger.{key}", f"must be one of {', '.join(SEGMENTS)}")
+        if event == "customer.segment_changed" and "to" not in trigger:
+            _problem(errors, "trigger.to", "required: the segment entered")
+        if event == "loyalty.tier_changed" and trigger.get("direction", "up") not in ("up", "down"):
+            _problem(errors, "trigger.direction", "must be up or down")
+        if event == "order.placed" and not isinstance(trigger.get("first_order", False), bool):
+            _problem(errors, "trigger.first_order", "must be true or false")
+    else:
+        date = trigger["date"]
+        if date not in DATE_TRIGGERS:
+            _problem(errors, "trigger.date", f"must be one of {', '.join(DATE_TRIGGERS)}")
+            return
+        for key in sorted(set(trigger) - {"date"} - DATE_TRIGGERS[date]):
+            _problem(errors, f"trigger.{key}", f"is not a condition of {date}")
+        if date == "days_since_last_order":
+            days = trigger.get("days")
+            if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= 3650:
+                _problem(errors, "trigger.days", "required: whole days, 1-3650")
+
+
+def triggered_by(workflow: Mapping[str, Any], event_type: str, data: Mapping[str, Any],
+                 first_order: bool = False) -> bool:
+    """Whether an event starts this workflow for its customer."""
+    if not workflow.get("enabled", True):
+        return False
+    trigger = workflow["trigger"]
+    if trigger.get("event") != event_type:
+        return False
+    if event_type == "customer.tagged":
+        return data.get("tag") == trigger["tag"]
+    if event_type == "customer.segment_changed":
+        return data.get("new_segment") == trigger["to"] and (
+            "from" not in trigger or data.get("old_segment") == trigger["from"])
+    if event_type == "loyalty.tier_changed":
+        return data.get("direction") == trigger.get("direction", "up") and (
+            "to" not in trigger or data.get("new_tier") == trigger["to"])
+    if event_type == "order.placed":
+        return first_order or not trigger.get("first_order", False)
+    return True
+
+
+def cancelled_by(workflow_cancel: list[Mapping[str, Any]], contact: Mapping[str, Any],
+                 scheduled_at) -> str | None:
+    """The reason a scheduled send is cancelled at send time, or None to go ahead."""
+    for rule in workflow_cancel:
+        if rule["if"] == "tag_removed" and rule["tag"] not in (contact.get("tags") or {}):
+            return f"tag {rule['tag']} was removed"
+        if rule["if"] == "order_placed":
+            last = (contact.get("last_order") or {}).get("seen_at")
+            if last is not None and _aware(last) > _aware(scheduled_at):
+                return "an order came in"
+    return None
+
+
+def _aware(value):
+    from datetime import timezone
+
+    return value.replace(tzinfo=timezone.utc) if getattr(value, "tzinfo", 1) is None else value
