@@ -100,7 +100,8 @@ def plan_order_events(previous: dict | None, new: OrderSnapshot) -> OrderPlan:
     return OrderPlan(events, placed=True)
 
 
-CONTACT_FIELDS = ("email", "first_name", "last_name", "phone", "company", "billing", "shipping")
+CONTACT_FIELDS = ("email", "first_name", "last_name", "phone", "company", "billing", "shipping",
+                  "birthday")
 
 
 def changed_contact_fields(previous: dict, new: dict) -> list[str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
@@ -121,6 +122,7 @@ class CustomerSnapshot:
     date_modified: datetime | None
     is_paying_customer: bool
     content_hash: str
+    birthday: str | None = None  # "MM-DD" or "YYYY-MM-DD", from a birthday plugin's meta data
 
     @property
     def email_key(self) -> str | None:
@@ -136,7 +138,35 @@ class CustomerSnapshot:
             "company": self.billing.get("company", ""),
             "billing": self.billing,
             "shipping": self.shipping,
+            "birthday": self.birthday,
         }
+
+
+# Meta keys under which common WooCommerce birthday plugins keep the customer's birthday.
+BIRTHDAY_META_KEYS = ("birthday", "billing_birthday", "date_of_birth", "billing_birth_date",
+                      "_birthday", "birth_date")
+_BIRTHDAY = re.compile(r"^(?:(\d{4})-)?(\d{1,2})-(\d{1,2})$")
+
+
+def birthday_from(meta: Any) -> str | None:
+    """The customer's birthday from their meta data, as YYYY-MM-DD or MM-DD; None when absent
+    or not a real date (it is optional data: a bad value is dropped, not an error)."""
+    if not isinstance(meta, list):
+        return None
+    for item in meta:
+        if not isinstance(item, dict) or item.get("key") not in BIRTHDAY_META_KEYS:
+            continue
+        value = str(item.get("value") or "").strip().replace("/", "-")
+        match = _BIRTHDAY.match(value)
+        if not match:
+            continue
+        year, month, day = match.group(1), int(match.group(2)), int(match.group(3))
+        try:
+            datetime(int(year) if year else 2000, month, day)  # 2000: a leap year
+        except ValueError:
+            continue
+        return f"{year}-{month:02d}-{day:02d}" if year else f"{month:02d}-{day:02d}"
+    return None
 
 
 def normalise_customer(payload: Any) -> CustomerSnapshot:
@@ -153,6 +183,9 @@ def normalise_customer(payload: Any) -> CustomerSnapshot:
         "shipping": shipping,
         "is_paying_customer": bool(payload.get("is_paying_customer")),
     }
+    birthday = birthday_from(payload.get("meta_data"))
+    if birthday:  # only when there is one, so the content hash of everyone else is unchanged
+        content["birthday"] = birthday
     return CustomerSnapshot(
         woo_customer_id=woo_id,
         date_created=parse_gmt(payload.get("date_created_gmt"), "date_created_gmt"),

@@ -79,6 +79,7 @@ def customer_event_data(doc: dict) -> dict:
         "billing": doc.get("billing") or {},
         "shipping": doc.get("shipping") or {},
         "date_created": _iso(doc.get("date_created")),
+        "birthday": doc.get("birthday"),
     }
 
 

@@ -35,6 +35,10 @@ class CustomerData(BaseSchema):
     billing = fields.Nested(AddressSchema, load_default=dict)
     shipping = fields.Nested(AddressSchema, load_default=dict)
     date_created = UtcTime(allow_none=True, load_default=None)
+    # Added in place (fields are only ever added): "MM-DD" or "YYYY-MM-DD" when the shop keeps
+    # one (a birthday plugin's customer meta data), for birthday messages.
+    birthday = fields.String(load_default=None, allow_none=True,
+                             validate=validate.Regexp(r"^(\d{4}-)?\d{2}-\d{2}$"))
 
 
 class CustomerUpdatedData(CustomerData):

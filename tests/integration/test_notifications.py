@@ -244,3 +244,60 @@ def test_sms_quiet_hours_hold_and_stop_turns_sms_marketing_off(services, smtp, t
 def _database(services):
     from shared import mongo
     return mongo.connect(services.mongo_uri)["companion_notifications"]
+
+
+def test_templates_preview_and_a_permanent_sms_failure(services, smtp, twilio, rpc):
+    from shared.errors import ValidationError
+
+    start(services, smtp, twilio)
+    with pytest.raises(ValidationError) as info:
+        rpc.notifications.save_template(STORE, {"slug": "promo", "channel": "email",
+                                                "subject": "Hi {{ customer.first_name }}",
+                                                "html": "<p>ok</p>",
+                                                "text": "line one\n{{ customer.nickname }}"})
+    assert "text: line 2: unknown variable 'customer.nickname'" in str(info.value)
+    rpc.notifications.save_template(STORE, {"slug": "promo", "channel": "sms",
+                                            "body": "{{ store.name }}: hi {{ customer.first_name }}"})
+    assert rpc.notifications.preview(STORE, "promo")["text"] == "Tea & Co: hi Ada"
+    publish(services.amqp_uri, customer("c7", "gus@example.com", phone="+15005550001"),
+            consent("c7", "sms_marketing"))
+    known(rpc, "c7", "sms_marketing")
+    assert rpc.notifications.preview(STORE, "promo", "c7")["text"] == "our shop: hi Ada"
+    twilio.reject_to("+15005550001")  # Twilio 21211: not a valid number
+    status = rpc.notifications.bulk_send(STORE, {"customer_ids": ["c7"]}, "promo")
+    assert status["total"] == 1
+    wait_until(lambda: rpc.notifications.bulk_status(STORE, status["bulk_id"])["done"] == 1,
+               timeout=15)
+    [entry] = rpc.notifications.send_log(STORE, "c7")
+    assert entry["status"] == "failed" and "21211" in entry["reason"]
+    assert [a["outcome"] for a in entry["attempts"]] == ["failed"]  # permanent: not retried
+
+
+def test_birthdays_and_erasure(services, smtp, twilio, rpc, events):
+    events.listen("gdpr", "gdpr.erasure_completed")
+    start(services, smtp, twilio)
+    today = datetime.now(timezone.utc)
+    rpc.notifications.save_workflow(STORE, {
+        "workflow_id": "bday", "name": "Birthday", "trigger": {"date": "birthday"},
+        "channel": "email", "template": "birthday", "purpose": "marketing"})
+    born = {**contract("customer.created").sample, "customer_id": "c8", "email": "hal@example.com",
+            "first_name": "Hal", "birthday": today.strftime("%m-%d")}
+    publish(services.amqp_uri, event("customer.created", born), consent("c8", "email_marketing"))
+    known(rpc, "c8")
+    assert rpc.notifications.run_date_rules()["scheduled"] == 1
+    assert rpc.notifications.run_date_rules()["scheduled"] == 0  # once a year
+    [mail] = smtp.wait_for(1, timeout=15)
+    assert mail["Subject"] == "Happy birthday, Hal!"
+    request = build_event("gdpr.erasure_requested", store_id=STORE,
+                          data={"request_id": "req-n", "customer_ids": ["c8"],
+                                "email": "hal@example.com"}).to_message()
+    publish(services.amqp_uri, request)
+    got = events.wait_for(lambda got: events.of_type("gdpr.erasure_completed"), timeout=15)
+    [done] = [e for e in got if e["event_type"] == "gdpr.erasure_completed"]
+    assert done["data"]["counts"] == {"contacts": 1, "sends": 1, "parked_messages": 0}
+    [entry] = [d for d in _database(services)["sends"].find({"customer_id": "c8"})]
+    assert "to" not in entry and "subject" not in entry and entry["redacted"] is True
+    assert "hal@example.com" not in repr(entry)
+    from shared.errors import NotFound
+    with pytest.raises(NotFound):
+        rpc.notifications.export_customer(STORE, "c8")

@@ -108,3 +108,19 @@ def test_anonymised_orders_are_recognised():
 def test_unreadable_orders_name_the_field(override, field):
     with pytest.raises(NormalisationError, match=field):
         normalise_order(payloads.order(**override))
+
+
+def test_a_birthday_from_a_plugins_meta_data_is_kept_and_a_bad_one_dropped():
+    from services.customer_sync.normalise import birthday_from, normalise_customer
+
+    assert birthday_from([{"key": "billing_birthday", "value": "1990-2-7"}]) == "1990-02-07"
+    assert birthday_from([{"key": "birthday", "value": "12/10"}]) == "12-10"
+    assert birthday_from([{"key": "birthday", "value": "02-29"}]) == "02-29"
+    assert birthday_from([{"key": "birthday", "value": "1990-02-30"}]) is None
+    assert birthday_from([{"key": "favourite_tea", "value": "01-01"}, "junk"]) is None
+    assert birthday_from(None) is None
+    payload = {**payloads.customer(woo_id=5, email="b@example.com"),
+               "meta_data": [{"id": 1, "key": "date_of_birth", "value": "1985-06-15"}]}
+    assert normalise_customer(payload).contact()["birthday"] == "1985-06-15"
+    plain = normalise_customer(payloads.customer(woo_id=5, email="b@example.com"))
+    assert plain.birthday is None
