@@ -401,12 +401,16 @@ class Notifier:
                            "status": {"$in": ["scheduled", "sending"]}},
                           {"$set": {"status": "cancelled", "reason": "customer erased"}})
         for send in sends.find({"store_id": store_id, "customer_id": {"$in": ids},
-                                "redacted": {"$ne": True}}, {"attempts": 1}):
-            attempts = [{k: v for k, v in a.items() if k != "detail"}
+                                "redacted": {"$ne": True}}, {"attempts": 1, "reason": 1}):
+            # Provider replies can quote the address ("550 <ada@...> unknown"): keep only
+            # the outcome of each attempt, not its words.
+            attempts = [{k: v for k, v in a.items() if k not in ("detail", "reason")}
                         for a in send.get("attempts") or []]
+            fields = {"redacted": True, "attempts": attempts}
+            if send.get("reason"):
+                fields["reason"] = "[erased]"
             sends.update_one({"_id": send["_id"]},
-                             {"$unset": {"to": "", "subject": "", "reason_detail": ""},
-                              "$set": {"redacted": True, "attempts": attempts}})
+                             {"$unset": {"to": "", "subject": ""}, "$set": fields})
         return {"contacts": contacts.count_documents({"store_id": store_id,
                                                       "customer_id": {"$in": ids},
                                                       "status": ERASED, "had_contact": True}),
