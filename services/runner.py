@@ -25,6 +25,7 @@ SERVICES = {
     "segmentation": "services.segmentation.service:SegmentationService",
     "loyalty": "services.loyalty.service:LoyaltyService",
     "notifications": "services.notifications.service:NotificationsService",
+    "gdpr": "services.gdpr.service:GdprService",
 }
 # Services with HTTP endpoints of their own, and the setting naming their address: one process
 # may run several services, and each web server needs its own port.

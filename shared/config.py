@@ -95,6 +95,16 @@ SETTINGS: tuple[Setting, ...] = (
             "resent)."),
     Setting("NOTIFY_DATE_RULES_MINUTES", "60",
             "How often birthday and days-since-last-order workflows are checked."),
+    Setting("GDPR_SERVICES", "customer_sync,segmentation,loyalty,notifications",
+            "The data-owning services a GDPR request asks (exports, erasure confirmations, "
+            "verification)."),
+    Setting("GDPR_PROCESS_SECONDS", "10", "How often gdpr works through verified requests."),
+    Setting("GDPR_RPC_TIMEOUT_SECONDS", "10",
+            "How long gdpr waits for a service's answer before trying again later."),
+    Setting("GDPR_RETRY_SECONDS", "60", "Wait before a request step that could not finish is "
+            "tried again."),
+    Setting("GDPR_CONFIRMATION_MINUTES", "60", "After this long without a service's erasure "
+            "confirmation it is overdue: the erasure is asked again and the service named."),
     Setting(
         "SEGMENT_RECOMPUTE_MINUTES",
         "60",

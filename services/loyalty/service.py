@@ -18,6 +18,7 @@ from shared.health import readiness
 from shared.messaging.handlers import event_handler
 from shared.messaging.parking import ParkedMessages
 from shared.mongo import MongoStorage
+from shared.personal_data import search as search_personal_data
 
 log = logging.getLogger(__name__)
 
@@ -216,6 +217,11 @@ class LoyaltyService:
     def run_daily(self) -> dict:
         """Run the daily expiry and tier check now (operators; tests)."""
         return self.daily_run.run_once()
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def search_personal_data(self, store_id: str, terms: list) -> dict:
+        """Every document of this service holding any of the terms (an erasure's proof)."""
+        return search_personal_data(self.storage.database, terms, self.name)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def export_customer(self, store_id: str, customer_id: str) -> dict:

@@ -25,6 +25,7 @@ from shared.health import HealthEndpoints, json_response, readiness
 from shared.messaging.handlers import event_handler
 from shared.messaging.parking import ParkedMessages
 from shared.mongo import MongoStorage
+from shared.personal_data import search as search_personal_data
 
 log = logging.getLogger(__name__)
 
@@ -325,6 +326,11 @@ class NotificationsService(HealthEndpoints):
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def run_date_rules(self) -> dict:
         return {"scheduled": self.send_loop.run_date_rules()}
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def search_personal_data(self, store_id: str, terms: list) -> dict:
+        """Every document of this service holding any of the terms (an erasure's proof)."""
+        return search_personal_data(self.storage.database, terms, self.name)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def export_customer(self, store_id: str, customer_id: str) -> dict:

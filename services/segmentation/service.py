@@ -20,6 +20,7 @@ from shared.health import readiness
 from shared.messaging.handlers import event_handler
 from shared.messaging.parking import ParkedMessages
 from shared.mongo import MongoStorage
+from shared.personal_data import search as search_personal_data
 
 log = logging.getLogger(__name__)
 
@@ -318,6 +319,11 @@ class SegmentationService:
                    for k, v in (doc.get("contact") or {}).items()}
         return {"service": "segmentation", "profile": profile_view(doc), "rfm": doc.get("rfm"),
                 "contact": contact, "orders": orders}
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def search_personal_data(self, store_id: str, terms: list) -> dict:
+        """Every document of this service holding any of the terms (an erasure's proof)."""
+        return search_personal_data(self.storage.database, terms, self.name)
 
     # -- saved segments -------------------------------------------------------------------------
     @rpc(expected_exceptions=EXPECTED_ERRORS)

@@ -1,0 +1,86 @@
+"""A data-subject request and its life, as plain values. Pure.
+
+    received -> verified (an operator confirmed who asked) -> in_progress -> completed
+    received | verified | in_progress -> rejected (with a reason)
+
+Every step is appended to the request's audit trail with its actor and time, and nothing is
+ever removed from it: the trail is the shop's proof that it answered, and how. A request is due
+30 days after it was received.
+"""
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import datetime, timedelta
+from typing import Any, Mapping
+
+from shared.errors import Conflict, ValidationError
+
+TYPES = ("access", "portability", "rectification", "erasure", "objection")
+STATES = ("received", "verified", "in_progress", "completed", "rejected")
+OPEN_STATES = ("received", "verified", "in_progress")
+DUE_DAYS = 30
+RECTIFIABLE = ("first_name", "last_name", "email", "phone", "company", "billing", "shipping")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+ALLOWED = {  # state -> the states it may move to
+    "received": {"verified", "rejected"},
+    "verified": {"in_progress", "rejected"},
+    "in_progress": {"completed", "rejected", "in_progress"},
+    "completed": set(),
+    "rejected": set(),
+}
+
+
+def new_request(store_id: str, request_type: str, email: str, details: Mapping[str, Any] | None,
+                actor: str, now: datetime, request_id: str | None = None) -> dict:
+    """A received request, or ValidationError naming the bad field."""
+    errors: dict[str, list[str]] = {}
+    if request_type not in TYPES:
+        errors["type"] = [f"must be one of {', '.join(TYPES)}"]
+    if not isinstance(email, str) or not _EMAIL.match(email.strip()):
+        errors["email"] = ["must be an email address"]
+    if not isinstance(store_id, str) or not store_id:
+        errors["store_id"] = ["required"]
+    if not isinstance(actor, str) or not actor.strip():
+        errors["actor"] = ["required: who recorded the request"]
+    details = dict(details or {})
+    if request_type == "rectification":
+        fields = details.get("fields")
+        if not isinstance(fields, dict) or not fields:
+            errors["details.fields"] = ["required: the corrected contact fields"]
+        else:
+            unknown = sorted(set(fields) - set(RECTIFIABLE))
+            if unknown:
+                errors["details.fields"] = [f"cannot rectify {', '.join(unknown)} "
+                                            f"(only {', '.join(RECTIFIABLE)})"]
+    if errors:
+        summary = "; ".join(f"{k}: {' '.join(v)}" for k, v in sorted(errors.items()))
+        raise ValidationError(f"invalid request: {summary}", {"fields": errors})
+    request_id = request_id or f"req-{uuid.uuid4().hex[:16]}"
+    return {
+        "_id": request_id, "request_id": request_id, "store_id": store_id,
+        "type": request_type, "email": email.strip(), "details": details,
+        "state": "received", "received_at": now, "due_at": now + timedelta(days=DUE_DAYS),
+        "completed_at": None, "customer_ids": [], "result": None,
+        "audit": [audit_entry(now, actor, "received", f"{request_type} request received")],
+    }
+
+
+def audit_entry(at: datetime, actor: str, action: str, detail: str = "", **data: Any) -> dict:
+    return {"at": at, "actor": actor, "action": action, "detail": detail, **data}
+
+
+def transition(request: Mapping[str, Any], to: str) -> None:
+    """Refuse a move the lifecycle does not allow, saying why."""
+    if to not in ALLOWED[request["state"]]:
+        raise Conflict(f"request {request['request_id']} is {request['state']}; it cannot become {to}")
+
+
+def overdue(request: Mapping[str, Any], now: datetime) -> bool:
+    due = request["due_at"]
+    if due.tzinfo is None:
+        from datetime import timezone
+
+        due = due.replace(tzinfo=timezone.utc)
+    return request["state"] in OPEN_STATES and due < now

@@ -1,0 +1,150 @@
+"""gdpr's nameko entrypoints. Thin: requests and consent go to `Desk`; a timer works through
+verified requests, asking the other services over RPC."""
+from __future__ import annotations
+
+import logging
+from typing import Any, Iterable
+
+from nameko.exceptions import MethodNotFound, RpcTimeout, UnknownService
+from nameko.rpc import rpc
+from nameko.standalone.rpc import ClusterRpcProxy
+from nameko.timer import Timer
+
+from services.gdpr.desk import Desk, DeskSettings
+from services.gdpr.repository import GdprStorage
+from shared.config import from_nameko
+from shared.dependencies import OutboxRelayProvider, Settings, WorkerLogContext
+from shared.errors import EXPECTED_ERRORS, NotFound
+from shared.health import readiness
+from shared.messaging.handlers import event_handler
+from shared.mongo import MongoStorage
+
+log = logging.getLogger(__name__)
+
+
+def _storage(database, config) -> GdprStorage:
+    return GdprStorage(database)
+
+
+class RpcServices:
+    """The desk's way to the other services: nameko RPC with a timeout, calls in parallel.
+    A service that does not answer in time is "unavailable" (the desk tries again later);
+    NotFound is an answer ("holds nothing")."""
+
+    def __init__(self, config: dict, timeout: float) -> None:
+        self.config = config
+        self.timeout = timeout
+
+    def call(self, service: str, method: str, *args: Any) -> Any:
+        return self.call_all([service], method, *args)[service]
+
+    def call_all(self, services: Iterable[str], method: str, *args: Any
+                 ) -> dict[str, tuple[str, Any]]:
+        outcomes: dict[str, tuple[str, Any]] = {}
+        with ClusterRpcProxy(self.config, timeout=self.timeout) as proxy:
+            calls = {}
+            for service in services:
+                calls[service] = getattr(getattr(proxy, service), method).call_async(*args)
+            for service, reply in calls.items():
+                try:
+                    outcomes[service] = ("ok", reply.result())
+                except NotFound as exc:
+                    outcomes[service] = ("not_found", str(exc))
+                except (RpcTimeout, UnknownService, MethodNotFound, OSError) as exc:
+                    outcomes[service] = ("unavailable", f"{type(exc).__name__}: {exc}")
+                except Exception as exc:  # a failure over there: try again later
+                    outcomes[service] = ("unavailable", f"{type(exc).__name__}: {exc}")
+        return outcomes
+
+
+class ConfiguredTimer(Timer):
+    """nameko's timer with its interval read from GDPR_PROCESS_SECONDS at set-up."""
+
+    def setup(self) -> None:
+        self.interval = from_nameko(self.container.config).float("GDPR_PROCESS_SECONDS")
+        super().setup()
+
+
+def desk_settings(config) -> DeskSettings:
+    services = tuple(s.strip() for s in config.get("GDPR_SERVICES").split(",") if s.strip())
+    return DeskSettings(services=services, retry_seconds=config.float("GDPR_RETRY_SECONDS"),
+                        confirmation_minutes=config.float("GDPR_CONFIRMATION_MINUTES"))
+
+
+class GdprService:
+    name = "gdpr"
+
+    storage = MongoStorage(_storage)
+    outbox = OutboxRelayProvider(lambda storage: storage.outbox_collections())
+    log_context = WorkerLogContext()
+    settings = Settings()
+
+    def _desk(self) -> Desk:
+        return Desk(self.storage, desk_settings(self.settings))
+
+    def _sweep(self) -> None:
+        self.outbox.request_sweep()
+
+    # -- the work ------------------------------------------------------------------------------
+    @ConfiguredTimer.decorator(interval=60)
+    def process(self) -> None:
+        timeout = self.settings.float("GDPR_RPC_TIMEOUT_SECONDS")
+        config = {"AMQP_URI": self.settings.get("AMQP_URI"), "serializer": "json"}
+        if self._desk().process_due(RpcServices(config, timeout)):
+            self._sweep()
+
+    # -- events in ------------------------------------------------------------------------------
+    @event_handler("gdpr", "gdpr.erasure_completed")
+    def on_erasure_completed(self, event):
+        self._desk().record_confirmation(event)
+
+    @event_handler("gdpr", "consent.changed")
+    def on_consent_changed(self, event):
+        self._desk().record_consent_event(event)
+
+    # -- RPC ---------------------------------------------------------------------------------
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def health(self) -> dict:
+        return {**readiness(self.settings.get("AMQP_URI"), self.storage.database),
+                "service": self.name}
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def submit_request(self, store_id: str, type: str, email: str, details: dict | None = None,
+                       actor: str = "operator") -> dict:  # noqa: A002 - the API's word
+        """access, portability, rectification (details.fields), erasure or objection; due in
+        30 days; nothing happens until an operator verifies the requester's identity."""
+        return self._desk().submit(store_id, type, email, details, actor)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def verify_identity(self, request_id: str, actor: str, note: str = "") -> dict:
+        """An operator confirms who asked; the next round of the timer starts the work."""
+        return self._desk().verify_identity(request_id, actor, note)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def reject_request(self, request_id: str, reason: str, actor: str) -> dict:
+        return self._desk().reject(request_id, reason, actor)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def get_request(self, request_id: str) -> dict:
+        """The request with its state, due date, overdue flag, result and audit trail."""
+        return self._desk().get(request_id)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def list_requests(self, store_id: str, state: str | None = None) -> list:
+        """Overdue first, then open ones by due date."""
+        return self._desk().list(store_id, state)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def download_export(self, request_id: str) -> dict:
+        """The assembled access or portability document, with its manifest."""
+        return self._desk().download_export(request_id)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def set_consent(self, store_id: str, customer_id: str, purpose: str, granted: bool,
+                    source: str = "operator", actor: str = "operator", note: str = "") -> dict:
+        return self._desk().set_consent(store_id, customer_id, purpose, granted, source, actor, note)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def get_consent(self, store_id: str, customer_id: str) -> dict:
+        """Each purpose's state, and the full history of changes."""
+        return self._desk().get_consent(store_id, customer_id)
