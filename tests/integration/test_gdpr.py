@@ -1,0 +1,116 @@
+"""GDPR across every service on the real broker: a shop's customer arrives by signed webhooks,
+then asks what is held about them."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import requests
+from nameko.standalone.rpc import ClusterRpcProxy
+
+from services.customer_sync.service import CustomerSyncService
+from services.customer_sync.signature import sign
+from services.gdpr.service import GdprService
+from services.loyalty.service import LoyaltyService
+from services.notifications.service import NotificationsService
+from services.segmentation.service import SegmentationService
+from tests import payloads
+from tests.support import free_port, wait_until
+
+STORE = "gd"
+SECRET = "whsec-gdpr-12345"
+FAST = dict(GDPR_PROCESS_SECONDS="0.3", GDPR_RETRY_SECONDS="0.5", GDPR_RPC_TIMEOUT_SECONDS="3")
+
+
+@pytest.fixture
+def system(services):
+    containers = {
+        "segmentation": services.start(SegmentationService),
+        "loyalty": services.start(LoyaltyService),
+        "notifications": services.start(NotificationsService,
+                                        WEB_SERVER_ADDRESS=f"127.0.0.1:{free_port()}"),
+        "customer_sync": services.start(CustomerSyncService, RECONCILE_POLL_SECONDS="3600"),
+        "gdpr": services.start(GdprService, **FAST),
+    }
+    with ClusterRpcProxy({"AMQP_URI": services.amqp_uri}, timeout=30) as rpc:
+        rpc.customer_sync.register_store({
+            "store_id": STORE, "shop_url": "https://shop.example", "webhook_secret": SECRET,
+            "consumer_key": "ck", "consumer_secret": "cs"})
+        yield rpc, containers
+
+
+def post(services, topic: str, body: dict) -> None:
+    raw = json.dumps(body).encode()
+    r = requests.post(f"{services.web_url}/webhooks/woocommerce/{STORE}", data=raw, timeout=10,
+                      headers={"X-WC-Webhook-Topic": topic,
+                               "X-WC-Webhook-Signature": sign(raw, SECRET)})
+    assert r.status_code == 200, r.text
+
+
+def recent(days_ago: int) -> str:
+    return (datetime.now(timezone.utc) - timedelta(days=days_ago)).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def a_customer_with_an_order(services, rpc) -> str:
+    post(services, "customer.created", payloads.customer(woo_id=42, email="ada@acme.example"))
+    post(services, "order.created", payloads.order(901, customer_id=42, date_created_gmt=recent(2),
+                                                   modified=recent(1)))
+    customer_id = wait_until(lambda: _found(rpc), timeout=15, message="the customer")
+    wait_until(lambda: _held_by_all(rpc, customer_id), timeout=20, message="every service's data")
+    return customer_id
+
+
+def _found(rpc):
+    try:
+        return rpc.customer_sync.find_customer(STORE, "ada@acme.example")["customer_id"]
+    except Exception:
+        return None
+
+
+def _held_by_all(rpc, customer_id) -> bool:
+    try:
+        rpc.segmentation.get_profile(STORE, customer_id)
+        rpc.loyalty.get_account(STORE, customer_id)
+        rpc.notifications.export_customer(STORE, customer_id)
+        return True
+    except Exception:
+        return False
+
+
+def test_an_access_request_gathers_every_services_data(services, system):
+    rpc, _ = system
+    customer_id = a_customer_with_an_order(services, rpc)
+    rpc.gdpr.set_consent(STORE, customer_id, "email_marketing", True, "checkout", "shop")
+    request = rpc.gdpr.submit_request(STORE, "access", "ada@acme.example", None, "ops@shop")
+    with pytest.raises(Exception):
+        rpc.gdpr.download_export(request["request_id"])  # nothing before verification
+    rpc.gdpr.verify_identity(request["request_id"], "ops@shop", "replied from the address")
+    wait_until(lambda: rpc.gdpr.get_request(request["request_id"])["state"] == "completed",
+               timeout=30, message="the access request to complete")
+    export = rpc.gdpr.download_export(request["request_id"])
+    manifest = {m["service"]: m["status"] for m in export["manifest"]}
+    assert manifest == {"customer_sync": "data", "segmentation": "data", "loyalty": "data",
+                        "notifications": "data", "gdpr": "data"}
+    assert export["subject"] == {"email": "ada@acme.example", "customer_ids": [customer_id]}
+    assert export["data"]["loyalty"]["account"]["balance"] > 0
+    assert export["data"]["segmentation"]["profile"]["segment"] == "new"
+    assert export["data"]["notifications"]["contact"]["email"] == "ada@acme.example"
+    assert export["data"]["gdpr"]["consent"][0]["purposes"]["email_marketing"]["granted"] is True
+    json.dumps(export)
+    audit = [a["action"] for a in rpc.gdpr.get_request(request["request_id"])["audit"]]
+    assert audit[0] == "received" and audit[-1] == "completed" and "resolved" in audit
+
+
+def test_an_objection_turns_marketing_off_everywhere(services, system):
+    rpc, _ = system
+    customer_id = a_customer_with_an_order(services, rpc)
+    request = rpc.gdpr.submit_request(STORE, "objection", "ada@acme.example", None, "ops@shop")
+    rpc.gdpr.verify_identity(request["request_id"], "ops@shop")
+    wait_until(lambda: rpc.gdpr.get_request(request["request_id"])["state"] == "completed",
+               timeout=30)
+    consent = rpc.gdpr.get_consent(STORE, customer_id)["purposes"]
+    assert not consent["email_marketing"]["granted"] and not consent["sms_marketing"]["granted"]
+    # notifications heard it (consent.changed) and will send this person no marketing
+    wait_until(lambda: rpc.notifications.export_customer(STORE, customer_id)["contact"]
+               .get("consent", {}).get("sms_marketing", {}).get("granted") is False, timeout=15)
