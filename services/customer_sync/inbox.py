@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from pymongo.errors import PyMongoError
 
+from services.customer_sync.anonymise import redact_payload
 from services.customer_sync.normalise import NormalisationError
 from services.customer_sync.repository import CustomerSyncStorage
 from services.customer_sync.sync import ApplyResult, CustomerSync
@@ -33,9 +34,10 @@ class InboxProcessor:
         correlation_id = _correlation_id(key)
         with log_context(store_id=delivery["store_id"], correlation_id=correlation_id):
             try:
+                payload = delivery_payload(delivery)
                 result = self.sync.apply(
                     delivery["store_id"], delivery["resource"], delivery["action"],
-                    delivery_payload(delivery), correlation_id=correlation_id,
+                    payload, correlation_id=correlation_id,
                 )
             except NormalisationError as exc:
                 log.error("delivery cannot be applied: %s", exc)
@@ -52,7 +54,12 @@ class InboxProcessor:
                 self.storage.inbox.fail(key, f"{type(exc).__name__}: {exc}", retry=retry,
                                         attempts=delivery.get("attempts", 1))
                 return None
-            self.storage.inbox.finish(key, result.outcome)
+            redacted = None
+            if result.personal_data_dropped:
+                # About an erased person: keep the delivery (duplicates stay recognised), not
+                # what it said about them.
+                redacted = json.dumps(redact_payload(delivery["resource"], payload))
+            self.storage.inbox.finish(key, result.outcome, redacted)
             log.info("applied %s %s: %s", delivery["topic"], delivery["resource_id"], result.outcome,
                      extra={"events": result.events})
             return result

@@ -228,6 +228,14 @@ class OrderSnapshot:
         return email_key(self.billing.get("email"))
 
 
+def order_content_hash(snap: OrderSnapshot) -> str:
+    """The content hash `normalise_order` gives, recomputed from a snapshot's fields, so a
+    snapshot changed after reading (anonymised) compares equal to the same change read again."""
+    content = {name: getattr(snap, name) for name in snap.__dataclass_fields__
+               if name not in ("date_modified", "content_hash")}
+    return content_hash(content)
+
+
 KNOWN_STATUSES = {"pending", "processing", "on-hold", "completed", "cancelled", "refunded",
                   "failed", "trash", "checkout-draft"}
 

@@ -19,6 +19,8 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
+from services.customer_sync.tombstones import TombstoneKeys, TombstoneRepository
+from shared.erasure import ErasureReceipts
 from shared.outbox import OUTBOX_FIELD
 from shared.versioned import VersionedRepository
 
@@ -144,6 +146,9 @@ class CustomerRepository(VersionedRepository):
                        partialFilterExpression={"guest_email_key": {"$type": "string"}})
         c.create_index([("store_id", ASCENDING), ("email_key", ASCENDING)])
         c.create_index([("store_id", ASCENDING), ("date_created", ASCENDING), ("_id", ASCENDING)])
+        # GDPR: merged guests of an erased person, and the shop's own erasures by date.
+        c.create_index([("store_id", ASCENDING), ("merged_into", ASCENDING)], sparse=True)
+        c.create_index([("store_id", ASCENDING), ("shop_erased_at", ASCENDING)], sparse=True)
 
     def get(self, store_id: str, customer_id: str) -> dict | None:
         return self.collection.find_one({"_id": customer_id, "store_id": store_id}, {OUTBOX_FIELD: 0})
@@ -279,12 +284,32 @@ class InboxRepository:
                                      {"_id": 1}).limit(max(0, limit - len(keys)))
         return keys + [d["_id"] for d in stuck]
 
-    def finish(self, key: str, outcome: str) -> None:
-        self.collection.update_one(
-            {"_id": key},
-            {"$set": {"status": "done", "outcome": outcome, "done_at": utcnow()},
-             "$unset": {"lease_until": ""}},
-        )
+    def finish(self, key: str, outcome: str, redacted_body: str | None = None) -> None:
+        """Mark a delivery applied; `redacted_body` replaces what the shop sent when it was
+        about an erased person (the key, and so duplicate detection, stays)."""
+        fields: dict = {"status": "done", "outcome": outcome, "done_at": utcnow()}
+        if redacted_body is not None:
+            fields.update(body=redacted_body, redacted=True)
+        self.collection.update_one({"_id": key}, {"$set": fields, "$unset": {"lease_until": ""}})
+
+    def about_person(self, store_id: str, woo_customer_ids: list[int], order_ids: list[int],
+                     emails: list[str]) -> list[dict]:
+        """Deliveries of the person's customer record or orders, or mentioning their email."""
+        clauses: list[dict] = []
+        if woo_customer_ids:
+            clauses.append({"resource": "customer", "resource_id": {"$in": woo_customer_ids}})
+        if order_ids:
+            clauses.append({"resource": "order", "resource_id": {"$in": order_ids}})
+        clauses += [{"body": re.compile(re.escape(email), re.IGNORECASE)} for email in emails]
+        if not clauses:
+            return []
+        return list(self.collection.find({"store_id": store_id, "$or": clauses}))
+
+    def redact(self, key: str, body: str) -> None:
+        self.collection.update_one({"_id": key}, {"$set": {"body": body, "redacted": True}})
+
+    def drop(self, key: str) -> None:
+        self.collection.delete_one({"_id": key})
 
     def fail(self, key: str, error: str, retry: bool, attempts: int = 1) -> None:
         """A retry waits longer each time; a final failure expires with the applied ones
@@ -357,14 +382,20 @@ class CustomerSyncStorage:
         self.inbox = InboxRepository(database["webhook_inbox"].with_options(write_concern=durable),
                                      inbox_retention_days)
         self.backfills = BackfillRunRepository(database["backfill_runs"])
+        # GDPR: keyed hashes of erased people's identifiers, and one receipt per erasure request.
+        self.tombstones = TombstoneRepository(
+            database["erasure_tombstones"].with_options(write_concern=durable),
+            TombstoneKeys(database["stores"].with_options(write_concern=durable)))
+        self.erasures = ErasureReceipts(database["erasures"].with_options(write_concern=durable))
 
     def ensure_indexes(self) -> None:
-        for repo in (self.stores, self.customers, self.orders, self.inbox, self.backfills):
+        for repo in (self.stores, self.customers, self.orders, self.inbox, self.backfills,
+                     self.tombstones):
             repo.ensure_indexes()
 
     def outbox_collections(self) -> list[Collection]:
         # Customers first: a new customer's event should leave before its first order's.
-        return [self.customers.collection, self.orders.collection]
+        return [self.customers.collection, self.orders.collection, self.erasures.collection]
 
 
 def encode_cursor(values: tuple) -> str:

@@ -5,18 +5,25 @@ from nameko.rpc import rpc
 from nameko.web.handlers import http
 from werkzeug.wrappers import Request, Response
 
+from services.customer_sync.erasure import handle_erasure_requested
+from services.customer_sync.erasure import shop_erasures as list_shop_erasures
+from shared.personal_data import search as search_personal_data_in
 from services.customer_sync.queries import CustomerQueries
+from services.customer_sync.rectify import Rectifier
 from services.customer_sync.repository import CustomerSyncStorage
 from services.customer_sync.stores import StoreAdmin
 from services.customer_sync.webhooks import WEBHOOK_HEADERS, WebhookReceiver
 from services.customer_sync.backfill import run_view
 from services.customer_sync.reconcile import store_health
 from services.customer_sync.schemas import require_text
-from services.customer_sync.workers import BackgroundJobs, InboxWorkers
+from services.customer_sync.sync import CustomerSync
+from services.customer_sync.workers import BackgroundJobs, InboxWorkers, woo_client_factory
 from shared.config import Config
 from shared.dependencies import OutboxRelayProvider, Settings, WorkerLogContext
 from shared.errors import EXPECTED_ERRORS, NotFound, ValidationError
 from shared.health import HealthEndpoints, json_response, readiness
+from shared.messaging.handlers import event_handler
+from shared.messaging.parking import ParkedMessages
 from shared.mongo import MongoStorage
 from shared.logs import log_context
 
@@ -87,6 +94,50 @@ class CustomerSyncService(HealthEndpoints):
     def export_customer(self, store_id: str, customer_id: str) -> dict:
         return CustomerQueries(self.storage).export_customer(store_id, customer_id)
 
+    # -- GDPR ------------------------------------------------------------------------------
+    @event_handler("gdpr", "gdpr.erasure_requested")
+    def on_erasure_requested(self, event) -> None:
+        """Forget the person (customers, orders anonymised, webhook deliveries, parked
+        messages) and confirm with counts (shared.erasure)."""
+        receipt = handle_erasure_requested(self.storage, event, self._drop_parked)
+        self.outbox.notify([(self.storage.erasures.collection.name, receipt)])
+
+    def _drop_parked(self, matches) -> int:
+        dropped = ParkedMessages(self.settings.get("AMQP_URI")).drop_where(
+            self.name, lambda parked: matches(parked.body))
+        return len(dropped)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def shop_erasures(self, store_id: str, since: str | None = None, limit: int = 500) -> dict:
+        """Customers the shop's own privacy eraser erased (erased here already), oldest first
+        from `since` (inclusive), so gdpr can carry each erasure to every other service."""
+        store_id = require_text(store_id, "store_id")
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 5000:
+            raise ValidationError("limit must be a whole number from 1 to 5000",
+                                  {"fields": {"limit": ["out of range"]}})
+        after = _aware_time(since, "since") if since is not None else None
+        return {"store_id": store_id,
+                "erasures": list_shop_erasures(self.storage, store_id, after, limit)}
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def search_personal_data(self, store_id: str, terms: list[str]) -> dict:
+        """Which collections still mention any of the terms (the proof after an erasure)."""
+        return search_personal_data_in(self.storage.database, require_text(store_id, "store_id"),
+                                       terms, self.name)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def rectify_customer(self, store_id: str, customer_id: str, fields: dict, actor: str) -> dict:
+        """Correct a person's contact fields: in the shop first (registered customers), then
+        here, publishing customer.updated; a guest is corrected here only (the answer says)."""
+        store_id = require_text(store_id, "store_id")
+        customer_id = require_text(customer_id, "customer_id")
+        actor = require_text(actor, "actor")
+        rectifier = Rectifier(self.storage, CustomerSync(self.storage),
+                              woo_client_factory(self.settings))
+        answer, result = rectifier.rectify(store_id, customer_id, fields, actor)
+        self.outbox.notify(result.touched)
+        return answer
+
     # -- backfill and reconciliation ---------------------------------------------------------
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def backfill(self, store_id: str, since: str | None = None) -> dict:
@@ -114,6 +165,17 @@ class CustomerSyncService(HealthEndpoints):
         if health is None:
             raise NotFound(f"no store {store_id}")
         return health
+
+
+def _aware_time(value: object, name: str):
+    """An ISO-8601 time as an aware UTC datetime (no offset means UTC)."""
+    from datetime import datetime, timezone
+
+    try:
+        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        raise ValidationError(f"{name} must be an ISO-8601 time", {"fields": {name: ["not a time"]}})
+    return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
 
 
 def _iso_time(value: object, name: str) -> str:

@@ -15,7 +15,16 @@ from typing import Any, Callable
 
 from shared.events import Event, build_event
 from services.customer_sync import changes
+from services.customer_sync.anonymise import (
+    anonymise_order_snapshot,
+    is_blank_customer,
+    is_shop_erasure,
+    order_is_guest,
+    real_email_key,
+)
 from services.customer_sync.changes import Freshness, PlannedEvent
+from services.customer_sync.erasure import LATE, SHOP, CustomerErasure
+from services.customer_sync.tombstones import WOO_CUSTOMER
 from services.customer_sync.normalise import (
     CustomerSnapshot,
     OrderSnapshot,
@@ -47,13 +56,17 @@ def stable_event_id(store_id: str, *parts: object) -> str:
 class ApplyResult:
     """What applying one resource state did."""
 
-    outcome: str  # created | updated | unchanged | stale | ignored | deleted
+    outcome: str  # created | updated | unchanged | stale | ignored | deleted | erased
     events: list[str] = field(default_factory=list)
     touched: list[tuple[str, Any]] = field(default_factory=list)  # (collection, _id) with events
+    # The state was about an erased person: what the shop sent must not be kept (the webhook
+    # inbox redacts the delivery's body).
+    personal_data_dropped: bool = False
 
     def merge(self, other: "ApplyResult") -> None:
         self.events.extend(other.events)
         self.touched.extend(other.touched)
+        self.personal_data_dropped = self.personal_data_dropped or other.personal_data_dropped
 
 
 def _money(amount: int, currency: str) -> dict:
@@ -89,7 +102,7 @@ def order_event_data(doc: dict) -> dict:
         "order_id": doc["order_id"],
         "number": doc["number"],
         "customer_id": doc.get("customer_id"),
-        "is_guest": doc.get("woo_customer_id") is None,
+        "is_guest": order_is_guest(doc),
         "status": doc["status"],
         "currency": currency,
         "total": _money(doc["total"], currency),
@@ -148,6 +161,7 @@ class CustomerSync:
     def __init__(self, storage: CustomerSyncStorage, clock: Callable[[], datetime] = utcnow) -> None:
         self.storage = storage
         self.clock = clock
+        self.erasure = CustomerErasure(storage, clock)
 
     # -- entry point ---------------------------------------------------------------------
     def apply(self, store_id: str, resource: str, action: str, payload: dict, *,
@@ -176,7 +190,13 @@ class CustomerSync:
 
     def apply_customer(self, store_id: str, snap: CustomerSnapshot, correlation_id: str) -> ApplyResult:
         for _ in range(_MAX_CONFLICT_RETRIES):
+            if self.erasure.erased_customer_for(store_id, snap.woo_customer_id, snap.email) is not None:
+                return ApplyResult("erased", personal_data_dropped=True)
             existing, guest = self._find_registered(store_id, snap.woo_customer_id, snap.email_key)
+            if is_shop_erasure(existing, snap):
+                return self._erase_for_shop(store_id, existing, correlation_id)
+            if existing is None and guest is None and is_blank_customer(snap):
+                return self._erased_unknown_for_shop(store_id, snap)
             if guest is not None:
                 result = self._register_guest(store_id, guest, snap, correlation_id)
                 if result is not None:
@@ -229,6 +249,9 @@ class CustomerSync:
                             customer_id)
         if not self.storage.customers.insert(doc, [event]):
             return None
+        late = self._erase_if_tombstoned(store_id, doc)
+        if late is not None:
+            return late
         return ApplyResult("created", ["customer.created"], [("customers", customer_id)])
 
     def _register_guest(self, store_id: str, guest: dict, snap: CustomerSnapshot, correlation_id: str):
@@ -304,8 +327,99 @@ class CustomerSync:
         if doc is not None and doc.get("pending_merge"):
             self._finish_merge(store_id, doc["_id"], doc["pending_merge"])
 
+    # -- erased people ---------------------------------------------------------------------
+    def _erase_for_shop(self, store_id: str, existing: dict, correlation_id: str) -> ApplyResult:
+        """The shop's privacy eraser blanked a person we hold: the same erasure as a gdpr
+        request's, marked as the shop's (RPC `shop_erasures` lists it for gdpr to carry to
+        every service). Consumers hear it as the customer.updated the shop sent: the contact
+        fields are gone."""
+        def owed(doc: dict) -> list[Event]:
+            if doc.get("status") != "active":
+                return []
+            blank = {"_id": doc["_id"], "registered": bool(doc.get("registered")),
+                     "woo_customer_id": None, "email": None, "first_name": "", "last_name": "",
+                     "phone": "", "company": "", "billing": {}, "shipping": {}, "birthday": None,
+                     "date_created": doc.get("date_created")}
+            changed = changes.changed_contact_fields(doc, blank)
+            return [self._event("customer.updated", store_id,
+                                {**customer_event_data(blank), "changed_fields": changed},
+                                correlation_id, doc["_id"], "shop-erasure")]
+
+        report = self.erasure.erase(store_id, [existing["_id"]], existing.get("email_key"),
+                                    f"shop:{existing['_id']}", source=SHOP, owed=owed)
+        log.info("the shop erased a customer; erased here too",
+                 extra={"customer_id": existing["_id"], "counts": report.counts})
+        return ApplyResult("erased", ["customer.updated"] * len(report.touched), report.touched,
+                           personal_data_dropped=True)
+
+    def _erased_unknown_for_shop(self, store_id: str, snap: CustomerSnapshot) -> ApplyResult:
+        """A blanked customer never seen before: no new (empty) person, but a marker the shop's
+        customer id is tombstoned for, so their orders are kept anonymised."""
+        now = self.clock()
+        marker_id = new_customer_id()
+        self.storage.tombstones.record(store_id, [(WOO_CUSTOMER, str(snap.woo_customer_id))],
+                                       marker_id, [marker_id], SHOP, now)
+        if self.erasure.erased_customer_for(store_id, snap.woo_customer_id) != marker_id:
+            return ApplyResult("erased", personal_data_dropped=True)  # another delivery won
+        self.storage.customers.insert({
+            "_id": marker_id, "store_id": store_id, "status": "erased", "registered": True,
+            "erased_at": now, "shop_erased_at": now, "erased_by": [SHOP],
+            "erasure_request_ids": [f"shop:{marker_id}"], "orders_count": 0,
+            "date_created": snap.date_created, "created_at": now}, [])
+        return ApplyResult("erased", personal_data_dropped=True)
+
+    def _erase_if_tombstoned(self, store_id: str, doc: dict) -> ApplyResult | None:
+        """Right after creating a customer: if an erasure of that person ran meanwhile (its
+        tombstones written after this delivery looked), erase the new record too."""
+        if self.erasure.erased_customer_for(store_id, doc.get("woo_customer_id"),
+                                            doc.get("email_key")) is None:
+            return None
+        self.erasure.erase(store_id, [doc["_id"]], doc.get("email_key"), f"late:{doc['_id']}",
+                           source=LATE)
+        return ApplyResult("erased", personal_data_dropped=True)
+
+    def _erased_owner(self, store_id: str, snap: OrderSnapshot, existing: dict | None
+                      ) -> tuple[bool, str | None]:
+        """Whether an order belongs to an erased person, and to which customer id: an order
+        anonymised by an erasure stays so; otherwise its shop customer id or billing email may
+        match a tombstone."""
+        if existing is not None and existing.get("personal_data_erased"):
+            return True, existing.get("customer_id")
+        erased = self.erasure.erased_customer_for(store_id, snap.woo_customer_id,
+                                                  snap.billing.get("email"))
+        return erased is not None, erased
+
+    def _owner_of_anonymised(self, store_id: str, snap: OrderSnapshot, existing: dict | None
+                             ) -> str | None:
+        """Whose order the shop anonymised: the customer it was filed under, or the registered
+        customer it still names; never a new person with the placeholder email."""
+        if existing is not None and existing.get("customer_id"):
+            return existing["customer_id"]
+        if snap.woo_customer_id is not None:
+            doc = self.storage.customers.by_woo_id(store_id, snap.woo_customer_id)
+            if doc is not None:
+                return doc["_id"]
+        return None
+
+    def _erasure_by_shop_orders(self, store_id: str, customer_id: str, correlation_id: str
+                                ) -> ApplyResult:
+        """A guest whose every order the shop has now anonymised is a guest the shop erased.
+        A registered customer is erased by the blanked customer.updated the eraser sends
+        first: an anonymised order alone may be the shop's retention policy
+        ("Retain completed orders"), which must not erase a live customer."""
+        doc = self.storage.customers.get(store_id, customer_id)
+        if doc is None or doc.get("status") != "active" or doc.get("registered"):
+            return ApplyResult("unchanged")
+        if self.storage.orders.collection.count_documents(
+                {"store_id": store_id, "customer_id": customer_id, "anonymized": {"$ne": True},
+                 "status": {"$ne": "trash"}}):  # the eraser does not look in the trash
+            return ApplyResult("unchanged")
+        return self._erase_for_shop(store_id, doc, correlation_id)
+
     def delete_customer(self, store_id: str, woo_customer_id: int, correlation_id: str) -> ApplyResult:
         customers = self.storage.customers
+        if self.erasure.erased_customer_for(store_id, woo_customer_id) is not None:
+            return ApplyResult("erased")  # nothing of theirs to mark, nor to bring back
         for _ in range(_MAX_CONFLICT_RETRIES):
             existing = customers.by_woo_id(store_id, woo_customer_id)
             if existing is None:
@@ -402,6 +516,9 @@ class CustomerSync:
                             doc["_id"])
         if not self.storage.customers.insert(doc, [event]):
             return None
+        late = self._erase_if_tombstoned(store_id, doc)
+        if late is not None:
+            return doc["_id"], late
         return doc["_id"], ApplyResult("created", ["customer.created"], [("customers", doc["_id"])])
 
     def _refresh_contact_from_order(self, store_id: str, doc: dict, snap: OrderSnapshot,
@@ -447,12 +564,16 @@ class CustomerSync:
         return ApplyResult("updated", ["customer.updated"], [("customers", doc["_id"])])
 
     # -- orders --------------------------------------------------------------------------
-    def apply_order(self, store_id: str, snap: OrderSnapshot, correlation_id: str, *,
+    def apply_order(self, store_id: str, received: OrderSnapshot, correlation_id: str, *,
                     from_rest: bool = False) -> ApplyResult:
         orders = self.storage.orders
-        key = orders.key(store_id, snap.order_id)
+        key = orders.key(store_id, received.order_id)
         for _ in range(_MAX_CONFLICT_RETRIES):
-            existing = orders.get(store_id, snap.order_id)
+            existing = orders.get(store_id, received.order_id)
+            erased, erased_customer = self._erased_owner(store_id, received, existing)
+            # An erased person's order, or one the shop's eraser anonymised, is kept without
+            # its buyer (and the placeholders never reach a customer record).
+            snap = anonymise_order_snapshot(received) if erased or received.anonymized else received
             if existing is not None:
                 # A trash (order.deleted, body {"id"}) leaves date_modified as it was: the state
                 # held before it compares SAME, and a restore or later edit is newer.
@@ -460,11 +581,19 @@ class CustomerSync:
                                             existing.get("content_hash"),
                                             snap.date_modified, snap.content_hash)
                 if verdict is Freshness.STALE:
-                    return ApplyResult("stale")
+                    return ApplyResult("stale", personal_data_dropped=erased)
                 if verdict is Freshness.SAME:
-                    return ApplyResult("unchanged")
-            if snap.anonymized and existing is not None and existing.get("customer_id"):
+                    return ApplyResult("unchanged", personal_data_dropped=erased)
+            if erased:
+                customer_id, customer_result = erased_customer, ApplyResult("unchanged")
+            elif received.anonymized:
                 # WooCommerce's eraser anonymised it: still the same person's order.
+                customer_id = self._owner_of_anonymised(store_id, received, existing)
+                customer_result = ApplyResult("unchanged")
+            elif (existing is not None and existing.get("customer_id")
+                  and received.woo_customer_id is None
+                  and real_email_key(received.billing.get("email")) is None):
+                # Nothing in it says whose it is (a redacted delivery): it stays where it was.
                 customer_id, customer_result = existing["customer_id"], ApplyResult("unchanged")
             else:
                 customer_id, customer_result = self._customer_for_order(store_id, snap,
@@ -472,6 +601,12 @@ class CustomerSync:
             plan = changes.plan_order_events(existing, snap)
             fields = {**_order_fields(snap), "store_id": store_id, "customer_id": customer_id,
                       "placed": plan.placed}
+            if erased or received.anonymized:
+                # The shop's customer id is gone from the order: remember if it was a guest's.
+                fields["is_guest"] = (order_is_guest(existing) if existing is not None
+                                      else received.woo_customer_id is None)
+            if erased:
+                fields["personal_data_erased"] = True
             version = existing["version"] if existing else 0
             events = [self._order_event(store_id, fields, planned, correlation_id, version)
                       for planned in plan.events]
@@ -479,14 +614,22 @@ class CustomerSync:
                 ok = orders.insert({"_id": key, **fields, "first_seen_at": self.clock()}, events)
             else:
                 ok = orders.update(key, existing["version"], fields, events, unset=["trashed_at"])
-            result = ApplyResult("created" if existing is None else "updated")
+            result = ApplyResult("created" if existing is None else "updated",
+                                 personal_data_dropped=erased)
             result.merge(customer_result)
             if ok:
                 result.events.extend(e.event_type for e in events)
                 if events:
                     result.touched.append(("orders", key))
+                if not erased and self.erasure.is_erased(customer_id):
+                    # The customer was erased while this order was being written.
+                    self.erasure.anonymise_orders(store_id, [customer_id])
+                    result.personal_data_dropped = True
+                elif received.anonymized and customer_id:
+                    result.merge(self._erasure_by_shop_orders(store_id, customer_id,
+                                                              correlation_id))
                 return result
-        raise ConcurrentChange(f"order {snap.order_id} kept changing")
+        raise ConcurrentChange(f"order {received.order_id} kept changing")
 
     def _order_event(self, store_id: str, doc: dict, planned: PlannedEvent, correlation_id: str,
                      from_version: int) -> Event:

@@ -221,7 +221,7 @@ class LoyaltyService:
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def search_personal_data(self, store_id: str, terms: list) -> dict:
         """Every document of this service holding any of the terms (an erasure's proof)."""
-        return search_personal_data(self.storage.database, terms, self.name)
+        return search_personal_data(self.storage.database, store_id, terms, self.name)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def export_customer(self, store_id: str, customer_id: str) -> dict:

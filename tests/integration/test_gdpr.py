@@ -114,3 +114,62 @@ def test_an_objection_turns_marketing_off_everywhere(services, system):
     # notifications heard it (consent.changed) and will send this person no marketing
     wait_until(lambda: rpc.notifications.export_customer(STORE, customer_id)["contact"]
                .get("consent", {}).get("sms_marketing", {}).get("granted") is False, timeout=15)
+
+
+def every_trace(services, strings: list[str]) -> list[str]:
+    """Every document, in every collection of every database, holding one of the strings."""
+    from shared import mongo
+
+    client = mongo.connect(services.mongo_uri)
+    found = []
+    for db_name in client.list_database_names():
+        database = client[db_name]
+        for name in database.list_collection_names():
+            for doc in database[name].find({}):
+                text = json.dumps(doc, default=str).lower()
+                for needle in strings:
+                    if needle.lower() in text:
+                        found.append(f"{db_name}.{name}:{doc.get('_id')}: {needle}")
+    return found
+
+
+PERSON = ["ada@acme.example", "Lovelace", "+441234567890"]
+
+
+def test_an_erasure_leaves_no_trace_waits_for_a_service_that_was_down_and_stays_erased(
+        services, system):
+    rpc, containers = system
+    customer_id = a_customer_with_an_order(services, rpc)
+    assert every_trace(services, PERSON)  # the person is there to begin with
+    services.kill(containers["loyalty"])  # loyalty is down when the erasure is asked
+    request = rpc.gdpr.submit_request(STORE, "erasure", "ada@acme.example", None, "ops@shop")
+    rpc.gdpr.verify_identity(request["request_id"], "ops@shop", "signed request")
+
+    def confirmed():
+        erasure = rpc.gdpr.get_request(request["request_id"]).get("erasure") or {}
+        return set(erasure.get("confirmations") or {})
+
+    wait_until(lambda: confirmed() == {"customer_sync", "segmentation", "notifications"},
+               timeout=30, message="the three running services to confirm")
+    assert rpc.gdpr.get_request(request["request_id"])["state"] == "in_progress"
+    services.start(LoyaltyService)  # back: its queue kept the request
+    wait_until(lambda: rpc.gdpr.get_request(request["request_id"])["state"] == "completed",
+               timeout=40, message="the erasure to complete")
+    done = rpc.gdpr.get_request(request["request_id"])
+    assert done["result"]["verification"] == "nothing found"
+    assert set(done["result"]["confirmations"]) == {"customer_sync", "segmentation", "loyalty",
+                                                    "notifications"}
+    traces = [t for t in every_trace(services, PERSON) if not t.startswith("companion_gdpr.")]
+    assert traces == []
+    # the gdpr service keeps the requester's email as proof of the request, and nothing more
+    assert all(".requests:" in t and "ada@acme.example" in t
+               for t in every_trace(services, PERSON) if t.startswith("companion_gdpr."))
+    # The shop sends the person again (a late webhook, a backfill): nothing personal returns.
+    post(services, "customer.updated", {**payloads.customer(woo_id=42, email="ada@acme.example"),
+                                        "date_modified_gmt": recent(0)})
+    post(services, "order.updated", payloads.order(901, customer_id=42, date_created_gmt=recent(2),
+                                                   modified=recent(0), status="completed"))
+    import time
+    time.sleep(2.0)
+    traces = [t for t in every_trace(services, PERSON) if not t.startswith("companion_gdpr.")]
+    assert traces == []

@@ -1,0 +1,222 @@
+"""GDPR rectification: a person's corrected contact fields, written to the shop first.
+
+WooCommerce is where the data lives: a correction made only here would be undone by the next
+webhook or reconciliation. So a registered customer's correction goes to the shop
+(`PUT /wp-json/wc/v3/customers/<id>`, retried on 429/5xx by `WooClient`), and the customer the
+shop answers with is applied locally through the path webhooks take (customer.updated as usual;
+the shop's new `date_modified` makes any older delivery stale). A guest has no record in the
+shop to correct (their data sits on their orders, which the REST API cannot rewrite for
+them): the correction is applied here only, and the answer says so.
+"""
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any, Callable
+
+from marshmallow import RAISE, Schema, ValidationError as MarshmallowError, fields, post_load, validate
+from pymongo.errors import DuplicateKeyError
+
+from services.customer_sync import changes
+from services.customer_sync.normalise import email_key, normalise_customer
+from services.customer_sync.queries import customer_view
+from services.customer_sync.repository import CustomerSyncStorage, Store, utcnow
+from services.customer_sync.sync import ApplyResult, CustomerSync, customer_event_data
+from services.customer_sync.woo_client import WooApiError, WooClient, WooUnavailable
+from shared.errors import Conflict, NotFound, ValidationError
+
+log = logging.getLogger(__name__)
+
+_MAX_CONFLICT_RETRIES = 20
+_PHONE = validate.Regexp(r"^\+?[0-9][0-9 ()./-]{2,31}$", error="is not a phone number")
+_COUNTRY = validate.Regexp(r"^[A-Za-z]{2}$", error="must be a two-letter ISO 3166 code")
+
+
+class _Trimmed(Schema):
+    class Meta:
+        unknown = RAISE
+
+    @post_load
+    def _trim(self, data: dict, **kwargs: Any) -> dict:
+        trimmed = {k: v.strip() if isinstance(v, str) else v for k, v in data.items()}
+        if trimmed.get("country"):
+            trimmed["country"] = trimmed["country"].upper()
+        return trimmed
+
+
+class ShippingCorrection(_Trimmed):
+    first_name = fields.String(validate=validate.Length(max=200))
+    last_name = fields.String(validate=validate.Length(max=200))
+    company = fields.String(validate=validate.Length(max=200))
+    address_1 = fields.String(validate=validate.Length(max=200))
+    address_2 = fields.String(validate=validate.Length(max=200))
+    city = fields.String(validate=validate.Length(max=200))
+    state = fields.String(validate=validate.Length(max=100))
+    postcode = fields.String(validate=validate.Length(max=20))
+    country = fields.String(validate=_COUNTRY)
+
+
+class BillingCorrection(ShippingCorrection):
+    email = fields.Email(validate=validate.Length(max=254))
+    phone = fields.String(validate=_PHONE)
+
+
+class ContactCorrection(_Trimmed):
+    """What a person may have corrected: names, email, phone, company, address parts."""
+
+    first_name = fields.String(validate=validate.Length(max=200))
+    last_name = fields.String(validate=validate.Length(max=200))
+    email = fields.Email(validate=validate.Length(max=254))
+    phone = fields.String(validate=_PHONE)
+    company = fields.String(validate=validate.Length(max=200))
+    billing = fields.Nested(BillingCorrection)
+    shipping = fields.Nested(ShippingCorrection)
+
+
+def load_correction(data: Any) -> dict:
+    """Validated corrections, or the shared ValidationError naming the failing fields."""
+    if not isinstance(data, dict):
+        raise ValidationError("fields must be an object", {"fields": {"fields": ["not an object"]}})
+    try:
+        correction = ContactCorrection().load(data)
+    except MarshmallowError as exc:
+        raise ValidationError(f"invalid fields: {exc.messages}", {"fields": exc.messages}) from None
+    correction = {k: v for k, v in correction.items() if v != {}}
+    if not correction:
+        raise ValidationError("fields must name at least one contact field to correct",
+                              {"fields": {"fields": ["empty"]}})
+    return correction
+
+
+def shop_customer_update(correction: dict) -> dict:
+    """The body of `PUT customers/<id>`: WooCommerce keeps phone and company on the billing
+    address, not on the account."""
+    body = {name: correction[name] for name in ("first_name", "last_name", "email")
+            if name in correction}
+    billing = dict(correction.get("billing") or {})
+    for name in ("phone", "company"):
+        if name in correction:
+            billing[name] = correction[name]
+    if billing:
+        body["billing"] = billing
+    if correction.get("shipping"):
+        body["shipping"] = dict(correction["shipping"])
+    return body
+
+
+_GUEST_CONTACT = ("first_name", "last_name", "phone", "company", "email")
+
+
+def guest_fields(doc: dict, correction: dict) -> dict:
+    """A guest record's new contact fields. A guest's names, phone, company and email are
+    those of their billing address, so a correction of either changes both."""
+    billing_correction = correction.get("billing") or {}
+    billing = {**(doc.get("billing") or {}), **billing_correction}
+    shipping = {**(doc.get("shipping") or {}), **(correction.get("shipping") or {})}
+    updated: dict = {}
+    for name in _GUEST_CONTACT:
+        if name in correction:
+            billing[name] = correction[name]
+        if name in correction or name in billing_correction:
+            updated[name] = billing[name]
+    if "email" in updated:
+        key = email_key(updated["email"])
+        updated.update(email_key=key, guest_email_key=key)
+    updated.update(billing=billing, shipping=shipping)
+    return updated
+
+
+class Rectifier:
+    def __init__(self, storage: CustomerSyncStorage, sync: CustomerSync,
+                 client_factory: Callable[[Store], WooClient]) -> None:
+        self.storage = storage
+        self.sync = sync
+        self.client_factory = client_factory
+
+    def rectify(self, store_id: str, customer_id: str, fields_: Any, actor: str
+                ) -> tuple[dict, ApplyResult]:
+        """Correct a person's contact fields; answers the view and what to publish."""
+        correction = load_correction(fields_)
+        doc = self.storage.customers.get(store_id, customer_id)
+        if doc is None:
+            raise NotFound(f"no customer {customer_id} in store {store_id}")
+        if doc.get("status") != "active":
+            raise Conflict(f"customer {customer_id} is {doc.get('status')}: there is nothing to "
+                           "correct", {"status": doc.get("status")})
+        if doc.get("woo_customer_id") is not None:
+            result = self._in_shop(store_id, doc, correction)
+            written, note = True, "corrected in the shop, then here"
+        else:
+            result = self._guest(store_id, doc, correction)
+            written, note = False, ("a guest has no customer record in the shop: corrected here "
+                                    "only; the shop's orders keep the details given at checkout")
+        self.storage.customers.collection.update_one(
+            {"_id": customer_id},
+            {"$push": {"rectifications": {"at": utcnow(), "actor": actor,
+                                          "fields": sorted(correction), "written_to_shop": written}}})
+        log.info("customer rectified", extra={"customer_id": customer_id, "actor": actor,
+                                              "fields": sorted(correction), "written_to_shop": written})
+        after = self.storage.customers.get(store_id, customer_id)
+        changed = [e for e in result.events if e == "customer.updated"]
+        return {"customer": customer_view(after), "written_to_shop": written,
+                "fields": sorted(correction), "published": changed, "note": note}, result
+
+    def _in_shop(self, store_id: str, doc: dict, correction: dict) -> ApplyResult:
+        store = self.storage.stores.get(store_id)
+        if store is None:
+            raise NotFound(f"no store {store_id}")
+        woo_id = doc["woo_customer_id"]
+        client = self.client_factory(store)
+        try:
+            answer = client.put(f"customers/{woo_id}", shop_customer_update(correction))
+        except WooUnavailable:
+            raise  # nothing changed here; the caller retries later (the PUT is idempotent)
+        except WooApiError as exc:
+            raise _shop_refusal(exc, woo_id) from None
+        finally:
+            client.close()
+        if not isinstance(answer, dict) or answer.get("id") != woo_id:
+            raise ValidationError("the shop's answer is not the customer it was asked to correct")
+        return self.sync.apply_customer(store_id, normalise_customer(answer),
+                                        f"rectify-{uuid.uuid4().hex[:16]}")
+
+    def _guest(self, store_id: str, doc: dict, correction: dict) -> ApplyResult:
+        customers = self.storage.customers
+        for _ in range(_MAX_CONFLICT_RETRIES):
+            updated = guest_fields(doc, correction)
+            new_key = updated.get("email_key")
+            if new_key and new_key != doc.get("email_key"):
+                other = customers.by_email(store_id, new_key)
+                if other is not None and other["_id"] != doc["_id"]:
+                    raise Conflict("another customer has that email", {"fields": ["email"]})
+            # Orders placed before now carry the old details: they must not undo this.
+            updated["contact_from_order_at"] = utcnow()
+            after = {**doc, **updated}
+            changed = changes.changed_contact_fields(doc, after)
+            events = []
+            if changed:
+                events.append(self.sync._event(
+                    "customer.updated", store_id,
+                    {**customer_event_data(after), "changed_fields": changed},
+                    f"rectify-{doc['_id']}", doc["_id"], doc["version"]))
+            try:
+                ok = customers.update(doc["_id"], doc["version"], updated, events)
+            except DuplicateKeyError:
+                raise Conflict("another customer has that email", {"fields": ["email"]}) from None
+            if ok:
+                return ApplyResult("updated", [e.event_type for e in events],
+                                   [("customers", doc["_id"])] if events else [])
+            doc = customers.get(store_id, doc["_id"])
+            if doc is None or doc.get("status") != "active":
+                raise Conflict("the customer changed while being corrected; ask again")
+        raise Conflict("the customer kept changing while being corrected; ask again")
+
+
+def _shop_refusal(exc: WooApiError, woo_id: int) -> Exception:
+    details = {"shop_status": exc.status, "shop_code": exc.code}
+    if exc.status == 404:
+        return NotFound(f"the shop has no customer {woo_id}", details)
+    if exc.code == "registration-error-email-exists":
+        return Conflict(f"the shop refused the correction: {exc.message}",
+                        {**details, "fields": ["email"]})
+    return ValidationError(f"the shop refused the correction: {exc.message}", details)
