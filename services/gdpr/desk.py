@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable, Protocol
 
+from pymongo.errors import DuplicateKeyError
+
 from services.gdpr import requests as rq
 from services.gdpr.repository import GdprStorage, utcnow
 from shared.errors import Conflict, NotFound, ValidationError
@@ -208,6 +210,40 @@ class Desk:
             {"$set": fields, "$push": {"audit": rq.audit_entry(
                 now, service, "erasure_confirmed", f"{service} erased its data", counts=data["counts"])}})
 
+    # -- the shop's own eraser -----------------------------------------------------------------------
+    def import_shop_erasures(self, services: Services) -> int:
+        """Erasures done with WordPress's eraser reach customer_sync first (a blanked customer,
+        anonymised orders); each becomes an erasure request here, so every other service
+        forgets the person too. Answers how many were new."""
+        stores = services.call_all(["customer_sync"], "list_stores")["customer_sync"]
+        if stores[0] != "ok":
+            return 0
+        created = 0
+        for store in stores[1]:
+            store_id = store["store_id"]
+            mark = self.storage.database["shop_erasure_marks"].find_one({"_id": store_id}) or {}
+            since = _aware(mark.get("since"))
+            outcome = services.call_all(["customer_sync"], "shop_erasures", store_id,
+                                        _iso(since) if since else None)["customer_sync"]
+            if outcome[0] != "ok":
+                continue
+            latest = since
+            for erased in outcome[1]["erasures"]:
+                erased_at = _aware(datetime.fromisoformat(erased["shop_erased_at"]))
+                latest = max(latest, erased_at) if latest else erased_at
+                if erased.get("merged_into"):
+                    continue  # the registered customer's request covers a merged guest
+                request = rq.shop_erasure(store_id, erased["customer_id"], erased_at, self.clock())
+                try:
+                    self.storage.requests.insert(request)
+                    created += 1
+                except DuplicateKeyError:
+                    pass  # imported before: the request id is the customer's
+            if latest:
+                self.storage.database["shop_erasure_marks"].replace_one(
+                    {"_id": store_id}, {"since": latest}, upsert=True)
+        return created
+
     # -- the work ----------------------------------------------------------------------------------
     def process_due(self, services: Services, limit: int = 20) -> int:
         done = 0
@@ -372,7 +408,14 @@ class Desk:
                 "next_attempt_at": _aware(erasure["ask_again_at"]), "lease_until": None}, [])
             return
         # Every service confirmed: prove it, by asking each to search for the person.
-        terms = request.get("search_terms") or [request["email"]]
+        terms = request.get("search_terms") or ([request["email"]] if request.get("email") else [])
+        if not terms:  # the shop erased first: nothing left here to search with
+            self._complete(request, {"erased": True, "verification": "not possible: the shop "
+                                     "had already erased the email and names",
+                                     "confirmations": {s: c["counts"]
+                                                       for s, c in confirmations.items()}},
+                           "every service confirmed the erasure the shop started")
+            return
         outcomes = services.call_all(sorted(expected), "search_personal_data",
                                      request["store_id"], terms)
         unanswered = sorted(s for s, (status, _) in outcomes.items() if status != "ok")

@@ -67,6 +67,25 @@ def new_request(store_id: str, request_type: str, email: str, details: Mapping[s
     }
 
 
+def shop_erasure(store_id: str, customer_id: str, erased_at: datetime, now: datetime) -> dict:
+    """An erasure the shop started with WordPress's own eraser: customer_sync has already
+    forgotten the person (so their email is gone), and the shop verified who asked. It goes
+    straight to work: every other service must forget them too."""
+    request_id = f"shop-{store_id}-{customer_id}"
+    return {
+        "_id": request_id, "request_id": request_id, "store_id": store_id, "type": "erasure",
+        "email": None, "details": {"origin": "shop", "shop_erased_at": erased_at},
+        "state": "in_progress", "received_at": now, "due_at": now + timedelta(days=DUE_DAYS),
+        "completed_at": None, "customer_ids": [customer_id], "resolved": True,
+        "search_terms": [], "result": None, "verified_at": now, "next_attempt_at": now,
+        "lease_until": None,
+        "audit": [audit_entry(now, "shop", "received", "the shop's privacy eraser erased this "
+                              "customer in WooCommerce"),
+                  audit_entry(now, "shop", "identity_verified", "verified by the shop"),
+                  audit_entry(now, "gdpr-service", "in_progress", "work started")],
+    }
+
+
 def audit_entry(at: datetime, actor: str, action: str, detail: str = "", **data: Any) -> dict:
     return {"at": at, "actor": actor, "action": action, "detail": detail, **data}
 

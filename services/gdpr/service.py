@@ -90,7 +90,10 @@ class GdprService:
     def process(self) -> None:
         timeout = self.settings.float("GDPR_RPC_TIMEOUT_SECONDS")
         config = {"AMQP_URI": self.settings.get("AMQP_URI"), "serializer": "json"}
-        if self._desk().process_due(RpcServices(config, timeout)):
+        services = RpcServices(config, timeout)
+        desk = self._desk()
+        desk.import_shop_erasures(services)
+        if desk.process_due(services):
             self._sweep()
 
     # -- events in ------------------------------------------------------------------------------

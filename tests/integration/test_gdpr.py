@@ -173,3 +173,34 @@ def test_an_erasure_leaves_no_trace_waits_for_a_service_that_was_down_and_stays_
     time.sleep(2.0)
     traces = [t for t in every_trace(services, PERSON) if not t.startswith("companion_gdpr.")]
     assert traces == []
+
+
+def test_the_shops_own_eraser_is_carried_to_every_service(services, system):
+    rpc, _ = system
+    customer_id = a_customer_with_an_order(services, rpc)
+    # WordPress's "Erase personal data": the customer saved with blanked fields.
+    blank = {k: "" for k in payloads.customer(woo_id=42, email="x@y.z")["billing"]}
+    post(services, "customer.updated", {**payloads.customer(woo_id=42, email="ada@acme.example"),
+                                        "email": "", "first_name": "", "last_name": "",
+                                        "billing": blank, "shipping": blank,
+                                        "date_modified_gmt": recent(0)})
+    request_id = f"shop-{STORE}-{customer_id}"
+
+    def state():
+        try:
+            return rpc.gdpr.get_request(request_id)["state"]
+        except Exception:
+            return None
+
+    wait_until(lambda: state() == "completed", timeout=40, message="the shop's erasure to complete")
+    done = rpc.gdpr.get_request(request_id)
+    assert set(done["result"]["confirmations"]) == {"customer_sync", "segmentation", "loyalty",
+                                                    "notifications"}
+    assert [a["actor"] for a in done["audit"]][:2] == ["shop", "shop"]
+    traces = [t for t in every_trace(services, PERSON)]
+    assert traces == []
+    from shared.errors import NotFound
+    for call in (rpc.segmentation.get_profile, rpc.loyalty.get_account,
+                 rpc.notifications.export_customer):
+        with pytest.raises(NotFound):
+            call(STORE, customer_id)
