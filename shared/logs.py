@@ -21,6 +21,12 @@ CONTEXT_FIELDS = ("service", "store_id", "event_id", "event_type", "correlation_
 # Keys whose values are replaced wherever they appear in a record's extra fields.
 _SECRET_KEY = re.compile(r"secret|signature|password|token|consumer_key|authorization", re.I)
 _REDACTED = "[redacted]"
+# Personal data never reaches a log line either (logs cannot be erased per person afterwards):
+# values under these keys are replaced as secrets are.
+_PERSONAL_KEY = re.compile(r"^(e?mail|email_address|phone|first_name|last_name|full_name|"
+                           r"name|company|address_[12]|postcode|city|birthday|to|body|billing|"
+                           r"shipping|customer_note|ip_address)$", re.I)
+_PERSONAL = "[personal]"
 _STANDARD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
 
@@ -41,15 +47,20 @@ def bind_log_context(**fields: object) -> None:
 
 
 def redact(value: object) -> object:
-    """Replace the values of secret-looking keys, recursively."""
+    """Replace the values of secret-looking and personal-data keys, recursively."""
     if isinstance(value, dict):
-        return {
-            k: (_REDACTED if isinstance(k, str) and _SECRET_KEY.search(k) else redact(v))
-            for k, v in value.items()
-        }
+        return {k: _redact_item(k, v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [redact(v) for v in value]
     return value
+
+
+def _redact_item(key: object, value: object) -> object:
+    if isinstance(key, str) and _SECRET_KEY.search(key):
+        return _REDACTED
+    if isinstance(key, str) and _PERSONAL_KEY.match(key) and value not in (None, "", [], {}):
+        return _PERSONAL
+    return redact(value)
 
 
 class JsonFormatter(logging.Formatter):

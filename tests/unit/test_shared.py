@@ -107,3 +107,33 @@ def test_json_logs_carry_context_and_never_secrets():
     assert (entry["store_id"], entry["correlation_id"], entry["event_id"]) == ("s1", "c-9", "e-1")
     assert "hunter22" not in line and "cs_x" not in line
     assert datetime.fromisoformat(entry["ts"]).tzinfo == timezone.utc
+
+
+def test_log_lines_carry_neither_secrets_nor_personal_data():
+    import io
+    import json as _json
+    import logging
+
+    from shared.logs import JsonFormatter, log_context
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("test.redaction")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        with log_context(store_id="s1", customer_id="c-1"):
+            logger.warning("applied", extra={
+                "webhook_secret": "whsec-1", "email": "ada@example.com",
+                "billing": {"phone": "+44 7700 900123"}, "first_name": "Ada", "status": "ok",
+                "order": {"email": "ada@example.com", "total": 4990}})
+    finally:
+        logger.removeHandler(handler)
+    line = stream.getvalue()
+    entry = _json.loads(line)
+    assert "whsec-1" not in line and "ada@example.com" not in line and "Ada" not in line
+    assert "7700" not in line
+    assert entry["webhook_secret"] == "[redacted]" and entry["email"] == "[personal]"
+    assert entry["order"] == {"email": "[personal]", "total": 4990}
+    assert entry["status"] == "ok" and entry["customer_id"] == "c-1"
