@@ -202,3 +202,28 @@ def wait_until(predicate: Callable[[], object], timeout: float = 10.0, interval:
             return value
         time.sleep(interval)
     raise AssertionError(f"{message} not met within {timeout}s")
+
+
+def publish(amqp_uri: str, *messages: dict) -> None:
+    """Publish event envelopes as their source service would (its exchange, routing key the
+    event type), with publisher confirms: tests play a service whose events they need."""
+    from shared.events import contract
+    from shared.messaging.publisher import ConfirmingPublisher, OutgoingMessage, events_exchange
+
+    publisher = ConfirmingPublisher(amqp_uri)
+    try:
+        publisher.publish_batch([
+            OutgoingMessage(events_exchange(contract(m["event_type"]).source), m["event_type"], m)
+            for m in messages])
+    finally:
+        publisher.close()
+
+
+class Clock:
+    """A clock a test moves by hand (use cases take `clock=`)."""
+
+    def __init__(self, now) -> None:
+        self.now = now
+
+    def __call__(self):
+        return self.now

@@ -7,7 +7,6 @@ from werkzeug.wrappers import Request, Response
 
 from services.customer_sync.erasure import handle_erasure_requested
 from services.customer_sync.erasure import shop_erasures as list_shop_erasures
-from shared.personal_data import search as search_personal_data_in
 from services.customer_sync.queries import CustomerQueries
 from services.customer_sync.rectify import Rectifier
 from services.customer_sync.repository import CustomerSyncStorage
@@ -21,18 +20,18 @@ from services.customer_sync.workers import BackgroundJobs, InboxWorkers, woo_cli
 from shared.config import Config
 from shared.dependencies import OutboxRelayProvider, Settings, WorkerLogContext
 from shared.errors import EXPECTED_ERRORS, NotFound, ValidationError
-from shared.health import HealthEndpoints, json_response, readiness
+from shared.health import HealthEndpoints, json_response
 from shared.messaging.handlers import event_handler
-from shared.messaging.parking import ParkedMessages
 from shared.mongo import MongoStorage
 from shared.logs import log_context
+from shared.service_rpc import DataOwnerRpc
 
 
 def _storage(database, config: Config) -> CustomerSyncStorage:
     return CustomerSyncStorage(database, inbox_retention_days=config.int("INBOX_RETENTION_DAYS"))
 
 
-class CustomerSyncService(HealthEndpoints):
+class CustomerSyncService(HealthEndpoints, DataOwnerRpc):
     name = "customer_sync"
 
     storage = MongoStorage(_storage)
@@ -58,10 +57,6 @@ class CustomerSyncService(HealthEndpoints):
             return json_response(answer.status, answer.body)
 
     # -- health (GET /health/live and /health/ready come from HealthEndpoints) --------------
-    @rpc(expected_exceptions=EXPECTED_ERRORS)
-    def health(self) -> dict:
-        return {**readiness(self.settings.get("AMQP_URI"), self.storage.database),
-                "service": self.name}
 
     # -- stores -----------------------------------------------------------------------------
     @rpc(expected_exceptions=EXPECTED_ERRORS)
@@ -102,10 +97,6 @@ class CustomerSyncService(HealthEndpoints):
         receipt = handle_erasure_requested(self.storage, event, self._drop_parked)
         self.outbox.notify([(self.storage.erasures.collection.name, receipt)])
 
-    def _drop_parked(self, matches) -> int:
-        dropped = ParkedMessages(self.settings.get("AMQP_URI")).drop_where(
-            self.name, lambda parked: matches(parked.body))
-        return len(dropped)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def shop_erasures(self, store_id: str, since: str | None = None, limit: int = 500) -> dict:
@@ -118,12 +109,6 @@ class CustomerSyncService(HealthEndpoints):
         after = _aware_time(since, "since") if since is not None else None
         return {"store_id": store_id,
                 "erasures": list_shop_erasures(self.storage, store_id, after, limit)}
-
-    @rpc(expected_exceptions=EXPECTED_ERRORS)
-    def search_personal_data(self, store_id: str, terms: list[str]) -> dict:
-        """Which collections still mention any of the terms (the proof after an erasure)."""
-        return search_personal_data_in(self.storage.database, require_text(store_id, "store_id"),
-                                       terms, self.name)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def rectify_customer(self, store_id: str, customer_id: str, fields: dict, actor: str) -> dict:

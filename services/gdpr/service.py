@@ -15,9 +15,9 @@ from services.gdpr.repository import GdprStorage
 from shared.config import from_nameko
 from shared.dependencies import OutboxRelayProvider, Settings, WorkerLogContext
 from shared.errors import EXPECTED_ERRORS, NotFound
-from shared.health import readiness
 from shared.messaging.handlers import event_handler
 from shared.mongo import MongoStorage
+from shared.service_rpc import HealthRpc
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def desk_settings(config) -> DeskSettings:
                         confirmation_minutes=config.float("GDPR_CONFIRMATION_MINUTES"))
 
 
-class GdprService:
+class GdprService(HealthRpc):
     name = "gdpr"
 
     storage = MongoStorage(_storage)
@@ -106,10 +106,6 @@ class GdprService:
         self._desk().record_consent_event(event)
 
     # -- RPC ---------------------------------------------------------------------------------
-    @rpc(expected_exceptions=EXPECTED_ERRORS)
-    def health(self) -> dict:
-        return {**readiness(self.settings.get("AMQP_URI"), self.storage.database),
-                "service": self.name}
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def submit_request(self, store_id: str, type: str, email: str, details: dict | None = None,

@@ -14,11 +14,9 @@ from shared.config import from_nameko
 from shared.dependencies import OutboxRelayProvider, Settings, WorkerLogContext
 from shared.erasure import confirm_erasure
 from shared.errors import EXPECTED_ERRORS, NotFound, ValidationError
-from shared.health import readiness
 from shared.messaging.handlers import event_handler
-from shared.messaging.parking import ParkedMessages
 from shared.mongo import MongoStorage
-from shared.personal_data import search as search_personal_data
+from shared.service_rpc import DataOwnerRpc
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +98,7 @@ class DailyRun(DependencyProvider):
         return self
 
 
-class LoyaltyService:
+class LoyaltyService(DataOwnerRpc):
     name = "loyalty"
 
     storage = MongoStorage(_storage)
@@ -152,16 +150,8 @@ class LoyaltyService:
             self._drop_parked)
         self.outbox.notify([(self.storage.erasures.collection.name, receipt)])
 
-    def _drop_parked(self, matches) -> int:
-        dropped = ParkedMessages(self.settings.get("AMQP_URI")).drop_where(
-            self.name, lambda parked: matches(parked.body))
-        return len(dropped)
 
     # -- RPC ---------------------------------------------------------------------------------
-    @rpc(expected_exceptions=EXPECTED_ERRORS)
-    def health(self) -> dict:
-        return {**readiness(self.settings.get("AMQP_URI"), self.storage.database),
-                "service": self.name}
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def get_account(self, store_id: str, customer_id: str) -> dict:
@@ -217,11 +207,6 @@ class LoyaltyService:
     def run_daily(self) -> dict:
         """Run the daily expiry and tier check now (operators; tests)."""
         return self.daily_run.run_once()
-
-    @rpc(expected_exceptions=EXPECTED_ERRORS)
-    def search_personal_data(self, store_id: str, terms: list) -> dict:
-        """Every document of this service holding any of the terms (an erasure's proof)."""
-        return search_personal_data(self.storage.database, store_id, terms, self.name)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def export_customer(self, store_id: str, customer_id: str) -> dict:

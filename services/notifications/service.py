@@ -21,11 +21,10 @@ from shared.config import Config, from_nameko
 from shared.dependencies import OutboxRelayProvider, Settings, WorkerLogContext
 from shared.erasure import confirm_erasure
 from shared.errors import EXPECTED_ERRORS, NotFound, ValidationError
-from shared.health import HealthEndpoints, json_response, readiness
+from shared.health import HealthEndpoints, json_response
 from shared.messaging.handlers import event_handler
-from shared.messaging.parking import ParkedMessages
 from shared.mongo import MongoStorage
-from shared.personal_data import search as search_personal_data
+from shared.service_rpc import DataOwnerRpc
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +128,7 @@ class SendLoop(DependencyProvider):
         return self
 
 
-class NotificationsService(HealthEndpoints):
+class NotificationsService(HealthEndpoints, DataOwnerRpc):
     name = "notifications"
 
     storage = MongoStorage(_storage)
@@ -203,10 +202,6 @@ class NotificationsService(HealthEndpoints):
             self._drop_parked)
         self.outbox.notify([(self.storage.erasures.collection.name, receipt)])
 
-    def _drop_parked(self, matches) -> int:
-        dropped = ParkedMessages(self.settings.get("AMQP_URI")).drop_where(
-            self.name, lambda parked: matches(parked.body))
-        return len(dropped)
 
     # -- Twilio's callbacks -----------------------------------------------------------------------
     @http("POST", twilio_hooks.STATUS_PATH)
@@ -225,10 +220,6 @@ class NotificationsService(HealthEndpoints):
                                        public_url=self.settings.get("NOTIFY_PUBLIC_URL"))
 
     # -- RPC --------------------------------------------------------------------------------------
-    @rpc(expected_exceptions=EXPECTED_ERRORS)
-    def health(self) -> dict:
-        return {**readiness(self.settings.get("AMQP_URI"), self.storage.database),
-                "service": self.name}
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def save_store_settings(self, store_id: str, settings: dict) -> dict:
@@ -326,11 +317,6 @@ class NotificationsService(HealthEndpoints):
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def run_date_rules(self) -> dict:
         return {"scheduled": self.send_loop.run_date_rules()}
-
-    @rpc(expected_exceptions=EXPECTED_ERRORS)
-    def search_personal_data(self, store_id: str, terms: list) -> dict:
-        """Every document of this service holding any of the terms (an erasure's proof)."""
-        return search_personal_data(self.storage.database, store_id, terms, self.name)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def export_customer(self, store_id: str, customer_id: str) -> dict:

@@ -16,11 +16,9 @@ from services.segmentation.repository import SegmentationStorage, utcnow
 from shared.config import from_nameko
 from shared.dependencies import OutboxRelayProvider, Settings, WorkerLogContext
 from shared.errors import EXPECTED_ERRORS, Conflict, NotFound, ValidationError
-from shared.health import readiness
 from shared.messaging.handlers import event_handler
-from shared.messaging.parking import ParkedMessages
 from shared.mongo import MongoStorage
-from shared.personal_data import search as search_personal_data
+from shared.service_rpc import DataOwnerRpc
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +125,7 @@ class Recomputer(DependencyProvider):
         return None
 
 
-class SegmentationService:
+class SegmentationService(DataOwnerRpc):
     name = "segmentation"
 
     storage = MongoStorage(_storage)
@@ -176,18 +174,8 @@ class SegmentationService:
     def on_erasure_requested(self, event):
         self._done(handle_erasure_requested(Profiles(self.storage), event, self._drop_parked))
 
-    def _drop_parked(self, matches) -> int:
-        dropped = ParkedMessages(self.settings.get("AMQP_URI")).drop_where(
-            self.name, lambda parked: matches(parked.body))
-        return len(dropped)
 
     # -- RPC -------------------------------------------------------------------------------
-    @rpc(expected_exceptions=EXPECTED_ERRORS)
-    def health(self) -> dict:
-        """Readiness over RPC: this service has no HTTP server of its own (one process may run
-        several services, and they would share one web address)."""
-        return {**readiness(self.settings.get("AMQP_URI"), self.storage.database),
-                "service": self.name}
 
     def _profile(self, store_id: str, customer_id: str) -> dict:
         doc = self.storage.profiles.get(store_id, customer_id)
@@ -319,11 +307,6 @@ class SegmentationService:
                    for k, v in (doc.get("contact") or {}).items()}
         return {"service": "segmentation", "profile": profile_view(doc), "rfm": doc.get("rfm"),
                 "contact": contact, "orders": orders}
-
-    @rpc(expected_exceptions=EXPECTED_ERRORS)
-    def search_personal_data(self, store_id: str, terms: list) -> dict:
-        """Every document of this service holding any of the terms (an erasure's proof)."""
-        return search_personal_data(self.storage.database, store_id, terms, self.name)
 
     # -- saved segments -------------------------------------------------------------------------
     @rpc(expected_exceptions=EXPECTED_ERRORS)

@@ -13,12 +13,11 @@ from services.customer_sync.service import CustomerSyncService
 from services.customer_sync.signature import sign
 from shared import mongo
 from shared.errors import ValidationError
-from shared.events import build_event, contract
+from shared.events import build_event
 from shared.messaging.parking import ParkedMessages
-from shared.messaging.publisher import ConfirmingPublisher, OutgoingMessage, events_exchange
 from tests import payloads
 from tests.fakes.woo_shop import FakeWooShop
-from tests.support import wait_until
+from tests.support import publish, wait_until
 
 SECRET = "whsec-test-1234"
 STORE_ID = "shop1"
@@ -76,15 +75,6 @@ def post(services, topic: str, body: dict | bytes) -> requests.Response:
     return requests.post(f"{services.web_url}/webhooks/woocommerce/{STORE_ID}", data=raw,
                          headers=headers, timeout=10)
 
-
-def publish(amqp_uri: str, *messages: dict) -> None:
-    publisher = ConfirmingPublisher(amqp_uri)
-    try:
-        publisher.publish_batch([
-            OutgoingMessage(events_exchange(contract(m["event_type"]).source), m["event_type"], m)
-            for m in messages])
-    finally:
-        publisher.close()
 
 
 def strings_left(services, terms: list[str]) -> dict[str, list[str]]:

@@ -139,7 +139,7 @@ PERSON = ["ada@acme.example", "Lovelace", "+441234567890"]
 def test_an_erasure_leaves_no_trace_waits_for_a_service_that_was_down_and_stays_erased(
         services, system):
     rpc, containers = system
-    customer_id = a_customer_with_an_order(services, rpc)
+    a_customer_with_an_order(services, rpc)
     assert every_trace(services, PERSON)  # the person is there to begin with
     services.kill(containers["loyalty"])  # loyalty is down when the erasure is asked
     request = rpc.gdpr.submit_request(STORE, "erasure", "ada@acme.example", None, "ops@shop")

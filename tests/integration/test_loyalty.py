@@ -11,8 +11,7 @@ from nameko.standalone.rpc import ClusterRpcProxy
 from services.loyalty.service import LoyaltyService
 from shared.errors import Conflict, NotFound
 from shared.events import build_event, contract
-from shared.messaging.publisher import ConfirmingPublisher, OutgoingMessage, events_exchange
-from tests.support import wait_until
+from tests.support import publish, wait_until
 
 STORE = "loy"
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
@@ -26,15 +25,6 @@ def rpc(services, events):
     with ClusterRpcProxy({"AMQP_URI": services.amqp_uri}, timeout=30) as proxy:
         yield proxy
 
-
-def publish(amqp_uri: str, *messages: dict) -> None:
-    publisher = ConfirmingPublisher(amqp_uri)
-    try:
-        publisher.publish_batch([
-            OutgoingMessage(events_exchange(contract(m["event_type"]).source), m["event_type"], m)
-            for m in messages])
-    finally:
-        publisher.close()
 
 
 def order(event_type: str, customer: str, total: int, *, at: datetime, refunded: int = 0,

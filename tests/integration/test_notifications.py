@@ -10,10 +10,9 @@ from nameko.standalone.rpc import ClusterRpcProxy
 
 from services.notifications.service import NotificationsService
 from shared.events import build_event, contract
-from shared.messaging.publisher import ConfirmingPublisher, OutgoingMessage, events_exchange
 from tests.fakes.smtp_server import SmtpServer
 from tests.fakes.twilio_api import FakeTwilio
-from tests.support import free_port, wait_until
+from tests.support import free_port, publish, wait_until
 
 STORE = "nt"
 PHONE = "+447700900123"
@@ -48,15 +47,6 @@ def rpc(services):
     with ClusterRpcProxy({"AMQP_URI": services.amqp_uri}, timeout=20) as proxy:
         yield proxy
 
-
-def publish(amqp_uri: str, *messages: dict) -> None:
-    publisher = ConfirmingPublisher(amqp_uri)
-    try:
-        publisher.publish_batch([
-            OutgoingMessage(events_exchange(contract(m["event_type"]).source), m["event_type"], m)
-            for m in messages])
-    finally:
-        publisher.close()
 
 
 def event(event_type: str, data: dict, at: datetime | None = None) -> dict:

@@ -12,8 +12,7 @@ from services.segmentation.service import SegmentationService
 from shared.errors import NotFound
 from shared.events import build_event, contract
 from shared.messaging.parking import ParkedMessages
-from shared.messaging.publisher import ConfirmingPublisher, OutgoingMessage, events_exchange
-from tests.support import wait_until
+from tests.support import publish, wait_until
 
 STORE = "ooo"
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
@@ -27,15 +26,6 @@ def rpc(services, events):
     with ClusterRpcProxy({"AMQP_URI": services.amqp_uri}, timeout=20) as proxy:
         yield proxy
 
-
-def publish(amqp_uri: str, *messages: dict) -> None:
-    publisher = ConfirmingPublisher(amqp_uri)
-    try:
-        publisher.publish_batch([
-            OutgoingMessage(events_exchange(contract(m["event_type"]).source), m["event_type"], m)
-            for m in messages])
-    finally:
-        publisher.close()
 
 
 def order(event_type: str, customer: str, total: int, *, at: datetime, refunded: int = 0,

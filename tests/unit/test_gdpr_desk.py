@@ -10,17 +10,11 @@ from services.gdpr.repository import GdprStorage
 from shared.errors import Conflict, NotFound, ValidationError
 from shared.events import build_event
 from shared.outbox import OUTBOX_FIELD
+from tests.support import Clock
 
 T0 = datetime(2026, 11, 1, 9, tzinfo=timezone.utc)
 SERVICES = ("customer_sync", "segmentation", "loyalty", "notifications")
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 class StandIns:
@@ -58,7 +52,7 @@ class StandIns:
 def desk(database):
     storage = GdprStorage(database)
     storage.ensure_indexes()
-    clock = Clock()
+    clock = Clock(T0)
     return Desk(storage, DeskSettings(services=SERVICES, retry_seconds=30,
                                       confirmation_minutes=60), clock), clock
 

@@ -11,23 +11,17 @@ from services.loyalty.repository import JOURNAL, LoyaltyStorage
 from shared.errors import Conflict, NotFound, ValidationError
 from shared.events import build_event, contract
 from shared.outbox import OUTBOX_FIELD
+from tests.support import Clock
 
 T0 = datetime(2026, 6, 1, 12, tzinfo=timezone.utc)
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @pytest.fixture
 def setup(database):
     storage = LoyaltyStorage(database)
     storage.ensure_indexes()
-    clock = Clock()
+    clock = Clock(T0)
     return storage, Accounts(storage, clock=clock), clock
 
 

@@ -9,23 +9,17 @@ from services.segmentation.profiles import Profiles
 from services.segmentation.repository import SegmentationStorage
 from shared.events import build_event, contract
 from shared.outbox import OUTBOX_FIELD
+from tests.support import Clock
 
 T0 = datetime(2026, 6, 1, 12, tzinfo=timezone.utc)
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @pytest.fixture
 def setup(database):
     storage = SegmentationStorage(database)
     storage.ensure_indexes()
-    clock = Clock()
+    clock = Clock(T0)
     return storage, Profiles(storage, clock=clock), clock
 
 

@@ -1,0 +1,39 @@
+"""RPCs every service answers the same way, as mixins for the service classes.
+
+A service class that mixes these in needs `name`, `storage` (MongoStorage) and `settings`
+(Settings), as every service here has.
+"""
+from __future__ import annotations
+
+from nameko.rpc import rpc
+
+from shared.errors import EXPECTED_ERRORS
+from shared.health import readiness
+from shared.personal_data import search
+
+
+class HealthRpc:
+    """Readiness over RPC: `python -m shared.healthcheck NAME` (compose) asks this."""
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def health(self) -> dict:
+        return {**readiness(self.settings.get("AMQP_URI"), self.storage.database),
+                "service": self.name}
+
+
+class DataOwnerRpc(HealthRpc):
+    """What the GDPR contract asks of a data-owning service besides its own erasure: search
+    its whole database for a person (the proof), and drop its parked messages about them."""
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def search_personal_data(self, store_id: str, terms: list) -> dict:
+        """Every document of this service holding any of the terms (an erasure's proof)."""
+        return search(self.storage.database, store_id, terms, self.name)
+
+    def _drop_parked(self, matches) -> int:
+        """shared.erasure.DropParked for this service's own parked queue."""
+        from shared.messaging.parking import ParkedMessages
+
+        dropped = ParkedMessages(self.settings.get("AMQP_URI")).drop_where(
+            self.name, lambda parked: matches(parked.body))
+        return len(dropped)
