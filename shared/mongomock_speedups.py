@@ -227,8 +227,11 @@ def install() -> None:
                 order = _indexes(store).order
                 ids = sorted((i for i in set(wanted["$in"]) if i in documents),
                              key=lambda i: order.get(i, 0))
+                # The ids are chosen already: judging each document against the whole list
+                # again (mongomock's `in` over a list) would make a large $in quadratic.
+                rest = {k: v for k, v in filter.items() if k != "_id"}
                 return (documents[i] for i in ids
-                        if i in documents and filter_applies(filter, documents[i]))
+                        if i in documents and filter_applies(rest, documents[i]))
         conditions = _equalities(filter)
         documents = store._documents
         if (not conditions or len(documents) < _MIN_DOCS_FOR_INDEX

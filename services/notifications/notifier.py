@@ -341,7 +341,8 @@ class Notifier:
             query[f"{kind}s.{value}"] = True
         elif kind == "customer_ids" and isinstance(value, list) and value \
                 and all(isinstance(v, str) for v in value):
-            query["customer_id"] = {"$in": value}
+            # by document key: one lookup per id, rather than each contact against the list
+            query["_id"] = {"$in": [self.storage.contacts.key(store_id, v) for v in value]}
         else:
             raise ValidationError(f"audience {kind!r} is not one of segment, group, tag, "
                                   "customer_ids (with a value)", {"fields": {"audience": ["invalid"]}})

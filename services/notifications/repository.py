@@ -120,14 +120,28 @@ class SendRepository:
         except DuplicateKeyError:
             return False
 
-    def claim(self, now: datetime, lease_until: datetime, owner: str) -> dict | None:
-        """Take one due send for this sender, atomically: two senders never hold the same.
-        A send whose sender stopped mid-way (its lease ran out) is taken over."""
-        return self.collection.find_one_and_update(
-            {"$or": [{"status": "scheduled", "due_at": {"$lte": now}},
-                     {"status": "sending", "lease_until": {"$lt": now}}]},
-            {"$set": {"status": "sending", "lease_until": lease_until, "owner": owner}},
-            sort=[("due_at", ASCENDING)], return_document=ReturnDocument.AFTER)
+    def claim_batch(self, now: datetime, lease_until: datetime, owner: str, limit: int
+                    ) -> list[dict]:
+        """Take up to `limit` due sends for this sender, each atomically (two senders never
+        hold the same one). A send whose sender stopped mid-way (its lease ran out) is taken
+        over. One query finds the candidates, oldest due first; each is then taken by its id,
+        so the due-date order is sorted once per batch, not once per message."""
+        taken: list[dict] = []
+        for state, condition in (("scheduled", {"due_at": {"$lte": now}}),
+                                 ("sending", {"lease_until": {"$lt": now}})):
+            if len(taken) >= limit:
+                break
+            candidates = [d["_id"] for d in self.collection.find(
+                {"status": state, **condition}, {"_id": 1}).sort("due_at", ASCENDING)
+                .limit(limit - len(taken))]
+            for send_id in candidates:
+                doc = self.collection.find_one_and_update(
+                    {"_id": send_id, "status": state, **condition},
+                    {"$set": {"status": "sending", "lease_until": lease_until, "owner": owner}},
+                    return_document=ReturnDocument.AFTER)
+                if doc is not None:  # another sender may have taken it first
+                    taken.append(doc)
+        return taken
 
     def marketing_sent_since(self, store_id: str, customer_id: str, since: datetime) -> int:
         return self.collection.count_documents(

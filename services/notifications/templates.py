@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Mapping
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, nodes
@@ -140,8 +141,15 @@ def validate_template(data: Mapping[str, Any]) -> dict:
             **{part: data[part] for part in parts}}
 
 
+@lru_cache(maxsize=512)
+def _compiled(part: str, source: str):
+    """Compiling costs more than rendering: a bulk send renders one template thousands of
+    times, so each (part, source) is compiled once per process."""
+    return _env_for(part).from_string(source)
+
+
 def render_part(part: str, source: str, context: Mapping[str, Any]) -> str:
-    return _env_for(part).from_string(source).render(**context)
+    return _compiled(part, source).render(**context)
 
 
 def render(template: Mapping[str, Any], context: Mapping[str, Any]) -> Rendered:
