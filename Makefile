@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-unit test-integration venv bench-webhooks bench-segmentation bench-loyalty clean
+.PHONY: run test test-unit test-integration venv bench-webhooks bench-segmentation bench-loyalty bench-notifications clean
 
 $(STAMP): requirements.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is required (set PYTHON=...)"; exit 1; }
@@ -37,6 +37,10 @@ bench-webhooks: $(STAMP)
 ## 20,000 order.placed queued ahead, drained by one loyalty process, beside an empty handler.
 bench-loyalty: $(STAMP)
 	$(PY) -m bench.loyalty
+
+## A bulk send to 10,000 consenting customers through a local SMTP server, beside smtplib.
+bench-notifications: $(STAMP)
+	$(PY) -m bench.notifications
 
 ## recompute_store over 100,000 customers and 400,000 orders (mongomock): time and memory.
 bench-segmentation: $(STAMP)

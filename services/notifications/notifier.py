@@ -371,7 +371,12 @@ class Notifier:
             counts[row["_id"]] = row["n"]
         total = job.get("total", sum(counts.values()))
         done = sum(n for s, n in counts.items() if s not in ("scheduled", "sending"))
-        return {"bulk_id": bulk_id, "state": job.get("state"), "template": job["template"],
+        state = job.get("state")
+        if state == "scheduled" and done >= total:
+            state = "completed"
+            self.storage.bulk_jobs.update_one({"_id": job["_id"], "state": "scheduled"},
+                                              {"$set": {"state": state, "completed_at": utcnow()}})
+        return {"bulk_id": bulk_id, "state": state, "template": job["template"],
                 "channel": job["channel"], "purpose": job["purpose"], "total": total,
                 "done": done, "by_status": counts}
 

@@ -74,6 +74,11 @@ class Sender:
         self.clock = clock
         self.notifier = Notifier(storage, clock)
         self.owner = uuid.uuid4().hex
+        self.touched: list[tuple[str, str]] = []  # sends that now owe events (for the relay)
+
+    def take_touched(self) -> list[tuple[str, str]]:
+        touched, self.touched = self.touched, []
+        return touched
 
     def run_once(self, limit: int = 1000, batch: int = 200) -> dict:
         """Send what is due, up to `limit` sends, claimed `batch` at a time (a claim holds a
@@ -186,6 +191,8 @@ class Sender:
                                                        provider_id)])
         if not self._update(send, update):
             return "lost"
+        if announce:
+            self.touched.append((self.storage.sends.collection.name, send["_id"]))
         return status
 
     def _event(self, send: dict, status: str, reason: str | None, permanent: bool, attempts: int,

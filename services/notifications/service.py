@@ -89,7 +89,7 @@ class SendLoop(DependencyProvider):
                     log.exception("the sender failed; it tries again")
                     counts = {}
                 if counts:
-                    outbox.request_sweep()
+                    outbox.notify(sender.take_touched())  # exactly the sends that owe events
                     log.info("sends processed", extra={"outcomes": counts})
                     continue  # more may be due
                 with eventlet.Timeout(self.poll, False):

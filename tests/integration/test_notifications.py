@@ -258,6 +258,7 @@ def test_templates_preview_and_a_permanent_sms_failure(services, smtp, twilio, r
     assert status["total"] == 1
     wait_until(lambda: rpc.notifications.bulk_status(STORE, status["bulk_id"])["done"] == 1,
                timeout=15)
+    assert rpc.notifications.bulk_status(STORE, status["bulk_id"])["state"] == "completed"
     [entry] = rpc.notifications.send_log(STORE, "c7")
     assert entry["status"] == "failed" and "21211" in entry["reason"]
     assert [a["outcome"] for a in entry["attempts"]] == ["failed"]  # permanent: not retried
