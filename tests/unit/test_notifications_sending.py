@@ -1,0 +1,86 @@
+"""notifications' sending pieces on an in-memory MongoDB and the local stand-ins: the lapse
+date rule, and how each channel reports Twilio's and SMTP's failures."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from services.notifications.channels import (DeliveryFailed, EmailChannel, SmsChannel,
+                                             SmtpSettings, TwilioSettings, new_message_id)
+from services.notifications.notifier import Notifier
+from services.notifications.repository import NotificationsStorage
+from tests.fakes.smtp_server import SmtpServer
+from tests.fakes.twilio_api import FakeTwilio
+from tests.support import Clock
+
+T0 = datetime(2026, 11, 29, 12, tzinfo=timezone.utc)
+
+
+def test_a_lapse_schedules_once_per_last_order(database):
+    storage = NotificationsStorage(database)
+    storage.ensure_indexes()
+    clock = Clock(T0)
+    notifier = Notifier(storage, clock)
+    notifier.save_workflow("s1", {"workflow_id": "lapsed", "name": "Lapsed 90 days",
+                                  "trigger": {"date": "days_since_last_order", "days": 90},
+                                  "channel": "email", "template": "win_back",
+                                  "purpose": "marketing"})
+    for customer, days in (("old", 91), ("recent", 30)):
+        storage.contacts.add_order("s1", customer, {
+            "order_id": f"o-{customer}", "number": "1", "total": "10.00 EUR",
+            "date": T0 - timedelta(days=days), "seen_at": T0 - timedelta(days=days)})
+    assert notifier.run_date_rules("s1") == 1
+    assert notifier.run_date_rules("s1") == 0  # once for that last order
+    [send] = storage.sends.collection.find()
+    assert send["customer_id"] == "old" and send["_id"] == "wf:lapsed:old:after-o-old"
+    # a new order, then another lapse: once more
+    storage.contacts.add_order("s1", "old", {"order_id": "o-2", "number": "2", "total": "1.00 EUR",
+                                             "date": T0, "seen_at": T0})
+    clock.now = T0 + timedelta(days=95)
+    assert notifier.run_date_rules("s1") == 2  # "old" after o-2, and "recent" now lapsed too
+
+
+def test_twilio_failures_are_transient_or_permanent_as_twilio_says():
+    with FakeTwilio(seed=9) as twilio:
+        sms = SmsChannel(TwilioSettings(twilio.account_sid, twilio.auth_token,
+                                        twilio.phone_number, twilio.base_url, 5))
+        assert sms.send("+447700900001", "hi", None).startswith("SM")
+        twilio.fail_next(1, 429)
+        with pytest.raises(DeliveryFailed) as busy:
+            sms.send("+447700900001", "hi", None)
+        assert busy.value.transient
+        twilio.fail_next(1, 500)
+        with pytest.raises(DeliveryFailed) as down:
+            sms.send("+447700900001", "hi", None)
+        assert down.value.transient
+        twilio.unsubscribe("+447700900002")
+        with pytest.raises(DeliveryFailed) as stopped:
+            sms.send("+447700900002", "hi", None)
+        assert not stopped.value.transient and "21610" in stopped.value.reason
+        unconfigured = SmsChannel(TwilioSettings("", "", "", twilio.base_url, 5))
+        with pytest.raises(DeliveryFailed, match="not configured"):
+            unconfigured.send("+447700900001", "hi", None)
+
+
+def test_smtp_failures_are_transient_or_permanent_as_the_server_says():
+    with SmtpServer() as smtp:
+        email = EmailChannel(SmtpSettings(smtp.host, smtp.port, "none", "", "", 5, "shop@example.com"))
+        def message(to: str):
+            return email.build(to, "Hi", "text", "<p>html</p>", None,
+                               new_message_id(f"wf:x:{to}", "example.com"))
+
+        sent_id = email.send(message("a@example.com"))
+        assert sent_id.endswith("@example.com>") and "wf.x.a" in sent_id
+        smtp.reject_recipient("gone@example.com", 550)
+        with pytest.raises(DeliveryFailed) as rejected:
+            email.send(message("gone@example.com"))
+        assert not rejected.value.transient and "550" in rejected.value.reason
+        smtp.fail_data(1, 451)
+        with pytest.raises(DeliveryFailed) as later:
+            email.send(message("b@example.com"))
+        assert later.value.transient
+        assert email.send(message("c@example.com"))  # the connection is still good
+        [first, *_] = smtp.wait_for(2)
+        assert first.get_body(("plain",)).get_content().strip() == "text"
+        email.close()
