@@ -17,8 +17,8 @@ CONSENT_PURPOSES = ("email_marketing", "sms_marketing", "data_processing")
 CONSENT_SOURCES = ("checkout", "operator", "sms_stop", "sms_start", "request", "import")
 
 
-class NotificationSentData(BaseSchema):
-    """A message left for the customer: the provider accepted it (SMTP 250, Twilio 201)."""
+class _MessageData(BaseSchema):
+    """What both outcomes of a message say about it."""
 
     send_id = fields.String(required=True)
     customer_id = fields.String(required=True)
@@ -27,24 +27,21 @@ class NotificationSentData(BaseSchema):
     template = fields.String(required=True)
     workflow_id = fields.String(load_default=None, allow_none=True)
     bulk_id = fields.String(load_default=None, allow_none=True)
-    provider_id = fields.String(load_default=None, allow_none=True)
     attempts = fields.Integer(required=True, strict=True)
 
 
-class NotificationFailedData(BaseSchema):
+class NotificationSentData(_MessageData):
+    """A message left for the customer: the provider accepted it (SMTP 250, Twilio 201)."""
+
+    provider_id = fields.String(load_default=None, allow_none=True)
+
+
+class NotificationFailedData(_MessageData):
     """A message that will not go out: a permanent refusal, attempts exhausted, or a
     rule (consent, quiet hours held too long, the weekly cap, a cancel condition)."""
 
-    send_id = fields.String(required=True)
-    customer_id = fields.String(required=True)
-    channel = fields.String(required=True, validate=validate.OneOf(CHANNELS))
-    purpose = fields.String(required=True, validate=validate.OneOf(PURPOSES))
-    template = fields.String(required=True)
-    workflow_id = fields.String(load_default=None, allow_none=True)
-    bulk_id = fields.String(load_default=None, allow_none=True)
     reason = fields.String(required=True)
     permanent = fields.Boolean(required=True)
-    attempts = fields.Integer(required=True, strict=True)
 
 
 class ConsentChangedData(BaseSchema):
