@@ -69,11 +69,11 @@ def _found(rpc):
 
 
 def _held_by_all(rpc, customer_id) -> bool:
-    try:
-        rpc.segmentation.get_profile(STORE, customer_id)
+    try:  # the order has reached each service, not just the customer
+        profile = rpc.segmentation.get_profile(STORE, customer_id)
         rpc.loyalty.get_account(STORE, customer_id)
-        rpc.notifications.export_customer(STORE, customer_id)
-        return True
+        contact = rpc.notifications.export_customer(STORE, customer_id)["contact"]
+        return (profile["stats"] or {}).get("orders_count") == 1 and contact.get("order_ids")
     except Exception:
         return False
 
