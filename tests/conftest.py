@@ -17,6 +17,11 @@ import uuid  # noqa: E402
 import pytest  # noqa: E402
 
 from shared import mongo  # noqa: E402
+from shared import mongomock_speedups  # noqa: E402
+
+# Every mongomock operation yields to other green threads, as a round trip to MongoDB would, so
+# concurrency tests exercise real interleavings (see shared/mongomock_speedups.py).
+mongomock_speedups.YIELD_PER_OPERATION = True
 from tests.support import BrokerAdmin, EventCollector, ServiceHarness  # noqa: E402
 
 RABBIT_MANAGEMENT_URL = os.environ.get("RABBIT_MANAGEMENT_URL", "http://guest:guest@127.0.0.1:15672")
