@@ -111,3 +111,40 @@ class Child:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
+
+
+def terminate(child: Child, timeout: float = 30.0) -> dict:
+    """SIGTERM (the services' graceful stop: running workers finish), then Child.stop()'s
+    escalation if it does not end in time (a second signal kills the workers, then SIGKILL)."""
+    started = time.monotonic()
+    if child.alive():
+        child.proc.send_signal(signal.SIGTERM)
+        try:
+            child.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+    graceful = not child.alive()
+    result = child.stop()
+    if graceful:
+        result["how"] = "SIGTERM"
+    result["seconds"] = round(time.monotonic() - started, 3)
+    return result
+
+
+def stop_children_and_vhosts(children: list[Child], vhosts: list[str], admin) -> None:
+    """A benchmark's clean-up, on success or failure: never leave a child process or a
+    RabbitMQ virtual host behind."""
+    for child in children:
+        if child.alive():
+            log(f"stopping {child.name} (pid {child.pid})")
+        try:
+            terminate(child)
+        except Exception as exc:  # never leave a child behind: last resort
+            log(f"stopping {child.name} failed ({exc}); killing it")
+            child.proc.kill()
+    for vhost in vhosts:
+        try:
+            admin.delete_vhost(vhost)
+            log(f"vhost {vhost} deleted")
+        except Exception as exc:
+            log(f"deleting vhost {vhost} failed: {exc}")

@@ -56,7 +56,8 @@ warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
 import amqp  # noqa: E402
 from kombu import Connection, Exchange, Queue  # noqa: E402
 
-from bench.common import Child, log, machine, process_cpu_seconds, source_state  # noqa: E402
+from bench.common import (Child, log, machine, process_cpu_seconds, source_state,  # noqa: E402
+                          stop_children_and_vhosts, terminate)
 from shared.events import build_event, contract  # noqa: E402
 from shared.messaging.publisher import (ConfirmingPublisher, OutgoingMessage,  # noqa: E402
                                         events_exchange)
@@ -357,24 +358,6 @@ def _is_loyalty_order_placed(name: str) -> bool:
 
 def _is_empty_order_placed(name: str) -> bool:
     return EVENT_TYPE in name and "bench_empty_handler" in name
-
-
-def terminate(child: Child, timeout: float = 30.0) -> dict:
-    """SIGTERM (the services' graceful stop: running workers finish), then Child.stop()'s
-    escalation if it does not end in time (a second signal kills the workers, then SIGKILL)."""
-    started = time.monotonic()
-    if child.alive():
-        child.proc.send_signal(signal.SIGTERM)
-        try:
-            child.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            pass
-    graceful = not child.alive()
-    result = child.stop()
-    if graceful:
-        result["how"] = "SIGTERM"
-    result["seconds"] = round(time.monotonic() - started, 3)
-    return result
 
 
 def wait_for_queues(child: Child, admin: BrokerAdmin, vhost: str, probe: QueueProbe,
@@ -773,20 +756,7 @@ def main(argv: list[str] | None = None) -> int:
         status = 1
     finally:
         abort.set()
-        for child in children:
-            if child.alive():
-                log(f"stopping {child.name} (pid {child.pid})")
-            try:
-                terminate(child)
-            except Exception as exc:  # never leave a child behind: last resort
-                log(f"stopping {child.name} failed ({exc}); killing it")
-                child.proc.kill()
-        for vhost in vhosts:
-            try:
-                admin.delete_vhost(vhost)
-                log(f"vhost {vhost} deleted")
-            except Exception as exc:
-                log(f"deleting vhost {vhost} failed: {exc}")
+        stop_children_and_vhosts(children, vhosts, admin)
     results["finished_at"] = datetime.now(timezone.utc).isoformat()
     results["machine"]["loadavg_at_end"] = list(os.getloadavg())
     results["verdict"] = verdict(results) if status == 0 else None

@@ -68,9 +68,10 @@ from typing import Callable
 # maintenance mode (DESIGN.md records that choice). This process is never monkey-patched.
 warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
 
-from bench.common import Child, log, machine, process_cpu_seconds, source_state  # noqa: E402
+from bench.common import (Child, log, machine, process_cpu_seconds, source_state,  # noqa: E402
+                          stop_children_and_vhosts, terminate)
 from bench.loyalty import (LoadWindow, QueueProbe, fmt, list_queues, memory_kib,  # noqa: E402
-                           publish_backlog, quarter_rates, terminate)
+                           publish_backlog, quarter_rates)
 from shared.events import build_event, contract  # noqa: E402
 from shared.messaging.publisher import OutgoingMessage, events_exchange  # noqa: E402
 from tests.support import BrokerAdmin, free_port  # noqa: E402
@@ -895,20 +896,7 @@ def main(argv: list[str] | None = None) -> int:
         status = 1
     finally:
         abort.set()
-        for child in children:
-            if child.alive():
-                log(f"stopping {child.name} (pid {child.pid})")
-            try:
-                terminate(child)
-            except Exception as exc:  # never leave a child behind: last resort
-                log(f"stopping {child.name} failed ({exc}); killing it")
-                child.proc.kill()
-        for vhost in vhosts:
-            try:
-                admin.delete_vhost(vhost)
-                log(f"vhost {vhost} deleted")
-            except Exception as exc:
-                log(f"deleting vhost {vhost} failed: {exc}")
+        stop_children_and_vhosts(children, vhosts, admin)
         try:
             server.stop()
         except Exception as exc:

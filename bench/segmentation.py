@@ -494,8 +494,8 @@ def render(results: dict) -> str:
         f"memory (peak RSS of the process, MiB): at start {fmt(mem['start']['peak_rss_mib'])}, "
         f"after seeding {fmt(mem['after_seed']['peak_rss_mib'])} (RSS "
         f"{fmt(mem['after_seed']['rss_mib'])}), after the recomputes {fmt(mem['peak_rss_mib'])}",
-        f"segments: " + ", ".join(f"{k} {v:,}" for k, v in first["outcome"]["segments"].items()),
-        f"tags: " + (", ".join(f"{k} {v:,}" for k, v in first["outcome"]["tags"].items()) or "none")
+        "segments: " + ", ".join(f"{k} {v:,}" for k, v in first["outcome"]["segments"].items()),
+        "tags: " + (", ".join(f"{k} {v:,}" for k, v in first["outcome"]["tags"].items()) or "none")
         + "; groups: "
         + (", ".join(f"{k} {v:,}" for k, v in first["outcome"]["groups"].items()) or "none"),
         f"vip cutoff (top 10% spend): {fmt(first['vip_cutoff'])} minor units",
