@@ -170,8 +170,9 @@ class Accounts:
 
         return self._change(store_id, customer_id, change, create=False)
 
-    def due_accounts(self, now: datetime, limit: int = 1000) -> list[tuple[str, str]]:
-        """Accounts with a lot past its expiry, or any account at all for the tier check."""
+    def active_accounts(self) -> list[tuple[str, str]]:
+        """Every active account: each may have points to expire, and any tier can fall as
+        points leave the window, so the daily run looks at all of them."""
         cursor = self.storage.accounts.collection.find(
             {"status": "active"}, {"store_id": 1, "customer_id": 1})
         return [(d["store_id"], d["customer_id"]) for d in cursor]

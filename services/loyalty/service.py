@@ -9,7 +9,7 @@ from nameko.extensions import DependencyProvider
 from nameko.rpc import rpc
 
 from services.loyalty.accounts import Accounts, Outcome
-from services.loyalty.repository import LoyaltyStorage, utcnow
+from services.loyalty.repository import LoyaltyStorage
 from shared.config import from_nameko
 from shared.dependencies import OutboxRelayProvider, Settings, WorkerLogContext
 from shared.erasure import confirm_erasure
@@ -60,7 +60,7 @@ class DailyRun(DependencyProvider):
         moved = storage.ledger.sweep()
         accounts = Accounts(storage)
         counts = {"accounts": 0, "changed": 0, "journal_entries_moved": moved}
-        for store_id, customer_id in accounts.due_accounts(utcnow()):
+        for store_id, customer_id in accounts.active_accounts():
             counts["accounts"] += 1
             try:
                 outcome = accounts.daily(store_id, customer_id)
