@@ -93,6 +93,7 @@ def customer_event_data(doc: dict) -> dict:
         "shipping": doc.get("shipping") or {},
         "date_created": _iso(doc.get("date_created")),
         "birthday": doc.get("birthday"),
+        "account_status": doc.get("account_status") or "active",
     }
 
 

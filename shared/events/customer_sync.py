@@ -21,6 +21,7 @@ ORDER_STATUSES = (
     "checkout-draft",
 )
 _status = validate.OneOf(ORDER_STATUSES)
+ACCOUNT_STATUSES = ("active", "inactive")
 
 
 class CustomerData(BaseSchema):
@@ -39,6 +40,10 @@ class CustomerData(BaseSchema):
     # one (a birthday plugin's customer meta data), for birthday messages.
     birthday = fields.String(load_default=None, allow_none=True,
                              validate=validate.Regexp(r"^(\d{4}-)?\d{2}-\d{2}$"))
+    # Added in place: the standing staff give a customer in the companion (WooCommerce has no
+    # such field). "inactive" customers stay listed and keep their data, and can be filtered.
+    account_status = fields.String(load_default="active",
+                                   validate=validate.OneOf(ACCOUNT_STATUSES))
 
 
 class CustomerUpdatedData(CustomerData):
