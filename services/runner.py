@@ -26,10 +26,12 @@ SERVICES = {
     "loyalty": "services.loyalty.service:LoyaltyService",
     "notifications": "services.notifications.service:NotificationsService",
     "gdpr": "services.gdpr.service:GdprService",
+    "gateway": "services.gateway.service:GatewayService",
 }
 # Services with HTTP endpoints of their own, and the setting naming their address: one process
 # may run several services, and each web server needs its own port.
-OWN_WEB_ADDRESS = {"notifications": "NOTIFICATIONS_WEB_SERVER_ADDRESS"}
+OWN_WEB_ADDRESS = {"notifications": "NOTIFICATIONS_WEB_SERVER_ADDRESS",
+                   "gateway": "GATEWAY_WEB_SERVER_ADDRESS"}
 
 
 def load_service(path: str) -> type:

@@ -111,6 +111,18 @@ SETTINGS: tuple[Setting, ...] = (
         "How often segmentation recomputes every store (segments drift with time; RFM and the "
         "top-10% cutoff are store-wide).",
     ),
+    Setting("GATEWAY_WEB_SERVER_ADDRESS", "0.0.0.0:8080",
+            "Address of the gateway's HTTP API (`/api/v1`) and its health endpoints."),
+    Setting("GATEWAY_RPC_TIMEOUT_SECONDS", "10",
+            "How long the gateway waits for a service's answer before it answers 504."),
+    Setting("GATEWAY_RATE_LIMIT_PER_MINUTE", "600",
+            "Requests a minute an API key may make, per gateway instance, unless the key sets "
+            "its own limit; bursts may spend the whole minute's allowance at once."),
+    Setting("GATEWAY_KEY_CACHE_SECONDS", "30",
+            "How long the gateway trusts an API key check; a revoked key stops working within "
+            "this time."),
+    Setting("GATEWAY_MAX_BODY_BYTES", "1048576", "Largest JSON request body the gateway reads."),
+    Setting("GATEWAY_MAX_IMPORT_BYTES", "5242880", "Largest CSV file the import takes."),
     Setting("WOO_HTTP_TIMEOUT_SECONDS", "30", "Timeout of one request to a shop's REST API."),
     Setting("WOO_MAX_RETRIES", "6", "Retries of a shop API request on 429, 5xx and network errors."),
 )

@@ -19,6 +19,7 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
+from services.customer_sync.api_keys import ApiKeys
 from services.customer_sync.tombstones import TombstoneKeys, TombstoneRepository
 from shared.erasure import ErasureReceipts
 from shared.outbox import OUTBOX_FIELD
@@ -387,10 +388,12 @@ class CustomerSyncStorage:
             database["erasure_tombstones"].with_options(write_concern=durable),
             TombstoneKeys(database["stores"].with_options(write_concern=durable)))
         self.erasures = ErasureReceipts(database["erasures"].with_options(write_concern=durable))
+        # The gateway's API keys (hashed), per store, with the stores' other secrets.
+        self.api_keys = ApiKeys(database["api_keys"].with_options(write_concern=durable))
 
     def ensure_indexes(self) -> None:
         for repo in (self.stores, self.customers, self.orders, self.inbox, self.backfills,
-                     self.tombstones):
+                     self.tombstones, self.api_keys):
             repo.ensure_indexes()
 
     def outbox_collections(self) -> list[Collection]:

@@ -151,6 +151,31 @@ class CustomerSyncService(HealthEndpoints, DataOwnerRpc):
             raise NotFound(f"no store {store_id}")
         return health
 
+    # -- the gateway's API keys --------------------------------------------------------------
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def create_api_key(self, store_id: str, name: str, scopes: list, actor: str,
+                       rate_limit_per_minute: int | None = None) -> dict:
+        """A new key for the gateway; the answer's `api_key` is the only time it is shown."""
+        store_id, actor = require_text(store_id, "store_id"), require_text(actor, "actor")
+        if self.storage.stores.get(store_id) is None:
+            raise NotFound(f"no store {store_id}")
+        return self.storage.api_keys.create(store_id, name, scopes, actor, rate_limit_per_minute)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def list_api_keys(self, store_id: str, include_revoked: bool = False) -> list:
+        return self.storage.api_keys.list(require_text(store_id, "store_id"), bool(include_revoked))
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def revoke_api_key(self, store_id: str, key_id: str, actor: str) -> dict:
+        return self.storage.api_keys.revoke(require_text(store_id, "store_id"),
+                                            require_text(key_id, "key_id"),
+                                            require_text(actor, "actor"))
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def authenticate_api_key(self, api_key: str) -> dict:
+        """The key's store and scopes, or NotFound for anything but a live key."""
+        return self.storage.api_keys.authenticate(api_key if isinstance(api_key, str) else "")
+
 
 def _aware_time(value: object, name: str):
     """An ISO-8601 time as an aware UTC datetime (no offset means UTC)."""

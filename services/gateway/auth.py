@@ -1,0 +1,77 @@
+"""Who is calling: the API key in `Authorization: Bearer ...` (or `X-API-Key`), its store and
+scopes. Keys live in customer_sync; answers are cached briefly so a request does not cost an
+extra RPC, which means a revoked key keeps working for at most the cache's lifetime."""
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from services.gateway.problems import Problem
+
+SCOPES = ("read", "write", "gdpr", "admin")
+
+
+@dataclass(frozen=True)
+class Caller:
+    key_id: str
+    store_id: str
+    name: str
+    scopes: frozenset
+    rate_limit_per_minute: int | None
+
+    @property
+    def actor(self) -> str:
+        return f"api-key:{self.key_id}"
+
+    def may(self, scope: str) -> bool:
+        """admin may do everything; write includes read; gdpr is its own (personal data
+        exports, erasure and consent are not for every integration that can write)."""
+        if "admin" in self.scopes or scope in self.scopes:
+            return True
+        return scope == "read" and "write" in self.scopes
+
+
+def presented_key(headers) -> str | None:
+    auth = headers.get("Authorization") or ""
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip() or None
+    return (headers.get("X-API-Key") or "").strip() or None
+
+
+class Authenticator:
+    def __init__(self, ttl_seconds: float, clock: Callable[[], float] = time.monotonic,
+                 max_entries: int = 10_000) -> None:
+        self.ttl = ttl_seconds
+        self.clock = clock
+        self.max_entries = max_entries
+        self._cache: dict[str, tuple[float, Caller | None]] = {}
+
+    def caller(self, headers, lookup: Callable[[str], dict | None]) -> Caller:
+        """`lookup(key)` returns the key's view from customer_sync, or None for a bad key (and
+        raises when it cannot tell, so that nothing is cached)."""
+        key = presented_key(headers)
+        if key is None:
+            raise Problem(401, "send an API key as 'Authorization: Bearer <key>'",
+                          headers={"WWW-Authenticate": 'Bearer realm="woo-companion"'})
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        now = self.clock()
+        cached = self._cache.get(digest)
+        if cached is None or cached[0] <= now:
+            view = lookup(key)
+            caller = None if view is None else Caller(
+                key_id=view["key_id"], store_id=view["store_id"], name=view["name"],
+                scopes=frozenset(view["scopes"]),
+                rate_limit_per_minute=view.get("rate_limit_per_minute"))
+            if len(self._cache) >= self.max_entries:
+                self._cache.clear()
+            self._cache[digest] = (now + self.ttl, caller)
+            cached = self._cache[digest]
+        if cached[1] is None:
+            raise Problem(401, "the API key is unknown or revoked",
+                          headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+        return cached[1]
+
+    def forget(self) -> None:
+        self._cache.clear()

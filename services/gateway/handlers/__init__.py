@@ -1,0 +1,1 @@
+"""Route handlers by area: each translates HTTP input to RPC calls and back, nothing more."""

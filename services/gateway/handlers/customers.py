@@ -1,0 +1,189 @@
+"""Customers: the list (segmentation's directory), one customer's page composed from every
+service, staff edits and deletion (customer_sync, written back to the shop), tags and groups."""
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from services.gateway import schemas as s
+from services.gateway.problems import Problem
+from services.gateway.routing import Context, Param, Reply, Route
+
+SORTS = ("name", "total_spent", "orders", "last_order", "registered")
+SORT_VALUES = tuple(v for f in SORTS for v in (f, f"-{f}"))
+
+FILTER_PARAMS = [
+    Param("q", "name or email contains this (case-insensitive)"),
+    Param("segment", "segment name, e.g. VIP, Regular, New, At Risk"),
+    Param("tag", "has every one of these tags (repeat or comma-separate)", kind="list"),
+    Param("group", "is in every one of these groups (repeat or comma-separate)", kind="list"),
+    Param("status", "the customer's standing in the companion", enum=("active", "inactive")),
+    Param("total_spent_min", "total spent at least this, in minor units (cents)", "integer",
+          minimum=0),
+    Param("total_spent_max", "total spent at most this, in minor units (cents)", "integer",
+          minimum=0),
+    Param("orders_min", "at least this many orders", "integer", minimum=0),
+    Param("last_order_after", "last order at or after this time", "date-time"),
+    Param("last_order_before", "last order before this time", "date-time"),
+    Param("registered_after", "registered at or after this time", "date-time"),
+    Param("registered_before", "registered before this time", "date-time"),
+    Param("country", "billing country, ISO 3166-1 alpha-2", max_length=2),
+    Param("state", "billing state or region"),
+    Param("city", "billing city"),
+]
+_FILTER_KEYS = {"tag": "tags", "group": "groups", "status": "account_status"}
+PAGE_PARAMS = [
+    Param("limit", "page size", "integer", default=50, minimum=1, maximum=500),
+    Param("cursor", "the previous page's next_cursor", max_length=2000),
+]
+
+
+def directory_filters(query: dict) -> dict:
+    filters = {}
+    for param in FILTER_PARAMS:
+        value = query.get(param.name)
+        if value is not None:
+            filters[_FILTER_KEYS.get(param.name, param.name)] = value
+    return filters
+
+
+def directory_sort(value: str) -> dict:
+    return {"field": value.lstrip("-"), "direction": "desc" if value.startswith("-") else "asc"}
+
+
+def list_customers(ctx: Context) -> Reply:
+    answer = ctx.call("segmentation", "search_customers", ctx.store_id,
+                      directory_filters(ctx.query), directory_sort(ctx.query["sort"]),
+                      {"size": ctx.query["limit"], "cursor": ctx.query["cursor"]})
+    headers = {}
+    if answer.get("next_cursor"):
+        args = [(k, v) for k, v in ctx.request.args.items(multi=True) if k != "cursor"]
+        args.append(("cursor", answer["next_cursor"]))
+        headers["Link"] = f'<{ctx.request.path}?{urlencode(args)}>; rel="next"'
+    return Reply({"items": answer["items"], "next_cursor": answer.get("next_cursor"),
+                  "total": answer.get("total", len(answer["items"]))}, headers=headers)
+
+
+def customer_detail(ctx: Context) -> Reply:
+    store, customer = ctx.store_id, ctx.path["customer_id"]
+    parts = ctx.backends.gather([
+        ("customer_sync", "get_customer", (store, customer), {}),
+        ("segmentation", "get_profile", (store, customer), {}),
+        ("loyalty", "get_account", (store, customer), {}),
+        ("customer_sync", "list_orders", (store, customer, {"size": 5}), {}),
+        ("customer_sync", "list_notes", (store, customer), {}),
+        ("customer_sync", "list_reminders", (store, customer, "open"), {}),
+        ("customer_sync", "timeline", (store, customer, {"size": 20}), {}),
+    ])
+    names = ["customer", "profile", "loyalty", "orders", "notes", "reminders", "timeline"]
+    if isinstance(parts[0], Problem):
+        raise parts[0]
+    unavailable = []
+    got = {}
+    for name, part in zip(names, parts):
+        if isinstance(part, Problem):
+            if part.status != 404:
+                unavailable.append(name)
+            part = None
+        got[name] = part
+    profile = got["profile"] or {}
+    return Reply({
+        "customer": got["customer"],
+        "segment": profile.get("segment"), "tags": profile.get("tags") or [],
+        "groups": profile.get("groups") or [], "stats": profile.get("stats"),
+        "loyalty": got["loyalty"],
+        "recent_orders": (got["orders"] or {}).get("items") or [],
+        "notes": got["notes"] or [], "reminders": got["reminders"] or [],
+        "timeline": (got["timeline"] or {}).get("items") or [],
+        "unavailable": unavailable,
+    })
+
+
+def edit_customer(ctx: Context) -> Reply:
+    store, customer = ctx.store_id, ctx.path["customer_id"]
+    changes = dict(ctx.body)
+    status = changes.pop("account_status", None)
+    if changes:
+        ctx.call("customer_sync", "update_customer", store, customer, changes, ctx.actor)
+    if status is not None:
+        [result] = ctx.call("customer_sync", "set_account_status", store, [customer], status,
+                            ctx.actor)["results"]
+        if result["outcome"] == "not_found":
+            raise Problem(404, f"no customer {customer}")
+    return Reply(ctx.call("customer_sync", "get_customer", store, customer))
+
+
+def delete_customer(ctx: Context) -> Reply:
+    customer = ctx.path["customer_id"]
+    answer = ctx.call("customer_sync", "delete_customers", ctx.store_id, [customer],
+                      ctx.query["orders"], ctx.actor)
+    [result] = answer["results"]
+    if result["outcome"] == "not_found":
+        raise Problem(404, f"no customer {customer}")
+    if result["outcome"] == "failed":
+        raise Problem(502, f"the customer could not be deleted: {result.get('error')}",
+                      kind="delete-failed")
+    return Reply(result)
+
+
+def list_orders(ctx: Context) -> Reply:
+    return Reply(ctx.call("customer_sync", "list_orders", ctx.store_id, ctx.path["customer_id"],
+                          {"size": ctx.query["limit"], "cursor": ctx.query["cursor"]}))
+
+
+def add_tags(ctx: Context) -> Reply:
+    return Reply(ctx.call("segmentation", "tag", ctx.store_id, ctx.path["customer_id"],
+                          ctx.body["tags"], ctx.actor))
+
+
+def remove_tag(ctx: Context) -> Reply:
+    return Reply(ctx.call("segmentation", "untag", ctx.store_id, ctx.path["customer_id"],
+                          [ctx.path["tag"]], ctx.actor))
+
+
+def add_to_groups(ctx: Context) -> Reply:
+    for group in ctx.body["groups"]:
+        ctx.call("segmentation", "add_to_group", ctx.store_id, [ctx.path["customer_id"]], group,
+                 ctx.actor)
+    return Reply(ctx.call("segmentation", "get_profile", ctx.store_id, ctx.path["customer_id"]))
+
+
+def remove_from_group(ctx: Context) -> Reply:
+    ctx.call("segmentation", "remove_from_group", ctx.store_id, [ctx.path["customer_id"]],
+             ctx.path["group"], ctx.actor)
+    return Reply(ctx.call("segmentation", "get_profile", ctx.store_id, ctx.path["customer_id"]))
+
+
+TAG_NAME = {"type": "string", "minLength": 1, "maxLength": 64}
+_CID = "/customers/<customer_id>"
+
+ROUTES = [
+    Route("GET", "/customers", list_customers, "List and search customers", "customers",
+          query=FILTER_PARAMS + [Param("sort", "sort field; a leading - sorts descending",
+                                       enum=SORT_VALUES, default="-registered")] + PAGE_PARAMS,
+          responses={200: s.page_of(s.CUSTOMER_ROW, with_total=True)}),
+    Route("GET", _CID, customer_detail, "A customer's page: profile, stats, segment, tags, "
+          "groups, loyalty, recent orders, notes, reminders and timeline", "customers",
+          responses={200: s.CUSTOMER_DETAIL}),
+    Route("PATCH", _CID, edit_customer, "Edit a customer (written back to the shop)",
+          "customers", scope="write", body=s.CUSTOMER_EDIT, responses={200: s.CUSTOMER}),
+    Route("DELETE", _CID, delete_customer, "Delete a customer, at the shop too", "customers",
+          scope="write",
+          query=[Param("orders", "keep the orders anonymised, or delete them",
+                       enum=("anonymise", "delete"), default="anonymise")],
+          responses={200: s.obj({"customer_id": s.STRING, "outcome": s.STRING})}),
+    Route("GET", _CID + "/orders", list_orders, "A customer's orders, newest first", "customers",
+          query=PAGE_PARAMS, responses={200: s.page_of(s.ORDER)}),
+    Route("POST", _CID + "/tags", add_tags, "Tag a customer", "tags", scope="write",
+          body=s.obj({"tags": {"type": "array", "minItems": 1, "maxItems": 50,
+                               "items": TAG_NAME}}, additionalProperties=False),
+          responses={200: s.PROFILE}),
+    Route("DELETE", _CID + "/tags/<tag>", remove_tag, "Remove a tag", "tags", scope="write",
+          responses={200: s.PROFILE}),
+    Route("POST", _CID + "/groups", add_to_groups, "Add a customer to groups", "groups",
+          scope="write",
+          body=s.obj({"groups": {"type": "array", "minItems": 1, "maxItems": 50,
+                                 "items": TAG_NAME}}, additionalProperties=False),
+          responses={200: s.PROFILE}),
+    Route("DELETE", _CID + "/groups/<group>", remove_from_group, "Remove from a group", "groups",
+          scope="write", responses={200: s.PROFILE}),
+]

@@ -1,0 +1,49 @@
+"""Per-key rate limiting: a token bucket per API key, in this gateway process.
+
+Each key may make `limit` requests a minute, refilled continuously, with bursts up to the
+whole minute's allowance. With several gateway instances behind a balancer each one counts on
+its own, so a key's effective limit is the per-instance limit times the instances (README).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+
+@dataclass
+class Decision:
+    allowed: bool
+    limit: int
+    remaining: int
+    retry_after: int  # whole seconds until one request is allowed again (0 when allowed)
+
+
+class RateLimiter:
+    def __init__(self, default_per_minute: int, clock: Callable[[], float] = time.monotonic,
+                 max_keys: int = 100_000) -> None:
+        self.default_per_minute = default_per_minute
+        self.clock = clock
+        self.max_keys = max_keys
+        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, at)
+
+    def check(self, key: str, per_minute: int | None = None) -> Decision:
+        limit = per_minute or self.default_per_minute
+        rate = limit / 60.0
+        now = self.clock()
+        tokens, at = self._buckets.get(key, (float(limit), now))
+        tokens = min(float(limit), tokens + (now - at) * rate)
+        if tokens >= 1.0:
+            tokens -= 1.0
+            self._store(key, tokens, now)
+            return Decision(True, limit, int(tokens), 0)
+        self._store(key, tokens, now)
+        return Decision(False, limit, 0, max(1, math.ceil((1.0 - tokens) / rate)))
+
+    def _store(self, key: str, tokens: float, now: float) -> None:
+        if key not in self._buckets and len(self._buckets) >= self.max_keys:
+            # Forget the fullest buckets' owners first would cost a sort; forgetting the
+            # oldest entry is enough to bound memory (a forgotten key starts full again).
+            self._buckets.pop(next(iter(self._buckets)))
+        self._buckets[key] = (tokens, now)

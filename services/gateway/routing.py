@@ -1,0 +1,215 @@
+"""Routes declared once: the app dispatches, checks scopes and parses input from them, and the
+OpenAPI document is generated from them, so the document cannot drift from what is served."""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Callable
+
+from jsonschema import Draft202012Validator
+from werkzeug.datastructures import MultiDict
+from werkzeug.routing import Map, Rule
+from werkzeug.wrappers import Request, Response
+
+from services.gateway.problems import Problem
+
+API_PREFIX = "/api/v1"
+
+
+@dataclass
+class Param:
+    """A query parameter: `kind` is string, integer, boolean, date-time or a list of strings."""
+
+    name: str
+    description: str
+    kind: str = "string"
+    enum: tuple | None = None
+    default: Any = None
+    minimum: int | None = None
+    maximum: int | None = None
+    max_length: int = 200
+
+    def schema(self) -> dict:
+        if self.kind == "list":
+            return {"type": "array", "items": {"type": "string", "maxLength": self.max_length}}
+        base = {"string": {"type": "string", "maxLength": self.max_length},
+                "integer": {"type": "integer"}, "boolean": {"type": "boolean"},
+                "date-time": {"type": "string", "format": "date-time"}}[self.kind]
+        base = dict(base)
+        if self.enum:
+            base["enum"] = list(self.enum)
+        if self.minimum is not None:
+            base["minimum"] = self.minimum
+        if self.maximum is not None:
+            base["maximum"] = self.maximum
+        if self.default is not None:
+            base["default"] = self.default
+        return base
+
+    def parse(self, args: MultiDict) -> Any:
+        if self.kind == "list":
+            values = [v for raw in args.getlist(self.name) for v in raw.split(",") if v.strip()]
+            if any(len(v) > self.max_length for v in values):
+                raise _bad(self.name, f"at most {self.max_length} characters each")
+            return [v.strip() for v in values] or None
+        raw = args.get(self.name)
+        if raw is None or raw == "":
+            return self.default
+        if self.kind == "integer":
+            try:
+                value = int(raw)
+            except ValueError:
+                raise _bad(self.name, "must be a whole number") from None
+            if (self.minimum is not None and value < self.minimum) or (
+                    self.maximum is not None and value > self.maximum):
+                raise _bad(self.name, f"must be from {self.minimum} to {self.maximum}")
+            return value
+        if self.kind == "boolean":
+            if raw.lower() not in ("true", "false", "1", "0"):
+                raise _bad(self.name, "must be true or false")
+            return raw.lower() in ("true", "1")
+        if len(raw) > self.max_length:
+            raise _bad(self.name, f"at most {self.max_length} characters")
+        if self.kind == "date-time":
+            try:
+                parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+            except ValueError:
+                raise _bad(self.name, "must be an ISO-8601 time, e.g. 2026-01-31T00:00:00Z") from None
+            if parsed.tzinfo is None:
+                raise _bad(self.name, "must carry a time zone (Z or +hh:mm)")
+            return parsed.isoformat()
+        if self.enum and raw not in self.enum:
+            raise _bad(self.name, f"must be one of {', '.join(map(str, self.enum))}")
+        return raw
+
+
+def _bad(name: str, message: str) -> Problem:
+    return Problem(400, f"query parameter {name} {message}", kind="invalid-parameter",
+                   errors={name: [message]})
+
+
+@dataclass
+class Reply:
+    body: Any
+    status: int = 200
+    headers: dict = field(default_factory=dict)
+
+
+@dataclass
+class Route:
+    method: str
+    path: str  # werkzeug style below API_PREFIX: "/customers/<customer_id>"
+    handler: Callable[["Context"], Reply | Response]
+    summary: str
+    tag: str
+    scope: str | None = "read"  # None: no key needed
+    query: list[Param] = field(default_factory=list)
+    body: dict | None = None  # JSON Schema of a JSON request body
+    body_required: bool = True
+    body_media_type: str = "application/json"
+    responses: dict[int, dict | None] = field(default_factory=dict)  # status -> JSON Schema
+    response_media_type: str = "application/json"
+    description: str = ""
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.method} {self.path}"
+
+    @property
+    def openapi_path(self) -> str:
+        return re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", API_PREFIX + self.path)
+
+    @property
+    def path_params(self) -> list[str]:
+        return re.findall(r"<(?:\w+:)?(\w+)>", self.path)
+
+    def validator(self) -> Draft202012Validator | None:
+        if self.body is None or self.body_media_type != "application/json":
+            return None
+        if not hasattr(self, "_validator"):
+            self._validator = Draft202012Validator(self.body)
+        return self._validator
+
+
+@dataclass
+class Context:
+    """What a handler gets: the request, who calls, the services, and its parsed input."""
+
+    request: Request
+    request_id: str
+    caller: Any  # auth.Caller, or None on routes without a scope
+    backends: Any  # backends.Backends
+    path: dict
+    query: dict
+    body: Any
+    settings: Any = None
+
+    @property
+    def store_id(self) -> str:
+        return self.caller.store_id
+
+    @property
+    def actor(self) -> str:
+        return self.caller.actor
+
+    def call(self, service: str, method: str, *args, **kwargs) -> Any:
+        return self.backends.call(service, method, *args, **kwargs)
+
+
+class Router:
+    def __init__(self, routes: list[Route]) -> None:
+        self.routes = routes
+        self._by_endpoint = {r.endpoint: r for r in routes}
+        if len(self._by_endpoint) != len(routes):
+            raise ValueError("two routes share a method and path")
+        self.map = Map([Rule(API_PREFIX + r.path, endpoint=r.endpoint, methods=[r.method])
+                        for r in routes], strict_slashes=False)
+
+    def match(self, request: Request) -> tuple[Route, dict]:
+        from werkzeug.exceptions import MethodNotAllowed, NotFound
+
+        adapter = self.map.bind_to_environ(request.environ)
+        try:
+            endpoint, values = adapter.match(method=request.method)
+        except MethodNotAllowed as exc:
+            allowed = ", ".join(sorted(exc.valid_methods or []))
+            raise Problem(405, f"{request.method} is not allowed here; allowed: {allowed}",
+                          headers={"Allow": allowed}) from None
+        except NotFound:
+            raise Problem(404, f"no such resource: {request.path}") from None
+        return self._by_endpoint[endpoint], values
+
+
+def parse_json_body(route: Route, request: Request, max_bytes: int) -> Any:
+    if route.body is None:
+        return None
+    length = request.content_length
+    if length is not None and length > max_bytes:
+        raise Problem(413, f"the body is larger than {max_bytes} bytes")
+    raw = request.stream.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        raise Problem(413, f"the body is larger than {max_bytes} bytes")
+    if not raw:
+        if route.body_required:
+            raise Problem(400, "this request needs a body", kind="invalid-body")
+        return None
+    if route.body_media_type != "application/json":
+        if request.mimetype not in (route.body_media_type, "application/octet-stream", ""):
+            raise Problem(415, f"send the body as {route.body_media_type}")
+        return raw
+    if request.mimetype != "application/json":
+        raise Problem(415, "send the body as application/json")
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise Problem(400, "the body is not valid JSON", kind="invalid-body") from None
+    errors: dict[str, list[str]] = {}
+    for error in route.validator().iter_errors(body):
+        where = "/".join(str(p) for p in error.absolute_path) or "(body)"
+        errors.setdefault(where, []).append(error.message[:200])
+    if errors:
+        raise Problem(400, "the body does not match the schema", kind="invalid-body",
+                      errors=errors)
+    return body

@@ -1,0 +1,140 @@
+"""JSON Schemas of the API's bodies, for the OpenAPI document and request validation.
+
+Objects allow extra properties: services add fields over time (never remove them), and a
+client must ignore what it does not know. What is listed as required is promised."""
+from __future__ import annotations
+
+STRING = {"type": "string"}
+NULLABLE_STRING = {"type": ["string", "null"]}
+TIME = {"type": "string", "format": "date-time"}
+NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
+INTEGER = {"type": "integer"}
+BOOLEAN = {"type": "boolean"}
+ANY_OBJECT = {"type": "object"}
+CURSOR = {"type": ["string", "null"], "description": "pass as `cursor` for the next page"}
+
+
+def obj(required: dict, optional: dict | None = None, **extra) -> dict:
+    return {"type": "object", "required": list(required),
+            "properties": {**required, **(optional or {})}, **extra}
+
+
+def nullable(schema: dict) -> dict:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def page_of(item: dict, with_total: bool = False) -> dict:
+    required = {"items": {"type": "array", "items": item}, "next_cursor": CURSOR}
+    if with_total:
+        required["total"] = INTEGER
+    return obj(required)
+
+
+MONEY = obj({"amount": INTEGER, "currency": STRING},
+            description="integer minor units (cents) and an ISO-4217 code")
+NULLABLE_MONEY = nullable(MONEY)
+
+PROBLEM = obj({"type": STRING, "title": STRING, "status": INTEGER, "detail": STRING,
+               "instance": STRING, "request_id": STRING},
+              {"errors": {"type": "object",
+                          "additionalProperties": {"type": "array", "items": STRING}}},
+              description="RFC 7807 problem details")
+
+ADDRESS = {"type": "object", "additionalProperties": {"type": ["string", "null"]}}
+
+STATS = obj({"orders_count": INTEGER},
+            {"total_spent": NULLABLE_MONEY, "average_order_value": NULLABLE_MONEY,
+             "last_order_at": NULLABLE_TIME})
+
+CUSTOMER_ROW = obj(
+    {"customer_id": STRING, "name": STRING, "email": NULLABLE_STRING, "account_status": STRING,
+     "segment": NULLABLE_STRING, "tags": {"type": "array", "items": STRING},
+     "groups": {"type": "array", "items": STRING}, "stats": nullable(STATS)},
+    {"first_name": STRING, "last_name": STRING, "company": STRING, "city": STRING,
+     "state": STRING, "country": STRING, "registered": BOOLEAN, "registered_at": NULLABLE_TIME})
+
+CUSTOMER = obj(
+    {"customer_id": STRING, "store_id": STRING, "email": NULLABLE_STRING, "first_name": STRING,
+     "last_name": STRING, "registered": BOOLEAN},
+    {"phone": NULLABLE_STRING, "company": NULLABLE_STRING, "billing": nullable(ADDRESS),
+     "shipping": nullable(ADDRESS), "status": STRING, "account_status": NULLABLE_STRING,
+     "date_created": NULLABLE_TIME, "date_modified": NULLABLE_TIME})
+
+ORDER = obj({"order_id": STRING, "number": STRING, "status": STRING, "total": MONEY},
+            {"date_created": NULLABLE_TIME, "refunds": {"type": "array"}})
+
+TAG_ON_CUSTOMER = obj({"tag": STRING}, {"source": NULLABLE_STRING, "added_at": NULLABLE_TIME})
+GROUP_ON_CUSTOMER = obj({"group": STRING}, {"source": NULLABLE_STRING})
+
+PROFILE = obj({"segment": NULLABLE_STRING, "tags": {"type": "array", "items": TAG_ON_CUSTOMER},
+               "groups": {"type": "array", "items": GROUP_ON_CUSTOMER}},
+              {"stats": nullable(ANY_OBJECT), "status": STRING})
+
+LOYALTY_ACCOUNT = obj({"balance": INTEGER, "tier": STRING},
+                      {"cash_value": NULLABLE_MONEY, "member_since": NULLABLE_TIME,
+                       "store_credit": MONEY, "debt": INTEGER, "next_expiry": nullable(ANY_OBJECT)})
+
+NOTE_CATEGORIES = ["general", "follow-up", "complaint", "feedback", "meeting", "phone-call",
+                   "internal"]
+NOTE = obj({"note_id": STRING, "customer_id": STRING, "category": {"enum": NOTE_CATEGORIES},
+            "text": STRING, "created_at": TIME},
+           {"author": NULLABLE_STRING, "updated_at": NULLABLE_TIME})
+NEW_NOTE = obj({"category": {"enum": NOTE_CATEGORIES},
+                "text": {"type": "string", "minLength": 1, "maxLength": 10000}},
+               additionalProperties=False)
+NOTE_CHANGES = {"type": "object", "minProperties": 1, "additionalProperties": False,
+                "properties": NEW_NOTE["properties"]}
+
+REMINDER = obj({"reminder_id": STRING, "customer_id": STRING, "due_at": TIME, "text": STRING,
+                "status": {"enum": ["open", "done"]}},
+               {"assignee": NULLABLE_STRING, "created_by": NULLABLE_STRING,
+                "created_at": NULLABLE_TIME, "completed_at": NULLABLE_TIME,
+                "completed_by": NULLABLE_STRING})
+NEW_REMINDER = obj({"due_at": TIME, "text": {"type": "string", "minLength": 1, "maxLength": 2000}},
+                   {"assignee": {"type": "string", "maxLength": 200}}, additionalProperties=False)
+
+TIMELINE_ENTRY = obj({"entry_id": STRING, "at": TIME, "kind": STRING, "summary": STRING},
+                     {"actor": NULLABLE_STRING, "details": nullable(ANY_OBJECT)})
+
+CUSTOMER_DETAIL = obj(
+    {"customer": CUSTOMER, "segment": NULLABLE_STRING,
+     "tags": {"type": "array", "items": TAG_ON_CUSTOMER},
+     "groups": {"type": "array", "items": GROUP_ON_CUSTOMER},
+     "stats": nullable(ANY_OBJECT), "loyalty": nullable(LOYALTY_ACCOUNT),
+     "recent_orders": {"type": "array", "items": ORDER},
+     "notes": {"type": "array", "items": NOTE},
+     "reminders": {"type": "array", "items": REMINDER},
+     "timeline": {"type": "array", "items": TIMELINE_ENTRY},
+     "unavailable": {"type": "array", "items": STRING,
+                     "description": "parts left out because their service did not answer"}})
+
+CUSTOMER_EDIT = {
+    "type": "object", "minProperties": 1, "additionalProperties": False,
+    "properties": {
+        "first_name": {"type": "string", "maxLength": 200},
+        "last_name": {"type": "string", "maxLength": 200},
+        "email": {"type": "string", "format": "email", "maxLength": 320},
+        "phone": {"type": "string", "maxLength": 50},
+        "company": {"type": "string", "maxLength": 200},
+        "billing": ADDRESS, "shipping": ADDRESS,
+        "account_status": {"enum": ["active", "inactive"]},
+    },
+}
+
+API_KEY = obj({"key_id": STRING, "store_id": STRING, "name": STRING,
+               "scopes": {"type": "array", "items": {"enum": ["read", "write", "gdpr", "admin"]}},
+               "created_at": TIME},
+              {"rate_limit_per_minute": {"type": ["integer", "null"]},
+               "created_by": NULLABLE_STRING, "last_used_at": NULLABLE_TIME,
+               "revoked_at": NULLABLE_TIME})
+NEW_API_KEY_ANSWER = {**API_KEY, "required": API_KEY["required"] + ["api_key"],
+                      "properties": {**API_KEY["properties"], "api_key": {
+                          "type": "string", "description": "shown this once; store it safely"}}}
+NEW_API_KEY = obj({"name": {"type": "string", "minLength": 1, "maxLength": 100},
+                   "scopes": {"type": "array", "minItems": 1,
+                              "items": {"enum": ["read", "write", "gdpr", "admin"]}}},
+                  {"rate_limit_per_minute": {"type": "integer", "minimum": 1, "maximum": 100000}},
+                  additionalProperties=False)
+
+HEALTH = obj({"live": BOOLEAN, "service": STRING})
+READY = obj({"ready": BOOLEAN, "checks": {"type": "object"}})

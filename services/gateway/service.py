@@ -1,0 +1,62 @@
+"""The gateway's nameko entrypoints: one HTTP route hands every `/api/v1` request to the plain
+GatewayApp, with this worker's RPC proxies to the services behind it."""
+from __future__ import annotations
+
+from nameko.extensions import DependencyProvider
+from nameko.rpc import RpcProxy
+from nameko.web.handlers import http
+from werkzeug.wrappers import Request, Response
+
+from services.gateway.app import GatewayApp
+from services.gateway.auth import Authenticator
+from services.gateway.backends import Backends
+from services.gateway.ratelimit import RateLimiter
+from services.gateway.routes import build_routes
+from services.gateway.routing import Router
+from shared.config import from_nameko
+from shared.health import broker_reachable, json_response
+
+BACKEND_SERVICES = ("customer_sync", "segmentation", "loyalty", "notifications", "gdpr")
+
+
+class GatewayAppProvider(DependencyProvider):
+    """One GatewayApp per container: its key cache and rate-limit buckets outlive requests."""
+
+    def setup(self) -> None:
+        config = from_nameko(self.container.config)
+        self.config = config
+        self.timeout = config.float("GATEWAY_RPC_TIMEOUT_SECONDS")
+        self.app = GatewayApp(
+            Router(build_routes()), Authenticator(config.float("GATEWAY_KEY_CACHE_SECONDS")),
+            RateLimiter(config.int("GATEWAY_RATE_LIMIT_PER_MINUTE")),
+            max_body_bytes=config.int("GATEWAY_MAX_BODY_BYTES"), settings=config)
+
+    def get_dependency(self, worker_ctx) -> "GatewayAppProvider":
+        return self
+
+
+class GatewayService:
+    name = "gateway"
+
+    customer_sync = RpcProxy("customer_sync")
+    segmentation = RpcProxy("segmentation")
+    loyalty = RpcProxy("loyalty")
+    notifications = RpcProxy("notifications")
+    gdpr = RpcProxy("gdpr")
+    gateway = GatewayAppProvider()
+
+    @http("GET,POST,PUT,PATCH,DELETE", "/api/v1/<path:rest>")
+    def api(self, request: Request, rest: str) -> Response:  # noqa: ARG002 - routed by the app
+        backends = Backends({name: getattr(self, name) for name in BACKEND_SERVICES},
+                            self.gateway.timeout)
+        return self.gateway.app.handle(request, backends)
+
+    @http("GET", "/health/live")
+    def live(self, request: Request) -> Response:  # noqa: ARG002
+        return json_response(200, {"live": True, "service": self.name})
+
+    @http("GET", "/health/ready")
+    def ready(self, request: Request) -> Response:  # noqa: ARG002
+        checks = {"broker": broker_reachable(self.gateway.config.get("AMQP_URI"))}
+        ready = all(checks.values())
+        return json_response(200 if ready else 503, {"ready": ready, "checks": checks})

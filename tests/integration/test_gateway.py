@@ -1,0 +1,201 @@
+"""The gateway over HTTP with every service running on the real broker: keys and scopes, rate
+limits, problem details, request ids, and every answer checked against the OpenAPI document."""
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import requests
+from nameko.standalone.rpc import ClusterRpcProxy
+
+from services.customer_sync.service import CustomerSyncService
+from services.customer_sync.signature import sign
+from services.gateway.service import GatewayService
+from services.gdpr.service import GdprService
+from services.loyalty.service import LoyaltyService
+from services.notifications.service import NotificationsService
+from services.segmentation.service import SegmentationService
+from tests import payloads
+from tests.gateway_client import GatewayClient, OpenApiChecker
+from tests.support import free_port, wait_until
+
+STORE = "gw"
+SECRET = "whsec-gateway-12345"
+
+
+class System:
+    def __init__(self, services, rpc, gateway_url: str) -> None:
+        self.services = services
+        self.rpc = rpc
+        self.gateway_url = gateway_url
+        document = requests.get(gateway_url + "/api/v1/openapi.json", timeout=10).json()
+        self.checker = OpenApiChecker(document)
+
+    def client(self, *scopes: str, **key_options) -> GatewayClient:
+        key = self.rpc.customer_sync.create_api_key(STORE, f"test {'+'.join(scopes)}",
+                                                    list(scopes), "test", **key_options)
+        return GatewayClient(self.gateway_url, key["api_key"], self.checker)
+
+    def anonymous(self) -> GatewayClient:
+        return GatewayClient(self.gateway_url, None, self.checker)
+
+    def webhook(self, topic: str, body: dict) -> None:
+        raw = json.dumps(body).encode()
+        r = requests.post(f"{self.services.web_url}/webhooks/woocommerce/{STORE}", data=raw,
+                          timeout=10, headers={"X-WC-Webhook-Topic": topic,
+                                               "X-WC-Webhook-Signature": sign(raw, SECRET)})
+        assert r.status_code == 200, r.text
+
+
+@pytest.fixture
+def system(services):
+    services.start(SegmentationService)
+    services.start(LoyaltyService)
+    services.start(NotificationsService, WEB_SERVER_ADDRESS=f"127.0.0.1:{free_port()}")
+    services.start(CustomerSyncService, RECONCILE_POLL_SECONDS="3600")
+    services.start(GdprService, GDPR_PROCESS_SECONDS="0.3", GDPR_RETRY_SECONDS="0.5")
+    gateway_port = free_port()
+    services.start(GatewayService, WEB_SERVER_ADDRESS=f"127.0.0.1:{gateway_port}",
+                   GATEWAY_KEY_CACHE_SECONDS="0", GATEWAY_RPC_TIMEOUT_SECONDS="5")
+    with ClusterRpcProxy({"AMQP_URI": services.amqp_uri}, timeout=30) as rpc:
+        rpc.customer_sync.register_store({
+            "store_id": STORE, "shop_url": "https://shop.example", "webhook_secret": SECRET,
+            "consumer_key": "ck", "consumer_secret": "cs"})
+        yield System(services, rpc, f"http://127.0.0.1:{gateway_port}")
+
+
+def _recent(days_ago: int) -> str:
+    return (datetime.now(timezone.utc) - timedelta(days=days_ago)).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def a_customer(system, woo_id: int = 42, email: str = "ada@acme.example") -> str:
+    system.webhook("customer.created", payloads.customer(woo_id=woo_id, email=email))
+    system.webhook("order.created", payloads.order(900 + woo_id, customer_id=woo_id,
+                                                   date_created_gmt=_recent(3),
+                                                   modified=_recent(2)))
+
+    def held():
+        try:
+            customer_id = system.rpc.customer_sync.find_customer(STORE, email)["customer_id"]
+            profile = system.rpc.segmentation.get_profile(STORE, customer_id)
+            system.rpc.loyalty.get_account(STORE, customer_id)
+            return customer_id if (profile["stats"] or {}).get("orders_count") == 1 else None
+        except Exception:
+            return None
+
+    return wait_until(held, timeout=20, message="the customer in every service")
+
+
+def test_no_key_or_a_bad_one_is_refused_with_problem_details(system):
+    for client in (system.anonymous(), system.anonymous().with_key("wcc_nope"),
+                   system.anonymous().with_key("wcc_0123456789abcdef_" + "x" * 43)):
+        r = client.get("/customers/1")
+        assert r.status_code == 401
+        assert r.headers["Content-Type"].startswith("application/problem+json")
+        problem = r.json()
+        assert problem["status"] == 401 and problem["instance"] == "/api/v1/customers/1"
+        assert problem["request_id"] == r.headers["X-Request-Id"]
+        assert "WWW-Authenticate" in r.headers
+
+
+def test_a_request_id_given_is_echoed_and_one_is_made_otherwise(system):
+    client = system.client("read")
+    given = client.get("/customers/nobody", headers={"X-Request-Id": "trace-abc.123"})
+    assert given.headers["X-Request-Id"] == "trace-abc.123"
+    assert given.status_code == 404 and given.json()["request_id"] == "trace-abc.123"
+    made = client.get("/customers/nobody", headers={"X-Request-Id": "bad id with spaces"})
+    assert made.headers["X-Request-Id"] != "bad id with spaces"
+    assert len(made.headers["X-Request-Id"]) == 32
+
+
+def test_a_customer_page_composes_every_service(system):
+    customer_id = a_customer(system)
+    r = system.client("read").get(f"/customers/{customer_id}")
+    assert r.status_code == 200, r.text
+    page = r.json()
+    assert page["customer"]["email"] == "ada@acme.example"
+    assert page["stats"]["orders_count"] == 1
+    assert page["loyalty"]["balance"] > 0
+    assert [o["order_id"] for o in page["recent_orders"]] == ["942"]
+    assert page["unavailable"] == [] or set(page["unavailable"]) <= {"notes", "reminders",
+                                                                      "timeline"}
+
+
+def test_scopes_are_enforced(system):
+    customer_id = a_customer(system)
+    reader = system.client("read")
+    refused = reader.patch(f"/customers/{customer_id}", json={"account_status": "inactive"})
+    assert refused.status_code == 403
+    assert refused.json()["required_scope"] == "write"
+    assert reader.get("/keys").status_code == 403
+    writer = system.client("write")
+    assert writer.get(f"/customers/{customer_id}").status_code == 200  # write includes read
+    assert writer.get("/keys").status_code == 403
+
+
+def test_keys_are_created_listed_and_revoked_by_an_admin(system):
+    admin = system.client("admin")
+    made = admin.post("/keys", json={"name": "crm sync", "scopes": ["read"]})
+    assert made.status_code == 201, made.text
+    new_key = made.json()
+    assert new_key["api_key"].startswith("wcc_") and new_key["scopes"] == ["read"]
+    listed = admin.get("/keys").json()
+    assert new_key["key_id"] in [k["key_id"] for k in listed]
+    assert all("api_key" not in k and "secret_sha256" not in k for k in listed)
+    fresh = GatewayClient(system.gateway_url, new_key["api_key"], system.checker)
+    assert fresh.get("/customers/nobody").status_code == 404  # authenticated, then not found
+    assert admin.delete(f"/keys/{new_key['key_id']}").status_code == 200
+    assert fresh.get("/customers/nobody").status_code == 401  # cache is 0 s in this test
+    bad = admin.post("/keys", json={"name": "x", "scopes": ["root"]})
+    assert bad.status_code == 400 and "scopes/0" in bad.json()["errors"]
+
+
+def test_a_key_over_its_rate_limit_is_told_when_to_come_back(system):
+    client = system.client("read", rate_limit_per_minute=3)
+    answers = [client.get("/customers/nobody") for _ in range(4)]
+    assert [a.status_code for a in answers] == [404, 404, 404, 429]
+    assert answers[0].headers["RateLimit-Limit"] == "3"
+    assert int(answers[3].headers["Retry-After"]) >= 1
+    assert answers[3].json()["status"] == 429
+    other = system.client("read")  # another key has its own allowance
+    assert other.get("/customers/nobody").status_code == 404
+
+
+def test_bad_input_is_a_400_naming_the_field(system):
+    client = system.client("write")
+    r = client.get("/customers?limit=0")
+    assert r.status_code == 400 and "limit" in r.json()["errors"]
+    r = client.get("/customers?registered_after=yesterday")
+    assert r.status_code == 400 and "registered_after" in r.json()["errors"]
+    r = client.patch("/customers/1", data="{not json", headers={"Content-Type": "application/json"})
+    assert r.status_code == 400
+    r = client.patch("/customers/1", json={"favourite_colour": "blue"})
+    assert r.status_code == 400
+    r = client.patch("/customers/1", data="first_name=x",
+                     headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 415
+    assert client.get("/no/such/thing").status_code == 404
+    r = client.request("PUT", "/customers/1")
+    assert r.status_code == 405 and "GET" in r.headers["Allow"]
+
+
+def test_a_service_that_is_not_running_is_a_503_not_a_hang(system, services):
+    customer_id = a_customer(system)
+    loyalty = next(c for c in services.containers if c.service_name == "loyalty")
+    services.kill(loyalty)
+    client = system.client("read")
+    page = client.get(f"/customers/{customer_id}")
+    assert page.status_code == 200  # the page is composed without the loyalty card
+    assert page.json()["loyalty"] is None
+    assert "loyalty" in page.json()["unavailable"]
+
+
+def test_the_openapi_document_is_served_without_a_key(system):
+    r = system.anonymous().get("/openapi.json")
+    assert r.status_code == 200
+    document = r.json()
+    assert document["openapi"].startswith("3.")
+    assert "/api/v1/customers/{customer_id}" in document["paths"]
+    assert document["paths"]["/api/v1/keys"]["post"]["x-required-scope"] == "admin"

@@ -1,0 +1,116 @@
+"""The gateway's plain parts: rate limits, key checks and their cache, query parsing."""
+from __future__ import annotations
+
+import pytest
+from werkzeug.datastructures import MultiDict
+
+from services.gateway.auth import Authenticator, Caller
+from services.gateway.problems import Problem
+from services.gateway.ratelimit import RateLimiter
+from services.gateway.routing import Param
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_bucket_allows_the_minutes_allowance_then_refills_steadily():
+    clock = Clock()
+    limiter = RateLimiter(60, clock)
+    assert all(limiter.check("k").allowed for _ in range(60))
+    refused = limiter.check("k")
+    assert not refused.allowed and refused.retry_after == 1
+    clock.now += 1.0  # 60 a minute: one more a second
+    assert limiter.check("k").allowed
+    assert not limiter.check("k").allowed
+    assert limiter.check("other").allowed  # each key has its own bucket
+
+
+def test_a_keys_own_limit_overrides_the_default():
+    limiter = RateLimiter(600, Clock())
+    assert [limiter.check("k", 2).allowed for _ in range(3)] == [True, True, False]
+
+
+def test_the_bucket_table_is_bounded():
+    limiter = RateLimiter(10, Clock(), max_keys=3)
+    for key in "abcdef":
+        limiter.check(key)
+    assert len(limiter._buckets) == 3
+
+
+VIEW = {"key_id": "0123456789abcdef", "store_id": "s", "name": "n", "scopes": ["read"],
+        "rate_limit_per_minute": None}
+
+
+def test_key_checks_are_cached_for_their_ttl_and_bad_keys_too():
+    clock, calls = Clock(), []
+
+    def lookup(key):
+        calls.append(key)
+        return VIEW if key == "good" else None
+
+    auth = Authenticator(30, clock)
+    assert auth.caller({"Authorization": "Bearer good"}, lookup).store_id == "s"
+    auth.caller({"X-API-Key": "good"}, lookup)
+    with pytest.raises(Problem) as bad:
+        auth.caller({"Authorization": "Bearer bad"}, lookup)
+    with pytest.raises(Problem):
+        auth.caller({"Authorization": "Bearer bad"}, lookup)
+    assert bad.value.status == 401 and calls == ["good", "bad"]
+    clock.now += 31
+    auth.caller({"Authorization": "Bearer good"}, lookup)
+    assert calls == ["good", "bad", "good"]
+
+
+def test_no_key_is_a_401_asking_for_one():
+    with pytest.raises(Problem) as missing:
+        Authenticator(30).caller({}, lambda key: VIEW)
+    assert missing.value.status == 401 and "WWW-Authenticate" in missing.value.headers
+
+
+def test_a_lookup_that_cannot_answer_caches_nothing():
+    auth, answers = Authenticator(30, Clock()), [Problem(503, "down"), VIEW]
+
+    def lookup(key):
+        answer = answers.pop(0)
+        if isinstance(answer, Problem):
+            raise answer
+        return answer
+
+    with pytest.raises(Problem):
+        auth.caller({"Authorization": "Bearer k"}, lookup)
+    assert auth.caller({"Authorization": "Bearer k"}, lookup).key_id == VIEW["key_id"]
+
+
+@pytest.mark.parametrize("scopes,scope,allowed", [
+    ({"read"}, "read", True), ({"read"}, "write", False), ({"write"}, "read", True),
+    ({"write"}, "gdpr", False), ({"gdpr"}, "read", False), ({"admin"}, "gdpr", True),
+    ({"read", "gdpr"}, "gdpr", True), ({"write"}, "admin", False),
+])
+def test_scopes(scopes, scope, allowed):
+    assert Caller("k", "s", "n", frozenset(scopes), None).may(scope) is allowed
+
+
+def test_query_parameters_are_typed_and_checked():
+    limit = Param("limit", "", "integer", default=50, minimum=1, maximum=500)
+    assert limit.parse(MultiDict()) == 50
+    assert limit.parse(MultiDict({"limit": "20"})) == 20
+    for bad in ("0", "501", "ten"):
+        with pytest.raises(Problem) as problem:
+            limit.parse(MultiDict({"limit": bad}))
+        assert problem.value.status == 400 and "limit" in problem.value.extra["errors"]
+    tags = Param("tag", "", kind="list")
+    assert tags.parse(MultiDict([("tag", "a,b"), ("tag", "c")])) == ["a", "b", "c"]
+    assert tags.parse(MultiDict()) is None
+    when = Param("after", "", "date-time")
+    assert when.parse(MultiDict({"after": "2026-01-01T00:00:00Z"})) == "2026-01-01T00:00:00+00:00"
+    for bad in ("2026-01-01T00:00:00", "yesterday"):
+        with pytest.raises(Problem):
+            when.parse(MultiDict({"after": bad}))
+    status = Param("status", "", enum=("active", "inactive"))
+    with pytest.raises(Problem):
+        status.parse(MultiDict({"status": "gone"}))
