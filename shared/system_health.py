@@ -6,8 +6,9 @@ Three sources, each read the way that stays truthful when part of the system is 
   so one service that does not answer costs one timeout and is reported "not answering";
 - queue depths and consumers: the RabbitMQ management API (GET /api/queues/<vhost>). Its
   figures are samples the broker refreshes every few seconds;
-- parked messages: counted exactly, over AMQP (a passive declare of `<service>.parked`), so a
-  message parked a moment ago is never missed, and without the management plugin too.
+- parked messages and each service's instances (consumers of `rpc-<service>`): counted
+  exactly, over AMQP (passive declares), so a message parked a moment ago is never missed, and
+  without the management plugin too.
 
 Healthy means every service answered ready, nothing is parked and the broker's queues could
 be read.
@@ -78,27 +79,36 @@ def broker_queues(management: Management, vhost: str, timeout: float = 5.0) -> l
                    for q in response.json()), key=lambda q: q["name"])
 
 
-def parked_counts(amqp_uri: str, services: Iterable[str], timeout: float = 5.0) -> dict[str, int]:
-    """Messages in each service's parked queue, exactly (0 when the queue does not exist)."""
+def queue_counts(amqp_uri: str, queues: Iterable[str], timeout: float = 5.0
+                 ) -> dict[str, tuple[int, int] | None]:
+    """(ready messages, consumers) of each queue, exactly and now, over AMQP (a passive
+    declare); None for a queue that does not exist."""
     from amqp.exceptions import NotFound as QueueNotFound
     from kombu import Connection
 
-    counts: dict[str, int] = {}
+    counts: dict[str, tuple[int, int] | None] = {}
     with Connection(amqp_uri, connect_timeout=timeout) as conn:
         conn.ensure_connection(max_retries=1, timeout=timeout)
-        for service in services:
+        for queue in queues:
             channel = conn.channel()
             try:
-                _, count, _ = channel.queue_declare(service + PARKED_SUFFIX, passive=True)
-                counts[service] = int(count)
-            except QueueNotFound:  # never parked anything; the channel is closed by the broker
-                counts[service] = 0
+                _, messages, consumers = channel.queue_declare(queue, passive=True)
+                counts[queue] = (int(messages), int(consumers))
+            except QueueNotFound:  # the broker closes the channel too
+                counts[queue] = None
             finally:
                 try:
                     channel.close()
                 except Exception:
                     pass
     return counts
+
+
+def parked_counts(amqp_uri: str, services: Iterable[str], timeout: float = 5.0) -> dict[str, int]:
+    """Messages in each service's parked queue, exactly (0 when the queue does not exist)."""
+    names = list(services)
+    counts = queue_counts(amqp_uri, [n + PARKED_SUFFIX for n in names], timeout)
+    return {n: (counts[n + PARKED_SUFFIX] or (0, 0))[0] for n in names}
 
 
 def _ask_one(amqp_uri: str, service: str, timeout: float) -> dict:
@@ -139,7 +149,8 @@ def ask_services(amqp_uri: str, services: Iterable[str], timeout: float) -> dict
 def system_health(amqp_uri: str, services: Iterable[str], management: Management,
                   timeout: float = 5.0) -> dict:
     """Readiness per service, the vhost's queues and parked counts, and `healthy` over all.
-    `instances` is the number of consumers of the service's RPC queue (None: unknown)."""
+    `instances` is the number of consumers of the service's RPC queue, read before it is asked
+    (it is asked after, so a stopped one has 0 instances and is "not answering")."""
     names = list(services)
     vhost = vhost_of(amqp_uri)
     problems: list[str] = []
@@ -153,8 +164,8 @@ def system_health(amqp_uri: str, services: Iterable[str], management: Management
     extra_parked = sorted({q["name"][: -len(PARKED_SUFFIX)] for q in queues or []
                            if q["name"].endswith(PARKED_SUFFIX)} - set(names))
     parked = parked_counts(amqp_uri, [*names, *extra_parked], timeout)
+    rpc_queues = queue_counts(amqp_uri, [f"rpc-{name}" for name in names], timeout)
     answers = ask_services(amqp_uri, names, timeout)
-    consumers = {q["name"]: q["consumers"] for q in queues or []}
     if queues is not None:  # RPC clients' own reply queues (this one's too) are noise here
         queues = [q for q in queues if not q["name"].startswith(REPLY_QUEUE_PREFIX)]
     rows = []
@@ -162,7 +173,7 @@ def system_health(amqp_uri: str, services: Iterable[str], management: Management
         answer = answers[name]
         row = {"service": name, "state": answer["state"], "checks": answer.get("checks"),
                "error": answer.get("error"),
-               "instances": None if queues is None else consumers.get(f"rpc-{name}", 0),
+               "instances": (rpc_queues[f"rpc-{name}"] or (0, 0))[1],
                "parked": parked.get(name, 0)}
         rows.append(row)
         if row["state"] != "ready":
