@@ -18,7 +18,7 @@ from __future__ import annotations
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable
 
 import requests
@@ -35,7 +35,7 @@ class Management:
 
     url: str
     user: str
-    password: str
+    password: str = field(repr=False)
 
     @classmethod
     def from_config(cls, config: Config, amqp_uri: str) -> "Management":
