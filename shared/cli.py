@@ -183,6 +183,143 @@ def cmd_dlq(args) -> int:
     return EXIT_OK
 
 
+def cmd_webhooks_register(args) -> int:
+    with _rpc(args) as rpc:
+        result = rpc.customer_sync.register_webhooks(args.store, args.delivery_url)
+    failed = [w for w in result["webhooks"] if w["outcome"] == "failed"]
+
+    def human(r):
+        lines = [f"store {r['store_id']}: webhooks deliver to {r['delivery_url']}",
+                 table(r["webhooks"], ["topic", "webhook_id", "outcome", "error"]
+                       if failed else ["topic", "webhook_id", "outcome"])]
+        return "\n".join(lines)
+
+    emit(args, result, human)
+    if failed:
+        print(f"{len(failed)} webhook(s) could not be set up; fix the cause and run the same "
+              "command again", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+EPILOG = """\
+secrets: a store's webhook secret and REST keys come from WOO_WEBHOOK_SECRET, WOO_CONSUMER_KEY
+and WOO_CONSUMER_SECRET (or a prompt) when the store is added, and stay in customer_sync; no
+command takes a secret as an argument or prints one. The broker's password is in AMQP_URI; the
+management API's in RABBITMQ_MANAGEMENT_USER/PASSWORD (default: AMQP_URI's).
+
+exit codes: 0 ok; 1 failed, not found, or needs attention; 2 usage; 3 services or broker
+unreachable. `companion COMMAND --help` says what each command does."""
+
+
+GDPR_TYPES = {"access": "access", "export": "portability", "portability": "portability",
+              "rectification": "rectification", "erasure": "erasure", "objection": "objection"}
+
+
+def _operator() -> str:
+    """Who is at the keyboard, for the audit trail (COMPANION_ACTOR overrides)."""
+    who = os.environ.get("COMPANION_ACTOR") or os.environ.get("USER") or os.environ.get("LOGNAME")
+    return f"cli:{who}" if who else "cli:operator"
+
+
+def _gdpr_human(request: dict) -> str:
+    lines = [f"request {request['request_id']}: {request['type']} for {request.get('email') or '-'}"
+             f" in store {request['store_id']}",
+             f"state: {request['state']}{'  (OVERDUE)' if request.get('overdue') else ''}",
+             f"received: {request.get('received_at')}   due: {request.get('due_at')}"
+             + (f"   completed: {request['completed_at']}" if request.get("completed_at") else "")]
+    if request.get("audit"):
+        lines.append(table(request["audit"], ["at", "actor", "action", "detail"]))
+    return "\n".join(lines)
+
+
+def cmd_gdpr(args) -> int:
+    with _rpc(args) as rpc:
+        if args.action == "submit":
+            try:
+                details = json.loads(args.details) if args.details else None
+            except ValueError as exc:
+                print(f"--details is not JSON: {exc}", file=sys.stderr)
+                return EXIT_USAGE
+            if details is not None and not isinstance(details, dict):
+                print("--details must be a JSON object", file=sys.stderr)
+                return EXIT_USAGE
+            request = rpc.gdpr.submit_request(args.store, GDPR_TYPES[args.type], args.email,
+                                              details, args.actor or _operator())
+            emit(args, request, lambda r: _gdpr_human(r) + "\nnext: confirm the requester's "
+                 f"identity, then `companion gdpr verify --id {r['request_id']}`")
+        elif args.action == "status":
+            emit(args, rpc.gdpr.get_request(args.id), _gdpr_human)
+        elif args.action == "verify":
+            emit(args, rpc.gdpr.verify_identity(args.id, args.actor or _operator(), args.note or ""),
+                 _gdpr_human)
+        elif args.action == "reject":
+            emit(args, rpc.gdpr.reject_request(args.id, args.reason, args.actor or _operator()),
+                 _gdpr_human)
+        else:
+            requests = rpc.gdpr.list_requests(args.store, args.state)
+            emit(args, requests, lambda rows: table(rows, [
+                "request_id", "type", "state", "email", "received_at", "due_at", "overdue"]))
+    return EXIT_OK
+
+
+def cmd_customers_find(args) -> int:
+    from shared.errors import NotFound
+
+    with _rpc(args) as rpc:
+        if args.email:
+            try:
+                found = [rpc.customer_sync.find_customer(args.store, args.email)]
+            except NotFound:
+                found = []
+        else:
+            found = rpc.customer_sync.list_customers(
+                args.store, {"name": args.name}, {"size": args.limit})["items"]
+    for row in found:
+        row["name"] = " ".join(p for p in (row.get("first_name"), row.get("last_name")) if p)
+    emit(args, found, lambda rows: table(rows, ["customer_id", "email", "name", "registered",
+                                                "status", "date_created"]))
+    if not found:
+        print(f"no customer in store {args.store} matches", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def cmd_health(args) -> int:
+    from services.runner import SERVICES
+    from shared.health import broker_reachable
+    from shared.system_health import Management, system_health
+
+    if not broker_reachable(args.amqp_uri, timeout=min(args.service_timeout, 5.0)):
+        print(f"cannot reach the broker at {_without_password(args.amqp_uri)}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    names = args.service or list(SERVICES)
+    report = system_health(args.amqp_uri, names, Management.from_config(Config(), args.amqp_uri),
+                           timeout=args.service_timeout)
+
+    def human(r):
+        rows = [{**row, "broker": _check(row, "broker"), "database": _check(row, "database")}
+                for row in r["services"]]
+        lines = [table(rows, ["service", "state", "broker", "database", "instances", "parked"]), ""]
+        if r["queues"] is not None:
+            lines.append(f"queues of vhost {r['broker']['vhost']} (sampled by the broker every "
+                         "few seconds):")
+            lines.append(table(r["queues"], ["name", "messages", "messages_ready",
+                                             "messages_unacknowledged", "consumers"]))
+        lines.append("")
+        lines.append("healthy" if r["healthy"] else "NEEDS ATTENTION")
+        lines += [f"  {p}" for p in r["problems"]]
+        return "\n".join(lines)
+
+    emit(args, report, human)
+    return EXIT_OK if report["healthy"] else EXIT_FAILED
+
+
+def _check(row: dict, name: str) -> str:
+    checks = row.get("checks") or {}
+    return "-" if name not in checks else ("ok" if checks[name] else "DOWN")
+
+
 # -- parser -----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="companion", description=__doc__,
@@ -223,7 +360,101 @@ def build_parser() -> argparse.ArgumentParser:
     dlq.add_argument("--id", action="append", help="a park id (repeatable)")
     dlq.add_argument("--all", action="store_true", help="replay or purge every parked message")
     dlq.set_defaults(func=cmd_dlq)
+    _add_operator_commands(commands)
+    _accept_json_anywhere(parser)
+    parser.epilog = EPILOG
     return parser
+
+
+def _add_operator_commands(commands) -> None:
+    """webhooks, gdpr, customers and health (issue 7)."""
+    webhooks = commands.add_parser("webhooks", help="the shop's webhooks to this deployment")
+    webhooks_cmds = webhooks.add_subparsers(dest="action", required=True)
+    register = webhooks_cmds.add_parser(
+        "register", help="create or re-activate the shop's webhooks for every topic we need",
+        description="Through the shop's REST API (the store's consumer key and secret, stored "
+                    "by `stores add`), makes sure one active webhook per topic we need "
+                    "(customer.created|updated|deleted, order.created|updated|deleted|restored) "
+                    "delivers to URL, signed with the store's webhook secret (also stored by "
+                    "`stores add`; never passed here). Creates what is missing, re-activates "
+                    "paused or disabled ones, leaves the rest: running it again changes "
+                    "nothing. The shop pings URL before saving, so URL must be reachable from "
+                    "the shop. Exit 1 when a topic could not be set up.")
+    register.add_argument("--store", required=True, help="store id")
+    register.add_argument("--delivery-url", required=True, metavar="URL",
+                          help="where the shop posts: https://HOST/webhooks/woocommerce/STORE, "
+                               "or just https://HOST (the path is added)")
+    register.set_defaults(func=cmd_webhooks_register)
+
+    gdpr = commands.add_parser("gdpr", help="GDPR requests: submit, status, list, verify, reject")
+    gdpr_cmds = gdpr.add_subparsers(dest="action", required=True)
+    submit = gdpr_cmds.add_parser(
+        "submit", help="record a person's request (due in 30 days)",
+        description="Records the request; nothing is done until an operator has confirmed "
+                    "who asked (`gdpr verify`). `export` is the right to data portability.")
+    submit.add_argument("--store", required=True)
+    submit.add_argument("--type", required=True, choices=list(GDPR_TYPES))
+    submit.add_argument("--email", required=True, help="the requester's email address")
+    submit.add_argument("--details", metavar="JSON",
+                        help='a JSON object; rectification needs {"fields": {"first_name": ...}}')
+    submit.add_argument("--actor", help="who records it, for the audit trail "
+                                        "(default: cli:$COMPANION_ACTOR or cli:$USER)")
+    submit.set_defaults(func=cmd_gdpr)
+    status = gdpr_cmds.add_parser("status", help="a request's state, due date and audit trail")
+    status.add_argument("--id", required=True, help="the request id (req-...)")
+    status.set_defaults(func=cmd_gdpr)
+    listing = gdpr_cmds.add_parser("list", help="a store's requests, overdue first")
+    listing.add_argument("--store", required=True)
+    listing.add_argument("--state", choices=["received", "verified", "in_progress", "completed",
+                                             "rejected"])
+    listing.set_defaults(func=cmd_gdpr)
+    verify = gdpr_cmds.add_parser("verify", help="confirm the requester's identity; work starts")
+    verify.add_argument("--id", required=True)
+    verify.add_argument("--note", help="how the identity was confirmed")
+    verify.add_argument("--actor", help="who confirmed it (default: cli:$USER)")
+    verify.set_defaults(func=cmd_gdpr)
+    reject = gdpr_cmds.add_parser("reject", help="refuse a request, with the reason")
+    reject.add_argument("--id", required=True)
+    reject.add_argument("--reason", required=True)
+    reject.add_argument("--actor", help="who refused it (default: cli:$USER)")
+    reject.set_defaults(func=cmd_gdpr)
+
+    customers = commands.add_parser("customers", help="look customers up")
+    customers_cmds = customers.add_subparsers(dest="action", required=True)
+    find = customers_cmds.add_parser(
+        "find", help="by exact email, or by part of a name",
+        description="Exit 1 when nobody matches (with --json, prints []).")
+    find.add_argument("--store", required=True)
+    by = find.add_mutually_exclusive_group(required=True)
+    by.add_argument("--email", help="exact email address (case does not matter)")
+    by.add_argument("--name", help="part of the first name, last name or email")
+    find.add_argument("--limit", type=int, default=50, help="most customers listed by --name")
+    find.set_defaults(func=cmd_customers_find)
+
+    health = commands.add_parser(
+        "health", help="every service's readiness, queue depths, parked messages",
+        description="Asks every service for health() at once, reads the vhost's queues from "
+                    "the RabbitMQ management API (RABBITMQ_MANAGEMENT_URL; user and password "
+                    "from RABBITMQ_MANAGEMENT_USER/PASSWORD, else from AMQP_URI) and counts "
+                    "parked messages. Exit 0: every service ready and nothing parked; 1: "
+                    "something needs attention (a service not ready or not answering, parked "
+                    "messages, queues unreadable); 3: the broker cannot be reached.")
+    health.add_argument("--service", action="append",
+                        help="only this service (repeatable; default: all)")
+    health.add_argument("--service-timeout", type=float, default=5.0, metavar="SECONDS",
+                        help="how long to wait for each service's answer (default 5)")
+    health.set_defaults(func=cmd_health)
+
+
+def _accept_json_anywhere(parser: argparse.ArgumentParser) -> None:
+    """`--json` after the command too (`companion health --json`), not only before it."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                if not any("--json" in a.option_strings for a in sub._actions):
+                    sub.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                                     help="machine-readable output")
+                _accept_json_anywhere(sub)
 
 
 def _without_password(uri: str) -> str:
@@ -237,8 +468,14 @@ def _without_password(uri: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
+    # py-amqp warns about a publisher confirm arriving while nameko closes a channel: noise.
+    logging.getLogger("amqp").setLevel(logging.ERROR)
     args = build_parser().parse_args(argv)
-    from nameko.exceptions import RemoteError
+    from nameko.exceptions import RemoteError, RpcTimeout, UnknownService
     from shared.errors import ServiceError
 
     try:
@@ -249,6 +486,14 @@ def main(argv: list[str] | None = None) -> int:
     except RemoteError as exc:
         print(f"error from the service: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    except RpcTimeout:
+        print(f"a service did not answer within {args.timeout:g}s (is it running? "
+              "`companion health` says)", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except UnknownService as exc:
+        print(f"service {exc} is not running on {_without_password(args.amqp_uri)}",
+              file=sys.stderr)
+        return EXIT_UNREACHABLE
     except (OSError, TimeoutError) as exc:
         print(f"cannot reach the services at {_without_password(args.amqp_uri)}: {exc}",
               file=sys.stderr)

@@ -125,6 +125,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("GATEWAY_MAX_IMPORT_BYTES", "5242880", "Largest CSV file the import takes."),
     Setting("WOO_HTTP_TIMEOUT_SECONDS", "30", "Timeout of one request to a shop's REST API."),
     Setting("WOO_MAX_RETRIES", "6", "Retries of a shop API request on 429, 5xx and network errors."),
+    Setting("RABBITMQ_MANAGEMENT_URL", "http://127.0.0.1:15672",
+            "RabbitMQ management API that `companion health` reads queue depths from."),
+    Setting("RABBITMQ_MANAGEMENT_USER", "",
+            "Its user (empty: the user in RABBITMQ_MANAGEMENT_URL, else in AMQP_URI)."),
+    Setting("RABBITMQ_MANAGEMENT_PASSWORD", "",
+            "Its password (secret; empty: as for the user)."),
 )
 
 _DEFAULTS = {s.name: s.default for s in SETTINGS}

@@ -12,6 +12,7 @@ from services.customer_sync.rectify import Rectifier
 from services.customer_sync.repository import CustomerSyncStorage
 from services.customer_sync.stores import StoreAdmin
 from services.customer_sync.webhooks import WEBHOOK_HEADERS, WebhookReceiver
+from services.customer_sync.webhook_setup import WebhookSetup
 from services.customer_sync.backfill import run_view
 from services.customer_sync.reconcile import store_health
 from services.customer_sync.schemas import require_text
@@ -66,6 +67,13 @@ class CustomerSyncService(HealthEndpoints, DataOwnerRpc):
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def list_stores(self) -> list[dict]:
         return StoreAdmin(self.storage, self.settings).list()
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def register_webhooks(self, store_id: str, delivery_url: str) -> dict:
+        """Create or re-activate, in the shop, the webhooks of every topic we need, signed
+        with the store's secret; idempotent (webhook_setup.py)."""
+        setup = WebhookSetup(self.storage, woo_client_factory(self.settings))
+        return setup.register(store_id, delivery_url)
 
     # -- reads for internal systems ---------------------------------------------------------
     @rpc(expected_exceptions=EXPECTED_ERRORS)

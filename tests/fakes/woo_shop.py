@@ -321,6 +321,7 @@ class FakeWooShop:
         self.webhooks: dict[int, dict] = {}
         self.requests_log: list[LoggedRequest] = []
         self.webhook_deliveries: list[dict] = []  # fake: what deliver_webhooks() sent
+        self.pings: list[dict] = []  # fake: the pings sent on saving a webhook as active
 
         self._lock = threading.RLock()
         self._faults: deque[_Fault] = deque()
@@ -1270,8 +1271,10 @@ class FakeWooShop:
             status = requests.post(url, data=ping_body(webhook_id), timeout=10, allow_redirects=False,
                                    headers={"User-Agent": _USER_AGENT}).status_code
         except requests.RequestException as exc:
+            self.pings.append({"webhook_id": webhook_id, "url": url, "status": None})
             raise _ApiError(400, "woocommerce_rest_webhook_ping_failed",  # fake's own code
                             f"Error: Delivery URL cannot be reached: {type(exc).__name__}") from None
+        self.pings.append({"webhook_id": webhook_id, "url": url, "status": status})
         if status != 200:
             raise _ApiError(400, "woocommerce_rest_webhook_ping_failed",
                             f"Error: Delivery URL returned response code: {status}")
