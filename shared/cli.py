@@ -285,6 +285,27 @@ def cmd_customers_find(args) -> int:
     return EXIT_OK
 
 
+def cmd_keys(args) -> int:
+    with _rpc(args) as rpc:
+        if args.action == "create":
+            key = rpc.customer_sync.create_api_key(args.store, args.name, args.scopes.split(","),
+                                                   args.actor or _operator(), args.rate_limit)
+            emit(args, key, lambda k: (
+                f"API key {k['key_id']} for store {k['store_id']} ({', '.join(k['scopes'])}):\n"
+                f"{k['api_key']}\nIt is shown only now: store it safely."))
+        elif args.action == "list":
+            keys = rpc.customer_sync.list_api_keys(args.store, args.all)
+            emit(args, keys, lambda rows: table(
+                [{**r, "scopes": ",".join(r["scopes"])} for r in rows],
+                ["key_id", "name", "scopes", "rate_limit_per_minute", "created_at",
+                 "last_used_at", "revoked_at"]))
+        else:
+            emit(args, rpc.customer_sync.revoke_api_key(args.store, args.id,
+                                                        args.actor or _operator()),
+                 lambda k: f"API key {k['key_id']} revoked")
+    return EXIT_OK
+
+
 def cmd_health(args) -> int:
     from services.runner import SERVICES
     from shared.health import broker_reachable
@@ -430,6 +451,31 @@ def _add_operator_commands(commands) -> None:
     by.add_argument("--name", help="part of the first name, last name or email")
     find.add_argument("--limit", type=int, default=50, help="most customers listed by --name")
     find.set_defaults(func=cmd_customers_find)
+
+    keys = commands.add_parser(
+        "keys", help="the gateway's API keys: create, list, revoke",
+        description="Keys belong to one store and carry scopes: read, write (includes read), "
+                    "gdpr (requests, consent, personal-data exports) and admin (everything, "
+                    "including keys). A key is shown once, at creation; only its hash is kept.")
+    keys_cmds = keys.add_subparsers(dest="action", required=True)
+    create = keys_cmds.add_parser("create", help="a new key; prints it once")
+    create.add_argument("--store", required=True)
+    create.add_argument("--name", required=True, help="what the key is for, e.g. 'crm sync'")
+    create.add_argument("--scopes", required=True, help="comma-separated: read,write,gdpr,admin")
+    create.add_argument("--rate-limit", type=int, metavar="PER_MINUTE",
+                        help="requests a minute (default: GATEWAY_RATE_LIMIT_PER_MINUTE)")
+    create.add_argument("--actor", help="who made it (default: cli:$USER)")
+    create.set_defaults(func=cmd_keys)
+    listing = keys_cmds.add_parser("list", help="a store's keys (never their secrets)")
+    listing.add_argument("--store", required=True)
+    listing.add_argument("--all", action="store_true", help="revoked keys too")
+    listing.set_defaults(func=cmd_keys)
+    revoke = keys_cmds.add_parser("revoke", help="stop a key working (within "
+                                                 "GATEWAY_KEY_CACHE_SECONDS)")
+    revoke.add_argument("--store", required=True)
+    revoke.add_argument("--id", required=True, help="the key id")
+    revoke.add_argument("--actor", help="who revoked it (default: cli:$USER)")
+    revoke.set_defaults(func=cmd_keys)
 
     health = commands.add_parser(
         "health", help="every service's readiness, queue depths, parked messages",

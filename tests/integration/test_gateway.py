@@ -199,3 +199,22 @@ def test_the_openapi_document_is_served_without_a_key(system):
     assert document["openapi"].startswith("3.")
     assert "/api/v1/customers/{customer_id}" in document["paths"]
     assert document["paths"]["/api/v1/keys"]["post"]["x-required-scope"] == "admin"
+
+
+def test_an_operator_makes_the_first_admin_key_with_the_cli(system, capsys):
+    from shared.cli import main
+
+    amqp = ["--amqp-uri", system.services.amqp_uri, "--json"]
+    capsys.readouterr()
+    assert main(amqp + ["keys", "create", "--store", STORE, "--name", "ops",
+                        "--scopes", "admin"]) == 0
+    key = json.loads(capsys.readouterr().out)
+    admin = GatewayClient(system.gateway_url, key["api_key"], system.checker)
+    assert admin.get("/keys").status_code == 200
+    assert main(amqp + ["keys", "list", "--store", STORE]) == 0
+    assert key["key_id"] in [k["key_id"] for k in json.loads(capsys.readouterr().out)]
+    assert main(amqp + ["keys", "revoke", "--store", STORE, "--id", key["key_id"]]) == 0
+    assert admin.get("/keys").status_code == 401
+    assert main(amqp + ["keys", "create", "--store", STORE, "--name", "x",
+                        "--scopes", "root"]) == 1
+    assert "unknown scope" in capsys.readouterr().err
