@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+from pathlib import Path
 
 import mongomock
 import pytest
@@ -50,7 +51,7 @@ def test_every_project_metric_has_the_prefix_and_documented_labels():
     assert all(n.startswith("companion_") for n in names)
     assert metrics.EVENTS_HANDLED._labelnames == ("service", "event_type")
     assert metrics.WEBHOOK_SECONDS._labelnames == ("store", "outcome", "status")
-    readme = open("README.md").read()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     for name in names + ["companion_parked_messages"]:
         documented = name + ("_total" if name + "_total" in readme else "")
         assert f"`{documented}`" in readme, f"{name} is not in the README's metrics table"
