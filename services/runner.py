@@ -13,9 +13,11 @@ import sys
 
 from nameko.runners import ServiceRunner
 
+from shared import metrics
 from shared.config import Config
+from shared.health import process_readiness
 from shared.logs import configure_logging
-from shared.mongo import is_mock
+from shared.mongo import is_mock, service_database
 
 log = logging.getLogger("services.runner")
 
@@ -57,18 +59,27 @@ def main(argv: list[str] | None = None) -> int:
     if is_mock(config.get("MONGO_URI")):
         log.warning("MONGO_URI is %s: data lives in memory and is lost at exit",
                     config.get("MONGO_URI"))
+    names = args.names or list(SERVICES)
     runner = ServiceRunner(nameko_config)
-    for name in args.names or list(SERVICES):
+    for name in names:
         cls = load_service(SERVICES[name])
         runner.add_service(cls)
         if name in OWN_WEB_ADDRESS:
             own = {**nameko_config, "WEB_SERVER_ADDRESS": config.get(OWN_WEB_ADDRESS[name])}
             runner.service_map[name] = runner.container_cls(cls, own)
 
-    stopping = {"count": 0}
+    stopping = {"count": 0, "running": False}
+    # One metrics server per process, however many services it runs; up before the services so
+    # liveness answers while they start (readiness says 503 until they have).
+    metrics_server = metrics.serve(
+        config.int("METRICS_PORT"),
+        ready=process_readiness(config.get("AMQP_URI"),
+                                service_database(config, names[0]),
+                                lambda: stopping["running"]))
 
     def on_signal(signum, frame):  # noqa: ARG001
         stopping["count"] += 1
+        stopping["running"] = False
         if stopping["count"] == 1:
             log.info("stopping (again to kill)")
             import eventlet
@@ -86,10 +97,15 @@ def main(argv: list[str] | None = None) -> int:
         runner.start()
     except Exception:
         log.exception("services could not start (is RabbitMQ at AMQP_URI reachable?)")
+        metrics.stop_serving()
         return 1
-    log.info("started %s; web endpoints on %s", ", ".join(runner.service_names),
-             config.get("WEB_SERVER_ADDRESS"))
+    stopping["running"] = stopping["count"] == 0
+    log.info("started %s; web endpoints on %s; metrics on port %s",
+             ", ".join(runner.service_names), config.get("WEB_SERVER_ADDRESS"),
+             metrics_server.port if metrics_server else "(off)")
     runner.wait()
+    stopping["running"] = False
+    metrics.stop_serving()
     log.info("stopped")
     return 0
 

@@ -28,6 +28,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MONGO_DB_PREFIX", "companion_", "Prefix of each service's database name."),
     Setting("WEB_SERVER_ADDRESS", "0.0.0.0:8000", "Address of the HTTP endpoints (webhooks, health)."),
     Setting("LOG_LEVEL", "INFO", "Log level of the JSON-lines logs."),
+    Setting("METRICS_PORT", "9102",
+            "Port of each process's Prometheus `/metrics`, `/health/live` and `/health/ready` "
+            "(all interfaces); 0 turns the server off."),
     Setting("MAX_WORKERS", "10", "Concurrent workers per service (and the consumer prefetch)."),
     Setting("EVENT_MAX_ATTEMPTS", "5", "Tries of an event handler before its message is parked."),
     Setting(

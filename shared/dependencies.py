@@ -50,7 +50,8 @@ class OutboxRelayProvider(DependencyProvider):
         if not storages:
             raise RuntimeError("OutboxRelayProvider needs the service's MongoStorage")
         self.relay = OutboxRelay(self.collections(storages[0].repositories), self.publisher,
-                                 batch_size=self.batch_size)
+                                 batch_size=self.batch_size,
+                                 service=self.container.service_name)
         self.relay.ensure_indexes()
         self._running = True
         self._thread = self.container.spawn_managed_thread(self._run, identifier="outbox-relay")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from typing import Callable
 
 from kombu import Connection
 from pymongo.database import Database
@@ -22,6 +23,22 @@ def broker_reachable(amqp_uri: str, timeout: float = 3.0) -> bool:
 def readiness(amqp_uri: str, database: Database) -> dict:
     checks = {"broker": broker_reachable(amqp_uri), "database": ping(database)}
     return {"ready": all(checks.values()), "checks": checks}
+
+
+def process_readiness(amqp_uri: str, database: Database,
+                      started: Callable[[], bool]) -> Callable[[], dict]:
+    """Readiness of a whole process (the metrics port): its services have started and not
+    begun stopping, and the broker and database answer."""
+
+    def check() -> dict:
+        running = bool(started())
+        state = readiness(amqp_uri, database) if running else {
+            "ready": False, "checks": {"broker": None, "database": None}}
+        state["checks"]["services"] = running
+        state["ready"] = running and state["ready"]
+        return state
+
+    return check
 
 
 def json_response(status: int, body: object, headers: dict | None = None) -> Response:

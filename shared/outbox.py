@@ -16,6 +16,7 @@ from pymongo import ASCENDING
 from pymongo.collection import Collection
 from pymongo.database import Database
 
+from shared import metrics
 from shared.events import Event, contract
 from shared.messaging.publisher import ConfirmingPublisher, OutgoingMessage, events_exchange
 
@@ -64,10 +65,12 @@ class OutboxRelay:
         collections: Iterable[Collection],
         publisher: ConfirmingPublisher,
         batch_size: int = 200,
+        service: str = "",
     ) -> None:
         self.collections = list(collections)
         self.publisher = publisher
         self.batch_size = batch_size
+        self.service = service  # the `service` label of the outbox metrics
 
     def ensure_indexes(self) -> None:
         for collection in self.collections:
@@ -115,17 +118,22 @@ class OutboxRelay:
         done = 0
         for start in range(0, len(entries), self.batch_size):
             chunk = entries[start : start + self.batch_size]
-            self.publisher.publish_batch(
-                [
-                    OutgoingMessage(
-                        exchange=entry["exchange"],
-                        routing_key=entry["event_type"],
-                        body=entry["message"],
-                        message_id=entry["event_id"],
-                    )
-                    for _, entry in chunk
-                ]
-            )
+            try:
+                self.publisher.publish_batch(
+                    [
+                        OutgoingMessage(
+                            exchange=entry["exchange"],
+                            routing_key=entry["event_type"],
+                            body=entry["message"],
+                            message_id=entry["event_id"],
+                        )
+                        for _, entry in chunk
+                    ]
+                )
+            except Exception:
+                metrics.count_publish_failure(self.service, len(chunk))
+                raise
+            metrics.count_published(self.service, (entry["event_type"] for _, entry in chunk))
             doc_ids = list(dict.fromkeys(doc_id for doc_id, _ in chunk))
             event_ids = [entry["event_id"] for _, entry in chunk]
             # Event ids are unique, so one update removes every published entry.

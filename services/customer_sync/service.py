@@ -1,6 +1,8 @@
 """customer_sync's nameko entrypoints. Thin: each one translates and calls plain code."""
 from __future__ import annotations
 
+import time
+
 from nameko.rpc import rpc
 from nameko.web.handlers import http
 from werkzeug.wrappers import Request, Response
@@ -11,7 +13,7 @@ from services.customer_sync.queries import CustomerQueries
 from services.customer_sync.rectify import Rectifier
 from services.customer_sync.repository import CustomerSyncStorage
 from services.customer_sync.stores import StoreAdmin
-from services.customer_sync.webhooks import WEBHOOK_HEADERS, WebhookReceiver
+from services.customer_sync.webhooks import WEBHOOK_HEADERS, WebhookAnswer, WebhookReceiver
 from services.customer_sync.webhook_setup import WebhookSetup
 from services.customer_sync.backfill import run_view
 from services.customer_sync.reconcile import store_health
@@ -25,6 +27,7 @@ from shared.health import HealthEndpoints, json_response
 from shared.messaging.handlers import event_handler
 from shared.mongo import MongoStorage
 from shared.logs import log_context
+from shared.metrics import observe_webhook
 from shared.service_rpc import DataOwnerRpc
 
 
@@ -45,17 +48,23 @@ class CustomerSyncService(HealthEndpoints, DataOwnerRpc):
     # -- WooCommerce ----------------------------------------------------------------------
     @http("POST", "/webhooks/woocommerce/<string:store_id>")
     def receive_webhook(self, request: Request, store_id: str) -> Response:
+        started = time.perf_counter()
         limit = self.settings.int("WEBHOOK_MAX_BODY_BYTES")
         self.inbox_workers.note_request()
         with log_context(store_id=store_id, service=self.name):
             if request.content_length is not None and request.content_length > limit:
-                return json_response(413, {"status": "body too large", "limit_bytes": limit})
-            body = request.stream.read(limit + 1)
-            headers = {name: request.headers.get(name) for name in WEBHOOK_HEADERS}
-            answer = WebhookReceiver(self.storage, limit).receive(store_id, headers, body)
-            if answer.inbox_key is not None:
-                self.inbox_workers.submit(answer.inbox_key)
-            return json_response(answer.status, answer.body)
+                answer = WebhookAnswer(413, {"status": "body too large", "limit_bytes": limit})
+            else:
+                body = request.stream.read(limit + 1)
+                headers = {name: request.headers.get(name) for name in WEBHOOK_HEADERS}
+                answer = WebhookReceiver(self.storage, limit).receive(store_id, headers, body)
+                if answer.inbox_key is not None:
+                    self.inbox_workers.submit(answer.inbox_key)
+            response = json_response(answer.status, answer.body)
+            # Unknown stores share one label: the path is the caller's to choose.
+            observe_webhook(store_id if answer.store_known else "unknown", answer.outcome,
+                            answer.status, time.perf_counter() - started)
+            return response
 
     # -- health (GET /health/live and /health/ready come from HealthEndpoints) --------------
 

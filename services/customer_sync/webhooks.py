@@ -11,7 +11,7 @@ import hashlib
 import json
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Mapping
 
 from pymongo.errors import PyMongoError
@@ -37,6 +37,14 @@ class WebhookAnswer:
     status: int
     body: dict
     inbox_key: str | None = None  # set when a new delivery was recorded and needs applying
+    store_known: bool = False  # the store exists: its id may label metrics (bounded set)
+
+    @property
+    def outcome(self) -> str:
+        """accepted, duplicate, pong, ignored (all 200), rejected (4xx) or unavailable (503)."""
+        if self.status == 200:
+            return str(self.body.get("status"))
+        return "unavailable" if self.status == 503 else "rejected"
 
 
 def _answer(status: int, message: str, **extra: object) -> WebhookAnswer:
@@ -74,6 +82,11 @@ class WebhookReceiver:
             return _answer(503, "temporarily unavailable")
         if store is None:
             return _answer(404, "unknown store")
+        return replace(self._receive_for(store, store_id, headers, body), store_known=True)
+
+    def _receive_for(self, store, store_id: str, headers: Mapping[str, str],
+                     body: bytes) -> WebhookAnswer:
+        """The checks and the recording once the store is known."""
         signature = headers.get("x-wc-webhook-signature")
         topic = (headers.get("x-wc-webhook-topic") or "").strip().lower()
         if not signature and not topic and _PING.match(body.strip()):

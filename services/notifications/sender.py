@@ -23,6 +23,7 @@ from services.notifications.notifier import Notifier
 from services.notifications.policy import decide
 from services.notifications.repository import NotificationsStorage, utcnow
 from shared.events import Event, build_event
+from shared.metrics import count_send
 from shared.outbox import push_events
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,7 @@ class Sender:
         now = self.clock()
         attempts = send.get("attempts") or []
         if attempts and attempts[-1].get("outcome") == "calling":
+            count_send(send["channel"], "unknown")
             return self._finish(send, "failed", "outcome unknown: the sender stopped while the "
                                 "provider was called; not sent again to avoid a duplicate",
                                 permanent=False)
@@ -113,25 +115,30 @@ class Sender:
         contact = self.storage.contacts.get(store_id, customer_id) or {"status": "unknown"}
         reason = wf.cancelled_by(send.get("cancel") or [], contact, send["scheduled_at"])
         if reason:
+            count_send(send["channel"], "cancelled")
             return self._finish(send, "cancelled", reason, permanent=True, announce=False)
         store = self.notifier.settings(store_id)
         week = self.storage.sends.marketing_sent_since(store_id, customer_id, now - timedelta(days=7)) \
             if send["purpose"] == "marketing" else 0
         decision = decide(send["channel"], send["purpose"], contact, store, now, week)
         if decision.action == "refuse":
+            count_send(send["channel"], "refused")
             return self._finish(send, "refused", decision.reason, permanent=True)
         if decision.action == "hold":
+            count_send(send["channel"], "held")
             self._update(send, {"$set": {"status": "scheduled", "due_at": decision.until},
                                 "$push": {"attempts": {"at": now, "outcome": "held",
                                                        "reason": decision.reason}}})
             return "held"
         template = self.notifier.templates(store_id).get(send["template"])
         if template is None:
+            count_send(send["channel"], "failed_permanent")
             return self._finish(send, "failed", f"template {send['template']} no longer exists",
                                 permanent=True)
         try:
             rendered = tpl.render(template, context(contact, store))
         except (TemplateError, SecurityError, TypeError, ValueError) as exc:
+            count_send(send["channel"], "failed_permanent")
             return self._finish(send, "failed", f"template did not render: {exc}", permanent=True)
         to = contact["email"] if send["channel"] == "email" else contact["phone"]
         number = len(attempts) + 1
@@ -142,6 +149,7 @@ class Sender:
         try:
             provider_id = self._deliver(send, to, rendered, store)
         except DeliveryFailed as exc:
+            count_send(send["channel"], "failed_transient" if exc.transient else "failed_permanent")
             tries = sum(1 for a in attempts if a.get("outcome") not in ("held",)) + 1
             if exc.transient and tries < self.settings.max_attempts:
                 delay = self.settings.retry_seconds * (2 ** (tries - 1))
@@ -152,6 +160,7 @@ class Sender:
                 return "retry"
             return self._finish(send, "failed", exc.reason, permanent=not exc.transient,
                                 attempt_index=len(attempts))
+        count_send(send["channel"], "sent")
         return self._finish(send, "sent", None, permanent=False, attempt_index=len(attempts),
                             provider_id=provider_id)
 

@@ -31,6 +31,7 @@ from nameko.events import SERVICE_POOL, EventHandler
 from nameko.exceptions import ContainerBeingKilled
 from nameko.extensions import SharedExtension
 
+from shared import metrics
 from shared.config import from_nameko
 from shared.events import Event, InvalidEvent, parse_event
 from shared.idempotency import Claim, ProcessedEvents
@@ -70,11 +71,14 @@ class RetryBroker(SharedExtension):
 
     def setup(self) -> None:
         self.publisher = ConfirmingPublisher(self.container.config["AMQP_URI"])
+        metrics.watch_parked(self.container.service_name, self.container.config["AMQP_URI"])
 
     def stop(self) -> None:
+        metrics.unwatch_parked(self.container.service_name, self.container.config["AMQP_URI"])
         self.publisher.close()
 
     def kill(self) -> None:
+        metrics.unwatch_parked(self.container.service_name, self.container.config["AMQP_URI"])
         self.publisher.close()
 
     def schedule_retry(self, queue: str, body: dict, headers: dict, delay_ms: int) -> None:
@@ -123,6 +127,7 @@ class ReliableEventHandler(EventHandler):
         config = from_nameko(self.container.config)
         self.max_attempts = max(1, config.int("EVENT_MAX_ATTEMPTS"))
         self.delays_ms = config.int_list("EVENT_RETRY_DELAYS_MS")
+        self.counters = metrics.event_counters(self.container.service_name, self.event_type)
 
     # Plain methods, not properties: nameko inspects every attribute of an extension when it
     # binds it, which would run a property before the container is ready.
@@ -166,6 +171,7 @@ class ReliableEventHandler(EventHandler):
                 return
             if claim is Claim.DONE:
                 log.info("skipping %s: already applied by %s", event.event_type, self.handler_key())
+                self.counters.duplicate.inc()
                 self.queue_consumer.ack_message(message)
                 return
             if claim is Claim.BUSY:
@@ -206,6 +212,7 @@ class ReliableEventHandler(EventHandler):
             log.exception("could not defer a message; it goes back to its queue")
             self._requeue_later(message)
             return
+        self.counters.deferred.inc()
         self.queue_consumer.ack_message(message)
 
     def _on_result(self, message, body, headers, event: Event, attempts: int, token: str | None,
@@ -215,8 +222,10 @@ class ReliableEventHandler(EventHandler):
                 if token is not None:
                     self._safely(self.processed().complete, self.handler_key(), event.event_id,
                                  token)
+                self.counters.handled.inc()
                 self.queue_consumer.ack_message(message)
             else:
+                self.counters.failed.inc()
                 if token is not None:
                     self._safely(self.processed().release, self.handler_key(), event.event_id,
                                  token)
@@ -239,10 +248,12 @@ class ReliableEventHandler(EventHandler):
                 headers[PARKED_AT_HEADER] = datetime.now(timezone.utc).isoformat()
                 headers[PARK_ID_HEADER] = _park_id()
                 self.broker.park(self.container.service_name, body, headers)
+                self.counters.parked.inc()
                 log.error("parked after %d attempts: %s", attempt, headers[ERROR_HEADER])
             else:
                 delay = retry_delay_ms(self.delays_ms, attempt)
                 self.broker.schedule_retry(self.queue.name, body, headers, delay)
+                self.counters.retried.inc()
                 log.warning("attempt %d failed, retrying in %d ms: %s", attempt, delay,
                             headers[ERROR_HEADER])
         except Exception:

@@ -1,0 +1,314 @@
+"""Prometheus metrics: every metric the project exports, defined once, and the per-process
+server that exposes them (with liveness and readiness) on `METRICS_PORT`.
+
+Defining a metric only registers it in prometheus_client's default registry: nothing starts,
+connects or listens at import. The server is started by `services.runner` (once per process,
+however many services share it) and serves from an eventlet green thread with eventlet's own
+WSGI server, as nameko's web entrypoints do, so it answers while services run on the same hub.
+
+Hot paths take label children that are resolved once (`EventCounters`, `LabelCache`), so
+counting costs a dict lookup and prometheus_client's own increment.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from typing import Callable, Iterable, NamedTuple
+
+from prometheus_client import REGISTRY, Counter, Histogram, disable_created_metrics, make_wsgi_app
+from prometheus_client.core import GaugeMetricFamily
+
+log = logging.getLogger(__name__)
+
+# -- events in (shared.messaging.handlers) ------------------------------------------------------
+EVENT_LABELS = ("service", "event_type")
+EVENTS_HANDLED = Counter("companion_events_handled_total",
+                         "Events a handler applied successfully.", EVENT_LABELS)
+EVENTS_FAILED = Counter("companion_events_failed_total",
+                        "Handler attempts that raised (each is retried or parked).", EVENT_LABELS)
+EVENTS_RETRIED = Counter("companion_events_retried_total",
+                         "Failed events sent to a delay queue for another attempt.", EVENT_LABELS)
+EVENTS_PARKED = Counter("companion_events_parked_total",
+                        "Events parked in <service>.parked (attempts exhausted, or a body that "
+                        "does not match its contract).", EVENT_LABELS)
+EVENTS_DUPLICATE = Counter("companion_events_duplicate_total",
+                           "Deliveries skipped because the handler had already applied the "
+                           "event.", EVENT_LABELS)
+EVENTS_DEFERRED = Counter("companion_events_deferred_total",
+                          "Deliveries put off through a delay queue because another worker was "
+                          "applying the same event.", EVENT_LABELS)
+
+# -- events out (shared.outbox) -------------------------------------------------------------------
+OUTBOX_PUBLISHED = Counter("companion_outbox_published_total",
+                           "Events published from the outbox and confirmed by the broker.",
+                           ("service", "event_type"))
+OUTBOX_FAILURES = Counter("companion_outbox_publish_failures_total",
+                          "Events whose publish failed; they stay in the outbox and are "
+                          "published again.", ("service",))
+
+# -- webhook door (customer_sync) ------------------------------------------------------------------
+WEBHOOK_SECONDS = Histogram(
+    "companion_webhook_duration_seconds",
+    "Time from a webhook request reaching the entrypoint to its answer.",
+    ("store", "outcome", "status"),
+    buckets=(0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+             5.0),
+)
+
+# -- notifications -------------------------------------------------------------------------------
+NOTIFICATION_SENDS = Counter("companion_notification_sends_total",
+                             "How attempts to send a message ended, per channel.",
+                             ("channel", "outcome"))
+SEND_OUTCOMES = ("sent", "failed_transient", "failed_permanent", "unknown", "refused",
+                 "cancelled", "held")
+
+
+class LabelCache:
+    """Label children of one metric, resolved once per combination of label values.
+
+    Only for label values from a bounded set (services, event types, known stores)."""
+
+    def __init__(self, metric) -> None:
+        self.metric = metric
+        self._children: dict[tuple, object] = {}
+
+    def __call__(self, *values: str):
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self.metric.labels(*values)
+        return child
+
+
+class EventCounters(NamedTuple):
+    """One event handler's counters, bound to its service and event type."""
+
+    handled: object
+    failed: object
+    retried: object
+    parked: object
+    duplicate: object
+    deferred: object
+
+
+def event_counters(service: str, event_type: str) -> EventCounters:
+    """Resolve a handler's children once, at set-up; the series exist (at 0) from then on."""
+    return EventCounters(*(metric.labels(service, event_type) for metric in (
+        EVENTS_HANDLED, EVENTS_FAILED, EVENTS_RETRIED, EVENTS_PARKED, EVENTS_DUPLICATE,
+        EVENTS_DEFERRED)))
+
+
+_webhook_children = LabelCache(WEBHOOK_SECONDS)
+_send_children = LabelCache(NOTIFICATION_SENDS)
+_outbox_children = LabelCache(OUTBOX_PUBLISHED)
+_outbox_failure_children = LabelCache(OUTBOX_FAILURES)
+
+
+def observe_webhook(store: str, outcome: str, status: int, seconds: float) -> None:
+    _webhook_children(store, outcome, str(status)).observe(seconds)
+
+
+def count_send(channel: str, outcome: str) -> None:
+    _send_children(channel, outcome).inc()
+
+
+def count_published(service: str, event_types: Iterable[str]) -> None:
+    tally: dict[str, int] = {}
+    for event_type in event_types:
+        tally[event_type] = tally.get(event_type, 0) + 1
+    for event_type, count in tally.items():
+        _outbox_children(service, event_type).inc(count)
+
+
+def count_publish_failure(service: str, events: int) -> None:
+    _outbox_failure_children(service).inc(events)
+
+
+# -- parked messages waiting: the broker's queue depth, read when scraped ------------------------
+class ParkedDepthCollector:
+    """`companion_parked_messages{service}`: messages in `<service>.parked` right now.
+
+    Read from the broker at scrape time (a passive queue declare per service), so replays and
+    purges from the CLI, in another process, show at once. A broker that does not answer gives
+    no sample rather than a wrong one."""
+
+    def __init__(self, timeout: float = 2.0) -> None:
+        self.timeout = timeout
+        self._watched: dict[tuple[str, str], int] = {}  # (amqp_uri, service) -> references
+        self._lock = threading.Lock()
+
+    def watch(self, service: str, amqp_uri: str) -> None:
+        with self._lock:
+            key = (amqp_uri, service)
+            self._watched[key] = self._watched.get(key, 0) + 1
+
+    def unwatch(self, service: str, amqp_uri: str) -> None:
+        with self._lock:
+            key = (amqp_uri, service)
+            left = self._watched.get(key, 0) - 1
+            if left > 0:
+                self._watched[key] = left
+            else:
+                self._watched.pop(key, None)
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily("companion_parked_messages",
+                                 "Messages waiting in <service>.parked (broker queue depth).",
+                                 labels=["service"])
+
+    def describe(self):
+        # Registration asks for the names; answering here keeps it from scraping the broker.
+        yield self._family()
+
+    def collect(self):
+        family = self._family()
+        with self._lock:
+            watched = sorted(self._watched)
+        by_uri: dict[str, list[str]] = {}
+        for uri, service in watched:
+            by_uri.setdefault(uri, []).append(service)
+        for uri, services in by_uri.items():
+            for service, depth in self._depths(uri, services):
+                family.add_metric([service], depth)
+        yield family
+
+    def _depths(self, amqp_uri: str, services: list[str]) -> list[tuple[str, int]]:
+        from amqp.exceptions import NotFound
+        from kombu import Connection
+
+        from shared.messaging.handlers import parked_queue
+
+        found: list[tuple[str, int]] = []
+        try:
+            with Connection(amqp_uri, connect_timeout=self.timeout) as conn:
+                conn.ensure_connection(max_retries=1, timeout=self.timeout)
+                for service in services:
+                    channel = conn.channel()
+                    try:
+                        _, depth, _ = channel.queue_declare(parked_queue(service), passive=True)
+                    except NotFound:  # nothing was ever parked: the queue does not exist yet
+                        depth = 0
+                    finally:
+                        try:
+                            channel.close()
+                        except Exception:
+                            pass
+                    found.append((service, int(depth)))
+        except Exception as exc:  # broker unreachable: no sample beats a wrong one
+            log.warning("parked queue depth unavailable: %s", type(exc).__name__)
+        return found
+
+
+PARKED_DEPTH = ParkedDepthCollector()
+REGISTRY.register(PARKED_DEPTH)
+
+
+def watch_parked(service: str, amqp_uri: str) -> None:
+    PARKED_DEPTH.watch(service, amqp_uri)
+
+
+def unwatch_parked(service: str, amqp_uri: str) -> None:
+    PARKED_DEPTH.unwatch(service, amqp_uri)
+
+
+# -- the server ----------------------------------------------------------------------------------
+Readiness = Callable[[], dict]
+
+
+def _json(start_response, status: str, body: dict) -> list[bytes]:
+    payload = json.dumps(body, default=str).encode()
+    start_response(status, [("Content-Type", "application/json"),
+                            ("Content-Length", str(len(payload)))])
+    return [payload]
+
+
+def metrics_app(ready: Readiness | None = None, registry=REGISTRY) -> Callable:
+    """WSGI app: `/metrics` (Prometheus text or OpenMetrics), `/health/live`, `/health/ready`.
+
+    `ready()` answers `{"ready": bool, "checks": {...}}`; without it readiness is liveness."""
+    # The `*_created` timestamp series double the output and no dashboard here reads them.
+    disable_created_metrics()
+    exposition = make_wsgi_app(registry)
+
+    def app(environ, start_response):
+        path = environ.get("PATH_INFO") or "/"
+        if path == "/metrics":
+            return exposition(environ, start_response)
+        if environ.get("REQUEST_METHOD") != "GET":
+            return _json(start_response, "405 Method Not Allowed", {"error": "use GET"})
+        if path == "/health/live":
+            return _json(start_response, "200 OK", {"live": True})
+        if path == "/health/ready":
+            try:
+                state = ready() if ready is not None else {"ready": True, "checks": {}}
+            except Exception as exc:  # a check that breaks means "not ready", not a 500
+                state = {"ready": False, "checks": {}, "error": type(exc).__name__}
+            return _json(start_response, "200 OK" if state.get("ready") else
+                         "503 Service Unavailable", state)
+        return _json(start_response, "404 Not Found",
+                     {"error": "not found", "paths": ["/metrics", "/health/live", "/health/ready"]})
+
+    return app
+
+
+class MetricsServer:
+    """eventlet's WSGI server for `metrics_app`, in a green thread of this process."""
+
+    def __init__(self, port: int, host: str = "0.0.0.0", ready: Readiness | None = None) -> None:
+        self.host = host
+        self.port = port
+        self.ready = ready
+        self._socket = None
+        self._thread = None
+
+    def start(self) -> "MetricsServer":
+        import eventlet
+        import eventlet.wsgi
+
+        self._socket = eventlet.listen((self.host, self.port))
+        self.port = self._socket.getsockname()[1]  # port 0 in tests: the one the OS chose
+        self._thread = eventlet.spawn(eventlet.wsgi.server, self._socket, metrics_app(self.ready),
+                                      log_output=False, max_size=64)
+        return self
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._thread.kill()
+            self._thread = None
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None
+
+
+_server: MetricsServer | None = None
+
+
+def serve(port: int, ready: Readiness | None = None, host: str = "0.0.0.0") -> MetricsServer | None:
+    """Start this process's metrics server once (later calls get the same server). Port 0 (the
+    `METRICS_PORT=0` setting) disables it; a port in use is logged and not fatal, since the
+    services themselves work without it."""
+    global _server
+    if _server is not None and _server.running:
+        return _server
+    if not port:
+        log.info("metrics server disabled (METRICS_PORT=0)")
+        return None
+    try:
+        _server = MetricsServer(port, host, ready).start()
+    except OSError as exc:
+        log.error("metrics server could not listen on %s:%s: %s", host, port, exc)
+        return None
+    log.info("metrics and health on http://%s:%s/metrics", host, _server.port)
+    return _server
+
+
+def stop_serving() -> None:
+    global _server
+    if _server is not None:
+        _server.stop()
+        _server = None
