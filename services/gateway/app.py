@@ -46,11 +46,13 @@ def lookup_key(backends: Any, key: str) -> dict | None:
 
 class GatewayApp:
     def __init__(self, router: Router, authenticator: Authenticator, limiter: RateLimiter,
-                 max_body_bytes: int, settings: Any = None) -> None:
+                 max_body_bytes: int, max_import_bytes: int | None = None,
+                 settings: Any = None) -> None:
         self.router = router
         self.authenticator = authenticator
         self.limiter = limiter
         self.max_body_bytes = max_body_bytes
+        self.max_import_bytes = max_import_bytes or max_body_bytes
         self.settings = settings
 
     def handle(self, request: Request, backends: Any) -> Response:
@@ -75,7 +77,9 @@ class GatewayApp:
                     raise Problem(403, f"this key lacks the '{route.scope}' scope",
                                   kind="insufficient-scope", required_scope=route.scope)
             query = {p.name: p.parse(request.args) for p in route.query}
-            body = parse_json_body(route, request, self.max_body_bytes)
+            body = parse_json_body(route, request, self.max_body_bytes
+                                   if route.body_media_type == "application/json"
+                                   else self.max_import_bytes)
             context = Context(request=request, request_id=request_id, caller=caller,
                               backends=backends, path=path_values, query=query, body=body,
                               settings=self.settings)

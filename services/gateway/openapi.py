@@ -44,6 +44,9 @@ def operation(route: Route) -> dict:
                              "content": {route.body_media_type: {"schema": route.body}}}
     for status, schema in route.responses.items():
         content = {} if schema is None else {route.response_media_type: {"schema": schema}}
+        if schema is not None and route.alternative_content:
+            content.update({media: {"schema": alt}
+                            for media, alt in route.alternative_content.items()})
         op["responses"][str(status)] = {"description": "success", **(
             {"content": content} if content else {})}
     op["responses"]["default"] = _problem("an error, as RFC 7807 problem details")

@@ -111,6 +111,8 @@ class Route:
     body_media_type: str = "application/json"
     responses: dict[int, dict | None] = field(default_factory=dict)  # status -> JSON Schema
     response_media_type: str = "application/json"
+    # Several media types for one success status: {media type: JSON Schema}.
+    alternative_content: dict[str, dict] | None = None
     description: str = ""
 
     @property

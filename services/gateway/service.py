@@ -29,7 +29,8 @@ class GatewayAppProvider(DependencyProvider):
         self.app = GatewayApp(
             Router(build_routes()), Authenticator(config.float("GATEWAY_KEY_CACHE_SECONDS")),
             RateLimiter(config.int("GATEWAY_RATE_LIMIT_PER_MINUTE")),
-            max_body_bytes=config.int("GATEWAY_MAX_BODY_BYTES"), settings=config)
+            max_body_bytes=config.int("GATEWAY_MAX_BODY_BYTES"),
+            max_import_bytes=config.int("GATEWAY_MAX_IMPORT_BYTES"), settings=config)
 
     def get_dependency(self, worker_ctx) -> "GatewayAppProvider":
         return self

@@ -1,0 +1,100 @@
+"""GDPR requests and consent (the gdpr scope). gdpr's request RPCs are addressed by request id
+alone, so the gateway checks that a request belongs to the key's store before acting on it."""
+from __future__ import annotations
+
+from services.gateway import schemas as s
+from services.gateway.problems import Problem
+from services.gateway.routing import Context, Param, Reply, Route
+
+TYPES = ("access", "portability", "rectification", "erasure", "objection")
+STATES = ("received", "verified", "in_progress", "completed", "rejected")
+
+
+def _own_request(ctx: Context) -> dict:
+    request_id = ctx.path["request_id"]
+    found = ctx.call("gdpr", "get_request", request_id)
+    if found.get("store_id") != ctx.store_id:
+        raise Problem(404, f"no GDPR request {request_id}")
+    return found
+
+
+def submit(ctx: Context) -> Reply:
+    body = ctx.body
+    return Reply(ctx.call("gdpr", "submit_request", ctx.store_id, body["type"], body["email"],
+                          body.get("details"), ctx.actor), 201)
+
+
+def list_requests(ctx: Context) -> Reply:
+    return Reply(ctx.call("gdpr", "list_requests", ctx.store_id, ctx.query["state"]))
+
+
+def get_request(ctx: Context) -> Reply:
+    return Reply(_own_request(ctx))
+
+
+def verify(ctx: Context) -> Reply:
+    _own_request(ctx)
+    return Reply(ctx.call("gdpr", "verify_identity", ctx.path["request_id"], ctx.actor,
+                          (ctx.body or {}).get("note", "")))
+
+
+def reject(ctx: Context) -> Reply:
+    _own_request(ctx)
+    return Reply(ctx.call("gdpr", "reject_request", ctx.path["request_id"], ctx.body["reason"],
+                          ctx.actor))
+
+
+def download(ctx: Context) -> Reply:
+    _own_request(ctx)
+    return Reply(ctx.call("gdpr", "download_export", ctx.path["request_id"]))
+
+
+def get_consent(ctx: Context) -> Reply:
+    return Reply(ctx.call("gdpr", "get_consent", ctx.store_id, ctx.path["customer_id"]))
+
+
+def set_consent(ctx: Context) -> Reply:
+    body = ctx.body
+    return Reply(ctx.call("gdpr", "set_consent", ctx.store_id, ctx.path["customer_id"],
+                          body["purpose"], body["granted"], body.get("source", "operator"),
+                          ctx.actor, body.get("note", "")))
+
+
+GDPR_REQUEST = s.obj({"request_id": s.STRING, "store_id": s.STRING, "type": {"enum": list(TYPES)},
+                      "state": {"enum": list(STATES)}},
+                     {"due_at": s.NULLABLE_TIME, "overdue": s.BOOLEAN,
+                      "audit": {"type": "array"}})
+_R = "/gdpr/requests"
+
+ROUTES = [
+    Route("POST", _R, submit, "Record a data subject's request (due in 30 days; work starts "
+          "once their identity is verified)", "gdpr", scope="gdpr",
+          body=s.obj({"type": {"enum": list(TYPES)},
+                      "email": {"type": "string", "minLength": 3, "maxLength": 320}},
+                     {"details": {"type": "object"}}, additionalProperties=False),
+          responses={201: GDPR_REQUEST}),
+    Route("GET", _R, list_requests, "The store's requests, overdue first", "gdpr", scope="gdpr",
+          query=[Param("state", "only requests in this state", enum=STATES)],
+          responses={200: {"type": "array", "items": GDPR_REQUEST}}),
+    Route("GET", _R + "/<request_id>", get_request, "A request with its audit trail", "gdpr",
+          scope="gdpr", responses={200: GDPR_REQUEST}),
+    Route("POST", _R + "/<request_id>/verify", verify, "Confirm the requester's identity",
+          "gdpr", scope="gdpr", body=s.obj({}, {"note": {"type": "string", "maxLength": 2000}},
+                                           additionalProperties=False),
+          body_required=False, responses={200: GDPR_REQUEST}),
+    Route("POST", _R + "/<request_id>/reject", reject, "Refuse a request, with the reason",
+          "gdpr", scope="gdpr",
+          body=s.obj({"reason": {"type": "string", "minLength": 1, "maxLength": 2000}},
+                     additionalProperties=False),
+          responses={200: GDPR_REQUEST}),
+    Route("GET", _R + "/<request_id>/export", download, "The assembled access or portability "
+          "document", "gdpr", scope="gdpr", responses={200: s.ANY_OBJECT}),
+    Route("GET", "/customers/<customer_id>/consent", get_consent, "Consent per purpose, with "
+          "its history", "gdpr", scope="gdpr", responses={200: s.ANY_OBJECT}),
+    Route("PUT", "/customers/<customer_id>/consent", set_consent, "Record a consent change",
+          "gdpr", scope="gdpr",
+          body=s.obj({"purpose": s.STRING, "granted": s.BOOLEAN},
+                     {"source": {"type": "string", "maxLength": 100},
+                      "note": {"type": "string", "maxLength": 2000}}, additionalProperties=False),
+          responses={200: s.ANY_OBJECT}),
+]

@@ -1,0 +1,185 @@
+"""CSV import (checked, previewed, then applied) and streamed CSV or JSON export of customers."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from typing import Iterator
+
+from werkzeug.wrappers import Response
+
+from services.gateway import schemas as s
+from services.gateway.handlers.customers import (FILTER_PARAMS, SORT_VALUES, directory_filters,
+                                                 directory_sort)
+from services.gateway.problems import Problem
+from services.gateway.routing import Context, Param, Reply, Route
+
+log = logging.getLogger(__name__)
+
+MAX_IMPORT_ROWS = 10_000
+IMPORT_COLUMNS = ("email", "first_name", "last_name", "phone", "company", "billing_address_1",
+                  "billing_address_2", "billing_city", "billing_state", "billing_postcode",
+                  "billing_country")
+EXPORT_COLUMNS = ("customer_id", "first_name", "last_name", "email", "company", "city", "state",
+                  "country", "account_status", "segment", "tags", "groups", "orders_count",
+                  "total_spent", "currency", "last_order_at", "registered_at")
+_EXPORT_PAGE = 500
+
+
+def _header(name: str) -> str:
+    return name.strip().lower().replace(" ", "_").replace("-", "_")
+
+
+def parse_import(raw: bytes) -> tuple[list[dict], list[str]]:
+    """Rows as dicts with their line numbers, and the columns that were ignored."""
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise Problem(400, f"the file is not UTF-8 text (byte {exc.start})",
+                      kind="invalid-csv") from None
+    try:
+        reader = csv.reader(io.StringIO(text, newline=""))
+        header = next(reader, None)
+        if not header:
+            raise Problem(400, "the file is empty; the first line names the columns",
+                          kind="invalid-csv")
+        columns = [_header(h) for h in header]
+        if "email" not in columns:
+            raise Problem(400, "the file needs an 'email' column", kind="invalid-csv",
+                          errors={"email": ["column missing"]})
+        if len(set(columns)) != len(columns):
+            raise Problem(400, "a column is named twice", kind="invalid-csv")
+        ignored = [c for c in columns if c not in IMPORT_COLUMNS]
+        rows = []
+        for values in reader:
+            if not any(v.strip() for v in values):
+                continue
+            if len(rows) >= MAX_IMPORT_ROWS:
+                raise Problem(413, f"at most {MAX_IMPORT_ROWS} rows per import; split the file",
+                              kind="too-many-rows")
+            row = {"line": reader.line_num}
+            for column, value in zip(columns, values):
+                if column in IMPORT_COLUMNS:
+                    row[column] = value.strip()
+            if len(values) != len(columns):
+                row["column_count"] = len(values)
+            rows.append(row)
+    except csv.Error as exc:
+        raise Problem(400, f"the file is not valid CSV: {exc}", kind="invalid-csv") from None
+    return rows, ignored
+
+
+def import_customers(ctx: Context) -> Reply:
+    rows, ignored = parse_import(ctx.body)
+    if not rows:
+        raise Problem(400, "the file has no rows below its header", kind="invalid-csv")
+    answer = ctx.call("customer_sync", "import_customers", ctx.store_id, rows,
+                      ctx.query["apply"], ctx.actor)
+    return Reply({**answer, "applied": ctx.query["apply"], "ignored_columns": ignored})
+
+
+def _safe_cell(value) -> str:
+    """Spreadsheets run cells that start with = + - @ as formulas: defuse them."""
+    text = "" if value is None else str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def export_row(item: dict) -> dict:
+    stats = item.get("stats") or {}
+    spent = stats.get("total_spent") or {}
+    return {
+        "customer_id": item["customer_id"], "first_name": item.get("first_name", ""),
+        "last_name": item.get("last_name", ""), "email": item.get("email") or "",
+        "company": item.get("company", ""), "city": item.get("city", ""),
+        "state": item.get("state", ""), "country": item.get("country", ""),
+        "account_status": item.get("account_status", ""), "segment": item.get("segment") or "",
+        "tags": ";".join(item.get("tags") or []), "groups": ";".join(item.get("groups") or []),
+        "orders_count": stats.get("orders_count", 0), "total_spent": spent.get("amount", 0),
+        "currency": spent.get("currency", ""), "last_order_at": stats.get("last_order_at") or "",
+        "registered_at": item.get("registered_at") or "",
+    }
+
+
+def _pages(ctx: Context) -> Iterator[dict]:
+    filters, sort = directory_filters(ctx.query), directory_sort(ctx.query["sort"])
+    cursor = None
+    while True:
+        answer = ctx.call("segmentation", "search_customers", ctx.store_id, filters, sort,
+                          {"size": _EXPORT_PAGE, "cursor": cursor})
+        yield from answer["items"]
+        cursor = answer.get("next_cursor")
+        if not cursor:
+            return
+
+
+def export_customers(ctx: Context) -> Response:
+    # The first page is read before answering, so a bad filter or a service that is down is
+    # a proper problem response rather than a broken download.
+    pages = _pages(ctx)
+    first = next(pages, None)
+    fmt = ctx.query["format"]
+
+    def items() -> Iterator[dict]:
+        if first is not None:
+            yield first
+            yield from pages
+
+    def csv_body() -> Iterator[str]:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=EXPORT_COLUMNS, lineterminator="\r\n")
+        writer.writeheader()
+        for count, item in enumerate(_guarded(items(), ctx), 1):
+            writer.writerow({k: _safe_cell(v) for k, v in export_row(item).items()})
+            if count % 100 == 0:
+                yield buffer.getvalue()
+                buffer.seek(0)
+                buffer.truncate()
+        yield buffer.getvalue()
+
+    def json_body() -> Iterator[str]:
+        yield "["
+        for count, item in enumerate(_guarded(items(), ctx)):
+            yield ("," if count else "") + json.dumps(item, default=str)
+        yield "]"
+
+    name = f"customers-{ctx.store_id}.{fmt}"
+    return Response(csv_body() if fmt == "csv" else json_body(),
+                    mimetype="text/csv" if fmt == "csv" else "application/json",
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+def _guarded(items: Iterator[dict], ctx: Context) -> Iterator[dict]:
+    """Once streaming has begun the status is sent: a failure can only cut the file short, so
+    it is logged with the request id (the file then lacks its closing lines)."""
+    try:
+        yield from items
+    except Problem as problem:
+        log.error("export for request %s stopped: %s", ctx.request_id, problem.detail)
+
+
+ROUTES = [
+    Route("POST", "/imports/customers", import_customers, "Import customers from CSV: checked "
+          "row by row, duplicates reported; a preview unless apply=true", "customers",
+          scope="write", body={"type": "string", "description": "CSV with a header line; "
+                               "columns: " + ", ".join(IMPORT_COLUMNS)},
+          body_media_type="text/csv",
+          query=[Param("apply", "import the valid new rows (otherwise only a preview)",
+                       "boolean", default=False)],
+          responses={200: s.obj({"rows": {"type": "array", "items": s.obj(
+              {"line": s.INTEGER, "outcome": s.STRING}, {"email": s.STRING,
+                                                         "errors": s.ANY_OBJECT})},
+              "summary": s.ANY_OBJECT, "applied": s.BOOLEAN,
+              "ignored_columns": {"type": "array", "items": s.STRING}})}),
+    Route("GET", "/exports/customers", export_customers, "Export customers (any filter of the "
+          "list), streamed as CSV or JSON", "customers",
+          query=FILTER_PARAMS + [
+              Param("sort", "sort field; a leading - sorts descending", enum=SORT_VALUES,
+                    default="-registered"),
+              Param("format", "csv or json", enum=("csv", "json"), default="csv")],
+          responses={200: {"type": "string", "description": "CSV with a header line: "
+                           + ", ".join(EXPORT_COLUMNS)}},
+          response_media_type="text/csv",
+          alternative_content={"application/json": {"type": "array", "items": s.CUSTOMER_ROW}},
+          description="`format=json` answers application/json: an array of the list's rows."),
+]
