@@ -73,8 +73,8 @@ def listing_keys(contact: dict | None, stats: dict | None) -> dict:
     if isinstance(last_order, str):
         last_order = datetime.fromisoformat(last_order)
     return {
-        # last name, then first name; "\x00" keeps ("smith", "al") before ("smithe", ...)
-        "name": f"{last}\x00{first}" if (first or last) else "",
+        # last name, then first name; "\x01" keeps ("smith", "al") before ("smithe", ...)
+        "name": f"{last}\x01{first}" if (first or last) else "",
         "search": full_name(contact).lower(),
         "email": (contact.get("email_key") or "").lower(),
         "city": (contact.get("city") or "").strip().lower(),

@@ -210,7 +210,7 @@ def page_through(storage, filters=None, sort=None, size=37) -> list[str]:
 def expected_order(people: list[Person], field_name: str, direction: str) -> list[str]:
     lowest = datetime(1970, 1, 1, tzinfo=timezone.utc)
     keys = {
-        "name": lambda p: f"{p.last.lower()}\x00{p.first.lower()}" if (p.first or p.last) else "",
+        "name": lambda p: f"{p.last.lower()}\x01{p.first.lower()}" if (p.first or p.last) else "",
         "total_spent": lambda p: p.total_spent,
         "orders": lambda p: len(p.orders),
         "last_order": lambda p: ms(p.last_order) or lowest,
@@ -475,7 +475,7 @@ def test_the_contact_keeps_what_the_list_shows_and_change_detection_holds(empty)
         "postcode": "", "country": "GB", "account_status": "active", "registered": True,
         "email_domain": "example.com"}
     assert directory.aware_ms(contact["date_created"]) == ms(ada.date_created)
-    assert doc["listing"]["name"] == "lovelace\x00ada"
+    assert doc["listing"]["name"] == "lovelace\x01ada"
     version = doc["version"]
     # the same contact again (a redelivery, or a change to a field not kept) writes nothing
     profiles.apply_customer_event(customer_event(ada, T0 + timedelta(minutes=1),
@@ -491,7 +491,7 @@ def test_the_contact_keeps_what_the_list_shows_and_change_detection_holds(empty)
     profiles.apply_customer_event(customer_event(newer, T0 + timedelta(minutes=2),
                                                  "customer.updated"))
     doc = storage.profiles.get(STORE, "c1")
-    assert doc["version"] == version + 1 and doc["listing"]["name"] == "king\x00ada"
+    assert doc["version"] == version + 1 and doc["listing"]["name"] == "king\x01ada"
     row = search(storage, {"q": "ada king", "account_status": "inactive"})["items"][0]
     assert row["last_name"] == "King" and row["account_status"] == "inactive"
 
