@@ -13,6 +13,10 @@ without changing what any query returns:
   order, so results are exactly mongomock's;
 * a query on a plain `_id` reads that one document;
 * TTL expiry runs at most once a second per collection;
+* a sorted find whose sort key holds one family of plain values (numbers, strings, times) in
+  every matching document sorts with Python's own comparison, in the same stable order
+  (mongomock dispatched on BSON types in every comparison: seconds for a sorted page of a
+  5,000-customer list);
 * a cursor read straight through streams its documents, copying one at a time (mongomock
   copied the whole result into a list first, then re-sliced that list per document);
 * where YIELD_PER_OPERATION is set (the test suite sets it), every collection operation first
@@ -302,12 +306,61 @@ def install() -> None:
     mm_collection.Cursor.__next__ = cursor_next
     mm_collection.Cursor.next = cursor_next
     Collection._iter_documents = iter_documents
+    Collection._get_dataset = _native_sort_dataset(Collection._get_dataset)
     Collection._ensure_uniques = ensure_uniques
     if YIELD_PER_OPERATION and _green():
         for name in _ROUND_TRIPS:
             setattr(Collection, name, _yielding(getattr(Collection, name)))
     Collection._update = _field_snapshot_update(Collection._update)
     _installed = True
+
+
+def _sort_kind(value: Any) -> Any:
+    """The family a sort value compares within natively, as BSON compares it; None when only
+    mongomock's own comparison will do (missing, null, arrays, documents, booleans, ...)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    from datetime import datetime
+
+    if isinstance(value, datetime):
+        return "naive" if value.tzinfo is None else "aware"
+    return None
+
+
+def _native_sort_dataset(original):
+    """mongomock's find, sorting with Python's own comparison where every document holds a
+    plain value of one family (numbers, strings, times) for the sort key: the same order,
+    since BSON compares such values as Python does, and sorted() is stable either way. With
+    thousands of documents mongomock's per-comparison BSON type dispatch made a sorted page of
+    a customer list take seconds; any other key keeps mongomock's own comparison."""
+    from mongomock import filtering
+
+    def get_dataset(self, spec, sort, fields, as_class):
+        items = list(sort.items() if isinstance(sort, dict) else sort or ())
+        if not items or any(str(key).startswith("$") for key, _ in items):
+            yield from original(self, spec, sort, fields, as_class)
+            return
+        documents = list(self._iter_documents(spec))
+        for key, direction in reversed(items):
+            values = [filtering.resolve_key(key, doc) for doc in documents]
+            kinds = {_sort_kind(v) for v in values}
+            if len(kinds) == 1 and None not in kinds:
+                order = sorted(range(len(documents)), key=values.__getitem__,
+                               reverse=direction < 0)
+                documents = [documents[i] for i in order]
+            else:
+                documents = sorted(documents,
+                                   key=lambda doc: filtering.resolve_sort_key(key, doc),
+                                   reverse=direction < 0)
+        for document in documents:
+            yield self._copy_only_fields(document, fields, as_class)
+
+    get_dataset.__doc__ = original.__doc__
+    return get_dataset
 
 
 def _green() -> bool:

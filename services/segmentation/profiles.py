@@ -21,6 +21,7 @@ from pymongo import UpdateOne
 from shared.errors import Conflict
 from shared.events import Event, build_event
 from shared.outbox import push_events
+from services.segmentation import directory
 from services.segmentation import rules as rule_engine
 from services.segmentation import stats as st
 from services.segmentation.repository import ACTIVE, SegmentationStorage, utcnow
@@ -38,7 +39,7 @@ DELETED, MERGED, ERASED = "deleted", "merged", "erased"
 # Everything an erasure removes: every field of a profile but its key and the marker itself.
 _PERSONAL_FIELDS = ("orders", "contact", "tags", "groups", "tag_list", "group_list", "segment",
                     "stats", "rfm", "evaluated_at", "created_at", "merged_into", "deleted_at",
-                    "outbox")
+                    "listing", "outbox")
 
 
 class ConcurrentChange(RuntimeError):
@@ -60,6 +61,38 @@ def _aware(value):
 def _iso(value) -> str | None:
     value = _aware(value)
     return value.isoformat() if isinstance(value, datetime) else value
+
+
+def contact_facts(data: dict) -> dict:
+    """What a profile keeps of a `customer.*` event's contact fields: what the customer list
+    (directory.py) shows and filters on, and what rules see (country, email domain). Names,
+    email and company fall back to the billing address (a guest has only that)."""
+    billing = data.get("billing") or {}
+
+    def text(value) -> str:
+        return (value or "").strip() if isinstance(value, str) else ""
+
+    email = text(data.get("email")) or text(billing.get("email"))
+    email_key = email.lower()
+    return {
+        "first_name": text(data.get("first_name")) or text(billing.get("first_name")),
+        "last_name": text(data.get("last_name")) or text(billing.get("last_name")),
+        "email": email, "email_key": email_key,
+        "email_domain": email_key.rsplit("@", 1)[-1] if "@" in email_key else "",
+        "company": text(data.get("company")) or text(billing.get("company")),
+        "city": text(billing.get("city")), "state": text(billing.get("state")),
+        "postcode": text(billing.get("postcode")),
+        "country": text(billing.get("country")).upper(),
+        "account_status": data.get("account_status") or ACTIVE,
+        "registered": bool(data.get("registered")),
+        "date_created": directory.aware_ms(data.get("date_created")),
+    }
+
+
+def _comparable(contact: dict) -> dict:
+    """Contact facts as compared: a stored copy's times may come back naive."""
+    return {k: (directory.aware_ms(v) if isinstance(v, datetime) else v)
+            for k, v in contact.items()}
 
 
 def order_facts(doc: dict) -> list[st.OrderFact]:
@@ -143,11 +176,7 @@ class Profiles:
 
     def apply_customer_event(self, event: Event) -> ProfileChange:
         data = event.data
-        email = (data.get("email") or "").strip().lower()
-        billing = data.get("billing") or {}
-        contact = {"email_domain": email.rsplit("@", 1)[-1] if "@" in email else "",
-                   "country": (billing.get("country") or "").upper(),
-                   "registered": bool(data.get("registered")), "as_of": event.occurred_at}
+        contact = {**contact_facts(data), "as_of": event.occurred_at}
 
         def change(doc: dict) -> bool:
             held = doc.get("contact") or {}
@@ -157,8 +186,8 @@ class Profiles:
                 if _aware(doc.get("deleted_at")) >= event.occurred_at:
                     return False  # older than the deletion: delivered late
                 doc["status"], doc["deleted_at"] = ACTIVE, None  # the shop has them again
-            elif {k: held.get(k) for k in contact if k != "as_of"} == \
-                    {k: v for k, v in contact.items() if k != "as_of"}:
+            elif _comparable({k: held.get(k) for k in contact if k != "as_of"}) == \
+                    _comparable({k: v for k, v in contact.items() if k != "as_of"}):
                 return False
             doc["contact"] = contact
             return True
@@ -307,8 +336,12 @@ class Profiles:
                 continue        # here; the event that created it evaluated it already
             before = _before(doc)
             old = (doc.get("stats"), doc.get("rfm"), doc.get("segment"))
+            old_listing = doc.get("listing")
             events = self._derive(doc, before, context, None, None, False, stats=stats)
-            if events or (doc.get("stats"), doc.get("rfm"), doc.get("segment")) != old:
+            if events or (doc.get("stats"), doc.get("rfm"), doc.get("segment")) != old or \
+                    not directory.same_listing(old_listing,
+                                               directory.listing_keys(doc.get("contact"),
+                                                                      doc.get("stats"))):
                 counts["changed"] += 1
                 counts["events"] += len(events)
                 derived = {k: v for k, v in self._fields(doc).items()
@@ -394,6 +427,8 @@ class Profiles:
         fields["deleted_at"] = working.get("deleted_at")
         fields["tag_list"] = sorted(working.get("tags") or {})
         fields["group_list"] = sorted(working.get("groups") or {})
+        # the customer list's sort and filter keys (directory.py), kept with what they derive from
+        fields["listing"] = directory.listing_keys(working.get("contact"), working.get("stats"))
         fields["evaluated_at"] = self.clock()
         return fields
 

@@ -12,6 +12,7 @@ from pymongo import ASCENDING
 from pymongo.collection import Collection
 from pymongo.database import Database
 
+from services.segmentation.directory import ensure_indexes as directory_indexes
 from shared.erasure import ErasureReceipts
 from shared.versioned import VersionedRepository
 
@@ -30,6 +31,7 @@ class ProfileRepository(VersionedRepository):
         c.create_index([("store_id", ASCENDING), ("segment", ASCENDING)])
         c.create_index([("store_id", ASCENDING), ("tag_list", ASCENDING)])
         c.create_index([("store_id", ASCENDING), ("group_list", ASCENDING)])
+        directory_indexes(c)  # the customer list's sorts
 
     @staticmethod
     def key(store_id: str, customer_id: str) -> str:

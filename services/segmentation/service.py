@@ -243,8 +243,30 @@ class SegmentationService(DataOwnerRpc):
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def list_groups(self, store_id: str) -> list:
-        return list(self.storage.groups.find({"store_id": store_id}, {"_id": 0, "store_id": 0})
-                    .sort("slug", 1))
+        """Saved groups by slug, each with `customers`: how many active customers are in it."""
+        from services.segmentation.directory import member_counts
+
+        counts = member_counts(self.storage.profiles.collection, store_id, "group_list")
+        return [{**group, "customers": counts.get(group["slug"], 0)}
+                for group in self.storage.groups.find({"store_id": store_id},
+                                                      {"_id": 0, "store_id": 0}).sort("slug", 1)]
+
+    # -- the customer list (the gateway's directory) ------------------------------------------
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def search_customers(self, store_id: str, filters: dict | None = None,
+                         sort: dict | None = None, page: dict | None = None) -> dict:
+        """A page of the store's active customers, filtered by contact fields, segment, tags,
+        groups and stats, sorted, with a keyset cursor: {"items", "next_cursor", "total"}."""
+        from services.segmentation.directory import search_customers
+
+        return search_customers(self.storage.profiles.collection, store_id, filters, sort, page)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def list_tags(self, store_id: str) -> list:
+        """Every tag active customers hold (manual or rule), with `customers` counts, by tag."""
+        from services.segmentation.directory import list_tags
+
+        return list_tags(self.storage.profiles.collection, store_id)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def add_to_group(self, store_id: str, customer_ids: list, group: str,

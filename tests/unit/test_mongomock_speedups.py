@@ -148,3 +148,36 @@ def test_numeric_path_parts_as_keys_and_as_indexes():
     assert coll.update_one({"_id": 1}, {"$set": {"items.1.n": 5}}).modified_count == 1
     doc = coll.find_one({"_id": 1})
     assert doc["orders"] == {"123": {"n": 2}} and doc["items"] == [{"n": 1}, {"n": 5}]
+
+
+SORTS = [
+    [("s", 1)], [("s", -1), ("_id", -1)], [("n", 1), ("_id", 1)], [("opt", -1)],
+    [("arr", 1), ("_id", -1)], [("sub.k", -1), ("n", 1)], [("when", 1), ("_id", 1)],
+    [("when", -1), ("_id", -1)], [("score", 1)], [("score", -1), ("s", 1)], [("mixed", 1)],
+]
+
+
+@pytest.mark.parametrize("sort", SORTS, ids=str)
+def test_sorted_finds_order_as_mongomock_compares(sort):
+    """Native sorting (one family of plain values per key) gives mongomock's own order, ties
+    kept stable; keys with missing, null, array, boolean or mixed values keep mongomock's way."""
+    from datetime import datetime, timedelta
+
+    from mongomock.filtering import resolve_sort_key
+
+    install()
+    docs = seeded_docs()
+    rng = random.Random(9)
+    for doc in docs:
+        doc["when"] = datetime(2026, 1, 1) + timedelta(days=rng.randint(0, 20))  # ties too
+        doc["score"] = rng.choice([1, 2.5, -3, 2, 2.0, 10**12])
+        doc["mixed"] = rng.choice([1, "1", None, datetime(2026, 1, 1), True])
+    coll = mongomock.MongoClient().db.c
+    coll.insert_many([dict(d) for d in docs])
+    expected = list(docs)
+    for key, direction in reversed(sort):  # mongomock's own algorithm, by brute force
+        expected = sorted(expected, key=lambda d: resolve_sort_key(key, d), reverse=direction < 0)
+    query = {"s": {"$in": ["a", "b", "c"]}}
+    assert [d["_id"] for d in coll.find(query).sort(sort)] == [d["_id"] for d in expected]
+    assert [d["_id"] for d in coll.find(query).sort(sort).skip(5).limit(7)] == \
+        [d["_id"] for d in expected][5:12]

@@ -191,8 +191,15 @@ def test_erasure_leaves_a_marker_holding_nothing_and_late_events_do_not_recreate
     profiles.apply_customer_event(customer_event("customer.created", "c1", T0))
     profiles.apply_order_event(order_event("1", "c1", 600_000))  # a VIP, tagged by a person too
     profiles.set_tags("s1", "c1", add=["gift"])
+    # the profile now holds the name and email the customer list shows (and its sort keys)
+    from shared.personal_data import search_personal_data
+    terms = ["Lovelace", "ada@example.com"]
+    assert storage.profiles.get("s1", "c1")["contact"]["last_name"] == "Lovelace"
+    assert search_personal_data(storage.database, "s1", terms) == [
+        {"collection": "profiles", "count": 1}]
     counts = profiles.erase("s1", ["c1", "never-seen"], "req-1")
     assert counts == {"profiles": 1}
+    assert search_personal_data(storage.database, "s1", terms) == []
     for customer_id in ("c1", "never-seen"):
         doc = storage.profiles.collection.find_one({"_id": f"s1:{customer_id}"})
         assert doc["status"] == "erased" and doc["erasure_request_id"] == "req-1"
