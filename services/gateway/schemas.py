@@ -42,8 +42,10 @@ PROBLEM = obj({"type": STRING, "title": STRING, "status": INTEGER, "detail": STR
 
 ADDRESS = {"type": "object", "additionalProperties": {"type": ["string", "null"]}}
 
+# A customer without orders has no currency yet: {"amount": 0, "currency": null}.
+STATS_MONEY = nullable(obj({"amount": INTEGER, "currency": NULLABLE_STRING}))
 STATS = obj({"orders_count": INTEGER},
-            {"total_spent": NULLABLE_MONEY, "average_order_value": NULLABLE_MONEY,
+            {"total_spent": STATS_MONEY, "average_order_value": STATS_MONEY,
              "last_order_at": NULLABLE_TIME})
 
 CUSTOMER_ROW = obj(
