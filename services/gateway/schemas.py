@@ -36,8 +36,9 @@ NULLABLE_MONEY = nullable(MONEY)
 
 PROBLEM = obj({"type": STRING, "title": STRING, "status": INTEGER, "detail": STRING,
                "instance": STRING, "request_id": STRING},
-              {"errors": {"type": "object",
-                          "additionalProperties": {"type": "array", "items": STRING}}},
+              {"errors": {"type": "object", "description": "the failing fields: field name to "
+                          "its messages (nested objects for nested fields)",
+                          "additionalProperties": {"type": ["array", "object"]}}},
               description="RFC 7807 problem details")
 
 ADDRESS = {"type": "object", "additionalProperties": {"type": ["string", "null"]}}

@@ -218,3 +218,125 @@ def test_an_operator_makes_the_first_admin_key_with_the_cli(system, capsys):
     assert main(amqp + ["keys", "create", "--store", STORE, "--name", "x",
                         "--scopes", "root"]) == 1
     assert "unknown scope" in capsys.readouterr().err
+
+
+# -- the list, its filters and sorts, and export, against a seeded store --------------------
+PEOPLE = [  # woo id, first, last, city, country, registered (days ago), order totals
+    (101, "Ada", "Lovelace", "London", "GB", 400, ["120.00", "80.00"]),
+    (102, "Grace", "Hopper", "New York", "US", 300, ["15.50"]),
+    (103, "Alan", "Turing", "Manchester", "GB", 200, []),
+    (104, "Edsger", "Dijkstra", "Austin", "US", 100, ["999.99", "10.00", "5.00"]),
+    (105, "Barbara", "Liskov", "Boston", "US", 50, ["42.00"]),
+]
+
+
+def _days_ago(days: int) -> str:
+    return (datetime.now(timezone.utc) - timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def seeded_store(system) -> dict[str, str]:
+    """Five customers through signed webhooks, in every service; their ids by last name."""
+    for woo_id, first, last, city, country, registered, totals in PEOPLE:
+        email = f"{first.lower()}@example.org"
+        billing = payloads.address(email, first_name=first, last_name=last, city=city,
+                                   country=country)
+        system.webhook("customer.created", payloads.customer(
+            woo_id=woo_id, email=email, first_name=first, last_name=last,
+            date_created=_days_ago(registered), date_created_gmt=_days_ago(registered),
+            modified=_days_ago(registered), billing=billing))
+        for n, total in enumerate(totals):
+            system.webhook("order.created", payloads.order(
+                woo_id * 10 + n, customer_id=woo_id, email=email, total=total, billing=billing,
+                date_created_gmt=_days_ago(registered - 10 - n), modified=_days_ago(5)))
+    ids: dict[str, str] = {}
+
+    def listed():
+        answer = system.rpc.segmentation.search_customers(STORE, {}, None, {"size": 50})
+        rows = answer["items"]
+        orders = {r["last_name"]: (r["stats"] or {}).get("orders_count", 0) for r in rows}
+        expected = {p[2]: len(p[6]) for p in PEOPLE}
+        if orders == expected:
+            ids.update({r["last_name"]: r["customer_id"] for r in rows})
+            return True
+        return False
+
+    wait_until(listed, timeout=30, message="all five customers listed with their orders")
+    return ids
+
+
+def _names(response) -> list[str]:
+    assert response.status_code == 200, response.text
+    return [row["last_name"] for row in response.json()["items"]]
+
+
+def test_the_list_filters_and_sorts_a_seeded_store(system):
+    ids = seeded_store(system)
+    client = system.client("read")
+    assert _names(client.get("/customers?sort=name")) == [
+        "Dijkstra", "Hopper", "Liskov", "Lovelace", "Turing"]
+    assert _names(client.get("/customers?sort=-total_spent")) == [
+        "Dijkstra", "Lovelace", "Liskov", "Hopper", "Turing"]
+    assert _names(client.get("/customers?sort=-registered")) == [
+        "Liskov", "Dijkstra", "Turing", "Hopper", "Lovelace"]
+    assert _names(client.get("/customers?sort=-orders"))[:2] == ["Dijkstra", "Lovelace"]
+    assert _names(client.get("/customers?q=GRACE")) == ["Hopper"]
+    assert _names(client.get("/customers?q=example.org&country=GB&sort=name")) == [
+        "Lovelace", "Turing"]
+    assert _names(client.get("/customers?city=boston")) == ["Liskov"]
+    assert _names(client.get("/customers?total_spent_min=10000&sort=name")) == [
+        "Dijkstra", "Lovelace"]
+    assert _names(client.get("/customers?total_spent_max=5000&orders_min=1&sort=name")) == [
+        "Hopper", "Liskov"]
+    assert _names(client.get("/customers?orders_min=3")) == ["Dijkstra"]
+    after = (datetime.now(timezone.utc) - timedelta(days=250)).isoformat()
+    assert _names(client.get("/customers", params={"registered_after": after,
+                                                     "sort": "registered"})) == [
+        "Turing", "Dijkstra", "Liskov"]
+    # paging: two at a time, every customer once, with a Link to the next page
+    seen, path = [], "/customers?sort=name&limit=2"
+    while True:
+        page = client.get(path)
+        seen += _names(page)
+        if not page.json()["next_cursor"]:
+            break
+        assert page.json()["total"] == 5 and 'rel="next"' in page.headers["Link"]
+        path = "/customers?sort=name&limit=2&cursor=" + page.json()["next_cursor"]
+    assert seen == ["Dijkstra", "Hopper", "Liskov", "Lovelace", "Turing"]
+    # a cursor made for one sort is refused for another
+    cursor = client.get("/customers?sort=name&limit=2").json()["next_cursor"]
+    refused = client.get(f"/customers?sort=-total_spent&limit=2&cursor={cursor}")
+    assert refused.status_code == 400
+    # tags and status filters, set through the API
+    writer = system.client("write")
+    assert writer.post(f"/customers/{ids['Hopper']}/tags", json={"tags": ["wholesale"]}
+                       ).status_code == 200
+    assert writer.post(f"/customers/{ids['Turing']}/tags", json={"tags": ["wholesale", "vip-x"]}
+                       ).status_code == 200
+    wait_until(lambda: len(client.get("/customers?tag=wholesale").json()["items"]) == 2,
+               message="the tags in the list")
+    assert _names(client.get("/customers?tag=wholesale&tag=vip-x")) == ["Turing"]
+    tags = {t["tag"]: t["customers"] for t in client.get("/tags").json()}
+    assert tags["wholesale"] == 2 and tags["vip-x"] == 1
+
+
+def test_export_streams_csv_and_json_that_match_the_list(system):
+    import csv
+    import io
+
+    seeded_store(system)
+    client = system.client("read")
+    listed = client.get("/customers?sort=name&country=US").json()["items"]
+    as_json = client.get("/exports/customers?format=json&sort=name&country=US")
+    assert as_json.status_code == 200 and as_json.headers["Content-Type"].startswith(
+        "application/json")
+    assert as_json.json() == listed
+    as_csv = client.get("/exports/customers?sort=name&country=US")
+    assert as_csv.headers["Content-Type"].startswith("text/csv")
+    assert "attachment" in as_csv.headers["Content-Disposition"]
+    rows = list(csv.DictReader(io.StringIO(as_csv.text)))
+    assert [r["last_name"] for r in rows] == ["Dijkstra", "Hopper", "Liskov"]
+    dijkstra = rows[0]
+    assert dijkstra["total_spent"] == "101499" and dijkstra["currency"] == "EUR"
+    assert dijkstra["orders_count"] == "3" and dijkstra["email"] == "edsger@example.org"
+    bad = client.get("/exports/customers?format=xml")
+    assert bad.status_code == 400
