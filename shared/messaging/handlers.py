@@ -36,6 +36,7 @@ from shared.events import Event, InvalidEvent, parse_event
 from shared.idempotency import Claim, ProcessedEvents
 from shared.logs import log_context
 from shared.messaging.publisher import ConfirmingPublisher, OutgoingMessage
+from shared.messaging.queues import queue_arguments, queue_type
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,13 @@ def retry_queue(queue: str, delay_ms: int) -> str:
     return f"{queue}.retry.{delay_ms}"
 
 
+def retry_exchange(service_name: str) -> str:
+    """The direct exchange a service's retries and parked messages go through: the service's
+    broker user may publish there and not to the default exchange, which reaches any queue
+    (deploy/README.md, broker users)."""
+    return f"{service_name}.retry"
+
+
 def retry_delay_ms(delays_ms: list[int], attempt: int) -> int:
     """Back-off before retry number `attempt` (1-based); the last delay repeats."""
     return delays_ms[min(attempt, len(delays_ms)) - 1]
@@ -69,7 +77,10 @@ class RetryBroker(SharedExtension):
     """One confirming publisher per container for retries and parking."""
 
     def setup(self) -> None:
-        self.publisher = ConfirmingPublisher(self.container.config["AMQP_URI"])
+        config = self.container.config
+        self.publisher = ConfirmingPublisher(config["AMQP_URI"], ssl=config.get("AMQP_SSL"))
+        self.queue_type = queue_type(from_nameko(config))
+        self.exchange = retry_exchange(self.container.service_name)
 
     def stop(self) -> None:
         self.publisher.close()
@@ -81,18 +92,20 @@ class RetryBroker(SharedExtension):
         name = retry_queue(queue, delay_ms)
         self.publisher.declare_queue(
             name,
-            arguments={
+            arguments=queue_arguments(self.queue_type, {
                 "x-message-ttl": delay_ms,
                 "x-dead-letter-exchange": "",
                 "x-dead-letter-routing-key": queue,
-            },
+            }),
+            bind_to=self.exchange,
         )
-        self.publisher.publish_batch([OutgoingMessage("", name, body, headers=headers)])
+        self.publisher.publish_batch([OutgoingMessage(self.exchange, name, body, headers=headers)])
 
     def park(self, service_name: str, body: dict, headers: dict) -> None:
         name = parked_queue(service_name)
-        self.publisher.declare_queue(name)
-        self.publisher.publish_batch([OutgoingMessage("", name, body, headers=headers)])
+        self.publisher.declare_queue(name, arguments=queue_arguments(self.queue_type),
+                                     bind_to=self.exchange)
+        self.publisher.publish_batch([OutgoingMessage(self.exchange, name, body, headers=headers)])
 
 
 class ReliableEventHandler(EventHandler):

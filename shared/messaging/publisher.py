@@ -113,7 +113,10 @@ class ConfirmingPublisher:
             channel.exchange_declare(name, type_, durable=True, auto_delete=False)
             self._declared.add(name)
 
-    def declare_queue(self, name: str, arguments: dict | None = None) -> None:
+    def declare_queue(self, name: str, arguments: dict | None = None,
+                      bind_to: str | None = None) -> None:
+        """A durable queue; with `bind_to`, bound to that durable direct exchange under its
+        own name (so publishing needs no right to the default exchange)."""
         with self._lock:
             try:
                 channel = self._connect()
@@ -121,6 +124,9 @@ class ConfirmingPublisher:
                 if key not in self._declared:
                     channel.queue_declare(name, durable=True, auto_delete=False,
                                           arguments=arguments or {})
+                    if bind_to:
+                        self._declare_exchange(channel, bind_to, "direct")
+                        channel.queue_bind(name, bind_to, routing_key=name)
                     self._declared.add(key)
             except (OSError, amqp.exceptions.AMQPError) as exc:
                 self._reset()
