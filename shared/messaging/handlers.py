@@ -58,13 +58,15 @@ def parked_queue(service_name: str) -> str:
 
 
 def retry_queue(queue: str, delay_ms: int) -> str:
-    return f"{queue}.retry.{delay_ms}"
+    # `ms` marks the queues that dead-letter through `<service>.retry`; queues named
+    # `<queue>.retry.<n>` (dead-lettering through the default exchange) predate it.
+    return f"{queue}.retry.{delay_ms}ms"
 
 
 def retry_exchange(service_name: str) -> str:
-    """The direct exchange a service's retries and parked messages go through: the service's
-    broker user may publish there and not to the default exchange, which reaches any queue
-    (deploy/README.md, broker users)."""
+    """The direct exchange a service's retries, their way back and parked messages go
+    through: the service's broker user may publish there and not to the default exchange,
+    which reaches any queue (deploy/README.md, broker users)."""
     return f"{service_name}.retry"
 
 
@@ -90,11 +92,12 @@ class RetryBroker(SharedExtension):
 
     def schedule_retry(self, queue: str, body: dict, headers: dict, delay_ms: int) -> None:
         name = retry_queue(queue, delay_ms)
+        self.publisher.bind_queue(queue, self.exchange)  # the way back when the delay expires
         self.publisher.declare_queue(
             name,
             arguments=queue_arguments(self.queue_type, {
                 "x-message-ttl": delay_ms,
-                "x-dead-letter-exchange": "",
+                "x-dead-letter-exchange": self.exchange,
                 "x-dead-letter-routing-key": queue,
             }),
             bind_to=self.exchange,

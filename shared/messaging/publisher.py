@@ -124,13 +124,28 @@ class ConfirmingPublisher:
                 if key not in self._declared:
                     channel.queue_declare(name, durable=True, auto_delete=False,
                                           arguments=arguments or {})
-                    if bind_to:
-                        self._declare_exchange(channel, bind_to, "direct")
-                        channel.queue_bind(name, bind_to, routing_key=name)
                     self._declared.add(key)
+                if bind_to:
+                    self._bind(channel, name, bind_to)
             except (OSError, amqp.exceptions.AMQPError) as exc:
                 self._reset()
                 raise PublishError(f"declaring queue {name} failed: {exc!r}") from exc
+
+    def bind_queue(self, name: str, exchange: str) -> None:
+        """Bind an existing queue to a durable direct exchange under the queue's own name."""
+        with self._lock:
+            try:
+                self._bind(self._connect(), name, exchange)
+            except (OSError, amqp.exceptions.AMQPError) as exc:
+                self._reset()
+                raise PublishError(f"binding queue {name} failed: {exc!r}") from exc
+
+    def _bind(self, channel: amqp.Channel, name: str, exchange: str) -> None:
+        key = f"bind:{exchange}:{name}"
+        if key not in self._declared:
+            self._declare_exchange(channel, exchange, "direct")
+            channel.queue_bind(name, exchange, routing_key=name)
+            self._declared.add(key)
 
     def publish_batch(self, messages: list[OutgoingMessage]) -> None:
         """Publish every message and wait until the broker has confirmed them all."""
