@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-unit test-integration venv bench-webhooks bench-segmentation bench-loyalty bench-notifications clean
+.PHONY: run test test-unit test-integration venv up down logs docker-check bench-webhooks bench-segmentation bench-loyalty bench-notifications clean
 
 $(STAMP): requirements.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is required (set PYTHON=...)"; exit 1; }
@@ -45,6 +45,24 @@ bench-notifications: $(STAMP)
 ## recompute_store over 100,000 customers and 400,000 orders (mongomock): time and memory.
 bench-segmentation: $(STAMP)
 	$(PY) -m bench.segmentation
+
+## Docker: build the image and start everything in the background (needs .env: copy
+## .env.example and set the passwords); `make logs` follows them, `make down` stops them.
+DOCKER_COMPOSE ?= docker compose
+
+docker-check:
+	@command -v docker >/dev/null 2>&1 || { echo "docker is not installed (or not on PATH): see https://docs.docker.com/engine/install/ (make run starts the services without it)"; exit 1; }
+	@docker compose version >/dev/null 2>&1 || { echo "docker compose v2 is required (docker compose version failed)"; exit 1; }
+
+up: docker-check
+	@test -f .env || { echo ".env is missing: cp .env.example .env and set its passwords"; exit 1; }
+	$(DOCKER_COMPOSE) up -d --build
+
+down: docker-check
+	$(DOCKER_COMPOSE) down
+
+logs: docker-check
+	$(DOCKER_COMPOSE) logs -f --tail=200
 
 clean:
 	rm -rf $(VENV)

@@ -71,7 +71,19 @@ class ProgressBar:
 def _rpc(args):
     from nameko.standalone.rpc import ClusterRpcProxy
 
-    return ClusterRpcProxy({"AMQP_URI": args.amqp_uri}, timeout=args.timeout)
+    return ClusterRpcProxy({"AMQP_URI": args.amqp_uri, "AMQP_SSL": _amqp_ssl(args)},
+                           timeout=args.timeout)
+
+
+def _amqp_ssl(args):
+    """TLS options for --amqp-uri, with the AMQP_SSL_* files from the environment."""
+    from shared.tls import amqp_ssl_options
+
+    try:
+        return amqp_ssl_options(Config(AMQP_URI=args.amqp_uri))
+    except ValueError as exc:
+        print(f"bad configuration: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
 
 
 def _secret(env_name: str, prompt: str) -> str:
@@ -151,7 +163,7 @@ def cmd_backfill(args) -> int:
 def cmd_dlq(args) -> int:
     from shared.messaging.parking import ParkedMessages
 
-    parking = ParkedMessages(args.amqp_uri)
+    parking = ParkedMessages(args.amqp_uri, _amqp_ssl(args))
     ids = set(args.id) if args.id else None
     if args.action in ("replay", "purge") and ids is None and not args.all:
         print("name messages with --id, or pass --all", file=sys.stderr)

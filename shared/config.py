@@ -134,6 +134,24 @@ SETTINGS: tuple[Setting, ...] = (
             "Its user (empty: the user in RABBITMQ_MANAGEMENT_URL, else in AMQP_URI)."),
     Setting("RABBITMQ_MANAGEMENT_PASSWORD", "",
             "Its password (secret; empty: as for the user)."),
+    # -- deployment: queue type and TLS (deploy/README.md) ------------------------------------
+    Setting("AMQP_QUEUE_TYPE", "classic",
+            "Type of the durable queues the services declare (RPC, event handlers, retries, "
+            "parked): `classic`, or `quorum` on a RabbitMQ cluster. Per-process reply queues "
+            "stay classic."),
+    Setting("AMQP_SSL_CA_FILE", "",
+            "CA bundle (PEM) that verifies the broker's certificate; needs an `amqps://` "
+            "AMQP_URI. Empty with `amqps://`: the system's CAs."),
+    Setting("AMQP_SSL_CERT_FILE", "",
+            "Client certificate (PEM) presented to the broker (mutual TLS); needs "
+            "AMQP_SSL_KEY_FILE."),
+    Setting("AMQP_SSL_KEY_FILE", "", "Private key (PEM) of AMQP_SSL_CERT_FILE."),
+    Setting("MONGO_TLS_CA_FILE", "",
+            "CA bundle (PEM) that verifies MongoDB's certificate; turns TLS on (as does "
+            "`tls=true` in MONGO_URI)."),
+    Setting("MONGO_TLS_CERT_KEY_FILE", "",
+            "Client certificate and its key in one PEM file, presented to MongoDB (x.509 or "
+            "mutual TLS); turns TLS on."),
 )
 
 _DEFAULTS = {s.name: s.default for s in SETTINGS}
@@ -184,6 +202,13 @@ class Config:
         config["WEB_SERVER_ADDRESS"] = self.get("WEB_SERVER_ADDRESS")
         config["max_workers"] = self.int("MAX_WORKERS")
         config["serializer"] = "json"
+        from shared.messaging.queues import queue_type
+        from shared.tls import amqp_ssl_options
+
+        queue_type(self)  # refuse an unknown queue type at start-up, not at the first declare
+        config["AMQP_SSL"] = amqp_ssl_options(self)
+        # Declares nameko's own `rpc-<service>` and event queues with AMQP_QUEUE_TYPE.
+        config["SERVICE_CONTAINER_CLS"] = "shared.messaging.queues.TypedQueuesContainer"
         config.update(extra)
         return config
 

@@ -42,7 +42,8 @@ class OutboxRelayProvider(DependencyProvider):
         config = from_nameko(self.container.config)
         self.interval = config.float("OUTBOX_SWEEP_SECONDS")
         self.batch_size = config.int("OUTBOX_BATCH_SIZE")
-        self.publisher = ConfirmingPublisher(config.get("AMQP_URI"))
+        self.publisher = ConfirmingPublisher(config.get("AMQP_URI"),
+                                             ssl=self.container.config.get("AMQP_SSL"))
         self._wake = eventlet.event.Event()
 
     def start(self) -> None:

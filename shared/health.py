@@ -9,19 +9,20 @@ from pymongo.database import Database
 from werkzeug.wrappers import Response
 
 from shared.mongo import ping
+from shared.tls import amqp_ssl_options
 
 
-def broker_reachable(amqp_uri: str, timeout: float = 3.0) -> bool:
+def broker_reachable(amqp_uri: str, timeout: float = 3.0, ssl: dict | None = None) -> bool:
     try:
-        with Connection(amqp_uri, connect_timeout=timeout) as conn:
+        with Connection(amqp_uri, ssl=ssl, connect_timeout=timeout) as conn:
             conn.ensure_connection(max_retries=1, timeout=timeout)
         return True
     except Exception:  # any failure to connect means "not ready"
         return False
 
 
-def readiness(amqp_uri: str, database: Database) -> dict:
-    checks = {"broker": broker_reachable(amqp_uri), "database": ping(database)}
+def readiness(amqp_uri: str, database: Database, ssl: dict | None = None) -> dict:
+    checks = {"broker": broker_reachable(amqp_uri, ssl=ssl), "database": ping(database)}
     return {"ready": all(checks.values()), "checks": checks}
 
 
@@ -58,5 +59,6 @@ class HealthEndpoints:
 
     @_http("GET", "/health/ready")
     def ready(self, request) -> Response:
-        state = readiness(self.settings.get("AMQP_URI"), self.storage.database)
+        state = readiness(self.settings.get("AMQP_URI"), self.storage.database,
+                          amqp_ssl_options(self.settings))
         return json_response(200 if state["ready"] else 503, {**state, "service": self.name})

@@ -13,13 +13,16 @@ def main(argv: list[str] | None = None) -> int:
     from nameko.standalone.rpc import ClusterRpcProxy
 
     from shared.config import Config
+    from shared.tls import amqp_ssl_options
 
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
         print("usage: python -m shared.healthcheck SERVICE", file=sys.stderr)
         return 2
     try:
-        with ClusterRpcProxy({"AMQP_URI": Config().get("AMQP_URI")}, timeout=10) as rpc:
+        config = Config()
+        proxy_config = {"AMQP_URI": config.get("AMQP_URI"), "AMQP_SSL": amqp_ssl_options(config)}
+        with ClusterRpcProxy(proxy_config, timeout=10) as rpc:
             state = getattr(rpc, args[0]).health()
     except Exception as exc:  # unreachable, timed out, unknown service: all "not healthy"
         print(f"{args[0]}: not answering ({type(exc).__name__})", file=sys.stderr)

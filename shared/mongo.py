@@ -20,9 +20,10 @@ _mock_clients: dict[str, object] = {}
 _mock_lock = threading.Lock()
 
 
-def connect(uri: str) -> MongoClient:
+def connect(uri: str, **options: object) -> MongoClient:
     """A client for `uri`. `mongomock://NAME` gives the in-memory server NAME, shared by every
-    caller in this process (so a test and the services it starts see the same data)."""
+    caller in this process (so a test and the services it starts see the same data).
+    `options` are MongoClient's (TLS files: `shared.tls.mongo_tls_options`)."""
     if uri.startswith(MOCK_SCHEME):
         import mongomock
 
@@ -36,7 +37,7 @@ def connect(uri: str) -> MongoClient:
                 _mock_clients[name] = mongomock.MongoClient()
             return _mock_clients[name]  # type: ignore[return-value]
     # Fail fast at start-up rather than on the first request.
-    return MongoClient(uri, serverSelectionTimeoutMS=5000, tz_aware=True)
+    return MongoClient(uri, serverSelectionTimeoutMS=5000, tz_aware=True, **options)
 
 
 def forget_mock(uri: str) -> None:
@@ -52,7 +53,9 @@ def is_mock(uri: str) -> bool:
 
 def service_database(config: Config, service_name: str) -> Database:
     """The database a service owns: one per service, named `<prefix><service>`."""
-    client = connect(config.get("MONGO_URI"))
+    from shared.tls import mongo_tls_options
+
+    client = connect(config.get("MONGO_URI"), **mongo_tls_options(config))
     return client[f"{config.get('MONGO_DB_PREFIX')}{service_name}"]
 
 

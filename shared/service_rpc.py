@@ -10,6 +10,7 @@ from nameko.rpc import rpc
 from shared.errors import EXPECTED_ERRORS
 from shared.health import readiness
 from shared.personal_data import search
+from shared.tls import amqp_ssl_options
 
 
 class HealthRpc:
@@ -17,7 +18,8 @@ class HealthRpc:
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def health(self) -> dict:
-        return {**readiness(self.settings.get("AMQP_URI"), self.storage.database),
+        return {**readiness(self.settings.get("AMQP_URI"), self.storage.database,
+                            amqp_ssl_options(self.settings)),
                 "service": self.name}
 
 
@@ -34,6 +36,7 @@ class DataOwnerRpc(HealthRpc):
         """shared.erasure.DropParked for this service's own parked queue."""
         from shared.messaging.parking import ParkedMessages
 
-        dropped = ParkedMessages(self.settings.get("AMQP_URI")).drop_where(
+        dropped = ParkedMessages(self.settings.get("AMQP_URI"),
+                                 amqp_ssl_options(self.settings)).drop_where(
             self.name, lambda parked: matches(parked.body))
         return len(dropped)

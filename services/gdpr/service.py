@@ -18,6 +18,7 @@ from shared.errors import EXPECTED_ERRORS, NotFound
 from shared.messaging.handlers import event_handler
 from shared.mongo import MongoStorage
 from shared.service_rpc import HealthRpc
+from shared.tls import amqp_ssl_options
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,8 @@ class GdprService(HealthRpc):
     @ConfiguredTimer.decorator(interval=60)
     def process(self) -> None:
         timeout = self.settings.float("GDPR_RPC_TIMEOUT_SECONDS")
-        config = {"AMQP_URI": self.settings.get("AMQP_URI"), "serializer": "json"}
+        config = {"AMQP_URI": self.settings.get("AMQP_URI"), "serializer": "json",
+                  "AMQP_SSL": amqp_ssl_options(self.settings)}
         services = RpcServices(config, timeout)
         desk = self._desk()
         desk.import_shop_erasures(services)

@@ -37,6 +37,7 @@ from shared.events import Event, InvalidEvent, parse_event
 from shared.idempotency import Claim, ProcessedEvents
 from shared.logs import log_context
 from shared.messaging.publisher import ConfirmingPublisher, OutgoingMessage
+from shared.messaging.queues import queue_arguments, queue_type
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,16 @@ def parked_queue(service_name: str) -> str:
 
 
 def retry_queue(queue: str, delay_ms: int) -> str:
-    return f"{queue}.retry.{delay_ms}"
+    # `ms` marks the queues that dead-letter through `<service>.retry`; queues named
+    # `<queue>.retry.<n>` (dead-lettering through the default exchange) predate it.
+    return f"{queue}.retry.{delay_ms}ms"
+
+
+def retry_exchange(service_name: str) -> str:
+    """The direct exchange a service's retries, their way back and parked messages go
+    through: the service's broker user may publish there and not to the default exchange,
+    which reaches any queue (deploy/README.md, broker users)."""
+    return f"{service_name}.retry"
 
 
 def retry_delay_ms(delays_ms: list[int], attempt: int) -> int:
@@ -70,8 +80,11 @@ class RetryBroker(SharedExtension):
     """One confirming publisher per container for retries and parking."""
 
     def setup(self) -> None:
-        self.publisher = ConfirmingPublisher(self.container.config["AMQP_URI"])
-        metrics.watch_parked(self.container.service_name, self.container.config["AMQP_URI"])
+        config = self.container.config
+        self.publisher = ConfirmingPublisher(config["AMQP_URI"], ssl=config.get("AMQP_SSL"))
+        self.queue_type = queue_type(from_nameko(config))
+        self.exchange = retry_exchange(self.container.service_name)
+        metrics.watch_parked(self.container.service_name, config["AMQP_URI"])
 
     def stop(self) -> None:
         metrics.unwatch_parked(self.container.service_name, self.container.config["AMQP_URI"])
@@ -83,20 +96,23 @@ class RetryBroker(SharedExtension):
 
     def schedule_retry(self, queue: str, body: dict, headers: dict, delay_ms: int) -> None:
         name = retry_queue(queue, delay_ms)
+        self.publisher.bind_queue(queue, self.exchange)  # the way back when the delay expires
         self.publisher.declare_queue(
             name,
-            arguments={
+            arguments=queue_arguments(self.queue_type, {
                 "x-message-ttl": delay_ms,
-                "x-dead-letter-exchange": "",
+                "x-dead-letter-exchange": self.exchange,
                 "x-dead-letter-routing-key": queue,
-            },
+            }),
+            bind_to=self.exchange,
         )
-        self.publisher.publish_batch([OutgoingMessage("", name, body, headers=headers)])
+        self.publisher.publish_batch([OutgoingMessage(self.exchange, name, body, headers=headers)])
 
     def park(self, service_name: str, body: dict, headers: dict) -> None:
         name = parked_queue(service_name)
-        self.publisher.declare_queue(name)
-        self.publisher.publish_batch([OutgoingMessage("", name, body, headers=headers)])
+        self.publisher.declare_queue(name, arguments=queue_arguments(self.queue_type),
+                                     bind_to=self.exchange)
+        self.publisher.publish_batch([OutgoingMessage(self.exchange, name, body, headers=headers)])
 
 
 class ReliableEventHandler(EventHandler):

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable
 
+import amqp
 from kombu import Connection
 
 from shared.messaging.handlers import (
@@ -92,19 +93,25 @@ def _decode(message) -> ParkedMessage:
 class ParkedMessages:
     """Operator access to a service's parked queue."""
 
-    def __init__(self, amqp_uri: str) -> None:
+    def __init__(self, amqp_uri: str, ssl: dict | None = None) -> None:
         self.amqp_uri = amqp_uri
+        self.ssl = ssl
 
     def _walk(self, service: str, decide: Callable[[ParkedMessage], bool],
               act: Callable[[ParkedMessage], None] | None) -> list[ParkedMessage]:
         """Take every parked message; for those `decide` selects, run `act` then acknowledge
         (remove); everything else returns to the queue when the channel closes."""
         selected: list[ParkedMessage] = []
-        with Connection(self.amqp_uri, connect_timeout=10) as conn:
+        with Connection(self.amqp_uri, ssl=self.ssl, connect_timeout=10) as conn:
             channel = conn.channel()
             try:
-                _, count, _ = channel.queue_declare(parked_queue(service), durable=True,
-                                                    auto_delete=False)
+                # Passive: whatever its type (classic or quorum), and nothing to park yet when
+                # the service never parked anything.
+                try:
+                    _, count, _ = channel.queue_declare(parked_queue(service), passive=True)
+                except amqp.exceptions.NotFound:
+                    channel = conn.channel()
+                    return selected
                 for _ in range(count):
                     raw = channel.basic_get(parked_queue(service), no_ack=False)
                     if raw is None:
@@ -128,7 +135,7 @@ class ParkedMessages:
 
     def replay(self, service: str, park_ids: set[str] | None = None) -> list[ParkedMessage]:
         """Send the selected (default: all) parked messages back to their handler's queue."""
-        publisher = ConfirmingPublisher(self.amqp_uri)
+        publisher = ConfirmingPublisher(self.amqp_uri, ssl=self.ssl)
 
         def resend(parked: ParkedMessage) -> None:
             headers = {k: v for k, v in parked.headers.items() if k not in _FAILURE_HEADERS}

@@ -113,7 +113,10 @@ class ConfirmingPublisher:
             channel.exchange_declare(name, type_, durable=True, auto_delete=False)
             self._declared.add(name)
 
-    def declare_queue(self, name: str, arguments: dict | None = None) -> None:
+    def declare_queue(self, name: str, arguments: dict | None = None,
+                      bind_to: str | None = None) -> None:
+        """A durable queue; with `bind_to`, bound to that durable direct exchange under its
+        own name (so publishing needs no right to the default exchange)."""
         with self._lock:
             try:
                 channel = self._connect()
@@ -122,9 +125,27 @@ class ConfirmingPublisher:
                     channel.queue_declare(name, durable=True, auto_delete=False,
                                           arguments=arguments or {})
                     self._declared.add(key)
+                if bind_to:
+                    self._bind(channel, name, bind_to)
             except (OSError, amqp.exceptions.AMQPError) as exc:
                 self._reset()
                 raise PublishError(f"declaring queue {name} failed: {exc!r}") from exc
+
+    def bind_queue(self, name: str, exchange: str) -> None:
+        """Bind an existing queue to a durable direct exchange under the queue's own name."""
+        with self._lock:
+            try:
+                self._bind(self._connect(), name, exchange)
+            except (OSError, amqp.exceptions.AMQPError) as exc:
+                self._reset()
+                raise PublishError(f"binding queue {name} failed: {exc!r}") from exc
+
+    def _bind(self, channel: amqp.Channel, name: str, exchange: str) -> None:
+        key = f"bind:{exchange}:{name}"
+        if key not in self._declared:
+            self._declare_exchange(channel, exchange, "direct")
+            channel.queue_bind(name, exchange, routing_key=name)
+            self._declared.add(key)
 
     def publish_batch(self, messages: list[OutgoingMessage]) -> None:
         """Publish every message and wait until the broker has confirmed them all."""

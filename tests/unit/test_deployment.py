@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 
 from services.runner import SERVICES
@@ -20,7 +21,8 @@ def test_every_compose_service_has_an_image_or_build_a_healthcheck_and_a_restart
     assert {"rabbitmq", "mongo"} <= set(services)
     for name, spec in services.items():
         assert spec.get("image") or spec.get("build"), f"{name} has neither image nor build"
-        assert spec.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+        if name not in ONE_SHOT:
+            assert spec.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
         assert spec.get("restart"), f"{name} has no restart policy"
 
 
@@ -50,3 +52,115 @@ def test_readme_documents_every_setting():
     readme = (ROOT / "README.md").read_text()
     missing = [s.name for s in SETTINGS if f"`{s.name}`" not in readme]
     assert not missing, f"README.md does not document: {missing}"
+
+
+# -- the whole deployment: compose files, .env.example, production files ----------------------
+import re  # noqa: E402
+
+PRODUCTION = ROOT / "deploy" / "docker-compose.production.yml"
+# Jobs that run once and exit (a healthcheck means nothing for them); services wait for them
+# with `service_completed_successfully`.
+ONE_SHOT = {"broker-users", "mongo-init"}
+DEPLOYED = set(SERVICES) | {"gateway"}
+
+
+def production() -> dict:
+    return yaml.safe_load(PRODUCTION.read_text())
+
+
+def _named_volumes(spec: dict) -> set[str]:
+    names = set()
+    for mount in spec.get("volumes", []):
+        source = mount.split(":", 1)[0] if isinstance(mount, str) else mount.get("source", "")
+        if source and not source.startswith((".", "/")):
+            names.add(source)
+    return names
+
+
+@pytest.mark.parametrize("load", [compose, production], ids=["local", "production"])
+def test_every_container_is_healthchecked_restarted_and_its_volumes_declared(load):
+    doc = load()
+    declared = set(doc.get("volumes") or {})
+    for name, spec in doc["services"].items():
+        assert spec.get("restart"), f"{name} has no restart policy"
+        if name not in ONE_SHOT:
+            assert spec.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+        missing = _named_volumes(spec) - declared
+        assert not missing, f"{name} mounts undeclared volumes {missing}"
+    for job in ONE_SHOT & set(doc["services"]):
+        waiting = [n for n, s in doc["services"].items()
+                   if s.get("depends_on", {}).get(job, {}).get("condition")
+                   == "service_completed_successfully"]
+        assert waiting, f"nothing waits for {job}"
+
+
+@pytest.mark.parametrize("load", [compose, production], ids=["local", "production"])
+def test_every_service_and_the_gateway_run_under_their_own_broker_user(load):
+    services = load()["services"]
+    for name in DEPLOYED:
+        spec = services[name]
+        assert spec["command"] == ["python", "-m", "services", name]
+        assert spec["image"] == "woo-companion:latest"
+        uri = spec["environment"]["AMQP_URI"]
+        # Each host of a failover list logs in as the service itself, in the companion vhost.
+        for part in uri.split(";"):
+            assert re.match(rf"amqps?://{name}:\$\{{BROKER_PASSWORD_{name.upper()}:\?", part), part
+            assert part.endswith("/companion")
+        assert "9102" in [str(p) for p in spec.get("expose", [])], f"{name}: metrics port"
+        assert spec["depends_on"]["broker-users"]["condition"] == "service_completed_successfully"
+        test = spec["healthcheck"]["test"]
+        assert test[-1] == name or "/health/ready" in test[-1]
+    users = services["broker-users"]
+    assert users["command"] == ["python", "-m", "shared.broker_permissions", "apply"]
+    assert {k for k in users["environment"] if k.startswith("BROKER_PASSWORD_")} == {
+        f"BROKER_PASSWORD_{n.upper()}" for n in DEPLOYED | {"operator"}}
+
+
+def test_every_variable_compose_reads_is_in_env_example_with_a_comment():
+    lines = (ROOT / ".env.example").read_text().splitlines()
+    documented = {}
+    for i, line in enumerate(lines):
+        match = re.match(r"([A-Z][A-Z0-9_]*)=", line)
+        if match:
+            documented[match.group(1)] = i > 0 and lines[i - 1].startswith("#")
+    used = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", (ROOT / "docker-compose.yml").read_text()))
+    assert used - set(documented) == set(), "compose reads variables .env.example lacks"
+    assert all(documented[name] for name in used), "each variable needs a comment above it"
+    assert not any("=" in l and re.search(r"(?i)password=.{1,}", l)
+                   and "change-me" not in l for l in lines), "a real-looking secret"
+
+
+def test_production_is_clustered_replicated_and_tls():
+    services = production()["services"]
+    conf = (ROOT / "deploy" / "rabbitmq" / "rabbitmq.conf").read_text()
+    assert "peer_discovery_backend = classic_config" in conf
+    nodes = re.findall(r"classic_config\.nodes\.\d+ = rabbit@(\S+)", conf)
+    assert sorted(nodes) == ["rabbitmq-1", "rabbitmq-2", "rabbitmq-3"]
+    assert {services[n]["hostname"] for n in nodes} == set(nodes)
+    members = [n for n in services if n.startswith("mongo-") and n != "mongo-init"]
+    assert len(members) == 3 and all("--replSet" in services[m]["command"] for m in members)
+    init = (ROOT / "deploy" / "mongo" / "init-replica-set.js").read_text()
+    assert all(f'"{m}:27017"' in init for m in members)
+    for name in DEPLOYED:
+        env = services[name]["environment"]
+        assert env["AMQP_QUEUE_TYPE"] == "quorum"
+        assert env["AMQP_URI"].startswith("amqps://") and env["AMQP_SSL_CA_FILE"]
+        assert "replicaSet=rs0" in env["MONGO_URI"] and env["MONGO_TLS_CA_FILE"]
+        assert str(services[name]["deploy"]["replicas"]).startswith("${")
+        assert set(env) - {"AMQP_URI"} <= {s.name for s in SETTINGS} or name == "gateway"
+
+
+def test_makefile_has_up_down_logs_that_check_for_docker():
+    makefile = (ROOT / "Makefile").read_text()
+    assert "up -d --build" in makefile
+    for target in ("up", "down", "logs"):
+        assert re.search(rf"^{target}: docker-check", makefile, re.M), target
+    assert "command -v docker" in makefile
+
+
+def test_the_readme_points_to_the_deployment_guide():
+    assert "deploy/README.md" in (ROOT / "README.md").read_text()
+    guide = (ROOT / "deploy" / "README.md").read_text()
+    for topic in ("quorum", "replica set", "broker_permissions", "AMQP_SSL_CA_FILE",
+                  "MONGO_TLS_CA_FILE", "replicas"):
+        assert topic in guide, topic

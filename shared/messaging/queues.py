@@ -1,0 +1,81 @@
+"""The type of the durable queues the services declare: classic, or quorum on a cluster.
+
+Quorum queues are replicated across a RabbitMQ cluster (Raft), so a node's loss loses no
+message. They must be durable and neither exclusive nor auto-delete, and RabbitMQ refuses to
+redeclare one without `x-queue-type` (PRECONDITION_FAILED), so every declaration of the same
+queue must say the same type: `queue_arguments` is the one place that says it.
+
+nameko declares two of the queues itself (`rpc-<service>`, and each event handler's
+`evt-<source>-<type>--<service>.<method>`). `TypedQueuesContainer` (nameko's
+SERVICE_CONTAINER_CLS, set by `Config.nameko_config`) adds the arguments to those after the
+extensions are set up and before their consumers declare anything, without forking nameko.
+Per-process reply queues (`rpc.reply-...`) stay classic: they live as long as one process.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+from kombu import Queue
+from nameko.containers import ServiceContainer
+from nameko.events import EventHandler
+from nameko.rpc import RpcConsumer
+
+QUEUE_TYPES = ("classic", "quorum")
+# RabbitMQ 4 gives quorum queues a delivery limit of 20 by default and then drops the message
+# (no dead-letter exchange here). Our handlers give a message back to its queue during a
+# database outage, once a second, and `companion dlq list` returns what it peeks at: both
+# count as deliveries. Failures are counted by our own retry header instead, so the broker's
+# limit is set far out of reach (about eleven days of one-second outage requeues).
+QUORUM_DELIVERY_LIMIT = 1_000_000
+
+
+def queue_type(config) -> str:
+    """AMQP_QUEUE_TYPE, checked. `config` is a shared.config.Config."""
+    value = config.get("AMQP_QUEUE_TYPE").strip().lower()
+    if value not in QUEUE_TYPES:
+        raise ValueError(f"AMQP_QUEUE_TYPE must be one of {', '.join(QUEUE_TYPES)}, "
+                         f"got {value!r}")
+    return value
+
+
+def queue_arguments(kind: str, base: Mapping[str, object] | None = None) -> dict:
+    """Declaration arguments of a durable queue of type `kind`, on top of `base` (TTL,
+    dead-lettering). Classic adds nothing, so queues declared before this setting existed
+    stay equivalent."""
+    arguments = dict(base or {})
+    if kind == "quorum":
+        arguments["x-queue-type"] = "quorum"
+        arguments["x-delivery-limit"] = QUORUM_DELIVERY_LIMIT
+    return arguments
+
+
+def typed_queue(queue: Queue, kind: str) -> None:
+    """Make nameko's durable, shared queue of type `kind` (in place, before it is declared)."""
+    if kind == "classic":
+        return
+    if not queue.durable or queue.exclusive or queue.auto_delete:
+        raise ValueError(f"queue {queue.name} cannot be a {kind} queue: it must be durable, "
+                         "not exclusive and not auto-delete")
+    queue.queue_arguments = queue_arguments(kind, queue.queue_arguments)
+
+
+class TypedQueuesContainer(ServiceContainer):
+    """nameko's container, declaring its RPC and event-handler queues as AMQP_QUEUE_TYPE."""
+
+    def start(self) -> None:
+        # nameko 2.14's ServiceContainer.start is these two steps; the queues exist as kombu
+        # objects after set-up and are declared by the QueueConsumer when it starts.
+        from shared.config import from_nameko
+
+        kind = queue_type(from_nameko(self.config))
+        self.started = True
+        self.extensions.all.setup()
+        for extension in self.extensions:
+            queue = getattr(extension, "queue", None)
+            if not isinstance(queue, Queue):
+                continue
+            if isinstance(extension, RpcConsumer) or (
+                    isinstance(extension, EventHandler) and queue.durable
+                    and not queue.exclusive and not queue.auto_delete):
+                typed_queue(queue, kind)
+        self.extensions.all.start()

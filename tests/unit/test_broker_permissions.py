@@ -1,0 +1,96 @@
+"""The broker users derived from the code: who may emit what and call what."""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from shared.broker_permissions import (
+    GATEWAY_EXCLUDED_METHODS, OPERATOR, definitions, derive_roles, grant, main, password_hash,
+)
+from shared.events import CATALOGUE
+
+GDPR_SERVICES = ("customer_sync", "segmentation", "loyalty", "notifications")
+
+
+@pytest.fixture(scope="module")
+def roles():
+    return derive_roles(GDPR_SERVICES)
+
+
+def test_every_event_in_the_catalogue_has_a_publisher_and_only_its_own(roles):
+    publishers = {t: {r.user for r in roles.values() if r.may_publish(t)} for t, _ in CATALOGUE}
+    assert all(publishers.values()), f"events nobody may publish: {publishers}"
+    assert publishers["customer.created"] == {"customer_sync"}
+    assert publishers["gdpr.erasure_requested"] == {"gdpr"}
+    assert publishers["consent.changed"] == {"gdpr", "notifications"}
+    # Every data owner confirms its erasure on the gdpr exchange.
+    assert publishers["gdpr.erasure_completed"] == set(GDPR_SERVICES)
+    assert roles["gateway"].publishes == ()
+
+
+def test_rpc_calls_are_what_each_caller_needs(roles):
+    gdpr = roles["gdpr"]
+    for service in GDPR_SERVICES:
+        assert gdpr.may_call(service, "export_customer")
+        assert gdpr.may_call(service, "search_personal_data")
+    assert gdpr.may_call("customer_sync", "rectify_customer")
+    assert not gdpr.may_call("loyalty", "redeem")
+    # A data owner asks nobody but itself (its container's healthcheck).
+    assert roles["segmentation"].calls == ("segmentation.health",)
+    gateway = roles["gateway"]
+    assert gateway.may_call("loyalty", "redeem") and gateway.may_call("gdpr", "submit_request")
+    assert not any(gateway.may_call("customer_sync", m) for m in GATEWAY_EXCLUDED_METHODS)
+    assert roles[OPERATOR].may_call("loyalty", "adjust")
+
+
+def test_permissions_name_only_the_services_own_queues(roles):
+    loyalty = grant(roles["loyalty"])
+    configure = re.compile(loyalty.configure)
+    assert configure.match("rpc-loyalty")
+    assert configure.match("evt-customer_sync-order.placed--loyalty.on_order_placed")
+    assert configure.match("evt-customer_sync-order.placed--loyalty.on_order_placed.retry.50ms")
+    assert configure.match("loyalty.retry") and configure.match("loyalty.parked")
+    assert configure.match("rpc.reply-standalone_rpc_proxy-0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0")
+    for other in ("rpc-segmentation", "segmentation.parked", "amq.default",
+                  "evt-customer_sync-order.placed--segmentation.on_order_placed"):
+        assert not configure.match(other), other
+    assert not re.match(loyalty.write, "amq.default")
+    assert not re.match(loyalty.write, "customer_sync.events")
+    write, read = loyalty.topics["loyalty.events"]
+    assert re.match(write, "loyalty.points_changed") and not re.match(write, "order.placed")
+    assert re.match(loyalty.topics["customer_sync.events"][1], "order.placed")
+    assert not re.match(loyalty.topics["customer_sync.events"][0], "order.placed")
+
+
+def test_password_hash_is_rabbitmqs_salted_sha256():
+    # The example in RabbitMQ's documentation (passwords.html): "test12", salt 908DC60A.
+    assert password_hash("test12", bytes.fromhex("908DC60A")) == \
+        "kI3GCqW5JLMJa4iX1lo7X4D6XbYqlLgxIs30+P6tENUV2POR"
+
+
+def test_definitions_file_holds_users_permissions_and_topic_permissions(roles):
+    grants = [grant(r) for r in roles.values()]
+    doc = definitions(grants, "companion", {g.user: "pw" for g in grants})
+    assert doc["vhosts"] == [{"name": "companion"}]
+    assert {u["name"] for u in doc["users"]} == set(roles)
+    assert all("password" not in u and u["password_hash"] for u in doc["users"])
+    assert {p["user"] for p in doc["permissions"]} == set(roles)
+    assert {"user": "segmentation", "vhost": "companion", "exchange": "segmentation.events"} \
+        .items() <= next(t for t in doc["topic_permissions"]
+                         if t["user"] == "segmentation"
+                         and t["exchange"] == "segmentation.events").items()
+
+
+def test_definitions_need_every_password_or_explicit_placeholders(monkeypatch, capsys):
+    for name in ("CUSTOMER_SYNC", "SEGMENTATION", "LOYALTY", "NOTIFICATIONS", "GDPR",
+                 "GATEWAY", "OPERATOR"):
+        monkeypatch.delenv(f"BROKER_PASSWORD_{name}", raising=False)
+    with pytest.raises(SystemExit, match="BROKER_PASSWORD_CUSTOMER_SYNC"):
+        main(["definitions"])
+    monkeypatch.setenv("BROKER_PASSWORD_LOYALTY", "s3cret")
+    assert main(["definitions", "--placeholders", "--vhost", "prod"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["vhosts"] == [{"name": "prod"}]
+    assert "s3cret" not in json.dumps(doc)  # only its hash

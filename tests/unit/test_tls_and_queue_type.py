@@ -1,0 +1,144 @@
+"""TLS settings become the client configuration the broker and MongoDB clients take; bad
+combinations are refused with a message naming the setting. Queue-type arguments."""
+from __future__ import annotations
+
+import ssl
+
+import pytest
+from kombu import Queue
+
+from shared.config import Config
+from shared.messaging.queues import QUORUM_DELIVERY_LIMIT, queue_arguments, queue_type, typed_queue
+from shared.tls import amqp_ssl_options, mongo_tls_options
+
+
+@pytest.fixture
+def pem(tmp_path):
+    def make(name: str) -> str:
+        path = tmp_path / name
+        path.write_text("-----BEGIN CERTIFICATE-----\n")
+        return str(path)
+    return make
+
+
+def test_plain_amqp_has_no_tls_and_nameko_gets_none():
+    config = Config({}, AMQP_URI="amqp://u:p@rabbit:5672/companion")
+    assert amqp_ssl_options(config) is None
+    assert config.nameko_config()["AMQP_SSL"] is None
+
+
+def test_amqps_verifies_the_broker_and_its_host_name_with_the_given_files(pem):
+    ca, cert, key = pem("ca.pem"), pem("client.pem"), pem("client.key")
+    config = Config({}, AMQP_URI="amqps://svc:pw@rabbit-1.internal:5671/companion",
+                    AMQP_SSL_CA_FILE=ca, AMQP_SSL_CERT_FILE=cert, AMQP_SSL_KEY_FILE=key)
+    expected = {"cert_reqs": ssl.CERT_REQUIRED, "server_hostname": "rabbit-1.internal",
+                "ca_certs": ca, "certfile": cert, "keyfile": key}
+    assert amqp_ssl_options(config) == expected
+    assert config.nameko_config()["AMQP_SSL"] == expected
+
+
+def test_amqps_without_files_still_verifies_against_the_system_cas():
+    options = amqp_ssl_options(Config({}, AMQP_URI="amqps://svc:pw@broker.example:5671/"))
+    assert options == {"cert_reqs": ssl.CERT_REQUIRED, "server_hostname": "broker.example"}
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"AMQP_URI": "amqp://rabbit/", "AMQP_SSL_CA_FILE": "ca"}, "not amqps://"),
+    ({"AMQP_URI": "amqps://rabbit/", "AMQP_SSL_CERT_FILE": "c"}, "go together"),
+    ({"AMQP_URI": "amqps://rabbit/", "AMQP_SSL_KEY_FILE": "k"}, "go together"),
+    ({"AMQP_URI": "amqps://rabbit/", "AMQP_SSL_CA_FILE": "/nonexistent/ca.pem"},
+     "AMQP_SSL_CA_FILE names '/nonexistent/ca.pem'"),
+])
+def test_impossible_broker_tls_combinations_are_refused_at_start(settings, message):
+    with pytest.raises(ValueError, match=message):
+        amqp_ssl_options(Config({}, **settings))
+    with pytest.raises(ValueError, match=message):
+        Config({}, **settings).nameko_config()
+
+
+def test_the_runner_exits_with_a_configuration_error_not_a_traceback(monkeypatch, capsys):
+    from services.runner import main
+
+    monkeypatch.setenv("AMQP_URI", "amqp://rabbit/")
+    monkeypatch.setenv("AMQP_SSL_CA_FILE", "/etc/ca.pem")
+    assert main(["segmentation"]) == 2
+
+
+def test_the_cli_refuses_tls_files_with_a_plain_uri(monkeypatch, capsys):
+    from shared.cli import main
+
+    monkeypatch.setenv("AMQP_SSL_CA_FILE", "/etc/ca.pem")
+    with pytest.raises(SystemExit) as exited:
+        main(["--amqp-uri", "amqp://rabbit/", "dlq", "list", "--service", "loyalty"])
+    assert exited.value.code == 2
+    assert "not amqps://" in capsys.readouterr().err
+
+
+def test_mongo_tls_files_become_mongoclient_options(pem):
+    ca, both = pem("mongo-ca.pem"), pem("mongo-client.pem")
+    config = Config({}, MONGO_URI="mongodb://m1,m2,m3/?replicaSet=rs0",
+                    MONGO_TLS_CA_FILE=ca, MONGO_TLS_CERT_KEY_FILE=both)
+    assert mongo_tls_options(config) == {"tls": True, "tlsCAFile": ca,
+                                         "tlsCertificateKeyFile": both}
+    assert mongo_tls_options(Config({}, MONGO_URI="mongodb://m1/?tls=true")) == {}
+
+
+@pytest.fixture
+def real_ca(tmp_path):
+    """A self-signed certificate made with the openssl command (pymongo loads it)."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("openssl"):
+        pytest.skip("the openssl command is not installed")
+    cert, key = tmp_path / "ca.pem", tmp_path / "ca.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=test-ca", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    return str(cert)
+
+
+def test_mongo_client_is_built_with_those_options(real_ca):
+    """The options reach pymongo's client (no server is needed to build one)."""
+    from shared.mongo import connect
+
+    ca = real_ca
+    client = connect("mongodb://127.0.0.1:1/?replicaSet=rs0",
+                     **mongo_tls_options(Config({}, MONGO_URI="mongodb://x/",
+                                                MONGO_TLS_CA_FILE=ca)))
+    try:
+        context = client.options.pool_options._ssl_context
+        assert context is not None and context.verify_mode == ssl.CERT_REQUIRED
+        assert client.options.pool_options.tls_allow_invalid_hostnames is False
+        assert client.options.replica_set_name == "rs0"
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"MONGO_URI": "mongomock://", "MONGO_TLS_CA_FILE": "ca"}, "mongomock"),
+    ({"MONGO_URI": "mongodb://m1/?tls=false", "MONGO_TLS_CA_FILE": "ca"}, "tls=false"),
+    ({"MONGO_URI": "mongodb://m1/", "MONGO_TLS_CERT_KEY_FILE": "/nope.pem"}, "/nope.pem"),
+])
+def test_impossible_mongo_tls_combinations_are_refused(settings, message):
+    with pytest.raises(ValueError, match=message):
+        mongo_tls_options(Config({}, **settings))
+
+
+def test_queue_type_is_checked_and_classic_adds_nothing():
+    assert queue_type(Config({})) == "classic"
+    with pytest.raises(ValueError, match="AMQP_QUEUE_TYPE"):
+        queue_type(Config({}, AMQP_QUEUE_TYPE="stream"))
+    with pytest.raises(ValueError, match="AMQP_QUEUE_TYPE"):
+        Config({}, AMQP_QUEUE_TYPE="mirrored").nameko_config()
+    assert queue_arguments("classic", {"x-message-ttl": 5}) == {"x-message-ttl": 5}
+    assert queue_arguments("quorum", {"x-message-ttl": 5}) == {
+        "x-message-ttl": 5, "x-queue-type": "quorum", "x-delivery-limit": QUORUM_DELIVERY_LIMIT}
+
+
+def test_only_durable_shared_queues_can_become_quorum():
+    shared = Queue("rpc-loyalty", durable=True)
+    typed_queue(shared, "quorum")
+    assert shared.queue_arguments["x-queue-type"] == "quorum"
+    with pytest.raises(ValueError, match="exclusive"):
+        typed_queue(Queue("rpc.reply-x", durable=True, exclusive=True), "quorum")
