@@ -30,7 +30,9 @@ _MAX_RETRIES = 10
 
 
 def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    """Now, to the millisecond MongoDB keeps (an answer shows what a later read shows)."""
+    now = datetime.now(timezone.utc)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
 def _iso(value: Any) -> str | None:
