@@ -23,7 +23,7 @@ from services.customer_sync.importing import CustomerImport
 from services.customer_sync.notes import Notes
 from services.customer_sync.reminders import Reminders
 from services.customer_sync.staff import AccountStatus, StaffEdits
-from services.customer_sync.timeline import timeline_page
+from services.customer_sync.timeline import record_foreign_event, timeline_page
 from shared.config import Config
 from shared.dependencies import OutboxRelayProvider, Settings, WorkerLogContext
 from shared.errors import EXPECTED_ERRORS, NotFound, ValidationError
@@ -189,6 +189,27 @@ class CustomerSyncService(HealthEndpoints, DataOwnerRpc):
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def timeline(self, store_id: str, customer_id: str, page: dict | None = None) -> dict:
         return timeline_page(self.storage, store_id, customer_id, page)
+
+    # What other services did about a customer, on its timeline (idempotent by event id).
+    @event_handler("segmentation", "customer.tagged")
+    def on_customer_tagged(self, event) -> None:
+        record_foreign_event(self.storage, event)
+
+    @event_handler("segmentation", "customer.untagged")
+    def on_customer_untagged(self, event) -> None:
+        record_foreign_event(self.storage, event)
+
+    @event_handler("segmentation", "customer.segment_changed")
+    def on_segment_changed(self, event) -> None:
+        record_foreign_event(self.storage, event)
+
+    @event_handler("loyalty", "loyalty.points_changed")
+    def on_points_changed(self, event) -> None:
+        record_foreign_event(self.storage, event)
+
+    @event_handler("notifications", "notification.sent")
+    def on_notification_sent(self, event) -> None:
+        record_foreign_event(self.storage, event)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def update_customer(self, store_id: str, customer_id: str, fields: dict, actor: str) -> dict:

@@ -296,3 +296,52 @@ def timeline_page(storage: Any, store_id: str, customer_id: str, page: dict | No
     docs = docs[: paging["size"]]
     next_cursor = _encode(_time(docs[-1]["at"]), docs[-1]["_id"]) if more and docs else None
     return {"items": [entry_view(d) for d in docs], "next_cursor": next_cursor}
+
+
+# -- what other services did about the customer ---------------------------------------------------
+FOREIGN_EVENTS = (("segmentation", "customer.tagged"), ("segmentation", "customer.untagged"),
+                  ("segmentation", "customer.segment_changed"),
+                  ("loyalty", "loyalty.points_changed"), ("notifications", "notification.sent"))
+
+
+def entry_for_foreign_event(event: Event) -> dict | None:
+    """The timeline entry for a segmentation, loyalty or notifications event (its id is the
+    event's, so a redelivery records nothing new). No free text is copied (a points reason
+    can be a staff member's words about the person)."""
+    data = event.data
+    kind = event.event_type
+    at = _time(event.occurred_at)
+    if kind in ("customer.tagged", "customer.untagged"):
+        verb = "Tagged" if kind == "customer.tagged" else "Tag removed:"
+        summary = f"{verb} {data['tag']} ({data.get('source')})"
+        actor = data.get("actor") or "segmentation"
+        details = {"tag": data["tag"], "source": data.get("source"), "rule_id": data.get("rule_id")}
+    elif kind == "customer.segment_changed":
+        summary = f"Segment {data.get('old_segment') or 'none'} -> {data['new_segment']}"
+        actor = "segmentation"
+        details = {"old_segment": data.get("old_segment"), "new_segment": data["new_segment"]}
+    elif kind == "loyalty.points_changed":
+        summary = f"{data['delta']:+d} loyalty points ({data['kind']}), balance {data['balance']}"
+        actor = "loyalty"
+        details = {"kind": data["kind"], "delta": data["delta"], "balance": data["balance"],
+                   "order_id": data.get("order_id")}
+    elif kind == "notification.sent":
+        summary = f"{str(data['channel']).upper()} sent: {data['template']}"
+        actor = "notifications"
+        details = {"channel": data["channel"], "purpose": data.get("purpose"),
+                   "template": data["template"], "send_id": data.get("send_id")}
+    else:
+        return None
+    return make_entry(event.event_id, data["customer_id"], kind, summary, actor, details, at)
+
+
+def record_foreign_event(storage: Any, event: Event) -> bool:
+    """Put another service's event on the customer's timeline; False when the customer is
+    unknown here or erased (nothing is kept about them)."""
+    entry = entry_for_foreign_event(event)
+    if entry is None:
+        return False
+    customer = storage.customers.get(event.store_id, entry["customer_id"])
+    if customer is None or customer.get("status") == "erased":
+        return False
+    return storage.timeline.record(event.store_id, [entry]) == 1

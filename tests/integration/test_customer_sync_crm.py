@@ -197,3 +197,26 @@ def test_notes_reminders_and_timeline_over_rpc(services, rpc, events, shop):
     assert len(first["items"]) + len(rest["items"]) == len(kinds)
     with pytest.raises(NotFound):
         rpc.add_note(STORE_ID, "nobody", {"category": "general", "text": "x"}, "alice")
+
+
+def test_other_services_events_reach_the_timeline_once(services, rpc, events, shop):
+    from shared.events import build_event, contract
+    from tests.support import publish
+
+    _, customer_id, _ = from_shop(services, rpc, events, shop)
+    messages = [build_event(t, store_id=STORE_ID,
+                            data={**contract(t).sample, "customer_id": customer_id}).to_message()
+                for t in ("customer.tagged", "customer.segment_changed", "loyalty.points_changed",
+                          "notification.sent")]
+    unknown = build_event("customer.tagged", store_id=STORE_ID,
+                          data={**contract("customer.tagged").sample,
+                                "customer_id": "nobody"}).to_message()
+    publish(services.amqp_uri, *messages, unknown)
+    publish(services.amqp_uri, messages[0])  # a redelivery
+
+    def foreign():
+        return [e for e in rpc.timeline(STORE_ID, customer_id, {"size": 50})["items"]
+                if e["actor"] != "shop"]
+    wait_until(lambda: len(foreign()) == 4, timeout=15, message="four entries")
+    assert {e["entry_id"] for e in foreign()} == {m["event_id"] for m in messages}
+    assert database(services)["timeline"].count_documents({"customer_id": "nobody"}) == 0
