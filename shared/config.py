@@ -55,6 +55,12 @@ SETTINGS: tuple[Setting, ...] = (
         "deliveries, so answering comes first (0 turns it off).",
     ),
     Setting("INBOX_RETENTION_DAYS", "7", "Days an applied webhook delivery is kept."),
+    Setting(
+        "TIMELINE_SWEEP_SECONDS",
+        "5",
+        "How often customer_sync moves timeline entries a crash left on their documents into "
+        "the activity timeline (writes in this process move theirs at once).",
+    ),
     Setting("RECONCILE_INTERVAL_MINUTES", "10", "Default interval of a store's REST reconciliation."),
     Setting("RECONCILE_POLL_SECONDS", "30", "How often stores due for reconciliation are looked for."),
     Setting(

@@ -37,11 +37,18 @@ class Conflict(ServiceError):
     http_status = 409
 
 
+class Unavailable(ServiceError):
+    """Something outside the service (a shop's API) did not answer; nothing was changed, and
+    the same call can be tried again later."""
+
+    http_status = 503
+
+
 def _register(*classes: type[Exception]) -> None:
     for cls in classes:
         registry[f"{cls.__module__}.{cls.__name__}"] = cls
 
 
-_register(NotFound, ValidationError, Conflict)
+_register(NotFound, ValidationError, Conflict, Unavailable)
 
-EXPECTED_ERRORS = (NotFound, ValidationError, Conflict)
+EXPECTED_ERRORS = (NotFound, ValidationError, Conflict, Unavailable)

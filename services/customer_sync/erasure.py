@@ -111,6 +111,11 @@ class CustomerErasure:
             if events:
                 touched.append((self.storage.customers.collection.name, doc["_id"]))
         self.anonymise_orders(store_id, ids)
+        # Staff's notes and reminders are free text about the person, and the timeline is
+        # their activity: gone (counts stay those of customers and orders, stable on repeat).
+        self.storage.notes.forget(store_id, ids)
+        self.storage.reminders.forget(store_id, ids)
+        self.storage.timeline.forget(store_id, ids)
         deliveries, more_woo_ids = self._purge_inbox(store_id, woo_ids, orders, emails)
         if primary is not None and more_woo_ids - woo_ids:
             self.storage.tombstones.record(store_id, tombstone_values([], more_woo_ids - woo_ids),

@@ -19,7 +19,10 @@ from services.customer_sync.schemas import (
     load,
     require_text,
 )
+from services.customer_sync.notes import note_view
+from services.customer_sync.reminders import reminder_view
 from services.customer_sync.sync import order_event_data
+from services.customer_sync.timeline import entry_view
 from shared.errors import NotFound, ValidationError
 
 _CUSTOMER_FIELDS = ("woo_customer_id", "registered", "status", "email", "first_name", "last_name",
@@ -145,4 +148,11 @@ class CustomerQueries:
             "orders": [{**order_view(o), "billing": o.get("billing"), "shipping": o.get("shipping")}
                        for o in orders],
             "webhook_deliveries": deliveries,
+            # Staff's notes and reminders about the person, and their activity timeline.
+            "notes": [note_view(n) for n in self.storage.notes.for_customer(
+                store_id, customer_id, None)],
+            "reminders": [reminder_view(r) for r in self.storage.reminders.find(
+                store_id, customer_id, None, None, 10_000)],
+            "timeline": [entry_view(e) for e in self.storage.timeline.collection.find(
+                {"store_id": store_id, "customer_id": customer_id}).sort("at", -1)],
         }

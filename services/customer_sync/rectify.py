@@ -23,7 +23,8 @@ from services.customer_sync.queries import customer_view
 from services.customer_sync.repository import CustomerSyncStorage, Store, utcnow
 from services.customer_sync.sync import ApplyResult, CustomerSync, customer_event_data
 from services.customer_sync.woo_client import WooApiError, WooClient, WooUnavailable
-from shared.errors import Conflict, NotFound, ValidationError
+from services.customer_sync.timeline import TIMELINE_FIELD, entry_id, make_entry
+from shared.errors import Conflict, NotFound, Unavailable, ValidationError
 
 log = logging.getLogger(__name__)
 
@@ -133,9 +134,11 @@ class Rectifier:
         self.sync = sync
         self.client_factory = client_factory
 
-    def rectify(self, store_id: str, customer_id: str, fields_: Any, actor: str
-                ) -> tuple[dict, ApplyResult]:
-        """Correct a person's contact fields; answers the view and what to publish."""
+    def rectify(self, store_id: str, customer_id: str, fields_: Any, actor: str,
+                purpose: str = "rectification") -> tuple[dict, ApplyResult]:
+        """Correct a person's contact fields; answers the view and what to publish.
+        `purpose` "staff_edit" is the same write-back for a staff member's edit (staff.py):
+        recorded under `staff_edits` instead of the GDPR `rectifications` audit."""
         correction = load_correction(fields_)
         doc = self.storage.customers.get(store_id, customer_id)
         if doc is None:
@@ -150,10 +153,21 @@ class Rectifier:
             result = self._guest(store_id, doc, correction)
             written, note = False, ("a guest has no customer record in the shop: corrected here "
                                     "only; the shop's orders keep the details given at checkout")
-        self.storage.customers.collection.update_one(
-            {"_id": customer_id},
-            {"$push": {"rectifications": {"at": utcnow(), "actor": actor,
-                                          "fields": sorted(correction), "written_to_shop": written}}})
+        now = utcnow()
+        push: dict = {"staff_edits" if purpose == "staff_edit" else "rectifications": {
+            "at": now, "actor": actor, "fields": sorted(correction), "written_to_shop": written}}
+        if "customer.updated" in result.events:
+            # The timeline names who asked (the shop's customer.updated it caused is not
+            # recorded as the shop's: its correlation id says it is this change's).
+            changed = ", ".join(sorted(correction))
+            kind = "customer.staff_edit" if purpose == "staff_edit" else "customer.rectified"
+            summary = (f"Edited by staff: {changed}" if purpose == "staff_edit"
+                       else f"Corrected on request (GDPR): {changed}")
+            push[TIMELINE_FIELD] = make_entry(
+                entry_id(customer_id, kind, uuid.uuid4().hex), customer_id, kind,
+                f"{summary} ({'written to the shop' if written else 'here only: a guest'})",
+                actor, {"fields": sorted(correction), "written_to_shop": written}, now)
+        self.storage.customers.collection.update_one({"_id": customer_id}, {"$push": push})
         log.info("customer rectified", extra={"customer_id": customer_id, "actor": actor,
                                               "fields": sorted(correction), "written_to_shop": written})
         after = self.storage.customers.get(store_id, customer_id)
@@ -169,8 +183,10 @@ class Rectifier:
         client = self.client_factory(store)
         try:
             answer = client.put(f"customers/{woo_id}", shop_customer_update(correction))
-        except WooUnavailable:
-            raise  # nothing changed here; the caller retries later (the PUT is idempotent)
+        except WooUnavailable as exc:
+            # Nothing changed here; the caller retries later (the PUT is idempotent).
+            raise Unavailable(f"the shop did not answer: {exc}",
+                              {"shop_status": exc.status, "shop_code": exc.code}) from None
         except WooApiError as exc:
             raise _shop_refusal(exc, woo_id) from None
         finally:

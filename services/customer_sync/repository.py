@@ -20,6 +20,9 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from services.customer_sync.api_keys import ApiKeys
+from services.customer_sync.notes import NoteRepository
+from services.customer_sync.reminders import ReminderRepository
+from services.customer_sync.timeline import TimelineOwing, TimelineRepository
 from services.customer_sync.tombstones import TombstoneKeys, TombstoneRepository
 from shared.erasure import ErasureReceipts
 from shared.outbox import OUTBOX_FIELD
@@ -137,7 +140,7 @@ def _store(doc: dict) -> Store:
 
 
 # -- customers and orders --------------------------------------------------------------------
-class CustomerRepository(VersionedRepository):
+class CustomerRepository(TimelineOwing, VersionedRepository):
     def ensure_indexes(self) -> None:
         c = self.collection
         c.create_index([("store_id", ASCENDING), ("woo_customer_id", ASCENDING)], unique=True,
@@ -201,7 +204,7 @@ class CustomerRepository(VersionedRepository):
         return self.collection.count_documents({"store_id": store_id, "status": "active"})
 
 
-class OrderRepository(VersionedRepository):
+class OrderRepository(TimelineOwing, VersionedRepository):
     def ensure_indexes(self) -> None:
         c = self.collection
         c.create_index([("store_id", ASCENDING), ("customer_id", ASCENDING),
@@ -390,11 +393,20 @@ class CustomerSyncStorage:
         self.erasures = ErasureReceipts(database["erasures"].with_options(write_concern=durable))
         # The gateway's API keys (hashed), per store, with the stores' other secrets.
         self.api_keys = ApiKeys(database["api_keys"].with_options(write_concern=durable))
+        # Staff's notes and reminders about customers, and the activity timeline.
+        self.notes = NoteRepository(database["notes"].with_options(write_concern=durable))
+        self.reminders = ReminderRepository(database["reminders"].with_options(write_concern=durable))
+        self.timeline = TimelineRepository(database["timeline"])
 
     def ensure_indexes(self) -> None:
         for repo in (self.stores, self.customers, self.orders, self.inbox, self.backfills,
-                     self.tombstones, self.api_keys):
+                     self.tombstones, self.api_keys, self.notes, self.reminders, self.timeline):
             repo.ensure_indexes()
+
+    def timeline_sources(self) -> list[Collection]:
+        """Collections whose documents carry timeline entries owed by their writes."""
+        return [self.customers.collection, self.orders.collection, self.notes.collection,
+                self.reminders.collection]
 
     def outbox_collections(self) -> list[Collection]:
         # Customers first: a new customer's event should leave before its first order's.

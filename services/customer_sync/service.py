@@ -20,6 +20,13 @@ from services.customer_sync.reconcile import store_health
 from services.customer_sync.schemas import require_text
 from services.customer_sync.sync import CustomerSync
 from services.customer_sync.workers import BackgroundJobs, InboxWorkers, woo_client_factory
+from services.customer_sync.workers import TimelineFlusher
+from services.customer_sync.deletion import CustomerDeletion
+from services.customer_sync.importing import CustomerImport
+from services.customer_sync.notes import Notes
+from services.customer_sync.reminders import Reminders
+from services.customer_sync.staff import AccountStatus, StaffEdits
+from services.customer_sync.timeline import record_foreign_event, timeline_page
 from shared.config import Config
 from shared.dependencies import OutboxRelayProvider, Settings, WorkerLogContext
 from shared.errors import EXPECTED_ERRORS, NotFound, ValidationError
@@ -42,6 +49,7 @@ class CustomerSyncService(HealthEndpoints, DataOwnerRpc):
     outbox = OutboxRelayProvider(lambda storage: storage.outbox_collections())
     inbox_workers = InboxWorkers()
     jobs = BackgroundJobs()
+    timeline_flusher = TimelineFlusher()
     log_context = WorkerLogContext()
     settings = Settings()
 
@@ -138,6 +146,121 @@ class CustomerSyncService(HealthEndpoints, DataOwnerRpc):
                               woo_client_factory(self.settings))
         answer, result = rectifier.rectify(store_id, customer_id, fields, actor)
         self.outbox.notify(result.touched)
+        return answer
+
+    # -- staff's CRM: notes, reminders, timeline, edits, status, deletion, import ------------
+    def _written(self, touched) -> None:
+        """Documents just written: publish their events, move their timeline entries."""
+        touched = list(touched)
+        self.outbox.notify(touched)
+        self.timeline_flusher.flush(touched)
+
+    def _flush_timeline(self, collection: str, doc_id: str) -> None:
+        self.timeline_flusher.flush([(collection, doc_id)])
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def add_note(self, store_id: str, customer_id: str, note: dict, actor: str) -> dict:
+        view = Notes(self.storage).add(store_id, customer_id, note, actor)
+        self._flush_timeline("notes", view["note_id"])
+        return view
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def list_notes(self, store_id: str, customer_id: str, category: str | None = None) -> list:
+        return Notes(self.storage).list(store_id, customer_id, category)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def update_note(self, store_id: str, note_id: str, changes: dict, actor: str) -> dict:
+        view = Notes(self.storage).update(store_id, note_id, changes, actor)
+        self._flush_timeline("notes", view["note_id"])
+        return view
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def delete_note(self, store_id: str, note_id: str, actor: str) -> dict:
+        answer = Notes(self.storage).delete(store_id, note_id, actor)
+        self._flush_timeline("notes", answer["note_id"])
+        return answer
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def add_reminder(self, store_id: str, customer_id: str, reminder: dict, actor: str) -> dict:
+        view = Reminders(self.storage).add(store_id, customer_id, reminder, actor)
+        self._flush_timeline("reminders", view["reminder_id"])
+        return view
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def list_reminders(self, store_id: str, customer_id: str | None = None,
+                       status: str | None = "open", due_before: str | None = None) -> list:
+        return Reminders(self.storage).list(store_id, customer_id, status, due_before)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def complete_reminder(self, store_id: str, reminder_id: str, actor: str) -> dict:
+        view = Reminders(self.storage).complete(store_id, reminder_id, actor)
+        self._flush_timeline("reminders", view["reminder_id"])
+        return view
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def delete_reminder(self, store_id: str, reminder_id: str, actor: str) -> dict:
+        answer = Reminders(self.storage).delete(store_id, reminder_id, actor)
+        self._flush_timeline("reminders", answer["reminder_id"])
+        return answer
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def timeline(self, store_id: str, customer_id: str, page: dict | None = None) -> dict:
+        return timeline_page(self.storage, store_id, customer_id, page)
+
+    # What other services did about a customer, on its timeline (idempotent by event id).
+    @event_handler("segmentation", "customer.tagged")
+    def on_customer_tagged(self, event) -> None:
+        record_foreign_event(self.storage, event)
+
+    @event_handler("segmentation", "customer.untagged")
+    def on_customer_untagged(self, event) -> None:
+        record_foreign_event(self.storage, event)
+
+    @event_handler("segmentation", "customer.segment_changed")
+    def on_segment_changed(self, event) -> None:
+        record_foreign_event(self.storage, event)
+
+    @event_handler("loyalty", "loyalty.points_changed")
+    def on_points_changed(self, event) -> None:
+        record_foreign_event(self.storage, event)
+
+    @event_handler("notifications", "notification.sent")
+    def on_notification_sent(self, event) -> None:
+        record_foreign_event(self.storage, event)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def update_customer(self, store_id: str, customer_id: str, fields: dict, actor: str) -> dict:
+        """A staff edit, written to the shop first (a guest: here only); Unavailable when the
+        shop does not answer (nothing changed)."""
+        edits = StaffEdits(self.storage, CustomerSync(self.storage),
+                           woo_client_factory(self.settings))
+        answer, result = edits.update_customer(store_id, customer_id, fields, actor)
+        self._written(result.touched + [("customers", answer["customer"]["customer_id"])])
+        return answer
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def set_account_status(self, store_id: str, customer_ids: list, status: str,
+                           actor: str) -> dict:
+        answer, touched = AccountStatus(self.storage, CustomerSync(self.storage)).set(
+            store_id, customer_ids, status, actor)
+        self._written(touched)
+        return answer
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def delete_customers(self, store_id: str, customer_ids: list, orders: str,
+                         actor: str) -> dict:
+        deletion = CustomerDeletion(self.storage, CustomerSync(self.storage),
+                                    woo_client_factory(self.settings))
+        answer, touched = deletion.delete(store_id, customer_ids, orders, actor)
+        self._written(touched + [("customers", r["customer_id"]) for r in answer["results"]
+                                 if r["outcome"] == "deleted"])
+        return answer
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def import_customers(self, store_id: str, rows: list, apply: bool, actor: str) -> dict:
+        answer, touched = CustomerImport(self.storage, CustomerSync(self.storage)).run(
+            store_id, rows, apply, actor)
+        self._written(touched)
         return answer
 
     # -- backfill and reconciliation ---------------------------------------------------------

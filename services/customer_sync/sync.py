@@ -571,6 +571,10 @@ class CustomerSync:
         key = orders.key(store_id, received.order_id)
         for _ in range(_MAX_CONFLICT_RETRIES):
             existing = orders.get(store_id, received.order_id)
+            if existing is not None and existing.get("status") == "deleted":
+                # Staff deleted it at the shop and here (deletion.py): a late delivery of an
+                # earlier state must not bring it back.
+                return ApplyResult("ignored")
             erased, erased_customer = self._erased_owner(store_id, received, existing)
             # An erased person's order, or one the shop's eraser anonymised, is kept without
             # its buyer (and the placeholders never reach a customer record).
@@ -662,8 +666,8 @@ class CustomerSync:
                 if orders.insert(doc, []):
                     return ApplyResult("deleted")
                 continue
-            if existing.get("status") == "trash":
-                return ApplyResult("unchanged")
+            if existing.get("status") in ("trash", "deleted"):
+                return ApplyResult("unchanged")  # "deleted": staff deleted it (deletion.py)
             events = []
             if existing.get("placed"):
                 doc = {**existing, "status": "trash"}

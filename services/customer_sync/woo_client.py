@@ -157,6 +157,11 @@ class WooClient:
         """PUT (update) a resource, e.g. a GDPR rectification; idempotent, so fully retried."""
         return self._request("PUT", path, json=json)[1]
 
+    def delete(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
+        """DELETE a resource (e.g. "customers/7" with force=true); idempotent, so fully
+        retried (a 404 after a retry means the first try did it)."""
+        return self._request("DELETE", path, params=params)[1]
+
     def post(self, path: str, json: Any) -> Any:
         """POST (create) a resource, e.g. a webhook.
 

@@ -21,6 +21,7 @@ from services.customer_sync.inbox import InboxProcessor
 from services.customer_sync.reconcile import Reconciler
 from services.customer_sync.repository import CustomerSyncStorage, Store, utcnow
 from services.customer_sync.sync import ApplyResult, CustomerSync
+from services.customer_sync.timeline import TimelineProjector
 from services.customer_sync.woo_client import WooClient
 from shared.config import Config, from_nameko
 from shared.errors import NotFound
@@ -42,8 +43,13 @@ class _ServiceParts:
         self.outbox: OutboxRelayProvider = next(d for d in deps if isinstance(d, OutboxRelayProvider))
 
     def publish_result(self, result: ApplyResult) -> None:
-        """Hand the documents that now owe events to the outbox relay."""
+        """Hand the documents that now owe events to the outbox relay (and their timeline
+        entries to the timeline)."""
         self.outbox.notify(result.touched)
+        projector = next((d for d in self.container.dependencies  # type: ignore[attr-defined]
+                          if isinstance(d, TimelineFlusher)), None)
+        if projector is not None:
+            projector.flush(result.touched)
 
 
 class CpuLoad:
@@ -256,4 +262,55 @@ class BackgroundJobs(_ServiceParts, DependencyProvider):
         self.stop()
 
     def get_dependency(self, worker_ctx) -> "BackgroundJobs":
+        return self
+
+
+class TimelineFlusher(_ServiceParts, DependencyProvider):
+    """Moves timeline entries owed by written documents into the timeline: at once for the
+    documents a write names (`flush`), and every `TIMELINE_SWEEP_SECONDS` for whatever a crash
+    or another instance left (timeline.py)."""
+
+    def __init__(self) -> None:
+        self._running = False
+        self._thread = None
+        self.projector: TimelineProjector | None = None
+
+    def setup(self) -> None:
+        self.interval = from_nameko(self.container.config).float("TIMELINE_SWEEP_SECONDS")
+
+    def start(self) -> None:
+        self._bind_parts()
+        self.projector = TimelineProjector(self.storage.timeline, self.storage.timeline_sources(),
+                                           self.storage.customers.collection)
+        self.projector.ensure_indexes()
+        self._running = True
+        self._thread = self.container.spawn_managed_thread(self._sweep, identifier="timeline-sweep")
+
+    def flush(self, refs) -> None:
+        """Move what these documents (collection name, _id) owe; a failure is left to the sweep."""
+        refs = list(refs)
+        if not refs or self.projector is None:
+            return
+        try:
+            self.projector.flush(refs)
+        except Exception:
+            log.exception("timeline flush failed; the sweep will move the entries")
+
+    def _sweep(self) -> None:
+        while self._running:
+            try:
+                self.projector.sweep()
+            except Exception:
+                log.exception("timeline sweep failed; will retry")
+            eventlet.sleep(self.interval)
+
+    def stop(self) -> None:
+        self._running = False
+        if self._thread is not None:
+            self._thread.kill()
+
+    def kill(self) -> None:
+        self.stop()
+
+    def get_dependency(self, worker_ctx) -> "TimelineFlusher":
         return self

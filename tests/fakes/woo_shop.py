@@ -30,6 +30,10 @@ Behaviours callers should know (all imitate WooCommerce unless marked "fake"):
 - Line items' `price` is a number (WooCommerce), every other amount a 2-decimal string.
 - `delete_customer` sets `customer_id` to 0 on that customer's orders and bumps their
   `date_modified` (WooCommerce with HPOS tables, its default since 8.2).
+- `DELETE customers/<id>` needs `force=true` (501 `woocommerce_rest_trash_not_supported`
+  otherwise); `DELETE orders/<id>` trashes the order, or with `force=true` deletes it for
+  good (410 `woocommerce_rest_already_trashed` for trashing twice). Both answer the resource
+  as it was before.
 - Direct edits of `shop.customers`/`shop.orders` are served as they are; use the mutation
   methods to get WooCommerce's side effects (date_modified, refunds, statuses).
 """
@@ -1151,6 +1155,8 @@ class FakeWooShop:
         }
         if resource == "webhooks":
             allowed |= {(False, "POST"), (True, "DELETE")}
+        else:
+            allowed |= {(True, "DELETE")}
         if sub is not None:
             allowed = {(True, "GET")}
         if (ident is not None, method) not in allowed:
@@ -1171,11 +1177,19 @@ class FakeWooShop:
                     raise _ApiError(404, "woocommerce_rest_invalid_id", "Invalid resource ID.")
                 if method == "GET":
                     return 200, {}, self.customers[ident]
+                if method == "DELETE":
+                    # WooCommerce cannot trash users: without force=true it refuses.
+                    if query.get("force") not in ("true", "1"):
+                        raise _ApiError(501, "woocommerce_rest_trash_not_supported",
+                                        "Customers do not support trashing.")
+                    return 200, {}, self.delete_customer(ident)
                 return 200, {}, self._put_customer(ident, data)
             if resource == "orders":
                 self._get_order(ident)
                 if method == "GET":
                     return 200, {}, self.orders[ident]
+                if method == "DELETE":
+                    return 200, {}, self._delete_order(ident, query.get("force") in ("true", "1"))
                 return 200, {}, self._put_order(ident, data)
             if ident not in self.webhooks:
                 raise _ApiError(404, "woocommerce_rest_webhook_invalid_id", "Invalid webhook ID.")
@@ -1187,6 +1201,19 @@ class FakeWooShop:
                                     "Webhooks do not support trashing.")
                 return 200, {}, self._public_webhook(self.webhooks.pop(ident))
             return 200, {}, self._put_webhook(ident, data)
+
+    def _delete_order(self, order_id: int, force: bool) -> dict:
+        """DELETE orders/<id>: to the trash (status "trash"), or with force=true gone for good
+        (its refunds too); either way the answer is the order as it was."""
+        if not force:
+            if self.orders[order_id]["status"] == "trash":
+                raise _ApiError(410, "woocommerce_rest_already_trashed",
+                                "The order has already been deleted.")
+            before = copy.deepcopy(self.orders[order_id])
+            self.update_order(order_id, status="trash")
+            return before
+        self.refunds.pop(order_id, None)
+        return self.orders.pop(order_id)
 
     def _get_order(self, order_id: int) -> dict:
         if order_id not in self.orders:

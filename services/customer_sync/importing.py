@@ -1,0 +1,233 @@
+"""Importing contacts from a file (rows the gateway parsed from CSV).
+
+Every row is checked (marshmallow: a valid email, a two-letter country, phone characters),
+then compared with the rows before it (same email: `duplicate_in_file`, the first one wins)
+and with the customers held here (same email: `exists`). A dry run (apply=False) writes
+nothing and answers what applying would do.
+
+Applied rows become companion-only contacts: *not* created at the shop, because creating a
+WooCommerce account sends that person a "your account was created" email, which an import
+must not do to thousands of people. They are guest-like records (registered false, keyed by
+their email like a guest), published as `customer.created` so the other services know them;
+if the person later registers or orders at the shop, the shop's customer or order finds this
+record by email and takes it over, as for any guest. Re-applying the same file imports nothing
+twice: the emails now exist (and the guest email index refuses a second record even when two
+imports race). An email erased on request (a GDPR tombstone) is refused as invalid.
+"""
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+from marshmallow import EXCLUDE, Schema, ValidationError as MarshmallowError, fields, validate
+
+from services.customer_sync.normalise import ADDRESS_FIELDS, email_key
+from services.customer_sync.repository import CustomerSyncStorage, new_customer_id, utcnow
+from services.customer_sync.schemas import require_text
+from services.customer_sync.sync import CustomerSync, customer_event_data
+from services.customer_sync.timeline import entry_id, make_entry
+from services.customer_sync.tombstones import EMAIL, tombstone_digest
+from shared.errors import NotFound, ValidationError
+
+MAX_ROWS = 10_000
+_CHUNK = 500
+_PHONE = validate.Regexp(r"^\+?[0-9][0-9 ()./-]{2,31}$", error="is not a phone number")
+_COUNTRY = validate.Regexp(r"^[A-Za-z]{2}$", error="must be a two-letter ISO 3166 code")
+_ADDRESS_PARTS = ("address_1", "address_2", "city", "state", "postcode", "country")
+OUTCOMES = ("create", "duplicate_in_file", "exists", "invalid")
+
+
+def _text(max_length: int = 200) -> fields.String:
+    return fields.String(validate=validate.Length(max=max_length))
+
+
+class ImportRowSchema(Schema):
+    """One contact row; unknown columns are ignored (and named in the summary)."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    email = fields.Email(required=True, validate=validate.Length(max=254))
+    first_name = _text()
+    last_name = _text()
+    phone = fields.String(validate=_PHONE)
+    company = _text()
+    billing_address_1 = _text()
+    billing_address_2 = _text()
+    billing_city = _text()
+    billing_state = _text(100)
+    billing_postcode = _text(20)
+    billing_country = fields.String(validate=_COUNTRY)
+    shipping_address_1 = _text()
+    shipping_address_2 = _text()
+    shipping_city = _text()
+    shipping_state = _text(100)
+    shipping_postcode = _text(20)
+    shipping_country = fields.String(validate=_COUNTRY)
+
+
+KNOWN_COLUMNS = frozenset(ImportRowSchema().fields) | {"line"}
+_SCHEMA = ImportRowSchema()
+
+
+def _clean(row: dict) -> dict:
+    """CSV cells as text, trimmed; empty cells left out (an empty column means no value)."""
+    cleaned = {}
+    for key, value in row.items():
+        if key == "line" or value is None:
+            continue
+        text = str(value).strip()
+        if text:
+            cleaned[str(key)] = text
+    return cleaned
+
+
+def _address(data: dict, prefix: str, with_contact: bool) -> dict:
+    address = {name: "" for name in ADDRESS_FIELDS
+               if with_contact or name not in ("email", "phone")}
+    for part in _ADDRESS_PARTS:
+        address[part] = data.get(f"{prefix}_{part}", "")
+    if address["country"]:
+        address["country"] = address["country"].upper()
+    for name in ("first_name", "last_name", "company"):
+        address[name] = data.get(name, "")
+    if with_contact:
+        address["email"] = data["email"]
+        address["phone"] = data.get("phone", "")
+    return address
+
+
+def contact_doc(store_id: str, data: dict, actor: str, now) -> dict:
+    key = email_key(data["email"])
+    return {
+        "_id": new_customer_id(), "store_id": store_id, "status": "active",
+        "registered": False, "woo_customer_id": None,
+        "email": data["email"], "email_key": key, "guest_email_key": key,
+        "first_name": data.get("first_name", ""), "last_name": data.get("last_name", ""),
+        "phone": data.get("phone", ""), "company": data.get("company", ""),
+        "billing": _address(data, "billing", True), "shipping": _address(data, "shipping", False),
+        "date_created": now, "created_at": now, "contact_from_order_at": None,
+        "woo_date_modified": None, "content_hash": None, "source": "import",
+        "imported_by": actor, "account_status": "active",
+    }
+
+
+class CustomerImport:
+    def __init__(self, storage: CustomerSyncStorage, sync: CustomerSync, clock=utcnow) -> None:
+        self.storage = storage
+        self.sync = sync
+        self.clock = clock
+
+    def run(self, store_id: str, rows: Any, apply: Any, actor: str
+            ) -> tuple[dict, list[tuple[str, Any]]]:
+        """Check (and with apply=True import) the rows; answers the per-row report and the
+        documents that owe events."""
+        store_id, actor = require_text(store_id, "store_id"), require_text(actor, "actor")
+        if not isinstance(apply, bool):
+            raise ValidationError("apply must be true or false", {"fields": {"apply": ["boolean"]}})
+        if not isinstance(rows, list) or len(rows) > MAX_ROWS:
+            raise ValidationError(f"rows must be a list of at most {MAX_ROWS} rows",
+                                  {"fields": {"rows": [f"at most {MAX_ROWS}"]}})
+        if self.storage.stores.get(store_id) is None:
+            raise NotFound(f"no store {store_id}")
+        report, ignored, valid = self._check(rows)
+        keys = [email_key(data["email"]) for _, data in valid]
+        existing = self._existing(store_id, keys)
+        erased = self._erased(store_id, keys)
+        creates: list[tuple[dict, dict]] = []
+        for row, data in valid:
+            key = email_key(data["email"])
+            if key in erased:
+                row.update(outcome="invalid",
+                           errors={"email": ["this person's data was erased on request; "
+                                             "not imported"]})
+            elif key in existing:
+                row["outcome"] = "exists"
+            else:
+                creates.append((row, data))
+        touched: list[tuple[str, Any]] = []
+        created = 0
+        if apply:
+            now = self.clock()
+            correlation_id = f"staff-import-{uuid.uuid4().hex[:16]}"
+            for row, data in creates:
+                doc = contact_doc(store_id, data, actor, now)
+                event = self.sync._event("customer.created", store_id, customer_event_data(doc),
+                                         correlation_id, doc["_id"])
+                entry = make_entry(entry_id(doc["_id"], "imported"), doc["_id"],
+                                   "customer.created", "Contact imported from a file", actor,
+                                   {"source": "import", "line": row["line"],
+                                    "registered": False}, now)
+                if self.storage.customers.insert(doc, [event], entries=[entry]):
+                    row["customer_id"] = doc["_id"]
+                    touched.append((self.storage.customers.collection.name, doc["_id"]))
+                    created += 1
+                else:  # created meanwhile (another import, a guest order)
+                    row["outcome"] = "exists"
+        summary = {name: sum(1 for r in report if r["outcome"] == name) for name in OUTCOMES}
+        summary.update(rows=len(report), applied=apply, created=created,
+                       ignored_columns=sorted(ignored))
+        return {"rows": report, "summary": summary}, touched
+
+    def _check(self, rows: list) -> tuple[list[dict], set[str], list[tuple[dict, dict]]]:
+        report: list[dict] = []
+        ignored: set[str] = set()
+        valid: list[tuple[dict, dict]] = []
+        seen: set[str] = set()
+        for index, raw in enumerate(rows):
+            if not isinstance(raw, dict):
+                report.append({"line": index + 1, "email": None, "outcome": "invalid",
+                               "errors": {"row": ["not an object"]}})
+                continue
+            line = raw.get("line")
+            line = line if isinstance(line, int) and not isinstance(line, bool) else index + 1
+            ignored |= {str(k) for k in raw if k not in KNOWN_COLUMNS}
+            cleaned = _clean(raw)
+            email = cleaned.get("email")
+            row = {"line": line, "email": email, "outcome": "create", "errors": {}}
+            report.append(row)
+            try:
+                data = _SCHEMA.load(cleaned)
+            except MarshmallowError as exc:
+                row.update(outcome="invalid", errors=exc.messages)
+                continue
+            key = email_key(data["email"])
+            if key in seen:
+                row["outcome"] = "duplicate_in_file"
+                continue
+            seen.add(key)
+            valid.append((row, data))
+        return report, ignored, valid
+
+    def _existing(self, store_id: str, keys: list[str]) -> set[str]:
+        """Emails of live customers, and of guest records (any status) that hold the email."""
+        found: set[str] = set()
+        collection = self.storage.customers.collection
+        for start in range(0, len(keys), _CHUNK):
+            chunk = keys[start:start + _CHUNK]
+            for doc in collection.find({"store_id": store_id, "$or": [
+                    {"email_key": {"$in": chunk}, "status": "active"},
+                    {"guest_email_key": {"$in": chunk}}]},
+                    {"email_key": 1, "guest_email_key": 1, "status": 1}):
+                for name in ("email_key", "guest_email_key"):
+                    if doc.get(name) in chunk and (name == "guest_email_key"
+                                                   or doc.get("status") == "active"):
+                        found.add(doc[name])
+        return found
+
+    def _erased(self, store_id: str, keys: list[str]) -> set[str]:
+        """Emails tombstoned by an erasure (checked by keyed hash, as every apply does)."""
+        tombstones = self.storage.tombstones
+        secret = tombstones.keys.get(store_id, create=True)
+        if secret is None or not keys:
+            return set()
+        by_id = {tombstones.doc_id(store_id, EMAIL, tombstone_digest(secret, EMAIL, key)): key
+                 for key in keys}
+        ids = sorted(by_id)
+        erased: set[str] = set()
+        for start in range(0, len(ids), _CHUNK):
+            for doc in tombstones.collection.find({"_id": {"$in": ids[start:start + _CHUNK]}},
+                                                  {"_id": 1}):
+                erased.add(by_id[doc["_id"]])
+        return erased

@@ -1,0 +1,173 @@
+"""Staff reminders about a customer ("call back on Friday"): open until completed, listed by
+when they are due, per customer or store-wide. Each add, completion and deletion puts an entry
+on the customer's timeline in the same write. A deleted reminder loses its text (soft delete);
+a GDPR erasure deletes the person's reminders outright (erasure.py).
+"""
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from marshmallow import RAISE, Schema, fields, validate
+from pymongo import ASCENDING
+from pymongo.collection import Collection
+
+from services.customer_sync.notes import _Text, known_customer
+from services.customer_sync.schemas import load, require_text
+from services.customer_sync.timeline import TIMELINE_FIELD, TimelineOwing, entry_id, make_entry
+from shared.errors import Conflict, NotFound, ValidationError
+from shared.outbox import OUTBOX_FIELD
+from shared.versioned import VersionedRepository
+
+if TYPE_CHECKING:
+    from services.customer_sync.repository import CustomerSyncStorage
+
+STATUSES = ("open", "done")
+MAX_TEXT = 2000
+MAX_LISTED = 1000
+_MAX_RETRIES = 10
+
+
+def _utcnow() -> datetime:
+    """Now, to the millisecond MongoDB keeps (an answer shows what a later read shows)."""
+    now = datetime.now(timezone.utc)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value
+
+
+def _iso(value: Any) -> str | None:
+    return _aware(value).isoformat() if isinstance(value, datetime) else value
+
+
+class ReminderSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    due_at = fields.AwareDateTime(required=True, format="iso")
+    text = _Text(required=True, validate=validate.Length(min=1, max=MAX_TEXT))
+    assignee = fields.String(load_default=None, allow_none=True,
+                             validate=validate.Length(min=1, max=200))
+
+
+class ReminderFilterSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    status = fields.String(load_default=None, allow_none=True, validate=validate.OneOf(STATUSES))
+    due_before = fields.AwareDateTime(load_default=None, allow_none=True, format="iso")
+
+
+class ReminderRepository(TimelineOwing, VersionedRepository):
+    def ensure_indexes(self) -> None:
+        self.collection.create_index([("store_id", ASCENDING), ("status", ASCENDING),
+                                      ("due_at", ASCENDING)])
+        self.collection.create_index([("store_id", ASCENDING), ("customer_id", ASCENDING),
+                                      ("due_at", ASCENDING)])
+
+    def get(self, store_id: str, reminder_id: str) -> dict | None:
+        return self.collection.find_one(
+            {"_id": reminder_id, "store_id": store_id, "status": {"$in": list(STATUSES)}},
+            {OUTBOX_FIELD: 0, TIMELINE_FIELD: 0})
+
+    def find(self, store_id: str, customer_id: str | None, status: str | None,
+             due_before: datetime | None, limit: int) -> list[dict]:
+        query: dict = {"store_id": store_id,
+                       "status": status if status is not None else {"$in": list(STATUSES)}}
+        if customer_id is not None:
+            query["customer_id"] = customer_id
+        if due_before is not None:
+            query["due_at"] = {"$lt": due_before}
+        return list(self.collection.find(query, {OUTBOX_FIELD: 0, TIMELINE_FIELD: 0})
+                    .sort([("due_at", ASCENDING), ("_id", ASCENDING)]).limit(limit))
+
+    def forget(self, store_id: str, customer_ids: list[str]) -> int:
+        return self.collection.delete_many(
+            {"store_id": store_id, "customer_id": {"$in": customer_ids}}).deleted_count
+
+
+def reminder_view(doc: dict) -> dict:
+    return {"reminder_id": doc["_id"], "customer_id": doc["customer_id"],
+            "due_at": _iso(doc["due_at"]), "text": doc["text"], "assignee": doc.get("assignee"),
+            "status": doc["status"], "created_by": doc["created_by"],
+            "created_at": _iso(doc["created_at"]), "completed_at": _iso(doc.get("completed_at")),
+            "completed_by": doc.get("completed_by")}
+
+
+class Reminders:
+    def __init__(self, storage: "CustomerSyncStorage", clock=_utcnow) -> None:
+        self.storage = storage
+        self.clock = clock
+
+    def add(self, store_id: str, customer_id: str, reminder: Any, actor: str) -> dict:
+        store_id, actor = require_text(store_id, "store_id"), require_text(actor, "actor")
+        data = load(ReminderSchema(), reminder, "reminder")
+        customer = known_customer(self.storage, store_id, customer_id)
+        now = self.clock()
+        reminder_id = uuid.uuid4().hex
+        due = data["due_at"].astimezone(timezone.utc)
+        doc = {"_id": reminder_id, "store_id": store_id, "customer_id": customer["_id"],
+               "due_at": due, "text": data["text"], "assignee": data.get("assignee"),
+               "status": "open", "created_by": actor, "created_at": now,
+               "completed_at": None, "completed_by": None}
+        entry = make_entry(entry_id(reminder_id, "added"), customer["_id"], "reminder.added",
+                           f"Reminder set for {due.isoformat()}", actor,
+                           {"reminder_id": reminder_id, "due_at": due.isoformat(),
+                            "assignee": data.get("assignee")}, now)
+        self.storage.reminders.insert(doc, [], entries=[entry])
+        return reminder_view(doc)
+
+    def list(self, store_id: str, customer_id: str | None = None, status: str | None = "open",
+             due_before: str | None = None) -> list[dict]:
+        store_id = require_text(store_id, "store_id")
+        criteria = load(ReminderFilterSchema(), {"status": status, "due_before": due_before},
+                        "filters")
+        if customer_id is not None:
+            customer_id = known_customer(self.storage, store_id, customer_id)["_id"]
+        docs = self.storage.reminders.find(store_id, customer_id, criteria["status"],
+                                           criteria["due_before"], MAX_LISTED)
+        return [reminder_view(d) for d in docs]
+
+    def complete(self, store_id: str, reminder_id: str, actor: str) -> dict:
+        store_id, actor = require_text(store_id, "store_id"), require_text(actor, "actor")
+        reminder_id = require_text(reminder_id, "reminder_id")
+        for _ in range(_MAX_RETRIES):
+            doc = self._reminder(store_id, reminder_id)
+            if doc["status"] == "done":
+                return reminder_view(doc)  # asked twice: done once
+            now = self.clock()
+            fields_ = {"status": "done", "completed_at": now, "completed_by": actor}
+            entry = make_entry(entry_id(reminder_id, "completed"), doc["customer_id"],
+                               "reminder.completed", "Reminder completed", actor,
+                               {"reminder_id": reminder_id}, now)
+            if self.storage.reminders.update(reminder_id, doc["version"], fields_, entries=[entry]):
+                return reminder_view({**doc, **fields_})
+        raise Conflict("the reminder kept changing; ask again")
+
+    def delete(self, store_id: str, reminder_id: str, actor: str) -> dict:
+        store_id, actor = require_text(store_id, "store_id"), require_text(actor, "actor")
+        reminder_id = require_text(reminder_id, "reminder_id")
+        for _ in range(_MAX_RETRIES):
+            doc = self._reminder(store_id, reminder_id)
+            now = self.clock()
+            entry = make_entry(entry_id(reminder_id, "deleted"), doc["customer_id"],
+                               "reminder.deleted", "Reminder deleted", actor,
+                               {"reminder_id": reminder_id}, now)
+            if self.storage.reminders.update(reminder_id, doc["version"],
+                                             {"status": "deleted", "deleted_at": now,
+                                              "deleted_by": actor},
+                                             unset=["text"], entries=[entry]):
+                return {"reminder_id": reminder_id, "customer_id": doc["customer_id"],
+                        "deleted": True}
+        raise Conflict("the reminder kept changing; ask again")
+
+    def _reminder(self, store_id: str, reminder_id: str) -> dict:
+        doc = self.storage.reminders.get(store_id, reminder_id)
+        if doc is None:
+            raise NotFound(f"no reminder {reminder_id} in store {store_id}")
+        return doc
