@@ -57,14 +57,16 @@ class Backends:
         self.proxies = proxies
         self.timeout = timeout_seconds
 
-    def call(self, service: str, method: str, *args, **kwargs) -> Any:
-        """One RPC; its error as a Problem."""
-        [result] = self.gather([(service, method, args, kwargs)])
+    def call(self, service: str, method: str, *args, timeout: float | None = None,
+             **kwargs) -> Any:
+        """One RPC; its error as a Problem. `timeout` overrides the default for long work."""
+        [result] = self.gather([(service, method, args, kwargs)], timeout)
         if isinstance(result, Problem):
             raise result
         return result
 
-    def gather(self, calls: Iterable[tuple[str, str, tuple, dict]]) -> list:
+    def gather(self, calls: Iterable[tuple[str, str, tuple, dict]],
+               timeout: float | None = None) -> list:
         """Several RPCs at once, under one deadline; each result or its Problem, in order."""
         calls = list(calls)
         pending = []
@@ -73,7 +75,7 @@ class Backends:
                 pending.append(getattr(self.proxies[service], method).call_async(*args, **kwargs))
             except Exception as exc:  # noqa: BLE001 - UnknownService and the like, per call
                 pending.append(exc)
-        deadline = time.monotonic() + self.timeout
+        deadline = time.monotonic() + (timeout or self.timeout)
         results: list = []
         for (service, method, _, _), reply in zip(calls, pending):
             try:

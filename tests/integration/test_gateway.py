@@ -18,6 +18,7 @@ from services.loyalty.service import LoyaltyService
 from services.notifications.service import NotificationsService
 from services.segmentation.service import SegmentationService
 from tests import payloads
+from tests.fakes.woo_shop import FakeWooShop
 from tests.gateway_client import GatewayClient, OpenApiChecker
 from tests.support import free_port, wait_until
 
@@ -26,7 +27,8 @@ SECRET = "whsec-gateway-12345"
 
 
 class System:
-    def __init__(self, services, rpc, gateway_url: str) -> None:
+    def __init__(self, services, rpc, gateway_url: str, shop: FakeWooShop) -> None:
+        self.shop = shop
         self.services = services
         self.rpc = rpc
         self.gateway_url = gateway_url
@@ -41,8 +43,28 @@ class System:
     def anonymous(self) -> GatewayClient:
         return GatewayClient(self.gateway_url, None, self.checker)
 
-    def webhook(self, topic: str, body: dict) -> None:
-        raw = json.dumps(body).encode()
+    def shop_customer(self, orders: int = 1) -> tuple[dict, str]:
+        """A customer (and orders) made at the fake shop and delivered here by webhook."""
+        woo = self.shop.add_customer()
+        self.webhook("customer.created", self.shop.webhook_body("customer.created", woo["id"]))
+        for _ in range(orders):
+            order = self.shop.add_order(customer_id=woo["id"])
+            self.webhook("order.created", self.shop.webhook_body("order.created", order["id"]))
+
+        def known():
+            try:
+                customer_id = self.rpc.customer_sync.find_customer(STORE, woo["email"])[
+                    "customer_id"]
+                profile = self.rpc.segmentation.get_profile(STORE, customer_id)
+                return customer_id if (profile["stats"] or {}).get("orders_count") == orders \
+                    else None
+            except Exception:
+                return None
+
+        return woo, wait_until(known, timeout=20, message="the shop's customer here")
+
+    def webhook(self, topic: str, body: dict | bytes) -> None:
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
         r = requests.post(f"{self.services.web_url}/webhooks/woocommerce/{STORE}", data=raw,
                           timeout=10, headers={"X-WC-Webhook-Topic": topic,
                                                "X-WC-Webhook-Signature": sign(raw, SECRET)})
@@ -50,20 +72,27 @@ class System:
 
 
 @pytest.fixture
-def system(services):
+def shop():
+    with FakeWooShop(seed=11) as shop:
+        yield shop
+
+
+@pytest.fixture
+def system(services, shop):
     services.start(SegmentationService)
     services.start(LoyaltyService)
     services.start(NotificationsService, WEB_SERVER_ADDRESS=f"127.0.0.1:{free_port()}")
-    services.start(CustomerSyncService, RECONCILE_POLL_SECONDS="3600")
+    services.start(CustomerSyncService, RECONCILE_POLL_SECONDS="3600", WOO_MAX_RETRIES="1",
+                   TIMELINE_SWEEP_SECONDS="0.2")
     services.start(GdprService, GDPR_PROCESS_SECONDS="0.3", GDPR_RETRY_SECONDS="0.5")
     gateway_port = free_port()
     services.start(GatewayService, WEB_SERVER_ADDRESS=f"127.0.0.1:{gateway_port}",
                    GATEWAY_KEY_CACHE_SECONDS="0", GATEWAY_RPC_TIMEOUT_SECONDS="5")
     with ClusterRpcProxy({"AMQP_URI": services.amqp_uri}, timeout=30) as rpc:
         rpc.customer_sync.register_store({
-            "store_id": STORE, "shop_url": "https://shop.example", "webhook_secret": SECRET,
-            "consumer_key": "ck", "consumer_secret": "cs"})
-        yield System(services, rpc, f"http://127.0.0.1:{gateway_port}")
+            "store_id": STORE, "shop_url": shop.base_url, "webhook_secret": SECRET,
+            "consumer_key": shop.consumer_key, "consumer_secret": shop.consumer_secret})
+        yield System(services, rpc, f"http://127.0.0.1:{gateway_port}", shop)
 
 
 def _recent(days_ago: int) -> str:
@@ -340,3 +369,114 @@ def test_export_streams_csv_and_json_that_match_the_list(system):
     assert dijkstra["orders_count"] == "3" and dijkstra["email"] == "edsger@example.org"
     bad = client.get("/exports/customers?format=xml")
     assert bad.status_code == 400
+
+
+# -- notes, reminders, timeline, edits, bulk actions and import ------------------------------
+def test_notes_reminders_timeline_and_an_edit_written_back_to_the_shop(system):
+    woo, customer_id = system.shop_customer()
+    writer, reader = system.client("write"), system.client("read")
+    note = writer.post(f"/customers/{customer_id}/notes",
+                       json={"category": "phone-call", "text": "Asked about wholesale prices"})
+    assert note.status_code == 201, note.text
+    assert writer.post(f"/customers/{customer_id}/notes",
+                       json={"category": "gossip", "text": "x"}).status_code == 400
+    note_id = note.json()["note_id"]
+    assert writer.patch(f"/notes/{note_id}", json={"category": "follow-up"}).json()[
+        "category"] == "follow-up"
+    assert [n["note_id"] for n in reader.get(
+        f"/customers/{customer_id}/notes?category=follow-up").json()] == [note_id]
+    assert reader.post(f"/customers/{customer_id}/notes",
+                       json={"category": "general", "text": "x"}).status_code == 403
+    due = (datetime.now(timezone.utc) + timedelta(days=2)).isoformat()
+    reminder = writer.post(f"/customers/{customer_id}/reminders",
+                           json={"due_at": due, "text": "Call back with prices"})
+    assert reminder.status_code == 201, reminder.text
+    assert [r["reminder_id"] for r in reader.get("/reminders?status=open").json()] == [
+        reminder.json()["reminder_id"]]
+    done = writer.post(f"/reminders/{reminder.json()['reminder_id']}/complete")
+    assert done.status_code == 200 and done.json()["status"] == "done"
+    assert reader.get("/reminders?status=open").json() == []
+
+    edited = writer.patch(f"/customers/{customer_id}",
+                          json={"first_name": "Augusta", "account_status": "inactive"})
+    assert edited.status_code == 200, edited.text
+    assert edited.json()["first_name"] == "Augusta"
+    assert system.shop.customers[woo["id"]]["first_name"] == "Augusta"  # written back
+    wait_until(lambda: [r["customer_id"] for r in reader.get(
+        "/customers?status=inactive").json()["items"]] == [customer_id],
+        message="the inactive customer in the list")
+    page = reader.get(f"/customers/{customer_id}").json()
+    assert page["unavailable"] == []
+    assert [n["note_id"] for n in page["notes"]] == [note_id]
+    kinds = {e["kind"] for e in reader.get(f"/customers/{customer_id}/timeline").json()["items"]}
+    assert kinds, "the timeline records what happened"
+    assert writer.delete(f"/notes/{note_id}").status_code == 200
+
+
+def test_bulk_actions_report_each_customers_outcome(system):
+    (_, first), (_, second) = system.shop_customer(), system.shop_customer()
+    writer = system.client("write")
+    ids = [first, second, "no-such-customer"]
+    status = writer.post("/customers/bulk", json={"action": "set_status", "customer_ids": ids,
+                                                  "status": "inactive"})
+    assert status.status_code == 200, status.text
+    outcomes = {r["customer_id"]: r["outcome"] for r in status.json()["results"]}
+    assert outcomes == {first: "changed", second: "changed", "no-such-customer": "not_found"}
+    tagged = writer.post("/customers/bulk", json={"action": "add_tags",
+                                                  "customer_ids": [first, second],
+                                                  "tags": ["autumn-promo"]}).json()
+    assert {r["outcome"] for r in tagged["results"]} == {"tagged"}
+    assert writer.put("/groups/trade", json={"name": "Trade"}).status_code == 200
+    grouped = writer.post("/customers/bulk", json={"action": "add_to_groups",
+                                                   "customer_ids": [first],
+                                                   "groups": ["trade"]}).json()
+    assert grouped["results"][0]["outcome"] == "changed"
+    exported = writer.post("/customers/bulk", json={"action": "export",
+                                                    "customer_ids": [first, "nobody"]}).json()
+    assert exported["summary"] == {"exported": 1, "not_found": 1}
+    assert exported["customers"][0]["customer_id"] == first
+    missing = writer.post("/customers/bulk", json={"action": "add_tags", "customer_ids": [first]})
+    assert missing.status_code == 400 and "tags" in missing.json()["errors"]
+    deleted = writer.post("/customers/bulk", json={"action": "delete", "customer_ids": [second],
+                                                   "orders": "anonymise"})
+    assert deleted.status_code == 200, deleted.text
+    assert deleted.json()["results"][0]["outcome"] == "deleted"
+    reader = system.client("read")
+    wait_until(lambda: [r["customer_id"] for r in reader.get("/customers").json()["items"]]
+               == [first], message="the deleted customer gone from the list")
+
+
+def test_csv_import_previews_reports_bad_rows_then_applies_once(system):
+    _, existing = system.shop_customer(orders=0)
+    known_email = system.rpc.customer_sync.get_customer(STORE, existing)["email"]
+    csv_text = ("Email,First Name,Last Name,Billing Country,Loyalty Level\r\n"
+                "new.one@example.org,New,One,DE,gold\r\n"
+                "not-an-email,Bad,Row,DE,\r\n"
+                "new.one@example.org,Twice,Inside,DE,\r\n"
+                f"{known_email},Already,Here,GB,\r\n"
+                "new.two@example.org,New,Two,ZZZ,\r\n"
+                "new.three@example.org,New,Three,FR,\r\n")
+    writer = system.client("write")
+    headers = {"Content-Type": "text/csv"}
+    preview = writer.post("/imports/customers", data=csv_text.encode(), headers=headers)
+    assert preview.status_code == 200, preview.text
+    body = preview.json()
+    assert body["applied"] is False and body["ignored_columns"] == ["loyalty_level"]
+    by_line = {r["line"]: r["outcome"] for r in body["rows"]}
+    assert by_line == {2: "create", 3: "invalid", 4: "duplicate_in_file", 5: "exists",
+                       6: "invalid", 7: "create"}
+    assert system.rpc.customer_sync.list_customers(STORE, {"name": "new."})["items"] == []
+    applied = writer.post("/imports/customers?apply=true", data=csv_text.encode(),
+                          headers=headers)
+    assert applied.status_code == 200 and applied.json()["applied"] is True
+    again = writer.post("/imports/customers?apply=true", data=csv_text.encode(), headers=headers)
+    assert "create" not in {r["outcome"] for r in again.json()["rows"]}
+    reader = system.client("read")
+    wait_until(lambda: sorted(r["email"] for r in reader.get("/customers?q=new.").json()["items"])
+               == ["new.one@example.org", "new.three@example.org"],
+               message="the imported contacts listed")
+    assert writer.post("/imports/customers", data=b"name\r\nx\r\n",
+                       headers=headers).status_code == 400
+    assert writer.post("/imports/customers", data=b"\xff\xfe", headers=headers).status_code == 400
+    assert system.client("read").post("/imports/customers", data=csv_text.encode(),
+                                      headers=headers).status_code == 403
