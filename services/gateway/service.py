@@ -3,7 +3,7 @@ GatewayApp, with this worker's RPC proxies to the services behind it."""
 from __future__ import annotations
 
 from nameko.extensions import DependencyProvider
-from nameko.rpc import RpcProxy
+from nameko.rpc import RpcProxy, rpc
 from nameko.web.handlers import http
 from werkzeug.wrappers import Request, Response
 
@@ -15,6 +15,7 @@ from services.gateway.routes import build_routes
 from services.gateway.routing import Router
 from shared.config import from_nameko
 from shared.health import broker_reachable, json_response
+from shared.tls import amqp_ssl_options
 
 BACKEND_SERVICES = ("customer_sync", "segmentation", "loyalty", "notifications", "gdpr")
 
@@ -58,6 +59,17 @@ class GatewayService:
 
     @http("GET", "/health/ready")
     def ready(self, request: Request) -> Response:  # noqa: ARG002
-        checks = {"broker": broker_reachable(self.gateway.config.get("AMQP_URI"))}
-        ready = all(checks.values())
-        return json_response(200 if ready else 503, {"ready": ready, "checks": checks})
+        state = self._readiness()
+        return json_response(200 if state["ready"] else 503, state)
+
+    @rpc
+    def health(self) -> dict:
+        """Readiness over RPC too, as every service answers it (`companion health`)."""
+        return {**self._readiness(), "service": self.name}
+
+    def _readiness(self) -> dict:
+        # The gateway has no database: it is ready when it can reach the broker.
+        config = self.gateway.config
+        checks = {"broker": broker_reachable(config.get("AMQP_URI"),
+                                             ssl=amqp_ssl_options(config))}
+        return {"ready": all(checks.values()), "checks": checks}

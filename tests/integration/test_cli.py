@@ -17,6 +17,7 @@ from nameko.standalone.rpc import ClusterRpcProxy
 
 from services.customer_sync.service import CustomerSyncService
 from services.customer_sync.webhook_setup import REQUIRED_TOPICS
+from services.gateway.service import GatewayService
 from services.gdpr.service import GdprService
 from services.loyalty.service import LoyaltyService
 from services.notifications.service import NotificationsService
@@ -244,6 +245,7 @@ def test_health_of_the_whole_system(services, capsys):
         "notifications": services.start(NotificationsService,
                                         WEB_SERVER_ADDRESS=f"127.0.0.1:{free_port()}"),
         "gdpr": services.start(GdprService, GDPR_PROCESS_SECONDS="3600"),
+        "gateway": services.start(GatewayService, WEB_SERVER_ADDRESS=f"127.0.0.1:{free_port()}"),
     }
     assert set(containers) == set(SERVICES)
 
