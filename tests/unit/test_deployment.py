@@ -164,3 +164,12 @@ def test_the_readme_points_to_the_deployment_guide():
     for topic in ("quorum", "replica set", "broker_permissions", "AMQP_SSL_CA_FILE",
                   "MONGO_TLS_CA_FILE", "replicas"):
         assert topic in guide, topic
+
+
+def test_the_readmes_event_catalogue_is_the_one_the_code_declares():
+    from shared.events.docs import END, START, catalogue_table
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert START in readme and END in readme, "README lost its event catalogue markers"
+    held = readme[readme.index(START):readme.index(END) + len(END)]
+    assert held == catalogue_table(), "run `python -m shared.events.docs` and paste its output"
