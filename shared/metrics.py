@@ -56,6 +56,15 @@ WEBHOOK_SECONDS = Histogram(
              5.0),
 )
 
+# -- gateway (HTTP API) --------------------------------------------------------------------------
+API_SECONDS = Histogram(
+    "companion_api_request_duration_seconds",
+    "Time the gateway took to answer an API request, by route (method and path template, so "
+    "ids never become labels) and status.",
+    ("route", "status"),
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+
 # -- notifications -------------------------------------------------------------------------------
 NOTIFICATION_SENDS = Counter("companion_notification_sends_total",
                              "How attempts to send a message ended, per channel.",
@@ -106,6 +115,13 @@ _outbox_failure_children = LabelCache(OUTBOX_FAILURES)
 
 def observe_webhook(store: str, outcome: str, status: int, seconds: float) -> None:
     _webhook_children(store, outcome, str(status)).observe(seconds)
+
+
+_api_children = LabelCache(API_SECONDS)
+
+
+def observe_api_request(route: str, status: int, seconds: float) -> None:
+    _api_children(route, str(status)).observe(seconds)
 
 
 def count_send(channel: str, outcome: str) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 from werkzeug.wrappers import Request, Response
 
+from shared import metrics
 from services.gateway.auth import Authenticator
 from services.gateway.problems import Problem, problem_response
 from services.gateway.ratelimit import RateLimiter
@@ -99,6 +100,8 @@ class GatewayApp:
         for name, value in headers.items():
             response.headers.setdefault(name, value)
         response.headers["X-Request-Id"] = request_id
+        metrics.observe_api_request(route_name if route_name != "-" else "unmatched",
+                                    response.status_code, time.monotonic() - started)
         log.info("%s %s -> %s in %.1f ms (%s, request %s)", request.method, request.path,
                  response.status_code, (time.monotonic() - started) * 1000, route_name, request_id)
         return response

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 from tests import payloads
 from tests.gateway_client import GatewayClient
-from tests.gateway_system import STORE, shop, system  # noqa: F401 - fixtures
+from tests.gateway_system import SECRET, STORE, shop, system  # noqa: F401 - fixtures
 from tests.support import wait_until
 
 
@@ -78,6 +78,19 @@ def test_scopes_are_enforced(system):
     writer = system.client("write")
     assert writer.get(f"/customers/{customer_id}").status_code == 200  # write includes read
     assert writer.get("/keys").status_code == 403
+    # GDPR data is for gdpr keys only: neither reading nor writing keys see or touch it
+    for client in (reader, writer):
+        assert client.get("/gdpr/requests").status_code == 403
+        assert client.get(f"/customers/{customer_id}/consent").status_code == 403
+        assert client.post("/gdpr/requests", json={"type": "access",
+                                                   "email": "ada@acme.example"}
+                           ).status_code == 403
+    officer = system.client("gdpr")
+    submitted = officer.post("/gdpr/requests", json={"type": "access", "email": "ada@acme.example"})
+    assert submitted.status_code == 201, submitted.text
+    assert officer.get(f"/gdpr/requests/{submitted.json()['request_id']}").status_code == 200
+    assert officer.get(f"/customers/{customer_id}").status_code == 403  # gdpr alone is not read
+    assert reader.get(f"/gdpr/requests/{submitted.json()['request_id']}").status_code == 403
 
 
 def test_keys_are_created_listed_and_revoked_by_an_admin(system):
@@ -396,3 +409,30 @@ def test_csv_import_previews_reports_bad_rows_then_applies_once(system):
     assert writer.post("/imports/customers", data=b"\xff\xfe", headers=headers).status_code == 400
     assert system.client("read").post("/imports/customers", data=csv_text.encode(),
                                       headers=headers).status_code == 403
+
+
+def test_an_exported_file_imports_into_another_store_as_it_was(system):
+    """The export round trip: CSV out of one store, into a new one, the same people listed."""
+    seeded_store(system)
+    source = system.client("read")
+    exported = source.get("/exports/customers?sort=name")
+    assert exported.status_code == 200
+    system.rpc.customer_sync.register_store({
+        "store_id": "gw-copy", "shop_url": system.shop.base_url, "webhook_secret": SECRET,
+        "consumer_key": system.shop.consumer_key, "consumer_secret": system.shop.consumer_secret})
+    key = system.rpc.customer_sync.create_api_key("gw-copy", "copy", ["write"], "test")
+    target = GatewayClient(system.gateway_url, key["api_key"], system.checker)
+    answer = target.post("/imports/customers?apply=true", data=exported.content,
+                         headers={"Content-Type": "text/csv"})
+    assert answer.status_code == 200, answer.text
+    assert {r["outcome"] for r in answer.json()["rows"]} == {"create"}
+    assert "customer_id" in answer.json()["ignored_columns"]
+
+    def people(client):
+        rows = client.get("/customers?sort=name").json()["items"]
+        return [(r["first_name"], r["last_name"], r["email"], r["city"], r["country"])
+                for r in rows]
+
+    wait_until(lambda: len(people(target)) == len(PEOPLE), message="the copies listed")
+    assert people(target) == people(source)
+    assert source.get("/customers").json()["total"] == len(PEOPLE)  # the source is untouched

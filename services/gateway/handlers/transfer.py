@@ -28,8 +28,15 @@ EXPORT_COLUMNS = ("customer_id", "first_name", "last_name", "email", "company", 
 _EXPORT_PAGE = 500
 
 
+# The export's own column names, so an exported file imports as it is (into another store, say).
+_ALIASES = {"city": "billing_city", "state": "billing_state", "country": "billing_country",
+            "postcode": "billing_postcode", "address_1": "billing_address_1",
+            "address_2": "billing_address_2"}
+
+
 def _header(name: str) -> str:
-    return name.strip().lower().replace(" ", "_").replace("-", "_")
+    column = name.strip().lower().replace(" ", "_").replace("-", "_")
+    return _ALIASES.get(column, column)
 
 
 def parse_import(raw: bytes) -> tuple[list[dict], list[str]]:
