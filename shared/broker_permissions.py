@@ -257,6 +257,11 @@ class ManagementApi:
     def apply(self, grants: Iterable[Grant], vhost: str, passwords: Mapping[str, str]) -> None:
         q = lambda value: urllib.parse.quote(value, safe="")  # noqa: E731
         self._call("PUT", f"vhosts/{q(vhost)}")
+        # The administrator itself may work in the vhost: the same job then declares every
+        # consumer's queue there (shared.messaging.topology) before any service publishes.
+        admin = self.session.auth[0]
+        self._call("PUT", f"permissions/{q(vhost)}/{q(admin)}",
+                   {"configure": ".*", "write": ".*", "read": ".*"})
         for g in grants:
             self._call("PUT", f"users/{q(g.user)}", {"password": passwords[g.user], "tags": ""})
             self._call("PUT", f"permissions/{q(vhost)}/{q(g.user)}",

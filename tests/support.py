@@ -92,7 +92,11 @@ class ServiceHarness:
         return config
 
     def start(self, service_cls, **overrides: object) -> ServiceContainer:
-        container = ServiceContainer(service_cls, self.config(**overrides))
+        # The container class the runner uses (nameko's SERVICE_CONTAINER_CLS from
+        # Config.nameko_config): it declares queues of AMQP_QUEUE_TYPE.
+        from shared.messaging.queues import TypedQueuesContainer
+
+        container = TypedQueuesContainer(service_cls, self.config(**overrides))
         container.start()
         self.containers.append(container)
         return container

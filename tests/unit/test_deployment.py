@@ -111,7 +111,10 @@ def test_every_service_and_the_gateway_run_under_their_own_broker_user(load):
         test = spec["healthcheck"]["test"]
         assert test[-1] == name or "/health/ready" in test[-1]
     users = services["broker-users"]
-    assert users["command"] == ["python", "-m", "shared.broker_permissions", "apply"]
+    # users and permissions first, then every consumer's queue (before any service publishes)
+    assert users["command"] == ["sh", "-c", "python -m shared.broker_permissions apply && "
+                                            "python -m shared.messaging.topology"]
+    assert users["environment"]["AMQP_URI"].endswith("/companion")
     assert {k for k in users["environment"] if k.startswith("BROKER_PASSWORD_")} == {
         f"BROKER_PASSWORD_{n.upper()}" for n in DEPLOYED | {"operator"}}
 
