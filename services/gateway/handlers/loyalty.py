@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from services.gateway import schemas as s
 from services.gateway.handlers.customers import PAGE_PARAMS
+from services.gateway.problems import Problem
 from services.gateway.routing import Context, Reply, Route
 
 
@@ -16,8 +17,20 @@ def account(ctx: Context) -> Reply:
 
 
 def history(ctx: Context) -> Reply:
-    return Reply(ctx.call("loyalty", "history", ctx.store_id, ctx.path["customer_id"],
-                          {"size": ctx.query["limit"], "cursor": ctx.query["cursor"]}))
+    """loyalty pages its ledger by entry number (an integer); over HTTP every cursor is an
+    opaque string, so it goes out as one and comes back in as the number."""
+    cursor = ctx.query["cursor"]
+    if cursor is not None:
+        if not cursor.isdigit():
+            raise Problem(400, "query parameter cursor must be the next_cursor of a previous "
+                               "page", kind="invalid-parameter",
+                          errors={"cursor": ["not a cursor of this list"]})
+        cursor = int(cursor)
+    page = ctx.call("loyalty", "history", ctx.store_id, ctx.path["customer_id"],
+                    {"size": ctx.query["limit"], "cursor": cursor})
+    if page.get("next_cursor") is not None:
+        page["next_cursor"] = str(page["next_cursor"])
+    return Reply(page)
 
 
 def redeem(ctx: Context) -> Reply:
