@@ -178,7 +178,9 @@ ROUTES = [
           scope="write",
           query=[Param("orders", "keep the orders anonymised, or delete them",
                        enum=("anonymise", "delete"), default="anonymise")],
-          responses={200: s.obj({"customer_id": s.STRING, "outcome": s.STRING})}),
+          responses={200: s.obj({"customer_id": s.STRING, "outcome": {"enum": ["deleted"]}},
+                                {"orders": {**s.INTEGER, "description": "orders deleted or "
+                                            "anonymised"}})}),
     Route("GET", _CID + "/orders", list_orders, "A customer's orders, newest first", "customers",
           query=PAGE_PARAMS, responses={200: s.page_of(s.ORDER)}),
     Route("POST", _CID + "/tags", add_tags, "Tag a customer", "tags", scope="write",
