@@ -23,7 +23,9 @@ def _all_routes() -> list[Route]:
         return Response(document, mimetype="application/json")
 
     routes.append(Route("GET", "/openapi.json", openapi_document, "This API's OpenAPI document",
-                        "meta", scope=None, responses={200: {"type": "object"}}))
+                        "meta", scope=None,
+                        responses={200: {"type": "object", "required": ["openapi", "info", "paths"],
+                                         "properties": {"openapi": {"type": "string"}}}}))
     return routes
 
 

@@ -66,16 +66,33 @@ CUSTOMER = obj(
 ORDER = obj({"order_id": STRING, "number": STRING, "status": STRING, "total": MONEY},
             {"date_created": NULLABLE_TIME, "refunds": {"type": "array"}})
 
-TAG_ON_CUSTOMER = obj({"tag": STRING}, {"source": NULLABLE_STRING, "added_at": NULLABLE_TIME})
-GROUP_ON_CUSTOMER = obj({"group": STRING}, {"source": NULLABLE_STRING})
+TAG_ON_CUSTOMER = obj({"tag": STRING, "source": NULLABLE_STRING},
+                      {"rule_id": NULLABLE_STRING, "added_at": NULLABLE_TIME})
+GROUP_ON_CUSTOMER = obj({"group": STRING, "source": NULLABLE_STRING},
+                        {"rule_id": NULLABLE_STRING})
 
-PROFILE = obj({"segment": NULLABLE_STRING, "tags": {"type": "array", "items": TAG_ON_CUSTOMER},
+# segmentation's stats of one customer: money as integer minor units in `currency` (null
+# before the first order).
+PROFILE_STATS = obj({"orders_count": INTEGER, "total_spent": INTEGER,
+                     "average_order_value": INTEGER, "currency": NULLABLE_STRING},
+                    {"first_order_at": NULLABLE_TIME, "last_order_at": NULLABLE_TIME,
+                     "avg_days_between_orders": {"type": ["number", "null"]},
+                     "largest_order": {"type": ["integer", "null"]}})
+
+PROFILE = obj({"customer_id": STRING, "status": STRING, "segment": NULLABLE_STRING,
+               "stats": nullable(PROFILE_STATS),
+               "tags": {"type": "array", "items": TAG_ON_CUSTOMER},
                "groups": {"type": "array", "items": GROUP_ON_CUSTOMER}},
-              {"stats": nullable(ANY_OBJECT), "status": STRING})
+              {"store_id": STRING, "country": STRING, "email_domain": STRING})
 
-LOYALTY_ACCOUNT = obj({"balance": INTEGER, "tier": STRING},
-                      {"cash_value": NULLABLE_MONEY, "member_since": NULLABLE_TIME,
-                       "store_credit": MONEY, "debt": INTEGER, "next_expiry": nullable(ANY_OBJECT)})
+# The store's currency is unknown until its first order: {"amount": 0, "currency": null}.
+CREDIT = obj({"amount": INTEGER, "currency": NULLABLE_STRING})
+LOYALTY_ACCOUNT = obj(
+    {"customer_id": STRING, "status": STRING, "balance": INTEGER, "negative_balance": BOOLEAN,
+     "debt": INTEGER, "cash_value": NULLABLE_MONEY, "tier": STRING,
+     "points_in_window": INTEGER, "member_since": NULLABLE_TIME,
+     "next_expiry": nullable(obj({"at": TIME, "points": INTEGER})), "store_credit": CREDIT},
+    {"store_id": STRING})
 
 NOTE_CATEGORIES = ["general", "follow-up", "complaint", "feedback", "meeting", "phone-call",
                    "internal"]
@@ -96,6 +113,9 @@ REMINDER = obj({"reminder_id": STRING, "customer_id": STRING, "due_at": TIME, "t
 NEW_REMINDER = obj({"due_at": TIME, "text": {"type": "string", "minLength": 1, "maxLength": 2000}},
                    {"assignee": {"type": "string", "maxLength": 200}}, additionalProperties=False)
 
+DELETED_NOTE = obj({"note_id": STRING, "customer_id": STRING, "deleted": BOOLEAN})
+DELETED_REMINDER = obj({"reminder_id": STRING, "customer_id": STRING, "deleted": BOOLEAN})
+
 TIMELINE_ENTRY = obj({"entry_id": STRING, "at": TIME, "kind": STRING, "summary": STRING},
                      {"actor": NULLABLE_STRING, "details": nullable(ANY_OBJECT)})
 
@@ -103,7 +123,7 @@ CUSTOMER_DETAIL = obj(
     {"customer": CUSTOMER, "segment": NULLABLE_STRING,
      "tags": {"type": "array", "items": TAG_ON_CUSTOMER},
      "groups": {"type": "array", "items": GROUP_ON_CUSTOMER},
-     "stats": nullable(ANY_OBJECT), "loyalty": nullable(LOYALTY_ACCOUNT),
+     "stats": nullable(PROFILE_STATS), "loyalty": nullable(LOYALTY_ACCOUNT),
      "recent_orders": {"type": "array", "items": ORDER},
      "notes": {"type": "array", "items": NOTE},
      "reminders": {"type": "array", "items": REMINDER},
@@ -129,7 +149,7 @@ API_KEY = obj({"key_id": STRING, "store_id": STRING, "name": STRING,
                "created_at": TIME},
               {"rate_limit_per_minute": {"type": ["integer", "null"]},
                "created_by": NULLABLE_STRING, "last_used_at": NULLABLE_TIME,
-               "revoked_at": NULLABLE_TIME})
+               "revoked_at": NULLABLE_TIME, "revoked_by": NULLABLE_STRING})
 NEW_API_KEY_ANSWER = {**API_KEY, "required": API_KEY["required"] + ["api_key"],
                       "properties": {**API_KEY["properties"], "api_key": {
                           "type": "string", "description": "shown this once; store it safely"}}}
@@ -138,6 +158,8 @@ NEW_API_KEY = obj({"name": {"type": "string", "minLength": 1, "maxLength": 100},
                               "items": {"enum": ["read", "write", "gdpr", "admin"]}}},
                   {"rate_limit_per_minute": {"type": "integer", "minimum": 1, "maximum": 100000}},
                   additionalProperties=False)
+
+DELETED = obj({"deleted": STRING}, description="the id of what was deleted")
 
 HEALTH = obj({"live": BOOLEAN, "service": STRING})
 READY = obj({"ready": BOOLEAN, "checks": {"type": "object"}})

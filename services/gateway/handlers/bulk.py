@@ -29,13 +29,19 @@ def bulk(ctx: Context) -> Reply:
                           body["status"], ctx.actor)
         results = answer["results"]
     elif action == "add_tags":
-        answer = ctx.call("segmentation", "bulk_tag", ctx.store_id, ids, body["tags"], ctx.actor)
-        results = [{"customer_id": c, **_outcome(o)} for c, o in answer["results"].items()]
+        known, unknown = _known(ctx, ids)
+        answer = (ctx.call("segmentation", "bulk_tag", ctx.store_id, known, body["tags"],
+                           ctx.actor) if known else {"results": {}})
+        outcomes = {**answer["results"], **{c: "not found" for c in unknown}}
+        results = [{"customer_id": c, **_outcome(outcomes[c])} for c in ids]
     elif action == "add_to_groups":
+        known, unknown = _known(ctx, ids)
         by_customer: dict[str, dict] = {c: {"customer_id": c, "groups": {}} for c in ids}
         for group in body["groups"]:
-            answer = ctx.call("segmentation", "add_to_group", ctx.store_id, ids, group, ctx.actor)
-            for customer_id, outcome in answer["results"].items():
+            answer = (ctx.call("segmentation", "add_to_group", ctx.store_id, known, group,
+                               ctx.actor) if known else {"results": {}})
+            for customer_id, outcome in {**answer["results"],
+                                         **{c: "not found" for c in unknown}}.items():
                 by_customer[customer_id]["groups"][group] = outcome
         results = []
         for row in by_customer.values():
@@ -54,6 +60,25 @@ def bulk(ctx: Context) -> Reply:
         return Reply({"action": action, "results": results, "customers": rows,
                       "summary": _summary(results)})
     return Reply({"action": action, "results": results, "summary": _summary(results)})
+
+
+def _known(ctx: Context, ids: list[str]) -> tuple[list[str], list[str]]:
+    """The ids customer_sync knows, and the rest. segmentation makes a profile for any id it
+    is asked to tag (events may name a customer before it is synced), so the gateway asks
+    first: tagging an id nobody has would otherwise list a customer who does not exist."""
+    known, unknown = [], []
+    for start in range(0, len(ids), _EXPORT_CHUNK):
+        chunk = ids[start:start + _EXPORT_CHUNK]
+        answers = ctx.backends.gather([("customer_sync", "get_customer", (ctx.store_id, c), {})
+                                       for c in chunk])
+        for customer_id, answer in zip(chunk, answers):
+            if isinstance(answer, Problem):
+                if answer.status != 404:
+                    raise answer
+                unknown.append(customer_id)
+            else:
+                known.append(customer_id)
+    return known, unknown
 
 
 def _export(ctx: Context, ids: list[str]) -> tuple[list, list]:

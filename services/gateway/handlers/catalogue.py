@@ -49,45 +49,93 @@ def report(ctx: Context) -> Reply:
     return Reply(ctx.call("segmentation", "report", ctx.store_id, ctx.query["period"]))
 
 
-GROUP = s.obj({"slug": s.STRING, "name": s.STRING},
-              {"description": s.STRING, "discount_percent": s.NULLABLE_STRING,
-               "free_shipping_threshold": {"type": ["integer", "null"]},
-               "payment_terms_days": {"type": ["integer", "null"]},
-               "members": s.INTEGER})
+GROUP = s.obj({"slug": s.STRING, "name": s.STRING, "description": s.STRING,
+               "discount_percent": {**s.NULLABLE_STRING, "description": "a decimal, e.g. 12.5"},
+               "free_shipping_threshold": {"type": ["integer", "null"],
+                                           "description": "minor units"},
+               "payment_terms_days": {"type": ["integer", "null"]}})
+LISTED_GROUP = {**GROUP, "required": GROUP["required"] + ["customers"],
+                "properties": {**GROUP["properties"], "customers": {
+                    **s.INTEGER, "description": "how many active customers are in it"}}}
 GROUP_BODY = s.obj({"name": {"type": "string", "minLength": 1, "maxLength": 200}},
                    {"description": {"type": "string", "maxLength": 2000},
                     "discount_percent": {"type": ["string", "number", "null"]},
                     "free_shipping_threshold": {"type": ["integer", "null"], "minimum": 0},
                     "payment_terms_days": {"type": ["integer", "null"], "minimum": 0}},
                    additionalProperties=False)
-RULE_BODY = s.obj({"name": s.STRING, "conditions": {"type": "array", "minItems": 1}},
+SLUG_ID = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}
+CONDITION = s.obj({"field": {"enum": ["orders_count", "total_spent", "average_order_value",
+                                      "days_since_last_order", "avg_days_between_orders",
+                                      "segment", "tags", "country", "email_domain",
+                                      "largest_order", "last_order_month", "groups"]},
+                   "op": {"enum": ["eq", "ne", "gt", "gte", "lt", "lte", "in", "not_in",
+                                   "contains", "not_contains", "ends_with"]},
+                   "value": {"description": "a number (money in minor units), a string, or a "
+                                            "list of them for in and not_in"}},
+                  description="segmentation checks each field's operators and value type")
+CONDITIONS = {"type": "array", "minItems": 1, "maxItems": 50, "items": CONDITION}
+ACTION = s.obj({"type": {"enum": ["add_tag", "remove_tag", "join_group", "leave_group"]},
+                "value": {"type": "string", "minLength": 1}})
+MATCH = {"enum": ["all", "any"]}
+RULE = s.obj({"rule_id": s.STRING, "name": s.STRING, "position": s.INTEGER,
+              "enabled": s.BOOLEAN, "match": MATCH, "conditions": CONDITIONS,
+              "actions": {"type": "array", "items": ACTION}})
+RULE_BODY = s.obj({"name": {"type": "string", "minLength": 1, "maxLength": 200},
+                   "conditions": CONDITIONS,
+                   "actions": {"type": "array", "minItems": 1, "maxItems": 50, "items": ACTION}},
+                  {"rule_id": {**SLUG_ID, "description": "replace this rule (absent: a new one)"},
+                   "position": {**s.INTEGER, "description": "rules apply in this order"},
+                   "enabled": s.BOOLEAN, "match": MATCH},
+                  additionalProperties=False,
                   description="see README 'Segmentation' for conditions and actions")
-SEGMENT_BODY = {"type": "object", "description": "a saved filter; see README 'Segmentation'"}
+SEGMENT = s.obj({"segment_id": s.STRING, "name": s.STRING, "match": MATCH,
+                 "conditions": CONDITIONS})
+SEGMENT_BODY = s.obj({"name": {"type": "string", "minLength": 1, "maxLength": 200},
+                      "conditions": CONDITIONS},
+                     {"segment_id": {**SLUG_ID, "description": "replace this segment"},
+                      "match": MATCH}, additionalProperties=False,
+                     description="a saved filter; see README 'Segmentation'")
+REPORT = s.obj(
+    {"store_id": s.STRING, "period": {"enum": ["day", "week", "month"]},
+     "currency": s.NULLABLE_STRING, "customers": s.INTEGER, "buyers": s.INTEGER,
+     "new_customers": {"type": "array", "items": s.obj({"period": s.STRING,
+                                                        "count": s.INTEGER})},
+     "repeat_purchase_rate": {"type": ["number", "null"]},
+     "churn_rate": {"type": ["number", "null"]},
+     "segment_sizes": {"type": "object", "additionalProperties": s.INTEGER},
+     "lifetime_value": s.obj({"total": s.INTEGER},
+                             {k: {"type": ["integer", "null"]}
+                              for k in ("p25", "median", "p75", "p90", "max")}),
+     "top_10_percent_revenue_share": {"type": ["number", "null"]},
+     "average_order_value_by_group": {"type": "object",
+                                      "additionalProperties": {"type": ["integer", "null"]}}},
+    description="money in minor units of `currency`; rates from 0 to 1")
 
 ROUTES = [
     Route("GET", "/tags", list_tags, "Tags in use, with how many customers carry each", "tags",
           responses={200: {"type": "array", "items": s.obj({"tag": s.STRING,
                                                             "customers": s.INTEGER})}}),
     Route("GET", "/groups", list_groups, "Customer groups", "groups",
-          responses={200: {"type": "array", "items": GROUP}}),
+          responses={200: {"type": "array", "items": LISTED_GROUP}}),
     Route("PUT", "/groups/<slug>", save_group, "Create or change a group", "groups",
           scope="write", body=GROUP_BODY, responses={200: GROUP}),
     Route("GET", "/segments", list_segments, "Saved segments", "segments",
-          responses={200: {"type": "array", "items": s.ANY_OBJECT}}),
+          responses={200: {"type": "array", "items": SEGMENT}}),
     Route("POST", "/segments", save_segment, "Save a segment", "segments", scope="write",
-          body=SEGMENT_BODY, responses={201: s.obj({"segment_id": s.STRING})}),
-    Route("GET", "/segments/<segment_id>/members", segment_members, "A segment's customers",
-          "segments", query=PAGE_PARAMS, responses={200: s.page_of(s.ANY_OBJECT)}),
+          body=SEGMENT_BODY, responses={201: SEGMENT}),
+    Route("GET", "/segments/<segment_id>/members", segment_members, "A segment's customers "
+          "(a saved segment's id, or a built-in segment: prospect, new, regular, vip, "
+          "one_time, at_risk)", "segments", query=PAGE_PARAMS,
+          responses={200: s.page_of(s.PROFILE)}),
     Route("GET", "/rules", list_rules, "Tagging rules, in the order they apply", "rules",
-          responses={200: {"type": "array", "items": s.obj({"rule_id": s.STRING,
-                                                            "name": s.STRING})}}),
+          responses={200: {"type": "array", "items": RULE}}),
     Route("POST", "/rules", save_rule, "Create or replace a rule", "rules", scope="admin",
-          body=RULE_BODY, responses={201: s.obj({"rule_id": s.STRING, "name": s.STRING})}),
+          body=RULE_BODY, responses={201: RULE}),
     Route("DELETE", "/rules/<rule_id>", delete_rule, "Delete a rule", "rules", scope="admin",
-          responses={200: s.ANY_OBJECT}),
+          responses={200: s.DELETED}),
     Route("GET", "/reports", report, "New customers, repeat rate, revenue share of the top "
           "10%, segment sizes", "reports",
           query=[Param("period", "bucket size of the series", enum=("day", "week", "month"),
                        default="month")],
-          responses={200: s.obj({"store_id": s.STRING})}),
+          responses={200: REPORT}),
 ]

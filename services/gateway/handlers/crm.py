@@ -72,7 +72,7 @@ ROUTES = [
     Route("PATCH", "/notes/<note_id>", update_note, "Edit a note", "notes", scope="write",
           body=s.NOTE_CHANGES, responses={200: s.NOTE}),
     Route("DELETE", "/notes/<note_id>", delete_note, "Delete a note", "notes", scope="write",
-          responses={200: s.ANY_OBJECT}),
+          responses={200: s.DELETED_NOTE}),
     Route("GET", _CID + "/reminders", list_customer_reminders, "A customer's reminders",
           "reminders", query=_REMINDER_FILTERS,
           responses={200: {"type": "array", "items": s.REMINDER}}),
@@ -84,7 +84,7 @@ ROUTES = [
     Route("POST", "/reminders/<reminder_id>/complete", complete_reminder, "Mark a reminder done",
           "reminders", scope="write", responses={200: s.REMINDER}),
     Route("DELETE", "/reminders/<reminder_id>", delete_reminder, "Delete a reminder",
-          "reminders", scope="write", responses={200: s.ANY_OBJECT}),
+          "reminders", scope="write", responses={200: s.DELETED_REMINDER}),
     Route("GET", _CID + "/timeline", timeline, "A customer's activity timeline, newest first",
           "customers", query=PAGE_PARAMS, responses={200: s.page_of(s.TIMELINE_ENTRY)}),
 ]

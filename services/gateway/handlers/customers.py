@@ -130,7 +130,14 @@ def list_orders(ctx: Context) -> Reply:
                           {"size": ctx.query["limit"], "cursor": ctx.query["cursor"]}))
 
 
+def _must_exist(ctx: Context) -> None:
+    """segmentation makes a profile for any id it is asked to tag or group (events may name
+    a customer before it is synced), so the gateway checks that customer_sync knows them."""
+    ctx.call("customer_sync", "get_customer", ctx.store_id, ctx.path["customer_id"])
+
+
 def add_tags(ctx: Context) -> Reply:
+    _must_exist(ctx)
     return Reply(ctx.call("segmentation", "tag", ctx.store_id, ctx.path["customer_id"],
                           ctx.body["tags"], ctx.actor))
 
@@ -141,6 +148,7 @@ def remove_tag(ctx: Context) -> Reply:
 
 
 def add_to_groups(ctx: Context) -> Reply:
+    _must_exist(ctx)
     for group in ctx.body["groups"]:
         ctx.call("segmentation", "add_to_group", ctx.store_id, [ctx.path["customer_id"]], group,
                  ctx.actor)
@@ -170,7 +178,9 @@ ROUTES = [
           scope="write",
           query=[Param("orders", "keep the orders anonymised, or delete them",
                        enum=("anonymise", "delete"), default="anonymise")],
-          responses={200: s.obj({"customer_id": s.STRING, "outcome": s.STRING})}),
+          responses={200: s.obj({"customer_id": s.STRING, "outcome": {"enum": ["deleted"]}},
+                                {"orders": {**s.INTEGER, "description": "orders deleted or "
+                                            "anonymised"}})}),
     Route("GET", _CID + "/orders", list_orders, "A customer's orders, newest first", "customers",
           query=PAGE_PARAMS, responses={200: s.page_of(s.ORDER)}),
     Route("POST", _CID + "/tags", add_tags, "Tag a customer", "tags", scope="write",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from services.gateway import schemas as s
 from services.gateway.problems import Problem
 from services.gateway.routing import Context, Param, Reply, Route
+from shared.events.notifications import CONSENT_PURPOSES, CONSENT_SOURCES
 
 TYPES = ("access", "portability", "rectification", "erasure", "objection")
 STATES = ("received", "verified", "in_progress", "completed", "rejected")
@@ -60,10 +61,34 @@ def set_consent(ctx: Context) -> Reply:
                           ctx.actor, body.get("note", "")))
 
 
-GDPR_REQUEST = s.obj({"request_id": s.STRING, "store_id": s.STRING, "type": {"enum": list(TYPES)},
-                      "state": {"enum": list(STATES)}},
-                     {"due_at": s.NULLABLE_TIME, "overdue": s.BOOLEAN,
-                      "audit": {"type": "array"}})
+AUDIT_ENTRY = s.obj({"at": s.TIME, "actor": s.STRING, "action": s.STRING},
+                    {"detail": s.NULLABLE_STRING})
+GDPR_REQUEST = s.obj(
+    {"request_id": s.STRING, "store_id": s.STRING, "type": {"enum": list(TYPES)},
+     "email": s.STRING, "details": s.ANY_OBJECT, "state": {"enum": list(STATES)},
+     "received_at": s.TIME, "due_at": s.TIME, "overdue": s.BOOLEAN,
+     "customer_ids": {"type": "array", "items": s.STRING},
+     "audit": {"type": "array", "items": AUDIT_ENTRY}},
+    {"completed_at": s.NULLABLE_TIME, "verified_at": s.NULLABLE_TIME,
+     "rejection_reason": s.STRING, "result": {"type": ["object", "null"]}})
+GDPR_EXPORT = s.obj(
+    {"request_id": s.STRING, "store_id": s.STRING, "type": {"enum": ["access", "portability"]},
+     "generated_at": s.TIME,
+     "subject": s.obj({"email": s.STRING, "customer_ids": {"type": "array", "items": s.STRING}}),
+     "manifest": {"type": "array", "items": s.obj({"service": s.STRING, "status": s.STRING},
+                                                  {"answered_at": s.NULLABLE_TIME})},
+     "data": {"type": "object", "additionalProperties": s.ANY_OBJECT,
+              "description": "each service's answer, by service name"}})
+CONSENT_STATE = s.obj({"granted": s.BOOLEAN, "at": s.TIME, "source": s.STRING},
+                      {"actor": s.NULLABLE_STRING})
+CONSENT = s.obj(
+    {"customer_id": s.STRING,
+     "purposes": {"type": "object", "additionalProperties": CONSENT_STATE,
+                  "description": "the current state of each purpose ever recorded"},
+     "history": {"type": "array", "items": s.obj(
+         {"purpose": s.STRING, "granted": s.BOOLEAN, "at": s.TIME, "source": s.STRING},
+         {"change_id": s.STRING, "actor": s.NULLABLE_STRING, "note": s.NULLABLE_STRING})}},
+    {"store_id": s.STRING})
 _R = "/gdpr/requests"
 
 ROUTES = [
@@ -88,13 +113,14 @@ ROUTES = [
                      additionalProperties=False),
           responses={200: GDPR_REQUEST}),
     Route("GET", _R + "/<request_id>/export", download, "The assembled access or portability "
-          "document", "gdpr", scope="gdpr", responses={200: s.ANY_OBJECT}),
+          "document", "gdpr", scope="gdpr", responses={200: GDPR_EXPORT},
+          description="A 404 until the request has completed."),
     Route("GET", "/customers/<customer_id>/consent", get_consent, "Consent per purpose, with "
-          "its history", "gdpr", scope="gdpr", responses={200: s.ANY_OBJECT}),
+          "its history", "gdpr", scope="gdpr", responses={200: CONSENT}),
     Route("PUT", "/customers/<customer_id>/consent", set_consent, "Record a consent change",
           "gdpr", scope="gdpr",
-          body=s.obj({"purpose": s.STRING, "granted": s.BOOLEAN},
-                     {"source": {"type": "string", "maxLength": 100},
+          body=s.obj({"purpose": {"enum": list(CONSENT_PURPOSES)}, "granted": s.BOOLEAN},
+                     {"source": {"enum": list(CONSENT_SOURCES), "default": "operator"},
                       "note": {"type": "string", "maxLength": 2000}}, additionalProperties=False),
-          responses={200: s.ANY_OBJECT}),
+          responses={200: CONSENT}),
 ]

@@ -40,9 +40,17 @@ def delete_workflow(ctx: Context) -> Reply:
                           ctx.path["workflow_id"]))
 
 
+_INTERNAL_SEND_FIELDS = ("_id", "lease_until", "owner", "outbox")
+
+
 def send_log(ctx: Context) -> Reply:
-    return Reply(ctx.call("notifications", "send_log", ctx.store_id, ctx.path["customer_id"],
-                          ctx.query["limit"]))
+    """notifications answers its stored send documents; the API names the send `send_id` and
+    leaves out the send loop's own bookkeeping (its claim on the send)."""
+    entries = ctx.call("notifications", "send_log", ctx.store_id, ctx.path["customer_id"],
+                       ctx.query["limit"])
+    return Reply([{"send_id": entry.get("_id"),
+                   **{k: v for k, v in entry.items() if k not in _INTERNAL_SEND_FIELDS}}
+                  for entry in entries])
 
 
 def bulk_send(ctx: Context) -> Reply:
@@ -65,7 +73,72 @@ def save_settings(ctx: Context) -> Reply:
     return Reply(ctx.call("notifications", "save_store_settings", ctx.store_id, ctx.body))
 
 
-TEMPLATE = s.obj({"slug": s.STRING}, {"channel": s.STRING, "subject": s.NULLABLE_STRING})
+SLUG = {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,63}$"}
+CHANNEL = {"enum": ["email", "sms"]}
+PURPOSE = {"enum": ["marketing", "transactional"]}
+_PARTS = {"subject": {**s.STRING, "description": "email"},
+          "html": {**s.STRING, "description": "email; autoescaped"},
+          "text": {**s.STRING, "description": "email"},
+          "body": {**s.STRING, "description": "sms"}}
+TEMPLATE = s.obj({"slug": s.STRING, "channel": CHANNEL, "name": s.STRING,
+                  "description": s.STRING}, _PARTS,
+                 description="jinja2: an email template has subject, html and text; an SMS "
+                             "template has body")
+TEMPLATE_BODY = s.obj({"channel": CHANNEL},
+                      {"name": {"type": "string", "maxLength": 200},
+                       "description": {"type": "string", "maxLength": 2000},
+                       "slug": {**SLUG, "description": "ignored: the path names the template"},
+                       **_PARTS}, additionalProperties=False,
+                      description="syntax and variables are checked; an error names the part "
+                                  "and line (README 'Notifications' lists the variables)")
+DRAFT_TEMPLATE = {**TEMPLATE_BODY, "required": ["slug", "channel"]}
+RENDERED = s.obj({"subject": s.NULLABLE_STRING, "html": s.NULLABLE_STRING, "text": s.STRING},
+                 description="an SMS renders as text only")
+WORKFLOW_FIELDS = {
+    "workflow_id": SLUG, "name": {"type": "string", "minLength": 1, "maxLength": 200},
+    "enabled": s.BOOLEAN,
+    "trigger": {"type": "object", "description": "{\"event\": ...} with its condition, or "
+                "{\"date\": \"birthday\" | \"days_since_last_order\", \"days\": n}"},
+    "delay_seconds": {"type": "integer", "minimum": 0, "maximum": 90 * 86400},
+    "channel": CHANNEL, "template": s.STRING, "purpose": PURPOSE,
+    "cancel": {"type": "array", "items": s.obj({"if": {"enum": ["tag_removed",
+                                                                 "order_placed"]}},
+                                               {"tag": s.STRING})}}
+WORKFLOW = s.obj(WORKFLOW_FIELDS)
+WORKFLOW_BODY = s.obj({k: WORKFLOW_FIELDS[k] for k in ("name", "trigger", "channel", "template",
+                                                      "purpose")},
+                      {k: WORKFLOW_FIELDS[k] for k in ("workflow_id", "enabled",
+                                                      "delay_seconds", "cancel")},
+                      additionalProperties=False,
+                      description="see README 'Notifications'; a workflow_id replaces that "
+                                  "workflow")
+SEND = s.obj({"send_id": s.STRING, "customer_id": s.STRING, "channel": CHANNEL,
+              "template": s.STRING, "purpose": PURPOSE, "status": s.STRING,
+              "attempts": {"type": "array", "items": s.ANY_OBJECT}, "created_at": s.TIME},
+             {"workflow_id": s.NULLABLE_STRING, "bulk_id": s.NULLABLE_STRING,
+              "due_at": s.NULLABLE_TIME, "to": s.NULLABLE_STRING,
+              "subject": s.NULLABLE_STRING, "reason": s.NULLABLE_STRING})
+BULK_STATUS = s.obj({"bulk_id": s.STRING, "state": s.STRING, "template": s.STRING,
+                     "channel": CHANNEL, "purpose": PURPOSE, "total": s.INTEGER,
+                     "done": s.INTEGER,
+                     "by_status": {"type": "object", "additionalProperties": s.INTEGER}})
+_HHMM = {"type": "string", "pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]$"}
+_SETTINGS_FIELDS = {
+    "name": s.STRING, "url": s.STRING,
+    "timezone": {**s.STRING, "description": "an IANA zone, e.g. Europe/Berlin"},
+    "quiet_start": {**_HHMM, "description": "SMS quiet hours, store time; start = end: none"},
+    "quiet_end": _HHMM,
+    "weekly_marketing_cap": {"type": "integer", "minimum": 0, "maximum": 100},
+    "from_email": {**s.STRING, "description": "empty: the service's MAIL_FROM"},
+    "unsubscribe_url": s.STRING}
+SETTINGS = s.obj(_SETTINGS_FIELDS)
+SETTINGS_BODY = s.obj({}, _SETTINGS_FIELDS, additionalProperties=False,
+                      description="the whole settings: a field left out takes its default")
+AUDIENCE = {"type": "object", "minProperties": 1, "maxProperties": 1,
+            "properties": {"segment": s.STRING, "group": s.STRING, "tag": s.STRING,
+                           "customer_ids": {"type": "array", "minItems": 1, "items": s.STRING}},
+            "additionalProperties": False,
+            "description": "exactly one of segment, group, tag or customer_ids"}
 _N = "/notifications"
 
 ROUTES = [
@@ -75,35 +148,41 @@ ROUTES = [
           responses={200: TEMPLATE}),
     Route("PUT", _N + "/templates/<slug>", save_template, "Create or change a template (its "
           "syntax and variables are checked)", "notifications", scope="write",
-          body={"type": "object"}, responses={200: TEMPLATE}),
+          body=TEMPLATE_BODY, responses={200: TEMPLATE}),
     Route("DELETE", _N + "/templates/<slug>", delete_template, "Delete a template",
-          "notifications", scope="write", responses={200: s.ANY_OBJECT}),
+          "notifications", scope="write", responses={200: s.DELETED},
+          description="A shipped default stays (a store's own version of it goes); a template "
+                      "that a workflow uses is refused."),
     Route("POST", _N + "/preview", preview, "Render a template (saved, by slug, or unsaved) "
           "for a customer or sample data", "notifications",
-          body=s.obj({"template": {"type": ["string", "object"]}},
-                     {"customer_id": s.STRING}, additionalProperties=False),
-          responses={200: s.ANY_OBJECT}),
+          body=s.obj({"template": {"anyOf": [{**s.STRING, "description": "a saved "
+                                                "template's slug"}, DRAFT_TEMPLATE]}},
+                     {"customer_id": {**s.STRING, "description": "absent: sample data"}},
+                     additionalProperties=False),
+          responses={200: RENDERED}),
     Route("GET", _N + "/workflows", list_workflows, "Workflows", "notifications",
-          responses={200: {"type": "array", "items": s.ANY_OBJECT}}),
+          responses={200: {"type": "array", "items": WORKFLOW}}),
     Route("POST", _N + "/workflows", save_workflow, "Create or replace a workflow",
-          "notifications", scope="write", body={"type": "object"},
-          responses={201: s.ANY_OBJECT}),
-    Route("DELETE", _N + "/workflows/<workflow_id>", delete_workflow, "Delete a workflow",
-          "notifications", scope="write", responses={200: s.ANY_OBJECT}),
+          "notifications", scope="write", body=WORKFLOW_BODY, responses={201: WORKFLOW}),
+    Route("DELETE", _N + "/workflows/<workflow_id>", delete_workflow, "Delete a workflow "
+          "(its scheduled sends are cancelled)", "notifications", scope="write",
+          responses={200: s.obj({"deleted": s.STRING, "cancelled_sends": s.INTEGER})}),
     Route("GET", "/customers/<customer_id>/messages", send_log, "Messages sent to a customer, "
           "newest first", "notifications",
           query=[Param("limit", "most entries", "integer", default=100, minimum=1, maximum=500)],
-          responses={200: {"type": "array", "items": s.ANY_OBJECT}}),
+          responses={200: {"type": "array", "items": SEND}}),
     Route("POST", _N + "/bulk-sends", bulk_send, "Send a template to an audience (consent "
           "respected)", "notifications", scope="write",
-          body=s.obj({"audience": {"type": "object"}, "template": s.STRING},
-                     {"when": s.TIME, "purpose": {"enum": ["marketing", "transactional"]},
-                      "bulk_id": s.STRING}, additionalProperties=False),
-          responses={202: s.ANY_OBJECT}),
+          body=s.obj({"audience": AUDIENCE, "template": s.STRING},
+                     {"when": s.TIME, "purpose": {**PURPOSE, "default": "marketing"},
+                      "bulk_id": {**s.STRING, "description": "or an Idempotency-Key header: "
+                                  "sent again, nobody gets the message twice"}},
+                     additionalProperties=False),
+          responses={202: BULK_STATUS}),
     Route("GET", _N + "/bulk-sends/<bulk_id>", bulk_status, "A bulk send's progress",
-          "notifications", responses={200: s.ANY_OBJECT}),
+          "notifications", responses={200: BULK_STATUS}),
     Route("GET", _N + "/settings", get_settings, "Sender, quiet hours, weekly cap, time zone",
-          "notifications", responses={200: s.ANY_OBJECT}),
+          "notifications", responses={200: SETTINGS}),
     Route("PUT", _N + "/settings", save_settings, "Change the store's notification settings",
-          "notifications", scope="admin", body={"type": "object"}, responses={200: s.ANY_OBJECT}),
+          "notifications", scope="admin", body=SETTINGS_BODY, responses={200: SETTINGS}),
 ]

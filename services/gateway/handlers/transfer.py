@@ -180,7 +180,12 @@ ROUTES = [
           responses={200: s.obj({"rows": {"type": "array", "items": s.obj(
               {"line": s.INTEGER, "outcome": s.STRING}, {"email": s.STRING,
                                                          "errors": s.ANY_OBJECT})},
-              "summary": s.ANY_OBJECT, "applied": s.BOOLEAN,
+              "summary": s.obj({k: s.INTEGER for k in ("rows", "create", "duplicate_in_file",
+                                                       "exists", "invalid", "created")},
+                               {"applied": s.BOOLEAN, "ignored_columns": {"type": "array"}},
+                               description="how many rows had each outcome; `created` is how "
+                                           "many were imported (0 in a preview)"),
+              "applied": s.BOOLEAN,
               "ignored_columns": {"type": "array", "items": s.STRING}})}),
     Route("GET", "/exports/customers", export_customers, "Export customers (any filter of the "
           "list), streamed as CSV or JSON", "customers",

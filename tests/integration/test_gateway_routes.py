@@ -1,0 +1,489 @@
+"""Every route of the gateway, driven over HTTP against the running system, each answer
+checked against the served OpenAPI document (tests/gateway_client.py): a success and at least
+one error per route. The route table is the list of what must be covered, so a route added
+without a test here fails `test_every_route_is_driven_by_a_test`."""
+from __future__ import annotations
+
+import csv
+import io
+import uuid
+from datetime import datetime, timedelta, timezone
+
+from services.gateway.routes import build_routes
+from tests.gateway_system import STORE, shop, system  # noqa: F401 - fixtures
+from tests.support import wait_until
+
+ROUTES = {route.endpoint: route for route in build_routes()}
+# Routes that cannot answer a 4xx of their own: the document is served to anyone.
+NO_ERROR_ANSWER = {"GET /openapi.json"}
+
+CUSTOMER_ROUTES = {
+    "GET /openapi.json", "GET /customers", "GET /customers/<customer_id>",
+    "PATCH /customers/<customer_id>", "DELETE /customers/<customer_id>",
+    "GET /customers/<customer_id>/orders", "POST /customers/<customer_id>/tags",
+    "DELETE /customers/<customer_id>/tags/<tag>", "POST /customers/<customer_id>/groups",
+    "DELETE /customers/<customer_id>/groups/<group>", "GET /tags", "GET /groups",
+    "PUT /groups/<slug>", "GET /customers/<customer_id>/notes",
+    "POST /customers/<customer_id>/notes", "PATCH /notes/<note_id>", "DELETE /notes/<note_id>",
+    "GET /customers/<customer_id>/reminders", "POST /customers/<customer_id>/reminders",
+    "GET /reminders", "POST /reminders/<reminder_id>/complete",
+    "DELETE /reminders/<reminder_id>", "GET /customers/<customer_id>/timeline",
+    "GET /keys", "POST /keys", "DELETE /keys/<key_id>",
+}
+STORE_ROUTES = {
+    "POST /customers/bulk", "POST /imports/customers", "GET /exports/customers",
+    "GET /segments", "POST /segments", "GET /segments/<segment_id>/members", "GET /rules",
+    "POST /rules", "DELETE /rules/<rule_id>", "GET /reports",
+}
+LOYALTY_AND_NOTIFICATION_ROUTES = {
+    "GET /customers/<customer_id>/loyalty", "GET /customers/<customer_id>/loyalty/history",
+    "POST /customers/<customer_id>/loyalty/redeem", "POST /customers/<customer_id>/loyalty/adjust",
+    "POST /customers/<customer_id>/loyalty/credit",
+    "POST /customers/<customer_id>/loyalty/credit/use", "GET /loyalty/programme",
+    "PUT /loyalty/programme", "GET /notifications/templates", "GET /notifications/templates/<slug>",
+    "PUT /notifications/templates/<slug>", "DELETE /notifications/templates/<slug>",
+    "POST /notifications/preview", "GET /notifications/workflows", "POST /notifications/workflows",
+    "DELETE /notifications/workflows/<workflow_id>", "GET /customers/<customer_id>/messages",
+    "POST /notifications/bulk-sends", "GET /notifications/bulk-sends/<bulk_id>",
+    "GET /notifications/settings", "PUT /notifications/settings",
+}
+GDPR_ROUTES = {
+    "POST /gdpr/requests", "GET /gdpr/requests", "GET /gdpr/requests/<request_id>",
+    "POST /gdpr/requests/<request_id>/verify", "POST /gdpr/requests/<request_id>/reject",
+    "GET /gdpr/requests/<request_id>/export", "GET /customers/<customer_id>/consent",
+    "PUT /customers/<customer_id>/consent",
+}
+
+
+def test_every_route_is_driven_by_a_test():
+    groups = [CUSTOMER_ROUTES, STORE_ROUTES, LOYALTY_AND_NOTIFICATION_ROUTES, GDPR_ROUTES]
+    driven = set().union(*groups)
+    assert sum(map(len, groups)) == len(driven), "a route is listed by two tests"
+    assert set(ROUTES) - driven == set(), "routes no test drives"
+    assert driven - set(ROUTES) == set(), "listed routes the gateway does not serve"
+
+
+def assert_driven(system, endpoints: set[str]) -> None:
+    """Every one of `endpoints` answered a documented 2xx and a documented 4xx (the checker
+    records only answers that matched the document)."""
+    statuses: dict[str, set[int]] = {}
+    for method, template, status in system.checker.checked:
+        statuses.setdefault(f"{method} {template}", set()).add(status)
+    missing_success, missing_error = [], []
+    for endpoint in sorted(endpoints):
+        route = ROUTES[endpoint]
+        seen = statuses.get(f"{route.method} {route.openapi_path}", set())
+        if not any(200 <= s < 300 for s in seen):
+            missing_success.append(endpoint)
+        if endpoint not in NO_ERROR_ANSWER and not any(400 <= s < 500 for s in seen):
+            missing_error.append(endpoint)
+    assert missing_success == [], f"never answered 2xx: {missing_success}"
+    assert missing_error == [], f"never answered 4xx: {missing_error}"
+
+
+def _ok(response, status: int = 200):
+    assert response.status_code == status, f"{response.status_code}: {response.text[:500]}"
+    return response.json() if "json" in response.headers.get("Content-Type", "") else response
+
+
+def _problem(response, status: int, field: str | None = None) -> dict:
+    assert response.status_code == status, f"{response.status_code}: {response.text[:500]}"
+    problem = response.json()
+    assert problem["status"] == status
+    if field is not None:
+        assert field in problem.get("errors", {}), problem
+    return problem
+
+
+def _in(days: float) -> str:
+    return (datetime.now(timezone.utc) + timedelta(days=days)).isoformat()
+
+
+# -- customers, tags, groups, notes, reminders, timeline, keys ---------------------------------
+def test_customer_routes(system):
+    anonymous, reader = system.anonymous(), system.client("read")
+    writer, admin = system.client("write"), system.client("admin")
+    woo, customer_id = system.shop_customer(orders=2)
+    (_, other_id) = system.shop_customer(orders=0)
+
+    document = _ok(anonymous.get("/openapi.json"))
+    assert document["openapi"] == "3.1.0"
+
+    # the list, and one customer's page
+    listed = _ok(reader.get("/customers?sort=name&limit=10"))
+    assert {r["customer_id"] for r in listed["items"]} == {customer_id, other_id}
+    assert listed["total"] == 2
+    _problem(reader.get("/customers?limit=0"), 400, "limit")
+    page = _ok(reader.get(f"/customers/{customer_id}"))
+    assert page["customer"]["email"] == woo["email"] and len(page["recent_orders"]) == 2
+    _problem(reader.get("/customers/nobody"), 404)
+
+    orders = _ok(reader.get(f"/customers/{customer_id}/orders?limit=1"))
+    assert len(orders["items"]) == 1 and orders["next_cursor"]
+    more = _ok(reader.get(f"/customers/{customer_id}/orders?limit=1&cursor={orders['next_cursor']}"))
+    assert len(more["items"]) == 1 and more["items"][0]["order_id"] != orders["items"][0]["order_id"]
+    _problem(reader.get(f"/customers/{customer_id}/orders?limit=501"), 400, "limit")
+
+    # an edit, written back to the shop
+    edited = _ok(writer.patch(f"/customers/{customer_id}", json={"company": "Acme Ltd"}))
+    assert edited["company"] == "Acme Ltd"
+    assert system.shop.customers[woo["id"]]["billing"]["company"] == "Acme Ltd"  # written back
+    _problem(writer.patch(f"/customers/{customer_id}", json={}), 400)
+    _problem(writer.patch("/customers/nobody", json={"first_name": "X"}), 404)
+
+    # tags and groups
+    tagged = _ok(writer.post(f"/customers/{customer_id}/tags", json={"tags": ["wholesale", "gift"]}))
+    assert {t["tag"] for t in tagged["tags"]} == {"wholesale", "gift"}
+    _problem(writer.post(f"/customers/{customer_id}/tags", json={"tags": []}), 400, "tags")
+    _problem(writer.post("/customers/nobody/tags", json={"tags": ["gift"]}), 404)
+    untagged = _ok(writer.delete(f"/customers/{customer_id}/tags/gift"))
+    assert [t["tag"] for t in untagged["tags"]] == ["wholesale"]
+    _problem(writer.delete("/customers/nobody/tags/gift"), 404)
+    wait_until(lambda: {t["tag"]: t["customers"] for t in _ok(reader.get("/tags"))}
+               == {"wholesale": 1}, message="the tag counted")
+    _problem(anonymous.get("/tags"), 401)
+
+    group = _ok(writer.put("/groups/trade", json={"name": "Trade", "discount_percent": "12.5",
+                                                  "payment_terms_days": 30}))
+    assert group["slug"] == "trade" and group["discount_percent"] == "12.5"
+    _problem(writer.put("/groups/trade", json={"name": "Trade", "payment_terms_days": 900}), 400)
+    joined = _ok(writer.post(f"/customers/{customer_id}/groups", json={"groups": ["trade"]}))
+    assert [g["group"] for g in joined["groups"]] == ["trade"]
+    _problem(writer.post(f"/customers/{customer_id}/groups", json={"groups": ["nope"]}), 404)
+    wait_until(lambda: [(g["slug"], g["customers"]) for g in _ok(reader.get("/groups"))]
+               == [("trade", 1)], message="the group's member counted")
+    _problem(reader.get("/groups", headers={"Authorization": "Bearer wcc_bad"}), 401)
+    left = _ok(writer.delete(f"/customers/{customer_id}/groups/trade"))
+    assert left["groups"] == []
+    _problem(writer.delete(f"/customers/{customer_id}/groups/nope"), 404)
+
+    # notes
+    note = _ok(writer.post(f"/customers/{customer_id}/notes",
+                           json={"category": "complaint", "text": "Parcel arrived damaged"}), 201)
+    _problem(writer.post(f"/customers/{customer_id}/notes", json={"category": "gossip",
+                                                                   "text": "x"}), 400)
+    _problem(writer.post("/customers/nobody/notes", json={"category": "general", "text": "x"}), 404)
+    assert [n["note_id"] for n in _ok(reader.get(f"/customers/{customer_id}/notes"))] == [
+        note["note_id"]]
+    assert _ok(reader.get(f"/customers/{customer_id}/notes?category=general")) == []
+    _problem(reader.get(f"/customers/{customer_id}/notes?category=gossip"), 400, "category")
+    changed = _ok(writer.patch(f"/notes/{note['note_id']}", json={"text": "Refund sent"}))
+    assert changed["text"] == "Refund sent" and changed["category"] == "complaint"
+    _problem(writer.patch("/notes/nonote", json={"text": "x"}), 404)
+    _ok(writer.delete(f"/notes/{note['note_id']}"))
+    _problem(writer.delete(f"/notes/{note['note_id']}"), 404)
+
+    # reminders
+    reminder = _ok(writer.post(f"/customers/{customer_id}/reminders",
+                               json={"due_at": _in(2), "text": "Call about the refund",
+                                     "assignee": "sam"}), 201)
+    _problem(writer.post(f"/customers/{customer_id}/reminders",
+                         json={"due_at": "tomorrow", "text": "x"}), 400)
+    assert [r["reminder_id"] for r in _ok(reader.get(
+        f"/customers/{customer_id}/reminders?status=open"))] == [reminder["reminder_id"]]
+    _problem(reader.get(f"/customers/{customer_id}/reminders?status=later"), 400, "status")
+    assert [r["reminder_id"] for r in _ok(reader.get(
+        "/reminders", params={"due_before": _in(3)}))] == [reminder["reminder_id"]]
+    assert _ok(reader.get("/reminders", params={"due_before": _in(1)})) == []
+    _problem(reader.get("/reminders?due_before=2026-01-01T00:00:00"), 400, "due_before")
+    done = _ok(writer.post(f"/reminders/{reminder['reminder_id']}/complete"))
+    assert done["status"] == "done" and done["completed_at"]
+    _problem(writer.post("/reminders/noreminder/complete"), 404)
+    _ok(writer.delete(f"/reminders/{reminder['reminder_id']}"))
+    _problem(writer.delete(f"/reminders/{reminder['reminder_id']}"), 404)
+
+    # the timeline records what was done above
+    timeline = _ok(reader.get(f"/customers/{customer_id}/timeline?limit=50"))
+    assert timeline["items"], "the timeline records what happened"
+    _problem(reader.get(f"/customers/{customer_id}/timeline?limit=x"), 400, "limit")
+
+    # keys
+    made = _ok(admin.post("/keys", json={"name": "warehouse", "scopes": ["read"],
+                                         "rate_limit_per_minute": 600}), 201)
+    assert made["api_key"].startswith("wcc_") and made["rate_limit_per_minute"] == 600
+    _problem(admin.post("/keys", json={"name": "", "scopes": ["read"]}), 400)
+    assert made["key_id"] in [k["key_id"] for k in _ok(admin.get("/keys"))]
+    _problem(writer.get("/keys"), 403)
+    revoked = _ok(admin.delete(f"/keys/{made['key_id']}"))
+    assert revoked["revoked_at"]
+    assert made["key_id"] in [k["key_id"] for k in _ok(admin.get("/keys?include_revoked=true"))]
+    assert made["key_id"] not in [k["key_id"] for k in _ok(admin.get("/keys"))]
+    _problem(admin.delete("/keys/nokey"), 404)
+
+    # deletion, at the shop too
+    deleted = _ok(writer.delete(f"/customers/{other_id}?orders=anonymise"))
+    assert deleted["customer_id"] == other_id and deleted["outcome"] == "deleted"
+    _problem(writer.delete("/customers/nobody"), 404)
+    _problem(writer.delete(f"/customers/{customer_id}?orders=shred"), 400, "orders")
+
+    assert_driven(system, CUSTOMER_ROUTES)
+
+
+# -- bulk, import, export, segments, rules, reports --------------------------------------------
+def test_store_routes(system):
+    reader, writer, admin = system.client("read"), system.client("write"), system.client("admin")
+    (_, first), (_, second) = system.shop_customer(orders=1), system.shop_customer(orders=3)
+
+    tagged = _ok(writer.post("/customers/bulk", json={
+        "action": "add_tags", "customer_ids": [first, second, "nobody"], "tags": ["spring"]}))
+    assert {r["customer_id"]: r["outcome"] for r in tagged["results"]} == {
+        first: "tagged", second: "tagged", "nobody": "not_found"}
+    exported = _ok(writer.post("/customers/bulk", json={"action": "export",
+                                                        "customer_ids": [first]}))
+    assert exported["summary"] == {"exported": 1} and exported["customers"][0]["customer_id"] == first
+    _problem(writer.post("/customers/bulk", json={"action": "set_status", "customer_ids": [first]}),
+             400, "status")
+    _problem(writer.post("/customers/bulk", json={"action": "shred", "customer_ids": [first]}), 400)
+
+    csv_text = "email,first_name,last_name\r\nnew.person@example.org,New,Person\r\nbad,Bad,Row\r\n"
+    headers = {"Content-Type": "text/csv"}
+    preview = _ok(writer.post("/imports/customers", data=csv_text.encode(), headers=headers))
+    assert [r["outcome"] for r in preview["rows"]] == ["create", "invalid"]
+    applied = _ok(writer.post("/imports/customers?apply=true", data=csv_text.encode(),
+                              headers=headers))
+    assert applied["applied"] is True
+    _problem(writer.post("/imports/customers", data=b"name\r\nx\r\n", headers=headers), 400)
+    _problem(writer.post("/imports/customers?apply=maybe", data=csv_text.encode(),
+                         headers=headers), 400, "apply")
+
+    wait_until(lambda: _ok(reader.get("/customers"))["total"] == 3, message="the import listed")
+    exported_csv = _ok(reader.get("/exports/customers?sort=name"))
+    rows = list(csv.DictReader(io.StringIO(exported_csv.text)))
+    assert len(rows) == 3 and "new.person@example.org" in {r["email"] for r in rows}
+    as_json = _ok(reader.get("/exports/customers?format=json&tag=spring&sort=-orders"))
+    assert [r["customer_id"] for r in as_json] == [second, first]
+    _problem(reader.get("/exports/customers?sort=age"), 400, "sort")
+
+    # saved segments
+    segment = _ok(writer.post("/segments", json={
+        "name": "Repeat buyers", "conditions": [{"field": "orders_count", "op": "gte",
+                                                 "value": 2}]}), 201)
+    _problem(writer.post("/segments", json={"name": "Bad", "conditions": [
+        {"field": "shoe_size", "op": "gte", "value": 2}]}), 400)
+    assert [s["segment_id"] for s in _ok(reader.get("/segments"))] == [segment["segment_id"]]
+    _problem(system.anonymous().get("/segments"), 401)
+    members = _ok(reader.get(f"/segments/{segment['segment_id']}/members"))
+    assert [m["customer_id"] for m in members["items"]] == [second]
+    assert _ok(reader.get("/segments/prospect/members"))["items"] != []  # the imported contact
+    _problem(reader.get("/segments/nosuch/members"), 404)
+
+    # rules
+    rule = _ok(admin.post("/rules", json={
+        "name": "Repeat buyers are regulars", "position": 1,
+        "conditions": [{"field": "orders_count", "op": "gte", "value": 3}],
+        "actions": [{"type": "add_tag", "value": "regular-buyer"}]}), 201)
+    _problem(admin.post("/rules", json={"name": "No actions", "conditions": [
+        {"field": "orders_count", "op": "gte", "value": 3}]}), 400)
+    _problem(writer.post("/rules", json=rule), 403)
+    assert [r["rule_id"] for r in _ok(reader.get("/rules"))] == [rule["rule_id"]]
+    _problem(system.anonymous().get("/rules"), 401)
+    _ok(admin.delete(f"/rules/{rule['rule_id']}"))
+    _problem(admin.delete(f"/rules/{rule['rule_id']}"), 404)
+
+    report = _ok(reader.get("/reports?period=week"))
+    assert report["store_id"] == STORE
+    _problem(reader.get("/reports?period=year"), 400, "period")
+
+    deleted = _ok(writer.post("/customers/bulk", json={"action": "delete",
+                                                       "customer_ids": [first]}))
+    assert deleted["summary"] == {"deleted": 1}
+
+    assert_driven(system, STORE_ROUTES)
+
+
+# -- the loyalty card and programme, templates, workflows, messages, bulk sends, settings ------
+def _loyal_customer(system) -> str:
+    _, customer_id = system.shop_customer(orders=1)
+
+    def has_account():
+        try:
+            return system.rpc.loyalty.get_account(STORE, customer_id)["balance"] >= 0
+        except Exception:
+            return False
+
+    wait_until(has_account, timeout=20, message="the loyalty account")
+    return customer_id
+
+
+def test_loyalty_and_notification_routes(system):
+    reader, writer, admin = system.client("read"), system.client("write"), system.client("admin")
+    customer_id = _loyal_customer(system)
+    card = f"/customers/{customer_id}/loyalty"
+
+    account = _ok(reader.get(card))
+    assert account["tier"] == "bronze" and account["store_credit"]["amount"] == 0
+    _problem(reader.get("/customers/nobody/loyalty"), 404)
+    start = account["balance"]
+
+    adjusted = _ok(writer.post(card + "/adjust", json={"points": 1000, "reason": "welcome gift"},
+                               headers={"Idempotency-Key": "gift-1"}))
+    assert [e["delta"] for e in adjusted["entries"]] == [1000]
+    _problem(writer.post(card + "/adjust", json={"points": 0, "reason": "nothing"}), 400)
+
+    key = {"Idempotency-Key": f"redeem-{uuid.uuid4().hex}"}
+    first = _ok(writer.post(card + "/redeem", json={"points": 200}, headers=key))
+    again = _ok(writer.post(card + "/redeem", json={"points": 200}, headers=key))
+    assert first == again, "the same Idempotency-Key is answered the same"
+    after = _ok(reader.get(card))
+    assert after["balance"] == start + 1000 - 200, "one redemption, not two"
+    assert after["store_credit"]["amount"] == 200  # 100 points = 1.00
+    _problem(writer.post(card + "/redeem", json={"points": 99_000}), 409)
+
+    issued = _ok(writer.post(card + "/credit", json={"amount": 500, "reason": "goodwill",
+                                                     "note": "late parcel",
+                                                     "expires_at": _in(30)}))
+    assert issued["entries"]
+    _problem(writer.post(card + "/credit", json={"amount": 500, "reason": "bribe"}), 400)
+    used = _ok(writer.post(card + "/credit/use", json={"amount": 300, "reference": "order 77"}))
+    assert used["entries"]
+    assert _ok(reader.get(card))["store_credit"]["amount"] == 200 + 500 - 300
+    _problem(writer.post(card + "/credit/use", json={"amount": 100_000}), 409)
+
+    history = _ok(reader.get(card + "/history?limit=2"))
+    assert len(history["items"]) == 2 and history["next_cursor"] is not None
+    rest = _ok(reader.get(card + f"/history?limit=50&cursor={history['next_cursor']}"))
+    keys = [e["key"] for e in history["items"] + rest["items"]]
+    assert len(keys) == len(set(keys)) >= 5 and rest["next_cursor"] is None
+    _problem(reader.get(card + "/history?cursor=abc"), 400, "cursor")
+    _problem(reader.get("/customers/nobody/loyalty/history"), 404)
+
+    programme = _ok(reader.get("/loyalty/programme"))
+    assert [t["name"] for t in programme["tiers"]] == ["bronze", "silver", "gold"]
+    _problem(system.anonymous().get("/loyalty/programme"), 401)
+    saved = _ok(admin.put("/loyalty/programme", json={**programme, "min_redeem_points": 200}))
+    assert saved["min_redeem_points"] == 200
+    _problem(admin.put("/loyalty/programme", json={"tiers": [
+        {"name": "bronze", "min_points": 0, "max_points": 999, "rate": 10},
+        {"name": "silver", "min_points": 500, "rate": 12}]}), 400)
+    _problem(writer.put("/loyalty/programme", json=programme), 403)
+
+    # templates
+    template = {"channel": "email", "name": "Spring sale",
+                "subject": "Spring at {{ store.name }}, {{ customer.first_name }}",
+                "html": "<p>Hello {{ customer.first_name }}, you have {{ customer.points }} "
+                        "points.</p>",
+                "text": "Hello {{ customer.first_name }}, you have {{ customer.points }} points."}
+    saved_template = _ok(writer.put("/notifications/templates/spring-sale", json=template))
+    assert saved_template["slug"] == "spring-sale"
+    bad = _problem(writer.put("/notifications/templates/spring-sale", json={
+        **template, "text": "Hi {{ customer.nickname }}"}), 400, "text")
+    assert "nickname" in str(bad["errors"])
+    slugs = [t["slug"] for t in _ok(reader.get("/notifications/templates"))]
+    assert "spring-sale" in slugs and "welcome" in slugs
+    _problem(system.anonymous().get("/notifications/templates"), 401)
+    assert _ok(reader.get("/notifications/templates/spring-sale"))["subject"] == template["subject"]
+    _problem(reader.get("/notifications/templates/nosuch"), 404)
+    rendered = _ok(reader.post("/notifications/preview", json={"template": "spring-sale",
+                                                               "customer_id": customer_id}))
+    assert "points" in rendered["text"] and rendered["subject"].startswith("Spring at")
+    sample = _ok(reader.post("/notifications/preview", json={"template": {
+        "slug": "draft", "channel": "sms", "body": "Hi {{ customer.first_name }}"}}))
+    assert sample == {"subject": None, "html": None, "text": "Hi Ada"}  # SMS: sample data
+    _problem(reader.post("/notifications/preview", json={"template": "nosuch"}), 404)
+
+    # workflows
+    workflow = _ok(writer.post("/notifications/workflows", json={
+        "workflow_id": "vip-welcome", "name": "Welcome new VIPs",
+        "trigger": {"event": "customer.tagged", "tag": "vip"}, "delay_seconds": 3600,
+        "channel": "email", "template": "spring-sale", "purpose": "marketing",
+        "cancel": [{"if": "tag_removed", "tag": "vip"}]}), 201)
+    assert workflow["workflow_id"] == "vip-welcome"
+    _problem(writer.post("/notifications/workflows", json={
+        "name": "Bad", "trigger": {"event": "customer.tagged"}, "channel": "email",
+        "template": "spring-sale", "purpose": "marketing"}), 400, "trigger.tag")
+    assert [w["workflow_id"] for w in _ok(reader.get("/notifications/workflows"))] == [
+        "vip-welcome"]
+    _problem(system.anonymous().get("/notifications/workflows"), 401)
+    _problem(writer.delete("/notifications/templates/spring-sale"), 400, "slug")  # in use
+    _ok(writer.delete("/notifications/workflows/vip-welcome"))
+    _problem(writer.delete("/notifications/workflows/vip-welcome"), 404)
+
+    # settings, then a bulk send and its progress
+    settings = _ok(reader.get("/notifications/settings"))
+    assert settings["timezone"] == "UTC"
+    _problem(system.anonymous().get("/notifications/settings"), 401)
+    changed = _ok(admin.put("/notifications/settings", json={
+        **settings, "name": "Acme", "timezone": "Europe/Berlin", "quiet_start": "22:00",
+        "quiet_end": "07:00", "weekly_marketing_cap": 2}))
+    assert changed["timezone"] == "Europe/Berlin"
+    _problem(admin.put("/notifications/settings", json={"timezone": "Mars/Olympus"}), 400,
+             "timezone")
+    bulk_key = {"Idempotency-Key": f"spring-{uuid.uuid4().hex[:8]}"}
+    sent = _ok(writer.post("/notifications/bulk-sends", headers=bulk_key, json={
+        "audience": {"customer_ids": [customer_id]}, "template": "spring-sale",
+        "purpose": "transactional"}), 202)
+    assert sent["total"] == 1
+    _problem(writer.post("/notifications/bulk-sends", json={
+        "audience": {"planet": "mars"}, "template": "spring-sale"}), 400, "audience")
+    status = _ok(reader.get(f"/notifications/bulk-sends/{sent['bulk_id']}"))
+    assert status["bulk_id"] == sent["bulk_id"] and status["total"] == 1
+    _problem(reader.get("/notifications/bulk-sends/nosuch"), 404)
+    wait_until(lambda: _ok(reader.get(f"/customers/{customer_id}/messages")) != [],
+               message="the send in the customer's log")
+    log_entry = _ok(reader.get(f"/customers/{customer_id}/messages?limit=1"))[0]
+    assert log_entry["template"] == "spring-sale" and log_entry["send_id"].startswith("bulk:")
+    assert "_id" not in log_entry and "lease_until" not in log_entry
+    _problem(reader.get(f"/customers/{customer_id}/messages?limit=0"), 400, "limit")
+
+    _ok(writer.delete("/notifications/templates/spring-sale"))
+    _problem(writer.delete("/notifications/templates/spring-sale"), 404)
+
+    assert_driven(system, LOYALTY_AND_NOTIFICATION_ROUTES)
+
+
+# -- GDPR requests and consent --------------------------------------------------------------------
+def test_gdpr_routes(system):
+    officer, reader = system.client("gdpr"), system.client("read")
+    woo, customer_id = system.shop_customer(orders=1)
+
+    access = _ok(officer.post("/gdpr/requests", json={"type": "access", "email": woo["email"]}),
+                 201)
+    assert access["state"] == "received" and access["store_id"] == STORE
+    _problem(officer.post("/gdpr/requests", json={"type": "forget-me", "email": woo["email"]}),
+             400, "type")
+    _problem(reader.post("/gdpr/requests", json={"type": "access", "email": woo["email"]}), 403)
+    objection = _ok(officer.post("/gdpr/requests", json={
+        "type": "objection", "email": woo["email"], "details": {"channel": "phone"}}), 201)
+
+    elsewhere = system.rpc.gdpr.submit_request("another-store", "access", woo["email"], None,
+                                               "test")
+    _problem(officer.get(f"/gdpr/requests/{elsewhere['request_id']}"), 404)
+    _problem(officer.post(f"/gdpr/requests/{elsewhere['request_id']}/verify"), 404)
+    _problem(officer.post(f"/gdpr/requests/{elsewhere['request_id']}/reject",
+                          json={"reason": "no"}), 404)
+    _problem(officer.get(f"/gdpr/requests/{elsewhere['request_id']}/export"), 404)
+
+    listed = _ok(officer.get("/gdpr/requests?state=received"))
+    assert {r["request_id"] for r in listed} == {access["request_id"], objection["request_id"]}
+    _problem(officer.get("/gdpr/requests?state=lost"), 400, "state")
+    got = _ok(officer.get(f"/gdpr/requests/{access['request_id']}"))
+    assert got["type"] == "access" and got["audit"]
+
+    rejected = _ok(officer.post(f"/gdpr/requests/{objection['request_id']}/reject",
+                                json={"reason": "the requester's identity could not be confirmed"}))
+    assert rejected["state"] == "rejected"
+    _problem(officer.post(f"/gdpr/requests/{objection['request_id']}/reject",
+                          json={"reason": ""}), 400)
+    _problem(officer.post(f"/gdpr/requests/{objection['request_id']}/verify"), 409)
+    _problem(officer.get(f"/gdpr/requests/{objection['request_id']}/export"), 400)
+
+    verified = _ok(officer.post(f"/gdpr/requests/{access['request_id']}/verify",
+                                json={"note": "passport seen"}))
+    assert verified["state"] in ("in_progress", "completed")
+    wait_until(lambda: _ok(officer.get(f"/gdpr/requests/{access['request_id']}"))["state"]
+               == "completed", timeout=30, message="the access request completed")
+    export = _ok(officer.get(f"/gdpr/requests/{access['request_id']}/export"))
+    assert {m["service"] for m in export["manifest"]} >= {"customer_sync", "segmentation",
+                                                          "loyalty", "notifications"}
+    assert export["data"]["customer_sync"]["customer"]["email"] == woo["email"]
+
+    consent = _ok(officer.put(f"/customers/{customer_id}/consent", json={
+        "purpose": "email_marketing", "granted": True, "source": "checkout", "note": "newsletter box"}))
+    assert consent["purposes"]["email_marketing"]["granted"] is True
+    _problem(officer.put(f"/customers/{customer_id}/consent", json={
+        "purpose": "telepathy", "granted": True}), 400, "purpose")
+    history = _ok(officer.get(f"/customers/{customer_id}/consent"))
+    assert [h["purpose"] for h in history["history"]] == ["email_marketing"]
+    _problem(reader.get(f"/customers/{customer_id}/consent"), 403)
+
+    assert_driven(system, GDPR_ROUTES)
