@@ -234,18 +234,19 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def save_template(self, store_id: str, template: dict) -> dict:
         """Refused with the part and line of a syntax error or an unknown variable."""
-        return self._notifier().save_template(store_id, template)
+        return self._notifier().save_template(store_id, _writable(template))
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def list_templates(self, store_id: str) -> list:
-        return sorted(self._notifier().templates(store_id).values(), key=lambda t: t["slug"])
+        return [_read_view(t) for t in sorted(self._notifier().templates(store_id).values(),
+                                              key=lambda t: t["slug"])]
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def get_template(self, store_id: str, slug: str) -> dict:
         template = self._notifier().templates(store_id).get(slug)
         if template is None:
             raise NotFound(f"no template {slug} in store {store_id}")
-        return template
+        return _read_view(template)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def delete_template(self, store_id: str, slug: str) -> dict:
@@ -281,11 +282,12 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def save_workflow(self, store_id: str, workflow: dict) -> dict:
-        return self._notifier().save_workflow(store_id, workflow)
+        return self._notifier().save_workflow(store_id, _writable(workflow))
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def list_workflows(self, store_id: str) -> list:
-        return sorted(self._notifier().workflows(store_id), key=lambda w: w["workflow_id"])
+        return [_read_view(w) for w in sorted(self._notifier().workflows(store_id),
+                                              key=lambda w: w["workflow_id"])]
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def delete_workflow(self, store_id: str, workflow_id: str) -> dict:
@@ -337,3 +339,22 @@ def _json(value):
     if isinstance(value, datetime):
         return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).isoformat()
     return value
+
+
+def _read_view(doc: dict) -> dict:
+    """A template or workflow as RPC answers it: times as ISO-8601 UTC (DESIGN.md)."""
+    view = dict(doc)
+    updated = view.get("updated_at")
+    if isinstance(updated, datetime):
+        if updated.tzinfo is None:
+            updated = updated.replace(tzinfo=timezone.utc)
+        view["updated_at"] = updated.isoformat()
+    return view
+
+
+def _writable(data):
+    """What a caller saves, without the read-only `updated_at` it may have fetched along, so
+    a template or workflow read and saved back unchanged is accepted."""
+    if isinstance(data, dict) and "updated_at" in data:
+        return {k: v for k, v in data.items() if k != "updated_at"}
+    return data

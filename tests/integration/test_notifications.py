@@ -249,6 +249,10 @@ def test_templates_preview_and_a_permanent_sms_failure(services, smtp, twilio, r
     rpc.notifications.save_template(STORE, {"slug": "promo", "channel": "sms",
                                             "body": "{{ store.name }}: hi {{ customer.first_name }}"})
     assert rpc.notifications.preview(STORE, "promo")["text"] == "Tea & Co: hi Ada"
+    fetched = rpc.notifications.get_template(STORE, "promo")
+    datetime.fromisoformat(fetched["updated_at"])  # ISO-8601, as every RPC time
+    assert "+00:00" in fetched["updated_at"]
+    assert rpc.notifications.save_template(STORE, fetched)["slug"] == "promo"  # saved back as is
     publish(services.amqp_uri, customer("c7", "gus@example.com", phone="+15005550001"),
             consent("c7", "sms_marketing"))
     known(rpc, "c7", "sms_marketing")
