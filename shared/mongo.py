@@ -34,7 +34,8 @@ def connect(uri: str, **options: object) -> MongoClient:
         with _mock_lock:
             if name not in _mock_clients:
                 log.warning("using the in-memory database %r: its data is lost at exit", name)
-                _mock_clients[name] = mongomock.MongoClient()
+                # tz_aware as the real client below, so times read back the same way
+                _mock_clients[name] = mongomock.MongoClient(tz_aware=True)
             return _mock_clients[name]  # type: ignore[return-value]
     # Fail fast at start-up rather than on the first request.
     return MongoClient(uri, serverSelectionTimeoutMS=5000, tz_aware=True, **options)
