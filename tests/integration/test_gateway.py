@@ -277,10 +277,15 @@ def test_the_list_filters_and_sorts_a_seeded_store(system):
     assert tags["wholesale"] == 2 and tags["vip-x"] == 1
 
 
-def test_export_streams_csv_and_json_that_match_the_list(system):
+def test_export_streams_csv_and_json_that_match_the_list(system, monkeypatch):
     import csv
     import io
 
+    from services.gateway.handlers import transfer
+
+    # Two rows a page, so the later pages are read while the answer streams, after the
+    # request's worker has returned.
+    monkeypatch.setattr(transfer, "_EXPORT_PAGE", 2)
     seeded_store(system)
     client = system.client("read")
     listed = client.get("/customers?sort=name&country=US").json()["items"]

@@ -114,3 +114,35 @@ def test_query_parameters_are_typed_and_checked():
     status = Param("status", "", enum=("active", "inactive"))
     with pytest.raises(Problem):
         status.parse(MultiDict({"status": "gone"}))
+
+
+def test_an_export_that_fails_mid_stream_breaks_the_download_rather_than_ending_it():
+    from werkzeug.test import EnvironBuilder
+    from werkzeug.wrappers import Request
+
+    from services.gateway.handlers import transfer
+    from services.gateway.routing import Context
+
+    class Backends:
+        timeout = 5
+
+        def __init__(self):
+            self.pages = [{"items": [{"customer_id": "1"}], "next_cursor": "c2"},
+                          Problem(503, "the segmentation service is not running")]
+
+        def call(self, service, method, *args, **kwargs):
+            page = self.pages.pop(0)
+            if isinstance(page, Problem):
+                raise page
+            return page
+
+    route = next(r for r in transfer.ROUTES if r.path == "/exports/customers")
+    request = Request(EnvironBuilder(path="/api/v1/exports/customers").get_environ())
+    query = {p.name: p.parse(request.args) for p in route.query}
+    ctx = Context(request=request, request_id="r1", caller=Caller("k", "s", "n",
+                                                                   frozenset({"read"}), None),
+                  backends=Backends(), path={}, query=query, body=None)
+    response = transfer.export_customers(ctx)
+    assert response.status_code == 200  # the first page was read before answering
+    with pytest.raises(Problem):  # raised through the server, which drops the connection
+        list(response.response)

@@ -161,12 +161,15 @@ def export_customers(ctx: Context) -> Response:
 
 
 def _guarded(items: Iterator[dict], ctx: Context) -> Iterator[dict]:
-    """Once streaming has begun the status is sent: a failure can only cut the file short, so
-    it is logged with the request id (the file then lacks its closing lines)."""
+    """Once streaming has begun the status is sent, so a failure cannot become a problem
+    response. It is logged with the request id and raised on: the server then drops the
+    connection without the chunked body's last chunk, and the client sees a broken download
+    rather than a file that merely looks complete."""
     try:
         yield from items
     except Problem as problem:
         log.error("export for request %s stopped: %s", ctx.request_id, problem.detail)
+        raise
 
 
 ROUTES = [
