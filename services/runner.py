@@ -16,6 +16,7 @@ from nameko.runners import ServiceRunner
 from shared import metrics
 from shared.config import Config
 from shared.health import process_readiness
+from shared.tls import amqp_ssl_options
 from shared.logs import configure_logging
 from shared.mongo import is_mock, service_database
 
@@ -32,6 +33,8 @@ SERVICES = {
 }
 # Services with HTTP endpoints of their own, and the setting naming their address: one process
 # may run several services, and each web server needs its own port.
+# Services that own no database (DESIGN.md): a process running only these checks the broker.
+WITHOUT_DATABASE = frozenset({"gateway"})
 OWN_WEB_ADDRESS = {"notifications": "NOTIFICATIONS_WEB_SERVER_ADDRESS",
                    "gateway": "GATEWAY_WEB_SERVER_ADDRESS"}
 
@@ -74,8 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     metrics_server = metrics.serve(
         config.int("METRICS_PORT"),
         ready=process_readiness(config.get("AMQP_URI"),
-                                service_database(config, names[0]),
-                                lambda: stopping["running"]))
+                                next((service_database(config, n) for n in names
+                                      if n not in WITHOUT_DATABASE), None),
+                                lambda: stopping["running"], amqp_ssl_options(config)))
 
     def on_signal(signum, frame):  # noqa: ARG001
         stopping["count"] += 1

@@ -21,19 +21,24 @@ def broker_reachable(amqp_uri: str, timeout: float = 3.0, ssl: dict | None = Non
         return False
 
 
-def readiness(amqp_uri: str, database: Database, ssl: dict | None = None) -> dict:
-    checks = {"broker": broker_reachable(amqp_uri, ssl=ssl), "database": ping(database)}
+def readiness(amqp_uri: str, database: Database | None, ssl: dict | None = None) -> dict:
+    """Broker and database reachable; a process without a database (the gateway) checks the
+    broker only."""
+    checks = {"broker": broker_reachable(amqp_uri, ssl=ssl)}
+    if database is not None:
+        checks["database"] = ping(database)
     return {"ready": all(checks.values()), "checks": checks}
 
 
-def process_readiness(amqp_uri: str, database: Database,
-                      started: Callable[[], bool]) -> Callable[[], dict]:
+def process_readiness(amqp_uri: str, database: Database | None,
+                      started: Callable[[], bool], ssl: dict | None = None
+                      ) -> Callable[[], dict]:
     """Readiness of a whole process (the metrics port): its services have started and not
-    begun stopping, and the broker and database answer."""
+    begun stopping, and the broker (over TLS where configured) and database answer."""
 
     def check() -> dict:
         running = bool(started())
-        state = readiness(amqp_uri, database) if running else {
+        state = readiness(amqp_uri, database, ssl) if running else {
             "ready": False, "checks": {"broker": None, "database": None}}
         state["checks"]["services"] = running
         state["ready"] = running and state["ready"]

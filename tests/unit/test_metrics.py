@@ -203,3 +203,11 @@ def test_webhook_answers_say_whether_the_store_is_known_and_their_outcome(receiv
     assert (unknown.status, unknown.outcome, unknown.store_known) == (404, "rejected", False)
     assert receiver.receive("s1", {}, b"webhook_id=5").outcome == "pong"
     assert WebhookAnswer(503, {"status": "temporarily unavailable"}).outcome == "unavailable"
+
+
+def test_a_process_without_a_database_is_ready_on_the_broker_alone():
+    """The gateway owns no database: its process checks the broker only."""
+    check = process_readiness("amqp://guest:guest@127.0.0.1:5672//", None, lambda: True)
+    assert check() == {"ready": True, "checks": {"broker": True, "services": True}}
+    down = process_readiness("amqp://guest:guest@127.0.0.1:1//", None, lambda: True)
+    assert down()["ready"] is False and "database" not in down()["checks"]
