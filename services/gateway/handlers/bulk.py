@@ -62,39 +62,42 @@ def bulk(ctx: Context) -> Reply:
     return Reply({"action": action, "results": results, "summary": _summary(results)})
 
 
+def _customers(ctx: Context, ids: list[str]) -> list[tuple[str, object]]:
+    """Each id with customer_sync's answer (the customer, or its Problem), asked in chunks."""
+    found = []
+    for start in range(0, len(ids), _EXPORT_CHUNK):
+        chunk = ids[start:start + _EXPORT_CHUNK]
+        answers = ctx.backends.gather([("customer_sync", "get_customer", (ctx.store_id, c), {})
+                                       for c in chunk])
+        found.extend(zip(chunk, answers))
+    return found
+
+
 def _known(ctx: Context, ids: list[str]) -> tuple[list[str], list[str]]:
     """The ids customer_sync knows, and the rest. segmentation makes a profile for any id it
     is asked to tag (events may name a customer before it is synced), so the gateway asks
     first: tagging an id nobody has would otherwise list a customer who does not exist."""
     known, unknown = [], []
-    for start in range(0, len(ids), _EXPORT_CHUNK):
-        chunk = ids[start:start + _EXPORT_CHUNK]
-        answers = ctx.backends.gather([("customer_sync", "get_customer", (ctx.store_id, c), {})
-                                       for c in chunk])
-        for customer_id, answer in zip(chunk, answers):
-            if isinstance(answer, Problem):
-                if answer.status != 404:
-                    raise answer
-                unknown.append(customer_id)
-            else:
-                known.append(customer_id)
+    for customer_id, answer in _customers(ctx, ids):
+        if isinstance(answer, Problem):
+            if answer.status != 404:
+                raise answer
+            unknown.append(customer_id)
+        else:
+            known.append(customer_id)
     return known, unknown
 
 
 def _export(ctx: Context, ids: list[str]) -> tuple[list, list]:
     results, rows = [], []
-    for start in range(0, len(ids), _EXPORT_CHUNK):
-        chunk = ids[start:start + _EXPORT_CHUNK]
-        answers = ctx.backends.gather([("customer_sync", "get_customer", (ctx.store_id, c), {})
-                                       for c in chunk])
-        for customer_id, answer in zip(chunk, answers):
-            if isinstance(answer, Problem):
-                results.append({"customer_id": customer_id,
-                                "outcome": "not_found" if answer.status == 404 else "failed",
-                                **({} if answer.status == 404 else {"error": answer.detail})})
-            else:
-                results.append({"customer_id": customer_id, "outcome": "exported"})
-                rows.append(answer)
+    for customer_id, answer in _customers(ctx, ids):
+        if isinstance(answer, Problem):
+            results.append({"customer_id": customer_id,
+                            "outcome": "not_found" if answer.status == 404 else "failed",
+                            **({} if answer.status == 404 else {"error": answer.detail})})
+        else:
+            results.append({"customer_id": customer_id, "outcome": "exported"})
+            rows.append(answer)
     return results, rows
 
 
