@@ -205,7 +205,9 @@ def parse_json_body(route: Route, request: Request, max_bytes: int) -> Any:
         raise Problem(415, "send the body as application/json")
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):
+        # ValueError covers UnicodeDecodeError and numbers of more than 4,300 digits; JSON
+        # nested deeper than the interpreter's stack is a RecursionError (found by fuzzing).
         raise Problem(400, "the body is not valid JSON", kind="invalid-body") from None
     errors: dict[str, list[str]] = {}
     for error in route.validator().iter_errors(body):
