@@ -163,3 +163,20 @@ def test_bodies_json_cannot_read_are_400_problems(raw):
     with pytest.raises(Problem) as raised:
         parse_json_body(route, request, 1 << 20)
     assert (raised.value.status, raised.value.kind) == (400, "invalid-body")
+
+
+@pytest.mark.parametrize("path", ["/api/v1/customers//loyalty", "/api/v1//customers",
+                                  "/api/v1/customers/a//notes"])
+def test_empty_path_segments_are_404_problems_not_redirects(path):
+    """Found by tests/integration/test_fuzz_api.py: werkzeug's RequestRedirect for "//"
+    escaped the router and answered 500."""
+    from werkzeug.test import EnvironBuilder
+    from werkzeug.wrappers import Request
+
+    from services.gateway.routes import build_routes
+    from services.gateway.routing import Router
+
+    request = Request(EnvironBuilder(path=path, method="GET").get_environ())
+    with pytest.raises(Problem) as raised:
+        Router(build_routes()).match(request)
+    assert raised.value.status == 404
