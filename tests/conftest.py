@@ -109,3 +109,16 @@ def events(amqp_uri):
     collector = EventCollector(amqp_uri)
     yield collector
     collector.close()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The fuzzing tests' case counts (their `fuzz_*` record_property values): issue 8 asks
+    how many cases ran, so every run says it."""
+    lines = [f"{report.nodeid}: {name} = {value}"
+             for report in terminalreporter.stats.get("passed", [])
+             for name, value in getattr(report, "user_properties", [])
+             if name.startswith("fuzz_")]
+    if lines:
+        terminalreporter.write_sep("-", "fuzzing: cases run")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -11,7 +11,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, DecimalException
 from typing import Any
 
 # ISO-4217 currencies whose minor unit is not 1/100.
@@ -23,6 +23,10 @@ _MINOR_DIGITS = {
 
 ADDRESS_FIELDS = ("first_name", "last_name", "company", "address_1", "address_2", "city",
                   "state", "postcode", "country", "email", "phone")
+
+
+# The largest integer MongoDB stores (8 bytes, signed): a larger one cannot be written.
+MAX_INT = 2 ** 63 - 1
 
 
 class NormalisationError(ValueError):
@@ -39,14 +43,36 @@ def to_minor(value: Any, currency: str, field_name: str = "amount") -> int:
         return 0
     try:
         amount = Decimal(str(value).strip())
-    except InvalidOperation:
-        raise NormalisationError(f"{field_name} is not a decimal amount: {value!r}") from None
-    if not amount.is_finite():
-        raise NormalisationError(f"{field_name} is not a finite amount: {value!r}")
-    scaled = (amount * (Decimal(10) ** minor_digits(currency))).quantize(
-        Decimal(1), rounding=ROUND_HALF_UP
-    )
-    return int(scaled)
+        if not amount.is_finite():
+            raise NormalisationError(f"{field_name} is not a finite amount: {_short(value)}")
+        scaled = (amount * (Decimal(10) ** minor_digits(currency))).quantize(
+            Decimal(1), rounding=ROUND_HALF_UP
+        )
+    except DecimalException:  # not a number, or too large to quantize ("1e999999")
+        raise NormalisationError(f"{field_name} is not a decimal amount: {_short(value)}") from None
+    return _bounded(int(scaled), field_name)
+
+
+def _bounded(value: int, field_name: str) -> int:
+    """An integer MongoDB can store; a larger one is no real amount or id (fuzzing)."""
+    if not -MAX_INT <= value <= MAX_INT:
+        raise NormalisationError(f"{field_name} is out of range: {_short(value)}")
+    return value
+
+
+def _short(value: Any) -> str:
+    """A value for an error message: bounded, however large the sender made it."""
+    text = repr(value) if not isinstance(value, int) or abs(value) < 10 ** 30 else "a huge number"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _list(value: Any, field_name: str) -> list:
+    """A list field: missing or empty means none; anything else but a list is an error."""
+    if value in (None, "", {}):
+        return []
+    if not isinstance(value, list):
+        raise NormalisationError(f"{field_name} is not a list")
+    return value
 
 
 def parse_gmt(value: Any, field_name: str = "date") -> datetime | None:
@@ -54,14 +80,14 @@ def parse_gmt(value: Any, field_name: str = "date") -> datetime | None:
     if value in (None, ""):
         return None
     if not isinstance(value, str):
-        raise NormalisationError(f"{field_name} is not a date string: {value!r}")
+        raise NormalisationError(f"{field_name} is not a date string: {_short(value)}")
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise NormalisationError(f"{field_name} is not an ISO-8601 date: {value!r}") from None
-    if parsed.tzinfo is None:
-        return parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc)
+        if parsed.tzinfo is None:
+            return parsed.replace(tzinfo=timezone.utc)
+        return parsed.astimezone(timezone.utc)
+    except (ValueError, OverflowError):  # OverflowError: year 1 or 9999 moved past the range
+        raise NormalisationError(f"{field_name} is not an ISO-8601 date: {_short(value)}") from None
 
 
 def email_key(value: Any) -> str | None:
@@ -85,9 +111,10 @@ def _int(value: Any, field_name: str, default: int | None = None) -> int:
     if value in (None, "") and default is not None:
         return default
     try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise NormalisationError(f"{field_name} is not a whole number: {value!r}") from None
+        number = int(value)
+    except (TypeError, ValueError, OverflowError):  # OverflowError: float infinity
+        raise NormalisationError(f"{field_name} is not a whole number: {_short(value)}") from None
+    return _bounded(number, field_name)
 
 
 def content_hash(content: dict) -> str:
@@ -101,8 +128,8 @@ def resource_id(payload: Any) -> int:
     if not isinstance(payload, dict):
         raise NormalisationError("the body must be a JSON object")
     rid = payload.get("id")
-    if isinstance(rid, bool) or not isinstance(rid, int) or rid <= 0:
-        raise NormalisationError(f"id must be a positive whole number, got {rid!r}")
+    if isinstance(rid, bool) or not isinstance(rid, int) or not 0 < rid <= MAX_INT:
+        raise NormalisationError(f"id must be a positive whole number, got {rid!r}"[:200])
     return rid
 
 
@@ -250,7 +277,7 @@ def normalise_order(payload: Any) -> OrderSnapshot:
         raise NormalisationError(f"status is not a WooCommerce order status: {status!r}")
     customer = _int(payload.get("customer_id"), "customer_id", default=0)
     line_items = []
-    for index, item in enumerate(payload.get("line_items") or []):
+    for index, item in enumerate(_list(payload.get("line_items"), "line_items")):
         if not isinstance(item, dict):
             raise NormalisationError(f"line_items[{index}] is not an object")
         line_items.append({
@@ -265,7 +292,7 @@ def normalise_order(payload: Any) -> OrderSnapshot:
             "total": to_minor(item.get("total"), currency, f"line_items[{index}].total"),
         })
     refunds = []
-    for index, refund in enumerate(payload.get("refunds") or []):
+    for index, refund in enumerate(_list(payload.get("refunds"), "refunds")):
         if not isinstance(refund, dict):
             raise NormalisationError(f"refunds[{index}] is not an object")
         refunds.append({
@@ -274,7 +301,8 @@ def normalise_order(payload: Any) -> OrderSnapshot:
             # WooCommerce lists refund totals as negative strings ("-10.00").
             "amount": abs(to_minor(refund.get("total"), currency, f"refunds[{index}].total")),
         })
-    meta = payload.get("meta_data") or []
+    meta = payload.get("meta_data")
+    meta = meta if isinstance(meta, list) else []  # optional data: anything else means none
     anonymized = any(
         isinstance(m, dict) and m.get("key") == "_anonymized" and m.get("value") == "yes"
         for m in meta
@@ -288,15 +316,16 @@ def normalise_order(payload: Any) -> OrderSnapshot:
         "billing": address(payload.get("billing")),
         "shipping": address(payload.get("shipping")),
         "total": to_minor(payload.get("total"), currency, "total"),
-        "subtotal": sum(item["subtotal"] for item in line_items),
+        "subtotal": _bounded(sum(item["subtotal"] for item in line_items), "line_items"),
         "discount_total": to_minor(payload.get("discount_total"), currency, "discount_total"),
         "shipping_total": to_minor(payload.get("shipping_total"), currency, "shipping_total"),
         "tax_total": to_minor(payload.get("total_tax"), currency, "total_tax"),
-        "total_refunded": sum(r["amount"] for r in refunds),
+        "total_refunded": _bounded(sum(r["amount"] for r in refunds), "refunds"),
         "refunds": refunds,
         "line_items": line_items,
         "coupon_codes": [
-            _text(c.get("code")) for c in payload.get("coupon_lines") or [] if isinstance(c, dict)
+            _text(c.get("code")) for c in _list(payload.get("coupon_lines"), "coupon_lines")
+            if isinstance(c, dict)
         ],
         "payment_method": _text(payload.get("payment_method")),
         "date_created": parse_gmt(payload.get("date_created_gmt"), "date_created_gmt"),

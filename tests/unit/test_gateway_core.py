@@ -146,3 +146,37 @@ def test_an_export_that_fails_mid_stream_breaks_the_download_rather_than_ending_
     assert response.status_code == 200  # the first page was read before answering
     with pytest.raises(Problem):  # raised through the server, which drops the connection
         list(response.response)
+
+
+# Found by tests/integration/test_fuzz_api.py: these bodies answered 500 instead of 400.
+@pytest.mark.parametrize("raw", [b"[" * 5000 + b"]" * 5000, b'{"a": ' + b"9" * 5000 + b"}",
+                                 b"\xff\xfe{}"], ids=["deep", "long-number", "not-utf8"])
+def test_bodies_json_cannot_read_are_400_problems(raw):
+    from werkzeug.test import EnvironBuilder
+    from werkzeug.wrappers import Request
+
+    from services.gateway.routing import Route, parse_json_body
+
+    route = Route("POST", "/x", lambda ctx: None, "x", "t", body={"type": "object"})
+    request = Request(EnvironBuilder(path="/api/v1/x", method="POST", data=raw,
+                                     content_type="application/json").get_environ())
+    with pytest.raises(Problem) as raised:
+        parse_json_body(route, request, 1 << 20)
+    assert (raised.value.status, raised.value.kind) == (400, "invalid-body")
+
+
+@pytest.mark.parametrize("path", ["/api/v1/customers//loyalty", "/api/v1//customers",
+                                  "/api/v1/customers/a//notes"])
+def test_empty_path_segments_are_404_problems_not_redirects(path):
+    """Found by tests/integration/test_fuzz_api.py: werkzeug's RequestRedirect for "//"
+    escaped the router and answered 500."""
+    from werkzeug.test import EnvironBuilder
+    from werkzeug.wrappers import Request
+
+    from services.gateway.routes import build_routes
+    from services.gateway.routing import Router
+
+    request = Request(EnvironBuilder(path=path, method="GET").get_environ())
+    with pytest.raises(Problem) as raised:
+        Router(build_routes()).match(request)
+    assert raised.value.status == 404

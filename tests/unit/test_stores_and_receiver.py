@@ -88,3 +88,22 @@ def test_repeated_trash_of_the_same_order_in_different_seconds_is_two_changes(st
     two = receiver.receive("s1", {**headers("order.deleted", body), "X-WC-Webhook-Delivery-ID": "t2"}, body)
     again = receiver.receive("s1", {**headers("order.deleted", body), "X-WC-Webhook-Delivery-ID": "t2"}, body)
     assert [a.body["status"] for a in (one, two, again)] == ["accepted", "accepted", "duplicate"]
+
+
+# Found by tests/integration/test_fuzz_webhooks.py: each of these bodies answered 500.
+@pytest.mark.parametrize("body", [
+    b'{"id": 5, "x": ' + b"[" * 5000 + b"1" + b"]" * 5000 + b"}",  # RecursionError in json
+    b'{"id": 5, "total": ' + b"9" * 5000 + b"}",  # ValueError: more than 4,300 digits
+    b'{"id": ' + str(2 ** 63).encode() + b"}",  # OverflowError writing it to MongoDB
+    b'{"id": 6, "email": "\\ud800"}',  # a lone surrogate: no UTF-8 (nor BSON) can hold it
+], ids=["deep", "long-number", "id-over-8-bytes", "lone-surrogate"])
+def test_signed_bodies_that_cannot_be_stored_are_refused_with_400(storage, body):
+    answer = WebhookReceiver(storage, 1 << 20).receive("s1", headers("order.created", body), body)
+    assert answer.status == 400
+    assert storage.inbox.collection.count_documents({}) == 0
+
+
+def test_surrogate_pairs_and_the_largest_id_are_accepted(storage):
+    body = b'{"id": ' + str(2 ** 63 - 1).encode() + b', "first_name": "\\ud83d\\ude00"}'
+    answer = WebhookReceiver(storage, 1 << 20).receive("s1", headers("customer.created", body), body)
+    assert (answer.status, answer.body["status"]) == (200, "accepted")
