@@ -105,7 +105,9 @@ def customer_list(page) -> Response:
         next_url = present.list_url(state, cursor=result["next_cursor"])
     return page.render(
         "customers.html", title="Customers", state=state, result=result, problem=problem,
-        errors=errors, columns={c["key"]: c for c in columns},
+        errors=errors, filtered=any(state[k] for k in present.STATE_KEYS
+                                    if k not in ("view", "sort", "limit")),
+        columns={c["key"]: c for c in columns},
         quick=[(slug, label, present.list_url(state, view=slug))
                for slug, label, _ in present.QUICK_FILTERS],
         segments=present.SEGMENTS, page_sizes=present.PAGE_SIZES, next_url=next_url,
@@ -126,6 +128,8 @@ def bulk(page) -> Response:
     if not ids:
         page.flash("error", "Select at least one customer first.")
         return page.redirect(back)
+    # The list sends each row's name along, for the results page only (shown escaped).
+    labels = {i: form.get(f"label:{i}", "")[:200] for i in ids}
     body: dict = {"action": action, "customer_ids": ids}
     if action == "add_tags":
         body["tags"] = present.split_names(form.get("tags", ""))
@@ -137,7 +141,7 @@ def bulk(page) -> Response:
         body["orders"] = form.get("orders", "anonymise")
         if form.get("confirm") != "yes":
             return page.render("bulk_confirm.html", title="Delete customers?", ids=ids,
-                               orders=body["orders"], back=back)
+                               orders=body["orders"], back=back, names=labels)
     for name in ("tags", "groups"):
         if name in body and not body[name]:
             page.flash("error", f"Enter the {name} to add, separated by commas.")
@@ -149,8 +153,9 @@ def bulk(page) -> Response:
         return page.redirect(back)
     if action == "export" and form.get("download") == "csv":
         return _export_csv(answer.get("customers") or [])
-    names = {c["customer_id"]: " ".join(p for p in (c.get("first_name"), c.get("last_name"))
-                                        if p) for c in answer.get("customers") or []}
+    names = {**labels, **{c["customer_id"]: " ".join(
+        p for p in (c.get("first_name"), c.get("last_name")) if p)
+        for c in answer.get("customers") or []}}
     return page.render("bulk_result.html", title="Bulk action results", answer=answer,
                        action_label=dict(BULK_ACTIONS)[action], body=body, ids=ids, back=back,
                        names=names)
