@@ -54,7 +54,7 @@ class GatewayService:
     def api(self, request: Request, rest: str) -> Response:  # noqa: ARG002 - routed by the app
         return self.gateway.app.handle(request, self._backends())
 
-    @http("GET,POST", "/console")
+    @http("GET,POST", "/console/")  # werkzeug sends /console here
     def console_root(self, request: Request) -> Response:
         return self.gateway.console.handle(request, self._backends())
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import requests
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -46,12 +47,18 @@ def _rows(driver) -> list:
     return driver.find_elements(By.CSS_SELECTOR, "#customer-table tbody tr")
 
 
-def _flash(driver) -> str:
-    return WebDriverWait(driver, 10).until(
-        EC.presence_of_element_located((By.CSS_SELECTOR, ".flashes"))).text
+def _flash(driver, expected: str) -> str:
+    """The page's message once it says `expected` (the page before may still show its own)."""
+    def said(d):
+        try:
+            text = d.find_element(By.CSS_SELECTOR, ".flashes").text
+        except (NoSuchElementException, StaleElementReferenceException):
+            return False
+        return text if expected in text else False
+    return WebDriverWait(driver, 10).until(said)
 
 
-def test_staff_work_through_the_console_in_a_browser(system, browser, screenshot):
+def test_staff_work_through_the_console_in_a_browser(browser, screenshot, system):
     (ada, ada_id), (bob, bob_id), (cy, cy_id) = _customers(system, 3)
     _wait_listed(system, 3)
     writer = system.client("write")
@@ -121,21 +128,21 @@ def test_staff_work_through_the_console_in_a_browser(system, browser, screenshot
     Select(browser.find_element(By.ID, "note-category")).select_by_value("phone-call")
     browser.find_element(By.ID, "note-text").send_keys("Called about the parcel <b>late</b>")
     browser.find_element(By.CSS_SELECTOR, "#notes button[type=submit]").click()
-    assert "Note added." in _flash(browser)
+    assert _flash(browser, "Note added.")
     notes = browser.find_element(By.ID, "notes").text
     assert "Phone call" in notes and "Called about the parcel <b>late</b>" in notes  # as text
 
     # Redeem points.
     browser.find_element(By.ID, "redeem-points").send_keys("200")
     browser.find_element(By.CSS_SELECTOR, "#loyalty button[type=submit]").click()
-    assert "Redeemed 200 points" in _flash(browser)
+    assert _flash(browser, "Redeemed 200 points")
     assert browser.find_element(By.ID, "points-balance").text == f"{start - 200} points"
     screenshot("customer-page")
 
     # Submit an erasure request: the box must be ticked (the browser insists too).
     browser.find_element(By.ID, "erasure-confirm").click()
     browser.find_element(By.CSS_SELECTOR, "#gdpr button.danger").click()
-    assert "Erasure request recorded" in _flash(browser)
+    assert _flash(browser, "Erasure request recorded")
     filed = system.rpc.gdpr.list_requests(STORE, None)
     assert [(r["type"], r["email"].lower()) for r in filed] == [("erasure", ada["email"].lower())]
 
@@ -162,6 +169,9 @@ def test_keys_scopes_and_csrf_over_http(system):
     [(ada, ada_id)] = _customers(system, 1)
     base = system.gateway_url
 
+    for root in ("/console", "/console/"):
+        first = requests.get(base + root, timeout=10)
+        assert first.status_code == 200 and first.url == base + "/console/login"
     _, refused = _http_sign_in(system, "wcc_unknown_key")
     assert refused.status_code == 401 and "unknown or revoked" in refused.text
 

@@ -248,6 +248,13 @@ def test_a_read_key_sees_no_write_forms_and_the_api_refuses_it_anyway():
         "/console/customers/c1").get_data(as_text=True)
 
 
+def test_an_unknown_customer_is_a_404_page():
+    world = World()
+    world.login("wcc_read")
+    answer = world.client.get("/console/customers/nobody")
+    assert answer.status_code == 404 and "no customer nobody" in answer.get_data(as_text=True)
+
+
 def test_gdpr_actions_only_with_the_gdpr_scope():
     world = World()
     world.login("wcc_write")
