@@ -82,6 +82,9 @@ class CustomerSync:
     def timeline(self, store, customer_id, page):
         return {"items": [], "next_cursor": None}
 
+    def delete_customers(self, store, ids, orders, actor):
+        return {"results": [{"customer_id": i, "outcome": "deleted", "orders": 1} for i in ids]}
+
     def add_note(self, store, customer_id, body, actor):
         return {"note_id": "n2", "customer_id": customer_id, **body,
                 "created_at": "2026-01-03T00:00:00+00:00"}
@@ -246,6 +249,23 @@ def test_a_read_key_sees_no_write_forms_and_the_api_refuses_it_anyway():
     assert answer.status_code == 303 and world.called("add_note") == []
     assert "lacks the &#39;write&#39; scope" in world.client.get(
         "/console/customers/c1").get_data(as_text=True)
+
+
+def test_a_bulk_delete_asks_first_and_then_keeps_the_chosen_orders():
+    world = World()
+    world.login("wcc_write")
+    form = {"action": "delete", "orders": "delete", "customer_id": ["c1", "c2"],
+            "label:c1": EVIL, "back": "https://evil.example/", "csrf_token": world.csrf()}
+    asked = world.client.post("/console/customers/bulk", data=form)
+    html = asked.get_data(as_text=True)
+    assert asked.status_code == 200 and "Delete 2 customers" in html
+    assert "orders are <strong>deleted</strong>" in html and "&lt;script&gt;" in html
+    assert 'href="/console/customers">Cancel' in html  # not the foreign "back"
+    assert world.called("delete_customers") == []
+    done = world.client.post("/console/customers/bulk", data={**form, "confirm": "yes"})
+    [(_, _, (store, ids, orders, actor))] = world.called("delete_customers")
+    assert (ids, orders, actor) == (["c1", "c2"], "delete", "api-key:write")
+    assert "deleted: 2" in done.get_data(as_text=True)
 
 
 def test_an_unknown_customer_is_a_404_page():
