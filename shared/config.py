@@ -132,6 +132,17 @@ SETTINGS: tuple[Setting, ...] = (
             "this time."),
     Setting("GATEWAY_MAX_BODY_BYTES", "1048576", "Largest JSON request body the gateway reads."),
     Setting("GATEWAY_MAX_IMPORT_BYTES", "5242880", "Largest CSV file the import takes."),
+    Setting("CONSOLE_SESSION_SECRET", "",
+            "Secret (at least 16 characters) that encrypts and signs the admin console's "
+            "session cookie; the same on every gateway instance. Empty: a random secret per "
+            "process, so sessions end at a restart (logged at start)."),
+    Setting("CONSOLE_SESSION_IDLE_MINUTES", "30",
+            "An admin console session ends after this long without a request."),
+    Setting("CONSOLE_SESSION_MAX_HOURS", "12",
+            "An admin console session ends this long after sign-in, however busy."),
+    Setting("CONSOLE_COOKIE_SECURE", "auto",
+            "`Secure` flag of the console's cookie: `auto` (when the request came over https, "
+            "directly or as `X-Forwarded-Proto: https` from a TLS proxy), `true` or `false`."),
     Setting("WOO_HTTP_TIMEOUT_SECONDS", "30", "Timeout of one request to a shop's REST API."),
     Setting("WOO_MAX_RETRIES", "6", "Retries of a shop API request on 429, 5xx and network errors."),
     Setting("RABBITMQ_MANAGEMENT_URL", "http://127.0.0.1:15672",

@@ -10,6 +10,7 @@ from werkzeug.wrappers import Request, Response
 from services.gateway.app import GatewayApp
 from services.gateway.auth import Authenticator
 from services.gateway.backends import Backends
+from services.gateway.console.app import ConsoleApp
 from services.gateway.ratelimit import RateLimiter
 from services.gateway.routes import build_routes
 from services.gateway.routing import Router
@@ -32,6 +33,8 @@ class GatewayAppProvider(DependencyProvider):
             RateLimiter(config.int("GATEWAY_RATE_LIMIT_PER_MINUTE")),
             max_body_bytes=config.int("GATEWAY_MAX_BODY_BYTES"),
             max_import_bytes=config.int("GATEWAY_MAX_IMPORT_BYTES"), settings=config)
+        # The admin console: a client of this same app, so the same routes, scopes and limits.
+        self.console = ConsoleApp(self.app, config)
 
     def get_dependency(self, worker_ctx) -> "GatewayAppProvider":
         return self
@@ -49,9 +52,19 @@ class GatewayService:
 
     @http("GET,POST,PUT,PATCH,DELETE", "/api/v1/<path:rest>")
     def api(self, request: Request, rest: str) -> Response:  # noqa: ARG002 - routed by the app
-        backends = Backends({name: getattr(self, name) for name in BACKEND_SERVICES},
-                            self.gateway.timeout)
-        return self.gateway.app.handle(request, backends)
+        return self.gateway.app.handle(request, self._backends())
+
+    @http("GET,POST", "/console/")  # werkzeug sends /console here
+    def console_root(self, request: Request) -> Response:
+        return self.gateway.console.handle(request, self._backends())
+
+    @http("GET,POST", "/console/<path:rest>")
+    def console(self, request: Request, rest: str) -> Response:  # noqa: ARG002 - routed by it
+        return self.gateway.console.handle(request, self._backends())
+
+    def _backends(self) -> Backends:
+        return Backends({name: getattr(self, name) for name in BACKEND_SERVICES},
+                        self.gateway.timeout)
 
     @http("GET", "/health/live")
     def live(self, request: Request) -> Response:  # noqa: ARG002

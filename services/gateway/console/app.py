@@ -1,0 +1,243 @@
+"""The console's request pipeline, free of nameko: session cookie, CSRF check, sign-in,
+security headers, then a view. Views reach the services only through the gateway's own API
+(api.ApiClient), as the signed-in key."""
+from __future__ import annotations
+
+import hmac
+import logging
+import mimetypes
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import urlencode
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.routing import Map, Rule
+from werkzeug.utils import redirect as werkzeug_redirect
+from werkzeug.wrappers import Request, Response
+
+from services.gateway.app import lookup_key, request_id_of
+from services.gateway.auth import Caller
+from services.gateway.console import present
+from services.gateway.console.api import ApiClient
+from services.gateway.console.session import Session, SessionCodec
+from services.gateway.problems import Problem
+from shared.logs import log_context
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/console"
+COOKIE_NAME = "wcc_console"
+HERE = Path(__file__).parent
+STATIC_DIR = HERE / "static"
+STATIC_FILES = frozenset({"console.css", "console.js"})
+# No inline script or style anywhere: the console's own files only.
+CONTENT_SECURITY_POLICY = ("default-src 'none'; script-src 'self'; style-src 'self'; "
+                           "img-src 'self' data:; connect-src 'self'; form-action 'self'; "
+                           "frame-ancestors 'none'; base-uri 'none'")
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+
+
+@dataclass
+class Page:
+    """What a view gets: the request, the session, who is signed in, and the API as them."""
+
+    request: Request
+    session: Session
+    caller: Caller | None
+    api: ApiClient | None
+    console: "ConsoleApp"
+    args: dict
+    backends: Any = None
+
+    def may(self, scope: str) -> bool:
+        return self.caller is not None and self.caller.may(scope)
+
+    def render(self, template: str, status: int = 200, **values: Any) -> Response:
+        return self.console.render(template, self, status, **values)
+
+    def redirect(self, location: str) -> Response:
+        return werkzeug_redirect(location, code=303)
+
+    def flash(self, level: str, text: str) -> None:
+        self.session.flash(level, text)
+
+
+def _routes() -> Map:
+    from services.gateway.console import views as v
+
+    def rule(path: str, view: Callable, methods: tuple = ("GET",), login: bool = True) -> Rule:
+        return Rule(PREFIX + path, endpoint=(view, login), methods=list(methods))
+
+    return Map([
+        rule("", v.home, login=False), rule("/", v.home, login=False),
+        rule("/login", v.login_form, login=False),
+        rule("/login", v.login, ("POST",), login=False),
+        rule("/logout", v.logout, ("POST",), login=False),
+        rule("/customers", v.customer_list),
+        rule("/customers/bulk", v.bulk, ("POST",)),
+        rule("/customers/<customer_id>", v.customer_page),
+        rule("/customers/<customer_id>/tags", v.add_tags, ("POST",)),
+        rule("/customers/<customer_id>/tags/remove", v.remove_tag, ("POST",)),
+        rule("/customers/<customer_id>/groups", v.add_groups, ("POST",)),
+        rule("/customers/<customer_id>/groups/remove", v.remove_group, ("POST",)),
+        rule("/customers/<customer_id>/notes", v.add_note, ("POST",)),
+        rule("/customers/<customer_id>/reminders", v.add_reminder, ("POST",)),
+        rule("/customers/<customer_id>/reminders/<reminder_id>/complete", v.complete_reminder,
+             ("POST",)),
+        rule("/customers/<customer_id>/redeem", v.redeem, ("POST",)),
+        rule("/customers/<customer_id>/gdpr", v.gdpr_request, ("POST",)),
+    ], strict_slashes=False)
+
+
+class ConsoleApp:
+    def __init__(self, gateway_app: Any, settings: Any, clock: Callable[[], float] = time.time,
+                 secret: str | None = None) -> None:
+        self.gateway = gateway_app
+        secret = secret or settings.get("CONSOLE_SESSION_SECRET")
+        if not secret:
+            secret = secrets.token_urlsafe(32)
+            log.warning("CONSOLE_SESSION_SECRET is not set: the console uses a random secret "
+                        "of this process, so its sessions end when the gateway restarts and "
+                        "are not valid on other gateway instances")
+        self.codec = SessionCodec(secret, settings.float("CONSOLE_SESSION_IDLE_MINUTES") * 60,
+                                  settings.float("CONSOLE_SESSION_MAX_HOURS") * 3600, clock)
+        self.cookie_secure = settings.get("CONSOLE_COOKIE_SECURE").lower()
+        if self.cookie_secure not in ("auto", "true", "false"):
+            raise ValueError("CONSOLE_COOKIE_SECURE must be auto, true or false")
+        self.max_form_bytes = settings.int("GATEWAY_MAX_BODY_BYTES")
+        self.clock = clock
+        self.map = _routes()
+        self.jinja = Environment(loader=FileSystemLoader(str(HERE / "templates")),
+                                 autoescape=select_autoescape(default=True,
+                                                              default_for_string=True),
+                                 trim_blocks=True, lstrip_blocks=True)
+        self.jinja.filters.update(money=present.money, day=present.day, moment=present.moment,
+                                  number=present.number)
+        self.jinja.globals.update(segment_labels=present.SEGMENT_LABELS, prefix=PREFIX)
+
+    # -- the pipeline ------------------------------------------------------------------------
+
+    def handle(self, request: Request, backends: Any) -> Response:
+        request_id = request_id_of(request)
+        request.max_content_length = self.max_form_bytes
+        request.max_form_memory_size = self.max_form_bytes
+        session = self.codec.loads(request.cookies.get(COOKIE_NAME)) or Session()
+        with log_context(request_id=request_id, store_id=session.store_id or None):
+            try:
+                response = self._dispatch(request, backends, session, request_id)
+            except Exception:  # noqa: BLE001 - the person gets a page, the log the traceback
+                log.exception("console error on %s %s (request %s)", request.method,
+                              request.path, request_id)
+                response = self.render("error.html", None, 500, session=session,
+                                       title="Something went wrong",
+                                       message="The console failed; the request id helps "
+                                               f"find out why: {request_id}")
+        if not request.path.startswith(PREFIX + "/static/"):
+            # Sealed anew on every page: the token's time is when the session was last used.
+            self._set_cookie(request, response, session)
+            response.headers["Cache-Control"] = "no-store"
+        for name, value in SECURITY_HEADERS.items():
+            response.headers[name] = value
+        response.headers["X-Request-Id"] = request_id
+        return response
+
+    def _dispatch(self, request: Request, backends: Any, session: Session,
+                  request_id: str) -> Response:
+        adapter = self.map.bind_to_environ(request.environ)
+        if request.path.startswith(PREFIX + "/static/"):
+            return self.static(request.path[len(PREFIX + "/static/"):])
+        try:
+            (view, needs_login), args = adapter.match(method=request.method)
+        except MethodNotAllowed:
+            return self.render("error.html", None, 405, session=session,
+                               title="Not allowed", message="This page does not take that.")
+        except NotFound:
+            return self.render("error.html", None, 404, session=session, title="Not found",
+                               message="There is no such page.")
+        if request.method == "POST" and not self.csrf_ok(request, session):
+            log.warning("console POST %s refused: missing or wrong CSRF token", request.path)
+            return self.render("error.html", None, 403, session=session,
+                               title="Form expired",
+                               message="This form was not sent from the console's current "
+                                       "page (or your session ended). Reload the page and "
+                                       "try again.")
+        caller, api = None, None
+        if session.signed_in:
+            try:
+                caller = self.gateway.authenticator.caller(
+                    {"Authorization": f"Bearer {session.api_key}"},
+                    lambda key: lookup_key(backends, key))
+            except Problem as problem:
+                if problem.status != 401:
+                    return self.render("error.html", None, problem.status, session=session,
+                                       title="Try again shortly", message=problem.detail)
+                self.sign_out(session)
+                session.flash("error", "Your API key is no longer valid: sign in again.")
+            else:
+                api = ApiClient(self.gateway, backends, session.api_key, request_id)
+        page = Page(request, session, caller, api, self, args, backends)
+        if needs_login and caller is None:
+            target = request.full_path if request.method == "GET" else PREFIX + "/customers"
+            return page.redirect(PREFIX + "/login?" + urlencode({"next": target.rstrip("?")}))
+        return view(page, **args)
+
+    # -- pieces ------------------------------------------------------------------------------
+
+    def csrf_ok(self, request: Request, session: Session) -> bool:
+        sent = request.form.get("csrf_token", "")
+        return bool(sent) and hmac.compare_digest(sent.encode(), session.csrf.encode())
+
+    def sign_in(self, session: Session, api_key: str, caller: Caller) -> None:
+        """A new session for the key: a new CSRF token, so one from before cannot be used."""
+        session.csrf = secrets.token_urlsafe(32)
+        session.api_key = api_key
+        session.key_name = caller.name
+        session.store_id = caller.store_id
+        session.signed_in_at = self.clock()
+
+    def sign_out(self, session: Session) -> None:
+        session.csrf = secrets.token_urlsafe(32)
+        session.api_key = None
+        session.key_name = session.store_id = ""
+        session.signed_in_at = None
+
+    def _secure(self, request: Request) -> bool:
+        if self.cookie_secure != "auto":
+            return self.cookie_secure == "true"
+        # Behind a TLS-terminating proxy the request arrives as http: its header says https.
+        # A forged header only makes the cookie stricter.
+        return request.scheme == "https" or \
+            request.headers.get("X-Forwarded-Proto", "").lower() == "https"
+
+    def _set_cookie(self, request: Request, response: Response, session: Session) -> None:
+        response.set_cookie(COOKIE_NAME, self.codec.dumps(session), path=PREFIX,
+                            httponly=True, samesite="Lax", secure=self._secure(request),
+                            max_age=int(self.codec.max_age_seconds))
+
+    def render(self, template: str, page: Page | None, status: int = 200,
+               session: Session | None = None, **values: Any) -> Response:
+        session = session or page.session
+        caller = page.caller if page else None
+        html = self.jinja.get_template(template).render(
+            csrf_token=session.csrf, flashes=session.take_flashes(), caller=caller,
+            key_name=session.key_name if caller else "", store_id=session.store_id if caller else "",
+            may_write=bool(caller and caller.may("write")),
+            may_gdpr=bool(caller and caller.may("gdpr")), **values)
+        return Response(html, status=status, mimetype="text/html")
+
+    def static(self, name: str) -> Response:
+        if name not in STATIC_FILES:
+            return Response("not found", status=404, mimetype="text/plain")
+        mimetype = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        response = Response((STATIC_DIR / name).read_bytes(), mimetype=mimetype)
+        response.headers["Cache-Control"] = "public, max-age=300"
+        return response

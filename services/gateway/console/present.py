@@ -1,0 +1,199 @@
+"""How the console shows and reads values: money, times, the list's filters and sorting.
+Plain functions, so every rule is unit-tested without a browser."""
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+from decimal import Decimal, InvalidOperation
+from typing import Any, Iterable
+from urllib.parse import urlencode
+
+# Quick filters: each one the list's API filter it stands for. "wholesale" is the customer
+# group of that slug: groups are where B2B terms (discount, payment terms) live, and the API
+# ANDs its filters, so "tag or group" could not be one query.
+QUICK_FILTERS = [
+    ("all", "All", {}),
+    ("active", "Active", {"status": "active"}),
+    ("inactive", "Inactive", {"status": "inactive"}),
+    ("vip", "VIP", {"segment": "vip"}),
+    ("new", "New", {"segment": "new"}),
+    ("at_risk", "At risk", {"segment": "at_risk"}),
+    ("wholesale", "Wholesale", {"group": "wholesale"}),
+]
+QUICK = {slug: params for slug, _, params in QUICK_FILTERS}
+SEGMENTS = [("", "Any segment"), ("prospect", "Prospect"), ("new", "New"),
+            ("regular", "Regular"), ("vip", "VIP"), ("one_time", "One-time"),
+            ("at_risk", "At risk")]
+SEGMENT_LABELS = dict(SEGMENTS[1:])
+# column -> (label, the direction a first click sorts by)
+SORT_COLUMNS = {"name": ("Name", ""), "orders": ("Orders", "-"),
+                "total_spent": ("Total spent", "-"), "last_order": ("Last order", "-"),
+                "registered": ("Registered", "-")}
+DEFAULT_SORT = "-registered"
+PAGE_SIZES = (25, 50, 100)
+# Text filters passed to the API as they are typed.
+TEXT_FILTERS = ("q", "segment", "status", "country", "state", "city")
+MONEY_FILTERS = ("total_spent_min", "total_spent_max")
+DATE_FILTERS = ("last_order_after", "last_order_before", "registered_after",
+                "registered_before")
+# Everything of the list's state that survives paging and sorting.
+STATE_KEYS = ("view", "sort", "limit", "orders_min", "tag", "group") + TEXT_FILTERS \
+    + MONEY_FILTERS + DATE_FILTERS
+_DAYS_PER_MONTH = Decimal("30.436875")
+
+
+def money(amount: Any, currency: str | None = None) -> str:
+    """Minor units as a decimal with its currency code: 123456, EUR -> '1,234.56 EUR'.
+    Two decimals: the shops this serves sell in currencies with cents."""
+    if amount is None:
+        return "–"
+    if isinstance(amount, dict):
+        amount, currency = amount.get("amount"), amount.get("currency")
+        if amount is None:
+            return "–"
+    value = (Decimal(int(amount)) / 100).quantize(Decimal("0.01"))
+    return f"{value:,.2f} {currency}".strip() if currency else f"{value:,.2f}"
+
+
+def parse_time(value: Any) -> datetime | None:
+    if not value:
+        return None
+    if isinstance(value, datetime):
+        moment = value
+    else:
+        try:
+            moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def day(value: Any) -> str:
+    moment = parse_time(value)
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d") if moment else "–"
+
+
+def moment(value: Any) -> str:
+    when = parse_time(value)
+    return when.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if when else "–"
+
+
+def orders_per_month(stats: dict | None, now: datetime) -> float | None:
+    """Counted orders per month since the first one; a customer whose first order is less than
+    a month old counts as one month (two orders last week is 2.0, not 8.7). None before any."""
+    stats = stats or {}
+    count = int(stats.get("orders_count") or 0)
+    first = parse_time(stats.get("first_order_at"))
+    if not count or first is None:
+        return None
+    days = Decimal(max(0.0, (now - first).total_seconds()) / 86400)
+    months = max(Decimal(1), days / _DAYS_PER_MONTH)
+    return float((Decimal(count) / months).quantize(Decimal("0.01")))
+
+
+def number(value: Any, places: int = 1) -> str:
+    if value is None:
+        return "–"
+    return f"{float(value):,.{places}f}"
+
+
+def to_minor_units(text: str) -> int:
+    """'12.50' -> 1250; refuses negatives, more than two decimals and non-numbers."""
+    try:
+        value = Decimal(text.strip().replace(",", ""))
+    except InvalidOperation:
+        raise ValueError("must be an amount such as 25 or 19.99") from None
+    if not value.is_finite() or value < 0:
+        raise ValueError("must be an amount of zero or more")
+    if value != value.quantize(Decimal("0.01")):
+        raise ValueError("has at most two decimals")
+    return int(value * 100)
+
+
+def to_day_start(text: str) -> str:
+    """'2026-01-31' (an <input type=date>) -> the start of that day in UTC, as ISO-8601."""
+    try:
+        parsed = date.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError("must be a date (YYYY-MM-DD)") from None
+    return datetime(parsed.year, parsed.month, parsed.day, tzinfo=timezone.utc).isoformat()
+
+
+def split_names(text: str) -> list[str]:
+    """'vip, Gold ,' -> ['vip', 'gold']: tags and groups are lower-case slugs."""
+    return [p.strip().lower() for p in (text or "").split(",") if p.strip()]
+
+
+def list_state(args) -> tuple[dict, list[tuple[str, str]], dict]:
+    """The list page's state from its query string, the API query it stands for, and the
+    fields it could not read (field -> message)."""
+    state = {k: (args.get(k) or "").strip() for k in STATE_KEYS}
+    errors: dict[str, str] = {}
+    if state["view"] not in QUICK:
+        state["view"] = "all"
+    sort = state["sort"]
+    if sort.lstrip("-") not in SORT_COLUMNS:
+        state["sort"] = DEFAULT_SORT
+    try:
+        limit = int(state["limit"] or 50)
+    except ValueError:
+        limit = 50
+    state["limit"] = str(limit if limit in PAGE_SIZES else 50)
+    query: list[tuple[str, str]] = [("sort", state["sort"]), ("limit", state["limit"])]
+    filters: dict[str, Any] = {k: state[k] for k in TEXT_FILTERS if state[k]}
+    tags, groups = split_names(state["tag"]), split_names(state["group"])
+    for name, value in QUICK[state["view"]].items():
+        if name == "group":
+            groups.append(value)
+        else:
+            filters[name] = value
+    for name in MONEY_FILTERS:
+        if state[name]:
+            try:
+                filters[name] = str(to_minor_units(state[name]))
+            except ValueError as exc:
+                errors[name] = str(exc)
+    if state["orders_min"]:
+        if state["orders_min"].isdigit():
+            filters["orders_min"] = state["orders_min"]
+        else:
+            errors["orders_min"] = "must be a whole number"
+    for name in DATE_FILTERS:
+        if state[name]:
+            try:
+                filters[name] = to_day_start(state[name])
+            except ValueError as exc:
+                errors[name] = str(exc)
+    query.extend(sorted(filters.items()))
+    query.extend(("tag", t) for t in dict.fromkeys(tags))
+    query.extend(("group", g) for g in dict.fromkeys(groups))
+    if args.get("cursor"):
+        query.append(("cursor", args.get("cursor")))
+    return state, query, errors
+
+
+def list_url(state: dict, **changes: Any) -> str:
+    """The list page with this state, changed; paging starts again unless a cursor is given."""
+    merged = {**state, **changes}
+    pairs = [(k, str(v)) for k, v in merged.items()
+             if v not in (None, "") and k in STATE_KEYS + ("cursor",)
+             and not (k == "view" and v == "all") and not (k == "limit" and str(v) == "50")
+             and not (k == "sort" and v == DEFAULT_SORT)]
+    return "/console/customers" + ("?" + urlencode(pairs) if pairs else "")
+
+
+def sort_link(state: dict, column: str) -> tuple[str, str | None]:
+    """The header link of a column, and its aria-sort value when the list is sorted by it."""
+    current = state["sort"]
+    if current.lstrip("-") == column:
+        flipped = column if current.startswith("-") else f"-{column}"
+        return list_url(state, sort=flipped), ("descending" if current.startswith("-")
+                                                else "ascending")
+    return list_url(state, sort=SORT_COLUMNS[column][1] + column), None
+
+
+def group_notes(notes: Iterable[dict], categories: Iterable[str]) -> list[tuple[str, list]]:
+    """Notes by category, in the categories' order, leaving out empty ones."""
+    by: dict[str, list] = {c: [] for c in categories}
+    for note in notes:
+        by.setdefault(note.get("category") or "general", []).append(note)
+    return [(c, items) for c, items in by.items() if items]

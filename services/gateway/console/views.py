@@ -1,0 +1,306 @@
+"""The console's pages and form actions. Each reads or changes data through the gateway's own
+API as the signed-in key (page.api), and shows the API's refusals as they are; a form action
+answers with a redirect (post/redirect/get) and a one-shot message."""
+from __future__ import annotations
+
+import csv
+import io
+import uuid
+from datetime import datetime, timezone
+from urllib.parse import urlsplit
+
+from werkzeug.wrappers import Response
+
+from services.gateway.app import lookup_key
+from services.gateway.console import present
+from services.gateway.console.api import ApiError, path
+from services.gateway.handlers.transfer import _safe_cell
+from services.gateway.problems import Problem
+from services.gateway.schemas import NOTE_CATEGORIES
+
+PREFIX = "/console"
+BULK_ACTIONS = [("add_tags", "Add tags"), ("add_to_groups", "Add to groups"),
+                ("set_status", "Set status"), ("export", "Export (CSV)"),
+                ("delete", "Delete")]
+BULK_EXPORT_COLUMNS = ("customer_id", "first_name", "last_name", "email", "phone", "company",
+                       "billing_city", "billing_country", "account_status", "registered")
+
+
+def _safe_next(target: str | None) -> str:
+    """Only a console page of this site: never an absolute or scheme-relative address."""
+    if not target:
+        return PREFIX + "/customers"
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not parts.path.startswith(PREFIX + "/") \
+            or target.startswith("//") or "\\" in target:
+        return PREFIX + "/customers"
+    return target
+
+
+def _best_effort(page, api_path: str, default):
+    """A part of a page that may be missing (a list for autocomplete, say)."""
+    try:
+        return page.api.get(api_path)
+    except ApiError:
+        return default
+
+
+# -- signing in and out ---------------------------------------------------------------------
+
+def home(page) -> Response:
+    return page.redirect(PREFIX + ("/customers" if page.caller else "/login"))
+
+
+def login_form(page, status: int = 200, error: str = "") -> Response:
+    if page.caller and not error:
+        return page.redirect(_safe_next(page.request.args.get("next")))
+    return page.render("login.html", status, title="Sign in", error=error,
+                       next=_safe_next(page.request.args.get("next")))
+
+
+def login(page) -> Response:
+    key = (page.request.form.get("api_key") or "").strip()
+    target = _safe_next(page.request.form.get("next"))
+    if not key:
+        return page.render("login.html", 400, title="Sign in", next=target,
+                           error="Enter an API key.")
+    try:
+        caller = page.console.gateway.authenticator.caller(
+            {"Authorization": f"Bearer {key}"},
+            lambda presented: lookup_key(page.backends, presented))
+    except Problem as problem:
+        if problem.status == 401:
+            return page.render("login.html", 401, title="Sign in", next=target,
+                               error="That API key is unknown or revoked.")
+        return page.render("login.html", problem.status, title="Sign in", next=target,
+                           error=problem.detail)
+    page.console.sign_in(page.session, key, caller)
+    page.flash("info", f"Signed in with the key “{caller.name}” (scopes: "
+                       f"{', '.join(sorted(caller.scopes))}).")
+    return page.redirect(target)
+
+
+def logout(page) -> Response:
+    page.console.sign_out(page.session)
+    page.flash("info", "Signed out.")
+    return page.redirect(PREFIX + "/login")
+
+
+# -- the customer list ----------------------------------------------------------------------
+
+def customer_list(page) -> Response:
+    state, query, errors = present.list_state(page.request.args)
+    result, problem = None, None
+    if not errors:
+        try:
+            result = page.api.get("/customers", query)
+        except ApiError as exc:
+            problem = exc.message()
+    columns = []
+    for column, (label, _) in present.SORT_COLUMNS.items():
+        href, aria = present.sort_link(state, column)
+        columns.append({"key": column, "label": label, "href": href, "aria": aria})
+    next_url = None
+    if result and result.get("next_cursor"):
+        next_url = present.list_url(state, cursor=result["next_cursor"])
+    return page.render(
+        "customers.html", title="Customers", state=state, result=result, problem=problem,
+        errors=errors, filtered=any(state[k] for k in present.STATE_KEYS
+                                    if k not in ("view", "sort", "limit")),
+        columns={c["key"]: c for c in columns},
+        quick=[(slug, label, present.list_url(state, view=slug))
+               for slug, label, _ in present.QUICK_FILTERS],
+        segments=present.SEGMENTS, page_sizes=present.PAGE_SIZES, next_url=next_url,
+        first_url=present.list_url(state) if page.request.args.get("cursor") else None,
+        this_url=page.request.full_path.rstrip("?"),
+        tags=_best_effort(page, "/tags", []), groups=_best_effort(page, "/groups", []),
+        bulk_actions=BULK_ACTIONS)
+
+
+def bulk(page) -> Response:
+    form = page.request.form
+    ids = list(dict.fromkeys(i for i in form.getlist("customer_id") if i))
+    action = form.get("action", "")
+    back = _safe_next(form.get("back"))
+    if action not in dict(BULK_ACTIONS):
+        page.flash("error", "Choose a bulk action.")
+        return page.redirect(back)
+    if not ids:
+        page.flash("error", "Select at least one customer first.")
+        return page.redirect(back)
+    # The list sends each row's name along, for the results page only (shown escaped).
+    labels = {i: form.get(f"label:{i}", "")[:200] for i in ids}
+    body: dict = {"action": action, "customer_ids": ids}
+    if action == "add_tags":
+        body["tags"] = present.split_names(form.get("tags", ""))
+    elif action == "add_to_groups":
+        body["groups"] = present.split_names(form.get("groups", ""))
+    elif action == "set_status":
+        body["status"] = form.get("status", "")
+    elif action == "delete":
+        body["orders"] = form.get("orders", "anonymise")
+        if form.get("confirm") != "yes":
+            return page.render("bulk_confirm.html", title="Delete customers?", ids=ids,
+                               orders=body["orders"], back=back, names=labels)
+    for name in ("tags", "groups"):
+        if name in body and not body[name]:
+            page.flash("error", f"Enter the {name} to add, separated by commas.")
+            return page.redirect(back)
+    try:
+        answer = page.api.post("/customers/bulk", body)
+    except ApiError as exc:
+        page.flash("error", f"Nothing was changed: {exc.message()}")
+        return page.redirect(back)
+    if action == "export" and form.get("download") == "csv":
+        return _export_csv(answer.get("customers") or [])
+    names = {**labels, **{c["customer_id"]: " ".join(
+        p for p in (c.get("first_name"), c.get("last_name")) if p)
+        for c in answer.get("customers") or []}}
+    return page.render("bulk_result.html", title="Bulk action results", answer=answer,
+                       action_label=dict(BULK_ACTIONS)[action], body=body, ids=ids, back=back,
+                       names=names)
+
+
+def _export_csv(customers: list[dict]) -> Response:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(BULK_EXPORT_COLUMNS)
+    for c in customers:
+        billing = c.get("billing") or {}
+        values = {**c, "billing_city": billing.get("city"),
+                  "billing_country": billing.get("country")}
+        writer.writerow([_safe_cell(values.get(k)) for k in BULK_EXPORT_COLUMNS])
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return Response(out.getvalue(), mimetype="text/csv", headers={
+        "Content-Disposition": f'attachment; filename="customers-{stamp}.csv"'})
+
+
+# -- one customer ---------------------------------------------------------------------------
+
+def customer_page(page, customer_id: str) -> Response:
+    try:
+        detail = page.api.get(path("customers", customer_id))
+    except ApiError as exc:
+        status = exc.status if exc.status in (403, 404) else 502
+        return page.render("error.html", status, title="Customer not available",
+                           message=exc.message())
+    customer = detail["customer"]
+    stats = detail.get("stats") or {}
+    name = " ".join(p for p in (customer.get("first_name"), customer.get("last_name")) if p)
+    return page.render(
+        "customer.html", title=name or customer.get("email") or customer_id,
+        d=detail, c=customer, name=name, stats=stats,
+        orders_per_month=present.orders_per_month(stats, datetime.now(timezone.utc)),
+        notes=present.group_notes(detail.get("notes") or [], NOTE_CATEGORIES),
+        note_categories=NOTE_CATEGORIES, all_tags=_best_effort(page, "/tags", []),
+        all_groups=_best_effort(page, "/groups", []), redeem_request=uuid.uuid4().hex,
+        customer_url=f"{PREFIX}/customers/{customer_id}")
+
+
+def _act(page, customer_id: str, anchor: str, call, success: str) -> Response:
+    try:
+        result = call()
+    except ApiError as exc:
+        page.flash("error", exc.message())
+    except ValueError as exc:
+        page.flash("error", str(exc))
+    else:
+        page.flash("success", success.format(result=result) if "{" in success else success)
+    return page.redirect(f"{PREFIX}/customers/{path(customer_id)[1:]}#{anchor}")
+
+
+def add_tags(page, customer_id: str) -> Response:
+    tags = present.split_names(page.request.form.get("tag", ""))
+
+    def call():
+        if not tags:
+            raise ValueError("Enter a tag.")
+        return page.api.post(path("customers", customer_id, "tags"), {"tags": tags})
+    return _act(page, customer_id, "tags", call, f"Tagged: {', '.join(tags)}.")
+
+
+def remove_tag(page, customer_id: str) -> Response:
+    tag = page.request.form.get("tag", "")
+    return _act(page, customer_id, "tags",
+                lambda: page.api.delete(path("customers", customer_id, "tags", tag)),
+                f"Removed the tag {tag}.")
+
+
+def add_groups(page, customer_id: str) -> Response:
+    groups = present.split_names(page.request.form.get("group", ""))
+
+    def call():
+        if not groups:
+            raise ValueError("Enter a group.")
+        return page.api.post(path("customers", customer_id, "groups"), {"groups": groups})
+    return _act(page, customer_id, "groups", call, f"Added to: {', '.join(groups)}.")
+
+
+def remove_group(page, customer_id: str) -> Response:
+    group = page.request.form.get("group", "")
+    return _act(page, customer_id, "groups",
+                lambda: page.api.delete(path("customers", customer_id, "groups", group)),
+                f"Removed from the group {group}.")
+
+
+def add_note(page, customer_id: str) -> Response:
+    form = page.request.form
+    body = {"category": form.get("category", "general"), "text": form.get("text", "").strip()}
+    return _act(page, customer_id, "notes",
+                lambda: page.api.post(path("customers", customer_id, "notes"), body),
+                "Note added.")
+
+
+def add_reminder(page, customer_id: str) -> Response:
+    form = page.request.form
+
+    def call():
+        due = present.to_day_start(form.get("due", ""))
+        body = {"due_at": due, "text": form.get("text", "").strip()}
+        if form.get("assignee", "").strip():
+            body["assignee"] = form["assignee"].strip()
+        return page.api.post(path("customers", customer_id, "reminders"), body)
+    return _act(page, customer_id, "reminders", call, "Reminder set.")
+
+
+def complete_reminder(page, customer_id: str, reminder_id: str) -> Response:
+    return _act(page, customer_id, "reminders",
+                lambda: page.api.post(path("reminders", reminder_id, "complete")),
+                "Reminder marked done.")
+
+
+def redeem(page, customer_id: str) -> Response:
+    form = page.request.form
+
+    def call():
+        raw = form.get("points", "").strip()
+        if not raw.isdigit() or int(raw) < 1:
+            raise ValueError("Points to redeem must be a whole number of at least 1.")
+        body = {"points": int(raw)}
+        # The form's own id: sent twice (a double click, a reload), it redeems once.
+        if form.get("request_id"):
+            body["request_id"] = "console-" + form["request_id"][:64]
+        return page.api.post(path("customers", customer_id, "loyalty", "redeem"), body)
+    points = form.get("points", "").strip()
+    return _act(page, customer_id, "loyalty", call, f"Redeemed {points} points.")
+
+
+def gdpr_request(page, customer_id: str) -> Response:
+    form = page.request.form
+    kind = form.get("type", "")
+
+    def call():
+        if kind not in ("access", "erasure"):
+            raise ValueError("Choose an access or an erasure request.")
+        if kind == "erasure" and form.get("confirm") != "yes":
+            raise ValueError("Tick the box to confirm the erasure request.")
+        customer = page.api.get(path("customers", customer_id))["customer"]
+        if not customer.get("email"):
+            raise ValueError("This customer has no email address to file a request under.")
+        return page.api.post("/gdpr/requests", {
+            "type": kind, "email": customer["email"],
+            "details": {"customer_id": customer_id, "via": "console"}})
+    label = "Erasure" if kind == "erasure" else "Access"
+    return _act(page, customer_id, "gdpr", call,
+                f"{label} request recorded; it is worked once the person's identity is "
+                "verified (GDPR queue).")
