@@ -3,15 +3,18 @@
 eventlet must patch the standard library before anything imports sockets or threads, so it
 happens here, at the very top, as nameko's own test suite does.
 """
+import os
 import warnings
 
 warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
+# hypothesis runs every package's "hypothesis" entry point when imported; trio (which selenium
+# brings) registers one, and trio cannot be imported under eventlet's monkey patching.
+os.environ.setdefault("HYPOTHESIS_NO_PLUGINS", "1")
 
 import eventlet  # noqa: E402
 
 eventlet.monkey_patch()
 
-import os  # noqa: E402
 import uuid  # noqa: E402
 
 import pytest  # noqa: E402
