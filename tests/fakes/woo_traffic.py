@@ -132,6 +132,7 @@ class WooTraffic:
         self.orders: dict[int, OrderHistory] = {}
         self.person_phones: dict[tuple, set[str]] = {}
         self.person_emails: dict[tuple, set[str]] = {}
+        self.phone_gaps: set[tuple] = set()
         self.consenting: set[int] = set()  # WooCommerce ids of customers who opt in to email
         self._seq = 0
         self._guests: list[dict] = []
@@ -199,9 +200,11 @@ class WooTraffic:
 
     def _remember_contact(self, person: tuple, record: dict) -> None:
         billing = record.get("billing") or {}
-        for phone in (billing.get("phone"),):
-            if phone:
-                self.person_phones.setdefault(person, set()).add(phone)
+        phone = billing.get("phone")
+        if phone:
+            self.person_phones.setdefault(person, set()).add(phone)
+        else:  # for a while, the customer had no number to text
+            self.phone_gaps.add(person)
         for email in (record.get("email"), billing.get("email")):
             if email:
                 self.person_emails.setdefault(person, set()).add(email.lower())
@@ -391,6 +394,9 @@ class WooTraffic:
                 "email": info["email"],
                 "emails": sorted(self.person_emails.get(person, set()) | {info["email"]}),
                 "phones": sorted(self.person_phones.get(person, set())),
+                # Whether every state of the customer and their orders had a phone: otherwise
+                # a first-order SMS may rightly find none.
+                "always_phone": person not in self.phone_gaps,
                 "consent_email": info["woo_id"] in self.consenting,
                 "orders": len(final), "orders_count": len(counted), "total_spent": spend,
                 "max_spent": max_spend,
