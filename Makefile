@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-unit test-integration venv up down logs docker-check bench-webhooks bench-segmentation bench-loyalty bench-notifications clean
+.PHONY: run test test-unit test-integration test-system venv up down logs docker-check bench-webhooks bench-segmentation bench-loyalty bench-notifications clean
 
 $(STAMP): requirements.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is required (set PYTHON=...)"; exit 1; }
@@ -29,6 +29,11 @@ test-unit: $(STAMP)
 
 test-integration: $(STAMP)
 	$(PY) -m pytest tests/integration
+
+## Every service as its own process, 1,000 customers and 5,000 orders through webhooks, checked
+## against the traffic driver's oracle (README: System scenario).
+test-system: $(STAMP)
+	SYSTEM_CUSTOMERS=$${SYSTEM_CUSTOMERS:-1000} SYSTEM_ORDERS=$${SYSTEM_ORDERS:-5000} $(PY) -m pytest -s tests/system
 
 ## Webhook throughput of one customer_sync process beside a bare nameko endpoint.
 bench-webhooks: $(STAMP)

@@ -86,6 +86,13 @@ def quiet_until(settings: StoreSettings, now: datetime) -> datetime | None:
 
 
 CONSENT_FOR = {"email": "email_marketing", "sms": "sms_marketing"}
+# A send can be due before the customer's contact details arrive: the event that triggers it
+# (order.placed) and the ones that bring the address (customer.created, or customer.updated
+# from the order's billing) come on different queues, in any order. For this long after it was
+# scheduled, a send to a contact not known yet, or without the address, waits instead of
+# being refused (found by the system scenario: guests' first-order SMS refused "no phone").
+CONTACT_GRACE = timedelta(seconds=60)
+CONTACT_RECHECK = timedelta(seconds=5)
 
 
 @dataclass(frozen=True)
@@ -96,11 +103,20 @@ class Decision:
 
 
 def decide(channel: str, purpose: str, contact: Mapping[str, Any], settings: StoreSettings,
-           now: datetime, marketing_sent_this_week: int) -> Decision:
-    """May this message go now? Refusals are final for this send; holds come back later."""
-    if contact.get("status", "active") != "active":
-        return Decision("refuse", f"the customer is {contact.get('status')}")
+           now: datetime, marketing_sent_this_week: int,
+           wait_for_contact_until: datetime | None = None) -> Decision:
+    """May this message go now? Refusals are final for this send; holds come back later.
+
+    Until `wait_for_contact_until`, a contact not known yet or without the channel's address
+    is held (rechecked shortly) rather than refused: its details may still be on their way."""
+    status = contact.get("status", "active")
     address = contact.get("email") if channel == "email" else contact.get("phone")
+    if wait_for_contact_until is not None and now < wait_for_contact_until and (
+            status == "unknown" or (status == "active" and not address)):
+        return Decision("hold", "waiting for the customer's contact details",
+                        min(now + CONTACT_RECHECK, wait_for_contact_until))
+    if status != "active":
+        return Decision("refuse", f"the customer is {contact.get('status')}")
     if not address:
         return Decision("refuse", f"no {'email address' if channel == 'email' else 'phone number'}")
     if purpose == "marketing":

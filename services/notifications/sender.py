@@ -20,7 +20,7 @@ from services.notifications import templates as tpl
 from services.notifications import workflows as wf
 from services.notifications.channels import DeliveryFailed, EmailChannel, SmsChannel, new_message_id
 from services.notifications.notifier import Notifier
-from services.notifications.policy import decide
+from services.notifications.policy import CONTACT_GRACE, decide
 from services.notifications.repository import NotificationsStorage, utcnow
 from shared.events import Event, build_event
 from shared.metrics import count_send
@@ -120,7 +120,12 @@ class Sender:
         store = self.notifier.settings(store_id)
         week = self.storage.sends.marketing_sent_since(store_id, customer_id, now - timedelta(days=7)) \
             if send["purpose"] == "marketing" else 0
-        decision = decide(send["channel"], send["purpose"], contact, store, now, week)
+        # Workflow sends may outrun their contact's details; a bulk send's audience is known.
+        scheduled = send.get("scheduled_at") if send.get("workflow_id") else None
+        if isinstance(scheduled, datetime) and scheduled.tzinfo is None:
+            scheduled = scheduled.replace(tzinfo=timezone.utc)
+        decision = decide(send["channel"], send["purpose"], contact, store, now, week,
+                          scheduled + CONTACT_GRACE if isinstance(scheduled, datetime) else None)
         if decision.action == "refuse":
             count_send(send["channel"], "refused")
             return self._finish(send, "refused", decision.reason, permanent=True)

@@ -84,3 +84,40 @@ def test_smtp_failures_are_transient_or_permanent_as_the_server_says():
         [first, *_] = smtp.wait_for(2)
         assert first.get_body(("plain",)).get_content().strip() == "text"
         email.close()
+
+
+def test_a_workflow_send_waits_for_contact_details_that_trail_its_trigger(database):
+    """order.placed and the customer.created that brings a guest's phone travel on different
+    queues: a first-order SMS due before the phone arrives waits for it (up to CONTACT_GRACE)
+    instead of being refused "no phone number" (found by tests/system)."""
+    from services.notifications.policy import CONTACT_GRACE
+    from services.notifications.sender import Sender, SenderSettings
+
+    storage = NotificationsStorage(database)
+    storage.ensure_indexes()
+    clock = Clock(T0)
+    with FakeTwilio(seed=4) as twilio, SmtpServer() as smtp:
+        sms = SmsChannel(TwilioSettings(twilio.account_sid, twilio.auth_token,
+                                        twilio.phone_number, twilio.base_url, 5))
+        email = EmailChannel(SmtpSettings(smtp.host, smtp.port, "none", "", "", 5, "s@example.com"))
+        sender = Sender(storage, email, sms, SenderSettings(), clock)
+        notifier = Notifier(storage, clock)
+        notifier.save_workflow("s1", {"workflow_id": "first", "name": "First order",
+                                      "trigger": {"event": "order.placed", "first_order": True},
+                                      "channel": "sms", "template": "win_back_sms",
+                                      "purpose": "transactional"})
+        for customer in ("late-phone", "never-phone"):
+            storage.sends.schedule(notifier._send("s1", customer, f"wf:first:{customer}:e1", T0,
+                                                  workflow=notifier.workflows("s1")[0],
+                                                  trigger="e1"))
+        assert sender.run_once() == {"held": 2}  # no contact yet: neither is refused
+        assert twilio.messages == []
+        storage.contacts.apply("s1", "late-phone", "contact_at", T0, {
+            "email": "g@example.com", "phone": "+33 612345678", "phone_key": "33612345678",
+            "first_name": "G", "last_name": "", "birthday": None, "country": "FR"})
+        clock.now = T0 + timedelta(seconds=10)
+        assert sender.run_once() == {"sent": 1, "held": 1}
+        assert [m.to for m in twilio.messages] == ["+33612345678"]
+        clock.now = T0 + CONTACT_GRACE + timedelta(seconds=1)
+        assert sender.run_once() == {"refused": 1}  # the grace is bounded
+        assert len(twilio.messages) == 1

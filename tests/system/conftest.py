@@ -1,0 +1,103 @@
+"""The system scenario's fixtures: a vhost, the six services as OS processes, the fake shop,
+SMTP server and Twilio, and the store registered over the operator CLI.
+
+Sizes come from the environment (pytest options cannot be added below the root conftest):
+SYSTEM_CUSTOMERS, SYSTEM_ORDERS, SYSTEM_SEED. `make test` runs the small default;
+`make test-system` the full 1,000 customers and 5,000 orders.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+from nameko.standalone.rpc import ClusterRpcProxy
+
+from tests.conftest import RABBIT_AMQP_HOST
+from tests.fakes.smtp_server import SmtpServer
+from tests.fakes.twilio_api import FakeTwilio
+from tests.fakes.woo_shop import FakeWooShop
+from tests.system.harness import SERVICE_NAMES, SystemProcesses, companion
+
+STORE = "sysshop"
+SECRET = "whsec-system-scenario-1"
+
+
+def _dump_greenlets(signum, frame) -> None:  # noqa: ARG001
+    """`kill -USR1 <pytest pid>` prints every green thread's stack: a hang's evidence."""
+    import gc
+    import sys
+    import traceback
+
+    import greenlet
+
+    for obj in gc.get_objects():
+        if isinstance(obj, greenlet.greenlet) and obj.gr_frame is not None:
+            print("--- greenlet", obj, file=sys.stderr)
+            traceback.print_stack(obj.gr_frame, file=sys.stderr)
+    sys.stderr.flush()
+
+
+signal.signal(signal.SIGUSR1, _dump_greenlets)
+
+
+def size(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+@pytest.fixture(scope="module")
+def system_vhost():
+    from tests.conftest import RABBIT_MANAGEMENT_URL
+    from tests.support import BrokerAdmin
+
+    admin = BrokerAdmin(RABBIT_MANAGEMENT_URL)
+    reason = admin.unavailable_reason()
+    if reason:
+        pytest.fail(f"RabbitMQ with its management plugin is required: {reason}")
+    vhost = f"system-{uuid.uuid4().hex[:10]}"
+    admin.create_vhost(vhost)
+    yield admin, vhost, f"amqp://guest:guest@{RABBIT_AMQP_HOST}/{vhost}"
+    admin.delete_vhost(vhost)
+
+
+@pytest.fixture(scope="module")
+def system(system_vhost):
+    admin, vhost, amqp_uri = system_vhost
+    log_dir = Path(os.environ.get("SYSTEM_LOG_DIR") or tempfile.mkdtemp(prefix="system-"))
+    log_dir.mkdir(parents=True, exist_ok=True)
+    smtp = SmtpServer().start()
+    twilio = FakeTwilio(seed=5).start()
+    shop = FakeWooShop(seed=size("SYSTEM_SEED", 7), ping_webhooks=True).start()
+    procs = SystemProcesses(amqp_uri, log_dir, {
+        "MONGO_URI": "mongomock://",
+        "EVENT_RETRY_DELAYS_MS": "200,1000,3000",
+        "OUTBOX_SWEEP_SECONDS": "1", "INBOX_SWEEP_SECONDS": "1",
+        "RECONCILE_POLL_SECONDS": "86400", "RECONCILE_INTERVAL_MINUTES": "100000",
+        "SMTP_HOST": smtp.host, "SMTP_PORT": str(smtp.port),
+        "TWILIO_ACCOUNT_SID": twilio.account_sid, "TWILIO_AUTH_TOKEN": twilio.auth_token,
+        "TWILIO_FROM_NUMBER": twilio.phone_number, "TWILIO_API_BASE": twilio.base_url,
+        "NOTIFY_POLL_SECONDS": "0.5", "NOTIFY_RETRY_SECONDS": "1",
+        "GDPR_PROCESS_SECONDS": "1", "GATEWAY_KEY_CACHE_SECONDS": "0",
+    })
+    try:
+        procs.topology()
+        procs.start(*SERVICE_NAMES)
+        env = {"WOO_WEBHOOK_SECRET": SECRET, "WOO_CONSUMER_KEY": shop.consumer_key,
+               "WOO_CONSUMER_SECRET": shop.consumer_secret}
+        added = companion(amqp_uri, "stores", "add", "--store", STORE, "--shop-url",
+                          shop.base_url, env=env)
+        assert added.returncode == 0, added.stdout + added.stderr
+        registered = companion(amqp_uri, "webhooks", "register", "--store", STORE,
+                               "--delivery-url", procs.web_url("customer_sync"))
+        assert registered.returncode == 0, registered.stdout + registered.stderr
+        with ClusterRpcProxy({"AMQP_URI": amqp_uri}, timeout=60) as rpc:
+            yield {"admin": admin, "vhost": vhost, "amqp_uri": amqp_uri, "procs": procs,
+                   "smtp": smtp, "twilio": twilio, "shop": shop, "rpc": rpc, "log_dir": log_dir}
+    finally:
+        procs.stop_all()
+        shop.stop()
+        twilio.stop()
+        smtp.stop()

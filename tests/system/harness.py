@@ -1,0 +1,156 @@
+"""The whole system as separate OS processes, for scenario and (later) fault tests.
+
+Each service runs as `python -m services NAME` in its own process with its own ports, so a test
+can stop, SIGKILL and restart any one of them (`kill`, `restart`). With `MONGO_URI=mongomock://`
+every process has its own in-memory database: each service owns its database, so that is
+faithful, but a killed process loses its data (a kill -9 test needs a real MongoDB, or a
+restart that expects an empty database).
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.parse
+from pathlib import Path
+from typing import Callable
+
+import requests
+
+from bench.common import Child, terminate
+from tests.support import BrokerAdmin, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVICE_NAMES = ("customer_sync", "segmentation", "loyalty", "notifications", "gdpr", "gateway")
+
+
+class SystemProcesses:
+    """Every service in its own process against one vhost; see the module doc."""
+
+    def __init__(self, amqp_uri: str, log_dir: Path, env: dict[str, str]) -> None:
+        self.amqp_uri = amqp_uri
+        self.log_dir = log_dir
+        self.base_env = {**os.environ, "AMQP_URI": amqp_uri, "LOG_LEVEL": "WARNING",
+                         "PYTHONUNBUFFERED": "1", **env}
+        self.children: dict[str, Child] = {}
+        self.ports: dict[str, dict[str, int]] = {}
+        self.starts: dict[str, int] = {}
+
+    def _env(self, name: str) -> dict[str, str]:
+        ports = self.ports.setdefault(name, {"web": free_port(), "metrics": free_port()})
+        env = dict(self.base_env)
+        env.update({
+            "MONGO_URI": env.get("MONGO_URI", "mongomock://") or "mongomock://",
+            "WEB_SERVER_ADDRESS": f"127.0.0.1:{ports['web']}",
+            "NOTIFICATIONS_WEB_SERVER_ADDRESS": f"127.0.0.1:{ports['web']}",
+            "GATEWAY_WEB_SERVER_ADDRESS": f"127.0.0.1:{ports['web']}",
+            "METRICS_PORT": str(ports["metrics"]),
+        })
+        return env
+
+    def web_url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.ports[name]['web']}"
+
+    def topology(self) -> str:
+        """Declare every consumer's queue first, as the deployment does."""
+        done = subprocess.run([sys.executable, "-m", "shared.messaging.topology"], cwd=ROOT,
+                              env=self.base_env, capture_output=True, text=True, timeout=60)
+        if done.returncode != 0:
+            raise RuntimeError(f"topology failed: {done.stdout}{done.stderr}")
+        return done.stdout.strip()
+
+    def start(self, *names: str, timeout: float = 90.0) -> None:
+        for name in names:
+            self.starts[name] = self.starts.get(name, 0) + 1
+            log = self.log_dir / f"{name}.{self.starts[name]}.log"
+            self.children[name] = Child(name, [sys.executable, "-m", "services", name],
+                                        self._env(name), log)
+        for name in names:
+            self.wait_ready(name, timeout)
+
+    def wait_ready(self, name: str, timeout: float = 90.0) -> None:
+        url = f"http://127.0.0.1:{self.ports[name]['metrics']}/health/ready"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            child = self.children[name]
+            if not child.alive():
+                raise RuntimeError(f"{name} exited ({child.proc.returncode}):\n{child.tail()}")
+            try:
+                if requests.get(url, timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(f"{name} not ready after {timeout}s:\n{self.children[name].tail()}")
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Signal one service's process (SIGKILL by default) and wait for it to end."""
+        child = self.children[name]
+        child.proc.send_signal(sig)
+        child.proc.wait(30)
+        child.stop()
+
+    def restart(self, name: str) -> None:
+        if self.children[name].alive():
+            terminate(self.children[name])
+        self.start(name)
+
+    def stop_all(self) -> dict[str, dict]:
+        results = {}
+        for name in reversed(list(self.children)):
+            try:
+                results[name] = terminate(self.children[name])
+            except Exception as exc:  # never leave a child behind
+                self.children[name].proc.kill()
+                results[name] = {"how": f"killed ({exc})"}
+        return results
+
+    def logs_with(self, needle: str) -> dict[str, list[str]]:
+        """Log lines containing `needle`, per log file (for a failure's evidence)."""
+        found: dict[str, list[str]] = {}
+        for path in sorted(self.log_dir.glob("*.log")):
+            lines = [l for l in path.read_text(errors="replace").splitlines() if needle in l]
+            if lines:
+                found[path.name] = lines
+        return found
+
+
+def companion(amqp_uri: str, *argv: str, env: dict[str, str] | None = None,
+              timeout: float = 120.0) -> subprocess.CompletedProcess:
+    """The operator CLI as a separate process, as an operator runs it."""
+    return subprocess.run([sys.executable, "-c", "import sys; from shared.cli import main; "
+                           "sys.exit(main())", "--amqp-uri", amqp_uri, *argv],
+                          cwd=ROOT, env={**os.environ, **(env or {})}, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def wait_quiet(admin: BrokerAdmin, vhost: str, counters: Callable[[], tuple],
+               settle: float = 8.0, timeout: float = 1800.0, poll: float = 1.0) -> float:
+    """Until every queue of the vhost is empty with nothing unacknowledged, and neither the
+    vhost's publish count nor `counters()` (messages at the SMTP server and Twilio, say) moved
+    for `settle` seconds. Answers the seconds waited."""
+    name = urllib.parse.quote(vhost, safe="")
+    began = time.monotonic()
+    last, since = None, None
+    while time.monotonic() - began < timeout:
+        queues = admin.session.get(
+            f"{admin.base}/queues/{name}", auth=admin.auth, timeout=10,
+            params={"columns": "name,messages,messages_unacknowledged,message_stats.publish"}
+        ).json()
+        # RPC queues carry the services' own timers' calls (gdpr polls, health): not work.
+        work = [q for q in queues if not q["name"].startswith("rpc")]
+        busy = sum(int(q.get("messages") or 0) + int(q.get("messages_unacknowledged") or 0)
+                   for q in work)
+        routed = sum(int((q.get("message_stats") or {}).get("publish") or 0) for q in work)
+        state = (busy, routed, counters())
+        now = time.monotonic()
+        if busy == 0 and state == last:
+            if now - since >= settle:
+                return round(now - began, 1)
+        else:
+            last, since = state, now
+        time.sleep(poll)
+    raise TimeoutError(f"the system did not go quiet in {timeout}s (last: {json.dumps(last, default=str)})")
