@@ -4,6 +4,8 @@ Objects allow extra properties: services add fields over time (never remove them
 client must ignore what it does not know. What is listed as required is promised."""
 from __future__ import annotations
 
+from services.gateway.auth import SCOPES
+
 STRING = {"type": "string"}
 NULLABLE_STRING = {"type": ["string", "null"]}
 TIME = {"type": "string", "format": "date-time"}
@@ -146,7 +148,7 @@ CUSTOMER_EDIT = {
 }
 
 API_KEY = obj({"key_id": STRING, "store_id": STRING, "name": STRING,
-               "scopes": {"type": "array", "items": {"enum": ["read", "write", "gdpr", "admin"]}},
+               "scopes": {"type": "array", "items": {"enum": list(SCOPES)}},
                "created_at": TIME},
               {"rate_limit_per_minute": {"type": ["integer", "null"]},
                "created_by": NULLABLE_STRING, "last_used_at": NULLABLE_TIME,
@@ -156,7 +158,7 @@ NEW_API_KEY_ANSWER = {**API_KEY, "required": API_KEY["required"] + ["api_key"],
                           "type": "string", "description": "shown this once; store it safely"}}}
 NEW_API_KEY = obj({"name": {"type": "string", "minLength": 1, "maxLength": 100},
                    "scopes": {"type": "array", "minItems": 1,
-                              "items": {"enum": ["read", "write", "gdpr", "admin"]}}},
+                              "items": {"enum": list(SCOPES)}}},
                   {"rate_limit_per_minute": {"type": "integer", "minimum": 1, "maximum": 100000}},
                   additionalProperties=False)
 
