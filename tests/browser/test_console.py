@@ -73,7 +73,10 @@ def test_staff_work_through_the_console_in_a_browser(browser, screenshot, system
     browser.get(base + "/console/login")
     browser.find_element(By.ID, "api_key").send_keys("wcc_nope_nope")
     browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
-    assert "unknown or revoked" in browser.find_element(By.ID, "login-error").text
+    # The click may return before the answer has loaded: wait for it, never read at once.
+    refused = WebDriverWait(browser, 10).until(
+        EC.presence_of_element_located((By.ID, "login-error")))
+    assert "unknown or revoked" in refused.text
     _sign_in(browser, base, _key(system, "write", "gdpr"))
     assert len(_rows(browser)) == 3
     assert browser.find_element(By.ID, "total").text.startswith("3 customers")
@@ -87,7 +90,8 @@ def test_staff_work_through_the_console_in_a_browser(browser, screenshot, system
     assert ada["last_name"] in _rows(browser)[0].text
     browser.find_element(By.LINK_TEXT, "VIP").click()
     WebDriverWait(browser, 10).until(EC.url_contains("view=vip"))
-    assert "No customers match" in browser.find_element(By.ID, "customer-table").text
+    WebDriverWait(browser, 10).until(EC.text_to_be_present_in_element(
+        (By.ID, "customer-table"), "No customers match"))
     browser.find_element(By.ID, "clear-filters").click()
     WebDriverWait(browser, 10).until(lambda d: len(_rows(d)) == 3)
 
