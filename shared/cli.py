@@ -155,9 +155,16 @@ def cmd_backfill(args) -> int:
         bar.close()
     emit(args, run, lambda r: (
         f"backfill {r['run_id']}: {r['status']}; customers {r['items'].get('customers', 0)}, "
-        f"orders {r['items'].get('orders', 0)}; outcomes {r['outcomes']}"
+        f"orders {r['items'].get('orders', 0)}; outcomes {_phase_outcomes(r)}"
         + (f"\nerror: {r['error']} (run the same command again to resume)" if r.get("error") else "")))
     return EXIT_OK if run["status"] == "completed" else EXIT_FAILED
+
+
+def _phase_outcomes(run: dict) -> str:
+    """`customers: unchanged 98, updated 2; orders: unchanged 400`: what each phase found."""
+    phases = run.get("outcomes_by_phase") or {"all": run.get("outcomes", {})}
+    return "; ".join(f"{phase}: " + ", ".join(f"{k} {n}" for k, n in sorted(counts.items()))
+                     for phase, counts in phases.items()) or "none"
 
 
 def cmd_dlq(args) -> int:

@@ -136,7 +136,8 @@ class Backfiller:
                 {"next_page": page.page + 1, "total_pages": page.total_pages,
                  "lease_until": self.clock() + LEASE},
                 inc={"pages_done": 1, f"items.{phase}": len(page.items),
-                     **{f"outcomes.{k}": v for k, v in outcomes.items()}},
+                     **{f"outcomes.{k}": v for k, v in outcomes.items()},
+                     **{f"phase_outcomes.{phase}.{k}": v for k, v in outcomes.items()}},
             )
             run = runs.get(run["_id"])
             if progress:
@@ -175,7 +176,8 @@ def run_view(run: dict | None) -> dict | None:
         "since": run.get("since"), "status": run["status"], "phase": run.get("phase"),
         "next_page": run.get("next_page"), "total_pages": run.get("total_pages"),
         "pages_done": run.get("pages_done", 0), "items": run.get("items", {}),
-        "outcomes": run.get("outcomes", {}), "error": run.get("error"),
+        "outcomes": run.get("outcomes", {}),
+        "outcomes_by_phase": run.get("phase_outcomes", {}), "error": run.get("error"),
         "started_at": iso(run.get("started_at")), "updated_at": iso(run.get("updated_at")),
         "finished_at": iso(run.get("finished_at")),
     }

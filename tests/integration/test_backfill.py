@@ -97,6 +97,10 @@ def test_backfill_of_2600_customers_and_orders_with_429s_and_500s(big_shop):
     again = backfiller.run("big")
     assert again["status"] == "completed"
     assert set(again["outcomes"]) == {"unchanged"}
+    # ... and says so per phase, as operators read it.
+    assert {phase: set(counts) for phase, counts in again["phase_outcomes"].items()
+            if phase != "trashed_orders"} == {"customers": {"unchanged"}, "orders": {"unchanged"}}
+    assert sum(again["phase_outcomes"]["orders"].values()) == 2600
     assert owed_types(storage) == types
 
 
@@ -170,7 +174,7 @@ def test_cli_backfill_after_webhooks_publishes_nothing_new(services, events, sma
         cli = subprocess.run([sys.executable, "-m", "shared.cli", "backfill", "--store", "small"],
                              capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
         assert cli.returncode == 0, cli.stderr
-        assert "completed" in cli.stdout
+        assert "completed" in cli.stdout and "customers: created" in cli.stdout
         assert "page" in cli.stderr  # progress was shown
         placed = sum(1 for o in shop.orders.values() if o["status"] in REAL_STATUSES)
         events.wait_for(lambda got: sum(e["event_type"] == "order.placed" for e in got) >= placed)

@@ -7,7 +7,9 @@ driver's oracle (tests/fakes/woo_traffic.py), which is computed from the shop, n
 services: customer and order counts, each order's state, each customer's spend, order count
 and segment, each loyalty balance against its ledger and against what the orders imply, each
 triggered message sent exactly once, and consent respected. A backfill afterwards must find
-nothing missing and change nothing.
+nothing missing and change no order; it may update customers on the fields the shop changes
+without a webhook (is_paying_customer, the address saved at checkout), and a second backfill
+must change nothing at all.
 """
 from __future__ import annotations
 
@@ -328,25 +330,37 @@ def test_whole_system_matches_the_shop(system):
     print("messages: email", sum(emails_to.values()), "sms", sum(sms_to.values()))
     assert not problems, f"inconsistencies: {summary}"
 
-    # -- a backfill after all of it finds nothing missing and changes nothing ----------------
+    # -- a backfill after all of it finds nothing missing -------------------------------------
+    # The shop changes some customer fields without any webhook (is_paying_customer and the
+    # address saved at checkout: woocommerce.md), so the first full backfill may update
+    # customers, and only customers; every order the webhooks brought is already exact.
     sent_before = (smtp.received, len(twilio.messages))
-    run = rpc.customer_sync.backfill(STORE)
-    deadline = time.monotonic() + 600
-    while run["status"] not in ("completed", "failed") and time.monotonic() < deadline:
-        time.sleep(1)
-        run = rpc.customer_sync.backfill_status(STORE, run["run_id"])
-    assert run["status"] == "completed", run
-    # Nothing missing: no customer or order the webhooks did not bring. Known open finding:
-    # at full size the backfill reports ~900 of 6,000 items "updated" (see the lead's report);
-    # the counts, states and messages checked again below must not move.
-    missing = {k: n for k, n in run["outcomes"].items() if k not in ("unchanged", "stale", "updated")}
-    assert not missing, f"backfill found what webhooks missed: {run['outcomes']}"
-    quiet("backfill")
+
+    def backfill() -> dict:
+        run = rpc.customer_sync.backfill(STORE)
+        deadline = time.monotonic() + 600
+        while run["status"] not in ("completed", "failed") and time.monotonic() < deadline:
+            time.sleep(1)
+            run = rpc.customer_sync.backfill_status(STORE, run["run_id"])
+        assert run["status"] == "completed", run
+        quiet("backfill")
+        return run
+
+    first = backfill()
+    by_phase = first["outcomes_by_phase"]
+    assert set(by_phase["customers"]) <= {"unchanged", "updated"}, first["outcomes"]
+    for phase in ("orders", "trashed_orders"):
+        assert set(by_phase.get(phase, {})) <= {"unchanged"}, by_phase
+    # A second full backfill finds every state held: nothing updated, nothing published.
+    second = backfill()
+    assert all(set(counts) <= {"unchanged"} for counts in second["outcomes_by_phase"].values()), \
+        second["outcomes_by_phase"]
     assert (smtp.received, len(twilio.messages)) == sent_before
     assert len(_pages(rpc.customer_sync.list_customers, STORE, None)) == len(expected["customers"])
     after = {r["customer_id"]: r for r in _search_pages(rpc)}
     moved = [cid for cid, r in rows.items() if (after[cid]["stats"], after[cid]["segment"]) !=
              (r["stats"], r["segment"])]
     assert not moved, f"the backfill changed stats or segments of {len(moved)} customers"
+    timings["backfill_customers_updated"] = by_phase["customers"].get("updated", 0)
     timings["total"] = round(time.monotonic() - began, 1)
-    print("timings:", timings, "backfill:", run["outcomes"])
+    print("timings:", timings, "backfill:", first["outcomes_by_phase"])
