@@ -133,7 +133,8 @@ class Desk:
                                   {"fields": {"request_id": ["no export"]}})
         export = self.storage.exports.find_one({"_id": request_id}, {"_id": 0})
         if export is None:
-            raise NotFound(f"the export of {request_id} is not ready (request is {request['state']})")
+            # The request exists; its export does not yet: a conflict with its state, not a 404.
+            raise Conflict(f"the export of {request_id} is not ready (request is {request['state']})")
         return _iso(export)
 
     def _get(self, request_id: str) -> dict:

@@ -467,6 +467,7 @@ def test_gdpr_routes(system):
     _problem(officer.post(f"/gdpr/requests/{objection['request_id']}/verify"), 409)
     _problem(officer.get(f"/gdpr/requests/{objection['request_id']}/export"), 400)
 
+    _problem(officer.get(f"/gdpr/requests/{access['request_id']}/export"), 409)  # not ready
     verified = _ok(officer.post(f"/gdpr/requests/{access['request_id']}/verify",
                                 json={"note": "passport seen"}))
     assert verified["state"] in ("in_progress", "completed")

@@ -12,6 +12,7 @@ from nameko.standalone.rpc import ClusterRpcProxy
 from services.customer_sync.service import CustomerSyncService
 from services.customer_sync.signature import sign
 from services.gdpr.service import GdprService
+from shared.errors import Conflict
 from services.loyalty.service import LoyaltyService
 from services.notifications.service import NotificationsService
 from services.segmentation.service import SegmentationService
@@ -83,7 +84,7 @@ def test_an_access_request_gathers_every_services_data(services, system):
     customer_id = a_customer_with_an_order(services, rpc)
     rpc.gdpr.set_consent(STORE, customer_id, "email_marketing", True, "checkout", "shop")
     request = rpc.gdpr.submit_request(STORE, "access", "ada@acme.example", None, "ops@shop")
-    with pytest.raises(Exception):
+    with pytest.raises(Conflict, match="not ready"):
         rpc.gdpr.download_export(request["request_id"])  # nothing before verification
     rpc.gdpr.verify_identity(request["request_id"], "ops@shop", "replied from the address")
     wait_until(lambda: rpc.gdpr.get_request(request["request_id"])["state"] == "completed",

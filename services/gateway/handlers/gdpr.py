@@ -114,7 +114,7 @@ ROUTES = [
           responses={200: GDPR_REQUEST}),
     Route("GET", _R + "/<request_id>/export", download, "The assembled access or portability "
           "document", "gdpr", scope="gdpr", responses={200: GDPR_EXPORT},
-          description="A 404 until the request has completed."),
+          description="A 409 until the request has completed."),
     Route("GET", "/customers/<customer_id>/consent", get_consent, "Consent per purpose, with "
           "its history", "gdpr", scope="gdpr", responses={200: CONSENT}),
     Route("PUT", "/customers/<customer_id>/consent", set_consent, "Record a consent change",
