@@ -12,10 +12,10 @@ from nameko.standalone.rpc import ClusterRpcProxy
 from services.customer_sync.service import CustomerSyncService
 from services.customer_sync.signature import sign
 from services.gdpr.service import GdprService
-from shared.errors import Conflict
 from services.loyalty.service import LoyaltyService
 from services.notifications.service import NotificationsService
 from services.segmentation.service import SegmentationService
+from shared.errors import Conflict
 from tests import payloads
 from tests.support import free_port, wait_until
 
