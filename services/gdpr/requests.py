@@ -15,9 +15,10 @@ from datetime import datetime, timedelta
 from typing import Any, Mapping
 
 from shared.errors import Conflict, ValidationError
+from shared.events.gdpr import REQUEST_STATES, REQUEST_TYPES
 
-TYPES = ("access", "portability", "rectification", "erasure", "objection")
-STATES = ("received", "verified", "in_progress", "completed", "rejected")
+TYPES = REQUEST_TYPES
+STATES = REQUEST_STATES
 OPEN_STATES = ("received", "verified", "in_progress")
 DUE_DAYS = 30
 RECTIFIABLE = ("first_name", "last_name", "email", "phone", "company", "billing", "shipping")

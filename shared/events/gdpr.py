@@ -13,6 +13,11 @@ from shared.events.fields import BaseSchema
 
 _non_empty = validate.Length(min=1)
 
+# The data-subject requests gdpr keeps, and their states: part of its RPC contract, which the
+# gateway's API validates and documents from these same values.
+REQUEST_TYPES = ("access", "portability", "rectification", "erasure", "objection")
+REQUEST_STATES = ("received", "verified", "in_progress", "completed", "rejected")
+
 
 class ErasureRequestedData(BaseSchema):
     """Whom to forget. `customer_ids` are the system's ids for the person in this store (a

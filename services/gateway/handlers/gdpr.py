@@ -5,10 +5,9 @@ from __future__ import annotations
 from services.gateway import schemas as s
 from services.gateway.problems import Problem
 from services.gateway.routing import Context, Param, Reply, Route
+from shared.events.gdpr import REQUEST_STATES as STATES
+from shared.events.gdpr import REQUEST_TYPES as TYPES
 from shared.events.notifications import CONSENT_PURPOSES, CONSENT_SOURCES
-
-TYPES = ("access", "portability", "rectification", "erasure", "objection")
-STATES = ("received", "verified", "in_progress", "completed", "rejected")
 
 
 def _own_request(ctx: Context) -> dict:
