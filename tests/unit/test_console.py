@@ -291,7 +291,7 @@ def test_pages_need_a_session_and_the_login_returns_only_to_console_pages():
     assert answer.headers["Location"] == "/console/login?next=%2Fconsole%2Fcustomers%2Fc1"
     for evil in ("https://evil.example/console/", "//evil.example/console/x",
                  "/console\\..\\x", "/elsewhere", None):
-        assert _safe_next(evil) == "/console/customers"
+        assert _safe_next(evil) == "/console/"
     assert _safe_next("/console/customers/c1?x=1") == "/console/customers/c1?x=1"
 
 
@@ -641,7 +641,7 @@ def test_the_gdpr_queue_puts_overdue_first_and_acts_with_the_gdpr_scope():
     world.login("wcc_gdpr")
     html = world.client.get("/console/gdpr").get_data(as_text=True)
     assert html.index('id="req-r-late"') < html.index('id="req-r-new"')
-    assert "1 overdue" in html and "days late" in html
+    assert "1 overdue" in html and "past due" in html
     assert "&lt;script&gt;" in html and "<script>alert" not in html
     answer = world.client.post("/console/gdpr/r-late/verify",
                                data={"note": "passport", "csrf_token": world.csrf()})

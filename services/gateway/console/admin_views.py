@@ -306,6 +306,8 @@ def gdpr_queue(page) -> Response:
         requests = page.api.get("/gdpr/requests", [("state", state)] if state else [])
     except ApiError as exc:
         return _unavailable(page, exc, "GDPR requests not available")
+    # Whether a request is overdue is the gdpr service's word (its clock); the days left of
+    # the others are only a reading aid.
     now = datetime.now(timezone.utc)
     for request in requests:
         due = present.parse_time(request.get("due_at"))

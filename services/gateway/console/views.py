@@ -26,14 +26,15 @@ BULK_EXPORT_COLUMNS = ("customer_id", "first_name", "last_name", "email", "phone
                        "billing_city", "billing_country", "account_status", "registered")
 
 
-def _safe_next(target: str | None) -> str:
-    """Only a console page of this site: never an absolute or scheme-relative address."""
+def _safe_next(target: str | None, default: str = PREFIX + "/") -> str:
+    """Only a console page of this site: never an absolute or scheme-relative address. The
+    default is the console's home, which picks the first page the key may see."""
     if not target:
-        return PREFIX + "/customers"
+        return default
     parts = urlsplit(target)
     if parts.scheme or parts.netloc or not parts.path.startswith(PREFIX + "/") \
             or target.startswith("//") or "\\" in target:
-        return PREFIX + "/customers"
+        return default
     return target
 
 
@@ -125,7 +126,7 @@ def bulk(page) -> Response:
     form = page.request.form
     ids = list(dict.fromkeys(i for i in form.getlist("customer_id") if i))
     action = form.get("action", "")
-    back = _safe_next(form.get("back"))
+    back = _safe_next(form.get("back"), PREFIX + "/customers")
     if action not in dict(BULK_ACTIONS):
         page.flash("error", "Choose a bulk action.")
         return page.redirect(back)
