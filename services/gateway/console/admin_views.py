@@ -117,7 +117,7 @@ def _preview(page, values: dict) -> tuple[dict | None, str, dict]:
     try:
         return page.api.post("/notifications/preview", {"template": _draft(values)}), "", {}
     except ApiError as exc:
-        return None, exc.message(), forms.field_errors(exc.problem)
+        return None, exc.detail, forms.field_errors(exc.problem)
 
 
 def _template_values(form) -> dict:
