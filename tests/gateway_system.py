@@ -4,6 +4,7 @@ document. Test modules import the `shop` and `system` fixtures from here."""
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 
 import pytest
 import requests
@@ -75,14 +76,18 @@ def shop():
         yield shop
 
 
-@pytest.fixture
-def system(services, shop):
+@contextmanager
+def running_system(services, shop, notifications: dict | None = None,
+                   gdpr_service: type = GdprService):
+    """The system started: `notifications` adds settings (an SMTP server, say); a test that
+    needs time to pass for GDPR requests passes a gdpr service class with a settable clock."""
     services.start(SegmentationService)
     services.start(LoyaltyService)
-    services.start(NotificationsService, WEB_SERVER_ADDRESS=f"127.0.0.1:{free_port()}")
+    services.start(NotificationsService, WEB_SERVER_ADDRESS=f"127.0.0.1:{free_port()}",
+                   **(notifications or {}))
     services.start(CustomerSyncService, RECONCILE_POLL_SECONDS="3600", WOO_MAX_RETRIES="1",
                    TIMELINE_SWEEP_SECONDS="0.2")
-    services.start(GdprService, GDPR_PROCESS_SECONDS="0.3", GDPR_RETRY_SECONDS="0.5")
+    services.start(gdpr_service, GDPR_PROCESS_SECONDS="0.3", GDPR_RETRY_SECONDS="0.5")
     gateway_port = free_port()
     services.start(GatewayService, WEB_SERVER_ADDRESS=f"127.0.0.1:{gateway_port}",
                    GATEWAY_KEY_CACHE_SECONDS="0", GATEWAY_RPC_TIMEOUT_SECONDS="5")
@@ -91,3 +96,9 @@ def system(services, shop):
             "store_id": STORE, "shop_url": shop.base_url, "webhook_secret": SECRET,
             "consumer_key": shop.consumer_key, "consumer_secret": shop.consumer_secret})
         yield System(services, rpc, f"http://127.0.0.1:{gateway_port}", shop)
+
+
+@pytest.fixture
+def system(services, shop):
+    with running_system(services, shop) as running:
+        yield running

@@ -7,16 +7,19 @@ one held changes nothing, so events delivered twice or out of order leave the ne
 """
 from __future__ import annotations
 
+import base64
+import json
 import re
 from datetime import datetime, timezone
 from typing import Any
 
-from pymongo import ASCENDING, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from shared.erasure import ErasureReceipts
+from shared.errors import ValidationError
 
 ACTIVE, DELETED, ERASED = "active", "deleted", "erased"
 
@@ -110,6 +113,7 @@ class SendRepository:
                         ("sent_at", ASCENDING)])
         c.create_index([("provider_id", ASCENDING)])
         c.create_index([("bulk_id", ASCENDING), ("status", ASCENDING)])
+        c.create_index([("store_id", ASCENDING), ("created_at", DESCENDING), ("_id", DESCENDING)])
 
     def schedule(self, send: dict) -> bool:
         """False when a send with the same key exists (the trigger was delivered again)."""
@@ -143,10 +147,46 @@ class SendRepository:
                     taken.append(doc)
         return taken
 
+    def page(self, store_id: str, filters: dict, size: int, cursor: str | None
+             ) -> tuple[list[dict], str | None]:
+        """The store's sends, newest first, `size` at a time: a keyset on (created_at, _id),
+        so a page stays right while new sends arrive. The cursor names the last send shown."""
+        query: dict[str, Any] = {"store_id": store_id, **filters}
+        if cursor:
+            at, send_id = decode_send_cursor(cursor)
+            query["$or"] = [{"created_at": {"$lt": at}},
+                            {"created_at": at, "_id": {"$lt": send_id}}]
+        docs = list(self.collection.find(query, {"outbox": 0, "owner": 0, "lease_until": 0})
+                    .sort([("created_at", DESCENDING), ("_id", DESCENDING)]).limit(size + 1))
+        more = len(docs) > size
+        docs = docs[:size]
+        return docs, (encode_send_cursor(docs[-1]) if more else None)
+
     def marketing_sent_since(self, store_id: str, customer_id: str, since: datetime) -> int:
         return self.collection.count_documents(
             {"store_id": store_id, "customer_id": customer_id, "purpose": "marketing",
              "status": "sent", "sent_at": {"$gte": since}})
+
+
+def encode_send_cursor(send: dict) -> str:
+    at = send["created_at"]
+    at = at if at.tzinfo else at.replace(tzinfo=timezone.utc)
+    body = json.dumps([at.isoformat(), send["_id"]], separators=(",", ":"))
+    return base64.urlsafe_b64encode(body.encode()).decode().rstrip("=")
+
+
+def decode_send_cursor(cursor: str) -> tuple[datetime, str]:
+    """The (created_at, id) a cursor names; ValidationError for anything this did not issue."""
+    try:
+        body = json.loads(base64.urlsafe_b64decode((cursor + "=" * (-len(cursor) % 4)).encode()))
+        at, send_id = datetime.fromisoformat(body[0]), body[1]
+        if not isinstance(send_id, str) or len(body) != 2:
+            raise ValueError
+    except (ValueError, TypeError, KeyError, IndexError):
+        raise ValidationError("cursor is not one this service issued",
+                              {"fields": {"cursor": ["not a cursor of this list"]}}) from None
+    # The clients are tz_aware: stored times read back, and compare, as aware UTC.
+    return (at if at.tzinfo else at.replace(tzinfo=timezone.utc)).astimezone(timezone.utc), send_id
 
 
 class NotificationsStorage:

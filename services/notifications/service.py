@@ -27,6 +27,7 @@ from shared.mongo import MongoStorage
 from shared.service_rpc import DataOwnerRpc
 
 log = logging.getLogger(__name__)
+SEND_FILTERS = ("channel", "status", "template", "customer_id", "workflow_id")
 
 
 def _storage(database, config) -> NotificationsStorage:
@@ -315,6 +316,30 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
             {"store_id": store_id, "customer_id": customer_id}, {"outbox": 0, "owner": 0}
         ).sort("created_at", -1).limit(limit)
         return [_json(doc) for doc in docs]
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def list_sends(self, store_id: str, filters: dict | None = None,
+                   page: dict | None = None) -> dict:
+        """The store's send log, newest first: filters channel, status, template, customer_id,
+        workflow_id (each an exact value); page = {"size": 50, "cursor": null}. Answers
+        {"items", "next_cursor"}."""
+        filters = dict(filters or {})
+        page = page or {}
+        unknown = sorted(set(filters) - set(SEND_FILTERS))
+        bad = unknown + [k for k, v in filters.items()
+                         if k in SEND_FILTERS and not (isinstance(v, str) and 0 < len(v) <= 200)]
+        if bad:
+            raise ValidationError(f"filters {', '.join(bad)}: unknown or not a string",
+                                  {"fields": {f"filters.{k}": ["invalid"] for k in bad}})
+        size = page.get("size", 50)
+        if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 500:
+            raise ValidationError("page.size must be 1-500", {"fields": {"page.size": ["range"]}})
+        cursor = page.get("cursor")
+        if cursor is not None and not isinstance(cursor, str):
+            raise ValidationError("page.cursor must be a string",
+                                  {"fields": {"page.cursor": ["invalid"]}})
+        docs, next_cursor = self.storage.sends.page(store_id, filters, size, cursor)
+        return {"items": [_json(doc) for doc in docs], "next_cursor": next_cursor}
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def run_date_rules(self) -> dict:

@@ -44,7 +44,7 @@ LOYALTY_AND_NOTIFICATION_ROUTES = {
     "PUT /notifications/templates/<slug>", "DELETE /notifications/templates/<slug>",
     "POST /notifications/preview", "GET /notifications/workflows", "POST /notifications/workflows",
     "DELETE /notifications/workflows/<workflow_id>", "GET /customers/<customer_id>/messages",
-    "POST /notifications/bulk-sends", "GET /notifications/bulk-sends/<bulk_id>",
+    "GET /notifications/sends", "POST /notifications/bulk-sends", "GET /notifications/bulk-sends/<bulk_id>",
     "GET /notifications/settings", "PUT /notifications/settings",
 }
 GDPR_ROUTES = {
@@ -424,6 +424,17 @@ def test_loyalty_and_notification_routes(system):
     assert log_entry["template"] == "spring-sale" and log_entry["send_id"].startswith("bulk:")
     assert "_id" not in log_entry and "lease_until" not in log_entry
     _problem(reader.get(f"/customers/{customer_id}/messages?limit=0"), 400, "limit")
+    # the store's whole log, filtered and paged
+    store_log = _ok(reader.get("/notifications/sends?template=spring-sale&limit=1"))
+    assert [e["send_id"] for e in store_log["items"]] == [log_entry["send_id"]]
+    assert "_id" not in store_log["items"][0] and "lease_until" not in store_log["items"][0]
+    assert _ok(reader.get("/notifications/sends?channel=sms"))["items"] == []
+    if store_log["next_cursor"]:
+        after = _ok(reader.get(f"/notifications/sends?limit=1&cursor={store_log['next_cursor']}"
+                               "&template=spring-sale"))
+        assert log_entry["send_id"] not in [e["send_id"] for e in after["items"]]
+    _problem(reader.get("/notifications/sends?cursor=not-one-of-ours"), 400, "cursor")
+    _problem(reader.get("/notifications/sends?channel=pigeon"), 400, "channel")
 
     _ok(writer.delete("/notifications/templates/spring-sale"))
     _problem(writer.delete("/notifications/templates/spring-sale"), 404)

@@ -14,7 +14,7 @@ from werkzeug.wrappers import Request
 from services.gateway.app import GatewayApp
 from services.gateway.auth import Authenticator
 from services.gateway.backends import Backends
-from services.gateway.console import present
+from services.gateway.console import charts, forms, present
 from services.gateway.console.app import COOKIE_NAME, ConsoleApp
 from services.gateway.console.session import Session, SessionCodec
 from services.gateway.console.views import _safe_next
@@ -24,7 +24,8 @@ from services.gateway.routing import Router
 from shared.config import Config
 from shared.errors import NotFound
 
-KEYS = {"wcc_read": ["read"], "wcc_write": ["write"], "wcc_gdpr": ["write", "gdpr"]}
+KEYS = {"wcc_read": ["read"], "wcc_write": ["write"], "wcc_gdpr": ["write", "gdpr"],
+        "wcc_admin": ["admin"], "wcc_gdpronly": ["gdpr"]}
 EVIL = "<script>alert(1)</script>"
 
 
@@ -107,6 +108,16 @@ class Segmentation:
     def list_groups(self, store):
         return []
 
+    def report(self, store, period):
+        return {"store_id": store, "period": period, "currency": "EUR", "customers": 10,
+                "buyers": 8, "new_customers": [{"period": "2026-01", "count": 3},
+                                               {"period": "2026-02", "count": 5}],
+                "repeat_purchase_rate": 0.375, "churn_rate": 0.25,
+                "segment_sizes": {"vip": 2, "new": 5, "prospect": 3},
+                "lifetime_value": {"total": 100000, "p25": 1000, "median": 5000,
+                                   "p75": 9000, "p90": 20000, "max": 40000},
+                "top_10_percent_revenue_share": 0.4, "average_order_value_by_group": {}}
+
     def get_profile(self, store, customer_id):
         return {"customer_id": customer_id, "status": "active", "segment": "vip",
                 "stats": {"orders_count": 3, "total_spent": 30000, "average_order_value": 10000,
@@ -127,6 +138,101 @@ class Loyalty:
                 "next_expiry": None, "store_credit": {"amount": 0, "currency": "EUR"}}
 
 
+    programme = {"earning_statuses": ["processing", "completed"], "exclude_shipping": True,
+                 "exclude_tax": True, "guests_earn": False, "starts_at": None,
+                 "tiers": [{"name": "bronze", "min_points": 0, "max_points": 999, "rate": 10},
+                           {"name": "gold", "min_points": 1000, "max_points": None,
+                            "rate": 12}],
+                 "tier_window_days": 365, "points_per_unit": 100, "min_redeem_points": 100,
+                 "max_redeem_points": 100000, "expiry_months": 12, "currency": "EUR"}
+
+    def get_programme(self, store):
+        return dict(self.programme)
+
+    def save_programme(self, store, data):
+        from shared.errors import ValidationError
+
+        tiers = data["tiers"]
+        if tiers[0]["min_points"] != 0:
+            raise ValidationError("invalid programme: tiers.0.min_points: the first tier must "
+                                  "start at 0 points",
+                                  {"fields": {"tiers.0.min_points": [
+                                      "the first tier must start at 0 points"]}})
+        Loyalty.programme = {**self.programme, **data}
+        return Loyalty.programme
+
+
+class Notifications:
+    name = "notifications"
+    templates = {"welcome": {"slug": "welcome", "channel": "email", "name": "Welcome",
+                             "description": EVIL, "subject": "Hi {{ customer.first_name }}",
+                             "html": "<p>Hi</p>", "text": "Hi"}}
+    workflows = [{"workflow_id": "cart", "name": "Abandoned cart", "enabled": True,
+                  "trigger": {"event": "customer.tagged", "tag": "abandoned-cart"},
+                  "delay_seconds": 7200, "channel": "email", "template": "welcome",
+                  "purpose": "marketing", "cancel": [{"if": "order_placed"}]}]
+    sends = [{"_id": f"s{i}", "store_id": "shop", "customer_id": "c1", "channel": "email",
+              "template": "welcome", "purpose": "marketing", "status": "sent",
+              "to": f"{EVIL}@x.io", "attempts": [], "created_at": f"2026-01-0{i + 1}T00:00:00+00:00"}
+             for i in range(3)]
+
+    def list_templates(self, store):
+        return list(self.templates.values())
+
+    def get_template(self, store, slug):
+        if slug not in self.templates:
+            raise NotFound(f"no template {slug}")
+        return self.templates[slug]
+
+    def save_template(self, store, data):
+        return data
+
+    def preview(self, store, template, customer_id=None):
+        from shared.errors import ValidationError
+
+        if "{{" in template.get("subject", "") and "customer" not in template["subject"]:
+            raise ValidationError("subject line 1: unknown variable",
+                                  {"fields": {"subject": ["line 1: unknown variable"]}})
+        return {"subject": template.get("subject", "").replace("{{ customer.first_name }}",
+                                                               "Ada"),
+                "html": template.get("html"), "text": template.get("text") or template.get(
+                    "body", "")}
+
+    def list_workflows(self, store):
+        return [dict(w) for w in self.workflows]
+
+    def save_workflow(self, store, data):
+        return {**data, "workflow_id": data.get("workflow_id") or "new1"}
+
+    def list_sends(self, store, filters, page):
+        items = [s for s in self.sends if all(s.get(k) == v for k, v in filters.items())]
+        start = int(page["cursor"]) if page.get("cursor") else 0
+        chunk = items[start:start + page["size"]]
+        more = start + page["size"] < len(items)
+        return {"items": chunk, "next_cursor": str(start + page["size"]) if more else None}
+
+
+class Gdpr:
+    name = "gdpr"
+
+    def list_requests(self, store, state=None):
+        base = {"store_id": "shop", "details": {}, "customer_ids": ["c1"], "audit": [
+            {"at": "2026-01-01T00:00:00+00:00", "actor": "ops", "action": "received",
+             "detail": EVIL}]}
+        return [{**base, "request_id": "r-late", "type": "erasure", "email": "late@x.io",
+                 "state": "received", "received_at": "2025-01-01T00:00:00+00:00",
+                 "due_at": "2025-01-31T00:00:00+00:00", "overdue": True},
+                {**base, "request_id": "r-new", "type": "access", "email": EVIL,
+                 "state": "received", "received_at": "2099-01-01T00:00:00+00:00",
+                 "due_at": "2099-01-31T00:00:00+00:00", "overdue": False}]
+
+    def get_request(self, request_id):
+        return {"request_id": request_id, "store_id": "shop"}
+
+    def verify_identity(self, request_id, actor, note=""):
+        return {"request_id": request_id}
+
+
 class World:
     def __init__(self, secret="s" * 32, clock=None, **settings):
         self.calls = []
@@ -135,7 +241,7 @@ class World:
         self.gateway = GatewayApp(Router(build_routes()), Authenticator(0), RateLimiter(600),
                                   max_body_bytes=1 << 20)
         self.console = ConsoleApp(self.gateway, config, clock=clock or (lambda: self.now[0]))
-        services = [CustomerSync(), Segmentation(), Loyalty()]
+        services = [CustomerSync(), Segmentation(), Loyalty(), Notifications(), Gdpr()]
         self.backends = Backends({s.name: Proxy(s, self.calls) for s in services}, 5)
         self.client = Client(self.wsgi)
 
@@ -185,7 +291,7 @@ def test_pages_need_a_session_and_the_login_returns_only_to_console_pages():
     assert answer.headers["Location"] == "/console/login?next=%2Fconsole%2Fcustomers%2Fc1"
     for evil in ("https://evil.example/console/", "//evil.example/console/x",
                  "/console\\..\\x", "/elsewhere", None):
-        assert _safe_next(evil) == "/console/customers"
+        assert _safe_next(evil) == "/console/"
     assert _safe_next("/console/customers/c1?x=1") == "/console/customers/c1?x=1"
 
 
@@ -297,7 +403,8 @@ def test_the_list_turns_quick_and_advanced_filters_into_the_apis():
     world.calls.clear()
     html = world.client.get("/console/customers?view=wholesale").get_data(as_text=True)
     assert world.called("search_customers")[0][2][1] == {"groups": ["wholesale"]}
-    assert 'href="/console/customers?view=wholesale&amp;cursor=abc"' in html  # next page
+    # the next page, with the way back to this one
+    assert 'href="/console/customers?view=wholesale&amp;cursor=abc&amp;back=~"' in html
     assert "7 customers match" in html and "123.45 EUR" in html
     world.calls.clear()
     html = world.client.get("/console/customers?total_spent_min=lots").get_data(as_text=True)
@@ -357,3 +464,249 @@ def test_presentation_helpers():
     assert present.money({"amount": 123456, "currency": "EUR"}) == "1,234.56 EUR"
     assert present.money(5, None) == "0.05"
     assert present.split_names(" VIP, gold ,,") == ["vip", "gold"]
+
+
+# -- the store pages ----------------------------------------------------------------------------
+
+STORE_PAGES = ("/console/loyalty", "/console/templates", "/console/templates/welcome",
+               "/console/templates/new", "/console/workflows", "/console/workflows/new",
+               "/console/workflows/cart", "/console/messages", "/console/gdpr",
+               "/console/reports")
+
+
+def test_the_navigation_shows_only_what_the_keys_scopes_allow():
+    world = World()
+    world.login("wcc_write")
+    nav = world.client.get("/console/customers").get_data(as_text=True).split("</nav>")[0]
+    for page in ("customers", "loyalty", "templates", "workflows", "messages", "reports"):
+        assert f'href="/console/{page}"' in nav, page
+    assert 'href="/console/gdpr"' not in nav
+    assert world.client.get("/console/gdpr").status_code == 403
+    world = World()
+    world.login("wcc_gdpronly")
+    assert world.client.get("/console/").headers["Location"].endswith("/console/gdpr")
+    nav = world.client.get("/console/gdpr").get_data(as_text=True).split("</nav>")[0]
+    assert 'href="/console/gdpr"' in nav and 'aria-current="page"' in nav
+    assert 'href="/console/customers"' not in nav and 'href="/console/reports"' not in nav
+
+
+def test_every_store_page_is_escaped_labelled_and_protected():
+    world = World()
+    world.login("wcc_gdpr")
+    for url in STORE_PAGES:
+        answer = world.client.get(url)
+        assert answer.status_code == 200, url
+        html = answer.get_data(as_text=True)
+        assert "<script>alert" not in html, url
+        assert "style=" not in html, url
+        assert "unsafe-inline" not in answer.headers["Content-Security-Policy"]
+        # Every form that posts carries the session's token; every field has a label.
+        for form in re.findall(r'<form method="post".*?</form>', html, re.S):
+            assert 'name="csrf_token"' in form, (url, form[:120])
+        ids = set(re.findall(r'<label[^>]* for="([^"]+)"', html))
+        for field in re.findall(r'<(?:input|select|textarea)(?![^>]*type="(?:hidden|checkbox|'
+                                r'radio|submit)")[^>]*>', html):
+            field_id = re.search(r'id="([^"]+)"', field)
+            assert field_id and (field_id.group(1) in ids or "aria-label" in field), (url, field)
+    assert world.client.post("/console/loyalty", data={}).status_code == 403
+    assert world.client.post("/console/templates/preview", data={}).status_code == 403
+
+
+def test_the_programme_form_round_trips_and_shows_the_apis_refusal_by_the_field():
+    world = World()
+    world.login("wcc_admin")
+    page = world.client.get("/console/loyalty").get_data(as_text=True)
+    assert 'id="programme-form"' in page and 'value="bronze"' in page
+    form = {"csrf_token": world.csrf("/console/loyalty"), "tier_name": ["bronze", "gold", ""],
+            "tier_min_points": ["5", "1000", ""], "tier_max_points": ["999", "", ""],
+            "tier_rate": ["10", "15", ""], "tier_window_days": "365", "points_per_unit": "50",
+            "min_redeem_points": "100", "max_redeem_points": "", "expiry_months": "0",
+            "currency": "eur", "earning_statuses": ["completed"], "exclude_tax": "on"}
+    refused = world.client.post("/console/loyalty", data=form)
+    html = refused.get_data(as_text=True)
+    assert refused.status_code == 400
+    assert re.search(r'id="tier-0-min_points"[^>]*aria-invalid="true"', html)
+    assert 'id="e-tiers-0-min_points">the first tier must start at 0 points' in html
+    assert 'value="50"' in html  # what was typed stays
+    form["tier_min_points"][0] = "0"
+    saved = world.client.post("/console/loyalty", data=form)
+    assert saved.status_code == 303
+    [(_, _, args)] = world.called("save_programme")[-1:]
+    assert args[1] == {
+        "tier_window_days": 365, "points_per_unit": 50, "min_redeem_points": 100,
+        "max_redeem_points": None, "expiry_months": 0, "exclude_shipping": False,
+        "exclude_tax": True, "guests_earn": False, "earning_statuses": ["completed"],
+        "currency": "EUR", "starts_at": None,
+        "tiers": [{"name": "bronze", "min_points": 0, "max_points": 999, "rate": 10},
+                  {"name": "gold", "min_points": 1000, "max_points": None, "rate": 15}]}
+    # A form the console cannot read is not sent at all.
+    form["points_per_unit"] = "lots"
+    bad = world.client.post("/console/loyalty", data=form)
+    assert bad.status_code == 400 and "must be a whole number" in bad.get_data(as_text=True)
+    assert len(world.called("save_programme")) == 2
+
+
+def test_a_write_key_sees_the_programme_read_only_and_the_api_would_refuse_it():
+    world = World()
+    world.login("wcc_write")
+    page = world.client.get("/console/loyalty").get_data(as_text=True)
+    assert 'id="programme-form"' not in page and "needs an admin key" in page
+    answer = world.client.post("/console/loyalty", data={
+        "csrf_token": world.csrf("/console/loyalty"), "tier_name": "bronze",
+        "tier_min_points": "0", "tier_max_points": "", "tier_rate": "10",
+        "earning_statuses": "completed", **{k: "1" for k in forms.PROGRAMME_INTEGERS}})
+    assert answer.status_code == 403 and "admin" in answer.get_data(as_text=True)
+    assert world.called("save_programme") == []
+
+
+def test_the_template_preview_answers_json_for_the_script_and_a_page_without_it():
+    world = World()
+    world.login("wcc_write")
+    token = world.csrf("/console/templates/new")
+    draft = {"csrf_token": token, "slug": "", "channel": "email", "subject":
+             "Hi {{ customer.first_name }}", "html": "<p>x</p>", "text": "x", "is_new": "1"}
+    answer = world.client.post("/console/templates/preview", data=draft)
+    assert answer.mimetype == "application/json"
+    assert answer.get_json()["rendered"]["subject"] == "Hi Ada"
+    [(_, _, args)] = world.called("preview")
+    assert args[1] == {"slug": "draft", "channel": "email", "subject":
+                       "Hi {{ customer.first_name }}", "html": "<p>x</p>", "text": "x"}
+    broken = world.client.post("/console/templates/preview",
+                               data={**draft, "subject": "Hi {{ nobody }}"}).get_json()
+    assert broken["ok"] is False and "unknown variable" in broken["error"]
+    page = world.client.post("/console/templates/save", data={**draft, "op": "preview"})
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200 and '<dd id="preview-subject">Hi Ada</dd>' in html
+    assert 'srcdoc="&lt;p&gt;x&lt;/p&gt;"' in html  # the HTML part in a sandboxed frame
+    assert world.called("save_template") == []
+    bad_slug = world.client.post("/console/templates/save", data={**draft, "op": "save"})
+    assert bad_slug.status_code == 400 and world.called("save_template") == []
+    saved = world.client.post("/console/templates/save",
+                              data={**draft, "op": "save", "slug": "hello"})
+    assert saved.status_code == 303 and saved.headers["Location"].endswith("/templates/hello")
+
+
+def test_workflows_are_listed_in_words_and_toggled_whole():
+    world = World()
+    world.login("wcc_write")
+    page = world.client.get("/console/workflows").get_data(as_text=True)
+    assert "A customer is tagged: abandoned-cart, after 2 hours" in page
+    assert "cancelled if an order is placed" in page
+    answer = world.client.post("/console/workflows/cart/toggle",
+                               data={"enabled": "false", "csrf_token": world.csrf()})
+    assert answer.status_code == 303
+    [(_, _, args)] = world.called("save_workflow")
+    assert args[1] == {**Notifications.workflows[0], "enabled": False}
+    form = {"csrf_token": world.csrf(), "is_new": "1", "name": "Lapsed", "enabled": "on",
+            "trigger": "date:days_since_last_order", "days": "90", "delay": "1",
+            "delay_unit": "days", "channel": "email", "template": "welcome",
+            "purpose": "marketing", "cancel_on_order": "on", "tag": "ignored"}
+    assert world.client.post("/console/workflows/save", data=form).status_code == 303
+    assert world.called("save_workflow")[-1][2][1] == {
+        "name": "Lapsed", "enabled": True, "channel": "email", "template": "welcome",
+        "purpose": "marketing", "trigger": {"date": "days_since_last_order", "days": 90},
+        "delay_seconds": 86400, "cancel": [{"if": "order_placed"}]}
+    bad = world.client.post("/console/workflows/save", data={**form, "days": "soon"})
+    assert bad.status_code == 400 and 'id="e-trigger-days"' in bad.get_data(as_text=True)
+
+
+def test_the_send_log_filters_and_pages_back_and_forth():
+    world = World()
+    world.login("wcc_read")
+    first = world.client.get("/console/messages?limit=25&channel=email")
+    html = first.get_data(as_text=True)
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;@x.io" in html
+    [(_, _, args)] = world.called("list_sends")
+    assert args[1] == {"channel": "email"} and args[2] == {"size": 25, "cursor": None}
+    Notifications.sends = Notifications.sends * 20  # 60: three pages of 25
+    try:
+        url = "/console/messages?limit=25"
+        seen = []
+        for _ in range(2):
+            html = world.client.get(url).get_data(as_text=True)
+            seen.append(url)
+            url = re.search(r'href="([^"]+)" rel="next"', html).group(1).replace("&amp;", "&")
+        html = world.client.get(url).get_data(as_text=True)
+        assert 'rel="next"' not in html
+        back = re.search(r'href="([^"]+)" rel="prev"', html).group(1).replace("&amp;", "&")
+        assert world.called("list_sends")[-1][2][2]["cursor"] == "50"
+        world.client.get(back)
+        assert world.called("list_sends")[-1][2][2]["cursor"] == "25"
+    finally:
+        Notifications.sends = Notifications.sends[:3]
+
+
+def test_the_gdpr_queue_puts_overdue_first_and_acts_with_the_gdpr_scope():
+    world = World()
+    world.login("wcc_gdpr")
+    html = world.client.get("/console/gdpr").get_data(as_text=True)
+    assert html.index('id="req-r-late"') < html.index('id="req-r-new"')
+    assert "1 overdue" in html and "past due" in html
+    assert "&lt;script&gt;" in html and "<script>alert" not in html
+    answer = world.client.post("/console/gdpr/r-late/verify",
+                               data={"note": "passport", "csrf_token": world.csrf()})
+    assert answer.status_code == 303
+    [(_, _, args)] = world.called("verify_identity")
+    assert args[0] == "r-late" and args[2] == "passport"
+    refused = world.client.post("/console/gdpr/r-late/reject",
+                                data={"reason": " ", "csrf_token": world.csrf()})
+    assert refused.status_code == 303 and world.called("reject_request") == []
+
+
+def test_reports_draw_svg_charts_with_their_numbers_as_text():
+    world = World()
+    world.login("wcc_read")
+    html = world.client.get("/console/reports?period=week").get_data(as_text=True)
+    assert world.called("report")[-1][2][1] == "week"
+    assert html.count('<rect class="bar"') == 2 + 3  # two periods, three segments
+    assert 'data-value="5"' in html and "2026-02</td><td class=\"num\">5" in html
+    assert '<p class="big" id="repeat-rate">37.5 %</p>' in html
+    assert '<p class="big" id="top-share">40.0 %</p>' in html
+    assert "<td>New</td><td class=\"num\">5</td>" in html
+
+
+def test_chart_geometry():
+    assert charts.nice_max(0) == 1 and charts.nice_max(7) == 10 and charts.nice_max(12) == 20
+    assert charts.nice_max(230) == 250
+    chart = charts.column_chart([("a", 5), ("b", 10)], width=200, height=100)
+    tall, short = chart["bars"][1], chart["bars"][0]
+    assert tall["h"] == chart["base"] - 10 and short["h"] == tall["h"] / 2
+    assert tall["y"] + tall["h"] == chart["base"]
+    assert [g["value"] for g in chart["grid"]] == ["0", "2.5", "5", "7.5", "10"]
+    many = charts.column_chart([(str(i), i) for i in range(30)])
+    assert sum(b["show_label"] for b in many["bars"]) <= 12
+    rows = charts.bar_list([("x", 4), ("y", 2)], width=300)["rows"]
+    assert rows[0]["w"] == 2 * rows[1]["w"] == 300 - 180
+    assert charts.share_bar(None) is None
+    assert charts.share_bar(0.25, width=400) == {"width": 400, "height": 36, "filled": 100.0,
+                                                 "percent": 25.0}
+
+
+def test_paging_keeps_a_trail_back_over_forward_only_cursors():
+    def url(cursor, back):
+        return (cursor, tuple(back))
+    assert present.paging(url, None, [], "c2") == {"first": None, "previous": None,
+                                                   "next": ("c2", ("~",))}
+    two = present.paging(url, "c2", ["~"], "c3")
+    assert two == {"first": None, "previous": (None, ()), "next": ("c3", ("~", "c2"))}
+    three = present.paging(url, "c3", ["~", "c2"], None)
+    assert three == {"first": (None, ()), "previous": ("c2", ("~",)), "next": None}
+    long = [f"c{i}" for i in range(40)]
+    assert len(present.paging(url, "x", long[-20:], "y")["next"][1]) == present.TRAIL_MAX
+    # Beyond the trail's reach: the first page, never a wrong "previous".
+    assert present.paging(url, "c9", [], None) == {"first": (None, ()), "previous": None,
+                                                   "next": None}
+    assert present.list_url({"sort": "-registered"}, cursor="c3", back=["~", "c2"]) == \
+        "/console/customers?cursor=c3&back=~&back=c2"
+
+
+def test_forms_read_workflows_and_name_field_errors_as_the_api_does():
+    assert forms.field_errors({"errors": {"tiers/1/rate": ["too big"],
+                                          "page": {"cursor": ["bad"]}}}) == {
+        "tiers.1.rate": "too big", "page.cursor": "bad"}
+    values = forms.workflow_form(Notifications.workflows[0])
+    assert values["delay"] == "2" and values["delay_unit"] == "hours"
+    assert values["trigger"] == "event:customer.tagged" and values["cancel_on_order"]
+    assert forms.delay_text(0) == "at once" and forms.delay_text(60) == "after 1 minute"
+    assert forms.trigger_summary({"date": "days_since_last_order", "days": 30}) == \
+        "30 days after the last order"

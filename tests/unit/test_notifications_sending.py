@@ -121,3 +121,32 @@ def test_a_workflow_send_waits_for_contact_details_that_trail_its_trigger(databa
         clock.now = T0 + CONTACT_GRACE + timedelta(seconds=1)
         assert sender.run_once() == {"refused": 1}  # the grace is bounded
         assert len(twilio.messages) == 1
+
+
+def test_the_store_send_log_pages_newest_first_by_keyset_and_filters(database):
+    from shared.errors import ValidationError
+
+    storage = NotificationsStorage(database)
+    storage.ensure_indexes()
+    base = datetime(2026, 3, 1, tzinfo=timezone.utc)
+    for i in range(7):
+        storage.sends.collection.insert_one({
+            "_id": f"send-{i}", "store_id": "s1", "customer_id": f"c{i % 2}",
+            "channel": "sms" if i % 3 == 0 else "email", "template": "t", "status": "sent",
+            "attempts": [], "created_at": base + timedelta(minutes=i // 2)})  # ties in time
+    storage.sends.collection.insert_one({"_id": "other", "store_id": "s2", "channel": "email",
+                                         "status": "sent", "created_at": base})
+    seen, cursor = [], None
+    while True:
+        docs, cursor = storage.sends.page("s1", {}, 3, cursor)
+        seen.extend(d["_id"] for d in docs)
+        if cursor is None:
+            break
+    expected = [d["_id"] for d in sorted(storage.sends.collection.find({"store_id": "s1"}),
+                                         key=lambda d: (d["created_at"], d["_id"]),
+                                         reverse=True)]
+    assert seen == expected and len(seen) == 7
+    sms, _ = storage.sends.page("s1", {"channel": "sms"}, 10, None)
+    assert sorted(d["_id"] for d in sms) == ["send-0", "send-3", "send-6"]
+    with pytest.raises(ValidationError):
+        storage.sends.page("s1", {}, 3, "not-a-cursor")

@@ -91,5 +91,8 @@ class ApiClient:
     def post(self, api_path: str, body: Any = None, headers: dict | None = None) -> Any:
         return self.call("POST", api_path, body=body, headers=headers)
 
+    def put(self, api_path: str, body: Any) -> Any:
+        return self.call("PUT", api_path, body=body)
+
     def delete(self, api_path: str, query: Any = None) -> Any:
         return self.call("DELETE", api_path, query)

@@ -72,6 +72,7 @@ class Page:
 
 
 def _routes() -> Map:
+    from services.gateway.console import admin_views as a
     from services.gateway.console import views as v
 
     def rule(path: str, view: Callable, methods: tuple = ("GET",), login: bool = True) -> Rule:
@@ -95,6 +96,26 @@ def _routes() -> Map:
              ("POST",)),
         rule("/customers/<customer_id>/redeem", v.redeem, ("POST",)),
         rule("/customers/<customer_id>/gdpr", v.gdpr_request, ("POST",)),
+        rule("/loyalty", a.loyalty_page),
+        rule("/loyalty", a.loyalty_save, ("POST",)),
+        rule("/templates", a.template_list),
+        rule("/templates/new", a.template_new),
+        rule("/templates/save", a.template_save, ("POST",)),
+        rule("/templates/preview", a.template_preview, ("POST",)),
+        rule("/templates/<slug>", a.template_edit),
+        rule("/templates/<slug>/delete", a.template_delete, ("POST",)),
+        rule("/workflows", a.workflow_list),
+        rule("/workflows/new", a.workflow_new),
+        rule("/workflows/save", a.workflow_save, ("POST",)),
+        rule("/workflows/<workflow_id>", a.workflow_edit),
+        rule("/workflows/<workflow_id>/toggle", a.workflow_toggle, ("POST",)),
+        rule("/workflows/<workflow_id>/delete", a.workflow_delete, ("POST",)),
+        rule("/messages", a.send_log),
+        rule("/gdpr", a.gdpr_queue),
+        rule("/gdpr/<request_id>/verify", a.gdpr_verify, ("POST",)),
+        rule("/gdpr/<request_id>/reject", a.gdpr_reject, ("POST",)),
+        rule("/gdpr/<request_id>/export", a.gdpr_export),
+        rule("/reports", a.reports),
     ], strict_slashes=False)
 
 
@@ -227,10 +248,13 @@ class ConsoleApp:
                session: Session | None = None, **values: Any) -> Response:
         session = session or page.session
         caller = page.caller if page else None
+        section = page.request.path[len(PREFIX) + 1:].split("/")[0] if page else ""
         html = self.jinja.get_template(template).render(
-            csrf_token=session.csrf, flashes=session.take_flashes(), caller=caller,
+            section=section, csrf_token=session.csrf, flashes=session.take_flashes(), caller=caller,
             key_name=session.key_name if caller else "", store_id=session.store_id if caller else "",
+            may_read=bool(caller and caller.may("read")),
             may_write=bool(caller and caller.may("write")),
+            may_admin=bool(caller and caller.may("admin")),
             may_gdpr=bool(caller and caller.may("gdpr")), **values)
         return Response(html, status=status, mimetype="text/html")
 

@@ -172,13 +172,45 @@ def list_state(args) -> tuple[dict, list[tuple[str, str]], dict]:
 
 
 def list_url(state: dict, **changes: Any) -> str:
-    """The list page with this state, changed; paging starts again unless a cursor is given."""
+    """The list page with this state, changed; paging starts again unless a cursor (and the
+    trail back) is given."""
     merged = {**state, **changes}
     pairs = [(k, str(v)) for k, v in merged.items()
              if v not in (None, "") and k in STATE_KEYS + ("cursor",)
              and not (k == "view" and v == "all") and not (k == "limit" and str(v) == "50")
              and not (k == "sort" and v == DEFAULT_SORT)]
+    pairs.extend(("back", b) for b in changes.get("back") or [])
     return "/console/customers" + ("?" + urlencode(pairs) if pairs else "")
+
+
+# Paging back over keyset cursors: the API's cursors only go forward, so each page's link
+# carries the cursors of the pages before it (`back`, the first page as FIRST_PAGE). The trail
+# keeps the last TRAIL_MAX pages, which bounds the address's length; further back than that the
+# page offers the first page instead of a wrong "previous".
+FIRST_PAGE = "~"
+TRAIL_MAX = 20
+MAX_CURSOR_LENGTH = 2000
+
+
+def trail_of(args) -> list[str]:
+    """The `back` cursors of a page's address, oldest first, bounded."""
+    trail = [c for c in args.getlist("back") if c and len(c) <= MAX_CURSOR_LENGTH]
+    return trail[-TRAIL_MAX:]
+
+
+def paging(url_for, cursor: str | None, trail: list[str], next_cursor: str | None
+           ) -> dict[str, str | None]:
+    """The first, previous and next links of a page. `url_for(cursor, back)` builds a page's
+    address; `cursor` is this page's (None: the first page)."""
+    links: dict[str, str | None] = {"first": None, "previous": None, "next": None}
+    if next_cursor:
+        links["next"] = url_for(next_cursor, (trail + [cursor or FIRST_PAGE])[-TRAIL_MAX:])
+    if trail:
+        before = trail[-1]
+        links["previous"] = url_for(None if before == FIRST_PAGE else before, trail[:-1])
+    if cursor and (not trail or trail[-1] != FIRST_PAGE):
+        links["first"] = url_for(None, [])
+    return links
 
 
 def sort_link(state: dict, column: str) -> tuple[str, str | None]:

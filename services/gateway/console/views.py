@@ -26,14 +26,15 @@ BULK_EXPORT_COLUMNS = ("customer_id", "first_name", "last_name", "email", "phone
                        "billing_city", "billing_country", "account_status", "registered")
 
 
-def _safe_next(target: str | None) -> str:
-    """Only a console page of this site: never an absolute or scheme-relative address."""
+def _safe_next(target: str | None, default: str = PREFIX + "/") -> str:
+    """Only a console page of this site: never an absolute or scheme-relative address. The
+    default is the console's home, which picks the first page the key may see."""
     if not target:
-        return PREFIX + "/customers"
+        return default
     parts = urlsplit(target)
     if parts.scheme or parts.netloc or not parts.path.startswith(PREFIX + "/") \
             or target.startswith("//") or "\\" in target:
-        return PREFIX + "/customers"
+        return default
     return target
 
 
@@ -48,7 +49,11 @@ def _best_effort(page, api_path: str, default):
 # -- signing in and out ---------------------------------------------------------------------
 
 def home(page) -> Response:
-    return page.redirect(PREFIX + ("/customers" if page.caller else "/login"))
+    if page.caller is None:
+        return page.redirect(PREFIX + "/login")
+    # A key with only the gdpr scope has no customer list to show.
+    return page.redirect(PREFIX + ("/gdpr" if not page.may("read") and page.may("gdpr")
+                                   else "/customers"))
 
 
 def login_form(page, status: int = 200, error: str = "") -> Response:
@@ -100,9 +105,10 @@ def customer_list(page) -> Response:
     for column, (label, _) in present.SORT_COLUMNS.items():
         href, aria = present.sort_link(state, column)
         columns.append({"key": column, "label": label, "href": href, "aria": aria})
-    next_url = None
-    if result and result.get("next_cursor"):
-        next_url = present.list_url(state, cursor=result["next_cursor"])
+    cursor = page.request.args.get("cursor") or None
+    links = present.paging(lambda c, back: present.list_url(state, cursor=c, back=back),
+                           cursor, present.trail_of(page.request.args) if cursor else [],
+                           (result or {}).get("next_cursor"))
     return page.render(
         "customers.html", title="Customers", state=state, result=result, problem=problem,
         errors=errors, filtered=any(state[k] for k in present.STATE_KEYS
@@ -110,8 +116,7 @@ def customer_list(page) -> Response:
         columns={c["key"]: c for c in columns},
         quick=[(slug, label, present.list_url(state, view=slug))
                for slug, label, _ in present.QUICK_FILTERS],
-        segments=present.SEGMENTS, page_sizes=present.PAGE_SIZES, next_url=next_url,
-        first_url=present.list_url(state) if page.request.args.get("cursor") else None,
+        segments=present.SEGMENTS, page_sizes=present.PAGE_SIZES, links=links,
         this_url=page.request.full_path.rstrip("?"),
         tags=_best_effort(page, "/tags", []), groups=_best_effort(page, "/groups", []),
         bulk_actions=BULK_ACTIONS)
@@ -121,7 +126,7 @@ def bulk(page) -> Response:
     form = page.request.form
     ids = list(dict.fromkeys(i for i in form.getlist("customer_id") if i))
     action = form.get("action", "")
-    back = _safe_next(form.get("back"))
+    back = _safe_next(form.get("back"), PREFIX + "/customers")
     if action not in dict(BULK_ACTIONS):
         page.flash("error", "Choose a bulk action.")
         return page.redirect(back)

@@ -48,9 +48,21 @@ def send_log(ctx: Context) -> Reply:
     leaves out the send loop's own bookkeeping (its claim on the send)."""
     entries = ctx.call("notifications", "send_log", ctx.store_id, ctx.path["customer_id"],
                        ctx.query["limit"])
-    return Reply([{"send_id": entry.get("_id"),
-                   **{k: v for k, v in entry.items() if k not in _INTERNAL_SEND_FIELDS}}
-                  for entry in entries])
+    return Reply([_send_view(entry) for entry in entries])
+
+
+def _send_view(entry: dict) -> dict:
+    return {"send_id": entry.get("_id"),
+            **{k: v for k, v in entry.items() if k not in _INTERNAL_SEND_FIELDS}}
+
+
+def list_sends(ctx: Context) -> Reply:
+    """The store's whole send log, a page at a time (the console's send log page)."""
+    filters = {k: ctx.query[k] for k in SEND_FILTERS if ctx.query[k]}
+    page = ctx.call("notifications", "list_sends", ctx.store_id, filters,
+                    {"size": ctx.query["limit"], "cursor": ctx.query["cursor"]})
+    return Reply({"items": [_send_view(e) for e in page["items"]],
+                  "next_cursor": page.get("next_cursor")})
 
 
 def bulk_send(ctx: Context) -> Reply:
@@ -140,6 +152,7 @@ AUDIENCE = {"type": "object", "minProperties": 1, "maxProperties": 1,
             "additionalProperties": False,
             "description": "exactly one of segment, group, tag or customer_ids"}
 _N = "/notifications"
+SEND_FILTERS = ("channel", "status", "template", "customer_id", "workflow_id")
 
 ROUTES = [
     Route("GET", _N + "/templates", list_templates, "Message templates", "notifications",
@@ -171,6 +184,17 @@ ROUTES = [
           "newest first", "notifications",
           query=[Param("limit", "most entries", "integer", default=100, minimum=1, maximum=500)],
           responses={200: {"type": "array", "items": SEND}}),
+    Route("GET", _N + "/sends", list_sends, "The store's send log, newest first",
+          "notifications",
+          query=[Param("channel", "only this channel", enum=("email", "sms")),
+                 Param("status", "only sends in this status (scheduled, sending, sent, "
+                       "failed, cancelled, ...)", max_length=40),
+                 Param("template", "only this template's sends", max_length=64),
+                 Param("customer_id", "only sends to this customer"),
+                 Param("workflow_id", "only this workflow's sends", max_length=64),
+                 Param("limit", "page size", "integer", default=50, minimum=1, maximum=500),
+                 Param("cursor", "the previous page's next_cursor", max_length=2000)],
+          responses={200: s.page_of(SEND)}),
     Route("POST", _N + "/bulk-sends", bulk_send, "Send a template to an audience (consent "
           "respected)", "notifications", scope="write",
           body=s.obj({"audience": AUDIENCE, "template": s.STRING},

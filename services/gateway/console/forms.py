@@ -1,0 +1,267 @@
+"""The console's forms for the programme, workflows and templates: the form's values from an
+API object, and the API body from a submitted form with the fields it could not read. Plain
+functions, unit-tested; the API still validates everything and its refusals are shown next to
+the fields they name (see `field_errors`)."""
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping
+
+from services.gateway.console.present import to_day_start
+
+# The order statuses WooCommerce knows that can earn points (void ones take points back).
+EARNING_STATUS_CHOICES = ("pending", "processing", "on-hold", "completed")
+PROGRAMME_INTEGERS = {
+    "tier_window_days": "Tier window (days of points that count for the tier)",
+    "points_per_unit": "Points per 1.00 of store credit",
+    "min_redeem_points": "Fewest points redeemed at once",
+    "max_redeem_points": "Most points redeemed at once (empty: no limit)",
+    "expiry_months": "Points expire after (months, 0: never)",
+}
+PROGRAMME_FLAGS = {"exclude_shipping": "Shipping earns no points",
+                   "exclude_tax": "Tax earns no points",
+                   "guests_earn": "Guest checkouts earn points"}
+NULLABLE = {"max_redeem_points"}
+EMPTY_TIER_ROWS = 2  # blank rows to add tiers without script
+
+EVENT_TRIGGERS = [("customer.created", "A customer is created"),
+                  ("customer.tagged", "A customer is tagged"),
+                  ("customer.segment_changed", "A customer enters a segment"),
+                  ("loyalty.tier_changed", "A customer's loyalty tier changes"),
+                  ("order.placed", "An order is placed")]
+DATE_TRIGGERS = [("birthday", "On the customer's birthday"),
+                 ("days_since_last_order", "Some days after the last order")]
+TRIGGER_CHOICES = [(f"event:{k}", v) for k, v in EVENT_TRIGGERS] + \
+    [(f"date:{k}", v) for k, v in DATE_TRIGGERS]
+SEGMENT_CHOICES = ("prospect", "new", "regular", "vip", "one_time", "at_risk")
+DELAY_UNITS = {"minutes": 60, "hours": 3600, "days": 86400}
+_SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
+def field_key(name: str) -> str:
+    """One spelling for a field the API names: the schema check says tiers/1/rate, the
+    services tiers.1.rate, and a page's fields are addressed the second way."""
+    return name.replace("/", ".")
+
+
+def field_errors(problem: Mapping[str, Any]) -> dict[str, str]:
+    """The API's per-field messages, keyed as the form's fields are."""
+    out: dict[str, str] = {}
+    for name, messages in (problem.get("errors") or {}).items():
+        if isinstance(messages, dict):  # nested, as marshmallow answers
+            for inner, text in field_errors({"errors": messages}).items():
+                out[f"{field_key(name)}.{inner}"] = text
+            continue
+        text = "; ".join(map(str, messages)) if isinstance(messages, list) else str(messages)
+        out[field_key(name)] = text
+    return out
+
+
+def _int(form: Mapping, name: str, errors: dict, nullable: bool = False) -> int | None:
+    raw = (form.get(name) or "").strip()
+    if not raw:
+        if nullable:
+            return None
+        errors[name] = "required: a whole number"
+        return None
+    if not re.fullmatch(r"-?\d{1,9}", raw):
+        errors[name] = "must be a whole number"
+        return None
+    return int(raw)
+
+
+# -- the loyalty programme ------------------------------------------------------------------
+
+def programme_form(programme: Mapping[str, Any]) -> dict:
+    """Form values (strings) from the API's programme."""
+    values = {name: "" if programme.get(name) is None else str(programme[name])
+              for name in PROGRAMME_INTEGERS}
+    values.update({name: bool(programme.get(name)) for name in PROGRAMME_FLAGS})
+    values["earning_statuses"] = list(programme.get("earning_statuses") or [])
+    values["currency"] = programme.get("currency") or ""
+    values["starts_at"] = (programme.get("starts_at") or "")[:10]
+    values["tiers"] = [{k: "" if t.get(k) is None else str(t[k])
+                        for k in ("name", "min_points", "max_points", "rate")}
+                       for t in programme.get("tiers") or []]
+    return values
+
+
+def with_blank_tiers(values: dict) -> dict:
+    blank = {"name": "", "min_points": "", "max_points": "", "rate": ""}
+    return {**values, "tiers": list(values["tiers"]) + [dict(blank)] * EMPTY_TIER_ROWS}
+
+
+def parse_programme(form) -> tuple[dict, dict, dict]:
+    """(API body, form values to show again, errors by field). A tier row with no name is
+    left out, so a row is removed by clearing its name."""
+    errors: dict[str, str] = {}
+    body: dict[str, Any] = {}
+    for name in PROGRAMME_INTEGERS:
+        value = _int(form, name, errors, nullable=name in NULLABLE)
+        if name not in errors:
+            body[name] = value
+    for name in PROGRAMME_FLAGS:
+        body[name] = form.get(name) == "on"
+    body["earning_statuses"] = [s for s in form.getlist("earning_statuses")
+                                if s in EARNING_STATUS_CHOICES]
+    if not body["earning_statuses"]:
+        errors["earning_statuses"] = "choose at least one order status"
+    currency = (form.get("currency") or "").strip().upper()
+    body["currency"] = currency or None
+    starts = (form.get("starts_at") or "").strip()
+    if starts:
+        try:
+            body["starts_at"] = to_day_start(starts)
+        except ValueError as exc:
+            errors["starts_at"] = str(exc)
+    else:
+        body["starts_at"] = None
+    rows = []
+    names = form.getlist("tier_name")
+    columns = {k: form.getlist(f"tier_{k}") for k in ("min_points", "max_points", "rate")}
+    for i, name in enumerate(names):
+        row = {"name": name.strip().lower(),
+               **{k: (v[i] if i < len(v) else "").strip() for k, v in columns.items()}}
+        if row["name"] or any(row[k] for k in columns):
+            rows.append(row)
+    tiers = []
+    for i, row in enumerate(rows):
+        tier: dict[str, Any] = {"name": row["name"]}
+        if not row["name"]:
+            errors[f"tiers.{i}.name"] = "required (clear the whole row to remove the tier)"
+        for key in ("min_points", "max_points", "rate"):
+            sub: dict = {}
+            tier[key] = _int(row, key, sub, nullable=key == "max_points")
+            if sub:
+                errors[f"tiers.{i}.{key}"] = sub[key]
+        tiers.append(tier)
+    body["tiers"] = tiers
+    if not tiers:
+        errors["tiers"] = "add at least one tier"
+    shown = {**{n: (form.get(n) or "") for n in PROGRAMME_INTEGERS},
+             **{n: body[n] for n in PROGRAMME_FLAGS},
+             "earning_statuses": body["earning_statuses"], "currency": currency,
+             "starts_at": starts, "tiers": rows}
+    return body, shown, errors
+
+
+# -- workflows --------------------------------------------------------------------------------
+
+def trigger_summary(trigger: Mapping[str, Any]) -> str:
+    """A workflow's trigger in words: 'A customer is tagged: abandoned-cart'."""
+    if "event" in trigger:
+        text = dict(EVENT_TRIGGERS).get(trigger["event"], trigger["event"])
+        extra = [f"{k} {v}" if k != "tag" else str(v) for k, v in sorted(trigger.items())
+                 if k != "event"]
+        return text + (": " + ", ".join(extra) if extra else "")
+    if trigger.get("date") == "days_since_last_order":
+        return f"{trigger.get('days')} days after the last order"
+    return dict(DATE_TRIGGERS).get(trigger.get("date"), str(trigger.get("date")))
+
+
+def delay_text(seconds: int) -> str:
+    if not seconds:
+        return "at once"
+    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds % size == 0:
+            count = seconds // size
+            return f"after {count} {unit if count != 1 else unit[:-1]}"
+    return f"after {seconds} seconds"
+
+
+def workflow_form(workflow: Mapping[str, Any] | None) -> dict:
+    workflow = workflow or {}
+    trigger = workflow.get("trigger") or {"event": "customer.tagged"}
+    kind = f"event:{trigger['event']}" if "event" in trigger else f"date:{trigger.get('date')}"
+    delay = int(workflow.get("delay_seconds") or 0)
+    unit = next((u for u in ("days", "hours", "minutes") if delay and delay % DELAY_UNITS[u] == 0),
+                "minutes")
+    cancel = workflow.get("cancel") or []
+    tag_removed = next((c.get("tag", "") for c in cancel if c.get("if") == "tag_removed"), "")
+    return {
+        "workflow_id": workflow.get("workflow_id") or "", "name": workflow.get("name") or "",
+        "enabled": workflow.get("enabled", True), "trigger": kind,
+        "tag": trigger.get("tag", ""), "to": trigger.get("to", ""),
+        "from": trigger.get("from", ""), "direction": trigger.get("direction", ""),
+        "first_order": bool(trigger.get("first_order")), "days": str(trigger.get("days", "")),
+        "delay": str(delay // DELAY_UNITS[unit]) if delay else "0", "delay_unit": unit,
+        "channel": workflow.get("channel") or "email", "template": workflow.get("template") or "",
+        "purpose": workflow.get("purpose") or "marketing",
+        "cancel_on_order": any(c.get("if") == "order_placed" for c in cancel),
+        "cancel_tag": tag_removed,
+    }
+
+
+def parse_workflow(form) -> tuple[dict, dict, dict]:
+    """(API body, values to show again, errors by field, named as the API names them)."""
+    errors: dict[str, str] = {}
+    shown = {k: (form.get(k) or "").strip() for k in (
+        "workflow_id", "name", "trigger", "tag", "to", "from", "direction", "days", "delay",
+        "delay_unit", "channel", "template", "purpose", "cancel_tag")}
+    shown.update(enabled=form.get("enabled") == "on", first_order=form.get("first_order") == "on",
+                 cancel_on_order=form.get("cancel_on_order") == "on")
+    body: dict[str, Any] = {"name": shown["name"], "enabled": shown["enabled"],
+                            "channel": shown["channel"], "template": shown["template"],
+                            "purpose": shown["purpose"]}
+    if shown["workflow_id"]:
+        body["workflow_id"] = shown["workflow_id"]
+    kind, _, what = shown["trigger"].partition(":")
+    trigger: dict[str, Any] = {}
+    if kind == "event" and what in dict(EVENT_TRIGGERS):
+        trigger["event"] = what
+        if what == "customer.tagged":
+            trigger["tag"] = shown["tag"].lower()
+        elif what == "customer.segment_changed":
+            trigger["to"] = shown["to"]
+            if shown["from"]:
+                trigger["from"] = shown["from"]
+        elif what == "loyalty.tier_changed":
+            trigger["direction"] = shown["direction"] or "up"
+        elif what == "order.placed" and shown["first_order"]:
+            trigger["first_order"] = True
+    elif kind == "date" and what in dict(DATE_TRIGGERS):
+        trigger["date"] = what
+        if what == "days_since_last_order":
+            days = _int(shown, "days", errors)
+            if days is not None:
+                trigger["days"] = days
+            elif "days" in errors:
+                errors["trigger.days"] = errors.pop("days")
+    else:
+        errors["trigger"] = "choose what starts the workflow"
+    body["trigger"] = trigger
+    delay = _int(shown, "delay", errors)
+    unit = DELAY_UNITS.get(shown["delay_unit"], 60)
+    if delay is not None:
+        body["delay_seconds"] = delay * unit
+    elif "delay" in errors:
+        errors["delay_seconds"] = errors.pop("delay")
+    cancel: list[dict] = []
+    if shown["cancel_on_order"]:
+        cancel.append({"if": "order_placed"})
+    if shown["cancel_tag"]:
+        cancel.append({"if": "tag_removed", "tag": shown["cancel_tag"].lower()})
+    body["cancel"] = cancel
+    return body, shown, errors
+
+
+# -- templates --------------------------------------------------------------------------------
+
+TEMPLATE_PARTS = {"email": ("subject", "html", "text"), "sms": ("body",)}
+
+
+def template_body(form) -> tuple[str, dict, dict]:
+    """(slug, the API's template body, errors) from the template form."""
+    errors: dict[str, str] = {}
+    slug = (form.get("slug") or "").strip().lower()
+    if not _SLUG.match(slug):
+        errors["slug"] = "a lower-case slug: letters, digits, - and _"
+    channel = form.get("channel") or ""
+    if channel not in TEMPLATE_PARTS:
+        errors["channel"] = "choose email or SMS"
+        channel = "email"
+    body: dict[str, Any] = {"channel": channel, "name": (form.get("name") or "").strip(),
+                            "description": (form.get("description") or "").strip()}
+    for part in TEMPLATE_PARTS[channel]:
+        body[part] = form.get(part) or ""
+    return slug, body, errors
