@@ -672,7 +672,11 @@ def test_chart_geometry():
     tall, short = chart["bars"][1], chart["bars"][0]
     assert tall["h"] == chart["base"] - 10 and short["h"] == tall["h"] / 2
     assert tall["y"] + tall["h"] == chart["base"]
-    assert [g["value"] for g in chart["grid"]] == ["0", "2.5", "5", "7.5", "10"]
+    assert [g["value"] for g in chart["grid"]] == ["0", "2", "4", "6", "8", "10"]  # whole numbers
+    fractions = charts.column_chart([("a", 2.5), ("b", 10)], width=200, height=100)
+    assert [g["value"] for g in fractions["grid"]] == ["0", "2.5", "5", "7.5", "10"]
+    assert [g["value"] for g in charts.column_chart([("a", 4)])["grid"]] == \
+        ["0", "1", "2", "3", "4", "5"]
     many = charts.column_chart([(str(i), i) for i in range(30)])
     assert sum(b["show_label"] for b in many["bars"]) <= 12
     rows = charts.bar_list([("x", 4), ("y", 2)], width=300)["rows"]

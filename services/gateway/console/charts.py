@@ -38,6 +38,9 @@ def column_chart(points: Sequence[tuple[str, float]], width: int = 640, height: 
         bars.append({"x": round(x, 1), "y": round(top + plot_h - h, 1), "w": round(bar_w, 1),
                      "h": round(h, 1), "label": label, "value": value,
                      "cx": round(x + bar_w / 2, 1), "show_label": i % every == 0})
+    if peak and all(float(v).is_integer() for _, v in points):
+        # Counts get whole-number grid lines: 0, 1, ... 5 rather than 1.2, 2.5, 3.8.
+        ticks = next((t for t in (ticks, 5, 4, 3, 2) if t <= peak and peak % t == 0), 1)
     grid = [{"y": round(top + plot_h - plot_h * k / ticks, 1),
              "value": _tick(peak * k / ticks)} for k in range(ticks + 1)]
     return {"width": width, "height": height, "bars": bars, "grid": grid, "left": left,
