@@ -168,6 +168,20 @@ def test_whole_system_matches_the_shop(system):
     quiet("recompute")
     timings["total until quiet"] = round(time.monotonic() - began, 1)
 
+    expected, by_key, rows, problems = check_against_the_shop(system, traffic)
+    print("timings:", timings)
+    assert not problems, f"inconsistencies: { {k: (len(v), v[:5]) for k, v in problems.items()} }"
+
+    # -- a backfill after all of it finds nothing missing and changes nothing ----------------
+    backfill_changes_nothing(system, expected, rows)
+    timings["total"] = round(time.monotonic() - began, 1)
+    print("timings:", timings)
+
+
+def check_against_the_shop(system, traffic) -> tuple[dict, dict, dict, dict]:
+    """Every service's state against the traffic's oracle, once the system is quiet. Answers
+    (expected, customers by oracle key, segmentation rows by customer id, problems by kind)."""
+    rpc, shop, smtp, twilio = system["rpc"], system["shop"], system["smtp"], system["twilio"]
     expected = traffic.expected()
     problems: dict[str, list] = {}
 
@@ -323,12 +337,14 @@ def test_whole_system_matches_the_shop(system):
                 if key in by_key else None
             problem("first-order sms missing", key, sorted(phones), log)
 
-    summary = {k: (len(v), v[:5]) for k, v in problems.items()}
-    print("timings:", timings)
     print("messages: email", sum(emails_to.values()), "sms", sum(sms_to.values()))
-    assert not problems, f"inconsistencies: {summary}"
+    return expected, by_key, rows, problems
 
-    # -- a backfill after all of it finds nothing missing and changes nothing ----------------
+
+def backfill_changes_nothing(system, expected: dict, rows: dict) -> dict:
+    """A backfill finds nothing the services lack and moves no count, stat, segment or
+    message; answers its outcomes."""
+    rpc, smtp, twilio = system["rpc"], system["smtp"], system["twilio"]
     sent_before = (smtp.received, len(twilio.messages))
     run = rpc.customer_sync.backfill(STORE)
     deadline = time.monotonic() + 600
@@ -341,12 +357,12 @@ def test_whole_system_matches_the_shop(system):
     # the counts, states and messages checked again below must not move.
     missing = {k: n for k, n in run["outcomes"].items() if k not in ("unchanged", "stale", "updated")}
     assert not missing, f"backfill found what webhooks missed: {run['outcomes']}"
-    quiet("backfill")
+    wait_quiet(system["admin"], system["vhost"], lambda: (smtp.received, len(twilio.messages)))
     assert (smtp.received, len(twilio.messages)) == sent_before
     assert len(_pages(rpc.customer_sync.list_customers, STORE, None)) == len(expected["customers"])
     after = {r["customer_id"]: r for r in _search_pages(rpc)}
     moved = [cid for cid, r in rows.items() if (after[cid]["stats"], after[cid]["segment"]) !=
              (r["stats"], r["segment"])]
     assert not moved, f"the backfill changed stats or segments of {len(moved)} customers"
-    timings["total"] = round(time.monotonic() - began, 1)
-    print("timings:", timings, "backfill:", run["outcomes"])
+    print("backfill:", run["outcomes"])
+    return run["outcomes"]
