@@ -72,19 +72,19 @@ def system(system_vhost, request):
     log_dir = Path(os.environ.get("SYSTEM_LOG_DIR") or tempfile.mkdtemp(prefix="system-"))
     log_dir.mkdir(parents=True, exist_ok=True)
     mongo_kind = getattr(request.module, "SYSTEM_MONGO", None) or os.environ.get("SYSTEM_MONGO", "wire")
-    mongo = MongoServerProcess(log_dir) if mongo_kind == "wire" else None
     smtp = SmtpServer().start()
     twilio = FakeTwilio(seed=5).start()
     shop = FakeWooShop(seed=size("SYSTEM_SEED", 7), ping_webhooks=True).start()
+    mongo = MongoServerProcess(log_dir) if mongo_kind == "wire" else None
     procs = SystemProcesses(amqp_uri, log_dir, {
         "MONGO_URI": mongo.uri if mongo else "mongomock://",
-        "EVENT_RETRY_DELAYS_MS": "200,1000,3000",
+        "EVENT_RETRY_DELAYS_MS": "200,1000,3000", "EVENT_CLAIM_LEASE_SECONDS": "20",
         "OUTBOX_SWEEP_SECONDS": "1", "INBOX_SWEEP_SECONDS": "1",
         "RECONCILE_POLL_SECONDS": "86400", "RECONCILE_INTERVAL_MINUTES": "100000",
         "SMTP_HOST": smtp.host, "SMTP_PORT": str(smtp.port),
         "TWILIO_ACCOUNT_SID": twilio.account_sid, "TWILIO_AUTH_TOKEN": twilio.auth_token,
         "TWILIO_FROM_NUMBER": twilio.phone_number, "TWILIO_API_BASE": twilio.base_url,
-        "NOTIFY_POLL_SECONDS": "0.5", "NOTIFY_RETRY_SECONDS": "1",
+        "NOTIFY_POLL_SECONDS": "0.5", "NOTIFY_RETRY_SECONDS": "1", "NOTIFY_LEASE_SECONDS": "20",
         "GDPR_PROCESS_SECONDS": "1", "GATEWAY_KEY_CACHE_SECONDS": "0",
     })
     try:
