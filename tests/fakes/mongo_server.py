@@ -631,7 +631,10 @@ class _Handler(socketserver.BaseRequestHandler):
             length, request_id, _, opcode = _HEADER.unpack(header)
             if length < 16 or length > MAX_MESSAGE_SIZE:
                 return
-            payload = _read_exact(sock, length - 16)
+            try:
+                payload = _read_exact(sock, length - 16)
+            except OSError:  # the client died mid-message (kill -9): its work is simply gone
+                return
             if payload is None:
                 return
             if opcode == OP_MSG:
