@@ -23,12 +23,15 @@ while deliveries continue:
   send per workflow, customer and trigger), so a redelivery changes nothing; what they owed
   others is in their outboxes. An event the killed process had claimed but not finished is
   deferred until its claim's lease runs out (EVENT_CLAIM_LEASE_SECONDS: 300 s by default, 20 s
-  in these tests), then applied by the restarted process;
+  in these tests), then applied by the restarted process; a send notifications had claimed
+  likewise (NOTIFY_LEASE_SECONDS), and is sent then unless the provider was being called at
+  the kill (at most once for that call, by design: that window would show as a missing
+  message);
 * the gateway (no data) while a client polls the API: it refuses connections while down and
   answers again after the restart.
 
-Then the oracle checks of the system scenario (tests/system/test_system.py): customer and order
-counts and states, spend, segments, tags, loyalty balances = ledger sum = what the orders imply
+Then the oracle checks of the system scenario (tests/system/test_system.py), on the traffic as
+it reached the companion (`as_received`): customer and order counts and states, spend, segments, tags, loyalty balances = ledger sum = what the orders imply
 and no ledger key twice, each triggered email and SMS exactly once at the SMTP server and
 Twilio, no marketing email without consent; and a backfill afterwards finds nothing missing.
 
