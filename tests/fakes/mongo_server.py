@@ -61,6 +61,7 @@ import itertools
 import logging
 import os
 import random
+import signal
 import socket
 import socketserver
 import struct
@@ -698,6 +699,13 @@ class MongoWireServer:
         """The mongomock client holding the data (for comparisons in tests)."""
         return self.wire.client
 
+    def serve_forever(self) -> None:
+        """Serve in this thread until interrupted (the command line's way)."""
+        try:
+            self._server.serve_forever(poll_interval=0.5)
+        finally:
+            self._server.server_close()
+
     def start(self) -> "MongoWireServer":
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
                                         name="mongo_server", daemon=True)
@@ -730,14 +738,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="0 picks a free port (printed)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+
+    def interrupt(signum, frame):  # noqa: ARG001 - SIGTERM and SIGINT stop it alike
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupt)  # even where a shell started it with SIGINT ignored
+    signal.signal(signal.SIGTERM, interrupt)
     server = MongoWireServer(args.host, args.port)
     print(f"mongo_server ready on {server.uri}", flush=True)
     try:
-        server._server.serve_forever(poll_interval=0.5)
+        server.serve_forever()
     except KeyboardInterrupt:
         pass
-    finally:
-        server._server.server_close()
     return 0
 
 
