@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-unit test-integration test-system venv up down logs docker-check bench-webhooks bench-segmentation bench-loyalty bench-notifications clean
+.PHONY: run test test-unit test-integration test-wire test-system venv up down logs docker-check bench-webhooks bench-segmentation bench-loyalty bench-notifications clean
 
 $(STAMP): requirements.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is required (set PYTHON=...)"; exit 1; }
@@ -29,6 +29,11 @@ test-unit: $(STAMP)
 
 test-integration: $(STAMP)
 	$(PY) -m pytest tests/integration
+
+## The storage tests once more, through the real pymongo driver against the wire-protocol
+## stand-in (tests/fakes/mongo_server.py); a few minutes, so not part of `make test`.
+test-wire: $(STAMP)
+	$(PY) -m pytest -m wire tests/unit
 
 ## Every service as its own process, 1,000 customers and 5,000 orders through webhooks, checked
 ## against the traffic driver's oracle (README: System scenario).

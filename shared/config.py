@@ -33,6 +33,9 @@ SETTINGS: tuple[Setting, ...] = (
             "(all interfaces); 0 turns the server off."),
     Setting("MAX_WORKERS", "10", "Concurrent workers per service (and the consumer prefetch)."),
     Setting("EVENT_MAX_ATTEMPTS", "5", "Tries of an event handler before its message is parked."),
+    Setting("EVENT_CLAIM_LEASE_SECONDS", "300",
+            "How long an event handler's claim on an event is its own: a claim left by a killed "
+            "process blocks that event's redelivery until it expires, then another takes it over."),
     Setting(
         "EVENT_RETRY_DELAYS_MS",
         "1000,5000,30000,120000",

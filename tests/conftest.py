@@ -85,16 +85,34 @@ def real_mongo_client():
         client.close()
 
 
-@pytest.fixture(params=["mongomock", pytest.param("mongodb", marks=pytest.mark.docker)])
+@pytest.fixture(scope="session")
+def wire_mongo_client():
+    """The wire-protocol stand-in (tests/fakes/mongo_server.py) reached by the real pymongo
+    driver: the driver's side of every command (encoding, cursors, write errors) is real."""
+    from pymongo import MongoClient
+
+    from tests.fakes.mongo_server import MongoWireServer
+
+    server = MongoWireServer().start()
+    client = MongoClient(server.uri, tz_aware=True, serverSelectionTimeoutMS=5000)
+    yield client
+    client.close()
+    server.stop()
+
+
+@pytest.fixture(params=["mongomock", pytest.param("wire", marks=pytest.mark.wire),
+                        pytest.param("mongodb", marks=pytest.mark.docker)])
 def database(request):
-    """A fresh database: in memory, and again on a real MongoDB where Docker is present."""
+    """A fresh database: in memory; through pymongo to the wire server (`-m wire`, `make
+    test-wire`: slower, so not in the default run); and on a real MongoDB where Docker is."""
     name = f"test_{uuid.uuid4().hex[:12]}"
     if request.param == "mongomock":
         import mongomock
 
         yield mongomock.MongoClient()[name]
         return
-    client = request.getfixturevalue("real_mongo_client")
+    client = request.getfixturevalue(
+        "wire_mongo_client" if request.param == "wire" else "real_mongo_client")
     yield client[name]
     client.drop_database(name)
 

@@ -143,6 +143,7 @@ class ReliableEventHandler(EventHandler):
         config = from_nameko(self.container.config)
         self.max_attempts = max(1, config.int("EVENT_MAX_ATTEMPTS"))
         self.delays_ms = config.int_list("EVENT_RETRY_DELAYS_MS")
+        self.lease_seconds = config.float("EVENT_CLAIM_LEASE_SECONDS")
         self.counters = metrics.event_counters(self.container.service_name, self.event_type)
 
     # Plain methods, not properties: nameko inspects every attribute of an extension when it
@@ -161,7 +162,8 @@ class ReliableEventHandler(EventHandler):
                     f"{self.container.service_name} has reliable event handlers but no "
                     "MongoStorage dependency to record applied events in"
                 )
-            self._processed = ProcessedEvents(storages[0].database)
+            self._processed = ProcessedEvents(storages[0].database,
+                                              lease_seconds=self.lease_seconds)
             self._processed.ensure_indexes()
         return self._processed
 

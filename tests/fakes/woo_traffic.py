@@ -85,6 +85,7 @@ class DeliveryReport:
     reordered: int = 0
     statuses: dict = field(default_factory=dict)  # HTTP status -> count
     failures: list = field(default_factory=list)  # (topic, id, status) of non-200s
+    delivered: set = field(default_factory=set, repr=False)  # seqs of changes that got a 200
     seconds: float = 0.0
 
 
@@ -359,6 +360,8 @@ class WooTraffic:
                 report.statuses[status] = report.statuses.get(status, 0) + 1
                 if status != 200:
                     report.failures.append((d.topic, d.resource_id, status))
+                else:
+                    report.delivered.add(d.seq)
 
         with ThreadPoolExecutor(self.concurrency) as pool:
             for burst in self.bursts(deliveries):

@@ -3,7 +3,10 @@ SMTP server and Twilio, and the store registered over the operator CLI.
 
 Sizes come from the environment (pytest options cannot be added below the root conftest):
 SYSTEM_CUSTOMERS, SYSTEM_ORDERS, SYSTEM_SEED. `make test` runs the small default;
-`make test-system` the full 1,000 customers and 5,000 orders.
+`make test-system` the full 1,000 customers and 5,000 orders. SYSTEM_MONGO chooses the database:
+`wire` (the default) starts tests/fakes/mongo_server.py as one process that every service
+reaches through pymongo; `mongomock` gives each service process its own in-memory database. A
+test module can insist with a module-level `SYSTEM_MONGO` (the kill test needs `wire`).
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ from tests.conftest import RABBIT_AMQP_HOST
 from tests.fakes.smtp_server import SmtpServer
 from tests.fakes.twilio_api import FakeTwilio
 from tests.fakes.woo_shop import FakeWooShop
-from tests.system.harness import SERVICE_NAMES, SystemProcesses, companion
+from tests.system.harness import SERVICE_NAMES, MongoServerProcess, SystemProcesses, companion
 
 STORE = "sysshop"
 SECRET = "whsec-system-scenario-1"
@@ -64,22 +67,24 @@ def system_vhost():
 
 
 @pytest.fixture(scope="module")
-def system(system_vhost):
+def system(system_vhost, request):
     admin, vhost, amqp_uri = system_vhost
     log_dir = Path(os.environ.get("SYSTEM_LOG_DIR") or tempfile.mkdtemp(prefix="system-"))
     log_dir.mkdir(parents=True, exist_ok=True)
+    mongo_kind = getattr(request.module, "SYSTEM_MONGO", None) or os.environ.get("SYSTEM_MONGO", "wire")
     smtp = SmtpServer().start()
     twilio = FakeTwilio(seed=5).start()
     shop = FakeWooShop(seed=size("SYSTEM_SEED", 7), ping_webhooks=True).start()
+    mongo = MongoServerProcess(log_dir) if mongo_kind == "wire" else None
     procs = SystemProcesses(amqp_uri, log_dir, {
-        "MONGO_URI": "mongomock://",
-        "EVENT_RETRY_DELAYS_MS": "200,1000,3000",
+        "MONGO_URI": mongo.uri if mongo else "mongomock://",
+        "EVENT_RETRY_DELAYS_MS": "200,1000,3000", "EVENT_CLAIM_LEASE_SECONDS": "20",
         "OUTBOX_SWEEP_SECONDS": "1", "INBOX_SWEEP_SECONDS": "1",
         "RECONCILE_POLL_SECONDS": "86400", "RECONCILE_INTERVAL_MINUTES": "100000",
         "SMTP_HOST": smtp.host, "SMTP_PORT": str(smtp.port),
         "TWILIO_ACCOUNT_SID": twilio.account_sid, "TWILIO_AUTH_TOKEN": twilio.auth_token,
         "TWILIO_FROM_NUMBER": twilio.phone_number, "TWILIO_API_BASE": twilio.base_url,
-        "NOTIFY_POLL_SECONDS": "0.5", "NOTIFY_RETRY_SECONDS": "1",
+        "NOTIFY_POLL_SECONDS": "0.5", "NOTIFY_RETRY_SECONDS": "1", "NOTIFY_LEASE_SECONDS": "20",
         "GDPR_PROCESS_SECONDS": "1", "GATEWAY_KEY_CACHE_SECONDS": "0",
     })
     try:
@@ -95,9 +100,12 @@ def system(system_vhost):
         assert registered.returncode == 0, registered.stdout + registered.stderr
         with ClusterRpcProxy({"AMQP_URI": amqp_uri}, timeout=60) as rpc:
             yield {"admin": admin, "vhost": vhost, "amqp_uri": amqp_uri, "procs": procs,
-                   "smtp": smtp, "twilio": twilio, "shop": shop, "rpc": rpc, "log_dir": log_dir}
+                   "smtp": smtp, "twilio": twilio, "shop": shop, "rpc": rpc, "log_dir": log_dir,
+                   "mongo": mongo}
     finally:
         procs.stop_all()
+        if mongo is not None:
+            mongo.stop()
         shop.stop()
         twilio.stop()
         smtp.stop()

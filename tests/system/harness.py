@@ -3,8 +3,9 @@
 Each service runs as `python -m services NAME` in its own process with its own ports, so a test
 can stop, SIGKILL and restart any one of them (`kill`, `restart`). With `MONGO_URI=mongomock://`
 every process has its own in-memory database: each service owns its database, so that is
-faithful, but a killed process loses its data (a kill -9 test needs a real MongoDB, or a
-restart that expects an empty database).
+faithful, but a killed process loses its data. `MongoServerProcess` runs the wire-protocol
+stand-in (tests/fakes/mongo_server.py) as "the database": point MONGO_URI at its `uri` and every
+service keeps its own database there (`<MONGO_DB_PREFIX><service>`), surviving a kill -9.
 """
 from __future__ import annotations
 
@@ -25,6 +26,30 @@ from tests.support import BrokerAdmin, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICE_NAMES = ("customer_sync", "segmentation", "loyalty", "notifications", "gdpr", "gateway")
+
+
+class MongoServerProcess:
+    """tests/fakes/mongo_server.py in a process of its own: the database, not a service, so the
+    fault tests never kill it. Holds every service's database in memory until `stop`."""
+
+    def __init__(self, log_dir: Path, timeout: float = 30.0) -> None:
+        self.port = free_port()
+        self.child = Child("mongo_server", [sys.executable, "-m", "tests.fakes.mongo_server",
+                                            "--port", str(self.port)],
+                           {**os.environ, "PYTHONUNBUFFERED": "1"}, log_dir / "mongo_server.log")
+        deadline = time.monotonic() + timeout
+        while "ready on" not in self.child.tail(5):
+            if not self.child.alive() or time.monotonic() > deadline:
+                self.child.stop()
+                raise RuntimeError(f"mongo_server did not start:\n{self.child.tail()}")
+            time.sleep(0.1)
+
+    @property
+    def uri(self) -> str:
+        return f"mongodb://127.0.0.1:{self.port}/"
+
+    def stop(self) -> dict:
+        return self.child.stop()
 
 
 class SystemProcesses:

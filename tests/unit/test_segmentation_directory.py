@@ -161,7 +161,7 @@ def seed(profiles: Profiles, storage: SegmentationStorage, count: int = 300) -> 
     return active
 
 
-@pytest.fixture(scope="module", params=["mongomock",
+@pytest.fixture(scope="module", params=["mongomock", pytest.param("wire", marks=pytest.mark.wire),
                                         pytest.param("mongodb", marks=pytest.mark.docker)])
 def store(request):
     """One seeded store per module (seeding takes seconds); the tests using it only read."""
@@ -171,7 +171,8 @@ def store(request):
 
         client = mongomock.MongoClient()
     else:
-        client = request.getfixturevalue("real_mongo_client")
+        client = request.getfixturevalue(
+            "wire_mongo_client" if request.param == "wire" else "real_mongo_client")
     storage = SegmentationStorage(client[name])
     storage.ensure_indexes()
     profiles = Profiles(storage, clock=Clock(T0))
