@@ -10,7 +10,6 @@ import re
 import smtplib
 import ssl
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from email.message import EmailMessage
@@ -145,12 +144,9 @@ def test_failed_data_is_a_transient_error_and_the_connection_stays_usable(smtp: 
 
 def test_without_keeping_messages_only_the_count_is_kept() -> None:
     with SmtpServer(keep_messages=False) as smtp, smtplib.SMTP(smtp.host, smtp.port) as client:
-        started = time.perf_counter()
         for n in range(300):
             client.sendmail("shop@example.com", [f"c{n}@example.net"], b"Subject: x\r\n\r\nhi\r\n")
-        elapsed = time.perf_counter() - started
         assert smtp.wait_for(300) == [] and smtp.received == 300
-    assert elapsed < 2.0  # about 0.5 ms a message here; 10,000 take about 5 s
 
 
 def test_many_clients_at_once_are_all_served(smtp: SmtpServer) -> None:
