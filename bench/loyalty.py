@@ -103,17 +103,23 @@ def build_backlog(events: int, customers: int) -> list[OutgoingMessage]:
     """N valid `order.placed` envelopes from the contract's sample: order i belongs to customer
     i mod `customers` (so consecutive events mostly touch different customers, as in a shop),
     dated over the past 30 days in order, items 15.00 to 194.99 plus 4.90 shipping."""
+    return list(iter_backlog(events, customers))
+
+
+def iter_backlog(events: int, customers: int, store_id: str = STORE_ID,
+                 first_order: int = 500_000):
+    """build_backlog's envelopes one at a time (a backlog of 100,000 need not sit in memory
+    at once), for any store; order i is `first_order + i`."""
     sample = contract(EVENT_TYPE).sample
     line = sample["line_items"][0]
     now = datetime.now(timezone.utc).replace(microsecond=0)
     start = now - timedelta(days=30)
     step = timedelta(days=30) / max(events, 1)
-    messages = []
     for i in range(events):
         created = start + step * i
         items = 1500 + (i * 7919) % 18000
         shipping = 490
-        order_id = str(500_000 + i)
+        order_id = str(first_order + i)
         data = {
             **sample,
             "order_id": order_id, "number": order_id,
@@ -128,11 +134,10 @@ def build_backlog(events: int, customers: int) -> list[OutgoingMessage]:
                             "total": _money(items)}],
             "coupon_codes": [],
         }
-        event = build_event(EVENT_TYPE, store_id=STORE_ID, data=data,
+        event = build_event(EVENT_TYPE, store_id=store_id, data=data,
                             occurred_at=created + timedelta(minutes=1))
-        messages.append(OutgoingMessage(events_exchange(SOURCE), EVENT_TYPE, event.to_message(),
-                                        message_id=event.event_id))
-    return messages
+        yield OutgoingMessage(events_exchange(SOURCE), EVENT_TYPE, event.to_message(),
+                              message_id=event.event_id)
 
 
 def publish_backlog(amqp_uri: str, messages: list[OutgoingMessage]) -> dict:

@@ -23,7 +23,8 @@ from tests.conftest import RABBIT_AMQP_HOST
 from tests.fakes.smtp_server import SmtpServer
 from tests.fakes.twilio_api import FakeTwilio
 from tests.fakes.woo_shop import FakeWooShop
-from tests.system.harness import SERVICE_NAMES, MongoServerProcess, SystemProcesses, companion
+from tests.system.harness import (SERVICE_NAMES, MongoServerProcess, SystemProcesses,
+                                  register_store, system_env)
 
 STORE = "sysshop"
 SECRET = "whsec-system-scenario-1"
@@ -76,28 +77,14 @@ def system(system_vhost, request):
     twilio = FakeTwilio(seed=5).start()
     shop = FakeWooShop(seed=size("SYSTEM_SEED", 7), ping_webhooks=True).start()
     mongo = MongoServerProcess(log_dir) if mongo_kind == "wire" else None
-    procs = SystemProcesses(amqp_uri, log_dir, {
-        "MONGO_URI": mongo.uri if mongo else "mongomock://",
-        "EVENT_RETRY_DELAYS_MS": "200,1000,3000", "EVENT_CLAIM_LEASE_SECONDS": "20",
-        "OUTBOX_SWEEP_SECONDS": "1", "INBOX_SWEEP_SECONDS": "1",
-        "RECONCILE_POLL_SECONDS": "86400", "RECONCILE_INTERVAL_MINUTES": "100000",
-        "SMTP_HOST": smtp.host, "SMTP_PORT": str(smtp.port),
-        "TWILIO_ACCOUNT_SID": twilio.account_sid, "TWILIO_AUTH_TOKEN": twilio.auth_token,
-        "TWILIO_FROM_NUMBER": twilio.phone_number, "TWILIO_API_BASE": twilio.base_url,
-        "NOTIFY_POLL_SECONDS": "0.5", "NOTIFY_RETRY_SECONDS": "1", "NOTIFY_LEASE_SECONDS": "20",
-        "GDPR_PROCESS_SECONDS": "1", "GATEWAY_KEY_CACHE_SECONDS": "0",
-    })
+    procs = SystemProcesses(amqp_uri, log_dir, system_env(
+        smtp, twilio, MONGO_URI=mongo.uri if mongo else "mongomock://",
+        # A claim a killed worker left blocks its event's redelivery until the lease ends.
+        EVENT_CLAIM_LEASE_SECONDS="20", NOTIFY_LEASE_SECONDS="20"))
     try:
         procs.topology()
         procs.start(*SERVICE_NAMES)
-        env = {"WOO_WEBHOOK_SECRET": SECRET, "WOO_CONSUMER_KEY": shop.consumer_key,
-               "WOO_CONSUMER_SECRET": shop.consumer_secret}
-        added = companion(amqp_uri, "stores", "add", "--store", STORE, "--shop-url",
-                          shop.base_url, env=env)
-        assert added.returncode == 0, added.stdout + added.stderr
-        registered = companion(amqp_uri, "webhooks", "register", "--store", STORE,
-                               "--delivery-url", procs.web_url("customer_sync"))
-        assert registered.returncode == 0, registered.stdout + registered.stderr
+        register_store(procs, shop, STORE, SECRET)
         with ClusterRpcProxy({"AMQP_URI": amqp_uri}, timeout=60) as rpc:
             yield {"admin": admin, "vhost": vhost, "amqp_uri": amqp_uri, "procs": procs,
                    "smtp": smtp, "twilio": twilio, "shop": shop, "rpc": rpc, "log_dir": log_dir,

@@ -143,6 +143,40 @@ class SystemProcesses:
         return found
 
 
+def system_env(smtp, twilio, **overrides: str) -> dict[str, str]:
+    """The services' environment for a whole-system run (scenario tests and `make bench`):
+    in-memory databases, the local SMTP server and Twilio stand-in, fast sweeps and retries,
+    and the REST reconciliation schedule pushed out of the run."""
+    return {
+        "MONGO_URI": "mongomock://",
+        "EVENT_RETRY_DELAYS_MS": "200,1000,3000",
+        "OUTBOX_SWEEP_SECONDS": "1", "INBOX_SWEEP_SECONDS": "1",
+        "RECONCILE_POLL_SECONDS": "86400", "RECONCILE_INTERVAL_MINUTES": "100000",
+        "SMTP_HOST": smtp.host, "SMTP_PORT": str(smtp.port),
+        "TWILIO_ACCOUNT_SID": twilio.account_sid, "TWILIO_AUTH_TOKEN": twilio.auth_token,
+        "TWILIO_FROM_NUMBER": twilio.phone_number, "TWILIO_API_BASE": twilio.base_url,
+        "NOTIFY_POLL_SECONDS": "0.5", "NOTIFY_RETRY_SECONDS": "1",
+        "GDPR_PROCESS_SECONDS": "1", "GATEWAY_KEY_CACHE_SECONDS": "0",
+        **overrides,
+    }
+
+
+def register_store(procs: "SystemProcesses", shop, store: str, secret: str) -> None:
+    """Add the store over the operator CLI and register its webhooks in the shop (which pings
+    each, as WooCommerce does on saving a webhook), as an operator sets a shop up."""
+    env = {"WOO_WEBHOOK_SECRET": secret, "WOO_CONSUMER_KEY": shop.consumer_key,
+           "WOO_CONSUMER_SECRET": shop.consumer_secret}
+    added = companion(procs.amqp_uri, "stores", "add", "--store", store, "--shop-url",
+                      shop.base_url, env=env)
+    if added.returncode != 0:
+        raise RuntimeError(f"companion stores add failed: {added.stdout}{added.stderr}")
+    registered = companion(procs.amqp_uri, "webhooks", "register", "--store", store,
+                           "--delivery-url", procs.web_url("customer_sync"))
+    if registered.returncode != 0:
+        raise RuntimeError(f"companion webhooks register failed: "
+                           f"{registered.stdout}{registered.stderr}")
+
+
 def companion(amqp_uri: str, *argv: str, env: dict[str, str] | None = None,
               timeout: float = 120.0) -> subprocess.CompletedProcess:
     """The operator CLI as a separate process, as an operator runs it."""
