@@ -64,6 +64,7 @@ class PrivateBroker:
         self.dist_port = free_port()
         self.management_port = free_port()
         self.proc: subprocess.Popen | None = None
+        self._app_stopped = False
         self._log = None
         (base / "home").mkdir()
         (base / "mnesia").mkdir()
@@ -141,11 +142,17 @@ class PrivateBroker:
     def stop_app(self) -> None:
         """The broker goes away (every connection closed, the ports stop answering); the Erlang
         node stays up, so `start_app` brings the same broker back with its durable queues."""
+        self._app_stopped = True
         self.ctl("stop_app")
 
     def start_app(self, timeout: float = 120.0) -> None:
         self.ctl("start_app", timeout=timeout)
         self.await_startup(timeout)
+        self._app_stopped = False
+
+    def app_running(self) -> bool:
+        """False between our stop_app and start_app."""
+        return not self._app_stopped
 
     def wait_management(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout

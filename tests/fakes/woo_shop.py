@@ -446,15 +446,18 @@ class FakeWooShop:
             self._fault_rate = 0.0
             self._page_faults.clear()
 
-    def page_requests(self, resource: str, status: int | None = None, since: int = 0
-                      ) -> dict[int, int]:
-        """How often each page of the `resource` list was asked for (GETs, optionally only
-        those answered `status`, and only from `requests_log[since]` on), e.g. to see where a
-        backfill resumed."""
+    def page_requests(self, resource: str, status: int | None = None, since: int = 0,
+                      query: dict[str, str | None] | None = None) -> dict[int, int]:
+        """How often each page of the `resource` list was asked for (GETs), e.g. to see where
+        a backfill resumed. Optionally only those answered `status`, only from
+        `requests_log[since]` on, and only those whose query has `query`'s values (None: the
+        parameter was absent)."""
         path = API_PREFIX + resource
         counts: dict[int, int] = {}
         with self._lock:
             for r in self.requests_log[since:]:
+                if query and any(r.query.get(k) != v for k, v in query.items()):
+                    continue
                 if r.method == "GET" and r.path == path and (status is None or r.status == status):
                     page = int(r.query.get("page", "1") or 1)
                     counts[page] = counts.get(page, 0) + 1

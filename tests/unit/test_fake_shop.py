@@ -272,6 +272,10 @@ def test_fail_page_fails_one_page_until_reset_and_pages_are_counted():
         assert s.page_requests("orders") == {1: 1, 2: 3, 3: 1}
         assert s.page_requests("orders", status=500) == {2: 2}
         assert s.page_requests("customers") == {2: 1}
+        http.get(s.api_url + "orders", params={"page": 1, "status": "trash"})
+        assert s.page_requests("orders", query={"status": None}) == {1: 1, 2: 3, 3: 1}
+        assert s.page_requests("orders", query={"status": "trash"}) == {1: 1}
+        assert s.page_requests("orders", since=len(s.requests_log) - 1) == {1: 1}
 
 
 def test_fault_rate_is_seeded_and_resettable():
