@@ -99,12 +99,12 @@ class FaultStack:
             "RABBITMQ_MANAGEMENT_URL": self.admin.base.removesuffix("/api"), **(env or {})})
 
     def quiet(self, parked_ok: bool = False, timeout: float = 600.0) -> float:
-        """harness.wait_quiet with a 4 s settle: longer than any retry delay here (3 s, and
-        those wait in a queue anyway), the outbox and inbox sweeps (1 s) and the sender's
-        poll (0.5 s)."""
+        """harness.wait_quiet with its 8 s settle: the management API's queue figures are
+        samples taken every 5 s, and a message bouncing through a 3 s retry queue between two
+        samples is seen by neither (a 4 s settle missed retries in flight)."""
         return wait_quiet(self.admin, self.vhost,
                           lambda: (self.smtp.received, len(self.twilio.messages)),
-                          settle=4.0, timeout=timeout, parked_ok=parked_ok)
+                          timeout=timeout, parked_ok=parked_ok)
 
     def metric(self, process: str, name: str, **labels: str) -> float:
         """The sum of the samples of `name` with these labels in a service process's
