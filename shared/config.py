@@ -43,6 +43,12 @@ SETTINGS: tuple[Setting, ...] = (
         "repeats.",
     ),
     Setting(
+        "FAULT_FAILING_HANDLERS_FILE",
+        "",
+        "Fault tests only: while this file exists, the event handlers named on its lines "
+        "(`service.method`) fail every delivery, so they are retried and parked (empty: off).",
+    ),
+    Setting(
         "OUTBOX_SWEEP_SECONDS",
         "30",
         "Safety-net interval of the full search for unsent events (writes in this process "

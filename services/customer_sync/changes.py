@@ -13,6 +13,11 @@ from datetime import datetime, timezone
 from services.customer_sync.normalise import OrderSnapshot
 
 REAL_STATUSES = frozenset({"pending", "processing", "on-hold", "completed"})
+# A refunded order was placed and paid before it was refunded: met first in that state (a
+# backfill, a reconciliation, a lost webhook), it is placed and refunded at once, so every
+# consumer counts it as it would have, had it been seen live (the fault tests found a
+# backfilled store's order counts one short per fully refunded order).
+PLACED_ON_FIRST_SIGHT = REAL_STATUSES | {"refunded"}
 CANCELLED_STATUSES = frozenset({"cancelled", "failed", "trash"})
 AMOUNT_FIELDS = ("total", "subtotal", "discount_total", "shipping_total", "tax_total", "line_items")
 
@@ -59,7 +64,8 @@ class OrderPlan:
 def plan_order_events(previous: dict | None, new: OrderSnapshot) -> OrderPlan:
     """Which order events a change from the stored order `previous` to `new` owes.
 
-    order.placed  the first time the order is seen in a real status;
+    order.placed  the first time the order is seen in a real status, or refunded (then with
+                  order.refunded for its refunds);
     order.cancelled  a placed order becomes cancelled, failed or trashed;
     order.updated  any other status change of a placed order, or a change of its amounts;
     order.refunded  the refunded amount of a placed order grew (carries the delta).
@@ -67,7 +73,7 @@ def plan_order_events(previous: dict | None, new: OrderSnapshot) -> OrderPlan:
     was_placed = bool(previous and previous.get("placed"))
     events: list[PlannedEvent] = []
     if not was_placed:
-        if new.status not in REAL_STATUSES:
+        if new.status not in PLACED_ON_FIRST_SIGHT:
             return OrderPlan([], placed=False)
         events.append(PlannedEvent("order.placed"))
         if new.total_refunded > 0:

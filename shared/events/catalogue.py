@@ -80,7 +80,7 @@ _ENTRIES = (
                   {"customer_id": "c-3f2a", "merged_customer_id": "c-77b0"}),
     EventContract("order.placed", "customer_sync", 1, cs.OrderData,
                   "An order was first seen in a real status (pending, processing, on-hold, "
-                  "completed).", _ORDER),
+                  "completed), or refunded (then followed by its `order.refunded`).", _ORDER),
     EventContract("order.updated", "customer_sync", 1, cs.OrderUpdatedData,
                   "A placed order's status or amounts changed (not into cancelled).",
                   {**_ORDER, "status": "completed", "old_status": "processing",

@@ -329,6 +329,7 @@ class FakeWooShop:
 
         self._lock = threading.RLock()
         self._faults: deque[_Fault] = deque()
+        self._page_faults: dict[tuple[str, int], int] = {}  # (path, page) -> status
         self._fault_rate = 0.0
         self._fault_statuses: tuple[int, ...] = ()
         self._fault_retry_after: str | None = None
@@ -432,10 +433,35 @@ class FakeWooShop:
             self._fault_retry_after = retry_after
             self._fault_rng = random.Random(self.seed * 31 + 5)
 
+    def fail_page(self, resource: str, page: int, status: int = 500) -> None:
+        """Fake: every request for page `page` of the `resource` list ("orders", "customers")
+        fails with `status` until `reset_faults()` (a shop that breaks on one page's data, as
+        a plugin's fatal error on one order does)."""
+        with self._lock:
+            self._page_faults[(API_PREFIX + resource, page)] = status
+
     def reset_faults(self) -> None:
         with self._lock:
             self._faults.clear()
             self._fault_rate = 0.0
+            self._page_faults.clear()
+
+    def page_requests(self, resource: str, status: int | None = None, since: int = 0,
+                      query: dict[str, str | None] | None = None) -> dict[int, int]:
+        """How often each page of the `resource` list was asked for (GETs), e.g. to see where
+        a backfill resumed. Optionally only those answered `status`, only from
+        `requests_log[since]` on, and only those whose query has `query`'s values (None: the
+        parameter was absent)."""
+        path = API_PREFIX + resource
+        counts: dict[int, int] = {}
+        with self._lock:
+            for r in self.requests_log[since:]:
+                if query and any(r.query.get(k) != v for k, v in query.items()):
+                    continue
+                if r.method == "GET" and r.path == path and (status is None or r.status == status):
+                    page = int(r.query.get("page", "1") or 1)
+                    counts[page] = counts.get(page, 0) + 1
+        return counts
 
     def count_requests(self, path_prefix: str | None = None, status: int | None = None) -> int:
         """Requests logged under `path_prefix` ("customers" means the API's customers)."""
@@ -1067,10 +1093,18 @@ class FakeWooShop:
 
     # ---------------------------------------------------------------- HTTP handling
 
-    def _next_fault(self, path: str) -> _Fault | None:
+    def _next_fault(self, path: str, query: dict[str, str] | None = None) -> _Fault | None:
         if not path.startswith(API_PREFIX):
             return None
         with self._lock:
+            if self._page_faults and query is not None:
+                try:
+                    page = int(query.get("page", "1") or 1)
+                except ValueError:
+                    page = 0
+                status = self._page_faults.get((path, page))
+                if status is not None:
+                    return _Fault("fail", status)
             if self._faults:
                 return self._faults.popleft()
             if self._fault_rate and self._fault_rng.random() < self._fault_rate:
@@ -1091,7 +1125,7 @@ class FakeWooShop:
         path = split.path
         multi = parse_qs(split.query, keep_blank_values=True)
         query = {k: v[-1] for k, v in multi.items()}
-        fault = self._next_fault(path)
+        fault = self._next_fault(path, query if method == "GET" else None)
         if fault is not None and fault.kind == "drop":
             self._log(method, path, query, 0)
             return None

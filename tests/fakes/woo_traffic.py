@@ -86,6 +86,7 @@ class DeliveryReport:
     statuses: dict = field(default_factory=dict)  # HTTP status -> count
     failures: list = field(default_factory=list)  # (topic, id, status) of non-200s
     delivered: set = field(default_factory=set, repr=False)  # seqs of changes that got a 200
+    skipped: int = 0  # not sent: the topic's webhook was not active (WooCommerce sends nothing)
     seconds: float = 0.0
 
 
@@ -295,6 +296,40 @@ class WooTraffic:
         if action in ("processing", "completed"):
             self._schedule(order_id, action, i, pending)
 
+    # ------------------------------------------------------------------ one-off changes
+    def sign_up_now(self, consent: bool = False, **overrides: Any) -> Delivery:
+        """A customer registers now, beyond the plan (the oracle includes them); answers the
+        customer.created delivery to send."""
+        self.shop.clock.advance(60)
+        woo = self.shop.add_customer(**overrides)
+        delivery = self._capture([], "customer.created", woo["id"])
+        self._remember_contact(("woo", woo["id"]), woo)
+        if consent:
+            self.consenting.add(woo["id"])
+        return delivery
+
+    def place_now(self, woo_id: int, **overrides: Any) -> Delivery:
+        """Customer `woo_id` places an order now, beyond the plan (the oracle includes it);
+        answers the order.created delivery to send. Overriding `total` keeps the line items
+        as generated (fine for the companion, which reads the totals)."""
+        self.shop.clock.advance(60)
+        order = self.shop.add_order(customer_id=woo_id, **overrides)
+        history = OrderHistory(order["id"], ("woo", woo_id))
+        self.orders[order["id"]] = history
+        delivery = self._capture([], "order.created", order["id"])
+        history.states.append(_order_state(order))
+        self._remember_contact(("woo", woo_id), order)
+        return delivery
+
+    def send_once(self, delivery: Delivery, session: requests.Session | None = None) -> int:
+        """POST one delivery as WooCommerce would; answers the HTTP status."""
+        hook = self._webhook_for(delivery.topic)
+        headers = webhook_headers(delivery.topic, delivery.body, hook["secret"],
+                                  self.shop.base_url, hook["id"])
+        return (session or requests).post(hook["delivery_url"], data=delivery.body,
+                                          headers=headers, timeout=30,
+                                          allow_redirects=False).status_code
+
     # ------------------------------------------------------------------ delivery
     def bursts(self, deliveries: list[Delivery]) -> list[list[Delivery]]:
         """Cut into bursts; inside one, some neighbours swap (an update before its create);
@@ -324,6 +359,11 @@ class WooTraffic:
             out.append(rest)
         return out
 
+    def _active(self, topic: str) -> bool:
+        with self.shop._lock:
+            return any(w["topic"] == topic and w["status"] == "active"
+                       for w in self.shop.webhooks.values())
+
     def _webhook_for(self, topic: str) -> dict:
         with self.shop._lock:
             hooks = [w for w in self.shop.webhooks.values()
@@ -332,16 +372,22 @@ class WooTraffic:
             raise RuntimeError(f"no active webhook for {topic} in the shop: register webhooks first")
         return hooks[0]
 
-    def deliver(self, deliveries: list[Delivery], session: requests.Session | None = None
-                ) -> DeliveryReport:
+    def deliver(self, deliveries: list[Delivery], session: requests.Session | None = None,
+                *, skip_inactive: bool = False) -> DeliveryReport:
         """Send in bursts, each burst's deliveries concurrently; wait for a burst before the
-        next (Action Scheduler runs batches)."""
+        next (Action Scheduler runs batches). With `skip_inactive`, a delivery whose topic has
+        no active webhook (disabled or paused in the shop) is not sent, as WooCommerce sends
+        nothing for it, and is counted in `skipped`; otherwise that is an error."""
         report = DeliveryReport()
         session = session or requests.Session()
         lock = threading.Lock()
         began = time.monotonic()
 
         def send(d: Delivery) -> None:
+            if skip_inactive and not self._active(d.topic):
+                with lock:
+                    report.skipped += 1
+                return
             hook = self._webhook_for(d.topic)
             headers = webhook_headers(d.topic, d.body, hook["secret"], self.shop.base_url,
                                       hook["id"])

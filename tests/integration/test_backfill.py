@@ -13,7 +13,7 @@ import pytest
 from nameko.standalone.rpc import ClusterRpcProxy
 
 from services.customer_sync.backfill import Backfiller, RunOptions
-from services.customer_sync.changes import REAL_STATUSES
+from services.customer_sync.changes import PLACED_ON_FIRST_SIGHT
 from services.customer_sync.normalise import email_key, to_minor
 from services.customer_sync.repository import CustomerSyncStorage, Store
 from services.customer_sync.service import CustomerSyncService
@@ -90,7 +90,7 @@ def test_backfill_of_2600_customers_and_orders_with_429s_and_500s(big_shop):
         assert stored["total"] == to_minor(source["total"], "EUR")
         assert stored["status"] == source["status"]
     types = owed_types(storage)
-    real = sum(1 for o in shop.orders.values() if o["status"] in REAL_STATUSES)
+    real = sum(1 for o in shop.orders.values() if o["status"] in PLACED_ON_FIRST_SIGHT)
     assert types.count("order.placed") == real
     assert types.count("customer.created") == expected_customer_count(shop)
     # A second backfill finds every state held: it publishes nothing new.
@@ -133,7 +133,7 @@ def test_interrupted_backfill_resumes_from_its_checkpoint(big_shop):
         assert not any("customers" in r.path for r in shop.requests_log[log_start:])
         assert storage.orders.collection.count_documents({}) == 2600
         assert owed_types(storage).count("order.placed") == sum(
-            1 for o in shop.orders.values() if o["status"] in REAL_STATUSES)
+            1 for o in shop.orders.values() if o["status"] in PLACED_ON_FIRST_SIGHT)
     finally:
         shop.reset_faults()
         mongo.forget_mock("mongomock://backfill-resume")
@@ -168,7 +168,7 @@ def test_cli_backfill_after_webhooks_publishes_nothing_new(services, events, sma
                               headers=headers, timeout=10)
             assert r.status_code == 200, r.text
         wait_until(lambda: len(events.of_type("order.placed")) ==
-                   sum(1 for o in list(shop.orders.values())[:5] if o["status"] in REAL_STATUSES),
+                   sum(1 for o in list(shop.orders.values())[:5] if o["status"] in PLACED_ON_FIRST_SIGHT),
                    message="webhook orders published")
         env = {**os.environ, "AMQP_URI": services.amqp_uri}
         cli = subprocess.run([sys.executable, "-m", "shared.cli", "backfill", "--store", "small"],
@@ -176,7 +176,7 @@ def test_cli_backfill_after_webhooks_publishes_nothing_new(services, events, sma
         assert cli.returncode == 0, cli.stderr
         assert "completed" in cli.stdout and "customers: created" in cli.stdout
         assert "page" in cli.stderr  # progress was shown
-        placed = sum(1 for o in shop.orders.values() if o["status"] in REAL_STATUSES)
+        placed = sum(1 for o in shop.orders.values() if o["status"] in PLACED_ON_FIRST_SIGHT)
         events.wait_for(lambda got: sum(e["event_type"] == "order.placed" for e in got) >= placed)
         time.sleep(1.0)
         counts = {t: len(events.of_type(t)) for t in ("order.placed", "customer.created")}

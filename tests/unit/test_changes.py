@@ -39,8 +39,15 @@ def test_first_sight_in_a_real_status_is_placed():
 
 
 def test_first_sight_outside_real_statuses_publishes_nothing():
-    for status in ("checkout-draft", "failed", "cancelled", "trash", "refunded"):
+    for status in ("checkout-draft", "failed", "cancelled", "trash"):
         assert plan(None, status=status) == ([], False)
+
+
+def test_first_sight_of_a_refunded_order_is_placed_and_refunded():
+    # It was placed and paid: consumers must count it as if they had seen it live.
+    events, placed = plan(None, status="refunded", refunds=[{"id": 1, "total": "-12.00"}])
+    assert (events, placed) == ([("order.placed", {}), ("order.refunded", {"refund_delta": 1200})],
+                                True)
 
 
 def test_status_change_of_a_placed_order():

@@ -256,6 +256,26 @@ def test_fail_next_with_retry_after_then_recovers():
         assert s.requests_log[0].method == "GET" and s.requests_log[0].path == "/wp-json/wc/v3/customers"
 
 
+def test_fail_page_fails_one_page_until_reset_and_pages_are_counted():
+    with FakeWooShop(customers=5, orders=25) as s, requests.Session() as http:
+        http.auth = ("ck_test", "cs_test")
+        s.fail_page("orders", 2)
+        for _ in range(2):
+            assert http.get(s.api_url + "orders", params={"page": 2, "per_page": 10}).status_code == 500
+        assert http.get(s.api_url + "orders", params={"page": 1, "per_page": 10}).status_code == 200
+        assert http.get(s.api_url + "orders", params={"page": 3, "per_page": 10}).status_code == 200
+        assert http.get(s.api_url + "customers", params={"page": 2, "per_page": 2}).status_code == 200
+        s.reset_faults()
+        assert http.get(s.api_url + "orders", params={"page": 2, "per_page": 10}).status_code == 200
+        assert s.page_requests("orders") == {1: 1, 2: 3, 3: 1}
+        assert s.page_requests("orders", status=500) == {2: 2}
+        assert s.page_requests("customers") == {2: 1}
+        http.get(s.api_url + "orders", params={"page": 1, "status": "trash"})
+        assert s.page_requests("orders", query={"status": None}) == {1: 1, 2: 3, 3: 1}
+        assert s.page_requests("orders", query={"status": "trash"}) == {1: 1}
+        assert s.page_requests("orders", since=len(s.requests_log) - 1) == {1: 1}
+
+
 def test_fault_rate_is_seeded_and_resettable():
     def run() -> list[int]:
         with FakeWooShop(customers=5, seed=11) as s, requests.Session() as http:
