@@ -148,3 +148,22 @@ def stop_children_and_vhosts(children: list[Child], vhosts: list[str], admin) ->
             log(f"vhost {vhost} deleted")
         except Exception as exc:
             log(f"deleting vhost {vhost} failed: {exc}")
+
+
+class DrainsConnection:
+    """The consuming thread of a benchmark's kombu watcher: drains `self._conn` until
+    `self._stop` is set, and keeps the first failure in `self.error` so the results report it
+    rather than a silently short count. Subclasses set `_conn`, `_stop` and `error`."""
+
+    def _loop(self) -> None:
+        import socket
+
+        while not self._stop.is_set():
+            try:
+                self._conn.drain_events(timeout=0.2)
+            except socket.timeout:
+                continue
+            except Exception as exc:  # reported in the results, never silently dropped
+                if not self._stop.is_set():
+                    self.error = f"{type(exc).__name__}: {exc}"
+                return

@@ -35,7 +35,6 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -56,7 +55,8 @@ warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
 import amqp  # noqa: E402
 from kombu import Connection, Exchange, Queue  # noqa: E402
 
-from bench.common import (Child, log, machine, process_cpu_seconds, source_state,  # noqa: E402
+from bench.common import (Child, DrainsConnection, log, machine,  # noqa: E402
+                          process_cpu_seconds, source_state,
                           stop_children_and_vhosts, terminate)
 from shared.events import build_event, contract  # noqa: E402
 from shared.messaging.publisher import (ConfirmingPublisher, OutgoingMessage,  # noqa: E402
@@ -187,7 +187,7 @@ def list_queues(admin: BrokerAdmin, vhost: str) -> list[dict]:
     return response.json()
 
 
-class EventCounter:
+class EventCounter(DrainsConnection):
     """A private queue bound to an events exchange (`#`), consumed in a thread: raw deliveries
     and distinct event ids by routing key, the arrival time of each new `points_changed`, and
     the points those carry by entry kind."""
@@ -212,17 +212,6 @@ class EventCounter:
         self._consumer.consume()
         self._thread = threading.Thread(target=self._loop, name="event-counter", daemon=True)
         self._thread.start()
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self._conn.drain_events(timeout=0.2)
-            except socket.timeout:
-                continue
-            except Exception as exc:  # reported in the results, never silently dropped
-                if not self._stop.is_set():
-                    self.error = f"{type(exc).__name__}: {exc}"
-                return
 
     def _on_message(self, message) -> None:
         now = time.monotonic()

@@ -55,6 +55,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
+from bench.common import DrainsConnection
+
 warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -316,7 +318,7 @@ def consumer_main(amqp_uri: str, queue: str, count: int, out_path: str, ready_pa
 
 
 # -- observing the system ----------------------------------------------------------------------
-class EventWatch:
+class EventWatch(DrainsConnection):
     """A private queue bound to one event type on a service's exchange, consumed in a thread
     of its own (its own connection); records each event's receipt time and a few fields."""
 
@@ -339,17 +341,6 @@ class EventWatch:
         self._consumer.consume()
         self._thread = threading.Thread(target=self._loop, name=f"watch-{event_type}", daemon=True)
         self._thread.start()
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self._conn.drain_events(timeout=0.2)
-            except socket.timeout:
-                continue
-            except Exception as exc:  # reported in the results, never silently dropped
-                if not self._stop.is_set():
-                    self.error = f"{type(exc).__name__}: {exc}"
-                return
 
     def _on_message(self, message) -> None:
         now = time.monotonic()

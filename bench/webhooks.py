@@ -30,7 +30,6 @@ import json
 import math
 import os
 import signal
-import socket
 import sys
 import threading
 import time
@@ -47,7 +46,8 @@ warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
 import requests  # noqa: E402
 from kombu import Connection, Exchange, Queue  # noqa: E402
 
-from bench.common import Child, log, machine, process_cpu_seconds, source_state  # noqa: E402
+from bench.common import (Child, DrainsConnection, log, machine,  # noqa: E402
+                          process_cpu_seconds, source_state)
 from services.customer_sync.signature import sign  # noqa: E402
 from tests import payloads  # noqa: E402
 from tests.support import BrokerAdmin, free_port  # noqa: E402
@@ -104,7 +104,7 @@ def wait_http(child: Child, method: str, url: str, timeout: float = START_TIMEOU
 
 
 # -- events ----------------------------------------------------------------------------------
-class EventCounter:
+class EventCounter(DrainsConnection):
     """A private queue bound to `customer_sync.events` (`#`), consumed in a thread.
 
     Counts by routing key (the outbox publishes each event with its event_type as routing key)
@@ -132,17 +132,6 @@ class EventCounter:
         self._consumer.consume()  # declared and bound here, before any webhook is sent
         self._thread = threading.Thread(target=self._loop, name="event-counter", daemon=True)
         self._thread.start()
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self._conn.drain_events(timeout=0.2)
-            except socket.timeout:
-                continue
-            except Exception as exc:  # reported in the results, never silently dropped
-                if not self._stop.is_set():
-                    self.error = f"{type(exc).__name__}: {exc}"
-                return
 
     def _on_message(self, message) -> None:
         event_type = message.delivery_info.get("routing_key", "?")
