@@ -57,6 +57,29 @@ def violations(driver) -> tuple[str, list[dict]]:
     return answer["version"], [v for v in answer["violations"] if v["impact"] in BLOCKING]
 
 
+# WCAG 1.4.10 (reflow), which axe does not judge: at phone width the page itself must not
+# scroll sideways; a wide data table scrolls inside its own .table-wrap, which is allowed.
+_OVERFLOW = """
+const width = document.documentElement.clientWidth, wide = [];
+for (const el of document.querySelectorAll('body *')) {
+  const box = el.getBoundingClientRect();
+  if (box.width && box.right > width + 1 && !el.closest('.table-wrap')) {
+    wide.push(el.tagName.toLowerCase() + (el.id ? '#' + el.id : '') + ' ' + Math.round(box.right));
+  }
+}
+return {width: width, scroll: document.documentElement.scrollWidth, wide: wide.slice(0, 8)};
+"""
+
+
+def overflow(driver) -> str | None:
+    """What sticks out sideways beyond the viewport, if anything (for the reflow check)."""
+    found = driver.execute_script(_OVERFLOW)
+    if found["scroll"] <= found["width"] and not found["wide"]:
+        return None
+    return (f"  reflow: the page is {found['scroll']} px wide in a {found['width']} px "
+            f"viewport; beyond it: {', '.join(found['wide']) or '(nothing named)'}")
+
+
 def describe(found: list[dict]) -> str:
     lines = []
     for v in found:
@@ -70,7 +93,8 @@ def describe(found: list[dict]) -> str:
 
 
 def assert_accessible(driver, page_name: str) -> None:
-    """The open page has no serious or critical WCAG A/AA violation at 1280 and at 375 px."""
+    """The open page has no serious or critical WCAG A/AA violation at 1280 and at 375 px, and
+    does not scroll sideways at either."""
     reason = axe_missing()
     if reason:
         if os.environ.get("CONSOLE_BROWSER_REQUIRED") == "1":
@@ -84,6 +108,9 @@ def assert_accessible(driver, page_name: str) -> None:
             version, found = violations(driver)
             if found:
                 problems.append(f"at {width} px (axe-core {version}):\n{describe(found)}")
+            wide = overflow(driver)
+            if wide:
+                problems.append(f"at {width} px:\n{wide}")
     finally:
         driver.set_window_size(*LAPTOP)
     assert not problems, f"{page_name}: accessibility violations\n" + "\n".join(problems)

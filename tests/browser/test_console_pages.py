@@ -245,6 +245,7 @@ def test_the_gdpr_queue_lists_the_overdue_request_first(browser, screenshot, sys
         EC.presence_of_element_located((By.LINK_TEXT, "Download the export (JSON)")))
     assert link.get_attribute("href").endswith(
         f"/console/gdpr/{filed.json()['request_id']}/export")
+    assert_accessible(browser, "GDPR requests, completed")
 
 
 def _seed_prospects(system, count: int) -> None:
