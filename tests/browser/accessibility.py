@@ -1,9 +1,10 @@
 """axe-core (Deque's accessibility engine, from the npm registry, pinned in the Makefile) run in
 the real headless Chromium on a console page at laptop and at phone width: any WCAG 2.0/2.1
 A or AA violation of impact serious or critical fails the test, named by rule, impact, the
-elements' selectors and axe's help text. `make test` installs axe-core into .venv/axe; where
-it is missing the checks fail with CONSOLE_BROWSER_REQUIRED=1 (as .ci/run sets) and are
-otherwise not run, with a warning and a skipped test_axe_core_is_installed saying why."""
+elements' selectors and axe's help text, and so does a page that scrolls sideways. `make test`
+installs axe-core into .venv/axe; where it is missing the checks fail with
+CONSOLE_BROWSER_REQUIRED=1 (as .ci/run sets) and are otherwise not run, with a warning per page
+and the skipped self-test in test_accessibility.py saying why."""
 from __future__ import annotations
 
 import json
@@ -36,6 +37,7 @@ axe.run(document, arguments[0]).then(
 
 
 def axe_missing() -> str | None:
+    """Why axe-core cannot be used here, or None."""
     if AXE_JS.is_file():
         return None
     return (f"axe-core is not installed ({AXE_JS} missing): `make axe` installs it with npm "
