@@ -1,7 +1,7 @@
 """The accessibility check itself, on a page made to break it: axe-core is there, and a
-missing label, grey-on-white text and a block too wide for a phone fail `assert_accessible` by their rule ids (so a clean
-console page means something). The console's own pages are checked where the other browser
-tests open them."""
+missing label, grey-on-white text and a block too wide for a phone fail `assert_accessible`
+by name (so a clean console page means something). The console's own pages are checked
+where the other browser tests open them."""
 from __future__ import annotations
 
 import os
