@@ -4,8 +4,13 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
+# axe-core (npm, pinned) for the console's accessibility checks in tests/browser; kept inside
+# $(VENV) so it is git-ignored and `make clean` removes it.
+AXE_VERSION ?= 4.10.3
+AXE_DIR := $(VENV)/axe
+AXE_STAMP := $(AXE_DIR)/.installed-$(AXE_VERSION)
 
-.PHONY: run test test-unit test-integration test-wire test-system venv up down logs docker-check bench bench-webhooks bench-segmentation bench-loyalty bench-notifications clean
+.PHONY: run test axe test-unit test-integration test-wire test-system venv up down logs docker-check bench bench-webhooks bench-segmentation bench-loyalty bench-notifications clean
 
 $(STAMP): requirements.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is required (set PYTHON=...)"; exit 1; }
@@ -15,6 +20,16 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# Without npm the accessibility checks skip and say so (or fail where CONSOLE_BROWSER_REQUIRED=1,
+# as in .ci/run, which installs npm where missing).
+$(AXE_STAMP): $(STAMP)
+	@if command -v npm >/dev/null 2>&1; then \
+	  { npm install --no-save --no-package-lock --silent --prefix $(AXE_DIR) axe-core@$(AXE_VERSION) \
+	    && touch $(AXE_STAMP); } || echo "npm could not install axe-core@$(AXE_VERSION): the accessibility checks will skip"; \
+	else echo "npm not found: the console's axe-core accessibility checks will skip (apt-get install npm)"; fi
+
+axe: $(AXE_STAMP)
 
 # The bench targets' extra packages (matplotlib for make bench's chart), on top of $(STAMP).
 $(BENCH_STAMP): requirements-bench.txt $(STAMP)
@@ -27,7 +42,7 @@ run: $(STAMP)
 	$(PY) -m services
 
 ## Install everything and run every test (needs RabbitMQ with its management plugin).
-test: $(STAMP)
+test: $(STAMP) $(AXE_STAMP)
 	$(PY) -m pytest
 
 test-unit: $(STAMP)

@@ -6,10 +6,13 @@ import re
 
 import requests
 from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
+from tests.browser.accessibility import assert_accessible
 from tests.gateway_system import STORE, shop, system  # noqa: F401 - fixtures
 from tests.support import wait_until
 
@@ -41,6 +44,10 @@ def _sign_in(driver, base: str, key: str) -> None:
     except Exception:
         raise AssertionError(f"not signed in: {driver.current_url}\n"
                              f"{driver.find_element(By.TAG_NAME, 'body').text}") from None
+
+
+def _wait_table(driver) -> None:
+    WebDriverWait(driver, 10).until(EC.presence_of_element_located((By.ID, "customer-table")))
 
 
 def _rows(driver) -> list:
@@ -77,10 +84,12 @@ def test_staff_work_through_the_console_in_a_browser(browser, screenshot, system
     refused = WebDriverWait(browser, 10).until(
         EC.presence_of_element_located((By.ID, "login-error")))
     assert "unknown or revoked" in refused.text
+    assert_accessible(browser, "sign-in page (a key refused)")
     _sign_in(browser, base, _key(system, "write", "gdpr"))
     assert len(_rows(browser)) == 3
     assert browser.find_element(By.ID, "total").text.startswith("3 customers")
     screenshot("customer-list")
+    assert_accessible(browser, "customer list")
 
     # Search narrows the list; a quick filter with nobody in it says so.
     search = browser.find_element(By.ID, "q")
@@ -116,12 +125,26 @@ def test_staff_work_through_the_console_in_a_browser(browser, screenshot, system
     assert results.count("tagged") == 2
     assert ada["last_name"] in results and bob["last_name"] in results
     assert "tagged: 2" in browser.find_element(By.ID, "bulk-summary").text
+    assert_accessible(browser, "bulk action results")
     for customer_id, tagged in ((ada_id, True), (bob_id, True), (cy_id, False)):
         tags = {t["tag"] for t in system.rpc.segmentation.get_profile(STORE, customer_id)["tags"]}
         assert ("console-test" in tags) is tagged
 
-    # Open a customer.
+    # Deleting asks first; cancel it.
     browser.get(base + "/console/customers")
+    _wait_table(browser)
+    browser.find_element(By.CSS_SELECTOR, f"input[name=customer_id][value='{cy_id}']").click()
+    Select(browser.find_element(By.ID, "bulk-action")).select_by_value("delete")
+    browser.find_element(By.ID, "bulk-apply").click()
+    cancel = WebDriverWait(browser, 10).until(
+        EC.presence_of_element_located((By.LINK_TEXT, "Cancel")))
+    assert "Delete 1 customer?" in browser.find_element(By.TAG_NAME, "h1").text
+    assert_accessible(browser, "bulk delete confirmation")
+    cancel.click()
+    _wait_table(browser)
+    assert len(_rows(browser)) == 3
+
+    # Open a customer.
     browser.find_element(By.CSS_SELECTOR, f"a[href='/console/customers/{ada_id}']").click()
     WebDriverWait(browser, 10).until(EC.presence_of_element_located((By.ID, "h-contact")))
     assert ada["last_name"] in browser.find_element(By.TAG_NAME, "h1").text
@@ -142,6 +165,7 @@ def test_staff_work_through_the_console_in_a_browser(browser, screenshot, system
     assert _flash(browser, "Redeemed 200 points")
     assert browser.find_element(By.ID, "points-balance").text == f"{start - 200} points"
     screenshot("customer-page")
+    assert_accessible(browser, "customer page")
 
     # Submit an erasure request: the box must be ticked (the browser insists too).
     browser.find_element(By.ID, "erasure-confirm").click()
@@ -155,6 +179,55 @@ def test_staff_work_through_the_console_in_a_browser(browser, screenshot, system
     WebDriverWait(browser, 10).until(EC.url_contains("/console/login"))
     browser.get(base + "/console/customers")
     assert "/console/login" in browser.current_url
+
+
+# The focused element, whether it matches a selector, and whether its focus ring shows: an
+# outline or a box-shadow drawn by the console's :focus-visible style.
+_FOCUS = """
+const el = document.activeElement, style = getComputedStyle(el);
+const outline = style.outlineStyle !== 'none' && parseFloat(style.outlineWidth) > 0;
+return {matches: el.matches(arguments[0]), ring: outline || style.boxShadow !== 'none',
+        what: el.outerHTML.slice(0, 120)};
+"""
+
+
+def _press_until(driver, keys: tuple, css: str, most: int = 60) -> dict:
+    """Press `keys` (TAB, or SHIFT+TAB) until the focus is on `css`; the focus state there."""
+    seen = []
+    for _ in range(most):
+        ActionChains(driver).send_keys(*keys).perform()
+        focus = driver.execute_script(_FOCUS, css)
+        if focus["matches"]:
+            return focus
+        seen.append(focus["what"])
+    raise AssertionError(f"{css} not reached with {most} presses; focus went to:\n"
+                         + "\n".join(seen))
+
+
+def test_the_customer_list_by_keyboard_alone(browser, system):
+    """Reach a quick filter, the search, a row's checkbox and the bulk-action button with TAB,
+    ENTER and SPACE only, the focus ring visible at each."""
+    _customers(system, 2)
+    _wait_listed(system, 2)
+    _sign_in(browser, system.gateway_url, _key(system, "write"))
+    tab, back = (Keys.TAB,), (Keys.SHIFT, Keys.TAB)
+
+    focus = _press_until(browser, tab, ".quick a[href*='view=active']")
+    assert focus["ring"], f"no visible focus on the quick filter: {focus['what']}"
+    ActionChains(browser).send_keys(Keys.ENTER).perform()
+    WebDriverWait(browser, 10).until(EC.url_contains("view=active"))
+    _wait_table(browser)
+    assert len(_rows(browser)) == 2
+
+    focus = _press_until(browser, tab, "#q")
+    assert focus["ring"], f"no visible focus on the search field: {focus['what']}"
+    focus = _press_until(browser, tab, "input[name=customer_id]")
+    assert focus["ring"], f"no visible focus on a row checkbox: {focus['what']}"
+    assert not browser.find_element(By.ID, "bulk-apply").is_enabled()
+    ActionChains(browser).send_keys(Keys.SPACE).perform()
+    assert browser.find_element(By.ID, "selection-count").text == "(1 selected)"
+    focus = _press_until(browser, back, "#bulk-apply")  # enabled now: in the tab order
+    assert focus["ring"], f"no visible focus on the apply button: {focus['what']}"
 
 
 def _csrf(html: str) -> str:

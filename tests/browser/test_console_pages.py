@@ -15,6 +15,7 @@ from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from services.gdpr.service import GdprService
+from tests.browser.accessibility import assert_accessible
 from tests.browser.test_console import _flash, _key
 from tests.fakes.smtp_server import SmtpServer
 from tests.gateway_system import STORE, running_system, shop  # noqa: F401 - fixtures
@@ -103,6 +104,7 @@ def test_programme_template_preview_workflow_and_the_send_log(browser, screensho
     assert "overlaps tier bronze" in error.text
     assert browser.find_element(By.ID, "tier-1-min_points").get_attribute(
         "aria-invalid") == "true"
+    assert_accessible(browser, "loyalty programme (a refused change)")
     _fill(browser, "tier-1-min_points", "1000")
     _fill(browser, "p-points_per_unit", "50")
     browser.find_element(By.ID, "programme-save").click()
@@ -113,7 +115,9 @@ def test_programme_template_preview_workflow_and_the_send_log(browser, screensho
 
     # A template: the live preview follows the typing, with the API's sample data.
     browser.find_element(By.LINK_TEXT, "Templates").click()
-    _wait(browser, "#new-template").click()
+    _wait(browser, "#new-template")
+    assert_accessible(browser, "templates list")
+    browser.find_element(By.ID, "new-template").click()
     form = _wait(browser, "#template-form")
     WebDriverWait(browser, 10).until(lambda d: form.get_attribute("data-live") == "on")
     _fill(browser, "t-slug", "console-hello")
@@ -138,6 +142,7 @@ def test_programme_template_preview_workflow_and_the_send_log(browser, screensho
     WebDriverWait(browser, 10).until(
         lambda d: "nickname" in _text(d, "#preview-error"))
     screenshot("template-editor")
+    assert_accessible(browser, "template editor (a preview error shown)")
     _fill(browser, "t-subject", "Hello {{ customer.first_name }}")
     WebDriverWait(browser, 10).until(lambda d: not d.find_element(
         By.ID, "preview-error").is_displayed())
@@ -156,6 +161,7 @@ def test_programme_template_preview_workflow_and_the_send_log(browser, screensho
     assert browser.find_element(By.ID, "w-tag").is_displayed()
     assert not browser.find_element(By.ID, "w-days").is_displayed()
     _fill(browser, "w-tag", "say-hello")
+    assert_accessible(browser, "workflow editor")
     _fill(browser, "w-delay", "0")
     Select(browser.find_element(By.ID, "w-template")).select_by_value("console-hello")
     Select(browser.find_element(By.ID, "w-purpose")).select_by_value("transactional")
@@ -164,6 +170,7 @@ def test_programme_template_preview_workflow_and_the_send_log(browser, screensho
     row = browser.find_element(By.ID, "workflow-table").text
     assert "Hello on tag" in row and "A customer is tagged: say-hello, at once" in row
     screenshot("workflows")
+    assert_accessible(browser, "workflows list")
     # Disable and enable again: the whole workflow goes back to the API each time.
     browser.find_element(By.XPATH, "//button[contains(., 'Disable')]").click()
     assert _flash(browser, "disabled")
@@ -196,6 +203,7 @@ def test_programme_template_preview_workflow_and_the_send_log(browser, screensho
     table = _wait(browser, "#send-table")
     assert ada["email"] in table.text
     screenshot("send-log")
+    assert_accessible(browser, "send log")
 
 
 def test_the_gdpr_queue_lists_the_overdue_request_first(browser, screenshot, system):
@@ -218,6 +226,7 @@ def test_the_gdpr_queue_lists_the_overdue_request_first(browser, screenshot, sys
     assert new["email"] in items[1].text and "overdue" not in items[1].text
     assert "1 overdue" in _text(browser, "#gdpr-summary")
     screenshot("gdpr-queue")
+    assert_accessible(browser, "GDPR queue")
 
     # Refuse the newer one, then confirm the overdue one's identity: the desk starts work.
     second = browser.find_elements(By.CSS_SELECTOR, "#gdpr-queue > li")[1]
@@ -236,6 +245,7 @@ def test_the_gdpr_queue_lists_the_overdue_request_first(browser, screenshot, sys
         EC.presence_of_element_located((By.LINK_TEXT, "Download the export (JSON)")))
     assert link.get_attribute("href").endswith(
         f"/console/gdpr/{filed.json()['request_id']}/export")
+    assert_accessible(browser, "GDPR requests, completed")
 
 
 def _seed_prospects(system, count: int) -> None:
@@ -274,6 +284,7 @@ def test_reports_charts_and_paging_back_and_forth(browser, screenshot, system):
     table = _text(browser, "#table-segments")
     assert "Prospect 26" in table
     screenshot("reports")
+    assert_accessible(browser, "reports")
     Select(browser.find_element(By.ID, "r-period")).select_by_value("day")
     browser.find_element(By.CSS_SELECTOR, "#period-form button").click()
     WebDriverWait(browser, 10).until(EC.url_contains("period=day"))
@@ -296,6 +307,7 @@ def test_reports_charts_and_paging_back_and_forth(browser, screenshot, system):
     assert len(second_page) == 5 and not set(second_page) & set(first_page)
     assert not browser.find_elements(By.ID, "page-next")
     screenshot("customers-page-2")
+    assert_accessible(browser, "customer list, second page")
     browser.find_element(By.ID, "page-previous").click()
     _wait(browser, "#page-next")
     WebDriverWait(browser, 10).until(lambda d: not d.find_elements(By.ID, "page-previous"))
