@@ -17,6 +17,7 @@ from services.customer_sync.notes import _Text, known_customer
 from services.customer_sync.schemas import load, require_text
 from services.customer_sync.timeline import TIMELINE_FIELD, TimelineOwing, entry_id, make_entry
 from shared.errors import Conflict, NotFound, ValidationError
+from shared.events.fields import UtcDateTime
 from shared.outbox import OUTBOX_FIELD
 from shared.versioned import VersionedRepository
 
@@ -49,7 +50,7 @@ class ReminderSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    due_at = fields.AwareDateTime(required=True, format="iso")
+    due_at = UtcDateTime(required=True, format="iso")
     text = _Text(required=True, validate=validate.Length(min=1, max=MAX_TEXT))
     assignee = fields.String(load_default=None, allow_none=True,
                              validate=validate.Length(min=1, max=200))
@@ -60,7 +61,7 @@ class ReminderFilterSchema(Schema):
         unknown = RAISE
 
     status = fields.String(load_default=None, allow_none=True, validate=validate.OneOf(STATUSES))
-    due_before = fields.AwareDateTime(load_default=None, allow_none=True, format="iso")
+    due_before = UtcDateTime(load_default=None, allow_none=True, format="iso")
 
 
 class ReminderRepository(TimelineOwing, VersionedRepository):

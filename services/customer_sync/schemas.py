@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 from marshmallow import RAISE, Schema, ValidationError as MarshmallowError, fields, validate, validates
 
 from shared.errors import ValidationError
+from shared.events.fields import UtcDateTime
 
 STORE_ID = validate.Regexp(r"^[a-z0-9][a-z0-9_-]{0,63}$",
                            error="must be 1-64 lower-case letters, digits, '-' or '_'")
@@ -42,8 +43,8 @@ class CustomerFiltersSchema(Schema):
     registered = fields.Boolean()
     status = fields.String(validate=validate.OneOf(["active", "deleted", "merged"]))
     country = fields.String(validate=validate.Length(equal=2))
-    created_after = fields.AwareDateTime(format="iso")
-    created_before = fields.AwareDateTime(format="iso")
+    created_after = UtcDateTime(format="iso")
+    created_before = UtcDateTime(format="iso")
 
 
 class PageSchema(Schema):

@@ -329,9 +329,10 @@ def _aware_time(value: object, name: str):
 
     try:
         parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
+        return (parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None
+                else parsed.astimezone(timezone.utc))
+    except (ValueError, OverflowError):  # OverflowError: year 1 or 9999 moved past the range
         raise ValidationError(f"{name} must be an ISO-8601 time", {"fields": {name: ["not a time"]}})
-    return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
 
 
 def _iso_time(value: object, name: str) -> str:
@@ -340,8 +341,8 @@ def _iso_time(value: object, name: str) -> str:
 
     try:
         parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
+        if parsed.tzinfo is not None:
+            parsed = parsed.astimezone(timezone.utc).replace(tzinfo=None)
+    except (ValueError, OverflowError):  # OverflowError: year 1 or 9999 moved past the range
         raise ValidationError(f"{name} must be an ISO-8601 time", {"fields": {name: ["not a time"]}})
-    if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(timezone.utc).replace(tzinfo=None)
     return parsed.replace(microsecond=0).isoformat()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Callable
 
 from jsonschema import Draft202012Validator
@@ -79,6 +79,10 @@ class Param:
                 raise _bad(self.name, "must be an ISO-8601 time, e.g. 2026-01-31T00:00:00Z") from None
             if parsed.tzinfo is None:
                 raise _bad(self.name, "must carry a time zone (Z or +hh:mm)")
+            try:
+                parsed.astimezone(timezone.utc)
+            except OverflowError:  # 0001-01-01T00:00+14:00 is before year 1 in UTC
+                raise _bad(self.name, "is out of range in UTC (years 1 to 9999)") from None
             return parsed.isoformat()
         if self.enum and raw not in self.enum:
             raise _bad(self.name, f"must be one of {', '.join(map(str, self.enum))}")

@@ -23,6 +23,7 @@ from marshmallow import RAISE, Schema, ValidationError as MarshmallowError, fiel
 from marshmallow import validates_schema
 
 from shared.errors import ValidationError
+from shared.events.fields import UtcDateTime
 
 ORDER_STATUSES = ("pending", "processing", "on-hold", "completed", "cancelled", "refunded",
                   "failed", "trash", "checkout-draft")
@@ -133,7 +134,7 @@ class ProgrammeSchema(Schema):
     exclude_shipping = mf.Boolean()
     exclude_tax = mf.Boolean()
     guests_earn = mf.Boolean()
-    starts_at = mf.AwareDateTime(allow_none=True)
+    starts_at = UtcDateTime(allow_none=True)
     tiers = mf.List(mf.Nested(_TierSchema), validate=validate.Length(min=1, max=20))
     tier_window_days = mf.Integer(strict=True, validate=validate.Range(min=1, max=3660))
     points_per_unit = mf.Integer(strict=True, validate=validate.Range(min=1, max=1_000_000))

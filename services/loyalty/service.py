@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timezone
 
 import eventlet
 from nameko.extensions import DependencyProvider
@@ -34,7 +34,10 @@ def _time(name: str, value) -> datetime | None:
         raise ValidationError(f"{name} must be an ISO-8601 time", {"fields": {name: ["invalid"]}}) from None
     if moment.tzinfo is None:
         raise ValidationError(f"{name} must include its UTC offset", {"fields": {name: ["naive"]}})
-    return moment
+    try:
+        return moment.astimezone(timezone.utc)
+    except OverflowError:  # year 1 or 9999 moved past the range
+        raise ValidationError(f"{name} is out of range in UTC", {"fields": {name: ["invalid"]}}) from None
 
 
 class DailyRun(DependencyProvider):

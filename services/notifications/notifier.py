@@ -358,7 +358,11 @@ class Notifier:
                                   {"fields": {"when": ["invalid"]}}) from None
         if moment.tzinfo is None:
             raise ValidationError("when must include its UTC offset", {"fields": {"when": ["naive"]}})
-        return moment
+        try:
+            return moment.astimezone(timezone.utc)
+        except OverflowError:  # year 1 or 9999 moved past the range
+            raise ValidationError("when is out of range in UTC",
+                                  {"fields": {"when": ["invalid"]}}) from None
 
     def bulk_status(self, store_id: str, bulk_id: str) -> dict:
         job = self.storage.bulk_jobs.find_one({"_id": f"{store_id}:{bulk_id}"})

@@ -29,6 +29,7 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.collection import Collection
 
 from shared.errors import ValidationError
+from shared.events.fields import UtcDateTime
 from services.segmentation.stats import SEGMENTS
 
 ACTIVE = "active"
@@ -126,10 +127,10 @@ class FiltersSchema(_Strict):
     total_spent_min = fields.Integer(strict=True, validate=validate.Range(min=0))
     total_spent_max = fields.Integer(strict=True, validate=validate.Range(min=0))
     orders_min = fields.Integer(strict=True, validate=validate.Range(min=0))
-    last_order_after = fields.AwareDateTime(format="iso")
-    last_order_before = fields.AwareDateTime(format="iso")
-    registered_after = fields.AwareDateTime(format="iso")
-    registered_before = fields.AwareDateTime(format="iso")
+    last_order_after = UtcDateTime(format="iso")
+    last_order_before = UtcDateTime(format="iso")
+    registered_after = UtcDateTime(format="iso")
+    registered_before = UtcDateTime(format="iso")
     country = fields.String(validate=validate.Regexp(r"^[A-Za-z]{2}$",
                                                      error="must be an ISO 3166 code of 2 letters"))
     state = fields.String(validate=validate.Length(min=1, max=100))

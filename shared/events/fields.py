@@ -1,7 +1,9 @@
 """Field types every event schema shares: money, addresses, UTC times."""
 from __future__ import annotations
 
-from marshmallow import EXCLUDE, Schema, fields, validate
+from datetime import timezone
+
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
 CURRENCY = validate.Regexp(r"^[A-Z]{3}$", error="must be an ISO-4217 code such as EUR")
 
@@ -24,9 +26,22 @@ def Money(**kwargs) -> fields.Nested:  # noqa: N802 - reads as a field type
     return fields.Nested(MoneySchema, **kwargs)
 
 
+class UtcDateTime(fields.AwareDateTime):
+    """A timezone-aware ISO-8601 time, loaded as UTC; naive times are refused. A time whose UTC
+    falls outside the years 1-9999 (`0001-01-01T00:00:00+14:00`) is refused as a field error
+    here, rather than overflowing later where MongoDB or a comparison converts it."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        moment = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            return moment.astimezone(timezone.utc)
+        except OverflowError:
+            raise ValidationError("Time out of range in UTC (years 1 to 9999).") from None
+
+
 def UtcTime(**kwargs) -> fields.AwareDateTime:  # noqa: N802
-    """A timezone-aware ISO-8601 time; naive times are refused."""
-    return fields.AwareDateTime(format="iso", **kwargs)
+    """A timezone-aware ISO-8601 time, as UTC; naive times are refused."""
+    return UtcDateTime(format="iso", **kwargs)
 
 
 class AddressSchema(BaseSchema):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from marshmallow import fields, validate
 
-from shared.events.fields import BaseSchema
+from shared.events.fields import BaseSchema, UtcDateTime
 
 CHANNELS = ("email", "sms")
 PURPOSES = ("marketing", "transactional")
@@ -51,6 +51,6 @@ class ConsentChangedData(BaseSchema):
     purpose = fields.String(required=True, validate=validate.OneOf(CONSENT_PURPOSES))
     granted = fields.Boolean(required=True)
     source = fields.String(required=True, validate=validate.OneOf(CONSENT_SOURCES))
-    changed_at = fields.AwareDateTime(required=True, format="iso")
+    changed_at = UtcDateTime(required=True, format="iso")
     origin = fields.String(required=True, validate=validate.OneOf(("gdpr", "notifications")))
     note = fields.String(load_default="")

@@ -233,6 +233,10 @@ def test_reminders_are_validated(sync, storage, reminder):
         Reminders(storage).add(STORE, guest(sync, storage), reminder, "alice")
     with pytest.raises(ValidationError):
         Reminders(storage).list(STORE, status="later")
+    # Before year 1 once in UTC: a field error, not an overflow in the database driver.
+    with pytest.raises(ValidationError) as refused:
+        Reminders(storage).list(STORE, due_before="0001-01-01T00:00:00+14:00")
+    assert "due_before" in refused.value.args[1]["fields"]
 
 
 # -- account status ---------------------------------------------------------------------------------

@@ -137,3 +137,20 @@ def test_log_lines_carry_neither_secrets_nor_personal_data():
     assert entry["webhook_secret"] == "[redacted]" and entry["email"] == "[personal]"
     assert entry["order"] == {"email": "[personal]", "total": 4990}
     assert entry["status"] == "ok" and entry["customer_id"] == "c-1"
+
+
+def test_utc_times_load_as_utc_and_refuse_what_overflows_it():
+    from marshmallow import Schema
+    from marshmallow import ValidationError as FieldError
+
+    from shared.events.fields import UtcTime
+
+    class Window(Schema):
+        until = UtcTime()
+
+    loaded = Window().load({"until": "2026-01-01T10:00:00+02:00"})["until"]
+    assert loaded == datetime(2026, 1, 1, 8, 0, tzinfo=timezone.utc) and loaded.utcoffset().seconds == 0
+    for bad in ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-01:00", "2026-01-01T10:00:00"):
+        with pytest.raises(FieldError) as refused:
+            Window().load({"until": bad})
+        assert "until" in refused.value.messages
