@@ -17,7 +17,7 @@ from pymongo.errors import BulkWriteError
 
 from services.notifications import templates as tpl
 from services.notifications import workflows as wf
-from services.notifications.policy import StoreSettings, load_settings
+from services.notifications.policy import StoreSettings, load_settings, too_old_to_trigger
 from services.notifications.repository import (ACTIVE, DELETED, ERASED, NotificationsStorage,
                                                phone_key, utcnow)
 from shared.errors import NotFound, ValidationError
@@ -189,9 +189,17 @@ class Notifier:
     def schedule_for(self, event: Event, first_order: bool = False) -> int:
         scheduled = 0
         customer_id = event.data["customer_id"]
-        for workflow in self.workflows(event.store_id):
-            if not wf.triggered_by(workflow, event.event_type, event.data, first_order):
-                continue
+        workflows = [w for w in self.workflows(event.store_id)
+                     if wf.triggered_by(w, event.event_type, event.data, first_order)]
+        if workflows and too_old_to_trigger(self.settings(event.store_id), event.event_type,
+                                            event.data, self.clock()):
+            # A backfill of the shop's history, say: an old order is no news to its customer.
+            log.info("%s of %s is older than the store's max_trigger_age_hours: no workflow "
+                     "starts", event.event_type, event.data.get("date_created"),
+                     extra={"store_id": event.store_id, "customer_id": customer_id,
+                            "event_id": event.event_id})
+            return 0
+        for workflow in workflows:
             send_id = f"wf:{workflow['workflow_id']}:{customer_id}:{event.event_id}"
             due = event.occurred_at + timedelta(seconds=workflow["delay_seconds"])
             if self.storage.sends.schedule(self._send(event.store_id, customer_id, send_id, due,

@@ -15,8 +15,34 @@ from typing import Any, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from shared.errors import ValidationError
+from shared.events.notifications import MAX_TRIGGER_AGE_HOURS
 
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+
+
+
+def fact_time(event_type: str, data: Mapping[str, Any]) -> datetime | None:
+    """When the fact behind an event happened at the shop, where that can be older than the
+    event itself: an order's or a sign-up's `date_created` (a backfill publishes them today)."""
+    if event_type not in ("order.placed", "customer.created"):
+        return None
+    value = data.get("date_created")
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def too_old_to_trigger(settings: "StoreSettings", event_type: str, data: Mapping[str, Any],
+                       now: datetime) -> bool:
+    """Whether the event's fact is older than the store lets a workflow react to."""
+    if not settings.max_trigger_age_hours:
+        return False
+    happened = fact_time(event_type, data)
+    return happened is not None and now - happened > timedelta(hours=settings.max_trigger_age_hours)
 
 
 @dataclass(frozen=True)
@@ -29,6 +55,9 @@ class StoreSettings:
     weekly_marketing_cap: int = 3
     from_email: str = ""  # empty: the service's MAIL_FROM
     unsubscribe_url: str = ""
+    # Workflows start for new facts only: an order or sign-up older than this when it reaches
+    # notifications (a backfill of a shop's history, a replay) triggers nothing. 0: no limit.
+    max_trigger_age_hours: int = 72
 
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
@@ -59,6 +88,10 @@ def load_settings(data: Mapping[str, Any] | None) -> StoreSettings:
     cap = data.get("weekly_marketing_cap")
     if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or not 0 <= cap <= 100):
         errors["weekly_marketing_cap"] = ["must be a whole number, 0-100"]
+    age = data.get("max_trigger_age_hours")
+    if age is not None and (isinstance(age, bool) or not isinstance(age, int)
+                            or not 0 <= age <= MAX_TRIGGER_AGE_HOURS):
+        errors["max_trigger_age_hours"] = [f"must be a whole number, 0-{MAX_TRIGGER_AGE_HOURS}"]
     if errors:
         summary = "; ".join(f"{k}: {' '.join(v)}" for k, v in sorted(errors.items()))
         raise ValidationError(f"invalid store settings: {summary}", {"fields": errors})

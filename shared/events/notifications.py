@@ -15,6 +15,9 @@ CHANNELS = ("email", "sms")
 PURPOSES = ("marketing", "transactional")
 CONSENT_PURPOSES = ("email_marketing", "sms_marketing", "data_processing")
 CONSENT_SOURCES = ("checkout", "operator", "sms_stop", "sms_start", "request", "import")
+# The most a store may set as notifications' max_trigger_age_hours (ten years): the settings
+# validation and the gateway's schema share it.
+MAX_TRIGGER_AGE_HOURS = 24 * 366 * 10
 
 
 class _MessageData(BaseSchema):

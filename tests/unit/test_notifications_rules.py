@@ -129,6 +129,12 @@ def test_store_settings_are_validated():
                        "weekly_marketing_cap": -1, "colour": "red"})
     assert set(info.value.details["fields"]) == {"timezone", "quiet_start",
                                                  "weekly_marketing_cap", "colour"}
+    for age in (-1, True, "72", 24 * 366 * 10 + 1):
+        with pytest.raises(ValidationError) as info:
+            load_settings({"max_trigger_age_hours": age})
+        assert set(info.value.details["fields"]) == {"max_trigger_age_hours"}
+    assert load_settings({"max_trigger_age_hours": 0}).max_trigger_age_hours == 0
+    assert load_settings({}).max_trigger_age_hours == 72
 
 
 def test_birthdays_including_the_29th_of_february():

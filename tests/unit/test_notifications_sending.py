@@ -41,6 +41,36 @@ def test_a_lapse_schedules_once_per_last_order(database):
     assert notifier.run_date_rules("s1") == 2  # "old" after o-2, and "recent" now lapsed too
 
 
+def test_a_backfilled_old_order_starts_no_workflow_a_new_one_does(database):
+    """A shop's history arriving by backfill must not message its customers about orders of
+    months ago: the store's max_trigger_age_hours (72 by default) bounds a trigger's age."""
+    from shared.events import build_event, contract
+
+    storage = NotificationsStorage(database)
+    storage.ensure_indexes()
+    notifier = Notifier(storage, Clock(T0))
+    notifier.save_workflow("s1", {"workflow_id": "first", "name": "First order",
+                                  "trigger": {"event": "order.placed", "first_order": True},
+                                  "channel": "sms", "template": "win_back_sms",
+                                  "purpose": "transactional"})
+
+    def placed(customer: str, age: timedelta):
+        data = {**contract("order.placed").sample, "customer_id": customer,
+                "order_id": f"o-{customer}", "date_created": (T0 - age).isoformat()}
+        return build_event("order.placed", store_id="s1", occurred_at=T0, data=data)
+
+    assert notifier.settings("s1").max_trigger_age_hours == 72
+    assert notifier.apply(placed("history", timedelta(days=200))) == 0
+    assert notifier.apply(placed("edge", timedelta(hours=73))) == 0
+    assert notifier.apply(placed("today", timedelta(hours=2))) == 1
+    assert [s["customer_id"] for s in storage.sends.collection.find()] == ["today"]
+    # The order still counts as the customer's first: a later order is not a "first" again.
+    assert storage.contacts.collection.find_one({"customer_id": "history"})["last_order"]
+    # 0 lifts the limit (a store that wants history replayed as news).
+    notifier.save_settings("s1", {"max_trigger_age_hours": 0})
+    assert notifier.apply(placed("replayed", timedelta(days=200))) == 1
+
+
 def test_twilio_failures_are_transient_or_permanent_as_twilio_says():
     with FakeTwilio(seed=9) as twilio:
         sms = SmsChannel(TwilioSettings(twilio.account_sid, twilio.auth_token,

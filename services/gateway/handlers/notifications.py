@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from services.gateway import schemas as s
 from services.gateway.routing import Context, Param, Reply, Route
+from shared.events.notifications import MAX_TRIGGER_AGE_HOURS
 
 
 def list_templates(ctx: Context) -> Reply:
@@ -141,6 +142,9 @@ _SETTINGS_FIELDS = {
     "quiet_start": {**_HHMM, "description": "SMS quiet hours, store time; start = end: none"},
     "quiet_end": _HHMM,
     "weekly_marketing_cap": {"type": "integer", "minimum": 0, "maximum": 100},
+    "max_trigger_age_hours": {"type": "integer", "minimum": 0, "maximum": MAX_TRIGGER_AGE_HOURS,
+                              "description": "an order or sign-up older than this when it "
+                              "arrives (a backfill of history) starts no workflow; 0: no limit"},
     "from_email": {**s.STRING, "description": "empty: the service's MAIL_FROM"},
     "unsubscribe_url": s.STRING}
 SETTINGS = s.obj(_SETTINGS_FIELDS)
