@@ -153,7 +153,16 @@ def stop_children_and_vhosts(children: list[Child], vhosts: list[str], admin) ->
 class DrainsConnection:
     """The consuming thread of a benchmark's kombu watcher: drains `self._conn` until
     `self._stop` is set, and keeps the first failure in `self.error` so the results report it
-    rather than a silently short count. Subclasses set `_conn`, `_stop` and `error`."""
+    rather than a silently short count; `close` stops it. Subclasses set `_conn`, `_stop`,
+    `_thread` (running `_loop`) and `error`."""
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        try:
+            self._conn.release()
+        except Exception:  # closing after a failure: nothing more to report
+            pass
 
     def _loop(self) -> None:
         import socket

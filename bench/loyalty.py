@@ -248,14 +248,6 @@ class EventCounter(DrainsConnection):
                     "points_events_without_delta": self.unparsable,
                     "points_times": list(self.points_times)}
 
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        try:
-            self._conn.release()
-        except Exception:
-            pass
-
 
 def measured_code() -> dict:
     """source_state() lists modified tracked files only; the service measured here may be new

@@ -352,14 +352,6 @@ class EventWatch(DrainsConnection):
     def snapshot(self) -> list:
         return list(self.seen)
 
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        try:
-            self._conn.release()
-        except Exception:
-            pass
-
 
 def _placed(t: float, e: dict) -> tuple:
     return (t, e["correlation_id"], str(e["data"]["order_id"]))

@@ -80,7 +80,6 @@ REQUEST_TIMEOUT_S = 10.0
 START_TIMEOUT_S = 60.0
 
 
-
 def wait_http(child: Child, method: str, url: str, timeout: float = START_TIMEOUT_S,
               expect: int = 200, body: bytes | None = None) -> float:
     """Poll until `url` answers `expect`; returns the seconds it took."""
@@ -157,14 +156,6 @@ class EventCounter(DrainsConnection):
     def placed(self) -> int:
         with self._lock:
             return len(self.placed_ids)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        try:
-            self._conn.release()
-        except Exception:
-            pass
 
 
 # -- the webhooks ----------------------------------------------------------------------------
