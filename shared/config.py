@@ -27,6 +27,9 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("MONGO_DB_PREFIX", "companion_", "Prefix of each service's database name."),
     Setting("WEB_SERVER_ADDRESS", "0.0.0.0:8000", "Address of the HTTP endpoints (webhooks, health)."),
+    Setting("WEB_LISTEN_BACKLOG", "1024",
+            "Connections the HTTP endpoints let wait to be accepted (capped by the kernel's "
+            "net.core.somaxconn); past it a burst's surplus connections are reset."),
     Setting("LOG_LEVEL", "INFO", "Log level of the JSON-lines logs."),
     Setting("METRICS_PORT", "9102",
             "Port of each process's Prometheus `/metrics`, `/health/live` and `/health/ready` "

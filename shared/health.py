@@ -56,7 +56,7 @@ class HealthEndpoints:
     """Mixin for a nameko service with `storage` (MongoStorage) and `settings` (Settings):
     `GET /health/live` and `GET /health/ready` on the service's web server."""
 
-    from nameko.web.handlers import http as _http
+    from shared.web import http as _http
 
     @_http("GET", "/health/live")
     def live(self, request) -> Response:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import time
 
 from nameko.rpc import rpc
-from nameko.web.handlers import http
 from werkzeug.exceptions import ClientDisconnected
 from werkzeug.wrappers import Request, Response
 
@@ -37,6 +36,7 @@ from shared.mongo import MongoStorage
 from shared.logs import log_context
 from shared.metrics import observe_webhook
 from shared.service_rpc import DataOwnerRpc
+from shared.web import http
 
 
 def _storage(database, config: Config) -> CustomerSyncStorage:

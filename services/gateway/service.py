@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from nameko.extensions import DependencyProvider
 from nameko.rpc import RpcProxy, rpc
-from nameko.web.handlers import http
 from werkzeug.wrappers import Request, Response
 
 from services.gateway.app import GatewayApp
@@ -17,6 +16,7 @@ from services.gateway.routing import Router
 from shared.config import from_nameko
 from shared.health import broker_reachable, json_response
 from shared.tls import amqp_ssl_options
+from shared.web import http
 
 BACKEND_SERVICES = ("customer_sync", "segmentation", "loyalty", "notifications", "gdpr")
 

@@ -8,7 +8,6 @@ from datetime import datetime, timezone
 import eventlet
 from nameko.extensions import DependencyProvider
 from nameko.rpc import rpc
-from nameko.web.handlers import http
 
 from services.notifications import twilio_hooks
 from services.notifications.channels import EmailChannel, SmsChannel, SmtpSettings, TwilioSettings
@@ -25,6 +24,7 @@ from shared.health import HealthEndpoints, json_response
 from shared.messaging.handlers import event_handler
 from shared.mongo import MongoStorage
 from shared.service_rpc import DataOwnerRpc
+from shared.web import http
 
 log = logging.getLogger(__name__)
 SEND_FILTERS = ("channel", "status", "template", "customer_id", "workflow_id")
