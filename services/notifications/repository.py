@@ -77,20 +77,32 @@ class ContactRepository:
             return bool(self.collection.update_one(condition, update).modified_count)
 
     def add_order(self, store_id: str, customer_id: str, order: dict) -> tuple[bool, bool]:
-        """Record an order once. Answers (new to this contact, its first order)."""
+        """Record an order once. Answers (new to this contact, its first order).
+
+        Idempotent, answers included: an order seen again (a redelivery, or a retry after a
+        failure between these writes) is still its contact's first order if it was recorded
+        first, so the first-order workflow it failed to schedule is scheduled on the retry
+        (the send's natural key keeps it to one)."""
         key = self.key(store_id, customer_id)
+        order_id = order["order_id"]
         self.apply(store_id, customer_id, "order_seen_at", order["seen_at"], {})  # exists
         before = self.collection.find_one_and_update(
-            {"_id": key, "status": {"$ne": ERASED}, "order_ids": {"$ne": order["order_id"]}},
-            {"$push": {"order_ids": order["order_id"]}}, projection={"order_ids": 1},
+            {"_id": key, "status": {"$ne": ERASED}, "order_ids": {"$ne": order_id}},
+            {"$push": {"order_ids": order_id}}, projection={"order_ids": 1},
             return_document=ReturnDocument.BEFORE)
-        if before is None:
-            return False, False
+        if before is not None:
+            new, first = True, not before.get("order_ids")
+        else:
+            held = self.collection.find_one({"_id": key, "status": {"$ne": ERASED}},
+                                            {"order_ids": 1})
+            if held is None:
+                return False, False  # erased: nothing is kept or sent
+            new, first = False, (held.get("order_ids") or [None])[0] == order_id
         self.collection.update_one(
             {"_id": key, "$or": [{"last_order": None}, {"last_order": {"$exists": False}},
                                  {"last_order.date": {"$lte": order["date"]}}]},
             {"$set": {"last_order": order}})
-        return True, not before.get("order_ids")
+        return new, first
 
 
 def _set_path(doc: dict, dotted: str, value: Any) -> None:

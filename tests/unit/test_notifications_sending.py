@@ -71,6 +71,36 @@ def test_a_backfilled_old_order_starts_no_workflow_a_new_one_does(database):
     assert notifier.apply(placed("replayed", timedelta(days=200))) == 1
 
 
+def test_a_first_order_redelivered_after_a_failure_still_starts_its_workflow_once(database):
+    """The order was recorded, then scheduling failed (a crash, the database gone): the
+    redelivery must still see it as the customer's first order, and any further copy must not
+    schedule a second message. A later order is not a first order."""
+    from shared.events import build_event, contract
+
+    storage = NotificationsStorage(database)
+    storage.ensure_indexes()
+    notifier = Notifier(storage, Clock(T0))
+    notifier.save_workflow("s1", {"workflow_id": "first", "name": "First order",
+                                  "trigger": {"event": "order.placed", "first_order": True},
+                                  "channel": "sms", "template": "win_back_sms",
+                                  "purpose": "transactional"})
+
+    def placed(order_id: str):
+        data = {**contract("order.placed").sample, "customer_id": "c1", "order_id": order_id,
+                "date_created": T0.isoformat()}
+        return build_event("order.placed", store_id="s1", occurred_at=T0, data=data)
+
+    first = placed("o-1")
+    # What the failed first delivery left behind: the order recorded, no send scheduled.
+    assert storage.contacts.add_order("s1", "c1", {
+        "order_id": "o-1", "number": "1", "total": "1.00 EUR", "date": T0, "seen_at": T0}) \
+        == (True, True)
+    assert notifier.apply(first) == 1  # the redelivery schedules it
+    assert notifier.apply(first) == 0  # a duplicate does not schedule it again
+    assert notifier.apply(placed("o-2")) == 0  # the second order is no first order
+    assert [s["trigger_event_id"] for s in storage.sends.collection.find()] == [first.event_id]
+
+
 def test_twilio_failures_are_transient_or_permanent_as_twilio_says():
     with FakeTwilio(seed=9) as twilio:
         sms = SmsChannel(TwilioSettings(twilio.account_sid, twilio.auth_token,
