@@ -43,6 +43,7 @@ import itertools
 import json
 import math
 import os
+import signal
 import socket
 import sys
 import tempfile
@@ -871,8 +872,12 @@ def run(args: argparse.Namespace) -> dict:
             "steady_p99_under_1s": {"target_ms": TARGET_P99_S * 1000,
                                     "measured_ms": steady["lag"]["p99_ms"],
                                     "at_rate_per_s": steady["send_rate_per_s"],
+                                    # at the rate asked for: a sender held back by slow
+                                    # answers measures a lighter load than the target's
                                     "met": bool(steady["all_completed"] and steady["lag"]["p99_ms"] is not None
-                                                and steady["lag"]["p99_ms"] < TARGET_P99_S * 1000)},
+                                                and steady["lag"]["p99_ms"] < TARGET_P99_S * 1000
+                                                and (steady["send_rate_per_s"] or 0)
+                                                >= 0.95 * args.rate)},
             "backlog_drained_under_5min": {"target_s": TARGET_DRAIN_S, "events": backlog["events"],
                                            "measured_s": backlog["drain_seconds"],
                                            "met": bool(backlog["drained"]
@@ -929,6 +934,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from bench.common import log
 
+    # SIGTERM (kill, a CI timeout) unwinds like Ctrl-C, so the services it started are stopped
+    # and its virtual host deleted rather than left running.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         results = run(args)
     except Exception as exc:
