@@ -1,5 +1,6 @@
 """The system scenario's fixtures: a vhost, the six services as OS processes, the fake shop,
-SMTP server and Twilio, and the store registered over the operator CLI.
+SMTP server and Twilio, and the store registered over the operator CLI (`system`); and the
+fault tests' stack (`stack`), on which each test adds a store and fake shop of its own.
 
 Sizes come from the environment (pytest options cannot be added below the root conftest):
 SYSTEM_CUSTOMERS, SYSTEM_ORDERS, SYSTEM_SEED. `make test` runs the small default;
@@ -23,6 +24,7 @@ from tests.conftest import RABBIT_AMQP_HOST
 from tests.fakes.smtp_server import SmtpServer
 from tests.fakes.twilio_api import FakeTwilio
 from tests.fakes.woo_shop import FakeWooShop
+from tests.system.fault_stack import FaultStack, log_dir
 from tests.system.harness import (SERVICE_NAMES, MongoServerProcess, SystemProcesses,
                                   register_store, system_env)
 
@@ -96,3 +98,17 @@ def system(system_vhost, request):
         shop.stop()
         twilio.stop()
         smtp.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(system_vhost, request):
+    """The fault tests' six processes with SMTP and Twilio stand-ins (fault_stack.FaultStack),
+    one set per test module, each test driving a store of its own (StoreScenario)."""
+    admin, vhost, amqp_uri = system_vhost
+    module = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_")
+    running = FaultStack(admin, vhost, amqp_uri, log_dir(module))
+    try:
+        yield running.start()
+    finally:
+        running.clear_handler_faults()
+        running.stop()

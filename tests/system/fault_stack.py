@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import subprocess
+import tempfile
 import time
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
@@ -33,6 +34,20 @@ from tests.system.scenario import check_consistency, configure, pages
 
 def size(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
+
+
+def log_dir(name: str) -> Path:
+    """A directory for one stack's service logs: under SYSTEM_LOG_DIR when set."""
+    base = os.environ.get("SYSTEM_LOG_DIR")
+    path = Path(base) / name if base else Path(tempfile.mkdtemp(prefix=f"{name}-"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def cli_json(done: subprocess.CompletedProcess) -> dict | list:
+    """What a `companion --json ...` run printed."""
+    assert done.stdout.strip(), done.stderr
+    return json.loads(done.stdout)
 
 
 class FaultStack:
@@ -121,7 +136,8 @@ class StoreScenario:
 
     def __init__(self, stack: FaultStack, store: str, seed: int, customers: int, orders: int,
                  *, reconcile_minutes: int | None = None, consent_ratio: float = 0.5,
-                 start: datetime | None = None, span_days: int = 199) -> None:
+                 start: datetime | None = None, span_days: int = 199,
+                 max_trigger_age_hours: int | None = 0) -> None:
         self.stack, self.store = stack, store
         self.secret = f"whsec-{store}-1"
         self.shop = FakeWooShop(seed=seed, ping_webhooks=True).start()
@@ -138,7 +154,7 @@ class StoreScenario:
                                      stack.procs.web_url("customer_sync"))
         assert registered.returncode == 0, registered.stdout + registered.stderr
         with stack.rpc() as rpc:
-            configure(rpc, store)
+            configure(rpc, store, max_trigger_age_hours)
             # A new store is reconciled at once: let that first (empty) pass finish before the
             # shop fills, so what arrives later comes by the path each fault test chooses.
             deadline = time.monotonic() + 60

@@ -90,13 +90,16 @@ def tier_rate(points_in_window: int) -> int:
     return rate
 
 
-def configure(rpc, store: str) -> None:
+def configure(rpc, store: str, max_trigger_age_hours: int | None = 0) -> None:
     """Tag rules and two workflows: marketing email to big spenders, a transactional SMS on a
     customer's first order. Quiet hours off and a high weekly cap, so real time cannot decide;
-    no age limit on triggers, since the traffic replays months of history as if live."""
-    rpc.notifications.save_store_settings(store, {
-        "name": "System Shop", "quiet_start": "00:00", "quiet_end": "00:00",
-        "weekly_marketing_cap": 100, "max_trigger_age_hours": 0})
+    by default no age limit on triggers, since the traffic replays months of history as if
+    live (None keeps the store's default limit, for a test of that limit)."""
+    settings = {"name": "System Shop", "quiet_start": "00:00", "quiet_end": "00:00",
+                "weekly_marketing_cap": 100}
+    if max_trigger_age_hours is not None:
+        settings["max_trigger_age_hours"] = max_trigger_age_hours
+    rpc.notifications.save_store_settings(store, settings)
     rpc.notifications.save_template(store, {
         "slug": "big_spender", "channel": "email", "subject": "Thank you, {{ customer.first_name }}",
         "text": "You are one of our best customers.", "html": "<p>You are one of our best customers.</p>"})

@@ -17,13 +17,9 @@ Sizes: FAULT_CUSTOMERS and FAULT_ORDERS per store (default 25 and 100), FAULT_BA
 """
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 import threading
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 
 import pytest
 import requests
@@ -31,23 +27,11 @@ import requests
 from tests import private_broker
 from tests.private_broker import PrivateBroker
 from tests.support import BrokerAdmin
-from tests.system.fault_stack import FaultStack, StoreScenario, size
+from tests.system.fault_stack import FaultStack, StoreScenario, cli_json, log_dir, size
 from tests.system.scenario import pages
 
 CUSTOMERS, ORDERS = size("FAULT_CUSTOMERS", 25), size("FAULT_ORDERS", 100)
 SEED = size("FAULT_SEED", 11)
-
-
-def _log_dir(name: str) -> Path:
-    base = os.environ.get("SYSTEM_LOG_DIR")
-    path = Path(base) / name if base else Path(tempfile.mkdtemp(prefix=f"{name}-"))
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def _json(done) -> dict | list:
-    assert done.stdout.strip(), done.stderr
-    return json.loads(done.stdout)
 
 
 # -- 1. the broker restarted mid-stream (its own node: first, before the shared stack starts) --
@@ -58,7 +42,7 @@ def test_broker_restarted_mid_stream_loses_nothing():
     with PrivateBroker.start() as broker:
         admin = BrokerAdmin(f"http://guest:guest@127.0.0.1:{broker.management_port}")
         admin.create_vhost("faults")
-        stack = FaultStack(admin, "faults", broker.amqp_uri("faults"), _log_dir("fault-broker"))
+        stack = FaultStack(admin, "faults", broker.amqp_uri("faults"), log_dir("fault-broker"))
         scenario = None
         try:
             stack.start()
@@ -101,18 +85,8 @@ def test_broker_restarted_mid_stream_loses_nothing():
             stack.stop()
 
 
-# -- the shared broker's stack for faults 2-5: one set of processes, a store per fault --------
-@pytest.fixture(scope="module")
-def stack(system_vhost):
-    admin, vhost, amqp_uri = system_vhost
-    running = FaultStack(admin, vhost, amqp_uri, _log_dir("faults"))
-    try:
-        yield running.start()
-    finally:
-        running.clear_handler_faults()
-        running.stop()
-
-
+# -- faults 2-5 share the shared broker's stack (conftest.py): one set of processes, a store per
+# fault ------------------------------------------------------------------------------------------
 # -- 2. handlers failing for a while: retried, parked, replayed --------------------------------
 FAILING = ("loyalty.on_order_placed", "notifications.on_order_placed")
 
@@ -148,7 +122,7 @@ def test_failing_handlers_are_retried_parked_and_replayed_once(stack):
         for key in FAILING:
             service = key.split(".")[0]
             delta = {k: during[key][k] - before[key][k] for k in during[key]}
-            listed = _json(stack.companion("--json", "dlq", "list", "--service", service))
+            listed = cli_json(stack.companion("--json", "dlq", "list", "--service", service))
             mine = [m for m in listed if m["handler"] == key]
             assert len(mine) == len(listed) == placed, (key, len(listed), placed)
             assert all(m["attempts"] == 5 and "InjectedFault" in m["error"]
@@ -158,7 +132,7 @@ def test_failing_handlers_are_retried_parked_and_replayed_once(stack):
                              "parked": placed}, (key, delta, placed)
         health = stack.companion("--json", "health")  # what an operator on call sees
         assert health.returncode == 1, health.stdout + health.stderr
-        parked = {name: n for name, n in _json(health)["parked"].items() if n}
+        parked = {name: n for name, n in cli_json(health)["parked"].items() if n}
         assert parked == {"loyalty": placed, "notifications": placed}, parked
 
         # The fault clears; the operator replays, as the runbook says.
@@ -171,7 +145,7 @@ def test_failing_handlers_are_retried_parked_and_replayed_once(stack):
         for key in FAILING:
             assert after[key]["handled"] - during[key]["handled"] >= placed
             assert after[key]["parked"] == during[key]["parked"]
-            assert _json(stack.companion("--json", "dlq", "list", "--service",
+            assert cli_json(stack.companion("--json", "dlq", "list", "--service",
                                          key.split(".")[0])) == []
     finally:
         stack.clear_handler_faults()
@@ -197,7 +171,7 @@ def test_backfill_interrupted_by_the_shop_resumes_where_it_stopped(stack):
 
         failed = stack.companion("--json", "backfill", "--store", "backfillshop")
         assert failed.returncode == 1, failed.stdout + failed.stderr
-        run = _json(failed)
+        run = cli_json(failed)
         assert run["status"] == "interrupted" and "500" in run["error"], run
         assert (run["phase"], run["next_page"]) == ("orders", broken), run
         assert run["items"]["orders"] == (broken - 1) * 100, run  # the progress kept
@@ -210,7 +184,7 @@ def test_backfill_interrupted_by_the_shop_resumes_where_it_stopped(stack):
         mark = len(shop.requests_log)
         resumed = stack.companion("--json", "backfill", "--store", "backfillshop")
         assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-        done = _json(resumed)
+        done = cli_json(resumed)
         assert done["run_id"] == run["run_id"] and done["status"] == "completed", done
         # Resumed: no customer page again, and of the orders only the page it stopped at and
         # those after it, plus the last page done once more (backfill.py re-reads it, in case
@@ -319,7 +293,7 @@ def test_disabled_webhook_is_made_up_by_reconciliation_and_reported(stack):
 
         reported = stack.companion("--json", "store-health", "--store", "hookshop")
         assert reported.returncode == 1, reported.stdout + reported.stderr
-        problems = _json(reported)["problems"]
+        problems = cli_json(reported)["problems"]
         assert any(p.startswith("order.updated:") and f"#{hook['id']} is disabled" in p
                    for p in problems), problems
 
@@ -327,7 +301,7 @@ def test_disabled_webhook_is_made_up_by_reconciliation_and_reported(stack):
         again = stack.companion("--json", "webhooks", "register", "--store", "hookshop",
                                 "--delivery-url", stack.procs.web_url("customer_sync"))
         assert again.returncode == 0, again.stdout + again.stderr
-        outcomes = {w["topic"]: w["outcome"] for w in _json(again)["webhooks"]}
+        outcomes = {w["topic"]: w["outcome"] for w in cli_json(again)["webhooks"]}
         assert outcomes["order.updated"] == "reactivated", outcomes
         with stack.rpc() as rpc:
             assert rpc.customer_sync.reconcile("hookshop")["webhook_problems"] == []
