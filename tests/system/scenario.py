@@ -1,8 +1,9 @@
 """The system scenario's shared parts: the store's rules and workflows, and the consistency
 checks that compare every service with the traffic driver's oracle (tests/fakes/woo_traffic.py).
 
-`tests/system/test_system.py` runs them once at size; `tests/system/test_faults.py` runs them
-after each injected fault, one store per fault. The checks are computed from the shop, never
+`tests/system/test_system.py` runs them once at size, `tests/system/test_kill.py` after killing
+each service in turn (both set up alike: `plan_traffic`, `quiet_recorder`);
+`tests/system/test_faults.py` runs them after each injected fault, one store per fault. The checks are computed from the shop, never
 from the services: customer and order counts and each order's state (customer_sync); order
 counts, spend, segments and rule tags (segmentation); each balance against its ledger and the
 orders (loyalty); each triggered email and SMS sent exactly once, consent respected
@@ -19,6 +20,7 @@ from email.utils import getaddresses
 from typing import Callable
 
 from tests.fakes.woo_traffic import EARNING, WooTraffic
+from tests.system.harness import wait_quiet
 
 BIG_SPENDER = 30_000  # minor units: the rule tags customers who spent over 300.00
 FREQUENT = 10  # the rule tags customers with at least this many counted orders
@@ -122,6 +124,32 @@ def configure(rpc, store: str, max_trigger_age_hours: int | None = 0) -> None:
         "match": "all", "conditions": [{"field": "orders_count", "op": "gte", "value": FREQUENT}],
         "actions": [{"type": "add_tag", "value": "frequent"}]})
 
+
+
+def messages_sent(system: dict) -> Callable[[], tuple]:
+    """What the SMTP server and Twilio have received so far, as one comparable value."""
+    smtp, twilio = system["smtp"], system["twilio"]
+    return lambda: (smtp.received, len(twilio.messages))
+
+
+def quiet_recorder(system: dict, timings: dict[str, float]) -> Callable[[str], None]:
+    """`quiet(label)` waits until the system fixture's vhost is quiet and no message is still
+    being sent (harness.wait_quiet), and records the wait in `timings` as "quiet after <label>"."""
+    admin, vhost, sent = system["admin"], system["vhost"], messages_sent(system)
+
+    def quiet(label: str) -> None:
+        timings[f"quiet after {label}"] = wait_quiet(admin, vhost, sent)
+    return quiet
+
+
+def plan_traffic(shop, seed: int, customers: int, orders: int) -> WooTraffic:
+    """The seeded traffic of a shop's last 200 days, built (and its plan printed) up front, so
+    that delivering it measures the companion and not the driver."""
+    now = datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
+    traffic = WooTraffic(shop, seed, customers, orders,
+                         start=now - timedelta(days=200), span_days=199).build()
+    print("plan:", traffic.summary())
+    return traffic
 
 def check_consistency(rpc, store: str, traffic: WooTraffic, emails: list, sms: list) -> dict:
     """Compare every service's state for `store` with the oracle; AssertionError listing every

@@ -44,14 +44,13 @@ import copy
 import signal
 import threading
 import time
-from datetime import datetime, timedelta, timezone
 
 import requests
 
 from tests.fakes.woo_traffic import OrderHistory, WooTraffic
 from tests.system.conftest import STORE, size
-from tests.system.harness import wait_quiet
-from tests.system.scenario import backfill_changes_nothing, check_consistency, configure, pages
+from tests.system.scenario import (backfill_changes_nothing, check_consistency, configure,
+                                   messages_sent, pages, plan_traffic, quiet_recorder)
 
 SYSTEM_MONGO = "wire"  # a killed service must find its database again
 DOWN_SECONDS = 2.0  # how long a killed service stays dead before its restart
@@ -131,21 +130,14 @@ def segments(deliveries: list, n: int) -> list[list]:
 
 def test_kill_9_each_service_mid_stream_loses_nothing_and_applies_nothing_twice(system):
     rpc, shop, smtp, twilio = system["rpc"], system["shop"], system["smtp"], system["twilio"]
-    admin, vhost, procs = system["admin"], system["vhost"], system["procs"]
     timings: dict[str, float] = {}
     kills: list[dict] = []
-
-    def quiet(label: str) -> None:
-        timings[f"quiet after {label}"] = wait_quiet(
-            admin, vhost, lambda: (smtp.received, len(twilio.messages)))
+    quiet = quiet_recorder(system, timings)
 
     configure(rpc, STORE)
     n_customers, n_orders = size("SYSTEM_CUSTOMERS", 100), size("SYSTEM_ORDERS", 400)
     began = time.monotonic()
-    now = datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
-    traffic = WooTraffic(shop, size("SYSTEM_SEED", 7), n_customers, n_orders,
-                         start=now - timedelta(days=200), span_days=199).build()
-    print("plan:", traffic.summary())
+    traffic = plan_traffic(shop, size("SYSTEM_SEED", 7), n_customers, n_orders)
 
     # 1. Customers sign up (nothing killed: consent needs their ids).
     report = traffic.deliver(traffic.customer_deliveries)
@@ -219,7 +211,7 @@ def test_kill_9_each_service_mid_stream_loses_nothing_and_applies_nothing_twice(
     checked = check_consistency(rpc, STORE, as_received(traffic, delivered), smtp.messages,
                                 twilio.messages)
     backfill_changes_nothing(rpc, STORE, checked, lambda: quiet("backfill"),
-                             lambda: (smtp.received, len(twilio.messages)))
+                             messages_sent(system))
     timings["total"] = round(time.monotonic() - began, 1)
     print("timings:", timings, "webhook deliveries lost while customer_sync was down:", len(failures))
 

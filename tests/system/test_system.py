@@ -14,22 +14,16 @@ must change nothing at all (scenario.backfill_changes_nothing).
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
 
-from tests.fakes.woo_traffic import WooTraffic
 from tests.system.conftest import STORE, size
-from tests.system.harness import wait_quiet
-from tests.system.scenario import backfill_changes_nothing, check_consistency, configure, pages
+from tests.system.scenario import (backfill_changes_nothing, check_consistency, configure,
+                                   messages_sent, pages, plan_traffic, quiet_recorder)
 
 
 def test_whole_system_matches_the_shop(system):
     rpc, shop, smtp, twilio = system["rpc"], system["shop"], system["smtp"], system["twilio"]
-    admin, vhost, procs = system["admin"], system["vhost"], system["procs"]
     timings: dict[str, float] = {}
-
-    def quiet(label: str) -> None:
-        timings[f"quiet after {label}"] = wait_quiet(
-            admin, vhost, lambda: (smtp.received, len(twilio.messages)))
+    quiet = quiet_recorder(system, timings)
 
     # WooCommerce pinged every webhook on registration, and each answered 200.
     assert len(shop.webhooks) == 7 and all(w["status"] == "active" for w in shop.webhooks.values())
@@ -38,11 +32,8 @@ def test_whole_system_matches_the_shop(system):
 
     n_customers, n_orders = size("SYSTEM_CUSTOMERS", 150), size("SYSTEM_ORDERS", 600)
     began = time.monotonic()
-    now = datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
-    traffic = WooTraffic(shop, size("SYSTEM_SEED", 7), n_customers, n_orders,
-                         start=now - timedelta(days=200), span_days=199).build()
+    traffic = plan_traffic(shop, size("SYSTEM_SEED", 7), n_customers, n_orders)
     timings["plan"] = round(time.monotonic() - began, 1)
-    print("plan:", traffic.summary())
 
     # 1. Customers sign up.
     report = traffic.deliver(traffic.customer_deliveries)
@@ -73,6 +64,6 @@ def test_whole_system_matches_the_shop(system):
 
     # -- a backfill after all of it finds nothing missing ---------------------------------------
     by_phase = backfill_changes_nothing(rpc, STORE, checked, lambda: quiet("backfill"),
-                                        lambda: (smtp.received, len(twilio.messages)))
+                                        messages_sent(system))
     timings["total"] = round(time.monotonic() - began, 1)
     print("timings:", timings, "backfill:", by_phase)

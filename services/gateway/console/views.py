@@ -214,38 +214,43 @@ def _act(page, customer_id: str, anchor: str, call, success: str) -> Response:
     return page.redirect(f"{PREFIX}/customers/{path(customer_id)[1:]}#{anchor}")
 
 
-def add_tags(page, customer_id: str) -> Response:
-    tags = present.split_names(page.request.form.get("tag", ""))
+def _add_names(page, customer_id: str, kind: str, done: str) -> Response:
+    """Tags and groups are added alike: the comma-separated names in the form's `kind` field
+    ("tag" or "group") go to the customer's `kind`s; `done` begins the success message."""
+    plural = kind + "s"
+    names = present.split_names(page.request.form.get(kind, ""))
 
     def call():
-        if not tags:
-            raise ValueError("Enter a tag.")
-        return page.api.post(path("customers", customer_id, "tags"), {"tags": tags})
-    return _act(page, customer_id, "tags", call, f"Tagged: {', '.join(tags)}.")
+        if not names:
+            raise ValueError(f"Enter a {kind}.")
+        return page.api.post(path("customers", customer_id, plural), {plural: names})
+    return _act(page, customer_id, plural, call, f"{done} {', '.join(names)}.")
+
+
+def _remove_name(page, customer_id: str, kind: str, done: str) -> Response:
+    """Tags and groups are removed alike: the one name in the form's `kind` field ("tag" or
+    "group") leaves the customer's `kind`s; `done` begins the success message."""
+    plural = kind + "s"
+    name = page.request.form.get(kind, "")
+    return _act(page, customer_id, plural,
+                lambda: page.api.delete(path("customers", customer_id, plural, name)),
+                f"{done} {name}.")
+
+
+def add_tags(page, customer_id: str) -> Response:
+    return _add_names(page, customer_id, "tag", "Tagged:")
 
 
 def remove_tag(page, customer_id: str) -> Response:
-    tag = page.request.form.get("tag", "")
-    return _act(page, customer_id, "tags",
-                lambda: page.api.delete(path("customers", customer_id, "tags", tag)),
-                f"Removed the tag {tag}.")
+    return _remove_name(page, customer_id, "tag", "Removed the tag")
 
 
 def add_groups(page, customer_id: str) -> Response:
-    groups = present.split_names(page.request.form.get("group", ""))
-
-    def call():
-        if not groups:
-            raise ValueError("Enter a group.")
-        return page.api.post(path("customers", customer_id, "groups"), {"groups": groups})
-    return _act(page, customer_id, "groups", call, f"Added to: {', '.join(groups)}.")
+    return _add_names(page, customer_id, "group", "Added to:")
 
 
 def remove_group(page, customer_id: str) -> Response:
-    group = page.request.form.get("group", "")
-    return _act(page, customer_id, "groups",
-                lambda: page.api.delete(path("customers", customer_id, "groups", group)),
-                f"Removed from the group {group}.")
+    return _remove_name(page, customer_id, "group", "Removed from the group")
 
 
 def add_note(page, customer_id: str) -> Response:
