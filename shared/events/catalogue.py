@@ -13,6 +13,7 @@ from shared.events import gdpr
 from shared.events import loyalty
 from shared.events import notifications as nt
 from shared.events import segmentation as seg
+from shared.events.fastload import SchemaLoader
 
 
 @dataclass(frozen=True)
@@ -24,17 +25,18 @@ class EventContract:
     description: str
     sample: dict = field(default_factory=dict, compare=False)
 
-    def loader(self) -> Schema:
-        """One schema instance per contract: building nested schemas on every event is slow,
-        and loading keeps no state on the instance."""
+    def loader(self) -> SchemaLoader:
+        """One loader per contract: building nested schemas on every event is slow, loading
+        keeps no state on the instance, and the compiled path (shared/events/fastload.py) is
+        built once."""
         instance = _LOADERS.get(self.event_type, {}).get(self.schema_version)
         if instance is None:
-            instance = self.schema()
+            instance = SchemaLoader(self.schema())
             _LOADERS.setdefault(self.event_type, {})[self.schema_version] = instance
         return instance
 
 
-_LOADERS: dict[str, dict[int, Schema]] = {}
+_LOADERS: dict[str, dict[int, SchemaLoader]] = {}
 
 
 def _money(amount: int, currency: str = "EUR") -> dict:

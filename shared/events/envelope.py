@@ -8,6 +8,7 @@ from typing import Any
 
 from marshmallow import ValidationError, fields, validate
 
+from shared.events.fastload import SchemaLoader
 from shared.events.fields import BaseSchema, UtcTime
 
 
@@ -30,7 +31,7 @@ class EnvelopeSchema(BaseSchema):
     data = fields.Dict(required=True)
 
 
-_ENVELOPE = EnvelopeSchema()
+_ENVELOPE = SchemaLoader(EnvelopeSchema())
 
 
 @dataclass(frozen=True)
