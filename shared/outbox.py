@@ -14,7 +14,6 @@ from typing import Any, Iterable
 
 from pymongo import ASCENDING
 from pymongo.collection import Collection
-from pymongo.database import Database
 
 from shared import metrics
 from shared.events import Event, contract
@@ -40,21 +39,6 @@ def push_events(events: Iterable[Event]) -> dict:
     """The `$push` clause that appends events to a document's outbox in an update."""
     entries = [outbox_entry(e) for e in events]
     return {OUTBOX_FIELD: {"$each": entries}} if entries else {}
-
-
-class StandaloneOutbox:
-    """For events not tied to one document's change: one document per event."""
-
-    def __init__(self, database: Database, name: str = "outbox") -> None:
-        self.collection = database[name]
-
-    def add(self, events: Iterable[Event]) -> None:
-        for event in events:
-            self.collection.update_one(
-                {"_id": event.event_id},
-                {"$setOnInsert": {OUTBOX_FIELD: [outbox_entry(event)], "standalone": True}},
-                upsert=True,
-            )
 
 
 class OutboxRelay:
@@ -140,9 +124,6 @@ class OutboxRelay:
             collection.update_many(
                 {"_id": {"$in": doc_ids}},
                 {"$pull": {OUTBOX_FIELD: {"event_id": {"$in": event_ids}}}},
-            )
-            collection.delete_many(
-                {"_id": {"$in": doc_ids}, "standalone": True, OUTBOX_FIELD: {"$size": 0}}
             )
             done += len(chunk)
         return done
