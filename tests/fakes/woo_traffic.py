@@ -50,6 +50,10 @@ import requests
 from tests.fakes.woo_shop import FakeWooShop, webhook_headers
 
 REAL_STATUSES = frozenset({"pending", "processing", "on-hold", "completed"})
+# An order is placed the first time it is seen in one of these: a refunded order was paid, so
+# met first as refunded (its earlier states lost, or never real) it is placed and refunded at
+# once (services/customer_sync/changes.py, PLACED_ON_FIRST_SIGHT).
+PLACEABLE_STATUSES = REAL_STATUSES | {"refunded"}
 NOT_COUNTED = frozenset({"cancelled", "failed", "trash", "checkout-draft"})
 EARNING = frozenset({"processing", "completed"})
 TOPICS = ("customer.created", "customer.updated", "customer.deleted", "order.created",
@@ -458,11 +462,11 @@ class WooTraffic:
                     "refunded": s["refunded"], "status": s["status"],
                     "ever_earning": any(x["status"] in EARNING for x in h.states)}
                     for (oid, s), h in zip(final, info["orders"])} if info["registered"] else {},
-                # order.placed comes the first time an order is seen in a real status: certain
-                # when every state of an order is real, possible when any is.
-                "placed_must": any(all(s["status"] in REAL_STATUSES for s in h.states)
+                # order.placed comes the first time an order is seen in a placeable status:
+                # certain when every state of an order is, possible when any is.
+                "placed_must": any(all(s["status"] in PLACEABLE_STATUSES for s in h.states)
                                    for h in info["orders"]),
-                "placed_may": any(any(s["status"] in REAL_STATUSES for s in h.states)
+                "placed_may": any(any(s["status"] in PLACEABLE_STATUSES for s in h.states)
                                   for h in info["orders"]),
             }
         return result
