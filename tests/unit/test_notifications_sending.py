@@ -10,6 +10,7 @@ from services.notifications.channels import (DeliveryFailed, EmailChannel, SmsCh
                                              SmtpSettings, TwilioSettings, new_message_id)
 from services.notifications.notifier import Notifier
 from services.notifications.repository import NotificationsStorage
+from shared.events import build_event, contract
 from tests.fakes.smtp_server import SmtpServer
 from tests.fakes.twilio_api import FakeTwilio
 from tests.support import Clock
@@ -41,11 +42,8 @@ def test_a_lapse_schedules_once_per_last_order(database):
     assert notifier.run_date_rules("s1") == 2  # "old" after o-2, and "recent" now lapsed too
 
 
-def test_a_backfilled_old_order_starts_no_workflow_a_new_one_does(database):
-    """A shop's history arriving by backfill must not message its customers about orders of
-    months ago: the store's max_trigger_age_hours (72 by default) bounds a trigger's age."""
-    from shared.events import build_event, contract
-
+def _first_order_sms(database) -> tuple[NotificationsStorage, Notifier]:
+    """A store whose first order starts a transactional SMS."""
     storage = NotificationsStorage(database)
     storage.ensure_indexes()
     notifier = Notifier(storage, Clock(T0))
@@ -53,11 +51,22 @@ def test_a_backfilled_old_order_starts_no_workflow_a_new_one_does(database):
                                   "trigger": {"event": "order.placed", "first_order": True},
                                   "channel": "sms", "template": "win_back_sms",
                                   "purpose": "transactional"})
+    return storage, notifier
+
+
+def _placed(customer: str, order_id: str, created: datetime):
+    data = {**contract("order.placed").sample, "customer_id": customer, "order_id": order_id,
+            "date_created": created.isoformat()}
+    return build_event("order.placed", store_id="s1", occurred_at=T0, data=data)
+
+
+def test_a_backfilled_old_order_starts_no_workflow_a_new_one_does(database):
+    """A shop's history arriving by backfill must not message its customers about orders of
+    months ago: the store's max_trigger_age_hours (72 by default) bounds a trigger's age."""
+    storage, notifier = _first_order_sms(database)
 
     def placed(customer: str, age: timedelta):
-        data = {**contract("order.placed").sample, "customer_id": customer,
-                "order_id": f"o-{customer}", "date_created": (T0 - age).isoformat()}
-        return build_event("order.placed", store_id="s1", occurred_at=T0, data=data)
+        return _placed(customer, f"o-{customer}", T0 - age)
 
     assert notifier.settings("s1").max_trigger_age_hours == 72
     assert notifier.apply(placed("history", timedelta(days=200))) == 0
@@ -75,20 +84,10 @@ def test_a_first_order_redelivered_after_a_failure_still_starts_its_workflow_onc
     """The order was recorded, then scheduling failed (a crash, the database gone): the
     redelivery must still see it as the customer's first order, and any further copy must not
     schedule a second message. A later order is not a first order."""
-    from shared.events import build_event, contract
-
-    storage = NotificationsStorage(database)
-    storage.ensure_indexes()
-    notifier = Notifier(storage, Clock(T0))
-    notifier.save_workflow("s1", {"workflow_id": "first", "name": "First order",
-                                  "trigger": {"event": "order.placed", "first_order": True},
-                                  "channel": "sms", "template": "win_back_sms",
-                                  "purpose": "transactional"})
+    storage, notifier = _first_order_sms(database)
 
     def placed(order_id: str):
-        data = {**contract("order.placed").sample, "customer_id": "c1", "order_id": order_id,
-                "date_created": T0.isoformat()}
-        return build_event("order.placed", store_id="s1", occurred_at=T0, data=data)
+        return _placed("c1", order_id, T0)
 
     first = placed("o-1")
     # What the failed first delivery left behind: the order recorded, no send scheduled.
