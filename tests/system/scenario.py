@@ -292,11 +292,28 @@ def check_consistency(rpc, store: str, traffic: WooTraffic, emails: list, sms: l
     stray_sms = {p: n for p, n in sms_to.items() if p not in phone_owner}
     if stray_sms:
         problem("sms to an unknown number", stray_sms)
+    unknown_outcomes: list = []
+
+    def outcome_unknown(key: str, channel: str) -> bool:
+        """The customer's message of this channel was being handed to the provider when its
+        sender was killed: notifications marks it failed ("outcome unknown") and does not send
+        it again, at most once by design (README: Sending). Missing, it is no inconsistency."""
+        if key not in by_key:
+            return False
+        log = rpc.notifications.send_log(store, by_key[key]["customer_id"], 10)
+        found = [s["_id"] for s in log if s.get("channel") == channel
+                 and s.get("status") == "failed"
+                 and str(s.get("reason", "")).startswith("outcome unknown")]
+        unknown_outcomes.extend((key, send_id) for send_id in found)
+        return bool(found)
+
     for key, exp in expected["customers"].items():
         mails = sum(emails_to[e] for e in exp["emails"])
         is_tagged = "big-spender" in tagged.get(key, ())
         want = 1 if is_tagged and exp["consent_email"] else 0
-        if mails != want:
+        if mails == 0 and want == 1 and outcome_unknown(key, "email"):
+            pass
+        elif mails != want:
             kind = "marketing email without consent" if mails and not exp["consent_email"] else \
                 "big-spender email count"
             problem(kind, key, mails, want, {"tagged": is_tagged, "consent": exp["consent_email"]})
@@ -306,13 +323,15 @@ def check_consistency(rpc, store: str, traffic: WooTraffic, emails: list, sms: l
         sms = sum(sms_to[p] for p in phones)
         if sms > 1 or (sms and not exp["placed_may"]):
             problem("first-order sms sent twice or unearned", key, sms)
-        elif not sms and exp["placed_must"] and exp["always_phone"]:
+        elif not sms and exp["placed_must"] and exp["always_phone"] \
+                and not outcome_unknown(key, "sms"):
             log = rpc.notifications.send_log(store, by_key[key]["customer_id"], 10) \
                 if key in by_key else None
             problem("first-order sms missing", key, sorted(phones), log)
 
     summary = {k: (len(v), v[:5]) for k, v in problems.items()}
-    print(f"{store}: messages: email", sum(emails_to.values()), "sms", sum(sms_to.values()))
+    print(f"{store}: messages: email", sum(emails_to.values()), "sms", sum(sms_to.values()),
+          "outcome unknown (a sender killed during the provider call):", unknown_outcomes)
     assert not problems, f"inconsistencies: {summary}"
     return {"expected": expected, "customers": by_key, "rows": rows,
             "emails": sum(emails_to.values()), "sms": sum(sms_to.values())}
