@@ -17,7 +17,7 @@ from services.customer_sync.anonymise import (
     redact_order_payload,
 )
 from services.customer_sync.erasure import CustomerErasure, handle_erasure_requested, shop_erasures
-from shared.personal_data import search_personal_data, search_terms, value_mentions
+from shared.personal_data import search, search_personal_data, search_terms, value_mentions
 from services.customer_sync.inbox import InboxProcessor
 from services.customer_sync.normalise import normalise_customer, normalise_order, order_content_hash
 from services.customer_sync.rectify import (
@@ -211,6 +211,44 @@ def test_scanner_finds_terms_at_any_depth_and_only_in_the_store():
         search_terms(["a"])
     with pytest.raises(ValueError):
         search_terms([None])
+
+
+def test_the_proof_counts_a_shared_phone_or_name_only_where_it_is_tied_to_the_erased_ids():
+    db = mongomock.MongoClient()["any_service"]
+    db["profiles"].insert_many([
+        {"store_id": STORE, "customer_id": "gone", "contact": {"phone": "+44 1"}},
+        {"store_id": STORE, "customer_id": "housemate", "contact": {"phone": "+44 1",
+                                                                    "name": "Ada Lovelace"}},
+        {"store_id": STORE, "customer_id": "housemate", "email": "ada@example.com"},
+    ])
+    db["jobs"].insert_one({"store_id": STORE, "recipients": ["Ada Lovelace"]})
+    db["groups"].insert_one({"store_id": STORE, "customer_ids": ["x", "gone"], "n": "+44 1"})
+    answer = search(db, STORE, ["ada@example.com"], "svc", ["+44 1", "Ada Lovelace"], ["gone"])
+    assert answer == {"service": "svc",
+                      "matches": [{"collection": "groups", "count": 1},
+                                  {"collection": "profiles", "count": 2}],
+                      "ambiguous": [{"collection": "jobs", "count": 1}]}
+    # Without tied terms the answer is the plain search, as before.
+    assert search(db, STORE, ["+44 1"], "svc") == {
+        "service": "svc", "matches": [{"collection": "groups", "count": 1},
+                                      {"collection": "profiles", "count": 2}]}
+
+
+@pytest.mark.parametrize("args, field", [
+    (("ada@example.com", None, None), "terms"),
+    (([], [], []), "terms"),
+    ((["ada@example.com"], ["+44 1"], []), "customer_ids"),
+    ((["ada@example.com"], ["+44 1"], [""]), "customer_ids"),
+    ((["ada@example.com"], "+44 1", ["c"]), "tied_terms"),
+    ((["ada@example.com"], ["+"], ["c"]), "tied_terms"),
+    ((["a"], ["+44 1"], ["c"]), "terms"),
+])
+def test_a_malformed_proof_search_is_refused_naming_the_field(args, field):
+    db = mongomock.MongoClient()["any_service"]
+    terms, tied, ids = args
+    with pytest.raises(ValidationError) as info:
+        search(db, STORE, terms, "svc", tied, ids)
+    assert list(info.value.details["fields"]) == [field]
 
 
 # -- erasure ------------------------------------------------------------------------------------
