@@ -34,7 +34,7 @@ from services.customer_sync.anonymise import (
     redact_payload,
 )
 from services.customer_sync.repository import CustomerSyncStorage, aware, utcnow
-from services.customer_sync.tombstones import tombstone_values
+from services.customer_sync.tombstones import EMAIL, tombstone_values
 from shared.erasure import DropParked, confirm_erasure
 from shared.personal_data import Owners, named_customers
 from shared.events import Event
@@ -69,11 +69,16 @@ class CustomerErasure:
 
     # -- recognising an erased person -------------------------------------------------------
     def erased_customer_for(self, store_id: str, woo_customer_id: int | None = None,
-                            email: str | None = None) -> str | None:
-        """The erased customer id a shop customer id or email was tombstoned for, or None."""
-        tombstone = self.storage.tombstones.find(
-            store_id, tombstone_values([real_email_key(email)], [woo_customer_id]))
-        return tombstone["customer_id"] if tombstone is not None else None
+                            email: str | None = None, *, created: datetime | None = None,
+                            modified: datetime | None = None) -> str | None:
+        """The erased customer id a shop record belongs to, by its shop customer id or email
+        tombstone, or None. `created` and `modified` are the record's shop times: an email
+        tombstone does not hold for a record created after the erasure (tombstones.py)."""
+        for tombstone in self.storage.tombstones.find_all(
+                store_id, tombstone_values([real_email_key(email)], [woo_customer_id])):
+            if tombstone_holds(tombstone, created, modified):
+                return tombstone["customer_id"]
+        return None
 
     def is_erased(self, customer_id: str | None) -> bool:
         if not customer_id:
@@ -225,6 +230,18 @@ class CustomerErasure:
             else:
                 inbox.drop(delivery["_id"])
         return len(found), customer_ids_seen
+
+
+def tombstone_holds(tombstone: dict, created: datetime | None,
+                    modified: datetime | None) -> bool:
+    """Whether a tombstone applies to a record with these shop times: always for the erased
+    shop account; for an email, unless the shop created the record (or, lacking a creation
+    time, last modified it) after the latest erasure of that email."""
+    if tombstone.get("kind") != EMAIL:
+        return True
+    erased_at = aware(tombstone.get("erased_at") or tombstone.get("first_erased_at"))
+    shop_time = aware(created or modified)
+    return erased_at is None or shop_time is None or shop_time <= erased_at
 
 
 # -- whose a document is (the erasure's proof) -----------------------------------------------

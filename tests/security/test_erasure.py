@@ -194,3 +194,109 @@ def test_a_trace_no_one_can_be_tied_to_is_shown_as_ambiguous_instead_of_looping(
     clock.now += timedelta(hours=1)
     assert desk.process_due(services) == 0  # nothing left to re-check
     assert services.searches == searched
+
+
+# -- a person who comes back ----------------------------------------------------------------------
+ERASED_AT = datetime(2026, 6, 1, 12, tzinfo=timezone.utc)
+BEFORE = "2026-05-20T08:00:00"  # the shop's times (GMT, no offset), before the erasure
+AFTER = "2026-06-10T08:00:00"  # and after it
+
+
+@pytest.fixture
+def erased_ada():
+    """Ada, registered (shop customer 42) with an order, erased at ERASED_AT."""
+    storage = CustomerSyncStorage(mongomock.MongoClient()["customer_sync"])
+    storage.ensure_indexes()
+    storage.stores.save(Store(STORE, "https://shop.example/", "whsec-12345678", "ck", "cs"))
+    clock = Clock(ERASED_AT - timedelta(days=30))
+    sync = CustomerSync(storage, clock)
+    apply_all(sync, [("customer.created", payloads.customer(42, ADA)),
+                     ("order.created", payloads.order(1001, 42, email=ADA))])
+    erased_id = storage.customers.by_woo_id(STORE, 42)["_id"]
+    clock.now = ERASED_AT
+    sync.erasure.erase(STORE, [erased_id], ADA, "req-1")
+    clock.now = ERASED_AT + timedelta(days=20)
+    return storage, sync, erased_id
+
+
+def apply_all(sync, deliveries):
+    return [sync.apply(STORE, *topic.split("."), body, correlation_id="c")
+            for topic, body in deliveries]
+
+
+def shop_times(created: str, modified: str) -> dict:
+    return {"date_created": created, "date_created_gmt": created,
+            "date_modified": modified, "date_modified_gmt": modified}
+
+
+def test_a_person_who_registers_again_after_the_erasure_is_recorded(erased_ada):
+    storage, sync, erased_id = erased_ada
+    [result] = apply_all(sync, [("customer.created",
+                                 payloads.customer(57, ADA, **shop_times(AFTER, AFTER)))])
+    assert result.outcome == "created" and not result.personal_data_dropped
+    again = CustomerQueries(storage).find_customer(STORE, ADA)
+    assert again["customer_id"] != erased_id
+    assert (again["status"], again["email"], again["first_name"]) == ("active", ADA, "Ada")
+    # Her new orders, as a registered customer and at a guest checkout, are hers again.
+    apply_all(sync, [("order.created", payloads.order(2001, 57, email=ADA,
+                                                      **shop_times(AFTER, AFTER))),
+                     ("order.created", payloads.order(2002, 0, email=ADA,
+                                                      **shop_times(AFTER, AFTER)))])
+    for order_id in ("2001", "2002"):
+        order = storage.orders.get(STORE, order_id)
+        assert order["customer_id"] == again["customer_id"]
+        assert order["billing"]["email"] == ADA and not order.get("personal_data_erased")
+    # What the shop keeps of her erased past stays erased.
+    assert CustomerQueries(storage).get_customer(STORE, erased_id)["status"] == "erased"
+    assert storage.orders.get(STORE, "1001")["billing"]["email"] == ""
+
+
+@pytest.mark.parametrize("topic, body", [
+    # a late or repeated webhook, a backfill: her old account as it was before the erasure
+    ("customer.updated", payloads.customer(42, ADA, **shop_times(BEFORE, BEFORE))),
+    # her old account, touched at the shop after the erasure: still the erased account
+    ("customer.updated", payloads.customer(42, ADA, **shop_times(BEFORE, AFTER))),
+    # an account of hers from before the erasure that only now reaches us
+    ("customer.created", payloads.customer(58, ADA, **shop_times(BEFORE, BEFORE))),
+    # a guest order from before the erasure, completed at the shop after it
+    ("order.updated", payloads.order(1003, 0, email=ADA, **shop_times(BEFORE, AFTER))),
+    # an order of her old account placed after the erasure
+    ("order.created", payloads.order(1004, 42, email=ADA, **shop_times(AFTER, AFTER))),
+])
+def test_replays_of_the_erased_past_bring_nothing_back(erased_ada, topic, body):
+    storage, sync, erased_id = erased_ada
+    [result] = apply_all(sync, [(topic, body)])
+    assert result.personal_data_dropped
+    with pytest.raises(NotFound):
+        CustomerQueries(storage).find_customer(STORE, ADA)
+    assert storage.customers.collection.count_documents(
+        {"store_id": STORE, "status": "active"}) == 0
+    for order in storage.orders.collection.find({"store_id": STORE}):
+        assert order["customer_id"] == erased_id and order["billing"]["email"] == ""
+
+
+def test_tombstones_still_hold_no_plain_identifier(erased_ada):
+    storage, sync, _ = erased_ada
+    apply_all(sync, [("customer.created", payloads.customer(57, ADA, **shop_times(AFTER, AFTER)))])
+    stored = json.dumps(list(storage.tombstones.collection.find()), default=str).lower()
+    assert "ada@" not in stored and "example.com" not in stored and '"42"' not in stored
+
+
+def test_a_second_erasure_moves_the_line_on(erased_ada):
+    storage, sync, _ = erased_ada
+    apply_all(sync, [("customer.created", payloads.customer(57, ADA, **shop_times(AFTER, AFTER)))])
+    again = CustomerQueries(storage).find_customer(STORE, ADA)["customer_id"]
+    second = datetime(2026, 7, 1, tzinfo=timezone.utc)
+    sync.clock.now = second
+    sync.erasure.erase(STORE, [again], ADA, "req-2")
+    sync.clock.now = second + timedelta(days=5)
+    # Her second account, replayed from before the second erasure: gone for good.
+    [replayed] = apply_all(sync, [("customer.updated", payloads.customer(
+        59, ADA, **shop_times(AFTER, "2026-06-20T08:00:00")))])
+    assert replayed.personal_data_dropped
+    with pytest.raises(NotFound):
+        CustomerQueries(storage).find_customer(STORE, ADA)
+    # And a third registration after it is hers again.
+    apply_all(sync, [("customer.created", payloads.customer(
+        60, ADA, **shop_times("2026-07-03T08:00:00", "2026-07-03T08:00:00")))])
+    assert CustomerQueries(storage).find_customer(STORE, ADA)["status"] == "active"

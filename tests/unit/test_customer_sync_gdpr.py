@@ -16,7 +16,12 @@ from services.customer_sync.anonymise import (
     redact_customer_payload,
     redact_order_payload,
 )
-from services.customer_sync.erasure import CustomerErasure, handle_erasure_requested, shop_erasures
+from services.customer_sync.erasure import (
+    CustomerErasure,
+    handle_erasure_requested,
+    shop_erasures,
+    tombstone_holds,
+)
 from shared.personal_data import search, search_personal_data, search_terms, value_mentions
 from services.customer_sync.inbox import InboxProcessor
 from services.customer_sync.normalise import normalise_customer, normalise_order, order_content_hash
@@ -108,6 +113,21 @@ def test_tombstone_digests_are_keyed_and_never_the_value():
 def test_tombstone_values_normalise_emails_and_drop_blanks():
     assert tombstone_values([" Ada@Example.COM ", "", None], [42, None]) == [
         (EMAIL, "ada@example.com"), (WOO_CUSTOMER, "42")]
+
+
+def test_an_email_tombstone_holds_for_the_past_and_a_shop_id_tombstone_for_ever():
+    erased = datetime(2026, 6, 1, tzinfo=timezone.utc)
+    before, after = datetime(2026, 5, 1, tzinfo=timezone.utc), datetime(2026, 7, 1)  # naive: UTC
+    email = {"kind": EMAIL, "first_erased_at": datetime(2026, 1, 1), "erased_at": erased}
+    assert tombstone_holds(email, before, after)  # created before: the erased past
+    assert tombstone_holds(email, None, before)  # no creation time: the modification time
+    assert tombstone_holds(email, None, None)  # no shop time at all: kept out
+    assert tombstone_holds(email, erased, erased)
+    assert not tombstone_holds(email, after, after)  # created after: someone who came back
+    assert not tombstone_holds(email, None, after)
+    legacy = {"kind": EMAIL, "first_erased_at": erased}  # written before `erased_at` existed
+    assert tombstone_holds(legacy, before, None) and not tombstone_holds(legacy, after, None)
+    assert tombstone_holds({"kind": WOO_CUSTOMER, "erased_at": erased}, after, after)
 
 
 def test_a_store_key_is_created_once_and_only_when_asked(storage):
