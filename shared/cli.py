@@ -247,6 +247,12 @@ def _gdpr_human(request: dict) -> str:
              f"state: {request['state']}{'  (OVERDUE)' if request.get('overdue') else ''}",
              f"received: {request.get('received_at')}   due: {request.get('due_at')}"
              + (f"   completed: {request['completed_at']}" if request.get("completed_at") else "")]
+    if request.get("needs_review"):
+        where = "; ".join(f"{service}: " + ", ".join(f"{m['collection']} ({m['count']})"
+                                                     for m in found)
+                          for service, found in sorted(request["result"]["ambiguous"].items()))
+        lines.append(f"NEEDS REVIEW: the person's phone or name is in records naming no "
+                     f"customer: {where}")
     if request.get("audit"):
         lines.append(table(request["audit"], ["at", "actor", "action", "detail"]))
     return "\n".join(lines)
@@ -278,7 +284,8 @@ def cmd_gdpr(args) -> int:
         else:
             requests = rpc.gdpr.list_requests(args.store, args.state)
             emit(args, requests, lambda rows: table(rows, [
-                "request_id", "type", "state", "email", "received_at", "due_at", "overdue"]))
+                "request_id", "type", "state", "email", "received_at", "due_at", "overdue",
+                "needs_review"]))
     return EXIT_OK
 
 

@@ -9,7 +9,7 @@ from nameko.rpc import rpc
 
 from shared.errors import EXPECTED_ERRORS
 from shared.health import readiness
-from shared.personal_data import search
+from shared.personal_data import Owners, named_customers, search
 from shared.tls import amqp_ssl_options
 
 
@@ -28,9 +28,17 @@ class DataOwnerRpc(HealthRpc):
     its whole database for a person (the proof), and drop its parked messages about them."""
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
-    def search_personal_data(self, store_id: str, terms: list) -> dict:
-        """Every document of this service holding any of the terms (an erasure's proof)."""
-        return search(self.storage.database, store_id, terms, self.name)
+    def search_personal_data(self, store_id: str, terms: list, tied_terms: list | None = None,
+                             customer_ids: list | None = None) -> dict:
+        """Every document of this service holding any of the terms (an erasure's proof); a
+        phone or a name (`tied_terms`) only where it is about the erased `customer_ids`."""
+        return search(self.storage.database, store_id, terms, self.name, tied_terms,
+                      customer_ids, self._document_owners())
+
+    def _document_owners(self) -> Owners:
+        """Whose each document is; a service that names people otherwise than by
+        `customer_id` answers its own."""
+        return named_customers
 
     def _drop_parked(self, matches) -> int:
         """shared.erasure.DropParked for this service's own parked queue."""

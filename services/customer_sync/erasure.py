@@ -34,8 +34,9 @@ from services.customer_sync.anonymise import (
     redact_payload,
 )
 from services.customer_sync.repository import CustomerSyncStorage, aware, utcnow
-from services.customer_sync.tombstones import tombstone_values
+from services.customer_sync.tombstones import EMAIL, tombstone_values
 from shared.erasure import DropParked, confirm_erasure
+from shared.personal_data import Owners, named_customers
 from shared.events import Event
 from shared.outbox import OUTBOX_FIELD, push_events
 
@@ -68,11 +69,16 @@ class CustomerErasure:
 
     # -- recognising an erased person -------------------------------------------------------
     def erased_customer_for(self, store_id: str, woo_customer_id: int | None = None,
-                            email: str | None = None) -> str | None:
-        """The erased customer id a shop customer id or email was tombstoned for, or None."""
-        tombstone = self.storage.tombstones.find(
-            store_id, tombstone_values([real_email_key(email)], [woo_customer_id]))
-        return tombstone["customer_id"] if tombstone is not None else None
+                            email: str | None = None, *, created: datetime | None = None,
+                            modified: datetime | None = None) -> str | None:
+        """The erased customer id a shop record belongs to, by its shop customer id or email
+        tombstone, or None. `created` and `modified` are the record's shop times: an email
+        tombstone does not hold for a record created after the erasure (tombstones.py)."""
+        for tombstone in self.storage.tombstones.find_all(
+                store_id, tombstone_values([real_email_key(email)], [woo_customer_id])):
+            if tombstone_holds(tombstone, created, modified):
+                return tombstone["customer_id"]
+        return None
 
     def is_erased(self, customer_id: str | None) -> bool:
         if not customer_id:
@@ -224,6 +230,64 @@ class CustomerErasure:
             else:
                 inbox.drop(delivery["_id"])
         return len(found), customer_ids_seen
+
+
+def tombstone_holds(tombstone: dict, created: datetime | None,
+                    modified: datetime | None) -> bool:
+    """Whether a tombstone applies to a record with these shop times: always for the erased
+    shop account; for an email, unless the shop created the record (or, lacking a creation
+    time, last modified it) after the latest erasure of that email."""
+    if tombstone.get("kind") != EMAIL:
+        return True
+    erased_at = aware(tombstone.get("erased_at") or tombstone.get("first_erased_at"))
+    shop_time = aware(created or modified)
+    return erased_at is None or shop_time is None or shop_time <= erased_at
+
+
+# -- whose a document is (the erasure's proof) -----------------------------------------------
+def document_owners(storage: CustomerSyncStorage) -> Owners:
+    """Whose each of customer_sync's documents is, so the proof search tells the erased
+    person's phone or name apart from another customer's: a customer record is its own id (and
+    the one it was merged into), a stored delivery belongs to the customer its shop customer or
+    order is filed under (live or tombstoned), anything else names its `customer_id`."""
+    customers, inbox = storage.customers.collection.name, storage.inbox.collection.name
+
+    def owners(collection: str, doc: dict) -> set[str]:
+        if collection == customers:
+            return {i for i in (doc.get("_id"), doc.get("merged_into")) if isinstance(i, str)}
+        if collection == inbox:
+            return _delivery_owners(storage, doc)
+        return named_customers(collection, doc)
+
+    return owners
+
+
+def _delivery_owners(storage: CustomerSyncStorage, delivery: dict) -> set[str]:
+    store_id, resource_id = delivery.get("store_id"), delivery.get("resource_id")
+    if not isinstance(store_id, str) or not isinstance(resource_id, int):
+        return set()
+    woo_customer_ids: set[int] = set()
+    owners: set[str] = set()
+    if delivery.get("resource") == "customer":
+        woo_customer_ids.add(resource_id)
+    elif delivery.get("resource") == "order":
+        order = storage.orders.get(store_id, str(resource_id))
+        if order is not None and isinstance(order.get("customer_id"), str):
+            owners.add(order["customer_id"])
+        try:
+            shop_customer = json.loads(delivery.get("body") or "{}").get("customer_id")
+        except (ValueError, AttributeError):
+            shop_customer = None
+        if isinstance(shop_customer, int) and shop_customer > 0:
+            woo_customer_ids.add(shop_customer)
+    for woo_id in woo_customer_ids:
+        doc = storage.customers.by_woo_id(store_id, woo_id)
+        if doc is not None:
+            owners.add(doc["_id"])
+        tombstone = storage.tombstones.find(store_id, tombstone_values([], [woo_id]))
+        if tombstone is not None:
+            owners.update(tombstone.get("customer_ids") or [tombstone["customer_id"]])
+    return owners
 
 
 # -- the gdpr conversation ------------------------------------------------------------------

@@ -7,7 +7,7 @@ from nameko.rpc import rpc
 from werkzeug.exceptions import ClientDisconnected
 from werkzeug.wrappers import Request, Response
 
-from services.customer_sync.erasure import handle_erasure_requested
+from services.customer_sync.erasure import document_owners, handle_erasure_requested
 from services.customer_sync.erasure import shop_erasures as list_shop_erasures
 from services.customer_sync.queries import CustomerQueries
 from services.customer_sync.rectify import Rectifier
@@ -35,6 +35,7 @@ from shared.messaging.handlers import event_handler
 from shared.mongo import MongoStorage
 from shared.logs import log_context
 from shared.metrics import observe_webhook
+from shared.personal_data import Owners
 from shared.service_rpc import DataOwnerRpc
 from shared.web import http
 
@@ -81,6 +82,9 @@ class CustomerSyncService(HealthEndpoints, DataOwnerRpc):
             return response
 
     # -- health (GET /health/live and /health/ready come from HealthEndpoints) --------------
+
+    def _document_owners(self) -> Owners:
+        return document_owners(self.storage)
 
     # -- stores -----------------------------------------------------------------------------
     @rpc(expected_exceptions=EXPECTED_ERRORS)

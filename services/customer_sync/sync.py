@@ -191,7 +191,9 @@ class CustomerSync:
 
     def apply_customer(self, store_id: str, snap: CustomerSnapshot, correlation_id: str) -> ApplyResult:
         for _ in range(_MAX_CONFLICT_RETRIES):
-            if self.erasure.erased_customer_for(store_id, snap.woo_customer_id, snap.email) is not None:
+            if self.erasure.erased_customer_for(store_id, snap.woo_customer_id, snap.email,
+                                                created=snap.date_created,
+                                                modified=snap.date_modified) is not None:
                 return ApplyResult("erased", personal_data_dropped=True)
             existing, guest = self._find_registered(store_id, snap.woo_customer_id, snap.email_key)
             if is_shop_erasure(existing, snap):
@@ -373,7 +375,8 @@ class CustomerSync:
         """Right after creating a customer: if an erasure of that person ran meanwhile (its
         tombstones written after this delivery looked), erase the new record too."""
         if self.erasure.erased_customer_for(store_id, doc.get("woo_customer_id"),
-                                            doc.get("email_key")) is None:
+                                            doc.get("email_key"), created=doc.get("date_created"),
+                                            modified=doc.get("woo_date_modified")) is None:
             return None
         self.erasure.erase(store_id, [doc["_id"]], doc.get("email_key"), f"late:{doc['_id']}",
                            source=LATE)
@@ -387,7 +390,9 @@ class CustomerSync:
         if existing is not None and existing.get("personal_data_erased"):
             return True, existing.get("customer_id")
         erased = self.erasure.erased_customer_for(store_id, snap.woo_customer_id,
-                                                  snap.billing.get("email"))
+                                                  snap.billing.get("email"),
+                                                  created=snap.date_created,
+                                                  modified=snap.date_modified)
         return erased is not None, erased
 
     def _owner_of_anonymised(self, store_id: str, snap: OrderSnapshot, existing: dict | None

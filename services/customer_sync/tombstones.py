@@ -7,6 +7,13 @@ email could be reversed by hashing a list of addresses; the key makes that impos
 it. The key is per store, random, and kept in the store's settings document beside the webhook
 secret (same protection), but apart from it, so re-registering a store with a rotated webhook
 secret does not silently orphan every tombstone.
+
+A tombstone stops the erased past, not the person's future. The shop's customer id names the
+erased account itself (WooCommerce never reuses one), so it holds whatever the account's times.
+An email holds for records the shop created (or, lacking a creation time, last modified) at or
+before the latest erasure of that email: a replayed webhook, a backfill, an old order completed
+later. A record the shop created after it is a new account or a new order of someone who came
+back, and is recorded as any other (`erasure.tombstone_holds`).
 """
 from __future__ import annotations
 
@@ -94,6 +101,7 @@ class TombstoneRepository:
                 {"_id": self.doc_id(store_id, kind, tombstone_digest(key, kind, value))},
                 {"$setOnInsert": {"store_id": store_id, "kind": kind, "customer_id": customer_id,
                                   "first_erased_at": at},
+                 "$max": {"erased_at": at},  # a later erasure of the same email moves it on
                  "$addToSet": {"customer_ids": {"$each": ids}, "sources": source}},
                 upsert=True)
         return len(values)
@@ -101,18 +109,23 @@ class TombstoneRepository:
     def find(self, store_id: str, values: list[tuple[str, str]]) -> dict | None:
         """The first tombstone matching one of the identifiers (the shop's customer id is
         listed before an email, so it wins), or None."""
+        found = self.find_all(store_id, values)
+        return found[0] if found else None
+
+    def find_all(self, store_id: str, values: list[tuple[str, str]]) -> list[dict]:
+        """Every tombstone matching one of the identifiers, the shop's customer id first."""
         if not values:
-            return None
+            return []
         # Created (once per store) rather than read as absent on every apply: the key is then
         # cached for good, and an instance never caches "no tombstones" while another erases.
         key = self.keys.get(store_id, create=True)
         if key is None:
-            return None
+            return []
         ids = {self.doc_id(store_id, kind, tombstone_digest(key, kind, value)): kind
                for kind, value in values}
         found = list(self.collection.find({"_id": {"$in": sorted(ids)}}))  # one round trip
         found.sort(key=lambda doc: ids[doc["_id"]] != WOO_CUSTOMER)
-        return found[0] if found else None
+        return found
 
     def customer_ids(self, store_id: str, emails: Iterable[str | None]) -> set[str]:
         """Every erased customer id an email was tombstoned for."""

@@ -65,6 +65,7 @@ def request_view(doc: dict, now: datetime) -> dict:
     view = {k: _iso(v) for k, v in doc.items() if k not in ("_id", "outbox", "lease_until",
                                                            "search_terms")}
     view["overdue"] = rq.overdue(doc, now)
+    view["needs_review"] = rq.needs_review(doc)
     return view
 
 
@@ -202,7 +203,9 @@ class Desk:
         if service in ((request.get("erasure") or {}).get("confirmations") or {}):
             return  # already recorded
         now = self.clock()
-        fields = {f"erasure.confirmations.{service}": {"counts": data["counts"], "at": now}}
+        fields = {f"erasure.confirmations.{service}": {
+            "counts": data["counts"], "customer_ids": list(data.get("customer_ids") or []),
+            "at": now}}
         confirmed = set((request.get("erasure") or {}).get("confirmations") or {}) | {service}
         if confirmed >= set(self.settings.services):
             fields["next_attempt_at"] = now  # all in: verify without waiting
@@ -417,11 +420,20 @@ class Desk:
                                                        for s, c in confirmations.items()}},
                            "every service confirmed the erasure the shop started")
             return
+        # The email is the person's alone: searched for everywhere. A phone or a name may be
+        # another customer's too (a household, an office, a common name): it counts only where
+        # a service ties it to the erased ids.
+        anywhere = [t for t in terms if rq.is_email(t)]
+        tied = [t for t in terms if not rq.is_email(t)]
+        erased_ids = sorted(set(request["customer_ids"]).union(
+            *(c.get("customer_ids") or [] for c in confirmations.values())))
         outcomes = services.call_all(sorted(expected), "search_personal_data",
-                                     request["store_id"], terms)
+                                     request["store_id"], anywhere, tied, erased_ids)
         unanswered = sorted(s for s, (status, _) in outcomes.items() if status != "ok")
         found = {s: answer["matches"] for s, (status, answer) in outcomes.items()
                  if status == "ok" and answer.get("matches")}
+        ambiguous = {s: answer["ambiguous"] for s, (status, answer) in outcomes.items()
+                     if status == "ok" and answer.get("ambiguous")}
         if unanswered:
             self._later(request, f"verification waiting for {', '.join(unanswered)}")
             return
@@ -431,8 +443,20 @@ class Desk:
             self._later(request, "verification found personal data in "
                         f"{', '.join(sorted(found))}; checking again", verification=found)
             return
+        counts = {s: c["counts"] for s, c in confirmations.items()}
+        if ambiguous:
+            # Nothing tied to the person is left, but their phone or name is in records that
+            # name no customer: an operator must judge those; looking again would not decide.
+            where = ", ".join(f"{s} ({', '.join(m['collection'] for m in found_in)})"
+                              for s, found_in in sorted(ambiguous.items()))
+            self._complete(request, {"erased": True, "verification": "ambiguous",
+                                     "ambiguous": ambiguous, "confirmations": counts},
+                           "needs review: every service confirmed and nothing tied to the "
+                           "person is left, but records naming no customer hold their phone or "
+                           f"name: {where}")
+            return
         self._complete(request, {"erased": True, "verification": "nothing found",
-                                 "confirmations": {s: c["counts"] for s, c in confirmations.items()}},
+                                 "confirmations": counts},
                        "every service confirmed, and a search found nothing of the person")
 
 

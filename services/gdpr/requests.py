@@ -97,6 +97,18 @@ def transition(request: Mapping[str, Any], to: str) -> None:
         raise Conflict(f"request {request['request_id']} is {request['state']}; it cannot become {to}")
 
 
+def is_email(value: Any) -> bool:
+    """Whether a search term is an email address (the person's alone) rather than a phone
+    or a name (which others may share)."""
+    return isinstance(value, str) and bool(_EMAIL.match(value.strip()))
+
+
+def needs_review(request: Mapping[str, Any]) -> bool:
+    """A completed erasure whose proof found the person's phone or name in records naming no
+    customer: an operator must judge whether those are theirs."""
+    return ((request.get("result") or {}).get("verification") == "ambiguous")
+
+
 def overdue(request: Mapping[str, Any], now: datetime) -> bool:
     due = request["due_at"]
     if due.tzinfo is None:

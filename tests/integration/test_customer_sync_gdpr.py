@@ -269,3 +269,35 @@ def test_rectification_is_written_to_the_shop_and_not_undone_by_the_next_webhook
     answer = rpc.customer_sync.rectify_customer(STORE_ID, guest_id, {"first_name": "Grace"}, "op")
     assert answer["written_to_shop"] is False and "guest" in answer["note"]
     assert rpc.customer_sync.get_customer(STORE_ID, guest_id)["first_name"] == "Grace"
+
+
+def test_the_proof_search_over_rpc_leaves_a_housemates_phone_and_name_to_her(
+        services, rpc, events):
+    """Two customers share a phone and a name; the erased one's proof finds nothing of her,
+    and the other's records (and stored deliveries) are hers, not traces."""
+    housemate = payloads.customer(woo_id=43, email="ada.king@example.com", first_name=FIRST,
+                                  last_name=LAST, username="ada", billing=person_address(
+                                      "ada.king@example.com"), shipping=person_address())
+    assert post(services, "customer.created", person_customer()).status_code == 200
+    assert post(services, "customer.created", housemate).status_code == 200
+    assert post(services, "order.created", person_order(1001)).status_code == 200
+    assert post(services, "order.created", payloads.order(
+        1002, customer_id=43, email="ada.king@example.com",
+        billing=person_address("ada.king@example.com"))).status_code == 200
+    events.wait_for(lambda got: len(events.of_type("order.placed")) == 2)
+    wait_until(lambda: inbox_settled(services), message="deliveries applied")
+    customer_id = rpc.customer_sync.find_customer(STORE_ID, EMAIL)["customer_id"]
+    tied = [PHONE, f"{FIRST} {LAST}"]
+    before = rpc.customer_sync.search_personal_data(STORE_ID, [EMAIL], tied, [customer_id])
+    assert {m["collection"] for m in before["matches"]} == {"customers", "orders",
+                                                            "webhook_inbox"}
+
+    publish(services.amqp_uri, erasure_request([customer_id]))
+    events.wait_for(lambda got: events.of_type("gdpr.erasure_completed"), timeout=15)
+    assert rpc.customer_sync.search_personal_data(STORE_ID, [EMAIL], tied, [customer_id]) == {
+        "service": "customer_sync", "matches": [], "ambiguous": []}
+    # The plain search still sees the housemate's phone: hers, and kept.
+    assert rpc.customer_sync.search_personal_data(STORE_ID, [PHONE])["matches"]
+    assert rpc.customer_sync.find_customer(STORE_ID, "ada.king@example.com")["phone"] == PHONE
+    with pytest.raises(ValidationError):
+        rpc.customer_sync.search_personal_data(STORE_ID, [EMAIL], tied, [])

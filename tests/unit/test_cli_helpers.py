@@ -73,3 +73,15 @@ def test_json_is_accepted_before_or_after_the_command():
     assert args.type == "export"
     with pytest.raises(SystemExit):  # --email and --name exclude each other
         parser.parse_args(["customers", "find", "--store", "s", "--email", "a@b.c", "--name", "A"])
+
+
+def test_gdpr_status_names_an_ambiguous_erasure_for_review():
+    from shared.cli import _gdpr_human
+
+    request = {"request_id": "r1", "type": "erasure", "email": "ada@x.io", "store_id": "s",
+               "state": "completed", "received_at": "t0", "due_at": "t1", "completed_at": "t2",
+               "needs_review": True, "result": {"verification": "ambiguous", "ambiguous": {
+                   "notifications": [{"collection": "bulk_jobs", "count": 2}]}}}
+    assert "NEEDS REVIEW" in _gdpr_human(request)
+    assert "notifications: bulk_jobs (2)" in _gdpr_human(request)
+    assert "NEEDS REVIEW" not in _gdpr_human({**request, "needs_review": False})

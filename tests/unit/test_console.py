@@ -653,6 +653,25 @@ def test_the_gdpr_queue_puts_overdue_first_and_acts_with_the_gdpr_scope():
     assert refused.status_code == 303 and world.called("reject_request") == []
 
 
+def test_the_gdpr_queue_flags_an_erasure_whose_proof_was_ambiguous(monkeypatch):
+    ambiguous = {"request_id": "r-amb", "store_id": "shop", "type": "erasure",
+                 "email": "ada@x.io", "state": "completed", "details": {},
+                 "received_at": "2026-01-01T00:00:00+00:00",
+                 "due_at": "2026-01-31T00:00:00+00:00", "overdue": False, "needs_review": True,
+                 "customer_ids": ["c1"], "audit": [],
+                 "result": {"verification": "ambiguous", "ambiguous": {
+                     "notifications": [{"collection": "bulk_jobs", "count": 2}]}}}
+    clean = {**ambiguous, "request_id": "r-clean", "needs_review": False,
+             "result": {"verification": "nothing found"}}
+    monkeypatch.setattr(Gdpr, "list_requests", lambda self, store, state=None: [ambiguous, clean])
+    world = World()
+    world.login("wcc_gdpr")
+    html = world.client.get("/console/gdpr").get_data(as_text=True)
+    flagged, rest = html.split('id="req-r-clean"')
+    assert 'class="badge needs-review"' in flagged and "notifications: bulk_jobs (2)" in flagged
+    assert "needs-review" not in rest
+
+
 def test_reports_draw_svg_charts_with_their_numbers_as_text():
     world = World()
     world.login("wcc_read")

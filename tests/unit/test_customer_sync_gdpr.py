@@ -17,8 +17,13 @@ from services.customer_sync.anonymise import (
     redact_customer_payload,
     redact_order_payload,
 )
-from services.customer_sync.erasure import CustomerErasure, handle_erasure_requested, shop_erasures
-from shared.personal_data import search_personal_data, search_terms, value_mentions
+from services.customer_sync.erasure import (
+    CustomerErasure,
+    handle_erasure_requested,
+    shop_erasures,
+    tombstone_holds,
+)
+from shared.personal_data import search, search_personal_data, search_terms, value_mentions
 from services.customer_sync.inbox import InboxProcessor
 from services.customer_sync.normalise import normalise_customer, normalise_order, order_content_hash
 from services.customer_sync.rectify import (
@@ -109,6 +114,21 @@ def test_tombstone_digests_are_keyed_and_never_the_value():
 def test_tombstone_values_normalise_emails_and_drop_blanks():
     assert tombstone_values([" Ada@Example.COM ", "", None], [42, None]) == [
         (EMAIL, "ada@example.com"), (WOO_CUSTOMER, "42")]
+
+
+def test_an_email_tombstone_holds_for_the_past_and_a_shop_id_tombstone_for_ever():
+    erased = datetime(2026, 6, 1, tzinfo=timezone.utc)
+    before, after = datetime(2026, 5, 1, tzinfo=timezone.utc), datetime(2026, 7, 1)  # naive: UTC
+    email = {"kind": EMAIL, "first_erased_at": datetime(2026, 1, 1), "erased_at": erased}
+    assert tombstone_holds(email, before, after)  # created before: the erased past
+    assert tombstone_holds(email, None, before)  # no creation time: the modification time
+    assert tombstone_holds(email, None, None)  # no shop time at all: kept out
+    assert tombstone_holds(email, erased, erased)
+    assert not tombstone_holds(email, after, after)  # created after: someone who came back
+    assert not tombstone_holds(email, None, after)
+    legacy = {"kind": EMAIL, "first_erased_at": erased}  # written before `erased_at` existed
+    assert tombstone_holds(legacy, before, None) and not tombstone_holds(legacy, after, None)
+    assert tombstone_holds({"kind": WOO_CUSTOMER, "erased_at": erased}, after, after)
 
 
 def test_a_store_key_is_created_once_and_only_when_asked(storage):
@@ -223,6 +243,44 @@ def test_scanner_finds_terms_at_any_depth_and_only_in_the_store():
         search_terms(["a"])
     with pytest.raises(ValueError):
         search_terms([None])
+
+
+def test_the_proof_counts_a_shared_phone_or_name_only_where_it_is_tied_to_the_erased_ids():
+    db = mongomock.MongoClient()["any_service"]
+    db["profiles"].insert_many([
+        {"store_id": STORE, "customer_id": "gone", "contact": {"phone": "+44 1"}},
+        {"store_id": STORE, "customer_id": "housemate", "contact": {"phone": "+44 1",
+                                                                    "name": "Ada Lovelace"}},
+        {"store_id": STORE, "customer_id": "housemate", "email": "ada@example.com"},
+    ])
+    db["jobs"].insert_one({"store_id": STORE, "recipients": ["Ada Lovelace"]})
+    db["groups"].insert_one({"store_id": STORE, "customer_ids": ["x", "gone"], "n": "+44 1"})
+    answer = search(db, STORE, ["ada@example.com"], "svc", ["+44 1", "Ada Lovelace"], ["gone"])
+    assert answer == {"service": "svc",
+                      "matches": [{"collection": "groups", "count": 1},
+                                  {"collection": "profiles", "count": 2}],
+                      "ambiguous": [{"collection": "jobs", "count": 1}]}
+    # Without tied terms the answer is the plain search, as before.
+    assert search(db, STORE, ["+44 1"], "svc") == {
+        "service": "svc", "matches": [{"collection": "groups", "count": 1},
+                                      {"collection": "profiles", "count": 2}]}
+
+
+@pytest.mark.parametrize("args, field", [
+    (("ada@example.com", None, None), "terms"),
+    (([], [], []), "terms"),
+    ((["ada@example.com"], ["+44 1"], []), "customer_ids"),
+    ((["ada@example.com"], ["+44 1"], [""]), "customer_ids"),
+    ((["ada@example.com"], "+44 1", ["c"]), "tied_terms"),
+    ((["ada@example.com"], ["+"], ["c"]), "tied_terms"),
+    ((["a"], ["+44 1"], ["c"]), "terms"),
+])
+def test_a_malformed_proof_search_is_refused_naming_the_field(args, field):
+    db = mongomock.MongoClient()["any_service"]
+    terms, tied, ids = args
+    with pytest.raises(ValidationError) as info:
+        search(db, STORE, terms, "svc", tied, ids)
+    assert list(info.value.details["fields"]) == [field]
 
 
 # -- erasure ------------------------------------------------------------------------------------

@@ -69,7 +69,10 @@ GDPR_REQUEST = s.obj(
      "customer_ids": {"type": "array", "items": s.STRING},
      "audit": {"type": "array", "items": AUDIT_ENTRY}},
     {"completed_at": s.NULLABLE_TIME, "verified_at": s.NULLABLE_TIME,
-     "rejection_reason": s.STRING, "result": {"type": ["object", "null"]}})
+     "rejection_reason": s.STRING, "result": {"type": ["object", "null"]},
+     "needs_review": {**s.BOOLEAN, "description": "a completed erasure whose proof found the "
+                      "person's phone or name only in records that name no customer "
+                      "(`result.ambiguous` says where): an operator should look"}})
 GDPR_EXPORT = s.obj(
     {"request_id": s.STRING, "store_id": s.STRING, "type": {"enum": ["access", "portability"]},
      "generated_at": s.TIME,
