@@ -33,6 +33,7 @@ from services.customer_sync.anonymise import (
     real_email_key,
     redact_payload,
 )
+from services.customer_sync.normalise import parse_body
 from services.customer_sync.repository import CustomerSyncStorage, aware, utcnow
 from services.customer_sync.tombstones import tombstone_values
 from shared.erasure import DropParked, confirm_erasure
@@ -216,7 +217,7 @@ class CustomerErasure:
                 customer_ids_seen.add(delivery["resource_id"])
             if delivery.get("status") in ("pending", "processing"):
                 try:
-                    payload = json.loads(delivery.get("body") or "{}")
+                    payload = parse_body(delivery.get("body") or "{}")
                 except ValueError:
                     payload = {"id": delivery.get("resource_id")}
                 redacted = redact_payload(delivery.get("resource", ""), payload)

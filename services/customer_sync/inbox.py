@@ -9,7 +9,7 @@ from datetime import timedelta
 from pymongo.errors import PyMongoError
 
 from services.customer_sync.anonymise import redact_payload
-from services.customer_sync.normalise import NormalisationError
+from services.customer_sync.normalise import NormalisationError, parse_body
 from services.customer_sync.repository import CustomerSyncStorage
 from services.customer_sync.sync import ApplyResult, CustomerSync
 from shared.logs import log_context
@@ -72,8 +72,8 @@ class InboxProcessor:
 
 
 def delivery_payload(delivery: dict) -> dict:
-    """The JSON body of a recorded delivery."""
-    return json.loads(delivery["body"])
+    """The JSON body of a recorded delivery, read as the door read it."""
+    return parse_body(delivery["body"])
 
 
 def _correlation_id(key: str) -> str:
