@@ -205,8 +205,9 @@ class CustomerErasure:
 
     def _purge_inbox(self, store_id: str, woo_ids: set[int], orders: list[dict],
                      emails: set[str]) -> tuple[int, set[int]]:
-        """Drop the person's applied deliveries; redact those still waiting (so the order's
-        accounting state still lands). Answers the count, and the shop customer ids of the
+        """Drop the person's applied deliveries; redact those still waiting or quarantined (so
+        the order's accounting state still lands, and a quarantined one is never lost).
+        Answers the count, and the shop customer ids of the
         customer deliveries found (by email) for tombstones."""
         inbox = self.storage.inbox
         order_ids = sorted(int(o["order_id"]) for o in orders if str(o.get("order_id")).isdigit())
@@ -215,7 +216,8 @@ class CustomerErasure:
         for delivery in found:
             if delivery.get("resource") == "customer" and isinstance(delivery.get("resource_id"), int):
                 customer_ids_seen.add(delivery["resource_id"])
-            if delivery.get("status") in ("pending", "processing"):
+            if delivery.get("status") in ("pending", "processing", "quarantined"):
+                # Still to apply (a quarantined one once replayed): keep its accounting state.
                 try:
                     payload = parse_body(delivery.get("body") or "{}")
                 except ValueError:
