@@ -89,4 +89,3 @@ class InboxProcessor:
 def delivery_payload(delivery: dict) -> dict:
     """The JSON body of a recorded delivery, read as the door read it."""
     return parse_body(delivery["body"])
-
