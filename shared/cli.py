@@ -202,6 +202,44 @@ def cmd_dlq(args) -> int:
     return EXIT_OK
 
 
+def cmd_quarantine(args) -> int:
+    """customer_sync's quarantined webhook deliveries, shaped like `dlq`."""
+    if args.action == "show" and not args.id:
+        print("show needs --id", file=sys.stderr)
+        return EXIT_USAGE
+    if args.action == "replay" and not args.id and not args.all:
+        print("name deliveries with --id, or pass --all", file=sys.stderr)
+        return EXIT_USAGE
+    with _rpc(args) as rpc:
+        if args.action == "list":
+            found, cursor = [], None
+            while True:
+                page = rpc.customer_sync.list_quarantined(args.store, {"size": 500,
+                                                                        "cursor": cursor})
+                found += page["items"]
+                cursor = page["next_cursor"]
+                if not cursor or len(found) >= args.limit:
+                    break
+            emit(args, found[: args.limit], lambda rows: table(rows, [
+                "quarantine_id", "topic", "resource_id", "attempts", "replays",
+                "quarantined_at", "error"]))
+            return EXIT_OK
+        if args.action == "show":
+            data = rpc.customer_sync.show_quarantined(args.store, args.id[0])
+            emit(args, data, lambda d: json.dumps(d, indent=2, default=str))
+            return EXIT_OK
+        answer = rpc.customer_sync.replay_quarantined(args.store, args.id or None, bool(args.all))
+    emit(args, answer, lambda a: (
+        f"replayed {len(a['replayed'])} delivery(ies) of store {a['store_id']}; "
+        f"{a['remaining']} left in quarantine (run again with --all for the rest; one that "
+        "fails again comes back with its new error)"))
+    if answer["not_found"]:
+        print(f"{len(answer['not_found'])} id(s) were not found in quarantine: "
+              f"{', '.join(answer['not_found'])}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
 def cmd_webhooks_register(args) -> int:
     with _rpc(args) as rpc:
         result = rpc.customer_sync.register_webhooks(args.store, args.delivery_url)
@@ -347,7 +385,8 @@ def cmd_health(args) -> int:
     def human(r):
         rows = [{**row, "broker": _check(row, "broker"), "database": _check(row, "database")}
                 for row in r["services"]]
-        lines = [table(rows, ["service", "state", "broker", "database", "instances", "parked"]), ""]
+        lines = [table(rows, ["service", "state", "broker", "database", "instances", "parked",
+                              "quarantined"]), ""]
         if r["queues"] is not None:
             lines.append(f"queues of vhost {r['broker']['vhost']} (sampled by the broker every "
                          "few seconds):")
@@ -407,6 +446,24 @@ def build_parser() -> argparse.ArgumentParser:
     dlq.add_argument("--id", action="append", help="a park id (repeatable)")
     dlq.add_argument("--all", action="store_true", help="replay or purge every parked message")
     dlq.set_defaults(func=cmd_dlq)
+
+    quarantine = commands.add_parser(
+        "quarantine", help="webhook deliveries that could not be applied: list, show, replay",
+        description="A delivery customer_sync answered 200 for but could not apply (refused "
+                    "content, or an error on every attempt) is kept in quarantine, never "
+                    "dropped: WooCommerce does not send it again. List them, show one with "
+                    "its body, and replay them once the cause is fixed; a replay that fails "
+                    "again is quarantined again with its new error.")
+    quarantine.add_argument("action", choices=["list", "show", "replay"])
+    quarantine.add_argument("--store", required=True)
+    quarantine.add_argument("--id", action="append",
+                            help="a quarantine id (as listed; also the correlation id of the "
+                                 "delivery's log lines); repeatable")
+    quarantine.add_argument("--all", action="store_true",
+                            help="replay every quarantined delivery of the store (up to 1000 "
+                                 "a run)")
+    quarantine.add_argument("--limit", type=int, default=1000, help="most deliveries listed")
+    quarantine.set_defaults(func=cmd_quarantine)
     _add_operator_commands(commands)
     _accept_json_anywhere(parser)
     parser.epilog = EPILOG
@@ -508,9 +565,10 @@ def _add_operator_commands(commands) -> None:
         description="Asks every service for health() at once, reads the vhost's queues from "
                     "the RabbitMQ management API (RABBITMQ_MANAGEMENT_URL; user and password "
                     "from RABBITMQ_MANAGEMENT_USER/PASSWORD, else from AMQP_URI) and counts "
-                    "parked messages. Exit 0: every service ready and nothing parked; 1: "
-                    "something needs attention (a service not ready or not answering, parked "
-                    "messages, queues unreadable); 3: the broker cannot be reached.")
+                    "parked messages and quarantined webhook deliveries. Exit 0: every service "
+                    "ready, nothing parked or quarantined; 1: something needs attention (a "
+                    "service not ready or not answering, parked messages, quarantined "
+                    "deliveries, queues unreadable); 3: the broker cannot be reached.")
     health.add_argument("--service", action="append",
                         help="only this service (repeatable; default: all)")
     health.add_argument("--service-timeout", type=float, default=5.0, metavar="SECONDS",

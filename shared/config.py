@@ -66,7 +66,8 @@ SETTINGS: tuple[Setting, ...] = (
         "While webhooks arrive and the process is short of CPU, pause this long between applying "
         "deliveries, so answering comes first (0 turns it off).",
     ),
-    Setting("INBOX_RETENTION_DAYS", "7", "Days an applied webhook delivery is kept."),
+    Setting("INBOX_RETENTION_DAYS", "7", "Days an applied webhook delivery is kept (a quarantined "
+            "one is kept until replayed)."),
     Setting(
         "TIMELINE_SWEEP_SECONDS",
         "5",

@@ -56,6 +56,11 @@ WEBHOOK_SECONDS = Histogram(
              5.0),
 )
 
+WEBHOOK_QUARANTINED = Counter(
+    "companion_webhook_deliveries_quarantined_total",
+    "Webhook deliveries customer_sync could not apply and quarantined (kept for an operator to "
+    "replay): content applying refused, or attempts exhausted.", ("store",))
+
 # -- gateway (HTTP API) --------------------------------------------------------------------------
 API_SECONDS = Histogram(
     "companion_api_request_duration_seconds",
@@ -111,10 +116,16 @@ _webhook_children = LabelCache(WEBHOOK_SECONDS)
 _send_children = LabelCache(NOTIFICATION_SENDS)
 _outbox_children = LabelCache(OUTBOX_PUBLISHED)
 _outbox_failure_children = LabelCache(OUTBOX_FAILURES)
+_quarantined_children = LabelCache(WEBHOOK_QUARANTINED)
 
 
 def observe_webhook(store: str, outcome: str, status: int, seconds: float) -> None:
     _webhook_children(store, outcome, str(status)).observe(seconds)
+
+
+def count_quarantined(store: str) -> None:
+    """A delivery of a known store (a bounded label) went into quarantine."""
+    _quarantined_children(store).inc()
 
 
 _api_children = LabelCache(API_SECONDS)
@@ -226,6 +237,70 @@ def watch_parked(service: str, amqp_uri: str) -> None:
 
 def unwatch_parked(service: str, amqp_uri: str) -> None:
     PARKED_DEPTH.unwatch(service, amqp_uri)
+
+
+# -- quarantined webhook deliveries waiting: counted in the database, read when scraped ------------
+class QuarantineCollector:
+    """`companion_webhook_quarantined{store}`: deliveries in quarantine right now.
+
+    Counted at scrape time by whoever watches (customer_sync passes a function over its own
+    database: this module never names a service), so a replay from the CLI shows at once. A
+    database that does not answer gives no sample rather than a wrong one."""
+
+    def __init__(self) -> None:
+        # database -> (references, counting function): instances sharing a database (several
+        # in one process) count the same documents once.
+        self._sources: dict[str, tuple[int, Callable[[], dict[str, int]]]] = {}
+        self._lock = threading.Lock()
+
+    def watch(self, database: str, counts: Callable[[], dict[str, int]]) -> None:
+        with self._lock:
+            references, _ = self._sources.get(database, (0, counts))
+            self._sources[database] = (references + 1, counts)
+
+    def unwatch(self, database: str) -> None:
+        with self._lock:
+            references, counts = self._sources.get(database, (0, None))
+            if references > 1:
+                self._sources[database] = (references - 1, counts)
+            else:
+                self._sources.pop(database, None)
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily("companion_webhook_quarantined",
+                                 "Webhook deliveries waiting in quarantine (customer_sync's "
+                                 "inbox), per store.", labels=["store"])
+
+    def describe(self):
+        yield self._family()
+
+    def collect(self):
+        family = self._family()
+        with self._lock:
+            sources = [counts for _, counts in self._sources.values()]
+        totals: dict[str, int] = {}
+        for counts in sources:
+            try:
+                for store, count in counts().items():
+                    totals[store] = totals.get(store, 0) + count
+            except Exception as exc:  # database unreachable: no sample beats a wrong one
+                log.warning("quarantine count unavailable: %s", type(exc).__name__)
+        for store, count in sorted(totals.items()):
+            family.add_metric([store], count)
+        yield family
+
+
+QUARANTINE = QuarantineCollector()
+REGISTRY.register(QUARANTINE)
+
+
+def watch_quarantine(database: str, counts: Callable[[], dict[str, int]]) -> None:
+    QUARANTINE.watch(database, counts)
+
+
+def unwatch_quarantine(database: str) -> None:
+    QUARANTINE.unwatch(database)
 
 
 # -- the server ----------------------------------------------------------------------------------

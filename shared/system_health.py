@@ -10,8 +10,9 @@ Three sources, each read the way that stays truthful when part of the system is 
   exactly, over AMQP (passive declares), so a message parked a moment ago is never missed, and
   without the management plugin too.
 
-Healthy means every service answered ready, nothing is parked and the broker's queues could
-be read.
+Healthy means every service answered ready, nothing is parked, no webhook delivery is
+quarantined (a service's `health()` answers `quarantined` per store) and the broker's queues
+could be read.
 """
 from __future__ import annotations
 
@@ -125,8 +126,10 @@ def _ask_one(amqp_uri: str, service: str, timeout: float) -> dict:
     except Exception as exc:  # whatever went wrong over there, it is not ready
         return {"state": "not answering", "error": f"{type(exc).__name__}: {exc}"}
     ready = bool(isinstance(answer, dict) and answer.get("ready"))
+    quarantined = answer.get("quarantined") if isinstance(answer, dict) else None
     return {"state": "ready" if ready else "not ready",
-            "checks": answer.get("checks") if isinstance(answer, dict) else None}
+            "checks": answer.get("checks") if isinstance(answer, dict) else None,
+            "quarantined": quarantined if isinstance(quarantined, dict) else {}}
 
 
 def ask_services(amqp_uri: str, services: Iterable[str], timeout: float) -> dict[str, dict]:
@@ -174,7 +177,8 @@ def system_health(amqp_uri: str, services: Iterable[str], management: Management
         row = {"service": name, "state": answer["state"], "checks": answer.get("checks"),
                "error": answer.get("error"),
                "instances": (rpc_queues[f"rpc-{name}"] or (0, 0))[1],
-               "parked": parked.get(name, 0)}
+               "parked": parked.get(name, 0),
+               "quarantined": sum((answer.get("quarantined") or {}).values())}
         rows.append(row)
         if row["state"] != "ready":
             why = row["error"] or ", ".join(k for k, ok in (row["checks"] or {}).items() if not ok)
@@ -183,5 +187,10 @@ def system_health(amqp_uri: str, services: Iterable[str], management: Management
         if count:
             problems.append(f"{name}: {count} parked message(s) "
                             f"(`companion dlq list --service {name}`)")
+    for name in names:  # webhook deliveries kept after failing to apply (customer_sync)
+        for store, count in sorted((answers[name].get("quarantined") or {}).items()):
+            if count:
+                problems.append(f"{name}: {count} webhook deliveries of store {store} "
+                                f"quarantined (`companion quarantine list --store {store}`)")
     return {"healthy": not problems, "services": rows, "parked": parked, "queues": queues,
             "broker": broker, "problems": problems}

@@ -33,6 +33,7 @@ from services.customer_sync.anonymise import (
     real_email_key,
     redact_payload,
 )
+from services.customer_sync.normalise import parse_body
 from services.customer_sync.repository import CustomerSyncStorage, aware, utcnow
 from services.customer_sync.tombstones import EMAIL, tombstone_values
 from shared.erasure import DropParked, confirm_erasure
@@ -210,8 +211,9 @@ class CustomerErasure:
 
     def _purge_inbox(self, store_id: str, woo_ids: set[int], orders: list[dict],
                      emails: set[str]) -> tuple[int, set[int]]:
-        """Drop the person's applied deliveries; redact those still waiting (so the order's
-        accounting state still lands). Answers the count, and the shop customer ids of the
+        """Drop the person's applied deliveries; redact those still waiting or quarantined (so
+        the order's accounting state still lands, and a quarantined one is never lost).
+        Answers the count, and the shop customer ids of the
         customer deliveries found (by email) for tombstones."""
         inbox = self.storage.inbox
         order_ids = sorted(int(o["order_id"]) for o in orders if str(o.get("order_id")).isdigit())
@@ -220,9 +222,10 @@ class CustomerErasure:
         for delivery in found:
             if delivery.get("resource") == "customer" and isinstance(delivery.get("resource_id"), int):
                 customer_ids_seen.add(delivery["resource_id"])
-            if delivery.get("status") in ("pending", "processing"):
+            if delivery.get("status") in ("pending", "processing", "quarantined"):
+                # Still to apply (a quarantined one once replayed): keep its accounting state.
                 try:
-                    payload = json.loads(delivery.get("body") or "{}")
+                    payload = parse_body(delivery.get("body") or "{}")
                 except ValueError:
                     payload = {"id": delivery.get("resource_id")}
                 redacted = redact_payload(delivery.get("resource", ""), payload)

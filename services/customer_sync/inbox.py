@@ -1,7 +1,12 @@
-"""Applying recorded webhook deliveries after they were answered."""
+"""Applying recorded webhook deliveries after they were answered.
+
+A delivery that cannot be applied (its content refused, or an error on every attempt) is
+quarantined, never dropped: WooCommerce will not send it again, so it is kept, counted
+(metrics, store and system health) and replayed by an operator once the cause is fixed
+(`companion quarantine`, quarantine.py).
+"""
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from datetime import timedelta
@@ -9,10 +14,11 @@ from datetime import timedelta
 from pymongo.errors import PyMongoError
 
 from services.customer_sync.anonymise import redact_payload
-from services.customer_sync.normalise import NormalisationError
-from services.customer_sync.repository import CustomerSyncStorage
+from services.customer_sync.normalise import NormalisationError, parse_body
+from services.customer_sync.repository import CustomerSyncStorage, delivery_correlation_id
 from services.customer_sync.sync import ApplyResult, CustomerSync
 from shared.logs import log_context
+from shared.metrics import count_quarantined
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +37,7 @@ class InboxProcessor:
         delivery = self.storage.inbox.claim(key, LEASE)
         if delivery is None:
             return None  # done already, or another worker holds it
-        correlation_id = _correlation_id(key)
+        correlation_id = delivery_correlation_id(key)
         with log_context(store_id=delivery["store_id"], correlation_id=correlation_id):
             try:
                 payload = delivery_payload(delivery)
@@ -40,19 +46,21 @@ class InboxProcessor:
                     payload, correlation_id=correlation_id,
                 )
             except NormalisationError as exc:
-                log.error("delivery cannot be applied: %s", exc)
-                self.storage.inbox.fail(key, str(exc), retry=False)
+                self._quarantine(delivery, key, str(exc), correlation_id)
                 return None
             except PyMongoError:
                 log.exception("database error applying a delivery; it will be retried")
                 self._fail_safely(key, "database error", retry=True,
                                   attempts=delivery.get("attempts", 1))
                 return None
-            except Exception as exc:  # a bug must not lose the delivery: retry, then give up
-                retry = delivery.get("attempts", 1) < MAX_ATTEMPTS
+            except Exception as exc:  # a bug must not lose the delivery: retry, then quarantine
                 log.exception("applying a delivery failed (attempt %s)", delivery.get("attempts"))
-                self.storage.inbox.fail(key, f"{type(exc).__name__}: {exc}", retry=retry,
-                                        attempts=delivery.get("attempts", 1))
+                error = f"{type(exc).__name__}: {exc}"
+                if delivery.get("attempts", 1) < MAX_ATTEMPTS:
+                    self.storage.inbox.fail(key, error, retry=True,
+                                            attempts=delivery.get("attempts", 1))
+                else:
+                    self._quarantine(delivery, key, error, correlation_id)
                 return None
             redacted = None
             if result.personal_data_dropped:
@@ -64,6 +72,13 @@ class InboxProcessor:
                      extra={"events": result.events})
             return result
 
+    def _quarantine(self, delivery: dict, key: str, error: str, correlation_id: str) -> None:
+        """Keep the delivery for an operator; its quarantine id is the correlation id its log
+        lines carry."""
+        log.error("delivery quarantined as %s: %s", correlation_id, error)
+        self.storage.inbox.fail(key, error, retry=False, quarantine_id=correlation_id)
+        count_quarantined(delivery["store_id"])
+
     def _fail_safely(self, key: str, error: str, retry: bool, attempts: int) -> None:
         try:
             self.storage.inbox.fail(key, error, retry=retry, attempts=attempts)
@@ -72,10 +87,5 @@ class InboxProcessor:
 
 
 def delivery_payload(delivery: dict) -> dict:
-    """The JSON body of a recorded delivery."""
-    return json.loads(delivery["body"])
-
-
-def _correlation_id(key: str) -> str:
-    """A short, stable correlation id per delivery for logs and events."""
-    return "wh-" + hashlib.sha256(key.encode()).hexdigest()[:24]
+    """The JSON body of a recorded delivery, read as the door read it."""
+    return parse_body(delivery["body"])

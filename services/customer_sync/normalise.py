@@ -30,33 +30,48 @@ MAX_INT = 2 ** 63 - 1
 
 
 class NormalisationError(ValueError):
-    """A payload that cannot be read as WooCommerce data; the message names the field."""
+    """A payload that cannot be read as WooCommerce data; the message names the field, and
+    `field` holds its path (`total`, `line_items[2].quantity`) for answers that must name it."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 def minor_digits(currency: str) -> int:
     return _MINOR_DIGITS.get(currency.upper(), 2)
 
 
-def to_minor(value: Any, currency: str, field_name: str = "amount") -> int:
-    """'12.34' EUR -> 1234. Empty or missing means zero; half-up rounding past the minor unit."""
+def to_minor(value: Any, currency: str, field_name: str = "amount",
+             non_negative: bool = False) -> int:
+    """'12.34' EUR -> 1234. Empty or missing means zero; half-up rounding past the minor unit.
+    `non_negative` for the amounts WooCommerce never sends below zero (an order's totals):
+    a negative one is no real order, and would be summed into a customer's spend."""
     if value is None or value == "":
         return 0
+    if isinstance(value, (bool, list, dict)):
+        raise NormalisationError(f"{field_name} is not a decimal amount: {_short(value)}",
+                                 field_name)
     try:
         amount = Decimal(str(value).strip())
         if not amount.is_finite():
-            raise NormalisationError(f"{field_name} is not a finite amount: {_short(value)}")
+            raise NormalisationError(f"{field_name} is not a finite amount: {_short(value)}",
+                                     field_name)
         scaled = (amount * (Decimal(10) ** minor_digits(currency))).quantize(
             Decimal(1), rounding=ROUND_HALF_UP
         )
     except DecimalException:  # not a number, or too large to quantize ("1e999999")
-        raise NormalisationError(f"{field_name} is not a decimal amount: {_short(value)}") from None
+        raise NormalisationError(f"{field_name} is not a decimal amount: {_short(value)}",
+                                 field_name) from None
+    if non_negative and scaled < 0:
+        raise NormalisationError(f"{field_name} is negative: {_short(value)}", field_name)
     return _bounded(int(scaled), field_name)
 
 
 def _bounded(value: int, field_name: str) -> int:
     """An integer MongoDB can store; a larger one is no real amount or id (fuzzing)."""
     if not -MAX_INT <= value <= MAX_INT:
-        raise NormalisationError(f"{field_name} is out of range: {_short(value)}")
+        raise NormalisationError(f"{field_name} is out of range: {_short(value)}", field_name)
     return value
 
 
@@ -71,7 +86,7 @@ def _list(value: Any, field_name: str) -> list:
     if value in (None, "", {}):
         return []
     if not isinstance(value, list):
-        raise NormalisationError(f"{field_name} is not a list")
+        raise NormalisationError(f"{field_name} is not a list", field_name)
     return value
 
 
@@ -80,14 +95,16 @@ def parse_gmt(value: Any, field_name: str = "date") -> datetime | None:
     if value in (None, ""):
         return None
     if not isinstance(value, str):
-        raise NormalisationError(f"{field_name} is not a date string: {_short(value)}")
+        raise NormalisationError(f"{field_name} is not a date string: {_short(value)}",
+                                 field_name)
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
         if parsed.tzinfo is None:
             return parsed.replace(tzinfo=timezone.utc)
         return parsed.astimezone(timezone.utc)
     except (ValueError, OverflowError):  # OverflowError: year 1 or 9999 moved past the range
-        raise NormalisationError(f"{field_name} is not an ISO-8601 date: {_short(value)}") from None
+        raise NormalisationError(f"{field_name} is not an ISO-8601 date: {_short(value)}",
+                                 field_name) from None
 
 
 def email_key(value: Any) -> str | None:
@@ -113,7 +130,8 @@ def _int(value: Any, field_name: str, default: int | None = None) -> int:
     try:
         number = int(value)
     except (TypeError, ValueError, OverflowError):  # OverflowError: float infinity
-        raise NormalisationError(f"{field_name} is not a whole number: {_short(value)}") from None
+        raise NormalisationError(f"{field_name} is not a whole number: {_short(value)}",
+                                 field_name) from None
     return _bounded(number, field_name)
 
 
@@ -123,13 +141,43 @@ def content_hash(content: dict) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+# Longer integer literals are no id or amount of any shop; Python refuses to parse more than
+# 4,300 digits at all, which would make a body with one look like malformed JSON.
+_LONGEST_INTEGER_LITERAL = 100
+
+
+def _parse_int(literal: str) -> int | float:
+    if len(literal) > _LONGEST_INTEGER_LITERAL:
+        return float("-inf") if literal.startswith("-") else float("inf")
+    return int(literal)
+
+
+def parse_body(text: str) -> Any:
+    """A webhook body's JSON, as the door and the workers both read it: an integer too long
+    for any real field becomes infinity, so the field it sits in is what refuses it."""
+    return json.loads(text, parse_int=_parse_int)
+
+
+def check_delivery(resource: str, action: str, payload: Any) -> None:
+    """Refuse now, naming the field, what applying the delivery would refuse later: the
+    door answers 400 instead of 200 for a body it would never apply (WooCommerce does not
+    retry, so a later failure is a silent loss). A deleted body carries only its id."""
+    resource_id(payload)
+    if action == "deleted":
+        return
+    if resource == "customer":
+        normalise_customer(payload)
+    elif resource == "order":
+        normalise_order(payload)
+
+
 def resource_id(payload: Any) -> int:
     """The resource id every webhook body carries (deleted ones carry nothing else)."""
     if not isinstance(payload, dict):
-        raise NormalisationError("the body must be a JSON object")
+        raise NormalisationError("the body must be a JSON object", "body")
     rid = payload.get("id")
     if isinstance(rid, bool) or not isinstance(rid, int) or not 0 < rid <= MAX_INT:
-        raise NormalisationError(f"id must be a positive whole number, got {rid!r}"[:200])
+        raise NormalisationError(f"id must be a positive whole number, got {_short(rid)}", "id")
     return rid
 
 
@@ -271,15 +319,17 @@ def normalise_order(payload: Any) -> OrderSnapshot:
     woo_id = resource_id(payload)
     currency = _text(payload.get("currency")).upper()
     if len(currency) != 3 or not currency.isalpha():
-        raise NormalisationError(f"currency is not an ISO-4217 code: {payload.get('currency')!r}")
+        raise NormalisationError(
+            f"currency is not an ISO-4217 code: {_short(payload.get('currency'))}", "currency")
     status = _text(payload.get("status"))
     if status not in KNOWN_STATUSES:
-        raise NormalisationError(f"status is not a WooCommerce order status: {status!r}")
+        raise NormalisationError(f"status is not a WooCommerce order status: {_short(status)}",
+                                 "status")
     customer = _int(payload.get("customer_id"), "customer_id", default=0)
     line_items = []
     for index, item in enumerate(_list(payload.get("line_items"), "line_items")):
         if not isinstance(item, dict):
-            raise NormalisationError(f"line_items[{index}] is not an object")
+            raise NormalisationError(f"line_items[{index}] is not an object", f"line_items[{index}]")
         line_items.append({
             "line_id": _int(item.get("id"), f"line_items[{index}].id", default=0),
             "product_id": _int(item.get("product_id"), f"line_items[{index}].product_id", default=0),
@@ -288,13 +338,15 @@ def normalise_order(payload: Any) -> OrderSnapshot:
             "name": _text(item.get("name")),
             "sku": _text(item.get("sku")),
             "quantity": _int(item.get("quantity"), f"line_items[{index}].quantity", default=0),
-            "subtotal": to_minor(item.get("subtotal"), currency, f"line_items[{index}].subtotal"),
-            "total": to_minor(item.get("total"), currency, f"line_items[{index}].total"),
+            "subtotal": to_minor(item.get("subtotal"), currency, f"line_items[{index}].subtotal",
+                                 non_negative=True),
+            "total": to_minor(item.get("total"), currency, f"line_items[{index}].total",
+                              non_negative=True),
         })
     refunds = []
     for index, refund in enumerate(_list(payload.get("refunds"), "refunds")):
         if not isinstance(refund, dict):
-            raise NormalisationError(f"refunds[{index}] is not an object")
+            raise NormalisationError(f"refunds[{index}] is not an object", f"refunds[{index}]")
         refunds.append({
             "refund_id": _int(refund.get("id"), f"refunds[{index}].id", default=0),
             "reason": _text(refund.get("reason")),
@@ -315,11 +367,11 @@ def normalise_order(payload: Any) -> OrderSnapshot:
         "woo_customer_id": customer or None,
         "billing": address(payload.get("billing")),
         "shipping": address(payload.get("shipping")),
-        "total": to_minor(payload.get("total"), currency, "total"),
+        "total": to_minor(payload.get("total"), currency, "total", non_negative=True),
         "subtotal": _bounded(sum(item["subtotal"] for item in line_items), "line_items"),
-        "discount_total": to_minor(payload.get("discount_total"), currency, "discount_total"),
-        "shipping_total": to_minor(payload.get("shipping_total"), currency, "shipping_total"),
-        "tax_total": to_minor(payload.get("total_tax"), currency, "total_tax"),
+        "discount_total": to_minor(payload.get("discount_total"), currency, "discount_total", non_negative=True),
+        "shipping_total": to_minor(payload.get("shipping_total"), currency, "shipping_total", non_negative=True),
+        "tax_total": to_minor(payload.get("total_tax"), currency, "total_tax", non_negative=True),
         "total_refunded": _bounded(sum(r["amount"] for r in refunds), "refunds"),
         "refunds": refunds,
         "line_items": line_items,

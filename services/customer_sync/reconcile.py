@@ -110,8 +110,9 @@ def store_health(storage: CustomerSyncStorage, store_id: str) -> dict | None:
     if state.get("reconcile_error"):
         problems.append(f"last reconciliation failed: {state['reconcile_error']}")
     inbox = storage.inbox.counts(store_id)
-    if inbox.get("failed"):
-        problems.append(f"{inbox['failed']} webhook deliveries could not be applied")
+    if inbox.get("quarantined"):
+        problems.append(f"{inbox['quarantined']} webhook deliveries could not be applied and are "
+                        f"quarantined (`companion quarantine list --store {store_id}`)")
     return {
         "store_id": store_id,
         "healthy": not problems,

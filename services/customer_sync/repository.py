@@ -7,6 +7,7 @@ checks (optimistic concurrency), and the events a change owes travel in the same
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
 import time
@@ -239,6 +240,12 @@ class OrderRepository(TimelineOwing, VersionedRepository):
         return aware(doc["date_modified"]) if doc else None
 
 
+def delivery_correlation_id(key: str) -> str:
+    """A short, stable id per delivery: its log lines' correlation id, its events' causation,
+    and the id an operator names it by in quarantine."""
+    return "wh-" + hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
 # -- the webhook inbox ------------------------------------------------------------------------
 class InboxRepository:
     """Deliveries recorded before the webhook is answered; applied afterwards.
@@ -255,6 +262,16 @@ class InboxRepository:
         self.collection.create_index([("status", ASCENDING), ("received_at", ASCENDING)])
         self.collection.create_index([("done_at", ASCENDING)],
                                      expireAfterSeconds=self.retention_days * 24 * 3600)
+        self.collection.create_index([("store_id", ASCENDING), ("status", ASCENDING),
+                                      ("quarantined_at", ASCENDING), ("_id", ASCENDING)])
+        # Deliveries that failed for good used to expire with the applied ones: keep those
+        # still here, as quarantined, so an operator can replay them.
+        for doc in self.collection.find({"status": "failed"}, {"_id": 1}):
+            self.collection.update_one(
+                {"_id": doc["_id"], "status": "failed"},
+                {"$set": {"status": "quarantined", "quarantined_at": utcnow(),
+                          "quarantine_id": delivery_correlation_id(doc["_id"])},
+                 "$unset": {"done_at": ""}})
 
     def record(self, key: str, delivery: dict) -> bool:
         """Store a delivery; False when this very change was recorded already."""
@@ -315,16 +332,54 @@ class InboxRepository:
     def drop(self, key: str) -> None:
         self.collection.delete_one({"_id": key})
 
-    def fail(self, key: str, error: str, retry: bool, attempts: int = 1) -> None:
-        """A retry waits longer each time; a final failure expires with the applied ones
-        (its payload is personal data) after being reported by store_health."""
+    def fail(self, key: str, error: str, retry: bool, attempts: int = 1,
+             quarantine_id: str | None = None) -> None:
+        """A retry waits longer each time; a final failure is quarantined: kept (no expiry),
+        until an operator replays it once the cause is fixed (WooCommerce never sends it
+        again). An erasure still redacts it like any delivery waiting to be applied."""
         now = utcnow()
-        fields: dict = {"status": "pending" if retry else "failed", "error": error[:2000]}
+        fields: dict = {"status": "pending" if retry else "quarantined", "error": error[:2000]}
         if retry:
             fields["retry_at"] = now + timedelta(seconds=min(600, 2 ** min(attempts, 10)))
         else:
-            fields["done_at"] = now
+            fields.update(quarantined_at=now, quarantine_id=quarantine_id)
         self.collection.update_one({"_id": key}, {"$set": fields, "$unset": {"lease_until": ""}})
+
+    def quarantined(self, store_id: str, after: tuple[datetime, str] | None,
+                    limit: int) -> list[dict]:
+        """A store's quarantined deliveries, oldest first, after a (quarantined_at, key)."""
+        query: dict = {"store_id": store_id, "status": "quarantined"}
+        if after is not None:
+            at, key = after
+            query["$or"] = [{"quarantined_at": {"$gt": at}},
+                            {"quarantined_at": at, "_id": {"$gt": key}}]
+        return list(self.collection.find(query).sort(
+            [("quarantined_at", ASCENDING), ("_id", ASCENDING)]).limit(limit))
+
+    def release(self, store_id: str, quarantine_ids: list[str] | None,
+                limit: int) -> list[dict]:
+        """Put quarantined deliveries (those named, or all) back to be applied; answers their
+        `_id` (key) and `quarantine_id`. Each is taken by a compare-and-set on its status, so
+        two operators replaying at once release it once."""
+        query: dict = {"store_id": store_id, "status": "quarantined"}
+        if quarantine_ids is not None:
+            query["quarantine_id"] = {"$in": quarantine_ids}
+        released = []
+        for doc in self.collection.find(query, {"_id": 1, "quarantine_id": 1}).limit(limit):
+            taken = self.collection.update_one(
+                {"_id": doc["_id"], "status": "quarantined"},
+                {"$set": {"status": "pending", "attempts": 0, "replayed_at": utcnow()},
+                 "$inc": {"replays": 1},
+                 "$unset": {"retry_at": "", "error": "", "quarantined_at": ""}})
+            if taken.modified_count:
+                released.append(doc)
+        return released
+
+    def quarantine_counts(self) -> dict[str, int]:
+        """Quarantined deliveries per store, for health and metrics."""
+        pipeline = [{"$match": {"status": "quarantined"}},
+                    {"$group": {"_id": "$store_id", "n": {"$sum": 1}}}]
+        return {row["_id"]: row["n"] for row in self.collection.aggregate(pipeline)}
 
     def counts(self, store_id: str) -> dict:
         pipeline = [{"$match": {"store_id": store_id}},

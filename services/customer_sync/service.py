@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 
 from nameko.rpc import rpc
+from pymongo.errors import PyMongoError
 from werkzeug.exceptions import ClientDisconnected
 from werkzeug.wrappers import Request, Response
 
@@ -16,6 +17,7 @@ from services.customer_sync.stores import StoreAdmin
 from services.customer_sync.webhooks import WEBHOOK_HEADERS, WebhookAnswer, WebhookReceiver
 from services.customer_sync.webhook_setup import WebhookSetup
 from services.customer_sync.backfill import run_view
+from services.customer_sync.quarantine import WebhookQuarantine
 from services.customer_sync.reconcile import store_health
 from services.customer_sync.schemas import require_text
 from services.customer_sync.sync import CustomerSync
@@ -36,7 +38,7 @@ from shared.mongo import MongoStorage
 from shared.logs import log_context
 from shared.metrics import observe_webhook
 from shared.personal_data import Owners
-from shared.service_rpc import DataOwnerRpc
+from shared.service_rpc import DataOwnerRpc, HealthRpc
 from shared.web import http
 
 
@@ -82,6 +84,36 @@ class CustomerSyncService(HealthEndpoints, DataOwnerRpc):
             return response
 
     # -- health (GET /health/live and /health/ready come from HealthEndpoints) --------------
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def health(self) -> dict:
+        """Readiness, and the webhook deliveries in quarantine per store: `companion health`
+        reports them, as it reports parked messages."""
+        answer = HealthRpc.health(self)
+        try:
+            answer["quarantined"] = self.storage.inbox.quarantine_counts()
+        except PyMongoError:
+            answer["quarantined"] = None  # the database check already says it is down
+        return answer
+
+    # -- webhook deliveries in quarantine ----------------------------------------------------
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def list_quarantined(self, store_id: str, page: dict | None = None) -> dict:
+        """Deliveries answered 200 that could not be applied, oldest first (no bodies)."""
+        return WebhookQuarantine(self.storage).list(store_id, page)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def show_quarantined(self, store_id: str, quarantine_id: str) -> dict:
+        return WebhookQuarantine(self.storage).show(store_id, quarantine_id)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def replay_quarantined(self, store_id: str, quarantine_ids: list | None = None,
+                           replay_all: bool = False) -> dict:
+        """Apply quarantined deliveries again once their cause is fixed (named, or all)."""
+        answer, keys = WebhookQuarantine(self.storage).release(store_id, quarantine_ids,
+                                                               bool(replay_all))
+        for key in keys:
+            self.inbox_workers.submit(key)
+        return answer
 
     def _document_owners(self) -> Owners:
         return document_owners(self.storage)

@@ -1,7 +1,8 @@
 """The WooCommerce webhook door: check, record durably, answer fast. Plain code, no nameko.
 
 Order of checks (DESIGN.md): size, store, WooCommerce's unsigned ping, signature (before the
-body is parsed), then the body. Nothing is recorded for a rejected request. An accepted
+body is parsed), then the body: its JSON, then every field applying it will read (400 naming
+the field), so nothing is answered 200 that the workers would then refuse. Nothing is recorded for a rejected request. An accepted
 delivery is stored in the inbox under the key of the *change* it carries, so the same state
 delivered twice is answered 200 and recorded once; applying it happens after the answer.
 """
@@ -16,7 +17,7 @@ from typing import Mapping
 
 from pymongo.errors import PyMongoError
 
-from services.customer_sync.normalise import NormalisationError, resource_id
+from services.customer_sync.normalise import NormalisationError, check_delivery, parse_body
 from services.customer_sync.repository import CustomerSyncStorage
 from services.customer_sync.signature import verify
 
@@ -102,20 +103,27 @@ class WebhookReceiver:
             return _answer(200, "ignored", topic=topic)
         try:
             text = body.decode("utf-8")
-            payload = json.loads(text)
+            payload = parse_body(text)
             if _SURROGATE_ESCAPE.search(body):
                 # JSON may escape a lone UTF-16 surrogate ("\ud800"), which no UTF-8 text (nor
                 # MongoDB) can hold: applying it would fail on every attempt. Pairs are fine.
                 json.dumps(payload, ensure_ascii=False).encode("utf-8")
-            resource_id(payload)
         except (ValueError, RecursionError):
-            # UnicodeDecodeError and JSONDecodeError are ValueErrors, and so is a number of
-            # more than 4,300 digits; nesting deeper than the interpreter's stack is a
-            # RecursionError. All are the sender's malformed body, not our failure (fuzzing).
+            # UnicodeDecodeError and JSONDecodeError are ValueErrors; nesting deeper than the
+            # interpreter's stack is a RecursionError. All are the sender's malformed body,
+            # not our failure (fuzzing).
             return _answer(400, "malformed JSON")
-        except NormalisationError as exc:
-            return _answer(400, "malformed body", detail=str(exc))
         resource, action = topic.split(".", 1)
+        try:
+            check_delivery(resource, action, payload)
+        except NormalisationError as exc:
+            # Refused now rather than answered 200 and failed later: WooCommerce would not
+            # send it again, so the change would be lost without the shop knowing.
+            log.warning("webhook refused: invalid %s", exc.field)  # values may be personal
+            return _answer(400, "invalid id" if exc.field == "id" else "invalid body",
+                           field=exc.field, detail=str(exc))
+        except RecursionError:  # a field nested deeper than the stack (fuzzing)
+            return _answer(400, "invalid body", field=None, detail="nested too deeply")
         delivery_id = headers.get("x-wc-webhook-delivery-id")
         key = delivery_key(store_id, resource, action, payload, body, delivery_id)
         # The body is kept as the text that arrived (cheaper to store than the parsed form,

@@ -25,6 +25,7 @@ from services.customer_sync.timeline import TimelineProjector
 from services.customer_sync.woo_client import WooClient
 from shared.config import Config, from_nameko
 from shared.errors import NotFound
+from shared.metrics import unwatch_quarantine, watch_quarantine
 from shared.dependencies import OutboxRelayProvider
 from shared.mongo import MongoStorage
 
@@ -120,6 +121,9 @@ class InboxWorkers(_ServiceParts, DependencyProvider):
     def start(self) -> None:
         self._bind_parts()
         self.processor = InboxProcessor(self.storage, CustomerSync(self.storage))
+        # companion_webhook_quarantined is counted in this database when scraped.
+        watch_quarantine(self.storage.inbox.collection.full_name,
+                         self.storage.inbox.quarantine_counts)
         self._running = True
         for n in range(self.concurrency):
             self._threads.append(self.container.spawn_managed_thread(
@@ -168,6 +172,8 @@ class InboxWorkers(_ServiceParts, DependencyProvider):
                 eventlet.sleep(0)
 
     def stop(self) -> None:
+        if self._running:
+            unwatch_quarantine(self.storage.inbox.collection.full_name)
         self._running = False
         if self.queue is not None:
             for _ in range(self.concurrency):

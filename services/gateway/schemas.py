@@ -166,3 +166,26 @@ DELETED = obj({"deleted": STRING}, description="the id of what was deleted")
 
 HEALTH = obj({"live": BOOLEAN, "service": STRING})
 READY = obj({"ready": BOOLEAN, "checks": {"type": "object"}})
+
+# -- webhook deliveries in quarantine (customer_sync) -------------------------------------------
+QUARANTINED_DELIVERY = obj(
+    {"quarantine_id": STRING, "store_id": STRING, "topic": STRING,
+     "resource_id": {"type": ["integer", "null"]}, "error": NULLABLE_STRING,
+     "attempts": {"type": ["integer", "null"]}, "replays": INTEGER, "received_at": NULLABLE_TIME,
+     "quarantined_at": NULLABLE_TIME},
+    description="a webhook delivery answered 200 that could not be applied: kept until replayed")
+QUARANTINED_DELIVERY_BODY = {
+    **QUARANTINED_DELIVERY, "required": QUARANTINED_DELIVERY["required"] + ["payload"],
+    "properties": {**QUARANTINED_DELIVERY["properties"],
+                   "payload": {"type": ["object", "null"],
+                               "description": "the JSON the shop sent (null: not JSON, see body)"},
+                   "body": {"type": "string"}}}
+QUARANTINE_REPLAY = obj(
+    {}, {"quarantine_ids": {"type": "array", "minItems": 1, "maxItems": 1000, "uniqueItems": True,
+                            "items": {"type": "string", "minLength": 1, "maxLength": 64}},
+         "all": {"type": "boolean", "description": "replay every quarantined delivery (up to "
+                                                   "1000 a call)"}},
+    additionalProperties=False, minProperties=1)
+QUARANTINE_REPLAYED = obj({"store_id": STRING, "replayed": {"type": "array", "items": STRING},
+                           "not_found": {"type": "array", "items": STRING},
+                           "remaining": INTEGER})

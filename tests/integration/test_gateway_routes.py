@@ -10,6 +10,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 from services.gateway.routes import build_routes
+from shared import mongo
 from tests.gateway_system import STORE, shop, system  # noqa: F401 - fixtures
 from tests.support import wait_until
 
@@ -54,9 +55,15 @@ GDPR_ROUTES = {
     "PUT /customers/<customer_id>/consent",
 }
 
+WEBHOOK_ROUTES = {
+    "GET /webhooks/quarantine", "GET /webhooks/quarantine/<quarantine_id>",
+    "POST /webhooks/quarantine/replay",
+}
+
 
 def test_every_route_is_driven_by_a_test():
-    groups = [CUSTOMER_ROUTES, STORE_ROUTES, LOYALTY_AND_NOTIFICATION_ROUTES, GDPR_ROUTES]
+    groups = [CUSTOMER_ROUTES, STORE_ROUTES, LOYALTY_AND_NOTIFICATION_ROUTES, GDPR_ROUTES,
+              WEBHOOK_ROUTES]
     driven = set().union(*groups)
     assert sum(map(len, groups)) == len(driven), "a route is listed by two tests"
     assert set(ROUTES) - driven == set(), "routes no test drives"
@@ -499,3 +506,42 @@ def test_gdpr_routes(system):
     _problem(reader.get(f"/customers/{customer_id}/consent"), 403)
 
     assert_driven(system, GDPR_ROUTES)
+
+
+# -- webhook deliveries in quarantine ---------------------------------------------------------
+def test_webhook_quarantine_routes(system):
+    admin, writer = system.client("admin"), system.client("write")
+    inbox = mongo.connect(system.services.mongo_uri)["companion_customer_sync"]["webhook_inbox"]
+    # What an older door recorded without judging its fields: the sweep applies it, and
+    # quarantines it (a NaN total).
+    key = f"{STORE}:order:77:old"
+    inbox.insert_one({"_id": key, "store_id": STORE, "topic": "order.created",
+                      "resource": "order", "action": "created", "resource_id": 77,
+                      "body": '{"id": 77, "status": "processing", "currency": "EUR", '
+                              '"total": "NaN"}',
+                      "status": "pending", "attempts": 0,
+                      "received_at": datetime.now(timezone.utc) - timedelta(hours=1)})
+    wait_until(lambda: inbox.find_one({"_id": key, "status": "quarantined"}), timeout=30,
+               message="the delivery quarantined")
+
+    page = _ok(admin.get("/webhooks/quarantine?limit=10"))
+    [item] = page["items"]
+    assert (item["topic"], item["resource_id"], page["next_cursor"]) == ("order.created", 77, None)
+    assert "total" in item["error"] and "payload" not in item
+    _problem(admin.get("/webhooks/quarantine?limit=0"), 400, "limit")
+    _problem(writer.get("/webhooks/quarantine"), 403)
+
+    shown = _ok(admin.get(f"/webhooks/quarantine/{item['quarantine_id']}"))
+    assert shown["payload"]["total"] == "NaN"
+    _problem(admin.get("/webhooks/quarantine/wh-nothing"), 404)
+
+    _problem(admin.post("/webhooks/quarantine/replay", json={}), 400)
+    _problem(admin.post("/webhooks/quarantine/replay", json={"quarantine_ids": "all"}), 400,
+             "quarantine_ids")
+    replayed = _ok(admin.post("/webhooks/quarantine/replay",
+                              json={"quarantine_ids": [item["quarantine_id"], "wh-nothing"]}))
+    assert (replayed["replayed"], replayed["not_found"]) == ([item["quarantine_id"]],
+                                                              ["wh-nothing"])
+    wait_until(lambda: inbox.find_one({"_id": key, "status": "quarantined", "replays": 1}),
+               timeout=30, message="the replayed delivery quarantined again (still NaN)")
+    assert_driven(system, WEBHOOK_ROUTES)

@@ -387,6 +387,17 @@ def test_pending_deliveries_of_the_person_are_redacted_and_still_applied(sync, s
     assert traces(storage) == []
 
 
+def test_quarantined_deliveries_of_the_person_are_redacted_and_kept(sync, storage):
+    customer_id = seed_person(sync, storage)
+    key = record_delivery(storage, "order.updated",
+                          payloads.order(2, total="NaN", modified="2026-09-01T00:00:00"))
+    InboxProcessor(storage, sync).process(key)  # recorded by an older door: quarantined
+    CustomerErasure(storage).erase(STORE, [customer_id], None, "req-1")
+    delivery = storage.inbox.collection.find_one({"_id": key})
+    assert (delivery["status"], delivery["redacted"]) == ("quarantined", True)
+    assert traces(storage) == []
+
+
 # -- WooCommerce's own privacy eraser ------------------------------------------------------------
 def blanked_customer(**overrides):
     return payloads.customer(email="", first_name="", last_name="", username="ada",

@@ -47,12 +47,13 @@ def test_every_project_metric_has_the_prefix_and_documented_labels():
                                metrics.EVENTS_RETRIED, metrics.EVENTS_PARKED,
                                metrics.EVENTS_DUPLICATE, metrics.EVENTS_DEFERRED,
                                metrics.OUTBOX_PUBLISHED, metrics.OUTBOX_FAILURES,
-                               metrics.WEBHOOK_SECONDS, metrics.NOTIFICATION_SENDS)]
+                               metrics.WEBHOOK_SECONDS, metrics.NOTIFICATION_SENDS,
+                               metrics.WEBHOOK_QUARANTINED)]
     assert all(n.startswith("companion_") for n in names)
     assert metrics.EVENTS_HANDLED._labelnames == ("service", "event_type")
     assert metrics.WEBHOOK_SECONDS._labelnames == ("store", "outcome", "status")
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    for name in names + ["companion_parked_messages"]:
+    for name in names + ["companion_parked_messages", "companion_webhook_quarantined"]:
         documented = name + ("_total" if name + "_total" in readme else "")
         assert f"`{documented}`" in readme, f"{name} is not in the README's metrics table"
 
@@ -188,6 +189,33 @@ def receiver():
         "store_id": "s1", "shop_url": "https://shop.example", "webhook_secret": "whsec-metrics",
         "consumer_key": "ck_1", "consumer_secret": "cs_1"})
     return WebhookReceiver(storage, 1024 * 1024)
+
+
+def test_quarantined_deliveries_are_counted_per_database_once_and_skipped_when_it_fails():
+    registry = CollectorRegistry()
+    collector = metrics.QuarantineCollector()
+    registry.register(collector)
+
+    def scrape() -> dict:
+        text = generate_latest(registry).decode()
+        return {s.labels["store"]: s.value for family in text_string_to_metric_families(text)
+                for s in family.samples if s.name == "companion_webhook_quarantined"}
+
+    collector.watch("db1.webhook_inbox", lambda: {"s1": 2})
+    collector.watch("db1.webhook_inbox", lambda: {"s1": 2})  # a second instance, same database
+    collector.watch("db2.webhook_inbox", lambda: {"s1": 1, "s2": 4})
+    assert scrape() == {"s1": 3, "s2": 4}
+    collector.unwatch("db1.webhook_inbox")
+    assert scrape() == {"s1": 3, "s2": 4}  # one instance of db1 still watches
+    collector.unwatch("db1.webhook_inbox")
+    collector.unwatch("db2.webhook_inbox")
+    assert scrape() == {}
+
+    def down() -> dict:
+        raise OSError("database unreachable")
+
+    collector.watch("db3.webhook_inbox", down)
+    assert scrape() == {}
 
 
 def test_webhook_answers_say_whether_the_store_is_known_and_their_outcome(receiver):
