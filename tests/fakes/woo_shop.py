@@ -41,8 +41,8 @@ Behaviours callers should know (all imitate WooCommerce unless marked "fake"):
   coupons whatever their case (400 `woocommerce_rest_coupon_code_already_exists`); `code=`
   lists the one published coupon with that code; DELETE trashes, `force=true` deletes.
   `add_order(coupon_code=...)` applies a code as checkout does (`CouponRejected` with
-  WooCommerce's error number and message: expiry, usage limits in total and per customer id or
-  guest email, minimum spend, email restrictions); an order counts one use while pending,
+  WooCommerce's error number and message: expiry, usage limits in total and per customer (id,
+  account email or billing email), minimum spend, email restrictions); an order counts one use while pending,
   on-hold, processing or completed and gives it back when cancelled, failed or trashed.
   `coupons_down()`, `coupons_unreachable()` and `refuse_coupon_writes()` (fake) break the
   coupon endpoints only, until `reset_faults()`. One code per order, percent and fixed_cart
@@ -1325,8 +1325,15 @@ class FakeWooShop:
             raise CouponRejected(106, "Coupon usage limit has been reached.")
         billing_email = order["billing"]["email"].strip().lower()
         if coupon["usage_limit_per_user"]:
-            who = str(order["customer_id"]) if order["customer_id"] else billing_email
-            used = sum(1 for u in coupon["used_by"] if str(u).lower() == who)
+            # The Store API checkout counts every alias of the buyer: their id, account email
+            # and billing email, and for a guest the accounts that email belongs to.
+            aliases = {billing_email}
+            owners = [customer] if customer is not None else [
+                c for c in self.customers.values()
+                if billing_email in (c["email"].strip().lower(), c["billing"]["email"].strip().lower())]
+            for owner in owners:
+                aliases |= {str(owner["id"]), owner["email"].strip().lower()}
+            used = sum(1 for u in coupon["used_by"] if str(u).strip().lower() in aliases - {""})
             if used >= coupon["usage_limit_per_user"]:
                 raise CouponRejected(106, "Coupon usage limit has been reached.")
         expires = coupon["date_expires_gmt"]

@@ -664,6 +664,8 @@ def test_usage_limits_in_total_and_per_customer_or_guest_email(coupon_shop):
         coupon_shop.add_order(coupon_code="each", customer_id=0, billing={"email": "Guest@Example.com"})
     each = coupon_shop.coupon_by_code("each")
     assert each["usage_count"] == 2 and each["used_by"] == [str(buyer["id"]), "guest@example.com"]
+    with pytest.raises(CouponRejected):  # the buyer as a guest, under their account's email
+        coupon_shop.add_order(coupon_code="each", customer_id=0, billing={"email": buyer["email"].upper()})
 
 
 def test_expiry_and_minimum_spend(coupon_shop):
