@@ -1160,6 +1160,8 @@ class FakeWooShop:
     def _published_coupon(self, code: str) -> dict | None:
         """Newest published coupon with the formatted code (trashed and drafts never match)."""
         wanted = format_coupon_code(code)
+        if not wanted:  # wc_get_coupon_id_by_code answers 0 for an empty code
+            return None
         matches = [c for c in self.coupons.values()
                    if c["status"] == "publish" and c["code"] == wanted]
         return max(matches, key=lambda c: (c["date_created_gmt"], c["id"])) if matches else None
@@ -1193,10 +1195,9 @@ class FakeWooShop:
         return self.coupons[coupon["id"]]
 
     def _put_coupon(self, coupon_id: int, data: dict) -> dict:
-        """PUT /coupons/<id>: the same checks as creating; `usage_count` and `used_by` stay."""
+        """PUT /coupons/<id>: the same checks as creating, except that an empty code is taken
+        (only creation refuses one); `usage_count` and `used_by` stay."""
         coupon = copy.deepcopy(self.coupons[coupon_id])
-        if "code" in data and isinstance(data["code"], str) and not data["code"]:
-            data = {k: v for k, v in data.items() if k != "code"}  # an empty code is skipped
         self._apply_coupon_fields(coupon, data, own_id=coupon_id)
         self._bump_modified(coupon)
         self.coupons[coupon_id] = self._order_coupon_keys(coupon)

@@ -571,6 +571,15 @@ def test_percent_above_100_is_refused_once_the_coupon_is_a_percent_coupon(coupon
     assert session.put(coupon_shop.api_url + f"coupons/{coupon['id']}", json={"amount": "100"}).status_code == 200
 
 
+def test_an_update_may_blank_the_code_and_a_blank_code_is_never_found(coupon_shop, session):
+    coupon = coupon_shop.add_coupon("named", amount="1")
+    r = session.put(coupon_shop.api_url + f"coupons/{coupon['id']}", json={"code": ""})
+    assert r.status_code == 200 and r.json()["code"] == ""
+    assert coupon_shop.coupon_by_code("") is None and coupon_shop.coupon_by_code("named") is None
+    with pytest.raises(CouponRejected):
+        coupon_shop.add_order(coupon_code="")
+
+
 def test_non_numeric_amounts_become_zero_as_woocommerce_does(coupon_shop, session):
     r = session.post(coupon_shop.api_url + "coupons", json={"code": "zero", "amount": "ten", "minimum_amount": "1e9"})
     assert r.status_code == 201 and (r.json()["amount"], r.json()["minimum_amount"]) == ("0.00", "0.00")
