@@ -22,6 +22,7 @@ from tests.fakes.woo_shop import (
     sign,
     webhook_headers,
 )
+from tests.fakes.woo_traffic import WooTraffic
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d$")
 CUSTOMER_KEYS = {
@@ -757,3 +758,23 @@ def test_coupon_webhook_body_is_the_coupon(coupon_shop):
     coupon = coupon_shop.add_coupon("hooked", amount="1")
     assert json.loads(coupon_shop.webhook_body("coupon.created", coupon["id"])) == coupon
     assert json.loads(coupon_shop.webhook_body("coupon.deleted", coupon["id"])) == {"id": coupon["id"]}
+
+
+def test_traffic_spends_a_code_then_cancels_the_order_and_the_oracle_follows():
+    shop = FakeWooShop(seed=4)
+    traffic = WooTraffic(shop, seed=4, customers=0, orders=0)
+    buyer = shop.add_customer(email="buyer@example.com")
+    coupon = shop.add_coupon("reward-1", amount="3.00", usage_limit=1,
+                             email_restrictions=["buyer@example.com"])
+    placed = traffic.place_now(buyer["id"], coupon_code="reward-1")
+    body = json.loads(placed.body)
+    assert [line["code"] for line in body["coupon_lines"]] == ["reward-1"]
+    assert shop.coupons[coupon["id"]]["usage_count"] == 1
+
+    cancelled = traffic.change_status_now(body["id"], "cancelled")
+    assert (cancelled.topic, json.loads(cancelled.body)["status"]) == ("order.updated", "cancelled")
+    assert shop.coupons[coupon["id"]]["usage_count"] == 0
+    person = traffic.expected()["customers"][f"woo:{buyer['id']}"]
+    assert (person["orders"], person["orders_count"]) == (1, 0)
+    with pytest.raises(CouponRejected):
+        traffic.place_now(buyer["id"], coupon_code="reward-2")
