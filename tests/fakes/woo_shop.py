@@ -1004,7 +1004,7 @@ class FakeWooShop:
             self.customers[customer["id"]] = customer
             return copy.deepcopy(customer)
 
-    def add_order(self, coupon_code: str | None = None, **overrides: Any) -> dict:
+    def add_order(self, *, coupon_code: str | None = None, **overrides: Any) -> dict:
         """Place an order now (default status processing); overrides win.
 
         `customer_id` picks the buyer (0 for a guest; billing then comes from the customer);
