@@ -16,6 +16,9 @@ Why it looks the way it does (see /work/shared/woocommerce.md):
 - Lists are read in `orderby=id, order=asc` unless the caller says otherwise: WooCommerce's
   defaults (orders by date desc, customers by name) shift rows between pages when the shop
   changes during a scan, and a resumed page N must mean the same rows as before.
+- Coupons (docs/woocommerce-coupons.md): a code is looked up before it is created, because a
+  POST whose answer was lost may have created it; `ensure_coupon` does both and recognises its
+  own coupon by the meta it wrote, so a retried request never makes a second coupon.
 """
 from __future__ import annotations
 
@@ -26,11 +29,20 @@ import math
 import random
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
+from decimal import Decimal, InvalidOperation
 from typing import Any, Callable, Iterator, Mapping
 
 import requests
+
+from services.customer_sync.normalise import (
+    NormalisationError,
+    email_key,
+    minor_digits,
+    parse_gmt,
+    resource_id,
+)
 
 try:  # a connection that was never established is safe to retry, even for a POST
     from urllib3.exceptions import NewConnectionError
@@ -88,6 +100,151 @@ class WooApiError(Exception):
 
 class WooUnavailable(WooApiError):
     """The shop did not answer usefully after every retry (or a POST's outcome is unknown)."""
+
+
+class CouponCodeTaken(WooApiError):
+    """The shop already has a coupon with this code (in any case) that is not the one asked for."""
+
+
+COUPON_CODE_TAKEN = "woocommerce_rest_coupon_code_already_exists"
+COUPON_TYPES = ("percent", "fixed_cart", "fixed_product")
+# What a code may hold: WooCommerce rewrites HTML, entities, whitespace and case, and a code it
+# rewrote could no longer be found by the code we sent.
+_COUPON_CODE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+_MAX_META = 20
+_MAX_META_TEXT = 200
+_MAX_AMOUNT = Decimal("1000000")
+
+
+@dataclass(frozen=True)
+class CouponRequest:
+    """A coupon to create: checked here, before anything is sent, so a bad one never half-exists.
+
+    `code` must be lower-case (WooCommerce lower-cases it; sending it as stored keeps the
+    look-up exact). `amount` is in the currency's major unit for fixed discounts (no more
+    decimals than `currency` has) or a percentage up to 100. `expires_at` must be aware.
+    `meta` names whose coupon it is: `ensure_coupon` compares it to recognise its own coupon.
+    """
+
+    code: str
+    amount: Decimal
+    currency: str
+    discount_type: str = "fixed_cart"
+    usage_limit: int | None = 1
+    usage_limit_per_user: int | None = 1
+    email_restrictions: tuple[str, ...] = ()
+    expires_at: datetime | None = None
+    individual_use: bool = False
+    minimum_spend: Decimal | None = None
+    description: str = ""
+    meta: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.currency, str) or not re.fullmatch(r"[A-Z]{3}", self.currency):
+            raise ValueError("currency must be an ISO-4217 code like EUR")
+        if not isinstance(self.code, str) or not _COUPON_CODE.fullmatch(self.code):
+            raise ValueError("code must be 1-64 lower-case letters, digits, '-' or '_'")
+        if self.discount_type not in COUPON_TYPES:
+            raise ValueError(f"discount_type must be one of {', '.join(COUPON_TYPES)}")
+        _check_amount("amount", self.amount, self.currency, self.discount_type == "percent")
+        if self.amount <= 0:
+            raise ValueError("amount must be more than zero")
+        if self.minimum_spend is not None:
+            _check_amount("minimum_spend", self.minimum_spend, self.currency, False)
+        for name in ("usage_limit", "usage_limit_per_user"):
+            limit = getattr(self, name)
+            if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
+                                      or not 0 < limit <= 1_000_000):
+                raise ValueError(f"{name} must be a whole number from 1 to 1000000, or None")
+        if not isinstance(self.email_restrictions, tuple) or len(self.email_restrictions) > 20:
+            raise ValueError("email_restrictions must be a tuple of at most 20 emails")
+        for email in self.email_restrictions:
+            key = email_key(email)
+            if key is None or key != email or len(key) > 254 or not re.fullmatch(r"[^@\s*]+@[^@\s*]+\.[^@\s*]+", key):
+                raise ValueError("email_restrictions must be lower-cased, trimmed emails without wildcards")
+        if self.expires_at is not None and (not isinstance(self.expires_at, datetime)
+                                            or self.expires_at.tzinfo is None):
+            raise ValueError("expires_at must be an aware datetime")
+        if not isinstance(self.description, str) or len(self.description) > 500:
+            raise ValueError("description must be text of at most 500 characters")
+        if len(self.meta) > _MAX_META or any(
+                not isinstance(k, str) or not isinstance(v, str) or not k or len(k) > _MAX_META_TEXT
+                or len(v) > _MAX_META_TEXT for k, v in self.meta.items()):
+            raise ValueError(f"meta must be at most {_MAX_META} non-empty text keys and text values "
+                             f"of at most {_MAX_META_TEXT} characters")
+
+    def payload(self) -> dict[str, Any]:
+        """The JSON body of POST /coupons."""
+        places = 2 if self.discount_type == "percent" else minor_digits(self.currency)
+        body: dict[str, Any] = {
+            "code": self.code,
+            "discount_type": self.discount_type,
+            "amount": _decimal_text(self.amount, places),
+            "usage_limit": self.usage_limit,
+            "usage_limit_per_user": self.usage_limit_per_user,
+            "email_restrictions": list(self.email_restrictions),
+            "individual_use": self.individual_use,
+            "description": self.description,
+            "meta_data": [{"key": k, "value": v} for k, v in self.meta.items()],
+        }
+        if self.expires_at is not None:
+            body["date_expires_gmt"] = self.expires_at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+        if self.minimum_spend is not None:
+            body["minimum_amount"] = _decimal_text(self.minimum_spend, minor_digits(self.currency))
+        return body
+
+
+@dataclass(frozen=True)
+class ShopCoupon:
+    """A coupon as the shop answered it, read defensively (the answer is outside input)."""
+
+    id: int
+    code: str
+    amount: Decimal
+    discount_type: str
+    status: str
+    usage_count: int
+    usage_limit: int | None
+    expires_at: datetime | None
+    email_restrictions: tuple[str, ...]
+    meta: dict[str, Any]
+
+    @classmethod
+    def from_json(cls, data: Any) -> "ShopCoupon":
+        """Raises NormalisationError naming the field the shop got wrong."""
+        coupon_id = resource_id(data)
+        code = data.get("code")
+        if not isinstance(code, str) or not code:
+            raise NormalisationError("coupon code is missing")
+        try:
+            amount = Decimal(str(data.get("amount") or "0"))
+        except InvalidOperation:
+            raise NormalisationError("coupon amount is not a decimal amount") from None
+        if not amount.is_finite():
+            raise NormalisationError("coupon amount is not a finite amount")
+        usage_count = data.get("usage_count") or 0
+        usage_limit = data.get("usage_limit")
+        for name, value in (("usage_count", usage_count), ("usage_limit", usage_limit)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise NormalisationError(f"coupon {name} is not a whole number")
+        emails = data.get("email_restrictions") or []
+        if not isinstance(emails, list) or not all(isinstance(e, str) for e in emails):
+            raise NormalisationError("coupon email_restrictions is not a list of emails")
+        meta_list = data.get("meta_data") or []
+        if not isinstance(meta_list, list):
+            raise NormalisationError("coupon meta_data is not a list")
+        meta = {m["key"]: m.get("value") for m in meta_list
+                if isinstance(m, dict) and isinstance(m.get("key"), str)}
+        return cls(id=coupon_id, code=code, amount=amount,
+                   discount_type=str(data.get("discount_type") or ""),
+                   status=str(data.get("status") or ""), usage_count=usage_count,
+                   usage_limit=usage_limit or None,
+                   expires_at=parse_gmt(data.get("date_expires_gmt"), "date_expires_gmt"),
+                   email_restrictions=tuple(emails), meta=meta)
+
+    def carries(self, meta: Mapping[str, str]) -> bool:
+        """True when every key of `meta` is on this coupon with the same value."""
+        return all(self.meta.get(key) == value for key, value in meta.items())
 
 
 @dataclass(frozen=True)
@@ -213,6 +370,92 @@ class WooClient:
         """Every webhook the shop has (all pages)."""
         return [hook for page in self.iter_pages("webhooks") for hook in page.items]
 
+    # ------------------------------------------------------------------ coupons
+
+    def find_coupon(self, code: str) -> ShopCoupon | None:
+        """The shop's published coupon with this code (any case), or None.
+
+        A shop that ignores `code=` (a plugin, an old version) answers other coupons: that
+        proves nothing about this code, so it raises rather than answering None.
+        """
+        wanted = code.strip().lower()
+        if not wanted:
+            raise ValueError("code must not be empty")
+        data = self.get("coupons", {"code": wanted})
+        path = self._path("coupons")
+        if not isinstance(data, list):
+            raise WooApiError(200, "unexpected_response", f"expected a JSON list, got {type(data).__name__}",
+                              method="GET", path=path)
+        coupons = [self._coupon(item, "GET", path) for item in data]
+        mine = [c for c in coupons if c.code.strip().lower() == wanted]
+        if len(mine) != len(coupons):
+            raise WooApiError(200, "unexpected_response",
+                              "the shop answered coupons with other codes: it ignores the code filter",
+                              method="GET", path=path)
+        return max(mine, key=lambda c: c.id) if mine else None
+
+    def create_coupon(self, request: CouponRequest) -> ShopCoupon:
+        """POST the coupon; `CouponCodeTaken` when its code exists.
+
+        Not retried once the shop may have acted (`WooUnavailable` "outcome_unknown", see
+        `post`): look the code up before trying again, or use `ensure_coupon`.
+        """
+        try:
+            data = self.post("coupons", request.payload())
+        except WooApiError as exc:
+            if exc.code == COUPON_CODE_TAKEN:
+                raise CouponCodeTaken(exc.status, exc.code, exc.message, method=exc.method,
+                                      path=exc.path) from None
+            raise
+        return self._coupon(data, "POST", self._path("coupons"))
+
+    def ensure_coupon(self, request: CouponRequest) -> ShopCoupon:
+        """The coupon for `request`, created unless an earlier try already made it.
+
+        Looks the code up first; a coupon with the code and all of `request.meta` is ours and is
+        returned as it is. A coupon with the code but other meta raises `CouponCodeTaken` (pick
+        another code). Retrying after any failure is safe: it never makes a second coupon.
+        """
+        if not request.meta:
+            raise ValueError("ensure_coupon needs request.meta to recognise its own coupon")
+        for attempt in range(2):
+            existing = self.find_coupon(request.code)
+            if existing is not None:
+                if existing.carries(request.meta):
+                    return existing
+                raise CouponCodeTaken(400, COUPON_CODE_TAKEN,
+                                      f"coupon {existing.id} already has this code and is not this request's",
+                                      method="GET", path=self._path("coupons"))
+            try:
+                return self.create_coupon(request)
+            except CouponCodeTaken:
+                if attempt:  # made between our look-up and our POST, twice: give up
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def delete_coupon(self, coupon_id: int) -> bool:
+        """Delete the coupon for good (not to the trash, where its code would linger).
+
+        True when this call deleted it, False when the shop has no such coupon (already
+        deleted, e.g. by a retried call whose first answer was lost).
+        """
+        if isinstance(coupon_id, bool) or not isinstance(coupon_id, int) or coupon_id <= 0:
+            raise ValueError("coupon_id must be a positive whole number")
+        try:
+            self.delete(f"coupons/{coupon_id}", {"force": True})
+        except WooApiError as exc:
+            if exc.status == 404 and exc.code == "woocommerce_rest_shop_coupon_invalid_id":
+                return False
+            raise
+        return True
+
+    def _coupon(self, data: Any, method: str, path: str) -> ShopCoupon:
+        try:
+            return ShopCoupon.from_json(data)
+        except NormalisationError as exc:
+            raise WooApiError(200, "unexpected_response", self._redact(str(exc))[:300],
+                              method=method, path=path) from None
+
     def close(self) -> None:
         if self._owns_session:
             self._session.close()
@@ -336,6 +579,20 @@ class WooClient:
             code = str(body.get("code") or code)
             message = str(body.get("message") or message)
         return self._redact(code)[:100], self._redact(message)[:500]
+
+
+def _check_amount(name: str, value: Any, currency: str, percent: bool) -> None:
+    if not isinstance(value, Decimal) or not value.is_finite():
+        raise ValueError(f"{name} must be a finite Decimal")
+    if value < 0 or value > (Decimal(100) if percent else _MAX_AMOUNT):
+        raise ValueError(f"{name} must be from 0 to {100 if percent else _MAX_AMOUNT}")
+    places = 2 if percent else minor_digits(currency)
+    if value != value.quantize(Decimal(1).scaleb(-places)):
+        raise ValueError(f"{name} has more than {places} decimals")
+
+
+def _decimal_text(value: Decimal, places: int) -> str:
+    return f"{value.quantize(Decimal(1).scaleb(-places)):f}"
 
 
 def _encode_params(params: Mapping[str, Any]) -> dict[str, Any]:

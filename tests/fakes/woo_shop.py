@@ -36,6 +36,17 @@ Behaviours callers should know (all imitate WooCommerce unless marked "fake"):
   as it was before.
 - Direct edits of `shop.customers`/`shop.orders` are served as they are; use the mutation
   methods to get WooCommerce's side effects (date_modified, refunds, statuses).
+- Coupons (docs/woocommerce-coupons.md has the sources): `GET/POST coupons`,
+  `GET/PUT/DELETE coupons/<id>`. Codes are stored lower-cased and unique among published
+  coupons whatever their case (400 `woocommerce_rest_coupon_code_already_exists`); `code=`
+  lists the one published coupon with that code; DELETE trashes, `force=true` deletes.
+  `add_order(coupon_code=...)` applies a code as checkout does (`CouponRejected` with
+  WooCommerce's error number and message: expiry, usage limits in total and per customer (id,
+  account email or billing email), minimum spend, email restrictions); an order counts one use while pending,
+  on-hold, processing or completed and gives it back when cancelled, failed or trashed.
+  `coupons_down()`, `coupons_unreachable()` and `refuse_coupon_writes()` (fake) break the
+  coupon endpoints only, until `reset_faults()`. One code per order, percent and fixed_cart
+  only, and no held ("tentative") usages: the fake's simplifications.
 """
 from __future__ import annotations
 
@@ -43,8 +54,10 @@ import base64
 import copy
 import hashlib
 import hmac
+import html
 import json
 import random
+import re
 import socket
 import threading
 import time
@@ -69,6 +82,12 @@ ORDER_STATUSES = (
 )
 _PAID_STATUSES = {"processing", "completed", "refunded"}
 WEBHOOK_RESOURCES = ("coupon", "customer", "order", "product")
+COUPON_TYPES = ("percent", "fixed_cart", "fixed_product")
+# wc_update_coupon_usage_counts: an order in one of these counts its coupons once...
+_COUPON_USAGE_STATUSES = ("pending", "processing", "completed", "on-hold")
+# ...and moving to one of these gives the usage back.
+_COUPON_RETURN_STATUSES = ("cancelled", "failed", "trash")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 WEBHOOK_EVENTS = ("created", "updated", "deleted", "restored")
 _USER_AGENT = f"WooCommerce/{WC_VERSION} Hookshot (WordPress/6.7.1)"
 _WP_SALT = b"fake-wp-salt-for-woo-companion-tests"
@@ -182,6 +201,18 @@ class _Fault(NamedTuple):
     status: int = 0
     retry_after: str | None = None
     seconds: float = 0.0
+    code: str | None = None  # a refusal's WooCommerce error code and message
+    message: str | None = None
+
+
+class CouponRejected(ValueError):
+    """An order could not apply a coupon code: WooCommerce's WC_Coupon error number and message
+    (105 does not exist, 106 usage limit reached, 107 expired, 108 minimum spend, 102 not yours)."""
+
+    def __init__(self, error_number: int, message: str) -> None:
+        super().__init__(message)
+        self.error_number = error_number
+        self.message = message
 
 
 class _ApiError(Exception):
@@ -235,6 +266,39 @@ def _invalid_param(name: str, reason: str) -> _ApiError:
                                          "data": None}}})
 
 
+def format_coupon_code(code: str) -> str:
+    """wc_format_coupon_code with WooCommerce's default filters: HTML entities decoded, tags
+    and surrounding whitespace stripped, lower-cased (so codes are case-insensitive)."""
+    text = re.sub(r"<[^>]*>", "", html.unescape(code))
+    return " ".join(text.split()).lower()
+
+
+def _email_allowed(email: str, restrictions: list[str]) -> bool:
+    """DiscountsUtil::is_coupon_emails_allowed: an exact match, or `*` as a wildcard (the fake
+    escapes the rest; WooCommerce's regex would let a `.` match any character)."""
+    for restriction in restrictions:
+        if email == restriction:
+            return True
+        pattern = "(.+)?".join(re.escape(part) for part in restriction.split("*"))
+        if re.fullmatch(pattern, email):
+            return True
+    return False
+
+
+def _decimal_text(value: Any, name: str) -> str | None:
+    """A money field as WooCommerce reads it: a number or numeric string, else None (zero)."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, float)):
+        value = repr(value)
+    if not isinstance(value, str):
+        raise _invalid_param(name, f"{name} is not of type string.")
+    text = value.strip()
+    if not re.fullmatch(r"[+-]?(\d+(\.\d*)?|\.\d+)", text) or len(text) > 30:
+        return None
+    return text
+
+
 # --------------------------------------------------------------------------------------------
 # Generated data's vocabulary
 # --------------------------------------------------------------------------------------------
@@ -278,7 +342,8 @@ _PRODUCTS = (
     (109, "Socks (3 pairs)", "SOCKS-3", 1495, ()),
     (110, "Wool Scarf", "SCARF-WL", 3990, ()),
 )
-_COUPONS = (("welcome10", "percent", 10), ("summer15", "percent", 15), ("fiveoff", "fixed_cart", 500))
+# code, discount type, amount (percent: hundredths of a percent; fixed_cart: cents)
+_COUPONS = (("welcome10", "percent", 1000), ("summer15", "percent", 1500), ("fiveoff", "fixed_cart", 500))
 _PAYMENT = (("stripe", "Credit Card (Stripe)"), ("paypal", "PayPal"), ("bacs", "Direct bank transfer"),
             ("cod", "Cash on delivery"))
 _REFUND_REASONS = ("", "Damaged item", "Customer changed mind", "Wrong size", "Late delivery")
@@ -323,6 +388,7 @@ class FakeWooShop:
         self.orders: dict[int, dict] = {}
         self.refunds: dict[int, list[dict]] = {}  # order id -> full refund objects, newest first
         self.webhooks: dict[int, dict] = {}
+        self.coupons: dict[int, dict] = {}  # shop_coupon posts, trashed ones included
         self.requests_log: list[LoggedRequest] = []
         self.webhook_deliveries: list[dict] = []  # fake: what deliver_webhooks() sent
         self.pings: list[dict] = []  # fake: the pings sent on saving a webhook as active
@@ -330,6 +396,8 @@ class FakeWooShop:
         self._lock = threading.RLock()
         self._faults: deque[_Fault] = deque()
         self._page_faults: dict[tuple[str, int], int] = {}  # (path, page) -> status
+        self._coupon_fault: tuple[frozenset[str], _Fault] | None = None  # (methods, fault)
+        self._coupon_usage_recorded: set[int] = set()  # orders whose coupon usage is counted
         self._fault_rate = 0.0
         self._fault_statuses: tuple[int, ...] = ()
         self._fault_retry_after: str | None = None
@@ -440,11 +508,33 @@ class FakeWooShop:
         with self._lock:
             self._page_faults[(API_PREFIX + resource, page)] = status
 
+    def coupons_down(self, status: int = 503, retry_after: str | None = None) -> None:
+        """Fake: every coupons API request answers `status` until `reset_faults()` (a shop
+        whose coupon plugin or database table is broken while the rest of it works)."""
+        with self._lock:
+            self._coupon_fault = (frozenset({"GET", "POST", "PUT", "DELETE"}),
+                                  _Fault("fail", status, retry_after))
+
+    def coupons_unreachable(self) -> None:
+        """Fake: every coupons API request has its connection dropped until `reset_faults()`."""
+        with self._lock:
+            self._coupon_fault = (frozenset({"GET", "POST", "PUT", "DELETE"}), _Fault("drop"))
+
+    def refuse_coupon_writes(self, code: str = "woocommerce_rest_shop_coupon_not_created",
+                             message: str = "Coupons are disabled on this store.",
+                             status: int = 400) -> None:
+        """Fake: creating, changing or deleting a coupon is refused with `status` and this
+        WooCommerce error until `reset_faults()`; reads still work (a permanent refusal)."""
+        with self._lock:
+            self._coupon_fault = (frozenset({"POST", "PUT", "DELETE"}),
+                                  _Fault("fail", status, code=code, message=message))
+
     def reset_faults(self) -> None:
         with self._lock:
             self._faults.clear()
             self._fault_rate = 0.0
             self._page_faults.clear()
+            self._coupon_fault = None
 
     def page_requests(self, resource: str, status: int | None = None, since: int = 0,
                       query: dict[str, str | None] | None = None) -> dict[int, int]:
@@ -518,6 +608,8 @@ class FakeWooShop:
             status = self._pick_status(rng, start - when)
             order = self._new_order(rng, when, status, customer, now=start)
             self.orders[order["id"]] = order
+            if order["coupon_lines"] and status in _COUPON_USAGE_STATUSES:
+                self._coupon_usage_recorded.add(order["id"])
             if customer is not None:
                 cid = customer["id"]
                 last_order[cid] = max(last_order.get(cid, when), when)
@@ -657,7 +749,8 @@ class FakeWooShop:
         return self._next_item_id - 1
 
     def _new_order(self, rng: random.Random, created: datetime, status: str,
-                   customer: dict | None, now: datetime) -> dict:
+                   customer: dict | None, now: datetime,
+                   applied_coupon: tuple[str, str, int] | None = None) -> dict:
         if customer is not None:
             billing = copy.deepcopy(customer["billing"])
             shipping = copy.deepcopy(customer["shipping"])
@@ -697,12 +790,14 @@ class FakeWooShop:
                           "meta": meta})
         subtotal = sum(line["subtotal"] for line in lines)
         coupon = rng.choice(_COUPONS) if rng.random() < 0.12 else None
+        if applied_coupon is not None:  # after the draw, so seeded data stays the same
+            coupon = applied_coupon
         remaining_fixed = min(coupon[2], subtotal) if coupon and coupon[1] == "fixed_cart" else 0
         for i, line in enumerate(lines):
             if coupon is None:
                 discount = 0
             elif coupon[1] == "percent":
-                discount = (line["subtotal"] * coupon[2] + 50) // 100
+                discount = (line["subtotal"] * coupon[2] + 5000) // 10000
             elif i == len(lines) - 1:
                 discount = remaining_fixed
             else:
@@ -891,6 +986,7 @@ class FakeWooShop:
                 if fields["status"] == "completed" and not order["date_completed_gmt"]:
                     self._stamp(order, "date_completed", modified)
                 self._set_flags(order)
+                self._count_coupon_usage(order)
             return copy.deepcopy(order)
 
     def add_customer(self, **overrides: Any) -> dict:
@@ -908,12 +1004,18 @@ class FakeWooShop:
             self.customers[customer["id"]] = customer
             return copy.deepcopy(customer)
 
-    def add_order(self, **overrides: Any) -> dict:
+    def add_order(self, *, coupon_code: str | None = None, **overrides: Any) -> dict:
         """Place an order now (default status processing); overrides win.
 
         `customer_id` picks the buyer (0 for a guest; billing then comes from the customer);
         without it a registered customer or a guest is chosen at random (guest_ratio).
         Overriding line_items does not recompute totals.
+
+        `coupon_code` applies one of the shop's coupons as checkout does: the order gets its
+        `coupon_lines` and discount, or `CouponRejected` is raised and nothing is stored when
+        the code does not exist, has expired, reached a usage limit (in total, or for this
+        customer id / guest billing email), misses the minimum spend or is restricted to other
+        emails. An order in pending/processing/on-hold/completed counts one use.
         """
         with self._lock:
             rng = self._live_rng
@@ -925,17 +1027,25 @@ class FakeWooShop:
                 customer = self.customers[rng.choice(list(self.customers))]
             else:
                 customer = None
-            order = self._new_order(rng, now, overrides.get("status", "processing"), customer, now)
+            coupon = applied = None
+            if coupon_code is not None:
+                coupon = self._coupon_to_apply(coupon_code)
+                applied = (coupon["code"], coupon["discount_type"], _cents(coupon["amount"]))
+            order = self._new_order(rng, now, overrides.get("status", "processing"), customer, now,
+                                    applied)
             self._stamp(order, "date_modified", now)
             for key, value in overrides.items():
                 if key in ("billing", "shipping") and isinstance(value, dict):
                     order[key].update(value)
                 else:
                     order[key] = value
+            if coupon is not None:
+                self._check_coupon_for_order(coupon, order, customer)
             self._set_flags(order)
             self.orders[order["id"]] = order
             if customer is not None and order["date_paid_gmt"]:
                 customer["is_paying_customer"] = True
+            self._count_coupon_usage(order)
             return copy.deepcopy(order)
 
     def refund_order(self, order_id: int, amount: str, reason: str = "") -> dict:
@@ -1034,6 +1144,237 @@ class FakeWooShop:
     def _public_webhook(webhook: dict) -> dict:
         return {k: copy.deepcopy(v) for k, v in webhook.items() if not k.startswith("_")}
 
+    # ---------------------------------------------------------------- coupons
+
+    def add_coupon(self, code: str, **fields: Any) -> dict:
+        """Create a coupon as POST /coupons does (same validation, `_ApiError` on refusal)."""
+        with self._lock:
+            return copy.deepcopy(self._create_coupon({"code": code, **fields}))
+
+    def coupon_by_code(self, code: str) -> dict | None:
+        """The published coupon with this code (any case), as wc_get_coupon_id_by_code finds it."""
+        with self._lock:
+            coupon = self._published_coupon(code)
+            return copy.deepcopy(coupon) if coupon is not None else None
+
+    def _published_coupon(self, code: str) -> dict | None:
+        """Newest published coupon with the formatted code (trashed and drafts never match)."""
+        wanted = format_coupon_code(code)
+        if not wanted:  # wc_get_coupon_id_by_code answers 0 for an empty code
+            return None
+        matches = [c for c in self.coupons.values()
+                   if c["status"] == "publish" and c["code"] == wanted]
+        return max(matches, key=lambda c: (c["date_created_gmt"], c["id"])) if matches else None
+
+    def _create_coupon(self, data: dict) -> dict:
+        """POST /coupons (WC_REST_Coupons_V2_Controller::prepare_object_for_database)."""
+        if "code" not in data:
+            raise _ApiError(400, "rest_missing_callback_param", "Missing parameter(s): code",
+                            {"params": ["code"]})
+        if not isinstance(data["code"], str):
+            raise _invalid_param("code", "code is not of type string.")
+        if not data["code"]:
+            raise _ApiError(400, "woocommerce_rest_empty_coupon_code", "The coupon code cannot be empty.")
+        now = self.clock.now()
+        coupon: dict[str, Any] = {
+            "id": 0, "code": "", "amount": "0.00", "status": "publish",
+            "discount_type": "fixed_cart", "description": "",
+            "date_expires": None, "date_expires_gmt": None,
+            "usage_count": 0, "individual_use": False, "product_ids": [], "excluded_product_ids": [],
+            "usage_limit": None, "usage_limit_per_user": None, "limit_usage_to_x_items": None,
+            "free_shipping": False, "product_categories": [], "excluded_product_categories": [],
+            "exclude_sale_items": False, "minimum_amount": "0.00", "maximum_amount": "0.00",
+            "email_restrictions": [], "used_by": [], "meta_data": [],
+        }
+        self._stamp(coupon, "date_created", now)
+        self._stamp(coupon, "date_modified", now)
+        self._apply_coupon_fields(coupon, data, own_id=0)
+        coupon["id"] = self._next_post_id
+        self._next_post_id += 1
+        self.coupons[coupon["id"]] = self._order_coupon_keys(coupon)
+        return self.coupons[coupon["id"]]
+
+    def _put_coupon(self, coupon_id: int, data: dict) -> dict:
+        """PUT /coupons/<id>: the same checks as creating, except that an empty code is taken
+        (only creation refuses one); `usage_count` and `used_by` stay."""
+        coupon = copy.deepcopy(self.coupons[coupon_id])
+        self._apply_coupon_fields(coupon, data, own_id=coupon_id)
+        self._bump_modified(coupon)
+        self.coupons[coupon_id] = self._order_coupon_keys(coupon)
+        return self.coupons[coupon_id]
+
+    @staticmethod
+    def _order_coupon_keys(coupon: dict) -> dict:
+        """The keys in the order WooCommerce's coupon JSON has them."""
+        order = ("id", "code", "amount", "status", "date_created", "date_created_gmt",
+                 "date_modified", "date_modified_gmt", "discount_type", "description",
+                 "date_expires", "date_expires_gmt", "usage_count", "individual_use",
+                 "product_ids", "excluded_product_ids", "usage_limit", "usage_limit_per_user",
+                 "limit_usage_to_x_items", "free_shipping", "product_categories",
+                 "excluded_product_categories", "exclude_sale_items", "minimum_amount",
+                 "maximum_amount", "email_restrictions", "used_by", "meta_data")
+        return {key: coupon[key] for key in order}
+
+    def _apply_coupon_fields(self, coupon: dict, data: dict, own_id: int) -> None:
+        """Writable fields in the schema's order, as WooCommerce sets them (so `amount` is
+        checked against the discount type the coupon had before this request). Unknown fields
+        are ignored; a refusal leaves `coupon` half-changed, so callers pass a copy."""
+        if "code" in data:
+            if not isinstance(data["code"], str):
+                raise _invalid_param("code", "code is not of type string.")
+            code = format_coupon_code(data["code"])
+            taken = self._published_coupon(code)
+            if taken is not None and taken["id"] != own_id:
+                raise _ApiError(400, "woocommerce_rest_coupon_code_already_exists",
+                                "The coupon code already exists")
+            coupon["code"] = code
+        if "amount" in data:
+            amount = _decimal_text(data["amount"], "amount")
+            if amount is None:
+                amount_cents = 0  # set_amount: a non-numeric amount becomes 0
+            else:
+                amount_cents = _cents(amount)
+            if amount_cents < 0 or (coupon["discount_type"] == "percent" and amount_cents > 10000):
+                raise _ApiError(400, "coupon_invalid_amount", "Invalid discount amount.")
+            coupon["amount"] = _money(amount_cents)
+        if "status" in data:
+            if not isinstance(data["status"], str):
+                raise _invalid_param("status", "status is not of type string.")
+            coupon["status"] = data["status"] or "publish"
+        if "discount_type" in data:
+            if data["discount_type"] not in COUPON_TYPES:
+                raise _invalid_param("discount_type",
+                                     f"discount_type is not one of {', '.join(COUPON_TYPES)}.")
+            coupon["discount_type"] = data["discount_type"]
+        if "description" in data:
+            coupon["description"] = str(data["description"])
+        for name in ("date_expires", "date_expires_gmt"):
+            if name in data:
+                expires = self._coupon_date(data[name], name, gmt=name.endswith("_gmt"))
+                self._stamp(coupon, "date_expires", expires)
+        for name in ("individual_use", "free_shipping", "exclude_sale_items"):
+            if name in data:
+                if not isinstance(data[name], bool):
+                    raise _invalid_param(name, f"{name} is not of type boolean.")
+                coupon[name] = data[name]
+        for name in ("product_ids", "excluded_product_ids", "product_categories",
+                     "excluded_product_categories"):
+            if name in data:
+                if not isinstance(data[name], list) or not all(
+                        isinstance(v, int) and not isinstance(v, bool) for v in data[name]):
+                    raise _invalid_param(name, f"{name}[0] is not of type integer.")
+                coupon[name] = [v for v in data[name] if v > 0]
+        for name in ("usage_limit", "usage_limit_per_user", "limit_usage_to_x_items"):
+            if name in data and data[name] is not None:
+                if not isinstance(data[name], int) or isinstance(data[name], bool):
+                    raise _invalid_param(name, f"{name} is not of type integer.")
+                coupon[name] = abs(data[name]) or None  # absint; 0 means no limit: null
+        for name in ("minimum_amount", "maximum_amount"):
+            if name in data:
+                amount = _decimal_text(data[name], name)
+                coupon[name] = _money(_cents(amount)) if amount is not None else "0.00"
+        if "email_restrictions" in data:
+            emails = data["email_restrictions"]
+            if not isinstance(emails, list) or not all(isinstance(e, str) for e in emails):
+                raise _invalid_param("email_restrictions", "email_restrictions[0] is not of type string.")
+            cleaned = [e.strip().lower() for e in emails if e.strip()]
+            if any(not _EMAIL.match(e.replace("*", "x")) for e in cleaned):
+                raise _ApiError(400, "coupon_invalid_email_address", "Invalid email address restriction.")
+            coupon["email_restrictions"] = cleaned
+        if isinstance(data.get("meta_data"), list):
+            coupon["meta_data"] = _merge_meta(coupon["meta_data"], data["meta_data"], self._meta_id)
+
+    def _coupon_date(self, value: Any, name: str, gmt: bool) -> datetime | None:
+        """A coupon date as UTC: no offset means the shop's timezone (or UTC for `*_gmt`)."""
+        if value is None or value == "":
+            return None
+        if not isinstance(value, str):
+            raise _invalid_param(name, "Invalid date.")
+        try:
+            parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            raise _invalid_param(name, "Invalid date.") from None
+        if parsed.tzinfo is not None:
+            return parsed.astimezone(timezone.utc).replace(tzinfo=None, microsecond=0)
+        return (parsed if gmt else parsed - self.utc_offset).replace(microsecond=0)
+
+    def _delete_coupon(self, coupon_id: int, force: bool) -> dict:
+        """DELETE coupons/<id>: to the trash, or with force=true gone; the answer is the coupon
+        as it was (WC_REST_CRUD_Controller::delete_item)."""
+        before = copy.deepcopy(self.coupons[coupon_id])
+        if force:
+            del self.coupons[coupon_id]
+            return before
+        if before["status"] == "trash":
+            raise _ApiError(410, "woocommerce_rest_already_trashed",
+                            "The shop_coupon has already been deleted.")
+        self.coupons[coupon_id]["status"] = "trash"
+        self._bump_modified(self.coupons[coupon_id])
+        return before
+
+    def _coupon_to_apply(self, code: str) -> dict:
+        coupon = self._published_coupon(code)
+        if coupon is None:
+            raise CouponRejected(105, f'Coupon "{format_coupon_code(code)}" does not exist!')
+        if coupon["discount_type"] not in ("percent", "fixed_cart"):
+            raise ValueError(f"fake: orders cannot apply {coupon['discount_type']} coupons")
+        return coupon
+
+    def _check_coupon_for_order(self, coupon: dict, order: dict, customer: dict | None) -> None:
+        """WC_Discounts::is_coupon_valid and the checkout's customer checks, for one order."""
+        if coupon["usage_limit"] and coupon["usage_count"] >= coupon["usage_limit"]:
+            raise CouponRejected(106, "Coupon usage limit has been reached.")
+        billing_email = order["billing"]["email"].strip().lower()
+        if coupon["usage_limit_per_user"]:
+            # The Store API checkout counts every alias of the buyer: their id, account email
+            # and billing email, and for a guest the accounts that email belongs to.
+            aliases = {billing_email}
+            owners = [customer] if customer is not None else [
+                c for c in self.customers.values()
+                if billing_email in (c["email"].strip().lower(), c["billing"]["email"].strip().lower())]
+            for owner in owners:
+                aliases |= {str(owner["id"]), owner["email"].strip().lower()}
+            used = sum(1 for u in coupon["used_by"] if str(u).strip().lower() in aliases - {""})
+            if used >= coupon["usage_limit_per_user"]:
+                raise CouponRejected(106, "Coupon usage limit has been reached.")
+        expires = coupon["date_expires_gmt"]
+        if expires is not None and self.clock.now() > _parse_iso(expires):
+            raise CouponRejected(107, "This coupon has expired.")
+        subtotal = sum(_cents(line["subtotal"]) for line in order["line_items"])
+        if _cents(coupon["minimum_amount"]) > 0 and _cents(coupon["minimum_amount"]) > subtotal:
+            raise CouponRejected(108, f"The minimum spend for this coupon is {coupon['minimum_amount']}.")
+        if coupon["email_restrictions"]:
+            emails = {billing_email}
+            if customer is not None and customer["email"]:
+                emails.add(customer["email"].strip().lower())
+            if not any(_email_allowed(e, coupon["email_restrictions"]) for e in emails if e):
+                raise CouponRejected(102, f'Please enter a valid email to use coupon code "{coupon["code"]}".')
+
+    def _count_coupon_usage(self, order: dict) -> None:
+        """wc_update_coupon_usage_counts: count an active order's coupons once; give the uses
+        back when it is cancelled, fails or is trashed, and count them again if it comes back."""
+        recorded = order["id"] in self._coupon_usage_recorded
+        if order["status"] in _COUPON_RETURN_STATUSES and recorded:
+            self._coupon_usage_recorded.discard(order["id"])
+            step = -1
+        elif order["status"] in _COUPON_USAGE_STATUSES and not recorded:
+            self._coupon_usage_recorded.add(order["id"])
+            step = 1
+        else:
+            return
+        used_by = str(order["customer_id"]) if order["customer_id"] else order["billing"]["email"]
+        for line in order["coupon_lines"]:
+            coupon = self._published_coupon(line["code"])
+            if coupon is None:  # deleted since: WooCommerce finds nothing to count
+                continue
+            if step > 0:
+                coupon["usage_count"] += 1
+                coupon["used_by"].append(used_by)
+            elif coupon["usage_count"] > 0:
+                coupon["usage_count"] -= 1
+                if used_by in coupon["used_by"]:
+                    coupon["used_by"].remove(used_by)
+
     # ---------------------------------------------------------------- webhook deliveries
 
     def webhook_body(self, topic: str, resource_id: int) -> bytes:
@@ -1046,6 +1387,8 @@ class FakeWooShop:
                 return php_json(self.customers[resource_id])
             if resource == "order":
                 return php_json(self.orders[resource_id])
+            if resource == "coupon":
+                return php_json(self.coupons[resource_id])
         raise ValueError(f"the fake shop has no {resource!r} resources")
 
     def webhook_request(self, webhook_id: int, resource_id: int) -> tuple[str, dict[str, str], bytes]:
@@ -1114,6 +1457,15 @@ class FakeWooShop:
                 return _Fault("fail", status, self._fault_retry_after if status in (429, 503) else None)
         return None
 
+    def _coupon_fault_for(self, method: str, path: str) -> _Fault | None:
+        if not path.startswith(API_PREFIX + "coupons"):
+            return None
+        with self._lock:
+            if self._coupon_fault is None:
+                return None
+            methods, fault = self._coupon_fault
+            return fault if ("PUT" if method == "PATCH" else method) in methods else None
+
     def _log(self, method: str, path: str, query: dict, status: int) -> None:
         with self._lock:
             self.requests_log.append(LoggedRequest(method, path, query, status))
@@ -1125,7 +1477,8 @@ class FakeWooShop:
         path = split.path
         multi = parse_qs(split.query, keep_blank_values=True)
         query = {k: v[-1] for k, v in multi.items()}
-        fault = self._next_fault(path, query if method == "GET" else None)
+        fault = self._coupon_fault_for(method, path) or self._next_fault(
+            path, query if method == "GET" else None)
         if fault is not None and fault.kind == "drop":
             self._log(method, path, query, 0)
             return None
@@ -1178,7 +1531,7 @@ class FakeWooShop:
             if not parts[1].isdigit():
                 raise _no_route()
             ident = int(parts[1])
-        known = resource in ("customers", "orders", "webhooks")
+        known = resource in ("customers", "orders", "webhooks", "coupons")
         if not known or len(parts) > 3 or (len(parts) == 3 and (resource, parts[2]) != ("orders", "refunds")):
             raise _no_route()
         sub = parts[2] if len(parts) == 3 else None
@@ -1187,7 +1540,7 @@ class FakeWooShop:
         allowed = {
             (False, "GET"), (True, "GET"), (True, "PUT"), (True, "POST"),
         }
-        if resource == "webhooks":
+        if resource in ("webhooks", "coupons"):
             allowed |= {(False, "POST"), (True, "DELETE")}
         else:
             allowed |= {(True, "DELETE")}
@@ -1203,6 +1556,8 @@ class FakeWooShop:
                 return self._list(resource, query, multi)
             if resource == "webhooks" and ident is None:
                 return 201, {}, self._create_webhook(data)
+            if resource == "coupons":
+                return self._route_coupon(method, ident, query, data)
             if sub == "refunds":
                 self._get_order(ident)
                 return 200, {}, self.refunds.get(ident, [])
@@ -1235,6 +1590,24 @@ class FakeWooShop:
                                     "Webhooks do not support trashing.")
                 return 200, {}, self._public_webhook(self.webhooks.pop(ident))
             return 200, {}, self._put_webhook(ident, data)
+
+    def _route_coupon(self, method: str, ident: int | None, query: dict[str, str],
+                      data: dict) -> tuple[int, dict[str, str], Any]:
+        if ident is None:
+            if "id" in data and data["id"]:
+                raise _ApiError(400, "woocommerce_rest_shop_coupon_exists",
+                                "Cannot create existing shop_coupon.")
+            return 201, {"Location": f"{self._source_url()}wp-json/wc/v3/coupons/{self._next_post_id}"}, \
+                self._create_coupon(data)
+        if ident not in self.coupons:
+            # update_item answers 400 for an unknown id, get_item and delete_item 404.
+            raise _ApiError(400 if method == "PUT" else 404, "woocommerce_rest_shop_coupon_invalid_id",
+                            "Invalid ID.")
+        if method == "GET":
+            return 200, {}, self.coupons[ident]
+        if method == "DELETE":
+            return 200, {}, self._delete_coupon(ident, _bool_param(query, "force"))
+        return 200, {}, self._put_coupon(ident, data)
 
     def _delete_order(self, order_id: int, force: bool) -> dict:
         """DELETE orders/<id>: to the trash (status "trash"), or with force=true gone for good
@@ -1372,6 +1745,13 @@ class FakeWooShop:
                 "include": lambda o: include.index(o["id"]) if include and o["id"] in include else 0,
             }
             default_orderby = "date"
+        elif resource == "coupons":
+            items = self._filter_coupons(query)
+            orderings = {"id": lambda c: c["id"], "include": lambda c: include.index(c["id"]) if include and c["id"] in include else 0,
+                         "date": lambda c: (c["date_created_gmt"], c["id"]),
+                         "modified": lambda c: (c["date_modified_gmt"], c["id"]),
+                         "title": lambda c: (c["code"], c["id"]), "slug": lambda c: (c["code"], c["id"])}
+            default_orderby = "date"
         else:
             items = [self._public_webhook(w) for w in self.webhooks.values()
                      if query.get("status", "all") in ("all", w["status"])]
@@ -1419,6 +1799,20 @@ class FakeWooShop:
         if query.get("search"):
             needle = query["search"].strip("*").lower()
             items = [c for c in items if needle in c["email"].lower() or needle in c["username"].lower()]
+        return items
+
+    def _filter_coupons(self, query: dict[str, str]) -> list[dict]:
+        """`code` finds the one published coupon wc_get_coupon_id_by_code finds (any case);
+        `search` matches within codes; trashed coupons are left out unless `status=trash`."""
+        if query.get("code"):
+            found = self._published_coupon(query["code"])
+            return [found] if found is not None else []
+        status = query.get("status") or "any"
+        items = [c for c in self.coupons.values()
+                 if (c["status"] != "trash" if status in ("any", "all") else c["status"] == status)]
+        if query.get("search"):
+            needle = query["search"].strip().lower()
+            items = [c for c in items if needle in c["code"]]
         return items
 
     def _filter_orders(self, query: dict[str, str], multi: dict[str, list[str]]) -> list[dict]:
@@ -1481,6 +1875,8 @@ def _no_route() -> _ApiError:
 
 def _fault_error(fault: _Fault) -> _ApiError:
     headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
+    if fault.code is not None:
+        return _ApiError(fault.status, fault.code, fault.message or "", headers=headers)
     if fault.status == 429:
         return _ApiError(429, "rest_too_many_requests", "Too many requests. Please slow down.",
                          headers=headers)

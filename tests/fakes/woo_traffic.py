@@ -315,7 +315,8 @@ class WooTraffic:
     def place_now(self, woo_id: int, **overrides: Any) -> Delivery:
         """Customer `woo_id` places an order now, beyond the plan (the oracle includes it);
         answers the order.created delivery to send. Overriding `total` keeps the line items
-        as generated (fine for the companion, which reads the totals)."""
+        as generated (fine for the companion, which reads the totals). `coupon_code` spends one
+        of the shop's coupons as checkout does (`CouponRejected` when the shop refuses it)."""
         self.shop.clock.advance(60)
         order = self.shop.add_order(customer_id=woo_id, **overrides)
         history = OrderHistory(order["id"], ("woo", woo_id))
@@ -323,6 +324,16 @@ class WooTraffic:
         delivery = self._capture([], "order.created", order["id"])
         history.states.append(_order_state(order))
         self._remember_contact(("woo", woo_id), order)
+        return delivery
+
+    def change_status_now(self, order_id: int, status: str) -> Delivery:
+        """Order `order_id` moves to `status` now, beyond the plan (the oracle follows it): e.g.
+        an order that spent a reward code is cancelled and the shop gives the use back. Answers
+        the order.updated delivery to send."""
+        self.shop.clock.advance(60)
+        order = self.shop.update_order(order_id, status=status)
+        delivery = self._capture([], "order.updated", order_id)
+        self.orders[order_id].states.append(_order_state(order))
         return delivery
 
     def send_once(self, delivery: Delivery, session: requests.Session | None = None) -> int:

@@ -15,12 +15,14 @@ import pytest
 import requests
 
 from tests.fakes.woo_shop import (
+    CouponRejected,
     FakeWooShop,
     delivery_id,
     ping_body,
     sign,
     webhook_headers,
 )
+from tests.fakes.woo_traffic import WooTraffic
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d$")
 CUSTOMER_KEYS = {
@@ -465,3 +467,314 @@ def test_deliver_webhooks_signs_and_disables_after_more_than_five_failures():
     finally:
         receiver.shutdown()
         receiver.server_close()
+
+
+# ------------------------------------------------------------------ coupons
+
+COUPON_KEYS = {
+    "id", "code", "amount", "status", "date_created", "date_created_gmt", "date_modified",
+    "date_modified_gmt", "discount_type", "description", "date_expires", "date_expires_gmt",
+    "usage_count", "individual_use", "product_ids", "excluded_product_ids", "usage_limit",
+    "usage_limit_per_user", "limit_usage_to_x_items", "free_shipping", "product_categories",
+    "excluded_product_categories", "exclude_sale_items", "minimum_amount", "maximum_amount",
+    "email_restrictions", "used_by", "meta_data",
+}
+
+
+@pytest.fixture()
+def coupon_shop():
+    """A small shop of its own: coupon tests change usage counts and must not meet each other."""
+    with FakeWooShop(customers=20, orders=20, seed=11) as running:
+        yield running
+
+
+def _reward(**fields):
+    return {"code": "WC-7K3M9Q2XPL", "discount_type": "fixed_cart", "amount": "5.00",
+            "usage_limit": 1, "usage_limit_per_user": 1,
+            "email_restrictions": ["Anna.Keller@Example.com"],
+            "date_expires_gmt": "2026-04-01T00:00:00",
+            "meta_data": [{"key": "_companion_ledger_entry", "value": "redeem:r-1"}], **fields}
+
+
+def test_create_coupon_answers_201_with_woocommerces_shape(coupon_shop, session):
+    r = session.post(coupon_shop.api_url + "coupons", json=_reward())
+    assert r.status_code == 201
+    coupon = r.json()
+    assert set(coupon) == COUPON_KEYS
+    assert r.headers["Location"].endswith(f"/wp-json/wc/v3/coupons/{coupon['id']}")
+    assert coupon["id"] not in coupon_shop.orders  # coupons are posts: one id sequence with orders
+    assert coupon["code"] == "wc-7k3m9q2xpl"  # wc_format_coupon_code lower-cases
+    assert coupon["amount"] == "5.00" and coupon["status"] == "publish"
+    assert coupon["email_restrictions"] == ["anna.keller@example.com"]
+    assert (coupon["date_expires_gmt"], coupon["date_expires"]) == ("2026-04-01T00:00:00", "2026-04-01T01:00:00")
+    assert (coupon["usage_count"], coupon["usage_limit"], coupon["usage_limit_per_user"]) == (0, 1, 1)
+    assert coupon["used_by"] == [] and coupon["limit_usage_to_x_items"] is None
+    assert [(m["key"], m["value"]) for m in coupon["meta_data"]] == [("_companion_ledger_entry", "redeem:r-1")]
+    assert session.get(coupon_shop.api_url + f"coupons/{coupon['id']}").json() == coupon
+
+
+def test_a_local_expiry_is_read_in_the_shops_timezone(coupon_shop, session):
+    r = session.post(coupon_shop.api_url + "coupons",
+                     json={"code": "local", "date_expires": "2026-04-01T00:00:00"})
+    assert (r.json()["date_expires"], r.json()["date_expires_gmt"]) == ("2026-04-01T00:00:00", "2026-03-31T23:00:00")
+    r = session.post(coupon_shop.api_url + "coupons",
+                     json={"code": "offset", "date_expires": "2026-04-01T00:00:00+02:00"})
+    assert r.json()["date_expires_gmt"] == "2026-03-31T22:00:00"
+
+
+def test_codes_are_unique_whatever_their_case(coupon_shop, session):
+    first = session.post(coupon_shop.api_url + "coupons", json={"code": "Spring-Gift"}).json()
+    other = session.post(coupon_shop.api_url + "coupons", json={"code": "other"}).json()
+    for attempt in ("SPRING-GIFT", "spring-gift", " Spring-Gift "):
+        r = session.post(coupon_shop.api_url + "coupons", json={"code": attempt})
+        assert (r.status_code, r.json()["code"]) == (400, "woocommerce_rest_coupon_code_already_exists")
+        assert r.json()["message"] == "The coupon code already exists"
+    r = session.put(coupon_shop.api_url + f"coupons/{other['id']}", json={"code": "SPRING-gift"})
+    assert (r.status_code, r.json()["code"]) == (400, "woocommerce_rest_coupon_code_already_exists")
+    assert coupon_shop.coupons[other["id"]]["code"] == "other"  # nothing changed on refusal
+    r = session.put(coupon_shop.api_url + f"coupons/{first['id']}", json={"code": "SPRING-GIFT", "amount": "3"})
+    assert r.status_code == 200 and r.json()["amount"] == "3.00"  # its own code is no clash
+    # The lookup only sees published coupons: a trashed coupon's code is free again.
+    session.delete(coupon_shop.api_url + f"coupons/{first['id']}")
+    assert session.post(coupon_shop.api_url + "coupons", json={"code": "spring-gift"}).status_code == 201
+
+
+@pytest.mark.parametrize("body, status, code", [
+    ({}, 400, "rest_missing_callback_param"),
+    ({"code": ""}, 400, "woocommerce_rest_empty_coupon_code"),
+    ({"code": 12}, 400, "rest_invalid_param"),
+    ({"code": "x", "discount_type": "free_money"}, 400, "rest_invalid_param"),
+    ({"code": "x", "amount": "-1"}, 400, "coupon_invalid_amount"),
+    ({"code": "x", "amount": "150", "discount_type": "percent"}, 201, None),  # type is set after amount
+    ({"code": "x", "email_restrictions": ["not-an-email"]}, 400, "coupon_invalid_email_address"),
+    ({"code": "x", "email_restrictions": "a@example.com"}, 400, "rest_invalid_param"),
+    ({"code": "x", "usage_limit": "1"}, 400, "rest_invalid_param"),
+    ({"code": "x", "usage_limit": True}, 400, "rest_invalid_param"),
+    ({"code": "x", "individual_use": "yes"}, 400, "rest_invalid_param"),
+    ({"code": "x", "date_expires": "next tuesday"}, 400, "rest_invalid_param"),
+    ({"code": "x", "product_ids": ["1"]}, 400, "rest_invalid_param"),
+    ({"code": "x", "id": 5}, 400, "woocommerce_rest_shop_coupon_exists"),
+])
+def test_create_coupon_refuses_bad_input_and_stores_nothing(coupon_shop, session, body, status, code):
+    r = session.post(coupon_shop.api_url + "coupons", json=body)
+    assert r.status_code == status
+    if code is None:
+        return
+    assert r.json()["code"] == code and r.json()["data"]["status"] == 400
+    assert coupon_shop.coupons == {}
+
+
+def test_percent_above_100_is_refused_once_the_coupon_is_a_percent_coupon(coupon_shop, session):
+    coupon = session.post(coupon_shop.api_url + "coupons", json={"code": "pct", "discount_type": "percent"}).json()
+    r = session.put(coupon_shop.api_url + f"coupons/{coupon['id']}", json={"amount": "100.01"})
+    assert (r.status_code, r.json()["code"]) == (400, "coupon_invalid_amount")
+    assert coupon_shop.coupons[coupon["id"]]["amount"] == "0.00"
+    assert session.put(coupon_shop.api_url + f"coupons/{coupon['id']}", json={"amount": "100"}).status_code == 200
+
+
+def test_an_update_may_blank_the_code_and_a_blank_code_is_never_found(coupon_shop, session):
+    coupon = coupon_shop.add_coupon("named", amount="1")
+    r = session.put(coupon_shop.api_url + f"coupons/{coupon['id']}", json={"code": ""})
+    assert r.status_code == 200 and r.json()["code"] == ""
+    assert coupon_shop.coupon_by_code("") is None and coupon_shop.coupon_by_code("named") is None
+    with pytest.raises(CouponRejected):
+        coupon_shop.add_order(coupon_code="")
+
+
+def test_non_numeric_amounts_become_zero_as_woocommerce_does(coupon_shop, session):
+    r = session.post(coupon_shop.api_url + "coupons", json={"code": "zero", "amount": "ten", "minimum_amount": "1e9"})
+    assert r.status_code == 201 and (r.json()["amount"], r.json()["minimum_amount"]) == ("0.00", "0.00")
+
+
+def test_coupon_list_pages_searches_and_finds_one_code(coupon_shop, session):
+    for i in range(7):
+        coupon_shop.add_coupon(f"Batch-{i}", amount="1")
+    r = session.get(coupon_shop.api_url + "coupons", params={"per_page": 3, "page": 2, "orderby": "id", "order": "asc"})
+    assert r.status_code == 200
+    assert (r.headers["X-WP-Total"], r.headers["X-WP-TotalPages"]) == ("7", "3")
+    assert [c["code"] for c in r.json()] == ["batch-3", "batch-4", "batch-5"]
+    assert 'rel="next"' in r.headers["Link"] and 'rel="prev"' in r.headers["Link"]
+
+    found = session.get(coupon_shop.api_url + "coupons", params={"code": "BATCH-5"})
+    assert [c["code"] for c in found.json()] == ["batch-5"] and found.headers["X-WP-Total"] == "1"
+    missing = session.get(coupon_shop.api_url + "coupons", params={"code": "batch-50"})
+    assert missing.json() == [] and missing.headers["X-WP-TotalPages"] == "0"
+    assert len(session.get(coupon_shop.api_url + "coupons", params={"search": "batch-"}).json()) == 7
+
+    trashed = coupon_shop.coupon_by_code("batch-2")["id"]
+    session.delete(coupon_shop.api_url + f"coupons/{trashed}")
+    assert session.get(coupon_shop.api_url + "coupons", params={"code": "batch-2"}).json() == []
+    assert session.get(coupon_shop.api_url + "coupons").headers["X-WP-Total"] == "6"
+    assert [c["id"] for c in session.get(coupon_shop.api_url + "coupons", params={"status": "trash"}).json()] == [trashed]
+
+
+def test_coupon_trash_then_force_delete_and_unknown_ids(coupon_shop, session):
+    coupon = coupon_shop.add_coupon("bye", amount="2")
+    url = coupon_shop.api_url + f"coupons/{coupon['id']}"
+    trashed = session.delete(url)
+    assert trashed.status_code == 200 and trashed.json()["status"] == "publish"  # the coupon as it was
+    assert coupon_shop.coupons[coupon["id"]]["status"] == "trash"
+    again = session.delete(url)
+    assert (again.status_code, again.json()["code"]) == (410, "woocommerce_rest_already_trashed")
+    gone = session.delete(url, params={"force": "true"})
+    assert gone.status_code == 200 and gone.json()["id"] == coupon["id"] and coupon["id"] not in coupon_shop.coupons
+    for method, status in (("GET", 404), ("DELETE", 404), ("PUT", 400)):
+        r = session.request(method, url, json={})
+        assert (r.status_code, r.json()["code"]) == (status, "woocommerce_rest_shop_coupon_invalid_id")
+    order_id = min(coupon_shop.orders)  # a post of another type is no coupon
+    assert session.get(coupon_shop.api_url + f"coupons/{order_id}").status_code == 404
+
+
+def test_an_order_applies_a_code_with_its_discount_and_coupon_lines(coupon_shop):
+    coupon_shop.add_coupon("fixed-5", amount="5.00")
+    coupon_shop.add_coupon("pct-10", amount="10", discount_type="percent")
+    fixed = coupon_shop.add_order(coupon_code="FIXED-5", customer_id=0)
+    assert [line["code"] for line in fixed["coupon_lines"]] == ["fixed-5"]
+    assert D(fixed["discount_total"]) == D("5.00") == D(fixed["coupon_lines"][0]["discount"])
+    pct = coupon_shop.add_order(coupon_code="pct-10", customer_id=0)
+    subtotal = sum(D(li["subtotal"]) for li in pct["line_items"])
+    assert abs(D(pct["discount_total"]) - subtotal / 10) <= D("0.03")  # rounded per line
+    assert coupon_shop.orders[pct["id"]]["coupon_lines"] == pct["coupon_lines"]
+    with pytest.raises(CouponRejected) as refused:
+        coupon_shop.add_order(coupon_code="no-such-code")
+    assert refused.value.error_number == 105
+
+
+def test_email_restriction_is_checked_against_the_orders_emails(coupon_shop):
+    anna = coupon_shop.add_customer(email="Anna.Keller@example.com")
+    coupon_shop.add_coupon("mine", amount="1", email_restrictions=["anna.keller@example.com"])
+    coupon_shop.add_coupon("team", amount="1", email_restrictions=["*@example.org"])
+    before = dict(coupon_shop.orders)
+    with pytest.raises(CouponRejected) as refused:
+        coupon_shop.add_order(coupon_code="mine", customer_id=0, billing={"email": "eve@example.com"})
+    assert refused.value.error_number == 102 and coupon_shop.orders == before  # nothing stored
+    assert coupon_shop.coupons[coupon_shop.coupon_by_code("mine")["id"]]["usage_count"] == 0
+    # The billing email in any case, or the account's email, satisfies it.
+    coupon_shop.add_order(coupon_code="mine", customer_id=0, billing={"email": "ANNA.KELLER@EXAMPLE.COM"})
+    coupon_shop.add_order(coupon_code="mine", customer_id=anna["id"], billing={"email": "work@example.net"})
+    coupon_shop.add_order(coupon_code="team", customer_id=0, billing={"email": "bob@example.org"})
+    with pytest.raises(CouponRejected):
+        coupon_shop.add_order(coupon_code="team", customer_id=0, billing={"email": "bob@example.org.evil"})
+
+
+def test_usage_limits_in_total_and_per_customer_or_guest_email(coupon_shop):
+    buyer = coupon_shop.add_customer()
+    coupon_shop.add_coupon("once", amount="1", usage_limit=1)
+    coupon_shop.add_order(coupon_code="once", customer_id=buyer["id"])
+    with pytest.raises(CouponRejected) as refused:
+        coupon_shop.add_order(coupon_code="ONCE", customer_id=0)
+    assert refused.value.error_number == 106
+
+    coupon_shop.add_coupon("each", amount="1", usage_limit_per_user=1)
+    coupon_shop.add_order(coupon_code="each", customer_id=buyer["id"])
+    with pytest.raises(CouponRejected):
+        coupon_shop.add_order(coupon_code="each", customer_id=buyer["id"])
+    coupon_shop.add_order(coupon_code="each", customer_id=0, billing={"email": "guest@example.com"})
+    with pytest.raises(CouponRejected):  # a guest is counted by billing email, in any case
+        coupon_shop.add_order(coupon_code="each", customer_id=0, billing={"email": "Guest@Example.com"})
+    each = coupon_shop.coupon_by_code("each")
+    assert each["usage_count"] == 2 and each["used_by"] == [str(buyer["id"]), "guest@example.com"]
+    with pytest.raises(CouponRejected):  # the buyer as a guest, under their account's email
+        coupon_shop.add_order(coupon_code="each", customer_id=0, billing={"email": buyer["email"].upper()})
+
+
+def test_expiry_and_minimum_spend(coupon_shop):
+    coupon_shop.add_coupon("soon", amount="1", date_expires_gmt="2026-01-02T00:00:00")
+    coupon_shop.add_order(coupon_code="soon", customer_id=0)
+    coupon_shop.clock.advance(86400)  # exactly at the expiry it still works
+    coupon_shop.add_order(coupon_code="soon", customer_id=0)
+    coupon_shop.clock.advance(1)
+    with pytest.raises(CouponRejected) as refused:
+        coupon_shop.add_order(coupon_code="soon", customer_id=0)
+    assert (refused.value.error_number, refused.value.message) == (107, "This coupon has expired.")
+
+    coupon_shop.add_coupon("big-spender", amount="1", minimum_amount="100000.00")
+    with pytest.raises(CouponRejected) as refused:
+        coupon_shop.add_order(coupon_code="big-spender", customer_id=0)
+    assert refused.value.error_number == 108
+
+
+@pytest.mark.parametrize("status", ["cancelled", "failed", "trash"])
+def test_cancelled_failed_or_trashed_orders_give_the_use_back(coupon_shop, session, status):
+    coupon = coupon_shop.add_coupon("single", amount="1", usage_limit=1, usage_limit_per_user=1)
+    order = coupon_shop.add_order(coupon_code="single", customer_id=0, billing={"email": "g@example.com"})
+    assert coupon_shop.coupons[coupon["id"]]["usage_count"] == 1
+    if status == "trash":
+        assert session.delete(coupon_shop.api_url + f"orders/{order['id']}").status_code == 200
+    else:
+        assert session.put(coupon_shop.api_url + f"orders/{order['id']}", json={"status": status}).status_code == 200
+    assert (coupon_shop.coupons[coupon["id"]]["usage_count"], coupon_shop.coupons[coupon["id"]]["used_by"]) == (0, [])
+    coupon_shop.update_order(order["id"], status="cancelled")  # given back once only
+    assert coupon_shop.coupons[coupon["id"]]["usage_count"] == 0
+    assert coupon_shop.orders[order["id"]]["coupon_lines"][0]["code"] == "single"  # the order still names it
+    coupon_shop.add_order(coupon_code="single", customer_id=0, billing={"email": "g@example.com"})  # usable again
+
+
+def test_usage_is_counted_once_and_again_when_a_cancelled_order_comes_back(coupon_shop):
+    coupon = coupon_shop.add_coupon("back", amount="1")
+    order = coupon_shop.add_order(coupon_code="back", customer_id=0, status="pending")
+    for status in ("on-hold", "processing", "completed", "refunded"):  # refunds keep the use
+        coupon_shop.update_order(order["id"], status=status)
+        assert coupon_shop.coupons[coupon["id"]]["usage_count"] == 1
+    coupon_shop.update_order(order["id"], status="cancelled")
+    coupon_shop.update_order(order["id"], status="processing")
+    assert coupon_shop.coupons[coupon["id"]]["usage_count"] == 1
+    draft = coupon_shop.add_order(coupon_code="back", customer_id=0, status="checkout-draft")
+    assert draft["coupon_lines"] and coupon_shop.coupons[coupon["id"]]["usage_count"] == 1
+
+
+def test_a_deleted_coupon_is_not_counted(coupon_shop, session):
+    coupon = coupon_shop.add_coupon("temp", amount="1")
+    order = coupon_shop.add_order(coupon_code="temp", customer_id=0)
+    session.delete(coupon_shop.api_url + f"coupons/{coupon['id']}", params={"force": "true"})
+    coupon_shop.update_order(order["id"], status="cancelled")  # nothing to give back to: no error
+    assert coupon_shop.coupon_by_code("temp") is None
+
+
+def test_coupon_fault_switches_hit_coupons_only_until_reset(coupon_shop, session):
+    coupon_shop.add_coupon("kept", amount="1")
+    coupon_shop.coupons_down(503, retry_after="7")
+    r = session.get(coupon_shop.api_url + "coupons", params={"code": "kept"})
+    assert (r.status_code, r.headers["Retry-After"]) == (503, "7")
+    assert session.post(coupon_shop.api_url + "coupons", json={"code": "new"}).status_code == 503
+    assert session.get(coupon_shop.api_url + "orders").status_code == 200
+    assert coupon_shop.coupon_by_code("new") is None
+
+    coupon_shop.coupons_unreachable()
+    with pytest.raises(requests.ConnectionError):
+        session.get(coupon_shop.api_url + "coupons")
+
+    coupon_shop.refuse_coupon_writes()
+    r = session.post(coupon_shop.api_url + "coupons", json={"code": "new"})
+    assert (r.status_code, r.json()["code"]) == (400, "woocommerce_rest_shop_coupon_not_created")
+    assert session.get(coupon_shop.api_url + "coupons", params={"code": "kept"}).status_code == 200
+    assert coupon_shop.coupon_by_code("new") is None
+
+    coupon_shop.reset_faults()
+    assert session.post(coupon_shop.api_url + "coupons", json={"code": "new"}).status_code == 201
+
+
+def test_coupon_webhook_body_is_the_coupon(coupon_shop):
+    coupon = coupon_shop.add_coupon("hooked", amount="1")
+    assert json.loads(coupon_shop.webhook_body("coupon.created", coupon["id"])) == coupon
+    assert json.loads(coupon_shop.webhook_body("coupon.deleted", coupon["id"])) == {"id": coupon["id"]}
+
+
+def test_traffic_spends_a_code_then_cancels_the_order_and_the_oracle_follows():
+    shop = FakeWooShop(seed=4)
+    traffic = WooTraffic(shop, seed=4, customers=0, orders=0)
+    buyer = shop.add_customer(email="buyer@example.com")
+    coupon = shop.add_coupon("reward-1", amount="3.00", usage_limit=1,
+                             email_restrictions=["buyer@example.com"])
+    placed = traffic.place_now(buyer["id"], coupon_code="reward-1")
+    body = json.loads(placed.body)
+    assert [line["code"] for line in body["coupon_lines"]] == ["reward-1"]
+    assert shop.coupons[coupon["id"]]["usage_count"] == 1
+
+    cancelled = traffic.change_status_now(body["id"], "cancelled")
+    assert (cancelled.topic, json.loads(cancelled.body)["status"]) == ("order.updated", "cancelled")
+    assert shop.coupons[coupon["id"]]["usage_count"] == 0
+    person = traffic.expected()["customers"][f"woo:{buyer['id']}"]
+    assert (person["orders"], person["orders_count"]) == (1, 0)
+    with pytest.raises(CouponRejected):
+        traffic.place_now(buyer["id"], coupon_code="reward-2")
