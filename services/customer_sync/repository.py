@@ -410,7 +410,9 @@ class CustomerSyncStorage:
 
     def outbox_collections(self) -> list[Collection]:
         # Customers first: a new customer's event should leave before its first order's.
-        return [self.customers.collection, self.orders.collection, self.erasures.collection]
+        # API keys: a revocation's event (every gateway instance drops the key at once).
+        return [self.customers.collection, self.orders.collection, self.erasures.collection,
+                self.api_keys.collection]
 
 
 def encode_cursor(values: tuple) -> str:

@@ -314,9 +314,12 @@ class CustomerSyncService(HealthEndpoints, DataOwnerRpc):
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def revoke_api_key(self, store_id: str, key_id: str, actor: str) -> dict:
-        return self.storage.api_keys.revoke(require_text(store_id, "store_id"),
-                                            require_text(key_id, "key_id"),
+        """Revoke a key: every gateway hears of it at once."""
+        key_id = require_text(key_id, "key_id")
+        view = self.storage.api_keys.revoke(require_text(store_id, "store_id"), key_id,
                                             require_text(actor, "actor"))
+        self.outbox.notify([(self.storage.api_keys.collection.name, key_id)])
+        return view
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def authenticate_api_key(self, api_key: str) -> dict:

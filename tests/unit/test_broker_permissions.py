@@ -120,3 +120,9 @@ def test_a_broadcast_handler_may_use_its_own_instance_queues_and_nothing_to_retr
     assert re.match(listener.topics["customer_sync.events"][1], "customer.deleted")
     assert handler_queues({"listener": Listener}) == []  # topology declares none for it
 
+
+def test_the_gateway_hears_key_revocations_on_queues_of_its_own(roles):
+    gateway = roles["gateway"]
+    assert [(h.source, h.event_type, h.broadcast) for h in gateway.handlers] == [
+        ("customer_sync", "api_key.revoked", True)]
+    assert gateway.publishes == ()
