@@ -151,9 +151,10 @@ SETTINGS: tuple[Setting, ...] = (
             "session cookie; the same on every gateway instance. Empty: a random secret per "
             "process, so sessions end at a restart (logged at start)."),
     Setting("CONSOLE_SESSION_IDLE_MINUTES", "30",
-            "An admin console session ends after this long without a request."),
+            "An admin console session ends after this long without a request (kept by "
+            "customer_sync, for every copy of the cookie; at most 1440)."),
     Setting("CONSOLE_SESSION_MAX_HOURS", "12",
-            "An admin console session ends this long after sign-in, however busy."),
+            "An admin console session ends this long after sign-in, however busy (at most 720)."),
     Setting("CONSOLE_COOKIE_SECURE", "auto",
             "`Secure` flag of the console's cookie: `auto` (when the request came over https, "
             "directly or as `X-Forwarded-Proto: https` from a TLS proxy), `true` or `false`."),

@@ -116,6 +116,11 @@ class ApiKeys:
             raise NotFound(f"no active API key {key_id} in store {store_id}")
         return key_view(doc)
 
+    def live(self, key_id: str) -> dict | None:
+        """The key's view when it exists and is not revoked, read now (never cached)."""
+        doc = self.collection.find_one({"_id": key_id, "revoked_at": None})
+        return key_view(doc) if doc is not None else None
+
     def authenticate(self, presented: str) -> dict:
         """The key's view when `presented` is a live key; NotFound otherwise (one message for
         every failure, so a caller learns nothing about which part was wrong)."""
