@@ -57,10 +57,20 @@ class Handler:
     source: str
     event_type: str
     method: str
+    # A broadcast handler (shared.messaging.broadcast): every instance declares its own
+    # exclusive queue, `<queue>-<uuid hex>`, and never retries or parks.
+    broadcast: bool = False
 
     def queue(self, service: str) -> str:
-        """nameko's queue name for a service-pool handler."""
+        """nameko's queue name for a service-pool handler (a broadcast one's prefix)."""
         return f"evt-{self.source}-{self.event_type}--{service}.{self.method}"
+
+    def queue_pattern(self, service: str) -> str:
+        """A regex of every queue this handler uses: its own and its retry queues, or for a
+        broadcast handler each instance's."""
+        if self.broadcast:
+            return rf"{re.escape(self.queue(service))}-[0-9a-f]{{32}}"
+        return rf"{re.escape(self.queue(service))}(\.retry\.[0-9]+ms)?"
 
 
 @dataclass(frozen=True)
@@ -95,7 +105,7 @@ class Grant:
 # -- facts from the code ----------------------------------------------------------------------
 def entrypoints(service_cls: type) -> tuple[tuple[str, ...], tuple[Handler, ...]]:
     """RPC method names and event handlers declared on a nameko service class."""
-    from nameko.events import EventHandler
+    from nameko.events import BROADCAST, EventHandler
     from nameko.rpc import Rpc
 
     methods, handlers = set(), set()
@@ -104,7 +114,8 @@ def entrypoints(service_cls: type) -> tuple[tuple[str, ...], tuple[Handler, ...]
             if isinstance(entrypoint, Rpc):
                 methods.add(attr)
             elif isinstance(entrypoint, EventHandler):
-                handlers.add(Handler(entrypoint.source_service, entrypoint.event_type, attr))
+                handlers.add(Handler(entrypoint.source_service, entrypoint.event_type, attr,
+                                     broadcast=entrypoint.handler_type == BROADCAST))
     return tuple(sorted(methods)), tuple(sorted(handlers, key=lambda h: h.queue("")))
 
 
@@ -181,8 +192,9 @@ def grant(role: Role) -> Grant:
     name = role.user
     replies = rf"rpc\.reply-({re.escape(name)}|{STANDALONE_PROXY})-{UUID}"
     own_rpc = [re.escape(f"rpc-{name}")] if role.rpc_methods else []
-    handler_queues = [rf"{re.escape(h.queue(name))}(\.retry\.[0-9]+ms)?" for h in role.handlers]
-    retries = _names([retry_exchange(name), parked_queue(name)]) if role.handlers else []
+    handler_queues = [h.queue_pattern(name) for h in role.handlers]
+    retries = (_names([retry_exchange(name), parked_queue(name)])
+               if any(not h.broadcast for h in role.handlers) else [])
     out_exchanges = sorted({exchange_of(t) for t in role.publishes})
     in_exchanges = sorted({f"{h.source}.events" for h in role.handlers})
     # configure: what it declares; write: exchanges it publishes to and queues it binds;

@@ -141,8 +141,10 @@ SETTINGS: tuple[Setting, ...] = (
             "Requests a minute an API key may make, per gateway instance, unless the key sets "
             "its own limit; bursts may spend the whole minute's allowance at once."),
     Setting("GATEWAY_KEY_CACHE_SECONDS", "30",
-            "How long the gateway trusts an API key check; a revoked key stops working within "
-            "this time."),
+            "How long the gateway trusts an API key check. A revocation does not wait for it "
+            "(every gateway drops the key on the `api_key.revoked` broadcast, and key "
+            "management is always checked uncached); it bounds only what an instance cut off "
+            "from the broker when the broadcast went out keeps trusting."),
     Setting("GATEWAY_MAX_BODY_BYTES", "1048576", "Largest JSON request body the gateway reads."),
     Setting("GATEWAY_MAX_IMPORT_BYTES", "5242880", "Largest CSV file the import takes."),
     Setting("CONSOLE_SESSION_SECRET", "",
@@ -150,9 +152,10 @@ SETTINGS: tuple[Setting, ...] = (
             "session cookie; the same on every gateway instance. Empty: a random secret per "
             "process, so sessions end at a restart (logged at start)."),
     Setting("CONSOLE_SESSION_IDLE_MINUTES", "30",
-            "An admin console session ends after this long without a request."),
+            "An admin console session ends after this long without a request (kept by "
+            "customer_sync, for every copy of the cookie; at most 1440)."),
     Setting("CONSOLE_SESSION_MAX_HOURS", "12",
-            "An admin console session ends this long after sign-in, however busy."),
+            "An admin console session ends this long after sign-in, however busy (at most 720)."),
     Setting("CONSOLE_COOKIE_SECURE", "auto",
             "`Secure` flag of the console's cookie: `auto` (when the request came over https, "
             "directly or as `X-Forwarded-Proto: https` from a TLS proxy), `true` or `false`."),

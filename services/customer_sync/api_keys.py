@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import re
 import secrets
+import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Callable
 
@@ -18,6 +19,8 @@ from pymongo import ASCENDING
 from pymongo.collection import Collection
 
 from shared.errors import NotFound, ValidationError
+from shared.events import build_event
+from shared.outbox import push_events
 
 SCOPES = ("read", "write", "gdpr", "admin")
 KEY_PREFIX = "wcc"
@@ -25,6 +28,8 @@ _KEY_PATTERN = re.compile(rf"^{KEY_PREFIX}_([0-9a-f]{{16}})_([A-Za-z0-9_-]{{43}}
 # Remembering when a key was last used costs a write; once a minute per key is enough to tell
 # an operator which keys are idle.
 _LAST_USED_GRANULARITY = timedelta(minutes=1)
+# Event ids derived from what they name: a key is revoked once, so its event has one id.
+_EVENT_NAMESPACE = uuid.UUID("9a4c1f52-6a0e-4c8e-9a55-3f1d2b7e8c01")
 
 
 def _hash(secret: str) -> str:
@@ -96,12 +101,25 @@ class ApiKeys:
         return [key_view(d) for d in self.collection.find(query).sort("created_at", ASCENDING)]
 
     def revoke(self, store_id: str, key_id: str, actor: str) -> dict:
+        """Revoke a live key. Its `api_key.revoked` event rides in the same write (outbox), so
+        every gateway instance hears of it even if this process dies right after."""
+        now = self.now()
+        event = build_event("api_key.revoked", store_id=store_id,
+                            data={"key_id": key_id, "revoked_at": now.isoformat()},
+                            event_id=str(uuid.uuid5(_EVENT_NAMESPACE, f"api_key.revoked:{key_id}")),
+                            occurred_at=now)
         doc = self.collection.find_one_and_update(
             {"_id": key_id, "store_id": store_id, "revoked_at": None},
-            {"$set": {"revoked_at": self.now(), "revoked_by": actor}}, return_document=True)
+            {"$set": {"revoked_at": now, "revoked_by": actor}, "$push": push_events([event])},
+            return_document=True)
         if doc is None:
             raise NotFound(f"no active API key {key_id} in store {store_id}")
         return key_view(doc)
+
+    def live(self, key_id: str) -> dict | None:
+        """The key's view when it exists and is not revoked, read now (never cached)."""
+        doc = self.collection.find_one({"_id": key_id, "revoked_at": None})
+        return key_view(doc) if doc is not None else None
 
     def authenticate(self, presented: str) -> dict:
         """The key's view when `presented` is a live key; NotFound otherwise (one message for

@@ -21,6 +21,7 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from services.customer_sync.api_keys import ApiKeys
+from services.customer_sync.console_sessions import ConsoleSessions
 from services.customer_sync.notes import NoteRepository
 from services.customer_sync.reminders import ReminderRepository
 from services.customer_sync.timeline import TimelineOwing, TimelineRepository
@@ -448,6 +449,9 @@ class CustomerSyncStorage:
         self.erasures = ErasureReceipts(database["erasures"].with_options(write_concern=durable))
         # The gateway's API keys (hashed), per store, with the stores' other secrets.
         self.api_keys = ApiKeys(database["api_keys"].with_options(write_concern=durable))
+        # The admin console's sessions, ended with the key they were opened with.
+        self.console_sessions = ConsoleSessions(
+            database["console_sessions"].with_options(write_concern=durable), self.api_keys)
         # Staff's notes and reminders about customers, and the activity timeline.
         self.notes = NoteRepository(database["notes"].with_options(write_concern=durable))
         self.reminders = ReminderRepository(database["reminders"].with_options(write_concern=durable))
@@ -455,7 +459,8 @@ class CustomerSyncStorage:
 
     def ensure_indexes(self) -> None:
         for repo in (self.stores, self.customers, self.orders, self.inbox, self.backfills,
-                     self.tombstones, self.api_keys, self.notes, self.reminders, self.timeline):
+                     self.tombstones, self.api_keys, self.console_sessions, self.notes,
+                     self.reminders, self.timeline):
             repo.ensure_indexes()
 
     def timeline_sources(self) -> list[Collection]:
@@ -465,7 +470,9 @@ class CustomerSyncStorage:
 
     def outbox_collections(self) -> list[Collection]:
         # Customers first: a new customer's event should leave before its first order's.
-        return [self.customers.collection, self.orders.collection, self.erasures.collection]
+        # API keys: a revocation's event (every gateway instance drops the key at once).
+        return [self.customers.collection, self.orders.collection, self.erasures.collection,
+                self.api_keys.collection]
 
 
 def encode_cursor(values: tuple) -> str:

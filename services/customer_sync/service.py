@@ -350,14 +350,36 @@ class CustomerSyncService(HealthEndpoints, DataOwnerRpc):
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def revoke_api_key(self, store_id: str, key_id: str, actor: str) -> dict:
-        return self.storage.api_keys.revoke(require_text(store_id, "store_id"),
-                                            require_text(key_id, "key_id"),
+        """Revoke a key: its console sessions end, and every gateway hears of it at once."""
+        key_id = require_text(key_id, "key_id")
+        view = self.storage.api_keys.revoke(require_text(store_id, "store_id"), key_id,
                                             require_text(actor, "actor"))
+        self.outbox.notify([(self.storage.api_keys.collection.name, key_id)])
+        self.storage.console_sessions.end_for_key(key_id)
+        return view
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def authenticate_api_key(self, api_key: str) -> dict:
         """The key's store and scopes, or NotFound for anything but a live key."""
         return self.storage.api_keys.authenticate(api_key if isinstance(api_key, str) else "")
+
+    # -- the admin console's sessions ----------------------------------------------------------
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def open_console_session(self, api_key: str, idle_seconds: int, max_age_seconds: int) -> dict:
+        """Sign in to the console with a live key; the answer's `session` is shown only here."""
+        return self.storage.console_sessions.open(api_key if isinstance(api_key, str) else "",
+                                                  idle_seconds, max_age_seconds)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def console_session(self, session: str) -> dict:
+        """The open session's key, or NotFound once it was signed out, idled, aged or its key
+        was revoked: asked on every console request, by every gateway instance."""
+        return self.storage.console_sessions.check(session)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def end_console_session(self, session: str) -> dict:
+        """Sign out, for every copy of the session's cookie."""
+        return {"ended": self.storage.console_sessions.end(session)}
 
 
 def _aware_time(value: object, name: str):

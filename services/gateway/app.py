@@ -67,7 +67,8 @@ class GatewayApp:
             route_name = route.endpoint
             if route.scope is not None:
                 caller = self.authenticator.caller(request.headers,
-                                                   lambda key: lookup_key(backends, key))
+                                                   lambda key: lookup_key(backends, key),
+                                                   uncached=route.uncached_key)
                 decision = self.limiter.check(caller.key_id, caller.rate_limit_per_minute)
                 headers["RateLimit-Limit"] = str(decision.limit)
                 headers["RateLimit-Remaining"] = str(decision.remaining)
@@ -83,7 +84,7 @@ class GatewayApp:
                                    else self.max_import_bytes)
             context = Context(request=request, request_id=request_id, caller=caller,
                               backends=backends, path=path_values, query=query, body=body,
-                              settings=self.settings)
+                              settings=self.settings, authenticator=self.authenticator)
             with log_context(request_id=request_id,
                              store_id=caller.store_id if caller else None):
                 result = route.handler(context)

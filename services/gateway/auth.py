@@ -1,6 +1,9 @@
 """Who is calling: the API key in `Authorization: Bearer ...` (or `X-API-Key`), its store and
 scopes. Keys live in customer_sync; answers are cached briefly so a request does not cost an
-extra RPC, which means a revoked key keeps working for at most the cache's lifetime."""
+extra RPC. A revocation still takes effect at once: the revoking gateway drops the key from
+its cache, every other instance drops it on the `api_key.revoked` broadcast, and the routes
+that create or revoke keys always ask customer_sync (no cache), so a revoked admin key cannot
+make itself a successor while the broadcast is on its way."""
 from __future__ import annotations
 
 import hashlib
@@ -40,6 +43,13 @@ def presented_key(headers) -> str | None:
     return (headers.get("X-API-Key") or "").strip() or None
 
 
+def caller_from_view(view: dict) -> Caller:
+    """A Caller from customer_sync's view of a key."""
+    return Caller(key_id=view["key_id"], store_id=view["store_id"], name=view["name"],
+                  scopes=frozenset(view["scopes"]),
+                  rate_limit_per_minute=view.get("rate_limit_per_minute"))
+
+
 class Authenticator:
     def __init__(self, ttl_seconds: float, clock: Callable[[], float] = time.monotonic,
                  max_entries: int = 10_000) -> None:
@@ -48,9 +58,11 @@ class Authenticator:
         self.max_entries = max_entries
         self._cache: dict[str, tuple[float, Caller | None]] = {}
 
-    def caller(self, headers, lookup: Callable[[str], dict | None]) -> Caller:
+    def caller(self, headers, lookup: Callable[[str], dict | None],
+               uncached: bool = False) -> Caller:
         """`lookup(key)` returns the key's view from customer_sync, or None for a bad key (and
-        raises when it cannot tell, so that nothing is cached)."""
+        raises when it cannot tell, so that nothing is cached). `uncached`: ask customer_sync
+        whatever the cache holds (for the routes that manage keys)."""
         key = presented_key(headers)
         if key is None:
             raise Problem(401, "send an API key as 'Authorization: Bearer <key>'",
@@ -58,12 +70,9 @@ class Authenticator:
         digest = hashlib.sha256(key.encode()).hexdigest()
         now = self.clock()
         cached = self._cache.get(digest)
-        if cached is None or cached[0] <= now:
+        if uncached or cached is None or cached[0] <= now:
             view = lookup(key)
-            caller = None if view is None else Caller(
-                key_id=view["key_id"], store_id=view["store_id"], name=view["name"],
-                scopes=frozenset(view["scopes"]),
-                rate_limit_per_minute=view.get("rate_limit_per_minute"))
+            caller = None if view is None else caller_from_view(view)
             if len(self._cache) >= self.max_entries:
                 self._cache.clear()
             self._cache[digest] = (now + self.ttl, caller)
@@ -75,3 +84,12 @@ class Authenticator:
 
     def forget(self) -> None:
         self._cache.clear()
+
+    def forget_key(self, key_id: str) -> int:
+        """Drop the cached answer for a revoked key; how many entries went. A scan: the cache
+        is bounded by `max_entries`, and revocations are rare."""
+        stale = [digest for digest, (_, caller) in self._cache.items()
+                 if caller is not None and caller.key_id == key_id]
+        for digest in stale:
+            self._cache.pop(digest, None)
+        return len(stale)

@@ -118,6 +118,9 @@ class Route:
     # Several media types for one success status: {media type: JSON Schema}.
     alternative_content: dict[str, dict] | None = None
     description: str = ""
+    # Check the caller's key with its owner on every request, never from the gateway's cache:
+    # for the routes that manage keys, so a just-revoked key cannot act through a stale entry.
+    uncached_key: bool = False
 
     @property
     def endpoint(self) -> str:
@@ -151,6 +154,7 @@ class Context:
     query: dict
     body: Any
     settings: Any = None
+    authenticator: Any = None  # auth.Authenticator: key routes drop what it cached of a key
 
     @property
     def store_id(self) -> str:

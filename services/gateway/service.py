@@ -14,7 +14,9 @@ from services.gateway.ratelimit import RateLimiter
 from services.gateway.routes import build_routes
 from services.gateway.routing import Router
 from shared.config import from_nameko
+from shared.events import Event
 from shared.health import broker_reachable, json_response
+from shared.messaging.broadcast import broadcast_handler
 from shared.tls import amqp_ssl_options
 from shared.web import http
 
@@ -61,6 +63,12 @@ class GatewayService:
     @http("GET,POST", "/console/<path:rest>")
     def console(self, request: Request, rest: str) -> Response:  # noqa: ARG002 - routed by it
         return self.gateway.console.handle(request, self._backends())
+
+    @broadcast_handler("customer_sync", "api_key.revoked")
+    def on_api_key_revoked(self, event: Event) -> None:
+        """A key was revoked (through any gateway, or the CLI): stop trusting it here now,
+        not when its cache entry expires. Every instance has a queue of its own for this."""
+        self.gateway.app.authenticator.forget_key(event.data["key_id"])
 
     def _backends(self) -> Backends:
         return Backends({name: getattr(self, name) for name in BACKEND_SERVICES},

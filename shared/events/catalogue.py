@@ -93,6 +93,10 @@ _ENTRIES = (
     EventContract("order.cancelled", "customer_sync", 1, cs.OrderCancelledData,
                   "A placed order became cancelled, failed or trashed.",
                   {**_ORDER, "status": "cancelled", "old_status": "processing"}),
+    EventContract("api_key.revoked", "customer_sync", 1, cs.ApiKeyRevokedData,
+                  "A gateway API key was revoked: every gateway instance forgets it at once "
+                  "(a broadcast).",
+                  {"key_id": "5f0c3a9d2e7b1c44", "revoked_at": "2026-11-29T10:00:00+00:00"}),
     EventContract("customer.tagged", "segmentation", 1, seg.TagChangeData,
                   "A tag was added to a customer, by a rule or by a person (`source`).",
                   {"customer_id": "c-3f2a", "tag": "loyal", "source": "rule", "rule_id": "r-1",

@@ -107,3 +107,11 @@ class OrderRefundedData(OrderData):
 
 class OrderCancelledData(OrderData):
     old_status = fields.String(required=True, validate=_status)
+
+
+class ApiKeyRevokedData(BaseSchema):
+    """A gateway API key stopped being valid: every gateway instance drops what it cached of it
+    at once, rather than trusting its cache until the entry expires."""
+
+    key_id = fields.String(required=True, validate=validate.Length(min=1))
+    revoked_at = UtcTime(required=True)

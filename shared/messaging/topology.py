@@ -39,6 +39,8 @@ def handler_queues(services: Mapping[str, type] | None = None,
     queues = []
     for name, cls in sorted(services.items()):
         for handler in entrypoints(cls)[1]:
+            if handler.broadcast:
+                continue  # each instance declares its own queue, which dies with it
             exchange = get_event_exchange(handler.source, {})
             queues.append(Queue(handler.queue(name), exchange=exchange,
                                 routing_key=handler.event_type, durable=True,

@@ -238,3 +238,40 @@ def test_retries_and_parking_under_a_restricted_user(flaky_users, amqp_uri, mong
         assert operator.list("flaky") == []
     finally:
         harness.stop_all()
+
+
+@pytest.mark.parametrize("queue_type", ["classic", "quorum"])
+def test_the_gateway_hears_key_revocations_under_its_own_user(users, amqp_uri, mongo_uri,
+                                                              queue_type):
+    """Each gateway instance declares and binds a queue of its own for `api_key.revoked`
+    (exclusive, so classic whatever AMQP_QUEUE_TYPE says), which its user may do."""
+    from services.gateway.service import GatewayAppProvider, GatewayService
+    from tests.support import free_port
+
+    harness = TypedHarness(users.uri("gateway"), mongo_uri)
+    try:
+        container = harness.start(GatewayService, AMQP_QUEUE_TYPE=queue_type,
+                                  WEB_SERVER_ADDRESS=f"127.0.0.1:{free_port()}",
+                                  GATEWAY_KEY_CACHE_SECONDS="600")
+        [provider] = [e for e in container.extensions if isinstance(e, GatewayAppProvider)]
+        authenticator = provider.app.authenticator
+        view = {"key_id": "5f0c3a9d2e7b1c44", "store_id": "perm", "name": "k",
+                "scopes": ["read"], "rate_limit_per_minute": None}
+        asked: list[str] = []
+
+        def lookup(key: str) -> dict:
+            asked.append(key)
+            return view
+
+        def asks_again() -> bool:
+            asked.clear()
+            authenticator.caller({"Authorization": "Bearer wcc_a"}, lookup)
+            return asked == ["wcc_a"]
+
+        authenticator.caller({"Authorization": "Bearer wcc_a"}, lookup)
+        assert not asks_again()  # cached for ten minutes
+        publish(amqp_uri, build_event("api_key.revoked", store_id="perm", data={
+            **contract("api_key.revoked").sample, "key_id": view["key_id"]}).to_message())
+        wait_until(asks_again, timeout=20, message="the revoked key dropped from the cache")
+    finally:
+        harness.stop_all()

@@ -10,6 +10,8 @@ from shared.broker_permissions import (
     GATEWAY_EXCLUDED_METHODS, OPERATOR, definitions, derive_roles, grant, main, password_hash,
 )
 from shared.events import CATALOGUE
+from shared.messaging.broadcast import broadcast_handler
+from shared.messaging.topology import handler_queues
 
 GDPR_SERVICES = ("customer_sync", "segmentation", "loyalty", "notifications")
 
@@ -94,3 +96,33 @@ def test_definitions_need_every_password_or_explicit_placeholders(monkeypatch, c
     doc = json.loads(capsys.readouterr().out)
     assert doc["vhosts"] == [{"name": "prod"}]
     assert "s3cret" not in json.dumps(doc)  # only its hash
+
+
+class Listener:
+    """A service with a broadcast handler: every instance declares a queue of its own."""
+
+    name = "listener"
+
+    @broadcast_handler("customer_sync", "customer.deleted")
+    def on_deleted(self, event):
+        pass
+
+
+def test_a_broadcast_handler_may_use_its_own_instance_queues_and_nothing_to_retry_into():
+    role = derive_roles(GDPR_SERVICES, {"listener": Listener})["listener"]
+    assert [h.broadcast for h in role.handlers] == [True]
+    listener = grant(role)
+    queue = "evt-customer_sync-customer.deleted--listener.on_deleted"
+    for permission in (listener.configure, listener.write, listener.read):
+        assert re.match(permission, f"{queue}-{'0f' * 16}")
+        assert not re.match(permission, queue)  # no shared queue that nobody would drain
+        assert not re.match(permission, "listener.parked")
+    assert re.match(listener.topics["customer_sync.events"][1], "customer.deleted")
+    assert handler_queues({"listener": Listener}) == []  # topology declares none for it
+
+
+def test_the_gateway_hears_key_revocations_on_queues_of_its_own(roles):
+    gateway = roles["gateway"]
+    assert [(h.source, h.event_type, h.broadcast) for h in gateway.handlers] == [
+        ("customer_sync", "api_key.revoked", True)]
+    assert gateway.publishes == ()

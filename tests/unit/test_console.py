@@ -63,6 +63,25 @@ class CustomerSync:
         return {"key_id": key[4:], "store_id": "shop", "name": f"{key} key",
                 "scopes": KEYS[key], "rate_limit_per_minute": None}
 
+    def __init__(self):
+        self.sessions = {}  # token -> the key it was opened with, while open
+
+    def open_console_session(self, key, idle_seconds, max_age_seconds):
+        view = self.authenticate_api_key(key)
+        token = f"wcs_{len(self.sessions):032x}_" + "s" * 43
+        self.sessions[token] = view
+        return {"session": token, "session_id": token[4:36], "key": view,
+                "expires_at": "2099-01-01T00:00:00+00:00"}
+
+    def console_session(self, token):
+        if self.sessions.get(token) is None:
+            raise NotFound("no open console session")
+        return {"session_id": token[4:36], "key": self.sessions[token],
+                "expires_at": "2099-01-01T00:00:00+00:00"}
+
+    def end_console_session(self, token):
+        return {"ended": self.sessions.pop(token, None) is not None}
+
     def get_customer(self, store, customer_id):
         if customer_id != "c1":
             raise NotFound(f"no customer {customer_id}")

@@ -19,8 +19,8 @@ from werkzeug.routing import Map, Rule
 from werkzeug.utils import redirect as werkzeug_redirect
 from werkzeug.wrappers import Request, Response
 
-from services.gateway.app import lookup_key, request_id_of
-from services.gateway.auth import Caller
+from services.gateway.app import request_id_of
+from services.gateway.auth import Caller, caller_from_view
 from services.gateway.console import present
 from services.gateway.console.api import ApiClient
 from services.gateway.console.session import Session, SessionCodec
@@ -129,8 +129,13 @@ class ConsoleApp:
             log.warning("CONSOLE_SESSION_SECRET is not set: the console uses a random secret "
                         "of this process, so its sessions end when the gateway restarts and "
                         "are not valid on other gateway instances")
-        self.codec = SessionCodec(secret, settings.float("CONSOLE_SESSION_IDLE_MINUTES") * 60,
-                                  settings.float("CONSOLE_SESSION_MAX_HOURS") * 3600, clock)
+        idle_minutes = settings.float("CONSOLE_SESSION_IDLE_MINUTES")
+        max_hours = settings.float("CONSOLE_SESSION_MAX_HOURS")
+        # customer_sync keeps the sessions and refuses limits past these (console_sessions.py).
+        if not 1 <= idle_minutes <= 1440 or not 1 <= max_hours <= 720:
+            raise ValueError("CONSOLE_SESSION_IDLE_MINUTES must be 1 to 1440 and "
+                             "CONSOLE_SESSION_MAX_HOURS 1 to 720")
+        self.codec = SessionCodec(secret, idle_minutes * 60, max_hours * 3600, clock)
         self.cookie_secure = settings.get("CONSOLE_COOKIE_SECURE").lower()
         if self.cookie_secure not in ("auto", "true", "false"):
             raise ValueError("CONSOLE_COOKIE_SECURE must be auto, true or false")
@@ -193,17 +198,21 @@ class ConsoleApp:
                                        "try again.")
         caller, api = None, None
         if session.signed_in:
+            # Asked on every request, of the key's owner, never cached: a session signed out,
+            # idle, too old or of a revoked key ends for every copy of its cookie.
             try:
-                caller = self.gateway.authenticator.caller(
-                    {"Authorization": f"Bearer {session.api_key}"},
-                    lambda key: lookup_key(backends, key))
+                opened = backends.call("customer_sync", "console_session", session.session_token)
             except Problem as problem:
-                if problem.status != 401:
-                    return self.render("error.html", None, problem.status, session=session,
-                                       title="Try again shortly", message=problem.detail)
+                if problem.status != 404:
+                    return self.render("error.html", None, 503, session=session,
+                                       title="Try again shortly",
+                                       message="Your session cannot be checked right now; "
+                                               "try again shortly.")
                 self.sign_out(session)
-                session.flash("error", "Your API key is no longer valid: sign in again.")
+                session.flash("error", "Your session has ended (signed out, idle, too old, or "
+                                       "its API key was revoked): sign in again.")
             else:
+                caller = caller_from_view(opened["key"])
                 api = ApiClient(self.gateway, backends, session.api_key, request_id)
         page = Page(request, session, caller, api, self, args, backends)
         if needs_login and caller is None:
@@ -217,17 +226,33 @@ class ConsoleApp:
         sent = request.form.get("csrf_token", "")
         return bool(sent) and hmac.compare_digest(sent.encode(), session.csrf.encode())
 
-    def sign_in(self, session: Session, api_key: str, caller: Caller) -> None:
+    def open_session(self, backends: Any, api_key: str) -> dict:
+        """Open a server-side session for the key (customer_sync checks the key itself, with
+        no cache in between); raises the Problem (404: an unknown or revoked key)."""
+        return backends.call("customer_sync", "open_console_session", api_key,
+                             int(self.codec.idle_seconds), int(self.codec.max_age_seconds))
+
+    def end_session(self, backends: Any, session: Session) -> None:
+        """End the server-side session (every copy of the cookie), then this cookie's."""
+        if session.session_token:
+            backends.call("customer_sync", "end_console_session", session.session_token)
+        self.sign_out(session)
+
+    def sign_in(self, session: Session, api_key: str, opened: dict) -> Caller:
         """A new session for the key: a new CSRF token, so one from before cannot be used."""
+        caller = caller_from_view(opened["key"])
         session.csrf = secrets.token_urlsafe(32)
         session.api_key = api_key
+        session.session_token = opened["session"]
         session.key_name = caller.name
         session.store_id = caller.store_id
         session.signed_in_at = self.clock()
+        return caller
 
     def sign_out(self, session: Session) -> None:
+        """Forget the session in this cookie (the server-side one: end_session)."""
         session.csrf = secrets.token_urlsafe(32)
-        session.api_key = None
+        session.api_key = session.session_token = None
         session.key_name = session.store_id = ""
         session.signed_in_at = None
 

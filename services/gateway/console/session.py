@@ -1,11 +1,12 @@
-"""The console's session: the signed-in API key, a CSRF token and one-shot messages, kept in a
-cookie that is encrypted and authenticated (Fernet: AES-128-CBC with HMAC-SHA256), so the
-browser holds the key but cannot read or change it, and any gateway instance with the same
-CONSOLE_SESSION_SECRET can serve the next request.
+"""The console's session: the signed-in API key, the server-side session it opened, a CSRF
+token and one-shot messages, kept in a cookie that is encrypted and authenticated (Fernet:
+AES-128-CBC with HMAC-SHA256), so the browser holds the key but cannot read or change it, and
+any gateway instance with the same CONSOLE_SESSION_SECRET can serve the next request.
 
-The token's own timestamp gives the idle timeout: the cookie is sealed anew on every request,
-so a session ends when no request has come for the idle time; `signed_in_at` bounds its whole
-life."""
+A cookie cannot be taken back, so it is not what keeps a session open: the session record
+with customer_sync is, asked on every request (services/customer_sync/console_sessions.py).
+The cookie's own limits stay as a second fence: the token's timestamp gives the idle
+timeout (the cookie is sealed anew on every request), `signed_in_at` bounds its whole life."""
 from __future__ import annotations
 
 import base64
@@ -30,6 +31,7 @@ def new_token() -> str:
 class Session:
     csrf: str = field(default_factory=new_token)
     api_key: str | None = None
+    session_token: str | None = None  # the server-side session's `wcs_...` token
     key_name: str = ""
     store_id: str = ""
     signed_in_at: float | None = None
@@ -37,7 +39,7 @@ class Session:
 
     @property
     def signed_in(self) -> bool:
-        return self.api_key is not None
+        return self.api_key is not None and self.session_token is not None
 
     def flash(self, level: str, text: str) -> None:
         self.flashes.append([level, text[:500]])
@@ -47,12 +49,13 @@ class Session:
         return flashes
 
     def to_dict(self) -> dict:
-        return {"c": self.csrf, "k": self.api_key, "n": self.key_name, "s": self.store_id,
-                "t": self.signed_in_at, "f": self.flashes[-5:]}
+        return {"c": self.csrf, "k": self.api_key, "z": self.session_token, "n": self.key_name,
+                "s": self.store_id, "t": self.signed_in_at, "f": self.flashes[-5:]}
 
     @classmethod
     def from_dict(cls, data: dict) -> "Session":
-        return cls(csrf=data["c"], api_key=data.get("k"), key_name=data.get("n") or "",
+        return cls(csrf=data["c"], api_key=data.get("k"), session_token=data.get("z"),
+                   key_name=data.get("n") or "",
                    store_id=data.get("s") or "", signed_in_at=data.get("t"),
                    flashes=list(data.get("f") or []))
 

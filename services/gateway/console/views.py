@@ -11,7 +11,6 @@ from urllib.parse import urlsplit
 
 from werkzeug.wrappers import Response
 
-from services.gateway.app import lookup_key
 from services.gateway.console import present
 from services.gateway.console.api import ApiError, path
 from services.gateway.handlers.transfer import _safe_cell
@@ -70,23 +69,32 @@ def login(page) -> Response:
         return page.render("login.html", 400, title="Sign in", next=target,
                            error="Enter an API key.")
     try:
-        caller = page.console.gateway.authenticator.caller(
-            {"Authorization": f"Bearer {key}"},
-            lambda presented: lookup_key(page.backends, presented))
+        opened = page.console.open_session(page.backends, key)
     except Problem as problem:
-        if problem.status == 401:
+        if problem.status == 404:
             return page.render("login.html", 401, title="Sign in", next=target,
                                error="That API key is unknown or revoked.")
-        return page.render("login.html", problem.status, title="Sign in", next=target,
-                           error=problem.detail)
-    page.console.sign_in(page.session, key, caller)
+        return page.render("login.html", 503, title="Sign in", next=target,
+                           error="Signing in is not possible right now; try again shortly.")
+    if page.session.signed_in:  # signing in again: the session it replaces ends too
+        try:
+            page.console.end_session(page.backends, page.session)
+        except Problem:
+            pass  # it still ends when idle; the new one is what this cookie carries
+    caller = page.console.sign_in(page.session, key, opened)
     page.flash("info", f"Signed in with the key “{caller.name}” (scopes: "
                        f"{', '.join(sorted(caller.scopes))}).")
     return page.redirect(target)
 
 
 def logout(page) -> Response:
-    page.console.sign_out(page.session)
+    """Sign out for every copy of this session's cookie, on every gateway instance."""
+    try:
+        page.console.end_session(page.backends, page.session)
+    except Problem:
+        return page.render("error.html", 503, title="Not signed out",
+                           message="Signing out is not possible right now, so your session "
+                                   "is still open: try again shortly.")
     page.flash("info", "Signed out.")
     return page.redirect(PREFIX + "/login")
 

@@ -18,8 +18,12 @@ def create_key(ctx: Context) -> Reply:
 
 
 def revoke_key(ctx: Context) -> Reply:
-    return Reply(ctx.call("customer_sync", "revoke_api_key", ctx.store_id, ctx.path["key_id"],
-                          ctx.actor))
+    """Revoke, then forget the key here at once; other gateways hear of it by broadcast."""
+    revoked = ctx.call("customer_sync", "revoke_api_key", ctx.store_id, ctx.path["key_id"],
+                       ctx.actor)
+    if ctx.authenticator is not None:
+        ctx.authenticator.forget_key(revoked["key_id"])
+    return Reply(revoked)
 
 
 ROUTES = [
@@ -28,7 +32,8 @@ ROUTES = [
           query=[Param("include_revoked", "list revoked keys too", "boolean", default=False)],
           responses={200: {"type": "array", "items": s.API_KEY}}),
     Route("POST", "/keys", create_key, "Create an API key; its secret is shown only here",
-          "keys", scope="admin", body=s.NEW_API_KEY, responses={201: s.NEW_API_KEY_ANSWER}),
+          "keys", scope="admin", body=s.NEW_API_KEY, responses={201: s.NEW_API_KEY_ANSWER},
+          uncached_key=True),
     Route("DELETE", "/keys/<key_id>", revoke_key, "Revoke an API key", "keys", scope="admin",
-          responses={200: s.API_KEY}),
+          responses={200: s.API_KEY}, uncached_key=True),
 ]

@@ -1,0 +1,160 @@
+"""A revoked API key must stop at once: on the gateway that revoked it, on every other gateway
+instance (told by the `api_key.revoked` broadcast), and above all on the routes that make and
+revoke keys, where a stale cache entry would let a revoked admin key make its own successor.
+
+In process first (two GatewayApps, each with the default 30 s key cache, in front of
+customer_sync's real RPC methods and storage), then two real gateway instances on the broker."""
+from __future__ import annotations
+
+import mongomock
+import requests
+from nameko.standalone.rpc import ClusterRpcProxy
+from werkzeug.test import Client
+from werkzeug.wrappers import Request
+
+from services.customer_sync.repository import CustomerSyncStorage, Store
+from services.customer_sync.service import CustomerSyncService
+from services.gateway.app import GatewayApp
+from services.gateway.auth import Authenticator
+from services.gateway.backends import Backends
+from services.gateway.ratelimit import RateLimiter
+from services.gateway.routes import build_routes
+from services.gateway.routing import Router
+from services.gateway.service import GatewayService
+from shared.events import parse_event
+from shared.outbox import OUTBOX_FIELD
+from tests.support import free_port, wait_until
+from tests.unit.test_console import Proxy
+
+STORE = "shop"
+
+
+class Outbox:
+    def __init__(self) -> None:
+        self.notified: list = []
+
+    def notify(self, refs) -> None:
+        self.notified.extend(refs)
+
+
+class Deployment:
+    """customer_sync's RPC methods on mongomock, and two gateway instances in front of it whose
+    clocks stand still, so nothing they cache expires during a test."""
+
+    def __init__(self) -> None:
+        self.customer_sync = CustomerSyncService()
+        self.customer_sync.storage = CustomerSyncStorage(mongomock.MongoClient()["cs"])
+        self.customer_sync.storage.ensure_indexes()
+        self.customer_sync.outbox = Outbox()
+        self.customer_sync.storage.stores.save(
+            Store(STORE, "https://shop.example", "whsec-123456789", "ck_x", "cs_x"))
+        self.backends = Backends({"customer_sync": Proxy(self.customer_sync, [])}, 5)
+        self.a, self.b = self.gateway(), self.gateway()
+
+    def gateway(self) -> GatewayApp:
+        return GatewayApp(Router(build_routes()), Authenticator(30, clock=lambda: 100.0),
+                          RateLimiter(600), max_body_bytes=1 << 20)
+
+    def key(self, *scopes: str) -> dict:
+        return self.customer_sync.create_api_key(STORE, "k", list(scopes), "test")
+
+    def client(self, gateway: GatewayApp, key: dict) -> "KeyClient":
+        def wsgi(environ, start_response):
+            return gateway.handle(Request(environ), self.backends)(environ, start_response)
+
+        return KeyClient(Client(wsgi), key["api_key"])
+
+    def stored_keys(self) -> int:
+        return self.customer_sync.storage.api_keys.collection.count_documents({})
+
+
+class KeyClient:
+    """Requests to one gateway as one key."""
+
+    def __init__(self, client: Client, api_key: str) -> None:
+        self.client, self.headers = client, {"Authorization": f"Bearer {api_key}"}
+
+    def get(self, path: str):
+        return self.client.get(path, headers=self.headers)
+
+    def post(self, path: str, json: dict):
+        return self.client.post(path, json=json, headers=self.headers)
+
+    def delete(self, path: str):
+        return self.client.delete(path, headers=self.headers)
+
+
+def test_a_revoked_key_stops_at_once_on_the_gateway_that_revoked_it():
+    deployment = Deployment()
+    admin, victim = deployment.key("admin"), deployment.key("admin")
+    victim_on_a = deployment.client(deployment.a, victim)
+    assert victim_on_a.get("/api/v1/keys").status_code == 200  # now in a's cache
+    revoked = deployment.client(deployment.a, admin).delete(f"/api/v1/keys/{victim['key_id']}")
+    assert revoked.status_code == 200
+    assert victim_on_a.get("/api/v1/keys").status_code == 401
+
+
+def test_a_revoked_admin_key_cannot_make_or_revoke_keys_through_a_stale_cache():
+    deployment = Deployment()
+    admin, stolen, other = deployment.key("admin"), deployment.key("admin"), deployment.key("read")
+    stolen_on_b = deployment.client(deployment.b, stolen)
+    assert stolen_on_b.get("/api/v1/keys").status_code == 200  # now in b's cache
+    # revoked through the other gateway; b has not heard of it yet
+    assert deployment.client(deployment.a, admin).delete(
+        f"/api/v1/keys/{stolen['key_id']}").status_code == 200
+    before = deployment.stored_keys()
+
+    made = stolen_on_b.post("/api/v1/keys", json={"name": "successor", "scopes": ["admin"]})
+    assert made.status_code == 401
+    assert deployment.stored_keys() == before
+    assert stolen_on_b.delete(f"/api/v1/keys/{other['key_id']}").status_code == 401
+    assert deployment.customer_sync.storage.api_keys.collection.find_one(
+        {"_id": other["key_id"]})["revoked_at"] is None
+
+
+def test_revoking_a_key_owes_its_broadcast_in_the_same_write():
+    deployment = Deployment()
+    key = deployment.key("read")
+    deployment.customer_sync.revoke_api_key(STORE, key["key_id"], "cli:ops")
+    api_keys = deployment.customer_sync.storage.api_keys.collection
+    [entry] = api_keys.find_one({"_id": key["key_id"]})[OUTBOX_FIELD]
+    event = parse_event(entry["message"], expected_type="api_key.revoked")
+    assert event.store_id == STORE and event.data["key_id"] == key["key_id"]
+    assert entry["exchange"] == "customer_sync.events"
+    assert deployment.customer_sync.outbox.notified == [(api_keys.name, key["key_id"])]
+
+
+def test_every_gateway_instance_stops_a_revoked_key_long_before_its_cache_expires(services):
+    """Two gateway instances on the real broker, each caching keys for ten minutes."""
+    services.start(CustomerSyncService, RECONCILE_POLL_SECONDS="3600")
+    ports = [free_port(), free_port()]
+    for port in ports:
+        services.start(GatewayService, WEB_SERVER_ADDRESS=f"127.0.0.1:{port}",
+                       GATEWAY_KEY_CACHE_SECONDS="600", GATEWAY_RPC_TIMEOUT_SECONDS="5")
+    url_a, url_b = (f"http://127.0.0.1:{port}/api/v1" for port in ports)
+    with ClusterRpcProxy({"AMQP_URI": services.amqp_uri}, timeout=30) as rpc:
+        rpc.customer_sync.register_store({
+            "store_id": STORE, "shop_url": "https://shop.example", "webhook_secret": "whsec-1234",
+            "consumer_key": "ck_x", "consumer_secret": "cs_x"})
+        admin, victim, stolen = (rpc.customer_sync.create_api_key(STORE, name, ["admin"], "test")
+                                 for name in ("admin", "victim", "stolen"))
+
+    def status(url: str, key: dict, method: str = "GET", **kwargs) -> int:
+        return requests.request(method, f"{url}/keys", timeout=10, **kwargs, headers={
+            "Authorization": f"Bearer {key['api_key']}"}).status_code
+
+    for url in (url_a, url_b):  # both instances now hold both keys in their caches
+        assert status(url, victim) == 200 and status(url, stolen) == 200
+
+    assert requests.delete(f"{url_a}/keys/{victim['key_id']}", timeout=10, headers={
+        "Authorization": f"Bearer {admin['api_key']}"}).status_code == 200
+    assert status(url_a, victim) == 401  # at once, where it was revoked
+    wait_until(lambda: status(url_b, victim) == 401, timeout=15,
+               message="the other gateway hearing of the revocation")
+
+    assert requests.delete(f"{url_b}/keys/{stolen['key_id']}", timeout=10, headers={
+        "Authorization": f"Bearer {admin['api_key']}"}).status_code == 200
+    # on the other instance, whether or not the broadcast has arrived yet
+    assert status(url_a, stolen, "POST", json={"name": "successor", "scopes": ["admin"]}) == 401
+    wait_until(lambda: status(url_a, stolen) == 401, timeout=15,
+               message="the first gateway hearing of the second revocation")
