@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable, Protocol
 
+DocumentRef = tuple[str, Any]
+
 from pymongo.errors import DuplicateKeyError
 
 from services.gdpr import requests as rq
@@ -68,12 +70,22 @@ def request_view(doc: dict, now: datetime) -> dict:
     return view
 
 
+def _no_relay(refs: Iterable[DocumentRef]) -> None:
+    """Where no relay runs (unit tests of the rules): owed events wait in the outbox."""
+
+
 class Desk:
+    """`notify` is told of every document that now owes events, right after the write: a
+    consent change must reach notifications before its next send decision, not at the next
+    outbox sweep."""
+
     def __init__(self, storage: GdprStorage, settings: DeskSettings = DeskSettings(),
-                 clock: Callable[[], datetime] = utcnow) -> None:
+                 clock: Callable[[], datetime] = utcnow,
+                 notify: Callable[[Iterable[DocumentRef]], None] = _no_relay) -> None:
         self.storage = storage
         self.settings = settings
         self.clock = clock
+        self.notify = notify
 
     # -- people ----------------------------------------------------------------------------------
     def submit(self, store_id: str, request_type: str, email: str, details: dict | None,
@@ -182,6 +194,9 @@ class Desk:
                       "source": source, "changed_at": at.isoformat(), "origin": "gdpr",
                       "note": note}))
         self.storage.consents.record(store_id, customer_id, purpose, entry, events)
+        if events:
+            self.notify([(self.storage.consents.collection.name,
+                          self.storage.consents.key(store_id, customer_id))])
 
     def get_consent(self, store_id: str, customer_id: str) -> dict:
         doc = self.storage.consents.get(store_id, customer_id)
@@ -403,6 +418,7 @@ class Desk:
                 "erasure.overdue_services": pending if asked > 1 else [],
                 "next_attempt_at": ask_again, "lease_until": None},
                 [rq.audit_entry(now, SYSTEM, "erasure_requested", detail)], [event])
+            self.notify([(self.storage.requests.collection.name, request["_id"])])
             return
         if set(confirmations) < expected:
             self.storage.requests.step(request["_id"], "in_progress", {

@@ -85,10 +85,8 @@ class GdprService(HealthRpc):
     clock = staticmethod(utcnow)
 
     def _desk(self) -> Desk:
-        return Desk(self.storage, desk_settings(self.settings), clock=self.clock)
-
-    def _sweep(self) -> None:
-        self.outbox.request_sweep()
+        return Desk(self.storage, desk_settings(self.settings), clock=self.clock,
+                    notify=self.outbox.notify)
 
     # -- the work ------------------------------------------------------------------------------
     @ConfiguredTimer.decorator(interval=60)
@@ -99,8 +97,7 @@ class GdprService(HealthRpc):
         services = RpcServices(config, timeout)
         desk = self._desk()
         desk.import_shop_erasures(services)
-        if desk.process_due(services):
-            self._sweep()
+        desk.process_due(services)
 
     # -- events in ------------------------------------------------------------------------------
     @event_handler("gdpr", "gdpr.erasure_completed")
