@@ -3,6 +3,10 @@
 A customer who just agreed must not be refused marketing, and one who just withdrew must not
 keep receiving it, for the length of an outbox sweep. gdpr runs here with its safety-net sweep
 an hour apart, so only a relay told at once by the write can deliver the change in time.
+
+Beyond consent, every test that runs services watches every entrypoint for a write that owes
+events without telling its relay (tests/outbox_watch.py, installed by the `services` fixture);
+the last test here shows the watch catches one.
 """
 from __future__ import annotations
 
@@ -11,12 +15,17 @@ import time
 
 import pytest
 import requests
+from nameko.rpc import rpc as rpc_entrypoint
 from nameko.standalone.rpc import ClusterRpcProxy
 
 from services.customer_sync.service import CustomerSyncService
 from services.customer_sync.signature import sign
 from services.gdpr.service import GdprService
 from services.notifications.service import NotificationsService
+from shared.dependencies import OutboxRelayProvider
+from shared.events import build_event
+from shared.mongo import MongoStorage
+from shared.outbox import push_events
 from tests import payloads
 from tests.support import free_port, wait_until
 
@@ -77,3 +86,58 @@ def test_a_consent_change_reaches_notifications_well_under_a_second(services, rp
     elapsed = time.monotonic() - started
 
     assert elapsed < WELL_UNDER_A_SECOND, f"the change took {elapsed:.2f}s to reach notifications"
+    # The watch saw the write and its announcement (recorded as the worker ends, after its reply).
+    wait_until(lambda: any(line.startswith("gdpr.set_consent: consent.changed")
+                           for line in services.outbox_watch.announced),
+               timeout=5, message="the watch to see set_consent tell its relay")
+
+
+class _Ledger:
+    """A storage with one outbox collection, for a service that forgets its relay."""
+
+    def __init__(self, database, config) -> None:
+        self.database = database
+        self.entries = database["entries"]
+
+    def ensure_indexes(self) -> None:
+        pass
+
+    def outbox_collections(self) -> list:
+        return [self.entries]
+
+
+class SilentWriterService:
+    """Writes a consent change owing its event and never tells the relay: the watch's prey."""
+
+    name = "silent_writer"
+    storage = MongoStorage(_Ledger)
+    outbox = OutboxRelayProvider(lambda storage: storage.outbox_collections())
+
+    @rpc_entrypoint
+    def write_quietly(self, store_id: str, customer_id: str) -> None:
+        event = build_event("consent.changed", store_id=store_id, data={
+            "customer_id": customer_id, "purpose": "email_marketing", "granted": True,
+            "source": "operator", "changed_at": "2026-03-01T10:00:00+00:00", "origin": "gdpr",
+            "note": ""})
+        self.storage.entries.update_one({"_id": customer_id}, {"$push": push_events([event])},
+                                        upsert=True)
+
+    @rpc_entrypoint
+    def write_and_tell(self, store_id: str, customer_id: str) -> None:
+        self.write_quietly(store_id, customer_id)
+        self.outbox.notify([(self.storage.entries.name, customer_id)])
+
+
+def test_the_watch_finds_an_entrypoint_that_writes_an_outbox_without_telling_the_relay(services):
+    services.start(SilentWriterService, OUTBOX_SWEEP_SECONDS="3600")
+    with ClusterRpcProxy({"AMQP_URI": services.amqp_uri}, timeout=30) as proxy:
+        proxy.silent_writer.write_and_tell(STORE, "c-told")
+        proxy.silent_writer.write_quietly(STORE, "c-silent")
+    watch = services.outbox_watch
+    wait_until(lambda: len(watch.silent_writers) + len(watch.announced) == 2, timeout=5,
+               message="both workers to end")  # the reply leaves before the worker's end
+    found = list(services.outbox_watch.silent_writers)
+    services.outbox_watch.silent_writers.clear()  # caught on purpose: not this test's failure
+
+    assert found == ["silent_writer.write_quietly: consent.changed"]
+    assert services.outbox_watch.announced == ["silent_writer.write_and_tell: consent.changed"]
