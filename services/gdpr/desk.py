@@ -19,6 +19,7 @@ from pymongo.errors import DuplicateKeyError
 
 from services.gdpr import requests as rq
 from services.gdpr.repository import GdprStorage, utcnow
+from shared.customers import CustomerCheck, valid_customer_id
 from shared.errors import Conflict, NotFound, ValidationError
 from shared.events import Event, build_event
 from shared.events.notifications import CONSENT_PURPOSES, CONSENT_SOURCES
@@ -81,11 +82,13 @@ class Desk:
 
     def __init__(self, storage: GdprStorage, settings: DeskSettings = DeskSettings(),
                  clock: Callable[[], datetime] = utcnow,
-                 notify: Callable[[Iterable[DocumentRef]], None] = _no_relay) -> None:
+                 notify: Callable[[Iterable[DocumentRef]], None] = _no_relay,
+                 customers: CustomerCheck | None = None) -> None:
         self.storage = storage
         self.settings = settings
         self.clock = clock
         self.notify = notify
+        self.customers = customers
 
     # -- people ----------------------------------------------------------------------------------
     def submit(self, store_id: str, request_type: str, email: str, details: dict | None,
@@ -166,9 +169,19 @@ class Desk:
                                   {"fields": {"source": ["invalid"]}})
         if not isinstance(granted, bool):
             raise ValidationError("granted must be true or false", {"fields": {"granted": ["invalid"]}})
+        customer_id = self._existing_customer(store_id, customer_id)
         self._record_consent(store_id, customer_id, purpose, granted, source, actor, note,
                              self.clock(), publish=True, causation=None)
         return self.get_consent(store_id, customer_id)
+
+    def _existing_customer(self, store_id: str, customer_id: object) -> str:
+        """A consent record held here was made for a real customer; customer_sync answers for
+        anyone else (a customer created a moment ago included)."""
+        if self.customers is None:
+            return valid_customer_id(customer_id)
+        return self.customers.require(
+            store_id, customer_id,
+            lambda candidate: self.storage.consents.get(store_id, candidate) is not None)
 
     def record_consent_event(self, event: Event) -> None:
         """consent.changed from elsewhere (notifications: an SMS STOP): recorded, not re-sent."""
