@@ -18,7 +18,7 @@ from nameko.exceptions import UnknownService
 from shared.errors import NotFound, Unavailable, ValidationError
 
 CUSTOMER_ID_MAX_LENGTH = 64  # customer_sync's ids are 32 hex digits; room for imported ones
-MAX_CUSTOMERS_PER_CHECK = 1000  # the largest list one write may name (as customer_sync's bulk actions)
+MAX_CUSTOMERS_PER_CHECK = 1000  # the most one write may name, as customer_sync's bulk actions
 
 AskCustomerSync = Callable[[str, list[str]], list[str]]
 
@@ -27,7 +27,8 @@ def valid_customer_id(value: object, field: str = "customer_id") -> str:
     """A customer id as every service accepts it: a non-empty printable string of at most
     CUSTOMER_ID_MAX_LENGTH characters; anything else is refused before any lookup or write."""
     if not isinstance(value, str) or not value.strip():
-        raise ValidationError(f"{field} must be a non-empty string", {"fields": {field: ["required"]}})
+        raise ValidationError(f"{field} must be a non-empty string",
+                              {"fields": {field: ["required"]}})
     if len(value) > CUSTOMER_ID_MAX_LENGTH:
         raise ValidationError(f"{field} must be at most {CUSTOMER_ID_MAX_LENGTH} characters",
                               {"fields": {field: ["too long"]}})
