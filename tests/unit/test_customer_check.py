@@ -100,3 +100,34 @@ def test_customer_sync_not_running_or_too_slow_is_unavailable_not_a_hang():
         customer_sync_over_rpc(_Proxy(error=UnknownService("customer_sync")), 1)("s1", ["c1"])
     with pytest.raises(Unavailable, match="did not answer in 0.05s"):
         customer_sync_over_rpc(_Proxy(_Reply(["c1"], wait=5)), 0.05)("s1", ["c1"])
+
+
+# -- customer_sync's side of the question ------------------------------------------------------
+
+def test_customer_sync_knows_its_own_store_s_customers_and_not_the_erased():
+    import mongomock
+
+    from services.customer_sync.queries import CustomerQueries
+    from services.customer_sync.repository import CustomerSyncStorage, Store
+    from services.customer_sync.sync import CustomerSync
+    from tests import payloads
+
+    storage = CustomerSyncStorage(mongomock.MongoClient()["customer_sync"])
+    storage.ensure_indexes()
+    for store in ("s1", "s2"):
+        storage.stores.save(Store(store, "https://shop.example", "whsec-12345678", "ck", "cs"))
+    sync = CustomerSync(storage)
+    sync.apply("s1", "customer", "created", payloads.customer(woo_id=1, email="a@x.example"),
+               correlation_id="wh-1")
+    sync.apply("s1", "customer", "created", payloads.customer(woo_id=2, email="b@x.example"),
+               correlation_id="wh-2")
+    sync.apply("s2", "customer", "created", payloads.customer(woo_id=3, email="c@x.example"),
+               correlation_id="wh-3")
+    queries = CustomerQueries(storage)
+    ada, bea = (queries.find_customer("s1", e)["customer_id"] for e in ("a@x.example", "b@x.example"))
+    other_store = queries.find_customer("s2", "c@x.example")["customer_id"]
+    storage.customers.collection.update_one({"_id": bea}, {"$set": {"status": "erased"}})
+
+    assert queries.known_customers("s1", [other_store, "ghost", ada, bea]) == [ada]
+    with pytest.raises(ValidationError):
+        queries.known_customers("s1", ["x" * (CUSTOMER_ID_MAX_LENGTH + 1)])
