@@ -44,7 +44,10 @@ GATEWAY = "gateway"
 OPERATOR = "operator"
 NOTHING = "^$"  # RabbitMQ reads an empty permission as "nothing"; topic regexes get this
 # RPCs only the GDPR machinery uses; the gateway calls every other public method.
-GATEWAY_EXCLUDED_METHODS = frozenset({"search_personal_data", "shop_erasures"})
+GATEWAY_EXCLUDED_METHODS = frozenset({"search_personal_data", "shop_erasures", "known_customers"})
+# Services that check with customer_sync that a customer named by a write exists
+# (shared/customers.py).
+CUSTOMER_CHECKERS = ("gdpr", "loyalty", "segmentation")
 # Events a service publishes on another service's exchange (the catalogue names the exchange).
 EXTRA_PUBLISHES = {"notifications": ("consent.changed",)}
 # Events whose catalogue source only names the exchange: the data owners publish them there,
@@ -156,6 +159,8 @@ def derive_roles(gdpr_services: Iterable[str], services: Mapping[str, type] | No
         {f"{s}.{m}" for s in gdpr_services for m in ("export_customer", "search_personal_data")}
         | {f"customer_sync.{m}" for m in ("list_stores", "find_customer", "rectify_customer",
                                           "shop_erasures")})
+    for checker in CUSTOMER_CHECKERS:
+        calls.setdefault(checker, set()).add("customer_sync.known_customers")
     calls.setdefault(GATEWAY, set()).update(
         f"{s}.{m}" for s, methods in served.items() if s != GATEWAY for m in methods
         if m not in GATEWAY_EXCLUDED_METHODS)

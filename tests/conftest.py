@@ -25,6 +25,7 @@ from shared import mongomock_speedups  # noqa: E402
 # Every mongomock operation yields to other green threads, as a round trip to MongoDB would, so
 # concurrency tests exercise real interleavings (see shared/mongomock_speedups.py).
 mongomock_speedups.YIELD_PER_OPERATION = True
+from tests.outbox_watch import OutboxWatch  # noqa: E402
 from tests.support import BrokerAdmin, EventCollector, ServiceHarness  # noqa: E402
 
 RABBIT_MANAGEMENT_URL = os.environ.get("RABBIT_MANAGEMENT_URL", "http://guest:guest@127.0.0.1:15672")
@@ -119,10 +120,20 @@ def database(request):
 
 @pytest.fixture
 def services(amqp_uri, mongo_uri):
-    """Start real nameko containers against the test's vhost and in-memory MongoDB."""
+    """Start real nameko containers against the test's vhost and in-memory MongoDB. Every
+    entrypoint they run is watched: one that writes an outbox without telling its relay fails
+    the test (its events would wait for the safety-net sweep)."""
+    watch = OutboxWatch().install()
     harness = ServiceHarness(amqp_uri, mongo_uri)
-    yield harness
-    harness.stop_all()
+    harness.outbox_watch = watch
+    try:
+        yield harness
+    finally:
+        harness.stop_all()
+        watch.uninstall()
+    assert not watch.silent_writers, (
+        "entrypoints wrote events to an outbox without telling the relay: "
+        f"{sorted(set(watch.silent_writers))}")
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from services.customer_sync.notes import note_view
 from services.customer_sync.reminders import reminder_view
 from services.customer_sync.sync import order_event_data
 from services.customer_sync.timeline import entry_view
+from shared.customers import valid_customer_ids
 from shared.errors import NotFound, ValidationError
 
 _CUSTOMER_FIELDS = ("woo_customer_id", "registered", "status", "email", "first_name", "last_name",
@@ -74,6 +75,15 @@ class CustomerQueries:
         if doc is None:
             raise NotFound(f"no customer {customer_id} in store {store_id}")
         return customer_view(doc)
+
+    def known_customers(self, store_id: str, customer_ids: list) -> list[str]:
+        """Which of the ids name a customer of the store (any status but erased): what the
+        other services ask before a write naming a customer they do not hold yet."""
+        store_id, customer_ids = _store_id(store_id), valid_customer_ids(customer_ids)
+        found = {doc["_id"] for doc in self.storage.customers.collection.find(
+            {"store_id": store_id, "_id": {"$in": customer_ids}, "status": {"$ne": "erased"}},
+            {"_id": 1})}
+        return [c for c in customer_ids if c in found]
 
     def find_customer(self, store_id: str, email: str) -> dict:
         store_id, email = _store_id(store_id), require_text(email, "email")

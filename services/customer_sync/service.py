@@ -140,6 +140,11 @@ class CustomerSyncService(HealthEndpoints, DataOwnerRpc):
         return CustomerQueries(self.storage).get_customer(store_id, customer_id)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def known_customers(self, store_id: str, customer_ids: list) -> list[str]:
+        """Which of the ids are the store's customers (shared/customers.py asks this)."""
+        return CustomerQueries(self.storage).known_customers(store_id, customer_ids)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
     def find_customer(self, store_id: str, email: str) -> dict:
         return CustomerQueries(self.storage).find_customer(store_id, email)
 

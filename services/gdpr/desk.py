@@ -13,10 +13,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable, Protocol
 
+DocumentRef = tuple[str, Any]
+
 from pymongo.errors import DuplicateKeyError
 
 from services.gdpr import requests as rq
 from services.gdpr.repository import GdprStorage, utcnow
+from shared.customers import CustomerCheck, valid_customer_id
 from shared.errors import Conflict, NotFound, ValidationError
 from shared.events import Event, build_event
 from shared.events.notifications import CONSENT_PURPOSES, CONSENT_SOURCES
@@ -69,12 +72,24 @@ def request_view(doc: dict, now: datetime) -> dict:
     return view
 
 
+def _no_relay(refs: Iterable[DocumentRef]) -> None:
+    """Where no relay runs (unit tests of the rules): owed events wait in the outbox."""
+
+
 class Desk:
+    """`notify` is told of every document that now owes events, right after the write: a
+    consent change must reach notifications before its next send decision, not at the next
+    outbox sweep."""
+
     def __init__(self, storage: GdprStorage, settings: DeskSettings = DeskSettings(),
-                 clock: Callable[[], datetime] = utcnow) -> None:
+                 clock: Callable[[], datetime] = utcnow,
+                 notify: Callable[[Iterable[DocumentRef]], None] = _no_relay,
+                 customers: CustomerCheck | None = None) -> None:
         self.storage = storage
         self.settings = settings
         self.clock = clock
+        self.notify = notify
+        self.customers = customers
 
     # -- people ----------------------------------------------------------------------------------
     def submit(self, store_id: str, request_type: str, email: str, details: dict | None,
@@ -155,9 +170,19 @@ class Desk:
                                   {"fields": {"source": ["invalid"]}})
         if not isinstance(granted, bool):
             raise ValidationError("granted must be true or false", {"fields": {"granted": ["invalid"]}})
+        customer_id = self._existing_customer(store_id, customer_id)
         self._record_consent(store_id, customer_id, purpose, granted, source, actor, note,
                              self.clock(), publish=True, causation=None)
         return self.get_consent(store_id, customer_id)
+
+    def _existing_customer(self, store_id: str, customer_id: object) -> str:
+        """A consent record held here was made for a real customer; customer_sync answers for
+        anyone else (a customer created a moment ago included)."""
+        if self.customers is None:
+            return valid_customer_id(customer_id)
+        return self.customers.require(
+            store_id, customer_id,
+            lambda candidate: self.storage.consents.get(store_id, candidate) is not None)
 
     def record_consent_event(self, event: Event) -> None:
         """consent.changed from elsewhere (notifications: an SMS STOP): recorded, not re-sent."""
@@ -183,6 +208,9 @@ class Desk:
                       "source": source, "changed_at": at.isoformat(), "origin": "gdpr",
                       "note": note}))
         self.storage.consents.record(store_id, customer_id, purpose, entry, events)
+        if events:
+            self.notify([(self.storage.consents.collection.name,
+                          self.storage.consents.key(store_id, customer_id))])
 
     def get_consent(self, store_id: str, customer_id: str) -> dict:
         doc = self.storage.consents.get(store_id, customer_id)
@@ -406,6 +434,7 @@ class Desk:
                 "erasure.overdue_services": pending if asked > 1 else [],
                 "next_attempt_at": ask_again, "lease_until": None},
                 [rq.audit_entry(now, SYSTEM, "erasure_requested", detail)], [event])
+            self.notify([(self.storage.requests.collection.name, request["_id"])])
             return
         if set(confirmations) < expected:
             self.storage.requests.step(request["_id"], "in_progress", {

@@ -6,13 +6,14 @@ import logging
 from typing import Any, Iterable
 
 from nameko.exceptions import MethodNotFound, RpcTimeout, UnknownService
-from nameko.rpc import rpc
+from nameko.rpc import RpcProxy, rpc
 from nameko.standalone.rpc import ClusterRpcProxy
 from nameko.timer import Timer
 
 from services.gdpr.desk import Desk, DeskSettings
 from services.gdpr.repository import GdprStorage, utcnow
 from shared.config import from_nameko
+from shared.customers import CustomerCheck, customer_sync_over_rpc
 from shared.dependencies import OutboxRelayProvider, Settings, WorkerLogContext
 from shared.errors import EXPECTED_ERRORS, NotFound
 from shared.messaging.handlers import event_handler
@@ -79,16 +80,17 @@ class GdprService(HealthRpc):
     outbox = OutboxRelayProvider(lambda storage: storage.outbox_collections())
     log_context = WorkerLogContext()
     settings = Settings()
+    customer_sync = RpcProxy("customer_sync")
 
     # The desk's clock (due dates, overdue): a class attribute, so a test system can run the
     # service with a clock it moves forward instead of waiting 30 days.
     clock = staticmethod(utcnow)
 
     def _desk(self) -> Desk:
-        return Desk(self.storage, desk_settings(self.settings), clock=self.clock)
-
-    def _sweep(self) -> None:
-        self.outbox.request_sweep()
+        customers = CustomerCheck(customer_sync_over_rpc(
+            self.customer_sync, self.settings.float("CUSTOMER_CHECK_TIMEOUT_SECONDS")))
+        return Desk(self.storage, desk_settings(self.settings), clock=self.clock,
+                    notify=self.outbox.notify, customers=customers)
 
     # -- the work ------------------------------------------------------------------------------
     @ConfiguredTimer.decorator(interval=60)
@@ -99,8 +101,7 @@ class GdprService(HealthRpc):
         services = RpcServices(config, timeout)
         desk = self._desk()
         desk.import_shop_erasures(services)
-        if desk.process_due(services):
-            self._sweep()
+        desk.process_due(services)
 
     # -- events in ------------------------------------------------------------------------------
     @event_handler("gdpr", "gdpr.erasure_completed")

@@ -6,11 +6,12 @@ from datetime import datetime, timezone
 
 import eventlet
 from nameko.extensions import DependencyProvider
-from nameko.rpc import rpc
+from nameko.rpc import RpcProxy, rpc
 
-from services.loyalty.accounts import Accounts, Outcome
+from services.loyalty.accounts import ERASED, Accounts, Outcome
 from services.loyalty.repository import LoyaltyStorage
 from shared.config import from_nameko
+from shared.customers import CustomerCheck, customer_sync_over_rpc
 from shared.dependencies import OutboxRelayProvider, Settings, WorkerLogContext
 from shared.erasure import confirm_erasure
 from shared.errors import EXPECTED_ERRORS, NotFound, ValidationError
@@ -109,9 +110,22 @@ class LoyaltyService(DataOwnerRpc):
     log_context = WorkerLogContext()
     settings = Settings()
     daily_run = DailyRun()
+    customer_sync = RpcProxy("customer_sync")
 
     def _accounts(self) -> Accounts:
         return Accounts(self.storage)
+
+    def _customer(self, store_id: str, customer_id: str) -> str:
+        """Points and credit move only for a customer of the store (404 otherwise, no
+        account made): an account held here says so, customer_sync answers for the rest."""
+        check = CustomerCheck(customer_sync_over_rpc(
+            self.customer_sync, self.settings.float("CUSTOMER_CHECK_TIMEOUT_SECONDS")))
+
+        def held_here(candidate: str) -> bool:
+            account = self.storage.accounts.get(store_id, candidate)
+            return account is not None and account.get("status") != ERASED
+
+        return check.require(store_id, customer_id, held_here)
 
     def _done(self, outcome: Outcome) -> dict:
         self.outbox.notify(outcome.touched)
@@ -171,6 +185,7 @@ class LoyaltyService(DataOwnerRpc):
     def adjust(self, store_id: str, customer_id: str, points: int, reason: str, actor: str,
                request_id: str | None = None) -> dict:
         """A manual adjustment with its reason and who made it; `request_id` makes a retry safe."""
+        customer_id = self._customer(store_id, customer_id)
         return self._done(self._accounts().adjust(store_id, customer_id, points, reason, actor,
                                                   request_id))
 
@@ -179,6 +194,7 @@ class LoyaltyService(DataOwnerRpc):
                actor: str | None = None) -> dict:
         """Points into store credit (100 points = 1.00 by default); never beyond the balance,
         however many redemptions run at once. `request_id` makes a retry safe."""
+        customer_id = self._customer(store_id, customer_id)
         return self._done(self._accounts().redeem(store_id, customer_id, points, request_id, actor))
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
@@ -186,6 +202,7 @@ class LoyaltyService(DataOwnerRpc):
                      note: str = "", actor: str | None = None, expires_at: str | None = None,
                      request_id: str | None = None) -> dict:
         """Store credit in minor units; reason goodwill, refund_alternative or redemption."""
+        customer_id = self._customer(store_id, customer_id)
         return self._done(self._accounts().issue_credit(
             store_id, customer_id, amount, reason, note, actor, _time("expires_at", expires_at),
             request_id))
@@ -193,6 +210,7 @@ class LoyaltyService(DataOwnerRpc):
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def use_credit(self, store_id: str, customer_id: str, amount: int, reference: str = "",
                    actor: str | None = None, request_id: str | None = None) -> dict:
+        customer_id = self._customer(store_id, customer_id)
         return self._done(self._accounts().use_credit(store_id, customer_id, amount, reference,
                                                       actor, request_id))
 

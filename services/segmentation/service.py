@@ -8,12 +8,14 @@ import uuid
 import eventlet
 from nameko.extensions import DependencyProvider
 from marshmallow import RAISE, Schema, ValidationError as MarshmallowError, fields, validate
-from nameko.rpc import rpc
+from nameko.rpc import RpcProxy, rpc
 
 from services.segmentation.erasure import handle_erasure_requested
 from services.segmentation.profiles import ERASED, Profiles
 from services.segmentation.repository import SegmentationStorage, utcnow
 from shared.config import from_nameko
+from shared.customers import (CustomerCheck, customer_sync_over_rpc, not_found,
+                              valid_customer_id, valid_customer_ids)
 from shared.dependencies import OutboxRelayProvider, Settings, WorkerLogContext
 from shared.errors import EXPECTED_ERRORS, Conflict, NotFound, ValidationError
 from shared.messaging.handlers import event_handler
@@ -133,9 +135,29 @@ class SegmentationService(DataOwnerRpc):
     log_context = WorkerLogContext()
     settings = Settings()
     recomputer = Recomputer()
+    customer_sync = RpcProxy("customer_sync")
 
     def _done(self, change) -> None:
         self.outbox.notify(change.touched)
+
+    def _existing(self, store_id: str, customer_ids: list[str]) -> set[str]:
+        """Which customers a tag or group may name: a profile held here (made from
+        customer_sync's events) says so; customer_sync answers for anyone whose events have
+        not arrived yet. Everyone else is not found, and no profile is made for them."""
+        check = CustomerCheck(customer_sync_over_rpc(
+            self.customer_sync, self.settings.float("CUSTOMER_CHECK_TIMEOUT_SECONDS")))
+
+        def held_here(customer_id: str) -> bool:
+            profile = self.storage.profiles.get(store_id, customer_id)
+            return profile is not None and profile.get("status") != ERASED
+
+        return check.existing(store_id, customer_ids, held_here)
+
+    def _require_customer(self, store_id: str, customer_id) -> str:
+        customer_id = valid_customer_id(customer_id)
+        if not self._existing(store_id, [customer_id]):
+            raise not_found(store_id, customer_id)
+        return customer_id
 
     # -- events in ---------------------------------------------------------------------------
     # No claims (shared/messaging/handlers.py): each is a compare-and-set of the profile
@@ -193,12 +215,15 @@ class SegmentationService(DataOwnerRpc):
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def tag(self, store_id: str, customer_id: str, tags, actor: str | None = None) -> dict:
-        self._done(Profiles(self.storage).set_tags(store_id, customer_id, add=_tags(tags),
+        slugs = _tags(tags)
+        customer_id = self._require_customer(store_id, customer_id)
+        self._done(Profiles(self.storage).set_tags(store_id, customer_id, add=slugs,
                                                    actor=actor))
         return self.get_profile(store_id, customer_id)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def untag(self, store_id: str, customer_id: str, tags, actor: str | None = None) -> dict:
+        customer_id = valid_customer_id(customer_id)
         self._profile(store_id, customer_id)
         self._done(Profiles(self.storage).set_tags(store_id, customer_id, remove=_tags(tags),
                                                    actor=actor))
@@ -208,14 +233,15 @@ class SegmentationService(DataOwnerRpc):
     def bulk_tag(self, store_id: str, customer_ids: list, tags, actor: str | None = None) -> dict:
         """Tag many customers; answers each customer's outcome."""
         slugs = _tags(tags)
-        if not isinstance(customer_ids, list) or not customer_ids:
+        if not isinstance(customer_ids, list):
             raise ValidationError("customer_ids must be a non-empty list",
                                   {"fields": {"customer_ids": ["required"]}})
+        customer_ids = valid_customer_ids([str(c) for c in customer_ids])
+        existing = self._existing(store_id, customer_ids)
         profiles = Profiles(self.storage)
         results = {}
-        for customer_id in map(str, customer_ids):
-            held = self.storage.profiles.get(store_id, customer_id)
-            if held is not None and held.get("status") == ERASED:
+        for customer_id in customer_ids:
+            if customer_id not in existing:
                 results[customer_id] = "not found"
                 continue
             try:
@@ -287,14 +313,15 @@ class SegmentationService(DataOwnerRpc):
             raise NotFound(f"no group {slug} in store {store_id}: save_group first")
         if isinstance(customer_ids, str):
             customer_ids = [customer_ids]
-        if not isinstance(customer_ids, list) or not customer_ids:
+        if not isinstance(customer_ids, list):
             raise ValidationError("customer_ids must be a non-empty list",
                                   {"fields": {"customer_ids": ["required"]}})
+        customer_ids = valid_customer_ids([str(c) for c in customer_ids])
+        existing = self._existing(store_id, customer_ids)
         profiles = Profiles(self.storage)
         results = {}
-        for customer_id in map(str, customer_ids):
-            held = self.storage.profiles.get(store_id, customer_id)
-            if held is not None and held.get("status") == ERASED:
+        for customer_id in customer_ids:
+            if customer_id not in existing:
                 results[customer_id] = "not found"
                 continue
             try:

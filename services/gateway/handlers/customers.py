@@ -130,14 +130,8 @@ def list_orders(ctx: Context) -> Reply:
                           {"size": ctx.query["limit"], "cursor": ctx.query["cursor"]}))
 
 
-def _must_exist(ctx: Context) -> None:
-    """segmentation makes a profile for any id it is asked to tag or group (events may name
-    a customer before it is synced), so the gateway checks that customer_sync knows them."""
-    ctx.call("customer_sync", "get_customer", ctx.store_id, ctx.path["customer_id"])
-
-
 def add_tags(ctx: Context) -> Reply:
-    _must_exist(ctx)
+    # segmentation refuses a customer the store does not have (404), asking customer_sync.
     return Reply(ctx.call("segmentation", "tag", ctx.store_id, ctx.path["customer_id"],
                           ctx.body["tags"], ctx.actor))
 
@@ -148,11 +142,14 @@ def remove_tag(ctx: Context) -> Reply:
 
 
 def add_to_groups(ctx: Context) -> Reply:
-    _must_exist(ctx)
+    customer_id = ctx.path["customer_id"]
     for group in ctx.body["groups"]:
-        ctx.call("segmentation", "add_to_group", ctx.store_id, [ctx.path["customer_id"]], group,
-                 ctx.actor)
-    return Reply(ctx.call("segmentation", "get_profile", ctx.store_id, ctx.path["customer_id"]))
+        outcome = ctx.call("segmentation", "add_to_group", ctx.store_id, [customer_id], group,
+                           ctx.actor)
+        if outcome["results"].get(customer_id) == "not found":
+            raise Problem(404, f"no customer {customer_id} in store {ctx.store_id}",
+                          errors={"customer_id": ["not found"]})
+    return Reply(ctx.call("segmentation", "get_profile", ctx.store_id, customer_id))
 
 
 def remove_from_group(ctx: Context) -> Reply:
