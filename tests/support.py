@@ -255,9 +255,10 @@ def settled_events(service: str, event_type: str) -> int:
                                   metrics.EVENTS_PARKED)))
 
 
-def published_events(service: str) -> int:
-    """Events `service` has published from its outbox (confirmed by the broker)."""
-    return int(sum(_counts_by_labels(metrics.OUTBOX_PUBLISHED, service=service).values()))
+def published_events(service: str) -> dict[str, int]:
+    """Events `service` has published from its outbox (confirmed by the broker), by type."""
+    return {dict(labels)["event_type"]: int(value) for labels, value in
+            _counts_by_labels(metrics.OUTBOX_PUBLISHED, service=service).items()}
 
 
 class EventBarrier:
@@ -292,6 +293,11 @@ class EventBarrier:
         wait_until(lambda: settled_events(self.service, event_type) - before >= count,
                    timeout=timeout,
                    message=f"{count} {event_type} deliveries settled by {self.service}")
+        self.caught_up(timeout)
+
+    def caught_up(self, timeout: float = 20.0) -> None:
+        """Wait until the service has published all it owes and the collector holds it (for
+        work the test itself has seen finish: an RPC, a command that returned)."""
         self.outbox_drained(timeout)
         if self.events is not None:
             wait_until(lambda: self._received() - self._received_before >= self.published(),
@@ -306,7 +312,13 @@ class EventBarrier:
         wait_until(drained, timeout=timeout, message=f"{self.service}'s outbox published")
 
     def published(self) -> int:
-        return published_events(self.service) - self._published_before
+        return sum(self.published_types().values())
+
+    def published_types(self) -> dict[str, int]:
+        """How many events of each type the service has published since the barrier was made."""
+        now = published_events(self.service)
+        return {t: n - self._published_before.get(t, 0) for t, n in now.items()
+                if n > self._published_before.get(t, 0)}
 
     def _received(self) -> int:
         if self.events is None:
