@@ -15,6 +15,7 @@ from nameko.containers import ServiceContainer
 from shared import metrics, mongo
 from shared.config import Config
 from shared.events import contract
+from shared.messaging.handlers import ReliableEventHandler
 from shared.outbox import OUTBOX_FIELD
 
 
@@ -326,3 +327,62 @@ class EventBarrier:
         with self.events._lock:
             types = [e.get("event_type") for e in self.events.received]
         return sum(1 for t in types if t and contract(t).source == self.service)
+
+
+def _event_counts() -> tuple[dict, dict]:
+    """(settled by (service, event type), published by (service, event type)) in this process."""
+    settled: dict[tuple[str, str], float] = {}
+    for metric in (metrics.EVENTS_HANDLED, metrics.EVENTS_DUPLICATE, metrics.EVENTS_PARKED):
+        for labels, value in _counts_by_labels(metric).items():
+            key = (dict(labels)["service"], dict(labels)["event_type"])
+            settled[key] = settled.get(key, 0) + value
+    published = {(dict(labels)["service"], dict(labels)["event_type"]): value
+                 for labels, value in _counts_by_labels(metrics.OUTBOX_PUBLISHED).items()}
+    return settled, published
+
+
+class SystemBarrier:
+    """The whole running system at rest: made before some work, `quiet()` waits until every
+    event any service published since has been settled by every running service that handles
+    its type, and no outbox holds anything unpublished (so nothing more is on its way). For
+    work that ripples through several services (a webhook: customer_sync, then segmentation
+    and loyalty, then notifications), where a test would otherwise sleep "to let it settle"."""
+
+    def __init__(self, services) -> None:
+        self.services = services
+        self._settled, self._published = _event_counts()
+
+    def _handlers(self) -> set[tuple[str, str, str]]:
+        """(consuming service, source service, event type) of every running reliable handler;
+        several instances of a service share one queue, so they count once."""
+        return {(container.service_name, entrypoint.source_service, entrypoint.event_type)
+                for container in self.services.containers
+                for entrypoint in container.entrypoints
+                if isinstance(entrypoint, ReliableEventHandler)}
+
+    def quiet(self, timeout: float = 30.0) -> None:
+        client = mongo.connect(self.services.mongo_uri)
+        names = {container.service_name for container in self.services.containers}
+
+        def at_rest() -> bool:
+            # Counts, outboxes, counts again: a handler finishing in between moves the counts,
+            # and one finished before the first read has its owed events in an outbox.
+            counts = _event_counts()
+            for name in names:
+                database = client[f"companion_{name}"]
+                if any(database[c].count_documents({f"{OUTBOX_FIELD}.event_id": {"$exists": True}})
+                       for c in database.list_collection_names()):
+                    return False
+            if _event_counts() != counts:
+                return False
+            settled, published = counts
+            for service, source, event_type in self._handlers():
+                sent = published.get((source, event_type), 0) - self._published.get(
+                    (source, event_type), 0)
+                done = settled.get((service, event_type), 0) - self._settled.get(
+                    (service, event_type), 0)
+                if done < sent:
+                    return False
+            return True
+
+        wait_until(at_rest, timeout=timeout, message="the system at rest")

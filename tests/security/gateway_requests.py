@@ -103,3 +103,46 @@ def database_counts(services) -> dict[str, int]:
     client = mongo.connect(services.mongo_uri)
     return {f"{db}.{name}": client[db][name].count_documents({})
             for db in DATABASES for name in client[db].list_collection_names()}
+
+
+def ok(response, status: int = 200) -> dict:
+    assert response.status_code == status, f"{response.status_code}: {response.text[:300]}"
+    return response.json()
+
+
+def store_a_records(system) -> dict:
+    """Store A's records, made over the API: a customer, its tag, group, points, consent,
+    note and reminder, a template, segment, rule, workflow, bulk send, GDPR request and key."""
+    admin = system.client("admin", rate_limit_per_minute=100_000)
+    woo, customer_id = system.shop_customer(orders=0)
+    cid = f"/customers/{customer_id}"
+    ok(admin.post(cid + "/tags", json={"tags": ["vip-a"]}))
+    ok(admin.put("/groups/trade-a", json={"name": "Trade A"}))
+    ok(admin.post(cid + "/groups", json={"groups": ["trade-a"]}))
+    ok(admin.post(cid + "/loyalty/adjust", json={"points": 500, "reason": "welcome"}))
+    ok(admin.put(cid + "/consent", json={"purpose": "email_marketing", "granted": True}))
+    ok(admin.put("/notifications/templates/a-sale", json={"channel": "sms", "body": "Hi A"}))
+    ids = {
+        "customer_id": customer_id, "tag": "vip-a", "group": "trade-a", "template": "a-sale",
+        "note_id": ok(admin.post(cid + "/notes", json={"category": "general",
+                                                        "text": "A's note"}), 201)["note_id"],
+        "reminder_id": ok(admin.post(cid + "/reminders", json={
+            "due_at": "2030-01-01T09:00:00Z", "text": "A's reminder"}), 201)["reminder_id"],
+        "segment_id": ok(admin.post("/segments", json={"name": "A's segment", "conditions": [
+            {"field": "orders_count", "op": "gte", "value": 0}]}), 201)["segment_id"],
+        "rule_id": ok(admin.post("/rules", json={
+            "name": "A's rule", "conditions": [{"field": "orders_count", "op": "gte", "value": 9}],
+            "actions": [{"type": "add_tag", "value": "a-regular"}]}), 201)["rule_id"],
+        "workflow_id": ok(admin.post("/notifications/workflows", json={
+            "workflow_id": "a-flow", "name": "A's flow", "trigger": {
+                "event": "customer.tagged", "tag": "never-a"}, "channel": "sms",
+            "template": "a-sale", "purpose": "transactional"}), 201)["workflow_id"],
+        "bulk_id": ok(admin.post("/notifications/bulk-sends", json={
+            "audience": {"customer_ids": [customer_id]}, "template": "a-sale",
+            "purpose": "transactional"}), 202)["bulk_id"],
+        "request_id": ok(admin.post("/gdpr/requests", json={
+            "type": "access", "email": woo["email"]}), 201)["request_id"],
+        "key_id": ok(admin.post("/keys", json={"name": "A's other key", "scopes": ["read"]}),
+                      201)["key_id"],
+    }
+    return {"ids": ids, "email": woo["email"], "admin": admin}

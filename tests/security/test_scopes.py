@@ -23,7 +23,8 @@ from services.gateway.routes import build_routes
 from services.gateway.routing import API_PREFIX, Router
 from tests.gateway_system import shop, system  # noqa: F401 - fixtures
 from tests.security.gateway_requests import (SAMPLE_BODIES, body_of, database_counts,
-                                             path_of)
+                                             path_of, store_a_records)
+from tests.support import SystemBarrier
 
 ROUTES = build_routes()
 
@@ -236,18 +237,22 @@ def test_a_key_holding_the_scope_gets_past_the_check(app, case):
 
 # -- over HTTP against the running system -------------------------------------------------------
 def test_refused_over_http_and_no_database_changes(system):
-    """The real stack: each route, with the widest key that still lacks its scope, answers 403
-    and leaves every service's database as it was. A refused request does its work (none)
-    before it answers, so the databases are compared right after the last answer."""
+    """The real stack, naming the store's real records: each route, with the widest key that
+    still lacks its scope, answers 403 and leaves every service's database as it was. A refused
+    request does its work (none) before it answers, and a wrongly accepted one has made its
+    direct change by then, so the databases are compared right after the last answer."""
+    settled = SystemBarrier(system.services)
+    ids = store_a_records(system)["ids"]
     widest = {scope: max(lacking(scope), key=len) for scope in SATISFIED_BY}
     clients = {key: system.client(*key, rate_limit_per_minute=100_000)
                for key in set(widest.values())}
+    settled.quiet()
     before = database_counts(system.services)
     refused = {}
     for route in SCOPED:
         key = widest[REQUIRED_SCOPE[route.endpoint]]
-        body, headers = body_of(route, IDS)
-        response = clients[key].request(route.method, path_of(route, IDS), data=body,
+        body, headers = body_of(route, ids)
+        response = clients[key].request(route.method, path_of(route, ids), data=body,
                                         headers=headers)
         refused[route.endpoint] = response.status_code
     assert {e: s for e, s in refused.items() if s != 403} == {}

@@ -22,7 +22,7 @@ from shared.errors import NotFound
 from tests import payloads
 from tests.gateway_client import GatewayClient
 from tests.gateway_system import STORE, shop, system  # noqa: F401 - fixtures
-from tests.security.gateway_requests import body_of, path_of
+from tests.security.gateway_requests import body_of, ok, path_of, store_a_records
 
 ROUTES = build_routes()
 STORE_A, STORE_B = "store-a", "store-b"
@@ -124,48 +124,6 @@ def _order(route) -> int:
     return {"GET": 0, "DELETE": 2}.get(route.method, 1)
 
 
-def _ok(response, status: int = 200) -> dict:
-    assert response.status_code == status, f"{response.status_code}: {response.text[:300]}"
-    return response.json()
-
-
-def _store_a_records(system) -> dict:
-    """Store A's records, made over the API, by kind of id."""
-    admin = system.client("admin", rate_limit_per_minute=100_000)
-    woo, customer_id = system.shop_customer(orders=0)
-    cid = f"/customers/{customer_id}"
-    _ok(admin.post(cid + "/tags", json={"tags": ["vip-a"]}))
-    _ok(admin.put("/groups/trade-a", json={"name": "Trade A"}))
-    _ok(admin.post(cid + "/groups", json={"groups": ["trade-a"]}))
-    _ok(admin.post(cid + "/loyalty/adjust", json={"points": 500, "reason": "welcome"}))
-    _ok(admin.put(cid + "/consent", json={"purpose": "email_marketing", "granted": True}))
-    _ok(admin.put("/notifications/templates/a-sale", json={"channel": "sms", "body": "Hi A"}))
-    ids = {
-        "customer_id": customer_id, "tag": "vip-a", "group": "trade-a", "template": "a-sale",
-        "note_id": _ok(admin.post(cid + "/notes", json={"category": "general",
-                                                        "text": "A's note"}), 201)["note_id"],
-        "reminder_id": _ok(admin.post(cid + "/reminders", json={
-            "due_at": "2030-01-01T09:00:00Z", "text": "A's reminder"}), 201)["reminder_id"],
-        "segment_id": _ok(admin.post("/segments", json={"name": "A's segment", "conditions": [
-            {"field": "orders_count", "op": "gte", "value": 0}]}), 201)["segment_id"],
-        "rule_id": _ok(admin.post("/rules", json={
-            "name": "A's rule", "conditions": [{"field": "orders_count", "op": "gte", "value": 9}],
-            "actions": [{"type": "add_tag", "value": "a-regular"}]}), 201)["rule_id"],
-        "workflow_id": _ok(admin.post("/notifications/workflows", json={
-            "workflow_id": "a-flow", "name": "A's flow", "trigger": {
-                "event": "customer.tagged", "tag": "never-a"}, "channel": "sms",
-            "template": "a-sale", "purpose": "transactional"}), 201)["workflow_id"],
-        "bulk_id": _ok(admin.post("/notifications/bulk-sends", json={
-            "audience": {"customer_ids": [customer_id]}, "template": "a-sale",
-            "purpose": "transactional"}), 202)["bulk_id"],
-        "request_id": _ok(admin.post("/gdpr/requests", json={
-            "type": "access", "email": woo["email"]}), 201)["request_id"],
-        "key_id": _ok(admin.post("/keys", json={"name": "A's other key", "scopes": ["read"]}),
-                      201)["key_id"],
-    }
-    return {"ids": ids, "email": woo["email"], "admin": admin}
-
-
 def _store_a_view(admin: GatewayClient, ids: dict) -> dict:
     """What store A's records read as, to compare before and after B's attempts."""
     cid = f"/customers/{ids['customer_id']}"
@@ -178,7 +136,7 @@ def _store_a_view(admin: GatewayClient, ids: dict) -> dict:
         "programme": "/loyalty/programme", "settings": "/notifications/settings"}
     view = {}
     for name, path in reads.items():
-        answer = _ok(admin.get(path))
+        answer = ok(admin.get(path))
         if name in ("customer", "tags"):  # the customer itself, not its changing summary
             answer = answer["customer"] if name == "customer" else answer.get("tags")
         if name == "keys":
@@ -207,7 +165,7 @@ def _store_b_admin(system) -> GatewayClient:
 
 
 def test_store_b_naming_store_a_ids_gets_404_on_every_route(system):
-    a = _store_a_records(system)
+    a = store_a_records(system)
     ids, admin = a["ids"], a["admin"]
     before = _store_a_view(admin, ids)
     intruder = _store_b_admin(system)
