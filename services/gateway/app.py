@@ -100,6 +100,8 @@ class GatewayApp:
         for name, value in headers.items():
             response.headers.setdefault(name, value)
         response.headers["X-Request-Id"] = request_id
+        # Every answer is JSON or CSV as labelled: a browser must not guess it is HTML.
+        response.headers["X-Content-Type-Options"] = "nosniff"
         metrics.observe_api_request(route_name if route_name != "-" else "unmatched",
                                     response.status_code, time.monotonic() - started)
         log.info("%s %s -> %s in %.1f ms (%s, request %s)", request.method, request.path,

@@ -179,8 +179,12 @@ class Router:
 
         adapter = self.map.bind_to_environ(request.environ)
         try:
+            if request.method == "OPTIONS":
+                adapter.match(method="OPTIONS")  # no route takes it: answers what the path does
             endpoint, values = adapter.match(method=request.method)
         except MethodNotAllowed as exc:
+            if request.method == "OPTIONS":
+                return _options_route(sorted(set(exc.valid_methods or []) | {"OPTIONS"})), {}
             allowed = ", ".join(sorted(exc.valid_methods or []))
             raise Problem(405, f"{request.method} is not allowed here; allowed: {allowed}",
                           headers={"Allow": allowed}) from None
@@ -189,6 +193,15 @@ class Router:
             # fuzzing: it escaped as a 500); an API path is either exact or not found.
             raise Problem(404, f"no such resource: {request.path}") from None
         return self._by_endpoint[endpoint], values
+
+
+def _options_route(allowed: list[str]) -> Route:
+    """OPTIONS on a resource: which methods it answers, to anyone, with nothing else done (one
+    route for every path, so the request metrics get one label for it)."""
+    def answer(ctx: Context) -> Response:  # noqa: ARG001 - the same for every caller
+        return Response(status=204, headers={"Allow": ", ".join(allowed)})
+
+    return Route("OPTIONS", "/*", answer, "What this resource answers", "meta", scope=None)
 
 
 def parse_json_body(route: Route, request: Request, max_bytes: int) -> Any:

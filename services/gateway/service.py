@@ -50,7 +50,7 @@ class GatewayService:
     gdpr = RpcProxy("gdpr")
     gateway = GatewayAppProvider()
 
-    @http("GET,POST,PUT,PATCH,DELETE", "/api/v1/<path:rest>")
+    @http("GET,POST,PUT,PATCH,DELETE,OPTIONS", "/api/v1/<path:rest>")
     def api(self, request: Request, rest: str) -> Response:  # noqa: ARG002 - routed by the app
         return self.gateway.app.handle(request, self._backends())
 
