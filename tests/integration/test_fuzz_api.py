@@ -138,11 +138,13 @@ def _checked(client: GatewayClient, route, case: dict) -> requests.Response:
     path = case["path"] + ("?" + urllib.parse.urlencode(case["query"]) if case["query"] else "")
     request_line = f"{route.method} /api/v1{path} HTTP/1.1\r\n"
     if len(request_line.encode()) > MAX_REQUEST_LINE:
-        # The web server refuses a request line this long itself, before the gateway sees it:
-        # a plain 414, without a request id or a problem body.
+        # The web server refuses a request line this long itself, before the gateway sees it
+        # (so no route's document applies): a 414 as problem details.
         response = client.session.request(route.method, client.base_url + "/api/v1" + path,
                                            data=case["body"], headers=headers, timeout=30)
         assert response.status_code == 414, (route.method, len(request_line))
+        assert response.headers["Content-Type"] == "application/problem+json"
+        assert response.json()["status"] == 414
         return response
     response = client.request(route.method, path, data=case["body"], headers=headers)
     assert response.status_code < 500, (route.method, path, response.status_code,

@@ -4,8 +4,12 @@ what a resource answers in `Allow` instead of a bare 405, and a request line too
 web server is refused as problem details like any other refusal."""
 from __future__ import annotations
 
+import json
+import socket
+
 import pytest
 import requests
+from eventlet.wsgi import MAX_REQUEST_LINE
 from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
 
@@ -78,3 +82,22 @@ def test_over_http_options_is_answered_by_the_gateway_not_refused_by_the_server(
     assert set(response.headers["Allow"].split(", ")) == {"GET", "HEAD", "OPTIONS"}
     assert response.headers["X-Content-Type-Options"] == "nosniff"
 
+
+def test_over_http_a_request_line_too_long_is_a_414_problem(gateway_url):
+    host, port = gateway_url.removeprefix("http://").split(":")
+    target = "/api/v1/customers?q=" + "x" * MAX_REQUEST_LINE
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        raw = b""
+        while chunk := sock.recv(65536):
+            raw += chunk
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, v in (h.split(":", 1) for h in header_lines)}
+    assert status_line.split(" ")[1] == "414"
+    assert headers["content-type"] == "application/problem+json"
+    assert headers["x-content-type-options"] == "nosniff"
+    problem = json.loads(body)
+    assert problem["status"] == 414 and problem["type"].endswith(":uri-too-long")
+    assert problem["instance"] == "/api/v1/customers" and problem["request_id"]
+    assert int(headers["content-length"]) == len(body)
