@@ -64,7 +64,7 @@ class Param:
             if any(len(v) > self.max_length for v in values):
                 raise _bad(self.name, f"at most {self.max_length} characters each")
             values = [v.strip() for v in values]
-            if self.pattern and not all(re.match(self.pattern, v) for v in values):
+            if self.pattern and not all(re.fullmatch(self.pattern, v) for v in values):
                 raise _bad(self.name, f"each must match {self.pattern}")
             return values or None
         raw = args.get(self.name)
@@ -105,7 +105,7 @@ class Param:
             return parsed.isoformat()
         if self.enum and raw not in self.enum:
             raise _bad(self.name, f"must be one of {', '.join(map(str, self.enum))}")
-        if self.pattern and not re.match(self.pattern, raw):
+        if self.pattern and not re.fullmatch(self.pattern, raw):
             raise _bad(self.name, f"must match {self.pattern}")
         return raw
 
@@ -215,7 +215,7 @@ class Router:
             raise Problem(404, f"no such resource: {request.path}") from None
         for name, value in values.items():
             pattern = PATH_PATTERNS.get(name)
-            if pattern and not re.match(pattern, value):
+            if pattern and not re.fullmatch(pattern, value):
                 raise Problem(400, f"path parameter {name} must match {pattern}",
                               kind="invalid-parameter", errors={name: [f"must match {pattern}"]})
         return self._by_endpoint[endpoint], values

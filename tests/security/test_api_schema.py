@@ -72,6 +72,7 @@ def test_every_cursor_documents_its_format():
     ("GET", "/api/v1/reminders?due_before=", "due_before"),
     ("GET", "/api/v1/reports?period=", "period"),
     ("GET", "/api/v1/customers?limit=", "limit"),
+    ("DELETE", "/api/v1/customers/c1/tags/vip%0A", "tag"),  # `$` matches before a newline
 ])
 def test_a_value_outside_the_document_is_refused_naming_the_field(app, method, path, field):
     response = answer(app, method, path)
