@@ -1,14 +1,15 @@
 """Tenancy, attacked: store B's key naming store A's ids.
 
-Two levels. customer_sync's repositories and use cases (customers, orders, notes, reminders),
-asked for store B, never find store A's records: the store filter of every lookup is what is
-tested, on the same in-memory database. Then the API: a route-table-driven walk in which store
+Two levels. customer_sync's repositories and use cases (customers, orders, notes, reminders)
+and loyalty's accounts, asked for store B, never find store A's records: the store filter of
+every lookup is what is tested, on the same in-memory database. Then the API: a route-table-driven walk in which store
 B's admin key names store A's customer, note, reminder, tag, group, template, segment, rule,
 workflow, bulk send, GDPR request and key, on every route that takes an id; each answers 404,
 B's lists show nothing of A's, and A's records read the same afterwards."""
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 
 import pytest
 
@@ -18,11 +19,15 @@ from services.customer_sync.reminders import Reminders
 from services.customer_sync.repository import CustomerSyncStorage
 from services.customer_sync.sync import CustomerSync
 from services.gateway.routes import build_routes
-from shared.errors import NotFound
+from services.loyalty.accounts import Accounts
+from services.loyalty.repository import LoyaltyStorage
+from shared.errors import NotFound, ServiceError
+from shared.events import build_event, contract
 from tests import payloads
 from tests.gateway_client import GatewayClient
 from tests.gateway_system import STORE, shop, system  # noqa: F401 - fixtures
 from tests.security.gateway_requests import body_of, ok, path_of, store_a_records
+from tests.support import Clock
 
 ROUTES = build_routes()
 STORE_A, STORE_B = "store-a", "store-b"
@@ -92,6 +97,27 @@ def test_customer_sync_use_cases_answer_not_found_across_stores(storage, store_a
     # and store A's records are as they were
     assert [n["text"] for n in notes.list(STORE_A, customer_id)] == ["prefers tea"]
     assert [r["status"] for r in reminders.list(STORE_A, customer_id)] == ["open"]
+
+
+def test_loyalty_accounts_keep_to_their_store(database):
+    """loyalty's accounts and ledger are keyed by store: store B asking for store A's customer
+    finds no account, no history, and cannot spend A's points."""
+    storage = LoyaltyStorage(database)
+    storage.ensure_indexes()
+    accounts = Accounts(storage, clock=Clock(datetime(2026, 6, 1, 12, tzinfo=timezone.utc)))
+    data = {**contract("order.placed").sample, "order_id": "1", "number": "1",
+            "customer_id": "c1", "total": {"amount": 4_990, "currency": "EUR"},
+            "total_refunded": {"amount": 0, "currency": "EUR"}}
+    accounts.apply_order_event(build_event("order.placed", store_id=STORE_A, data=data))
+    earned = accounts.account_view(STORE_A, "c1")["balance"]
+    assert earned > 0
+    assert storage.accounts.get(STORE_B, "c1") is None
+    assert storage.ledger.history(STORE_B, "c1", None, 10) == []
+    with pytest.raises(NotFound):
+        accounts.account_view(STORE_B, "c1")
+    with pytest.raises(ServiceError):  # nothing to redeem in B, whatever the refusal's kind
+        accounts.redeem(STORE_B, "c1", earned)
+    assert accounts.account_view(STORE_A, "c1")["balance"] == earned
 
 
 # -- the API, every route family ------------------------------------------------------------------
