@@ -25,7 +25,7 @@ from shared.errors import NotFound, ServiceError
 from shared.events import build_event, contract
 from tests import payloads
 from tests.gateway_client import GatewayClient
-from tests.gateway_system import STORE, shop, system  # noqa: F401 - fixtures
+from tests.gateway_system import shop, system  # noqa: F401 - fixtures
 from tests.security.gateway_requests import body_of, ok, path_of, store_a_records
 from tests.support import Clock
 
