@@ -144,6 +144,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("GATEWAY_RATE_LIMIT_PER_MINUTE", "600",
             "Requests a minute an API key may make, per gateway instance, unless the key sets "
             "its own limit; bursts may spend the whole minute's allowance at once."),
+    Setting("GATEWAY_AUTH_FAILURES_PER_MINUTE", "30",
+            "Failed API key checks a minute one client address may make, per gateway "
+            "instance; past that the address is answered 429 with Retry-After, before any key "
+            "is looked up, until it has waited. Behind a proxy every client has the proxy's "
+            "address. 0: no limit."),
     Setting("GATEWAY_KEY_CACHE_SECONDS", "30",
             "How long the gateway trusts an API key check. A revocation does not wait for it "
             "(every gateway drops the key on the `api_key.revoked` broadcast, and key "

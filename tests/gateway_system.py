@@ -89,8 +89,11 @@ def running_system(services, shop, notifications: dict | None = None,
                    TIMELINE_SWEEP_SECONDS="0.2")
     services.start(gdpr_service, GDPR_PROCESS_SECONDS="0.3", GDPR_RETRY_SECONDS="0.5")
     gateway_port = free_port()
+    # Tests send unknown keys from one address on purpose (tests/security/test_auth_throttle.py
+    # is where failed keys are throttled).
     services.start(GatewayService, WEB_SERVER_ADDRESS=f"127.0.0.1:{gateway_port}",
-                   GATEWAY_KEY_CACHE_SECONDS="0", GATEWAY_RPC_TIMEOUT_SECONDS="5")
+                   GATEWAY_KEY_CACHE_SECONDS="0", GATEWAY_RPC_TIMEOUT_SECONDS="5",
+                   GATEWAY_AUTH_FAILURES_PER_MINUTE="0")
     with ClusterRpcProxy({"AMQP_URI": services.amqp_uri}, timeout=30) as rpc:
         rpc.customer_sync.register_store({
             "store_id": STORE, "shop_url": shop.base_url, "webhook_secret": SECRET,

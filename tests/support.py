@@ -12,7 +12,11 @@ import requests
 from kombu import Connection, Exchange, Queue
 from nameko.containers import ServiceContainer
 
+from shared import metrics, mongo
 from shared.config import Config
+from shared.events import contract
+from shared.messaging.handlers import ReliableEventHandler
+from shared.outbox import OUTBOX_FIELD
 
 
 class BrokerAdmin:
@@ -231,3 +235,154 @@ class Clock:
 
     def __call__(self):
         return self.now
+
+
+def _counts_by_labels(metric, **match: str) -> dict[tuple, float]:
+    """A labelled counter's values in this process, by label values, for the labels matched."""
+    values: dict[tuple, float] = {}
+    for family in metric.collect():
+        for sample in family.samples:
+            if sample.name.endswith("_total") and all(
+                    sample.labels.get(k) == v for k, v in match.items()):
+                values[tuple(sorted(sample.labels.items()))] = sample.value
+    return values
+
+
+def settled_events(service: str, event_type: str) -> int:
+    """Deliveries of `event_type` that `service`'s handlers are finished with: applied, skipped
+    as already applied, or parked. A failed try or a deferral is not settled: it comes again."""
+    return int(sum(sum(_counts_by_labels(metric, service=service, event_type=event_type).values())
+                   for metric in (metrics.EVENTS_HANDLED, metrics.EVENTS_DUPLICATE,
+                                  metrics.EVENTS_PARKED)))
+
+
+def published_events(service: str) -> dict[str, int]:
+    """Events `service` has published from its outbox (confirmed by the broker), by type."""
+    return {dict(labels)["event_type"]: int(value) for labels, value in
+            _counts_by_labels(metrics.OUTBOX_PUBLISHED, service=service).items()}
+
+
+class EventBarrier:
+    """Where a test would sleep to let events "(not) do anything", it waits here instead.
+
+    Services under test run in the test's process, so their metrics are this process's. A
+    barrier notes one service's counts when made; `settled(event_type, n)` waits until n more
+    deliveries of that type are finished with (applied, skipped as duplicates, or parked), the
+    service's outbox holds nothing unpublished and, given the test's collector (listening to
+    all the service's events), until the collector holds every event the service published
+    since. `published()` then says how many that was. Nothing of those deliveries is to come."""
+
+    def __init__(self, services, service: str, events: "EventCollector | None" = None) -> None:
+        self.services = services
+        self.service = service
+        self.events = events
+        self.database = mongo.connect(services.mongo_uri)[f"companion_{service}"]
+        # Published and counted: the counter moves before the outbox entry is taken off.
+        self.outbox_drained()
+        self._settled_before: dict[str, int] = {}
+        self._published_before = published_events(service)
+        self._received_before = self._received()
+
+    def expect(self, *event_types: str) -> "EventBarrier":
+        """Note the counts of the event types to wait for, before publishing them."""
+        for event_type in event_types:
+            self._settled_before[event_type] = settled_events(self.service, event_type)
+        return self
+
+    def settled(self, event_type: str, count: int = 1, timeout: float = 20.0) -> None:
+        before = self._settled_before[event_type]
+        wait_until(lambda: settled_events(self.service, event_type) - before >= count,
+                   timeout=timeout,
+                   message=f"{count} {event_type} deliveries settled by {self.service}")
+        self.caught_up(timeout)
+
+    def caught_up(self, timeout: float = 20.0) -> None:
+        """Wait until the service has published all it owes and the collector holds it (for
+        work the test itself has seen finish: an RPC, a command that returned)."""
+        self.outbox_drained(timeout)
+        if self.events is not None:
+            wait_until(lambda: self._received() - self._received_before >= self.published(),
+                       timeout=timeout, message=f"every event {self.service} published received")
+
+    def outbox_drained(self, timeout: float = 20.0) -> None:
+        def drained() -> bool:
+            return all(self.database[name].count_documents(
+                {f"{OUTBOX_FIELD}.event_id": {"$exists": True}}) == 0
+                for name in self.database.list_collection_names())
+
+        wait_until(drained, timeout=timeout, message=f"{self.service}'s outbox published")
+
+    def published(self) -> int:
+        return sum(self.published_types().values())
+
+    def published_types(self) -> dict[str, int]:
+        """How many events of each type the service has published since the barrier was made."""
+        now = published_events(self.service)
+        return {t: n - self._published_before.get(t, 0) for t, n in now.items()
+                if n > self._published_before.get(t, 0)}
+
+    def _received(self) -> int:
+        if self.events is None:
+            return 0
+        with self.events._lock:
+            types = [e.get("event_type") for e in self.events.received]
+        return sum(1 for t in types if t and contract(t).source == self.service)
+
+
+def _event_counts() -> tuple[dict, dict]:
+    """(settled by (service, event type), published by (service, event type)) in this process."""
+    settled: dict[tuple[str, str], float] = {}
+    for metric in (metrics.EVENTS_HANDLED, metrics.EVENTS_DUPLICATE, metrics.EVENTS_PARKED):
+        for labels, value in _counts_by_labels(metric).items():
+            key = (dict(labels)["service"], dict(labels)["event_type"])
+            settled[key] = settled.get(key, 0) + value
+    published = {(dict(labels)["service"], dict(labels)["event_type"]): value
+                 for labels, value in _counts_by_labels(metrics.OUTBOX_PUBLISHED).items()}
+    return settled, published
+
+
+class SystemBarrier:
+    """The whole running system at rest: made before some work, `quiet()` waits until every
+    event any service published since has been settled by every running service that handles
+    its type, and no outbox holds anything unpublished (so nothing more is on its way). For
+    work that ripples through several services (a webhook: customer_sync, then segmentation
+    and loyalty, then notifications), where a test would otherwise sleep "to let it settle"."""
+
+    def __init__(self, services) -> None:
+        self.services = services
+        self._settled, self._published = _event_counts()
+
+    def _handlers(self) -> set[tuple[str, str, str]]:
+        """(consuming service, source service, event type) of every running reliable handler;
+        several instances of a service share one queue, so they count once."""
+        return {(container.service_name, entrypoint.source_service, entrypoint.event_type)
+                for container in self.services.containers
+                for entrypoint in container.entrypoints
+                if isinstance(entrypoint, ReliableEventHandler)}
+
+    def quiet(self, timeout: float = 30.0) -> None:
+        client = mongo.connect(self.services.mongo_uri)
+        names = {container.service_name for container in self.services.containers}
+
+        def at_rest() -> bool:
+            # Counts, outboxes, counts again: a handler finishing in between moves the counts,
+            # and one finished before the first read has its owed events in an outbox.
+            counts = _event_counts()
+            for name in names:
+                database = client[f"companion_{name}"]
+                if any(database[c].count_documents({f"{OUTBOX_FIELD}.event_id": {"$exists": True}})
+                       for c in database.list_collection_names()):
+                    return False
+            if _event_counts() != counts:
+                return False
+            settled, published = counts
+            for service, source, event_type in self._handlers():
+                sent = published.get((source, event_type), 0) - self._published.get(
+                    (source, event_type), 0)
+                done = settled.get((service, event_type), 0) - self._settled.get(
+                    (service, event_type), 0)
+                if done < sent:
+                    return False
+            return True
+
+        wait_until(at_rest, timeout=timeout, message="the system at rest")

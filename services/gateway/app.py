@@ -12,9 +12,9 @@ from typing import Any
 from werkzeug.wrappers import Request, Response
 
 from shared import metrics
-from services.gateway.auth import Authenticator
+from services.gateway.auth import Authenticator, presented_key
 from services.gateway.problems import Problem, problem_response
-from services.gateway.ratelimit import RateLimiter
+from services.gateway.ratelimit import FailureThrottle, RateLimiter
 from services.gateway.routing import Context, Reply, Router, parse_json_body
 from shared.logs import log_context
 
@@ -48,13 +48,32 @@ def lookup_key(backends: Any, key: str) -> dict | None:
 class GatewayApp:
     def __init__(self, router: Router, authenticator: Authenticator, limiter: RateLimiter,
                  max_body_bytes: int, max_import_bytes: int | None = None,
-                 settings: Any = None) -> None:
+                 settings: Any = None, auth_failures: FailureThrottle | None = None) -> None:
         self.router = router
         self.authenticator = authenticator
         self.limiter = limiter
+        self.auth_failures = auth_failures or FailureThrottle(0)
         self.max_body_bytes = max_body_bytes
         self.max_import_bytes = max_import_bytes or max_body_bytes
         self.settings = settings
+
+    def _authenticate(self, request: Request, backends: Any, uncached: bool = False) -> Any:
+        """The caller, with failures counted against the client's address: one that failed
+        too often is refused before its next key costs a lookup."""
+        address = request.remote_addr or "-"
+        wait = self.auth_failures.wait_seconds(address)
+        if wait:
+            raise Problem(429, "too many failed authentications from this address; wait "
+                               f"{wait} s", kind="too-many-failed-authentications",
+                          headers={"Retry-After": str(wait)})
+        try:
+            return self.authenticator.caller(request.headers,
+                                             lambda key: lookup_key(backends, key),
+                                             uncached=uncached)
+        except Problem as problem:
+            if problem.status == 401 and presented_key(request.headers) is not None:
+                self.auth_failures.failed(address)  # a key was looked up, and failed
+            raise
 
     def handle(self, request: Request, backends: Any) -> Response:
         started = time.monotonic()
@@ -66,9 +85,7 @@ class GatewayApp:
             route, path_values = self.router.match(request)
             route_name = route.endpoint
             if route.scope is not None:
-                caller = self.authenticator.caller(request.headers,
-                                                   lambda key: lookup_key(backends, key),
-                                                   uncached=route.uncached_key)
+                caller = self._authenticate(request, backends, uncached=route.uncached_key)
                 decision = self.limiter.check(caller.key_id, caller.rate_limit_per_minute)
                 headers["RateLimit-Limit"] = str(decision.limit)
                 headers["RateLimit-Remaining"] = str(decision.remaining)
@@ -101,6 +118,8 @@ class GatewayApp:
         for name, value in headers.items():
             response.headers.setdefault(name, value)
         response.headers["X-Request-Id"] = request_id
+        # Every answer is JSON or CSV as labelled: a browser must not guess it is HTML.
+        response.headers["X-Content-Type-Options"] = "nosniff"
         metrics.observe_api_request(route_name if route_name != "-" else "unmatched",
                                     response.status_code, time.monotonic() - started)
         log.info("%s %s -> %s in %.1f ms (%s, request %s)", request.method, request.path,

@@ -3,15 +3,16 @@ Schema 2020-12, the same dialect the gateway validates bodies with)."""
 from __future__ import annotations
 
 from services.gateway import schemas as s
-from services.gateway.routing import Route
+from services.gateway.routing import PATH_PATTERNS, Route
 
 _SCOPE_TEXT = {"read": "read", "write": "write (includes read)", "gdpr": "gdpr",
                "admin": "admin (includes every scope)"}
 
 
 def _parameters(route: Route) -> list[dict]:
-    params = [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-              for name in route.path_params]
+    params = [{"name": name, "in": "path", "required": True, "schema": {
+        "type": "string", **({"pattern": PATH_PATTERNS[name]} if name in PATH_PATTERNS else {})}}
+        for name in route.path_params]
     for p in route.query:
         entry = {"name": p.name, "in": "query", "required": False, "description": p.description,
                  "schema": p.schema()}

@@ -5,9 +5,8 @@ import json
 
 from werkzeug.wrappers import Response
 
-# A URN, not a web address: there is no page to fetch, and RFC 7807 asks only for a URI that
-# names the kind of problem.
-PROBLEM_TYPE_BASE = "urn:woo-companion:problem:"
+from shared.web import PROBLEM_TYPE_BASE
+
 _TITLES = {
     400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found",
     405: "Method not allowed", 409: "Conflict", 413: "Payload too large",

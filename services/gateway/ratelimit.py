@@ -41,9 +41,42 @@ class RateLimiter:
         self._store(key, tokens, now)
         return Decision(False, limit, 0, max(1, math.ceil((1.0 - tokens) / rate)))
 
+    def peek(self, key: str, per_minute: int | None = None) -> Decision:
+        """Whether `check` would allow now, without spending anything."""
+        limit = per_minute or self.default_per_minute
+        rate = limit / 60.0
+        now = self.clock()
+        tokens, at = self._buckets.get(key, (float(limit), now))
+        tokens = min(float(limit), tokens + (now - at) * rate)
+        if tokens >= 1.0:
+            return Decision(True, limit, int(tokens), 0)
+        return Decision(False, limit, 0, max(1, math.ceil((1.0 - tokens) / rate)))
+
     def _store(self, key: str, tokens: float, now: float) -> None:
         if key not in self._buckets and len(self._buckets) >= self.max_keys:
             # Forget the fullest buckets' owners first would cost a sort; forgetting the
             # oldest entry is enough to bound memory (a forgotten key starts full again).
             self._buckets.pop(next(iter(self._buckets)))
         self._buckets[key] = (tokens, now)
+
+
+class FailureThrottle:
+    """Failed authentications per client address. Each failure cost a key lookup (an RPC to
+    customer_sync), so distinct bad keys ran as fast as a client could send them: an address
+    whose failures spent its bucket is refused before its next lookup until it refills.
+    `per_minute` 0 turns it off."""
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic,
+                 max_addresses: int = 100_000) -> None:
+        self.per_minute = per_minute
+        self._buckets = RateLimiter(max(1, per_minute), clock, max_addresses)
+
+    def wait_seconds(self, address: str) -> int:
+        """0 when the address may try a key now; otherwise how long it must wait."""
+        if self.per_minute <= 0:
+            return 0
+        return self._buckets.peek(address).retry_after
+
+    def failed(self, address: str) -> None:
+        if self.per_minute > 0:
+            self._buckets.check(address)

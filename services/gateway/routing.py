@@ -16,6 +16,13 @@ from werkzeug.wrappers import Request, Response
 from services.gateway.problems import Problem
 
 API_PREFIX = "/api/v1"
+# A tag's, group's or template's name, as segmentation and notifications take it.
+SLUG_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+# Every list's next_cursor: URL-safe base64 (a ledger's is digits, a subset), opaque to callers.
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]+={0,2}$"
+# Path parameters with a format of their own: documented, and checked before any service is
+# asked, so that a value the document allows is never refused for its shape.
+PATH_PATTERNS = {"tag": SLUG_PATTERN, "group": SLUG_PATTERN, "slug": SLUG_PATTERN}
 
 
 @dataclass
@@ -30,11 +37,14 @@ class Param:
     minimum: int | None = None
     maximum: int | None = None
     max_length: int = 200
+    pattern: str | None = None  # a string's (or each list item's) regular expression
 
     def schema(self) -> dict:
+        shape = {"pattern": self.pattern} if self.pattern else {}
         if self.kind == "list":
-            return {"type": "array", "items": {"type": "string", "maxLength": self.max_length}}
-        base = {"string": {"type": "string", "maxLength": self.max_length},
+            return {"type": "array",
+                    "items": {"type": "string", "maxLength": self.max_length, **shape}}
+        base = {"string": {"type": "string", "maxLength": self.max_length, **shape},
                 "integer": {"type": "integer"}, "boolean": {"type": "boolean"},
                 "date-time": {"type": "string", "format": "date-time"}}[self.kind]
         base = dict(base)
@@ -53,10 +63,19 @@ class Param:
             values = [v for raw in args.getlist(self.name) for v in raw.split(",") if v.strip()]
             if any(len(v) > self.max_length for v in values):
                 raise _bad(self.name, f"at most {self.max_length} characters each")
-            return [v.strip() for v in values] or None
+            values = [v.strip() for v in values]
+            if self.pattern and not all(re.fullmatch(self.pattern, v) for v in values):
+                raise _bad(self.name, f"each must match {self.pattern}")
+            return values or None
         raw = args.get(self.name)
-        if raw is None or raw == "":
+        if raw is None:
             return self.default
+        if raw == "":
+            # An empty free-text value is no filter; for a number, a flag, a time or a choice
+            # it is no value at all, and saying so beats silently using the default.
+            if self.kind == "string" and not self.enum and not self.pattern:
+                return self.default
+            raise _bad(self.name, "must not be empty")
         if self.kind == "integer":
             try:
                 value = int(raw)
@@ -86,6 +105,8 @@ class Param:
             return parsed.isoformat()
         if self.enum and raw not in self.enum:
             raise _bad(self.name, f"must be one of {', '.join(map(str, self.enum))}")
+        if self.pattern and not re.fullmatch(self.pattern, raw):
+            raise _bad(self.name, f"must match {self.pattern}")
         return raw
 
 
@@ -183,8 +204,12 @@ class Router:
 
         adapter = self.map.bind_to_environ(request.environ)
         try:
+            if request.method == "OPTIONS":
+                adapter.match(method="OPTIONS")  # no route takes it: answers what the path does
             endpoint, values = adapter.match(method=request.method)
         except MethodNotAllowed as exc:
+            if request.method == "OPTIONS":
+                return _options_route(sorted(set(exc.valid_methods or []) | {"OPTIONS"})), {}
             allowed = ", ".join(sorted(exc.valid_methods or []))
             raise Problem(405, f"{request.method} is not allowed here; allowed: {allowed}",
                           headers={"Allow": allowed}) from None
@@ -192,7 +217,21 @@ class Router:
             # A redirect would be werkzeug tidying the path (an empty segment, "//", found by
             # fuzzing: it escaped as a 500); an API path is either exact or not found.
             raise Problem(404, f"no such resource: {request.path}") from None
+        for name, value in values.items():
+            pattern = PATH_PATTERNS.get(name)
+            if pattern and not re.fullmatch(pattern, value):
+                raise Problem(400, f"path parameter {name} must match {pattern}",
+                              kind="invalid-parameter", errors={name: [f"must match {pattern}"]})
         return self._by_endpoint[endpoint], values
+
+
+def _options_route(allowed: list[str]) -> Route:
+    """OPTIONS on a resource: which methods it answers, to anyone, with nothing else done (one
+    route for every path, so the request metrics get one label for it)."""
+    def answer(ctx: Context) -> Response:  # noqa: ARG001 - the same for every caller
+        return Response(status=204, headers={"Allow": ", ".join(allowed)})
+
+    return Route("OPTIONS", "/*", answer, "What this resource answers", "meta", scope=None)
 
 
 def parse_json_body(route: Route, request: Request, max_bytes: int) -> Any:

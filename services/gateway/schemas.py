@@ -5,6 +5,7 @@ client must ignore what it does not know. What is listed as required is promised
 from __future__ import annotations
 
 from services.gateway.auth import SCOPES
+from services.gateway.routing import SLUG_PATTERN
 
 STRING = {"type": "string"}
 NULLABLE_STRING = {"type": ["string", "null"]}
@@ -14,6 +15,8 @@ INTEGER = {"type": "integer"}
 BOOLEAN = {"type": "boolean"}
 ANY_OBJECT = {"type": "object"}
 CURSOR = {"type": ["string", "null"], "description": "pass as `cursor` for the next page"}
+SLUG = {"type": "string", "pattern": SLUG_PATTERN,
+        "description": "lower-case letters, digits, _ and -, starting with a letter or digit"}
 
 
 def obj(required: dict, optional: dict | None = None, **extra) -> dict:

@@ -10,7 +10,7 @@ from services.gateway.app import GatewayApp
 from services.gateway.auth import Authenticator
 from services.gateway.backends import Backends
 from services.gateway.console.app import ConsoleApp
-from services.gateway.ratelimit import RateLimiter
+from services.gateway.ratelimit import FailureThrottle, RateLimiter
 from services.gateway.routes import build_routes
 from services.gateway.routing import Router
 from shared.config import from_nameko
@@ -34,7 +34,8 @@ class GatewayAppProvider(DependencyProvider):
             Router(build_routes()), Authenticator(config.float("GATEWAY_KEY_CACHE_SECONDS")),
             RateLimiter(config.int("GATEWAY_RATE_LIMIT_PER_MINUTE")),
             max_body_bytes=config.int("GATEWAY_MAX_BODY_BYTES"),
-            max_import_bytes=config.int("GATEWAY_MAX_IMPORT_BYTES"), settings=config)
+            max_import_bytes=config.int("GATEWAY_MAX_IMPORT_BYTES"), settings=config,
+            auth_failures=FailureThrottle(config.int("GATEWAY_AUTH_FAILURES_PER_MINUTE")))
         # The admin console: a client of this same app, so the same routes, scopes and limits.
         self.console = ConsoleApp(self.app, config)
 
@@ -52,7 +53,7 @@ class GatewayService:
     gdpr = RpcProxy("gdpr")
     gateway = GatewayAppProvider()
 
-    @http("GET,POST,PUT,PATCH,DELETE", "/api/v1/<path:rest>")
+    @http("GET,POST,PUT,PATCH,DELETE,OPTIONS", "/api/v1/<path:rest>")
     def api(self, request: Request, rest: str) -> Response:  # noqa: ARG002 - routed by the app
         return self.gateway.app.handle(request, self._backends())
 

@@ -4,8 +4,6 @@ by name (so a clean console page means something). The console's own pages are c
 where the other browser tests open them."""
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from tests.browser.accessibility import assert_accessible, axe_missing
@@ -18,9 +16,7 @@ BROKEN = ("data:text/html,<!doctype html><html lang=en><title>broken</title><mai
 def test_axe_core_finds_a_missing_label_and_poor_contrast(browser):
     reason = axe_missing()
     if reason:
-        if os.environ.get("CONSOLE_BROWSER_REQUIRED") == "1":
-            pytest.fail(reason)
-        pytest.skip(reason)
+        pytest.fail(reason)
     browser.get(BROKEN)
     with pytest.raises(AssertionError) as failed:
         assert_accessible(browser, "broken page")
@@ -30,3 +26,17 @@ def test_axe_core_finds_a_missing_label_and_poor_contrast(browser):
     assert "at 1280 px" in report and "at 375 px" in report
     reflow = report.split("reflow:")
     assert len(reflow) == 2 and "div#wide" in reflow[1]  # at the phone width only
+
+
+def test_a_page_is_never_passed_unchecked_when_axe_core_is_missing(monkeypatch, tmp_path):
+    """Without axe-core the check fails, wherever it runs: a warning let every console page
+    pass unchecked on a machine that had a browser but not the engine. No browser is needed to
+    show it: the check refuses before it touches the page."""
+    from tests.browser import accessibility
+
+    monkeypatch.setattr(accessibility, "AXE_JS", tmp_path / "axe.min.js")
+    monkeypatch.delenv("CONSOLE_BROWSER_REQUIRED", raising=False)
+    with pytest.raises(pytest.fail.Exception) as failed:
+        assert_accessible(object(), "the customers page")
+    assert "axe-core is not installed" in str(failed.value)
+    assert "the customers page" in str(failed.value)

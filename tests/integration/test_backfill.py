@@ -5,7 +5,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from services.customer_sync.woo_client import WooClient
 from shared import mongo
 from shared.outbox import OUTBOX_FIELD
 from tests.fakes.woo_shop import FakeWooShop
-from tests.support import wait_until
+from tests.support import EventBarrier, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -171,27 +170,29 @@ def test_cli_backfill_after_webhooks_publishes_nothing_new(services, events, sma
                    sum(1 for o in list(shop.orders.values())[:5] if o["status"] in PLACED_ON_FIRST_SIGHT),
                    message="webhook orders published")
         env = {**os.environ, "AMQP_URI": services.amqp_uri}
+        barrier = EventBarrier(services, "customer_sync", events)
         cli = subprocess.run([sys.executable, "-m", "shared.cli", "backfill", "--store", "small"],
                              capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
         assert cli.returncode == 0, cli.stderr
         assert "completed" in cli.stdout and "customers: created" in cli.stdout
         assert "page" in cli.stderr  # progress was shown
         placed = sum(1 for o in shop.orders.values() if o["status"] in PLACED_ON_FIRST_SIGHT)
-        events.wait_for(lambda got: sum(e["event_type"] == "order.placed" for e in got) >= placed)
-        time.sleep(1.0)
+        barrier.caught_up()  # the run has returned: all it published is here
+        assert barrier.published() >= placed
         counts = {t: len(events.of_type(t)) for t in ("order.placed", "customer.created")}
         assert counts["order.placed"] == placed
         ids = [e["event_id"] for e in events.received]
         assert len(ids) == len(set(ids))  # nothing published twice
         # A second run publishes nothing new.
         before = len(events.received)
+        barrier = EventBarrier(services, "customer_sync", events)
         cli = subprocess.run([sys.executable, "-m", "shared.cli", "--json", "backfill",
                               "--store", "small"],
                              capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
         assert cli.returncode == 0, cli.stderr
         assert set(json.loads(cli.stdout)["outcomes"]) == {"unchanged"}
-        time.sleep(1.0)
-        assert len(events.received) == before
+        barrier.caught_up()
+        assert barrier.published() == 0 and len(events.received) == before
 
 
 def test_reconciliation_recovers_missed_orders_and_reports_disabled_webhooks(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import time
 import uuid
 from dataclasses import replace
 
@@ -21,7 +20,7 @@ from shared.messaging.parking import ParkedMessages
 from shared.messaging.queues import TypedQueuesContainer
 from tests.integration.test_reliable_handler import Behaviour, FlakyService, deleted_event
 from tests.integration.test_reliable_handler import database as flaky_database
-from tests.support import EventCollector, ServiceHarness, publish, vhost_of, wait_until
+from tests.support import EventBarrier, EventCollector, ServiceHarness, publish, vhost_of, wait_until
 
 MANAGEMENT_URL = os.environ.get("RABBIT_MANAGEMENT_URL", "http://guest:guest@127.0.0.1:15672")
 AMQP_HOST = os.environ.get("RABBIT_AMQP_HOST", "127.0.0.1:5672")
@@ -232,9 +231,10 @@ def test_retries_and_parking_under_a_restricted_user(flaky_users, amqp_uri, mong
         assert types["evt-customer_sync-customer.deleted--flaky.on_customer_deleted"] == queue_type
 
         Behaviour.always_fail = False
+        barrier = EventBarrier(harness, "flaky").expect("customer.deleted")
         assert len(operator.replay("flaky")) == 1  # the operator may publish to the queue
-        wait_until(lambda: db.applied.count_documents({}) == 2, timeout=20, message="replayed")
-        time.sleep(0.3)
+        barrier.settled("customer.deleted")  # the replayed message applied and acknowledged
+        assert db.applied.count_documents({}) == 2
         assert operator.list("flaky") == []
     finally:
         harness.stop_all()

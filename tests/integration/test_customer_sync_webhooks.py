@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 
 import pytest
 import requests
@@ -14,7 +13,7 @@ from services.customer_sync.signature import sign
 from shared import mongo
 from shared.errors import NotFound, ValidationError
 from tests import payloads
-from tests.support import vhost_of, wait_until
+from tests.support import EventBarrier, vhost_of, wait_until
 
 SECRET = "whsec-test-1234"
 STORE = {"store_id": "shop1", "shop_url": "https://shop.example", "webhook_secret": SECRET,
@@ -69,11 +68,15 @@ def test_signed_customer_webhook_becomes_a_customer_and_an_event(services, runni
 def test_duplicates_and_out_of_order_deliveries(services, running, rpc, events):
     newer = payloads.order(7, status="completed", modified="2026-03-03T00:00:00")
     older = payloads.order(7, status="processing", modified="2026-03-02T10:00:00")
+    barrier = EventBarrier(services, "customer_sync", events)
     assert post(services, "order.updated", newer).json()["status"] == "accepted"
     assert post(services, "order.updated", newer).json()["status"] == "duplicate"
     assert post(services, "order.created", older).status_code == 200
-    events.wait_for(lambda got: any(e["event_type"] == "order.placed" for e in got))
-    time.sleep(1.0)  # let the older delivery be applied (and dropped)
+    # Barrier: every delivery applied (the older one dropped), and what they published here.
+    inbox = mongo.connect(services.mongo_uri)["companion_customer_sync"]["webhook_inbox"]
+    wait_until(lambda: inbox.count_documents({"status": {"$in": ["pending", "processing"]}}) == 0,
+               message="the deliveries applied")
+    barrier.caught_up()
     order_events = [e for e in events.received if e["event_type"].startswith("order.")]
     assert [e["event_type"] for e in order_events] == ["order.placed"]
     assert order_events[0]["data"]["status"] == "completed"

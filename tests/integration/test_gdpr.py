@@ -15,9 +15,10 @@ from services.gdpr.service import GdprService
 from services.loyalty.service import LoyaltyService
 from services.notifications.service import NotificationsService
 from services.segmentation.service import SegmentationService
+from shared import mongo
 from shared.errors import Conflict
 from tests import payloads
-from tests.support import free_port, wait_until
+from tests.support import EventBarrier, free_port, wait_until
 
 STORE = "gd"
 SECRET = "whsec-gdpr-12345"
@@ -166,12 +167,23 @@ def test_an_erasure_leaves_no_trace_waits_for_a_service_that_was_down_and_stays_
     assert all(".requests:" in t and "ada@acme.example" in t
                for t in every_trace(services, PERSON) if t.startswith("companion_gdpr."))
     # The shop sends the person again (a late webhook, a backfill): nothing personal returns.
+    barrier = EventBarrier(services, "customer_sync")
+    consumers = [EventBarrier(services, name).expect("order.updated")
+                 for name in ("segmentation", "loyalty")]
     post(services, "customer.updated", {**payloads.customer(woo_id=42, email="ada@acme.example"),
                                         "date_modified_gmt": recent(0)})
     post(services, "order.updated", payloads.order(901, customer_id=42, date_created_gmt=recent(2),
                                                    modified=recent(0), status="completed"))
-    import time
-    time.sleep(2.0)
+    # Barrier: both deliveries applied (or dropped) by customer_sync, what it published from
+    # them (the order's change, anonymised) applied by the services that listen to it.
+    inbox = mongo.connect(services.mongo_uri)["companion_customer_sync"]["webhook_inbox"]
+    wait_until(lambda: inbox.count_documents({"status": {"$in": ["pending", "processing"]}}) == 0,
+               message="the late deliveries applied")
+    barrier.caught_up()
+    published = barrier.published_types()
+    assert set(published) <= {"order.updated"}, published
+    for consumer in consumers:
+        consumer.settled("order.updated", published.get("order.updated", 0))
     traces = [t for t in every_trace(services, PERSON) if not t.startswith("companion_gdpr.")]
     assert traces == []
 

@@ -2,7 +2,6 @@
 RPC requests at once, points and tier events out."""
 from __future__ import annotations
 
-import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -11,7 +10,7 @@ from nameko.standalone.rpc import ClusterRpcProxy
 from services.loyalty.service import LoyaltyService
 from shared.errors import Conflict, NotFound
 from shared.events import build_event, contract
-from tests.support import publish, wait_until
+from tests.support import EventBarrier, publish, wait_until
 
 STORE = "loy"
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
@@ -57,8 +56,13 @@ def test_redelivered_and_out_of_order_events_award_once(services, rpc, events):
                       at=NOW - timedelta(minutes=30))
     publish(services.amqp_uri, refunded)  # the latest state first
     events.wait_for(lambda got: len(points_events(events, "c-ooo")) >= 2)
+    barrier = EventBarrier(services, "loyalty", events).expect(
+        "order.placed", "order.updated", "order.refunded")
     publish(services.amqp_uri, placed, completed, placed, refunded)  # late, and twice
-    time.sleep(2.0)
+    barrier.settled("order.placed", 2)
+    barrier.settled("order.updated")
+    barrier.settled("order.refunded")
+    assert barrier.published() == 0
     # One earn and one reversal, whatever the deliveries (their order on the wire is not
     # asserted: a consumer orders them by their ledger balance, not by arrival).
     assert sorted(points_events(events, "c-ooo")) == [("earn", 1_000, 1_000), ("reverse", -250, 750)]

@@ -12,7 +12,7 @@ from services.notifications.service import NotificationsService
 from shared.events import build_event, contract
 from tests.fakes.smtp_server import SmtpServer
 from tests.fakes.twilio_api import FakeTwilio
-from tests.support import free_port, publish, wait_until
+from tests.support import EventBarrier, free_port, publish, wait_until
 
 STORE = "nt"
 PHONE = "+447700900123"
@@ -98,6 +98,7 @@ def test_a_tag_sends_an_email_after_the_delay_once_even_when_redelivered(
     publish(services.amqp_uri, customer("c1", "ada@example.com"), consent("c1", "email_marketing"))
     known(rpc, "c1")
     trigger = tagged("c1", "abandoned-cart")
+    barrier = EventBarrier(services, "notifications").expect("customer.tagged")
     started = time.monotonic()
     publish(services.amqp_uri, trigger, trigger)  # delivered twice
     [mail] = smtp.wait_for(1, timeout=15)
@@ -106,10 +107,13 @@ def test_a_tag_sends_an_email_after_the_delay_once_even_when_redelivered(
     assert mail["Subject"] == "Ada, your cart is waiting"
     assert "Tea &amp; Co" in mail.get_body(("html",)).get_content()
     assert "Tea & Co" in mail.get_body(("plain",)).get_content()
-    time.sleep(1.5)
+    # Both deliveries handled, and the log holds every send they made, each finished: no
+    # second message is still to come.
+    barrier.settled("customer.tagged", 2)
+    wait_until(lambda: [e["status"] for e in rpc.notifications.send_log(STORE, "c1")] == ["sent"])
     assert smtp.received == 1
     [entry] = rpc.notifications.send_log(STORE, "c1")
-    assert entry["status"] == "sent" and [a["outcome"] for a in entry["attempts"]] == ["sent"]
+    assert [a["outcome"] for a in entry["attempts"]] == ["sent"]
 
 
 def test_removing_the_tag_before_the_delay_cancels(services, smtp, twilio, rpc):
@@ -117,8 +121,9 @@ def test_removing_the_tag_before_the_delay_cancels(services, smtp, twilio, rpc):
     rpc.notifications.save_workflow(STORE, CART)
     publish(services.amqp_uri, customer("c2", "bo@example.com"), consent("c2", "email_marketing"))
     known(rpc, "c2")
+    barrier = EventBarrier(services, "notifications").expect("customer.tagged")
     publish(services.amqp_uri, tagged("c2", "abandoned-cart"))
-    time.sleep(0.5)
+    barrier.settled("customer.tagged")  # the send is scheduled before the tag goes
     publish(services.amqp_uri, tagged("c2", "abandoned-cart", untag=True))
     wait_until(lambda: [e["status"] for e in rpc.notifications.send_log(STORE, "c2")] == ["cancelled"],
                timeout=15)
@@ -145,9 +150,15 @@ def test_no_consent_no_marketing_but_transactional_goes(services, smtp, twilio, 
     publish(services.amqp_uri, event("order.placed", order))
     [mail] = smtp.wait_for(1, timeout=15)
     assert mail["Subject"].startswith("Welcome to")
+    wait_until(lambda: sorted(e["status"] for e in rpc.notifications.send_log(STORE, "c3"))
+               == ["refused", "sent"])
+    barrier = EventBarrier(services, "notifications").expect("order.placed")
     publish(services.amqp_uri, event("order.placed", {**order, "order_id": "78", "number": "78"}))
-    time.sleep(1.5)
-    assert smtp.received == 1  # only the first order triggers
+    barrier.settled("order.placed")
+    # only the first order triggers: the second made no send at all
+    assert sorted(e["status"] for e in rpc.notifications.send_log(STORE, "c3")) == [
+        "refused", "sent"]
+    assert smtp.received == 1
 
 
 def test_two_instances_send_once(services, smtp, twilio, rpc):
@@ -160,9 +171,12 @@ def test_two_instances_send_once(services, smtp, twilio, rpc):
     wait_until(lambda: all(
         (rpc.notifications.export_customer(STORE, f"m{n}")["contact"].get("consent") or {})
         .get("email_marketing") for n in range(20)), timeout=20)
+    barrier = EventBarrier(services, "notifications").expect("customer.tagged")
     publish(services.amqp_uri, *[tagged(f"m{n}", "abandoned-cart") for n in range(20)])
     smtp.wait_for(20, timeout=20)
-    time.sleep(1.5)
+    barrier.settled("customer.tagged", 20)
+    wait_until(lambda: all([e["status"] for e in rpc.notifications.send_log(STORE, f"m{n}")]
+                           == ["sent"] for n in range(20)), timeout=20)
     assert smtp.received == 20
     assert sorted(m["To"] for m in smtp.messages) == sorted(f"m{n}@example.com" for n in range(20))
 

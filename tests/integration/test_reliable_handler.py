@@ -1,7 +1,6 @@
 """The shared event handler on the real broker: retries, parking, replay, idempotency."""
 from __future__ import annotations
 
-import time
 
 import pytest
 from pymongo.database import Database
@@ -11,7 +10,7 @@ from shared.messaging.handlers import event_handler
 from shared.messaging.parking import ParkedMessages
 from shared.messaging.publisher import ConfirmingPublisher, OutgoingMessage, events_exchange
 from shared.mongo import MongoStorage
-from tests.support import wait_until
+from tests.support import EventBarrier, wait_until
 
 
 class Effects:
@@ -76,10 +75,11 @@ def test_handler_that_fails_twice_then_succeeds_applies_once(services, amqp_uri)
     Behaviour.fail_first = 2
     services.start(FlakyService)
     event = deleted_event()
+    barrier = EventBarrier(services, "flaky").expect("customer.deleted")
     publish(amqp_uri, event)
     db = database(services)
-    wait_until(lambda: db.applied.count_documents({}) == 1, message="event applied")
-    time.sleep(0.5)  # any stray redelivery would show up here
+    # Settled once: its two retries came back and were taken, and no delivery is left to come.
+    barrier.settled("customer.deleted")
     assert db.applied.count_documents({"event_id": event["event_id"]}) == 1
     assert [a["try"] for a in db.attempts.find().sort("try")] == [1, 2, 3]
 
@@ -111,8 +111,9 @@ def test_always_failing_handler_parks_with_error_and_replay_applies_once(service
     assert parking.list("flaky") == []
 
     # The same event arriving again (a publisher's re-send) is not applied twice.
+    barrier = EventBarrier(services, "flaky").expect("customer.deleted")
     publish(amqp_uri, event)
-    time.sleep(0.5)
+    barrier.settled("customer.deleted")
     assert db.applied.count_documents({}) == 1
     assert db.attempts.count_documents({}) == 4
 
@@ -120,10 +121,10 @@ def test_always_failing_handler_parks_with_error_and_replay_applies_once(service
 def test_duplicate_deliveries_apply_once(services, amqp_uri):
     services.start(FlakyService)
     event = deleted_event("c-dup")
+    barrier = EventBarrier(services, "flaky").expect("customer.deleted")
     publish(amqp_uri, event, event, event)
     db = database(services)
-    wait_until(lambda: db.applied.count_documents({}) == 1, message="event applied")
-    time.sleep(0.5)
+    barrier.settled("customer.deleted", 3)  # applied once, skipped twice
     assert db.applied.count_documents({}) == 1
 
 

@@ -13,7 +13,7 @@ from services.customer_sync.signature import sign
 from services.segmentation.service import SegmentationService
 from shared.errors import ValidationError
 from tests import payloads
-from tests.support import wait_until
+from tests.support import EventBarrier, wait_until
 
 SECRET = "whsec-seg-12345"
 
@@ -65,11 +65,12 @@ def test_order_events_make_a_new_customer_and_redelivery_publishes_nothing(servi
     assert export["service"] == "segmentation" and [o["order_id"] for o in export["orders"]] == ["501"]
     json.dumps(export)
     before = len(events.received)
+    barrier = EventBarrier(services, "segmentation", events).expect("order.updated")
     post(services, "order.updated", {**order, "status": "completed",
                                      "date_modified_gmt": recent(0)})
-    time.sleep(1.5)
+    barrier.settled("order.updated")
     # A status change that changes no segment, tag or group publishes nothing here.
-    assert len(events.received) == before
+    assert barrier.published() == 0 and len(events.received) == before
 
 
 def test_manual_tags_and_rules_publish_their_changes_once(services, system, events):
@@ -90,11 +91,10 @@ def test_manual_tags_and_rules_publish_their_changes_once(services, system, even
     [tagged] = [e for e in got if e["event_type"] == "customer.tagged"]
     assert tagged["data"]["tag"] == "big-spender" and tagged["data"]["source"] == "rule"
     customer_id = tagged["data"]["customer_id"]
+    barrier = EventBarrier(services, "segmentation", events)
     rpc.segmentation.tag("seg", customer_id, ["gift"], actor="ops@shop.example")
     rpc.segmentation.tag("seg", customer_id, ["gift"], actor="ops@shop.example")  # no change
-    got = events.wait_for(lambda got: any(e["event_type"] == "customer.tagged"
-                                          and e["data"]["tag"] == "gift" for e in got))
-    time.sleep(1.0)
+    barrier.caught_up()  # both calls have returned: what they published is here
     gift = [e for e in events.received if e["event_type"] == "customer.tagged"
             and e["data"]["tag"] == "gift"]
     assert len(gift) == 1 and gift[0]["data"]["source"] == "manual"
@@ -134,13 +134,14 @@ def test_groups_are_data_and_membership_publishes_once(services, system, events)
                                           for e in got))
     customer_id = next(e for e in got if e["event_type"] == "customer.segment_changed")["data"][
         "customer_id"]
+    barrier = EventBarrier(services, "segmentation", events)
     first = rpc.segmentation.add_to_group("seg", [customer_id], "wholesale", actor="ops")
     again = rpc.segmentation.add_to_group("seg", [customer_id], "wholesale", actor="ops")
     assert first["results"][customer_id] == "changed" and again["results"][customer_id] == "unchanged"
     events.wait_for(lambda got: any(e["event_type"] == "customer.group_joined" for e in got))
     rpc.segmentation.remove_from_group("seg", [customer_id], "wholesale")
-    events.wait_for(lambda got: any(e["event_type"] == "customer.group_left" for e in got))
-    time.sleep(0.5)
+    barrier.caught_up()
+    assert len(events.of_type("customer.group_left")) == 1
     assert len(events.of_type("customer.group_joined")) == 1
     assert rpc.segmentation.get_profile("seg", customer_id)["groups"] == []
 

@@ -2,7 +2,6 @@
 order a broker may really deliver them: late, twice, after a deletion or an erasure."""
 from __future__ import annotations
 
-import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -12,7 +11,7 @@ from services.segmentation.service import SegmentationService
 from shared.errors import NotFound
 from shared.events import build_event, contract
 from shared.messaging.parking import ParkedMessages
-from tests.support import publish, wait_until
+from tests.support import EventBarrier, publish, wait_until
 
 STORE = "ooo"
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
@@ -53,8 +52,10 @@ def test_a_cancellation_delivered_before_its_placement_wins(services, rpc, event
     placed = order("order.placed", "c-late", 4990, at=NOW - timedelta(minutes=5))
     publish(services.amqp_uri, cancelled)
     events.wait_for(lambda got: segment_changes(events, "c-late"))
+    barrier = EventBarrier(services, "segmentation", events).expect("order.placed")
     publish(services.amqp_uri, placed, placed)  # the placement late, and twice
-    time.sleep(1.5)  # give the late placement and its duplicate time to (not) do anything
+    barrier.settled("order.placed", 2)
+    assert barrier.published() == 0
     assert segment_changes(events, "c-late") == [(None, "prospect")]
     profile = rpc.segmentation.get_profile(STORE, "c-late")
     assert profile["stats"]["orders_count"] == 0 and profile["segment"] == "prospect"
@@ -67,8 +68,10 @@ def test_a_refund_before_its_order_and_a_vip_dropped_by_a_refund(services, rpc, 
     placed = order("order.placed", "c-ref", 4990, at=NOW - timedelta(hours=1))
     publish(services.amqp_uri, refunded)
     events.wait_for(lambda got: segment_changes(events, "c-ref"))
+    barrier = EventBarrier(services, "segmentation", events).expect("order.placed")
     publish(services.amqp_uri, placed)
-    time.sleep(1.5)
+    barrier.settled("order.placed")
+    assert barrier.published() == 0
     assert rpc.segmentation.get_profile(STORE, "c-ref")["stats"]["total_spent"] == 3990
     assert segment_changes(events, "c-ref") == [(None, "new")]
     # A VIP (over 5,000.00) refunded below the threshold becomes new again, said once even
@@ -85,9 +88,10 @@ def test_a_refund_before_its_order_and_a_vip_dropped_by_a_refund(services, rpc, 
     assert [(e["data"]["tag"], e["data"]["source"]) for e in tagged] == [("vip-club", "rule")]
     refund = order("order.refunded", "c-vip", 600_000, refunded=200_000, at=NOW - timedelta(hours=1),
                    order_id="9100")
+    barrier = EventBarrier(services, "segmentation", events).expect("order.refunded")
     publish(services.amqp_uri, refund, refund)
-    events.wait_for(lambda got: ("vip", "new") in segment_changes(events, "c-vip"))
-    time.sleep(1.0)
+    barrier.settled("order.refunded", 2)
+    assert barrier.published() == 1  # the segment change, once
     assert segment_changes(events, "c-vip") == [(None, "vip"), ("vip", "new")]
     assert rpc.segmentation.get_profile(STORE, "c-vip")["stats"]["total_spent"] == 400_000
 
@@ -103,8 +107,10 @@ def test_a_deleted_customer_leaves_the_segments_and_a_late_update_does_not_retur
                        ).to_message()
     publish(services.amqp_uri, deleted)
     wait_until(lambda: rpc.segmentation.get_profile(STORE, "c-del")["status"] == "deleted")
+    barrier = EventBarrier(services, "segmentation", events).expect("customer.updated")
     publish(services.amqp_uri, late)  # an update from before the deletion, delivered after it
-    time.sleep(1.5)
+    barrier.settled("customer.updated")
+    assert barrier.published() == 0
     assert rpc.segmentation.get_profile(STORE, "c-del")["status"] == "deleted"
     members = rpc.segmentation.segment_members(STORE, "new", {"size": 10})
     assert "c-del" not in [m["customer_id"] for m in members["items"]]
@@ -137,13 +143,13 @@ def test_erasure_forgets_the_profile_drops_parked_messages_and_confirms(services
     with pytest.raises(NotFound):
         rpc.segmentation.export_customer(STORE, "c-gone")
     # A later event for the person (a redelivery, a replay) brings nothing back.
-    before = len(events.received)
+    barrier = EventBarrier(services, "segmentation", events).expect("order.updated")
     publish(services.amqp_uri, order("order.updated", "c-gone", 4990, status="completed",
                                      at=NOW + timedelta(minutes=1)))
-    time.sleep(1.5)
+    barrier.settled("order.updated")
     with pytest.raises(NotFound):
         rpc.segmentation.get_profile(STORE, "c-gone")
-    assert len(events.received) == before
+    assert barrier.published() == 0
     stored = segmentation_database(services)["profiles"].find_one({"customer_id": "c-gone"})
     assert stored["status"] == "erased"
     assert not {"orders", "contact", "stats", "segment", "tags", "outbox"} & set(stored)

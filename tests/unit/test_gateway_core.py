@@ -35,6 +35,16 @@ def test_a_keys_own_limit_overrides_the_default():
     assert [limiter.check("k", 2).allowed for _ in range(3)] == [True, True, False]
 
 
+def test_peeking_at_a_bucket_spends_nothing():
+    clock = Clock()
+    limiter = RateLimiter(2, clock)
+    assert limiter.peek("k").allowed and limiter.peek("k").allowed
+    assert [limiter.check("k").allowed for _ in range(3)] == [True, True, False]
+    assert not limiter.peek("k").allowed and limiter.peek("k").retry_after == 30
+    clock.now += 30
+    assert limiter.peek("k").allowed
+
+
 def test_the_bucket_table_is_bounded():
     limiter = RateLimiter(10, Clock(), max_keys=3)
     for key in "abcdef":

@@ -26,9 +26,10 @@ BULK_EXPORT_COLUMNS = ("customer_id", "first_name", "last_name", "email", "phone
 
 
 def _safe_next(target: str | None, default: str = PREFIX + "/") -> str:
-    """Only a console page of this site: never an absolute or scheme-relative address. The
-    default is the console's home, which picks the first page the key may see."""
-    if not target:
+    """Only a console page of this site: never an absolute or scheme-relative address, nor one
+    with a control character (CR or LF would split the Location header). The default is the
+    console's home, which picks the first page the key may see."""
+    if not target or any(ord(c) < 0x20 or ord(c) == 0x7F for c in target):
         return default
     parts = urlsplit(target)
     if parts.scheme or parts.netloc or not parts.path.startswith(PREFIX + "/") \

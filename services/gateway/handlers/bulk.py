@@ -113,10 +113,8 @@ BULK_BODY = s.obj(
      "customer_ids": {"type": "array", "minItems": 1, "maxItems": MAX_SELECTION,
                       "items": {"type": "string", "minLength": 1, "maxLength": 64}}},
     {"status": {"enum": ["active", "inactive"]},
-     "tags": {"type": "array", "minItems": 1, "maxItems": 50,
-              "items": {"type": "string", "minLength": 1, "maxLength": 64}},
-     "groups": {"type": "array", "minItems": 1, "maxItems": 50,
-                "items": {"type": "string", "minLength": 1, "maxLength": 64}},
+     "tags": {"type": "array", "minItems": 1, "maxItems": 50, "items": s.SLUG},
+     "groups": {"type": "array", "minItems": 1, "maxItems": 50, "items": s.SLUG},
      "orders": {"enum": ["anonymise", "delete"],
                 "description": "for delete: keep the orders anonymised, or delete them"}},
     additionalProperties=False)

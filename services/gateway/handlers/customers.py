@@ -6,7 +6,8 @@ from urllib.parse import urlencode
 
 from services.gateway import schemas as s
 from services.gateway.problems import Problem
-from services.gateway.routing import Context, Param, Reply, Route
+from services.gateway.routing import (CURSOR_PATTERN, SLUG_PATTERN, Context, Param, Reply,
+                                     Route)
 
 SORTS = ("name", "total_spent", "orders", "last_order", "registered")
 SORT_VALUES = tuple(v for f in SORTS for v in (f, f"-{f}"))
@@ -14,8 +15,10 @@ SORT_VALUES = tuple(v for f in SORTS for v in (f, f"-{f}"))
 FILTER_PARAMS = [
     Param("q", "name or email contains this (case-insensitive)"),
     Param("segment", "segment name, e.g. VIP, Regular, New, At Risk"),
-    Param("tag", "has every one of these tags (repeat or comma-separate)", kind="list"),
-    Param("group", "is in every one of these groups (repeat or comma-separate)", kind="list"),
+    Param("tag", "has every one of these tags (repeat or comma-separate)", kind="list",
+          max_length=64, pattern=SLUG_PATTERN),
+    Param("group", "is in every one of these groups (repeat or comma-separate)", kind="list",
+          max_length=64, pattern=SLUG_PATTERN),
     Param("status", "the customer's standing in the companion", enum=("active", "inactive")),
     Param("total_spent_min", "total spent at least this, in minor units (cents)", "integer",
           minimum=0),
@@ -33,7 +36,8 @@ FILTER_PARAMS = [
 _FILTER_KEYS = {"tag": "tags", "group": "groups", "status": "account_status"}
 PAGE_PARAMS = [
     Param("limit", "page size", "integer", default=50, minimum=1, maximum=500),
-    Param("cursor", "the previous page's next_cursor", max_length=2000),
+    Param("cursor", "the previous page's next_cursor (opaque)", max_length=2000,
+          pattern=CURSOR_PATTERN),
 ]
 
 
@@ -158,7 +162,7 @@ def remove_from_group(ctx: Context) -> Reply:
     return Reply(ctx.call("segmentation", "get_profile", ctx.store_id, ctx.path["customer_id"]))
 
 
-TAG_NAME = {"type": "string", "minLength": 1, "maxLength": 64}
+TAG_NAME = s.SLUG
 _CID = "/customers/<customer_id>"
 
 ROUTES = [

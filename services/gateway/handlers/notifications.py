@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from services.gateway import schemas as s
-from services.gateway.routing import Context, Param, Reply, Route
+from services.gateway.routing import CURSOR_PATTERN, Context, Param, Reply, Route
 from shared.events.notifications import MAX_TRIGGER_AGE_HOURS
 
 
@@ -197,7 +197,8 @@ ROUTES = [
                  Param("customer_id", "only sends to this customer"),
                  Param("workflow_id", "only this workflow's sends", max_length=64),
                  Param("limit", "page size", "integer", default=50, minimum=1, maximum=500),
-                 Param("cursor", "the previous page's next_cursor", max_length=2000)],
+                 Param("cursor", "the previous page's next_cursor (opaque)", max_length=2000,
+                       pattern=CURSOR_PATTERN)],
           responses={200: s.page_of(SEND)}),
     Route("POST", _N + "/bulk-sends", bulk_send, "Send a template to an audience (consent "
           "respected)", "notifications", scope="write",
