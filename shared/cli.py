@@ -471,7 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_operator_commands(commands) -> None:
-    """webhooks, gdpr, customers and health (issue 7)."""
+    """webhooks, gdpr, customers and health."""
     webhooks = commands.add_parser("webhooks", help="the shop's webhooks to this deployment")
     webhooks_cmds = webhooks.add_subparsers(dest="action", required=True)
     register = webhooks_cmds.add_parser(

@@ -144,8 +144,8 @@ def events(amqp_uri):
 
 
 def pytest_terminal_summary(terminalreporter):
-    """The fuzzing tests' case counts (their `fuzz_*` record_property values): issue 8 asks
-    how many cases ran, so every run says it."""
+    """The fuzzing tests' case counts (their `fuzz_*` record_property values): a fuzzing run
+    says how many cases it sent."""
     lines = [f"{report.nodeid}: {name} = {value}"
              for report in terminalreporter.stats.get("passed", [])
              for name, value in getattr(report, "user_properties", [])

@@ -1,4 +1,4 @@
-"""Fuzzing the public HTTP API (the gateway, issue 8 "Bad input") with hypothesis.
+"""Fuzzing the public HTTP API (the gateway) with hypothesis.
 
 The whole system runs behind the gateway (tests/gateway_system.py). For every route of
 `build_routes()`, as the served OpenAPI document declares it, the test sends random path

@@ -1,4 +1,4 @@
-"""Fuzzing customer_sync's webhook door (issue 8, "Bad input") with hypothesis.
+"""Fuzzing customer_sync's webhook door with hypothesis.
 
 A running customer_sync (real HTTP, real broker, MongoDB in memory) with one registered store
 gets random bodies (bytes, JSON of any shape, WooCommerce-like payloads with wrong types,
