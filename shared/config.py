@@ -141,10 +141,10 @@ SETTINGS: tuple[Setting, ...] = (
             "Requests a minute an API key may make, per gateway instance, unless the key sets "
             "its own limit; bursts may spend the whole minute's allowance at once."),
     Setting("GATEWAY_KEY_CACHE_SECONDS", "30",
-            "How long the gateway trusts an API key check. A revocation does not wait for it "
-            "(every gateway drops the key on the `api_key.revoked` broadcast, and key "
-            "management is always checked uncached); it bounds only what an instance cut off "
-            "from the broker when the broadcast went out keeps trusting."),
+            "How long the gateway trusts an API key check. A revocation does not wait for it: "
+            "every gateway drops the key on the `api_key.revoked` broadcast, key management is "
+            "always checked uncached, and an instance whose broadcast connection is down "
+            "checks every key uncached, then forgets its whole cache when it is back."),
     Setting("GATEWAY_MAX_BODY_BYTES", "1048576", "Largest JSON request body the gateway reads."),
     Setting("GATEWAY_MAX_IMPORT_BYTES", "5242880", "Largest CSV file the import takes."),
     Setting("CONSOLE_SESSION_SECRET", "",

@@ -6,7 +6,10 @@ In process first (two GatewayApps, each with the default 30 s key cache, in fron
 customer_sync's real RPC methods and storage), then two real gateway instances on the broker."""
 from __future__ import annotations
 
+import uuid
+
 import mongomock
+import pytest
 import requests
 from nameko.standalone.rpc import ClusterRpcProxy
 from werkzeug.test import Client
@@ -23,7 +26,8 @@ from services.gateway.routing import Router
 from services.gateway.service import GatewayService
 from shared.events import parse_event
 from shared.outbox import OUTBOX_FIELD
-from tests.support import free_port, wait_until
+from tests.conftest import RABBIT_AMQP_HOST
+from tests.support import free_port, vhost_of, wait_until
 from tests.unit.test_console import Proxy
 
 STORE = "shop"
@@ -158,3 +162,83 @@ def test_every_gateway_instance_stops_a_revoked_key_long_before_its_cache_expire
     assert status(url_a, stolen, "POST", json={"name": "successor", "scopes": ["admin"]}) == 401
     wait_until(lambda: status(url_a, stolen) == 401, timeout=15,
                message="the first gateway hearing of the second revocation")
+
+
+@pytest.fixture
+def user_b(broker_admin, amqp_uri):
+    """A broker user of gateway b's own, so that b alone can be kept off the broker. Set up
+    before the services, so it is removed after they have stopped."""
+    vhost = vhost_of(amqp_uri)
+    user, password = f"gw-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    broker_admin.create_user(user, password)
+    broker_admin.set_permissions(vhost, user=user)
+    yield user, f"amqp://{user}:{password}@{RABBIT_AMQP_HOST}/{vhost}"
+    broker_admin.delete_user(user)
+
+
+def test_a_gateway_cut_off_from_the_broker_during_a_revocation_stops_the_key_when_it_is_back(
+        user_b, services, broker_admin, amqp_uri, events):
+    """Gateway b's connections are closed through the management API while its user may not
+    reconnect, so b's broadcast queue is gone when the revocation goes out: b never hears it.
+    Its cache (ten minutes) must not answer for the key once b is back. (While b is cut off
+    it cannot answer at all: every route needs a backend over the broker.)"""
+    user, uri_b = user_b
+    vhost = vhost_of(amqp_uri)
+    try:
+        _revoke_while_cut_off(services, broker_admin, vhost, uri_b, user, events)
+    finally:  # b must be able to reconnect, or its container cannot stop
+        broker_admin.set_permissions(vhost, user=user)
+
+
+def _revoke_while_cut_off(services, broker_admin, vhost: str, uri_b: str, user_b: str,
+                          events) -> None:
+    events.listen("customer_sync", "api_key.revoked")
+    services.start(CustomerSyncService, RECONCILE_POLL_SECONDS="3600")
+    port_a, port_b = free_port(), free_port()
+    services.start(GatewayService, WEB_SERVER_ADDRESS=f"127.0.0.1:{port_a}",
+                   GATEWAY_KEY_CACHE_SECONDS="600", GATEWAY_RPC_TIMEOUT_SECONDS="5")
+    services.start(GatewayService, WEB_SERVER_ADDRESS=f"127.0.0.1:{port_b}", AMQP_URI=uri_b,
+                   GATEWAY_KEY_CACHE_SECONDS="600", GATEWAY_RPC_TIMEOUT_SECONDS="5")
+    url_a, url_b = (f"http://127.0.0.1:{port}/api/v1" for port in (port_a, port_b))
+    with ClusterRpcProxy({"AMQP_URI": services.amqp_uri}, timeout=30) as rpc:
+        rpc.customer_sync.register_store({
+            "store_id": STORE, "shop_url": "https://shop.example", "webhook_secret": "whsec-1234",
+            "consumer_key": "ck_x", "consumer_secret": "cs_x"})
+        admin, victim = (rpc.customer_sync.create_api_key(STORE, name, ["admin"], "test")
+                         for name in ("admin", "victim"))
+
+    def status(url: str, key: dict) -> int:
+        return requests.get(f"{url}/keys", timeout=30, headers={
+            "Authorization": f"Bearer {key['api_key']}"}).status_code
+
+    def broadcast_queues() -> int:
+        return sum(1 for name in broker_admin.queues(vhost) if "on_api_key_revoked" in name)
+
+    assert status(url_b, victim) == 200  # now in b's cache
+    assert broadcast_queues() == 2
+
+    def cut_off() -> bool:
+        """Close b's connections (the management API lists a new one within seconds) until
+        none is left and b's broadcast queue is gone with them."""
+        connections = broker_admin.connections(vhost, user_b)
+        for name in connections:
+            broker_admin.close_connection(name)
+        return not connections and broadcast_queues() == 1
+
+    broker_admin.clear_permissions(vhost, user_b)  # so b cannot reconnect
+    wait_until(cut_off, timeout=30, interval=0.5, message="b cut off from the broker")
+
+    assert requests.delete(f"{url_a}/keys/{victim['key_id']}", timeout=10, headers={
+        "Authorization": f"Bearer {admin['api_key']}"}).status_code == 200
+    events.wait_for(lambda received: any(e["data"]["key_id"] == victim["key_id"]
+                                         for e in received), timeout=15)
+
+    broker_admin.set_permissions(vhost, user=user_b)
+    wait_until(lambda: broadcast_queues() == 2, timeout=60, message="b consuming again")
+
+    def answer() -> int | None:
+        code = status(url_b, victim)
+        return None if code >= 500 else code
+
+    # as soon as b answers again, long before its ten-minute cache would have expired
+    assert wait_until(answer, timeout=60, message="b answering again") == 401
