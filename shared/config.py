@@ -10,6 +10,12 @@ from dataclasses import dataclass
 from typing import Mapping
 
 
+# The admin console's session bounds: the gateway refuses settings past them at start, and
+# customer_sync, which keeps the sessions, refuses any gateway that asks for more.
+CONSOLE_SESSION_IDLE_MINUTES_MAX = 24 * 60
+CONSOLE_SESSION_MAX_HOURS_MAX = 30 * 24
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str
@@ -153,9 +159,11 @@ SETTINGS: tuple[Setting, ...] = (
             "process, so sessions end at a restart (logged at start)."),
     Setting("CONSOLE_SESSION_IDLE_MINUTES", "30",
             "An admin console session ends after this long without a request (kept by "
-            "customer_sync, for every copy of the cookie; at most 1440)."),
+            f"customer_sync, for every copy of the cookie; at most "
+            f"{CONSOLE_SESSION_IDLE_MINUTES_MAX})."),
     Setting("CONSOLE_SESSION_MAX_HOURS", "12",
-            "An admin console session ends this long after sign-in, however busy (at most 720)."),
+            "An admin console session ends this long after sign-in, however busy (at most "
+            f"{CONSOLE_SESSION_MAX_HOURS_MAX})."),
     Setting("CONSOLE_COOKIE_SECURE", "auto",
             "`Secure` flag of the console's cookie: `auto` (when the request came over https, "
             "directly or as `X-Forwarded-Proto: https` from a TLS proxy), `true` or `false`."),
