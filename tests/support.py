@@ -84,6 +84,15 @@ class BrokerAdmin:
         r.raise_for_status()
         return [q["name"] for q in r.json()]
 
+    def queue_consumers(self, vhost: str, queue: str) -> list[dict]:
+        """The channels consuming from a queue (`connection_name`, `user`, ...)."""
+        r = self.session.get(f"{self.base}/queues/{urllib.parse.quote(vhost, safe='')}/"
+                             f"{urllib.parse.quote(queue, safe='')}", auth=self.auth, timeout=10)
+        r.raise_for_status()
+        # A channel whose statistics are not in yet comes as an empty list, not an object.
+        return [c["channel_details"] for c in r.json().get("consumer_details", [])
+                if c.get("channel_details") and isinstance(c["channel_details"], dict)]
+
     def queue_depth(self, vhost: str, queue: str) -> int:
         name = urllib.parse.quote(vhost, safe="")
         r = self.session.get(f"{self.base}/queues/{name}/{urllib.parse.quote(queue, safe='')}",

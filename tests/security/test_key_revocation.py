@@ -11,6 +11,7 @@ import uuid
 import mongomock
 import pytest
 import requests
+from kombu import Connection, Queue
 from nameko.standalone.rpc import ClusterRpcProxy
 from werkzeug.test import Client
 from werkzeug.wrappers import Request
@@ -176,6 +177,46 @@ def user_b(broker_admin, amqp_uri):
     broker_admin.delete_user(user)
 
 
+class TwoGateways:
+    """customer_sync and gateways a and b on the real broker, b under a broker user of its own;
+    both cache key checks for ten minutes. Keys `admin` and `victim`, both admin keys."""
+
+    def __init__(self, services, broker_admin, vhost: str, user_b: str, uri_b: str) -> None:
+        self.broker, self.vhost, self.user_b = broker_admin, vhost, user_b
+        services.start(CustomerSyncService, RECONCILE_POLL_SECONDS="3600")
+        port_a, port_b = free_port(), free_port()
+        services.start(GatewayService, WEB_SERVER_ADDRESS=f"127.0.0.1:{port_a}",
+                       GATEWAY_KEY_CACHE_SECONDS="600", GATEWAY_RPC_TIMEOUT_SECONDS="5")
+        services.start(GatewayService, WEB_SERVER_ADDRESS=f"127.0.0.1:{port_b}",
+                       AMQP_URI=uri_b, GATEWAY_KEY_CACHE_SECONDS="600",
+                       GATEWAY_RPC_TIMEOUT_SECONDS="5")
+        self.url_a, self.url_b = (f"http://127.0.0.1:{port}/api/v1" for port in (port_a, port_b))
+        with ClusterRpcProxy({"AMQP_URI": services.amqp_uri}, timeout=30) as rpc:
+            rpc.customer_sync.register_store({
+                "store_id": STORE, "shop_url": "https://shop.example",
+                "webhook_secret": "whsec-1234", "consumer_key": "ck_x", "consumer_secret": "cs_x"})
+            self.admin, self.victim = (
+                rpc.customer_sync.create_api_key(STORE, name, ["admin"], "test")
+                for name in ("admin", "victim"))
+
+    def status(self, url: str, key: dict) -> int:
+        return requests.get(f"{url}/keys", timeout=30, headers={
+            "Authorization": f"Bearer {key['api_key']}"}).status_code
+
+    def answer_of_b(self, key: dict) -> int | None:
+        """b's status for the key, or None while b cannot answer (a 5xx: its backends are
+        out of reach)."""
+        code = self.status(self.url_b, key)
+        return None if code >= 500 else code
+
+    def revoke_through_a(self, key: dict) -> None:
+        assert requests.delete(f"{self.url_a}/keys/{key['key_id']}", timeout=10, headers={
+            "Authorization": f"Bearer {self.admin['api_key']}"}).status_code == 200
+
+    def broadcast_queues(self) -> list[str]:
+        return [name for name in self.broker.queues(self.vhost) if "on_api_key_revoked" in name]
+
+
 def test_a_gateway_cut_off_from_the_broker_during_a_revocation_stops_the_key_when_it_is_back(
         user_b, services, broker_admin, amqp_uri, events):
     """Gateway b's connections are closed through the management API while its user may not
@@ -184,61 +225,67 @@ def test_a_gateway_cut_off_from_the_broker_during_a_revocation_stops_the_key_whe
     it cannot answer at all: every route needs a backend over the broker.)"""
     user, uri_b = user_b
     vhost = vhost_of(amqp_uri)
-    try:
-        _revoke_while_cut_off(services, broker_admin, vhost, uri_b, user, events)
-    finally:  # b must be able to reconnect, or its container cannot stop
-        broker_admin.set_permissions(vhost, user=user)
-
-
-def _revoke_while_cut_off(services, broker_admin, vhost: str, uri_b: str, user_b: str,
-                          events) -> None:
     events.listen("customer_sync", "api_key.revoked")
-    services.start(CustomerSyncService, RECONCILE_POLL_SECONDS="3600")
-    port_a, port_b = free_port(), free_port()
-    services.start(GatewayService, WEB_SERVER_ADDRESS=f"127.0.0.1:{port_a}",
-                   GATEWAY_KEY_CACHE_SECONDS="600", GATEWAY_RPC_TIMEOUT_SECONDS="5")
-    services.start(GatewayService, WEB_SERVER_ADDRESS=f"127.0.0.1:{port_b}", AMQP_URI=uri_b,
-                   GATEWAY_KEY_CACHE_SECONDS="600", GATEWAY_RPC_TIMEOUT_SECONDS="5")
-    url_a, url_b = (f"http://127.0.0.1:{port}/api/v1" for port in (port_a, port_b))
-    with ClusterRpcProxy({"AMQP_URI": services.amqp_uri}, timeout=30) as rpc:
-        rpc.customer_sync.register_store({
-            "store_id": STORE, "shop_url": "https://shop.example", "webhook_secret": "whsec-1234",
-            "consumer_key": "ck_x", "consumer_secret": "cs_x"})
-        admin, victim = (rpc.customer_sync.create_api_key(STORE, name, ["admin"], "test")
-                         for name in ("admin", "victim"))
-
-    def status(url: str, key: dict) -> int:
-        return requests.get(f"{url}/keys", timeout=30, headers={
-            "Authorization": f"Bearer {key['api_key']}"}).status_code
-
-    def broadcast_queues() -> int:
-        return sum(1 for name in broker_admin.queues(vhost) if "on_api_key_revoked" in name)
-
-    assert status(url_b, victim) == 200  # now in b's cache
-    assert broadcast_queues() == 2
+    gateways = TwoGateways(services, broker_admin, vhost, user, uri_b)
+    victim = gateways.victim
+    assert gateways.status(gateways.url_b, victim) == 200  # now in b's cache
+    assert len(gateways.broadcast_queues()) == 2
 
     def cut_off() -> bool:
         """Close b's connections (the management API lists a new one within seconds) until
         none is left and b's broadcast queue is gone with them."""
-        connections = broker_admin.connections(vhost, user_b)
+        connections = broker_admin.connections(vhost, user)
         for name in connections:
             broker_admin.close_connection(name)
-        return not connections and broadcast_queues() == 1
+        return not connections and len(gateways.broadcast_queues()) == 1
 
-    broker_admin.clear_permissions(vhost, user_b)  # so b cannot reconnect
-    wait_until(cut_off, timeout=30, interval=0.5, message="b cut off from the broker")
-
-    assert requests.delete(f"{url_a}/keys/{victim['key_id']}", timeout=10, headers={
-        "Authorization": f"Bearer {admin['api_key']}"}).status_code == 200
-    events.wait_for(lambda received: any(e["data"]["key_id"] == victim["key_id"]
-                                         for e in received), timeout=15)
-
-    broker_admin.set_permissions(vhost, user=user_b)
-    wait_until(lambda: broadcast_queues() == 2, timeout=60, message="b consuming again")
-
-    def answer() -> int | None:
-        code = status(url_b, victim)
-        return None if code >= 500 else code
-
+    broker_admin.clear_permissions(vhost, user)  # so b cannot reconnect
+    try:
+        wait_until(cut_off, timeout=30, interval=0.5, message="b cut off from the broker")
+        gateways.revoke_through_a(victim)
+        events.wait_for(lambda received: any(e["data"]["key_id"] == victim["key_id"]
+                                             for e in received), timeout=15)
+    finally:  # b must be able to reconnect, or its container cannot stop
+        broker_admin.set_permissions(vhost, user=user)
+    wait_until(lambda: len(gateways.broadcast_queues()) == 2, timeout=60,
+               message="b consuming broadcasts again")
     # as soon as b answers again, long before its ten-minute cache would have expired
-    assert wait_until(answer, timeout=60, message="b answering again") == 401
+    assert wait_until(lambda: gateways.answer_of_b(victim), timeout=60,
+                      message="b answering again") == 401
+
+
+def test_a_gateway_whose_broadcast_connection_is_down_checks_every_key_uncached(
+        user_b, services, broker_admin, amqp_uri):
+    """Only b's broadcast connection is down, its RPCs still work: the test holds the name of
+    b's exclusive broadcast queue, so b cannot declare it again. A key revoked meanwhile is
+    refused by b at once, although b never hears of it and cached it for ten minutes."""
+    user, uri_b = user_b
+    vhost = vhost_of(amqp_uri)
+    gateways = TwoGateways(services, broker_admin, vhost, user, uri_b)
+    victim = gateways.victim
+    assert gateways.status(gateways.url_b, victim) == 200  # now in b's cache
+
+    def queue_of_b() -> str | None:
+        for name in gateways.broadcast_queues():
+            if any(c.get("user") == user for c in broker_admin.queue_consumers(vhost, name)):
+                return name
+        return None
+
+    queue = wait_until(queue_of_b, timeout=30, interval=0.5, message="b's broadcast queue")
+    [connection] = {c["connection_name"] for c in broker_admin.queue_consumers(vhost, queue)}
+    squatter = Connection(services.amqp_uri)
+    broker_admin.clear_permissions(vhost, user)  # b cannot reconnect until the name is held
+    try:
+        broker_admin.close_connection(connection)
+        wait_until(lambda: queue not in gateways.broadcast_queues(), timeout=30,
+                   message="b's broadcast queue gone")
+        Queue(queue, exclusive=True, auto_delete=True).bind(squatter.default_channel).declare()
+    finally:
+        broker_admin.set_permissions(vhost, user=user)
+    try:
+        gateways.revoke_through_a(victim)
+        assert wait_until(lambda: gateways.answer_of_b(victim), timeout=60,
+                          message="b answering") == 401
+    finally:
+        squatter.release()
+    wait_until(queue_of_b, timeout=60, interval=0.5, message="b consuming broadcasts again")
