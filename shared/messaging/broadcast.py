@@ -53,6 +53,7 @@ class BroadcastConsumer(QueueConsumer):
         super().__init__()
         self.listeners: list[BroadcastListener] = []
         self.consuming = False
+        self.connections = 0  # how many times it started consuming, for the log
 
     def watch(self, listener: BroadcastListener) -> None:
         self.listeners.append(listener)
@@ -63,10 +64,11 @@ class BroadcastConsumer(QueueConsumer):
 
     def on_consume_ready(self, connection, channel, consumers, **kwargs) -> None:
         self.consuming = True
+        self.connections += 1
         for listener in self.listeners:
             listener.broadcast_ready()
-        if self.listeners:
-            log.info("consuming broadcasts again")
+        if self.listeners and self.connections > 1:
+            log.info("consuming broadcasts again (what went out meanwhile was missed)")
         super().on_consume_ready(connection, channel, consumers, **kwargs)
 
     def consume(self, *args, **kwargs) -> Iterator[None]:
@@ -83,7 +85,9 @@ class BroadcastConsumer(QueueConsumer):
 
 def watch_broadcasts(container, listener: BroadcastListener) -> None:
     """Tell `listener` when this container's broadcast handlers stop and start hearing
-    broadcasts (it is told the current state at once). For a dependency provider's `setup`."""
+    broadcasts (it is told the current state at once). For a dependency provider's `setup`;
+    in a container without broadcast handlers nothing is ever heard, and the listener is told
+    so."""
     BroadcastConsumer().bind(container).watch(listener)
 
 
