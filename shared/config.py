@@ -10,6 +10,12 @@ from dataclasses import dataclass
 from typing import Mapping
 
 
+# The admin console's session bounds: the gateway refuses settings past them at start, and
+# customer_sync, which keeps the sessions, refuses any gateway that asks for more.
+CONSOLE_SESSION_IDLE_MINUTES_MAX = 24 * 60
+CONSOLE_SESSION_MAX_HOURS_MAX = 30 * 24
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str
@@ -150,10 +156,10 @@ SETTINGS: tuple[Setting, ...] = (
             "is looked up, until it has waited. Behind a proxy every client has the proxy's "
             "address. 0: no limit."),
     Setting("GATEWAY_KEY_CACHE_SECONDS", "30",
-            "How long the gateway trusts an API key check. A revocation does not wait for it "
-            "(every gateway drops the key on the `api_key.revoked` broadcast, and key "
-            "management is always checked uncached); it bounds only what an instance cut off "
-            "from the broker when the broadcast went out keeps trusting."),
+            "How long the gateway trusts an API key check. A revocation does not wait for it: "
+            "every gateway drops the key on the `api_key.revoked` broadcast, key management is "
+            "always checked uncached, and an instance whose broadcast connection is down "
+            "checks every key uncached, then forgets its whole cache when it is back."),
     Setting("GATEWAY_MAX_BODY_BYTES", "1048576", "Largest JSON request body the gateway reads."),
     Setting("GATEWAY_MAX_IMPORT_BYTES", "5242880", "Largest CSV file the import takes."),
     Setting("CONSOLE_SESSION_SECRET", "",
@@ -162,9 +168,11 @@ SETTINGS: tuple[Setting, ...] = (
             "process, so sessions end at a restart (logged at start)."),
     Setting("CONSOLE_SESSION_IDLE_MINUTES", "30",
             "An admin console session ends after this long without a request (kept by "
-            "customer_sync, for every copy of the cookie; at most 1440)."),
+            f"customer_sync, for every copy of the cookie; at most "
+            f"{CONSOLE_SESSION_IDLE_MINUTES_MAX})."),
     Setting("CONSOLE_SESSION_MAX_HOURS", "12",
-            "An admin console session ends this long after sign-in, however busy (at most 720)."),
+            "An admin console session ends this long after sign-in, however busy (at most "
+            f"{CONSOLE_SESSION_MAX_HOURS_MAX})."),
     Setting("CONSOLE_COOKIE_SECURE", "auto",
             "`Secure` flag of the console's cookie: `auto` (when the request came over https, "
             "directly or as `X-Forwarded-Proto: https` from a TLS proxy), `true` or `false`."),

@@ -54,6 +54,49 @@ class BrokerAdmin:
         name = urllib.parse.quote(vhost, safe="")
         self.session.delete(f"{self.base}/vhosts/{name}", auth=self.auth, timeout=10)
 
+    def create_user(self, user: str, password: str) -> None:
+        self.session.put(f"{self.base}/users/{urllib.parse.quote(user, safe='')}",
+                         auth=self.auth, timeout=10,
+                         json={"password": password, "tags": ""}).raise_for_status()
+
+    def delete_user(self, user: str) -> None:
+        self.session.delete(f"{self.base}/users/{urllib.parse.quote(user, safe='')}",
+                            auth=self.auth, timeout=10)
+
+    def clear_permissions(self, vhost: str, user: str) -> None:
+        """The user may no longer open a connection to the vhost (its reconnections fail)."""
+        self.session.delete(
+            f"{self.base}/permissions/{urllib.parse.quote(vhost, safe='')}/"
+            f"{urllib.parse.quote(user, safe='')}", auth=self.auth, timeout=10).raise_for_status()
+
+    def connections(self, vhost: str, user: str) -> list[str]:
+        """Names of the user's open connections to the vhost."""
+        r = self.session.get(f"{self.base}/connections", auth=self.auth, timeout=10)
+        r.raise_for_status()
+        return [c["name"] for c in r.json() if c.get("vhost") == vhost and c.get("user") == user]
+
+    def close_connection(self, name: str) -> None:
+        """Close a client's connection from the broker's side, as an operator or a network
+        fault would."""
+        self.session.delete(f"{self.base}/connections/{urllib.parse.quote(name, safe='')}",
+                            auth=self.auth, timeout=10,
+                            headers={"X-Reason": "closed by a test"})
+
+    def queues(self, vhost: str) -> list[str]:
+        r = self.session.get(f"{self.base}/queues/{urllib.parse.quote(vhost, safe='')}",
+                             auth=self.auth, timeout=10)
+        r.raise_for_status()
+        return [q["name"] for q in r.json()]
+
+    def queue_consumers(self, vhost: str, queue: str) -> list[dict]:
+        """The channels consuming from a queue (`connection_name`, `user`, ...)."""
+        r = self.session.get(f"{self.base}/queues/{urllib.parse.quote(vhost, safe='')}/"
+                             f"{urllib.parse.quote(queue, safe='')}", auth=self.auth, timeout=10)
+        r.raise_for_status()
+        # A channel whose statistics are not in yet comes as an empty list, not an object.
+        return [c["channel_details"] for c in r.json().get("consumer_details", [])
+                if c.get("channel_details") and isinstance(c["channel_details"], dict)]
+
     def queue_depth(self, vhost: str, queue: str) -> int:
         name = urllib.parse.quote(vhost, safe="")
         r = self.session.get(f"{self.base}/queues/{name}/{urllib.parse.quote(queue, safe='')}",

@@ -21,13 +21,14 @@ from pymongo import ASCENDING
 from pymongo.collection import Collection
 
 from services.customer_sync.api_keys import ApiKeys
+from shared.config import CONSOLE_SESSION_IDLE_MINUTES_MAX, CONSOLE_SESSION_MAX_HOURS_MAX
 from shared.errors import NotFound, ValidationError
 
 SESSION_PREFIX = "wcs"
 _TOKEN_PATTERN = re.compile(rf"^{SESSION_PREFIX}_([0-9a-f]{{32}})_([A-Za-z0-9_-]{{43}})$")
-# Bounds on what a gateway may ask for: a session idles at most a day and lives at most 30 days.
-MAX_IDLE_SECONDS = 24 * 3600
-MAX_AGE_SECONDS = 30 * 24 * 3600
+# Bounds on what a gateway may ask for: the gateway's own settings stop at the same ones.
+MAX_IDLE_SECONDS = CONSOLE_SESSION_IDLE_MINUTES_MAX * 60
+MAX_AGE_SECONDS = CONSOLE_SESSION_MAX_HOURS_MAX * 3600
 # Remembering the last request costs a write; the idle timeout need not be finer than this.
 _TOUCH_GRANULARITY = timedelta(seconds=15)
 # Closed and expired records are kept this long (for an operator's questions), then dropped.

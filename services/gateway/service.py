@@ -16,7 +16,7 @@ from services.gateway.routing import Router
 from shared.config import from_nameko
 from shared.events import Event
 from shared.health import broker_reachable, json_response
-from shared.messaging.broadcast import broadcast_handler
+from shared.messaging.broadcast import broadcast_handler, watch_broadcasts
 from shared.tls import amqp_ssl_options
 from shared.web import http
 
@@ -38,6 +38,9 @@ class GatewayAppProvider(DependencyProvider):
             auth_failures=FailureThrottle(config.int("GATEWAY_AUTH_FAILURES_PER_MINUTE")))
         # The admin console: a client of this same app, so the same routes, scopes and limits.
         self.console = ConsoleApp(self.app, config)
+        # Cached key checks are only as good as the revocation broadcasts heard: none is used
+        # while this instance's broadcast connection is down, nor kept when it is back.
+        watch_broadcasts(self.container, self.app.authenticator)
 
     def get_dependency(self, worker_ctx) -> "GatewayAppProvider":
         return self

@@ -6,8 +6,12 @@ In process first (two GatewayApps, each with the default 30 s key cache, in fron
 customer_sync's real RPC methods and storage), then two real gateway instances on the broker."""
 from __future__ import annotations
 
+import uuid
+
 import mongomock
+import pytest
 import requests
+from kombu import Connection, Queue
 from nameko.standalone.rpc import ClusterRpcProxy
 from werkzeug.test import Client
 from werkzeug.wrappers import Request
@@ -23,7 +27,8 @@ from services.gateway.routing import Router
 from services.gateway.service import GatewayService
 from shared.events import parse_event
 from shared.outbox import OUTBOX_FIELD
-from tests.support import free_port, wait_until
+from tests.conftest import RABBIT_AMQP_HOST
+from tests.support import free_port, vhost_of, wait_until
 from tests.unit.test_console import Proxy
 
 STORE = "shop"
@@ -158,3 +163,129 @@ def test_every_gateway_instance_stops_a_revoked_key_long_before_its_cache_expire
     assert status(url_a, stolen, "POST", json={"name": "successor", "scopes": ["admin"]}) == 401
     wait_until(lambda: status(url_a, stolen) == 401, timeout=15,
                message="the first gateway hearing of the second revocation")
+
+
+@pytest.fixture
+def user_b(broker_admin, amqp_uri):
+    """A broker user of gateway b's own, so that b alone can be kept off the broker. Set up
+    before the services, so it is removed after they have stopped."""
+    vhost = vhost_of(amqp_uri)
+    user, password = f"gw-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    broker_admin.create_user(user, password)
+    broker_admin.set_permissions(vhost, user=user)
+    yield user, f"amqp://{user}:{password}@{RABBIT_AMQP_HOST}/{vhost}"
+    broker_admin.delete_user(user)
+
+
+class TwoGateways:
+    """customer_sync and gateways a and b on the real broker, b under a broker user of its own;
+    both cache key checks for ten minutes. Keys `admin` and `victim`, both admin keys."""
+
+    def __init__(self, services, broker_admin, vhost: str, user_b: str, uri_b: str) -> None:
+        self.broker, self.vhost, self.user_b = broker_admin, vhost, user_b
+        services.start(CustomerSyncService, RECONCILE_POLL_SECONDS="3600")
+        port_a, port_b = free_port(), free_port()
+        services.start(GatewayService, WEB_SERVER_ADDRESS=f"127.0.0.1:{port_a}",
+                       GATEWAY_KEY_CACHE_SECONDS="600", GATEWAY_RPC_TIMEOUT_SECONDS="5")
+        services.start(GatewayService, WEB_SERVER_ADDRESS=f"127.0.0.1:{port_b}",
+                       AMQP_URI=uri_b, GATEWAY_KEY_CACHE_SECONDS="600",
+                       GATEWAY_RPC_TIMEOUT_SECONDS="5")
+        self.url_a, self.url_b = (f"http://127.0.0.1:{port}/api/v1" for port in (port_a, port_b))
+        with ClusterRpcProxy({"AMQP_URI": services.amqp_uri}, timeout=30) as rpc:
+            rpc.customer_sync.register_store({
+                "store_id": STORE, "shop_url": "https://shop.example",
+                "webhook_secret": "whsec-1234", "consumer_key": "ck_x", "consumer_secret": "cs_x"})
+            self.admin, self.victim = (
+                rpc.customer_sync.create_api_key(STORE, name, ["admin"], "test")
+                for name in ("admin", "victim"))
+
+    def status(self, url: str, key: dict) -> int:
+        return requests.get(f"{url}/keys", timeout=30, headers={
+            "Authorization": f"Bearer {key['api_key']}"}).status_code
+
+    def answer_of_b(self, key: dict) -> int | None:
+        """b's status for the key, or None while b cannot answer (a 5xx: its backends are
+        out of reach)."""
+        code = self.status(self.url_b, key)
+        return None if code >= 500 else code
+
+    def revoke_through_a(self, key: dict) -> None:
+        assert requests.delete(f"{self.url_a}/keys/{key['key_id']}", timeout=10, headers={
+            "Authorization": f"Bearer {self.admin['api_key']}"}).status_code == 200
+
+    def broadcast_queues(self) -> list[str]:
+        return [name for name in self.broker.queues(self.vhost) if "on_api_key_revoked" in name]
+
+
+def test_a_gateway_cut_off_from_the_broker_during_a_revocation_stops_the_key_when_it_is_back(
+        user_b, services, broker_admin, amqp_uri, events):
+    """Gateway b's connections are closed through the management API while its user may not
+    reconnect, so b's broadcast queue is gone when the revocation goes out: b never hears it.
+    Its cache (ten minutes) must not answer for the key once b is back. (While b is cut off
+    it cannot answer at all: every route needs a backend over the broker.)"""
+    user, uri_b = user_b
+    vhost = vhost_of(amqp_uri)
+    events.listen("customer_sync", "api_key.revoked")
+    gateways = TwoGateways(services, broker_admin, vhost, user, uri_b)
+    victim = gateways.victim
+    assert gateways.status(gateways.url_b, victim) == 200  # now in b's cache
+    assert len(gateways.broadcast_queues()) == 2
+
+    def cut_off() -> bool:
+        """Close b's connections (the management API lists a new one within seconds) until
+        none is left and b's broadcast queue is gone with them."""
+        connections = broker_admin.connections(vhost, user)
+        for name in connections:
+            broker_admin.close_connection(name)
+        return not connections and len(gateways.broadcast_queues()) == 1
+
+    broker_admin.clear_permissions(vhost, user)  # so b cannot reconnect
+    try:
+        wait_until(cut_off, timeout=30, interval=0.5, message="b cut off from the broker")
+        gateways.revoke_through_a(victim)
+        events.wait_for(lambda received: any(e["data"]["key_id"] == victim["key_id"]
+                                             for e in received), timeout=15)
+    finally:  # b must be able to reconnect, or its container cannot stop
+        broker_admin.set_permissions(vhost, user=user)
+    wait_until(lambda: len(gateways.broadcast_queues()) == 2, timeout=60,
+               message="b consuming broadcasts again")
+    # as soon as b answers again, long before its ten-minute cache would have expired
+    assert wait_until(lambda: gateways.answer_of_b(victim), timeout=60,
+                      message="b answering again") == 401
+
+
+def test_a_gateway_whose_broadcast_connection_is_down_checks_every_key_uncached(
+        user_b, services, broker_admin, amqp_uri):
+    """Only b's broadcast connection is down, its RPCs still work: the test holds the name of
+    b's exclusive broadcast queue, so b cannot declare it again. A key revoked meanwhile is
+    refused by b at once, although b never hears of it and cached it for ten minutes."""
+    user, uri_b = user_b
+    vhost = vhost_of(amqp_uri)
+    gateways = TwoGateways(services, broker_admin, vhost, user, uri_b)
+    victim = gateways.victim
+    assert gateways.status(gateways.url_b, victim) == 200  # now in b's cache
+
+    def queue_of_b() -> str | None:
+        for name in gateways.broadcast_queues():
+            if any(c.get("user") == user for c in broker_admin.queue_consumers(vhost, name)):
+                return name
+        return None
+
+    queue = wait_until(queue_of_b, timeout=30, interval=0.5, message="b's broadcast queue")
+    [connection] = {c["connection_name"] for c in broker_admin.queue_consumers(vhost, queue)}
+    squatter = Connection(services.amqp_uri)
+    broker_admin.clear_permissions(vhost, user)  # b cannot reconnect until the name is held
+    try:
+        broker_admin.close_connection(connection)
+        wait_until(lambda: queue not in gateways.broadcast_queues(), timeout=30,
+                   message="b's broadcast queue gone")
+        Queue(queue, exclusive=True, auto_delete=True).bind(squatter.default_channel).declare()
+    finally:
+        broker_admin.set_permissions(vhost, user=user)
+    try:
+        gateways.revoke_through_a(victim)
+        assert wait_until(lambda: gateways.answer_of_b(victim), timeout=60,
+                          message="b answering") == 401
+    finally:
+        squatter.release()
+    wait_until(queue_of_b, timeout=60, interval=0.5, message="b consuming broadcasts again")

@@ -7,10 +7,13 @@ import logging
 import re
 from datetime import datetime, timedelta, timezone
 
+import mongomock
 import pytest
 from werkzeug.test import Client
 from werkzeug.wrappers import Request
 
+from services.customer_sync.api_keys import ApiKeys
+from services.customer_sync.console_sessions import ConsoleSessions
 from services.gateway.app import GatewayApp
 from services.gateway.auth import Authenticator
 from services.gateway.backends import Backends
@@ -21,7 +24,8 @@ from services.gateway.console.views import _safe_next
 from services.gateway.ratelimit import RateLimiter
 from services.gateway.routes import build_routes
 from services.gateway.routing import Router
-from shared.config import Config
+from shared.config import (CONSOLE_SESSION_IDLE_MINUTES_MAX, CONSOLE_SESSION_MAX_HOURS_MAX,
+                           Config)
 from shared.errors import NotFound
 
 KEYS = {"wcc_read": ["read"], "wcc_write": ["write"], "wcc_gdpr": ["write", "gdpr"],
@@ -278,6 +282,21 @@ class World:
         token = self.csrf("/console/login")
         return self.client.post("/console/login", data={"api_key": key, "csrf_token": token,
                                                         "next": "/console/customers"})
+
+
+def test_the_console_takes_the_longest_sessions_customer_sync_keeps_and_no_longer():
+    longest = {"CONSOLE_SESSION_IDLE_MINUTES": CONSOLE_SESSION_IDLE_MINUTES_MAX,
+               "CONSOLE_SESSION_MAX_HOURS": CONSOLE_SESSION_MAX_HOURS_MAX}
+    codec = World(**{name: str(value) for name, value in longest.items()}).console.codec
+    database = mongomock.MongoClient()["console"]
+    keys = ApiKeys(database["api_keys"])
+    key = keys.create("shop", "desk", ["read"], "test")
+    opened = ConsoleSessions(database["console_sessions"], keys).open(
+        key["api_key"], int(codec.idle_seconds), int(codec.max_age_seconds))
+    assert opened["key"]["key_id"] == key["key_id"]
+    for name, value in longest.items():
+        with pytest.raises(ValueError, match=name):
+            World(**{name: str(value + 1)})
 
 
 def test_a_wrong_key_is_refused_and_a_right_one_signs_in_with_a_safe_cookie():

@@ -96,6 +96,68 @@ def test_a_lookup_that_cannot_answer_caches_nothing():
     assert auth.caller({"Authorization": "Bearer k"}, lookup).key_id == VIEW["key_id"]
 
 
+class KeyStore:
+    """customer_sync's answer for each key, and how many times it was asked."""
+
+    def __init__(self) -> None:
+        self.views = {"k": VIEW}
+        self.asked = 0
+
+    def __call__(self, key: str) -> dict | None:
+        self.asked += 1
+        return self.views.get(key)
+
+
+GOOD = {"Authorization": "Bearer k"}
+
+
+def test_while_revocations_may_go_unheard_every_check_asks_customer_sync():
+    auth, keys = Authenticator(30, Clock()), KeyStore()
+    auth.caller(GOOD, keys)  # cached
+    auth.broadcast_lost()
+    keys.views.clear()  # revoked while the broadcast is not heard
+    with pytest.raises(Problem) as refused:
+        auth.caller(GOOD, keys)
+    assert refused.value.status == 401
+    keys.views["k"] = VIEW
+    auth.caller(GOOD, keys)
+    auth.caller(GOOD, keys)
+    assert keys.asked == 4  # nothing cached meanwhile either
+
+
+def test_when_revocations_are_heard_again_nothing_cached_before_counts():
+    auth, keys = Authenticator(30, Clock()), KeyStore()
+    auth.caller(GOOD, keys)
+    auth.broadcast_lost()
+    auth.broadcast_ready()
+    keys.views.clear()  # revoked before the broadcast was heard again
+    for _ in range(2):
+        with pytest.raises(Problem) as refused:
+            auth.caller(GOOD, keys)
+        assert refused.value.status == 401
+    assert keys.asked == 2  # and cached again, now that the broadcast is heard
+
+
+@pytest.mark.parametrize("meanwhile", ["revoked", "lost", "lost and regained"])
+def test_an_answer_fetched_across_a_revocation_or_a_lost_broadcast_is_not_cached(meanwhile):
+    auth, keys = Authenticator(30, Clock()), KeyStore()
+    events = {"revoked": [lambda: auth.forget_key(VIEW["key_id"])],
+              "lost": [auth.broadcast_lost],
+              "lost and regained": [auth.broadcast_lost, auth.broadcast_ready]}[meanwhile]
+
+    def slow_lookup(key):  # the broadcast side moves while customer_sync answers
+        view = keys(key)
+        for event in events:
+            event()
+        return view
+
+    assert auth.caller(GOOD, slow_lookup).key_id == VIEW["key_id"]
+    if meanwhile == "lost":
+        auth.broadcast_ready()
+    auth.caller(GOOD, keys)
+    assert keys.asked == 2
+
+
 @pytest.mark.parametrize("scopes,scope,allowed", [
     ({"read"}, "read", True), ({"read"}, "write", False), ({"write"}, "read", True),
     ({"write"}, "gdpr", False), ({"gdpr"}, "read", False), ({"admin"}, "gdpr", True),

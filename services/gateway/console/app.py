@@ -25,6 +25,7 @@ from services.gateway.console import present
 from services.gateway.console.api import ApiClient
 from services.gateway.console.session import Session, SessionCodec
 from services.gateway.problems import Problem
+from shared.config import CONSOLE_SESSION_IDLE_MINUTES_MAX, CONSOLE_SESSION_MAX_HOURS_MAX
 from shared.logs import log_context
 
 log = logging.getLogger(__name__)
@@ -132,9 +133,11 @@ class ConsoleApp:
         idle_minutes = settings.float("CONSOLE_SESSION_IDLE_MINUTES")
         max_hours = settings.float("CONSOLE_SESSION_MAX_HOURS")
         # customer_sync keeps the sessions and refuses limits past these (console_sessions.py).
-        if not 1 <= idle_minutes <= 1440 or not 1 <= max_hours <= 720:
-            raise ValueError("CONSOLE_SESSION_IDLE_MINUTES must be 1 to 1440 and "
-                             "CONSOLE_SESSION_MAX_HOURS 1 to 720")
+        if not (1 <= idle_minutes <= CONSOLE_SESSION_IDLE_MINUTES_MAX
+                and 1 <= max_hours <= CONSOLE_SESSION_MAX_HOURS_MAX):
+            raise ValueError(
+                f"CONSOLE_SESSION_IDLE_MINUTES must be 1 to {CONSOLE_SESSION_IDLE_MINUTES_MAX} "
+                f"and CONSOLE_SESSION_MAX_HOURS 1 to {CONSOLE_SESSION_MAX_HOURS_MAX}")
         self.codec = SessionCodec(secret, idle_minutes * 60, max_hours * 3600, clock)
         self.cookie_secure = settings.get("CONSOLE_COOKIE_SECURE").lower()
         if self.cookie_secure not in ("auto", "true", "false"):
