@@ -17,6 +17,7 @@ from typing import Callable
 from jinja2.exceptions import SecurityError, TemplateError
 
 from services.notifications import templates as tpl
+from services.notifications.bounded_sandbox import RenderLimits
 from services.notifications import workflows as wf
 from services.notifications.channels import DeliveryFailed, EmailChannel, SmsChannel, new_message_id
 from services.notifications.notifier import Notifier
@@ -37,6 +38,7 @@ class SenderSettings:
     lease_seconds: float = 120.0
     mail_domain: str = ""
     status_callback_url: str | None = None
+    render_limits: RenderLimits = RenderLimits()
 
 
 def _aware(value):
@@ -73,7 +75,7 @@ class Sender:
         self.sms = sms
         self.settings = settings
         self.clock = clock
-        self.notifier = Notifier(storage, clock)
+        self.notifier = Notifier(storage, clock, settings.render_limits)
         self.owner = uuid.uuid4().hex
         self.touched: list[tuple[str, str]] = []  # sends that now owe events (for the relay)
 
@@ -141,7 +143,7 @@ class Sender:
             return self._finish(send, "failed", f"template {send['template']} no longer exists",
                                 permanent=True)
         try:
-            rendered = tpl.render(template, context(contact, store))
+            rendered = tpl.render(template, context(contact, store), self.settings.render_limits)
         except (TemplateError, SecurityError, TypeError, ValueError) as exc:
             count_send(send["channel"], "failed_permanent")
             return self._finish(send, "failed", f"template did not render: {exc}", permanent=True)
