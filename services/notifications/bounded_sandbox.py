@@ -114,7 +114,8 @@ class RenderBudget:
     def step(self) -> None:
         self.iterations += 1
         if self.iterations > MAX_LOOP_ITERATIONS:
-            raise RenderLimitExceeded(f"loops take more than {MAX_LOOP_ITERATIONS} steps",
+            raise RenderLimitExceeded(f"loops take more than MAX_LOOP_ITERATIONS "
+                                      f"({MAX_LOOP_ITERATIONS}) steps",
                                       "MAX_LOOP_ITERATIONS")
         if not self.iterations % 256:
             self.tick()
@@ -196,8 +197,8 @@ def _check_format_spec(budget: RenderBudget, fmt: str) -> None:
 
 def _check_int(budget: RenderBudget, bits: int) -> None:
     if bits > MAX_INT_BITS:
-        raise RenderLimitExceeded(f"a number would be longer than {MAX_INT_BITS} bits",
-                                  "MAX_INT_BITS")
+        raise RenderLimitExceeded(
+            f"a number would be longer than MAX_INT_BITS ({MAX_INT_BITS} bits)", "MAX_INT_BITS")
 
 
 def _take(budget: RenderBudget, iterable: Iterable[Any]) -> list[Any]:
@@ -417,8 +418,8 @@ def _value_guard(context: Context, value: Any) -> Any:
 def bounded_range(*args: int) -> range:
     numbers = range(*args)
     if len(numbers) > MAX_RANGE_ITEMS:
-        raise RenderLimitExceeded(f"range() of more than {MAX_RANGE_ITEMS} numbers",
-                                  "MAX_RANGE_ITEMS")
+        raise RenderLimitExceeded(
+            f"range() of more than MAX_RANGE_ITEMS ({MAX_RANGE_ITEMS}) numbers", "MAX_RANGE_ITEMS")
     return numbers
 
 
