@@ -78,7 +78,7 @@ class Notifier:
             self.storage.settings.find_one({"_id": store_id})))
 
     def save_settings(self, store_id: str, data: dict) -> StoreSettings:
-        settings = load_settings(data)
+        settings = load_settings(data, new=True)
         self.storage.settings.replace_one({"_id": store_id},
                                           {**settings.to_dict(), "updated_at": utcnow()}, upsert=True)
         _forget(self.storage, "settings", store_id)
