@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 import pytest
 
 from services.customer_sync.importing import CustomerImport
+from services.customer_sync.rectify import load_correction
 from services.customer_sync.repository import CustomerSyncStorage, Store
 from services.customer_sync.sync import CustomerSync
 from services.notifications.channels import (DeliveryFailed, EmailChannel, SmsChannel,
@@ -88,6 +89,15 @@ def test_an_imported_row_with_a_hostile_email_is_invalid(customers, email):
         "s1", [{"line": 2, "email": email, "first_name": "A"}], True, "alice")
     assert answer["rows"][0]["outcome"] == "invalid" and "email" in answer["rows"][0]["errors"]
     assert touched == [] and storage.customers.collection.count_documents({}) == 0
+
+
+@pytest.mark.parametrize("email", HOSTILE.values(), ids=HOSTILE.keys())
+def test_a_rectification_to_a_hostile_email_is_refused(email):
+    for correction in ({"email": email}, {"billing": {"email": email}}):
+        with pytest.raises(ValidationError) as info:
+            load_correction(correction)
+        assert set(info.value.details["fields"]) == set(correction)
+    assert load_correction({"email": "a@example.com"}) == {"email": "a@example.com"}
 
 
 # -- send: exactly one recipient, or a permanent failure before anything is sent -----------------
