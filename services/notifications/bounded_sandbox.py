@@ -7,8 +7,9 @@ the whole process for half a minute and gigabytes of memory. Here every step tha
 text or loop is measured against a budget of the message being rendered, and refused before
 the work is done when it would exceed it:
 
-- no value and no rendered part longer than the part's limit (TEMPLATE_EMAIL_MAX_CHARS or
-  TEMPLATE_SMS_MAX_CHARS), and no more than WORK_FACTOR times that made in all while rendering;
+- no rendered part longer than its channel's limit (TEMPLATE_EMAIL_MAX_CHARS or
+  TEMPLATE_SMS_MAX_CHARS); no value made on the way longer than TEMPLATE_EMAIL_MAX_CHARS, and
+  no more than WORK_FACTOR times that made in all while rendering;
 - no range longer than MAX_RANGE_ITEMS, no more than MAX_LOOP_ITERATIONS loop steps;
 - no whole number longer than MAX_INT_BITS bits;
 - no more than TEMPLATE_RENDER_SECONDS for the whole message, checked at every step.
@@ -57,13 +58,14 @@ class RenderLimits:
                    max_seconds=config.float("TEMPLATE_RENDER_SECONDS"))
 
     def budget(self, channel: str, started: float | None = None) -> "RenderBudget":
-        """A part's budget; parts of one message share `started`, so its time is the whole's."""
-        if channel == "sms":
-            chars, name = self.sms_max_chars, "TEMPLATE_SMS_MAX_CHARS"
-        else:
-            chars, name = self.email_max_chars, "TEMPLATE_EMAIL_MAX_CHARS"
-        return RenderBudget(chars, name, self.max_seconds,
-                            (time.monotonic() if started is None else started) + self.max_seconds)
+        """A part's budget; parts of one message share `started`, so its time is the whole's.
+        Values made on the way are bounded by the email limit on both channels (an SMS may
+        truncate a longer text); what a part renders to, by its channel's."""
+        output = ((self.sms_max_chars, "TEMPLATE_SMS_MAX_CHARS") if channel == "sms"
+                  else (self.email_max_chars, "TEMPLATE_EMAIL_MAX_CHARS"))
+        return RenderBudget(self.email_max_chars, "TEMPLATE_EMAIL_MAX_CHARS", self.max_seconds,
+                            (time.monotonic() if started is None else started) + self.max_seconds,
+                            output)
 
 
 class RenderLimitExceeded(SecurityError):
@@ -77,9 +79,11 @@ class RenderLimitExceeded(SecurityError):
 class RenderBudget:
     """What one part may still make; every guarded step charges it."""
 
-    def __init__(self, max_chars: int, limit_name: str, seconds: float, deadline: float) -> None:
+    def __init__(self, max_chars: int, limit_name: str, seconds: float, deadline: float,
+                 output: tuple[int, str] | None = None) -> None:
         self.max_chars = max_chars
         self.limit_name = limit_name
+        self.output_chars, self.output_limit = output or (max_chars, limit_name)
         self.seconds = seconds
         self.deadline = deadline
         self.made = 0
@@ -156,9 +160,13 @@ def render_within(template: Any, context: Mapping[str, Any], budget: RenderBudge
     """Render a template of a BoundedSandbox within `budget`."""
     token = _BUDGET.set(budget)
     try:
-        return template.render(**context)
+        rendered = template.render(**context)
     finally:
         _BUDGET.reset(token)
+    if len(rendered) > budget.output_chars:
+        raise RenderLimitExceeded(f"the rendered text would be longer than {budget.output_limit} "
+                                  f"({budget.output_chars} characters)", budget.output_limit)
+    return rendered
 
 
 # -- the checks ----------------------------------------------------------------------------------
