@@ -127,6 +127,14 @@ SETTINGS: tuple[Setting, ...] = (
             "resent)."),
     Setting("NOTIFY_DATE_RULES_MINUTES", "60",
             "How often birthday and days-since-last-order workflows are checked."),
+    Setting("TEMPLATE_EMAIL_MAX_CHARS", "200000",
+            "Longest rendered part of an email (subject, HTML or text), and longest value a "
+            "template may make while rendering one; a template over it is refused when saved or "
+            "previewed, and its send fails for good."),
+    Setting("TEMPLATE_SMS_MAX_CHARS", "1600",
+            "Longest rendered SMS body (Twilio's limit), likewise."),
+    Setting("TEMPLATE_RENDER_SECONDS", "1",
+            "Longest time rendering one message (all its parts) may take, likewise."),
     Setting("GDPR_SERVICES", "customer_sync,segmentation,loyalty,notifications",
             "The data-owning services a GDPR request asks (exports, erasure confirmations, "
             "verification)."),

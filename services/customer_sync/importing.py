@@ -24,7 +24,7 @@ from marshmallow import EXCLUDE, Schema, ValidationError as MarshmallowError, fi
 
 from services.customer_sync.normalise import ADDRESS_FIELDS, email_key
 from services.customer_sync.repository import CustomerSyncStorage, new_customer_id, utcnow
-from services.customer_sync.schemas import require_text
+from services.customer_sync.schemas import one_address, require_text
 from services.customer_sync.sync import CustomerSync, customer_event_data
 from services.customer_sync.timeline import entry_id, make_entry
 from services.customer_sync.tombstones import EMAIL, tombstone_digest
@@ -48,7 +48,7 @@ class ImportRowSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    email = fields.Email(required=True, validate=validate.Length(max=254))
+    email = fields.Email(required=True, validate=[validate.Length(max=254), one_address])
     first_name = _text()
     last_name = _text()
     phone = fields.String(validate=_PHONE)

@@ -2,7 +2,8 @@
 
 Money becomes integer minor units (via Decimal, never float); times become aware UTC
 datetimes read from the `*_gmt` fields (UTC without an offset); emails are compared
-lower-cased and trimmed.
+lower-cased and trimmed, and an email that is not exactly one valid address (two addresses
+separated by a comma, a CR/LF) is kept as none, the customer flagged `email_unusable`.
 """
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import ROUND_HALF_UP, Decimal, DecimalException
 from typing import Any
+
+from shared.email_addresses import single_address
 
 # ISO-4217 currencies whose minor unit is not 1/100.
 _MINOR_DIGITS = {
@@ -115,9 +118,17 @@ def email_key(value: Any) -> str | None:
     return key or None
 
 
+def usable_email(value: Any) -> str:
+    """The one address the shop sent, or "" when it is not exactly one valid address: such
+    a value must never reach a To header (see shared.email_addresses)."""
+    return single_address(_text(value)) or ""
+
+
 def address(raw: Any) -> dict:
     raw = raw if isinstance(raw, dict) else {}
-    return {name: _text(raw.get(name)) for name in ADDRESS_FIELDS}
+    found = {name: _text(raw.get(name)) for name in ADDRESS_FIELDS}
+    found["email"] = usable_email(found["email"])
+    return found
 
 
 def _text(value: Any) -> str:
@@ -198,6 +209,7 @@ class CustomerSnapshot:
     is_paying_customer: bool
     content_hash: str
     birthday: str | None = None  # "MM-DD" or "YYYY-MM-DD", from a birthday plugin's meta data
+    email_unusable: bool = False  # the shop sent an email that is not one valid address
 
     @property
     def email_key(self) -> str | None:
@@ -261,6 +273,9 @@ def normalise_customer(payload: Any) -> CustomerSnapshot:
     birthday = birthday_from(payload.get("meta_data"))
     if birthday:  # only when there is one, so the content hash of everyone else is unchanged
         content["birthday"] = birthday
+    if content["email"] and not usable_email(content["email"]):
+        content["email"] = ""  # stored as none, and flagged (likewise only when so)
+        content["email_unusable"] = True
     return CustomerSnapshot(
         woo_customer_id=woo_id,
         date_created=parse_gmt(payload.get("date_created_gmt"), "date_created_gmt"),

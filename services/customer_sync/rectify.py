@@ -23,6 +23,7 @@ from services.customer_sync.queries import customer_view
 from services.customer_sync.repository import CustomerSyncStorage, Store, utcnow
 from services.customer_sync.sync import ApplyResult, CustomerSync, customer_event_data
 from services.customer_sync.woo_client import WooApiError, WooClient, WooUnavailable
+from services.customer_sync.schemas import one_address
 from services.customer_sync.timeline import TIMELINE_FIELD, entry_id, make_entry
 from shared.errors import Conflict, NotFound, Unavailable, ValidationError
 
@@ -58,7 +59,7 @@ class ShippingCorrection(_Trimmed):
 
 
 class BillingCorrection(ShippingCorrection):
-    email = fields.Email(validate=validate.Length(max=254))
+    email = fields.Email(validate=[validate.Length(max=254), one_address])
     phone = fields.String(validate=_PHONE)
 
 
@@ -67,7 +68,7 @@ class ContactCorrection(_Trimmed):
 
     first_name = fields.String(validate=validate.Length(max=200))
     last_name = fields.String(validate=validate.Length(max=200))
-    email = fields.Email(validate=validate.Length(max=254))
+    email = fields.Email(validate=[validate.Length(max=254), one_address])
     phone = fields.String(validate=_PHONE)
     company = fields.String(validate=validate.Length(max=200))
     billing = fields.Nested(BillingCorrection)

@@ -7,8 +7,16 @@ from urllib.parse import urlsplit
 
 from marshmallow import RAISE, Schema, ValidationError as MarshmallowError, fields, validate, validates
 
+from shared.email_addresses import single_address
 from shared.errors import ValidationError
 from shared.events.fields import UtcDateTime
+
+def one_address(value: str) -> None:
+    """An email field takes exactly one plain address (marshmallow's Email also lets
+    `"a,b"@example.com` through): what the shop itself would accept, and safe in a To."""
+    if single_address(value) is None:
+        raise MarshmallowError("must be one plain email address")
+
 
 STORE_ID = validate.Regexp(r"^[a-z0-9][a-z0-9_-]{0,63}$",
                            error="must be 1-64 lower-case letters, digits, '-' or '_'")

@@ -242,6 +242,7 @@ class CustomerSync:
             "date_created": snap.date_created,
             "woo_date_modified": snap.date_modified,
             "content_hash": snap.content_hash,
+            "email_unusable": snap.email_unusable,
         }
 
     def _create_registered(self, store_id: str, snap: CustomerSnapshot, correlation_id: str):

@@ -19,6 +19,8 @@ from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
+from shared.email_addresses import mailbox, recipient
+
 
 class DeliveryFailed(Exception):
     def __init__(self, reason: str, transient: bool) -> None:
@@ -62,14 +64,30 @@ class EmailChannel:
 
     def build(self, to: str, subject: str, text: str, html: str | None, sender: str | None,
               message_id: str, headers: dict[str, str] | None = None) -> EmailMessage:
+        """The message to exactly one recipient, its addresses built by the standard library
+        (never pasted into a header). A message that cannot be built never can be: it fails
+        for good (DeliveryFailed, not transient), before anything is sent."""
+        to_address = recipient(to)
+        if to_address is None:
+            raise DeliveryFailed(f"the email address is not one valid address: {to!r}"[:200],
+                                 transient=False)
+        from_address = mailbox(sender, strict=True) if sender else mailbox(self.settings.sender,
+                                                                           strict=False)
+        if from_address is None:
+            raise DeliveryFailed(f"the From address is not one valid address: "
+                                 f"{sender or self.settings.sender!r}"[:200], transient=False)
         message = EmailMessage()
-        message["From"] = sender or self.settings.sender
-        message["To"] = to
-        message["Subject"] = subject
-        message["Date"] = formatdate(localtime=False)
-        message["Message-ID"] = message_id
-        for name, value in (headers or {}).items():
-            message[name] = value
+        try:
+            message["From"] = from_address
+            message["To"] = to_address
+            message["Subject"] = subject
+            message["Date"] = formatdate(localtime=False)
+            message["Message-ID"] = message_id
+            for name, value in (headers or {}).items():
+                message[name] = value
+        except ValueError as exc:  # a header value with CR/LF (stored before it was refused)
+            raise DeliveryFailed(f"the message's headers are not valid: {exc}", transient=False
+                                 ) from None
         message.set_content(text)
         if html:
             message.add_alternative(html, subtype="html")

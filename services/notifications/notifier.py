@@ -17,6 +17,7 @@ from pymongo.errors import BulkWriteError
 
 from services.notifications import templates as tpl
 from services.notifications import workflows as wf
+from services.notifications.bounded_sandbox import RenderLimits
 from services.notifications.policy import StoreSettings, load_settings, too_old_to_trigger
 from services.notifications.repository import (ACTIVE, DELETED, ERASED, NotificationsStorage,
                                                phone_key, utcnow)
@@ -65,9 +66,11 @@ def _money(amount: dict | None) -> str | None:
 
 
 class Notifier:
-    def __init__(self, storage: NotificationsStorage, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(self, storage: NotificationsStorage, clock: Callable[[], datetime] = utcnow,
+                 render_limits: RenderLimits = RenderLimits()) -> None:
         self.storage = storage
         self.clock = clock
+        self.render_limits = render_limits
 
     # -- store data ----------------------------------------------------------------------------
     def settings(self, store_id: str) -> StoreSettings:
@@ -75,7 +78,7 @@ class Notifier:
             self.storage.settings.find_one({"_id": store_id})))
 
     def save_settings(self, store_id: str, data: dict) -> StoreSettings:
-        settings = load_settings(data)
+        settings = load_settings(data, new=True)
         self.storage.settings.replace_one({"_id": store_id},
                                           {**settings.to_dict(), "updated_at": utcnow()}, upsert=True)
         _forget(self.storage, "settings", store_id)
@@ -91,7 +94,7 @@ class Notifier:
         return _cached(self.storage, "templates", store_id, load)
 
     def save_template(self, store_id: str, data: dict) -> dict:
-        template = tpl.validate_template(data)
+        template = tpl.validate_template(data, self.render_limits)
         self.storage.templates.replace_one({"store_id": store_id, "slug": template["slug"]},
                                            {**template, "store_id": store_id, "updated_at": utcnow()},
                                            upsert=True)

@@ -14,10 +14,14 @@ from datetime import datetime, time, timedelta, timezone
 from typing import Any, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from shared.email_addresses import mailbox
 from shared.errors import ValidationError
 from shared.events.notifications import MAX_TRIGGER_AGE_HOURS
 
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_TEXT_SETTINGS = ("name", "url", "timezone", "quiet_start", "quiet_end", "from_email",
+                  "unsubscribe_url")
 
 
 
@@ -66,17 +70,27 @@ class StoreSettings:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
-def load_settings(data: Mapping[str, Any] | None) -> StoreSettings:
+def load_settings(data: Mapping[str, Any] | None, new: bool = False) -> StoreSettings:
+    """Store settings from `data`, or ValidationError naming each bad field. `new` settings
+    (being saved) must also be fit for an email's headers: no line breaks anywhere, and a
+    `from_email` that is one address; ones stored before that rule still load, and a message
+    they cannot head fails on its own."""
     data = dict(data or {})
     data = {k: v for k, v in data.items() if k not in ("_id", "store_id", "updated_at")}
     errors: dict[str, list[str]] = {}
     known = set(StoreSettings.__dataclass_fields__)
     for key in sorted(set(data) - known):
         errors[key] = ["unknown field"]
-    for key in ("name", "url", "timezone", "quiet_start", "quiet_end", "from_email",
-                "unsubscribe_url"):
+    for key in _TEXT_SETTINGS:
         if key in data and not isinstance(data[key], str):
             errors[key] = ["must be a string"]
+        elif new and key in data and _CONTROL.search(data[key]):
+            errors[key] = ["must not contain line breaks or control characters"]
+    from_email = data.get("from_email")
+    if new and "from_email" not in errors and isinstance(from_email, str) and from_email \
+            and mailbox(from_email) is None:
+        errors["from_email"] = ["must be one email address, such as shop@example.com or "
+                                "Tea & Co <shop@example.com>"]
     if isinstance(data.get("timezone"), str):
         try:
             ZoneInfo(data["timezone"])

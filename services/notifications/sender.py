@@ -12,11 +12,13 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from email.message import EmailMessage
 from typing import Callable
 
 from jinja2.exceptions import SecurityError, TemplateError
 
 from services.notifications import templates as tpl
+from services.notifications.bounded_sandbox import RenderLimits
 from services.notifications import workflows as wf
 from services.notifications.channels import DeliveryFailed, EmailChannel, SmsChannel, new_message_id
 from services.notifications.notifier import Notifier
@@ -37,6 +39,7 @@ class SenderSettings:
     lease_seconds: float = 120.0
     mail_domain: str = ""
     status_callback_url: str | None = None
+    render_limits: RenderLimits = RenderLimits()
 
 
 def _aware(value):
@@ -73,7 +76,7 @@ class Sender:
         self.sms = sms
         self.settings = settings
         self.clock = clock
-        self.notifier = Notifier(storage, clock)
+        self.notifier = Notifier(storage, clock, settings.render_limits)
         self.owner = uuid.uuid4().hex
         self.touched: list[tuple[str, str]] = []  # sends that now owe events (for the relay)
 
@@ -141,18 +144,23 @@ class Sender:
             return self._finish(send, "failed", f"template {send['template']} no longer exists",
                                 permanent=True)
         try:
-            rendered = tpl.render(template, context(contact, store))
+            rendered = tpl.render(template, context(contact, store), self.settings.render_limits)
         except (TemplateError, SecurityError, TypeError, ValueError) as exc:
             count_send(send["channel"], "failed_permanent")
             return self._finish(send, "failed", f"template did not render: {exc}", permanent=True)
         to = contact["email"] if send["channel"] == "email" else contact["phone"]
+        try:
+            message = self._build(send, to, rendered, store)
+        except DeliveryFailed as exc:  # one that can never be built is never tried
+            count_send(send["channel"], "failed_permanent")
+            return self._finish(send, "failed", exc.reason, permanent=True)
         number = len(attempts) + 1
         if not self._update(send, {"$set": {"to": to, "subject": rendered.subject},
                                    "$push": {"attempts": {"n": number, "at": now,
                                                           "outcome": "calling"}}}):
             return "lost"  # another sender took it over: it is theirs now
         try:
-            provider_id = self._deliver(send, to, rendered, store)
+            provider_id = self._deliver(to, rendered, message)
         except DeliveryFailed as exc:
             count_send(send["channel"], "failed_transient" if exc.transient else "failed_permanent")
             tries = sum(1 for a in attempts if a.get("outcome") not in ("held",)) + 1
@@ -169,13 +177,18 @@ class Sender:
         return self._finish(send, "sent", None, permanent=False, attempt_index=len(attempts),
                             provider_id=provider_id)
 
-    def _deliver(self, send: dict, to: str, rendered: tpl.Rendered, store) -> str:
-        if send["channel"] == "email":
-            message = self.email.build(
-                to, rendered.subject or "", rendered.text or "", rendered.html, store.from_email or None,
-                new_message_id(send["_id"], self.settings.mail_domain),
-                headers={"List-Unsubscribe": f"<{store.unsubscribe_url}>"}
-                if send["purpose"] == "marketing" and store.unsubscribe_url else None)
+    def _build(self, send: dict, to: str, rendered: tpl.Rendered, store) -> EmailMessage | None:
+        """The email to send (None for an SMS); DeliveryFailed if it cannot be built."""
+        if send["channel"] != "email":
+            return None
+        return self.email.build(
+            to, rendered.subject or "", rendered.text or "", rendered.html, store.from_email or None,
+            new_message_id(send["_id"], self.settings.mail_domain),
+            headers={"List-Unsubscribe": f"<{store.unsubscribe_url}>"}
+            if send["purpose"] == "marketing" and store.unsubscribe_url else None)
+
+    def _deliver(self, to: str, rendered: tpl.Rendered, message: EmailMessage | None) -> str:
+        if message is not None:
             return self.email.send(message)
         return self.sms.send(to, rendered.text or "", self.settings.status_callback_url)
 

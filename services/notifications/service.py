@@ -10,12 +10,13 @@ from nameko.extensions import DependencyProvider
 from nameko.rpc import rpc
 
 from services.notifications import twilio_hooks
+from services.notifications.bounded_sandbox import RenderLimits
 from services.notifications.channels import EmailChannel, SmsChannel, SmtpSettings, TwilioSettings
 from services.notifications.notifier import Notifier
 from services.notifications.repository import ERASED, NotificationsStorage
 from services.notifications.sender import Sender, SenderSettings
 from services.notifications.sender import context as template_context
-from services.notifications.templates import SAMPLE_CONTEXT, render
+from services.notifications.templates import SAMPLE_CONTEXT, RenderFailed, render, validate_template
 from shared.config import Config, from_nameko
 from shared.dependencies import OutboxRelayProvider, Settings, WorkerLogContext
 from shared.erasure import confirm_erasure
@@ -50,7 +51,8 @@ def sender_for(storage: NotificationsStorage, config: Config) -> Sender:
         retry_seconds=config.float("NOTIFY_RETRY_SECONDS"),
         lease_seconds=config.float("NOTIFY_LEASE_SECONDS"),
         mail_domain=config.get("MAIL_DOMAIN"),
-        status_callback_url=f"{public}{twilio_hooks.STATUS_PATH}" if public else None))
+        status_callback_url=f"{public}{twilio_hooks.STATUS_PATH}" if public else None,
+        render_limits=RenderLimits.from_config(config)))
 
 
 class SendLoop(DependencyProvider):
@@ -139,7 +141,7 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
     send_loop = SendLoop()
 
     def _notifier(self) -> Notifier:
-        return Notifier(self.storage)
+        return Notifier(self.storage, render_limits=RenderLimits.from_config(self.settings))
 
     def _apply(self, event) -> None:
         if self._notifier().apply(event):
@@ -268,9 +270,7 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
                 raise NotFound(f"no template {template} in store {store_id}")
             template = found
         else:
-            from services.notifications.templates import validate_template
-
-            template = validate_template(template)
+            template = validate_template(template, notifier.render_limits)
         if customer_id:
             contact = self.storage.contacts.get(store_id, customer_id)
             if contact is None or contact.get("status") == ERASED:
@@ -279,10 +279,11 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
         else:
             context = SAMPLE_CONTEXT
         try:
-            rendered = render(template, context)
-        except Exception as exc:  # a stored template that this customer's data cannot fill
+            rendered = render(template, context, notifier.render_limits)
+        except RenderFailed as exc:  # this customer's data cannot fill it, or makes it too big
             raise ValidationError(f"template does not render: {exc}",
-                                  {"fields": {"template": [str(exc)]}}) from None
+                                  {"fields": {"template": [str(exc)], exc.part: [exc.reason]}}
+                                  ) from None
         return {"subject": rendered.subject, "html": rendered.html, "text": rendered.text}
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)

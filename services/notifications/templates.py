@@ -6,18 +6,24 @@ part is parsed when the template is saved: a syntax error, or a variable the pro
 not provide (`{{ customer.frist_name }}`), is refused with its part and line, so a typo is
 found by the person writing it rather than by a customer at 3 a.m. Rendering never calls out:
 everything a template can use is in the context built from the service's own projection.
+
+Every render, whether to check a template being saved, to preview it or to send it, runs in
+the bounded sandbox (bounded_sandbox.py) within RenderLimits: a template that asks for too much
+text or time is refused with the limit it hit, wherever it is rendered.
 """
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Mapping
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, nodes
-from jinja2.exceptions import SecurityError, UndefinedError
-from jinja2.sandbox import SandboxedEnvironment
 
+from services.notifications.bounded_sandbox import (BoundedSandbox, RenderBudget,
+                                                    RenderLimitExceeded, RenderLimits,
+                                                    render_within)
 from shared.errors import ValidationError
 
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -49,16 +55,27 @@ SMS_PARTS = ("body",)
 SMS_MAX_CHARS = 1600  # Twilio's limit for one message body
 
 
-def _environment(autoescape: bool) -> SandboxedEnvironment:
-    return SandboxedEnvironment(autoescape=autoescape, undefined=StrictUndefined,
-                                keep_trailing_newline=True)
+class RenderFailed(ValueError):
+    """A part that cannot be rendered: its data lacks something, or it hit a limit (`limit`
+    names it). A send of it can never succeed."""
+
+    def __init__(self, part: str, reason: str, limit: str | None = None) -> None:
+        super().__init__(f"{part}: {reason}")
+        self.part = part
+        self.reason = reason
+        self.limit = limit
+
+
+def _environment(autoescape: bool) -> BoundedSandbox:
+    return BoundedSandbox(autoescape=autoescape, undefined=StrictUndefined,
+                          keep_trailing_newline=True)
 
 
 _HTML = _environment(True)
 _PLAIN = _environment(False)
 
 
-def _env_for(part: str) -> SandboxedEnvironment:
+def _env_for(part: str) -> BoundedSandbox:
     return _HTML if part == "html" else _PLAIN
 
 
@@ -96,8 +113,9 @@ def _unknown_variables(source: str, part: str) -> list[str]:
     return sorted(set(problems))
 
 
-def validate_template(data: Mapping[str, Any]) -> dict:
-    """A template to store, or ValidationError naming each bad part and line."""
+def validate_template(data: Mapping[str, Any], limits: RenderLimits = RenderLimits()) -> dict:
+    """A template to store, or ValidationError naming each bad part and line, or the
+    rendering limit a part exceeds with sample data."""
     if not isinstance(data, Mapping):
         raise ValidationError("template must be an object", {"fields": {"template": ["not an object"]}})
     errors: dict[str, list[str]] = {}
@@ -114,6 +132,7 @@ def validate_template(data: Mapping[str, Any]) -> dict:
     extra = [p for p in (EMAIL_PARTS + SMS_PARTS) if p in data and p not in parts]
     for key in extra:
         errors[key] = [f"not a part of {channel} templates"]
+    started = time.monotonic()
     for part in parts:
         source = data.get(part)
         if not isinstance(source, str) or not source.strip():
@@ -128,9 +147,10 @@ def validate_template(data: Mapping[str, Any]) -> dict:
             errors[part] = problems
             continue
         try:
-            render_part(part, source, SAMPLE_CONTEXT)
-        except (UndefinedError, SecurityError, TypeError, ValueError) as exc:
-            errors[part] = [f"does not render with sample data: {exc}"]
+            render_part(part, source, SAMPLE_CONTEXT, limits.budget(channel, started))
+        except RenderFailed as exc:
+            errors[part] = [f"exceeds a rendering limit: {exc.reason}" if exc.limit
+                            else f"does not render with sample data: {exc.reason}"]
     if channel == "sms" and "body" not in errors and len(data["body"]) > SMS_MAX_CHARS:
         errors["body"] = [f"longer than {SMS_MAX_CHARS} characters"]
     if errors:
@@ -145,20 +165,34 @@ def validate_template(data: Mapping[str, Any]) -> dict:
 def _compiled(part: str, source: str):
     """Compiling costs more than rendering: a bulk send renders one template thousands of
     times, so each (part, source) is compiled once per process."""
-    return _env_for(part).from_string(source)
+    return _env_for(part).compile_bounded(source)
 
 
-def render_part(part: str, source: str, context: Mapping[str, Any]) -> str:
-    return _compiled(part, source).render(**context)
+def render_part(part: str, source: str, context: Mapping[str, Any], budget: RenderBudget) -> str:
+    """One part within `budget`; whatever stops it (a missing value, a limit, a runaway
+    macro's recursion) is RenderFailed naming the part."""
+    try:
+        return render_within(_compiled(part, source), context, budget)
+    except RenderLimitExceeded as exc:
+        raise RenderFailed(part, str(exc), exc.limit) from None
+    except RecursionError:
+        raise RenderFailed(part, "macros or loops nest too deeply") from None
+    except Exception as exc:  # the template's own error: undefined, wrong type, syntax...
+        raise RenderFailed(part, str(exc) or type(exc).__name__) from None
 
 
-def render(template: Mapping[str, Any], context: Mapping[str, Any]) -> Rendered:
-    """Render a stored template; raises UndefinedError etc. if the context lacks something."""
+def render(template: Mapping[str, Any], context: Mapping[str, Any],
+           limits: RenderLimits = RenderLimits()) -> Rendered:
+    """Render a stored template within `limits` (its parts share the time limit); raises
+    RenderFailed if the context lacks something or a limit is hit."""
+    started = time.monotonic()
+
+    def part(name: str) -> str:
+        return render_part(name, template[name], context, limits.budget(template["channel"], started))
+
     if template["channel"] == "email":
-        subject = " ".join(render_part("subject", template["subject"], context).split())
-        return Rendered(subject, render_part("html", template["html"], context),
-                        render_part("text", template["text"], context))
-    return Rendered(None, None, render_part("body", template["body"], context).strip())
+        return Rendered(" ".join(part("subject").split()), part("html"), part("text"))
+    return Rendered(None, None, part("body").strip())
 
 
 # -- the shipped defaults ------------------------------------------------------------------------

@@ -142,3 +142,22 @@ def test_birthdays_including_the_29th_of_february():
     assert _is_birthday("12-10", date(2026, 12, 10)) and _is_birthday("1990-12-10", date(2026, 12, 10))
     assert _is_birthday("02-29", date(2027, 2, 28)) and not _is_birthday("02-29", date(2028, 2, 28))
     assert not _is_birthday("nonsense", date(2026, 12, 10)) and not _is_birthday(None, date(2026, 1, 1))
+
+
+def test_render_limits_come_from_the_documented_settings():
+    from services.notifications.bounded_sandbox import RenderLimits
+    from shared.config import Config
+
+    assert RenderLimits.from_config(Config({})) == RenderLimits()  # defaults agree
+    tight = RenderLimits.from_config(Config({"TEMPLATE_SMS_MAX_CHARS": "20",
+                                             "TEMPLATE_EMAIL_MAX_CHARS": "30"}))
+    sms = {"slug": "s", "channel": "sms", "body": "{{ 'x' * 21 }}"}
+    with pytest.raises(ValidationError, match="TEMPLATE_SMS_MAX_CHARS \\(20 characters\\)"):
+        tpl.validate_template(sms, tight)
+    tpl.validate_template(sms)  # within the default
+    email = {"slug": "e", "channel": "email", "subject": "Hi", "html": "<p>hi</p>",
+             "text": "{% for t in range(31) %}x{% endfor %}"}
+    with pytest.raises(ValidationError) as info:
+        tpl.validate_template(email, tight)
+    assert list(info.value.details["fields"]) == ["text"]
+    assert "TEMPLATE_EMAIL_MAX_CHARS" in info.value.details["fields"]["text"][0]
