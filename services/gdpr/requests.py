@@ -14,6 +14,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any, Mapping
 
+from shared.email_addresses import single_address
 from shared.errors import Conflict, ValidationError
 from shared.events.gdpr import REQUEST_STATES, REQUEST_TYPES
 
@@ -22,7 +23,7 @@ STATES = REQUEST_STATES
 OPEN_STATES = ("received", "verified", "in_progress")
 DUE_DAYS = 30
 RECTIFIABLE = ("first_name", "last_name", "email", "phone", "company", "billing", "shipping")
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")  # recognises stored search terms only
 
 ALLOWED = {  # state -> the states it may move to
     "received": {"verified", "rejected"},
@@ -39,8 +40,8 @@ def new_request(store_id: str, request_type: str, email: str, details: Mapping[s
     errors: dict[str, list[str]] = {}
     if request_type not in TYPES:
         errors["type"] = [f"must be one of {', '.join(TYPES)}"]
-    if not isinstance(email, str) or not _EMAIL.match(email.strip()):
-        errors["email"] = ["must be an email address"]
+    if single_address(email) is None:
+        errors["email"] = ["must be exactly one email address"]
     if not isinstance(store_id, str) or not store_id:
         errors["store_id"] = ["required"]
     if not isinstance(actor, str) or not actor.strip():

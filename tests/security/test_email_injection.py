@@ -14,6 +14,7 @@ from services.customer_sync.importing import CustomerImport
 from services.customer_sync.rectify import load_correction
 from services.customer_sync.repository import CustomerSyncStorage, Store
 from services.customer_sync.sync import CustomerSync
+from services.gdpr.requests import new_request
 from services.notifications.channels import (DeliveryFailed, EmailChannel, SmsChannel,
                                              SmtpSettings, TwilioSettings)
 from services.notifications.notifier import Notifier
@@ -98,6 +99,15 @@ def test_a_rectification_to_a_hostile_email_is_refused(email):
             load_correction(correction)
         assert set(info.value.details["fields"]) == set(correction)
     assert load_correction({"email": "a@example.com"}) == {"email": "a@example.com"}
+
+
+@pytest.mark.parametrize("email", HOSTILE.values(), ids=HOSTILE.keys())
+def test_a_gdpr_request_for_a_hostile_email_is_refused_naming_the_field(email):
+    """A request's email is who gets the export and the confirmation: one address or a 400."""
+    with pytest.raises(ValidationError) as info:
+        new_request("s1", "access", email, None, "operator", T0)
+    assert set(info.value.details["fields"]) == {"email"}
+    assert new_request("s1", "access", " a@example.com ", None, "operator", T0)["type"] == "access"
 
 
 # -- send: exactly one recipient, or a permanent failure before anything is sent -----------------
