@@ -20,6 +20,11 @@ class Decision:
     retry_after: int  # whole seconds until one request is allowed again (0 when allowed)
 
 
+def _refused(limit: int, tokens: float) -> Decision:
+    """A refusal, with the whole seconds until one token has refilled."""
+    return Decision(False, limit, 0, max(1, math.ceil((1.0 - tokens) / (limit / 60.0))))
+
+
 class RateLimiter:
     def __init__(self, default_per_minute: int, clock: Callable[[], float] = time.monotonic,
                  max_keys: int = 100_000) -> None:
@@ -29,28 +34,27 @@ class RateLimiter:
         self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, at)
 
     def check(self, key: str, per_minute: int | None = None) -> Decision:
-        limit = per_minute or self.default_per_minute
-        rate = limit / 60.0
-        now = self.clock()
-        tokens, at = self._buckets.get(key, (float(limit), now))
-        tokens = min(float(limit), tokens + (now - at) * rate)
+        limit, tokens, now = self._refilled(key, per_minute)
         if tokens >= 1.0:
             tokens -= 1.0
             self._store(key, tokens, now)
             return Decision(True, limit, int(tokens), 0)
         self._store(key, tokens, now)
-        return Decision(False, limit, 0, max(1, math.ceil((1.0 - tokens) / rate)))
+        return _refused(limit, tokens)
 
     def peek(self, key: str, per_minute: int | None = None) -> Decision:
         """Whether `check` would allow now, without spending anything."""
-        limit = per_minute or self.default_per_minute
-        rate = limit / 60.0
-        now = self.clock()
-        tokens, at = self._buckets.get(key, (float(limit), now))
-        tokens = min(float(limit), tokens + (now - at) * rate)
+        limit, tokens, _ = self._refilled(key, per_minute)
         if tokens >= 1.0:
             return Decision(True, limit, int(tokens), 0)
-        return Decision(False, limit, 0, max(1, math.ceil((1.0 - tokens) / rate)))
+        return _refused(limit, tokens)
+
+    def _refilled(self, key: str, per_minute: int | None) -> tuple[int, float, float]:
+        """The key's limit, its tokens refilled up to now, and now."""
+        limit = per_minute or self.default_per_minute
+        now = self.clock()
+        tokens, at = self._buckets.get(key, (float(limit), now))
+        return limit, min(float(limit), tokens + (now - at) * (limit / 60.0)), now
 
     def _store(self, key: str, tokens: float, now: float) -> None:
         if key not in self._buckets and len(self._buckets) >= self.max_keys:

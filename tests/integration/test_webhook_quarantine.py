@@ -18,26 +18,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from services.customer_sync.service import CustomerSyncService
 from services.customer_sync.signature import sign
 from shared import metrics, mongo
-from shared.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
+from shared.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from shared.errors import NotFound
 from tests import payloads
-from tests.conftest import RABBIT_MANAGEMENT_URL
+from tests.integration.test_cli import management_url, run  # noqa: F401 - autouse fixture
 from tests.support import wait_until
 
 SECRET = "whsec-quarantine-1"
 STORE = "shopq"
-
-
-@pytest.fixture(autouse=True)
-def management_url(monkeypatch):
-    monkeypatch.setenv("RABBITMQ_MANAGEMENT_URL", RABBIT_MANAGEMENT_URL)
-
-
-def run(capsys, amqp_uri: str, *argv: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = main(["--amqp-uri", amqp_uri, *argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def sample(name: str, **labels: str) -> float | None:

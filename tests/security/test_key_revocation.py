@@ -28,18 +28,11 @@ from services.gateway.service import GatewayService
 from shared.events import parse_event
 from shared.outbox import OUTBOX_FIELD
 from tests.conftest import RABBIT_AMQP_HOST
+from tests.security.test_console_sessions import Outbox
 from tests.support import free_port, vhost_of, wait_until
 from tests.unit.test_console import Proxy
 
 STORE = "shop"
-
-
-class Outbox:
-    def __init__(self) -> None:
-        self.notified: list = []
-
-    def notify(self, refs) -> None:
-        self.notified.extend(refs)
 
 
 class Deployment:
