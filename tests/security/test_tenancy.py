@@ -4,7 +4,8 @@ Two levels. customer_sync's repositories and use cases (customers, orders, notes
 and loyalty's accounts, asked for store B, never find store A's records: the store filter of
 every lookup is what is tested, on the same in-memory database. Then the API: a route-table-driven walk in which store
 B's admin key names store A's customer, note, reminder, tag, group, template, segment, rule,
-workflow, bulk send, GDPR request and key, on every route that takes an id; each answers 404,
+workflow, bulk send, GDPR request, key and quarantined webhook delivery, on every route that
+takes an id; each answers 404,
 B's lists show nothing of A's, and A's records read the same afterwards."""
 from __future__ import annotations
 
@@ -159,7 +160,8 @@ def _store_a_view(admin: GatewayClient, ids: dict) -> dict:
         "groups": "/groups", "template": f"/notifications/templates/{ids['template']}",
         "workflows": "/notifications/workflows", "segments": "/segments", "rules": "/rules",
         "request": f"/gdpr/requests/{ids['request_id']}", "keys": "/keys",
-        "programme": "/loyalty/programme", "settings": "/notifications/settings"}
+        "programme": "/loyalty/programme", "settings": "/notifications/settings",
+        "quarantined": f"/webhooks/quarantine/{ids['quarantine_id']}"}
     view = {}
     for name, path in reads.items():
         answer = ok(admin.get(path))
@@ -215,6 +217,10 @@ def test_store_b_naming_store_a_ids_gets_404_on_every_route(system):
         elif route.endpoint == "POST /customers/bulk":
             ok = status == 200 and all(r["outcome"] == "not_found"
                                        for r in json.loads(text)["results"])
+        elif route.endpoint == "POST /webhooks/quarantine/replay":  # B has nothing to release
+            answer = json.loads(text) if status == 200 else {}
+            ok = (answer.get("replayed"), answer.get("not_found"), answer.get("remaining")) == (
+                [], [ids["quarantine_id"]], 0)
         elif route.endpoint in PENDING_NOT_FOUND:
             ok = status < 500 and status not in (401, 403) and not _shows_a(text, a, echoed=True)
         elif route.endpoint in BODY_NAMES_IDS:
