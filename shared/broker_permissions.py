@@ -45,9 +45,9 @@ OPERATOR = "operator"
 NOTHING = "^$"  # RabbitMQ reads an empty permission as "nothing"; topic regexes get this
 # RPCs only the GDPR machinery uses; the gateway calls every other public method.
 GATEWAY_EXCLUDED_METHODS = frozenset({"search_personal_data", "shop_erasures", "known_customers"})
-# Services that check with customer_sync that a customer named by a write exists
+# Services that check with customer_sync that a customer named by a request exists
 # (shared/customers.py).
-CUSTOMER_CHECKERS = ("gdpr", "loyalty", "segmentation")
+CUSTOMER_CHECKERS = ("gdpr", "loyalty", "notifications", "segmentation")
 # Events a service publishes on another service's exchange (the catalogue names the exchange).
 EXTRA_PUBLISHES = {"notifications": ("consent.changed",)}
 # Events whose catalogue source only names the exchange: the data owners publish them there,

@@ -65,9 +65,9 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("OUTBOX_BATCH_SIZE", "200", "Events published per batch of publisher confirms."),
     Setting("CUSTOMER_CHECK_TIMEOUT_SECONDS", "5",
-            "How long loyalty, segmentation and gdpr wait for customer_sync to say whether a "
-            "customer named by a write exists; past it the write is refused with 503, nothing "
-            "changed."),
+            "How long loyalty, segmentation, notifications and gdpr wait for customer_sync to "
+            "say whether a customer named by a request exists; past it the request is refused "
+            "with 503, nothing changed."),
     Setting("WEBHOOK_MAX_BODY_BYTES", str(1024 * 1024), "Largest webhook body accepted (413 above)."),
     Setting("INBOX_SWEEP_SECONDS", "5", "How often webhook deliveries not yet applied are retried."),
     Setting(

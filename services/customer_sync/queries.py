@@ -23,7 +23,7 @@ from services.customer_sync.notes import note_view
 from services.customer_sync.reminders import reminder_view
 from services.customer_sync.sync import order_event_data
 from services.customer_sync.timeline import entry_view
-from shared.customers import valid_customer_ids
+from shared.customers import not_found, valid_customer_id, valid_customer_ids
 from shared.errors import NotFound, ValidationError
 
 _CUSTOMER_FIELDS = ("woo_customer_id", "registered", "status", "email", "first_name", "last_name",
@@ -114,7 +114,11 @@ class CustomerQueries:
         return {"items": [customer_view(d) for d in docs], "next_cursor": next_cursor}
 
     def list_orders(self, store_id: str, customer_id: str, page: dict | None = None) -> dict:
-        store_id, customer_id = _store_id(store_id), require_text(customer_id, "customer_id")
+        """A customer's orders, newest first; NotFound for anyone who is not a customer of the
+        store (an empty page would say they are)."""
+        store_id, customer_id = _store_id(store_id), valid_customer_id(customer_id)
+        if self.storage.customers.get(store_id, customer_id) is None:
+            raise not_found(store_id, customer_id)
         paging = load(PageSchema(), page, "page")
         offset = 0
         if paging["cursor"]:

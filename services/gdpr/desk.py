@@ -213,8 +213,12 @@ class Desk:
                           self.storage.consents.key(store_id, customer_id))])
 
     def get_consent(self, store_id: str, customer_id: str) -> dict:
+        """A customer with no consent recorded has an empty record; anyone who is not a
+        customer of the store is NotFound, never an empty record that says they are."""
+        customer_id = valid_customer_id(customer_id)
         doc = self.storage.consents.get(store_id, customer_id)
         if doc is None:
+            customer_id = self._existing_customer(store_id, customer_id)
             return {"store_id": store_id, "customer_id": customer_id, "purposes": {}, "history": []}
         return {"store_id": store_id, "customer_id": customer_id,
                 "purposes": _iso(doc.get("purposes") or {}),

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 
 import eventlet
 from nameko.extensions import DependencyProvider
-from nameko.rpc import rpc
+from nameko.rpc import RpcProxy, rpc
 
 from services.notifications import twilio_hooks
 from services.notifications.bounded_sandbox import RenderLimits
@@ -18,6 +18,8 @@ from services.notifications.sender import Sender, SenderSettings
 from services.notifications.sender import context as template_context
 from services.notifications.templates import SAMPLE_CONTEXT, RenderFailed, render, validate_template
 from shared.config import Config, from_nameko
+from shared.customers import (CustomerCheck, customer_sync_over_rpc, not_found,
+                              valid_customer_id, valid_customer_ids)
 from shared.dependencies import OutboxRelayProvider, Settings, WorkerLogContext
 from shared.erasure import confirm_erasure
 from shared.errors import EXPECTED_ERRORS, NotFound, ValidationError
@@ -139,9 +141,36 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
     log_context = WorkerLogContext()
     settings = Settings()
     send_loop = SendLoop()
+    customer_sync = RpcProxy("customer_sync")
 
     def _notifier(self) -> Notifier:
         return Notifier(self.storage, render_limits=RenderLimits.from_config(self.settings))
+
+    def _existing(self, store_id: str, customer_ids: list[str]) -> set[str]:
+        """Which of the ids are customers of the store: a contact held here (made from
+        customer_sync's events) says so; customer_sync answers for anyone not heard of yet."""
+        check = CustomerCheck(customer_sync_over_rpc(
+            self.customer_sync, self.settings.float("CUSTOMER_CHECK_TIMEOUT_SECONDS")))
+
+        def held_here(customer_id: str) -> bool:
+            contact = self.storage.contacts.get(store_id, customer_id)
+            return contact is not None and contact.get("status") != ERASED
+
+        return check.existing(store_id, customer_ids, held_here)
+
+    def _audience_customers_exist(self, store_id: str, audience: object) -> None:
+        """A bulk send to a list of customers names only the store's customers: an unknown id
+        is refused, naming it, before anything is scheduled (never silently left out)."""
+        if not isinstance(audience, dict) or "customer_ids" not in audience:
+            return
+        ids = valid_customer_ids(audience["customer_ids"], "audience.customer_ids")
+        existing = self._existing(store_id, ids)
+        missing = [c for c in ids if c not in existing]
+        if missing:
+            shown = ", ".join(missing[:10]) + (" and more" if len(missing) > 10 else "")
+            raise NotFound(f"no customers {shown} in store {store_id}: nothing was sent",
+                           {"fields": {"audience.customer_ids": ["not found"]},
+                            "customer_ids": missing})
 
     def _apply(self, event) -> None:
         if self._notifier().apply(event):
@@ -304,6 +333,7 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
                   purpose: str = "marketing", bulk_id: str | None = None) -> dict:
         """A message to a segment, group, tag or list of customers, now or at `when`;
         consent, caps and quiet hours apply to each. Progress: `bulk_status`."""
+        self._audience_customers_exist(store_id, audience)
         status = self._notifier().bulk_send(store_id, audience, template, when, purpose, bulk_id)
         self.send_loop.wake()
         return status
@@ -314,9 +344,13 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def send_log(self, store_id: str, customer_id: str, limit: int = 100) -> list:
-        """Every message to the customer, newest first, with each attempt and its outcome."""
+        """Every message to the customer, newest first, with each attempt and its outcome;
+        NotFound for anyone who is not a customer of the store (not an empty log)."""
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
             raise ValidationError("limit must be 1-1000", {"fields": {"limit": ["range"]}})
+        customer_id = valid_customer_id(customer_id)
+        if not self._existing(store_id, [customer_id]):
+            raise not_found(store_id, customer_id)
         docs = self.storage.sends.collection.find(
             {"store_id": store_id, "customer_id": customer_id}, {"outbox": 0, "owner": 0}
         ).sort("created_at", -1).limit(limit)

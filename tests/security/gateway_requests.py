@@ -7,8 +7,14 @@ import json
 import re
 import urllib.parse
 
+from services.customer_sync.inbox import InboxProcessor
+from services.customer_sync.repository import CustomerSyncStorage
+from services.customer_sync.sync import CustomerSync
 from services.gateway.routing import Route
 from shared import mongo
+from tests import payloads
+from tests.gateway_system import STORE
+from tests.support import wait_until
 
 _CONDITIONS = [{"field": "orders_count", "op": "gte", "value": 1}]
 
@@ -48,13 +54,15 @@ SAMPLE_BODIES: dict[str, object] = {
     "POST /gdpr/requests/<request_id>/reject": {"reason": "intruder"},
     "PUT /customers/<customer_id>/consent": {"purpose": "email_marketing", "granted": True},
     "POST /keys": {"name": "intruder", "scopes": ["admin"]},
+    "POST /webhooks/quarantine/replay": {"quarantine_ids": ["{quarantine_id}"]},
 }
 
 # What a path parameter names, for the ids a test hands in (`ids` below).
 _PARAM_KIND = {"customer_id": "customer_id", "note_id": "note_id", "reminder_id": "reminder_id",
                "tag": "tag", "group": "group", "slug": "slug", "segment_id": "segment_id",
                "rule_id": "rule_id", "workflow_id": "workflow_id", "bulk_id": "bulk_id",
-               "request_id": "request_id", "key_id": "key_id"}
+               "request_id": "request_id", "key_id": "key_id",
+               "quarantine_id": "quarantine_id"}
 
 
 def param_kind(route: Route, name: str) -> str:
@@ -110,9 +118,28 @@ def ok(response, status: int = 200) -> dict:
     return response.json()
 
 
+def quarantined_delivery(system) -> str:
+    """A webhook delivery of store A's that cannot be applied (an order with a NaN total, as a
+    door older than the field checks recorded it), quarantined by customer_sync's own inbox
+    processing; whichever of this and the running service's sweep claims it quarantines it."""
+    storage = CustomerSyncStorage(
+        mongo.connect(system.services.mongo_uri)["companion_customer_sync"])
+    key = f"{STORE}:order:61:unappliable"
+    body = payloads.order(61, customer_id=0, total="NaN")
+    storage.inbox.record(key, {"store_id": STORE, "topic": "order.created", "resource": "order",
+                               "action": "created", "resource_id": 61,
+                               "body": json.dumps(body)})
+    InboxProcessor(storage, CustomerSync(storage)).process(key)
+    doc = wait_until(lambda: storage.inbox.collection.find_one({"_id": key,
+                                                                "status": "quarantined"}),
+                     timeout=20, message="store A's unappliable delivery quarantined")
+    return doc["quarantine_id"]
+
+
 def store_a_records(system) -> dict:
     """Store A's records, made over the API: a customer, its tag, group, points, consent,
-    note and reminder, a template, segment, rule, workflow, bulk send, GDPR request and key."""
+    note and reminder, a template, segment, rule, workflow, bulk send, GDPR request and key;
+    and a webhook delivery in quarantine."""
     admin = system.client("admin", rate_limit_per_minute=100_000)
     woo, customer_id = system.shop_customer(orders=0)
     cid = f"/customers/{customer_id}"
@@ -144,5 +171,6 @@ def store_a_records(system) -> dict:
             "type": "access", "email": woo["email"]}), 201)["request_id"],
         "key_id": ok(admin.post("/keys", json={"name": "A's other key", "scopes": ["read"]}),
                       201)["key_id"],
+        "quarantine_id": quarantined_delivery(system),
     }
     return {"ids": ids, "email": woo["email"], "admin": admin}

@@ -153,3 +153,42 @@ def _customer_id(rpc) -> str | None:
         return rpc.customer_sync.find_customer(STORE, "new@shop.example")["customer_id"]
     except NotFound:
         return None
+
+
+API_READS = ["/customers/{id}/orders", "/customers/{id}/messages", "/customers/{id}/consent"]
+
+
+def test_the_api_reads_of_an_unknown_customer_are_404_not_an_empty_view(system):
+    """An empty 200 would say the customer exists and has nothing: a probe for ids of other
+    stores, and a console page for nobody."""
+    client = system.client("read", "gdpr")
+    for path in API_READS:
+        answer = client.get(path.format(id=PHANTOM))
+        assert answer.status_code == 404, (path, answer.status_code, answer.text)
+        assert PHANTOM in answer.json()["detail"], (path, answer.json())
+        huge = client.get(path.format(id=HUGE))
+        assert huge.status_code == 400, (path, huge.status_code, huge.text[:300])
+    _, real = system.shop_customer(orders=1)
+    for path in API_READS:  # the customer's own reads still answer
+        assert client.get(path.format(id=real)).status_code == 200, path
+
+
+def test_leaving_a_group_and_a_bulk_send_naming_an_unknown_customer_are_refused(system):
+    system.rpc.segmentation.save_group(STORE, {"slug": "trade", "name": "Trade"})
+    client = system.client("write")
+    assert client.put("/notifications/templates/hello",
+                      json={"channel": "sms", "body": "Hi"}).status_code == 200
+    _, real = system.shop_customer(orders=0)
+    assert client.post(f"/customers/{real}/groups", json={"groups": ["trade"]}).status_code == 200
+
+    left = client.delete(f"/customers/{PHANTOM}/groups/trade")
+    assert left.status_code == 404 and PHANTOM in left.json()["detail"], left.text
+    sent = client.post("/notifications/bulk-sends", json={
+        "audience": {"customer_ids": [real, PHANTOM]}, "template": "hello",
+        "purpose": "transactional"})
+    assert sent.status_code in (400, 404), sent.text
+    assert PHANTOM in sent.json()["detail"] and "customer_ids" in json.dumps(sent.json())
+    notifications = mongo.connect(system.services.mongo_uri)["companion_notifications"]
+    assert notifications["bulk_jobs"].count_documents({}) == 0  # nothing scheduled, even for
+    assert notifications["sends"].count_documents({}) == 0  # the customer who exists
+    assert traces(system.services, PHANTOM) == []

@@ -95,6 +95,9 @@ REQUIRED_SCOPE: dict[str, str | None] = {
     "GET /keys": "admin",
     "POST /keys": "admin",
     "DELETE /keys/<key_id>": "admin",
+    "GET /webhooks/quarantine": "admin",
+    "GET /webhooks/quarantine/<quarantine_id>": "admin",
+    "POST /webhooks/quarantine/replay": "admin",
     "GET /openapi.json": None,
 }
 # Requests that change nothing although they are not GETs: a preview renders a template.
@@ -108,7 +111,7 @@ KEY_SCOPES = [("read",), ("write",), ("gdpr",), ("admin",), ("read", "gdpr"), ("
               ("read", "write", "gdpr")]
 IDS = {kind: f"target-{kind}" for kind in (
     "customer_id", "note_id", "reminder_id", "tag", "group", "template", "segment_id", "rule_id",
-    "workflow_id", "bulk_id", "request_id", "key_id")}
+    "workflow_id", "bulk_id", "request_id", "key_id", "quarantine_id")}
 
 
 def lacking(scope: str) -> list[tuple[str, ...]]:

@@ -39,12 +39,13 @@ def test_rpc_calls_are_what_each_caller_needs(roles):
         assert gdpr.may_call(service, "search_personal_data")
     assert gdpr.may_call("customer_sync", "rectify_customer")
     assert not gdpr.may_call("loyalty", "redeem")
-    # A data owner asks itself (its container's healthcheck) and, before a write naming a
+    # A data owner asks itself (its container's healthcheck) and, before a request naming a
     # customer it does not hold yet, customer_sync whether that customer exists; nothing else.
     assert roles["segmentation"].calls == ("customer_sync.known_customers", "segmentation.health")
     assert roles["loyalty"].calls == ("customer_sync.known_customers", "loyalty.health")
     assert gdpr.may_call("customer_sync", "known_customers")
-    assert roles["notifications"].calls == ("notifications.health",)
+    assert roles["notifications"].calls == ("customer_sync.known_customers",
+                                            "notifications.health")
     gateway = roles["gateway"]
     assert gateway.may_call("loyalty", "redeem") and gateway.may_call("gdpr", "submit_request")
     assert not any(gateway.may_call("customer_sync", m) for m in GATEWAY_EXCLUDED_METHODS)
