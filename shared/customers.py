@@ -59,6 +59,12 @@ class CustomerCheck:
     def __init__(self, ask_customer_sync: AskCustomerSync) -> None:
         self.ask_customer_sync = ask_customer_sync
 
+    @classmethod
+    def over_rpc(cls, proxy, settings) -> "CustomerCheck":
+        """The check every data service uses: customer_sync asked through its RpcProxy
+        within `CUSTOMER_CHECK_TIMEOUT_SECONDS`."""
+        return cls(customer_sync_over_rpc(proxy, settings.float("CUSTOMER_CHECK_TIMEOUT_SECONDS")))
+
     def existing(self, store_id: str, customer_ids: Iterable[str],
                  held_here: Callable[[str], bool]) -> set[str]:
         ids = list(customer_ids)

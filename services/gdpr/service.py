@@ -13,7 +13,7 @@ from nameko.timer import Timer
 from services.gdpr.desk import Desk, DeskSettings
 from services.gdpr.repository import GdprStorage, utcnow
 from shared.config import from_nameko
-from shared.customers import CustomerCheck, customer_sync_over_rpc
+from shared.customers import CustomerCheck
 from shared.dependencies import OutboxRelayProvider, Settings, WorkerLogContext
 from shared.errors import EXPECTED_ERRORS, NotFound
 from shared.messaging.handlers import event_handler
@@ -87,8 +87,7 @@ class GdprService(HealthRpc):
     clock = staticmethod(utcnow)
 
     def _desk(self) -> Desk:
-        customers = CustomerCheck(customer_sync_over_rpc(
-            self.customer_sync, self.settings.float("CUSTOMER_CHECK_TIMEOUT_SECONDS")))
+        customers = CustomerCheck.over_rpc(self.customer_sync, self.settings)
         return Desk(self.storage, desk_settings(self.settings), clock=self.clock,
                     notify=self.outbox.notify, customers=customers)
 

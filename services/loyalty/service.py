@@ -11,7 +11,7 @@ from nameko.rpc import RpcProxy, rpc
 from services.loyalty.accounts import ERASED, Accounts, Outcome
 from services.loyalty.repository import LoyaltyStorage
 from shared.config import from_nameko
-from shared.customers import CustomerCheck, customer_sync_over_rpc
+from shared.customers import CustomerCheck
 from shared.dependencies import OutboxRelayProvider, Settings, WorkerLogContext
 from shared.erasure import confirm_erasure
 from shared.errors import EXPECTED_ERRORS, NotFound, ValidationError
@@ -118,8 +118,7 @@ class LoyaltyService(DataOwnerRpc):
     def _customer(self, store_id: str, customer_id: str) -> str:
         """Points and credit move only for a customer of the store (404 otherwise, no
         account made): an account held here says so, customer_sync answers for the rest."""
-        check = CustomerCheck(customer_sync_over_rpc(
-            self.customer_sync, self.settings.float("CUSTOMER_CHECK_TIMEOUT_SECONDS")))
+        check = CustomerCheck.over_rpc(self.customer_sync, self.settings)
 
         def held_here(candidate: str) -> bool:
             account = self.storage.accounts.get(store_id, candidate)

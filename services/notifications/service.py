@@ -18,7 +18,7 @@ from services.notifications.sender import Sender, SenderSettings
 from services.notifications.sender import context as template_context
 from services.notifications.templates import SAMPLE_CONTEXT, RenderFailed, render, validate_template
 from shared.config import Config, from_nameko
-from shared.customers import (CustomerCheck, customer_sync_over_rpc, not_found,
+from shared.customers import (CustomerCheck, not_found,
                               valid_customer_id, valid_customer_ids)
 from shared.dependencies import OutboxRelayProvider, Settings, WorkerLogContext
 from shared.erasure import confirm_erasure
@@ -149,8 +149,7 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
     def _existing(self, store_id: str, customer_ids: list[str]) -> set[str]:
         """Which of the ids are customers of the store: a contact held here (made from
         customer_sync's events) says so; customer_sync answers for anyone not heard of yet."""
-        check = CustomerCheck(customer_sync_over_rpc(
-            self.customer_sync, self.settings.float("CUSTOMER_CHECK_TIMEOUT_SECONDS")))
+        check = CustomerCheck.over_rpc(self.customer_sync, self.settings)
 
         def held_here(customer_id: str) -> bool:
             contact = self.storage.contacts.get(store_id, customer_id)

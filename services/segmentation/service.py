@@ -14,7 +14,7 @@ from services.segmentation.erasure import handle_erasure_requested
 from services.segmentation.profiles import ERASED, Profiles
 from services.segmentation.repository import SegmentationStorage, utcnow
 from shared.config import from_nameko
-from shared.customers import (CustomerCheck, customer_sync_over_rpc, not_found,
+from shared.customers import (CustomerCheck, not_found,
                               valid_customer_id, valid_customer_ids)
 from shared.dependencies import OutboxRelayProvider, Settings, WorkerLogContext
 from shared.errors import EXPECTED_ERRORS, Conflict, NotFound, ValidationError
@@ -144,8 +144,7 @@ class SegmentationService(DataOwnerRpc):
         """Which customers a tag or group may name: a profile held here (made from
         customer_sync's events) says so; customer_sync answers for anyone whose events have
         not arrived yet. Everyone else is not found, and no profile is made for them."""
-        check = CustomerCheck(customer_sync_over_rpc(
-            self.customer_sync, self.settings.float("CUSTOMER_CHECK_TIMEOUT_SECONDS")))
+        check = CustomerCheck.over_rpc(self.customer_sync, self.settings)
 
         def held_here(customer_id: str) -> bool:
             profile = self.storage.profiles.get(store_id, customer_id)
