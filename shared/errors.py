@@ -44,11 +44,18 @@ class Unavailable(ServiceError):
     http_status = 503
 
 
+class Refused(ServiceError):
+    """Something outside the service (a shop's API) refused the request for good: asking again
+    will not help; what was promised on the strength of it is undone."""
+
+    http_status = 502
+
+
 def _register(*classes: type[Exception]) -> None:
     for cls in classes:
         registry[f"{cls.__module__}.{cls.__name__}"] = cls
 
 
-_register(NotFound, ValidationError, Conflict, Unavailable)
+_register(NotFound, ValidationError, Conflict, Unavailable, Refused)
 
-EXPECTED_ERRORS = (NotFound, ValidationError, Conflict, Unavailable)
+EXPECTED_ERRORS = (NotFound, ValidationError, Conflict, Unavailable, Refused)

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 from marshmallow import fields, validate
 
-from shared.events.fields import BaseSchema
+from shared.events.fields import BaseSchema, Money, UtcDateTime
 
-ENTRY_KINDS = ("earn", "reverse", "redeem", "expire", "adjust", "erase")
+ENTRY_KINDS = ("earn", "reverse", "redeem", "expire", "adjust", "erase", "return")
+REWARD_KINDS = ("points", "credit")
+RETURN_REASONS = ("refused", "cancelled", "expired")
 
 
 class PointsChangedData(BaseSchema):
@@ -29,3 +31,44 @@ class TierChangedData(BaseSchema):
     new_tier = fields.String(required=True)
     direction = fields.String(required=True, validate=validate.OneOf(("up", "down")))
     points_in_window = fields.Integer(required=True, strict=True)
+
+
+class RewardData(BaseSchema):
+    """A reward the customer can spend at the shop: a single-use WooCommerce coupon bought with
+    points (`kind` points, `points` what it cost) or store credit issued by staff (`kind`
+    credit, `points` null). `code` is the coupon code to enter at checkout."""
+
+    customer_id = fields.String(required=True)
+    reward_id = fields.String(required=True)
+    kind = fields.String(required=True, validate=validate.OneOf(REWARD_KINDS))
+    code = fields.String(required=True)
+    amount = Money(required=True)
+    points = fields.Integer(load_default=None, allow_none=True, strict=True)
+    expires_at = UtcDateTime(load_default=None, allow_none=True)
+
+
+class RewardUsedData(RewardData):
+    """The reward's code was used by an order (`order_id`); a cancelled or failed order gives
+    the use back and the reward is issued again (`loyalty.reward_issued` is not repeated)."""
+
+    order_id = fields.String(required=True)
+
+
+class RewardReturnedData(RewardData):
+    """The reward will not be spent: the shop refused its coupon for good, or an operator
+    cancelled it, or it expired unused; `points_returned` went back to the balance (0 for
+    credit, or when the programme keeps expired rewards' points)."""
+
+    reason = fields.String(required=True, validate=validate.OneOf(RETURN_REASONS))
+    points_returned = fields.Integer(required=True, strict=True)
+
+
+class PointsExpiringData(BaseSchema):
+    """Points of one lot expire soon: sent once per lot, `days_before` (the programme's
+    warning) ahead of `expires_at`, while the lot still holds them."""
+
+    customer_id = fields.String(required=True)
+    lot_id = fields.String(required=True)
+    points = fields.Integer(required=True, strict=True)
+    expires_at = UtcDateTime(required=True)
+    balance = fields.Integer(required=True, strict=True)
