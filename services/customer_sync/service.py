@@ -288,6 +288,22 @@ class CustomerSyncService(HealthEndpoints, DataOwnerRpc):
     def on_points_changed(self, event) -> None:
         record_foreign_event(self.storage, event)
 
+    @event_handler("loyalty", "loyalty.reward_issued", claims=False)
+    def on_reward_issued(self, event) -> None:
+        record_foreign_event(self.storage, event)
+
+    @event_handler("loyalty", "loyalty.reward_used", claims=False)
+    def on_reward_used(self, event) -> None:
+        record_foreign_event(self.storage, event)
+
+    @event_handler("loyalty", "loyalty.reward_returned", claims=False)
+    def on_reward_returned(self, event) -> None:
+        record_foreign_event(self.storage, event)
+
+    @event_handler("loyalty", "loyalty.reward_expired", claims=False)
+    def on_reward_expired(self, event) -> None:
+        record_foreign_event(self.storage, event)
+
     @event_handler("notifications", "notification.sent", claims=False)
     def on_notification_sent(self, event) -> None:
         record_foreign_event(self.storage, event)
