@@ -55,7 +55,8 @@ class SenderSettings:
 class ShopCoupons(Protocol):
     """customer_sync's coupon writing, as the sender needs it (the RPC in the service)."""
 
-    def ensure_coupon(self, store_id: str, coupon: dict) -> dict: ...
+    def ensure_coupon(self, store_id: str, coupon: dict, customer_id: str | None = None
+                      ) -> dict: ...
 
 
 # The shop's answers that asking again will not change: the send fails for good.
@@ -169,7 +170,7 @@ class Sender:
                                 permanent=True)
         values = {**context(contact, store), **(send.get("facts") or {})}
         if send.get("coupon"):
-            coupon = self._coupon(send, contact, store, attempts)
+            coupon = self._coupon(send, store, attempts)
             if isinstance(coupon, str):  # the send's outcome: retried, failed or lost
                 return coupon
             values["coupon"] = coupon
@@ -199,7 +200,7 @@ class Sender:
                             provider_id=provider_id)
 
     # -- its coupon ------------------------------------------------------------------------------
-    def _coupon(self, send: dict, contact: dict, store, attempts: list) -> dict | str:
+    def _coupon(self, send: dict, store, attempts: list) -> dict | str:
         """The send's coupon as its template shows it, made at the shop if it is not yet; or
         the send's outcome when it cannot be made now ("retry") or ever ("failed")."""
         coupon = dict(send["coupon"])
@@ -219,11 +220,13 @@ class Sender:
                 return self._coupon_failed(send, attempts, "no way to the shop's coupons is "
                                            "configured", transient=False)
             try:
-                spec = self._coupon_spec(send, coupon, contact)
-            except ValueError as exc:  # the customer's email cannot restrict a coupon, say
+                spec = self._coupon_spec(send, coupon)
+            except ValueError as exc:  # a coupon stored before a rule it breaks
                 return self._coupon_failed(send, attempts, str(exc), transient=False)
             try:
-                made = self.shop_coupons.ensure_coupon(send["store_id"], spec.to_wire())
+                # customer_sync restricts it to the customer's email as it holds it now.
+                made = self.shop_coupons.ensure_coupon(send["store_id"], spec.to_wire(),
+                                                       send["customer_id"])
             except PERMANENT_COUPON_ERRORS as exc:
                 return self._coupon_failed(send, attempts, f"{type(exc).__name__}: {exc}",
                                            transient=False)
@@ -237,13 +240,12 @@ class Sender:
         return {"code": coupon["code"], "amount": coupon_amount(coupon),
                 "expires": local_date(coupon["expires_at"], store)}
 
-    def _coupon_spec(self, send: dict, coupon: dict, contact: dict) -> CouponSpec:
-        email = (contact.get("email") or "").strip().lower() or None
+    def _coupon_spec(self, send: dict, coupon: dict) -> CouponSpec:
         meta_send = send["_id"] if len(send["_id"]) <= 200 else str(uuid.uuid5(_NAMESPACE, send["_id"]))
         return CouponSpec(
             code=coupon["code"], discount_type=wf.COUPON_TYPES[coupon["type"]],
             amount=coupon["amount"], currency=coupon["currency"],
-            expires_at=_aware(coupon["expires_at"]), email=email,
+            expires_at=_aware(coupon["expires_at"]), email=None,
             individual_use=coupon["individual_use"], minimum_spend=coupon["minimum_spend"],
             usage_limit=1, description=f"Message {send['template']} of workflow "
                                        f"{send.get('workflow_id')}"[:500],

@@ -53,10 +53,10 @@ class CouponsOverRpc:
                        "AMQP_SSL": amqp_ssl_options(config)}
         self.timeout = timeout
 
-    def ensure_coupon(self, store_id: str, coupon: dict) -> dict:
+    def ensure_coupon(self, store_id: str, coupon: dict, customer_id: str | None = None) -> dict:
         try:
             with ClusterRpcProxy(self.config, timeout=self.timeout) as proxy:
-                return proxy.customer_sync.ensure_coupon(store_id, coupon)
+                return proxy.customer_sync.ensure_coupon(store_id, coupon, customer_id)
         except (RpcTimeout, UnknownService, MethodNotFound, OSError) as exc:
             raise Unavailable(f"customer_sync did not make the coupon: "
                               f"{type(exc).__name__}: {exc}") from None

@@ -42,15 +42,19 @@ class ShopCouponsStandIn:
 
     def __init__(self) -> None:
         self.coupons: dict[str, dict] = {}
-        self.calls: list[tuple[str, dict]] = []
+        self.calls: list[tuple[str, dict, str | None]] = []
         self.fail_with: Exception | None = None
+        self.emails = {"c1": "ada@example.com", "c2": "b@example.com"}  # customer_sync's
 
-    def ensure_coupon(self, store_id: str, coupon: dict) -> dict:
-        self.calls.append((store_id, coupon))
+    def ensure_coupon(self, store_id: str, coupon: dict, customer_id: str | None = None) -> dict:
+        self.calls.append((store_id, coupon, customer_id))
         if self.fail_with is not None:
             raise self.fail_with
         CouponSpec.from_wire(coupon)  # what customer_sync checks first
-        held = self.coupons.setdefault(coupon["code"], {**coupon, "id": len(self.coupons) + 1})
+        assert coupon["email"] is None or customer_id is None  # one or the other
+        email = self.emails[customer_id] if customer_id else coupon["email"]
+        held = self.coupons.setdefault(coupon["code"], {**coupon, "email": email,
+                                                        "id": len(self.coupons) + 1})
         assert held["meta"] == coupon["meta"]  # a code is never someone else's here
         return {"coupon_id": held["id"], "code": held["code"], "status": "publish",
                 "usage_count": 0, "expires_at": held["expires_at"]}
@@ -141,11 +145,12 @@ def test_the_send_keeps_its_code_asks_the_shop_and_the_email_shows_the_coupon(wo
     code = send["coupon"]["code"]
     assert code.startswith("gift-") and len(code) == 15
     assert set(code[5:]) <= set(CODE_ALPHABET)
-    [(store_id, wire)] = shop.calls
-    assert store_id == STORE
+    [(store_id, wire, customer_id)] = shop.calls
+    assert (store_id, customer_id) == (STORE, "c1")  # restricted to c1's email over there
+    assert shop.coupons[code]["email"] == "ada@example.com"
     assert wire == {"code": code, "discount_type": "percent", "amount": 10, "currency": "EUR",
                     "expires_at": (T0 + timedelta(days=30)).isoformat(),
-                    "email": "ada@example.com", "individual_use": True, "minimum_spend": 2000,
+                    "email": None, "individual_use": True, "minimum_spend": 2000,
                     "usage_limit": 1, "description": "Message welcome_gift of workflow welcome",
                     "meta": {"companion_send": send["_id"]}}
     assert send["coupon"]["coupon_id"] == 1
@@ -193,7 +198,7 @@ def test_a_shop_that_cannot_make_the_coupon_delays_the_send_which_then_reuses_it
     shop.fail_with = None
     clock.now += timedelta(seconds=120)
     assert sender.run_once() == {"sent": 1}
-    assert [wire["code"] for _, wire in shop.calls] == [code, code, code]
+    assert [wire["code"] for _, wire, _ in shop.calls] == [code, code, code]
     assert list(shop.coupons) == [code]
     # the expiry was fixed with the code, not when the shop came back
     assert shop.coupons[code]["expires_at"] == (T0 + timedelta(days=30)).isoformat()
@@ -243,7 +248,7 @@ def test_a_send_retried_after_the_coupon_was_made_reuses_it(world):
     storage.sends.collection.update_one({}, {"$unset": {"coupon.coupon_id": ""},
                                              "$set": {"status": "scheduled", "attempts": []}})
     assert sender.run_once() == {"sent": 1}
-    assert [w["code"] for _, w in shop.calls] == [code, code] and list(shop.coupons) == [code]
+    assert [w["code"] for _, w, _ in shop.calls] == [code, code] and list(shop.coupons) == [code]
 
 
 def test_no_coupon_is_made_for_a_send_refused_or_cancelled(world):
