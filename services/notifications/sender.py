@@ -58,6 +58,8 @@ class ShopCoupons(Protocol):
     def ensure_coupon(self, store_id: str, coupon: dict, customer_id: str | None = None
                       ) -> dict: ...
 
+    def delete_coupon(self, store_id: str, code: str, meta: dict) -> dict: ...
+
 
 # The shop's answers that asking again will not change: the send fails for good.
 PERMANENT_COUPON_ERRORS = (Refused, ValidationError, NotFound)
@@ -87,6 +89,12 @@ def context(contact: dict, settings) -> dict:
         "store": {"name": settings.name, "url": settings.url},
         "message": {"unsubscribe_url": settings.unsubscribe_url or settings.url},
     }
+
+
+def _coupon_meta(send: dict) -> dict:
+    """What marks a coupon at the shop as this send's (meta values hold 200 characters)."""
+    send_id = send["_id"] if len(send["_id"]) <= 200 else str(uuid.uuid5(_NAMESPACE, send["_id"]))
+    return {"companion_send": send_id}
 
 
 class Sender:
@@ -178,12 +186,14 @@ class Sender:
             rendered = tpl.render(template, values, self.settings.render_limits)
         except (TemplateError, SecurityError, TypeError, ValueError) as exc:
             count_send(send["channel"], "failed_permanent")
+            self._withdraw_coupon(send)
             return self._finish(send, "failed", f"template did not render: {exc}", permanent=True)
         to = contact["email"] if send["channel"] == "email" else contact["phone"]
         try:
             message = self._build(send, to, rendered, store)
         except DeliveryFailed as exc:  # one that can never be built is never tried
             count_send(send["channel"], "failed_permanent")
+            self._withdraw_coupon(send)
             return self._finish(send, "failed", exc.reason, permanent=True)
         number = len(attempts) + 1
         if not self._update(send, {"$set": {"to": to, "subject": rendered.subject},
@@ -240,8 +250,25 @@ class Sender:
         return {"code": coupon["code"], "amount": coupon_amount(coupon),
                 "expires": local_date(coupon["expires_at"], store)}
 
+    def _withdraw_coupon(self, send: dict) -> None:
+        """A message that will never go takes its coupon back from the shop (customer_sync
+        deletes it only if it is this send's and unused). Best effort: a coupon left there is
+        single-use, the customer's alone, and expires; the send log says it was left."""
+        coupon = send.get("coupon") or {}
+        if coupon.get("coupon_id") is None or self.shop_coupons is None:
+            return
+        try:
+            answer = self.shop_coupons.delete_coupon(send["store_id"], coupon["code"],
+                                                     _coupon_meta(send))
+            outcome = {"coupon.withdrawn": bool(answer.get("deleted"))}
+        except Exception as exc:
+            log.warning("a failed send's coupon could not be deleted at the shop: %s", exc,
+                        extra={"store_id": send["store_id"]})
+            outcome = {"coupon.withdrawn": False,
+                       "coupon.left_because": f"{type(exc).__name__}: {exc}"[:300]}
+        self._update(send, {"$set": outcome})
+
     def _coupon_spec(self, send: dict, coupon: dict) -> CouponSpec:
-        meta_send = send["_id"] if len(send["_id"]) <= 200 else str(uuid.uuid5(_NAMESPACE, send["_id"]))
         return CouponSpec(
             code=coupon["code"], discount_type=wf.COUPON_TYPES[coupon["type"]],
             amount=coupon["amount"], currency=coupon["currency"],
@@ -249,7 +276,7 @@ class Sender:
             individual_use=coupon["individual_use"], minimum_spend=coupon["minimum_spend"],
             usage_limit=1, description=f"Message {send['template']} of workflow "
                                        f"{send.get('workflow_id')}"[:500],
-            meta={"companion_send": meta_send})
+            meta=_coupon_meta(send))
 
     def _coupon_failed(self, send: dict, attempts: list, reason: str, transient: bool) -> str:
         """Recorded as an attempt, so a shop that cannot make the coupon now is retried with
@@ -275,6 +302,7 @@ class Sender:
                                          f"attempts.{index}.outcome": "retry",
                                          f"attempts.{index}.detail": reason}})
             return "retry"
+        self._withdraw_coupon(send)
         return self._finish(send, "failed", reason, permanent=not transient, attempt_index=index)
 
     def _build(self, send: dict, to: str, rendered: tpl.Rendered, store) -> EmailMessage | None:

@@ -43,7 +43,7 @@ def _storage(database, config) -> NotificationsStorage:
 
 
 class CouponsOverRpc:
-    """customer_sync's `ensure_coupon` for the send loop: a managed thread has no worker to
+    """customer_sync's `ensure_coupon` and `delete_coupon` for the send loop: a managed thread has no worker to
     hold an RpcProxy, so each call opens a standalone one. No answer within
     NOTIFY_COUPON_TIMEOUT_SECONDS, or no customer_sync to ask, is Unavailable (the send
     waits and retries); customer_sync's own errors pass through as they are."""
@@ -54,11 +54,17 @@ class CouponsOverRpc:
         self.timeout = timeout
 
     def ensure_coupon(self, store_id: str, coupon: dict, customer_id: str | None = None) -> dict:
+        return self._call("ensure_coupon", store_id, coupon, customer_id)
+
+    def delete_coupon(self, store_id: str, code: str, meta: dict) -> dict:
+        return self._call("delete_coupon", store_id, code, meta)
+
+    def _call(self, method: str, *args: object) -> dict:
         try:
             with ClusterRpcProxy(self.config, timeout=self.timeout) as proxy:
-                return proxy.customer_sync.ensure_coupon(store_id, coupon, customer_id)
+                return getattr(proxy.customer_sync, method)(*args)
         except (RpcTimeout, UnknownService, MethodNotFound, OSError) as exc:
-            raise Unavailable(f"customer_sync did not make the coupon: "
+            raise Unavailable(f"customer_sync did not answer {method}: "
                               f"{type(exc).__name__}: {exc}") from None
 
 

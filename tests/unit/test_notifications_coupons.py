@@ -59,6 +59,16 @@ class ShopCouponsStandIn:
         return {"coupon_id": held["id"], "code": held["code"], "status": "publish",
                 "usage_count": 0, "expires_at": held["expires_at"]}
 
+    def delete_coupon(self, store_id: str, code: str, meta: dict) -> dict:
+        self.calls.append((store_id, {"delete": code, "meta": meta}, None))
+        if self.fail_with is not None:
+            raise self.fail_with
+        held = self.coupons.get(code)
+        if held is None or held["meta"] != meta:
+            return {"deleted": False, "usage_count": 0, "found": held is not None}
+        del self.coupons[code]
+        return {"deleted": True, "usage_count": 0, "found": True}
+
 
 @pytest.fixture
 def smtp():
@@ -249,6 +259,34 @@ def test_a_send_retried_after_the_coupon_was_made_reuses_it(world):
                                              "$set": {"status": "scheduled", "attempts": []}})
     assert sender.run_once() == {"sent": 1}
     assert [w["code"] for _, w, _ in shop.calls] == [code, code] and list(shop.coupons) == [code]
+
+
+def test_a_message_that_will_never_go_takes_its_coupon_back(world):
+    storage, sender, shop, clock, smtp = world
+    smtp.reject_recipient("ada@example.com", 550)  # refused for good, after the coupon
+    assert sender.run_once() == {"failed": 1}
+    send = _send(storage)
+    assert shop.coupons == {} and send["coupon"]["withdrawn"] is True
+    assert shop.calls[-1][1] == {"delete": send["coupon"]["code"],
+                                 "meta": {"companion_send": send["_id"]}}
+    assert smtp.received == 0
+
+
+def test_a_coupon_the_shop_would_not_take_back_is_left_and_the_log_says_why(world):
+    storage, sender, shop, clock, smtp = world
+    smtp.reject_recipient("ada@example.com", 550)
+    real_delete = shop.delete_coupon
+
+    def shop_down_by_then(*args):
+        shop.fail_with = Unavailable("the shop answered 503")
+        return real_delete(*args)
+
+    shop.delete_coupon = shop_down_by_then
+    assert sender.run_once() == {"failed": 1}
+    send = _send(storage)
+    assert send["status"] == "failed" and len(shop.coupons) == 1
+    assert send["coupon"]["withdrawn"] is False
+    assert send["coupon"]["left_because"] == "Unavailable: the shop answered 503"
 
 
 def test_no_coupon_is_made_for_a_send_refused_or_cancelled(world):
