@@ -367,6 +367,9 @@ def test_a_reward_code_and_points_messages_carry_their_events_facts(database, sm
         "reward": "Your code shop-7kq2m9xwpa: 5.00 EUR until 2027-03-07",
         "earned": "You earned 450 points: 1450",
         "expiring": "200 points expire on 2027-02-01"}
+    # An erasure takes the events' facts (a reward's code) from the send log with the rest.
+    notifier.erase(STORE, ["c1"], "r1")
+    assert all("facts" not in send for send in storage.sends.collection.find())
 
 
 def test_preview_shows_sample_coupon_and_loyalty_values_that_no_shop_holds():
