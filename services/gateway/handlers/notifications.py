@@ -133,7 +133,8 @@ WORKFLOW_FIELDS = {
         additionalProperties=False,
         description="a unique single-use coupon made at the shop for each message "
                     "(docs/notification-coupons.md)"))}
-WORKFLOW = s.obj(WORKFLOW_FIELDS)
+WORKFLOW = s.obj({k: v for k, v in WORKFLOW_FIELDS.items() if k != "coupon"},
+                 {"coupon": WORKFLOW_FIELDS["coupon"]})  # absent: no coupon
 WORKFLOW_BODY = s.obj({k: WORKFLOW_FIELDS[k] for k in ("name", "trigger", "channel", "template",
                                                       "purpose")},
                       {k: WORKFLOW_FIELDS[k] for k in ("workflow_id", "enabled",
