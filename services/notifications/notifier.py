@@ -129,6 +129,9 @@ class Notifier:
 
     def save_template(self, store_id: str, data: dict) -> dict:
         template = tpl.validate_template(data, self.render_limits)
+        for workflow in self.workflows(store_id):  # changed under a workflow, it must still fit
+            if workflow["template"] == template["slug"]:
+                _template_fits(workflow, template)
         self.storage.templates.replace_one({"store_id": store_id, "slug": template["slug"]},
                                            {**template, "store_id": store_id, "updated_at": utcnow()},
                                            upsert=True)
@@ -491,13 +494,15 @@ def _template_fits(workflow: dict, template: dict) -> None:
         brings.add("coupon")
     errors = {}
     if "coupon" in used and "coupon" not in brings:
-        errors["coupon"] = [f"template {template['slug']} uses coupon: the workflow needs one"]
+        errors["coupon"] = [f"template {template['slug']} uses coupon: workflow "
+                            f"{workflow.get('workflow_id') or workflow['name']} attaches none"]
     for name in sorted(used & {"reward", "points"} - brings):
         errors.setdefault("template", []).append(
-            f"uses {name}, which only a {name} event's trigger brings")
+            f"{template['slug']} uses {name}, which only a {name} event's trigger brings "
+            f"(workflow {workflow.get('workflow_id') or workflow['name']})")
     if errors:
         summary = "; ".join(f"{k}: {' '.join(v)}" for k, v in sorted(errors.items()))
-        raise ValidationError(f"invalid workflow: {summary}", {"fields": errors})
+        raise ValidationError(f"template and workflow do not fit: {summary}", {"fields": errors})
 
 
 def _is_birthday(birthday: str | None, today) -> bool:

@@ -146,6 +146,12 @@ def test_a_template_using_a_coupon_needs_a_workflow_that_attaches_one(database):
                                    "text": "{{ reward.code }}", "html": "{{ reward.code }}"})
     with pytest.raises(ValidationError, match="uses reward"):
         notifier.save_workflow(STORE, {**without, "template": "reward_code"})
+    # Nor may a template change under a workflow into one the workflow cannot fill.
+    notifier.save_workflow(STORE, {**without, "template": "welcome"})
+    with pytest.raises(ValidationError) as changed:
+        notifier.save_template(STORE, {**GIFT_TEMPLATE, "slug": "welcome"})
+    assert "coupon" in changed.value.details["fields"]
+    assert notifier.templates(STORE)["welcome"] == tpl.DEFAULT_TEMPLATES["welcome"]
 
 
 def test_the_send_keeps_its_code_asks_the_shop_and_the_email_shows_the_coupon(world):
