@@ -43,8 +43,8 @@ def _storage(database, config) -> NotificationsStorage:
 
 
 class CouponsOverRpc:
-    """customer_sync's `ensure_coupon` and `delete_coupon` for the send loop: a managed thread has no worker to
-    hold an RpcProxy, so each call opens a standalone one. No answer within
+    """customer_sync's `ensure_coupon` and `delete_coupon` for the send loop: a managed thread
+    has no worker to hold an RpcProxy, so each call opens a standalone one. No answer within
     NOTIFY_COUPON_TIMEOUT_SECONDS, or no customer_sync to ask, is Unavailable (the send
     waits and retries); customer_sync's own errors pass through as they are."""
 
@@ -99,6 +99,10 @@ class SendLoop(DependencyProvider):
         self.config = from_nameko(self.container.config)
         self.poll = self.config.float("NOTIFY_POLL_SECONDS")
         self.date_rules_every = self.config.float("NOTIFY_DATE_RULES_MINUTES") * 60
+        try:  # a bad prefix stops the service at start, not every coupon at send time
+            check_prefix(self.config.get("NOTIFY_COUPON_PREFIX"))
+        except ValueError as exc:
+            raise ValueError(f"NOTIFY_COUPON_PREFIX: {exc}") from None
         self._threads = []
         self._wake = eventlet.event.Event()
 
