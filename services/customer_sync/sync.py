@@ -115,6 +115,7 @@ def order_event_data(doc: dict) -> dict:
         "date_created": _iso(doc.get("date_created")),
         "date_paid": _iso(doc.get("date_paid")),
         "date_completed": _iso(doc.get("date_completed")),
+        "date_modified": _iso(doc.get("date_modified")),
         "line_items": [
             {**{k: item[k] for k in ("line_id", "product_id", "variation_id", "name", "sku",
                                       "quantity")},
