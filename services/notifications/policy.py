@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from shared.email_addresses import mailbox
 from shared.errors import ValidationError
+from shared.events.facts import fact_time
 from shared.events.notifications import MAX_TRIGGER_AGE_HOURS
 
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
@@ -24,25 +25,11 @@ _TEXT_SETTINGS = ("name", "url", "timezone", "quiet_start", "quiet_end", "from_e
                   "unsubscribe_url")
 
 
-
-def fact_time(event_type: str, data: Mapping[str, Any]) -> datetime | None:
-    """When the fact behind an event happened at the shop, where that can be older than the
-    event itself: an order's or a sign-up's `date_created` (a backfill publishes them today)."""
-    if event_type not in ("order.placed", "customer.created"):
-        return None
-    value = data.get("date_created")
-    if not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-
-
 def too_old_to_trigger(settings: "StoreSettings", event_type: str, data: Mapping[str, Any],
                        now: datetime) -> bool:
-    """Whether the event's fact is older than the store lets a workflow react to."""
+    """Whether the event's fact is older than the store lets a workflow react to: an order or
+    sign-up by its time at the shop, a tag, segment, group or tier by the fact that caused it
+    (shared/events/facts.py), so a backfill of a shop's history starts nothing."""
     if not settings.max_trigger_age_hours:
         return False
     happened = fact_time(event_type, data)
@@ -59,8 +46,9 @@ class StoreSettings:
     weekly_marketing_cap: int = 3
     from_email: str = ""  # empty: the service's MAIL_FROM
     unsubscribe_url: str = ""
-    # Workflows start for new facts only: an order or sign-up older than this when it reaches
-    # notifications (a backfill of a shop's history, a replay) triggers nothing. 0: no limit.
+    # Workflows start for new facts only: an order, sign-up, status change, tag, segment, group
+    # or tier whose fact is older than this when it reaches notifications (a backfill of a
+    # shop's history, a replay, a rule applied to old customers) triggers nothing. 0: no limit.
     max_trigger_age_hours: int = 72
 
     def zone(self) -> ZoneInfo:
