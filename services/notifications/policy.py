@@ -2,7 +2,8 @@
 
 - Marketing goes only to a contact whose consent for that channel is on (email_marketing,
   sms_marketing), as the latest `consent.changed` says; transactional always goes.
-- SMS is held during the store's quiet hours (its own time zone) until they end.
+- Marketing SMS is held during the store's quiet hours (its own time zone) until they end;
+  transactional messages are not.
 - A contact gets at most the store's weekly cap of marketing messages in any 7 days.
 Every refusal carries its reason, for the send log.
 """
@@ -41,7 +42,7 @@ class StoreSettings:
     name: str = "our shop"
     url: str = ""
     timezone: str = "UTC"
-    quiet_start: str = "21:00"  # SMS quiet hours, store time; start == end turns them off
+    quiet_start: str = "21:00"  # marketing SMS quiet hours, store time; start == end: none
     quiet_end: str = "08:00"
     weekly_marketing_cap: int = 3
     from_email: str = ""  # empty: the service's MAIL_FROM
@@ -161,7 +162,9 @@ def decide(channel: str, purpose: str, contact: Mapping[str, Any], settings: Sto
         if marketing_sent_this_week >= settings.weekly_marketing_cap:
             return Decision("refuse", f"weekly marketing cap of {settings.weekly_marketing_cap} "
                                       "reached")
-    if channel == "sms":
+    if channel == "sms" and purpose == "marketing":
+        # Quiet hours spare customers promotions at night; what they are waiting for (their
+        # order's status, a code they asked for) goes when it happens.
         until = quiet_until(settings, now)
         if until is not None:
             return Decision("hold", f"quiet hours ({settings.quiet_start}-{settings.quiet_end} "
