@@ -92,6 +92,9 @@ def customer_event_data(doc: dict) -> dict:
         "billing": doc.get("billing") or {},
         "shipping": doc.get("shipping") or {},
         "date_created": _iso(doc.get("date_created")),
+        "date_modified": _iso(max((t for t in (aware(doc.get("woo_date_modified")),
+                                               aware(doc.get("contact_from_order_at")))
+                                   if t is not None), default=None)),
         "birthday": doc.get("birthday"),
         "account_status": doc.get("account_status") or "active",
     }

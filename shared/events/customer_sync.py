@@ -47,6 +47,9 @@ class CustomerData(BaseSchema):
     # such field). "inactive" customers stay listed and keep their data, and can be filtered.
     account_status = fields.String(load_default="active",
                                    validate=validate.OneOf(ACCOUNT_STATUSES))
+    # Added in place: when the shop last changed the contact data the event carries (its
+    # date_modified, or the order whose billing refreshed it); null when it never said.
+    date_modified = UtcTime(allow_none=True, load_default=None)
 
 
 class CustomerUpdatedData(CustomerData):

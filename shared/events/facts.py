@@ -38,12 +38,13 @@ def as_utc(value: Any) -> datetime | None:
 
 def fact_time(event_type: str, data: Mapping[str, Any]) -> datetime | None:
     """When the fact behind an event happened, where the event says so: a sign-up's or an
-    order's `date_created`, an order change's `date_modified`, a derived event's `fact_at`.
+    order's `date_created`, an order's or a contact's change by its `date_modified`, a derived
+    event's `fact_at`.
     None when the event does not say (its fact is then as new as the event)."""
     if event_type in DERIVED_EVENTS:
         return as_utc(data.get("fact_at"))
     if event_type in ("order.placed", "customer.created"):
         return as_utc(data.get("date_created"))
-    if event_type in _ORDER_CHANGES:
+    if event_type in _ORDER_CHANGES or event_type == "customer.updated":
         return as_utc(data.get("date_modified"))
     return None

@@ -107,6 +107,13 @@ def test_a_recompute_dates_a_change_by_the_facts_or_the_clock_never_by_the_run(s
     for order_id, days in (("r1", 60), ("r2", 50)):
         profiles.apply_order_event(_order("order.placed", "drifter", order_id, 20_000,
                                           NOW - timedelta(days=days)))
+    # The backfill also refreshed c0's contact from that old order's billing (customer.updated,
+    # published now): dated by the shop's time of the contact, not by its publication.
+    profiles.apply_customer_event(build_event("customer.updated", store_id="s1", occurred_at=NOW,
+                                              data={**contract("customer.updated").sample,
+                                                    "customer_id": "c0",
+                                                    "date_created": LONG_AGO.isoformat(),
+                                                    "date_modified": LONG_AGO.isoformat()}))
     collection = storage.profiles.collection
     collection.update_many({}, {"$unset": {OUTBOX_FIELD: ""}})
     clock.now = NOW + timedelta(days=45)  # the drifter's last order is 95 days old
