@@ -2,7 +2,8 @@
 keep templates, workflows and store settings; bulk sends fan out to an audience.
 
 A workflow an event triggers becomes one scheduled send, keyed by workflow, customer and the
-triggering event, stored before anything is sent: however often the event comes, one send.
+triggering event (an order-status trigger: the order and status), stored before anything is
+sent: however often the event comes, one send.
 """
 from __future__ import annotations
 

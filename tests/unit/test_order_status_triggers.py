@@ -7,6 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from services.gateway.console import forms
 from services.notifications import workflows as wf
 from services.notifications.notifier import Notifier
 from services.notifications.policy import StoreSettings, decide
@@ -97,8 +98,6 @@ def test_quiet_hours_hold_marketing_sms_only():
 
 
 def test_the_console_reads_and_writes_a_status_trigger():
-    from services.gateway.console import forms
-
     form = {"name": "On its way", "trigger": "event:order.updated", "to_status": "completed",
             "placed_status": "processing", "channel": "email", "template": "welcome",
             "purpose": "transactional", "delay": "0", "delay_unit": "minutes"}
