@@ -127,6 +127,12 @@ SETTINGS: tuple[Setting, ...] = (
             "resent)."),
     Setting("NOTIFY_DATE_RULES_MINUTES", "60",
             "How often birthday and days-since-last-order workflows are checked."),
+    Setting("NOTIFY_COUPON_PREFIX", "gift",
+            "Prefix of the codes of coupons workflows attach to messages (`gift-7kq2m9xwpa`), "
+            "unless the workflow's coupon names its own: 1-12 lower-case letters or digits 2-9."),
+    Setting("NOTIFY_COUPON_TIMEOUT_SECONDS", "10",
+            "How long a send waits for customer_sync to make its coupon at the shop; past it "
+            "the send is retried like a provider's transient failure."),
     Setting("TEMPLATE_EMAIL_MAX_CHARS", "200000",
             "Longest rendered part of an email (subject, HTML or text), and longest value a "
             "template may make while rendering one; a template over it is refused when saved or "

@@ -6,8 +6,10 @@ import logging
 from datetime import datetime, timezone
 
 import eventlet
+from nameko.exceptions import MethodNotFound, RpcTimeout, UnknownService
 from nameko.extensions import DependencyProvider
 from nameko.rpc import RpcProxy, rpc
+from nameko.standalone.rpc import ClusterRpcProxy
 
 from services.notifications import twilio_hooks
 from services.notifications.bounded_sandbox import RenderLimits
@@ -16,17 +18,20 @@ from services.notifications.notifier import Notifier
 from services.notifications.repository import ERASED, NotificationsStorage
 from services.notifications.sender import Sender, SenderSettings
 from services.notifications.sender import context as template_context
-from services.notifications.templates import SAMPLE_CONTEXT, RenderFailed, render, validate_template
+from services.notifications.templates import (SAMPLE_CONTEXT, SAMPLE_EXTRAS, RenderFailed, render,
+                                               validate_template)
 from shared.config import Config, from_nameko
+from shared.coupons import check_prefix
 from shared.customers import (CustomerCheck, not_found,
                               valid_customer_id, valid_customer_ids)
 from shared.dependencies import OutboxRelayProvider, Settings, WorkerLogContext
 from shared.erasure import confirm_erasure
-from shared.errors import EXPECTED_ERRORS, NotFound, ValidationError
+from shared.errors import EXPECTED_ERRORS, NotFound, Unavailable, ValidationError
 from shared.health import HealthEndpoints, json_response
 from shared.messaging.handlers import event_handler
 from shared.mongo import MongoStorage
 from shared.service_rpc import DataOwnerRpc
+from shared.tls import amqp_ssl_options
 from shared.web import http
 
 log = logging.getLogger(__name__)
@@ -35,6 +40,32 @@ SEND_FILTERS = ("channel", "status", "template", "customer_id", "workflow_id")
 
 def _storage(database, config) -> NotificationsStorage:
     return NotificationsStorage(database)
+
+
+class CouponsOverRpc:
+    """customer_sync's `ensure_coupon` and `delete_coupon` for the send loop: a managed thread
+    has no worker to hold an RpcProxy, so each call opens a standalone one. No answer within
+    NOTIFY_COUPON_TIMEOUT_SECONDS, or no customer_sync to ask, is Unavailable (the send
+    waits and retries); customer_sync's own errors pass through as they are."""
+
+    def __init__(self, config: Config, timeout: float) -> None:
+        self.config = {"AMQP_URI": config.get("AMQP_URI"), "serializer": "json",
+                       "AMQP_SSL": amqp_ssl_options(config)}
+        self.timeout = timeout
+
+    def ensure_coupon(self, store_id: str, coupon: dict, customer_id: str | None = None) -> dict:
+        return self._call("ensure_coupon", store_id, coupon, customer_id)
+
+    def delete_coupon(self, store_id: str, code: str, meta: dict) -> dict:
+        return self._call("delete_coupon", store_id, code, meta)
+
+    def _call(self, method: str, *args: object) -> dict:
+        try:
+            with ClusterRpcProxy(self.config, timeout=self.timeout) as proxy:
+                return getattr(proxy.customer_sync, method)(*args)
+        except (RpcTimeout, UnknownService, MethodNotFound, OSError) as exc:
+            raise Unavailable(f"customer_sync did not answer {method}: "
+                              f"{type(exc).__name__}: {exc}") from None
 
 
 def sender_for(storage: NotificationsStorage, config: Config) -> Sender:
@@ -54,7 +85,9 @@ def sender_for(storage: NotificationsStorage, config: Config) -> Sender:
         lease_seconds=config.float("NOTIFY_LEASE_SECONDS"),
         mail_domain=config.get("MAIL_DOMAIN"),
         status_callback_url=f"{public}{twilio_hooks.STATUS_PATH}" if public else None,
-        render_limits=RenderLimits.from_config(config)))
+        render_limits=RenderLimits.from_config(config),
+        coupon_prefix=check_prefix(config.get("NOTIFY_COUPON_PREFIX"))),
+        shop_coupons=CouponsOverRpc(config, config.float("NOTIFY_COUPON_TIMEOUT_SECONDS")))
 
 
 class SendLoop(DependencyProvider):
@@ -66,6 +99,10 @@ class SendLoop(DependencyProvider):
         self.config = from_nameko(self.container.config)
         self.poll = self.config.float("NOTIFY_POLL_SECONDS")
         self.date_rules_every = self.config.float("NOTIFY_DATE_RULES_MINUTES") * 60
+        try:  # a bad prefix stops the service at start, not every coupon at send time
+            check_prefix(self.config.get("NOTIFY_COUPON_PREFIX"))
+        except ValueError as exc:
+            raise ValueError(f"NOTIFY_COUPON_PREFIX: {exc}") from None
         self._threads = []
         self._wake = eventlet.event.Event()
 
@@ -228,6 +265,22 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
     def on_tier_changed(self, event):
         self._apply(event)
 
+    @event_handler("loyalty", "loyalty.reward_issued", claims=False)
+    def on_reward_issued(self, event):
+        self._apply(event)
+
+    @event_handler("loyalty", "loyalty.reward_expired", claims=False)
+    def on_reward_expired(self, event):
+        self._apply(event)
+
+    @event_handler("loyalty", "loyalty.reward_returned", claims=False)
+    def on_reward_returned(self, event):
+        self._apply(event)
+
+    @event_handler("loyalty", "loyalty.points_expiring", claims=False)
+    def on_points_expiring(self, event):
+        self._apply(event)
+
     @event_handler("gdpr", "consent.changed", claims=False)
     def on_consent_changed(self, event):
         self._apply(event)
@@ -307,7 +360,9 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
             contact = self.storage.contacts.get(store_id, customer_id)
             if contact is None or contact.get("status") == ERASED:
                 raise NotFound(f"no customer {customer_id} in store {store_id}")
-            context = template_context(contact, notifier.settings(store_id))
+            # The customer's own data, with sample coupon and loyalty facts: a preview makes
+            # no coupon at the shop.
+            context = {**SAMPLE_EXTRAS, **template_context(contact, notifier.settings(store_id))}
         else:
             context = SAMPLE_CONTEXT
         try:

@@ -648,6 +648,33 @@ def test_workflows_are_listed_in_words_and_toggled_whole():
     assert bad.status_code == 400 and 'id="e-trigger-days"' in bad.get_data(as_text=True)
 
 
+def test_toggling_or_editing_a_workflow_in_the_console_keeps_its_coupon():
+    """The API replaces a workflow whole and the console's form has no coupon fields: a
+    toggle or an edit must send the coupon back, not drop it."""
+    coupon = {"type": "percent", "amount": 10, "currency": "EUR", "validity_days": 30,
+              "minimum_spend": None, "individual_use": False, "prefix": None}
+    original = Notifications.workflows
+    Notifications.workflows = [{**original[0], "coupon": coupon}]
+    try:
+        world = World()
+        world.login("wcc_write")
+        assert world.client.post("/console/workflows/cart/toggle", data={
+            "enabled": "false", "csrf_token": world.csrf()}).status_code == 303
+        assert world.called("save_workflow")[-1][2][1]["coupon"] == coupon
+        form = {"csrf_token": world.csrf(), "is_new": "0", "workflow_id": "cart",
+                "name": "Cart", "enabled": "on", "trigger": "event:customer.tagged",
+                "tag": "abandoned-cart", "delay": "2", "delay_unit": "hours",
+                "channel": "email", "template": "welcome", "purpose": "marketing"}
+        assert world.client.post("/console/workflows/save", data=form).status_code == 303
+        assert world.called("save_workflow")[-1][2][1]["coupon"] == coupon
+        new = world.client.post("/console/workflows/save", data={**form, "is_new": "1",
+                                                                 "workflow_id": ""})
+        assert new.status_code == 303
+        assert "coupon" not in world.called("save_workflow")[-1][2][1]
+    finally:
+        Notifications.workflows = original
+
+
 def test_the_send_log_filters_and_pages_back_and_forth():
     world = World()
     world.login("wcc_read")

@@ -219,6 +219,13 @@ def workflow_save(page) -> Response:
         return _workflow_page(page, shown, is_new, errors, status=400,
                               problem="Nothing was saved: correct the fields marked below.")
     try:
+        if not is_new and body.get("workflow_id"):
+            # The form has no coupon fields yet, and the API replaces a workflow whole: an
+            # edit keeps the coupon the workflow attaches rather than dropping it unseen.
+            kept = [w.get("coupon") for w in _workflows(page)
+                    if w.get("workflow_id") == body["workflow_id"]]
+            if kept and kept[0]:
+                body["coupon"] = kept[0]
         saved = page.api.post("/notifications/workflows", body)
     except ApiError as exc:
         return _workflow_page(page, shown, is_new, forms.field_errors(exc.problem),
@@ -230,7 +237,7 @@ def workflow_save(page) -> Response:
 
 
 WORKFLOW_BODY_KEYS = ("workflow_id", "name", "enabled", "trigger", "delay_seconds", "channel",
-                      "template", "purpose", "cancel")
+                      "template", "purpose", "cancel", "coupon")
 
 
 def workflow_toggle(page, workflow_id: str) -> Response:

@@ -118,12 +118,29 @@ WORKFLOW_FIELDS = {
     "channel": CHANNEL, "template": s.STRING, "purpose": PURPOSE,
     "cancel": {"type": "array", "items": s.obj({"if": {"enum": ["tag_removed",
                                                                  "order_placed"]}},
-                                               {"tag": s.STRING})}}
-WORKFLOW = s.obj(WORKFLOW_FIELDS)
+                                               {"tag": s.STRING})},
+    "coupon": s.nullable(s.obj(
+        {"type": {"enum": ["percent", "fixed"]},
+         "amount": {"type": "integer", "minimum": 1, "maximum": 10 ** 12,
+                    "description": "percent: a whole percentage, 1-100; fixed: minor units "
+                                   "of currency"},
+         "currency": {"type": "string", "pattern": "^[A-Z]{3}$",
+                      "description": "the shop's currency (ISO-4217)"},
+         "validity_days": {"type": "integer", "minimum": 1, "maximum": 365}},
+        {"minimum_spend": {"type": ["integer", "null"], "minimum": 0, "maximum": 10 ** 12,
+                           "description": "minor units of currency"},
+         "individual_use": s.BOOLEAN,
+         "prefix": {"type": ["string", "null"], "pattern": "^[a-z2-9]{1,12}$",
+                    "description": "of the code; null: NOTIFY_COUPON_PREFIX"}},
+        additionalProperties=False,
+        description="a unique single-use coupon made at the shop for each message "
+                    "(docs/notification-coupons.md)"))}
+WORKFLOW = s.obj({k: v for k, v in WORKFLOW_FIELDS.items() if k != "coupon"},
+                 {"coupon": WORKFLOW_FIELDS["coupon"]})  # absent: no coupon
 WORKFLOW_BODY = s.obj({k: WORKFLOW_FIELDS[k] for k in ("name", "trigger", "channel", "template",
                                                       "purpose")},
                       {k: WORKFLOW_FIELDS[k] for k in ("workflow_id", "enabled",
-                                                      "delay_seconds", "cancel")},
+                                                      "delay_seconds", "cancel", "coupon")},
                       additionalProperties=False,
                       description="see README 'Notifications'; a workflow_id replaces that "
                                   "workflow")
