@@ -431,7 +431,8 @@ class Notifier:
             if send.get("reason"):
                 fields["reason"] = "[erased]"
             sends.update_one({"_id": send["_id"]},
-                             {"$unset": {"to": "", "subject": ""}, "$set": fields})
+                             {"$unset": {"to": "", "subject": "", "provider_error": ""},
+                              "$set": fields})
         return {"contacts": contacts.count_documents({"store_id": store_id,
                                                       "customer_id": {"$in": ids},
                                                       "status": ERASED, "had_contact": True}),

@@ -24,6 +24,7 @@ from services.notifications.channels import DeliveryFailed, EmailChannel, SmsCha
 from services.notifications.notifier import Notifier
 from services.notifications.policy import CONTACT_GRACE, decide
 from services.notifications.repository import NotificationsStorage, utcnow
+from services.notifications.suppression import Change, Suppressions, describe, kind_for_failure
 from shared.events import Event, build_event
 from shared.metrics import count_send
 from shared.outbox import push_events
@@ -77,6 +78,7 @@ class Sender:
         self.settings = settings
         self.clock = clock
         self.notifier = Notifier(storage, clock, settings.render_limits)
+        self.suppressions = Suppressions(storage.suppressions)
         self.owner = uuid.uuid4().hex
         self.touched: list[tuple[str, str]] = []  # sends that now owe events (for the relay)
 
@@ -119,7 +121,8 @@ class Sender:
         reason = wf.cancelled_by(send.get("cancel") or [], contact, send["scheduled_at"])
         if reason:
             count_send(send["channel"], "cancelled")
-            return self._finish(send, "cancelled", reason, permanent=True, announce=False)
+            return self._finish(send, "cancelled", reason, permanent=True, announce=False,
+                                held_reason="cancelled")
         store = self.notifier.settings(store_id)
         week = self.storage.sends.marketing_sent_since(store_id, customer_id, now - timedelta(days=7)) \
             if send["purpose"] == "marketing" else 0
@@ -127,14 +130,22 @@ class Sender:
         scheduled = send.get("scheduled_at") if send.get("workflow_id") else None
         if isinstance(scheduled, datetime) and scheduled.tzinfo is None:
             scheduled = scheduled.replace(tzinfo=timezone.utc)
+        blocking = self.suppressions.blocking(
+            store_id, send["channel"],
+            contact.get("email") if send["channel"] == "email" else contact.get("phone"),
+            send["purpose"])
         decision = decide(send["channel"], send["purpose"], contact, store, now, week,
-                          scheduled + CONTACT_GRACE if isinstance(scheduled, datetime) else None)
+                          scheduled + CONTACT_GRACE if isinstance(scheduled, datetime) else None,
+                          suppressed=describe(blocking) if blocking else None)
         if decision.action == "refuse":
             count_send(send["channel"], "refused")
-            return self._finish(send, "refused", decision.reason, permanent=True)
+            return self._finish(send, "refused", decision.reason, permanent=True,
+                                held_reason=decision.code)
         if decision.action == "hold":
             count_send(send["channel"], "held")
-            self._update(send, {"$set": {"status": "scheduled", "due_at": decision.until},
+            self._update(send, {"$set": {"status": "scheduled", "due_at": decision.until,
+                                         "held_reason": decision.code,
+                                         "reason": decision.reason},
                                 "$push": {"attempts": {"at": now, "outcome": "held",
                                                        "reason": decision.reason}}})
             return "held"
@@ -168,11 +179,14 @@ class Sender:
                 delay = self.settings.retry_seconds * (2 ** (tries - 1))
                 self._update(send, {"$set": {"status": "scheduled",
                                              "due_at": self.clock() + timedelta(seconds=delay),
+                                             "provider_error": exc.reason,
                                              f"attempts.{len(attempts)}.outcome": "retry",
                                              f"attempts.{len(attempts)}.detail": exc.reason}})
                 return "retry"
+            if not exc.transient:
+                self._suppress_after(send, to, exc)
             return self._finish(send, "failed", exc.reason, permanent=not exc.transient,
-                                attempt_index=len(attempts))
+                                attempt_index=len(attempts), provider_error=exc.reason)
         count_send(send["channel"], "sent")
         return self._finish(send, "sent", None, permanent=False, attempt_index=len(attempts),
                             provider_id=provider_id)
@@ -187,6 +201,15 @@ class Sender:
             headers={"List-Unsubscribe": f"<{store.unsubscribe_url}>"}
             if send["purpose"] == "marketing" and store.unsubscribe_url else None)
 
+    def _suppress_after(self, send: dict, to: str, failure: DeliveryFailed) -> None:
+        """A permanent refusal of the address itself suppresses it, before the send is
+        finished, so the next decision about that address already knows."""
+        kind = kind_for_failure(send["channel"], failure.code, failure.recipient_refused)
+        if kind is not None:
+            self.suppressions.suppress(send["store_id"], kind, to, Change(
+                "suppressed", self.clock(), kind, "send", failure.reason,
+                key=f"send:{send['_id']}"))
+
     def _deliver(self, to: str, rendered: tpl.Rendered, message: EmailMessage | None) -> str:
         if message is not None:
             return self.email.send(message)
@@ -199,18 +222,28 @@ class Sender:
 
     def _finish(self, send: dict, status: str, reason: str | None, permanent: bool,
                 announce: bool = True, attempt_index: int | None = None,
-                provider_id: str | None = None) -> str:
+                provider_id: str | None = None, held_reason: str | None = None,
+                provider_error: str | None = None) -> str:
         now = self.clock()
         fields: dict = {"status": status, "finished_at": now}
+        cleared: dict = {}
         if reason:
             fields["reason"] = reason
+        if held_reason:
+            fields["held_reason"] = held_reason
+        if provider_error:
+            fields["provider_error"] = provider_error
+        if status == "sent":  # what held or failed it before no longer says why it is here
+            cleared = {"reason": "", "provider_error": ""}
+        if not held_reason:
+            cleared["held_reason"] = ""
         if status == "sent":
             fields.update(sent_at=now, provider_id=provider_id, delivery_status="accepted")
         if attempt_index is not None:
             fields[f"attempts.{attempt_index}.outcome"] = status
             if reason:
                 fields[f"attempts.{attempt_index}.detail"] = reason
-        update: dict = {"$set": fields}
+        update: dict = {"$set": fields, **({"$unset": cleared} if cleared else {})}
         tries = sum(1 for a in send.get("attempts") or [] if a.get("outcome") != "held") + (
             1 if attempt_index is not None and attempt_index >= len(send.get("attempts") or []) else 0)
         if announce:

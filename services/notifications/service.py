@@ -9,13 +9,14 @@ import eventlet
 from nameko.extensions import DependencyProvider
 from nameko.rpc import RpcProxy, rpc
 
-from services.notifications import twilio_hooks
+from services.notifications import email_reports, twilio_hooks
 from services.notifications.bounded_sandbox import RenderLimits
 from services.notifications.channels import EmailChannel, SmsChannel, SmtpSettings, TwilioSettings
 from services.notifications.notifier import Notifier
 from services.notifications.repository import ERASED, NotificationsStorage
 from services.notifications.sender import Sender, SenderSettings
 from services.notifications.sender import context as template_context
+from services.notifications.suppression import Suppressions
 from services.notifications.templates import SAMPLE_CONTEXT, RenderFailed, render, validate_template
 from shared.config import Config, from_nameko
 from shared.customers import (CustomerCheck, not_found,
@@ -27,7 +28,7 @@ from shared.health import HealthEndpoints, json_response
 from shared.messaging.handlers import event_handler
 from shared.mongo import MongoStorage
 from shared.service_rpc import DataOwnerRpc
-from shared.web import http
+from shared.web import PROBLEM_TYPE_BASE, http
 
 log = logging.getLogger(__name__)
 SEND_FILTERS = ("channel", "status", "template", "customer_id", "workflow_id")
@@ -233,9 +234,23 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
         data = event.data
         receipt = confirm_erasure(
             self.name, self.storage.erasures, event,
-            lambda: self._notifier().erase(event.store_id, data["customer_ids"], data["request_id"]),
+            lambda: self._erase(event.store_id, data["customer_ids"], data["request_id"]),
             self._drop_parked)
         self.outbox.notify([(self.storage.erasures.collection.name, receipt)])
+
+    def _erase(self, store_id: str, customer_ids: list[str], request_id: str) -> dict:
+        """The person's suppressions lose their address in clear first (it is read from the
+        contact, which the erasure empties), then the contact and the send log are erased."""
+        addresses = []
+        for customer_id in customer_ids:
+            contact = self.storage.contacts.get(store_id, customer_id) or {}
+            addresses += [("email", contact.get("email")), ("sms", contact.get("phone"))]
+        forgotten = self._suppressions().forget_addresses(store_id, addresses)
+        return {**self._notifier().erase(store_id, customer_ids, request_id),
+                "suppressions": forgotten}
+
+    def _suppressions(self) -> Suppressions:
+        return Suppressions(self.storage.suppressions)
 
 
     # -- Twilio's callbacks -----------------------------------------------------------------------
@@ -249,6 +264,29 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
         status, body, touched = twilio_hooks.inbound(self.storage, self._twilio_config(), request)
         self.outbox.notify(touched)
         return json_response(status, body)
+
+    # -- bounces and complaints reported later ---------------------------------------------------
+    @http("POST", email_reports.REPORT_PATH)
+    def email_report(self, request):
+        if (request.content_length or 0) > email_reports.MAX_BODY_BYTES:
+            return _problem(413, f"the body is over {email_reports.MAX_BODY_BYTES} bytes")
+        body = request.stream.read(email_reports.MAX_BODY_BYTES + 1)
+        if len(body) > email_reports.MAX_BODY_BYTES:
+            return _problem(413, f"the body is over {email_reports.MAX_BODY_BYTES} bytes")
+        try:
+            answer = email_reports.receive(
+                self._suppressions(), self._store_known, self.settings.get("EMAIL_REPORT_SECRET"),
+                body, request.headers.get(email_reports.SIGNATURE_HEADER),
+                datetime.now(timezone.utc))
+        except email_reports.Refused as refused:
+            return _problem(refused.status, refused.detail, refused.fields)
+        return json_response(200, answer)
+
+    def _store_known(self, store_id: str) -> bool:
+        """A store notifications has heard of: its settings, or any customer of it."""
+        return (self.storage.settings.find_one({"_id": store_id}, {"_id": 1}) is not None
+                or self.storage.contacts.collection.find_one({"store_id": store_id},
+                                                             {"_id": 1}) is not None)
 
     def _twilio_config(self) -> twilio_hooks.HookConfig:
         return twilio_hooks.HookConfig(auth_token=self.settings.get("TWILIO_AUTH_TOKEN"),
@@ -380,6 +418,43 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
         return {"items": [_json(doc) for doc in docs], "next_cursor": next_cursor}
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def list_suppressions(self, store_id: str, filters: dict | None = None,
+                          page: dict | None = None) -> dict:
+        """The store's suppressed addresses (active only unless filters.include_lifted), each
+        with its kinds, what it blocks and its history; filters channel, address (exact);
+        page = {"size": 100, "cursor": null}. Answers {"items", "next_cursor"}."""
+        filters, page = dict(filters or {}), dict(page or {})
+        errors = {f"filters.{k}": ["unknown"] for k in filters
+                  if k not in ("channel", "address", "include_lifted")}
+        channel, address = filters.get("channel"), filters.get("address")
+        if channel is not None and channel not in ("email", "sms"):
+            errors["filters.channel"] = ["must be email or sms"]
+        if address is not None and not (isinstance(address, str) and 0 < len(address) <= 254):
+            errors["filters.address"] = ["must be an address of at most 254 characters"]
+        include_lifted = filters.get("include_lifted", False)
+        if not isinstance(include_lifted, bool):
+            errors["filters.include_lifted"] = ["must be true or false"]
+        size = page.get("size", 100)
+        if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 500:
+            errors["page.size"] = ["must be 1-500"]
+        cursor = page.get("cursor")
+        if cursor is not None and not (isinstance(cursor, str) and len(cursor) <= 2000):
+            errors["page.cursor"] = ["must be a cursor this list issued"]
+        if errors:
+            raise ValidationError(f"invalid {', '.join(sorted(errors))}", {"fields": errors})
+        return self._suppressions().page(store_id, channel, address, include_lifted, size,
+                                         cursor)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def lift_suppression(self, store_id: str, channel: str, address: str, reason: str,
+                         actor: str) -> dict:
+        """An operator lets an address be sent to again, saying why (kept in its history);
+        NotFound when it is not suppressed."""
+        return self._suppressions().lift(store_id, channel, address, reason,
+                                         str(actor or "unknown")[:200],
+                                         datetime.now(timezone.utc))
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
     def run_date_rules(self) -> dict:
         return {"scheduled": self.send_loop.run_date_rules()}
 
@@ -391,6 +466,13 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
             raise NotFound(f"no customer {customer_id} in store {store_id}")
         return {"service": self.name, "contact": _json(contact),
                 "send_log": self.send_log(store_id, customer_id, 1000)}
+
+
+def _problem(status: int, detail: str, fields: dict | None = None):
+    """A refusal at a public door, as problem details naming the fields at fault."""
+    body = {"type": f"{PROBLEM_TYPE_BASE}email-report-refused", "title": "Report not taken",
+            "status": status, "detail": detail, **({"errors": fields} if fields else {})}
+    return json_response(status, body)
 
 
 def _json(value):
