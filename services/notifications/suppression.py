@@ -216,14 +216,15 @@ class Suppressions:
                 "next_cursor": _encode_cursor(docs[-1]["_id"]) if more else None}
 
     def forget_addresses(self, store_id: str, addresses: Iterable[tuple[str, str]]) -> int:
-        """GDPR erasure: the address in clear and any provider words quoting it go; the record
-        stays, under the address's digest, so the person is still not sent to."""
+        """GDPR erasure: the address in clear and every detail that could quote it (a provider's
+        reply, an operator's reason) go; the record stays, under the address's digest, so the
+        person is still not sent to."""
         keys = [self.repository.key(store_id, channel, address)
                 for channel, address in addresses if address]
         forgotten = 0
         for doc in self.repository.collection.find({"_id": {"$in": keys}}, {"history": 1}):
-            history = [{k: v for k, v in entry.items() if k != "detail"
-                        or entry.get("source") == "operator"} for entry in doc.get("history") or []]
+            history = [{k: v for k, v in entry.items() if k != "detail"}
+                       for entry in doc.get("history") or []]
             result = self.repository.collection.update_one(
                 {"_id": doc["_id"]}, {"$unset": {"address": ""},
                                       "$set": {"history": history, "address_erased": True}})
