@@ -31,7 +31,7 @@ from shared.service_rpc import DataOwnerRpc
 from shared.web import PROBLEM_TYPE_BASE, http
 
 log = logging.getLogger(__name__)
-SEND_FILTERS = ("channel", "status", "template", "customer_id", "workflow_id")
+SEND_FILTERS = ("channel", "status", "template", "customer_id", "workflow_id", "held_reason")
 
 
 def _storage(database, config) -> NotificationsStorage:
@@ -397,7 +397,7 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
     def list_sends(self, store_id: str, filters: dict | None = None,
                    page: dict | None = None) -> dict:
         """The store's send log, newest first: filters channel, status, template, customer_id,
-        workflow_id (each an exact value); page = {"size": 50, "cursor": null}. Answers
+        workflow_id, held_reason (each an exact value); page = {"size": 50, "cursor": null}. Answers
         {"items", "next_cursor"}."""
         filters = dict(filters or {})
         page = page or {}
