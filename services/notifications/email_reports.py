@@ -80,7 +80,7 @@ def parse(body: bytes, now: datetime) -> Report:
     """The report in `body`, or Refused (400) naming every field at fault."""
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nesting
         raise Refused(400, "the body is not JSON", {"body": ["must be a JSON object"]}) from None
     if not isinstance(data, dict):
         raise Refused(400, "the body is not a JSON object", {"body": ["must be a JSON object"]})
