@@ -212,7 +212,8 @@ class NotificationsStorage:
         self.settings = database["store_settings"]
         self.bulk_jobs = database["bulk_jobs"]
         self.erasures = ErasureReceipts(database["erasures"])
-        self.suppressions = SuppressionRepository(database["suppressions"])
+        self.suppressions = SuppressionRepository(database["suppressions"],
+                                                  database["suppression_keys"])
 
     def ensure_indexes(self) -> None:
         self.contacts.ensure_indexes()

@@ -465,7 +465,9 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
         if contact is None or contact.get("status") == ERASED:
             raise NotFound(f"no customer {customer_id} in store {store_id}")
         return {"service": self.name, "contact": _json(contact),
-                "send_log": self.send_log(store_id, customer_id, 1000)}
+                "send_log": self.send_log(store_id, customer_id, 1000),
+                "suppressions": self._suppressions().of_addresses(
+                    store_id, [("email", contact.get("email")), ("sms", contact.get("phone"))])}
 
 
 def _problem(status: int, detail: str, fields: dict | None = None):

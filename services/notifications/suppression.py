@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import re
+import secrets
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterable
@@ -54,10 +56,13 @@ def normalised(channel: str, address: str) -> str:
     return re.sub(r"\D", "", address)
 
 
-def address_key(channel: str, address: str) -> str:
-    """A digest of the normalised address: the record's key, which outlives the address in
-    clear when the person is erased, so the suppression keeps working."""
-    return hashlib.sha256(f"{channel}:{normalised(channel, address)}".encode()).hexdigest()
+def address_key(store_key: bytes, channel: str, address: str) -> str:
+    """A keyed digest (HMAC-SHA256 with the store's own random key) of the normalised address:
+    the record's key, which outlives the address in clear when the person is erased, so the
+    suppression keeps working. Keyed, as customer_sync's tombstones are, so a list of
+    addresses hashed by whoever reads the database does not reveal who was suppressed."""
+    message = f"{channel}\x00{normalised(channel, address)}".encode()
+    return hmac.new(store_key, message, hashlib.sha256).hexdigest()
 
 
 def blocks(record: dict | None, purpose: str) -> bool:
@@ -103,10 +108,26 @@ class Change:
 
 
 class SuppressionRepository:
-    """One document per store, channel and address (keyed by its digest)."""
+    """One document per store, channel and address (keyed by its digest), and each store's
+    digest key (made on first use, never changed: a new key would orphan every record)."""
 
-    def __init__(self, collection: Collection) -> None:
+    def __init__(self, collection: Collection, keys: Collection) -> None:
         self.collection = collection
+        self.keys = keys
+        self._store_keys: dict[str, bytes] = {}
+
+    def store_key(self, store_id: str) -> bytes:
+        known = self._store_keys.get(store_id)
+        if known is None:
+            try:
+                self.keys.update_one({"_id": store_id},
+                                     {"$setOnInsert": {"key": secrets.token_hex(32)}},
+                                     upsert=True)
+            except DuplicateKeyError:  # another process made it at the same moment
+                pass
+            known = bytes.fromhex(self.keys.find_one({"_id": store_id})["key"])
+            self._store_keys[store_id] = known
+        return known
 
     def ensure_indexes(self) -> None:
         self.collection.create_index([("store_id", ASCENDING), ("channel", ASCENDING),
@@ -114,9 +135,8 @@ class SuppressionRepository:
         self.collection.create_index([("store_id", ASCENDING), ("active", ASCENDING),
                                       ("_id", ASCENDING)])
 
-    @staticmethod
-    def key(store_id: str, channel: str, address: str) -> str:
-        return f"{store_id}:{channel}:{address_key(channel, address)}"
+    def key(self, store_id: str, channel: str, address: str) -> str:
+        return f"{store_id}:{channel}:{address_key(self.store_key(store_id), channel, address)}"
 
     def get(self, store_id: str, channel: str, address: str) -> dict | None:
         return self.collection.find_one({"_id": self.key(store_id, channel, address)})
@@ -214,6 +234,14 @@ class Suppressions:
         docs = docs[:size]
         return {"items": [view(d) for d in docs],
                 "next_cursor": _encode_cursor(docs[-1]["_id"]) if more else None}
+
+    def of_addresses(self, store_id: str, addresses: Iterable[tuple[str, str | None]]
+                     ) -> list[dict]:
+        """The suppressions of these (channel, address) pairs, lifted ones too (an export)."""
+        keys = [self.repository.key(store_id, channel, address)
+                for channel, address in addresses if address]
+        return [view(d) for d in self.repository.collection.find({"_id": {"$in": keys}})
+                .sort("_id", ASCENDING)]
 
     def forget_addresses(self, store_id: str, addresses: Iterable[tuple[str, str]]) -> int:
         """GDPR erasure: the address in clear and every detail that could quote it (a provider's

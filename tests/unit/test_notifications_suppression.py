@@ -348,3 +348,26 @@ def test_erasure_forgets_the_address_but_it_stays_suppressed(storage):
     assert "ada" not in json.dumps(doc, default=str)
     assert doc["address_erased"] is True
     assert suppressions.blocking(STORE, "email", "ada@example.com", "transactional")
+
+
+def test_the_digest_is_keyed_per_store_and_an_export_shows_the_persons_suppressions(storage):
+    """A plain hash of an address could be reversed by hashing a list of addresses: the key
+    is the store's own, random, so the same address has another digest in another store."""
+    suppressions = Suppressions(storage.suppressions)
+    for store in (STORE, "s2"):
+        suppressions.suppress(store, "bounce", "ada@example.com",
+                              Change("suppressed", T0, "bounce", "report"))
+    ids = sorted(d["_id"].split(":")[-1] for d in storage.suppressions.collection.find())
+    assert ids[0] != ids[1]
+    import hashlib
+    assert hashlib.sha256(b"email:ada@example.com").hexdigest() not in ids
+    [exported] = suppressions.of_addresses(STORE, [("email", "ADA@example.com"), ("sms", None)])
+    assert exported["kinds"] == ["bounce"]
+
+
+def test_the_gateway_names_the_same_held_reasons_as_the_policy():
+    from services.gateway.handlers.notifications import HELD_REASONS as GATEWAY
+    from services.gateway.console.admin_views import HELD_LABELS
+    from services.notifications.policy import HELD_REASONS
+
+    assert GATEWAY == HELD_REASONS and set(HELD_LABELS) == set(HELD_REASONS)
