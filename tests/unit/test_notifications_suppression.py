@@ -371,3 +371,28 @@ def test_the_gateway_names_the_same_held_reasons_as_the_policy():
     from services.notifications.policy import HELD_REASONS
 
     assert GATEWAY == HELD_REASONS and set(HELD_LABELS) == set(HELD_REASONS)
+
+
+def test_cancelled_sends_say_so_whichever_way_they_were_cancelled(storage, smtp, twilio):
+    clock = Clock(T0)
+    sender = _sender(storage, smtp, twilio, clock)
+    notifier = Notifier(storage, clock)
+    _contact(storage, "c1", "a@example.com")
+    for workflow_id in ("cart", "gone"):
+        notifier.save_workflow(STORE, {
+            "workflow_id": workflow_id, "name": workflow_id,
+            "trigger": {"event": "customer.tagged", "tag": "abandoned-cart"},
+            "channel": "email", "template": "abandoned_cart", "purpose": "marketing",
+            "cancel": [{"if": "tag_removed", "tag": "abandoned-cart"}]})
+        storage.sends.schedule(notifier._send(
+            STORE, "c1", f"wf:{workflow_id}:c1:e1",
+            T0 if workflow_id == "cart" else T0 + timedelta(days=1),
+            workflow=notifier.workflows(STORE)[-1], trigger="e1"))
+    notifier.delete_workflow(STORE, "gone")
+    assert sender.run_once() == {"cancelled": 1}  # the contact has no abandoned-cart tag
+    for send_id, reason in (("wf:cart:c1:e1", "tag abandoned-cart was removed"),
+                            ("wf:gone:c1:e1", "workflow deleted")):
+        doc = _send(storage, send_id)
+        assert (doc["status"], doc["held_reason"], doc["reason"]) == (
+            "cancelled", "cancelled", reason)
+    sender.email.close()
