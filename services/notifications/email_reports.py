@@ -24,6 +24,7 @@ from typing import Callable
 
 from services.notifications.suppression import Change, Suppressions
 from shared.email_addresses import single_address
+from shared.web import PROBLEM_TYPE_BASE
 
 REPORT_PATH = "/email/reports"
 SIGNATURE_HEADER = "X-Companion-Signature"
@@ -140,3 +141,29 @@ def receive(suppressions: Suppressions, store_known: Callable[[str], bool], secr
     record = suppressions.repository.get(report.store_id, "email", report.email) or {}
     return {"changed": changed, "suppressed": bool(record.get("active")),
             "kinds": sorted(record.get("kinds") or [])}
+
+
+def bounded_body(request) -> bytes:
+    """The raw body, read no further than MAX_BODY_BYTES (with or without a Content-Length);
+    Refused (413) past it."""
+    too_big = Refused(413, f"the body is over {MAX_BODY_BYTES} bytes")
+    if (request.content_length or 0) > MAX_BODY_BYTES:
+        raise too_big
+    body = request.stream.read(MAX_BODY_BYTES + 1)
+    if len(body) > MAX_BODY_BYTES:
+        raise too_big
+    return body
+
+
+def answer(suppressions: Suppressions, store_known: Callable[[str], bool], secret: str,
+           request, now: datetime) -> tuple[int, dict]:
+    """The HTTP answer to one posted report: 200 with what it did, or the refusal as problem
+    details naming the fields at fault."""
+    try:
+        return 200, receive(suppressions, store_known, secret, bounded_body(request),
+                            request.headers.get(SIGNATURE_HEADER), now)
+    except Refused as refused:
+        return refused.status, {
+            "type": f"{PROBLEM_TYPE_BASE}email-report-refused", "title": "Report not taken",
+            "status": refused.status, "detail": refused.detail,
+            **({"errors": refused.fields} if refused.fields else {})}

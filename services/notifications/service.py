@@ -16,7 +16,7 @@ from services.notifications.notifier import Notifier
 from services.notifications.repository import ERASED, NotificationsStorage
 from services.notifications.sender import Sender, SenderSettings
 from services.notifications.sender import context as template_context
-from services.notifications.suppression import Suppressions
+from services.notifications.suppression import Suppressions, list_request
 from services.notifications.templates import SAMPLE_CONTEXT, RenderFailed, render, validate_template
 from shared.config import Config, from_nameko
 from shared.customers import (CustomerCheck, not_found,
@@ -28,7 +28,7 @@ from shared.health import HealthEndpoints, json_response
 from shared.messaging.handlers import event_handler
 from shared.mongo import MongoStorage
 from shared.service_rpc import DataOwnerRpc
-from shared.web import PROBLEM_TYPE_BASE, http
+from shared.web import http
 
 log = logging.getLogger(__name__)
 SEND_FILTERS = ("channel", "status", "template", "customer_id", "workflow_id", "held_reason")
@@ -268,19 +268,10 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
     # -- bounces and complaints reported later ---------------------------------------------------
     @http("POST", email_reports.REPORT_PATH)
     def email_report(self, request):
-        if (request.content_length or 0) > email_reports.MAX_BODY_BYTES:
-            return _problem(413, f"the body is over {email_reports.MAX_BODY_BYTES} bytes")
-        body = request.stream.read(email_reports.MAX_BODY_BYTES + 1)
-        if len(body) > email_reports.MAX_BODY_BYTES:
-            return _problem(413, f"the body is over {email_reports.MAX_BODY_BYTES} bytes")
-        try:
-            answer = email_reports.receive(
-                self._suppressions(), self._store_known, self.settings.get("EMAIL_REPORT_SECRET"),
-                body, request.headers.get(email_reports.SIGNATURE_HEADER),
-                datetime.now(timezone.utc))
-        except email_reports.Refused as refused:
-            return _problem(refused.status, refused.detail, refused.fields)
-        return json_response(200, answer)
+        status, body = email_reports.answer(
+            self._suppressions(), self._store_known, self.settings.get("EMAIL_REPORT_SECRET"),
+            request, datetime.now(timezone.utc))
+        return json_response(status, body)
 
     def _store_known(self, store_id: str) -> bool:
         """A store notifications has heard of: its settings, or any customer of it."""
@@ -423,27 +414,7 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
         """The store's suppressed addresses (active only unless filters.include_lifted), each
         with its kinds, what it blocks and its history; filters channel, address (exact);
         page = {"size": 100, "cursor": null}. Answers {"items", "next_cursor"}."""
-        filters, page = dict(filters or {}), dict(page or {})
-        errors = {f"filters.{k}": ["unknown"] for k in filters
-                  if k not in ("channel", "address", "include_lifted")}
-        channel, address = filters.get("channel"), filters.get("address")
-        if channel is not None and channel not in ("email", "sms"):
-            errors["filters.channel"] = ["must be email or sms"]
-        if address is not None and not (isinstance(address, str) and 0 < len(address) <= 254):
-            errors["filters.address"] = ["must be an address of at most 254 characters"]
-        include_lifted = filters.get("include_lifted", False)
-        if not isinstance(include_lifted, bool):
-            errors["filters.include_lifted"] = ["must be true or false"]
-        size = page.get("size", 100)
-        if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 500:
-            errors["page.size"] = ["must be 1-500"]
-        cursor = page.get("cursor")
-        if cursor is not None and not (isinstance(cursor, str) and len(cursor) <= 2000):
-            errors["page.cursor"] = ["must be a cursor this list issued"]
-        if errors:
-            raise ValidationError(f"invalid {', '.join(sorted(errors))}", {"fields": errors})
-        return self._suppressions().page(store_id, channel, address, include_lifted, size,
-                                         cursor)
+        return self._suppressions().page(store_id, *list_request(filters, page))
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def lift_suppression(self, store_id: str, channel: str, address: str, reason: str,
@@ -468,13 +439,6 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
                 "send_log": self.send_log(store_id, customer_id, 1000),
                 "suppressions": self._suppressions().of_addresses(
                     store_id, [("email", contact.get("email")), ("sms", contact.get("phone"))])}
-
-
-def _problem(status: int, detail: str, fields: dict | None = None):
-    """A refusal at a public door, as problem details naming the fields at fault."""
-    body = {"type": f"{PROBLEM_TYPE_BASE}email-report-refused", "title": "Report not taken",
-            "status": status, "detail": detail, **({"errors": fields} if fields else {})}
-    return json_response(status, body)
 
 
 def _json(value):

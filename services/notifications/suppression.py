@@ -260,6 +260,32 @@ class Suppressions:
         return forgotten
 
 
+def list_request(filters: dict | None, page: dict | None
+                 ) -> tuple[str | None, str | None, bool, int, str | None]:
+    """A list request's (channel, address, include_lifted, size, cursor), or ValidationError
+    naming each bad part."""
+    filters, page = dict(filters or {}), dict(page or {})
+    errors = {f"filters.{k}": ["unknown"] for k in filters
+              if k not in ("channel", "address", "include_lifted")}
+    channel, address = filters.get("channel"), filters.get("address")
+    if channel is not None and channel not in ("email", "sms"):
+        errors["filters.channel"] = ["must be email or sms"]
+    if address is not None and not (isinstance(address, str) and 0 < len(address) <= 254):
+        errors["filters.address"] = ["must be an address of at most 254 characters"]
+    include_lifted = filters.get("include_lifted", False)
+    if not isinstance(include_lifted, bool):
+        errors["filters.include_lifted"] = ["must be true or false"]
+    size = page.get("size", 100)
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 500:
+        errors["page.size"] = ["must be 1-500"]
+    cursor = page.get("cursor")
+    if cursor is not None and not (isinstance(cursor, str) and len(cursor) <= 2000):
+        errors["page.cursor"] = ["must be a cursor this list issued"]
+    if errors:
+        raise ValidationError(f"invalid {', '.join(sorted(errors))}", {"fields": errors})
+    return channel, address, include_lifted, size, cursor
+
+
 def view(doc: dict) -> dict:
     """A suppression as RPC answers it: JSON types, times as ISO-8601 UTC."""
     def time(value):
