@@ -114,3 +114,25 @@ def test_a_signed_bounce_report_suppresses_and_a_forged_one_changes_nothing(
     held = _send_and_wait(rpc, "s3")
     assert (held["status"], held["held_reason"]) == ("refused", "suppressed")
     assert smtp.received == 1
+
+
+def test_a_delivery_failing_with_21610_later_suppresses_the_number(services, smtp, twilio, rpc):
+    """Twilio can accept a message and report the opt-out only in its status callback."""
+    start(services, smtp, twilio)
+    rpc.notifications.save_store_settings(STORE, {"quiet_start": "00:00", "quiet_end": "00:00"})
+    publish(services.amqp_uri, customer("s4", "tom@example.com", phone="+447700900888"))
+    known(rpc, "s4", None)
+    sent = _send_and_wait(rpc, "s4", "win_back_sms")
+    assert sent["status"] == "sent"
+    assert twilio.send_status_callback(sent["provider_id"], "failed", error_code=21610,
+                                       signature="forged").status == 403
+    assert rpc.notifications.list_suppressions(STORE)["items"] == []
+    assert twilio.send_status_callback(sent["provider_id"], "failed",
+                                       error_code=21610).status == 200
+    [suppression] = rpc.notifications.list_suppressions(STORE)["items"]
+    assert suppression["address"] == "447700900888"
+    assert suppression["history"][0]["source"] == "twilio_status"
+    [entry] = [e for e in rpc.notifications.send_log(STORE, "s4") if e["_id"] == sent["_id"]]
+    assert entry["delivery_error"] == "21610"
+    assert _send_and_wait(rpc, "s4", "win_back_sms")["held_reason"] == "suppressed"
+    assert len(twilio.messages) == 1
