@@ -204,7 +204,8 @@ class Sender:
     def _suppress_after(self, send: dict, to: str, failure: DeliveryFailed) -> None:
         """A permanent refusal of the address itself suppresses it, before the send is
         finished, so the next decision about that address already knows."""
-        kind = kind_for_failure(send["channel"], failure.code, failure.recipient_refused)
+        kind = kind_for_failure(send["channel"], failure.code, failure.recipient_refused,
+                                failure.reason)
         if kind is not None:
             self.suppressions.suppress(send["store_id"], kind, to, Change(
                 "suppressed", self.clock(), kind, "send", failure.reason,

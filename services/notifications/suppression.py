@@ -41,6 +41,7 @@ TWILIO_UNSUBSCRIBED = 21610
 # temporary; every other 5xx there says the address itself is refused.
 _NOT_ABOUT_THE_ADDRESS = {552}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_ENHANCED = re.compile(r"\b5\d\d[ -]5\.(\d{1,3})\.(\d{1,3})\b")  # "550 5.1.1", after the code
 
 
 def utcnow() -> datetime:
@@ -78,14 +79,27 @@ def describe(record: dict) -> str:
     return "; ".join(KIND_TEXT.get(k, k) for k in sorted(record.get("kinds") or []))
 
 
-def kind_for_failure(channel: str, code: int | None, recipient_refused: bool) -> str | None:
+def kind_for_failure(channel: str, code: int | None, recipient_refused: bool,
+                     reply: str = "") -> str | None:
     """The suppression a permanent provider failure calls for, or None when the failure says
-    nothing about the address (a message refused for its content, a bad From)."""
+    nothing about the address (a message refused for its content, a bad From, a relay that
+    refuses us: suppressing then would silence every address the relay refuses).
+
+    A refusal of the recipient with an enhanced status code (RFC 3463, in `reply`) suppresses
+    only when the code is about the address or mailbox (5.1.x but the sender's 5.1.7 and
+    5.1.8, 5.2.0, 5.2.1); without one, only 550, 551 and 553 do."""
     if code is None:
         return None
-    if channel == "email" and recipient_refused and 500 <= code < 600 \
-            and code not in _NOT_ABOUT_THE_ADDRESS:
-        return "smtp_refusal"
+    if channel == "email":
+        if not recipient_refused or not 500 <= code < 600 or code in _NOT_ABOUT_THE_ADDRESS:
+            return None
+        enhanced = _ENHANCED.search(reply or "")
+        if enhanced:
+            subject, detail = int(enhanced.group(1)), int(enhanced.group(2))
+            about_address = (subject == 1 and detail not in (7, 8)) or (
+                subject == 2 and detail in (0, 1))
+            return "smtp_refusal" if about_address else None
+        return "smtp_refusal" if code in (550, 551, 553) else None
     if channel == "sms" and code == TWILIO_UNSUBSCRIBED:
         return "sms_unsubscribed"
     return None
@@ -174,7 +188,7 @@ class Suppressions:
             return False
         since = {} if held is not None and held.get("active") else {"suppressed_at": change.at}
         update = {
-            "$set": {"active": True, "updated_at": change.at,
+            "$set": {"active": True, "updated_at": change.at, "address_erased": False,
                      "address": normalised(channel, address), **since},
             "$addToSet": {"kinds": kind},
             "$setOnInsert": {"store_id": store_id, "channel": channel},

@@ -84,6 +84,14 @@ def _send(storage, send_id: str) -> dict:
 def test_which_failures_suppress_and_what_each_kind_blocks():
     assert kind_for_failure("email", 550, recipient_refused=True) == "smtp_refusal"
     assert kind_for_failure("email", 553, recipient_refused=True) == "smtp_refusal"
+    refused = "recipient refused: 550 {} <a@example.com>: ..."
+    for enhanced in ("5.1.1", "5.1.10", "5.2.1"):  # no such user, null MX, mailbox disabled
+        assert kind_for_failure("email", 550, True, refused.format(enhanced)) == "smtp_refusal"
+    # policy (a relay refusing us: it would refuse every address), the sender's address, a
+    # full mailbox, the message's size: not about this recipient
+    for enhanced in ("5.7.1", "5.1.7", "5.1.8", "5.2.2", "5.2.3", "5.4.1"):
+        assert kind_for_failure("email", 550, True, refused.format(enhanced)) is None, enhanced
+    assert kind_for_failure("email", 554, recipient_refused=True) is None
     # 552 to RCPT is "try later" (RFC 5321 4.5.3.1.10); a 5xx after DATA judged the message
     assert kind_for_failure("email", 552, recipient_refused=True) is None
     assert kind_for_failure("email", 554, recipient_refused=False) is None
