@@ -115,6 +115,10 @@ SETTINGS: tuple[Setting, ...] = (
             "The public base URL Twilio calls back (behind a proxy, what Twilio sees); "
             "signatures are checked against it. Empty: the URL as the request arrived, and no "
             "status callbacks are asked for."),
+    Setting("EMAIL_REPORT_SECRET", "",
+            "Secret (a long random string) of the HMAC-SHA256 that signs bounce and complaint reports "
+            "posted to notifications' `/email/reports` (docs/suppression.md). Empty: every "
+            "report is refused."),
     Setting("NOTIFICATIONS_WEB_SERVER_ADDRESS", "0.0.0.0:8001",
             "Address of notifications' own HTTP endpoints (Twilio callbacks, health)."),
     Setting("NOTIFY_POLL_SECONDS", "2", "How often notifications looks for sends that are due."),

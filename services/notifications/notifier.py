@@ -174,7 +174,8 @@ class Notifier:
         _forget(self.storage, "workflows", store_id)
         cancelled = self.storage.sends.collection.update_many(
             {"store_id": store_id, "workflow_id": workflow_id, "status": "scheduled"},
-            {"$set": {"status": "cancelled", "reason": "workflow deleted"}})
+            {"$set": {"status": "cancelled", "reason": "workflow deleted",
+                      "held_reason": "cancelled"}})
         return {"deleted": workflow_id, "cancelled_sends": cancelled.modified_count}
 
     # -- events in: the projection -----------------------------------------------------------------
@@ -470,7 +471,8 @@ class Notifier:
         sends = self.storage.sends.collection
         sends.update_many({"store_id": store_id, "customer_id": {"$in": ids},
                            "status": {"$in": ["scheduled", "sending"]}},
-                          {"$set": {"status": "cancelled", "reason": "customer erased"}})
+                          {"$set": {"status": "cancelled", "reason": "customer erased",
+                                   "held_reason": "cancelled"}})
         for send in sends.find({"store_id": store_id, "customer_id": {"$in": ids},
                                 "redacted": {"$ne": True}}, {"attempts": 1, "reason": 1}):
             # Provider replies can quote the address ("550 <ada@...> unknown"): keep only
@@ -481,7 +483,9 @@ class Notifier:
             if send.get("reason"):
                 fields["reason"] = "[erased]"
             sends.update_one({"_id": send["_id"]},
-                             {"$unset": {"to": "", "subject": "", "facts": ""}, "$set": fields})
+                             {"$unset": {"to": "", "subject": "", "facts": "",
+                                         "provider_error": ""},
+                              "$set": fields})
         return {"contacts": contacts.count_documents({"store_id": store_id,
                                                       "customer_id": {"$in": ids},
                                                       "status": ERASED, "had_contact": True}),

@@ -31,6 +31,7 @@ from services.notifications.channels import DeliveryFailed, EmailChannel, SmsCha
 from services.notifications.notifier import Notifier, coupon_amount, local_date
 from services.notifications.policy import CONTACT_GRACE, decide
 from services.notifications.repository import NotificationsStorage, utcnow
+from services.notifications.suppression import Change, Suppressions, describe, kind_for_failure
 from shared.coupons import CouponSpec, new_coupon_code
 from shared.errors import NotFound, Refused, ValidationError
 from shared.events import Event, build_event
@@ -110,6 +111,7 @@ class Sender:
         self.settings = settings
         self.clock = clock
         self.notifier = Notifier(storage, clock, settings.render_limits)
+        self.suppressions = Suppressions(storage.suppressions)
         self.owner = uuid.uuid4().hex
         self.touched: list[tuple[str, str]] = []  # sends that now owe events (for the relay)
 
@@ -152,7 +154,8 @@ class Sender:
         reason = wf.cancelled_by(send.get("cancel") or [], contact, send["scheduled_at"])
         if reason:
             count_send(send["channel"], "cancelled")
-            return self._finish(send, "cancelled", reason, permanent=True, announce=False)
+            return self._finish(send, "cancelled", reason, permanent=True, announce=False,
+                                held_reason="cancelled")
         store = self.notifier.settings(store_id)
         week = self.storage.sends.marketing_sent_since(store_id, customer_id, now - timedelta(days=7)) \
             if send["purpose"] == "marketing" else 0
@@ -160,14 +163,22 @@ class Sender:
         scheduled = send.get("scheduled_at") if send.get("workflow_id") else None
         if isinstance(scheduled, datetime) and scheduled.tzinfo is None:
             scheduled = scheduled.replace(tzinfo=timezone.utc)
+        blocking = self.suppressions.blocking(
+            store_id, send["channel"],
+            contact.get("email") if send["channel"] == "email" else contact.get("phone"),
+            send["purpose"])
         decision = decide(send["channel"], send["purpose"], contact, store, now, week,
-                          scheduled + CONTACT_GRACE if isinstance(scheduled, datetime) else None)
+                          scheduled + CONTACT_GRACE if isinstance(scheduled, datetime) else None,
+                          suppressed=describe(blocking) if blocking else None)
         if decision.action == "refuse":
             count_send(send["channel"], "refused")
-            return self._finish(send, "refused", decision.reason, permanent=True)
+            return self._finish(send, "refused", decision.reason, permanent=True,
+                                held_reason=decision.code)
         if decision.action == "hold":
             count_send(send["channel"], "held")
-            self._update(send, {"$set": {"status": "scheduled", "due_at": decision.until},
+            self._update(send, {"$set": {"status": "scheduled", "due_at": decision.until,
+                                         "held_reason": decision.code,
+                                         "reason": decision.reason},
                                 "$push": {"attempts": {"at": now, "outcome": "held",
                                                        "reason": decision.reason}}})
             return "held"
@@ -204,7 +215,10 @@ class Sender:
             provider_id = self._deliver(to, rendered, message)
         except DeliveryFailed as exc:
             count_send(send["channel"], "failed_transient" if exc.transient else "failed_permanent")
-            return self._retry_or_fail(send, attempts, len(attempts), exc.reason, exc.transient)
+            if not exc.transient:
+                self._suppress_after(send, to, exc)
+            return self._retry_or_fail(send, attempts, len(attempts), exc.reason, exc.transient,
+                                       provider_error=exc.reason)
         count_send(send["channel"], "sent")
         return self._finish(send, "sent", None, permanent=False, attempt_index=len(attempts),
                             provider_id=provider_id)
@@ -291,19 +305,22 @@ class Sender:
         return self._retry_or_fail(send, attempts, index, reason, transient)
 
     def _retry_or_fail(self, send: dict, attempts: list, index: int, reason: str,
-                       transient: bool) -> str:
+                       transient: bool, provider_error: str | None = None) -> str:
         """After the failed attempt at `index`: due again after the back-off while attempts
-        are left and the failure is transient, else failed with `reason`."""
+        are left and the failure is transient, else failed with `reason`. `provider_error` is
+        the provider's own words, kept on the send for the send log."""
         tries = sum(1 for a in attempts if a.get("outcome") not in ("held",)) + 1
         if transient and tries < self.settings.max_attempts:
             delay = self.settings.retry_seconds * (2 ** (tries - 1))
-            self._update(send, {"$set": {"status": "scheduled",
-                                         "due_at": self.clock() + timedelta(seconds=delay),
-                                         f"attempts.{index}.outcome": "retry",
-                                         f"attempts.{index}.detail": reason}})
+            fields = {"status": "scheduled", "due_at": self.clock() + timedelta(seconds=delay),
+                      f"attempts.{index}.outcome": "retry", f"attempts.{index}.detail": reason}
+            if provider_error:
+                fields["provider_error"] = provider_error
+            self._update(send, {"$set": fields})
             return "retry"
         self._withdraw_coupon(send)
-        return self._finish(send, "failed", reason, permanent=not transient, attempt_index=index)
+        return self._finish(send, "failed", reason, permanent=not transient, attempt_index=index,
+                            provider_error=provider_error)
 
     def _build(self, send: dict, to: str, rendered: tpl.Rendered, store) -> EmailMessage | None:
         """The email to send (None for an SMS); DeliveryFailed if it cannot be built."""
@@ -314,6 +331,16 @@ class Sender:
             new_message_id(send["_id"], self.settings.mail_domain),
             headers={"List-Unsubscribe": f"<{store.unsubscribe_url}>"}
             if send["purpose"] == "marketing" and store.unsubscribe_url else None)
+
+    def _suppress_after(self, send: dict, to: str, failure: DeliveryFailed) -> None:
+        """A permanent refusal of the address itself suppresses it, before the send is
+        finished, so the next decision about that address already knows."""
+        kind = kind_for_failure(send["channel"], failure.code, failure.recipient_refused,
+                                failure.reason)
+        if kind is not None:
+            self.suppressions.suppress(send["store_id"], kind, to, Change(
+                "suppressed", self.clock(), kind, "send", failure.reason,
+                key=f"send:{send['_id']}"))
 
     def _deliver(self, to: str, rendered: tpl.Rendered, message: EmailMessage | None) -> str:
         if message is not None:
@@ -327,18 +354,28 @@ class Sender:
 
     def _finish(self, send: dict, status: str, reason: str | None, permanent: bool,
                 announce: bool = True, attempt_index: int | None = None,
-                provider_id: str | None = None) -> str:
+                provider_id: str | None = None, held_reason: str | None = None,
+                provider_error: str | None = None) -> str:
         now = self.clock()
         fields: dict = {"status": status, "finished_at": now}
+        cleared: dict = {}
         if reason:
             fields["reason"] = reason
+        if held_reason:
+            fields["held_reason"] = held_reason
+        if provider_error:
+            fields["provider_error"] = provider_error
+        if status == "sent":  # what held or failed it before no longer says why it is here
+            cleared = {"reason": "", "provider_error": ""}
+        if not held_reason:
+            cleared["held_reason"] = ""
         if status == "sent":
             fields.update(sent_at=now, provider_id=provider_id, delivery_status="accepted")
         if attempt_index is not None:
             fields[f"attempts.{attempt_index}.outcome"] = status
             if reason:
                 fields[f"attempts.{attempt_index}.detail"] = reason
-        update: dict = {"$set": fields}
+        update: dict = {"$set": fields, **({"$unset": cleared} if cleared else {})}
         tries = sum(1 for a in send.get("attempts") or [] if a.get("outcome") != "held") + (
             1 if attempt_index is not None and attempt_index >= len(send.get("attempts") or []) else 0)
         if announce:

@@ -11,13 +11,14 @@ from nameko.extensions import DependencyProvider
 from nameko.rpc import RpcProxy, rpc
 from nameko.standalone.rpc import ClusterRpcProxy
 
-from services.notifications import twilio_hooks
+from services.notifications import email_reports, twilio_hooks
 from services.notifications.bounded_sandbox import RenderLimits
 from services.notifications.channels import EmailChannel, SmsChannel, SmtpSettings, TwilioSettings
 from services.notifications.notifier import Notifier
 from services.notifications.repository import ERASED, NotificationsStorage
 from services.notifications.sender import Sender, SenderSettings
 from services.notifications.sender import context as template_context
+from services.notifications.suppression import Suppressions, list_request
 from services.notifications.templates import (SAMPLE_CONTEXT, SAMPLE_EXTRAS, RenderFailed, render,
                                                validate_template)
 from shared.config import Config, from_nameko
@@ -35,7 +36,7 @@ from shared.tls import amqp_ssl_options
 from shared.web import http
 
 log = logging.getLogger(__name__)
-SEND_FILTERS = ("channel", "status", "template", "customer_id", "workflow_id")
+SEND_FILTERS = ("channel", "status", "template", "customer_id", "workflow_id", "held_reason")
 
 
 def _storage(database, config) -> NotificationsStorage:
@@ -290,9 +291,23 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
         data = event.data
         receipt = confirm_erasure(
             self.name, self.storage.erasures, event,
-            lambda: self._notifier().erase(event.store_id, data["customer_ids"], data["request_id"]),
+            lambda: self._erase(event.store_id, data["customer_ids"], data["request_id"]),
             self._drop_parked)
         self.outbox.notify([(self.storage.erasures.collection.name, receipt)])
+
+    def _erase(self, store_id: str, customer_ids: list[str], request_id: str) -> dict:
+        """The person's suppressions lose their address in clear first (it is read from the
+        contact, which the erasure empties), then the contact and the send log are erased."""
+        addresses = []
+        for customer_id in customer_ids:
+            contact = self.storage.contacts.get(store_id, customer_id) or {}
+            addresses += [("email", contact.get("email")), ("sms", contact.get("phone"))]
+        forgotten = self._suppressions().forget_addresses(store_id, addresses)
+        return {**self._notifier().erase(store_id, customer_ids, request_id),
+                "suppressions": forgotten}
+
+    def _suppressions(self) -> Suppressions:
+        return Suppressions(self.storage.suppressions)
 
 
     # -- Twilio's callbacks -----------------------------------------------------------------------
@@ -306,6 +321,20 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
         status, body, touched = twilio_hooks.inbound(self.storage, self._twilio_config(), request)
         self.outbox.notify(touched)
         return json_response(status, body)
+
+    # -- bounces and complaints reported later ---------------------------------------------------
+    @http("POST", email_reports.REPORT_PATH)
+    def email_report(self, request):
+        status, body = email_reports.answer(
+            self._suppressions(), self._store_known, self.settings.get("EMAIL_REPORT_SECRET"),
+            request, datetime.now(timezone.utc))
+        return json_response(status, body)
+
+    def _store_known(self, store_id: str) -> bool:
+        """A store notifications has heard of: its settings, or any customer of it."""
+        return (self.storage.settings.find_one({"_id": store_id}, {"_id": 1}) is not None
+                or self.storage.contacts.collection.find_one({"store_id": store_id},
+                                                             {"_id": 1}) is not None)
 
     def _twilio_config(self) -> twilio_hooks.HookConfig:
         return twilio_hooks.HookConfig(auth_token=self.settings.get("TWILIO_AUTH_TOKEN"),
@@ -418,7 +447,7 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
     def list_sends(self, store_id: str, filters: dict | None = None,
                    page: dict | None = None) -> dict:
         """The store's send log, newest first: filters channel, status, template, customer_id,
-        workflow_id (each an exact value); page = {"size": 50, "cursor": null}. Answers
+        workflow_id, held_reason (each an exact value); page = {"size": 50, "cursor": null}. Answers
         {"items", "next_cursor"}."""
         filters = dict(filters or {})
         page = page or {}
@@ -439,6 +468,23 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
         return {"items": [_json(doc) for doc in docs], "next_cursor": next_cursor}
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def list_suppressions(self, store_id: str, filters: dict | None = None,
+                          page: dict | None = None) -> dict:
+        """The store's suppressed addresses (active only unless filters.include_lifted), each
+        with its kinds, what it blocks and its history; filters channel, address (exact);
+        page = {"size": 100, "cursor": null}. Answers {"items", "next_cursor"}."""
+        return self._suppressions().page(store_id, *list_request(filters, page))
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def lift_suppression(self, store_id: str, channel: str, address: str, reason: str,
+                         actor: str) -> dict:
+        """An operator lets an address be sent to again, saying why (kept in its history);
+        NotFound when it is not suppressed."""
+        return self._suppressions().lift(store_id, channel, address, reason,
+                                         str(actor or "unknown")[:200],
+                                         datetime.now(timezone.utc))
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
     def run_date_rules(self) -> dict:
         return {"scheduled": self.send_loop.run_date_rules()}
 
@@ -449,7 +495,9 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
         if contact is None or contact.get("status") == ERASED:
             raise NotFound(f"no customer {customer_id} in store {store_id}")
         return {"service": self.name, "contact": _json(contact),
-                "send_log": self.send_log(store_id, customer_id, 1000)}
+                "send_log": self.send_log(store_id, customer_id, 1000),
+                "suppressions": self._suppressions().of_addresses(
+                    store_id, [("email", contact.get("email")), ("sms", contact.get("phone"))])}
 
 
 def _json(value):

@@ -227,6 +227,19 @@ class Notifications:
     def save_workflow(self, store, data):
         return {**data, "workflow_id": data.get("workflow_id") or "new1"}
 
+    suppressions = [{"channel": "email", "address": f"{EVIL}@x.io", "address_erased": False,
+                     "active": True, "kinds": ["bounce"], "blocks": "all",
+                     "suppressed_at": "2026-01-01T00:00:00+00:00", "lifted_at": None,
+                     "updated_at": "2026-01-01T00:00:00+00:00",
+                     "history": [{"action": "suppressed", "at": "2026-01-01T00:00:00+00:00",
+                                  "kind": "bounce", "source": "report", "detail": EVIL}]}]
+
+    def list_suppressions(self, store, filters, page):
+        return {"items": [dict(s) for s in self.suppressions], "next_cursor": None}
+
+    def lift_suppression(self, store, channel, address, reason, actor):
+        return {**self.suppressions[0], "active": False, "kinds": [], "blocks": "nothing"}
+
     def list_sends(self, store, filters, page):
         items = [s for s in self.sends if all(s.get(k) == v for k, v in filters.items())]
         start = int(page["cursor"]) if page.get("cursor") else 0
@@ -509,7 +522,7 @@ def test_presentation_helpers():
 STORE_PAGES = ("/console/loyalty", "/console/templates", "/console/templates/welcome",
                "/console/templates/new", "/console/workflows", "/console/workflows/new",
                "/console/workflows/cart", "/console/messages", "/console/gdpr",
-               "/console/reports")
+               "/console/reports", "/console/suppressions")
 
 
 def test_the_navigation_shows_only_what_the_keys_scopes_allow():

@@ -15,7 +15,13 @@ from services.gateway.console.api import ApiError, path
 
 PREFIX = "/console"
 SEND_STATUSES = ("scheduled", "sending", "sent", "failed", "refused", "cancelled")
-SEND_FILTERS = ("channel", "status", "template", "customer_id")
+SEND_FILTERS = ("channel", "status", "template", "customer_id", "held_reason")
+# Why a send was held back, as the send log's held_reason says it.
+HELD_LABELS = {"no_consent": "no consent", "suppressed": "suppressed",
+               "weekly_cap": "weekly cap", "quiet_hours": "quiet hours",
+               "cancelled": "cancelled", "waiting_for_contact": "waiting for contact details",
+               "customer_inactive": "customer deleted or erased",
+               "no_address": "no address"}
 GDPR_STATES = ("received", "verified", "in_progress", "completed", "rejected")
 PERIODS = (("day", "Day"), ("week", "Week"), ("month", "Month"))
 
@@ -276,6 +282,8 @@ def send_log(page) -> Response:
     state = {k: (args.get(k) or "").strip()[:200] for k in SEND_FILTERS}
     if state["channel"] not in ("", "email", "sms"):
         state["channel"] = ""
+    if state["held_reason"] not in HELD_LABELS:
+        state["held_reason"] = ""
     limit = args.get("limit", "50")
     state["limit"] = limit if limit in ("25", "50", "100") else "50"
     cursor = (args.get("cursor") or "")[:present.MAX_CURSOR_LENGTH] or None
@@ -300,6 +308,7 @@ def send_log(page) -> Response:
         pass
     return page.render("messages.html", title="Send log", state=state, result=result,
                        problem=problem, links=links, statuses=SEND_STATUSES,
+                       held_labels=HELD_LABELS,
                        templates=templates, filtered=any(state[k] for k in SEND_FILTERS))
 
 

@@ -5,6 +5,11 @@ from services.gateway import schemas as s
 from services.gateway.routing import CURSOR_PATTERN, Context, Param, Reply, Route
 from shared.events.notifications import MAX_TRIGGER_AGE_HOURS
 
+# notifications' words for why a send was held back (services/notifications/policy.py);
+# the gateway does not import the service, so they are repeated here and a test compares.
+HELD_REASONS = ("no_consent", "suppressed", "weekly_cap", "quiet_hours", "cancelled",
+                "waiting_for_contact", "customer_inactive", "no_address")
+
 
 def list_templates(ctx: Context) -> Reply:
     return Reply(ctx.call("notifications", "list_templates", ctx.store_id))
@@ -149,7 +154,15 @@ SEND = s.obj({"send_id": s.STRING, "customer_id": s.STRING, "channel": CHANNEL,
               "attempts": {"type": "array", "items": s.ANY_OBJECT}, "created_at": s.TIME},
              {"workflow_id": s.NULLABLE_STRING, "bulk_id": s.NULLABLE_STRING,
               "due_at": s.NULLABLE_TIME, "to": s.NULLABLE_STRING,
-              "subject": s.NULLABLE_STRING, "reason": s.NULLABLE_STRING})
+              "subject": s.NULLABLE_STRING, "reason": s.NULLABLE_STRING,
+              "held_reason": {"type": ["string", "null"], "enum": [
+                  *HELD_REASONS, None], "description": "why it was held back or refused, "
+                  "as a word; `reason` says it in full"},
+              "provider_error": {**s.NULLABLE_STRING, "description": "the mail server's or "
+                                 "Twilio's latest failure, retried or final"},
+              "delivery_status": s.NULLABLE_STRING,
+              "delivery_error": {**s.NULLABLE_STRING, "description": "Twilio's error code "
+                                 "of a failed delivery"}})
 BULK_STATUS = s.obj({"bulk_id": s.STRING, "state": s.STRING, "template": s.STRING,
                      "channel": CHANNEL, "purpose": PURPOSE, "total": s.INTEGER,
                      "done": s.INTEGER,
@@ -175,7 +188,7 @@ AUDIENCE = {"type": "object", "minProperties": 1, "maxProperties": 1,
             "additionalProperties": False,
             "description": "exactly one of segment, group, tag or customer_ids"}
 _N = "/notifications"
-SEND_FILTERS = ("channel", "status", "template", "customer_id", "workflow_id")
+SEND_FILTERS = ("channel", "status", "template", "customer_id", "workflow_id", "held_reason")
 
 ROUTES = [
     Route("GET", _N + "/templates", list_templates, "Message templates", "notifications",
@@ -215,6 +228,8 @@ ROUTES = [
                  Param("template", "only this template's sends", max_length=64),
                  Param("customer_id", "only sends to this customer"),
                  Param("workflow_id", "only this workflow's sends", max_length=64),
+                 Param("held_reason", "only sends held back for this reason",
+                       enum=HELD_REASONS),
                  Param("limit", "page size", "integer", default=50, minimum=1, maximum=500),
                  Param("cursor", "the previous page's next_cursor (opaque)", max_length=2000,
                        pattern=CURSOR_PATTERN)],
