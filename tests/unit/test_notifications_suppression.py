@@ -117,7 +117,8 @@ def test_a_suppressed_address_is_refused_before_consent_and_caps_with_its_reason
                   0).code == "no_consent"
     assert decide("email", "marketing", contact, StoreSettings(weekly_marketing_cap=1), T0,
                   1).code == "weekly_cap"
-    held = decide("sms", "transactional", {**contact, "phone": "+1"},
+    held = decide("sms", "marketing", {**contact, "phone": "+1", "consent": {
+                      "sms_marketing": {"granted": True}}},
                   StoreSettings(quiet_start="11:00", quiet_end="13:00"), T0, 0)
     assert (held.action, held.code) == ("hold", "quiet_hours")
 
@@ -197,7 +198,7 @@ def test_the_send_log_keeps_the_providers_reason_and_why_a_send_is_held(
     assert "provider_error" not in sent and "held_reason" not in sent  # now it went
     # quiet hours: held, saying so, while it waits
     Notifier(storage, clock).save_settings(STORE, {"quiet_start": "11:00", "quiet_end": "13:00"})
-    quiet = _schedule(storage, "c1", "two", channel="sms", purpose="transactional")
+    quiet = _schedule(storage, "c1", "two", channel="sms")  # quiet hours hold marketing only
     assert sender.run_once() == {"held": 1}
     doc = _send(storage, quiet)
     assert doc["status"] == "scheduled" and doc["held_reason"] == "quiet_hours"
