@@ -105,6 +105,9 @@ class PreferenceDoor:
 
     def _form(self, request: Request, allowed: tuple[str, ...]) -> dict[str, str] | Answer:
         """The posted form, bounded; an Answer (413 or 400 naming the field) when refused."""
+        if request.content_length is None and request.headers.get("Transfer-Encoding"):
+            # A chunked body, whose size is known only once read: refused unread (411).
+            return self._refused(411, self.w["title_too_large"], self.w["length_required"])
         if (request.content_length or 0) > self.max_body_bytes:
             return self._too_large()
         request.max_content_length = self.max_body_bytes
