@@ -13,7 +13,6 @@ pages/words.<lang>.json, so a translation is one file.
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -27,8 +26,6 @@ from services.notifications import links as ln
 from services.notifications.repository import NotificationsStorage
 from services.notifications.subscriptions import (EMAIL_MARKETING, SMS_MARKETING, Change,
                                                   Subscriptions, consent_state)
-
-log = logging.getLogger(__name__)
 
 PAGES = Path(__file__).parent / "pages"
 STYLESHEET = PAGES / "style.css"

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import pytest
 import requests
-from nameko.standalone.rpc import ClusterRpcProxy
 
 from services.notifications import links as ln
 from services.notifications.repository import NotificationsStorage
