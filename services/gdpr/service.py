@@ -111,6 +111,10 @@ class GdprService(HealthRpc):
     def on_consent_changed(self, event):
         self._desk().record_consent_event(event)
 
+    @event_handler("customer_sync", "consent.captured")
+    def on_consent_captured(self, event):
+        self._desk().record_capture(event)
+
     # -- RPC ---------------------------------------------------------------------------------
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)

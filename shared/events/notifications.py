@@ -57,3 +57,5 @@ class ConsentChangedData(BaseSchema):
     changed_at = UtcDateTime(required=True, format="iso")
     origin = fields.String(required=True, validate=validate.OneOf(("gdpr", "notifications")))
     note = fields.String(load_default="")
+    # Added in place: the order whose checkout gave the consent (source checkout).
+    order_id = fields.String(load_default=None, allow_none=True)
