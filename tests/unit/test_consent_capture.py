@@ -8,7 +8,8 @@ from datetime import datetime, timezone
 import pytest
 
 from services.customer_sync.consent_capture import opt_ins, validate_settings
-from services.customer_sync.repository import CustomerSyncStorage
+from services.customer_sync.importing import CustomerImport
+from services.customer_sync.repository import CustomerSyncStorage, Store
 from services.customer_sync.sync import CustomerSync
 from services.gdpr.desk import Desk
 from services.gdpr.repository import GdprStorage
@@ -32,7 +33,7 @@ RULES = {"rules": [
 def storage(database):
     s = CustomerSyncStorage(database)
     s.ensure_indexes()
-    s.stores.collection.insert_one({"_id": STORE, "shop_url": "https://shop.example/"})
+    s.stores.save(Store(STORE, "https://shop.example/", "secret-123", "ck", "cs"))
     return s
 
 
@@ -211,3 +212,39 @@ def test_an_older_capture_never_overrides_a_newer_change(sync, storage, database
     published = [e["message"]["data"]["granted"] for e in
                  gdpr.consents.collection.find_one()[OUTBOX_FIELD]]
     assert published == [False]
+
+
+# -- CSV import ------------------------------------------------------------------------------
+
+def test_an_import_row_claiming_consent_without_proof_is_refused_naming_row_and_field(sync,
+                                                                                     storage):
+    rows = [{"line": 2, "email": "a@example.com", "email_marketing": "yes"},
+            {"line": 3, "email": "b@example.com", "sms_marketing": "YES",
+             "sms_marketing_source": "   "},
+            {"line": 4, "email": "c@example.com", "email_marketing": "perhaps",
+             "email_marketing_source": "form"},
+            {"line": 5, "email": "d@example.com", "email_marketing": "no"}]
+    answer, touched = CustomerImport(storage, sync).run(STORE, rows, True, "alice")
+    outcomes = {r["line"]: (r["outcome"], r["errors"]) for r in answer["rows"]}
+    assert outcomes[2][0] == "invalid" and list(outcomes[2][1]) == ["email_marketing_source"]
+    assert outcomes[3][0] == "invalid" and list(outcomes[3][1]) == ["sms_marketing_source"]
+    assert outcomes[4][0] == "invalid" and list(outcomes[4][1]) == ["email_marketing"]
+    assert outcomes[5][0] == "create"
+    # Nothing of a refused row is stored; a "no" records nothing.
+    assert storage.customers.collection.count_documents({}) == 1
+    assert captured(storage) == []
+
+
+def test_an_import_row_with_consent_and_proof_captures_it_as_source_import(sync, storage):
+    rows = [{"line": 2, "email": "a@example.com", "email_marketing": "Yes",
+             "email_marketing_source": "paper form at the fair, 2026-05-01",
+             "sms_marketing": "no"}]
+    answer, _ = CustomerImport(storage, sync).run(STORE, rows, True, "alice")
+    assert answer["rows"][0]["consent"] == ["email_marketing"]
+    [event] = captured(storage)
+    assert event["data"]["source"] == "import"
+    assert event["data"]["evidence"] == "paper form at the fair, 2026-05-01"
+    assert event["data"]["customer_id"] == answer["rows"][0]["customer_id"]
+    # The file again: the contact exists, nothing is captured twice.
+    CustomerImport(storage, sync).run(STORE, rows, True, "alice")
+    assert len(captured(storage)) == 1

@@ -21,7 +21,8 @@ MAX_IMPORT_ROWS = 10_000
 IMPORT_SECONDS_PER_ROW = 0.05
 IMPORT_COLUMNS = ("email", "first_name", "last_name", "phone", "company", "billing_address_1",
                   "billing_address_2", "billing_city", "billing_state", "billing_postcode",
-                  "billing_country")
+                  "billing_country", "email_marketing", "email_marketing_source", "sms_marketing",
+                  "sms_marketing_source")
 EXPORT_COLUMNS = ("customer_id", "first_name", "last_name", "email", "company", "city", "state",
                   "country", "account_status", "segment", "tags", "groups", "orders_count",
                   "total_spent", "currency", "last_order_at", "registered_at")
