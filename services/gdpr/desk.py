@@ -205,6 +205,13 @@ class Desk:
                              publish=True, causation=f"{data['capture_key']}:{data['purpose']}",
                              order_id=data.get("order_id"))
 
+    def record_operator_change(self, store_id: str, customer_id: str, purpose: str,
+                               granted: bool, actor: str, reason: str, at: datetime) -> bool:
+        """An operator's change of a customer already checked to exist (bulk changes):
+        recorded and published; answers whether the current state changed."""
+        return self._record_consent(store_id, customer_id, purpose, granted, "operator", actor,
+                                    reason, at, publish=True, causation=None)
+
     def _record_consent(self, store_id: str, customer_id: str, purpose: str, granted: bool,
                         source: str, actor: str, note: str, at: datetime, publish: bool,
                         causation: str | None, order_id: str | None = None) -> bool:
