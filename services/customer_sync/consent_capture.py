@@ -139,7 +139,8 @@ def captured_event(store_id: str, event_id: str, customer_id: str, purpose: str,
 
 class CaptureSettings:
     """The rules, kept with the store's settings (the store document), read through a short
-    cache: every webhook asks, and a change made through this process applies at once."""
+    cache because every applied order asks: a change reaches the webhook and backfill workers
+    within CACHE_SECONDS (and the next backfill captures what they applied meanwhile)."""
 
     CACHE_SECONDS = 5.0
 
