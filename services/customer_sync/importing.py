@@ -99,6 +99,15 @@ def granted_purposes(data: dict) -> list[str]:
     return [p for p in CAPTURED_PURPOSES if data.get(p) in _YES]
 
 
+def _consent_not_recorded(row: dict, data: dict) -> None:
+    """A row of someone already held changes no consent: said on the row, not dropped in
+    silence (an import cannot tell whether its proof is older than their last change)."""
+    purposes = granted_purposes(data)
+    if purposes:
+        row["warnings"] = {p: ["not recorded: this customer already exists; change their "
+                               "consent with the API or the console"] for p in purposes}
+
+
 KNOWN_COLUMNS = frozenset(ImportRowSchema().fields) | {"line"}
 _SCHEMA = ImportRowSchema()
 
@@ -189,6 +198,7 @@ class CustomerImport:
                                              "not imported"]})
             elif key in existing:
                 row["outcome"] = "exists"
+                _consent_not_recorded(row, data)
             else:
                 creates.append((row, data))
         touched: list[tuple[str, Any]] = []
@@ -216,6 +226,8 @@ class CustomerImport:
                     created += 1
                 else:  # created meanwhile (another import, a guest order)
                     row["outcome"] = "exists"
+                    row.pop("consent", None)
+                    _consent_not_recorded(row, data)
         summary = {name: sum(1 for r in report if r["outcome"] == name) for name in OUTCOMES}
         summary.update(rows=len(report), applied=apply, created=created,
                        ignored_columns=sorted(ignored))

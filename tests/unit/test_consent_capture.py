@@ -245,6 +245,8 @@ def test_an_import_row_with_consent_and_proof_captures_it_as_source_import(sync,
     assert event["data"]["source"] == "import"
     assert event["data"]["evidence"] == "paper form at the fair, 2026-05-01"
     assert event["data"]["customer_id"] == answer["rows"][0]["customer_id"]
-    # The file again: the contact exists, nothing is captured twice.
-    CustomerImport(storage, sync).run(STORE, rows, True, "alice")
+    # The file again: the contact exists, nothing is captured twice, and the row says so.
+    again, _ = CustomerImport(storage, sync).run(STORE, rows, True, "alice")
+    assert again["rows"][0]["outcome"] == "exists"
+    assert list(again["rows"][0]["warnings"]) == ["email_marketing"]
     assert len(captured(storage)) == 1

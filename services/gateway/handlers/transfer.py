@@ -182,8 +182,12 @@ ROUTES = [
           query=[Param("apply", "import the valid new rows (otherwise only a preview)",
                        "boolean", default=False)],
           responses={200: s.obj({"rows": {"type": "array", "items": s.obj(
-              {"line": s.INTEGER, "outcome": s.STRING}, {"email": s.STRING,
-                                                         "errors": s.ANY_OBJECT})},
+              {"line": s.INTEGER, "outcome": s.STRING}, {
+                  "email": s.STRING, "errors": s.ANY_OBJECT,
+                  "consent": {"type": "array", "items": s.STRING,
+                              "description": "purposes whose consent the row's proof records"},
+                  "warnings": {**s.ANY_OBJECT, "description": "per field: what the row asked "
+                               "that was not done (consent of someone already held)"}})},
               "summary": s.obj({k: s.INTEGER for k in ("rows", "create", "duplicate_in_file",
                                                        "exists", "invalid", "created")},
                                {"applied": s.BOOLEAN, "ignored_columns": {"type": "array"}},
