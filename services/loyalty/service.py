@@ -10,6 +10,8 @@ from nameko.rpc import RpcProxy, rpc
 
 from services.loyalty.accounts import ERASED, Accounts, Outcome
 from services.loyalty.repository import LoyaltyStorage
+from services.loyalty.rewards import Rewards, RetryPolicy
+from services.loyalty.shop_coupons import CouponsOverRpc
 from shared.config import from_nameko
 from shared.customers import CustomerCheck
 from shared.dependencies import OutboxRelayProvider, Settings, WorkerLogContext
@@ -18,6 +20,7 @@ from shared.errors import EXPECTED_ERRORS, NotFound, ValidationError
 from shared.messaging.handlers import event_handler
 from shared.mongo import MongoStorage
 from shared.service_rpc import DataOwnerRpc
+from shared.timers import ConfiguredTimer
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +118,11 @@ class LoyaltyService(DataOwnerRpc):
     def _accounts(self) -> Accounts:
         return Accounts(self.storage)
 
+    def _rewards(self) -> Rewards:
+        retry = self.settings.float("LOYALTY_REWARD_RETRY_SECONDS")
+        return Rewards(self._accounts(), CouponsOverRpc(self.customer_sync, retry),
+                       RetryPolicy(retry, self.settings.float("LOYALTY_REWARD_RETRY_MAX_SECONDS")))
+
     def _customer(self, store_id: str, customer_id: str) -> str:
         """Points and credit move only for a customer of the store (404 otherwise, no
         account made): an account held here says so, customer_sync answers for the rest."""
@@ -167,12 +175,24 @@ class LoyaltyService(DataOwnerRpc):
         self.outbox.notify([(self.storage.erasures.collection.name, receipt)])
 
 
+    # -- the reward step ---------------------------------------------------------------------
+    @ConfiguredTimer.decorator(setting="LOYALTY_REWARD_STEP_SECONDS")
+    def reward_step(self) -> None:
+        """Coupons to make, retry or delete at the shop, and rewards past their expiry. A timer
+        entrypoint (not a managed thread) so its worker has the customer_sync proxy."""
+        self._run_reward_step()
+
+    def _run_reward_step(self) -> dict:
+        counts, outcome = self._rewards().run_due()
+        self.outbox.notify(outcome.touched)
+        return counts
+
     # -- RPC ---------------------------------------------------------------------------------
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def get_account(self, store_id: str, customer_id: str) -> dict:
         """Balance (negative after a reversal outran a redemption), its cash value, tier,
-        member since, next expiry, and store credit."""
+        member since, next expiry, store credit (unused credit coupons), rewards pending."""
         return self._accounts().account_view(store_id, customer_id)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
@@ -191,27 +211,50 @@ class LoyaltyService(DataOwnerRpc):
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def redeem(self, store_id: str, customer_id: str, points: int, request_id: str | None = None,
                actor: str | None = None) -> dict:
-        """Points into store credit (100 points = 1.00 by default); never beyond the balance,
-        however many redemptions run at once. `request_id` makes a retry safe."""
+        """Points for a single-use coupon worth their cash value (100 points = 1.00 by
+        default); never beyond the balance, however many redemptions run at once.
+        `request_id` makes a retry safe. The reward is `issued` with its code, or `pending`
+        while the shop is away (retried)."""
         customer_id = self._customer(store_id, customer_id)
-        return self._done(self._accounts().redeem(store_id, customer_id, points, request_id, actor))
+        return self._done(self._rewards().redeem(store_id, customer_id, points, request_id, actor))
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def quote_redemption(self, store_id: str, customer_id: str, points: int) -> dict:
+        """What a redemption would give and whether it is allowed now; changes nothing."""
+        return self._accounts().quote_redemption(store_id, customer_id, points)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def list_rewards(self, store_id: str, customer_id: str) -> dict:
+        """The customer's rewards (coupons), newest first."""
+        return self._accounts().list_rewards(store_id, customer_id)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def cancel_reward(self, store_id: str, customer_id: str, reward_id: str, actor: str) -> dict:
+        """Withdraw an unused reward: its coupon is deleted at the shop, then its points come
+        back (a coupon the shop says was used stays spent)."""
+        return self._done(self._rewards().cancel(store_id, customer_id, reward_id, actor))
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def issue_credit(self, store_id: str, customer_id: str, amount: int, reason: str,
                      note: str = "", actor: str | None = None, expires_at: str | None = None,
                      request_id: str | None = None) -> dict:
-        """Store credit in minor units; reason goodwill, refund_alternative or redemption."""
+        """Store credit in minor units (reason goodwill or refund_alternative) as a single-use
+        coupon; it expires after the programme's `credit_expiry_days` unless `expires_at`."""
         customer_id = self._customer(store_id, customer_id)
-        return self._done(self._accounts().issue_credit(
+        return self._done(self._rewards().issue_credit(
             store_id, customer_id, amount, reason, note, actor, _time("expires_at", expires_at),
             request_id))
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
-    def use_credit(self, store_id: str, customer_id: str, amount: int, reference: str = "",
-                   actor: str | None = None, request_id: str | None = None) -> dict:
-        customer_id = self._customer(store_id, customer_id)
-        return self._done(self._accounts().use_credit(store_id, customer_id, amount, reference,
-                                                      actor, request_id))
+    def run_reward_step(self) -> dict:
+        """Run the reward step now (operators; tests)."""
+        return self._run_reward_step()
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def ledger_check(self, store_id: str, customer_id: str) -> dict:
+        """Whether the customer's ledger sums to their balance and no reward's points were
+        both spent and returned (operators; tests)."""
+        return self._accounts().ledger_check(store_id, customer_id)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def get_programme(self, store_id: str) -> dict:
@@ -240,4 +283,5 @@ class LoyaltyService(DataOwnerRpc):
             cursor = page["next_cursor"]
             if cursor is None:
                 break
-        return {"service": self.name, "account": view, "ledger": entries}
+        return {"service": self.name, "account": view, "ledger": entries,
+                "rewards": accounts.list_rewards(store_id, customer_id)["items"]}
