@@ -9,7 +9,7 @@ from nameko.extensions import DependencyProvider
 from nameko.rpc import RpcProxy, rpc
 
 from services.loyalty.accounts import ERASED, Accounts, Outcome
-from services.loyalty.repository import LoyaltyStorage
+from services.loyalty.repository import LoyaltyStorage, utcnow
 from services.loyalty.rewards import Rewards, RetryPolicy
 from services.loyalty.shop_coupons import CouponsOverRpc
 from shared.config import from_nameko
@@ -45,8 +45,9 @@ def _time(name: str, value) -> datetime | None:
 
 
 class DailyRun(DependencyProvider):
-    """Every LOYALTY_DAILY_MINUTES: expire points and credit that are due, oldest first, and
-    re-evaluate every tier (points leave the 12-month window with time, which no event says).
+    """Every LOYALTY_DAILY_MINUTES: expire points and credit that are due, oldest first, warn
+    of points expiring soon, and re-evaluate every tier (points leave the 12-month window with
+    time, which no event says).
     Also finishes ledger copies a crash left in account journals."""
 
     def setup(self) -> None:
@@ -65,7 +66,7 @@ class DailyRun(DependencyProvider):
     def run_once(self) -> dict:
         storage, outbox = self._dependencies()
         moved = storage.ledger.sweep()
-        accounts = Accounts(storage)
+        accounts = Accounts(storage, clock=self.container.service_cls.clock)
         counts = {"accounts": 0, "changed": 0, "journal_entries_moved": moved}
         for store_id, customer_id in accounts.active_accounts():
             counts["accounts"] += 1
@@ -115,8 +116,12 @@ class LoyaltyService(DataOwnerRpc):
     daily_run = DailyRun()
     customer_sync = RpcProxy("customer_sync")
 
+    # The clock of expiries and retries: a class attribute, so a test system can run the
+    # service with a clock it moves forward instead of waiting 90 days for a reward to expire.
+    clock = staticmethod(utcnow)
+
     def _accounts(self) -> Accounts:
-        return Accounts(self.storage)
+        return Accounts(self.storage, clock=self.clock)
 
     def _rewards(self) -> Rewards:
         retry = self.settings.float("LOYALTY_REWARD_RETRY_SECONDS")
