@@ -258,13 +258,18 @@ class Accounts:
 
     # -- timers --------------------------------------------------------------------------------
     def daily(self, store_id: str, customer_id: str) -> Outcome:
-        """Expire what is due (oldest first), warn of points expiring soon, and re-evaluate
-        the tier (points leave the window with time)."""
+        """Expire what is due (oldest first), turn credit held from before coupons into credit
+        coupons, warn of points expiring soon, and re-evaluate the tier (points leave the
+        window with time)."""
+        def name(credit_id: str) -> tuple[str, str]:
+            return self._new_reward_names(store_id, customer_id, f"legacy:{credit_id}")
+
         def change(account: lg.Account) -> bool:
             expired = account.expire_due()
+            converted = account.convert_legacy_credit(name)
             warned = account.warn_expiring()
             account.evaluate_tier()
-            return bool(expired or warned or account.entries or account.tier_change)
+            return bool(expired or converted or warned or account.entries or account.tier_change)
 
         return self.change(store_id, customer_id, change, create=False)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import calendar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Callable
 
 from services.loyalty.programme import VOID_STATUSES, Programme, Tier
 
@@ -590,6 +590,30 @@ class Account:
 
     def _notify(self, event_type: str, data: dict, key: str) -> None:
         self.notices.append((event_type, data, key))
+
+    def convert_legacy_credit(self, name: Callable[[str], tuple[str, str]]) -> int:
+        """Credit lots from before credit became coupons: what each still holds becomes one
+        pending credit reward (a coupon the reward step makes), once; the lot is emptied by a
+        credit-book entry. `name` gives the reward's id and code for a lot's id."""
+        converted = 0
+        for lot in self.doc["credit_lots"]:
+            expires = aware(lot.get("expires_at"))
+            if lot["remaining"] <= 0 or (expires is not None and expires <= self.now):
+                continue
+            amount, key = lot["remaining"], f"legacy:{lot['credit_id']}"
+            if self.currency is None or amount > MAX_COUPON_MINOR:
+                continue
+            reward_id, code = name(lot["credit_id"])
+            lot["remaining"] = 0
+            lot["converted_to"] = reward_id
+            self._record(f"credit-convert:{lot['credit_id']}", CREDIT, "credit_convert", -amount,
+                         "store credit moved to a coupon", details={"reward_id": reward_id})
+            self._new_reward(reward_id, CREDIT, code, amount, None, key,
+                             expires or self.now + timedelta(days=self.programme.credit_expiry_days),
+                             lot.get("reason") or "goodwill", "store credit held before coupons",
+                             None)
+            converted += 1
+        return converted
 
     def warn_expiring(self) -> int:
         """Say once per lot, `expiry_warning_days` ahead, that its points will expire."""

@@ -496,3 +496,26 @@ def test_the_ledger_check_finds_points_both_spent_and_returned(world):
     assert not check["ok"] and any("came back" in p for p in check["problems"])
     accounts.storage.accounts.collection.update_one({"_id": "s1:c1"}, {"$inc": {"debt": 1}})
     assert any("entries sum to" in p for p in accounts.ledger_check(STORE, "c1")["problems"])
+
+
+def test_credit_held_from_before_coupons_becomes_a_credit_coupon_once(world):
+    storage, accounts, rewards, shop, _ = world
+    earn(accounts, "c1", 100)
+    lot = {"credit_id": "credit:old", "reason": "redemption", "amount": 1_000, "remaining": 600,
+           "issued_at": T0 - timedelta(days=30), "expires_at": None}
+    gone = {**lot, "credit_id": "credit:gone", "expires_at": T0 - timedelta(days=1)}
+    storage.accounts.collection.update_one({"_id": "s1:c1"},
+                                           {"$set": {"credit_lots": [lot, gone]}})
+    assert accounts.account_view(STORE, "c1")["legacy_credit"]["amount"] == 1_200
+    accounts.daily(STORE, "c1")
+    accounts.daily(STORE, "c1")
+    [pending] = accounts.list_rewards(STORE, "c1")["items"]
+    assert (pending["kind"], pending["state"], pending["amount"]["amount"]) == ("credit", "pending", 600)
+    assert pending["expires_at"] == (T0 + timedelta(days=365)).isoformat()
+    rewards.run_due()
+    view = accounts.account_view(STORE, "c1")
+    assert view["store_credit"]["amount"] == 600 and view["legacy_credit"]["amount"] == 0
+    assert shop.coupons[pending["code"]]["wire"]["meta"]["loyalty_entry"] == "legacy:credit:old"
+    kinds = [(e["kind"], e["delta"]) for e in storage.ledger.collection.find({"book": "credit"})]
+    assert sorted(kinds) == [("credit_convert", -600), ("credit_expire", -600)]
+    balanced(accounts, "c1")
