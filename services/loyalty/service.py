@@ -13,7 +13,7 @@ from services.loyalty.repository import LoyaltyStorage, utcnow
 from services.loyalty.rewards import Rewards, RetryPolicy
 from services.loyalty.shop_coupons import CouponsOverRpc
 from shared.config import from_nameko
-from shared.customers import CustomerCheck
+from shared.customers import CustomerCheck, valid_customer_id
 from shared.dependencies import OutboxRelayProvider, Settings, WorkerLogContext
 from shared.erasure import confirm_erasure
 from shared.errors import EXPECTED_ERRORS, NotFound, ValidationError
@@ -236,7 +236,9 @@ class LoyaltyService(DataOwnerRpc):
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def cancel_reward(self, store_id: str, customer_id: str, reward_id: str, actor: str) -> dict:
         """Withdraw an unused reward: its coupon is deleted at the shop, then its points come
-        back (a coupon the shop says was used stays spent)."""
+        back (a coupon the shop says was used stays spent). Only a reward held here can be
+        cancelled, so no customer_sync check: an unknown customer is NotFound."""
+        customer_id = valid_customer_id(customer_id)
         return self._done(self._rewards().cancel(store_id, customer_id, reward_id, actor))
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
