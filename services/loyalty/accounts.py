@@ -410,17 +410,18 @@ class Accounts:
                                correlation_id=correlation or event_id, causation_id=causation,
                                occurred_at=self.clock())
 
+        # When the change happened: an order's time at the shop (a backfill's history earns
+        # points and tiers dated in the past), else now (a person's request, the daily run).
+        fact_at = (fact_time(cause.event_type, cause.data) or cause.occurred_at
+                   if cause is not None else self.clock())
         events = [make("loyalty.points_changed", {
             "customer_id": customer_id, "entry_key": e.key, "kind": e.kind, "delta": e.delta,
-            "balance": e.balance, "reason": e.reason, "order_id": e.order_id}, e.key)
+            "balance": e.balance, "reason": e.reason, "order_id": e.order_id,
+            "fact_at": fact_at.isoformat()}, e.key)
             for e in account.entries if e.book == lg.POINTS]
         events.extend(make(event_type, data, key) for event_type, data, key in account.notices)
         change = account.tier_change
         if change is not None:
-            # When the tier changed: an order's time at the shop (a backfill's history earns
-            # tiers dated in the past), else now (a person's request, the daily run).
-            fact_at = (fact_time(cause.event_type, cause.data) or cause.occurred_at
-                       if cause is not None else self.clock())
             events.append(make("loyalty.tier_changed", {
                 "customer_id": customer_id, "old_tier": change.old, "new_tier": change.new,
                 "direction": change.direction, "points_in_window": change.points_in_window,

@@ -12,7 +12,8 @@ RETURN_REASONS = ("refused", "cancelled", "expired")
 
 class PointsChangedData(BaseSchema):
     """One ledger entry applied: `delta` points (negative for debits), the balance after it
-    (negative after a reversal that outran a redemption), and why."""
+    (negative after a reversal that outran a redemption), and why. `fact_at`: the order's time
+    for an entry an order brought (a backfill earns points dated in the past), else now."""
 
     customer_id = fields.String(required=True)
     entry_key = fields.String(required=True)  # the entry's natural idempotency key
@@ -21,6 +22,7 @@ class PointsChangedData(BaseSchema):
     balance = fields.Integer(required=True, strict=True)
     reason = fields.String(required=True)
     order_id = fields.String(load_default=None, allow_none=True)
+    fact_at = FactAt()
 
 
 class TierChangedData(BaseSchema):

@@ -173,6 +173,19 @@ def test_loyalty_dates_a_tier_by_the_order_or_by_the_daily_run(database):
     assert (down["direction"], down["fact_at"]) == ("down", clock.now.isoformat())
 
 
+def test_loyalty_dates_points_by_the_order_or_by_the_request(database):
+    storage = LoyaltyStorage(database)
+    storage.ensure_indexes()
+    accounts = Accounts(storage, clock=Clock(NOW))
+    accounts.apply_order_event(_order("order.placed", "history", "1", 10_000, LONG_AGO))
+    [earned] = _owed(storage.accounts.collection, "loyalty.points_changed")
+    assert (earned["kind"], earned["fact_at"]) == ("earn", LONG_AGO.isoformat())
+    storage.accounts.collection.update_many({}, {"$unset": {OUTBOX_FIELD: ""}})
+    accounts.adjust("s1", "history", 50, "goodwill", "ops@shop.example", "r-1")
+    [adjusted] = _owed(storage.accounts.collection, "loyalty.points_changed")
+    assert (adjusted["kind"], adjusted["fact_at"]) == ("adjust", NOW.isoformat())
+
+
 def test_fact_time_reads_each_kind_of_event():
     assert fact_time("customer.tagged", {"fact_at": "2026-01-02T03:04:05+00:00"}) == datetime(
         2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
@@ -181,7 +194,9 @@ def test_fact_time_reads_each_kind_of_event():
                                        "date_created": "2020-01-01T00:00:00"}) == datetime(
         2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
     assert fact_time("order.placed", {"date_created": "not a time"}) is None
-    assert fact_time("loyalty.points_changed", {"fact_at": "2026-01-02T03:04:05+00:00"}) is None
+    assert fact_time("loyalty.points_changed", {"fact_at": "2026-01-02T03:04:05+00:00"}) == (
+        datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc))
+    assert fact_time("notification.sent", {"fact_at": "2026-01-02T03:04:05+00:00"}) is None
 
 
 @pytest.mark.parametrize("event_type,data,workflow_trigger", [
@@ -193,6 +208,9 @@ def test_fact_time_reads_each_kind_of_event():
     ("loyalty.tier_changed", {"old_tier": "silver", "new_tier": "gold", "direction": "up",
                               "points_in_window": 5000},
      {"event": "loyalty.tier_changed", "direction": "up"}),
+    ("loyalty.points_changed", {"entry_key": "earn:1", "kind": "earn", "delta": 450,
+                                "balance": 450, "reason": "order 1", "order_id": "1"},
+     {"event": "loyalty.points_changed"}),
 ])
 def test_the_trigger_age_limit_reads_a_derived_events_fact(database, event_type, data,
                                                             workflow_trigger):
