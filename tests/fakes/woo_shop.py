@@ -45,7 +45,9 @@ Behaviours callers should know (all imitate WooCommerce unless marked "fake"):
   account email or billing email), minimum spend, email restrictions); an order counts one use while pending,
   on-hold, processing or completed and gives it back when cancelled, failed or trashed.
   `coupons_down()`, `coupons_unreachable()` and `refuse_coupon_writes()` (fake) break the
-  coupon endpoints only, until `reset_faults()`. One code per order, percent and fixed_cart
+  coupon endpoints only, until `reset_faults()`; `hold_coupon_creation()` (fake) keeps every
+  coupon POST waiting unanswered until `release_coupon_creation()`, so a caller can be killed
+  inside the creation step. One code per order, percent and fixed_cart
   only, and no held ("tentative") usages: the fake's simplifications.
 """
 from __future__ import annotations
@@ -398,6 +400,9 @@ class FakeWooShop:
         self._page_faults: dict[tuple[str, int], int] = {}  # (path, page) -> status
         self._coupon_fault: tuple[frozenset[str], _Fault] | None = None  # (methods, fault)
         self._coupon_usage_recorded: set[int] = set()  # orders whose coupon usage is counted
+        self._creation_gate: threading.Event | None = None  # set: held coupon POSTs go on
+        self._creation_held = threading.Condition(self._lock)
+        self.coupon_posts_held = 0  # fake: coupon creations that waited at the gate
         self._fault_rate = 0.0
         self._fault_statuses: tuple[int, ...] = ()
         self._fault_retry_after: str | None = None
@@ -438,6 +443,7 @@ class FakeWooShop:
         server, self._server = self._server, None
         if server is None:
             return
+        self.release_coupon_creation()  # no handler thread left waiting at the gate
         server.shutdown()
         server.server_close()
         with self._lock:
@@ -529,12 +535,45 @@ class FakeWooShop:
             self._coupon_fault = (frozenset({"POST", "PUT", "DELETE"}),
                                   _Fault("fail", status, code=code, message=message))
 
+    def hold_coupon_creation(self) -> None:
+        """Fake: every `POST /coupons` waits, unanswered and with nothing stored, until
+        `release_coupon_creation()`, so a test can kill the caller while it is inside the step
+        (`wait_for_held_creation` says when one is waiting) instead of guessing a moment."""
+        with self._lock:
+            if self._creation_gate is None:
+                self._creation_gate = threading.Event()
+
+    def release_coupon_creation(self) -> None:
+        """Let held and later coupon creations go on (each is then handled as usual)."""
+        with self._lock:
+            gate, self._creation_gate = self._creation_gate, None
+        if gate is not None:
+            gate.set()
+
+    def wait_for_held_creation(self, count: int = 1, timeout: float = 60.0) -> bool:
+        """Until `count` coupon creations have waited at the gate in all; False on timeout."""
+        with self._creation_held:
+            return self._creation_held.wait_for(lambda: self.coupon_posts_held >= count, timeout)
+
+    def _hold_if_gated(self, method: str, path: str) -> None:
+        if method != "POST" or path.rstrip("/") != API_PREFIX + "coupons":
+            return
+        with self._lock:
+            gate = self._creation_gate
+            if gate is None:
+                return
+            self.coupon_posts_held += 1
+            self._creation_held.notify_all()
+        gate.wait()
+
     def reset_faults(self) -> None:
+        """Clear every injected fault, and let held coupon creations go on."""
         with self._lock:
             self._faults.clear()
             self._fault_rate = 0.0
             self._page_faults.clear()
             self._coupon_fault = None
+        self.release_coupon_creation()
 
     def page_requests(self, resource: str, status: int | None = None, since: int = 0,
                       query: dict[str, str | None] | None = None) -> dict[int, int]:
@@ -1484,6 +1523,8 @@ class FakeWooShop:
             return None
         if fault is not None and fault.kind == "delay":
             time.sleep(fault.seconds)
+        if fault is None:
+            self._hold_if_gated(method, path)
         try:
             if fault is not None and fault.kind == "fail":
                 raise _fault_error(fault)

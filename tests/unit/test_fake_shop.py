@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 import re
+import threading
 import time
 from collections import Counter
 from datetime import datetime, timedelta
@@ -778,3 +779,50 @@ def test_traffic_spends_a_code_then_cancels_the_order_and_the_oracle_follows():
     assert (person["orders"], person["orders_count"]) == (1, 0)
     with pytest.raises(CouponRejected):
         traffic.place_now(buyer["id"], coupon_code="reward-2")
+
+
+def _post_in_background(session, url: str, body: dict) -> tuple[threading.Thread, dict]:
+    answer: dict = {}
+
+    def post() -> None:
+        answer["response"] = session.post(url, json=body, timeout=30)
+
+    thread = threading.Thread(target=post, daemon=True)
+    thread.start()
+    return thread, answer
+
+
+def test_held_coupon_creation_waits_unanswered_and_stores_nothing_until_released(coupon_shop, session):
+    coupon_shop.add_coupon("before", amount="1")
+    coupon_shop.hold_coupon_creation()
+    thread, answer = _post_in_background(session, coupon_shop.api_url + "coupons", _reward())
+    assert coupon_shop.wait_for_held_creation(1, timeout=10)
+    assert coupon_shop.coupon_by_code("wc-7k3m9q2xpl") is None and "response" not in answer
+    with requests.Session() as other:  # the rest of the shop answers meanwhile
+        other.auth = session.auth
+        assert [c["code"] for c in other.get(coupon_shop.api_url + "coupons").json()] == ["before"]
+        assert other.get(coupon_shop.api_url + "orders").status_code == 200
+    coupon_shop.release_coupon_creation()
+    thread.join(10)
+    assert answer["response"].status_code == 201
+    assert coupon_shop.coupon_by_code("WC-7K3M9Q2XPL")["id"] == answer["response"].json()["id"]
+    # Released: later creations are not held.
+    assert session.post(coupon_shop.api_url + "coupons", json={"code": "after"}, timeout=10).status_code == 201
+    assert coupon_shop.coupon_posts_held == 1
+
+
+def test_reset_faults_and_stop_let_held_creations_go(coupon_shop, session):
+    coupon_shop.hold_coupon_creation()
+    thread, answer = _post_in_background(session, coupon_shop.api_url + "coupons", {"code": "held"})
+    assert coupon_shop.wait_for_held_creation(1, timeout=10)
+    coupon_shop.reset_faults()
+    thread.join(10)
+    assert answer["response"].status_code == 201 and coupon_shop.coupon_by_code("held")
+
+    coupon_shop.hold_coupon_creation()
+    thread, answer = _post_in_background(session, coupon_shop.api_url + "coupons", {"code": "late"})
+    assert coupon_shop.wait_for_held_creation(2, timeout=10)
+    assert not coupon_shop.wait_for_held_creation(3, timeout=0.01)  # only two ever waited
+    coupon_shop.stop()
+    thread.join(10)
+    assert not thread.is_alive()  # answered or cut off, never left waiting
