@@ -826,3 +826,80 @@ def test_reset_faults_and_stop_let_held_creations_go(coupon_shop, session):
     coupon_shop.stop()
     thread.join(10)
     assert not thread.is_alive()  # answered or cut off, never left waiting
+
+
+# ------------------------------------------------------------------ traffic spends rewards
+
+_ACTIVE = ("pending", "processing", "on-hold", "completed", "refunded")
+
+
+def _rewarded_traffic(seed: int) -> tuple[FakeWooShop, WooTraffic, list]:
+    """Six customers with three single-use coupons each, then orders that spend them."""
+    shop = FakeWooShop(seed=seed)
+    traffic = WooTraffic(shop, seed=seed, customers=6, orders=0, coupon_use_share=0.6,
+                         coupon_cancel_share=0.4).build()
+    for woo_id, customer in sorted(shop.customers.items()):
+        for k in range(3):
+            shop.add_coupon(f"reward-{woo_id}-{k}", amount="2.00", usage_limit=1,
+                            usage_limit_per_user=1, email_restrictions=[customer["email"]],
+                            date_expires_gmt="2027-01-01T00:00:00")
+    return shop, traffic, traffic.extend(80, span_days=2)
+
+
+def test_traffic_spends_customers_own_coupons_once_and_cancels_some_deterministically():
+    shop, traffic, deliveries = _rewarded_traffic(seed=8)
+    assert [d.body for d in deliveries] == [d.body for d in _rewarded_traffic(seed=8)[2]]
+    assert deliveries == traffic.order_deliveries and len(traffic.coupon_orders) >= 10
+
+    final = {oid: shop.orders[oid]["status"] for oid in traffic.coupon_orders}
+    cancelled = [oid for oid, status in final.items() if status == "cancelled"]
+    assert cancelled and len(cancelled) < len(final)
+    for order_id, code in traffic.coupon_orders.items():
+        order = shop.orders[order_id]
+        owner = shop.customers[order["customer_id"]]
+        coupon = shop.coupon_by_code(code)
+        assert owner["email"].lower() in coupon["email_restrictions"]  # only their own coupons
+        assert [line["code"] for line in order["coupon_lines"]] == [code]
+        created = next(d for d in deliveries if d.resource_id == order_id and d.topic == "order.created")
+        assert [line["code"] for line in json.loads(created.body)["coupon_lines"]] == [code]
+    for coupon in shop.coupons.values():  # the shop's count follows the orders, never past one
+        active = [o for o in shop.orders.values() if o["status"] in _ACTIVE
+                  and [line["code"] for line in o["coupon_lines"]] == [coupon["code"]]]
+        assert coupon["usage_count"] == len(active) <= 1, coupon["code"]
+    # A cancelled order gave its use back: its coupon is unused again, or spent by a later order.
+    for order_id in cancelled:
+        code = traffic.coupon_orders[order_id]
+        later = [oid for oid, c in traffic.coupon_orders.items() if c == code and oid > order_id]
+        assert shop.coupon_by_code(code)["usage_count"] == (1 if later and final[later[-1]] != "cancelled" else 0)
+
+
+def test_traffic_never_applies_expired_used_or_others_coupons_and_places_no_refused_order():
+    shop = FakeWooShop(seed=5)
+    traffic = WooTraffic(shop, seed=5, customers=1, orders=0, coupon_use_share=1.0,
+                         coupon_cancel_share=0.0).build()
+    (woo_id, customer), = shop.customers.items()
+    email = customer["email"].lower()
+    now = shop.clock.now()
+    shop.add_coupon("expired", amount="1", email_restrictions=[email],
+                    date_expires_gmt=(now - timedelta(seconds=1)).isoformat())
+    shop.add_coupon("someone-elses", amount="1", email_restrictions=["other@example.com"])
+    shop.add_coupon("nobodys", amount="1", usage_limit=1)
+    shop.add_coupon("spent", amount="1", usage_limit=1, email_restrictions=[email])
+    shop.add_order(coupon_code="spent", customer_id=woo_id)
+    shop.add_coupon("good", amount="1", usage_limit=1, email_restrictions=[email],
+                    date_expires_gmt=(now + timedelta(days=30)).isoformat())
+    traffic.extend(12, span_days=1)
+    assert set(traffic.coupon_orders.values()) == {"good"} and not traffic.coupon_refusals
+    assert {code: shop.coupon_by_code(code)["usage_count"] for code in
+            ("expired", "someone-elses", "nobodys", "spent", "good")} == {
+        "expired": 0, "someone-elses": 0, "nobodys": 0, "spent": 1, "good": 1}
+
+    # A code the checkout refuses (the minimum spend is out of reach): no order is placed.
+    shop.add_coupon("big-spender", amount="1", usage_limit=1, minimum_amount="100000.00",
+                    email_restrictions=[email])
+    placed_before = len(traffic.orders)
+    traffic.extend(12, span_days=1)
+    refused = [r for r in traffic.coupon_refusals if r[1] == "big-spender"]
+    assert refused and {r[2] for r in refused} == {108}
+    assert len(traffic.orders) == placed_before + 12 - len(traffic.coupon_refusals)
+    assert not any(line["code"] == "big-spender" for o in shop.orders.values() for line in o["coupon_lines"])
