@@ -903,3 +903,44 @@ def test_traffic_never_applies_expired_used_or_others_coupons_and_places_no_refu
     assert refused and {r[2] for r in refused} == {108}
     assert len(traffic.orders) == placed_before + 12 - len(traffic.coupon_refusals)
     assert not any(line["code"] == "big-spender" for o in shop.orders.values() for line in o["coupon_lines"])
+
+
+def test_rest_orders_apply_a_code_or_refuse_it_with_woocommerces_error_and_store_nothing(coupon_shop, session):
+    buyer = coupon_shop.add_customer(email="Buyer@Example.com")
+    coupon_shop.add_coupon("rest-once", amount="2.00", usage_limit=1, email_restrictions=["buyer@example.com"],
+                           date_expires_gmt="2026-02-01T00:00:00")
+    url = coupon_shop.api_url + "orders"
+    stranger = session.post(url, json={"customer_id": 0, "billing": {"email": "eve@example.com"},
+                                       "coupon_lines": [{"code": "rest-once"}]})
+    assert (stranger.status_code, stranger.json()["code"]) == (400, "woocommerce_rest_invalid_coupon")
+    assert stranger.json()["message"] == 'Please enter a valid email to use coupon code "rest-once".'
+    orders_before = dict(coupon_shop.orders)
+    placed = session.post(url, json={"customer_id": buyer["id"], "status": "processing",
+                                     "coupon_lines": [{"code": "REST-ONCE"}]})
+    assert placed.status_code == 201
+    order = placed.json()
+    assert (order["customer_id"], order["status"], order["created_via"]) == (buyer["id"], "processing", "rest-api")
+    assert [line["code"] for line in order["coupon_lines"]] == ["rest-once"]
+    assert set(coupon_shop.orders) - set(orders_before) == {order["id"]}
+    assert coupon_shop.coupon_by_code("rest-once")["usage_count"] == 1
+
+    cases = [  # (body, code, message): each refused with nothing stored and no use counted
+        ({"customer_id": buyer["id"], "coupon_lines": [{"code": "rest-once"}]},
+         "woocommerce_rest_invalid_coupon", "Coupon usage limit has been reached."),
+        ({"coupon_lines": [{"code": "no-such"}]},
+         "woocommerce_rest_invalid_coupon", 'Coupon "no-such" does not exist!'),
+        ({"customer_id": 987654}, "woocommerce_rest_invalid_customer_id", "Customer ID is invalid."),
+        ({"status": "shipped"}, "rest_invalid_param", "Invalid parameter(s): status"),
+        ({"coupon_lines": "rest-once"}, "rest_invalid_param", "Invalid parameter(s): coupon_lines"),
+    ]
+    stored = dict(coupon_shop.orders)
+    for body, code, message in cases:
+        r = session.post(url, json=body)
+        assert (r.status_code, r.json()["code"], r.json()["message"]) == (400, code, message), body
+    assert coupon_shop.orders == stored
+    assert coupon_shop.coupon_by_code("rest-once")["usage_count"] == 1
+
+    session.put(url + f"/{order['id']}", json={"status": "cancelled"})  # the use comes back...
+    coupon_shop.clock.set(datetime(2026, 2, 1, 0, 0, 1))  # ...but a second past the expiry
+    expired = session.post(url, json={"customer_id": buyer["id"], "coupon_lines": [{"code": "rest-once"}]})
+    assert (expired.status_code, expired.json()["message"]) == (400, "This coupon has expired.")
