@@ -160,7 +160,7 @@ def check_rewards(rpc, store: str, shop, customer_ids: Iterable[str], *,
         try:
             account = rpc.loyalty.get_account(store, customer_id)
         except Exception as exc:  # no account: then no reward and no ledger either
-            if type(exc).__name__ != "NotFound":
+            if getattr(exc, "exc_type", None) != "NotFound":
                 raise
             continue
         ledgers[customer_id] = history(rpc, store, customer_id)

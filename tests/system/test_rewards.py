@@ -154,6 +154,8 @@ def test_kill_9_of_loyalty_inside_coupon_creation_makes_no_second_coupon_and_los
         assert shop.coupons == {}  # every creation is held: nothing made yet
         shop.release_coupon_creation()  # the shop now creates it, for nobody to hear
         wait_for(lambda: shop.count_requests("coupons") > posts_before, 30, "the held POST answered")
+        made_while_dead = {c["code"] for c in shop.coupons.values()}
+        assert made_while_dead, "the held creation made no coupon: the kill proved nothing"
         stack.procs.start("loyalty")
         scenario.lap("loyalty killed and back")
         redemptions.result(timeout=180)
@@ -177,6 +179,9 @@ def test_kill_9_of_loyalty_inside_coupon_creation_makes_no_second_coupon_and_los
             summary = check_rewards(rpc, store, shop, ids, final_states=SETTLED)
         assert summary["rewards"] == len(plan) == summary["coupons"]
         assert summary["states"].get("used"), summary
+        # The coupons made for a dead loyalty are its rewards' coupons, not orphans beside them.
+        codes = {r["code"] for items in rewards_of(stack, store, ids).values() for r in items}
+        assert made_while_dead <= codes
         scenario.lap("checked")
         print(f"{store} timings:", scenario.timings)
     finally:
