@@ -46,7 +46,11 @@ def rewards_stack(system_vhost):
     stack = FaultStack(admin, vhost, amqp_uri, logs, env={
         "MONGO_URI": mongo.uri,
         # A claim the killed worker left blocks its event until the lease ends.
-        "EVENT_CLAIM_LEASE_SECONDS": "20", "NOTIFY_LEASE_SECONDS": "20"})
+        "EVENT_CLAIM_LEASE_SECONDS": "20", "NOTIFY_LEASE_SECONDS": "20",
+        # A reward step a dead worker held, or one the outage failed, is tried again within
+        # seconds rather than the default half minute doubling to an hour.
+        "LOYALTY_REWARD_STEP_SECONDS": "1", "LOYALTY_REWARD_RETRY_SECONDS": "5",
+        "LOYALTY_REWARD_RETRY_MAX_SECONDS": "10"})
     try:
         yield stack.start()
     finally:
