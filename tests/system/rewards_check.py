@@ -172,13 +172,15 @@ def check_rewards(rpc, store: str, shop, customer_ids: Iterable[str], *,
     problems.extend(reward_problems(rewards, ledgers, coupons, orders,
                                     final_states=final_states, follows_shop=follows_shop))
     every = [r for items in rewards.values() for r in items]
+    reward_codes = {r["code"].lower() for r in every if r.get("code")}
     summary = {
         "accounts": len(ledgers), "rewards": len(every),
         "states": dict(Counter(r["state"] for r in every)),
         "kinds": dict(Counter(r.get("kind") for r in every)),
         "coupons": sum(1 for c in coupons if c["status"] == "publish"),
-        "orders_spending_a_code": sum(1 for o in orders if o["coupon_lines"]
-                                      and o["status"] in SPENDING_STATUSES),
+        "orders_spending_a_reward": sum(
+            1 for o in orders if o["status"] in SPENDING_STATUSES
+            and any(line["code"].lower() in reward_codes for line in o["coupon_lines"])),
         "returns": sum(1 for entries in ledgers.values() for e in entries if e["kind"] == "return"),
     }
     print(f"{store} rewards:", summary)
