@@ -13,6 +13,8 @@ Each test drives a store and fake shop of its own (StoreScenario), seeded:
   Its step must find that coupon rather than make a second one.
 * a shop outage during redemptions (`coupons_down`): the rewards wait as pending with their
   points already taken, and are all issued once the shop is back.
+* a shop refusing coupon writes for good (`refuse_coupon_writes`): every reward is returned
+  and every point comes back, once.
 
 Sizes: REWARDS_CUSTOMERS / REWARDS_ORDERS (default 20 / 100).
 """
@@ -233,6 +235,33 @@ def test_a_shop_outage_during_redemptions_leaves_rewards_pending_then_issues_the
         with stack.rpc() as rpc:
             summary = check_rewards(rpc, store, shop, ids, final_states={"issued"})
         assert summary["rewards"] == len(plan) == summary["coupons"]
+        print(f"{store} timings:", scenario.timings)
+    finally:
+        shop.reset_faults()
+        scenario.close()
+
+
+def test_a_shop_refusing_coupons_for_good_gives_each_redemptions_points_back_once(rewards_stack):
+    stack = rewards_stack
+    scenario = StoreScenario(stack, "rewardrefused", seed=23, customers=CUSTOMERS, orders=ORDERS)
+    shop, store = scenario.shop, scenario.store
+    try:
+        deliver_traffic(scenario)
+        ids = customer_ids(stack, store)
+        plan = plan_redemptions(stack, store, ids)
+        assert len(plan) >= 5, plan
+        before = balances(stack, store, ids)
+
+        shop.refuse_coupon_writes()  # 400 woocommerce_rest_shop_coupon_not_created: for good
+        answers = redeem_all(stack, store, plan)
+        assert {a["reward"]["state"] for a in answers} == {"returned"}, answers[:3]
+        assert shop.coupons == {}
+        stack.quiet()
+        assert balances(stack, store, ids) == before  # every point back, none twice
+        scenario.lap("refused and returned")
+        with stack.rpc() as rpc:
+            summary = check_rewards(rpc, store, shop, ids, final_states={"returned"})
+        assert summary["rewards"] == len(plan) == summary["returns"] and summary["coupons"] == 0
         print(f"{store} timings:", scenario.timings)
     finally:
         shop.reset_faults()
