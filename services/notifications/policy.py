@@ -131,42 +131,56 @@ CONTACT_GRACE = timedelta(seconds=60)
 CONTACT_RECHECK = timedelta(seconds=5)
 
 
+# Why a send was held back, as a word the send log can be filtered and shown by (the
+# `reason` beside it says it in full).
+HELD_REASONS = ("no_consent", "suppressed", "weekly_cap", "quiet_hours", "cancelled",
+                "waiting_for_contact", "customer_inactive", "no_address")
+
+
 @dataclass(frozen=True)
 class Decision:
     action: str  # "send", "hold", "refuse"
     reason: str = ""
     until: datetime | None = None
+    code: str = ""  # one of HELD_REASONS, for a hold or a refusal
 
 
 def decide(channel: str, purpose: str, contact: Mapping[str, Any], settings: StoreSettings,
            now: datetime, marketing_sent_this_week: int,
-           wait_for_contact_until: datetime | None = None) -> Decision:
+           wait_for_contact_until: datetime | None = None,
+           suppressed: str | None = None) -> Decision:
     """May this message go now? Refusals are final for this send; holds come back later.
 
     Until `wait_for_contact_until`, a contact not known yet or without the channel's address
-    is held (rechecked shortly) rather than refused: its details may still be on their way."""
+    is held (rechecked shortly) rather than refused: its details may still be on their way.
+    `suppressed` says why the address is suppressed for this message, if it is
+    (suppression.py decides which suppressions stop which purposes)."""
     status = contact.get("status", "active")
     address = contact.get("email") if channel == "email" else contact.get("phone")
     if wait_for_contact_until is not None and now < wait_for_contact_until and (
             status == "unknown" or (status == "active" and not address)):
         return Decision("hold", "waiting for the customer's contact details",
-                        min(now + CONTACT_RECHECK, wait_for_contact_until))
+                        min(now + CONTACT_RECHECK, wait_for_contact_until), "waiting_for_contact")
     if status != "active":
-        return Decision("refuse", f"the customer is {contact.get('status')}")
+        return Decision("refuse", f"the customer is {contact.get('status')}",
+                        code="customer_inactive")
     if not address:
-        return Decision("refuse", f"no {'email address' if channel == 'email' else 'phone number'}")
+        return Decision("refuse", f"no {'email address' if channel == 'email' else 'phone number'}",
+                        code="no_address")
+    if suppressed:
+        return Decision("refuse", f"suppressed: {suppressed}", code="suppressed")
     if purpose == "marketing":
         consent = (contact.get("consent") or {}).get(CONSENT_FOR[channel]) or {}
         if consent.get("granted") is not True:
-            return Decision("refuse", f"no {CONSENT_FOR[channel]} consent")
+            return Decision("refuse", f"no {CONSENT_FOR[channel]} consent", code="no_consent")
         if marketing_sent_this_week >= settings.weekly_marketing_cap:
             return Decision("refuse", f"weekly marketing cap of {settings.weekly_marketing_cap} "
-                                      "reached")
+                                      "reached", code="weekly_cap")
     if channel == "sms" and purpose == "marketing":
         # Quiet hours spare customers promotions at night; what they are waiting for (their
         # order's status, a code they asked for) goes when it happens.
         until = quiet_until(settings, now)
         if until is not None:
             return Decision("hold", f"quiet hours ({settings.quiet_start}-{settings.quiet_end} "
-                                    f"{settings.timezone})", until)
+                                    f"{settings.timezone})", until, "quiet_hours")
     return Decision("send")

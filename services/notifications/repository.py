@@ -18,6 +18,7 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
+from services.notifications.suppression import SuppressionRepository
 from shared.erasure import ErasureReceipts
 from shared.errors import ValidationError
 
@@ -211,10 +212,13 @@ class NotificationsStorage:
         self.settings = database["store_settings"]
         self.bulk_jobs = database["bulk_jobs"]
         self.erasures = ErasureReceipts(database["erasures"])
+        self.suppressions = SuppressionRepository(database["suppressions"],
+                                                  database["suppression_keys"])
 
     def ensure_indexes(self) -> None:
         self.contacts.ensure_indexes()
         self.sends.ensure_indexes()
+        self.suppressions.ensure_indexes()
         self.templates.create_index([("store_id", ASCENDING), ("slug", ASCENDING)], unique=True)
         self.workflows.create_index([("store_id", ASCENDING), ("workflow_id", ASCENDING)],
                                     unique=True)

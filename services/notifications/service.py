@@ -6,35 +6,67 @@ import logging
 from datetime import datetime, timezone
 
 import eventlet
+from nameko.exceptions import MethodNotFound, RpcTimeout, UnknownService
 from nameko.extensions import DependencyProvider
 from nameko.rpc import RpcProxy, rpc
+from nameko.standalone.rpc import ClusterRpcProxy
 
-from services.notifications import twilio_hooks
+from services.notifications import email_reports, twilio_hooks
 from services.notifications.bounded_sandbox import RenderLimits
 from services.notifications.channels import EmailChannel, SmsChannel, SmtpSettings, TwilioSettings
 from services.notifications.notifier import Notifier
 from services.notifications.repository import ERASED, NotificationsStorage
 from services.notifications.sender import Sender, SenderSettings
 from services.notifications.sender import context as template_context
-from services.notifications.templates import SAMPLE_CONTEXT, RenderFailed, render, validate_template
+from services.notifications.suppression import Suppressions, list_request
+from services.notifications.templates import (SAMPLE_CONTEXT, SAMPLE_EXTRAS, RenderFailed, render,
+                                               validate_template)
 from shared.config import Config, from_nameko
+from shared.coupons import check_prefix
 from shared.customers import (CustomerCheck, not_found,
                               valid_customer_id, valid_customer_ids)
 from shared.dependencies import OutboxRelayProvider, Settings, WorkerLogContext
 from shared.erasure import confirm_erasure
-from shared.errors import EXPECTED_ERRORS, NotFound, ValidationError
+from shared.errors import EXPECTED_ERRORS, NotFound, Unavailable, ValidationError
 from shared.health import HealthEndpoints, json_response
 from shared.messaging.handlers import event_handler
 from shared.mongo import MongoStorage
 from shared.service_rpc import DataOwnerRpc
+from shared.tls import amqp_ssl_options
 from shared.web import http
 
 log = logging.getLogger(__name__)
-SEND_FILTERS = ("channel", "status", "template", "customer_id", "workflow_id")
+SEND_FILTERS = ("channel", "status", "template", "customer_id", "workflow_id", "held_reason")
 
 
 def _storage(database, config) -> NotificationsStorage:
     return NotificationsStorage(database)
+
+
+class CouponsOverRpc:
+    """customer_sync's `ensure_coupon` and `delete_coupon` for the send loop: a managed thread
+    has no worker to hold an RpcProxy, so each call opens a standalone one. No answer within
+    NOTIFY_COUPON_TIMEOUT_SECONDS, or no customer_sync to ask, is Unavailable (the send
+    waits and retries); customer_sync's own errors pass through as they are."""
+
+    def __init__(self, config: Config, timeout: float) -> None:
+        self.config = {"AMQP_URI": config.get("AMQP_URI"), "serializer": "json",
+                       "AMQP_SSL": amqp_ssl_options(config)}
+        self.timeout = timeout
+
+    def ensure_coupon(self, store_id: str, coupon: dict, customer_id: str | None = None) -> dict:
+        return self._call("ensure_coupon", store_id, coupon, customer_id)
+
+    def delete_coupon(self, store_id: str, code: str, meta: dict) -> dict:
+        return self._call("delete_coupon", store_id, code, meta)
+
+    def _call(self, method: str, *args: object) -> dict:
+        try:
+            with ClusterRpcProxy(self.config, timeout=self.timeout) as proxy:
+                return getattr(proxy.customer_sync, method)(*args)
+        except (RpcTimeout, UnknownService, MethodNotFound, OSError) as exc:
+            raise Unavailable(f"customer_sync did not answer {method}: "
+                              f"{type(exc).__name__}: {exc}") from None
 
 
 def sender_for(storage: NotificationsStorage, config: Config) -> Sender:
@@ -54,7 +86,9 @@ def sender_for(storage: NotificationsStorage, config: Config) -> Sender:
         lease_seconds=config.float("NOTIFY_LEASE_SECONDS"),
         mail_domain=config.get("MAIL_DOMAIN"),
         status_callback_url=f"{public}{twilio_hooks.STATUS_PATH}" if public else None,
-        render_limits=RenderLimits.from_config(config)))
+        render_limits=RenderLimits.from_config(config),
+        coupon_prefix=check_prefix(config.get("NOTIFY_COUPON_PREFIX"))),
+        shop_coupons=CouponsOverRpc(config, config.float("NOTIFY_COUPON_TIMEOUT_SECONDS")))
 
 
 class SendLoop(DependencyProvider):
@@ -66,6 +100,10 @@ class SendLoop(DependencyProvider):
         self.config = from_nameko(self.container.config)
         self.poll = self.config.float("NOTIFY_POLL_SECONDS")
         self.date_rules_every = self.config.float("NOTIFY_DATE_RULES_MINUTES") * 60
+        try:  # a bad prefix stops the service at start, not every coupon at send time
+            check_prefix(self.config.get("NOTIFY_COUPON_PREFIX"))
+        except ValueError as exc:
+            raise ValueError(f"NOTIFY_COUPON_PREFIX: {exc}") from None
         self._threads = []
         self._wake = eventlet.event.Event()
 
@@ -228,6 +266,22 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
     def on_tier_changed(self, event):
         self._apply(event)
 
+    @event_handler("loyalty", "loyalty.reward_issued", claims=False)
+    def on_reward_issued(self, event):
+        self._apply(event)
+
+    @event_handler("loyalty", "loyalty.reward_expired", claims=False)
+    def on_reward_expired(self, event):
+        self._apply(event)
+
+    @event_handler("loyalty", "loyalty.reward_returned", claims=False)
+    def on_reward_returned(self, event):
+        self._apply(event)
+
+    @event_handler("loyalty", "loyalty.points_expiring", claims=False)
+    def on_points_expiring(self, event):
+        self._apply(event)
+
     @event_handler("gdpr", "consent.changed", claims=False)
     def on_consent_changed(self, event):
         self._apply(event)
@@ -237,9 +291,23 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
         data = event.data
         receipt = confirm_erasure(
             self.name, self.storage.erasures, event,
-            lambda: self._notifier().erase(event.store_id, data["customer_ids"], data["request_id"]),
+            lambda: self._erase(event.store_id, data["customer_ids"], data["request_id"]),
             self._drop_parked)
         self.outbox.notify([(self.storage.erasures.collection.name, receipt)])
+
+    def _erase(self, store_id: str, customer_ids: list[str], request_id: str) -> dict:
+        """The person's suppressions lose their address in clear first (it is read from the
+        contact, which the erasure empties), then the contact and the send log are erased."""
+        addresses = []
+        for customer_id in customer_ids:
+            contact = self.storage.contacts.get(store_id, customer_id) or {}
+            addresses += [("email", contact.get("email")), ("sms", contact.get("phone"))]
+        forgotten = self._suppressions().forget_addresses(store_id, addresses)
+        return {**self._notifier().erase(store_id, customer_ids, request_id),
+                "suppressions": forgotten}
+
+    def _suppressions(self) -> Suppressions:
+        return Suppressions(self.storage.suppressions)
 
 
     # -- Twilio's callbacks -----------------------------------------------------------------------
@@ -253,6 +321,20 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
         status, body, touched = twilio_hooks.inbound(self.storage, self._twilio_config(), request)
         self.outbox.notify(touched)
         return json_response(status, body)
+
+    # -- bounces and complaints reported later ---------------------------------------------------
+    @http("POST", email_reports.REPORT_PATH)
+    def email_report(self, request):
+        status, body = email_reports.answer(
+            self._suppressions(), self._store_known, self.settings.get("EMAIL_REPORT_SECRET"),
+            request, datetime.now(timezone.utc))
+        return json_response(status, body)
+
+    def _store_known(self, store_id: str) -> bool:
+        """A store notifications has heard of: its settings, or any customer of it."""
+        return (self.storage.settings.find_one({"_id": store_id}, {"_id": 1}) is not None
+                or self.storage.contacts.collection.find_one({"store_id": store_id},
+                                                             {"_id": 1}) is not None)
 
     def _twilio_config(self) -> twilio_hooks.HookConfig:
         return twilio_hooks.HookConfig(auth_token=self.settings.get("TWILIO_AUTH_TOKEN"),
@@ -307,7 +389,9 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
             contact = self.storage.contacts.get(store_id, customer_id)
             if contact is None or contact.get("status") == ERASED:
                 raise NotFound(f"no customer {customer_id} in store {store_id}")
-            context = template_context(contact, notifier.settings(store_id))
+            # The customer's own data, with sample coupon and loyalty facts: a preview makes
+            # no coupon at the shop.
+            context = {**SAMPLE_EXTRAS, **template_context(contact, notifier.settings(store_id))}
         else:
             context = SAMPLE_CONTEXT
         try:
@@ -363,7 +447,7 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
     def list_sends(self, store_id: str, filters: dict | None = None,
                    page: dict | None = None) -> dict:
         """The store's send log, newest first: filters channel, status, template, customer_id,
-        workflow_id (each an exact value); page = {"size": 50, "cursor": null}. Answers
+        workflow_id, held_reason (each an exact value); page = {"size": 50, "cursor": null}. Answers
         {"items", "next_cursor"}."""
         filters = dict(filters or {})
         page = page or {}
@@ -384,6 +468,23 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
         return {"items": [_json(doc) for doc in docs], "next_cursor": next_cursor}
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def list_suppressions(self, store_id: str, filters: dict | None = None,
+                          page: dict | None = None) -> dict:
+        """The store's suppressed addresses (active only unless filters.include_lifted), each
+        with its kinds, what it blocks and its history; filters channel, address (exact);
+        page = {"size": 100, "cursor": null}. Answers {"items", "next_cursor"}."""
+        return self._suppressions().page(store_id, *list_request(filters, page))
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def lift_suppression(self, store_id: str, channel: str, address: str, reason: str,
+                         actor: str) -> dict:
+        """An operator lets an address be sent to again, saying why (kept in its history);
+        NotFound when it is not suppressed."""
+        return self._suppressions().lift(store_id, channel, address, reason,
+                                         str(actor or "unknown")[:200],
+                                         datetime.now(timezone.utc))
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
     def run_date_rules(self) -> dict:
         return {"scheduled": self.send_loop.run_date_rules()}
 
@@ -394,7 +495,9 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
         if contact is None or contact.get("status") == ERASED:
             raise NotFound(f"no customer {customer_id} in store {store_id}")
         return {"service": self.name, "contact": _json(contact),
-                "send_log": self.send_log(store_id, customer_id, 1000)}
+                "send_log": self.send_log(store_id, customer_id, 1000),
+                "suppressions": self._suppressions().of_addresses(
+                    store_id, [("email", contact.get("email")), ("sms", contact.get("phone"))])}
 
 
 def _json(value):

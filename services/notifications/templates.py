@@ -38,7 +38,15 @@ VARIABLES: dict[str, dict[str, Any]] = {
     },
     "store": {"name": None, "url": None},
     "message": {"unsubscribe_url": None},
+    # Only in messages that have them: a workflow's coupon, and the facts of the loyalty event
+    # that triggered the message (TRIGGER_VARIABLES says which event brings which).
+    "coupon": {"code": None, "amount": None, "expires": None},
+    "reward": {"code": None, "amount": None, "expires": None},
+    "points": {"delta": None, "balance": None, "expiring": None, "expires": None},
 }
+TRIGGER_VARIABLES = {"loyalty.reward_issued": "reward", "loyalty.reward_expired": "reward",
+                     "loyalty.reward_returned": "reward", "loyalty.points_changed": "points",
+                     "loyalty.points_expiring": "points"}
 
 SAMPLE_CONTEXT: dict[str, Any] = {
     "customer": {"first_name": "Ada", "last_name": "Lovelace", "full_name": "Ada Lovelace",
@@ -49,6 +57,13 @@ SAMPLE_CONTEXT: dict[str, Any] = {
     "store": {"name": "Tea & Co", "url": "https://shop.example"},
     "message": {"unsubscribe_url": "https://shop.example/unsubscribe"},
 }
+# Codes no shop holds ("0" is not in a real code's alphabet): a preview creates nothing.
+SAMPLE_EXTRAS: dict[str, Any] = {
+    "coupon": {"code": "gift-sample00000", "amount": "10 %", "expires": "2026-12-31"},
+    "reward": {"code": "reward-sample00000", "amount": "5.00 EUR", "expires": "2027-03-06"},
+    "points": {"delta": 450, "balance": 1450, "expiring": 200, "expires": "2027-01-31"},
+}
+SAMPLE_CONTEXT.update(SAMPLE_EXTRAS)
 
 EMAIL_PARTS = ("subject", "html", "text")
 SMS_PARTS = ("body",)
@@ -111,6 +126,18 @@ def _unknown_variables(source: str, part: str) -> list[str]:
                 break
             spec = spec[attr]
     return sorted(set(problems))
+
+
+def variables_used(template: Mapping[str, Any]) -> set[str]:
+    """The top-level variables (customer, coupon, ...) a stored template's parts read."""
+    used: set[str] = set()
+    for part in (*EMAIL_PARTS, *SMS_PARTS):
+        source = template.get(part)
+        if isinstance(source, str):
+            tree = _env_for(part).parse(source)
+            used |= {n.name for n in tree.find_all(nodes.Name)
+                     if n.ctx == "load" and n.name in VARIABLES}
+    return used
 
 
 def validate_template(data: Mapping[str, Any], limits: RenderLimits = RenderLimits()) -> dict:
