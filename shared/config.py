@@ -119,6 +119,14 @@ SETTINGS: tuple[Setting, ...] = (
             "Secret (a long random string) of the HMAC-SHA256 that signs bounce and complaint reports "
             "posted to notifications' `/email/reports` (docs/suppression.md). Empty: every "
             "report is refused."),
+    Setting("NOTIFY_LINK_SECRET", "",
+            "Secret (at least 32 characters) that signs the unsubscribe, preference and "
+            "email-confirmation links in messages; the same on every notifications instance, "
+            "and kept: links signed with another secret answer 404. Empty: a random one per "
+            "process (logged), so links stop working at a restart; with an https "
+            "NOTIFY_PUBLIC_URL (a real deployment) notifications refuses to start without it."),
+    Setting("NOTIFY_UNSUBSCRIBE_MAX_BODY_BYTES", "8192",
+            "Largest body the public unsubscribe and preference pages read (413 above)."),
     Setting("NOTIFICATIONS_WEB_SERVER_ADDRESS", "0.0.0.0:8001",
             "Address of notifications' own HTTP endpoints (Twilio callbacks, health)."),
     Setting("NOTIFY_POLL_SECONDS", "2", "How often notifications looks for sends that are due."),

@@ -20,6 +20,8 @@ from services.notifications import templates as tpl
 from services.notifications import workflows as wf
 from services.notifications.bounded_sandbox import RenderLimits
 from services.notifications.policy import StoreSettings, load_settings, too_old_to_trigger
+from services.notifications.subscriptions import (CONFIRMATION_TEMPLATE, CONFIRMED_SOURCES,
+                                                  EMAIL_MARKETING, Subscriptions)
 from services.notifications.repository import (ACTIVE, DELETED, ERASED, NotificationsStorage,
                                                phone_key, utcnow)
 from shared.errors import NotFound, ValidationError
@@ -107,6 +109,7 @@ class Notifier:
         self.storage = storage
         self.clock = clock
         self.render_limits = render_limits
+        self.touched: list[tuple[str, Any]] = []  # documents that now owe events
 
     # -- store data ----------------------------------------------------------------------------
     def settings(self, store_id: str) -> StoreSettings:
@@ -224,11 +227,35 @@ class Notifier:
             contacts.apply(store_id, customer_id, "tier_at", at, {"tier": data["new_tier"]})
         elif kind == "consent.changed":
             purpose = data["purpose"]
+            if self._held_for_confirmation(event):
+                return 0
             contacts.apply(store_id, customer_id, f"consent_at.{purpose}", _aware(data["changed_at"]),
                            {f"consent.{purpose}": {"granted": data["granted"],
                                                    "source": data["source"],
                                                    "at": _aware(data["changed_at"])}})
         return self.schedule_for(event, first_order)
+
+    def _held_for_confirmation(self, event: Event) -> bool:
+        """Double opt-in: an email marketing grant from elsewhere waits for the customer's
+        confirmation, and the confirmation email is scheduled (subscriptions.py)."""
+        data = event.data
+        if data["purpose"] != EMAIL_MARKETING or not data["granted"] \
+                or data["source"] in CONFIRMED_SOURCES or data.get("origin") == "notifications" \
+                or not self.settings(event.store_id).email_double_opt_in:
+            return False
+        taken, change = Subscriptions(self.storage, self.clock).hold_for_confirmation(
+            event.store_id, data["customer_id"], data, _aware(data["changed_at"]))
+        if change.changed:
+            now = self.clock()
+            self.storage.sends.schedule({
+                "_id": f"confirm:{data['customer_id']}:{event.event_id}",
+                "store_id": event.store_id, "customer_id": data["customer_id"],
+                "workflow_id": None, "bulk_id": None, "trigger_event_id": event.event_id,
+                "channel": "email", "template": CONFIRMATION_TEMPLATE,
+                "purpose": "transactional", "links": "confirm_email", "cancel": [],
+                "due_at": now, "scheduled_at": now})
+            self.touched.extend(change.touched)
+        return taken
 
     def schedule_for(self, event: Event, first_order: bool = False) -> int:
         scheduled = 0

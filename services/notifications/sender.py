@@ -28,7 +28,10 @@ from services.notifications import templates as tpl
 from services.notifications.bounded_sandbox import RenderLimits
 from services.notifications import workflows as wf
 from services.notifications.channels import DeliveryFailed, EmailChannel, SmsChannel, new_message_id
+from services.notifications.links import PublicLinks, new_link_id
 from services.notifications.notifier import Notifier, coupon_amount, local_date
+from services.notifications.opt_out import (MessageLinks, list_unsubscribe_headers,
+                                            with_sms_opt_out, with_unsubscribe_in_body)
 from services.notifications.policy import CONTACT_GRACE, decide
 from services.notifications.repository import NotificationsStorage, utcnow
 from services.notifications.suppression import Change, Suppressions, describe, kind_for_failure
@@ -51,6 +54,7 @@ class SenderSettings:
     status_callback_url: str | None = None
     render_limits: RenderLimits = RenderLimits()
     coupon_prefix: str = "gift"  # NOTIFY_COUPON_PREFIX: a workflow's coupon.prefix wins
+    links: PublicLinks | None = None  # None: no public address (NOTIFY_PUBLIC_URL empty)
 
 
 class ShopCoupons(Protocol):
@@ -72,7 +76,7 @@ def _aware(value):
     return value
 
 
-def context(contact: dict, settings) -> dict:
+def context(contact: dict, settings, links: MessageLinks = MessageLinks()) -> dict:
     """What templates see: the projection, shaped as templates.VARIABLES describes."""
     last = contact.get("last_order")
     first, last_name = contact.get("first_name") or "", contact.get("last_name") or ""
@@ -88,7 +92,7 @@ def context(contact: dict, settings) -> dict:
                             "date": _aware(last["date"]).date().isoformat()} if last else None),
         },
         "store": {"name": settings.name, "url": settings.url},
-        "message": {"unsubscribe_url": settings.unsubscribe_url or settings.url},
+        "message": links.context(),
     }
 
 
@@ -159,8 +163,10 @@ class Sender:
         store = self.notifier.settings(store_id)
         week = self.storage.sends.marketing_sent_since(store_id, customer_id, now - timedelta(days=7)) \
             if send["purpose"] == "marketing" else 0
-        # Workflow sends may outrun their contact's details; a bulk send's audience is known.
-        scheduled = send.get("scheduled_at") if send.get("workflow_id") else None
+        # Workflow sends (and double opt-in confirmations) may outrun their contact's details;
+        # a bulk send's audience is known.
+        scheduled = send.get("scheduled_at") if send.get("workflow_id") \
+            or send.get("links") == "confirm_email" else None
         if isinstance(scheduled, datetime) and scheduled.tzinfo is None:
             scheduled = scheduled.replace(tzinfo=timezone.utc)
         blocking = self.suppressions.blocking(
@@ -187,7 +193,13 @@ class Sender:
             count_send(send["channel"], "failed_permanent")
             return self._finish(send, "failed", f"template {send['template']} no longer exists",
                                 permanent=True)
-        values = {**context(contact, store), **(send.get("facts") or {})}
+        links = self._links(send)
+        if links is None:
+            count_send(send["channel"], "failed_permanent")
+            return self._finish(send, "failed", "a marketing email needs its unsubscribe link, "
+                                "and none can be made: NOTIFY_PUBLIC_URL is not set",
+                                permanent=True)
+        values = {**context(contact, store, links), **(send.get("facts") or {})}
         if send.get("coupon"):
             coupon = self._coupon(send, store, attempts)
             if isinstance(coupon, str):  # the send's outcome: retried, failed or lost
@@ -199,9 +211,13 @@ class Sender:
             count_send(send["channel"], "failed_permanent")
             self._withdraw_coupon(send)
             return self._finish(send, "failed", f"template did not render: {exc}", permanent=True)
+        if send["purpose"] == "marketing":
+            rendered = (with_unsubscribe_in_body(rendered, links) if send["channel"] == "email"
+                        else tpl.Rendered(None, None, with_sms_opt_out(rendered.text or "",
+                                                                       store.sms_opt_out_text)))
         to = contact["email"] if send["channel"] == "email" else contact["phone"]
         try:
-            message = self._build(send, to, rendered, store)
+            message = self._build(send, to, rendered, store, links)
         except DeliveryFailed as exc:  # one that can never be built is never tried
             count_send(send["channel"], "failed_permanent")
             self._withdraw_coupon(send)
@@ -322,15 +338,35 @@ class Sender:
         return self._finish(send, "failed", reason, permanent=not transient, attempt_index=index,
                             provider_error=provider_error)
 
-    def _build(self, send: dict, to: str, rendered: tpl.Rendered, store) -> EmailMessage | None:
+    def _links(self, send: dict) -> MessageLinks | None:
+        """The links this message offers: a marketing email its recipient's unsubscribe and
+        preference links, a double opt-in confirmation its confirmation link, anything else
+        none. None: a marketing email that cannot have its links (no public address)."""
+        wants_unsubscribe = send["channel"] == "email" and send["purpose"] == "marketing"
+        wants_confirm = send.get("links") == "confirm_email"
+        if not (wants_unsubscribe or wants_confirm):
+            return MessageLinks()
+        public = self.settings.links
+        if public is None:
+            return None if wants_unsubscribe else MessageLinks()
+        link_id = self.storage.contacts.link_id(send["store_id"], send["customer_id"],
+                                                new_link_id())
+        if link_id is None:  # the contact is gone; the send is refused before it renders
+            return MessageLinks()
+        if wants_confirm:
+            return MessageLinks(confirm_url=public.confirm_email(link_id))
+        return MessageLinks(unsubscribe_url=public.unsubscribe(link_id),
+                            preferences_url=public.preferences(link_id))
+
+    def _build(self, send: dict, to: str, rendered: tpl.Rendered, store,
+               links: MessageLinks) -> EmailMessage | None:
         """The email to send (None for an SMS); DeliveryFailed if it cannot be built."""
         if send["channel"] != "email":
             return None
         return self.email.build(
             to, rendered.subject or "", rendered.text or "", rendered.html, store.from_email or None,
             new_message_id(send["_id"], self.settings.mail_domain),
-            headers={"List-Unsubscribe": f"<{store.unsubscribe_url}>"}
-            if send["purpose"] == "marketing" and store.unsubscribe_url else None)
+            headers=list_unsubscribe_headers(links, store.unsubscribe_mailto) or None)
 
     def _suppress_after(self, send: dict, to: str, failure: DeliveryFailed) -> None:
         """A permanent refusal of the address itself suppresses it, before the send is

@@ -1,5 +1,5 @@
 """notifications' nameko entrypoints. Thin: events go to `Notifier`, due sends to `Sender`,
-Twilio's callbacks to `twilio_hooks`."""
+Twilio's callbacks to `twilio_hooks`, the links in messages to `PreferenceDoor`."""
 from __future__ import annotations
 
 import logging
@@ -12,9 +12,11 @@ from nameko.rpc import RpcProxy, rpc
 from nameko.standalone.rpc import ClusterRpcProxy
 
 from services.notifications import email_reports, twilio_hooks
+from services.notifications import links as ln
 from services.notifications.bounded_sandbox import RenderLimits
 from services.notifications.channels import EmailChannel, SmsChannel, SmtpSettings, TwilioSettings
 from services.notifications.notifier import Notifier
+from services.notifications.preference_door import Answer, PreferenceDoor, Unavailable
 from services.notifications.repository import ERASED, NotificationsStorage
 from services.notifications.sender import Sender, SenderSettings
 from services.notifications.sender import context as template_context
@@ -69,7 +71,8 @@ class CouponsOverRpc:
                               f"{type(exc).__name__}: {exc}") from None
 
 
-def sender_for(storage: NotificationsStorage, config: Config) -> Sender:
+def sender_for(storage: NotificationsStorage, config: Config,
+               links: ln.PublicLinks | None = None) -> Sender:
     email = EmailChannel(SmtpSettings(
         host=config.get("SMTP_HOST"), port=config.int("SMTP_PORT"),
         security=config.get("SMTP_SECURITY"), username=config.get("SMTP_USERNAME"),
@@ -87,8 +90,26 @@ def sender_for(storage: NotificationsStorage, config: Config) -> Sender:
         mail_domain=config.get("MAIL_DOMAIN"),
         status_callback_url=f"{public}{twilio_hooks.STATUS_PATH}" if public else None,
         render_limits=RenderLimits.from_config(config),
-        coupon_prefix=check_prefix(config.get("NOTIFY_COUPON_PREFIX"))),
+        coupon_prefix=check_prefix(config.get("NOTIFY_COUPON_PREFIX")), links=links),
         shop_coupons=CouponsOverRpc(config, config.float("NOTIFY_COUPON_TIMEOUT_SECONDS")))
+
+
+class LinkSigning(DependencyProvider):
+    """The process's link signer (links.py), made once at start-up, so the sender and the
+    preference pages sign and check with the same secret; a real deployment without
+    NOTIFY_LINK_SECRET does not start."""
+
+    def setup(self) -> None:
+        config = from_nameko(self.container.config)
+        self.public_url = config.get("NOTIFY_PUBLIC_URL").rstrip("/")
+        self.signer = ln.signer_from_settings(config.get("NOTIFY_LINK_SECRET"), self.public_url)
+
+    def links(self) -> ln.PublicLinks | None:
+        """None without a public address: no link can be made."""
+        return ln.PublicLinks(self.signer, self.public_url) if self.public_url else None
+
+    def get_dependency(self, worker_ctx) -> "LinkSigning":
+        return self
 
 
 class SendLoop(DependencyProvider):
@@ -123,7 +144,8 @@ class SendLoop(DependencyProvider):
 
     def _send_loop(self) -> None:
         storage, outbox = self._dependencies()
-        sender = sender_for(storage, self.config)
+        signing = next(d for d in self.container.dependencies if isinstance(d, LinkSigning))
+        sender = sender_for(storage, self.config, signing.links())
         try:
             while True:
                 try:
@@ -179,7 +201,9 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
     log_context = WorkerLogContext()
     settings = Settings()
     send_loop = SendLoop()
+    link_signing = LinkSigning()
     customer_sync = RpcProxy("customer_sync")
+    gdpr = RpcProxy("gdpr")
 
     def _notifier(self) -> Notifier:
         return Notifier(self.storage, render_limits=RenderLimits.from_config(self.settings))
@@ -210,7 +234,10 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
                             "customer_ids": missing})
 
     def _apply(self, event) -> None:
-        if self._notifier().apply(event):
+        notifier = self._notifier()
+        scheduled = notifier.apply(event)
+        self.outbox.notify(notifier.touched)  # a consent held for confirmation, announced
+        if scheduled or notifier.touched:
             self.send_loop.wake()  # a workflow without delay should not wait for the poll
 
     # -- events in: the projection, and the triggers ----------------------------------------------
@@ -336,6 +363,68 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
                 or self.storage.contacts.collection.find_one({"store_id": store_id},
                                                              {"_id": 1}) is not None)
 
+    # -- the links in messages: unsubscribe, preferences, email confirmation --------------------
+    def _door(self) -> PreferenceDoor:
+        notifier = self._notifier()
+        return PreferenceDoor(
+            self.storage, self.link_signing.signer, lambda store_id: notifier.settings(store_id).name,
+            self._file_erasure, notifier.clock,
+            max_body_bytes=self.settings.int("NOTIFY_UNSUBSCRIBE_MAX_BODY_BYTES"))
+
+    def _answer(self, answer: Answer):
+        self.outbox.notify(answer.touched)  # consent changes are published now, not at a sweep
+        return answer.response
+
+    def _file_erasure(self, contact: dict) -> str:
+        """gdpr's erasure request for the person, received and waiting for an operator to
+        verify who asked; Unavailable if gdpr does not answer in time (nothing filed)."""
+        timeout = self.settings.float("CUSTOMER_CHECK_TIMEOUT_SECONDS")
+        try:
+            reply = self.gdpr.submit_request.call_async(
+                contact["store_id"], "erasure", contact.get("email") or "",
+                {"origin": "preference_page", "customer_id": contact["customer_id"]},
+                "customer (preference page)")
+            with eventlet.Timeout(timeout):
+                return reply.result()["request_id"]
+        except eventlet.Timeout:
+            raise Unavailable(f"gdpr did not answer in {timeout:g}s") from None
+        except Exception as exc:  # gdpr down, or it refused: nothing was filed
+            log.warning("an erasure request from the preference page was not filed: %s",
+                        type(exc).__name__, extra={"store_id": contact["store_id"]})
+            raise Unavailable(type(exc).__name__) from None
+
+    @http("GET", ln.STYLE_PATH)
+    def page_style(self, request):
+        return self._door().stylesheet()
+
+    @http("GET", ln.UNSUBSCRIBE_PATH)
+    def unsubscribe_page(self, request, token):
+        return self._answer(self._door().unsubscribe_page(token))
+
+    @http("POST", ln.UNSUBSCRIBE_PATH)
+    def unsubscribe(self, request, token):
+        return self._answer(self._door().unsubscribe(request, token))
+
+    @http("GET", ln.PREFERENCES_PATH)
+    def preferences_page(self, request, token):
+        return self._answer(self._door().preferences_page(token))
+
+    @http("POST", ln.PREFERENCES_PATH)
+    def save_preferences(self, request, token):
+        return self._answer(self._door().save_preferences(request, token))
+
+    @http("POST", ln.FORGET_PATH)
+    def forget(self, request, token):
+        return self._answer(self._door().forget(request, token))
+
+    @http("GET", ln.CONFIRM_PATH)
+    def confirm_page(self, request, token):
+        return self._answer(self._door().confirm_page(token))
+
+    @http("POST", ln.CONFIRM_PATH)
+    def confirm(self, request, token):
+        return self._answer(self._door().confirm(request, token))
+
     def _twilio_config(self) -> twilio_hooks.HookConfig:
         return twilio_hooks.HookConfig(auth_token=self.settings.get("TWILIO_AUTH_TOKEN"),
                                        public_url=self.settings.get("NOTIFY_PUBLIC_URL"))
@@ -345,7 +434,7 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def save_store_settings(self, store_id: str, settings: dict) -> dict:
         """Store name and URL (for templates), time zone, SMS quiet hours, weekly marketing
-        cap, From address, unsubscribe URL."""
+        cap, From address, unsubscribe mailto, SMS opt-out text, email double opt-in."""
         return self._notifier().save_settings(store_id, settings).to_dict()
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)

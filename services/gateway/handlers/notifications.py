@@ -178,7 +178,14 @@ _SETTINGS_FIELDS = {
                               "description": "an order or sign-up older than this when it "
                               "arrives (a backfill of history) starts no workflow; 0: no limit"},
     "from_email": {**s.STRING, "description": "empty: the service's MAIL_FROM"},
-    "unsubscribe_url": s.STRING}
+    "unsubscribe_mailto": {**s.STRING, "description": "a mailbox the store reads and acts on, "
+                           "offered as a mailto in List-Unsubscribe beside the https link; "
+                           "empty: the link alone"},
+    "sms_opt_out_text": {**s.STRING, "maxLength": 60, "description": "appended to every "
+                         "marketing SMS, e.g. 'Reply STOP to opt out'; empty: nothing"},
+    "email_double_opt_in": {**s.BOOLEAN, "description": "email marketing consent from "
+                            "checkout, import or an operator waits until the customer confirms "
+                            "it through a link in a confirmation email"}}
 SETTINGS = s.obj(_SETTINGS_FIELDS)
 SETTINGS_BODY = s.obj({}, _SETTINGS_FIELDS, additionalProperties=False,
                       description="the whole settings: a field left out takes its default")
