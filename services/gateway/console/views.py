@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 from werkzeug.wrappers import Response
 
-from services.gateway.console import present
+from services.gateway.console import consent_views, present
 from services.gateway.console.api import ApiError, path
 from services.gateway.handlers.transfer import _safe_cell
 from services.gateway.problems import Problem
@@ -208,7 +208,8 @@ def customer_page(page, customer_id: str) -> Response:
         notes=present.group_notes(detail.get("notes") or [], NOTE_CATEGORIES),
         note_categories=NOTE_CATEGORIES, all_tags=_best_effort(page, "/tags", []),
         all_groups=_best_effort(page, "/groups", []), redeem_request=uuid.uuid4().hex,
-        customer_url=f"{PREFIX}/customers/{customer_id}")
+        customer_url=f"{PREFIX}/customers/{customer_id}",
+        consent=consent_views.card(page, customer_id))
 
 
 def _act(page, customer_id: str, anchor: str, call, success: str) -> Response:
