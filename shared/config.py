@@ -97,6 +97,15 @@ SETTINGS: tuple[Setting, ...] = (
         "How often loyalty expires points and credit that are due and re-evaluates tiers "
         "(points leave the 12-month window with time); daily by default.",
     ),
+    Setting("LOYALTY_REWARD_STEP_SECONDS", "5",
+            "How often loyalty looks for reward coupons due at the shop (to create, retry or "
+            "delete) and for rewards past their expiry."),
+    Setting("LOYALTY_REWARD_RETRY_SECONDS", "30",
+            "Wait before a reward's coupon step that failed (shop down) is tried again; doubles "
+            "with each attempt. Also how long loyalty waits for customer_sync's answer, and how "
+            "long an attempt is its worker's before another may take it over."),
+    Setting("LOYALTY_REWARD_RETRY_MAX_SECONDS", "3600",
+            "The longest wait between two tries of a reward's coupon step."),
     Setting("SMTP_HOST", "localhost", "Mail server notifications sends email through."),
     Setting("SMTP_PORT", "25", "Its port (587 for STARTTLS, 465 for TLS are usual)."),
     Setting("SMTP_SECURITY", "none", "`none`, `starttls` or `tls` (implicit TLS)."),

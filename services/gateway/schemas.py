@@ -98,7 +98,7 @@ LOYALTY_ACCOUNT = obj(
      "debt": INTEGER, "cash_value": NULLABLE_MONEY, "tier": STRING,
      "points_in_window": INTEGER, "member_since": NULLABLE_TIME,
      "next_expiry": nullable(obj({"at": TIME, "points": INTEGER})), "store_credit": CREDIT},
-    {"store_id": STRING})
+    {"store_id": STRING, "rewards_pending": INTEGER, "legacy_credit": CREDIT})
 
 NOTE_CATEGORIES = ["general", "follow-up", "complaint", "feedback", "meeting", "phone-call",
                    "internal"]

@@ -8,18 +8,17 @@ from typing import Any, Iterable
 from nameko.exceptions import MethodNotFound, RpcTimeout, UnknownService
 from nameko.rpc import RpcProxy, rpc
 from nameko.standalone.rpc import ClusterRpcProxy
-from nameko.timer import Timer
 
 from services.gdpr.consent_bulk import bulk_set_consent
 from services.gdpr.desk import Desk, DeskSettings
 from services.gdpr.repository import GdprStorage, utcnow
-from shared.config import from_nameko
 from shared.customers import CustomerCheck
 from shared.dependencies import OutboxRelayProvider, Settings, WorkerLogContext
 from shared.errors import EXPECTED_ERRORS, NotFound
 from shared.messaging.handlers import event_handler
 from shared.mongo import MongoStorage
 from shared.service_rpc import HealthRpc
+from shared.timers import ConfiguredTimer
 from shared.tls import amqp_ssl_options
 
 log = logging.getLogger(__name__)
@@ -60,14 +59,6 @@ class RpcServices:
         return outcomes
 
 
-class ConfiguredTimer(Timer):
-    """nameko's timer with its interval read from GDPR_PROCESS_SECONDS at set-up."""
-
-    def setup(self) -> None:
-        self.interval = from_nameko(self.container.config).float("GDPR_PROCESS_SECONDS")
-        super().setup()
-
-
 def desk_settings(config) -> DeskSettings:
     services = tuple(s.strip() for s in config.get("GDPR_SERVICES").split(",") if s.strip())
     return DeskSettings(services=services, retry_seconds=config.float("GDPR_RETRY_SECONDS"),
@@ -93,7 +84,7 @@ class GdprService(HealthRpc):
                     notify=self.outbox.notify, customers=customers)
 
     # -- the work ------------------------------------------------------------------------------
-    @ConfiguredTimer.decorator(interval=60)
+    @ConfiguredTimer.decorator(setting="GDPR_PROCESS_SECONDS")
     def process(self) -> None:
         timeout = self.settings.float("GDPR_RPC_TIMEOUT_SECONDS")
         config = {"AMQP_URI": self.settings.get("AMQP_URI"), "serializer": "json",

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import logging
 import random
+import secrets
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Callable
 
 from services.loyalty import ledger as lg
 from services.loyalty.programme import DEFAULT_PROGRAMME, Programme, load_programme
 from services.loyalty.repository import LoyaltyStorage, utcnow
+from shared.coupons import new_coupon_code
 from shared.errors import Conflict, NotFound, ValidationError
 from shared.events import Event, build_event
 from shared.events.facts import fact_time
@@ -58,9 +60,11 @@ def snapshot(event: Event) -> lg.OrderSnapshot:
 
 
 class Accounts:
-    def __init__(self, storage: LoyaltyStorage, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(self, storage: LoyaltyStorage, clock: Callable[[], datetime] = utcnow,
+                 choose: Callable[[str], str] = secrets.choice) -> None:
         self.storage = storage
         self.clock = clock
+        self.choose = choose  # draws coupon code characters: a CSPRNG, seeded in tests
 
     # -- the programme -------------------------------------------------------------------------
     def programme(self, store_id: str) -> Programme:
@@ -82,12 +86,22 @@ class Accounts:
 
     # -- events in -----------------------------------------------------------------------------
     def apply_order_event(self, event: Event) -> Outcome:
+        """The order earns (or gives back) its customer's points, and spends (or gives back)
+        any reward whose code it carries, whoever's account holds that reward."""
         customer_id = event.data.get("customer_id")
-        if not customer_id:
-            return Outcome()  # an order nobody can be identified by earns nothing
-        order = snapshot(event)
-        return self._change(event.store_id, customer_id, lambda account: account.apply_order(order),
-                            cause=event)
+        outcome = Outcome()
+        if customer_id:  # an order nobody can be identified by earns nothing
+            order = snapshot(event)
+            outcome = self.change(event.store_id, customer_id,
+                                   lambda account: account.apply_order(order), cause=event)
+        codes = sorted({str(c).lower() for c in event.data.get("coupon_codes") or [] if c})
+        if codes:
+            for holder in self.storage.accounts.holding_codes(event.store_id, codes):
+                outcome = merge_outcomes(outcome, self.change(
+                    event.store_id, holder, lambda account: any([account.apply_coupon_use(
+                        code, event.data["order_id"], event.data["status"], event.occurred_at)
+                        for code in codes]), cause=event, create=False))
+        return outcome
 
     def apply_customer_deleted(self, event: Event) -> Outcome:
         """The shop deleted the customer: the account is kept (points and credit are the
@@ -98,20 +112,46 @@ class Accounts:
             account.doc["status"], account.doc["deleted_at"] = DELETED, event.occurred_at
             return True
 
-        return self._change(event.store_id, event.data["customer_id"], change, cause=event,
+        return self.change(event.store_id, event.data["customer_id"], change, cause=event,
                             create=False)
 
     # -- requests ------------------------------------------------------------------------------
     def redeem(self, store_id: str, customer_id: str, points: int, request_id: str | None = None,
                actor: str | None = None) -> Outcome:
+        """Points leave the balance and a pending reward names the coupon to make (the reward
+        step, `Rewards`, makes it)."""
         points = _whole("points", points, positive=True)
-        key = f"redeem:{request_id or uuid.uuid4().hex}"
+        key = f"redeem:{_request_id(request_id)}"
+        reward_id, code = self._new_reward_names(store_id, customer_id, key)
 
         def change(account: lg.Account) -> bool:
-            account.redeem(key, points, actor)
+            account.redeem(key, points, actor, reward_id, code)
             return True
 
         return self._request(store_id, customer_id, key, change)
+
+    def quote_redemption(self, store_id: str, customer_id: str, points: int) -> dict:
+        """What redeeming would give, and whether it is allowed now; changes nothing."""
+        points = _whole("points", points, positive=True)
+        account = self._read(store_id, customer_id)
+        reason, amount = None, None
+        try:
+            amount = account.redemption_value(points)
+        except (lg.InvalidRequest, lg.InsufficientBalance) as exc:
+            reason = str(exc)
+        currency = account.currency
+        if amount is None and currency is not None:
+            amount = account.programme.credit_for(points, currency)
+        expires = self.clock() + timedelta(days=account.programme.reward_expiry_days)
+        return {"points": points, "amount": {"amount": amount, "currency": currency},
+                "balance": account.balance, "allowed": reason is None, "reason": reason,
+                "expires_at": _iso(expires)}
+
+    def _new_reward_names(self, store_id: str, customer_id: str, key: str) -> tuple[str, str]:
+        """A reward's id (from its request) and its coupon code (random, unguessable), fixed
+        before the request is recorded; a repeated request keeps the first ones."""
+        reward_id = str(uuid.uuid5(_NAMESPACE, f"{store_id}:{customer_id}:reward:{key}"))
+        return reward_id, new_coupon_code(self.programme(store_id).coupon_prefix, self.choose)
 
     def adjust(self, store_id: str, customer_id: str, points: int, reason: str, actor: str,
                request_id: str | None = None) -> Outcome:
@@ -127,17 +167,69 @@ class Accounts:
     def issue_credit(self, store_id: str, customer_id: str, amount: int, reason: str,
                      note: str = "", actor: str | None = None, expires_at: datetime | None = None,
                      request_id: str | None = None) -> Outcome:
+        """Store credit from staff becomes a pending credit reward: a coupon of `amount` minor
+        units the reward step makes. What the shop's orders spend of it is what was spent."""
         amount = _whole("amount", amount, positive=True)
-        key = f"credit:{request_id or uuid.uuid4().hex}"
+        if not isinstance(note, str) or len(note) > 2000:
+            raise ValidationError("note must be text of at most 2000 characters",
+                                  {"fields": {"note": ["invalid"]}})
+        if reason not in lg.CREDIT_REASONS:
+            raise ValidationError(f"reason must be one of {', '.join(lg.CREDIT_REASONS)}",
+                                  {"fields": {"reason": ["invalid"]}})
+        key = f"credit:{_request_id(request_id)}"
+        reward_id, code = self._new_reward_names(store_id, customer_id, key)
         return self._request(store_id, customer_id, key, lambda account: bool(
-            account.issue_credit(key, amount, reason, note, actor, expires_at)))
+            account.issue_credit(key, amount, reason, note, actor, expires_at, reward_id, code)))
 
-    def use_credit(self, store_id: str, customer_id: str, amount: int, reference: str = "",
-                   actor: str | None = None, request_id: str | None = None) -> Outcome:
-        amount = _whole("amount", amount, positive=True)
-        key = f"use:{request_id or uuid.uuid4().hex}"
-        return self._request(store_id, customer_id, key, lambda account: bool(
-            account.use_credit(key, amount, reference, actor)), create=False)
+    def cancel_reward(self, store_id: str, customer_id: str, reward_id: str, actor: str
+                      ) -> Outcome:
+        """An operator withdraws an unused reward: its coupon is deleted by the reward step,
+        then its points come back."""
+        _text("actor", actor)
+        if not isinstance(reward_id, str) or not 0 < len(reward_id) <= 64:
+            raise ValidationError("reward_id must be a reward's id",
+                                  {"fields": {"reward_id": ["invalid"]}})
+
+        def change(account: lg.Account) -> bool:
+            try:
+                account.cancel_reward(reward_id, actor)
+            except lg.UnknownReward:
+                raise NotFound(f"no reward {reward_id} for customer {customer_id}") from None
+            except lg.RewardStateConflict as exc:
+                raise Conflict(str(exc)) from None
+            return True
+
+        outcome = self.change(store_id, customer_id, change, create=False)
+        outcome.answer = self.reward_view(store_id, customer_id, reward_id)
+        return outcome
+
+    def reward_view(self, store_id: str, customer_id: str, reward_id: str) -> dict:
+        account = self._read(store_id, customer_id)
+        try:
+            return _reward_public(account.reward(reward_id))
+        except lg.UnknownReward:
+            raise NotFound(f"no reward {reward_id} for customer {customer_id}") from None
+
+    def list_rewards(self, store_id: str, customer_id: str) -> dict:
+        """Every reward of the account, newest first."""
+        account = self._read(store_id, customer_id)
+        rewards = sorted(account.doc["rewards"].values(),
+                         key=lambda r: (lg.aware(r["created_at"]), r["reward_id"]), reverse=True)
+        return {"items": [_reward_public(r) for r in rewards]}
+
+    def _read(self, store_id: str, customer_id: str) -> lg.Account:
+        doc = self.storage.accounts.get(store_id, customer_id)
+        if doc is None or doc.get("status") == ERASED:
+            raise NotFound(f"no loyalty account for customer {customer_id} in store {store_id}")
+        return lg.Account(doc, self.programme(store_id), self.clock())
+
+    def ledger_check(self, store_id: str, customer_id: str) -> dict:
+        """The customer's ledger against their account (see `ledger.ledger_check`)."""
+        doc = self.storage.accounts.get(store_id, customer_id)
+        if doc is None:
+            raise NotFound(f"no loyalty account for customer {customer_id} in store {store_id}")
+        entries = self.storage.ledger.history(store_id, customer_id, None, 10 ** 9)
+        return lg.ledger_check(entries, doc)
 
     def _request(self, store_id: str, customer_id: str, key: str,
                  change: Callable[[lg.Account], bool], create: bool = True) -> Outcome:
@@ -154,22 +246,33 @@ class Accounts:
             except lg.InvalidRequest as exc:
                 raise ValidationError(str(exc), {"fields": {"request": [str(exc)]}}) from None
 
-        outcome = self._change(store_id, customer_id, guarded, create=create)
+        outcome = self.change(store_id, customer_id, guarded, create=create)
         outcome.answer = {"request_key": key, "entries": [
             _public(e) for e in self.storage.ledger.history(store_id, customer_id, None, 50)
             if e["key"] == key or e["key"] == f"{key}:credit"]}
+        doc = self.storage.accounts.get(store_id, customer_id) or {}
+        reward = next((r for r in (doc.get("rewards") or {}).values()
+                       if r["request_key"] == key), None)
+        if reward is not None:
+            outcome.answer["reward"] = _reward_public(reward)
         return outcome
 
     # -- timers --------------------------------------------------------------------------------
     def daily(self, store_id: str, customer_id: str) -> Outcome:
-        """Expire what is due (oldest first) and re-evaluate the tier (points leave the
+        """Expire what is due (oldest first), turn credit held from before coupons into credit
+        coupons, warn of points expiring soon, and re-evaluate the tier (points leave the
         window with time)."""
+        def name(credit_id: str) -> tuple[str, str]:
+            return self._new_reward_names(store_id, customer_id, f"legacy:{credit_id}")
+
         def change(account: lg.Account) -> bool:
             expired = account.expire_due()
+            converted = account.convert_legacy_credit(name)
+            warned = account.warn_expiring()
             account.evaluate_tier()
-            return bool(expired or account.entries or account.tier_change)
+            return bool(expired or converted or warned or account.entries or account.tier_change)
 
-        return self._change(store_id, customer_id, change, create=False)
+        return self.change(store_id, customer_id, change, create=False)
 
     def active_accounts(self) -> list[tuple[str, str]]:
         """Every active account: each may have points to expire, and any tier can fall as
@@ -231,7 +334,12 @@ class Accounts:
             "member_since": _iso(doc.get("member_since")),
             "next_expiry": ({"at": _iso(expiry["at"]), "points": expiry["points"]}
                             if expiry else None),
-            "store_credit": {"amount": account.credit_balance, "currency": currency},
+            "store_credit": {"amount": account.rewards_credit, "currency": currency},
+            "rewards_pending": sum(1 for r in doc.get("rewards", {}).values()
+                                   if r["state"] == lg.PENDING),
+            # Credit made inside the system before credit became coupons: shown, not spendable
+            # here (it is the shop's to honour).
+            "legacy_credit": {"amount": account.credit_balance, "currency": currency},
         }
 
     def history(self, store_id: str, customer_id: str, page: dict | None) -> dict:
@@ -253,7 +361,7 @@ class Accounts:
                 "next_cursor": entries[-1]["seq"] if more and entries else None}
 
     # -- the one write path --------------------------------------------------------------------
-    def _change(self, store_id: str, customer_id: str, change: Callable[[lg.Account], bool],
+    def change(self, store_id: str, customer_id: str, change: Callable[[lg.Account], bool],
                 cause: Event | None = None, create: bool = True) -> Outcome:
         accounts = self.storage.accounts
         programme = self.programme(store_id)
@@ -273,7 +381,7 @@ class Accounts:
             events = self._events(working, account, cause)
             working["updated_at"] = self.clock()
             if accounts.save(version, working, entries, events, account.touched_orders,
-                             account.new_request_keys):
+                             account.new_request_keys, account.touched_rewards):
                 self.storage.ledger.flush(working["_id"], entries)
                 return Outcome(entries, [e.event_type for e in events],
                                [(accounts.collection.name, working["_id"])] if events else [])
@@ -306,6 +414,7 @@ class Accounts:
             "customer_id": customer_id, "entry_key": e.key, "kind": e.kind, "delta": e.delta,
             "balance": e.balance, "reason": e.reason, "order_id": e.order_id}, e.key)
             for e in account.entries if e.book == lg.POINTS]
+        events.extend(make(event_type, data, key) for event_type, data, key in account.notices)
         change = account.tier_change
         if change is not None:
             # When the tier changed: an order's time at the shop (a backfill's history earns
@@ -318,6 +427,35 @@ class Accounts:
                 "fact_at": fact_at.isoformat()},
                 f"{working['next_seq']}:{change.old}:{change.new}"))
         return events
+
+
+def merge_outcomes(first: Outcome, second: Outcome) -> Outcome:
+    """Two use cases' outcomes as one (the later answer wins when both have one)."""
+    return Outcome(first.entries + second.entries, first.events + second.events,
+                   first.touched + second.touched, second.answer or first.answer)
+
+
+def _request_id(request_id) -> str:
+    """The caller's idempotency key, or a fresh one (a request asked once)."""
+    if request_id is None:
+        return uuid.uuid4().hex
+    if not isinstance(request_id, str) or not 0 < len(request_id) <= 100:
+        raise ValidationError("request_id must be text of 1-100 characters",
+                              {"fields": {"request_id": ["invalid"]}})
+    return request_id
+
+
+def _reward_public(reward: dict) -> dict:
+    """A reward as RPC answers show it (RewardView)."""
+    return {"reward_id": reward["reward_id"], "kind": reward["kind"], "state": reward["state"],
+            "code": reward["code"],
+            "amount": {"amount": reward["amount"], "currency": reward["currency"]},
+            "points": reward["points"], "created_at": _iso(reward["created_at"]),
+            "expires_at": _iso(reward["expires_at"]), "issued_at": _iso(reward.get("issued_at")),
+            "order_id": reward.get("order_id"), "attempts": reward.get("attempts", 0),
+            "next_attempt_at": _iso(reward.get("next_attempt_at")),
+            "last_error": reward.get("last_error"), "reason": reward.get("reason"),
+            "note": reward.get("note")}
 
 
 def _whole(name: str, value, positive: bool = False) -> int:

@@ -7,18 +7,31 @@ balance is the sum of what the lots hold, minus `debt`: a reversal that finds th
 already redeemed takes what it can and records the rest as debt (a negative balance), which
 the next points earned pay back first. Every change appends an entry with a natural key;
 a key already applied is never applied again.
+
+Points and store credit are spent at the shop as rewards: single-use coupons recorded on the
+account (`rewards`, one record each) and made or deleted at the shop by a retried step. This
+module decides each reward's state; what the shop answered is passed in.
 """
 from __future__ import annotations
 
 import calendar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Callable
 
 from services.loyalty.programme import VOID_STATUSES, Programme, Tier
 
 POINTS, CREDIT = "points", "credit"
-CREDIT_REASONS = ("goodwill", "refund_alternative", "redemption")
+CREDIT_REASONS = ("goodwill", "refund_alternative")
+# A reward's life: pending (its coupon is being made), issued (at the shop, unused), used (by an
+# order), closing (its coupon is to be deleted: cancelled or expired), then returned or expired.
+PENDING, ISSUED, USED, CLOSING, RETURNED, EXPIRED = (
+    "pending", "issued", "used", "closing", "returned", "expired")
+OPEN_REWARD_STATES = (PENDING, CLOSING)  # a step at the shop is due
+# An order in one of these does not count its coupons' use (WooCommerce gives the use back).
+COUPON_VOID_STATUSES = frozenset({"cancelled", "failed", "trash"})
+# An order still being made at checkout has not counted a use yet.
+COUPON_UNCOUNTED_STATUSES = COUPON_VOID_STATUSES | {"checkout-draft"}
 
 
 class InsufficientBalance(Exception):
@@ -27,6 +40,14 @@ class InsufficientBalance(Exception):
 
 class InvalidRequest(Exception):
     """A request the programme refuses (below the minimum, not a multiple of the step, ...)."""
+
+
+class RewardStateConflict(Exception):
+    """A reward cannot do that in its state (cancel a used one, for instance)."""
+
+
+class UnknownReward(Exception):
+    """No reward with that id on the account."""
 
 
 def aware(value: Any) -> Any:
@@ -102,6 +123,9 @@ class Account:
         self.tier_change: TierChange | None = None
         self.touched_orders: set[str] = set()  # order states to write back
         self.new_request_keys: list[str] = []
+        self.touched_rewards: set[str] = set()  # reward records to write back
+        # Events owed beyond the entries' points_changed: (event type, data, natural key).
+        self.notices: list[tuple[str, dict, str]] = []
         doc.setdefault("lots", [])
         doc.setdefault("debt", 0)
         doc.setdefault("orders", {})
@@ -109,6 +133,8 @@ class Account:
         doc.setdefault("request_keys", [])
         doc.setdefault("balance", 0)
         doc.setdefault("credit_balance", 0)
+        doc.setdefault("rewards", {})
+        doc.setdefault("reward_codes", [])
 
     # -- reading ---------------------------------------------------------------------------
     @property
@@ -155,11 +181,16 @@ class Account:
         return entry
 
     def _add_lot(self, key: str, source: str, points: int, earned_at: datetime,
-                 order_id: str | None, rate: int | None) -> None:
+                 order_id: str | None, rate: int | None, **expiry: datetime | None) -> None:
+        """A new lot; it expires `expiry_months` after `earned_at`, or at `expires_at` if given
+        (points coming back keep the expiry of the points they were)."""
         paid_back = min(self.doc["debt"], points)
         self.doc["debt"] -= paid_back
-        expires = (add_months(earned_at, self.programme.expiry_months)
-                   if self.programme.expiry_months else None)
+        if "expires_at" in expiry:
+            expires = expiry["expires_at"]
+        else:
+            expires = (add_months(earned_at, self.programme.expiry_months)
+                       if self.programme.expiry_months else None)
         self.doc["lots"].append({
             "lot_id": key, "source": source, "order_id": order_id, "earned_at": earned_at,
             "expires_at": expires, "points": points, "remaining": points - paid_back,
@@ -331,9 +362,11 @@ class Account:
         self._remember(key)
         return self._record(key, POINTS, "adjust", points, reason, actor=actor)
 
-    def redeem(self, key: str, points: int, actor: str | None) -> tuple[Entry, Entry]:
-        """Points into store credit: refused below the minimum, above the maximum, off the
-        step that keeps credit in whole minor units, or beyond the balance."""
+    # -- rewards: coupons at the shop ----------------------------------------------------------
+    def redemption_value(self, points: int) -> int:
+        """What redeeming `points` is worth at the shop, in minor units; refused below the
+        minimum, above the maximum, off the step that keeps the amount in whole minor units,
+        or beyond the balance."""
         p = self.programme
         currency = self.currency
         if currency is None:
@@ -346,46 +379,307 @@ class Account:
         step = p.redeem_step(currency)
         if points % step:
             raise InvalidRequest(f"points must be a multiple of {step}")
+        if points > max(0, self.balance):
+            raise InsufficientBalance(f"{points} points asked, {max(0, self.balance)} available")
+        return p.credit_for(points, currency)
+
+    def redeem(self, key: str, points: int, actor: str | None, reward_id: str, code: str) -> dict:
+        """Points leave the balance now, and a pending reward records the coupon to make (its
+        code fixed here, in the same write, so no retry can make a second coupon)."""
+        amount = self.redemption_value(points)
         taken = self._take(points)
+        expiries = [aware(lot.get("expires_at")) for lot in self.doc["lots"]
+                    if lot["lot_id"] in taken and lot.get("expires_at")]
         self._remember(key)
-        debit = self._record(key, POINTS, "redeem", -points,
-                             "redeemed for store credit", actor=actor, details={"taken": taken})
-        credit = self.issue_credit(f"{key}:credit", p.credit_for(points, currency), "redemption",
-                                   f"{points} points redeemed", actor, None)
-        return debit, credit
+        self._record(key, POINTS, "redeem", -points, "redeemed for a reward coupon", actor=actor,
+                     details={"taken": taken, "reward_id": reward_id, "code": code})
+        return self._new_reward(
+            reward_id, POINTS, code, amount, points, key,
+            self.now + timedelta(days=self.programme.reward_expiry_days), "redemption",
+            f"{points} points redeemed", actor, points_expire_at=min(expiries, default=None))
 
     def issue_credit(self, key: str, amount: int, reason: str, note: str, actor: str | None,
-                     expires_at: datetime | None) -> Entry:
+                     expires_at: datetime | None, reward_id: str, code: str) -> dict:
+        """Store credit from staff: a pending credit reward (a coupon of `amount` minor units),
+        no points."""
         if reason not in CREDIT_REASONS:
             raise InvalidRequest(f"reason must be one of {', '.join(CREDIT_REASONS)}")
-        if amount <= 0:
-            raise InvalidRequest("amount must be positive (minor units)")
-        if expires_at is not None and aware(expires_at) <= self.now:
+        if amount <= 0 or amount > MAX_COUPON_MINOR:
+            raise InvalidRequest(f"amount must be from 1 to {MAX_COUPON_MINOR} (minor units)")
+        if self.currency is None:
+            raise InvalidRequest("the account has no currency yet (no order); set the "
+                                 "programme's currency")
+        if expires_at is None:
+            expires_at = self.now + timedelta(days=self.programme.credit_expiry_days)
+        elif aware(expires_at) <= self.now:
             raise InvalidRequest("expires_at must be in the future")
-        self.doc["credit_lots"].append({"credit_id": key, "reason": reason, "amount": amount,
-                                        "remaining": amount, "issued_at": self.now,
-                                        "expires_at": expires_at})
         self._remember(key)
-        return self._record(key, CREDIT, "credit_issue", amount, note or reason, actor=actor,
-                            expires_at=expires_at, details={"reason": reason})
+        return self._new_reward(reward_id, CREDIT, code, amount, None, key, aware(expires_at),
+                                reason, note, actor)
 
-    def use_credit(self, key: str, amount: int, reference: str, actor: str | None) -> Entry:
-        """Spend store credit, the credit expiring soonest first (then the oldest)."""
-        if amount <= 0:
-            raise InvalidRequest("amount must be positive (minor units)")
-        if amount > self.credit_balance:
-            raise InsufficientBalance(f"{amount} asked, {self.credit_balance} of store credit available")
-        far = datetime.max.replace(tzinfo=timezone.utc)
-        left, used = amount, {}
-        for lot in sorted(self.doc["credit_lots"],
-                          key=lambda l: (aware(l.get("expires_at")) or far, aware(l["issued_at"]))):
-            part = min(lot["remaining"], left)
-            if part:
-                lot["remaining"] -= part
-                used[lot["credit_id"]] = part
-                left -= part
-            if not left:
-                break
-        self._remember(key)
-        return self._record(key, CREDIT, "credit_use", -amount, reference or "store credit used",
-                            actor=actor, details={"used": used})
+    def _new_reward(self, reward_id: str, kind: str, code: str, amount: int, points: int | None,
+                    key: str, expires_at: datetime, reason: str, note: str, actor: str | None,
+                    points_expire_at: datetime | None = None) -> dict:
+        reward = {
+            "reward_id": reward_id, "kind": kind, "state": PENDING, "code": code,
+            "amount": amount, "currency": self.currency, "points": points, "request_key": key,
+            "created_at": self.now, "expires_at": expires_at, "issued_at": None,
+            "order_id": None, "last_order": None, "uses": 0, "attempts": 0,
+            "next_attempt_at": self.now, "leased_until": None, "last_error": None,
+            "reason": reason, "note": note, "actor": actor, "coupon_id": None,
+            "points_expire_at": points_expire_at, "closing_reason": None,
+            "points_returned": 0, "ended_at": None}
+        self.doc["rewards"][reward_id] = reward
+        self.doc["reward_codes"].append(code)
+        self._touch(reward_id)
+        return reward
+
+    def reward(self, reward_id: str) -> dict:
+        reward = self.doc["rewards"].get(reward_id)
+        if reward is None:
+            raise UnknownReward(f"no reward {reward_id} on this account")
+        return reward
+
+    def reward_by_request(self, key: str) -> dict | None:
+        return next((r for r in self.doc["rewards"].values() if r["request_key"] == key), None)
+
+    @property
+    def rewards_credit(self) -> int:
+        """Store credit the customer can still spend: credit coupons issued and unused."""
+        return sum(r["amount"] for r in self.doc["rewards"].values()
+                   if r["kind"] == CREDIT and r["state"] == ISSUED)
+
+    def _touch(self, reward_id: str) -> None:
+        self.touched_rewards.add(reward_id)
+        due = [d for d in map(reward_due_at, self.doc["rewards"].values()) if d is not None]
+        self.doc["rewards_due_at"] = min(due) if due else None
+
+    def claim_step(self, reward_id: str, retry_seconds: float, retry_max_seconds: float,
+                   lease_seconds: float) -> dict | None:
+        """Take a reward's due shop step (make or delete its coupon): an issued reward past its
+        expiry becomes closing first. The next try is scheduled now, doubling from
+        `retry_seconds` up to `retry_max_seconds`, so a worker that dies mid-call is retried;
+        the lease says how long the call is the worker's. None when nothing is due."""
+        reward = self.doc["rewards"].get(reward_id)
+        if reward is None:
+            return None
+        if reward["state"] == ISSUED and aware(reward["expires_at"]) <= self.now:
+            reward.update(state=CLOSING, closing_reason="expired", attempts=0,
+                          next_attempt_at=self.now, last_error=None)
+        if reward["state"] not in OPEN_REWARD_STATES or aware(reward["next_attempt_at"]) > self.now:
+            return None
+        reward["attempts"] += 1
+        wait = min(retry_seconds * 2 ** min(reward["attempts"] - 1, 30), retry_max_seconds)
+        reward["next_attempt_at"] = self.now + timedelta(seconds=wait)
+        reward["leased_until"] = self.now + timedelta(seconds=lease_seconds)
+        self._touch(reward_id)
+        return dict(reward)
+
+    def coupon_made(self, reward_id: str, answer: dict) -> bool:
+        """The shop has the coupon: the reward is issued (unless it moved on meanwhile)."""
+        reward = self.reward(reward_id)
+        if reward["state"] != PENDING:
+            return False
+        reward.update(state=ISSUED, issued_at=self.now, coupon_id=answer.get("coupon_id"),
+                      next_attempt_at=None, leased_until=None, last_error=None)
+        self._touch(reward_id)
+        self._notify("loyalty.reward_issued", self._reward_data(reward), f"{reward_id}:issued")
+        return True
+
+    def step_failed(self, reward_id: str, error: str, permanent: bool) -> bool:
+        """The shop step failed. A coupon the shop refuses for good gives the points back; a
+        delete is retried whatever the failure (points go back only once the shop confirmed
+        the coupon is gone); anything else waits for its next attempt."""
+        reward = self.reward(reward_id)
+        if reward["state"] == PENDING and permanent:
+            self._end(reward, RETURNED, "refused", error)
+            return True
+        if reward["state"] not in OPEN_REWARD_STATES:
+            return False
+        reward.update(last_error=error[:500], leased_until=None)
+        self._touch(reward_id)
+        return True
+
+    def coupon_deleted(self, reward_id: str, answer: dict) -> bool:
+        """The shop answered a delete: a coupon that had been used stays spent (the order's
+        webhook will name the order); otherwise the reward ends and its points come back."""
+        reward = self.reward(reward_id)
+        if reward["state"] != CLOSING:
+            return False
+        if int(answer.get("usage_count") or 0) > 0:
+            reward.update(state=USED, order_id=None, next_attempt_at=None, leased_until=None,
+                          last_error=None)
+            self._touch(reward_id)
+            return True
+        reason = reward["closing_reason"]
+        self._end(reward, RETURNED if reason == "cancelled" else EXPIRED, reason)
+        return True
+
+    def cancel_reward(self, reward_id: str, actor: str) -> dict:
+        """An operator withdraws an unused reward: its coupon is to be deleted, then the points
+        come back. A pending reward whose coupon call may still be in flight is deleted only
+        after that call's lease, so the delete cannot run before a late create."""
+        reward = self.reward(reward_id)
+        if reward["state"] not in (PENDING, ISSUED):
+            raise RewardStateConflict(f"reward {reward_id} is {reward['state']}: only a pending "
+                                      "or issued reward can be cancelled")
+        lease = aware(reward.get("leased_until"))
+        start = max(self.now, lease) if lease is not None else self.now
+        reward.update(state=CLOSING, closing_reason="cancelled", cancelled_by=actor, attempts=0,
+                      next_attempt_at=start, last_error=None)
+        self._touch(reward_id)
+        return reward
+
+    def apply_coupon_use(self, code: str, order_id: str, status: str, as_of: datetime) -> bool:
+        """An order carrying a reward's code: counted (any active status, refunded too) it
+        spends the reward; cancelled, failed or trashed it gives the use back, as WooCommerce
+        does. An older state of the same order than the one seen changes nothing."""
+        code = code.lower()
+        reward = next((r for r in self.doc["rewards"].values() if r["code"] == code), None)
+        if reward is None:
+            return False
+        last = reward.get("last_order") or {}
+        if last.get("id") == order_id and aware(last.get("as_of")) > as_of:
+            return False
+        reward["last_order"] = {"id": order_id, "as_of": as_of}
+        reward_id, state = reward["reward_id"], reward["state"]
+        if status in COUPON_VOID_STATUSES:
+            if state == USED and reward.get("order_id") in (order_id, None):
+                reward.update(state=ISSUED, order_id=None, used_at=None)
+            self._touch(reward_id)
+            return True
+        if status in COUPON_UNCOUNTED_STATUSES:
+            self._touch(reward_id)
+            return True
+        if state in (PENDING, ISSUED, CLOSING) or (state == USED and reward.get("order_id") is None):
+            reward["uses"] = reward.get("uses", 0) + 1
+            reward.update(state=USED, order_id=order_id, used_at=self.now, next_attempt_at=None,
+                          leased_until=None, last_error=None)
+            self._notify("loyalty.reward_used", {**self._reward_data(reward), "order_id": order_id},
+                         f"{reward_id}:used:{order_id}:{reward['uses']}")
+        self._touch(reward_id)
+        return True
+
+    def _end(self, reward: dict, state: str, reason: str, error: str | None = None) -> None:
+        """A reward that will not be spent: its points come back (unless it expired and the
+        programme keeps expired rewards' points), once."""
+        give_back = (reward["kind"] == POINTS and bool(reward["points"])
+                     and not reward.get("points_returned")
+                     and (reason != "expired" or self.programme.expired_rewards_return_points))
+        returned = reward["points"] if give_back else 0
+        if returned:
+            key = f"return:{reward['reward_id']}"
+            self._add_lot(key, "return", returned, self.now, None, None,
+                          expires_at=aware(reward.get("points_expire_at")))
+            self._record(key, POINTS, "return", returned, f"reward {reward['code']} {reason}",
+                         details={"reward_id": reward["reward_id"], "reason": reason})
+        reward.update(state=state, ended_at=self.now, next_attempt_at=None, leased_until=None,
+                      last_error=error[:500] if error else None, points_returned=returned,
+                      end_reason=reason)
+        self._touch(reward["reward_id"])
+        event = "loyalty.reward_expired" if state == EXPIRED else "loyalty.reward_returned"
+        self._notify(event, {**self._reward_data(reward), "reason": reason,
+                             "points_returned": returned}, f"{reward['reward_id']}:{state}")
+
+    def _reward_data(self, reward: dict) -> dict:
+        expires = aware(reward.get("expires_at"))
+        return {"customer_id": self.doc["customer_id"], "reward_id": reward["reward_id"],
+                "kind": reward["kind"], "code": reward["code"],
+                "amount": {"amount": reward["amount"], "currency": reward["currency"]},
+                "points": reward["points"], "expires_at": expires.isoformat() if expires else None}
+
+    def _notify(self, event_type: str, data: dict, key: str) -> None:
+        self.notices.append((event_type, data, key))
+
+    def convert_legacy_credit(self, name: Callable[[str], tuple[str, str]]) -> int:
+        """Credit lots from before credit became coupons: what each still holds becomes one
+        pending credit reward (a coupon the reward step makes), once; the lot is emptied by a
+        credit-book entry. `name` gives the reward's id and code for a lot's id."""
+        converted = 0
+        for lot in self.doc["credit_lots"]:
+            expires = aware(lot.get("expires_at"))
+            if lot["remaining"] <= 0 or (expires is not None and expires <= self.now):
+                continue
+            amount, key = lot["remaining"], f"legacy:{lot['credit_id']}"
+            if self.currency is None or amount > MAX_COUPON_MINOR:
+                continue
+            reward_id, code = name(lot["credit_id"])
+            lot["remaining"] = 0
+            lot["converted_to"] = reward_id
+            self._record(f"credit-convert:{lot['credit_id']}", CREDIT, "credit_convert", -amount,
+                         "store credit moved to a coupon", details={"reward_id": reward_id})
+            self._new_reward(reward_id, CREDIT, code, amount, None, key,
+                             expires or self.now + timedelta(days=self.programme.credit_expiry_days),
+                             lot.get("reason") or "goodwill", "store credit held before coupons",
+                             None)
+            converted += 1
+        return converted
+
+    def warn_expiring(self) -> int:
+        """Say once per lot, `expiry_warning_days` ahead, that its points will expire."""
+        days = self.programme.expiry_warning_days
+        if not days:
+            return 0
+        horizon, warned = self.now + timedelta(days=days), 0
+        for lot in self.doc["lots"]:
+            expires = aware(lot.get("expires_at"))
+            if (expires is None or lot["remaining"] <= 0 or lot.get("warned")
+                    or not self.now < expires <= horizon):
+                continue
+            lot["warned"] = True
+            warned += 1
+            self._notify("loyalty.points_expiring", {
+                "customer_id": self.doc["customer_id"], "lot_id": lot["lot_id"],
+                "points": lot["remaining"], "expires_at": expires.isoformat(),
+                "balance": self.balance}, f"{lot['lot_id']}:expiring")
+        return warned
+
+
+MAX_COUPON_MINOR = 10 ** 12  # CouponSpec's bound on a fixed amount
+
+
+def reward_due_at(reward: dict) -> datetime | None:
+    """When a reward next needs the shop: its next attempt while a step is open, its expiry
+    while issued, never once it is used or ended."""
+    if reward["state"] in OPEN_REWARD_STATES:
+        return aware(reward["next_attempt_at"])
+    if reward["state"] == ISSUED:
+        return aware(reward["expires_at"])
+    return None
+
+
+def ledger_check(entries: list[dict], doc: dict) -> dict:
+    """Does one customer's ledger agree with their account? The points entries must sum to the
+    balance (earned - reversed - redeemed + returned - expired + adjustments), and every
+    points reward must have left the balance once and come back at most once, never while it
+    counts as spent. Answers the totals by kind and the problems found (none when `ok`)."""
+    totals: dict[str, int] = {}
+    for entry in entries:
+        if entry["book"] == POINTS:
+            totals[entry["kind"]] = totals.get(entry["kind"], 0) + entry["delta"]
+    balance = sum(lot["remaining"] for lot in doc.get("lots", [])) - doc.get("debt", 0)
+    from_entries = sum(totals.values())
+    problems = []
+    if from_entries != balance:
+        problems.append(f"entries sum to {from_entries}, the lots hold {balance}")
+    if doc.get("balance", 0) != balance:
+        problems.append(f"the account says {doc.get('balance')}, the lots hold {balance}")
+    by_key = {e["key"]: e for e in entries}
+    for reward in doc.get("rewards", {}).values():
+        if reward["kind"] != POINTS:
+            continue
+        name = reward["reward_id"]
+        spent = by_key.get(reward["request_key"])
+        if spent is None or spent["delta"] != -reward["points"]:
+            problems.append(f"reward {name}: no redeem entry of -{reward['points']}")
+        back = by_key.get(f"return:{name}")
+        returned = back["delta"] if back else 0
+        if returned and reward["state"] not in (RETURNED, EXPIRED):
+            problems.append(f"reward {name} is {reward['state']} and its points came back")
+        if returned != reward.get("points_returned", 0):
+            problems.append(f"reward {name}: {returned} returned by the ledger, "
+                            f"{reward.get('points_returned', 0)} by the reward")
+        if reward["state"] == RETURNED and returned != reward["points"]:
+            problems.append(f"reward {name} was returned without its points")
+    return {"totals": totals, "balance": balance, "from_entries": from_entries,
+            "problems": problems, "ok": not problems}

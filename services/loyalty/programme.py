@@ -3,7 +3,10 @@
 Defaults are the product's: 10 points per 1.00 of the order's paid total excluding shipping and
 tax, earned when an order is processing or completed; tiers by points earned in the last 12
 months (Bronze 0-999 at 10 points per 1.00, Silver 1,000-4,999 at 12, Gold 5,000+ at 15);
-100 points = 1.00 of store credit; points expire 12 months after they were earned.
+100 points = 1.00 off at the shop; points expire 12 months after they were earned. Points are
+redeemed for single-use coupons ("reward-..." codes) that expire after 90 days and give their
+points back if they expire unused; store credit coupons expire after 365 days; customers are
+warned 14 days before points expire.
 
 Rounding (the one rule, everywhere): points are whole. An order earns
 floor(basis in minor units x rate / minor units per currency unit) points, so a fraction of a
@@ -20,8 +23,9 @@ from datetime import datetime
 from typing import Any, Mapping
 
 from marshmallow import RAISE, Schema, ValidationError as MarshmallowError, fields as mf, validate
-from marshmallow import validates_schema
+from marshmallow import validates, validates_schema
 
+from shared.coupons import check_prefix
 from shared.errors import ValidationError
 from shared.events.fields import UtcDateTime
 
@@ -73,6 +77,12 @@ class Programme:
     max_redeem_points: int | None = 100_000
     expiry_months: int = 12  # 0: points never expire
     currency: str | None = None  # the store's currency, until an order names it
+    coupon_prefix: str = "reward"  # reward coupon codes read "<prefix>-<10 random characters>"
+    reward_expiry_days: int = 90  # a redemption's coupon expires this long after it was asked
+    reward_individual_use: bool = False  # True: the coupon cannot be combined with others
+    expired_rewards_return_points: bool = True  # a reward expiring unused gives its points back
+    credit_expiry_days: int = 365  # store credit's coupon expires this long after issue
+    expiry_warning_days: int = 14  # warn this long before points expire (0: no warning)
 
     def tier_for(self, points_in_window: int) -> Tier:
         for tier in self.tiers:
@@ -143,6 +153,19 @@ class ProgrammeSchema(Schema):
     expiry_months = mf.Integer(strict=True, validate=validate.Range(min=0, max=120))
     currency = mf.String(allow_none=True, validate=validate.Regexp(r"^[A-Z]{3}$",
                                                                   error="must be an ISO-4217 code"))
+    coupon_prefix = mf.String()
+    reward_expiry_days = mf.Integer(strict=True, validate=validate.Range(min=1, max=3660))
+    reward_individual_use = mf.Boolean()
+    expired_rewards_return_points = mf.Boolean()
+    credit_expiry_days = mf.Integer(strict=True, validate=validate.Range(min=1, max=3660))
+    expiry_warning_days = mf.Integer(strict=True, validate=validate.Range(min=0, max=365))
+
+    @validates("coupon_prefix")
+    def _prefix(self, value: str, **_: Any) -> None:
+        try:
+            check_prefix(value)
+        except ValueError as exc:
+            raise MarshmallowError(str(exc)) from None
 
     @validates_schema
     def _consistent(self, data: dict, **_: Any) -> None:

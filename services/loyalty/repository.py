@@ -23,9 +23,12 @@ from shared.outbox import OUTBOX_FIELD, push_events
 JOURNAL = "journal"
 ACTIVE = "active"
 # The account fields a change may rewrite whole (each small); `orders` is written per order.
+# `rewards` is written per reward, like `orders`; `rewards_due_at` is the earliest moment one of
+# them needs the shop (indexed: the reward step's to-do list), `reward_codes` finds a reward by
+# the code an order carries.
 SMALL_FIELDS = ("status", "deleted_at", "balance", "credit_balance", "debt", "lots",
                 "credit_lots", "tier", "tier_since", "member_since", "currency", "next_seq",
-                "updated_at")
+                "reward_codes", "rewards_due_at", "updated_at")
 
 
 def utcnow() -> datetime:
@@ -40,6 +43,8 @@ class AccountRepository:
         self.collection.create_index([("store_id", ASCENDING), ("customer_id", ASCENDING)],
                                      unique=True)
         self.collection.create_index([("store_id", ASCENDING), ("lots.expires_at", ASCENDING)])
+        self.collection.create_index([("store_id", ASCENDING), ("reward_codes", ASCENDING)])
+        self.collection.create_index([("rewards_due_at", ASCENDING)], sparse=True)
 
     @staticmethod
     def key(store_id: str, customer_id: str) -> str:
@@ -49,6 +54,18 @@ class AccountRepository:
         return self.collection.find_one({"_id": self.key(store_id, customer_id)},
                                         {OUTBOX_FIELD: 0, JOURNAL: 0})
 
+    def holding_codes(self, store_id: str, codes: list[str]) -> list[str]:
+        """The customers of the store whose rewards carry any of these coupon codes."""
+        return [d["customer_id"] for d in self.collection.find(
+            {"store_id": store_id, "reward_codes": {"$in": codes}}, {"customer_id": 1})]
+
+    def rewards_due(self, now: datetime, limit: int) -> list[tuple[str, str]]:
+        """Accounts with a reward that needs the shop by `now`, the longest waiting first."""
+        cursor = self.collection.find({"rewards_due_at": {"$lte": now}},
+                                      {"store_id": 1, "customer_id": 1}
+                                      ).sort("rewards_due_at", ASCENDING).limit(limit)
+        return [(d["store_id"], d["customer_id"]) for d in cursor]
+
     def new(self, store_id: str, customer_id: str) -> dict:
         return {"_id": self.key(store_id, customer_id), "store_id": store_id,
                 "customer_id": customer_id, "status": ACTIVE, "version": 0, "next_seq": 1,
@@ -56,11 +73,11 @@ class AccountRepository:
 
     def save(self, stored: dict | None, working: dict, entries: list[dict],
              events: Iterable[Event], touched_orders: Iterable[str] = (),
-             new_request_keys: Iterable[str] = ()) -> bool:
+             new_request_keys: Iterable[str] = (), touched_rewards: Iterable[str] = ()) -> bool:
         """Write the working copy if nobody changed the account since it was read; False if
         somebody did (the caller reads again and retries). An existing account gets only what
         a change can touch: its small fields, the orders it changed, its new request keys,
-        never the whole map of orders."""
+        never the whole map of orders or rewards."""
         pushed = push_events(events)
         if stored is None:
             fields = {k: v for k, v in working.items()
@@ -75,6 +92,8 @@ class AccountRepository:
         fields = {k: working[k] for k in SMALL_FIELDS if k in working}
         for order_id in touched_orders:
             fields[f"orders.{order_id}"] = working["orders"][order_id]
+        for reward_id in touched_rewards:
+            fields[f"rewards.{reward_id}"] = working["rewards"][reward_id]
         update: dict = {"$set": fields, "$inc": {"version": 1}}
         push = dict(pushed)
         if entries:

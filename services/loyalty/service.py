@@ -9,15 +9,18 @@ from nameko.extensions import DependencyProvider
 from nameko.rpc import RpcProxy, rpc
 
 from services.loyalty.accounts import ERASED, Accounts, Outcome
-from services.loyalty.repository import LoyaltyStorage
+from services.loyalty.repository import LoyaltyStorage, utcnow
+from services.loyalty.rewards import Rewards, RetryPolicy
+from services.loyalty.shop_coupons import CouponsOverRpc
 from shared.config import from_nameko
-from shared.customers import CustomerCheck
+from shared.customers import CustomerCheck, valid_customer_id
 from shared.dependencies import OutboxRelayProvider, Settings, WorkerLogContext
 from shared.erasure import confirm_erasure
 from shared.errors import EXPECTED_ERRORS, NotFound, ValidationError
 from shared.messaging.handlers import event_handler
 from shared.mongo import MongoStorage
 from shared.service_rpc import DataOwnerRpc
+from shared.timers import ConfiguredTimer
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +45,9 @@ def _time(name: str, value) -> datetime | None:
 
 
 class DailyRun(DependencyProvider):
-    """Every LOYALTY_DAILY_MINUTES: expire points and credit that are due, oldest first, and
-    re-evaluate every tier (points leave the 12-month window with time, which no event says).
+    """Every LOYALTY_DAILY_MINUTES: expire points and credit that are due, oldest first, warn
+    of points expiring soon, and re-evaluate every tier (points leave the 12-month window with
+    time, which no event says).
     Also finishes ledger copies a crash left in account journals."""
 
     def setup(self) -> None:
@@ -62,7 +66,7 @@ class DailyRun(DependencyProvider):
     def run_once(self) -> dict:
         storage, outbox = self._dependencies()
         moved = storage.ledger.sweep()
-        accounts = Accounts(storage)
+        accounts = Accounts(storage, clock=self.container.service_cls.clock)
         counts = {"accounts": 0, "changed": 0, "journal_entries_moved": moved}
         for store_id, customer_id in accounts.active_accounts():
             counts["accounts"] += 1
@@ -112,8 +116,17 @@ class LoyaltyService(DataOwnerRpc):
     daily_run = DailyRun()
     customer_sync = RpcProxy("customer_sync")
 
+    # The clock of expiries and retries: a class attribute, so a test system can run the
+    # service with a clock it moves forward instead of waiting 90 days for a reward to expire.
+    clock = staticmethod(utcnow)
+
     def _accounts(self) -> Accounts:
-        return Accounts(self.storage)
+        return Accounts(self.storage, clock=self.clock)
+
+    def _rewards(self) -> Rewards:
+        retry = self.settings.float("LOYALTY_REWARD_RETRY_SECONDS")
+        return Rewards(self._accounts(), CouponsOverRpc(self.customer_sync, retry),
+                       RetryPolicy(retry, self.settings.float("LOYALTY_REWARD_RETRY_MAX_SECONDS")))
 
     def _customer(self, store_id: str, customer_id: str) -> str:
         """Points and credit move only for a customer of the store (404 otherwise, no
@@ -167,12 +180,24 @@ class LoyaltyService(DataOwnerRpc):
         self.outbox.notify([(self.storage.erasures.collection.name, receipt)])
 
 
+    # -- the reward step ---------------------------------------------------------------------
+    @ConfiguredTimer.decorator(setting="LOYALTY_REWARD_STEP_SECONDS")
+    def reward_step(self) -> None:
+        """Coupons to make, retry or delete at the shop, and rewards past their expiry. A timer
+        entrypoint (not a managed thread) so its worker has the customer_sync proxy."""
+        self._run_reward_step()
+
+    def _run_reward_step(self) -> dict:
+        counts, outcome = self._rewards().run_due()
+        self.outbox.notify(outcome.touched)
+        return counts
+
     # -- RPC ---------------------------------------------------------------------------------
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def get_account(self, store_id: str, customer_id: str) -> dict:
         """Balance (negative after a reversal outran a redemption), its cash value, tier,
-        member since, next expiry, and store credit."""
+        member since, next expiry, store credit (unused credit coupons), rewards pending."""
         return self._accounts().account_view(store_id, customer_id)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
@@ -191,27 +216,52 @@ class LoyaltyService(DataOwnerRpc):
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def redeem(self, store_id: str, customer_id: str, points: int, request_id: str | None = None,
                actor: str | None = None) -> dict:
-        """Points into store credit (100 points = 1.00 by default); never beyond the balance,
-        however many redemptions run at once. `request_id` makes a retry safe."""
+        """Points for a single-use coupon worth their cash value (100 points = 1.00 by
+        default); never beyond the balance, however many redemptions run at once.
+        `request_id` makes a retry safe. The reward is `issued` with its code, or `pending`
+        while the shop is away (retried)."""
         customer_id = self._customer(store_id, customer_id)
-        return self._done(self._accounts().redeem(store_id, customer_id, points, request_id, actor))
+        return self._done(self._rewards().redeem(store_id, customer_id, points, request_id, actor))
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def quote_redemption(self, store_id: str, customer_id: str, points: int) -> dict:
+        """What a redemption would give and whether it is allowed now; changes nothing."""
+        return self._accounts().quote_redemption(store_id, customer_id, points)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def list_rewards(self, store_id: str, customer_id: str) -> dict:
+        """The customer's rewards (coupons), newest first."""
+        return self._accounts().list_rewards(store_id, customer_id)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def cancel_reward(self, store_id: str, customer_id: str, reward_id: str, actor: str) -> dict:
+        """Withdraw an unused reward: its coupon is deleted at the shop, then its points come
+        back (a coupon the shop says was used stays spent). Only a reward held here can be
+        cancelled, so no customer_sync check: an unknown customer is NotFound."""
+        customer_id = valid_customer_id(customer_id)
+        return self._done(self._rewards().cancel(store_id, customer_id, reward_id, actor))
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def issue_credit(self, store_id: str, customer_id: str, amount: int, reason: str,
                      note: str = "", actor: str | None = None, expires_at: str | None = None,
                      request_id: str | None = None) -> dict:
-        """Store credit in minor units; reason goodwill, refund_alternative or redemption."""
+        """Store credit in minor units (reason goodwill or refund_alternative) as a single-use
+        coupon; it expires after the programme's `credit_expiry_days` unless `expires_at`."""
         customer_id = self._customer(store_id, customer_id)
-        return self._done(self._accounts().issue_credit(
+        return self._done(self._rewards().issue_credit(
             store_id, customer_id, amount, reason, note, actor, _time("expires_at", expires_at),
             request_id))
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
-    def use_credit(self, store_id: str, customer_id: str, amount: int, reference: str = "",
-                   actor: str | None = None, request_id: str | None = None) -> dict:
-        customer_id = self._customer(store_id, customer_id)
-        return self._done(self._accounts().use_credit(store_id, customer_id, amount, reference,
-                                                      actor, request_id))
+    def run_reward_step(self) -> dict:
+        """Run the reward step now (operators; tests)."""
+        return self._run_reward_step()
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def ledger_check(self, store_id: str, customer_id: str) -> dict:
+        """Whether the customer's ledger sums to their balance and no reward's points were
+        both spent and returned (operators; tests)."""
+        return self._accounts().ledger_check(store_id, customer_id)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def get_programme(self, store_id: str) -> dict:
@@ -240,4 +290,5 @@ class LoyaltyService(DataOwnerRpc):
             cursor = page["next_cursor"]
             if cursor is None:
                 break
-        return {"service": self.name, "account": view, "ledger": entries}
+        return {"service": self.name, "account": view, "ledger": entries,
+                "rewards": accounts.list_rewards(store_id, customer_id)["items"]}

@@ -135,7 +135,7 @@ _ENTRIES = (
                    "fact_at": "2026-01-04T15:30:00+00:00"}),
     EventContract("loyalty.points_changed", "loyalty", 1, loyalty.PointsChangedData,
                   "A customer's points changed by one ledger entry (earn, reverse, redeem, "
-                  "expire, adjust); `balance` is after it.",
+                  "expire, adjust, return: a reward's points given back); `balance` is after it.",
                   {"customer_id": "c-3f2a", "entry_key": "earn:1001", "kind": "earn",
                    "delta": 450, "balance": 1450, "reason": "order 1001",
                    "order_id": "1001"}),

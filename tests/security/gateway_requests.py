@@ -41,7 +41,6 @@ SAMPLE_BODIES: dict[str, object] = {
     "POST /customers/<customer_id>/loyalty/redeem": {"points": 1},
     "POST /customers/<customer_id>/loyalty/adjust": {"points": 1000, "reason": "intruder"},
     "POST /customers/<customer_id>/loyalty/credit": {"amount": 1000, "reason": "goodwill"},
-    "POST /customers/<customer_id>/loyalty/credit/use": {"amount": 1},
     "PUT /loyalty/programme": {"points_per_unit": 1},
     "PUT /notifications/templates/<slug>": {"channel": "sms", "body": "Hi from an intruder"},
     "POST /notifications/preview": {"template": "{slug}", "customer_id": "{customer_id}"},

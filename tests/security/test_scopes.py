@@ -67,7 +67,6 @@ REQUIRED_SCOPE: dict[str, str | None] = {
     "POST /customers/<customer_id>/loyalty/redeem": "write",
     "POST /customers/<customer_id>/loyalty/adjust": "write",
     "POST /customers/<customer_id>/loyalty/credit": "write",
-    "POST /customers/<customer_id>/loyalty/credit/use": "write",
     "GET /loyalty/programme": "read",
     "PUT /loyalty/programme": "admin",
     "GET /notifications/templates": "read",

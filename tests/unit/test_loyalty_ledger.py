@@ -1,5 +1,5 @@
 """The loyalty account's rules, without a database: earning, rounding, tiers, reversals, debt,
-FIFO expiry, redemption and store credit."""
+FIFO expiry, redemption limits and legacy store credit (rewards: test_loyalty_rewards.py)."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
@@ -25,6 +25,12 @@ def order(order_id: str = "1", total: int = 10_000, *, shipping: int = 0, tax: i
 def account(programme: Programme = DEFAULT_PROGRAMME, now: datetime = T0, doc: dict | None = None
             ) -> lg.Account:
     return lg.Account(doc if doc is not None else {}, programme, now)
+
+
+def redeem(a: lg.Account, key: str, points: int, actor: str | None = None) -> dict:
+    """A redemption with its reward's id and code named after the request."""
+    name = key.split(":", 1)[1]
+    return a.redeem(key, points, actor, f"reward-of-{name}", f"reward-{name}")
 
 
 def consistent(a: lg.Account) -> None:
@@ -159,19 +165,20 @@ def test_cancellation_takes_back_everything_the_order_earned():
 def test_full_refund_after_a_partial_redemption_leaves_a_negative_balance_that_earns_back_first():
     a = account()
     a.apply_order(order("1", total=10_000))  # 1,000 points
-    a.redeem("redeem:r1", 600, actor=None)  # 400 left
+    redeem(a, "redeem:r1", 600)  # 400 left
     a.apply_order(order("1", total=10_000, refunded=10_000, status="refunded",
                         at=T0 + timedelta(minutes=1)))
     assert a.balance == -600 and a.doc["debt"] == 600
     consistent(a)
     with pytest.raises(lg.InsufficientBalance):
-        a.redeem("redeem:r2", 100, actor=None)
+        redeem(a, "redeem:r2", 100)
     a.apply_order(order("2", total=10_000, at=T0 + timedelta(minutes=2)))  # earns 1,000
     assert a.balance == 400 and a.doc["debt"] == 0
     lot = next(l for l in a.doc["lots"] if l["lot_id"] == "earn:2")
     assert lot["paid_debt"] == 600 and lot["remaining"] == 400
     consistent(a)
-    assert a.credit_balance == 600  # the credit already issued stays: it is the shop's to settle
+    # the reward already made stays: its coupon is the shop's to honour
+    assert [r["state"] for r in a.doc["rewards"].values()] == ["pending"]
 
 
 # -- expiry ----------------------------------------------------------------------------------
@@ -181,7 +188,7 @@ def test_points_expire_twelve_months_after_earning_oldest_first():
     a.apply_order(order("1", total=1_000, at=T0))  # 100 points, expire 2027-03-31
     a = account(doc=a.doc, now=T0 + timedelta(days=40))
     a.apply_order(order("2", total=2_000, at=T0 + timedelta(days=40)))  # 200, expire 2027-05-10
-    a.redeem("redeem:r", 150, actor=None)  # takes the oldest first: 100 of lot 1, 50 of lot 2
+    redeem(a, "redeem:r", 150)  # takes the oldest first: 100 of lot 1, 50 of lot 2
     lots = {l["lot_id"]: l["remaining"] for l in a.doc["lots"]}
     assert lots == {"earn:1": 0, "earn:2": 150}
     assert a.next_expiry() == {"at": datetime(2027, 5, 10, 12, tzinfo=timezone.utc), "points": 150}
@@ -201,7 +208,7 @@ def test_expiry_follows_calendar_months_and_expired_points_are_not_reversed_twic
     a = account()
     a.apply_order(order("1", total=1_000))  # 100
     a.apply_order(order("2", total=5_000))  # 500
-    a.redeem("redeem:r", 100, actor=None)  # lot 1 spent; lot 2 keeps 500
+    redeem(a, "redeem:r", 100)  # lot 1 spent; lot 2 keeps 500
     b = account(doc=a.doc, now=T0 + timedelta(days=400))
     assert b.expire_due() == 500
     # order 2 is refunded after its points expired: nothing is left of it to take back
@@ -220,39 +227,36 @@ def test_redemption_limits_and_steps():
     a = account(load_programme({"min_redeem_points": 500, "max_redeem_points": 2_000}))
     a.apply_order(order(total=10_000))  # 1,000 points (bronze rate)
     with pytest.raises(lg.InvalidRequest, match="at least 500"):
-        a.redeem("redeem:a", 400, None)
+        redeem(a, "redeem:a", 400)
     with pytest.raises(lg.InvalidRequest, match="at most 2000"):
-        a.redeem("redeem:b", 2_500, None)
+        redeem(a, "redeem:b", 2_500)
     with pytest.raises(lg.InsufficientBalance):
-        a.redeem("redeem:c", 1_100, None)
-    debit, credit = a.redeem("redeem:d", 600, "ops@shop")
-    assert (debit.delta, credit.delta, credit.book) == (-600, 600, "credit")
-    assert a.balance == 400 and a.credit_balance == 600
+        redeem(a, "redeem:c", 1_100)
+    reward = redeem(a, "redeem:d", 600, "ops@shop")
+    [debit] = a.entries[-1:]
+    assert (debit.kind, debit.delta, debit.book, debit.actor) == ("redeem", -600, "points", "ops@shop")
+    assert (reward["amount"], reward["currency"], reward["points"]) == (600, "EUR", 600)
+    assert a.balance == 400 and a.credit_balance == 0
     yen = account(load_programme({"points_per_unit": 100}))
     yen.apply_order(order(total=1_000, currency="JPY"))  # 10,000 points; 100 points = 1 yen
     with pytest.raises(lg.InvalidRequest, match="multiple of 100"):
-        yen.redeem("redeem:y", 150, None)
-    yen.redeem("redeem:y", 200, None)
-    assert yen.credit_balance == 2
+        redeem(yen, "redeem:y", 150)
+    assert redeem(yen, "redeem:y", 200)["amount"] == 2
 
 
-def test_store_credit_is_used_soonest_expiry_first_and_expires():
-    a = account()
-    a.issue_credit("credit:a", 1_000, "goodwill", "sorry", "ops", None)
-    a.issue_credit("credit:b", 500, "refund_alternative", "", "ops", T0 + timedelta(days=30))
-    used = a.use_credit("use:1", 700, "order 77", None)
-    assert used.details["used"] == {"credit:b": 500, "credit:a": 200}
-    with pytest.raises(lg.InsufficientBalance):
-        a.use_credit("use:2", 900, "", None)
-    with pytest.raises(lg.InvalidRequest):
-        a.issue_credit("credit:c", 100, "bribe", "", None, None)
-    with pytest.raises(lg.InvalidRequest):
-        a.issue_credit("credit:d", 100, "goodwill", "", None, T0 - timedelta(days=1))
-    a.issue_credit("credit:e", 300, "goodwill", "", None, T0 + timedelta(days=10))
+def test_legacy_store_credit_stays_readable_and_still_expires():
+    """Credit lots from before credit became coupons: shown, never spent here, expired by the
+    daily run as they always were."""
+    issued = {"credit_id": "credit:a", "reason": "goodwill", "amount": 1_000, "remaining": 700,
+              "issued_at": T0, "expires_at": T0 + timedelta(days=10)}
+    a = account(doc={"credit_lots": [issued, {**issued, "credit_id": "credit:b",
+                                               "expires_at": None}]})
+    assert a.credit_balance == 1_400 and a.rewards_credit == 0
     later = account(doc=a.doc, now=T0 + timedelta(days=10))
     later.expire_due()
-    assert [(e.kind, e.delta) for e in later.entries] == [("credit_expire", -300)]
-    assert later.credit_balance == 800
+    assert [(e.kind, e.delta) for e in later.entries] == [("credit_expire", -700)]
+    assert later.credit_balance == 700
+    assert not hasattr(later, "use_credit")
 
 
 def test_adjustments_add_lots_outside_tiers_and_never_go_below_zero():

@@ -50,12 +50,6 @@ def issue_credit(ctx: Context) -> Reply:
                           body.get("expires_at"), _request_id(ctx)))
 
 
-def use_credit(ctx: Context) -> Reply:
-    body = ctx.body
-    return Reply(ctx.call("loyalty", "use_credit", ctx.store_id, ctx.path["customer_id"],
-                          body["amount"], body.get("reference", ""), ctx.actor, _request_id(ctx)))
-
-
 def get_programme(ctx: Context) -> Reply:
     return Reply(ctx.call("loyalty", "get_programme", ctx.store_id))
 
@@ -76,8 +70,17 @@ LEDGER_ENTRY = s.obj(
     {"reason": s.NULLABLE_STRING, "order_id": s.NULLABLE_STRING, "actor": s.NULLABLE_STRING,
      "expires_at": s.NULLABLE_TIME, "details": s.ANY_OBJECT, "store_id": s.STRING,
      "customer_id": s.STRING})
+REWARD = s.obj(
+    {"reward_id": s.STRING, "kind": {"enum": ["points", "credit"]},
+     "state": {"enum": ["pending", "issued", "used", "closing", "returned", "expired"]},
+     "code": {**s.STRING, "description": "the coupon code to enter at checkout"},
+     "amount": s.MONEY, "points": {"type": ["integer", "null"]}, "created_at": s.TIME,
+     "expires_at": s.TIME, "issued_at": s.NULLABLE_TIME, "order_id": s.NULLABLE_STRING,
+     "attempts": s.INTEGER, "next_attempt_at": s.NULLABLE_TIME,
+     "last_error": s.NULLABLE_STRING, "reason": s.NULLABLE_STRING, "note": s.NULLABLE_STRING})
 MOVEMENT = s.obj({"request_key": s.STRING,
                   "entries": {"type": "array", "items": LEDGER_ENTRY}},
+                 {"reward": REWARD},
                  description="the ledger entries the request made; asked again with the same "
                              "Idempotency-Key, the same answer and no new entry")
 TIER = s.obj({"name": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]*$"},
@@ -98,6 +101,14 @@ _PROGRAMME_FIELDS = {
     "expiry_months": {"type": "integer", "minimum": 0, "maximum": 120,
                       "description": "0: points never expire"},
     "currency": {"type": ["string", "null"], "pattern": "^[A-Z]{3}$"},
+    "coupon_prefix": {"type": "string", "pattern": "^[a-z2-9]{1,12}$",
+                      "description": "reward coupon codes read <prefix>-<10 characters>"},
+    "reward_expiry_days": {"type": "integer", "minimum": 1, "maximum": 3660},
+    "reward_individual_use": s.BOOLEAN,
+    "expired_rewards_return_points": s.BOOLEAN,
+    "credit_expiry_days": {"type": "integer", "minimum": 1, "maximum": 3660},
+    "expiry_warning_days": {"type": "integer", "minimum": 0, "maximum": 365,
+                            "description": "0: no warning before points expire"},
 }
 PROGRAMME = s.obj(_PROGRAMME_FIELDS)
 PROGRAMME_BODY = s.obj({}, _PROGRAMME_FIELDS, additionalProperties=False,
@@ -108,7 +119,8 @@ ROUTES = [
           "member since, store credit", "loyalty", responses={200: s.LOYALTY_ACCOUNT}),
     Route("GET", _CID + "/history", history, "The points ledger, newest first", "loyalty",
           query=PAGE_PARAMS, responses={200: s.page_of(LEDGER_ENTRY)}),
-    Route("POST", _CID + "/redeem", redeem, "Redeem points", "loyalty", scope="write",
+    Route("POST", _CID + "/redeem", redeem, "Redeem points for a single-use coupon", "loyalty",
+          scope="write",
           body=s.obj({"points": {"type": "integer", "minimum": 1}},
                      {"request_id": REQUEST_ID}, additionalProperties=False),
           responses={200: MOVEMENT}),
@@ -118,17 +130,12 @@ ROUTES = [
                       "reason": {"type": "string", "minLength": 1, "maxLength": 500}},
                      {"request_id": REQUEST_ID}, additionalProperties=False),
           responses={200: MOVEMENT}),
-    Route("POST", _CID + "/credit", issue_credit, "Issue store credit (minor units)", "loyalty",
+    Route("POST", _CID + "/credit", issue_credit, "Issue store credit as a single-use coupon "
+          "(minor units)", "loyalty",
           scope="write",
           body=s.obj({"amount": {"type": "integer", "minimum": 1},
                       "reason": {"type": "string", "minLength": 1, "maxLength": 500}},
                      {"note": {"type": "string", "maxLength": 2000}, "expires_at": s.TIME,
-                      "request_id": REQUEST_ID}, additionalProperties=False),
-          responses={200: MOVEMENT}),
-    Route("POST", _CID + "/credit/use", use_credit, "Spend store credit (minor units)",
-          "loyalty", scope="write",
-          body=s.obj({"amount": {"type": "integer", "minimum": 1}},
-                     {"reference": {"type": "string", "maxLength": 200},
                       "request_id": REQUEST_ID}, additionalProperties=False),
           responses={200: MOVEMENT}),
     Route("GET", "/loyalty/programme", get_programme, "The store's loyalty programme",
