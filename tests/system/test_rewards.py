@@ -35,9 +35,6 @@ CUSTOMERS, ORDERS = size("REWARDS_CUSTOMERS", 20), size("REWARDS_ORDERS", 100)
 ORDERS_AFTER = 60  # orders after the redemptions, some spending the new coupons
 SETTLED = {"issued", "used", "returned"}
 
-pytestmark = pytest.mark.skip(reason="waits for loyalty's coupon step (rewards as coupons, "
-                              "list_rewards) to land on main")
-
 
 @pytest.fixture(scope="module")
 def rewards_stack(system_vhost):
