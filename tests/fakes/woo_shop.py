@@ -44,8 +44,12 @@ Behaviours callers should know (all imitate WooCommerce unless marked "fake"):
   WooCommerce's error number and message: expiry, usage limits in total and per customer (id,
   account email or billing email), minimum spend, email restrictions); an order counts one use while pending,
   on-hold, processing or completed and gives it back when cancelled, failed or trashed.
+  `POST orders` (fake: reads only customer_id, billing, status and coupon_lines) refuses a
+  code the same checks refuse with 400 `woocommerce_rest_invalid_coupon` and their message.
   `coupons_down()`, `coupons_unreachable()` and `refuse_coupon_writes()` (fake) break the
-  coupon endpoints only, until `reset_faults()`. One code per order, percent and fixed_cart
+  coupon endpoints only, until `reset_faults()`; `hold_coupon_creation()` (fake) keeps every
+  coupon POST waiting unanswered until `release_coupon_creation()`, so a caller can be killed
+  inside the creation step. One code per order, percent and fixed_cart
   only, and no held ("tentative") usages: the fake's simplifications.
 """
 from __future__ import annotations
@@ -87,6 +91,8 @@ COUPON_TYPES = ("percent", "fixed_cart", "fixed_product")
 _COUPON_USAGE_STATUSES = ("pending", "processing", "completed", "on-hold")
 # ...and moving to one of these gives the usage back.
 _COUPON_RETURN_STATUSES = ("cancelled", "failed", "trash")
+_BILLING_FIELDS = ("first_name", "last_name", "company", "address_1", "address_2", "city",
+                   "state", "postcode", "country", "email", "phone")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 WEBHOOK_EVENTS = ("created", "updated", "deleted", "restored")
 _USER_AGENT = f"WooCommerce/{WC_VERSION} Hookshot (WordPress/6.7.1)"
@@ -398,6 +404,9 @@ class FakeWooShop:
         self._page_faults: dict[tuple[str, int], int] = {}  # (path, page) -> status
         self._coupon_fault: tuple[frozenset[str], _Fault] | None = None  # (methods, fault)
         self._coupon_usage_recorded: set[int] = set()  # orders whose coupon usage is counted
+        self._creation_gate: threading.Event | None = None  # set: held coupon POSTs go on
+        self._creation_held = threading.Condition(self._lock)
+        self.coupon_posts_held = 0  # fake: coupon creations that waited at the gate
         self._fault_rate = 0.0
         self._fault_statuses: tuple[int, ...] = ()
         self._fault_retry_after: str | None = None
@@ -438,6 +447,7 @@ class FakeWooShop:
         server, self._server = self._server, None
         if server is None:
             return
+        self.release_coupon_creation()  # no handler thread left waiting at the gate
         server.shutdown()
         server.server_close()
         with self._lock:
@@ -529,12 +539,45 @@ class FakeWooShop:
             self._coupon_fault = (frozenset({"POST", "PUT", "DELETE"}),
                                   _Fault("fail", status, code=code, message=message))
 
+    def hold_coupon_creation(self) -> None:
+        """Fake: every `POST /coupons` waits, unanswered and with nothing stored, until
+        `release_coupon_creation()`, so a test can kill the caller while it is inside the step
+        (`wait_for_held_creation` says when one is waiting) instead of guessing a moment."""
+        with self._lock:
+            if self._creation_gate is None:
+                self._creation_gate = threading.Event()
+
+    def release_coupon_creation(self) -> None:
+        """Let held and later coupon creations go on (each is then handled as usual)."""
+        with self._lock:
+            gate, self._creation_gate = self._creation_gate, None
+        if gate is not None:
+            gate.set()
+
+    def wait_for_held_creation(self, count: int = 1, timeout: float = 60.0) -> bool:
+        """Until `count` coupon creations have waited at the gate in all; False on timeout."""
+        with self._creation_held:
+            return self._creation_held.wait_for(lambda: self.coupon_posts_held >= count, timeout)
+
+    def _hold_if_gated(self, method: str, path: str) -> None:
+        if method != "POST" or path.rstrip("/") != API_PREFIX + "coupons":
+            return
+        with self._lock:
+            gate = self._creation_gate
+            if gate is None:
+                return
+            self.coupon_posts_held += 1
+            self._creation_held.notify_all()
+        gate.wait()
+
     def reset_faults(self) -> None:
+        """Clear every injected fault, and let held coupon creations go on."""
         with self._lock:
             self._faults.clear()
             self._fault_rate = 0.0
             self._page_faults.clear()
             self._coupon_fault = None
+        self.release_coupon_creation()
 
     def page_requests(self, resource: str, status: int | None = None, since: int = 0,
                       query: dict[str, str | None] | None = None) -> dict[int, int]:
@@ -1484,6 +1527,8 @@ class FakeWooShop:
             return None
         if fault is not None and fault.kind == "delay":
             time.sleep(fault.seconds)
+        if fault is None:
+            self._hold_if_gated(method, path)
         try:
             if fault is not None and fault.kind == "fail":
                 raise _fault_error(fault)
@@ -1540,7 +1585,7 @@ class FakeWooShop:
         allowed = {
             (False, "GET"), (True, "GET"), (True, "PUT"), (True, "POST"),
         }
-        if resource in ("webhooks", "coupons"):
+        if resource in ("webhooks", "coupons", "orders"):
             allowed |= {(False, "POST"), (True, "DELETE")}
         else:
             allowed |= {(True, "DELETE")}
@@ -1558,6 +1603,8 @@ class FakeWooShop:
                 return 201, {}, self._create_webhook(data)
             if resource == "coupons":
                 return self._route_coupon(method, ident, query, data)
+            if resource == "orders" and ident is None:
+                return 201, {}, self._post_order(data)
             if sub == "refunds":
                 self._get_order(ident)
                 return 200, {}, self.refunds.get(ident, [])
@@ -1621,6 +1668,38 @@ class FakeWooShop:
             return before
         self.refunds.pop(order_id, None)
         return self.orders.pop(order_id)
+
+    def _post_order(self, data: dict) -> dict:
+        """POST /orders (fake: only `customer_id`, `billing`, `status` and `coupon_lines` are
+        read; line items are generated). A code the order may not apply is refused with 400
+        `woocommerce_rest_invalid_coupon` and the check's message, and nothing is stored, as
+        the orders controller's `calculate_coupons` does; one code per order."""
+        if "id" in data and data["id"]:
+            raise _ApiError(400, "woocommerce_rest_shop_order_exists", "Cannot create existing shop_order.")
+        overrides: dict[str, Any] = {"created_via": "rest-api", "status": "pending"}
+        customer_id = data.get("customer_id", 0)
+        if isinstance(customer_id, bool) or not isinstance(customer_id, int):
+            raise _invalid_param("customer_id", "customer_id is not of type integer.")
+        if customer_id and customer_id not in self.customers:
+            raise _ApiError(400, "woocommerce_rest_invalid_customer_id", "Customer ID is invalid.")
+        overrides["customer_id"] = customer_id
+        if "status" in data:
+            if data["status"] not in ORDER_STATUSES:
+                raise _invalid_param("status", f"status is not one of {', '.join(ORDER_STATUSES)}.")
+            overrides["status"] = data["status"]
+        if isinstance(data.get("billing"), dict):
+            overrides["billing"] = {k: str(v) for k, v in data["billing"].items()
+                                    if k in _BILLING_FIELDS}
+        lines = data.get("coupon_lines") or []
+        if not isinstance(lines, list) or not all(isinstance(line, dict) and isinstance(line.get("code"), str)
+                                                  for line in lines):
+            raise _invalid_param("coupon_lines", "coupon_lines[0][code] is not of type string.")
+        if len(lines) > 1:
+            raise _ApiError(400, "fake_one_coupon_per_order", "The fake shop applies one code per order.")
+        try:
+            return self.add_order(coupon_code=lines[0]["code"] if lines else None, **overrides)
+        except CouponRejected as refused:
+            raise _ApiError(400, "woocommerce_rest_invalid_coupon", refused.message) from None
 
     def _get_order(self, order_id: int) -> dict:
         if order_id not in self.orders:

@@ -7,6 +7,13 @@ different case on later orders), moving through WooCommerce's statuses (pending 
 `refunds` grew), and admin edits that change nothing that matters. Every mutation is made in
 the shop first, and its webhook body captured at that moment, as WooCommerce does.
 
+Rewards get spent: with `coupon_use_share`, that share of a registered customer's orders
+applies one of their unused coupons found in the shop itself (published, restricted to their
+email, never used, not expired), and `coupon_cancel_share` of those orders is then cancelled,
+so the shop gives the use back. An order the shop's checkout refuses is not placed
+(`coupon_refusals`). `extend()` adds orders after the plan, e.g. once the companion has
+issued coupons. Without `coupon_use_share` the plan is the same as it always was.
+
 Delivery imitates WooCommerce's Action Scheduler: deliveries go out in bursts, concurrently,
 some twice (the same state again, sometimes much later, after newer states), some out of order
 (an `order.updated` before its `order.created`), and a follow-up can race its create in the same
@@ -47,7 +54,7 @@ from typing import Any, Iterable
 
 import requests
 
-from tests.fakes.woo_shop import FakeWooShop, webhook_headers
+from tests.fakes.woo_shop import CouponRejected, FakeWooShop, webhook_headers
 
 REAL_STATUSES = frozenset({"pending", "processing", "on-hold", "completed"})
 # An order is placed the first time it is seen in one of these: a refunded order was paid, so
@@ -117,7 +124,8 @@ class WooTraffic:
                  *, start: datetime | None = None, span_days: int = 200,
                  guest_ratio: float = 0.2, consent_ratio: float = 0.5,
                  duplicate_rate: float = 0.05, reorder_rate: float = 0.1,
-                 burst: tuple[int, int] = (10, 40), concurrency: int = 8) -> None:
+                 burst: tuple[int, int] = (10, 40), concurrency: int = 8,
+                 coupon_use_share: float = 0.0, coupon_cancel_share: float = 0.3) -> None:
         self.shop = shop
         self.seed = seed
         self.n_customers = customers
@@ -129,6 +137,12 @@ class WooTraffic:
         self.reorder_rate = reorder_rate
         self.burst = burst
         self.concurrency = concurrency
+        # Of a registered customer's orders, this share spends one of their unused coupons
+        # (when they have one), and of those this share is then cancelled.
+        self.coupon_use_share = coupon_use_share
+        self.coupon_cancel_share = coupon_cancel_share
+        self.coupon_orders: dict[int, str] = {}  # order id -> the code it applied
+        self.coupon_refusals: list[tuple] = []  # (person, code, WooCommerce error) not placed
         self.span = timedelta(days=span_days)
         if start is not None:
             shop.clock.set(start)
@@ -169,12 +183,25 @@ class WooTraffic:
             for cid in cids:
                 self._edit_customer(cid)
 
-        # Orders over the span; each schedules its follow-ups a few steps later (0: the same
-        # moment, so the update races its create).
-        step = self.span / max(1, self.n_orders)
+        self._place_orders(self.n_orders, self.span)
+        return self
+
+    def extend(self, orders: int, span_days: float = 1.0) -> list[Delivery]:
+        """`orders` more orders over the next `span_days`, after the plan (e.g. once rewards
+        exist at the shop, for orders to spend them); answers their deliveries, which are also
+        added to `order_deliveries`. Deterministic for the seed and what the shop holds."""
+        first = len(self.order_deliveries)
+        self._place_orders(orders, timedelta(days=span_days))
+        return self.order_deliveries[first:]
+
+    def _place_orders(self, n_orders: int, span: timedelta) -> None:
+        """Orders over `span`; each schedules its follow-ups a few steps later (0: the same
+        moment, so the update races its create)."""
+        rng = self.rng
+        step = span / max(1, n_orders)
         pending: dict[int, list[tuple[int, str]]] = {}
         registered = sorted(self.shop.customers)
-        for i in range(self.n_orders):
+        for i in range(n_orders):
             self.shop.clock.advance(max(1.0, step.total_seconds() * rng.uniform(0.5, 1.5)))
             for order_id, action in pending.pop(i, []):
                 self._follow_up(order_id, action, i, pending)
@@ -195,7 +222,6 @@ class WooTraffic:
             self.shop.clock.advance(60)
             for order_id, action in pending[i]:
                 self._follow_up(order_id, action, i, None)
-        return self
 
     def _capture(self, into: list[Delivery], topic: str, resource_id: int) -> Delivery:
         body = self.shop.webhook_body(topic, resource_id)
@@ -243,13 +269,44 @@ class WooTraffic:
     def _place(self, person: tuple, i: int, pending: dict, **overrides: Any) -> None:
         rng = self.rng
         status = rng.choices(("processing", "pending", "on-hold"), weights=(65, 25, 10))[0]
-        order = self.shop.add_order(status=status, **overrides)
+        code = None
+        # Drawn only when coupons are spent at all, so plans without them stay as they were.
+        if self.coupon_use_share and person[0] == "woo" and rng.random() < self.coupon_use_share:
+            code = self._unused_coupon(person[1])
+        try:
+            order = self.shop.add_order(status=status, coupon_code=code, **overrides)
+        except CouponRejected as refused:  # the shop would not take it: no order is placed
+            self.coupon_refusals.append((person, code, refused.error_number))
+            return
         history = OrderHistory(order["id"], person)
         self.orders[order["id"]] = history
         self._capture(self.order_deliveries, "order.created", order["id"])
         history.states.append(_order_state(order))
         self._remember_contact(person, order)
+        if code is not None:
+            self.coupon_orders[order["id"]] = order["coupon_lines"][0]["code"]
+            if rng.random() < self.coupon_cancel_share:
+                # The buyer gives up: the order is cancelled and the shop gives the use back.
+                pending.setdefault(i + rng.randrange(1, 10), []).append((order["id"], "cancelled"))
+                return
         self._schedule(order["id"], status, i, pending)
+
+    def _unused_coupon(self, woo_id: int) -> str | None:
+        """One of the customer's coupons the shop would take now: published, restricted to
+        their email (that says whose it is), never used, not expired; None when there is none."""
+        with self.shop._lock:
+            customer = self.shop.customers[woo_id]
+            emails = {customer["email"].strip().lower(),
+                      (customer["billing"].get("email") or "").strip().lower()} - {""}
+            now = self.shop.clock.now()
+            codes = sorted(
+                c["code"] for c in self.shop.coupons.values()
+                if c["status"] == "publish" and c["code"] and c["usage_count"] == 0
+                and c["discount_type"] in ("percent", "fixed_cart")
+                and emails & set(c["email_restrictions"])
+                and (c["date_expires_gmt"] is None
+                     or now <= datetime.fromisoformat(c["date_expires_gmt"])))
+        return self.rng.choice(codes) if codes else None
 
     def _schedule(self, order_id: int, status: str, i: int, pending: dict | None) -> None:
         rng = self.rng

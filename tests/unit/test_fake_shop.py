@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 import re
+import threading
 import time
 from collections import Counter
 from datetime import datetime, timedelta
@@ -778,3 +779,168 @@ def test_traffic_spends_a_code_then_cancels_the_order_and_the_oracle_follows():
     assert (person["orders"], person["orders_count"]) == (1, 0)
     with pytest.raises(CouponRejected):
         traffic.place_now(buyer["id"], coupon_code="reward-2")
+
+
+def _post_in_background(session, url: str, body: dict) -> tuple[threading.Thread, dict]:
+    answer: dict = {}
+
+    def post() -> None:
+        answer["response"] = session.post(url, json=body, timeout=30)
+
+    thread = threading.Thread(target=post, daemon=True)
+    thread.start()
+    return thread, answer
+
+
+def test_held_coupon_creation_waits_unanswered_and_stores_nothing_until_released(coupon_shop, session):
+    coupon_shop.add_coupon("before", amount="1")
+    coupon_shop.hold_coupon_creation()
+    thread, answer = _post_in_background(session, coupon_shop.api_url + "coupons", _reward())
+    assert coupon_shop.wait_for_held_creation(1, timeout=10)
+    assert coupon_shop.coupon_by_code("wc-7k3m9q2xpl") is None and "response" not in answer
+    with requests.Session() as other:  # the rest of the shop answers meanwhile
+        other.auth = session.auth
+        assert [c["code"] for c in other.get(coupon_shop.api_url + "coupons").json()] == ["before"]
+        assert other.get(coupon_shop.api_url + "orders").status_code == 200
+    coupon_shop.release_coupon_creation()
+    thread.join(10)
+    assert answer["response"].status_code == 201
+    assert coupon_shop.coupon_by_code("WC-7K3M9Q2XPL")["id"] == answer["response"].json()["id"]
+    # Released: later creations are not held.
+    assert session.post(coupon_shop.api_url + "coupons", json={"code": "after"}, timeout=10).status_code == 201
+    assert coupon_shop.coupon_posts_held == 1
+
+
+def test_reset_faults_and_stop_let_held_creations_go(coupon_shop, session):
+    coupon_shop.hold_coupon_creation()
+    thread, answer = _post_in_background(session, coupon_shop.api_url + "coupons", {"code": "held"})
+    assert coupon_shop.wait_for_held_creation(1, timeout=10)
+    coupon_shop.reset_faults()
+    thread.join(10)
+    assert answer["response"].status_code == 201 and coupon_shop.coupon_by_code("held")
+
+    coupon_shop.hold_coupon_creation()
+    thread, answer = _post_in_background(session, coupon_shop.api_url + "coupons", {"code": "late"})
+    assert coupon_shop.wait_for_held_creation(2, timeout=10)
+    assert not coupon_shop.wait_for_held_creation(3, timeout=0.01)  # only two ever waited
+    coupon_shop.stop()
+    thread.join(10)
+    assert not thread.is_alive()  # answered or cut off, never left waiting
+
+
+# ------------------------------------------------------------------ traffic spends rewards
+
+_ACTIVE = ("pending", "processing", "on-hold", "completed", "refunded")
+
+
+def _rewarded_traffic(seed: int) -> tuple[FakeWooShop, WooTraffic, list]:
+    """Six customers with three single-use coupons each, then orders that spend them."""
+    shop = FakeWooShop(seed=seed)
+    traffic = WooTraffic(shop, seed=seed, customers=6, orders=0, coupon_use_share=0.6,
+                         coupon_cancel_share=0.4).build()
+    for woo_id, customer in sorted(shop.customers.items()):
+        for k in range(3):
+            shop.add_coupon(f"reward-{woo_id}-{k}", amount="2.00", usage_limit=1,
+                            usage_limit_per_user=1, email_restrictions=[customer["email"]],
+                            date_expires_gmt="2027-01-01T00:00:00")
+    return shop, traffic, traffic.extend(80, span_days=2)
+
+
+def test_traffic_spends_customers_own_coupons_once_and_cancels_some_deterministically():
+    shop, traffic, deliveries = _rewarded_traffic(seed=8)
+    assert [d.body for d in deliveries] == [d.body for d in _rewarded_traffic(seed=8)[2]]
+    assert deliveries == traffic.order_deliveries and len(traffic.coupon_orders) >= 10
+
+    final = {oid: shop.orders[oid]["status"] for oid in traffic.coupon_orders}
+    cancelled = [oid for oid, status in final.items() if status == "cancelled"]
+    assert cancelled and len(cancelled) < len(final)
+    for order_id, code in traffic.coupon_orders.items():
+        order = shop.orders[order_id]
+        owner = shop.customers[order["customer_id"]]
+        coupon = shop.coupon_by_code(code)
+        assert owner["email"].lower() in coupon["email_restrictions"]  # only their own coupons
+        assert [line["code"] for line in order["coupon_lines"]] == [code]
+        created = next(d for d in deliveries if d.resource_id == order_id and d.topic == "order.created")
+        assert [line["code"] for line in json.loads(created.body)["coupon_lines"]] == [code]
+    for coupon in shop.coupons.values():  # the shop's count follows the orders, never past one
+        active = [o for o in shop.orders.values() if o["status"] in _ACTIVE
+                  and [line["code"] for line in o["coupon_lines"]] == [coupon["code"]]]
+        assert coupon["usage_count"] == len(active) <= 1, coupon["code"]
+    # A cancelled order gave its use back: its coupon is unused again, or spent by a later order.
+    for order_id in cancelled:
+        code = traffic.coupon_orders[order_id]
+        later = [oid for oid, c in traffic.coupon_orders.items() if c == code and oid > order_id]
+        assert shop.coupon_by_code(code)["usage_count"] == (1 if later and final[later[-1]] != "cancelled" else 0)
+
+
+def test_traffic_never_applies_expired_used_or_others_coupons_and_places_no_refused_order():
+    shop = FakeWooShop(seed=5)
+    traffic = WooTraffic(shop, seed=5, customers=1, orders=0, coupon_use_share=1.0,
+                         coupon_cancel_share=0.0).build()
+    (woo_id, customer), = shop.customers.items()
+    email = customer["email"].lower()
+    now = shop.clock.now()
+    shop.add_coupon("expired", amount="1", email_restrictions=[email],
+                    date_expires_gmt=(now - timedelta(seconds=1)).isoformat())
+    shop.add_coupon("someone-elses", amount="1", email_restrictions=["other@example.com"])
+    shop.add_coupon("nobodys", amount="1", usage_limit=1)
+    shop.add_coupon("spent", amount="1", usage_limit=1, email_restrictions=[email])
+    shop.add_order(coupon_code="spent", customer_id=woo_id)
+    shop.add_coupon("good", amount="1", usage_limit=1, email_restrictions=[email],
+                    date_expires_gmt=(now + timedelta(days=30)).isoformat())
+    traffic.extend(12, span_days=1)
+    assert set(traffic.coupon_orders.values()) == {"good"} and not traffic.coupon_refusals
+    assert {code: shop.coupon_by_code(code)["usage_count"] for code in
+            ("expired", "someone-elses", "nobodys", "spent", "good")} == {
+        "expired": 0, "someone-elses": 0, "nobodys": 0, "spent": 1, "good": 1}
+
+    # A code the checkout refuses (the minimum spend is out of reach): no order is placed.
+    shop.add_coupon("big-spender", amount="1", usage_limit=1, minimum_amount="100000.00",
+                    email_restrictions=[email])
+    placed_before = len(traffic.orders)
+    traffic.extend(12, span_days=1)
+    refused = [r for r in traffic.coupon_refusals if r[1] == "big-spender"]
+    assert refused and {r[2] for r in refused} == {108}
+    assert len(traffic.orders) == placed_before + 12 - len(traffic.coupon_refusals)
+    assert not any(line["code"] == "big-spender" for o in shop.orders.values() for line in o["coupon_lines"])
+
+
+def test_rest_orders_apply_a_code_or_refuse_it_with_woocommerces_error_and_store_nothing(coupon_shop, session):
+    buyer = coupon_shop.add_customer(email="Buyer@Example.com")
+    coupon_shop.add_coupon("rest-once", amount="2.00", usage_limit=1, email_restrictions=["buyer@example.com"],
+                           date_expires_gmt="2026-02-01T00:00:00")
+    url = coupon_shop.api_url + "orders"
+    stranger = session.post(url, json={"customer_id": 0, "billing": {"email": "eve@example.com"},
+                                       "coupon_lines": [{"code": "rest-once"}]})
+    assert (stranger.status_code, stranger.json()["code"]) == (400, "woocommerce_rest_invalid_coupon")
+    assert stranger.json()["message"] == 'Please enter a valid email to use coupon code "rest-once".'
+    orders_before = dict(coupon_shop.orders)
+    placed = session.post(url, json={"customer_id": buyer["id"], "status": "processing",
+                                     "coupon_lines": [{"code": "REST-ONCE"}]})
+    assert placed.status_code == 201
+    order = placed.json()
+    assert (order["customer_id"], order["status"], order["created_via"]) == (buyer["id"], "processing", "rest-api")
+    assert [line["code"] for line in order["coupon_lines"]] == ["rest-once"]
+    assert set(coupon_shop.orders) - set(orders_before) == {order["id"]}
+    assert coupon_shop.coupon_by_code("rest-once")["usage_count"] == 1
+
+    cases = [  # (body, code, message): each refused with nothing stored and no use counted
+        ({"customer_id": buyer["id"], "coupon_lines": [{"code": "rest-once"}]},
+         "woocommerce_rest_invalid_coupon", "Coupon usage limit has been reached."),
+        ({"coupon_lines": [{"code": "no-such"}]},
+         "woocommerce_rest_invalid_coupon", 'Coupon "no-such" does not exist!'),
+        ({"customer_id": 987654}, "woocommerce_rest_invalid_customer_id", "Customer ID is invalid."),
+        ({"status": "shipped"}, "rest_invalid_param", "Invalid parameter(s): status"),
+        ({"coupon_lines": "rest-once"}, "rest_invalid_param", "Invalid parameter(s): coupon_lines"),
+    ]
+    stored = dict(coupon_shop.orders)
+    for body, code, message in cases:
+        r = session.post(url, json=body)
+        assert (r.status_code, r.json()["code"], r.json()["message"]) == (400, code, message), body
+    assert coupon_shop.orders == stored
+    assert coupon_shop.coupon_by_code("rest-once")["usage_count"] == 1
+
+    session.put(url + f"/{order['id']}", json={"status": "cancelled"})  # the use comes back...
+    coupon_shop.clock.set(datetime(2026, 2, 1, 0, 0, 1))  # ...but a second past the expiry
+    expired = session.post(url, json={"customer_id": buyer["id"], "coupon_lines": [{"code": "rest-once"}]})
+    assert (expired.status_code, expired.json()["message"]) == (400, "This coupon has expired.")
