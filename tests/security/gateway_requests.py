@@ -38,7 +38,6 @@ SAMPLE_BODIES: dict[str, object] = {
     "POST /customers/<customer_id>/loyalty/redeem": {"points": 1},
     "POST /customers/<customer_id>/loyalty/adjust": {"points": 1000, "reason": "intruder"},
     "POST /customers/<customer_id>/loyalty/credit": {"amount": 1000, "reason": "goodwill"},
-    "POST /customers/<customer_id>/loyalty/credit/use": {"amount": 1},
     "PUT /loyalty/programme": {"points_per_unit": 1},
     "PUT /notifications/templates/<slug>": {"channel": "sms", "body": "Hi from an intruder"},
     "POST /notifications/preview": {"template": "{slug}", "customer_id": "{customer_id}"},
@@ -62,7 +61,11 @@ _PARAM_KIND = {"customer_id": "customer_id", "note_id": "note_id", "reminder_id"
                "tag": "tag", "group": "group", "slug": "slug", "segment_id": "segment_id",
                "rule_id": "rule_id", "workflow_id": "workflow_id", "bulk_id": "bulk_id",
                "request_id": "request_id", "key_id": "key_id",
-               "quarantine_id": "quarantine_id"}
+               "quarantine_id": "quarantine_id", "reward_id": "reward_id"}
+# Query parameters a route requires, so that its sample request is valid.
+SAMPLE_QUERIES: dict[str, str] = {
+    "GET /customers/<customer_id>/loyalty/redemption-quote": "points=100",
+}
 
 
 def param_kind(route: Route, name: str) -> str:
@@ -83,12 +86,14 @@ def _fill(value, ids: dict[str, str]):
 
 
 def path_of(route: Route, ids: dict[str, str]) -> str:
-    """The route's path below the API prefix, each parameter the id of its kind in `ids`."""
+    """The route's path below the API prefix, each parameter the id of its kind in `ids`, and
+    the query the route requires."""
     path = route.path
     for name in route.path_params:
         value = ids[param_kind(route, name)]
         path = re.sub(r"<(?:\w+:)?" + name + ">", urllib.parse.quote(value, safe=""), path)
-    return path
+    query = SAMPLE_QUERIES.get(route.endpoint)
+    return f"{path}?{query}" if query else path
 
 
 def body_of(route: Route, ids: dict[str, str]) -> tuple[bytes | None, dict]:
@@ -137,9 +142,9 @@ def quarantined_delivery(system) -> str:
 
 
 def store_a_records(system) -> dict:
-    """Store A's records, made over the API: a customer, its tag, group, points, consent,
-    note and reminder, a template, segment, rule, workflow, bulk send, GDPR request and key;
-    and a webhook delivery in quarantine."""
+    """Store A's records, made over the API: a customer, its tag, group, points, a reward
+    (coupon), consent, note and reminder, a template, segment, rule, workflow, bulk send, GDPR
+    request and key; and a webhook delivery in quarantine."""
     admin = system.client("admin", rate_limit_per_minute=100_000)
     woo, customer_id = system.shop_customer(orders=0)
     cid = f"/customers/{customer_id}"
@@ -147,6 +152,7 @@ def store_a_records(system) -> dict:
     ok(admin.put("/groups/trade-a", json={"name": "Trade A"}))
     ok(admin.post(cid + "/groups", json={"groups": ["trade-a"]}))
     ok(admin.post(cid + "/loyalty/adjust", json={"points": 500, "reason": "welcome"}))
+    reward = ok(admin.post(cid + "/loyalty/redeem", json={"points": 100}))["reward"]
     ok(admin.put(cid + "/consent", json={"purpose": "email_marketing", "granted": True}))
     ok(admin.put("/notifications/templates/a-sale", json={"channel": "sms", "body": "Hi A"}))
     ids = {
@@ -172,5 +178,6 @@ def store_a_records(system) -> dict:
         "key_id": ok(admin.post("/keys", json={"name": "A's other key", "scopes": ["read"]}),
                       201)["key_id"],
         "quarantine_id": quarantined_delivery(system),
+        "reward_id": reward["reward_id"],
     }
     return {"ids": ids, "email": woo["email"], "admin": admin}

@@ -94,7 +94,7 @@ API_WRITES = [
     ("POST", "/customers/{id}/loyalty/adjust", {"points": 50, "reason": "goodwill"}),
     ("POST", "/customers/{id}/loyalty/credit", {"amount": 500, "reason": "goodwill"}),
     ("POST", "/customers/{id}/loyalty/redeem", {"points": 100}),
-    ("POST", "/customers/{id}/loyalty/credit/use", {"amount": 100}),
+    ("POST", "/customers/{id}/loyalty/rewards/reward-unknown/cancel", None),
     ("PUT", "/customers/{id}/consent", {"purpose": "email_marketing", "granted": True}),
     ("POST", "/customers/{id}/tags", {"tags": ["vip"]}),
     ("POST", "/customers/{id}/groups", {"groups": ["trade"]}),
@@ -155,7 +155,8 @@ def _customer_id(rpc) -> str | None:
         return None
 
 
-API_READS = ["/customers/{id}/orders", "/customers/{id}/messages", "/customers/{id}/consent"]
+API_READS = ["/customers/{id}/orders", "/customers/{id}/messages", "/customers/{id}/consent",
+             "/customers/{id}/loyalty/rewards", "/customers/{id}/loyalty/redemption-quote?points=100"]
 
 
 def test_the_api_reads_of_an_unknown_customer_are_404_not_an_empty_view(system):
