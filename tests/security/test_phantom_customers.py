@@ -156,7 +156,8 @@ def _customer_id(rpc) -> str | None:
 
 
 API_READS = ["/customers/{id}/orders", "/customers/{id}/messages", "/customers/{id}/consent",
-             "/customers/{id}/loyalty/rewards", "/customers/{id}/loyalty/redemption-quote?points=100"]
+             "/customers/{id}/loyalty/rewards",
+             "/customers/{id}/loyalty/redemption-quote?points=100"]
 
 
 def test_the_api_reads_of_an_unknown_customer_are_404_not_an_empty_view(system):
