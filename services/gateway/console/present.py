@@ -282,10 +282,11 @@ def cancel_message(reward: dict) -> str:
     """What a cancellation did, for the person who asked for it."""
     code, state = reward.get("code") or reward.get("reward_id"), reward.get("state")
     points = reward.get("points")
-    back = f" {points} points went back to the balance." if points else ""
     if state == "returned":
+        back = f" {points} points went back to the balance." if points else ""
         return f"Coupon {code} is cancelled and no longer works at the shop.{back}"
     if state == "closing":
+        back = f" Its {points} points go back once it is." if points else ""
         return (f"Coupon {code} is being withdrawn at the shop; it is deleted there as soon as "
                 f"the shop answers.{back}")
     return f"Coupon {code}: {REWARD_STATES.get(state, state)}."
