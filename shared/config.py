@@ -186,6 +186,8 @@ SETTINGS: tuple[Setting, ...] = (
             "directly or as `X-Forwarded-Proto: https` from a TLS proxy), `true` or `false`."),
     Setting("WOO_HTTP_TIMEOUT_SECONDS", "30", "Timeout of one request to a shop's REST API."),
     Setting("WOO_MAX_RETRIES", "6", "Retries of a shop API request on 429, 5xx and network errors."),
+    Setting("WOO_COUPON_RETRIES", "1", "Retries of one coupon write to a shop within a call; "
+            "the rewards and messages that need it retry later with their own backoff."),
     Setting("RABBITMQ_MANAGEMENT_URL", "http://127.0.0.1:15672",
             "RabbitMQ management API that `companion health` reads queue depths from."),
     Setting("RABBITMQ_MANAGEMENT_USER", "",

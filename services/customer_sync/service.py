@@ -21,7 +21,9 @@ from services.customer_sync.quarantine import WebhookQuarantine
 from services.customer_sync.reconcile import store_health
 from services.customer_sync.schemas import require_text
 from services.customer_sync.sync import CustomerSync
-from services.customer_sync.workers import BackgroundJobs, InboxWorkers, woo_client_factory
+from services.customer_sync.shop_coupons import ShopCoupons
+from services.customer_sync.workers import (BackgroundJobs, InboxWorkers, coupon_client_factory,
+                                           woo_client_factory)
 from services.customer_sync.workers import TimelineFlusher
 from services.customer_sync.deletion import CustomerDeletion
 from services.customer_sync.importing import CustomerImport
@@ -182,6 +184,20 @@ class CustomerSyncService(HealthEndpoints, DataOwnerRpc):
         return {"store_id": store_id,
                 "erasures": list_shop_erasures(self.storage, store_id, after, limit)}
 
+    # -- coupons written for other services (rewards, gifts in messages) ----------------------
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def ensure_coupon(self, store_id: str, coupon: dict, customer_id: str | None = None) -> dict:
+        """The coupon (`shared.coupons.CouponSpec` wire form), created at the shop unless an
+        earlier call made it; with `customer_id`, restricted to that customer's email."""
+        return ShopCoupons(self.storage, coupon_client_factory(self.settings)).ensure(
+            store_id, coupon, customer_id)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def delete_coupon(self, store_id: str, code: str, meta: dict) -> dict:
+        """Delete the unused coupon `code` if `meta` names it as the caller's."""
+        return ShopCoupons(self.storage, coupon_client_factory(self.settings)).delete(
+            store_id, code, meta)
+
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def rectify_customer(self, store_id: str, customer_id: str, fields: dict, actor: str) -> dict:
         """Correct a person's contact fields: in the shop first (registered customers), then
@@ -270,6 +286,22 @@ class CustomerSyncService(HealthEndpoints, DataOwnerRpc):
 
     @event_handler("loyalty", "loyalty.points_changed", claims=False)
     def on_points_changed(self, event) -> None:
+        record_foreign_event(self.storage, event)
+
+    @event_handler("loyalty", "loyalty.reward_issued", claims=False)
+    def on_reward_issued(self, event) -> None:
+        record_foreign_event(self.storage, event)
+
+    @event_handler("loyalty", "loyalty.reward_used", claims=False)
+    def on_reward_used(self, event) -> None:
+        record_foreign_event(self.storage, event)
+
+    @event_handler("loyalty", "loyalty.reward_returned", claims=False)
+    def on_reward_returned(self, event) -> None:
+        record_foreign_event(self.storage, event)
+
+    @event_handler("loyalty", "loyalty.reward_expired", claims=False)
+    def on_reward_expired(self, event) -> None:
         record_foreign_event(self.storage, event)
 
     @event_handler("notifications", "notification.sent", claims=False)

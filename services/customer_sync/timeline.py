@@ -24,6 +24,7 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
 
+from services.customer_sync.normalise import minor_digits
 from shared.events import Event
 from shared.outbox import OUTBOX_FIELD, push_events
 
@@ -76,8 +77,10 @@ def money_text(money: Any) -> str:
     """{"amount": 4990, "currency": "EUR"} as "49.90 EUR"."""
     if not isinstance(money, dict):
         return ""
-    amount = Decimal(int(money.get("amount") or 0)) / 100
-    return f"{amount:.2f} {money.get('currency', '')}".strip()
+    currency = str(money.get("currency") or "")
+    digits = minor_digits(currency) if currency else 2
+    amount = Decimal(int(money.get("amount") or 0)).scaleb(-digits)
+    return f"{amount:.{digits}f} {currency}".strip()
 
 
 # -- entries for the events customer_sync publishes ------------------------------------------
@@ -301,7 +304,11 @@ def timeline_page(storage: Any, store_id: str, customer_id: str, page: dict | No
 # -- what other services did about the customer ---------------------------------------------------
 FOREIGN_EVENTS = (("segmentation", "customer.tagged"), ("segmentation", "customer.untagged"),
                   ("segmentation", "customer.segment_changed"),
-                  ("loyalty", "loyalty.points_changed"), ("notifications", "notification.sent"))
+                  ("loyalty", "loyalty.points_changed"), ("loyalty", "loyalty.reward_issued"),
+                  ("loyalty", "loyalty.reward_used"), ("loyalty", "loyalty.reward_returned"),
+                  ("loyalty", "loyalty.reward_expired"), ("notifications", "notification.sent"))
+_REWARD_VERBS = {"loyalty.reward_issued": "issued", "loyalty.reward_used": "used",
+                 "loyalty.reward_returned": "returned", "loyalty.reward_expired": "expired"}
 
 
 def entry_for_foreign_event(event: Event) -> dict | None:
@@ -325,6 +332,17 @@ def entry_for_foreign_event(event: Event) -> dict | None:
         actor = "loyalty"
         details = {"kind": data["kind"], "delta": data["delta"], "balance": data["balance"],
                    "order_id": data.get("order_id")}
+    elif kind in _REWARD_VERBS:
+        what = "Store credit" if data["kind"] == "credit" else f"Reward ({data.get('points')} points)"
+        summary = f"{what} {money_text(data['amount'])} {_REWARD_VERBS[kind]}"
+        if kind == "loyalty.reward_used":
+            summary += f" on order {data['order_id']}"
+        elif kind != "loyalty.reward_issued" and data.get("points_returned"):
+            summary += f", {data['points_returned']} points back"
+        actor = "loyalty"
+        details = {"reward_id": data["reward_id"], "kind": data["kind"], "code": data["code"],
+                   "amount": data["amount"], "points": data.get("points"),
+                   "order_id": data.get("order_id"), "reason": data.get("reason")}
     elif kind == "notification.sent":
         summary = f"{str(data['channel']).upper()} sent: {data['template']}"
         actor = "notifications"

@@ -197,6 +197,17 @@ def woo_client_factory(config: Config):
     return make
 
 
+def coupon_client_factory(config: Config):
+    """Clients for coupon writes: few, short retries, because the caller's step stays pending
+    and retries with its own backoff; an RPC held open through minutes of retries would
+    outlive its caller's patience."""
+    def make(store: Store) -> WooClient:
+        return WooClient(store.shop_url, store.consumer_key, store.consumer_secret,
+                         timeout=config.float("WOO_HTTP_TIMEOUT_SECONDS"),
+                         max_retries=config.int("WOO_COUPON_RETRIES"), backoff_max=2.0)
+    return make
+
+
 class BackgroundJobs(_ServiceParts, DependencyProvider):
     """Backfills started over RPC, and the reconciliation schedule."""
 

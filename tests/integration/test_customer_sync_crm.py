@@ -207,7 +207,8 @@ def test_other_services_events_reach_the_timeline_once(services, rpc, events, sh
     messages = [build_event(t, store_id=STORE_ID,
                             data={**contract(t).sample, "customer_id": customer_id}).to_message()
                 for t in ("customer.tagged", "customer.segment_changed", "loyalty.points_changed",
-                          "notification.sent")]
+                          "loyalty.reward_issued", "loyalty.reward_used", "loyalty.reward_returned",
+                          "loyalty.reward_expired", "notification.sent")]
     unknown = build_event("customer.tagged", store_id=STORE_ID,
                           data={**contract("customer.tagged").sample,
                                 "customer_id": "nobody"}).to_message()
@@ -217,6 +218,11 @@ def test_other_services_events_reach_the_timeline_once(services, rpc, events, sh
     def foreign():
         return [e for e in rpc.timeline(STORE_ID, customer_id, {"size": 50})["items"]
                 if e["actor"] != "shop"]
-    wait_until(lambda: len(foreign()) == 4, timeout=15, message="four entries")
+    wait_until(lambda: len(foreign()) == len(messages), timeout=15, message="one entry each")
     assert {e["entry_id"] for e in foreign()} == {m["event_id"] for m in messages}
+    summaries = {e["kind"]: e["summary"] for e in foreign()}
+    assert summaries["loyalty.reward_issued"] == "Reward (500 points) 5.00 EUR issued"
+    assert summaries["loyalty.reward_used"] == "Reward (500 points) 5.00 EUR used on order 1002"
+    assert summaries["loyalty.reward_returned"] == (
+        "Reward (500 points) 5.00 EUR returned, 500 points back")
     assert database(services)["timeline"].count_documents({"customer_id": "nobody"}) == 0

@@ -466,3 +466,11 @@ def test_erasure_forgets_notes_reminders_and_timeline(sync, storage, projector):
     projector.sweep()
     for name in ("notes", "reminders", "timeline"):
         assert storage.database[name].count_documents({}) == 0, name
+
+
+def test_timeline_amounts_follow_the_currencys_minor_unit():
+    from services.customer_sync.timeline import money_text
+
+    assert money_text({"amount": 4990, "currency": "EUR"}) == "49.90 EUR"
+    assert money_text({"amount": 1500, "currency": "JPY"}) == "1500 JPY"
+    assert money_text({"amount": 1234, "currency": "KWD"}) == "1.234 KWD"
