@@ -152,6 +152,9 @@ def store_a_records(system) -> dict:
     ok(admin.put("/groups/trade-a", json={"name": "Trade A"}))
     ok(admin.post(cid + "/groups", json={"groups": ["trade-a"]}))
     ok(admin.post(cid + "/loyalty/adjust", json={"points": 500, "reason": "welcome"}))
+    # The customer has no order, so no currency yet: the programme's makes the coupon's.
+    programme = ok(admin.get("/loyalty/programme"))
+    ok(admin.put("/loyalty/programme", json={**programme, "currency": "EUR"}))
     reward = ok(admin.post(cid + "/loyalty/redeem", json={"points": 100}))["reward"]
     ok(admin.put(cid + "/consent", json={"purpose": "email_marketing", "granted": True}))
     ok(admin.put("/notifications/templates/a-sale", json={"channel": "sms", "body": "Hi A"}))
