@@ -291,3 +291,16 @@ def test_reward_messages_and_money_follow_the_rewards_state_and_currency():
     assert json.dumps(present.REWARD_STATES)  # every state the service names has words
     assert set(present.REWARD_STATES) == {"pending", "issued", "used", "closing", "returned",
                                           "expired"}
+
+
+# -- the programme form keeps what it does not show --------------------------------------------
+def test_saving_the_programme_keeps_the_settings_the_form_does_not_show(monkeypatch):
+    """The API replaces the programme whole: a field the form leaves out would go back to its
+    default on every save from the console."""
+    from services.gateway.console import forms
+
+    accepted = ["points_per_unit", "expiry_months", "currency", "hidden_setting"]
+    current = {"points_per_unit": 100, "expiry_months": 12, "currency": "EUR",
+               "hidden_setting": 7, "store_id": "shop"}
+    assert forms.keep_unshown(current, {"points_per_unit": 50, "currency": None}, accepted) == {
+        "points_per_unit": 50, "currency": None, "expiry_months": 12, "hidden_setting": 7}

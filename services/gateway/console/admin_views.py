@@ -12,6 +12,7 @@ from werkzeug.wrappers import Response
 
 from services.gateway.console import charts, forms, present
 from services.gateway.console.api import ApiError, path
+from services.gateway.handlers.loyalty import PROGRAMME_BODY
 
 PREFIX = "/console"
 SEND_STATUSES = ("scheduled", "sending", "sent", "failed", "refused", "cancelled")
@@ -58,7 +59,8 @@ def loyalty_save(page) -> Response:
         return _programme_page(page, current, shown, errors, 400,
                                "Nothing was saved: correct the fields marked below.")
     try:
-        page.api.put("/loyalty/programme", body)
+        page.api.put("/loyalty/programme", forms.keep_unshown(
+            current, body, PROGRAMME_BODY["properties"]))
     except ApiError as exc:
         return _programme_page(page, current, shown, forms.field_errors(exc.problem),
                                exc.status if exc.status < 500 else 502,

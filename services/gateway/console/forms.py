@@ -5,7 +5,7 @@ the fields they name (see `field_errors`)."""
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from services.gateway.console.present import to_day_start
 
@@ -143,6 +143,14 @@ def parse_programme(form) -> tuple[dict, dict, dict]:
              "earning_statuses": body["earning_statuses"], "currency": currency,
              "starts_at": starts, "tiers": rows}
     return body, shown, errors
+
+
+def keep_unshown(current: Mapping[str, Any], body: dict, accepted: Iterable[str]) -> dict:
+    """The programme to save: the form's fields over the current programme's other accepted
+    fields. The API takes the programme whole (a field left out takes its default), so a
+    setting this form does not show would otherwise be reset by every save."""
+    kept = {name: current[name] for name in accepted if name in current and name not in body}
+    return {**kept, **body}
 
 
 # -- workflows --------------------------------------------------------------------------------
