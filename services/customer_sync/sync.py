@@ -92,6 +92,9 @@ def customer_event_data(doc: dict) -> dict:
         "billing": doc.get("billing") or {},
         "shipping": doc.get("shipping") or {},
         "date_created": _iso(doc.get("date_created")),
+        "date_modified": _iso(max((t for t in (aware(doc.get("woo_date_modified")),
+                                               aware(doc.get("contact_from_order_at")))
+                                   if t is not None), default=None)),
         "birthday": doc.get("birthday"),
         "account_status": doc.get("account_status") or "active",
     }
@@ -115,6 +118,7 @@ def order_event_data(doc: dict) -> dict:
         "date_created": _iso(doc.get("date_created")),
         "date_paid": _iso(doc.get("date_paid")),
         "date_completed": _iso(doc.get("date_completed")),
+        "date_modified": _iso(doc.get("date_modified")),
         "line_items": [
             {**{k: item[k] for k in ("line_id", "product_id", "variation_id", "name", "sku",
                                       "quantity")},

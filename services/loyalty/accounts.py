@@ -20,6 +20,7 @@ from services.loyalty.programme import DEFAULT_PROGRAMME, Programme, load_progra
 from services.loyalty.repository import LoyaltyStorage, utcnow
 from shared.errors import Conflict, NotFound, ValidationError
 from shared.events import Event, build_event
+from shared.events.facts import fact_time
 
 log = logging.getLogger(__name__)
 
@@ -307,9 +308,14 @@ class Accounts:
             for e in account.entries if e.book == lg.POINTS]
         change = account.tier_change
         if change is not None:
+            # When the tier changed: an order's time at the shop (a backfill's history earns
+            # tiers dated in the past), else now (a person's request, the daily run).
+            fact_at = (fact_time(cause.event_type, cause.data) or cause.occurred_at
+                       if cause is not None else self.clock())
             events.append(make("loyalty.tier_changed", {
                 "customer_id": customer_id, "old_tier": change.old, "new_tier": change.new,
-                "direction": change.direction, "points_in_window": change.points_in_window},
+                "direction": change.direction, "points_in_window": change.points_in_window,
+                "fact_at": fact_at.isoformat()},
                 f"{working['next_seq']}:{change.old}:{change.new}"))
         return events
 

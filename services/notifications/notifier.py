@@ -2,7 +2,8 @@
 keep templates, workflows and store settings; bulk sends fan out to an audience.
 
 A workflow an event triggers becomes one scheduled send, keyed by workflow, customer and the
-triggering event, stored before anything is sent: however often the event comes, one send.
+triggering event (an order-status trigger: the order and status), stored before anything is
+sent: however often the event comes, one send.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from services.notifications.repository import (ACTIVE, DELETED, ERASED, Notifica
                                                phone_key, utcnow)
 from shared.errors import NotFound, ValidationError
 from shared.events import Event, build_event
+from shared.events.facts import fact_time
 from shared.outbox import push_events
 
 log = logging.getLogger(__name__)
@@ -198,12 +200,13 @@ class Notifier:
                                             event.data, self.clock()):
             # A backfill of the shop's history, say: an old order is no news to its customer.
             log.info("%s of %s is older than the store's max_trigger_age_hours: no workflow "
-                     "starts", event.event_type, event.data.get("date_created"),
+                     "starts", event.event_type, fact_time(event.event_type, event.data),
                      extra={"store_id": event.store_id, "customer_id": customer_id,
                             "event_id": event.event_id})
             return 0
         for workflow in workflows:
-            send_id = f"wf:{workflow['workflow_id']}:{customer_id}:{event.event_id}"
+            once = wf.once_key(workflow, event.event_type, event.data, event.event_id)
+            send_id = f"wf:{workflow['workflow_id']}:{customer_id}:{once}"
             due = event.occurred_at + timedelta(seconds=workflow["delay_seconds"])
             if self.storage.sends.schedule(self._send(event.store_id, customer_id, send_id, due,
                                                       workflow=workflow, trigger=event.event_id)):

@@ -2,7 +2,8 @@
 
 - Marketing goes only to a contact whose consent for that channel is on (email_marketing,
   sms_marketing), as the latest `consent.changed` says; transactional always goes.
-- SMS is held during the store's quiet hours (its own time zone) until they end.
+- Marketing SMS is held during the store's quiet hours (its own time zone) until they end;
+  transactional messages are not.
 - A contact gets at most the store's weekly cap of marketing messages in any 7 days.
 Every refusal carries its reason, for the send log.
 """
@@ -16,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from shared.email_addresses import mailbox
 from shared.errors import ValidationError
+from shared.events.facts import fact_time
 from shared.events.notifications import MAX_TRIGGER_AGE_HOURS
 
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
@@ -24,25 +26,11 @@ _TEXT_SETTINGS = ("name", "url", "timezone", "quiet_start", "quiet_end", "from_e
                   "unsubscribe_url")
 
 
-
-def fact_time(event_type: str, data: Mapping[str, Any]) -> datetime | None:
-    """When the fact behind an event happened at the shop, where that can be older than the
-    event itself: an order's or a sign-up's `date_created` (a backfill publishes them today)."""
-    if event_type not in ("order.placed", "customer.created"):
-        return None
-    value = data.get("date_created")
-    if not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-
-
 def too_old_to_trigger(settings: "StoreSettings", event_type: str, data: Mapping[str, Any],
                        now: datetime) -> bool:
-    """Whether the event's fact is older than the store lets a workflow react to."""
+    """Whether the event's fact is older than the store lets a workflow react to: an order or
+    sign-up by its time at the shop, a tag, segment, group or tier by the fact that caused it
+    (shared/events/facts.py), so a backfill of a shop's history starts nothing."""
     if not settings.max_trigger_age_hours:
         return False
     happened = fact_time(event_type, data)
@@ -54,13 +42,14 @@ class StoreSettings:
     name: str = "our shop"
     url: str = ""
     timezone: str = "UTC"
-    quiet_start: str = "21:00"  # SMS quiet hours, store time; start == end turns them off
+    quiet_start: str = "21:00"  # marketing SMS quiet hours, store time; start == end: none
     quiet_end: str = "08:00"
     weekly_marketing_cap: int = 3
     from_email: str = ""  # empty: the service's MAIL_FROM
     unsubscribe_url: str = ""
-    # Workflows start for new facts only: an order or sign-up older than this when it reaches
-    # notifications (a backfill of a shop's history, a replay) triggers nothing. 0: no limit.
+    # Workflows start for new facts only: an order, sign-up, status change, tag, segment, group
+    # or tier whose fact is older than this when it reaches notifications (a backfill of a
+    # shop's history, a replay, a rule applied to old customers) triggers nothing. 0: no limit.
     max_trigger_age_hours: int = 72
 
     def zone(self) -> ZoneInfo:
@@ -173,7 +162,9 @@ def decide(channel: str, purpose: str, contact: Mapping[str, Any], settings: Sto
         if marketing_sent_this_week >= settings.weekly_marketing_cap:
             return Decision("refuse", f"weekly marketing cap of {settings.weekly_marketing_cap} "
                                       "reached")
-    if channel == "sms":
+    if channel == "sms" and purpose == "marketing":
+        # Quiet hours spare customers promotions at night; what they are waiting for (their
+        # order's status, a code they asked for) goes when it happens.
         until = quiet_until(settings, now)
         if until is not None:
             return Decision("hold", f"quiet hours ({settings.quiet_start}-{settings.quiet_end} "

@@ -196,6 +196,10 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
     def on_order_placed(self, event):
         self._apply(event)
 
+    @event_handler("customer_sync", "order.updated", claims=False)
+    def on_order_updated(self, event):
+        self._apply(event)
+
     @event_handler("segmentation", "customer.tagged", claims=False)
     def on_tagged(self, event):
         self._apply(event)

@@ -9,7 +9,8 @@ channel with which template, for what purpose, and what cancels it before it goe
 
 Triggers: an event with a condition (`customer.tagged` with a tag, `customer.segment_changed`
 to a segment, `loyalty.tier_changed` up (or to a tier), `order.placed` that is the customer's
-first, `customer.created`), or a date rule (`{"date": "birthday"}`, `{"date":
+first, `customer.created`, an order's status change: `order.updated` (or `order.placed`, an
+order first seen in that status) with `to_status`), or a date rule (`{"date": "birthday"}`, `{"date":
 "days_since_last_order", "days": 90}`) checked by a timer.
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ import re
 from typing import Any, Mapping
 
 from shared.errors import ValidationError
+from shared.events.customer_sync import LIVE_ORDER_STATUSES
 
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 EVENT_TRIGGERS = {
@@ -25,8 +27,10 @@ EVENT_TRIGGERS = {
     "customer.tagged": {"tag"},
     "customer.segment_changed": {"to", "from"},
     "loyalty.tier_changed": {"direction", "to"},
-    "order.placed": {"first_order"},
+    "order.placed": {"first_order", "to_status"},
+    "order.updated": {"to_status"},
 }
+ORDER_TRIGGER_STATUSES = LIVE_ORDER_STATUSES
 DATE_TRIGGERS = {"birthday": set(), "days_since_last_order": {"days"}}
 CANCELS = {"tag_removed": {"tag"}, "order_placed": set()}
 SEGMENTS = ("prospect", "new", "regular", "vip", "one_time", "at_risk")
@@ -121,6 +125,11 @@ def _check_trigger(trigger: dict, errors: dict) -> None:
             _problem(errors, "trigger.direction", "must be up or down")
         if event == "order.placed" and not isinstance(trigger.get("first_order", False), bool):
             _problem(errors, "trigger.first_order", "must be true or false")
+        if event == "order.updated" and "to_status" not in trigger:
+            _problem(errors, "trigger.to_status", "required: the order status entered")
+        elif "to_status" in trigger and trigger["to_status"] not in ORDER_TRIGGER_STATUSES:
+            _problem(errors, "trigger.to_status",
+                     f"must be one of {', '.join(ORDER_TRIGGER_STATUSES)}")
     else:
         date = trigger["date"]
         if date not in DATE_TRIGGERS:
@@ -151,8 +160,22 @@ def triggered_by(workflow: Mapping[str, Any], event_type: str, data: Mapping[str
         return data.get("direction") == trigger.get("direction", "up") and (
             "to" not in trigger or data.get("new_tier") == trigger["to"])
     if event_type == "order.placed":
-        return first_order or not trigger.get("first_order", False)
+        return (first_order or not trigger.get("first_order", False)) and (
+            "to_status" not in trigger or data.get("status") == trigger["to_status"])
+    if event_type == "order.updated":
+        return data.get("new_status") == trigger["to_status"] \
+            and data.get("old_status") != data.get("new_status")
     return True
+
+
+def once_key(workflow: Mapping[str, Any], event_type: str, data: Mapping[str, Any],
+             event_id: str) -> str:
+    """What makes a triggered send one of a kind, after the workflow and the customer: the
+    order and the status it entered for a status trigger (an order that goes back and forth
+    is told once per status), otherwise the triggering event."""
+    if "to_status" in workflow["trigger"] and event_type in ("order.placed", "order.updated"):
+        return f"order:{data.get('order_id')}:{workflow['trigger']['to_status']}"
+    return event_id
 
 
 def cancelled_by(workflow_cancel: list[Mapping[str, Any]], contact: Mapping[str, Any],

@@ -20,8 +20,10 @@ from pymongo import UpdateOne
 
 from shared.errors import Conflict
 from shared.events import Event, build_event
+from shared.events.facts import fact_time
 from shared.outbox import push_events
 from services.segmentation import directory
+from services.segmentation import fact_times
 from services.segmentation import rules as rule_engine
 from services.segmentation import stats as st
 from services.segmentation.repository import ACTIVE, SegmentationStorage, utcnow
@@ -61,6 +63,16 @@ def _aware(value):
 def _iso(value) -> str | None:
     value = _aware(value)
     return value.isoformat() if isinstance(value, datetime) else value
+
+
+# When a held fact was learnt and when it happened: not part of what it says.
+_WHEN_KEYS = ("as_of", "fact_at")
+
+
+def _fact_of(event: Event) -> datetime:
+    """When the fact an event brings happened at the shop, or, where it does not say, when it
+    was published."""
+    return fact_time(event.event_type, event.data) or event.occurred_at
 
 
 def contact_facts(data: dict) -> dict:
@@ -160,14 +172,16 @@ class Profiles:
             return ProfileChange()  # an order with no customer (no billing email) has no profile
         fact = {"status": data["status"], "total": data["total"]["amount"],
                 "refunded": data["total_refunded"]["amount"], "currency": data["currency"],
-                "date_created": data["date_created"], "as_of": event.occurred_at}
+                "date_created": data["date_created"], "as_of": event.occurred_at,
+                "fact_at": _fact_of(event)}
+        compared = [k for k in fact if k not in _WHEN_KEYS]
 
         def change(doc: dict) -> bool:
             held = (doc.get("orders") or {}).get(data["order_id"])
             if held is not None and _aware(held.get("as_of")) and _aware(held["as_of"]) > event.occurred_at:
                 return False  # an older state of this order than the one held
-            if held is not None and {k: held.get(k) for k in fact if k != "as_of"} == \
-                    {k: v for k, v in fact.items() if k != "as_of"}:
+            if held is not None and {k: held.get(k) for k in compared} == \
+                    {k: fact[k] for k in compared}:
                 return False
             doc.setdefault("orders", {})[data["order_id"]] = fact
             return True
@@ -176,7 +190,7 @@ class Profiles:
 
     def apply_customer_event(self, event: Event) -> ProfileChange:
         data = event.data
-        contact = {**contact_facts(data), "as_of": event.occurred_at}
+        contact = {**contact_facts(data), "as_of": event.occurred_at, "fact_at": _fact_of(event)}
 
         def change(doc: dict) -> bool:
             held = doc.get("contact") or {}
@@ -186,8 +200,8 @@ class Profiles:
                 if _aware(doc.get("deleted_at")) >= event.occurred_at:
                     return False  # older than the deletion: delivered late
                 doc["status"], doc["deleted_at"] = ACTIVE, None  # the shop has them again
-            elif _comparable({k: held.get(k) for k in contact if k != "as_of"}) == \
-                    _comparable({k: v for k, v in contact.items() if k != "as_of"}):
+            elif _comparable({k: held.get(k) for k in contact if k not in _WHEN_KEYS}) == \
+                    _comparable({k: v for k, v in contact.items() if k not in _WHEN_KEYS}):
                 return False
             doc["contact"] = contact
             return True
@@ -463,10 +477,40 @@ class Profiles:
             groups.setdefault(group, {"source": "rule",
                                       "rule_id": attribution.get(("join_group", group)),
                                       "joined_at": now})
-        return self._events(doc, before, stats, cause, actor, manual, attribution)
+        changed = (doc["segment"] != before["segment"] or set(tags) != set(before["tags"])
+                   or set(groups) != set(before["groups"]))
+        fact_at = self._fact_at(doc, stats, context, cause, manual, now) if changed else now
+        return self._events(doc, before, stats, cause, actor, manual, attribution, fact_at)
+
+    @staticmethod
+    def _fact_at(doc: dict, stats: st.Stats, context: StoreContext, cause: Event | None,
+                 manual: bool, now: datetime) -> datetime:
+        """When what this derivation changes became true (fact_times.py): a person's action
+        now; an event that dates its fact (an order, a sign-up), that fact's time; anything
+        else, the newest fact held or the clock's last turn."""
+        if manual:
+            return now
+        if cause is not None:
+            dated = fact_time(cause.event_type, cause.data)
+            if dated is not None:
+                return dated
+        # A store's recompute reads profiles without their orders: their stats date the last.
+        held = [stats.last_order_at, *(_aware(o.get("fact_at") or o.get("date_created"))
+                                       for o in (doc.get("orders") or {}).values())]
+        contact = doc.get("contact") or {}
+        held.append(_aware(contact.get("fact_at") or contact.get("date_created")))
+        def state_at(moment: datetime) -> tuple:
+            segment = st.classify(stats, moment, context.thresholds, context.vip_cutoff)
+            tags, groups = rule_engine.resulting_state(
+                context.rules, rule_view(doc, stats, segment, moment))
+            return segment, frozenset(tags), frozenset(groups)
+
+        turns = fact_times.clock_turns(stats, context.thresholds, context.rules)
+        return fact_times.derived_fact_at(held, turns, now, state_at)
 
     def _events(self, doc: dict, before: dict, stats: st.Stats, cause: Event | None,
-                actor: str | None, manual: bool, attribution: dict) -> list[Event]:
+                actor: str | None, manual: bool, attribution: dict,
+                fact_at: datetime) -> list[Event]:
         store_id, customer_id, version = doc["store_id"], doc["customer_id"], doc.get("version", 0)
         correlation = cause.correlation_id if cause else None
         causation = cause.event_id if cause else None
@@ -474,6 +518,7 @@ class Profiles:
         def make(event_type: str, data: dict, *parts: object) -> Event:
             event_id = str(uuid.uuid5(_NAMESPACE, ":".join(
                 map(str, (store_id, customer_id, event_type, version, *parts)))))
+            data = {**data, "fact_at": fact_at.isoformat()}
             return build_event(event_type, store_id=store_id, data=data, event_id=event_id,
                                correlation_id=correlation or event_id, causation_id=causation,
                                occurred_at=self.clock())

@@ -52,7 +52,7 @@ _CUSTOMER = {
     "customer_id": "c-3f2a", "woo_customer_id": 42, "registered": True,
     "email": "ada@example.com", "first_name": "Ada", "last_name": "Lovelace",
     "phone": "+441234567890", "company": "", "billing": _ADDRESS, "shipping": _ADDRESS,
-    "date_created": "2026-01-02T10:00:00+00:00",
+    "date_created": "2026-01-02T10:00:00+00:00", "date_modified": "2026-01-02T10:00:00+00:00",
 }
 _ORDER = {
     "order_id": "1001", "number": "1001", "customer_id": "c-3f2a", "is_guest": False,
@@ -60,6 +60,7 @@ _ORDER = {
     "discount_total": _money(0), "shipping_total": _money(490), "tax_total": _money(0),
     "total_refunded": _money(0), "date_created": "2026-01-03T09:00:00+00:00",
     "date_paid": "2026-01-03T09:01:00+00:00", "date_completed": None,
+    "date_modified": "2026-01-03T09:01:00+00:00",
     "line_items": [{
         "line_id": 1, "product_id": 7, "variation_id": 0, "name": "Tea", "sku": "TEA",
         "quantity": 3, "subtotal": _money(4500), "total": _money(4500),
@@ -98,25 +99,31 @@ _ENTRIES = (
                   "(a broadcast).",
                   {"key_id": "5f0c3a9d2e7b1c44", "revoked_at": "2026-11-29T10:00:00+00:00"}),
     EventContract("customer.tagged", "segmentation", 1, seg.TagChangeData,
-                  "A tag was added to a customer, by a rule or by a person (`source`).",
+                  "A tag was added to a customer, by a rule or by a person (`source`); `fact_at` "
+                  "dates the fact that caused it.",
                   {"customer_id": "c-3f2a", "tag": "loyal", "source": "rule", "rule_id": "r-1",
-                   "actor": None}),
+                   "actor": None, "fact_at": "2026-01-03T09:00:00+00:00"}),
     EventContract("customer.untagged", "segmentation", 1, seg.TagChangeData,
                   "A tag was removed from a customer.",
                   {"customer_id": "c-3f2a", "tag": "abandoned-cart", "source": "manual",
-                   "rule_id": None, "actor": "ops@shop.example"}),
+                   "rule_id": None, "actor": "ops@shop.example",
+                   "fact_at": "2026-01-04T15:30:00+00:00"}),
     EventContract("customer.segment_changed", "segmentation", 1, seg.SegmentChangedData,
-                  "A customer's segment changed (`old_segment` is null the first time).",
+                  "A customer's segment changed (`old_segment` is null the first time); `fact_at` "
+                  "dates the fact that caused it.",
                   {"customer_id": "c-3f2a", "old_segment": "new", "new_segment": "regular",
-                   "orders_count": 3, "total_spent": {"amount": 14970, "currency": "EUR"}}),
+                   "orders_count": 3, "total_spent": {"amount": 14970, "currency": "EUR"},
+                   "fact_at": "2026-01-03T09:00:00+00:00"}),
     EventContract("customer.group_joined", "segmentation", 1, seg.GroupChangeData,
-                  "A customer joined a group (by a rule or by a person).",
+                  "A customer joined a group (by a rule or by a person); `fact_at` dates the fact "
+                  "that caused it.",
                   {"customer_id": "c-3f2a", "group": "wholesale", "source": "rule",
-                   "rule_id": "r-2", "actor": None}),
+                   "rule_id": "r-2", "actor": None, "fact_at": "2026-01-03T09:00:00+00:00"}),
     EventContract("customer.group_left", "segmentation", 1, seg.GroupChangeData,
                   "A customer left a group.",
                   {"customer_id": "c-3f2a", "group": "wholesale", "source": "manual",
-                   "rule_id": None, "actor": "ops@shop.example"}),
+                   "rule_id": None, "actor": "ops@shop.example",
+                   "fact_at": "2026-01-04T15:30:00+00:00"}),
     EventContract("loyalty.points_changed", "loyalty", 1, loyalty.PointsChangedData,
                   "A customer's points changed by one ledger entry (earn, reverse, redeem, "
                   "expire, adjust); `balance` is after it.",
@@ -125,9 +132,11 @@ _ENTRIES = (
                    "order_id": "1001"}),
     EventContract("loyalty.tier_changed", "loyalty", 1, loyalty.TierChangedData,
                   "A customer's tier changed (on an earn or reversal, or by the daily check "
-                  "when points fall out of the 12-month window).",
+                  "when points fall out of the 12-month window); `fact_at` is the order's time or "
+                  "the daily check's.",
                   {"customer_id": "c-3f2a", "old_tier": "bronze", "new_tier": "silver",
-                   "direction": "up", "points_in_window": 1450}),
+                   "direction": "up", "points_in_window": 1450,
+                   "fact_at": "2026-01-03T09:01:00+00:00"}),
     EventContract("loyalty.reward_issued", "loyalty", 1, loyalty.RewardData,
                   "A reward's coupon exists at the shop and can be used: bought with points "
                   "(`kind` points) or store credit (`kind` credit).",

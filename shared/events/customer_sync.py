@@ -21,6 +21,9 @@ ORDER_STATUSES = (
     "checkout-draft",
 )
 _status = validate.OneOf(ORDER_STATUSES)
+# The statuses an order.placed or order.updated can carry (order.cancelled has the others):
+# what a workflow may wait for an order to enter.
+LIVE_ORDER_STATUSES = ("pending", "processing", "on-hold", "completed", "refunded")
 ACCOUNT_STATUSES = ("active", "inactive")
 
 
@@ -44,6 +47,9 @@ class CustomerData(BaseSchema):
     # such field). "inactive" customers stay listed and keep their data, and can be filtered.
     account_status = fields.String(load_default="active",
                                    validate=validate.OneOf(ACCOUNT_STATUSES))
+    # Added in place: when the shop last changed the contact data the event carries (its
+    # date_modified, or the order whose billing refreshed it); null when it never said.
+    date_modified = UtcTime(allow_none=True, load_default=None)
 
 
 class CustomerUpdatedData(CustomerData):
@@ -89,6 +95,9 @@ class OrderData(BaseSchema):
     date_created = UtcTime(required=True, allow_none=True)
     date_paid = UtcTime(allow_none=True, load_default=None)
     date_completed = UtcTime(allow_none=True, load_default=None)
+    # Added in place: the shop's time of the state the event carries, which dates a status
+    # change (reconciliation can publish one hours after it happened).
+    date_modified = UtcTime(allow_none=True, load_default=None)
     line_items = fields.List(fields.Nested(LineItemData), load_default=list)
     coupon_codes = fields.List(fields.String(), load_default=list)
     payment_method = fields.String(load_default="")

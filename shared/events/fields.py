@@ -44,6 +44,14 @@ def UtcTime(**kwargs) -> fields.AwareDateTime:  # noqa: N802
     return UtcDateTime(format="iso", **kwargs)
 
 
+def FactAt() -> fields.Field:  # noqa: N802 - reads as a field type
+    """Added in place (fields are only ever added; older publishers leave it out): the time of
+    the fact that caused the change (an order's or a sign-up's time at the shop, a person's
+    action, the moment the clock made it true), not of its publication. A backfill's derived
+    events are dated in the past by it, so consumers reacting to news can tell."""
+    return UtcDateTime(format="iso", load_default=None, allow_none=True)
+
+
 class AddressSchema(BaseSchema):
     first_name = fields.String(load_default="")
     last_name = fields.String(load_default="")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from marshmallow import fields, validate
 
-from shared.events.fields import BaseSchema, Money, UtcDateTime
+from shared.events.fields import BaseSchema, FactAt, Money, UtcDateTime
 
 ENTRY_KINDS = ("earn", "reverse", "redeem", "expire", "adjust", "erase", "return")
 REWARD_KINDS = ("points", "credit")
@@ -24,13 +24,16 @@ class PointsChangedData(BaseSchema):
 
 
 class TierChangedData(BaseSchema):
-    """`direction` is up or down; `old_tier` is null when a customer first gets a tier."""
+    """`direction` is up or down; `old_tier` is null when a customer first gets a tier.
+    `fact_at`: the order's time for a change an order brought, the daily run's for one the
+    tier window brought."""
 
     customer_id = fields.String(required=True)
     old_tier = fields.String(required=True, allow_none=True)
     new_tier = fields.String(required=True)
     direction = fields.String(required=True, validate=validate.OneOf(("up", "down")))
     points_in_window = fields.Integer(required=True, strict=True)
+    fact_at = FactAt()
 
 
 class RewardData(BaseSchema):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from marshmallow import fields, validate
 
-from shared.events.fields import BaseSchema, Money
+from shared.events.fields import BaseSchema, FactAt, Money
 
 SEGMENTS = ("prospect", "new", "regular", "vip", "one_time", "at_risk")
 SOURCES = ("rule", "manual", "import")
@@ -15,6 +15,7 @@ class _Change(BaseSchema):
     source = fields.String(required=True, validate=validate.OneOf(SOURCES))
     rule_id = fields.String(load_default=None, allow_none=True)
     actor = fields.String(load_default=None, allow_none=True)
+    fact_at = FactAt()
 
 
 class TagChangeData(_Change):
@@ -31,3 +32,4 @@ class SegmentChangedData(BaseSchema):
     new_segment = fields.String(required=True, validate=validate.OneOf(SEGMENTS))
     orders_count = fields.Integer(required=True)
     total_spent = Money(required=True, allow_none=True)
+    fact_at = FactAt()

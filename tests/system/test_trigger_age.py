@@ -9,6 +9,12 @@ months ago, a first-order SMS and a welcome email (both transactional, so no con
 and only the age can hold them back), the history imported by `companion backfill`, and then
 a new customer's signed webhooks dated now.
 
+The second test does the same for what segmentation and loyalty derive from that history: a
+backfill makes big spenders, VIPs (the store's first recompute puts its top spenders over the
+cutoff) and silver or gold members, each announced today but dated (`fact_at`) by the orders
+behind it, so their workflows start nothing; a live order that makes an existing customer a
+VIP, a big spender and gold, the same minute, starts each of them once.
+
 Sizes: TRIGGER_AGE_CUSTOMERS and TRIGGER_AGE_ORDERS (default 20 and 40), TRIGGER_AGE_SEED.
 """
 from __future__ import annotations
@@ -22,6 +28,7 @@ from tests.system.fault_stack import FaultStack, StoreScenario, cli_json, size
 from tests.system.scenario import pages
 
 STORE = "ageshop"
+VIP_STORE = "vipshop"
 CUSTOMERS, ORDERS = size("TRIGGER_AGE_CUSTOMERS", 20), size("TRIGGER_AGE_ORDERS", 40)
 SEED = size("TRIGGER_AGE_SEED", 29)
 LIVE_PHONE = "+49 151 7770002"
@@ -100,5 +107,92 @@ def test_backfilled_history_messages_nobody_but_a_live_order_does(stack):
         assert _recipients(mails) == [email]
         assert mails[0]["Subject"].startswith("Welcome to System Shop")
         print(f"{STORE} timings:", scenario.timings)
+    finally:
+        scenario.close()
+
+
+# Transactional, like the test above: no consent is needed, so only the age can hold them back.
+_NEWS = {
+    "vip-mail": ({"event": "customer.segment_changed", "to": "vip"}, "You are a VIP now"),
+    "tier-mail": ({"event": "loyalty.tier_changed", "direction": "up"}, "You moved up a tier"),
+    "big-spender-mail": ({"event": "customer.tagged", "tag": "big-spender"}, "Thank you"),
+}
+
+
+def test_what_a_backfill_derives_messages_nobody_but_a_live_vip_order_does(stack):
+    now = datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
+    scenario = StoreScenario(stack, VIP_STORE, SEED + 1, CUSTOMERS, ORDERS,
+                             start=now - timedelta(days=120), span_days=60,
+                             max_trigger_age_hours=None)
+    shop = scenario.shop
+    try:
+        with stack.rpc() as rpc:
+            for workflow_id, (trigger, subject) in _NEWS.items():
+                rpc.notifications.save_template(VIP_STORE, {
+                    "slug": workflow_id.replace("-", "_"), "channel": "email",
+                    "subject": subject + ", {{ customer.first_name }}", "text": subject + ".",
+                    "html": f"<p>{subject}.</p>"})
+                rpc.notifications.save_workflow(VIP_STORE, {
+                    "workflow_id": workflow_id, "name": subject, "enabled": True,
+                    "trigger": trigger, "delay_seconds": 0, "channel": "email",
+                    "template": workflow_id.replace("-", "_"), "purpose": "transactional"})
+        mails_from, texts_from = len(stack.smtp.messages), len(stack.twilio.messages)
+        derived_before = {t: _handled(stack, t) for t in (
+            "customer.tagged", "customer.segment_changed", "loyalty.tier_changed")}
+
+        done = stack.companion("--json", "backfill", "--store", VIP_STORE)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert cli_json(done)["status"] == "completed", done.stdout
+        stack.quiet()
+        with stack.rpc() as rpc:  # what the hourly recompute does: the store's VIP cutoff
+            rpc.segmentation.recompute_store(VIP_STORE)
+        stack.quiet()
+        scenario.lap("backfilled and recomputed")
+
+        # The history made big spenders, VIPs and tiers, and notifications heard of each...
+        with stack.rpc() as rpc:
+            customers = pages(rpc.customer_sync.list_customers, VIP_STORE, None)
+            profiles = {c["customer_id"]: rpc.segmentation.get_profile(VIP_STORE, c["customer_id"])
+                        for c in customers}
+            tiers = {}
+            for c in customers:
+                try:
+                    tiers[c["customer_id"]] = rpc.loyalty.get_account(
+                        VIP_STORE, c["customer_id"])["tier"]
+                except Exception:  # noqa: BLE001 - no order, no account
+                    tiers[c["customer_id"]] = None
+        segments = [p["segment"] for p in profiles.values()]
+        big = [cid for cid, p in profiles.items() if any(t["tag"] == "big-spender" for t in p["tags"])]
+        assert "vip" in segments and big, (segments, big)
+        assert {"silver", "gold"} & set(tiers.values()), tiers
+        for event_type, before in derived_before.items():
+            assert _handled(stack, event_type) > before, event_type
+        # ... and messaged nobody about any of it.
+        sent = {"sms": [m.to for m in stack.twilio.messages[texts_from:]],
+                "email": _recipients(stack.smtp.messages[mails_from:])}
+        assert sent == {"sms": [], "email": []}, {k: (len(v), v) for k, v in sent.items()}
+
+        # The same minute, an existing registered customer, neither VIP, big spender nor gold,
+        # places an order of 6,000.00: live news, each workflow once.
+        registered = {c["customer_id"]: c for c in customers if c.get("registered")}
+        candidates = sorted(cid for cid in registered if profiles[cid]["segment"] != "vip"
+                            and cid not in big and tiers[cid] != "gold")
+        assert candidates, (segments, big, tiers)
+        chosen = registered[candidates[0]]
+        shop.clock.catch_up(datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
+                            - timedelta(minutes=2))  # the order below adds a minute
+        order = scenario.traffic.place_now(chosen["woo_customer_id"], status="processing",
+                                           total="6000.00")
+        assert scenario.traffic.send_once(order) == 200
+        stack.quiet()
+        scenario.lap("live order")
+
+        mails = stack.smtp.messages[mails_from:]
+        email = shop.customers[chosen["woo_customer_id"]]["email"].lower()
+        assert _recipients(mails) == [email] * 3, _recipients(mails)
+        assert sorted(m["Subject"].split(",")[0] for m in mails) == sorted(
+            subject for _, subject in _NEWS.values())
+        assert stack.twilio.messages[texts_from:] == []  # not their first order
+        print(f"{VIP_STORE} timings:", scenario.timings)
     finally:
         scenario.close()

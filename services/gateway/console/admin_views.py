@@ -195,6 +195,7 @@ def _workflow_page(page, values: dict, is_new: bool, errors: dict | None = None,
                        v=values, is_new=is_new, errors=errors or {}, problem=problem,
                        triggers=forms.TRIGGER_CHOICES, segments=forms.SEGMENT_CHOICES,
                        units=list(forms.DELAY_UNITS), segment_labels=present.SEGMENT_LABELS,
+                       order_statuses=forms.ORDER_STATUS_CHOICES,
                        templates=sorted(templates, key=lambda t: t.get("slug", "")))
 
 

@@ -8,6 +8,7 @@ import re
 from typing import Any, Iterable, Mapping
 
 from services.gateway.console.present import to_day_start
+from shared.events.customer_sync import LIVE_ORDER_STATUSES
 
 # The order statuses WooCommerce knows that can earn points (void ones take points back).
 EARNING_STATUS_CHOICES = ("pending", "processing", "on-hold", "completed")
@@ -28,12 +29,14 @@ EVENT_TRIGGERS = [("customer.created", "A customer is created"),
                   ("customer.tagged", "A customer is tagged"),
                   ("customer.segment_changed", "A customer enters a segment"),
                   ("loyalty.tier_changed", "A customer's loyalty tier changes"),
-                  ("order.placed", "An order is placed")]
+                  ("order.placed", "An order is placed"),
+                  ("order.updated", "An order's status changes")]
 DATE_TRIGGERS = [("birthday", "On the customer's birthday"),
                  ("days_since_last_order", "Some days after the last order")]
 TRIGGER_CHOICES = [(f"event:{k}", v) for k, v in EVENT_TRIGGERS] + \
     [(f"date:{k}", v) for k, v in DATE_TRIGGERS]
 SEGMENT_CHOICES = ("prospect", "new", "regular", "vip", "one_time", "at_risk")
+ORDER_STATUS_CHOICES = LIVE_ORDER_STATUSES
 DELAY_UNITS = {"minutes": 60, "hours": 3600, "days": 86400}
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
@@ -192,6 +195,9 @@ def workflow_form(workflow: Mapping[str, Any] | None) -> dict:
         "tag": trigger.get("tag", ""), "to": trigger.get("to", ""),
         "from": trigger.get("from", ""), "direction": trigger.get("direction", ""),
         "first_order": bool(trigger.get("first_order")), "days": str(trigger.get("days", "")),
+        "to_status": trigger.get("to_status", "") if trigger.get("event") == "order.updated" else "",
+        "placed_status": trigger.get("to_status", "") if trigger.get("event") == "order.placed"
+        else "",
         "delay": str(delay // DELAY_UNITS[unit]) if delay else "0", "delay_unit": unit,
         "channel": workflow.get("channel") or "email", "template": workflow.get("template") or "",
         "purpose": workflow.get("purpose") or "marketing",
@@ -205,7 +211,8 @@ def parse_workflow(form) -> tuple[dict, dict, dict]:
     errors: dict[str, str] = {}
     shown = {k: (form.get(k) or "").strip() for k in (
         "workflow_id", "name", "trigger", "tag", "to", "from", "direction", "days", "delay",
-        "delay_unit", "channel", "template", "purpose", "cancel_tag")}
+        "delay_unit", "channel", "template", "purpose", "cancel_tag", "to_status",
+        "placed_status")}
     shown.update(enabled=form.get("enabled") == "on", first_order=form.get("first_order") == "on",
                  cancel_on_order=form.get("cancel_on_order") == "on")
     body: dict[str, Any] = {"name": shown["name"], "enabled": shown["enabled"],
@@ -225,8 +232,13 @@ def parse_workflow(form) -> tuple[dict, dict, dict]:
                 trigger["from"] = shown["from"]
         elif what == "loyalty.tier_changed":
             trigger["direction"] = shown["direction"] or "up"
-        elif what == "order.placed" and shown["first_order"]:
-            trigger["first_order"] = True
+        elif what == "order.placed":
+            if shown["first_order"]:
+                trigger["first_order"] = True
+            if shown["placed_status"]:
+                trigger["to_status"] = shown["placed_status"]
+        elif what == "order.updated":
+            trigger["to_status"] = shown["to_status"]
     elif kind == "date" and what in dict(DATE_TRIGGERS):
         trigger["date"] = what
         if what == "days_since_last_order":

@@ -110,8 +110,10 @@ RENDERED = s.obj({"subject": s.NULLABLE_STRING, "html": s.NULLABLE_STRING, "text
 WORKFLOW_FIELDS = {
     "workflow_id": SLUG, "name": {"type": "string", "minLength": 1, "maxLength": 200},
     "enabled": s.BOOLEAN,
-    "trigger": {"type": "object", "description": "{\"event\": ...} with its condition, or "
-                "{\"date\": \"birthday\" | \"days_since_last_order\", \"days\": n}"},
+    "trigger": {"type": "object", "description": "{\"event\": ...} with its condition "
+                "(an order's status: {\"event\": \"order.updated\", \"to_status\": "
+                "\"completed\"}), or {\"date\": \"birthday\" | \"days_since_last_order\", "
+                "\"days\": n}"},
     "delay_seconds": {"type": "integer", "minimum": 0, "maximum": 90 * 86400},
     "channel": CHANNEL, "template": s.STRING, "purpose": PURPOSE,
     "cancel": {"type": "array", "items": s.obj({"if": {"enum": ["tag_removed",

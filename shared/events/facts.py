@@ -1,0 +1,50 @@
+"""When the fact behind an event happened, as opposed to when the event was published.
+
+A backfill or a replay publishes a shop's history today, and what segmentation and loyalty
+derive from it (a tag, a segment, a tier) is published today too. A consumer that reacts only
+to news (notifications' workflows) needs the time of the fact itself: an order's or a sign-up's
+time at the shop, or the `fact_at` a derived event carries from the fact that caused it.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Mapping
+
+# Events derived from others: each carries `fact_at`, the time of the fact that caused it
+# (optional in their contracts: publishers from before it was added leave it out).
+DERIVED_EVENTS = frozenset({
+    "customer.tagged", "customer.untagged", "customer.segment_changed",
+    "customer.group_joined", "customer.group_left", "loyalty.tier_changed",
+})
+# Order events whose fact is a change of an order already placed: dated by the shop's
+# `date_modified` where the event carries it.
+_ORDER_CHANGES = frozenset({"order.updated", "order.refunded", "order.cancelled"})
+
+
+def as_utc(value: Any) -> datetime | None:
+    """A time from an event's data (an aware datetime, or ISO-8601 text) as aware UTC; None
+    for anything else. A naive time is read as UTC, as the shop's `*_gmt` fields are."""
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, str) and value:
+        try:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    else:
+        return None
+    return moment.astimezone(timezone.utc) if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def fact_time(event_type: str, data: Mapping[str, Any]) -> datetime | None:
+    """When the fact behind an event happened, where the event says so: a sign-up's or an
+    order's `date_created`, an order's or a contact's change by its `date_modified`, a derived
+    event's `fact_at`.
+    None when the event does not say (its fact is then as new as the event)."""
+    if event_type in DERIVED_EVENTS:
+        return as_utc(data.get("fact_at"))
+    if event_type in ("order.placed", "customer.created"):
+        return as_utc(data.get("date_created"))
+    if event_type in _ORDER_CHANGES or event_type == "customer.updated":
+        return as_utc(data.get("date_modified"))
+    return None
