@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import requests
-from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -59,7 +59,7 @@ def _flash(driver, expected: str) -> str:
     def said(d):
         try:
             text = d.find_element(By.CSS_SELECTOR, ".flashes").text
-        except (NoSuchElementException, StaleElementReferenceException):
+        except WebDriverException:  # not there yet, or the page is being replaced
             return False
         return text if expected in text else False
     return WebDriverWait(driver, 10).until(said)
