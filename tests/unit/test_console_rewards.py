@@ -117,6 +117,15 @@ def test_the_card_lists_coupons_with_their_state_and_cancels_only_unused_ones(wo
     assert '/rewards/r-pending/cancel"' in pending and '/rewards/r-credit/cancel"' in html
     assert "/cancel" not in rows["r-used"] and "order 77" in rows["r-used"]
     assert "1 coupon waiting for the shop" in html
+    assert 'id="legacy-credit"' not in html  # none left from before coupons
+
+
+def test_credit_from_before_coupons_shows_until_it_becomes_one(world, monkeypatch):
+    account = Loyalty.get_account
+    monkeypatch.setattr(Loyalty, "get_account", lambda self, store, customer_id: {
+        **account(self, store, customer_id), "legacy_credit": {"amount": 300, "currency": "EUR"}})
+    html = world.client.get("/console/customers/c1").get_data(as_text=True)
+    assert re.search(r'id="legacy-credit">3.00 EUR', html)
 
 
 def test_a_read_key_sees_the_coupons_but_no_form_that_changes_them(world):
