@@ -7,11 +7,12 @@ import json
 import re
 
 import pytest
+from werkzeug.datastructures import MultiDict
 from werkzeug.test import Client
 from werkzeug.wrappers import Request
 
 from services.gateway import openapi
-from services.gateway.console import present
+from services.gateway.console import forms, present
 from services.gateway.routes import build_routes
 from tests.unit.test_console import EVIL, Loyalty, World
 
@@ -306,10 +307,42 @@ def test_reward_messages_and_money_follow_the_rewards_state_and_currency():
 def test_saving_the_programme_keeps_the_settings_the_form_does_not_show(monkeypatch):
     """The API replaces the programme whole: a field the form leaves out would go back to its
     default on every save from the console."""
-    from services.gateway.console import forms
-
     accepted = ["points_per_unit", "expiry_months", "currency", "hidden_setting"]
     current = {"points_per_unit": 100, "expiry_months": 12, "currency": "EUR",
                "hidden_setting": 7, "store_id": "shop"}
     assert forms.keep_unshown(current, {"points_per_unit": 50, "currency": None}, accepted) == {
         "points_per_unit": 50, "currency": None, "expiry_months": 12, "hidden_setting": 7}
+
+
+REWARD_SETTINGS = {"coupon_prefix": "reward", "reward_expiry_days": 90,
+                   "credit_expiry_days": 365, "expiry_warning_days": 14,
+                   "reward_individual_use": True, "expired_rewards_return_points": False}
+
+
+def test_the_programme_page_shows_and_reads_the_reward_settings_it_has(monkeypatch):
+    monkeypatch.setattr(Loyalty, "programme", {**Loyalty.programme, **REWARD_SETTINGS})
+    admin = World()
+    admin.login("wcc_admin")
+    html = admin.client.get("/console/loyalty").get_data(as_text=True)
+    assert "codes reward-…; valid 90 days (store credit 365)" in html
+    assert re.search(r'id="p-reward_expiry_days"[^>]*value="90"', html)
+    assert re.search(r'name="reward_individual_use" checked', html)
+    assert re.search(r'id="p-coupon_prefix"[^>]*value="reward"', html)
+    typed = {"tier_name": ["bronze"], "tier_min_points": ["0"], "tier_max_points": [""],
+             "tier_rate": ["10"], "earning_statuses": ["completed"], "coupon_prefix": " Gift ",
+             "reward_expiry_days": "30", "credit_expiry_days": "400", "expiry_warning_days": "0",
+             "expired_rewards_return_points": "on",
+             **{k: "1" for k in forms.PROGRAMME_INTEGERS}}
+    body, _, errors = forms.parse_programme(MultiDict(typed), Loyalty.programme)
+    assert errors == {}
+    assert {k: body[k] for k in REWARD_SETTINGS} == {
+        "coupon_prefix": "gift", "reward_expiry_days": 30, "credit_expiry_days": 400,
+        "expiry_warning_days": 0, "reward_individual_use": False,
+        "expired_rewards_return_points": True}
+    _, _, errors = forms.parse_programme(MultiDict({**typed, "coupon_prefix": "",
+                                                    "credit_expiry_days": "soon"}),
+                                         Loyalty.programme)
+    assert set(errors) >= {"coupon_prefix", "credit_expiry_days"}
+    # A programme without them (a loyalty service before coupons) shows and sends none.
+    body, _, _ = forms.parse_programme(MultiDict(typed), {"currency": "EUR"})
+    assert not set(REWARD_SETTINGS) & set(body)
