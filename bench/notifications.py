@@ -88,8 +88,11 @@ TEMPLATE = "welcome"
 PURPOSE = "marketing"
 # What the bench store's messages say (saved by RPC before seeding; the bare loop writes the
 # same). The shipped default cap of 3 marketing messages a week leaves room for this one.
-STORE_SETTINGS = {"name": "Bench Tea & Co", "url": "https://shop.example",
-                  "unsubscribe_url": "https://shop.example/unsubscribe"}
+STORE_SETTINGS = {"name": "Bench Tea & Co", "url": "https://shop.example"}
+# Where each message's own unsubscribe and preference links lead; the bare loop writes links of
+# the same length (a 44-character token).
+PUBLIC_URL = "https://notify.shop.example"
+BARE_TOKEN = "b" * 44
 MAIL_FROM = "Woo Companion <noreply@localhost>"  # notifications' default MAIL_FROM
 BARE_MAIL_DOMAIN = "bench.invalid"
 
@@ -109,6 +112,8 @@ BARE_TIMEOUT_S = 600.0
 NOTIFICATIONS_ENV = {
     "MONGO_URI": "mongomock://bench-notifications",
     "NOTIFY_POLL_SECONDS": "0.2",
+    "NOTIFY_PUBLIC_URL": PUBLIC_URL,
+    "NOTIFY_LINK_SECRET": "bench-link-secret-0123456789abcdefghij",
     # One log line per event at INFO would measure the terminal, not notifications.
     "LOG_LEVEL": "WARNING",
     "PYTHONUNBUFFERED": "1",
@@ -116,17 +121,23 @@ NOTIFICATIONS_ENV = {
 
 
 # -- the bare loop (runs in a child: `--bare-client HOST:PORT`) -------------------------------
+def bare_links() -> tuple[str, str]:
+    return f"{PUBLIC_URL}/unsubscribe/{BARE_TOKEN}", f"{PUBLIC_URL}/preferences/{BARE_TOKEN}"
+
+
 def welcome_parts(first_name: str) -> tuple[str, str, str]:
     """Subject, text and HTML of the shipped `welcome` template as the bench store renders it
     for a customer without points (written out here: the bare loop renders nothing)."""
     s = STORE_SETTINGS
+    unsubscribe, preferences = bare_links()
     subject = f"Welcome to {s['name']}, {first_name}!"
     text = (f"Hi {first_name},\n\nThanks for joining {s['name']}.\n\n--\n{s['name']} · {s['url']}\n"
-            f"Unsubscribe: {s['unsubscribe_url']}\n")
+            f"Unsubscribe: {unsubscribe}\nYour preferences: {preferences}\n")
     html_name = s["name"].replace("&", "&amp;")
     html = (f"<p>Hi {first_name},</p><p>Thanks for joining {html_name}.</p>"
-            f'<p style="color:#666;font-size:12px">{html_name} · '
-            f'<a href="{s["unsubscribe_url"]}">Unsubscribe</a></p>')
+            f'<p style="color:#595959;font-size:12px">{html_name} · '
+            f'<a href="{unsubscribe}">Unsubscribe</a> · <a href="{preferences}">Your '
+            'preferences</a></p>')
     return subject, text, html
 
 
@@ -141,7 +152,8 @@ def bare_message(i: int) -> EmailMessage:
     message["Date"] = formatdate(localtime=False)
     message["Message-ID"] = make_msgid(idstring=f"bulk.bare.{customer_id(i)}",
                                        domain=BARE_MAIL_DOMAIN)
-    message["List-Unsubscribe"] = f"<{STORE_SETTINGS['unsubscribe_url']}>"
+    message["List-Unsubscribe"] = f"<{bare_links()[0]}>"
+    message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     message.set_content(text)
     message.add_alternative(html, subtype="html")
     return message
@@ -433,17 +445,19 @@ def message_sizes() -> dict:
         from services.notifications import templates as tpl
         from services.notifications.channels import EmailChannel, SmtpSettings, new_message_id
         from services.notifications.policy import load_settings
+        from services.notifications.opt_out import MessageLinks, list_unsubscribe_headers
         from services.notifications.sender import context
 
         settings = load_settings(STORE_SETTINGS)
         contact = {"first_name": customer_name(0), "last_name": "Bench", "email": customer_email(0)}
-        rendered = tpl.render(tpl.DEFAULT_TEMPLATES[TEMPLATE], context(contact, settings))
+        links = MessageLinks(*bare_links())
+        rendered = tpl.render(tpl.DEFAULT_TEMPLATES[TEMPLATE], context(contact, settings, links))
         channel = EmailChannel(SmtpSettings(host=HOST, port=25, security="none", username="",
                                             password="", timeout=10, sender=MAIL_FROM))
         message = channel.build(customer_email(0), rendered.subject or "", rendered.text or "",
                                 rendered.html, None,
                                 new_message_id(f"bulk:0123456789ab:{customer_id(0)}", ""),
-                                headers={"List-Unsubscribe": f"<{settings.unsubscribe_url}>"})
+                                headers=list_unsubscribe_headers(links))
         sizes["notifications"] = len(bytes(message))
     except Exception as exc:  # informative only
         sizes["notifications_error"] = f"{type(exc).__name__}: {exc}"

@@ -10,9 +10,10 @@ and its permissions are derived here from the code itself:
   event type), plus the two contracts published on the gdpr exchange by others
   (`gdpr.erasure_completed` by every service that handles `gdpr.erasure_requested`;
   `consent.changed` by notifications for SMS STOP/START);
-* the RPCs it calls: `CALLS` below (gdpr asks the data owners; every service asks its own
-  `health`, which is what `python -m shared.healthcheck` does in its container; the gateway
-  calls the public RPCs; the operator's CLI calls anything).
+* the RPCs it calls: `CALLS` below (gdpr asks the data owners; notifications files a "forget
+  me" with gdpr; every service asks its own `health`, which is what `python -m
+  shared.healthcheck` does in its container; the gateway calls the public RPCs; the
+  operator's CLI calls anything).
 
 RabbitMQ enforces it with vhost permissions (configure/write/read regexes over exchange and
 queue names) and topic permissions (regexes over routing keys on the topic exchanges
@@ -161,6 +162,9 @@ def derive_roles(gdpr_services: Iterable[str], services: Mapping[str, type] | No
                                           "shop_erasures")})
     for checker in CUSTOMER_CHECKERS:
         calls.setdefault(checker, set()).add("customer_sync.known_customers")
+    # notifications files its preference page's "forget me" with gdpr
+    # (services/notifications/preference_door.py).
+    calls.setdefault("notifications", set()).add("gdpr.submit_request")
     calls.setdefault(GATEWAY, set()).update(
         f"{s}.{m}" for s, methods in served.items() if s != GATEWAY for m in methods
         if m not in GATEWAY_EXCLUDED_METHODS)

@@ -115,6 +115,18 @@ SETTINGS: tuple[Setting, ...] = (
             "The public base URL Twilio calls back (behind a proxy, what Twilio sees); "
             "signatures are checked against it. Empty: the URL as the request arrived, and no "
             "status callbacks are asked for."),
+    Setting("EMAIL_REPORT_SECRET", "",
+            "Secret (a long random string) of the HMAC-SHA256 that signs bounce and complaint reports "
+            "posted to notifications' `/email/reports` (docs/suppression.md). Empty: every "
+            "report is refused."),
+    Setting("NOTIFY_LINK_SECRET", "",
+            "Secret (at least 32 characters) that signs the unsubscribe, preference and "
+            "email-confirmation links in messages; the same on every notifications instance, "
+            "and kept: links signed with another secret answer 404. Empty: a random one per "
+            "process (logged), so links stop working at a restart; with an https "
+            "NOTIFY_PUBLIC_URL (a real deployment) notifications refuses to start without it."),
+    Setting("NOTIFY_UNSUBSCRIBE_MAX_BODY_BYTES", "8192",
+            "Largest body the public unsubscribe and preference pages read (413 above)."),
     Setting("NOTIFICATIONS_WEB_SERVER_ADDRESS", "0.0.0.0:8001",
             "Address of notifications' own HTTP endpoints (Twilio callbacks, health)."),
     Setting("NOTIFY_POLL_SECONDS", "2", "How often notifications looks for sends that are due."),
@@ -127,6 +139,12 @@ SETTINGS: tuple[Setting, ...] = (
             "resent)."),
     Setting("NOTIFY_DATE_RULES_MINUTES", "60",
             "How often birthday and days-since-last-order workflows are checked."),
+    Setting("NOTIFY_COUPON_PREFIX", "gift",
+            "Prefix of the codes of coupons workflows attach to messages (`gift-7kq2m9xwpa`), "
+            "unless the workflow's coupon names its own: 1-12 lower-case letters or digits 2-9."),
+    Setting("NOTIFY_COUPON_TIMEOUT_SECONDS", "10",
+            "How long a send waits for customer_sync to make its coupon at the shop; past it "
+            "the send is retried like a provider's transient failure."),
     Setting("TEMPLATE_EMAIL_MAX_CHARS", "200000",
             "Longest rendered part of an email (subject, HTML or text), and longest value a "
             "template may make while rendering one; a template over it is refused when saved or "

@@ -83,8 +83,10 @@ def running_system(services, shop, notifications: dict | None = None,
     needs time to pass for GDPR requests passes a gdpr service class with a settable clock."""
     services.start(SegmentationService)
     services.start(LoyaltyService)
-    services.start(NotificationsService, WEB_SERVER_ADDRESS=f"127.0.0.1:{free_port()}",
-                   **(notifications or {}))
+    notifications_port = free_port()
+    services.start(NotificationsService, WEB_SERVER_ADDRESS=f"127.0.0.1:{notifications_port}",
+                   **{"NOTIFY_PUBLIC_URL": f"http://127.0.0.1:{notifications_port}",
+                      **(notifications or {})})
     services.start(CustomerSyncService, RECONCILE_POLL_SECONDS="3600", WOO_MAX_RETRIES="1",
                    TIMELINE_SWEEP_SECONDS="0.2")
     services.start(gdpr_service, GDPR_PROCESS_SECONDS="0.3", GDPR_RETRY_SECONDS="0.5")

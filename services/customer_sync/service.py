@@ -308,6 +308,12 @@ class CustomerSyncService(HealthEndpoints, DataOwnerRpc):
     def on_notification_sent(self, event) -> None:
         record_foreign_event(self.storage, event)
 
+    @event_handler("gdpr", "consent.changed", claims=False)
+    def on_consent_changed(self, event) -> None:
+        """Every consent change, whoever made it (an operator, an unsubscribe link, an SMS
+        STOP), on the customer's timeline."""
+        record_foreign_event(self.storage, event)
+
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def update_customer(self, store_id: str, customer_id: str, fields: dict, actor: str) -> dict:
         """A staff edit, written to the shop first (a guest: here only); Unavailable when the

@@ -311,6 +311,10 @@ _REWARD_VERBS = {"loyalty.reward_issued": "issued", "loyalty.reward_used": "used
                  "loyalty.reward_returned": "returned", "loyalty.reward_expired": "expired"}
 
 
+_CONSENT_WORDS = {"email_marketing": "Email marketing", "sms_marketing": "SMS marketing",
+                  "data_processing": "Data processing"}
+
+
 def entry_for_foreign_event(event: Event) -> dict | None:
     """The timeline entry for a segmentation, loyalty or notifications event (its id is the
     event's, so a redelivery records nothing new). No free text is copied (a points reason
@@ -343,6 +347,14 @@ def entry_for_foreign_event(event: Event) -> dict | None:
         details = {"reward_id": data["reward_id"], "kind": data["kind"], "code": data["code"],
                    "amount": data["amount"], "points": data.get("points"),
                    "order_id": data.get("order_id"), "reason": data.get("reason")}
+    elif kind == "consent.changed":
+        state = "pending confirmation" if data.get("pending") else (
+            "on" if data["granted"] else "off")
+        summary = (f"{_CONSENT_WORDS.get(data['purpose'], data['purpose'])} consent {state} "
+                   f"({data['source'].replace('_', ' ')})")
+        actor = data.get("origin") or "gdpr"
+        details = {"purpose": data["purpose"], "granted": data["granted"],
+                   "pending": bool(data.get("pending")), "source": data["source"]}
     elif kind == "notification.sent":
         summary = f"{str(data['channel']).upper()} sent: {data['template']}"
         actor = "notifications"

@@ -185,20 +185,25 @@ class Desk:
             lambda candidate: self.storage.consents.get(store_id, candidate) is not None)
 
     def record_consent_event(self, event: Event) -> None:
-        """consent.changed from elsewhere (notifications: an SMS STOP): recorded, not re-sent."""
+        """consent.changed from elsewhere (notifications: an SMS STOP, an unsubscribe link,
+        the preference page, an email opt-in held for or given its confirmation): recorded,
+        not re-sent."""
         data = event.data
         if data.get("origin") == "gdpr":
             return
         self._record_consent(event.store_id, data["customer_id"], data["purpose"], data["granted"],
                              data["source"], data["origin"], data.get("note", ""),
-                             _aware(data["changed_at"]), publish=False, causation=event.event_id)
+                             _aware(data["changed_at"]), publish=False, causation=event.event_id,
+                             pending=bool(data.get("pending")))
 
     def _record_consent(self, store_id: str, customer_id: str, purpose: str, granted: bool,
                         source: str, actor: str, note: str, at: datetime, publish: bool,
-                        causation: str | None) -> None:
+                        causation: str | None, pending: bool = False) -> None:
+        """`pending`: given but waiting for the customer's confirmation (email double opt-in,
+        which notifications runs): not granted meanwhile, and shown as pending."""
         change_id = causation or uuid.uuid4().hex
         entry = {"change_id": change_id, "purpose": purpose, "granted": granted, "at": at,
-                 "source": source, "actor": actor, "note": note}
+                 "source": source, "actor": actor, "note": note, "pending": pending}
         events = []
         if publish:
             events.append(build_event(

@@ -88,7 +88,8 @@ class ConsentRepository:
         self.collection.update_one({"_id": key, "history.change_id": {"$ne": entry["change_id"]}},
                                    {"$push": {"history": entry}})
         update: dict = {"$set": {f"purposes.{purpose}": {k: entry[k] for k in
-                                                         ("granted", "at", "source", "actor")}}}
+                                                         ("granted", "at", "source", "actor",
+                                                          "pending") if k in entry}}}
         pushed = push_events(events)
         if pushed:
             update["$push"] = pushed

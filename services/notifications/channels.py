@@ -23,10 +23,17 @@ from shared.email_addresses import mailbox, recipient
 
 
 class DeliveryFailed(Exception):
-    def __init__(self, reason: str, transient: bool) -> None:
+    """`code` is the provider's (an SMTP reply code, a Twilio error code) where it gave one;
+    `recipient_refused` says the SMTP server refused the address itself (at RCPT TO), which
+    is what makes a permanent failure suppress the address."""
+
+    def __init__(self, reason: str, transient: bool, code: int | None = None,
+                 recipient_refused: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.transient = transient
+        self.code = code
+        self.recipient_refused = recipient_refused
 
 
 @dataclass(frozen=True)
@@ -108,12 +115,13 @@ class EmailChannel:
                 code, reply = next(iter(exc.recipients.values()))
                 self._reset()
                 raise DeliveryFailed(f"recipient refused: {code} {_text(reply)}",
-                                     transient=400 <= code < 500) from None
+                                     transient=400 <= code < 500, code=code,
+                                     recipient_refused=True) from None
             except smtplib.SMTPResponseException as exc:
                 self._reset()
                 transient = 400 <= exc.smtp_code < 500 or isinstance(exc, smtplib.SMTPAuthenticationError)
                 raise DeliveryFailed(f"SMTP {exc.smtp_code} {_text(exc.smtp_error)}",
-                                     transient=transient) from None
+                                     transient=transient, code=exc.smtp_code) from None
             except (OSError, smtplib.SMTPException) as exc:  # refused, timed out, reset
                 self.close()
                 raise DeliveryFailed(f"SMTP connection failed: {exc!r}", transient=True) from None
@@ -212,7 +220,7 @@ class SmsChannel:
             if exc.code in PERMANENT_TWILIO_CODES:
                 transient = False
             raise DeliveryFailed(f"Twilio {exc.status} error {exc.code}: {exc.msg}",
-                                 transient=transient) from None
+                                 transient=transient, code=exc.code) from None
         except (requests.RequestException, TwilioException, OSError) as exc:
             raise DeliveryFailed(f"Twilio unreachable: {exc!r}", transient=True) from None
         return str(message.sid)

@@ -20,6 +20,8 @@ from services.notifications import templates as tpl
 from services.notifications import workflows as wf
 from services.notifications.bounded_sandbox import RenderLimits
 from services.notifications.policy import StoreSettings, load_settings, too_old_to_trigger
+from services.notifications.subscriptions import (CONFIRMATION_TEMPLATE, CONFIRMED_SOURCES,
+                                                  EMAIL_MARKETING, Subscriptions)
 from services.notifications.repository import (ACTIVE, DELETED, ERASED, NotificationsStorage,
                                                phone_key, utcnow)
 from shared.errors import NotFound, ValidationError
@@ -56,7 +58,8 @@ def _aware(value):
     return value
 
 
-def _money(amount: dict | None) -> str | None:
+def format_money(amount: dict | None) -> str | None:
+    """{"amount": 500, "currency": "EUR"} as "5.00 EUR", as customers read it."""
     if not amount:
         return None
     from services.loyalty.programme import minor_per_unit  # one table of currency exponents
@@ -67,12 +70,46 @@ def _money(amount: dict | None) -> str | None:
     return f"{value:.{digits}f} {amount['currency']}"
 
 
+def coupon_amount(coupon: dict) -> str:
+    """A workflow coupon's discount as its message says it: "10 %" or "5.00 EUR"."""
+    if coupon["type"] == "percent":
+        return f"{coupon['amount']} %"
+    return format_money({"amount": coupon["amount"], "currency": coupon["currency"]}) or ""
+
+
+def local_date(moment: Any, settings: StoreSettings) -> str:
+    """An instant as the date it is in the store's time zone ("" for none)."""
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
+    if not isinstance(moment, datetime):
+        return ""
+    return _aware(moment).astimezone(settings.zone()).date().isoformat()
+
+
+def trigger_facts(event: Event, settings: StoreSettings) -> dict:
+    """What a loyalty event tells its message's template (templates.TRIGGER_VARIABLES), kept
+    on the send so the message says what the event said, however late it goes."""
+    data = event.data
+    kind = tpl.TRIGGER_VARIABLES.get(event.event_type)
+    if kind == "reward":
+        return {"reward": {"code": data["code"], "amount": format_money(data["amount"]) or "",
+                           "expires": local_date(data.get("expires_at"), settings)}}
+    if event.event_type == "loyalty.points_changed":
+        return {"points": {"delta": data["delta"], "balance": data["balance"], "expiring": 0,
+                           "expires": ""}}
+    if event.event_type == "loyalty.points_expiring":
+        return {"points": {"delta": 0, "balance": data["balance"], "expiring": data["points"],
+                           "expires": local_date(data["expires_at"], settings)}}
+    return {}
+
+
 class Notifier:
     def __init__(self, storage: NotificationsStorage, clock: Callable[[], datetime] = utcnow,
                  render_limits: RenderLimits = RenderLimits()) -> None:
         self.storage = storage
         self.clock = clock
         self.render_limits = render_limits
+        self.touched: list[tuple[str, Any]] = []  # documents that now owe events
 
     # -- store data ----------------------------------------------------------------------------
     def settings(self, store_id: str) -> StoreSettings:
@@ -97,6 +134,9 @@ class Notifier:
 
     def save_template(self, store_id: str, data: dict) -> dict:
         template = tpl.validate_template(data, self.render_limits)
+        for workflow in self.workflows(store_id):  # changed under a workflow, it must still fit
+            if workflow["template"] == template["slug"]:
+                _template_fits(workflow, template)
         self.storage.templates.replace_one({"store_id": store_id, "slug": template["slug"]},
                                            {**template, "store_id": store_id, "updated_at": utcnow()},
                                            upsert=True)
@@ -122,6 +162,7 @@ class Notifier:
     def save_workflow(self, store_id: str, data: dict) -> dict:
         channels = {slug: t["channel"] for slug, t in self.templates(store_id).items()}
         workflow = wf.validate_workflow(data, channels)
+        _template_fits(workflow, self.templates(store_id)[workflow["template"]])
         workflow["workflow_id"] = workflow["workflow_id"] or uuid.uuid4().hex[:12]
         self.storage.workflows.replace_one(
             {"store_id": store_id, "workflow_id": workflow["workflow_id"]},
@@ -136,7 +177,8 @@ class Notifier:
         _forget(self.storage, "workflows", store_id)
         cancelled = self.storage.sends.collection.update_many(
             {"store_id": store_id, "workflow_id": workflow_id, "status": "scheduled"},
-            {"$set": {"status": "cancelled", "reason": "workflow deleted"}})
+            {"$set": {"status": "cancelled", "reason": "workflow deleted",
+                      "held_reason": "cancelled"}})
         return {"deleted": workflow_id, "cancelled_sends": cancelled.modified_count}
 
     # -- events in: the projection -----------------------------------------------------------------
@@ -164,7 +206,7 @@ class Notifier:
             total = data.get("total")
             _, first_order = contacts.add_order(store_id, customer_id, {
                 "order_id": data["order_id"], "number": data.get("number"),
-                "total": _money(total), "date": _aware(data.get("date_created")) or at,
+                "total": format_money(total), "date": _aware(data.get("date_created")) or at,
                 "seen_at": at})
         elif kind in ("customer.tagged", "customer.untagged"):
             on = kind == "customer.tagged"
@@ -185,11 +227,35 @@ class Notifier:
             contacts.apply(store_id, customer_id, "tier_at", at, {"tier": data["new_tier"]})
         elif kind == "consent.changed":
             purpose = data["purpose"]
+            if self._held_for_confirmation(event):
+                return 0
             contacts.apply(store_id, customer_id, f"consent_at.{purpose}", _aware(data["changed_at"]),
                            {f"consent.{purpose}": {"granted": data["granted"],
                                                    "source": data["source"],
                                                    "at": _aware(data["changed_at"])}})
         return self.schedule_for(event, first_order)
+
+    def _held_for_confirmation(self, event: Event) -> bool:
+        """Double opt-in: an email marketing grant from elsewhere waits for the customer's
+        confirmation, and the confirmation email is scheduled (subscriptions.py)."""
+        data = event.data
+        if data["purpose"] != EMAIL_MARKETING or not data["granted"] \
+                or data["source"] in CONFIRMED_SOURCES or data.get("origin") == "notifications" \
+                or not self.settings(event.store_id).email_double_opt_in:
+            return False
+        taken, change = Subscriptions(self.storage, self.clock).hold_for_confirmation(
+            event.store_id, data["customer_id"], data, _aware(data["changed_at"]))
+        if change.changed:
+            now = self.clock()
+            self.storage.sends.schedule({
+                "_id": f"confirm:{data['customer_id']}:{event.event_id}",
+                "store_id": event.store_id, "customer_id": data["customer_id"],
+                "workflow_id": None, "bulk_id": None, "trigger_event_id": event.event_id,
+                "channel": "email", "template": CONFIRMATION_TEMPLATE,
+                "purpose": "transactional", "links": "confirm_email", "cancel": [],
+                "due_at": now, "scheduled_at": now})
+            self.touched.extend(change.touched)
+        return taken
 
     def schedule_for(self, event: Event, first_order: bool = False) -> int:
         scheduled = 0
@@ -208,8 +274,12 @@ class Notifier:
             once = wf.once_key(workflow, event.event_type, event.data, event.event_id)
             send_id = f"wf:{workflow['workflow_id']}:{customer_id}:{once}"
             due = event.occurred_at + timedelta(seconds=workflow["delay_seconds"])
-            if self.storage.sends.schedule(self._send(event.store_id, customer_id, send_id, due,
-                                                      workflow=workflow, trigger=event.event_id)):
+            send = self._send(event.store_id, customer_id, send_id, due, workflow=workflow,
+                              trigger=event.event_id)
+            facts = trigger_facts(event, self.settings(event.store_id))
+            if facts:
+                send["facts"] = facts
+            if self.storage.sends.schedule(send):
                 scheduled += 1
         return scheduled
 
@@ -217,12 +287,17 @@ class Notifier:
               workflow: dict | None = None, trigger: str | None = None,
               bulk: dict | None = None) -> dict:
         source = workflow or bulk
-        return {"_id": send_id, "store_id": store_id, "customer_id": customer_id,
+        send = {"_id": send_id, "store_id": store_id, "customer_id": customer_id,
                 "workflow_id": workflow["workflow_id"] if workflow else None,
                 "bulk_id": bulk["bulk_id"] if bulk else None, "trigger_event_id": trigger,
                 "channel": source["channel"], "template": source["template"],
                 "purpose": source["purpose"], "cancel": (workflow or {}).get("cancel", []),
                 "due_at": due, "scheduled_at": self.clock()}
+        if workflow and workflow.get("coupon"):
+            # The coupon as the workflow said when the message was due to go; its code is
+            # chosen and kept here by the sender before the shop is asked to create it.
+            send["coupon"] = dict(workflow["coupon"])
+        return send
 
     # -- date rules (a timer) --------------------------------------------------------------------
     def run_date_rules(self, store_id: str, now: datetime | None = None) -> int:
@@ -423,7 +498,8 @@ class Notifier:
         sends = self.storage.sends.collection
         sends.update_many({"store_id": store_id, "customer_id": {"$in": ids},
                            "status": {"$in": ["scheduled", "sending"]}},
-                          {"$set": {"status": "cancelled", "reason": "customer erased"}})
+                          {"$set": {"status": "cancelled", "reason": "customer erased",
+                                   "held_reason": "cancelled"}})
         for send in sends.find({"store_id": store_id, "customer_id": {"$in": ids},
                                 "redacted": {"$ne": True}}, {"attempts": 1, "reason": 1}):
             # Provider replies can quote the address ("550 <ada@...> unknown"): keep only
@@ -434,11 +510,33 @@ class Notifier:
             if send.get("reason"):
                 fields["reason"] = "[erased]"
             sends.update_one({"_id": send["_id"]},
-                             {"$unset": {"to": "", "subject": ""}, "$set": fields})
+                             {"$unset": {"to": "", "subject": "", "facts": "",
+                                         "provider_error": ""},
+                              "$set": fields})
         return {"contacts": contacts.count_documents({"store_id": store_id,
                                                       "customer_id": {"$in": ids},
                                                       "status": ERASED, "had_contact": True}),
                 "sends": sends.count_documents({"store_id": store_id, "customer_id": {"$in": ids}})}
+
+
+def _template_fits(workflow: dict, template: dict) -> None:
+    """A workflow's template may use a coupon only if the workflow attaches one, and a
+    reward's or points' facts only if its trigger brings them: else every send would fail."""
+    used = tpl.variables_used(template)
+    brings = {tpl.TRIGGER_VARIABLES.get(workflow["trigger"].get("event"))}
+    if workflow.get("coupon"):
+        brings.add("coupon")
+    errors = {}
+    if "coupon" in used and "coupon" not in brings:
+        errors["coupon"] = [f"template {template['slug']} uses coupon: workflow "
+                            f"{workflow.get('workflow_id') or workflow['name']} attaches none"]
+    for name in sorted(used & {"reward", "points"} - brings):
+        errors.setdefault("template", []).append(
+            f"{template['slug']} uses {name}, which only a {name} event's trigger brings "
+            f"(workflow {workflow.get('workflow_id') or workflow['name']})")
+    if errors:
+        summary = "; ".join(f"{k}: {' '.join(v)}" for k, v in sorted(errors.items()))
+        raise ValidationError(f"template and workflow do not fit: {summary}", {"fields": errors})
 
 
 def _is_birthday(birthday: str | None, today) -> bool:

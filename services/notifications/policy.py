@@ -15,7 +15,7 @@ from datetime import datetime, time, timedelta, timezone
 from typing import Any, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from shared.email_addresses import mailbox
+from shared.email_addresses import mailbox, single_address
 from shared.errors import ValidationError
 from shared.events.facts import fact_time
 from shared.events.notifications import MAX_TRIGGER_AGE_HOURS
@@ -23,7 +23,13 @@ from shared.events.notifications import MAX_TRIGGER_AGE_HOURS
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _TEXT_SETTINGS = ("name", "url", "timezone", "quiet_start", "quiet_end", "from_email",
-                  "unsubscribe_url")
+                  "unsubscribe_mailto", "sms_opt_out_text")
+# Settings that no longer do anything: dropped from what was stored before, refused when saved.
+# `unsubscribe_url` put one static page in every email, which changed no consent here; every
+# marketing email now carries its recipient's own signed link (links.py).
+RETIRED_SETTINGS = {"unsubscribe_url": "no longer used: every marketing email carries its "
+                                       "recipient's own unsubscribe link"}
+SMS_OPT_OUT_MAX_CHARS = 60
 
 
 def too_old_to_trigger(settings: "StoreSettings", event_type: str, data: Mapping[str, Any],
@@ -46,7 +52,14 @@ class StoreSettings:
     quiet_end: str = "08:00"
     weekly_marketing_cap: int = 3
     from_email: str = ""  # empty: the service's MAIL_FROM
-    unsubscribe_url: str = ""
+    # A mailbox the store reads and acts on, offered as a mailto in List-Unsubscribe beside
+    # the https link (empty: the link alone).
+    unsubscribe_mailto: str = ""
+    # Appended to every marketing SMS when set, e.g. "Reply STOP to opt out".
+    sms_opt_out_text: str = ""
+    # Email marketing consent given at checkout, by import or by an operator waits (pending)
+    # until the customer uses the link in a confirmation email.
+    email_double_opt_in: bool = False
     # Workflows start for new facts only: an order, sign-up, status change, tag, segment, group
     # or tier whose fact is older than this when it reaches notifications (a backfill of a
     # shop's history, a replay, a rule applied to old customers) triggers nothing. 0: no limit.
@@ -67,6 +80,11 @@ def load_settings(data: Mapping[str, Any] | None, new: bool = False) -> StoreSet
     data = dict(data or {})
     data = {k: v for k, v in data.items() if k not in ("_id", "store_id", "updated_at")}
     errors: dict[str, list[str]] = {}
+    for key, why in RETIRED_SETTINGS.items():
+        if key in data:
+            if new:
+                errors[key] = [why]
+            del data[key]
     known = set(StoreSettings.__dataclass_fields__)
     for key in sorted(set(data) - known):
         errors[key] = ["unknown field"]
@@ -80,6 +98,16 @@ def load_settings(data: Mapping[str, Any] | None, new: bool = False) -> StoreSet
             and mailbox(from_email) is None:
         errors["from_email"] = ["must be one email address, such as shop@example.com or "
                                 "Tea & Co <shop@example.com>"]
+    mailto = data.get("unsubscribe_mailto")
+    if new and "unsubscribe_mailto" not in errors and isinstance(mailto, str) and mailto \
+            and single_address(mailto) is None:
+        errors["unsubscribe_mailto"] = ["must be one bare email address, such as "
+                                        "unsubscribe@shop.example"]
+    opt_out = data.get("sms_opt_out_text")
+    if isinstance(opt_out, str) and len(opt_out) > SMS_OPT_OUT_MAX_CHARS:
+        errors["sms_opt_out_text"] = [f"at most {SMS_OPT_OUT_MAX_CHARS} characters"]
+    if "email_double_opt_in" in data and not isinstance(data["email_double_opt_in"], bool):
+        errors["email_double_opt_in"] = ["must be true or false"]
     if isinstance(data.get("timezone"), str):
         try:
             ZoneInfo(data["timezone"])
@@ -131,42 +159,56 @@ CONTACT_GRACE = timedelta(seconds=60)
 CONTACT_RECHECK = timedelta(seconds=5)
 
 
+# Why a send was held back, as a word the send log can be filtered and shown by (the
+# `reason` beside it says it in full).
+HELD_REASONS = ("no_consent", "suppressed", "weekly_cap", "quiet_hours", "cancelled",
+                "waiting_for_contact", "customer_inactive", "no_address")
+
+
 @dataclass(frozen=True)
 class Decision:
     action: str  # "send", "hold", "refuse"
     reason: str = ""
     until: datetime | None = None
+    code: str = ""  # one of HELD_REASONS, for a hold or a refusal
 
 
 def decide(channel: str, purpose: str, contact: Mapping[str, Any], settings: StoreSettings,
            now: datetime, marketing_sent_this_week: int,
-           wait_for_contact_until: datetime | None = None) -> Decision:
+           wait_for_contact_until: datetime | None = None,
+           suppressed: str | None = None) -> Decision:
     """May this message go now? Refusals are final for this send; holds come back later.
 
     Until `wait_for_contact_until`, a contact not known yet or without the channel's address
-    is held (rechecked shortly) rather than refused: its details may still be on their way."""
+    is held (rechecked shortly) rather than refused: its details may still be on their way.
+    `suppressed` says why the address is suppressed for this message, if it is
+    (suppression.py decides which suppressions stop which purposes)."""
     status = contact.get("status", "active")
     address = contact.get("email") if channel == "email" else contact.get("phone")
     if wait_for_contact_until is not None and now < wait_for_contact_until and (
             status == "unknown" or (status == "active" and not address)):
         return Decision("hold", "waiting for the customer's contact details",
-                        min(now + CONTACT_RECHECK, wait_for_contact_until))
+                        min(now + CONTACT_RECHECK, wait_for_contact_until), "waiting_for_contact")
     if status != "active":
-        return Decision("refuse", f"the customer is {contact.get('status')}")
+        return Decision("refuse", f"the customer is {contact.get('status')}",
+                        code="customer_inactive")
     if not address:
-        return Decision("refuse", f"no {'email address' if channel == 'email' else 'phone number'}")
+        return Decision("refuse", f"no {'email address' if channel == 'email' else 'phone number'}",
+                        code="no_address")
+    if suppressed:
+        return Decision("refuse", f"suppressed: {suppressed}", code="suppressed")
     if purpose == "marketing":
         consent = (contact.get("consent") or {}).get(CONSENT_FOR[channel]) or {}
         if consent.get("granted") is not True:
-            return Decision("refuse", f"no {CONSENT_FOR[channel]} consent")
+            return Decision("refuse", f"no {CONSENT_FOR[channel]} consent", code="no_consent")
         if marketing_sent_this_week >= settings.weekly_marketing_cap:
             return Decision("refuse", f"weekly marketing cap of {settings.weekly_marketing_cap} "
-                                      "reached")
+                                      "reached", code="weekly_cap")
     if channel == "sms" and purpose == "marketing":
         # Quiet hours spare customers promotions at night; what they are waiting for (their
         # order's status, a code they asked for) goes when it happens.
         until = quiet_until(settings, now)
         if until is not None:
             return Decision("hold", f"quiet hours ({settings.quiet_start}-{settings.quiet_end} "
-                                    f"{settings.timezone})", until)
+                                    f"{settings.timezone})", until, "quiet_hours")
     return Decision("send")

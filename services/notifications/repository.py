@@ -18,6 +18,7 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
+from services.notifications.suppression import SuppressionRepository
 from shared.erasure import ErasureReceipts
 from shared.errors import ValidationError
 
@@ -43,6 +44,7 @@ class ContactRepository:
         c.create_index([("store_id", ASCENDING), ("customer_id", ASCENDING)], unique=True)
         c.create_index([("phone_key", ASCENDING)])
         c.create_index([("store_id", ASCENDING), ("segment", ASCENDING)])
+        c.create_index([("link_id", ASCENDING)], sparse=True)
 
     @staticmethod
     def key(store_id: str, customer_id: str) -> str:
@@ -50,6 +52,19 @@ class ContactRepository:
 
     def get(self, store_id: str, customer_id: str) -> dict | None:
         return self.collection.find_one({"_id": self.key(store_id, customer_id)}, {"outbox": 0})
+
+    def link_id(self, store_id: str, customer_id: str, new_id: str) -> str | None:
+        """The contact's link id (links.py), given `new_id` if it has none yet; None for a
+        contact not held or erased. Two senders racing keep the first id written."""
+        key = self.key(store_id, customer_id)
+        self.collection.update_one({"_id": key, "status": ACTIVE, "link_id": {"$exists": False}},
+                                   {"$set": {"link_id": new_id}})
+        doc = self.collection.find_one({"_id": key, "status": ACTIVE}, {"link_id": 1})
+        return (doc or {}).get("link_id")
+
+    def by_link_id(self, link_id: str) -> dict | None:
+        """The active contact a link names (an erased or deleted one answers None)."""
+        return self.collection.find_one({"link_id": link_id, "status": ACTIVE}, {"outbox": 0})
 
     def apply(self, store_id: str, customer_id: str, stamp: str, at: datetime, fields: dict,
               unset: list[str] | None = None) -> bool:
@@ -211,10 +226,13 @@ class NotificationsStorage:
         self.settings = database["store_settings"]
         self.bulk_jobs = database["bulk_jobs"]
         self.erasures = ErasureReceipts(database["erasures"])
+        self.suppressions = SuppressionRepository(database["suppressions"],
+                                                  database["suppression_keys"])
 
     def ensure_indexes(self) -> None:
         self.contacts.ensure_indexes()
         self.sends.ensure_indexes()
+        self.suppressions.ensure_indexes()
         self.templates.create_index([("store_id", ASCENDING), ("slug", ASCENDING)], unique=True)
         self.workflows.create_index([("store_id", ASCENDING), ("workflow_id", ASCENDING)],
                                     unique=True)

@@ -1,43 +1,78 @@
 """notifications' nameko entrypoints. Thin: events go to `Notifier`, due sends to `Sender`,
-Twilio's callbacks to `twilio_hooks`."""
+Twilio's callbacks to `twilio_hooks`, the links in messages to `PreferenceDoor`."""
 from __future__ import annotations
 
 import logging
 from datetime import datetime, timezone
 
 import eventlet
+from nameko.exceptions import MethodNotFound, RpcTimeout, UnknownService
 from nameko.extensions import DependencyProvider
 from nameko.rpc import RpcProxy, rpc
+from nameko.standalone.rpc import ClusterRpcProxy
 
-from services.notifications import twilio_hooks
+from services.notifications import email_reports, twilio_hooks
+from services.notifications import links as ln
 from services.notifications.bounded_sandbox import RenderLimits
 from services.notifications.channels import EmailChannel, SmsChannel, SmtpSettings, TwilioSettings
 from services.notifications.notifier import Notifier
+from services.notifications.preference_door import Answer, PreferenceDoor, Unavailable
 from services.notifications.repository import ERASED, NotificationsStorage
 from services.notifications.sender import Sender, SenderSettings
 from services.notifications.sender import context as template_context
-from services.notifications.templates import SAMPLE_CONTEXT, RenderFailed, render, validate_template
+from services.notifications.suppression import Suppressions, list_request
+from services.notifications.templates import (SAMPLE_CONTEXT, SAMPLE_EXTRAS, RenderFailed, render,
+                                               validate_template)
 from shared.config import Config, from_nameko
+from shared.coupons import check_prefix
 from shared.customers import (CustomerCheck, not_found,
                               valid_customer_id, valid_customer_ids)
 from shared.dependencies import OutboxRelayProvider, Settings, WorkerLogContext
 from shared.erasure import confirm_erasure
-from shared.errors import EXPECTED_ERRORS, NotFound, ValidationError
+from shared.errors import EXPECTED_ERRORS, NotFound, Unavailable, ValidationError
 from shared.health import HealthEndpoints, json_response
 from shared.messaging.handlers import event_handler
 from shared.mongo import MongoStorage
 from shared.service_rpc import DataOwnerRpc
+from shared.tls import amqp_ssl_options
 from shared.web import http
 
 log = logging.getLogger(__name__)
-SEND_FILTERS = ("channel", "status", "template", "customer_id", "workflow_id")
+SEND_FILTERS = ("channel", "status", "template", "customer_id", "workflow_id", "held_reason")
 
 
 def _storage(database, config) -> NotificationsStorage:
     return NotificationsStorage(database)
 
 
-def sender_for(storage: NotificationsStorage, config: Config) -> Sender:
+class CouponsOverRpc:
+    """customer_sync's `ensure_coupon` and `delete_coupon` for the send loop: a managed thread
+    has no worker to hold an RpcProxy, so each call opens a standalone one. No answer within
+    NOTIFY_COUPON_TIMEOUT_SECONDS, or no customer_sync to ask, is Unavailable (the send
+    waits and retries); customer_sync's own errors pass through as they are."""
+
+    def __init__(self, config: Config, timeout: float) -> None:
+        self.config = {"AMQP_URI": config.get("AMQP_URI"), "serializer": "json",
+                       "AMQP_SSL": amqp_ssl_options(config)}
+        self.timeout = timeout
+
+    def ensure_coupon(self, store_id: str, coupon: dict, customer_id: str | None = None) -> dict:
+        return self._call("ensure_coupon", store_id, coupon, customer_id)
+
+    def delete_coupon(self, store_id: str, code: str, meta: dict) -> dict:
+        return self._call("delete_coupon", store_id, code, meta)
+
+    def _call(self, method: str, *args: object) -> dict:
+        try:
+            with ClusterRpcProxy(self.config, timeout=self.timeout) as proxy:
+                return getattr(proxy.customer_sync, method)(*args)
+        except (RpcTimeout, UnknownService, MethodNotFound, OSError) as exc:
+            raise Unavailable(f"customer_sync did not answer {method}: "
+                              f"{type(exc).__name__}: {exc}") from None
+
+
+def sender_for(storage: NotificationsStorage, config: Config,
+               links: ln.PublicLinks | None = None) -> Sender:
     email = EmailChannel(SmtpSettings(
         host=config.get("SMTP_HOST"), port=config.int("SMTP_PORT"),
         security=config.get("SMTP_SECURITY"), username=config.get("SMTP_USERNAME"),
@@ -54,7 +89,27 @@ def sender_for(storage: NotificationsStorage, config: Config) -> Sender:
         lease_seconds=config.float("NOTIFY_LEASE_SECONDS"),
         mail_domain=config.get("MAIL_DOMAIN"),
         status_callback_url=f"{public}{twilio_hooks.STATUS_PATH}" if public else None,
-        render_limits=RenderLimits.from_config(config)))
+        render_limits=RenderLimits.from_config(config),
+        coupon_prefix=check_prefix(config.get("NOTIFY_COUPON_PREFIX")), links=links),
+        shop_coupons=CouponsOverRpc(config, config.float("NOTIFY_COUPON_TIMEOUT_SECONDS")))
+
+
+class LinkSigning(DependencyProvider):
+    """The process's link signer (links.py), made once at start-up, so the sender and the
+    preference pages sign and check with the same secret; a real deployment without
+    NOTIFY_LINK_SECRET does not start."""
+
+    def setup(self) -> None:
+        config = from_nameko(self.container.config)
+        self.public_url = config.get("NOTIFY_PUBLIC_URL").rstrip("/")
+        self.signer = ln.signer_from_settings(config.get("NOTIFY_LINK_SECRET"), self.public_url)
+
+    def links(self) -> ln.PublicLinks | None:
+        """None without a public address: no link can be made."""
+        return ln.PublicLinks(self.signer, self.public_url) if self.public_url else None
+
+    def get_dependency(self, worker_ctx) -> "LinkSigning":
+        return self
 
 
 class SendLoop(DependencyProvider):
@@ -66,6 +121,10 @@ class SendLoop(DependencyProvider):
         self.config = from_nameko(self.container.config)
         self.poll = self.config.float("NOTIFY_POLL_SECONDS")
         self.date_rules_every = self.config.float("NOTIFY_DATE_RULES_MINUTES") * 60
+        try:  # a bad prefix stops the service at start, not every coupon at send time
+            check_prefix(self.config.get("NOTIFY_COUPON_PREFIX"))
+        except ValueError as exc:
+            raise ValueError(f"NOTIFY_COUPON_PREFIX: {exc}") from None
         self._threads = []
         self._wake = eventlet.event.Event()
 
@@ -85,7 +144,8 @@ class SendLoop(DependencyProvider):
 
     def _send_loop(self) -> None:
         storage, outbox = self._dependencies()
-        sender = sender_for(storage, self.config)
+        signing = next(d for d in self.container.dependencies if isinstance(d, LinkSigning))
+        sender = sender_for(storage, self.config, signing.links())
         try:
             while True:
                 try:
@@ -141,7 +201,9 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
     log_context = WorkerLogContext()
     settings = Settings()
     send_loop = SendLoop()
+    link_signing = LinkSigning()
     customer_sync = RpcProxy("customer_sync")
+    gdpr = RpcProxy("gdpr")
 
     def _notifier(self) -> Notifier:
         return Notifier(self.storage, render_limits=RenderLimits.from_config(self.settings))
@@ -172,7 +234,10 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
                             "customer_ids": missing})
 
     def _apply(self, event) -> None:
-        if self._notifier().apply(event):
+        notifier = self._notifier()
+        scheduled = notifier.apply(event)
+        self.outbox.notify(notifier.touched)  # a consent held for confirmation, announced
+        if scheduled or notifier.touched:
             self.send_loop.wake()  # a workflow without delay should not wait for the poll
 
     # -- events in: the projection, and the triggers ----------------------------------------------
@@ -228,6 +293,22 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
     def on_tier_changed(self, event):
         self._apply(event)
 
+    @event_handler("loyalty", "loyalty.reward_issued", claims=False)
+    def on_reward_issued(self, event):
+        self._apply(event)
+
+    @event_handler("loyalty", "loyalty.reward_expired", claims=False)
+    def on_reward_expired(self, event):
+        self._apply(event)
+
+    @event_handler("loyalty", "loyalty.reward_returned", claims=False)
+    def on_reward_returned(self, event):
+        self._apply(event)
+
+    @event_handler("loyalty", "loyalty.points_expiring", claims=False)
+    def on_points_expiring(self, event):
+        self._apply(event)
+
     @event_handler("gdpr", "consent.changed", claims=False)
     def on_consent_changed(self, event):
         self._apply(event)
@@ -237,9 +318,23 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
         data = event.data
         receipt = confirm_erasure(
             self.name, self.storage.erasures, event,
-            lambda: self._notifier().erase(event.store_id, data["customer_ids"], data["request_id"]),
+            lambda: self._erase(event.store_id, data["customer_ids"], data["request_id"]),
             self._drop_parked)
         self.outbox.notify([(self.storage.erasures.collection.name, receipt)])
+
+    def _erase(self, store_id: str, customer_ids: list[str], request_id: str) -> dict:
+        """The person's suppressions lose their address in clear first (it is read from the
+        contact, which the erasure empties), then the contact and the send log are erased."""
+        addresses = []
+        for customer_id in customer_ids:
+            contact = self.storage.contacts.get(store_id, customer_id) or {}
+            addresses += [("email", contact.get("email")), ("sms", contact.get("phone"))]
+        forgotten = self._suppressions().forget_addresses(store_id, addresses)
+        return {**self._notifier().erase(store_id, customer_ids, request_id),
+                "suppressions": forgotten}
+
+    def _suppressions(self) -> Suppressions:
+        return Suppressions(self.storage.suppressions)
 
 
     # -- Twilio's callbacks -----------------------------------------------------------------------
@@ -254,6 +349,82 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
         self.outbox.notify(touched)
         return json_response(status, body)
 
+    # -- bounces and complaints reported later ---------------------------------------------------
+    @http("POST", email_reports.REPORT_PATH)
+    def email_report(self, request):
+        status, body = email_reports.answer(
+            self._suppressions(), self._store_known, self.settings.get("EMAIL_REPORT_SECRET"),
+            request, datetime.now(timezone.utc))
+        return json_response(status, body)
+
+    def _store_known(self, store_id: str) -> bool:
+        """A store notifications has heard of: its settings, or any customer of it."""
+        return (self.storage.settings.find_one({"_id": store_id}, {"_id": 1}) is not None
+                or self.storage.contacts.collection.find_one({"store_id": store_id},
+                                                             {"_id": 1}) is not None)
+
+    # -- the links in messages: unsubscribe, preferences, email confirmation --------------------
+    def _door(self) -> PreferenceDoor:
+        notifier = self._notifier()
+        return PreferenceDoor(
+            self.storage, self.link_signing.signer, lambda store_id: notifier.settings(store_id).name,
+            self._file_erasure, notifier.clock,
+            max_body_bytes=self.settings.int("NOTIFY_UNSUBSCRIBE_MAX_BODY_BYTES"))
+
+    def _answer(self, answer: Answer):
+        self.outbox.notify(answer.touched)  # consent changes are published now, not at a sweep
+        return answer.response
+
+    def _file_erasure(self, contact: dict) -> str:
+        """gdpr's erasure request for the person, received and waiting for an operator to
+        verify who asked; Unavailable if gdpr does not answer in time (nothing filed)."""
+        timeout = self.settings.float("CUSTOMER_CHECK_TIMEOUT_SECONDS")
+        try:
+            reply = self.gdpr.submit_request.call_async(
+                contact["store_id"], "erasure", contact.get("email") or "",
+                {"origin": "preference_page", "customer_id": contact["customer_id"]},
+                "customer (preference page)")
+            with eventlet.Timeout(timeout):
+                return reply.result()["request_id"]
+        except eventlet.Timeout:
+            raise Unavailable(f"gdpr did not answer in {timeout:g}s") from None
+        except Exception as exc:  # gdpr down, or it refused: nothing was filed
+            log.warning("an erasure request from the preference page was not filed: %s",
+                        type(exc).__name__, extra={"store_id": contact["store_id"]})
+            raise Unavailable(type(exc).__name__) from None
+
+    @http("GET", ln.STYLE_PATH)
+    def page_style(self, request):
+        return self._door().stylesheet()
+
+    @http("GET", ln.UNSUBSCRIBE_PATH)
+    def unsubscribe_page(self, request, token):
+        return self._answer(self._door().unsubscribe_page(token))
+
+    @http("POST", ln.UNSUBSCRIBE_PATH)
+    def unsubscribe(self, request, token):
+        return self._answer(self._door().unsubscribe(request, token))
+
+    @http("GET", ln.PREFERENCES_PATH)
+    def preferences_page(self, request, token):
+        return self._answer(self._door().preferences_page(token))
+
+    @http("POST", ln.PREFERENCES_PATH)
+    def save_preferences(self, request, token):
+        return self._answer(self._door().save_preferences(request, token))
+
+    @http("POST", ln.FORGET_PATH)
+    def forget(self, request, token):
+        return self._answer(self._door().forget(request, token))
+
+    @http("GET", ln.CONFIRM_PATH)
+    def confirm_page(self, request, token):
+        return self._answer(self._door().confirm_page(token))
+
+    @http("POST", ln.CONFIRM_PATH)
+    def confirm(self, request, token):
+        return self._answer(self._door().confirm(request, token))
+
     def _twilio_config(self) -> twilio_hooks.HookConfig:
         return twilio_hooks.HookConfig(auth_token=self.settings.get("TWILIO_AUTH_TOKEN"),
                                        public_url=self.settings.get("NOTIFY_PUBLIC_URL"))
@@ -263,7 +434,7 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def save_store_settings(self, store_id: str, settings: dict) -> dict:
         """Store name and URL (for templates), time zone, SMS quiet hours, weekly marketing
-        cap, From address, unsubscribe URL."""
+        cap, From address, unsubscribe mailto, SMS opt-out text, email double opt-in."""
         return self._notifier().save_settings(store_id, settings).to_dict()
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
@@ -307,7 +478,9 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
             contact = self.storage.contacts.get(store_id, customer_id)
             if contact is None or contact.get("status") == ERASED:
                 raise NotFound(f"no customer {customer_id} in store {store_id}")
-            context = template_context(contact, notifier.settings(store_id))
+            # The customer's own data, with sample coupon and loyalty facts: a preview makes
+            # no coupon at the shop.
+            context = {**SAMPLE_EXTRAS, **template_context(contact, notifier.settings(store_id))}
         else:
             context = SAMPLE_CONTEXT
         try:
@@ -363,7 +536,7 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
     def list_sends(self, store_id: str, filters: dict | None = None,
                    page: dict | None = None) -> dict:
         """The store's send log, newest first: filters channel, status, template, customer_id,
-        workflow_id (each an exact value); page = {"size": 50, "cursor": null}. Answers
+        workflow_id, held_reason (each an exact value); page = {"size": 50, "cursor": null}. Answers
         {"items", "next_cursor"}."""
         filters = dict(filters or {})
         page = page or {}
@@ -384,6 +557,23 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
         return {"items": [_json(doc) for doc in docs], "next_cursor": next_cursor}
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def list_suppressions(self, store_id: str, filters: dict | None = None,
+                          page: dict | None = None) -> dict:
+        """The store's suppressed addresses (active only unless filters.include_lifted), each
+        with its kinds, what it blocks and its history; filters channel, address (exact);
+        page = {"size": 100, "cursor": null}. Answers {"items", "next_cursor"}."""
+        return self._suppressions().page(store_id, *list_request(filters, page))
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def lift_suppression(self, store_id: str, channel: str, address: str, reason: str,
+                         actor: str) -> dict:
+        """An operator lets an address be sent to again, saying why (kept in its history);
+        NotFound when it is not suppressed."""
+        return self._suppressions().lift(store_id, channel, address, reason,
+                                         str(actor or "unknown")[:200],
+                                         datetime.now(timezone.utc))
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
     def run_date_rules(self) -> dict:
         return {"scheduled": self.send_loop.run_date_rules()}
 
@@ -394,7 +584,9 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
         if contact is None or contact.get("status") == ERASED:
             raise NotFound(f"no customer {customer_id} in store {store_id}")
         return {"service": self.name, "contact": _json(contact),
-                "send_log": self.send_log(store_id, customer_id, 1000)}
+                "send_log": self.send_log(store_id, customer_id, 1000),
+                "suppressions": self._suppressions().of_addresses(
+                    store_id, [("email", contact.get("email")), ("sms", contact.get("phone"))])}
 
 
 def _json(value):

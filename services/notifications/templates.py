@@ -37,8 +37,18 @@ VARIABLES: dict[str, dict[str, Any]] = {
         "tags": None,
     },
     "store": {"name": None, "url": None},
-    "message": {"unsubscribe_url": None},
+    # Links (links.py): unsubscribe and preferences in marketing emails only (empty in any
+    # other), confirm_url in the double opt-in confirmation only.
+    "message": {"unsubscribe_url": None, "preferences_url": None, "confirm_url": None},
+    # Only in messages that have them: a workflow's coupon, and the facts of the loyalty event
+    # that triggered the message (TRIGGER_VARIABLES says which event brings which).
+    "coupon": {"code": None, "amount": None, "expires": None},
+    "reward": {"code": None, "amount": None, "expires": None},
+    "points": {"delta": None, "balance": None, "expiring": None, "expires": None},
 }
+TRIGGER_VARIABLES = {"loyalty.reward_issued": "reward", "loyalty.reward_expired": "reward",
+                     "loyalty.reward_returned": "reward", "loyalty.points_changed": "points",
+                     "loyalty.points_expiring": "points"}
 
 SAMPLE_CONTEXT: dict[str, Any] = {
     "customer": {"first_name": "Ada", "last_name": "Lovelace", "full_name": "Ada Lovelace",
@@ -47,8 +57,17 @@ SAMPLE_CONTEXT: dict[str, Any] = {
                  "birthday": "12-10", "tags": ["gift"],
                  "last_order": {"number": "1001", "total": "49.90 EUR", "date": "2026-11-02"}},
     "store": {"name": "Tea & Co", "url": "https://shop.example"},
-    "message": {"unsubscribe_url": "https://shop.example/unsubscribe"},
+    "message": {"unsubscribe_url": "https://notify.shop.example/unsubscribe/sample",
+                "preferences_url": "https://notify.shop.example/preferences/sample",
+                "confirm_url": "https://notify.shop.example/confirm/sample"},
 }
+# Codes no shop holds ("0" is not in a real code's alphabet): a preview creates nothing.
+SAMPLE_EXTRAS: dict[str, Any] = {
+    "coupon": {"code": "gift-sample00000", "amount": "10 %", "expires": "2026-12-31"},
+    "reward": {"code": "reward-sample00000", "amount": "5.00 EUR", "expires": "2027-03-06"},
+    "points": {"delta": 450, "balance": 1450, "expiring": 200, "expires": "2027-01-31"},
+}
+SAMPLE_CONTEXT.update(SAMPLE_EXTRAS)
 
 EMAIL_PARTS = ("subject", "html", "text")
 SMS_PARTS = ("body",)
@@ -111,6 +130,18 @@ def _unknown_variables(source: str, part: str) -> list[str]:
                 break
             spec = spec[attr]
     return sorted(set(problems))
+
+
+def variables_used(template: Mapping[str, Any]) -> set[str]:
+    """The top-level variables (customer, coupon, ...) a stored template's parts read."""
+    used: set[str] = set()
+    for part in (*EMAIL_PARTS, *SMS_PARTS):
+        source = template.get(part)
+        if isinstance(source, str):
+            tree = _env_for(part).parse(source)
+            used |= {n.name for n in tree.find_all(nodes.Name)
+                     if n.ctx == "load" and n.name in VARIABLES}
+    return used
 
 
 def validate_template(data: Mapping[str, Any], limits: RenderLimits = RenderLimits()) -> dict:
@@ -202,9 +233,13 @@ def _email(slug: str, name: str, subject: str, body_text: str, body_html: str) -
             "subject": subject, "text": body_text, "html": body_html}
 
 
-_FOOTER_TEXT = "\n--\n{{ store.name }} · {{ store.url }}\nUnsubscribe: {{ message.unsubscribe_url }}\n"
-_FOOTER_HTML = ('<p style="color:#666;font-size:12px">{{ store.name }} · '
-                '<a href="{{ message.unsubscribe_url }}">Unsubscribe</a></p>')
+_FOOTER_TEXT = ("\n--\n{{ store.name }} · {{ store.url }}\n{% if message.unsubscribe_url %}"
+                "Unsubscribe: {{ message.unsubscribe_url }}\n"
+                "Your preferences: {{ message.preferences_url }}\n{% endif %}")
+_FOOTER_HTML = ('<p style="color:#595959;font-size:12px">{{ store.name }}'
+                '{% if message.unsubscribe_url %} · <a href="{{ message.unsubscribe_url }}">'
+                'Unsubscribe</a> · <a href="{{ message.preferences_url }}">Your preferences</a>'
+                '{% endif %}</p>')
 
 DEFAULT_TEMPLATES: dict[str, dict] = {t["slug"]: t for t in (
     _email("welcome", "Welcome", "Welcome to {{ store.name }}, {{ customer.first_name }}!",
@@ -239,6 +274,14 @@ DEFAULT_TEMPLATES: dict[str, dict] = {t["slug"]: t for t in (
            "<p>Congratulations {{ customer.first_name }}: you are now "
            "<strong>{{ customer.tier|title }}</strong> at {{ store.name }}, with "
            "{{ customer.points }} points.</p>" + _FOOTER_HTML),
+    _email("confirm_email_opt_in", "Confirm your subscription",
+           "Please confirm: news from {{ store.name }}",
+           "Hi {{ customer.first_name }},\n\nYou asked to hear from {{ store.name }} by email. "
+           "Please confirm by opening this link:\n{{ message.confirm_url }}\n\nIf you did not "
+           "ask, ignore this email: you will get no marketing from us.\n",
+           "<p>Hi {{ customer.first_name }},</p><p>You asked to hear from {{ store.name }} by "
+           "email. <a href=\"{{ message.confirm_url }}\">Please confirm your subscription.</a>"
+           "</p><p>If you did not ask, ignore this email: you will get no marketing from us.</p>"),
     {"slug": "win_back_sms", "channel": "sms", "name": "Win-back (SMS)",
      "description": "shipped default",
      "body": "{{ store.name }}: we miss you, {{ customer.first_name }}! {{ store.url }} "

@@ -4,7 +4,8 @@ Both are refused (403) unless `X-Twilio-Signature` is Twilio's HMAC of the URL T
 and the posted form, made with our auth token. Behind a proxy that URL is not the one the
 request arrives at, so NOTIFY_PUBLIC_URL names it. Status callbacks arrive repeated and out of
 order: a message's status only ever moves forward (queued, sending, sent, then delivered or
-undelivered or failed). STOP / START from a customer's phone change their SMS consent.
+undelivered or failed). STOP / START from a customer's phone change their SMS consent. A
+failure with error 21610 (the number opted out at Twilio) suppresses SMS to that number.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from twilio.request_validator import RequestValidator
 
 from services.notifications.notifier import Notifier
 from services.notifications.repository import NotificationsStorage
+from services.notifications.suppression import TWILIO_UNSUBSCRIBED, Change, Suppressions
 
 STATUS_PATH = "/twilio/status"
 INBOUND_PATH = "/twilio/inbound"
@@ -56,13 +58,23 @@ def status_callback(storage: NotificationsStorage, config: HookConfig, request) 
     if not sid or status not in STATUS_RANK:
         return 400, {"error": "MessageSid and a known MessageStatus are required"}
     rank = STATUS_RANK[status]
+    now = datetime.now(timezone.utc)
     update: dict = {"$set": {"delivery_status": status, "delivery_rank": rank,
-                             "delivery_at": datetime.now(timezone.utc)}}
+                             "delivery_at": now}}
     if form.get("ErrorCode"):
         update["$set"]["delivery_error"] = form["ErrorCode"]
     result = storage.sends.collection.update_one(
         {"provider_id": sid, "$or": [{"delivery_rank": {"$exists": False}},
                                      {"delivery_rank": {"$lt": rank}}]}, update)
+    if form.get("ErrorCode") == str(TWILIO_UNSUBSCRIBED) and status in ("failed", "undelivered"):
+        send = storage.sends.collection.find_one({"provider_id": sid, "channel": "sms"},
+                                                 {"store_id": 1, "to": 1})
+        if send and send.get("to"):
+            Suppressions(storage.suppressions).suppress(
+                send["store_id"], "sms_unsubscribed", send["to"], Change(
+                    "suppressed", now, "sms_unsubscribed", "twilio_status",
+                    f"Twilio error {TWILIO_UNSUBSCRIBED} for message {sid}",
+                    key=f"twilio:{sid}"))
     return 200, {"status": status, "applied": bool(result.modified_count)}
 
 

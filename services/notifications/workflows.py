@@ -10,14 +10,25 @@ channel with which template, for what purpose, and what cancels it before it goe
 Triggers: an event with a condition (`customer.tagged` with a tag, `customer.segment_changed`
 to a segment, `loyalty.tier_changed` up (or to a tier), `order.placed` that is the customer's
 first, `customer.created`, an order's status change: `order.updated` (or `order.placed`, an
-order first seen in that status) with `to_status`), or a date rule (`{"date": "birthday"}`, `{"date":
+order first seen in that status) with `to_status`, a loyalty reward issued (of a kind), expired
+or returned, points earned (`loyalty.points_changed` of kind earn or adjust, adding points),
+points about to expire), or a date rule (`{"date": "birthday"}`, `{"date":
 "days_since_last_order", "days": 90}`) checked by a timer.
+
+A workflow may attach a unique coupon to each message it sends:
+
+    "coupon": {"type": "percent", "amount": 10, "currency": "EUR", "validity_days": 30,
+               "minimum_spend": 2000, "individual_use": true, "prefix": "welcome"}
+
+`amount` is a whole percentage (1-100) or, for `fixed`, minor units of `currency` (the shop's
+currency, in which `minimum_spend` is counted too).
 """
 from __future__ import annotations
 
 import re
 from typing import Any, Mapping
 
+from shared.coupons import check_prefix
 from shared.errors import ValidationError
 from shared.events.customer_sync import LIVE_ORDER_STATUSES
 
@@ -29,7 +40,21 @@ EVENT_TRIGGERS = {
     "loyalty.tier_changed": {"direction", "to"},
     "order.placed": {"first_order", "to_status"},
     "order.updated": {"to_status"},
+    "loyalty.reward_issued": {"kind"},
+    "loyalty.reward_expired": set(),
+    "loyalty.reward_returned": set(),
+    "loyalty.points_changed": {"kind"},
+    "loyalty.points_expiring": set(),
 }
+REWARD_KINDS = ("points", "credit")
+# Entries that give a customer points a message can celebrate ("you earned N points"); the
+# others (reverse, redeem, expire, erase, return) are bookkeeping a customer is not told of.
+POINTS_KINDS = ("earn", "adjust")
+COUPON_TYPES = {"percent": "percent", "fixed": "fixed_cart"}  # ours: WooCommerce's
+COUPON_FIELDS = {"type", "amount", "currency", "validity_days", "minimum_spend",
+                 "individual_use", "prefix"}
+MAX_COUPON_MINOR = 10 ** 12
+MAX_COUPON_DAYS = 365
 ORDER_TRIGGER_STATUSES = LIVE_ORDER_STATUSES
 DATE_TRIGGERS = {"birthday": set(), "days_since_last_order": {"days"}}
 CANCELS = {"tag_removed": {"tag"}, "order_placed": set()}
@@ -48,7 +73,7 @@ def validate_workflow(data: Mapping[str, Any], template_channels: Mapping[str, s
         raise ValidationError("workflow must be an object", {"fields": {"workflow": ["not an object"]}})
     errors: dict[str, list[str]] = {}
     known = {"workflow_id", "name", "enabled", "trigger", "delay_seconds", "channel", "template",
-             "purpose", "cancel"}
+             "purpose", "cancel", "coupon"}
     for key in sorted(set(data) - known):
         _problem(errors, key, "unknown field")
     workflow_id = data.get("workflow_id")
@@ -93,12 +118,64 @@ def validate_workflow(data: Mapping[str, Any], template_channels: Mapping[str, s
         if rule["if"] == "tag_removed" and not (isinstance(rule.get("tag"), str)
                                                 and _SLUG.match(rule["tag"])):
             _problem(errors, f"cancel.{i}.tag", "required: a lower-case slug")
+    coupon = _check_coupon(data["coupon"], errors) if data.get("coupon") is not None else None
     if errors:
         summary = "; ".join(f"{k}: {' '.join(v)}" for k, v in sorted(errors.items()))
         raise ValidationError(f"invalid workflow: {summary}", {"fields": errors})
-    return {"workflow_id": workflow_id, "name": name.strip(), "enabled": enabled,
-            "trigger": dict(trigger), "delay_seconds": delay, "channel": channel,
-            "template": template, "purpose": purpose, "cancel": [dict(r) for r in cancel]}
+    workflow = {"workflow_id": workflow_id, "name": name.strip(), "enabled": enabled,
+                "trigger": dict(trigger), "delay_seconds": delay, "channel": channel,
+                "template": template, "purpose": purpose, "cancel": [dict(r) for r in cancel]}
+    if coupon is not None:
+        workflow["coupon"] = coupon
+    return workflow
+
+
+def _whole(value: Any, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _check_coupon(coupon: Any, errors: dict) -> dict | None:
+    """The coupon a workflow attaches to each message, normalised, or None after naming each
+    bad field in `errors` (as `coupon.<field>`)."""
+    if not isinstance(coupon, Mapping):
+        _problem(errors, "coupon", "must be an object, or null for no coupon")
+        return None
+    before = len(errors)
+    for key in sorted(set(coupon) - COUPON_FIELDS):
+        _problem(errors, f"coupon.{key}", "unknown field")
+    kind = coupon.get("type")
+    if kind not in COUPON_TYPES:
+        _problem(errors, "coupon.type", "required: percent or fixed")
+    amount = coupon.get("amount")
+    if kind == "percent" and not _whole(amount, 1, 100):
+        _problem(errors, "coupon.amount", "must be a whole percentage, 1-100")
+    elif kind != "percent" and not _whole(amount, 1, MAX_COUPON_MINOR):
+        _problem(errors, "coupon.amount", "must be a whole number of minor units of the "
+                                          f"currency (cents for EUR), 1-{MAX_COUPON_MINOR}")
+    currency = coupon.get("currency")
+    if not (isinstance(currency, str) and re.fullmatch(r"[A-Z]{3}", currency)):
+        _problem(errors, "coupon.currency", "required: the shop's currency, an ISO-4217 code "
+                                            "such as EUR")
+    days = coupon.get("validity_days")
+    if not _whole(days, 1, MAX_COUPON_DAYS):
+        _problem(errors, "coupon.validity_days", f"required: whole days, 1-{MAX_COUPON_DAYS}")
+    minimum = coupon.get("minimum_spend")
+    if minimum is not None and not _whole(minimum, 0, MAX_COUPON_MINOR):
+        _problem(errors, "coupon.minimum_spend", "must be a whole number of minor units, "
+                                                 f"0-{MAX_COUPON_MINOR}, or null")
+    individual = coupon.get("individual_use", False)
+    if not isinstance(individual, bool):
+        _problem(errors, "coupon.individual_use", "must be true or false")
+    prefix = coupon.get("prefix")
+    if prefix is not None:
+        try:
+            check_prefix(prefix)
+        except ValueError as exc:
+            _problem(errors, "coupon.prefix", str(exc))
+    if len(errors) > before:
+        return None
+    return {"type": kind, "amount": amount, "currency": currency, "validity_days": days,
+            "minimum_spend": minimum, "individual_use": individual, "prefix": prefix}
 
 
 def _check_trigger(trigger: dict, errors: dict) -> None:
@@ -130,6 +207,11 @@ def _check_trigger(trigger: dict, errors: dict) -> None:
         elif "to_status" in trigger and trigger["to_status"] not in ORDER_TRIGGER_STATUSES:
             _problem(errors, "trigger.to_status",
                      f"must be one of {', '.join(ORDER_TRIGGER_STATUSES)}")
+        if event == "loyalty.reward_issued" and "kind" in trigger \
+                and trigger["kind"] not in REWARD_KINDS:
+            _problem(errors, "trigger.kind", f"must be one of {', '.join(REWARD_KINDS)}")
+        if event == "loyalty.points_changed" and trigger.get("kind", "earn") not in POINTS_KINDS:
+            _problem(errors, "trigger.kind", f"must be one of {', '.join(POINTS_KINDS)}")
     else:
         date = trigger["date"]
         if date not in DATE_TRIGGERS:
@@ -165,6 +247,11 @@ def triggered_by(workflow: Mapping[str, Any], event_type: str, data: Mapping[str
     if event_type == "order.updated":
         return data.get("new_status") == trigger["to_status"] \
             and data.get("old_status") != data.get("new_status")
+    if event_type == "loyalty.reward_issued":
+        return "kind" not in trigger or data.get("kind") == trigger["kind"]
+    if event_type == "loyalty.points_changed":
+        # "You earned N points": an entry of the kind asked for (earn unless said) that adds.
+        return data.get("kind") == trigger.get("kind", "earn") and (data.get("delta") or 0) > 0
     return True
 
 

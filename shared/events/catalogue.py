@@ -182,11 +182,12 @@ _ENTRIES = (
                    "attempts": 0}),
     EventContract("consent.changed", "gdpr", 1, nt.ConsentChangedData,
                   "A customer's consent for a purpose changed (published by gdpr, or by "
-                  "notifications for an SMS STOP/START, on the gdpr exchange; `origin` says "
-                  "which).",
+                  "notifications for an SMS STOP/START, an unsubscribe link, the preference "
+                  "page or an email confirmation, on the gdpr exchange; `origin` says which). "
+                  "`pending`: an email opt-in waiting for its confirmation.",
                   {"customer_id": "c-3f2a", "purpose": "sms_marketing", "granted": False,
                    "source": "sms_stop", "changed_at": "2026-11-29T10:00:00+00:00",
-                   "origin": "notifications", "note": ""}),
+                   "origin": "notifications", "note": "", "pending": False}),
     EventContract("gdpr.erasure_requested", "gdpr", 1, gdpr.ErasureRequestedData,
                   "Forget a person: every data-owning service erases or anonymises its slice "
                   "and answers with `gdpr.erasure_completed`.",

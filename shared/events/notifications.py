@@ -14,7 +14,8 @@ from shared.events.fields import BaseSchema, UtcDateTime
 CHANNELS = ("email", "sms")
 PURPOSES = ("marketing", "transactional")
 CONSENT_PURPOSES = ("email_marketing", "sms_marketing", "data_processing")
-CONSENT_SOURCES = ("checkout", "operator", "sms_stop", "sms_start", "request", "import")
+CONSENT_SOURCES = ("checkout", "operator", "sms_stop", "sms_start", "request", "import",
+                   "unsubscribe_link", "preference_page", "email_confirmation")
 # The most a store may set as notifications' max_trigger_age_hours (ten years): the settings
 # validation and the gateway's schema share it.
 MAX_TRIGGER_AGE_HOURS = 24 * 366 * 10
@@ -48,7 +49,9 @@ class NotificationFailedData(_MessageData):
 
 
 class ConsentChangedData(BaseSchema):
-    """A customer's consent for one purpose, as of `changed_at`. Consumers keep the newest."""
+    """A customer's consent for one purpose, as of `changed_at`. Consumers keep the newest.
+    `pending`: given, but not in force until the customer confirms it (email double opt-in);
+    `granted` is false meanwhile, so a consumer that knows nothing of it sends nothing."""
 
     customer_id = fields.String(required=True)
     purpose = fields.String(required=True, validate=validate.OneOf(CONSENT_PURPOSES))
@@ -57,3 +60,4 @@ class ConsentChangedData(BaseSchema):
     changed_at = UtcDateTime(required=True, format="iso")
     origin = fields.String(required=True, validate=validate.OneOf(("gdpr", "notifications")))
     note = fields.String(load_default="")
+    pending = fields.Boolean(load_default=False)

@@ -19,6 +19,7 @@ from tests.browser.accessibility import assert_accessible
 from tests.browser.test_console import _flash, _key
 from tests.fakes.smtp_server import SmtpServer
 from tests.gateway_system import STORE, running_system, shop  # noqa: F401 - fixtures
+from tests.security.gateway_requests import suppressed_address
 from tests.support import wait_until
 
 
@@ -91,7 +92,7 @@ def test_programme_template_preview_workflow_and_the_send_log(browser, screensho
     ada, ada_id = system.shop_customer(orders=1)
     _sign_in(browser, base, _key(system, "admin"))
     nav = browser.find_element(By.CSS_SELECTOR, "nav.main-nav").text
-    for label in ("Customers", "Loyalty", "Templates", "Workflows", "Send log",
+    for label in ("Customers", "Loyalty", "Templates", "Workflows", "Send log", "Suppressed",
                   "GDPR requests", "Reports"):
         assert label in nav
 
@@ -204,6 +205,19 @@ def test_programme_template_preview_workflow_and_the_send_log(browser, screensho
     assert ada["email"] in table.text
     screenshot("send-log")
     assert_accessible(browser, "send log")
+
+    # A bounced address is listed with why; the admin lifts it, saying why.
+    suppressed_address(system, "bounced@example.com")
+    browser.find_element(By.LINK_TEXT, "Suppressed").click()
+    table = _wait(browser, "#suppression-table")
+    assert "bounced@example.com" in table.text and "bounced" in table.text
+    assert_accessible(browser, "suppressed addresses")
+    _fill(browser, "reason-1", "the customer fixed the mailbox")
+    browser.find_element(By.CSS_SELECTOR, "#suppression-table button[type=submit]").click()
+    _flash(browser, "may be sent to again")
+    [lifted] = system.rpc.notifications.list_suppressions(STORE, {"include_lifted": True})["items"]
+    assert lifted["active"] is False and lifted["history"][-1]["detail"] == (
+        "the customer fixed the mailbox")
 
 
 def test_the_gdpr_queue_lists_the_overdue_request_first(browser, screenshot, system):

@@ -112,6 +112,10 @@ def test_each_caller_calls_only_the_rpcs_it_needs(users, exchanges):
     assert refusal(loyalty, "nameko-rpc", str(uuid.uuid4())) is None
     assert "ACCESS_REFUSED" in refusal(loyalty, "nameko-rpc", "loyalty")
     assert refusal(users.uri("operator"), "nameko-rpc", "loyalty.adjust") is None
+    # notifications files the preference page's "forget me", and may do nothing else there.
+    notifications = users.uri("notifications")
+    assert refusal(notifications, "nameko-rpc", "gdpr.submit_request") is None
+    assert "ACCESS_REFUSED" in refusal(notifications, "nameko-rpc", "gdpr.verify_identity")
 
 
 def test_no_service_may_use_the_default_exchange_that_reaches_every_queue(users, exchanges):

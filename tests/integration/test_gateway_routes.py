@@ -12,6 +12,7 @@ from datetime import datetime, timedelta, timezone
 from services.gateway.routes import build_routes
 from shared import mongo
 from tests.gateway_system import STORE, shop, system  # noqa: F401 - fixtures
+from tests.security.gateway_requests import suppressed_address
 from tests.support import wait_until
 
 ROUTES = {route.endpoint: route for route in build_routes()}
@@ -49,6 +50,7 @@ LOYALTY_AND_NOTIFICATION_ROUTES = {
     "DELETE /notifications/workflows/<workflow_id>", "GET /customers/<customer_id>/messages",
     "GET /notifications/sends", "POST /notifications/bulk-sends", "GET /notifications/bulk-sends/<bulk_id>",
     "GET /notifications/settings", "PUT /notifications/settings",
+    "GET /notifications/suppressions", "POST /notifications/suppressions/lift",
 }
 GDPR_ROUTES = {
     "POST /gdpr/requests", "GET /gdpr/requests", "GET /gdpr/requests/<request_id>",
@@ -467,6 +469,27 @@ def test_loyalty_and_notification_routes(system):
         assert log_entry["send_id"] not in [e["send_id"] for e in after["items"]]
     _problem(reader.get("/notifications/sends?cursor=not-one-of-ours"), 400, "cursor")
     _problem(reader.get("/notifications/sends?channel=pigeon"), 400, "channel")
+
+    _problem(reader.get("/notifications/sends?held_reason=bored"), 400, "held_reason")
+    assert _ok(reader.get("/notifications/sends?held_reason=suppressed"))["items"] == []
+
+    # suppressed addresses: listed and filtered; an admin lifts one, giving the reason
+    suppressed_address(system, "bounced@example.com")
+    listed = _ok(reader.get("/notifications/suppressions?channel=email"))
+    assert [(s["address"], s["kinds"], s["blocks"]) for s in listed["items"]] == [
+        ("bounced@example.com", ["bounce"], "all")]
+    assert _ok(reader.get("/notifications/suppressions?channel=sms"))["items"] == []
+    _problem(reader.get("/notifications/suppressions?channel=pigeon"), 400, "channel")
+    lift = "/notifications/suppressions/lift"
+    body = {"channel": "email", "address": "Bounced@Example.com"}
+    _problem(writer.post(lift, json={**body, "reason": "a writer may not"}), 403)
+    _problem(admin.post(lift, json={**body, "reason": "   "}), 400, "reason")
+    lifted = _ok(admin.post(lift, json={**body, "reason": "the mailbox works again"}))
+    assert lifted["active"] is False and lifted["history"][-1]["detail"] == (
+        "the mailbox works again") and lifted["history"][-1]["actor"]
+    _problem(admin.post(lift, json={**body, "reason": "twice"}), 404)
+    assert _ok(reader.get("/notifications/suppressions"))["items"] == []
+    assert len(_ok(reader.get("/notifications/suppressions?include_lifted=true"))["items"]) == 1
 
     _ok(writer.delete("/notifications/templates/spring-sale"))
     _problem(writer.delete("/notifications/templates/spring-sale"), 404)

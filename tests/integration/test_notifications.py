@@ -307,10 +307,48 @@ def test_birthdays_and_erasure(services, smtp, twilio, rpc, events):
     publish(services.amqp_uri, request)
     got = events.wait_for(lambda got: events.of_type("gdpr.erasure_completed"), timeout=15)
     [done] = [e for e in got if e["event_type"] == "gdpr.erasure_completed"]
-    assert done["data"]["counts"] == {"contacts": 1, "sends": 1, "parked_messages": 0}
+    assert done["data"]["counts"] == {"contacts": 1, "sends": 1, "suppressions": 0,
+                                      "parked_messages": 0}
     [entry] = [d for d in _database(services)["sends"].find({"customer_id": "c8"})]
     assert "to" not in entry and "subject" not in entry and entry["redacted"] is True
     assert "hal@example.com" not in repr(entry)
     from shared.errors import NotFound
     with pytest.raises(NotFound):
         rpc.notifications.export_customer(STORE, "c8")
+
+
+def test_a_reward_code_email_goes_once_per_reward_and_points_emails_follow_their_kind(
+        services, smtp, twilio, rpc):
+    """loyalty's events on the broker start their workflows: the reward's code in its email,
+    once however often the event comes; points earned are told, points spent are not."""
+    start(services, smtp, twilio)
+    for slug, text in (("reward_code", "Your code {{ reward.code }} for {{ reward.amount }}"),
+                       ("points_earned", "You earned {{ points.delta }} points")):
+        rpc.notifications.save_template(STORE, {"slug": slug, "channel": "email",
+                                                "subject": slug, "html": text, "text": text})
+        rpc.notifications.save_workflow(STORE, {
+            "workflow_id": slug.replace("_", "-"), "name": slug, "channel": "email",
+            "template": slug, "purpose": "transactional",
+            "trigger": {"event": "loyalty.reward_issued" if slug == "reward_code"
+                        else "loyalty.points_changed"}})
+    publish(services.amqp_uri, customer("c9", "ida@example.com"))
+    known(rpc, "c9", purpose=None)
+    barrier = EventBarrier(services, "notifications").expect("loyalty.reward_issued",
+                                                             "loyalty.points_changed")
+    reward = event("loyalty.reward_issued", {**contract("loyalty.reward_issued").sample,
+                                              "customer_id": "c9"})
+    spent = event("loyalty.points_changed", {**contract("loyalty.points_changed").sample,
+                                              "customer_id": "c9", "kind": "redeem",
+                                              "delta": -500, "balance": 950})
+    earned = event("loyalty.points_changed", {**contract("loyalty.points_changed").sample,
+                                               "customer_id": "c9", "kind": "earn",
+                                               "delta": 450, "balance": 1400})
+    publish(services.amqp_uri, reward, reward, spent, earned)
+    mails = smtp.wait_for(2, timeout=15)
+    bodies = sorted(m.get_body(("plain",)).get_content().strip() for m in mails)
+    assert bodies == ["You earned 450 points", "Your code shop-7kq2m9xwpa for 5.00 EUR"]
+    barrier.settled("loyalty.reward_issued", 2)
+    barrier.settled("loyalty.points_changed", 2)  # the redemption too: it scheduled nothing
+    assert sorted(e["template"] for e in rpc.notifications.send_log(STORE, "c9")) == \
+        ["points_earned", "reward_code"]
+    assert smtp.received == 2

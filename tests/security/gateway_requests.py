@@ -6,11 +6,14 @@ from __future__ import annotations
 import json
 import re
 import urllib.parse
+from datetime import datetime, timezone
 
 from services.customer_sync.inbox import InboxProcessor
 from services.customer_sync.repository import CustomerSyncStorage
 from services.customer_sync.sync import CustomerSync
 from services.gateway.routing import Route
+from services.notifications.repository import NotificationsStorage
+from services.notifications.suppression import Change, Suppressions
 from shared import mongo
 from tests import payloads
 from tests.gateway_system import STORE
@@ -48,6 +51,8 @@ SAMPLE_BODIES: dict[str, object] = {
     "POST /notifications/bulk-sends": {"audience": {"customer_ids": ["{customer_id}"]},
                                        "template": "{slug}", "purpose": "transactional"},
     "PUT /notifications/settings": {"name": "Intruder's shop"},
+    "POST /notifications/suppressions/lift": {"channel": "email", "address": "{email}",
+                                              "reason": "an intruder wants to send"},
     "POST /gdpr/requests": {"type": "access", "email": "mallory@example.com"},
     "POST /gdpr/requests/<request_id>/verify": {"note": "intruder"},
     "POST /gdpr/requests/<request_id>/reject": {"reason": "intruder"},
@@ -144,7 +149,7 @@ def quarantined_delivery(system) -> str:
 def store_a_records(system) -> dict:
     """Store A's records, made over the API: a customer, its tag, group, points, a reward
     (coupon), consent, note and reminder, a template, segment, rule, workflow, bulk send, GDPR
-    request and key; and a webhook delivery in quarantine."""
+    request and key; a webhook delivery in quarantine, and the customer's address suppressed."""
     admin = system.client("admin", rate_limit_per_minute=100_000)
     woo, customer_id = system.shop_customer(orders=0)
     cid = f"/customers/{customer_id}"
@@ -182,5 +187,16 @@ def store_a_records(system) -> dict:
                       201)["key_id"],
         "quarantine_id": quarantined_delivery(system),
         "reward_id": reward["reward_id"],
+        "email": suppressed_address(system, woo["email"]),
     }
     return {"ids": ids, "email": woo["email"], "admin": admin}
+
+
+def suppressed_address(system, email: str) -> str:
+    """Store A's customer's address, suppressed by a bounce (as the report door records one),
+    so that store B's lift of it can be tried."""
+    storage = NotificationsStorage(
+        mongo.connect(system.services.mongo_uri)["companion_notifications"])
+    Suppressions(storage.suppressions).suppress(STORE, "bounce", email, Change(
+        "suppressed", datetime.now(timezone.utc), "bounce", "report", key="tenancy-sample"))
+    return email

@@ -172,7 +172,9 @@ def test_a_send_to_a_stored_hostile_email_fails_for_good_and_sends_nothing(datab
     ("from_email", "shop@example.com\r\nBcc: x@evil.example"),
     ("from_email", "shop@example.com, x@evil.example"),
     ("from_email", "not an address"),
-    ("unsubscribe_url", "https://shop.example/u\r\nBcc: x@evil.example"),
+    ("unsubscribe_mailto", "optout@shop.example\r\nBcc: x@evil.example"),
+    ("unsubscribe_mailto", "optout@shop.example, x@evil.example"),
+    ("sms_opt_out_text", "Reply STOP\r\nBcc: x@evil.example"),
 ])
 def test_store_settings_with_line_breaks_or_two_senders_are_refused_and_not_stored(
         database, field, value):

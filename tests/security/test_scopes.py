@@ -86,6 +86,8 @@ REQUIRED_SCOPE: dict[str, str | None] = {
     "GET /notifications/bulk-sends/<bulk_id>": "read",
     "GET /notifications/settings": "read",
     "PUT /notifications/settings": "admin",
+    "GET /notifications/suppressions": "read",
+    "POST /notifications/suppressions/lift": "admin",
     "POST /gdpr/requests": "gdpr",
     "GET /gdpr/requests": "gdpr",
     "GET /gdpr/requests/<request_id>": "gdpr",

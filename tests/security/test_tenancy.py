@@ -128,7 +128,8 @@ CREATE_OR_REPLACE = {"PUT /groups/<slug>", "PUT /notifications/templates/<slug>"
 # Routes without ids in the path whose sample body names A's ids: refused (404, or 400 naming
 # the field), as nothing of that name exists in B, or (bulk) answered item by item as not found.
 BODY_NAMES_IDS = {"POST /customers/bulk", "POST /notifications/preview",
-                  "POST /notifications/workflows", "POST /notifications/bulk-sends"}
+                  "POST /notifications/workflows", "POST /notifications/bulk-sends",
+                  "POST /notifications/suppressions/lift"}
 
 
 def _order(route) -> int:
@@ -150,7 +151,8 @@ def _store_a_view(admin: GatewayClient, ids: dict) -> dict:
         "workflows": "/notifications/workflows", "segments": "/segments", "rules": "/rules",
         "request": f"/gdpr/requests/{ids['request_id']}", "keys": "/keys",
         "programme": "/loyalty/programme", "settings": "/notifications/settings",
-        "quarantined": f"/webhooks/quarantine/{ids['quarantine_id']}"}
+        "quarantined": f"/webhooks/quarantine/{ids['quarantine_id']}",
+        "suppressions": "/notifications/suppressions"}
     view = {}
     for name, path in reads.items():
         answer = ok(admin.get(path))

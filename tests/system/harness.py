@@ -74,6 +74,8 @@ class SystemProcesses:
             "GATEWAY_WEB_SERVER_ADDRESS": f"127.0.0.1:{ports['web']}",
             "METRICS_PORT": str(ports["metrics"]),
         })
+        if name == "notifications":  # the links in its messages lead to its own pages
+            env.setdefault("NOTIFY_PUBLIC_URL", f"http://127.0.0.1:{ports['web']}")
         return env
 
     def web_url(self, name: str) -> str:
@@ -157,6 +159,7 @@ def system_env(smtp, twilio, **overrides: str) -> dict[str, str]:
         "TWILIO_FROM_NUMBER": twilio.phone_number, "TWILIO_API_BASE": twilio.base_url,
         "NOTIFY_POLL_SECONDS": "0.5", "NOTIFY_RETRY_SECONDS": "1",
         "GDPR_PROCESS_SECONDS": "1", "GATEWAY_KEY_CACHE_SECONDS": "0",
+        "NOTIFY_LINK_SECRET": "system-run-link-secret-0123456789abcdef",
         **overrides,
     }
 

@@ -44,8 +44,10 @@ def test_rpc_calls_are_what_each_caller_needs(roles):
     assert roles["segmentation"].calls == ("customer_sync.known_customers", "segmentation.health")
     assert roles["loyalty"].calls == ("customer_sync.known_customers", "loyalty.health")
     assert gdpr.may_call("customer_sync", "known_customers")
+    # notifications also files the preference page's "forget me" with gdpr.
     assert roles["notifications"].calls == ("customer_sync.known_customers",
-                                            "notifications.health")
+                                            "gdpr.submit_request", "notifications.health")
+    assert not roles["notifications"].may_call("gdpr", "verify_identity")
     gateway = roles["gateway"]
     assert gateway.may_call("loyalty", "redeem") and gateway.may_call("gdpr", "submit_request")
     assert not any(gateway.may_call("customer_sync", m) for m in GATEWAY_EXCLUDED_METHODS)

@@ -286,6 +286,19 @@ class Notifications:
     def save_workflow(self, store, data):
         return {**data, "workflow_id": data.get("workflow_id") or "new1"}
 
+    suppressions = [{"channel": "email", "address": f"{EVIL}@x.io", "address_erased": False,
+                     "active": True, "kinds": ["bounce"], "blocks": "all",
+                     "suppressed_at": "2026-01-01T00:00:00+00:00", "lifted_at": None,
+                     "updated_at": "2026-01-01T00:00:00+00:00",
+                     "history": [{"action": "suppressed", "at": "2026-01-01T00:00:00+00:00",
+                                  "kind": "bounce", "source": "report", "detail": EVIL}]}]
+
+    def list_suppressions(self, store, filters, page):
+        return {"items": [dict(s) for s in self.suppressions], "next_cursor": None}
+
+    def lift_suppression(self, store, channel, address, reason, actor):
+        return {**self.suppressions[0], "active": False, "kinds": [], "blocks": "nothing"}
+
     def list_sends(self, store, filters, page):
         items = [s for s in self.sends if all(s.get(k) == v for k, v in filters.items())]
         start = int(page["cursor"]) if page.get("cursor") else 0
@@ -568,7 +581,7 @@ def test_presentation_helpers():
 STORE_PAGES = ("/console/loyalty", "/console/templates", "/console/templates/welcome",
                "/console/templates/new", "/console/workflows", "/console/workflows/new",
                "/console/workflows/cart", "/console/messages", "/console/gdpr",
-               "/console/reports")
+               "/console/reports", "/console/suppressions")
 
 
 def test_the_navigation_shows_only_what_the_keys_scopes_allow():
@@ -705,6 +718,33 @@ def test_workflows_are_listed_in_words_and_toggled_whole():
         "delay_seconds": 86400, "cancel": [{"if": "order_placed"}]}
     bad = world.client.post("/console/workflows/save", data={**form, "days": "soon"})
     assert bad.status_code == 400 and 'id="e-trigger-days"' in bad.get_data(as_text=True)
+
+
+def test_toggling_or_editing_a_workflow_in_the_console_keeps_its_coupon():
+    """The API replaces a workflow whole and the console's form has no coupon fields: a
+    toggle or an edit must send the coupon back, not drop it."""
+    coupon = {"type": "percent", "amount": 10, "currency": "EUR", "validity_days": 30,
+              "minimum_spend": None, "individual_use": False, "prefix": None}
+    original = Notifications.workflows
+    Notifications.workflows = [{**original[0], "coupon": coupon}]
+    try:
+        world = World()
+        world.login("wcc_write")
+        assert world.client.post("/console/workflows/cart/toggle", data={
+            "enabled": "false", "csrf_token": world.csrf()}).status_code == 303
+        assert world.called("save_workflow")[-1][2][1]["coupon"] == coupon
+        form = {"csrf_token": world.csrf(), "is_new": "0", "workflow_id": "cart",
+                "name": "Cart", "enabled": "on", "trigger": "event:customer.tagged",
+                "tag": "abandoned-cart", "delay": "2", "delay_unit": "hours",
+                "channel": "email", "template": "welcome", "purpose": "marketing"}
+        assert world.client.post("/console/workflows/save", data=form).status_code == 303
+        assert world.called("save_workflow")[-1][2][1]["coupon"] == coupon
+        new = world.client.post("/console/workflows/save", data={**form, "is_new": "1",
+                                                                 "workflow_id": ""})
+        assert new.status_code == 303
+        assert "coupon" not in world.called("save_workflow")[-1][2][1]
+    finally:
+        Notifications.workflows = original
 
 
 def test_the_send_log_filters_and_pages_back_and_forth():

@@ -474,3 +474,22 @@ def test_timeline_amounts_follow_the_currencys_minor_unit():
     assert money_text({"amount": 4990, "currency": "EUR"}) == "49.90 EUR"
     assert money_text({"amount": 1500, "currency": "JPY"}) == "1500 JPY"
     assert money_text({"amount": 1234, "currency": "KWD"}) == "1.234 KWD"
+
+
+def test_a_consent_change_reaches_the_timeline_once_without_its_note(sync, storage, projector):
+    from services.customer_sync.timeline import record_foreign_event
+    from shared.events import build_event
+
+    sync.apply(STORE, "customer", "created", payloads.customer(), correlation_id="wh-1")
+    customer_id = storage.customers.by_woo_id(STORE, 42)["_id"]
+    change = build_event("consent.changed", store_id=STORE, data={
+        "customer_id": customer_id, "purpose": "email_marketing", "granted": False,
+        "source": "unsubscribe_link", "changed_at": "2026-11-29T10:00:00+00:00",
+        "origin": "notifications", "note": "Ada's own words"})
+    assert record_foreign_event(storage, change)
+    assert not record_foreign_event(storage, change)  # redelivered: one entry
+    [entry] = [e for e in entries(storage, projector, customer_id)
+               if e["kind"] == "consent.changed"]
+    assert entry["summary"] == "Email marketing consent off (unsubscribe link)"
+    assert entry["actor"] == "notifications"
+    assert "Ada" not in json.dumps(entry, default=str)

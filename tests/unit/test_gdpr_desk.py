@@ -196,3 +196,28 @@ def test_rectification_goes_to_customer_sync(desk):
     assert desk.get(request["request_id"])["result"]["rectified"] is True
     [call] = [c for c in services.calls if c[1] == "rectify_customer"]
     assert call[2][:3] == ("s1", "c-1", {"last_name": "King"})
+
+
+def test_a_pending_email_opt_in_from_notifications_is_recorded_as_pending_then_granted(desk):
+    """Double opt-in: the grant, then notifications holding it for confirmation, then the
+    confirmation; the record shows each, and the current state follows the latest."""
+    desk, clock = desk
+    desk.set_consent("s1", "c-1", "email_marketing", True, "checkout", "shop")
+
+    def from_notifications(at, granted, pending, source):
+        return build_event("consent.changed", store_id="s1", data={
+            "customer_id": "c-1", "purpose": "email_marketing", "granted": granted,
+            "source": source, "changed_at": at.isoformat(), "origin": "notifications",
+            "pending": pending})
+
+    desk.record_consent_event(from_notifications(T0 + timedelta(seconds=1), False, True,
+                                                 "checkout"))
+    state = desk.get_consent("s1", "c-1")["purposes"]["email_marketing"]
+    assert (state["granted"], state["pending"]) == (False, True)
+    desk.record_consent_event(from_notifications(T0 + timedelta(minutes=5), True, False,
+                                                 "email_confirmation"))
+    consent = desk.get_consent("s1", "c-1")
+    assert consent["purposes"]["email_marketing"]["granted"] is True
+    assert consent["purposes"]["email_marketing"]["pending"] is False
+    assert [(h["source"], h["pending"]) for h in consent["history"]] == [
+        ("checkout", False), ("checkout", True), ("email_confirmation", False)]

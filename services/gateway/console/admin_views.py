@@ -16,7 +16,13 @@ from services.gateway.handlers.loyalty import PROGRAMME_BODY
 
 PREFIX = "/console"
 SEND_STATUSES = ("scheduled", "sending", "sent", "failed", "refused", "cancelled")
-SEND_FILTERS = ("channel", "status", "template", "customer_id")
+SEND_FILTERS = ("channel", "status", "template", "customer_id", "held_reason")
+# Why a send was held back, as the send log's held_reason says it.
+HELD_LABELS = {"no_consent": "no consent", "suppressed": "suppressed",
+               "weekly_cap": "weekly cap", "quiet_hours": "quiet hours",
+               "cancelled": "cancelled", "waiting_for_contact": "waiting for contact details",
+               "customer_inactive": "customer deleted or erased",
+               "no_address": "no address"}
 GDPR_STATES = ("received", "verified", "in_progress", "completed", "rejected")
 PERIODS = (("day", "Day"), ("week", "Week"), ("month", "Month"))
 
@@ -222,6 +228,13 @@ def workflow_save(page) -> Response:
         return _workflow_page(page, shown, is_new, errors, status=400,
                               problem="Nothing was saved: correct the fields marked below.")
     try:
+        if not is_new and body.get("workflow_id"):
+            # The form has no coupon fields yet, and the API replaces a workflow whole: an
+            # edit keeps the coupon the workflow attaches rather than dropping it unseen.
+            kept = [w.get("coupon") for w in _workflows(page)
+                    if w.get("workflow_id") == body["workflow_id"]]
+            if kept and kept[0]:
+                body["coupon"] = kept[0]
         saved = page.api.post("/notifications/workflows", body)
     except ApiError as exc:
         return _workflow_page(page, shown, is_new, forms.field_errors(exc.problem),
@@ -233,7 +246,7 @@ def workflow_save(page) -> Response:
 
 
 WORKFLOW_BODY_KEYS = ("workflow_id", "name", "enabled", "trigger", "delay_seconds", "channel",
-                      "template", "purpose", "cancel")
+                      "template", "purpose", "cancel", "coupon")
 
 
 def workflow_toggle(page, workflow_id: str) -> Response:
@@ -272,6 +285,8 @@ def send_log(page) -> Response:
     state = {k: (args.get(k) or "").strip()[:200] for k in SEND_FILTERS}
     if state["channel"] not in ("", "email", "sms"):
         state["channel"] = ""
+    if state["held_reason"] not in HELD_LABELS:
+        state["held_reason"] = ""
     limit = args.get("limit", "50")
     state["limit"] = limit if limit in ("25", "50", "100") else "50"
     cursor = (args.get("cursor") or "")[:present.MAX_CURSOR_LENGTH] or None
@@ -296,6 +311,7 @@ def send_log(page) -> Response:
         pass
     return page.render("messages.html", title="Send log", state=state, result=result,
                        problem=problem, links=links, statuses=SEND_STATUSES,
+                       held_labels=HELD_LABELS,
                        templates=templates, filtered=any(state[k] for k in SEND_FILTERS))
 
 

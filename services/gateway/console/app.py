@@ -74,6 +74,7 @@ class Page:
 
 def _routes() -> Map:
     from services.gateway.console import admin_views as a
+    from services.gateway.console import suppression_views as sv
     from services.gateway.console import views as v
 
     def rule(path: str, view: Callable, methods: tuple = ("GET",), login: bool = True) -> Rule:
@@ -115,6 +116,8 @@ def _routes() -> Map:
         rule("/workflows/<workflow_id>/toggle", a.workflow_toggle, ("POST",)),
         rule("/workflows/<workflow_id>/delete", a.workflow_delete, ("POST",)),
         rule("/messages", a.send_log),
+        rule("/suppressions", sv.suppression_list),
+        rule("/suppressions/lift", sv.suppression_lift, ("POST",)),
         rule("/gdpr", a.gdpr_queue),
         rule("/gdpr/<request_id>/verify", a.gdpr_verify, ("POST",)),
         rule("/gdpr/<request_id>/reject", a.gdpr_reject, ("POST",)),

@@ -81,15 +81,18 @@ GDPR_EXPORT = s.obj(
                                                   {"answered_at": s.NULLABLE_TIME})},
      "data": {"type": "object", "additionalProperties": s.ANY_OBJECT,
               "description": "each service's answer, by service name"}})
+_PENDING = {**s.BOOLEAN, "description": "given, but waiting for the customer's confirmation "
+                                        "(email double opt-in); not granted meanwhile"}
 CONSENT_STATE = s.obj({"granted": s.BOOLEAN, "at": s.TIME, "source": s.STRING},
-                      {"actor": s.NULLABLE_STRING})
+                      {"actor": s.NULLABLE_STRING, "pending": _PENDING})
 CONSENT = s.obj(
     {"customer_id": s.STRING,
      "purposes": {"type": "object", "additionalProperties": CONSENT_STATE,
                   "description": "the current state of each purpose ever recorded"},
      "history": {"type": "array", "items": s.obj(
          {"purpose": s.STRING, "granted": s.BOOLEAN, "at": s.TIME, "source": s.STRING},
-         {"change_id": s.STRING, "actor": s.NULLABLE_STRING, "note": s.NULLABLE_STRING})}},
+         {"change_id": s.STRING, "actor": s.NULLABLE_STRING, "note": s.NULLABLE_STRING,
+          "pending": _PENDING})}},
     {"store_id": s.STRING})
 _R = "/gdpr/requests"
 

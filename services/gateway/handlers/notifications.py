@@ -5,6 +5,11 @@ from services.gateway import schemas as s
 from services.gateway.routing import CURSOR_PATTERN, Context, Param, Reply, Route
 from shared.events.notifications import MAX_TRIGGER_AGE_HOURS
 
+# notifications' words for why a send was held back (services/notifications/policy.py);
+# the gateway does not import the service, so they are repeated here and a test compares.
+HELD_REASONS = ("no_consent", "suppressed", "weekly_cap", "quiet_hours", "cancelled",
+                "waiting_for_contact", "customer_inactive", "no_address")
+
 
 def list_templates(ctx: Context) -> Reply:
     return Reply(ctx.call("notifications", "list_templates", ctx.store_id))
@@ -118,12 +123,29 @@ WORKFLOW_FIELDS = {
     "channel": CHANNEL, "template": s.STRING, "purpose": PURPOSE,
     "cancel": {"type": "array", "items": s.obj({"if": {"enum": ["tag_removed",
                                                                  "order_placed"]}},
-                                               {"tag": s.STRING})}}
-WORKFLOW = s.obj(WORKFLOW_FIELDS)
+                                               {"tag": s.STRING})},
+    "coupon": s.nullable(s.obj(
+        {"type": {"enum": ["percent", "fixed"]},
+         "amount": {"type": "integer", "minimum": 1, "maximum": 10 ** 12,
+                    "description": "percent: a whole percentage, 1-100; fixed: minor units "
+                                   "of currency"},
+         "currency": {"type": "string", "pattern": "^[A-Z]{3}$",
+                      "description": "the shop's currency (ISO-4217)"},
+         "validity_days": {"type": "integer", "minimum": 1, "maximum": 365}},
+        {"minimum_spend": {"type": ["integer", "null"], "minimum": 0, "maximum": 10 ** 12,
+                           "description": "minor units of currency"},
+         "individual_use": s.BOOLEAN,
+         "prefix": {"type": ["string", "null"], "pattern": "^[a-z2-9]{1,12}$",
+                    "description": "of the code; null: NOTIFY_COUPON_PREFIX"}},
+        additionalProperties=False,
+        description="a unique single-use coupon made at the shop for each message "
+                    "(docs/notification-coupons.md)"))}
+WORKFLOW = s.obj({k: v for k, v in WORKFLOW_FIELDS.items() if k != "coupon"},
+                 {"coupon": WORKFLOW_FIELDS["coupon"]})  # absent: no coupon
 WORKFLOW_BODY = s.obj({k: WORKFLOW_FIELDS[k] for k in ("name", "trigger", "channel", "template",
                                                       "purpose")},
                       {k: WORKFLOW_FIELDS[k] for k in ("workflow_id", "enabled",
-                                                      "delay_seconds", "cancel")},
+                                                      "delay_seconds", "cancel", "coupon")},
                       additionalProperties=False,
                       description="see README 'Notifications'; a workflow_id replaces that "
                                   "workflow")
@@ -132,7 +154,15 @@ SEND = s.obj({"send_id": s.STRING, "customer_id": s.STRING, "channel": CHANNEL,
               "attempts": {"type": "array", "items": s.ANY_OBJECT}, "created_at": s.TIME},
              {"workflow_id": s.NULLABLE_STRING, "bulk_id": s.NULLABLE_STRING,
               "due_at": s.NULLABLE_TIME, "to": s.NULLABLE_STRING,
-              "subject": s.NULLABLE_STRING, "reason": s.NULLABLE_STRING})
+              "subject": s.NULLABLE_STRING, "reason": s.NULLABLE_STRING,
+              "held_reason": {"type": ["string", "null"], "enum": [
+                  *HELD_REASONS, None], "description": "why it was held back or refused, "
+                  "as a word; `reason` says it in full"},
+              "provider_error": {**s.NULLABLE_STRING, "description": "the mail server's or "
+                                 "Twilio's latest failure, retried or final"},
+              "delivery_status": s.NULLABLE_STRING,
+              "delivery_error": {**s.NULLABLE_STRING, "description": "Twilio's error code "
+                                 "of a failed delivery"}})
 BULK_STATUS = s.obj({"bulk_id": s.STRING, "state": s.STRING, "template": s.STRING,
                      "channel": CHANNEL, "purpose": PURPOSE, "total": s.INTEGER,
                      "done": s.INTEGER,
@@ -148,7 +178,14 @@ _SETTINGS_FIELDS = {
                               "description": "an order or sign-up older than this when it "
                               "arrives (a backfill of history) starts no workflow; 0: no limit"},
     "from_email": {**s.STRING, "description": "empty: the service's MAIL_FROM"},
-    "unsubscribe_url": s.STRING}
+    "unsubscribe_mailto": {**s.STRING, "description": "a mailbox the store reads and acts on, "
+                           "offered as a mailto in List-Unsubscribe beside the https link; "
+                           "empty: the link alone"},
+    "sms_opt_out_text": {**s.STRING, "maxLength": 60, "description": "appended to every "
+                         "marketing SMS, e.g. 'Reply STOP to opt out'; empty: nothing"},
+    "email_double_opt_in": {**s.BOOLEAN, "description": "email marketing consent from "
+                            "checkout, import or an operator waits until the customer confirms "
+                            "it through a link in a confirmation email"}}
 SETTINGS = s.obj(_SETTINGS_FIELDS)
 SETTINGS_BODY = s.obj({}, _SETTINGS_FIELDS, additionalProperties=False,
                       description="the whole settings: a field left out takes its default")
@@ -158,7 +195,7 @@ AUDIENCE = {"type": "object", "minProperties": 1, "maxProperties": 1,
             "additionalProperties": False,
             "description": "exactly one of segment, group, tag or customer_ids"}
 _N = "/notifications"
-SEND_FILTERS = ("channel", "status", "template", "customer_id", "workflow_id")
+SEND_FILTERS = ("channel", "status", "template", "customer_id", "workflow_id", "held_reason")
 
 ROUTES = [
     Route("GET", _N + "/templates", list_templates, "Message templates", "notifications",
@@ -198,6 +235,8 @@ ROUTES = [
                  Param("template", "only this template's sends", max_length=64),
                  Param("customer_id", "only sends to this customer"),
                  Param("workflow_id", "only this workflow's sends", max_length=64),
+                 Param("held_reason", "only sends held back for this reason",
+                       enum=HELD_REASONS),
                  Param("limit", "page size", "integer", default=50, minimum=1, maximum=500),
                  Param("cursor", "the previous page's next_cursor (opaque)", max_length=2000,
                        pattern=CURSOR_PATTERN)],

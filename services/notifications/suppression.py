@@ -1,0 +1,335 @@
+"""Addresses a store must not send to, and why: kept per store, channel and address, checked
+before every send decision, lifted only by an operator who says why, with every change kept.
+
+What suppresses, and what it blocks:
+
+- `smtp_refusal`: the mail server refused the recipient for good (a 5xx to RCPT TO) when we
+  sent. Every email is pointless, transactional ones too.
+- `bounce`: a hard bounce reported later (the signed report door). Likewise every email.
+- `complaint`: the recipient reported a message as spam. Marketing email stops; transactional
+  email (an order confirmation) still goes, as the person is still a customer.
+- `sms_unsubscribed`: Twilio answered 21610 (the number replied STOP to our sending number,
+  where Twilio keeps the opt-out itself). Twilio refuses every SMS to it, so every SMS stops.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Iterable
+
+from pymongo import ASCENDING
+from pymongo.collection import Collection
+from pymongo.errors import DuplicateKeyError
+
+from shared.errors import NotFound, ValidationError
+
+KIND_CHANNEL = {"smtp_refusal": "email", "bounce": "email", "complaint": "email",
+                "sms_unsubscribed": "sms"}
+BLOCKS_TRANSACTIONAL = frozenset({"smtp_refusal", "bounce", "sms_unsubscribed"})
+KIND_TEXT = {"smtp_refusal": "the mail server refused the address",
+             "bounce": "the address bounced", "complaint": "the recipient complained of spam",
+             "sms_unsubscribed": "the number unsubscribed from our SMS at Twilio (21610)"}
+HISTORY_KEPT = 100  # the newest changes of one address; older ones fall off
+REASON_MAX_CHARS = 500
+TWILIO_UNSUBSCRIBED = 21610
+# RFC 5321 4.5.3.1.10: a 552 to RCPT TO (too many recipients, storage) is to be treated as
+# temporary; every other 5xx there says the address itself is refused.
+_NOT_ABOUT_THE_ADDRESS = {552}
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_ENHANCED = re.compile(r"\b5\d\d[ -]5\.(\d{1,3})\.(\d{1,3})\b")  # "550 5.1.1", after the code
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def normalised(channel: str, address: str) -> str:
+    """The form an address is suppressed under: an email lower-cased (mail systems treat the
+    case of addresses as one, and erring towards not sending is the safe side), a number as
+    its digits ("+44 7700 900123" is "447700900123")."""
+    if channel == "email":
+        return address.strip().lower()
+    return re.sub(r"\D", "", address)
+
+
+def address_key(store_key: bytes, channel: str, address: str) -> str:
+    """A keyed digest (HMAC-SHA256 with the store's own random key) of the normalised address:
+    the record's key, which outlives the address in clear when the person is erased, so the
+    suppression keeps working. Keyed, as customer_sync's tombstones are, so a list of
+    addresses hashed by whoever reads the database does not reveal who was suppressed."""
+    message = f"{channel}\x00{normalised(channel, address)}".encode()
+    return hmac.new(store_key, message, hashlib.sha256).hexdigest()
+
+
+def blocks(record: dict | None, purpose: str) -> bool:
+    """Whether an active suppression stops a message of this purpose."""
+    if not record or not record.get("active"):
+        return False
+    kinds = set(record.get("kinds") or [])
+    return purpose == "marketing" or bool(kinds & BLOCKS_TRANSACTIONAL)
+
+
+def describe(record: dict) -> str:
+    """Why an address is suppressed, in words for the send log."""
+    return "; ".join(KIND_TEXT.get(k, k) for k in sorted(record.get("kinds") or []))
+
+
+def kind_for_failure(channel: str, code: int | None, recipient_refused: bool,
+                     reply: str = "") -> str | None:
+    """The suppression a permanent provider failure calls for, or None when the failure says
+    nothing about the address (a message refused for its content, a bad From, a relay that
+    refuses us: suppressing then would silence every address the relay refuses).
+
+    A refusal of the recipient with an enhanced status code (RFC 3463, in `reply`) suppresses
+    only when the code is about the address or mailbox (5.1.x but the sender's 5.1.7 and
+    5.1.8, 5.2.0, 5.2.1); without one, only 550, 551 and 553 do."""
+    if code is None:
+        return None
+    if channel == "email":
+        if not recipient_refused or not 500 <= code < 600 or code in _NOT_ABOUT_THE_ADDRESS:
+            return None
+        enhanced = _ENHANCED.search(reply or "")
+        if enhanced:
+            subject, detail = int(enhanced.group(1)), int(enhanced.group(2))
+            about_address = (subject == 1 and detail not in (7, 8)) or (
+                subject == 2 and detail in (0, 1))
+            return "smtp_refusal" if about_address else None
+        return "smtp_refusal" if code in (550, 551, 553) else None
+    if channel == "sms" and code == TWILIO_UNSUBSCRIBED:
+        return "sms_unsubscribed"
+    return None
+
+
+@dataclass(frozen=True)
+class Change:
+    """One suppression or lift, as the history keeps it."""
+
+    action: str  # "suppressed", "lifted", or "reported" (a report older than the last lift)
+    at: datetime
+    kind: str | None = None
+    source: str = ""  # "send", "report", "twilio_status", "operator"
+    detail: str = ""
+    key: str | None = None  # what makes a repeated report the same one
+    actor: str | None = None
+
+    def to_doc(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if v not in (None, "")}
+
+
+class SuppressionRepository:
+    """One document per store, channel and address (keyed by its digest), and each store's
+    digest key (made on first use, never changed: a new key would orphan every record)."""
+
+    def __init__(self, collection: Collection, keys: Collection) -> None:
+        self.collection = collection
+        self.keys = keys
+        self._store_keys: dict[str, bytes] = {}
+
+    def store_key(self, store_id: str) -> bytes:
+        known = self._store_keys.get(store_id)
+        if known is None:
+            try:
+                self.keys.update_one({"_id": store_id},
+                                     {"$setOnInsert": {"key": secrets.token_hex(32)}},
+                                     upsert=True)
+            except DuplicateKeyError:  # another process made it at the same moment
+                pass
+            known = bytes.fromhex(self.keys.find_one({"_id": store_id})["key"])
+            self._store_keys[store_id] = known
+        return known
+
+    def ensure_indexes(self) -> None:
+        self.collection.create_index([("store_id", ASCENDING), ("channel", ASCENDING),
+                                      ("address", ASCENDING)])
+        self.collection.create_index([("store_id", ASCENDING), ("active", ASCENDING),
+                                      ("_id", ASCENDING)])
+
+    def key(self, store_id: str, channel: str, address: str) -> str:
+        return f"{store_id}:{channel}:{address_key(self.store_key(store_id), channel, address)}"
+
+    def get(self, store_id: str, channel: str, address: str) -> dict | None:
+        return self.collection.find_one({"_id": self.key(store_id, channel, address)})
+
+
+class Suppressions:
+    """The use cases: suppress, lift, check, list, and forget an erased person's address."""
+
+    def __init__(self, repository: SuppressionRepository) -> None:
+        self.repository = repository
+
+    def blocking(self, store_id: str, channel: str, address: str | None,
+                 purpose: str) -> dict | None:
+        """The suppression that stops this message, or None."""
+        if not address:
+            return None
+        record = self.repository.get(store_id, channel, address)
+        return record if blocks(record, purpose) else None
+
+    def suppress(self, store_id: str, kind: str, address: str, change: Change) -> bool:
+        """Suppress `address` for the kind's channel. A change with a `key` already applied
+        changes nothing (reports are repeated); one older than the last lift is kept in the
+        history without suppressing again (the operator lifted it knowing of it). True when
+        the address is now suppressed by this change."""
+        channel = KIND_CHANNEL[kind]
+        _id = self.repository.key(store_id, channel, address)
+        collection = self.repository.collection
+        fresh = {"_id": _id, **({"history.key": {"$ne": change.key}} if change.key else {})}
+        held = collection.find_one({"_id": _id}, {"lifted_at": 1, "active": 1})
+        lifted_at = _aware((held or {}).get("lifted_at"))
+        if lifted_at is not None and change.at <= lifted_at:
+            entry = Change("reported", change.at, kind, change.source, change.detail, change.key)
+            collection.update_one(fresh, {"$push": {"history": {
+                "$each": [entry.to_doc()], "$slice": -HISTORY_KEPT}}})
+            return False
+        since = {} if held is not None and held.get("active") else {"suppressed_at": change.at}
+        update = {
+            "$set": {"active": True, "updated_at": change.at, "address_erased": False,
+                     "address": normalised(channel, address), **since},
+            "$addToSet": {"kinds": kind},
+            "$setOnInsert": {"store_id": store_id, "channel": channel},
+            "$push": {"history": {"$each": [change.to_doc()], "$slice": -HISTORY_KEPT}}}
+        try:
+            result = collection.update_one(fresh, update, upsert=True)
+        except DuplicateKeyError:  # it exists and already holds this change
+            return False
+        return result.upserted_id is not None or bool(result.modified_count)
+
+    def lift(self, store_id: str, channel: Any, address: Any, reason: Any, actor: str,
+             now: datetime) -> dict:
+        """An operator lifts an active suppression, saying why; the history keeps it."""
+        errors: dict[str, list[str]] = {}
+        if channel not in ("email", "sms"):
+            errors["channel"] = ["must be email or sms"]
+        if not isinstance(address, str) or not address.strip() or len(address) > 254:
+            errors["address"] = ["must be the suppressed address or number"]
+        if not isinstance(reason, str) or not reason.strip():
+            errors["reason"] = ["required: say why the address may be sent to again"]
+        elif len(reason) > REASON_MAX_CHARS or _CONTROL.search(reason):
+            errors["reason"] = [f"at most {REASON_MAX_CHARS} characters, no line breaks"]
+        if errors:
+            raise ValidationError("the suppression was not lifted: " + "; ".join(
+                f"{k}: {v[0]}" for k, v in sorted(errors.items())), {"fields": errors})
+        _id = self.repository.key(store_id, channel, address)
+        change = Change("lifted", now, source="operator", detail=reason.strip(), actor=actor)
+        result = self.repository.collection.update_one(
+            {"_id": _id, "active": True},
+            {"$set": {"active": False, "kinds": [], "lifted_at": now, "updated_at": now},
+             "$push": {"history": {"$each": [change.to_doc()], "$slice": -HISTORY_KEPT}}})
+        if not result.modified_count:
+            raise NotFound(f"no active {channel} suppression of that address in store "
+                           f"{store_id}", {"fields": {"address": ["not suppressed"]}})
+        return view(self.repository.collection.find_one({"_id": _id}))
+
+    def page(self, store_id: str, channel: str | None, address: str | None,
+             include_lifted: bool, size: int, cursor: str | None) -> dict:
+        """The store's suppressions by key, `size` at a time; the cursor names the last one."""
+        query: dict[str, Any] = {"store_id": store_id}
+        if not include_lifted:
+            query["active"] = True
+        if channel:
+            query["channel"] = channel
+        if address:
+            if channel:
+                query["_id"] = self.repository.key(store_id, channel, address)
+            else:
+                query["_id"] = {"$in": [self.repository.key(store_id, c, address)
+                                        for c in ("email", "sms")]}
+        if cursor:
+            after = _decode_cursor(cursor)
+            query.setdefault("$and", []).append({"_id": {"$gt": after}})
+        docs = list(self.repository.collection.find(query).sort("_id", ASCENDING)
+                    .limit(size + 1))
+        more = len(docs) > size
+        docs = docs[:size]
+        return {"items": [view(d) for d in docs],
+                "next_cursor": _encode_cursor(docs[-1]["_id"]) if more else None}
+
+    def of_addresses(self, store_id: str, addresses: Iterable[tuple[str, str | None]]
+                     ) -> list[dict]:
+        """The suppressions of these (channel, address) pairs, lifted ones too (an export)."""
+        keys = [self.repository.key(store_id, channel, address)
+                for channel, address in addresses if address]
+        return [view(d) for d in self.repository.collection.find({"_id": {"$in": keys}})
+                .sort("_id", ASCENDING)]
+
+    def forget_addresses(self, store_id: str, addresses: Iterable[tuple[str, str]]) -> int:
+        """GDPR erasure: the address in clear and every detail that could quote it (a provider's
+        reply, an operator's reason) go; the record stays, under the address's digest, so the
+        person is still not sent to."""
+        keys = [self.repository.key(store_id, channel, address)
+                for channel, address in addresses if address]
+        forgotten = 0
+        for doc in self.repository.collection.find({"_id": {"$in": keys}}, {"history": 1}):
+            history = [{k: v for k, v in entry.items() if k != "detail"}
+                       for entry in doc.get("history") or []]
+            result = self.repository.collection.update_one(
+                {"_id": doc["_id"]}, {"$unset": {"address": ""},
+                                      "$set": {"history": history, "address_erased": True}})
+            forgotten += result.modified_count
+        return forgotten
+
+
+def list_request(filters: dict | None, page: dict | None
+                 ) -> tuple[str | None, str | None, bool, int, str | None]:
+    """A list request's (channel, address, include_lifted, size, cursor), or ValidationError
+    naming each bad part."""
+    filters, page = dict(filters or {}), dict(page or {})
+    errors = {f"filters.{k}": ["unknown"] for k in filters
+              if k not in ("channel", "address", "include_lifted")}
+    channel, address = filters.get("channel"), filters.get("address")
+    if channel is not None and channel not in ("email", "sms"):
+        errors["filters.channel"] = ["must be email or sms"]
+    if address is not None and not (isinstance(address, str) and 0 < len(address) <= 254):
+        errors["filters.address"] = ["must be an address of at most 254 characters"]
+    include_lifted = filters.get("include_lifted", False)
+    if not isinstance(include_lifted, bool):
+        errors["filters.include_lifted"] = ["must be true or false"]
+    size = page.get("size", 100)
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 500:
+        errors["page.size"] = ["must be 1-500"]
+    cursor = page.get("cursor")
+    if cursor is not None and not (isinstance(cursor, str) and len(cursor) <= 2000):
+        errors["page.cursor"] = ["must be a cursor this list issued"]
+    if errors:
+        raise ValidationError(f"invalid {', '.join(sorted(errors))}", {"fields": errors})
+    return channel, address, include_lifted, size, cursor
+
+
+def view(doc: dict) -> dict:
+    """A suppression as RPC answers it: JSON types, times as ISO-8601 UTC."""
+    def time(value):
+        value = _aware(value)
+        return value.isoformat() if isinstance(value, datetime) else value
+
+    return {"channel": doc["channel"], "address": doc.get("address"),
+            "address_erased": bool(doc.get("address_erased")), "active": bool(doc.get("active")),
+            "kinds": sorted(doc.get("kinds") or []),
+            "blocks": ("all" if set(doc.get("kinds") or []) & BLOCKS_TRANSACTIONAL
+                       else "marketing" if doc.get("active") else "nothing"),
+            "suppressed_at": time(doc.get("suppressed_at")),
+            "lifted_at": time(doc.get("lifted_at")), "updated_at": time(doc.get("updated_at")),
+            "history": [{**entry, "at": time(entry.get("at"))}
+                        for entry in doc.get("history") or []]}
+
+
+def _aware(value):
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value
+
+
+def _encode_cursor(last_id: str) -> str:
+    return base64.urlsafe_b64encode(last_id.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> str:
+    try:
+        return base64.urlsafe_b64decode((cursor + "=" * (-len(cursor) % 4)).encode()).decode()
+    except (ValueError, UnicodeDecodeError):
+        raise ValidationError("cursor is not one this service issued",
+                              {"fields": {"cursor": ["not a cursor of this list"]}}) from None
