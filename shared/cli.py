@@ -331,6 +331,34 @@ def cmd_gdpr(args) -> int:
     return EXIT_OK
 
 
+def _capture_human(settings: dict) -> str:
+    rows = [{**rule, "yes_values": ",".join(rule["yes_values"])} for rule in settings["rules"]]
+    who = (f"\nchanged {settings['updated_at']} by {settings['updated_by']}"
+           if settings.get("updated_at") else "")
+    return table(rows, ["scope", "key", "yes_values", "purpose"]) + who
+
+
+def cmd_consent_capture(args) -> int:
+    """Which checkout opt-in meta data means consent (docs/consent-capture.md)."""
+    with _rpc(args) as rpc:
+        if args.action == "show":
+            emit(args, rpc.customer_sync.get_consent_capture(args.store), _capture_human)
+            return EXIT_OK
+        try:
+            with (sys.stdin if args.rules == "-" else open(args.rules, encoding="utf-8")) as f:
+                settings = json.loads(f.read(1_000_001))
+        except (OSError, ValueError) as exc:
+            print(f"--rules: not a readable JSON file: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        if isinstance(settings, list):  # the rules alone
+            settings = {"rules": settings}
+        saved = rpc.customer_sync.set_consent_capture(args.store, settings,
+                                                      args.actor or _operator())
+        emit(args, saved, lambda s: _capture_human(s) + "\norders already held are captured "
+             f"at the next backfill or reconciliation (`companion backfill --store {args.store}`)")
+    return EXIT_OK
+
+
 def cmd_customers_find(args) -> int:
     from shared.errors import NotFound
 
@@ -623,6 +651,24 @@ def _add_operator_commands(commands) -> None:
     reject.add_argument("--reason", required=True)
     reject.add_argument("--actor", help="who refused it (default: cli:$USER)")
     reject.set_defaults(func=cmd_gdpr)
+
+    capture = commands.add_parser(
+        "consent-capture", help="which checkout opt-in meta data means consent",
+        description="Each rule maps a meta key of the order (or the customer) and the values "
+                    "that mean yes to a purpose (email_marketing, sms_marketing). Any other "
+                    "value, or no key, is no signal. See docs/consent-capture.md.")
+    capture_cmds = capture.add_subparsers(dest="action", required=True)
+    show = capture_cmds.add_parser("show", help="a store's rules")
+    show.add_argument("--store", required=True)
+    show.set_defaults(func=cmd_consent_capture)
+    replace = capture_cmds.add_parser("set", help="replace a store's rules from a JSON file")
+    replace.add_argument("--store", required=True)
+    replace.add_argument("--rules", required=True, metavar="FILE",
+                         help='JSON: {"rules": [{"scope": "order", "key": "_newsletter", '
+                              '"yes_values": ["yes"], "purpose": "email_marketing"}]}, '
+                              'or - for standard input')
+    replace.add_argument("--actor", help="who changed them (default: cli:$USER)")
+    replace.set_defaults(func=cmd_consent_capture)
 
     customers = commands.add_parser("customers", help="look customers up")
     customers_cmds = customers.add_subparsers(dest="action", required=True)

@@ -13,6 +13,12 @@ if the person later registers or orders at the shop, the shop's customer or orde
 record by email and takes it over, as for any guest. Re-applying the same file imports nothing
 twice: the emails now exist (and the guest email index refuses a second record even when two
 imports race). An email erased on request (a GDPR tombstone) is refused as invalid.
+
+Consent columns (`email_marketing`, `sms_marketing`: yes or no) each need their proof column
+(`email_marketing_source`: where and when the person agreed): a row claiming consent without
+it is invalid, naming the row and the field. A created contact's "yes" is published as
+`consent.captured` (source import, the proof as evidence) in the same insert, for gdpr to
+record; "no" records nothing, as a new contact has no consent anyway.
 """
 from __future__ import annotations
 
@@ -20,15 +26,18 @@ import re
 import uuid
 from typing import Any
 
-from marshmallow import EXCLUDE, Schema, ValidationError as MarshmallowError, fields, validate
+from marshmallow import (EXCLUDE, Schema, ValidationError as MarshmallowError, fields, validate,
+                         validates_schema)
 
+from services.customer_sync.consent_capture import captured_event
 from services.customer_sync.normalise import ADDRESS_FIELDS, email_key
 from services.customer_sync.repository import CustomerSyncStorage, new_customer_id, utcnow
 from services.customer_sync.schemas import one_address, require_text
-from services.customer_sync.sync import CustomerSync, customer_event_data
+from services.customer_sync.sync import CustomerSync, customer_event_data, stable_event_id
 from services.customer_sync.timeline import entry_id, make_entry
 from services.customer_sync.tombstones import EMAIL, tombstone_digest
 from shared.errors import NotFound, ValidationError
+from shared.events.consent_capture import CAPTURED_PURPOSES, EVIDENCE_MAX_LENGTH
 
 MAX_ROWS = 10_000
 _CHUNK = 500
@@ -36,6 +45,8 @@ _PHONE = validate.Regexp(r"^\+?[0-9][0-9 ()./-]{2,31}$", error="is not a phone n
 _COUNTRY = validate.Regexp(r"^[A-Za-z]{2}$", error="must be a two-letter ISO 3166 code")
 _ADDRESS_PARTS = ("address_1", "address_2", "city", "state", "postcode", "country")
 OUTCOMES = ("create", "duplicate_in_file", "exists", "invalid")
+_YES = frozenset({"yes", "y", "true", "1"})
+_NO = frozenset({"no", "n", "false", "0"})
 
 
 def _text(max_length: int = 200) -> fields.String:
@@ -65,6 +76,36 @@ class ImportRowSchema(Schema):
     shipping_state = _text(100)
     shipping_postcode = _text(20)
     shipping_country = fields.String(validate=_COUNTRY)
+    email_marketing = fields.String(validate=validate.OneOf(
+        sorted(_YES | _NO), error="must be yes or no"))
+    email_marketing_source = fields.String(validate=validate.Length(max=EVIDENCE_MAX_LENGTH))
+    sms_marketing = fields.String(validate=validate.OneOf(
+        sorted(_YES | _NO), error="must be yes or no"))
+    sms_marketing_source = fields.String(validate=validate.Length(max=EVIDENCE_MAX_LENGTH))
+
+    @validates_schema
+    def _consent_has_proof(self, data: dict, **kwargs) -> None:
+        """Consent claimed without saying where it was given is no proof of consent."""
+        errors = {}
+        for purpose in CAPTURED_PURPOSES:
+            if data.get(purpose) in _YES and not data.get(f"{purpose}_source"):
+                errors[f"{purpose}_source"] = [
+                    f"required when {purpose} is yes: where and when the person agreed"]
+        if errors:
+            raise MarshmallowError(errors)
+
+
+def granted_purposes(data: dict) -> list[str]:
+    return [p for p in CAPTURED_PURPOSES if data.get(p) in _YES]
+
+
+def _consent_not_recorded(row: dict, data: dict) -> None:
+    """A row of someone already held changes no consent: said on the row, not dropped in
+    silence (an import cannot tell whether its proof is older than their last change)."""
+    purposes = granted_purposes(data)
+    if purposes:
+        row["warnings"] = {p: ["not recorded: this customer already exists; change their "
+                               "consent with the API or the console"] for p in purposes}
 
 
 KNOWN_COLUMNS = frozenset(ImportRowSchema().fields) | {"line"}
@@ -78,6 +119,8 @@ def _clean(row: dict) -> dict:
         if key == "line" or value is None:
             continue
         text = str(value).strip()
+        if key in ("email_marketing", "sms_marketing"):
+            text = text.lower()
         if text:
             cleaned[str(key)] = text
     return cleaned
@@ -155,6 +198,7 @@ class CustomerImport:
                                              "not imported"]})
             elif key in existing:
                 row["outcome"] = "exists"
+                _consent_not_recorded(row, data)
             else:
                 creates.append((row, data))
         touched: list[tuple[str, Any]] = []
@@ -172,16 +216,32 @@ class CustomerImport:
                                    "customer.created", "Contact imported from a file", actor,
                                    {"source": "import", "line": row["line"],
                                     "registered": False}, now)
-                if self.storage.customers.insert(doc, [event], entries=[entry]):
+                consent = self._captured(store_id, doc, data, correlation_id, now)
+                if consent:
+                    doc["consent_captured"] = sorted(e.data["purpose"] for e in consent)
+                    row["consent"] = doc["consent_captured"]
+                if self.storage.customers.insert(doc, [event, *consent], entries=[entry]):
                     row["customer_id"] = doc["_id"]
                     touched.append((self.storage.customers.collection.name, doc["_id"]))
                     created += 1
                 else:  # created meanwhile (another import, a guest order)
                     row["outcome"] = "exists"
+                    row.pop("consent", None)
+                    _consent_not_recorded(row, data)
         summary = {name: sum(1 for r in report if r["outcome"] == name) for name in OUTCOMES}
         summary.update(rows=len(report), applied=apply, created=created,
                        ignored_columns=sorted(ignored))
         return {"rows": report, "summary": summary}, touched
+
+    def _captured(self, store_id: str, doc: dict, data: dict, correlation_id: str,
+                  now) -> list:
+        """consent.captured for each purpose the row says yes to, with its proof."""
+        key = f"import:{doc['_id']}"
+        return [captured_event(store_id, stable_event_id(store_id, "consent.captured", key,
+                                                         purpose),
+                               doc["_id"], purpose, "import", now, key,
+                               data[f"{purpose}_source"], None, correlation_id, now)
+                for purpose in granted_purposes(data)]
 
     def _check(self, rows: list) -> tuple[list[dict], set[str], list[tuple[dict, dict]]]:
         report: list[dict] = []

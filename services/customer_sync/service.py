@@ -8,11 +8,12 @@ from pymongo.errors import PyMongoError
 from werkzeug.exceptions import ClientDisconnected
 from werkzeug.wrappers import Request, Response
 
+from services.customer_sync.consent_capture import CaptureSettings
 from services.customer_sync.erasure import document_owners, handle_erasure_requested
 from services.customer_sync.erasure import shop_erasures as list_shop_erasures
 from services.customer_sync.queries import CustomerQueries
 from services.customer_sync.rectify import Rectifier
-from services.customer_sync.repository import CustomerSyncStorage
+from services.customer_sync.repository import CustomerSyncStorage, utcnow
 from services.customer_sync.stores import StoreAdmin
 from services.customer_sync.webhooks import WEBHOOK_HEADERS, WebhookAnswer, WebhookReceiver
 from services.customer_sync.webhook_setup import WebhookSetup
@@ -128,6 +129,18 @@ class CustomerSyncService(HealthEndpoints, DataOwnerRpc):
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def list_stores(self) -> list[dict]:
         return StoreAdmin(self.storage, self.settings).list()
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def get_consent_capture(self, store_id: str) -> dict:
+        """Which checkout meta keys and values mean consent, per purpose (consent_capture.py)."""
+        return CaptureSettings(self.storage).get(require_text(store_id, "store_id"))
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def set_consent_capture(self, store_id: str, settings: dict, actor: str) -> dict:
+        """Replace the store's consent capture rules; orders already held are captured when
+        the next backfill or reconciliation reads them."""
+        return CaptureSettings(self.storage).save(require_text(store_id, "store_id"), settings,
+                                                  require_text(actor, "actor"), utcnow())
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def register_webhooks(self, store_id: str, delivery_url: str) -> dict:

@@ -23,6 +23,7 @@ from services.customer_sync.anonymise import (
     real_email_key,
 )
 from services.customer_sync.changes import Freshness, PlannedEvent
+from services.customer_sync.consent_capture import CaptureSettings, ConsentCapture
 from services.customer_sync.erasure import LATE, SHOP, CustomerErasure
 from services.customer_sync.tombstones import WOO_CUSTOMER
 from services.customer_sync.normalise import (
@@ -167,21 +168,31 @@ class CustomerSync:
         self.storage = storage
         self.clock = clock
         self.erasure = CustomerErasure(storage, clock)
+        self.capture_settings = CaptureSettings(storage)
+        self.consent = ConsentCapture(storage, self.capture_settings, stable_event_id, clock)
 
     # -- entry point ---------------------------------------------------------------------
     def apply(self, store_id: str, resource: str, action: str, payload: dict, *,
               correlation_id: str, from_rest: bool = False) -> ApplyResult:
-        """Apply one webhook topic (`resource.action`) or REST state to the store's data."""
+        """Apply one webhook topic (`resource.action`) or REST state to the store's data,
+        then capture the consent its mapped opt-in meta data gives (consent_capture.py)."""
         if resource == "customer":
             if action == "deleted":
                 return self.delete_customer(store_id, int(payload["id"]), correlation_id)
-            return self.apply_customer(store_id, normalise_customer(payload), correlation_id)
-        if resource == "order":
+            result = self.apply_customer(store_id, normalise_customer(payload), correlation_id)
+        elif resource == "order":
             if action == "deleted":
                 return self.trash_order(store_id, int(payload["id"]), correlation_id)
-            return self.apply_order(store_id, normalise_order(payload), correlation_id,
-                                    from_rest=from_rest)
-        return ApplyResult("ignored")
+            result = self.apply_order(store_id, normalise_order(payload), correlation_id,
+                                      from_rest=from_rest)
+        else:
+            return ApplyResult("ignored")
+        if result.outcome not in ("erased", "ignored") and not result.personal_data_dropped:
+            touched = self.consent.after_apply(store_id, resource, payload, correlation_id)
+            if touched:
+                result.events.append("consent.captured")
+                result.touched.extend(touched)
+        return result
 
     # -- customers -----------------------------------------------------------------------
     def _event(self, event_type: str, store_id: str, data: dict, correlation_id: str,

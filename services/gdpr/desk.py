@@ -196,26 +196,50 @@ class Desk:
                              _aware(data["changed_at"]), publish=False, causation=event.event_id,
                              pending=bool(data.get("pending")))
 
+    def record_capture(self, event: Event) -> None:
+        """consent.captured from customer_sync (a checkout opt-in, an import row with proof):
+        recorded once per capture key and purpose, at the time it was given, so a redelivery
+        or a second backfill adds nothing and an older capture never overrides a newer
+        change; published as consent.changed when it is the newest."""
+        data = event.data
+        self._record_consent(event.store_id, data["customer_id"], data["purpose"], True,
+                             data["source"], f"customer_sync:{data['source']}",
+                             data.get("evidence") or "", _aware(data["captured_at"]),
+                             publish=True, causation=f"{data['capture_key']}:{data['purpose']}",
+                             order_id=data.get("order_id"))
+
+    def record_operator_change(self, store_id: str, customer_id: str, purpose: str,
+                               granted: bool, actor: str, reason: str, at: datetime) -> bool:
+        """An operator's change of a customer already checked to exist (bulk changes):
+        recorded and published; answers whether the current state changed."""
+        return self._record_consent(store_id, customer_id, purpose, granted, "operator", actor,
+                                    reason, at, publish=True, causation=None)
+
     def _record_consent(self, store_id: str, customer_id: str, purpose: str, granted: bool,
                         source: str, actor: str, note: str, at: datetime, publish: bool,
-                        causation: str | None, pending: bool = False) -> None:
-        """`pending`: given but waiting for the customer's confirmation (email double opt-in,
-        which notifications runs): not granted meanwhile, and shown as pending."""
+                        causation: str | None, pending: bool = False,
+                        order_id: str | None = None) -> bool:
+        """Answers whether the purpose's current state changed. `pending`: given but waiting
+        for the customer's confirmation (email double opt-in, which notifications runs): not
+        granted meanwhile, and shown as pending."""
         change_id = causation or uuid.uuid4().hex
         entry = {"change_id": change_id, "purpose": purpose, "granted": granted, "at": at,
                  "source": source, "actor": actor, "note": note, "pending": pending}
+        data = {"customer_id": customer_id, "purpose": purpose, "granted": granted,
+                "source": source, "changed_at": at.isoformat(), "origin": "gdpr", "note": note}
+        if order_id is not None:
+            entry["order_id"] = data["order_id"] = order_id
         events = []
         if publish:
             events.append(build_event(
                 "consent.changed", store_id=store_id,
                 event_id=str(uuid.uuid5(_NAMESPACE, f"consent:{store_id}:{customer_id}:{change_id}")),
-                data={"customer_id": customer_id, "purpose": purpose, "granted": granted,
-                      "source": source, "changed_at": at.isoformat(), "origin": "gdpr",
-                      "note": note}))
-        self.storage.consents.record(store_id, customer_id, purpose, entry, events)
-        if events:
+                data=data))
+        changed = self.storage.consents.record(store_id, customer_id, purpose, entry, events)
+        if events and changed:
             self.notify([(self.storage.consents.collection.name,
                           self.storage.consents.key(store_id, customer_id))])
+        return changed
 
     def get_consent(self, store_id: str, customer_id: str) -> dict:
         """A customer with no consent recorded has an empty record; anyone who is not a

@@ -10,6 +10,7 @@ from nameko.rpc import RpcProxy, rpc
 from nameko.standalone.rpc import ClusterRpcProxy
 from nameko.timer import Timer
 
+from services.gdpr.consent_bulk import bulk_set_consent
 from services.gdpr.desk import Desk, DeskSettings
 from services.gdpr.repository import GdprStorage, utcnow
 from shared.config import from_nameko
@@ -111,6 +112,10 @@ class GdprService(HealthRpc):
     def on_consent_changed(self, event):
         self._desk().record_consent_event(event)
 
+    @event_handler("customer_sync", "consent.captured")
+    def on_consent_captured(self, event):
+        self._desk().record_capture(event)
+
     # -- RPC ---------------------------------------------------------------------------------
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
@@ -148,6 +153,13 @@ class GdprService(HealthRpc):
     def set_consent(self, store_id: str, customer_id: str, purpose: str, granted: bool,
                     source: str = "operator", actor: str = "operator", note: str = "") -> dict:
         return self._desk().set_consent(store_id, customer_id, purpose, granted, source, actor, note)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def set_consent_bulk(self, store_id: str, customer_ids: list, purpose: str, granted: bool,
+                         reason: str, actor: str = "operator") -> dict:
+        """One purpose on or off for many customers, with a reason; answers per customer."""
+        return bulk_set_consent(self._desk(), store_id, customer_ids, purpose, granted, reason,
+                                actor)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def get_consent(self, store_id: str, customer_id: str) -> dict:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from marshmallow import Schema
 
+from shared.events import consent_capture as capture
 from shared.events import customer_sync as cs
 from shared.events import gdpr
 from shared.events import loyalty
@@ -98,6 +99,14 @@ _ENTRIES = (
                   "A gateway API key was revoked: every gateway instance forgets it at once "
                   "(a broadcast).",
                   {"key_id": "5f0c3a9d2e7b1c44", "revoked_at": "2026-11-29T10:00:00+00:00"}),
+    EventContract("consent.captured", "customer_sync", 1, capture.ConsentCapturedData,
+                  "A customer opted in where they gave consent (a checkout box mapped by the "
+                  "store's consent capture settings, or an import row with its proof); gdpr "
+                  "records it, keyed by `capture_key`, and publishes `consent.changed`.",
+                  {"customer_id": "c-3f2a", "purpose": "email_marketing", "source": "checkout",
+                   "order_id": "1001", "captured_at": "2026-01-03T09:00:00+00:00",
+                   "capture_key": "checkout:order:1001",
+                   "evidence": "order meta _newsletter_optin = yes"}),
     EventContract("customer.tagged", "segmentation", 1, seg.TagChangeData,
                   "A tag was added to a customer, by a rule or by a person (`source`); `fact_at` "
                   "dates the fact that caused it.",

@@ -61,3 +61,5 @@ class ConsentChangedData(BaseSchema):
     origin = fields.String(required=True, validate=validate.OneOf(("gdpr", "notifications")))
     note = fields.String(load_default="")
     pending = fields.Boolean(load_default=False)
+    # Added in place: the order whose checkout gave the consent (source checkout).
+    order_id = fields.String(load_default=None, allow_none=True)

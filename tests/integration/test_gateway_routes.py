@@ -58,6 +58,7 @@ GDPR_ROUTES = {
     "GET /gdpr/requests/<request_id>/export", "GET /customers/<customer_id>/consent",
     "PUT /customers/<customer_id>/consent",
 }
+CONSENT_ROUTES = {"GET /consent/capture", "PUT /consent/capture", "POST /consent/bulk"}
 
 WEBHOOK_ROUTES = {
     "GET /webhooks/quarantine", "GET /webhooks/quarantine/<quarantine_id>",
@@ -67,7 +68,7 @@ WEBHOOK_ROUTES = {
 
 def test_every_route_is_driven_by_a_test():
     groups = [CUSTOMER_ROUTES, STORE_ROUTES, LOYALTY_AND_NOTIFICATION_ROUTES, GDPR_ROUTES,
-              WEBHOOK_ROUTES]
+              CONSENT_ROUTES, WEBHOOK_ROUTES]
     driven = set().union(*groups)
     assert sum(map(len, groups)) == len(driven), "a route is listed by two tests"
     assert set(ROUTES) - driven == set(), "routes no test drives"
@@ -554,6 +555,29 @@ def test_gdpr_routes(system):
     _problem(reader.get(f"/customers/{customer_id}/consent"), 403)
 
     assert_driven(system, GDPR_ROUTES)
+
+
+def test_consent_capture_and_bulk_routes(system):
+    officer, reader = system.client("gdpr"), system.client("read")
+    _, customer_id = system.shop_customer(orders=0)
+    rule = {"scope": "order", "key": "_newsletter_optin", "yes_values": ["yes"],
+            "purpose": "email_marketing"}
+    assert _ok(officer.get("/consent/capture"))["rules"] == []
+    saved = _ok(officer.put("/consent/capture", json={"rules": [rule]}))
+    assert saved["rules"] == [rule] and saved["updated_by"]
+    _problem(officer.put("/consent/capture", json={"rules": [{**rule, "yes_values": ["no"]}]}),
+             400, "rules")
+    _problem(reader.get("/consent/capture"), 403)
+
+    bulk = _ok(officer.post("/consent/bulk", json={
+        "customer_ids": [customer_id, "someone-else"], "purpose": "email_marketing",
+        "granted": True, "reason": "list from the shop's old newsletter tool"}))
+    assert bulk["summary"] == {"changed": 1, "unchanged": 0, "not_found": 1}
+    _problem(officer.post("/consent/bulk", json={
+        "customer_ids": [customer_id] * 501, "purpose": "email_marketing", "granted": True,
+        "reason": "x"}), 400, "customer_ids")
+
+    assert_driven(system, CONSENT_ROUTES)
 
 
 # -- webhook deliveries in quarantine ---------------------------------------------------------

@@ -57,6 +57,10 @@ SAMPLE_BODIES: dict[str, object] = {
     "POST /gdpr/requests/<request_id>/verify": {"note": "intruder"},
     "POST /gdpr/requests/<request_id>/reject": {"reason": "intruder"},
     "PUT /customers/<customer_id>/consent": {"purpose": "email_marketing", "granted": True},
+    "PUT /consent/capture": {"rules": [{"scope": "order", "key": "_intruder", "yes_values": ["yes"],
+                                        "purpose": "email_marketing"}]},
+    "POST /consent/bulk": {"customer_ids": ["{customer_id}"], "purpose": "email_marketing",
+                           "granted": False, "reason": "intruder"},
     "POST /keys": {"name": "intruder", "scopes": ["admin"]},
     "POST /webhooks/quarantine/replay": {"quarantine_ids": ["{quarantine_id}"]},
 }
@@ -162,6 +166,9 @@ def store_a_records(system) -> dict:
     ok(admin.put("/loyalty/programme", json={**programme, "currency": "EUR"}))
     reward = ok(admin.post(cid + "/loyalty/redeem", json={"points": 100}))["reward"]
     ok(admin.put(cid + "/consent", json={"purpose": "email_marketing", "granted": True}))
+    ok(admin.put("/consent/capture", json={"rules": [{
+        "scope": "order", "key": "_a_newsletter", "yes_values": ["yes"],
+        "purpose": "email_marketing"}]}))
     ok(admin.put("/notifications/templates/a-sale", json={"channel": "sms", "body": "Hi A"}))
     ids = {
         "customer_id": customer_id, "tag": "vip-a", "group": "trade-a", "template": "a-sale",

@@ -151,6 +151,7 @@ def _store_a_view(admin: GatewayClient, ids: dict) -> dict:
         "workflows": "/notifications/workflows", "segments": "/segments", "rules": "/rules",
         "request": f"/gdpr/requests/{ids['request_id']}", "keys": "/keys",
         "programme": "/loyalty/programme", "settings": "/notifications/settings",
+        "consent_capture": "/consent/capture",
         "quarantined": f"/webhooks/quarantine/{ids['quarantine_id']}",
         "suppressions": "/notifications/suppressions"}
     view = {}
@@ -205,7 +206,7 @@ def test_store_b_naming_store_a_ids_gets_404_on_every_route(system):
         status, text = answers[route.endpoint]
         if route.endpoint in CREATE_OR_REPLACE:
             ok = 200 <= status < 300
-        elif route.endpoint == "POST /customers/bulk":
+        elif route.endpoint in ("POST /customers/bulk", "POST /consent/bulk"):
             ok = status == 200 and all(r["outcome"] == "not_found"
                                        for r in json.loads(text)["results"])
         elif route.endpoint == "POST /webhooks/quarantine/replay":  # B has nothing to release

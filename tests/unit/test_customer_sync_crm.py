@@ -4,7 +4,7 @@ import, on an in-memory MongoDB."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 import mongomock
 import pytest
@@ -23,6 +23,7 @@ from shared.errors import NotFound, Unavailable, ValidationError
 from shared.outbox import OUTBOX_FIELD
 from tests import payloads
 from tests.fakes.woo_shop import FakeWooShop
+from tests.support import Clock
 
 STORE = "s1"
 
@@ -92,7 +93,11 @@ def guest(sync, storage, order_id: int = 2001, email: str = "guest@example.com")
 
 
 # -- the timeline -------------------------------------------------------------------------------
-def test_shop_changes_reach_the_timeline_once_each(sync, storage, projector):
+def test_shop_changes_reach_the_timeline_once_each(storage, projector):
+    # Entries are dated by their events: a clock the test moves, so two changes applied in the
+    # same millisecond cannot swap places in the newest-first timeline.
+    clock = Clock(datetime(2026, 3, 5, 9, tzinfo=timezone.utc))
+    sync = CustomerSync(storage, clock=clock)
     sync.apply(STORE, "customer", "created", payloads.customer(), correlation_id="wh-1")
     sync.apply(STORE, "order", "created", payloads.order(1001), correlation_id="wh-2")
     customer_id = storage.customers.by_woo_id(STORE, 42)["_id"]
@@ -109,6 +114,7 @@ def test_shop_changes_reach_the_timeline_once_each(sync, storage, projector):
     sync.apply(STORE, "order", "updated",
                payloads.order(1001, status="completed", modified="2026-03-03T10:00:00"),
                correlation_id="wh-5")
+    clock.now += timedelta(seconds=1)
     sync.apply(STORE, "customer", "updated",
                payloads.customer(modified="2026-03-04T10:00:00", first_name="Augusta"),
                correlation_id="wh-6")

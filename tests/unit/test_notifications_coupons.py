@@ -34,6 +34,11 @@ GIFT_TEMPLATE = {"slug": "welcome_gift", "channel": "email", "name": "Welcome wi
 WELCOME = {"workflow_id": "welcome", "name": "Welcome", "trigger": {"event": "customer.created"},
            "channel": "email", "template": "welcome_gift", "purpose": "transactional",
            "coupon": COUPON}
+from services.notifications import links as ln
+
+# Marketing email carries its unsubscribe link, so the sender needs a public address.
+PUBLIC_LINKS = ln.PublicLinks(ln.LinkSigner("a-link-secret-for-tests-0123456789abcdef"),
+                              "https://notify.shop.example")
 
 
 class ShopCouponsStandIn:
@@ -85,7 +90,7 @@ def world(database, smtp):
     shop = ShopCouponsStandIn()
     email = EmailChannel(SmtpSettings(smtp.host, smtp.port, "none", "", "", 5, "s@example.com"))
     sender = Sender(storage, email, SmsChannel(TwilioSettings("", "", "", "", 5)),
-                    SenderSettings(max_attempts=4, retry_seconds=60), clock,
+                    SenderSettings(max_attempts=4, retry_seconds=60, links=PUBLIC_LINKS), clock,
                     shop_coupons=shop, choose=random.Random(7).choice)
     notifier = Notifier(storage, clock)
     notifier.save_template(STORE, GIFT_TEMPLATE)
@@ -177,7 +182,7 @@ def test_the_send_keeps_its_code_asks_the_shop_and_the_email_shows_the_coupon(wo
 
 def test_the_code_follows_the_seeded_draw_and_the_prefix_setting_or_the_workflows(world):
     storage, sender, shop, clock, smtp = world
-    sender.settings = SenderSettings(coupon_prefix="shop")
+    sender.settings = SenderSettings(coupon_prefix="shop", links=PUBLIC_LINKS)
     draw = random.Random(7)
     expected_tail = "".join(draw.choice(CODE_ALPHABET) for _ in range(10))
     sender.run_once()

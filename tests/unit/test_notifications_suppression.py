@@ -25,6 +25,11 @@ from tests.support import Clock
 T0 = datetime(2026, 11, 29, 12, tzinfo=timezone.utc)  # noon UTC: outside quiet hours
 SECRET = "report-secret-for-tests-0123456789"
 STORE = "s1"
+from services.notifications import links as ln
+
+# Marketing email carries its unsubscribe link, so the sender needs a public address.
+PUBLIC_LINKS = ln.PublicLinks(ln.LinkSigner("a-link-secret-for-tests-0123456789abcdef"),
+                              "https://notify.shop.example")
 
 
 @pytest.fixture
@@ -50,7 +55,7 @@ def _sender(storage, smtp, twilio, clock) -> Sender:
     email = EmailChannel(SmtpSettings(smtp.host, smtp.port, "none", "", "", 5, "s@example.com"))
     sms = SmsChannel(TwilioSettings(twilio.account_sid, twilio.auth_token,
                                     twilio.phone_number, twilio.base_url, 5))
-    return Sender(storage, email, sms, SenderSettings(retry_seconds=1), clock)
+    return Sender(storage, email, sms, SenderSettings(retry_seconds=1, links=PUBLIC_LINKS), clock)
 
 
 def _contact(storage, customer_id: str, email: str, phone: str = "+447700900123",

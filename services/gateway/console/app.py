@@ -75,6 +75,7 @@ class Page:
 def _routes() -> Map:
     from services.gateway.console import admin_views as a
     from services.gateway.console import suppression_views as sv
+    from services.gateway.console import consent_views
     from services.gateway.console import views as v
 
     def rule(path: str, view: Callable, methods: tuple = ("GET",), login: bool = True) -> Rule:
@@ -101,6 +102,7 @@ def _routes() -> Map:
         rule("/customers/<customer_id>/rewards/<reward_id>/cancel", v.cancel_reward,
              ("POST",)),
         rule("/customers/<customer_id>/gdpr", v.gdpr_request, ("POST",)),
+        rule("/customers/<customer_id>/consent", consent_views.set_consent, ("POST",)),
         rule("/loyalty", a.loyalty_page),
         rule("/loyalty", a.loyalty_save, ("POST",)),
         rule("/templates", a.template_list),

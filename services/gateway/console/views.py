@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 from werkzeug.wrappers import Response
 
-from services.gateway.console import present
+from services.gateway.console import consent_views, present
 from services.gateway.console.api import ApiError, path
 from services.gateway.handlers.transfer import _safe_cell
 from services.gateway.problems import Problem
@@ -218,7 +218,8 @@ def customer_page(page, customer_id: str) -> Response:
         reward_states=present.REWARD_STATES, cancellable=present.CANCELLABLE_STATES,
         credit_reasons=present.CREDIT_REASONS,
         currency=present.store_currency(detail.get("loyalty")),
-        customer_url=f"{PREFIX}/customers/{customer_id}")
+        customer_url=f"{PREFIX}/customers/{customer_id}",
+        consent=consent_views.card(page, customer_id))
 
 
 def _act(page, customer_id: str, anchor: str, call, success: str) -> Response:

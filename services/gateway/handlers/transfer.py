@@ -21,7 +21,8 @@ MAX_IMPORT_ROWS = 10_000
 IMPORT_SECONDS_PER_ROW = 0.05
 IMPORT_COLUMNS = ("email", "first_name", "last_name", "phone", "company", "billing_address_1",
                   "billing_address_2", "billing_city", "billing_state", "billing_postcode",
-                  "billing_country")
+                  "billing_country", "email_marketing", "email_marketing_source", "sms_marketing",
+                  "sms_marketing_source")
 EXPORT_COLUMNS = ("customer_id", "first_name", "last_name", "email", "company", "city", "state",
                   "country", "account_status", "segment", "tags", "groups", "orders_count",
                   "total_spent", "currency", "last_order_at", "registered_at")
@@ -181,8 +182,12 @@ ROUTES = [
           query=[Param("apply", "import the valid new rows (otherwise only a preview)",
                        "boolean", default=False)],
           responses={200: s.obj({"rows": {"type": "array", "items": s.obj(
-              {"line": s.INTEGER, "outcome": s.STRING}, {"email": s.STRING,
-                                                         "errors": s.ANY_OBJECT})},
+              {"line": s.INTEGER, "outcome": s.STRING}, {
+                  "email": s.STRING, "errors": s.ANY_OBJECT,
+                  "consent": {"type": "array", "items": s.STRING,
+                              "description": "purposes whose consent the row's proof records"},
+                  "warnings": {**s.ANY_OBJECT, "description": "per field: what the row asked "
+                               "that was not done (consent of someone already held)"}})},
               "summary": s.obj({k: s.INTEGER for k in ("rows", "create", "duplicate_in_file",
                                                        "exists", "invalid", "created")},
                                {"applied": s.BOOLEAN, "ignored_columns": {"type": "array"}},
