@@ -12,8 +12,12 @@ import json
 import os
 import sys
 import time
+import uuid
+from datetime import datetime
 from typing import Any, Callable
 
+# Money and reward wording as the console shows them: one way to read and write amounts.
+from services.gateway.console import present
 from shared.config import Config
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
@@ -398,6 +402,103 @@ def cmd_keys(args) -> int:
     return EXIT_OK
 
 
+# -- loyalty: rewards are single-use WooCommerce coupons --------------------------------------
+REWARD_COLUMNS = ["reward_id", "code", "kind", "amount", "state", "expires_at", "attempts",
+                  "last_error"]
+
+
+def _reward_rows(rewards: list[dict]) -> list[dict]:
+    return [{**r, "amount": present.money(r.get("amount")),
+             "expires_at": r.get("expires_at") or "never"} for r in rewards]
+
+
+def _reward_human(reward: dict) -> str:
+    return present.reward_message(reward) + f"\n{table(_reward_rows([reward]), REWARD_COLUMNS)}"
+
+
+def _confirmed(question: str) -> bool:
+    return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+
+
+def _expiry(text: str | None) -> str | None:
+    """--expires as a day (the start of it, UTC) or an ISO-8601 time with a zone."""
+    if not text:
+        return None
+    try:
+        return present.to_day_start(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError("--expires must be a date (YYYY-MM-DD) or an ISO-8601 time") from None
+    if moment.tzinfo is None:
+        raise ValueError("--expires must carry a time zone (Z or +hh:mm) when it has a time")
+    return moment.isoformat()
+
+
+def cmd_loyalty(args) -> int:
+    actor = args.actor or _operator()
+    if getattr(args, "points", 1) < 1:
+        print("points must be a whole number of at least 1", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        expires_at = _expiry(getattr(args, "expires", None))
+    except ValueError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_USAGE
+    with _rpc(args) as rpc:
+        if args.action == "rewards":
+            rewards = rpc.loyalty.list_rewards(args.store, args.customer)["items"]
+            emit(args, rewards, lambda rows: table(_reward_rows(rows), REWARD_COLUMNS))
+            return EXIT_OK
+        if args.action == "cancel-reward":
+            reward = rpc.loyalty.cancel_reward(args.store, args.customer, args.reward_id, actor)
+            emit(args, reward, present.cancel_message)
+            return EXIT_OK
+        request_id = args.request_id or f"cli-{uuid.uuid4().hex}"
+        if args.action == "redeem":
+            quote = rpc.loyalty.quote_redemption(args.store, args.customer, args.points)
+            if not quote["allowed"]:
+                print(f"cannot redeem {args.points} points: {quote.get('reason')} (nothing was "
+                      "redeemed)", file=sys.stderr)
+                return EXIT_FAILED
+            valid = f", coupon valid until {present.day(quote['expires_at'])}" \
+                if quote.get("expires_at") else ""
+            if not args.yes:
+                print(f"{quote['points']} points = {present.money(quote['amount'])}{valid}",
+                      file=sys.stderr)
+                if not sys.stdin.isatty():
+                    print("nothing was redeemed: pass --yes to redeem without the question",
+                          file=sys.stderr)
+                    return EXIT_USAGE
+                if not _confirmed("Redeem?"):
+                    print("nothing was redeemed", file=sys.stderr)
+                    return EXIT_FAILED
+            answer = rpc.loyalty.redeem(args.store, args.customer, args.points, request_id,
+                                        actor)
+        else:
+            account = rpc.loyalty.get_account(args.store, args.customer)
+            currency = present.store_currency(account) or present.store_currency(
+                None, rpc.loyalty.get_programme(args.store))
+            if not currency:
+                print("the store's currency is not known yet (no order and no programme "
+                      "currency): no credit can be issued", file=sys.stderr)
+                return EXIT_FAILED
+            try:
+                amount = present.to_minor_units(args.amount, currency)
+            except ValueError as exc:
+                print(f"amount {exc} ({currency})", file=sys.stderr)
+                return EXIT_USAGE
+            if amount < 1:
+                print("amount must be more than zero", file=sys.stderr)
+                return EXIT_USAGE
+            answer = rpc.loyalty.issue_credit(args.store, args.customer, amount, args.reason,
+                                              args.note or "", actor, expires_at, request_id)
+    emit(args, answer, lambda a: _reward_human(a["reward"]))
+    return EXIT_FAILED if answer["reward"]["state"] == "returned" else EXIT_OK
+
+
 def cmd_health(args) -> int:
     from services.runner import SERVICES
     from shared.health import broker_reachable
@@ -606,6 +707,8 @@ def _add_operator_commands(commands) -> None:
     revoke.add_argument("--actor", help="who revoked it (default: cli:$USER)")
     revoke.set_defaults(func=cmd_keys)
 
+    _add_loyalty_commands(commands)
+
     health = commands.add_parser(
         "health", help="every service's readiness, queue depths, parked messages",
         description="Asks every service for health() at once, reads the vhost's queues from "
@@ -620,6 +723,47 @@ def _add_operator_commands(commands) -> None:
     health.add_argument("--service-timeout", type=float, default=5.0, metavar="SECONDS",
                         help="how long to wait for each service's answer (default 5)")
     health.set_defaults(func=cmd_health)
+
+
+def _add_loyalty_commands(commands) -> None:
+    """A customer's rewards: list, redeem points, issue store credit, cancel."""
+    loyalty = commands.add_parser(
+        "loyalty", help="a customer's rewards (coupons): list, redeem, credit, cancel",
+        description="Redeemed points and store credit become single-use WooCommerce coupons, "
+                    "created at the shop by customer_sync. A coupon the shop cannot take yet "
+                    "stays pending and is retried; one it refuses gives its points back.")
+    loyalty_cmds = loyalty.add_subparsers(dest="action", required=True)
+
+    def command(name: str, help_text: str, description: str = ""):
+        sub = loyalty_cmds.add_parser(name, help=help_text, description=description or None)
+        sub.add_argument("--store", required=True, help="store id")
+        sub.add_argument("customer", help="the customer id")
+        sub.set_defaults(func=cmd_loyalty)
+        return sub
+
+    command("rewards", "the customer's rewards, newest first")
+    redeem = command("redeem", "redeem points for a coupon (shows its value and asks first)",
+                     "Shows what the points are worth and until when the coupon is valid, "
+                     "then asks; --yes redeems without asking (needed when not at a "
+                     "terminal). Exit 1 when the programme refuses: nothing is taken.")
+    redeem.add_argument("points", type=int, help="points to redeem")
+    redeem.add_argument("--yes", action="store_true", help="redeem without asking")
+    cancel = command("cancel-reward", "cancel a pending or issued reward (points go back)")
+    cancel.add_argument("reward_id", help="the reward id, as `loyalty rewards` lists it")
+    credit = command("credit", "issue store credit as a coupon",
+                     "AMOUNT is in the store's currency, e.g. 12.50 (its minor units are "
+                     "worked out from the currency).")
+    credit.add_argument("amount", help="e.g. 12.50")
+    credit.add_argument("--reason", required=True, choices=["goodwill", "refund_alternative"])
+    credit.add_argument("--note", help="why, for the record (up to 2000 characters)")
+    credit.add_argument("--expires", metavar="DATE",
+                        help="valid until this day (YYYY-MM-DD, UTC) or ISO-8601 time")
+    for sub in (redeem, credit):
+        sub.add_argument("--request-id", help="run again with the same id and nothing happens "
+                                              "twice (default: a new id each run)")
+    for sub in (redeem, cancel, credit):
+        sub.add_argument("--actor", help="who does it, for the record (default: cli:$USER)")
+    loyalty_cmds.choices["rewards"].set_defaults(actor=None)
 
 
 def _accept_json_anywhere(parser: argparse.ArgumentParser) -> None:

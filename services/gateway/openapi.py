@@ -14,7 +14,7 @@ def _parameters(route: Route) -> list[dict]:
         "type": "string", **({"pattern": PATH_PATTERNS[name]} if name in PATH_PATTERNS else {})}}
         for name in route.path_params]
     for p in route.query:
-        entry = {"name": p.name, "in": "query", "required": False, "description": p.description,
+        entry = {"name": p.name, "in": "query", "required": p.required, "description": p.description,
                  "schema": p.schema()}
         if p.kind == "list":
             entry["style"], entry["explode"] = "form", True

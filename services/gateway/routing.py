@@ -38,6 +38,7 @@ class Param:
     maximum: int | None = None
     max_length: int = 200
     pattern: str | None = None  # a string's (or each list item's) regular expression
+    required: bool = False  # absent: a 400 naming it, rather than a default
 
     def schema(self) -> dict:
         shape = {"pattern": self.pattern} if self.pattern else {}
@@ -69,6 +70,8 @@ class Param:
             return values or None
         raw = args.get(self.name)
         if raw is None:
+            if self.required:
+                raise _bad(self.name, "is required")
             return self.default
         if raw == "":
             # An empty free-text value is no filter; for a number, a flag, a time or a choice

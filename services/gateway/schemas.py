@@ -97,8 +97,14 @@ LOYALTY_ACCOUNT = obj(
     {"customer_id": STRING, "status": STRING, "balance": INTEGER, "negative_balance": BOOLEAN,
      "debt": INTEGER, "cash_value": NULLABLE_MONEY, "tier": STRING,
      "points_in_window": INTEGER, "member_since": NULLABLE_TIME,
-     "next_expiry": nullable(obj({"at": TIME, "points": INTEGER})), "store_credit": CREDIT},
-    {"store_id": STRING, "rewards_pending": INTEGER, "legacy_credit": CREDIT})
+     "next_expiry": nullable(obj({"at": TIME, "points": INTEGER})),
+     "store_credit": {**CREDIT, "description": "the sum of the customer's unused store-credit "
+                                               "coupons"}},
+    {"store_id": STRING,
+     "rewards_pending": {"type": "integer", "minimum": 0,
+                         "description": "rewards whose coupon is not at the shop yet"},
+     "legacy_credit": {**CREDIT, "description": "store credit held from before credit became "
+                                                "coupons, not yet turned into one"}})
 
 NOTE_CATEGORIES = ["general", "follow-up", "complaint", "feedback", "meeting", "phone-call",
                    "internal"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import requests
-from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -59,7 +59,7 @@ def _flash(driver, expected: str) -> str:
     def said(d):
         try:
             text = d.find_element(By.CSS_SELECTOR, ".flashes").text
-        except (NoSuchElementException, StaleElementReferenceException):
+        except WebDriverException:  # not there yet, or the page is being replaced
             return False
         return text if expected in text else False
     return WebDriverWait(driver, 10).until(said)
@@ -159,13 +159,39 @@ def test_staff_work_through_the_console_in_a_browser(browser, screenshot, system
     notes = browser.find_element(By.ID, "notes").text
     assert "Phone call" in notes and "Called about the parcel <b>late</b>" in notes  # as text
 
-    # Redeem points.
+    # Redeem points: the coupon's value first, then the confirmation redeems.
     browser.find_element(By.ID, "redeem-points").send_keys("200")
-    browser.find_element(By.CSS_SELECTOR, "#loyalty button[type=submit]").click()
+    browser.find_element(By.CSS_SELECTOR, "#redeem-form button[type=submit]").click()
+    quote = WebDriverWait(browser, 10).until(
+        EC.presence_of_element_located((By.ID, "quote"))).text
+    assert quote.startswith("200 points = 2.00 EUR"), quote
+    screenshot("redeem-quote")
+    assert_accessible(browser, "redemption quote")
+    assert writer.get(f"/customers/{ada_id}/loyalty").json()["balance"] == start  # nothing yet
+    browser.find_element(By.CSS_SELECTOR, "main form button[type=submit]").click()
     assert _flash(browser, "Redeemed 200 points")
     assert browser.find_element(By.ID, "points-balance").text == f"{start - 200} points"
+    assert "2.00 EUR" in browser.find_element(By.ID, "rewards").text
+
+    # Store credit, typed as an amount in the store's currency.
+    browser.find_element(By.CSS_SELECTOR, "details.credit-form summary").click()
+    browser.find_element(By.ID, "credit-amount").send_keys("7.50")
+    Select(browser.find_element(By.ID, "credit-reason")).select_by_value("goodwill")
+    browser.find_element(By.ID, "credit-note").send_keys("Parcel <b>late</b>")
+    browser.find_element(By.CSS_SELECTOR, "#credit-form button[type=submit]").click()
+    assert _flash(browser, "Store credit issued")
+    assert "Parcel <b>late</b>" in browser.find_element(By.ID, "rewards").text  # as text
     screenshot("customer-page")
     assert_accessible(browser, "customer page")
+
+    # Cancel the points coupon: asked first, then its points come back.
+    browser.find_elements(By.CSS_SELECTOR, "#rewards form button")[-1].click()
+    WebDriverWait(browser, 10).until(EC.presence_of_element_located((By.ID, "h-cancel")))
+    screenshot("reward-cancel")
+    browser.find_element(By.CSS_SELECTOR, "main form button.danger").click()
+    assert _flash(browser, "200 points")
+    wait_until(lambda: writer.get(f"/customers/{ada_id}/loyalty").json()["balance"] == start,
+               timeout=20, message="the cancelled coupon's points back")
 
     # Submit an erasure request: the box must be ticked (the browser insists too).
     browser.find_element(By.ID, "erasure-confirm").click()

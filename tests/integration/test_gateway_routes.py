@@ -40,7 +40,10 @@ STORE_ROUTES = {
 LOYALTY_AND_NOTIFICATION_ROUTES = {
     "GET /customers/<customer_id>/loyalty", "GET /customers/<customer_id>/loyalty/history",
     "POST /customers/<customer_id>/loyalty/redeem", "POST /customers/<customer_id>/loyalty/adjust",
-    "POST /customers/<customer_id>/loyalty/credit", "GET /loyalty/programme",
+    "POST /customers/<customer_id>/loyalty/credit",
+    "GET /customers/<customer_id>/loyalty/redemption-quote",
+    "GET /customers/<customer_id>/loyalty/rewards",
+    "POST /customers/<customer_id>/loyalty/rewards/<reward_id>/cancel", "GET /loyalty/programme",
     "PUT /loyalty/programme", "GET /notifications/templates", "GET /notifications/templates/<slug>",
     "PUT /notifications/templates/<slug>", "DELETE /notifications/templates/<slug>",
     "POST /notifications/preview", "GET /notifications/workflows", "POST /notifications/workflows",
@@ -329,14 +332,23 @@ def test_loyalty_and_notification_routes(system):
     assert [e["delta"] for e in adjusted["entries"]] == [1000]
     _problem(writer.post(card + "/adjust", json={"points": 0, "reason": "nothing"}), 400)
 
+    quote = _ok(reader.get(card + "/redemption-quote?points=200"))
+    assert quote["allowed"] is True and quote["amount"]["amount"] == 200  # 100 points = 1.00
+    assert _ok(reader.get(card))["balance"] == start + 1000, "a quote takes nothing"
+    assert _ok(reader.get(card + "/redemption-quote?points=99000"))["allowed"] is False
+    _problem(reader.get(card + "/redemption-quote"), 400, "points")
+    _problem(reader.get("/customers/nobody/loyalty/redemption-quote?points=200"), 404)
+
     key = {"Idempotency-Key": f"redeem-{uuid.uuid4().hex}"}
     first = _ok(writer.post(card + "/redeem", json={"points": 200}, headers=key))
     again = _ok(writer.post(card + "/redeem", json={"points": 200}, headers=key))
     assert first == again, "the same Idempotency-Key is answered the same"
+    reward = first["reward"]
+    assert reward["kind"] == "points" and reward["points"] == 200
+    assert reward["amount"]["amount"] == 200  # 100 points = 1.00 off at the shop
+    assert reward["state"] in ("pending", "issued") and reward["code"]
     after = _ok(reader.get(card))
     assert after["balance"] == start + 1000 - 200, "one redemption, not two"
-    assert first["reward"]["amount"]["amount"] == 200  # 100 points = 1.00 off at the shop
-    assert first["reward"]["state"] in ("pending", "issued") and first["reward"]["code"]
     _problem(writer.post(card + "/redeem", json={"points": 99_000}), 409)
 
     issued = _ok(writer.post(card + "/credit", json={"amount": 500, "reason": "goodwill",
@@ -344,9 +356,26 @@ def test_loyalty_and_notification_routes(system):
                                                      "expires_at": _in(30)}))
     assert issued["entries"] == [] and issued["reward"]["kind"] == "credit"
     assert issued["reward"]["amount"]["amount"] == 500
-    credit = _ok(reader.get(card))["store_credit"]["amount"]
-    assert credit == (500 if issued["reward"]["state"] == "issued" else 0)  # unused coupons
+    assert issued["reward"]["note"] == "late parcel"
     _problem(writer.post(card + "/credit", json={"amount": 500, "reason": "bribe"}), 400)
+
+    def rewards_issued():
+        items = _ok(reader.get(card + "/rewards"))["items"]
+        return items if all(r["state"] == "issued" for r in items) else None
+    listed = wait_until(rewards_issued, timeout=20, message="both coupons made at the shop")
+    assert [r["reward_id"] for r in listed] == [issued["reward"]["reward_id"],
+                                                reward["reward_id"]]  # newest first
+    assert _ok(reader.get(card))["store_credit"]["amount"] == 500  # the unused credit coupon
+    _problem(reader.get("/customers/nobody/loyalty/rewards"), 404)
+
+    cancel = card + f"/rewards/{reward['reward_id']}/cancel"
+    _problem(reader.post(cancel), 403)
+    cancelled = _ok(writer.post(cancel))
+    assert cancelled["reward_id"] == reward["reward_id"]
+    assert cancelled["state"] in ("closing", "returned")
+    wait_until(lambda: _ok(reader.get(card))["balance"] == start + 1000, timeout=20,
+               message="the cancelled reward's points back")
+    _problem(writer.post(card + "/rewards/no-such-reward/cancel"), 404)
 
     history = _ok(reader.get(card + "/history?limit=2"))
     assert len(history["items"]) == 2 and history["next_cursor"] is not None

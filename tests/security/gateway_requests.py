@@ -70,7 +70,11 @@ _PARAM_KIND = {"customer_id": "customer_id", "note_id": "note_id", "reminder_id"
                "tag": "tag", "group": "group", "slug": "slug", "segment_id": "segment_id",
                "rule_id": "rule_id", "workflow_id": "workflow_id", "bulk_id": "bulk_id",
                "request_id": "request_id", "key_id": "key_id",
-               "quarantine_id": "quarantine_id"}
+               "quarantine_id": "quarantine_id", "reward_id": "reward_id"}
+# Query parameters a route requires, so that its sample request is valid.
+SAMPLE_QUERIES: dict[str, str] = {
+    "GET /customers/<customer_id>/loyalty/redemption-quote": "points=100",
+}
 
 
 def param_kind(route: Route, name: str) -> str:
@@ -91,12 +95,14 @@ def _fill(value, ids: dict[str, str]):
 
 
 def path_of(route: Route, ids: dict[str, str]) -> str:
-    """The route's path below the API prefix, each parameter the id of its kind in `ids`."""
+    """The route's path below the API prefix, each parameter the id of its kind in `ids`, and
+    the query the route requires."""
     path = route.path
     for name in route.path_params:
         value = ids[param_kind(route, name)]
         path = re.sub(r"<(?:\w+:)?" + name + ">", urllib.parse.quote(value, safe=""), path)
-    return path
+    query = SAMPLE_QUERIES.get(route.endpoint)
+    return f"{path}?{query}" if query else path
 
 
 def body_of(route: Route, ids: dict[str, str]) -> tuple[bytes | None, dict]:
@@ -145,9 +151,9 @@ def quarantined_delivery(system) -> str:
 
 
 def store_a_records(system) -> dict:
-    """Store A's records, made over the API: a customer, its tag, group, points, consent,
-    note and reminder, a template, segment, rule, workflow, bulk send, GDPR request and key;
-    a webhook delivery in quarantine, and the customer's address suppressed."""
+    """Store A's records, made over the API: a customer, its tag, group, points, a reward
+    (coupon), consent, note and reminder, a template, segment, rule, workflow, bulk send, GDPR
+    request and key; a webhook delivery in quarantine, and the customer's address suppressed."""
     admin = system.client("admin", rate_limit_per_minute=100_000)
     woo, customer_id = system.shop_customer(orders=0)
     cid = f"/customers/{customer_id}"
@@ -155,6 +161,10 @@ def store_a_records(system) -> dict:
     ok(admin.put("/groups/trade-a", json={"name": "Trade A"}))
     ok(admin.post(cid + "/groups", json={"groups": ["trade-a"]}))
     ok(admin.post(cid + "/loyalty/adjust", json={"points": 500, "reason": "welcome"}))
+    # The customer has no order, so no currency yet: the programme's makes the coupon's.
+    programme = ok(admin.get("/loyalty/programme"))
+    ok(admin.put("/loyalty/programme", json={**programme, "currency": "EUR"}))
+    reward = ok(admin.post(cid + "/loyalty/redeem", json={"points": 100}))["reward"]
     ok(admin.put(cid + "/consent", json={"purpose": "email_marketing", "granted": True}))
     ok(admin.put("/consent/capture", json={"rules": [{
         "scope": "order", "key": "_a_newsletter", "yes_values": ["yes"],
@@ -183,6 +193,7 @@ def store_a_records(system) -> dict:
         "key_id": ok(admin.post("/keys", json={"name": "A's other key", "scopes": ["read"]}),
                       201)["key_id"],
         "quarantine_id": quarantined_delivery(system),
+        "reward_id": reward["reward_id"],
         "email": suppressed_address(system, woo["email"]),
     }
     return {"ids": ids, "email": woo["email"], "admin": admin}

@@ -95,6 +95,7 @@ API_WRITES = [
     ("POST", "/customers/{id}/loyalty/adjust", {"points": 50, "reason": "goodwill"}),
     ("POST", "/customers/{id}/loyalty/credit", {"amount": 500, "reason": "goodwill"}),
     ("POST", "/customers/{id}/loyalty/redeem", {"points": 100}),
+    ("POST", "/customers/{id}/loyalty/rewards/reward-unknown/cancel", None),
     ("PUT", "/customers/{id}/consent", {"purpose": "email_marketing", "granted": True}),
     ("POST", "/customers/{id}/tags", {"tags": ["vip"]}),
     ("POST", "/customers/{id}/groups", {"groups": ["trade"]}),
@@ -156,6 +157,10 @@ def _customer_id(rpc) -> str | None:
 
 
 API_READS = ["/customers/{id}/orders", "/customers/{id}/messages", "/customers/{id}/consent"]
+# loyalty's reads of rewards: an unknown customer is a 404 as well, but an id no customer can
+# have is looked up (and not found) rather than refused for its length.
+LOYALTY_READS = ["/customers/{id}/loyalty/rewards",
+                 "/customers/{id}/loyalty/redemption-quote?points=100"]
 
 
 def test_the_api_reads_of_an_unknown_customer_are_404_not_an_empty_view(system):
@@ -192,3 +197,19 @@ def test_leaving_a_group_and_a_bulk_send_naming_an_unknown_customer_are_refused(
     assert notifications["bulk_jobs"].count_documents({}) == 0  # nothing scheduled, even for
     assert notifications["sends"].count_documents({}) == 0  # the customer who exists
     assert traces(system.services, PHANTOM) == []
+
+
+def test_the_reward_reads_of_an_unknown_customer_are_404_and_store_nothing(system):
+    client = system.client("read")
+    for path in LOYALTY_READS:
+        answer = client.get(path.format(id=PHANTOM))
+        assert answer.status_code == 404, (path, answer.status_code, answer.text)
+        assert PHANTOM in answer.json()["detail"], (path, answer.json())
+        huge = client.get(path.format(id=HUGE))
+        assert huge.status_code in (400, 404), (path, huge.status_code, huge.text[:300])
+    _, real = system.shop_customer(orders=1)
+    wait_until(lambda: client.get(LOYALTY_READS[0].format(id=real)).status_code == 200,
+               timeout=20, message="the customer's loyalty account")
+    quote = client.get(LOYALTY_READS[1].format(id=real))
+    assert quote.status_code == 200 and "allowed" in quote.json(), quote.text
+    assert traces(system.services, PHANTOM) == [] and traces(system.services, HUGE[:100]) == []

@@ -67,6 +67,9 @@ REQUIRED_SCOPE: dict[str, str | None] = {
     "POST /customers/<customer_id>/loyalty/redeem": "write",
     "POST /customers/<customer_id>/loyalty/adjust": "write",
     "POST /customers/<customer_id>/loyalty/credit": "write",
+    "GET /customers/<customer_id>/loyalty/redemption-quote": "read",
+    "GET /customers/<customer_id>/loyalty/rewards": "read",
+    "POST /customers/<customer_id>/loyalty/rewards/<reward_id>/cancel": "write",
     "GET /loyalty/programme": "read",
     "PUT /loyalty/programme": "admin",
     "GET /notifications/templates": "read",
@@ -115,7 +118,7 @@ KEY_SCOPES = [("read",), ("write",), ("gdpr",), ("admin",), ("read", "gdpr"), ("
               ("read", "write", "gdpr")]
 IDS = {kind: f"target-{kind}" for kind in (
     "customer_id", "note_id", "reminder_id", "tag", "group", "template", "segment_id", "rule_id",
-    "workflow_id", "bulk_id", "request_id", "key_id", "quarantine_id")}
+    "workflow_id", "bulk_id", "request_id", "key_id", "quarantine_id", "reward_id")}
 
 
 def lacking(scope: str) -> list[tuple[str, ...]]:

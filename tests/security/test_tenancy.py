@@ -4,8 +4,8 @@ Two levels. customer_sync's repositories and use cases (customers, orders, notes
 and loyalty's accounts, asked for store B, never find store A's records: the store filter of
 every lookup is what is tested, on the same in-memory database. Then the API: a route-table-driven walk in which store
 B's admin key names store A's customer, note, reminder, tag, group, template, segment, rule,
-workflow, bulk send, GDPR request, key and quarantined webhook delivery, on every route that
-takes an id; each answers 404,
+workflow, bulk send, GDPR request, key, reward and quarantined webhook delivery, on every route
+that takes an id; each answers 404,
 B's lists show nothing of A's, and A's records read the same afterwards."""
 from __future__ import annotations
 
@@ -145,6 +145,7 @@ def _store_a_view(admin: GatewayClient, ids: dict) -> dict:
     cid = f"/customers/{ids['customer_id']}"
     reads = {
         "customer": cid, "tags": cid, "loyalty": cid + "/loyalty", "consent": cid + "/consent",
+        "rewards": cid + "/loyalty/rewards",
         "notes": cid + "/notes", "reminders": cid + "/reminders?status=open",
         "groups": "/groups", "template": f"/notifications/templates/{ids['template']}",
         "workflows": "/notifications/workflows", "segments": "/segments", "rules": "/rules",

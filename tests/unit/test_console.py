@@ -158,8 +158,67 @@ class Loyalty:
                 "negative_balance": False, "debt": 0,
                 "cash_value": {"amount": 120, "currency": "EUR"}, "tier": "silver",
                 "points_in_window": 120, "member_since": "2026-01-01T00:00:00+00:00",
-                "next_expiry": None, "store_credit": {"amount": 0, "currency": "EUR"}}
+                "next_expiry": None, "store_credit": {"amount": 0, "currency": "EUR"},
+                "rewards_pending": 1}
 
+    # A customer's rewards (coupons), newest first; tests change `shop_answers` and `rewards`.
+    shop_answers = True
+    rewards = [
+        {"reward_id": "r-pending", "kind": "points", "state": "pending",
+         "code": "reward-7kq2mnp4xz", "amount": {"amount": 500, "currency": "EUR"},
+         "points": 500, "created_at": "2026-03-02T10:00:00+00:00",
+         "expires_at": "2026-06-01T00:00:00+00:00", "issued_at": None, "order_id": None,
+         "attempts": 3, "next_attempt_at": "2026-03-02T10:05:00+00:00",
+         "last_error": f"shop answered 503 {EVIL}", "reason": None, "note": None},
+        {"reward_id": "r-credit", "kind": "credit", "state": "issued", "code": f"credit-{EVIL}",
+         "amount": {"amount": 1250, "currency": "EUR"}, "points": None,
+         "created_at": "2026-03-01T10:00:00+00:00", "expires_at": None,
+         "issued_at": "2026-03-01T10:00:01+00:00", "order_id": None, "attempts": 1,
+         "next_attempt_at": None, "last_error": None, "reason": "goodwill", "note": EVIL},
+        {"reward_id": "r-used", "kind": "points", "state": "used", "code": "reward-usedusedus",
+         "amount": {"amount": 100, "currency": "EUR"}, "points": 100,
+         "created_at": "2026-02-01T10:00:00+00:00", "expires_at": None,
+         "issued_at": "2026-02-01T10:00:01+00:00", "order_id": "77", "attempts": 1,
+         "next_attempt_at": None, "last_error": None, "reason": None, "note": None},
+    ]
+
+    def list_rewards(self, store, customer_id):
+        return {"items": [dict(r) for r in self.rewards]}
+
+    def quote_redemption(self, store, customer_id, points):
+        allowed = 100 <= points <= 120
+        return {"points": points, "amount": {"amount": points, "currency": "EUR"},
+                "balance": 120, "allowed": allowed,
+                "reason": None if allowed else "at least 100 and at most the balance of 120",
+                "expires_at": "2026-06-01T00:00:00+00:00"}
+
+    def _reward(self, kind, amount, points=None, **extra):
+        issued = self.shop_answers
+        return {"reward_id": "r-new", "kind": kind, "state": "issued" if issued else "pending",
+                "code": "reward-7kq2newcod", "amount": {"amount": amount, "currency": "EUR"},
+                "points": points, "created_at": "2026-03-03T10:00:00+00:00",
+                "expires_at": "2026-06-01T00:00:00+00:00", "issued_at": None,
+                "order_id": None, "attempts": 1, "next_attempt_at": None,
+                "last_error": None if issued else "the shop did not answer", **extra}
+
+    def redeem(self, store, customer_id, points, request_id=None, actor=None):
+        return {"request_key": f"redeem:{request_id}", "entries": [],
+                "reward": self._reward("points", points, points)}
+
+    def issue_credit(self, store, customer_id, amount, reason, note="", actor=None,
+                     expires_at=None, request_id=None):
+        return {"request_key": f"credit:{request_id}", "entries": [],
+                "reward": self._reward("credit", amount, reason=reason, note=note)}
+
+    def cancel_reward(self, store, customer_id, reward_id, actor):
+        from shared.errors import Conflict
+
+        reward = next((r for r in self.rewards if r["reward_id"] == reward_id), None)
+        if reward is None:
+            raise NotFound(f"no reward {reward_id}")
+        if reward["state"] not in ("pending", "issued"):
+            raise Conflict(f"reward {reward_id} is {reward['state']}: it cannot be cancelled")
+        return {**reward, "state": "returned" if self.shop_answers else "closing"}
 
     programme = {"earning_statuses": ["processing", "completed"], "exclude_shipping": True,
                  "exclude_tax": True, "guests_earn": False, "starts_at": None,

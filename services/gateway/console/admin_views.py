@@ -12,6 +12,7 @@ from werkzeug.wrappers import Response
 
 from services.gateway.console import charts, forms, present
 from services.gateway.console.api import ApiError, path
+from services.gateway.handlers.loyalty import PROGRAMME_BODY
 
 PREFIX = "/console"
 SEND_STATUSES = ("scheduled", "sending", "sent", "failed", "refused", "cancelled")
@@ -50,21 +51,23 @@ def _programme_page(page, programme: dict, values: dict, errors: dict, status: i
                     problem: str = "") -> Response:
     return page.render("loyalty.html", status, title="Loyalty programme", programme=programme,
                        v=forms.with_blank_tiers(values), errors=errors, problem=problem,
-                       integers=forms.PROGRAMME_INTEGERS, flags=forms.PROGRAMME_FLAGS,
+                       integers=forms.programme_fields(programme)[0],
+                       flags=forms.programme_fields(programme)[1],
                        statuses=forms.EARNING_STATUS_CHOICES)
 
 
 def loyalty_save(page) -> Response:
-    body, shown, errors = forms.parse_programme(page.request.form)
     try:
         current = page.api.get("/loyalty/programme")
     except ApiError as exc:
         return _unavailable(page, exc, "Loyalty programme not available")
+    body, shown, errors = forms.parse_programme(page.request.form, current)
     if errors:
         return _programme_page(page, current, shown, errors, 400,
                                "Nothing was saved: correct the fields marked below.")
     try:
-        page.api.put("/loyalty/programme", body)
+        page.api.put("/loyalty/programme", forms.keep_unshown(
+            current, body, PROGRAMME_BODY["properties"]))
     except ApiError as exc:
         return _programme_page(page, current, shown, forms.field_errors(exc.problem),
                                exc.status if exc.status < 500 else 502,

@@ -5,7 +5,7 @@ the fields they name (see `field_errors`)."""
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from services.gateway.console.present import to_day_start
 from shared.events.customer_sync import LIVE_ORDER_STATUSES
@@ -22,6 +22,14 @@ PROGRAMME_INTEGERS = {
 PROGRAMME_FLAGS = {"exclude_shipping": "Shipping earns no points",
                    "exclude_tax": "Tax earns no points",
                    "guests_earn": "Guest checkouts earn points"}
+# The reward coupons' settings: shown and saved when the programme has them.
+REWARD_INTEGERS = {
+    "reward_expiry_days": "Reward coupons are valid for (days)",
+    "credit_expiry_days": "Store-credit coupons are valid for (days)",
+    "expiry_warning_days": "Warn before points expire (days ahead, 0: no warning)",
+}
+REWARD_FLAGS = {"reward_individual_use": "A reward coupon cannot be combined with other coupons",
+                "expired_rewards_return_points": "An expired reward gives its points back"}
 NULLABLE = {"max_redeem_points"}
 EMPTY_TIER_ROWS = 2  # blank rows to add tiers without script
 
@@ -75,11 +83,21 @@ def _int(form: Mapping, name: str, errors: dict, nullable: bool = False) -> int 
 
 # -- the loyalty programme ------------------------------------------------------------------
 
+def programme_fields(programme: Mapping[str, Any]) -> tuple[dict, dict]:
+    """The programme's number fields and flags the form shows (label by name): the reward
+    settings among them when the programme has them."""
+    return ({**PROGRAMME_INTEGERS, **{k: v for k, v in REWARD_INTEGERS.items() if k in programme}},
+            {**PROGRAMME_FLAGS, **{k: v for k, v in REWARD_FLAGS.items() if k in programme}})
+
+
 def programme_form(programme: Mapping[str, Any]) -> dict:
     """Form values (strings) from the API's programme."""
+    integers, flags = programme_fields(programme)
     values = {name: "" if programme.get(name) is None else str(programme[name])
-              for name in PROGRAMME_INTEGERS}
-    values.update({name: bool(programme.get(name)) for name in PROGRAMME_FLAGS})
+              for name in integers}
+    values.update({name: bool(programme.get(name)) for name in flags})
+    if "coupon_prefix" in programme:
+        values["coupon_prefix"] = programme.get("coupon_prefix") or ""
     values["earning_statuses"] = list(programme.get("earning_statuses") or [])
     values["currency"] = programme.get("currency") or ""
     values["starts_at"] = (programme.get("starts_at") or "")[:10]
@@ -94,17 +112,22 @@ def with_blank_tiers(values: dict) -> dict:
     return {**values, "tiers": list(values["tiers"]) + [dict(blank)] * EMPTY_TIER_ROWS}
 
 
-def parse_programme(form) -> tuple[dict, dict, dict]:
-    """(API body, form values to show again, errors by field). A tier row with no name is
-    left out, so a row is removed by clearing its name."""
+def parse_programme(form, programme: Mapping[str, Any] | None = None
+                    ) -> tuple[dict, dict, dict]:
+    """(API body, form values to show again, errors by field), for the fields the form showed
+    for `programme` (the one in force). A tier row with no name is left out, so a row is
+    removed by clearing its name."""
+    integers, flags = programme_fields(programme or {})
     errors: dict[str, str] = {}
     body: dict[str, Any] = {}
-    for name in PROGRAMME_INTEGERS:
+    for name in integers:
         value = _int(form, name, errors, nullable=name in NULLABLE)
         if name not in errors:
             body[name] = value
-    for name in PROGRAMME_FLAGS:
+    for name in flags:
         body[name] = form.get(name) == "on"
+    if "coupon_prefix" in (programme or {}):
+        body["coupon_prefix"] = (form.get("coupon_prefix") or "").strip().lower()
     body["earning_statuses"] = [s for s in form.getlist("earning_statuses")
                                 if s in EARNING_STATUS_CHOICES]
     if not body["earning_statuses"]:
@@ -141,11 +164,22 @@ def parse_programme(form) -> tuple[dict, dict, dict]:
     body["tiers"] = tiers
     if not tiers:
         errors["tiers"] = "add at least one tier"
-    shown = {**{n: (form.get(n) or "") for n in PROGRAMME_INTEGERS},
-             **{n: body[n] for n in PROGRAMME_FLAGS},
+    if body.get("coupon_prefix") == "":
+        errors["coupon_prefix"] = "required: the start of every reward's code"
+    shown = {**{n: (form.get(n) or "") for n in integers},
+             **{n: body[n] for n in flags},
+             **({"coupon_prefix": body["coupon_prefix"]} if "coupon_prefix" in body else {}),
              "earning_statuses": body["earning_statuses"], "currency": currency,
              "starts_at": starts, "tiers": rows}
     return body, shown, errors
+
+
+def keep_unshown(current: Mapping[str, Any], body: dict, accepted: Iterable[str]) -> dict:
+    """The programme to save: the form's fields over the current programme's other accepted
+    fields. The API takes the programme whole (a field left out takes its default), so a
+    setting this form does not show would otherwise be reset by every save."""
+    kept = {name: current[name] for name in accepted if name in current and name not in body}
+    return {**kept, **body}
 
 
 # -- workflows --------------------------------------------------------------------------------

@@ -7,6 +7,8 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Iterable
 from urllib.parse import urlencode
 
+from services.loyalty.programme import minor_per_unit  # one table of currency exponents
+
 # Quick filters: each one the list's API filter it stands for. "wholesale" is the customer
 # group of that slug: groups are where B2B terms (discount, payment terms) live, and the API
 # ANDs its filters, so "tag or group" could not be one query.
@@ -42,16 +44,19 @@ _DAYS_PER_MONTH = Decimal("30.436875")
 
 
 def money(amount: Any, currency: str | None = None) -> str:
-    """Minor units as a decimal with its currency code: 123456, EUR -> '1,234.56 EUR'.
-    Two decimals: the shops this serves sell in currencies with cents."""
+    """Minor units as a decimal with its currency code, in the currency's own decimals:
+    123456, EUR -> '1,234.56 EUR'; 500, JPY -> '500 JPY'."""
     if amount is None:
         return "–"
     if isinstance(amount, dict):
         amount, currency = amount.get("amount"), amount.get("currency")
         if amount is None:
             return "–"
-    value = (Decimal(int(amount)) / 100).quantize(Decimal("0.01"))
-    return f"{value:,.2f} {currency}".strip() if currency else f"{value:,.2f}"
+    per_unit = minor_per_unit(currency or "")
+    places = len(str(per_unit)) - 1
+    value = Decimal(int(amount)) / per_unit
+    text = f"{value:,.{places}f}"
+    return f"{text} {currency}" if currency else text
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -96,17 +101,20 @@ def number(value: Any, places: int = 1) -> str:
     return f"{float(value):,.{places}f}"
 
 
-def to_minor_units(text: str) -> int:
-    """'12.50' -> 1250; refuses negatives, more than two decimals and non-numbers."""
+def to_minor_units(text: str, currency: str | None = None) -> int:
+    """'12.50' -> 1250 in the currency's minor units (two decimals when it is not given);
+    refuses negatives, more decimals than the currency has, and non-numbers."""
+    per_unit = minor_per_unit(currency or "")
+    places = len(str(per_unit)) - 1
     try:
         value = Decimal(text.strip().replace(",", ""))
     except InvalidOperation:
         raise ValueError("must be an amount such as 25 or 19.99") from None
     if not value.is_finite() or value < 0:
         raise ValueError("must be an amount of zero or more")
-    if value != value.quantize(Decimal("0.01")):
-        raise ValueError("has at most two decimals")
-    return int(value * 100)
+    if value != value.quantize(Decimal(1).scaleb(-places)):
+        raise ValueError(f"has at most {places} decimals" if places else "has no decimals")
+    return int(value * per_unit)
 
 
 def to_day_start(text: str) -> str:
@@ -229,3 +237,56 @@ def group_notes(notes: Iterable[dict], categories: Iterable[str]) -> list[tuple[
     for note in notes:
         by.setdefault(note.get("category") or "general", []).append(note)
     return [(c, items) for c, items in by.items() if items]
+
+
+# -- rewards: coupons bought with points or issued as store credit ---------------------------
+
+REWARD_STATES = {"pending": "waiting for the shop", "issued": "ready to use", "used": "used",
+                 "closing": "being withdrawn", "returned": "cancelled", "expired": "expired"}
+CANCELLABLE_STATES = frozenset({"pending", "issued"})
+CREDIT_REASONS = [("goodwill", "Goodwill"), ("refund_alternative", "Instead of a refund")]
+
+
+def store_currency(account: dict | None, programme: dict | None = None) -> str | None:
+    """The currency a customer's rewards are in: the loyalty card's, else the programme's."""
+    for money_field in ("store_credit", "cash_value"):
+        currency = ((account or {}).get(money_field) or {}).get("currency")
+        if currency:
+            return currency
+    return (programme or {}).get("currency") or None
+
+
+def _valid_until(reward: dict) -> str:
+    return f", valid until {day(reward['expires_at'])}" if reward.get("expires_at") else ""
+
+
+def reward_message(reward: dict) -> str:
+    """What happened to a reward just made, for the person who made it."""
+    code, value = reward.get("code") or "(no code yet)", money(reward.get("amount"))
+    state = reward.get("state")
+    if state == "issued":
+        return f"Coupon {code} for {value} is ready{_valid_until(reward)}."
+    if state == "pending" and reward.get("last_error"):
+        return (f"The shop is not answering; the coupon {code} for {value} will be created "
+                "when it is back.")
+    if state == "pending":
+        return f"Coupon {code} for {value} is being created at the shop."
+    if state == "returned":
+        back = " and the points went back" if reward.get("points") else ""
+        why = f" ({reward['last_error']})" if reward.get("last_error") else ""
+        return f"The shop refused the coupon {code}{why}{back}."
+    return f"Coupon {code} for {value}: {REWARD_STATES.get(state, state)}."
+
+
+def cancel_message(reward: dict) -> str:
+    """What a cancellation did, for the person who asked for it."""
+    code, state = reward.get("code") or reward.get("reward_id"), reward.get("state")
+    points = reward.get("points")
+    if state == "returned":
+        back = f" {points} points went back to the balance." if points else ""
+        return f"Coupon {code} is cancelled and no longer works at the shop.{back}"
+    if state == "closing":
+        back = f" Its {points} points go back once it is." if points else ""
+        return (f"Coupon {code} is being withdrawn at the shop; it is deleted there as soon as "
+                f"the shop answers.{back}")
+    return f"Coupon {code}: {REWARD_STATES.get(state, state)}."

@@ -201,6 +201,12 @@ def customer_page(page, customer_id: str) -> Response:
     customer = detail["customer"]
     stats = detail.get("stats") or {}
     name = " ".join(p for p in (customer.get("first_name"), customer.get("last_name")) if p)
+    rewards, rewards_problem = [], None
+    if detail.get("loyalty"):
+        try:
+            rewards = page.api.get(path("customers", customer_id, "loyalty", "rewards"))["items"]
+        except ApiError as exc:
+            rewards_problem = exc.message()
     return page.render(
         "customer.html", title=name or customer.get("email") or customer_id,
         d=detail, c=customer, name=name, stats=stats,
@@ -208,6 +214,10 @@ def customer_page(page, customer_id: str) -> Response:
         notes=present.group_notes(detail.get("notes") or [], NOTE_CATEGORIES),
         note_categories=NOTE_CATEGORIES, all_tags=_best_effort(page, "/tags", []),
         all_groups=_best_effort(page, "/groups", []), redeem_request=uuid.uuid4().hex,
+        credit_request=uuid.uuid4().hex, rewards=rewards, rewards_problem=rewards_problem,
+        reward_states=present.REWARD_STATES, cancellable=present.CANCELLABLE_STATES,
+        credit_reasons=present.CREDIT_REASONS,
+        currency=present.store_currency(detail.get("loyalty")),
         customer_url=f"{PREFIX}/customers/{customer_id}",
         consent=consent_views.card(page, customer_id))
 
@@ -289,20 +299,110 @@ def complete_reminder(page, customer_id: str, reminder_id: str) -> Response:
                 "Reminder marked done.")
 
 
-def redeem(page, customer_id: str) -> Response:
-    form = page.request.form
+def _loyalty_anchor(customer_id: str) -> str:
+    return f"{PREFIX}/customers/{path(customer_id)[1:]}#loyalty"
 
-    def call():
-        raw = form.get("points", "").strip()
-        if not raw.isdigit() or int(raw) < 1:
-            raise ValueError("Points to redeem must be a whole number of at least 1.")
-        body = {"points": int(raw)}
-        # The form's own id: sent twice (a double click, a reload), it redeems once.
+
+def redeem(page, customer_id: str) -> Response:
+    """Two steps: the points typed give a quote (what the coupon is worth and until when),
+    shown for confirmation; only the confirmed form redeems. A refused quote takes nothing."""
+    form = page.request.form
+    raw = form.get("points", "").strip()
+    if not raw.isdigit() or not 1 <= int(raw) <= 1_000_000_000:
+        page.flash("error", "Points to redeem must be a whole number of at least 1.")
+        return page.redirect(_loyalty_anchor(customer_id))
+    points = int(raw)
+    # The form's own id: sent twice (a double click, a reload), it redeems once.
+    request_id = (form.get("request_id") or uuid.uuid4().hex)[:64]
+    if form.get("confirm") != "yes":
+        try:
+            quote = page.api.get(path("customers", customer_id, "loyalty", "redemption-quote"),
+                                 {"points": points})
+        except ApiError as exc:
+            page.flash("error", f"Nothing was redeemed: {exc.message()}")
+            return page.redirect(_loyalty_anchor(customer_id))
+        return page.render("redeem_confirm.html", title="Redeem points?", quote=quote,
+                           customer_id=customer_id, request_id=request_id,
+                           customer_url=f"{PREFIX}/customers/{path(customer_id)[1:]}")
+    try:
+        answer = page.api.post(path("customers", customer_id, "loyalty", "redeem"),
+                               {"points": points, "request_id": "console-" + request_id})
+    except ApiError as exc:
+        page.flash("error", f"Nothing was redeemed: {exc.message()}")
+    else:
+        reward = answer.get("reward") or {}
+        page.flash("error" if reward.get("state") == "returned" else "success",
+                   f"Redeemed {points} points. " + present.reward_message(reward))
+    return page.redirect(_loyalty_anchor(customer_id))
+
+
+def issue_credit(page, customer_id: str) -> Response:
+    """Store credit as a coupon: the amount is typed in the store's currency and sent in its
+    minor units; the currency is read from the card, not from the form."""
+    form = page.request.form
+    try:
+        account = page.api.get(path("customers", customer_id, "loyalty"))
+        currency = present.store_currency(account) or present.store_currency(
+            None, _best_effort(page, "/loyalty/programme", {}))
+        if not currency:
+            raise ValueError("The store's currency is not known yet (no order and no programme "
+                             "currency), so no credit can be issued.")
+        try:
+            amount = present.to_minor_units(form.get("amount", ""), currency)
+        except ValueError as exc:
+            raise ValueError(f"Amount {exc}.") from None
+        if amount < 1:
+            raise ValueError("Amount must be more than zero.")
+        reason = form.get("reason", "")
+        if reason not in dict(present.CREDIT_REASONS):
+            raise ValueError("Choose the reason for the credit.")
+        body: dict = {"amount": amount, "reason": reason,
+                      "note": form.get("note", "").strip()}
+        if form.get("expires", "").strip():
+            try:
+                body["expires_at"] = present.to_day_start(form["expires"])
+            except ValueError as exc:
+                raise ValueError(f"Valid until {exc}.") from None
         if form.get("request_id"):
             body["request_id"] = "console-" + form["request_id"][:64]
-        return page.api.post(path("customers", customer_id, "loyalty", "redeem"), body)
-    points = form.get("points", "").strip()
-    return _act(page, customer_id, "loyalty", call, f"Redeemed {points} points.")
+        answer = page.api.post(path("customers", customer_id, "loyalty", "credit"), body)
+    except ApiError as exc:
+        page.flash("error", f"No credit was issued: {exc.message()}")
+    except ValueError as exc:
+        page.flash("error", f"No credit was issued: {exc}")
+    else:
+        reward = answer.get("reward") or {}
+        page.flash("error" if reward.get("state") == "returned" else "success",
+                   "Store credit issued. " + present.reward_message(reward))
+    return page.redirect(_loyalty_anchor(customer_id))
+
+
+def cancel_reward(page, customer_id: str, reward_id: str) -> Response:
+    """Two steps as well: the reward is shown with what cancelling it does, then cancelled."""
+    back = _loyalty_anchor(customer_id)
+    if page.request.form.get("confirm") != "yes":
+        try:
+            rewards = page.api.get(path("customers", customer_id, "loyalty", "rewards"))
+        except ApiError as exc:
+            page.flash("error", f"Nothing was cancelled: {exc.message()}")
+            return page.redirect(back)
+        reward = next((r for r in rewards.get("items") or []
+                       if r.get("reward_id") == reward_id), None)
+        if reward is None or reward.get("state") not in present.CANCELLABLE_STATES:
+            page.flash("error", "Nothing was cancelled: that reward is not one that can be "
+                                "cancelled any more (used, cancelled or expired).")
+            return page.redirect(back)
+        return page.render("reward_cancel.html", title="Cancel this coupon?", reward=reward,
+                           back=back, customer_url=f"{PREFIX}/customers/{path(customer_id)[1:]}",
+                           state_labels=present.REWARD_STATES)
+    try:
+        reward = page.api.post(path("customers", customer_id, "loyalty", "rewards", reward_id,
+                                    "cancel"))
+    except ApiError as exc:
+        page.flash("error", f"Nothing was cancelled: {exc.message()}")
+    else:
+        page.flash("success", present.cancel_message(reward))
+    return page.redirect(back)
 
 
 def gdpr_request(page, customer_id: str) -> Response:
