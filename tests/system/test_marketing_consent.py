@@ -112,7 +112,8 @@ def configure(stack: FaultStack) -> None:
         for tag, subject in CAMPAIGNS.items():
             slug = tag.replace("-", "_")
             rpc.notifications.save_template(STORE, {
-                "slug": slug, "channel": "email", "subject": subject + ", {{ customer.first_name }}",
+                "slug": slug, "channel": "email",
+                "subject": subject + ", {{ customer.first_name }}",
                 "text": subject + ": 20 % off everything.", "html": f"<p>{subject}: 20 % off.</p>"})
             rpc.notifications.save_workflow(STORE, {
                 "workflow_id": tag, "name": subject, "enabled": True,
