@@ -25,6 +25,7 @@ from typing import Callable
 
 import pytest
 
+from shared.errors import NotFound  # registered: nameko re-raises loyalty's NotFound as it
 from tests.system.fault_stack import FaultStack, StoreScenario, log_dir, size
 from tests.system.harness import MongoServerProcess
 from tests.system.rewards_check import check_rewards
@@ -82,8 +83,7 @@ def plan_redemptions(stack: FaultStack, store: str, ids: list[str]) -> list[tupl
         for customer_id in ids:
             try:
                 balance = rpc.loyalty.get_account(store, customer_id)["balance"]
-            except Exception as exc:  # no order earned anything: no account
-                assert getattr(exc, "exc_type", None) == "NotFound", exc
+            except NotFound:  # no order earned anything: no account
                 continue
             for n in range(1 if balance < 600 else 2):
                 if balance >= 200:
@@ -105,8 +105,8 @@ def rewards_of(stack: FaultStack, store: str, ids: list[str]) -> dict[str, list[
         for cid in ids:
             try:
                 found[cid] = rpc.loyalty.list_rewards(store, cid)["items"]
-            except Exception as exc:
-                assert getattr(exc, "exc_type", None) == "NotFound", exc
+            except NotFound:  # no account: nothing to read
+                pass
     return found
 
 
@@ -116,8 +116,8 @@ def balances(stack: FaultStack, store: str, ids: list[str]) -> dict[str, int]:
         for cid in ids:
             try:
                 found[cid] = rpc.loyalty.get_account(store, cid)["balance"]
-            except Exception as exc:
-                assert getattr(exc, "exc_type", None) == "NotFound", exc
+            except NotFound:  # no account: nothing to read
+                pass
     return found
 
 
@@ -251,7 +251,11 @@ def test_a_shop_refusing_coupons_for_good_gives_each_redemptions_points_back_onc
 
         shop.refuse_coupon_writes()  # 400 woocommerce_rest_shop_coupon_not_created: for good
         answers = redeem_all(stack, store, plan)
-        assert {a["reward"]["state"] for a in answers} == {"returned"}, answers[:3]
+        # Mostly refused within the request; a reward the timer's step claimed first is
+        # answered pending and refused by that step.
+        assert {a["reward"]["state"] for a in answers} <= {"pending", "returned"}, answers[:3]
+        wait_for(lambda: set(_states(rewards_of(stack, store, ids))) == {"returned"}, 60,
+                 "every refused reward returned")
         assert shop.coupons == {}
         stack.quiet()
         assert balances(stack, store, ids) == before  # every point back, none twice

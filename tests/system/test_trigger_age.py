@@ -175,10 +175,15 @@ def test_what_a_backfill_derives_messages_nobody_but_a_live_vip_order_does(stack
         # The same minute, an existing registered customer, neither VIP, big spender nor gold,
         # places an order of 6,000.00: live news, each workflow once.
         registered = {c["customer_id"]: c for c in customers if c.get("registered")}
-        candidates = sorted(cid for cid in registered if profiles[cid]["segment"] != "vip"
-                            and cid not in big and tiers[cid] != "gold")
+        # ... and with an order placed before (so not a first order), chosen by the shop's id:
+        # ids here are random, and the first of them was someone without orders now and then.
+        ordered = {o["customer_id"] for o in shop.orders.values()
+                   if o["status"] in ("pending", "processing", "on-hold", "completed")}
+        candidates = sorted((c["woo_customer_id"], cid) for cid, c in registered.items()
+                            if profiles[cid]["segment"] != "vip" and cid not in big
+                            and tiers[cid] != "gold" and c["woo_customer_id"] in ordered)
         assert candidates, (segments, big, tiers)
-        chosen = registered[candidates[0]]
+        chosen = registered[candidates[0][1]]
         shop.clock.catch_up(datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
                             - timedelta(minutes=2))  # the order below adds a minute
         order = scenario.traffic.place_now(chosen["woo_customer_id"], status="processing",
