@@ -32,6 +32,9 @@ OPEN_REWARD_STATES = (PENDING, CLOSING)  # a step at the shop is due
 COUPON_VOID_STATUSES = frozenset({"cancelled", "failed", "trash"})
 # An order still being made at checkout has not counted a use yet.
 COUPON_UNCOUNTED_STATUSES = COUPON_VOID_STATUSES | {"checkout-draft"}
+# Orders remembered per reward code: WooCommerce's usage limit of 1 lets only one count at a
+# time, so a few suffice to follow a code given back and spent again.
+MAX_ORDERS_PER_CODE = 20
 
 
 class InsufficientBalance(Exception):
@@ -424,7 +427,7 @@ class Account:
             "reward_id": reward_id, "kind": kind, "state": PENDING, "code": code,
             "amount": amount, "currency": self.currency, "points": points, "request_key": key,
             "created_at": self.now, "expires_at": expires_at, "issued_at": None,
-            "order_id": None, "last_order": None, "uses": 0, "attempts": 0,
+            "order_id": None, "orders_using": [], "uses": 0, "attempts": 0,
             "next_attempt_at": self.now, "leased_until": None, "last_error": None,
             "reason": reason, "note": note, "actor": actor, "coupon_id": None,
             "points_expire_at": points_expire_at, "closing_reason": None,
@@ -531,34 +534,56 @@ class Account:
         return reward
 
     def apply_coupon_use(self, code: str, order_id: str, status: str, as_of: datetime) -> bool:
-        """An order carrying a reward's code: counted (any active status, refunded too) it
-        spends the reward; cancelled, failed or trashed it gives the use back, as WooCommerce
-        does. An older state of the same order than the one seen changes nothing."""
+        """An order carrying a reward's code. Every order seen with the code is kept with its
+        latest state, and the reward's use follows from all of them: while any counts (any
+        active status, refunded too) the reward is used by the first of those; when none does
+        (cancelled, failed or trashed, as WooCommerce gives the use back) it is unused again.
+        So a code given back by one order and spent by the next is spent whichever webhook
+        arrives first, and an older state of an order than the one seen changes nothing."""
         code = code.lower()
         reward = next((r for r in self.doc["rewards"].values() if r["code"] == code), None)
         if reward is None:
             return False
-        last = reward.get("last_order") or {}
-        if last.get("id") == order_id and aware(last.get("as_of")) > as_of:
+        orders = _orders_using(reward)
+        seen = next((o for o in orders if o["id"] == order_id), None)
+        if seen is not None and aware(seen["as_of"]) > as_of:
             return False
-        reward["last_order"] = {"id": order_id, "as_of": as_of}
-        reward_id, state = reward["reward_id"], reward["state"]
-        if status in COUPON_VOID_STATUSES:
-            if state == USED and reward.get("order_id") in (order_id, None):
-                reward.update(state=ISSUED, order_id=None, used_at=None)
-            self._touch(reward_id)
-            return True
-        if status in COUPON_UNCOUNTED_STATUSES:
-            self._touch(reward_id)
-            return True
-        if state in (PENDING, ISSUED, CLOSING) or (state == USED and reward.get("order_id") is None):
-            reward["uses"] = reward.get("uses", 0) + 1
-            reward.update(state=USED, order_id=order_id, used_at=self.now, next_attempt_at=None,
-                          leased_until=None, last_error=None)
-            self._notify("loyalty.reward_used", {**self._reward_data(reward), "order_id": order_id},
-                         f"{reward_id}:used:{order_id}:{reward['uses']}")
-        self._touch(reward_id)
+        counts = status not in COUPON_UNCOUNTED_STATUSES
+        if seen is None:
+            seen = {"id": order_id, "first_counted_at": None}
+            orders.append(seen)
+        seen.update(status=status, as_of=as_of, counts=counts)
+        if counts and seen["first_counted_at"] is None:
+            seen["first_counted_at"] = as_of
+        del orders[:-MAX_ORDERS_PER_CODE]
+        reward["orders_using"] = orders
+        self._settle_use(reward)
+        self._touch(reward["reward_id"])
         return True
+
+    def _settle_use(self, reward: dict) -> None:
+        """The reward's state from the orders using its code (see apply_coupon_use). An ended
+        reward stays ended; a use the shop reported without an order stays until an order
+        names it, or an order is seen giving the use back."""
+        reward_id, state = reward["reward_id"], reward["state"]
+        if state not in (PENDING, ISSUED, CLOSING, USED):
+            return
+        counting = [o for o in reward["orders_using"] if o["counts"]]
+        if not counting:
+            if state == USED:
+                back = CLOSING if reward.get("closing_reason") else ISSUED
+                reward.update(state=back, order_id=None, used_at=None,
+                              next_attempt_at=self.now if back == CLOSING else None)
+            return
+        user = next((o for o in counting if o["id"] == reward.get("order_id")), None)
+        if state == USED and user is not None:
+            return
+        user = min(counting, key=lambda o: (aware(o["first_counted_at"]), o["id"]))
+        reward["uses"] = reward.get("uses", 0) + 1
+        reward.update(state=USED, order_id=user["id"], used_at=self.now, next_attempt_at=None,
+                      leased_until=None, last_error=None)
+        self._notify("loyalty.reward_used", {**self._reward_data(reward), "order_id": user["id"]},
+                     f"{reward_id}:used:{user['id']}:{reward['uses']}")
 
     def _end(self, reward: dict, state: str, reason: str, error: str | None = None) -> None:
         """A reward that will not be spent: its points come back (unless it expired and the
@@ -636,6 +661,21 @@ class Account:
 
 
 MAX_COUPON_MINOR = 10 ** 12  # CouponSpec's bound on a fixed amount
+
+
+def _orders_using(reward: dict) -> list[dict]:
+    """The orders seen with a reward's code. A reward from before they were kept has at most
+    the order that used it and the last order seen."""
+    if "orders_using" in reward:
+        return reward["orders_using"]
+    orders = []
+    last = reward.get("last_order") or {}
+    if reward["state"] == USED and reward.get("order_id") is not None:
+        at = aware(last.get("as_of")) if last.get("id") == reward["order_id"] else None
+        at = at or aware(reward.get("used_at")) or aware(reward["created_at"])
+        orders.append({"id": reward["order_id"], "status": "processing", "as_of": at,
+                       "counts": True, "first_counted_at": at})
+    return orders
 
 
 def reward_due_at(reward: dict) -> datetime | None:

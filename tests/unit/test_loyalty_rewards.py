@@ -328,6 +328,55 @@ def test_an_order_with_the_code_uses_the_reward_whoever_placed_it_and_cancelling
     balanced(accounts, "c2")
 
 
+@pytest.mark.parametrize("cancel_first", [True, False], ids=["cancel-first", "reuse-first"])
+def test_a_code_given_back_and_spent_again_is_used_whichever_webhook_arrives_first(
+        world, cancel_first):
+    """Order A spends the code, A is cancelled at the shop (the use given back) and order B
+    spends it again. B's webhook may overtake A's cancellation: the reward ends used by B."""
+    storage, accounts, rewards, _, clock = world
+    earn(accounts, "c1", 1_000)
+    code = reward_of(rewards.redeem(STORE, "c1", 500))["code"]
+    placed_a = order_event("A", "c1", 2_000, codes=(code,), at=T0 + timedelta(minutes=1))
+    cancelled_a = order_event("A", "c1", 2_000, codes=(code,), status="cancelled",
+                              at=T0 + timedelta(minutes=2), event_type="order.updated")
+    placed_b = order_event("B", "c1", 2_000, codes=(code,), at=T0 + timedelta(minutes=3))
+    accounts.apply_order_event(placed_a)
+    for event in ([cancelled_a, placed_b] if cancel_first else [placed_b, cancelled_a]):
+        accounts.apply_order_event(event)
+    [reward] = accounts.list_rewards(STORE, "c1")["items"]
+    assert (reward["state"], reward["order_id"]) == ("used", "B")
+    assert [e["order_id"] for e in owed(storage, "loyalty.reward_used")] == ["A", "B"]
+    # B's cancellation gives it back; a late copy of A's placement changes nothing.
+    accounts.apply_order_event(order_event("B", "c1", 2_000, codes=(code,), status="cancelled",
+                                           at=T0 + timedelta(minutes=4),
+                                           event_type="order.updated"))
+    accounts.apply_order_event(placed_a)
+    [reward] = accounts.list_rewards(STORE, "c1")["items"]
+    assert (reward["state"], reward["order_id"]) == ("issued", None)
+    balanced(accounts, "c1")
+
+
+def test_two_orders_counting_one_code_leave_it_used_by_the_first(world):
+    """Were the shop ever to count one code twice, the reward stays used by the first order:
+    a second use is not a second reward."""
+    storage, accounts, rewards, _, _ = world
+    earn(accounts, "c1", 1_000)
+    code = reward_of(rewards.redeem(STORE, "c1", 500))["code"]
+    accounts.apply_order_event(order_event("B", "c1", 2_000, codes=(code,),
+                                           at=T0 + timedelta(minutes=3)))
+    accounts.apply_order_event(order_event("A", "c1", 2_000, codes=(code,),
+                                           at=T0 + timedelta(minutes=5)))
+    [reward] = accounts.list_rewards(STORE, "c1")["items"]
+    assert (reward["state"], reward["order_id"]) == ("used", "B")
+    assert [e["order_id"] for e in owed(storage, "loyalty.reward_used")] == ["B"]
+    accounts.apply_order_event(order_event("B", "c1", 2_000, codes=(code,), status="failed",
+                                           at=T0 + timedelta(minutes=6),
+                                           event_type="order.updated"))
+    [reward] = accounts.list_rewards(STORE, "c1")["items"]
+    assert (reward["state"], reward["order_id"]) == ("used", "A")
+    balanced(accounts, "c1")
+
+
 def test_an_order_with_an_unknown_code_changes_nothing(world):
     storage, accounts, _, _, _ = world
     earn(accounts, "c1", 1_000)
