@@ -198,12 +198,12 @@ class LoyaltyService(DataOwnerRpc):
     def get_account(self, store_id: str, customer_id: str) -> dict:
         """Balance (negative after a reversal outran a redemption), its cash value, tier,
         member since, next expiry, store credit (unused credit coupons), rewards pending."""
-        return self._accounts().account_view(store_id, customer_id)
+        return self._accounts().account_view(store_id, valid_customer_id(customer_id))
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def history(self, store_id: str, customer_id: str, page: dict | None = None) -> dict:
         """Ledger entries newest first: page = {"size": 50, "cursor": null}."""
-        return self._accounts().history(store_id, customer_id, page)
+        return self._accounts().history(store_id, valid_customer_id(customer_id), page)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def adjust(self, store_id: str, customer_id: str, points: int, reason: str, actor: str,
@@ -226,12 +226,12 @@ class LoyaltyService(DataOwnerRpc):
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def quote_redemption(self, store_id: str, customer_id: str, points: int) -> dict:
         """What a redemption would give and whether it is allowed now; changes nothing."""
-        return self._accounts().quote_redemption(store_id, customer_id, points)
+        return self._accounts().quote_redemption(store_id, valid_customer_id(customer_id), points)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def list_rewards(self, store_id: str, customer_id: str) -> dict:
         """The customer's rewards (coupons), newest first."""
-        return self._accounts().list_rewards(store_id, customer_id)
+        return self._accounts().list_rewards(store_id, valid_customer_id(customer_id))
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def cancel_reward(self, store_id: str, customer_id: str, reward_id: str, actor: str) -> dict:

@@ -124,6 +124,21 @@ def test_the_api_refuses_a_5000_character_id_with_a_400_naming_the_field(system)
     assert traces(system.services, HUGE[:100]) == []
 
 
+LOYALTY_READS = ["/customers/{id}/loyalty", "/customers/{id}/loyalty/history",
+                 "/customers/{id}/loyalty/rewards",
+                 "/customers/{id}/loyalty/redemption-quote?points=100"]
+
+
+def test_loyalty_reads_refuse_a_5000_character_id_with_a_400_naming_the_field(system):
+    client = system.client("read")
+    for path in LOYALTY_READS:
+        answer = client.get(path.format(id=HUGE))
+        assert answer.status_code == 400, (path, answer.status_code, answer.text[:300])
+        assert answer.json()["errors"] == {"customer_id": ["too long"]}, (path, answer.json())
+        answer = client.get(path.format(id=PHANTOM))
+        assert answer.status_code == 404, (path, answer.status_code, answer.text[:300])
+
+
 def test_a_customer_the_services_have_not_heard_of_yet_is_asked_of_customer_sync(services):
     """The race the check must survive: customer_sync holds a customer whose customer.created
     never reached the others (they started after it was sent). Writes still succeed."""
