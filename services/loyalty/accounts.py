@@ -285,16 +285,23 @@ class Accounts:
     def erase(self, store_id: str, customer_ids, request_id: str) -> dict:
         """Each account becomes a marker holding nothing about the person (no lots, orders,
         credit, owed events); their ledger entries stay for the shop's accounts, anonymised
-        (reasons and details blanked). Idempotent; counts are of what the request left erased."""
+        (reasons and details blanked); their unused rewards' coupons are owed a withdrawal
+        from the shop (shared.coupon_withdrawals). Idempotent; counts are of what the request
+        left erased."""
         accounts = self.storage.accounts.collection
         ids = sorted(set(customer_ids))
         keep = {"_id", "store_id", "customer_id", "version", "status", "erased_at",
                 "erasure_request_id", "had_account"}
+        now = self.clock()
         for customer_id in ids:
             key = self.storage.accounts.key(store_id, customer_id)
             held = accounts.find_one({"_id": key})
             if held is not None and held.get("status") == ERASED:
                 continue
+            # Owed before the account forgets them: their coupons carry the person's email.
+            for reward, meta, lease in lg.coupons_to_withdraw(held or {}):
+                self.storage.coupon_withdrawals.add(store_id, reward["code"], meta,
+                                                    max(now, lease) if lease else now, now)
             unset = {name: "" for name in (held or {}) if name not in keep}
             update: dict = {"$set": {"status": ERASED, "erased_at": self.clock(),
                                      "erasure_request_id": request_id,
@@ -312,6 +319,8 @@ class Accounts:
                                                   "status": ERASED, "had_account": True}),
             "ledger_entries": ledger.count_documents({"store_id": store_id,
                                                       "customer_id": {"$in": ids}}),
+            "coupons_to_withdraw": self.storage.coupon_withdrawals.collection.count_documents(
+                {"store_id": store_id, "meta.loyalty_customer": {"$in": ids}}),
         }
 
     # -- reading -------------------------------------------------------------------------------

@@ -663,6 +663,21 @@ class Account:
 MAX_COUPON_MINOR = 10 ** 12  # CouponSpec's bound on a fixed amount
 
 
+def coupon_meta(customer_id: str, reward: dict) -> dict[str, str]:
+    """What marks the coupon as this reward's: the shop is asked for a coupon with the code
+    *and* this meta, so somebody else's coupon with the same code is never taken for it."""
+    return {"loyalty_customer": customer_id, "loyalty_reward": reward["reward_id"],
+            "loyalty_entry": reward["request_key"]}
+
+
+def coupons_to_withdraw(doc: dict) -> list[tuple[dict, dict[str, str], datetime | None]]:
+    """An account's rewards whose coupon may be at the shop unused (pending, issued, closing),
+    with the meta that marks each and the end of a coupon call that may still be running."""
+    return [(reward, coupon_meta(doc["customer_id"], reward), aware(reward.get("leased_until")))
+            for reward in (doc.get("rewards") or {}).values()
+            if reward["state"] in (PENDING, ISSUED, CLOSING)]
+
+
 def _orders_using(reward: dict) -> list[dict]:
     """The orders seen with a reward's code. A reward from before they were kept has at most
     the order that used it and the last order seen."""

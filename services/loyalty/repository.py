@@ -16,6 +16,7 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
+from shared.coupon_withdrawals import CouponWithdrawals
 from shared.erasure import ErasureReceipts
 from shared.events import Event
 from shared.outbox import OUTBOX_FIELD, push_events
@@ -181,10 +182,12 @@ class LoyaltyStorage:
         self.ledger = LedgerRepository(database["ledger"], database["accounts"])
         self.programmes = ProgrammeRepository(database["programmes"])
         self.erasures = ErasureReceipts(database["erasures"])
+        self.coupon_withdrawals = CouponWithdrawals(database["coupon_withdrawals"])
 
     def ensure_indexes(self) -> None:
         self.accounts.ensure_indexes()
         self.ledger.ensure_indexes()
+        self.coupon_withdrawals.ensure_indexes()
 
     def outbox_collections(self) -> list[Collection]:
         return [self.accounts.collection, self.erasures.collection]

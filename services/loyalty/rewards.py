@@ -17,6 +17,7 @@ from typing import Protocol
 
 from services.loyalty import ledger as lg
 from services.loyalty.accounts import Accounts, Outcome, merge_outcomes
+from services.loyalty.ledger import coupon_meta
 from shared.coupons import CouponSpec
 from shared.errors import NotFound, Refused, ValidationError
 
@@ -41,13 +42,6 @@ class RetryPolicy:
 
     retry_seconds: float = 30.0
     retry_max_seconds: float = 3600.0
-
-
-def coupon_meta(customer_id: str, reward: dict) -> dict[str, str]:
-    """What marks the coupon as this reward's: the shop is asked for a coupon with the code
-    *and* this meta, so somebody else's coupon with the same code is never taken for it."""
-    return {"loyalty_customer": customer_id, "loyalty_reward": reward["reward_id"],
-            "loyalty_entry": reward["request_key"]}
 
 
 def coupon_spec(customer_id: str, reward: dict, individual_use: bool) -> CouponSpec:

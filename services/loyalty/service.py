@@ -13,6 +13,7 @@ from services.loyalty.repository import LoyaltyStorage, utcnow
 from services.loyalty.rewards import Rewards, RetryPolicy
 from services.loyalty.shop_coupons import CouponsOverRpc
 from shared.config import from_nameko
+from shared.coupon_withdrawals import WithdrawalPolicy
 from shared.customers import CustomerCheck, valid_customer_id
 from shared.dependencies import OutboxRelayProvider, Settings, WorkerLogContext
 from shared.erasure import confirm_erasure
@@ -190,6 +191,10 @@ class LoyaltyService(DataOwnerRpc):
     def _run_reward_step(self) -> dict:
         counts, outcome = self._rewards().run_due()
         self.outbox.notify(outcome.touched)
+        retry = self.settings.float("LOYALTY_REWARD_RETRY_SECONDS")
+        counts["withdrawals"] = self.storage.coupon_withdrawals.run_due(
+            CouponsOverRpc(self.customer_sync, retry).delete_coupon, self.clock(),
+            WithdrawalPolicy(retry, self.settings.float("LOYALTY_REWARD_RETRY_MAX_SECONDS")))
         return counts
 
     # -- RPC ---------------------------------------------------------------------------------

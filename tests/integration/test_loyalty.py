@@ -149,6 +149,7 @@ def test_erasure_confirms_and_forgets(services, rpc, events):
     got = events.wait_for(lambda got: events.of_type("gdpr.erasure_completed"), timeout=15)
     [done] = [e for e in got if e["event_type"] == "gdpr.erasure_completed"]
     assert done["data"]["service"] == "loyalty"
-    assert done["data"]["counts"] == {"accounts": 1, "ledger_entries": 2, "parked_messages": 0}
+    assert done["data"]["counts"] == {"accounts": 1, "ledger_entries": 2, "coupons_to_withdraw": 0,
+                                      "parked_messages": 0}
     with pytest.raises(NotFound):
         rpc.loyalty.get_account(STORE, "c-gone")

@@ -168,7 +168,7 @@ def test_erasure_keeps_anonymised_ledger_and_a_marker(setup):
     accounts.apply_order_event(order_event("1", "c1", 10_000))
     accounts.adjust("s1", "c1", 50, "called about her late parcel", "ops@shop")
     counts = accounts.erase("s1", ["c1", "c-none"], "req-1")
-    assert counts == {"accounts": 1, "ledger_entries": 2}
+    assert counts == {"accounts": 1, "ledger_entries": 2, "coupons_to_withdraw": 0}
     marker = storage.accounts.collection.find_one({"_id": "s1:c1"})
     assert set(marker) == {"_id", "store_id", "customer_id", "version", "status", "erased_at",
                            "erasure_request_id", "had_account"}

@@ -12,6 +12,7 @@ from services.loyalty import ledger as lg
 from services.loyalty.accounts import Accounts
 from services.loyalty.repository import LoyaltyStorage
 from services.loyalty.rewards import RetryPolicy, Rewards
+from shared.coupon_withdrawals import WithdrawalPolicy
 from shared.coupons import CODE_ALPHABET, CouponSpec
 from shared.errors import Conflict, NotFound, Refused, Unavailable, ValidationError
 from shared.events import build_event, contract
@@ -461,6 +462,55 @@ def test_an_unused_reward_expires_its_coupon_is_deleted_and_its_points_come_back
     [expired] = owed(storage, "loyalty.reward_expired")
     assert (expired["reason"], expired["points_returned"]) == ("expired", 500 if give_back else 0)
     balanced(accounts, "c1")
+
+
+# -- erasure ---------------------------------------------------------------------------------------
+
+def test_an_erasure_withdraws_the_persons_unused_coupons_from_the_shop_and_keeps_no_one(world):
+    """Coupons carry the person's email at the shop: an erasure owes their deletion (unused
+    ones; a used one is the shop's order's), retried while the shop is away, with nothing
+    about the person kept but the code and the coupon's meta."""
+    storage, accounts, rewards, shop, clock = world
+    earn(accounts, "c1", 2_000)
+    issued = reward_of(rewards.redeem(STORE, "c1", 500))
+    used = reward_of(rewards.redeem(STORE, "c1", 500, request_id="r-used"))
+    accounts.apply_order_event(order_event("55", "c1", 2_000, codes=(used["code"],),
+                                           at=T0 + timedelta(minutes=1)))
+    shop.coupons[used["code"]]["usage_count"] = 1
+    shop.failure = Unavailable("down")
+    pending = reward_of(rewards.redeem(STORE, "c1", 500, request_id="r-pending"))
+    assert pending["state"] == "pending"
+    shop.failure = None
+    earn(accounts, "c2", 1_000, order_id="2")
+    kept = reward_of(rewards.redeem(STORE, "c2", 500))
+
+    counts = accounts.erase(STORE, ["c1"], "req-1")
+    assert counts["coupons_to_withdraw"] == 2  # the issued and the pending one
+    withdrawals = storage.coupon_withdrawals.collection
+    assert {w["code"] for w in withdrawals.find()} == {issued["code"], pending["code"]}
+    for held in withdrawals.find():
+        assert set(held) == {"_id", "store_id", "code", "meta", "created_at", "attempts",
+                             "next_attempt_at", "last_error"}
+    # The shop is away: nothing lost, tried again after the wait.
+    shop.failure = Unavailable("down")
+    clock.now += timedelta(minutes=1)
+    assert rewards_step_withdrawals(storage, shop, clock)["retrying"] == 2
+    assert withdrawals.count_documents({"last_error": "Unavailable: down"}) == 2
+    assert rewards_step_withdrawals(storage, shop, clock)["retrying"] == 0  # not due yet
+    shop.failure = None
+    clock.now += timedelta(seconds=30)
+    counts = rewards_step_withdrawals(storage, shop, clock)
+    assert (counts["withdrawn"], counts["absent"], counts["waiting"]) == (1, 1, 0)
+    assert issued["code"] not in shop.coupons and used["code"] in shop.coupons
+    assert kept["code"] in shop.coupons  # somebody else's reward is not touched
+    # Asked again (gdpr retries): nothing more is owed.
+    accounts.erase(STORE, ["c1"], "req-1")
+    assert withdrawals.count_documents({}) == 0
+
+
+def rewards_step_withdrawals(storage, shop, clock) -> dict:
+    return storage.coupon_withdrawals.run_due(shop.delete_coupon, clock.now,
+                                              WithdrawalPolicy(30, 100))
 
 
 # -- store credit ----------------------------------------------------------------------------------
