@@ -154,6 +154,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("NOTIFY_COUPON_TIMEOUT_SECONDS", "10",
             "How long a send waits for customer_sync to make its coupon at the shop; past it "
             "the send is retried like a provider's transient failure."),
+    Setting("NOTIFY_COUPON_WITHDRAW_SECONDS", "60",
+            "How often notifications asks the shop to delete the unused message coupons of "
+            "erased customers, and the first wait before a failed deletion is tried again "
+            "(doubling)."),
+    Setting("NOTIFY_COUPON_WITHDRAW_MAX_SECONDS", "3600",
+            "Longest wait between tries to delete an erased customer's message coupon."),
     Setting("TEMPLATE_EMAIL_MAX_CHARS", "200000",
             "Longest rendered part of an email (subject, HTML or text), and longest value a "
             "template may make while rendering one; a template over it is refused when saved or "

@@ -19,6 +19,7 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from services.notifications.suppression import SuppressionRepository
+from shared.coupon_withdrawals import CouponWithdrawals
 from shared.erasure import ErasureReceipts
 from shared.errors import ValidationError
 
@@ -226,6 +227,7 @@ class NotificationsStorage:
         self.settings = database["store_settings"]
         self.bulk_jobs = database["bulk_jobs"]
         self.erasures = ErasureReceipts(database["erasures"])
+        self.coupon_withdrawals = CouponWithdrawals(database["coupon_withdrawals"])
         self.suppressions = SuppressionRepository(database["suppressions"],
                                                   database["suppression_keys"])
 
@@ -233,6 +235,7 @@ class NotificationsStorage:
         self.contacts.ensure_indexes()
         self.sends.ensure_indexes()
         self.suppressions.ensure_indexes()
+        self.coupon_withdrawals.ensure_indexes()
         self.templates.create_index([("store_id", ASCENDING), ("slug", ASCENDING)], unique=True)
         self.workflows.create_index([("store_id", ASCENDING), ("workflow_id", ASCENDING)],
                                     unique=True)

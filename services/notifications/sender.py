@@ -96,7 +96,7 @@ def context(contact: dict, settings, links: MessageLinks = MessageLinks()) -> di
     }
 
 
-def _coupon_meta(send: dict) -> dict:
+def coupon_meta(send: dict) -> dict:
     """What marks a coupon at the shop as this send's (meta values hold 200 characters)."""
     send_id = send["_id"] if len(send["_id"]) <= 200 else str(uuid.uuid5(_NAMESPACE, send["_id"]))
     return {"companion_send": send_id}
@@ -289,7 +289,7 @@ class Sender:
             return
         try:
             answer = self.shop_coupons.delete_coupon(send["store_id"], coupon["code"],
-                                                     _coupon_meta(send))
+                                                     coupon_meta(send))
             outcome = {"coupon.withdrawn": bool(answer.get("deleted"))}
         except Exception as exc:
             log.warning("a failed send's coupon could not be deleted at the shop: %s", exc,
@@ -306,7 +306,7 @@ class Sender:
             individual_use=coupon["individual_use"], minimum_spend=coupon["minimum_spend"],
             usage_limit=1, description=f"Message {send['template']} of workflow "
                                        f"{send.get('workflow_id')}"[:500],
-            meta=_coupon_meta(send))
+            meta=coupon_meta(send))
 
     def _coupon_failed(self, send: dict, attempts: list, reason: str, transient: bool) -> str:
         """Recorded as an attempt, so a shop that cannot make the coupon now is retried with

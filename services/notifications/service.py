@@ -3,7 +3,7 @@ Twilio's callbacks to `twilio_hooks`, the links in messages to `PreferenceDoor`.
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import eventlet
 from nameko.exceptions import MethodNotFound, RpcTimeout, UnknownService
@@ -18,12 +18,13 @@ from services.notifications.channels import EmailChannel, SmsChannel, SmtpSettin
 from services.notifications.notifier import Notifier
 from services.notifications.preference_door import Answer, PreferenceDoor, Unavailable
 from services.notifications.repository import ERASED, NotificationsStorage
-from services.notifications.sender import Sender, SenderSettings
+from services.notifications.sender import Sender, SenderSettings, coupon_meta
 from services.notifications.sender import context as template_context
 from services.notifications.suppression import Suppressions, list_request
 from services.notifications.templates import (SAMPLE_CONTEXT, SAMPLE_EXTRAS, RenderFailed, render,
                                                validate_template)
 from shared.config import Config, from_nameko
+from shared.coupon_withdrawals import WithdrawalPolicy
 from shared.coupons import check_prefix
 from shared.customers import (CustomerCheck, not_found,
                               valid_customer_id, valid_customer_ids)
@@ -34,6 +35,7 @@ from shared.health import HealthEndpoints, json_response
 from shared.messaging.handlers import event_handler
 from shared.mongo import MongoStorage
 from shared.service_rpc import DataOwnerRpc
+from shared.timers import ConfiguredTimer
 from shared.tls import amqp_ssl_options
 from shared.web import http
 
@@ -330,8 +332,45 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
             contact = self.storage.contacts.get(store_id, customer_id) or {}
             addresses += [("email", contact.get("email")), ("sms", contact.get("phone"))]
         forgotten = self._suppressions().forget_addresses(store_id, addresses)
+        withdrawals = self._owe_coupon_withdrawals(store_id, customer_ids)
         return {**self._notifier().erase(store_id, customer_ids, request_id),
-                "suppressions": forgotten}
+                "suppressions": forgotten, "coupons_to_withdraw": withdrawals}
+
+    def _owe_coupon_withdrawals(self, store_id: str, customer_ids: list[str]) -> int:
+        """The person's message coupons carry their email at the shop: each one not already
+        taken back is owed a deletion (shared.coupon_withdrawals), before the send log
+        forgets them. A send being sent may still be asking for its coupon: its deletion
+        waits for the send's lease."""
+        now = datetime.now(timezone.utc)
+        lease = timedelta(seconds=self.settings.float("NOTIFY_LEASE_SECONDS"))
+        owed = 0
+        for send in self.storage.sends.collection.find(
+                {"store_id": store_id, "customer_id": {"$in": list(customer_ids)},
+                 "coupon.code": {"$type": "string"}, "coupon.withdrawn": {"$ne": True}},
+                {"store_id": 1, "coupon": 1, "status": 1}):
+            not_before = now + lease if send.get("status") == "sending" else now
+            self.storage.coupon_withdrawals.add(store_id, send["coupon"]["code"],
+                                                coupon_meta(send), not_before, now)
+            owed += 1
+        return owed
+
+    @ConfiguredTimer.decorator(setting="NOTIFY_COUPON_WITHDRAW_SECONDS")
+    def coupon_withdrawal_step(self) -> None:
+        """Erased customers' message coupons deleted at the shop, retried while it is away."""
+        self._run_coupon_withdrawals()
+
+    def _run_coupon_withdrawals(self) -> dict:
+        coupons = CouponsOverRpc(self.settings,
+                                 self.settings.float("NOTIFY_COUPON_TIMEOUT_SECONDS"))
+        return self.storage.coupon_withdrawals.run_due(
+            coupons.delete_coupon, datetime.now(timezone.utc),
+            WithdrawalPolicy(self.settings.float("NOTIFY_COUPON_WITHDRAW_SECONDS"),
+                             self.settings.float("NOTIFY_COUPON_WITHDRAW_MAX_SECONDS")))
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def run_coupon_withdrawals(self) -> dict:
+        """Run the coupon withdrawal step now (operators; tests): what it did, what waits."""
+        return self._run_coupon_withdrawals()
 
     def _suppressions(self) -> Suppressions:
         return Suppressions(self.storage.suppressions)

@@ -15,9 +15,10 @@ from services.customer_sync.service import CustomerSyncService
 from services.customer_sync.signature import sign
 from services.notifications.service import NotificationsService
 from shared import mongo
+from shared.events import build_event
 from tests.fakes.smtp_server import SmtpServer
 from tests.fakes.woo_shop import FakeWooShop
-from tests.support import free_port, wait_until
+from tests.support import free_port, publish, wait_until
 
 STORE = "cp"
 SECRET = "whsec-coupons-1234"
@@ -50,7 +51,8 @@ def rpc(services, shop, smtp):
     services.start(NotificationsService, WEB_SERVER_ADDRESS=f"127.0.0.1:{free_port()}",
                    SMTP_HOST=smtp.host, SMTP_PORT=str(smtp.port), NOTIFY_POLL_SECONDS="0.2",
                    NOTIFY_RETRY_SECONDS="0.5", NOTIFY_MAX_ATTEMPTS="10",
-                   NOTIFY_COUPON_TIMEOUT_SECONDS="10")
+                   NOTIFY_COUPON_TIMEOUT_SECONDS="10",
+                   NOTIFY_COUPON_WITHDRAW_SECONDS="3600")  # the tests run the step themselves
     with ClusterRpcProxy({"AMQP_URI": services.amqp_uri}, timeout=30) as proxy:
         proxy.customer_sync.register_store({
             "store_id": STORE, "shop_url": shop.base_url, "webhook_secret": SECRET,
@@ -156,3 +158,31 @@ def test_a_send_asked_again_for_its_coupon_reuses_the_code(services, shop, smtp,
     wait_until(lambda: sends(services)[0].get("coupon", {}).get("coupon_id") is not None,
                message="the coupon's id recorded again")
     assert sends(services)[0]["coupon"]["coupon_id"] == shop_coupons(shop, code)[0]["id"]
+
+
+def test_an_erasure_takes_the_persons_unused_message_coupon_back_from_the_shop(
+        services, shop, smtp, rpc):
+    """The coupon carries the person's email at the shop: their erasure deletes it (retried
+    while the shop is away), and what notifications kept to do so is gone once it is done."""
+    woo = sign_up(services, shop)
+    smtp.wait_for(1, timeout=30)
+    [coupon] = shop_coupons(shop)
+    assert coupon["email_restrictions"] == [woo["email"].lower()]
+    [send] = sends(services)
+    request = build_event("gdpr.erasure_requested", store_id=STORE,
+                          data={"request_id": "req-coupon", "customer_ids": [send["customer_id"]],
+                                "email": woo["email"]}).to_message()
+    shop.coupons_down(503)
+    publish(services.amqp_uri, request)
+    database = mongo.connect(services.mongo_uri)["companion_notifications"]
+    wait_until(lambda: database["coupon_withdrawals"].count_documents({}) == 1, timeout=15,
+               message="the coupon's withdrawal owed")
+    assert rpc.notifications.run_coupon_withdrawals()["retrying"] == 1
+    assert shop_coupons(shop, coupon["code"])  # still there: the shop was away
+    database["coupon_withdrawals"].update_many(  # due now rather than after the wait
+        {}, {"$set": {"next_attempt_at": datetime(2000, 1, 1)}})
+    shop.reset_faults()
+    done = rpc.notifications.run_coupon_withdrawals()
+    assert (done["withdrawn"], done["waiting"]) == (1, 0)
+    assert shop_coupons(shop) == []
+    assert database["coupon_withdrawals"].count_documents({}) == 0

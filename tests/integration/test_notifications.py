@@ -308,7 +308,7 @@ def test_birthdays_and_erasure(services, smtp, twilio, rpc, events):
     got = events.wait_for(lambda got: events.of_type("gdpr.erasure_completed"), timeout=15)
     [done] = [e for e in got if e["event_type"] == "gdpr.erasure_completed"]
     assert done["data"]["counts"] == {"contacts": 1, "sends": 1, "suppressions": 0,
-                                      "parked_messages": 0}
+                                      "coupons_to_withdraw": 0, "parked_messages": 0}
     [entry] = [d for d in _database(services)["sends"].find({"customer_id": "c8"})]
     assert "to" not in entry and "subject" not in entry and entry["redacted"] is True
     assert "hal@example.com" not in repr(entry)
