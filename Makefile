@@ -36,7 +36,7 @@ $(BENCH_STAMP): requirements-bench.txt $(STAMP)
 	touch $(BENCH_STAMP)
 
 ## Start every service in the foreground (Ctrl-C stops them). Uses AMQP_URI, MONGO_URI,
-## WEB_SERVER_ADDRESS and the other variables documented in README.md.
+## WEB_SERVER_ADDRESS and the other variables documented in docs/configuration.md.
 run: $(STAMP)
 	$(PY) -m services
 
@@ -56,11 +56,11 @@ test-wire: $(STAMP)
 	$(PY) -m pytest -m wire tests/unit
 
 ## Every service as its own process, 1,000 customers and 5,000 orders through webhooks, checked
-## against the traffic driver's oracle (README: System scenario).
+## against the traffic driver's oracle (docs/testing.md).
 test-system: $(STAMP)
 	SYSTEM_CUSTOMERS=$${SYSTEM_CUSTOMERS:-1000} SYSTEM_ORDERS=$${SYSTEM_ORDERS:-5000} $(PY) -m pytest -s tests/system
 
-## The whole system end to end (README: System end to end): 100 orders/s of signed webhooks for
+## The whole system end to end (docs/benchmarks.md): 100 orders/s of signed webhooks for
 ## 60 s, a 10x burst, raw kombu beside them, per-service memory, and a 100,000-event backlog
 ## drained after an outage; bench/results/system.json and system.png. BENCH_ARGS adds options
 ## (e.g. BENCH_ARGS="--duration 10 --backlog 5000" for a quick run).

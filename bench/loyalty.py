@@ -23,7 +23,7 @@ For each target, in a fresh RabbitMQ virtual host of its own (management API on
 Rates are N / seconds from the moment the restarted process had a consumer on the queue (its
 start-up, imports and index creation, is reported apart, as "from process start"). Also
 recorded: CPU seconds of each child and of the broker during its drain, loyalty's peak RSS
-(VmHWM), the machine's load, the code measured. Target (the issue's): loyalty's rate at least
+(VmHWM), the machine's load, the code measured. Target: loyalty's rate at least
 0.50 of the empty handler's. The figures are printed and written as JSON (default
 bench/results/loyalty.json; with --only-empty, bench/results/loyalty-empty.json). Exit status:
 0 when the run completed (target met or not; with --strict, 3 when missed), 1 when it failed.
@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Callable
 
 # shared.events and tests.support import nameko, which imports eventlet, which announces its
-# maintenance mode (DESIGN.md records that choice). This process is never monkey-patched.
+# maintenance mode (docs/design.md records that choice). This process is never monkey-patched.
 warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
 
 import amqp  # noqa: E402

@@ -33,7 +33,7 @@ the bulk_send RPC's own time, the time to the first message, rates by quarter (a
 slows as sends accumulate shows there), notifications' CPU seconds, CPU ms per message and peak
 RSS (VmHWM, reset when the timed part starts, and over its whole life), and the cost of the
 SMTP server itself: this process's CPU seconds and its server thread's, per phase. Also the
-machine's load, the broker's CPU, and the code measured. Target (the issue's): notifications'
+machine's load, the broker's CPU, and the code measured. Target: notifications'
 rate at least 0.50 of the bare loop's (the mean of its two runs). Results are printed and
 written as JSON (default bench/results/notifications.json).
 
@@ -65,7 +65,7 @@ from pathlib import Path
 from typing import Callable
 
 # shared.events and tests.support import nameko, which imports eventlet, which announces its
-# maintenance mode (DESIGN.md records that choice). This process is never monkey-patched.
+# maintenance mode (docs/design.md records that choice). This process is never monkey-patched.
 warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
 
 from bench.common import (Child, log, machine, process_cpu_seconds, source_state,  # noqa: E402

@@ -26,7 +26,7 @@ Order times keep at least an hour clear of the seeding time's time of day, so th
 counts segments and RFM scores use cannot tick over between the seeding and the second recompute
 (within an hour): the second recompute sees exactly what the first one saw.
 
-Targets (the issue's): the recompute of 100,000 customers / 400,000 orders in under 60 s and
+Targets: the recompute of 100,000 customers / 400,000 orders in under 60 s and
 the process under 1 GiB. The figures are printed and written as JSON (default
 bench/results/segmentation.json). Exit status: 0 when the run completed (targets met or not;
 with --strict, 3 when a target is missed), 1 when it failed or timed out.
@@ -51,7 +51,7 @@ from pathlib import Path
 import warnings
 
 # shared.events imports nameko, which imports eventlet, which announces its maintenance mode
-# (DESIGN.md records that choice). This process is never monkey-patched.
+# (docs/design.md records that choice). This process is never monkey-patched.
 warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
 
 from bench.common import log, machine, source_state  # noqa: E402

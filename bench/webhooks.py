@@ -40,7 +40,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 # nameko (imported by the RPC client and tests.support) imports eventlet, which announces its
-# maintenance mode; DESIGN.md records that choice. This process is never monkey-patched.
+# maintenance mode; docs/design.md records that choice. This process is never monkey-patched.
 warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
 
 import requests  # noqa: E402

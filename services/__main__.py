@@ -5,7 +5,7 @@ entry module; everything else lives in `services.runner`.
 """
 import warnings
 
-# eventlet announces its maintenance mode on import; DESIGN.md records that choice already.
+# eventlet announces its maintenance mode on import; docs/design.md records that choice already.
 warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
 
 import eventlet  # noqa: E402

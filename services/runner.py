@@ -33,7 +33,7 @@ SERVICES = {
 }
 # Services with HTTP endpoints of their own, and the setting naming their address: one process
 # may run several services, and each web server needs its own port.
-# Services that own no database (DESIGN.md): a process running only these checks the broker.
+# Services that own no database (docs/design.md): a process running only these checks the broker.
 WITHOUT_DATABASE = frozenset({"gateway"})
 OWN_WEB_ADDRESS = {"notifications": "NOTIFICATIONS_WEB_SERVER_ADDRESS",
                    "gateway": "GATEWAY_WEB_SERVER_ADDRESS"}

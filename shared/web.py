@@ -67,7 +67,7 @@ class BackloggedWebServer(WebServer):
             self._starting = True
             backlog = max(1, from_nameko(self.container.config).int("WEB_LISTEN_BACKLOG"))
             self._sock = eventlet.listen(self.bind_addr, backlog=backlog)
-            self._sock.settimeout(None)  # as nameko: kombu issue 838
+            self._sock.settimeout(None)  # as nameko: no timeout kombu set leaks in
             self._serv = self.get_wsgi_server(self._sock, self.get_wsgi_app(),
                                               protocol=ProblemAnsweringProtocol)
             self._gt = self.container.spawn_managed_thread(self.run)

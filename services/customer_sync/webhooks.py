@@ -1,7 +1,7 @@
 """The WooCommerce webhook door: check, record durably, answer fast. Plain code, no nameko.
 
-Order of checks (DESIGN.md): size, store, WooCommerce's unsigned ping, signature (before the
-body is parsed), then the body: its JSON, then every field applying it will read (400 naming
+Order of checks (docs/architecture.md, "How it works"): size, store, WooCommerce's unsigned
+ping, signature (before the body is parsed), then the body: its JSON, then every field applying it will read (400 naming
 the field), so nothing is answered 200 that the workers would then refuse. Nothing is recorded for a rejected request. An accepted
 delivery is stored in the inbox under the key of the *change* it carries, so the same state
 delivered twice is answered 200 and recorded once; applying it happens after the answer.

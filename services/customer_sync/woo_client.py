@@ -1,6 +1,6 @@
 """WooCommerce REST API v3 client for the backfill and the reconciliation (plain code, no nameko).
 
-Why it looks the way it does (see /work/shared/woocommerce.md):
+Why it looks the way it does (see docs/woocommerce.md):
 
 - Shops sit behind rate-limiting, flaky hosting: 429, 5xx, timeouts and dropped connections
   are retried with back-off, honouring Retry-After, so a long backfill survives them; only

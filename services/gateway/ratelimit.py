@@ -2,7 +2,7 @@
 
 Each key may make `limit` requests a minute, refilled continuously, with bursts up to the
 whole minute's allowance. With several gateway instances behind a balancer each one counts on
-its own, so a key's effective limit is the per-instance limit times the instances (README).
+its own, so a key's effective limit is the per-instance limit times the instances (docs/api.md).
 """
 from __future__ import annotations
 

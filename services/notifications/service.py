@@ -640,7 +640,7 @@ def _json(value):
 
 
 def _read_view(doc: dict) -> dict:
-    """A template or workflow as RPC answers it: times as ISO-8601 UTC (DESIGN.md)."""
+    """A template or workflow as RPC answers it: times as ISO-8601 UTC (docs/design.md)."""
     view = dict(doc)
     updated = view.get("updated_at")
     if isinstance(updated, datetime):

@@ -1,7 +1,7 @@
 """A fake WooCommerce shop: REST API v3 over real HTTP, deterministic from a seed.
 
 Backfill, reconciliation and whole-system tests talk to it exactly as they would talk to a
-shop (see /work/shared/woocommerce.md): HTTP Basic or query-parameter auth, `page`/`per_page`
+shop (see docs/woocommerce.md): HTTP Basic or query-parameter auth, `page`/`per_page`
 paging with `X-WP-Total`, `X-WP-TotalPages` and `Link` headers, `modified_after` on orders
 only, WooCommerce-style JSON errors, and injectable 429/5xx faults, slow answers and dropped
 connections.

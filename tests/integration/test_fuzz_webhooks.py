@@ -6,7 +6,7 @@ missing fields, huge values and deep nesting, other encodings, form bodies), ran
 (topic, signature absent, garbage, made for another body or secret, correct; content types,
 delivery ids), sizes around WEBHOOK_MAX_BODY_BYTES, lying Content-Lengths and odd store ids.
 
-For every request the test predicts the answer from README's "How it works" (413, 404, ping
+For every request the test predicts the answer from docs/architecture.md's "How it works" (413, 404, ping
 200, 401, ignored topic 200, 400, accepted) and checks it, never a 5xx, and counts the
 new `webhook_inbox` documents: a request the door must refuse records nothing.
 Signed JSON objects with a valid id are either recorded (200) or refused with a 400 naming the
@@ -174,7 +174,7 @@ def deliveries(draw) -> dict:
 
 # -- the oracle ---------------------------------------------------------------------------------
 def expected(body: bytes, headers: dict) -> tuple[int, str]:
-    """The answer README's "How it works" promises, and whether it may record."""
+    """The answer docs/architecture.md's "How it works" promises, and whether it may record."""
     if len(body) > LIMIT:
         return 413, "refused"
     signature = headers.get("X-WC-Webhook-Signature")

@@ -66,7 +66,7 @@ def _parse(gmt: str) -> datetime:
 
 
 def expected_segment(c: dict, now: datetime, cutoff: int | None) -> str:
-    """The product's segment rules (README, Segmentation), written out independently."""
+    """The product's segment rules (docs/services/segmentation.md), written out independently."""
     n, spent = c["orders_count"], c["total_spent"]
     if n == 0:
         return "prospect"
@@ -154,7 +154,7 @@ def plan_traffic(shop, seed: int, customers: int, orders: int) -> WooTraffic:
 def outcome_unknown_sends(send_log: list[dict], channel: str, senders_killed: bool) -> list[str]:
     """The sends of `channel` in a customer's log that a killed sender left failed with
     "outcome unknown" (it was handing them to the provider; notifications does not send them
-    again: at most once by design, README: Sending). Only a run that killed a sender may
+    again: at most once by design, docs/services/notifications.md, Sending). Only a run that killed a sender may
     excuse a missing message so: anywhere else there are none to excuse."""
     if not senders_killed:
         return []
@@ -364,7 +364,7 @@ def backfill_changes_nothing(rpc, store: str, checked: dict, quiet: Callable[[],
                              messages: Callable[[], tuple]) -> dict:
     """A full backfill once everything was delivered finds nothing missing. The shop changes some
     customer fields without any webhook (is_paying_customer and the address saved at checkout:
-    woocommerce.md), so the first backfill may update customers, and only customers; every order
+    docs/woocommerce.md), so the first backfill may update customers, and only customers; every order
     is already exact, and no count, stat, segment or message (`messages()`: what the SMTP server
     and Twilio received) moves. A second backfill finds every state held: nothing updated,
     nothing published. `checked` is what `check_consistency` answered. Answers the first run's

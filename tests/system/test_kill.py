@@ -1,5 +1,5 @@
-"""kill -9 of each service in turn, mid-stream, then a restart while the traffic goes on (issue
-8): once the system is quiet, nothing may be lost and nothing applied twice.
+"""kill -9 of each service in turn, mid-stream, then a restart while the traffic goes on: once
+the system is quiet, nothing may be lost and nothing applied twice.
 
 The whole system runs as OS processes (tests/system/conftest.py) against one database process,
 tests/fakes/mongo_server.py, which is never killed: a killed service finds its database as it
@@ -10,7 +10,7 @@ while deliveries continue:
 * gdpr during the consent RPCs: calls to it wait in its RPC queue; the one it was running is
   unacknowledged, so RabbitMQ hands it to the restarted process (answered then);
 * customer_sync during order webhooks: deliveries while it is down fail (connection refused),
-  and WooCommerce never retries (woocommerce.md; the traffic driver does not either). What it
+  and WooCommerce never retries (docs/woocommerce.md; the traffic driver does not either). What it
   had recorded in its inbox (answered 200) is applied after the restart by the inbox sweep;
   what was refused is re-read through the shop's REST API by a backfill once the traffic is
   over (what an operator runs after an outage; the scheduled reconciliation is off in the

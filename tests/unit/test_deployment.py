@@ -48,10 +48,27 @@ def test_compose_environment_names_are_documented_settings():
             assert set(spec["environment"]) <= known, f"{name} sets an undocumented variable"
 
 
-def test_readme_documents_every_setting():
-    readme = (ROOT / "README.md").read_text()
-    missing = [s.name for s in SETTINGS if f"`{s.name}`" not in readme]
-    assert not missing, f"README.md does not document: {missing}"
+def test_the_configuration_page_holds_the_table_the_code_declares():
+    from shared.config import SETTINGS_END, SETTINGS_START, settings_table
+    from shared.generated_docs import held_block
+
+    page = (ROOT / "docs" / "configuration.md").read_text()
+    assert held_block(page, SETTINGS_START, SETTINGS_END) == settings_table(), (
+        "run `python -m shared.config` to regenerate docs/configuration.md")
+    missing = [s.name for s in SETTINGS if f"| `{s.name}` | " not in page]
+    assert not missing, f"docs/configuration.md does not document: {missing}"
+
+
+def test_the_settings_table_gives_every_variable_its_default_and_meaning():
+    from shared.config import settings_table
+
+    rows = {line.split(" | ")[0].strip("| `"): line.split(" | ")
+            for line in settings_table().splitlines() if line.startswith("| `")}
+    assert list(rows) == [s.name for s in SETTINGS]
+    for setting in SETTINGS:
+        _, default, meaning = rows[setting.name]
+        assert default == (f"`{setting.default}`" if setting.default else "(empty)")
+        assert meaning == f"{setting.description} |" and setting.description.strip()
 
 
 # -- the whole deployment: compose files, .env.example, production files ----------------------
@@ -161,18 +178,34 @@ def test_makefile_has_up_down_logs_that_check_for_docker():
     assert "command -v docker" in makefile
 
 
-def test_the_readme_points_to_the_deployment_guide():
-    assert "deploy/README.md" in (ROOT / "README.md").read_text()
+def test_the_readme_and_the_operations_page_point_to_the_deployment_guide():
+    assert "(deploy/README.md)" in (ROOT / "README.md").read_text()
+    assert "(../deploy/README.md)" in (ROOT / "docs" / "operations.md").read_text()
     guide = (ROOT / "deploy" / "README.md").read_text()
     for topic in ("quorum", "replica set", "broker_permissions", "AMQP_SSL_CA_FILE",
                   "MONGO_TLS_CA_FILE", "replicas"):
         assert topic in guide, topic
 
 
-def test_the_readmes_event_catalogue_is_the_one_the_code_declares():
-    from shared.events.docs import END, START, catalogue_table
+def test_the_event_pages_catalogue_is_the_one_the_code_declares():
+    from shared.events.docs import END, PAGE, START, catalogue_table
+    from shared.generated_docs import held_block
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    assert START in readme and END in readme, "README lost its event catalogue markers"
-    held = readme[readme.index(START):readme.index(END) + len(END)]
-    assert held == catalogue_table(), "run `python -m shared.events.docs` and paste its output"
+    assert PAGE == ROOT / "docs" / "events.md"
+    held = held_block(PAGE.read_text(), START, END)
+    assert held == catalogue_table(), "run `python -m shared.events.docs` to regenerate it"
+
+
+def test_regenerating_rewrites_only_the_marked_block(tmp_path):
+    from shared.events.docs import END, START
+    from shared.generated_docs import rewrite_block
+
+    page = tmp_path / "page.md"
+    page.write_text(f"# Title\n\nprose before\n\n{START}\n| old |\n{END}\n\nprose after\n")
+    assert rewrite_block(page, START, END, f"{START}\n| new |\n{END}") is True
+    assert page.read_text() == f"# Title\n\nprose before\n\n{START}\n| new |\n{END}\n\nprose after\n"
+    assert rewrite_block(page, START, END, f"{START}\n| new |\n{END}") is False
+    page.write_text("# Title\n\nno markers\n")
+    with pytest.raises(ValueError, match="markers"):
+        rewrite_block(page, START, END, f"{START}\n{END}")
+    assert page.read_text() == "# Title\n\nno markers\n"

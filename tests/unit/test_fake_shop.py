@@ -1,4 +1,4 @@
-"""The fake WooCommerce shop behaves like the shop described in /work/shared/woocommerce.md."""
+"""The fake WooCommerce shop behaves like the shop described in docs/woocommerce.md."""
 from __future__ import annotations
 
 import base64

@@ -52,10 +52,10 @@ def test_every_project_metric_has_the_prefix_and_documented_labels():
     assert all(n.startswith("companion_") for n in names)
     assert metrics.EVENTS_HANDLED._labelnames == ("service", "event_type")
     assert metrics.WEBHOOK_SECONDS._labelnames == ("store", "outcome", "status")
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    page = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
     for name in names + ["companion_parked_messages", "companion_webhook_quarantined"]:
-        documented = name + ("_total" if name + "_total" in readme else "")
-        assert f"`{documented}`" in readme, f"{name} is not in the README's metrics table"
+        documented = name + ("_total" if name + "_total" in page else "")
+        assert f"`{documented}`" in page, f"{name} is not in docs/operations.md's metrics table"
 
 
 def test_event_counters_exist_at_zero_and_count_per_service_and_type():

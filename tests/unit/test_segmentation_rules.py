@@ -35,9 +35,9 @@ def profile(**overrides) -> dict:
 TAG = {"type": "add_tag", "value": "x"}
 
 
-# -- the issue's examples ----------------------------------------------------------------------
+# -- the specified examples -------------------------------------------------------------------
 
-ISSUE_RULES = [
+SPECIFIED_RULES = [
     rule([cond("total_spent", "gt", 500_000)], [{"type": "join_group", "value": "vip"}],
          rule_id="vip", position=1),
     rule([cond("orders_count", "gt", 10)], [{"type": "add_tag", "value": "loyal"}],
@@ -48,7 +48,7 @@ ISSUE_RULES = [
 
 
 def test_the_issue_examples_validate_and_act():
-    rules = [validate_rule(r) for r in ISSUE_RULES]
+    rules = [validate_rule(r) for r in SPECIFIED_RULES]
     big = profile(total_spent=500_001, orders_count=11, email_domain="business.example")
     assert plan_actions(rules, big) == [
         {"type": "join_group", "value": "vip", "rule_id": "vip"},

@@ -87,14 +87,14 @@ RULE_BODY = s.obj({"name": {"type": "string", "minLength": 1, "maxLength": 200},
                    "position": {**s.INTEGER, "description": "rules apply in this order"},
                    "enabled": s.BOOLEAN, "match": MATCH},
                   additionalProperties=False,
-                  description="see README 'Segmentation' for conditions and actions")
+                  description="see docs/services/segmentation.md for conditions and actions")
 SEGMENT = s.obj({"segment_id": s.STRING, "name": s.STRING, "match": MATCH,
                  "conditions": CONDITIONS})
 SEGMENT_BODY = s.obj({"name": {"type": "string", "minLength": 1, "maxLength": 200},
                       "conditions": CONDITIONS},
                      {"segment_id": {**SLUG_ID, "description": "replace this segment"},
                       "match": MATCH}, additionalProperties=False,
-                     description="a saved filter; see README 'Segmentation'")
+                     description="a saved filter; see docs/services/segmentation.md")
 REPORT = s.obj(
     {"store_id": s.STRING, "period": {"enum": ["day", "week", "month"]},
      "currency": s.NULLABLE_STRING, "customers": s.INTEGER, "buyers": s.INTEGER,

@@ -1,4 +1,4 @@
-"""Notes, reminders and the activity timeline: customer_sync keeps them (DESIGN.md)."""
+"""Notes, reminders and the activity timeline: customer_sync keeps them (docs/architecture.md)."""
 from __future__ import annotations
 
 from services.gateway import schemas as s

@@ -108,7 +108,7 @@ TEMPLATE_BODY = s.obj({"channel": CHANNEL},
                        "slug": {**SLUG, "description": "ignored: the path names the template"},
                        **_PARTS}, additionalProperties=False,
                       description="syntax and variables are checked; an error names the part "
-                                  "and line (README 'Notifications' lists the variables)")
+                                  "and line (docs/services/notifications.md lists the variables)")
 DRAFT_TEMPLATE = {**TEMPLATE_BODY, "required": ["slug", "channel"]}
 RENDERED = s.obj({"subject": s.NULLABLE_STRING, "html": s.NULLABLE_STRING, "text": s.STRING},
                  description="an SMS renders as text only")
@@ -147,7 +147,7 @@ WORKFLOW_BODY = s.obj({k: WORKFLOW_FIELDS[k] for k in ("name", "trigger", "chann
                       {k: WORKFLOW_FIELDS[k] for k in ("workflow_id", "enabled",
                                                       "delay_seconds", "cancel", "coupon")},
                       additionalProperties=False,
-                      description="see README 'Notifications'; a workflow_id replaces that "
+                      description="see docs/services/notifications.md; a workflow_id replaces that "
                                   "workflow")
 SEND = s.obj({"send_id": s.STRING, "customer_id": s.STRING, "channel": CHANNEL,
               "template": s.STRING, "purpose": PURPOSE, "status": s.STRING,
