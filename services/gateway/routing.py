@@ -6,9 +6,10 @@ import json
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Iterator
 
 from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
 from werkzeug.datastructures import MultiDict
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
@@ -263,10 +264,25 @@ def parse_json_body(route: Route, request: Request, max_bytes: int) -> Any:
         # nested deeper than the interpreter's stack is a RecursionError (found by fuzzing).
         raise Problem(400, "the body is not valid JSON", kind="invalid-body") from None
     errors: dict[str, list[str]] = {}
-    for error in route.validator().iter_errors(body):
+    for error in _named_errors(route.validator().iter_errors(body)):
         where = "/".join(str(p) for p in error.absolute_path) or "(body)"
         errors.setdefault(where, []).append(error.message[:200])
     if errors:
         raise Problem(400, "the body does not match the schema", kind="invalid-body",
                       errors=errors)
     return body
+
+
+def _named_errors(errors: Iterable[ValidationError]) -> Iterator[ValidationError]:
+    """Errors naming the innermost field: a nullable object (`anyOf` of the object and null)
+    given an object is wrong in its fields, so those are named (`coupon/amount`), not the
+    object as a whole ("is not valid under any of the given schemas")."""
+    for error in errors:
+        branches = error.validator_value if error.validator == "anyOf" else None
+        if isinstance(branches, list) and {"type": "null"} in branches and error.instance is not None:
+            null_branch = branches.index({"type": "null"})
+            inner = [e for e in error.context if e.schema_path and e.schema_path[0] != null_branch]
+            if inner:
+                yield from _named_errors(inner)
+                continue
+        yield error

@@ -715,16 +715,16 @@ def test_workflows_are_listed_in_words_and_toggled_whole():
     assert world.called("save_workflow")[-1][2][1] == {
         "name": "Lapsed", "enabled": True, "channel": "email", "template": "welcome",
         "purpose": "marketing", "trigger": {"date": "days_since_last_order", "days": 90},
-        "delay_seconds": 86400, "cancel": [{"if": "order_placed"}]}
+        "delay_seconds": 86400, "cancel": [{"if": "order_placed"}], "coupon": None}
     bad = world.client.post("/console/workflows/save", data={**form, "days": "soon"})
     assert bad.status_code == 400 and 'id="e-trigger-days"' in bad.get_data(as_text=True)
 
 
-def test_toggling_or_editing_a_workflow_in_the_console_keeps_its_coupon():
-    """The API replaces a workflow whole and the console's form has no coupon fields: a
-    toggle or an edit must send the coupon back, not drop it."""
-    coupon = {"type": "percent", "amount": 10, "currency": "EUR", "validity_days": 30,
-              "minimum_spend": None, "individual_use": False, "prefix": None}
+def test_a_workflows_coupon_is_shown_kept_changed_and_removed_in_the_console():
+    """The API replaces a workflow whole: a toggle sends the coupon back as it is, the edit
+    form shows it in the currency's units and saves what staff set, unticking removes it."""
+    coupon = {"type": "fixed", "amount": 499, "currency": "EUR", "validity_days": 30,
+              "minimum_spend": 2000, "individual_use": True, "prefix": "welcome"}
     original = Notifications.workflows
     Notifications.workflows = [{**original[0], "coupon": coupon}]
     try:
@@ -733,18 +733,67 @@ def test_toggling_or_editing_a_workflow_in_the_console_keeps_its_coupon():
         assert world.client.post("/console/workflows/cart/toggle", data={
             "enabled": "false", "csrf_token": world.csrf()}).status_code == 303
         assert world.called("save_workflow")[-1][2][1]["coupon"] == coupon
+        page = world.client.get("/console/workflows/cart").get_data(as_text=True)
+        assert 'id="w-coupon-on" name="coupon_on" checked' in page
+        assert 'name="coupon_amount" value="4.99"' in page
+        assert 'name="coupon_minimum" value="20.00"' in page
+        assert 'name="coupon_prefix" value="welcome"' in page
         form = {"csrf_token": world.csrf(), "is_new": "0", "workflow_id": "cart",
                 "name": "Cart", "enabled": "on", "trigger": "event:customer.tagged",
                 "tag": "abandoned-cart", "delay": "2", "delay_unit": "hours",
-                "channel": "email", "template": "welcome", "purpose": "marketing"}
+                "channel": "email", "template": "welcome", "purpose": "marketing",
+                "coupon_on": "on", "coupon_type": "fixed", "coupon_amount": "4.99",
+                "coupon_currency": "eur", "coupon_days": "30", "coupon_minimum": "20.00",
+                "coupon_individual": "on", "coupon_prefix": "welcome"}
         assert world.client.post("/console/workflows/save", data=form).status_code == 303
         assert world.called("save_workflow")[-1][2][1]["coupon"] == coupon
-        new = world.client.post("/console/workflows/save", data={**form, "is_new": "1",
-                                                                 "workflow_id": ""})
-        assert new.status_code == 303
-        assert "coupon" not in world.called("save_workflow")[-1][2][1]
+        jpy = {**form, "coupon_currency": "JPY", "coupon_amount": "500", "coupon_minimum": ""}
+        assert world.client.post("/console/workflows/save", data=jpy).status_code == 303
+        sent = world.called("save_workflow")[-1][2][1]["coupon"]
+        assert (sent["amount"], sent["currency"], "minimum_spend" in sent) == (500, "JPY", False)
+        percent = {**form, "coupon_type": "percent", "coupon_amount": "15"}
+        assert world.client.post("/console/workflows/save", data=percent).status_code == 303
+        assert world.called("save_workflow")[-1][2][1]["coupon"]["amount"] == 15
+        off = {k: v for k, v in form.items() if k != "coupon_on"}
+        assert world.client.post("/console/workflows/save", data=off).status_code == 303
+        assert world.called("save_workflow")[-1][2][1]["coupon"] is None
+        saves = len(world.called("save_workflow"))
+        for field, value, error_id in [("coupon_amount", "lots", "e-coupon-amount"),
+                                       ("coupon_amount", "1e30", "e-coupon-amount"),
+                                       ("coupon_amount", "4.999", "e-coupon-amount"),
+                                       ("coupon_currency", "eu", "e-coupon-currency"),
+                                       ("coupon_days", "a month", "e-coupon-validity_days"),
+                                       ("coupon_minimum", "-5", "e-coupon-minimum_spend")]:
+            bad = world.client.post("/console/workflows/save", data={**form, field: value})
+            assert bad.status_code == 400, (field, value)
+            assert f'id="{error_id}"' in bad.get_data(as_text=True), (field, value)
+        assert len(world.called("save_workflow")) == saves  # nothing saved on refusal
     finally:
         Notifications.workflows = original
+
+
+def test_the_console_offers_the_loyalty_triggers():
+    world = World()
+    world.login("wcc_write")
+    page = world.client.get("/console/workflows/new").get_data(as_text=True)
+    for event in ("loyalty.reward_issued", "loyalty.reward_expired", "loyalty.reward_returned",
+                  "loyalty.points_changed", "loyalty.points_expiring"):
+        assert f'value="event:{event}"' in page
+    form = {"csrf_token": world.csrf(), "is_new": "1", "name": "Your reward", "enabled": "on",
+            "trigger": "event:loyalty.reward_issued", "reward_kind": "credit", "delay": "0",
+            "delay_unit": "minutes", "channel": "email", "template": "welcome",
+            "purpose": "transactional"}
+    assert world.client.post("/console/workflows/save", data=form).status_code == 303
+    assert world.called("save_workflow")[-1][2][1]["trigger"] == {
+        "event": "loyalty.reward_issued", "kind": "credit"}
+    earned = {**form, "trigger": "event:loyalty.points_changed", "points_kind": "adjust"}
+    assert world.client.post("/console/workflows/save", data=earned).status_code == 303
+    assert world.called("save_workflow")[-1][2][1]["trigger"] == {
+        "event": "loyalty.points_changed", "kind": "adjust"}
+    expiring = {**form, "trigger": "event:loyalty.points_expiring"}
+    assert world.client.post("/console/workflows/save", data=expiring).status_code == 303
+    assert world.called("save_workflow")[-1][2][1]["trigger"] == {
+        "event": "loyalty.points_expiring"}
 
 
 def test_the_send_log_filters_and_pages_back_and_forth():

@@ -254,3 +254,34 @@ def test_empty_path_segments_are_404_problems_not_redirects(path):
     with pytest.raises(Problem) as raised:
         Router(build_routes()).match(request)
     assert raised.value.status == 404
+
+
+def test_a_bad_field_inside_a_nullable_object_is_named_not_the_object():
+    """`coupon` may be an object or null: an object with a bad amount names `coupon/amount`
+    (the console maps it to its field), not "coupon is not valid under any schema"."""
+    from werkzeug.test import EnvironBuilder
+    from werkzeug.wrappers import Request
+
+    from services.gateway.handlers.notifications import WORKFLOW_BODY
+    from services.gateway.routing import Route, parse_json_body
+
+    route = Route("POST", "/x", lambda ctx: None, "x", "t", body=WORKFLOW_BODY)
+    good = {"name": "W", "trigger": {"event": "customer.created"}, "channel": "email",
+            "template": "t", "purpose": "marketing",
+            "coupon": {"type": "percent", "amount": 10, "currency": "EUR", "validity_days": 30}}
+
+    def errors(body):
+        request = Request(EnvironBuilder(path="/api/v1/x", method="POST", json=body
+                                         ).get_environ())
+        with pytest.raises(Problem) as raised:
+            parse_json_body(route, request, 1 << 20)
+        return raised.value.extra["errors"]
+
+    assert set(errors({**good, "coupon": {**good["coupon"], "amount": 0}})) == {"coupon/amount"}
+    assert set(errors({**good, "coupon": {**good["coupon"], "currency": "eur",
+                                          "validity_days": 999}})) == {
+        "coupon/currency", "coupon/validity_days"}
+    assert set(errors({**good, "coupon": "ten percent"})) == {"coupon"}
+    assert parse_json_body(route, Request(EnvironBuilder(
+        path="/api/v1/x", method="POST", json={**good, "coupon": None}).get_environ()),
+        1 << 20)["coupon"] is None

@@ -203,6 +203,9 @@ def _workflow_page(page, values: dict, is_new: bool, errors: dict | None = None,
                        triggers=forms.TRIGGER_CHOICES, segments=forms.SEGMENT_CHOICES,
                        units=list(forms.DELAY_UNITS), segment_labels=present.SEGMENT_LABELS,
                        order_statuses=forms.ORDER_STATUS_CHOICES,
+                       reward_kinds=forms.REWARD_KIND_CHOICES,
+                       points_kinds=forms.POINTS_KIND_CHOICES,
+                       coupon_types=forms.COUPON_TYPE_CHOICES,
                        templates=sorted(templates, key=lambda t: t.get("slug", "")))
 
 
@@ -228,13 +231,6 @@ def workflow_save(page) -> Response:
         return _workflow_page(page, shown, is_new, errors, status=400,
                               problem="Nothing was saved: correct the fields marked below.")
     try:
-        if not is_new and body.get("workflow_id"):
-            # The form has no coupon fields yet, and the API replaces a workflow whole: an
-            # edit keeps the coupon the workflow attaches rather than dropping it unseen.
-            kept = [w.get("coupon") for w in _workflows(page)
-                    if w.get("workflow_id") == body["workflow_id"]]
-            if kept and kept[0]:
-                body["coupon"] = kept[0]
         saved = page.api.post("/notifications/workflows", body)
     except ApiError as exc:
         return _workflow_page(page, shown, is_new, forms.field_errors(exc.problem),

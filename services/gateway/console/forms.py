@@ -5,8 +5,10 @@ the fields they name (see `field_errors`)."""
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from typing import Any, Iterable, Mapping
 
+from services.gateway.console import present
 from services.gateway.console.present import to_day_start
 from shared.events.customer_sync import LIVE_ORDER_STATUSES
 
@@ -38,7 +40,16 @@ EVENT_TRIGGERS = [("customer.created", "A customer is created"),
                   ("customer.segment_changed", "A customer enters a segment"),
                   ("loyalty.tier_changed", "A customer's loyalty tier changes"),
                   ("order.placed", "An order is placed"),
-                  ("order.updated", "An order's status changes")]
+                  ("order.updated", "An order's status changes"),
+                  ("loyalty.reward_issued", "A loyalty reward or store credit is issued"),
+                  ("loyalty.reward_expired", "A loyalty reward expires unused"),
+                  ("loyalty.reward_returned", "A loyalty reward is cancelled or refused"),
+                  ("loyalty.points_changed", "A customer is given points"),
+                  ("loyalty.points_expiring", "A customer's points are about to expire")]
+REWARD_KIND_CHOICES = [("", "Any reward"), ("points", "Points redeemed"),
+                       ("credit", "Store credit")]
+POINTS_KIND_CHOICES = [("earn", "Earned with an order"), ("adjust", "Added by staff")]
+COUPON_TYPE_CHOICES = [("percent", "A percentage off"), ("fixed", "A fixed amount off the cart")]
 DATE_TRIGGERS = [("birthday", "On the customer's birthday"),
                  ("days_since_last_order", "Some days after the last order")]
 TRIGGER_CHOICES = [(f"event:{k}", v) for k, v in EVENT_TRIGGERS] + \
@@ -229,7 +240,40 @@ def workflow_form(workflow: Mapping[str, Any] | None) -> dict:
         "purpose": workflow.get("purpose") or "marketing",
         "cancel_on_order": any(c.get("if") == "order_placed" for c in cancel),
         "cancel_tag": tag_removed,
+        "reward_kind": trigger.get("kind", "") if trigger.get("event") == "loyalty.reward_issued"
+        else "",
+        "points_kind": trigger.get("kind", "earn")
+        if trigger.get("event") == "loyalty.points_changed" else "earn",
+        **coupon_form(workflow.get("coupon")),
     }
+
+
+def coupon_form(coupon: Mapping[str, Any] | None) -> dict:
+    """The coupon fields of the workflow form: amounts in the currency's units, as staff
+    write them."""
+    if not coupon:
+        return {"coupon_on": False, "coupon_type": "percent", "coupon_amount": "",
+                "coupon_currency": "", "coupon_days": "30", "coupon_minimum": "",
+                "coupon_individual": False, "coupon_prefix": ""}
+    currency = coupon.get("currency") or ""
+    kind = coupon.get("type") or "percent"
+    amount = coupon.get("amount")
+    minimum = coupon.get("minimum_spend")
+    return {"coupon_on": True, "coupon_type": kind,
+            "coupon_amount": str(amount) if kind == "percent" else _units(amount, currency),
+            "coupon_currency": currency, "coupon_days": str(coupon.get("validity_days") or ""),
+            "coupon_minimum": _units(minimum, currency) if minimum else "",
+            "coupon_individual": bool(coupon.get("individual_use")),
+            "coupon_prefix": coupon.get("prefix") or ""}
+
+
+def _units(minor: Any, currency: str) -> str:
+    """Minor units as staff write the amount: 1250 EUR -> '12.50', 500 JPY -> '500'."""
+    if not isinstance(minor, int):
+        return ""
+    per_unit = present.minor_per_unit(currency)
+    places = len(str(per_unit)) - 1
+    return f"{Decimal(minor) / per_unit:.{places}f}"
 
 
 def parse_workflow(form) -> tuple[dict, dict, dict]:
@@ -238,9 +282,12 @@ def parse_workflow(form) -> tuple[dict, dict, dict]:
     shown = {k: (form.get(k) or "").strip() for k in (
         "workflow_id", "name", "trigger", "tag", "to", "from", "direction", "days", "delay",
         "delay_unit", "channel", "template", "purpose", "cancel_tag", "to_status",
-        "placed_status")}
+        "placed_status", "reward_kind", "points_kind", "coupon_type", "coupon_amount",
+        "coupon_currency", "coupon_days", "coupon_minimum", "coupon_prefix")}
     shown.update(enabled=form.get("enabled") == "on", first_order=form.get("first_order") == "on",
-                 cancel_on_order=form.get("cancel_on_order") == "on")
+                 cancel_on_order=form.get("cancel_on_order") == "on",
+                 coupon_on=form.get("coupon_on") == "on",
+                 coupon_individual=form.get("coupon_individual") == "on")
     body: dict[str, Any] = {"name": shown["name"], "enabled": shown["enabled"],
                             "channel": shown["channel"], "template": shown["template"],
                             "purpose": shown["purpose"]}
@@ -265,6 +312,10 @@ def parse_workflow(form) -> tuple[dict, dict, dict]:
                 trigger["to_status"] = shown["placed_status"]
         elif what == "order.updated":
             trigger["to_status"] = shown["to_status"]
+        elif what == "loyalty.reward_issued" and shown["reward_kind"]:
+            trigger["kind"] = shown["reward_kind"]
+        elif what == "loyalty.points_changed":
+            trigger["kind"] = shown["points_kind"] or "earn"
     elif kind == "date" and what in dict(DATE_TRIGGERS):
         trigger["date"] = what
         if what == "days_since_last_order":
@@ -288,7 +339,52 @@ def parse_workflow(form) -> tuple[dict, dict, dict]:
     if shown["cancel_tag"]:
         cancel.append({"if": "tag_removed", "tag": shown["cancel_tag"].lower()})
     body["cancel"] = cancel
+    body["coupon"] = _parse_coupon(shown, errors) if shown["coupon_on"] else None
     return body, shown, errors
+
+
+def _parse_coupon(shown: dict, errors: dict) -> dict | None:
+    """The workflow's coupon from the form, amounts in the currency's minor units; errors
+    named as the API names them (`coupon.amount`)."""
+    coupon: dict[str, Any] = {"type": shown["coupon_type"],
+                              "currency": shown["coupon_currency"].upper(),
+                              "individual_use": shown["coupon_individual"]}
+    if shown["coupon_type"] not in dict(COUPON_TYPE_CHOICES):
+        errors["coupon.type"] = "choose a percentage or a fixed amount"
+    if not re.fullmatch(r"[A-Z]{3}", coupon["currency"]):
+        errors["coupon.currency"] = "required: the shop's currency, three letters (EUR)"
+    if shown["coupon_type"] == "percent":
+        if re.fullmatch(r"\d{1,3}", shown["coupon_amount"]):
+            coupon["amount"] = int(shown["coupon_amount"])
+        else:
+            errors["coupon.amount"] = "required: a whole percentage, 1-100"
+    else:
+        coupon["amount"] = _minor(shown, "coupon_amount", coupon["currency"], errors,
+                                  "coupon.amount", required=True)
+    minimum = _minor(shown, "coupon_minimum", coupon["currency"], errors, "coupon.minimum_spend")
+    if minimum:
+        coupon["minimum_spend"] = minimum
+    if re.fullmatch(r"\d{1,4}", shown["coupon_days"]):
+        coupon["validity_days"] = int(shown["coupon_days"])
+    else:
+        errors["coupon.validity_days"] = "required: whole days, 1-365"
+    if shown["coupon_prefix"]:
+        coupon["prefix"] = shown["coupon_prefix"].lower()
+    return coupon
+
+
+def _minor(shown: dict, name: str, currency: str, errors: dict, field: str,
+           required: bool = False) -> int | None:
+    raw = shown[name]
+    if not raw:
+        if required:
+            errors[field] = "required: an amount such as 5 or 4.99"
+        return None
+    try:
+        return present.to_minor_units(raw, currency)
+    except ValueError as exc:
+        errors[field] = str(exc)
+        return None
 
 
 # -- templates --------------------------------------------------------------------------------

@@ -101,6 +101,9 @@ def number(value: Any, places: int = 1) -> str:
     return f"{float(value):,.{places}f}"
 
 
+MAX_AMOUNT_UNITS = 10 ** 9  # a billion in any currency: no shop's coupon or credit is more
+
+
 def to_minor_units(text: str, currency: str | None = None) -> int:
     """'12.50' -> 1250 in the currency's minor units (two decimals when it is not given);
     refuses negatives, more decimals than the currency has, and non-numbers."""
@@ -112,6 +115,8 @@ def to_minor_units(text: str, currency: str | None = None) -> int:
         raise ValueError("must be an amount such as 25 or 19.99") from None
     if not value.is_finite() or value < 0:
         raise ValueError("must be an amount of zero or more")
+    if value >= MAX_AMOUNT_UNITS:  # also keeps quantize below from failing on 1e30
+        raise ValueError(f"must be less than {MAX_AMOUNT_UNITS:,}")
     if value != value.quantize(Decimal(1).scaleb(-places)):
         raise ValueError(f"has at most {places} decimals" if places else "has no decimals")
     return int(value * per_unit)
