@@ -186,6 +186,29 @@ def test_programme_template_preview_workflow_and_the_send_log(browser, screensho
     [mail] = smtp.wait_for(1, timeout=30)
     assert mail["Subject"] == f"Hello {ada['first_name']}"
 
+    # The workflow's coupon, set in the editor: a bad amount is named, nothing saved.
+    browser.find_element(By.LINK_TEXT, "Workflows").click()
+    _wait(browser, "#workflow-table")
+    browser.find_element(By.LINK_TEXT, "Hello on tag").click()
+    _wait(browser, "#workflow-form")
+    browser.find_element(By.ID, "w-coupon-on").click()
+    Select(browser.find_element(By.ID, "w-coupon-type")).select_by_value("fixed")
+    _fill(browser, "w-coupon-amount", "lots")
+    _fill(browser, "w-coupon-currency", "EUR")
+    _fill(browser, "w-coupon-days", "14")
+    browser.find_element(By.ID, "workflow-save").click()
+    error = _wait(browser, "#e-coupon-amount")
+    assert "amount" in error.text
+    assert "coupon" not in system.rpc.notifications.list_workflows(STORE)[0]
+    assert_accessible(browser, "workflow editor with a coupon error")
+    _fill(browser, "w-coupon-amount", "4.99")
+    screenshot("workflow-coupon")
+    browser.find_element(By.ID, "workflow-save").click()
+    assert _flash(browser, "Workflow “Hello on tag” saved.")
+    coupon = system.rpc.notifications.list_workflows(STORE)[0]["coupon"]
+    assert (coupon["type"], coupon["amount"], coupon["currency"], coupon["validity_days"]) == \
+        ("fixed", 499, "EUR", 14)
+
     # The send log shows it, and its filters narrow it.
     browser.find_element(By.LINK_TEXT, "Send log").click()
     table = _wait(browser, "#send-table")
