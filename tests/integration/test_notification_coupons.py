@@ -15,8 +15,8 @@ from services.customer_sync.service import CustomerSyncService
 from services.customer_sync.signature import sign
 from services.notifications.service import NotificationsService
 from shared import mongo
-from tests.fakes.smtp_server import SmtpServer
-from tests.fakes.woo_shop import FakeWooShop
+from demo.mailbox import SmtpServer
+from demo.shop import FakeWooShop
 from tests.support import free_port, wait_until
 
 STORE = "cp"

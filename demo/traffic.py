@@ -30,7 +30,7 @@ bounds for rule-driven messages where the outcome legitimately depends on delive
 
 As its own program (a separate OS process):
 
-    python -m tests.fakes.woo_traffic --seed 7 --customers 1000 --orders 5000 \\
+    python -m demo.traffic --seed 7 --customers 1000 --orders 5000 \\
         --target http://127.0.0.1:8000/webhooks/woocommerce/mystore --secret whsec_... \\
         [--port 8088] [--expected expected.json] [--hold]
 
@@ -54,7 +54,7 @@ from typing import Any, Iterable
 
 import requests
 
-from tests.fakes.woo_shop import CouponRejected, FakeWooShop, webhook_headers
+from demo.shop import CouponRejected, FakeWooShop, webhook_headers
 
 REAL_STATUSES = frozenset({"pending", "processing", "on-hold", "completed"})
 # An order is placed the first time it is seen in one of these: a refunded order was paid, so
@@ -560,7 +560,7 @@ def register_webhooks(shop: FakeWooShop, target: str, secret: str,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.fakes.woo_traffic", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m demo.traffic", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--customers", type=int, default=1000)
@@ -575,7 +575,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.port:
         from http.server import ThreadingHTTPServer
 
-        from tests.fakes.woo_shop import _Handler
+        from demo.shop import _Handler
 
         shop._server = ThreadingHTTPServer(("127.0.0.1", args.port),
                                            type("H", (_Handler,), {"shop": shop}))
