@@ -24,6 +24,7 @@ from demo.trickle import LiveTrickle
 from shared.config import Config
 
 STORE = "demo"
+STATUS_SECONDS = 30
 
 
 class Stop(Exception):
@@ -112,14 +113,21 @@ def run(args: argparse.Namespace) -> int:
             "/api/v1/openapi.json)")
         say(f"Mailbox: {inbox.url}   (emails and SMS the companion sent)")
         say(f"Shop: {shop.base_url}wp-json/wc/v3/   (store id: {STORE}, log: {log_dir})")
+        say(f"CLI: companion --amqp-uri {broker.shown_uri} stores list")
         say("Live orders keep arriving as webhooks. Ctrl-C stops everything.")
         say("")
         trickle = LiveTrickle(traffic, args.seed, (args.pause / 2, args.pause * 1.5), say=say)
         trickle_thread = threading.Thread(target=trickle.run, args=(stop_trickle,),
                                           name="live-trickle", daemon=True)
         trickle_thread.start()
-        while True:
-            time.sleep(3600)
+        told = None
+        while True:  # now and then, what the live shop has set off
+            time.sleep(STATUS_SECONDS)
+            status = (trickle.sent, smtp.received, len(twilio.messages))
+            if status != told:
+                say(f"live: {status[0]} webhooks sent so far; the mailbox holds {status[1]} "
+                    f"emails and {status[2]} SMS")
+                told = status
     except Stop as why:
         say(f"\n{why}: stopping the demo ...")
         return 0

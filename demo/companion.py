@@ -60,6 +60,15 @@ class Broker:
         uri = urllib.parse.urlunsplit(parts._replace(path="/" + quoted))
         return cls(uri, vhost, api, auth)
 
+    @property
+    def shown_uri(self) -> str:
+        """The URI to print: its password, if any, as ***."""
+        parts = urllib.parse.urlsplit(self.amqp_uri)
+        if not parts.password:
+            return self.amqp_uri
+        netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
     def close(self) -> None:
         if self.vhost:
             try:
