@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from demo.companion import Broker, Services, companion_ok
+from demo.companion import Broker, Services, companion_ok, stand_in_settings
 from demo.inbox_page import InboxPage
 from demo.mailbox import SmtpServer
 from demo.seed import DEFAULT_SEED, Api, build_history, configure_store
@@ -80,10 +80,8 @@ def run(args: argparse.Namespace) -> int:
 
         services = Services(broker.amqp_uri, log_dir / "services.log", {
             "LOG_LEVEL": "WARNING",
-            "SMTP_HOST": smtp.host, "SMTP_PORT": str(smtp.port),
+            **stand_in_settings(smtp, twilio),
             "MAIL_FROM": "Demo Tea House <shop@demo.localhost>",
-            "TWILIO_ACCOUNT_SID": twilio.account_sid, "TWILIO_AUTH_TOKEN": twilio.auth_token,
-            "TWILIO_FROM_NUMBER": twilio.phone_number, "TWILIO_API_BASE": twilio.base_url,
             "NOTIFY_POLL_SECONDS": "1", "OUTBOX_SWEEP_SECONDS": "1",
             "INBOX_SWEEP_SECONDS": "1", "GATEWAY_KEY_CACHE_SECONDS": "5"})
         say(f"Starting every service (python -m services, in-memory databases; log: "
@@ -91,10 +89,10 @@ def run(args: argparse.Namespace) -> int:
         services.start()
 
         amqp = broker.amqp_uri
-        companion_ok(amqp, "stores", "add", "--store", STORE, "--shop-url", shop.base_url,
-                     env={"WOO_WEBHOOK_SECRET": secrets.token_hex(20),
-                          "WOO_CONSUMER_KEY": shop.consumer_key,
-                          "WOO_CONSUMER_SECRET": shop.consumer_secret})
+        say(companion_ok(amqp, "stores", "add", "--store", STORE, "--shop-url", shop.base_url,
+                         env={"WOO_WEBHOOK_SECRET": secrets.token_hex(20),
+                              "WOO_CONSUMER_KEY": shop.consumer_key,
+                              "WOO_CONSUMER_SECRET": shop.consumer_secret}).rstrip())
         key = json.loads(companion_ok(amqp, "--json", "keys", "create", "--store", STORE,
                                       "--name", "demo admin", "--scopes", "admin"))
         api = Api(services.gateway_url, key["api_key"])

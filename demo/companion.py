@@ -13,10 +13,15 @@ import time
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import requests
 
 from shared.config import Config
+
+if TYPE_CHECKING:
+    from demo.mailbox import SmtpServer
+    from demo.sms import FakeTwilio
 
 ROOT = Path(__file__).resolve().parent.parent
 STOP_SECONDS = 6.0  # then SIGKILL: the whole demo stops within 10 s of Ctrl-C
@@ -27,6 +32,25 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def stand_in_settings(smtp: "SmtpServer", twilio: "FakeTwilio") -> dict[str, str]:
+    """The services' settings that send their email to the mail catcher and their SMS to the
+    Twilio stand-in (the demo's and the whole-system tests')."""
+    return {"SMTP_HOST": smtp.host, "SMTP_PORT": str(smtp.port),
+            "TWILIO_ACCOUNT_SID": twilio.account_sid, "TWILIO_AUTH_TOKEN": twilio.auth_token,
+            "TWILIO_FROM_NUMBER": twilio.phone_number, "TWILIO_API_BASE": twilio.base_url}
+
+
+def declare_topology(env: dict[str, str]) -> str:
+    """Declare every consumer's queue on env's AMQP_URI first, as the deployment does; answers
+    what it printed."""
+    done = subprocess.run([sys.executable, "-m", "shared.messaging.topology"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=60)
+    if done.returncode != 0:
+        said = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+        raise RuntimeError(f"declaring the queues failed: {said[-1] if said else done.returncode}")
+    return done.stdout.strip()
 
 
 @dataclass
@@ -44,6 +68,15 @@ class Broker:
     def open(cls, config: Config) -> "Broker":
         base_uri = config.get("AMQP_URI")
         parts = urllib.parse.urlsplit(base_uri)
+        address = (parts.hostname or "127.0.0.1", parts.port or 5672)
+        try:
+            socket.create_connection(address, timeout=5).close()
+        except OSError as exc:
+            raise RuntimeError(
+                f"RabbitMQ does not answer at {address[0]}:{address[1]} (AMQP_URI; {exc}). "
+                "Start it (e.g. `sudo systemctl start rabbitmq-server`, or "
+                "`docker run -d -p 5672:5672 -p 15672:15672 rabbitmq:4-management`) "
+                "and run the demo again.") from None
         auth = (config.get("RABBITMQ_MANAGEMENT_USER") or urllib.parse.unquote(parts.username or "guest"),
                 config.get("RABBITMQ_MANAGEMENT_PASSWORD")
                 or urllib.parse.unquote(parts.password or "guest"))
@@ -115,15 +148,8 @@ class Services:
                 "NOTIFY_LINK_SECRET": secrets.token_hex(24),
                 **self.extra_env}
 
-    def topology(self) -> None:
-        """Declare every consumer's queue first, as the deployment does."""
-        done = subprocess.run([sys.executable, "-m", "shared.messaging.topology"], cwd=ROOT,
-                              env=self.env(), capture_output=True, text=True, timeout=60)
-        if done.returncode != 0:
-            raise RuntimeError(f"declaring the queues failed: {done.stdout}{done.stderr}")
-
     def start(self, timeout: float = 120.0) -> None:
-        self.topology()
+        declare_topology(self.env())
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "services"], cwd=ROOT,
                                          env=self.env(), stdout=log, stderr=subprocess.STDOUT,
