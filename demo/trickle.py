@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 import threading
 from datetime import datetime, timezone
-from typing import Callable
+from typing import Any, Callable
 
 from demo.seed import OPT_IN_KEY, REGULAR_ORDERS
 from demo.traffic import Delivery, WooTraffic
@@ -53,7 +53,7 @@ class LiveTrickle:
         self._place(woo_id, meta_data=meta)
         return woo_id
 
-    def _place(self, woo_id: int, **overrides) -> None:
+    def _place(self, woo_id: int, **overrides: Any) -> None:
         delivery = self.traffic.place_now(woo_id, at=wall_clock(), status="processing",
                                           **overrides)
         self.live_orders.append(delivery.resource_id)
