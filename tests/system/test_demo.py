@@ -158,6 +158,12 @@ def test_demo_shows_the_whole_system_and_stops_cleanly():
         assert not left, f"left running: {left}"
         assert "Stopped." in demo.output()
     finally:
+        if demo.proc.poll() is None:  # a failed check: stop it as a user would, then by force
+            demo.proc.send_signal(signal.SIGINT)
+            try:
+                demo.proc.wait(STOP_SECONDS + 5)
+            except subprocess.TimeoutExpired:
+                pass
         if demo.proc.poll() is None:
             for pid in descendants(demo.proc.pid):
                 try:
