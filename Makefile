@@ -10,7 +10,7 @@ AXE_VERSION ?= 4.10.3
 AXE_DIR := $(VENV)/axe
 AXE_STAMP := $(AXE_DIR)/.installed-$(AXE_VERSION)
 
-.PHONY: run test axe test-unit test-integration test-wire test-system venv up down logs docker-check bench bench-webhooks bench-segmentation bench-loyalty bench-notifications clean
+.PHONY: run demo test axe test-unit test-integration test-wire test-system venv up down logs docker-check bench bench-webhooks bench-segmentation bench-loyalty bench-notifications clean
 
 $(STAMP): requirements.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is required (set PYTHON=...)"; exit 1; }
@@ -39,6 +39,12 @@ $(BENCH_STAMP): requirements-bench.txt $(STAMP)
 ## WEB_SERVER_ADDRESS and the other variables documented in docs/configuration.md.
 run: $(STAMP)
 	$(PY) -m services
+
+## Every service against a simulated WooCommerce shop, a mail catcher and an SMS stand-in, with
+## a seeded store and live orders (docs/demo.md); needs only RabbitMQ. DEMO_ARGS adds flags,
+## e.g. DEMO_ARGS="--customers 50 --orders 400". Ctrl-C stops it all.
+demo: $(STAMP)
+	$(PY) -m demo $(DEMO_ARGS)
 
 ## Install everything and run every test (needs RabbitMQ with its management plugin).
 test: $(STAMP) $(AXE_STAMP)

@@ -4,7 +4,7 @@ customers through a local SMTP server, beside a bare smtplib loop to the same se
     python -m bench.notifications [--customers 10000] [--timeout 1800] [--max-workers N]
                                   [--json PATH] [--keep-going] [--strict]
 
-One capturing SMTP server (tests/fakes/smtp_server.py, `keep_messages=False`: it only counts)
+One capturing SMTP server (demo/mailbox.py, `keep_messages=False`: it only counts)
 runs in this process, on an OS thread of its own (this process is never monkey-patched). Then:
 
 1. Bare loop: a child process opens one `smtplib.SMTP` connection to the server and sends N
@@ -308,7 +308,7 @@ class CountSampler:
 def measured_code() -> dict:
     """source_state() lists modified tracked files only; this benchmark may be new (untracked),
     so record the state of the files measured and a digest of their content too."""
-    paths = ["services/notifications", "bench/notifications.py", "tests/fakes/smtp_server.py",
+    paths = ["services/notifications", "bench/notifications.py", "demo/mailbox.py",
              "shared/mongomock_speedups.py", "shared/outbox.py"]
     digest = hashlib.sha256()
     for path in sorted(p for base in paths for p in ([ROOT / base] if (ROOT / base).is_file()
@@ -848,7 +848,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
 
-    from tests.fakes.smtp_server import SmtpServer
+    from demo.mailbox import SmtpServer
 
     results: dict = {
         "benchmark": "notifications.bulk_send",

@@ -216,7 +216,7 @@ def ratio(system: float | None, raw: float | None) -> float | None:
 def _send_webhooks(plan: dict, pacer: Pacer, records: list, lock: threading.Lock) -> None:
     import http.client
 
-    from tests.fakes.woo_shop import webhook_headers
+    from demo.shop import webhook_headers
 
     items = plan["items"]
     counter = itertools.count()  # next() is atomic under the GIL
@@ -771,9 +771,9 @@ def run(args: argparse.Namespace) -> dict:
     from bench.loyalty import memory_kib
     from kombu import Connection, Exchange, Queue
     from shared.messaging.topology import handler_queues
-    from tests.fakes.smtp_server import SmtpServer
-    from tests.fakes.twilio_api import FakeTwilio
-    from tests.fakes.woo_shop import FakeWooShop
+    from demo.mailbox import SmtpServer
+    from demo.sms import FakeTwilio
+    from demo.shop import FakeWooShop
     from tests.support import BrokerAdmin
     from tests.system.harness import SERVICE_NAMES, SystemProcesses, register_store, system_env
 

@@ -17,7 +17,7 @@ from services.gdpr.service import GdprService
 from services.loyalty.service import LoyaltyService
 from services.notifications.service import NotificationsService
 from services.segmentation.service import SegmentationService
-from tests.fakes.woo_shop import FakeWooShop
+from demo.shop import FakeWooShop
 from tests.gateway_client import GatewayClient, OpenApiChecker
 from tests.support import free_port, wait_until
 

@@ -17,7 +17,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 from services.gdpr.service import GdprService
 from tests.browser.accessibility import assert_accessible
 from tests.browser.test_console import _flash, _key
-from tests.fakes.smtp_server import SmtpServer
+from demo.mailbox import SmtpServer
 from tests.gateway_system import STORE, running_system, shop  # noqa: F401 - fixtures
 from tests.security.gateway_requests import suppressed_address
 from tests.support import wait_until

@@ -20,7 +20,7 @@ from services.customer_sync.sync import CustomerSync
 from services.customer_sync.woo_client import WooClient
 from shared import mongo
 from shared.outbox import OUTBOX_FIELD
-from tests.fakes.woo_shop import FakeWooShop
+from demo.shop import FakeWooShop
 from tests.support import EventBarrier, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -159,7 +159,7 @@ def test_cli_backfill_after_webhooks_publishes_nothing_new(services, events, sma
         register(rpc, shop)
         # A few orders arrive first by webhook.
         import requests
-        from tests.fakes.woo_shop import webhook_headers
+        from demo.shop import webhook_headers
         for order_id in list(shop.orders)[:5]:
             body = shop.webhook_body("order.created", order_id)
             headers = webhook_headers("order.created", body, "whsec-small-1", shop.base_url)

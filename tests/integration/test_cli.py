@@ -28,7 +28,7 @@ from shared.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
 from shared.messaging.handlers import parked_queue
 from shared.messaging.publisher import ConfirmingPublisher, OutgoingMessage
 from tests.conftest import RABBIT_MANAGEMENT_URL
-from tests.fakes.woo_shop import FakeWooShop
+from demo.shop import FakeWooShop
 from tests.support import free_port, wait_until
 
 COMPANION = Path(sys.executable).parent / "companion"

@@ -16,7 +16,7 @@ from services.customer_sync.service import CustomerSyncService
 from services.customer_sync.signature import sign
 from services.loyalty.service import LoyaltyService
 from shared.cli import EXIT_FAILED, EXIT_OK, main
-from tests.fakes.woo_shop import FakeWooShop
+from demo.shop import FakeWooShop
 from tests.support import wait_until
 
 REPO = Path(__file__).resolve().parents[2]

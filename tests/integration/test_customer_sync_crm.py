@@ -13,7 +13,7 @@ from services.customer_sync.service import CustomerSyncService
 from services.customer_sync.signature import sign
 from shared import mongo
 from shared.errors import NotFound, Unavailable
-from tests.fakes.woo_shop import FakeWooShop
+from demo.shop import FakeWooShop
 from tests.support import wait_until
 
 SECRET = "whsec-test-1234"

@@ -16,7 +16,7 @@ from shared.errors import ValidationError
 from shared.events import build_event
 from shared.messaging.parking import ParkedMessages
 from tests import payloads
-from tests.fakes.woo_shop import FakeWooShop
+from demo.shop import FakeWooShop
 from tests.support import publish, wait_until
 
 SECRET = "whsec-test-1234"

@@ -14,7 +14,7 @@ from services.customer_sync.service import CustomerSyncService
 from services.customer_sync.signature import sign
 from services.loyalty.service import LoyaltyService
 from shared import mongo
-from tests.fakes.woo_shop import FakeWooShop
+from demo.shop import FakeWooShop
 from tests.support import wait_until
 
 SECRET = "whsec-rewards-1234"

@@ -24,8 +24,8 @@ from shared.messaging.handlers import event_handler
 from shared.metrics import MetricsServer
 from shared.mongo import MongoStorage
 from tests import payloads
-from tests.fakes.smtp_server import SmtpServer
-from tests.fakes.twilio_api import FakeTwilio
+from demo.mailbox import SmtpServer
+from demo.sms import FakeTwilio
 from tests.support import free_port, publish, vhost_of, wait_until
 
 

@@ -11,13 +11,13 @@ import pytest
 import requests
 from nameko.standalone.rpc import ClusterRpcProxy
 
+from demo.mailbox import SmtpServer
+from demo.shop import FakeWooShop
 from services.customer_sync.service import CustomerSyncService
 from services.customer_sync.signature import sign
 from services.notifications.service import NotificationsService
 from shared import mongo
 from shared.events import build_event
-from tests.fakes.smtp_server import SmtpServer
-from tests.fakes.woo_shop import FakeWooShop
 from tests.support import free_port, publish, wait_until
 
 STORE = "cp"

@@ -10,8 +10,8 @@ from nameko.standalone.rpc import ClusterRpcProxy
 
 from services.notifications.service import NotificationsService
 from shared.events import build_event, contract
-from tests.fakes.smtp_server import SmtpServer
-from tests.fakes.twilio_api import FakeTwilio
+from demo.mailbox import SmtpServer
+from demo.sms import FakeTwilio
 from tests.support import EventBarrier, free_port, publish, wait_until
 
 STORE = "nt"

@@ -11,7 +11,7 @@ from nameko.standalone.rpc import ClusterRpcProxy
 from services.gdpr.service import GdprService
 from services.notifications.service import NotificationsService
 from shared.events import build_event, contract
-from tests.fakes.smtp_server import SmtpServer
+from demo.mailbox import SmtpServer
 from tests.support import free_port, publish, wait_until
 
 STORE = "un"

@@ -23,7 +23,7 @@ from services.notifications.sender import Sender, SenderSettings
 from shared.errors import ValidationError
 from shared.outbox import OUTBOX_FIELD
 from tests import payloads
-from tests.fakes.smtp_server import SmtpServer
+from demo.mailbox import SmtpServer
 from tests.gateway_system import shop, system  # noqa: F401 - fixtures
 from tests.support import Clock, wait_until
 

@@ -16,7 +16,7 @@ from services.notifications.notifier import Notifier
 from services.notifications.repository import NotificationsStorage
 from services.notifications.sender import Sender, SenderSettings
 from shared.errors import ValidationError
-from tests.fakes.smtp_server import SmtpServer
+from demo.mailbox import SmtpServer
 from tests.gateway_system import shop, system  # noqa: F401 - fixtures
 from tests.support import Clock
 

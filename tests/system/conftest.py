@@ -21,9 +21,9 @@ import pytest
 from nameko.standalone.rpc import ClusterRpcProxy
 
 from tests.conftest import RABBIT_AMQP_HOST
-from tests.fakes.smtp_server import SmtpServer
-from tests.fakes.twilio_api import FakeTwilio
-from tests.fakes.woo_shop import FakeWooShop
+from demo.mailbox import SmtpServer
+from demo.sms import FakeTwilio
+from demo.shop import FakeWooShop
 from tests.system.fault_stack import FaultStack, log_dir
 from tests.system.harness import (SERVICE_NAMES, MongoServerProcess, SystemProcesses,
                                   register_store, system_env)

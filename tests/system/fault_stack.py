@@ -3,7 +3,7 @@ SMTP server and Twilio stand-ins, on any broker (the shared one, or a private no
 may stop), and one store with its own fake shop and seeded scenario per fault.
 
 Each fault gets a store of its own, so one set of processes serves several faults in turn and
-each store's oracle (tests/fakes/woo_traffic.py) stays exact; the messages the SMTP server and
+each store's oracle (demo/traffic.py) stays exact; the messages the SMTP server and
 Twilio received while a store's scenario ran are its own (faults run one after the other).
 """
 from __future__ import annotations
@@ -23,10 +23,10 @@ from typing import Iterator
 import requests
 from nameko.standalone.rpc import ClusterRpcProxy
 
-from tests.fakes.smtp_server import SmtpServer
-from tests.fakes.twilio_api import FakeTwilio
-from tests.fakes.woo_shop import FakeWooShop
-from tests.fakes.woo_traffic import WooTraffic
+from demo.mailbox import SmtpServer
+from demo.sms import FakeTwilio
+from demo.shop import FakeWooShop
+from demo.traffic import WooTraffic
 from tests.support import BrokerAdmin
 from tests.system.harness import SERVICE_NAMES, SystemProcesses, companion, system_env, wait_quiet
 from tests.system.scenario import check_consistency, configure, pages

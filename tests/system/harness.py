@@ -22,6 +22,7 @@ from typing import Callable
 import requests
 
 from bench.common import Child, terminate
+from demo.companion import declare_topology, stand_in_settings
 from tests.support import BrokerAdmin, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,11 +84,7 @@ class SystemProcesses:
 
     def topology(self) -> str:
         """Declare every consumer's queue first, as the deployment does."""
-        done = subprocess.run([sys.executable, "-m", "shared.messaging.topology"], cwd=ROOT,
-                              env=self.base_env, capture_output=True, text=True, timeout=60)
-        if done.returncode != 0:
-            raise RuntimeError(f"topology failed: {done.stdout}{done.stderr}")
-        return done.stdout.strip()
+        return declare_topology(self.base_env)
 
     def start(self, *names: str, timeout: float = 90.0) -> None:
         for name in names:
@@ -154,9 +151,7 @@ def system_env(smtp, twilio, **overrides: str) -> dict[str, str]:
         "EVENT_RETRY_DELAYS_MS": "200,1000,3000",
         "OUTBOX_SWEEP_SECONDS": "1", "INBOX_SWEEP_SECONDS": "1",
         "RECONCILE_POLL_SECONDS": "86400", "RECONCILE_INTERVAL_MINUTES": "100000",
-        "SMTP_HOST": smtp.host, "SMTP_PORT": str(smtp.port),
-        "TWILIO_ACCOUNT_SID": twilio.account_sid, "TWILIO_AUTH_TOKEN": twilio.auth_token,
-        "TWILIO_FROM_NUMBER": twilio.phone_number, "TWILIO_API_BASE": twilio.base_url,
+        **stand_in_settings(smtp, twilio),
         "NOTIFY_POLL_SECONDS": "0.5", "NOTIFY_RETRY_SECONDS": "1",
         "GDPR_PROCESS_SECONDS": "1", "GATEWAY_KEY_CACHE_SECONDS": "0",
         "NOTIFY_LINK_SECRET": "system-run-link-secret-0123456789abcdef",

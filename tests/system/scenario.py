@@ -1,5 +1,5 @@
 """The system scenario's shared parts: the store's rules and workflows, and the consistency
-checks that compare every service with the traffic driver's oracle (tests/fakes/woo_traffic.py).
+checks that compare every service with the traffic driver's oracle (demo/traffic.py).
 
 `tests/system/test_system.py` runs them once at size, `tests/system/test_kill.py` after killing
 each service in turn (both set up alike: `plan_traffic`, `quiet_recorder`);
@@ -19,7 +19,7 @@ from datetime import datetime, timedelta, timezone
 from email.utils import getaddresses
 from typing import Callable
 
-from tests.fakes.woo_traffic import EARNING, WooTraffic
+from demo.traffic import EARNING, WooTraffic
 from tests.system.harness import wait_quiet
 
 BIG_SPENDER = 30_000  # minor units: the rule tags customers who spent over 300.00

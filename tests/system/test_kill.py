@@ -3,7 +3,7 @@ the system is quiet, nothing may be lost and nothing applied twice.
 
 The whole system runs as OS processes (tests/system/conftest.py) against one database process,
 tests/fakes/mongo_server.py, which is never killed: a killed service finds its database as it
-left it, as it would on MongoDB. The seeded traffic of tests/fakes/woo_traffic.py is delivered
+left it, as it would on MongoDB. The seeded traffic of demo/traffic.py is delivered
 in segments; during each, one service gets SIGKILL (no shutdown code runs) and is started again
 while deliveries continue:
 
@@ -47,7 +47,7 @@ import time
 
 import requests
 
-from tests.fakes.woo_traffic import OrderHistory, WooTraffic
+from demo.traffic import OrderHistory, WooTraffic
 from tests.system.conftest import STORE, size
 from tests.system.scenario import (backfill_changes_nothing, check_consistency, configure,
                                    messages_sent, pages, plan_traffic, quiet_recorder)

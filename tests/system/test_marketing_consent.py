@@ -3,7 +3,7 @@ out that works from the email itself, and an address the mail server refuses nev
 
 Every service is its own OS process (the fault tests' stack), with the local SMTP server. A
 fresh store maps its checkout's opt-in box (`_newsletter_optin`, "yes" or "1") to email
-marketing. Its shop holds months of seeded history (tests/fakes/woo_traffic.py) in which some
+marketing. Its shop holds months of seeded history (demo/traffic.py) in which some
 registered customers ticked the box at an old checkout; `companion backfill` brings those. Then,
 the same hour, live checkouts arrive as signed webhooks: some tick the box (new and existing
 customers), some leave it out, untick it or carry another plugin's key, and a block-checkout
@@ -36,8 +36,8 @@ from typing import Callable
 
 import requests
 
-from tests.fakes.woo_shop import FakeWooShop
-from tests.fakes.woo_traffic import WooTraffic
+from demo.shop import FakeWooShop
+from demo.traffic import WooTraffic
 from tests.system.fault_stack import FaultStack, cli_json, size
 from tests.system.scenario import pages
 

@@ -3,7 +3,7 @@
 Customers sign up (webhooks in bursts, repeated, reordered), some opt in to marketing email,
 then orders arrive with refunds, cancellations, guests, repeats and updates racing their
 creates. Once the system is quiet, every service's state is compared with the traffic
-driver's oracle (tests/fakes/woo_traffic.py), which is computed from the shop, not from the
+driver's oracle (demo/traffic.py), which is computed from the shop, not from the
 services: customer and order counts, each order's state, each customer's spend, order count
 and segment, each loyalty balance against its ledger and against what the orders imply, each
 triggered message sent exactly once, and consent respected. A backfill afterwards must find

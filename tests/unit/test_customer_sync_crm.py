@@ -22,7 +22,7 @@ from services.customer_sync.woo_client import WooClient
 from shared.errors import NotFound, Unavailable, ValidationError
 from shared.outbox import OUTBOX_FIELD
 from tests import payloads
-from tests.fakes.woo_shop import FakeWooShop
+from demo.shop import FakeWooShop
 from tests.support import Clock
 
 STORE = "s1"

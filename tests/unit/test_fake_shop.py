@@ -15,7 +15,7 @@ from decimal import Decimal
 import pytest
 import requests
 
-from tests.fakes.woo_shop import (
+from demo.shop import (
     CouponRejected,
     FakeWooShop,
     delivery_id,
@@ -23,7 +23,7 @@ from tests.fakes.woo_shop import (
     sign,
     webhook_headers,
 )
-from tests.fakes.woo_traffic import WooTraffic
+from demo.traffic import WooTraffic
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d$")
 CUSTOMER_KEYS = {

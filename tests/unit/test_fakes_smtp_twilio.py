@@ -23,8 +23,8 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
-from tests.fakes.smtp_server import SmtpServer, TlsUnavailable, tls_unavailable_reason
-from tests.fakes.twilio_api import FakeTwilio, LocalTwilioHttpClient, num_segments, sign
+from demo.mailbox import SmtpServer, TlsUnavailable, tls_unavailable_reason
+from demo.sms import FakeTwilio, LocalTwilioHttpClient, num_segments, sign
 
 SID = re.compile(r"^SM[0-9a-f]{32}$")
 CUSTOMER = "+4915112345678"
@@ -237,7 +237,7 @@ def test_the_server_loop_does_not_leak_into_the_callers_greenlets(smtp: SmtpServ
 
 def local_twilio_client(base_url: str, account_sid: str, auth_token: str, **kwargs: Any) -> Client:
     """The production-side override: the public `http_client` argument and the minimal subclass
-    LocalTwilioHttpClient (tests/fakes/twilio_api.py's module doc shows its whole code)."""
+    LocalTwilioHttpClient (demo/sms.py's module doc shows its whole code)."""
     return Client(account_sid, auth_token, http_client=LocalTwilioHttpClient(base_url), **kwargs)
 
 

@@ -18,7 +18,7 @@ from services.notifications.sender import Sender, SenderSettings
 from shared.coupons import CODE_ALPHABET, CouponSpec
 from shared.errors import NotFound, Refused, Unavailable, ValidationError
 from shared.events import build_event, contract
-from tests.fakes.smtp_server import SmtpServer
+from demo.mailbox import SmtpServer
 from tests.support import Clock
 
 T0 = datetime(2026, 11, 29, 12, tzinfo=timezone.utc)

@@ -11,8 +11,8 @@ from services.notifications.channels import (DeliveryFailed, EmailChannel, SmsCh
 from services.notifications.notifier import Notifier
 from services.notifications.repository import NotificationsStorage
 from shared.events import build_event, contract
-from tests.fakes.smtp_server import SmtpServer
-from tests.fakes.twilio_api import FakeTwilio
+from demo.mailbox import SmtpServer
+from demo.sms import FakeTwilio
 from tests.support import Clock
 
 T0 = datetime(2026, 11, 29, 12, tzinfo=timezone.utc)

@@ -18,8 +18,8 @@ from services.notifications.sender import Sender, SenderSettings
 from services.notifications.suppression import (Change, Suppressions, blocks,
                                                 kind_for_failure)
 from shared.errors import NotFound, ValidationError
-from tests.fakes.smtp_server import SmtpServer
-from tests.fakes.twilio_api import FakeTwilio
+from demo.mailbox import SmtpServer
+from demo.sms import FakeTwilio
 from tests.support import Clock
 
 T0 = datetime(2026, 11, 29, 12, tzinfo=timezone.utc)  # noon UTC: outside quiet hours

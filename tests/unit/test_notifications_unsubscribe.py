@@ -20,8 +20,8 @@ from services.notifications.subscriptions import Subscriptions, consent_state
 from shared.errors import ValidationError
 from shared.events import build_event, contract
 from shared.outbox import OUTBOX_FIELD
-from tests.fakes.smtp_server import SmtpServer
-from tests.fakes.twilio_api import FakeTwilio
+from demo.mailbox import SmtpServer
+from demo.sms import FakeTwilio
 from tests.support import Clock
 
 T0 = datetime(2026, 11, 29, 12, tzinfo=timezone.utc)

@@ -14,7 +14,7 @@ from services.customer_sync.woo_client import WooClient
 from shared.coupons import CouponSpec
 from shared.errors import NotFound, Refused, Unavailable, ValidationError
 from tests import payloads
-from tests.fakes.woo_shop import FakeWooShop
+from demo.shop import FakeWooShop
 
 STORE = "s1"
 SECRET = "cs_coupon_writer_secret_1"

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from services.customer_sync.woo_client import Page, WooApiError, WooClient, WooUnavailable
-from tests.fakes.woo_shop import FakeWooShop
+from demo.shop import FakeWooShop
 
 SECRET = "cs_very_secret_value_1234"
 

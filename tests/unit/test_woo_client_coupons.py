@@ -14,7 +14,7 @@ from services.customer_sync.woo_client import (
     WooClient,
     WooUnavailable,
 )
-from tests.fakes.woo_shop import FakeWooShop
+from demo.shop import FakeWooShop
 
 SECRET = "cs_coupon_secret_value_987"
 LEDGER = {"_companion_customer": "c-42", "_companion_ledger_entry": "redeem:req-1"}

@@ -30,7 +30,7 @@ bounds for rule-driven messages where the outcome legitimately depends on delive
 
 As its own program (a separate OS process):
 
-    python -m tests.fakes.woo_traffic --seed 7 --customers 1000 --orders 5000 \\
+    python -m demo.traffic --seed 7 --customers 1000 --orders 5000 \\
         --target http://127.0.0.1:8000/webhooks/woocommerce/mystore --secret whsec_... \\
         [--port 8088] [--expected expected.json] [--hold]
 
@@ -54,7 +54,7 @@ from typing import Any, Iterable
 
 import requests
 
-from tests.fakes.woo_shop import CouponRejected, FakeWooShop, webhook_headers
+from demo.shop import CouponRejected, FakeWooShop, webhook_headers
 
 REAL_STATUSES = frozenset({"pending", "processing", "on-hold", "completed"})
 # An order is placed the first time it is seen in one of these: a refunded order was paid, so
@@ -358,10 +358,19 @@ class WooTraffic:
             self._schedule(order_id, action, i, pending)
 
     # ------------------------------------------------------------------ one-off changes
-    def sign_up_now(self, consent: bool = False, **overrides: Any) -> Delivery:
+    def _move_clock(self, at: datetime | None) -> None:
+        """A minute on, or to `at` (never back: the shop's times only grow) for live traffic."""
+        if at is None:
+            self.shop.clock.advance(60)
+        else:
+            self.shop.clock.catch_up(at)
+
+    def sign_up_now(self, consent: bool = False, *, at: datetime | None = None,
+                    **overrides: Any) -> Delivery:
         """A customer registers now, beyond the plan (the oracle includes them); answers the
-        customer.created delivery to send."""
-        self.shop.clock.advance(60)
+        customer.created delivery to send. `at`: the shop's clock moves to it instead of a
+        minute on (live traffic keeps the shop's times with the wall clock)."""
+        self._move_clock(at)
         woo = self.shop.add_customer(**overrides)
         delivery = self._capture([], "customer.created", woo["id"])
         self._remember_contact(("woo", woo["id"]), woo)
@@ -369,12 +378,13 @@ class WooTraffic:
             self.consenting.add(woo["id"])
         return delivery
 
-    def place_now(self, woo_id: int, **overrides: Any) -> Delivery:
+    def place_now(self, woo_id: int, *, at: datetime | None = None, **overrides: Any) -> Delivery:
         """Customer `woo_id` places an order now, beyond the plan (the oracle includes it);
         answers the order.created delivery to send. Overriding `total` keeps the line items
         as generated (fine for the companion, which reads the totals). `coupon_code` spends one
-        of the shop's coupons as checkout does (`CouponRejected` when the shop refuses it)."""
-        self.shop.clock.advance(60)
+        of the shop's coupons as checkout does (`CouponRejected` when the shop refuses it).
+        `at` as for `sign_up_now`."""
+        self._move_clock(at)
         order = self.shop.add_order(customer_id=woo_id, **overrides)
         history = OrderHistory(order["id"], ("woo", woo_id))
         self.orders[order["id"]] = history
@@ -383,11 +393,12 @@ class WooTraffic:
         self._remember_contact(("woo", woo_id), order)
         return delivery
 
-    def change_status_now(self, order_id: int, status: str) -> Delivery:
+    def change_status_now(self, order_id: int, status: str, *,
+                          at: datetime | None = None) -> Delivery:
         """Order `order_id` moves to `status` now, beyond the plan (the oracle follows it): e.g.
         an order that spent a reward code is cancelled and the shop gives the use back. Answers
-        the order.updated delivery to send."""
-        self.shop.clock.advance(60)
+        the order.updated delivery to send. `at` as for `sign_up_now`."""
+        self._move_clock(at)
         order = self.shop.update_order(order_id, status=status)
         delivery = self._capture([], "order.updated", order_id)
         self.orders[order_id].states.append(_order_state(order))
@@ -560,7 +571,7 @@ def register_webhooks(shop: FakeWooShop, target: str, secret: str,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.fakes.woo_traffic", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m demo.traffic", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--customers", type=int, default=1000)
@@ -575,7 +586,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.port:
         from http.server import ThreadingHTTPServer
 
-        from tests.fakes.woo_shop import _Handler
+        from demo.shop import _Handler
 
         shop._server = ThreadingHTTPServer(("127.0.0.1", args.port),
                                            type("H", (_Handler,), {"shop": shop}))
