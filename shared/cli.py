@@ -853,7 +853,9 @@ def _add_operator_commands(commands) -> None:
                     "parked messages and quarantined webhook deliveries. Exit 0: every service "
                     "ready, nothing parked or quarantined; 1: something needs attention (a "
                     "service not ready or not answering, parked messages, quarantined "
-                    "deliveries, queues unreadable); 3: the broker cannot be reached.")
+                    "deliveries, a notifications channel that keeps failing "
+                    "(docs/notifications-failures.md), queues unreadable); 3: the broker "
+                    "cannot be reached.")
     health.add_argument("--service", action="append",
                         help="only this service (repeatable; default: all)")
     health.add_argument("--service-timeout", type=float, default=5.0, metavar="SECONDS",
