@@ -569,17 +569,22 @@ def _readable(text: str) -> str:
 
 
 def validation_lines(message: str, fields: Any) -> list[str]:
-    """`email: not a valid email address`, one line a field; the service's own sentence when
-    it names no fields, or when its one field carries only a code (`page.size: range`) and
-    the sentence says more (`page.size must be 1-500`)."""
+    """`email: not a valid email address`, one line a field. The service's own sentence when
+    it names no fields, or when it says more than its one field does: a code
+    (`{"page.size": ["range"]}` beside `page.size must be 1-500`) or a hint (`choose from
+    read, write` beside `unknown scope(s): root`)."""
     flat = [(path or "input", texts) for path, texts in flatten_field_messages(fields or {})]
     if not flat:
         return [message]
-    if len(flat) == 1:
+    if len(flat) == 1 and "{" not in message:  # not marshmallow's dict pasted into a sentence
         path, texts = flat[0]
-        if message.startswith(path + " ") and all(" " not in t for t in texts):
-            rest = message[len(path) + 1:]
-            return [f"{path}: {rest[3:] if rest.startswith('is ') else rest}"]
+        sentences = [t for t in texts if " " in t]
+        unsaid = [t for t in sentences if t not in message]
+        if not sentences or unsaid:
+            said = message[len(path) + 1:] if message.startswith(path + " ") else message
+            said = said[3:] if said.startswith("is ") else said
+            return [f"{path}: {said}"
+                    + (f" ({'; '.join(_readable(t) for t in unsaid)})" if unsaid else "")]
     return [f"{path}: {'; '.join(_readable(t) for t in texts) or 'invalid'}"
             for path, texts in sorted(flat, key=lambda item: item[0])]
 

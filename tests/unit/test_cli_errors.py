@@ -156,6 +156,12 @@ def test_a_coded_field_keeps_the_services_sentence(monkeypatch, capsys):
                             {"fields": {"store_id": ["invalid"]}})
     code, _, err = run_refused(monkeypatch, capsys, error, "keys", "list", "--store", "s")
     assert (code, err) == (EXIT_USAGE, "error: store_id: not a valid store id\n")
+    error = ValidationError("unknown scope(s): root",
+                            {"fields": {"scopes": ["choose from read, write, gdpr, admin"]}})
+    code, _, err = run_refused(monkeypatch, capsys, error, "keys", "create", "--store", "s",
+                               "--name", "n", "--scopes", "root")
+    assert (code, err) == (EXIT_USAGE, "error: scopes: unknown scope(s): root (choose from "
+                                       "read, write, gdpr, admin)\n")
     error = ValidationError("name deliveries with quarantine_ids, or replay all")
     code, _, err = run_refused(monkeypatch, capsys, error, "keys", "list", "--store", "s")
     assert (code, err) == (EXIT_USAGE, "error: name deliveries with quarantine_ids, or replay all\n")
@@ -177,7 +183,8 @@ def test_an_unnamed_marshmallow_error_is_read_back_from_its_text(monkeypatch, ca
 def test_flattening_handles_lists_of_nested_messages():
     assert flatten_field_messages({"items": [{"sku": ["required"]}, "too many"]}) == [
         ("items", ["too many"]), ("items.sku", ["required"])]
-    assert validation_lines("bad", {"_schema": ["Unknown field."]}) == ["input: unknown field"]
+    assert validation_lines("invalid store: {'_schema': ['Unknown field.']}",
+                            {"_schema": ["Unknown field."]}) == ["input: unknown field"]
 
 
 # -- exit codes ---------------------------------------------------------------------------------
