@@ -187,3 +187,51 @@ def test_twilio_failing_fails_the_sms_channel(storage, smtp, twilio, caplog):
     assert len(lines) == 5 and all(r.exc_info is None and r.levelno == logging.WARNING
                                    for r in lines)
     assert "+447700900123" not in " ".join(r.getMessage() for r in lines)
+
+
+# -- what `companion health` takes from a service's answer --------------------------------------
+def test_a_services_own_problems_are_taken_bounded_and_as_text(monkeypatch):
+    from nameko.standalone import rpc as standalone
+
+    from shared import system_health
+
+    answer = {"ready": True, "checks": {"broker": True}, "channels": {"email": {"state": "x"}},
+              "problems": ["email: failing " + "x" * 1000, *range(20)]}
+
+    class Proxy:
+        def __init__(self, *args, **kwargs):
+            self.notifications = type("Service", (), {"health": staticmethod(lambda: answer)})
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(standalone, "ClusterRpcProxy", Proxy)
+    taken = system_health._ask_one("amqp://unused/", "notifications", 1.0)
+    assert taken["state"] == "ready" and taken["channels"] == {"email": {"state": "x"}}
+    assert len(taken["problems"]) == system_health.MAX_SERVICE_PROBLEMS
+    assert len(taken["problems"][0]) == system_health.MAX_PROBLEM_LENGTH
+    assert taken["problems"][1:3] == ["0", "1"]
+    answer["problems"] = "not a list"
+    assert system_health._ask_one("amqp://unused/", "notifications", 1.0)["problems"] == []
+
+
+# -- the send log's row, as the console and the API show it --------------------------------------
+def test_a_waiting_sends_reason_is_on_its_row_in_the_console_and_the_api(monkeypatch):
+    from services.gateway.handlers.notifications import _send_view
+    from tests.unit.test_console import Notifications, World
+
+    waiting = {**Notifications.sends[0], "_id": "wait", "status": "scheduled",
+               "reason": "SMTP connection to smtp.example:25 failed: Connection refused",
+               "provider_error": "SMTP connection to smtp.example:25 failed: Connection refused"}
+    monkeypatch.setattr(Notifications, "sends", [waiting])
+    world = World()
+    world.login("wcc_read")
+    html = world.client.get("/console/messages").get_data(as_text=True)
+    row = html.split('<tbody>')[1].split("</tr>")[0]
+    assert "scheduled" in row
+    assert row.count("SMTP connection to smtp.example:25 failed: Connection refused") == 1
+    shown = _send_view(waiting)
+    assert shown["reason"] == shown["provider_error"] == waiting["reason"]
