@@ -7,6 +7,8 @@ work, and a non-zero exit code on failure.
 from __future__ import annotations
 
 import argparse
+import ast
+import difflib
 import getpass
 import json
 import os
@@ -21,6 +23,8 @@ from services.gateway.console import present
 from shared.config import Config
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+# A service's refusal is parsed back into fields only up to this size: bounded work.
+MAX_REMOTE_MESSAGES = 100_000
 
 
 # -- output -----------------------------------------------------------------------------------
@@ -95,7 +99,8 @@ def _secret(env_name: str, prompt: str) -> str:
     if value:
         return value
     if not sys.stdin.isatty():
-        raise SystemExit(f"set {env_name} (secrets are not taken as arguments)")
+        print(f"set {env_name} (secrets are not taken as arguments)", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
     return getpass.getpass(prompt)
 
 
@@ -269,8 +274,10 @@ and WOO_CONSUMER_SECRET (or a prompt) when the store is added, and stay in custo
 command takes a secret as an argument or prints one. The broker's password is in AMQP_URI; the
 management API's in RABBITMQ_MANAGEMENT_USER/PASSWORD (default: AMQP_URI's).
 
-exit codes: 0 ok; 1 failed, not found, or needs attention; 2 usage; 3 services or broker
-unreachable. `companion COMMAND --help` says what each command does."""
+exit codes: 0 ok; 1 refused or failed (not found, conflict, needs attention); 2 usage or
+validation (an unknown flag, a bad value, a field a service refused: one `error: FIELD: why`
+line each); 3 services or broker unreachable (or not answering in --timeout). See
+docs/cli.md. `companion COMMAND --help` says what each command does."""
 
 
 GDPR_TYPES = {"access": "access", "export": "portability", "portability": "portability",
@@ -535,10 +542,144 @@ def _check(row: dict, name: str) -> str:
     return "-" if name not in checks else ("ok" if checks[name] else "DOWN")
 
 
+# -- a service's refusal, one line a field ---------------------------------------------------
+def flatten_field_messages(fields: Any, prefix: str = "") -> list[tuple[str, list[str]]]:
+    """marshmallow's nested messages as (dotted path, texts): `{"rules": {"0": {"key":
+    [...]}}}` is `rules.0.key`; a schema-wide `_schema` message belongs to its parent."""
+    if isinstance(fields, dict):
+        found = []
+        for key, value in fields.items():
+            name = prefix if key == "_schema" else (f"{prefix}.{key}" if prefix else str(key))
+            found += flatten_field_messages(value, name)
+        return found
+    if isinstance(fields, (list, tuple)):
+        texts = [str(t) for t in fields if not isinstance(t, (dict, list, tuple))]
+        nested = [n for t in fields if isinstance(t, (dict, list, tuple))
+                  for n in flatten_field_messages(t, prefix)]
+        return ([(prefix, texts)] if texts else []) + nested
+    return [(prefix, [str(fields)])]
+
+
+def _readable(text: str) -> str:
+    """`Not a valid email address.` reads as `not a valid email address` after `email: `."""
+    text = text.strip().rstrip(".")
+    if len(text) > 1 and text[0].isupper() and not text[1].isupper():
+        text = text[0].lower() + text[1:]
+    return text
+
+
+def validation_lines(message: str, fields: Any) -> list[str]:
+    """`email: not a valid email address`, one line a field. The service's own sentence when
+    it names no fields, or when it says more than its one field does: a code
+    (`{"page.size": ["range"]}` beside `page.size must be 1-500`) or a hint (`choose from
+    read, write` beside `unknown scope(s): root`)."""
+    flat = [(path or "input", texts) for path, texts in flatten_field_messages(fields or {})]
+    if not flat:
+        return [message]
+    if len(flat) == 1 and "{" not in message:  # not marshmallow's dict pasted into a sentence
+        path, texts = flat[0]
+        sentences = [t for t in texts if " " in t]
+        unsaid = [t for t in sentences if t not in message]
+        if not sentences or unsaid:
+            said = message[len(path) + 1:] if message.startswith(path + " ") else message
+            said = said[3:] if said.startswith("is ") else said
+            return [f"{path}: {said}"
+                    + (f" ({'; '.join(_readable(t) for t in unsaid)})" if unsaid else "")]
+    return [f"{path}: {'; '.join(_readable(t) for t in texts) or 'invalid'}"
+            for path, texts in sorted(flat, key=lambda item: item[0])]
+
+
+def _messages_of(value: Any) -> Any:
+    """A marshmallow error that crossed RPC without being named arrives as the text of its
+    messages dict: read it back (literals only, bounded), or None."""
+    if isinstance(value, dict):
+        return value
+    if not isinstance(value, str) or len(value) > MAX_REMOTE_MESSAGES:
+        return None
+    try:
+        parsed = ast.literal_eval(value)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return None
+    return parsed if isinstance(parsed, (dict, list)) else None
+
+
 # -- parser -----------------------------------------------------------------------------------
+class CommandParser(argparse.ArgumentParser):
+    """argparse without its two surprises: no abbreviated flags (`--stor` is not `--store`),
+    and an unknown flag is named by the (sub)command that got it, under that command's usage,
+    instead of by the top-level parser after the command's own complaints.
+
+    Sub-commands are made with this class too (argparse's default `parser_class`), which is
+    how `allow_abbrev=False` reaches them: argparse does not pass it down by itself.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+        self._given: list[str] = []
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._given = list(sys.argv[1:] if args is None else args)
+        if self._subcommands():  # before the sub-command complains about what it lacks
+            unknown = self._unknown_flags(self._given)
+            if unknown:
+                self.error(self._unrecognized(unknown))
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(self._unrecognized(extras))
+        return namespace, extras
+
+    def error(self, message: str):
+        """A missing required flag is often a mistyped one: name the typo instead."""
+        unknown = self._unknown_flags(self._given)
+        if unknown:
+            message = self._unrecognized(unknown)
+        super().error(message)
+
+    def _unknown_flags(self, given: list[str]) -> list[str]:
+        """Flags this parser does not know; a parser with sub-commands looks only before the
+        sub-command's name: what follows is the sub-command's to read."""
+        subcommands = self._subcommands()
+        unknown = []
+        for arg in given:
+            if arg == "--" or arg in subcommands:
+                break
+            flag = arg.split("=", 1)[0]
+            if (len(flag) > 1 and flag[0] in self.prefix_chars and " " not in flag
+                    and not self._negative_number_matcher.match(flag)
+                    and flag not in self._option_string_actions):
+                unknown.append(flag)
+        return unknown
+
+    def _subcommands(self) -> set[str]:
+        return {name for a in self._actions if isinstance(a, argparse._SubParsersAction)
+                for name in a.choices}
+
+    def _unrecognized(self, extras: list[str]) -> str:
+        flags = [e.split("=", 1)[0] for e in extras if e[:1] in self.prefix_chars and len(e) > 1]
+        named = flags or extras
+        hints = [(flag, self._closest_flag(flag)) for flag in flags]
+        hints = [(flag, close) for flag, close in hints if close]
+        said = f"unrecognized argument{'s' if len(named) > 1 else ''}: {' '.join(named)}"
+        if len(named) == 1 and hints:
+            return f"{said} (did you mean {hints[0][1]}?)"
+        if hints:
+            return f"{said} ({'; '.join(f'{f}: did you mean {c}?' for f, c in hints)})"
+        return said
+
+    def _closest_flag(self, flag: str) -> str | None:
+        """The flag meant: the one it abbreviates, else one a typo or two away."""
+        known = [o for o in self._option_string_actions if o not in ("-h", "--help")]
+        started = sorted(o for o in known if o.startswith(flag) and len(flag) > 2)
+        if started:
+            return started[0]
+        close = difflib.get_close_matches(flag, known, n=1, cutoff=0.75)
+        return close[0] if close else None
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="companion", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandParser(prog="companion", description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("--amqp-uri", default=Config().get("AMQP_URI"),
                         help="RabbitMQ URI (default: $AMQP_URI)")
@@ -717,7 +858,9 @@ def _add_operator_commands(commands) -> None:
                     "parked messages and quarantined webhook deliveries. Exit 0: every service "
                     "ready, nothing parked or quarantined; 1: something needs attention (a "
                     "service not ready or not answering, parked messages, quarantined "
-                    "deliveries, queues unreadable); 3: the broker cannot be reached.")
+                    "deliveries, a notifications channel that keeps failing "
+                    "(docs/notifications-failures.md), queues unreadable); 3: the broker "
+                    "cannot be reached.")
     health.add_argument("--service", action="append",
                         help="only this service (repeatable; default: all)")
     health.add_argument("--service-timeout", type=float, default=5.0, metavar="SECONDS",
@@ -796,14 +939,23 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("amqp").setLevel(logging.ERROR)
     args = build_parser().parse_args(argv)
     from nameko.exceptions import RemoteError, RpcTimeout, UnknownService
-    from shared.errors import ServiceError
+    from shared.errors import ServiceError, ValidationError
 
     try:
         return args.func(args)
+    except ValidationError as exc:
+        for line in validation_lines(exc.message, exc.details.get("fields")):
+            print(f"error: {line}", file=sys.stderr)
+        return EXIT_USAGE
     except ServiceError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return EXIT_FAILED
     except RemoteError as exc:
+        if exc.exc_type == "ValidationError":
+            fields = _messages_of(exc.value)
+            for line in validation_lines(str(exc.value), fields):
+                print(f"error: {line}", file=sys.stderr)
+            return EXIT_USAGE
         print(f"error from the service: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except RpcTimeout:

@@ -11,8 +11,9 @@ Three sources, each read the way that stays truthful when part of the system is 
   without the management plugin too.
 
 Healthy means every service answered ready, nothing is parked, no webhook delivery is
-quarantined (a service's `health()` answers `quarantined` per store) and the broker's queues
-could be read.
+quarantined (a service's `health()` answers `quarantined` per store), no service names a
+problem of its own (its `health()` answers `problems`: notifications names a channel that keeps
+failing) and the broker's queues could be read.
 """
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ from shared.config import Config
 
 PARKED_SUFFIX = ".parked"
 REPLY_QUEUE_PREFIX = "rpc.reply-"
+# A service's own problem lines are shown as they come, at most this many and this long.
+MAX_SERVICE_PROBLEMS, MAX_PROBLEM_LENGTH = 10, 500
 
 
 @dataclass(frozen=True)
@@ -127,9 +130,13 @@ def _ask_one(amqp_uri: str, service: str, timeout: float) -> dict:
         return {"state": "not answering", "error": f"{type(exc).__name__}: {exc}"}
     ready = bool(isinstance(answer, dict) and answer.get("ready"))
     quarantined = answer.get("quarantined") if isinstance(answer, dict) else None
+    problems = answer.get("problems") if isinstance(answer, dict) else None
     return {"state": "ready" if ready else "not ready",
             "checks": answer.get("checks") if isinstance(answer, dict) else None,
-            "quarantined": quarantined if isinstance(quarantined, dict) else {}}
+            "quarantined": quarantined if isinstance(quarantined, dict) else {},
+            "problems": [str(p)[:MAX_PROBLEM_LENGTH] for p in problems[:MAX_SERVICE_PROBLEMS]]
+            if isinstance(problems, list) else [],
+            "channels": answer.get("channels") if isinstance(answer, dict) else None}
 
 
 def ask_services(amqp_uri: str, services: Iterable[str], timeout: float) -> dict[str, dict]:
@@ -179,6 +186,8 @@ def system_health(amqp_uri: str, services: Iterable[str], management: Management
                "instances": (rpc_queues[f"rpc-{name}"] or (0, 0))[1],
                "parked": parked.get(name, 0),
                "quarantined": sum((answer.get("quarantined") or {}).values())}
+        if answer.get("channels") is not None:
+            row["channels"] = answer["channels"]
         rows.append(row)
         if row["state"] != "ready":
             why = row["error"] or ", ".join(k for k, ok in (row["checks"] or {}).items() if not ok)
@@ -187,6 +196,8 @@ def system_health(amqp_uri: str, services: Iterable[str], management: Management
         if count:
             problems.append(f"{name}: {count} parked message(s) "
                             f"(`companion dlq list --service {name}`)")
+    for name in names:  # what a service says is wrong with it (a channel that keeps failing)
+        problems += [f"{name}: {line}" for line in answers[name].get("problems") or []]
     for name in names:  # webhook deliveries kept after failing to apply (customer_sync)
         for store, count in sorted((answers[name].get("quarantined") or {}).items()):
             if count:

@@ -6,6 +6,7 @@ retry later) or permanent (a rejected address, an invalid or unsubscribed number
 """
 from __future__ import annotations
 
+import os
 import smtplib
 import socket
 import ssl
@@ -124,7 +125,8 @@ class EmailChannel:
                                      transient=transient, code=exc.smtp_code) from None
             except (OSError, smtplib.SMTPException) as exc:  # refused, timed out, reset
                 self.close()
-                raise DeliveryFailed(f"SMTP connection failed: {exc!r}", transient=True) from None
+                raise DeliveryFailed(f"SMTP connection to {self.settings.host}:{self.settings.port} "
+                                     f"failed: {_why(exc)}", transient=True) from None
         raise AssertionError("unreachable")
 
     def _reset(self) -> None:
@@ -150,6 +152,14 @@ def new_message_id(send_id: str, domain: str) -> str:
     """A Message-ID naming the send, so a message found in a mailbox leads back to the log."""
     safe = "".join(c if c.isalnum() or c in "-._" else "." for c in send_id)[:120]
     return make_msgid(idstring=safe, domain=domain or socket.getfqdn())
+
+
+def _why(exc: Exception) -> str:
+    """`Connection refused`, the same with or without eventlet's sockets (which say
+    `[Errno 111] ECONNREFUSED`)."""
+    if isinstance(exc, OSError) and exc.errno:
+        return os.strerror(exc.errno)
+    return str(exc) or type(exc).__name__
 
 
 def _text(reply) -> str:

@@ -1,6 +1,6 @@
 """notifications' storage: the contact projection, templates, workflows, store settings, the
-sends (scheduled, in flight and done: one document each, which is also the send log) and bulk
-jobs.
+sends (scheduled, in flight and done: one document each, which is also the send log), bulk
+jobs and each channel's run of failures (channel_health.py).
 
 The projection is kept by conditional updates, one per fact and its time: a fact older than the
 one held changes nothing, so events delivered twice or out of order leave the newest state.
@@ -217,6 +217,34 @@ def decode_send_cursor(cursor: str) -> tuple[datetime, str]:
     return (at if at.tzinfo else at.replace(tzinfo=timezone.utc)).astimezone(timezone.utc), send_id
 
 
+class ChannelStateRepository:
+    """One document per channel: how many provider calls in a row failed, since when, and the
+    last error. Every instance writes it with single atomic updates, so none is lost."""
+
+    def __init__(self, collection: Collection) -> None:
+        self.collection = collection
+
+    def failed(self, channel: str, reason: str, at: datetime) -> None:
+        update = {"$inc": {"consecutive_failures": 1},
+                  "$set": {"last_error": reason, "last_error_at": at},
+                  "$min": {"failing_since": at}}
+        try:
+            self.collection.update_one({"_id": channel}, update, upsert=True)
+        except DuplicateKeyError:  # another instance made the document first: now it exists
+            self.collection.update_one({"_id": channel}, update)
+
+    def sent(self, channel: str, at: datetime) -> None:
+        """A message accepted ends the run. Written only when there was one, so a working
+        channel costs a read, not a write, per message."""
+        self.collection.update_one(
+            {"_id": channel, "consecutive_failures": {"$gt": 0}},
+            {"$set": {"consecutive_failures": 0, "recovered_at": at},
+             "$unset": {"failing_since": ""}})
+
+    def all(self) -> dict[str, dict]:
+        return {doc["_id"]: doc for doc in self.collection.find().limit(10)}
+
+
 class NotificationsStorage:
     def __init__(self, database: Database) -> None:
         self.database = database
@@ -230,6 +258,7 @@ class NotificationsStorage:
         self.coupon_withdrawals = CouponWithdrawals(database["coupon_withdrawals"])
         self.suppressions = SuppressionRepository(database["suppressions"],
                                                   database["suppression_keys"])
+        self.channel_state = ChannelStateRepository(database["channel_state"])
 
     def ensure_indexes(self) -> None:
         self.contacts.ensure_indexes()

@@ -23,8 +23,10 @@ from email.message import EmailMessage
 from typing import Callable, Protocol
 
 from jinja2.exceptions import SecurityError, TemplateError
+from pymongo.errors import PyMongoError
 
 from services.notifications import templates as tpl
+from services.notifications.channel_health import without_recipient
 from services.notifications.bounded_sandbox import RenderLimits
 from services.notifications import workflows as wf
 from services.notifications.channels import DeliveryFailed, EmailChannel, SmsChannel, new_message_id
@@ -150,6 +152,8 @@ class Sender:
         attempts = send.get("attempts") or []
         if attempts and attempts[-1].get("outcome") == "calling":
             count_send(send["channel"], "unknown")
+            self._log_failure(send, len(attempts), "not tried again", "outcome unknown: the "
+                              "sender stopped while the provider was called", None)
             return self._finish(send, "failed", "outcome unknown: the sender stopped while the "
                                 "provider was called; not sent again to avoid a duplicate",
                                 permanent=False)
@@ -233,11 +237,15 @@ class Sender:
             count_send(send["channel"], "failed_transient" if exc.transient else "failed_permanent")
             if not exc.transient:
                 self._suppress_after(send, to, exc)
-            return self._retry_or_fail(send, attempts, len(attempts), exc.reason, exc.transient,
-                                       provider_error=exc.reason)
+            outcome = self._retry_or_fail(send, attempts, len(attempts), exc.reason,
+                                          exc.transient, provider_error=exc.reason, recipient=to)
+            self._channel_state(send["channel"], without_recipient(exc.reason, to))
+            return outcome
         count_send(send["channel"], "sent")
-        return self._finish(send, "sent", None, permanent=False, attempt_index=len(attempts),
-                            provider_id=provider_id)
+        outcome = self._finish(send, "sent", None, permanent=False, attempt_index=len(attempts),
+                               provider_id=provider_id)
+        self._channel_state(send["channel"], None)
+        return outcome
 
     # -- its coupon ------------------------------------------------------------------------------
     def _coupon(self, send: dict, store, attempts: list) -> dict | str:
@@ -321,22 +329,47 @@ class Sender:
         return self._retry_or_fail(send, attempts, index, reason, transient)
 
     def _retry_or_fail(self, send: dict, attempts: list, index: int, reason: str,
-                       transient: bool, provider_error: str | None = None) -> str:
+                       transient: bool, provider_error: str | None = None,
+                       recipient: str | None = None) -> str:
         """After the failed attempt at `index`: due again after the back-off while attempts
-        are left and the failure is transient, else failed with `reason`. `provider_error` is
-        the provider's own words, kept on the send for the send log."""
+        are left and the failure is transient, else failed with `reason`. `reason` is on the
+        send's row either way (the send log shows why one waits, not only its attempts);
+        `provider_error` is the provider's own words, kept there too."""
         tries = sum(1 for a in attempts if a.get("outcome") not in ("held",)) + 1
         if transient and tries < self.settings.max_attempts:
             delay = self.settings.retry_seconds * (2 ** (tries - 1))
             fields = {"status": "scheduled", "due_at": self.clock() + timedelta(seconds=delay),
+                      "reason": reason,
                       f"attempts.{index}.outcome": "retry", f"attempts.{index}.detail": reason}
             if provider_error:
                 fields["provider_error"] = provider_error
             self._update(send, {"$set": fields})
+            self._log_failure(send, tries, f"tried again in {delay:g}s", reason, recipient)
             return "retry"
         self._withdraw_coupon(send)
+        self._log_failure(send, tries, "not tried again" if not transient
+                          else "no attempts left", reason, recipient)
         return self._finish(send, "failed", reason, permanent=not transient, attempt_index=index,
                             provider_error=provider_error)
+
+    def _log_failure(self, send: dict, tries: int, next_step: str, reason: str,
+                     recipient: str | None) -> None:
+        """One line an operator can grep, without a traceback: the failure is expected."""
+        log.warning("%s send %s failed (attempt %d of %d, %s): %s", send["channel"],
+                    send["_id"], tries, self.settings.max_attempts, next_step,
+                    without_recipient(reason, recipient),
+                    extra={"store_id": send.get("store_id"), "send_id": send["_id"]})
+
+    def _channel_state(self, channel: str, error: str | None) -> None:
+        """Count the provider call towards (or end) the channel's run of failures. After the
+        send is recorded: a database hiccup here must not leave a sent message unrecorded."""
+        try:
+            if error is None:
+                self.storage.channel_state.sent(channel, self.clock())
+            else:
+                self.storage.channel_state.failed(channel, error, self.clock())
+        except PyMongoError as exc:
+            log.warning("the %s channel's state could not be recorded: %s", channel, exc)
 
     def _links(self, send: dict) -> MessageLinks | None:
         """The links this message offers: a marketing email its recipient's unsubscribe and

@@ -10,8 +10,9 @@ from nameko.exceptions import MethodNotFound, RpcTimeout, UnknownService
 from nameko.extensions import DependencyProvider
 from nameko.rpc import RpcProxy, rpc
 from nameko.standalone.rpc import ClusterRpcProxy
+from pymongo.errors import PyMongoError
 
-from services.notifications import email_reports, twilio_hooks
+from services.notifications import channel_health, email_reports, twilio_hooks
 from services.notifications import links as ln
 from services.notifications.bounded_sandbox import RenderLimits
 from services.notifications.channels import EmailChannel, SmsChannel, SmtpSettings, TwilioSettings
@@ -469,6 +470,17 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
                                        public_url=self.settings.get("NOTIFY_PUBLIC_URL"))
 
     # -- RPC --------------------------------------------------------------------------------------
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def health(self) -> dict:
+        """Readiness, and each channel's run of failures: `companion health` names a channel
+        that keeps failing (channel_health.py), as it names parked messages."""
+        answer = DataOwnerRpc.health(self)
+        try:
+            answer.update(channel_health.report(self.storage.channel_state.all()))
+        except PyMongoError:
+            answer["channels"] = None  # the database check already says it is down
+        return answer
+
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def save_store_settings(self, store_id: str, settings: dict) -> dict:

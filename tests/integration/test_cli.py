@@ -24,7 +24,7 @@ from services.notifications.service import NotificationsService
 from services.runner import SERVICES
 from services.segmentation.service import SegmentationService
 from shared import mongo
-from shared.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
+from shared.cli import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, main
 from shared.messaging.handlers import parked_queue
 from shared.messaging.publisher import ConfirmingPublisher, OutgoingMessage
 from tests.conftest import RABBIT_MANAGEMENT_URL
@@ -50,8 +50,9 @@ def run(capsys, amqp_uri: str, *argv: str) -> tuple[int, str, str]:
 
 
 def run_process(amqp_uri: str, *argv: str) -> subprocess.CompletedProcess:
-    """The installed `companion` script, as a separate process."""
-    env = {**os.environ, "AMQP_URI": amqp_uri, "RABBITMQ_MANAGEMENT_URL": RABBIT_MANAGEMENT_URL}
+    """The installed `companion` script, as a separate process, running this checkout's code."""
+    env = {**os.environ, "AMQP_URI": amqp_uri, "RABBITMQ_MANAGEMENT_URL": RABBIT_MANAGEMENT_URL,
+           "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     return subprocess.run([str(COMPANION), *argv], capture_output=True, text=True, timeout=120,
                           env=env)
 
@@ -145,7 +146,7 @@ def test_webhooks_register_reports_what_it_could_not_do(services, capsys):
         # Another store's door, or an unknown store: refused before the shop is asked.
         code, _, err = run(capsys, services.amqp_uri, "webhooks", "register", "--store", "wh",
                            "--delivery-url", f"{services.web_url}/webhooks/woocommerce/other")
-        assert code == EXIT_FAILED and "must end with /webhooks/woocommerce/wh" in err
+        assert code == EXIT_USAGE and "must end with /webhooks/woocommerce/wh" in err
         code, _, err = run(capsys, services.amqp_uri, "webhooks", "register", "--store", "nope",
                            "--delivery-url", services.web_url)
         assert code == EXIT_FAILED and "no store nope" in err
@@ -182,12 +183,57 @@ def test_gdpr_submit_then_status_list_and_verify(services, capsys):
     # Rectification without its fields, bad JSON, an unknown id: refused, on stderr, non-zero.
     code, _, err = run(capsys, services.amqp_uri, "gdpr", "submit", "--store", "gd", "--type",
                        "rectification", "--email", "ada@acme.example")
-    assert code == EXIT_FAILED and "details.fields" in err
+    assert (code, err) == (EXIT_USAGE, "error: details.fields: required: the corrected contact "
+                                       "fields\n")
     code, _, err = run(capsys, services.amqp_uri, "gdpr", "submit", "--store", "gd", "--type",
                        "erasure", "--email", "ada@acme.example", "--details", "{nope")
     assert code == EXIT_USAGE and "not JSON" in err
     code, out, err = run(capsys, services.amqp_uri, "gdpr", "status", "--id", "req-missing")
     assert code == EXIT_FAILED and out == "" and err.startswith("error:")
+
+
+# -- refusals and exit codes ----------------------------------------------------------------------
+def test_a_typo_is_named_by_its_sub_command_and_creates_nothing(services):
+    services.start(CustomerSyncService, RECONCILE_POLL_SECONDS="3600")
+    register_store(services.amqp_uri, "ty")
+    for typo, meant in (("--stor", "--store"), ("--scope", "--scopes")):
+        argv = {"--stor": ["--stor", "ty", "--name", "crm", "--scopes", "read"],
+                "--scope": ["--store", "ty", "--name", "crm", "--scope", "read"]}[typo]
+        typed = run_process(services.amqp_uri, "keys", "create", *argv)
+        assert typed.returncode == EXIT_USAGE and typed.stdout == ""
+        assert typed.stderr.startswith("usage: companion keys create ")
+        assert typed.stderr.strip().splitlines()[-1] == (
+            f"companion keys create: error: unrecognized argument: {typo} (did you mean {meant}?)")
+    with ClusterRpcProxy({"AMQP_URI": services.amqp_uri}, timeout=30) as rpc:
+        assert rpc.customer_sync.list_api_keys("ty", True) == []
+
+
+def test_a_services_refusal_is_one_line_a_field(services, capsys, monkeypatch):
+    services.start(CustomerSyncService, RECONCILE_POLL_SECONDS="3600")
+    services.start(GdprService, GDPR_PROCESS_SECONDS="3600")
+    code, out, err = run(capsys, services.amqp_uri, "gdpr", "submit", "--store", "gd", "--type",
+                         "access", "--email", "not-an-address")
+    assert (code, out, err) == (EXIT_USAGE, "", "error: email: must be exactly one email address\n")
+    # marshmallow's messages, from the schema of a store.
+    for name, value in (("WOO_WEBHOOK_SECRET", SECRET), ("WOO_CONSUMER_KEY", "ck"),
+                        ("WOO_CONSUMER_SECRET", "cs")):
+        monkeypatch.setenv(name, value)
+    code, out, err = run(capsys, services.amqp_uri, "stores", "add", "--store", "bad",
+                         "--shop-url", "not a url")
+    assert (code, out) == (EXIT_USAGE, "")
+    assert err == "error: shop_url: not a valid URL\n"
+    assert "{" not in err
+    code, out, _ = run(capsys, services.amqp_uri, "--json", "stores", "list")
+    assert code == EXIT_OK and json.loads(out) == []
+
+
+def test_unreachable_broker_or_service_is_exit_3(services, capsys):
+    closed = f"amqp://guest:guest@127.0.0.1:{free_port()}/"
+    code, out, err = run(capsys, closed, "--timeout", "5", "stores", "list")
+    assert code == EXIT_UNREACHABLE and out == "" and "cannot reach the services" in err
+    # The broker answers but customer_sync is not running.
+    code, _, err = run(capsys, services.amqp_uri, "--timeout", "5", "stores", "list")
+    assert code == EXIT_UNREACHABLE and "customer_sync" in err and "not running" in err
 
 
 # -- customers find -------------------------------------------------------------------------------

@@ -209,6 +209,9 @@ def test_a_shop_that_cannot_make_the_coupon_delays_the_send_which_then_reuses_it
     assert send["due_at"].replace(tzinfo=timezone.utc) == T0 + timedelta(seconds=60)
     assert send["attempts"][0]["outcome"] == "retry"
     assert "coupon not created" in send["attempts"][0]["detail"]
+    # The send log's row says why it waits; the email channel itself was never tried.
+    assert send["reason"] == "coupon not created: Unavailable: the shop answered 503"
+    assert storage.channel_state.all() == {}
     assert smtp.received == 0
     clock.now = T0 + timedelta(seconds=59)
     assert sender.run_once() == {}  # not before its back-off
@@ -219,6 +222,7 @@ def test_a_shop_that_cannot_make_the_coupon_delays_the_send_which_then_reuses_it
     shop.fail_with = None
     clock.now += timedelta(seconds=120)
     assert sender.run_once() == {"sent": 1}
+    assert "reason" not in _send(storage)
     assert [wire["code"] for _, wire, _ in shop.calls] == [code, code, code]
     assert list(shop.coupons) == [code]
     # the expiry was fixed with the code, not when the shop came back

@@ -154,7 +154,10 @@ SEND = s.obj({"send_id": s.STRING, "customer_id": s.STRING, "channel": CHANNEL,
               "attempts": {"type": "array", "items": s.ANY_OBJECT}, "created_at": s.TIME},
              {"workflow_id": s.NULLABLE_STRING, "bulk_id": s.NULLABLE_STRING,
               "due_at": s.NULLABLE_TIME, "to": s.NULLABLE_STRING,
-              "subject": s.NULLABLE_STRING, "reason": s.NULLABLE_STRING,
+              "subject": s.NULLABLE_STRING,
+              "reason": {**s.NULLABLE_STRING, "description": "why it was held, refused, "
+                         "cancelled or failed; while it waits for a retry, why the last "
+                         "attempt failed"},
               "held_reason": {"type": ["string", "null"], "enum": [
                   *HELD_REASONS, None], "description": "why it was held back or refused, "
                   "as a word; `reason` says it in full"},
