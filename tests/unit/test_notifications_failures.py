@@ -9,14 +9,14 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from demo.mailbox import SmtpServer
+from demo.sms import FakeTwilio
 from services.notifications import channel_health
 from services.notifications.channel_health import FAILING_AFTER, describe, problem, report
 from services.notifications.channels import (EmailChannel, SmsChannel, SmtpSettings,
                                              TwilioSettings)
 from services.notifications.repository import NotificationsStorage
 from services.notifications.sender import Sender, SenderSettings
-from tests.fakes.smtp_server import SmtpServer
-from tests.fakes.twilio_api import FakeTwilio
 from tests.support import Clock, free_port
 from tests.unit.test_notifications_suppression import PUBLIC_LINKS, STORE, _contact, _schedule
 
