@@ -25,7 +25,7 @@ from nameko.runners import ServiceRunner
 from shared import metrics
 from shared.config import Config
 from shared.health import process_readiness
-from shared.messaging.broker_errors import describe_broker_error
+from shared.messaging.broker_errors import BrokerTroubleLog, describe_broker_error
 from shared.tls import amqp_ssl_options
 from shared.logs import configure_logging
 from shared.mongo import is_mock, service_database
@@ -228,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown service(s): {', '.join(unknown)}; known: {', '.join(SERVICES)}")
     config = Config()
     configure_logging(config.get("LOG_LEVEL"))
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(BrokerTroubleLog(config.get("AMQP_URI")))
     try:
         nameko_config = config.nameko_config()
     except ValueError as exc:
