@@ -207,7 +207,7 @@ class StopOnSignal:
             if self._done:
                 return
             clock.sleep(0.05)
-        log.error("did not stop in time; exiting")
+        log.error("did not stop in time (workers still running, or the broker away); exiting")
         for handler in logging.getLogger().handlers:
             handler.flush()
         os._exit(1)
