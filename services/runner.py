@@ -19,12 +19,11 @@ from typing import Callable, Iterator
 
 import eventlet
 from eventlet import patcher
-from kombu import Connection
 from nameko.runners import ServiceRunner
 
 from shared import metrics
 from shared.config import Config
-from shared.health import process_readiness
+from shared.health import broker_connection_error, process_readiness
 from shared.messaging.broker_errors import BrokerTroubleLog, describe_broker_error
 from shared.tls import amqp_ssl_options
 from shared.logs import configure_logging
@@ -76,21 +75,6 @@ def backoff_delays(first: float = BACKOFF_FIRST_SECONDS,
         delay = min(delay * 2, most)
 
 
-def broker_connection_error(amqp_uri: str, ssl: dict | None,
-                            timeout: float = CONNECT_TIMEOUT_SECONDS) -> BaseException | None:
-    """None when the broker accepts a connection (address, TLS, user and vhost all right);
-    else what refused it."""
-    connection = Connection(amqp_uri, ssl=ssl, connect_timeout=timeout)
-    try:
-        # One try: kombu's own retry would sleep 2 s unannounced inside the attempt.
-        connection.ensure_connection(max_retries=0, reraise_as_library_errors=False)
-        return None
-    except Exception as exc:  # every failure is reported, named, and retried
-        return exc
-    finally:
-        connection.release()
-
-
 def wait_for_broker(amqp_uri: str, ssl: dict | None, stop_requested: Callable[[], bool],
                     attempt: Callable[[], BaseException | None] | None = None,
                     delays: Iterator[float] | None = None,
@@ -99,7 +83,7 @@ def wait_for_broker(amqp_uri: str, ssl: dict | None, stop_requested: Callable[[]
     of each failed attempt in one log line and backing off between attempts. The services are
     not started before: nameko's consumers would retry each on its own, several times a
     second, with a traceback each time, and stop badly while they do."""
-    attempt = attempt or (lambda: broker_connection_error(amqp_uri, ssl))
+    attempt = attempt or (lambda: broker_connection_error(amqp_uri, CONNECT_TIMEOUT_SECONDS, ssl))
     delays = delays or backoff_delays()
     while not stop_requested():
         error = attempt()

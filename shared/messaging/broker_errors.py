@@ -74,7 +74,7 @@ def describe_broker_error(exc: BaseException, amqp_uri: str | None = None) -> st
     if isinstance(cause, ConsumerCancelled):
         return f"the broker cancelled a consumer{where}: its queue or vhost was deleted"
     if isinstance(cause, ssl.SSLError):
-        reason = cause.reason or text
+        reason = re.sub(r"\s*\(_ssl\.c:\d+\)", "", text)  # where in CPython: no help
         return f"TLS failure{where}: {reason} (AMQP_URI scheme, port and AMQP_SSL_* settings)"
     if isinstance(cause, socket.gaierror):
         return f"broker host not found{where}: {cause.strerror or text}"

@@ -151,3 +151,16 @@ def test_a_broker_lost_after_the_start_is_named_and_the_runner_still_stops(
         else:
             run.stop(signal.SIGTERM)
     assert "Traceback" not in run.text()
+
+
+# -- the operator CLI names the same causes --------------------------------------------------------
+@pytest.mark.parametrize("kind", ["port closed", "vhost missing"])
+@pytest.mark.parametrize("command", [["health"], ["dlq", "list", "--service", "loyalty"]])
+def test_the_cli_names_the_cause_in_one_line(broker_admin, capsys, kind, command):
+    from shared.cli import EXIT_UNREACHABLE, main
+
+    amqp_uri, cause = unusable_broker(kind, broker_admin)
+    assert main(["--amqp-uri", amqp_uri, *command]) == EXIT_UNREACHABLE
+    err = capsys.readouterr().err
+    assert err.startswith(f"cannot reach the broker: {cause}")
+    assert err.count("\n") == 1 and "Traceback" not in err and "guest:guest" not in err
