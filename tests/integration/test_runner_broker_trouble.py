@@ -164,3 +164,15 @@ def test_the_cli_names_the_cause_in_one_line(broker_admin, capsys, kind, command
     err = capsys.readouterr().err
     assert err.startswith(f"cannot reach the broker: {cause}")
     assert err.count("\n") == 1 and "Traceback" not in err and "guest:guest" not in err
+
+
+@pytest.mark.parametrize("kind", ["port closed", "vhost missing"])
+def test_the_topology_job_names_the_cause_in_one_line(broker_admin, monkeypatch, capsys, kind):
+    from shared.messaging.topology import main
+
+    amqp_uri, cause = unusable_broker(kind, broker_admin)
+    monkeypatch.setenv("AMQP_URI", amqp_uri)
+    assert main([]) == 3
+    err = capsys.readouterr().err
+    assert err.startswith(f"cannot reach the broker: {cause}")
+    assert err.count("\n") == 1 and "Traceback" not in err
