@@ -47,7 +47,6 @@ WITHOUT_DATABASE = frozenset({"gateway"})
 OWN_WEB_ADDRESS = {"notifications": "NOTIFICATIONS_WEB_SERVER_ADDRESS",
                    "gateway": "GATEWAY_WEB_SERVER_ADDRESS"}
 
-
 # Waits between attempts to reach the broker before the services start: doubling from the first
 # to the most, so a broker that comes up is found soon and one that stays down costs little.
 BACKOFF_FIRST_SECONDS = 1.0
@@ -125,6 +124,7 @@ def served_addresses(names: list[str], config: Config, metrics_port: int | None
         served.append(("API", f"{gateway}/api/v1/"))
         served.append(("console", f"{gateway}/console/"))
     if "notifications" in names:
+        # Imported only when notifications runs: the CLI imports this module for SERVICES.
         from services.notifications.email_reports import REPORT_PATH
         from services.notifications.twilio_hooks import INBOUND_PATH, STATUS_PATH
 
