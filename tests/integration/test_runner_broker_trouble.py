@@ -135,6 +135,21 @@ def test_startup_prints_every_address_it_serves_then_stops_cleanly(tmp_path, amq
     assert "Traceback" not in run.text()
 
 
+def test_the_services_start_once_the_vhost_appears(tmp_path, broker_admin):
+    vhost = f"late-{uuid.uuid4().hex[:8]}"
+    host = os.environ.get("RABBIT_AMQP_HOST", "127.0.0.1:5672")
+    try:
+        with Run(tmp_path, f"amqp://guest:guest@{host}/{vhost}") as run:
+            run.wait_for(f"vhost '{vhost}' not found")
+            broker_admin.create_vhost(vhost)
+            run.wait_for("metrics: ", timeout=90)
+            run.stop(signal.SIGTERM)
+    finally:
+        broker_admin.delete_vhost(vhost)
+    assert run.messages()[-1] == "stopped" and run.child.returncode == 0
+    assert "Traceback" not in run.text()
+
+
 @pytest.mark.parametrize("second_ctrl_c", [False, True], ids=["SIGTERM", "Ctrl-C twice"])
 def test_a_broker_lost_after_the_start_is_named_and_the_runner_still_stops(
         tmp_path, broker_admin, amqp_uri, second_ctrl_c):
