@@ -86,10 +86,10 @@ def wait_for_broker(amqp_uri: str, ssl: dict | None, stop_requested: Callable[[]
     delays = delays or backoff_delays()
     while not stop_requested():
         error = attempt()
+        if stop_requested():  # a signal during the attempt: start nothing
+            break
         if error is None:
             return True
-        if stop_requested():
-            break
         delay = next(delays)
         log.warning("broker unavailable: %s; next attempt in %g s",
                     describe_broker_error(error, amqp_uri), delay)

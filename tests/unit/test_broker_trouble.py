@@ -175,3 +175,14 @@ def test_startup_names_every_address_it_serves():
     assert served_addresses(["loyalty"], config, None) == []
     assert served_addresses(["gateway"], config, None) == [
         ("API", "http://127.0.0.1:8080/api/v1/"), ("console", "http://127.0.0.1:8080/console/")]
+
+
+def test_a_stop_during_the_attempt_that_succeeds_starts_nothing():
+    requested = {"stop": False}
+
+    def attempt() -> None:
+        requested["stop"] = True  # Ctrl-C while connecting; then the broker answers
+        return None
+
+    assert not wait_for_broker(URI, None, stop_requested=lambda: requested["stop"],
+                               attempt=attempt, sleep=lambda seconds: None)
