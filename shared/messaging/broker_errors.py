@@ -15,7 +15,7 @@ import time
 from typing import Callable
 from urllib.parse import unquote, urlsplit
 
-from amqp.exceptions import (AccessRefused, ConsumerCancelled, NotAllowed,
+from amqp.exceptions import (AccessRefused, ConnectionForced, ConsumerCancelled, NotAllowed,
                              RecoverableConnectionError)
 from amqp.exceptions import ConnectionError as AmqpConnectionError
 from kombu.exceptions import OperationalError
@@ -71,6 +71,11 @@ def describe_broker_error(exc: BaseException, amqp_uri: str | None = None) -> st
             return (f"user {refused.group(2)!r} has no access to vhost {refused.group(1)!r}"
                     f"{where}: rabbitmqctl set_permissions")
         return f"broker refused the connection{where}: {reply}"
+    if isinstance(cause, ConnectionForced):
+        return (f"the broker closed the connection{where} (restarting, or closed by an "
+                f"operator): {cause.reply_text or text}")
+    if isinstance(cause, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
+        return f"connection reset{where}: the broker went away (restarting?)"
     if isinstance(cause, ConsumerCancelled):
         return f"the broker cancelled a consumer{where}: its queue or vhost was deleted"
     if isinstance(cause, ssl.SSLError):

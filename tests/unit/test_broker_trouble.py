@@ -7,7 +7,7 @@ import logging
 import ssl
 
 import pytest
-from amqp.exceptions import AccessRefused, NotAllowed
+from amqp.exceptions import AccessRefused, ConnectionForced, NotAllowed
 from kombu import Connection
 from kombu.exceptions import OperationalError
 
@@ -49,6 +49,13 @@ def refused_by_kombu() -> BaseException:
     (ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number"),
      "TLS failure at amqp://rabbit.internal:5672/shop: [SSL: WRONG_VERSION_NUMBER] wrong "
      "version number (AMQP_URI scheme, port and AMQP_SSL_* settings)"),
+    (ConnectionForced("CONNECTION_FORCED - broker forced connection closure with reason "
+                      "'shutdown'", reply_code=320),
+     "the broker closed the connection at amqp://rabbit.internal:5672/shop (restarting, or "
+     "closed by an operator): CONNECTION_FORCED - broker forced connection closure with "
+     "reason 'shutdown'"),
+    (ConnectionResetError(104, "Connection reset by peer"),
+     "connection reset at amqp://rabbit.internal:5672/shop: the broker went away (restarting?)"),
     (RuntimeError("something\nunforeseen"),
      "cannot connect at amqp://rabbit.internal:5672/shop: RuntimeError: something unforeseen"),
 ])
