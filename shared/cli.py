@@ -508,11 +508,15 @@ def cmd_loyalty(args) -> int:
 
 def cmd_health(args) -> int:
     from services.runner import SERVICES
-    from shared.health import broker_reachable
+    from shared.health import broker_connection_error
+    from shared.messaging.broker_errors import describe_broker_error
     from shared.system_health import Management, system_health
 
-    if not broker_reachable(args.amqp_uri, timeout=min(args.service_timeout, 5.0)):
-        print(f"cannot reach the broker at {_without_password(args.amqp_uri)}", file=sys.stderr)
+    refused = broker_connection_error(args.amqp_uri, timeout=min(args.service_timeout, 5.0),
+                                      ssl=_amqp_ssl(args), retries=1)
+    if refused is not None:
+        print(f"cannot reach the broker: {describe_broker_error(refused, args.amqp_uri)}",
+              file=sys.stderr)
         return EXIT_UNREACHABLE
     names = args.service or list(SERVICES)
     report = system_health(args.amqp_uri, names, Management.from_config(Config(), args.amqp_uri),
@@ -940,6 +944,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from nameko.exceptions import RemoteError, RpcTimeout, UnknownService
     from shared.errors import ServiceError, ValidationError
+    from shared.messaging.broker_errors import describe_broker_error, is_broker_failure
 
     try:
         return args.func(args)
@@ -966,10 +971,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"service {exc} is not running on {_without_password(args.amqp_uri)}",
               file=sys.stderr)
         return EXIT_UNREACHABLE
-    except (OSError, TimeoutError) as exc:
-        print(f"cannot reach the services at {_without_password(args.amqp_uri)}: {exc}",
-              file=sys.stderr)
-        return EXIT_UNREACHABLE
+    except Exception as exc:
+        if is_broker_failure(exc):  # a refused login or a missing vhost is not an OSError
+            print(f"cannot reach the broker: {describe_broker_error(exc, args.amqp_uri)}",
+                  file=sys.stderr)
+            return EXIT_UNREACHABLE
+        if isinstance(exc, (OSError, TimeoutError)):
+            print(f"cannot reach the services at {_without_password(args.amqp_uri)}: {exc}",
+                  file=sys.stderr)
+            return EXIT_UNREACHABLE
+        raise
 
 
 if __name__ == "__main__":

@@ -12,13 +12,24 @@ from shared.mongo import ping
 from shared.tls import amqp_ssl_options
 
 
-def broker_reachable(amqp_uri: str, timeout: float = 3.0, ssl: dict | None = None) -> bool:
+def broker_connection_error(amqp_uri: str, timeout: float = 3.0, ssl: dict | None = None,
+                            retries: int = 0) -> BaseException | None:
+    """None when the broker accepts a connection (address, TLS, user and vhost all right);
+    else what refused it, for `describe_broker_error` to name. Each retry waits 2 s first
+    (kombu's own pace)."""
+    connection = Connection(amqp_uri, ssl=ssl, connect_timeout=timeout)
     try:
-        with Connection(amqp_uri, ssl=ssl, connect_timeout=timeout) as conn:
-            conn.ensure_connection(max_retries=1, timeout=timeout)
-        return True
-    except Exception:  # any failure to connect means "not ready"
-        return False
+        connection.ensure_connection(max_retries=retries, timeout=timeout,
+                                     reraise_as_library_errors=False)
+        return None
+    except Exception as exc:  # any failure to connect is the answer
+        return exc
+    finally:
+        connection.release()
+
+
+def broker_reachable(amqp_uri: str, timeout: float = 3.0, ssl: dict | None = None) -> bool:
+    return broker_connection_error(amqp_uri, timeout, ssl, retries=1) is None
 
 
 def readiness(amqp_uri: str, database: Database | None, ssl: dict | None = None) -> dict:

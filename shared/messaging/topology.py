@@ -24,6 +24,7 @@ from kombu import Connection, Queue
 from nameko.standalone.events import get_event_exchange
 
 from shared.config import Config
+from shared.messaging.broker_errors import describe_broker_error, is_broker_failure
 from shared.messaging.queues import queue_arguments, queue_type
 
 
@@ -80,8 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"bad configuration: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:
-        print(f"cannot reach the broker: {exc}", file=sys.stderr)
+    except Exception as exc:
+        if not is_broker_failure(exc):
+            raise
+        print(f"cannot reach the broker: {describe_broker_error(exc, config.get('AMQP_URI'))}",
+              file=sys.stderr)
         return 3
     print(f"declared {count} event queues and their bindings")
     return 0
