@@ -26,7 +26,7 @@ from shared.config import Config
 from shared.health import broker_connection_error, process_readiness
 from shared.messaging.broker_errors import BrokerTroubleLog, describe_broker_error
 from shared.tls import amqp_ssl_options
-from shared.logs import configure_logging
+from shared.logs import LOG_FORMATS, configure_logging
 from shared.mongo import is_mock, service_database
 
 log = logging.getLogger("services.runner")
@@ -211,7 +211,12 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown service(s): {', '.join(unknown)}; known: {', '.join(SERVICES)}")
     config = Config()
-    configure_logging(config.get("LOG_LEVEL"))
+    log_format = config.get("LOG_FORMAT")
+    configure_logging(config.get("LOG_LEVEL"),
+                      log_format=log_format if log_format in LOG_FORMATS else "json")
+    if log_format not in LOG_FORMATS:
+        log.error("bad configuration: LOG_FORMAT must be one of %s", ", ".join(LOG_FORMATS))
+        return 2
     for handler in logging.getLogger().handlers:
         handler.addFilter(BrokerTroubleLog(config.get("AMQP_URI")))
     try:

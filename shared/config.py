@@ -37,6 +37,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Connections the HTTP endpoints let wait to be accepted (capped by the kernel's "
             "net.core.somaxconn); past it a burst's surplus connections are reset."),
     Setting("LOG_LEVEL", "INFO", "Log level of the JSON-lines logs."),
+    Setting("LOG_FORMAT", "auto", "json (one JSON object per line, for log collectors), text "
+            "(one readable line per record), or auto: text when standard error is a terminal, "
+            "json otherwise."),
     Setting("METRICS_PORT", "9102",
             "Port of each process's Prometheus `/metrics`, `/health/live` and `/health/ready` "
             "(all interfaces); 0 turns the server off."),

@@ -1,4 +1,5 @@
-"""JSON-lines logs that carry store_id, event_id and correlation_id, and never a secret.
+"""JSON-lines logs (readable lines at a terminal) that carry store_id, event_id and
+correlation_id, and never a secret.
 
 Entrypoints bind the identifiers of the message they handle with `log_context(...)`; every
 record logged inside that block carries them, with no need to pass them down by hand.
@@ -82,10 +83,33 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(redact(entry), default=str)
 
 
-def configure_logging(level: str = "INFO", stream=None) -> None:
-    """Send every logger's records to `stream` (stderr) as JSON lines; idempotent."""
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonFormatter())
+class TextFormatter(JsonFormatter):
+    """One readable line per record for a person at a terminal: time, level, logger, message,
+    then the context and extra fields as key=value (redacted as the JSON lines are)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = json.loads(super().format(record))
+        stamp = datetime.fromtimestamp(record.created, tz=timezone.utc).strftime("%H:%M:%S")
+        head = f"{stamp} {entry.pop('level')[0]} {entry.pop('logger')}: {entry.pop('message')}"
+        entry.pop("ts", None)
+        exc = entry.pop("exc", None)
+        extras = " ".join(f"{k}={v if isinstance(v, str) else json.dumps(v, default=str)}"
+                          for k, v in entry.items())
+        line = f"{head}  [{extras}]" if extras else head
+        return f"{line}\n{exc}" if exc else line
+
+
+LOG_FORMATS = ("auto", "json", "text")
+
+
+def configure_logging(level: str = "INFO", stream=None, log_format: str = "json") -> None:
+    """Send every logger's records to `stream` (stderr) as JSON lines, or as readable lines
+    (`text`; `auto`: text when the stream is a terminal, JSON otherwise); idempotent."""
+    stream = stream or sys.stderr
+    if log_format == "auto":
+        log_format = "text" if getattr(stream, "isatty", lambda: False)() else "json"
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(TextFormatter() if log_format == "text" else JsonFormatter())
     root = logging.getLogger()
     for existing in list(root.handlers):
         if isinstance(existing.formatter, JsonFormatter):

@@ -154,3 +154,44 @@ def test_utc_times_load_as_utc_and_refuse_what_overflows_it():
         with pytest.raises(FieldError) as refused:
             Window().load({"until": bad})
         assert "until" in refused.value.messages
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_logs_read_as_lines_at_a_terminal_and_stay_json_elsewhere():
+    """LOG_FORMAT=auto: a person at a terminal reads one plain line a record, redacted as the
+    JSON is; a pipe or a file (log collectors, docker) still gets JSON lines."""
+    from shared.logs import configure_logging
+
+    root = logging.getLogger()
+    kept = (list(root.handlers), root.level)
+    try:
+        for stream, expect_json in ((_Terminal(), False), (io.StringIO(), True)):
+            configure_logging("INFO", stream=stream, log_format="auto")
+            with log_context(store_id="s1"):
+                logging.getLogger("services.runner").warning(
+                    "broker unavailable: %s", "vhost 'x' not found",
+                    extra={"webhook_secret": "hunter22", "email": "ada@example.com"})
+            [line] = stream.getvalue().splitlines()
+            assert "hunter22" not in line and "ada@example.com" not in line
+            if expect_json:
+                assert json.loads(line)["message"] == "broker unavailable: vhost 'x' not found"
+            else:
+                stamp, rest = line.split(" ", 1)
+                assert datetime.strptime(stamp, "%H:%M:%S")
+                assert rest.startswith("W services.runner: broker unavailable: vhost 'x' not "
+                                       "found  [")
+                assert "store_id=s1" in rest and "webhook_secret=[redacted]" in rest
+        stream = _Terminal()
+        configure_logging("INFO", stream=stream, log_format="json")
+        logging.getLogger("x").warning("plain")
+        assert json.loads(stream.getvalue())["message"] == "plain"
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in kept[0]:
+            root.addHandler(handler)
+        root.setLevel(kept[1])
