@@ -2,8 +2,13 @@
 limits, problem details, request ids, and every answer checked against the OpenAPI document."""
 from __future__ import annotations
 
+import csv
+import io
 import json
+import re
 from datetime import datetime, timedelta, timezone
+
+import requests
 
 from tests import payloads
 from tests.gateway_client import GatewayClient
@@ -345,6 +350,31 @@ def test_notes_reminders_timeline_and_an_edit_written_back_to_the_shop(system):
     kinds = {e["kind"] for e in reader.get(f"/customers/{customer_id}/timeline").json()["items"]}
     assert kinds, "the timeline records what happened"
     assert writer.delete(f"/notes/{note_id}").status_code == 200
+
+
+def test_a_customers_status_shows_in_the_api_the_console_and_the_export(system):
+    (_, kept), (_, benched) = system.shop_customer(), system.shop_customer()
+    writer, reader = system.client("write"), system.client("read")
+    answer = writer.post("/customers/bulk", json={"action": "set_status", "status": "inactive",
+                                                  "customer_ids": [benched]})
+    assert answer.status_code == 200, answer.text
+    customer = reader.get(f"/customers/{benched}").json()["customer"]
+    assert (customer["account_status"], customer["inactive_reason"]) == ("inactive", "staff")
+    assert reader.get(f"/customers/{kept}").json()["customer"]["account_status"] == "active"
+
+    def exported() -> dict:
+        rows = csv.DictReader(io.StringIO(reader.get("/exports/customers").text))
+        return {r["customer_id"]: r["account_status"] for r in rows}
+
+    wait_until(lambda: exported() == {kept: "active", benched: "inactive"},
+               message="the status in the export")
+    console = requests.Session()
+    login = console.get(system.gateway_url + "/console/login", timeout=10)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', login.text).group(1)
+    console.post(system.gateway_url + "/console/login", timeout=10,
+                 data={"api_key": reader.key, "csrf_token": token})
+    page = console.get(f"{system.gateway_url}/console/customers/{benched}", timeout=10)
+    assert re.search(r'id="account-status">inactive<', page.text), page.text[:2000]
 
 
 def test_bulk_actions_report_each_customers_outcome(system):

@@ -13,6 +13,7 @@ from services.customer_sync.deletion import CustomerDeletion
 from services.customer_sync.erasure import CustomerErasure
 from services.customer_sync.importing import CustomerImport
 from services.customer_sync.notes import Notes
+from services.customer_sync.queries import CustomerQueries
 from services.customer_sync.reminders import Reminders
 from services.customer_sync.repository import CustomerSyncStorage, Store
 from services.customer_sync.staff import AccountStatus, StaffEdits
@@ -276,6 +277,26 @@ def test_account_status_publishes_and_survives_shop_updates(sync, storage, proje
         status.set(STORE, [customer_id], "banned", "alice")
     with pytest.raises(ValidationError):
         status.set(STORE, [], "active", "alice")
+
+
+def test_the_customer_view_says_whether_they_are_active_and_why_not(sync, storage):
+    queries = CustomerQueries(storage)
+    sync.apply(STORE, "customer", "created", payloads.customer(), correlation_id="wh-1")
+    sync.apply(STORE, "customer", "created", payloads.customer(woo_id=43, email="b@example.org"),
+               correlation_id="wh-2")
+    kept = storage.customers.by_woo_id(STORE, 42)["_id"]
+    gone = storage.customers.by_woo_id(STORE, 43)["_id"]
+    view = queries.get_customer(STORE, kept)
+    assert (view["account_status"], view["inactive_reason"]) == ("active", None)
+
+    AccountStatus(storage, sync).set(STORE, [kept], "inactive", "alice")
+    view = queries.get_customer(STORE, kept)
+    assert (view["account_status"], view["inactive_reason"]) == ("inactive", "staff")
+
+    sync.apply(STORE, "customer", "deleted", {"id": 43}, correlation_id="wh-3")
+    view = queries.get_customer(STORE, gone)
+    assert (view["status"], view["account_status"], view["inactive_reason"]) == (
+        "deleted", "inactive", "deleted")
 
 
 # -- staff edits --------------------------------------------------------------------------------------
