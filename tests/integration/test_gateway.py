@@ -446,6 +446,22 @@ def test_csv_import_previews_reports_bad_rows_then_applies_once(system):
                                       headers=headers).status_code == 403
 
 
+def test_an_import_over_http_keeps_the_shipping_address(system):
+    csv_text = ("email,first_name,billing_city,shipping_address_1,shipping_city,"
+                "shipping_postcode,shipping_country\r\n"
+                "shipper@example.org,Grace,Arlington,1 Dock Road,Norfolk,23510,us\r\n")
+    answer = system.client("write").post("/imports/customers?apply=true", data=csv_text.encode(),
+                                         headers={"Content-Type": "text/csv"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["ignored_columns"] == []
+    customer_id = system.rpc.customer_sync.find_customer(STORE, "shipper@example.org")[
+        "customer_id"]
+    customer = system.client("read").get(f"/customers/{customer_id}").json()["customer"]
+    assert customer["billing"]["city"] == "Arlington"
+    assert {k: customer["shipping"][k] for k in ("address_1", "city", "postcode", "country")} == {
+        "address_1": "1 Dock Road", "city": "Norfolk", "postcode": "23510", "country": "US"}
+
+
 def test_an_exported_file_imports_into_another_store_as_it_was(system):
     """The export round trip: CSV out of one store, into a new one, the same people listed."""
     seeded_store(system)

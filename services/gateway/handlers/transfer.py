@@ -19,9 +19,12 @@ log = logging.getLogger(__name__)
 
 MAX_IMPORT_ROWS = 10_000
 IMPORT_SECONDS_PER_ROW = 0.05
-IMPORT_COLUMNS = ("email", "first_name", "last_name", "phone", "company", "billing_address_1",
-                  "billing_address_2", "billing_city", "billing_state", "billing_postcode",
-                  "billing_country", "email_marketing", "email_marketing_source", "sms_marketing",
+_ADDRESS_COLUMNS = tuple(f"{kind}_{part}" for kind in ("billing", "shipping")
+                         for part in ("address_1", "address_2", "city", "state", "postcode",
+                                      "country"))
+# What customer_sync's import accepts (a unit test holds the two lists together).
+IMPORT_COLUMNS = ("email", "first_name", "last_name", "phone", "company", *_ADDRESS_COLUMNS,
+                  "email_marketing", "email_marketing_source", "sms_marketing",
                   "sms_marketing_source")
 EXPORT_COLUMNS = ("customer_id", "first_name", "last_name", "email", "company", "city", "state",
                   "country", "account_status", "segment", "tags", "groups", "orders_count",
