@@ -462,6 +462,33 @@ def test_an_import_over_http_keeps_the_shipping_address(system):
         "address_1": "1 Dock Road", "city": "Norfolk", "postcode": "23510", "country": "US"}
 
 
+def test_an_update_import_changes_held_customers_at_the_shop_and_in_the_list(system):
+    woo, customer_id = system.shop_customer(orders=0)
+    csv_text = ("email,last_name,shipping_city\r\n"
+                f"{woo['email'].upper()},Updated,Leith\r\n"
+                "nobody.here@example.org,Never,\r\n")
+    writer, headers = system.client("write"), {"Content-Type": "text/csv"}
+    preview = writer.post("/imports/customers?mode=update", data=csv_text.encode(),
+                          headers=headers)
+    assert preview.status_code == 200, preview.text
+    assert [r["outcome"] for r in preview.json()["rows"]] == ["update", "invalid"]
+    assert "email" in preview.json()["rows"][1]["errors"]
+    applied = writer.post("/imports/customers?mode=update&apply=true", data=csv_text.encode(),
+                          headers=headers).json()
+    assert applied["summary"]["updated"] == 1 and applied["summary"]["created"] == 0
+    assert system.shop.customers[woo["id"]]["last_name"] == "Updated"
+    customer = system.client("read").get(f"/customers/{customer_id}").json()["customer"]
+    assert customer["last_name"] == "Updated" and customer["shipping"]["city"] == "Leith"
+    wait_until(lambda: [r["last_name"] for r in system.client("read").get(
+        f"/customers?q={woo['email']}").json()["items"]] == ["Updated"],
+        message="the list follows the update")
+    again = writer.post("/imports/customers?mode=update&apply=true", data=csv_text.encode(),
+                        headers=headers).json()
+    assert again["rows"][0]["outcome"] == "unchanged"
+    assert writer.post("/imports/customers?mode=merge", data=csv_text.encode(),
+                       headers=headers).status_code == 400
+
+
 def test_an_exported_file_imports_into_another_store_as_it_was(system):
     """The export round trip: CSV out of one store, into a new one, the same people listed."""
     seeded_store(system)

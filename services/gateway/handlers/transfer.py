@@ -30,6 +30,7 @@ EXPORT_COLUMNS = ("customer_id", "first_name", "last_name", "email", "company", 
                   "country", "account_status", "segment", "tags", "groups", "orders_count",
                   "total_spent", "currency", "last_order_at", "registered_at")
 _EXPORT_PAGE = 500
+IMPORT_MODES = ("create", "update", "upsert")
 
 
 # The export's own column names, so an exported file imports as it is (into another store, say).
@@ -89,7 +90,7 @@ def import_customers(ctx: Context) -> Reply:
     # A large file takes customer_sync a while (about 20 ms a row on mongomock): wait for it
     # rather than answer 504 for work that is going on. Applying again imports nothing twice.
     answer = ctx.call("customer_sync", "import_customers", ctx.store_id, rows,
-                      ctx.query["apply"], ctx.actor,
+                      ctx.query["apply"], ctx.actor, ctx.query["mode"],
                       timeout=max(ctx.backends.timeout, IMPORT_SECONDS_PER_ROW * len(rows)))
     return Reply({**answer, "applied": ctx.query["apply"], "ignored_columns": ignored})
 
@@ -183,7 +184,10 @@ ROUTES = [
                                "columns: " + ", ".join(IMPORT_COLUMNS)},
           body_media_type="text/csv",
           query=[Param("apply", "import the valid new rows (otherwise only a preview)",
-                       "boolean", default=False)],
+                       "boolean", default=False),
+                 Param("mode", "create: new emails only, held ones reported as exists; update: "
+                       "change held customers (matched by email) to the row's non-empty cells, "
+                       "create nobody; upsert: both", enum=IMPORT_MODES, default="create")],
           responses={200: s.obj({"rows": {"type": "array", "items": s.obj(
               {"line": s.INTEGER, "outcome": s.STRING}, {
                   "email": s.STRING, "errors": s.ANY_OBJECT,
@@ -193,7 +197,10 @@ ROUTES = [
                                "that was not done (consent of someone already held)"}})},
               "summary": s.obj({k: s.INTEGER for k in ("rows", "create", "duplicate_in_file",
                                                        "exists", "invalid", "created")},
-                               {"applied": s.BOOLEAN, "ignored_columns": {"type": "array"}},
+                               {"applied": s.BOOLEAN, "ignored_columns": {"type": "array"},
+                                "mode": {"enum": list(IMPORT_MODES)},
+                                **{k: s.INTEGER for k in ("update", "unchanged", "refused",
+                                                          "updated")}},
                                description="how many rows had each outcome; `created` is how "
                                            "many were imported (0 in a preview)"),
               "applied": s.BOOLEAN,
