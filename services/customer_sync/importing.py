@@ -63,6 +63,26 @@ _YES = frozenset({"yes", "y", "true", "1"})
 _NO = frozenset({"no", "n", "false", "0"})
 
 
+_SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+MAX_SLUGS = 20
+
+
+class SlugList(fields.Field):
+    """Comma-separated lower-case slugs (tags, group slugs) of a cell, as a list."""
+
+    def _deserialize(self, value, attr, data, **kwargs) -> list[str]:
+        if not isinstance(value, str):
+            raise MarshmallowError("must be comma-separated slugs")
+        slugs = list(dict.fromkeys(s.strip().lower() for s in value.split(",") if s.strip()))
+        bad = [s for s in slugs if not _SLUG.match(s)]
+        if bad:
+            raise MarshmallowError(f"not slugs (1-64 lower-case letters, digits, - or _): "
+                                   f"{', '.join(bad[:5])[:200]}")
+        if len(slugs) > MAX_SLUGS:
+            raise MarshmallowError(f"at most {MAX_SLUGS}")
+        return slugs
+
+
 def _text(max_length: int = 200) -> fields.String:
     return fields.String(validate=validate.Length(max=max_length))
 
@@ -96,6 +116,10 @@ class ImportRowSchema(Schema):
     sms_marketing = fields.String(validate=validate.OneOf(
         sorted(_YES | _NO), error="must be yes or no"))
     sms_marketing_source = fields.String(validate=validate.Length(max=EVIDENCE_MAX_LENGTH))
+    # segmentation owns tags and groups: checked here, applied by the caller (the gateway) to
+    # the customers the report names, through segmentation's own tagging.
+    tags = SlugList()
+    groups = SlugList()
 
     @validates_schema
     def _consent_has_proof(self, data: dict, **kwargs) -> None:
@@ -356,6 +380,9 @@ class CustomerImport:
             except MarshmallowError as exc:
                 row.update(outcome="invalid", errors=exc.messages)
                 continue
+            for name in ("tags", "groups"):
+                if data.get(name):
+                    row[name] = data[name]
             key = email_key(data["email"])
             if key in seen:
                 row["outcome"] = "duplicate_in_file"

@@ -489,6 +489,42 @@ def test_an_update_import_changes_held_customers_at_the_shop_and_in_the_list(sys
                        headers=headers).status_code == 400
 
 
+def test_an_import_tags_and_groups_the_customers_through_segmentation(system, events):
+    events.listen("segmentation")
+    writer, reader = system.client("write"), system.client("read")
+    assert writer.put("/groups/trade", json={"name": "Trade"}).status_code == 200
+    woo, held = system.shop_customer(orders=0)
+    csv_text = ("email,first_name,tags,groups\r\n"
+                "tagged.new@example.org,Tess,\"VIP, gift\",trade\r\n"
+                f"{woo['email']},,wholesale,\r\n"
+                "no.group@example.org,Nora,gift,no-such-group\r\n"
+                "bad.tag@example.org,Bad,Not A Slug,\r\n")
+    headers = {"Content-Type": "text/csv"}
+    preview = writer.post("/imports/customers?mode=upsert", data=csv_text.encode(),
+                          headers=headers).json()
+    assert [r["outcome"] for r in preview["rows"]] == ["create", "unchanged", "invalid",
+                                                      "invalid"]
+    assert "groups" in preview["rows"][2]["errors"] and "tags" in preview["rows"][3]["errors"]
+    answer = writer.post("/imports/customers?mode=upsert&apply=true", data=csv_text.encode(),
+                         headers=headers)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["summary"]["created"] == 1 and body["summary"]["labelled"] == 2
+    created = body["rows"][0]["customer_id"]
+    page = reader.get(f"/customers/{created}").json()
+    assert sorted(t["tag"] for t in page["tags"]) == ["gift", "vip"]
+    assert [g["group"] for g in page["groups"]] == ["trade"]
+    assert [t["tag"] for t in reader.get(f"/customers/{held}").json()["tags"]] == ["wholesale"]
+    for email in ("no.group@example.org", "bad.tag@example.org"):  # refused: nothing made
+        assert reader.get(f"/customers?q={email}").json()["items"] == []
+    got = events.wait_for(lambda seen: {(e["data"]["customer_id"], e["data"].get("tag"))
+                                        for e in seen if e["event_type"] == "customer.tagged"}
+                          >= {(created, "vip"), (created, "gift"), (held, "wholesale")},
+                          timeout=20)
+    assert any(e["event_type"] == "customer.group_joined" and e["data"]["customer_id"] == created
+               for e in got)
+
+
 def test_an_exported_file_imports_into_another_store_as_it_was(system):
     """The export round trip: CSV out of one store, into a new one, the same people listed."""
     seeded_store(system)

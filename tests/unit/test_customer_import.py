@@ -41,3 +41,17 @@ def test_shipping_columns_from_the_file_reach_the_customer(storage, importer):
     doc = storage.customers.collection.find_one({"email_key": "ada@example.org"})
     assert {k: doc["shipping"][k] for k in ("address_1", "city", "postcode", "country")} == {
         "address_1": "1 Quay Street", "city": "Leith", "postcode": "EH6 6AA", "country": "GB"}
+
+
+def test_tags_and_groups_cells_are_checked_slugs_reported_for_the_caller(storage, importer):
+    rows = [{"line": 2, "email": "ada@example.org", "tags": "VIP, gift ,vip", "groups": "trade"},
+            {"line": 3, "email": "bad@example.org", "tags": "no spaces, ok"},
+            {"line": 4, "email": "many@example.org", "groups": ",".join(f"g{i}" for i in range(21))}]
+    answer, _ = importer.run(STORE, rows, True, "alice")
+    by_line = {r["line"]: r for r in answer["rows"]}
+    assert by_line[2]["outcome"] == "create"
+    assert (by_line[2]["tags"], by_line[2]["groups"]) == (["vip", "gift"], ["trade"])
+    assert by_line[2]["customer_id"]
+    assert by_line[3]["outcome"] == "invalid" and "tags" in by_line[3]["errors"]
+    assert by_line[4]["outcome"] == "invalid" and "groups" in by_line[4]["errors"]
+    assert storage.customers.collection.count_documents({}) == 1  # refused rows made nothing
