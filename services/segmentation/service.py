@@ -13,7 +13,7 @@ from nameko.rpc import RpcProxy, rpc
 from services.segmentation.erasure import handle_erasure_requested
 from services.segmentation.profiles import ERASED, Profiles
 from services.segmentation.repository import SegmentationStorage, utcnow
-from services.segmentation.tag_catalogue import TagCatalogue, tag_slug
+from services.segmentation.tag_catalogue import TagCatalogue, description_text, tag_slug
 from shared.config import from_nameko
 from shared.customers import (CustomerCheck, not_found,
                               valid_customer_id, valid_customer_ids)
@@ -314,6 +314,8 @@ class SegmentationService(DataOwnerRpc):
                                   {"fields": {"changes": ["new_tag, description"]}})
         catalogue = self._catalogue()
         tag = tag_slug(tag)
+        if "description" in changes:
+            description_text(changes["description"])  # refused before anything is renamed
         renamed = 0
         if "new_tag" in changes:
             _, change = catalogue.rename(store_id, tag, changes["new_tag"], actor)

@@ -95,8 +95,11 @@ class TagCatalogue:
         return self.get(store_id, tag)
 
     def describe(self, store_id: str, tag: str, description: Any) -> None:
+        """A tag's description; a tag only carried so far enters the catalogue with it."""
+        text = description_text(description)
+        self._require(store_id, tag)
         self.entries.update_one({"_id": self._key(store_id, tag)},
-                                {"$set": {"description": description_text(description)},
+                                {"$set": {"description": text},
                                  "$setOnInsert": {"store_id": store_id, "tag": tag,
                                                   "created_at": self.clock()}}, upsert=True)
 

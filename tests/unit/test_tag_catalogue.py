@@ -111,6 +111,9 @@ def test_delete_takes_the_tag_off_everyone_and_says_how_many(setup):
     assert storage.profiles.get("s2", "c1")["tag_list"] == ["spring"]  # another store's
     with pytest.raises(NotFound):
         catalogue.delete(STORE, "spring", "alice")
+    with pytest.raises(NotFound):
+        catalogue.describe(STORE, "spring", "no such tag any more")
+    assert catalogue.list(STORE) == []
 
 
 def test_a_tag_a_rule_uses_is_not_renamed_or_deleted(setup):
