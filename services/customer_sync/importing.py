@@ -19,24 +19,34 @@ Consent columns (`email_marketing`, `sms_marketing`: yes or no) each need their 
 it is invalid, naming the row and the field. A created contact's "yes" is published as
 `consent.captured` (source import, the proof as evidence) in the same insert, for gdpr to
 record; "no" records nothing, as a new contact has no consent anyway.
+
+The mode says what a row of someone already held (same email, case-folded) does: `create`
+(the default) reports it as `exists` and changes nothing; `update` changes their contact
+fields to the row's non-empty cells and creates nobody (a new email is refused naming the
+email); `upsert` does both. A change goes through the staff edit's write-back (staff.py): a
+shop customer's at the shop first, so the shop and its later webhooks agree, a guest's or an
+imported contact's here only. A row the shop refuses, or that races another change, is
+`refused` with the field and changes nothing; a row whose cells all match is `unchanged`.
 """
 from __future__ import annotations
 
 import re
 import uuid
-from typing import Any
+from typing import Any, Callable
 
 from marshmallow import (EXCLUDE, Schema, ValidationError as MarshmallowError, fields, validate,
                          validates_schema)
 
 from services.customer_sync.consent_capture import captured_event
 from services.customer_sync.normalise import ADDRESS_FIELDS, email_key
-from services.customer_sync.repository import CustomerSyncStorage, new_customer_id, utcnow
+from services.customer_sync.rectify import Rectifier
+from services.customer_sync.repository import CustomerSyncStorage, Store, new_customer_id, utcnow
 from services.customer_sync.schemas import one_address, require_text
 from services.customer_sync.sync import CustomerSync, customer_event_data, stable_event_id
 from services.customer_sync.timeline import entry_id, make_entry
 from services.customer_sync.tombstones import EMAIL, tombstone_digest
-from shared.errors import NotFound, ValidationError
+from services.customer_sync.woo_client import WooClient
+from shared.errors import NotFound, ServiceError, ValidationError
 from shared.events.consent_capture import CAPTURED_PURPOSES, EVIDENCE_MAX_LENGTH
 
 MAX_ROWS = 10_000
@@ -44,9 +54,33 @@ _CHUNK = 500
 _PHONE = validate.Regexp(r"^\+?[0-9][0-9 ()./-]{2,31}$", error="is not a phone number")
 _COUNTRY = validate.Regexp(r"^[A-Za-z]{2}$", error="must be a two-letter ISO 3166 code")
 _ADDRESS_PARTS = ("address_1", "address_2", "city", "state", "postcode", "country")
-OUTCOMES = ("create", "duplicate_in_file", "exists", "invalid")
+OUTCOMES = ("create", "duplicate_in_file", "exists", "invalid", "update", "unchanged",
+            "refused")
+MODES = ("create", "update", "upsert")
+# The row's cells an update may change, as staff.py's edit names them.
+_CONTACT_CELLS = ("first_name", "last_name", "phone", "company")
 _YES = frozenset({"yes", "y", "true", "1"})
 _NO = frozenset({"no", "n", "false", "0"})
+
+
+_SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+MAX_SLUGS = 20
+
+
+class SlugList(fields.Field):
+    """Comma-separated lower-case slugs (tags, group slugs) of a cell, as a list."""
+
+    def _deserialize(self, value, attr, data, **kwargs) -> list[str]:
+        if not isinstance(value, str):
+            raise MarshmallowError("must be comma-separated slugs")
+        slugs = list(dict.fromkeys(s.strip().lower() for s in value.split(",") if s.strip()))
+        bad = [s for s in slugs if not _SLUG.match(s)]
+        if bad:
+            raise MarshmallowError(f"not slugs (1-64 lower-case letters, digits, - or _): "
+                                   f"{', '.join(bad[:5])[:200]}")
+        if len(slugs) > MAX_SLUGS:
+            raise MarshmallowError(f"at most {MAX_SLUGS}")
+        return slugs
 
 
 def _text(max_length: int = 200) -> fields.String:
@@ -82,6 +116,10 @@ class ImportRowSchema(Schema):
     sms_marketing = fields.String(validate=validate.OneOf(
         sorted(_YES | _NO), error="must be yes or no"))
     sms_marketing_source = fields.String(validate=validate.Length(max=EVIDENCE_MAX_LENGTH))
+    # segmentation owns tags and groups: checked here, applied by the caller (the gateway) to
+    # the customers the report names, through segmentation's own tagging.
+    tags = SlugList()
+    groups = SlugList()
 
     @validates_schema
     def _consent_has_proof(self, data: dict, **kwargs) -> None:
@@ -156,6 +194,37 @@ def contact_doc(store_id: str, data: dict, actor: str, now) -> dict:
     }
 
 
+def contact_changes(doc: dict, data: dict) -> dict:
+    """The edit (staff.py's shape) that brings a held customer to the row's non-empty cells;
+    empty when they already match. The email is the match, never changed here."""
+    edit: dict = {name: data[name] for name in _CONTACT_CELLS
+                  if name in data and data[name] != (doc.get(name) or "")}
+    for kind in ("billing", "shipping"):
+        held = doc.get(kind) or {}
+        part_changes = {}
+        for part in _ADDRESS_PARTS:
+            value = data.get(f"{kind}_{part}")
+            if value is None:
+                continue
+            value = value.upper() if part == "country" else value
+            if value != (held.get(part) or ""):
+                part_changes[part] = value
+        if part_changes:
+            edit[kind] = part_changes
+    return edit
+
+
+def _refusal(exc: ServiceError) -> dict:
+    """A refused update's errors by field, as the row report names them."""
+    details = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], dict) else {}
+    named = details.get("fields")
+    if isinstance(named, dict):
+        return {str(k): v if isinstance(v, list) else [str(v)] for k, v in named.items()}
+    if isinstance(named, list) and named:
+        return {str(k): [str(exc.args[0])] for k in named}
+    return {"row": [str(exc.args[0]) if exc.args else "refused"]}
+
+
 def _let_others_run() -> None:
     """A 10,000-row import takes seconds; under eventlet, a database that never blocks on a
     socket (mongomock) would hold the whole process meanwhile, webhooks included."""
@@ -168,18 +237,23 @@ def _let_others_run() -> None:
 
 
 class CustomerImport:
-    def __init__(self, storage: CustomerSyncStorage, sync: CustomerSync, clock=utcnow) -> None:
+    def __init__(self, storage: CustomerSyncStorage, sync: CustomerSync, clock=utcnow,
+                 client_factory: Callable[[Store], WooClient] | None = None) -> None:
         self.storage = storage
         self.sync = sync
         self.clock = clock
+        self.client_factory = client_factory
 
-    def run(self, store_id: str, rows: Any, apply: Any, actor: str
+    def run(self, store_id: str, rows: Any, apply: Any, actor: str, mode: Any = "create"
             ) -> tuple[dict, list[tuple[str, Any]]]:
         """Check (and with apply=True import) the rows; answers the per-row report and the
         documents that owe events."""
         store_id, actor = require_text(store_id, "store_id"), require_text(actor, "actor")
         if not isinstance(apply, bool):
             raise ValidationError("apply must be true or false", {"fields": {"apply": ["boolean"]}})
+        if mode not in MODES:
+            raise ValidationError(f"mode must be one of {', '.join(MODES)}",
+                                  {"fields": {"mode": ["unknown mode"]}})
         if not isinstance(rows, list) or len(rows) > MAX_ROWS:
             raise ValidationError(f"rows must be a list of at most {MAX_ROWS} rows",
                                   {"fields": {"rows": [f"at most {MAX_ROWS}"]}})
@@ -189,21 +263,38 @@ class CustomerImport:
         keys = [email_key(data["email"]) for _, data in valid]
         existing = self._existing(store_id, keys)
         erased = self._erased(store_id, keys)
+        live = self._live(store_id, keys) if mode != "create" else {}
         creates: list[tuple[dict, dict]] = []
+        updates: list[tuple[dict, dict, dict]] = []
         for row, data in valid:
             key = email_key(data["email"])
             if key in erased:
                 row.update(outcome="invalid",
                            errors={"email": ["this person's data was erased on request; "
                                              "not imported"]})
+            elif key in live:
+                edit = contact_changes(live[key], data)
+                row.update(outcome="update" if edit else "unchanged",
+                           customer_id=live[key]["_id"])
+                _consent_not_recorded(row, data)
+                if edit:
+                    updates.append((row, live[key], edit))
             elif key in existing:
                 row["outcome"] = "exists"
                 _consent_not_recorded(row, data)
+            elif mode == "update":
+                row.update(outcome="invalid", errors={"email": [
+                    "no customer has this email; mode update changes existing customers only"]})
             else:
                 creates.append((row, data))
         touched: list[tuple[str, Any]] = []
-        created = 0
+        created = updated = 0
         if apply:
+            for count, (row, doc, edit) in enumerate(updates, 1):
+                if count % 100 == 0:
+                    _let_others_run()
+                if self._update(store_id, row, doc, edit, actor, touched):
+                    updated += 1
             now = self.clock()
             correlation_id = f"staff-import-{uuid.uuid4().hex[:16]}"
             for count, (row, data) in enumerate(creates, 1):
@@ -229,9 +320,33 @@ class CustomerImport:
                     row.pop("consent", None)
                     _consent_not_recorded(row, data)
         summary = {name: sum(1 for r in report if r["outcome"] == name) for name in OUTCOMES}
-        summary.update(rows=len(report), applied=apply, created=created,
-                       ignored_columns=sorted(ignored))
+        summary.update(rows=len(report), applied=apply, created=created, updated=updated,
+                       mode=mode, ignored_columns=sorted(ignored))
         return {"rows": report, "summary": summary}, touched
+
+    def _update(self, store_id: str, row: dict, doc: dict, edit: dict, actor: str,
+                touched: list) -> bool:
+        """One held customer's contact change, all of it or (refused) none of it."""
+        if self.client_factory is None:
+            raise RuntimeError("an import that updates needs the shop's client factory")
+        try:
+            _, result = Rectifier(self.storage, self.sync, self.client_factory).rectify(
+                store_id, doc["_id"], edit, actor, purpose="staff_edit")
+        except ServiceError as exc:
+            row.update(outcome="refused", errors=_refusal(exc))
+            return False
+        touched.extend([*result.touched, ("customers", doc["_id"])])  # and its timeline entry
+        return True
+
+    def _live(self, store_id: str, keys: list[str]) -> dict[str, dict]:
+        """The live customers holding these emails, by email key."""
+        found: dict[str, dict] = {}
+        collection = self.storage.customers.collection
+        for start in range(0, len(keys), _CHUNK):
+            for doc in collection.find({"store_id": store_id, "status": "active",
+                                        "email_key": {"$in": keys[start:start + _CHUNK]}}):
+                found.setdefault(doc["email_key"], doc)
+        return found
 
     def _captured(self, store_id: str, doc: dict, data: dict, correlation_id: str,
                   now) -> list:
@@ -265,6 +380,9 @@ class CustomerImport:
             except MarshmallowError as exc:
                 row.update(outcome="invalid", errors=exc.messages)
                 continue
+            for name in ("tags", "groups"):
+                if data.get(name):
+                    row[name] = data[name]
             key = email_key(data["email"])
             if key in seen:
                 row["outcome"] = "duplicate_in_file"

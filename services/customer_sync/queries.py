@@ -37,9 +37,24 @@ def _json_time(value: Any) -> Any:
     return value
 
 
+def account_standing(doc: dict) -> tuple[str, str | None]:
+    """The customer's status as staff see it, and why when it is "inactive".
+
+    A live record carries the standing staff gave it (new customers start "active"); a
+    record deleted (at the shop or by staff), erased or merged into another is "inactive"
+    whatever it carried, because nobody can act on it any more."""
+    record = doc.get("status") or "active"
+    if record != "active":
+        return "inactive", record  # "deleted", "erased" or "merged"
+    if (doc.get("account_status") or "active") == "inactive":
+        return "inactive", "staff"
+    return "active", None
+
+
 def customer_view(doc: dict) -> dict:
     view = {"customer_id": doc["_id"], "store_id": doc["store_id"]}
     view.update({name: doc.get(name) for name in _CUSTOMER_FIELDS})
+    view["account_status"], view["inactive_reason"] = account_standing(doc)
     view["date_created"] = _json_time(doc.get("date_created"))
     view["date_modified"] = _json_time(doc.get("woo_date_modified"))
     return view

@@ -356,9 +356,12 @@ class CustomerSyncService(HealthEndpoints, DataOwnerRpc):
         return answer
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
-    def import_customers(self, store_id: str, rows: list, apply: bool, actor: str) -> dict:
-        answer, touched = CustomerImport(self.storage, CustomerSync(self.storage)).run(
-            store_id, rows, apply, actor)
+    def import_customers(self, store_id: str, rows: list, apply: bool, actor: str,
+                         mode: str = "create") -> dict:
+        answer, touched = CustomerImport(
+            self.storage, CustomerSync(self.storage),
+            client_factory=woo_client_factory(self.settings)).run(store_id, rows, apply, actor,
+                                                                  mode)
         self._written(touched)
         return answer
 

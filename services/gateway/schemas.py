@@ -67,7 +67,7 @@ CUSTOMER = obj(
      "first_name": NULLABLE_STRING, "last_name": NULLABLE_STRING, "registered": BOOLEAN},
     {"phone": NULLABLE_STRING, "company": NULLABLE_STRING, "billing": nullable(ADDRESS),
      "shipping": nullable(ADDRESS), "status": STRING, "account_status": NULLABLE_STRING,
-     "date_created": NULLABLE_TIME, "date_modified": NULLABLE_TIME})
+     "inactive_reason": NULLABLE_STRING, "date_created": NULLABLE_TIME, "date_modified": NULLABLE_TIME})
 
 ORDER = obj({"order_id": STRING, "number": STRING, "status": STRING, "total": MONEY},
             {"date_created": NULLABLE_TIME, "refunds": {"type": "array"}})

@@ -300,6 +300,12 @@ class Profiles:
 
         return self._update(store_id, customer_id, change, None, actor=actor, manual=True)
 
+    def change_tags(self, store_id: str, customer_id: str, change: Callable[[dict], bool],
+                    actor: str | None = None) -> ProfileChange:
+        """A store-wide tag change (tag_catalogue.py) on one profile: `change` edits its tags
+        and says whether it did; what it adds or removes is published as a person's tagging."""
+        return self._update(store_id, customer_id, change, None, actor=actor, manual=True)
+
     def recompute_store(self, store_id: str, batch_size: int = 1000,
                         progress: Callable[[int], None] | None = None) -> dict:
         """Recompute every profile of a store: the store-wide figures first (top-10% spend

@@ -76,6 +76,7 @@ class SegmentationStorage:
         self.settings = StoreSettingsRepository(database["store_settings"])
         self.rules = database["rules"]
         self.groups = database["groups"]
+        self.tag_catalogue = database["tag_catalogue"]
         self.erasures = ErasureReceipts(database["erasures"])
 
     def ensure_indexes(self) -> None:
@@ -83,6 +84,8 @@ class SegmentationStorage:
         self.settings.ensure_indexes()
         self.rules.create_index([("store_id", ASCENDING), ("position", ASCENDING)])
         self.groups.create_index([("store_id", ASCENDING), ("slug", ASCENDING)], unique=True)
+        self.tag_catalogue.create_index([("store_id", ASCENDING), ("tag", ASCENDING)],
+                                        unique=True)
 
     def outbox_collections(self) -> list[Collection]:
         return [self.profiles.collection, self.erasures.collection]

@@ -13,6 +13,7 @@ from nameko.rpc import RpcProxy, rpc
 from services.segmentation.erasure import handle_erasure_requested
 from services.segmentation.profiles import ERASED, Profiles
 from services.segmentation.repository import SegmentationStorage, utcnow
+from services.segmentation.tag_catalogue import TagCatalogue, description_text, tag_slug
 from shared.config import from_nameko
 from shared.customers import (CustomerCheck, not_found,
                               valid_customer_id, valid_customer_ids)
@@ -289,12 +290,47 @@ class SegmentationService(DataOwnerRpc):
 
         return search_customers(self.storage.profiles.collection, store_id, filters, sort, page)
 
+    # -- the tag catalogue ---------------------------------------------------------------------
+    def _catalogue(self) -> TagCatalogue:
+        return TagCatalogue(self.storage, Profiles(self.storage))
+
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def list_tags(self, store_id: str) -> list:
-        """Every tag active customers hold (manual or rule), with `customers` counts, by tag."""
-        from services.segmentation.directory import list_tags
+        """Every tag of the store (catalogued, or carried by a customer) by tag: its
+        description and how many active customers carry it."""
+        return self._catalogue().list(store_id)
 
-        return list_tags(self.storage.profiles.collection, store_id)
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def create_tag(self, store_id: str, tag, description=None, actor: str | None = None) -> dict:
+        return self._catalogue().create(store_id, tag, description, actor)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def update_tag(self, store_id: str, tag, changes, actor: str | None = None) -> dict:
+        """Rename (`new_tag`: every carrier follows) and/or describe (`description`) a tag;
+        answers the tag and `renamed`: how many customers now carry the new name."""
+        if not isinstance(changes, dict) or not changes or \
+                set(changes) - {"new_tag", "description"}:
+            raise ValidationError("changes must hold new_tag and/or description",
+                                  {"fields": {"changes": ["new_tag, description"]}})
+        catalogue = self._catalogue()
+        tag = tag_slug(tag)
+        if "description" in changes:
+            description_text(changes["description"])  # refused before anything is renamed
+        renamed = 0
+        if "new_tag" in changes:
+            _, change = catalogue.rename(store_id, tag, changes["new_tag"], actor)
+            self.outbox.notify(change.touched)
+            tag, renamed = tag_slug(changes["new_tag"], "new_tag"), change.customers
+        if "description" in changes:
+            catalogue.describe(store_id, tag, changes["description"])
+        return {**catalogue.get(store_id, tag), "renamed": renamed}
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def delete_tag(self, store_id: str, tag, actor: str | None = None) -> dict:
+        """Take the tag off every customer and out of the catalogue; says how many."""
+        change = self._catalogue().delete(store_id, tag, actor)
+        self.outbox.notify(change.touched)
+        return {"deleted": tag_slug(tag), "customers": change.customers}
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def add_to_group(self, store_id: str, customer_ids: list, group: str,

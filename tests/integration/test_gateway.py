@@ -2,8 +2,13 @@
 limits, problem details, request ids, and every answer checked against the OpenAPI document."""
 from __future__ import annotations
 
+import csv
+import io
 import json
+import re
 from datetime import datetime, timedelta, timezone
+
+import requests
 
 from tests import payloads
 from tests.gateway_client import GatewayClient
@@ -348,6 +353,31 @@ def test_notes_reminders_timeline_and_an_edit_written_back_to_the_shop(system):
     assert writer.delete(f"/notes/{note_id}").status_code == 200
 
 
+def test_a_customers_status_shows_in_the_api_the_console_and_the_export(system):
+    (_, kept), (_, benched) = system.shop_customer(), system.shop_customer()
+    writer, reader = system.client("write"), system.client("read")
+    answer = writer.post("/customers/bulk", json={"action": "set_status", "status": "inactive",
+                                                  "customer_ids": [benched]})
+    assert answer.status_code == 200, answer.text
+    customer = reader.get(f"/customers/{benched}").json()["customer"]
+    assert (customer["account_status"], customer["inactive_reason"]) == ("inactive", "staff")
+    assert reader.get(f"/customers/{kept}").json()["customer"]["account_status"] == "active"
+
+    def exported() -> dict:
+        rows = csv.DictReader(io.StringIO(reader.get("/exports/customers").text))
+        return {r["customer_id"]: r["account_status"] for r in rows}
+
+    wait_until(lambda: exported() == {kept: "active", benched: "inactive"},
+               message="the status in the export")
+    console = requests.Session()
+    login = console.get(system.gateway_url + "/console/login", timeout=10)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', login.text).group(1)
+    console.post(system.gateway_url + "/console/login", timeout=10,
+                 data={"api_key": reader.key, "csrf_token": token})
+    page = console.get(f"{system.gateway_url}/console/customers/{benched}", timeout=10)
+    assert re.search(r'id="account-status">inactive<', page.text), page.text[:2000]
+
+
 def test_bulk_actions_report_each_customers_outcome(system):
     (_, first), (_, second) = system.shop_customer(), system.shop_customer()
     writer = system.client("write")
@@ -415,6 +445,85 @@ def test_csv_import_previews_reports_bad_rows_then_applies_once(system):
     assert writer.post("/imports/customers", data=b"\xff\xfe", headers=headers).status_code == 400
     assert system.client("read").post("/imports/customers", data=csv_text.encode(),
                                       headers=headers).status_code == 403
+
+
+def test_an_import_over_http_keeps_the_shipping_address(system):
+    csv_text = ("email,first_name,billing_city,shipping_address_1,shipping_city,"
+                "shipping_postcode,shipping_country\r\n"
+                "shipper@example.org,Grace,Arlington,1 Dock Road,Norfolk,23510,us\r\n")
+    answer = system.client("write").post("/imports/customers?apply=true", data=csv_text.encode(),
+                                         headers={"Content-Type": "text/csv"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["ignored_columns"] == []
+    customer_id = system.rpc.customer_sync.find_customer(STORE, "shipper@example.org")[
+        "customer_id"]
+    customer = system.client("read").get(f"/customers/{customer_id}").json()["customer"]
+    assert customer["billing"]["city"] == "Arlington"
+    assert {k: customer["shipping"][k] for k in ("address_1", "city", "postcode", "country")} == {
+        "address_1": "1 Dock Road", "city": "Norfolk", "postcode": "23510", "country": "US"}
+
+
+def test_an_update_import_changes_held_customers_at_the_shop_and_in_the_list(system):
+    woo, customer_id = system.shop_customer(orders=0)
+    csv_text = ("email,last_name,shipping_city\r\n"
+                f"{woo['email'].upper()},Updated,Leith\r\n"
+                "nobody.here@example.org,Never,\r\n")
+    writer, headers = system.client("write"), {"Content-Type": "text/csv"}
+    preview = writer.post("/imports/customers?mode=update", data=csv_text.encode(),
+                          headers=headers)
+    assert preview.status_code == 200, preview.text
+    assert [r["outcome"] for r in preview.json()["rows"]] == ["update", "invalid"]
+    assert "email" in preview.json()["rows"][1]["errors"]
+    applied = writer.post("/imports/customers?mode=update&apply=true", data=csv_text.encode(),
+                          headers=headers).json()
+    assert applied["summary"]["updated"] == 1 and applied["summary"]["created"] == 0
+    assert system.shop.customers[woo["id"]]["last_name"] == "Updated"
+    customer = system.client("read").get(f"/customers/{customer_id}").json()["customer"]
+    assert customer["last_name"] == "Updated" and customer["shipping"]["city"] == "Leith"
+    wait_until(lambda: [r["last_name"] for r in system.client("read").get(
+        f"/customers?q={woo['email']}").json()["items"]] == ["Updated"],
+        message="the list follows the update")
+    again = writer.post("/imports/customers?mode=update&apply=true", data=csv_text.encode(),
+                        headers=headers).json()
+    assert again["rows"][0]["outcome"] == "unchanged"
+    assert writer.post("/imports/customers?mode=merge", data=csv_text.encode(),
+                       headers=headers).status_code == 400
+
+
+def test_an_import_tags_and_groups_the_customers_through_segmentation(system, events):
+    events.listen("segmentation")
+    writer, reader = system.client("write"), system.client("read")
+    assert writer.put("/groups/trade", json={"name": "Trade"}).status_code == 200
+    woo, held = system.shop_customer(orders=0)
+    csv_text = ("email,first_name,tags,groups\r\n"
+                "tagged.new@example.org,Tess,\"VIP, gift\",trade\r\n"
+                f"{woo['email']},,wholesale,\r\n"
+                "no.group@example.org,Nora,gift,no-such-group\r\n"
+                "bad.tag@example.org,Bad,Not A Slug,\r\n")
+    headers = {"Content-Type": "text/csv"}
+    preview = writer.post("/imports/customers?mode=upsert", data=csv_text.encode(),
+                          headers=headers).json()
+    assert [r["outcome"] for r in preview["rows"]] == ["create", "unchanged", "invalid",
+                                                      "invalid"]
+    assert "groups" in preview["rows"][2]["errors"] and "tags" in preview["rows"][3]["errors"]
+    answer = writer.post("/imports/customers?mode=upsert&apply=true", data=csv_text.encode(),
+                         headers=headers)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["summary"]["created"] == 1 and body["summary"]["labelled"] == 2
+    created = body["rows"][0]["customer_id"]
+    page = reader.get(f"/customers/{created}").json()
+    assert sorted(t["tag"] for t in page["tags"]) == ["gift", "vip"]
+    assert [g["group"] for g in page["groups"]] == ["trade"]
+    assert [t["tag"] for t in reader.get(f"/customers/{held}").json()["tags"]] == ["wholesale"]
+    for email in ("no.group@example.org", "bad.tag@example.org"):  # refused: nothing made
+        assert reader.get(f"/customers?q={email}").json()["items"] == []
+    got = events.wait_for(lambda seen: {(e["data"]["customer_id"], e["data"].get("tag"))
+                                        for e in seen if e["event_type"] == "customer.tagged"}
+                          >= {(created, "vip"), (created, "gift"), (held, "wholesale")},
+                          timeout=20)
+    assert any(e["event_type"] == "customer.group_joined" and e["data"]["customer_id"] == created
+               for e in got)
 
 
 def test_an_exported_file_imports_into_another_store_as_it_was(system):

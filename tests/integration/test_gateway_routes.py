@@ -59,6 +59,7 @@ GDPR_ROUTES = {
     "PUT /customers/<customer_id>/consent",
 }
 CONSENT_ROUTES = {"GET /consent/capture", "PUT /consent/capture", "POST /consent/bulk"}
+TAG_CATALOGUE_ROUTES = {"POST /tags", "PATCH /tags/<tag>", "DELETE /tags/<tag>"}
 
 WEBHOOK_ROUTES = {
     "GET /webhooks/quarantine", "GET /webhooks/quarantine/<quarantine_id>",
@@ -68,7 +69,7 @@ WEBHOOK_ROUTES = {
 
 def test_every_route_is_driven_by_a_test():
     groups = [CUSTOMER_ROUTES, STORE_ROUTES, LOYALTY_AND_NOTIFICATION_ROUTES, GDPR_ROUTES,
-              CONSENT_ROUTES, WEBHOOK_ROUTES]
+              CONSENT_ROUTES, WEBHOOK_ROUTES, TAG_CATALOGUE_ROUTES]
     driven = set().union(*groups)
     assert sum(map(len, groups)) == len(driven), "a route is listed by two tests"
     assert set(ROUTES) - driven == set(), "routes no test drives"
@@ -620,3 +621,21 @@ def test_webhook_quarantine_routes(system):
     wait_until(lambda: inbox.find_one({"_id": key, "status": "quarantined", "replays": 1}),
                timeout=30, message="the replayed delivery quarantined again (still NaN)")
     assert_driven(system, WEBHOOK_ROUTES)
+
+
+def test_tag_catalogue_routes(system):
+    writer = system.client("write")
+    made = _ok(writer.post("/tags", json={"tag": "spring", "description": "Spring buyers"}), 201)
+    assert made["customers"] == 0 and made["catalogued"] is True
+    _problem(writer.post("/tags", json={"tag": "spring"}), 409)
+    _problem(writer.post("/tags", json={"tag": "Spring Sale"}), 400, "tag")
+    _problem(writer.post("/tags", json={"tag": "x", "colour": "red"}), 400)
+    renamed = _ok(writer.patch("/tags/spring", json={"new_tag": "spring-sale"}))
+    assert (renamed["tag"], renamed["description"], renamed["renamed"]) == (
+        "spring-sale", "Spring buyers", 0)
+    _problem(writer.patch("/tags/spring", json={"description": "gone"}), 404)
+    _problem(writer.patch("/tags/spring-sale", json={}), 400)
+    _problem(writer.patch("/tags/spring-sale", json={"new_tag": "Not A Slug"}), 400, "new_tag")
+    assert _ok(writer.delete("/tags/spring-sale")) == {"deleted": "spring-sale", "customers": 0}
+    _problem(writer.delete("/tags/spring-sale"), 404)
+    assert_driven(system, TAG_CATALOGUE_ROUTES)

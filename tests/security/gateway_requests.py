@@ -35,6 +35,8 @@ SAMPLE_BODIES: dict[str, object] = {
     "POST /customers/<customer_id>/reminders": {"due_at": "2030-01-01T09:00:00Z",
                                                 "text": "intruder's reminder"},
     "PUT /groups/<slug>": {"name": "Intruders"},
+    "POST /tags": {"tag": "intruders", "description": "made by an intruder"},
+    "PATCH /tags/<tag>": {"new_tag": "intruded", "description": "renamed by an intruder"},
     "POST /segments": {"name": "Intruders", "conditions": _CONDITIONS},
     "POST /rules": {"name": "Intruders", "conditions": _CONDITIONS,
                     "actions": [{"type": "add_tag", "value": "intruder"}]},

@@ -147,7 +147,7 @@ def _store_a_view(admin: GatewayClient, ids: dict) -> dict:
         "customer": cid, "tags": cid, "loyalty": cid + "/loyalty", "consent": cid + "/consent",
         "rewards": cid + "/loyalty/rewards",
         "notes": cid + "/notes", "reminders": cid + "/reminders?status=open",
-        "groups": "/groups", "template": f"/notifications/templates/{ids['template']}",
+        "groups": "/groups", "tag_catalogue": "/tags", "template": f"/notifications/templates/{ids['template']}",
         "workflows": "/notifications/workflows", "segments": "/segments", "rules": "/rules",
         "request": f"/gdpr/requests/{ids['request_id']}", "keys": "/keys",
         "programme": "/loyalty/programme", "settings": "/notifications/settings",

@@ -26,7 +26,7 @@ from services.gateway.routes import build_routes
 from services.gateway.routing import Router
 from shared.config import (CONSOLE_SESSION_IDLE_MINUTES_MAX, CONSOLE_SESSION_MAX_HOURS_MAX,
                            Config)
-from shared.errors import NotFound
+from shared.errors import Conflict, NotFound
 
 KEYS = {"wcc_read": ["read"], "wcc_write": ["write"], "wcc_gdpr": ["write", "gdpr"],
         "wcc_admin": ["admin"], "wcc_gdpronly": ["gdpr"]}
@@ -126,7 +126,21 @@ class Segmentation:
                 "next_cursor": "abc", "total": 7}
 
     def list_tags(self, store):
-        return [{"tag": "gold", "customers": 1}]
+        return [{"tag": "gold", "customers": 1, "description": EVIL, "catalogued": True}]
+
+    def create_tag(self, store, tag, description, actor):
+        if tag == "gold":
+            raise Conflict("the tag gold exists already")
+        return {"tag": tag, "customers": 0, "description": description or "",
+                "catalogued": True}
+
+    def update_tag(self, store, tag, changes, actor):
+        return {"tag": changes.get("new_tag", tag), "customers": 1, "catalogued": True,
+                "description": changes.get("description", ""),
+                "renamed": 1 if "new_tag" in changes else 0}
+
+    def delete_tag(self, store, tag, actor):
+        return {"deleted": tag, "customers": 1}
 
     def list_groups(self, store):
         return []
@@ -581,7 +595,7 @@ def test_presentation_helpers():
 STORE_PAGES = ("/console/loyalty", "/console/templates", "/console/templates/welcome",
                "/console/templates/new", "/console/workflows", "/console/workflows/new",
                "/console/workflows/cart", "/console/messages", "/console/gdpr",
-               "/console/reports", "/console/suppressions")
+               "/console/reports", "/console/suppressions", "/console/tags")
 
 
 def test_the_navigation_shows_only_what_the_keys_scopes_allow():
@@ -598,6 +612,34 @@ def test_the_navigation_shows_only_what_the_keys_scopes_allow():
     nav = world.client.get("/console/gdpr").get_data(as_text=True).split("</nav>")[0]
     assert 'href="/console/gdpr"' in nav and 'aria-current="page"' in nav
     assert 'href="/console/customers"' not in nav and 'href="/console/reports"' not in nav
+
+
+def test_the_tag_page_lists_creates_renames_and_deletes_through_the_api():
+    world = World()
+    world.login("wcc_read")
+    page = world.client.get("/console/tags").get_data(as_text=True)
+    assert 'id="tag-gold"' in page and "tag-create" not in page  # a reader changes nothing
+    world = World()
+    world.login("wcc_write")
+    token = world.csrf("/console/tags")
+    created = world.client.post("/console/tags/create", data={
+        "csrf_token": token, "tag": "Spring", "description": "Spring buyers"})
+    assert created.status_code == 303
+    assert world.called("create_tag")[-1][2][1:3] == ("spring", "Spring buyers")
+    assert "Created the tag spring" in world.client.get("/console/tags").get_data(as_text=True)
+    world.client.post("/console/tags/create", data={"csrf_token": token, "tag": "gold"})
+    assert "exists already" in world.client.get("/console/tags").get_data(as_text=True)
+    world.client.post("/console/tags/gold/edit", data={
+        "csrf_token": token, "new_tag": "golden", "description": "Best buyers"})
+    assert world.called("update_tag")[-1][2][1:3] == (
+        "gold", {"new_tag": "golden", "description": "Best buyers"})
+    assert "Renamed gold to golden: 1 customers follow" in world.client.get(
+        "/console/tags").get_data(as_text=True)
+    world.client.post("/console/tags/gold/delete", data={"csrf_token": token})
+    assert world.called("delete_tag")[-1][2][1] == "gold"
+    assert "taken off 1 customers" in world.client.get("/console/tags").get_data(as_text=True)
+    refused = world.client.post("/console/tags/gold/delete", data={})
+    assert refused.status_code == 403 and len(world.called("delete_tag")) == 1
 
 
 def test_every_store_page_is_escaped_labelled_and_protected():

@@ -13,6 +13,7 @@ from services.customer_sync.deletion import CustomerDeletion
 from services.customer_sync.erasure import CustomerErasure
 from services.customer_sync.importing import CustomerImport
 from services.customer_sync.notes import Notes
+from services.customer_sync.queries import CustomerQueries
 from services.customer_sync.reminders import Reminders
 from services.customer_sync.repository import CustomerSyncStorage, Store
 from services.customer_sync.staff import AccountStatus, StaffEdits
@@ -278,6 +279,26 @@ def test_account_status_publishes_and_survives_shop_updates(sync, storage, proje
         status.set(STORE, [], "active", "alice")
 
 
+def test_the_customer_view_says_whether_they_are_active_and_why_not(sync, storage):
+    queries = CustomerQueries(storage)
+    sync.apply(STORE, "customer", "created", payloads.customer(), correlation_id="wh-1")
+    sync.apply(STORE, "customer", "created", payloads.customer(woo_id=43, email="b@example.org"),
+               correlation_id="wh-2")
+    kept = storage.customers.by_woo_id(STORE, 42)["_id"]
+    gone = storage.customers.by_woo_id(STORE, 43)["_id"]
+    view = queries.get_customer(STORE, kept)
+    assert (view["account_status"], view["inactive_reason"]) == ("active", None)
+
+    AccountStatus(storage, sync).set(STORE, [kept], "inactive", "alice")
+    view = queries.get_customer(STORE, kept)
+    assert (view["account_status"], view["inactive_reason"]) == ("inactive", "staff")
+
+    sync.apply(STORE, "customer", "deleted", {"id": 43}, correlation_id="wh-3")
+    view = queries.get_customer(STORE, gone)
+    assert (view["status"], view["account_status"], view["inactive_reason"]) == (
+        "deleted", "inactive", "deleted")
+
+
 # -- staff edits --------------------------------------------------------------------------------------
 def test_a_staff_edit_reaches_the_shop_and_is_applied_once(shop, sync, storage, projector):
     woo, customer_id = customer_from_shop(shop, sync, storage)
@@ -499,3 +520,61 @@ def test_a_consent_change_reaches_the_timeline_once_without_its_note(sync, stora
     assert entry["summary"] == "Email marketing consent off (unsubscribe link)"
     assert entry["actor"] == "notifications"
     assert "Ada" not in json.dumps(entry, default=str)
+
+
+# -- import modes: update and upsert ---------------------------------------------------------------
+def test_an_update_import_changes_held_customers_by_email_and_reports_each_row(shop, sync,
+                                                                             storage):
+    woo, registered = customer_from_shop(shop, sync, storage)
+    guest_id = guest(sync, storage, email="guest@example.com")
+    clear_outbox(storage)
+    held = storage.customers.get(STORE, guest_id)
+    rows = [
+        {"line": 2, "email": woo["email"].upper(), "last_name": "Renamed",
+         "shipping_city": "Leith"},
+        {"line": 3, "email": "guest@example.COM", "first_name": held["first_name"]},
+        {"line": 4, "email": "guest@example.com", "company": "Twice"},
+        {"line": 5, "email": "new.person@example.org", "first_name": "New"},
+        {"line": 6, "email": "bad-phone@example.org", "phone": "call me"},
+    ]
+    importer = CustomerImport(storage, sync, client_factory=clients())
+    preview, touched = importer.run(STORE, rows, False, "alice", "update")
+    outcomes = {r["line"]: r["outcome"] for r in preview["rows"]}
+    assert outcomes == {2: "update", 3: "unchanged", 4: "duplicate_in_file", 5: "invalid",
+                        6: "invalid"}
+    assert "email" in preview["rows"][3]["errors"] and "phone" in preview["rows"][4]["errors"]
+    assert touched == [] and owed(storage) == [] and shop.customers[woo["id"]]["last_name"] != \
+        "Renamed"
+
+    answer, touched = importer.run(STORE, rows, True, "alice", "update")
+    assert answer["summary"]["updated"] == 1 and answer["summary"]["created"] == 0
+    assert answer["summary"]["mode"] == "update"
+    assert shop.customers[woo["id"]]["last_name"] == "Renamed"  # written to the shop first
+    doc = storage.customers.get(STORE, registered)
+    assert doc["last_name"] == "Renamed" and doc["shipping"]["city"] == "Leith"
+    [event] = owed(storage, "customer.updated")
+    assert event["data"]["customer_id"] == registered
+    assert storage.customers.by_email(STORE, "new.person@example.org") is None
+
+    again, _ = importer.run(STORE, rows, True, "alice", "update")
+    assert {r["line"]: r["outcome"] for r in again["rows"]}[2] == "unchanged"
+    assert len(owed(storage, "customer.updated")) == 1
+
+
+def test_an_upsert_creates_new_emails_and_a_shop_refusal_changes_nothing(shop, sync, storage):
+    woo, registered = customer_from_shop(shop, sync, storage)
+    clear_outbox(storage)
+    rows = [{"line": 2, "email": woo["email"], "first_name": "Never"},
+            {"line": 3, "email": "new.person@example.org", "first_name": "New"}]
+    shop.fail_next(5, status=503)
+    answer, _ = CustomerImport(storage, sync, client_factory=clients(retries=1)).run(
+        STORE, rows, True, "alice", "upsert")
+    by_line = {r["line"]: r for r in answer["rows"]}
+    assert by_line[2]["outcome"] == "refused" and by_line[2]["errors"]
+    assert by_line[3]["outcome"] == "create" and answer["summary"]["created"] == 1
+    assert storage.customers.get(STORE, registered)["first_name"] != "Never"
+    assert shop.customers[woo["id"]]["first_name"] != "Never"
+    assert [e["event_type"] for e in owed(storage)] == ["customer.created"]
+    with pytest.raises(ValidationError) as refused:
+        CustomerImport(storage, sync).run(STORE, rows, False, "alice", "merge")
+    assert "mode" in refused.value.args[1]["fields"]

@@ -94,5 +94,8 @@ class ApiClient:
     def put(self, api_path: str, body: Any) -> Any:
         return self.call("PUT", api_path, body=body)
 
+    def patch(self, api_path: str, body: Any) -> Any:
+        return self.call("PATCH", api_path, body=body)
+
     def delete(self, api_path: str, query: Any = None) -> Any:
         return self.call("DELETE", api_path, query)

@@ -75,6 +75,7 @@ class Page:
 def _routes() -> Map:
     from services.gateway.console import admin_views as a
     from services.gateway.console import suppression_views as sv
+    from services.gateway.console import tag_views as tv
     from services.gateway.console import consent_views
     from services.gateway.console import views as v
 
@@ -119,6 +120,10 @@ def _routes() -> Map:
         rule("/workflows/<workflow_id>/delete", a.workflow_delete, ("POST",)),
         rule("/messages", a.send_log),
         rule("/suppressions", sv.suppression_list),
+        rule("/tags", tv.tag_list),
+        rule("/tags/create", tv.tag_create, ("POST",)),
+        rule("/tags/<tag>/edit", tv.tag_edit, ("POST",)),
+        rule("/tags/<tag>/delete", tv.tag_delete, ("POST",)),
         rule("/suppressions/lift", sv.suppression_lift, ("POST",)),
         rule("/gdpr", a.gdpr_queue),
         rule("/gdpr/<request_id>/verify", a.gdpr_verify, ("POST",)),

@@ -11,6 +11,21 @@ def list_tags(ctx: Context) -> Reply:
     return Reply(ctx.call("segmentation", "list_tags", ctx.store_id))
 
 
+def create_tag(ctx: Context) -> Reply:
+    return Reply(ctx.call("segmentation", "create_tag", ctx.store_id, ctx.body["tag"],
+                          ctx.body.get("description"), ctx.actor), 201)
+
+
+def update_tag(ctx: Context) -> Reply:
+    return Reply(ctx.call("segmentation", "update_tag", ctx.store_id, ctx.path["tag"],
+                          dict(ctx.body), ctx.actor))
+
+
+def delete_tag(ctx: Context) -> Reply:
+    return Reply(ctx.call("segmentation", "delete_tag", ctx.store_id, ctx.path["tag"],
+                          ctx.actor))
+
+
 def list_groups(ctx: Context) -> Reply:
     return Reply(ctx.call("segmentation", "list_groups", ctx.store_id))
 
@@ -49,6 +64,9 @@ def report(ctx: Context) -> Reply:
     return Reply(ctx.call("segmentation", "report", ctx.store_id, ctx.query["period"]))
 
 
+TAG = s.obj({"tag": s.STRING, "description": s.STRING, "customers": s.INTEGER,
+             "catalogued": {**s.BOOLEAN, "description": "created in the catalogue (otherwise "
+                                                        "only carried by customers)"}})
 GROUP = s.obj({"slug": s.STRING, "name": s.STRING, "description": s.STRING,
                "discount_percent": {**s.NULLABLE_STRING, "description": "a decimal, e.g. 12.5"},
                "free_shipping_threshold": {"type": ["integer", "null"],
@@ -112,9 +130,27 @@ REPORT = s.obj(
     description="money in minor units of `currency`; rates from 0 to 1")
 
 ROUTES = [
-    Route("GET", "/tags", list_tags, "Tags in use, with how many customers carry each", "tags",
-          responses={200: {"type": "array", "items": s.obj({"tag": s.STRING,
-                                                            "customers": s.INTEGER})}}),
+    Route("GET", "/tags", list_tags, "The tag catalogue: every tag created or carried, with "
+          "its description and how many active customers carry it", "tags",
+          responses={200: {"type": "array", "items": TAG}}),
+    Route("POST", "/tags", create_tag, "Create a tag (with an optional description)", "tags",
+          scope="write", body=s.obj({"tag": s.SLUG},
+                                    {"description": {"type": "string", "maxLength": 500}},
+                                    additionalProperties=False),
+          responses={201: TAG}),
+    Route("PATCH", "/tags/<tag>", update_tag, "Rename a tag (every customer carrying it "
+          "follows, publishing their untagging and tagging; onto an existing tag the two "
+          "merge) and/or change its description", "tags", scope="write",
+          body=s.obj({}, {"new_tag": s.SLUG,
+                          "description": {"type": "string", "maxLength": 500}},
+                     additionalProperties=False, minProperties=1),
+          responses={200: {**TAG, "required": TAG["required"] + ["renamed"],
+                           "properties": {**TAG["properties"], "renamed": {
+                               **s.INTEGER, "description": "customers moved to the new name"}}}}),
+    Route("DELETE", "/tags/<tag>", delete_tag, "Delete a tag: taken off every customer "
+          "carrying it and out of the catalogue", "tags", scope="write",
+          responses={200: s.obj({"deleted": s.STRING, "customers": {
+              **s.INTEGER, "description": "how many customers it was taken off"}})}),
     Route("GET", "/groups", list_groups, "Customer groups", "groups",
           responses={200: {"type": "array", "items": LISTED_GROUP}}),
     Route("PUT", "/groups/<slug>", save_group, "Create or change a group", "groups",

@@ -19,14 +19,19 @@ log = logging.getLogger(__name__)
 
 MAX_IMPORT_ROWS = 10_000
 IMPORT_SECONDS_PER_ROW = 0.05
-IMPORT_COLUMNS = ("email", "first_name", "last_name", "phone", "company", "billing_address_1",
-                  "billing_address_2", "billing_city", "billing_state", "billing_postcode",
-                  "billing_country", "email_marketing", "email_marketing_source", "sms_marketing",
-                  "sms_marketing_source")
+_ADDRESS_COLUMNS = tuple(f"{kind}_{part}" for kind in ("billing", "shipping")
+                         for part in ("address_1", "address_2", "city", "state", "postcode",
+                                      "country"))
+# What customer_sync's import accepts (a unit test holds the two lists together).
+IMPORT_COLUMNS = ("email", "first_name", "last_name", "phone", "company", *_ADDRESS_COLUMNS,
+                  "email_marketing", "email_marketing_source", "sms_marketing",
+                  "sms_marketing_source", "tags", "groups")
 EXPORT_COLUMNS = ("customer_id", "first_name", "last_name", "email", "company", "city", "state",
                   "country", "account_status", "segment", "tags", "groups", "orders_count",
                   "total_spent", "currency", "last_order_at", "registered_at")
 _EXPORT_PAGE = 500
+IMPORT_MODES = ("create", "update", "upsert")
+_LABEL_BATCH = 500
 
 
 # The export's own column names, so an exported file imports as it is (into another store, say).
@@ -79,15 +84,93 @@ def parse_import(raw: bytes) -> tuple[list[dict], list[str]]:
     return rows, ignored
 
 
+def _cell_slugs(value: str) -> list[str]:
+    return [s.strip().lower() for s in (value or "").split(",") if s.strip()]
+
+
+def _unknown_groups(ctx: Context, rows: list[dict]) -> list[dict]:
+    """Rows naming a group the store has not saved, refused before anything is applied
+    (segmentation only adds customers to saved groups)."""
+    named = {g for row in rows for g in _cell_slugs(row.get("groups", ""))}
+    if not named:
+        return []
+    saved = {g["slug"] for g in ctx.call("segmentation", "list_groups", ctx.store_id)}
+    refused = []
+    for row in rows:
+        unknown = [g for g in _cell_slugs(row.get("groups", "")) if g not in saved]
+        if unknown:
+            refused.append({"line": row["line"], "email": row.get("email") or None,
+                            "outcome": "invalid", "errors": {"groups": [
+                                f"no such group: {', '.join(unknown[:5])[:200]}; create it "
+                                "first"]}})
+    return refused
+
+
+def _apply_labels(ctx: Context, report: list[dict]) -> int:
+    """Tag and group the customers the import created or holds, through segmentation's own
+    tagging (it publishes customer.tagged and customer.group_joined). A row whose labels
+    could not all be applied says so in its warnings; applying the file again in upsert
+    mode finishes them. Answers how many rows had all their labels applied."""
+    rows = [r for r in report if r.get("customer_id") and (r.get("tags") or r.get("groups"))
+            and r["outcome"] in ("create", "update", "unchanged")]
+    failed: dict[int, dict[str, list[str]]] = {}
+
+    def note(row: dict, field: str, message: str) -> None:
+        failed.setdefault(row["line"], {}).setdefault(field, []).append(message)
+
+    def each_batch(value_of):
+        batches: dict = {}
+        for row in rows:
+            for value in value_of(row):
+                batches.setdefault(value, []).append(row)
+        for value, members in batches.items():
+            for start in range(0, len(members), _LABEL_BATCH):
+                yield value, members[start:start + _LABEL_BATCH]
+
+    for tags, members in each_batch(lambda r: [tuple(r["tags"])] if r.get("tags") else []):
+        ids = [r["customer_id"] for r in members]
+        try:
+            results = ctx.call("segmentation", "bulk_tag", ctx.store_id, ids, list(tags),
+                               ctx.actor)["results"]
+        except Problem as problem:
+            results = {i: problem.detail for i in ids}
+        for row in members:
+            if results.get(row["customer_id"]) not in ("tagged", "unchanged"):
+                note(row, "tags", f"not tagged: {results.get(row['customer_id'])}")
+    for group, members in each_batch(lambda r: r.get("groups") or []):
+        ids = [r["customer_id"] for r in members]
+        try:
+            results = ctx.call("segmentation", "add_to_group", ctx.store_id, ids, group,
+                               ctx.actor)["results"]
+        except Problem as problem:
+            results = {i: problem.detail for i in ids}
+        for row in members:
+            if results.get(row["customer_id"]) not in ("changed", "unchanged"):
+                note(row, "groups", f"not added to {group}: {results.get(row['customer_id'])}")
+    for row in rows:
+        if row["line"] in failed:
+            row["warnings"] = {**(row.get("warnings") or {}), **failed[row["line"]]}
+    return len(rows) - len(failed)
+
+
 def import_customers(ctx: Context) -> Reply:
     rows, ignored = parse_import(ctx.body)
     if not rows:
         raise Problem(400, "the file has no rows below its header", kind="invalid-csv")
+    refused = _unknown_groups(ctx, rows)
+    refused_lines = {r["line"] for r in refused}
+    rows = [r for r in rows if r["line"] not in refused_lines]
     # A large file takes customer_sync a while (about 20 ms a row on mongomock): wait for it
     # rather than answer 504 for work that is going on. Applying again imports nothing twice.
     answer = ctx.call("customer_sync", "import_customers", ctx.store_id, rows,
-                      ctx.query["apply"], ctx.actor,
+                      ctx.query["apply"], ctx.actor, ctx.query["mode"],
                       timeout=max(ctx.backends.timeout, IMPORT_SECONDS_PER_ROW * len(rows)))
+    summary = answer["summary"]
+    if refused:
+        answer["rows"] = sorted(answer["rows"] + refused, key=lambda r: r["line"])
+        summary["rows"] += len(refused)
+        summary["invalid"] += len(refused)
+    summary["labelled"] = _apply_labels(ctx, answer["rows"]) if ctx.query["apply"] else 0
     return Reply({**answer, "applied": ctx.query["apply"], "ignored_columns": ignored})
 
 
@@ -180,7 +263,10 @@ ROUTES = [
                                "columns: " + ", ".join(IMPORT_COLUMNS)},
           body_media_type="text/csv",
           query=[Param("apply", "import the valid new rows (otherwise only a preview)",
-                       "boolean", default=False)],
+                       "boolean", default=False),
+                 Param("mode", "create: new emails only, held ones reported as exists; update: "
+                       "change held customers (matched by email) to the row's non-empty cells, "
+                       "create nobody; upsert: both", enum=IMPORT_MODES, default="create")],
           responses={200: s.obj({"rows": {"type": "array", "items": s.obj(
               {"line": s.INTEGER, "outcome": s.STRING}, {
                   "email": s.STRING, "errors": s.ANY_OBJECT,
@@ -190,7 +276,10 @@ ROUTES = [
                                "that was not done (consent of someone already held)"}})},
               "summary": s.obj({k: s.INTEGER for k in ("rows", "create", "duplicate_in_file",
                                                        "exists", "invalid", "created")},
-                               {"applied": s.BOOLEAN, "ignored_columns": {"type": "array"}},
+                               {"applied": s.BOOLEAN, "ignored_columns": {"type": "array"},
+                                "mode": {"enum": list(IMPORT_MODES)},
+                                **{k: s.INTEGER for k in ("update", "unchanged", "refused",
+                                                          "updated", "labelled")}},
                                description="how many rows had each outcome; `created` is how "
                                            "many were imported (0 in a preview)"),
               "applied": s.BOOLEAN,
