@@ -69,6 +69,37 @@ class StoreSettingsRepository:
                                    upsert=True)
 
 
+class SavedSegmentRepository:
+    """Saved segments, one document a segment keyed by store and segment id (the id never holds
+    ':'), listed by name: the index serves the store's list in its order."""
+
+    _HIDDEN = {"_id": 0, "store_id": 0}
+
+    def __init__(self, collection: Collection) -> None:
+        self.collection = collection
+
+    def ensure_indexes(self) -> None:
+        self.collection.create_index([("store_id", ASCENDING), ("name", ASCENDING)])
+
+    @staticmethod
+    def key(store_id: str, segment_id: str) -> str:
+        return f"{store_id}:{segment_id}"
+
+    def get(self, store_id: str, segment_id: str) -> dict | None:
+        return self.collection.find_one({"_id": self.key(store_id, segment_id)}, self._HIDDEN)
+
+    def for_store(self, store_id: str) -> list[dict]:
+        return list(self.collection.find({"store_id": store_id}, self._HIDDEN).sort("name", 1))
+
+    def put(self, store_id: str, segment: dict) -> None:
+        self.collection.replace_one({"_id": self.key(store_id, segment["segment_id"])},
+                                    {**segment, "store_id": store_id}, upsert=True)
+
+    def delete(self, store_id: str, segment_id: str) -> bool:
+        return bool(self.collection.delete_one({"_id": self.key(store_id, segment_id)})
+                    .deleted_count)
+
+
 class SegmentationStorage:
     def __init__(self, database: Database) -> None:
         self.database = database
@@ -76,6 +107,7 @@ class SegmentationStorage:
         self.settings = StoreSettingsRepository(database["store_settings"])
         self.rules = database["rules"]
         self.groups = database["groups"]
+        self.saved_segments = SavedSegmentRepository(database["saved_segments"])
         self.erasures = ErasureReceipts(database["erasures"])
 
     def ensure_indexes(self) -> None:
@@ -83,6 +115,7 @@ class SegmentationStorage:
         self.settings.ensure_indexes()
         self.rules.create_index([("store_id", ASCENDING), ("position", ASCENDING)])
         self.groups.create_index([("store_id", ASCENDING), ("slug", ASCENDING)], unique=True)
+        self.saved_segments.ensure_indexes()
 
     def outbox_collections(self) -> list[Collection]:
         return [self.profiles.collection, self.erasures.collection]

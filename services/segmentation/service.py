@@ -13,6 +13,7 @@ from nameko.rpc import RpcProxy, rpc
 from services.segmentation.erasure import handle_erasure_requested
 from services.segmentation.profiles import ERASED, Profiles
 from services.segmentation.repository import SegmentationStorage, utcnow
+from services.segmentation.saved_segments import SavedSegments
 from shared.config import from_nameko
 from shared.customers import (CustomerCheck, not_found,
                               valid_customer_id, valid_customer_ids)
@@ -360,23 +361,31 @@ class SegmentationService(DataOwnerRpc):
                 "contact": contact, "orders": orders}
 
     # -- saved segments -------------------------------------------------------------------------
+    def _saved_segments(self) -> SavedSegments:
+        return SavedSegments(self.storage.saved_segments)
+
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def save_segment(self, store_id: str, segment: dict) -> dict:
         """A saved custom segment, e.g. last order in November or December, an order over
         100.00, tagged gift (refused with the failing field named)."""
-        from services.segmentation.rules import validate_filter
+        return self._saved_segments().create(store_id, segment)
 
-        saved = validate_filter(segment)
-        saved["segment_id"] = saved.get("segment_id") or uuid.uuid4().hex[:12]
-        self.storage.database["saved_segments"].replace_one(
-            {"_id": f"{store_id}:{saved['segment_id']}"}, {**saved, "store_id": store_id},
-            upsert=True)
-        return saved
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def update_segment(self, store_id: str, segment_id: str, segment: dict) -> dict:
+        """Change a saved segment's name, match or conditions, validated as on create."""
+        return self._saved_segments().update(store_id, segment_id, segment)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def delete_segment(self, store_id: str, segment_id: str) -> dict:
+        return self._saved_segments().delete(store_id, segment_id)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def get_segment(self, store_id: str, segment_id: str) -> dict:
+        return self._saved_segments().get(store_id, segment_id)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def list_segments(self, store_id: str) -> list:
-        return list(self.storage.database["saved_segments"].find(
-            {"store_id": store_id}, {"_id": 0, "store_id": 0}).sort("name", 1))
+        return self._saved_segments().list(store_id)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def segment_members(self, store_id: str, segment_id: str, page: dict | None = None) -> dict:
@@ -386,19 +395,9 @@ class SegmentationService(DataOwnerRpc):
         size = page.get("size", 50)
         if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 500:
             raise ValidationError("page.size must be 1-500", {"fields": {"page.size": ["range"]}})
-        after = page.get("cursor")
-        from services.segmentation.stats import SEGMENTS
-
-        if segment_id in SEGMENTS:
-            definition = {"match": "all", "conditions": [
-                {"field": "segment", "op": "eq", "value": segment_id}]}
-        else:
-            saved = self.storage.database["saved_segments"].find_one(
-                {"_id": f"{store_id}:{segment_id}"})
-            if saved is None:
-                raise NotFound(f"no segment {segment_id} in store {store_id}")
-            definition = saved
-        docs, next_cursor = Profiles(self.storage).members(store_id, definition, after, size)
+        definition = self._saved_segments().definition(store_id, segment_id)
+        docs, next_cursor = Profiles(self.storage).members(store_id, definition,
+                                                           page.get("cursor"), size)
         return {"items": [profile_view(d) for d in docs], "next_cursor": next_cursor}
 
     # -- rules -------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ CUSTOMER_ROUTES = {
 STORE_ROUTES = {
     "POST /customers/bulk", "POST /imports/customers", "GET /exports/customers",
     "GET /segments", "POST /segments", "GET /segments/<segment_id>/members", "GET /rules",
+    "GET /segments/<segment_id>", "PUT /segments/<segment_id>", "DELETE /segments/<segment_id>",
     "POST /rules", "DELETE /rules/<rule_id>", "GET /reports",
 }
 LOYALTY_AND_NOTIFICATION_ROUTES = {
@@ -278,6 +279,24 @@ def test_store_routes(system):
     assert [m["customer_id"] for m in members["items"]] == [second]
     assert _ok(reader.get("/segments/prospect/members"))["items"] != []  # the imported contact
     _problem(reader.get("/segments/nosuch/members"), 404)
+    # edited: validated as on create, the path's id kept; then deleted
+    path = f"/segments/{segment['segment_id']}"
+    _problem(writer.put(path, json={"name": "Bad", "conditions": [
+        {"field": "orders_count", "op": "contains", "value": 2}]}), 400, "conditions.0.op")
+    _problem(reader.put(path, json={"name": "Anyone", "conditions": [
+        {"field": "orders_count", "op": "gte", "value": 0}]}), 403)
+    edited = _ok(writer.put(path, json={"name": "Any buyer", "conditions": [
+        {"field": "orders_count", "op": "gte", "value": 1}]}))
+    assert edited["segment_id"] == segment["segment_id"] and edited["name"] == "Any buyer"
+    assert _ok(reader.get(path)) == edited
+    members = _ok(reader.get(path + "/members"))
+    assert sorted(m["customer_id"] for m in members["items"]) == sorted([first, second])
+    _problem(writer.put("/segments/nosuch", json={"name": "New", "conditions": [
+        {"field": "orders_count", "op": "gte", "value": 1}]}), 404)
+    assert _ok(writer.delete(path)) == {"deleted": segment["segment_id"]}
+    assert _ok(reader.get("/segments")) == []
+    _problem(writer.delete(path), 404)
+    _problem(reader.get(path + "/members"), 404)
 
     # rules
     rule = _ok(admin.post("/rules", json={

@@ -36,6 +36,7 @@ SAMPLE_BODIES: dict[str, object] = {
                                                 "text": "intruder's reminder"},
     "PUT /groups/<slug>": {"name": "Intruders"},
     "POST /segments": {"name": "Intruders", "conditions": _CONDITIONS},
+    "PUT /segments/<segment_id>": {"name": "Intruders", "conditions": _CONDITIONS},
     "POST /rules": {"name": "Intruders", "conditions": _CONDITIONS,
                     "actions": [{"type": "add_tag", "value": "intruder"}]},
     "POST /customers/<customer_id>/loyalty/redeem": {"points": 1},

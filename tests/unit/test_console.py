@@ -588,7 +588,8 @@ def test_the_navigation_shows_only_what_the_keys_scopes_allow():
     world = World()
     world.login("wcc_write")
     nav = world.client.get("/console/customers").get_data(as_text=True).split("</nav>")[0]
-    for page in ("customers", "loyalty", "templates", "workflows", "messages", "reports"):
+    for page in ("customers", "segments", "loyalty", "templates", "workflows", "messages",
+                 "reports"):
         assert f'href="/console/{page}"' in nav, page
     assert 'href="/console/gdpr"' not in nav
     assert world.client.get("/console/gdpr").status_code == 403

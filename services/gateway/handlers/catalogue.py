@@ -28,6 +28,19 @@ def save_segment(ctx: Context) -> Reply:
     return Reply(ctx.call("segmentation", "save_segment", ctx.store_id, ctx.body), 201)
 
 
+def get_segment(ctx: Context) -> Reply:
+    return Reply(ctx.call("segmentation", "get_segment", ctx.store_id, ctx.path["segment_id"]))
+
+
+def update_segment(ctx: Context) -> Reply:
+    return Reply(ctx.call("segmentation", "update_segment", ctx.store_id, ctx.path["segment_id"],
+                          ctx.body))
+
+
+def delete_segment(ctx: Context) -> Reply:
+    return Reply(ctx.call("segmentation", "delete_segment", ctx.store_id, ctx.path["segment_id"]))
+
+
 def segment_members(ctx: Context) -> Reply:
     return Reply(ctx.call("segmentation", "segment_members", ctx.store_id, ctx.path["segment_id"],
                           {"size": ctx.query["limit"], "cursor": ctx.query["cursor"]}))
@@ -95,6 +108,10 @@ SEGMENT_BODY = s.obj({"name": {"type": "string", "minLength": 1, "maxLength": 20
                      {"segment_id": {**SLUG_ID, "description": "replace this segment"},
                       "match": MATCH}, additionalProperties=False,
                      description="a saved filter; see docs/services/segmentation.md")
+SEGMENT_EDIT_BODY = s.obj({"name": {"type": "string", "minLength": 1, "maxLength": 200},
+                           "conditions": CONDITIONS},
+                          {"match": MATCH}, additionalProperties=False,
+                          description="the whole segment, checked as on create")
 REPORT = s.obj(
     {"store_id": s.STRING, "period": {"enum": ["day", "week", "month"]},
      "currency": s.NULLABLE_STRING, "customers": s.INTEGER, "buyers": s.INTEGER,
@@ -123,6 +140,13 @@ ROUTES = [
           responses={200: {"type": "array", "items": SEGMENT}}),
     Route("POST", "/segments", save_segment, "Save a segment", "segments", scope="write",
           body=SEGMENT_BODY, responses={201: SEGMENT}),
+    Route("GET", "/segments/<segment_id>", get_segment, "A saved segment", "segments",
+          responses={200: SEGMENT}),
+    Route("PUT", "/segments/<segment_id>", update_segment, "Change a saved segment's name, "
+          "match or conditions", "segments", scope="write", body=SEGMENT_EDIT_BODY,
+          responses={200: SEGMENT}),
+    Route("DELETE", "/segments/<segment_id>", delete_segment, "Delete a saved segment",
+          "segments", scope="write", responses={200: s.DELETED}),
     Route("GET", "/segments/<segment_id>/members", segment_members, "A segment's customers "
           "(a saved segment's id, or a built-in segment: prospect, new, regular, vip, "
           "one_time, at_risk)", "segments", query=PAGE_PARAMS,
