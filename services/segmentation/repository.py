@@ -31,6 +31,7 @@ class ProfileRepository(VersionedRepository):
         c.create_index([("store_id", ASCENDING), ("segment", ASCENDING)])
         c.create_index([("store_id", ASCENDING), ("tag_list", ASCENDING)])
         c.create_index([("store_id", ASCENDING), ("group_list", ASCENDING)])
+        c.create_index([("store_id", ASCENDING), ("saved_segments", ASCENDING)])
         directory_indexes(c)  # the customer list's sorts
 
     @staticmethod
@@ -46,6 +47,13 @@ class ProfileRepository(VersionedRepository):
                 "customer_id": customer_id, "status": ACTIVE, "orders": {}, "tags": {},
                 "groups": {}, "tag_list": [], "group_list": [], "segment": None, "stats": None,
                 "contact": {}, "version": 0, "created_at": utcnow()}
+
+    def forget_saved_segment(self, store_id: str, segment_id: str) -> int:
+        """A deleted saved segment leaves every profile; the version moves, so a derivation
+        read before the deletion fails its compare-and-set and is redone without it."""
+        return self.collection.update_many(
+            {"store_id": store_id, "saved_segments": segment_id},
+            {"$pull": {"saved_segments": segment_id}, "$inc": {"version": 1}}).modified_count
 
     def for_store(self, store_id: str, batch_size: int = 1000):
         return self.collection.find({"store_id": store_id, "status": ACTIVE},

@@ -10,6 +10,7 @@ from nameko.extensions import DependencyProvider
 from marshmallow import RAISE, Schema, ValidationError as MarshmallowError, fields, validate
 from nameko.rpc import RpcProxy, rpc
 
+from services.segmentation import thresholds
 from services.segmentation.erasure import handle_erasure_requested
 from services.segmentation.profiles import ERASED, Profiles
 from services.segmentation.repository import SegmentationStorage, utcnow
@@ -288,6 +289,10 @@ class SegmentationService(DataOwnerRpc):
         groups and stats, sorted, with a keyset cursor: {"items", "next_cursor", "total"}."""
         from services.segmentation.directory import search_customers
 
+        saved = (filters or {}).get("saved_segment") if isinstance(filters, dict) else None
+        if isinstance(saved, str) and self.storage.saved_segments.get(store_id, saved) is None:
+            raise ValidationError(f"no saved segment {saved} in store {store_id}",
+                                  {"fields": {"filters": {"saved_segment": ["not found"]}}})
         return search_customers(self.storage.profiles.collection, store_id, filters, sort, page)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
@@ -364,20 +369,32 @@ class SegmentationService(DataOwnerRpc):
     def _saved_segments(self) -> SavedSegments:
         return SavedSegments(self.storage.saved_segments)
 
+    def _recompute_now(self, store_id: str) -> None:
+        """A saved segment or a threshold written: every profile of the store is evaluated
+        against it once now (events keep it current after that), and what is owed published."""
+        Profiles(self.storage).recompute_store(store_id)
+        self.outbox.request_sweep()
+
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def save_segment(self, store_id: str, segment: dict) -> dict:
         """A saved custom segment, e.g. last order in November or December, an order over
         100.00, tagged gift (refused with the failing field named)."""
-        return self._saved_segments().create(store_id, segment)
+        saved = self._saved_segments().create(store_id, segment)
+        self._recompute_now(store_id)
+        return saved
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def update_segment(self, store_id: str, segment_id: str, segment: dict) -> dict:
         """Change a saved segment's name, match or conditions, validated as on create."""
-        return self._saved_segments().update(store_id, segment_id, segment)
+        saved = self._saved_segments().update(store_id, segment_id, segment)
+        self._recompute_now(store_id)
+        return saved
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def delete_segment(self, store_id: str, segment_id: str) -> dict:
-        return self._saved_segments().delete(store_id, segment_id)
+        deleted = self._saved_segments().delete(store_id, segment_id)
+        self.storage.profiles.forget_saved_segment(store_id, deleted["deleted"])
+        return deleted
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def get_segment(self, store_id: str, segment_id: str) -> dict:
@@ -385,7 +402,12 @@ class SegmentationService(DataOwnerRpc):
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def list_segments(self, store_id: str) -> list:
-        return self._saved_segments().list(store_id)
+        """Saved segments by name, each with `customers`: how many active customers are in it."""
+        from services.segmentation.directory import member_counts
+
+        counts = member_counts(self.storage.profiles.collection, store_id, "saved_segments")
+        return [{**segment, "customers": counts.get(segment["segment_id"], 0)}
+                for segment in self._saved_segments().list(store_id)]
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def segment_members(self, store_id: str, segment_id: str, page: dict | None = None) -> dict:
@@ -399,6 +421,19 @@ class SegmentationService(DataOwnerRpc):
         docs, next_cursor = Profiles(self.storage).members(store_id, definition,
                                                            page.get("cursor"), size)
         return {"items": [profile_view(d) for d in docs], "next_cursor": next_cursor}
+
+    # -- built-in segment thresholds -------------------------------------------------------------
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def get_thresholds(self, store_id: str) -> dict:
+        return thresholds.current(self.storage.settings, store_id)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def set_thresholds(self, store_id: str, values: dict) -> dict:
+        """Change the store's built-in segment thresholds; every customer is re-classified
+        at once (and their segment changes published)."""
+        changed = thresholds.change(self.storage.settings, store_id, values)
+        self._recompute_now(store_id)
+        return changed
 
     # -- rules -------------------------------------------------------------------------------
     @rpc(expected_exceptions=EXPECTED_ERRORS)

@@ -37,6 +37,7 @@ SAMPLE_BODIES: dict[str, object] = {
     "PUT /groups/<slug>": {"name": "Intruders"},
     "POST /segments": {"name": "Intruders", "conditions": _CONDITIONS},
     "PUT /segments/<segment_id>": {"name": "Intruders", "conditions": _CONDITIONS},
+    "PUT /segment-thresholds": {"new_days": 14},
     "POST /rules": {"name": "Intruders", "conditions": _CONDITIONS,
                     "actions": [{"type": "add_tag", "value": "intruder"}]},
     "POST /customers/<customer_id>/loyalty/redeem": {"points": 1},

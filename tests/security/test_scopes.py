@@ -60,6 +60,8 @@ REQUIRED_SCOPE: dict[str, str | None] = {
     "GET /segments/<segment_id>": "read",
     "PUT /segments/<segment_id>": "write",
     "DELETE /segments/<segment_id>": "write",
+    "GET /segment-thresholds": "read",
+    "PUT /segment-thresholds": "admin",
     "GET /segments/<segment_id>/members": "read",
     "GET /rules": "read",
     "POST /rules": "admin",
