@@ -20,7 +20,7 @@ class SavedSegmentation(Segmentation):
         self.segments = SavedSegments(storage.saved_segments, new_id=lambda: "seg1")
 
     def list_segments(self, store):
-        return self.segments.list(store)
+        return [{**s, "customers": 7} for s in self.segments.list(store)]
 
     def get_segment(self, store, segment_id):
         return self.segments.get(store, segment_id)
@@ -65,6 +65,7 @@ def test_a_segment_is_created_edited_and_deleted_from_the_console():
     assert answer.status_code == 303 and answer.headers["Location"].endswith("/console/segments")
     html = world.client.get("/console/segments").get_data(as_text=True)
     assert "<script>alert" not in html and "total_spent gt 10000" in html
+    assert "<td>7</td>" in html  # its members now, as segmentation counts them
     assert 'href="/console/segments/seg1"' in html
 
     edit = world.client.get("/console/segments/seg1").get_data(as_text=True)
