@@ -131,6 +131,15 @@ class Segmentation:
     def list_groups(self, store):
         return []
 
+    def list_segments(self, store):
+        return [{"segment_id": "gifts", "name": f"{EVIL} gifts", "match": "any", "customers": 2,
+                 "conditions": [{"field": "tags", "op": "contains", "value": "gift"}]}]
+
+    def get_segment(self, store, segment_id):
+        if segment_id != "gifts":
+            raise NotFound(f"no saved segment {segment_id}")
+        return self.list_segments(store)[0]
+
     def report(self, store, period):
         return {"store_id": store, "period": period, "currency": "EUR", "customers": 10,
                 "buyers": 8, "new_customers": [{"period": "2026-01", "count": 3},
@@ -581,7 +590,8 @@ def test_presentation_helpers():
 STORE_PAGES = ("/console/loyalty", "/console/templates", "/console/templates/welcome",
                "/console/templates/new", "/console/workflows", "/console/workflows/new",
                "/console/workflows/cart", "/console/messages", "/console/gdpr",
-               "/console/reports", "/console/suppressions")
+               "/console/reports", "/console/suppressions", "/console/segments",
+               "/console/segments/new", "/console/segments/gifts")
 
 
 def test_the_navigation_shows_only_what_the_keys_scopes_allow():
