@@ -7,6 +7,7 @@ import re
 import mongomock
 
 from services.gateway.backends import Backends
+from services.gateway.console import forms
 from services.gateway.console.segment_views import format_conditions, parse_conditions
 from services.segmentation.repository import SegmentationStorage
 from services.segmentation.saved_segments import SavedSegments
@@ -124,3 +125,22 @@ def _store(world: SegmentWorld) -> str:
     """The signed-in key's store, as the console passed it to segmentation."""
     [(_, _, args)] = world.called("save_segment")
     return args[0]
+
+
+def test_a_workflow_is_triggered_by_entering_or_leaving_a_saved_segment_chosen_by_name():
+    world = World()
+    world.login("wcc_admin")
+    page = world.client.get("/console/workflows/new").get_data(as_text=True)
+    assert re.search(r'<select id="w-entered_segment" name="entered_segment"[^>]*>'
+                     r'<option value="gifts">&lt;script&gt;', page)
+    token = world.csrf("/console/workflows/new")
+    world.client.post("/console/workflows/save", data={
+        "csrf_token": token, "name": "Gift hello", "trigger": "event:customer.saved_segment_left",
+        "left_segment": "gifts", "entered_segment": "", "delay": "0", "delay_unit": "minutes",
+        "channel": "email", "template": "welcome", "purpose": "transactional", "enabled": "on"})
+    [(_, _, args)] = world.called("save_workflow")
+    assert args[1]["trigger"] == {"event": "customer.saved_segment_left", "segment_id": "gifts"}
+    shown = forms.workflow_form({"trigger": args[1]["trigger"]})
+    assert shown["left_segment"] == "gifts" and shown["entered_segment"] == ""
+    assert forms.trigger_summary(args[1]["trigger"]) == \
+        "A customer leaves a saved segment: segment_id gifts"
