@@ -363,7 +363,8 @@ class SegmentationService(DataOwnerRpc):
         contact = {k: (v.isoformat() if hasattr(v, "isoformat") else v)
                    for k, v in (doc.get("contact") or {}).items()}
         return {"service": "segmentation", "profile": profile_view(doc), "rfm": doc.get("rfm"),
-                "contact": contact, "orders": orders}
+                "saved_segments": doc.get("saved_segments") or [], "contact": contact,
+                "orders": orders}
 
     # -- saved segments -------------------------------------------------------------------------
     def _saved_segments(self) -> SavedSegments:

@@ -40,6 +40,7 @@ def test_entering_a_saved_segment_starts_its_workflow_and_makes_it_an_audience(
     assert mail["To"] == "ada@example.com"
     assert [s["workflow_id"] for s in rpc.notifications.send_log(STORE, "c1")] == ["gift-hello"]
     assert _in_segment(rpc, "c1") == ["gift-buyers"] and _in_segment(rpc, "c2") == []
+    assert rpc.segmentation.export_customer(STORE, "c1")["saved_segments"] == ["gift-buyers"]
     listed = rpc.segmentation.list_segments(STORE)
     assert [(s["segment_id"], s["customers"]) for s in listed] == [("gift-buyers", 1)]
     found = rpc.segmentation.search_customers(STORE, {"saved_segment": "gift-buyers"})
