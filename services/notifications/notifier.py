@@ -221,6 +221,12 @@ class Notifier:
                            unset=None if joined else [f"groups.{group}"])
         elif kind == "customer.segment_changed":
             contacts.apply(store_id, customer_id, "segment_at", at, {"segment": data["new_segment"]})
+        elif kind in ("customer.saved_segment_entered", "customer.saved_segment_left"):
+            segment_id = data["segment_id"]  # a checked id: safe in a field path
+            entered = kind == "customer.saved_segment_entered"
+            contacts.apply(store_id, customer_id, f"saved_segment_at.{segment_id}", at,
+                           {f"saved_segments.{segment_id}": True} if entered else {},
+                           unset=None if entered else [f"saved_segments.{segment_id}"])
         elif kind == "loyalty.points_changed":
             contacts.apply(store_id, customer_id, "points_at", at, {"points": data["balance"]})
         elif kind == "loyalty.tier_changed":
@@ -420,7 +426,8 @@ class Notifier:
 
     def _audience(self, store_id: str, audience: Any) -> dict:
         if not isinstance(audience, dict) or len(audience) != 1:
-            raise ValidationError("audience must be one of segment, group, tag or customer_ids",
+            raise ValidationError("audience must be one of segment, saved_segment, group, tag "
+                                  "or customer_ids",
                                   {"fields": {"audience": ["invalid"]}})
         (kind, value), = audience.items()
         query: dict = {"store_id": store_id, "status": ACTIVE}
@@ -428,13 +435,15 @@ class Notifier:
             query["segment"] = value
         elif kind in ("group", "tag") and isinstance(value, str):
             query[f"{kind}s.{value}"] = True
+        elif kind == "saved_segment" and isinstance(value, str) and wf.SEGMENT_ID.match(value):
+            query[f"saved_segments.{value}"] = True
         elif kind == "customer_ids" and isinstance(value, list) and value \
                 and all(isinstance(v, str) for v in value):
             # by document key: one lookup per id, rather than each contact against the list
             query["_id"] = {"$in": [self.storage.contacts.key(store_id, v) for v in value]}
         else:
-            raise ValidationError(f"audience {kind!r} is not one of segment, group, tag, "
-                                  "customer_ids (with a value)", {"fields": {"audience": ["invalid"]}})
+            raise ValidationError(f"audience {kind!r} is not one of segment, saved_segment, "
+                                  "group, tag, customer_ids (with a value)", {"fields": {"audience": ["invalid"]}})
         return query
 
     def _when(self, when: str | None) -> datetime:

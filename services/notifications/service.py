@@ -288,6 +288,14 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
     def on_group_left(self, event):
         self._apply(event)
 
+    @event_handler("segmentation", "customer.saved_segment_entered", claims=False)
+    def on_saved_segment_entered(self, event):
+        self._apply(event)
+
+    @event_handler("segmentation", "customer.saved_segment_left", claims=False)
+    def on_saved_segment_left(self, event):
+        self._apply(event)
+
     @event_handler("loyalty", "loyalty.points_changed", claims=False)
     def on_points_changed(self, event):
         self._apply(event)

@@ -8,7 +8,7 @@ channel with which template, for what purpose, and what cancels it before it goe
                                         {"if": "order_placed"}]}
 
 Triggers: an event with a condition (`customer.tagged` with a tag, `customer.segment_changed`
-to a segment, `loyalty.tier_changed` up (or to a tier), `order.placed` that is the customer's
+to a segment, `customer.saved_segment_entered` or `_left` with a saved segment's `segment_id`, `loyalty.tier_changed` up (or to a tier), `order.placed` that is the customer's
 first, `customer.created`, an order's status change: `order.updated` (or `order.placed`, an
 order first seen in that status) with `to_status`, a loyalty reward issued (of a kind), expired
 or returned, points earned (`loyalty.points_changed` of kind earn or adjust, adding points),
@@ -33,10 +33,14 @@ from shared.errors import ValidationError
 from shared.events.customer_sync import LIVE_ORDER_STATUSES
 
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+SEGMENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")  # segmentation's saved segment ids
+SAVED_SEGMENT_TRIGGERS = ("customer.saved_segment_entered", "customer.saved_segment_left")
 EVENT_TRIGGERS = {
     "customer.created": set(),
     "customer.tagged": {"tag"},
     "customer.segment_changed": {"to", "from"},
+    "customer.saved_segment_entered": {"segment_id"},
+    "customer.saved_segment_left": {"segment_id"},
     "loyalty.tier_changed": {"direction", "to"},
     "order.placed": {"first_order", "to_status"},
     "order.updated": {"to_status"},
@@ -196,6 +200,10 @@ def _check_trigger(trigger: dict, errors: dict) -> None:
             if event == "customer.segment_changed" and key in trigger \
                     and trigger[key] not in SEGMENTS:
                 _problem(errors, f"trigger.{key}", f"must be one of {', '.join(SEGMENTS)}")
+        if event in SAVED_SEGMENT_TRIGGERS and not (
+                isinstance(trigger.get("segment_id"), str)
+                and SEGMENT_ID.match(trigger["segment_id"])):
+            _problem(errors, "trigger.segment_id", "required: a saved segment's id")
         if event == "customer.segment_changed" and "to" not in trigger:
             _problem(errors, "trigger.to", "required: the segment entered")
         if event == "loyalty.tier_changed" and trigger.get("direction", "up") not in ("up", "down"):
@@ -238,6 +246,8 @@ def triggered_by(workflow: Mapping[str, Any], event_type: str, data: Mapping[str
     if event_type == "customer.segment_changed":
         return data.get("new_segment") == trigger["to"] and (
             "from" not in trigger or data.get("old_segment") == trigger["from"])
+    if event_type in SAVED_SEGMENT_TRIGGERS:
+        return data.get("segment_id") == trigger["segment_id"]
     if event_type == "loyalty.tier_changed":
         return data.get("direction") == trigger.get("direction", "up") and (
             "to" not in trigger or data.get("new_tier") == trigger["to"])

@@ -121,6 +121,8 @@ class _Strict(Schema):
 class FiltersSchema(_Strict):
     q = fields.String(validate=validate.Length(min=1, max=200))
     segment = fields.String(validate=validate.OneOf(SEGMENTS))
+    saved_segment = fields.String(validate=validate.Regexp(
+        r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$", error="must be a saved segment's id"))
     tags = fields.List(fields.String(), validate=[validate.Length(min=1, max=50), _slugs])
     groups = fields.List(fields.String(), validate=[validate.Length(min=1, max=50), _slugs])
     account_status = fields.String(validate=validate.OneOf(ACCOUNT_STATUSES))
@@ -193,6 +195,8 @@ def build_query(store_id: str, filters: dict) -> dict:
                                    {"listing.email": {"$regex": pattern}}]})
     if "segment" in filters:
         query["segment"] = filters["segment"]
+    if "saved_segment" in filters:
+        query["saved_segments"] = filters["saved_segment"]
     if "tags" in filters:
         query["tag_list"] = {"$all": filters["tags"]}
     if "groups" in filters:

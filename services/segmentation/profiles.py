@@ -40,6 +40,7 @@ _MAX_CONFLICT_RETRIES = 20
 DELETED, MERGED, ERASED = "deleted", "merged", "erased"
 # Everything an erasure removes: every field of a profile but its key and the marker itself.
 _PERSONAL_FIELDS = ("orders", "contact", "tags", "groups", "tag_list", "group_list", "segment",
+                    "saved_segments",
                     "stats", "rfm", "evaluated_at", "created_at", "merged_into", "deleted_at",
                     "listing", "outbox")
 
@@ -142,11 +143,12 @@ class StoreContext:
     vip_cutoff: int | None
     rfm_cutoffs: dict
     rules: list
+    saved_segments: tuple = ()  # the store's saved segments, whose membership a profile keeps
 
 
 def _before(doc: dict) -> dict:
     return {"tags": dict(doc.get("tags") or {}), "groups": dict(doc.get("groups") or {}),
-            "segment": doc.get("segment")}
+            "segment": doc.get("segment"), "saved_segments": list(doc.get("saved_segments") or [])}
 
 
 class Profiles:
@@ -162,7 +164,8 @@ class Profiles:
         rules = sorted(self.storage.rules.find({"store_id": store_id, "enabled": True}),
                        key=lambda r: (r.get("position", 0), r.get("rule_id", "")))
         return StoreContext(st.Thresholds.from_dict(settings.get("thresholds") or {}),
-                            settings.get("vip_cutoff"), settings.get("rfm_cutoffs") or {}, rules)
+                            settings.get("vip_cutoff"), settings.get("rfm_cutoffs") or {}, rules,
+                            tuple(self.storage.saved_segments.for_store(store_id)))
 
     # -- events in ----------------------------------------------------------------------
     def apply_order_event(self, event: Event) -> ProfileChange:
@@ -330,7 +333,8 @@ class Profiles:
         rfm_cutoffs = st.store_rfm_cutoffs(all_stats.values(), now)
         self.storage.settings.update(store_id, {"vip_cutoff": cutoff, "rfm_cutoffs": rfm_cutoffs,
                                                 "recomputed_at": now})
-        context = StoreContext(base.thresholds, cutoff, rfm_cutoffs, base.rules)
+        context = StoreContext(base.thresholds, cutoff, rfm_cutoffs, base.rules,
+                               base.saved_segments)
         counts = {"profiles": 0, "changed": 0, "events": 0, "retried": 0}
         pending: list[tuple[str, int, UpdateOne]] = []
 
@@ -443,6 +447,7 @@ class Profiles:
     def _fields(self, working: dict) -> dict:
         fields = {k: working.get(k) for k in ("orders", "contact", "tags", "groups", "segment",
                                               "stats", "rfm")}
+        fields["saved_segments"] = working.get("saved_segments") or []
         fields["status"] = working.get("status", ACTIVE)
         fields["deleted_at"] = working.get("deleted_at")
         fields["tag_list"] = sorted(working.get("tags") or {})
@@ -483,10 +488,17 @@ class Profiles:
             groups.setdefault(group, {"source": "rule",
                                       "rule_id": attribution.get(("join_group", group)),
                                       "joined_at": now})
+        # Saved segments see the customer as the rules left them.
+        after = rule_view(doc, stats, segment, now)
+        doc["saved_segments"] = sorted(s["segment_id"] for s in context.saved_segments
+                                       if rule_engine.evaluate(s, after))
         changed = (doc["segment"] != before["segment"] or set(tags) != set(before["tags"])
-                   or set(groups) != set(before["groups"]))
+                   or set(groups) != set(before["groups"])
+                   or doc["saved_segments"] != before["saved_segments"])
         fact_at = self._fact_at(doc, stats, context, cause, manual, now) if changed else now
-        return self._events(doc, before, stats, cause, actor, manual, attribution, fact_at)
+        names = {s["segment_id"]: s.get("name", "") for s in context.saved_segments}
+        return self._events(doc, before, stats, cause, actor, manual, attribution, fact_at,
+                            names)
 
     @staticmethod
     def _fact_at(doc: dict, stats: st.Stats, context: StoreContext, cause: Event | None,
@@ -516,7 +528,7 @@ class Profiles:
 
     def _events(self, doc: dict, before: dict, stats: st.Stats, cause: Event | None,
                 actor: str | None, manual: bool, attribution: dict,
-                fact_at: datetime) -> list[Event]:
+                fact_at: datetime, segment_names: dict | None = None) -> list[Event]:
         store_id, customer_id, version = doc["store_id"], doc["customer_id"], doc.get("version", 0)
         correlation = cause.correlation_id if cause else None
         causation = cause.event_id if cause else None
@@ -556,4 +568,15 @@ class Profiles:
         for group in sorted(set(before["groups"]) - set(doc["groups"])):
             events.append(make("customer.group_left", {"customer_id": customer_id, "group": group,
                                                        **source_of("leave_group", group)}, group))
+        names = segment_names or {}
+        was, now_in = set(before["saved_segments"]), set(doc.get("saved_segments") or [])
+        for segment_id in sorted(now_in - was):
+            events.append(make("customer.saved_segment_entered", {
+                "customer_id": customer_id, "segment_id": segment_id,
+                "name": names.get(segment_id, "")}, segment_id))
+        for segment_id in sorted(was - now_in):
+            if segment_id in names:  # a deleted segment is no one's to leave
+                events.append(make("customer.saved_segment_left", {
+                    "customer_id": customer_id, "segment_id": segment_id,
+                    "name": names[segment_id]}, segment_id))
         return events

@@ -31,6 +31,7 @@ class ProfileRepository(VersionedRepository):
         c.create_index([("store_id", ASCENDING), ("segment", ASCENDING)])
         c.create_index([("store_id", ASCENDING), ("tag_list", ASCENDING)])
         c.create_index([("store_id", ASCENDING), ("group_list", ASCENDING)])
+        c.create_index([("store_id", ASCENDING), ("saved_segments", ASCENDING)])
         directory_indexes(c)  # the customer list's sorts
 
     @staticmethod
@@ -46,6 +47,13 @@ class ProfileRepository(VersionedRepository):
                 "customer_id": customer_id, "status": ACTIVE, "orders": {}, "tags": {},
                 "groups": {}, "tag_list": [], "group_list": [], "segment": None, "stats": None,
                 "contact": {}, "version": 0, "created_at": utcnow()}
+
+    def forget_saved_segment(self, store_id: str, segment_id: str) -> int:
+        """A deleted saved segment leaves every profile; the version moves, so a derivation
+        read before the deletion fails its compare-and-set and is redone without it."""
+        return self.collection.update_many(
+            {"store_id": store_id, "saved_segments": segment_id},
+            {"$pull": {"saved_segments": segment_id}, "$inc": {"version": 1}}).modified_count
 
     def for_store(self, store_id: str, batch_size: int = 1000):
         return self.collection.find({"store_id": store_id, "status": ACTIVE},
@@ -69,6 +77,37 @@ class StoreSettingsRepository:
                                    upsert=True)
 
 
+class SavedSegmentRepository:
+    """Saved segments, one document a segment keyed by store and segment id (the id never holds
+    ':'), listed by name: the index serves the store's list in its order."""
+
+    _HIDDEN = {"_id": 0, "store_id": 0}
+
+    def __init__(self, collection: Collection) -> None:
+        self.collection = collection
+
+    def ensure_indexes(self) -> None:
+        self.collection.create_index([("store_id", ASCENDING), ("name", ASCENDING)])
+
+    @staticmethod
+    def key(store_id: str, segment_id: str) -> str:
+        return f"{store_id}:{segment_id}"
+
+    def get(self, store_id: str, segment_id: str) -> dict | None:
+        return self.collection.find_one({"_id": self.key(store_id, segment_id)}, self._HIDDEN)
+
+    def for_store(self, store_id: str) -> list[dict]:
+        return list(self.collection.find({"store_id": store_id}, self._HIDDEN).sort("name", 1))
+
+    def put(self, store_id: str, segment: dict) -> None:
+        self.collection.replace_one({"_id": self.key(store_id, segment["segment_id"])},
+                                    {**segment, "store_id": store_id}, upsert=True)
+
+    def delete(self, store_id: str, segment_id: str) -> bool:
+        return bool(self.collection.delete_one({"_id": self.key(store_id, segment_id)})
+                    .deleted_count)
+
+
 class SegmentationStorage:
     def __init__(self, database: Database) -> None:
         self.database = database
@@ -77,6 +116,7 @@ class SegmentationStorage:
         self.rules = database["rules"]
         self.groups = database["groups"]
         self.tag_catalogue = database["tag_catalogue"]
+        self.saved_segments = SavedSegmentRepository(database["saved_segments"])
         self.erasures = ErasureReceipts(database["erasures"])
 
     def ensure_indexes(self) -> None:
@@ -86,6 +126,7 @@ class SegmentationStorage:
         self.groups.create_index([("store_id", ASCENDING), ("slug", ASCENDING)], unique=True)
         self.tag_catalogue.create_index([("store_id", ASCENDING), ("tag", ASCENDING)],
                                         unique=True)
+        self.saved_segments.ensure_indexes()
 
     def outbox_collections(self) -> list[Collection]:
         return [self.profiles.collection, self.erasures.collection]

@@ -10,9 +10,11 @@ from nameko.extensions import DependencyProvider
 from marshmallow import RAISE, Schema, ValidationError as MarshmallowError, fields, validate
 from nameko.rpc import RpcProxy, rpc
 
+from services.segmentation import thresholds
 from services.segmentation.erasure import handle_erasure_requested
 from services.segmentation.profiles import ERASED, Profiles
 from services.segmentation.repository import SegmentationStorage, utcnow
+from services.segmentation.saved_segments import SavedSegments
 from services.segmentation.tag_catalogue import TagCatalogue, description_text, tag_slug
 from shared.config import from_nameko
 from shared.customers import (CustomerCheck, not_found,
@@ -288,6 +290,10 @@ class SegmentationService(DataOwnerRpc):
         groups and stats, sorted, with a keyset cursor: {"items", "next_cursor", "total"}."""
         from services.segmentation.directory import search_customers
 
+        saved = (filters or {}).get("saved_segment") if isinstance(filters, dict) else None
+        if isinstance(saved, str) and self.storage.saved_segments.get(store_id, saved) is None:
+            raise ValidationError(f"no saved segment {saved} in store {store_id}",
+                                  {"fields": {"filters": {"saved_segment": ["not found"]}}})
         return search_customers(self.storage.profiles.collection, store_id, filters, sort, page)
 
     # -- the tag catalogue ---------------------------------------------------------------------
@@ -393,26 +399,52 @@ class SegmentationService(DataOwnerRpc):
         contact = {k: (v.isoformat() if hasattr(v, "isoformat") else v)
                    for k, v in (doc.get("contact") or {}).items()}
         return {"service": "segmentation", "profile": profile_view(doc), "rfm": doc.get("rfm"),
-                "contact": contact, "orders": orders}
+                "saved_segments": doc.get("saved_segments") or [], "contact": contact,
+                "orders": orders}
 
     # -- saved segments -------------------------------------------------------------------------
+    def _saved_segments(self) -> SavedSegments:
+        return SavedSegments(self.storage.saved_segments)
+
+    def _recompute_now(self, store_id: str) -> None:
+        """A saved segment or a threshold written: every profile of the store is evaluated
+        against it once now (events keep it current after that), and what is owed published."""
+        Profiles(self.storage).recompute_store(store_id)
+        self.outbox.request_sweep()
+
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def save_segment(self, store_id: str, segment: dict) -> dict:
         """A saved custom segment, e.g. last order in November or December, an order over
         100.00, tagged gift (refused with the failing field named)."""
-        from services.segmentation.rules import validate_filter
-
-        saved = validate_filter(segment)
-        saved["segment_id"] = saved.get("segment_id") or uuid.uuid4().hex[:12]
-        self.storage.database["saved_segments"].replace_one(
-            {"_id": f"{store_id}:{saved['segment_id']}"}, {**saved, "store_id": store_id},
-            upsert=True)
+        saved = self._saved_segments().create(store_id, segment)
+        self._recompute_now(store_id)
         return saved
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def update_segment(self, store_id: str, segment_id: str, segment: dict) -> dict:
+        """Change a saved segment's name, match or conditions, validated as on create."""
+        saved = self._saved_segments().update(store_id, segment_id, segment)
+        self._recompute_now(store_id)
+        return saved
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def delete_segment(self, store_id: str, segment_id: str) -> dict:
+        deleted = self._saved_segments().delete(store_id, segment_id)
+        self.storage.profiles.forget_saved_segment(store_id, deleted["deleted"])
+        return deleted
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def get_segment(self, store_id: str, segment_id: str) -> dict:
+        return self._saved_segments().get(store_id, segment_id)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
     def list_segments(self, store_id: str) -> list:
-        return list(self.storage.database["saved_segments"].find(
-            {"store_id": store_id}, {"_id": 0, "store_id": 0}).sort("name", 1))
+        """Saved segments by name, each with `customers`: how many active customers are in it."""
+        from services.segmentation.directory import member_counts
+
+        counts = member_counts(self.storage.profiles.collection, store_id, "saved_segments")
+        return [{**segment, "customers": counts.get(segment["segment_id"], 0)}
+                for segment in self._saved_segments().list(store_id)]
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def segment_members(self, store_id: str, segment_id: str, page: dict | None = None) -> dict:
@@ -422,20 +454,23 @@ class SegmentationService(DataOwnerRpc):
         size = page.get("size", 50)
         if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 500:
             raise ValidationError("page.size must be 1-500", {"fields": {"page.size": ["range"]}})
-        after = page.get("cursor")
-        from services.segmentation.stats import SEGMENTS
-
-        if segment_id in SEGMENTS:
-            definition = {"match": "all", "conditions": [
-                {"field": "segment", "op": "eq", "value": segment_id}]}
-        else:
-            saved = self.storage.database["saved_segments"].find_one(
-                {"_id": f"{store_id}:{segment_id}"})
-            if saved is None:
-                raise NotFound(f"no segment {segment_id} in store {store_id}")
-            definition = saved
-        docs, next_cursor = Profiles(self.storage).members(store_id, definition, after, size)
+        definition = self._saved_segments().definition(store_id, segment_id)
+        docs, next_cursor = Profiles(self.storage).members(store_id, definition,
+                                                           page.get("cursor"), size)
         return {"items": [profile_view(d) for d in docs], "next_cursor": next_cursor}
+
+    # -- built-in segment thresholds -------------------------------------------------------------
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def get_thresholds(self, store_id: str) -> dict:
+        return thresholds.current(self.storage.settings, store_id)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def set_thresholds(self, store_id: str, values: dict) -> dict:
+        """Change the store's built-in segment thresholds; every customer is re-classified
+        at once (and their segment changes published)."""
+        changed = thresholds.change(self.storage.settings, store_id, values)
+        self._recompute_now(store_id)
+        return changed
 
     # -- rules -------------------------------------------------------------------------------
     @rpc(expected_exceptions=EXPECTED_ERRORS)

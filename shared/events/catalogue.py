@@ -133,6 +133,19 @@ _ENTRIES = (
                   {"customer_id": "c-3f2a", "group": "wholesale", "source": "manual",
                    "rule_id": None, "actor": "ops@shop.example",
                    "fact_at": "2026-01-04T15:30:00+00:00"}),
+    EventContract("customer.saved_segment_entered", "segmentation", 1,
+                  seg.SavedSegmentMembershipData,
+                  "A customer now meets a saved segment's conditions (`segment_id`, its `name` "
+                  "when it was entered): after an event changed their stats, tags or groups, the "
+                  "hourly recompute, or the segment being saved; `fact_at` dates the cause.",
+                  {"customer_id": "c-3f2a", "segment_id": "gift-buyers", "name": "Gift buyers",
+                   "fact_at": "2026-01-03T09:00:00+00:00"}),
+    EventContract("customer.saved_segment_left", "segmentation", 1,
+                  seg.SavedSegmentMembershipData,
+                  "A customer no longer meets a saved segment's conditions (a deleted segment "
+                  "publishes no leaving).",
+                  {"customer_id": "c-3f2a", "segment_id": "gift-buyers", "name": "Gift buyers",
+                   "fact_at": "2026-01-04T15:30:00+00:00"}),
     EventContract("loyalty.points_changed", "loyalty", 1, loyalty.PointsChangedData,
                   "A customer's points changed by one ledger entry (earn, reverse, redeem, "
                   "expire, adjust, return: a reward's points given back); `balance` is after it.",

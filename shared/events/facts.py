@@ -15,7 +15,7 @@ from typing import Any, Mapping
 DERIVED_EVENTS = frozenset({
     "customer.tagged", "customer.untagged", "customer.segment_changed",
     "customer.group_joined", "customer.group_left", "loyalty.tier_changed",
-    "loyalty.points_changed",
+    "loyalty.points_changed", "customer.saved_segment_entered", "customer.saved_segment_left",
 })
 # Order events whose fact is a change of an order already placed: dated by the shop's
 # `date_modified` where the event carries it.

@@ -33,3 +33,11 @@ class SegmentChangedData(BaseSchema):
     orders_count = fields.Integer(required=True)
     total_spent = Money(required=True, allow_none=True)
     fact_at = FactAt()
+
+
+class SavedSegmentMembershipData(BaseSchema):
+    customer_id = fields.String(required=True)
+    segment_id = fields.String(required=True, validate=validate.Regexp(
+        r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$", error="must be 1-64 letters, digits, '-' or '_'"))
+    name = fields.String(required=True)
+    fact_at = FactAt()

@@ -35,6 +35,8 @@ CUSTOMER_ROUTES = {
 STORE_ROUTES = {
     "POST /customers/bulk", "POST /imports/customers", "GET /exports/customers",
     "GET /segments", "POST /segments", "GET /segments/<segment_id>/members", "GET /rules",
+    "GET /segments/<segment_id>", "PUT /segments/<segment_id>", "DELETE /segments/<segment_id>",
+    "GET /segment-thresholds", "PUT /segment-thresholds",
     "POST /rules", "DELETE /rules/<rule_id>", "GET /reports",
 }
 LOYALTY_AND_NOTIFICATION_ROUTES = {
@@ -273,12 +275,61 @@ def test_store_routes(system):
                                                  "value": 2}]}), 201)
     _problem(writer.post("/segments", json={"name": "Bad", "conditions": [
         {"field": "shoe_size", "op": "gte", "value": 2}]}), 400)
-    assert [s["segment_id"] for s in _ok(reader.get("/segments"))] == [segment["segment_id"]]
+    assert [(s["segment_id"], s["customers"]) for s in _ok(reader.get("/segments"))] == [
+        (segment["segment_id"], 1)]
     _problem(system.anonymous().get("/segments"), 401)
+    in_segment = _ok(reader.get(f"/customers?saved_segment={segment['segment_id']}"))
+    assert [c["customer_id"] for c in in_segment["items"]] == [second]
+    exported_json = _ok(reader.get(f"/exports/customers?format=json&saved_segment="
+                                   f"{segment['segment_id']}"))
+    assert [r["customer_id"] for r in exported_json] == [second]
+    _problem(reader.get("/customers?saved_segment=nosuch"), 400)
+    _problem(reader.get("/customers?saved_segment=a:b"), 400, "saved_segment")
     members = _ok(reader.get(f"/segments/{segment['segment_id']}/members"))
     assert [m["customer_id"] for m in members["items"]] == [second]
     assert _ok(reader.get("/segments/prospect/members"))["items"] != []  # the imported contact
     _problem(reader.get("/segments/nosuch/members"), 404)
+    # edited: validated as on create, the path's id kept; then deleted
+    path = f"/segments/{segment['segment_id']}"
+    _problem(writer.put(path, json={"name": "Bad", "conditions": [
+        {"field": "orders_count", "op": "contains", "value": 2}]}), 400, "conditions.0.op")
+    _problem(reader.put(path, json={"name": "Anyone", "conditions": [
+        {"field": "orders_count", "op": "gte", "value": 0}]}), 403)
+    edited = _ok(writer.put(path, json={"name": "Any buyer", "conditions": [
+        {"field": "orders_count", "op": "gte", "value": 1}]}))
+    assert edited["segment_id"] == segment["segment_id"] and edited["name"] == "Any buyer"
+    assert _ok(reader.get(path)) == edited
+    _problem(reader.get("/segments/nosuch"), 404)
+    members = _ok(reader.get(path + "/members"))
+    assert sorted(m["customer_id"] for m in members["items"]) == sorted([first, second])
+    _problem(writer.put("/segments/nosuch", json={"name": "New", "conditions": [
+        {"field": "orders_count", "op": "gte", "value": 1}]}), 404)
+    flow = _ok(admin.post("/notifications/workflows", json={
+        "workflow_id": "buyer-hello", "name": "Hello buyer", "trigger": {
+            "event": "customer.saved_segment_entered", "segment_id": segment["segment_id"]},
+        "channel": "email", "template": "welcome", "purpose": "transactional"}), 201)
+    refused = _problem(writer.delete(path), 409)
+    assert "Hello buyer" in refused["detail"] and refused["workflows"] == ["buyer-hello"]
+    assert [s["segment_id"] for s in _ok(reader.get("/segments"))] == [segment["segment_id"]]
+    _ok(admin.delete(f"/notifications/workflows/{flow['workflow_id']}"))
+    assert _ok(writer.delete(path)) == {"deleted": segment["segment_id"]}
+    assert _ok(reader.get("/segments")) == []
+    _problem(writer.delete(path), 404)
+    _problem(reader.get(path + "/members"), 404)
+
+    # built-in segment thresholds: admin only, checked, and every customer re-classified
+    assert _ok(reader.get("/segment-thresholds"))["vip_min_spent"] == 500_000
+    _problem(system.anonymous().get("/segment-thresholds"), 401)
+    _problem(writer.put("/segment-thresholds", json={"vip_min_spent": 1}), 403)
+    _problem(admin.put("/segment-thresholds", json={"vip_top_share": 2}), 400)
+    _problem(admin.put("/segment-thresholds", json={"shoe_size": 2}), 400)
+    assert _ok(reader.get("/customers?segment=vip"))["items"] == []
+    lowered = _ok(admin.put("/segment-thresholds", json={"vip_min_spent": 1, "vip_top_share": 0}))
+    assert lowered["vip_min_spent"] == 1 and lowered["new_days"] == 30
+    assert _ok(reader.get("/segment-thresholds")) == lowered
+    vips = _ok(reader.get("/customers?segment=vip"))  # over 0.01 now: VIP beats new
+    assert first in [c["customer_id"] for c in vips["items"]]
+    _ok(admin.put("/segment-thresholds", json={"vip_min_spent": 500_000, "vip_top_share": 0.1}))
 
     # rules
     rule = _ok(admin.post("/rules", json={

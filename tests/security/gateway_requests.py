@@ -38,6 +38,8 @@ SAMPLE_BODIES: dict[str, object] = {
     "POST /tags": {"tag": "intruders", "description": "made by an intruder"},
     "PATCH /tags/<tag>": {"new_tag": "intruded", "description": "renamed by an intruder"},
     "POST /segments": {"name": "Intruders", "conditions": _CONDITIONS},
+    "PUT /segments/<segment_id>": {"name": "Intruders", "conditions": _CONDITIONS},
+    "PUT /segment-thresholds": {"new_days": 14},
     "POST /rules": {"name": "Intruders", "conditions": _CONDITIONS,
                     "actions": [{"type": "add_tag", "value": "intruder"}]},
     "POST /customers/<customer_id>/loyalty/redeem": {"points": 1},

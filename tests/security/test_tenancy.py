@@ -151,7 +151,7 @@ def _store_a_view(admin: GatewayClient, ids: dict) -> dict:
         "workflows": "/notifications/workflows", "segments": "/segments", "rules": "/rules",
         "request": f"/gdpr/requests/{ids['request_id']}", "keys": "/keys",
         "programme": "/loyalty/programme", "settings": "/notifications/settings",
-        "consent_capture": "/consent/capture",
+        "consent_capture": "/consent/capture", "thresholds": "/segment-thresholds",
         "quarantined": f"/webhooks/quarantine/{ids['quarantine_id']}",
         "suppressions": "/notifications/suppressions"}
     view = {}

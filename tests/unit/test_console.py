@@ -145,6 +145,15 @@ class Segmentation:
     def list_groups(self, store):
         return []
 
+    def list_segments(self, store):
+        return [{"segment_id": "gifts", "name": f"{EVIL} gifts", "match": "any", "customers": 2,
+                 "conditions": [{"field": "tags", "op": "contains", "value": "gift"}]}]
+
+    def get_segment(self, store, segment_id):
+        if segment_id != "gifts":
+            raise NotFound(f"no saved segment {segment_id}")
+        return self.list_segments(store)[0]
+
     def report(self, store, period):
         return {"store_id": store, "period": period, "currency": "EUR", "customers": 10,
                 "buyers": 8, "new_customers": [{"period": "2026-01", "count": 3},
@@ -595,14 +604,16 @@ def test_presentation_helpers():
 STORE_PAGES = ("/console/loyalty", "/console/templates", "/console/templates/welcome",
                "/console/templates/new", "/console/workflows", "/console/workflows/new",
                "/console/workflows/cart", "/console/messages", "/console/gdpr",
-               "/console/reports", "/console/suppressions", "/console/tags")
+               "/console/reports", "/console/suppressions", "/console/tags",
+               "/console/segments", "/console/segments/new", "/console/segments/gifts")
 
 
 def test_the_navigation_shows_only_what_the_keys_scopes_allow():
     world = World()
     world.login("wcc_write")
     nav = world.client.get("/console/customers").get_data(as_text=True).split("</nav>")[0]
-    for page in ("customers", "loyalty", "templates", "workflows", "messages", "reports"):
+    for page in ("customers", "segments", "loyalty", "templates", "workflows", "messages",
+                 "reports"):
         assert f'href="/console/{page}"' in nav, page
     assert 'href="/console/gdpr"' not in nav
     assert world.client.get("/console/gdpr").status_code == 403

@@ -161,3 +161,16 @@ def test_render_limits_come_from_the_documented_settings():
         tpl.validate_template(email, tight)
     assert list(info.value.details["fields"]) == ["text"]
     assert "TEMPLATE_EMAIL_MAX_CHARS" in info.value.details["fields"]["text"][0]
+
+
+def test_a_saved_segment_trigger_names_a_segment_id_and_matches_only_it():
+    with pytest.raises(ValidationError) as info:
+        wf.validate_workflow({"name": "x", "trigger": {"event": "customer.saved_segment_entered",
+                                                       "segment_id": "a.b"},
+                              "channel": "sms", "template": "win_back_sms",
+                              "purpose": "marketing"}, CHANNELS)
+    assert set(info.value.details["fields"]) == {"trigger.segment_id"}
+    left = {"trigger": {"event": "customer.saved_segment_left", "segment_id": "gift"}}
+    assert wf.triggered_by(left, "customer.saved_segment_left", {"segment_id": "gift"})
+    assert not wf.triggered_by(left, "customer.saved_segment_left", {"segment_id": "big"})
+    assert not wf.triggered_by(left, "customer.saved_segment_entered", {"segment_id": "gift"})

@@ -192,12 +192,16 @@ def workflow_list(page) -> Response:
 
 def _workflow_page(page, values: dict, is_new: bool, errors: dict | None = None,
                    problem: str = "", status: int = 200) -> Response:
-    templates = []
+    templates, saved_segments = [], []
     try:
         templates = page.api.get("/notifications/templates")
     except ApiError:
         pass
-    return page.render("workflow_edit.html", status,
+    try:
+        saved_segments = page.api.get("/segments")
+    except ApiError:
+        pass
+    return page.render("workflow_edit.html", status, saved_segments=saved_segments,
                        title="New workflow" if is_new else f"Workflow {values['name']}",
                        v=values, is_new=is_new, errors=errors or {}, problem=problem,
                        triggers=forms.TRIGGER_CHOICES, segments=forms.SEGMENT_CHOICES,

@@ -77,6 +77,7 @@ def _routes() -> Map:
     from services.gateway.console import suppression_views as sv
     from services.gateway.console import tag_views as tv
     from services.gateway.console import consent_views
+    from services.gateway.console import segment_views as seg
     from services.gateway.console import views as v
 
     def rule(path: str, view: Callable, methods: tuple = ("GET",), login: bool = True) -> Rule:
@@ -118,6 +119,11 @@ def _routes() -> Map:
         rule("/workflows/<workflow_id>", a.workflow_edit),
         rule("/workflows/<workflow_id>/toggle", a.workflow_toggle, ("POST",)),
         rule("/workflows/<workflow_id>/delete", a.workflow_delete, ("POST",)),
+        rule("/segments", seg.segment_list),
+        rule("/segments/new", seg.segment_new),
+        rule("/segments/save", seg.segment_save, ("POST",)),
+        rule("/segments/<segment_id>", seg.segment_edit),
+        rule("/segments/<segment_id>/delete", seg.segment_delete, ("POST",)),
         rule("/messages", a.send_log),
         rule("/suppressions", sv.suppression_list),
         rule("/tags", tv.tag_list),

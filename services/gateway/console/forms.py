@@ -38,6 +38,8 @@ EMPTY_TIER_ROWS = 2  # blank rows to add tiers without script
 EVENT_TRIGGERS = [("customer.created", "A customer is created"),
                   ("customer.tagged", "A customer is tagged"),
                   ("customer.segment_changed", "A customer enters a segment"),
+                  ("customer.saved_segment_entered", "A customer enters a saved segment"),
+                  ("customer.saved_segment_left", "A customer leaves a saved segment"),
                   ("loyalty.tier_changed", "A customer's loyalty tier changes"),
                   ("order.placed", "An order is placed"),
                   ("order.updated", "An order's status changes"),
@@ -244,6 +246,10 @@ def workflow_form(workflow: Mapping[str, Any] | None) -> dict:
         else "",
         "points_kind": trigger.get("kind", "earn")
         if trigger.get("event") == "loyalty.points_changed" else "earn",
+        "entered_segment": trigger.get("segment_id", "")
+        if trigger.get("event") == "customer.saved_segment_entered" else "",
+        "left_segment": trigger.get("segment_id", "")
+        if trigger.get("event") == "customer.saved_segment_left" else "",
         **coupon_form(workflow.get("coupon")),
     }
 
@@ -282,7 +288,8 @@ def parse_workflow(form) -> tuple[dict, dict, dict]:
     shown = {k: (form.get(k) or "").strip() for k in (
         "workflow_id", "name", "trigger", "tag", "to", "from", "direction", "days", "delay",
         "delay_unit", "channel", "template", "purpose", "cancel_tag", "to_status",
-        "placed_status", "reward_kind", "points_kind", "coupon_type", "coupon_amount",
+        "placed_status", "reward_kind", "points_kind", "entered_segment", "left_segment",
+        "coupon_type", "coupon_amount",
         "coupon_currency", "coupon_days", "coupon_minimum", "coupon_prefix")}
     shown.update(enabled=form.get("enabled") == "on", first_order=form.get("first_order") == "on",
                  cancel_on_order=form.get("cancel_on_order") == "on",
@@ -303,6 +310,10 @@ def parse_workflow(form) -> tuple[dict, dict, dict]:
             trigger["to"] = shown["to"]
             if shown["from"]:
                 trigger["from"] = shown["from"]
+        elif what == "customer.saved_segment_entered":
+            trigger["segment_id"] = shown["entered_segment"]
+        elif what == "customer.saved_segment_left":
+            trigger["segment_id"] = shown["left_segment"]
         elif what == "loyalty.tier_changed":
             trigger["direction"] = shown["direction"] or "up"
         elif what == "order.placed":

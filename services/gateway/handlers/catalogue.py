@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from services.gateway import schemas as s
 from services.gateway.handlers.customers import PAGE_PARAMS
+from services.gateway.problems import Problem
 from services.gateway.routing import Context, Param, Reply, Route
 
 
@@ -43,9 +44,45 @@ def save_segment(ctx: Context) -> Reply:
     return Reply(ctx.call("segmentation", "save_segment", ctx.store_id, ctx.body), 201)
 
 
+def get_segment(ctx: Context) -> Reply:
+    return Reply(ctx.call("segmentation", "get_segment", ctx.store_id, ctx.path["segment_id"]))
+
+
+def update_segment(ctx: Context) -> Reply:
+    return Reply(ctx.call("segmentation", "update_segment", ctx.store_id, ctx.path["segment_id"],
+                          ctx.body))
+
+
+SAVED_SEGMENT_TRIGGERS = ("customer.saved_segment_entered", "customer.saved_segment_left")
+
+
+def delete_segment(ctx: Context) -> Reply:
+    """Refused while a workflow is triggered by the segment, naming the workflows: deleting it
+    would leave them waiting for an event that can no longer come."""
+    segment_id = ctx.path["segment_id"]
+    users = [w for w in ctx.call("notifications", "list_workflows", ctx.store_id)
+             if (w.get("trigger") or {}).get("event") in SAVED_SEGMENT_TRIGGERS
+             and w["trigger"].get("segment_id") == segment_id]
+    if users:
+        names = ", ".join(f"“{w.get('name') or w['workflow_id']}” ({w['workflow_id']})"
+                          for w in users)
+        raise Problem(409, f"saved segment {segment_id} triggers the workflow(s) {names}: "
+                           "delete them or change their trigger first", kind="in-use",
+                      workflows=[w["workflow_id"] for w in users])
+    return Reply(ctx.call("segmentation", "delete_segment", ctx.store_id, segment_id))
+
+
 def segment_members(ctx: Context) -> Reply:
     return Reply(ctx.call("segmentation", "segment_members", ctx.store_id, ctx.path["segment_id"],
                           {"size": ctx.query["limit"], "cursor": ctx.query["cursor"]}))
+
+
+def get_thresholds(ctx: Context) -> Reply:
+    return Reply(ctx.call("segmentation", "get_thresholds", ctx.store_id))
+
+
+def set_thresholds(ctx: Context) -> Reply:
+    return Reply(ctx.call("segmentation", "set_thresholds", ctx.store_id, ctx.body))
 
 
 def list_rules(ctx: Context) -> Reply:
@@ -108,11 +145,34 @@ RULE_BODY = s.obj({"name": {"type": "string", "minLength": 1, "maxLength": 200},
                   description="see docs/services/segmentation.md for conditions and actions")
 SEGMENT = s.obj({"segment_id": s.STRING, "name": s.STRING, "match": MATCH,
                  "conditions": CONDITIONS})
+LISTED_SEGMENT = {**SEGMENT, "required": SEGMENT["required"] + ["customers"],
+                  "properties": {**SEGMENT["properties"], "customers": {
+                      **s.INTEGER, "description": "how many active customers are in it now"}}}
 SEGMENT_BODY = s.obj({"name": {"type": "string", "minLength": 1, "maxLength": 200},
                       "conditions": CONDITIONS},
                      {"segment_id": {**SLUG_ID, "description": "replace this segment"},
                       "match": MATCH}, additionalProperties=False,
                      description="a saved filter; see docs/services/segmentation.md")
+SEGMENT_EDIT_BODY = s.obj({"name": {"type": "string", "minLength": 1, "maxLength": 200},
+                           "conditions": CONDITIONS},
+                          {"match": MATCH}, additionalProperties=False,
+                          description="the whole segment, checked as on create")
+_WHOLE = {"type": "integer", "minimum": 0}
+THRESHOLD_FIELDS = {
+    "new_days": {**_WHOLE, "description": "New: first order within this many days"},
+    "new_max_orders": {**_WHOLE, "description": "New: fewer orders than this"},
+    "one_time_days": {**_WHOLE, "description": "One-time: one order, older than this"},
+    "vip_min_spent": {"type": ["integer", "null"], "minimum": 0,
+                      "description": "VIP: total spent over this, minor units (null: off)"},
+    "vip_top_share": {"type": "number", "minimum": 0, "maximum": 1,
+                      "description": "VIP: in the top share of spenders (0: off)"},
+    "at_risk_days": {**_WHOLE, "description": "At risk: no order for this many days"},
+    "at_risk_min_orders": {**_WHOLE, "description": "At risk: at least this many orders"},
+    "at_risk_min_spent": {**_WHOLE, "description": "At risk: spent at least this, minor units"},
+}
+THRESHOLDS = s.obj(THRESHOLD_FIELDS, description="the store's built-in segment thresholds")
+THRESHOLDS_BODY = s.obj({}, THRESHOLD_FIELDS, additionalProperties=False, minProperties=1,
+                        description="the thresholds to change; the others keep theirs")
 REPORT = s.obj(
     {"store_id": s.STRING, "period": {"enum": ["day", "week", "month"]},
      "currency": s.NULLABLE_STRING, "customers": s.INTEGER, "buyers": s.INTEGER,
@@ -155,14 +215,27 @@ ROUTES = [
           responses={200: {"type": "array", "items": LISTED_GROUP}}),
     Route("PUT", "/groups/<slug>", save_group, "Create or change a group", "groups",
           scope="write", body=GROUP_BODY, responses={200: GROUP}),
-    Route("GET", "/segments", list_segments, "Saved segments", "segments",
-          responses={200: {"type": "array", "items": SEGMENT}}),
+    Route("GET", "/segments", list_segments, "Saved segments, with their member counts",
+          "segments", responses={200: {"type": "array", "items": LISTED_SEGMENT}}),
     Route("POST", "/segments", save_segment, "Save a segment", "segments", scope="write",
           body=SEGMENT_BODY, responses={201: SEGMENT}),
+    Route("GET", "/segments/<segment_id>", get_segment, "A saved segment", "segments",
+          responses={200: SEGMENT}),
+    Route("PUT", "/segments/<segment_id>", update_segment, "Change a saved segment's name, "
+          "match or conditions", "segments", scope="write", body=SEGMENT_EDIT_BODY,
+          responses={200: SEGMENT}),
+    Route("DELETE", "/segments/<segment_id>", delete_segment, "Delete a saved segment (409 "
+          "naming the workflows it triggers, while any does)", "segments", scope="write",
+          responses={200: s.DELETED}),
     Route("GET", "/segments/<segment_id>/members", segment_members, "A segment's customers "
           "(a saved segment's id, or a built-in segment: prospect, new, regular, vip, "
           "one_time, at_risk)", "segments", query=PAGE_PARAMS,
           responses={200: s.page_of(s.PROFILE)}),
+    Route("GET", "/segment-thresholds", get_thresholds, "The built-in segments' thresholds",
+          "segments", responses={200: THRESHOLDS}),
+    Route("PUT", "/segment-thresholds", set_thresholds, "Change built-in segment thresholds "
+          "(every customer is re-classified)", "segments", scope="admin", body=THRESHOLDS_BODY,
+          responses={200: THRESHOLDS}),
     Route("GET", "/rules", list_rules, "Tagging rules, in the order they apply", "rules",
           responses={200: {"type": "array", "items": RULE}}),
     Route("POST", "/rules", save_rule, "Create or replace a rule", "rules", scope="admin",

@@ -15,6 +15,8 @@ SORT_VALUES = tuple(v for f in SORTS for v in (f, f"-{f}"))
 FILTER_PARAMS = [
     Param("q", "name or email contains this (case-insensitive)"),
     Param("segment", "segment name, e.g. VIP, Regular, New, At Risk"),
+    Param("saved_segment", "a saved segment's id: its current members (see GET /segments)",
+          max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"),
     Param("tag", "has every one of these tags (repeat or comma-separate)", kind="list",
           max_length=64, pattern=SLUG_PATTERN),
     Param("group", "is in every one of these groups (repeat or comma-separate)", kind="list",

@@ -194,9 +194,11 @@ SETTINGS_BODY = s.obj({}, _SETTINGS_FIELDS, additionalProperties=False,
                       description="the whole settings: a field left out takes its default")
 AUDIENCE = {"type": "object", "minProperties": 1, "maxProperties": 1,
             "properties": {"segment": s.STRING, "group": s.STRING, "tag": s.STRING,
+                           "saved_segment": {**s.STRING, "description": "a saved segment's id"},
                            "customer_ids": {"type": "array", "minItems": 1, "items": s.STRING}},
             "additionalProperties": False,
-            "description": "exactly one of segment, group, tag or customer_ids"}
+            "description": "exactly one of segment, saved_segment, group, tag or "
+                           "customer_ids"}
 _N = "/notifications"
 SEND_FILTERS = ("channel", "status", "template", "customer_id", "workflow_id", "held_reason")
 
