@@ -70,8 +70,10 @@ def is_shop_erasure(existing: dict | None, snap: CustomerSnapshot) -> bool:
 
 
 # -- anonymised orders ----------------------------------------------------------------------
-def anonymised_address(address: dict | None) -> dict:
-    address = address or {}
+def anonymised_address(address: Any) -> dict:
+    """The address with only the fields an anonymised order keeps; anything but an object
+    (a body the door let through because addresses are optional) is no address."""
+    address = address if isinstance(address, dict) else {}
     return {name: (str(address.get(name) or "") if name in KEPT_ADDRESS_FIELDS else "")
             for name in ADDRESS_FIELDS}
 
@@ -170,8 +172,14 @@ def _pick(item: Any, names: tuple[str, ...]) -> dict:
     return {name: item[name] for name in names if isinstance(item, dict) and name in item}
 
 
+def _listed(value: Any) -> list:
+    """A list the body may carry, or none: optional parts of any other shape are dropped, as
+    applying the delivery dropped them."""
+    return value if isinstance(value, list) else []
+
+
 def _items(value: Any, names: tuple[str, ...]) -> list[dict]:
-    return [_pick(item, names) for item in value or [] if isinstance(item, dict)]
+    return [_pick(item, names) for item in _listed(value) if isinstance(item, dict)]
 
 
 def redact_order_payload(payload: dict) -> dict:
@@ -186,8 +194,8 @@ def redact_order_payload(payload: dict) -> dict:
     redacted["fee_lines"] = _items(payload.get("fee_lines"), _FEE_LINE_KEEP)
     redacted["coupon_lines"] = _items(payload.get("coupon_lines"), _COUPON_LINE_KEEP)
     redacted["refunds"] = [{**_pick(r, ("id", "total")), "reason": ""}
-                           for r in payload.get("refunds") or [] if isinstance(r, dict)]
-    redacted["meta_data"] = [m for m in payload.get("meta_data") or []
+                           for r in _listed(payload.get("refunds")) if isinstance(r, dict)]
+    redacted["meta_data"] = [m for m in _listed(payload.get("meta_data"))
                              if isinstance(m, dict) and m.get("key") == "_anonymized"]
     return redacted
 

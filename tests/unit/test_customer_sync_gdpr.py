@@ -16,6 +16,7 @@ from services.customer_sync.anonymise import (
     is_shop_erasure,
     redact_customer_payload,
     redact_order_payload,
+    redact_payload,
 )
 from services.customer_sync.erasure import (
     CustomerErasure,
@@ -527,3 +528,18 @@ def test_a_correction_is_refused_for_the_erased_and_the_unknown(sync, storage):
         Rectifier(storage, sync, None).rectify(STORE, customer_id, {"first_name": "X"}, "op")
     with pytest.raises(NotFound):
         Rectifier(storage, sync, None).rectify(STORE, "nobody", {"first_name": "X"}, "op")
+
+
+@pytest.mark.parametrize("shape", [[], ["x"], 5, "text", {"a": 1}, None])
+def test_an_erased_persons_delivery_is_redacted_whatever_shape_its_optional_parts_have(shape):
+    """Found by the webhook fuzzing: an order whose optional parts (addresses, meta data, the
+    extra line lists) are of another shape is applied (they are dropped), but redacting it
+    for an erased person raised, leaving the applied delivery unfinished and retried."""
+    payload = {"id": 7, "status": "processing", "total": "10.00", "billing": shape,
+               "shipping": shape, "meta_data": shape, "shipping_lines": shape,
+               "fee_lines": shape, "coupon_lines": shape, "refunds": shape if shape != [] else []}
+    redacted = redact_order_payload(payload)
+    assert redacted["billing"]["email"] == "" and redacted["shipping"]["first_name"] == ""
+    for part in ("meta_data", "shipping_lines", "fee_lines", "coupon_lines", "refunds"):
+        assert isinstance(redacted[part], list)
+    assert json.loads(json.dumps(redact_payload("order", payload)))["id"] == 7
