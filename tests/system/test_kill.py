@@ -47,7 +47,7 @@ import time
 
 import requests
 
-from demo.traffic import OrderHistory, WooTraffic
+from demo.traffic import DeliveryReport, OrderHistory, WooTraffic
 from tests.system.conftest import STORE, size
 from tests.system.scenario import (backfill_changes_nothing, check_consistency, configure,
                                    messages_sent, pages, plan_traffic, quiet_recorder)
@@ -104,23 +104,56 @@ class Background:
         return self.value
 
 
-def kill_during(system, name: str, work, after: float) -> tuple[object, dict]:
-    """Start `work`; `after` seconds into it, SIGKILL `name`, keep it down DOWN_SECONDS, start
-    it again (ready) while `work` goes on. Answers work's result and what happened."""
+def kill_midway(system, name: str, first, rest) -> tuple[tuple, dict]:
+    """Run `first`; then SIGKILL `name`, run `rest` while it is down, start it again (ready)
+    while `rest` goes on. The kill lands mid-stream however fast the machine delivers (a fixed
+    delay once outran the stream on a quiet machine). Answers both results and what happened."""
     procs = system["procs"]
+    midway, killed = threading.Event(), threading.Event()
+
+    def work() -> tuple:
+        before = first()
+        midway.set()
+        assert killed.wait(300), f"{name} was not killed"
+        return before, rest()
+
     background = Background(work)
-    time.sleep(after)
-    assert background.alive(), f"the stream ended before {name} was killed: make it longer"
+    while not midway.wait(0.2):
+        if not background.alive():
+            background.result()  # raises what went wrong before the middle
+            raise AssertionError("the stream's first half ended without reaching its middle")
     pid = procs.children[name].pid
     began = time.monotonic()
     procs.kill(name, signal.SIGKILL)
     assert procs.children[name].proc.returncode == -signal.SIGKILL
+    killed.set()
     time.sleep(DOWN_SECONDS)
     still_streaming = background.alive()
     procs.start(name)
     event = {"service": name, "killed_pid": pid, "work_ongoing_at_restart": still_streaming,
              "back_after_s": round(time.monotonic() - began, 1)}
     return background.result(), event
+
+
+def deliver_with_kill(system, traffic, name: str, part: list) -> tuple[DeliveryReport, dict]:
+    """The part's first half delivered, `name` killed, the second half delivered while it is
+    down and restarted: one report for the whole part."""
+    half = len(part) // 2
+    (first, second), event = kill_midway(system, name, lambda: traffic.deliver(part[:half]),
+                                         lambda: traffic.deliver(part[half:]))
+    return combined(first, second), event
+
+
+def combined(first: DeliveryReport, second: DeliveryReport) -> DeliveryReport:
+    statuses = dict(first.statuses)
+    for status, count in second.statuses.items():
+        statuses[status] = statuses.get(status, 0) + count
+    return DeliveryReport(sent=first.sent + second.sent, copies=first.copies + second.copies,
+                          reordered=first.reordered + second.reordered, statuses=statuses,
+                          failures=first.failures + second.failures,
+                          delivered=first.delivered | second.delivered,
+                          skipped=first.skipped + second.skipped,
+                          seconds=first.seconds + second.seconds)
 
 
 def segments(deliveries: list, n: int) -> list[list]:
@@ -149,14 +182,16 @@ def test_kill_9_each_service_mid_stream_loses_nothing_and_applies_nothing_twice(
                   if c.get("registered")}
     assert len(registered) == n_customers
 
-    def consents() -> int:
-        for woo_id in sorted(traffic.consenting):
+    def consents(woo_ids: list[int]) -> int:
+        for woo_id in woo_ids:
             rpc.gdpr.set_consent(STORE, registered[woo_id]["customer_id"], "email_marketing", True,
                                  "operator", "system-test", "opted in at checkout")
-        return len(traffic.consenting)
+        return len(woo_ids)
 
-    # Early: on a quiet machine the consent calls take only about 0.3 s in all.
-    _, event = kill_during(system, "gdpr", consents, after=0.05)
+    consenting = sorted(traffic.consenting)
+    half = len(consenting) // 2
+    _, event = kill_midway(system, "gdpr", lambda: consents(consenting[:half]),
+                           lambda: consents(consenting[half:]))
     kills.append(event)
     quiet("consent")
 
@@ -170,7 +205,7 @@ def test_kill_9_each_service_mid_stream_loses_nothing_and_applies_nothing_twice(
             report, event, polls = _kill_gateway_while_polled(system, traffic, part, api_key)
             event["api_answers"] = polls
         else:
-            report, event = kill_during(system, name, lambda: traffic.deliver(part), after=1.0)
+            report, event = deliver_with_kill(system, traffic, name, part)
         event["deliveries"], event["failed"] = report.sent, len(report.failures)
         kills.append(event)
         failures.extend(report.failures)
@@ -238,7 +273,7 @@ def _kill_gateway_while_polled(system, traffic, part, api_key) -> tuple:
 
     poller = Background(poll)
     try:
-        report, event = kill_during(system, "gateway", lambda: traffic.deliver(part), after=1.0)
+        report, event = deliver_with_kill(system, traffic, "gateway", part)
         answered = seen.get("200", 0)
         deadline = time.monotonic() + 30
         while seen.get("200", 0) == answered and time.monotonic() < deadline:
