@@ -679,8 +679,8 @@ def coupons_to_withdraw(doc: dict) -> list[tuple[dict, dict[str, str], datetime 
 
 
 def _orders_using(reward: dict) -> list[dict]:
-    """The orders seen with a reward's code. A reward from before they were kept has at most
-    the order that used it and the last order seen."""
+    """The orders seen with a reward's code. A reward from before they were kept starts from
+    the order that used it, if any."""
     if "orders_using" in reward:
         return reward["orders_using"]
     orders = []

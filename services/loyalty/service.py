@@ -189,12 +189,12 @@ class LoyaltyService(DataOwnerRpc):
         self._run_reward_step()
 
     def _run_reward_step(self) -> dict:
-        counts, outcome = self._rewards().run_due()
+        rewards = self._rewards()
+        counts, outcome = rewards.run_due()
         self.outbox.notify(outcome.touched)
-        retry = self.settings.float("LOYALTY_REWARD_RETRY_SECONDS")
         counts["withdrawals"] = self.storage.coupon_withdrawals.run_due(
-            CouponsOverRpc(self.customer_sync, retry).delete_coupon, self.clock(),
-            WithdrawalPolicy(retry, self.settings.float("LOYALTY_REWARD_RETRY_MAX_SECONDS")))
+            rewards.shop.delete_coupon, self.clock(),
+            WithdrawalPolicy(rewards.policy.retry_seconds, rewards.policy.retry_max_seconds))
         return counts
 
     # -- RPC ---------------------------------------------------------------------------------
