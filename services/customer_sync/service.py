@@ -221,7 +221,7 @@ class CustomerSyncService(HealthEndpoints, DataOwnerRpc):
         rectifier = Rectifier(self.storage, CustomerSync(self.storage),
                               woo_client_factory(self.settings))
         answer, result = rectifier.rectify(store_id, customer_id, fields, actor)
-        self.outbox.notify(result.touched)
+        self._written(result.touched)
         return answer
 
     # -- staff's CRM: notes, reminders, timeline, edits, status, deletion, import ------------
