@@ -5,7 +5,7 @@ routing key `loyalty.redeem` redeems points. So each service connects as its own
 and its permissions are derived here from the code itself:
 
 * the RPC methods a service serves and the events it handles: its nameko entrypoints
-  (`services.runner.SERVICES`);
+  (`services.registry.SERVICES`);
 * the events it emits: the catalogue's `source` (exchange `<source>.events`, routing key =
   event type), plus the two contracts published on the gdpr exchange by others
   (`gdpr.erasure_completed` by every service that handles `gdpr.erasure_requested`;
@@ -144,9 +144,9 @@ def derive_roles(gdpr_services: Iterable[str], services: Mapping[str, type] | No
                  ) -> dict[str, Role]:
     """Every broker user's role. `services`: name -> nameko class (default: the runner's)."""
     if services is None:
-        from services.runner import SERVICES, load_service
+        from services.registry import load_all
 
-        services = {name: load_service(path) for name, path in SERVICES.items()}
+        services = load_all()
     served: dict[str, tuple[str, ...]] = {}
     handled: dict[str, tuple[Handler, ...]] = {}
     for name, cls in services.items():

@@ -507,7 +507,7 @@ def cmd_loyalty(args) -> int:
 
 
 def cmd_health(args) -> int:
-    from services.runner import SERVICES
+    from services.registry import SERVICES
     from shared.health import broker_connection_error
     from shared.messaging.broker_errors import describe_broker_error
     from shared.system_health import Management, system_health

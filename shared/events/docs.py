@@ -20,9 +20,9 @@ def consumers(services: Mapping[str, type] | None = None) -> dict[str, list[str]
     from shared.broker_permissions import entrypoints
 
     if services is None:
-        from services.runner import SERVICES, load_service
+        from services.registry import load_all
 
-        services = {name: load_service(path) for name, path in SERVICES.items()}
+        services = load_all()
     found: dict[str, list[str]] = {}
     for name, cls in services.items():
         for handler in entrypoints(cls)[1]:

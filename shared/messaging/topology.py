@@ -34,9 +34,9 @@ def handler_queues(services: Mapping[str, type] | None = None,
     from shared.broker_permissions import entrypoints
 
     if services is None:
-        from services.runner import SERVICES, load_service
+        from services.registry import load_all
 
-        services = {name: load_service(path) for name, path in SERVICES.items()}
+        services = load_all()
     queues = []
     for name, cls in sorted(services.items()):
         for handler in entrypoints(cls)[1]:

@@ -21,7 +21,7 @@ from services.gateway.service import GatewayService
 from services.gdpr.service import GdprService
 from services.loyalty.service import LoyaltyService
 from services.notifications.service import NotificationsService
-from services.runner import SERVICES
+from services.registry import SERVICES
 from services.segmentation.service import SegmentationService
 from shared import mongo
 from shared.cli import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, main

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from services.runner import SERVICES
+from services.registry import SERVICES
 from shared.config import SETTINGS
 
 ROOT = Path(__file__).resolve().parents[2]
