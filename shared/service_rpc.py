@@ -14,7 +14,7 @@ from shared.tls import amqp_ssl_options
 
 
 class HealthRpc:
-    """Readiness over RPC: `python -m shared.healthcheck NAME` (compose) asks this."""
+    """Readiness over RPC: `python -m ops.healthcheck NAME` (compose) asks this."""
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def health(self) -> dict:

@@ -65,7 +65,7 @@ def test_the_runner_exits_with_a_configuration_error_not_a_traceback(monkeypatch
 
 
 def test_the_cli_refuses_tls_files_with_a_plain_uri(monkeypatch, capsys):
-    from shared.cli import main
+    from ops.cli import main
 
     monkeypatch.setenv("AMQP_SSL_CA_FILE", "/etc/ca.pem")
     with pytest.raises(SystemExit) as exited:

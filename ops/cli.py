@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 # Money and reward wording as the console shows them: one way to read and write amounts.
 from services.gateway.console import present
+from services.registry import SERVICES
 from shared.config import Config
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
@@ -507,10 +508,9 @@ def cmd_loyalty(args) -> int:
 
 
 def cmd_health(args) -> int:
-    from services.registry import SERVICES
     from shared.health import broker_connection_error
     from shared.messaging.broker_errors import describe_broker_error
-    from shared.system_health import Management, system_health
+    from ops.system_health import Management, system_health
 
     refused = broker_connection_error(args.amqp_uri, timeout=min(args.service_timeout, 5.0),
                                       ssl=_amqp_ssl(args), retries=1)

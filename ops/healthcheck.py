@@ -1,4 +1,4 @@
-"""`python -m shared.healthcheck SERVICE`: exit 0 when SERVICE answers RPC `health()` ready.
+"""`python -m ops.healthcheck SERVICE`: exit 0 when SERVICE answers RPC `health()` ready.
 
 For services without an HTTP server (compose healthchecks, operators' scripts)."""
 from __future__ import annotations
@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m shared.healthcheck SERVICE", file=sys.stderr)
+        print("usage: python -m ops.healthcheck SERVICE", file=sys.stderr)
         return 2
     try:
         config = Config()

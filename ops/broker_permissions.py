@@ -12,7 +12,7 @@ and its permissions are derived here from the code itself:
   `consent.changed` by notifications for SMS STOP/START);
 * the RPCs it calls: `CALLS` below (gdpr asks the data owners; notifications files a "forget
   me" with gdpr; every service asks its own `health`, which is what `python -m
-  shared.healthcheck` does in its container; the gateway calls the public RPCs; the
+  ops.healthcheck` does in its container; the gateway calls the public RPCs; the
   operator's CLI calls anything).
 
 RabbitMQ enforces it with vhost permissions (configure/write/read regexes over exchange and
@@ -21,7 +21,7 @@ queue names) and topic permissions (regexes over routing keys on the topic excha
 one). Services never publish to the default exchange, which reaches every queue by name:
 retries and parking go through `<service>.retry`.
 
-`python -m shared.broker_permissions show|definitions|apply` (deploy/README.md).
+`python -m ops.broker_permissions show|definitions|apply` (deploy/README.md).
 """
 from __future__ import annotations
 
@@ -37,6 +37,8 @@ import sys
 import urllib.parse
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
+
+from services.registry import load_all
 
 RPC_EXCHANGE = "nameko-rpc"
 STANDALONE_PROXY = "standalone_rpc_proxy"  # nameko's name for ClusterRpcProxy's reply queues
@@ -142,10 +144,8 @@ def exchange_of(event_type: str) -> str:
 
 def derive_roles(gdpr_services: Iterable[str], services: Mapping[str, type] | None = None
                  ) -> dict[str, Role]:
-    """Every broker user's role. `services`: name -> nameko class (default: the runner's)."""
+    """Every broker user's role. `services`: name -> nameko class (default: every registered one)."""
     if services is None:
-        from services.registry import load_all
-
         services = load_all()
     served: dict[str, tuple[str, ...]] = {}
     handled: dict[str, tuple[Handler, ...]] = {}
@@ -279,7 +279,7 @@ class ManagementApi:
         q = lambda value: urllib.parse.quote(value, safe="")  # noqa: E731
         self._call("PUT", f"vhosts/{q(vhost)}")
         # The administrator itself may work in the vhost: the same job then declares every
-        # consumer's queue there (shared.messaging.topology) before any service publishes.
+        # consumer's queue there (ops.topology) before any service publishes.
         admin = self.session.auth[0]
         self._call("PUT", f"permissions/{q(vhost)}/{q(admin)}",
                    {"configure": ".*", "write": ".*", "read": ".*"})
@@ -320,7 +320,7 @@ def _passwords(users: Iterable[str], env: Mapping[str, str], placeholders: bool)
 def main(argv: list[str] | None = None) -> int:
     from shared.config import Config
 
-    parser = argparse.ArgumentParser(prog="python -m shared.broker_permissions",
+    parser = argparse.ArgumentParser(prog="python -m ops.broker_permissions",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("action", choices=["show", "definitions", "apply"],
                         help="show: every user's permissions as JSON; definitions: a RabbitMQ "
