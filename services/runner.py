@@ -23,6 +23,7 @@ from nameko.runners import ServiceRunner
 from shared import metrics
 from shared.config import Config
 from shared.health import broker_connection_error, process_readiness
+from shared.messaging import queues
 from shared.messaging.broker_errors import BrokerTroubleLog, describe_broker_error
 from shared.tls import amqp_ssl_options
 from shared.logs import LOG_FORMATS, configure_logging
@@ -206,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     for handler in logging.getLogger().handlers:
         handler.addFilter(BrokerTroubleLog(config.get("AMQP_URI")))
     try:
-        nameko_config = config.nameko_config()
+        nameko_config = queues.nameko_config(config)
     except ValueError as exc:
         log.error("bad configuration: %s", exc)
         return 2

@@ -295,22 +295,10 @@ class Config:
             raise ValueError(f"{name} needs at least one non-negative value, got {raw!r}")
         return values
 
-    def nameko_config(self, **extra: object) -> dict:
-        """The dict nameko's ServiceRunner takes, plus our settings for dependency providers."""
-        config: dict = {name: self.get(name) for name in _DEFAULTS}
-        config["AMQP_URI"] = self.get("AMQP_URI")
-        config["WEB_SERVER_ADDRESS"] = self.get("WEB_SERVER_ADDRESS")
-        config["max_workers"] = self.int("MAX_WORKERS")
-        config["serializer"] = "json"
-        from shared.messaging.queues import queue_type
-        from shared.tls import amqp_ssl_options
-
-        queue_type(self)  # refuse an unknown queue type at start-up, not at the first declare
-        config["AMQP_SSL"] = amqp_ssl_options(self)
-        # Declares nameko's own `rpc-<service>` and event queues with AMQP_QUEUE_TYPE.
-        config["SERVICE_CONTAINER_CLS"] = "shared.messaging.queues.TypedQueuesContainer"
-        config.update(extra)
-        return config
+    def values(self) -> dict[str, str]:
+        """Every setting's value by name, defaults filled in: what a nameko container carries
+        so that `from_nameko` can rebuild this Config inside it."""
+        return {name: self.get(name) for name in _DEFAULTS}
 
 
 def from_nameko(container_config: Mapping[str, object]) -> Config:
