@@ -39,6 +39,10 @@ from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
 from services.registry import load_all
+from shared.config import Config
+from shared.events import contract, contracts_from
+from shared.messaging.names import parked_queue, retry_exchange
+from shared.messaging.publisher import events_exchange
 
 RPC_EXCHANGE = "nameko-rpc"
 STANDALONE_PROXY = "standalone_rpc_proxy"  # nameko's name for ClusterRpcProxy's reply queues
@@ -126,8 +130,6 @@ def entrypoints(service_cls: type) -> tuple[tuple[str, ...], tuple[Handler, ...]
 
 
 def published_events(service: str, handlers: Iterable[Handler]) -> tuple[str, ...]:
-    from shared.events import contracts_from
-
     types = {c.event_type for c in contracts_from(service)} - ONLY_ADDRESSED
     if any(h.event_type == "gdpr.erasure_requested" for h in handlers):
         types.add("gdpr.erasure_completed")  # the GDPR contract: erase, then confirm
@@ -136,9 +138,6 @@ def published_events(service: str, handlers: Iterable[Handler]) -> tuple[str, ..
 
 
 def exchange_of(event_type: str) -> str:
-    from shared.events import contract
-    from shared.messaging.publisher import events_exchange
-
     return events_exchange(contract(event_type).source)
 
 
@@ -196,8 +195,6 @@ def grant(role: Role) -> Grant:
                      configure=_alternatives([re.escape(RPC_EXCHANGE), reply]),
                      write=_alternatives([re.escape(RPC_EXCHANGE), reply, r"amq\.default"]),
                      read=_alternatives([re.escape(RPC_EXCHANGE), reply, r"[a-z_]+\.parked"]))
-    from shared.messaging.handlers import parked_queue, retry_exchange
-
     name = role.user
     replies = rf"rpc\.reply-({re.escape(name)}|{STANDALONE_PROXY})-{UUID}"
     own_rpc = [re.escape(f"rpc-{name}")] if role.rpc_methods else []
@@ -318,8 +315,6 @@ def _passwords(users: Iterable[str], env: Mapping[str, str], placeholders: bool)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from shared.config import Config
-
     parser = argparse.ArgumentParser(prog="python -m ops.broker_permissions",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("action", choices=["show", "definitions", "apply"],
