@@ -6,14 +6,15 @@ from __future__ import annotations
 import sys
 import warnings
 
+from shared.config import Config
+from shared.tls import amqp_ssl_options
+
 warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Imported here, after the warning filter above, so a check prints only its verdict.
     from nameko.standalone.rpc import ClusterRpcProxy
-
-    from shared.config import Config
-    from shared.tls import amqp_ssl_options
 
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:

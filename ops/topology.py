@@ -26,6 +26,7 @@ from nameko.standalone.events import get_event_exchange
 from shared.config import Config
 from shared.messaging.broker_errors import describe_broker_error, is_broker_failure
 from shared.messaging.queues import queue_arguments, queue_type
+from shared.tls import amqp_ssl_options
 
 from ops.broker_permissions import entrypoints
 from services.registry import load_all
@@ -68,8 +69,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="list the queues, declare nothing")
     args = parser.parse_args(argv)
     config = Config()
-    from shared.tls import amqp_ssl_options
-
     try:
         queues = handler_queues(kind=queue_type(config))
         if args.dry_run:
