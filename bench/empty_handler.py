@@ -50,7 +50,7 @@ def main() -> int:
     config = {
         "AMQP_URI": os.environ.get("AMQP_URI", "amqp://guest:guest@127.0.0.1:5672/"),
         # nameko's worker pool size, which is also its consumer prefetch: as in
-        # shared.config.Config.nameko_config, so both sides of the comparison match.
+        # shared.messaging.queues.nameko_config, so both sides of the comparison match.
         "max_workers": int(os.environ.get("MAX_WORKERS", "10")),
         "serializer": "json",
     }

@@ -770,7 +770,7 @@ def run(args: argparse.Namespace) -> dict:
     from bench.common import log, machine, source_state, terminate
     from bench.loyalty import memory_kib
     from kombu import Connection, Exchange, Queue
-    from shared.messaging.topology import handler_queues
+    from ops.topology import handler_queues
     from demo.mailbox import SmtpServer
     from demo.sms import FakeTwilio
     from demo.shop import FakeWooShop

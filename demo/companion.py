@@ -45,7 +45,7 @@ def stand_in_settings(smtp: "SmtpServer", twilio: "FakeTwilio") -> dict[str, str
 def declare_topology(env: dict[str, str]) -> str:
     """Declare every consumer's queue on env's AMQP_URI first, as the deployment does; answers
     what it printed."""
-    done = subprocess.run([sys.executable, "-m", "shared.messaging.topology"], cwd=ROOT,
+    done = subprocess.run([sys.executable, "-m", "ops.topology"], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=60)
     if done.returncode != 0:
         said = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
@@ -192,7 +192,7 @@ def companion(amqp_uri: str, *argv: str, env: dict[str, str] | None = None,
     """The operator CLI in a process of its own. `show`: its output goes to the terminal (the
     backfill's progress bar), else it is captured and answered."""
     print(f"$ companion {' '.join(argv)}", flush=True)
-    command = [sys.executable, "-m", "shared.cli", "--amqp-uri", amqp_uri, *argv]
+    command = [sys.executable, "-m", "ops.cli", "--amqp-uri", amqp_uri, *argv]
     return subprocess.run(command, cwd=ROOT, env={**os.environ, **(env or {})},
                           capture_output=not show, text=True, timeout=timeout,
                           stdin=subprocess.DEVNULL)

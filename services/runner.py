@@ -9,7 +9,6 @@ them at once.
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import os
 import signal
@@ -24,26 +23,19 @@ from nameko.runners import ServiceRunner
 from shared import metrics
 from shared.config import Config
 from shared.health import broker_connection_error, process_readiness
+from shared.messaging import queues
 from shared.messaging.broker_errors import BrokerTroubleLog, describe_broker_error
 from shared.tls import amqp_ssl_options
 from shared.logs import LOG_FORMATS, configure_logging
 from shared.mongo import is_mock, service_database
+from services.registry import SERVICES, load_service
 
 log = logging.getLogger("services.runner")
 
-# Every service this deployment can run: name -> "module:Class".
-SERVICES = {
-    "customer_sync": "services.customer_sync.service:CustomerSyncService",
-    "segmentation": "services.segmentation.service:SegmentationService",
-    "loyalty": "services.loyalty.service:LoyaltyService",
-    "notifications": "services.notifications.service:NotificationsService",
-    "gdpr": "services.gdpr.service:GdprService",
-    "gateway": "services.gateway.service:GatewayService",
-}
-# Services with HTTP endpoints of their own, and the setting naming their address: one process
-# may run several services, and each web server needs its own port.
 # Services that own no database (docs/design.md): a process running only these checks the broker.
 WITHOUT_DATABASE = frozenset({"gateway"})
+# Services with HTTP endpoints of their own, and the setting naming their address: one process
+# may run several services, and each web server needs its own port.
 OWN_WEB_ADDRESS = {"notifications": "NOTIFICATIONS_WEB_SERVER_ADDRESS",
                    "gateway": "GATEWAY_WEB_SERVER_ADDRESS"}
 
@@ -58,11 +50,6 @@ CONNECT_TIMEOUT_SECONDS = 5.0
 STOP_GRACE_SECONDS = 8.0
 # After a second Ctrl-C, nameko's kill gets this long to close connections before the exit.
 KILL_GRACE_SECONDS = 1.0
-
-
-def load_service(path: str) -> type:
-    module_name, class_name = path.split(":")
-    return getattr(importlib.import_module(module_name), class_name)
 
 
 def backoff_delays(first: float = BACKOFF_FIRST_SECONDS,
@@ -124,7 +111,7 @@ def served_addresses(names: list[str], config: Config, metrics_port: int | None
         served.append(("API", f"{gateway}/api/v1/"))
         served.append(("console", f"{gateway}/console/"))
     if "notifications" in names:
-        # Imported only when notifications runs: the CLI imports this module for SERVICES.
+        # Imported only when notifications runs, so running the others never loads it.
         from services.notifications.email_reports import REPORT_PATH
         from services.notifications.twilio_hooks import INBOUND_PATH, STATUS_PATH
 
@@ -220,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     for handler in logging.getLogger().handlers:
         handler.addFilter(BrokerTroubleLog(config.get("AMQP_URI")))
     try:
-        nameko_config = config.nameko_config()
+        nameko_config = queues.nameko_config(config)
     except ValueError as exc:
         log.error("bad configuration: %s", exc)
         return 2

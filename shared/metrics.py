@@ -19,6 +19,8 @@ from typing import Callable, Iterable, NamedTuple
 from prometheus_client import REGISTRY, Counter, Histogram, disable_created_metrics, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily
 
+from shared.messaging.names import parked_queue
+
 log = logging.getLogger(__name__)
 
 # -- events in (shared.messaging.handlers) ------------------------------------------------------
@@ -203,8 +205,6 @@ class ParkedDepthCollector:
     def _depths(self, amqp_uri: str, services: list[str]) -> list[tuple[str, int]]:
         from amqp.exceptions import NotFound
         from kombu import Connection
-
-        from shared.messaging.handlers import parked_queue
 
         found: list[tuple[str, int]] = []
         try:

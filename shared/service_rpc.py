@@ -9,12 +9,13 @@ from nameko.rpc import rpc
 
 from shared.errors import EXPECTED_ERRORS
 from shared.health import readiness
+from shared.messaging.parking import ParkedMessages
 from shared.personal_data import Owners, named_customers, search
 from shared.tls import amqp_ssl_options
 
 
 class HealthRpc:
-    """Readiness over RPC: `python -m shared.healthcheck NAME` (compose) asks this."""
+    """Readiness over RPC: `python -m ops.healthcheck NAME` (compose) asks this."""
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def health(self) -> dict:
@@ -42,8 +43,6 @@ class DataOwnerRpc(HealthRpc):
 
     def _drop_parked(self, matches) -> int:
         """shared.erasure.DropParked for this service's own parked queue."""
-        from shared.messaging.parking import ParkedMessages
-
         dropped = ParkedMessages(self.settings.get("AMQP_URI"),
                                  amqp_ssl_options(self.settings)).drop_where(
             self.name, lambda parked: matches(parked.body))

@@ -16,6 +16,7 @@ from shared import metrics, mongo
 from shared.config import Config
 from shared.events import contract
 from shared.messaging.handlers import ReliableEventHandler
+from shared.messaging.queues import nameko_config
 from shared.outbox import OUTBOX_FIELD
 
 
@@ -134,13 +135,13 @@ class ServiceHarness:
             OUTBOX_SWEEP_SECONDS="0.2",
             INBOX_SWEEP_SECONDS="0.5",
         )
-        config = base.nameko_config()
+        config = nameko_config(base)
         config.update({k: (v if not isinstance(v, (int, float)) else str(v)) for k, v in overrides.items()})
         return config
 
     def start(self, service_cls, **overrides: object) -> ServiceContainer:
         # The container class the runner uses (nameko's SERVICE_CONTAINER_CLS from
-        # Config.nameko_config): it declares queues of AMQP_QUEUE_TYPE.
+        # shared.messaging.queues.nameko_config): it declares queues of AMQP_QUEUE_TYPE.
         from shared.messaging.queues import TypedQueuesContainer
 
         container = TypedQueuesContainer(service_cls, self.config(**overrides))

@@ -9,20 +9,18 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from marshmallow import RAISE, Schema, fields, validate, validates, ValidationError as MarshmallowError
 from pymongo import ASCENDING, DESCENDING
 from pymongo.collection import Collection
 
 from services.customer_sync.schemas import load, require_text
-from services.customer_sync.timeline import TIMELINE_FIELD, TimelineOwing, entry_id, make_entry
+from services.customer_sync.timeline import (TIMELINE_FIELD, TimelineOwing, entry_id, known_customer,
+                                             make_entry)
 from shared.errors import Conflict, NotFound, ValidationError
 from shared.outbox import OUTBOX_FIELD
 from shared.versioned import VersionedRepository
-
-if TYPE_CHECKING:
-    from services.customer_sync.repository import CustomerSyncStorage
 
 CATEGORIES = ("general", "follow-up", "complaint", "feedback", "meeting", "phone-call", "internal")
 MAX_TEXT = 10_000
@@ -94,17 +92,15 @@ def note_view(doc: dict) -> dict:
             "created_at": _iso(doc["created_at"]), "updated_at": _iso(doc["updated_at"])}
 
 
-def known_customer(storage: "CustomerSyncStorage", store_id: str, customer_id: Any) -> dict:
-    """The customer staff write about: NotFound when there is none (or it was erased)."""
-    customer_id = require_text(customer_id, "customer_id")
-    doc = storage.customers.get(store_id, customer_id)
-    if doc is None or doc.get("status") == "erased":
-        raise NotFound(f"no customer {customer_id} in store {store_id}")
-    return doc
+class NoteStorage(Protocol):
+    """What the notes use of customer_sync's storage, named here so that this module need not
+    import the repository module, which imports this one."""
+    customers: Any
+    notes: "NoteRepository"
 
 
 class Notes:
-    def __init__(self, storage: "CustomerSyncStorage", clock=_utcnow) -> None:
+    def __init__(self, storage: NoteStorage, clock=_utcnow) -> None:
         self.storage = storage
         self.clock = clock
 

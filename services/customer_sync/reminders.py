@@ -7,22 +7,20 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from marshmallow import RAISE, Schema, fields, validate
 from pymongo import ASCENDING
 from pymongo.collection import Collection
 
-from services.customer_sync.notes import _Text, known_customer
+from services.customer_sync.notes import _Text
 from services.customer_sync.schemas import load, require_text
-from services.customer_sync.timeline import TIMELINE_FIELD, TimelineOwing, entry_id, make_entry
+from services.customer_sync.timeline import (TIMELINE_FIELD, TimelineOwing, entry_id, known_customer,
+                                             make_entry)
 from shared.errors import Conflict, NotFound, ValidationError
 from shared.events.fields import UtcDateTime
 from shared.outbox import OUTBOX_FIELD
 from shared.versioned import VersionedRepository
-
-if TYPE_CHECKING:
-    from services.customer_sync.repository import CustomerSyncStorage
 
 STATUSES = ("open", "done")
 MAX_TEXT = 2000
@@ -100,8 +98,15 @@ def reminder_view(doc: dict) -> dict:
             "completed_by": doc.get("completed_by")}
 
 
+class ReminderStorage(Protocol):
+    """What the reminders use of customer_sync's storage, named here so that this module need
+    not import the repository module, which imports this one."""
+    customers: Any
+    reminders: "ReminderRepository"
+
+
 class Reminders:
-    def __init__(self, storage: "CustomerSyncStorage", clock=_utcnow) -> None:
+    def __init__(self, storage: ReminderStorage, clock=_utcnow) -> None:
         self.storage = storage
         self.clock = clock
 

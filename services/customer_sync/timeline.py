@@ -25,6 +25,8 @@ from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
 
 from services.customer_sync.normalise import minor_digits
+from services.customer_sync.schemas import PageSchema, load, require_text
+from shared.errors import NotFound, ValidationError
 from shared.events import Event
 from shared.outbox import OUTBOX_FIELD, push_events
 
@@ -279,12 +281,17 @@ def _decode(cursor: str) -> tuple[datetime, str]:
     return parsed, last_id
 
 
+def known_customer(storage: Any, store_id: str, customer_id: Any) -> dict:
+    """The customer staff write about: NotFound when there is none (or it was erased)."""
+    customer_id = require_text(customer_id, "customer_id")
+    doc = storage.customers.get(store_id, customer_id)
+    if doc is None or doc.get("status") == "erased":
+        raise NotFound(f"no customer {customer_id} in store {store_id}")
+    return doc
+
+
 def timeline_page(storage: Any, store_id: str, customer_id: str, page: dict | None) -> dict:
     """A customer's entries, newest first: {"items", "next_cursor"}."""
-    from services.customer_sync.notes import known_customer
-    from services.customer_sync.schemas import PageSchema, load, require_text
-    from shared.errors import ValidationError
-
     store_id = require_text(store_id, "store_id")
     customer = known_customer(storage, store_id, customer_id)
     paging = load(PageSchema(), page, "page")

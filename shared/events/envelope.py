@@ -8,6 +8,7 @@ from typing import Any
 
 from marshmallow import ValidationError, fields, validate
 
+from shared.events.catalogue import contract
 from shared.events.fastload import SchemaLoader
 from shared.events.fields import BaseSchema, UtcTime
 
@@ -50,8 +51,6 @@ class Event:
 
     @property
     def source(self) -> str:
-        from shared.events.catalogue import contract
-
         return contract(self.event_type, self.schema_version).source
 
     def to_message(self) -> dict:
@@ -88,8 +87,6 @@ def build_event(
     `event_id` can be given to make the id stable (derived from the change), so a re-publish
     is recognised downstream.
     """
-    from shared.events.catalogue import contract
-
     spec = contract(event_type, schema_version)
     try:
         loaded = spec.loader().load(data)
@@ -117,8 +114,6 @@ def build_event(
 
 def parse_event(message: Any, expected_type: str | None = None) -> Event:
     """Load an envelope and its data as a consumer: unknown fields are dropped, not fatal."""
-    from shared.events.catalogue import contract
-
     if not isinstance(message, dict):
         raise InvalidEvent("an event must be a JSON object")
     try:

@@ -39,6 +39,7 @@ from shared.faults import HandlerFaults
 from shared.idempotency import Claim, ProcessedEvents
 from shared.logs import log_context
 from shared.messaging.publisher import ConfirmingPublisher, OutgoingMessage
+from shared.messaging.names import parked_queue, retry_exchange, retry_queue
 from shared.messaging.queues import queue_arguments, queue_type
 
 log = logging.getLogger(__name__)
@@ -54,23 +55,6 @@ PARK_ID_HEADER = "x-companion-park-id"
 _MAX_ERROR_CHARS = 2000
 _OUTAGE_PAUSE_SECONDS = 1.0  # before giving a message back while the database or broker is out
 _MAX_TRACEBACK_CHARS = 8000
-
-
-def parked_queue(service_name: str) -> str:
-    return f"{service_name}.parked"
-
-
-def retry_queue(queue: str, delay_ms: int) -> str:
-    # `ms` marks the queues that dead-letter through `<service>.retry`; queues named
-    # `<queue>.retry.<n>` (dead-lettering through the default exchange) predate it.
-    return f"{queue}.retry.{delay_ms}ms"
-
-
-def retry_exchange(service_name: str) -> str:
-    """The direct exchange a service's retries, their way back and parked messages go
-    through: the service's broker user may publish there and not to the default exchange,
-    which reaches any queue (deploy/README.md, broker users)."""
-    return f"{service_name}.retry"
 
 
 def retry_delay_ms(delays_ms: list[int], attempt: int) -> int:

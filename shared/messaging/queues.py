@@ -7,7 +7,7 @@ queue must say the same type: `queue_arguments` is the one place that says it.
 
 nameko declares two of the queues itself (`rpc-<service>`, and each event handler's
 `evt-<source>-<type>--<service>.<method>`). `TypedQueuesContainer` (nameko's
-SERVICE_CONTAINER_CLS, set by `Config.nameko_config`) adds the arguments to those after the
+SERVICE_CONTAINER_CLS, set by `nameko_config`) adds the arguments to those after the
 extensions are set up and before their consumers declare anything, without forking nameko.
 Per-process reply queues (`rpc.reply-...`) stay classic: they live as long as one process.
 """
@@ -20,6 +20,9 @@ from nameko.containers import ServiceContainer
 from nameko.events import EventHandler
 from nameko.rpc import RpcConsumer
 
+from shared.config import Config, from_nameko
+from shared.tls import amqp_ssl_options
+
 QUEUE_TYPES = ("classic", "quorum")
 # RabbitMQ 4 gives quorum queues a delivery limit of 20 by default and then drops the message
 # (no dead-letter exchange here). Our handlers give a message back to its queue during a
@@ -29,8 +32,8 @@ QUEUE_TYPES = ("classic", "quorum")
 QUORUM_DELIVERY_LIMIT = 1_000_000
 
 
-def queue_type(config) -> str:
-    """AMQP_QUEUE_TYPE, checked. `config` is a shared.config.Config."""
+def queue_type(config: Config) -> str:
+    """AMQP_QUEUE_TYPE, checked."""
     value = config.get("AMQP_QUEUE_TYPE").strip().lower()
     if value not in QUEUE_TYPES:
         raise ValueError(f"AMQP_QUEUE_TYPE must be one of {', '.join(QUEUE_TYPES)}, "
@@ -65,8 +68,6 @@ class TypedQueuesContainer(ServiceContainer):
     def start(self) -> None:
         # nameko 2.14's ServiceContainer.start is these two steps; the queues exist as kombu
         # objects after set-up and are declared by the QueueConsumer when it starts.
-        from shared.config import from_nameko
-
         kind = queue_type(from_nameko(self.config))
         self.started = True
         self.extensions.all.setup()
@@ -79,3 +80,19 @@ class TypedQueuesContainer(ServiceContainer):
                     and not queue.exclusive and not queue.auto_delete):
                 typed_queue(queue, kind)
         self.extensions.all.start()
+
+
+def nameko_config(config: Config, **extra: object) -> dict:
+    """The dict nameko's ServiceRunner takes, plus our settings for dependency providers.
+
+    Here rather than in shared.config: it names this module's container and the TLS options,
+    both of which read the settings, so the settings module stays below them."""
+    built: dict = config.values()
+    built["max_workers"] = config.int("MAX_WORKERS")
+    built["serializer"] = "json"
+    queue_type(config)  # refuse an unknown queue type at start-up, not at the first declare
+    built["AMQP_SSL"] = amqp_ssl_options(config)
+    # Declares nameko's own `rpc-<service>` and event queues with AMQP_QUEUE_TYPE.
+    built["SERVICE_CONTAINER_CLS"] = "shared.messaging.queues.TypedQueuesContainer"
+    built.update(extra)
+    return built

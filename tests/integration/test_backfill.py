@@ -171,7 +171,7 @@ def test_cli_backfill_after_webhooks_publishes_nothing_new(services, events, sma
                    message="webhook orders published")
         env = {**os.environ, "AMQP_URI": services.amqp_uri}
         barrier = EventBarrier(services, "customer_sync", events)
-        cli = subprocess.run([sys.executable, "-m", "shared.cli", "backfill", "--store", "small"],
+        cli = subprocess.run([sys.executable, "-m", "ops.cli", "backfill", "--store", "small"],
                              capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
         assert cli.returncode == 0, cli.stderr
         assert "completed" in cli.stdout and "customers: created" in cli.stdout
@@ -186,7 +186,7 @@ def test_cli_backfill_after_webhooks_publishes_nothing_new(services, events, sma
         # A second run publishes nothing new.
         before = len(events.received)
         barrier = EventBarrier(services, "customer_sync", events)
-        cli = subprocess.run([sys.executable, "-m", "shared.cli", "--json", "backfill",
+        cli = subprocess.run([sys.executable, "-m", "ops.cli", "--json", "backfill",
                               "--store", "small"],
                              capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
         assert cli.returncode == 0, cli.stderr

@@ -14,7 +14,7 @@ from kombu import Connection
 from nameko.standalone.rpc import ClusterRpcProxy
 
 from services.loyalty.service import LoyaltyService
-from shared.broker_permissions import ManagementApi, derive_roles, grant
+from ops.broker_permissions import ManagementApi, derive_roles, grant
 from shared.events import build_event, contract
 from shared.messaging.parking import ParkedMessages
 from shared.messaging.queues import TypedQueuesContainer
@@ -167,7 +167,7 @@ def test_loyalty_runs_under_its_own_user_end_to_end(users, amqp_uri, mongo_uri, 
         with ClusterRpcProxy({"AMQP_URI": users.uri("gateway")}, timeout=20) as rpc:
             assert rpc.loyalty.get_account("perm", "c-perm")["balance"] == 1000
         # The container's healthcheck runs as loyalty itself, and may ask only health().
-        from shared.healthcheck import main as healthcheck
+        from ops.healthcheck import main as healthcheck
 
         monkeypatch.setenv("AMQP_URI", users.uri("loyalty"))
         assert healthcheck(["loyalty"]) == 0

@@ -1,7 +1,7 @@
 """The operator CLI against real services on the real broker (a fresh vhost per test), with a
 local HTTP server playing the WooCommerce shop.
 
-`shared.cli.main` runs in this process (its output captured), and each test also runs the
+`ops.cli.main` runs in this process (its output captured), and each test also runs the
 installed `companion` script once as a real process, as an operator would.
 """
 from __future__ import annotations
@@ -21,11 +21,11 @@ from services.gateway.service import GatewayService
 from services.gdpr.service import GdprService
 from services.loyalty.service import LoyaltyService
 from services.notifications.service import NotificationsService
-from services.runner import SERVICES
+from services.registry import SERVICES
 from services.segmentation.service import SegmentationService
 from shared import mongo
-from shared.cli import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, main
-from shared.messaging.handlers import parked_queue
+from ops.cli import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, main
+from shared.messaging.names import parked_queue
 from shared.messaging.publisher import ConfirmingPublisher, OutgoingMessage
 from tests.conftest import RABBIT_MANAGEMENT_URL
 from demo.shop import FakeWooShop

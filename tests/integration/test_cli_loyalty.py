@@ -15,7 +15,7 @@ from nameko.standalone.rpc import ClusterRpcProxy
 from services.customer_sync.service import CustomerSyncService
 from services.customer_sync.signature import sign
 from services.loyalty.service import LoyaltyService
-from shared.cli import EXIT_FAILED, EXIT_OK, main
+from ops.cli import EXIT_FAILED, EXIT_OK, main
 from demo.shop import FakeWooShop
 from tests.support import wait_until
 
@@ -70,7 +70,7 @@ def member(services, rpc, shop) -> str:
 def run_process(amqp_uri: str, *argv: str) -> subprocess.CompletedProcess:
     """The command as a process of its own, from this checkout (the installed `companion`
     script may be another checkout's)."""
-    return subprocess.run([sys.executable, "-m", "shared.cli", "--amqp-uri", amqp_uri, *argv],
+    return subprocess.run([sys.executable, "-m", "ops.cli", "--amqp-uri", amqp_uri, *argv],
                           capture_output=True, text=True, timeout=120, cwd=REPO,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
 

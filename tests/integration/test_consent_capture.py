@@ -9,7 +9,7 @@ import json
 from nameko.standalone.rpc import ClusterRpcProxy
 
 from services.customer_sync.service import CustomerSyncService
-from shared.cli import EXIT_OK, EXIT_USAGE, main
+from ops.cli import EXIT_OK, EXIT_USAGE, main
 from tests.gateway_system import STORE, shop, system  # noqa: F401 - fixtures
 from tests.support import wait_until
 

@@ -165,7 +165,7 @@ def test_the_openapi_document_is_served_without_a_key(system):
 
 
 def test_an_operator_makes_the_first_admin_key_with_the_cli(system, capsys):
-    from shared.cli import main
+    from ops.cli import main
 
     amqp = ["--amqp-uri", system.services.amqp_uri, "--json"]
     capsys.readouterr()

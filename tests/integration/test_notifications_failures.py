@@ -9,7 +9,7 @@ import logging
 
 import pytest
 
-from shared.cli import EXIT_FAILED, EXIT_OK, main
+from ops.cli import EXIT_FAILED, EXIT_OK, main
 from tests.conftest import RABBIT_MANAGEMENT_URL
 from tests.integration.test_notifications import (STORE, customer, known, rpc, smtp,  # noqa: F401
                                                   start, twilio)

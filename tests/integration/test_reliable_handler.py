@@ -151,7 +151,7 @@ def test_operator_cli_lists_shows_and_replays_parked_messages(services, amqp_uri
     wait_until(lambda: ParkedMessages(amqp_uri).list("flaky"), message="parked")
 
     def companion(*args):
-        return subprocess.run([sys.executable, "-m", "shared.cli", *args], capture_output=True,
+        return subprocess.run([sys.executable, "-m", "ops.cli", *args], capture_output=True,
                               text=True, timeout=60, env={**os.environ, "AMQP_URI": amqp_uri})
 
     listed = companion("--json", "dlq", "list", "--service", "flaky")

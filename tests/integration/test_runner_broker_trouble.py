@@ -172,7 +172,7 @@ def test_a_broker_lost_after_the_start_is_named_and_the_runner_still_stops(
 @pytest.mark.parametrize("kind", ["port closed", "vhost missing"])
 @pytest.mark.parametrize("command", [["health"], ["dlq", "list", "--service", "loyalty"]])
 def test_the_cli_names_the_cause_in_one_line(broker_admin, capsys, kind, command):
-    from shared.cli import EXIT_UNREACHABLE, main
+    from ops.cli import EXIT_UNREACHABLE, main
 
     amqp_uri, cause = unusable_broker(kind, broker_admin)
     assert main(["--amqp-uri", amqp_uri, *command]) == EXIT_UNREACHABLE
@@ -183,7 +183,7 @@ def test_the_cli_names_the_cause_in_one_line(broker_admin, capsys, kind, command
 
 @pytest.mark.parametrize("kind", ["port closed", "vhost missing"])
 def test_the_topology_job_names_the_cause_in_one_line(broker_admin, monkeypatch, capsys, kind):
-    from shared.messaging.topology import main
+    from ops.topology import main
 
     amqp_uri, cause = unusable_broker(kind, broker_admin)
     monkeypatch.setenv("AMQP_URI", amqp_uri)

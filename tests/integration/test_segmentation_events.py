@@ -109,11 +109,11 @@ def test_healthcheck_command_asks_the_service_over_rpc(services, system):
     import sys
 
     env = {**os.environ, "AMQP_URI": services.amqp_uri}
-    ok = subprocess.run([sys.executable, "-m", "shared.healthcheck", "segmentation"],
+    ok = subprocess.run([sys.executable, "-m", "ops.healthcheck", "segmentation"],
                         capture_output=True, text=True, timeout=60, env=env)
     assert ok.returncode == 0, ok.stderr
     assert "ready" in ok.stdout
-    missing = subprocess.run([sys.executable, "-m", "shared.healthcheck", "nobody"],
+    missing = subprocess.run([sys.executable, "-m", "ops.healthcheck", "nobody"],
                              capture_output=True, text=True, timeout=60, env=env)
     assert missing.returncode == 1
 

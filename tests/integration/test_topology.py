@@ -9,7 +9,7 @@ from nameko.standalone.rpc import ClusterRpcProxy
 
 from services.loyalty.service import LoyaltyService
 from shared.events import build_event, contract
-from shared.messaging.topology import declare, handler_queues, main
+from ops.topology import declare, handler_queues, main
 from tests.support import publish, wait_until
 
 STORE = "topo"

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from services.customer_sync.service import CustomerSyncService
 from services.customer_sync.signature import sign
 from shared import metrics, mongo
-from shared.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from ops.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from shared.errors import NotFound
 from tests import payloads
 from tests.integration.test_cli import management_url, run  # noqa: F401 - autouse fixture

@@ -178,7 +178,7 @@ def register_store(procs: "SystemProcesses", shop, store: str, secret: str) -> N
 def companion(amqp_uri: str, *argv: str, env: dict[str, str] | None = None,
               timeout: float = 120.0) -> subprocess.CompletedProcess:
     """The operator CLI as a separate process, as an operator runs it."""
-    return subprocess.run([sys.executable, "-c", "import sys; from shared.cli import main; "
+    return subprocess.run([sys.executable, "-c", "import sys; from ops.cli import main; "
                            "sys.exit(main())", "--amqp-uri", amqp_uri, *argv],
                           cwd=ROOT, env={**os.environ, **(env or {})}, capture_output=True,
                           text=True, timeout=timeout)

@@ -6,12 +6,12 @@ import re
 
 import pytest
 
-from shared.broker_permissions import (
+from ops.broker_permissions import (
     GATEWAY_EXCLUDED_METHODS, OPERATOR, definitions, derive_roles, grant, main, password_hash,
 )
 from shared.events import CATALOGUE
 from shared.messaging.broadcast import broadcast_handler
-from shared.messaging.topology import handler_queues
+from ops.topology import handler_queues
 
 GDPR_SERVICES = ("customer_sync", "segmentation", "loyalty", "notifications")
 

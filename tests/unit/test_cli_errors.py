@@ -10,8 +10,8 @@ import argparse
 import pytest
 from nameko.exceptions import RemoteError
 
-from shared import cli
-from shared.cli import (EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, EPILOG,
+from ops import cli
+from ops.cli import (EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, EPILOG,
                         build_parser, flatten_field_messages, main, validation_lines)
 from shared.errors import NotFound, ValidationError
 

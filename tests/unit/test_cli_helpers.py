@@ -5,10 +5,10 @@ import pytest
 
 from services.customer_sync.webhook_setup import REQUIRED_TOPICS, delivery_url_for
 from services.customer_sync.webhooks import SUPPORTED_TOPICS
-from shared.cli import build_parser
+from ops.cli import build_parser
 from shared.config import Config
 from shared.errors import ValidationError
-from shared.system_health import Management, vhost_of
+from ops.system_health import Management, vhost_of
 
 
 def test_every_supported_topic_is_registered_customers_first():
@@ -76,7 +76,7 @@ def test_json_is_accepted_before_or_after_the_command():
 
 
 def test_gdpr_status_names_an_ambiguous_erasure_for_review():
-    from shared.cli import _gdpr_human
+    from ops.cli import _gdpr_human
 
     request = {"request_id": "r1", "type": "erasure", "email": "ada@x.io", "store_id": "s",
                "state": "completed", "received_at": "t0", "due_at": "t1", "completed_at": "t2",

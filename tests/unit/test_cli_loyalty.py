@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from shared import cli
-from shared.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
+from ops import cli
+from ops.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
 from shared.errors import Conflict
 
 REWARD = {"reward_id": "r-1", "kind": "points", "state": "issued", "code": "reward-7kq2mnp4xz",

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from services.runner import SERVICES
+from services.registry import SERVICES
 from shared.config import SETTINGS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,18 +49,18 @@ def test_compose_environment_names_are_documented_settings():
 
 
 def test_the_configuration_page_holds_the_table_the_code_declares():
-    from shared.config import SETTINGS_END, SETTINGS_START, settings_table
-    from shared.generated_docs import held_block
+    from ops.config_docs import END, START, settings_table
+    from ops.generated_docs import held_block
 
     page = (ROOT / "docs" / "configuration.md").read_text()
-    assert held_block(page, SETTINGS_START, SETTINGS_END) == settings_table(), (
-        "run `python -m shared.config` to regenerate docs/configuration.md")
+    assert held_block(page, START, END) == settings_table(), (
+        "run `python -m ops.config_docs` to regenerate docs/configuration.md")
     missing = [s.name for s in SETTINGS if f"| `{s.name}` | " not in page]
     assert not missing, f"docs/configuration.md does not document: {missing}"
 
 
 def test_the_settings_table_gives_every_variable_its_default_and_meaning():
-    from shared.config import settings_table
+    from ops.config_docs import settings_table
 
     rows = {line.split(" | ")[0].strip("| `"): line.split(" | ")
             for line in settings_table().splitlines() if line.startswith("| `")}
@@ -129,8 +129,8 @@ def test_every_service_and_the_gateway_run_under_their_own_broker_user(load):
         assert test[-1] == name or "/health/ready" in test[-1]
     users = services["broker-users"]
     # users and permissions first, then every consumer's queue (before any service publishes)
-    assert users["command"] == ["sh", "-c", "python -m shared.broker_permissions apply && "
-                                            "python -m shared.messaging.topology"]
+    assert users["command"] == ["sh", "-c", "python -m ops.broker_permissions apply && "
+                                            "python -m ops.topology"]
     assert users["environment"]["AMQP_URI"].endswith("/companion")
     assert {k for k in users["environment"] if k.startswith("BROKER_PASSWORD_")} == {
         f"BROKER_PASSWORD_{n.upper()}" for n in DEPLOYED | {"operator"}}
@@ -188,17 +188,17 @@ def test_the_readme_and_the_operations_page_point_to_the_deployment_guide():
 
 
 def test_the_event_pages_catalogue_is_the_one_the_code_declares():
-    from shared.events.docs import END, PAGE, START, catalogue_table
-    from shared.generated_docs import held_block
+    from ops.events_docs import END, PAGE, START, catalogue_table
+    from ops.generated_docs import held_block
 
     assert PAGE == ROOT / "docs" / "events.md"
     held = held_block(PAGE.read_text(), START, END)
-    assert held == catalogue_table(), "run `python -m shared.events.docs` to regenerate it"
+    assert held == catalogue_table(), "run `python -m ops.events_docs` to regenerate it"
 
 
 def test_regenerating_rewrites_only_the_marked_block(tmp_path):
-    from shared.events.docs import END, START
-    from shared.generated_docs import rewrite_block
+    from ops.events_docs import END, START
+    from ops.generated_docs import rewrite_block
 
     page = tmp_path / "page.md"
     page.write_text(f"# Title\n\nprose before\n\n{START}\n| old |\n{END}\n\nprose after\n")

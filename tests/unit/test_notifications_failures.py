@@ -193,7 +193,7 @@ def test_twilio_failing_fails_the_sms_channel(storage, smtp, twilio, caplog):
 def test_a_services_own_problems_are_taken_bounded_and_as_text(monkeypatch):
     from nameko.standalone import rpc as standalone
 
-    from shared import system_health
+    from ops import system_health
 
     answer = {"ready": True, "checks": {"broker": True}, "channels": {"email": {"state": "x"}},
               "problems": ["email: failing " + "x" * 1000, *range(20)]}

@@ -8,7 +8,8 @@ import pytest
 from kombu import Queue
 
 from shared.config import Config
-from shared.messaging.queues import QUORUM_DELIVERY_LIMIT, queue_arguments, queue_type, typed_queue
+from shared.messaging.queues import (QUORUM_DELIVERY_LIMIT, nameko_config, queue_arguments,
+                                     queue_type, typed_queue)
 from shared.tls import amqp_ssl_options, mongo_tls_options
 
 
@@ -24,7 +25,7 @@ def pem(tmp_path):
 def test_plain_amqp_has_no_tls_and_nameko_gets_none():
     config = Config({}, AMQP_URI="amqp://u:p@rabbit:5672/companion")
     assert amqp_ssl_options(config) is None
-    assert config.nameko_config()["AMQP_SSL"] is None
+    assert nameko_config(config)["AMQP_SSL"] is None
 
 
 def test_amqps_verifies_the_broker_and_its_host_name_with_the_given_files(pem):
@@ -34,7 +35,7 @@ def test_amqps_verifies_the_broker_and_its_host_name_with_the_given_files(pem):
     expected = {"cert_reqs": ssl.CERT_REQUIRED, "server_hostname": "rabbit-1.internal",
                 "ca_certs": ca, "certfile": cert, "keyfile": key}
     assert amqp_ssl_options(config) == expected
-    assert config.nameko_config()["AMQP_SSL"] == expected
+    assert nameko_config(config)["AMQP_SSL"] == expected
 
 
 def test_amqps_without_files_still_verifies_against_the_system_cas():
@@ -53,7 +54,7 @@ def test_impossible_broker_tls_combinations_are_refused_at_start(settings, messa
     with pytest.raises(ValueError, match=message):
         amqp_ssl_options(Config({}, **settings))
     with pytest.raises(ValueError, match=message):
-        Config({}, **settings).nameko_config()
+        nameko_config(Config({}, **settings))
 
 
 def test_the_runner_exits_with_a_configuration_error_not_a_traceback(monkeypatch, capsys):
@@ -65,7 +66,7 @@ def test_the_runner_exits_with_a_configuration_error_not_a_traceback(monkeypatch
 
 
 def test_the_cli_refuses_tls_files_with_a_plain_uri(monkeypatch, capsys):
-    from shared.cli import main
+    from ops.cli import main
 
     monkeypatch.setenv("AMQP_SSL_CA_FILE", "/etc/ca.pem")
     with pytest.raises(SystemExit) as exited:
@@ -130,7 +131,7 @@ def test_queue_type_is_checked_and_classic_adds_nothing():
     with pytest.raises(ValueError, match="AMQP_QUEUE_TYPE"):
         queue_type(Config({}, AMQP_QUEUE_TYPE="stream"))
     with pytest.raises(ValueError, match="AMQP_QUEUE_TYPE"):
-        Config({}, AMQP_QUEUE_TYPE="mirrored").nameko_config()
+        nameko_config(Config({}, AMQP_QUEUE_TYPE="mirrored"))
     assert queue_arguments("classic", {"x-message-ttl": 5}) == {"x-message-ttl": 5}
     assert queue_arguments("quorum", {"x-message-ttl": 5}) == {
         "x-message-ttl": 5, "x-queue-type": "quorum", "x-delivery-limit": QUORUM_DELIVERY_LIMIT}

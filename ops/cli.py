@@ -20,7 +20,14 @@ from typing import Any, Callable
 
 # Money and reward wording as the console shows them: one way to read and write amounts.
 from services.gateway.console import present
+from ops.system_health import Management, system_health
+from services.registry import SERVICES
 from shared.config import Config
+from shared.errors import NotFound, ServiceError, ValidationError
+from shared.health import broker_connection_error
+from shared.messaging.broker_errors import describe_broker_error, is_broker_failure
+from shared.messaging.parking import ParkedMessages
+from shared.tls import amqp_ssl_options
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 # A service's refusal is parsed back into fields only up to this size: bounded work.
@@ -85,8 +92,6 @@ def _rpc(args):
 
 def _amqp_ssl(args):
     """TLS options for --amqp-uri, with the AMQP_SSL_* files from the environment."""
-    from shared.tls import amqp_ssl_options
-
     try:
         return amqp_ssl_options(Config(AMQP_URI=args.amqp_uri))
     except ValueError as exc:
@@ -177,8 +182,6 @@ def _phase_outcomes(run: dict) -> str:
 
 
 def cmd_dlq(args) -> int:
-    from shared.messaging.parking import ParkedMessages
-
     parking = ParkedMessages(args.amqp_uri, _amqp_ssl(args))
     ids = set(args.id) if args.id else None
     if args.action in ("replay", "purge") and ids is None and not args.all:
@@ -367,8 +370,6 @@ def cmd_consent_capture(args) -> int:
 
 
 def cmd_customers_find(args) -> int:
-    from shared.errors import NotFound
-
     with _rpc(args) as rpc:
         if args.email:
             try:
@@ -507,11 +508,6 @@ def cmd_loyalty(args) -> int:
 
 
 def cmd_health(args) -> int:
-    from services.runner import SERVICES
-    from shared.health import broker_connection_error
-    from shared.messaging.broker_errors import describe_broker_error
-    from shared.system_health import Management, system_health
-
     refused = broker_connection_error(args.amqp_uri, timeout=min(args.service_timeout, 5.0),
                                       ssl=_amqp_ssl(args), retries=1)
     if refused is not None:
@@ -943,8 +939,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("amqp").setLevel(logging.ERROR)
     args = build_parser().parse_args(argv)
     from nameko.exceptions import RemoteError, RpcTimeout, UnknownService
-    from shared.errors import ServiceError, ValidationError
-    from shared.messaging.broker_errors import describe_broker_error, is_broker_failure
 
     try:
         return args.func(args)

@@ -11,7 +11,7 @@ The queues are built exactly as nameko builds them (`nameko.events.EventHandler.
 handlers being reliable service-pool handlers), with the queue type of AMQP_QUEUE_TYPE, so the
 service's own declaration later is equivalent and RabbitMQ accepts it.
 
-`python -m shared.messaging.topology` (uses AMQP_URI, AMQP_QUEUE_TYPE and the AMQP_SSL_*
+`python -m ops.topology` (uses AMQP_URI, AMQP_QUEUE_TYPE and the AMQP_SSL_*
 settings).
 """
 from __future__ import annotations
@@ -26,17 +26,17 @@ from nameko.standalone.events import get_event_exchange
 from shared.config import Config
 from shared.messaging.broker_errors import describe_broker_error, is_broker_failure
 from shared.messaging.queues import queue_arguments, queue_type
+from shared.tls import amqp_ssl_options
+
+from ops.broker_permissions import entrypoints
+from services.registry import load_all
 
 
 def handler_queues(services: Mapping[str, type] | None = None,
                    kind: str = "classic") -> list[Queue]:
     """Every event handler's durable queue, bound to its source's exchange."""
-    from shared.broker_permissions import entrypoints
-
     if services is None:
-        from services.runner import SERVICES, load_service
-
-        services = {name: load_service(path) for name, path in SERVICES.items()}
+        services = load_all()
     queues = []
     for name, cls in sorted(services.items()):
         for handler in entrypoints(cls)[1]:
@@ -63,14 +63,12 @@ def declare(amqp_uri: str, queues: list[Queue], ssl: dict | None = None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m shared.messaging.topology",
+    parser = argparse.ArgumentParser(prog="python -m ops.topology",
                                      description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dry-run", action="store_true", help="list the queues, declare nothing")
     args = parser.parse_args(argv)
     config = Config()
-    from shared.tls import amqp_ssl_options
-
     try:
         queues = handler_queues(kind=queue_type(config))
         if args.dry_run:

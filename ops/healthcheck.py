@@ -1,4 +1,4 @@
-"""`python -m shared.healthcheck SERVICE`: exit 0 when SERVICE answers RPC `health()` ready.
+"""`python -m ops.healthcheck SERVICE`: exit 0 when SERVICE answers RPC `health()` ready.
 
 For services without an HTTP server (compose healthchecks, operators' scripts)."""
 from __future__ import annotations
@@ -6,18 +6,19 @@ from __future__ import annotations
 import sys
 import warnings
 
+from shared.config import Config
+from shared.tls import amqp_ssl_options
+
 warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Imported here, after the warning filter above, so a check prints only its verdict.
     from nameko.standalone.rpc import ClusterRpcProxy
-
-    from shared.config import Config
-    from shared.tls import amqp_ssl_options
 
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m shared.healthcheck SERVICE", file=sys.stderr)
+        print("usage: python -m ops.healthcheck SERVICE", file=sys.stderr)
         return 2
     try:
         config = Config()

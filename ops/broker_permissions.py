@@ -5,14 +5,14 @@ routing key `loyalty.redeem` redeems points. So each service connects as its own
 and its permissions are derived here from the code itself:
 
 * the RPC methods a service serves and the events it handles: its nameko entrypoints
-  (`services.runner.SERVICES`);
+  (`services.registry.SERVICES`);
 * the events it emits: the catalogue's `source` (exchange `<source>.events`, routing key =
   event type), plus the two contracts published on the gdpr exchange by others
   (`gdpr.erasure_completed` by every service that handles `gdpr.erasure_requested`;
   `consent.changed` by notifications for SMS STOP/START);
 * the RPCs it calls: `CALLS` below (gdpr asks the data owners; notifications files a "forget
   me" with gdpr; every service asks its own `health`, which is what `python -m
-  shared.healthcheck` does in its container; the gateway calls the public RPCs; the
+  ops.healthcheck` does in its container; the gateway calls the public RPCs; the
   operator's CLI calls anything).
 
 RabbitMQ enforces it with vhost permissions (configure/write/read regexes over exchange and
@@ -21,7 +21,7 @@ queue names) and topic permissions (regexes over routing keys on the topic excha
 one). Services never publish to the default exchange, which reaches every queue by name:
 retries and parking go through `<service>.retry`.
 
-`python -m shared.broker_permissions show|definitions|apply` (deploy/README.md).
+`python -m ops.broker_permissions show|definitions|apply` (deploy/README.md).
 """
 from __future__ import annotations
 
@@ -37,6 +37,12 @@ import sys
 import urllib.parse
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
+
+from services.registry import load_all
+from shared.config import Config
+from shared.events import contract, contracts_from
+from shared.messaging.names import parked_queue, retry_exchange
+from shared.messaging.publisher import events_exchange
 
 RPC_EXCHANGE = "nameko-rpc"
 STANDALONE_PROXY = "standalone_rpc_proxy"  # nameko's name for ClusterRpcProxy's reply queues
@@ -124,8 +130,6 @@ def entrypoints(service_cls: type) -> tuple[tuple[str, ...], tuple[Handler, ...]
 
 
 def published_events(service: str, handlers: Iterable[Handler]) -> tuple[str, ...]:
-    from shared.events import contracts_from
-
     types = {c.event_type for c in contracts_from(service)} - ONLY_ADDRESSED
     if any(h.event_type == "gdpr.erasure_requested" for h in handlers):
         types.add("gdpr.erasure_completed")  # the GDPR contract: erase, then confirm
@@ -134,19 +138,14 @@ def published_events(service: str, handlers: Iterable[Handler]) -> tuple[str, ..
 
 
 def exchange_of(event_type: str) -> str:
-    from shared.events import contract
-    from shared.messaging.publisher import events_exchange
-
     return events_exchange(contract(event_type).source)
 
 
 def derive_roles(gdpr_services: Iterable[str], services: Mapping[str, type] | None = None
                  ) -> dict[str, Role]:
-    """Every broker user's role. `services`: name -> nameko class (default: the runner's)."""
+    """Every broker user's role. `services`: name -> nameko class (default: every registered one)."""
     if services is None:
-        from services.runner import SERVICES, load_service
-
-        services = {name: load_service(path) for name, path in SERVICES.items()}
+        services = load_all()
     served: dict[str, tuple[str, ...]] = {}
     handled: dict[str, tuple[Handler, ...]] = {}
     for name, cls in services.items():
@@ -196,8 +195,6 @@ def grant(role: Role) -> Grant:
                      configure=_alternatives([re.escape(RPC_EXCHANGE), reply]),
                      write=_alternatives([re.escape(RPC_EXCHANGE), reply, r"amq\.default"]),
                      read=_alternatives([re.escape(RPC_EXCHANGE), reply, r"[a-z_]+\.parked"]))
-    from shared.messaging.handlers import parked_queue, retry_exchange
-
     name = role.user
     replies = rf"rpc\.reply-({re.escape(name)}|{STANDALONE_PROXY})-{UUID}"
     own_rpc = [re.escape(f"rpc-{name}")] if role.rpc_methods else []
@@ -279,7 +276,7 @@ class ManagementApi:
         q = lambda value: urllib.parse.quote(value, safe="")  # noqa: E731
         self._call("PUT", f"vhosts/{q(vhost)}")
         # The administrator itself may work in the vhost: the same job then declares every
-        # consumer's queue there (shared.messaging.topology) before any service publishes.
+        # consumer's queue there (ops.topology) before any service publishes.
         admin = self.session.auth[0]
         self._call("PUT", f"permissions/{q(vhost)}/{q(admin)}",
                    {"configure": ".*", "write": ".*", "read": ".*"})
@@ -318,9 +315,7 @@ def _passwords(users: Iterable[str], env: Mapping[str, str], placeholders: bool)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from shared.config import Config
-
-    parser = argparse.ArgumentParser(prog="python -m shared.broker_permissions",
+    parser = argparse.ArgumentParser(prog="python -m ops.broker_permissions",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("action", choices=["show", "definitions", "apply"],
                         help="show: every user's permissions as JSON; definitions: a RabbitMQ "
