@@ -17,14 +17,13 @@ import json
 import logging
 import uuid
 from datetime import datetime, timezone
-from decimal import Decimal
 from typing import Any, Iterable
 
 from pymongo import ASCENDING, DESCENDING
 from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
 
-from services.customer_sync.normalise import minor_digits
+from shared import money
 from shared.events import Event
 from shared.outbox import OUTBOX_FIELD, push_events
 
@@ -73,14 +72,11 @@ def _millis(value: datetime) -> datetime:
     return value.replace(microsecond=value.microsecond // 1000 * 1000)
 
 
-def money_text(money: Any) -> str:
+def money_text(amount: Any) -> str:
     """{"amount": 4990, "currency": "EUR"} as "49.90 EUR"."""
-    if not isinstance(money, dict):
+    if not isinstance(amount, dict):
         return ""
-    currency = str(money.get("currency") or "")
-    digits = minor_digits(currency) if currency else 2
-    amount = Decimal(int(money.get("amount") or 0)).scaleb(-digits)
-    return f"{amount:.{digits}f} {currency}".strip()
+    return money.money_text(int(amount.get("amount") or 0), str(amount.get("currency") or ""))
 
 
 # -- entries for the events customer_sync publishes ------------------------------------------

@@ -7,7 +7,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Iterable
 from urllib.parse import urlencode
 
-from services.loyalty.programme import minor_per_unit  # one table of currency exponents
+from shared.money import exponent, minor_per_unit, money_text
 
 # Quick filters: each one the list's API filter it stands for. "wholesale" is the customer
 # group of that slug: groups are where B2B terms (discount, payment terms) live, and the API
@@ -52,11 +52,7 @@ def money(amount: Any, currency: str | None = None) -> str:
         amount, currency = amount.get("amount"), amount.get("currency")
         if amount is None:
             return "–"
-    per_unit = minor_per_unit(currency or "")
-    places = len(str(per_unit)) - 1
-    value = Decimal(int(amount)) / per_unit
-    text = f"{value:,.{places}f}"
-    return f"{text} {currency}" if currency else text
+    return money_text(amount, currency, grouped=True)
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -107,8 +103,7 @@ MAX_AMOUNT_UNITS = 10 ** 9  # a billion in any currency: no shop's coupon or cre
 def to_minor_units(text: str, currency: str | None = None) -> int:
     """'12.50' -> 1250 in the currency's minor units (two decimals when it is not given);
     refuses negatives, more decimals than the currency has, and non-numbers."""
-    per_unit = minor_per_unit(currency or "")
-    places = len(str(per_unit)) - 1
+    per_unit, places = minor_per_unit(currency), exponent(currency)
     try:
         value = Decimal(text.strip().replace(",", ""))
     except InvalidOperation:
