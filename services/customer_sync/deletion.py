@@ -27,7 +27,7 @@ from typing import Any, Callable
 from services.customer_sync.anonymise import KEPT_CUSTOMER_FIELDS
 from services.customer_sync.changes import CANCELLED_STATUSES, PlannedEvent
 from services.customer_sync.erasure import CustomerErasure
-from services.customer_sync.repository import CustomerSyncStorage, Store, utcnow
+from services.customer_sync.repository import CustomerSyncStorage, Store
 from services.customer_sync.schemas import require_text
 from services.customer_sync.staff import customer_ids_arg
 from services.customer_sync.sync import CustomerSync
@@ -35,6 +35,7 @@ from services.customer_sync.timeline import TIMELINE_FIELD, entry_id, make_entry
 from services.customer_sync.woo_client import WooApiError, WooClient, WooUnavailable
 from shared.errors import NotFound, ValidationError
 from shared.outbox import OUTBOX_FIELD
+from shared.times import utcnow
 
 log = logging.getLogger(__name__)
 

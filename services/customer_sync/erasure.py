@@ -34,12 +34,13 @@ from services.customer_sync.anonymise import (
     redact_payload,
 )
 from services.customer_sync.normalise import parse_body
-from services.customer_sync.repository import CustomerSyncStorage, aware, utcnow
+from services.customer_sync.repository import CustomerSyncStorage, aware
 from services.customer_sync.tombstones import EMAIL, tombstone_values
 from shared.erasure import DropParked, confirm_erasure
 from shared.personal_data import Owners, named_customers
 from shared.events import Event
 from shared.outbox import OUTBOX_FIELD, push_events
+from shared.times import utcnow
 
 log = logging.getLogger(__name__)
 

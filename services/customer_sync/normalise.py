@@ -11,12 +11,13 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from decimal import Decimal, DecimalException
 from typing import Any
 
 from shared import money
 from shared.email_addresses import single_address
+from shared.times import parse_utc
 
 ADDRESS_FIELDS = ("first_name", "last_name", "company", "address_1", "address_2", "city",
                   "state", "postcode", "country", "email", "phone")
@@ -89,10 +90,7 @@ def parse_gmt(value: Any, field_name: str = "date") -> datetime | None:
         raise NormalisationError(f"{field_name} is not a date string: {_short(value)}",
                                  field_name)
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        if parsed.tzinfo is None:
-            return parsed.replace(tzinfo=timezone.utc)
-        return parsed.astimezone(timezone.utc)
+        return parse_utc(value)
     except (ValueError, OverflowError):  # OverflowError: year 1 or 9999 moved past the range
         raise NormalisationError(f"{field_name} is not an ISO-8601 date: {_short(value)}",
                                  field_name) from None

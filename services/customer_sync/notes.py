@@ -8,7 +8,6 @@ erasure deletes them outright (erasure.py).
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from marshmallow import RAISE, Schema, fields, validate, validates, ValidationError as MarshmallowError
@@ -20,6 +19,7 @@ from services.customer_sync.timeline import TIMELINE_FIELD, TimelineOwing, entry
 from shared.errors import Conflict, NotFound, ValidationError
 from shared.outbox import OUTBOX_FIELD
 from shared.versioned import VersionedRepository
+from shared.times import iso, utcnow_ms
 
 if TYPE_CHECKING:
     from services.customer_sync.repository import CustomerSyncStorage
@@ -27,18 +27,6 @@ if TYPE_CHECKING:
 CATEGORIES = ("general", "follow-up", "complaint", "feedback", "meeting", "phone-call", "internal")
 MAX_TEXT = 10_000
 _MAX_RETRIES = 10
-
-
-def _utcnow() -> datetime:
-    """Now, to the millisecond MongoDB keeps (an answer shows what a later read shows)."""
-    now = datetime.now(timezone.utc)
-    return now.replace(microsecond=now.microsecond // 1000 * 1000)
-
-
-def _iso(value: Any) -> str | None:
-    if isinstance(value, datetime):
-        return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).isoformat()
-    return value
 
 
 class _Text(fields.String):
@@ -91,7 +79,7 @@ class NoteRepository(TimelineOwing, VersionedRepository):
 def note_view(doc: dict) -> dict:
     return {"note_id": doc["_id"], "customer_id": doc["customer_id"],
             "category": doc["category"], "text": doc["text"], "author": doc["author"],
-            "created_at": _iso(doc["created_at"]), "updated_at": _iso(doc["updated_at"])}
+            "created_at": iso(doc["created_at"]), "updated_at": iso(doc["updated_at"])}
 
 
 def known_customer(storage: "CustomerSyncStorage", store_id: str, customer_id: Any) -> dict:
@@ -104,7 +92,7 @@ def known_customer(storage: "CustomerSyncStorage", store_id: str, customer_id: A
 
 
 class Notes:
-    def __init__(self, storage: "CustomerSyncStorage", clock=_utcnow) -> None:
+    def __init__(self, storage: "CustomerSyncStorage", clock=utcnow_ms) -> None:
         self.storage = storage
         self.clock = clock
 

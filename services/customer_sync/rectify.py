@@ -20,12 +20,13 @@ from pymongo.errors import DuplicateKeyError
 from services.customer_sync import changes
 from services.customer_sync.normalise import email_key, normalise_customer
 from services.customer_sync.queries import customer_view
-from services.customer_sync.repository import CustomerSyncStorage, Store, utcnow
+from services.customer_sync.repository import CustomerSyncStorage, Store
 from services.customer_sync.sync import ApplyResult, CustomerSync, customer_event_data
 from services.customer_sync.woo_client import WooApiError, WooClient, WooUnavailable
 from services.customer_sync.schemas import one_address
 from services.customer_sync.timeline import TIMELINE_FIELD, entry_id, make_entry
 from shared.errors import Conflict, NotFound, Unavailable, ValidationError
+from shared.times import utcnow
 
 log = logging.getLogger(__name__)
 

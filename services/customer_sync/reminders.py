@@ -20,6 +20,7 @@ from shared.errors import Conflict, NotFound, ValidationError
 from shared.events.fields import UtcDateTime
 from shared.outbox import OUTBOX_FIELD
 from shared.versioned import VersionedRepository
+from shared.times import utcnow_ms
 
 if TYPE_CHECKING:
     from services.customer_sync.repository import CustomerSyncStorage
@@ -28,12 +29,6 @@ STATUSES = ("open", "done")
 MAX_TEXT = 2000
 MAX_LISTED = 1000
 _MAX_RETRIES = 10
-
-
-def _utcnow() -> datetime:
-    """Now, to the millisecond MongoDB keeps (an answer shows what a later read shows)."""
-    now = datetime.now(timezone.utc)
-    return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -101,7 +96,7 @@ def reminder_view(doc: dict) -> dict:
 
 
 class Reminders:
-    def __init__(self, storage: "CustomerSyncStorage", clock=_utcnow) -> None:
+    def __init__(self, storage: "CustomerSyncStorage", clock=utcnow_ms) -> None:
         self.storage = storage
         self.clock = clock
 

@@ -29,10 +29,7 @@ from services.customer_sync.tombstones import TombstoneKeys, TombstoneRepository
 from shared.erasure import ErasureReceipts
 from shared.outbox import OUTBOX_FIELD
 from shared.versioned import VersionedRepository
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+from shared.times import utcnow
 
 
 def new_customer_id() -> str:

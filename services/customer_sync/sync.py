@@ -36,8 +36,8 @@ from services.customer_sync.repository import (
     CustomerSyncStorage,
     aware,
     new_customer_id,
-    utcnow,
 )
+from shared.times import utcnow
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import base64
 import json
 import logging
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Iterable
 
 from pymongo import ASCENDING, DESCENDING
@@ -26,6 +26,7 @@ from pymongo.errors import DuplicateKeyError
 from shared import money
 from shared.events import Event
 from shared.outbox import OUTBOX_FIELD, push_events
+from shared.times import as_utc, to_millis, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -43,33 +44,12 @@ def entry_id(*parts: object) -> str:
     return str(uuid.uuid5(_NAMESPACE, ":".join(map(str, parts))))
 
 
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def _time(value: Any) -> datetime | None:
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-    if isinstance(value, str) and value:
-        try:
-            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
-    return None
-
-
 def make_entry(entry_id_: str, customer_id: str, kind: str, summary: str, actor: str,
                details: dict | None = None, at: datetime | None = None) -> dict:
     """One timeline entry as it is owed on a document and stored."""
     return {"entry_id": entry_id_, "customer_id": customer_id, "kind": kind,
             "summary": summary, "actor": actor or SYSTEM, "details": dict(details or {}),
-            "at": _millis(at or _now())}
-
-
-def _millis(value: datetime) -> datetime:
-    """MongoDB keeps milliseconds: an entry's time is what a cursor reads back."""
-    return value.replace(microsecond=value.microsecond // 1000 * 1000)
+            "at": to_millis(at or utcnow())}
 
 
 def money_text(amount: Any) -> str:
@@ -90,12 +70,12 @@ def entry_for_event(event: Event, actor: str | None = None) -> dict | None:
     if actor is None and str(event.correlation_id or "").startswith(STAFF_CORRELATION_PREFIXES):
         return None
     who = actor or SHOP
-    kind, at = event.event_type, _time(event.occurred_at)
+    kind, at = event.event_type, as_utc(event.occurred_at)
     details: dict = {}
     if kind == "customer.created":
         summary = ("Customer account created in the shop" if data.get("registered")
                    else "Customer first seen (guest)")
-        at = _time(data.get("date_created")) or at
+        at = as_utc(data.get("date_created")) or at
         details = {"registered": bool(data.get("registered"))}
     elif kind == "customer.updated":
         changed = list(data.get("changed_fields") or [])
@@ -112,7 +92,7 @@ def entry_for_event(event: Event, actor: str | None = None) -> dict | None:
                    "status": data.get("status"), "total": data.get("total")}
         if kind == "order.placed":
             summary = f"Order #{number} placed ({money_text(data.get('total'))})"
-            at = _time(data.get("date_created")) or at
+            at = as_utc(data.get("date_created")) or at
         elif kind == "order.refunded":
             summary = f"Order #{number} refunded {money_text(data.get('refund_delta'))}"
             details["refund_delta"] = data.get("refund_delta")
@@ -256,7 +236,7 @@ class TimelineProjector:
 
 # -- reading ----------------------------------------------------------------------------------
 def entry_view(doc: dict) -> dict:
-    at = _time(doc.get("at"))
+    at = as_utc(doc.get("at"))
     return {"entry_id": doc["_id"], "at": at.isoformat() if at else None, "kind": doc["kind"],
             "summary": doc["summary"], "actor": doc["actor"], "details": doc.get("details") or {}}
 
@@ -268,7 +248,7 @@ def _encode(at: datetime, last_id: str) -> str:
 
 def _decode(cursor: str) -> tuple[datetime, str]:
     at, last_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-    parsed = _time(at)
+    parsed = as_utc(at)
     if parsed is None or not isinstance(last_id, str):
         raise ValueError("not a timeline cursor")
     # mongomock and MongoDB hand times back without microseconds below a millisecond.
@@ -293,7 +273,7 @@ def timeline_page(storage: Any, store_id: str, customer_id: str, page: dict | No
     docs = storage.timeline.page(store_id, customer["_id"], after, paging["size"] + 1)
     more = len(docs) > paging["size"]
     docs = docs[: paging["size"]]
-    next_cursor = _encode(_time(docs[-1]["at"]), docs[-1]["_id"]) if more and docs else None
+    next_cursor = _encode(as_utc(docs[-1]["at"]), docs[-1]["_id"]) if more and docs else None
     return {"items": [entry_view(d) for d in docs], "next_cursor": next_cursor}
 
 
@@ -317,7 +297,7 @@ def entry_for_foreign_event(event: Event) -> dict | None:
     can be a staff member's words about the person)."""
     data = event.data
     kind = event.event_type
-    at = _time(event.occurred_at)
+    at = as_utc(event.occurred_at)
     if kind in ("customer.tagged", "customer.untagged"):
         verb = "Tagged" if kind == "customer.tagged" else "Tag removed:"
         summary = f"{verb} {data['tag']} ({data.get('source')})"

@@ -18,11 +18,12 @@ from typing import Callable
 
 from services.loyalty import ledger as lg
 from services.loyalty.programme import DEFAULT_PROGRAMME, Programme, load_programme
-from services.loyalty.repository import LoyaltyStorage, utcnow
+from services.loyalty.repository import LoyaltyStorage
 from shared.coupons import new_coupon_code
 from shared.errors import Conflict, NotFound, ValidationError
 from shared.events import Event, build_event
 from shared.events.facts import fact_time
+from shared.times import utcnow
 
 log = logging.getLogger(__name__)
 

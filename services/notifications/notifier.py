@@ -23,12 +23,13 @@ from services.notifications.policy import StoreSettings, load_settings, too_old_
 from services.notifications.subscriptions import (CONFIRMATION_TEMPLATE, CONFIRMED_SOURCES,
                                                   EMAIL_MARKETING, Subscriptions)
 from services.notifications.repository import (ACTIVE, DELETED, ERASED, NotificationsStorage,
-                                               phone_key, utcnow)
+                                               phone_key)
 from shared.errors import NotFound, ValidationError
 from shared.events import Event, build_event
 from shared.events.facts import fact_time
 from shared.money import money_text
 from shared.outbox import push_events
+from shared.times import utcnow
 
 log = logging.getLogger(__name__)
 

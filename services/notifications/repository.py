@@ -22,12 +22,9 @@ from services.notifications.suppression import SuppressionRepository
 from shared.coupon_withdrawals import CouponWithdrawals
 from shared.erasure import ErasureReceipts
 from shared.errors import ValidationError
+from shared.times import utcnow
 
 ACTIVE, DELETED, ERASED = "active", "deleted", "erased"
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def phone_key(phone: str | None) -> str | None:

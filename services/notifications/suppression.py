@@ -44,10 +44,6 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _ENHANCED = re.compile(r"\b5\d\d[ -]5\.(\d{1,3})\.(\d{1,3})\b")  # "550 5.1.1", after the code
 
 
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
 def normalised(channel: str, address: str) -> str:
     """The form an address is suppressed under: an email lower-cased (mail systems treat the
     case of addresses as one, and erring towards not sending is the safe side), a number as

@@ -26,7 +26,8 @@ from services.segmentation import directory
 from services.segmentation import fact_times
 from services.segmentation import rules as rule_engine
 from services.segmentation import stats as st
-from services.segmentation.repository import ACTIVE, SegmentationStorage, utcnow
+from services.segmentation.repository import ACTIVE, SegmentationStorage
+from shared.times import utcnow
 
 log = logging.getLogger(__name__)
 

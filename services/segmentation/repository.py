@@ -6,22 +6,17 @@ the facts, the recomputed stats, segment, tags and groups, and the events they o
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
 from pymongo import ASCENDING
 from pymongo.collection import Collection
 from pymongo.database import Database
 
 from services.segmentation.directory import ensure_indexes as directory_indexes
 from shared.erasure import ErasureReceipts
+from shared.times import utcnow
 from shared.versioned import VersionedRepository
 
 
 ACTIVE = "active"  # the other profile states are named in profiles.py
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 class ProfileRepository(VersionedRepository):

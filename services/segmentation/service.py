@@ -13,7 +13,7 @@ from nameko.rpc import RpcProxy, rpc
 from services.segmentation import thresholds
 from services.segmentation.erasure import handle_erasure_requested
 from services.segmentation.profiles import ERASED, Profiles
-from services.segmentation.repository import SegmentationStorage, utcnow
+from services.segmentation.repository import SegmentationStorage
 from services.segmentation.saved_segments import SavedSegments
 from services.segmentation.tag_catalogue import TagCatalogue, description_text, tag_slug
 from shared.config import from_nameko
@@ -24,6 +24,7 @@ from shared.errors import EXPECTED_ERRORS, Conflict, NotFound, ValidationError
 from shared.messaging.handlers import event_handler
 from shared.mongo import MongoStorage
 from shared.service_rpc import DataOwnerRpc
+from shared.times import utcnow
 
 log = logging.getLogger(__name__)
 

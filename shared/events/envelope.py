@@ -10,6 +10,7 @@ from marshmallow import ValidationError, fields, validate
 
 from shared.events.fastload import SchemaLoader
 from shared.events.fields import BaseSchema, UtcTime
+from shared.times import utcnow
 
 
 class InvalidEvent(ValueError):
@@ -66,10 +67,6 @@ class Event:
             "causation_id": self.causation_id,
             "data": self.raw_data,
         }
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def build_event(

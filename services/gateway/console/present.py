@@ -8,6 +8,7 @@ from typing import Any, Iterable
 from urllib.parse import urlencode
 
 from shared.money import exponent, minor_per_unit, money_text
+from shared.times import as_utc
 
 # Quick filters: each one the list's API filter it stands for. "wholesale" is the customer
 # group of that slug: groups are where B2B terms (discount, payment terms) live, and the API
@@ -55,26 +56,13 @@ def money(amount: Any, currency: str | None = None) -> str:
     return money_text(amount, currency, grouped=True)
 
 
-def parse_time(value: Any) -> datetime | None:
-    if not value:
-        return None
-    if isinstance(value, datetime):
-        moment = value
-    else:
-        try:
-            moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-        except ValueError:
-            return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-
-
 def day(value: Any) -> str:
-    moment = parse_time(value)
+    moment = as_utc(value)
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%d") if moment else "–"
 
 
 def moment(value: Any) -> str:
-    when = parse_time(value)
+    when = as_utc(value)
     return when.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if when else "–"
 
 
@@ -83,7 +71,7 @@ def orders_per_month(stats: dict | None, now: datetime) -> float | None:
     a month old counts as one month (two orders last week is 2.0, not 8.7). None before any."""
     stats = stats or {}
     count = int(stats.get("orders_count") or 0)
-    first = parse_time(stats.get("first_order_at"))
+    first = as_utc(stats.get("first_order_at"))
     if not count or first is None:
         return None
     days = Decimal(max(0.0, (now - first).total_seconds()) / 86400)
