@@ -6,9 +6,7 @@ checks (optimistic concurrency), and the events a change owes travel in the same
 """
 from __future__ import annotations
 
-import base64
 import hashlib
-import json
 import re
 import time
 import uuid
@@ -470,14 +468,3 @@ class CustomerSyncStorage:
         # API keys: a revocation's event (every gateway instance drops the key at once).
         return [self.customers.collection, self.orders.collection, self.erasures.collection,
                 self.api_keys.collection]
-
-
-def encode_cursor(values: tuple) -> str:
-    return base64.urlsafe_b64encode(json.dumps(values, default=str).encode()).decode()
-
-
-def decode_cursor(cursor: str) -> list:
-    try:
-        return json.loads(base64.urlsafe_b64decode(cursor.encode()))
-    except (ValueError, TypeError):
-        raise ValueError("the cursor is not one this service issued") from None

@@ -12,8 +12,6 @@ names fields, order numbers and amounts; the actor is the staff member or "shop"
 """
 from __future__ import annotations
 
-import base64
-import json
 import logging
 import uuid
 from datetime import datetime
@@ -26,6 +24,7 @@ from pymongo.errors import DuplicateKeyError
 from shared import money
 from shared.events import Event
 from shared.outbox import OUTBOX_FIELD, push_events
+from shared.paging import decode_cursor, encode_cursor
 from shared.times import as_utc, to_millis, utcnow
 
 log = logging.getLogger(__name__)
@@ -242,12 +241,11 @@ def entry_view(doc: dict) -> dict:
 
 
 def _encode(at: datetime, last_id: str) -> str:
-    raw = json.dumps([at.isoformat(), last_id]).encode()
-    return base64.urlsafe_b64encode(raw).decode()
+    return encode_cursor([at.isoformat(), last_id])
 
 
 def _decode(cursor: str) -> tuple[datetime, str]:
-    at, last_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+    at, last_id = decode_cursor(cursor)
     parsed = as_utc(at)
     if parsed is None or not isinstance(last_id, str):
         raise ValueError("not a timeline cursor")

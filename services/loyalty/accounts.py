@@ -24,6 +24,7 @@ from shared.errors import Conflict, NotFound, ValidationError
 from shared.events import Event, build_event
 from shared.events.facts import fact_time
 from shared.times import utcnow
+from shared.paging import page_size
 
 log = logging.getLogger(__name__)
 
@@ -354,9 +355,7 @@ class Accounts:
 
     def history(self, store_id: str, customer_id: str, page: dict | None) -> dict:
         page = page or {}
-        size = page.get("size", 50)
-        if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 500:
-            raise ValidationError("page.size must be 1-500", {"fields": {"page.size": ["range"]}})
+        size = page_size(page, default=50)
         cursor = page.get("cursor")
         if cursor is not None and (isinstance(cursor, bool) or not isinstance(cursor, int)):
             raise ValidationError("page.cursor must be the next_cursor of a previous page",

@@ -40,6 +40,7 @@ from shared.timers import ConfiguredTimer
 from shared.tls import amqp_ssl_options
 from shared.web import http
 from shared.times import utcnow
+from shared.paging import page_size
 
 log = logging.getLogger(__name__)
 SEND_FILTERS = ("channel", "status", "template", "customer_id", "workflow_id", "held_reason")
@@ -606,9 +607,7 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
         if bad:
             raise ValidationError(f"filters {', '.join(bad)}: unknown or not a string",
                                   {"fields": {f"filters.{k}": ["invalid"] for k in bad}})
-        size = page.get("size", 50)
-        if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 500:
-            raise ValidationError("page.size must be 1-500", {"fields": {"page.size": ["range"]}})
+        size = page_size(page, default=50)
         cursor = page.get("cursor")
         if cursor is not None and not isinstance(cursor, str):
             raise ValidationError("page.cursor must be a string",

@@ -25,6 +25,7 @@ from shared.messaging.handlers import event_handler
 from shared.mongo import MongoStorage
 from shared.service_rpc import DataOwnerRpc
 from shared.times import utcnow
+from shared.paging import page_size
 
 log = logging.getLogger(__name__)
 
@@ -452,9 +453,7 @@ class SegmentationService(DataOwnerRpc):
         """Members of a built-in segment (vip, new, ...) or a saved one, a page at a time:
         page = {"size": 50, "cursor": null}; answers items and next_cursor."""
         page = page or {}
-        size = page.get("size", 50)
-        if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 500:
-            raise ValidationError("page.size must be 1-500", {"fields": {"page.size": ["range"]}})
+        size = page_size(page, default=50)
         definition = self._saved_segments().definition(store_id, segment_id)
         docs, next_cursor = Profiles(self.storage).members(store_id, definition,
                                                            page.get("cursor"), size)
