@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 CATEGORIES = ("general", "follow-up", "complaint", "feedback", "meeting", "phone-call", "internal")
 MAX_TEXT = 10_000
+# Fewer tries than shared.conflicts.CONFLICT_RETRIES: a staff member waits on the answer, and
+# a Conflict asks them to try again rather than spinning for a queue that retries later.
 _MAX_RETRIES = 10
 
 

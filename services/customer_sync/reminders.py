@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 STATUSES = ("open", "done")
 MAX_TEXT = 2000
 MAX_LISTED = 1000
+# Fewer tries than shared.conflicts.CONFLICT_RETRIES: a staff member waits on the answer, and
+# a Conflict asks them to try again rather than spinning for a queue that retries later.
 _MAX_RETRIES = 10
 
 
