@@ -188,6 +188,8 @@ def _names(names: Iterable[str]) -> list[str]:
 
 
 def grant(role: Role) -> Grant:
+    from shared.messaging.queues import PARKED_QUEUE_PATTERN, parked_queue
+
     if role.operator:
         # The CLI: any RPC (no topic permission means every routing key), and the parked
         # queues (`companion dlq`; replay publishes to a handler's queue by name).
@@ -195,8 +197,8 @@ def grant(role: Role) -> Grant:
         return Grant(role.user,
                      configure=_alternatives([re.escape(RPC_EXCHANGE), reply]),
                      write=_alternatives([re.escape(RPC_EXCHANGE), reply, r"amq\.default"]),
-                     read=_alternatives([re.escape(RPC_EXCHANGE), reply, r"[a-z_]+\.parked"]))
-    from shared.messaging.handlers import parked_queue, retry_exchange
+                     read=_alternatives([re.escape(RPC_EXCHANGE), reply, PARKED_QUEUE_PATTERN]))
+    from shared.messaging.handlers import retry_exchange
 
     name = role.user
     replies = rf"rpc\.reply-({re.escape(name)}|{STANDALONE_PROXY})-{UUID}"

@@ -204,7 +204,7 @@ class ParkedDepthCollector:
         from amqp.exceptions import NotFound
         from kombu import Connection
 
-        from shared.messaging.handlers import parked_queue
+        from shared.messaging.queues import parked_queue
 
         found: list[tuple[str, int]] = []
         try:

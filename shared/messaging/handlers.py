@@ -38,7 +38,7 @@ from shared.faults import HandlerFaults
 from shared.idempotency import Claim, ProcessedEvents
 from shared.logs import log_context
 from shared.messaging.publisher import ConfirmingPublisher, OutgoingMessage
-from shared.messaging.queues import queue_arguments, queue_type
+from shared.messaging.queues import parked_queue, queue_arguments, queue_type
 from shared.times import utcnow
 
 log = logging.getLogger(__name__)
@@ -54,10 +54,6 @@ PARK_ID_HEADER = "x-companion-park-id"
 _MAX_ERROR_CHARS = 2000
 _OUTAGE_PAUSE_SECONDS = 1.0  # before giving a message back while the database or broker is out
 _MAX_TRACEBACK_CHARS = 8000
-
-
-def parked_queue(service_name: str) -> str:
-    return f"{service_name}.parked"
 
 
 def retry_queue(queue: str, delay_ms: int) -> str:

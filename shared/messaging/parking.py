@@ -23,10 +23,10 @@ from shared.messaging.handlers import (
     PARKED_AT_HEADER,
     QUEUE_HEADER,
     TRACEBACK_HEADER,
-    parked_queue,
 )
 from shared.messaging.publisher import ConfirmingPublisher, OutgoingMessage
 from shared.times import utcnow
+from shared.messaging.queues import parked_queue
 
 REPLAYED_AT_HEADER = "x-companion-replayed-at"
 _FAILURE_HEADERS = {ATTEMPTS_HEADER, ERROR_HEADER, TRACEBACK_HEADER, PARKED_AT_HEADER, PARK_ID_HEADER}

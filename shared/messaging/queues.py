@@ -13,6 +13,7 @@ Per-process reply queues (`rpc.reply-...`) stay classic: they live as long as on
 """
 from __future__ import annotations
 
+import re
 from typing import Mapping
 
 from kombu import Queue
@@ -21,12 +22,26 @@ from nameko.events import EventHandler
 from nameko.rpc import RpcConsumer
 
 QUEUE_TYPES = ("classic", "quorum")
+# Where a service's handlers park what they gave up on: `<service>.parked`.
+PARKED_SUFFIX = ".parked"
+# Any service's parked queue, as a broker permission pattern (service names are [a-z_]+).
+PARKED_QUEUE_PATTERN = r"[a-z_]+" + re.escape(PARKED_SUFFIX)
 # RabbitMQ 4 gives quorum queues a delivery limit of 20 by default and then drops the message
 # (no dead-letter exchange here). Our handlers give a message back to its queue during a
 # database outage, once a second, and `companion dlq list` returns what it peeks at: both
 # count as deliveries. Failures are counted by our own retry header instead, so the broker's
 # limit is set far out of reach (about eleven days of one-second outage requeues).
 QUORUM_DELIVERY_LIMIT = 1_000_000
+
+
+def parked_queue(service_name: str) -> str:
+    """The queue a service's reliable handlers park messages in."""
+    return service_name + PARKED_SUFFIX
+
+
+def parked_service(queue_name: str) -> str | None:
+    """The service whose parked queue this is; None for any other queue."""
+    return queue_name[: -len(PARKED_SUFFIX)] if queue_name.endswith(PARKED_SUFFIX) else None
 
 
 def queue_type(config) -> str:

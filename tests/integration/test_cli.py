@@ -25,7 +25,7 @@ from services.runner import SERVICES
 from services.segmentation.service import SegmentationService
 from shared import mongo
 from shared.cli import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, main
-from shared.messaging.handlers import parked_queue
+from shared.messaging.queues import parked_queue
 from shared.messaging.publisher import ConfirmingPublisher, OutgoingMessage
 from tests.conftest import RABBIT_MANAGEMENT_URL
 from demo.shop import FakeWooShop
