@@ -84,7 +84,3 @@ class ProcessedEvents:
         """Give a claim back after a failure, so the retry can claim it."""
         self._collection.delete_one({"_id": self._key(handler, event_id), "done": False,
                                      "owner": token})
-
-    def is_done(self, handler: str, event_id: str) -> bool:
-        doc = self._collection.find_one({"_id": self._key(handler, event_id)}, {"done": 1})
-        return bool(doc and doc.get("done"))

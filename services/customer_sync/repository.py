@@ -220,20 +220,12 @@ class OrderRepository(TimelineOwing, VersionedRepository):
                                          {OUTBOX_FIELD: 0})
                     .sort([("date_created", DESCENDING), ("_id", ASCENDING)]).skip(skip).limit(size))
 
-    def count_for_customer(self, store_id: str, customer_id: str) -> int:
-        return self.collection.count_documents({"store_id": store_id, "customer_id": customer_id})
-
     def reassign(self, store_id: str, from_customer: str, to_customer: str) -> int:
         result = self.collection.update_many(
             {"store_id": store_id, "customer_id": from_customer},
             {"$set": {"customer_id": to_customer}, "$inc": {"version": 1}},
         )
         return result.modified_count
-
-    def latest_modified(self, store_id: str) -> datetime | None:
-        doc = self.collection.find_one({"store_id": store_id, "date_modified": {"$ne": None}},
-                                       {"date_modified": 1}, sort=[("date_modified", DESCENDING)])
-        return aware(doc["date_modified"]) if doc else None
 
 
 def delivery_correlation_id(key: str) -> str:

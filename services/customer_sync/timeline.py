@@ -276,11 +276,6 @@ def timeline_page(storage: Any, store_id: str, customer_id: str, page: dict | No
 
 
 # -- what other services did about the customer ---------------------------------------------------
-FOREIGN_EVENTS = (("segmentation", "customer.tagged"), ("segmentation", "customer.untagged"),
-                  ("segmentation", "customer.segment_changed"),
-                  ("loyalty", "loyalty.points_changed"), ("loyalty", "loyalty.reward_issued"),
-                  ("loyalty", "loyalty.reward_used"), ("loyalty", "loyalty.reward_returned"),
-                  ("loyalty", "loyalty.reward_expired"), ("notifications", "notification.sent"))
 _REWARD_VERBS = {"loyalty.reward_issued": "issued", "loyalty.reward_used": "used",
                  "loyalty.reward_returned": "returned", "loyalty.reward_expired": "expired"}
 

@@ -50,10 +50,6 @@ class ProfileRepository(VersionedRepository):
             {"store_id": store_id, "saved_segments": segment_id},
             {"$pull": {"saved_segments": segment_id}, "$inc": {"version": 1}}).modified_count
 
-    def for_store(self, store_id: str, batch_size: int = 1000):
-        return self.collection.find({"store_id": store_id, "status": ACTIVE},
-                                    {"outbox": 0}).batch_size(batch_size)
-
 
 class StoreSettingsRepository:
     """Per-store thresholds and the store-wide figures segments need (top-10% cutoff, RFM)."""
