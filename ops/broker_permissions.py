@@ -41,7 +41,7 @@ from typing import Iterable, Mapping
 from services.registry import load_all
 from shared.config import Config
 from shared.events import contract, contracts_from
-from shared.messaging.names import parked_queue, retry_exchange
+from shared.messaging.names import PARKED_QUEUE_PATTERN, parked_queue, retry_exchange
 from shared.messaging.publisher import events_exchange
 
 RPC_EXCHANGE = "nameko-rpc"
@@ -194,7 +194,7 @@ def grant(role: Role) -> Grant:
         return Grant(role.user,
                      configure=_alternatives([re.escape(RPC_EXCHANGE), reply]),
                      write=_alternatives([re.escape(RPC_EXCHANGE), reply, r"amq\.default"]),
-                     read=_alternatives([re.escape(RPC_EXCHANGE), reply, r"[a-z_]+\.parked"]))
+                     read=_alternatives([re.escape(RPC_EXCHANGE), reply, PARKED_QUEUE_PATTERN]))
     name = role.user
     replies = rf"rpc\.reply-({re.escape(name)}|{STANDALONE_PROXY})-{UUID}"
     own_rpc = [re.escape(f"rpc-{name}")] if role.rpc_methods else []

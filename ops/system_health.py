@@ -26,8 +26,8 @@ from typing import Iterable
 import requests
 
 from shared.config import Config
+from shared.messaging.names import parked_queue, parked_service
 
-PARKED_SUFFIX = ".parked"
 REPLY_QUEUE_PREFIX = "rpc.reply-"
 # A service's own problem lines are shown as they come, at most this many and this long.
 MAX_SERVICE_PROBLEMS, MAX_PROBLEM_LENGTH = 10, 500
@@ -111,8 +111,8 @@ def queue_counts(amqp_uri: str, queues: Iterable[str], timeout: float = 5.0
 def parked_counts(amqp_uri: str, services: Iterable[str], timeout: float = 5.0) -> dict[str, int]:
     """Messages in each service's parked queue, exactly (0 when the queue does not exist)."""
     names = list(services)
-    counts = queue_counts(amqp_uri, [n + PARKED_SUFFIX for n in names], timeout)
-    return {n: (counts[n + PARKED_SUFFIX] or (0, 0))[0] for n in names}
+    counts = queue_counts(amqp_uri, [parked_queue(n) for n in names], timeout)
+    return {n: (counts[parked_queue(n)] or (0, 0))[0] for n in names}
 
 
 def _ask_one(amqp_uri: str, service: str, timeout: float) -> dict:
@@ -171,8 +171,8 @@ def system_health(amqp_uri: str, services: Iterable[str], management: Management
         queues = None
         broker["error"] = f"{type(exc).__name__}: {exc}"
         problems.append(f"broker queues could not be read from {management.url}: {exc}")
-    extra_parked = sorted({q["name"][: -len(PARKED_SUFFIX)] for q in queues or []
-                           if q["name"].endswith(PARKED_SUFFIX)} - set(names))
+    extra_parked = sorted({parked_service(q["name"]) for q in queues or []
+                           if parked_service(q["name"])} - set(names))
     parked = parked_counts(amqp_uri, [*names, *extra_parked], timeout)
     rpc_queues = queue_counts(amqp_uri, [f"rpc-{name}" for name in names], timeout)
     answers = ask_services(amqp_uri, names, timeout)

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime, timezone
 from typing import Callable, Iterable
 
 from pymongo.collection import Collection
 
 from shared.events import Event, build_event
 from shared.outbox import push_events
+from shared.times import utcnow
 
 _NAMESPACE = uuid.UUID("5d1c8b0e-4f4e-4c5a-9e61-7f0f3b8f2d11")
 
@@ -45,7 +45,7 @@ class ErasureReceipts:
         self.collection.update_one(
             {"_id": key},
             {"$setOnInsert": {"store_id": store_id, "request_id": request_id, "counts": counts,
-                              "recorded_at": datetime.now(timezone.utc)},
+                              "recorded_at": utcnow()},
              "$push": push_events(events)},
             upsert=True)
         return key

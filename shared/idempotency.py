@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import enum
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta, timezone
 
 from pymongo import ASCENDING
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
+from shared.times import utcnow
 
 RETENTION_SECONDS = 90 * 24 * 3600
 
@@ -47,7 +48,7 @@ class ProcessedEvents:
         key = self._key(handler, event_id)
         token = uuid.uuid4().hex
         for _ in range(3):
-            now = datetime.now(timezone.utc)
+            now = utcnow()
             try:
                 self._collection.insert_one({"_id": key, "event_type": event_type, "done": False,
                                              "claimed_at": now, "owner": token})
@@ -75,7 +76,7 @@ class ProcessedEvents:
     def complete(self, handler: str, event_id: str, token: str) -> None:
         self._collection.update_one(
             {"_id": self._key(handler, event_id), "owner": token},
-            {"$set": {"done": True, "processed_at": datetime.now(timezone.utc)},
+            {"$set": {"done": True, "processed_at": utcnow()},
              "$unset": {"claimed_at": "", "owner": ""}},
         )
 
@@ -83,7 +84,3 @@ class ProcessedEvents:
         """Give a claim back after a failure, so the retry can claim it."""
         self._collection.delete_one({"_id": self._key(handler, event_id), "done": False,
                                      "owner": token})
-
-    def is_done(self, handler: str, event_id: str) -> bool:
-        doc = self._collection.find_one({"_id": self._key(handler, event_id)}, {"done": 1})
-        return bool(doc and doc.get("done"))

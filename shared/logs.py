@@ -17,8 +17,6 @@ from typing import Iterator
 
 _CONTEXT: contextvars.ContextVar[dict] = contextvars.ContextVar("log_context", default={})
 
-CONTEXT_FIELDS = ("service", "store_id", "event_id", "event_type", "correlation_id", "customer_id")
-
 # Keys whose values are replaced wherever they appear in a record's extra fields.
 _SECRET_KEY = re.compile(r"secret|signature|password|token|consumer_key|authorization", re.I)
 _REDACTED = "[redacted]"
@@ -119,14 +117,3 @@ def configure_logging(level: str = "INFO", stream=None, log_format: str = "json"
     # kombu and amqp are chatty at INFO about reconnects that we log ourselves.
     for noisy in ("amqp", "kombu", "urllib3"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
-
-
-def nameko_logging_config(level: str = "INFO") -> dict:
-    """A nameko LOGGING block that keeps existing loggers (else handler tracebacks vanish)."""
-    return {
-        "version": 1,
-        "disable_existing_loggers": False,
-        "formatters": {"json": {"()": "shared.logs.JsonFormatter"}},
-        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json"}},
-        "root": {"level": level.upper(), "handlers": ["stderr"]},
-    }

@@ -76,8 +76,6 @@ API_SECONDS = Histogram(
 NOTIFICATION_SENDS = Counter("companion_notification_sends_total",
                              "How attempts to send a message ended, per channel.",
                              ("channel", "outcome"))
-SEND_OUTCOMES = ("sent", "failed_transient", "failed_permanent", "unknown", "refused",
-                 "cancelled", "held")
 
 
 class LabelCache:

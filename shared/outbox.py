@@ -9,7 +9,6 @@ re-publish is deduplicated by consumers.
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
 from typing import Any, Iterable
 
 from pymongo import ASCENDING
@@ -18,6 +17,7 @@ from pymongo.collection import Collection
 from shared import metrics
 from shared.events import Event, contract
 from shared.messaging.publisher import ConfirmingPublisher, OutgoingMessage, events_exchange
+from shared.times import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def outbox_entry(event: Event) -> dict:
         "event_type": event.event_type,
         "exchange": events_exchange(contract(event.event_type, event.schema_version).source),
         "message": event.to_message(),
-        "created_at": datetime.now(timezone.utc),
+        "created_at": utcnow(),
     }
 
 

@@ -49,7 +49,6 @@ def amqp_ssl_options(config: Config) -> dict | None:
     return options
 
 
-_TLS_ON = {"true", "1", "yes"}
 _TLS_OFF = {"false", "0", "no"}
 
 

@@ -1,11 +1,10 @@
 """The services' HTTP entrypoint: nameko's `http`, on a server whose listen backlog a burst
 of webhooks does not overflow.
 
-nameko's WebServer listens with eventlet's default backlog of 50 pending connections. A shop
-(or the proxy in front of us) opening more than that at once has the surplus reset before a
-byte is read: measured with `make bench`, a 1,000/s burst from 256 connections lost 7
-webhooks that way, and WooCommerce does not retry. The backlog is `WEB_LISTEN_BACKLOG`
-(the kernel caps it at net.core.somaxconn).
+nameko's WebServer listens with eventlet's default backlog of 50 pending connections, and a
+burst beyond it is reset before a byte is read, which WooCommerce does not retry (figures in
+docs/benchmarks.md). The backlog is `WEB_LISTEN_BACKLOG` (the kernel caps it at
+net.core.somaxconn).
 
 Every http entrypoint of a service must come from here: nameko shares one server per
 container by class, and two classes would both bind the same address.

@@ -21,6 +21,7 @@ from pymongo.collection import Collection
 from shared.errors import NotFound, ValidationError
 from shared.events import build_event
 from shared.outbox import push_events
+from shared.times import iso, utcnow
 
 SCOPES = ("read", "write", "gdpr", "admin")
 KEY_PREFIX = "wcc"
@@ -36,21 +37,13 @@ def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def _iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value.isoformat()
-
-
 def key_view(doc: dict) -> dict:
     return {
         "key_id": doc["_id"], "store_id": doc["store_id"], "name": doc["name"],
         "scopes": list(doc["scopes"]), "rate_limit_per_minute": doc.get("rate_limit_per_minute"),
-        "created_at": _iso(doc.get("created_at")), "created_by": doc.get("created_by"),
-        "last_used_at": _iso(doc.get("last_used_at")),
-        "revoked_at": _iso(doc.get("revoked_at")), "revoked_by": doc.get("revoked_by"),
+        "created_at": iso(doc.get("created_at")), "created_by": doc.get("created_by"),
+        "last_used_at": iso(doc.get("last_used_at")),
+        "revoked_at": iso(doc.get("revoked_at")), "revoked_by": doc.get("revoked_by"),
     }
 
 
@@ -69,7 +62,7 @@ def validate_scopes(scopes) -> list[str]:
 
 class ApiKeys:
     def __init__(self, collection: Collection,
-                 now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
+                 now: Callable[[], datetime] = utcnow) -> None:
         self.collection = collection
         self.now = now
 

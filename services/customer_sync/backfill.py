@@ -18,10 +18,11 @@ from typing import Callable, Iterable
 from pymongo import ReturnDocument
 
 from services.customer_sync.normalise import NormalisationError
-from services.customer_sync.repository import CustomerSyncStorage, Store, aware, utcnow
+from services.customer_sync.repository import CustomerSyncStorage, Store, aware
 from services.customer_sync.sync import ApplyResult, CustomerSync
 from services.customer_sync.woo_client import WooApiError, WooClient
 from shared.errors import Conflict, NotFound
+from shared.times import utcnow
 
 log = logging.getLogger(__name__)
 

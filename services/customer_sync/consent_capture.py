@@ -22,11 +22,12 @@ from typing import Any, Callable, Iterable
 from marshmallow import RAISE, Schema, ValidationError as MarshmallowError, fields, validate, \
     validates
 
-from services.customer_sync.repository import CustomerSyncStorage, aware, utcnow
+from services.customer_sync.repository import CustomerSyncStorage, aware
 from services.customer_sync.schemas import load
 from shared.errors import NotFound, ValidationError
 from shared.events import Event, build_event
 from shared.events.consent_capture import CAPTURED_PURPOSES, EVIDENCE_MAX_LENGTH
+from shared.times import utcnow
 
 SCOPES = ("order", "customer")
 MAX_RULES = 20

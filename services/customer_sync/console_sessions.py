@@ -23,6 +23,7 @@ from pymongo.collection import Collection
 from services.customer_sync.api_keys import ApiKeys
 from shared.config import CONSOLE_SESSION_IDLE_MINUTES_MAX, CONSOLE_SESSION_MAX_HOURS_MAX
 from shared.errors import NotFound, ValidationError
+from shared.times import utcnow
 
 SESSION_PREFIX = "wcs"
 _TOKEN_PATTERN = re.compile(rf"^{SESSION_PREFIX}_([0-9a-f]{{32}})_([A-Za-z0-9_-]{{43}})$")
@@ -57,7 +58,7 @@ def _seconds(value: object, name: str, maximum: int) -> int:
 
 class ConsoleSessions:
     def __init__(self, collection: Collection, api_keys: ApiKeys,
-                 now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
+                 now: Callable[[], datetime] = utcnow) -> None:
         self.collection = collection
         self.api_keys = api_keys
         self.now = now

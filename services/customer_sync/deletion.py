@@ -27,7 +27,7 @@ from typing import Any, Callable
 from services.customer_sync.anonymise import KEPT_CUSTOMER_FIELDS
 from services.customer_sync.changes import CANCELLED_STATUSES, PlannedEvent
 from services.customer_sync.erasure import CustomerErasure
-from services.customer_sync.repository import CustomerSyncStorage, Store, utcnow
+from services.customer_sync.repository import CustomerSyncStorage, Store
 from services.customer_sync.schemas import require_text
 from services.customer_sync.staff import customer_ids_arg
 from services.customer_sync.sync import CustomerSync
@@ -35,6 +35,8 @@ from services.customer_sync.timeline import TIMELINE_FIELD, entry_id, make_entry
 from services.customer_sync.woo_client import WooApiError, WooClient, WooUnavailable
 from shared.errors import NotFound, ValidationError
 from shared.outbox import OUTBOX_FIELD
+from shared.times import utcnow
+from shared.conflicts import CONFLICT_RETRIES
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +47,6 @@ _KEPT_ORDER_FIELDS = frozenset({"_id", "store_id", "order_id", "number", "status
                                 "first_seen_at", OUTBOX_FIELD, TIMELINE_FIELD})
 _KEPT_DELETED_CUSTOMER = KEPT_CUSTOMER_FIELDS | {"woo_customer_id", "deleted_at", "deleted_by",
                                                  "account_status", OUTBOX_FIELD, TIMELINE_FIELD}
-_MAX_RETRIES = 20
 
 
 class DeletionFailed(Exception):
@@ -147,7 +148,7 @@ class CustomerDeletion:
         """Keep only the order's ids; a placed order owes order.cancelled (with the id a trash
         webhook would give it, so the webhook that follows adds nothing). True if events."""
         orders = self.storage.orders
-        for _ in range(_MAX_RETRIES):
+        for _ in range(CONFLICT_RETRIES):
             existing = orders.get(store_id, order["order_id"])
             if existing is None or existing.get("status") == DELETED:
                 return False
@@ -172,7 +173,7 @@ class CustomerDeletion:
     def _delete_customer_here(self, store_id: str, customer_id: str, mode: str, orders: int,
                               actor: str, correlation_id: str) -> bool:
         customers = self.storage.customers
-        for _ in range(_MAX_RETRIES):
+        for _ in range(CONFLICT_RETRIES):
             doc = customers.get(store_id, customer_id)
             if doc is None:
                 return False

@@ -34,12 +34,14 @@ from services.customer_sync.anonymise import (
     redact_payload,
 )
 from services.customer_sync.normalise import parse_body
-from services.customer_sync.repository import CustomerSyncStorage, aware, utcnow
+from services.customer_sync.repository import CustomerSyncStorage, aware
 from services.customer_sync.tombstones import EMAIL, tombstone_values
 from shared.erasure import DropParked, confirm_erasure
 from shared.personal_data import Owners, named_customers
 from shared.events import Event
 from shared.outbox import OUTBOX_FIELD, push_events
+from shared.times import utcnow
+from shared.conflicts import CONFLICT_RETRIES
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +50,6 @@ ERASED = "erased"
 # Who erased: a gdpr request, the shop's privacy eraser, or a record written while an erasure
 # ran (a race the writer notices right after its write).
 GDPR, SHOP, LATE = "gdpr", "shop", "late"
-_MAX_CONFLICT_RETRIES = 20
 
 # Events an erased customer record owes instead of the ones dropped (built from the record
 # as it was; the shop's erasure tells consumers the contact fields are gone).
@@ -197,7 +198,7 @@ class CustomerErasure:
         done = 0
         for doc in orders.find({"store_id": store_id, "customer_id": {"$in": customer_ids},
                                 "personal_data_erased": {"$ne": True}}, {OUTBOX_FIELD: 0}):
-            for _ in range(_MAX_CONFLICT_RETRIES):
+            for _ in range(CONFLICT_RETRIES):
                 result = orders.update_one(
                     {"_id": doc["_id"], "version": doc.get("version")},
                     {"$set": anonymised_order_fields(doc), "$inc": {"version": 1}})

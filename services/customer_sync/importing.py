@@ -40,7 +40,7 @@ from marshmallow import (EXCLUDE, Schema, ValidationError as MarshmallowError, f
 from services.customer_sync.consent_capture import captured_event
 from services.customer_sync.normalise import ADDRESS_FIELDS, email_key
 from services.customer_sync.rectify import Rectifier
-from services.customer_sync.repository import CustomerSyncStorage, Store, new_customer_id, utcnow
+from services.customer_sync.repository import CustomerSyncStorage, Store, new_customer_id
 from services.customer_sync.schemas import one_address, require_text
 from services.customer_sync.sync import CustomerSync, customer_event_data, stable_event_id
 from services.customer_sync.timeline import entry_id, make_entry
@@ -48,6 +48,7 @@ from services.customer_sync.tombstones import EMAIL, tombstone_digest
 from services.customer_sync.woo_client import WooClient
 from shared.errors import NotFound, ServiceError, ValidationError
 from shared.events.consent_capture import CAPTURED_PURPOSES, EVIDENCE_MAX_LENGTH
+from shared.times import utcnow
 
 MAX_ROWS = 10_000
 _CHUNK = 500

@@ -11,18 +11,13 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from decimal import ROUND_HALF_UP, Decimal, DecimalException
+from datetime import datetime
+from decimal import Decimal, DecimalException
 from typing import Any
 
+from shared import money
 from shared.email_addresses import single_address
-
-# ISO-4217 currencies whose minor unit is not 1/100.
-_MINOR_DIGITS = {
-    **dict.fromkeys(["BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF",
-                     "UGX", "UYI", "VND", "VUV", "XAF", "XOF", "XPF"], 0),
-    **dict.fromkeys(["BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"], 3),
-}
+from shared.times import parse_utc
 
 ADDRESS_FIELDS = ("first_name", "last_name", "company", "address_1", "address_2", "city",
                   "state", "postcode", "country", "email", "phone")
@@ -41,10 +36,6 @@ class NormalisationError(ValueError):
         self.field = field
 
 
-def minor_digits(currency: str) -> int:
-    return _MINOR_DIGITS.get(currency.upper(), 2)
-
-
 def to_minor(value: Any, currency: str, field_name: str = "amount",
              non_negative: bool = False) -> int:
     """'12.34' EUR -> 1234. Empty or missing means zero; half-up rounding past the minor unit.
@@ -60,15 +51,13 @@ def to_minor(value: Any, currency: str, field_name: str = "amount",
         if not amount.is_finite():
             raise NormalisationError(f"{field_name} is not a finite amount: {_short(value)}",
                                      field_name)
-        scaled = (amount * (Decimal(10) ** minor_digits(currency))).quantize(
-            Decimal(1), rounding=ROUND_HALF_UP
-        )
+        scaled = money.to_minor(amount, currency)
     except DecimalException:  # not a number, or too large to quantize ("1e999999")
         raise NormalisationError(f"{field_name} is not a decimal amount: {_short(value)}",
                                  field_name) from None
     if non_negative and scaled < 0:
         raise NormalisationError(f"{field_name} is negative: {_short(value)}", field_name)
-    return _bounded(int(scaled), field_name)
+    return _bounded(scaled, field_name)
 
 
 def _bounded(value: int, field_name: str) -> int:
@@ -101,10 +90,7 @@ def parse_gmt(value: Any, field_name: str = "date") -> datetime | None:
         raise NormalisationError(f"{field_name} is not a date string: {_short(value)}",
                                  field_name)
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        if parsed.tzinfo is None:
-            return parsed.replace(tzinfo=timezone.utc)
-        return parsed.astimezone(timezone.utc)
+        return parse_utc(value)
     except (ValueError, OverflowError):  # OverflowError: year 1 or 9999 moved past the range
         raise NormalisationError(f"{field_name} is not an ISO-8601 date: {_short(value)}",
                                  field_name) from None

@@ -8,12 +8,10 @@ erasure deletes them outright (erasure.py).
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
 from typing import Any, Protocol
 
-from marshmallow import RAISE, Schema, fields, validate, validates, ValidationError as MarshmallowError
+from marshmallow import RAISE, Schema, fields, validate, ValidationError as MarshmallowError
 from pymongo import ASCENDING, DESCENDING
-from pymongo.collection import Collection
 
 from services.customer_sync.schemas import load, require_text
 from services.customer_sync.timeline import (TIMELINE_FIELD, TimelineOwing, entry_id, known_customer,
@@ -21,22 +19,13 @@ from services.customer_sync.timeline import (TIMELINE_FIELD, TimelineOwing, entr
 from shared.errors import Conflict, NotFound, ValidationError
 from shared.outbox import OUTBOX_FIELD
 from shared.versioned import VersionedRepository
+from shared.times import iso, utcnow_ms
 
 CATEGORIES = ("general", "follow-up", "complaint", "feedback", "meeting", "phone-call", "internal")
 MAX_TEXT = 10_000
+# Fewer tries than shared.conflicts.CONFLICT_RETRIES: a staff member waits on the answer, and
+# a Conflict asks them to try again rather than spinning for a queue that retries later.
 _MAX_RETRIES = 10
-
-
-def _utcnow() -> datetime:
-    """Now, to the millisecond MongoDB keeps (an answer shows what a later read shows)."""
-    now = datetime.now(timezone.utc)
-    return now.replace(microsecond=now.microsecond // 1000 * 1000)
-
-
-def _iso(value: Any) -> str | None:
-    if isinstance(value, datetime):
-        return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).isoformat()
-    return value
 
 
 class _Text(fields.String):
@@ -89,7 +78,7 @@ class NoteRepository(TimelineOwing, VersionedRepository):
 def note_view(doc: dict) -> dict:
     return {"note_id": doc["_id"], "customer_id": doc["customer_id"],
             "category": doc["category"], "text": doc["text"], "author": doc["author"],
-            "created_at": _iso(doc["created_at"]), "updated_at": _iso(doc["updated_at"])}
+            "created_at": iso(doc["created_at"]), "updated_at": iso(doc["updated_at"])}
 
 
 class NoteStorage(Protocol):
@@ -100,7 +89,7 @@ class NoteStorage(Protocol):
 
 
 class Notes:
-    def __init__(self, storage: NoteStorage, clock=_utcnow) -> None:
+    def __init__(self, storage: NoteStorage, clock=utcnow_ms) -> None:
         self.storage = storage
         self.clock = clock
 

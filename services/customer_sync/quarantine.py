@@ -11,9 +11,10 @@ from datetime import datetime
 from typing import Any
 
 from services.customer_sync.inbox import delivery_payload
-from services.customer_sync.repository import CustomerSyncStorage, aware, decode_cursor, encode_cursor
+from services.customer_sync.repository import CustomerSyncStorage, aware
 from services.customer_sync.schemas import PageSchema, load, require_text
 from shared.errors import NotFound, ValidationError
+from shared.paging import decode_cursor, encode_cursor
 
 MAX_REPLAY = 1000  # deliveries released by one call; `--all` on more says how many are left
 MAX_IDS = 1000

@@ -9,8 +9,6 @@ from services.customer_sync.inbox import delivery_payload
 from services.customer_sync.repository import (
     CustomerSyncStorage,
     aware,
-    decode_cursor,
-    encode_cursor,
 )
 from services.customer_sync.schemas import (
     CustomerFiltersSchema,
@@ -25,6 +23,7 @@ from services.customer_sync.sync import order_event_data
 from services.customer_sync.timeline import entry_view
 from shared.customers import not_found, valid_customer_id, valid_customer_ids
 from shared.errors import NotFound, ValidationError
+from shared.paging import decode_cursor, encode_cursor
 
 _CUSTOMER_FIELDS = ("woo_customer_id", "registered", "status", "email", "first_name", "last_name",
                     "phone", "company", "billing", "shipping", "username", "role",

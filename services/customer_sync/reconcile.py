@@ -10,10 +10,11 @@ from datetime import datetime, timedelta
 from typing import Callable
 
 from services.customer_sync.backfill import Backfiller, ClientFactory, RunOptions, run_view
-from services.customer_sync.repository import CustomerSyncStorage, Store, aware, utcnow
+from services.customer_sync.repository import CustomerSyncStorage, Store, aware
 from services.customer_sync.webhooks import SUPPORTED_TOPICS
 from services.customer_sync.woo_client import WooApiError
 from shared.errors import Conflict
+from shared.times import utcnow
 
 log = logging.getLogger(__name__)
 

@@ -20,16 +20,17 @@ from pymongo.errors import DuplicateKeyError
 from services.customer_sync import changes
 from services.customer_sync.normalise import email_key, normalise_customer
 from services.customer_sync.queries import customer_view
-from services.customer_sync.repository import CustomerSyncStorage, Store, utcnow
+from services.customer_sync.repository import CustomerSyncStorage, Store
 from services.customer_sync.sync import ApplyResult, CustomerSync, customer_event_data
 from services.customer_sync.woo_client import WooApiError, WooClient, WooUnavailable
 from services.customer_sync.schemas import one_address
 from services.customer_sync.timeline import TIMELINE_FIELD, entry_id, make_entry
 from shared.errors import Conflict, NotFound, Unavailable, ValidationError
+from shared.times import utcnow
+from shared.conflicts import CONFLICT_RETRIES
 
 log = logging.getLogger(__name__)
 
-_MAX_CONFLICT_RETRIES = 20
 _PHONE = validate.Regexp(r"^\+?[0-9][0-9 ()./-]{2,31}$", error="is not a phone number")
 _COUNTRY = validate.Regexp(r"^[A-Za-z]{2}$", error="must be a two-letter ISO 3166 code")
 
@@ -199,7 +200,7 @@ class Rectifier:
 
     def _guest(self, store_id: str, doc: dict, correction: dict) -> ApplyResult:
         customers = self.storage.customers
-        for _ in range(_MAX_CONFLICT_RETRIES):
+        for _ in range(CONFLICT_RETRIES):
             updated = guest_fields(doc, correction)
             new_key = updated.get("email_key")
             if new_key and new_key != doc.get("email_key"):

@@ -11,27 +11,23 @@ from typing import Any, Protocol
 
 from marshmallow import RAISE, Schema, fields, validate
 from pymongo import ASCENDING
-from pymongo.collection import Collection
 
 from services.customer_sync.notes import _Text
 from services.customer_sync.schemas import load, require_text
 from services.customer_sync.timeline import (TIMELINE_FIELD, TimelineOwing, entry_id, known_customer,
                                              make_entry)
-from shared.errors import Conflict, NotFound, ValidationError
+from shared.errors import Conflict, NotFound
 from shared.events.fields import UtcDateTime
 from shared.outbox import OUTBOX_FIELD
 from shared.versioned import VersionedRepository
+from shared.times import utcnow_ms
 
 STATUSES = ("open", "done")
 MAX_TEXT = 2000
 MAX_LISTED = 1000
+# Fewer tries than shared.conflicts.CONFLICT_RETRIES: a staff member waits on the answer, and
+# a Conflict asks them to try again rather than spinning for a queue that retries later.
 _MAX_RETRIES = 10
-
-
-def _utcnow() -> datetime:
-    """Now, to the millisecond MongoDB keeps (an answer shows what a later read shows)."""
-    now = datetime.now(timezone.utc)
-    return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -106,7 +102,7 @@ class ReminderStorage(Protocol):
 
 
 class Reminders:
-    def __init__(self, storage: ReminderStorage, clock=_utcnow) -> None:
+    def __init__(self, storage: ReminderStorage, clock=utcnow_ms) -> None:
         self.storage = storage
         self.clock = clock
 

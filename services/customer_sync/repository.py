@@ -6,9 +6,7 @@ checks (optimistic concurrency), and the events a change owes travel in the same
 """
 from __future__ import annotations
 
-import base64
 import hashlib
-import json
 import re
 import time
 import uuid
@@ -29,10 +27,7 @@ from services.customer_sync.tombstones import TombstoneKeys, TombstoneRepository
 from shared.erasure import ErasureReceipts
 from shared.outbox import OUTBOX_FIELD
 from shared.versioned import VersionedRepository
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+from shared.times import utcnow
 
 
 def new_customer_id() -> str:
@@ -225,20 +220,12 @@ class OrderRepository(TimelineOwing, VersionedRepository):
                                          {OUTBOX_FIELD: 0})
                     .sort([("date_created", DESCENDING), ("_id", ASCENDING)]).skip(skip).limit(size))
 
-    def count_for_customer(self, store_id: str, customer_id: str) -> int:
-        return self.collection.count_documents({"store_id": store_id, "customer_id": customer_id})
-
     def reassign(self, store_id: str, from_customer: str, to_customer: str) -> int:
         result = self.collection.update_many(
             {"store_id": store_id, "customer_id": from_customer},
             {"$set": {"customer_id": to_customer}, "$inc": {"version": 1}},
         )
         return result.modified_count
-
-    def latest_modified(self, store_id: str) -> datetime | None:
-        doc = self.collection.find_one({"store_id": store_id, "date_modified": {"$ne": None}},
-                                       {"date_modified": 1}, sort=[("date_modified", DESCENDING)])
-        return aware(doc["date_modified"]) if doc else None
 
 
 def delivery_correlation_id(key: str) -> str:
@@ -473,14 +460,3 @@ class CustomerSyncStorage:
         # API keys: a revocation's event (every gateway instance drops the key at once).
         return [self.customers.collection, self.orders.collection, self.erasures.collection,
                 self.api_keys.collection]
-
-
-def encode_cursor(values: tuple) -> str:
-    return base64.urlsafe_b64encode(json.dumps(values, default=str).encode()).decode()
-
-
-def decode_cursor(cursor: str) -> list:
-    try:
-        return json.loads(base64.urlsafe_b64decode(cursor.encode()))
-    except (ValueError, TypeError):
-        raise ValueError("the cursor is not one this service issued") from None

@@ -13,7 +13,7 @@ from services.customer_sync.erasure import document_owners, handle_erasure_reque
 from services.customer_sync.erasure import shop_erasures as list_shop_erasures
 from services.customer_sync.queries import CustomerQueries
 from services.customer_sync.rectify import Rectifier
-from services.customer_sync.repository import CustomerSyncStorage, utcnow
+from services.customer_sync.repository import CustomerSyncStorage
 from services.customer_sync.stores import StoreAdmin
 from services.customer_sync.webhooks import WEBHOOK_HEADERS, WebhookAnswer, WebhookReceiver
 from services.customer_sync.webhook_setup import WebhookSetup
@@ -43,6 +43,7 @@ from shared.metrics import observe_webhook
 from shared.personal_data import Owners
 from shared.service_rpc import DataOwnerRpc, HealthRpc
 from shared.web import http
+from shared.times import parse_utc, utcnow
 
 
 def _storage(database, config: Config) -> CustomerSyncStorage:
@@ -443,24 +444,16 @@ class CustomerSyncService(HealthEndpoints, DataOwnerRpc):
 
 def _aware_time(value: object, name: str):
     """An ISO-8601 time as an aware UTC datetime (no offset means UTC)."""
-    from datetime import datetime, timezone
-
     try:
-        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-        return (parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None
-                else parsed.astimezone(timezone.utc))
+        return parse_utc(str(value))
     except (ValueError, OverflowError):  # OverflowError: year 1 or 9999 moved past the range
         raise ValidationError(f"{name} must be an ISO-8601 time", {"fields": {name: ["not a time"]}})
 
 
 def _iso_time(value: object, name: str) -> str:
     """An ISO-8601 time as the shop's API takes it (UTC, no offset needed)."""
-    from datetime import datetime, timezone
-
     try:
-        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-        if parsed.tzinfo is not None:
-            parsed = parsed.astimezone(timezone.utc).replace(tzinfo=None)
+        parsed = parse_utc(str(value)).replace(tzinfo=None)
     except (ValueError, OverflowError):  # OverflowError: year 1 or 9999 moved past the range
         raise ValidationError(f"{name} must be an ISO-8601 time", {"fields": {name: ["not a time"]}})
     return parsed.replace(microsecond=0).isoformat()

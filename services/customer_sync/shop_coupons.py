@@ -13,7 +13,6 @@ import logging
 from decimal import Decimal
 from typing import Callable
 
-from services.customer_sync.normalise import minor_digits
 from services.customer_sync.repository import CustomerSyncStorage, Store
 from services.customer_sync.woo_client import (
     CouponCodeTaken,
@@ -25,6 +24,7 @@ from services.customer_sync.woo_client import (
 )
 from shared.coupons import CouponSpec
 from shared.errors import NotFound, Refused, Unavailable, ValidationError
+from shared.money import to_units
 
 log = logging.getLogger(__name__)
 
@@ -115,9 +115,8 @@ def _request(spec: CouponSpec, email: str | None) -> CouponRequest:
     if spec.discount_type == "percent":
         amount = Decimal(spec.amount)
     else:
-        amount = Decimal(spec.amount).scaleb(-minor_digits(spec.currency))
-    minimum = (Decimal(spec.minimum_spend).scaleb(-minor_digits(spec.currency))
-               if spec.minimum_spend else None)
+        amount = to_units(spec.amount, spec.currency)
+    minimum = to_units(spec.minimum_spend, spec.currency) if spec.minimum_spend else None
     try:
         return CouponRequest(
             code=spec.code, amount=amount, currency=spec.currency,

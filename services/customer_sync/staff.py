@@ -23,9 +23,9 @@ from services.customer_sync.timeline import entry_id, make_entry
 from services.customer_sync.woo_client import WooClient
 from shared.events.customer_sync import ACCOUNT_STATUSES
 from shared.errors import ValidationError
+from shared.conflicts import CONFLICT_RETRIES
 
 MAX_IDS = 1000
-_MAX_RETRIES = 20
 
 
 def customer_ids_arg(value: Any) -> list[str]:
@@ -79,7 +79,7 @@ class AccountStatus:
     def _one(self, store_id: str, customer_id: str, status: str, actor: str,
              correlation_id: str) -> str:
         customers = self.storage.customers
-        for _ in range(_MAX_RETRIES):
+        for _ in range(CONFLICT_RETRIES):
             doc = customers.get(store_id, customer_id)
             if doc is None or doc.get("status") != "active":
                 return "not_found"  # deleted, erased or merged customers have no standing

@@ -36,17 +36,13 @@ from services.customer_sync.repository import (
     CustomerSyncStorage,
     aware,
     new_customer_id,
-    utcnow,
 )
+from shared.times import utcnow
+from shared.conflicts import attempts
 
 log = logging.getLogger(__name__)
 
 _EVENT_NAMESPACE = uuid.UUID("6f1c9a52-4b9e-4c55-9d8f-3c2e7f1a0b11")
-_MAX_CONFLICT_RETRIES = 20
-
-
-class ConcurrentChange(RuntimeError):
-    """The same document kept changing underneath; the delivery will be retried."""
 
 
 def stable_event_id(store_id: str, *parts: object) -> str:
@@ -205,7 +201,7 @@ class CustomerSync:
         )
 
     def apply_customer(self, store_id: str, snap: CustomerSnapshot, correlation_id: str) -> ApplyResult:
-        for _ in range(_MAX_CONFLICT_RETRIES):
+        for _ in attempts(f"customer {snap.woo_customer_id}"):
             if self.erasure.erased_customer_for(store_id, snap.woo_customer_id, snap.email,
                                                 created=snap.date_created,
                                                 modified=snap.date_modified) is not None:
@@ -228,7 +224,6 @@ class CustomerSync:
             result = self._update_registered(store_id, existing, snap, correlation_id)
             if result is not None:
                 return result
-        raise ConcurrentChange(f"customer {snap.woo_customer_id} kept changing")
 
     def _find_registered(self, store_id: str, woo_customer_id: int, email: str | None
                          ) -> tuple[dict | None, dict | None]:
@@ -442,7 +437,7 @@ class CustomerSync:
         customers = self.storage.customers
         if self.erasure.erased_customer_for(store_id, woo_customer_id) is not None:
             return ApplyResult("erased")  # nothing of theirs to mark, nor to bring back
-        for _ in range(_MAX_CONFLICT_RETRIES):
+        for _ in attempts(f"customer {woo_customer_id}"):
             existing = customers.by_woo_id(store_id, woo_customer_id)
             if existing is None:
                 # Deleted before we saw it: a placeholder keeps a late `created` from reviving it.
@@ -460,14 +455,13 @@ class CustomerSync:
             if customers.update(existing["_id"], existing["version"],
                                 {"status": "deleted", "deleted_at": self.clock()}, [event]):
                 return ApplyResult("deleted", ["customer.deleted"], [("customers", existing["_id"])])
-        raise ConcurrentChange(f"customer {woo_customer_id} kept changing")
 
     # -- the customer behind an order ----------------------------------------------------
     def _customer_for_order(self, store_id: str, snap: OrderSnapshot, correlation_id: str
                             ) -> tuple[str | None, ApplyResult]:
         customers = self.storage.customers
         result = ApplyResult("unchanged")
-        for _ in range(_MAX_CONFLICT_RETRIES):
+        for _ in attempts(f"the customer of order {snap.order_id}"):
             if snap.woo_customer_id is not None:
                 doc, guest = self._find_registered(store_id, snap.woo_customer_id,
                                                    snap.billing_email_key)
@@ -500,7 +494,6 @@ class CustomerSync:
                 continue
             result.merge(refreshed)
             return doc["_id"], result
-        raise ConcurrentChange(f"the customer of order {snap.order_id} kept changing")
 
     def _register_guest_from_order(self, store_id: str, guest: dict, snap: OrderSnapshot,
                                    correlation_id: str) -> ApplyResult | None:
@@ -590,7 +583,7 @@ class CustomerSync:
                     from_rest: bool = False) -> ApplyResult:
         orders = self.storage.orders
         key = orders.key(store_id, received.order_id)
-        for _ in range(_MAX_CONFLICT_RETRIES):
+        for _ in attempts(f"order {received.order_id}"):
             existing = orders.get(store_id, received.order_id)
             if existing is not None and existing.get("status") == "deleted":
                 # Staff deleted it at the shop and here (deletion.py): a late delivery of an
@@ -655,7 +648,6 @@ class CustomerSync:
                     result.merge(self._erasure_by_shop_orders(store_id, customer_id,
                                                               correlation_id))
                 return result
-        raise ConcurrentChange(f"order {received.order_id} kept changing")
 
     def _order_event(self, store_id: str, doc: dict, planned: PlannedEvent, correlation_id: str,
                      from_version: int) -> Event:
@@ -676,7 +668,7 @@ class CustomerSync:
         """`order.deleted` means trashed; its body is only the id."""
         orders = self.storage.orders
         key = orders.key(store_id, str(order_id))
-        for _ in range(_MAX_CONFLICT_RETRIES):
+        for _ in attempts(f"order {order_id}"):
             existing = orders.get(store_id, str(order_id))
             now = self.clock()
             if existing is None:
@@ -698,4 +690,3 @@ class CustomerSync:
             if orders.update(key, existing["version"], {"status": "trash", "trashed_at": now}, events):
                 return ApplyResult("deleted", [e.event_type for e in events],
                                    [("orders", key)] if events else [])
-        raise ConcurrentChange(f"order {order_id} kept changing")

@@ -12,23 +12,22 @@ names fields, order numbers and amounts; the actor is the staff member or "shop"
 """
 from __future__ import annotations
 
-import base64
-import json
 import logging
 import uuid
-from datetime import datetime, timezone
-from decimal import Decimal
+from datetime import datetime
 from typing import Any, Iterable
 
 from pymongo import ASCENDING, DESCENDING
 from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
 
-from services.customer_sync.normalise import minor_digits
 from services.customer_sync.schemas import PageSchema, load, require_text
+from shared import money
 from shared.errors import NotFound, ValidationError
 from shared.events import Event
 from shared.outbox import OUTBOX_FIELD, push_events
+from shared.paging import decode_cursor, encode_cursor
+from shared.times import as_utc, to_millis, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -46,43 +45,19 @@ def entry_id(*parts: object) -> str:
     return str(uuid.uuid5(_NAMESPACE, ":".join(map(str, parts))))
 
 
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def _time(value: Any) -> datetime | None:
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-    if isinstance(value, str) and value:
-        try:
-            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
-    return None
-
-
 def make_entry(entry_id_: str, customer_id: str, kind: str, summary: str, actor: str,
                details: dict | None = None, at: datetime | None = None) -> dict:
     """One timeline entry as it is owed on a document and stored."""
     return {"entry_id": entry_id_, "customer_id": customer_id, "kind": kind,
             "summary": summary, "actor": actor or SYSTEM, "details": dict(details or {}),
-            "at": _millis(at or _now())}
+            "at": to_millis(at or utcnow())}
 
 
-def _millis(value: datetime) -> datetime:
-    """MongoDB keeps milliseconds: an entry's time is what a cursor reads back."""
-    return value.replace(microsecond=value.microsecond // 1000 * 1000)
-
-
-def money_text(money: Any) -> str:
+def money_text(amount: Any) -> str:
     """{"amount": 4990, "currency": "EUR"} as "49.90 EUR"."""
-    if not isinstance(money, dict):
+    if not isinstance(amount, dict):
         return ""
-    currency = str(money.get("currency") or "")
-    digits = minor_digits(currency) if currency else 2
-    amount = Decimal(int(money.get("amount") or 0)).scaleb(-digits)
-    return f"{amount:.{digits}f} {currency}".strip()
+    return money.money_text(int(amount.get("amount") or 0), str(amount.get("currency") or ""))
 
 
 # -- entries for the events customer_sync publishes ------------------------------------------
@@ -96,12 +71,12 @@ def entry_for_event(event: Event, actor: str | None = None) -> dict | None:
     if actor is None and str(event.correlation_id or "").startswith(STAFF_CORRELATION_PREFIXES):
         return None
     who = actor or SHOP
-    kind, at = event.event_type, _time(event.occurred_at)
+    kind, at = event.event_type, as_utc(event.occurred_at)
     details: dict = {}
     if kind == "customer.created":
         summary = ("Customer account created in the shop" if data.get("registered")
                    else "Customer first seen (guest)")
-        at = _time(data.get("date_created")) or at
+        at = as_utc(data.get("date_created")) or at
         details = {"registered": bool(data.get("registered"))}
     elif kind == "customer.updated":
         changed = list(data.get("changed_fields") or [])
@@ -118,7 +93,7 @@ def entry_for_event(event: Event, actor: str | None = None) -> dict | None:
                    "status": data.get("status"), "total": data.get("total")}
         if kind == "order.placed":
             summary = f"Order #{number} placed ({money_text(data.get('total'))})"
-            at = _time(data.get("date_created")) or at
+            at = as_utc(data.get("date_created")) or at
         elif kind == "order.refunded":
             summary = f"Order #{number} refunded {money_text(data.get('refund_delta'))}"
             details["refund_delta"] = data.get("refund_delta")
@@ -262,19 +237,18 @@ class TimelineProjector:
 
 # -- reading ----------------------------------------------------------------------------------
 def entry_view(doc: dict) -> dict:
-    at = _time(doc.get("at"))
+    at = as_utc(doc.get("at"))
     return {"entry_id": doc["_id"], "at": at.isoformat() if at else None, "kind": doc["kind"],
             "summary": doc["summary"], "actor": doc["actor"], "details": doc.get("details") or {}}
 
 
 def _encode(at: datetime, last_id: str) -> str:
-    raw = json.dumps([at.isoformat(), last_id]).encode()
-    return base64.urlsafe_b64encode(raw).decode()
+    return encode_cursor([at.isoformat(), last_id])
 
 
 def _decode(cursor: str) -> tuple[datetime, str]:
-    at, last_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-    parsed = _time(at)
+    at, last_id = decode_cursor(cursor)
+    parsed = as_utc(at)
     if parsed is None or not isinstance(last_id, str):
         raise ValueError("not a timeline cursor")
     # mongomock and MongoDB hand times back without microseconds below a millisecond.
@@ -304,16 +278,11 @@ def timeline_page(storage: Any, store_id: str, customer_id: str, page: dict | No
     docs = storage.timeline.page(store_id, customer["_id"], after, paging["size"] + 1)
     more = len(docs) > paging["size"]
     docs = docs[: paging["size"]]
-    next_cursor = _encode(_time(docs[-1]["at"]), docs[-1]["_id"]) if more and docs else None
+    next_cursor = _encode(as_utc(docs[-1]["at"]), docs[-1]["_id"]) if more and docs else None
     return {"items": [entry_view(d) for d in docs], "next_cursor": next_cursor}
 
 
 # -- what other services did about the customer ---------------------------------------------------
-FOREIGN_EVENTS = (("segmentation", "customer.tagged"), ("segmentation", "customer.untagged"),
-                  ("segmentation", "customer.segment_changed"),
-                  ("loyalty", "loyalty.points_changed"), ("loyalty", "loyalty.reward_issued"),
-                  ("loyalty", "loyalty.reward_used"), ("loyalty", "loyalty.reward_returned"),
-                  ("loyalty", "loyalty.reward_expired"), ("notifications", "notification.sent"))
 _REWARD_VERBS = {"loyalty.reward_issued": "issued", "loyalty.reward_used": "used",
                  "loyalty.reward_returned": "returned", "loyalty.reward_expired": "expired"}
 
@@ -328,7 +297,7 @@ def entry_for_foreign_event(event: Event) -> dict | None:
     can be a staff member's words about the person)."""
     data = event.data
     kind = event.event_type
-    at = _time(event.occurred_at)
+    at = as_utc(event.occurred_at)
     if kind in ("customer.tagged", "customer.untagged"):
         verb = "Tagged" if kind == "customer.tagged" else "Tag removed:"
         summary = f"{verb} {data['tag']} ({data.get('source')})"

@@ -36,10 +36,10 @@ from typing import Any, Callable, Iterator, Mapping
 
 import requests
 
+from shared.money import exponent
 from services.customer_sync.normalise import (
     NormalisationError,
     email_key,
-    minor_digits,
     parse_gmt,
     resource_id,
 )
@@ -175,7 +175,7 @@ class CouponRequest:
 
     def payload(self) -> dict[str, Any]:
         """The JSON body of POST /coupons."""
-        places = 2 if self.discount_type == "percent" else minor_digits(self.currency)
+        places = 2 if self.discount_type == "percent" else exponent(self.currency)
         body: dict[str, Any] = {
             "code": self.code,
             "discount_type": self.discount_type,
@@ -190,7 +190,7 @@ class CouponRequest:
         if self.expires_at is not None:
             body["date_expires_gmt"] = self.expires_at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
         if self.minimum_spend is not None:
-            body["minimum_amount"] = _decimal_text(self.minimum_spend, minor_digits(self.currency))
+            body["minimum_amount"] = _decimal_text(self.minimum_spend, exponent(self.currency))
         return body
 
 
@@ -586,7 +586,7 @@ def _check_amount(name: str, value: Any, currency: str, percent: bool) -> None:
         raise ValueError(f"{name} must be a finite Decimal")
     if value < 0 or value > (Decimal(100) if percent else _MAX_AMOUNT):
         raise ValueError(f"{name} must be from 0 to {100 if percent else _MAX_AMOUNT}")
-    places = 2 if percent else minor_digits(currency)
+    places = 2 if percent else exponent(currency)
     if value != value.quantize(Decimal(1).scaleb(-places)):
         raise ValueError(f"{name} has more than {places} decimals")
 

@@ -19,7 +19,7 @@ from nameko.extensions import DependencyProvider
 from services.customer_sync.backfill import Backfiller, RunOptions
 from services.customer_sync.inbox import InboxProcessor
 from services.customer_sync.reconcile import Reconciler
-from services.customer_sync.repository import CustomerSyncStorage, Store, utcnow
+from services.customer_sync.repository import CustomerSyncStorage, Store
 from services.customer_sync.sync import ApplyResult, CustomerSync
 from services.customer_sync.timeline import TimelineProjector
 from services.customer_sync.woo_client import WooClient
@@ -28,6 +28,7 @@ from shared.errors import NotFound
 from shared.metrics import unwatch_quarantine, watch_quarantine
 from shared.dependencies import OutboxRelayProvider
 from shared.mongo import MongoStorage
+from shared.times import utcnow
 
 log = logging.getLogger(__name__)
 

@@ -173,9 +173,6 @@ NEW_API_KEY = obj({"name": {"type": "string", "minLength": 1, "maxLength": 100},
 
 DELETED = obj({"deleted": STRING}, description="the id of what was deleted")
 
-HEALTH = obj({"live": BOOLEAN, "service": STRING})
-READY = obj({"ready": BOOLEAN, "checks": {"type": "object"}})
-
 # -- webhook deliveries in quarantine (customer_sync) -------------------------------------------
 QUARANTINED_DELIVERY = obj(
     {"quarantine_id": STRING, "store_id": STRING, "topic": STRING,

@@ -18,11 +18,12 @@ DocumentRef = tuple[str, Any]
 from pymongo.errors import DuplicateKeyError
 
 from services.gdpr import requests as rq
-from services.gdpr.repository import GdprStorage, utcnow
+from services.gdpr.repository import GdprStorage
 from shared.customers import CustomerCheck, valid_customer_id
 from shared.errors import Conflict, NotFound, ValidationError
 from shared.events import Event, build_event
 from shared.events.notifications import CONSENT_PURPOSES, CONSENT_SOURCES
+from shared.times import iso, utcnow
 
 log = logging.getLogger(__name__)
 _NAMESPACE = uuid.UUID("e1d2c3b4-a596-4788-9f0a-1b2c3d4e5f60")
@@ -53,15 +54,12 @@ class DeskSettings:
 
 
 def _iso(value):
-    from datetime import timezone
-
-    if isinstance(value, datetime):
-        return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).isoformat()
+    """A stored document as JSON: its times, at any depth, as ISO-8601 text."""
     if isinstance(value, dict):
         return {k: _iso(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_iso(v) for v in value]
-    return value
+    return iso(value)
 
 
 def request_view(doc: dict, now: datetime) -> dict:

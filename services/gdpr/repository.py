@@ -3,7 +3,7 @@ consent records (per customer: the state of each purpose and its full history), 
 assembled exports."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 
 from pymongo import ASCENDING, ReturnDocument
 from pymongo.collection import Collection
@@ -12,10 +12,6 @@ from pymongo.errors import DuplicateKeyError
 
 from shared.events import Event
 from shared.outbox import push_events
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 class RequestRepository:

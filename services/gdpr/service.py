@@ -11,7 +11,7 @@ from nameko.standalone.rpc import ClusterRpcProxy
 
 from services.gdpr.consent_bulk import bulk_set_consent
 from services.gdpr.desk import Desk, DeskSettings
-from services.gdpr.repository import GdprStorage, utcnow
+from services.gdpr.repository import GdprStorage
 from shared.customers import CustomerCheck
 from shared.dependencies import OutboxRelayProvider, Settings, WorkerLogContext
 from shared.errors import EXPECTED_ERRORS, NotFound
@@ -20,6 +20,7 @@ from shared.mongo import MongoStorage
 from shared.service_rpc import HealthRpc
 from shared.timers import ConfiguredTimer
 from shared.tls import amqp_ssl_options
+from shared.times import utcnow
 
 log = logging.getLogger(__name__)
 

@@ -18,24 +18,25 @@ from typing import Callable
 
 from services.loyalty import ledger as lg
 from services.loyalty.programme import DEFAULT_PROGRAMME, Programme, load_programme
-from services.loyalty.repository import LoyaltyStorage, utcnow
+from services.loyalty.repository import LoyaltyStorage
 from shared.coupons import new_coupon_code
 from shared.errors import Conflict, NotFound, ValidationError
 from shared.events import Event, build_event
 from shared.events.facts import fact_time
+from shared.times import utcnow
+from shared.paging import page_size
+from shared.conflicts import attempts
 
 log = logging.getLogger(__name__)
 
 _NAMESPACE = uuid.UUID("a3f1e0c2-6b1d-4e8a-9a7c-5d2b8e4f1c37")
-_MAX_CONFLICT_RETRIES = 200
+# An account is written by every order, redemption, expiry and staff change of its customer,
+# and a loser here backs off before it reads again, so it is given longer than the default.
+_LOYALTY_RETRIES = 200
 _PROGRAMME_SECONDS = 5.0  # how long a process trusts its copy of a store's programme
 DELETED, ERASED = "deleted", "erased"
 # Programmes by (storage, store): read once per few seconds, not once per event.
 _programmes: dict[tuple[int, str], tuple[float, Programme]] = {}
-
-
-class ConcurrentChange(RuntimeError):
-    pass
 
 
 @dataclass
@@ -353,9 +354,7 @@ class Accounts:
 
     def history(self, store_id: str, customer_id: str, page: dict | None) -> dict:
         page = page or {}
-        size = page.get("size", 50)
-        if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 500:
-            raise ValidationError("page.size must be 1-500", {"fields": {"page.size": ["range"]}})
+        size = page_size(page, default=50)
         cursor = page.get("cursor")
         if cursor is not None and (isinstance(cursor, bool) or not isinstance(cursor, int)):
             raise ValidationError("page.cursor must be the next_cursor of a previous page",
@@ -374,7 +373,7 @@ class Accounts:
                 cause: Event | None = None, create: bool = True) -> Outcome:
         accounts = self.storage.accounts
         programme = self.programme(store_id)
-        for attempt in range(_MAX_CONFLICT_RETRIES):
+        for attempt in attempts(f"account {customer_id}", limit=_LOYALTY_RETRIES):
             stored = accounts.get(store_id, customer_id)
             if stored is None and not create:
                 raise NotFound(f"no loyalty account for customer {customer_id} in store {store_id}")
@@ -395,7 +394,6 @@ class Accounts:
                 return Outcome(entries, [e.event_type for e in events],
                                [(accounts.collection.name, working["_id"])] if events else [])
             time.sleep(random.uniform(0, 0.002 * min(attempt + 1, 10)))  # let the winner finish
-        raise ConcurrentChange(f"account {customer_id} kept changing")
 
     def _number(self, working: dict, entries: list[lg.Entry]) -> list[dict]:
         numbered = []

@@ -28,24 +28,14 @@ from marshmallow import validates, validates_schema
 from shared.coupons import check_prefix
 from shared.errors import ValidationError
 from shared.events.fields import UtcDateTime
+from shared.money import minor_per_unit
 
 ORDER_STATUSES = ("pending", "processing", "on-hold", "completed", "cancelled", "refunded",
                   "failed", "trash", "checkout-draft")
 # Statuses that take back everything an order earned.
 VOID_STATUSES = frozenset({"cancelled", "refunded", "failed", "trash"})
 
-# ISO-4217 currencies whose minor unit is not 1/100 (the rest have two decimals).
-_EXPONENTS = {
-    "BIF": 0, "CLP": 0, "DJF": 0, "GNF": 0, "ISK": 0, "JPY": 0, "KMF": 0, "KRW": 0, "PYG": 0,
-    "RWF": 0, "UGX": 0, "UYI": 0, "VND": 0, "VUV": 0, "XAF": 0, "XOF": 0, "XPF": 0,
-    "BHD": 3, "IQD": 3, "JOD": 3, "KWD": 3, "LYD": 3, "OMR": 3, "TND": 3,
-}
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
-
-
-def minor_per_unit(currency: str) -> int:
-    """Minor units in one unit of the currency: 100 for EUR, 1 for JPY, 1000 for KWD."""
-    return 10 ** _EXPONENTS.get((currency or "").upper(), 2)
 
 
 @dataclass(frozen=True)

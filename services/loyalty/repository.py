@@ -8,7 +8,7 @@ copy repeated after a crash is harmless) and pulled from the account.
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Iterable
 
 from pymongo import ASCENDING, DESCENDING
@@ -20,6 +20,7 @@ from shared.coupon_withdrawals import CouponWithdrawals
 from shared.erasure import ErasureReceipts
 from shared.events import Event
 from shared.outbox import OUTBOX_FIELD, push_events
+from shared.times import utcnow
 
 JOURNAL = "journal"
 ACTIVE = "active"
@@ -30,10 +31,6 @@ ACTIVE = "active"
 SMALL_FIELDS = ("status", "deleted_at", "balance", "credit_balance", "debt", "lots",
                 "credit_lots", "tier", "tier_since", "member_since", "currency", "next_seq",
                 "reward_codes", "rewards_due_at", "updated_at")
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 class AccountRepository:

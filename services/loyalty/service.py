@@ -9,7 +9,7 @@ from nameko.extensions import DependencyProvider
 from nameko.rpc import RpcProxy, rpc
 
 from services.loyalty.accounts import ERASED, Accounts, Outcome
-from services.loyalty.repository import LoyaltyStorage, utcnow
+from services.loyalty.repository import LoyaltyStorage
 from services.loyalty.rewards import Rewards, RetryPolicy
 from services.loyalty.shop_coupons import CouponsOverRpc
 from shared.config import from_nameko
@@ -22,6 +22,7 @@ from shared.messaging.handlers import event_handler
 from shared.mongo import MongoStorage
 from shared.service_rpc import DataOwnerRpc
 from shared.timers import ConfiguredTimer
+from shared.times import utcnow
 
 log = logging.getLogger(__name__)
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 import re
 from datetime import datetime, timezone
 
+from shared.times import iso
+
 FAILING_AFTER = 5
 CHANNELS = ("email", "sms")
 REASON_LIMIT = 300
@@ -36,10 +38,10 @@ def describe(channel: str, state: dict | None) -> dict:
     failures = int(state.get("consecutive_failures") or 0)
     return {"channel": channel, "state": "failing" if failures >= FAILING_AFTER else "ok",
             "consecutive_failures": failures,
-            "failing_since": _iso(state.get("failing_since")) if failures else None,
+            "failing_since": iso(state.get("failing_since")) if failures else None,
             "last_error": state.get("last_error"),
-            "last_error_at": _iso(state.get("last_error_at")),
-            "recovered_at": _iso(state.get("recovered_at"))}
+            "last_error_at": iso(state.get("last_error_at")),
+            "recovered_at": iso(state.get("recovered_at"))}
 
 
 def problem(described: dict) -> str | None:
@@ -50,12 +52,6 @@ def problem(described: dict) -> str | None:
     return (f"{described['channel']}: the last {described['consecutive_failures']} attempts to "
             f"send failed (since {_minute(described['failing_since'])}); last error: "
             f"{described['last_error']}")
-
-
-def _iso(value) -> str | None:
-    if isinstance(value, datetime):
-        return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).isoformat()
-    return value
 
 
 def _minute(iso: str | None) -> str:

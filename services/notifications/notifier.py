@@ -23,11 +23,13 @@ from services.notifications.policy import StoreSettings, load_settings, too_old_
 from services.notifications.subscriptions import (CONFIRMATION_TEMPLATE, CONFIRMED_SOURCES,
                                                   EMAIL_MARKETING, Subscriptions)
 from services.notifications.repository import (ACTIVE, DELETED, ERASED, NotificationsStorage,
-                                               phone_key, utcnow)
+                                               phone_key)
 from shared.errors import NotFound, ValidationError
 from shared.events import Event, build_event
 from shared.events.facts import fact_time
+from shared.money import money_text
 from shared.outbox import push_events
+from shared.times import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +64,7 @@ def format_money(amount: dict | None) -> str | None:
     """{"amount": 500, "currency": "EUR"} as "5.00 EUR", as customers read it."""
     if not amount:
         return None
-    from services.loyalty.programme import minor_per_unit  # one table of currency exponents
-
-    unit = minor_per_unit(amount["currency"])
-    digits = len(str(unit)) - 1
-    value = amount["amount"] / unit
-    return f"{value:.{digits}f} {amount['currency']}"
+    return money_text(amount["amount"], amount["currency"])
 
 
 def coupon_amount(coupon: dict) -> str:

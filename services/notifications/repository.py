@@ -7,8 +7,6 @@ one held changes nothing, so events delivered twice or out of order leave the ne
 """
 from __future__ import annotations
 
-import base64
-import json
 import re
 from datetime import datetime, timezone
 from typing import Any
@@ -22,12 +20,10 @@ from services.notifications.suppression import SuppressionRepository
 from shared.coupon_withdrawals import CouponWithdrawals
 from shared.erasure import ErasureReceipts
 from shared.errors import ValidationError
+from shared.times import utcnow
+from shared.paging import decode_cursor, encode_cursor
 
 ACTIVE, DELETED, ERASED = "active", "deleted", "erased"
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def phone_key(phone: str | None) -> str | None:
@@ -199,14 +195,13 @@ class SendRepository:
 def encode_send_cursor(send: dict) -> str:
     at = send["created_at"]
     at = at if at.tzinfo else at.replace(tzinfo=timezone.utc)
-    body = json.dumps([at.isoformat(), send["_id"]], separators=(",", ":"))
-    return base64.urlsafe_b64encode(body.encode()).decode().rstrip("=")
+    return encode_cursor([at.isoformat(), send["_id"]])
 
 
 def decode_send_cursor(cursor: str) -> tuple[datetime, str]:
     """The (created_at, id) a cursor names; ValidationError for anything this did not issue."""
     try:
-        body = json.loads(base64.urlsafe_b64decode((cursor + "=" * (-len(cursor) % 4)).encode()))
+        body = decode_cursor(cursor)
         at, send_id = datetime.fromisoformat(body[0]), body[1]
         if not isinstance(send_id, str) or len(body) != 2:
             raise ValueError

@@ -35,13 +35,14 @@ from services.notifications.notifier import Notifier, coupon_amount, local_date
 from services.notifications.opt_out import (MessageLinks, list_unsubscribe_headers,
                                             with_sms_opt_out, with_unsubscribe_in_body)
 from services.notifications.policy import CONTACT_GRACE, decide
-from services.notifications.repository import NotificationsStorage, utcnow
+from services.notifications.repository import NotificationsStorage
 from services.notifications.suppression import Change, Suppressions, describe, kind_for_failure
 from shared.coupons import CouponSpec, new_coupon_code
 from shared.errors import NotFound, Refused, ValidationError
 from shared.events import Event, build_event
 from shared.metrics import count_send
 from shared.outbox import push_events
+from shared.times import utcnow
 
 log = logging.getLogger(__name__)
 _NAMESPACE = uuid.UUID("c0a8d3e2-51f7-4f0b-b2a5-0d9e6c4b7a13")

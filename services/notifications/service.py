@@ -39,6 +39,8 @@ from shared.service_rpc import DataOwnerRpc
 from shared.timers import ConfiguredTimer
 from shared.tls import amqp_ssl_options
 from shared.web import http
+from shared.times import utcnow
+from shared.paging import page_size
 
 log = logging.getLogger(__name__)
 SEND_FILTERS = ("channel", "status", "template", "customer_id", "workflow_id", "held_reason")
@@ -350,7 +352,7 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
         taken back is owed a deletion (shared.coupon_withdrawals), before the send log
         forgets them. A send being sent may still be asking for its coupon: its deletion
         waits for the send's lease."""
-        now = datetime.now(timezone.utc)
+        now = utcnow()
         lease = timedelta(seconds=self.settings.float("NOTIFY_LEASE_SECONDS"))
         owed = 0
         for send in self.storage.sends.collection.find(
@@ -372,7 +374,7 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
         coupons = CouponsOverRpc(self.settings,
                                  self.settings.float("NOTIFY_COUPON_TIMEOUT_SECONDS"))
         return self.storage.coupon_withdrawals.run_due(
-            coupons.delete_coupon, datetime.now(timezone.utc),
+            coupons.delete_coupon, utcnow(),
             WithdrawalPolicy(self.settings.float("NOTIFY_COUPON_WITHDRAW_SECONDS"),
                              self.settings.float("NOTIFY_COUPON_WITHDRAW_MAX_SECONDS")))
 
@@ -402,7 +404,7 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
     def email_report(self, request):
         status, body = email_reports.answer(
             self._suppressions(), self._store_known, self.settings.get("EMAIL_REPORT_SECRET"),
-            request, datetime.now(timezone.utc))
+            request, utcnow())
         return json_response(status, body)
 
     def _store_known(self, store_id: str) -> bool:
@@ -605,9 +607,7 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
         if bad:
             raise ValidationError(f"filters {', '.join(bad)}: unknown or not a string",
                                   {"fields": {f"filters.{k}": ["invalid"] for k in bad}})
-        size = page.get("size", 50)
-        if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 500:
-            raise ValidationError("page.size must be 1-500", {"fields": {"page.size": ["range"]}})
+        size = page_size(page, default=50)
         cursor = page.get("cursor")
         if cursor is not None and not isinstance(cursor, str):
             raise ValidationError("page.cursor must be a string",
@@ -630,7 +630,7 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
         NotFound when it is not suppressed."""
         return self._suppressions().lift(store_id, channel, address, reason,
                                          str(actor or "unknown")[:200],
-                                         datetime.now(timezone.utc))
+                                         utcnow())
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def run_date_rules(self) -> dict:

@@ -13,7 +13,6 @@ What suppresses, and what it blocks:
 """
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import re
@@ -27,6 +26,7 @@ from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
 
 from shared.errors import NotFound, ValidationError
+from shared.paging import decode_cursor, encode_cursor
 
 KIND_CHANNEL = {"smtp_refusal": "email", "bounce": "email", "complaint": "email",
                 "sms_unsubscribed": "sms"}
@@ -42,10 +42,6 @@ TWILIO_UNSUBSCRIBED = 21610
 _NOT_ABOUT_THE_ADDRESS = {552}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _ENHANCED = re.compile(r"\b5\d\d[ -]5\.(\d{1,3})\.(\d{1,3})\b")  # "550 5.1.1", after the code
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def normalised(channel: str, address: str) -> str:
@@ -247,7 +243,7 @@ class Suppressions:
         more = len(docs) > size
         docs = docs[:size]
         return {"items": [view(d) for d in docs],
-                "next_cursor": _encode_cursor(docs[-1]["_id"]) if more else None}
+                "next_cursor": encode_cursor(docs[-1]["_id"]) if more else None}
 
     def of_addresses(self, store_id: str, addresses: Iterable[tuple[str, str | None]]
                      ) -> list[dict]:
@@ -323,13 +319,12 @@ def _aware(value):
     return value
 
 
-def _encode_cursor(last_id: str) -> str:
-    return base64.urlsafe_b64encode(last_id.encode()).decode().rstrip("=")
-
-
 def _decode_cursor(cursor: str) -> str:
     try:
-        return base64.urlsafe_b64decode((cursor + "=" * (-len(cursor) % 4)).encode()).decode()
-    except (ValueError, UnicodeDecodeError):
+        last_id = decode_cursor(cursor)
+        if not isinstance(last_id, str):
+            raise ValueError
+        return last_id
+    except ValueError:
         raise ValidationError("cursor is not one this service issued",
                               {"fields": {"cursor": ["not a cursor of this list"]}}) from None

@@ -10,13 +10,13 @@ failure with error 21610 (the number opted out at Twilio) suppresses SMS to that
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
 
 from twilio.request_validator import RequestValidator
 
 from services.notifications.notifier import Notifier
 from services.notifications.repository import NotificationsStorage
 from services.notifications.suppression import TWILIO_UNSUBSCRIBED, Change, Suppressions
+from shared.times import utcnow
 
 STATUS_PATH = "/twilio/status"
 INBOUND_PATH = "/twilio/inbound"
@@ -58,7 +58,7 @@ def status_callback(storage: NotificationsStorage, config: HookConfig, request) 
     if not sid or status not in STATUS_RANK:
         return 400, {"error": "MessageSid and a known MessageStatus are required"}
     rank = STATUS_RANK[status]
-    now = datetime.now(timezone.utc)
+    now = utcnow()
     update: dict = {"$set": {"delivery_status": status, "delivery_rank": rank,
                              "delivery_at": now}}
     if form.get("ErrorCode"):
@@ -84,7 +84,7 @@ def inbound(storage: NotificationsStorage, config: HookConfig, request
     if form is None:
         return 403, {"error": "invalid Twilio signature"}, []
     events = Notifier(storage).inbound_sms(form.get("From") or "", form.get("Body") or "",
-                                           datetime.now(timezone.utc))
+                                           utcnow())
     touched = [(storage.contacts.collection.name,
                 storage.contacts.key(e.store_id, e.data["customer_id"])) for e in events]
     return 200, {"consent_changes": len(events)}, touched

@@ -17,7 +17,6 @@ every write of a profile leaves `listing`, the keys it is sorted and filtered by
 """
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import re
@@ -30,6 +29,7 @@ from pymongo.collection import Collection
 
 from shared.errors import ValidationError
 from shared.events.fields import UtcDateTime
+from shared.paging import decode_cursor, encode_cursor
 from services.segmentation.stats import SEGMENTS
 
 ACTIVE = "active"
@@ -246,8 +246,7 @@ def _fingerprint(store_id: str, filters: dict, sort: dict) -> str:
 def _encode_cursor(fingerprint: str, sort_field: str, value: Any, customer_id: str) -> str:
     if sort_field in _TIME_SORTS:
         value = (aware_ms(value) or LOWEST_TIME).isoformat()
-    body = json.dumps({"f": fingerprint, "v": value, "id": customer_id}, separators=(",", ":"))
-    return base64.urlsafe_b64encode(body.encode()).decode().rstrip("=")
+    return encode_cursor({"f": fingerprint, "v": value, "id": customer_id})
 
 
 def _decode_cursor(cursor: str, fingerprint: str, sort_field: str) -> tuple[Any, str]:
@@ -255,8 +254,7 @@ def _decode_cursor(cursor: str, fingerprint: str, sort_field: str) -> tuple[Any,
         return ValidationError(f"page.cursor {why}", {"fields": {"page": {"cursor": [why]}}})
 
     try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        body = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        body = decode_cursor(cursor)
         fp, value, customer_id = body["f"], body["v"], body["id"]
     except (ValueError, TypeError, KeyError):
         raise refuse("is not one this service issued") from None

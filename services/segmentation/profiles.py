@@ -26,12 +26,13 @@ from services.segmentation import directory
 from services.segmentation import fact_times
 from services.segmentation import rules as rule_engine
 from services.segmentation import stats as st
-from services.segmentation.repository import ACTIVE, SegmentationStorage, utcnow
+from services.segmentation.repository import ACTIVE, SegmentationStorage
+from shared.times import utcnow
+from shared.conflicts import attempts
 
 log = logging.getLogger(__name__)
 
 _NAMESPACE = uuid.UUID("0c5e7f5e-98a3-4c1b-9a53-2f3b6d7e8a90")
-_MAX_CONFLICT_RETRIES = 20
 
 # A profile's life. Only active profiles are derived from (segments, rules, events), recomputed,
 # reported and listed. A deleted customer's profile keeps its facts, since the shop keeps their
@@ -43,10 +44,6 @@ _PERSONAL_FIELDS = ("orders", "contact", "tags", "groups", "tag_list", "group_li
                     "saved_segments",
                     "stats", "rfm", "evaluated_at", "created_at", "merged_into", "deleted_at",
                     "listing", "outbox")
-
-
-class ConcurrentChange(RuntimeError):
-    pass
 
 
 @dataclass
@@ -418,7 +415,7 @@ class Profiles:
                 ) -> ProfileChange:
         profiles = self.storage.profiles
         context = self._context(store_id)
-        for _ in range(_MAX_CONFLICT_RETRIES):
+        for _ in attempts(f"profile {customer_id}"):
             stored = profiles.get(store_id, customer_id)
             if stored is not None and stored.get("status") == ERASED:
                 return ProfileChange()  # forgotten: nothing about them is kept again
@@ -442,7 +439,6 @@ class Profiles:
             if ok:
                 return ProfileChange([e.event_type for e in events],
                                      [("profiles", doc["_id"])] if events else [])
-        raise ConcurrentChange(f"profile {customer_id} kept changing")
 
     def _fields(self, working: dict) -> dict:
         fields = {k: working.get(k) for k in ("orders", "contact", "tags", "groups", "segment",

@@ -6,22 +6,17 @@ the facts, the recomputed stats, segment, tags and groups, and the events they o
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
 from pymongo import ASCENDING
 from pymongo.collection import Collection
 from pymongo.database import Database
 
 from services.segmentation.directory import ensure_indexes as directory_indexes
 from shared.erasure import ErasureReceipts
+from shared.times import utcnow
 from shared.versioned import VersionedRepository
 
 
 ACTIVE = "active"  # the other profile states are named in profiles.py
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 class ProfileRepository(VersionedRepository):
@@ -54,10 +49,6 @@ class ProfileRepository(VersionedRepository):
         return self.collection.update_many(
             {"store_id": store_id, "saved_segments": segment_id},
             {"$pull": {"saved_segments": segment_id}, "$inc": {"version": 1}}).modified_count
-
-    def for_store(self, store_id: str, batch_size: int = 1000):
-        return self.collection.find({"store_id": store_id, "status": ACTIVE},
-                                    {"outbox": 0}).batch_size(batch_size)
 
 
 class StoreSettingsRepository:

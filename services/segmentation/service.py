@@ -13,7 +13,7 @@ from nameko.rpc import RpcProxy, rpc
 from services.segmentation import thresholds
 from services.segmentation.erasure import handle_erasure_requested
 from services.segmentation.profiles import ERASED, Profiles
-from services.segmentation.repository import SegmentationStorage, utcnow
+from services.segmentation.repository import SegmentationStorage
 from services.segmentation.saved_segments import SavedSegments
 from services.segmentation.tag_catalogue import TagCatalogue, description_text, tag_slug
 from shared.config import from_nameko
@@ -24,6 +24,8 @@ from shared.errors import EXPECTED_ERRORS, Conflict, NotFound, ValidationError
 from shared.messaging.handlers import event_handler
 from shared.mongo import MongoStorage
 from shared.service_rpc import DataOwnerRpc
+from shared.times import utcnow
+from shared.paging import page_size
 
 log = logging.getLogger(__name__)
 
@@ -451,9 +453,7 @@ class SegmentationService(DataOwnerRpc):
         """Members of a built-in segment (vip, new, ...) or a saved one, a page at a time:
         page = {"size": 50, "cursor": null}; answers items and next_cursor."""
         page = page or {}
-        size = page.get("size", 50)
-        if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 500:
-            raise ValidationError("page.size must be 1-500", {"fields": {"page.size": ["range"]}})
+        size = page_size(page, default=50)
         definition = self._saved_segments().definition(store_id, segment_id)
         docs, next_cursor = Profiles(self.storage).members(store_id, definition,
                                                            page.get("cursor"), size)

@@ -210,13 +210,6 @@ def days_since_last_order(stats: Stats, now: datetime) -> int | None:
     return _whole_days(stats.last_order_at, _require_aware(now))
 
 
-def days_since_first_order(stats: Stats, now: datetime) -> int | None:
-    """Whole days (floored) since the first counted order; None without one."""
-    if stats.first_order_at is None:
-        return None
-    return _whole_days(stats.first_order_at, _require_aware(now))
-
-
 def email_domain(email: str | None) -> str | None:
     """The part after the last '@', lower-cased; None when there is none."""
     if not isinstance(email, str) or "@" not in email:

@@ -16,9 +16,10 @@ from typing import Any, Callable
 
 from services.segmentation.directory import member_counts
 from services.segmentation.profiles import ERASED, Profiles, ProfileChange
-from services.segmentation.repository import SegmentationStorage, utcnow
+from services.segmentation.repository import SegmentationStorage
 from services.segmentation.rules import TAG_PATTERN
 from shared.errors import Conflict, NotFound, ValidationError
+from shared.times import utcnow
 
 DESCRIPTION_MAX = 500
 

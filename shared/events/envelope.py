@@ -11,6 +11,7 @@ from marshmallow import ValidationError, fields, validate
 from shared.events.catalogue import contract
 from shared.events.fastload import SchemaLoader
 from shared.events.fields import BaseSchema, UtcTime
+from shared.times import utcnow
 
 
 class InvalidEvent(ValueError):
@@ -65,10 +66,6 @@ class Event:
             "causation_id": self.causation_id,
             "data": self.raw_data,
         }
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def build_event(

@@ -7,8 +7,10 @@ time at the shop, or the `fact_at` a derived event carries from the fact that ca
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Mapping
+
+from shared.times import as_utc
 
 # Events derived from others: each carries `fact_at`, the time of the fact that caused it
 # (optional in their contracts: publishers from before it was added leave it out).
@@ -20,21 +22,6 @@ DERIVED_EVENTS = frozenset({
 # Order events whose fact is a change of an order already placed: dated by the shop's
 # `date_modified` where the event carries it.
 _ORDER_CHANGES = frozenset({"order.updated", "order.refunded", "order.cancelled"})
-
-
-def as_utc(value: Any) -> datetime | None:
-    """A time from an event's data (an aware datetime, or ISO-8601 text) as aware UTC; None
-    for anything else. A naive time is read as UTC, as the shop's `*_gmt` fields are."""
-    if isinstance(value, datetime):
-        moment = value
-    elif isinstance(value, str) and value:
-        try:
-            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-    else:
-        return None
-    return moment.astimezone(timezone.utc) if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 def fact_time(event_type: str, data: Mapping[str, Any]) -> datetime | None:

@@ -2,9 +2,8 @@
 for input that is plainly valid; anything else is loaded by marshmallow itself.
 
 Every event is loaded at least twice (by its publisher in `build_event` and by each consumer
-in `parse_event`), and marshmallow's per-field machinery made that 0.3-1.4 ms an event, the
-largest single cost of a consumer after the database (`make bench`, py-spy). The compiled
-loader walks the same field objects and calls the same `_deserialize` methods and validators,
+in `parse_event`), and marshmallow's per-field machinery was a consumer's largest cost after
+the database (figures in docs/benchmarks.md). The compiled loader walks the same field objects and calls the same `_deserialize` methods and validators,
 without the error bookkeeping. It never judges input on its own: at the first thing it does not
 find plainly valid (a missing required field, a null, a wrong type, a failing validator, a
 field type it does not know), it stops and marshmallow loads the whole input, so errors,

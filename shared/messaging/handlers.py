@@ -22,7 +22,6 @@ import logging
 import sys
 import traceback
 import uuid
-from datetime import datetime, timezone
 from functools import partial
 
 from pymongo.errors import PyMongoError
@@ -41,6 +40,7 @@ from shared.logs import log_context
 from shared.messaging.publisher import ConfirmingPublisher, OutgoingMessage
 from shared.messaging.names import parked_queue, retry_exchange, retry_queue
 from shared.messaging.queues import queue_arguments, queue_type
+from shared.times import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -255,7 +255,7 @@ class ReliableEventHandler(EventHandler):
                     headers[TRACEBACK_HEADER] = "".join(
                         traceback.format_exception(*exc_info)
                     )[-_MAX_TRACEBACK_CHARS:]
-                headers[PARKED_AT_HEADER] = datetime.now(timezone.utc).isoformat()
+                headers[PARKED_AT_HEADER] = utcnow().isoformat()
                 headers[PARK_ID_HEADER] = _park_id()
                 self.broker.park(self.container.service_name, body, headers)
                 self.counters.parked.inc()

@@ -1,14 +1,26 @@
 """The names of a service's retry and parking queues and exchange, in one place.
 
-A module of its own that imports nothing, so that the metrics and the operator tools can name
+A module of its own that imports nothing but the standard library, so that the metrics and the operator tools can name
 the queues without loading the handler machinery that uses them.
 """
 from __future__ import annotations
 
+import re
+
+# Where a service's handlers park what they gave up on (`companion dlq`): `<service>.parked`.
+PARKED_SUFFIX = ".parked"
+# Any service's parked queue, as a broker permission pattern (service names are [a-z_]+).
+PARKED_QUEUE_PATTERN = r"[a-z_]+" + re.escape(PARKED_SUFFIX)
+
 
 def parked_queue(service_name: str) -> str:
-    """Where a service's handlers park what they gave up on (`companion dlq`)."""
-    return f"{service_name}.parked"
+    """The queue a service's reliable handlers park messages in."""
+    return service_name + PARKED_SUFFIX
+
+
+def parked_service(queue_name: str) -> str | None:
+    """The service whose parked queue this is; None for any other queue."""
+    return queue_name[: -len(PARKED_SUFFIX)] if queue_name.endswith(PARKED_SUFFIX) else None
 
 
 def retry_queue(queue: str, delay_ms: int) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Callable
 
 import amqp
@@ -27,6 +26,7 @@ from shared.messaging.handlers import (
 )
 from shared.messaging.publisher import ConfirmingPublisher, OutgoingMessage
 from shared.messaging.names import parked_queue
+from shared.times import utcnow
 
 REPLAYED_AT_HEADER = "x-companion-replayed-at"
 _FAILURE_HEADERS = {ATTEMPTS_HEADER, ERROR_HEADER, TRACEBACK_HEADER, PARKED_AT_HEADER, PARK_ID_HEADER}
@@ -139,7 +139,7 @@ class ParkedMessages:
 
         def resend(parked: ParkedMessage) -> None:
             headers = {k: v for k, v in parked.headers.items() if k not in _FAILURE_HEADERS}
-            headers[REPLAYED_AT_HEADER] = datetime.now(timezone.utc).isoformat()
+            headers[REPLAYED_AT_HEADER] = utcnow().isoformat()
             publisher.publish_batch([OutgoingMessage("", parked.queue, parked.body, headers=headers)])
 
         try:

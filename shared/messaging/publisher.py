@@ -104,10 +104,6 @@ class ConfirmingPublisher:
             self._nacked.add(delivery_tag)
 
     # -- publishing -----------------------------------------------------------------------
-    def declare_exchange(self, name: str, type_: str = "topic") -> None:
-        with self._lock:
-            self._declare_exchange(self._connect(), name, type_)
-
     def _declare_exchange(self, channel: amqp.Channel, name: str, type_: str = "topic") -> None:
         if name and name not in self._declared:
             channel.exchange_declare(name, type_, durable=True, auto_delete=False)

@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from services.customer_sync.repository import encode_cursor
+from shared.paging import encode_cursor
 from services.gateway import openapi
 from services.gateway.routes import build_routes
 from services.gateway.routing import CURSOR_PATTERN, SLUG_PATTERN

@@ -18,12 +18,13 @@ import pytest
 from services.customer_sync.inbox import MAX_ATTEMPTS, InboxProcessor
 from services.customer_sync.quarantine import WebhookQuarantine
 from services.customer_sync.reconcile import store_health
-from services.customer_sync.repository import CustomerSyncStorage, utcnow
+from services.customer_sync.repository import CustomerSyncStorage
 from services.customer_sync.stores import StoreAdmin
 from services.customer_sync.sync import CustomerSync
 from shared import metrics
 from shared.config import Config
 from shared.errors import NotFound, ValidationError
+from shared.times import utcnow
 from tests import payloads
 
 

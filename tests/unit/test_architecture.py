@@ -29,15 +29,6 @@ SERVICES_COMMON = {
 # imported module) -> why.
 ALLOWED_CROSS_SERVICE: dict[tuple[str, str], str] = {}
 
-# Cross-service imports that exist today and are being removed (the currency table moves into
-# shared/); empty this once they are gone.
-TEMPORARY_CROSS_SERVICE: dict[tuple[str, str], str] = {
-    ("services.gateway.console.present", "services.loyalty.programme"):
-        "minor_per_unit, until the currency table lives in shared/",
-    ("services.notifications.notifier", "services.loyalty.programme"):
-        "minor_per_unit, until the currency table lives in shared/",
-}
-
 
 def module_name(path: Path) -> str:
     parts = list(path.relative_to(ROOT).with_suffix("").parts)
@@ -126,8 +117,7 @@ def forbidden_imports(graph: dict[str, set[str]]) -> list[str]:
                 problems.append(f"{module} imports {target}: operator tools sit above the services")
             own, other = _service(module), _service(target)
             if (own and other and own != other
-                    and (module, target) not in ALLOWED_CROSS_SERVICE
-                    and (module, target) not in TEMPORARY_CROSS_SERVICE):
+                    and (module, target) not in ALLOWED_CROSS_SERVICE):
                 problems.append(f"{module} imports {target}: services talk over the broker")
     return problems
 
@@ -194,10 +184,10 @@ def test_imports_go_only_in_the_allowed_directions() -> None:
     assert forbidden_imports(import_graph(PRODUCT)) == []
 
 
-def test_temporary_exceptions_still_exist() -> None:
+def test_allowed_exceptions_still_exist() -> None:
     """An exception no longer needed is removed from the list, so the list stays true."""
     graph = import_graph(PRODUCT)
-    stale = [pair for pair in [*TEMPORARY_CROSS_SERVICE, *ALLOWED_CROSS_SERVICE]
+    stale = [pair for pair in [*ALLOWED_CROSS_SERVICE]
              if pair[1] not in graph.get(pair[0], set())]
     assert stale == []
 

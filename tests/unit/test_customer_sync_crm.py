@@ -503,6 +503,18 @@ def test_timeline_amounts_follow_the_currencys_minor_unit():
     assert money_text({"amount": 1234, "currency": "KWD"}) == "1.234 KWD"
 
 
+def test_jpy_and_kwd_orders_read_in_their_own_decimals_on_the_timeline(storage, projector):
+    sync = CustomerSync(storage, clock=Clock(datetime(2026, 3, 5, 9, tzinfo=timezone.utc)))
+    sync.apply(STORE, "customer", "created", payloads.customer(), correlation_id="wh-1")
+    sync.apply(STORE, "order", "created", payloads.order(1001, total="1500", currency="JPY"),
+               correlation_id="wh-2")
+    sync.apply(STORE, "order", "created", payloads.order(1002, total="12.345", currency="KWD"),
+               correlation_id="wh-3")
+    customer_id = storage.customers.by_woo_id(STORE, 42)["_id"]
+    summaries = {e["summary"] for e in entries(storage, projector, customer_id)}
+    assert {"Order #1001 placed (1500 JPY)", "Order #1002 placed (12.345 KWD)"} <= summaries
+
+
 def test_a_consent_change_reaches_the_timeline_once_without_its_note(sync, storage, projector):
     from services.customer_sync.timeline import record_foreign_event
     from shared.events import build_event

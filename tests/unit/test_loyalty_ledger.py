@@ -7,7 +7,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from services.loyalty import ledger as lg
-from services.loyalty.programme import DEFAULT_PROGRAMME, Programme, load_programme, minor_per_unit
+from services.loyalty.programme import DEFAULT_PROGRAMME, Programme, load_programme
+from shared.money import minor_per_unit
 from shared.errors import ValidationError
 
 T0 = datetime(2026, 3, 31, 12, tzinfo=timezone.utc)

@@ -5,7 +5,6 @@ decide, and its refusals are shown (next to the fields they name, where they nam
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
 from urllib.parse import urlencode
 
 from werkzeug.wrappers import Response
@@ -13,6 +12,7 @@ from werkzeug.wrappers import Response
 from services.gateway.console import charts, forms, present
 from services.gateway.console.api import ApiError, path
 from services.gateway.handlers.loyalty import PROGRAMME_BODY
+from shared.times import as_utc, utcnow
 
 PREFIX = "/console"
 SEND_STATUSES = ("scheduled", "sending", "sent", "failed", "refused", "cancelled")
@@ -328,9 +328,9 @@ def gdpr_queue(page) -> Response:
         return _unavailable(page, exc, "GDPR requests not available")
     # Whether a request is overdue is the gdpr service's word (its clock); the days left of
     # the others are only a reading aid.
-    now = datetime.now(timezone.utc)
+    now = utcnow()
     for request in requests:
-        due = present.parse_time(request.get("due_at"))
+        due = as_utc(request.get("due_at"))
         request["days_left"] = (due - now).days if due else None
     return page.render("gdpr.html", title="GDPR requests", requests=requests, state=state,
                        states=GDPR_STATES,

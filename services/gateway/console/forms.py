@@ -5,12 +5,12 @@ the fields they name (see `field_errors`)."""
 from __future__ import annotations
 
 import re
-from decimal import Decimal
 from typing import Any, Iterable, Mapping
 
 from services.gateway.console import present
 from services.gateway.console.present import to_day_start
 from shared.events.customer_sync import LIVE_ORDER_STATUSES
+from shared.money import exponent, to_units
 
 # The order statuses WooCommerce knows that can earn points (void ones take points back).
 EARNING_STATUS_CHOICES = ("pending", "processing", "on-hold", "completed")
@@ -277,9 +277,7 @@ def _units(minor: Any, currency: str) -> str:
     """Minor units as staff write the amount: 1250 EUR -> '12.50', 500 JPY -> '500'."""
     if not isinstance(minor, int):
         return ""
-    per_unit = present.minor_per_unit(currency)
-    places = len(str(per_unit)) - 1
-    return f"{Decimal(minor) / per_unit:.{places}f}"
+    return f"{to_units(minor, currency):.{exponent(currency)}f}"
 
 
 def parse_workflow(form) -> tuple[dict, dict, dict]:

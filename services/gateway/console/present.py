@@ -7,7 +7,8 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Iterable
 from urllib.parse import urlencode
 
-from services.loyalty.programme import minor_per_unit  # one table of currency exponents
+from shared.money import exponent, minor_per_unit, money_text
+from shared.times import as_utc
 
 # Quick filters: each one the list's API filter it stands for. "wholesale" is the customer
 # group of that slug: groups are where B2B terms (discount, payment terms) live, and the API
@@ -52,33 +53,16 @@ def money(amount: Any, currency: str | None = None) -> str:
         amount, currency = amount.get("amount"), amount.get("currency")
         if amount is None:
             return "–"
-    per_unit = minor_per_unit(currency or "")
-    places = len(str(per_unit)) - 1
-    value = Decimal(int(amount)) / per_unit
-    text = f"{value:,.{places}f}"
-    return f"{text} {currency}" if currency else text
-
-
-def parse_time(value: Any) -> datetime | None:
-    if not value:
-        return None
-    if isinstance(value, datetime):
-        moment = value
-    else:
-        try:
-            moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-        except ValueError:
-            return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return money_text(amount, currency, grouped=True)
 
 
 def day(value: Any) -> str:
-    moment = parse_time(value)
+    moment = as_utc(value)
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%d") if moment else "–"
 
 
 def moment(value: Any) -> str:
-    when = parse_time(value)
+    when = as_utc(value)
     return when.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if when else "–"
 
 
@@ -87,7 +71,7 @@ def orders_per_month(stats: dict | None, now: datetime) -> float | None:
     a month old counts as one month (two orders last week is 2.0, not 8.7). None before any."""
     stats = stats or {}
     count = int(stats.get("orders_count") or 0)
-    first = parse_time(stats.get("first_order_at"))
+    first = as_utc(stats.get("first_order_at"))
     if not count or first is None:
         return None
     days = Decimal(max(0.0, (now - first).total_seconds()) / 86400)
@@ -107,8 +91,7 @@ MAX_AMOUNT_UNITS = 10 ** 9  # a billion in any currency: no shop's coupon or cre
 def to_minor_units(text: str, currency: str | None = None) -> int:
     """'12.50' -> 1250 in the currency's minor units (two decimals when it is not given);
     refuses negatives, more decimals than the currency has, and non-numbers."""
-    per_unit = minor_per_unit(currency or "")
-    places = len(str(per_unit)) - 1
+    per_unit, places = minor_per_unit(currency), exponent(currency)
     try:
         value = Decimal(text.strip().replace(",", ""))
     except InvalidOperation:

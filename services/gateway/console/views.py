@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import io
 import uuid
-from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
 from werkzeug.wrappers import Response
@@ -16,6 +15,7 @@ from services.gateway.console.api import ApiError, path
 from services.gateway.handlers.transfer import _safe_cell
 from services.gateway.problems import Problem
 from services.gateway.schemas import NOTE_CATEGORIES
+from shared.times import utcnow
 
 PREFIX = "/console"
 BULK_ACTIONS = [("add_tags", "Add tags"), ("add_to_groups", "Add to groups"),
@@ -184,7 +184,7 @@ def _export_csv(customers: list[dict]) -> Response:
         values = {**c, "billing_city": billing.get("city"),
                   "billing_country": billing.get("country")}
         writer.writerow([_safe_cell(values.get(k)) for k in BULK_EXPORT_COLUMNS])
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = utcnow().strftime("%Y%m%d-%H%M%S")
     return Response(out.getvalue(), mimetype="text/csv", headers={
         "Content-Disposition": f'attachment; filename="customers-{stamp}.csv"'})
 
@@ -210,7 +210,7 @@ def customer_page(page, customer_id: str) -> Response:
     return page.render(
         "customer.html", title=name or customer.get("email") or customer_id,
         d=detail, c=customer, name=name, stats=stats,
-        orders_per_month=present.orders_per_month(stats, datetime.now(timezone.utc)),
+        orders_per_month=present.orders_per_month(stats, utcnow()),
         notes=present.group_notes(detail.get("notes") or [], NOTE_CATEGORIES),
         note_categories=NOTE_CATEGORIES, all_tags=_best_effort(page, "/tags", []),
         all_groups=_best_effort(page, "/groups", []), redeem_request=uuid.uuid4().hex,
