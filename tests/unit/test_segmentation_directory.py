@@ -536,12 +536,13 @@ def test_erasure_removes_the_names_and_email_the_list_keeps(empty):
 # -- speed on mongomock --------------------------------------------------------------------------
 
 def test_a_page_of_a_5000_customer_store_is_quick_on_mongomock(monkeypatch):
-    """With shared.mongomock_speedups (as the services use it) a page, however deep, is sorted
+    """With devdoubles.mongomock_speedups (as the services use it) a page, however deep, is sorted
     by Python's own comparison, never by mongomock's per-comparison BSON dispatch (which took
     seconds for a page of 5,000 customers). Checked by counting mongomock's sort-key calls, not
     by a wall clock, which a loaded machine makes flaky."""
     from mongomock import filtering
 
+    from devdoubles import mongomock_adapter
     from shared import mongo
 
     slow_sort_keys = []
@@ -579,4 +580,4 @@ def test_a_page_of_a_5000_customer_store_is_quick_on_mongomock(monkeypatch):
             assert answer["total"] > 50
             assert not slow_sort_keys, (sort, filters, sorted(set(slow_sort_keys)))
     finally:
-        mongo.forget_mock(uri)
+        mongomock_adapter.forget(uri)
