@@ -107,9 +107,7 @@ def database(request):
     test-wire`: slower, so not in the default run); and on a real MongoDB where Docker is."""
     name = f"test_{uuid.uuid4().hex[:12]}"
     if request.param == "mongomock":
-        import mongomock
-
-        yield mongomock.MongoClient()[name]
+        yield mongomock_adapter.client()[name]
         return
     client = request.getfixturevalue(
         "wire_mongo_client" if request.param == "wire" else "real_mongo_client")

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from nameko.standalone.rpc import ClusterRpcProxy
 
+from devdoubles import mongomock_adapter
 from services.customer_sync.backfill import Backfiller, RunOptions
 from services.customer_sync.changes import PLACED_ON_FIRST_SIGHT
 from services.customer_sync.normalise import email_key, to_minor
@@ -18,7 +19,6 @@ from services.customer_sync.repository import CustomerSyncStorage, Store
 from services.customer_sync.service import CustomerSyncService
 from services.customer_sync.sync import CustomerSync
 from services.customer_sync.woo_client import WooClient
-from devdoubles import mongomock_adapter
 from shared import mongo
 from shared.outbox import OUTBOX_FIELD
 from demo.shop import FakeWooShop

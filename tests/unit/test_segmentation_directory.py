@@ -166,9 +166,9 @@ def store(request):
     """One seeded store per module (seeding takes seconds); the tests using it only read."""
     name = f"test_{uuid.uuid4().hex[:12]}"
     if request.param == "mongomock":
-        import mongomock
+        from devdoubles import mongomock_adapter
 
-        client = mongomock.MongoClient()
+        client = mongomock_adapter.client()
     else:
         client = request.getfixturevalue(
             "wire_mongo_client" if request.param == "wire" else "real_mongo_client")
