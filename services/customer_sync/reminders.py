@@ -36,14 +36,8 @@ def _utcnow() -> datetime:
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value
-
-
 def _iso(value: Any) -> str | None:
-    return _aware(value).isoformat() if isinstance(value, datetime) else value
+    return value.isoformat() if isinstance(value, datetime) else value
 
 
 class ReminderSchema(Schema):

@@ -39,13 +39,6 @@ def new_customer_id() -> str:
     return uuid.uuid4().hex
 
 
-def aware(value: datetime | None) -> datetime | None:
-    """mongomock hands datetimes back naive; stored times are always UTC."""
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value
-
-
 # -- stores ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Store:
@@ -238,7 +231,7 @@ class OrderRepository(TimelineOwing, VersionedRepository):
     def latest_modified(self, store_id: str) -> datetime | None:
         doc = self.collection.find_one({"store_id": store_id, "date_modified": {"$ne": None}},
                                        {"date_modified": 1}, sort=[("date_modified", DESCENDING)])
-        return aware(doc["date_modified"]) if doc else None
+        return doc["date_modified"] if doc else None
 
 
 def delivery_correlation_id(key: str) -> str:

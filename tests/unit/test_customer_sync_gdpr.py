@@ -119,8 +119,10 @@ def test_tombstone_values_normalise_emails_and_drop_blanks():
 
 def test_an_email_tombstone_holds_for_the_past_and_a_shop_id_tombstone_for_ever():
     erased = datetime(2026, 6, 1, tzinfo=timezone.utc)
-    before, after = datetime(2026, 5, 1, tzinfo=timezone.utc), datetime(2026, 7, 1)  # naive: UTC
-    email = {"kind": EMAIL, "first_erased_at": datetime(2026, 1, 1), "erased_at": erased}
+    before = datetime(2026, 5, 1, tzinfo=timezone.utc)
+    after = datetime(2026, 7, 1, tzinfo=timezone.utc)
+    email = {"kind": EMAIL, "first_erased_at": datetime(2026, 1, 1, tzinfo=timezone.utc),
+             "erased_at": erased}
     assert tombstone_holds(email, before, after)  # created before: the erased past
     assert tombstone_holds(email, None, before)  # no creation time: the modification time
     assert tombstone_holds(email, None, None)  # no shop time at all: kept out
