@@ -45,3 +45,14 @@ def test_the_product_imports_no_test_double():
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                           env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_runner_refuses_at_start_up_a_uri_whose_adapter_is_not_installed(monkeypatch, caplog):
+    from services import runner
+
+    monkeypatch.setitem(mongo.ADAPTERS, "mongomock", "devdoubles.not_installed")
+    monkeypatch.setenv("MONGO_URI", "mongomock://")
+    monkeypatch.setattr(runner, "configure_logging", lambda *args, **kwargs: None)
+    monkeypatch.setattr(runner, "BrokerTroubleLog", lambda amqp_uri: lambda record: True)
+    assert runner.main(["gdpr"]) == 2
+    assert "bad configuration: MONGO_URI is mongomock://" in caplog.text
