@@ -17,6 +17,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from devdoubles import mongomock_adapter
 from services.segmentation import directory
 from services.segmentation.profiles import Profiles
 from services.segmentation.repository import SegmentationStorage
@@ -166,8 +167,6 @@ def store(request):
     """One seeded store per module (seeding takes seconds); the tests using it only read."""
     name = f"test_{uuid.uuid4().hex[:12]}"
     if request.param == "mongomock":
-        from devdoubles import mongomock_adapter
-
         client = mongomock_adapter.client()
     else:
         client = request.getfixturevalue(
@@ -542,7 +541,6 @@ def test_a_page_of_a_5000_customer_store_is_quick_on_mongomock(monkeypatch):
     by a wall clock, which a loaded machine makes flaky."""
     from mongomock import filtering
 
-    from devdoubles import mongomock_adapter
     from shared import mongo
 
     slow_sort_keys = []
