@@ -309,7 +309,7 @@ def measured_code() -> dict:
     """source_state() lists modified tracked files only; this benchmark may be new (untracked),
     so record the state of the files measured and a digest of their content too."""
     paths = ["services/notifications", "bench/notifications.py", "demo/mailbox.py",
-             "shared/mongomock_speedups.py", "shared/outbox.py"]
+             "devdoubles/mongomock_speedups.py", "shared/outbox.py"]
     digest = hashlib.sha256()
     for path in sorted(p for base in paths for p in ([ROOT / base] if (ROOT / base).is_file()
                                                     else (ROOT / base).rglob("*.py"))):

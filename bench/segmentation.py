@@ -55,10 +55,11 @@ import warnings
 warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
 
 from bench.common import log, machine, source_state  # noqa: E402
+from devdoubles.mongomock_adapter import forget  # noqa: E402
 from services.segmentation.profiles import Profiles  # noqa: E402
 from services.segmentation.repository import SegmentationStorage  # noqa: E402
 from services.segmentation.rules import validate_rule  # noqa: E402
-from shared.mongo import connect, forget_mock  # noqa: E402
+from shared.mongo import connect  # noqa: E402
 from shared.outbox import OUTBOX_FIELD  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -382,7 +383,7 @@ def recompute(storage: SegmentationStorage, label: str, expected: int) -> dict:
 
 def profile_run(customers: int, orders: int, seed_value: int, limit: int = 25) -> dict:
     """The recompute under cProfile, on a smaller store of the same shape."""
-    forget_mock(PROFILE_URI)
+    forget(PROFILE_URI)
     storage = SegmentationStorage(connect(PROFILE_URI)[DB_NAME])
     anchor = datetime.now(timezone.utc).replace(microsecond=0)
     log(f"profiling: seeding {customers:,} profiles / {orders:,} orders")
@@ -414,7 +415,7 @@ def profile_run(customers: int, orders: int, seed_value: int, limit: int = 25) -
 
     client = connect(PROFILE_URI)
     client.drop_database(DB_NAME)
-    forget_mock(PROFILE_URI)
+    forget(PROFILE_URI)
     return {"customers": customers, "orders": orders, "wall_seconds_under_cprofile": round(wall, 3),
             "profiled_seconds": round(total, 3), "changed": counts["changed"],
             "by_tottime": rows("tottime"), "by_cumtime": rows("cumtime")}
@@ -553,7 +554,7 @@ def main(argv: list[str] | None = None) -> int:
         "parameters": {"customers": args.customers, "orders": args.orders, "seed": args.seed,
                        "batch_size": 1000, "store_id": STORE_ID, "anchor": anchor.isoformat(),
                        "mongo": f"{MOCK_URI} database {DB_NAME} (mongomock in this process, "
-                                "with shared/mongomock_speedups)"},
+                                "with devdoubles/mongomock_speedups)"},
         "targets": {"recompute_seconds": TARGET_SECONDS, "peak_rss_mib": TARGET_RSS_MIB},
         "notes": [
             "peak RSS is the whole process: the benchmark, the seeded store held by mongomock "
@@ -569,7 +570,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     status = 0
     try:
-        forget_mock(MOCK_URI)
+        forget(MOCK_URI)
         client = connect(MOCK_URI)
         client.drop_database(DB_NAME)
         storage = SegmentationStorage(client[DB_NAME])
@@ -592,7 +593,7 @@ def main(argv: list[str] | None = None) -> int:
         missed = not all(c["met"] for c in results["verdict"])
         # The store is no longer needed: free it before profiling (peak RSS is already read).
         client.drop_database(DB_NAME)
-        forget_mock(MOCK_URI)
+        forget(MOCK_URI)
         del storage, client
         gc.collect()
         if args.profile == "always" or (args.profile == "auto" and missed):

@@ -27,7 +27,7 @@ from shared.messaging import queues
 from shared.messaging.broker_errors import BrokerTroubleLog, describe_broker_error
 from shared.tls import amqp_ssl_options
 from shared.logs import LOG_FORMATS, configure_logging
-from shared.mongo import is_mock, service_database
+from shared.mongo import adapter, service_database
 from services.registry import SERVICES, load_service
 
 log = logging.getLogger("services.runner")
@@ -211,9 +211,14 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         log.error("bad configuration: %s", exc)
         return 2
-    if is_mock(config.get("MONGO_URI")):
-        log.warning("MONGO_URI is %s: data lives in memory and is lost at exit",
-                    config.get("MONGO_URI"))
+    try:
+        development_database = adapter(config.get("MONGO_URI"))
+    except ValueError as exc:
+        log.error("bad configuration: %s", exc)
+        return 2
+    if development_database is not None:
+        log.warning("MONGO_URI is %s: %s", config.get("MONGO_URI"),
+                    development_database.DESCRIPTION)
     names = args.names or list(SERVICES)
     runner = ServiceRunner(nameko_config)
     for name in names:

@@ -55,13 +55,6 @@ SETTINGS: tuple[Setting, ...] = (
         "repeats.",
     ),
     Setting(
-        "FAULT_FAILING_HANDLERS_FILE",
-        "",
-        "Fault tests only (`tests/system/test_faults.py`): while this file exists, the event "
-        "handlers named on its lines (`service.method`, as `companion dlq list` shows them) fail "
-        "every delivery, so they are retried and parked (empty: off). Never set in production.",
-    ),
-    Setting(
         "OUTBOX_SWEEP_SECONDS",
         "30",
         "Safety-net interval of the full search for unsent events (writes in this process "

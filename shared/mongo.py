@@ -3,8 +3,9 @@ dependency provider that hands each worker a service's repositories (never a raw
 """
 from __future__ import annotations
 
+import importlib
 import logging
-import threading
+from types import ModuleType
 from typing import Callable, Generic, Protocol, TypeVar
 
 from nameko.extensions import DependencyProvider
@@ -15,41 +16,36 @@ from shared.config import Config, from_nameko
 
 log = logging.getLogger(__name__)
 
-MOCK_SCHEME = "mongomock://"
-_mock_clients: dict[str, object] = {}
-_mock_lock = threading.Lock()
+# URI schemes served by a development adapter instead of pymongo, and the module serving each.
+# The module is imported only when MONGO_URI names its scheme: the product never loads it
+# otherwise, and a production image (which does not ship it) refuses such a URI by name.
+ADAPTERS: dict[str, str] = {"mongomock": "devdoubles.mongomock_adapter"}
+
+
+def adapter(uri: str) -> ModuleType | None:
+    """The development adapter serving `uri`, or None for a real MongoDB. Raises ValueError,
+    naming MONGO_URI, where the adapter is not installed."""
+    scheme = uri.partition("://")[0]
+    module = ADAPTERS.get(scheme)
+    if module is None:
+        return None
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ValueError(
+            f"MONGO_URI is {scheme}://, served by the development package {module}, which this "
+            f"installation lacks ({exc}): use a mongodb:// URI") from exc
 
 
 def connect(uri: str, **options: object) -> MongoClient:
-    """A client for `uri`. `mongomock://NAME` gives the in-memory server NAME, shared by every
-    caller in this process (so a test and the services it starts see the same data).
+    """A client for `uri`; a development scheme (`mongomock://`) goes to its adapter.
     `options` are MongoClient's (TLS files: `shared.tls.mongo_tls_options`)."""
-    if uri.startswith(MOCK_SCHEME):
-        import mongomock
-
-        from shared.mongomock_speedups import install
-
-        install()
-        name = uri[len(MOCK_SCHEME):].strip("/") or "default"
-        with _mock_lock:
-            if name not in _mock_clients:
-                log.warning("using the in-memory database %r: its data is lost at exit", name)
-                # tz_aware as the real client below, so times read back the same way
-                _mock_clients[name] = mongomock.MongoClient(tz_aware=True)
-            return _mock_clients[name]  # type: ignore[return-value]
-    # Fail fast at start-up rather than on the first request.
+    served_by = adapter(uri)
+    if served_by is not None:
+        return served_by.connect(uri, **options)
+    # tz_aware: stored times read back aware. Fail fast at start-up rather than on the first
+    # request.
     return MongoClient(uri, serverSelectionTimeoutMS=5000, tz_aware=True, **options)
-
-
-def forget_mock(uri: str) -> None:
-    """Drop an in-memory server (tests use a fresh one each)."""
-    if uri.startswith(MOCK_SCHEME):
-        with _mock_lock:
-            _mock_clients.pop(uri[len(MOCK_SCHEME):].strip("/") or "default", None)
-
-
-def is_mock(uri: str) -> bool:
-    return uri.startswith(MOCK_SCHEME)
 
 
 def service_database(config: Config, service_name: str) -> Database:

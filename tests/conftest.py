@@ -19,11 +19,10 @@ import uuid  # noqa: E402
 
 import pytest  # noqa: E402
 
-from shared import mongo  # noqa: E402
-from shared import mongomock_speedups  # noqa: E402
+from devdoubles import mongomock_adapter, mongomock_speedups  # noqa: E402
 
 # Every mongomock operation yields to other green threads, as a round trip to MongoDB would, so
-# concurrency tests exercise real interleavings (see shared/mongomock_speedups.py).
+# concurrency tests exercise real interleavings (see devdoubles/mongomock_speedups.py).
 mongomock_speedups.YIELD_PER_OPERATION = True
 from tests.outbox_watch import OutboxWatch  # noqa: E402
 from tests.support import BrokerAdmin, EventCollector, ServiceHarness  # noqa: E402
@@ -58,7 +57,7 @@ def amqp_uri(broker_admin):
 def mongo_uri():
     uri = f"mongomock://test-{uuid.uuid4().hex[:12]}"
     yield uri
-    mongo.forget_mock(uri)
+    mongomock_adapter.forget(uri)
 
 
 def _docker_unavailable_reason() -> str | None:
@@ -108,9 +107,7 @@ def database(request):
     test-wire`: slower, so not in the default run); and on a real MongoDB where Docker is."""
     name = f"test_{uuid.uuid4().hex[:12]}"
     if request.param == "mongomock":
-        import mongomock
-
-        yield mongomock.MongoClient()[name]
+        yield mongomock_adapter.client()[name]
         return
     client = request.getfixturevalue(
         "wire_mongo_client" if request.param == "wire" else "real_mongo_client")

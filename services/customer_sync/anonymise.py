@@ -20,7 +20,6 @@ from services.customer_sync.normalise import (
     email_key,
     order_content_hash,
 )
-from services.customer_sync.repository import aware
 
 # Address fields an anonymised order keeps (see the module doc).
 KEPT_ADDRESS_FIELDS = frozenset({"country"})
@@ -99,7 +98,7 @@ def order_snapshot_from_doc(doc: dict) -> OrderSnapshot | None:
         return None
 
     def when(name: str) -> datetime | None:
-        return aware(doc.get(name))
+        return doc.get(name)
 
     return OrderSnapshot(
         order_id=doc["order_id"], number=doc["number"], status=doc["status"],

@@ -18,7 +18,7 @@ from typing import Callable, Iterable
 from pymongo import ReturnDocument
 
 from services.customer_sync.normalise import NormalisationError
-from services.customer_sync.repository import CustomerSyncStorage, Store, aware
+from services.customer_sync.repository import CustomerSyncStorage, Store
 from services.customer_sync.sync import ApplyResult, CustomerSync
 from services.customer_sync.woo_client import WooApiError, WooClient
 from shared.errors import Conflict, NotFound
@@ -171,7 +171,7 @@ def run_view(run: dict | None) -> dict | None:
     if run is None:
         return None
     def iso(value):
-        return aware(value).isoformat() if isinstance(value, datetime) else value
+        return value.isoformat() if isinstance(value, datetime) else value
     return {
         "run_id": run["_id"], "store_id": run["store_id"], "kind": run.get("kind"),
         "since": run.get("since"), "status": run["status"], "phase": run.get("phase"),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 
 from services.customer_sync.normalise import OrderSnapshot
 
@@ -28,19 +28,12 @@ class Freshness(enum.Enum):
     STALE = "stale"  # older than what is held: drop it
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    if value is not None and value.tzinfo is None:  # mongomock and some drivers drop tzinfo
-        return value.replace(tzinfo=timezone.utc)
-    return value
-
-
 def freshness(stored_modified: datetime | None, stored_hash: str | None,
               incoming_modified: datetime | None, incoming_hash: str) -> Freshness:
     """Compare by `date_modified_gmt`, then content: WooCommerce's timestamps have one-second
     resolution, so two states in the same second are told apart by their content."""
     if stored_hash is None:
         return Freshness.NEWER
-    stored_modified, incoming_modified = _aware(stored_modified), _aware(incoming_modified)
     if stored_modified is not None and incoming_modified is not None:
         if incoming_modified < stored_modified:
             return Freshness.STALE

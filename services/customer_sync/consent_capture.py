@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable
 from marshmallow import RAISE, Schema, ValidationError as MarshmallowError, fields, validate, \
     validates
 
-from services.customer_sync.repository import CustomerSyncStorage, aware
+from services.customer_sync.repository import CustomerSyncStorage
 from services.customer_sync.schemas import load
 from shared.errors import NotFound, ValidationError
 from shared.events import Event, build_event
@@ -134,7 +134,7 @@ def captured_event(store_id: str, event_id: str, customer_id: str, purpose: str,
                        correlation_id=correlation_id, causation_id=correlation_id,
                        occurred_at=now,
                        data={"customer_id": customer_id, "purpose": purpose, "source": source,
-                             "order_id": order_id, "captured_at": aware(captured_at).isoformat(),
+                             "order_id": order_id, "captured_at": captured_at.isoformat(),
                              "capture_key": capture_key, "evidence": evidence})
 
 
@@ -167,7 +167,7 @@ class CaptureSettings:
             raise NotFound(f"no store {store_id}")
         settings = doc.get(SETTINGS_FIELD) or {"rules": []}
         return {"store_id": store_id, "rules": settings.get("rules") or [],
-                "updated_at": aware(settings["updated_at"]).isoformat()
+                "updated_at": settings["updated_at"].isoformat()
                 if settings.get("updated_at") else None,
                 "updated_by": settings.get("updated_by")}
 
@@ -218,7 +218,7 @@ class ConsentCapture:
                     or doc.get("personal_data_erased")
                     or doc.get("status") in NO_CHECKOUT_STATUSES | {"deleted"}):
                 return []
-            at = aware(doc.get("date_created")) or aware(doc.get("date_modified"))
+            at = doc.get("date_created") or doc.get("date_modified")
             done = set(doc.get("consent_captured") or [])
             new = [p for p in found if p not in done]
             if at is None or not new:
@@ -238,7 +238,7 @@ class ConsentCapture:
             doc = customers.by_woo_id(store_id, woo_customer_id)
             # The time of sign-up, never later: a capture must not override a change made
             # since (the customer's modification date moves with any edit).
-            at = aware((doc or {}).get("date_created"))
+            at = (doc or {}).get("date_created")
             if doc is None or doc.get("status") != "active" or at is None:
                 return []
             done = set(doc.get("consent_captured") or [])

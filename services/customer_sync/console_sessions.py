@@ -14,7 +14,7 @@ import hashlib
 import hmac
 import re
 import secrets
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Callable
 
 from pymongo import ASCENDING
@@ -40,13 +40,6 @@ ENDED_KEY_REVOKED = "key_revoked"
 
 def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    # mongomock hands datetimes back naive; stored times are always UTC.
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value
 
 
 def _seconds(value: object, name: str, maximum: int) -> int:
@@ -90,16 +83,16 @@ class ConsoleSessions:
         session is unknown, forged, signed out, idle too long, too old or its key revoked."""
         doc = self._find(token)
         now = self.now()
-        if doc is None or doc.get("ended_at") is not None or now >= _aware(doc["expires_at"]) \
-                or now - _aware(doc["last_seen_at"]) > timedelta(seconds=doc["idle_seconds"]):
+        if doc is None or doc.get("ended_at") is not None or now >= doc["expires_at"] \
+                or now - doc["last_seen_at"] > timedelta(seconds=doc["idle_seconds"]):
             raise NotFound("no open console session")
         key = self.api_keys.live(doc["key_id"])
         if key is None:
             raise NotFound("no open console session")
-        if now - _aware(doc["last_seen_at"]) >= _TOUCH_GRANULARITY:
+        if now - doc["last_seen_at"] >= _TOUCH_GRANULARITY:
             self.collection.update_one({"_id": doc["_id"], "ended_at": None},
                                        {"$set": {"last_seen_at": now}})
-        return {"session_id": doc["_id"], "expires_at": _aware(doc["expires_at"]).isoformat(),
+        return {"session_id": doc["_id"], "expires_at": doc["expires_at"].isoformat(),
                 "key": key}
 
     def end(self, token: str) -> bool:

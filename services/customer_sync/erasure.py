@@ -34,7 +34,7 @@ from services.customer_sync.anonymise import (
     redact_payload,
 )
 from services.customer_sync.normalise import parse_body
-from services.customer_sync.repository import CustomerSyncStorage, aware
+from services.customer_sync.repository import CustomerSyncStorage
 from services.customer_sync.tombstones import EMAIL, tombstone_values
 from shared.erasure import DropParked, confirm_erasure
 from shared.personal_data import Owners, named_customers
@@ -243,8 +243,8 @@ def tombstone_holds(tombstone: dict, created: datetime | None,
     time, last modified it) after the latest erasure of that email."""
     if tombstone.get("kind") != EMAIL:
         return True
-    erased_at = aware(tombstone.get("erased_at") or tombstone.get("first_erased_at"))
-    shop_time = aware(created or modified)
+    erased_at = tombstone.get("erased_at") or tombstone.get("first_erased_at")
+    shop_time = created or modified
     return erased_at is None or shop_time is None or shop_time <= erased_at
 
 
@@ -323,5 +323,5 @@ def shop_erasures(storage: CustomerSyncStorage, store_id: str, since: datetime |
     # lets the caller ask for one erasure of both ids.
     return [{"customer_id": d["_id"], "registered": bool(d.get("registered")),
              "merged_into": d.get("merged_into"),
-             "shop_erased_at": aware(d["shop_erased_at"]).isoformat(),
+             "shop_erased_at": d["shop_erased_at"].isoformat(),
              "orders_count": int(d.get("orders_count") or 0)} for d in cursor]

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from services.customer_sync.inbox import delivery_payload
-from services.customer_sync.repository import CustomerSyncStorage, aware
+from services.customer_sync.repository import CustomerSyncStorage
 from services.customer_sync.schemas import PageSchema, load, require_text
 from shared.errors import NotFound, ValidationError
 from shared.paging import decode_cursor, encode_cursor
@@ -21,7 +21,7 @@ MAX_IDS = 1000
 
 
 def _iso(value: Any) -> Any:
-    return aware(value).isoformat() if isinstance(value, datetime) else value
+    return value.isoformat() if isinstance(value, datetime) else value
 
 
 def quarantine_view(doc: dict) -> dict:
@@ -59,7 +59,7 @@ class WebhookQuarantine:
         if paging["cursor"]:
             try:
                 at, key = decode_cursor(paging["cursor"])
-                after = (aware(datetime.fromisoformat(at)), str(key))
+                after = (datetime.fromisoformat(at), str(key))
             except (ValueError, TypeError):
                 raise ValidationError("page.cursor is not valid",
                                       {"fields": {"page": ["cursor"]}}) from None

@@ -8,7 +8,6 @@ from typing import Any
 from services.customer_sync.inbox import delivery_payload
 from services.customer_sync.repository import (
     CustomerSyncStorage,
-    aware,
 )
 from services.customer_sync.schemas import (
     CustomerFiltersSchema,
@@ -32,7 +31,7 @@ _CUSTOMER_FIELDS = ("woo_customer_id", "registered", "status", "email", "first_n
 
 def _json_time(value: Any) -> Any:
     if isinstance(value, datetime):
-        return aware(value).isoformat()
+        return value.isoformat()
     return value
 
 

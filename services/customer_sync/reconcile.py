@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import Callable
 
 from services.customer_sync.backfill import Backfiller, ClientFactory, RunOptions, run_view
-from services.customer_sync.repository import CustomerSyncStorage, Store, aware
+from services.customer_sync.repository import CustomerSyncStorage, Store
 from services.customer_sync.webhooks import SUPPORTED_TOPICS
 from services.customer_sync.woo_client import WooApiError
 from shared.errors import Conflict
@@ -66,9 +66,9 @@ class Reconciler:
 
     def reconcile(self, store: Store, state: dict) -> dict:
         started = self.clock()
-        last = aware(state.get("last_reconciled_at")) or aware(state.get("created_at")) or started
+        last = state.get("last_reconciled_at") or state.get("created_at") or started
         since = (last - OVERLAP).replace(microsecond=0).isoformat()
-        last_scan = aware(state.get("last_full_customer_scan_at"))
+        last_scan = state.get("last_full_customer_scan_at")
         full_scan = last_scan is None or started - last_scan >= self.full_scan_every
         fields: dict = {"next_reconcile_at": started + timedelta(minutes=store.reconcile_interval_minutes)}
         run = None
@@ -105,7 +105,7 @@ def store_health(storage: CustomerSyncStorage, store_id: str) -> dict | None:
         return None
 
     def iso(value):
-        return aware(value).isoformat() if isinstance(value, datetime) else value
+        return value.isoformat() if isinstance(value, datetime) else value
 
     problems = list(state.get("webhook_problems") or [])
     if state.get("reconcile_error"):

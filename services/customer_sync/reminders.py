@@ -30,14 +30,10 @@ MAX_LISTED = 1000
 _MAX_RETRIES = 10
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value
 
 
 def _iso(value: Any) -> str | None:
-    return _aware(value).isoformat() if isinstance(value, datetime) else value
+    return value.isoformat() if isinstance(value, datetime) else value
 
 
 class ReminderSchema(Schema):

@@ -11,7 +11,7 @@ import re
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument, WriteConcern
 from pymongo.collection import Collection
@@ -32,13 +32,6 @@ from shared.times import utcnow
 
 def new_customer_id() -> str:
     return uuid.uuid4().hex
-
-
-def aware(value: datetime | None) -> datetime | None:
-    """mongomock hands datetimes back naive; stored times are always UTC."""
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value
 
 
 # -- stores ----------------------------------------------------------------------------------

@@ -34,7 +34,6 @@ from services.customer_sync.normalise import (
 )
 from services.customer_sync.repository import (
     CustomerSyncStorage,
-    aware,
     new_customer_id,
 )
 from shared.times import utcnow
@@ -71,7 +70,6 @@ def _money(amount: int, currency: str) -> dict:
 
 
 def _iso(value: datetime | None) -> str | None:
-    value = aware(value)
     return value.isoformat() if value is not None else None
 
 
@@ -89,8 +87,8 @@ def customer_event_data(doc: dict) -> dict:
         "billing": doc.get("billing") or {},
         "shipping": doc.get("shipping") or {},
         "date_created": _iso(doc.get("date_created")),
-        "date_modified": _iso(max((t for t in (aware(doc.get("woo_date_modified")),
-                                               aware(doc.get("contact_from_order_at")))
+        "date_modified": _iso(max((t for t in (doc.get("woo_date_modified"),
+                                               doc.get("contact_from_order_at"))
                                    if t is not None), default=None)),
         "birthday": doc.get("birthday"),
         "account_status": doc.get("account_status") or "active",
@@ -545,9 +543,9 @@ class CustomerSync:
             # A deleted customer gets no data back; and anyone can type a registered
             # customer's email at a guest checkout, so that must not rewrite their profile.
             return ApplyResult("unchanged")
-        order_time = aware(snap.date_created)
+        order_time = snap.date_created
         newest_known = max(
-            (t for t in (aware(doc.get("contact_from_order_at")), aware(doc.get("woo_date_modified")))
+            (t for t in (doc.get("contact_from_order_at"), doc.get("woo_date_modified"))
              if t is not None),
             default=None,
         )

@@ -137,7 +137,7 @@ class Desk:
         now = self.clock()
         docs = list(self.storage.requests.collection.find(query, {"outbox": 0}))
         docs.sort(key=lambda d: (not rq.overdue(d, now), d["state"] not in rq.OPEN_STATES,
-                                 _aware(d["due_at"])))
+                                 d["due_at"]))
         return [request_view(d, now) for d in docs[:limit]]
 
     def download_export(self, request_id: str) -> dict:
@@ -191,7 +191,7 @@ class Desk:
             return
         self._record_consent(event.store_id, data["customer_id"], data["purpose"], data["granted"],
                              data["source"], data["origin"], data.get("note", ""),
-                             _aware(data["changed_at"]), publish=False, causation=event.event_id,
+                             data["changed_at"], publish=False, causation=event.event_id,
                              pending=bool(data.get("pending")))
 
     def record_capture(self, event: Event) -> None:
@@ -202,7 +202,7 @@ class Desk:
         data = event.data
         self._record_consent(event.store_id, data["customer_id"], data["purpose"], True,
                              data["source"], f"customer_sync:{data['source']}",
-                             data.get("evidence") or "", _aware(data["captured_at"]),
+                             data.get("evidence") or "", data["captured_at"],
                              publish=True, causation=f"{data['capture_key']}:{data['purpose']}",
                              order_id=data.get("order_id"))
 
@@ -249,7 +249,7 @@ class Desk:
             return {"store_id": store_id, "customer_id": customer_id, "purposes": {}, "history": []}
         return {"store_id": store_id, "customer_id": customer_id,
                 "purposes": _iso(doc.get("purposes") or {}),
-                "history": _iso(sorted(doc.get("history") or [], key=lambda e: _aware(e["at"])))}
+                "history": _iso(sorted(doc.get("history") or [], key=lambda e: e["at"]))}
 
     # -- erasure confirmations in ------------------------------------------------------------------
     def record_confirmation(self, event: Event) -> None:
@@ -285,14 +285,14 @@ class Desk:
         for store in stores[1]:
             store_id = store["store_id"]
             mark = self.storage.database["shop_erasure_marks"].find_one({"_id": store_id}) or {}
-            since = _aware(mark.get("since"))
+            since = mark.get("since")
             outcome = services.call_all(["customer_sync"], "shop_erasures", store_id,
                                         _iso(since) if since else None)["customer_sync"]
             if outcome[0] != "ok":
                 continue
             latest = since
             for erased in outcome[1]["erasures"]:
-                erased_at = _aware(datetime.fromisoformat(erased["shop_erased_at"]))
+                erased_at = datetime.fromisoformat(erased["shop_erased_at"])
                 latest = max(latest, erased_at) if latest else erased_at
                 if erased.get("merged_into"):
                     continue  # the registered customer's request covers a merged guest
@@ -447,7 +447,7 @@ class Desk:
             self._complete(request, {"erased": False}, "no customer with this email: nothing to erase")
             return
         if not erasure.get("requested_at") or (
-                set(confirmations) < expected and _aware(erasure.get("ask_again_at")) <= now):
+                set(confirmations) < expected and erasure.get("ask_again_at") <= now):
             asked = int(erasure.get("asked", 0)) + 1
             event = build_event("gdpr.erasure_requested", store_id=request["store_id"],
                                 event_id=str(uuid.uuid5(_NAMESPACE, f"{request['_id']}:ask:{asked}")),
@@ -469,7 +469,7 @@ class Desk:
             return
         if set(confirmations) < expected:
             self.storage.requests.step(request["_id"], "in_progress", {
-                "next_attempt_at": _aware(erasure["ask_again_at"]), "lease_until": None}, [])
+                "next_attempt_at": erasure["ask_again_at"], "lease_until": None}, [])
             return
         # Every service confirmed: prove it, by asking each to search for the person.
         terms = request.get("search_terms") or ([request["email"]] if request.get("email") else [])
@@ -518,11 +518,3 @@ class Desk:
         self._complete(request, {"erased": True, "verification": "nothing found",
                                  "confirmations": counts},
                        "every service confirmed, and a search found nothing of the person")
-
-
-def _aware(value):
-    from datetime import timezone
-
-    if isinstance(value, datetime) and value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value

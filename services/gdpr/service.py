@@ -13,7 +13,7 @@ from services.gdpr.consent_bulk import bulk_set_consent
 from services.gdpr.desk import Desk, DeskSettings
 from services.gdpr.repository import GdprStorage
 from shared.customers import CustomerCheck
-from shared.dependencies import OutboxRelayProvider, Settings, WorkerLogContext
+from shared.dependencies import Clock, OutboxRelayProvider, Settings, WorkerLogContext
 from shared.errors import EXPECTED_ERRORS, NotFound
 from shared.messaging.handlers import event_handler
 from shared.mongo import MongoStorage
@@ -75,9 +75,7 @@ class GdprService(HealthRpc):
     settings = Settings()
     customer_sync = RpcProxy("customer_sync")
 
-    # The desk's clock (due dates, overdue): a class attribute, so a test system can run the
-    # service with a clock it moves forward instead of waiting 30 days.
-    clock = staticmethod(utcnow)
+    clock = Clock(utcnow)  # the desk's due dates and overdue flags
 
     def _desk(self) -> Desk:
         customers = CustomerCheck.over_rpc(self.customer_sync, self.settings)

@@ -215,7 +215,7 @@ class Accounts:
         """Every reward of the account, newest first."""
         account = self._read(store_id, customer_id)
         rewards = sorted(account.doc["rewards"].values(),
-                         key=lambda r: (lg.aware(r["created_at"]), r["reward_id"]), reverse=True)
+                         key=lambda r: (r["created_at"], r["reward_id"]), reverse=True)
         return {"items": [_reward_public(r) for r in rewards]}
 
     def _read(self, store_id: str, customer_id: str) -> lg.Account:
@@ -481,7 +481,6 @@ def _text(name: str, value) -> str:
 
 
 def _iso(value):
-    value = lg.aware(value)
     return value.isoformat() if isinstance(value, datetime) else value
 
 

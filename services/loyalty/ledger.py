@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import calendar
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any, Callable
 
 from services.loyalty.programme import VOID_STATUSES, Programme, Tier
@@ -51,12 +51,6 @@ class RewardStateConflict(Exception):
 
 class UnknownReward(Exception):
     """No reward with that id on the account."""
-
-
-def aware(value: Any) -> Any:
-    if isinstance(value, datetime) and value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value
 
 
 def add_months(moment: datetime, months: int) -> datetime:
@@ -163,14 +157,14 @@ class Account:
         """Points earned from orders in the tier window, net of what reversals took back."""
         since = self.now - timedelta(days=self.programme.tier_window_days)
         return sum(lot["points"] - lot.get("reversed", 0) for lot in self.doc["lots"]
-                   if lot["source"] == "earn" and aware(lot["earned_at"]) > since)
+                   if lot["source"] == "earn" and lot["earned_at"] > since)
 
     def next_expiry(self) -> dict | None:
         due = [lot for lot in self.doc["lots"] if lot["remaining"] > 0 and lot.get("expires_at")]
         if not due:
             return None
-        first = min(aware(lot["expires_at"]) for lot in due)
-        points = sum(lot["remaining"] for lot in due if aware(lot["expires_at"]) == first)
+        first = min(lot["expires_at"] for lot in due)
+        points = sum(lot["remaining"] for lot in due if lot["expires_at"] == first)
         return {"at": first, "points": points}
 
     # -- the one way points move ---------------------------------------------------------------
@@ -198,7 +192,7 @@ class Account:
             "lot_id": key, "source": source, "order_id": order_id, "earned_at": earned_at,
             "expires_at": expires, "points": points, "remaining": points - paid_back,
             "paid_debt": paid_back, "reversed": 0, "expired": 0, "rate": rate})
-        self.doc["lots"].sort(key=lambda lot: (aware(lot["earned_at"]), lot["lot_id"]))
+        self.doc["lots"].sort(key=lambda lot: (lot["earned_at"], lot["lot_id"]))
 
     def _take(self, points: int, first_lot: str | None = None, allow_debt: bool = False,
               only_lot: str | None = None) -> dict[str, int]:
@@ -209,7 +203,7 @@ class Account:
             order = [lot for lot in lots if lot["lot_id"] == only_lot]
         else:
             order = sorted(lots, key=lambda lot: (lot["lot_id"] != first_lot,
-                                                  aware(lot["earned_at"]), lot["lot_id"]))
+                                                  lot["earned_at"], lot["lot_id"]))
         available = sum(lot["remaining"] for lot in order)
         if points > available and not allow_debt:
             raise InsufficientBalance(f"{points} points asked, {max(0, self.balance)} available")
@@ -234,7 +228,7 @@ class Account:
         earning status, take back in proportion to refunds, all of it when voided. An older
         state than the one held changes nothing. Answers whether anything changed."""
         held = self.doc["orders"].get(order.order_id)
-        if held is not None and aware(held["as_of"]) > order.as_of:
+        if held is not None and held["as_of"] > order.as_of:
             return False
         state = dict(held) if held else {"earned": 0, "reversed": 0, "expired": 0, "rate": None,
                                          "basis": None, "earned_at": None}
@@ -256,14 +250,14 @@ class Account:
         p = self.programme
         if order.status not in p.earning_statuses or (order.is_guest and not p.guests_earn):
             return False
-        created = aware(order.created_at)
-        return p.starts_at is None or (created is not None and created >= aware(p.starts_at))
+        created = order.created_at
+        return p.starts_at is None or (created is not None and created >= p.starts_at)
 
     def _earn(self, order: OrderSnapshot, state: dict) -> None:
         tier = self.current_tier()
         basis = self.programme.earning_basis(order.total, order.shipping, order.tax)
         points = self.programme.points_for(basis, tier.rate, order.currency)
-        earned_at = aware(order.paid_at or order.created_at or order.as_of)
+        earned_at = order.paid_at or order.created_at or order.as_of
         state.update(basis=basis, rate=tier.rate, earned_at=earned_at)
         if points <= 0:
             return
@@ -321,8 +315,8 @@ class Account:
     def expire_due(self) -> int:
         """Expire what lots still hold past their expiry, oldest first; credit too."""
         expired = 0
-        for lot in sorted(self.doc["lots"], key=lambda l: (aware(l["earned_at"]), l["lot_id"])):
-            expires = aware(lot.get("expires_at"))
+        for lot in sorted(self.doc["lots"], key=lambda l: (l["earned_at"], l["lot_id"])):
+            expires = lot.get("expires_at")
             if expires is None or expires > self.now or lot["remaining"] <= 0:
                 continue
             points = lot["remaining"]
@@ -334,10 +328,10 @@ class Account:
                 self.touched_orders.add(lot["order_id"])
             expired += points
             self._record(f"expire:{lot['lot_id']}", POINTS, "expire", -points,
-                         f"points earned {aware(lot['earned_at']).date().isoformat()} expired",
+                         f"points earned {lot['earned_at'].date().isoformat()} expired",
                          order_id=lot.get("order_id"))
         for lot in self.doc["credit_lots"]:
-            expires = aware(lot.get("expires_at"))
+            expires = lot.get("expires_at")
             if expires is None or expires > self.now or lot["remaining"] <= 0:
                 continue
             amount = lot["remaining"]
@@ -352,7 +346,7 @@ class Account:
         ledger keeps them; an order's own state remembers what expired of it)."""
         since = self.now - timedelta(days=self.programme.tier_window_days)
         self.doc["lots"] = [lot for lot in self.doc["lots"]
-                            if lot["remaining"] > 0 or aware(lot["earned_at"]) > since]
+                            if lot["remaining"] > 0 or lot["earned_at"] > since]
 
     # -- people and systems ------------------------------------------------------------------
     def adjust(self, key: str, points: int, reason: str, actor: str) -> Entry:
@@ -391,7 +385,7 @@ class Account:
         code fixed here, in the same write, so no retry can make a second coupon)."""
         amount = self.redemption_value(points)
         taken = self._take(points)
-        expiries = [aware(lot.get("expires_at")) for lot in self.doc["lots"]
+        expiries = [lot.get("expires_at") for lot in self.doc["lots"]
                     if lot["lot_id"] in taken and lot.get("expires_at")]
         self._remember(key)
         self._record(key, POINTS, "redeem", -points, "redeemed for a reward coupon", actor=actor,
@@ -414,10 +408,10 @@ class Account:
                                  "programme's currency")
         if expires_at is None:
             expires_at = self.now + timedelta(days=self.programme.credit_expiry_days)
-        elif aware(expires_at) <= self.now:
+        elif expires_at <= self.now:
             raise InvalidRequest("expires_at must be in the future")
         self._remember(key)
-        return self._new_reward(reward_id, CREDIT, code, amount, None, key, aware(expires_at),
+        return self._new_reward(reward_id, CREDIT, code, amount, None, key, expires_at,
                                 reason, note, actor)
 
     def _new_reward(self, reward_id: str, kind: str, code: str, amount: int, points: int | None,
@@ -466,10 +460,10 @@ class Account:
         reward = self.doc["rewards"].get(reward_id)
         if reward is None:
             return None
-        if reward["state"] == ISSUED and aware(reward["expires_at"]) <= self.now:
+        if reward["state"] == ISSUED and reward["expires_at"] <= self.now:
             reward.update(state=CLOSING, closing_reason="expired", attempts=0,
                           next_attempt_at=self.now, last_error=None)
-        if reward["state"] not in OPEN_REWARD_STATES or aware(reward["next_attempt_at"]) > self.now:
+        if reward["state"] not in OPEN_REWARD_STATES or reward["next_attempt_at"] > self.now:
             return None
         reward["attempts"] += 1
         wait = min(retry_seconds * 2 ** min(reward["attempts"] - 1, 30), retry_max_seconds)
@@ -526,7 +520,7 @@ class Account:
         if reward["state"] not in (PENDING, ISSUED):
             raise RewardStateConflict(f"reward {reward_id} is {reward['state']}: only a pending "
                                       "or issued reward can be cancelled")
-        lease = aware(reward.get("leased_until"))
+        lease = reward.get("leased_until")
         start = max(self.now, lease) if lease is not None else self.now
         reward.update(state=CLOSING, closing_reason="cancelled", cancelled_by=actor, attempts=0,
                       next_attempt_at=start, last_error=None)
@@ -546,7 +540,7 @@ class Account:
             return False
         orders = _orders_using(reward)
         seen = next((o for o in orders if o["id"] == order_id), None)
-        if seen is not None and aware(seen["as_of"]) > as_of:
+        if seen is not None and seen["as_of"] > as_of:
             return False
         counts = status not in COUPON_UNCOUNTED_STATUSES
         if seen is None:
@@ -578,7 +572,7 @@ class Account:
         user = next((o for o in counting if o["id"] == reward.get("order_id")), None)
         if state == USED and user is not None:
             return
-        user = min(counting, key=lambda o: (aware(o["first_counted_at"]), o["id"]))
+        user = min(counting, key=lambda o: (o["first_counted_at"], o["id"]))
         reward["uses"] = reward.get("uses", 0) + 1
         reward.update(state=USED, order_id=user["id"], used_at=self.now, next_attempt_at=None,
                       leased_until=None, last_error=None)
@@ -595,7 +589,7 @@ class Account:
         if returned:
             key = f"return:{reward['reward_id']}"
             self._add_lot(key, "return", returned, self.now, None, None,
-                          expires_at=aware(reward.get("points_expire_at")))
+                          expires_at=reward.get("points_expire_at"))
             self._record(key, POINTS, "return", returned, f"reward {reward['code']} {reason}",
                          details={"reward_id": reward["reward_id"], "reason": reason})
         reward.update(state=state, ended_at=self.now, next_attempt_at=None, leased_until=None,
@@ -607,7 +601,7 @@ class Account:
                              "points_returned": returned}, f"{reward['reward_id']}:{state}")
 
     def _reward_data(self, reward: dict) -> dict:
-        expires = aware(reward.get("expires_at"))
+        expires = reward.get("expires_at")
         return {"customer_id": self.doc["customer_id"], "reward_id": reward["reward_id"],
                 "kind": reward["kind"], "code": reward["code"],
                 "amount": {"amount": reward["amount"], "currency": reward["currency"]},
@@ -622,7 +616,7 @@ class Account:
         credit-book entry. `name` gives the reward's id and code for a lot's id."""
         converted = 0
         for lot in self.doc["credit_lots"]:
-            expires = aware(lot.get("expires_at"))
+            expires = lot.get("expires_at")
             if lot["remaining"] <= 0 or (expires is not None and expires <= self.now):
                 continue
             amount, key = lot["remaining"], f"legacy:{lot['credit_id']}"
@@ -647,7 +641,7 @@ class Account:
             return 0
         horizon, warned = self.now + timedelta(days=days), 0
         for lot in self.doc["lots"]:
-            expires = aware(lot.get("expires_at"))
+            expires = lot.get("expires_at")
             if (expires is None or lot["remaining"] <= 0 or lot.get("warned")
                     or not self.now < expires <= horizon):
                 continue
@@ -673,7 +667,7 @@ def coupon_meta(customer_id: str, reward: dict) -> dict[str, str]:
 def coupons_to_withdraw(doc: dict) -> list[tuple[dict, dict[str, str], datetime | None]]:
     """An account's rewards whose coupon may be at the shop unused (pending, issued, closing),
     with the meta that marks each and the end of a coupon call that may still be running."""
-    return [(reward, coupon_meta(doc["customer_id"], reward), aware(reward.get("leased_until")))
+    return [(reward, coupon_meta(doc["customer_id"], reward), reward.get("leased_until"))
             for reward in (doc.get("rewards") or {}).values()
             if reward["state"] in (PENDING, ISSUED, CLOSING)]
 
@@ -686,8 +680,8 @@ def _orders_using(reward: dict) -> list[dict]:
     orders = []
     last = reward.get("last_order") or {}
     if reward["state"] == USED and reward.get("order_id") is not None:
-        at = aware(last.get("as_of")) if last.get("id") == reward["order_id"] else None
-        at = at or aware(reward.get("used_at")) or aware(reward["created_at"])
+        at = last.get("as_of") if last.get("id") == reward["order_id"] else None
+        at = at or reward.get("used_at") or reward["created_at"]
         orders.append({"id": reward["order_id"], "status": "processing", "as_of": at,
                        "counts": True, "first_counted_at": at})
     return orders
@@ -697,9 +691,9 @@ def reward_due_at(reward: dict) -> datetime | None:
     """When a reward next needs the shop: its next attempt while a step is open, its expiry
     while issued, never once it is used or ended."""
     if reward["state"] in OPEN_REWARD_STATES:
-        return aware(reward["next_attempt_at"])
+        return reward["next_attempt_at"]
     if reward["state"] == ISSUED:
-        return aware(reward["expires_at"])
+        return reward["expires_at"]
     return None
 
 

@@ -52,7 +52,7 @@ def coupon_spec(customer_id: str, reward: dict, individual_use: bool) -> CouponS
     else:
         description = f"Store credit ({reward['reason']})"
     return CouponSpec(code=reward["code"], discount_type="fixed_cart", amount=reward["amount"],
-                      currency=reward["currency"], expires_at=lg.aware(reward["expires_at"]),
+                      currency=reward["currency"], expires_at=reward["expires_at"],
                       individual_use=individual_use, usage_limit=1, description=description,
                       meta=coupon_meta(customer_id, reward))
 

@@ -15,7 +15,7 @@ from services.loyalty.shop_coupons import CouponsOverRpc
 from shared.config import from_nameko
 from shared.coupon_withdrawals import WithdrawalPolicy
 from shared.customers import CustomerCheck, valid_customer_id
-from shared.dependencies import OutboxRelayProvider, Settings, WorkerLogContext
+from shared.dependencies import Clock, OutboxRelayProvider, Settings, WorkerLogContext
 from shared.erasure import confirm_erasure
 from shared.errors import EXPECTED_ERRORS, NotFound, ValidationError
 from shared.messaging.handlers import event_handler
@@ -68,7 +68,7 @@ class DailyRun(DependencyProvider):
     def run_once(self) -> dict:
         storage, outbox = self._dependencies()
         moved = storage.ledger.sweep()
-        accounts = Accounts(storage, clock=self.container.service_cls.clock)
+        accounts = Accounts(storage, clock=self.container.service_cls.clock.now)
         counts = {"accounts": 0, "changed": 0, "journal_entries_moved": moved}
         for store_id, customer_id in accounts.active_accounts():
             counts["accounts"] += 1
@@ -118,9 +118,7 @@ class LoyaltyService(DataOwnerRpc):
     daily_run = DailyRun()
     customer_sync = RpcProxy("customer_sync")
 
-    # The clock of expiries and retries: a class attribute, so a test system can run the
-    # service with a clock it moves forward instead of waiting 90 days for a reward to expire.
-    clock = staticmethod(utcnow)
+    clock = Clock(utcnow)  # expiries and retries
 
     def _accounts(self) -> Accounts:
         return Accounts(self.storage, clock=self.clock)

@@ -54,12 +54,6 @@ def _forget(storage: NotificationsStorage, kind: str, store_id: str) -> None:
     _cache.pop((id(storage), kind, store_id), None)
 
 
-def _aware(value):
-    if isinstance(value, datetime) and value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value
-
-
 def format_money(amount: dict | None) -> str | None:
     """{"amount": 500, "currency": "EUR"} as "5.00 EUR", as customers read it."""
     if not amount:
@@ -80,7 +74,7 @@ def local_date(moment: Any, settings: StoreSettings) -> str:
         moment = datetime.fromisoformat(moment)
     if not isinstance(moment, datetime):
         return ""
-    return _aware(moment).astimezone(settings.zone()).date().isoformat()
+    return moment.astimezone(settings.zone()).date().isoformat()
 
 
 def trigger_facts(event: Event, settings: StoreSettings) -> dict:
@@ -203,7 +197,7 @@ class Notifier:
             total = data.get("total")
             _, first_order = contacts.add_order(store_id, customer_id, {
                 "order_id": data["order_id"], "number": data.get("number"),
-                "total": format_money(total), "date": _aware(data.get("date_created")) or at,
+                "total": format_money(total), "date": data.get("date_created") or at,
                 "seen_at": at})
         elif kind in ("customer.tagged", "customer.untagged"):
             on = kind == "customer.tagged"
@@ -232,10 +226,10 @@ class Notifier:
             purpose = data["purpose"]
             if self._held_for_confirmation(event):
                 return 0
-            contacts.apply(store_id, customer_id, f"consent_at.{purpose}", _aware(data["changed_at"]),
+            contacts.apply(store_id, customer_id, f"consent_at.{purpose}", data["changed_at"],
                            {f"consent.{purpose}": {"granted": data["granted"],
                                                    "source": data["source"],
-                                                   "at": _aware(data["changed_at"])}})
+                                                   "at": data["changed_at"]}})
         return self.schedule_for(event, first_order)
 
     def _held_for_confirmation(self, event: Event) -> bool:
@@ -247,7 +241,7 @@ class Notifier:
                 or not self.settings(event.store_id).email_double_opt_in:
             return False
         taken, change = Subscriptions(self.storage, self.clock).hold_for_confirmation(
-            event.store_id, data["customer_id"], data, _aware(data["changed_at"]))
+            event.store_id, data["customer_id"], data, data["changed_at"])
         if change.changed:
             now = self.clock()
             self.storage.sends.schedule({
@@ -325,7 +319,7 @@ class Notifier:
                 else:
                     last = contact.get("last_order") or {}
                     if last.get("date") is not None and (
-                            now - _aware(last["date"])).days >= trigger["days"]:
+                            now - last["date"]).days >= trigger["days"]:
                         key = f"after-{last['order_id']}"
                 if key is None:
                     continue

@@ -73,12 +73,6 @@ class ShopCoupons(Protocol):
 PERMANENT_COUPON_ERRORS = (Refused, ValidationError, NotFound)
 
 
-def _aware(value):
-    if isinstance(value, datetime) and value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value
-
-
 def context(contact: dict, settings, links: MessageLinks = MessageLinks()) -> dict:
     """What templates see: the projection, shaped as templates.VARIABLES describes."""
     last = contact.get("last_order")
@@ -92,7 +86,7 @@ def context(contact: dict, settings, links: MessageLinks = MessageLinks()) -> di
             "segment": contact.get("segment") or "", "orders_count": len(contact.get("order_ids") or []),
             "birthday": contact.get("birthday") or "", "tags": sorted(contact.get("tags") or {}),
             "last_order": ({"number": last.get("number"), "total": last.get("total") or "",
-                            "date": _aware(last["date"]).date().isoformat()} if last else None),
+                            "date": last["date"].date().isoformat()} if last else None),
         },
         "store": {"name": settings.name, "url": settings.url},
         "message": links.context(),
@@ -311,7 +305,7 @@ class Sender:
         return CouponSpec(
             code=coupon["code"], discount_type=wf.COUPON_TYPES[coupon["type"]],
             amount=coupon["amount"], currency=coupon["currency"],
-            expires_at=_aware(coupon["expires_at"]), email=None,
+            expires_at=coupon["expires_at"], email=None,
             individual_use=coupon["individual_use"], minimum_spend=coupon["minimum_spend"],
             usage_limit=1, description=f"Message {send['template']} of workflow "
                                        f"{send.get('workflow_id')}"[:500],

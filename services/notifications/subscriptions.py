@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any, Callable, Mapping
 
 from services.notifications.policy import CONSENT_FOR
@@ -131,7 +131,7 @@ class Subscriptions:
         if state == "pending":
             return True, Change((), ())
         held = (contact.get("consent") or {}).get(EMAIL_MARKETING) or {}
-        if held.get("at") is not None and _aware(held["at"]) >= changed_at:
+        if held.get("at") is not None and held["at"] >= changed_at:
             return True, Change((), ())  # a newer decision is held: this grant is old news
         # Later than the grant it answers, so gdpr's record moves on to it.
         at = max(self.clock(), changed_at + timedelta(microseconds=1))
@@ -139,7 +139,3 @@ class Subscriptions:
                           "waiting for the customer to confirm by email", at)
         touched = ((self.storage.contacts.collection.name, contact["_id"]),) if moved else ()
         return True, Change((EMAIL_MARKETING,) if moved else (), touched)
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)

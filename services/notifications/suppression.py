@@ -18,7 +18,7 @@ import hmac
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Iterable
 
 from pymongo import ASCENDING
@@ -176,7 +176,7 @@ class Suppressions:
         collection = self.repository.collection
         fresh = {"_id": _id, **({"history.key": {"$ne": change.key}} if change.key else {})}
         held = collection.find_one({"_id": _id}, {"lifted_at": 1, "active": 1})
-        lifted_at = _aware((held or {}).get("lifted_at"))
+        lifted_at = (held or {}).get("lifted_at")
         if lifted_at is not None and change.at <= lifted_at:
             entry = Change("reported", change.at, kind, change.source, change.detail, change.key)
             collection.update_one(fresh, {"$push": {"history": {
@@ -299,7 +299,6 @@ def list_request(filters: dict | None, page: dict | None
 def view(doc: dict) -> dict:
     """A suppression as RPC answers it: JSON types, times as ISO-8601 UTC."""
     def time(value):
-        value = _aware(value)
         return value.isoformat() if isinstance(value, datetime) else value
 
     return {"channel": doc["channel"], "address": doc.get("address"),
@@ -313,10 +312,6 @@ def view(doc: dict) -> dict:
                         for entry in doc.get("history") or []]}
 
 
-def _aware(value):
-    if isinstance(value, datetime) and value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value
 
 
 def _decode_cursor(cursor: str) -> str:

@@ -283,12 +283,6 @@ def cancelled_by(workflow_cancel: list[Mapping[str, Any]], contact: Mapping[str,
             return f"tag {rule['tag']} was removed"
         if rule["if"] == "order_placed":
             last = (contact.get("last_order") or {}).get("seen_at")
-            if last is not None and _aware(last) > _aware(scheduled_at):
+            if last is not None and last > scheduled_at:
                 return "an order came in"
     return None
-
-
-def _aware(value):
-    from datetime import timezone
-
-    return value.replace(tzinfo=timezone.utc) if getattr(value, "tzinfo", 1) is None else value

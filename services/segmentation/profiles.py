@@ -13,7 +13,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Callable, Iterable
 
 from pymongo import UpdateOne
@@ -52,14 +52,7 @@ class ProfileChange:
     touched: list[tuple[str, str]] = field(default_factory=list)
 
 
-def _aware(value):
-    if isinstance(value, datetime) and value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value
-
-
 def _iso(value) -> str | None:
-    value = _aware(value)
     return value.isoformat() if isinstance(value, datetime) else value
 
 
@@ -100,7 +93,7 @@ def contact_facts(data: dict) -> dict:
 
 
 def _comparable(contact: dict) -> dict:
-    """Contact facts as compared: a stored copy's times may come back naive."""
+    """Contact facts as compared: times to the millisecond, as a stored copy holds them."""
     return {k: (directory.aware_ms(v) if isinstance(v, datetime) else v)
             for k, v in contact.items()}
 
@@ -108,7 +101,7 @@ def _comparable(contact: dict) -> dict:
 def order_facts(doc: dict) -> list[st.OrderFact]:
     return [
         st.OrderFact(order_id=order_id, status=o["status"], total=o["total"], refunded=o["refunded"],
-                     currency=o["currency"], date_created=_aware(o["date_created"]))
+                     currency=o["currency"], date_created=o["date_created"])
         for order_id, o in (doc.get("orders") or {}).items() if o.get("date_created") is not None
     ]
 
@@ -178,7 +171,7 @@ class Profiles:
 
         def change(doc: dict) -> bool:
             held = (doc.get("orders") or {}).get(data["order_id"])
-            if held is not None and _aware(held.get("as_of")) and _aware(held["as_of"]) > event.occurred_at:
+            if held is not None and held.get("as_of") and held["as_of"] > event.occurred_at:
                 return False  # an older state of this order than the one held
             if held is not None and {k: held.get(k) for k in compared} == \
                     {k: fact[k] for k in compared}:
@@ -194,10 +187,10 @@ class Profiles:
 
         def change(doc: dict) -> bool:
             held = doc.get("contact") or {}
-            if _aware(held.get("as_of")) and _aware(held["as_of"]) > event.occurred_at:
+            if held.get("as_of") and held["as_of"] > event.occurred_at:
                 return False
             if doc.get("status") == DELETED:
-                if _aware(doc.get("deleted_at")) >= event.occurred_at:
+                if doc.get("deleted_at") >= event.occurred_at:
                     return False  # older than the deletion: delivered late
                 doc["status"], doc["deleted_at"] = ACTIVE, None  # the shop has them again
             elif _comparable({k: held.get(k) for k in contact if k not in _WHEN_KEYS}) == \
@@ -217,7 +210,7 @@ class Profiles:
             held = doc.get("contact") or {}
             if doc.get("status") != ACTIVE:
                 return False
-            if _aware(held.get("as_of")) and _aware(held["as_of"]) > event.occurred_at:
+            if held.get("as_of") and held["as_of"] > event.occurred_at:
                 return False  # the customer was seen again after this deletion
             doc["status"], doc["deleted_at"] = DELETED, event.occurred_at
             return True
@@ -509,10 +502,10 @@ class Profiles:
             if dated is not None:
                 return dated
         # A store's recompute reads profiles without their orders: their stats date the last.
-        held = [stats.last_order_at, *(_aware(o.get("fact_at") or o.get("date_created"))
+        held = [stats.last_order_at, *(o.get("fact_at") or o.get("date_created")
                                        for o in (doc.get("orders") or {}).values())]
         contact = doc.get("contact") or {}
-        held.append(_aware(contact.get("fact_at") or contact.get("date_created")))
+        held.append(contact.get("fact_at") or contact.get("date_created"))
         def state_at(moment: datetime) -> tuple:
             segment = st.classify(stats, moment, context.thresholds, context.vip_cutoff)
             tags, groups = rule_engine.resulting_state(

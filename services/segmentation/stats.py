@@ -4,16 +4,15 @@ Everything here works on plain values (a customer's orders, a store's thresholds
 cut points) so every boundary is unit-tested without a broker or a database; store-wide figures
 (the VIP cutoff, the RFM cut points) are computed by the helpers at the bottom and handed in.
 
-Money is an integer in minor units. Times are timezone-aware UTC; a naive stored time (as
-mongomock returns them) is read as UTC, but a naive `now` is refused, since it is almost
-always a local-time mistake. Day counts are whole days, floored: 30 days and 23 hours is
+Money is an integer in minor units. Times are timezone-aware UTC; a naive `now` is refused,
+since it is almost always a local-time mistake. Day counts are whole days, floored: 30 days and 23 hours is
 30 days. A store sells in one currency; amounts are summed as they come.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -29,11 +28,6 @@ AT_RISK = "at_risk"
 SEGMENTS = (PROSPECT, NEW, REGULAR, VIP, ONE_TIME, AT_RISK)
 
 _DAY = timedelta(days=1)
-
-
-def _aware(value: datetime) -> datetime:
-    """Stored times come back naive from some drivers: they are UTC."""
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
 
 
 def _require_aware(now: datetime) -> datetime:
@@ -74,7 +68,6 @@ class OrderFact:
                 raise ValueError(f"{name} must be whole minor units, got {getattr(self, name)!r}")
         if not isinstance(self.date_created, datetime):
             raise ValueError(f"date_created must be a datetime, got {self.date_created!r}")
-        object.__setattr__(self, "date_created", _aware(self.date_created))
 
     @property
     def counts(self) -> bool:
@@ -172,13 +165,13 @@ class Stats:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Stats:
-        """Read back what to_dict wrote (or a stored copy whose times came back naive)."""
+        """Read back what to_dict wrote."""
         values = {f.name: data.get(f.name, f.default) for f in fields(cls)}
         for name in ("first_order_at", "last_order_at"):
             value = values[name]
             if isinstance(value, str):
                 value = datetime.fromisoformat(value)
-            values[name] = _aware(value) if value is not None else None
+            values[name] = value
         return cls(**values)
 
 

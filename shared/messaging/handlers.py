@@ -19,7 +19,6 @@ broker; if that publish fails, the delivery is requeued instead.
 from __future__ import annotations
 
 import logging
-import sys
 import traceback
 import uuid
 from functools import partial
@@ -34,7 +33,6 @@ from nameko.extensions import SharedExtension
 from shared import metrics
 from shared.config import from_nameko
 from shared.events import Event, InvalidEvent, parse_event
-from shared.faults import HandlerFaults
 from shared.idempotency import Claim, ProcessedEvents
 from shared.logs import log_context
 from shared.messaging.publisher import ConfirmingPublisher, OutgoingMessage
@@ -131,7 +129,6 @@ class ReliableEventHandler(EventHandler):
         self.delays_ms = config.int_list("EVENT_RETRY_DELAYS_MS")
         self.lease_seconds = config.float("EVENT_CLAIM_LEASE_SECONDS")
         self.counters = metrics.event_counters(self.container.service_name, self.event_type)
-        self.faults = HandlerFaults(config.get("FAULT_FAILING_HANDLERS_FILE"))
 
     # Plain methods, not properties: nameko inspects every attribute of an extension when it
     # binds it, which would run a property before the container is ready.
@@ -188,11 +185,6 @@ class ReliableEventHandler(EventHandler):
     def _spawn(self, message, body, headers, event: Event, attempts: int, token: str | None) -> None:
         context_data = self.unpack_message_headers(message)
         handle_result = partial(self._on_result, message, body, headers, event, attempts, token)
-        try:
-            self.faults.check(self.handler_key())
-        except Exception:  # an injected fault (shared.faults): settled as a handler's failure
-            handle_result(None, exc_info=sys.exc_info())
-            return
         try:
             self.container.spawn_worker(
                 self, (event,), {}, context_data=context_data, handle_result=handle_result

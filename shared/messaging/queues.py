@@ -13,7 +13,6 @@ Per-process reply queues (`rpc.reply-...`) stay classic: they live as long as on
 """
 from __future__ import annotations
 
-import re
 from typing import Mapping
 
 from kombu import Queue

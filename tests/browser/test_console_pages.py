@@ -15,6 +15,7 @@ from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from services.gdpr.service import GdprService
+from shared.dependencies import Clock
 from tests.browser.accessibility import assert_accessible
 from tests.browser.test_console import _flash, _key
 from demo.mailbox import SmtpServer
@@ -38,7 +39,7 @@ GDPR_CLOCK = GdprClock()
 
 
 class ClockedGdprService(GdprService):
-    clock = staticmethod(GDPR_CLOCK)
+    clock = Clock(GDPR_CLOCK)
 
 
 @pytest.fixture

@@ -77,6 +77,8 @@ from bson.codec_options import CodecOptions, DatetimeConversion
 from bson.int64 import Int64
 from bson.raw_bson import RawBSONDocument
 
+from devdoubles import mongomock_adapter
+
 log = logging.getLogger(__name__)
 
 OP_REPLY, OP_QUERY, OP_MSG = 1, 2004, 2013
@@ -163,12 +165,7 @@ class MongoWire:
 
     def __init__(self, client: Any = None) -> None:
         if client is None:
-            import mongomock
-
-            from shared.mongomock_speedups import install
-
-            install()
-            client = mongomock.MongoClient(tz_aware=True)
+            client = mongomock_adapter.client()
         self.client = client
         self.lock = threading.RLock()
         self.cursors: dict[int, _Cursor] = {}

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from nameko.standalone.rpc import ClusterRpcProxy
 
+from devdoubles import mongomock_adapter
 from services.customer_sync.backfill import Backfiller, RunOptions
 from services.customer_sync.changes import PLACED_ON_FIRST_SIGHT
 from services.customer_sync.normalise import email_key, to_minor
@@ -72,7 +73,7 @@ def test_backfill_of_2600_customers_and_orders_with_429s_and_500s(big_shop):
             (r["phase"], r["next_page"], r["total_pages"])))
     finally:
         shop.reset_faults()
-        mongo.forget_mock("mongomock://backfill-big")
+        mongomock_adapter.forget("mongomock://backfill-big")
     assert run["status"] == "completed", run.get("error")
     pages = {phase: max(t or 0 for p, _, t in seen_pages if p == phase)
              for phase in ("customers", "orders")}
@@ -135,7 +136,7 @@ def test_interrupted_backfill_resumes_from_its_checkpoint(big_shop):
             1 for o in shop.orders.values() if o["status"] in PLACED_ON_FIRST_SIGHT)
     finally:
         shop.reset_faults()
-        mongo.forget_mock("mongomock://backfill-resume")
+        mongomock_adapter.forget("mongomock://backfill-resume")
 
 
 # -- through the running service, the broker and the CLI ----------------------------------------

@@ -14,6 +14,7 @@ from services.customer_sync.service import CustomerSyncService
 from services.customer_sync.signature import sign
 from services.loyalty.service import LoyaltyService
 from shared import mongo
+from shared.dependencies import Clock
 from demo.shop import FakeWooShop
 from tests.support import wait_until
 
@@ -32,7 +33,7 @@ class MovedClock:
 
 
 class LoyaltyOnMovedClock(LoyaltyService):
-    clock = staticmethod(MovedClock.now)
+    clock = Clock(MovedClock.now)
 
 
 @pytest.fixture

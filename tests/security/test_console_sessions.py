@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import re
 
-import mongomock
 import pytest
 import requests
 from nameko.standalone.rpc import ClusterRpcProxy
 from werkzeug.test import Client
 from werkzeug.wrappers import Request
 
+from devdoubles import mongomock_adapter
 from services.customer_sync.repository import CustomerSyncStorage, Store
 from services.customer_sync.service import CustomerSyncService
 from services.gateway.app import GatewayApp
@@ -45,7 +45,7 @@ class Outbox:
 def customer_sync() -> CustomerSyncService:
     """customer_sync's RPC methods with their real storage, called in process."""
     service = CustomerSyncService()
-    service.storage = CustomerSyncStorage(mongomock.MongoClient()["customer_sync"])
+    service.storage = CustomerSyncStorage(mongomock_adapter.client()["customer_sync"])
     service.storage.ensure_indexes()
     service.outbox = Outbox()
     service.storage.stores.save(Store(STORE, "https://shop.example", "whsec-123456789",

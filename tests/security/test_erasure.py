@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta, timezone
 
-import mongomock
 import pytest
 
+from devdoubles import mongomock_adapter
 from services.customer_sync.erasure import document_owners, handle_erasure_requested
 from services.customer_sync.queries import CustomerQueries
 from services.customer_sync.repository import CustomerSyncStorage, Store
@@ -82,7 +82,7 @@ class LocalServices:
 def shop_data():
     """Ada and, at another address, Ada Lovelace the namesake who shares her household phone;
     each with an order, and each known to the other services by customer id."""
-    storage = CustomerSyncStorage(mongomock.MongoClient()["customer_sync"])
+    storage = CustomerSyncStorage(mongomock_adapter.client()["customer_sync"])
     storage.ensure_indexes()
     storage.stores.save(Store(STORE, "https://shop.example/", "whsec-12345678", "ck", "cs"))
     sync = CustomerSync(storage)
@@ -96,7 +96,7 @@ def shop_data():
         record_done_delivery(storage, topic, body)
     ada = storage.customers.by_woo_id(STORE, 42)["_id"]
     namesake = storage.customers.by_woo_id(STORE, 43)["_id"]
-    others = {name: mongomock.MongoClient()[name] for name in SERVICES[1:]}
+    others = {name: mongomock_adapter.client()[name] for name in SERVICES[1:]}
     for customer_id in (ada, namesake):
         others["segmentation"]["profiles"].insert_one({
             "_id": f"{STORE}:{customer_id}", "store_id": STORE, "customer_id": customer_id,
@@ -121,7 +121,7 @@ def erase_everywhere(storage, others, request_id, customer_ids, email):
 
 def erasure_desk():
     clock = Clock(T0)
-    desk = Desk(GdprStorage(mongomock.MongoClient()["gdpr"]),
+    desk = Desk(GdprStorage(mongomock_adapter.client()["gdpr"]),
                 DeskSettings(services=SERVICES, retry_seconds=60), clock)
     desk.storage.ensure_indexes()
     return desk, clock
@@ -205,7 +205,7 @@ AFTER = "2026-06-10T08:00:00"  # and after it
 @pytest.fixture
 def erased_ada():
     """Ada, registered (shop customer 42) with an order, erased at ERASED_AT."""
-    storage = CustomerSyncStorage(mongomock.MongoClient()["customer_sync"])
+    storage = CustomerSyncStorage(mongomock_adapter.client()["customer_sync"])
     storage.ensure_indexes()
     storage.stores.save(Store(STORE, "https://shop.example/", "whsec-12345678", "ck", "cs"))
     clock = Clock(ERASED_AT - timedelta(days=30))

@@ -3,9 +3,9 @@ megabyte of one name, thousands of commas) and an unknown mode are refused namin
 with a bounded message, and nothing is stored for the row."""
 from __future__ import annotations
 
-import mongomock
 import pytest
 
+from devdoubles import mongomock_adapter
 from services.customer_sync.importing import CustomerImport
 from services.customer_sync.repository import CustomerSyncStorage, Store
 from services.customer_sync.sync import CustomerSync
@@ -18,7 +18,7 @@ HOSTILE = ["$where", "a.b", "x" * 1_000_000, "," * 100_000 + "ok," + "y" * 70,
 
 @pytest.fixture
 def importer():
-    storage = CustomerSyncStorage(mongomock.MongoClient()["customer_sync"])
+    storage = CustomerSyncStorage(mongomock_adapter.client()["customer_sync"])
     storage.ensure_indexes()
     storage.stores.save(Store(STORE, "http://127.0.0.1:9", "whsec-12345678", "ck", "cs"))
     return storage, CustomerImport(storage, CustomerSync(storage))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import uuid
 
-import mongomock
 import pytest
 import requests
 from kombu import Connection, Queue
@@ -16,6 +15,7 @@ from nameko.standalone.rpc import ClusterRpcProxy
 from werkzeug.test import Client
 from werkzeug.wrappers import Request
 
+from devdoubles import mongomock_adapter
 from services.customer_sync.repository import CustomerSyncStorage, Store
 from services.customer_sync.service import CustomerSyncService
 from services.gateway.app import GatewayApp
@@ -41,7 +41,7 @@ class Deployment:
 
     def __init__(self) -> None:
         self.customer_sync = CustomerSyncService()
-        self.customer_sync.storage = CustomerSyncStorage(mongomock.MongoClient()["cs"])
+        self.customer_sync.storage = CustomerSyncStorage(mongomock_adapter.client()["cs"])
         self.customer_sync.storage.ensure_indexes()
         self.customer_sync.outbox = Outbox()
         self.customer_sync.storage.stores.save(

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 
-import mongomock
 import pytest
 
+from devdoubles import mongomock_adapter
 from services.customer_sync.repository import CustomerSyncStorage
 from services.customer_sync.signature import sign
 from services.customer_sync.stores import StoreAdmin
@@ -26,7 +26,7 @@ STORE = "s1"
 
 @pytest.fixture
 def storage():
-    s = CustomerSyncStorage(mongomock.MongoClient().db)
+    s = CustomerSyncStorage(mongomock_adapter.client().db)
     s.ensure_indexes()
     StoreAdmin(s, Config({})).register({
         "store_id": STORE, "shop_url": "https://shop.example", "webhook_secret": SECRET,

@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
-import mongomock
 import pytest
 
+from devdoubles import mongomock_adapter
 from services.customer_sync.inbox import MAX_ATTEMPTS, InboxProcessor
 from services.customer_sync.quarantine import WebhookQuarantine
 from services.customer_sync.reconcile import store_health
@@ -41,7 +41,7 @@ class BuggySync(CustomerSync):
 
 @pytest.fixture
 def storage():
-    s = CustomerSyncStorage(mongomock.MongoClient().db)
+    s = CustomerSyncStorage(mongomock_adapter.client().db)
     s.ensure_indexes()
     for store in ("s1", "s2"):
         StoreAdmin(s, Config({})).register({

@@ -64,7 +64,8 @@ class FaultStack:
             # Reconciliation looks for due stores every 2 s; a store's interval is its own
             # (`stores add --reconcile-minutes`), and effectively never unless set.
             RECONCILE_POLL_SECONDS="2", WOO_MAX_RETRIES="2",
-            FAULT_FAILING_HANDLERS_FILE=str(self.fault_file), **(env or {})))
+            FAULT_FAILING_HANDLERS_FILE=str(self.fault_file), **(env or {})),
+            launcher="tests.system.fault_launcher")
 
     def start(self) -> "FaultStack":
         began = time.monotonic()
@@ -124,7 +125,7 @@ class FaultStack:
         return total
 
     def fail_handlers(self, *handler_keys: str) -> None:
-        """Make these handlers fail (shared/faults.py) until `clear_handler_faults()`."""
+        """Make these handlers fail (tests/system/fault_launcher.py) until `clear_handler_faults()`."""
         self.fault_file.write_text("".join(f"{key}\n" for key in handler_keys))
 
     def clear_handler_faults(self) -> None:

@@ -56,9 +56,11 @@ class MongoServerProcess:
 class SystemProcesses:
     """Every service in its own process against one vhost; see the module doc."""
 
-    def __init__(self, amqp_uri: str, log_dir: Path, env: dict[str, str]) -> None:
+    def __init__(self, amqp_uri: str, log_dir: Path, env: dict[str, str],
+                 launcher: str = "services") -> None:
         self.amqp_uri = amqp_uri
         self.log_dir = log_dir
+        self.launcher = launcher  # the module run with `python -m` to start a service
         self.base_env = {**os.environ, "AMQP_URI": amqp_uri, "LOG_LEVEL": "WARNING",
                          "PYTHONUNBUFFERED": "1", **env}
         self.children: dict[str, Child] = {}
@@ -90,7 +92,7 @@ class SystemProcesses:
         for name in names:
             self.starts[name] = self.starts.get(name, 0) + 1
             log = self.log_dir / f"{name}.{self.starts[name]}.log"
-            self.children[name] = Child(name, [sys.executable, "-m", "services", name],
+            self.children[name] = Child(name, [sys.executable, "-m", self.launcher, name],
                                         self._env(name), log)
         for name in names:
             self.wait_ready(name, timeout)

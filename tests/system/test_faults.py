@@ -4,8 +4,8 @@ scenario.py): nothing lost, nothing applied twice.
 
 1. RabbitMQ stopped (`rabbitmqctl stop_app`) mid-stream and started again: on a private node
    of our own (tests/private_broker.py), never the machine's shared broker.
-2. Two event handlers failing for a while (shared/faults.py): retried, parked, replayed with
-   `companion dlq replay` once the fault is cleared.
+2. Two event handlers failing for a while (tests/system/fault_launcher.py): retried, parked,
+   replayed with `companion dlq replay` once the fault is cleared.
 3. The shop's API failing on one page during a backfill: the run stops with its progress
    kept and resumes from there, not from the start.
 4. The same signed order webhook posted ten times at once.

@@ -10,11 +10,11 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PRODUCT = ("shared", "ops", "services", "demo")
+PRODUCT = ("shared", "ops", "services", "demo", "devdoubles")
 PROJECT = (*PRODUCT, "tests", "bench")
 
 # What shared/, the library every other package builds on, may never import.
-ABOVE_SHARED = ("services", "ops", "demo", "tests", "bench")
+ABOVE_SHARED = ("services", "ops", "demo", "devdoubles", "tests", "bench")
 
 # Modules of services/ that every service and operator tool may import: they name the
 # services, so they sit beside them rather than inside one.
@@ -113,6 +113,9 @@ def forbidden_imports(graph: dict[str, set[str]]) -> list[str]:
                 problems.append(f"{module} imports {target}: product code never names the tests")
             if _top(module) in ("shared", "services") and _top(target) == "demo":
                 problems.append(f"{module} imports {target}: the product never needs the demo")
+            if _top(module) == "services" and _top(target) == "devdoubles":
+                problems.append(f"{module} imports {target}: test doubles stay out of the "
+                                "product (shared.mongo loads one by URI scheme)")
             if _top(module) == "services" and _top(target) == "ops":
                 problems.append(f"{module} imports {target}: operator tools sit above the services")
             own, other = _service(module), _service(target)

@@ -7,11 +7,11 @@ import logging
 import re
 from datetime import datetime, timedelta, timezone
 
-import mongomock
 import pytest
 from werkzeug.test import Client
 from werkzeug.wrappers import Request
 
+from devdoubles import mongomock_adapter
 from services.customer_sync.api_keys import ApiKeys
 from services.customer_sync.console_sessions import ConsoleSessions
 from services.gateway.app import GatewayApp
@@ -383,7 +383,7 @@ def test_the_console_takes_the_longest_sessions_customer_sync_keeps_and_no_longe
     longest = {"CONSOLE_SESSION_IDLE_MINUTES": CONSOLE_SESSION_IDLE_MINUTES_MAX,
                "CONSOLE_SESSION_MAX_HOURS": CONSOLE_SESSION_MAX_HOURS_MAX}
     codec = World(**{name: str(value) for name, value in longest.items()}).console.codec
-    database = mongomock.MongoClient()["console"]
+    database = mongomock_adapter.client()["console"]
     keys = ApiKeys(database["api_keys"])
     key = keys.create("shop", "desk", ["read"], "test")
     opened = ConsoleSessions(database["console_sessions"], keys).open(

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import re
 
-import mongomock
-
+from devdoubles import mongomock_adapter
 from services.gateway.backends import Backends
 from services.gateway.console import forms
 from services.gateway.console.segment_views import format_conditions, parse_conditions
@@ -17,7 +16,7 @@ from tests.unit.test_console import (EVIL, CustomerSync, Gdpr, Loyalty, Notifica
 
 class SavedSegmentation(Segmentation):
     def __init__(self) -> None:
-        storage = SegmentationStorage(mongomock.MongoClient()["segmentation"])
+        storage = SegmentationStorage(mongomock_adapter.client()["segmentation"])
         self.segments = SavedSegments(storage.saved_segments, new_id=lambda: "seg1")
 
     def list_segments(self, store):

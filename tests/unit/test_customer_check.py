@@ -105,14 +105,14 @@ def test_customer_sync_not_running_or_too_slow_is_unavailable_not_a_hang():
 # -- customer_sync's side of the question ------------------------------------------------------
 
 def test_customer_sync_knows_its_own_store_s_customers_and_not_the_erased():
-    import mongomock
+    from devdoubles import mongomock_adapter
 
     from services.customer_sync.queries import CustomerQueries
     from services.customer_sync.repository import CustomerSyncStorage, Store
     from services.customer_sync.sync import CustomerSync
     from tests import payloads
 
-    storage = CustomerSyncStorage(mongomock.MongoClient()["customer_sync"])
+    storage = CustomerSyncStorage(mongomock_adapter.client()["customer_sync"])
     storage.ensure_indexes()
     for store in ("s1", "s2"):
         storage.stores.save(Store(store, "https://shop.example", "whsec-12345678", "ck", "cs"))

@@ -2,9 +2,9 @@
 customer_sync does with each row, on an in-memory MongoDB."""
 from __future__ import annotations
 
-import mongomock
 import pytest
 
+from devdoubles import mongomock_adapter
 from services.customer_sync.importing import KNOWN_COLUMNS, CustomerImport
 from services.customer_sync.repository import CustomerSyncStorage, Store
 from services.customer_sync.sync import CustomerSync
@@ -15,7 +15,7 @@ STORE = "s1"
 
 @pytest.fixture
 def storage():
-    s = CustomerSyncStorage(mongomock.MongoClient()["customer_sync"])
+    s = CustomerSyncStorage(mongomock_adapter.client()["customer_sync"])
     s.ensure_indexes()
     s.stores.save(Store(STORE, "http://127.0.0.1:9", "whsec-12345678", "ck_x", "cs_x"))
     return s

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta, timezone
 
-import mongomock
 import pytest
 
+from devdoubles import mongomock_adapter
 from services.customer_sync.deletion import CustomerDeletion
 from services.customer_sync.erasure import CustomerErasure
 from services.customer_sync.importing import CustomerImport
@@ -37,7 +37,7 @@ def shop():
 
 @pytest.fixture
 def storage(shop):
-    s = CustomerSyncStorage(mongomock.MongoClient()["customer_sync"])
+    s = CustomerSyncStorage(mongomock_adapter.client()["customer_sync"])
     s.ensure_indexes()
     s.stores.save(Store(STORE, shop.base_url, "whsec-12345678", shop.consumer_key,
                         shop.consumer_secret))

@@ -6,9 +6,9 @@ import json
 import re
 from datetime import datetime, timezone
 
-import mongomock
 import pytest
 
+from devdoubles import mongomock_adapter
 from services.customer_sync.anonymise import (
     anonymise_order_snapshot,
     is_blank_customer,
@@ -55,7 +55,7 @@ PERSONAL = ["ada@example.com", "Ada", "Lovelace", "+4400000001", "1 Way", "N1"]
 
 @pytest.fixture
 def storage():
-    s = CustomerSyncStorage(mongomock.MongoClient()["customer_sync"])
+    s = CustomerSyncStorage(mongomock_adapter.client()["customer_sync"])
     s.ensure_indexes()
     s.stores.save(Store(STORE, "https://shop.example/", "whsec-12345678", "ck", "cs"))
     return s
@@ -119,8 +119,10 @@ def test_tombstone_values_normalise_emails_and_drop_blanks():
 
 def test_an_email_tombstone_holds_for_the_past_and_a_shop_id_tombstone_for_ever():
     erased = datetime(2026, 6, 1, tzinfo=timezone.utc)
-    before, after = datetime(2026, 5, 1, tzinfo=timezone.utc), datetime(2026, 7, 1)  # naive: UTC
-    email = {"kind": EMAIL, "first_erased_at": datetime(2026, 1, 1), "erased_at": erased}
+    before = datetime(2026, 5, 1, tzinfo=timezone.utc)
+    after = datetime(2026, 7, 1, tzinfo=timezone.utc)
+    email = {"kind": EMAIL, "first_erased_at": datetime(2026, 1, 1, tzinfo=timezone.utc),
+             "erased_at": erased}
     assert tombstone_holds(email, before, after)  # created before: the erased past
     assert tombstone_holds(email, None, before)  # no creation time: the modification time
     assert tombstone_holds(email, None, None)  # no shop time at all: kept out
@@ -226,7 +228,7 @@ def test_woocommerce_erasers_blank_customer_is_recognised():
 
 # -- the scanner --------------------------------------------------------------------------------
 def test_scanner_finds_terms_at_any_depth_and_only_in_the_store():
-    db = mongomock.MongoClient()["any_service"]
+    db = mongomock_adapter.client()["any_service"]
     db["a"].insert_many([
         {"store_id": STORE, "deep": [{"x": {"y": "Contact: ADA@Example.com"}}]},
         {"store_id": STORE, "tags": {"lovelace-fan": True}},  # a key
@@ -247,7 +249,7 @@ def test_scanner_finds_terms_at_any_depth_and_only_in_the_store():
 
 
 def test_the_proof_counts_a_shared_phone_or_name_only_where_it_is_tied_to_the_erased_ids():
-    db = mongomock.MongoClient()["any_service"]
+    db = mongomock_adapter.client()["any_service"]
     db["profiles"].insert_many([
         {"store_id": STORE, "customer_id": "gone", "contact": {"phone": "+44 1"}},
         {"store_id": STORE, "customer_id": "housemate", "contact": {"phone": "+44 1",
@@ -277,7 +279,7 @@ def test_the_proof_counts_a_shared_phone_or_name_only_where_it_is_tied_to_the_er
     ((["a"], ["+44 1"], ["c"]), "terms"),
 ])
 def test_a_malformed_proof_search_is_refused_naming_the_field(args, field):
-    db = mongomock.MongoClient()["any_service"]
+    db = mongomock_adapter.client()["any_service"]
     terms, tied, ids = args
     with pytest.raises(ValidationError) as info:
         search(db, STORE, terms, "svc", tied, ids)

@@ -8,7 +8,6 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from services.loyalty import ledger as lg
 from services.loyalty.accounts import Accounts
 from services.loyalty.repository import LoyaltyStorage
 from services.loyalty.rewards import RetryPolicy, Rewards
@@ -209,8 +208,8 @@ def test_a_shop_outage_leaves_the_reward_pending_and_retried_with_a_doubling_wai
     assert rewards.run_due()[0] == {"accounts": 0, "attempts": 0}  # not due yet
     waits = []
     for _ in range(4):
-        clock.now = lg.aware(datetime.fromisoformat(
-            accounts.list_rewards(STORE, "c1")["items"][0]["next_attempt_at"]))
+        clock.now = datetime.fromisoformat(
+            accounts.list_rewards(STORE, "c1")["items"][0]["next_attempt_at"])
         before = clock.now
         assert rewards.run_due()[0] == {"accounts": 1, "attempts": 1}
         after = datetime.fromisoformat(accounts.list_rewards(STORE, "c1")["items"][0]["next_attempt_at"])
@@ -276,7 +275,7 @@ def test_returned_points_keep_the_expiry_of_the_points_they_were(world):
     rewards.redeem(STORE, "c1", 400)
     doc = accounts.storage.accounts.get(STORE, "c1")
     [back] = [lot for lot in doc["lots"] if lot["source"] == "return"]
-    assert lg.aware(back["expires_at"]) == datetime(2027, 6, 1, 12, tzinfo=timezone.utc)
+    assert back["expires_at"] == datetime(2027, 6, 1, 12, tzinfo=timezone.utc)
     clock.now = datetime(2027, 6, 1, 12, tzinfo=timezone.utc)
     accounts.daily(STORE, "c1")
     assert accounts.account_view(STORE, "c1")["balance"] == 0

@@ -6,12 +6,12 @@ import json
 import socket
 from pathlib import Path
 
-import mongomock
 import pytest
 import requests
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from devdoubles import mongomock_adapter
 from services.customer_sync.repository import CustomerSyncStorage
 from services.customer_sync.signature import sign
 from services.customer_sync.stores import StoreAdmin
@@ -126,7 +126,7 @@ def test_a_readiness_check_that_breaks_answers_503_not_500():
 
 
 def test_process_readiness_needs_started_services_and_the_broker():
-    database = mongomock.MongoClient().db
+    database = mongomock_adapter.client().db
     running = {"yes": False}
     check = process_readiness("amqp://guest:guest@127.0.0.1:1//", database,
                               lambda: running["yes"])
@@ -183,7 +183,7 @@ def test_parked_depth_gives_no_sample_when_the_broker_does_not_answer():
 
 @pytest.fixture
 def receiver():
-    storage = CustomerSyncStorage(mongomock.MongoClient().db)
+    storage = CustomerSyncStorage(mongomock_adapter.client().db)
     storage.ensure_indexes()
     StoreAdmin(storage, Config({})).register({
         "store_id": "s1", "shop_url": "https://shop.example", "webhook_secret": "whsec-metrics",

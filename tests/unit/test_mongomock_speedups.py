@@ -6,7 +6,7 @@ import random
 import mongomock
 import pytest
 
-from shared.mongomock_speedups import install
+from devdoubles.mongomock_speedups import install
 
 
 def seeded_docs(n: int = 300) -> list[dict]:

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from devdoubles import mongomock_adapter
 from services.segmentation import directory
 from services.segmentation.profiles import Profiles
 from services.segmentation.repository import SegmentationStorage
@@ -166,9 +167,7 @@ def store(request):
     """One seeded store per module (seeding takes seconds); the tests using it only read."""
     name = f"test_{uuid.uuid4().hex[:12]}"
     if request.param == "mongomock":
-        import mongomock
-
-        client = mongomock.MongoClient()
+        client = mongomock_adapter.client()
     else:
         client = request.getfixturevalue(
             "wire_mongo_client" if request.param == "wire" else "real_mongo_client")
@@ -536,7 +535,7 @@ def test_erasure_removes_the_names_and_email_the_list_keeps(empty):
 # -- speed on mongomock --------------------------------------------------------------------------
 
 def test_a_page_of_a_5000_customer_store_is_quick_on_mongomock(monkeypatch):
-    """With shared.mongomock_speedups (as the services use it) a page, however deep, is sorted
+    """With devdoubles.mongomock_speedups (as the services use it) a page, however deep, is sorted
     by Python's own comparison, never by mongomock's per-comparison BSON dispatch (which took
     seconds for a page of 5,000 customers). Checked by counting mongomock's sort-key calls, not
     by a wall clock, which a loaded machine makes flaky."""
@@ -579,4 +578,4 @@ def test_a_page_of_a_5000_customer_store_is_quick_on_mongomock(monkeypatch):
             assert answer["total"] > 50
             assert not slow_sort_keys, (sort, filters, sorted(set(slow_sort_keys)))
     finally:
-        mongo.forget_mock(uri)
+        mongomock_adapter.forget(uri)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-import mongomock
 import pytest
 
+from devdoubles import mongomock_adapter
 from services.customer_sync.repository import CustomerSyncStorage, Store
 from services.customer_sync.shop_coupons import ShopCoupons
 from services.customer_sync.sync import CustomerSync
@@ -29,7 +29,7 @@ def shop():
 
 @pytest.fixture()
 def storage(shop):
-    storage = CustomerSyncStorage(mongomock.MongoClient()["customer_sync"])
+    storage = CustomerSyncStorage(mongomock_adapter.client()["customer_sync"])
     storage.ensure_indexes()
     storage.stores.save(Store(STORE, shop.base_url, "whsec-12345678", shop.consumer_key, SECRET))
     return storage

@@ -1,9 +1,9 @@
 """customer_sync's write side on an in-memory MongoDB: state, stale guard, guests, events."""
 from __future__ import annotations
 
-import mongomock
 import pytest
 
+from devdoubles import mongomock_adapter
 from services.customer_sync.repository import CustomerSyncStorage
 from services.customer_sync.sync import CustomerSync
 from shared.outbox import OUTBOX_FIELD
@@ -226,7 +226,7 @@ def test_event_ids_are_stable_for_the_same_change(storage):
     first = CustomerSync(storage)
     first.apply(STORE, "order", "created", payloads.order(1), correlation_id="a")
     placed_id = owed(storage)[-1]["event_id"]
-    other = CustomerSyncStorage(mongomock.MongoClient().db)
+    other = CustomerSyncStorage(mongomock_adapter.client().db)
     other.ensure_indexes()
     second = CustomerSync(other)
     second.apply(STORE, "order", "created", payloads.order(1), correlation_id="b")

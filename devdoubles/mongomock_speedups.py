@@ -26,7 +26,7 @@ without changing what any query returns:
   guarded against the race. It is off elsewhere: each yield costs the webhook door about 15%
   of its throughput on mongomock, which real round trips would not.
 
-Applied once, from `shared.mongo.connect`, only when a `mongomock://` URI is used.
+Applied once, by `devdoubles.mongomock_adapter` before it makes a client.
 """
 from __future__ import annotations
 
