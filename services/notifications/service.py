@@ -1,220 +1,80 @@
-"""notifications' nameko entrypoints. Thin: events go to `Notifier`, due sends to `Sender`,
-Twilio's callbacks to `twilio_hooks`, the links in messages to `PreferenceDoor`."""
+"""notifications' nameko entrypoints. Thin: events go to `Notifier`, due sends to the
+background `Sender` (background.py), Twilio's callbacks to `twilio_hooks`, the links in
+messages to `PreferenceDoor`; everything is built once in bootstrap.py."""
 from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta, timezone
 
 import eventlet
-from nameko.exceptions import MethodNotFound, RpcTimeout, UnknownService
-from nameko.extensions import DependencyProvider
 from nameko.rpc import RpcProxy, rpc
-from nameko.standalone.rpc import ClusterRpcProxy
 from pymongo.errors import PyMongoError
 
 from services.notifications import channel_health, email_reports, twilio_hooks
 from services.notifications import links as ln
-from services.notifications.bounded_sandbox import RenderLimits
-from services.notifications.channels import EmailChannel, SmsChannel, SmtpSettings, TwilioSettings
+from services.notifications.background import run_date_rules, send_due
+from services.notifications.bootstrap import build
 from services.notifications.notifier import Notifier
 from services.notifications.preference_door import Answer, PreferenceDoor, Unavailable
 from services.notifications.repository import ERASED, NotificationsStorage
-from services.notifications.sender import Sender, SenderSettings, coupon_meta
+from services.notifications.sender import coupon_meta
 from services.notifications.sender import context as template_context
 from services.notifications.suppression import Suppressions, list_request
 from services.notifications.templates import (SAMPLE_CONTEXT, SAMPLE_EXTRAS, RenderFailed, render,
                                                validate_template)
-from shared.config import Config, from_nameko
-from shared.coupon_withdrawals import WithdrawalPolicy
-from shared.coupons import check_prefix
-from shared.customers import (CustomerCheck, not_found,
-                              valid_customer_id, valid_customer_ids)
+from shared.customers import not_found, valid_customer_id, valid_customer_ids
 from shared.dependencies import OutboxRelayProvider, Settings, WorkerLogContext
 from shared.erasure import confirm_erasure
 from shared.errors import EXPECTED_ERRORS, NotFound, Unavailable, ValidationError
 from shared.health import HealthEndpoints, json_response
 from shared.messaging.handlers import event_handler
 from shared.mongo import MongoStorage
+from shared.periodic import MINUTES, PeriodicTasks, Task
 from shared.service_rpc import DataOwnerRpc
 from shared.timers import ConfiguredTimer
-from shared.tls import amqp_ssl_options
 from shared.web import http
 
 log = logging.getLogger(__name__)
 SEND_FILTERS = ("channel", "status", "template", "customer_id", "workflow_id", "held_reason")
 
 
-def _storage(database, config) -> NotificationsStorage:
-    return NotificationsStorage(database)
+def _send_task(uses) -> dict:
+    return send_due(uses.app.sender, uses.outbox.notify)
 
 
-class CouponsOverRpc:
-    """customer_sync's `ensure_coupon` and `delete_coupon` for the send loop: a managed thread
-    has no worker to hold an RpcProxy, so each call opens a standalone one. No answer within
-    NOTIFY_COUPON_TIMEOUT_SECONDS, or no customer_sync to ask, is Unavailable (the send
-    waits and retries); customer_sync's own errors pass through as they are."""
-
-    def __init__(self, config: Config, timeout: float) -> None:
-        self.config = {"AMQP_URI": config.get("AMQP_URI"), "serializer": "json",
-                       "AMQP_SSL": amqp_ssl_options(config)}
-        self.timeout = timeout
-
-    def ensure_coupon(self, store_id: str, coupon: dict, customer_id: str | None = None) -> dict:
-        return self._call("ensure_coupon", store_id, coupon, customer_id)
-
-    def delete_coupon(self, store_id: str, code: str, meta: dict) -> dict:
-        return self._call("delete_coupon", store_id, code, meta)
-
-    def _call(self, method: str, *args: object) -> dict:
-        try:
-            with ClusterRpcProxy(self.config, timeout=self.timeout) as proxy:
-                return getattr(proxy.customer_sync, method)(*args)
-        except (RpcTimeout, UnknownService, MethodNotFound, OSError) as exc:
-            raise Unavailable(f"customer_sync did not answer {method}: "
-                              f"{type(exc).__name__}: {exc}") from None
-
-
-def sender_for(storage: NotificationsStorage, config: Config,
-               links: ln.PublicLinks | None = None) -> Sender:
-    email = EmailChannel(SmtpSettings(
-        host=config.get("SMTP_HOST"), port=config.int("SMTP_PORT"),
-        security=config.get("SMTP_SECURITY"), username=config.get("SMTP_USERNAME"),
-        password=config.get("SMTP_PASSWORD"), timeout=config.float("SMTP_TIMEOUT_SECONDS"),
-        sender=config.get("MAIL_FROM")))
-    sms = SmsChannel(TwilioSettings(
-        account_sid=config.get("TWILIO_ACCOUNT_SID"), auth_token=config.get("TWILIO_AUTH_TOKEN"),
-        from_number=config.get("TWILIO_FROM_NUMBER"), api_base=config.get("TWILIO_API_BASE"),
-        timeout=config.float("SMTP_TIMEOUT_SECONDS")))
-    public = config.get("NOTIFY_PUBLIC_URL").rstrip("/")
-    return Sender(storage, email, sms, SenderSettings(
-        max_attempts=config.int("NOTIFY_MAX_ATTEMPTS"),
-        retry_seconds=config.float("NOTIFY_RETRY_SECONDS"),
-        lease_seconds=config.float("NOTIFY_LEASE_SECONDS"),
-        mail_domain=config.get("MAIL_DOMAIN"),
-        status_callback_url=f"{public}{twilio_hooks.STATUS_PATH}" if public else None,
-        render_limits=RenderLimits.from_config(config),
-        coupon_prefix=check_prefix(config.get("NOTIFY_COUPON_PREFIX")), links=links),
-        shop_coupons=CouponsOverRpc(config, config.float("NOTIFY_COUPON_TIMEOUT_SECONDS")))
-
-
-class LinkSigning(DependencyProvider):
-    """The process's link signer (links.py), made once at start-up, so the sender and the
-    preference pages sign and check with the same secret; a real deployment without
-    NOTIFY_LINK_SECRET does not start."""
-
-    def setup(self) -> None:
-        config = from_nameko(self.container.config)
-        self.public_url = config.get("NOTIFY_PUBLIC_URL").rstrip("/")
-        self.signer = ln.signer_from_settings(config.get("NOTIFY_LINK_SECRET"), self.public_url)
-
-    def links(self) -> ln.PublicLinks | None:
-        """None without a public address: no link can be made."""
-        return ln.PublicLinks(self.signer, self.public_url) if self.public_url else None
-
-    def get_dependency(self, worker_ctx) -> "LinkSigning":
-        return self
-
-
-class SendLoop(DependencyProvider):
-    """Sends what is due every NOTIFY_POLL_SECONDS (sooner when asked), and checks the date
-    rules (birthdays, lapses) every NOTIFY_DATE_RULES_MINUTES. Each instance claims sends one
-    at a time, so several instances share the work and never send the same message."""
-
-    def setup(self) -> None:
-        self.config = from_nameko(self.container.config)
-        self.poll = self.config.float("NOTIFY_POLL_SECONDS")
-        self.date_rules_every = self.config.float("NOTIFY_DATE_RULES_MINUTES") * 60
-        try:  # a bad prefix stops the service at start, not every coupon at send time
-            check_prefix(self.config.get("NOTIFY_COUPON_PREFIX"))
-        except ValueError as exc:
-            raise ValueError(f"NOTIFY_COUPON_PREFIX: {exc}") from None
-        self._threads = []
-        self._wake = eventlet.event.Event()
-
-    def start(self) -> None:
-        self._threads = [self.container.spawn_managed_thread(self._send_loop, identifier="sender"),
-                         self.container.spawn_managed_thread(self._date_loop, identifier="date-rules")]
-
-    def _dependencies(self):
-        storage = next(d for d in self.container.dependencies
-                       if isinstance(d, MongoStorage)).repositories
-        outbox = next(d for d in self.container.dependencies if isinstance(d, OutboxRelayProvider))
-        return storage, outbox
-
-    def wake(self) -> None:
-        if not self._wake.ready():
-            self._wake.send()
-
-    def _send_loop(self) -> None:
-        storage, outbox = self._dependencies()
-        signing = next(d for d in self.container.dependencies if isinstance(d, LinkSigning))
-        sender = sender_for(storage, self.config, signing.links())
-        try:
-            while True:
-                try:
-                    counts = sender.run_once()
-                except Exception:
-                    log.exception("the sender failed; it tries again")
-                    counts = {}
-                if counts:
-                    outbox.notify(sender.take_touched())  # exactly the sends that owe events
-                    log.info("sends processed", extra={"outcomes": counts})
-                    continue  # more may be due
-                with eventlet.Timeout(self.poll, False):
-                    self._wake.wait()
-                if self._wake.ready():
-                    self._wake.reset()
-        finally:
-            sender.email.close()
-
-    def _date_loop(self) -> None:
-        storage, _ = self._dependencies()
-        while True:
-            eventlet.sleep(self.date_rules_every)
-            self.run_date_rules(storage)
-
-    def run_date_rules(self, storage: NotificationsStorage | None = None) -> int:
-        storage = storage or self._dependencies()[0]
-        notifier, scheduled = Notifier(storage), 0
-        for store_id in storage.workflows.distinct("store_id", {"trigger.date": {"$exists": True}}):
-            try:
-                scheduled += notifier.run_date_rules(store_id)
-            except Exception:
-                log.exception("date rules failed for a store", extra={"store_id": store_id})
-        if scheduled:
-            self.wake()
-        return scheduled
-
-    def stop(self) -> None:
-        for thread in self._threads:
-            thread.kill()
-
-    def kill(self) -> None:
-        self.stop()
-
-    def get_dependency(self, worker_ctx) -> "SendLoop":
-        return self
+def _date_rules_task(uses) -> int:
+    return run_date_rules(uses.app.storage, lambda: uses.background.wake("send"))
 
 
 class NotificationsService(HealthEndpoints, DataOwnerRpc):
     name = "notifications"
 
-    storage = MongoStorage(_storage)
-    outbox = OutboxRelayProvider(lambda storage: storage.outbox_collections())
+    app = MongoStorage(build)
+    outbox = OutboxRelayProvider(lambda app: app.outbox_collections())
     log_context = WorkerLogContext()
     settings = Settings()
-    send_loop = SendLoop()
-    link_signing = LinkSigning()
+    # Sends what is due every NOTIFY_POLL_SECONDS (at once while more is due, sooner when
+    # woken); checks the date rules every NOTIFY_DATE_RULES_MINUTES.
+    background = PeriodicTasks(
+        Task("send", _send_task, setting="NOTIFY_POLL_SECONDS", wait_first=False,
+             again_at_once=True, at_stop=lambda uses: uses.app.sender.email.close()),
+        Task("date-rules", _date_rules_task, setting="NOTIFY_DATE_RULES_MINUTES", unit=MINUTES),
+        uses=("app", "outbox", "background"))
     customer_sync = RpcProxy("customer_sync")
     gdpr = RpcProxy("gdpr")
 
+    @property
+    def storage(self) -> NotificationsStorage:
+        """The repositories, where DataOwnerRpc looks for the database."""
+        return self.app.storage
+
     def _notifier(self) -> Notifier:
-        return Notifier(self.storage, render_limits=RenderLimits.from_config(self.settings))
+        return self.app.notifier()
 
     def _existing(self, store_id: str, customer_ids: list[str]) -> set[str]:
         """Which of the ids are customers of the store: a contact held here (made from
         customer_sync's events) says so; customer_sync answers for anyone not heard of yet."""
-        check = CustomerCheck.over_rpc(self.customer_sync, self.settings)
+        check = self.app.customer_check(self.customer_sync)
 
         def held_here(customer_id: str) -> bool:
             contact = self.storage.contacts.get(store_id, customer_id)
@@ -241,7 +101,7 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
         scheduled = notifier.apply(event)
         self.outbox.notify(notifier.touched)  # a consent held for confirmation, announced
         if scheduled or notifier.touched:
-            self.send_loop.wake()  # a workflow without delay should not wait for the poll
+            self.background.wake("send")  # a workflow without delay should not wait for the poll
 
     # -- events in: the projection, and the triggers ----------------------------------------------
     # No claims (shared/messaging/handlers.py): the projection is written only over older
@@ -369,12 +229,9 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
         self._run_coupon_withdrawals()
 
     def _run_coupon_withdrawals(self) -> dict:
-        coupons = CouponsOverRpc(self.settings,
-                                 self.settings.float("NOTIFY_COUPON_TIMEOUT_SECONDS"))
         return self.storage.coupon_withdrawals.run_due(
-            coupons.delete_coupon, datetime.now(timezone.utc),
-            WithdrawalPolicy(self.settings.float("NOTIFY_COUPON_WITHDRAW_SECONDS"),
-                             self.settings.float("NOTIFY_COUPON_WITHDRAW_MAX_SECONDS")))
+            self.app.shop_coupons.delete_coupon, datetime.now(timezone.utc),
+            self.app.withdrawal_policy)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def run_coupon_withdrawals(self) -> dict:
@@ -382,7 +239,7 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
         return self._run_coupon_withdrawals()
 
     def _suppressions(self) -> Suppressions:
-        return Suppressions(self.storage.suppressions)
+        return self.app.suppressions
 
 
     # -- Twilio's callbacks -----------------------------------------------------------------------
@@ -415,7 +272,7 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
     def _door(self) -> PreferenceDoor:
         notifier = self._notifier()
         return PreferenceDoor(
-            self.storage, self.link_signing.signer, lambda store_id: notifier.settings(store_id).name,
+            self.storage, self.app.signer, lambda store_id: notifier.settings(store_id).name,
             self._file_erasure, notifier.clock,
             max_body_bytes=self.settings.int("NOTIFY_UNSUBSCRIBE_MAX_BODY_BYTES"))
 
@@ -570,7 +427,7 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
         consent, caps and quiet hours apply to each. Progress: `bulk_status`."""
         self._audience_customers_exist(store_id, audience)
         status = self._notifier().bulk_send(store_id, audience, template, when, purpose, bulk_id)
-        self.send_loop.wake()
+        self.background.wake("send")
         return status
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
@@ -634,7 +491,7 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def run_date_rules(self) -> dict:
-        return {"scheduled": self.send_loop.run_date_rules()}
+        return {"scheduled": self.background.run_now("date-rules")}
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def export_customer(self, store_id: str, customer_id: str) -> dict:
