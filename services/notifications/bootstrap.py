@@ -87,6 +87,7 @@ class Notifications:
     suppressions: Suppressions
     shop_coupons: CouponsOverRpc
     withdrawal_policy: WithdrawalPolicy
+    twilio: twilio_hooks.HookConfig
     customer_check_seconds: float
 
     def ensure_indexes(self) -> None:
@@ -118,4 +119,6 @@ def build(database: Database, config: Config) -> Notifications:
         shop_coupons=CouponsOverRpc(config, config.float("NOTIFY_COUPON_TIMEOUT_SECONDS")),
         withdrawal_policy=WithdrawalPolicy(config.float("NOTIFY_COUPON_WITHDRAW_SECONDS"),
                                            config.float("NOTIFY_COUPON_WITHDRAW_MAX_SECONDS")),
+        twilio=twilio_hooks.HookConfig(auth_token=config.get("TWILIO_AUTH_TOKEN"),
+                                       public_url=config.get("NOTIFY_PUBLIC_URL")),
         customer_check_seconds=config.float("CUSTOMER_CHECK_TIMEOUT_SECONDS"))

@@ -4,7 +4,7 @@ messages to `PreferenceDoor`; everything is built once in bootstrap.py."""
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import eventlet
 from nameko.rpc import RpcProxy, rpc
@@ -12,20 +12,20 @@ from pymongo.errors import PyMongoError
 
 from services.notifications import channel_health, email_reports, twilio_hooks
 from services.notifications import links as ln
+from services.notifications import views
+from services.notifications.audience import require_audience, require_customer
 from services.notifications.background import run_date_rules, send_due
 from services.notifications.bootstrap import build
+from services.notifications.erasure import erase
 from services.notifications.notifier import Notifier
 from services.notifications.preference_door import Answer, PreferenceDoor, Unavailable
 from services.notifications.repository import ERASED, NotificationsStorage
-from services.notifications.sender import coupon_meta
-from services.notifications.sender import context as template_context
-from services.notifications.suppression import Suppressions, list_request
-from services.notifications.templates import (SAMPLE_CONTEXT, SAMPLE_EXTRAS, RenderFailed, render,
-                                               validate_template)
-from shared.customers import not_found, valid_customer_id, valid_customer_ids
+from services.notifications.schemas import send_log_limit, writable
+from services.notifications.suppression import list_request
+from shared.customers import CustomerCheck
 from shared.dependencies import OutboxRelayProvider, Settings, WorkerLogContext
 from shared.erasure import confirm_erasure
-from shared.errors import EXPECTED_ERRORS, NotFound, Unavailable, ValidationError
+from shared.errors import EXPECTED_ERRORS, NotFound, Unavailable
 from shared.health import HealthEndpoints, json_response
 from shared.messaging.handlers import event_handler
 from shared.mongo import MongoStorage
@@ -35,7 +35,6 @@ from shared.timers import ConfiguredTimer
 from shared.web import http
 
 log = logging.getLogger(__name__)
-SEND_FILTERS = ("channel", "status", "template", "customer_id", "workflow_id", "held_reason")
 
 
 def _send_task(uses) -> dict:
@@ -71,30 +70,8 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
     def _notifier(self) -> Notifier:
         return self.app.notifier()
 
-    def _existing(self, store_id: str, customer_ids: list[str]) -> set[str]:
-        """Which of the ids are customers of the store: a contact held here (made from
-        customer_sync's events) says so; customer_sync answers for anyone not heard of yet."""
-        check = self.app.customer_check(self.customer_sync)
-
-        def held_here(customer_id: str) -> bool:
-            contact = self.storage.contacts.get(store_id, customer_id)
-            return contact is not None and contact.get("status") != ERASED
-
-        return check.existing(store_id, customer_ids, held_here)
-
-    def _audience_customers_exist(self, store_id: str, audience: object) -> None:
-        """A bulk send to a list of customers names only the store's customers: an unknown id
-        is refused, naming it, before anything is scheduled (never silently left out)."""
-        if not isinstance(audience, dict) or "customer_ids" not in audience:
-            return
-        ids = valid_customer_ids(audience["customer_ids"], "audience.customer_ids")
-        existing = self._existing(store_id, ids)
-        missing = [c for c in ids if c not in existing]
-        if missing:
-            shown = ", ".join(missing[:10]) + (" and more" if len(missing) > 10 else "")
-            raise NotFound(f"no customers {shown} in store {store_id}: nothing was sent",
-                           {"fields": {"audience.customer_ids": ["not found"]},
-                            "customer_ids": missing})
+    def _check(self) -> CustomerCheck:
+        return self.app.customer_check(self.customer_sync)
 
     def _apply(self, event) -> None:
         notifier = self._notifier()
@@ -189,39 +166,11 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
         data = event.data
         receipt = confirm_erasure(
             self.name, self.storage.erasures, event,
-            lambda: self._erase(event.store_id, data["customer_ids"], data["request_id"]),
+            lambda: erase(self.storage, self._notifier(), self.app.suppressions,
+                          self.app.sender.settings.lease_seconds, event.store_id,
+                          data["customer_ids"], data["request_id"]),
             self._drop_parked)
         self.outbox.notify([(self.storage.erasures.collection.name, receipt)])
-
-    def _erase(self, store_id: str, customer_ids: list[str], request_id: str) -> dict:
-        """The person's suppressions lose their address in clear first (it is read from the
-        contact, which the erasure empties), then the contact and the send log are erased."""
-        addresses = []
-        for customer_id in customer_ids:
-            contact = self.storage.contacts.get(store_id, customer_id) or {}
-            addresses += [("email", contact.get("email")), ("sms", contact.get("phone"))]
-        forgotten = self._suppressions().forget_addresses(store_id, addresses)
-        withdrawals = self._owe_coupon_withdrawals(store_id, customer_ids)
-        return {**self._notifier().erase(store_id, customer_ids, request_id),
-                "suppressions": forgotten, "coupons_to_withdraw": withdrawals}
-
-    def _owe_coupon_withdrawals(self, store_id: str, customer_ids: list[str]) -> int:
-        """The person's message coupons carry their email at the shop: each one not already
-        taken back is owed a deletion (shared.coupon_withdrawals), before the send log
-        forgets them. A send being sent may still be asking for its coupon: its deletion
-        waits for the send's lease."""
-        now = datetime.now(timezone.utc)
-        lease = timedelta(seconds=self.settings.float("NOTIFY_LEASE_SECONDS"))
-        owed = 0
-        for send in self.storage.sends.collection.find(
-                {"store_id": store_id, "customer_id": {"$in": list(customer_ids)},
-                 "coupon.code": {"$type": "string"}, "coupon.withdrawn": {"$ne": True}},
-                {"store_id": 1, "coupon": 1, "status": 1}):
-            not_before = now + lease if send.get("status") == "sending" else now
-            self.storage.coupon_withdrawals.add(store_id, send["coupon"]["code"],
-                                                coupon_meta(send), not_before, now)
-            owed += 1
-        return owed
 
     @ConfiguredTimer.decorator(setting="NOTIFY_COUPON_WITHDRAW_SECONDS")
     def coupon_withdrawal_step(self) -> None:
@@ -238,19 +187,15 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
         """Run the coupon withdrawal step now (operators; tests): what it did, what waits."""
         return self._run_coupon_withdrawals()
 
-    def _suppressions(self) -> Suppressions:
-        return self.app.suppressions
-
-
     # -- Twilio's callbacks -----------------------------------------------------------------------
     @http("POST", twilio_hooks.STATUS_PATH)
     def twilio_status(self, request):
-        status, body = twilio_hooks.status_callback(self.storage, self._twilio_config(), request)
+        status, body = twilio_hooks.status_callback(self.storage, self.app.twilio, request)
         return json_response(status, body)
 
     @http("POST", twilio_hooks.INBOUND_PATH)
     def twilio_inbound(self, request):
-        status, body, touched = twilio_hooks.inbound(self.storage, self._twilio_config(), request)
+        status, body, touched = twilio_hooks.inbound(self.storage, self.app.twilio, request)
         self.outbox.notify(touched)
         return json_response(status, body)
 
@@ -258,15 +203,9 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
     @http("POST", email_reports.REPORT_PATH)
     def email_report(self, request):
         status, body = email_reports.answer(
-            self._suppressions(), self._store_known, self.settings.get("EMAIL_REPORT_SECRET"),
-            request, datetime.now(timezone.utc))
+            self.app.suppressions, self.storage.knows_store,
+            self.settings.get("EMAIL_REPORT_SECRET"), request, datetime.now(timezone.utc))
         return json_response(status, body)
-
-    def _store_known(self, store_id: str) -> bool:
-        """A store notifications has heard of: its settings, or any customer of it."""
-        return (self.storage.settings.find_one({"_id": store_id}, {"_id": 1}) is not None
-                or self.storage.contacts.collection.find_one({"store_id": store_id},
-                                                             {"_id": 1}) is not None)
 
     # -- the links in messages: unsubscribe, preferences, email confirmation --------------------
     def _door(self) -> PreferenceDoor:
@@ -330,10 +269,6 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
     def confirm(self, request, token):
         return self._answer(self._door().confirm(request, token))
 
-    def _twilio_config(self) -> twilio_hooks.HookConfig:
-        return twilio_hooks.HookConfig(auth_token=self.settings.get("TWILIO_AUTH_TOKEN"),
-                                       public_url=self.settings.get("NOTIFY_PUBLIC_URL"))
-
     # -- RPC --------------------------------------------------------------------------------------
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def health(self) -> dict:
@@ -360,19 +295,15 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def save_template(self, store_id: str, template: dict) -> dict:
         """Refused with the part and line of a syntax error or an unknown variable."""
-        return self._notifier().save_template(store_id, _writable(template))
+        return self._notifier().save_template(store_id, writable(template))
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def list_templates(self, store_id: str) -> list:
-        return [_read_view(t) for t in sorted(self._notifier().templates(store_id).values(),
-                                              key=lambda t: t["slug"])]
+        return views.templates(self._notifier(), store_id)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def get_template(self, store_id: str, slug: str) -> dict:
-        template = self._notifier().templates(store_id).get(slug)
-        if template is None:
-            raise NotFound(f"no template {slug} in store {store_id}")
-        return _read_view(template)
+        return views.template(self._notifier(), store_id, slug)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def delete_template(self, store_id: str, slug: str) -> dict:
@@ -382,39 +313,15 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
     def preview(self, store_id: str, template, customer_id: str | None = None) -> dict:
         """Render a stored template (by slug) or a draft (an object) with a customer's data,
         or with sample data when no customer is named."""
-        notifier = self._notifier()
-        if isinstance(template, str):
-            found = notifier.templates(store_id).get(template)
-            if found is None:
-                raise NotFound(f"no template {template} in store {store_id}")
-            template = found
-        else:
-            template = validate_template(template, notifier.render_limits)
-        if customer_id:
-            contact = self.storage.contacts.get(store_id, customer_id)
-            if contact is None or contact.get("status") == ERASED:
-                raise NotFound(f"no customer {customer_id} in store {store_id}")
-            # The customer's own data, with sample coupon and loyalty facts: a preview makes
-            # no coupon at the shop.
-            context = {**SAMPLE_EXTRAS, **template_context(contact, notifier.settings(store_id))}
-        else:
-            context = SAMPLE_CONTEXT
-        try:
-            rendered = render(template, context, notifier.render_limits)
-        except RenderFailed as exc:  # this customer's data cannot fill it, or makes it too big
-            raise ValidationError(f"template does not render: {exc}",
-                                  {"fields": {"template": [str(exc)], exc.part: [exc.reason]}}
-                                  ) from None
-        return {"subject": rendered.subject, "html": rendered.html, "text": rendered.text}
+        return views.preview(self.storage, self._notifier(), store_id, template, customer_id)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def save_workflow(self, store_id: str, workflow: dict) -> dict:
-        return self._notifier().save_workflow(store_id, _writable(workflow))
+        return self._notifier().save_workflow(store_id, writable(workflow))
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def list_workflows(self, store_id: str) -> list:
-        return [_read_view(w) for w in sorted(self._notifier().workflows(store_id),
-                                              key=lambda w: w["workflow_id"])]
+        return views.workflows(self._notifier(), store_id)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def delete_workflow(self, store_id: str, workflow_id: str) -> dict:
@@ -425,7 +332,7 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
                   purpose: str = "marketing", bulk_id: str | None = None) -> dict:
         """A message to a segment, group, tag or list of customers, now or at `when`;
         consent, caps and quiet hours apply to each. Progress: `bulk_status`."""
-        self._audience_customers_exist(store_id, audience)
+        require_audience(self._check(), self.storage, store_id, audience)
         status = self._notifier().bulk_send(store_id, audience, template, when, purpose, bulk_id)
         self.background.wake("send")
         return status
@@ -438,15 +345,9 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
     def send_log(self, store_id: str, customer_id: str, limit: int = 100) -> list:
         """Every message to the customer, newest first, with each attempt and its outcome;
         NotFound for anyone who is not a customer of the store (not an empty log)."""
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
-            raise ValidationError("limit must be 1-1000", {"fields": {"limit": ["range"]}})
-        customer_id = valid_customer_id(customer_id)
-        if not self._existing(store_id, [customer_id]):
-            raise not_found(store_id, customer_id)
-        docs = self.storage.sends.collection.find(
-            {"store_id": store_id, "customer_id": customer_id}, {"outbox": 0, "owner": 0}
-        ).sort("created_at", -1).limit(limit)
-        return [_json(doc) for doc in docs]
+        send_log_limit(limit)  # refused before customer_sync is asked
+        customer_id = require_customer(self._check(), self.storage, store_id, customer_id)
+        return views.send_log(self.storage, store_id, customer_id, limit)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def list_sends(self, store_id: str, filters: dict | None = None,
@@ -454,23 +355,7 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
         """The store's send log, newest first: filters channel, status, template, customer_id,
         workflow_id, held_reason (each an exact value); page = {"size": 50, "cursor": null}. Answers
         {"items", "next_cursor"}."""
-        filters = dict(filters or {})
-        page = page or {}
-        unknown = sorted(set(filters) - set(SEND_FILTERS))
-        bad = unknown + [k for k, v in filters.items()
-                         if k in SEND_FILTERS and not (isinstance(v, str) and 0 < len(v) <= 200)]
-        if bad:
-            raise ValidationError(f"filters {', '.join(bad)}: unknown or not a string",
-                                  {"fields": {f"filters.{k}": ["invalid"] for k in bad}})
-        size = page.get("size", 50)
-        if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 500:
-            raise ValidationError("page.size must be 1-500", {"fields": {"page.size": ["range"]}})
-        cursor = page.get("cursor")
-        if cursor is not None and not isinstance(cursor, str):
-            raise ValidationError("page.cursor must be a string",
-                                  {"fields": {"page.cursor": ["invalid"]}})
-        docs, next_cursor = self.storage.sends.page(store_id, filters, size, cursor)
-        return {"items": [_json(doc) for doc in docs], "next_cursor": next_cursor}
+        return views.sends(self.storage, store_id, filters, page)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def list_suppressions(self, store_id: str, filters: dict | None = None,
@@ -478,16 +363,16 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
         """The store's suppressed addresses (active only unless filters.include_lifted), each
         with its kinds, what it blocks and its history; filters channel, address (exact);
         page = {"size": 100, "cursor": null}. Answers {"items", "next_cursor"}."""
-        return self._suppressions().page(store_id, *list_request(filters, page))
+        return self.app.suppressions.page(store_id, *list_request(filters, page))
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def lift_suppression(self, store_id: str, channel: str, address: str, reason: str,
                          actor: str) -> dict:
         """An operator lets an address be sent to again, saying why (kept in its history);
         NotFound when it is not suppressed."""
-        return self._suppressions().lift(store_id, channel, address, reason,
-                                         str(actor or "unknown")[:200],
-                                         datetime.now(timezone.utc))
+        return self.app.suppressions.lift(store_id, channel, address, reason,
+                                          str(actor or "unknown")[:200],
+                                          datetime.now(timezone.utc))
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def run_date_rules(self) -> dict:
@@ -499,37 +384,8 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
         contact = self.storage.contacts.get(store_id, customer_id)
         if contact is None or contact.get("status") == ERASED:
             raise NotFound(f"no customer {customer_id} in store {store_id}")
-        return {"service": self.name, "contact": _json(contact),
+        return {"service": self.name, "contact": views.as_json(contact),
                 "send_log": self.send_log(store_id, customer_id, 1000),
-                "suppressions": self._suppressions().of_addresses(
+                "suppressions": self.app.suppressions.of_addresses(
                     store_id, [("email", contact.get("email")), ("sms", contact.get("phone"))])}
 
-
-def _json(value):
-    """Stored documents as JSON-ready values (times as ISO-8601 UTC)."""
-    if isinstance(value, dict):
-        return {k: _json(v) for k, v in value.items() if k != "outbox"}
-    if isinstance(value, list):
-        return [_json(v) for v in value]
-    if isinstance(value, datetime):
-        return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).isoformat()
-    return value
-
-
-def _read_view(doc: dict) -> dict:
-    """A template or workflow as RPC answers it: times as ISO-8601 UTC (docs/design.md)."""
-    view = dict(doc)
-    updated = view.get("updated_at")
-    if isinstance(updated, datetime):
-        if updated.tzinfo is None:
-            updated = updated.replace(tzinfo=timezone.utc)
-        view["updated_at"] = updated.isoformat()
-    return view
-
-
-def _writable(data):
-    """What a caller saves, without the read-only `updated_at` it may have fetched along, so
-    a template or workflow read and saved back unchanged is accepted."""
-    if isinstance(data, dict) and "updated_at" in data:
-        return {k: v for k, v in data.items() if k != "updated_at"}
-    return data
