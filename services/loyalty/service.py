@@ -2,7 +2,6 @@
 built once."""
 from __future__ import annotations
 
-import logging
 from datetime import datetime, timezone
 
 from nameko.rpc import RpcProxy, rpc
@@ -21,8 +20,6 @@ from shared.mongo import MongoStorage
 from shared.periodic import MINUTES, PeriodicTasks, Task
 from shared.service_rpc import DataOwnerRpc
 from shared.timers import ConfiguredTimer
-
-log = logging.getLogger(__name__)
 
 
 def _time(name: str, value) -> datetime | None:
