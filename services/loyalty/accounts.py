@@ -20,6 +20,7 @@ from services.loyalty import ledger as lg
 from services.loyalty.programme import DEFAULT_PROGRAMME, Programme, load_programme
 from services.loyalty.repository import LoyaltyStorage
 from shared.coupons import new_coupon_code
+from shared.customers import CustomerCheck
 from shared.errors import Conflict, NotFound, ValidationError
 from shared.events import Event, build_event
 from shared.events.facts import fact_time
@@ -278,9 +279,16 @@ class Accounts:
     def active_accounts(self) -> list[tuple[str, str]]:
         """Every active account: each may have points to expire, and any tier can fall as
         points leave the window, so the daily run looks at all of them."""
-        cursor = self.storage.accounts.collection.find(
-            {"status": "active"}, {"store_id": 1, "customer_id": 1})
-        return [(d["store_id"], d["customer_id"]) for d in cursor]
+        return self.storage.accounts.active_keys()
+
+    def require_customer(self, check: CustomerCheck, store_id: str, customer_id: object) -> str:
+        """Points and credit move only for a customer of the store (404 otherwise, no
+        account made): an account held here says so, customer_sync answers for the rest."""
+        def held_here(candidate: str) -> bool:
+            account = self.storage.accounts.get(store_id, candidate)
+            return account is not None and account.get("status") != ERASED
+
+        return check.require(store_id, customer_id, held_here)
 
     # -- GDPR ----------------------------------------------------------------------------------
     def erase(self, store_id: str, customer_ids, request_id: str) -> dict:

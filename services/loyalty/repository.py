@@ -64,6 +64,11 @@ class AccountRepository:
                                       ).sort("rewards_due_at", ASCENDING).limit(limit)
         return [(d["store_id"], d["customer_id"]) for d in cursor]
 
+    def active_keys(self) -> list[tuple[str, str]]:
+        """(store, customer) of every active account."""
+        cursor = self.collection.find({"status": "active"}, {"store_id": 1, "customer_id": 1})
+        return [(d["store_id"], d["customer_id"]) for d in cursor]
+
     def new(self, store_id: str, customer_id: str) -> dict:
         return {"_id": self.key(store_id, customer_id), "store_id": store_id,
                 "customer_id": customer_id, "status": ACTIVE, "version": 0, "next_seq": 1,

@@ -13,11 +13,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Callable, Iterable, Protocol
 
 from services.loyalty import ledger as lg
 from services.loyalty.accounts import Accounts, Outcome, merge_outcomes
 from services.loyalty.ledger import coupon_meta
+from shared.coupon_withdrawals import CouponWithdrawals, WithdrawalPolicy
 from shared.coupons import CouponSpec
 from shared.errors import NotFound, Refused, ValidationError
 
@@ -173,3 +174,16 @@ class Rewards:
 
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:500]
+
+
+def reward_step(rewards: Rewards, withdrawals: CouponWithdrawals,
+                notify: Callable[[Iterable[tuple[str, str]]], None]) -> dict:
+    """The periodic step: rewards due at the shop (their documents told to `notify` as soon as
+    done), then the coupon withdrawals owed for erased customers, through the same shop port
+    and retry policy."""
+    counts, outcome = rewards.run_due()
+    notify(outcome.touched)
+    counts["withdrawals"] = withdrawals.run_due(
+        rewards.shop.delete_coupon, rewards.accounts.clock(),
+        WithdrawalPolicy(rewards.policy.retry_seconds, rewards.policy.retry_max_seconds))
+    return counts

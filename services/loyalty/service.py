@@ -1,34 +1,25 @@
-"""loyalty's nameko entrypoints. Thin: each translates and calls `Accounts`."""
+"""loyalty's nameko entrypoints. Thin: each translates and calls the application `bootstrap`
+built once."""
 from __future__ import annotations
 
-import logging
 from datetime import datetime, timezone
 
-import eventlet
-from nameko.extensions import DependencyProvider
 from nameko.rpc import RpcProxy, rpc
 
-from services.loyalty.accounts import ERASED, Accounts, Outcome
+from services.loyalty.accounts import Outcome
+from services.loyalty.bootstrap import build
+from services.loyalty.daily import run_daily
 from services.loyalty.repository import LoyaltyStorage
-from services.loyalty.rewards import Rewards, RetryPolicy
-from services.loyalty.shop_coupons import CouponsOverRpc
-from shared.config import from_nameko
-from shared.coupon_withdrawals import WithdrawalPolicy
-from shared.customers import CustomerCheck, valid_customer_id
-from shared.dependencies import Clock, OutboxRelayProvider, Settings, WorkerLogContext
+from services.loyalty.rewards import reward_step
+from shared.customers import valid_customer_id
+from shared.dependencies import OutboxRelayProvider, Settings, WorkerLogContext
 from shared.erasure import confirm_erasure
 from shared.errors import EXPECTED_ERRORS, NotFound, ValidationError
 from shared.messaging.handlers import event_handler
 from shared.mongo import MongoStorage
+from shared.periodic import MINUTES, PeriodicTasks, Task
 from shared.service_rpc import DataOwnerRpc
 from shared.timers import ConfiguredTimer
-from shared.times import utcnow
-
-log = logging.getLogger(__name__)
-
-
-def _storage(database, config) -> LoyaltyStorage:
-    return LoyaltyStorage(database)
 
 
 def _time(name: str, value) -> datetime | None:
@@ -46,98 +37,30 @@ def _time(name: str, value) -> datetime | None:
         raise ValidationError(f"{name} is out of range in UTC", {"fields": {name: ["invalid"]}}) from None
 
 
-class DailyRun(DependencyProvider):
-    """Every LOYALTY_DAILY_MINUTES: expire points and credit that are due, oldest first, warn
-    of points expiring soon, and re-evaluate every tier (points leave the 12-month window with
-    time, which no event says).
-    Also finishes ledger copies a crash left in account journals."""
-
-    def setup(self) -> None:
-        self.minutes = from_nameko(self.container.config).float("LOYALTY_DAILY_MINUTES")
-        self._thread = None
-
-    def start(self) -> None:
-        self._thread = self.container.spawn_managed_thread(self._loop, identifier="loyalty-daily")
-
-    def _dependencies(self):
-        storage = next(d for d in self.container.dependencies
-                       if isinstance(d, MongoStorage)).repositories
-        outbox = next(d for d in self.container.dependencies if isinstance(d, OutboxRelayProvider))
-        return storage, outbox
-
-    def run_once(self) -> dict:
-        storage, outbox = self._dependencies()
-        moved = storage.ledger.sweep()
-        accounts = Accounts(storage, clock=self.container.service_cls.clock.now)
-        counts = {"accounts": 0, "changed": 0, "journal_entries_moved": moved}
-        for store_id, customer_id in accounts.active_accounts():
-            counts["accounts"] += 1
-            try:
-                outcome = accounts.daily(store_id, customer_id)
-            except Exception:
-                log.exception("daily run failed for an account; the next run retries",
-                              extra={"store_id": store_id})
-                continue
-            if outcome.entries or outcome.events:
-                counts["changed"] += 1
-                outbox.notify(outcome.touched)
-            eventlet.sleep(0)
-        return counts
-
-    def _loop(self) -> None:
-        storage, _ = self._dependencies()
-        try:
-            storage.ledger.sweep()
-        except Exception:
-            log.exception("finishing ledger copies at start failed; the daily run retries")
-        while True:
-            eventlet.sleep(self.minutes * 60)
-            try:
-                log.info("loyalty daily run", extra=self.run_once())
-            except Exception:
-                log.exception("loyalty daily run failed; the next one retries")
-
-    def stop(self) -> None:
-        if self._thread is not None:
-            self._thread.kill()
-
-    def kill(self) -> None:
-        self.stop()
-
-    def get_dependency(self, worker_ctx) -> "DailyRun":
-        return self
-
-
 class LoyaltyService(DataOwnerRpc):
     name = "loyalty"
 
-    storage = MongoStorage(_storage)
-    outbox = OutboxRelayProvider(lambda storage: storage.outbox_collections())
+    app = MongoStorage(build)
+    outbox = OutboxRelayProvider(lambda app: app.outbox_collections())
     log_context = WorkerLogContext()
     settings = Settings()
-    daily_run = DailyRun()
+    # Expire points and credit that are due, warn of expiries, re-evaluate every tier; first
+    # finish ledger copies a crash left in account journals.
+    background = PeriodicTasks(
+        Task("daily", lambda uses: run_daily(uses.app.accounts, uses.outbox.notify),
+             setting="LOYALTY_DAILY_MINUTES", unit=MINUTES,
+             at_start=lambda uses: uses.app.storage.ledger.sweep()),
+        uses=("app", "outbox"))
     customer_sync = RpcProxy("customer_sync")
 
-    clock = Clock(utcnow)  # expiries and retries
-
-    def _accounts(self) -> Accounts:
-        return Accounts(self.storage, clock=self.clock)
-
-    def _rewards(self) -> Rewards:
-        retry = self.settings.float("LOYALTY_REWARD_RETRY_SECONDS")
-        return Rewards(self._accounts(), CouponsOverRpc(self.customer_sync, retry),
-                       RetryPolicy(retry, self.settings.float("LOYALTY_REWARD_RETRY_MAX_SECONDS")))
+    @property
+    def storage(self) -> LoyaltyStorage:
+        """The repositories, where DataOwnerRpc looks for the database."""
+        return self.app.storage
 
     def _customer(self, store_id: str, customer_id: str) -> str:
-        """Points and credit move only for a customer of the store (404 otherwise, no
-        account made): an account held here says so, customer_sync answers for the rest."""
-        check = CustomerCheck.over_rpc(self.customer_sync, self.settings)
-
-        def held_here(candidate: str) -> bool:
-            account = self.storage.accounts.get(store_id, candidate)
-            return account is not None and account.get("status") != ERASED
-
-        return check.require(store_id, customer_id, held_here)
+        return self.app.accounts.require_customer(self.app.customer_check(self.customer_sync),
+                                                  store_id, customer_id)
 
     def _done(self, outcome: Outcome) -> dict:
         self.outbox.notify(outcome.touched)
@@ -149,24 +72,24 @@ class LoyaltyService(DataOwnerRpc):
     # so a duplicate, even at the same moment, finds its effect already there.
     @event_handler("customer_sync", "order.placed", claims=False)
     def on_order_placed(self, event):
-        self._done(self._accounts().apply_order_event(event))
+        self._done(self.app.accounts.apply_order_event(event))
 
     @event_handler("customer_sync", "order.updated", claims=False)
     def on_order_updated(self, event):
-        self._done(self._accounts().apply_order_event(event))
+        self._done(self.app.accounts.apply_order_event(event))
 
     @event_handler("customer_sync", "order.refunded", claims=False)
     def on_order_refunded(self, event):
-        self._done(self._accounts().apply_order_event(event))
+        self._done(self.app.accounts.apply_order_event(event))
 
     @event_handler("customer_sync", "order.cancelled", claims=False)
     def on_order_cancelled(self, event):
-        self._done(self._accounts().apply_order_event(event))
+        self._done(self.app.accounts.apply_order_event(event))
 
     @event_handler("customer_sync", "customer.deleted", claims=False)
     def on_customer_deleted(self, event):
         try:
-            self._done(self._accounts().apply_customer_deleted(event))
+            self._done(self.app.accounts.apply_customer_deleted(event))
         except NotFound:
             pass  # no account: nothing to mark
 
@@ -174,10 +97,10 @@ class LoyaltyService(DataOwnerRpc):
     def on_erasure_requested(self, event):
         data = event.data
         receipt = confirm_erasure(
-            self.name, self.storage.erasures, event,
-            lambda: self._accounts().erase(event.store_id, data["customer_ids"], data["request_id"]),
+            self.name, self.app.storage.erasures, event,
+            lambda: self.app.accounts.erase(event.store_id, data["customer_ids"], data["request_id"]),
             self._drop_parked)
-        self.outbox.notify([(self.storage.erasures.collection.name, receipt)])
+        self.outbox.notify([(self.app.storage.erasures.collection.name, receipt)])
 
 
     # -- the reward step ---------------------------------------------------------------------
@@ -188,13 +111,8 @@ class LoyaltyService(DataOwnerRpc):
         self._run_reward_step()
 
     def _run_reward_step(self) -> dict:
-        rewards = self._rewards()
-        counts, outcome = rewards.run_due()
-        self.outbox.notify(outcome.touched)
-        counts["withdrawals"] = self.storage.coupon_withdrawals.run_due(
-            rewards.shop.delete_coupon, self.clock(),
-            WithdrawalPolicy(rewards.policy.retry_seconds, rewards.policy.retry_max_seconds))
-        return counts
+        return reward_step(self.app.rewards(self.customer_sync),
+                           self.app.storage.coupon_withdrawals, self.outbox.notify)
 
     # -- RPC ---------------------------------------------------------------------------------
 
@@ -202,19 +120,19 @@ class LoyaltyService(DataOwnerRpc):
     def get_account(self, store_id: str, customer_id: str) -> dict:
         """Balance (negative after a reversal outran a redemption), its cash value, tier,
         member since, next expiry, store credit (unused credit coupons), rewards pending."""
-        return self._accounts().account_view(store_id, valid_customer_id(customer_id))
+        return self.app.accounts.account_view(store_id, valid_customer_id(customer_id))
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def history(self, store_id: str, customer_id: str, page: dict | None = None) -> dict:
         """Ledger entries newest first: page = {"size": 50, "cursor": null}."""
-        return self._accounts().history(store_id, valid_customer_id(customer_id), page)
+        return self.app.accounts.history(store_id, valid_customer_id(customer_id), page)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def adjust(self, store_id: str, customer_id: str, points: int, reason: str, actor: str,
                request_id: str | None = None) -> dict:
         """A manual adjustment with its reason and who made it; `request_id` makes a retry safe."""
         customer_id = self._customer(store_id, customer_id)
-        return self._done(self._accounts().adjust(store_id, customer_id, points, reason, actor,
+        return self._done(self.app.accounts.adjust(store_id, customer_id, points, reason, actor,
                                                   request_id))
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
@@ -225,17 +143,17 @@ class LoyaltyService(DataOwnerRpc):
         `request_id` makes a retry safe. The reward is `issued` with its code, or `pending`
         while the shop is away (retried)."""
         customer_id = self._customer(store_id, customer_id)
-        return self._done(self._rewards().redeem(store_id, customer_id, points, request_id, actor))
+        return self._done(self.app.rewards(self.customer_sync).redeem(store_id, customer_id, points, request_id, actor))
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def quote_redemption(self, store_id: str, customer_id: str, points: int) -> dict:
         """What a redemption would give and whether it is allowed now; changes nothing."""
-        return self._accounts().quote_redemption(store_id, valid_customer_id(customer_id), points)
+        return self.app.accounts.quote_redemption(store_id, valid_customer_id(customer_id), points)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def list_rewards(self, store_id: str, customer_id: str) -> dict:
         """The customer's rewards (coupons), newest first."""
-        return self._accounts().list_rewards(store_id, valid_customer_id(customer_id))
+        return self.app.accounts.list_rewards(store_id, valid_customer_id(customer_id))
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def cancel_reward(self, store_id: str, customer_id: str, reward_id: str, actor: str) -> dict:
@@ -243,7 +161,7 @@ class LoyaltyService(DataOwnerRpc):
         back (a coupon the shop says was used stays spent). Only a reward held here can be
         cancelled, so no customer_sync check: an unknown customer is NotFound."""
         customer_id = valid_customer_id(customer_id)
-        return self._done(self._rewards().cancel(store_id, customer_id, reward_id, actor))
+        return self._done(self.app.rewards(self.customer_sync).cancel(store_id, customer_id, reward_id, actor))
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def issue_credit(self, store_id: str, customer_id: str, amount: int, reason: str,
@@ -252,7 +170,7 @@ class LoyaltyService(DataOwnerRpc):
         """Store credit in minor units (reason goodwill or refund_alternative) as a single-use
         coupon; it expires after the programme's `credit_expiry_days` unless `expires_at`."""
         customer_id = self._customer(store_id, customer_id)
-        return self._done(self._rewards().issue_credit(
+        return self._done(self.app.rewards(self.customer_sync).issue_credit(
             store_id, customer_id, amount, reason, note, actor, _time("expires_at", expires_at),
             request_id))
 
@@ -265,27 +183,27 @@ class LoyaltyService(DataOwnerRpc):
     def ledger_check(self, store_id: str, customer_id: str) -> dict:
         """Whether the customer's ledger sums to their balance and no reward's points were
         both spent and returned (operators; tests)."""
-        return self._accounts().ledger_check(store_id, customer_id)
+        return self.app.accounts.ledger_check(store_id, customer_id)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def get_programme(self, store_id: str) -> dict:
-        return self._accounts().programme(store_id).to_dict()
+        return self.app.accounts.programme(store_id).to_dict()
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def save_programme(self, store_id: str, programme: dict) -> dict:
         """Validated (tiers must not overlap or leave gaps, rates positive), refused with the
         failing field named; absent keys take the defaults."""
-        return self._accounts().save_programme(store_id, programme).to_dict()
+        return self.app.accounts.save_programme(store_id, programme).to_dict()
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def run_daily(self) -> dict:
         """Run the daily expiry and tier check now (operators; tests)."""
-        return self.daily_run.run_once()
+        return self.background.run_now("daily")
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def export_customer(self, store_id: str, customer_id: str) -> dict:
         """Everything loyalty holds about one person (GDPR access and portability)."""
-        accounts = self._accounts()
+        accounts = self.app.accounts
         view = accounts.account_view(store_id, customer_id)
         entries, cursor = [], None
         while True:

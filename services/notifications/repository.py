@@ -186,6 +186,19 @@ class SendRepository:
         docs = docs[:size]
         return docs, (encode_send_cursor(docs[-1]) if more else None)
 
+    def log_of(self, store_id: str, customer_id: str, limit: int):
+        """A customer's sends, newest first."""
+        return self.collection.find(
+            {"store_id": store_id, "customer_id": customer_id}, {"outbox": 0, "owner": 0}
+        ).sort("created_at", -1).limit(limit)
+
+    def coupons_not_withdrawn(self, store_id: str, customer_ids: list[str]):
+        """The customers' sends whose coupon is not yet taken back from the shop."""
+        return self.collection.find(
+            {"store_id": store_id, "customer_id": {"$in": list(customer_ids)},
+             "coupon.code": {"$type": "string"}, "coupon.withdrawn": {"$ne": True}},
+            {"store_id": 1, "coupon": 1, "status": 1})
+
     def marketing_sent_since(self, store_id: str, customer_id: str, since: datetime) -> int:
         return self.collection.count_documents(
             {"store_id": store_id, "customer_id": customer_id, "purpose": "marketing",
@@ -263,6 +276,12 @@ class NotificationsStorage:
         self.templates.create_index([("store_id", ASCENDING), ("slug", ASCENDING)], unique=True)
         self.workflows.create_index([("store_id", ASCENDING), ("workflow_id", ASCENDING)],
                                     unique=True)
+
+    def knows_store(self, store_id: str) -> bool:
+        """A store notifications has heard of: its settings, or any customer of it."""
+        return (self.settings.find_one({"_id": store_id}, {"_id": 1}) is not None
+                or self.contacts.collection.find_one({"store_id": store_id},
+                                                     {"_id": 1}) is not None)
 
     def outbox_collections(self) -> list[Collection]:
         return [self.sends.collection, self.contacts.collection, self.erasures.collection]

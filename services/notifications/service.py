@@ -1,249 +1,84 @@
-"""notifications' nameko entrypoints. Thin: events go to `Notifier`, due sends to `Sender`,
-Twilio's callbacks to `twilio_hooks`, the links in messages to `PreferenceDoor`."""
+"""notifications' nameko entrypoints. Thin: events go to `Notifier`, due sends to the
+background `Sender` (background.py), Twilio's callbacks to `twilio_hooks`, the links in
+messages to `PreferenceDoor`; everything is built once in bootstrap.py."""
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta, timezone
 
 import eventlet
-from nameko.exceptions import MethodNotFound, RpcTimeout, UnknownService
-from nameko.extensions import DependencyProvider
 from nameko.rpc import RpcProxy, rpc
-from nameko.standalone.rpc import ClusterRpcProxy
 from pymongo.errors import PyMongoError
 
 from services.notifications import channel_health, email_reports, twilio_hooks
 from services.notifications import links as ln
-from services.notifications.bounded_sandbox import RenderLimits
-from services.notifications.channels import EmailChannel, SmsChannel, SmtpSettings, TwilioSettings
+from services.notifications import views
+from services.notifications.audience import require_audience, require_customer
+from services.notifications.background import run_date_rules, send_due
+from services.notifications.bootstrap import build
+from services.notifications.erasure import erase
 from services.notifications.notifier import Notifier
-from services.notifications.preference_door import Answer, PreferenceDoor, Unavailable
+from services.notifications.preference_door import Answer, PreferenceDoor
 from services.notifications.repository import ERASED, NotificationsStorage
-from services.notifications.sender import Sender, SenderSettings, coupon_meta
-from services.notifications.sender import context as template_context
-from services.notifications.suppression import Suppressions, list_request
-from services.notifications.templates import (SAMPLE_CONTEXT, SAMPLE_EXTRAS, RenderFailed, render,
-                                               validate_template)
-from shared.config import Config, from_nameko
-from shared.coupon_withdrawals import WithdrawalPolicy
-from shared.coupons import check_prefix
-from shared.customers import (CustomerCheck, not_found,
-                              valid_customer_id, valid_customer_ids)
+from services.notifications.schemas import send_log_limit, writable
+from services.notifications.suppression import list_request
+from shared.customers import CustomerCheck
 from shared.dependencies import OutboxRelayProvider, Settings, WorkerLogContext
 from shared.erasure import confirm_erasure
-from shared.errors import EXPECTED_ERRORS, NotFound, Unavailable, ValidationError
+from shared.errors import EXPECTED_ERRORS, NotFound, Unavailable
 from shared.health import HealthEndpoints, json_response
 from shared.messaging.handlers import event_handler
 from shared.mongo import MongoStorage
+from shared.periodic import MINUTES, PeriodicTasks, Task
 from shared.service_rpc import DataOwnerRpc
 from shared.timers import ConfiguredTimer
-from shared.tls import amqp_ssl_options
 from shared.web import http
 from shared.times import utcnow
-from shared.paging import page_size
 
 log = logging.getLogger(__name__)
-SEND_FILTERS = ("channel", "status", "template", "customer_id", "workflow_id", "held_reason")
 
 
-def _storage(database, config) -> NotificationsStorage:
-    return NotificationsStorage(database)
+def _send_task(uses) -> dict:
+    return send_due(uses.app.sender, uses.outbox.notify)
 
 
-class CouponsOverRpc:
-    """customer_sync's `ensure_coupon` and `delete_coupon` for the send loop: a managed thread
-    has no worker to hold an RpcProxy, so each call opens a standalone one. No answer within
-    NOTIFY_COUPON_TIMEOUT_SECONDS, or no customer_sync to ask, is Unavailable (the send
-    waits and retries); customer_sync's own errors pass through as they are."""
-
-    def __init__(self, config: Config, timeout: float) -> None:
-        self.config = {"AMQP_URI": config.get("AMQP_URI"), "serializer": "json",
-                       "AMQP_SSL": amqp_ssl_options(config)}
-        self.timeout = timeout
-
-    def ensure_coupon(self, store_id: str, coupon: dict, customer_id: str | None = None) -> dict:
-        return self._call("ensure_coupon", store_id, coupon, customer_id)
-
-    def delete_coupon(self, store_id: str, code: str, meta: dict) -> dict:
-        return self._call("delete_coupon", store_id, code, meta)
-
-    def _call(self, method: str, *args: object) -> dict:
-        try:
-            with ClusterRpcProxy(self.config, timeout=self.timeout) as proxy:
-                return getattr(proxy.customer_sync, method)(*args)
-        except (RpcTimeout, UnknownService, MethodNotFound, OSError) as exc:
-            raise Unavailable(f"customer_sync did not answer {method}: "
-                              f"{type(exc).__name__}: {exc}") from None
-
-
-def sender_for(storage: NotificationsStorage, config: Config,
-               links: ln.PublicLinks | None = None) -> Sender:
-    email = EmailChannel(SmtpSettings(
-        host=config.get("SMTP_HOST"), port=config.int("SMTP_PORT"),
-        security=config.get("SMTP_SECURITY"), username=config.get("SMTP_USERNAME"),
-        password=config.get("SMTP_PASSWORD"), timeout=config.float("SMTP_TIMEOUT_SECONDS"),
-        sender=config.get("MAIL_FROM")))
-    sms = SmsChannel(TwilioSettings(
-        account_sid=config.get("TWILIO_ACCOUNT_SID"), auth_token=config.get("TWILIO_AUTH_TOKEN"),
-        from_number=config.get("TWILIO_FROM_NUMBER"), api_base=config.get("TWILIO_API_BASE"),
-        timeout=config.float("SMTP_TIMEOUT_SECONDS")))
-    public = config.get("NOTIFY_PUBLIC_URL").rstrip("/")
-    return Sender(storage, email, sms, SenderSettings(
-        max_attempts=config.int("NOTIFY_MAX_ATTEMPTS"),
-        retry_seconds=config.float("NOTIFY_RETRY_SECONDS"),
-        lease_seconds=config.float("NOTIFY_LEASE_SECONDS"),
-        mail_domain=config.get("MAIL_DOMAIN"),
-        status_callback_url=f"{public}{twilio_hooks.STATUS_PATH}" if public else None,
-        render_limits=RenderLimits.from_config(config),
-        coupon_prefix=check_prefix(config.get("NOTIFY_COUPON_PREFIX")), links=links),
-        shop_coupons=CouponsOverRpc(config, config.float("NOTIFY_COUPON_TIMEOUT_SECONDS")))
-
-
-class LinkSigning(DependencyProvider):
-    """The process's link signer (links.py), made once at start-up, so the sender and the
-    preference pages sign and check with the same secret; a real deployment without
-    NOTIFY_LINK_SECRET does not start."""
-
-    def setup(self) -> None:
-        config = from_nameko(self.container.config)
-        self.public_url = config.get("NOTIFY_PUBLIC_URL").rstrip("/")
-        self.signer = ln.signer_from_settings(config.get("NOTIFY_LINK_SECRET"), self.public_url)
-
-    def links(self) -> ln.PublicLinks | None:
-        """None without a public address: no link can be made."""
-        return ln.PublicLinks(self.signer, self.public_url) if self.public_url else None
-
-    def get_dependency(self, worker_ctx) -> "LinkSigning":
-        return self
-
-
-class SendLoop(DependencyProvider):
-    """Sends what is due every NOTIFY_POLL_SECONDS (sooner when asked), and checks the date
-    rules (birthdays, lapses) every NOTIFY_DATE_RULES_MINUTES. Each instance claims sends one
-    at a time, so several instances share the work and never send the same message."""
-
-    def setup(self) -> None:
-        self.config = from_nameko(self.container.config)
-        self.poll = self.config.float("NOTIFY_POLL_SECONDS")
-        self.date_rules_every = self.config.float("NOTIFY_DATE_RULES_MINUTES") * 60
-        try:  # a bad prefix stops the service at start, not every coupon at send time
-            check_prefix(self.config.get("NOTIFY_COUPON_PREFIX"))
-        except ValueError as exc:
-            raise ValueError(f"NOTIFY_COUPON_PREFIX: {exc}") from None
-        self._threads = []
-        self._wake = eventlet.event.Event()
-
-    def start(self) -> None:
-        self._threads = [self.container.spawn_managed_thread(self._send_loop, identifier="sender"),
-                         self.container.spawn_managed_thread(self._date_loop, identifier="date-rules")]
-
-    def _dependencies(self):
-        storage = next(d for d in self.container.dependencies
-                       if isinstance(d, MongoStorage)).repositories
-        outbox = next(d for d in self.container.dependencies if isinstance(d, OutboxRelayProvider))
-        return storage, outbox
-
-    def wake(self) -> None:
-        if not self._wake.ready():
-            self._wake.send()
-
-    def _send_loop(self) -> None:
-        storage, outbox = self._dependencies()
-        signing = next(d for d in self.container.dependencies if isinstance(d, LinkSigning))
-        sender = sender_for(storage, self.config, signing.links())
-        try:
-            while True:
-                try:
-                    counts = sender.run_once()
-                except Exception:
-                    log.exception("the sender failed; it tries again")
-                    counts = {}
-                if counts:
-                    outbox.notify(sender.take_touched())  # exactly the sends that owe events
-                    log.info("sends processed", extra={"outcomes": counts})
-                    continue  # more may be due
-                with eventlet.Timeout(self.poll, False):
-                    self._wake.wait()
-                if self._wake.ready():
-                    self._wake.reset()
-        finally:
-            sender.email.close()
-
-    def _date_loop(self) -> None:
-        storage, _ = self._dependencies()
-        while True:
-            eventlet.sleep(self.date_rules_every)
-            self.run_date_rules(storage)
-
-    def run_date_rules(self, storage: NotificationsStorage | None = None) -> int:
-        storage = storage or self._dependencies()[0]
-        notifier, scheduled = Notifier(storage), 0
-        for store_id in storage.workflows.distinct("store_id", {"trigger.date": {"$exists": True}}):
-            try:
-                scheduled += notifier.run_date_rules(store_id)
-            except Exception:
-                log.exception("date rules failed for a store", extra={"store_id": store_id})
-        if scheduled:
-            self.wake()
-        return scheduled
-
-    def stop(self) -> None:
-        for thread in self._threads:
-            thread.kill()
-
-    def kill(self) -> None:
-        self.stop()
-
-    def get_dependency(self, worker_ctx) -> "SendLoop":
-        return self
+def _date_rules_task(uses) -> int:
+    return run_date_rules(uses.app.storage, lambda: uses.background.wake("send"))
 
 
 class NotificationsService(HealthEndpoints, DataOwnerRpc):
     name = "notifications"
 
-    storage = MongoStorage(_storage)
-    outbox = OutboxRelayProvider(lambda storage: storage.outbox_collections())
+    app = MongoStorage(build)
+    outbox = OutboxRelayProvider(lambda app: app.outbox_collections())
     log_context = WorkerLogContext()
     settings = Settings()
-    send_loop = SendLoop()
-    link_signing = LinkSigning()
+    # Sends what is due every NOTIFY_POLL_SECONDS (at once while more is due, sooner when
+    # woken); checks the date rules every NOTIFY_DATE_RULES_MINUTES.
+    background = PeriodicTasks(
+        Task("send", _send_task, setting="NOTIFY_POLL_SECONDS", wait_first=False,
+             again_at_once=True, at_stop=lambda uses: uses.app.sender.email.close()),
+        Task("date-rules", _date_rules_task, setting="NOTIFY_DATE_RULES_MINUTES", unit=MINUTES),
+        uses=("app", "outbox", "background"))
     customer_sync = RpcProxy("customer_sync")
     gdpr = RpcProxy("gdpr")
 
+    @property
+    def storage(self) -> NotificationsStorage:
+        """The repositories, where DataOwnerRpc looks for the database."""
+        return self.app.storage
+
     def _notifier(self) -> Notifier:
-        return Notifier(self.storage, render_limits=RenderLimits.from_config(self.settings))
+        return self.app.notifier()
 
-    def _existing(self, store_id: str, customer_ids: list[str]) -> set[str]:
-        """Which of the ids are customers of the store: a contact held here (made from
-        customer_sync's events) says so; customer_sync answers for anyone not heard of yet."""
-        check = CustomerCheck.over_rpc(self.customer_sync, self.settings)
-
-        def held_here(customer_id: str) -> bool:
-            contact = self.storage.contacts.get(store_id, customer_id)
-            return contact is not None and contact.get("status") != ERASED
-
-        return check.existing(store_id, customer_ids, held_here)
-
-    def _audience_customers_exist(self, store_id: str, audience: object) -> None:
-        """A bulk send to a list of customers names only the store's customers: an unknown id
-        is refused, naming it, before anything is scheduled (never silently left out)."""
-        if not isinstance(audience, dict) or "customer_ids" not in audience:
-            return
-        ids = valid_customer_ids(audience["customer_ids"], "audience.customer_ids")
-        existing = self._existing(store_id, ids)
-        missing = [c for c in ids if c not in existing]
-        if missing:
-            shown = ", ".join(missing[:10]) + (" and more" if len(missing) > 10 else "")
-            raise NotFound(f"no customers {shown} in store {store_id}: nothing was sent",
-                           {"fields": {"audience.customer_ids": ["not found"]},
-                            "customer_ids": missing})
+    def _check(self) -> CustomerCheck:
+        return self.app.customer_check(self.customer_sync)
 
     def _apply(self, event) -> None:
         notifier = self._notifier()
         scheduled = notifier.apply(event)
         self.outbox.notify(notifier.touched)  # a consent held for confirmation, announced
         if scheduled or notifier.touched:
-            self.send_loop.wake()  # a workflow without delay should not wait for the poll
+            self.background.wake("send")  # a workflow without delay should not wait for the poll
 
     # -- events in: the projection, and the triggers ----------------------------------------------
     # No claims (shared/messaging/handlers.py): the projection is written only over older
@@ -331,39 +166,11 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
         data = event.data
         receipt = confirm_erasure(
             self.name, self.storage.erasures, event,
-            lambda: self._erase(event.store_id, data["customer_ids"], data["request_id"]),
+            lambda: erase(self.storage, self._notifier(), self.app.suppressions,
+                          self.app.sender.settings.lease_seconds, event.store_id,
+                          data["customer_ids"], data["request_id"]),
             self._drop_parked)
         self.outbox.notify([(self.storage.erasures.collection.name, receipt)])
-
-    def _erase(self, store_id: str, customer_ids: list[str], request_id: str) -> dict:
-        """The person's suppressions lose their address in clear first (it is read from the
-        contact, which the erasure empties), then the contact and the send log are erased."""
-        addresses = []
-        for customer_id in customer_ids:
-            contact = self.storage.contacts.get(store_id, customer_id) or {}
-            addresses += [("email", contact.get("email")), ("sms", contact.get("phone"))]
-        forgotten = self._suppressions().forget_addresses(store_id, addresses)
-        withdrawals = self._owe_coupon_withdrawals(store_id, customer_ids)
-        return {**self._notifier().erase(store_id, customer_ids, request_id),
-                "suppressions": forgotten, "coupons_to_withdraw": withdrawals}
-
-    def _owe_coupon_withdrawals(self, store_id: str, customer_ids: list[str]) -> int:
-        """The person's message coupons carry their email at the shop: each one not already
-        taken back is owed a deletion (shared.coupon_withdrawals), before the send log
-        forgets them. A send being sent may still be asking for its coupon: its deletion
-        waits for the send's lease."""
-        now = utcnow()
-        lease = timedelta(seconds=self.settings.float("NOTIFY_LEASE_SECONDS"))
-        owed = 0
-        for send in self.storage.sends.collection.find(
-                {"store_id": store_id, "customer_id": {"$in": list(customer_ids)},
-                 "coupon.code": {"$type": "string"}, "coupon.withdrawn": {"$ne": True}},
-                {"store_id": 1, "coupon": 1, "status": 1}):
-            not_before = now + lease if send.get("status") == "sending" else now
-            self.storage.coupon_withdrawals.add(store_id, send["coupon"]["code"],
-                                                coupon_meta(send), not_before, now)
-            owed += 1
-        return owed
 
     @ConfiguredTimer.decorator(setting="NOTIFY_COUPON_WITHDRAW_SECONDS")
     def coupon_withdrawal_step(self) -> None:
@@ -371,31 +178,24 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
         self._run_coupon_withdrawals()
 
     def _run_coupon_withdrawals(self) -> dict:
-        coupons = CouponsOverRpc(self.settings,
-                                 self.settings.float("NOTIFY_COUPON_TIMEOUT_SECONDS"))
         return self.storage.coupon_withdrawals.run_due(
-            coupons.delete_coupon, utcnow(),
-            WithdrawalPolicy(self.settings.float("NOTIFY_COUPON_WITHDRAW_SECONDS"),
-                             self.settings.float("NOTIFY_COUPON_WITHDRAW_MAX_SECONDS")))
+            self.app.shop_coupons.delete_coupon, utcnow(),
+            self.app.withdrawal_policy)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def run_coupon_withdrawals(self) -> dict:
         """Run the coupon withdrawal step now (operators; tests): what it did, what waits."""
         return self._run_coupon_withdrawals()
 
-    def _suppressions(self) -> Suppressions:
-        return Suppressions(self.storage.suppressions)
-
-
     # -- Twilio's callbacks -----------------------------------------------------------------------
     @http("POST", twilio_hooks.STATUS_PATH)
     def twilio_status(self, request):
-        status, body = twilio_hooks.status_callback(self.storage, self._twilio_config(), request)
+        status, body = twilio_hooks.status_callback(self.storage, self.app.twilio, request)
         return json_response(status, body)
 
     @http("POST", twilio_hooks.INBOUND_PATH)
     def twilio_inbound(self, request):
-        status, body, touched = twilio_hooks.inbound(self.storage, self._twilio_config(), request)
+        status, body, touched = twilio_hooks.inbound(self.storage, self.app.twilio, request)
         self.outbox.notify(touched)
         return json_response(status, body)
 
@@ -403,21 +203,15 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
     @http("POST", email_reports.REPORT_PATH)
     def email_report(self, request):
         status, body = email_reports.answer(
-            self._suppressions(), self._store_known, self.settings.get("EMAIL_REPORT_SECRET"),
-            request, utcnow())
+            self.app.suppressions, self.storage.knows_store,
+            self.settings.get("EMAIL_REPORT_SECRET"), request, utcnow())
         return json_response(status, body)
-
-    def _store_known(self, store_id: str) -> bool:
-        """A store notifications has heard of: its settings, or any customer of it."""
-        return (self.storage.settings.find_one({"_id": store_id}, {"_id": 1}) is not None
-                or self.storage.contacts.collection.find_one({"store_id": store_id},
-                                                             {"_id": 1}) is not None)
 
     # -- the links in messages: unsubscribe, preferences, email confirmation --------------------
     def _door(self) -> PreferenceDoor:
         notifier = self._notifier()
         return PreferenceDoor(
-            self.storage, self.link_signing.signer, lambda store_id: notifier.settings(store_id).name,
+            self.storage, self.app.signer, lambda store_id: notifier.settings(store_id).name,
             self._file_erasure, notifier.clock,
             max_body_bytes=self.settings.int("NOTIFY_UNSUBSCRIBE_MAX_BODY_BYTES"))
 
@@ -475,10 +269,6 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
     def confirm(self, request, token):
         return self._answer(self._door().confirm(request, token))
 
-    def _twilio_config(self) -> twilio_hooks.HookConfig:
-        return twilio_hooks.HookConfig(auth_token=self.settings.get("TWILIO_AUTH_TOKEN"),
-                                       public_url=self.settings.get("NOTIFY_PUBLIC_URL"))
-
     # -- RPC --------------------------------------------------------------------------------------
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def health(self) -> dict:
@@ -505,19 +295,15 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def save_template(self, store_id: str, template: dict) -> dict:
         """Refused with the part and line of a syntax error or an unknown variable."""
-        return self._notifier().save_template(store_id, _writable(template))
+        return self._notifier().save_template(store_id, writable(template))
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def list_templates(self, store_id: str) -> list:
-        return [_read_view(t) for t in sorted(self._notifier().templates(store_id).values(),
-                                              key=lambda t: t["slug"])]
+        return views.templates(self._notifier(), store_id)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def get_template(self, store_id: str, slug: str) -> dict:
-        template = self._notifier().templates(store_id).get(slug)
-        if template is None:
-            raise NotFound(f"no template {slug} in store {store_id}")
-        return _read_view(template)
+        return views.template(self._notifier(), store_id, slug)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def delete_template(self, store_id: str, slug: str) -> dict:
@@ -527,39 +313,15 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
     def preview(self, store_id: str, template, customer_id: str | None = None) -> dict:
         """Render a stored template (by slug) or a draft (an object) with a customer's data,
         or with sample data when no customer is named."""
-        notifier = self._notifier()
-        if isinstance(template, str):
-            found = notifier.templates(store_id).get(template)
-            if found is None:
-                raise NotFound(f"no template {template} in store {store_id}")
-            template = found
-        else:
-            template = validate_template(template, notifier.render_limits)
-        if customer_id:
-            contact = self.storage.contacts.get(store_id, customer_id)
-            if contact is None or contact.get("status") == ERASED:
-                raise NotFound(f"no customer {customer_id} in store {store_id}")
-            # The customer's own data, with sample coupon and loyalty facts: a preview makes
-            # no coupon at the shop.
-            context = {**SAMPLE_EXTRAS, **template_context(contact, notifier.settings(store_id))}
-        else:
-            context = SAMPLE_CONTEXT
-        try:
-            rendered = render(template, context, notifier.render_limits)
-        except RenderFailed as exc:  # this customer's data cannot fill it, or makes it too big
-            raise ValidationError(f"template does not render: {exc}",
-                                  {"fields": {"template": [str(exc)], exc.part: [exc.reason]}}
-                                  ) from None
-        return {"subject": rendered.subject, "html": rendered.html, "text": rendered.text}
+        return views.preview(self.storage, self._notifier(), store_id, template, customer_id)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def save_workflow(self, store_id: str, workflow: dict) -> dict:
-        return self._notifier().save_workflow(store_id, _writable(workflow))
+        return self._notifier().save_workflow(store_id, writable(workflow))
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def list_workflows(self, store_id: str) -> list:
-        return [_read_view(w) for w in sorted(self._notifier().workflows(store_id),
-                                              key=lambda w: w["workflow_id"])]
+        return views.workflows(self._notifier(), store_id)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def delete_workflow(self, store_id: str, workflow_id: str) -> dict:
@@ -570,9 +332,9 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
                   purpose: str = "marketing", bulk_id: str | None = None) -> dict:
         """A message to a segment, group, tag or list of customers, now or at `when`;
         consent, caps and quiet hours apply to each. Progress: `bulk_status`."""
-        self._audience_customers_exist(store_id, audience)
+        require_audience(self._check(), self.storage, store_id, audience)
         status = self._notifier().bulk_send(store_id, audience, template, when, purpose, bulk_id)
-        self.send_loop.wake()
+        self.background.wake("send")
         return status
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
@@ -583,15 +345,9 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
     def send_log(self, store_id: str, customer_id: str, limit: int = 100) -> list:
         """Every message to the customer, newest first, with each attempt and its outcome;
         NotFound for anyone who is not a customer of the store (not an empty log)."""
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
-            raise ValidationError("limit must be 1-1000", {"fields": {"limit": ["range"]}})
-        customer_id = valid_customer_id(customer_id)
-        if not self._existing(store_id, [customer_id]):
-            raise not_found(store_id, customer_id)
-        docs = self.storage.sends.collection.find(
-            {"store_id": store_id, "customer_id": customer_id}, {"outbox": 0, "owner": 0}
-        ).sort("created_at", -1).limit(limit)
-        return [_json(doc) for doc in docs]
+        send_log_limit(limit)  # refused before customer_sync is asked
+        customer_id = require_customer(self._check(), self.storage, store_id, customer_id)
+        return views.send_log(self.storage, store_id, customer_id, limit)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def list_sends(self, store_id: str, filters: dict | None = None,
@@ -599,21 +355,7 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
         """The store's send log, newest first: filters channel, status, template, customer_id,
         workflow_id, held_reason (each an exact value); page = {"size": 50, "cursor": null}. Answers
         {"items", "next_cursor"}."""
-        filters = dict(filters or {})
-        page = page or {}
-        unknown = sorted(set(filters) - set(SEND_FILTERS))
-        bad = unknown + [k for k, v in filters.items()
-                         if k in SEND_FILTERS and not (isinstance(v, str) and 0 < len(v) <= 200)]
-        if bad:
-            raise ValidationError(f"filters {', '.join(bad)}: unknown or not a string",
-                                  {"fields": {f"filters.{k}": ["invalid"] for k in bad}})
-        size = page_size(page, default=50)
-        cursor = page.get("cursor")
-        if cursor is not None and not isinstance(cursor, str):
-            raise ValidationError("page.cursor must be a string",
-                                  {"fields": {"page.cursor": ["invalid"]}})
-        docs, next_cursor = self.storage.sends.page(store_id, filters, size, cursor)
-        return {"items": [_json(doc) for doc in docs], "next_cursor": next_cursor}
+        return views.sends(self.storage, store_id, filters, page)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def list_suppressions(self, store_id: str, filters: dict | None = None,
@@ -621,20 +363,20 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
         """The store's suppressed addresses (active only unless filters.include_lifted), each
         with its kinds, what it blocks and its history; filters channel, address (exact);
         page = {"size": 100, "cursor": null}. Answers {"items", "next_cursor"}."""
-        return self._suppressions().page(store_id, *list_request(filters, page))
+        return self.app.suppressions.page(store_id, *list_request(filters, page))
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def lift_suppression(self, store_id: str, channel: str, address: str, reason: str,
                          actor: str) -> dict:
         """An operator lets an address be sent to again, saying why (kept in its history);
         NotFound when it is not suppressed."""
-        return self._suppressions().lift(store_id, channel, address, reason,
-                                         str(actor or "unknown")[:200],
-                                         utcnow())
+        return self.app.suppressions.lift(store_id, channel, address, reason,
+                                          str(actor or "unknown")[:200],
+                                          utcnow())
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def run_date_rules(self) -> dict:
-        return {"scheduled": self.send_loop.run_date_rules()}
+        return {"scheduled": self.background.run_now("date-rules")}
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def export_customer(self, store_id: str, customer_id: str) -> dict:
@@ -642,37 +384,8 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
         contact = self.storage.contacts.get(store_id, customer_id)
         if contact is None or contact.get("status") == ERASED:
             raise NotFound(f"no customer {customer_id} in store {store_id}")
-        return {"service": self.name, "contact": _json(contact),
+        return {"service": self.name, "contact": views.as_json(contact),
                 "send_log": self.send_log(store_id, customer_id, 1000),
-                "suppressions": self._suppressions().of_addresses(
+                "suppressions": self.app.suppressions.of_addresses(
                     store_id, [("email", contact.get("email")), ("sms", contact.get("phone"))])}
 
-
-def _json(value):
-    """Stored documents as JSON-ready values (times as ISO-8601 UTC)."""
-    if isinstance(value, dict):
-        return {k: _json(v) for k, v in value.items() if k != "outbox"}
-    if isinstance(value, list):
-        return [_json(v) for v in value]
-    if isinstance(value, datetime):
-        return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).isoformat()
-    return value
-
-
-def _read_view(doc: dict) -> dict:
-    """A template or workflow as RPC answers it: times as ISO-8601 UTC (docs/design.md)."""
-    view = dict(doc)
-    updated = view.get("updated_at")
-    if isinstance(updated, datetime):
-        if updated.tzinfo is None:
-            updated = updated.replace(tzinfo=timezone.utc)
-        view["updated_at"] = updated.isoformat()
-    return view
-
-
-def _writable(data):
-    """What a caller saves, without the read-only `updated_at` it may have fetched along, so
-    a template or workflow read and saved back unchanged is accepted."""
-    if isinstance(data, dict) and "updated_at" in data:
-        return {k: v for k, v in data.items() if k != "updated_at"}
-    return data

@@ -50,6 +50,19 @@ class ProfileRepository(VersionedRepository):
             {"store_id": store_id, "saved_segments": segment_id},
             {"$pull": {"saved_segments": segment_id}, "$inc": {"version": 1}}).modified_count
 
+    def store_ids(self) -> list[str]:
+        """Every store with a profile: what the periodic recompute walks."""
+        return self.collection.distinct("store_id")
+
+    def for_report(self, store_id: str):
+        """The store's active profiles, only what a report reads."""
+        return self.collection.find({"store_id": store_id, "status": ACTIVE},
+                                    {"stats": 1, "segment": 1, "groups": 1})
+
+    def for_store(self, store_id: str, batch_size: int = 1000):
+        return self.collection.find({"store_id": store_id, "status": ACTIVE},
+                                    {"outbox": 0}).batch_size(batch_size)
+
 
 class StoreSettingsRepository:
     """Per-store thresholds and the store-wide figures segments need (top-10% cutoff, RFM)."""
@@ -121,3 +134,28 @@ class SegmentationStorage:
 
     def outbox_collections(self) -> list[Collection]:
         return [self.profiles.collection, self.erasures.collection]
+
+    # `rules` and `groups` stay plain collections the profiles read; their writes are here.
+    def put_rule(self, store_id: str, rule: dict) -> None:
+        self.rules.replace_one({"_id": f"{store_id}:{rule['rule_id']}"},
+                               {**rule, "store_id": store_id}, upsert=True)
+
+    def rules_of(self, store_id: str) -> list[dict]:
+        """The store's rules in the order they run."""
+        rules = self.rules.find({"store_id": store_id}, {"_id": 0, "store_id": 0})
+        return sorted(rules, key=lambda r: (r.get("position", 0), r.get("rule_id", "")))
+
+    def delete_rule(self, store_id: str, rule_id: str) -> bool:
+        return bool(self.rules.delete_one({"_id": f"{store_id}:{rule_id}"}).deleted_count)
+
+    def put_group(self, store_id: str, group: dict) -> None:
+        self.groups.replace_one({"store_id": store_id, "slug": group["slug"]},
+                                {**group, "store_id": store_id}, upsert=True)
+
+    def has_group(self, store_id: str, slug: str) -> bool:
+        return self.groups.find_one({"store_id": store_id, "slug": slug}) is not None
+
+    def groups_of(self, store_id: str) -> list[dict]:
+        """The store's groups by slug."""
+        return list(self.groups.find({"store_id": store_id},
+                                     {"_id": 0, "store_id": 0}).sort("slug", 1))

@@ -104,6 +104,27 @@ class TagCatalogue:
                                  "$setOnInsert": {"store_id": store_id, "tag": tag,
                                                   "created_at": self.clock()}}, upsert=True)
 
+    def update(self, store_id: str, tag: Any, changes: Any, actor: str | None,
+               notify: Callable[[list], None]) -> dict:
+        """Rename (`new_tag`: every carrier follows, their profiles told to `notify`) and/or
+        describe (`description`) a tag; answers the tag and `renamed`: how many customers now
+        carry the new name. A bad description is refused before anything is renamed."""
+        if not isinstance(changes, dict) or not changes or \
+                set(changes) - {"new_tag", "description"}:
+            raise ValidationError("changes must hold new_tag and/or description",
+                                  {"fields": {"changes": ["new_tag, description"]}})
+        tag = tag_slug(tag)
+        if "description" in changes:
+            description_text(changes["description"])
+        renamed = 0
+        if "new_tag" in changes:
+            _, change = self.rename(store_id, tag, changes["new_tag"], actor)
+            notify(change.touched)
+            tag, renamed = tag_slug(changes["new_tag"], "new_tag"), change.customers
+        if "description" in changes:
+            self.describe(store_id, tag, changes["description"])
+        return {**self.get(store_id, tag), "renamed": renamed}
+
     def rename(self, store_id: str, old: Any, new: Any, actor: str | None
                ) -> tuple[dict, CatalogueChange]:
         """Every customer carrying `old` carries `new` instead (onto an existing tag: the two

@@ -27,7 +27,7 @@ def pages(services):
                                NOTIFY_PUBLIC_URL=f"http://127.0.0.1:{port}",
                                NOTIFY_LINK_SECRET=SECRET)
     storage = next(d for d in container.extensions
-                   if type(d).__name__ == "MongoStorage").repositories
+                   if type(d).__name__ == "MongoStorage").repositories.storage
     barrier = EventBarrier(services, "notifications").expect("customer.created")
     publish(services.amqp_uri, build_event("customer.created", store_id=STORE, data={
         **contract("customer.created").sample, "customer_id": "c1",

@@ -5,6 +5,7 @@ back; a cancel or an expiry deletes it and gives the points back."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from functools import partial
 
 import pytest
 import requests
@@ -12,9 +13,10 @@ from nameko.standalone.rpc import ClusterRpcProxy
 
 from services.customer_sync.service import CustomerSyncService
 from services.customer_sync.signature import sign
+from services.loyalty.bootstrap import build
 from services.loyalty.service import LoyaltyService
 from shared import mongo
-from shared.dependencies import Clock
+from shared.mongo import MongoStorage
 from demo.shop import FakeWooShop
 from tests.support import wait_until
 
@@ -33,7 +35,7 @@ class MovedClock:
 
 
 class LoyaltyOnMovedClock(LoyaltyService):
-    clock = Clock(MovedClock.now)
+    app = MongoStorage(partial(build, clock=MovedClock.now))
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ def door(services, events):
                                NOTIFY_LINK_SECRET=SECRET,
                                NOTIFY_UNSUBSCRIBE_MAX_BODY_BYTES=str(MAX_BODY))
     storage = next(d for d in container.extensions
-                   if type(d).__name__ == "MongoStorage").repositories
+                   if type(d).__name__ == "MongoStorage").repositories.storage
     assert isinstance(storage, NotificationsStorage)
     barrier = EventBarrier(services, "notifications").expect("customer.created")
     for customer_id in ("victim", "other"):
