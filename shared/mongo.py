@@ -13,6 +13,7 @@ from pymongo import MongoClient
 from pymongo.database import Database
 
 from shared.config import Config, from_nameko
+from shared.tls import mongo_tls_options
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +51,6 @@ def connect(uri: str, **options: object) -> MongoClient:
 
 def service_database(config: Config, service_name: str) -> Database:
     """The database a service owns: one per service, named `<prefix><service>`."""
-    from shared.tls import mongo_tls_options
-
     client = connect(config.get("MONGO_URI"), **mongo_tls_options(config))
     return client[f"{config.get('MONGO_DB_PREFIX')}{service_name}"]
 

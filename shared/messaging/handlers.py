@@ -138,8 +138,6 @@ class ReliableEventHandler(EventHandler):
     def processed(self) -> ProcessedEvents:
         # Resolved lazily: extensions are set up in no fixed order.
         if self._processed is None:
-            from shared.mongo import MongoStorage
-
             storages = [d for d in self.container.dependencies if isinstance(d, MongoStorage)]
             if not storages or storages[0].database is None:
                 raise RuntimeError(

@@ -21,7 +21,13 @@ from werkzeug.wrappers import Request, Response
 
 from services.gateway.app import request_id_of
 from services.gateway.auth import Caller, caller_from_view
+from services.gateway.console import admin_views as a
+from services.gateway.console import consent_views
 from services.gateway.console import present
+from services.gateway.console import segment_views as seg
+from services.gateway.console import suppression_views as sv
+from services.gateway.console import tag_views as tv
+from services.gateway.console import views as v
 from services.gateway.console.api import ApiClient
 from services.gateway.console.session import Session, SessionCodec
 from services.gateway.problems import Problem
@@ -73,13 +79,6 @@ class Page:
 
 
 def _routes() -> Map:
-    from services.gateway.console import admin_views as a
-    from services.gateway.console import suppression_views as sv
-    from services.gateway.console import tag_views as tv
-    from services.gateway.console import consent_views
-    from services.gateway.console import segment_views as seg
-    from services.gateway.console import views as v
-
     def rule(path: str, view: Callable, methods: tuple = ("GET",), login: bool = True) -> Rule:
         return Rule(PREFIX + path, endpoint=(view, login), methods=list(methods))
 
