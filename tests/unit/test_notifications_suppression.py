@@ -4,6 +4,7 @@ erasure, and the send log saying why a send was held and what the provider answe
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -359,7 +360,8 @@ def test_erasure_forgets_the_address_but_it_stays_suppressed(storage):
     assert suppressions.forget_addresses(STORE, [("email", "ada@example.com"),
                                                  ("sms", None)]) == 1
     doc = storage.suppressions.collection.find_one()
-    assert "ada" not in json.dumps(doc, default=str)
+    # The keyed digests are hex, and hex can spell "ada": look past them, at everything else.
+    assert "ada" not in re.sub(r"[0-9a-f]{32,}", "<digest>", json.dumps(doc, default=str))
     assert doc["address_erased"] is True
     assert suppressions.blocking(STORE, "email", "ada@example.com", "transactional")
 
