@@ -38,6 +38,7 @@ from shared.logs import log_context
 from shared.messaging.publisher import ConfirmingPublisher, OutgoingMessage
 from shared.messaging.names import parked_queue, retry_exchange, retry_queue
 from shared.messaging.queues import queue_arguments, queue_type
+from shared.mongo import MongoStorage
 from shared.times import utcnow
 
 log = logging.getLogger(__name__)
