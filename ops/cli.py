@@ -15,8 +15,13 @@ import os
 import sys
 import time
 import uuid
+import warnings
 from datetime import datetime
 from typing import Any, Callable
+
+# Before anything imports nameko (the parked-message tools below do): an operator's terminal
+# shows the command's answer, not eventlet's deprecation notice.
+warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
 
 # Money and reward wording as the console shows them: one way to read and write amounts.
 from services.gateway.console import present
@@ -932,9 +937,7 @@ def _without_password(uri: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     import logging
-    import warnings
 
-    warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
     # py-amqp warns about a publisher confirm arriving while nameko closes a channel: noise.
     logging.getLogger("amqp").setLevel(logging.ERROR)
     args = build_parser().parse_args(argv)
