@@ -12,10 +12,10 @@ AXE_STAMP := $(AXE_DIR)/.installed-$(AXE_VERSION)
 
 .PHONY: run demo test axe test-unit test-integration test-wire test-system venv up down logs docker-check bench bench-webhooks bench-segmentation bench-loyalty bench-notifications clean
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is required (set PYTHON=...)"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
