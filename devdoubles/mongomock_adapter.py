@@ -36,7 +36,11 @@ def client() -> mongomock.MongoClient:
 
 def connect(uri: str, **options: object) -> mongomock.MongoClient:
     """The in-memory server NAME of `mongomock://NAME`, shared by every caller in this process
-    (so a test and the services it starts see the same data). `options` (TLS) do not apply."""
+    (so a test and the services it starts see the same data). There is no connection, so TLS
+    options are refused rather than ignored: MONGO_TLS_* files set with it are a mistake."""
+    if options:
+        raise ValueError(f"MONGO_TLS_* files are set but MONGO_URI is mongomock:// (in memory, "
+                         f"no connection to secure): {sorted(options)}")
     name = _name(uri)
     with _lock:
         if name not in _servers:

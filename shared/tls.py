@@ -59,9 +59,6 @@ def mongo_tls_options(config: Config) -> dict:
     ca, cert_key = config.get("MONGO_TLS_CA_FILE"), config.get("MONGO_TLS_CERT_KEY_FILE")
     if not (ca or cert_key):
         return {}
-    if uri.startswith("mongomock://"):
-        raise ValueError("MONGO_TLS_* files are set but MONGO_URI is mongomock:// (in memory, "
-                         "no connection to secure)")
     query = {k.lower(): v.lower() for k, v in parse_qsl(urlsplit(uri).query)}
     if query.get("tls", query.get("ssl")) in _TLS_OFF:
         raise ValueError("MONGO_TLS_* files are set but MONGO_URI says tls=false")

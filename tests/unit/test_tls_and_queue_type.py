@@ -10,6 +10,7 @@ from kombu import Queue
 from shared.config import Config
 from shared.messaging.queues import (QUORUM_DELIVERY_LIMIT, nameko_config, queue_arguments,
                                      queue_type, typed_queue)
+from shared.mongo import service_database
 from shared.tls import amqp_ssl_options, mongo_tls_options
 
 
@@ -117,13 +118,20 @@ def test_mongo_client_is_built_with_those_options(real_ca):
 
 
 @pytest.mark.parametrize("settings, message", [
-    ({"MONGO_URI": "mongomock://", "MONGO_TLS_CA_FILE": "ca"}, "mongomock"),
     ({"MONGO_URI": "mongodb://m1/?tls=false", "MONGO_TLS_CA_FILE": "ca"}, "tls=false"),
     ({"MONGO_URI": "mongodb://m1/", "MONGO_TLS_CERT_KEY_FILE": "/nope.pem"}, "/nope.pem"),
 ])
 def test_impossible_mongo_tls_combinations_are_refused(settings, message):
     with pytest.raises(ValueError, match=message):
         mongo_tls_options(Config({}, **settings))
+
+
+def test_the_in_memory_database_refuses_tls_files_rather_than_ignoring_them(tmp_path):
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not read")
+    with pytest.raises(ValueError, match="mongomock"):
+        service_database(Config({}, MONGO_URI="mongomock://tls-refused", MONGO_TLS_CA_FILE=str(ca)),
+                         "customer_sync")
 
 
 def test_queue_type_is_checked_and_classic_adds_nothing():
