@@ -11,15 +11,16 @@ import re
 from datetime import datetime, timezone
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, InsertOne, ReturnDocument
 from pymongo.collection import Collection
 from pymongo.database import Database
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.notifications.suppression import SuppressionRepository
 from shared.coupon_withdrawals import CouponWithdrawals
 from shared.erasure import ErasureReceipts
 from shared.errors import ValidationError
+from shared.outbox import push_events
 from shared.times import utcnow
 from shared.paging import decode_cursor, encode_cursor
 
@@ -87,6 +88,35 @@ class ContactRepository:
             # It exists: created meanwhile by another event (apply to it), or it holds a
             # newer fact, or it is erased (then this changes nothing).
             return bool(self.collection.update_one(condition, update).modified_count)
+
+    def dates_of_active(self, store_id: str):
+        """The store's active contacts with what date rules read: birthday and last order."""
+        return self.collection.find({"store_id": store_id, "status": ACTIVE},
+                                    {"customer_id": 1, "birthday": 1, "last_order": 1})
+
+    def active_with_phone(self, key: str):
+        """Every active contact, in any store, whose phone number has these digits."""
+        return self.collection.find({"phone_key": key, "status": ACTIVE},
+                                    {"store_id": 1, "customer_id": 1})
+
+    def in_audience(self, store_id: str, kind: str, value: Any):
+        """The store's active contacts in a bulk send's audience (a segment, saved segment,
+        group, tag, or a list of customer ids), each with only its customer id."""
+        query: dict = {"store_id": store_id, "status": ACTIVE}
+        if kind == "segment":
+            query["segment"] = value
+        elif kind in ("group", "tag"):
+            query[f"{kind}s.{value}"] = True
+        elif kind == "saved_segment":
+            query[f"saved_segments.{value}"] = True
+        else:
+            # by document key: one lookup per id, rather than each contact against the list
+            query["_id"] = {"$in": [self.key(store_id, v) for v in value]}
+        return self.collection.find(query, {"customer_id": 1})
+
+    def owe(self, doc_id: str, events: list) -> None:
+        """Events the contact owes, in its outbox."""
+        self.collection.update_one({"_id": doc_id}, {"$push": push_events(events)})
 
     def add_order(self, store_id: str, customer_id: str, order: dict) -> tuple[bool, bool]:
         """Record an order once. Answers (new to this contact, its first order).
@@ -199,6 +229,30 @@ class SendRepository:
              "coupon.code": {"$type": "string"}, "coupon.withdrawn": {"$ne": True}},
             {"store_id": 1, "coupon": 1, "status": 1})
 
+    def add_new(self, sends: list[dict]) -> None:
+        """Schedule many sends in one round trip; one already there (the same natural key,
+        scheduled by an earlier try) is skipped."""
+        if not sends:
+            return
+        try:
+            self.collection.bulk_write([InsertOne(send) for send in sends], ordered=False)
+        except BulkWriteError as exc:
+            if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
+                raise
+
+    def cancel_for_workflow(self, store_id: str, workflow_id: str) -> int:
+        """A deleted workflow's sends not yet gone are cancelled; answers how many."""
+        return self.collection.update_many(
+            {"store_id": store_id, "workflow_id": workflow_id, "status": "scheduled"},
+            {"$set": {"status": "cancelled", "reason": "workflow deleted",
+                      "held_reason": "cancelled"}}).modified_count
+
+    def statuses_of_bulk(self, store_id: str, bulk_id: str) -> dict[str, int]:
+        """How many of a bulk send's messages are in each status."""
+        return {row["_id"]: row["n"] for row in self.collection.aggregate([
+            {"$match": {"bulk_id": bulk_id, "store_id": store_id}},
+            {"$group": {"_id": "$status", "n": {"$sum": 1}}}])}
+
     def marketing_sent_since(self, store_id: str, customer_id: str, since: datetime) -> int:
         return self.collection.count_documents(
             {"store_id": store_id, "customer_id": customer_id, "purpose": "marketing",
@@ -253,15 +307,116 @@ class ChannelStateRepository:
         return {doc["_id"]: doc for doc in self.collection.find().limit(10)}
 
 
+class TemplateRepository:
+    """A store's own templates (the shipped defaults are code), keyed by store and slug."""
+
+    def __init__(self, collection: Collection) -> None:
+        self.collection = collection
+
+    def ensure_indexes(self) -> None:
+        self.collection.create_index([("store_id", ASCENDING), ("slug", ASCENDING)], unique=True)
+
+    def for_store(self, store_id: str) -> list[dict]:
+        return list(self.collection.find({"store_id": store_id}, {"_id": 0, "store_id": 0}))
+
+    def put(self, store_id: str, template: dict) -> None:
+        self.collection.replace_one({"store_id": store_id, "slug": template["slug"]},
+                                    {**template, "store_id": store_id, "updated_at": utcnow()},
+                                    upsert=True)
+
+    def delete(self, store_id: str, slug: str) -> bool:
+        return bool(self.collection.delete_one({"store_id": store_id, "slug": slug})
+                    .deleted_count)
+
+
+class WorkflowRepository:
+    """A store's workflows, keyed by store and workflow id."""
+
+    def __init__(self, collection: Collection) -> None:
+        self.collection = collection
+
+    def ensure_indexes(self) -> None:
+        self.collection.create_index([("store_id", ASCENDING), ("workflow_id", ASCENDING)],
+                                     unique=True)
+
+    def for_store(self, store_id: str) -> list[dict]:
+        return list(self.collection.find({"store_id": store_id}, {"_id": 0, "store_id": 0}))
+
+    def using_template(self, store_id: str, slug: str) -> list[str]:
+        """The ids of the store's workflows that send this template."""
+        return [w["workflow_id"] for w in self.collection.find(
+            {"store_id": store_id, "template": slug}, {"workflow_id": 1})]
+
+    def stores_with_date_rules(self) -> list[str]:
+        """Every store with a workflow a date triggers: what the date-rule timer walks."""
+        return self.collection.distinct("store_id", {"trigger.date": {"$exists": True}})
+
+    def put(self, store_id: str, workflow: dict) -> None:
+        self.collection.replace_one(
+            {"store_id": store_id, "workflow_id": workflow["workflow_id"]},
+            {**workflow, "store_id": store_id, "updated_at": utcnow()}, upsert=True)
+
+    def delete(self, store_id: str, workflow_id: str) -> bool:
+        return bool(self.collection.delete_one({"store_id": store_id,
+                                                "workflow_id": workflow_id}).deleted_count)
+
+
+class StoreSettingsRepository:
+    """Each store's notification settings, one document keyed by store id."""
+
+    def __init__(self, collection: Collection) -> None:
+        self.collection = collection
+
+    def get(self, store_id: str) -> dict | None:
+        return self.collection.find_one({"_id": store_id})
+
+    def exists(self, store_id: str) -> bool:
+        return self.collection.find_one({"_id": store_id}, {"_id": 1}) is not None
+
+    def put(self, store_id: str, settings: dict) -> None:
+        self.collection.replace_one({"_id": store_id}, {**settings, "updated_at": utcnow()},
+                                    upsert=True)
+
+
+class BulkJobRepository:
+    """One document per bulk send, keyed by store and bulk id: its audience and progress."""
+
+    def __init__(self, collection: Collection) -> None:
+        self.collection = collection
+
+    @staticmethod
+    def key(store_id: str, bulk_id: str) -> str:
+        return f"{store_id}:{bulk_id}"
+
+    def get(self, store_id: str, bulk_id: str) -> dict | None:
+        return self.collection.find_one({"_id": self.key(store_id, bulk_id)})
+
+    def start(self, store_id: str, bulk_id: str, job: dict) -> None:
+        """The job recorded as scheduling, unless asked before (a repeat keeps the first)."""
+        self.collection.update_one(
+            {"_id": self.key(store_id, bulk_id)},
+            {"$setOnInsert": {**job, "store_id": store_id, "created_at": utcnow(),
+                              "state": "scheduling"}}, upsert=True)
+
+    def scheduled(self, store_id: str, bulk_id: str, total: int) -> None:
+        self.collection.update_one({"_id": self.key(store_id, bulk_id)},
+                                   {"$set": {"state": "scheduled", "total": total}})
+
+    def completed(self, store_id: str, bulk_id: str, at: datetime) -> None:
+        """A scheduled job whose messages are all done is marked completed (once)."""
+        self.collection.update_one({"_id": self.key(store_id, bulk_id), "state": "scheduled"},
+                                   {"$set": {"state": "completed", "completed_at": at}})
+
+
 class NotificationsStorage:
     def __init__(self, database: Database) -> None:
         self.database = database
         self.contacts = ContactRepository(database["contacts"])
         self.sends = SendRepository(database["sends"])
-        self.templates = database["templates"]
-        self.workflows = database["workflows"]
-        self.settings = database["store_settings"]
-        self.bulk_jobs = database["bulk_jobs"]
+        self.templates = TemplateRepository(database["templates"])
+        self.workflows = WorkflowRepository(database["workflows"])
+        self.settings = StoreSettingsRepository(database["store_settings"])
+        self.bulk_jobs = BulkJobRepository(database["bulk_jobs"])
         self.erasures = ErasureReceipts(database["erasures"])
         self.coupon_withdrawals = CouponWithdrawals(database["coupon_withdrawals"])
         self.suppressions = SuppressionRepository(database["suppressions"],
@@ -273,13 +428,12 @@ class NotificationsStorage:
         self.sends.ensure_indexes()
         self.suppressions.ensure_indexes()
         self.coupon_withdrawals.ensure_indexes()
-        self.templates.create_index([("store_id", ASCENDING), ("slug", ASCENDING)], unique=True)
-        self.workflows.create_index([("store_id", ASCENDING), ("workflow_id", ASCENDING)],
-                                    unique=True)
+        self.templates.ensure_indexes()
+        self.workflows.ensure_indexes()
 
     def knows_store(self, store_id: str) -> bool:
         """A store notifications has heard of: its settings, or any customer of it."""
-        return (self.settings.find_one({"_id": store_id}, {"_id": 1}) is not None
+        return (self.settings.exists(store_id)
                 or self.contacts.collection.find_one({"store_id": store_id},
                                                      {"_id": 1}) is not None)
 
