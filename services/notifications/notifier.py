@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable
 
 from services.notifications import templates as tpl
@@ -24,7 +24,7 @@ from shared.errors import NotFound, ValidationError
 from shared.events import Event, build_event
 from shared.events.facts import fact_time
 from shared.money import money_text
-from shared.times import utcnow
+from shared.times import parse_aware, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -407,18 +407,7 @@ class Notifier:
     def _when(self, when: str | None) -> datetime:
         if when in (None, "", "now"):
             return self.clock()
-        try:
-            moment = datetime.fromisoformat(str(when))
-        except ValueError:
-            raise ValidationError("when must be 'now' or an ISO-8601 time with its offset",
-                                  {"fields": {"when": ["invalid"]}}) from None
-        if moment.tzinfo is None:
-            raise ValidationError("when must include its UTC offset", {"fields": {"when": ["naive"]}})
-        try:
-            return moment.astimezone(timezone.utc)
-        except OverflowError:  # year 1 or 9999 moved past the range
-            raise ValidationError("when is out of range in UTC",
-                                  {"fields": {"when": ["invalid"]}}) from None
+        return parse_aware("when", when, "'now' or an ISO-8601 time with its offset")
 
     def bulk_status(self, store_id: str, bulk_id: str) -> dict:
         job = self.storage.bulk_jobs.get(store_id, bulk_id)
