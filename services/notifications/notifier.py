@@ -430,44 +430,14 @@ class Notifier:
         facts (when, which template, what happened) without address, number or subject, and
         nothing scheduled for the person goes out."""
         ids = sorted(set(customer_ids))
-        contacts = self.storage.contacts.collection
-        keep = {"_id", "store_id", "customer_id", "status", "erased_at", "erasure_request_id",
-                "had_contact"}
+        contacts = self.storage.contacts
         for customer_id in ids:
-            key = self.storage.contacts.key(store_id, customer_id)
-            held = contacts.find_one({"_id": key})
+            held = contacts.stored(store_id, customer_id)
             if held is not None and held.get("status") == ERASED:
                 continue
-            update: dict = {"$set": {"status": ERASED, "erased_at": self.clock(),
-                                     "erasure_request_id": request_id,
-                                     "had_contact": held is not None},
-                            "$setOnInsert": {"store_id": store_id, "customer_id": customer_id}}
-            unset = {name: "" for name in (held or {}) if name not in keep}
-            if unset:
-                update["$unset"] = unset
-            contacts.update_one({"_id": key}, update, upsert=True)
-        sends = self.storage.sends.collection
-        sends.update_many({"store_id": store_id, "customer_id": {"$in": ids},
-                           "status": {"$in": ["scheduled", "sending"]}},
-                          {"$set": {"status": "cancelled", "reason": "customer erased",
-                                   "held_reason": "cancelled"}})
-        for send in sends.find({"store_id": store_id, "customer_id": {"$in": ids},
-                                "redacted": {"$ne": True}}, {"attempts": 1, "reason": 1}):
-            # Provider replies can quote the address ("550 <ada@...> unknown"): keep only
-            # the outcome of each attempt, not its words.
-            attempts = [{k: v for k, v in a.items() if k not in ("detail", "reason")}
-                        for a in send.get("attempts") or []]
-            fields = {"redacted": True, "attempts": attempts}
-            if send.get("reason"):
-                fields["reason"] = "[erased]"
-            sends.update_one({"_id": send["_id"]},
-                             {"$unset": {"to": "", "subject": "", "facts": "",
-                                         "provider_error": ""},
-                              "$set": fields})
-        return {"contacts": contacts.count_documents({"store_id": store_id,
-                                                      "customer_id": {"$in": ids},
-                                                      "status": ERASED, "had_contact": True}),
-                "sends": sends.count_documents({"store_id": store_id, "customer_id": {"$in": ids}})}
+            contacts.mark_erased(store_id, customer_id, held, self.clock(), request_id)
+        sends = self.storage.sends.erase_for(store_id, ids)
+        return {"contacts": contacts.count_erased(store_id, ids), "sends": sends}
 
 
 def _template_fits(workflow: dict, template: dict) -> None:

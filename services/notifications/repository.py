@@ -25,6 +25,9 @@ from shared.times import utcnow
 from shared.paging import decode_cursor, encode_cursor
 
 ACTIVE, DELETED, ERASED = "active", "deleted", "erased"
+# What an erased contact keeps: its key and the marker itself.
+ERASURE_KEEPS = frozenset({"_id", "store_id", "customer_id", "status", "erased_at",
+                           "erasure_request_id", "had_contact"})
 
 
 def phone_key(phone: str | None) -> str | None:
@@ -88,6 +91,47 @@ class ContactRepository:
             # It exists: created meanwhile by another event (apply to it), or it holds a
             # newer fact, or it is erased (then this changes nothing).
             return bool(self.collection.update_one(condition, update).modified_count)
+
+    def stored(self, store_id: str, customer_id: str) -> dict | None:
+        """The whole contact, owed events too: what an erasure must clear."""
+        return self.collection.find_one({"_id": self.key(store_id, customer_id)})
+
+    def mark_erased(self, store_id: str, customer_id: str, held: dict | None,
+                    erased_at: datetime, request_id: str) -> None:
+        """The contact becomes a marker without any field of `held` (the contact as stored)
+        but its key; one is made where none was, so a late event cannot recreate it."""
+        update: dict = {"$set": {"status": ERASED, "erased_at": erased_at,
+                                 "erasure_request_id": request_id,
+                                 "had_contact": held is not None},
+                        "$setOnInsert": {"store_id": store_id, "customer_id": customer_id}}
+        unset = {name: "" for name in (held or {}) if name not in ERASURE_KEEPS}
+        if unset:
+            update["$unset"] = unset
+        self.collection.update_one({"_id": self.key(store_id, customer_id)}, update, upsert=True)
+
+    def count_erased(self, store_id: str, customer_ids: list[str]) -> int:
+        """How many of the customers had a contact that is now an erasure marker."""
+        return self.collection.count_documents({"store_id": store_id,
+                                                "customer_id": {"$in": customer_ids},
+                                                "status": ERASED, "had_contact": True})
+
+    def change_consent(self, doc_id: str, purpose: str, before: str, held: dict,
+                       at: datetime, events: list) -> bool:
+        """The contact's consent to `purpose` becomes `held`, with the events announcing it,
+        only if the contact is active and the consent is still `before` ("granted",
+        "pending" or anything else for off): a change that lost a race changes nothing."""
+        condition = {"_id": doc_id, "status": ACTIVE,
+                     f"consent.{purpose}.granted": True if before == "granted" else {"$ne": True},
+                     f"consent.{purpose}.pending": True if before == "pending" else {"$ne": True}}
+        return bool(self.collection.update_one(
+            condition, {"$set": {f"consent.{purpose}": held, f"consent_at.{purpose}": at},
+                        "$push": push_events(events)}).modified_count)
+
+    def note_forget_request(self, doc_id: str, request_id: str, at: datetime) -> None:
+        """The erasure request the contact filed from its preference page (the first kept)."""
+        self.collection.update_one(
+            {"_id": doc_id, "forget_request": {"$exists": False}},
+            {"$set": {"forget_request": {"request_id": request_id, "at": at}}})
 
     def dates_of_active(self, store_id: str):
         """The store's active contacts with what date rules read: birthday and last order."""
@@ -239,6 +283,48 @@ class SendRepository:
         except BulkWriteError as exc:
             if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
                 raise
+
+    def update_claimed(self, send_id: str, owner: str, update: dict) -> bool:
+        """Apply `update` to a send only while this sender holds it; False when it does not."""
+        return self.collection.update_one({"_id": send_id, "owner": owner, "status": "sending"},
+                                          update).modified_count == 1
+
+    def record_delivery(self, provider_id: str, rank: int, fields: dict) -> bool:
+        """A provider's delivery report, kept unless one as far along or further is held
+        (reports arrive out of order); True when it changed the send."""
+        return bool(self.collection.update_one(
+            {"provider_id": provider_id, "$or": [{"delivery_rank": {"$exists": False}},
+                                                 {"delivery_rank": {"$lt": rank}}]},
+            {"$set": fields}).modified_count)
+
+    def sms_by_provider_id(self, provider_id: str) -> dict | None:
+        """The SMS a provider's message id names: its store and number."""
+        return self.collection.find_one({"provider_id": provider_id, "channel": "sms"},
+                                        {"store_id": 1, "to": 1})
+
+    def erase_for(self, store_id: str, customer_ids: list[str]) -> int:
+        """The customers' sends not gone yet are cancelled, and every send keeps its facts
+        (when, which template, what happened) without address, number, subject or a
+        provider's words; answers how many sends they have."""
+        sends = self.collection
+        sends.update_many({"store_id": store_id, "customer_id": {"$in": customer_ids},
+                           "status": {"$in": ["scheduled", "sending"]}},
+                          {"$set": {"status": "cancelled", "reason": "customer erased",
+                                    "held_reason": "cancelled"}})
+        for send in sends.find({"store_id": store_id, "customer_id": {"$in": customer_ids},
+                                "redacted": {"$ne": True}}, {"attempts": 1, "reason": 1}):
+            # Provider replies can quote the address ("550 <ada@...> unknown"): keep only
+            # the outcome of each attempt, not its words.
+            attempts = [{k: v for k, v in a.items() if k not in ("detail", "reason")}
+                        for a in send.get("attempts") or []]
+            fields = {"redacted": True, "attempts": attempts}
+            if send.get("reason"):
+                fields["reason"] = "[erased]"
+            sends.update_one({"_id": send["_id"]},
+                             {"$unset": {"to": "", "subject": "", "facts": "",
+                                         "provider_error": ""},
+                              "$set": fields})
+        return sends.count_documents({"store_id": store_id, "customer_id": {"$in": customer_ids}})
 
     def cancel_for_workflow(self, store_id: str, workflow_id: str) -> int:
         """A deleted workflow's sends not yet gone are cancelled; answers how many."""
