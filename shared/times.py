@@ -6,7 +6,9 @@ UTC everywhere (as the shop's `*_gmt` fields and a tz-unaware database hand them
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Iterable
+
+from shared.errors import ValidationError
 
 
 def utcnow() -> datetime:
@@ -50,3 +52,32 @@ def iso(value: Any) -> Any:
     if isinstance(value, datetime):
         return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).isoformat()
     return value
+
+
+def iso_everywhere(value: Any, drop: Iterable[str] = ()) -> Any:
+    """A stored document as JSON: its times, at any depth, as ISO-8601 text (naive read as
+    UTC), without the keys named in `drop` at any depth (an outbox a caller must not see)."""
+    dropped = frozenset(drop)
+    if isinstance(value, dict):
+        return {k: iso_everywhere(v, dropped) for k, v in value.items() if k not in dropped}
+    if isinstance(value, list):
+        return [iso_everywhere(v, dropped) for v in value]
+    return iso(value)
+
+
+def parse_aware(name: str, value: Any, expected: str = "an ISO-8601 time") -> datetime:
+    """A caller's time as aware UTC. Unlike stored data, a time a caller sends must say its
+    offset: a naive one could mean the shop's time or the caller's. The ValidationError names
+    the field `name`; `expected` says what it must be when it is no time at all."""
+    try:
+        moment = datetime.fromisoformat(str(value))
+    except ValueError:
+        raise ValidationError(f"{name} must be {expected}",
+                              {"fields": {name: ["invalid"]}}) from None
+    if moment.tzinfo is None:
+        raise ValidationError(f"{name} must include its UTC offset", {"fields": {name: ["naive"]}})
+    try:
+        return moment.astimezone(timezone.utc)
+    except OverflowError:  # year 1 or 9999 moved past the range
+        raise ValidationError(f"{name} is out of range in UTC",
+                              {"fields": {name: ["invalid"]}}) from None

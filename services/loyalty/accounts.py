@@ -18,7 +18,7 @@ from typing import Callable
 
 from services.loyalty import ledger as lg
 from services.loyalty.programme import DEFAULT_PROGRAMME, Programme, load_programme
-from services.loyalty.repository import LoyaltyStorage
+from services.loyalty.repository import DELETED, ERASED, LoyaltyStorage
 from shared.coupons import new_coupon_code
 from shared.customers import CustomerCheck
 from shared.errors import Conflict, NotFound, ValidationError
@@ -35,7 +35,6 @@ _NAMESPACE = uuid.UUID("a3f1e0c2-6b1d-4e8a-9a7c-5d2b8e4f1c37")
 # and a loser here backs off before it reads again, so it is given longer than the default.
 _LOYALTY_RETRIES = 200
 _PROGRAMME_SECONDS = 5.0  # how long a process trusts its copy of a store's programme
-DELETED, ERASED = "deleted", "erased"
 # Programmes by (storage, store): read once per few seconds, not once per event.
 _programmes: dict[tuple[int, str], tuple[float, Programme]] = {}
 
@@ -297,39 +296,23 @@ class Accounts:
         (reasons and details blanked); their unused rewards' coupons are owed a withdrawal
         from the shop (shared.coupon_withdrawals). Idempotent; counts are of what the request
         left erased."""
-        accounts = self.storage.accounts.collection
+        accounts = self.storage.accounts
         ids = sorted(set(customer_ids))
-        keep = {"_id", "store_id", "customer_id", "version", "status", "erased_at",
-                "erasure_request_id", "had_account"}
         now = self.clock()
         for customer_id in ids:
-            key = self.storage.accounts.key(store_id, customer_id)
-            held = accounts.find_one({"_id": key})
+            held = accounts.stored(store_id, customer_id)
             if held is not None and held.get("status") == ERASED:
                 continue
             # Owed before the account forgets them: their coupons carry the person's email.
             for reward, meta, lease in lg.coupons_to_withdraw(held or {}):
                 self.storage.coupon_withdrawals.add(store_id, reward["code"], meta,
                                                     max(now, lease) if lease else now, now)
-            unset = {name: "" for name in (held or {}) if name not in keep}
-            update: dict = {"$set": {"status": ERASED, "erased_at": self.clock(),
-                                     "erasure_request_id": request_id,
-                                     "had_account": held is not None},
-                            "$setOnInsert": {"store_id": store_id, "customer_id": customer_id},
-                            "$inc": {"version": 1}}
-            if unset:
-                update["$unset"] = unset
-            accounts.update_one({"_id": key}, update, upsert=True)
-        ledger = self.storage.ledger.collection
-        ledger.update_many({"store_id": store_id, "customer_id": {"$in": ids}},
-                           {"$set": {"reason": "[erased]", "details": {}, "anonymised": True}})
+            accounts.mark_erased(store_id, customer_id, held, self.clock(), request_id)
+        ledger_entries = self.storage.ledger.anonymise(store_id, ids)
         return {
-            "accounts": accounts.count_documents({"store_id": store_id, "customer_id": {"$in": ids},
-                                                  "status": ERASED, "had_account": True}),
-            "ledger_entries": ledger.count_documents({"store_id": store_id,
-                                                      "customer_id": {"$in": ids}}),
-            "coupons_to_withdraw": self.storage.coupon_withdrawals.collection.count_documents(
-                {"store_id": store_id, "meta.loyalty_customer": {"$in": ids}}),
+            "accounts": accounts.count_erased(store_id, ids),
+            "ledger_entries": ledger_entries,
+            "coupons_to_withdraw": self.storage.coupons_owed_for(store_id, ids),
         }
 
     # -- reading -------------------------------------------------------------------------------

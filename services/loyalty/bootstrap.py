@@ -11,11 +11,12 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 
 from services.loyalty.accounts import Accounts
-from services.loyalty.repository import LoyaltyStorage, utcnow
+from services.loyalty.repository import LoyaltyStorage
 from services.loyalty.rewards import RetryPolicy, Rewards
 from services.loyalty.shop_coupons import CouponsOverRpc
 from shared.config import Config
 from shared.customers import CustomerCheck, customer_sync_over_rpc
+from shared.times import utcnow
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,10 @@ from shared.times import utcnow
 
 JOURNAL = "journal"
 ACTIVE = "active"
+DELETED, ERASED = "deleted", "erased"
+# What an erased account keeps: its key and the marker itself.
+ERASURE_KEEPS = frozenset({"_id", "store_id", "customer_id", "version", "status", "erased_at",
+                           "erasure_request_id", "had_account"})
 # The account fields a change may rewrite whole (each small); `orders` is written per order.
 # `rewards` is written per reward, like `orders`; `rewards_due_at` is the earliest moment one of
 # them needs the shop (indexed: the reward step's to-do list), `reward_codes` finds a reward by
@@ -51,6 +55,30 @@ class AccountRepository:
     def get(self, store_id: str, customer_id: str) -> dict | None:
         return self.collection.find_one({"_id": self.key(store_id, customer_id)},
                                         {OUTBOX_FIELD: 0, JOURNAL: 0})
+
+    def stored(self, store_id: str, customer_id: str) -> dict | None:
+        """The whole account, owed events and journal too: what an erasure must clear."""
+        return self.collection.find_one({"_id": self.key(store_id, customer_id)})
+
+    def mark_erased(self, store_id: str, customer_id: str, held: dict | None,
+                    erased_at: datetime, request_id: str) -> None:
+        """The account becomes a marker without any field of `held` (the account as stored)
+        but its key; one is made where none was, so a late event cannot open an account."""
+        unset = {name: "" for name in (held or {}) if name not in ERASURE_KEEPS}
+        update: dict = {"$set": {"status": ERASED, "erased_at": erased_at,
+                                 "erasure_request_id": request_id,
+                                 "had_account": held is not None},
+                        "$setOnInsert": {"store_id": store_id, "customer_id": customer_id},
+                        "$inc": {"version": 1}}
+        if unset:
+            update["$unset"] = unset
+        self.collection.update_one({"_id": self.key(store_id, customer_id)}, update, upsert=True)
+
+    def count_erased(self, store_id: str, customer_ids: list[str]) -> int:
+        """How many of the customers had an account that is now an erasure marker."""
+        return self.collection.count_documents({"store_id": store_id,
+                                                "customer_id": {"$in": customer_ids},
+                                                "status": ERASED, "had_account": True})
 
     def holding_codes(self, store_id: str, codes: list[str]) -> list[str]:
         """The customers of the store whose rewards carry any of these coupon codes."""
@@ -150,6 +178,14 @@ class LedgerRepository:
             moved += len(doc[JOURNAL])
         return moved
 
+    def anonymise(self, store_id: str, customer_ids: list[str]) -> int:
+        """The customers' entries stay for the shop's accounts with reasons and details
+        blanked; answers how many entries they have."""
+        query = {"store_id": store_id, "customer_id": {"$in": customer_ids}}
+        self.collection.update_many(query, {"$set": {"reason": "[erased]", "details": {},
+                                                     "anonymised": True}})
+        return self.collection.count_documents(query)
+
     def history(self, store_id: str, customer_id: str, before_seq: int | None, size: int
                 ) -> list[dict]:
         """Newest first: the ledger, and any entries not yet copied out of the journal."""
@@ -193,3 +229,8 @@ class LoyaltyStorage:
 
     def outbox_collections(self) -> list[Collection]:
         return [self.accounts.collection, self.erasures.collection]
+
+    def coupons_owed_for(self, store_id: str, customer_ids: list[str]) -> int:
+        """How many coupon withdrawals the customers' rewards are owed."""
+        return self.coupon_withdrawals.collection.count_documents(
+            {"store_id": store_id, "meta.loyalty_customer": {"$in": customer_ids}})

@@ -2,7 +2,7 @@
 built once."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 
 from nameko.rpc import RpcProxy, rpc
 
@@ -14,27 +14,18 @@ from services.loyalty.rewards import reward_step
 from shared.customers import valid_customer_id
 from shared.dependencies import OutboxRelayProvider, Settings, WorkerLogContext
 from shared.erasure import confirm_erasure
-from shared.errors import EXPECTED_ERRORS, NotFound, ValidationError
+from shared.errors import EXPECTED_ERRORS, NotFound
 from shared.messaging.handlers import event_handler
 from shared.mongo import MongoStorage
 from shared.periodic import MINUTES, PeriodicTasks, Task
 from shared.service_rpc import DataOwnerRpc
 from shared.timers import ConfiguredTimer
+from shared.times import parse_aware
 
 
 def _time(name: str, value) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(str(value))
-    except ValueError:
-        raise ValidationError(f"{name} must be an ISO-8601 time", {"fields": {name: ["invalid"]}}) from None
-    if moment.tzinfo is None:
-        raise ValidationError(f"{name} must include its UTC offset", {"fields": {name: ["naive"]}})
-    try:
-        return moment.astimezone(timezone.utc)
-    except OverflowError:  # year 1 or 9999 moved past the range
-        raise ValidationError(f"{name} is out of range in UTC", {"fields": {name: ["invalid"]}}) from None
+    """An optional time a caller sends: None, or aware UTC (parse_aware says why)."""
+    return None if value is None else parse_aware(name, value)
 
 
 class LoyaltyService(DataOwnerRpc):

@@ -27,7 +27,7 @@ def run_date_rules(storage: NotificationsStorage, wake_sender: Callable[[], None
     """Every store with a date rule checked; a store that fails is left to the next round.
     The sender is woken when anything was scheduled."""
     notifier, scheduled = Notifier(storage), 0
-    for store_id in storage.workflows.distinct("store_id", {"trigger.date": {"$exists": True}}):
+    for store_id in storage.workflows.stores_with_date_rules():
         try:
             scheduled += notifier.run_date_rules(store_id)
         except Exception:

@@ -10,11 +10,8 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable
-
-from pymongo import InsertOne
-from pymongo.errors import BulkWriteError
 
 from services.notifications import templates as tpl
 from services.notifications import workflows as wf
@@ -22,14 +19,12 @@ from services.notifications.bounded_sandbox import RenderLimits
 from services.notifications.policy import StoreSettings, load_settings, too_old_to_trigger
 from services.notifications.subscriptions import (CONFIRMATION_TEMPLATE, CONFIRMED_SOURCES,
                                                   EMAIL_MARKETING, Subscriptions)
-from services.notifications.repository import (ACTIVE, DELETED, ERASED, NotificationsStorage,
-                                               phone_key)
+from services.notifications.repository import DELETED, ERASED, NotificationsStorage, phone_key
 from shared.errors import NotFound, ValidationError
 from shared.events import Event, build_event
 from shared.events.facts import fact_time
 from shared.money import money_text
-from shared.outbox import push_events
-from shared.times import utcnow
+from shared.times import parse_aware, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -105,12 +100,11 @@ class Notifier:
     # -- store data ----------------------------------------------------------------------------
     def settings(self, store_id: str) -> StoreSettings:
         return _cached(self.storage, "settings", store_id, lambda: load_settings(
-            self.storage.settings.find_one({"_id": store_id})))
+            self.storage.settings.get(store_id)))
 
     def save_settings(self, store_id: str, data: dict) -> StoreSettings:
         settings = load_settings(data, new=True)
-        self.storage.settings.replace_one({"_id": store_id},
-                                          {**settings.to_dict(), "updated_at": utcnow()}, upsert=True)
+        self.storage.settings.put(store_id, settings.to_dict())
         _forget(self.storage, "settings", store_id)
         return settings
 
@@ -118,7 +112,7 @@ class Notifier:
         """The store's templates over the shipped defaults (a store may replace a default)."""
         def load() -> dict[str, dict]:
             found = dict(tpl.DEFAULT_TEMPLATES)
-            for doc in self.storage.templates.find({"store_id": store_id}, {"_id": 0, "store_id": 0}):
+            for doc in self.storage.templates.for_store(store_id):
                 found[doc["slug"]] = doc
             return found
         return _cached(self.storage, "templates", store_id, load)
@@ -128,49 +122,39 @@ class Notifier:
         for workflow in self.workflows(store_id):  # changed under a workflow, it must still fit
             if workflow["template"] == template["slug"]:
                 _template_fits(workflow, template)
-        self.storage.templates.replace_one({"store_id": store_id, "slug": template["slug"]},
-                                           {**template, "store_id": store_id, "updated_at": utcnow()},
-                                           upsert=True)
+        self.storage.templates.put(store_id, template)
         _forget(self.storage, "templates", store_id)
         return template
 
     def delete_template(self, store_id: str, slug: str) -> dict:
-        used = [w["workflow_id"] for w in self.storage.workflows.find(
-            {"store_id": store_id, "template": slug}, {"workflow_id": 1})]
+        used = self.storage.workflows.using_template(store_id, slug)
         if used and slug not in tpl.DEFAULT_TEMPLATES:
             raise ValidationError(f"template {slug} is used by workflows {', '.join(used)}",
                                   {"fields": {"slug": ["in use"]}})
-        result = self.storage.templates.delete_one({"store_id": store_id, "slug": slug})
-        if not result.deleted_count:
+        if not self.storage.templates.delete(store_id, slug):
             raise NotFound(f"no template {slug} of store {store_id} (shipped defaults stay)")
         _forget(self.storage, "templates", store_id)
         return {"deleted": slug}
 
     def workflows(self, store_id: str) -> list[dict]:
-        return _cached(self.storage, "workflows", store_id, lambda: list(
-            self.storage.workflows.find({"store_id": store_id}, {"_id": 0, "store_id": 0})))
+        return _cached(self.storage, "workflows", store_id,
+                       lambda: self.storage.workflows.for_store(store_id))
 
     def save_workflow(self, store_id: str, data: dict) -> dict:
         channels = {slug: t["channel"] for slug, t in self.templates(store_id).items()}
         workflow = wf.validate_workflow(data, channels)
         _template_fits(workflow, self.templates(store_id)[workflow["template"]])
         workflow["workflow_id"] = workflow["workflow_id"] or uuid.uuid4().hex[:12]
-        self.storage.workflows.replace_one(
-            {"store_id": store_id, "workflow_id": workflow["workflow_id"]},
-            {**workflow, "store_id": store_id, "updated_at": utcnow()}, upsert=True)
+        self.storage.workflows.put(store_id, workflow)
         _forget(self.storage, "workflows", store_id)
         return workflow
 
     def delete_workflow(self, store_id: str, workflow_id: str) -> dict:
-        result = self.storage.workflows.delete_one({"store_id": store_id, "workflow_id": workflow_id})
-        if not result.deleted_count:
+        if not self.storage.workflows.delete(store_id, workflow_id):
             raise NotFound(f"no workflow {workflow_id} in store {store_id}")
         _forget(self.storage, "workflows", store_id)
-        cancelled = self.storage.sends.collection.update_many(
-            {"store_id": store_id, "workflow_id": workflow_id, "status": "scheduled"},
-            {"$set": {"status": "cancelled", "reason": "workflow deleted",
-                      "held_reason": "cancelled"}})
-        return {"deleted": workflow_id, "cancelled_sends": cancelled.modified_count}
+        cancelled = self.storage.sends.cancel_for_workflow(store_id, workflow_id)
+        return {"deleted": workflow_id, "cancelled_sends": cancelled}
 
     # -- events in: the projection -----------------------------------------------------------------
     def apply(self, event: Event) -> int:
@@ -307,9 +291,7 @@ class Notifier:
             return 0
         today = now.astimezone(self.settings(store_id).zone()).date()
         scheduled = 0
-        for contact in self.storage.contacts.collection.find(
-                {"store_id": store_id, "status": ACTIVE},
-                {"customer_id": 1, "birthday": 1, "last_order": 1}):
+        for contact in self.storage.contacts.dates_of_active(store_id):
             for workflow in rules:
                 trigger = workflow["trigger"]
                 key = None
@@ -345,8 +327,7 @@ class Notifier:
         if not key:
             return []
         announced = []
-        for contact in self.storage.contacts.collection.find(
-                {"phone_key": key, "status": ACTIVE}, {"store_id": 1, "customer_id": 1}):
+        for contact in self.storage.contacts.active_with_phone(key):
             store_id, customer_id = contact["store_id"], contact["customer_id"]
             event = build_event("consent.changed", store_id=store_id, occurred_at=received_at,
                                 event_id=str(uuid.uuid5(_NAMESPACE, f"{store_id}:{customer_id}:"
@@ -361,8 +342,7 @@ class Notifier:
                 {"consent.sms_marketing": {"granted": granted, "source": source,
                                            "at": received_at}})
             if changed:
-                self.storage.contacts.collection.update_one(
-                    {"_id": contact["_id"]}, {"$push": push_events([event])})
+                self.storage.contacts.owe(contact["_id"], [event])
                 announced.append(event)
         return announced
 
@@ -379,96 +359,67 @@ class Notifier:
         if purpose not in ("marketing", "transactional"):
             raise ValidationError("purpose must be marketing or transactional",
                                   {"fields": {"purpose": ["invalid"]}})
-        query = self._audience(store_id, audience)
+        kind, value = self._audience(audience)
         due = self._when(when)
         bulk_id = bulk_id or uuid.uuid4().hex[:12]
         job = {"bulk_id": bulk_id, "channel": templates[template]["channel"], "template": template,
                "purpose": purpose}
-        self.storage.bulk_jobs.update_one(
-            {"_id": f"{store_id}:{bulk_id}"},
-            {"$setOnInsert": {**job, "store_id": store_id, "audience": audience, "due_at": due,
-                              "created_at": utcnow(), "state": "scheduling"}}, upsert=True)
+        self.storage.bulk_jobs.start(store_id, bulk_id,
+                                     {**job, "audience": audience, "due_at": due})
         total, batch = 0, []
 
         def flush() -> None:
-            if not batch:
-                return
-            try:
-                self.storage.sends.collection.bulk_write(batch, ordered=False)
-            except BulkWriteError as exc:
-                if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
-                    raise
+            self.storage.sends.add_new(batch)
             batch.clear()
 
         now = utcnow()
-        for contact in self.storage.contacts.collection.find(query, {"customer_id": 1}):
+        for contact in self.storage.contacts.in_audience(store_id, kind, value):
             send = self._send(store_id, contact["customer_id"],
                               f"bulk:{bulk_id}:{contact['customer_id']}", due, bulk=job)
-            batch.append(InsertOne({**send, "status": "scheduled", "attempts": [], "created_at": now}))
+            batch.append({**send, "status": "scheduled", "attempts": [], "created_at": now})
             total += 1
             if len(batch) >= 500:
                 flush()
                 if progress:
                     progress(total)
         flush()
-        self.storage.bulk_jobs.update_one({"_id": f"{store_id}:{bulk_id}"},
-                                          {"$set": {"state": "scheduled", "total": total}})
+        self.storage.bulk_jobs.scheduled(store_id, bulk_id, total)
         return self.bulk_status(store_id, bulk_id)
 
-    def _audience(self, store_id: str, audience: Any) -> dict:
+    @staticmethod
+    def _audience(audience: Any) -> tuple[str, Any]:
+        """A bulk send's audience checked: its kind and value."""
         if not isinstance(audience, dict) or len(audience) != 1:
             raise ValidationError("audience must be one of segment, saved_segment, group, tag "
                                   "or customer_ids",
                                   {"fields": {"audience": ["invalid"]}})
         (kind, value), = audience.items()
-        query: dict = {"store_id": store_id, "status": ACTIVE}
-        if kind == "segment" and isinstance(value, str):
-            query["segment"] = value
-        elif kind in ("group", "tag") and isinstance(value, str):
-            query[f"{kind}s.{value}"] = True
-        elif kind == "saved_segment" and isinstance(value, str) and wf.SEGMENT_ID.match(value):
-            query[f"saved_segments.{value}"] = True
-        elif kind == "customer_ids" and isinstance(value, list) and value \
+        if kind in ("segment", "group", "tag") and isinstance(value, str):
+            return kind, value
+        if kind == "saved_segment" and isinstance(value, str) and wf.SEGMENT_ID.match(value):
+            return kind, value
+        if kind == "customer_ids" and isinstance(value, list) and value \
                 and all(isinstance(v, str) for v in value):
-            # by document key: one lookup per id, rather than each contact against the list
-            query["_id"] = {"$in": [self.storage.contacts.key(store_id, v) for v in value]}
-        else:
-            raise ValidationError(f"audience {kind!r} is not one of segment, saved_segment, "
-                                  "group, tag, customer_ids (with a value)", {"fields": {"audience": ["invalid"]}})
-        return query
+            return kind, value
+        raise ValidationError(f"audience {kind!r} is not one of segment, saved_segment, "
+                              "group, tag, customer_ids (with a value)", {"fields": {"audience": ["invalid"]}})
 
     def _when(self, when: str | None) -> datetime:
         if when in (None, "", "now"):
             return self.clock()
-        try:
-            moment = datetime.fromisoformat(str(when))
-        except ValueError:
-            raise ValidationError("when must be 'now' or an ISO-8601 time with its offset",
-                                  {"fields": {"when": ["invalid"]}}) from None
-        if moment.tzinfo is None:
-            raise ValidationError("when must include its UTC offset", {"fields": {"when": ["naive"]}})
-        try:
-            return moment.astimezone(timezone.utc)
-        except OverflowError:  # year 1 or 9999 moved past the range
-            raise ValidationError("when is out of range in UTC",
-                                  {"fields": {"when": ["invalid"]}}) from None
+        return parse_aware("when", when, "'now' or an ISO-8601 time with its offset")
 
     def bulk_status(self, store_id: str, bulk_id: str) -> dict:
-        job = self.storage.bulk_jobs.find_one({"_id": f"{store_id}:{bulk_id}"})
+        job = self.storage.bulk_jobs.get(store_id, bulk_id)
         if job is None:
             raise NotFound(f"no bulk send {bulk_id} in store {store_id}")
-        counts: dict[str, int] = {}
-        for row in self.storage.sends.collection.aggregate([
-                {"$match": {"bulk_id": bulk_id, "store_id": store_id}},
-                {"$group": {"_id": "$status", "n": {"$sum": 1}}}]):
-            counts[row["_id"]] = row["n"]
+        counts = self.storage.sends.statuses_of_bulk(store_id, bulk_id)
         total = job.get("total", sum(counts.values()))
         done = sum(n for s, n in counts.items() if s not in ("scheduled", "sending"))
         state = job.get("state")
         if state == "scheduled" and done >= total:
             state = "completed"
-            self.storage.bulk_jobs.update_one({"_id": job["_id"], "state": "scheduled"},
-                                              {"$set": {"state": state, "completed_at": utcnow()}})
+            self.storage.bulk_jobs.completed(store_id, bulk_id, utcnow())
         return {"bulk_id": bulk_id, "state": state, "template": job["template"],
                 "channel": job["channel"], "purpose": job["purpose"], "total": total,
                 "done": done, "by_status": counts}
@@ -479,44 +430,14 @@ class Notifier:
         facts (when, which template, what happened) without address, number or subject, and
         nothing scheduled for the person goes out."""
         ids = sorted(set(customer_ids))
-        contacts = self.storage.contacts.collection
-        keep = {"_id", "store_id", "customer_id", "status", "erased_at", "erasure_request_id",
-                "had_contact"}
+        contacts = self.storage.contacts
         for customer_id in ids:
-            key = self.storage.contacts.key(store_id, customer_id)
-            held = contacts.find_one({"_id": key})
+            held = contacts.stored(store_id, customer_id)
             if held is not None and held.get("status") == ERASED:
                 continue
-            update: dict = {"$set": {"status": ERASED, "erased_at": self.clock(),
-                                     "erasure_request_id": request_id,
-                                     "had_contact": held is not None},
-                            "$setOnInsert": {"store_id": store_id, "customer_id": customer_id}}
-            unset = {name: "" for name in (held or {}) if name not in keep}
-            if unset:
-                update["$unset"] = unset
-            contacts.update_one({"_id": key}, update, upsert=True)
-        sends = self.storage.sends.collection
-        sends.update_many({"store_id": store_id, "customer_id": {"$in": ids},
-                           "status": {"$in": ["scheduled", "sending"]}},
-                          {"$set": {"status": "cancelled", "reason": "customer erased",
-                                   "held_reason": "cancelled"}})
-        for send in sends.find({"store_id": store_id, "customer_id": {"$in": ids},
-                                "redacted": {"$ne": True}}, {"attempts": 1, "reason": 1}):
-            # Provider replies can quote the address ("550 <ada@...> unknown"): keep only
-            # the outcome of each attempt, not its words.
-            attempts = [{k: v for k, v in a.items() if k not in ("detail", "reason")}
-                        for a in send.get("attempts") or []]
-            fields = {"redacted": True, "attempts": attempts}
-            if send.get("reason"):
-                fields["reason"] = "[erased]"
-            sends.update_one({"_id": send["_id"]},
-                             {"$unset": {"to": "", "subject": "", "facts": "",
-                                         "provider_error": ""},
-                              "$set": fields})
-        return {"contacts": contacts.count_documents({"store_id": store_id,
-                                                      "customer_id": {"$in": ids},
-                                                      "status": ERASED, "had_contact": True}),
-                "sends": sends.count_documents({"store_id": store_id, "customer_id": {"$in": ids}})}
+            contacts.mark_erased(store_id, customer_id, held, self.clock(), request_id)
+        sends = self.storage.sends.erase_for(store_id, ids)
+        return {"contacts": contacts.count_erased(store_id, ids), "sends": sends}
 
 
 def _template_fits(workflow: dict, template: dict) -> None:

@@ -218,9 +218,7 @@ class PreferenceDoor:
             request_id = self.file_erasure(contact)
         except Unavailable:
             return self._refused(503, self.w["title_unavailable"], self.w["unavailable"])
-        self.storage.contacts.collection.update_one(
-            {"_id": contact["_id"], "forget_request": {"$exists": False}},
-            {"$set": {"forget_request": {"request_id": request_id, "at": self.clock()}}})
+        self.storage.contacts.note_forget_request(contact["_id"], request_id, self.clock())
         change = self.subscriptions.set_preferences(contact, email=False, sms=False)
         contact = self.storage.contacts.by_link_id(contact["link_id"]) or contact
         return Answer(self._preferences(contact, token, notice=self.w["forget_filed"].format(

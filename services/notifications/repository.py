@@ -11,19 +11,23 @@ import re
 from datetime import datetime, timezone
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, InsertOne, ReturnDocument
 from pymongo.collection import Collection
 from pymongo.database import Database
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.notifications.suppression import SuppressionRepository
 from shared.coupon_withdrawals import CouponWithdrawals
 from shared.erasure import ErasureReceipts
 from shared.errors import ValidationError
+from shared.outbox import push_events
 from shared.times import utcnow
 from shared.paging import decode_cursor, encode_cursor
 
 ACTIVE, DELETED, ERASED = "active", "deleted", "erased"
+# What an erased contact keeps: its key and the marker itself.
+ERASURE_KEEPS = frozenset({"_id", "store_id", "customer_id", "status", "erased_at",
+                           "erasure_request_id", "had_contact"})
 
 
 def phone_key(phone: str | None) -> str | None:
@@ -87,6 +91,76 @@ class ContactRepository:
             # It exists: created meanwhile by another event (apply to it), or it holds a
             # newer fact, or it is erased (then this changes nothing).
             return bool(self.collection.update_one(condition, update).modified_count)
+
+    def stored(self, store_id: str, customer_id: str) -> dict | None:
+        """The whole contact, owed events too: what an erasure must clear."""
+        return self.collection.find_one({"_id": self.key(store_id, customer_id)})
+
+    def mark_erased(self, store_id: str, customer_id: str, held: dict | None,
+                    erased_at: datetime, request_id: str) -> None:
+        """The contact becomes a marker without any field of `held` (the contact as stored)
+        but its key; one is made where none was, so a late event cannot recreate it."""
+        update: dict = {"$set": {"status": ERASED, "erased_at": erased_at,
+                                 "erasure_request_id": request_id,
+                                 "had_contact": held is not None},
+                        "$setOnInsert": {"store_id": store_id, "customer_id": customer_id}}
+        unset = {name: "" for name in (held or {}) if name not in ERASURE_KEEPS}
+        if unset:
+            update["$unset"] = unset
+        self.collection.update_one({"_id": self.key(store_id, customer_id)}, update, upsert=True)
+
+    def count_erased(self, store_id: str, customer_ids: list[str]) -> int:
+        """How many of the customers had a contact that is now an erasure marker."""
+        return self.collection.count_documents({"store_id": store_id,
+                                                "customer_id": {"$in": customer_ids},
+                                                "status": ERASED, "had_contact": True})
+
+    def change_consent(self, doc_id: str, purpose: str, before: str, held: dict,
+                       at: datetime, events: list) -> bool:
+        """The contact's consent to `purpose` becomes `held`, with the events announcing it,
+        only if the contact is active and the consent is still `before` ("granted",
+        "pending" or anything else for off): a change that lost a race changes nothing."""
+        condition = {"_id": doc_id, "status": ACTIVE,
+                     f"consent.{purpose}.granted": True if before == "granted" else {"$ne": True},
+                     f"consent.{purpose}.pending": True if before == "pending" else {"$ne": True}}
+        return bool(self.collection.update_one(
+            condition, {"$set": {f"consent.{purpose}": held, f"consent_at.{purpose}": at},
+                        "$push": push_events(events)}).modified_count)
+
+    def note_forget_request(self, doc_id: str, request_id: str, at: datetime) -> None:
+        """The erasure request the contact filed from its preference page (the first kept)."""
+        self.collection.update_one(
+            {"_id": doc_id, "forget_request": {"$exists": False}},
+            {"$set": {"forget_request": {"request_id": request_id, "at": at}}})
+
+    def dates_of_active(self, store_id: str):
+        """The store's active contacts with what date rules read: birthday and last order."""
+        return self.collection.find({"store_id": store_id, "status": ACTIVE},
+                                    {"customer_id": 1, "birthday": 1, "last_order": 1})
+
+    def active_with_phone(self, key: str):
+        """Every active contact, in any store, whose phone number has these digits."""
+        return self.collection.find({"phone_key": key, "status": ACTIVE},
+                                    {"store_id": 1, "customer_id": 1})
+
+    def in_audience(self, store_id: str, kind: str, value: Any):
+        """The store's active contacts in a bulk send's audience (a segment, saved segment,
+        group, tag, or a list of customer ids), each with only its customer id."""
+        query: dict = {"store_id": store_id, "status": ACTIVE}
+        if kind == "segment":
+            query["segment"] = value
+        elif kind in ("group", "tag"):
+            query[f"{kind}s.{value}"] = True
+        elif kind == "saved_segment":
+            query[f"saved_segments.{value}"] = True
+        else:
+            # by document key: one lookup per id, rather than each contact against the list
+            query["_id"] = {"$in": [self.key(store_id, v) for v in value]}
+        return self.collection.find(query, {"customer_id": 1})
+
+    def owe(self, doc_id: str, events: list) -> None:
+        """Events the contact owes, in its outbox."""
+        self.collection.update_one({"_id": doc_id}, {"$push": push_events(events)})
 
     def add_order(self, store_id: str, customer_id: str, order: dict) -> tuple[bool, bool]:
         """Record an order once. Answers (new to this contact, its first order).
@@ -199,6 +273,72 @@ class SendRepository:
              "coupon.code": {"$type": "string"}, "coupon.withdrawn": {"$ne": True}},
             {"store_id": 1, "coupon": 1, "status": 1})
 
+    def add_new(self, sends: list[dict]) -> None:
+        """Schedule many sends in one round trip; one already there (the same natural key,
+        scheduled by an earlier try) is skipped."""
+        if not sends:
+            return
+        try:
+            self.collection.bulk_write([InsertOne(send) for send in sends], ordered=False)
+        except BulkWriteError as exc:
+            if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
+                raise
+
+    def update_claimed(self, send_id: str, owner: str, update: dict) -> bool:
+        """Apply `update` to a send only while this sender holds it; False when it does not."""
+        return self.collection.update_one({"_id": send_id, "owner": owner, "status": "sending"},
+                                          update).modified_count == 1
+
+    def record_delivery(self, provider_id: str, rank: int, fields: dict) -> bool:
+        """A provider's delivery report, kept unless one as far along or further is held
+        (reports arrive out of order); True when it changed the send."""
+        return bool(self.collection.update_one(
+            {"provider_id": provider_id, "$or": [{"delivery_rank": {"$exists": False}},
+                                                 {"delivery_rank": {"$lt": rank}}]},
+            {"$set": fields}).modified_count)
+
+    def sms_by_provider_id(self, provider_id: str) -> dict | None:
+        """The SMS a provider's message id names: its store and number."""
+        return self.collection.find_one({"provider_id": provider_id, "channel": "sms"},
+                                        {"store_id": 1, "to": 1})
+
+    def erase_for(self, store_id: str, customer_ids: list[str]) -> int:
+        """The customers' sends not gone yet are cancelled, and every send keeps its facts
+        (when, which template, what happened) without address, number, subject or a
+        provider's words; answers how many sends they have."""
+        sends = self.collection
+        sends.update_many({"store_id": store_id, "customer_id": {"$in": customer_ids},
+                           "status": {"$in": ["scheduled", "sending"]}},
+                          {"$set": {"status": "cancelled", "reason": "customer erased",
+                                    "held_reason": "cancelled"}})
+        for send in sends.find({"store_id": store_id, "customer_id": {"$in": customer_ids},
+                                "redacted": {"$ne": True}}, {"attempts": 1, "reason": 1}):
+            # Provider replies can quote the address ("550 <ada@...> unknown"): keep only
+            # the outcome of each attempt, not its words.
+            attempts = [{k: v for k, v in a.items() if k not in ("detail", "reason")}
+                        for a in send.get("attempts") or []]
+            fields = {"redacted": True, "attempts": attempts}
+            if send.get("reason"):
+                fields["reason"] = "[erased]"
+            sends.update_one({"_id": send["_id"]},
+                             {"$unset": {"to": "", "subject": "", "facts": "",
+                                         "provider_error": ""},
+                              "$set": fields})
+        return sends.count_documents({"store_id": store_id, "customer_id": {"$in": customer_ids}})
+
+    def cancel_for_workflow(self, store_id: str, workflow_id: str) -> int:
+        """A deleted workflow's sends not yet gone are cancelled; answers how many."""
+        return self.collection.update_many(
+            {"store_id": store_id, "workflow_id": workflow_id, "status": "scheduled"},
+            {"$set": {"status": "cancelled", "reason": "workflow deleted",
+                      "held_reason": "cancelled"}}).modified_count
+
+    def statuses_of_bulk(self, store_id: str, bulk_id: str) -> dict[str, int]:
+        """How many of a bulk send's messages are in each status."""
+        return {row["_id"]: row["n"] for row in self.collection.aggregate([
+            {"$match": {"bulk_id": bulk_id, "store_id": store_id}},
+            {"$group": {"_id": "$status", "n": {"$sum": 1}}}])}
+
     def marketing_sent_since(self, store_id: str, customer_id: str, since: datetime) -> int:
         return self.collection.count_documents(
             {"store_id": store_id, "customer_id": customer_id, "purpose": "marketing",
@@ -253,15 +393,116 @@ class ChannelStateRepository:
         return {doc["_id"]: doc for doc in self.collection.find().limit(10)}
 
 
+class TemplateRepository:
+    """A store's own templates (the shipped defaults are code), keyed by store and slug."""
+
+    def __init__(self, collection: Collection) -> None:
+        self.collection = collection
+
+    def ensure_indexes(self) -> None:
+        self.collection.create_index([("store_id", ASCENDING), ("slug", ASCENDING)], unique=True)
+
+    def for_store(self, store_id: str) -> list[dict]:
+        return list(self.collection.find({"store_id": store_id}, {"_id": 0, "store_id": 0}))
+
+    def put(self, store_id: str, template: dict) -> None:
+        self.collection.replace_one({"store_id": store_id, "slug": template["slug"]},
+                                    {**template, "store_id": store_id, "updated_at": utcnow()},
+                                    upsert=True)
+
+    def delete(self, store_id: str, slug: str) -> bool:
+        return bool(self.collection.delete_one({"store_id": store_id, "slug": slug})
+                    .deleted_count)
+
+
+class WorkflowRepository:
+    """A store's workflows, keyed by store and workflow id."""
+
+    def __init__(self, collection: Collection) -> None:
+        self.collection = collection
+
+    def ensure_indexes(self) -> None:
+        self.collection.create_index([("store_id", ASCENDING), ("workflow_id", ASCENDING)],
+                                     unique=True)
+
+    def for_store(self, store_id: str) -> list[dict]:
+        return list(self.collection.find({"store_id": store_id}, {"_id": 0, "store_id": 0}))
+
+    def using_template(self, store_id: str, slug: str) -> list[str]:
+        """The ids of the store's workflows that send this template."""
+        return [w["workflow_id"] for w in self.collection.find(
+            {"store_id": store_id, "template": slug}, {"workflow_id": 1})]
+
+    def stores_with_date_rules(self) -> list[str]:
+        """Every store with a workflow a date triggers: what the date-rule timer walks."""
+        return self.collection.distinct("store_id", {"trigger.date": {"$exists": True}})
+
+    def put(self, store_id: str, workflow: dict) -> None:
+        self.collection.replace_one(
+            {"store_id": store_id, "workflow_id": workflow["workflow_id"]},
+            {**workflow, "store_id": store_id, "updated_at": utcnow()}, upsert=True)
+
+    def delete(self, store_id: str, workflow_id: str) -> bool:
+        return bool(self.collection.delete_one({"store_id": store_id,
+                                                "workflow_id": workflow_id}).deleted_count)
+
+
+class StoreSettingsRepository:
+    """Each store's notification settings, one document keyed by store id."""
+
+    def __init__(self, collection: Collection) -> None:
+        self.collection = collection
+
+    def get(self, store_id: str) -> dict | None:
+        return self.collection.find_one({"_id": store_id})
+
+    def exists(self, store_id: str) -> bool:
+        return self.collection.find_one({"_id": store_id}, {"_id": 1}) is not None
+
+    def put(self, store_id: str, settings: dict) -> None:
+        self.collection.replace_one({"_id": store_id}, {**settings, "updated_at": utcnow()},
+                                    upsert=True)
+
+
+class BulkJobRepository:
+    """One document per bulk send, keyed by store and bulk id: its audience and progress."""
+
+    def __init__(self, collection: Collection) -> None:
+        self.collection = collection
+
+    @staticmethod
+    def key(store_id: str, bulk_id: str) -> str:
+        return f"{store_id}:{bulk_id}"
+
+    def get(self, store_id: str, bulk_id: str) -> dict | None:
+        return self.collection.find_one({"_id": self.key(store_id, bulk_id)})
+
+    def start(self, store_id: str, bulk_id: str, job: dict) -> None:
+        """The job recorded as scheduling, unless asked before (a repeat keeps the first)."""
+        self.collection.update_one(
+            {"_id": self.key(store_id, bulk_id)},
+            {"$setOnInsert": {**job, "store_id": store_id, "created_at": utcnow(),
+                              "state": "scheduling"}}, upsert=True)
+
+    def scheduled(self, store_id: str, bulk_id: str, total: int) -> None:
+        self.collection.update_one({"_id": self.key(store_id, bulk_id)},
+                                   {"$set": {"state": "scheduled", "total": total}})
+
+    def completed(self, store_id: str, bulk_id: str, at: datetime) -> None:
+        """A scheduled job whose messages are all done is marked completed (once)."""
+        self.collection.update_one({"_id": self.key(store_id, bulk_id), "state": "scheduled"},
+                                   {"$set": {"state": "completed", "completed_at": at}})
+
+
 class NotificationsStorage:
     def __init__(self, database: Database) -> None:
         self.database = database
         self.contacts = ContactRepository(database["contacts"])
         self.sends = SendRepository(database["sends"])
-        self.templates = database["templates"]
-        self.workflows = database["workflows"]
-        self.settings = database["store_settings"]
-        self.bulk_jobs = database["bulk_jobs"]
+        self.templates = TemplateRepository(database["templates"])
+        self.workflows = WorkflowRepository(database["workflows"])
+        self.settings = StoreSettingsRepository(database["store_settings"])
+        self.bulk_jobs = BulkJobRepository(database["bulk_jobs"])
         self.erasures = ErasureReceipts(database["erasures"])
         self.coupon_withdrawals = CouponWithdrawals(database["coupon_withdrawals"])
         self.suppressions = SuppressionRepository(database["suppressions"],
@@ -273,13 +514,12 @@ class NotificationsStorage:
         self.sends.ensure_indexes()
         self.suppressions.ensure_indexes()
         self.coupon_withdrawals.ensure_indexes()
-        self.templates.create_index([("store_id", ASCENDING), ("slug", ASCENDING)], unique=True)
-        self.workflows.create_index([("store_id", ASCENDING), ("workflow_id", ASCENDING)],
-                                    unique=True)
+        self.templates.ensure_indexes()
+        self.workflows.ensure_indexes()
 
     def knows_store(self, store_id: str) -> bool:
         """A store notifications has heard of: its settings, or any customer of it."""
-        return (self.settings.find_one({"_id": store_id}, {"_id": 1}) is not None
+        return (self.settings.exists(store_id)
                 or self.contacts.collection.find_one({"store_id": store_id},
                                                      {"_id": 1}) is not None)
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from shared.errors import ValidationError
 from shared.paging import page_size
-
-SEND_FILTERS = ("channel", "status", "template", "customer_id", "workflow_id", "held_reason")
+from shared.send_log import SEND_FILTERS
 
 
 def send_log_limit(limit: object) -> int:

@@ -412,9 +412,7 @@ class Sender:
         return self.sms.send(to, rendered.text or "", self.settings.status_callback_url)
 
     def _update(self, send: dict, update: dict) -> bool:
-        result = self.storage.sends.collection.update_one(
-            {"_id": send["_id"], "owner": self.owner, "status": "sending"}, update)
-        return result.modified_count == 1
+        return self.storage.sends.update_claimed(send["_id"], self.owner, update)
 
     def _finish(self, send: dict, status: str, reason: str | None, permanent: bool,
                 announce: bool = True, attempt_index: int | None = None,

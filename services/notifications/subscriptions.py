@@ -17,7 +17,6 @@ from typing import Any, Callable, Mapping
 from services.notifications.policy import CONSENT_FOR
 from services.notifications.repository import ACTIVE, NotificationsStorage
 from shared.events import Event, build_event
-from shared.outbox import push_events
 
 _NAMESPACE = uuid.UUID("5d0f3a8e-7c1b-4e26-9a4f-2b8c6d1e0f37")
 DocumentRef = tuple[str, Any]
@@ -74,13 +73,8 @@ class Subscriptions:
             held["pending"] = True
         event = consent_event(contact["store_id"], contact["customer_id"], purpose, granted,
                               source, at, note, pending)
-        condition = {"_id": contact["_id"], "status": ACTIVE,
-                     f"consent.{purpose}.granted": True if before == "granted" else {"$ne": True},
-                     f"consent.{purpose}.pending": True if before == "pending" else {"$ne": True}}
-        result = self.storage.contacts.collection.update_one(
-            condition, {"$set": {f"consent.{purpose}": held, f"consent_at.{purpose}": at},
-                        "$push": push_events([event])})
-        return bool(result.modified_count)
+        return self.storage.contacts.change_consent(contact["_id"], purpose, before, held, at,
+                                                    [event])
 
     def _change(self, contact: Mapping[str, Any], wanted: Mapping[str, str], source: str,
                 note: str) -> Change:

@@ -151,6 +151,78 @@ class SuppressionRepository:
     def get(self, store_id: str, channel: str, address: str) -> dict | None:
         return self.collection.find_one({"_id": self.key(store_id, channel, address)})
 
+    @staticmethod
+    def _fresh(_id: str, change_key: str | None) -> dict:
+        """The record, unless it holds the change with this key already."""
+        return {"_id": _id, **({"history.key": {"$ne": change_key}} if change_key else {})}
+
+    def state(self, _id: str) -> dict | None:
+        """Whether the record is active and when it was last lifted."""
+        return self.collection.find_one({"_id": _id}, {"lifted_at": 1, "active": 1})
+
+    def add_history(self, _id: str, change_key: str | None, entry: dict) -> None:
+        """An entry kept in the record's history (the newest HISTORY_KEPT), once per key."""
+        self.collection.update_one(self._fresh(_id, change_key), {"$push": {"history": {
+            "$each": [entry], "$slice": -HISTORY_KEPT}}})
+
+    def suppress(self, _id: str, change_key: str | None, fields: dict, kind: str,
+                 inserted: dict, entry: dict) -> bool:
+        """The record active with `fields` and `kind`, made with `inserted` where none was,
+        the change kept in its history; False when it holds this change already."""
+        update = {
+            "$set": {"active": True, **fields},
+            "$addToSet": {"kinds": kind},
+            "$setOnInsert": inserted,
+            "$push": {"history": {"$each": [entry], "$slice": -HISTORY_KEPT}}}
+        try:
+            result = self.collection.update_one(self._fresh(_id, change_key), update, upsert=True)
+        except DuplicateKeyError:  # it exists and already holds this change
+            return False
+        return result.upserted_id is not None or bool(result.modified_count)
+
+    def lift(self, _id: str, now: datetime, entry: dict) -> dict | None:
+        """An active record lifted, the change kept in its history: the record after, or None
+        when there was no active one."""
+        result = self.collection.update_one(
+            {"_id": _id, "active": True},
+            {"$set": {"active": False, "kinds": [], "lifted_at": now, "updated_at": now},
+             "$push": {"history": {"$each": [entry], "$slice": -HISTORY_KEPT}}})
+        if not result.modified_count:
+            return None
+        return self.collection.find_one({"_id": _id})
+
+    def page(self, store_id: str, keys: list[str] | None, channel: str | None,
+             include_lifted: bool, after: str | None, size: int) -> list[dict]:
+        """Up to `size` of the store's records in key order past `after`, only those `keys`
+        when given."""
+        query: dict[str, Any] = {"store_id": store_id}
+        if not include_lifted:
+            query["active"] = True
+        if channel:
+            query["channel"] = channel
+        if keys is not None:
+            query["_id"] = keys[0] if len(keys) == 1 else {"$in": keys}
+        if after:
+            query.setdefault("$and", []).append({"_id": {"$gt": after}})
+        return list(self.collection.find(query).sort("_id", ASCENDING).limit(size))
+
+    def of_keys(self, keys: list[str]) -> list[dict]:
+        """The records with these keys, in key order."""
+        return list(self.collection.find({"_id": {"$in": keys}}).sort("_id", ASCENDING))
+
+    def forget_addresses(self, keys: list[str]) -> int:
+        """The records keep their digests but lose the address in clear and every detail of
+        their history that could quote it; answers how many changed."""
+        forgotten = 0
+        for doc in self.collection.find({"_id": {"$in": keys}}, {"history": 1}):
+            history = [{k: v for k, v in entry.items() if k != "detail"}
+                       for entry in doc.get("history") or []]
+            result = self.collection.update_one(
+                {"_id": doc["_id"]}, {"$unset": {"address": ""},
+                                      "$set": {"history": history, "address_erased": True}})
+            forgotten += result.modified_count
+        return forgotten
+
 
 class Suppressions:
     """The use cases: suppress, lift, check, list, and forget an erased person's address."""
@@ -173,27 +245,17 @@ class Suppressions:
         the address is now suppressed by this change."""
         channel = KIND_CHANNEL[kind]
         _id = self.repository.key(store_id, channel, address)
-        collection = self.repository.collection
-        fresh = {"_id": _id, **({"history.key": {"$ne": change.key}} if change.key else {})}
-        held = collection.find_one({"_id": _id}, {"lifted_at": 1, "active": 1})
+        held = self.repository.state(_id)
         lifted_at = (held or {}).get("lifted_at")
         if lifted_at is not None and change.at <= lifted_at:
             entry = Change("reported", change.at, kind, change.source, change.detail, change.key)
-            collection.update_one(fresh, {"$push": {"history": {
-                "$each": [entry.to_doc()], "$slice": -HISTORY_KEPT}}})
+            self.repository.add_history(_id, change.key, entry.to_doc())
             return False
         since = {} if held is not None and held.get("active") else {"suppressed_at": change.at}
-        update = {
-            "$set": {"active": True, "updated_at": change.at, "address_erased": False,
-                     "address": normalised(channel, address), **since},
-            "$addToSet": {"kinds": kind},
-            "$setOnInsert": {"store_id": store_id, "channel": channel},
-            "$push": {"history": {"$each": [change.to_doc()], "$slice": -HISTORY_KEPT}}}
-        try:
-            result = collection.update_one(fresh, update, upsert=True)
-        except DuplicateKeyError:  # it exists and already holds this change
-            return False
-        return result.upserted_id is not None or bool(result.modified_count)
+        return self.repository.suppress(
+            _id, change.key, {"updated_at": change.at, "address_erased": False,
+                              "address": normalised(channel, address), **since},
+            kind, {"store_id": store_id, "channel": channel}, change.to_doc())
 
     def lift(self, store_id: str, channel: Any, address: Any, reason: Any, actor: str,
              now: datetime) -> dict:
@@ -212,34 +274,21 @@ class Suppressions:
                 f"{k}: {v[0]}" for k, v in sorted(errors.items())), {"fields": errors})
         _id = self.repository.key(store_id, channel, address)
         change = Change("lifted", now, source="operator", detail=reason.strip(), actor=actor)
-        result = self.repository.collection.update_one(
-            {"_id": _id, "active": True},
-            {"$set": {"active": False, "kinds": [], "lifted_at": now, "updated_at": now},
-             "$push": {"history": {"$each": [change.to_doc()], "$slice": -HISTORY_KEPT}}})
-        if not result.modified_count:
+        lifted = self.repository.lift(_id, now, change.to_doc())
+        if lifted is None:
             raise NotFound(f"no active {channel} suppression of that address in store "
                            f"{store_id}", {"fields": {"address": ["not suppressed"]}})
-        return view(self.repository.collection.find_one({"_id": _id}))
+        return view(lifted)
 
     def page(self, store_id: str, channel: str | None, address: str | None,
              include_lifted: bool, size: int, cursor: str | None) -> dict:
         """The store's suppressions by key, `size` at a time; the cursor names the last one."""
-        query: dict[str, Any] = {"store_id": store_id}
-        if not include_lifted:
-            query["active"] = True
-        if channel:
-            query["channel"] = channel
+        keys = None
         if address:
-            if channel:
-                query["_id"] = self.repository.key(store_id, channel, address)
-            else:
-                query["_id"] = {"$in": [self.repository.key(store_id, c, address)
-                                        for c in ("email", "sms")]}
-        if cursor:
-            after = _decode_cursor(cursor)
-            query.setdefault("$and", []).append({"_id": {"$gt": after}})
-        docs = list(self.repository.collection.find(query).sort("_id", ASCENDING)
-                    .limit(size + 1))
+            keys = [self.repository.key(store_id, c, address)
+                    for c in ((channel,) if channel else ("email", "sms"))]
+        after = _decode_cursor(cursor) if cursor else None
+        docs = self.repository.page(store_id, keys, channel, include_lifted, after, size + 1)
         more = len(docs) > size
         docs = docs[:size]
         return {"items": [view(d) for d in docs],
@@ -250,8 +299,7 @@ class Suppressions:
         """The suppressions of these (channel, address) pairs, lifted ones too (an export)."""
         keys = [self.repository.key(store_id, channel, address)
                 for channel, address in addresses if address]
-        return [view(d) for d in self.repository.collection.find({"_id": {"$in": keys}})
-                .sort("_id", ASCENDING)]
+        return [view(d) for d in self.repository.of_keys(keys)]
 
     def forget_addresses(self, store_id: str, addresses: Iterable[tuple[str, str]]) -> int:
         """GDPR erasure: the address in clear and every detail that could quote it (a provider's
@@ -259,15 +307,7 @@ class Suppressions:
         person is still not sent to."""
         keys = [self.repository.key(store_id, channel, address)
                 for channel, address in addresses if address]
-        forgotten = 0
-        for doc in self.repository.collection.find({"_id": {"$in": keys}}, {"history": 1}):
-            history = [{k: v for k, v in entry.items() if k != "detail"}
-                       for entry in doc.get("history") or []]
-            result = self.repository.collection.update_one(
-                {"_id": doc["_id"]}, {"$unset": {"address": ""},
-                                      "$set": {"history": history, "address_erased": True}})
-            forgotten += result.modified_count
-        return forgotten
+        return self.repository.forget_addresses(keys)
 
 
 def list_request(filters: dict | None, page: dict | None

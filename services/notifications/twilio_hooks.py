@@ -59,23 +59,19 @@ def status_callback(storage: NotificationsStorage, config: HookConfig, request) 
         return 400, {"error": "MessageSid and a known MessageStatus are required"}
     rank = STATUS_RANK[status]
     now = utcnow()
-    update: dict = {"$set": {"delivery_status": status, "delivery_rank": rank,
-                             "delivery_at": now}}
+    fields = {"delivery_status": status, "delivery_rank": rank, "delivery_at": now}
     if form.get("ErrorCode"):
-        update["$set"]["delivery_error"] = form["ErrorCode"]
-    result = storage.sends.collection.update_one(
-        {"provider_id": sid, "$or": [{"delivery_rank": {"$exists": False}},
-                                     {"delivery_rank": {"$lt": rank}}]}, update)
+        fields["delivery_error"] = form["ErrorCode"]
+    applied = storage.sends.record_delivery(sid, rank, fields)
     if form.get("ErrorCode") == str(TWILIO_UNSUBSCRIBED) and status in ("failed", "undelivered"):
-        send = storage.sends.collection.find_one({"provider_id": sid, "channel": "sms"},
-                                                 {"store_id": 1, "to": 1})
+        send = storage.sends.sms_by_provider_id(sid)
         if send and send.get("to"):
             Suppressions(storage.suppressions).suppress(
                 send["store_id"], "sms_unsubscribed", send["to"], Change(
                     "suppressed", now, "sms_unsubscribed", "twilio_status",
                     f"Twilio error {TWILIO_UNSUBSCRIBED} for message {sid}",
                     key=f"twilio:{sid}"))
-    return 200, {"status": status, "applied": bool(result.modified_count)}
+    return 200, {"status": status, "applied": applied}
 
 
 def inbound(storage: NotificationsStorage, config: HookConfig, request

@@ -2,7 +2,7 @@
 as JSON-ready views, so every entrypoint and export shows them the same way."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from typing import Any
 
 from services.notifications.notifier import Notifier
 from services.notifications.repository import ERASED, NotificationsStorage
@@ -11,27 +11,19 @@ from services.notifications.sender import context as template_context
 from services.notifications.templates import (SAMPLE_CONTEXT, SAMPLE_EXTRAS, RenderFailed, render,
                                                validate_template)
 from shared.errors import NotFound, ValidationError
+from shared.times import iso, iso_everywhere
 
 
-def as_json(value):
-    """Stored documents as JSON-ready values (times as ISO-8601 UTC)."""
-    if isinstance(value, dict):
-        return {k: as_json(v) for k, v in value.items() if k != "outbox"}
-    if isinstance(value, list):
-        return [as_json(v) for v in value]
-    if isinstance(value, datetime):
-        return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).isoformat()
-    return value
+def as_json(value: Any) -> Any:
+    """Stored documents as JSON-ready values (times as ISO-8601 UTC), without owed events."""
+    return iso_everywhere(value, drop=("outbox",))
 
 
 def read_view(doc: dict) -> dict:
     """A template or workflow as RPC answers it: times as ISO-8601 UTC (docs/design.md)."""
     view = dict(doc)
-    updated = view.get("updated_at")
-    if isinstance(updated, datetime):
-        if updated.tzinfo is None:
-            updated = updated.replace(tzinfo=timezone.utc)
-        view["updated_at"] = updated.isoformat()
+    if "updated_at" in view:
+        view["updated_at"] = iso(view["updated_at"])
     return view
 
 

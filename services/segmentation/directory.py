@@ -21,7 +21,7 @@ import hashlib
 import json
 import re
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Protocol
 
 from marshmallow import RAISE, Schema, ValidationError as MarshmallowError, fields, validate
 from pymongo import ASCENDING, DESCENDING
@@ -330,7 +330,18 @@ def _value_of(doc: dict, key: str) -> Any:
     return current
 
 
-def search_customers(collection: Collection, store_id: str, filters: Any = None,
+class Listing(Protocol):
+    """What the list reads of the profiles (their repository answers it)."""
+
+    def count_matching(self, query: dict) -> int: ...
+
+    def listing_page(self, query: dict, projection: dict, sort: list,
+                     limit: int) -> list[dict]: ...
+
+    def member_counts(self, store_id: str, field: str) -> dict[str, int]: ...
+
+
+def search_customers(profiles: Listing, store_id: str, filters: Any = None,
                      sort: Any = None, page: Any = None) -> dict:
     """A page of a store's customers: {"items", "next_cursor", "total"} (see module doc)."""
     if not isinstance(store_id, str) or not store_id:
@@ -342,15 +353,14 @@ def search_customers(collection: Collection, store_id: str, filters: Any = None,
     key = SORT_KEYS[order["field"]]
     direction = ASCENDING if order["direction"] == "asc" else DESCENDING
     query = build_query(store_id, loaded)
-    total = collection.count_documents(query)
+    total = profiles.count_matching(query)
     if paging["cursor"]:
         value, customer_id = _decode_cursor(paging["cursor"], fingerprint, order["field"])
         query = {**query, "$and": query.get("$and", []) + _after(key, direction, value,
                                                                  customer_id)}
     size = paging["size"]
-    docs = list(collection.find(query, _PROJECTION)
-                .sort([(key, direction), ("customer_id", direction)])
-                .limit(size + 1))
+    docs = profiles.listing_page(query, _PROJECTION,
+                                 [(key, direction), ("customer_id", direction)], size + 1)
     more = len(docs) > size
     docs = docs[:size]
     next_cursor = None
@@ -361,16 +371,7 @@ def search_customers(collection: Collection, store_id: str, filters: Any = None,
     return {"items": [row(d) for d in docs], "next_cursor": next_cursor, "total": total}
 
 
-def member_counts(collection: Collection, store_id: str, field: str) -> dict[str, int]:
-    """How many active profiles of the store hold each value of an array field."""
-    pipeline = [{"$match": {"store_id": store_id, "status": ACTIVE}},
-                {"$project": {field: 1}},
-                {"$unwind": f"${field}"},
-                {"$group": {"_id": f"${field}", "customers": {"$sum": 1}}}]
-    return {d["_id"]: d["customers"] for d in collection.aggregate(pipeline)}
-
-
-def list_tags(collection: Collection, store_id: str) -> list[dict]:
+def list_tags(profiles: Listing, store_id: str) -> list[dict]:
     """Every tag active customers hold (by a person or a rule), with how many, by tag."""
-    counts = member_counts(collection, store_id, "tag_list")
+    counts = profiles.member_counts(store_id, "tag_list")
     return [{"tag": tag, "customers": counts[tag]} for tag in sorted(counts)]

@@ -48,21 +48,9 @@ class Membership:
                  actor: str | None, notify: Notify) -> dict:
         """Tag many customers; answers each customer's outcome."""
         slugs = tag_slugs(tags)
-        customer_ids = customer_id_list(customer_ids)
-        existing = self.existing(check, store_id, customer_ids)
-        results = {}
-        for customer_id in customer_ids:
-            if customer_id not in existing:
-                results[customer_id] = "not found"
-                continue
-            try:
-                change = self.profiles.set_tags(store_id, customer_id, add=slugs, actor=actor)
-            except Conflict as exc:
-                results[customer_id] = f"refused: {exc}"
-                continue
-            notify(change.touched)
-            results[customer_id] = "tagged" if change.events else "unchanged"
-        return {"results": results}
+        return self._each(check, store_id, customer_id_list(customer_ids), notify, "tagged",
+                          lambda customer_id: self.profiles.set_tags(store_id, customer_id,
+                                                                     add=slugs, actor=actor))
 
     def group(self, check: CustomerCheck, store_id: str, customer_ids: object, group: object,
               actor: str | None, join: bool, notify: Notify) -> dict:
@@ -72,7 +60,15 @@ class Membership:
             raise NotFound(f"no group {slug} in store {store_id}: save_group first")
         if isinstance(customer_ids, str):
             customer_ids = [customer_ids]
-        customer_ids = customer_id_list(customer_ids)
+        add, remove = ([slug], []) if join else ([], [slug])
+        return self._each(check, store_id, customer_id_list(customer_ids), notify, "changed",
+                          lambda customer_id: self.profiles.set_groups(
+                              store_id, customer_id, add=add, remove=remove, actor=actor))
+
+    def _each(self, check: CustomerCheck, store_id: str, customer_ids: list[str],
+              notify: Notify, done: str, change: Callable[[str], ProfileChange]) -> dict:
+        """One change to many customers, each on its own: one refused or not found does not
+        stop the rest, and each customer's outcome is answered (`done` when it changed)."""
         existing = self.existing(check, store_id, customer_ids)
         results = {}
         for customer_id in customer_ids:
@@ -80,14 +76,11 @@ class Membership:
                 results[customer_id] = "not found"
                 continue
             try:
-                change = (self.profiles.set_groups(store_id, customer_id, add=[slug], actor=actor)
-                          if join else
-                          self.profiles.set_groups(store_id, customer_id, remove=[slug],
-                                                   actor=actor))
+                made = change(customer_id)
             except Conflict as exc:
                 results[customer_id] = f"refused: {exc}"
                 continue
-            notify(change.touched)
-            results[customer_id] = "changed" if change.events else "unchanged"
+            notify(made.touched)
+            results[customer_id] = done if made.events else "unchanged"
         return {"results": results}
 

@@ -26,7 +26,7 @@ from services.segmentation import directory
 from services.segmentation import fact_times
 from services.segmentation import rules as rule_engine
 from services.segmentation import stats as st
-from services.segmentation.repository import ACTIVE, SegmentationStorage
+from services.segmentation.repository import ACTIVE, DELETED, ERASED, SegmentationStorage
 from shared.times import utcnow
 from shared.conflicts import attempts
 
@@ -34,11 +34,11 @@ log = logging.getLogger(__name__)
 
 _NAMESPACE = uuid.UUID("0c5e7f5e-98a3-4c1b-9a53-2f3b6d7e8a90")
 
-# A profile's life. Only active profiles are derived from (segments, rules, events), recomputed,
-# reported and listed. A deleted customer's profile keeps its facts, since the shop keeps their
-# orders; a merged guest's orders live on in the registered customer's profile; an erased
-# profile is a marker holding nothing about the person, so late events cannot recreate one.
-DELETED, MERGED, ERASED = "deleted", "merged", "erased"
+# A profile's life (its states are named in repository.py). Only active profiles are derived
+# from (segments, rules, events), recomputed, reported and listed. A deleted customer's profile
+# keeps its facts, since the shop keeps their orders; a merged guest's orders live on in the
+# registered customer's profile; an erased profile is a marker holding nothing about the
+# person, so late events cannot recreate one.
 # Everything an erasure removes: every field of a profile but its key and the marker itself.
 _PERSONAL_FIELDS = ("orders", "contact", "tags", "groups", "tag_list", "group_list", "segment",
                     "saved_segments",
@@ -151,8 +151,7 @@ class Profiles:
     # -- store-wide inputs --------------------------------------------------------------
     def _context(self, store_id: str) -> "StoreContext":
         settings = self.storage.settings.get(store_id)
-        rules = sorted(self.storage.rules.find({"store_id": store_id, "enabled": True}),
-                       key=lambda r: (r.get("position", 0), r.get("rule_id", "")))
+        rules = self.storage.enabled_rules(store_id)
         return StoreContext(st.Thresholds.from_dict(settings.get("thresholds") or {}),
                             settings.get("vip_cutoff"), settings.get("rfm_cutoffs") or {}, rules,
                             tuple(self.storage.saved_segments.for_store(store_id)))
@@ -222,23 +221,8 @@ class Profiles:
         (no orders, contact facts, stats, segment, tags, groups or owed events), and that any
         later event for that customer leaves alone. Idempotent; the counts are of what this
         request left erased, so a repeat answers the same."""
-        profiles = self.storage.profiles.collection
-        ids = sorted(set(customer_ids))
-        for customer_id in ids:
-            key = self.storage.profiles.key(store_id, customer_id)
-            held = profiles.find_one({"_id": key}, {"status": 1})
-            if held is not None and held.get("status") == ERASED:
-                continue
-            profiles.update_one(
-                {"_id": key},
-                {"$set": {"status": ERASED, "erased_at": self.clock(),
-                          "erasure_request_id": request_id, "had_profile": held is not None},
-                 "$setOnInsert": {"store_id": store_id, "customer_id": customer_id},
-                 "$unset": {name: "" for name in _PERSONAL_FIELDS},
-                 "$inc": {"version": 1}},
-                upsert=True)
-        erased = profiles.count_documents({"store_id": store_id, "customer_id": {"$in": ids},
-                                           "status": ERASED, "had_profile": True})
+        erased = self.storage.profiles.mark_erased(store_id, sorted(set(customer_ids)),
+                                                   self.clock(), request_id, _PERSONAL_FIELDS)
         return {"profiles": erased}
 
     def apply_merge(self, event: Event) -> ProfileChange:
@@ -255,9 +239,7 @@ class Profiles:
             return bool(new)
 
         result = self._update(event.store_id, event.data["customer_id"], change, event)
-        self.storage.profiles.collection.update_one(
-            {"_id": merged["_id"], "status": {"$ne": ERASED}}, {"$set": {"status": MERGED,
-                                              "merged_into": event.data["customer_id"]}})
+        self.storage.profiles.mark_merged(merged["_id"], event.data["customer_id"])
         return result
 
     # -- people ---------------------------------------------------------------------------
@@ -315,8 +297,7 @@ class Profiles:
         profiles = self.storage.profiles
         base = self._context(store_id)
         all_stats: dict[str, st.Stats] = {}
-        for doc in profiles.collection.find({"store_id": store_id, "status": ACTIVE},
-                                            {"orders": 1}):
+        for doc in profiles.orders_of_active(store_id):
             all_stats[doc["_id"]] = st.compute_stats(order_facts(doc))
         cutoff = st.vip_cutoff([s.total_spent for s in all_stats.values()],
                                base.thresholds.vip_top_share)
@@ -331,19 +312,16 @@ class Profiles:
         def flush() -> None:
             if not pending:
                 return
-            result = profiles.collection.bulk_write([op for _, _, op in pending], ordered=False)
-            if result.modified_count < len(pending):
-                versions = {d["_id"]: d["version"] for d in profiles.collection.find(
-                    {"_id": {"$in": [doc_id for doc_id, _, _ in pending]}}, {"version": 1})}
+            applied = profiles.write_batch([op for _, _, op in pending])
+            if applied < len(pending):
+                versions = profiles.versions_of([doc_id for doc_id, _, _ in pending])
                 for doc_id, version, _ in pending:
                     if versions.get(doc_id) == version:  # lost its compare-and-set: redo alone
                         counts["retried"] += 1
-                        stored = profiles.collection.find_one({"_id": doc_id}, {"customer_id": 1})
-                        self.reevaluate(store_id, stored["customer_id"])
+                        self.reevaluate(store_id, profiles.customer_of(doc_id))
             pending.clear()
 
-        for doc in profiles.collection.find({"store_id": store_id, "status": ACTIVE},
-                                            {"outbox": 0, "orders": 0}):
+        for doc in profiles.derived_of_active(store_id):
             counts["profiles"] += 1
             stats = all_stats.get(doc["_id"])
             if stats is None:  # created since pass 1: its orders were not read, so skip it
@@ -381,12 +359,8 @@ class Profiles:
         time. Conditions are evaluated on each profile's stored stats (as of its last
         evaluation), scanning the store's profiles from the cursor on."""
         now = self.clock()
-        query: dict = {"store_id": store_id, "status": ACTIVE}
-        if after:
-            query["customer_id"] = {"$gt": after}
         found: list[dict] = []
-        cursor = self.storage.profiles.collection.find(query, {"outbox": 0}).sort("customer_id", 1)
-        for doc in cursor:
+        for doc in self.storage.profiles.active_from(store_id, after):
             if not doc.get("stats"):
                 continue
             stats = st.Stats.from_dict(doc["stats"])

@@ -6,7 +6,9 @@ the facts, the recomputed stats, segment, tags and groups, and the events they o
 """
 from __future__ import annotations
 
-from pymongo import ASCENDING
+from datetime import datetime
+
+from pymongo import ASCENDING, UpdateOne
 from pymongo.collection import Collection
 from pymongo.database import Database
 
@@ -16,7 +18,10 @@ from shared.times import utcnow
 from shared.versioned import VersionedRepository
 
 
-ACTIVE = "active"  # the other profile states are named in profiles.py
+# A profile's life (profiles.py says what each state means): only active profiles are derived
+# from, recomputed, reported and listed.
+ACTIVE = "active"
+DELETED, MERGED, ERASED = "deleted", "merged", "erased"
 
 
 class ProfileRepository(VersionedRepository):
@@ -63,6 +68,88 @@ class ProfileRepository(VersionedRepository):
         return self.collection.find({"store_id": store_id, "status": ACTIVE},
                                     {"outbox": 0}).batch_size(batch_size)
 
+    def orders_of_active(self, store_id: str):
+        """The store's active profiles with only their orders: a recompute's first pass."""
+        return self.collection.find({"store_id": store_id, "status": ACTIVE}, {"orders": 1})
+
+    def derived_of_active(self, store_id: str):
+        """The store's active profiles without their orders or owed events: what a recompute's
+        second pass derives from, small enough for a large store."""
+        return self.collection.find({"store_id": store_id, "status": ACTIVE},
+                                    {"outbox": 0, "orders": 0})
+
+    def write_batch(self, updates: list[UpdateOne]) -> int:
+        """Many compare-and-set updates in one round trip; answers how many applied."""
+        return self.collection.bulk_write(updates, ordered=False).modified_count
+
+    def versions_of(self, doc_ids: list[str]) -> dict[str, int]:
+        """Each profile's current version, to tell which compare-and-sets of a batch lost."""
+        return {d["_id"]: d["version"]
+                for d in self.collection.find({"_id": {"$in": doc_ids}}, {"version": 1})}
+
+    def customer_of(self, doc_id: str) -> str:
+        return self.collection.find_one({"_id": doc_id}, {"customer_id": 1})["customer_id"]
+
+    def active_from(self, store_id: str, after: str | None):
+        """The store's active profiles in customer-id order, past `after`: a scan a page of
+        saved-segment members stops when it has enough."""
+        query: dict = {"store_id": store_id, "status": ACTIVE}
+        if after:
+            query["customer_id"] = {"$gt": after}
+        return self.collection.find(query, {"outbox": 0}).sort("customer_id", 1)
+
+    def mark_erased(self, store_id: str, customer_ids: list[str], erased_at: datetime,
+                    request_id: str, personal_fields: tuple[str, ...]) -> int:
+        """Each customer's profile becomes an erasure marker without `personal_fields` (one is
+        made where none was, so a late event cannot create one); a marker already there is
+        left alone. Answers how many of them had a profile, so a repeat answers the same."""
+        for customer_id in customer_ids:
+            key = self.key(store_id, customer_id)
+            held = self.collection.find_one({"_id": key}, {"status": 1})
+            if held is not None and held.get("status") == ERASED:
+                continue
+            self.collection.update_one(
+                {"_id": key},
+                {"$set": {"status": ERASED, "erased_at": erased_at,
+                          "erasure_request_id": request_id, "had_profile": held is not None},
+                 "$setOnInsert": {"store_id": store_id, "customer_id": customer_id},
+                 "$unset": {name: "" for name in personal_fields},
+                 "$inc": {"version": 1}},
+                upsert=True)
+        return self.collection.count_documents(
+            {"store_id": store_id, "customer_id": {"$in": customer_ids}, "status": ERASED,
+             "had_profile": True})
+
+    def mark_merged(self, doc_id: str, into: str) -> None:
+        """A merged guest's profile points at the registered customer (unless erased)."""
+        self.collection.update_one({"_id": doc_id, "status": {"$ne": ERASED}},
+                                   {"$set": {"status": MERGED, "merged_into": into}})
+
+    def carriers_of(self, store_id: str, tag: str) -> list[str]:
+        """The customers whose profile (erased ones aside) carries the tag."""
+        return [d["customer_id"] for d in self.collection.find(
+            {"store_id": store_id, "tag_list": tag, "status": {"$ne": ERASED}},
+            {"customer_id": 1})]
+
+    def anyone_carries(self, store_id: str, tag: str) -> bool:
+        return self.collection.find_one({"store_id": store_id, "tag_list": tag},
+                                        {"_id": 1}) is not None
+
+    def member_counts(self, store_id: str, field: str) -> dict[str, int]:
+        """How many active profiles of the store hold each value of an array field."""
+        pipeline = [{"$match": {"store_id": store_id, "status": ACTIVE}},
+                    {"$project": {field: 1}},
+                    {"$unwind": f"${field}"},
+                    {"$group": {"_id": f"${field}", "customers": {"$sum": 1}}}]
+        return {d["_id"]: d["customers"] for d in self.collection.aggregate(pipeline)}
+
+    def count_matching(self, query: dict) -> int:
+        return self.collection.count_documents(query)
+
+    def listing_page(self, query: dict, projection: dict, sort: list, limit: int) -> list[dict]:
+        """Up to `limit` profiles matching a customer-list query, in the list's order."""
+        return list(self.collection.find(query, projection).sort(sort).limit(limit))
+
 
 class StoreSettingsRepository:
     """Per-store thresholds and the store-wide figures segments need (top-10% cutoff, RFM)."""
@@ -79,6 +166,44 @@ class StoreSettingsRepository:
     def update(self, store_id: str, fields: dict) -> None:
         self.collection.update_one({"_id": store_id}, {"$set": {**fields, "updated_at": utcnow()}},
                                    upsert=True)
+
+
+class TagCatalogueRepository:
+    """The store's catalogued tags, one document a tag keyed by store and tag."""
+
+    def __init__(self, collection: Collection) -> None:
+        self.collection = collection
+
+    def ensure_indexes(self) -> None:
+        self.collection.create_index([("store_id", ASCENDING), ("tag", ASCENDING)], unique=True)
+
+    @staticmethod
+    def key(store_id: str, tag: str) -> str:
+        return f"{store_id}:{tag}"
+
+    def get(self, store_id: str, tag: str) -> dict | None:
+        return self.collection.find_one({"_id": self.key(store_id, tag)})
+
+    def descriptions(self, store_id: str) -> dict[str, str]:
+        """Each catalogued tag of the store with its description."""
+        return {d["tag"]: d.get("description", "")
+                for d in self.collection.find({"store_id": store_id})}
+
+    def add(self, store_id: str, tag: str, fields: dict) -> None:
+        """The tag enters the catalogue with `fields`, unless it is there already."""
+        self.collection.update_one({"_id": self.key(store_id, tag)},
+                                   {"$setOnInsert": {"store_id": store_id, "tag": tag, **fields}},
+                                   upsert=True)
+
+    def describe(self, store_id: str, tag: str, description: str, created_at: datetime) -> None:
+        """A tag's description; a tag not catalogued yet enters with it."""
+        self.collection.update_one({"_id": self.key(store_id, tag)},
+                                   {"$set": {"description": description},
+                                    "$setOnInsert": {"store_id": store_id, "tag": tag,
+                                                     "created_at": created_at}}, upsert=True)
+
+    def remove(self, store_id: str, tag: str) -> None:
+        self.collection.delete_one({"_id": self.key(store_id, tag)})
 
 
 class SavedSegmentRepository:
@@ -119,7 +244,7 @@ class SegmentationStorage:
         self.settings = StoreSettingsRepository(database["store_settings"])
         self.rules = database["rules"]
         self.groups = database["groups"]
-        self.tag_catalogue = database["tag_catalogue"]
+        self.tag_catalogue = TagCatalogueRepository(database["tag_catalogue"])
         self.saved_segments = SavedSegmentRepository(database["saved_segments"])
         self.erasures = ErasureReceipts(database["erasures"])
 
@@ -128,8 +253,7 @@ class SegmentationStorage:
         self.settings.ensure_indexes()
         self.rules.create_index([("store_id", ASCENDING), ("position", ASCENDING)])
         self.groups.create_index([("store_id", ASCENDING), ("slug", ASCENDING)], unique=True)
-        self.tag_catalogue.create_index([("store_id", ASCENDING), ("tag", ASCENDING)],
-                                        unique=True)
+        self.tag_catalogue.ensure_indexes()
         self.saved_segments.ensure_indexes()
 
     def outbox_collections(self) -> list[Collection]:
@@ -144,6 +268,11 @@ class SegmentationStorage:
         """The store's rules in the order they run."""
         rules = self.rules.find({"store_id": store_id}, {"_id": 0, "store_id": 0})
         return sorted(rules, key=lambda r: (r.get("position", 0), r.get("rule_id", "")))
+
+    def enabled_rules(self, store_id: str) -> list[dict]:
+        """The store's enabled rules, whole, in the order they run: what a profile runs."""
+        return sorted(self.rules.find({"store_id": store_id, "enabled": True}),
+                      key=lambda r: (r.get("position", 0), r.get("rule_id", "")))
 
     def delete_rule(self, store_id: str, rule_id: str) -> bool:
         return bool(self.rules.delete_one({"_id": f"{store_id}:{rule_id}"}).deleted_count)

@@ -14,8 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from services.segmentation.directory import member_counts
-from services.segmentation.profiles import ERASED, Profiles, ProfileChange
+from services.segmentation.profiles import Profiles, ProfileChange
 from services.segmentation.repository import SegmentationStorage
 from services.segmentation.rules import TAG_PATTERN
 from shared.errors import Conflict, NotFound, ValidationError
@@ -65,15 +64,10 @@ class TagCatalogue:
     def entries(self):
         return self.storage.tag_catalogue
 
-    @staticmethod
-    def _key(store_id: str, tag: str) -> str:
-        return f"{store_id}:{tag}"
-
     def list(self, store_id: str) -> list[dict]:
         """Every tag of the store, catalogued or carried, with its active customers."""
-        counts = member_counts(self.storage.profiles.collection, store_id, "tag_list")
-        described = {d["tag"]: d.get("description", "")
-                     for d in self.entries.find({"store_id": store_id})}
+        counts = self.storage.profiles.member_counts(store_id, "tag_list")
+        described = self.entries.descriptions(store_id)
         return [{"tag": tag, "description": described.get(tag, ""),
                  "customers": counts.get(tag, 0), "catalogued": tag in described}
                 for tag in sorted(set(counts) | set(described))]
@@ -87,22 +81,17 @@ class TagCatalogue:
     def create(self, store_id: str, tag: Any, description: Any, actor: str | None) -> dict:
         """A new catalogue entry; Conflict when the catalogue has it already."""
         tag, text = tag_slug(tag), description_text(description)
-        if self.entries.find_one({"_id": self._key(store_id, tag)}) is not None:
+        if self.entries.get(store_id, tag) is not None:
             raise Conflict(f"the tag {tag} exists already")
-        self.entries.update_one(
-            {"_id": self._key(store_id, tag)},
-            {"$setOnInsert": {"store_id": store_id, "tag": tag, "description": text,
-                              "created_at": self.clock(), "created_by": actor}}, upsert=True)
+        self.entries.add(store_id, tag, {"description": text, "created_at": self.clock(),
+                                         "created_by": actor})
         return self.get(store_id, tag)
 
     def describe(self, store_id: str, tag: str, description: Any) -> None:
         """A tag's description; a tag only carried so far enters the catalogue with it."""
         text = description_text(description)
         self._require(store_id, tag)
-        self.entries.update_one({"_id": self._key(store_id, tag)},
-                                {"$set": {"description": text},
-                                 "$setOnInsert": {"store_id": store_id, "tag": tag,
-                                                  "created_at": self.clock()}}, upsert=True)
+        self.entries.describe(store_id, tag, text, self.clock())
 
     def update(self, store_id: str, tag: Any, changes: Any, actor: str | None,
                notify: Callable[[list], None]) -> dict:
@@ -145,16 +134,13 @@ class TagCatalogue:
             return True
 
         change = self._each_carrier(store_id, old, move, actor)
-        held = self.entries.find_one({"_id": self._key(store_id, old)})
+        held = self.entries.get(store_id, old)
         if held is not None:
-            if self.entries.find_one({"_id": self._key(store_id, new)}) is None:
-                self.entries.update_one(
-                    {"_id": self._key(store_id, new)},
-                    {"$setOnInsert": {"store_id": store_id, "tag": new,
-                                      "description": held.get("description", ""),
-                                      "created_at": held.get("created_at"),
-                                      "created_by": held.get("created_by")}}, upsert=True)
-            self.entries.delete_one({"_id": self._key(store_id, old)})
+            if self.entries.get(store_id, new) is None:
+                self.entries.add(store_id, new, {"description": held.get("description", ""),
+                                                 "created_at": held.get("created_at"),
+                                                 "created_by": held.get("created_by")})
+            self.entries.remove(store_id, old)
         return self.get(store_id, new), change
 
     def delete(self, store_id: str, tag: Any, actor: str | None) -> CatalogueChange:
@@ -167,18 +153,17 @@ class TagCatalogue:
             return (doc.get("tags") or {}).pop(tag, None) is not None
 
         change = self._each_carrier(store_id, tag, drop, actor)
-        self.entries.delete_one({"_id": self._key(store_id, tag)})
+        self.entries.remove(store_id, tag)
         return change
 
     def _require(self, store_id: str, tag: str) -> None:
-        if self.entries.find_one({"_id": self._key(store_id, tag)}) is None and \
-                self.storage.profiles.collection.find_one(
-                    {"store_id": store_id, "tag_list": tag}, {"_id": 1}) is None:
+        if self.entries.get(store_id, tag) is None and \
+                not self.storage.profiles.anyone_carries(store_id, tag):
             raise NotFound(f"no tag {tag} in store {store_id}")
 
     def _refuse_if_ruled(self, store_id: str, tag: str) -> None:
-        ruling = sorted(rule.get("rule_id", "") for rule in self.storage.rules.find(
-            {"store_id": store_id}) if _rule_names_tag(rule, tag))
+        ruling = sorted(rule.get("rule_id", "") for rule in self.storage.rules_of(store_id)
+                        if _rule_names_tag(rule, tag))
         if ruling:
             raise Conflict(f"the rules {', '.join(ruling)} use the tag {tag}: change them first")
 
@@ -186,11 +171,8 @@ class TagCatalogue:
                       actor: str | None) -> CatalogueChange:
         """Apply `change` to each profile carrying the tag, one compare-and-set each."""
         done = CatalogueChange()
-        carriers = self.storage.profiles.collection.find(
-            {"store_id": store_id, "tag_list": tag, "status": {"$ne": ERASED}},
-            {"customer_id": 1})
-        for doc in list(carriers):
-            done.add(self.profiles.change_tags(store_id, doc["customer_id"], change, actor))
+        for customer_id in self.storage.profiles.carriers_of(store_id, tag):
+            done.add(self.profiles.change_tags(store_id, customer_id, change, actor))
         return done
 
 

@@ -2,7 +2,6 @@
 entrypoints and exports show a profile the same way."""
 from __future__ import annotations
 
-from services.segmentation.directory import member_counts
 from services.segmentation.profiles import ERASED, Profiles
 from services.segmentation.reports import PERIODS, store_report
 from services.segmentation.directory import search_customers
@@ -40,7 +39,7 @@ def active_profile(storage: SegmentationStorage, store_id: str, customer_id: str
 
 def groups_with_counts(storage: SegmentationStorage, store_id: str) -> list:
     """Saved groups by slug, each with `customers`: how many active customers are in it."""
-    counts = member_counts(storage.profiles.collection, store_id, "group_list")
+    counts = storage.profiles.member_counts(store_id, "group_list")
     return [{**group, "customers": counts.get(group["slug"], 0)}
             for group in storage.groups_of(store_id)]
 
@@ -48,7 +47,7 @@ def groups_with_counts(storage: SegmentationStorage, store_id: str) -> list:
 def segments_with_counts(storage: SegmentationStorage, saved: SavedSegments,
                          store_id: str) -> list:
     """Saved segments by name, each with `customers`: how many active customers are in it."""
-    counts = member_counts(storage.profiles.collection, store_id, "saved_segments")
+    counts = storage.profiles.member_counts(store_id, "saved_segments")
     return [{**segment, "customers": counts.get(segment["segment_id"], 0)}
             for segment in saved.list(store_id)]
 
@@ -78,4 +77,4 @@ def search(storage: SegmentationStorage, store_id: str, filters: dict | None,
     if isinstance(saved, str) and storage.saved_segments.get(store_id, saved) is None:
         raise ValidationError(f"no saved segment {saved} in store {store_id}",
                               {"fields": {"filters": {"saved_segment": ["not found"]}}})
-    return search_customers(storage.profiles.collection, store_id, filters, sort, page)
+    return search_customers(storage.profiles, store_id, filters, sort, page)

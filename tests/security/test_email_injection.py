@@ -183,7 +183,7 @@ def test_store_settings_with_line_breaks_or_two_senders_are_refused_and_not_stor
     with pytest.raises(ValidationError) as info:
         notifier.save_settings("s1", {"name": "Tea & Co", field: value})
     assert list(info.value.details["fields"]) == [field]
-    assert storage.settings.count_documents({}) == 0
+    assert storage.settings.collection.count_documents({}) == 0
     saved = notifier.save_settings("s1", {"name": "Tea, & Co", "from_email":
                                           "Tea & Co <shop@example.com>"})
     assert saved.from_email == "Tea & Co <shop@example.com>"

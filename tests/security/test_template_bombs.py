@@ -124,7 +124,7 @@ def test_a_refused_bomb_is_not_stored(database):
     with pytest.raises(ValidationError) as info:
         notifier.save_template("s1", _email(BOMBS["repeat a billion"]))
     _refusal(info.value, "html")
-    assert storage.templates.count_documents({}) == 0
+    assert storage.templates.collection.count_documents({}) == 0
     assert "bomb" not in notifier.templates("s1")
 
 
@@ -133,7 +133,7 @@ def test_a_stored_bomb_fails_its_send_for_good_naming_the_limit(database):
     and nothing reaches the mail server; not a crash, not a retry, not "outcome unknown"."""
     storage = NotificationsStorage(database)
     storage.ensure_indexes()
-    storage.templates.insert_one({**_email(BOMBS["repeat a billion"]), "store_id": "s1"})
+    storage.templates.collection.insert_one({**_email(BOMBS["repeat a billion"]), "store_id": "s1"})
     clock = Clock(T0)
     notifier = Notifier(storage, clock)
     storage.contacts.apply("s1", "c1", "contact_at", T0, {

@@ -180,7 +180,7 @@ def store(request):
 
 
 def search(storage, filters=None, sort=None, page=None, store_id=STORE):
-    return directory.search_customers(storage.profiles.collection, store_id, filters, sort, page)
+    return directory.search_customers(storage.profiles, store_id, filters, sort, page)
 
 
 def page_through(storage, filters=None, sort=None, size=37) -> list[str]:
@@ -442,10 +442,10 @@ def test_list_tags_counts_active_customers_per_tag_manual_and_rule(store):
         for tag in p.tags:
             counts[tag] = counts.get(tag, 0) + 1
     assert "big-spender" in counts
-    assert directory.list_tags(storage.profiles.collection, STORE) == [
+    assert directory.list_tags(storage.profiles, STORE) == [
         {"tag": tag, "customers": counts[tag]} for tag in sorted(counts)]
-    assert directory.list_tags(storage.profiles.collection, "s2") == []
-    groups = directory.member_counts(storage.profiles.collection, STORE, "group_list")
+    assert directory.list_tags(storage.profiles, "s2") == []
+    groups = storage.profiles.member_counts(STORE, "group_list")
     assert groups == {g: sum(1 for p in people if g in p.groups)
                       for g in GROUPS if any(g in p.groups for p in people)}
 

@@ -58,7 +58,7 @@ def test_the_customer_list_filters_by_a_saved_segment(setup):
     SavedSegments(storage.saved_segments).create("s1", BIG)
     profiles.apply_order_event(order_event("1", "c1", 50000))
     profiles.apply_order_event(order_event("2", "c2", 500))
-    found = search_customers(storage.profiles.collection, "s1", {"saved_segment": "big"})
+    found = search_customers(storage.profiles, "s1", {"saved_segment": "big"})
     assert [c["customer_id"] for c in found["items"]] == ["c1"] and found["total"] == 1
 
 
@@ -83,4 +83,4 @@ def test_the_filter_refuses_an_id_that_is_not_one(setup, bad):
 
     storage, _, _ = setup
     with pytest.raises(ValidationError):
-        search_customers(storage.profiles.collection, "s1", {"saved_segment": bad})
+        search_customers(storage.profiles, "s1", {"saved_segment": bad})

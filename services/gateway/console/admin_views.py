@@ -12,11 +12,13 @@ from werkzeug.wrappers import Response
 from services.gateway.console import charts, forms, present
 from services.gateway.console.api import ApiError, path
 from services.gateway.handlers.loyalty import PROGRAMME_BODY
+from shared.send_log import SEND_FILTERS
 from shared.times import as_utc, utcnow
 
 PREFIX = "/console"
 SEND_STATUSES = ("scheduled", "sending", "sent", "failed", "refused", "cancelled")
-SEND_FILTERS = ("channel", "status", "template", "customer_id", "held_reason")
+# The send log's filters the page offers: all but the workflow, which it has no field for.
+LOG_FILTERS = tuple(k for k in SEND_FILTERS if k != "workflow_id")
 # Why a send was held back, as the send log's held_reason says it.
 HELD_LABELS = {"no_consent": "no consent", "suppressed": "suppressed",
                "weekly_cap": "weekly cap", "quiet_hours": "quiet hours",
@@ -282,7 +284,7 @@ def workflow_delete(page, workflow_id: str) -> Response:
 
 def send_log(page) -> Response:
     args = page.request.args
-    state = {k: (args.get(k) or "").strip()[:200] for k in SEND_FILTERS}
+    state = {k: (args.get(k) or "").strip()[:200] for k in LOG_FILTERS}
     if state["channel"] not in ("", "email", "sms"):
         state["channel"] = ""
     if state["held_reason"] not in HELD_LABELS:
@@ -312,7 +314,7 @@ def send_log(page) -> Response:
     return page.render("messages.html", title="Send log", state=state, result=result,
                        problem=problem, links=links, statuses=SEND_STATUSES,
                        held_labels=HELD_LABELS,
-                       templates=templates, filtered=any(state[k] for k in SEND_FILTERS))
+                       templates=templates, filtered=any(state[k] for k in LOG_FILTERS))
 
 
 # -- GDPR requests ----------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 from services.gateway import schemas as s
 from services.gateway.routing import CURSOR_PATTERN, Context, Param, Reply, Route
 from shared.events.notifications import MAX_TRIGGER_AGE_HOURS
+from shared.send_log import SEND_FILTERS
 
 # notifications' words for why a send was held back (services/notifications/policy.py);
 # the gateway does not import the service, so they are repeated here and a test compares.
@@ -200,7 +201,6 @@ AUDIENCE = {"type": "object", "minProperties": 1, "maxProperties": 1,
             "description": "exactly one of segment, saved_segment, group, tag or "
                            "customer_ids"}
 _N = "/notifications"
-SEND_FILTERS = ("channel", "status", "template", "customer_id", "workflow_id", "held_reason")
 
 ROUTES = [
     Route("GET", _N + "/templates", list_templates, "Message templates", "notifications",
