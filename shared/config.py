@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Iterable, Mapping
 
 
 # The admin console's session bounds: the gateway refuses settings past them at start, and
@@ -247,22 +247,29 @@ SETTINGS: tuple[Setting, ...] = (
             "mutual TLS); turns TLS on."),
 )
 
-_DEFAULTS = {s.name: s.default for s in SETTINGS}
+# The key of a nameko container's config that carries the settings its Config was built with.
+DECLARED_SETTINGS_KEY = "COMPANION_SETTINGS"
 
 
 class Config:
-    """Typed read access to the settings; `env` defaults to the process environment."""
+    """Typed read access to the settings; `env` defaults to the process environment.
 
-    def __init__(self, env: Mapping[str, str] | None = None, **overrides: str) -> None:
+    `settings` are the variables this Config knows (all of `SETTINGS` by default), so a name
+    nobody declared is refused rather than read as an empty default."""
+
+    def __init__(self, env: Mapping[str, str] | None = None,
+                 settings: Iterable[Setting] = SETTINGS, **overrides: str) -> None:
         source = dict(os.environ if env is None else env)
         source.update({k: str(v) for k, v in overrides.items()})
         self._env = source
+        self.settings: tuple[Setting, ...] = tuple(settings)
+        self._defaults = {s.name: s.default for s in self.settings}
 
     def get(self, name: str) -> str:
-        if name not in _DEFAULTS:
+        if name not in self._defaults:
             raise KeyError(f"unknown setting {name!r}: add it to shared.config.SETTINGS")
         value = self._env.get(name)
-        return _DEFAULTS[name] if value is None or value == "" else value
+        return self._defaults[name] if value is None or value == "" else value
 
     def int(self, name: str) -> int:
         raw = self.get(name)
@@ -288,12 +295,25 @@ class Config:
             raise ValueError(f"{name} needs at least one non-negative value, got {raw!r}")
         return values
 
-    def values(self) -> dict[str, str]:
-        """Every setting's value by name, defaults filled in: what a nameko container carries
-        so that `from_nameko` can rebuild this Config inside it."""
-        return {name: self.get(name) for name in _DEFAULTS}
+    def values(self) -> dict[str, object]:
+        """Every setting's value by name, defaults filled in, and the settings themselves under
+        DECLARED_SETTINGS_KEY: what a nameko container carries so that `from_nameko` can
+        rebuild this Config inside it."""
+        built: dict[str, object] = {name: self.get(name) for name in self._defaults}
+        built[DECLARED_SETTINGS_KEY] = self.settings
+        return built
 
 
 def from_nameko(container_config: Mapping[str, object]) -> Config:
-    """Rebuild a Config from a nameko container's config (which started from `nameko_config`)."""
-    return Config({k: str(v) for k, v in container_config.items() if k in _DEFAULTS})
+    """Rebuild a Config from a nameko container's config (which started from `nameko_config`).
+
+    The declared settings travel in the container's config beside their values, so inside a
+    container the same names are known (and the same defaults fill emptied values) as where
+    the Config was built, and nameko's own upper-case keys are never taken for settings. A
+    nameko config is a dict that stays in the process, so it can carry them as they are. A
+    config built without them knows `SETTINGS`."""
+    declared = container_config.get(DECLARED_SETTINGS_KEY)
+    settings = declared if isinstance(declared, tuple) else SETTINGS
+    names = {s.name for s in settings}
+    return Config({k: str(v) for k, v in container_config.items() if k in names},
+                  settings=settings)
