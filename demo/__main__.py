@@ -21,6 +21,7 @@ from demo.seed import DEFAULT_SEED, Api, build_history, configure_store
 from demo.shop import FakeWooShop
 from demo.sms import FakeTwilio
 from demo.trickle import LiveTrickle
+from ops.settings import every_setting
 from shared.config import Config
 
 STORE = "demo"
@@ -64,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     stop_trickle = threading.Event()
     broker = smtp = twilio = shop = inbox = services = trickle_thread = None
     try:
-        broker = Broker.open(Config())
+        broker = Broker.open(Config(settings=every_setting()))
         smtp = SmtpServer().start()
         twilio = FakeTwilio(seed=args.seed, auth_token=secrets.token_hex(16)).start()
         inbox = InboxPage(smtp, twilio).start()

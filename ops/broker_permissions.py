@@ -38,7 +38,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
-from services.registry import load_all
+from services.registry import load_all, settings
 from shared.config import Config
 from shared.events import contract, contracts_from
 from shared.messaging.names import PARKED_QUEUE_PATTERN, parked_queue, retry_exchange
@@ -328,8 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--placeholders", action="store_true",
                         help="definitions: `change-me-<user>` where a password is not set")
     args = parser.parse_args(argv)
-    grants = grants_for(part.strip() for part in Config().get("GDPR_SERVICES").split(",")
-                        if part.strip())
+    asked = Config(settings=settings(["gdpr"])).get("GDPR_SERVICES")
+    grants = grants_for(part.strip() for part in asked.split(",") if part.strip())
     if args.action == "show":
         json.dump([{**g.__dict__, "topics": dict(g.topics)} for g in grants], sys.stdout,
                   indent=2)

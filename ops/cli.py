@@ -25,6 +25,7 @@ warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
 
 # Money and reward wording as the console shows them: one way to read and write amounts.
 from services.gateway.console import present
+from ops.settings import every_setting
 from ops.system_health import Management, system_health
 from services.registry import SERVICES
 from shared.config import Config
@@ -520,8 +521,8 @@ def cmd_health(args) -> int:
               file=sys.stderr)
         return EXIT_UNREACHABLE
     names = args.service or list(SERVICES)
-    report = system_health(args.amqp_uri, names, Management.from_config(Config(), args.amqp_uri),
-                           timeout=args.service_timeout)
+    management = Management.from_config(Config(settings=every_setting()), args.amqp_uri)
+    report = system_health(args.amqp_uri, names, management, timeout=args.service_timeout)
 
     def human(r):
         rows = [{**row, "broker": _check(row, "broker"), "database": _check(row, "database")}

@@ -1,10 +1,10 @@
 """Starts the services in one process (nameko's ServiceRunner) and stops them cleanly.
 
-Configuration comes from the environment (see shared.config.SETTINGS). The services start once
-the broker accepts a connection; until then each attempt names its cause in one line and the
-next waits longer (docs/running.md). The first Ctrl-C (or SIGTERM) stops the services
-gracefully, letting running workers finish for up to STOP_GRACE_SECONDS; a second one kills
-them at once.
+Configuration comes from the environment: the shared settings and those of the services run
+(services.registry.settings()). The services start once the broker accepts a connection; until
+then each attempt names its cause in one line and the next waits longer (docs/running.md). The
+first Ctrl-C (or SIGTERM) stops the services gracefully, letting running workers finish for up
+to STOP_GRACE_SECONDS; a second one kills them at once.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from shared.messaging.broker_errors import BrokerTroubleLog, describe_broker_err
 from shared.tls import amqp_ssl_options
 from shared.logs import LOG_FORMATS, configure_logging
 from shared.mongo import adapter, service_database
-from services.registry import SERVICES, load_service
+from services.registry import SERVICES, load_service, settings
 
 log = logging.getLogger("services.runner")
 
@@ -197,7 +197,10 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in args.names if n not in SERVICES]
     if unknown:
         parser.error(f"unknown service(s): {', '.join(unknown)}; known: {', '.join(SERVICES)}")
-    config = Config()
+    names = args.names or list(SERVICES)
+    # Built once, knowing every setting of the services run; nameko_config hands the declared
+    # settings to the containers with their values (shared.config.from_nameko).
+    config = Config(settings=settings(names))
     log_format = config.get("LOG_FORMAT")
     configure_logging(config.get("LOG_LEVEL"),
                       log_format=log_format if log_format in LOG_FORMATS else "json")
@@ -219,7 +222,6 @@ def main(argv: list[str] | None = None) -> int:
     if development_database is not None:
         log.warning("MONGO_URI is %s: %s", config.get("MONGO_URI"),
                     development_database.DESCRIPTION)
-    names = args.names or list(SERVICES)
     runner = ServiceRunner(nameko_config)
     for name in names:
         cls = load_service(SERVICES[name])

@@ -12,6 +12,7 @@ import requests
 from kombu import Connection, Exchange, Queue
 from nameko.containers import ServiceContainer
 
+from services.registry import settings
 from shared import metrics, mongo
 from shared.config import Config
 from shared.events import contract
@@ -128,6 +129,7 @@ class ServiceHarness:
     def config(self, **overrides: object) -> dict:
         base = Config(
             {},
+            settings=settings(),
             AMQP_URI=self.amqp_uri,
             MONGO_URI=self.mongo_uri,
             WEB_SERVER_ADDRESS=f"127.0.0.1:{self.web_port}",

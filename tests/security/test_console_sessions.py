@@ -15,6 +15,7 @@ from werkzeug.test import Client
 from werkzeug.wrappers import Request
 
 from devdoubles import mongomock_adapter
+from services import registry
 from services.customer_sync.repository import CustomerSyncStorage, Store
 from services.customer_sync.service import CustomerSyncService
 from services.gateway.app import GatewayApp
@@ -57,7 +58,8 @@ class Gateway:
     """One gateway instance: its own key cache (30 s, as by default) and console."""
 
     def __init__(self, backends: Backends) -> None:
-        config = Config({}, CONSOLE_SESSION_SECRET="a-shared-console-secret-0123456789")
+        config = Config({}, registry.settings(),
+                        CONSOLE_SESSION_SECRET="a-shared-console-secret-0123456789")
         app = GatewayApp(Router(build_routes()), Authenticator(30), RateLimiter(600),
                          max_body_bytes=1 << 20)
         self.console = ConsoleApp(app, config)

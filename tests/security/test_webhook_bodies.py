@@ -13,6 +13,7 @@ import json
 import pytest
 
 from devdoubles import mongomock_adapter
+from services import registry
 from services.customer_sync.repository import CustomerSyncStorage
 from services.customer_sync.signature import sign
 from services.customer_sync.stores import StoreAdmin
@@ -28,7 +29,7 @@ STORE = "s1"
 def storage():
     s = CustomerSyncStorage(mongomock_adapter.client().db)
     s.ensure_indexes()
-    StoreAdmin(s, Config({})).register({
+    StoreAdmin(s, Config({}, registry.settings())).register({
         "store_id": STORE, "shop_url": "https://shop.example", "webhook_secret": SECRET,
         "consumer_key": "ck_1", "consumer_secret": "cs_1"})
     return s

@@ -15,6 +15,7 @@ from datetime import timedelta
 import pytest
 
 from devdoubles import mongomock_adapter
+from services import registry
 from services.customer_sync.inbox import MAX_ATTEMPTS, InboxProcessor
 from services.customer_sync.quarantine import WebhookQuarantine
 from services.customer_sync.reconcile import store_health
@@ -44,7 +45,7 @@ def storage():
     s = CustomerSyncStorage(mongomock_adapter.client().db)
     s.ensure_indexes()
     for store in ("s1", "s2"):
-        StoreAdmin(s, Config({})).register({
+        StoreAdmin(s, Config({}, registry.settings())).register({
             "store_id": store, "shop_url": "https://shop.example", "webhook_secret": "whsec-123456",
             "consumer_key": "ck_1", "consumer_secret": "cs_1"})
     return s

@@ -11,6 +11,7 @@ from amqp.exceptions import AccessRefused, ConnectionForced, NotAllowed
 from kombu import Connection
 from kombu.exceptions import OperationalError
 
+from services import registry
 from services.runner import backoff_delays, served_addresses, wait_for_broker
 from shared.config import Config
 from shared.messaging.broker_errors import (BrokerTroubleLog, describe_broker_error,
@@ -166,7 +167,7 @@ def test_other_failures_keep_their_traceback():
 
 
 def test_startup_names_every_address_it_serves():
-    config = Config({}, WEB_SERVER_ADDRESS="0.0.0.0:8000",
+    config = Config({}, registry.settings(), WEB_SERVER_ADDRESS="0.0.0.0:8000",
                     GATEWAY_WEB_SERVER_ADDRESS="127.0.0.1:8080",
                     NOTIFICATIONS_WEB_SERVER_ADDRESS="0.0.0.0:8001")
     names = ["customer_sync", "segmentation", "loyalty", "notifications", "gdpr", "gateway"]

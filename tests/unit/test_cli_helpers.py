@@ -6,6 +6,7 @@ import pytest
 from services.customer_sync.webhook_setup import REQUIRED_TOPICS, delivery_url_for
 from services.customer_sync.webhooks import SUPPORTED_TOPICS
 from ops.cli import build_parser
+from ops.settings import every_setting
 from shared.config import Config
 from shared.errors import ValidationError
 from ops.system_health import Management, vhost_of
@@ -43,15 +44,16 @@ def test_delivery_url_refusals_say_why(given, why):
 
 def test_management_credentials_come_from_settings_then_url_then_amqp_uri():
     amqp = "amqp://app:s3cret@rabbit.internal:5672/prod"
-    plain = Management.from_config(Config({}), amqp)
+    plain = Management.from_config(Config({}, every_setting()), amqp)
     assert (plain.url, plain.user, plain.password) == ("http://127.0.0.1:15672", "app", "s3cret")
     in_url = Management.from_config(
-        Config({"RABBITMQ_MANAGEMENT_URL": "https://ops:pw@mq.example:443/rabbit/"}), amqp)
+        Config({"RABBITMQ_MANAGEMENT_URL": "https://ops:pw@mq.example:443/rabbit/"},
+               every_setting()), amqp)
     assert (in_url.url, in_url.user, in_url.password) == (
         "https://mq.example:443/rabbit", "ops", "pw")
     explicit = Management.from_config(Config({
         "RABBITMQ_MANAGEMENT_URL": "https://ops:pw@mq.example", "RABBITMQ_MANAGEMENT_USER": "admin",
-        "RABBITMQ_MANAGEMENT_PASSWORD": "adminpw"}), amqp)
+        "RABBITMQ_MANAGEMENT_PASSWORD": "adminpw"}, every_setting()), amqp)
     assert (explicit.url, explicit.user, explicit.password) == ("https://mq.example", "admin", "adminpw")
     assert "s3cret" not in repr(plain)
 

@@ -12,6 +12,7 @@ from werkzeug.test import Client
 from werkzeug.wrappers import Request
 
 from devdoubles import mongomock_adapter
+from services import registry
 from services.customer_sync.api_keys import ApiKeys
 from services.customer_sync.console_sessions import ConsoleSessions
 from services.gateway.app import GatewayApp
@@ -355,7 +356,7 @@ class World:
     def __init__(self, secret="s" * 32, clock=None, **settings):
         self.calls = []
         self.now = [1_000_000.0]
-        config = Config({}, CONSOLE_SESSION_SECRET=secret or "", **settings)
+        config = Config({}, registry.settings(), CONSOLE_SESSION_SECRET=secret or "", **settings)
         self.gateway = GatewayApp(Router(build_routes()), Authenticator(0), RateLimiter(600),
                                   max_body_bytes=1 << 20)
         self.console = ConsoleApp(self.gateway, config, clock=clock or (lambda: self.now[0]))

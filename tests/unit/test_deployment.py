@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from services.registry import SERVICES
-from shared.config import SETTINGS
+from ops.settings import every_setting, settings_by_owner
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,7 +42,7 @@ def test_every_runnable_service_is_deployed_with_its_environment_and_dependencie
 
 
 def test_compose_environment_names_are_documented_settings():
-    known = {s.name for s in SETTINGS}
+    known = {s.name for s in every_setting()}
     for name, spec in compose()["services"].items():
         if name in SERVICES:
             assert set(spec["environment"]) <= known, f"{name} sets an undocumented variable"
@@ -55,7 +55,7 @@ def test_the_configuration_page_holds_the_table_the_code_declares():
     page = (ROOT / "docs" / "configuration.md").read_text()
     assert held_block(page, START, END) == settings_table(), (
         "run `python -m ops.config_docs` to regenerate docs/configuration.md")
-    missing = [s.name for s in SETTINGS if f"| `{s.name}` | " not in page]
+    missing = [s.name for s in every_setting() if f"| `{s.name}` | " not in page]
     assert not missing, f"docs/configuration.md does not document: {missing}"
 
 
@@ -64,11 +64,22 @@ def test_the_settings_table_gives_every_variable_its_default_and_meaning():
 
     rows = {line.split(" | ")[0].strip("| `"): line.split(" | ")
             for line in settings_table().splitlines() if line.startswith("| `")}
-    assert list(rows) == [s.name for s in SETTINGS]
-    for setting in SETTINGS:
+    assert list(rows) == [s.name for s in every_setting()]
+    for setting in every_setting():
         _, default, meaning = rows[setting.name]
         assert default == (f"`{setting.default}`" if setting.default else "(empty)")
         assert meaning == f"{setting.description} |" and setting.description.strip()
+
+
+def test_each_owners_variables_are_under_its_heading():
+    from ops.config_docs import heading, settings_table
+
+    text = settings_table()
+    for owner, declared in settings_by_owner().items():
+        section = text.split(f"### {heading(owner)}\n", 1)[1].split("\n### ", 1)[0]
+        rows = [line.split(" | ")[0].strip("| `") for line in section.splitlines()
+                if line.startswith("| `")]
+        assert rows == [s.name for s in declared], owner
 
 
 # -- the whole deployment: compose files, .env.example, production files ----------------------
@@ -167,7 +178,7 @@ def test_production_is_clustered_replicated_and_tls():
         assert env["AMQP_URI"].startswith("amqps://") and env["AMQP_SSL_CA_FILE"]
         assert "replicaSet=rs0" in env["MONGO_URI"] and env["MONGO_TLS_CA_FILE"]
         assert str(services[name]["deploy"]["replicas"]).startswith("${")
-        assert set(env) - {"AMQP_URI"} <= {s.name for s in SETTINGS} or name == "gateway"
+        assert set(env) - {"AMQP_URI"} <= {s.name for s in every_setting()} or name == "gateway"
 
 
 def test_makefile_has_up_down_logs_that_check_for_docker():

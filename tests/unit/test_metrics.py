@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from devdoubles import mongomock_adapter
+from services import registry
 from services.customer_sync.repository import CustomerSyncStorage
 from services.customer_sync.signature import sign
 from services.customer_sync.stores import StoreAdmin
@@ -185,7 +186,7 @@ def test_parked_depth_gives_no_sample_when_the_broker_does_not_answer():
 def receiver():
     storage = CustomerSyncStorage(mongomock_adapter.client().db)
     storage.ensure_indexes()
-    StoreAdmin(storage, Config({})).register({
+    StoreAdmin(storage, Config({}, registry.settings())).register({
         "store_id": "s1", "shop_url": "https://shop.example", "webhook_secret": "whsec-metrics",
         "consumer_key": "ck_1", "consumer_secret": "cs_1"})
     return WebhookReceiver(storage, 1024 * 1024)

@@ -145,12 +145,14 @@ def test_birthdays_including_the_29th_of_february():
 
 
 def test_render_limits_come_from_the_documented_settings():
+    from services import registry
     from services.notifications.bounded_sandbox import RenderLimits
     from shared.config import Config
 
-    assert RenderLimits.from_config(Config({})) == RenderLimits()  # defaults agree
+    notifications = registry.settings(["notifications"])
+    assert RenderLimits.from_config(Config({}, notifications)) == RenderLimits()  # defaults agree
     tight = RenderLimits.from_config(Config({"TEMPLATE_SMS_MAX_CHARS": "20",
-                                             "TEMPLATE_EMAIL_MAX_CHARS": "30"}))
+                                             "TEMPLATE_EMAIL_MAX_CHARS": "30"}, notifications))
     sms = {"slug": "s", "channel": "sms", "body": "{{ 'x' * 21 }}"}
     with pytest.raises(ValidationError, match="TEMPLATE_SMS_MAX_CHARS \\(20 characters\\)"):
         tpl.validate_template(sms, tight)

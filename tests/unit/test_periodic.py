@@ -8,12 +8,16 @@ from types import SimpleNamespace
 import eventlet
 import pytest
 
+from services import registry
+from shared.config import Config
 from shared.periodic import MINUTES, PeriodicTasks, Task
 
 
 class _Container:
     def __init__(self, dependencies) -> None:
-        self.config = {"NOTIFY_POLL_SECONDS": "0.05", "LOYALTY_DAILY_MINUTES": "60"}
+        # As the runner builds it: the values with the settings they are declared by.
+        self.config = Config({"NOTIFY_POLL_SECONDS": "0.05", "LOYALTY_DAILY_MINUTES": "60"},
+                             registry.settings()).values()
         self.dependencies = dependencies
         self.threads = []
 

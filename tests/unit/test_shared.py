@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from shared.config import SETTINGS, Config
+from shared.config import SETTINGS, Config, Setting, from_nameko
 from shared.events import CATALOGUE, InvalidEvent, build_event, contract, contracts_from, parse_event
 from shared.logs import JsonFormatter, log_context
 from shared.messaging.handlers import retry_delay_ms
@@ -81,6 +81,20 @@ def test_config_defaults_overrides_and_errors():
         config.get("NOT_A_SETTING")
     assert Config({"EVENT_RETRY_DELAYS_MS": "10, 20"}).int_list("EVENT_RETRY_DELAYS_MS") == [10, 20]
     assert len({s.name for s in SETTINGS}) == len(SETTINGS)
+
+
+def test_a_config_knows_the_settings_it_is_given_and_carries_them_into_containers():
+    declared = (*SETTINGS, Setting("EXTRA_SECONDS", "3", "a setting of one service"))
+    config = Config({"EXTRA_SECONDS": "4"}, settings=declared)
+    assert config.int("EXTRA_SECONDS") == 4
+    with pytest.raises(KeyError, match="EXTRA_SECONDS"):
+        Config({"EXTRA_SECONDS": "4"}).get("EXTRA_SECONDS")
+    # What a container holds: the values, a test's emptied override, nameko's own keys.
+    inside = from_nameko({**config.values(), "EXTRA_SECONDS": "", "SERVICE_CONTAINER_CLS": "x"})
+    assert inside.settings == declared and inside.get("EXTRA_SECONDS") == "3"
+    with pytest.raises(KeyError):
+        inside.get("SERVICE_CONTAINER_CLS")
+    assert from_nameko({"MAX_WORKERS": "2"}).settings == SETTINGS
 
 
 def test_retry_delays_repeat_the_last_value():

@@ -1,0 +1,40 @@
+"""The environment variables customer_sync reads beyond the shared library's: the webhook door, its
+inbox, the activity timeline, reconciliation and the shop's REST API.
+
+Declared here, beside the code that reads them, and merged with the shared ones by
+`services.registry.settings()`; it imports only shared.config, so the runner, the operator tools
+and the docs generator can read it without importing the service.
+"""
+from __future__ import annotations
+
+from shared.config import Setting
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("WEBHOOK_MAX_BODY_BYTES", str(1024 * 1024), "Largest webhook body accepted (413 above)."),
+    Setting("INBOX_SWEEP_SECONDS", "5", "How often webhook deliveries not yet applied are retried."),
+    Setting(
+        "INBOX_BUSY_PAUSE_MS",
+        "100",
+        "While webhooks arrive and the process is short of CPU, pause this long between applying "
+        "deliveries, so answering comes first (0 turns it off).",
+    ),
+    Setting("INBOX_RETENTION_DAYS", "7", "Days an applied webhook delivery is kept (a quarantined "
+            "one is kept until replayed)."),
+    Setting(
+        "TIMELINE_SWEEP_SECONDS",
+        "5",
+        "How often customer_sync moves timeline entries a crash left on their documents into "
+        "the activity timeline (writes in this process move theirs at once).",
+    ),
+    Setting("RECONCILE_INTERVAL_MINUTES", "10", "Default interval of a store's REST reconciliation."),
+    Setting("RECONCILE_POLL_SECONDS", "30", "How often stores due for reconciliation are looked for."),
+    Setting(
+        "RECONCILE_FULL_CUSTOMER_SCAN_HOURS",
+        "24",
+        "Interval of a full customer scan (the REST API cannot filter customers by modification).",
+    ),
+    Setting("WOO_HTTP_TIMEOUT_SECONDS", "30", "Timeout of one request to a shop's REST API."),
+    Setting("WOO_MAX_RETRIES", "6", "Retries of a shop API request on 429, 5xx and network errors."),
+    Setting("WOO_COUPON_RETRIES", "1", "Retries of one coupon write to a shop within a call; "
+            "the rewards and messages that need it retry later with their own backoff."),
+)
