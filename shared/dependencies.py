@@ -1,9 +1,8 @@
-"""nameko dependency providers shared by every service: the outbox relay and log context."""
+"""nameko dependency providers shared by every service: the outbox relay, log context and settings."""
 from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime
 from typing import Callable, Iterable
 
 import eventlet
@@ -153,13 +152,3 @@ class Settings(DependencyProvider):
     def get_dependency(self, worker_ctx) -> Config:
         return self.config
 
-
-class Clock(DependencyProvider):
-    """Gives workers the time their rules read (due dates, expiries, retries). A service
-    declares it with the real clock; a test declares its service with one it moves forward."""
-
-    def __init__(self, now: Callable[[], datetime]) -> None:
-        self.now = now
-
-    def get_dependency(self, worker_ctx) -> Callable[[], datetime]:
-        return self.now
