@@ -1,9 +1,8 @@
-"""nameko dependency providers shared by every service: the outbox relay and log context."""
+"""nameko dependency providers shared by every service: the outbox relay, log context and settings."""
 from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime
 from typing import Callable, Iterable
 
 import eventlet
@@ -15,7 +14,7 @@ from shared.config import Config, from_nameko
 from shared.events import Event
 from shared.logs import bind_log_context
 from shared.messaging.publisher import ConfirmingPublisher, PublishError
-from shared.mongo import MongoStorage
+from shared.mongo import MongoStorage, declared_storage
 from shared.outbox import OutboxRelay
 
 log = logging.getLogger(__name__)
@@ -31,8 +30,14 @@ class OutboxRelayProvider(DependencyProvider):
     possible and harmless (consumers deduplicate by event id).
     """
 
-    def __init__(self, collections: Callable[[object], list[Collection]]) -> None:
+    def __init__(self, collections: Callable[[object], list[Collection]],
+                 storage: str | None = None) -> None:
+        """`collections(repositories)` names the collections whose documents carry an outbox;
+        the repositories are those of the service's MongoStorage attribute `storage` (`app`
+        or `storage` when not given)."""
         self.collections = collections
+        self.storage_name = storage
+        self._storage: MongoStorage | None = None
         self.relay: OutboxRelay | None = None
         self._thread = None
         self._running = False
@@ -46,12 +51,11 @@ class OutboxRelayProvider(DependencyProvider):
         self.publisher = ConfirmingPublisher(config.get("AMQP_URI"),
                                              ssl=self.container.config.get("AMQP_SSL"))
         self._wake = eventlet.event.Event()
+        self._storage = declared_storage(self.container, self.storage_name, "the outbox relay")
 
     def start(self) -> None:
-        storages = [d for d in self.container.dependencies if isinstance(d, MongoStorage)]
-        if not storages:
-            raise RuntimeError("OutboxRelayProvider needs the service's MongoStorage")
-        self.relay = OutboxRelay(self.collections(storages[0].repositories), self.publisher,
+        # Dependencies are set up in no fixed order; every one is set up before any starts.
+        self.relay = OutboxRelay(self.collections(self._storage.repositories), self.publisher,
                                  batch_size=self.batch_size,
                                  service=self.container.service_name)
         self.relay.ensure_indexes()
@@ -153,13 +157,3 @@ class Settings(DependencyProvider):
     def get_dependency(self, worker_ctx) -> Config:
         return self.config
 
-
-class Clock(DependencyProvider):
-    """Gives workers the time their rules read (due dates, expiries, retries). A service
-    declares it with the real clock; a test declares its service with one it moves forward."""
-
-    def __init__(self, now: Callable[[], datetime]) -> None:
-        self.now = now
-
-    def get_dependency(self, worker_ctx) -> Callable[[], datetime]:
-        return self.now

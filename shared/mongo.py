@@ -92,3 +92,31 @@ class MongoStorage(DependencyProvider, Generic[R]):
     def get_dependency(self, worker_ctx) -> R:
         assert self.repositories is not None
         return self.repositories
+
+
+# The attribute names a service's MongoStorage goes by where a provider needing it is not told
+# another: `app` where a bootstrap builds the service, `storage` where it holds repositories.
+STORAGE_NAMES = ("app", "storage")
+
+
+def declared_storage(container, name: str | None, needed_by: str) -> MongoStorage:
+    """The service's MongoStorage declared as attribute `name` (`app` or `storage` when None).
+    Providers that need the service's database take their peer by the name the service gives
+    it, so the wiring is written in the service and a second storage is never picked by type."""
+    names = (name,) if name else STORAGE_NAMES
+    found = {d.attr_name: d for d in container.dependencies if d.attr_name in names}
+    service = container.service_name
+    if not found:
+        raise RuntimeError(
+            f"{service}: {needed_by} needs the service's MongoStorage as attribute "
+            f"{' or '.join(repr(n) for n in names)}, which the service lacks; declare it, or "
+            "name the attribute that holds it with storage=\"...\"")
+    if len(found) > 1:
+        raise RuntimeError(
+            f"{service}: {needed_by} finds both {' and '.join(repr(n) for n in sorted(found))}: "
+            "name the one that holds the service's MongoStorage with storage=\"...\"")
+    [(attr, provider)] = found.items()
+    if not isinstance(provider, MongoStorage):
+        raise RuntimeError(f"{service}: {needed_by} needs attribute {attr!r} to be a "
+                           f"MongoStorage, but it is a {type(provider).__name__}")
+    return provider

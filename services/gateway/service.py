@@ -1,49 +1,17 @@
 """The gateway's nameko entrypoints: one HTTP route hands every `/api/v1` request to the plain
-GatewayApp, with this worker's RPC proxies to the services behind it."""
+GatewayApp that `bootstrap` built once, with this worker's RPC proxies to the services behind
+it."""
 from __future__ import annotations
 
-from nameko.extensions import DependencyProvider
 from nameko.rpc import RpcProxy, rpc
 from werkzeug.wrappers import Request, Response
 
-from services.gateway.app import GatewayApp
-from services.gateway.auth import Authenticator
 from services.gateway.backends import Backends
-from services.gateway.console.app import ConsoleApp
-from services.gateway.ratelimit import FailureThrottle, RateLimiter
-from services.gateway.routes import build_routes
-from services.gateway.routing import Router
-from shared.config import from_nameko
+from services.gateway.bootstrap import BACKEND_SERVICES, GatewayProvider, build
 from shared.events import Event
-from shared.health import broker_reachable, json_response
-from shared.messaging.broadcast import broadcast_handler, watch_broadcasts
-from shared.tls import amqp_ssl_options
+from shared.health import json_response
+from shared.messaging.broadcast import broadcast_handler
 from shared.web import http
-
-BACKEND_SERVICES = ("customer_sync", "segmentation", "loyalty", "notifications", "gdpr")
-
-
-class GatewayAppProvider(DependencyProvider):
-    """One GatewayApp per container: its key cache and rate-limit buckets outlive requests."""
-
-    def setup(self) -> None:
-        config = from_nameko(self.container.config)
-        self.config = config
-        self.timeout = config.float("GATEWAY_RPC_TIMEOUT_SECONDS")
-        self.app = GatewayApp(
-            Router(build_routes()), Authenticator(config.float("GATEWAY_KEY_CACHE_SECONDS")),
-            RateLimiter(config.int("GATEWAY_RATE_LIMIT_PER_MINUTE")),
-            max_body_bytes=config.int("GATEWAY_MAX_BODY_BYTES"),
-            max_import_bytes=config.int("GATEWAY_MAX_IMPORT_BYTES"), settings=config,
-            auth_failures=FailureThrottle(config.int("GATEWAY_AUTH_FAILURES_PER_MINUTE")))
-        # The admin console: a client of this same app, so the same routes, scopes and limits.
-        self.console = ConsoleApp(self.app, config)
-        # Cached key checks are only as good as the revocation broadcasts heard: none is used
-        # while this instance's broadcast connection is down, nor kept when it is back.
-        watch_broadcasts(self.container, self.app.authenticator)
-
-    def get_dependency(self, worker_ctx) -> "GatewayAppProvider":
-        return self
 
 
 class GatewayService:
@@ -54,7 +22,7 @@ class GatewayService:
     loyalty = RpcProxy("loyalty")
     notifications = RpcProxy("notifications")
     gdpr = RpcProxy("gdpr")
-    gateway = GatewayAppProvider()
+    gateway = GatewayProvider(build)
 
     @http("GET,POST,PUT,PATCH,DELETE,OPTIONS", "/api/v1/<path:rest>")
     def api(self, request: Request, rest: str) -> Response:  # noqa: ARG002 - routed by the app
@@ -75,8 +43,7 @@ class GatewayService:
         self.gateway.app.authenticator.forget_key(event.data["key_id"])
 
     def _backends(self) -> Backends:
-        return Backends({name: getattr(self, name) for name in BACKEND_SERVICES},
-                        self.gateway.timeout)
+        return self.gateway.backends({name: getattr(self, name) for name in BACKEND_SERVICES})
 
     @http("GET", "/health/live")
     def live(self, request: Request) -> Response:  # noqa: ARG002
@@ -84,17 +51,10 @@ class GatewayService:
 
     @http("GET", "/health/ready")
     def ready(self, request: Request) -> Response:  # noqa: ARG002
-        state = self._readiness()
+        state = self.gateway.readiness()
         return json_response(200 if state["ready"] else 503, state)
 
     @rpc
     def health(self) -> dict:
         """Readiness over RPC too, as every service answers it (`companion health`)."""
-        return {**self._readiness(), "service": self.name}
-
-    def _readiness(self) -> dict:
-        # The gateway has no database: it is ready when it can reach the broker.
-        config = self.gateway.config
-        checks = {"broker": broker_reachable(config.get("AMQP_URI"),
-                                             ssl=amqp_ssl_options(config))}
-        return {"ready": all(checks.values()), "checks": checks}
+        return {**self.gateway.readiness(), "service": self.name}

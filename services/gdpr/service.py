@@ -1,97 +1,44 @@
-"""gdpr's nameko entrypoints. Thin: requests and consent go to `Desk`; a timer works through
-verified requests, asking the other services over RPC."""
+"""gdpr's nameko entrypoints. Thin: each calls the desk of the application `bootstrap` built
+once; a timer works through verified requests, asking the other services over RPC."""
 from __future__ import annotations
 
-import logging
-from typing import Any, Iterable
-
-from nameko.exceptions import MethodNotFound, RpcTimeout, UnknownService
 from nameko.rpc import RpcProxy, rpc
-from nameko.standalone.rpc import ClusterRpcProxy
 
+from services.gdpr.bootstrap import build
 from services.gdpr.consent_bulk import bulk_set_consent
-from services.gdpr.desk import Desk, DeskSettings
+from services.gdpr.desk import Desk
 from services.gdpr.repository import GdprStorage
-from shared.customers import CustomerCheck
-from shared.dependencies import Clock, OutboxRelayProvider, Settings, WorkerLogContext
-from shared.errors import EXPECTED_ERRORS, NotFound
+from shared.dependencies import OutboxRelayProvider, Settings, WorkerLogContext
+from shared.errors import EXPECTED_ERRORS
 from shared.messaging.handlers import event_handler
 from shared.mongo import MongoStorage
 from shared.service_rpc import HealthRpc
 from shared.timers import ConfiguredTimer
-from shared.tls import amqp_ssl_options
-from shared.times import utcnow
-
-log = logging.getLogger(__name__)
-
-
-def _storage(database, config) -> GdprStorage:
-    return GdprStorage(database)
-
-
-class RpcServices:
-    """The desk's way to the other services: nameko RPC with a timeout, calls in parallel.
-    A service that does not answer in time is "unavailable" (the desk tries again later);
-    NotFound is an answer ("holds nothing")."""
-
-    def __init__(self, config: dict, timeout: float) -> None:
-        self.config = config
-        self.timeout = timeout
-
-    def call(self, service: str, method: str, *args: Any) -> Any:
-        return self.call_all([service], method, *args)[service]
-
-    def call_all(self, services: Iterable[str], method: str, *args: Any
-                 ) -> dict[str, tuple[str, Any]]:
-        outcomes: dict[str, tuple[str, Any]] = {}
-        with ClusterRpcProxy(self.config, timeout=self.timeout) as proxy:
-            calls = {}
-            for service in services:
-                calls[service] = getattr(getattr(proxy, service), method).call_async(*args)
-            for service, reply in calls.items():
-                try:
-                    outcomes[service] = ("ok", reply.result())
-                except NotFound as exc:
-                    outcomes[service] = ("not_found", str(exc))
-                except (RpcTimeout, UnknownService, MethodNotFound, OSError) as exc:
-                    outcomes[service] = ("unavailable", f"{type(exc).__name__}: {exc}")
-                except Exception as exc:  # a failure over there: try again later
-                    outcomes[service] = ("unavailable", f"{type(exc).__name__}: {exc}")
-        return outcomes
-
-
-def desk_settings(config) -> DeskSettings:
-    services = tuple(s.strip() for s in config.get("GDPR_SERVICES").split(",") if s.strip())
-    return DeskSettings(services=services, retry_seconds=config.float("GDPR_RETRY_SECONDS"),
-                        confirmation_minutes=config.float("GDPR_CONFIRMATION_MINUTES"))
 
 
 class GdprService(HealthRpc):
     name = "gdpr"
 
-    storage = MongoStorage(_storage)
-    outbox = OutboxRelayProvider(lambda storage: storage.outbox_collections())
+    app = MongoStorage(build)
+    outbox = OutboxRelayProvider(lambda app: app.outbox_collections())
     log_context = WorkerLogContext()
     settings = Settings()
     customer_sync = RpcProxy("customer_sync")
 
-    clock = Clock(utcnow)  # the desk's due dates and overdue flags
+    @property
+    def storage(self) -> GdprStorage:
+        """The repositories, where HealthRpc looks for the database."""
+        return self.app.storage
 
     def _desk(self) -> Desk:
-        customers = CustomerCheck.over_rpc(self.customer_sync, self.settings)
-        return Desk(self.storage, desk_settings(self.settings), clock=self.clock,
-                    notify=self.outbox.notify, customers=customers)
+        return self.app.desk(self.customer_sync, self.outbox.notify)
 
     # -- the work ------------------------------------------------------------------------------
     @ConfiguredTimer.decorator(setting="GDPR_PROCESS_SECONDS")
     def process(self) -> None:
-        timeout = self.settings.float("GDPR_RPC_TIMEOUT_SECONDS")
-        config = {"AMQP_URI": self.settings.get("AMQP_URI"), "serializer": "json",
-                  "AMQP_SSL": amqp_ssl_options(self.settings)}
-        services = RpcServices(config, timeout)
         desk = self._desk()
-        desk.import_shop_erasures(services)
-        desk.process_due(services)
+        desk.import_shop_erasures(self.app.services)
+        desk.process_due(self.app.services)
 
     # -- events in ------------------------------------------------------------------------------
     @event_handler("gdpr", "gdpr.erasure_completed")

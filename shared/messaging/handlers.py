@@ -38,7 +38,7 @@ from shared.logs import log_context
 from shared.messaging.publisher import ConfirmingPublisher, OutgoingMessage
 from shared.messaging.names import parked_queue, retry_exchange, retry_queue
 from shared.messaging.queues import queue_arguments, queue_type
-from shared.mongo import MongoStorage
+from shared.mongo import MongoStorage, declared_storage
 from shared.times import utcnow
 
 log = logging.getLogger(__name__)
@@ -107,12 +107,16 @@ class ReliableEventHandler(EventHandler):
     (a record of applied event ids), so a duplicate delivered at the same time is applied once.
     `claims=False` leaves that out for a handler whose effect is idempotent by its own state
     (a compare-and-set update keyed by the fact the event brings, which a duplicate finds
-    already applied): two database writes per event fewer, the same effect."""
+    already applied): two database writes per event fewer, the same effect. The claims are
+    kept in the database of the service's MongoStorage attribute `storage` (`app` or
+    `storage` when not given)."""
 
     broker = RetryBroker()
 
-    def __init__(self, source_service: str, event_type: str, claims: bool = True, **kwargs) -> None:
+    def __init__(self, source_service: str, event_type: str, claims: bool = True,
+                 storage: str | None = None, **kwargs) -> None:
         self.claims = claims
+        self.storage_name = storage
         super().__init__(
             source_service,
             event_type,
@@ -122,9 +126,14 @@ class ReliableEventHandler(EventHandler):
             **kwargs,
         )
         self._processed: ProcessedEvents | None = None
+        self._storage: MongoStorage | None = None
 
     def setup(self) -> None:
         super().setup()
+        if self.claims:  # found now, so a service missing it fails to start, not per event
+            self._storage = declared_storage(
+                self.container, self.storage_name,
+                f"the reliable event handler {self.method_name} (its applied-events record)")
         config = from_nameko(self.container.config)
         self.max_attempts = max(1, config.int("EVENT_MAX_ATTEMPTS"))
         self.delays_ms = config.int_list("EVENT_RETRY_DELAYS_MS")
@@ -139,13 +148,11 @@ class ReliableEventHandler(EventHandler):
     def processed(self) -> ProcessedEvents:
         # Resolved lazily: extensions are set up in no fixed order.
         if self._processed is None:
-            storages = [d for d in self.container.dependencies if isinstance(d, MongoStorage)]
-            if not storages or storages[0].database is None:
+            if self._storage is None or self._storage.database is None:
                 raise RuntimeError(
-                    f"{self.container.service_name} has reliable event handlers but no "
-                    "MongoStorage dependency to record applied events in"
-                )
-            self._processed = ProcessedEvents(storages[0].database,
+                    f"{self.container.service_name}.{self.method_name} has no database to "
+                    "record applied events in (claims=False, or its storage is not set up)")
+            self._processed = ProcessedEvents(self._storage.database,
                                               lease_seconds=self.lease_seconds)
             self._processed.ensure_indexes()
         return self._processed

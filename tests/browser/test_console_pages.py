@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import datetime, timedelta, timezone
+from functools import partial
 
 import pytest
 from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
@@ -14,8 +15,9 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
+from services.gdpr.bootstrap import build as build_gdpr
 from services.gdpr.service import GdprService
-from shared.dependencies import Clock
+from shared.mongo import MongoStorage
 from tests.browser.accessibility import assert_accessible
 from tests.browser.test_console import _flash, _key
 from demo.mailbox import SmtpServer
@@ -39,7 +41,7 @@ GDPR_CLOCK = GdprClock()
 
 
 class ClockedGdprService(GdprService):
-    clock = Clock(GDPR_CLOCK)
+    app = MongoStorage(partial(build_gdpr, clock=GDPR_CLOCK))
 
 
 @pytest.fixture

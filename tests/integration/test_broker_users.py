@@ -249,7 +249,8 @@ def test_the_gateway_hears_key_revocations_under_its_own_user(users, amqp_uri, m
                                                               queue_type):
     """Each gateway instance declares and binds a queue of its own for `api_key.revoked`
     (exclusive, so classic whatever AMQP_QUEUE_TYPE says), which its user may do."""
-    from services.gateway.service import GatewayAppProvider, GatewayService
+    from services.gateway.bootstrap import GatewayProvider
+    from services.gateway.service import GatewayService
     from tests.support import free_port
 
     harness = TypedHarness(users.uri("gateway"), mongo_uri)
@@ -257,8 +258,8 @@ def test_the_gateway_hears_key_revocations_under_its_own_user(users, amqp_uri, m
         container = harness.start(GatewayService, AMQP_QUEUE_TYPE=queue_type,
                                   WEB_SERVER_ADDRESS=f"127.0.0.1:{free_port()}",
                                   GATEWAY_KEY_CACHE_SECONDS="600")
-        [provider] = [e for e in container.extensions if isinstance(e, GatewayAppProvider)]
-        authenticator = provider.app.authenticator
+        [provider] = [e for e in container.extensions if isinstance(e, GatewayProvider)]
+        authenticator = provider.gateway.app.authenticator
         view = {"key_id": "5f0c3a9d2e7b1c44", "store_id": "perm", "name": "k",
                 "scopes": ["read"], "rate_limit_per_minute": None}
         asked: list[str] = []

@@ -27,7 +27,7 @@ class FaultedService:
     name = "faulted"
     effects = MongoStorage(Effects)
 
-    @event_handler("customer_sync", "customer.deleted")
+    @event_handler("customer_sync", "customer.deleted", storage="effects")
     def on_customer_deleted(self, event):
         self.effects.applied.insert_one({"event_id": event.event_id})
 

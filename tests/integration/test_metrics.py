@@ -97,7 +97,7 @@ class Metered:
 
     effects = MongoStorage(Applied)
 
-    @event_handler("customer_sync", "customer.deleted")
+    @event_handler("customer_sync", "customer.deleted", storage="effects")
     def on_deleted(self, event):
         customer_id = event.data["customer_id"]
         if customer_id.startswith("doomed"):
@@ -107,7 +107,7 @@ class Metered:
             raise RuntimeError("fails once")
         self.effects.collection.insert_one({"event_id": event.event_id})
 
-    @event_handler("customer_sync", "customer.created")
+    @event_handler("customer_sync", "customer.created", storage="effects")
     def on_created(self, event):
         self.effects.collection.insert_one({"event_id": event.event_id})
 

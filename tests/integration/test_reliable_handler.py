@@ -33,7 +33,7 @@ class FlakyService:
     name = "flaky"
     effects = MongoStorage(Effects)
 
-    @event_handler("customer_sync", "customer.deleted")
+    @event_handler("customer_sync", "customer.deleted", storage="effects")
     def on_customer_deleted(self, event):
         tries = self.effects.attempts.count_documents({"event_id": event.event_id}) + 1
         self.effects.attempts.insert_one({"event_id": event.event_id, "try": tries})
