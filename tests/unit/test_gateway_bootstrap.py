@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import pytest
 
+from services import registry
 from services.gateway.bootstrap import build
 from shared.config import Config
 from tests.support import free_port
 
 
 def _config(**settings: str) -> Config:
-    return Config({}, CONSOLE_SESSION_SECRET="s" * 32, **settings)
+    return Config({}, settings=registry.settings(["gateway"]), CONSOLE_SESSION_SECRET="s" * 32,
+                  **settings)
 
 
 def test_the_settings_reach_the_parts_built_once():
