@@ -15,7 +15,7 @@ from shared import metrics
 from services.gateway.auth import Authenticator, presented_key
 from services.gateway.problems import Problem, problem_response
 from services.gateway.ratelimit import FailureThrottle, RateLimiter
-from services.gateway.routing import Context, Reply, Router, parse_json_body
+from services.gateway.routing import Context, Router, parse_json_body
 from shared.logs import log_context
 
 log = logging.getLogger(__name__)

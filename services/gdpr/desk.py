@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable, Protocol
 
-DocumentRef = tuple[str, Any]
-
 from pymongo.errors import DuplicateKeyError
 
 from services.gdpr import requests as rq
@@ -23,7 +21,9 @@ from shared.customers import CustomerCheck, valid_customer_id
 from shared.errors import Conflict, NotFound, ValidationError
 from shared.events import Event, build_event
 from shared.events.notifications import CONSENT_PURPOSES, CONSENT_SOURCES
-from shared.times import iso, utcnow
+from shared.times import iso_everywhere, utcnow
+
+DocumentRef = tuple[str, Any]
 
 log = logging.getLogger(__name__)
 _NAMESPACE = uuid.UUID("e1d2c3b4-a596-4788-9f0a-1b2c3d4e5f60")
@@ -53,17 +53,8 @@ class DeskSettings:
     lease_seconds: float = 120.0
 
 
-def _iso(value):
-    """A stored document as JSON: its times, at any depth, as ISO-8601 text."""
-    if isinstance(value, dict):
-        return {k: _iso(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_iso(v) for v in value]
-    return iso(value)
-
-
 def request_view(doc: dict, now: datetime) -> dict:
-    view = {k: _iso(v) for k, v in doc.items() if k not in ("_id", "outbox", "lease_until",
+    view = {k: iso_everywhere(v) for k, v in doc.items() if k not in ("_id", "outbox", "lease_until",
                                                            "search_terms")}
     view["overdue"] = rq.overdue(doc, now)
     view["needs_review"] = rq.needs_review(doc)
@@ -149,7 +140,7 @@ class Desk:
         if export is None:
             # The request exists; its export does not yet: a conflict with its state, not a 404.
             raise Conflict(f"the export of {request_id} is not ready (request is {request['state']})")
-        return _iso(export)
+        return iso_everywhere(export)
 
     def _get(self, request_id: str) -> dict:
         request = self.storage.requests.get(request_id)
@@ -248,8 +239,8 @@ class Desk:
             customer_id = self._existing_customer(store_id, customer_id)
             return {"store_id": store_id, "customer_id": customer_id, "purposes": {}, "history": []}
         return {"store_id": store_id, "customer_id": customer_id,
-                "purposes": _iso(doc.get("purposes") or {}),
-                "history": _iso(sorted(doc.get("history") or [], key=lambda e: e["at"]))}
+                "purposes": iso_everywhere(doc.get("purposes") or {}),
+                "history": iso_everywhere(sorted(doc.get("history") or [], key=lambda e: e["at"]))}
 
     # -- erasure confirmations in ------------------------------------------------------------------
     def record_confirmation(self, event: Event) -> None:
@@ -287,7 +278,7 @@ class Desk:
             mark = self.storage.database["shop_erasure_marks"].find_one({"_id": store_id}) or {}
             since = mark.get("since")
             outcome = services.call_all(["customer_sync"], "shop_erasures", store_id,
-                                        _iso(since) if since else None)["customer_sync"]
+                                        iso_everywhere(since) if since else None)["customer_sync"]
             if outcome[0] != "ok":
                 continue
             latest = since

@@ -17,6 +17,7 @@ from typing import Any, Mapping
 from shared.email_addresses import single_address
 from shared.errors import Conflict, ValidationError
 from shared.events.gdpr import REQUEST_STATES, REQUEST_TYPES
+from shared.times import as_utc
 
 TYPES = REQUEST_TYPES
 STATES = REQUEST_STATES
@@ -111,9 +112,4 @@ def needs_review(request: Mapping[str, Any]) -> bool:
 
 
 def overdue(request: Mapping[str, Any], now: datetime) -> bool:
-    due = request["due_at"]
-    if due.tzinfo is None:
-        from datetime import timezone
-
-        due = due.replace(tzinfo=timezone.utc)
-    return request["state"] in OPEN_STATES and due < now
+    return request["state"] in OPEN_STATES and as_utc(request["due_at"]) < now

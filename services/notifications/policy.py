@@ -159,10 +159,6 @@ CONTACT_GRACE = timedelta(seconds=60)
 CONTACT_RECHECK = timedelta(seconds=5)
 
 
-# Why a send was held back, as a word the send log can be filtered and shown by (the
-# `reason` beside it says it in full).
-HELD_REASONS = ("no_consent", "suppressed", "weekly_cap", "quiet_hours", "cancelled",
-                "waiting_for_contact", "customer_inactive", "no_address")
 
 
 @dataclass(frozen=True)
@@ -170,7 +166,7 @@ class Decision:
     action: str  # "send", "hold", "refuse"
     reason: str = ""
     until: datetime | None = None
-    code: str = ""  # one of HELD_REASONS, for a hold or a refusal
+    code: str = ""  # one of shared.send_log.HELD_REASONS, for a hold or a refusal
 
 
 def decide(channel: str, purpose: str, contact: Mapping[str, Any], settings: StoreSettings,

@@ -4,12 +4,8 @@ from __future__ import annotations
 from services.gateway import schemas as s
 from services.gateway.routing import CURSOR_PATTERN, Context, Param, Reply, Route
 from shared.events.notifications import MAX_TRIGGER_AGE_HOURS
-from shared.send_log import SEND_FILTERS
+from shared.send_log import HELD_REASONS, SEND_FILTERS
 
-# notifications' words for why a send was held back (services/notifications/policy.py);
-# the gateway does not import the service, so they are repeated here and a test compares.
-HELD_REASONS = ("no_consent", "suppressed", "weekly_cap", "quiet_hours", "cancelled",
-                "waiting_for_contact", "customer_inactive", "no_address")
 
 
 def list_templates(ctx: Context) -> Reply:
