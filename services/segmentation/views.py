@@ -37,6 +37,20 @@ def active_profile(storage: SegmentationStorage, store_id: str, customer_id: str
     return doc
 
 
+def export(storage: SegmentationStorage, store_id: str, customer_id: str) -> dict | None:
+    """Everything held about one person (GDPR access and portability): the profile as
+    get_profile shows it, its RFM scores, saved segments, contact facts and order facts; None
+    when no profile is held (or it was erased). Times stay datetimes: the export writes them."""
+    doc = storage.profiles.get(store_id, customer_id)
+    if doc is None or doc.get("status") == ERASED:
+        return None
+    return {"profile": profile_view(doc), "rfm": doc.get("rfm"),
+            "saved_segments": doc.get("saved_segments") or [],
+            "contact": doc.get("contact") or {},
+            "orders": [{"order_id": order_id, **fact}
+                       for order_id, fact in sorted((doc.get("orders") or {}).items())]}
+
+
 def groups_with_counts(storage: SegmentationStorage, store_id: str) -> list:
     """Saved groups by slug, each with `customers`: how many active customers are in it."""
     counts = storage.profiles.member_counts(store_id, "group_list")
