@@ -18,7 +18,7 @@ from shared.outbox import OUTBOX_FIELD
 from shared.service_rpc import DataOwnerRpc
 
 # Moved onto the inherited handler and export; customer_sync still answers with its own.
-INHERITING = ("loyalty", "segmentation")
+INHERITING = ("loyalty", "notifications", "segmentation")
 
 
 def _data_owners() -> dict[str, type]:
