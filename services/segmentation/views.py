@@ -9,13 +9,11 @@ from services.segmentation.repository import SegmentationStorage
 from services.segmentation.saved_segments import SavedSegments
 from shared.errors import NotFound, ValidationError
 from shared.paging import page_size
-from shared.times import utcnow
+from shared.times import iso, utcnow
 
 
 def profile_view(doc: dict) -> dict:
-    def iso(value):
-        return value.isoformat() if hasattr(value, "isoformat") else value
-
+    """A profile as get_profile and the export answer it, times as ISO-8601 UTC."""
     return {
         "store_id": doc["store_id"], "customer_id": doc["customer_id"],
         "status": doc.get("status", "active"),
