@@ -359,6 +359,23 @@ class Accounts:
         return {"items": [_public(e) for e in entries],
                 "next_cursor": entries[-1]["seq"] if more and entries else None}
 
+    def export(self, store_id: str, customer_id: str) -> dict | None:
+        """Everything held about one person (GDPR access and portability): the account, the
+        whole ledger (read a page at a time) and the rewards; None when no account is held."""
+        doc = self.storage.accounts.get(store_id, customer_id)
+        if doc is None or doc.get("status") == ERASED:
+            return None
+        view = self.account_view(store_id, customer_id)
+        entries, cursor = [], None
+        while True:
+            page = self.history(store_id, customer_id, {"size": 500, "cursor": cursor})
+            entries.extend(page["items"])
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        return {"account": view, "ledger": entries,
+                "rewards": self.list_rewards(store_id, customer_id)["items"]}
+
     # -- the one write path --------------------------------------------------------------------
     def change(self, store_id: str, customer_id: str, change: Callable[[lg.Account], bool],
                 cause: Event | None = None, create: bool = True) -> Outcome:

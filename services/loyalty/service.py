@@ -13,7 +13,6 @@ from services.loyalty.repository import LoyaltyStorage
 from services.loyalty.rewards import reward_step
 from shared.customers import valid_customer_id
 from shared.dependencies import OutboxRelayProvider, Settings, WorkerLogContext
-from shared.erasure import confirm_erasure
 from shared.errors import EXPECTED_ERRORS, NotFound
 from shared.messaging.handlers import event_handler
 from shared.mongo import MongoStorage
@@ -84,15 +83,14 @@ class LoyaltyService(DataOwnerRpc):
         except NotFound:
             pass  # no account: nothing to mark
 
-    @event_handler("gdpr", "gdpr.erasure_requested")
-    def on_erasure_requested(self, event):
-        data = event.data
-        receipt = confirm_erasure(
-            self.name, self.app.storage.erasures, event,
-            lambda: self.app.accounts.erase(event.store_id, data["customer_ids"], data["request_id"]),
-            self._drop_parked)
-        self.outbox.notify([(self.app.storage.erasures.collection.name, receipt)])
+    # -- GDPR: DataOwnerRpc handles the request and the export; these say what loyalty holds --
+    def erase_person(self, store_id: str, customer_ids: list[str], request_id: str,
+                     email: str | None) -> dict:
+        """Accounts by customer id (the email is not needed)."""
+        return self.app.accounts.erase(store_id, customer_ids, request_id)
 
+    def export_person(self, store_id: str, customer_id: str) -> dict | None:
+        return self.app.accounts.export(store_id, customer_id)
 
     # -- the reward step ---------------------------------------------------------------------
     @ConfiguredTimer.decorator(setting="LOYALTY_REWARD_STEP_SECONDS")
@@ -190,18 +188,3 @@ class LoyaltyService(DataOwnerRpc):
     def run_daily(self) -> dict:
         """Run the daily expiry and tier check now (operators; tests)."""
         return self.background.run_now("daily")
-
-    @rpc(expected_exceptions=EXPECTED_ERRORS)
-    def export_customer(self, store_id: str, customer_id: str) -> dict:
-        """Everything loyalty holds about one person (GDPR access and portability)."""
-        accounts = self.app.accounts
-        view = accounts.account_view(store_id, customer_id)
-        entries, cursor = [], None
-        while True:
-            page = accounts.history(store_id, customer_id, {"size": 500, "cursor": cursor})
-            entries.extend(page["items"])
-            cursor = page["next_cursor"]
-            if cursor is None:
-                break
-        return {"service": self.name, "account": view, "ledger": entries,
-                "rewards": accounts.list_rewards(store_id, customer_id)["items"]}

@@ -18,13 +18,12 @@ from services.notifications.bootstrap import build
 from services.notifications.erasure import erase
 from services.notifications.notifier import Notifier
 from services.notifications.preference_door import Answer, PreferenceDoor
-from services.notifications.repository import ERASED, NotificationsStorage
+from services.notifications.repository import NotificationsStorage
 from services.notifications.schemas import send_log_limit, writable
 from services.notifications.suppression import list_request
 from shared.customers import CustomerCheck
 from shared.dependencies import OutboxRelayProvider, Settings, WorkerLogContext
-from shared.erasure import confirm_erasure
-from shared.errors import EXPECTED_ERRORS, NotFound, Unavailable
+from shared.errors import EXPECTED_ERRORS, Unavailable
 from shared.health import HealthEndpoints, json_response
 from shared.messaging.handlers import event_handler
 from shared.mongo import MongoStorage
@@ -161,16 +160,16 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
     def on_consent_changed(self, event):
         self._apply(event)
 
-    @event_handler("gdpr", "gdpr.erasure_requested")
-    def on_erasure_requested(self, event):
-        data = event.data
-        receipt = confirm_erasure(
-            self.name, self.storage.erasures, event,
-            lambda: erase(self.storage, self._notifier(), self.app.suppressions,
-                          self.app.sender.settings.lease_seconds, event.store_id,
-                          data["customer_ids"], data["request_id"]),
-            self._drop_parked)
-        self.outbox.notify([(self.storage.erasures.collection.name, receipt)])
+    # -- GDPR: DataOwnerRpc handles the request and the export; these say what is held ------
+    def erase_person(self, store_id: str, customer_ids: list[str], request_id: str,
+                     email: str | None) -> dict:
+        """Contacts by customer id; their addresses are read from the contacts (the email
+        is not needed)."""
+        return erase(self.storage, self._notifier(), self.app.suppressions,
+                     self.app.sender.settings.lease_seconds, store_id, customer_ids, request_id)
+
+    def export_person(self, store_id: str, customer_id: str) -> dict | None:
+        return views.export(self.storage, self.app.suppressions, store_id, customer_id)
 
     @ConfiguredTimer.decorator(setting="NOTIFY_COUPON_WITHDRAW_SECONDS")
     def coupon_withdrawal_step(self) -> None:
@@ -377,15 +376,3 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def run_date_rules(self) -> dict:
         return {"scheduled": self.background.run_now("date-rules")}
-
-    @rpc(expected_exceptions=EXPECTED_ERRORS)
-    def export_customer(self, store_id: str, customer_id: str) -> dict:
-        """Everything notifications holds about one person (GDPR access and portability)."""
-        contact = self.storage.contacts.get(store_id, customer_id)
-        if contact is None or contact.get("status") == ERASED:
-            raise NotFound(f"no customer {customer_id} in store {store_id}")
-        return {"service": self.name, "contact": views.as_json(contact),
-                "send_log": self.send_log(store_id, customer_id, 1000),
-                "suppressions": self.app.suppressions.of_addresses(
-                    store_id, [("email", contact.get("email")), ("sms", contact.get("phone"))])}
-

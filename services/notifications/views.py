@@ -8,6 +8,7 @@ from services.notifications.notifier import Notifier
 from services.notifications.repository import ERASED, NotificationsStorage
 from services.notifications.schemas import send_page_request
 from services.notifications.sender import context as template_context
+from services.notifications.suppression import Suppressions
 from services.notifications.templates import (SAMPLE_CONTEXT, SAMPLE_EXTRAS, RenderFailed, render,
                                                validate_template)
 from shared.errors import NotFound, ValidationError
@@ -78,6 +79,20 @@ def send_log(storage: NotificationsStorage, store_id: str, customer_id: str,
     """Every message to the customer, newest first (the caller has checked the limit and who
     they are)."""
     return [as_json(doc) for doc in storage.sends.log_of(store_id, customer_id, limit)]
+
+
+def export(storage: NotificationsStorage, suppressions: Suppressions, store_id: str,
+           customer_id: str) -> dict | None:
+    """Everything held about one person (GDPR access and portability): their contact and
+    consent, their send log (the last 1000 messages) and the suppressions of their
+    addresses, lifted ones too; None when no contact is held (or it was erased)."""
+    contact = storage.contacts.get(store_id, customer_id)
+    if contact is None or contact.get("status") == ERASED:
+        return None
+    return {"contact": as_json(contact),
+            "send_log": send_log(storage, store_id, customer_id, 1000),
+            "suppressions": suppressions.of_addresses(
+                store_id, [("email", contact.get("email")), ("sms", contact.get("phone"))])}
 
 
 def sends(storage: NotificationsStorage, store_id: str, filters: object, page: object) -> dict:

@@ -6,7 +6,6 @@ from nameko.rpc import RpcProxy, rpc
 
 from services.segmentation import store_setup, thresholds, views
 from services.segmentation.bootstrap import build
-from services.segmentation.erasure import handle_erasure_requested
 from services.segmentation.recompute import recompute_stores
 from services.segmentation.repository import SegmentationStorage
 from services.segmentation.tag_catalogue import tag_slug
@@ -80,10 +79,14 @@ class SegmentationService(DataOwnerRpc):
     def on_customer_deleted(self, event):
         self._done(self.app.profiles.apply_customer_deleted(event))
 
-    @event_handler("gdpr", "gdpr.erasure_requested")
-    def on_erasure_requested(self, event):
-        self._done(handle_erasure_requested(self.app.profiles, event, self._drop_parked))
+    # -- GDPR: DataOwnerRpc handles the request and the export; these say what is held ------
+    def erase_person(self, store_id: str, customer_ids: list[str], request_id: str,
+                     email: str | None) -> dict:
+        """Profiles by customer id (the email is not needed)."""
+        return self.app.profiles.erase(store_id, customer_ids, request_id)
 
+    def export_person(self, store_id: str, customer_id: str) -> dict | None:
+        return views.export(self.storage, store_id, customer_id)
 
     # -- RPC -------------------------------------------------------------------------------
 
@@ -174,23 +177,10 @@ class SegmentationService(DataOwnerRpc):
         return self.app.membership.group(self._check(), store_id, customer_ids, group, actor,
                                          False, self.outbox.notify)
 
-    # -- reports and GDPR -----------------------------------------------------------------------
+    # -- reports -----------------------------------------------------------------------------
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def report(self, store_id: str, period: str = "month") -> dict:
         return views.report(self.storage, store_id, period)
-
-    @rpc(expected_exceptions=EXPECTED_ERRORS)
-    def export_customer(self, store_id: str, customer_id: str) -> dict:
-        """Everything segmentation holds about one person (GDPR access and portability)."""
-        doc = views.active_profile(self.storage, store_id, customer_id)
-        orders = [{"order_id": order_id, **{k: (v.isoformat() if hasattr(v, "isoformat") else v)
-                                            for k, v in fact.items()}}
-                  for order_id, fact in sorted((doc.get("orders") or {}).items())]
-        contact = {k: (v.isoformat() if hasattr(v, "isoformat") else v)
-                   for k, v in (doc.get("contact") or {}).items()}
-        return {"service": "segmentation", "profile": views.profile_view(doc),
-                "rfm": doc.get("rfm"), "saved_segments": doc.get("saved_segments") or [], "contact": contact,
-                "orders": orders}
 
     # -- saved segments -------------------------------------------------------------------------
     def _recompute_now(self, store_id: str) -> None:

@@ -9,13 +9,11 @@ from services.segmentation.repository import SegmentationStorage
 from services.segmentation.saved_segments import SavedSegments
 from shared.errors import NotFound, ValidationError
 from shared.paging import page_size
-from shared.times import utcnow
+from shared.times import iso, utcnow
 
 
 def profile_view(doc: dict) -> dict:
-    def iso(value):
-        return value.isoformat() if hasattr(value, "isoformat") else value
-
+    """A profile as get_profile and the export answer it, times as ISO-8601 UTC."""
     return {
         "store_id": doc["store_id"], "customer_id": doc["customer_id"],
         "status": doc.get("status", "active"),
@@ -35,6 +33,20 @@ def active_profile(storage: SegmentationStorage, store_id: str, customer_id: str
     if doc is None or doc.get("status") == ERASED:
         raise NotFound(f"no profile for customer {customer_id} in store {store_id}")
     return doc
+
+
+def export(storage: SegmentationStorage, store_id: str, customer_id: str) -> dict | None:
+    """Everything held about one person (GDPR access and portability): the profile as
+    get_profile shows it, its RFM scores, saved segments, contact facts and order facts; None
+    when no profile is held (or it was erased). Times stay datetimes: the export writes them."""
+    doc = storage.profiles.get(store_id, customer_id)
+    if doc is None or doc.get("status") == ERASED:
+        return None
+    return {"profile": profile_view(doc), "rfm": doc.get("rfm"),
+            "saved_segments": doc.get("saved_segments") or [],
+            "contact": doc.get("contact") or {},
+            "orders": [{"order_id": order_id, **fact}
+                       for order_id, fact in sorted((doc.get("orders") or {}).items())]}
 
 
 def groups_with_counts(storage: SegmentationStorage, store_id: str) -> list:

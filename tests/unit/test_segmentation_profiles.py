@@ -217,10 +217,17 @@ def test_erasure_leaves_a_marker_holding_nothing_and_late_events_do_not_recreate
 
 
 def test_erasure_handler_confirms_once_with_counts_and_drops_parked_messages(setup):
-    from services.segmentation.erasure import handle_erasure_requested
+    """The handler segmentation inherits from DataOwnerRpc erases through its profiles."""
+    from types import SimpleNamespace
+
+    from nameko.testing.services import worker_factory
+
+    from services.segmentation.service import SegmentationService
     from shared.erasure import mentions
 
     storage, profiles, _ = setup
+    service = worker_factory(SegmentationService,
+                             app=SimpleNamespace(storage=storage, profiles=profiles))
     profiles.apply_order_event(order_event("1", "c1", 4990))
     parked = [
         {"store_id": "s1", "data": {"customer_id": "c1"}},
@@ -234,11 +241,12 @@ def test_erasure_handler_confirms_once_with_counts_and_drops_parked_messages(set
         parked[:] = [body for body in parked if not matches(body)]
         return len(dropped)
 
+    service._drop_parked = drop_parked  # the broker's parked queue, here a list
     request = build_event("gdpr.erasure_requested", store_id="s1",
                           data={"request_id": "req-1", "customer_ids": ["c1"],
                                 "email": "ada@example.com"})
-    change = handle_erasure_requested(profiles, request, drop_parked)
-    assert change.events == ["gdpr.erasure_completed"]
+    service.on_erasure_requested(request)
+    service.outbox.notify.assert_called_once_with([("erasures", "s1:req-1")])
     assert parked == [{"store_id": "s2", "data": {"customer_id": "c1"}},
                       {"store_id": "s1", "data": {"customer_id": "c2"}}]
     receipt = storage.erasures.get("s1", "req-1")
@@ -250,7 +258,7 @@ def test_erasure_handler_confirms_once_with_counts_and_drops_parked_messages(set
     assert confirmation["causation_id"] == request.event_id
     # asked again (a new event for the same request): the same confirmation, the same counts
     again = build_event("gdpr.erasure_requested", store_id="s1", data=request.data)
-    handle_erasure_requested(profiles, again, drop_parked)
+    service.on_erasure_requested(again)
     messages = [e["message"] for e in storage.erasures.get("s1", "req-1")[OUTBOX_FIELD]]
     assert [m["event_id"] for m in messages] == [confirmation["event_id"]] * 2
     assert messages[1]["data"]["counts"] == {"profiles": 1, "parked_messages": 2}
