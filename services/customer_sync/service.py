@@ -8,30 +8,30 @@ from pymongo.errors import PyMongoError
 from werkzeug.exceptions import ClientDisconnected
 from werkzeug.wrappers import Request, Response
 
-from services.customer_sync.consent_capture import CaptureSettings
-from services.customer_sync.erasure import document_owners, handle_erasure_requested
-from services.customer_sync.erasure import shop_erasures as list_shop_erasures
-from services.customer_sync.queries import CustomerQueries
-from services.customer_sync.rectify import Rectifier
+from services.customer_sync.privacy.consent_capture import CaptureSettings
+from services.customer_sync.privacy.erasure import document_owners, handle_erasure_requested
+from services.customer_sync.privacy.erasure import shop_erasures as list_shop_erasures
+from services.customer_sync.core.queries import CustomerQueries
+from services.customer_sync.privacy.rectify import Rectifier
 from services.customer_sync.repository import CustomerSyncStorage
-from services.customer_sync.stores import StoreAdmin
-from services.customer_sync.webhooks import WEBHOOK_HEADERS, WebhookAnswer, WebhookReceiver
-from services.customer_sync.webhook_setup import WebhookSetup
-from services.customer_sync.backfill import run_view
-from services.customer_sync.quarantine import WebhookQuarantine
-from services.customer_sync.reconcile import store_health
+from services.customer_sync.core.stores import StoreAdmin
+from services.customer_sync.door.webhooks import WEBHOOK_HEADERS, WebhookAnswer, WebhookReceiver
+from services.customer_sync.shop.webhook_setup import WebhookSetup
+from services.customer_sync.shop.backfill import run_view
+from services.customer_sync.door.quarantine import WebhookQuarantine
+from services.customer_sync.shop.reconcile import store_health
 from services.customer_sync.schemas import require_text
-from services.customer_sync.sync import CustomerSync
-from services.customer_sync.shop_coupons import ShopCoupons
+from services.customer_sync.core.sync import CustomerSync
+from services.customer_sync.shop.shop_coupons import ShopCoupons
 from services.customer_sync.workers import (BackgroundJobs, InboxWorkers, coupon_client_factory,
                                            woo_client_factory)
 from services.customer_sync.workers import TimelineFlusher
-from services.customer_sync.deletion import CustomerDeletion
-from services.customer_sync.importing import CustomerImport
-from services.customer_sync.notes import Notes
-from services.customer_sync.reminders import Reminders
-from services.customer_sync.staff import AccountStatus, StaffEdits
-from services.customer_sync.timeline import record_foreign_event, timeline_page
+from services.customer_sync.privacy.deletion import CustomerDeletion
+from services.customer_sync.core.importing import CustomerImport
+from services.customer_sync.crm.notes import Notes
+from services.customer_sync.crm.reminders import Reminders
+from services.customer_sync.core.staff import AccountStatus, StaffEdits
+from services.customer_sync.crm.timeline import record_foreign_event, timeline_page
 from shared.config import Config
 from shared.dependencies import OutboxRelayProvider, Settings, WorkerLogContext
 from shared.errors import EXPECTED_ERRORS, NotFound, ValidationError
@@ -133,7 +133,7 @@ class CustomerSyncService(HealthEndpoints, DataOwnerRpc):
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def get_consent_capture(self, store_id: str) -> dict:
-        """Which checkout meta keys and values mean consent, per purpose (consent_capture.py)."""
+        """Which checkout meta keys and values mean consent, per purpose (privacy/consent_capture.py)."""
         return CaptureSettings(self.storage).get(require_text(store_id, "store_id"))
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
@@ -146,7 +146,7 @@ class CustomerSyncService(HealthEndpoints, DataOwnerRpc):
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def register_webhooks(self, store_id: str, delivery_url: str) -> dict:
         """Create or re-activate, in the shop, the webhooks of every topic we need, signed
-        with the store's secret; idempotent (webhook_setup.py)."""
+        with the store's secret; idempotent (shop/webhook_setup.py)."""
         setup = WebhookSetup(self.storage, woo_client_factory(self.settings))
         return setup.register(store_id, delivery_url)
 

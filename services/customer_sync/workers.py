@@ -16,13 +16,13 @@ import eventlet
 from eventlet.queue import LightQueue
 from nameko.extensions import DependencyProvider
 
-from services.customer_sync.backfill import Backfiller, RunOptions
-from services.customer_sync.inbox import InboxProcessor
-from services.customer_sync.reconcile import Reconciler
+from services.customer_sync.shop.backfill import Backfiller, RunOptions
+from services.customer_sync.door.inbox import InboxProcessor
+from services.customer_sync.shop.reconcile import Reconciler
 from services.customer_sync.repository import CustomerSyncStorage, Store
-from services.customer_sync.sync import ApplyResult, CustomerSync
-from services.customer_sync.timeline import TimelineProjector
-from services.customer_sync.woo_client import WooClient
+from services.customer_sync.core.sync import ApplyResult, CustomerSync
+from services.customer_sync.crm.timeline import TimelineProjector
+from services.customer_sync.shop.woo_client import WooClient
 from shared.config import Config, from_nameko
 from shared.errors import NotFound
 from shared.metrics import unwatch_quarantine, watch_quarantine
@@ -286,7 +286,7 @@ class BackgroundJobs(_ServiceParts, DependencyProvider):
 class TimelineFlusher(_ServiceParts, DependencyProvider):
     """Moves timeline entries owed by written documents into the timeline: at once for the
     documents a write names (`flush`), and every `TIMELINE_SWEEP_SECONDS` for whatever a crash
-    or another instance left (timeline.py)."""
+    or another instance left (crm/timeline.py)."""
 
     def __init__(self) -> None:
         self._running = False
