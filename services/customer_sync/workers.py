@@ -16,14 +16,12 @@ import eventlet
 from eventlet.queue import LightQueue
 from nameko.extensions import DependencyProvider
 
-from services.customer_sync.shop.backfill import Backfiller, RunOptions
-from services.customer_sync.door.inbox import InboxProcessor
-from services.customer_sync.shop.reconcile import Reconciler
-from services.customer_sync.repository import CustomerSyncStorage, Store
-from services.customer_sync.core.sync import ApplyResult, CustomerSync
+from services.customer_sync.bootstrap import CustomerSyncApp
+from services.customer_sync.shop.backfill import RunOptions
+from services.customer_sync.repository import CustomerSyncStorage
+from services.customer_sync.core.sync import ApplyResult
 from services.customer_sync.crm.timeline import TimelineProjector
-from services.customer_sync.shop.woo_client import WooClient
-from shared.config import Config, from_nameko
+from shared.config import from_nameko
 from shared.errors import NotFound
 from shared.metrics import unwatch_quarantine, watch_quarantine
 from shared.dependencies import OutboxRelayProvider
@@ -36,12 +34,12 @@ QUEUE_LIMIT = 100_000  # keys only; past this, deliveries wait in MongoDB for th
 
 
 class _ServiceParts:
-    """Finds the storage and outbox providers of the same container once it has started."""
+    """Finds the application and outbox providers of the same container once it has started."""
 
     def _bind_parts(self) -> None:
         deps = self.container.dependencies  # type: ignore[attr-defined]
-        self.storage: CustomerSyncStorage = next(
-            d for d in deps if isinstance(d, MongoStorage)).repositories
+        self.app: CustomerSyncApp = next(d for d in deps if isinstance(d, MongoStorage)).repositories
+        self.storage: CustomerSyncStorage = self.app.storage
         self.outbox: OutboxRelayProvider = next(d for d in deps if isinstance(d, OutboxRelayProvider))
 
     def publish_result(self, result: ApplyResult) -> None:
@@ -121,7 +119,7 @@ class InboxWorkers(_ServiceParts, DependencyProvider):
 
     def start(self) -> None:
         self._bind_parts()
-        self.processor = InboxProcessor(self.storage, CustomerSync(self.storage))
+        self.processor = self.app.inbox
         # companion_webhook_quarantined is counted in this database when scraped.
         watch_quarantine(self.storage.inbox.collection.full_name,
                          self.storage.inbox.quarantine_counts)
@@ -190,25 +188,6 @@ class InboxWorkers(_ServiceParts, DependencyProvider):
         return self
 
 
-def woo_client_factory(config: Config):
-    def make(store: Store) -> WooClient:
-        return WooClient(store.shop_url, store.consumer_key, store.consumer_secret,
-                         timeout=config.float("WOO_HTTP_TIMEOUT_SECONDS"),
-                         max_retries=config.int("WOO_MAX_RETRIES"))
-    return make
-
-
-def coupon_client_factory(config: Config):
-    """Clients for coupon writes: few, short retries, because the caller's step stays pending
-    and retries with its own backoff; an RPC held open through minutes of retries would
-    outlive its caller's patience."""
-    def make(store: Store) -> WooClient:
-        return WooClient(store.shop_url, store.consumer_key, store.consumer_secret,
-                         timeout=config.float("WOO_HTTP_TIMEOUT_SECONDS"),
-                         max_retries=config.int("WOO_COUPON_RETRIES"), backoff_max=2.0)
-    return make
-
-
 class BackgroundJobs(_ServiceParts, DependencyProvider):
     """Backfills started over RPC, and the reconciliation schedule."""
 
@@ -222,12 +201,8 @@ class BackgroundJobs(_ServiceParts, DependencyProvider):
 
     def start(self) -> None:
         self._bind_parts()
-        factory = woo_client_factory(self.config)
-        self.backfiller = Backfiller(self.storage, CustomerSync(self.storage), factory,
-                                     publish=self.publish_result)
-        self.reconciler = Reconciler(
-            self.storage, self.backfiller, factory,
-            full_scan_every=timedelta(hours=self.config.float("RECONCILE_FULL_CUSTOMER_SCAN_HOURS")))
+        self.backfiller = self.app.backfiller(self.publish_result)
+        self.reconciler = self.app.reconciler(self.backfiller)
         self._running = True
         self._threads.append(self.container.spawn_managed_thread(
             self._reconcile_forever, identifier="reconciler"))
@@ -298,8 +273,7 @@ class TimelineFlusher(_ServiceParts, DependencyProvider):
 
     def start(self) -> None:
         self._bind_parts()
-        self.projector = TimelineProjector(self.storage.timeline, self.storage.timeline_sources(),
-                                           self.storage.customers.collection)
+        self.projector = self.app.timeline
         self.projector.ensure_indexes()
         self._running = True
         self._thread = self.container.spawn_managed_thread(self._sweep, identifier="timeline-sweep")
