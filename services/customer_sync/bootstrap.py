@@ -3,9 +3,10 @@ and the shop's REST clients made once, from its database, its config and a clock
 and background work share one of each and a test can run the whole service on a clock it moves."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Callable
+from typing import Callable, Iterable
 
 from pymongo.collection import Collection
 from pymongo.database import Database
@@ -32,6 +33,8 @@ from services.customer_sync.shop.webhook_setup import WebhookSetup
 from services.customer_sync.shop.woo_client import WooClient
 from shared.config import Config
 from shared.times import to_millis, utcnow
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,18 @@ class CustomerSyncApp:
 
     def ensure_indexes(self) -> None:
         self.storage.ensure_indexes()
+        self.timeline.ensure_indexes()
+
+    def flush_timeline(self, refs: Iterable[tuple[str, object]]) -> None:
+        """Move what these written documents (collection name, _id) owe into the timeline at
+        once, so staff see their change on reload; a failure is left to the timeline sweep."""
+        refs = list(refs)
+        if not refs:
+            return
+        try:
+            self.timeline.flush(refs)
+        except Exception:
+            log.exception("timeline flush failed; the sweep will move the entries")
 
     def outbox_collections(self) -> list[Collection]:
         return self.storage.outbox_collections()

@@ -18,12 +18,13 @@ from services.customer_sync.repository import CustomerSyncStorage
 from services.customer_sync.schemas import require_text
 from services.customer_sync.shop.backfill import run_view
 from services.customer_sync.shop.reconcile import store_health
-from services.customer_sync.workers import BackgroundJobs, InboxWorkers, TimelineFlusher
+from services.customer_sync.workers import BackgroundJobs, InboxWorkers
 from shared.dependencies import OutboxRelayProvider, Settings, WorkerLogContext
 from shared.errors import EXPECTED_ERRORS, NotFound, ValidationError
 from shared.health import HealthEndpoints, json_response
 from shared.messaging.handlers import event_handler
 from shared.mongo import MongoStorage
+from shared.periodic import PeriodicTasks, Task
 from shared.logs import log_context
 from shared.metrics import observe_webhook
 from shared.personal_data import Owners
@@ -39,7 +40,14 @@ class CustomerSyncService(HealthEndpoints, DataOwnerRpc):
     outbox = OutboxRelayProvider(lambda app: app.outbox_collections())
     inbox_workers = InboxWorkers()
     jobs = BackgroundJobs()
-    timeline_flusher = TimelineFlusher()
+    # Deliveries a restart, a retry delay or a full queue left unapplied, queued again once
+    # the queue has drained; timeline entries a crash or another instance left owed, moved.
+    background = PeriodicTasks(
+        Task("inbox-sweep", lambda uses: uses.inbox_workers.sweep(uses.app.storage.inbox),
+             setting="INBOX_SWEEP_SECONDS", again_at_once=True),
+        Task("timeline-sweep", lambda uses: uses.app.timeline.sweep(),
+             setting="TIMELINE_SWEEP_SECONDS", wait_first=False),
+        uses=("app", "inbox_workers"))
     log_context = WorkerLogContext()
     settings = Settings()
 
@@ -211,10 +219,10 @@ class CustomerSyncService(HealthEndpoints, DataOwnerRpc):
         """Documents just written: publish their events, move their timeline entries."""
         touched = list(touched)
         self.outbox.notify(touched)
-        self.timeline_flusher.flush(touched)
+        self.app.flush_timeline(touched)
 
     def _flush_timeline(self, collection: str, doc_id: str) -> None:
-        self.timeline_flusher.flush([(collection, doc_id)])
+        self.app.flush_timeline([(collection, doc_id)])
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def add_note(self, store_id: str, customer_id: str, note: dict, actor: str) -> dict:
