@@ -48,7 +48,7 @@ from kombu import Connection, Exchange, Queue  # noqa: E402
 
 from bench.common import (Child, DrainsConnection, log, machine,  # noqa: E402
                           process_cpu_seconds, source_state)
-from services.customer_sync.signature import sign  # noqa: E402
+from services.customer_sync.door.signature import sign  # noqa: E402
 from tests import payloads  # noqa: E402
 from tests.support import BrokerAdmin, free_port  # noqa: E402
 

@@ -59,7 +59,7 @@ from demo.shop import CouponRejected, FakeWooShop, webhook_headers
 REAL_STATUSES = frozenset({"pending", "processing", "on-hold", "completed"})
 # An order is placed the first time it is seen in one of these: a refunded order was paid, so
 # met first as refunded (its earlier states lost, or never real) it is placed and refunded at
-# once (services/customer_sync/changes.py, PLACED_ON_FIRST_SIGHT).
+# once (services/customer_sync/core/changes.py, PLACED_ON_FIRST_SIGHT).
 PLACEABLE_STATUSES = REAL_STATUSES | {"refunded"}
 NOT_COUNTED = frozenset({"cancelled", "failed", "trash", "checkout-draft"})
 EARNING = frozenset({"processing", "completed"})

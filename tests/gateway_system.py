@@ -11,7 +11,7 @@ import requests
 from nameko.standalone.rpc import ClusterRpcProxy
 
 from services.customer_sync.service import CustomerSyncService
-from services.customer_sync.signature import sign
+from services.customer_sync.door.signature import sign
 from services.gateway.service import GatewayService
 from services.gdpr.service import GdprService
 from services.loyalty.service import LoyaltyService

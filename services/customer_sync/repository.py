@@ -20,10 +20,10 @@ from pymongo.errors import DuplicateKeyError
 
 from services.customer_sync.api_keys import ApiKeys
 from services.customer_sync.console_sessions import ConsoleSessions
-from services.customer_sync.notes import NoteRepository
-from services.customer_sync.reminders import ReminderRepository
-from services.customer_sync.timeline import TimelineOwing, TimelineRepository
-from services.customer_sync.tombstones import TombstoneKeys, TombstoneRepository
+from services.customer_sync.crm.notes import NoteRepository
+from services.customer_sync.crm.reminders import ReminderRepository
+from services.customer_sync.crm.timeline import TimelineOwing, TimelineRepository
+from services.customer_sync.privacy.tombstones import TombstoneKeys, TombstoneRepository
 from shared.erasure import ErasureReceipts
 from shared.outbox import OUTBOX_FIELD
 from shared.versioned import VersionedRepository

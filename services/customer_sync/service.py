@@ -1,4 +1,5 @@
-"""customer_sync's nameko entrypoints. Thin: each one translates and calls plain code."""
+"""customer_sync's nameko entrypoints. Thin: each one translates and calls the application
+`bootstrap` built once."""
 from __future__ import annotations
 
 import time
@@ -8,64 +9,58 @@ from pymongo.errors import PyMongoError
 from werkzeug.exceptions import ClientDisconnected
 from werkzeug.wrappers import Request, Response
 
-from services.customer_sync.consent_capture import CaptureSettings
-from services.customer_sync.erasure import document_owners, handle_erasure_requested
-from services.customer_sync.erasure import shop_erasures as list_shop_erasures
-from services.customer_sync.queries import CustomerQueries
-from services.customer_sync.rectify import Rectifier
+from services.customer_sync.bootstrap import build
+from services.customer_sync.crm.timeline import record_foreign_event, timeline_page
+from services.customer_sync.door.webhooks import WEBHOOK_HEADERS, WebhookAnswer
+from services.customer_sync.privacy.erasure import document_owners, handle_erasure_requested
+from services.customer_sync.privacy.erasure import shop_erasures as list_shop_erasures
 from services.customer_sync.repository import CustomerSyncStorage
-from services.customer_sync.stores import StoreAdmin
-from services.customer_sync.webhooks import WEBHOOK_HEADERS, WebhookAnswer, WebhookReceiver
-from services.customer_sync.webhook_setup import WebhookSetup
-from services.customer_sync.backfill import run_view
-from services.customer_sync.quarantine import WebhookQuarantine
-from services.customer_sync.reconcile import store_health
 from services.customer_sync.schemas import require_text
-from services.customer_sync.sync import CustomerSync
-from services.customer_sync.shop_coupons import ShopCoupons
-from services.customer_sync.workers import (BackgroundJobs, InboxWorkers, coupon_client_factory,
-                                           woo_client_factory)
-from services.customer_sync.workers import TimelineFlusher
-from services.customer_sync.deletion import CustomerDeletion
-from services.customer_sync.importing import CustomerImport
-from services.customer_sync.notes import Notes
-from services.customer_sync.reminders import Reminders
-from services.customer_sync.staff import AccountStatus, StaffEdits
-from services.customer_sync.timeline import record_foreign_event, timeline_page
-from shared.config import Config
+from services.customer_sync.shop.backfill import run_view
+from services.customer_sync.shop.reconcile import store_health
+from services.customer_sync.workers import BackgroundJobs, InboxWorkers
 from shared.dependencies import OutboxRelayProvider, Settings, WorkerLogContext
 from shared.errors import EXPECTED_ERRORS, NotFound, ValidationError
 from shared.health import HealthEndpoints, json_response
 from shared.messaging.handlers import event_handler
 from shared.mongo import MongoStorage
+from shared.periodic import PeriodicTasks, Task
 from shared.logs import log_context
 from shared.metrics import observe_webhook
 from shared.personal_data import Owners
 from shared.service_rpc import DataOwnerRpc, HealthRpc
 from shared.web import http
-from shared.times import parse_utc, utcnow
-
-
-def _storage(database, config: Config) -> CustomerSyncStorage:
-    return CustomerSyncStorage(database, inbox_retention_days=config.int("INBOX_RETENTION_DAYS"))
+from shared.times import parse_utc
 
 
 class CustomerSyncService(HealthEndpoints, DataOwnerRpc):
     name = "customer_sync"
 
-    storage = MongoStorage(_storage)
-    outbox = OutboxRelayProvider(lambda storage: storage.outbox_collections())
+    app = MongoStorage(build)
+    outbox = OutboxRelayProvider(lambda app: app.outbox_collections())
     inbox_workers = InboxWorkers()
     jobs = BackgroundJobs()
-    timeline_flusher = TimelineFlusher()
+    # Deliveries a restart, a retry delay or a full queue left unapplied, queued again once
+    # the queue has drained; timeline entries a crash or another instance left owed, moved.
+    background = PeriodicTasks(
+        Task("inbox-sweep", lambda uses: uses.inbox_workers.sweep(uses.app.storage.inbox),
+             setting="INBOX_SWEEP_SECONDS", again_at_once=True),
+        Task("timeline-sweep", lambda uses: uses.app.timeline.sweep(),
+             setting="TIMELINE_SWEEP_SECONDS", wait_first=False),
+        uses=("app", "inbox_workers"))
     log_context = WorkerLogContext()
     settings = Settings()
+
+    @property
+    def storage(self) -> CustomerSyncStorage:
+        """The repositories, where DataOwnerRpc and the health checks look for the database."""
+        return self.app.storage
 
     # -- WooCommerce ----------------------------------------------------------------------
     @http("POST", "/webhooks/woocommerce/<string:store_id>")
     def receive_webhook(self, request: Request, store_id: str) -> Response:
         started = time.perf_counter()
-        limit = self.settings.int("WEBHOOK_MAX_BODY_BYTES")
+        limit = self.app.receiver.max_body_bytes
         self.inbox_workers.note_request()
         with log_context(store_id=store_id, service=self.name):
             if request.content_length is not None and request.content_length > limit:
@@ -78,7 +73,7 @@ class CustomerSyncService(HealthEndpoints, DataOwnerRpc):
                     answer = WebhookAnswer(400, {"status": "body shorter than Content-Length"})
                 if body is not None:
                     headers = {name: request.headers.get(name) for name in WEBHOOK_HEADERS}
-                    answer = WebhookReceiver(self.storage, limit).receive(store_id, headers, body)
+                    answer = self.app.receiver.receive(store_id, headers, body)
                     if answer.inbox_key is not None:
                         self.inbox_workers.submit(answer.inbox_key)
             response = json_response(answer.status, answer.body)
@@ -103,18 +98,17 @@ class CustomerSyncService(HealthEndpoints, DataOwnerRpc):
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def list_quarantined(self, store_id: str, page: dict | None = None) -> dict:
         """Deliveries answered 200 that could not be applied, oldest first (no bodies)."""
-        return WebhookQuarantine(self.storage).list(store_id, page)
+        return self.app.quarantine.list(store_id, page)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def show_quarantined(self, store_id: str, quarantine_id: str) -> dict:
-        return WebhookQuarantine(self.storage).show(store_id, quarantine_id)
+        return self.app.quarantine.show(store_id, quarantine_id)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def replay_quarantined(self, store_id: str, quarantine_ids: list | None = None,
                            replay_all: bool = False) -> dict:
         """Apply quarantined deliveries again once their cause is fixed (named, or all)."""
-        answer, keys = WebhookQuarantine(self.storage).release(store_id, quarantine_ids,
-                                                               bool(replay_all))
+        answer, keys = self.app.quarantine.release(store_id, quarantine_ids, bool(replay_all))
         for key in keys:
             self.inbox_workers.submit(key)
         return answer
@@ -125,57 +119,56 @@ class CustomerSyncService(HealthEndpoints, DataOwnerRpc):
     # -- stores -----------------------------------------------------------------------------
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def register_store(self, store: dict) -> dict:
-        return StoreAdmin(self.storage, self.settings).register(store)
+        return self.app.stores.register(store)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def list_stores(self) -> list[dict]:
-        return StoreAdmin(self.storage, self.settings).list()
+        return self.app.stores.list()
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def get_consent_capture(self, store_id: str) -> dict:
-        """Which checkout meta keys and values mean consent, per purpose (consent_capture.py)."""
-        return CaptureSettings(self.storage).get(require_text(store_id, "store_id"))
+        """Which checkout meta keys and values mean consent, per purpose (privacy/consent_capture.py)."""
+        return self.app.capture_settings.get(require_text(store_id, "store_id"))
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def set_consent_capture(self, store_id: str, settings: dict, actor: str) -> dict:
         """Replace the store's consent capture rules; orders already held are captured when
         the next backfill or reconciliation reads them."""
-        return CaptureSettings(self.storage).save(require_text(store_id, "store_id"), settings,
-                                                  require_text(actor, "actor"), utcnow())
+        return self.app.capture_settings.save(require_text(store_id, "store_id"), settings,
+                                              require_text(actor, "actor"), self.app.clock())
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def register_webhooks(self, store_id: str, delivery_url: str) -> dict:
         """Create or re-activate, in the shop, the webhooks of every topic we need, signed
-        with the store's secret; idempotent (webhook_setup.py)."""
-        setup = WebhookSetup(self.storage, woo_client_factory(self.settings))
-        return setup.register(store_id, delivery_url)
+        with the store's secret; idempotent (shop/webhook_setup.py)."""
+        return self.app.webhook_setup.register(store_id, delivery_url)
 
     # -- reads for internal systems ---------------------------------------------------------
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def get_customer(self, store_id: str, customer_id: str) -> dict:
-        return CustomerQueries(self.storage).get_customer(store_id, customer_id)
+        return self.app.queries.get_customer(store_id, customer_id)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def known_customers(self, store_id: str, customer_ids: list) -> list[str]:
         """Which of the ids are the store's customers (shared/customers.py asks this)."""
-        return CustomerQueries(self.storage).known_customers(store_id, customer_ids)
+        return self.app.queries.known_customers(store_id, customer_ids)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def find_customer(self, store_id: str, email: str) -> dict:
-        return CustomerQueries(self.storage).find_customer(store_id, email)
+        return self.app.queries.find_customer(store_id, email)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def list_customers(self, store_id: str, filters: dict | None = None,
                        page: dict | None = None) -> dict:
-        return CustomerQueries(self.storage).list_customers(store_id, filters, page)
+        return self.app.queries.list_customers(store_id, filters, page)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def list_orders(self, store_id: str, customer_id: str, page: dict | None = None) -> dict:
-        return CustomerQueries(self.storage).list_orders(store_id, customer_id, page)
+        return self.app.queries.list_orders(store_id, customer_id, page)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def export_customer(self, store_id: str, customer_id: str) -> dict:
-        return CustomerQueries(self.storage).export_customer(store_id, customer_id)
+        return self.app.queries.export_customer(store_id, customer_id)
 
     # -- GDPR ------------------------------------------------------------------------------
     @event_handler("gdpr", "gdpr.erasure_requested")
@@ -203,14 +196,12 @@ class CustomerSyncService(HealthEndpoints, DataOwnerRpc):
     def ensure_coupon(self, store_id: str, coupon: dict, customer_id: str | None = None) -> dict:
         """The coupon (`shared.coupons.CouponSpec` wire form), created at the shop unless an
         earlier call made it; with `customer_id`, restricted to that customer's email."""
-        return ShopCoupons(self.storage, coupon_client_factory(self.settings)).ensure(
-            store_id, coupon, customer_id)
+        return self.app.shop_coupons.ensure(store_id, coupon, customer_id)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def delete_coupon(self, store_id: str, code: str, meta: dict) -> dict:
         """Delete the unused coupon `code` if `meta` names it as the caller's."""
-        return ShopCoupons(self.storage, coupon_client_factory(self.settings)).delete(
-            store_id, code, meta)
+        return self.app.shop_coupons.delete(store_id, code, meta)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def rectify_customer(self, store_id: str, customer_id: str, fields: dict, actor: str) -> dict:
@@ -219,9 +210,7 @@ class CustomerSyncService(HealthEndpoints, DataOwnerRpc):
         store_id = require_text(store_id, "store_id")
         customer_id = require_text(customer_id, "customer_id")
         actor = require_text(actor, "actor")
-        rectifier = Rectifier(self.storage, CustomerSync(self.storage),
-                              woo_client_factory(self.settings))
-        answer, result = rectifier.rectify(store_id, customer_id, fields, actor)
+        answer, result = self.app.rectifier.rectify(store_id, customer_id, fields, actor)
         self._written(result.touched)
         return answer
 
@@ -230,53 +219,53 @@ class CustomerSyncService(HealthEndpoints, DataOwnerRpc):
         """Documents just written: publish their events, move their timeline entries."""
         touched = list(touched)
         self.outbox.notify(touched)
-        self.timeline_flusher.flush(touched)
+        self.app.flush_timeline(touched)
 
     def _flush_timeline(self, collection: str, doc_id: str) -> None:
-        self.timeline_flusher.flush([(collection, doc_id)])
+        self.app.flush_timeline([(collection, doc_id)])
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def add_note(self, store_id: str, customer_id: str, note: dict, actor: str) -> dict:
-        view = Notes(self.storage).add(store_id, customer_id, note, actor)
+        view = self.app.notes.add(store_id, customer_id, note, actor)
         self._flush_timeline("notes", view["note_id"])
         return view
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def list_notes(self, store_id: str, customer_id: str, category: str | None = None) -> list:
-        return Notes(self.storage).list(store_id, customer_id, category)
+        return self.app.notes.list(store_id, customer_id, category)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def update_note(self, store_id: str, note_id: str, changes: dict, actor: str) -> dict:
-        view = Notes(self.storage).update(store_id, note_id, changes, actor)
+        view = self.app.notes.update(store_id, note_id, changes, actor)
         self._flush_timeline("notes", view["note_id"])
         return view
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def delete_note(self, store_id: str, note_id: str, actor: str) -> dict:
-        answer = Notes(self.storage).delete(store_id, note_id, actor)
+        answer = self.app.notes.delete(store_id, note_id, actor)
         self._flush_timeline("notes", answer["note_id"])
         return answer
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def add_reminder(self, store_id: str, customer_id: str, reminder: dict, actor: str) -> dict:
-        view = Reminders(self.storage).add(store_id, customer_id, reminder, actor)
+        view = self.app.reminders.add(store_id, customer_id, reminder, actor)
         self._flush_timeline("reminders", view["reminder_id"])
         return view
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def list_reminders(self, store_id: str, customer_id: str | None = None,
                        status: str | None = "open", due_before: str | None = None) -> list:
-        return Reminders(self.storage).list(store_id, customer_id, status, due_before)
+        return self.app.reminders.list(store_id, customer_id, status, due_before)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def complete_reminder(self, store_id: str, reminder_id: str, actor: str) -> dict:
-        view = Reminders(self.storage).complete(store_id, reminder_id, actor)
+        view = self.app.reminders.complete(store_id, reminder_id, actor)
         self._flush_timeline("reminders", view["reminder_id"])
         return view
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def delete_reminder(self, store_id: str, reminder_id: str, actor: str) -> dict:
-        answer = Reminders(self.storage).delete(store_id, reminder_id, actor)
+        answer = self.app.reminders.delete(store_id, reminder_id, actor)
         self._flush_timeline("reminders", answer["reminder_id"])
         return answer
 
@@ -332,26 +321,21 @@ class CustomerSyncService(HealthEndpoints, DataOwnerRpc):
     def update_customer(self, store_id: str, customer_id: str, fields: dict, actor: str) -> dict:
         """A staff edit, written to the shop first (a guest: here only); Unavailable when the
         shop does not answer (nothing changed)."""
-        edits = StaffEdits(self.storage, CustomerSync(self.storage),
-                           woo_client_factory(self.settings))
-        answer, result = edits.update_customer(store_id, customer_id, fields, actor)
+        answer, result = self.app.staff_edits.update_customer(store_id, customer_id, fields, actor)
         self._written(result.touched + [("customers", answer["customer"]["customer_id"])])
         return answer
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def set_account_status(self, store_id: str, customer_ids: list, status: str,
                            actor: str) -> dict:
-        answer, touched = AccountStatus(self.storage, CustomerSync(self.storage)).set(
-            store_id, customer_ids, status, actor)
+        answer, touched = self.app.account_status.set(store_id, customer_ids, status, actor)
         self._written(touched)
         return answer
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def delete_customers(self, store_id: str, customer_ids: list, orders: str,
                          actor: str) -> dict:
-        deletion = CustomerDeletion(self.storage, CustomerSync(self.storage),
-                                    woo_client_factory(self.settings))
-        answer, touched = deletion.delete(store_id, customer_ids, orders, actor)
+        answer, touched = self.app.deletion.delete(store_id, customer_ids, orders, actor)
         self._written(touched + [("customers", r["customer_id"]) for r in answer["results"]
                                  if r["outcome"] == "deleted"])
         return answer
@@ -359,10 +343,7 @@ class CustomerSyncService(HealthEndpoints, DataOwnerRpc):
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def import_customers(self, store_id: str, rows: list, apply: bool, actor: str,
                          mode: str = "create") -> dict:
-        answer, touched = CustomerImport(
-            self.storage, CustomerSync(self.storage),
-            client_factory=woo_client_factory(self.settings)).run(store_id, rows, apply, actor,
-                                                                  mode)
+        answer, touched = self.app.importer.run(store_id, rows, apply, actor, mode)
         self._written(touched)
         return answer
 

@@ -1,6 +1,7 @@
 """customer_sync's background work, as nameko dependency providers:
 
-* `InboxWorkers` apply recorded webhook deliveries after the webhook was answered;
+* `InboxWorkers` apply recorded webhook deliveries after the webhook was answered (their
+  `sweep`, run as a periodic task, re-queues what a restart or a retry delay left behind);
 * `BackgroundJobs` run backfills on request and reconciliation on a schedule.
 
 Both publish what a change owes right away through the outbox relay; anything they leave
@@ -16,42 +17,43 @@ import eventlet
 from eventlet.queue import LightQueue
 from nameko.extensions import DependencyProvider
 
-from services.customer_sync.backfill import Backfiller, RunOptions
-from services.customer_sync.inbox import InboxProcessor
-from services.customer_sync.reconcile import Reconciler
-from services.customer_sync.repository import CustomerSyncStorage, Store
-from services.customer_sync.sync import ApplyResult, CustomerSync
-from services.customer_sync.timeline import TimelineProjector
-from services.customer_sync.woo_client import WooClient
-from shared.config import Config, from_nameko
+from services.customer_sync.bootstrap import CustomerSyncApp
+from services.customer_sync.core.sync import ApplyResult
+from services.customer_sync.repository import CustomerSyncStorage, InboxRepository
+from services.customer_sync.shop.backfill import RunOptions
+from shared.config import from_nameko
+from shared.dependencies import OutboxRelayProvider
 from shared.errors import NotFound
 from shared.metrics import unwatch_quarantine, watch_quarantine
-from shared.dependencies import OutboxRelayProvider
-from shared.mongo import MongoStorage
 from shared.times import utcnow
 
 log = logging.getLogger(__name__)
 
 QUEUE_LIMIT = 100_000  # keys only; past this, deliveries wait in MongoDB for the sweep
+SWEEP_BATCH = 1000
 
 
 class _ServiceParts:
-    """Finds the storage and outbox providers of the same container once it has started."""
+    """Reaches the application and the outbox relay of the same container by the attribute
+    names the service gives them (as shared/periodic.py's tasks do), once it has started."""
+
+    def _name_parts(self, app: str, outbox: str) -> None:
+        self.part_names = {"app": app, "outbox": outbox}
 
     def _bind_parts(self) -> None:
-        deps = self.container.dependencies  # type: ignore[attr-defined]
-        self.storage: CustomerSyncStorage = next(
-            d for d in deps if isinstance(d, MongoStorage)).repositories
-        self.outbox: OutboxRelayProvider = next(d for d in deps if isinstance(d, OutboxRelayProvider))
+        deps = {d.attr_name: d for d in self.container.dependencies}  # type: ignore[attr-defined]
+        missing = sorted(set(self.part_names.values()) - set(deps))
+        if missing:
+            raise RuntimeError(f"{type(self).__name__} uses dependencies the service lacks: {missing}")
+        self.app: CustomerSyncApp = deps[self.part_names["app"]].get_dependency(None)
+        self.storage: CustomerSyncStorage = self.app.storage
+        self.outbox: OutboxRelayProvider = deps[self.part_names["outbox"]].get_dependency(None)
 
     def publish_result(self, result: ApplyResult) -> None:
-        """Hand the documents that now owe events to the outbox relay (and their timeline
-        entries to the timeline)."""
+        """Hand the documents that now owe events to the outbox relay, and their timeline
+        entries to the timeline."""
         self.outbox.notify(result.touched)
-        projector = next((d for d in self.container.dependencies  # type: ignore[attr-defined]
-                          if isinstance(d, TimelineFlusher)), None)
-        if projector is not None:
-            projector.flush(result.touched)
+        self.app.flush_timeline(result.touched)
 
 
 class CpuLoad:
@@ -89,7 +91,8 @@ class InboxWorkers(_ServiceParts, DependencyProvider):
     BUSY_WINDOW = 0.05  # a webhook in the last 50 ms means the door is busy
     SATURATED = 0.8  # share of a core above which the process counts as short of CPU
 
-    def __init__(self, concurrency: int = 8) -> None:
+    def __init__(self, concurrency: int = 8, app: str = "app", outbox: str = "outbox") -> None:
+        self._name_parts(app, outbox)
         self.concurrency = concurrency
         self.queue: LightQueue | None = None
         self._threads: list = []
@@ -121,7 +124,7 @@ class InboxWorkers(_ServiceParts, DependencyProvider):
 
     def start(self) -> None:
         self._bind_parts()
-        self.processor = InboxProcessor(self.storage, CustomerSync(self.storage))
+        self.processor = self.app.inbox
         # companion_webhook_quarantined is counted in this database when scraped.
         watch_quarantine(self.storage.inbox.collection.full_name,
                          self.storage.inbox.quarantine_counts)
@@ -129,8 +132,6 @@ class InboxWorkers(_ServiceParts, DependencyProvider):
         for n in range(self.concurrency):
             self._threads.append(self.container.spawn_managed_thread(
                 self._work, identifier=f"inbox-worker-{n}"))
-        self._threads.append(self.container.spawn_managed_thread(
-            self._sweep, identifier="inbox-sweeper"))
         if self.busy_pause > 0:
             self._threads.append(self.container.spawn_managed_thread(
                 lambda: self.cpu.run(lambda: self._running), identifier="cpu-load"))
@@ -152,25 +153,21 @@ class InboxWorkers(_ServiceParts, DependencyProvider):
             except Exception:
                 log.exception("inbox worker failed; the sweep will retry the delivery")
 
-    def _sweep(self) -> None:
-        batch = 1000
-        while self._running:
-            eventlet.sleep(self.sweep_seconds)
-            # Everything recorded here is queued or being applied; the sweep is for what a
-            # restart, a retry delay or a full queue left in MongoDB, so it waits until the
-            # queue has drained, then feeds it batch after batch.
-            while self._running and not self.queue.qsize():
-                try:
-                    older_than = utcnow() - timedelta(seconds=self.sweep_seconds)
-                    keys = self.storage.inbox.unfinished(older_than, limit=batch)
-                except Exception:
-                    log.exception("inbox sweep failed; will retry")
-                    break
-                for key in keys:
-                    self.submit(key)
-                if len(keys) < batch:
-                    break
-                eventlet.sleep(0)
+    def sweep(self, inbox: InboxRepository) -> bool:
+        """Queue one batch of deliveries older than a sweep interval and not yet applied;
+        answers whether the batch was full (more may wait), for the periodic task to run again.
+
+        Everything recorded here is queued or being applied; the sweep is for what a restart,
+        a retry delay or a full queue left in MongoDB, so it waits until the queue has
+        drained, then feeds it batch after batch."""
+        if self.queue is None or self.queue.qsize():
+            return False
+        older_than = utcnow() - timedelta(seconds=self.sweep_seconds)
+        keys = inbox.unfinished(older_than, limit=SWEEP_BATCH)
+        for key in keys:
+            self.submit(key)
+        eventlet.sleep(0)
+        return len(keys) == SWEEP_BATCH
 
     def stop(self) -> None:
         if self._running:
@@ -190,29 +187,11 @@ class InboxWorkers(_ServiceParts, DependencyProvider):
         return self
 
 
-def woo_client_factory(config: Config):
-    def make(store: Store) -> WooClient:
-        return WooClient(store.shop_url, store.consumer_key, store.consumer_secret,
-                         timeout=config.float("WOO_HTTP_TIMEOUT_SECONDS"),
-                         max_retries=config.int("WOO_MAX_RETRIES"))
-    return make
-
-
-def coupon_client_factory(config: Config):
-    """Clients for coupon writes: few, short retries, because the caller's step stays pending
-    and retries with its own backoff; an RPC held open through minutes of retries would
-    outlive its caller's patience."""
-    def make(store: Store) -> WooClient:
-        return WooClient(store.shop_url, store.consumer_key, store.consumer_secret,
-                         timeout=config.float("WOO_HTTP_TIMEOUT_SECONDS"),
-                         max_retries=config.int("WOO_COUPON_RETRIES"), backoff_max=2.0)
-    return make
-
-
 class BackgroundJobs(_ServiceParts, DependencyProvider):
     """Backfills started over RPC, and the reconciliation schedule."""
 
-    def __init__(self) -> None:
+    def __init__(self, app: str = "app", outbox: str = "outbox") -> None:
+        self._name_parts(app, outbox)
         self._running = False
         self._threads: list = []
         self._active_runs: set[str] = set()
@@ -222,12 +201,8 @@ class BackgroundJobs(_ServiceParts, DependencyProvider):
 
     def start(self) -> None:
         self._bind_parts()
-        factory = woo_client_factory(self.config)
-        self.backfiller = Backfiller(self.storage, CustomerSync(self.storage), factory,
-                                     publish=self.publish_result)
-        self.reconciler = Reconciler(
-            self.storage, self.backfiller, factory,
-            full_scan_every=timedelta(hours=self.config.float("RECONCILE_FULL_CUSTOMER_SCAN_HOURS")))
+        self.backfiller = self.app.backfiller(self.publish_result)
+        self.reconciler = self.app.reconciler(self.backfiller)
         self._running = True
         self._threads.append(self.container.spawn_managed_thread(
             self._reconcile_forever, identifier="reconciler"))
@@ -280,55 +255,4 @@ class BackgroundJobs(_ServiceParts, DependencyProvider):
         self.stop()
 
     def get_dependency(self, worker_ctx) -> "BackgroundJobs":
-        return self
-
-
-class TimelineFlusher(_ServiceParts, DependencyProvider):
-    """Moves timeline entries owed by written documents into the timeline: at once for the
-    documents a write names (`flush`), and every `TIMELINE_SWEEP_SECONDS` for whatever a crash
-    or another instance left (timeline.py)."""
-
-    def __init__(self) -> None:
-        self._running = False
-        self._thread = None
-        self.projector: TimelineProjector | None = None
-
-    def setup(self) -> None:
-        self.interval = from_nameko(self.container.config).float("TIMELINE_SWEEP_SECONDS")
-
-    def start(self) -> None:
-        self._bind_parts()
-        self.projector = TimelineProjector(self.storage.timeline, self.storage.timeline_sources(),
-                                           self.storage.customers.collection)
-        self.projector.ensure_indexes()
-        self._running = True
-        self._thread = self.container.spawn_managed_thread(self._sweep, identifier="timeline-sweep")
-
-    def flush(self, refs) -> None:
-        """Move what these documents (collection name, _id) owe; a failure is left to the sweep."""
-        refs = list(refs)
-        if not refs or self.projector is None:
-            return
-        try:
-            self.projector.flush(refs)
-        except Exception:
-            log.exception("timeline flush failed; the sweep will move the entries")
-
-    def _sweep(self) -> None:
-        while self._running:
-            try:
-                self.projector.sweep()
-            except Exception:
-                log.exception("timeline sweep failed; will retry")
-            eventlet.sleep(self.interval)
-
-    def stop(self) -> None:
-        self._running = False
-        if self._thread is not None:
-            self._thread.kill()
-
-    def kill(self) -> None:
-        self.stop()
-
-    def get_dependency(self, worker_ctx) -> "TimelineFlusher":
         return self

@@ -12,13 +12,13 @@ import pytest
 from nameko.standalone.rpc import ClusterRpcProxy
 
 from devdoubles import mongomock_adapter
-from services.customer_sync.backfill import Backfiller, RunOptions
-from services.customer_sync.changes import PLACED_ON_FIRST_SIGHT
-from services.customer_sync.normalise import email_key, to_minor
+from services.customer_sync.shop.backfill import Backfiller, RunOptions
+from services.customer_sync.core.changes import PLACED_ON_FIRST_SIGHT
+from services.customer_sync.core.normalise import email_key, to_minor
 from services.customer_sync.repository import CustomerSyncStorage, Store
 from services.customer_sync.service import CustomerSyncService
-from services.customer_sync.sync import CustomerSync
-from services.customer_sync.woo_client import WooClient
+from services.customer_sync.core.sync import CustomerSync
+from services.customer_sync.shop.woo_client import WooClient
 from shared import mongo
 from shared.outbox import OUTBOX_FIELD
 from demo.shop import FakeWooShop

@@ -16,7 +16,7 @@ import pytest
 from nameko.standalone.rpc import ClusterRpcProxy
 
 from services.customer_sync.service import CustomerSyncService
-from services.customer_sync.webhook_setup import REQUIRED_TOPICS
+from services.customer_sync.shop.webhook_setup import REQUIRED_TOPICS
 from services.gateway.service import GatewayService
 from services.gdpr.service import GdprService
 from services.loyalty.service import LoyaltyService

@@ -13,7 +13,7 @@ import requests
 from nameko.standalone.rpc import ClusterRpcProxy
 
 from services.customer_sync.service import CustomerSyncService
-from services.customer_sync.signature import sign
+from services.customer_sync.door.signature import sign
 from services.loyalty.service import LoyaltyService
 from ops.cli import EXIT_FAILED, EXIT_OK, main
 from demo.shop import FakeWooShop

@@ -10,7 +10,7 @@ import requests
 from nameko.standalone.rpc import ClusterRpcProxy
 
 from services.customer_sync.service import CustomerSyncService
-from services.customer_sync.signature import sign
+from services.customer_sync.door.signature import sign
 from shared import mongo
 from shared.errors import ValidationError
 from shared.events import build_event

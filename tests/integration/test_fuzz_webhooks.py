@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 from nameko.standalone.rpc import ClusterRpcProxy
 
 from services.customer_sync.service import CustomerSyncService
-from services.customer_sync.signature import sign
+from services.customer_sync.door.signature import sign
 from shared import mongo
 from tests import payloads
 from tests.support import wait_until

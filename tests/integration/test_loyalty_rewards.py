@@ -12,7 +12,7 @@ import requests
 from nameko.standalone.rpc import ClusterRpcProxy
 
 from services.customer_sync.service import CustomerSyncService
-from services.customer_sync.signature import sign
+from services.customer_sync.door.signature import sign
 from services.loyalty.bootstrap import build
 from services.loyalty.service import LoyaltyService
 from shared import mongo

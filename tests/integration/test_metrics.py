@@ -17,7 +17,7 @@ from nameko.standalone.rpc import ClusterRpcProxy
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.customer_sync.service import CustomerSyncService
-from services.customer_sync.signature import sign
+from services.customer_sync.door.signature import sign
 from services.notifications.service import NotificationsService
 from shared.events import build_event, contract
 from shared.messaging.handlers import event_handler

@@ -14,7 +14,7 @@ from nameko.standalone.rpc import ClusterRpcProxy
 from demo.mailbox import SmtpServer
 from demo.shop import FakeWooShop
 from services.customer_sync.service import CustomerSyncService
-from services.customer_sync.signature import sign
+from services.customer_sync.door.signature import sign
 from services.notifications.service import NotificationsService
 from shared import mongo
 from shared.events import build_event

@@ -9,7 +9,7 @@ import requests
 from nameko.standalone.rpc import ClusterRpcProxy
 
 from services.customer_sync.service import CustomerSyncService
-from services.customer_sync.signature import sign
+from services.customer_sync.door.signature import sign
 from services.segmentation.service import SegmentationService
 from shared.errors import ValidationError
 from tests import payloads

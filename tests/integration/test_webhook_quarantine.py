@@ -16,7 +16,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.customer_sync.service import CustomerSyncService
-from services.customer_sync.signature import sign
+from services.customer_sync.door.signature import sign
 from shared import metrics, mongo
 from ops.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from shared.errors import NotFound

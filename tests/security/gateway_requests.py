@@ -8,9 +8,9 @@ import re
 import urllib.parse
 from datetime import datetime, timezone
 
-from services.customer_sync.inbox import InboxProcessor
+from services.customer_sync.door.inbox import InboxProcessor
 from services.customer_sync.repository import CustomerSyncStorage
-from services.customer_sync.sync import CustomerSync
+from services.customer_sync.core.sync import CustomerSync
 from services.gateway.routing import Route
 from services.notifications.repository import NotificationsStorage
 from services.notifications.suppression import Change, Suppressions

@@ -19,7 +19,7 @@ from nameko.rpc import rpc as rpc_entrypoint
 from nameko.standalone.rpc import ClusterRpcProxy
 
 from services.customer_sync.service import CustomerSyncService
-from services.customer_sync.signature import sign
+from services.customer_sync.door.signature import sign
 from services.gdpr.service import GdprService
 from services.notifications.service import NotificationsService
 from shared.dependencies import OutboxRelayProvider

@@ -16,7 +16,8 @@ from werkzeug.wrappers import Request
 
 from devdoubles import mongomock_adapter
 from services import registry
-from services.customer_sync.repository import CustomerSyncStorage, Store
+from services.customer_sync.bootstrap import build
+from services.customer_sync.repository import Store
 from services.customer_sync.service import CustomerSyncService
 from services.gateway.app import GatewayApp
 from services.gateway.auth import Authenticator
@@ -46,8 +47,8 @@ class Outbox:
 def customer_sync() -> CustomerSyncService:
     """customer_sync's RPC methods with their real storage, called in process."""
     service = CustomerSyncService()
-    service.storage = CustomerSyncStorage(mongomock_adapter.client()["customer_sync"])
-    service.storage.ensure_indexes()
+    service.app = build(mongomock_adapter.client()["customer_sync"], Config({}))
+    service.app.ensure_indexes()
     service.outbox = Outbox()
     service.storage.stores.save(Store(STORE, "https://shop.example", "whsec-123456789",
                                       "ck_x", "cs_x"))

@@ -10,10 +10,10 @@ from datetime import datetime, timezone
 
 import pytest
 
-from services.customer_sync.importing import CustomerImport
-from services.customer_sync.rectify import load_correction
+from services.customer_sync.core.importing import CustomerImport
+from services.customer_sync.privacy.rectify import load_correction
 from services.customer_sync.repository import CustomerSyncStorage, Store
-from services.customer_sync.sync import CustomerSync
+from services.customer_sync.core.sync import CustomerSync
 from services.gdpr.requests import new_request
 from services.notifications.channels import (DeliveryFailed, EmailChannel, SmsChannel,
                                              SmtpSettings, TwilioSettings)

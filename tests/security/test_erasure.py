@@ -13,11 +13,11 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from devdoubles import mongomock_adapter
-from services.customer_sync.erasure import document_owners, handle_erasure_requested
-from services.customer_sync.queries import CustomerQueries
+from services.customer_sync.privacy.erasure import document_owners, handle_erasure_requested
+from services.customer_sync.core.queries import CustomerQueries
 from services.customer_sync.repository import CustomerSyncStorage, Store
-from services.customer_sync.sync import CustomerSync
-from services.customer_sync.webhooks import delivery_key
+from services.customer_sync.core.sync import CustomerSync
+from services.customer_sync.door.webhooks import delivery_key
 from services.gdpr.desk import Desk, DeskSettings
 from services.gdpr.repository import GdprStorage
 from shared.errors import NotFound

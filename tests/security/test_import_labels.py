@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from devdoubles import mongomock_adapter
-from services.customer_sync.importing import CustomerImport
+from services.customer_sync.core.importing import CustomerImport
 from services.customer_sync.repository import CustomerSyncStorage, Store
-from services.customer_sync.sync import CustomerSync
+from services.customer_sync.core.sync import CustomerSync
 from shared.errors import ValidationError
 
 STORE = "s1"

@@ -16,7 +16,8 @@ from werkzeug.test import Client
 from werkzeug.wrappers import Request
 
 from devdoubles import mongomock_adapter
-from services.customer_sync.repository import CustomerSyncStorage, Store
+from services.customer_sync.bootstrap import build
+from services.customer_sync.repository import Store
 from services.customer_sync.service import CustomerSyncService
 from services.gateway.app import GatewayApp
 from services.gateway.auth import Authenticator
@@ -25,6 +26,7 @@ from services.gateway.ratelimit import RateLimiter
 from services.gateway.routes import build_routes
 from services.gateway.routing import Router
 from services.gateway.service import GatewayService
+from shared.config import Config
 from shared.events import parse_event
 from shared.outbox import OUTBOX_FIELD
 from tests.conftest import RABBIT_AMQP_HOST
@@ -41,8 +43,8 @@ class Deployment:
 
     def __init__(self) -> None:
         self.customer_sync = CustomerSyncService()
-        self.customer_sync.storage = CustomerSyncStorage(mongomock_adapter.client()["cs"])
-        self.customer_sync.storage.ensure_indexes()
+        self.customer_sync.app = build(mongomock_adapter.client()["cs"], Config({}))
+        self.customer_sync.app.ensure_indexes()
         self.customer_sync.outbox = Outbox()
         self.customer_sync.storage.stores.save(
             Store(STORE, "https://shop.example", "whsec-123456789", "ck_x", "cs_x"))

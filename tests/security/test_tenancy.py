@@ -14,11 +14,11 @@ from datetime import datetime, timezone
 
 import pytest
 
-from services.customer_sync.notes import Notes
-from services.customer_sync.queries import CustomerQueries
-from services.customer_sync.reminders import Reminders
+from services.customer_sync.crm.notes import Notes
+from services.customer_sync.core.queries import CustomerQueries
+from services.customer_sync.crm.reminders import Reminders
 from services.customer_sync.repository import CustomerSyncStorage
-from services.customer_sync.sync import CustomerSync
+from services.customer_sync.core.sync import CustomerSync
 from services.gateway.routes import build_routes
 from services.loyalty.accounts import Accounts
 from services.loyalty.repository import LoyaltyStorage

@@ -16,12 +16,12 @@ import pytest
 
 from devdoubles import mongomock_adapter
 from services import registry
-from services.customer_sync.inbox import MAX_ATTEMPTS, InboxProcessor
-from services.customer_sync.quarantine import WebhookQuarantine
-from services.customer_sync.reconcile import store_health
+from services.customer_sync.door.inbox import MAX_ATTEMPTS, InboxProcessor
+from services.customer_sync.door.quarantine import WebhookQuarantine
+from services.customer_sync.shop.reconcile import store_health
 from services.customer_sync.repository import CustomerSyncStorage
-from services.customer_sync.stores import StoreAdmin
-from services.customer_sync.sync import CustomerSync
+from services.customer_sync.core.stores import StoreAdmin
+from services.customer_sync.core.sync import CustomerSync
 from shared import metrics
 from shared.config import Config
 from shared.errors import NotFound, ValidationError

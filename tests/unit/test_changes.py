@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from services.customer_sync.changes import Freshness, freshness, plan_order_events
-from services.customer_sync.normalise import normalise_order
+from services.customer_sync.core.changes import Freshness, freshness, plan_order_events
+from services.customer_sync.core.normalise import normalise_order
 from tests import payloads
 
 T0 = datetime(2026, 3, 1, tzinfo=timezone.utc)

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.customer_sync.webhook_setup import REQUIRED_TOPICS, delivery_url_for
-from services.customer_sync.webhooks import SUPPORTED_TOPICS
+from services.customer_sync.shop.webhook_setup import REQUIRED_TOPICS, delivery_url_for
+from services.customer_sync.door.webhooks import SUPPORTED_TOPICS
 from ops.cli import build_parser
 from ops.settings import every_setting
 from shared.config import Config

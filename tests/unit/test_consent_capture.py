@@ -7,10 +7,10 @@ from datetime import datetime, timezone
 
 import pytest
 
-from services.customer_sync.consent_capture import opt_ins, validate_settings
-from services.customer_sync.importing import CustomerImport
+from services.customer_sync.privacy.consent_capture import opt_ins, validate_settings
+from services.customer_sync.core.importing import CustomerImport
 from services.customer_sync.repository import CustomerSyncStorage, Store
-from services.customer_sync.sync import CustomerSync
+from services.customer_sync.core.sync import CustomerSync
 from services.gdpr.desk import Desk
 from services.gdpr.repository import GdprStorage
 from shared.errors import ValidationError

@@ -107,9 +107,9 @@ def test_customer_sync_not_running_or_too_slow_is_unavailable_not_a_hang():
 def test_customer_sync_knows_its_own_store_s_customers_and_not_the_erased():
     from devdoubles import mongomock_adapter
 
-    from services.customer_sync.queries import CustomerQueries
+    from services.customer_sync.core.queries import CustomerQueries
     from services.customer_sync.repository import CustomerSyncStorage, Store
-    from services.customer_sync.sync import CustomerSync
+    from services.customer_sync.core.sync import CustomerSync
     from tests import payloads
 
     storage = CustomerSyncStorage(mongomock_adapter.client()["customer_sync"])

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from devdoubles import mongomock_adapter
-from services.customer_sync.importing import KNOWN_COLUMNS, CustomerImport
+from services.customer_sync.core.importing import KNOWN_COLUMNS, CustomerImport
 from services.customer_sync.repository import CustomerSyncStorage, Store
-from services.customer_sync.sync import CustomerSync
+from services.customer_sync.core.sync import CustomerSync
 from services.gateway.handlers.transfer import IMPORT_COLUMNS, parse_import
 
 STORE = "s1"

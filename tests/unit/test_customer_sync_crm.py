@@ -9,17 +9,17 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from devdoubles import mongomock_adapter
-from services.customer_sync.deletion import CustomerDeletion
-from services.customer_sync.erasure import CustomerErasure
-from services.customer_sync.importing import CustomerImport
-from services.customer_sync.notes import Notes
-from services.customer_sync.queries import CustomerQueries
-from services.customer_sync.reminders import Reminders
+from services.customer_sync.privacy.deletion import CustomerDeletion
+from services.customer_sync.privacy.erasure import CustomerErasure
+from services.customer_sync.core.importing import CustomerImport
+from services.customer_sync.crm.notes import Notes
+from services.customer_sync.core.queries import CustomerQueries
+from services.customer_sync.crm.reminders import Reminders
 from services.customer_sync.repository import CustomerSyncStorage, Store
-from services.customer_sync.staff import AccountStatus, StaffEdits
-from services.customer_sync.sync import CustomerSync
-from services.customer_sync.timeline import TIMELINE_FIELD, TimelineProjector, timeline_page
-from services.customer_sync.woo_client import WooClient
+from services.customer_sync.core.staff import AccountStatus, StaffEdits
+from services.customer_sync.core.sync import CustomerSync
+from services.customer_sync.crm.timeline import TIMELINE_FIELD, TimelineProjector, timeline_page
+from services.customer_sync.shop.woo_client import WooClient
 from shared.errors import NotFound, Unavailable, ValidationError
 from shared.outbox import OUTBOX_FIELD
 from tests import payloads
@@ -496,7 +496,7 @@ def test_erasure_forgets_notes_reminders_and_timeline(sync, storage, projector):
 
 
 def test_timeline_amounts_follow_the_currencys_minor_unit():
-    from services.customer_sync.timeline import money_text
+    from services.customer_sync.crm.timeline import money_text
 
     assert money_text({"amount": 4990, "currency": "EUR"}) == "49.90 EUR"
     assert money_text({"amount": 1500, "currency": "JPY"}) == "1500 JPY"
@@ -516,7 +516,7 @@ def test_jpy_and_kwd_orders_read_in_their_own_decimals_on_the_timeline(storage, 
 
 
 def test_a_consent_change_reaches_the_timeline_once_without_its_note(sync, storage, projector):
-    from services.customer_sync.timeline import record_foreign_event
+    from services.customer_sync.crm.timeline import record_foreign_event
     from shared.events import build_event
 
     sync.apply(STORE, "customer", "created", payloads.customer(), correlation_id="wh-1")

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 import pytest
 
 from devdoubles import mongomock_adapter
-from services.customer_sync.anonymise import (
+from services.customer_sync.privacy.anonymise import (
     anonymise_order_snapshot,
     is_blank_customer,
     is_placeholder,
@@ -18,31 +18,31 @@ from services.customer_sync.anonymise import (
     redact_order_payload,
     redact_payload,
 )
-from services.customer_sync.erasure import (
+from services.customer_sync.privacy.erasure import (
     CustomerErasure,
     handle_erasure_requested,
     shop_erasures,
     tombstone_holds,
 )
 from shared.personal_data import search, search_personal_data, search_terms, value_mentions
-from services.customer_sync.inbox import InboxProcessor
-from services.customer_sync.normalise import normalise_customer, normalise_order, order_content_hash
-from services.customer_sync.rectify import (
+from services.customer_sync.door.inbox import InboxProcessor
+from services.customer_sync.core.normalise import normalise_customer, normalise_order, order_content_hash
+from services.customer_sync.privacy.rectify import (
     Rectifier,
     guest_fields,
     load_correction,
     shop_customer_update,
 )
 from services.customer_sync.repository import CustomerSyncStorage, Store
-from services.customer_sync.sync import CustomerSync
-from services.customer_sync.tombstones import (
+from services.customer_sync.core.sync import CustomerSync
+from services.customer_sync.privacy.tombstones import (
     EMAIL,
     WOO_CUSTOMER,
     TombstoneKeys,
     tombstone_digest,
     tombstone_values,
 )
-from services.customer_sync.webhooks import delivery_key
+from services.customer_sync.door.webhooks import delivery_key
 from shared.errors import Conflict, NotFound, ValidationError
 from shared.events import build_event
 from shared.outbox import OUTBOX_FIELD

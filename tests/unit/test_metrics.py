@@ -14,9 +14,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from devdoubles import mongomock_adapter
 from services import registry
 from services.customer_sync.repository import CustomerSyncStorage
-from services.customer_sync.signature import sign
-from services.customer_sync.stores import StoreAdmin
-from services.customer_sync.webhooks import WebhookAnswer, WebhookReceiver
+from services.customer_sync.door.signature import sign
+from services.customer_sync.core.stores import StoreAdmin
+from services.customer_sync.door.webhooks import WebhookAnswer, WebhookReceiver
 from shared import metrics
 from shared.config import Config
 from shared.health import process_readiness

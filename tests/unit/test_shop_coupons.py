@@ -8,9 +8,9 @@ import pytest
 
 from devdoubles import mongomock_adapter
 from services.customer_sync.repository import CustomerSyncStorage, Store
-from services.customer_sync.shop_coupons import ShopCoupons
-from services.customer_sync.sync import CustomerSync
-from services.customer_sync.woo_client import WooClient
+from services.customer_sync.shop.shop_coupons import ShopCoupons
+from services.customer_sync.core.sync import CustomerSync
+from services.customer_sync.shop.woo_client import WooClient
 from shared.coupons import CouponSpec
 from shared.errors import NotFound, Refused, Unavailable, ValidationError
 from tests import payloads

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from services.customer_sync.normalise import (
+from services.customer_sync.core.normalise import (
     NormalisationError,
     email_key,
     normalise_customer,
@@ -16,7 +16,7 @@ from services.customer_sync.normalise import (
     parse_gmt,
     to_minor,
 )
-from services.customer_sync.signature import sign, verify
+from services.customer_sync.door.signature import sign, verify
 from tests import payloads
 
 
@@ -111,7 +111,7 @@ def test_unreadable_orders_name_the_field(override, field):
 
 
 def test_a_birthday_from_a_plugins_meta_data_is_kept_and_a_bad_one_dropped():
-    from services.customer_sync.normalise import birthday_from, normalise_customer
+    from services.customer_sync.core.normalise import birthday_from, normalise_customer
 
     assert birthday_from([{"key": "billing_birthday", "value": "1990-2-7"}]) == "1990-02-07"
     assert birthday_from([{"key": "birthday", "value": "12/10"}]) == "12-10"

@@ -8,9 +8,9 @@ import pytest
 from devdoubles import mongomock_adapter
 from services import registry
 from services.customer_sync.repository import CustomerSyncStorage, Store
-from services.customer_sync.signature import sign
-from services.customer_sync.stores import StoreAdmin
-from services.customer_sync.webhooks import WebhookReceiver
+from services.customer_sync.door.signature import sign
+from services.customer_sync.core.stores import StoreAdmin
+from services.customer_sync.door.webhooks import WebhookReceiver
 from shared.config import Config
 from shared.errors import ValidationError
 from tests import payloads

@@ -5,7 +5,7 @@ import pytest
 
 from devdoubles import mongomock_adapter
 from services.customer_sync.repository import CustomerSyncStorage
-from services.customer_sync.sync import CustomerSync
+from services.customer_sync.core.sync import CustomerSync
 from shared.outbox import OUTBOX_FIELD
 from tests import payloads
 

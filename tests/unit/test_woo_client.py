@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from services.customer_sync.woo_client import Page, WooApiError, WooClient, WooUnavailable
+from services.customer_sync.shop.woo_client import Page, WooApiError, WooClient, WooUnavailable
 from demo.shop import FakeWooShop
 
 SECRET = "cs_very_secret_value_1234"
@@ -167,12 +167,12 @@ def test_429_retry_after_http_date_is_honoured_and_capped(shop):
 def test_500s_are_retried_with_exponential_backoff_then_succeed(shop, caplog):
     client, sleep = client_for(shop, backoff_base=0.5)
     shop.fail_next(3, 500)
-    with caplog.at_level(logging.WARNING, logger="services.customer_sync.woo_client"):
+    with caplog.at_level(logging.WARNING, logger="services.customer_sync.shop.woo_client"):
         assert client.get_page("orders", 1).total == 40
     assert len(sleep.waits) == 3
     for i, wait in enumerate(sleep.waits):  # jitter: between half and all of 0.5 * 2**i
         assert 0.5 * 2 ** i / 2 <= wait <= 0.5 * 2 ** i
-    retries = [r for r in caplog.records if r.name == "services.customer_sync.woo_client"]
+    retries = [r for r in caplog.records if r.name == "services.customer_sync.shop.woo_client"]
     assert len(retries) == 3 and all(r.levelno == logging.WARNING for r in retries)
     assert [r.status for r in retries] == [500, 500, 500]
     assert [r.wait_seconds for r in retries] == sleep.waits

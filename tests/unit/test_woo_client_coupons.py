@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from services.customer_sync.woo_client import (
+from services.customer_sync.shop.woo_client import (
     CouponCodeTaken,
     CouponRequest,
     WooApiError,

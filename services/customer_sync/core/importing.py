@@ -37,15 +37,15 @@ from typing import Any, Callable
 from marshmallow import (EXCLUDE, Schema, ValidationError as MarshmallowError, fields, validate,
                          validates_schema)
 
-from services.customer_sync.consent_capture import captured_event
-from services.customer_sync.normalise import ADDRESS_FIELDS, email_key
-from services.customer_sync.rectify import Rectifier
+from services.customer_sync.privacy.consent_capture import captured_event
+from services.customer_sync.core.normalise import ADDRESS_FIELDS, email_key
+from services.customer_sync.privacy.rectify import Rectifier
 from services.customer_sync.repository import CustomerSyncStorage, Store, new_customer_id
 from services.customer_sync.schemas import one_address, require_text
-from services.customer_sync.sync import CustomerSync, customer_event_data, stable_event_id
-from services.customer_sync.timeline import entry_id, make_entry
-from services.customer_sync.tombstones import EMAIL, tombstone_digest
-from services.customer_sync.woo_client import WooClient
+from services.customer_sync.core.sync import CustomerSync, customer_event_data, stable_event_id
+from services.customer_sync.crm.timeline import entry_id, make_entry
+from services.customer_sync.privacy.tombstones import EMAIL, tombstone_digest
+from services.customer_sync.shop.woo_client import WooClient
 from shared.errors import NotFound, ServiceError, ValidationError
 from shared.events.consent_capture import CAPTURED_PURPOSES, EVIDENCE_MAX_LENGTH
 from shared.times import utcnow

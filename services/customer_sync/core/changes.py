@@ -10,7 +10,7 @@ import enum
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from services.customer_sync.normalise import OrderSnapshot
+from services.customer_sync.core.normalise import OrderSnapshot
 
 REAL_STATUSES = frozenset({"pending", "processing", "on-hold", "completed"})
 # A refunded order was placed and paid before it was refunded: met first in that state (a

@@ -13,7 +13,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from services.customer_sync.normalise import (
+from services.customer_sync.core.normalise import (
     ADDRESS_FIELDS,
     CustomerSnapshot,
     OrderSnapshot,

@@ -17,14 +17,14 @@ from typing import Any, Callable
 from marshmallow import RAISE, Schema, ValidationError as MarshmallowError, fields, post_load, validate
 from pymongo.errors import DuplicateKeyError
 
-from services.customer_sync import changes
-from services.customer_sync.normalise import email_key, normalise_customer
-from services.customer_sync.queries import customer_view
+from services.customer_sync.core import changes
+from services.customer_sync.core.normalise import email_key, normalise_customer
+from services.customer_sync.core.queries import customer_view
 from services.customer_sync.repository import CustomerSyncStorage, Store
-from services.customer_sync.sync import ApplyResult, CustomerSync, customer_event_data
-from services.customer_sync.woo_client import WooApiError, WooClient, WooUnavailable
+from services.customer_sync.core.sync import ApplyResult, CustomerSync, customer_event_data
+from services.customer_sync.shop.woo_client import WooApiError, WooClient, WooUnavailable
 from services.customer_sync.schemas import one_address
-from services.customer_sync.timeline import TIMELINE_FIELD, entry_id, make_entry
+from services.customer_sync.crm.timeline import TIMELINE_FIELD, entry_id, make_entry
 from shared.errors import Conflict, NotFound, Unavailable, ValidationError
 from shared.times import utcnow
 from shared.conflicts import CONFLICT_RETRIES
@@ -139,7 +139,7 @@ class Rectifier:
     def rectify(self, store_id: str, customer_id: str, fields_: Any, actor: str,
                 purpose: str = "rectification") -> tuple[dict, ApplyResult]:
         """Correct a person's contact fields; answers the view and what to publish.
-        `purpose` "staff_edit" is the same write-back for a staff member's edit (staff.py):
+        `purpose` "staff_edit" is the same write-back for a staff member's edit (core/staff.py):
         recorded under `staff_edits` instead of the GDPR `rectifications` audit."""
         correction = load_correction(fields_)
         doc = self.storage.customers.get(store_id, customer_id)

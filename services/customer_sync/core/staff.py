@@ -1,7 +1,7 @@
 """Staff changes to customers: contact edits (written back to the shop) and the companion-only
 account status.
 
-An edit is the GDPR rectification's write-back (rectify.py) under another name: the shop first
+An edit is the GDPR rectification's write-back (privacy/rectify.py) under another name: the shop first
 (`PUT customers/<id>`), then the shop's answer applied through the webhook path, so
 `customer.updated` is published once and a later webhook of the same state changes nothing. A
 guest has no account in the shop and is edited here only.
@@ -15,12 +15,12 @@ from __future__ import annotations
 import uuid
 from typing import Any, Callable
 
-from services.customer_sync.rectify import Rectifier
+from services.customer_sync.privacy.rectify import Rectifier
 from services.customer_sync.repository import CustomerSyncStorage, Store
 from services.customer_sync.schemas import require_text
-from services.customer_sync.sync import ApplyResult, CustomerSync, customer_event_data
-from services.customer_sync.timeline import entry_id, make_entry
-from services.customer_sync.woo_client import WooClient
+from services.customer_sync.core.sync import ApplyResult, CustomerSync, customer_event_data
+from services.customer_sync.crm.timeline import entry_id, make_entry
+from services.customer_sync.shop.woo_client import WooClient
 from shared.events.customer_sync import ACCOUNT_STATUSES
 from shared.errors import ValidationError
 from shared.conflicts import CONFLICT_RETRIES

@@ -1,7 +1,7 @@
 """Staff reminders about a customer ("call back on Friday"): open until completed, listed by
 when they are due, per customer or store-wide. Each add, completion and deletion puts an entry
 on the customer's timeline in the same write. A deleted reminder loses its text (soft delete);
-a GDPR erasure deletes the person's reminders outright (erasure.py).
+a GDPR erasure deletes the person's reminders outright (privacy/erasure.py).
 """
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from typing import Any, Protocol
 from marshmallow import RAISE, Schema, fields, validate
 from pymongo import ASCENDING
 
-from services.customer_sync.notes import _Text
+from services.customer_sync.crm.notes import _Text
 from services.customer_sync.schemas import load, require_text
-from services.customer_sync.timeline import (TIMELINE_FIELD, TimelineOwing, entry_id, known_customer,
+from services.customer_sync.crm.timeline import (TIMELINE_FIELD, TimelineOwing, entry_id, known_customer,
                                              make_entry)
 from shared.errors import Conflict, NotFound
 from shared.events.fields import UtcDateTime

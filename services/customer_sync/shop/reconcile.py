@@ -9,10 +9,10 @@ import logging
 from datetime import datetime, timedelta
 from typing import Callable
 
-from services.customer_sync.backfill import Backfiller, ClientFactory, RunOptions, run_view
+from services.customer_sync.shop.backfill import Backfiller, ClientFactory, RunOptions, run_view
 from services.customer_sync.repository import CustomerSyncStorage, Store
-from services.customer_sync.webhooks import SUPPORTED_TOPICS
-from services.customer_sync.woo_client import WooApiError
+from services.customer_sync.door.webhooks import SUPPORTED_TOPICS
+from services.customer_sync.shop.woo_client import WooApiError
 from shared.errors import Conflict
 from shared.times import utcnow
 

@@ -26,7 +26,7 @@ from typing import Iterable
 from pymongo import ASCENDING
 from pymongo.collection import Collection
 
-from services.customer_sync.normalise import email_key
+from services.customer_sync.core.normalise import email_key
 
 EMAIL, WOO_CUSTOMER = "email", "woo_customer"
 _KEY_FIELD = "tombstone_key"

@@ -37,7 +37,7 @@ from typing import Any, Callable, Iterator, Mapping
 import requests
 
 from shared.money import exponent
-from services.customer_sync.normalise import (
+from services.customer_sync.core.normalise import (
     NormalisationError,
     email_key,
     parse_gmt,
@@ -49,7 +49,7 @@ try:  # a connection that was never established is safe to retry, even for a POS
 except ImportError:  # pragma: no cover - urllib3 ships with requests
     NewConnectionError = ()  # type: ignore[assignment,misc]
 
-logger = logging.getLogger("services.customer_sync.woo_client")
+logger = logging.getLogger("services.customer_sync.shop.woo_client")
 
 API_PATH = "wp-json/wc/v3/"
 MAX_PER_PAGE = 100

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from services.customer_sync.inbox import delivery_payload
+from services.customer_sync.door.inbox import delivery_payload
 from services.customer_sync.repository import (
     CustomerSyncStorage,
 )
@@ -16,10 +16,10 @@ from services.customer_sync.schemas import (
     load,
     require_text,
 )
-from services.customer_sync.notes import note_view
-from services.customer_sync.reminders import reminder_view
-from services.customer_sync.sync import order_event_data
-from services.customer_sync.timeline import entry_view
+from services.customer_sync.crm.notes import note_view
+from services.customer_sync.crm.reminders import reminder_view
+from services.customer_sync.core.sync import order_event_data
+from services.customer_sync.crm.timeline import entry_view
 from shared.customers import not_found, valid_customer_id, valid_customer_ids
 from shared.errors import NotFound, ValidationError
 from shared.paging import decode_cursor, encode_cursor

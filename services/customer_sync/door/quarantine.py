@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from services.customer_sync.inbox import delivery_payload
+from services.customer_sync.door.inbox import delivery_payload
 from services.customer_sync.repository import CustomerSyncStorage
 from services.customer_sync.schemas import PageSchema, load, require_text
 from shared.errors import NotFound, ValidationError

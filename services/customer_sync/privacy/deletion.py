@@ -24,15 +24,15 @@ import logging
 import uuid
 from typing import Any, Callable
 
-from services.customer_sync.anonymise import KEPT_CUSTOMER_FIELDS
-from services.customer_sync.changes import CANCELLED_STATUSES, PlannedEvent
-from services.customer_sync.erasure import CustomerErasure
+from services.customer_sync.privacy.anonymise import KEPT_CUSTOMER_FIELDS
+from services.customer_sync.core.changes import CANCELLED_STATUSES, PlannedEvent
+from services.customer_sync.privacy.erasure import CustomerErasure
 from services.customer_sync.repository import CustomerSyncStorage, Store
 from services.customer_sync.schemas import require_text
-from services.customer_sync.staff import customer_ids_arg
-from services.customer_sync.sync import CustomerSync
-from services.customer_sync.timeline import TIMELINE_FIELD, entry_id, make_entry
-from services.customer_sync.woo_client import WooApiError, WooClient, WooUnavailable
+from services.customer_sync.core.staff import customer_ids_arg
+from services.customer_sync.core.sync import CustomerSync
+from services.customer_sync.crm.timeline import TIMELINE_FIELD, entry_id, make_entry
+from services.customer_sync.shop.woo_client import WooApiError, WooClient, WooUnavailable
 from shared.errors import NotFound, ValidationError
 from shared.outbox import OUTBOX_FIELD
 from shared.times import utcnow

@@ -2,7 +2,7 @@
 remember (by keyed hash only) that they were forgotten.
 
 An erasure, whether gdpr asked for it (`gdpr.erasure_requested`) or the shop's own privacy
-eraser did it (recognised in `sync.py`), does the same, in an order that survives a crash at
+eraser did it (recognised in `core/sync.py`), does the same, in an order that survives a crash at
 any step (every step is idempotent, and the next one can still find what it needs):
 
 1. tombstones for every email and shop customer id the person's records hold, so a later
@@ -26,16 +26,16 @@ from typing import Any, Callable, Iterable
 
 from pymongo import ASCENDING
 
-from services.customer_sync.anonymise import (
+from services.customer_sync.privacy.anonymise import (
     anonymised_order_fields,
     emails_of,
     erased_customer_unset,
     real_email_key,
     redact_payload,
 )
-from services.customer_sync.normalise import parse_body
+from services.customer_sync.core.normalise import parse_body
 from services.customer_sync.repository import CustomerSyncStorage
-from services.customer_sync.tombstones import EMAIL, tombstone_values
+from services.customer_sync.privacy.tombstones import EMAIL, tombstone_values
 from shared.erasure import DropParked, confirm_erasure
 from shared.personal_data import Owners, named_customers
 from shared.events import Event

@@ -17,9 +17,9 @@ from typing import Mapping
 
 from pymongo.errors import PyMongoError
 
-from services.customer_sync.normalise import NormalisationError, check_delivery, parse_body
+from services.customer_sync.core.normalise import NormalisationError, check_delivery, parse_body
 from services.customer_sync.repository import CustomerSyncStorage
-from services.customer_sync.signature import verify
+from services.customer_sync.door.signature import verify
 
 log = logging.getLogger(__name__)
 

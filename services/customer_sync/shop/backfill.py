@@ -17,10 +17,10 @@ from typing import Callable, Iterable
 
 from pymongo import ReturnDocument
 
-from services.customer_sync.normalise import NormalisationError
+from services.customer_sync.core.normalise import NormalisationError
 from services.customer_sync.repository import CustomerSyncStorage, Store
-from services.customer_sync.sync import ApplyResult, CustomerSync
-from services.customer_sync.woo_client import WooApiError, WooClient
+from services.customer_sync.core.sync import ApplyResult, CustomerSync
+from services.customer_sync.shop.woo_client import WooApiError, WooClient
 from shared.errors import Conflict, NotFound
 from shared.times import utcnow
 

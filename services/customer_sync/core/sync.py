@@ -14,19 +14,19 @@ from datetime import datetime
 from typing import Any, Callable
 
 from shared.events import Event, build_event
-from services.customer_sync import changes
-from services.customer_sync.anonymise import (
+from services.customer_sync.core import changes
+from services.customer_sync.privacy.anonymise import (
     anonymise_order_snapshot,
     is_blank_customer,
     is_shop_erasure,
     order_is_guest,
     real_email_key,
 )
-from services.customer_sync.changes import Freshness, PlannedEvent
-from services.customer_sync.consent_capture import CaptureSettings, ConsentCapture
-from services.customer_sync.erasure import LATE, SHOP, CustomerErasure
-from services.customer_sync.tombstones import WOO_CUSTOMER
-from services.customer_sync.normalise import (
+from services.customer_sync.core.changes import Freshness, PlannedEvent
+from services.customer_sync.privacy.consent_capture import CaptureSettings, ConsentCapture
+from services.customer_sync.privacy.erasure import LATE, SHOP, CustomerErasure
+from services.customer_sync.privacy.tombstones import WOO_CUSTOMER
+from services.customer_sync.core.normalise import (
     CustomerSnapshot,
     OrderSnapshot,
     normalise_customer,
@@ -169,7 +169,7 @@ class CustomerSync:
     def apply(self, store_id: str, resource: str, action: str, payload: dict, *,
               correlation_id: str, from_rest: bool = False) -> ApplyResult:
         """Apply one webhook topic (`resource.action`) or REST state to the store's data,
-        then capture the consent its mapped opt-in meta data gives (consent_capture.py)."""
+        then capture the consent its mapped opt-in meta data gives (privacy/consent_capture.py)."""
         if resource == "customer":
             if action == "deleted":
                 return self.delete_customer(store_id, int(payload["id"]), correlation_id)
@@ -584,7 +584,7 @@ class CustomerSync:
         for _ in attempts(f"order {received.order_id}"):
             existing = orders.get(store_id, received.order_id)
             if existing is not None and existing.get("status") == "deleted":
-                # Staff deleted it at the shop and here (deletion.py): a late delivery of an
+                # Staff deleted it at the shop and here (privacy/deletion.py): a late delivery of an
                 # earlier state must not bring it back.
                 return ApplyResult("ignored")
             erased, erased_customer = self._erased_owner(store_id, received, existing)
@@ -678,7 +678,7 @@ class CustomerSync:
                     return ApplyResult("deleted")
                 continue
             if existing.get("status") in ("trash", "deleted"):
-                return ApplyResult("unchanged")  # "deleted": staff deleted it (deletion.py)
+                return ApplyResult("unchanged")  # "deleted": staff deleted it (privacy/deletion.py)
             events = []
             if existing.get("placed"):
                 doc = {**existing, "status": "trash"}

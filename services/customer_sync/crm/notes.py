@@ -3,7 +3,7 @@ add, edit and delete (in the same write as the note).
 
 A deleted note keeps its id and dates but loses its text (a soft delete: the "deleted" entry
 rides on it, and nothing of what it said stays). Notes are free text about a person, so a GDPR
-erasure deletes them outright (erasure.py).
+erasure deletes them outright (privacy/erasure.py).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from marshmallow import RAISE, Schema, fields, validate, ValidationError as Mars
 from pymongo import ASCENDING, DESCENDING
 
 from services.customer_sync.schemas import load, require_text
-from services.customer_sync.timeline import (TIMELINE_FIELD, TimelineOwing, entry_id, known_customer,
+from services.customer_sync.crm.timeline import (TIMELINE_FIELD, TimelineOwing, entry_id, known_customer,
                                              make_entry)
 from shared.errors import Conflict, NotFound, ValidationError
 from shared.outbox import OUTBOX_FIELD

@@ -13,10 +13,10 @@ from datetime import timedelta
 
 from pymongo.errors import PyMongoError
 
-from services.customer_sync.anonymise import redact_payload
-from services.customer_sync.normalise import NormalisationError, parse_body
+from services.customer_sync.privacy.anonymise import redact_payload
+from services.customer_sync.core.normalise import NormalisationError, parse_body
 from services.customer_sync.repository import CustomerSyncStorage, delivery_correlation_id
-from services.customer_sync.sync import ApplyResult, CustomerSync
+from services.customer_sync.core.sync import ApplyResult, CustomerSync
 from shared.logs import log_context
 from shared.metrics import count_quarantined
 

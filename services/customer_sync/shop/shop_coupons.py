@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import Callable
 
 from services.customer_sync.repository import CustomerSyncStorage, Store
-from services.customer_sync.woo_client import (
+from services.customer_sync.shop.woo_client import (
     CouponCodeTaken,
     CouponRequest,
     ShopCoupon,

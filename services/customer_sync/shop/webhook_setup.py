@@ -26,8 +26,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from services.customer_sync.repository import CustomerSyncStorage, Store
 from services.customer_sync.schemas import STORE_ID
-from services.customer_sync.webhooks import SUPPORTED_TOPICS
-from services.customer_sync.woo_client import WooApiError, WooClient
+from services.customer_sync.door.webhooks import SUPPORTED_TOPICS
+from services.customer_sync.shop.woo_client import WooApiError, WooClient
 from shared.errors import NotFound, ValidationError
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,149 @@
+"""customer_sync put together: its storage, its one write path (`CustomerSync`), every use case
+and the shop's REST clients made once, from its database, its config and a clock, so entrypoints
+and background work share one of each and a test can run the whole service on a clock it moves."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Callable, Iterable
+
+from pymongo.collection import Collection
+from pymongo.database import Database
+
+from services.customer_sync.core.importing import CustomerImport
+from services.customer_sync.core.queries import CustomerQueries
+from services.customer_sync.core.staff import AccountStatus, StaffEdits
+from services.customer_sync.core.stores import StoreAdmin
+from services.customer_sync.core.sync import CustomerSync
+from services.customer_sync.crm.notes import Notes
+from services.customer_sync.crm.reminders import Reminders
+from services.customer_sync.crm.timeline import TimelineProjector
+from services.customer_sync.door.inbox import InboxProcessor
+from services.customer_sync.door.quarantine import WebhookQuarantine
+from services.customer_sync.door.webhooks import WebhookReceiver
+from services.customer_sync.privacy.consent_capture import CaptureSettings
+from services.customer_sync.privacy.deletion import CustomerDeletion
+from services.customer_sync.privacy.rectify import Rectifier
+from services.customer_sync.repository import CustomerSyncStorage, Store
+from services.customer_sync.shop.backfill import Backfiller, ClientFactory, Publish
+from services.customer_sync.shop.reconcile import Reconciler
+from services.customer_sync.shop.shop_coupons import ShopCoupons
+from services.customer_sync.shop.webhook_setup import WebhookSetup
+from services.customer_sync.shop.woo_client import WooClient
+from shared.config import Config
+from shared.times import to_millis, utcnow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CustomerSyncApp:
+    """What customer_sync's workers and background providers see. Backfills hand what they
+    apply to the outbox and timeline of the provider that runs them, so those are made per
+    provider (`backfiller`, `reconciler`)."""
+
+    storage: CustomerSyncStorage
+    sync: CustomerSync
+    clock: Callable[[], datetime]
+    receiver: WebhookReceiver
+    inbox: InboxProcessor
+    quarantine: WebhookQuarantine
+    queries: CustomerQueries
+    stores: StoreAdmin
+    capture_settings: CaptureSettings
+    webhook_setup: WebhookSetup
+    shop_coupons: ShopCoupons
+    rectifier: Rectifier
+    staff_edits: StaffEdits
+    account_status: AccountStatus
+    deletion: CustomerDeletion
+    importer: CustomerImport
+    notes: Notes
+    reminders: Reminders
+    timeline: TimelineProjector
+    woo_clients: ClientFactory
+    full_scan_every: timedelta
+
+    def ensure_indexes(self) -> None:
+        self.storage.ensure_indexes()
+        self.timeline.ensure_indexes()
+
+    def flush_timeline(self, refs: Iterable[tuple[str, object]]) -> None:
+        """Move what these written documents (collection name, _id) owe into the timeline at
+        once, so staff see their change on reload; a failure is left to the timeline sweep."""
+        refs = list(refs)
+        if not refs:
+            return
+        try:
+            self.timeline.flush(refs)
+        except Exception:
+            log.exception("timeline flush failed; the sweep will move the entries")
+
+    def outbox_collections(self) -> list[Collection]:
+        return self.storage.outbox_collections()
+
+    def backfiller(self, publish: Publish) -> Backfiller:
+        """Backfill runs that hand each applied change to `publish` as they go."""
+        return Backfiller(self.storage, self.sync, self.woo_clients, publish=publish,
+                          clock=self.clock)
+
+    def reconciler(self, backfiller: Backfiller) -> Reconciler:
+        """The reconciliation schedule, re-reading stores through `backfiller`."""
+        return Reconciler(self.storage, backfiller, self.woo_clients,
+                          full_scan_every=self.full_scan_every, clock=self.clock)
+
+
+def woo_client_factory(config: Config) -> ClientFactory:
+    """Clients for reads and customer writes, with the configured timeout and retries."""
+    def make(store: Store) -> WooClient:
+        return WooClient(store.shop_url, store.consumer_key, store.consumer_secret,
+                         timeout=config.float("WOO_HTTP_TIMEOUT_SECONDS"),
+                         max_retries=config.int("WOO_MAX_RETRIES"))
+    return make
+
+
+def coupon_client_factory(config: Config) -> ClientFactory:
+    """Clients for coupon writes: few, short retries, because the caller's step stays pending
+    and retries with its own backoff; an RPC held open through minutes of retries would
+    outlive its caller's patience."""
+    def make(store: Store) -> WooClient:
+        return WooClient(store.shop_url, store.consumer_key, store.consumer_secret,
+                         timeout=config.float("WOO_HTTP_TIMEOUT_SECONDS"),
+                         max_retries=config.int("WOO_COUPON_RETRIES"), backoff_max=2.0)
+    return make
+
+
+def build(database: Database, config: Config,
+          clock: Callable[[], datetime] = utcnow) -> CustomerSyncApp:
+    """customer_sync from its own database and settings; `clock` dates what it writes."""
+    storage = CustomerSyncStorage(database,
+                                  inbox_retention_days=config.int("INBOX_RETENTION_DAYS"))
+    sync = CustomerSync(storage, clock)
+    woo_clients = woo_client_factory(config)
+
+    def clock_ms() -> datetime:
+        """Notes and reminders answer times to the millisecond MongoDB keeps."""
+        return to_millis(clock())
+
+    return CustomerSyncApp(
+        storage=storage, sync=sync, clock=clock,
+        receiver=WebhookReceiver(storage, config.int("WEBHOOK_MAX_BODY_BYTES")),
+        inbox=InboxProcessor(storage, sync),
+        quarantine=WebhookQuarantine(storage),
+        queries=CustomerQueries(storage),
+        stores=StoreAdmin(storage, config),
+        capture_settings=sync.capture_settings,
+        webhook_setup=WebhookSetup(storage, woo_clients),
+        shop_coupons=ShopCoupons(storage, coupon_client_factory(config)),
+        rectifier=Rectifier(storage, sync, woo_clients),
+        staff_edits=StaffEdits(storage, sync, woo_clients),
+        account_status=AccountStatus(storage, sync),
+        deletion=CustomerDeletion(storage, sync, woo_clients),
+        importer=CustomerImport(storage, sync, clock=clock, client_factory=woo_clients),
+        notes=Notes(storage, clock=clock_ms),
+        reminders=Reminders(storage, clock=clock_ms),
+        timeline=TimelineProjector(storage.timeline, storage.timeline_sources(),
+                                   storage.customers.collection),
+        woo_clients=woo_clients,
+        full_scan_every=timedelta(hours=config.float("RECONCILE_FULL_CUSTOMER_SCAN_HOURS")))

@@ -1,0 +1,54 @@
+"""The inbox sweep, run as a periodic task: it re-queues what a restart or a retry delay left
+in MongoDB, only once the in-process queue has drained, and asks to run again at once while it
+finds full batches."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from eventlet.queue import LightQueue
+
+from devdoubles import mongomock_adapter
+from services.customer_sync import workers
+from services.customer_sync.repository import CustomerSyncStorage
+from services.customer_sync.workers import InboxWorkers
+from shared.times import utcnow
+
+
+def left_behind(keys: list[str]) -> CustomerSyncStorage:
+    storage = CustomerSyncStorage(mongomock_adapter.client()["customer_sync"])
+    for key in keys:
+        storage.inbox.record(key, {"store_id": "s1", "topic": "customer.updated",
+                                   "resource": "customer", "resource_id": 1, "body": "{}"})
+    # Received well before the sweep's interval, so no test depends on how fast it runs.
+    storage.inbox.collection.update_many({}, {"$set": {"received_at": utcnow() - timedelta(hours=1)}})
+    return storage
+
+
+def idle_workers() -> InboxWorkers:
+    door = InboxWorkers()
+    door.queue, door.sweep_seconds = LightQueue(), 5.0
+    return door
+
+
+def drain(queue: LightQueue) -> list[str]:
+    return [queue.get() for _ in range(queue.qsize())]
+
+
+def test_the_sweep_queues_what_was_left_and_then_waits_its_turn() -> None:
+    storage, door = left_behind(["k0", "k1", "k2"]), idle_workers()
+    assert door.sweep(storage.inbox) is False
+    assert sorted(drain(door.queue)) == ["k0", "k1", "k2"]
+
+
+def test_the_sweep_leaves_a_queue_that_still_holds_keys_alone() -> None:
+    storage, door = left_behind(["k0"]), idle_workers()
+    door.queue.put("queued")
+    assert door.sweep(storage.inbox) is False
+    assert drain(door.queue) == ["queued"]
+
+
+def test_a_full_batch_asks_to_sweep_again_at_once(monkeypatch) -> None:
+    monkeypatch.setattr(workers, "SWEEP_BATCH", 2)
+    storage, door = left_behind(["k0", "k1", "k2"]), idle_workers()
+    assert door.sweep(storage.inbox) is True
+    assert len(drain(door.queue)) == 2
