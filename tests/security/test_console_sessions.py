@@ -47,7 +47,8 @@ class Outbox:
 def customer_sync() -> CustomerSyncService:
     """customer_sync's RPC methods with their real storage, called in process."""
     service = CustomerSyncService()
-    service.app = build(mongomock_adapter.client()["customer_sync"], Config({}))
+    service.app = build(mongomock_adapter.client()["customer_sync"],
+                        Config({}, registry.settings(["customer_sync"])))
     service.app.ensure_indexes()
     service.outbox = Outbox()
     service.storage.stores.save(Store(STORE, "https://shop.example", "whsec-123456789",

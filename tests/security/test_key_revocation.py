@@ -16,6 +16,7 @@ from werkzeug.test import Client
 from werkzeug.wrappers import Request
 
 from devdoubles import mongomock_adapter
+from services import registry
 from services.customer_sync.bootstrap import build
 from services.customer_sync.repository import Store
 from services.customer_sync.service import CustomerSyncService
@@ -43,7 +44,8 @@ class Deployment:
 
     def __init__(self) -> None:
         self.customer_sync = CustomerSyncService()
-        self.customer_sync.app = build(mongomock_adapter.client()["cs"], Config({}))
+        self.customer_sync.app = build(mongomock_adapter.client()["cs"],
+                                       Config({}, registry.settings(["customer_sync"])))
         self.customer_sync.app.ensure_indexes()
         self.customer_sync.outbox = Outbox()
         self.customer_sync.storage.stores.save(
