@@ -12,7 +12,7 @@ from werkzeug.wrappers import Request, Response
 from services.customer_sync.bootstrap import build
 from services.customer_sync.crm.timeline import record_foreign_event, timeline_page
 from services.customer_sync.door.webhooks import WEBHOOK_HEADERS, WebhookAnswer
-from services.customer_sync.privacy.erasure import document_owners, handle_erasure_requested
+from services.customer_sync.privacy.erasure import document_owners
 from services.customer_sync.privacy.erasure import shop_erasures as list_shop_erasures
 from services.customer_sync.repository import CustomerSyncStorage
 from services.customer_sync.schemas import require_text
@@ -166,18 +166,15 @@ class CustomerSyncService(HealthEndpoints, DataOwnerRpc):
     def list_orders(self, store_id: str, customer_id: str, page: dict | None = None) -> dict:
         return self.app.queries.list_orders(store_id, customer_id, page)
 
-    @rpc(expected_exceptions=EXPECTED_ERRORS)
-    def export_customer(self, store_id: str, customer_id: str) -> dict:
-        return self.app.queries.export_customer(store_id, customer_id)
+    # -- GDPR (the erasure handler and export_customer come from DataOwnerRpc) ---------------
+    def erase_person(self, store_id: str, customer_ids: list[str], request_id: str,
+                     email: str | None) -> dict:
+        """Forget the person: customers, orders anonymised, webhook deliveries; their guest
+        records found by `email` too."""
+        return self.app.sync.erasure.erase(store_id, customer_ids, email, request_id).counts
 
-    # -- GDPR ------------------------------------------------------------------------------
-    @event_handler("gdpr", "gdpr.erasure_requested")
-    def on_erasure_requested(self, event) -> None:
-        """Forget the person (customers, orders anonymised, webhook deliveries, parked
-        messages) and confirm with counts (shared.erasure)."""
-        receipt = handle_erasure_requested(self.storage, event, self._drop_parked)
-        self.outbox.notify([(self.storage.erasures.collection.name, receipt)])
-
+    def export_person(self, store_id: str, customer_id: str) -> dict | None:
+        return self.app.queries.export_person(store_id, customer_id)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def shop_erasures(self, store_id: str, since: str | None = None, limit: int = 500) -> dict:

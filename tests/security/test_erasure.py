@@ -13,7 +13,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from devdoubles import mongomock_adapter
-from services.customer_sync.privacy.erasure import document_owners, handle_erasure_requested
+from services.customer_sync.privacy.erasure import CustomerErasure, document_owners
+from shared.erasure import confirm_erasure
 from services.customer_sync.core.queries import CustomerQueries
 from services.customer_sync.repository import CustomerSyncStorage, Store
 from services.customer_sync.core.sync import CustomerSync
@@ -108,7 +109,10 @@ def erase_everywhere(storage, others, request_id, customer_ids, email):
     """What each service does on gdpr.erasure_requested, answering with its confirmation."""
     event = build_event("gdpr.erasure_requested", store_id=STORE, data={
         "request_id": request_id, "customer_ids": customer_ids, "email": email})
-    handle_erasure_requested(storage, event, lambda matches: 0)
+    confirm_erasure("customer_sync", storage.erasures, event,
+                    lambda: CustomerErasure(storage).erase(STORE, customer_ids, email,
+                                                           request_id).counts,
+                    lambda matches: 0)
     others["segmentation"]["profiles"].delete_many({"customer_id": {"$in": customer_ids}})
     receipt = storage.erasures.get(STORE, request_id)
     [confirmation] = [e["message"] for e in receipt[OUTBOX_FIELD]]

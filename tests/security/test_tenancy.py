@@ -81,7 +81,6 @@ def test_customer_sync_use_cases_answer_not_found_across_stores(storage, store_a
     for attempt in (
             lambda: queries.get_customer(STORE_B, customer_id),
             lambda: queries.find_customer(STORE_B, "ada@example.com"),
-            lambda: queries.export_customer(STORE_B, customer_id),
             lambda: queries.list_orders(STORE_B, customer_id),
             lambda: notes.list(STORE_B, customer_id),
             lambda: notes.add(STORE_B, customer_id, {"category": "general", "text": "x"}, "m"),
@@ -93,6 +92,7 @@ def test_customer_sync_use_cases_answer_not_found_across_stores(storage, store_a
             lambda: reminders.delete(STORE_B, store_a["reminder_id"], "mallory")):
         with pytest.raises(NotFound):
             attempt()
+    assert queries.export_person(STORE_B, customer_id) is None  # the RPC answers NotFound
     assert queries.list_customers(STORE_B)["items"] == []
     assert reminders.list(STORE_B, None, None) == []
     # and store A's records are as they were

@@ -5,13 +5,15 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 from devdoubles import mongomock_adapter
+from services import registry
 from services.customer_sync.bootstrap import build
 from shared.config import Config
 from tests.support import Clock
 
 
 def app_on(clock: Clock, **settings: str):
-    return build(mongomock_adapter.client()["customer_sync"], Config({}, **settings), clock=clock)
+    config = Config({}, registry.settings(["customer_sync"]), **settings)
+    return build(mongomock_adapter.client()["customer_sync"], config, clock=clock)
 
 
 def test_every_use_case_writes_through_the_one_customer_sync() -> None:

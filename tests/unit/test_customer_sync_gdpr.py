@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime, timezone
+from types import SimpleNamespace
 
 import pytest
+from nameko.testing.services import worker_factory
 
 from devdoubles import mongomock_adapter
 from services.customer_sync.privacy.anonymise import (
@@ -20,10 +22,10 @@ from services.customer_sync.privacy.anonymise import (
 )
 from services.customer_sync.privacy.erasure import (
     CustomerErasure,
-    handle_erasure_requested,
     shop_erasures,
     tombstone_holds,
 )
+from services.customer_sync.service import CustomerSyncService
 from shared.personal_data import search, search_personal_data, search_terms, value_mentions
 from services.customer_sync.door.inbox import InboxProcessor
 from services.customer_sync.core.normalise import normalise_customer, normalise_order, order_content_hash
@@ -332,10 +334,16 @@ def test_erasure_leaves_markers_anonymised_orders_and_no_trace(sync, storage):
 
 
 def test_erasure_by_request_confirms_with_counts_once(sync, storage):
+    """The handler customer_sync inherits from DataOwnerRpc erases through its sync's erasure,
+    the guest records found by the request's email included."""
+    service = worker_factory(CustomerSyncService, app=SimpleNamespace(storage=storage, sync=sync))
     customer_id = seed_person(sync, storage)
     dropped = []
-    receipt = handle_erasure_requested(storage, erasure_request([customer_id]),
-                                       lambda matches: dropped.append(matches) or 0)
+    service._drop_parked = lambda matches: dropped.append(matches) or 0  # the broker's queue
+    request = erasure_request([customer_id])
+    service.on_erasure_requested(request)
+    receipt = storage.erasures.key(STORE, request.data["request_id"])
+    service.outbox.notify.assert_called_once_with([("erasures", receipt)])
     [confirmation] = storage.erasures.collection.find_one({"_id": receipt})[OUTBOX_FIELD]
     assert confirmation["message"]["data"]["counts"] == {
         "customers": 2, "orders": 2, "inbox_deliveries": 2, "parked_messages": 0}

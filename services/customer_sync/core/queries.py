@@ -148,12 +148,13 @@ class CustomerQueries:
             "next_cursor": encode_cursor((offset + len(docs),)) if more else None,
         }
 
-    def export_customer(self, store_id: str, customer_id: str) -> dict:
-        """Everything customer_sync holds about one person (GDPR access and portability)."""
+    def export_person(self, store_id: str, customer_id: str) -> dict | None:
+        """Everything customer_sync holds about one person (GDPR access and portability), or
+        None when it holds no such customer."""
         store_id, customer_id = _store_id(store_id), require_text(customer_id, "customer_id")
         doc = self.storage.customers.get(store_id, customer_id)
         if doc is None:
-            raise NotFound(f"no customer {customer_id} in store {store_id}")
+            return None
         orders = list(self.storage.orders.collection.find(
             {"store_id": store_id, "customer_id": customer_id}, {"outbox": 0}))
         order_ids = [o["order_id"] for o in orders]
@@ -168,7 +169,6 @@ class CustomerQueries:
                     "payload": delivery_payload(d),
                 })
         return {
-            "service": "customer_sync",
             "customer": {**customer_view(doc),
                          "merged_guests": [c["_id"] for c in self.storage.customers.collection.find(
                              {"store_id": store_id, "merged_into": customer_id}, {"_id": 1})]},

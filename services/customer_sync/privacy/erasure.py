@@ -36,7 +36,6 @@ from services.customer_sync.privacy.anonymise import (
 from services.customer_sync.core.normalise import parse_body
 from services.customer_sync.repository import CustomerSyncStorage
 from services.customer_sync.privacy.tombstones import EMAIL, tombstone_values
-from shared.erasure import DropParked, confirm_erasure
 from shared.personal_data import Owners, named_customers
 from shared.events import Event
 from shared.outbox import OUTBOX_FIELD, push_events
@@ -45,7 +44,6 @@ from shared.conflicts import CONFLICT_RETRIES
 
 log = logging.getLogger(__name__)
 
-SERVICE = "customer_sync"
 ERASED = "erased"
 # Who erased: a gdpr request, the shop's privacy eraser, or a record written while an erasure
 # ran (a race the writer notices right after its write).
@@ -295,19 +293,6 @@ def _delivery_owners(storage: CustomerSyncStorage, delivery: dict) -> set[str]:
 
 
 # -- the gdpr conversation ------------------------------------------------------------------
-def handle_erasure_requested(storage: CustomerSyncStorage, event: Event,
-                             drop_parked: DropParked) -> str:
-    """Erase (once per request), drop parked messages about the person, owe the confirmation.
-    Answers the receipt's id for the outbox relay."""
-    data = event.data
-    erasure = CustomerErasure(storage)
-    return confirm_erasure(
-        SERVICE, storage.erasures, event,
-        lambda: erasure.erase(event.store_id, data["customer_ids"], data.get("email"),
-                              data["request_id"]).counts,
-        drop_parked)
-
-
 def shop_erasures(storage: CustomerSyncStorage, store_id: str, since: datetime | None,
                   limit: int) -> list[dict]:
     """Customer records the shop's own privacy eraser erased (oldest first, from `since` on,
