@@ -256,13 +256,19 @@ class Desk:
         fields = {f"erasure.confirmations.{service}": {
             "counts": data["counts"], "customer_ids": list(data.get("customer_ids") or []),
             "at": now}}
-        confirmed = set((request.get("erasure") or {}).get("confirmations") or {}) | {service}
-        if confirmed >= set(self.settings.services):
-            fields["next_attempt_at"] = now  # all in: verify without waiting
-        self.storage.requests.collection.update_one(
+        requests = self.storage.requests.collection
+        requests.update_one(
             {"_id": request["_id"], f"erasure.confirmations.{service}": {"$exists": False}},
             {"$set": fields, "$push": {"audit": rq.audit_entry(
                 now, service, "erasure_confirmed", f"{service} erased its data", counts=data["counts"])}})
+        # All in: verify without waiting. Asked after the write, of the stored request, so of
+        # two confirmations recorded at once the later write sees both (what either read
+        # before writing did not).
+        requests.update_one(
+            {"_id": request["_id"], "next_attempt_at": {"$gt": now},
+             **{f"erasure.confirmations.{name}": {"$exists": True}
+                for name in self.settings.services}},
+            {"$set": {"next_attempt_at": now}})
 
     # -- the shop's own eraser -----------------------------------------------------------------------
     def import_shop_erasures(self, services: Services) -> int:

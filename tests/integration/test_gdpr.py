@@ -70,6 +70,13 @@ def _found(rpc):
         return None
 
 
+def _request_or_none(rpc, request_id: str) -> dict | None:
+    try:
+        return rpc.gdpr.get_request(request_id)
+    except Exception:
+        return None
+
+
 def _held_by_all(rpc, customer_id) -> bool:
     try:  # the order has reached each service, not just the customer
         profile = rpc.segmentation.get_profile(STORE, customer_id)
@@ -205,7 +212,11 @@ def test_the_shops_own_eraser_is_carried_to_every_service(services, system):
         except Exception:
             return None
 
-    wait_until(lambda: state() == "completed", timeout=40, message="the shop's erasure to complete")
+    try:
+        wait_until(lambda: state() == "completed", timeout=40,
+                   message="the shop's erasure to complete")
+    except AssertionError:
+        raise AssertionError(f"the shop's erasure did not complete: {_request_or_none(rpc, request_id)}")
     done = rpc.gdpr.get_request(request_id)
     assert set(done["result"]["confirmations"]) == {"customer_sync", "segmentation", "loyalty",
                                                     "notifications"}

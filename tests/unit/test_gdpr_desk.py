@@ -162,6 +162,34 @@ def test_erasure_completes_only_after_every_confirmation_and_a_clean_search(desk
     assert searched == ("s1", ["ada@example.com"], ["+447700900123", "Ada Lovelace"], ["c-1"])
 
 
+def test_the_last_two_confirmations_at_once_still_start_the_verification(desk, monkeypatch):
+    """Two services confirm at the same moment: each handler read the request before the
+    other wrote, so neither saw all four. The request must still be verified right away, not
+    an hour later when the missing confirmations would be asked for again."""
+    desk, clock = desk
+    services = StandIns()
+    request_id = desk.submit("s1", "erasure", "ada@example.com", None, "ops@shop")["request_id"]
+    desk.verify_identity(request_id, "ops@shop")
+    run(desk, clock, services)
+
+    def confirm(service):
+        desk.record_confirmation(build_event("gdpr.erasure_completed", store_id="s1", data={
+            "request_id": request_id, "service": service, "customer_ids": ["c-1"],
+            "counts": {"records": 1}}))
+
+    confirm("segmentation")
+    confirm("loyalty")
+    read_before_either_wrote = desk.storage.requests.get(request_id)
+    monkeypatch.setattr(desk.storage.requests, "get", lambda _id: read_before_either_wrote)
+    confirm("customer_sync")
+    confirm("notifications")
+    monkeypatch.undo()
+    stored = desk.storage.requests.collection.find_one({"_id": request_id})
+    assert set(stored["erasure"]["confirmations"]) == set(SERVICES)
+    assert run(desk, clock, services) == 1  # due now: no clock moved
+    assert desk.get(request_id)["state"] == "completed"
+
+
 def test_objection_and_consent_records(desk):
     desk, clock = desk
     services = StandIns()
