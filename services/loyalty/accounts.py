@@ -26,6 +26,7 @@ from shared.events import Event, build_event
 from shared.events.facts import fact_time
 from shared.times import utcnow
 from shared.paging import page_size
+from shared.read_cache import ReadCache
 from shared.conflicts import attempts
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ _NAMESPACE = uuid.UUID("a3f1e0c2-6b1d-4e8a-9a7c-5d2b8e4f1c37")
 _LOYALTY_RETRIES = 200
 _PROGRAMME_SECONDS = 5.0  # how long a process trusts its copy of a store's programme
 # Programmes by (storage, store): read once per few seconds, not once per event.
-_programmes: dict[tuple[int, str], tuple[float, Programme]] = {}
+_programmes = ReadCache(_PROGRAMME_SECONDS)
 
 
 @dataclass
@@ -69,20 +70,17 @@ class Accounts:
 
     # -- the programme -------------------------------------------------------------------------
     def programme(self, store_id: str) -> Programme:
-        cached = _programmes.get((id(self.storage), store_id))
-        if cached and time.monotonic() - cached[0] < _PROGRAMME_SECONDS:
-            return cached[1]
-        stored = self.storage.programmes.get(store_id)
-        programme = load_programme(stored) if stored else DEFAULT_PROGRAMME
-        _programmes[(id(self.storage), store_id)] = (time.monotonic(), programme)
-        return programme
+        def load() -> Programme:
+            stored = self.storage.programmes.get(store_id)
+            return load_programme(stored) if stored else DEFAULT_PROGRAMME
+        return _programmes.get(self.storage, store_id, load)
 
     def save_programme(self, store_id: str, data: dict) -> Programme:
         """Validate and store; the stored form is the full programme, defaults filled in."""
         programme = load_programme(data)
         stored = programme.to_dict()
         self.storage.programmes.save(store_id, stored)
-        _programmes.pop((id(self.storage), store_id), None)
+        _programmes.forget(self.storage, store_id)
         return programme
 
     # -- events in -----------------------------------------------------------------------------

@@ -8,7 +8,6 @@ sent: however often the event comes, one send.
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable
@@ -24,29 +23,24 @@ from shared.errors import NotFound, ValidationError
 from shared.events import Event, build_event
 from shared.events.facts import fact_time
 from shared.money import money_text
+from shared.read_cache import ReadCache
 from shared.times import parse_aware, utcnow
 
 log = logging.getLogger(__name__)
 
 _CACHE_SECONDS = 5.0
-_cache: dict[tuple[int, str, str], tuple[float, Any]] = {}
+_read_cache = ReadCache(_CACHE_SECONDS)
 _NAMESPACE = uuid.UUID("9b7e61c4-3f0e-4d59-8d0b-4c1b7a3e2f58")
 STOP_WORDS = {"stop", "stopall", "unsubscribe", "cancel", "end", "quit"}
 START_WORDS = {"start", "yes", "unstop"}
 
 
 def _cached(storage: NotificationsStorage, kind: str, store_id: str, load: Callable[[], Any]) -> Any:
-    key = (id(storage), kind, store_id)
-    hit = _cache.get(key)
-    if hit and time.monotonic() - hit[0] < _CACHE_SECONDS:
-        return hit[1]
-    value = load()
-    _cache[key] = (time.monotonic(), value)
-    return value
+    return _read_cache.get(storage, (kind, store_id), load)
 
 
 def _forget(storage: NotificationsStorage, kind: str, store_id: str) -> None:
-    _cache.pop((id(storage), kind, store_id), None)
+    _read_cache.forget(storage, (kind, store_id))
 
 
 def format_money(amount: dict | None) -> str | None:

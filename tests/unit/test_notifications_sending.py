@@ -209,3 +209,24 @@ def test_the_store_send_log_pages_newest_first_by_keyset_and_filters(database):
     assert sorted(d["_id"] for d in sms) == ["send-0", "send-3", "send-6"]
     with pytest.raises(ValidationError):
         storage.sends.page("s1", {}, 3, "not-a-cursor")
+
+
+def test_a_stores_cached_settings_go_with_the_storage_they_were_read_from(database):
+    """Settings are cached a few seconds per storage. An entry must not outlive its storage:
+    keyed by the object's address, it was read by a later storage (another database) that
+    happened to be given the same address, and sent another shop's unsubscribe address."""
+    import gc
+
+    from services.notifications import notifier as notifier_module
+
+    gc.collect()
+    storages_cached_before = notifier_module._read_cache.storages()
+    storage = NotificationsStorage(database)
+    notifier = Notifier(storage, Clock(T0))
+    notifier.save_settings("s1", {"name": "Tea & Co", "url": "https://tea.example",
+                                  "unsubscribe_mailto": "optout@tea.example"})
+    assert notifier.settings("s1").unsubscribe_mailto == "optout@tea.example"
+    assert notifier_module._read_cache.storages() == storages_cached_before + 1
+    del notifier, storage
+    gc.collect()
+    assert notifier_module._read_cache.storages() == storages_cached_before
