@@ -151,3 +151,20 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_sep("-", "fuzzing: cases run")
         for line in lines:
             terminalreporter.write_line(line)
+
+
+@pytest.fixture
+def smtp():
+    """A real SMTP server on a free local port that keeps what it receives (the mail peer
+    outside the system)."""
+    from demo.mailbox import SmtpServer
+    with SmtpServer() as server:
+        yield server
+
+
+@pytest.fixture
+def twilio():
+    """A local server speaking Twilio's Messages API, seeded so its ids repeat run to run."""
+    from demo.sms import FakeTwilio
+    with FakeTwilio(seed=5) as fake:
+        yield fake

@@ -20,7 +20,6 @@ from services.gdpr.service import GdprService
 from shared.mongo import MongoStorage
 from tests.browser.accessibility import assert_accessible
 from tests.browser.test_console import _flash, _key
-from demo.mailbox import SmtpServer
 from tests.gateway_system import STORE, running_system, shop  # noqa: F401 - fixtures
 from tests.security.gateway_requests import suppressed_address
 from tests.support import wait_until
@@ -42,12 +41,6 @@ GDPR_CLOCK = GdprClock()
 
 class ClockedGdprService(GdprService):
     app = MongoStorage(partial(build_gdpr, clock=GDPR_CLOCK))
-
-
-@pytest.fixture
-def smtp():
-    with SmtpServer() as server:
-        yield server
 
 
 @pytest.fixture

@@ -24,8 +24,6 @@ from shared.messaging.handlers import event_handler
 from shared.metrics import MetricsServer
 from shared.mongo import MongoStorage
 from tests import payloads
-from demo.mailbox import SmtpServer
-from demo.sms import FakeTwilio
 from tests.support import free_port, publish, vhost_of, wait_until
 
 
@@ -202,18 +200,6 @@ def start_notifications(services, smtp, twilio) -> str:
                    TWILIO_FROM_NUMBER=twilio.phone_number, TWILIO_API_BASE=twilio.base_url,
                    NOTIFY_POLL_SECONDS="0.2", NOTIFY_RETRY_SECONDS="0.3")
     return f"http://127.0.0.1:{port}"
-
-
-@pytest.fixture
-def smtp():
-    with SmtpServer() as server:
-        yield server
-
-
-@pytest.fixture
-def twilio():
-    with FakeTwilio(seed=5) as fake:
-        yield fake
 
 
 def test_send_outcomes_per_channel(services, smtp, twilio, metrics_url):

@@ -11,7 +11,6 @@ import pytest
 import requests
 from nameko.standalone.rpc import ClusterRpcProxy
 
-from demo.mailbox import SmtpServer
 from demo.shop import FakeWooShop
 from services.customer_sync.service import CustomerSyncService
 from services.customer_sync.door.signature import sign
@@ -37,12 +36,6 @@ WELCOME = {"workflow_id": "welcome", "name": "Welcome", "trigger": {"event": "cu
 def shop():
     with FakeWooShop(seed=5) as fake:
         yield fake
-
-
-@pytest.fixture
-def smtp():
-    with SmtpServer() as server:
-        yield server
 
 
 @pytest.fixture

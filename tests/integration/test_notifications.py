@@ -10,24 +10,10 @@ from nameko.standalone.rpc import ClusterRpcProxy
 
 from services.notifications.service import NotificationsService
 from shared.events import build_event, contract
-from demo.mailbox import SmtpServer
-from demo.sms import FakeTwilio
 from tests.support import EventBarrier, free_port, publish, wait_until
 
 STORE = "nt"
 PHONE = "+447700900123"
-
-
-@pytest.fixture
-def smtp():
-    with SmtpServer() as server:
-        yield server
-
-
-@pytest.fixture
-def twilio():
-    with FakeTwilio(seed=3) as fake:
-        yield fake
 
 
 def start(services, smtp, twilio, **overrides):

@@ -11,24 +11,10 @@ from nameko.standalone.rpc import ClusterRpcProxy
 
 from services.notifications.service import NotificationsService
 from shared.events import build_event, contract
-from demo.mailbox import SmtpServer
-from demo.sms import FakeTwilio
 from tests.support import EventBarrier, free_port, publish, wait_until
 
 STORE = "ost"
 PHONE = "+447700900124"
-
-
-@pytest.fixture
-def smtp():
-    with SmtpServer() as server:
-        yield server
-
-
-@pytest.fixture
-def twilio():
-    with FakeTwilio(seed=5) as fake:
-        yield fake
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from nameko.standalone.rpc import ClusterRpcProxy
 from services.gdpr.service import GdprService
 from services.notifications.service import NotificationsService
 from shared.events import build_event, contract
-from demo.mailbox import SmtpServer
 from tests.support import free_port, publish, wait_until
 
 STORE = "un"
@@ -19,12 +18,6 @@ STORE = "un"
 # decided by the link's make-up, never by what a random token happens to spell.
 CUSTOMER = "cust.1001"
 SECRET = "an-integration-link-secret-0123456789abcdef"
-
-
-@pytest.fixture
-def smtp():
-    with SmtpServer() as server:
-        yield server
 
 
 @pytest.fixture

@@ -18,7 +18,6 @@ from services.notifications.sender import Sender, SenderSettings
 from shared.coupons import CODE_ALPHABET, CouponSpec
 from shared.errors import NotFound, Refused, Unavailable, ValidationError
 from shared.events import build_event, contract
-from demo.mailbox import SmtpServer
 from tests.support import Clock
 
 T0 = datetime(2026, 11, 29, 12, tzinfo=timezone.utc)
@@ -73,12 +72,6 @@ class ShopCouponsStandIn:
             return {"deleted": False, "usage_count": 0, "found": held is not None}
         del self.coupons[code]
         return {"deleted": True, "usage_count": 0, "found": True}
-
-
-@pytest.fixture
-def smtp():
-    with SmtpServer() as server:
-        yield server
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from demo.mailbox import SmtpServer
 from demo.sms import FakeTwilio
 from services.notifications import channel_health
 from services.notifications.channel_health import FAILING_AFTER, describe, problem, report
@@ -28,18 +27,6 @@ def storage(database):
     storage = NotificationsStorage(database)
     storage.ensure_indexes()
     return storage
-
-
-@pytest.fixture
-def smtp():
-    with SmtpServer() as server:
-        yield server
-
-
-@pytest.fixture
-def twilio():
-    with FakeTwilio(seed=7) as fake:
-        yield fake
 
 
 def sender_for(storage, clock, smtp_port: int, twilio: FakeTwilio, host: str = "127.0.0.1",

@@ -19,8 +19,6 @@ from services.notifications.sender import Sender, SenderSettings
 from services.notifications.suppression import (Change, Suppressions, blocks,
                                                 kind_for_failure)
 from shared.errors import NotFound, ValidationError
-from demo.mailbox import SmtpServer
-from demo.sms import FakeTwilio
 from tests.support import Clock
 
 T0 = datetime(2026, 11, 29, 12, tzinfo=timezone.utc)  # noon UTC: outside quiet hours
@@ -38,18 +36,6 @@ def storage(database):
     storage = NotificationsStorage(database)
     storage.ensure_indexes()
     return storage
-
-
-@pytest.fixture
-def smtp():
-    with SmtpServer() as server:
-        yield server
-
-
-@pytest.fixture
-def twilio():
-    with FakeTwilio(seed=5) as fake:
-        yield fake
 
 
 def _sender(storage, smtp, twilio, clock) -> Sender:

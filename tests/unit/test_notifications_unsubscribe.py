@@ -20,8 +20,6 @@ from services.notifications.subscriptions import Subscriptions, consent_state
 from shared.errors import ValidationError
 from shared.events import build_event, contract
 from shared.outbox import OUTBOX_FIELD
-from demo.mailbox import SmtpServer
-from demo.sms import FakeTwilio
 from tests.support import Clock
 
 T0 = datetime(2026, 11, 29, 12, tzinfo=timezone.utc)
@@ -101,18 +99,6 @@ def _schedule(storage, notifier, send_id, channel="email", template="win_back",
               purpose="marketing", customer_id=CUSTOMER):
     storage.sends.schedule(notifier._send(STORE, customer_id, send_id, T0, bulk={
         "bulk_id": send_id, "channel": channel, "template": template, "purpose": purpose}))
-
-
-@pytest.fixture
-def smtp():
-    with SmtpServer() as server:
-        yield server
-
-
-@pytest.fixture
-def twilio():
-    with FakeTwilio(seed=5) as fake:
-        yield fake
 
 
 def _sender(storage, clock, smtp, twilio=None, links=True) -> Sender:
