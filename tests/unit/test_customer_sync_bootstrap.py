@@ -29,6 +29,8 @@ def test_the_clock_given_dates_the_write_path_and_crm_to_the_millisecond() -> No
     app = app_on(clock)
     assert app.sync.clock() == clock.now
     assert app.importer.clock() == clock.now
+    for dated in (app.rectifier, app.staff_edits, app.deletion, app.storage.inbox):
+        assert dated.clock is clock
     assert app.notes.clock() == datetime(2026, 3, 1, 9, 30, 0, 123000, tzinfo=timezone.utc)
     assert app.reminders.clock() == datetime(2026, 3, 1, 9, 30, 0, 123000, tzinfo=timezone.utc)
     clock.now += timedelta(days=1)
