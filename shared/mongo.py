@@ -13,6 +13,7 @@ from pymongo import MongoClient
 from pymongo.database import Database
 
 from shared.config import Config, from_nameko
+from shared.container import named_dependencies
 from shared.tls import mongo_tls_options
 
 log = logging.getLogger(__name__)
@@ -104,13 +105,10 @@ def declared_storage(container, name: str | None, needed_by: str) -> MongoStorag
     Providers that need the service's database take their peer by the name the service gives
     it, so the wiring is written in the service and a second storage is never picked by type."""
     names = (name,) if name else STORAGE_NAMES
-    found = {d.attr_name: d for d in container.dependencies if d.attr_name in names}
+    found = named_dependencies(
+        container, names, needed_by, one_of=True, what="the service's MongoStorage",
+        advice='declare it, or name the attribute that holds it with storage="..."')
     service = container.service_name
-    if not found:
-        raise RuntimeError(
-            f"{service}: {needed_by} needs the service's MongoStorage as attribute "
-            f"{' or '.join(repr(n) for n in names)}, which the service lacks; declare it, or "
-            "name the attribute that holds it with storage=\"...\"")
     if len(found) > 1:
         raise RuntimeError(
             f"{service}: {needed_by} finds both {' and '.join(repr(n) for n in sorted(found))}: "

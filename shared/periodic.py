@@ -18,6 +18,7 @@ import eventlet.event
 from nameko.extensions import DependencyProvider
 
 from shared.config import from_nameko
+from shared.container import named_dependencies
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +63,7 @@ class PeriodicTasks(DependencyProvider):
         self.uses: SimpleNamespace | None = None
 
     def start(self) -> None:
-        found = {d.attr_name: d for d in self.container.dependencies
-                 if d.attr_name in self.uses_names}
-        missing = set(self.uses_names) - set(found)
-        if missing:
-            raise RuntimeError(f"periodic tasks use dependencies the service lacks: {missing}")
+        found = named_dependencies(self.container, self.uses_names, type(self).__name__)
         # What each provider gives a worker; the providers named here ignore the worker.
         self.uses = SimpleNamespace(**{name: d.get_dependency(None) for name, d in found.items()})
         self._threads = [self.container.spawn_managed_thread(lambda t=task: self._loop(t),

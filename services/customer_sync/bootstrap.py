@@ -118,7 +118,8 @@ def build(database: Database, config: Config,
           clock: Callable[[], datetime] = utcnow) -> CustomerSyncApp:
     """customer_sync from its own database and settings; `clock` dates what it writes."""
     storage = CustomerSyncStorage(database,
-                                  inbox_retention_days=config.int("INBOX_RETENTION_DAYS"))
+                                  inbox_retention_days=config.int("INBOX_RETENTION_DAYS"),
+                                  clock=clock)
     sync = CustomerSync(storage, clock)
     woo_clients = woo_client_factory(config)
 
@@ -132,14 +133,14 @@ def build(database: Database, config: Config,
         inbox=InboxProcessor(storage, sync),
         quarantine=WebhookQuarantine(storage),
         queries=CustomerQueries(storage),
-        stores=StoreAdmin(storage, config),
+        stores=StoreAdmin(storage, config.int("RECONCILE_INTERVAL_MINUTES")),
         capture_settings=sync.capture_settings,
         webhook_setup=WebhookSetup(storage, woo_clients),
         shop_coupons=ShopCoupons(storage, coupon_client_factory(config)),
-        rectifier=Rectifier(storage, sync, woo_clients),
-        staff_edits=StaffEdits(storage, sync, woo_clients),
+        rectifier=Rectifier(storage, sync, woo_clients, clock=clock),
+        staff_edits=StaffEdits(storage, sync, woo_clients, clock=clock),
         account_status=AccountStatus(storage, sync),
-        deletion=CustomerDeletion(storage, sync, woo_clients),
+        deletion=CustomerDeletion(storage, sync, woo_clients, clock=clock),
         importer=CustomerImport(storage, sync, clock=clock, client_factory=woo_clients),
         notes=Notes(storage, clock=clock_ms),
         reminders=Reminders(storage, clock=clock_ms),

@@ -12,6 +12,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
+from typing import Callable
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument, WriteConcern
 from pymongo.collection import Collection
@@ -235,9 +236,12 @@ class InboxRepository:
     same second): store, resource, id, date_modified_gmt and a hash of the content.
     """
 
-    def __init__(self, collection: Collection, retention_days: int = 7) -> None:
+    def __init__(self, collection: Collection, retention_days: int = 7,
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        """`clock` dates receipt, leases, retries, completion and quarantine."""
         self.collection = collection
         self.retention_days = retention_days
+        self.clock = clock
 
     def ensure_indexes(self) -> None:
         self.collection.create_index([("status", ASCENDING), ("received_at", ASCENDING)])
@@ -250,7 +254,7 @@ class InboxRepository:
         for doc in self.collection.find({"status": "failed"}, {"_id": 1}):
             self.collection.update_one(
                 {"_id": doc["_id"], "status": "failed"},
-                {"$set": {"status": "quarantined", "quarantined_at": utcnow(),
+                {"$set": {"status": "quarantined", "quarantined_at": self.clock(),
                           "quarantine_id": delivery_correlation_id(doc["_id"])},
                  "$unset": {"done_at": ""}})
 
@@ -258,13 +262,13 @@ class InboxRepository:
         """Store a delivery; False when this very change was recorded already."""
         try:
             self.collection.insert_one({"_id": key, **delivery, "status": "pending",
-                                        "attempts": 0, "received_at": utcnow()})
+                                        "attempts": 0, "received_at": self.clock()})
             return True
         except DuplicateKeyError:
             return False
 
     def claim(self, key: str, lease: timedelta) -> dict | None:
-        now = utcnow()
+        now = self.clock()
         return self.collection.find_one_and_update(
             {"_id": key, "$or": [{"status": "pending"},
                                  {"status": "processing", "lease_until": {"$lt": now}}]},
@@ -275,7 +279,7 @@ class InboxRepository:
     def unfinished(self, older_than: datetime, limit: int = 1000) -> list[str]:
         """Deliveries to apply again: pending ones past their retry time, and ones whose worker
         lease ran out (a crash). Two queries on `status`, each served by the status index."""
-        now = utcnow()
+        now = self.clock()
         pending = self.collection.find(
             {"status": "pending", "received_at": {"$lt": older_than},
              "$or": [{"retry_at": {"$exists": False}}, {"retry_at": {"$lte": now}}]},
@@ -289,7 +293,7 @@ class InboxRepository:
     def finish(self, key: str, outcome: str, redacted_body: str | None = None) -> None:
         """Mark a delivery applied; `redacted_body` replaces what the shop sent when it was
         about an erased person (the key, and so duplicate detection, stays)."""
-        fields: dict = {"status": "done", "outcome": outcome, "done_at": utcnow()}
+        fields: dict = {"status": "done", "outcome": outcome, "done_at": self.clock()}
         if redacted_body is not None:
             fields.update(body=redacted_body, redacted=True)
         self.collection.update_one({"_id": key}, {"$set": fields, "$unset": {"lease_until": ""}})
@@ -318,7 +322,7 @@ class InboxRepository:
         """A retry waits longer each time; a final failure is quarantined: kept (no expiry),
         until an operator replays it once the cause is fixed (WooCommerce never sends it
         again). An erasure still redacts it like any delivery waiting to be applied."""
-        now = utcnow()
+        now = self.clock()
         fields: dict = {"status": "pending" if retry else "quarantined", "error": error[:2000]}
         if retry:
             fields["retry_at"] = now + timedelta(seconds=min(600, 2 ** min(attempts, 10)))
@@ -349,7 +353,7 @@ class InboxRepository:
         for doc in self.collection.find(query, {"_id": 1, "quarantine_id": 1}).limit(limit):
             taken = self.collection.update_one(
                 {"_id": doc["_id"], "status": "quarantined"},
-                {"$set": {"status": "pending", "attempts": 0, "replayed_at": utcnow()},
+                {"$set": {"status": "pending", "attempts": 0, "replayed_at": self.clock()},
                  "$inc": {"replays": 1},
                  "$unset": {"retry_at": "", "error": "", "quarantined_at": ""}})
             if taken.modified_count:
@@ -411,7 +415,9 @@ class BackfillRunRepository:
 class CustomerSyncStorage:
     """Everything customer_sync keeps, one repository per concern."""
 
-    def __init__(self, database: Database, inbox_retention_days: int = 7) -> None:
+    def __init__(self, database: Database, inbox_retention_days: int = 7,
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        """`clock` dates what the webhook inbox records."""
         self.database = database
         # Writes that justify a 200 to WooCommerce, or carry owed events, must survive a
         # replica-set failover: acknowledged by a majority, journaled.
@@ -420,7 +426,7 @@ class CustomerSyncStorage:
         self.customers = CustomerRepository(database["customers"].with_options(write_concern=durable))
         self.orders = OrderRepository(database["orders"].with_options(write_concern=durable))
         self.inbox = InboxRepository(database["webhook_inbox"].with_options(write_concern=durable),
-                                     inbox_retention_days)
+                                     inbox_retention_days, clock)
         self.backfills = BackfillRunRepository(database["backfill_runs"])
         # GDPR: keyed hashes of erased people's identifiers, and one receipt per erasure request.
         self.tombstones = TombstoneRepository(

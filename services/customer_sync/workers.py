@@ -22,6 +22,7 @@ from services.customer_sync.core.sync import ApplyResult
 from services.customer_sync.repository import CustomerSyncStorage, InboxRepository
 from services.customer_sync.shop.backfill import RunOptions
 from shared.config import from_nameko
+from shared.container import named_dependencies
 from shared.dependencies import OutboxRelayProvider
 from shared.errors import NotFound
 from shared.metrics import unwatch_quarantine, watch_quarantine
@@ -41,10 +42,8 @@ class _ServiceParts:
         self.part_names = {"app": app, "outbox": outbox}
 
     def _bind_parts(self) -> None:
-        deps = {d.attr_name: d for d in self.container.dependencies}  # type: ignore[attr-defined]
-        missing = sorted(set(self.part_names.values()) - set(deps))
-        if missing:
-            raise RuntimeError(f"{type(self).__name__} uses dependencies the service lacks: {missing}")
+        deps = named_dependencies(self.container,  # type: ignore[attr-defined]
+                                  self.part_names.values(), type(self).__name__)
         self.app: CustomerSyncApp = deps[self.part_names["app"]].get_dependency(None)
         self.storage: CustomerSyncStorage = self.app.storage
         self.outbox: OutboxRelayProvider = deps[self.part_names["outbox"]].get_dependency(None)

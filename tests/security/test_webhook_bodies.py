@@ -13,12 +13,10 @@ import json
 import pytest
 
 from devdoubles import mongomock_adapter
-from services import registry
 from services.customer_sync.repository import CustomerSyncStorage
 from services.customer_sync.door.signature import sign
 from services.customer_sync.core.stores import StoreAdmin
 from services.customer_sync.door.webhooks import WebhookReceiver
-from shared.config import Config
 from tests import payloads
 
 SECRET = "whsec-security-123"
@@ -29,7 +27,7 @@ STORE = "s1"
 def storage():
     s = CustomerSyncStorage(mongomock_adapter.client().db)
     s.ensure_indexes()
-    StoreAdmin(s, Config({}, registry.settings())).register({
+    StoreAdmin(s, default_reconcile_minutes=10).register({
         "store_id": STORE, "shop_url": "https://shop.example", "webhook_secret": SECRET,
         "consumer_key": "ck_1", "consumer_secret": "cs_1"})
     return s

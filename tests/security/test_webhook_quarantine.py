@@ -15,7 +15,6 @@ from datetime import timedelta
 import pytest
 
 from devdoubles import mongomock_adapter
-from services import registry
 from services.customer_sync.door.inbox import MAX_ATTEMPTS, InboxProcessor
 from services.customer_sync.door.quarantine import WebhookQuarantine
 from services.customer_sync.shop.reconcile import store_health
@@ -23,7 +22,6 @@ from services.customer_sync.repository import CustomerSyncStorage
 from services.customer_sync.core.stores import StoreAdmin
 from services.customer_sync.core.sync import CustomerSync
 from shared import metrics
-from shared.config import Config
 from shared.errors import NotFound, ValidationError
 from shared.times import utcnow
 from tests import payloads
@@ -45,7 +43,7 @@ def storage():
     s = CustomerSyncStorage(mongomock_adapter.client().db)
     s.ensure_indexes()
     for store in ("s1", "s2"):
-        StoreAdmin(s, Config({}, registry.settings())).register({
+        StoreAdmin(s, default_reconcile_minutes=10).register({
             "store_id": store, "shop_url": "https://shop.example", "webhook_secret": "whsec-123456",
             "consumer_key": "ck_1", "consumer_secret": "cs_1"})
     return s

@@ -346,6 +346,15 @@ def test_a_guest_is_edited_here_only(shop, sync, storage):
             STORE, customer_id, {"username": "x"}, "alice")
 
 
+def test_a_staff_edit_is_dated_by_the_clock_it_is_given(shop, sync, storage):
+    customer_id = guest(sync, storage)
+    pinned = datetime(2025, 1, 2, 3, 4, 5, 678000, tzinfo=timezone.utc)
+    StaffEdits(storage, sync, clients(), clock=Clock(pinned)).update_customer(
+        STORE, customer_id, {"company": "ACME"}, "alice")
+    doc = storage.customers.get(STORE, customer_id)
+    assert doc["staff_edits"][-1]["at"] == pinned and doc["contact_from_order_at"] == pinned
+
+
 # -- deletion ------------------------------------------------------------------------------------------
 def shop_order_applied(shop, sync, customer_id: int) -> dict:
     order = shop.add_order(customer_id=customer_id)
@@ -414,6 +423,19 @@ def test_one_failure_does_not_stop_the_others(shop, sync, storage):
     assert woo["id"] in shop.customers
     with pytest.raises(ValidationError):
         CustomerDeletion(storage, sync, clients()).delete(STORE, [guest_id], "keep", "alice")
+
+
+def test_a_deletion_is_dated_by_the_clock_it_is_given(shop, sync, storage):
+    woo, customer_id = customer_from_shop(shop, sync, storage)
+    order = shop_order_applied(shop, sync, woo["id"])
+    pinned = datetime(2025, 1, 2, 3, 4, 5, 678000, tzinfo=timezone.utc)
+    CustomerDeletion(storage, sync, clients(), clock=Clock(pinned)).delete(
+        STORE, [customer_id], "delete", "alice")
+    for doc in (storage.customers.get(STORE, customer_id),
+                storage.orders.get(STORE, str(order["id"]))):
+        assert doc["deleted_at"] == pinned
+        [by_staff] = [e for e in doc[TIMELINE_FIELD] if e["actor"] == "alice"]
+        assert by_staff["kind"].endswith(".deleted") and by_staff["at"] == pinned
 
 
 # -- import ----------------------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from services.customer_sync.privacy.rectify import (
 )
 from services.customer_sync.repository import CustomerSyncStorage, Store
 from services.customer_sync.core.sync import CustomerSync
+from services.customer_sync.crm.timeline import TIMELINE_FIELD
 from services.customer_sync.privacy.tombstones import (
     EMAIL,
     WOO_CUSTOMER,
@@ -49,6 +50,7 @@ from shared.errors import Conflict, NotFound, ValidationError
 from shared.events import build_event
 from shared.outbox import OUTBOX_FIELD
 from tests import payloads
+from tests.support import Clock
 
 STORE = "s1"
 # Everything personal the test person is made of (payloads.customer / payloads.order).
@@ -529,6 +531,18 @@ def test_a_guest_is_corrected_here_only(sync, storage):
     apply(sync, "order", "updated", payloads.order(1, customer_id=0, email="g2@example.com",
                                                    modified="2026-04-01T00:00:00"))
     assert storage.customers.get(STORE, guest_id)["first_name"] == "Gee"
+
+
+def test_a_correction_is_dated_by_the_clock_it_is_given(sync, storage):
+    apply(sync, "order", "created", payloads.order(1, customer_id=0, email="g@example.com"))
+    guest_id = storage.orders.get(STORE, "1")["customer_id"]
+    pinned = datetime(2025, 1, 2, 3, 4, 5, 678000, tzinfo=timezone.utc)
+    Rectifier(storage, sync, None, clock=Clock(pinned)).rectify(
+        STORE, guest_id, {"first_name": "Gee"}, "operator-1")
+    doc = storage.customers.get(STORE, guest_id)
+    assert doc["rectifications"][-1]["at"] == pinned
+    assert doc["contact_from_order_at"] == pinned
+    assert [e["at"] for e in doc[TIMELINE_FIELD] if e["kind"] == "customer.rectified"] == [pinned]
 
 
 def test_a_correction_is_refused_for_the_erased_and_the_unknown(sync, storage):

@@ -12,13 +12,11 @@ from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from devdoubles import mongomock_adapter
-from services import registry
 from services.customer_sync.repository import CustomerSyncStorage
 from services.customer_sync.door.signature import sign
 from services.customer_sync.core.stores import StoreAdmin
 from services.customer_sync.door.webhooks import WebhookAnswer, WebhookReceiver
 from shared import metrics
-from shared.config import Config
 from shared.health import process_readiness
 from tests import payloads
 
@@ -186,7 +184,7 @@ def test_parked_depth_gives_no_sample_when_the_broker_does_not_answer():
 def receiver():
     storage = CustomerSyncStorage(mongomock_adapter.client().db)
     storage.ensure_indexes()
-    StoreAdmin(storage, Config({}, registry.settings())).register({
+    StoreAdmin(storage, default_reconcile_minutes=10).register({
         "store_id": "s1", "shop_url": "https://shop.example", "webhook_secret": "whsec-metrics",
         "consumer_key": "ck_1", "consumer_secret": "cs_1"})
     return WebhookReceiver(storage, 1024 * 1024)

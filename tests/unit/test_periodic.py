@@ -18,6 +18,7 @@ class _Container:
         # As the runner builds it: the values with the settings they are declared by.
         self.config = Config({"NOTIFY_POLL_SECONDS": "0.05", "LOYALTY_DAILY_MINUTES": "60"},
                              registry.settings()).values()
+        self.service_name = "loyalty"
         self.dependencies = dependencies
         self.threads = []
 
@@ -85,5 +86,6 @@ def test_tasks_need_the_dependencies_they_name():
     provider = PeriodicTasks(Task("t", lambda uses: None, setting="LOYALTY_DAILY_MINUTES"), uses=("db",))
     provider.container = _Container([])
     provider.setup()
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="loyalty: PeriodicTasks needs dependency providers as "
+                                           "attribute 'db', which the service lacks"):
         provider.start()

@@ -6,12 +6,10 @@ import json
 import pytest
 
 from devdoubles import mongomock_adapter
-from services import registry
 from services.customer_sync.repository import CustomerSyncStorage, Store
 from services.customer_sync.door.signature import sign
 from services.customer_sync.core.stores import StoreAdmin
 from services.customer_sync.door.webhooks import WebhookReceiver
-from shared.config import Config
 from shared.errors import ValidationError
 from tests import payloads
 
@@ -22,7 +20,7 @@ SECRET = "whsec-unit-123"
 def storage():
     s = CustomerSyncStorage(mongomock_adapter.client().db)
     s.ensure_indexes()
-    StoreAdmin(s, Config({}, registry.settings())).register({
+    StoreAdmin(s, default_reconcile_minutes=10).register({
         "store_id": "s1", "shop_url": "https://shop.example", "webhook_secret": SECRET,
         "consumer_key": "ck_1", "consumer_secret": "cs_1"})
     return s
@@ -43,7 +41,7 @@ def test_store_secrets_never_show_in_repr_or_public_view(storage):
     ("http://shop.example", False), ("ftp://shop.example", False), ("not a url", False),
 ])
 def test_shop_urls_must_be_https_except_to_this_machine(storage, url, ok):
-    admin = StoreAdmin(storage, Config({}, registry.settings()))
+    admin = StoreAdmin(storage, default_reconcile_minutes=10)
     store = {"store_id": "s2", "shop_url": url, "webhook_secret": SECRET,
              "consumer_key": "ck", "consumer_secret": "cs"}
     if ok:
@@ -56,7 +54,7 @@ def test_shop_urls_must_be_https_except_to_this_machine(storage, url, ok):
 
 def test_store_ids_and_secrets_are_validated_with_field_names(storage):
     with pytest.raises(ValidationError) as info:
-        StoreAdmin(storage, Config({}, registry.settings())).register({
+        StoreAdmin(storage, default_reconcile_minutes=10).register({
             "store_id": "Bad Id!", "shop_url": "https://x.example", "webhook_secret": "short"})
     fields = info.value.details["fields"]
     assert {"store_id", "webhook_secret", "consumer_key", "consumer_secret"} <= set(fields)

@@ -13,6 +13,7 @@ fields the shop sends).
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any, Callable
 
 from services.customer_sync.privacy.rectify import Rectifier
@@ -24,6 +25,7 @@ from services.customer_sync.shop.woo_client import WooClient
 from shared.events.customer_sync import ACCOUNT_STATUSES
 from shared.errors import ValidationError
 from shared.conflicts import CONFLICT_RETRIES
+from shared.times import utcnow
 
 MAX_IDS = 1000
 
@@ -39,10 +41,13 @@ def customer_ids_arg(value: Any) -> list[str]:
 
 class StaffEdits:
     def __init__(self, storage: CustomerSyncStorage, sync: CustomerSync,
-                 client_factory: Callable[[Store], WooClient]) -> None:
+                 client_factory: Callable[[Store], WooClient],
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        """`clock` dates the edit's audit entry, as the rectification it is."""
         self.storage = storage
         self.sync = sync
         self.client_factory = client_factory
+        self.clock = clock
 
     def update_customer(self, store_id: str, customer_id: str, fields: Any, actor: str
                         ) -> tuple[dict, ApplyResult]:
@@ -50,7 +55,7 @@ class StaffEdits:
         store_id = require_text(store_id, "store_id")
         customer_id = require_text(customer_id, "customer_id")
         actor = require_text(actor, "actor")
-        return Rectifier(self.storage, self.sync, self.client_factory).rectify(
+        return Rectifier(self.storage, self.sync, self.client_factory, self.clock).rectify(
             store_id, customer_id, fields, actor, purpose="staff_edit")
 
 

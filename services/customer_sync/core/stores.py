@@ -5,15 +5,16 @@ import logging
 
 from services.customer_sync.repository import CustomerSyncStorage, Store
 from services.customer_sync.schemas import StoreSchema, load
-from shared.config import Config
 
 log = logging.getLogger(__name__)
 
 
 class StoreAdmin:
-    def __init__(self, storage: CustomerSyncStorage, config: Config) -> None:
+    def __init__(self, storage: CustomerSyncStorage, default_reconcile_minutes: int) -> None:
+        """`default_reconcile_minutes` is a store's reconciliation interval where its
+        registration names none."""
         self.storage = storage
-        self.default_interval = config.int("RECONCILE_INTERVAL_MINUTES")
+        self.default_interval = default_reconcile_minutes
 
     def register(self, settings: dict) -> dict:
         """Create or update a store; answers its public view and whether it was new."""

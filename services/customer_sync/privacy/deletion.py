@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import datetime
 from typing import Any, Callable
 
 from services.customer_sync.privacy.anonymise import KEPT_CUSTOMER_FIELDS
@@ -59,10 +60,13 @@ class DeletionFailed(Exception):
 
 class CustomerDeletion:
     def __init__(self, storage: CustomerSyncStorage, sync: CustomerSync,
-                 client_factory: Callable[[Store], WooClient]) -> None:
+                 client_factory: Callable[[Store], WooClient],
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        """`clock` dates the deletions and their timeline entries."""
         self.storage = storage
         self.sync = sync
         self.client_factory = client_factory
+        self.clock = clock
 
     def delete(self, store_id: str, customer_ids: Any, orders: Any, actor: str
                ) -> tuple[dict, list[tuple[str, Any]]]:
@@ -115,7 +119,7 @@ class CustomerDeletion:
                     touched.append((self.storage.orders.collection.name, order["_id"]))
                 count += 1
         else:
-            CustomerErasure(self.storage).anonymise_orders(store_id, [customer_id])
+            CustomerErasure(self.storage, self.clock).anonymise_orders(store_id, [customer_id])
             count = len(orders)
         if doc.get("woo_customer_id") is not None:
             try:
@@ -158,14 +162,15 @@ class CustomerDeletion:
                 events.append(self.sync._order_event(
                     store_id, gone, PlannedEvent("order.cancelled", {"old_status": existing["status"]}),
                     correlation_id, existing["version"]))
+            now = self.clock()
             number = existing.get("number") or existing["order_id"]
             entry = make_entry(entry_id(existing["_id"], "deleted-by-staff"),
                                existing["customer_id"], "order.deleted",
                                f"Order #{number} deleted by staff", actor,
-                               {"order_id": existing["order_id"], "number": number})
+                               {"order_id": existing["order_id"], "number": number}, now)
             unset = [name for name in existing if name not in _KEPT_ORDER_FIELDS]
             if orders.update(existing["_id"], existing["version"],
-                             {"status": DELETED, "deleted_at": utcnow(), "deleted_by": actor},
+                             {"status": DELETED, "deleted_at": now, "deleted_by": actor},
                              events, unset=unset, entries=[entry]):
                 return bool(events)
         raise DeletionFailed(f"order {order['order_id']} kept changing", 0)
@@ -183,14 +188,15 @@ class CustomerDeletion:
                     "customer.deleted", store_id,
                     {"customer_id": customer_id, "woo_customer_id": doc.get("woo_customer_id")},
                     correlation_id, customer_id))
+            now = self.clock()
             entry = make_entry(entry_id(customer_id, "deleted-by-staff"), customer_id,
                                "customer.deleted", f"Customer deleted by staff (orders: {mode})",
                                actor, {"orders": mode, "order_count": orders,
-                                       "in_shop": doc.get("woo_customer_id") is not None})
+                                       "in_shop": doc.get("woo_customer_id") is not None}, now)
             unset = [name for name in doc if name not in _KEPT_DELETED_CUSTOMER]
             fields = {"status": DELETED, "deleted_by": actor}
             if not doc.get("deleted_at"):
-                fields["deleted_at"] = utcnow()
+                fields["deleted_at"] = now
             if customers.update(customer_id, doc["version"], fields, events, unset=unset,
                                 entries=[entry]):
                 return bool(events)

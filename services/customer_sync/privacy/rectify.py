@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import datetime
 from typing import Any, Callable
 
 from marshmallow import RAISE, Schema, ValidationError as MarshmallowError, fields, post_load, validate
@@ -131,10 +132,13 @@ def guest_fields(doc: dict, correction: dict) -> dict:
 
 class Rectifier:
     def __init__(self, storage: CustomerSyncStorage, sync: CustomerSync,
-                 client_factory: Callable[[Store], WooClient]) -> None:
+                 client_factory: Callable[[Store], WooClient],
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        """`clock` dates the audit entry and the guest's contact change."""
         self.storage = storage
         self.sync = sync
         self.client_factory = client_factory
+        self.clock = clock
 
     def rectify(self, store_id: str, customer_id: str, fields_: Any, actor: str,
                 purpose: str = "rectification") -> tuple[dict, ApplyResult]:
@@ -155,7 +159,7 @@ class Rectifier:
             result = self._guest(store_id, doc, correction)
             written, note = False, ("a guest has no customer record in the shop: corrected here "
                                     "only; the shop's orders keep the details given at checkout")
-        now = utcnow()
+        now = self.clock()
         push: dict = {"staff_edits" if purpose == "staff_edit" else "rectifications": {
             "at": now, "actor": actor, "fields": sorted(correction), "written_to_shop": written}}
         if "customer.updated" in result.events:
@@ -208,7 +212,7 @@ class Rectifier:
                 if other is not None and other["_id"] != doc["_id"]:
                     raise Conflict("another customer has that email", {"fields": ["email"]})
             # Orders placed before now carry the old details: they must not undo this.
-            updated["contact_from_order_at"] = utcnow()
+            updated["contact_from_order_at"] = self.clock()
             after = {**doc, **updated}
             changed = changes.changed_contact_fields(doc, after)
             events = []
