@@ -19,6 +19,8 @@ import uuid  # noqa: E402
 
 import pytest  # noqa: E402
 
+from demo.mailbox import SmtpServer  # noqa: E402
+from demo.sms import FakeTwilio  # noqa: E402
 from devdoubles import mongomock_adapter, mongomock_speedups  # noqa: E402
 
 # Every mongomock operation yields to other green threads, as a round trip to MongoDB would, so
@@ -157,7 +159,6 @@ def pytest_terminal_summary(terminalreporter):
 def smtp():
     """A real SMTP server on a free local port that keeps what it receives (the mail peer
     outside the system)."""
-    from demo.mailbox import SmtpServer
     with SmtpServer() as server:
         yield server
 
@@ -165,6 +166,5 @@ def smtp():
 @pytest.fixture
 def twilio():
     """A local server speaking Twilio's Messages API, seeded so its ids repeat run to run."""
-    from demo.sms import FakeTwilio
     with FakeTwilio(seed=5) as fake:
         yield fake
