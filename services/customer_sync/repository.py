@@ -11,7 +11,7 @@ import re
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Callable
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument, WriteConcern
@@ -28,11 +28,15 @@ from services.customer_sync.privacy.tombstones import TombstoneKeys, TombstoneRe
 from shared.erasure import ErasureReceipts
 from shared.outbox import OUTBOX_FIELD
 from shared.versioned import VersionedRepository
-from shared.times import utcnow
+from shared.times import as_utc, utcnow
 
 
 def new_customer_id() -> str:
     return uuid.uuid4().hex
+
+
+# A customer without a creation date sorts after every dated one.
+_LAST = datetime.max.replace(tzinfo=timezone.utc)
 
 
 # -- stores ----------------------------------------------------------------------------------
@@ -59,8 +63,9 @@ class StoreRepository:
     # seconds' cache is fine (a change made through this process applies at once).
     CACHE_SECONDS = 5.0
 
-    def __init__(self, collection: Collection) -> None:
+    def __init__(self, collection: Collection, clock: Callable[[], datetime] = utcnow) -> None:
         self.collection = collection
+        self.clock = clock
         self._cache: dict[str, tuple[float, Store | None]] = {}
 
     def ensure_indexes(self) -> None:
@@ -68,7 +73,7 @@ class StoreRepository:
 
     def save(self, store: Store) -> bool:
         """Create or replace a store's settings; True when it was new."""
-        now = utcnow()
+        now = self.clock()
         self._cache.pop(store.store_id, None)
         result = self.collection.update_one(
             {"_id": store.store_id},
@@ -156,7 +161,7 @@ class CustomerRepository(TimelineOwing, VersionedRepository):
         docs = list(self.collection.find(
             {"store_id": store_id, "email_key": key, "status": "active"}, {OUTBOX_FIELD: 0}
         ))
-        docs.sort(key=lambda d: (not d.get("registered"), d.get("date_created") or utcnow()))
+        docs.sort(key=lambda d: (not d.get("registered"), as_utc(d.get("date_created")) or _LAST))
         return docs[0] if docs else None
 
     def guest_by_email(self, store_id: str, key: str) -> dict | None:
@@ -376,8 +381,9 @@ class InboxRepository:
 class BackfillRunRepository:
     """Checkpoints of backfills, so an interrupted one resumes where it stopped."""
 
-    def __init__(self, collection: Collection) -> None:
+    def __init__(self, collection: Collection, clock: Callable[[], datetime] = utcnow) -> None:
         self.collection = collection
+        self.clock = clock
 
     def ensure_indexes(self) -> None:
         self.collection.create_index([("store_id", ASCENDING), ("status", ASCENDING)])
@@ -390,8 +396,9 @@ class BackfillRunRepository:
         )
 
     def start(self, store_id: str, since: str | None, kind: str) -> dict:
+        now = self.clock()
         doc = {"_id": uuid.uuid4().hex, "store_id": store_id, "since": since, "kind": kind,
-               "status": "running", "started_at": utcnow(), "updated_at": utcnow(),
+               "status": "running", "started_at": now, "updated_at": now,
                "phase": "customers", "next_page": 1, "total_pages": None, "pages_done": 0,
                "items": {"customers": 0, "orders": 0}, "outcomes": {}, "error": None}
         self.collection.insert_one(doc)
@@ -401,7 +408,7 @@ class BackfillRunRepository:
         return self.collection.find_one({"_id": run_id})
 
     def update(self, run_id: str, fields: dict, inc: dict | None = None) -> None:
-        update: dict = {"$set": {**fields, "updated_at": utcnow()}}
+        update: dict = {"$set": {**fields, "updated_at": self.clock()}}
         if inc:
             update["$inc"] = inc
         self.collection.update_one({"_id": run_id}, update)
@@ -417,27 +424,28 @@ class CustomerSyncStorage:
 
     def __init__(self, database: Database, inbox_retention_days: int = 7,
                  clock: Callable[[], datetime] = utcnow) -> None:
-        """`clock` dates what the webhook inbox records."""
+        """`clock` dates what the repositories record (the inbox's deliveries, stores,
+        backfill checkpoints, API keys and console sessions)."""
         self.database = database
         # Writes that justify a 200 to WooCommerce, or carry owed events, must survive a
         # replica-set failover: acknowledged by a majority, journaled.
         durable = WriteConcern(w="majority", j=True)
-        self.stores = StoreRepository(database["stores"])
+        self.stores = StoreRepository(database["stores"], clock)
         self.customers = CustomerRepository(database["customers"].with_options(write_concern=durable))
         self.orders = OrderRepository(database["orders"].with_options(write_concern=durable))
         self.inbox = InboxRepository(database["webhook_inbox"].with_options(write_concern=durable),
                                      inbox_retention_days, clock)
-        self.backfills = BackfillRunRepository(database["backfill_runs"])
+        self.backfills = BackfillRunRepository(database["backfill_runs"], clock)
         # GDPR: keyed hashes of erased people's identifiers, and one receipt per erasure request.
         self.tombstones = TombstoneRepository(
             database["erasure_tombstones"].with_options(write_concern=durable),
             TombstoneKeys(database["stores"].with_options(write_concern=durable)))
         self.erasures = ErasureReceipts(database["erasures"].with_options(write_concern=durable))
         # The gateway's API keys (hashed), per store, with the stores' other secrets.
-        self.api_keys = ApiKeys(database["api_keys"].with_options(write_concern=durable))
+        self.api_keys = ApiKeys(database["api_keys"].with_options(write_concern=durable), clock)
         # The admin console's sessions, ended with the key they were opened with.
         self.console_sessions = ConsoleSessions(
-            database["console_sessions"].with_options(write_concern=durable), self.api_keys)
+            database["console_sessions"].with_options(write_concern=durable), self.api_keys, clock)
         # Staff's notes and reminders about customers, and the activity timeline.
         self.notes = NoteRepository(database["notes"].with_options(write_concern=durable))
         self.reminders = ReminderRepository(database["reminders"].with_options(write_concern=durable))
