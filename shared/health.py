@@ -10,6 +10,7 @@ from werkzeug.wrappers import Response
 
 from shared.mongo import ping
 from shared.tls import amqp_ssl_options
+from shared.web import http
 
 
 def broker_connection_error(amqp_uri: str, timeout: float = 3.0, ssl: dict | None = None,
@@ -67,13 +68,11 @@ class HealthEndpoints:
     """Mixin for a nameko service with `storage` (MongoStorage) and `settings` (Settings):
     `GET /health/live` and `GET /health/ready` on the service's web server."""
 
-    from shared.web import http as _http
-
-    @_http("GET", "/health/live")
+    @http("GET", "/health/live")
     def live(self, request) -> Response:
         return json_response(200, {"live": True, "service": self.name})
 
-    @_http("GET", "/health/ready")
+    @http("GET", "/health/ready")
     def ready(self, request) -> Response:
         state = readiness(self.settings.get("AMQP_URI"), self.storage.database,
                           amqp_ssl_options(self.settings))
