@@ -54,6 +54,14 @@ def iso(value: Any) -> Any:
     return value
 
 
+def iso_ms(value: Any) -> Any:
+    """A datetime as ISO-8601 text in UTC to the millisecond (naive read as UTC), anything else
+    as is: for answers read alongside cursors built from what MongoDB keeps, which must agree."""
+    if isinstance(value, datetime):
+        return to_millis(as_utc(value)).isoformat()
+    return value
+
+
 def iso_everywhere(value: Any, drop: Iterable[str] = ()) -> Any:
     """A stored document as JSON: its times, at any depth, as ISO-8601 text (naive read as
     UTC), without the keys named in `drop` at any depth (an outbox a caller must not see)."""

@@ -30,6 +30,7 @@ from pymongo.collection import Collection
 from shared.errors import ValidationError
 from shared.events.fields import UtcDateTime
 from shared.paging import decode_cursor, encode_cursor
+from shared.times import iso_ms
 from services.segmentation.stats import SEGMENTS
 
 ACTIVE = "active"
@@ -289,11 +290,6 @@ def _money(amount: Any, currency: str | None) -> dict:
     return {"amount": int(amount or 0), "currency": currency}
 
 
-def _iso(value: Any) -> str | None:
-    value = aware_ms(value) if isinstance(value, datetime) else value
-    return value.isoformat() if isinstance(value, datetime) else value
-
-
 def row(doc: dict) -> dict:
     """One customer as the list shows them, in plain JSON types."""
     contact, stats = doc.get("contact") or {}, doc.get("stats") or {}
@@ -310,7 +306,7 @@ def row(doc: dict) -> dict:
         "country": contact.get("country", ""),
         "account_status": contact.get("account_status") or ACTIVE,
         "registered": bool(contact.get("registered")),
-        "registered_at": _iso(contact.get("date_created")),
+        "registered_at": iso_ms(contact.get("date_created")),
         "segment": doc.get("segment"),
         "tags": list(doc.get("tag_list") or []),
         "groups": list(doc.get("group_list") or []),
@@ -318,7 +314,7 @@ def row(doc: dict) -> dict:
             "orders_count": int(stats.get("orders_count") or 0),
             "total_spent": _money(stats.get("total_spent"), currency),
             "average_order_value": _money(stats.get("average_order_value"), currency),
-            "last_order_at": _iso(stats.get("last_order_at")),
+            "last_order_at": iso_ms(stats.get("last_order_at")),
         },
     }
 

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from shared.errors import ValidationError
-from shared.times import RefusedTime, check_aware, iso_everywhere, parse_aware
+from shared.times import RefusedTime, check_aware, iso, iso_everywhere, iso_ms, parse_aware
 
 
 def test_parse_aware_answers_utc_whatever_offset_the_caller_gave():
@@ -68,3 +68,24 @@ def test_iso_everywhere_writes_times_at_any_depth_and_drops_the_named_keys():
         "sent_at": "2026-03-01T10:00:00+00:00",
         "attempts": [{"at": "2026-03-01T10:00:01+00:00", "n": 3}]}
     assert iso_everywhere(doc)["outbox"] == [1]
+
+
+PLUS_TWO = timezone(timedelta(hours=2))
+
+
+@pytest.mark.parametrize("value, text", [
+    (None, None), ("not a time", "not a time"),
+    (datetime(2026, 3, 1, 10, 0, 0, 123456), "2026-03-01T10:00:00.123456+00:00"),  # naive: UTC
+    (datetime(2026, 3, 1, 12, 0, tzinfo=PLUS_TWO), "2026-03-01T12:00:00+02:00"),
+])
+def test_iso_writes_times_with_their_offset_and_leaves_anything_else(value, text):
+    assert iso(value) == text
+
+
+@pytest.mark.parametrize("value, text", [
+    (None, None), ("not a time", "not a time"),
+    (datetime(2026, 3, 1, 10, 0, 0, 123456), "2026-03-01T10:00:00.123000+00:00"),
+    (datetime(2026, 3, 1, 12, 0, 0, 999999, tzinfo=PLUS_TWO), "2026-03-01T10:00:00.999000+00:00"),
+])
+def test_iso_ms_writes_times_in_utc_cut_to_the_millisecond(value, text):
+    assert iso_ms(value) == text
