@@ -21,6 +21,7 @@ from typing import Any, Iterable
 from services.notifications.repository import SuppressionRepository, normalised
 from shared.errors import NotFound, ValidationError
 from shared.paging import decode_cursor, encode_cursor
+from shared.times import iso
 
 KIND_CHANNEL = {"smtp_refusal": "email", "bounce": "email", "complaint": "email",
                 "sms_unsubscribed": "sms"}
@@ -206,17 +207,14 @@ def list_request(filters: dict | None, page: dict | None
 
 def view(doc: dict) -> dict:
     """A suppression as RPC answers it: JSON types, times as ISO-8601 UTC."""
-    def time(value):
-        return value.isoformat() if isinstance(value, datetime) else value
-
     return {"channel": doc["channel"], "address": doc.get("address"),
             "address_erased": bool(doc.get("address_erased")), "active": bool(doc.get("active")),
             "kinds": sorted(doc.get("kinds") or []),
             "blocks": ("all" if set(doc.get("kinds") or []) & BLOCKS_TRANSACTIONAL
                        else "marketing" if doc.get("active") else "nothing"),
-            "suppressed_at": time(doc.get("suppressed_at")),
-            "lifted_at": time(doc.get("lifted_at")), "updated_at": time(doc.get("updated_at")),
-            "history": [{**entry, "at": time(entry.get("at"))}
+            "suppressed_at": iso(doc.get("suppressed_at")),
+            "lifted_at": iso(doc.get("lifted_at")), "updated_at": iso(doc.get("updated_at")),
+            "history": [{**entry, "at": iso(entry.get("at"))}
                         for entry in doc.get("history") or []]}
 
 
