@@ -7,7 +7,8 @@ every write of a profile leaves `listing`, the keys it is sorted and filtered by
 `contact` and `stats`, so they never disagree with them). One query answers a page:
 
 - keyset paging on (sort value, customer_id), so page 1,000 costs what page 1 does, served by
-  one index per sort (store_id, status, sort key, customer_id), created at start-up;
+  one index per sort (store_id, status, sort key, customer_id), which the profiles'
+  repository creates at start-up;
 - a sort key is never missing: a customer without a value (no order yet, no registration
   time, no name) holds the lowest value of its type ("" or 1970-01-01), so they come last in
   descending order and first in ascending order, consistently for every sort and in MongoDB
@@ -25,7 +26,6 @@ from typing import Any, Protocol
 
 from marshmallow import RAISE, Schema, ValidationError as MarshmallowError, fields, validate
 from pymongo import ASCENDING, DESCENDING
-from pymongo.collection import Collection
 
 from shared.errors import ValidationError
 from shared.events.fields import UtcDateTime
@@ -94,14 +94,6 @@ def same_listing(a: dict | None, b: dict | None) -> bool:
         return {k: (aware_ms(v) if isinstance(v, datetime) else v)
                 for k, v in (listing or {}).items()}
     return norm(a) == norm(b)
-
-
-def ensure_indexes(collection: Collection) -> None:
-    """One index per sort, so a page is one index range scan whatever its depth."""
-    for sort, key in SORT_KEYS.items():
-        collection.create_index([("store_id", ASCENDING), ("status", ASCENDING),
-                                 (key, ASCENDING), ("customer_id", ASCENDING)],
-                                name=f"directory_{sort}")
 
 
 # -- input ----------------------------------------------------------------------------------
