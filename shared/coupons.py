@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 
+from shared.times import RefusedTime, check_aware
+
 # Lower-case (WooCommerce lower-cases codes) without the characters people misread when they
 # type a code from an email: 0/o, 1/l/i.
 CODE_ALPHABET = "23456789abcdefghjkmnpqrstuvwxyz"
@@ -73,8 +75,9 @@ class CouponSpec:
                "must be a whole number of minor units, or null")
         _check("usage_limit", _whole(self.usage_limit) and 1 <= self.usage_limit <= 1000,
                "must be a whole number from 1 to 1000")
-        _check("expires_at", isinstance(self.expires_at, datetime)
-               and self.expires_at.tzinfo is not None, "must be a time with its UTC offset")
+        _check("expires_at", isinstance(self.expires_at, datetime),
+               "must be a time with its UTC offset")
+        _check_time("expires_at", self.expires_at)
         _check("email", self.email is None or (isinstance(self.email, str)
                and re.fullmatch(r"[^@\s*A-Z]+@[^@\s*A-Z]+\.[^@\s*A-Z]+", self.email) is not None
                and len(self.email) <= 254), "must be one lower-cased email, or null")
@@ -104,12 +107,8 @@ class CouponSpec:
         if unknown:
             raise ValueError(f"{unknown[0]} is not a coupon field")
         values = dict(data)
-        expires = values.get("expires_at")
-        if isinstance(expires, str):
-            try:
-                values["expires_at"] = datetime.fromisoformat(expires)
-            except ValueError:
-                raise ValueError("expires_at must be an ISO-8601 time") from None
+        if isinstance(values.get("expires_at"), str):
+            values["expires_at"] = _check_time("expires_at", values["expires_at"])
         try:
             return cls(**values)
         except TypeError:
@@ -120,6 +119,14 @@ class CouponSpec:
 
 def _whole(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_time(name: str, value: str | datetime) -> datetime:
+    """`value` as check_aware takes it, or ValueError naming the field."""
+    try:
+        return check_aware(value)
+    except RefusedTime as refused:
+        raise ValueError(f"{name} {refused}") from None
 
 
 def _check(name: str, ok: bool, message: str) -> None:

@@ -54,6 +54,14 @@ def iso(value: Any) -> Any:
     return value
 
 
+def iso_ms(value: Any) -> Any:
+    """A datetime as ISO-8601 text in UTC to the millisecond (naive read as UTC), anything else
+    as is: for answers read alongside cursors built from what MongoDB keeps, which must agree."""
+    if isinstance(value, datetime):
+        return to_millis(as_utc(value)).isoformat()
+    return value
+
+
 def iso_everywhere(value: Any, drop: Iterable[str] = ()) -> Any:
     """A stored document as JSON: its times, at any depth, as ISO-8601 text (naive read as
     UTC), without the keys named in `drop` at any depth (an outbox a caller must not see)."""
@@ -65,19 +73,45 @@ def iso_everywhere(value: Any, drop: Iterable[str] = ()) -> Any:
     return iso(value)
 
 
+class RefusedTime(ValueError):
+    """Why a caller's time was refused. `reason` is "invalid" (no ISO-8601 time), "naive" (no
+    offset) or "out_of_range" (before year 1 or after 9999 once in UTC), so each caller can
+    word the refusal its own way; the message is the plain one, after the field's name."""
+
+    MESSAGES = {"invalid": "must be an ISO-8601 time", "naive": "must include its UTC offset",
+                "out_of_range": "is out of range in UTC"}
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(self.MESSAGES[reason])
+        self.reason = reason
+
+
+def check_aware(value: str | datetime) -> datetime:
+    """A time a caller sent (ISO-8601 text or a datetime), checked to say its offset and to
+    exist in UTC, returned with the offset it was written with. Unlike stored data, a caller's
+    naive time could mean the shop's time or the caller's, so it is refused (RefusedTime)."""
+    if isinstance(value, datetime):
+        moment = value
+    else:
+        try:
+            moment = datetime.fromisoformat(str(value))
+        except ValueError:
+            raise RefusedTime("invalid") from None
+    if moment.utcoffset() is None:
+        raise RefusedTime("naive")
+    try:
+        moment.astimezone(timezone.utc)
+    except OverflowError:  # 0001-01-01T00:00+14:00 is before year 1 in UTC
+        raise RefusedTime("out_of_range") from None
+    return moment
+
+
 def parse_aware(name: str, value: Any, expected: str = "an ISO-8601 time") -> datetime:
-    """A caller's time as aware UTC. Unlike stored data, a time a caller sends must say its
-    offset: a naive one could mean the shop's time or the caller's. The ValidationError names
-    the field `name`; `expected` says what it must be when it is no time at all."""
+    """A caller's time as aware UTC (see check_aware). The ValidationError names the field
+    `name`; `expected` says what it must be when it is no time at all."""
     try:
-        moment = datetime.fromisoformat(str(value))
-    except ValueError:
-        raise ValidationError(f"{name} must be {expected}",
-                              {"fields": {name: ["invalid"]}}) from None
-    if moment.tzinfo is None:
-        raise ValidationError(f"{name} must include its UTC offset", {"fields": {name: ["naive"]}})
-    try:
-        return moment.astimezone(timezone.utc)
-    except OverflowError:  # year 1 or 9999 moved past the range
-        raise ValidationError(f"{name} is out of range in UTC",
-                              {"fields": {name: ["invalid"]}}) from None
+        return check_aware(str(value)).astimezone(timezone.utc)
+    except RefusedTime as refused:
+        message = f"must be {expected}" if refused.reason == "invalid" else str(refused)
+        code = "naive" if refused.reason == "naive" else "invalid"
+        raise ValidationError(f"{name} {message}", {"fields": {name: [code]}}) from None

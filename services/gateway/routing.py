@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Iterator
 
 from jsonschema import Draft202012Validator
@@ -15,6 +14,7 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from services.gateway.problems import Problem
+from shared.times import RefusedTime, check_aware
 
 API_PREFIX = "/api/v1"
 # A tag's, group's or template's name, as segmentation and notifications take it.
@@ -97,21 +97,20 @@ class Param:
             raise _bad(self.name, f"at most {self.max_length} characters")
         if self.kind == "date-time":
             try:
-                parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-            except ValueError:
-                raise _bad(self.name, "must be an ISO-8601 time, e.g. 2026-01-31T00:00:00Z") from None
-            if parsed.tzinfo is None:
-                raise _bad(self.name, "must carry a time zone (Z or +hh:mm)")
-            try:
-                parsed.astimezone(timezone.utc)
-            except OverflowError:  # 0001-01-01T00:00+14:00 is before year 1 in UTC
-                raise _bad(self.name, "is out of range in UTC (years 1 to 9999)") from None
-            return parsed.isoformat()
+                return check_aware(raw).isoformat()
+            except RefusedTime as refused:
+                raise _bad(self.name, _TIME_REFUSALS[refused.reason]) from None
         if self.enum and raw not in self.enum:
             raise _bad(self.name, f"must be one of {', '.join(map(str, self.enum))}")
         if self.pattern and not re.fullmatch(self.pattern, raw):
             raise _bad(self.name, f"must match {self.pattern}")
         return raw
+
+
+# What a date-time parameter's 400 says, by check_aware's reason.
+_TIME_REFUSALS = {"invalid": "must be an ISO-8601 time, e.g. 2026-01-31T00:00:00Z",
+                  "naive": "must carry a time zone (Z or +hh:mm)",
+                  "out_of_range": "is out of range in UTC (years 1 to 9999)"}
 
 
 def _bad(name: str, message: str) -> Problem:

@@ -24,7 +24,7 @@ from shared.customers import CustomerCheck
 from shared.errors import Conflict, NotFound, ValidationError
 from shared.events import Event, build_event
 from shared.events.facts import fact_time
-from shared.times import utcnow
+from shared.times import iso, utcnow
 from shared.paging import page_size
 from shared.read_cache import ReadCache
 from shared.conflicts import attempts
@@ -144,7 +144,7 @@ class Accounts:
         expires = self.clock() + timedelta(days=account.programme.reward_expiry_days)
         return {"points": points, "amount": {"amount": amount, "currency": currency},
                 "balance": account.balance, "allowed": reason is None, "reason": reason,
-                "expires_at": _iso(expires)}
+                "expires_at": iso(expires)}
 
     def _new_reward_names(self, store_id: str, customer_id: str, key: str) -> tuple[str, str]:
         """A reward's id (from its request) and its coupon code (random, unguessable), fixed
@@ -330,8 +330,8 @@ class Accounts:
             "balance": balance, "negative_balance": balance < 0, "debt": doc.get("debt", 0),
             "cash_value": {"amount": cash, "currency": currency} if currency else None,
             "tier": account.current_tier().name, "points_in_window": account.points_in_window(),
-            "member_since": _iso(doc.get("member_since")),
-            "next_expiry": ({"at": _iso(expiry["at"]), "points": expiry["points"]}
+            "member_since": iso(doc.get("member_since")),
+            "next_expiry": ({"at": iso(expiry["at"]), "points": expiry["points"]}
                             if expiry else None),
             "store_credit": {"amount": account.rewards_credit, "currency": currency},
             "rewards_pending": sum(1 for r in doc.get("rewards", {}).values()
@@ -464,10 +464,10 @@ def _reward_public(reward: dict) -> dict:
     return {"reward_id": reward["reward_id"], "kind": reward["kind"], "state": reward["state"],
             "code": reward["code"],
             "amount": {"amount": reward["amount"], "currency": reward["currency"]},
-            "points": reward["points"], "created_at": _iso(reward["created_at"]),
-            "expires_at": _iso(reward["expires_at"]), "issued_at": _iso(reward.get("issued_at")),
+            "points": reward["points"], "created_at": iso(reward["created_at"]),
+            "expires_at": iso(reward["expires_at"]), "issued_at": iso(reward.get("issued_at")),
             "order_id": reward.get("order_id"), "attempts": reward.get("attempts", 0),
-            "next_attempt_at": _iso(reward.get("next_attempt_at")),
+            "next_attempt_at": iso(reward.get("next_attempt_at")),
             "last_error": reward.get("last_error"), "reason": reward.get("reason"),
             "note": reward.get("note")}
 
@@ -486,10 +486,6 @@ def _text(name: str, value) -> str:
     return value
 
 
-def _iso(value):
-    return value.isoformat() if isinstance(value, datetime) else value
-
-
 def _public(entry: dict) -> dict:
     """A ledger entry as RPC answers show it (JSON-ready)."""
-    return {k: _iso(v) for k, v in entry.items() if k not in ("_id",)}
+    return {k: iso(v) for k, v in entry.items() if k not in ("_id",)}

@@ -1,13 +1,17 @@
 """notifications' storage: the contact projection, templates, workflows, store settings, the
 sends (scheduled, in flight and done: one document each, which is also the send log), bulk
-jobs and each channel's run of failures (channel_health.py).
+jobs, each channel's run of failures (channel_health.py) and the addresses not to send to
+(suppression.py), keyed by a digest of the address.
 
 The projection is kept by conditional updates, one per fact and its time: a fact older than the
 one held changes nothing, so events delivered twice or out of order leave the newest state.
 """
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
+import secrets
 from datetime import datetime, timezone
 from typing import Any
 
@@ -16,7 +20,6 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from services.notifications.suppression import SuppressionRepository
 from shared.coupon_withdrawals import CouponWithdrawals
 from shared.erasure import ErasureReceipts
 from shared.errors import ValidationError
@@ -28,12 +31,32 @@ ACTIVE, DELETED, ERASED = "active", "deleted", "erased"
 # What an erased contact keeps: its key and the marker itself.
 ERASURE_KEEPS = frozenset({"_id", "store_id", "customer_id", "status", "erased_at",
                            "erasure_request_id", "had_contact"})
+# A suppressed address's history keeps its newest changes; older ones fall off.
+SUPPRESSION_HISTORY_KEPT = 100
 
 
 def phone_key(phone: str | None) -> str | None:
     """Digits only, so "+44 7700 900123" and "+447700900123" find the same contact."""
     digits = re.sub(r"\D", "", phone or "")
     return digits or None
+
+
+def normalised(channel: str, address: str) -> str:
+    """The form an address is suppressed under: an email lower-cased (mail systems treat the
+    case of addresses as one, and erring towards not sending is the safe side), a number as
+    its digits ("+44 7700 900123" is "447700900123")."""
+    if channel == "email":
+        return address.strip().lower()
+    return re.sub(r"\D", "", address)
+
+
+def address_key(store_key: bytes, channel: str, address: str) -> str:
+    """A keyed digest (HMAC-SHA256 with the store's own random key) of the normalised address:
+    the record's key, which outlives the address in clear when the person is erased, so the
+    suppression keeps working. Keyed, as customer_sync's tombstones are, so a list of
+    addresses hashed by whoever reads the database does not reveal who was suppressed."""
+    message = f"{channel}\x00{normalised(channel, address)}".encode()
+    return hmac.new(store_key, message, hashlib.sha256).hexdigest()
 
 
 class ContactRepository:
@@ -363,6 +386,113 @@ def decode_send_cursor(cursor: str) -> tuple[datetime, str]:
                               {"fields": {"cursor": ["not a cursor of this list"]}}) from None
     # The clients are tz_aware: stored times read back, and compare, as aware UTC.
     return (at if at.tzinfo else at.replace(tzinfo=timezone.utc)).astimezone(timezone.utc), send_id
+
+
+class SuppressionRepository:
+    """One document per store, channel and address (keyed by its digest), and each store's
+    digest key (made on first use, never changed: a new key would orphan every record)."""
+
+    def __init__(self, collection: Collection, keys: Collection) -> None:
+        self.collection = collection
+        self.keys = keys
+        self._store_keys: dict[str, bytes] = {}
+
+    def store_key(self, store_id: str) -> bytes:
+        known = self._store_keys.get(store_id)
+        if known is None:
+            try:
+                self.keys.update_one({"_id": store_id},
+                                     {"$setOnInsert": {"key": secrets.token_hex(32)}},
+                                     upsert=True)
+            except DuplicateKeyError:  # another process made it at the same moment
+                pass
+            known = bytes.fromhex(self.keys.find_one({"_id": store_id})["key"])
+            self._store_keys[store_id] = known
+        return known
+
+    def ensure_indexes(self) -> None:
+        self.collection.create_index([("store_id", ASCENDING), ("channel", ASCENDING),
+                                      ("address", ASCENDING)])
+        self.collection.create_index([("store_id", ASCENDING), ("active", ASCENDING),
+                                      ("_id", ASCENDING)])
+
+    def key(self, store_id: str, channel: str, address: str) -> str:
+        return f"{store_id}:{channel}:{address_key(self.store_key(store_id), channel, address)}"
+
+    def get(self, store_id: str, channel: str, address: str) -> dict | None:
+        return self.collection.find_one({"_id": self.key(store_id, channel, address)})
+
+    @staticmethod
+    def _fresh(_id: str, change_key: str | None) -> dict:
+        """The record, unless it holds the change with this key already."""
+        return {"_id": _id, **({"history.key": {"$ne": change_key}} if change_key else {})}
+
+    def state(self, _id: str) -> dict | None:
+        """Whether the record is active and when it was last lifted."""
+        return self.collection.find_one({"_id": _id}, {"lifted_at": 1, "active": 1})
+
+    def add_history(self, _id: str, change_key: str | None, entry: dict) -> None:
+        """An entry kept in the record's history (its newest entries only), once per key."""
+        self.collection.update_one(self._fresh(_id, change_key), {"$push": {"history": {
+            "$each": [entry], "$slice": -SUPPRESSION_HISTORY_KEPT}}})
+
+    def suppress(self, _id: str, change_key: str | None, fields: dict, kind: str,
+                 inserted: dict, entry: dict) -> bool:
+        """The record active with `fields` and `kind`, made with `inserted` where none was,
+        the change kept in its history; False when it holds this change already."""
+        update = {
+            "$set": {"active": True, **fields},
+            "$addToSet": {"kinds": kind},
+            "$setOnInsert": inserted,
+            "$push": {"history": {"$each": [entry], "$slice": -SUPPRESSION_HISTORY_KEPT}}}
+        try:
+            result = self.collection.update_one(self._fresh(_id, change_key), update, upsert=True)
+        except DuplicateKeyError:  # it exists and already holds this change
+            return False
+        return result.upserted_id is not None or bool(result.modified_count)
+
+    def lift(self, _id: str, now: datetime, entry: dict) -> dict | None:
+        """An active record lifted, the change kept in its history: the record after, or None
+        when there was no active one."""
+        result = self.collection.update_one(
+            {"_id": _id, "active": True},
+            {"$set": {"active": False, "kinds": [], "lifted_at": now, "updated_at": now},
+             "$push": {"history": {"$each": [entry], "$slice": -SUPPRESSION_HISTORY_KEPT}}})
+        if not result.modified_count:
+            return None
+        return self.collection.find_one({"_id": _id})
+
+    def page(self, store_id: str, keys: list[str] | None, channel: str | None,
+             include_lifted: bool, after: str | None, size: int) -> list[dict]:
+        """Up to `size` of the store's records in key order past `after`, only those `keys`
+        when given."""
+        query: dict[str, Any] = {"store_id": store_id}
+        if not include_lifted:
+            query["active"] = True
+        if channel:
+            query["channel"] = channel
+        if keys is not None:
+            query["_id"] = keys[0] if len(keys) == 1 else {"$in": keys}
+        if after:
+            query.setdefault("$and", []).append({"_id": {"$gt": after}})
+        return list(self.collection.find(query).sort("_id", ASCENDING).limit(size))
+
+    def of_keys(self, keys: list[str]) -> list[dict]:
+        """The records with these keys, in key order."""
+        return list(self.collection.find({"_id": {"$in": keys}}).sort("_id", ASCENDING))
+
+    def forget_addresses(self, keys: list[str]) -> int:
+        """The records keep their digests but lose the address in clear and every detail of
+        their history that could quote it; answers how many changed."""
+        forgotten = 0
+        for doc in self.collection.find({"_id": {"$in": keys}}, {"history": 1}):
+            history = [{k: v for k, v in entry.items() if k != "detail"}
+                       for entry in doc.get("history") or []]
+            result = self.collection.update_one(
+                {"_id": doc["_id"]}, {"$unset": {"address": ""},
+                                      "$set": {"history": history, "address_erased": True}})
+            forgotten += result.modified_count
+        return forgotten
 
 
 class ChannelStateRepository:

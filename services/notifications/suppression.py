@@ -13,20 +13,15 @@ What suppresses, and what it blocks:
 """
 from __future__ import annotations
 
-import hashlib
-import hmac
 import re
-import secrets
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterable
 
-from pymongo import ASCENDING
-from pymongo.collection import Collection
-from pymongo.errors import DuplicateKeyError
-
+from services.notifications.repository import SuppressionRepository, normalised
 from shared.errors import NotFound, ValidationError
 from shared.paging import decode_cursor, encode_cursor
+from shared.times import iso
 
 KIND_CHANNEL = {"smtp_refusal": "email", "bounce": "email", "complaint": "email",
                 "sms_unsubscribed": "sms"}
@@ -34,7 +29,6 @@ BLOCKS_TRANSACTIONAL = frozenset({"smtp_refusal", "bounce", "sms_unsubscribed"})
 KIND_TEXT = {"smtp_refusal": "the mail server refused the address",
              "bounce": "the address bounced", "complaint": "the recipient complained of spam",
              "sms_unsubscribed": "the number unsubscribed from our SMS at Twilio (21610)"}
-HISTORY_KEPT = 100  # the newest changes of one address; older ones fall off
 REASON_MAX_CHARS = 500
 TWILIO_UNSUBSCRIBED = 21610
 # RFC 5321 4.5.3.1.10: a 552 to RCPT TO (too many recipients, storage) is to be treated as
@@ -42,24 +36,6 @@ TWILIO_UNSUBSCRIBED = 21610
 _NOT_ABOUT_THE_ADDRESS = {552}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _ENHANCED = re.compile(r"\b5\d\d[ -]5\.(\d{1,3})\.(\d{1,3})\b")  # "550 5.1.1", after the code
-
-
-def normalised(channel: str, address: str) -> str:
-    """The form an address is suppressed under: an email lower-cased (mail systems treat the
-    case of addresses as one, and erring towards not sending is the safe side), a number as
-    its digits ("+44 7700 900123" is "447700900123")."""
-    if channel == "email":
-        return address.strip().lower()
-    return re.sub(r"\D", "", address)
-
-
-def address_key(store_key: bytes, channel: str, address: str) -> str:
-    """A keyed digest (HMAC-SHA256 with the store's own random key) of the normalised address:
-    the record's key, which outlives the address in clear when the person is erased, so the
-    suppression keeps working. Keyed, as customer_sync's tombstones are, so a list of
-    addresses hashed by whoever reads the database does not reveal who was suppressed."""
-    message = f"{channel}\x00{normalised(channel, address)}".encode()
-    return hmac.new(store_key, message, hashlib.sha256).hexdigest()
 
 
 def blocks(record: dict | None, purpose: str) -> bool:
@@ -115,113 +91,6 @@ class Change:
 
     def to_doc(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if v not in (None, "")}
-
-
-class SuppressionRepository:
-    """One document per store, channel and address (keyed by its digest), and each store's
-    digest key (made on first use, never changed: a new key would orphan every record)."""
-
-    def __init__(self, collection: Collection, keys: Collection) -> None:
-        self.collection = collection
-        self.keys = keys
-        self._store_keys: dict[str, bytes] = {}
-
-    def store_key(self, store_id: str) -> bytes:
-        known = self._store_keys.get(store_id)
-        if known is None:
-            try:
-                self.keys.update_one({"_id": store_id},
-                                     {"$setOnInsert": {"key": secrets.token_hex(32)}},
-                                     upsert=True)
-            except DuplicateKeyError:  # another process made it at the same moment
-                pass
-            known = bytes.fromhex(self.keys.find_one({"_id": store_id})["key"])
-            self._store_keys[store_id] = known
-        return known
-
-    def ensure_indexes(self) -> None:
-        self.collection.create_index([("store_id", ASCENDING), ("channel", ASCENDING),
-                                      ("address", ASCENDING)])
-        self.collection.create_index([("store_id", ASCENDING), ("active", ASCENDING),
-                                      ("_id", ASCENDING)])
-
-    def key(self, store_id: str, channel: str, address: str) -> str:
-        return f"{store_id}:{channel}:{address_key(self.store_key(store_id), channel, address)}"
-
-    def get(self, store_id: str, channel: str, address: str) -> dict | None:
-        return self.collection.find_one({"_id": self.key(store_id, channel, address)})
-
-    @staticmethod
-    def _fresh(_id: str, change_key: str | None) -> dict:
-        """The record, unless it holds the change with this key already."""
-        return {"_id": _id, **({"history.key": {"$ne": change_key}} if change_key else {})}
-
-    def state(self, _id: str) -> dict | None:
-        """Whether the record is active and when it was last lifted."""
-        return self.collection.find_one({"_id": _id}, {"lifted_at": 1, "active": 1})
-
-    def add_history(self, _id: str, change_key: str | None, entry: dict) -> None:
-        """An entry kept in the record's history (the newest HISTORY_KEPT), once per key."""
-        self.collection.update_one(self._fresh(_id, change_key), {"$push": {"history": {
-            "$each": [entry], "$slice": -HISTORY_KEPT}}})
-
-    def suppress(self, _id: str, change_key: str | None, fields: dict, kind: str,
-                 inserted: dict, entry: dict) -> bool:
-        """The record active with `fields` and `kind`, made with `inserted` where none was,
-        the change kept in its history; False when it holds this change already."""
-        update = {
-            "$set": {"active": True, **fields},
-            "$addToSet": {"kinds": kind},
-            "$setOnInsert": inserted,
-            "$push": {"history": {"$each": [entry], "$slice": -HISTORY_KEPT}}}
-        try:
-            result = self.collection.update_one(self._fresh(_id, change_key), update, upsert=True)
-        except DuplicateKeyError:  # it exists and already holds this change
-            return False
-        return result.upserted_id is not None or bool(result.modified_count)
-
-    def lift(self, _id: str, now: datetime, entry: dict) -> dict | None:
-        """An active record lifted, the change kept in its history: the record after, or None
-        when there was no active one."""
-        result = self.collection.update_one(
-            {"_id": _id, "active": True},
-            {"$set": {"active": False, "kinds": [], "lifted_at": now, "updated_at": now},
-             "$push": {"history": {"$each": [entry], "$slice": -HISTORY_KEPT}}})
-        if not result.modified_count:
-            return None
-        return self.collection.find_one({"_id": _id})
-
-    def page(self, store_id: str, keys: list[str] | None, channel: str | None,
-             include_lifted: bool, after: str | None, size: int) -> list[dict]:
-        """Up to `size` of the store's records in key order past `after`, only those `keys`
-        when given."""
-        query: dict[str, Any] = {"store_id": store_id}
-        if not include_lifted:
-            query["active"] = True
-        if channel:
-            query["channel"] = channel
-        if keys is not None:
-            query["_id"] = keys[0] if len(keys) == 1 else {"$in": keys}
-        if after:
-            query.setdefault("$and", []).append({"_id": {"$gt": after}})
-        return list(self.collection.find(query).sort("_id", ASCENDING).limit(size))
-
-    def of_keys(self, keys: list[str]) -> list[dict]:
-        """The records with these keys, in key order."""
-        return list(self.collection.find({"_id": {"$in": keys}}).sort("_id", ASCENDING))
-
-    def forget_addresses(self, keys: list[str]) -> int:
-        """The records keep their digests but lose the address in clear and every detail of
-        their history that could quote it; answers how many changed."""
-        forgotten = 0
-        for doc in self.collection.find({"_id": {"$in": keys}}, {"history": 1}):
-            history = [{k: v for k, v in entry.items() if k != "detail"}
-                       for entry in doc.get("history") or []]
-            result = self.collection.update_one(
-                {"_id": doc["_id"]}, {"$unset": {"address": ""},
-                                      "$set": {"history": history, "address_erased": True}})
-            forgotten += result.modified_count
-        return forgotten
 
 
 class Suppressions:
@@ -338,20 +207,15 @@ def list_request(filters: dict | None, page: dict | None
 
 def view(doc: dict) -> dict:
     """A suppression as RPC answers it: JSON types, times as ISO-8601 UTC."""
-    def time(value):
-        return value.isoformat() if isinstance(value, datetime) else value
-
     return {"channel": doc["channel"], "address": doc.get("address"),
             "address_erased": bool(doc.get("address_erased")), "active": bool(doc.get("active")),
             "kinds": sorted(doc.get("kinds") or []),
             "blocks": ("all" if set(doc.get("kinds") or []) & BLOCKS_TRANSACTIONAL
                        else "marketing" if doc.get("active") else "nothing"),
-            "suppressed_at": time(doc.get("suppressed_at")),
-            "lifted_at": time(doc.get("lifted_at")), "updated_at": time(doc.get("updated_at")),
-            "history": [{**entry, "at": time(entry.get("at"))}
+            "suppressed_at": iso(doc.get("suppressed_at")),
+            "lifted_at": iso(doc.get("lifted_at")), "updated_at": iso(doc.get("updated_at")),
+            "history": [{**entry, "at": iso(entry.get("at"))}
                         for entry in doc.get("history") or []]}
-
-
 
 
 def _decode_cursor(cursor: str) -> str:

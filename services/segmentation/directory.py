@@ -7,7 +7,8 @@ every write of a profile leaves `listing`, the keys it is sorted and filtered by
 `contact` and `stats`, so they never disagree with them). One query answers a page:
 
 - keyset paging on (sort value, customer_id), so page 1,000 costs what page 1 does, served by
-  one index per sort (store_id, status, sort key, customer_id), created at start-up;
+  one index per sort (store_id, status, sort key, customer_id), which the profiles'
+  repository creates at start-up;
 - a sort key is never missing: a customer without a value (no order yet, no registration
   time, no name) holds the lowest value of its type ("" or 1970-01-01), so they come last in
   descending order and first in ascending order, consistently for every sort and in MongoDB
@@ -25,11 +26,11 @@ from typing import Any, Protocol
 
 from marshmallow import RAISE, Schema, ValidationError as MarshmallowError, fields, validate
 from pymongo import ASCENDING, DESCENDING
-from pymongo.collection import Collection
 
 from shared.errors import ValidationError
 from shared.events.fields import UtcDateTime
 from shared.paging import decode_cursor, encode_cursor
+from shared.times import iso_ms
 from services.segmentation.stats import SEGMENTS
 
 ACTIVE = "active"
@@ -93,14 +94,6 @@ def same_listing(a: dict | None, b: dict | None) -> bool:
         return {k: (aware_ms(v) if isinstance(v, datetime) else v)
                 for k, v in (listing or {}).items()}
     return norm(a) == norm(b)
-
-
-def ensure_indexes(collection: Collection) -> None:
-    """One index per sort, so a page is one index range scan whatever its depth."""
-    for sort, key in SORT_KEYS.items():
-        collection.create_index([("store_id", ASCENDING), ("status", ASCENDING),
-                                 (key, ASCENDING), ("customer_id", ASCENDING)],
-                                name=f"directory_{sort}")
 
 
 # -- input ----------------------------------------------------------------------------------
@@ -289,11 +282,6 @@ def _money(amount: Any, currency: str | None) -> dict:
     return {"amount": int(amount or 0), "currency": currency}
 
 
-def _iso(value: Any) -> str | None:
-    value = aware_ms(value) if isinstance(value, datetime) else value
-    return value.isoformat() if isinstance(value, datetime) else value
-
-
 def row(doc: dict) -> dict:
     """One customer as the list shows them, in plain JSON types."""
     contact, stats = doc.get("contact") or {}, doc.get("stats") or {}
@@ -310,7 +298,7 @@ def row(doc: dict) -> dict:
         "country": contact.get("country", ""),
         "account_status": contact.get("account_status") or ACTIVE,
         "registered": bool(contact.get("registered")),
-        "registered_at": _iso(contact.get("date_created")),
+        "registered_at": iso_ms(contact.get("date_created")),
         "segment": doc.get("segment"),
         "tags": list(doc.get("tag_list") or []),
         "groups": list(doc.get("group_list") or []),
@@ -318,7 +306,7 @@ def row(doc: dict) -> dict:
             "orders_count": int(stats.get("orders_count") or 0),
             "total_spent": _money(stats.get("total_spent"), currency),
             "average_order_value": _money(stats.get("average_order_value"), currency),
-            "last_order_at": _iso(stats.get("last_order_at")),
+            "last_order_at": iso_ms(stats.get("last_order_at")),
         },
     }
 

@@ -52,10 +52,6 @@ class ProfileChange:
     touched: list[tuple[str, str]] = field(default_factory=list)
 
 
-def _iso(value) -> str | None:
-    return value.isoformat() if isinstance(value, datetime) else value
-
-
 # When a held fact was learnt and when it happened: not part of what it says.
 _WHEN_KEYS = ("as_of", "fact_at")
 

@@ -12,7 +12,7 @@ from pymongo import ASCENDING, UpdateOne
 from pymongo.collection import Collection
 from pymongo.database import Database
 
-from services.segmentation.directory import ensure_indexes as directory_indexes
+from services.segmentation.directory import SORT_KEYS as DIRECTORY_SORT_KEYS
 from shared.erasure import ErasureReceipts
 from shared.times import utcnow
 from shared.versioned import VersionedRepository
@@ -32,7 +32,11 @@ class ProfileRepository(VersionedRepository):
         c.create_index([("store_id", ASCENDING), ("tag_list", ASCENDING)])
         c.create_index([("store_id", ASCENDING), ("group_list", ASCENDING)])
         c.create_index([("store_id", ASCENDING), ("saved_segments", ASCENDING)])
-        directory_indexes(c)  # the customer list's sorts
+        # The customer list (directory.py): one index per sort, so a page is one index range
+        # scan whatever its depth.
+        for sort, key in DIRECTORY_SORT_KEYS.items():
+            c.create_index([("store_id", ASCENDING), ("status", ASCENDING), (key, ASCENDING),
+                            ("customer_id", ASCENDING)], name=f"directory_{sort}")
 
     @staticmethod
     def key(store_id: str, customer_id: str) -> str:

@@ -67,3 +67,27 @@ def test_a_bad_wire_form_names_its_field(wire, field):
     with pytest.raises(ValueError) as caught:
         CouponSpec.from_wire(wire)
     assert str(caught.value).startswith(field)
+
+
+@pytest.mark.parametrize("expires_at, message", [
+    ("2027-01-01T00:00:00", "expires_at must include its UTC offset"),
+    ("soon", "expires_at must be an ISO-8601 time"),
+    # Refused when it arrives, not when the spec is next written out (to_wire moves it to UTC).
+    ("0001-01-01T00:00:00+14:00", "expires_at is out of range in UTC"),
+])
+def test_a_wire_expiry_must_be_a_time_that_says_its_offset(expires_at, message):
+    with pytest.raises(ValueError) as caught:
+        CouponSpec.from_wire({**spec().to_wire(), "expires_at": expires_at})
+    assert str(caught.value) == message
+
+
+def test_a_naive_expiry_is_refused_when_the_spec_is_made():
+    with pytest.raises(ValueError, match="^expires_at must include its UTC offset$"):
+        spec(expires_at=datetime(2027, 1, 1))
+    with pytest.raises(ValueError, match="^expires_at must be a time with its UTC offset$"):
+        spec(expires_at="2027-01-01T00:00:00+00:00")  # text belongs on the wire, not here
+
+
+def test_a_wire_expiry_keeps_its_offset_until_written_out_in_utc():
+    wire = {**spec().to_wire(), "expires_at": "2027-03-06T14:00:00+02:00"}
+    assert CouponSpec.from_wire(wire).to_wire()["expires_at"] == "2027-03-06T12:00:00+00:00"

@@ -190,6 +190,25 @@ def test_query_parameters_are_typed_and_checked():
         status.parse(MultiDict({"status": "gone"}))
 
 
+@pytest.mark.parametrize("raw, message", [
+    ("2026-01-01T00:00:00", "must carry a time zone (Z or +hh:mm)"),
+    ("yesterday", "must be an ISO-8601 time, e.g. 2026-01-31T00:00:00Z"),
+    ("0001-01-01T00:00:00+14:00", "is out of range in UTC (years 1 to 9999)"),
+])
+def test_a_date_time_parameter_refusal_names_the_parameter_and_says_why(raw, message):
+    with pytest.raises(Problem) as problem:
+        Param("registered_after", "", "date-time").parse(MultiDict({"registered_after": raw}))
+    assert problem.value.status == 400
+    assert problem.value.detail == f"query parameter registered_after {message}"
+    assert problem.value.extra["errors"] == {"registered_after": [message]}
+
+
+def test_a_date_time_parameter_is_passed_on_with_the_offset_it_was_sent_with():
+    when = Param("due_before", "", "date-time")
+    assert when.parse(MultiDict({"due_before": "2026-01-01T09:30:00+02:00"})) == \
+        "2026-01-01T09:30:00+02:00"
+
+
 def test_an_export_that_fails_mid_stream_breaks_the_download_rather_than_ending_it():
     from werkzeug.test import EnvironBuilder
     from werkzeug.wrappers import Request

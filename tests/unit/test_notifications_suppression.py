@@ -3,6 +3,8 @@ suppresses an address, what each kind blocks, the signed report door, lifting wi
 erasure, and the send log saying why a send was held and what the provider answered."""
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import re
 from datetime import datetime, timedelta, timezone
@@ -361,7 +363,6 @@ def test_the_digest_is_keyed_per_store_and_an_export_shows_the_persons_suppressi
                               Change("suppressed", T0, "bounce", "report"))
     ids = sorted(d["_id"].split(":")[-1] for d in storage.suppressions.collection.find())
     assert ids[0] != ids[1]
-    import hashlib
     assert hashlib.sha256(b"email:ada@example.com").hexdigest() not in ids
     [exported] = suppressions.of_addresses(STORE, [("email", "ADA@example.com"), ("sms", None)])
     assert exported["kinds"] == ["bounce"]
@@ -397,3 +398,17 @@ def test_cancelled_sends_say_so_whichever_way_they_were_cancelled(storage, smtp,
         assert (doc["status"], doc["held_reason"], doc["reason"]) == (
             "cancelled", "cancelled", reason)
     sender.email.close()
+
+
+def test_a_record_is_keyed_by_the_hmac_of_its_normalised_address_under_the_stores_key(storage):
+    """Records already stored are found only while the key is computed exactly so."""
+    storage.suppressions.keys.insert_one({"_id": STORE, "key": "ab" * 32})
+    digest = hmac.new(bytes.fromhex("ab" * 32), b"sms\x00447700900555",
+                      hashlib.sha256).hexdigest()
+    assert storage.suppressions.key(STORE, "sms", "+44 7700 900555") == f"{STORE}:sms:{digest}"
+
+
+def test_the_storage_indexes_suppressions_for_lookup_and_listing(storage):
+    keys = [index["key"] for index in storage.suppressions.collection.index_information().values()]
+    assert [("store_id", 1), ("channel", 1), ("address", 1)] in keys
+    assert [("store_id", 1), ("active", 1), ("_id", 1)] in keys

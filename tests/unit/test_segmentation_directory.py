@@ -459,6 +459,15 @@ def empty(database):
     return storage, Profiles(storage, clock=Clock(T0))
 
 
+def test_the_profiles_repository_indexes_every_sort_of_the_customer_list(empty):
+    """A page is one index range scan: (store, status, the sort's key, customer id)."""
+    storage, _ = empty
+    indexes = storage.profiles.collection.index_information()
+    for sort, key in directory.SORT_KEYS.items():
+        assert indexes[f"directory_{sort}"]["key"] == [
+            ("store_id", 1), ("status", 1), (key, 1), ("customer_id", 1)]
+
+
 def test_the_contact_keeps_what_the_list_shows_and_change_detection_holds(empty):
     storage, profiles = empty
     ada = Person("c1", "Ada", "Lovelace", "Ada@Example.com", "London", "", "GB",

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from shared.errors import ValidationError
-from shared.times import iso_everywhere, parse_aware
+from shared.times import RefusedTime, check_aware, iso, iso_everywhere, iso_ms, parse_aware
 
 
 def test_parse_aware_answers_utc_whatever_offset_the_caller_gave():
@@ -34,6 +34,32 @@ def test_parse_aware_refuses_a_time_outside_the_calendar_once_in_utc():
     assert refused.value.details == {"fields": {"when": ["invalid"]}}
 
 
+def test_check_aware_keeps_the_offset_the_time_was_written_with():
+    checked = check_aware("2026-03-01T12:00:00+02:00")
+    assert checked.isoformat() == "2026-03-01T12:00:00+02:00"
+    assert check_aware("2026-03-01T12:00:00Z").isoformat() == "2026-03-01T12:00:00+00:00"
+    aware = datetime(2026, 3, 1, 12, tzinfo=timezone(timedelta(hours=-5)))
+    assert check_aware(aware) is aware
+
+
+@pytest.mark.parametrize("value, reason", [
+    ("2026-03-01T12:00:00", "naive"), (datetime(2026, 3, 1, 12), "naive"),
+    ("yesterday", "invalid"), ("", "invalid"),
+    ("0001-01-01T00:00:00+14:00", "out_of_range"), ("9999-12-31T23:30:00-01:00", "out_of_range"),
+])
+def test_check_aware_says_why_it_refuses_a_time(value, reason):
+    with pytest.raises(RefusedTime) as refused:
+        check_aware(value)
+    assert refused.value.reason == reason
+    assert isinstance(refused.value, ValueError)
+
+
+def test_parse_aware_words_a_time_out_of_range_and_answers_utc():
+    with pytest.raises(ValidationError, match="^when is out of range in UTC$"):
+        parse_aware("when", "9999-12-31T23:30:00-01:00")
+    assert parse_aware("when", "2026-03-01T12:00:00Z").tzinfo is timezone.utc
+
+
 def test_iso_everywhere_writes_times_at_any_depth_and_drops_the_named_keys():
     at = datetime(2026, 3, 1, 10, 0)  # naive: read as UTC
     doc = {"sent_at": at, "outbox": [1], "attempts": [{"at": at + timedelta(seconds=1),
@@ -42,3 +68,24 @@ def test_iso_everywhere_writes_times_at_any_depth_and_drops_the_named_keys():
         "sent_at": "2026-03-01T10:00:00+00:00",
         "attempts": [{"at": "2026-03-01T10:00:01+00:00", "n": 3}]}
     assert iso_everywhere(doc)["outbox"] == [1]
+
+
+PLUS_TWO = timezone(timedelta(hours=2))
+
+
+@pytest.mark.parametrize("value, text", [
+    (None, None), ("not a time", "not a time"),
+    (datetime(2026, 3, 1, 10, 0, 0, 123456), "2026-03-01T10:00:00.123456+00:00"),  # naive: UTC
+    (datetime(2026, 3, 1, 12, 0, tzinfo=PLUS_TWO), "2026-03-01T12:00:00+02:00"),
+])
+def test_iso_writes_times_with_their_offset_and_leaves_anything_else(value, text):
+    assert iso(value) == text
+
+
+@pytest.mark.parametrize("value, text", [
+    (None, None), ("not a time", "not a time"),
+    (datetime(2026, 3, 1, 10, 0, 0, 123456), "2026-03-01T10:00:00.123000+00:00"),
+    (datetime(2026, 3, 1, 12, 0, 0, 999999, tzinfo=PLUS_TWO), "2026-03-01T10:00:00.999000+00:00"),
+])
+def test_iso_ms_writes_times_in_utc_cut_to_the_millisecond(value, text):
+    assert iso_ms(value) == text
