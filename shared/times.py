@@ -54,12 +54,17 @@ def iso(value: Any) -> Any:
     return value
 
 
+def utc_ms(value: Any) -> datetime | None:
+    """A datetime as MongoDB keeps it: UTC, to the millisecond (naive read as UTC); None for
+    anything that is not a datetime (text is not read here)."""
+    return to_millis(as_utc(value)) if isinstance(value, datetime) else None
+
+
 def iso_ms(value: Any) -> Any:
     """A datetime as ISO-8601 text in UTC to the millisecond (naive read as UTC), anything else
     as is: for answers read alongside cursors built from what MongoDB keeps, which must agree."""
-    if isinstance(value, datetime):
-        return to_millis(as_utc(value)).isoformat()
-    return value
+    moment = utc_ms(value)
+    return moment.isoformat() if moment is not None else value
 
 
 def iso_everywhere(value: Any, drop: Iterable[str] = ()) -> Any:

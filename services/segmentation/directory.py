@@ -30,7 +30,7 @@ from pymongo import ASCENDING, DESCENDING
 from shared.errors import ValidationError
 from shared.events.fields import UtcDateTime
 from shared.paging import decode_cursor, encode_cursor
-from shared.times import iso_ms
+from shared.times import iso_ms, utc_ms
 from services.segmentation.stats import SEGMENTS
 
 ACTIVE = "active"
@@ -49,16 +49,6 @@ _PROJECTION = {"customer_id": 1, "contact": 1, "segment": 1, "tag_list": 1, "gro
 
 
 # -- keys, written with every profile ---------------------------------------------------------
-
-def aware_ms(value: Any) -> datetime | None:
-    """A stored time as MongoDB keeps it: UTC, to the millisecond (a naive time is UTC)."""
-    if not isinstance(value, datetime):
-        return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    value = value.astimezone(timezone.utc)
-    return value.replace(microsecond=value.microsecond // 1000 * 1000)
-
 
 def full_name(contact: dict) -> str:
     return " ".join(p for p in (contact.get("first_name") or "", contact.get("last_name") or "")
@@ -83,15 +73,15 @@ def listing_keys(contact: dict | None, stats: dict | None) -> dict:
         "state": (contact.get("state") or "").strip().lower(),
         "total_spent": int(stats.get("total_spent") or 0),
         "orders": int(stats.get("orders_count") or 0),
-        "last_order": aware_ms(last_order) or LOWEST_TIME,
-        "registered": aware_ms(contact.get("date_created")) or LOWEST_TIME,
+        "last_order": utc_ms(last_order) or LOWEST_TIME,
+        "registered": utc_ms(contact.get("date_created")) or LOWEST_TIME,
     }
 
 
 def same_listing(a: dict | None, b: dict | None) -> bool:
     """Whether two listings hold the same keys (a stored copy's times may come back naive)."""
     def norm(listing: dict | None) -> dict:
-        return {k: (aware_ms(v) if isinstance(v, datetime) else v)
+        return {k: (utc_ms(v) if isinstance(v, datetime) else v)
                 for k, v in (listing or {}).items()}
     return norm(a) == norm(b)
 
@@ -172,7 +162,7 @@ def load_filters(data: Any) -> dict:
     for name in ("last_order_after", "last_order_before", "registered_after",
                  "registered_before"):
         if name in filters:
-            filters[name] = aware_ms(filters[name])
+            filters[name] = utc_ms(filters[name])
     return filters
 
 
@@ -238,7 +228,7 @@ def _fingerprint(store_id: str, filters: dict, sort: dict) -> str:
 
 def _encode_cursor(fingerprint: str, sort_field: str, value: Any, customer_id: str) -> str:
     if sort_field in _TIME_SORTS:
-        value = (aware_ms(value) or LOWEST_TIME).isoformat()
+        value = (utc_ms(value) or LOWEST_TIME).isoformat()
     return encode_cursor({"f": fingerprint, "v": value, "id": customer_id})
 
 
@@ -257,7 +247,7 @@ def _decode_cursor(cursor: str, fingerprint: str, sort_field: str) -> tuple[Any,
         raise refuse("is not one this service issued")
     try:
         if sort_field in _TIME_SORTS:
-            value = aware_ms(datetime.fromisoformat(value))
+            value = utc_ms(datetime.fromisoformat(value))
             if value is None:
                 raise ValueError
         elif sort_field in _INT_SORTS:

@@ -27,7 +27,7 @@ from services.segmentation import fact_times
 from services.segmentation import rules as rule_engine
 from services.segmentation import stats as st
 from services.segmentation.repository import ACTIVE, DELETED, ERASED, SegmentationStorage
-from shared.times import utcnow
+from shared.times import utc_ms, utcnow
 from shared.conflicts import attempts
 
 log = logging.getLogger(__name__)
@@ -84,13 +84,13 @@ def contact_facts(data: dict) -> dict:
         "country": text(billing.get("country")).upper(),
         "account_status": data.get("account_status") or ACTIVE,
         "registered": bool(data.get("registered")),
-        "date_created": directory.aware_ms(data.get("date_created")),
+        "date_created": utc_ms(data.get("date_created")),
     }
 
 
 def _comparable(contact: dict) -> dict:
     """Contact facts as compared: times to the millisecond, as a stored copy holds them."""
-    return {k: (directory.aware_ms(v) if isinstance(v, datetime) else v)
+    return {k: (utc_ms(v) if isinstance(v, datetime) else v)
             for k, v in contact.items()}
 
 

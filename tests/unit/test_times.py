@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from shared.errors import ValidationError
-from shared.times import RefusedTime, check_aware, iso, iso_everywhere, iso_ms, parse_aware
+from shared.times import RefusedTime, check_aware, iso, iso_everywhere, iso_ms, parse_aware, utc_ms
 
 
 def test_parse_aware_answers_utc_whatever_offset_the_caller_gave():
@@ -89,3 +89,11 @@ def test_iso_writes_times_with_their_offset_and_leaves_anything_else(value, text
 ])
 def test_iso_ms_writes_times_in_utc_cut_to_the_millisecond(value, text):
     assert iso_ms(value) == text
+
+
+def test_utc_ms_reads_datetimes_only_as_mongodb_keeps_them():
+    naive = datetime(2026, 1, 2, 3, 4, 5, 678901)
+    assert utc_ms(naive) == datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=timezone.utc)
+    plus_two = datetime(2026, 1, 2, 5, 4, 5, 999999, tzinfo=timezone(timedelta(hours=2)))
+    assert utc_ms(plus_two) == datetime(2026, 1, 2, 3, 4, 5, 999000, tzinfo=timezone.utc)
+    assert utc_ms("2026-01-02T03:04:05Z") is None and utc_ms(None) is None
