@@ -11,8 +11,7 @@ import pytest
 
 from ops.cli import EXIT_FAILED, EXIT_OK, main
 from tests.conftest import RABBIT_MANAGEMENT_URL
-from tests.integration.test_notifications import (STORE, customer, known, rpc, smtp,  # noqa: F401
-                                                  start, twilio)
+from tests.integration.test_notifications import STORE, customer, known, rpc, start  # noqa: F401
 from tests.support import publish, wait_until
 
 FAST_RETRIES = {"NOTIFY_RETRY_SECONDS": "0.1", "NOTIFY_MAX_ATTEMPTS": "5"}

@@ -11,8 +11,7 @@ import requests
 
 from services.notifications.email_reports import REPORT_PATH, SIGNATURE_HEADER, signature_of
 from shared.errors import NotFound
-from tests.integration.test_notifications import (STORE, customer, known, rpc, smtp,  # noqa: F401
-                                                  start, twilio)
+from tests.integration.test_notifications import STORE, customer, known, rpc, start  # noqa: F401
 from tests.support import publish, wait_until
 
 SECRET = "integration-report-secret-0123456789"

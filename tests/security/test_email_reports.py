@@ -14,8 +14,7 @@ import requests
 from services.notifications.email_reports import (MAX_BODY_BYTES, REPORT_PATH,
                                                   SIGNATURE_HEADER, signature_of)
 from shared import mongo
-from tests.integration.test_notifications import (STORE, customer, known, rpc, smtp,  # noqa: F401
-                                                  start, twilio)
+from tests.integration.test_notifications import STORE, customer, known, rpc, start  # noqa: F401
 from tests.support import publish
 
 SECRET = "security-report-secret-0123456789"
