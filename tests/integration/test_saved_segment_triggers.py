@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from services.segmentation.service import SegmentationService
 from tests.integration.test_notifications import (STORE, consent, customer, known, rpc,  # noqa: F401
-                                                  smtp, start, twilio)
+                                                  start)
 from tests.support import EventBarrier, publish, wait_until
 
 GIFT = {"segment_id": "gift-buyers", "name": "Gift buyers",
