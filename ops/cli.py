@@ -16,7 +16,6 @@ import sys
 import time
 import uuid
 import warnings
-from datetime import datetime
 from typing import Any, Callable
 
 # Before anything imports nameko (the parked-message tools below do): an operator's terminal
@@ -33,6 +32,7 @@ from shared.errors import NotFound, ServiceError, ValidationError
 from shared.health import broker_connection_error
 from shared.messaging.broker_errors import describe_broker_error, is_broker_failure
 from shared.messaging.parking import ParkedMessages
+from shared.times import RefusedTime, check_aware
 from shared.tls import amqp_ssl_options
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
@@ -443,12 +443,12 @@ def _expiry(text: str | None) -> str | None:
     except ValueError:
         pass
     try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError("--expires must be a date (YYYY-MM-DD) or an ISO-8601 time") from None
-    if moment.tzinfo is None:
-        raise ValueError("--expires must carry a time zone (Z or +hh:mm) when it has a time")
-    return moment.isoformat()
+        return check_aware(text).isoformat()
+    except RefusedTime as refused:
+        raise ValueError({
+            "invalid": "--expires must be a date (YYYY-MM-DD) or an ISO-8601 time",
+            "naive": "--expires must carry a time zone (Z or +hh:mm) when it has a time",
+        }.get(refused.reason, f"--expires {refused}")) from None
 
 
 def cmd_loyalty(args) -> int:

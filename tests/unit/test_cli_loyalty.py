@@ -143,6 +143,8 @@ def test_a_refused_quote_redeems_nothing_and_says_why(loyalty, capsys):
     (["credit", "c1", "5", "--reason", "goodwill", "--expires", "soon"], "--expires must be"),
     (["credit", "c1", "5", "--reason", "goodwill", "--expires", "2026-05-01T10:00"],
      "time zone"),
+    (["credit", "c1", "5", "--reason", "goodwill", "--expires", "0001-01-01T00:00+14:00"],
+     "--expires is out of range in UTC"),
 ])
 def test_bad_input_is_refused_with_a_clear_message_and_nothing_changes(loyalty, capsys, argv,
                                                                        message):
