@@ -40,12 +40,16 @@ class CustomerSyncService(HealthEndpoints, DataOwnerRpc):
     inbox_workers = InboxWorkers()
     jobs = BackgroundJobs()
     # Deliveries a restart, a retry delay or a full queue left unapplied, queued again once
-    # the queue has drained; timeline entries a crash or another instance left owed, moved.
+    # the queue has drained; timeline entries a crash or another instance left owed, moved;
+    # stores whose reconciliation is due, re-read from the shop (claimed, so one instance
+    # runs each).
     background = PeriodicTasks(
         Task("inbox-sweep", lambda uses: uses.inbox_workers.sweep(uses.app.storage.inbox),
              setting="INBOX_SWEEP_SECONDS", again_at_once=True),
         Task("timeline-sweep", lambda uses: uses.app.timeline.sweep(),
              setting="TIMELINE_SWEEP_SECONDS", wait_first=False),
+        Task("reconcile", lambda uses: uses.app.reconciler.run_due(),
+             setting="RECONCILE_POLL_SECONDS", wait_first=False),
         uses=("app", "inbox_workers"))
     log_context = WorkerLogContext()
     settings = Settings()

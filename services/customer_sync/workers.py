@@ -2,7 +2,8 @@
 
 * `InboxWorkers` apply recorded webhook deliveries after the webhook was answered (their
   `sweep`, run as a periodic task, re-queues what a restart or a retry delay left behind);
-* `BackgroundJobs` run backfills on request and reconciliation on a schedule.
+* `BackgroundJobs` run backfills and reconciliations on request (the reconciliation schedule
+  is a periodic task of the service).
 
 Both publish what a change owes right away through the application's `publish`; anything
 left unpublished (a broker outage, a crash) is published by the outbox relay's sweep.
@@ -181,7 +182,8 @@ class InboxWorkers(_ServiceParts, DependencyProvider):
 
 
 class BackgroundJobs(_ServiceParts, DependencyProvider):
-    """Backfills started over RPC, and the reconciliation schedule."""
+    """Backfills and reconciliations started over RPC; a backfill runs in a managed thread
+    so the RPC answers at once."""
 
     def __init__(self, app: str = "app", outbox: str = "outbox") -> None:
         self._name_parts(app, outbox)
@@ -189,14 +191,9 @@ class BackgroundJobs(_ServiceParts, DependencyProvider):
         self._threads: list = []
         self._active_runs: set[str] = set()
 
-    def setup(self) -> None:
-        self.config = from_nameko(self.container.config)
-
     def start(self) -> None:
         self._bind_parts()
         self._running = True
-        self._threads.append(self.container.spawn_managed_thread(
-            self._reconcile_forever, identifier="reconciler"))
 
     def start_backfill(self, store_id: str, since: str | None) -> dict:
         """Claim (or resume) a run now, so errors reach the caller; work in the background."""
@@ -222,15 +219,6 @@ class BackgroundJobs(_ServiceParts, DependencyProvider):
             raise NotFound(f"no store {store_id}")
         state = self.storage.stores.collection.find_one({"_id": store_id})
         return self.app.reconciler.reconcile(store, state)
-
-    def _reconcile_forever(self) -> None:
-        poll = self.config.float("RECONCILE_POLL_SECONDS")
-        while self._running:
-            try:
-                self.app.reconciler.run_due()
-            except Exception:
-                log.exception("reconciliation failed; will retry")
-            eventlet.sleep(poll)
 
     def stop(self) -> None:
         self._running = False

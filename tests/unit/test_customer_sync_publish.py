@@ -1,9 +1,9 @@
 """customer_sync's one publish path: every write (an RPC, an inbox delivery, a backfill page)
 hands what it wrote to the application's `publish`, which notifies the outbox relay wired in at
-set-up and moves timeline entries at once."""
+set-up and moves timeline entries at once; reconciliation runs as a periodic task."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
 import pytest
@@ -149,3 +149,22 @@ def test_a_backfill_publishes_what_it_applies_through_the_app(app, relay, shop):
     held = {("customers", d["_id"]) for d in app.storage.customers.collection.find()}
     assert len(held) == 3 and published == held
 
+
+def test_reconciliation_is_a_periodic_task_that_runs_stores_due_on_the_apps_clock(
+        app, relay, clock):
+    [task] = [t for t in CustomerSyncService.background.tasks.values() if t.name == "reconcile"]
+    assert (task.setting, task.wait_first) == ("RECONCILE_POLL_SECONDS", False)
+    app.storage.stores.collection.update_one({"_id": STORE},
+                                             {"$set": {"next_reconcile_at": T0}})
+    uses = SimpleNamespace(app=app)
+
+    clock.now = T0 - timedelta(minutes=1)
+    assert task.run(uses) == []
+    assert app.storage.backfills.collection.count_documents({}) == 0
+
+    clock.now = T0 + timedelta(minutes=1)
+    [done] = task.run(uses)
+    assert done["store_id"] == STORE and done["run"]["status"] == "completed"
+    state = app.storage.stores.collection.find_one({"_id": STORE})
+    assert state["last_reconciled_at"].replace(tzinfo=timezone.utc) == clock.now
+    assert len({ref for call in relay.calls for ref in call}) == 3  # published as it went
