@@ -16,6 +16,7 @@ from services.customer_sync.core.queries import CustomerQueries
 from services.customer_sync.core.staff import AccountStatus, StaffEdits
 from services.customer_sync.core.stores import StoreAdmin
 from services.customer_sync.core.sync import CustomerSync
+from services.customer_sync.core.written import DocumentRef
 from services.customer_sync.crm.notes import Notes
 from services.customer_sync.crm.reminders import Reminders
 from services.customer_sync.crm.timeline import TimelineProjector
@@ -26,7 +27,7 @@ from services.customer_sync.privacy.consent_capture import CaptureSettings
 from services.customer_sync.privacy.deletion import CustomerDeletion
 from services.customer_sync.privacy.rectify import Rectifier
 from services.customer_sync.repository import CustomerSyncStorage, Store
-from services.customer_sync.shop.backfill import Backfiller, ClientFactory, Publish
+from services.customer_sync.shop.backfill import Backfiller, ClientFactory
 from services.customer_sync.shop.reconcile import Reconciler
 from services.customer_sync.shop.shop_coupons import ShopCoupons
 from services.customer_sync.shop.webhook_setup import WebhookSetup
@@ -37,11 +38,37 @@ from shared.times import to_millis, utcnow
 log = logging.getLogger(__name__)
 
 
+Notify = Callable[[list[DocumentRef]], None]
+
+
+class Publication:
+    """Where every write's documents go right after it: the events they owe to the outbox
+    relay at once, once the service has wired its relay in (before that, and after a crash,
+    the relay's sweep finds them), and the timeline entries they owe to the timeline."""
+
+    def __init__(self, outbox_collections: Iterable[str], timeline: TimelineProjector) -> None:
+        self.outbox_collections = frozenset(outbox_collections)
+        self.timeline = timeline
+        self.notify: Notify | None = None
+
+    def publish(self, touched: Iterable[DocumentRef]) -> None:
+        refs = list(dict.fromkeys(touched))
+        if not refs:
+            return
+        # The relay knows only outbox collections; notes and reminders owe timeline entries only.
+        owing = [ref for ref in refs if ref[0] in self.outbox_collections]
+        if owing and self.notify is not None:
+            self.notify(owing)
+        try:
+            self.timeline.flush(refs)
+        except Exception:  # staff see it at the next sweep instead of on reload
+            log.exception("timeline flush failed; the sweep will move the entries")
+
+
 @dataclass(frozen=True)
 class CustomerSyncApp:
-    """What customer_sync's workers and background providers see. Backfills hand what they
-    apply to the outbox and timeline of the provider that runs them, so those are made per
-    provider (`backfiller`, `reconciler`)."""
+    """What customer_sync's entrypoints and background providers see: one of each, sharing
+    one publish path."""
 
     storage: CustomerSyncStorage
     sync: CustomerSync
@@ -64,34 +91,24 @@ class CustomerSyncApp:
     timeline: TimelineProjector
     woo_clients: ClientFactory
     full_scan_every: timedelta
+    backfiller: Backfiller
+    reconciler: Reconciler
+    publication: Publication
 
     def ensure_indexes(self) -> None:
         self.storage.ensure_indexes()
         self.timeline.ensure_indexes()
 
-    def flush_timeline(self, refs: Iterable[tuple[str, object]]) -> None:
-        """Move what these written documents (collection name, _id) owe into the timeline at
-        once, so staff see their change on reload; a failure is left to the timeline sweep."""
-        refs = list(refs)
-        if not refs:
-            return
-        try:
-            self.timeline.flush(refs)
-        except Exception:
-            log.exception("timeline flush failed; the sweep will move the entries")
+    def publish(self, touched: Iterable[DocumentRef]) -> None:
+        """Documents just written: publish their events, move their timeline entries."""
+        self.publication.publish(touched)
+
+    def wire_outbox(self, notify: Notify) -> None:
+        """The outbox relay's `notify`, which `publish` hands owed events to from now on."""
+        self.publication.notify = notify
 
     def outbox_collections(self) -> list[Collection]:
         return self.storage.outbox_collections()
-
-    def backfiller(self, publish: Publish) -> Backfiller:
-        """Backfill runs that hand each applied change to `publish` as they go."""
-        return Backfiller(self.storage, self.sync, self.woo_clients, publish=publish,
-                          clock=self.clock)
-
-    def reconciler(self, backfiller: Backfiller) -> Reconciler:
-        """The reconciliation schedule, re-reading stores through `backfiller`."""
-        return Reconciler(self.storage, backfiller, self.woo_clients,
-                          full_scan_every=self.full_scan_every, clock=self.clock)
 
 
 def woo_client_factory(config: Config) -> ClientFactory:
@@ -127,6 +144,12 @@ def build(database: Database, config: Config,
         """Notes and reminders answer times to the millisecond MongoDB keeps."""
         return to_millis(clock())
 
+    timeline = TimelineProjector(storage.timeline, storage.timeline_sources(),
+                                 storage.customers.collection)
+    publication = Publication([c.name for c in storage.outbox_collections()], timeline)
+    # Backfills and reconciliation publish each applied change as they go, as webhooks do.
+    backfiller = Backfiller(storage, sync, woo_clients, publish=publication.publish, clock=clock)
+    full_scan_every = timedelta(hours=config.float("RECONCILE_FULL_CUSTOMER_SCAN_HOURS"))
     return CustomerSyncApp(
         storage=storage, sync=sync, clock=clock,
         receiver=WebhookReceiver(storage, config.int("WEBHOOK_MAX_BODY_BYTES")),
@@ -144,7 +167,10 @@ def build(database: Database, config: Config,
         importer=CustomerImport(storage, sync, clock=clock, client_factory=woo_clients),
         notes=Notes(storage, clock=clock_ms),
         reminders=Reminders(storage, clock=clock_ms),
-        timeline=TimelineProjector(storage.timeline, storage.timeline_sources(),
-                                   storage.customers.collection),
+        timeline=timeline,
         woo_clients=woo_clients,
-        full_scan_every=timedelta(hours=config.float("RECONCILE_FULL_CUSTOMER_SCAN_HOURS")))
+        full_scan_every=full_scan_every,
+        backfiller=backfiller,
+        reconciler=Reconciler(storage, backfiller, woo_clients, full_scan_every=full_scan_every,
+                              clock=clock),
+        publication=publication)

@@ -9,7 +9,7 @@ from pymongo.errors import PyMongoError
 from werkzeug.exceptions import ClientDisconnected
 from werkzeug.wrappers import Request, Response
 
-from services.customer_sync.bootstrap import build
+from services.customer_sync.app_provider import AppProvider
 from services.customer_sync.crm.timeline import record_foreign_event, timeline_page
 from services.customer_sync.door.webhooks import WEBHOOK_HEADERS, WebhookAnswer
 from services.customer_sync.privacy.erasure import document_owners
@@ -23,7 +23,6 @@ from shared.dependencies import OutboxRelayProvider, Settings, WorkerLogContext
 from shared.errors import EXPECTED_ERRORS, NotFound, ValidationError
 from shared.health import HealthEndpoints, json_response
 from shared.messaging.handlers import event_handler
-from shared.mongo import MongoStorage
 from shared.periodic import PeriodicTasks, Task
 from shared.logs import log_context
 from shared.metrics import observe_webhook
@@ -36,17 +35,21 @@ from shared.times import parse_utc
 class CustomerSyncService(HealthEndpoints, DataOwnerRpc):
     name = "customer_sync"
 
-    app = MongoStorage(build)
+    app = AppProvider(outbox="outbox")  # its `publish` notifies this relay
     outbox = OutboxRelayProvider(lambda app: app.outbox_collections())
     inbox_workers = InboxWorkers()
     jobs = BackgroundJobs()
     # Deliveries a restart, a retry delay or a full queue left unapplied, queued again once
-    # the queue has drained; timeline entries a crash or another instance left owed, moved.
+    # the queue has drained; timeline entries a crash or another instance left owed, moved;
+    # stores whose reconciliation is due, re-read from the shop (claimed, so one instance
+    # runs each).
     background = PeriodicTasks(
         Task("inbox-sweep", lambda uses: uses.inbox_workers.sweep(uses.app.storage.inbox),
              setting="INBOX_SWEEP_SECONDS", again_at_once=True),
         Task("timeline-sweep", lambda uses: uses.app.timeline.sweep(),
              setting="TIMELINE_SWEEP_SECONDS", wait_first=False),
+        Task("reconcile", lambda uses: uses.app.reconciler.run_due(),
+             setting="RECONCILE_POLL_SECONDS", wait_first=False),
         uses=("app", "inbox_workers"))
     log_context = WorkerLogContext()
     settings = Settings()
@@ -171,7 +174,9 @@ class CustomerSyncService(HealthEndpoints, DataOwnerRpc):
                      email: str | None) -> dict:
         """Forget the person: customers, orders anonymised, webhook deliveries; their guest
         records found by `email` too."""
-        return self.app.sync.erasure.erase(store_id, customer_ids, email, request_id).counts
+        report = self.app.sync.erasure.erase(store_id, customer_ids, email, request_id)
+        self.app.publish(report.touched)
+        return report.counts
 
     def export_person(self, store_id: str, customer_id: str) -> dict | None:
         return self.app.queries.export_person(store_id, customer_id)
@@ -207,25 +212,16 @@ class CustomerSyncService(HealthEndpoints, DataOwnerRpc):
         store_id = require_text(store_id, "store_id")
         customer_id = require_text(customer_id, "customer_id")
         actor = require_text(actor, "actor")
-        answer, result = self.app.rectifier.rectify(store_id, customer_id, fields, actor)
-        self._written(result.touched)
-        return answer
+        result = self.app.rectifier.rectify(store_id, customer_id, fields, actor)
+        self.app.publish(result.touched)
+        return result.answer
 
     # -- staff's CRM: notes, reminders, timeline, edits, status, deletion, import ------------
-    def _written(self, touched) -> None:
-        """Documents just written: publish their events, move their timeline entries."""
-        touched = list(touched)
-        self.outbox.notify(touched)
-        self.app.flush_timeline(touched)
-
-    def _flush_timeline(self, collection: str, doc_id: str) -> None:
-        self.app.flush_timeline([(collection, doc_id)])
-
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def add_note(self, store_id: str, customer_id: str, note: dict, actor: str) -> dict:
-        view = self.app.notes.add(store_id, customer_id, note, actor)
-        self._flush_timeline("notes", view["note_id"])
-        return view
+        result = self.app.notes.add(store_id, customer_id, note, actor)
+        self.app.publish(result.touched)
+        return result.answer
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def list_notes(self, store_id: str, customer_id: str, category: str | None = None) -> list:
@@ -233,21 +229,21 @@ class CustomerSyncService(HealthEndpoints, DataOwnerRpc):
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def update_note(self, store_id: str, note_id: str, changes: dict, actor: str) -> dict:
-        view = self.app.notes.update(store_id, note_id, changes, actor)
-        self._flush_timeline("notes", view["note_id"])
-        return view
+        result = self.app.notes.update(store_id, note_id, changes, actor)
+        self.app.publish(result.touched)
+        return result.answer
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def delete_note(self, store_id: str, note_id: str, actor: str) -> dict:
-        answer = self.app.notes.delete(store_id, note_id, actor)
-        self._flush_timeline("notes", answer["note_id"])
-        return answer
+        result = self.app.notes.delete(store_id, note_id, actor)
+        self.app.publish(result.touched)
+        return result.answer
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def add_reminder(self, store_id: str, customer_id: str, reminder: dict, actor: str) -> dict:
-        view = self.app.reminders.add(store_id, customer_id, reminder, actor)
-        self._flush_timeline("reminders", view["reminder_id"])
-        return view
+        result = self.app.reminders.add(store_id, customer_id, reminder, actor)
+        self.app.publish(result.touched)
+        return result.answer
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def list_reminders(self, store_id: str, customer_id: str | None = None,
@@ -256,15 +252,15 @@ class CustomerSyncService(HealthEndpoints, DataOwnerRpc):
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def complete_reminder(self, store_id: str, reminder_id: str, actor: str) -> dict:
-        view = self.app.reminders.complete(store_id, reminder_id, actor)
-        self._flush_timeline("reminders", view["reminder_id"])
-        return view
+        result = self.app.reminders.complete(store_id, reminder_id, actor)
+        self.app.publish(result.touched)
+        return result.answer
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def delete_reminder(self, store_id: str, reminder_id: str, actor: str) -> dict:
-        answer = self.app.reminders.delete(store_id, reminder_id, actor)
-        self._flush_timeline("reminders", answer["reminder_id"])
-        return answer
+        result = self.app.reminders.delete(store_id, reminder_id, actor)
+        self.app.publish(result.touched)
+        return result.answer
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def timeline(self, store_id: str, customer_id: str, page: dict | None = None) -> dict:
@@ -318,31 +314,30 @@ class CustomerSyncService(HealthEndpoints, DataOwnerRpc):
     def update_customer(self, store_id: str, customer_id: str, fields: dict, actor: str) -> dict:
         """A staff edit, written to the shop first (a guest: here only); Unavailable when the
         shop does not answer (nothing changed)."""
-        answer, result = self.app.staff_edits.update_customer(store_id, customer_id, fields, actor)
-        self._written(result.touched + [("customers", answer["customer"]["customer_id"])])
-        return answer
+        result = self.app.staff_edits.update_customer(store_id, customer_id, fields, actor)
+        self.app.publish(result.touched)
+        return result.answer
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def set_account_status(self, store_id: str, customer_ids: list, status: str,
                            actor: str) -> dict:
-        answer, touched = self.app.account_status.set(store_id, customer_ids, status, actor)
-        self._written(touched)
-        return answer
+        result = self.app.account_status.set(store_id, customer_ids, status, actor)
+        self.app.publish(result.touched)
+        return result.answer
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def delete_customers(self, store_id: str, customer_ids: list, orders: str,
                          actor: str) -> dict:
-        answer, touched = self.app.deletion.delete(store_id, customer_ids, orders, actor)
-        self._written(touched + [("customers", r["customer_id"]) for r in answer["results"]
-                                 if r["outcome"] == "deleted"])
-        return answer
+        result = self.app.deletion.delete(store_id, customer_ids, orders, actor)
+        self.app.publish(result.touched)
+        return result.answer
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def import_customers(self, store_id: str, rows: list, apply: bool, actor: str,
                          mode: str = "create") -> dict:
-        answer, touched = self.app.importer.run(store_id, rows, apply, actor, mode)
-        self._written(touched)
-        return answer
+        result = self.app.importer.run(store_id, rows, apply, actor, mode)
+        self.app.publish(result.touched)
+        return result.answer
 
     # -- backfill and reconciliation ---------------------------------------------------------
     @rpc(expected_exceptions=EXPECTED_ERRORS)
@@ -392,7 +387,7 @@ class CustomerSyncService(HealthEndpoints, DataOwnerRpc):
         key_id = require_text(key_id, "key_id")
         view = self.storage.api_keys.revoke(require_text(store_id, "store_id"), key_id,
                                             require_text(actor, "actor"))
-        self.outbox.notify([(self.storage.api_keys.collection.name, key_id)])
+        self.app.publish([(self.storage.api_keys.collection.name, key_id)])
         self.storage.console_sessions.end_for_key(key_id)
         return view
 

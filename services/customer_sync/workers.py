@@ -2,10 +2,11 @@
 
 * `InboxWorkers` apply recorded webhook deliveries after the webhook was answered (their
   `sweep`, run as a periodic task, re-queues what a restart or a retry delay left behind);
-* `BackgroundJobs` run backfills on request and reconciliation on a schedule.
+* `BackgroundJobs` run backfills and reconciliations on request (the reconciliation schedule
+  is a periodic task of the service).
 
-Both publish what a change owes right away through the outbox relay; anything they leave
-unpublished (a broker outage, a crash) is published by the relay's sweep.
+Both publish what a change owes right away through the application's `publish`; anything
+left unpublished (a broker outage, a crash) is published by the outbox relay's sweep.
 """
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ from eventlet.queue import LightQueue
 from nameko.extensions import DependencyProvider
 
 from services.customer_sync.bootstrap import CustomerSyncApp
-from services.customer_sync.core.sync import ApplyResult
 from services.customer_sync.repository import CustomerSyncStorage, InboxRepository
 from services.customer_sync.shop.backfill import RunOptions
 from shared.config import from_nameko
@@ -47,12 +47,6 @@ class _ServiceParts:
         self.app: CustomerSyncApp = deps[self.part_names["app"]].get_dependency(None)
         self.storage: CustomerSyncStorage = self.app.storage
         self.outbox: OutboxRelayProvider = deps[self.part_names["outbox"]].get_dependency(None)
-
-    def publish_result(self, result: ApplyResult) -> None:
-        """Hand the documents that now owe events to the outbox relay, and their timeline
-        entries to the timeline."""
-        self.outbox.notify(result.touched)
-        self.app.flush_timeline(result.touched)
 
 
 class CpuLoad:
@@ -148,7 +142,7 @@ class InboxWorkers(_ServiceParts, DependencyProvider):
             try:
                 result = self.processor.process(key)
                 if result is not None:
-                    self.publish_result(result)
+                    self.app.publish(result.touched)
             except Exception:
                 log.exception("inbox worker failed; the sweep will retry the delivery")
 
@@ -187,7 +181,8 @@ class InboxWorkers(_ServiceParts, DependencyProvider):
 
 
 class BackgroundJobs(_ServiceParts, DependencyProvider):
-    """Backfills started over RPC, and the reconciliation schedule."""
+    """Backfills and reconciliations started over RPC; a backfill runs in a managed thread
+    so the RPC answers at once."""
 
     def __init__(self, app: str = "app", outbox: str = "outbox") -> None:
         self._name_parts(app, outbox)
@@ -195,20 +190,13 @@ class BackgroundJobs(_ServiceParts, DependencyProvider):
         self._threads: list = []
         self._active_runs: set[str] = set()
 
-    def setup(self) -> None:
-        self.config = from_nameko(self.container.config)
-
     def start(self) -> None:
         self._bind_parts()
-        self.backfiller = self.app.backfiller(self.publish_result)
-        self.reconciler = self.app.reconciler(self.backfiller)
         self._running = True
-        self._threads.append(self.container.spawn_managed_thread(
-            self._reconcile_forever, identifier="reconciler"))
 
     def start_backfill(self, store_id: str, since: str | None) -> dict:
         """Claim (or resume) a run now, so errors reach the caller; work in the background."""
-        run = self.backfiller.begin(store_id, RunOptions(since=since))
+        run = self.app.backfiller.begin(store_id, RunOptions(since=since))
         self._threads.append(self.container.spawn_managed_thread(
             lambda: self._execute(run), identifier=f"backfill-{run['_id']}"))
         return run
@@ -216,7 +204,7 @@ class BackgroundJobs(_ServiceParts, DependencyProvider):
     def _execute(self, run: dict) -> None:
         self._active_runs.add(run["_id"])
         try:
-            self.backfiller.execute(run, should_stop=lambda: not self._running)
+            self.app.backfiller.execute(run, should_stop=lambda: not self._running)
         except Exception:
             log.exception("backfill failed", extra={"store_id": run["store_id"]})
             self.storage.backfills.update(run["_id"], {"status": "interrupted",
@@ -229,16 +217,7 @@ class BackgroundJobs(_ServiceParts, DependencyProvider):
         if store is None:
             raise NotFound(f"no store {store_id}")
         state = self.storage.stores.collection.find_one({"_id": store_id})
-        return self.reconciler.reconcile(store, state)
-
-    def _reconcile_forever(self) -> None:
-        poll = self.config.float("RECONCILE_POLL_SECONDS")
-        while self._running:
-            try:
-                self.reconciler.run_due()
-            except Exception:
-                log.exception("reconciliation failed; will retry")
-            eventlet.sleep(poll)
+        return self.app.reconciler.reconcile(store, state)
 
     def stop(self) -> None:
         self._running = False

@@ -86,10 +86,11 @@ def test_a_guest_order_with_a_hostile_billing_email_makes_no_contact_of_it(custo
 def test_an_imported_row_with_a_hostile_email_is_invalid(customers, email):
     storage, sync = customers
     storage.stores.save(Store("s1", "https://shop.example", "whsec-12345678", "ck", "cs"))
-    answer, touched = CustomerImport(storage, sync).run(
+    written = CustomerImport(storage, sync).run(
         "s1", [{"line": 2, "email": email, "first_name": "A"}], True, "alice")
+    answer, touched = written.answer, written.touched
     assert answer["rows"][0]["outcome"] == "invalid" and "email" in answer["rows"][0]["errors"]
-    assert touched == [] and storage.customers.collection.count_documents({}) == 0
+    assert touched == () and storage.customers.collection.count_documents({}) == 0
 
 
 @pytest.mark.parametrize("email", HOSTILE.values(), ids=HOSTILE.keys())

@@ -29,12 +29,12 @@ def test_hostile_label_cells_are_refused_by_name_and_store_nothing(importer, fie
     storage, run = importer
     rows = [{"line": i + 2, "email": f"p{i}@example.org", field: cell}
             for i, cell in enumerate(HOSTILE)]
-    answer, touched = run.run(STORE, rows, True, "mallory", "upsert")
-    for row in answer["rows"]:
+    written = run.run(STORE, rows, True, "mallory", "upsert")
+    for row in written.answer["rows"]:
         assert row["outcome"] == "invalid", row["line"]
         assert list(row["errors"]) == [field]
         assert len(str(row["errors"])) < 400
-    assert touched == [] and storage.customers.collection.count_documents({}) == 0
+    assert written.touched == () and storage.customers.collection.count_documents({}) == 0
 
 
 def test_an_unknown_mode_is_refused_before_any_row_is_read(importer):

@@ -48,6 +48,7 @@ class Deployment:
                                        Config({}, registry.settings(["customer_sync"])))
         self.customer_sync.app.ensure_indexes()
         self.customer_sync.outbox = Outbox()
+        self.customer_sync.app.wire_outbox(self.customer_sync.outbox.notify)  # as its provider does
         self.customer_sync.storage.stores.save(
             Store(STORE, "https://shop.example", "whsec-123456789", "ck_x", "cs_x"))
         self.backends = Backends({"customer_sync": Proxy(self.customer_sync, [])}, 5)

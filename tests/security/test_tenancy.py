@@ -51,9 +51,9 @@ def store_a(storage) -> dict:
     customer = storage.customers.by_woo_id(STORE_A, 42)
     order = storage.orders.collection.find_one({"store_id": STORE_A})
     note = Notes(storage).add(STORE_A, customer["_id"], {"category": "general",
-                                                         "text": "prefers tea"}, "staff")
+                                                         "text": "prefers tea"}, "staff").answer
     reminder = Reminders(storage).add(STORE_A, customer["_id"], {
-        "due_at": "2030-01-01T09:00:00Z", "text": "call back"}, "staff")
+        "due_at": "2030-01-01T09:00:00Z", "text": "call back"}, "staff").answer
     return {"customer_id": customer["_id"], "order_id": order["_id"].split(":", 1)[1],
             "note_id": note["note_id"], "reminder_id": reminder["reminder_id"]}
 

@@ -224,7 +224,7 @@ def test_an_import_row_claiming_consent_without_proof_is_refused_naming_row_and_
             {"line": 4, "email": "c@example.com", "email_marketing": "perhaps",
              "email_marketing_source": "form"},
             {"line": 5, "email": "d@example.com", "email_marketing": "no"}]
-    answer, touched = CustomerImport(storage, sync).run(STORE, rows, True, "alice")
+    answer = CustomerImport(storage, sync).run(STORE, rows, True, "alice").answer
     outcomes = {r["line"]: (r["outcome"], r["errors"]) for r in answer["rows"]}
     assert outcomes[2][0] == "invalid" and list(outcomes[2][1]) == ["email_marketing_source"]
     assert outcomes[3][0] == "invalid" and list(outcomes[3][1]) == ["sms_marketing_source"]
@@ -239,14 +239,14 @@ def test_an_import_row_with_consent_and_proof_captures_it_as_source_import(sync,
     rows = [{"line": 2, "email": "a@example.com", "email_marketing": "Yes",
              "email_marketing_source": "paper form at the fair, 2026-05-01",
              "sms_marketing": "no"}]
-    answer, _ = CustomerImport(storage, sync).run(STORE, rows, True, "alice")
+    answer = CustomerImport(storage, sync).run(STORE, rows, True, "alice").answer
     assert answer["rows"][0]["consent"] == ["email_marketing"]
     [event] = captured(storage)
     assert event["data"]["source"] == "import"
     assert event["data"]["evidence"] == "paper form at the fair, 2026-05-01"
     assert event["data"]["customer_id"] == answer["rows"][0]["customer_id"]
     # The file again: the contact exists, nothing is captured twice, and the row says so.
-    again, _ = CustomerImport(storage, sync).run(STORE, rows, True, "alice")
+    again = CustomerImport(storage, sync).run(STORE, rows, True, "alice").answer
     assert again["rows"][0]["outcome"] == "exists"
     assert list(again["rows"][0]["warnings"]) == ["email_marketing"]
     assert len(captured(storage)) == 1

@@ -36,7 +36,7 @@ def test_shipping_columns_from_the_file_reach_the_customer(storage, importer):
     rows, ignored = parse_import(raw.encode())
     assert ignored == []
     assert rows[0]["shipping_city"] == "Leith"
-    answer, _ = importer.run(STORE, rows, True, "alice")
+    answer = importer.run(STORE, rows, True, "alice").answer
     assert answer["summary"]["created"] == 1
     doc = storage.customers.collection.find_one({"email_key": "ada@example.org"})
     assert {k: doc["shipping"][k] for k in ("address_1", "city", "postcode", "country")} == {
@@ -47,7 +47,7 @@ def test_tags_and_groups_cells_are_checked_slugs_reported_for_the_caller(storage
     rows = [{"line": 2, "email": "ada@example.org", "tags": "VIP, gift ,vip", "groups": "trade"},
             {"line": 3, "email": "bad@example.org", "tags": "no spaces, ok"},
             {"line": 4, "email": "many@example.org", "groups": ",".join(f"g{i}" for i in range(21))}]
-    answer, _ = importer.run(STORE, rows, True, "alice")
+    answer = importer.run(STORE, rows, True, "alice").answer
     by_line = {r["line"]: r for r in answer["rows"]}
     assert by_line[2]["outcome"] == "create"
     assert (by_line[2]["tags"], by_line[2]["groups"]) == (["vip", "gift"], ["trade"])

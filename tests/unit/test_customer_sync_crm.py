@@ -161,17 +161,19 @@ def ticking(start: str = "2026-04-01T10:00:00+00:00"):
 def test_notes_add_list_edit_delete_with_timeline(sync, storage, projector):
     customer_id = guest(sync, storage)
     notes = Notes(storage, clock=ticking())
-    first = notes.add(STORE, customer_id, {"category": "phone-call", "text": "Called about X"}, "alice")
-    second = notes.add(STORE, customer_id, {"category": "complaint", "text": "Parcel late"}, "bob")
+    first = notes.add(STORE, customer_id, {"category": "phone-call", "text": "Called about X"},
+                      "alice").answer
+    second = notes.add(STORE, customer_id, {"category": "complaint", "text": "Parcel late"},
+                       "bob").answer
     assert set(first) == {"note_id", "customer_id", "category", "text", "author", "created_at",
                           "updated_at"}
     assert [n["note_id"] for n in notes.list(STORE, customer_id)] == [second["note_id"],
                                                                       first["note_id"]]
     assert [n["text"] for n in notes.list(STORE, customer_id, "complaint")] == ["Parcel late"]
 
-    edited = notes.update(STORE, first["note_id"], {"text": "Called twice"}, "bob")
+    edited = notes.update(STORE, first["note_id"], {"text": "Called twice"}, "bob").answer
     assert edited["text"] == "Called twice" and edited["author"] == "alice"
-    assert notes.delete(STORE, second["note_id"], "alice")["deleted"] is True
+    assert notes.delete(STORE, second["note_id"], "alice").answer["deleted"] is True
     assert [n["note_id"] for n in notes.list(STORE, customer_id)] == [first["note_id"]]
     assert "Parcel late" not in json.dumps(list(storage.notes.collection.find()), default=str)
     with pytest.raises(NotFound):
@@ -206,9 +208,10 @@ def test_reminders_by_due_time_status_and_customer(sync, storage, projector):
     ada = guest(sync, storage)
     bob = guest(sync, storage, 2002, "bob@example.com")
     reminders = Reminders(storage, clock=ticking())
-    late = reminders.add(STORE, ada, {"due_at": "2026-05-02T09:00:00+02:00", "text": "Call"}, "alice")
+    late = reminders.add(STORE, ada, {"due_at": "2026-05-02T09:00:00+02:00", "text": "Call"},
+                         "alice").answer
     soon = reminders.add(STORE, bob, {"due_at": "2026-05-01T00:00:00Z", "text": "Mail",
-                                      "assignee": "carol"}, "alice")
+                                      "assignee": "carol"}, "alice").answer
     assert late["due_at"] == "2026-05-02T07:00:00+00:00" and late["status"] == "open"
     assert [r["reminder_id"] for r in reminders.list(STORE)] == [soon["reminder_id"],
                                                                  late["reminder_id"]]
@@ -216,9 +219,9 @@ def test_reminders_by_due_time_status_and_customer(sync, storage, projector):
     assert [r["reminder_id"] for r in reminders.list(
         STORE, due_before="2026-05-01T12:00:00+00:00")] == [soon["reminder_id"]]
 
-    done = reminders.complete(STORE, soon["reminder_id"], "carol")
+    done = reminders.complete(STORE, soon["reminder_id"], "carol").answer
     assert (done["status"], done["completed_by"]) == ("done", "carol") and done["completed_at"]
-    assert reminders.complete(STORE, soon["reminder_id"], "dave")["completed_by"] == "carol"
+    assert reminders.complete(STORE, soon["reminder_id"], "dave").answer["completed_by"] == "carol"
     assert [r["reminder_id"] for r in reminders.list(STORE)] == [late["reminder_id"]]
     assert [r["reminder_id"] for r in reminders.list(STORE, status="done")] == [soon["reminder_id"]]
     assert len(reminders.list(STORE, status=None)) == 2
@@ -252,14 +255,15 @@ def test_account_status_publishes_and_survives_shop_updates(sync, storage, proje
     customer_id = storage.customers.by_woo_id(STORE, 42)["_id"]
     clear_outbox(storage)
     status = AccountStatus(storage, sync)
-    answer, touched = status.set(STORE, [customer_id, "nobody", customer_id], "inactive", "alice")
-    assert answer == {"results": [{"customer_id": customer_id, "outcome": "changed"},
-                                  {"customer_id": "nobody", "outcome": "not_found"}]}
+    written = status.set(STORE, [customer_id, "nobody", customer_id], "inactive", "alice")
+    assert written.answer == {"results": [{"customer_id": customer_id, "outcome": "changed"},
+                                          {"customer_id": "nobody", "outcome": "not_found"}]}
+    assert written.touched == (("customers", customer_id),)
     [event] = owed(storage)
     assert event["event_type"] == "customer.updated"
     assert event["data"]["account_status"] == "inactive"
     assert event["data"]["changed_fields"] == ["account_status"]
-    assert status.set(STORE, [customer_id], "inactive", "bob")[0]["results"][0]["outcome"] == "unchanged"
+    assert status.set(STORE, [customer_id], "inactive", "bob").answer["results"][0]["outcome"] == "unchanged"
     assert len(owed(storage)) == 1
     [entry] = [e for e in entries(storage, projector, customer_id)
                if e["kind"] == "customer.status_changed"]
@@ -304,8 +308,8 @@ def test_a_staff_edit_reaches_the_shop_and_is_applied_once(shop, sync, storage, 
     woo, customer_id = customer_from_shop(shop, sync, storage)
     clear_outbox(storage)
     edits = StaffEdits(storage, sync, clients())
-    answer, result = edits.update_customer(STORE, customer_id,
-                                           {"phone": "+49 30 123456", "last_name": "Neu"}, "alice")
+    answer = edits.update_customer(STORE, customer_id,
+                                   {"phone": "+49 30 123456", "last_name": "Neu"}, "alice").answer
     assert shop.customers[woo["id"]]["billing"]["phone"] == "+49 30 123456"
     assert shop.customers[woo["id"]]["last_name"] == "Neu"
     assert answer["written_to_shop"] is True and answer["customer"]["last_name"] == "Neu"
@@ -336,8 +340,8 @@ def test_a_staff_edit_while_the_shop_is_down_changes_nothing(shop, sync, storage
 def test_a_guest_is_edited_here_only(shop, sync, storage):
     customer_id = guest(sync, storage)
     clear_outbox(storage)
-    answer, _ = StaffEdits(storage, sync, clients()).update_customer(
-        STORE, customer_id, {"company": "ACME"}, "alice")
+    answer = StaffEdits(storage, sync, clients()).update_customer(
+        STORE, customer_id, {"company": "ACME"}, "alice").answer
     assert answer["written_to_shop"] is False and answer["customer"]["company"] == "ACME"
     assert [e["event_type"] for e in owed(storage)] == ["customer.updated"]
     assert not any(r.method == "PUT" for r in shop.requests_log)
@@ -368,9 +372,11 @@ def test_delete_keeping_anonymised_orders(shop, sync, storage, projector):
     notes = Notes(storage)
     notes.add(STORE, customer_id, {"category": "general", "text": "VIP"}, "alice")
     clear_outbox(storage)
-    answer, touched = CustomerDeletion(storage, sync, clients()).delete(
+    written = CustomerDeletion(storage, sync, clients()).delete(
         STORE, [customer_id], "anonymise", "alice")
-    assert answer == {"results": [{"customer_id": customer_id, "outcome": "deleted", "orders": 1}]}
+    assert written.answer == {"results": [{"customer_id": customer_id, "outcome": "deleted",
+                                           "orders": 1}]}
+    assert written.touched == (("customers", customer_id),)  # its event and timeline entry
     assert woo["id"] not in shop.customers and order["id"] in shop.orders
     local_order = storage.orders.get(STORE, str(order["id"]))
     assert local_order["personal_data_erased"] and local_order["billing"]["email"] == ""
@@ -392,8 +398,8 @@ def test_delete_with_orders_at_the_shop_and_here(shop, sync, storage):
     woo, customer_id = customer_from_shop(shop, sync, storage)
     orders = [shop_order_applied(shop, sync, woo["id"]) for _ in range(2)]
     clear_outbox(storage)
-    answer, _ = CustomerDeletion(storage, sync, clients()).delete(
-        STORE, [customer_id], "delete", "alice")
+    answer = CustomerDeletion(storage, sync, clients()).delete(
+        STORE, [customer_id], "delete", "alice").answer
     assert answer["results"] == [{"customer_id": customer_id, "outcome": "deleted", "orders": 2}]
     assert all(o["id"] not in shop.orders for o in orders) and woo["id"] not in shop.customers
     for o in orders:
@@ -413,8 +419,8 @@ def test_one_failure_does_not_stop_the_others(shop, sync, storage):
     woo, registered = customer_from_shop(shop, sync, storage)
     guest_id = guest(sync, storage)
     shop.fail_next(10, status=503)
-    answer, _ = CustomerDeletion(storage, sync, clients()).delete(
-        STORE, [registered, "nobody", guest_id], "anonymise", "alice")
+    answer = CustomerDeletion(storage, sync, clients()).delete(
+        STORE, [registered, "nobody", guest_id], "anonymise", "alice").answer
     outcomes = {r["customer_id"]: r for r in answer["results"]}
     assert outcomes[registered]["outcome"] == "failed" and "shop" in outcomes[registered]["error"]
     assert outcomes["nobody"]["outcome"] == "not_found"
@@ -455,8 +461,9 @@ def test_import_dry_run_apply_and_reapply(sync, storage, projector):
     clear_outbox(storage)
     before = storage.customers.collection.count_documents({})
     importer = CustomerImport(storage, sync)
-    dry, touched = importer.run(STORE, ROWS, False, "alice")
-    assert touched == [] and storage.customers.collection.count_documents({}) == before
+    written = importer.run(STORE, ROWS, False, "alice")
+    dry, touched = written.answer, written.touched
+    assert touched == () and storage.customers.collection.count_documents({}) == before
     assert [(r["line"], r["outcome"]) for r in dry["rows"]] == [
         (2, "create"), (3, "invalid"), (4, "duplicate_in_file"), (5, "exists"), (6, "invalid"),
         (7, "create")]
@@ -464,7 +471,8 @@ def test_import_dry_run_apply_and_reapply(sync, storage, projector):
     assert dry["summary"]["create"] == 2 and dry["summary"]["applied"] is False
     assert dry["summary"]["ignored_columns"] == ["newsletter"]
 
-    applied, touched = importer.run(STORE, ROWS, True, "alice")
+    written = importer.run(STORE, ROWS, True, "alice")
+    applied, touched = written.answer, written.touched
     assert [r["outcome"] for r in applied["rows"]] == [r["outcome"] for r in dry["rows"]]
     assert applied["summary"]["created"] == 2 and len(touched) == 2
     created = storage.customers.by_email(STORE, "new.one@example.com")
@@ -476,8 +484,9 @@ def test_import_dry_run_apply_and_reapply(sync, storage, projector):
     [entry] = entries(storage, projector, created["_id"])
     assert entry["actor"] == "alice" and entry["details"]["source"] == "import"
 
-    again, touched = importer.run(STORE, ROWS, True, "alice")
-    assert touched == [] and again["summary"]["created"] == 0
+    written = importer.run(STORE, ROWS, True, "alice")
+    again, touched = written.answer, written.touched
+    assert touched == () and again["summary"]["created"] == 0
     assert [r["outcome"] for r in again["rows"]][::5] == ["exists", "exists"]
     assert len(owed(storage)) == 2
 
@@ -495,9 +504,10 @@ def test_import_refuses_erased_people_and_oversized_files(sync, storage):
     sync.apply(STORE, "customer", "created", payloads.customer(), correlation_id="wh-1")
     customer_id = storage.customers.by_woo_id(STORE, 42)["_id"]
     CustomerErasure(storage).erase(STORE, [customer_id], "ada@example.com", "req-1")
-    answer, touched = CustomerImport(storage, sync).run(
+    written = CustomerImport(storage, sync).run(
         STORE, [{"line": 2, "email": "Ada@example.com"}], True, "alice")
-    assert answer["rows"][0]["outcome"] == "invalid" and touched == []
+    answer, touched = written.answer, written.touched
+    assert answer["rows"][0]["outcome"] == "invalid" and touched == ()
     with pytest.raises(ValidationError):
         CustomerImport(storage, sync).run(STORE, [{"email": "a@b.example"}] * 10_001, False, "a")
 
@@ -572,16 +582,19 @@ def test_an_update_import_changes_held_customers_by_email_and_reports_each_row(s
         {"line": 6, "email": "bad-phone@example.org", "phone": "call me"},
     ]
     importer = CustomerImport(storage, sync, client_factory=clients())
-    preview, touched = importer.run(STORE, rows, False, "alice", "update")
+    written = importer.run(STORE, rows, False, "alice", "update")
+    preview, touched = written.answer, written.touched
     outcomes = {r["line"]: r["outcome"] for r in preview["rows"]}
     assert outcomes == {2: "update", 3: "unchanged", 4: "duplicate_in_file", 5: "invalid",
                         6: "invalid"}
     assert "email" in preview["rows"][3]["errors"] and "phone" in preview["rows"][4]["errors"]
-    assert touched == [] and owed(storage) == [] and shop.customers[woo["id"]]["last_name"] != \
+    assert touched == () and owed(storage) == [] and shop.customers[woo["id"]]["last_name"] != \
         "Renamed"
 
-    answer, touched = importer.run(STORE, rows, True, "alice", "update")
+    written = importer.run(STORE, rows, True, "alice", "update")
+    answer = written.answer
     assert answer["summary"]["updated"] == 1 and answer["summary"]["created"] == 0
+    assert written.touched == (("customers", registered),)  # its event and timeline entry
     assert answer["summary"]["mode"] == "update"
     assert shop.customers[woo["id"]]["last_name"] == "Renamed"  # written to the shop first
     doc = storage.customers.get(STORE, registered)
@@ -590,7 +603,7 @@ def test_an_update_import_changes_held_customers_by_email_and_reports_each_row(s
     assert event["data"]["customer_id"] == registered
     assert storage.customers.by_email(STORE, "new.person@example.org") is None
 
-    again, _ = importer.run(STORE, rows, True, "alice", "update")
+    again = importer.run(STORE, rows, True, "alice", "update").answer
     assert {r["line"]: r["outcome"] for r in again["rows"]}[2] == "unchanged"
     assert len(owed(storage, "customer.updated")) == 1
 
@@ -601,8 +614,8 @@ def test_an_upsert_creates_new_emails_and_a_shop_refusal_changes_nothing(shop, s
     rows = [{"line": 2, "email": woo["email"], "first_name": "Never"},
             {"line": 3, "email": "new.person@example.org", "first_name": "New"}]
     shop.fail_next(5, status=503)
-    answer, _ = CustomerImport(storage, sync, client_factory=clients(retries=1)).run(
-        STORE, rows, True, "alice", "upsert")
+    answer = CustomerImport(storage, sync, client_factory=clients(retries=1)).run(
+        STORE, rows, True, "alice", "upsert").answer
     by_line = {r["line"]: r for r in answer["rows"]}
     assert by_line[2]["outcome"] == "refused" and by_line[2]["errors"]
     assert by_line[3]["outcome"] == "create" and answer["summary"]["created"] == 1

@@ -43,6 +43,7 @@ from services.customer_sync.privacy.rectify import Rectifier
 from services.customer_sync.repository import CustomerSyncStorage, Store, new_customer_id
 from services.customer_sync.schemas import one_address, require_text
 from services.customer_sync.core.sync import CustomerSync, customer_event_data, stable_event_id
+from services.customer_sync.core.written import Written, written
 from services.customer_sync.crm.timeline import entry_id, make_entry
 from services.customer_sync.privacy.tombstones import EMAIL, tombstone_digest
 from services.customer_sync.shop.woo_client import WooClient
@@ -246,9 +247,9 @@ class CustomerImport:
         self.client_factory = client_factory
 
     def run(self, store_id: str, rows: Any, apply: Any, actor: str, mode: Any = "create"
-            ) -> tuple[dict, list[tuple[str, Any]]]:
-        """Check (and with apply=True import) the rows; answers the per-row report and the
-        documents that owe events."""
+            ) -> Written:
+        """Check (and with apply=True import) the rows; answers the per-row report, and the
+        documents that owe events and timeline entries."""
         store_id, actor = require_text(store_id, "store_id"), require_text(actor, "actor")
         if not isinstance(apply, bool):
             raise ValidationError("apply must be true or false", {"fields": {"apply": ["boolean"]}})
@@ -323,7 +324,7 @@ class CustomerImport:
         summary = {name: sum(1 for r in report if r["outcome"] == name) for name in OUTCOMES}
         summary.update(rows=len(report), applied=apply, created=created, updated=updated,
                        mode=mode, ignored_columns=sorted(ignored))
-        return {"rows": report, "summary": summary}, touched
+        return written({"rows": report, "summary": summary}, touched)
 
     def _update(self, store_id: str, row: dict, doc: dict, edit: dict, actor: str,
                 touched: list) -> bool:
@@ -331,12 +332,12 @@ class CustomerImport:
         if self.client_factory is None:
             raise RuntimeError("an import that updates needs the shop's client factory")
         try:
-            _, result = Rectifier(self.storage, self.sync, self.client_factory).rectify(
+            result = Rectifier(self.storage, self.sync, self.client_factory).rectify(
                 store_id, doc["_id"], edit, actor, purpose="staff_edit")
         except ServiceError as exc:
             row.update(outcome="refused", errors=_refusal(exc))
             return False
-        touched.extend([*result.touched, ("customers", doc["_id"])])  # and its timeline entry
+        touched.extend(result.touched)  # its event and timeline entry
         return True
 
     def _live(self, store_id: str, keys: list[str]) -> dict[str, dict]:

@@ -19,7 +19,8 @@ from typing import Any, Callable
 from services.customer_sync.privacy.rectify import Rectifier
 from services.customer_sync.repository import CustomerSyncStorage, Store
 from services.customer_sync.schemas import require_text
-from services.customer_sync.core.sync import ApplyResult, CustomerSync, customer_event_data
+from services.customer_sync.core.sync import CustomerSync, customer_event_data
+from services.customer_sync.core.written import Written, written
 from services.customer_sync.crm.timeline import entry_id, make_entry
 from services.customer_sync.shop.woo_client import WooClient
 from shared.events.customer_sync import ACCOUNT_STATUSES
@@ -50,7 +51,7 @@ class StaffEdits:
         self.clock = clock
 
     def update_customer(self, store_id: str, customer_id: str, fields: Any, actor: str
-                        ) -> tuple[dict, ApplyResult]:
+                        ) -> Written:
         """Edit contact fields; raises Unavailable (nothing changed) when the shop is down."""
         store_id = require_text(store_id, "store_id")
         customer_id = require_text(customer_id, "customer_id")
@@ -64,8 +65,7 @@ class AccountStatus:
         self.storage = storage
         self.sync = sync
 
-    def set(self, store_id: str, customer_ids: Any, status: Any, actor: str
-            ) -> tuple[dict, list[tuple[str, Any]]]:
+    def set(self, store_id: str, customer_ids: Any, status: Any, actor: str) -> Written:
         """Set the status of each customer; answers per-customer outcomes and the documents
         that owe events."""
         store_id, actor = require_text(store_id, "store_id"), require_text(actor, "actor")
@@ -79,7 +79,7 @@ class AccountStatus:
             if outcome == "changed":
                 touched.append((self.storage.customers.collection.name, customer_id))
             results.append({"customer_id": customer_id, "outcome": outcome})
-        return {"results": results}, touched
+        return written({"results": results}, touched)
 
     def _one(self, store_id: str, customer_id: str, status: str, actor: str,
              correlation_id: str) -> str:

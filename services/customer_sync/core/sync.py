@@ -11,7 +11,7 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable
+from typing import Callable
 
 from shared.events import Event, build_event
 from services.customer_sync.core import changes
@@ -23,6 +23,7 @@ from services.customer_sync.privacy.anonymise import (
     real_email_key,
 )
 from services.customer_sync.core.changes import Freshness, PlannedEvent
+from services.customer_sync.core.written import DocumentRef
 from services.customer_sync.privacy.consent_capture import CaptureSettings, ConsentCapture
 from services.customer_sync.privacy.erasure import LATE, SHOP, CustomerErasure
 from services.customer_sync.privacy.tombstones import WOO_CUSTOMER
@@ -50,11 +51,11 @@ def stable_event_id(store_id: str, *parts: object) -> str:
 
 @dataclass
 class ApplyResult:
-    """What applying one resource state did."""
+    """What applying one resource state did; `touched` as in every use case's `Written`."""
 
     outcome: str  # created | updated | unchanged | stale | ignored | deleted | erased
     events: list[str] = field(default_factory=list)
-    touched: list[tuple[str, Any]] = field(default_factory=list)  # (collection, _id) with events
+    touched: list[DocumentRef] = field(default_factory=list)  # documents with events
     # The state was about an erased person: what the shop sent must not be kept (the webhook
     # inbox redacts the delivery's body).
     personal_data_dropped: bool = False

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from marshmallow import RAISE, Schema, fields, validate, ValidationError as MarshmallowError
 from pymongo import ASCENDING, DESCENDING
 
+from services.customer_sync.core.written import Written, written
 from services.customer_sync.schemas import load, require_text
 from services.customer_sync.crm.timeline import (TIMELINE_FIELD, TimelineOwing, entry_id, known_customer,
                                              make_entry)
@@ -93,7 +94,7 @@ class Notes:
         self.storage = storage
         self.clock = clock
 
-    def add(self, store_id: str, customer_id: str, note: Any, actor: str) -> dict:
+    def add(self, store_id: str, customer_id: str, note: Any, actor: str) -> Written:
         store_id, actor = require_text(store_id, "store_id"), require_text(actor, "actor")
         data = load(NoteSchema(), note, "note")
         customer = known_customer(self.storage, store_id, customer_id)
@@ -106,7 +107,7 @@ class Notes:
                            f"Note added ({data['category']})", actor,
                            {"note_id": note_id, "category": data["category"]}, now)
         self.storage.notes.insert(doc, [], entries=[entry])
-        return note_view(doc)
+        return self._written(note_view(doc), note_id)
 
     def list(self, store_id: str, customer_id: str, category: str | None = None) -> list[dict]:
         store_id = require_text(store_id, "store_id")
@@ -117,7 +118,7 @@ class Notes:
         return [note_view(d) for d in self.storage.notes.for_customer(store_id, customer["_id"],
                                                                        category)]
 
-    def update(self, store_id: str, note_id: str, changes: Any, actor: str) -> dict:
+    def update(self, store_id: str, note_id: str, changes: Any, actor: str) -> Written:
         store_id, actor = require_text(store_id, "store_id"), require_text(actor, "actor")
         note_id = require_text(note_id, "note_id")
         data = load(NoteChangesSchema(), changes, "changes")
@@ -128,7 +129,7 @@ class Notes:
             doc = self._note(store_id, note_id)
             changed = sorted(k for k, v in data.items() if doc.get(k) != v)
             if not changed:
-                return note_view(doc)
+                return written(note_view(doc))
             now = self.clock()
             fields_ = {**data, "updated_at": now, "updated_by": actor}
             entry = make_entry(entry_id(note_id, "edited", doc["version"]), doc["customer_id"],
@@ -136,10 +137,10 @@ class Notes:
                                {"note_id": note_id, "category": data.get("category", doc["category"]),
                                 "changed_fields": changed}, now)
             if self.storage.notes.update(note_id, doc["version"], fields_, entries=[entry]):
-                return note_view({**doc, **fields_})
+                return self._written(note_view({**doc, **fields_}), note_id)
         raise Conflict("the note kept changing; ask again")
 
-    def delete(self, store_id: str, note_id: str, actor: str) -> dict:
+    def delete(self, store_id: str, note_id: str, actor: str) -> Written:
         store_id, actor = require_text(store_id, "store_id"), require_text(actor, "actor")
         note_id = require_text(note_id, "note_id")
         for _ in range(_MAX_RETRIES):
@@ -152,8 +153,13 @@ class Notes:
                                          {"status": "deleted", "deleted_at": now,
                                           "deleted_by": actor, "updated_at": now},
                                          unset=["text"], entries=[entry]):
-                return {"note_id": note_id, "customer_id": doc["customer_id"], "deleted": True}
+                return self._written({"note_id": note_id, "customer_id": doc["customer_id"],
+                                      "deleted": True}, note_id)
         raise Conflict("the note kept changing; ask again")
+
+    def _written(self, answer: dict, note_id: str) -> Written:
+        """The answer, and the note whose timeline entry the write owes."""
+        return written(answer, [(self.storage.notes.collection.name, note_id)])
 
     def _note(self, store_id: str, note_id: str) -> dict:
         doc = self.storage.notes.get(store_id, note_id)

@@ -13,6 +13,7 @@ from marshmallow import RAISE, Schema, fields, validate
 from pymongo import ASCENDING
 
 from services.customer_sync.crm.notes import _Text
+from services.customer_sync.core.written import Written, written
 from services.customer_sync.schemas import load, require_text
 from services.customer_sync.crm.timeline import (TIMELINE_FIELD, TimelineOwing, entry_id, known_customer,
                                              make_entry)
@@ -102,7 +103,7 @@ class Reminders:
         self.storage = storage
         self.clock = clock
 
-    def add(self, store_id: str, customer_id: str, reminder: Any, actor: str) -> dict:
+    def add(self, store_id: str, customer_id: str, reminder: Any, actor: str) -> Written:
         store_id, actor = require_text(store_id, "store_id"), require_text(actor, "actor")
         data = load(ReminderSchema(), reminder, "reminder")
         customer = known_customer(self.storage, store_id, customer_id)
@@ -118,7 +119,7 @@ class Reminders:
                            {"reminder_id": reminder_id, "due_at": due.isoformat(),
                             "assignee": data.get("assignee")}, now)
         self.storage.reminders.insert(doc, [], entries=[entry])
-        return reminder_view(doc)
+        return self._written(reminder_view(doc), reminder_id)
 
     def list(self, store_id: str, customer_id: str | None = None, status: str | None = "open",
              due_before: str | None = None) -> list[dict]:
@@ -131,23 +132,23 @@ class Reminders:
                                            criteria["due_before"], MAX_LISTED)
         return [reminder_view(d) for d in docs]
 
-    def complete(self, store_id: str, reminder_id: str, actor: str) -> dict:
+    def complete(self, store_id: str, reminder_id: str, actor: str) -> Written:
         store_id, actor = require_text(store_id, "store_id"), require_text(actor, "actor")
         reminder_id = require_text(reminder_id, "reminder_id")
         for _ in range(_MAX_RETRIES):
             doc = self._reminder(store_id, reminder_id)
             if doc["status"] == "done":
-                return reminder_view(doc)  # asked twice: done once
+                return written(reminder_view(doc))  # asked twice: done once
             now = self.clock()
             fields_ = {"status": "done", "completed_at": now, "completed_by": actor}
             entry = make_entry(entry_id(reminder_id, "completed"), doc["customer_id"],
                                "reminder.completed", "Reminder completed", actor,
                                {"reminder_id": reminder_id}, now)
             if self.storage.reminders.update(reminder_id, doc["version"], fields_, entries=[entry]):
-                return reminder_view({**doc, **fields_})
+                return self._written(reminder_view({**doc, **fields_}), reminder_id)
         raise Conflict("the reminder kept changing; ask again")
 
-    def delete(self, store_id: str, reminder_id: str, actor: str) -> dict:
+    def delete(self, store_id: str, reminder_id: str, actor: str) -> Written:
         store_id, actor = require_text(store_id, "store_id"), require_text(actor, "actor")
         reminder_id = require_text(reminder_id, "reminder_id")
         for _ in range(_MAX_RETRIES):
@@ -160,9 +161,14 @@ class Reminders:
                                              {"status": "deleted", "deleted_at": now,
                                               "deleted_by": actor},
                                              unset=["text"], entries=[entry]):
-                return {"reminder_id": reminder_id, "customer_id": doc["customer_id"],
-                        "deleted": True}
+                return self._written({"reminder_id": reminder_id,
+                                      "customer_id": doc["customer_id"], "deleted": True},
+                                     reminder_id)
         raise Conflict("the reminder kept changing; ask again")
+
+    def _written(self, answer: dict, reminder_id: str) -> Written:
+        """The answer, and the reminder whose timeline entry the write owes."""
+        return written(answer, [(self.storage.reminders.collection.name, reminder_id)])
 
     def _reminder(self, store_id: str, reminder_id: str) -> dict:
         doc = self.storage.reminders.get(store_id, reminder_id)

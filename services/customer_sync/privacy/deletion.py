@@ -32,6 +32,7 @@ from services.customer_sync.repository import CustomerSyncStorage, Store
 from services.customer_sync.schemas import require_text
 from services.customer_sync.core.staff import customer_ids_arg
 from services.customer_sync.core.sync import CustomerSync
+from services.customer_sync.core.written import Written, written
 from services.customer_sync.crm.timeline import TIMELINE_FIELD, entry_id, make_entry
 from services.customer_sync.shop.woo_client import WooApiError, WooClient, WooUnavailable
 from shared.errors import NotFound, ValidationError
@@ -68,9 +69,9 @@ class CustomerDeletion:
         self.client_factory = client_factory
         self.clock = clock
 
-    def delete(self, store_id: str, customer_ids: Any, orders: Any, actor: str
-               ) -> tuple[dict, list[tuple[str, Any]]]:
-        """Delete each customer; answers per-customer results and documents owing events."""
+    def delete(self, store_id: str, customer_ids: Any, orders: Any, actor: str) -> Written:
+        """Delete each customer; answers per-customer results, and the documents owing events
+        and every deleted customer (its timeline entry) to publish."""
         store_id, actor = require_text(store_id, "store_id"), require_text(actor, "actor")
         if orders not in ORDER_MODES:
             raise ValidationError("orders must be 'anonymise' or 'delete'",
@@ -97,7 +98,9 @@ class CustomerDeletion:
                                     "error": str(exc), "orders": exc.orders})
         finally:
             client.close()
-        return {"results": results}, touched
+        deleted = [(self.storage.customers.collection.name, r["customer_id"]) for r in results
+                   if r["outcome"] == "deleted"]
+        return written({"results": results}, [*touched, *deleted])
 
     def _one(self, store_id: str, customer_id: str, mode: str, actor: str, client: WooClient,
              correlation_id: str, touched: list) -> tuple[str, int]:

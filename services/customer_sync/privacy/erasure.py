@@ -22,7 +22,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable, Iterable
+from typing import Callable, Iterable
 
 from pymongo import ASCENDING
 
@@ -34,6 +34,7 @@ from services.customer_sync.privacy.anonymise import (
     redact_payload,
 )
 from services.customer_sync.core.normalise import parse_body
+from services.customer_sync.core.written import DocumentRef
 from services.customer_sync.repository import CustomerSyncStorage
 from services.customer_sync.privacy.tombstones import EMAIL, tombstone_values
 from shared.personal_data import Owners, named_customers
@@ -56,9 +57,11 @@ OwedEvents = Callable[[dict], list[Event]]
 
 @dataclass
 class ErasureReport:
+    """What an erasure did; `touched` as in every use case's `Written`."""
+
     counts: dict[str, int]
     customer_ids: list[str]
-    touched: list[tuple[str, Any]] = field(default_factory=list)  # documents owing events
+    touched: list[DocumentRef] = field(default_factory=list)  # documents owing events
 
 
 class CustomerErasure:

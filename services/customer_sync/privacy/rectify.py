@@ -23,6 +23,7 @@ from services.customer_sync.core.normalise import email_key, normalise_customer
 from services.customer_sync.core.queries import customer_view
 from services.customer_sync.repository import CustomerSyncStorage, Store
 from services.customer_sync.core.sync import ApplyResult, CustomerSync, customer_event_data
+from services.customer_sync.core.written import Written, written
 from services.customer_sync.shop.woo_client import WooApiError, WooClient, WooUnavailable
 from services.customer_sync.schemas import one_address
 from services.customer_sync.crm.timeline import TIMELINE_FIELD, entry_id, make_entry
@@ -141,8 +142,9 @@ class Rectifier:
         self.clock = clock
 
     def rectify(self, store_id: str, customer_id: str, fields_: Any, actor: str,
-                purpose: str = "rectification") -> tuple[dict, ApplyResult]:
-        """Correct a person's contact fields; answers the view and what to publish.
+                purpose: str = "rectification") -> Written:
+        """Correct a person's contact fields; answers the view, and the customer (its event
+        and timeline entry) to publish.
         `purpose` "staff_edit" is the same write-back for a staff member's edit (core/staff.py):
         recorded under `staff_edits` instead of the GDPR `rectifications` audit."""
         correction = load_correction(fields_)
@@ -154,14 +156,14 @@ class Rectifier:
                            "correct", {"status": doc.get("status")})
         if doc.get("woo_customer_id") is not None:
             result = self._in_shop(store_id, doc, correction)
-            written, note = True, "corrected in the shop, then here"
+            shop_written, note = True, "corrected in the shop, then here"
         else:
             result = self._guest(store_id, doc, correction)
-            written, note = False, ("a guest has no customer record in the shop: corrected here "
+            shop_written, note = False, ("a guest has no customer record in the shop: corrected here "
                                     "only; the shop's orders keep the details given at checkout")
         now = self.clock()
         push: dict = {"staff_edits" if purpose == "staff_edit" else "rectifications": {
-            "at": now, "actor": actor, "fields": sorted(correction), "written_to_shop": written}}
+            "at": now, "actor": actor, "fields": sorted(correction), "written_to_shop": shop_written}}
         if "customer.updated" in result.events:
             # The timeline names who asked (the shop's customer.updated it caused is not
             # recorded as the shop's: its correlation id says it is this change's).
@@ -171,15 +173,17 @@ class Rectifier:
                        else f"Corrected on request (GDPR): {changed}")
             push[TIMELINE_FIELD] = make_entry(
                 entry_id(customer_id, kind, uuid.uuid4().hex), customer_id, kind,
-                f"{summary} ({'written to the shop' if written else 'here only: a guest'})",
-                actor, {"fields": sorted(correction), "written_to_shop": written}, now)
+                f"{summary} ({'written to the shop' if shop_written else 'here only: a guest'})",
+                actor, {"fields": sorted(correction), "written_to_shop": shop_written}, now)
         self.storage.customers.collection.update_one({"_id": customer_id}, {"$push": push})
         log.info("customer rectified", extra={"customer_id": customer_id, "actor": actor,
-                                              "fields": sorted(correction), "written_to_shop": written})
+                                              "fields": sorted(correction), "written_to_shop": shop_written})
         after = self.storage.customers.get(store_id, customer_id)
         changed = [e for e in result.events if e == "customer.updated"]
-        return {"customer": customer_view(after), "written_to_shop": written,
-                "fields": sorted(correction), "published": changed, "note": note}, result
+        touched = [*result.touched, (self.storage.customers.collection.name, customer_id)]
+        return written({"customer": customer_view(after), "written_to_shop": shop_written,
+                        "fields": sorted(correction), "published": changed, "note": note},
+                       touched)
 
     def _in_shop(self, store_id: str, doc: dict, correction: dict) -> ApplyResult:
         store = self.storage.stores.get(store_id)

@@ -19,7 +19,8 @@ from pymongo import ReturnDocument
 
 from services.customer_sync.core.normalise import NormalisationError
 from services.customer_sync.repository import CustomerSyncStorage, Store
-from services.customer_sync.core.sync import ApplyResult, CustomerSync
+from services.customer_sync.core.sync import CustomerSync
+from services.customer_sync.core.written import DocumentRef
 from services.customer_sync.shop.woo_client import WooApiError, WooClient
 from shared.errors import Conflict, NotFound
 from shared.times import utcnow
@@ -33,7 +34,7 @@ LEASE = timedelta(minutes=15)
 PHASES = ("customers", "orders", "trashed_orders")
 
 Progress = Callable[[dict], None]
-Publish = Callable[[ApplyResult], None]
+Publish = Callable[[list[DocumentRef]], None]  # the application's publish
 ClientFactory = Callable[[Store], WooClient]
 
 
@@ -51,7 +52,7 @@ class Backfiller:
         self.storage = storage
         self.sync = sync
         self.client_factory = client_factory
-        self.publish = publish or (lambda result: None)
+        self.publish = publish or (lambda touched: None)
         self.clock = clock
 
     # -- runs -------------------------------------------------------------------------------
@@ -162,7 +163,7 @@ class Backfiller:
                 continue
             outcomes[result.outcome] = outcomes.get(result.outcome, 0) + 1
             if result.touched:
-                self.publish(result)
+                self.publish(result.touched)
         return outcomes
 
 
