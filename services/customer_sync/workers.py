@@ -23,10 +23,8 @@ from services.customer_sync.repository import CustomerSyncStorage, InboxReposito
 from services.customer_sync.shop.backfill import RunOptions
 from shared.config import from_nameko
 from shared.container import named_dependencies
-from shared.dependencies import OutboxRelayProvider
 from shared.errors import NotFound
 from shared.metrics import unwatch_quarantine, watch_quarantine
-from shared.times import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -35,18 +33,18 @@ SWEEP_BATCH = 1000
 
 
 class _ServiceParts:
-    """Reaches the application and the outbox relay of the same container by the attribute
-    names the service gives them (as shared/periodic.py's tasks do), once it has started."""
+    """Reaches the application of the same container by the attribute name the service gives
+    it (as shared/periodic.py's tasks do), once it has started. What the workers write is
+    published through the application (`app.publish`)."""
 
-    def _name_parts(self, app: str, outbox: str) -> None:
-        self.part_names = {"app": app, "outbox": outbox}
+    def _name_parts(self, app: str) -> None:
+        self.app_name = app
 
     def _bind_parts(self) -> None:
         deps = named_dependencies(self.container,  # type: ignore[attr-defined]
-                                  self.part_names.values(), type(self).__name__)
-        self.app: CustomerSyncApp = deps[self.part_names["app"]].get_dependency(None)
+                                  [self.app_name], type(self).__name__)
+        self.app: CustomerSyncApp = deps[self.app_name].get_dependency(None)
         self.storage: CustomerSyncStorage = self.app.storage
-        self.outbox: OutboxRelayProvider = deps[self.part_names["outbox"]].get_dependency(None)
 
 
 class CpuLoad:
@@ -84,8 +82,8 @@ class InboxWorkers(_ServiceParts, DependencyProvider):
     BUSY_WINDOW = 0.05  # a webhook in the last 50 ms means the door is busy
     SATURATED = 0.8  # share of a core above which the process counts as short of CPU
 
-    def __init__(self, concurrency: int = 8, app: str = "app", outbox: str = "outbox") -> None:
-        self._name_parts(app, outbox)
+    def __init__(self, concurrency: int = 8, app: str = "app") -> None:
+        self._name_parts(app)
         self.concurrency = concurrency
         self.queue: LightQueue | None = None
         self._threads: list = []
@@ -155,7 +153,7 @@ class InboxWorkers(_ServiceParts, DependencyProvider):
         drained, then feeds it batch after batch."""
         if self.queue is None or self.queue.qsize():
             return False
-        older_than = utcnow() - timedelta(seconds=self.sweep_seconds)
+        older_than = inbox.clock() - timedelta(seconds=self.sweep_seconds)
         keys = inbox.unfinished(older_than, limit=SWEEP_BATCH)
         for key in keys:
             self.submit(key)
@@ -184,8 +182,8 @@ class BackgroundJobs(_ServiceParts, DependencyProvider):
     """Backfills and reconciliations started over RPC; a backfill runs in a managed thread
     so the RPC answers at once."""
 
-    def __init__(self, app: str = "app", outbox: str = "outbox") -> None:
-        self._name_parts(app, outbox)
+    def __init__(self, app: str = "app") -> None:
+        self._name_parts(app)
         self._running = False
         self._threads: list = []
         self._active_runs: set[str] = set()

@@ -3,7 +3,7 @@ in MongoDB, only once the in-process queue has drained, and asks to run again at
 finds full batches."""
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 from eventlet.queue import LightQueue
 
@@ -12,6 +12,7 @@ from services.customer_sync import workers
 from services.customer_sync.repository import CustomerSyncStorage
 from services.customer_sync.workers import InboxWorkers
 from shared.times import utcnow
+from tests.support import Clock
 
 
 def left_behind(keys: list[str]) -> CustomerSyncStorage:
@@ -52,3 +53,19 @@ def test_a_full_batch_asks_to_sweep_again_at_once(monkeypatch) -> None:
     storage, door = left_behind(["k0", "k1", "k2"]), idle_workers()
     assert door.sweep(storage.inbox) is True
     assert len(drain(door.queue)) == 2
+
+
+def test_the_sweep_reads_the_inboxs_clock() -> None:
+    """A delivery younger than a sweep interval is still being applied: left alone, by the
+    service's clock, not the wall's."""
+    clock = Clock(datetime(2025, 1, 2, 3, 4, 5, tzinfo=timezone.utc))
+    storage = CustomerSyncStorage(mongomock_adapter.client()["customer_sync"], clock=clock)
+    storage.inbox.record("k0", {"store_id": "s1", "topic": "customer.updated",
+                                "resource": "customer", "resource_id": 1, "body": "{}"})
+    door = idle_workers()
+    clock.now += timedelta(seconds=4)
+    door.sweep(storage.inbox)
+    assert drain(door.queue) == []
+    clock.now += timedelta(seconds=2)
+    door.sweep(storage.inbox)
+    assert drain(door.queue) == ["k0"]
