@@ -10,9 +10,10 @@ refinements keep the answer honest:
 
 - strings that are JSON text (stored webhook bodies) are also searched decoded, since PHP's
   json_encode writes "José" as "Jos\\u00e9", which a plain substring search would miss;
-- runs of 16 or more hex digits (ids, digests, keys) are skipped: a short name such as "Ada"
-  or "Abe" is all hex letters and would "match" random hashes, and a keyed hash is exactly
-  what an erasure leaves behind on purpose.
+- runs of 16 or more hex digits (ids, digests, keys) and UUIDs in their hyphenated form
+  (event and entry ids) are skipped: a short name such as "Ada" or "Abe" is all hex letters
+  and would "match" random ids, and a keyed hash is exactly what an erasure leaves behind on
+  purpose.
 
 Only the store's documents are searched (`store_id` equal), plus documents without a
 `store_id` (not keyed by store): the same email in another shop of the deployment is another
@@ -36,7 +37,8 @@ from pymongo.database import Database
 from shared.errors import ValidationError
 
 MIN_TERM_LENGTH = 2
-_OPAQUE_HEX = re.compile(r"[0-9a-f]{16,}", re.IGNORECASE)
+_OPAQUE_HEX = re.compile(
+    r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{16,}", re.IGNORECASE)
 _JSON_ESCAPE = "\\u"
 # The fields every service names the customer a document is about with.
 _OWNER_FIELDS = ("customer_id", "customer_ids")
