@@ -343,8 +343,8 @@ class CustomerSyncService(HealthEndpoints, DataOwnerRpc):
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def backfill(self, store_id: str, since: str | None = None) -> dict:
         """Start (or resume) a backfill of a store from its REST API; returns the run."""
-        if since is not None:
-            since = _iso_time(since, "since")
+        if since is not None:  # as the shop's API takes it: UTC, whole seconds, no offset
+            since = _aware_time(since, "since").replace(tzinfo=None, microsecond=0).isoformat()
         return run_view(self.jobs.start_backfill(require_text(store_id, "store_id"), since))
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
@@ -422,11 +422,3 @@ def _aware_time(value: object, name: str):
     except (ValueError, OverflowError):  # OverflowError: year 1 or 9999 moved past the range
         raise ValidationError(f"{name} must be an ISO-8601 time", {"fields": {name: ["not a time"]}})
 
-
-def _iso_time(value: object, name: str) -> str:
-    """An ISO-8601 time as the shop's API takes it (UTC, no offset needed)."""
-    try:
-        parsed = parse_utc(str(value)).replace(tzinfo=None)
-    except (ValueError, OverflowError):  # OverflowError: year 1 or 9999 moved past the range
-        raise ValidationError(f"{name} must be an ISO-8601 time", {"fields": {name: ["not a time"]}})
-    return parsed.replace(microsecond=0).isoformat()

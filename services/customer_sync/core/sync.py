@@ -37,7 +37,7 @@ from services.customer_sync.repository import (
     CustomerSyncStorage,
     new_customer_id,
 )
-from shared.times import utcnow
+from shared.times import iso, utcnow
 from shared.conflicts import attempts
 
 log = logging.getLogger(__name__)
@@ -70,10 +70,6 @@ def _money(amount: int, currency: str) -> dict:
     return {"amount": int(amount), "currency": currency}
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
 def customer_event_data(doc: dict) -> dict:
     """The contact fields customer events carry (what segmentation and notifications keep)."""
     return {
@@ -87,8 +83,8 @@ def customer_event_data(doc: dict) -> dict:
         "company": doc.get("company", ""),
         "billing": doc.get("billing") or {},
         "shipping": doc.get("shipping") or {},
-        "date_created": _iso(doc.get("date_created")),
-        "date_modified": _iso(max((t for t in (doc.get("woo_date_modified"),
+        "date_created": iso(doc.get("date_created")),
+        "date_modified": iso(max((t for t in (doc.get("woo_date_modified"),
                                                doc.get("contact_from_order_at"))
                                    if t is not None), default=None)),
         "birthday": doc.get("birthday"),
@@ -111,10 +107,10 @@ def order_event_data(doc: dict) -> dict:
         "shipping_total": _money(doc["shipping_total"], currency),
         "tax_total": _money(doc["tax_total"], currency),
         "total_refunded": _money(doc["total_refunded"], currency),
-        "date_created": _iso(doc.get("date_created")),
-        "date_paid": _iso(doc.get("date_paid")),
-        "date_completed": _iso(doc.get("date_completed")),
-        "date_modified": _iso(doc.get("date_modified")),
+        "date_created": iso(doc.get("date_created")),
+        "date_paid": iso(doc.get("date_paid")),
+        "date_completed": iso(doc.get("date_completed")),
+        "date_modified": iso(doc.get("date_modified")),
         "line_items": [
             {**{k: item[k] for k in ("line_id", "product_id", "variation_id", "name", "sku",
                                       "quantity")},

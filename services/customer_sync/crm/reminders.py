@@ -21,7 +21,7 @@ from shared.errors import Conflict, NotFound
 from shared.events.fields import UtcDateTime
 from shared.outbox import OUTBOX_FIELD
 from shared.versioned import VersionedRepository
-from shared.times import utcnow_ms
+from shared.times import iso, utcnow_ms
 
 STATUSES = ("open", "done")
 MAX_TEXT = 2000
@@ -31,10 +31,6 @@ MAX_LISTED = 1000
 _MAX_RETRIES = 10
 
 
-
-
-def _iso(value: Any) -> str | None:
-    return value.isoformat() if isinstance(value, datetime) else value
 
 
 class ReminderSchema(Schema):
@@ -85,9 +81,9 @@ class ReminderRepository(TimelineOwing, VersionedRepository):
 
 def reminder_view(doc: dict) -> dict:
     return {"reminder_id": doc["_id"], "customer_id": doc["customer_id"],
-            "due_at": _iso(doc["due_at"]), "text": doc["text"], "assignee": doc.get("assignee"),
+            "due_at": iso(doc["due_at"]), "text": doc["text"], "assignee": doc.get("assignee"),
             "status": doc["status"], "created_by": doc["created_by"],
-            "created_at": _iso(doc["created_at"]), "completed_at": _iso(doc.get("completed_at")),
+            "created_at": iso(doc["created_at"]), "completed_at": iso(doc.get("completed_at")),
             "completed_by": doc.get("completed_by")}
 
 

@@ -15,13 +15,10 @@ from services.customer_sync.repository import CustomerSyncStorage
 from services.customer_sync.schemas import PageSchema, load, require_text
 from shared.errors import NotFound, ValidationError
 from shared.paging import decode_cursor, encode_cursor
+from shared.times import iso
 
 MAX_REPLAY = 1000  # deliveries released by one call; `--all` on more says how many are left
 MAX_IDS = 1000
-
-
-def _iso(value: Any) -> Any:
-    return value.isoformat() if isinstance(value, datetime) else value
 
 
 def quarantine_view(doc: dict) -> dict:
@@ -34,8 +31,8 @@ def quarantine_view(doc: dict) -> dict:
         "error": doc.get("error"),
         "attempts": doc.get("attempts"),
         "replays": doc.get("replays", 0),
-        "received_at": _iso(doc.get("received_at")),
-        "quarantined_at": _iso(doc.get("quarantined_at")),
+        "received_at": iso(doc.get("received_at")),
+        "quarantined_at": iso(doc.get("quarantined_at")),
     }
 
 
@@ -68,7 +65,7 @@ class WebhookQuarantine:
         docs = docs[: paging["size"]]
         next_cursor = None
         if more and docs:
-            next_cursor = encode_cursor((_iso(docs[-1]["quarantined_at"]), docs[-1]["_id"]))
+            next_cursor = encode_cursor((iso(docs[-1]["quarantined_at"]), docs[-1]["_id"]))
         return {"items": [quarantine_view(d) for d in docs], "next_cursor": next_cursor}
 
     def show(self, store_id: Any, quarantine_id: Any) -> dict:
