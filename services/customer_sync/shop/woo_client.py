@@ -158,9 +158,9 @@ class CouponRequest:
                 raise ValueError(f"{name} must be a whole number from 1 to 1000000, or None")
         if not isinstance(self.email_restrictions, tuple) or len(self.email_restrictions) > 20:
             raise ValueError("email_restrictions must be a tuple of at most 20 emails")
-        for email in self.email_restrictions:
-            key = email_key(email)
-            if key is None or key != email or len(key) > 254 or not re.fullmatch(r"[^@\s*]+@[^@\s*]+\.[^@\s*]+", key):
+        for address in self.email_restrictions:
+            key = email_key(address)
+            if key is None or key != address or len(key) > 254 or not re.fullmatch(r"[^@\s*]+@[^@\s*]+\.[^@\s*]+", key):
                 raise ValueError("email_restrictions must be lower-cased, trimmed emails without wildcards")
         if self.expires_at is not None and (not isinstance(self.expires_at, datetime)
                                             or self.expires_at.tzinfo is None):
