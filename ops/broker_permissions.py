@@ -38,7 +38,8 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
-from services.registry import load_all, settings
+from ops.settings import every_setting
+from services.registry import load_all
 from shared.config import Config
 from shared.events import contract, contracts_from
 from shared.messaging.names import PARKED_QUEUE_PATTERN, parked_queue, retry_exchange
@@ -321,14 +322,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="show: every user's permissions as JSON; definitions: a RabbitMQ "
                              "definitions file on stdout; apply: create or update the users "
                              "through the management API")
-    parser.add_argument("--vhost", default=os.environ.get("BROKER_VHOST", "companion"))
-    parser.add_argument("--management-url", default=os.environ.get("RABBITMQ_MANAGEMENT_URL",
-                                                                   "http://127.0.0.1:15672"),
+    config = Config(settings=every_setting())
+    parser.add_argument("--vhost", default=config.get("BROKER_VHOST"))
+    parser.add_argument("--management-url", default=config.get("RABBITMQ_MANAGEMENT_URL"),
                         help="with an administrator's credentials: http://user:pw@host:15672")
     parser.add_argument("--placeholders", action="store_true",
                         help="definitions: `change-me-<user>` where a password is not set")
     args = parser.parse_args(argv)
-    asked = Config(settings=settings(["gdpr"])).get("GDPR_SERVICES")
+    asked = config.get("GDPR_SERVICES")
     grants = grants_for(part.strip() for part in asked.split(",") if part.strip())
     if args.action == "show":
         json.dump([{**g.__dict__, "topics": dict(g.topics)} for g in grants], sys.stdout,

@@ -12,7 +12,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RABBITMQ_MANAGEMENT_USER", "",
             "Its user (empty: the user in RABBITMQ_MANAGEMENT_URL, else in AMQP_URI)."),
     Setting("RABBITMQ_MANAGEMENT_PASSWORD", "",
-            "Its password (secret; empty: as for the user)."),)
+            "Its password (secret; empty: as for the user)."),
+    Setting("BROKER_VHOST", "companion",
+            "The virtual host `python -m ops.broker_permissions` grants the services' users on."),)
 
 
 def settings_by_owner() -> dict[str, tuple[Setting, ...]]:
