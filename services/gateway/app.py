@@ -48,14 +48,13 @@ def lookup_key(backends: Any, key: str) -> dict | None:
 class GatewayApp:
     def __init__(self, router: Router, authenticator: Authenticator, limiter: RateLimiter,
                  max_body_bytes: int, max_import_bytes: int | None = None,
-                 settings: Any = None, auth_failures: FailureThrottle | None = None) -> None:
+                 auth_failures: FailureThrottle | None = None) -> None:
         self.router = router
         self.authenticator = authenticator
         self.limiter = limiter
         self.auth_failures = auth_failures or FailureThrottle(0)
         self.max_body_bytes = max_body_bytes
         self.max_import_bytes = max_import_bytes or max_body_bytes
-        self.settings = settings
 
     def _authenticate(self, request: Request, backends: Any, uncached: bool = False) -> Any:
         """The caller, with failures counted against the client's address: one that failed
@@ -101,7 +100,7 @@ class GatewayApp:
                                    else self.max_import_bytes)
             context = Context(request=request, request_id=request_id, caller=caller,
                               backends=backends, path=path_values, query=query, body=body,
-                              settings=self.settings, authenticator=self.authenticator)
+                              authenticator=self.authenticator)
             with log_context(request_id=request_id,
                              store_id=caller.store_id if caller else None):
                 result = route.handler(context)

@@ -51,7 +51,7 @@ def build(config: Config) -> Gateway:
         Router(build_routes()), Authenticator(config.float("GATEWAY_KEY_CACHE_SECONDS")),
         RateLimiter(config.int("GATEWAY_RATE_LIMIT_PER_MINUTE")),
         max_body_bytes=config.int("GATEWAY_MAX_BODY_BYTES"),
-        max_import_bytes=config.int("GATEWAY_MAX_IMPORT_BYTES"), settings=config,
+        max_import_bytes=config.int("GATEWAY_MAX_IMPORT_BYTES"),
         auth_failures=FailureThrottle(config.int("GATEWAY_AUTH_FAILURES_PER_MINUTE")))
     # The admin console: a client of this same app, so the same routes, scopes and limits.
     return Gateway(app=app, console=ConsoleApp(app, config),

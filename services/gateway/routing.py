@@ -177,7 +177,6 @@ class Context:
     path: dict
     query: dict
     body: Any
-    settings: Any = None
     authenticator: Any = None  # auth.Authenticator: key routes drop what it cached of a key
 
     @property
