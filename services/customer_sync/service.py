@@ -47,6 +47,9 @@ class CustomerSyncService(HealthEndpoints, DataOwnerRpc):
              setting="INBOX_SWEEP_SECONDS", again_at_once=True),
         Task("timeline-sweep", lambda uses: uses.app.timeline.sweep(),
              setting="TIMELINE_SWEEP_SECONDS", wait_first=False),
+        # Customers written before match keys existed get theirs, a batch at a time.
+        Task("match-keys", lambda uses: uses.app.duplicates.add_missing_keys(),
+             setting="MATCH_KEYS_BATCH_SECONDS", wait_first=False, again_at_once=True),
         uses=("app", "inbox_workers"))
     log_context = WorkerLogContext()
     settings = Settings()
@@ -161,6 +164,12 @@ class CustomerSyncService(HealthEndpoints, DataOwnerRpc):
     def list_customers(self, store_id: str, filters: dict | None = None,
                        page: dict | None = None) -> dict:
         return self.app.queries.list_customers(store_id, filters, page)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def find_duplicates(self, store_id: str, cursor: str | None = None, limit: int = 50,
+                        match: str | None = None) -> dict:
+        """Groups of live customers who may be one person, scored, paged by `next_cursor`."""
+        return self.app.duplicates.find(store_id, cursor, limit, match)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def list_orders(self, store_id: str, customer_id: str, page: dict | None = None) -> dict:
