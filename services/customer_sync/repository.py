@@ -142,7 +142,7 @@ def _store(doc: dict) -> Store:
 
 # -- customers and orders --------------------------------------------------------------------
 # The fields a customer's match keys are read from: a write changing none keeps its keys.
-_MATCH_KEY_SOURCES = frozenset({"email", "phone", "first_name", "last_name", "billing"})
+_MATCH_KEY_SOURCES = frozenset({"email", "phone", "first_name", "last_name", "billing", "status"})
 MATCH_KEYS_FIELD = "match_keys"
 
 
@@ -158,6 +158,9 @@ class CustomerRepository(TimelineOwing, VersionedRepository):
         self.store_country = store_country
 
     def _keys_of(self, doc: dict) -> dict:
+        """Only a live record has keys: one merged, deleted or erased is nobody's duplicate."""
+        if doc.get("status") != "active":
+            return {}
         return match_keys(doc, self.store_country(doc.get("store_id") or ""))
 
     def insert(self, doc: dict, events, **kwargs) -> bool:

@@ -89,6 +89,22 @@ def test_older_customers_get_their_keys_in_batches(storage, search):
     assert "match_keys" not in storage.customers.collection.find_one({"_id": "gone"})
     [group] = search.find(STORE)["groups"]
     assert [c["customer_id"] for c in group["customers"]] == [f"old{i}" for i in range(7)]
+    # Every write gives keys, so the scan is not repeated once nothing was left.
+    storage.customers.collection.insert_one(
+        {"_id": "written-behind-its-back", "store_id": STORE, "status": "active", "version": 1})
+    assert search.add_missing_keys(batch=5) is False
+    assert storage.customers.count_missing_match_keys() == 1
+
+
+def test_a_record_no_longer_live_keeps_no_keys(storage, search):
+    add(storage, "a", email="x@example.com")
+    add(storage, "b", email="x@example.com")
+    doc = storage.customers.get(STORE, "b")
+    assert storage.customers.update("b", doc["version"], {"status": "deleted"})
+    assert storage.customers.get(STORE, "b")["match_keys"] == {}
+    add(storage, "c", status="merged", email="x@example.com")
+    assert storage.customers.get(STORE, "c")["match_keys"] == {}
+    assert search.find(STORE)["groups"] == []
 
 
 def test_groups_say_what_matched_and_are_scored(storage, search):

@@ -66,14 +66,21 @@ def member_view(doc: dict, orders_count: int) -> dict:
 class DuplicateSearch:
     def __init__(self, storage: CustomerSyncStorage) -> None:
         self.storage = storage
+        # Every write gives keys, so once none are missing none will be: stop looking (the
+        # look is a scan of the customers), until the next start.
+        self._all_keyed = False
 
     def add_missing_keys(self, batch: int = KEYS_BATCH) -> bool:
         """One batch of customers given their match keys; True while more may be left."""
+        if self._all_keyed:
+            return False
         done = self.storage.customers.add_missing_match_keys(batch)
         if done:
             log.info("match keys added to older customers",
                      extra={"customers": done,
                             "left": self.storage.customers.count_missing_match_keys()})
+        if done < batch:
+            self._all_keyed = True
         return done >= batch
 
     def find(self, store_id: str, cursor: str | None = None, limit: int = 50,
@@ -143,6 +150,8 @@ class DuplicateSearch:
                     {"store_id": store_id, "status": "active", field: row["_id"]},
                     _MEMBER_FIELDS).sort("_id", 1).limit(MAX_MEMBERS))
                 after = row["_id"]
+                if len(members) < 2:  # changed since the aggregation read it
+                    continue
                 matched = shared_kinds(members) if row["size"] <= MAX_MEMBERS else [kind]
                 if kind not in matched:  # changed since the aggregation read it
                     continue
