@@ -11,6 +11,7 @@ from typing import Callable, Iterable
 from pymongo.collection import Collection
 from pymongo.database import Database
 
+from services.customer_sync.core.duplicate_search import DuplicateSearch
 from services.customer_sync.core.importing import CustomerImport
 from services.customer_sync.core.queries import CustomerQueries
 from services.customer_sync.core.staff import AccountStatus, StaffEdits
@@ -77,6 +78,7 @@ class CustomerSyncApp:
     inbox: InboxProcessor
     quarantine: WebhookQuarantine
     queries: CustomerQueries
+    duplicates: DuplicateSearch
     stores: StoreAdmin
     capture_settings: CaptureSettings
     webhook_setup: WebhookSetup
@@ -156,6 +158,7 @@ def build(database: Database, config: Config,
         inbox=InboxProcessor(storage, sync),
         quarantine=WebhookQuarantine(storage),
         queries=CustomerQueries(storage),
+        duplicates=DuplicateSearch(storage),
         stores=StoreAdmin(storage, config.int("RECONCILE_INTERVAL_MINUTES")),
         capture_settings=sync.capture_settings,
         webhook_setup=WebhookSetup(storage, woo_clients),

@@ -21,6 +21,7 @@ from pymongo.errors import DuplicateKeyError
 
 from services.customer_sync.api_keys import ApiKeys
 from services.customer_sync.console_sessions import ConsoleSessions
+from services.customer_sync.core.duplicates import MATCH_KINDS, match_keys
 from services.customer_sync.crm.notes import NoteRepository
 from services.customer_sync.crm.reminders import ReminderRepository
 from services.customer_sync.crm.timeline import TimelineOwing, TimelineRepository
@@ -48,6 +49,8 @@ class Store:
     consumer_key: str = field(repr=False)
     consumer_secret: str = field(repr=False)
     reconcile_interval_minutes: int = 10
+    # ISO 3166 alpha-2: where the shop sells, for phone numbers written without a calling code.
+    country: str | None = None
 
     def public(self) -> dict:
         """What may leave the service: never the secrets."""
@@ -55,6 +58,7 @@ class Store:
             "store_id": self.store_id,
             "shop_url": self.shop_url,
             "reconcile_interval_minutes": self.reconcile_interval_minutes,
+            "country": self.country,
         }
 
 
@@ -132,11 +136,66 @@ def _store(doc: dict) -> Store:
         consumer_key=doc["consumer_key"],
         consumer_secret=doc["consumer_secret"],
         reconcile_interval_minutes=int(doc.get("reconcile_interval_minutes", 10)),
+        country=doc.get("country"),
     )
 
 
 # -- customers and orders --------------------------------------------------------------------
+# The fields a customer's match keys are read from: a write changing none keeps its keys.
+_MATCH_KEY_SOURCES = frozenset({"email", "phone", "first_name", "last_name", "billing", "status"})
+MATCH_KEYS_FIELD = "match_keys"
+
+
 class CustomerRepository(TimelineOwing, VersionedRepository):
+    """Customers, each carrying the match keys of its contact fields (core/duplicates.py),
+    written with every change of those fields, so duplicates are found by index."""
+
+    def __init__(self, collection: Collection,
+                 store_country: Callable[[str], str | None] = lambda store_id: None) -> None:
+        """`store_country(store_id)` reads national phone numbers of customers without a
+        billing country."""
+        super().__init__(collection)
+        self.store_country = store_country
+
+    def _keys_of(self, doc: dict) -> dict:
+        """Only a live record has keys: one merged, deleted or erased is nobody's duplicate."""
+        if doc.get("status") != "active":
+            return {}
+        return match_keys(doc, self.store_country(doc.get("store_id") or ""))
+
+    def insert(self, doc: dict, events, **kwargs) -> bool:
+        return super().insert({**doc, MATCH_KEYS_FIELD: self._keys_of(doc)}, events, **kwargs)
+
+    def update(self, doc_id, version: int, fields: dict, events=(), unset=(), **kwargs) -> bool:
+        """The change, with the match keys of the document it makes when it touches their
+        fields (read at `version`: if that is gone, the compare-and-set fails anyway)."""
+        unset = list(unset)
+        if _MATCH_KEY_SOURCES.intersection([*fields, *unset]) and MATCH_KEYS_FIELD not in fields:
+            current = self.collection.find_one({"_id": doc_id, "version": version})
+            if current is not None:
+                after = {k: v for k, v in {**current, **fields}.items() if k not in unset}
+                fields = {**fields, MATCH_KEYS_FIELD: self._keys_of(after)}
+        return super().update(doc_id, version, fields, events, unset, **kwargs)
+
+    def add_missing_match_keys(self, limit: int = 500) -> int:
+        """Give up to `limit` live customers written before match keys existed their keys;
+        answers how many were given (0: none left)."""
+        done = 0
+        for doc in self.collection.find({"status": "active", MATCH_KEYS_FIELD: {"$exists": False}},
+                                        {OUTBOX_FIELD: 0}).limit(limit):
+            # No new version: the contact fields did not change, and a writer that read the
+            # document before writes keys of its own.
+            self.collection.update_one(
+                {"_id": doc["_id"], "version": doc.get("version"),
+                 MATCH_KEYS_FIELD: {"$exists": False}},
+                {"$set": {MATCH_KEYS_FIELD: self._keys_of(doc)}})
+            done += 1
+        return done
+
+    def count_missing_match_keys(self) -> int:
+        return self.collection.count_documents(
+            {"status": "active", MATCH_KEYS_FIELD: {"$exists": False}})
+
     def ensure_indexes(self) -> None:
         c = self.collection
         c.create_index([("store_id", ASCENDING), ("woo_customer_id", ASCENDING)], unique=True,
@@ -149,6 +208,13 @@ class CustomerRepository(TimelineOwing, VersionedRepository):
         # GDPR: merged guests of an erased person, and the shop's own erasures by date.
         c.create_index([("store_id", ASCENDING), ("merged_into", ASCENDING)], sparse=True)
         c.create_index([("store_id", ASCENDING), ("shop_erased_at", ASCENDING)], sparse=True)
+        # Possible duplicates: live customers by each kind of match key.
+        for kind in MATCH_KINDS:
+            c.create_index([("store_id", ASCENDING), (f"{MATCH_KEYS_FIELD}.{kind}", ASCENDING),
+                            ("_id", ASCENDING)],
+                           name=f"duplicates_by_{kind}",
+                           partialFilterExpression={"status": "active",
+                                                    f"{MATCH_KEYS_FIELD}.{kind}": {"$type": "string"}})
 
     def get(self, store_id: str, customer_id: str) -> dict | None:
         return self.collection.find_one({"_id": customer_id, "store_id": store_id}, {OUTBOX_FIELD: 0})
@@ -431,7 +497,8 @@ class CustomerSyncStorage:
         # replica-set failover: acknowledged by a majority, journaled.
         durable = WriteConcern(w="majority", j=True)
         self.stores = StoreRepository(database["stores"], clock)
-        self.customers = CustomerRepository(database["customers"].with_options(write_concern=durable))
+        self.customers = CustomerRepository(
+            database["customers"].with_options(write_concern=durable), self._store_country)
         self.orders = OrderRepository(database["orders"].with_options(write_concern=durable))
         self.inbox = InboxRepository(database["webhook_inbox"].with_options(write_concern=durable),
                                      inbox_retention_days, clock)
@@ -450,6 +517,10 @@ class CustomerSyncStorage:
         self.notes = NoteRepository(database["notes"].with_options(write_concern=durable))
         self.reminders = ReminderRepository(database["reminders"].with_options(write_concern=durable))
         self.timeline = TimelineRepository(database["timeline"])
+
+    def _store_country(self, store_id: str) -> str | None:
+        store = self.stores.get_cached(store_id)
+        return store.country if store is not None else None
 
     def ensure_indexes(self) -> None:
         for repo in (self.stores, self.customers, self.orders, self.inbox, self.backfills,

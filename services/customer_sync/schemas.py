@@ -33,6 +33,9 @@ class StoreSchema(Schema):
     consumer_secret = fields.String(required=True, validate=validate.Length(min=1, max=256))
     reconcile_interval_minutes = fields.Integer(load_default=None, allow_none=True,
                                                 validate=validate.Range(min=1, max=24 * 60))
+    country = fields.String(load_default=None, allow_none=True,
+                            validate=validate.Regexp(r"^[A-Za-z]{2}$",
+                                                     error="must be an ISO 3166 two-letter code"))
 
     @validates("shop_url")
     def _https_unless_local(self, value: str, **kwargs) -> None:

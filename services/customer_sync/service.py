@@ -50,6 +50,9 @@ class CustomerSyncService(HealthEndpoints, DataOwnerRpc):
              setting="TIMELINE_SWEEP_SECONDS", wait_first=False),
         Task("reconcile", lambda uses: uses.app.reconciler.run_due(),
              setting="RECONCILE_POLL_SECONDS", wait_first=False),
+        # Customers written before match keys existed get theirs, a batch at a time.
+        Task("match-keys", lambda uses: uses.app.duplicates.add_missing_keys(),
+             setting="MATCH_KEYS_BATCH_SECONDS", wait_first=False, again_at_once=True),
         uses=("app", "inbox_workers"))
     log_context = WorkerLogContext()
     settings = Settings()
@@ -164,6 +167,12 @@ class CustomerSyncService(HealthEndpoints, DataOwnerRpc):
     def list_customers(self, store_id: str, filters: dict | None = None,
                        page: dict | None = None) -> dict:
         return self.app.queries.list_customers(store_id, filters, page)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def find_duplicates(self, store_id: str, cursor: str | None = None, limit: int = 50,
+                        match: str | None = None) -> dict:
+        """Groups of live customers who may be one person, scored, paged by `next_cursor`."""
+        return self.app.duplicates.find(store_id, cursor, limit, match)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def list_orders(self, store_id: str, customer_id: str, page: dict | None = None) -> dict:

@@ -26,6 +26,12 @@ SETTINGS: tuple[Setting, ...] = (
         "How often customer_sync moves timeline entries a crash left on their documents into "
         "the activity timeline (writes in this process move theirs at once).",
     ),
+    Setting(
+        "MATCH_KEYS_BATCH_SECONDS",
+        "60",
+        "How often customers written before duplicate match keys existed are looked for and "
+        "given theirs, 500 at a time (batches follow at once while some are left).",
+    ),
     Setting("RECONCILE_INTERVAL_MINUTES", "10", "Default interval of a store's REST reconciliation."),
     Setting("RECONCILE_POLL_SECONDS", "30", "How often stores due for reconciliation are looked for."),
     Setting(

@@ -121,7 +121,7 @@ def test_rpc_errors_are_named(services, running, rpc):
     assert "shop_url" in str(info.value)
     stores = rpc.customer_sync.list_stores()
     assert stores == [{"store_id": "shop1", "shop_url": "https://shop.example/",
-                       "reconcile_interval_minutes": 10}]
+                       "reconcile_interval_minutes": 10, "country": None}]
     assert SECRET not in json.dumps(stores)
 
 

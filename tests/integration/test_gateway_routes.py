@@ -11,6 +11,8 @@ from datetime import datetime, timedelta, timezone
 
 from services.gateway.routes import build_routes
 from shared import mongo
+from shared.paging import encode_cursor
+from tests import payloads
 from tests.gateway_system import STORE, shop, system  # noqa: F401 - fixtures
 from tests.security.gateway_requests import suppressed_address
 from tests.support import wait_until
@@ -63,6 +65,7 @@ GDPR_ROUTES = {
 CONSENT_ROUTES = {"GET /consent/capture", "PUT /consent/capture", "POST /consent/bulk"}
 TAG_CATALOGUE_ROUTES = {"POST /tags", "PATCH /tags/<tag>", "DELETE /tags/<tag>"}
 
+DUPLICATE_ROUTES = {"GET /duplicates"}
 WEBHOOK_ROUTES = {
     "GET /webhooks/quarantine", "GET /webhooks/quarantine/<quarantine_id>",
     "POST /webhooks/quarantine/replay",
@@ -71,7 +74,7 @@ WEBHOOK_ROUTES = {
 
 def test_every_route_is_driven_by_a_test():
     groups = [CUSTOMER_ROUTES, STORE_ROUTES, LOYALTY_AND_NOTIFICATION_ROUTES, GDPR_ROUTES,
-              CONSENT_ROUTES, WEBHOOK_ROUTES, TAG_CATALOGUE_ROUTES]
+              CONSENT_ROUTES, WEBHOOK_ROUTES, TAG_CATALOGUE_ROUTES, DUPLICATE_ROUTES]
     driven = set().union(*groups)
     assert sum(map(len, groups)) == len(driven), "a route is listed by two tests"
     assert set(ROUTES) - driven == set(), "routes no test drives"
@@ -690,3 +693,50 @@ def test_tag_catalogue_routes(system):
     assert _ok(writer.delete("/tags/spring-sale")) == {"deleted": "spring-sale", "customers": 0}
     _problem(writer.delete("/tags/spring-sale"), 404)
     assert_driven(system, TAG_CATALOGUE_ROUTES)
+
+
+def test_duplicate_routes(system):
+    """Webhooks make a registered customer and two guests who overlap: one guest has the
+    registered customer's phone (written nationally) and name and postcode, the other only the
+    name and postcode. The API answers both groups, the stronger first."""
+    kim = dict(first_name="Kim", last_name="Weber", postcode="10115", country="DE")
+    system.webhook("customer.created", payloads.customer(
+        9001, "kim@example.com", first_name="Kim", last_name="Weber",
+        billing=payloads.address("kim@example.com", phone="+49 30 1234567", **kim)))
+    system.webhook("order.created", payloads.order(
+        9101, 0, email="kim.w@example.net",
+        billing=payloads.address("kim.w@example.net", phone="030 123 45 67", **kim)))
+    system.webhook("order.created", payloads.order(
+        9102, 0, email="k.weber@example.org",
+        billing=payloads.address("k.weber@example.org", phone="", **{**kim, "postcode": "101 15",
+                                                                     "first_name": "KIM"})))
+    reader = system.client("read")
+
+    def both_groups():
+        groups = _ok(reader.get("/duplicates"))["groups"]
+        return groups if len(groups) == 2 else None
+    by_phone, by_name = wait_until(both_groups, timeout=30, message="two duplicate groups")
+    emails = lambda group: sorted(c["email"] for c in group["customers"])  # noqa: E731
+    assert (by_phone["match"], by_phone["matched"], by_phone["score"]) == (
+        "phone", ["phone", "name_postcode"], 85)
+    assert emails(by_phone) == ["kim.w@example.net", "kim@example.com"]
+    assert (by_name["match"], by_name["score"], by_name["size"]) == ("name_postcode", 60, 3)
+    assert emails(by_name) == ["k.weber@example.org", "kim.w@example.net", "kim@example.com"]
+    kinds = {c["email"]: (c["kind"], c["orders_count"]) for c in by_name["customers"]}
+    assert kinds == {"kim@example.com": ("registered", 0), "kim.w@example.net": ("guest", 1),
+                     "k.weber@example.org": ("guest", 1)}
+
+    first = _ok(reader.get("/duplicates?limit=1"))
+    assert [g["group_id"] for g in first["groups"]] == [by_phone["group_id"]]
+    second = _ok(reader.get("/duplicates", params={"limit": 1, "cursor": first["next_cursor"]}))
+    assert [g["group_id"] for g in second["groups"]] == [by_name["group_id"]]
+    assert second["next_cursor"] is None
+    only_names = _ok(reader.get("/duplicates?match=name_postcode"))["groups"]
+    assert [g["group_id"] for g in only_names] == [by_name["group_id"]]
+
+    _problem(reader.get("/duplicates?limit=201"), 400, "limit")
+    _problem(reader.get("/duplicates?match=zip"), 400, "match")
+    elsewhere = encode_cursor(["another-store", None, "phone", ""])
+    _problem(reader.get("/duplicates", params={"cursor": elsewhere}), 400, "cursor")
+    _problem(system.client("gdpr").get("/duplicates"), 403)
+    assert_driven(system, DUPLICATE_ROUTES)

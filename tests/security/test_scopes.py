@@ -35,6 +35,7 @@ REQUIRED_SCOPE: dict[str, str | None] = {
     "PATCH /customers/<customer_id>": "write",
     "DELETE /customers/<customer_id>": "write",
     "GET /customers/<customer_id>/orders": "read",
+    "GET /duplicates": "read",
     "POST /customers/<customer_id>/tags": "write",
     "DELETE /customers/<customer_id>/tags/<tag>": "write",
     "POST /customers/<customer_id>/groups": "write",

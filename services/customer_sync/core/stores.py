@@ -26,6 +26,7 @@ class StoreAdmin:
             consumer_key=data["consumer_key"],
             consumer_secret=data["consumer_secret"],
             reconcile_interval_minutes=data["reconcile_interval_minutes"] or self.default_interval,
+            country=data["country"].upper() if data["country"] else None,
         )
         created = self.storage.stores.save(store)
         log.info("store %s", "registered" if created else "updated",

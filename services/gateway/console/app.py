@@ -23,6 +23,7 @@ from services.gateway.app import request_id_of
 from services.gateway.auth import Caller, caller_from_view
 from services.gateway.console import admin_views as a
 from services.gateway.console import consent_views
+from services.gateway.console import duplicate_views as dv
 from services.gateway.console import present
 from services.gateway.console import segment_views as seg
 from services.gateway.console import suppression_views as sv
@@ -125,6 +126,7 @@ def _routes() -> Map:
         rule("/segments/<segment_id>/delete", seg.segment_delete, ("POST",)),
         rule("/messages", a.send_log),
         rule("/suppressions", sv.suppression_list),
+        rule("/duplicates", dv.duplicate_list),
         rule("/tags", tv.tag_list),
         rule("/tags/create", tv.tag_create, ("POST",)),
         rule("/tags/<tag>/edit", tv.tag_edit, ("POST",)),
