@@ -69,11 +69,13 @@ import unicodedata
 from bisect import bisect_right
 from collections import deque
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any, Callable, Iterable, NamedTuple
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import requests
+
+from demo.http_stand_in import StandInHandler
 
 API_PREFIX = "/wp-json/wc/v3/"
 CLOCK_START = datetime(2026, 1, 1, 0, 0, 0)  # UTC, naive like WooCommerce's *_gmt fields
@@ -433,7 +435,7 @@ class FakeWooShop:
         """Serve on 127.0.0.1 on a free port, in a daemon thread."""
         if self._server is not None:
             return self
-        handler = type("FakeWooHandler", (_Handler,), {"shop": self})
+        handler = type("FakeWooHandler", (StandInHandler,), {"stand_in": self, "software": "Apache"})
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever,
@@ -2028,53 +2030,3 @@ def _merge_meta(current: list[dict], updates: list, new_id: Callable[[], int]) -
         else:
             merged.append({"id": new_id(), "key": item["key"], "value": item.get("value")})
     return merged
-
-
-class _Handler(BaseHTTPRequestHandler):
-    """Thin HTTP/1.1 (keep-alive) adapter around FakeWooShop.handle."""
-
-    shop: FakeWooShop
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-    timeout = 30
-
-    def version_string(self) -> str:
-        return "Apache"
-
-    def setup(self) -> None:
-        super().setup()
-        with self.shop._lock:
-            self.shop._connections.add(self.connection)
-
-    def finish(self) -> None:
-        with self.shop._lock:
-            self.shop._connections.discard(self.connection)
-        try:
-            super().finish()
-        except OSError:
-            pass
-
-    def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        headers = {k.lower(): v for k, v in self.headers.items()}
-        answer = self.shop.handle(self.command, self.path, headers, body)
-        if answer is None:
-            self.close_connection = True
-            return
-        status, out_headers, payload = answer
-        try:
-            self.send_response(status)
-            for name, value in out_headers.items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(payload)
-        except OSError:  # the client gave up (timeout): nothing to answer to
-            self.close_connection = True
-
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _serve
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - keep tests quiet
-        pass

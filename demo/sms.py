@@ -86,7 +86,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import format_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any, Callable, Iterable, Mapping, NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
@@ -95,6 +95,8 @@ from twilio.http.http_client import TwilioHttpClient
 from twilio.http.response import Response as TwilioResponse
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
+
+from demo.http_stand_in import StandInHandler
 
 API_VERSION = "2010-04-01"
 DEFAULT_PHONE_NUMBER = "+15005550006"
@@ -264,7 +266,7 @@ class FakeTwilio:
         """Serve on 127.0.0.1 on a free port, in a daemon thread (a greenlet under eventlet)."""
         if self._server is not None:
             return self
-        handler = type("FakeTwilioHandler", (_Handler,), {"fake": self})
+        handler = type("FakeTwilioHandler", (StandInHandler,), {"stand_in": self, "software": "nginx"})
         self._server = _Server(("127.0.0.1", 0), handler)
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         kwargs={"poll_interval": 0.05},
@@ -595,52 +597,3 @@ class _Server(ThreadingHTTPServer):
 
     request_queue_size = 128
     daemon_threads = True
-
-
-class _Handler(BaseHTTPRequestHandler):
-    """Thin HTTP/1.1 (keep-alive) adapter around FakeTwilio.handle."""
-
-    fake: FakeTwilio
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-    timeout = 30
-
-    def version_string(self) -> str:
-        return "nginx"
-
-    def setup(self) -> None:
-        super().setup()
-        with self.fake._lock:
-            self.fake._connections.add(self.connection)
-
-    def finish(self) -> None:
-        with self.fake._lock:
-            self.fake._connections.discard(self.connection)
-        try:
-            super().finish()
-        except OSError:
-            pass
-
-    def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        headers = {k.lower(): v for k, v in self.headers.items()}
-        answer = self.fake.handle(self.command, self.path, headers, body)
-        if answer is None:
-            self.close_connection = True
-            return
-        status, out_headers, payload = answer
-        try:
-            self.send_response(status)
-            for name, value in out_headers.items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-        except OSError:  # the client gave up: nothing to answer to
-            self.close_connection = True
-
-    do_GET = do_POST = do_PUT = do_DELETE = _serve
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - keep tests quiet
-        pass
