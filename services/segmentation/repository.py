@@ -68,10 +68,6 @@ class ProfileRepository(VersionedRepository):
         return self.collection.find({"store_id": store_id, "status": ACTIVE},
                                     {"stats": 1, "segment": 1, "groups": 1})
 
-    def for_store(self, store_id: str, batch_size: int = 1000):
-        return self.collection.find({"store_id": store_id, "status": ACTIVE},
-                                    {"outbox": 0}).batch_size(batch_size)
-
     def orders_of_active(self, store_id: str):
         """The store's active profiles with only their orders: a recompute's first pass."""
         return self.collection.find({"store_id": store_id, "status": ACTIVE}, {"orders": 1})
