@@ -2,6 +2,7 @@
 
     python -m bench.system [--rate 100] [--duration 60] [--burst-factor 10] [--burst-seconds 5]
                            [--backlog 100000] [--senders 16] [--json PATH] [--png PATH]
+                           [--log-dir DIR] [--profile-service NAME]
 
 1. A fresh RabbitMQ virtual host; every service as its own OS process (tests/system/harness.py,
    `python -m services NAME`, each with its own in-memory mongomock database), the local SMTP
@@ -31,7 +32,8 @@
    publishes them (webhooks would take customer_sync minutes to apply first, which would time
    customer_sync rather than the outage); then both are started and timed until every event
    is applied by both (each one's points and segment events are out) and their queues are
-   empty.
+   empty. CPU seconds are given for that window and until every work queue is empty (the
+   services reading what the drain caused may still be behind when the window closes).
 7. bench/results/system.json (numbers, machine, per-second series) and system.png (chart).
 
 Exit status 0 when the run completed, whether targets were met or not; 1 when it failed.
@@ -758,7 +760,8 @@ def render(results: dict) -> str:
                  f"{b['drain_seconds']} s ({b['events_per_s']} events/s; loyalty "
                  f"{b['loyalty_done_s']} s, segmentation {b['segmentation_done_s']} s); all "
                  f"applied: {b['drained']}; every queue empty after {b['every_queue_empty_s']} s; "
-                 f"CPU seconds {b.get('cpu_seconds_by_service')}")
+                 f"CPU seconds {b.get('cpu_seconds_by_service')}, until every queue is empty "
+                 f"{b.get('cpu_seconds_until_quiet_by_service')}")
     if b["queues_not_empty_at_end"]:
         lines.append(f"  still queued: {b['queues_not_empty_at_end']}")
     lines.append("peak memory (MiB): " + ", ".join(f"{k} {v}" for k, v in results["peak_rss_mib"].items()))
@@ -801,7 +804,14 @@ def run(args: argparse.Namespace) -> dict:
         env = system_env(smtp, twilio)
         for key in TEST_TIMINGS:
             env.pop(key, None)
-        procs = SystemProcesses(amqp_uri, work, env)
+        if args.profile_service and args.profile_service not in SERVICE_NAMES:
+            raise ValueError(f"--profile-service {args.profile_service!r} is not one of "
+                             f"{', '.join(SERVICE_NAMES)}")
+        if args.profile_service:  # the profile is written to the work dir when it stops
+            env.update({"BENCH_PROFILE_SERVICE": args.profile_service,
+                        "BENCH_PROFILE_DIR": str(work)})
+        procs = SystemProcesses(amqp_uri, work, env, launcher=(
+            "bench.profiled_service" if args.profile_service else "services"))
         procs.topology()
         log("starting " + ", ".join(SERVICE_NAMES))
         procs.start(*SERVICE_NAMES)
@@ -861,6 +871,11 @@ def run(args: argparse.Namespace) -> dict:
         results["backlog"] = backlog_phase(ctx, args.backlog)
         w = results["backlog"]["window"]
         results["backlog"]["cpu_seconds_by_service"] = sampler.cpu_between(w[0], w[1])
+        # The window closes when loyalty and segmentation are done; the services reading what
+        # the drain caused may still be behind then, so their cost is read until all is quiet.
+        quiet_s = results["backlog"]["every_queue_empty_s"]
+        results["backlog"]["cpu_seconds_until_quiet_by_service"] = (
+            sampler.cpu_between(w[0], w[0] + quiet_s) if quiet_s is not None else None)
         for name, child in procs.children.items():
             hwm = memory_kib(child.pid, "VmHWM")
             ctx["peaks"].setdefault(name, []).append(None if hwm is None else round(hwm / 1024, 1))
@@ -931,6 +946,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON)
     parser.add_argument("--png", type=Path, default=DEFAULT_PNG)
     parser.add_argument("--log-dir", default=None, help="service logs and work files (a temp dir)")
+    parser.add_argument("--profile-service", default=None, metavar="NAME",
+                        help="run service NAME under cProfile (bench/profiled_service.py); its "
+                             "profile is written to the log dir as NAME.PID.prof when it stops. "
+                             "The profiler slows it, so its figures are not comparable")
     args = parser.parse_args(argv)
     from bench.common import log
 
