@@ -124,6 +124,8 @@ def cmd_stores_add(args) -> int:
     }
     if args.reconcile_minutes:
         store["reconcile_interval_minutes"] = args.reconcile_minutes
+    if args.country:
+        store["country"] = args.country
     with _rpc(args) as rpc:
         result = rpc.customer_sync.register_store(store)
     emit(args, result, lambda r: f"store {r['store_id']} {'added' if r['created'] else 'updated'}")
@@ -133,7 +135,8 @@ def cmd_stores_add(args) -> int:
 def cmd_stores_list(args) -> int:
     with _rpc(args) as rpc:
         stores = rpc.customer_sync.list_stores()
-    emit(args, stores, lambda s: table(s, ["store_id", "shop_url", "reconcile_interval_minutes"]))
+    emit(args, stores, lambda s: table(s, ["store_id", "shop_url", "country",
+                                            "reconcile_interval_minutes"]))
     return EXIT_OK
 
 
@@ -701,6 +704,9 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--store", required=True, help="store id (lower-case letters, digits, - _)")
     add.add_argument("--shop-url", required=True, help="the shop's URL, e.g. https://shop.example/")
     add.add_argument("--reconcile-minutes", type=int, help="reconciliation interval")
+    add.add_argument("--country", help="the shop's country (ISO 3166 two letters, e.g. DE): how "
+                                       "customers' national phone numbers are read when their "
+                                       "billing address names none")
     add.set_defaults(func=cmd_stores_add)
     stores_cmds.add_parser("list", help="list stores").set_defaults(func=cmd_stores_list)
 

@@ -223,8 +223,17 @@ def test_a_services_refusal_is_one_line_a_field(services, capsys, monkeypatch):
     assert (code, out) == (EXIT_USAGE, "")
     assert err == "error: shop_url: not a valid URL\n"
     assert "{" not in err
+    code, out, err = run(capsys, services.amqp_uri, "stores", "add", "--store", "de",
+                         "--shop-url", "https://shop.example", "--country", "DEU")
+    assert (code, out) == (EXIT_USAGE, "")
+    assert err == "error: country: must be an ISO 3166 two-letter code\n"
     code, out, _ = run(capsys, services.amqp_uri, "--json", "stores", "list")
     assert code == EXIT_OK and json.loads(out) == []
+    code, _, _ = run(capsys, services.amqp_uri, "stores", "add", "--store", "de",
+                     "--shop-url", "https://shop.example", "--country", "de")
+    assert code == EXIT_OK
+    code, out, _ = run(capsys, services.amqp_uri, "--json", "stores", "list")
+    assert [(s["store_id"], s["country"]) for s in json.loads(out)] == [("de", "DE")]
 
 
 def test_unreachable_broker_or_service_is_exit_3(services, capsys):
