@@ -261,11 +261,15 @@ class Desk:
             {"_id": request["_id"], f"erasure.confirmations.{service}": {"$exists": False}},
             {"$set": fields, "$push": {"audit": rq.audit_entry(
                 now, service, "erasure_confirmed", f"{service} erased its data", counts=data["counts"])}})
-        # All in: verify without waiting. Asked after the write, of the stored request, so of
-        # two confirmations recorded at once the later write sees both (what either read
-        # before writing did not).
-        requests.update_one(
-            {"_id": request["_id"], "next_attempt_at": {"$gt": now},
+        self._verify_now_if_all_confirmed(request["_id"], now)
+
+    def _verify_now_if_all_confirmed(self, request_id: str, now: datetime) -> None:
+        """All in: verify without waiting. Asked after each write that may be the last one
+        (a confirmation, or the processor moving the next attempt), of the stored request: of
+        two writers at once, the later one's check sees both writes (what either read before
+        writing did not)."""
+        self.storage.requests.collection.update_one(
+            {"_id": request_id, "state": "in_progress", "next_attempt_at": {"$gt": now},
              **{f"erasure.confirmations.{name}": {"$exists": True}
                 for name in self.settings.services}},
             {"$set": {"next_attempt_at": now}})
@@ -463,10 +467,13 @@ class Desk:
                 "next_attempt_at": ask_again, "lease_until": None},
                 [rq.audit_entry(now, SYSTEM, "erasure_requested", detail)], [event])
             self.notify([(self.storage.requests.collection.name, request["_id"])])
+            self._verify_now_if_all_confirmed(request["_id"], now)  # late answers to a re-ask
             return
         if set(confirmations) < expected:
             self.storage.requests.step(request["_id"], "in_progress", {
                 "next_attempt_at": erasure["ask_again_at"], "lease_until": None}, [])
+            # the last confirmation may have landed since this request was read
+            self._verify_now_if_all_confirmed(request["_id"], now)
             return
         # Every service confirmed: prove it, by asking each to search for the person.
         terms = request.get("search_terms") or ([request["email"]] if request.get("email") else [])

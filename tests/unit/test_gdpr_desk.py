@@ -190,6 +190,38 @@ def test_the_last_two_confirmations_at_once_still_start_the_verification(desk, m
     assert desk.get(request_id)["state"] == "completed"
 
 
+def test_the_last_confirmation_landing_while_the_processor_holds_the_request_is_not_lost(
+        desk, monkeypatch):
+    """The processor read three confirmations of four and is about to park the request until
+    confirmations are asked for again; the fourth lands in between, while the request is due
+    (so its own 'verify now' finds nothing to move). The processor's write must not hide it."""
+    desk, clock = desk
+    services = StandIns()
+    request_id = desk.submit("s1", "erasure", "ada@example.com", None, "ops@shop")["request_id"]
+    desk.verify_identity(request_id, "ops@shop")
+    run(desk, clock, services)
+
+    def confirm(service):
+        desk.record_confirmation(build_event("gdpr.erasure_completed", store_id="s1", data={
+            "request_id": request_id, "service": service, "customer_ids": ["c-1"],
+            "counts": {"records": 1}}))
+
+    for service in ("segmentation", "loyalty", "customer_sync"):
+        confirm(service)
+    requests = desk.storage.requests
+    requests.collection.update_one({"_id": request_id}, {"$set": {"next_attempt_at": clock.now}})
+    park = requests.step
+
+    def fourth_confirmation_lands_first(*args, **kwargs):
+        monkeypatch.setattr(requests, "step", park)
+        confirm("notifications")
+        return park(*args, **kwargs)
+
+    monkeypatch.setattr(requests, "step", fourth_confirmation_lands_first)
+    run(desk, clock, services)  # parked, due again at once, verified: no clock moved
+    assert desk.get(request_id)["state"] == "completed"
+
+
 def test_objection_and_consent_records(desk):
     desk, clock = desk
     services = StandIns()
