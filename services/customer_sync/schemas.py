@@ -18,7 +18,7 @@ def one_address(value: str) -> None:
         raise MarshmallowError("must be one plain email address")
 
 
-STORE_ID = validate.Regexp(r"^[a-z0-9][a-z0-9_-]{0,63}$",
+STORE_ID = validate.Regexp(r"^[a-z0-9][a-z0-9_-]{0,63}\Z",
                            error="must be 1-64 lower-case letters, digits, '-' or '_'")
 
 
@@ -34,7 +34,7 @@ class StoreSchema(Schema):
     reconcile_interval_minutes = fields.Integer(load_default=None, allow_none=True,
                                                 validate=validate.Range(min=1, max=24 * 60))
     country = fields.String(load_default=None, allow_none=True,
-                            validate=validate.Regexp(r"^[A-Za-z]{2}$",
+                            validate=validate.Regexp(r"[A-Za-z]{2}\Z",
                                                      error="must be an ISO 3166 two-letter code"))
 
     @validates("shop_url")

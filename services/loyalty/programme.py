@@ -141,7 +141,7 @@ class ProgrammeSchema(Schema):
     min_redeem_points = mf.Integer(strict=True, validate=validate.Range(min=1))
     max_redeem_points = mf.Integer(allow_none=True, strict=True, validate=validate.Range(min=1))
     expiry_months = mf.Integer(strict=True, validate=validate.Range(min=0, max=120))
-    currency = mf.String(allow_none=True, validate=validate.Regexp(r"^[A-Z]{3}$",
+    currency = mf.String(allow_none=True, validate=validate.Regexp(r"^[A-Z]{3}\Z",
                                                                   error="must be an ISO-4217 code"))
     coupon_prefix = mf.String()
     reward_expiry_days = mf.Integer(strict=True, validate=validate.Range(min=1, max=3660))

@@ -116,7 +116,7 @@ class FiltersSchema(_Strict):
     last_order_before = UtcDateTime(format="iso")
     registered_after = UtcDateTime(format="iso")
     registered_before = UtcDateTime(format="iso")
-    country = fields.String(validate=validate.Regexp(r"^[A-Za-z]{2}$",
+    country = fields.String(validate=validate.Regexp(r"^[A-Za-z]{2}\Z",
                                                      error="must be an ISO 3166 code of 2 letters"))
     state = fields.String(validate=validate.Length(min=1, max=100))
     city = fields.String(validate=validate.Length(min=1, max=100))

@@ -37,7 +37,7 @@ class GroupSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    slug = fields.String(required=True, validate=validate.Regexp(r"^[a-z0-9][a-z0-9_-]{0,63}$"))
+    slug = fields.String(required=True, validate=validate.Regexp(r"^[a-z0-9][a-z0-9_-]{0,63}\Z"))
     name = fields.String(required=True, validate=validate.Length(min=1, max=200))
     description = fields.String(load_default="", validate=validate.Length(max=2000))
     discount_percent = fields.Decimal(load_default=None, allow_none=True, as_string=True,

@@ -42,7 +42,7 @@ class CustomerData(BaseSchema):
     # Added in place (fields are only ever added): "MM-DD" or "YYYY-MM-DD" when the shop keeps
     # one (a birthday plugin's customer meta data), for birthday messages.
     birthday = fields.String(load_default=None, allow_none=True,
-                             validate=validate.Regexp(r"^(\d{4}-)?\d{2}-\d{2}$"))
+                             validate=validate.Regexp(r"^(\d{4}-)?\d{2}-\d{2}\Z"))
     # Added in place: the standing staff give a customer in the companion (WooCommerce has no
     # such field). "inactive" customers stay listed and keep their data, and can be filtered.
     account_status = fields.String(load_default="active",

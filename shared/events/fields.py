@@ -5,7 +5,7 @@ from datetime import timezone
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
-CURRENCY = validate.Regexp(r"^[A-Z]{3}$", error="must be an ISO-4217 code such as EUR")
+CURRENCY = validate.Regexp(r"^[A-Z]{3}\Z", error="must be an ISO-4217 code such as EUR")
 
 
 class BaseSchema(Schema):

@@ -7,7 +7,7 @@ from shared.events.fields import BaseSchema, FactAt, Money
 
 SEGMENTS = ("prospect", "new", "regular", "vip", "one_time", "at_risk")
 SOURCES = ("rule", "manual", "import")
-_slug = validate.Regexp(r"^[a-z0-9][a-z0-9_-]{0,63}$", error="must be a lower-case slug")
+_slug = validate.Regexp(r"^[a-z0-9][a-z0-9_-]{0,63}\Z", error="must be a lower-case slug")
 
 
 class _Change(BaseSchema):

@@ -53,8 +53,8 @@ from shared.times import utcnow
 
 MAX_ROWS = 10_000
 _CHUNK = 500
-_PHONE = validate.Regexp(r"^\+?[0-9][0-9 ()./-]{2,31}$", error="is not a phone number")
-_COUNTRY = validate.Regexp(r"^[A-Za-z]{2}$", error="must be a two-letter ISO 3166 code")
+_PHONE = validate.Regexp(r"^\+?[0-9][0-9 ()./-]{2,31}\Z", error="is not a phone number")
+_COUNTRY = validate.Regexp(r"^[A-Za-z]{2}\Z", error="must be a two-letter ISO 3166 code")
 _ADDRESS_PARTS = ("address_1", "address_2", "city", "state", "postcode", "country")
 OUTCOMES = ("create", "duplicate_in_file", "exists", "invalid", "update", "unchanged",
             "refused")

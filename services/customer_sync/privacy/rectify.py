@@ -33,8 +33,8 @@ from shared.conflicts import CONFLICT_RETRIES
 
 log = logging.getLogger(__name__)
 
-_PHONE = validate.Regexp(r"^\+?[0-9][0-9 ()./-]{2,31}$", error="is not a phone number")
-_COUNTRY = validate.Regexp(r"^[A-Za-z]{2}$", error="must be a two-letter ISO 3166 code")
+_PHONE = validate.Regexp(r"^\+?[0-9][0-9 ()./-]{2,31}\Z", error="is not a phone number")
+_COUNTRY = validate.Regexp(r"^[A-Za-z]{2}\Z", error="must be a two-letter ISO 3166 code")
 
 
 class _Trimmed(Schema):
