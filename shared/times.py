@@ -56,8 +56,10 @@ def iso(value: Any) -> Any:
 
 def utc_ms(value: Any) -> datetime | None:
     """A datetime as MongoDB keeps it: UTC, to the millisecond (naive read as UTC); None for
-    anything that is not a datetime (text is not read here)."""
-    return to_millis(as_utc(value)) if isinstance(value, datetime) else None
+    anything that is not a datetime (text is not read here), or one outside the calendar once
+    in UTC (year 1 at +14:00)."""
+    moment = as_utc(value) if isinstance(value, datetime) else None
+    return to_millis(moment) if moment is not None else None
 
 
 def iso_ms(value: Any) -> Any:

@@ -97,3 +97,8 @@ def test_utc_ms_reads_datetimes_only_as_mongodb_keeps_them():
     plus_two = datetime(2026, 1, 2, 5, 4, 5, 999999, tzinfo=timezone(timedelta(hours=2)))
     assert utc_ms(plus_two) == datetime(2026, 1, 2, 3, 4, 5, 999000, tzinfo=timezone.utc)
     assert utc_ms("2026-01-02T03:04:05Z") is None and utc_ms(None) is None
+
+
+def test_utc_ms_answers_none_for_a_time_outside_the_calendar_in_utc():
+    """Year 1 at +14:00 is before year 1 in UTC: no time, not a crash (a cursor can carry one)."""
+    assert utc_ms(datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=14)))) is None
