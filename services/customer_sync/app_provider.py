@@ -4,6 +4,7 @@ and backfills publish through the same relay without holding it themselves."""
 from __future__ import annotations
 
 from services.customer_sync.bootstrap import CustomerSyncApp, build
+from shared.container import named_dependencies
 from shared.mongo import MongoStorage
 
 
@@ -17,11 +18,9 @@ class AppProvider(MongoStorage):
 
     def setup(self) -> None:
         super().setup()
-        relays = [d for d in self.container.dependencies if d.attr_name == self.outbox_name]
-        if not relays:
-            raise RuntimeError(f"{self.container.service_name}: its app publishes through an "
-                               f"outbox relay at attribute {self.outbox_name!r}, which it lacks")
+        relay = named_dependencies(self.container, [self.outbox_name], "its app's publish",
+                                   what="an outbox relay")[self.outbox_name]
         # The relay's notify only queues refs for its own thread: safe to hand out before it
         # starts, and every provider is set up before any starts.
         app: CustomerSyncApp = self.repositories
-        app.wire_outbox(relays[0].notify)
+        app.wire_outbox(relay.notify)

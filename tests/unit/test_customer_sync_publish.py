@@ -112,7 +112,7 @@ def test_the_provider_wires_the_services_relay_into_the_app(mongo_uri):
     assert relay.calls == [[("customers", "c1")]]
 
     provider.container.dependencies = [provider]
-    with pytest.raises(RuntimeError, match="outbox relay at attribute 'outbox'"):
+    with pytest.raises(RuntimeError, match="needs an outbox relay as attribute 'outbox'"):
         provider.setup()
 
 
