@@ -107,6 +107,22 @@ def test_a_record_no_longer_live_keeps_no_keys(storage, search):
     assert search.find(STORE)["groups"] == []
 
 
+def test_a_guest_merged_into_a_registered_customer_loses_its_keys(storage, search):
+    """The guest who ordered first and the registered customer who later takes their email
+    are one person once merged: the retired guest is no candidate."""
+    sync = CustomerSync(storage)
+    sync.apply(STORE, "order", "created", payloads.order(1, customer_id=0), correlation_id="c1")
+    guest_id = storage.orders.get(STORE, "1")["customer_id"]
+    assert storage.customers.get(STORE, guest_id)["match_keys"]
+    sync.apply(STORE, "customer", "created", payloads.customer(email="ada@other.example"),
+               correlation_id="c2")
+    sync.apply(STORE, "customer", "updated", payloads.customer(modified="2026-03-01T11:00:00"),
+               correlation_id="c3")
+    guest = storage.customers.get(STORE, guest_id)
+    assert guest["status"] == "merged" and not guest.get("match_keys")
+    assert search.find(STORE)["groups"] == []
+
+
 def test_groups_say_what_matched_and_are_scored(storage, search):
     # a and b: the same email (case differs) and the same phone in two notations.
     add(storage, "a", email="Kim@Example.com", phone="+49 30 1234567", registered=True)

@@ -34,6 +34,7 @@ from services.customer_sync.core.normalise import (
     normalise_order,
 )
 from services.customer_sync.repository import (
+    MATCH_KEYS_FIELD,
     CustomerSyncStorage,
     new_customer_id,
 )
@@ -322,8 +323,9 @@ class CustomerSync:
         touch of the customer (`_resume_merge`)."""
         self.storage.customers.collection.update_one(
             {"_id": guest_id},
-            {"$set": {"status": "merged", "merged_into": into}, "$unset": {"guest_email_key": ""},
-             "$inc": {"version": 1}},
+            # Only live customers carry match keys: a merged guest is no duplicate of anyone.
+            {"$set": {"status": "merged", "merged_into": into},
+             "$unset": {"guest_email_key": "", MATCH_KEYS_FIELD: ""}, "$inc": {"version": 1}},
         )
         moved = self.storage.orders.reassign(store_id, guest_id, into)
         self.storage.customers.collection.update_one(
