@@ -27,6 +27,8 @@ from services.customer_sync.core.duplicates import (
     ("06 1234 5678", "IT", "+390612345678"),           # Italy keeps its leading 0
     ("(555) 123-4567", "US", "+15551234567"),
     ("1-555-123-4567", "US", "+15551234567"),          # NANP trunk "1"
+    ("011 49 30 1234567", "US", "+49301234567"),       # North America's "011" to dial abroad
+    ("0049 30 1234567", "CA", None),                   # no NANP number starts with 0
     ("06 30 123 4567", "HU", "+36301234567"),          # Hungary's trunk "06"
     ("090-1234-5678", "jp", "+819012345678"),          # country code in any case
     ("0412 345 678", "AU", "+61412345678"),

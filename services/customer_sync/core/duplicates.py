@@ -68,7 +68,11 @@ def e164_phone(value: Any, country: str | None) -> str | None:
         if known is None:
             return None
         code, trunk = known
-        if text.startswith("00") and code != "1":
+        if code == "1" and text.startswith("011"):  # North America dials abroad with 011
+            digits = text[3:]
+        elif code == "1" and text.startswith("0"):  # and no national number starts with 0
+            return None
+        elif text.startswith("00"):
             digits = text[2:]
         else:
             national = text[len(trunk):] if trunk and text.startswith(trunk) else text
