@@ -706,7 +706,7 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--reconcile-minutes", type=int, help="reconciliation interval")
     add.add_argument("--country", help="the shop's country (ISO 3166 two letters, e.g. DE): how "
                                        "customers' national phone numbers are read when their "
-                                       "billing address names none")
+                                       "billing address names none; kept when not given")
     add.set_defaults(func=cmd_stores_add)
     stores_cmds.add_parser("list", help="list stores").set_defaults(func=cmd_stores_list)
 

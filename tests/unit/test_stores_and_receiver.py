@@ -60,6 +60,16 @@ def test_store_ids_and_secrets_are_validated_with_field_names(storage):
     assert {"store_id", "webhook_secret", "consumer_key", "consumer_secret"} <= set(fields)
 
 
+def test_registering_again_without_a_country_keeps_the_saved_one(storage):
+    admin = StoreAdmin(storage, default_reconcile_minutes=10)
+    store = {"store_id": "s3", "shop_url": "https://shop.example", "webhook_secret": SECRET,
+             "consumer_key": "ck", "consumer_secret": "cs"}
+    assert admin.register({**store, "country": "de"})["country"] == "DE"
+    assert admin.register({**store, "consumer_secret": "cs-2"})["country"] == "DE"
+    assert admin.register({**store, "country": "AT"})["country"] == "AT"
+    assert storage.stores.get("s3").country == "AT"
+
+
 def test_unsupported_topic_is_answered_200_whatever_its_body(storage):
     body = b'{"action": "woocommerce_something", "arg": 1}'  # no id: an action webhook
     answer = WebhookReceiver(storage, 1024).receive("s1", headers("action.woocommerce_x", body), body)

@@ -19,6 +19,9 @@ class StoreAdmin:
     def register(self, settings: dict) -> dict:
         """Create or update a store; answers its public view and whether it was new."""
         data = load(StoreSchema(), settings, "store")
+        # Registering again without a country keeps the one saved: it is how phone numbers
+        # were read for the duplicate finder, and an update need not repeat it.
+        saved = self.storage.stores.get(data["store_id"]) if not data["country"] else None
         store = Store(
             store_id=data["store_id"],
             shop_url=data["shop_url"] if data["shop_url"].endswith("/") else data["shop_url"] + "/",
@@ -26,7 +29,7 @@ class StoreAdmin:
             consumer_key=data["consumer_key"],
             consumer_secret=data["consumer_secret"],
             reconcile_interval_minutes=data["reconcile_interval_minutes"] or self.default_interval,
-            country=data["country"].upper() if data["country"] else None,
+            country=data["country"].upper() if data["country"] else (saved.country if saved else None),
         )
         created = self.storage.stores.save(store)
         log.info("store %s", "registered" if created else "updated",
