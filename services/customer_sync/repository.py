@@ -177,20 +177,25 @@ class CustomerRepository(TimelineOwing, VersionedRepository):
                 fields = {**fields, MATCH_KEYS_FIELD: self._keys_of(after)}
         return super().update(doc_id, version, fields, events, unset, **kwargs)
 
-    def add_missing_match_keys(self, limit: int = 500) -> int:
-        """Give up to `limit` live customers written before match keys existed their keys;
-        answers how many were given (0: none left)."""
-        done = 0
-        for doc in self.collection.find({"status": "active", MATCH_KEYS_FIELD: {"$exists": False}},
-                                        {OUTBOX_FIELD: 0}).limit(limit):
+    def add_missing_match_keys(self, after_id: str | None, limit: int = 500
+                               ) -> tuple[int, str | None]:
+        """Give live customers written before match keys existed their keys, looking at up to
+        `limit` records in `_id` order after `after_id` (a pass moves forward through the
+        collection, never rescanning it); answers how many were given and the last id looked
+        at (None: the pass reached the end)."""
+        query: dict = {"status": "active", MATCH_KEYS_FIELD: {"$exists": False}}
+        if after_id is not None:
+            query["_id"] = {"$gt": after_id}
+        docs = list(self.collection.find(query, {OUTBOX_FIELD: 0}).sort("_id", ASCENDING)
+                    .limit(limit))
+        for doc in docs:
             # No new version: the contact fields did not change, and a writer that read the
             # document before writes keys of its own.
             self.collection.update_one(
                 {"_id": doc["_id"], "version": doc.get("version"),
                  MATCH_KEYS_FIELD: {"$exists": False}},
                 {"$set": {MATCH_KEYS_FIELD: self._keys_of(doc)}})
-            done += 1
-        return done
+        return len(docs), (docs[-1]["_id"] if len(docs) == limit else None)
 
     def count_missing_match_keys(self) -> int:
         return self.collection.count_documents(

@@ -3,7 +3,7 @@ change of a customer, older customers given theirs in batches, groups scored and
 from __future__ import annotations
 
 import random
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -16,6 +16,7 @@ from services.customer_sync.repository import CustomerSyncStorage, Store
 from shared.errors import ValidationError
 from shared.paging import decode_cursor, encode_cursor
 from tests import payloads
+from tests.support import Clock
 
 STORE, OTHER = "s1", "s2"
 
@@ -75,7 +76,9 @@ def test_keys_are_written_with_webhook_customers_and_orders(storage):
     assert guest["match_keys"][PHONE] == hashed_key(PHONE, "+49301234567")  # the store's country
 
 
-def test_older_customers_get_their_keys_in_batches(storage, search):
+def test_older_customers_get_their_keys_in_batches(storage):
+    clock = Clock(datetime(2026, 5, 1, tzinfo=timezone.utc))
+    search = DuplicateSearch(storage, clock)
     for i in range(7):
         storage.customers.collection.insert_one(
             {"_id": f"old{i}", "store_id": STORE, "status": "active", "version": 1,
@@ -84,16 +87,40 @@ def test_older_customers_get_their_keys_in_batches(storage, search):
         {"_id": "gone", "store_id": STORE, "status": "erased", "version": 1})
     assert search.find(STORE)["groups"] == []
     assert search.add_missing_keys(batch=5) is True        # some may be left
-    assert search.add_missing_keys(batch=5) is False       # two were left: done
+    assert search.add_missing_keys(batch=5) is False       # two were left: the pass is over
     assert storage.customers.count_missing_match_keys() == 0
     assert "match_keys" not in storage.customers.collection.find_one({"_id": "gone"})
     [group] = search.find(STORE)["groups"]
     assert [c["customer_id"] for c in group["customers"]] == [f"old{i}" for i in range(7)]
-    # Every write gives keys, so the scan is not repeated once nothing was left.
+    # Every write gives keys: the collection is looked through again only an hour later, for
+    # what an instance of an older version may have written meanwhile.
     storage.customers.collection.insert_one(
-        {"_id": "written-behind-its-back", "store_id": STORE, "status": "active", "version": 1})
+        {"_id": "written-by-an-older-instance", "store_id": STORE, "status": "active",
+         "version": 1})
     assert search.add_missing_keys(batch=5) is False
     assert storage.customers.count_missing_match_keys() == 1
+    clock.now += timedelta(hours=1)
+    assert search.add_missing_keys(batch=5) is False
+    assert storage.customers.count_missing_match_keys() == 0
+
+
+def test_a_pass_moves_forward_and_never_reads_a_customer_twice(storage, monkeypatch):
+    for i in range(12):
+        storage.customers.collection.insert_one(
+            {"_id": f"old{i:02d}", "store_id": STORE, "status": "active", "version": 1})
+    looked_after = []
+    add_keys = storage.customers.add_missing_match_keys
+
+    def recorded(after_id, limit=500):
+        looked_after.append(after_id)
+        return add_keys(after_id, limit)
+
+    monkeypatch.setattr(storage.customers, "add_missing_match_keys", recorded)
+    search = DuplicateSearch(storage)
+    while search.add_missing_keys(batch=5):
+        pass
+    assert looked_after == [None, "old04", "old09"]
+    assert storage.customers.count_missing_match_keys() == 0
 
 
 def test_a_record_no_longer_live_keeps_no_keys(storage, search):

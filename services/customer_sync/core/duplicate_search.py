@@ -4,8 +4,8 @@ to customers written before match keys existed."""
 from __future__ import annotations
 
 import logging
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, Callable
 
 from services.customer_sync.core.duplicates import (
     BASE_SCORES,
@@ -17,6 +17,7 @@ from services.customer_sync.repository import MATCH_KEYS_FIELD, CustomerSyncStor
 from services.customer_sync.schemas import STORE_ID, require_text
 from shared.errors import ValidationError
 from shared.paging import decode_cursor, encode_cursor
+from shared.times import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,8 @@ MAX_LIMIT = 200
 # the key. A key shared by hundreds (a shop's own test address) is no merge to make by hand.
 MAX_MEMBERS = 25
 KEYS_BATCH = 500
+# How often the collection is looked through again for customers without keys.
+KEYS_PASS_EVERY = timedelta(hours=1)
 _MEMBER_FIELDS = {name: 1 for name in ("registered", "first_name", "last_name", "email", "phone",
                                        "billing", "date_created", MATCH_KEYS_FIELD)}
 
@@ -64,24 +67,33 @@ def member_view(doc: dict, orders_count: int) -> dict:
 
 
 class DuplicateSearch:
-    def __init__(self, storage: CustomerSyncStorage) -> None:
+    def __init__(self, storage: CustomerSyncStorage,
+                 clock: Callable[[], datetime] = utcnow) -> None:
         self.storage = storage
-        # Every write gives keys, so once none are missing none will be: stop looking (the
-        # look is a scan of the customers), until the next start.
-        self._all_keyed = False
+        self.clock = clock
+        # Where the pass giving older customers their keys has got to, and when the next pass
+        # may start: every write gives keys, so after a pass found none left the next is only
+        # a check (an instance of an older version may still write customers without them).
+        self._after_id: str | None = None
+        self._keyed_in_pass = 0
+        self._next_pass_at: datetime | None = None
 
     def add_missing_keys(self, batch: int = KEYS_BATCH) -> bool:
         """One batch of customers given their match keys; True while more may be left."""
-        if self._all_keyed:
-            return False
-        done = self.storage.customers.add_missing_match_keys(batch)
+        if self._next_pass_at is not None:
+            if self.clock() < self._next_pass_at:
+                return False
+            self._next_pass_at = None
+        done, self._after_id = self.storage.customers.add_missing_match_keys(self._after_id, batch)
+        self._keyed_in_pass += done
         if done:
             log.info("match keys added to older customers",
-                     extra={"customers": done,
-                            "left": self.storage.customers.count_missing_match_keys()})
-        if done < batch:
-            self._all_keyed = True
-        return done >= batch
+                     extra={"customers": done, "in_this_pass": self._keyed_in_pass})
+        if self._after_id is None:  # the end of the collection: the pass is over
+            self._keyed_in_pass = 0
+            self._next_pass_at = self.clock() + KEYS_PASS_EVERY
+            return False
+        return True
 
     def find(self, store_id: str, cursor: str | None = None, limit: int = 50,
              match: str | None = None) -> dict:
