@@ -162,12 +162,8 @@ def test_erasure_completes_only_after_every_confirmation_and_a_clean_search(desk
     assert searched == ("s1", ["ada@example.com"], ["+447700900123", "Ada Lovelace"], ["c-1"])
 
 
-def test_the_last_two_confirmations_at_once_still_start_the_verification(desk, monkeypatch):
-    """Two services confirm at the same moment: each handler read the request before the
-    other wrote, so neither saw all four. The request must still be verified right away, not
-    an hour later when the missing confirmations would be asked for again."""
-    desk, clock = desk
-    services = StandIns()
+def erasure_asked(desk, clock, services):
+    """A verified erasure request, asked of every service: its id, and how a service confirms."""
     request_id = desk.submit("s1", "erasure", "ada@example.com", None, "ops@shop")["request_id"]
     desk.verify_identity(request_id, "ops@shop")
     run(desk, clock, services)
@@ -176,7 +172,16 @@ def test_the_last_two_confirmations_at_once_still_start_the_verification(desk, m
         desk.record_confirmation(build_event("gdpr.erasure_completed", store_id="s1", data={
             "request_id": request_id, "service": service, "customer_ids": ["c-1"],
             "counts": {"records": 1}}))
+    return request_id, confirm
 
+
+def test_the_last_two_confirmations_at_once_still_start_the_verification(desk, monkeypatch):
+    """Two services confirm at the same moment: each handler read the request before the
+    other wrote, so neither saw all four. The request must still be verified right away, not
+    an hour later when the missing confirmations would be asked for again."""
+    desk, clock = desk
+    services = StandIns()
+    request_id, confirm = erasure_asked(desk, clock, services)
     confirm("segmentation")
     confirm("loyalty")
     read_before_either_wrote = desk.storage.requests.get(request_id)
@@ -197,15 +202,7 @@ def test_the_last_confirmation_landing_while_the_processor_holds_the_request_is_
     (so its own 'verify now' finds nothing to move). The processor's write must not hide it."""
     desk, clock = desk
     services = StandIns()
-    request_id = desk.submit("s1", "erasure", "ada@example.com", None, "ops@shop")["request_id"]
-    desk.verify_identity(request_id, "ops@shop")
-    run(desk, clock, services)
-
-    def confirm(service):
-        desk.record_confirmation(build_event("gdpr.erasure_completed", store_id="s1", data={
-            "request_id": request_id, "service": service, "customer_ids": ["c-1"],
-            "counts": {"records": 1}}))
-
+    request_id, confirm = erasure_asked(desk, clock, services)
     for service in ("segmentation", "loyalty", "customer_sync"):
         confirm(service)
     requests = desk.storage.requests
