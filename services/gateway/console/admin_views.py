@@ -5,12 +5,12 @@ decide, and its refusals are shown (next to the fields they name, where they nam
 from __future__ import annotations
 
 import json
-from urllib.parse import urlencode
 
 from werkzeug.wrappers import Response
 
 from services.gateway.console import charts, forms, present
 from services.gateway.console.api import ApiError, path
+from services.gateway.console.listing import paged_listing
 from services.gateway.handlers.loyalty import PROGRAMME_BODY
 from shared.send_log import SEND_FILTERS
 from shared.times import as_utc, utcnow
@@ -291,28 +291,15 @@ def send_log(page) -> Response:
         state["held_reason"] = ""
     limit = args.get("limit", "50")
     state["limit"] = limit if limit in ("25", "50", "100") else "50"
-    cursor = (args.get("cursor") or "")[:present.MAX_CURSOR_LENGTH] or None
-    query = [(k, v) for k, v in state.items() if v] + ([("cursor", cursor)] if cursor else [])
-    result, problem = None, ""
-    try:
-        result = page.api.get("/notifications/sends", query)
-    except ApiError as exc:
-        problem = exc.message()
-
-    def url_for(c, back):
-        pairs = [(k, v) for k, v in state.items() if v and not (k == "limit" and v == "50")]
-        pairs += ([("cursor", c)] if c else []) + [("back", b) for b in back]
-        return PREFIX + "/messages" + ("?" + urlencode(pairs) if pairs else "")
-
-    links = present.paging(url_for, cursor, present.trail_of(args) if cursor else [],
-                           (result or {}).get("next_cursor"))
+    listing = paged_listing(page, "/notifications/sends", "/messages", state,
+                            lambda name, value: bool(value) and (name, value) != ("limit", "50"))
     templates = []
     try:
         templates = sorted(t["slug"] for t in page.api.get("/notifications/templates"))
     except ApiError:
         pass
-    return page.render("messages.html", title="Send log", state=state, result=result,
-                       problem=problem, links=links, statuses=SEND_STATUSES,
+    return page.render("messages.html", title="Send log", state=state, result=listing.result,
+                       problem=listing.problem, links=listing.links, statuses=SEND_STATUSES,
                        held_labels=HELD_LABELS,
                        templates=templates, filtered=any(state[k] for k in LOG_FILTERS))
 

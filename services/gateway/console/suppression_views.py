@@ -3,12 +3,10 @@ why, and their history; an admin lifts one, saying why. Through the gateway's AP
 signed-in key, like every other page."""
 from __future__ import annotations
 
-from urllib.parse import urlencode
-
 from werkzeug.wrappers import Response
 
-from services.gateway.console import present
 from services.gateway.console.api import ApiError
+from services.gateway.console.listing import paged_listing
 
 PREFIX = "/console"
 KIND_LABELS = {"smtp_refusal": "refused by the mail server", "bounce": "bounced",
@@ -21,25 +19,11 @@ def suppression_list(page) -> Response:
     state = {"channel": args.get("channel") if args.get("channel") in ("email", "sms") else "",
              "address": (args.get("address") or "").strip()[:254],
              "include_lifted": "true" if args.get("include_lifted") == "true" else ""}
-    cursor = (args.get("cursor") or "")[:present.MAX_CURSOR_LENGTH] or None
-    query = [(k, v) for k, v in state.items() if v] + ([("cursor", cursor)] if cursor else [])
-    result, problem = None, ""
-    try:
-        result = page.api.get("/notifications/suppressions", query)
-    except ApiError as exc:
-        problem = exc.message()
-
-    def url_for(c, back):
-        pairs = [(k, v) for k, v in state.items() if v]
-        pairs += ([("cursor", c)] if c else []) + [("back", b) for b in back]
-        return PREFIX + "/suppressions" + ("?" + urlencode(pairs) if pairs else "")
-
-    links = present.paging(url_for, cursor, present.trail_of(args) if cursor else [],
-                           (result or {}).get("next_cursor"))
+    listing = paged_listing(page, "/notifications/suppressions", "/suppressions", state)
     return page.render("suppressions.html", title="Suppressed addresses", state=state,
-                       result=result, problem=problem, links=links, kinds=KIND_LABELS,
-                       block_labels=BLOCK_LABELS, filtered=any(state.values()),
-                       back=url_for(cursor, []))
+                       result=listing.result, problem=listing.problem, links=listing.links,
+                       kinds=KIND_LABELS, block_labels=BLOCK_LABELS,
+                       filtered=any(state.values()), back=listing.url_for(listing.cursor, []))
 
 
 def suppression_lift(page) -> Response:
