@@ -80,8 +80,17 @@ _ENTRIES = (
                   "The shop deleted a registered customer; their orders remain.",
                   {"customer_id": "c-3f2a", "woo_customer_id": 42}),
     EventContract("customer.merged", "customer_sync", 1, cs.CustomerMergedData,
-                  "A guest's record was merged into a registered customer with the same email.",
-                  {"customer_id": "c-3f2a", "merged_customer_id": "c-77b0"}),
+                  "A record was merged into another (the primary, `customer_id`): a guest into "
+                  "the registered customer with the same email, or duplicates merged by a "
+                  "person (one event per merged record, sharing `merge_id`). Every data owner "
+                  "moves its slice to the primary.",
+                  {"customer_id": "c-3f2a", "merged_customer_id": "c-77b0",
+                   "merge_id": "m-5d1e", "kind": "manual"}),
+    EventContract("customer.unmerged", "customer_sync", 1, cs.CustomerUnmergedData,
+                  "A merge was undone: `restored_customer_id` is a record of its own again and "
+                  "every data owner hands back what it moved under `merge_id`.",
+                  {"customer_id": "c-3f2a", "restored_customer_id": "c-77b0",
+                   "merge_id": "m-5d1e"}),
     EventContract("order.placed", "customer_sync", 1, cs.OrderData,
                   "An order was first seen in a real status (pending, processing, on-hold, "
                   "completed), or refunded (then followed by its `order.refunded`).", _ORDER),

@@ -61,11 +61,33 @@ class CustomerDeletedData(BaseSchema):
     woo_customer_id = fields.Integer(allow_none=True, load_default=None)
 
 
+# How two records came to be merged: a guest found to be a registered customer by email, or a
+# person choosing the primary record in the console, the API or the CLI.
+MERGE_KINDS = ("guest", "manual")
+
+
 class CustomerMergedData(BaseSchema):
-    """A guest record was found to be a registered customer: its orders now belong to `customer_id`."""
+    """`merged_customer_id` now belongs to `customer_id` (the primary record): every data owner
+    moves its slice of the merged record to the primary, and remembers what it moved under
+    `merge_id` so that a `customer.unmerged` can hand it back."""
 
     customer_id = fields.String(required=True)
     merged_customer_id = fields.String(required=True)
+    # Added in place: the merge record customer_sync stores (one per merge, naming every record
+    # merged into the primary); null on merges recorded before merge records existed.
+    merge_id = fields.String(load_default=None, allow_none=True)
+    kind = fields.String(load_default="guest", validate=validate.OneOf(MERGE_KINDS))
+
+
+class CustomerUnmergedData(BaseSchema):
+    """Merge `merge_id` was undone: `restored_customer_id` is a record of its own again, and
+    each data owner hands back what it moved to `customer_id` under that merge. What arrived
+    since the merge stays with the primary unless it belongs to the restored record's own shop
+    account (docs/merging.md states the rules)."""
+
+    customer_id = fields.String(required=True)
+    restored_customer_id = fields.String(required=True)
+    merge_id = fields.String(required=True)
 
 
 class LineItemData(BaseSchema):
