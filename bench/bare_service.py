@@ -18,10 +18,11 @@ eventlet.monkey_patch()
 
 import logging  # noqa: E402
 import os  # noqa: E402
-import signal  # noqa: E402
 import sys  # noqa: E402
 
 from nameko.runners import ServiceRunner  # noqa: E402
+
+from bench.serve import serve_until_signalled  # noqa: E402
 from nameko.web.handlers import http  # noqa: E402
 from werkzeug.wrappers import Request, Response  # noqa: E402
 
@@ -38,11 +39,6 @@ class BareWebhookService:
         return Response(_ACCEPTED, status=200, mimetype="application/json")
 
 
-def _tick() -> None:
-    while True:
-        eventlet.sleep(0.2)
-
-
 def main() -> int:
     logging.basicConfig(level=os.environ.get("LOG_LEVEL", "WARNING").upper(),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -52,27 +48,8 @@ def main() -> int:
     }
     runner = ServiceRunner(config)
     runner.add_service(BareWebhookService)
-    signals = {"count": 0, "started": False}
-
-    def on_signal(signum, frame):  # noqa: ARG001
-        signals["count"] += 1
-        if signals["started"]:  # before that, main() stops the runner once it has started
-            eventlet.spawn_n(runner.stop if signals["count"] == 1 else runner.kill)
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    # A Python signal handler runs while the hub sits in epoll, and epoll is resumed with its
-    # old timeout (PEP 475): with nothing else scheduled the green thread spawned by the
-    # handler would wait for the hub's next wake-up (up to a minute). A ticker bounds that.
-    eventlet.spawn_n(_tick)
-    runner.start()
-    signals["started"] = True
-    if signals["count"]:
-        runner.stop()
-        return 0
-    log.info("bare webhook endpoint on %s", config["WEB_SERVER_ADDRESS"])
-    runner.wait()
-    return 0
+    return serve_until_signalled(runner, lambda: log.info(
+        "bare webhook endpoint on %s", config["WEB_SERVER_ADDRESS"]))
 
 
 if __name__ == "__main__":

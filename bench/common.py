@@ -1,12 +1,14 @@
 """What every benchmark records beside its figures: the machine, the code measured, a log line."""
 from __future__ import annotations
 
+import json
 import os
 import platform
 import signal
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -148,6 +150,44 @@ def stop_children_and_vhosts(children: list[Child], vhosts: list[str], admin) ->
             log(f"vhost {vhost} deleted")
         except Exception as exc:
             log(f"deleting vhost {vhost} failed: {exc}")
+
+
+def interrupt_on_signals(abort=None) -> None:
+    """SIGINT and SIGTERM (also when started in the background, where SIGINT is otherwise
+    ignored) raise KeyboardInterrupt once, so the finally blocks stop children and delete
+    vhosts; `abort` (a threading.Event) is set for threads to notice. A second signal only
+    says the clean-up goes on (each child gets SIGTERM, SIGINT, then SIGKILL)."""
+    interrupted = {"count": 0}
+
+    def on_signal(signum, frame):  # noqa: ARG001
+        interrupted["count"] += 1
+        if abort is not None:
+            abort.set()
+        if interrupted["count"] == 1:
+            raise KeyboardInterrupt
+        log("still cleaning up (bounded: each child gets SIGTERM, SIGINT, then SIGKILL)")
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+
+def broker_unavailable(admin, host: str) -> bool:
+    """True (and said) when RabbitMQ's management API cannot be used."""
+    reason = admin.unavailable_reason()
+    if reason:
+        log(f"RabbitMQ management API at {host}:15672: {reason}")
+    return bool(reason)
+
+
+def write_results(results: dict, path: Path, status: int, render) -> None:
+    """Stamp the end, write the JSON, and print the rendered figures of a completed run."""
+    results["finished_at"] = datetime.now(timezone.utc).isoformat()
+    results["machine"]["loadavg_at_end"] = list(os.getloadavg())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    if status == 0:
+        print(render(results))
+    log(f"results written to {path}")
 
 
 class DrainsConnection:

@@ -19,11 +19,12 @@ eventlet.monkey_patch()
 
 import logging  # noqa: E402
 import os  # noqa: E402
-import signal  # noqa: E402
 import sys  # noqa: E402
 
 from nameko.events import event_handler  # noqa: E402
 from nameko.runners import ServiceRunner  # noqa: E402
+
+from bench.serve import serve_until_signalled  # noqa: E402
 
 log = logging.getLogger("bench.empty_handler")
 
@@ -38,12 +39,6 @@ class EmptyHandlerService:
         """Deliberately nothing: the framework's own cost is what is measured."""
 
 
-def _tick() -> None:
-    # See bench.bare_service: bounds how long a signal waits for the hub to wake up.
-    while True:
-        eventlet.sleep(0.2)
-
-
 def main() -> int:
     logging.basicConfig(level=os.environ.get("LOG_LEVEL", "WARNING").upper(),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -56,24 +51,8 @@ def main() -> int:
     }
     runner = ServiceRunner(config)
     runner.add_service(EmptyHandlerService)
-    signals = {"count": 0, "started": False}
-
-    def on_signal(signum, frame):  # noqa: ARG001
-        signals["count"] += 1
-        if signals["started"]:  # before that, main() stops the runner once it has started
-            eventlet.spawn_n(runner.stop if signals["count"] == 1 else runner.kill)
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    eventlet.spawn_n(_tick)
-    runner.start()
-    signals["started"] = True
-    if signals["count"]:
-        runner.stop()
-        return 0
-    log.info("empty order.placed handler consuming (max_workers %s)", config["max_workers"])
-    runner.wait()
-    return 0
+    return serve_until_signalled(runner, lambda: log.info(
+        "empty order.placed handler consuming (max_workers %s)", config["max_workers"]))
 
 
 if __name__ == "__main__":

@@ -34,7 +34,6 @@ import argparse
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -55,9 +54,9 @@ warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
 import amqp  # noqa: E402
 from kombu import Connection, Exchange, Queue  # noqa: E402
 
-from bench.common import (Child, DrainsConnection, log, machine,  # noqa: E402
-                          process_cpu_seconds, source_state,
-                          stop_children_and_vhosts, terminate)
+from bench.common import (Child, DrainsConnection, broker_unavailable,  # noqa: E402
+                          interrupt_on_signals, log, machine, process_cpu_seconds,
+                          source_state, stop_children_and_vhosts, terminate, write_results)
 from shared.events import build_event, contract  # noqa: E402
 from shared.messaging.publisher import (ConfirmingPublisher, OutgoingMessage,  # noqa: E402
                                         events_exchange)
@@ -680,21 +679,9 @@ def main(argv: list[str] | None = None) -> int:
     json_path = args.json or (EMPTY_ONLY_JSON if args.only_empty else DEFAULT_JSON)
 
     abort = threading.Event()
-    interrupted = {"count": 0}
-
-    def on_signal(signum, frame):  # noqa: ARG001
-        interrupted["count"] += 1
-        abort.set()
-        if interrupted["count"] == 1:
-            raise KeyboardInterrupt  # run the finally blocks: children stopped, vhosts deleted
-        log("still cleaning up (bounded: each child gets SIGTERM, SIGINT, then SIGKILL)")
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    interrupt_on_signals(abort)
     admin = BrokerAdmin(MANAGEMENT_URL)
-    reason = admin.unavailable_reason()
-    if reason:
-        log(f"RabbitMQ management API at {HOST}:15672: {reason}")
+    if broker_unavailable(admin, HOST):
         return 1
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     targets = [Target("empty", [sys.executable, "-m", "bench.empty_handler"],
@@ -743,14 +730,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         abort.set()
         stop_children_and_vhosts(children, vhosts, admin)
-    results["finished_at"] = datetime.now(timezone.utc).isoformat()
-    results["machine"]["loadavg_at_end"] = list(os.getloadavg())
     results["verdict"] = verdict(results) if status == 0 else None
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    if status == 0:
-        print(render(results))
-    log(f"results written to {json_path}")
+    write_results(results, json_path, status, render)
     if status == 0 and args.strict and results["verdict"] and not results["verdict"]["met"]:
         return 3
     return status

@@ -48,7 +48,6 @@ import argparse
 import hashlib
 import json
 import os
-import signal
 import smtplib
 import subprocess
 import sys
@@ -68,8 +67,9 @@ from typing import Callable
 # maintenance mode (docs/design.md records that choice). This process is never monkey-patched.
 warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
 
-from bench.common import (Child, log, machine, process_cpu_seconds, source_state,  # noqa: E402
-                          stop_children_and_vhosts, terminate)
+from bench.common import (Child, broker_unavailable, interrupt_on_signals, log,  # noqa: E402
+                          machine, process_cpu_seconds, source_state,
+                          stop_children_and_vhosts, terminate, write_results)
 from bench.loyalty import (LoadWindow, QueueProbe, fmt, list_queues, memory_kib,  # noqa: E402
                            publish_backlog, quarter_rates)
 from shared.events import build_event, contract  # noqa: E402
@@ -830,21 +830,9 @@ def main(argv: list[str] | None = None) -> int:
     json_path = args.json or DEFAULT_JSON
 
     abort = threading.Event()
-    interrupted = {"count": 0}
-
-    def on_signal(signum, frame):  # noqa: ARG001
-        interrupted["count"] += 1
-        abort.set()
-        if interrupted["count"] == 1:
-            raise KeyboardInterrupt  # run the finally blocks: children stopped, vhost deleted
-        log("still cleaning up (bounded: each child gets SIGTERM, SIGINT, then SIGKILL)")
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    interrupt_on_signals(abort)
     admin = BrokerAdmin(MANAGEMENT_URL)
-    reason = admin.unavailable_reason()
-    if reason:
-        log(f"RabbitMQ management API at {HOST}:15672: {reason}")
+    if broker_unavailable(admin, HOST):
         return 1
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
 
@@ -915,14 +903,8 @@ def main(argv: list[str] | None = None) -> int:
             server.stop()
         except Exception as exc:
             log(f"stopping the SMTP server failed: {exc}")
-    results["finished_at"] = datetime.now(timezone.utc).isoformat()
-    results["machine"]["loadavg_at_end"] = list(os.getloadavg())
     results["verdict"] = verdict(results) if status == 0 else None
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    if status == 0:
-        print(render(results))
-    log(f"results written to {json_path}")
+    write_results(results, json_path, status, render)
     if status == 0 and args.strict and results["verdict"] and not results["verdict"]["met"]:
         return 3
     return status

@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import gc
-import json
 import math
 import os
 import pstats
@@ -54,7 +53,7 @@ import warnings
 # (docs/design.md records that choice). This process is never monkey-patched.
 warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
 
-from bench.common import log, machine, source_state  # noqa: E402
+from bench.common import log, machine, source_state, write_results  # noqa: E402
 from devdoubles.mongomock_adapter import forget  # noqa: E402
 from services.segmentation.profiles import Profiles  # noqa: E402
 from services.segmentation.repository import SegmentationStorage  # noqa: E402
@@ -610,13 +609,7 @@ def main(argv: list[str] | None = None) -> int:
         status = 1
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
-    results["finished_at"] = datetime.now(timezone.utc).isoformat()
-    results["machine"]["loadavg_at_end"] = list(os.getloadavg())
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    if status == 0:
-        print(render(results))
-    log(f"results written to {args.json}")
+    write_results(results, args.json, status, render)
     if status == 0 and args.strict and not all(c["met"] for c in results["verdict"]):
         return 3
     return status

@@ -754,7 +754,7 @@ def render(results: dict) -> str:
             f"{r[key]['throughput_per_s']}/s; lag p50/p99 {r[key]['lag']['p50_ms']}/"
             f"{r[key]['lag']['p99_ms']} ms; ratios {results['ratios'][key]}")
         lines.append(f"  CPU seconds by service: {p[key].get('cpu_seconds_by_service')}")
-        lines.append(f"  stages: " + ", ".join(f"{k} p50/p99 {v['p50_ms']}/{v['p99_ms']} ms"
+        lines.append("  stages: " + ", ".join(f"{k} p50/p99 {v['p50_ms']}/{v['p99_ms']} ms"
                                                for k, v in p[key]["stages"].items()))
     lines.append(f"backlog {b['events']}: published in {b['published_seconds']} s; drained in "
                  f"{b['drain_seconds']} s ({b['events_per_s']} events/s; loyalty "
@@ -770,7 +770,7 @@ def render(results: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from bench.common import log, machine, source_state, terminate
+    from bench.common import log, machine, source_state
     from bench.loyalty import memory_kib
     from kombu import Connection, Exchange, Queue
     from ops.topology import handler_queues

@@ -29,7 +29,6 @@ import itertools
 import json
 import math
 import os
-import signal
 import sys
 import threading
 import time
@@ -46,8 +45,9 @@ warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
 import requests  # noqa: E402
 from kombu import Connection, Exchange, Queue  # noqa: E402
 
-from bench.common import (Child, DrainsConnection, log, machine,  # noqa: E402
-                          process_cpu_seconds, source_state)
+from bench.common import (Child, DrainsConnection, broker_unavailable,  # noqa: E402
+                          interrupt_on_signals, log, machine, process_cpu_seconds,
+                          source_state)
 from services.customer_sync.door.signature import sign  # noqa: E402
 from tests import payloads  # noqa: E402
 from tests.support import BrokerAdmin, free_port  # noqa: E402
@@ -507,26 +507,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.seconds <= 0 or args.senders < 1 or args.drain_timeout < 0:
         parser.error("--seconds and --drain-timeout must be positive, --senders at least 1")
 
-    interrupted = {"count": 0}
-
-    def on_signal(signum, frame):  # noqa: ARG001
-        interrupted["count"] += 1
-        if interrupted["count"] == 1:
-            raise KeyboardInterrupt  # run the finally blocks: children stopped, vhost deleted
-        log("still cleaning up (bounded: each child gets SIGINT, then SIGKILL)")
-
-    # Also when started in the background, where SIGINT would otherwise be ignored.
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    interrupt_on_signals()
     results_dir = DEFAULT_JSON.parent
     results_dir.mkdir(parents=True, exist_ok=True)
     run_id = uuid.uuid4().hex[:8]
     vhost = f"bench-webhooks-{run_id}"
     vhost_uri = f"{AMQP_BASE}{vhost}"
     admin = BrokerAdmin(MANAGEMENT_URL)
-    reason = admin.unavailable_reason()
-    if reason:
-        log(f"RabbitMQ management API at {HOST}:15672: {reason}")
+    if broker_unavailable(admin, HOST):
         return 1
     children: list[Child] = []
     abort = threading.Event()

@@ -3,7 +3,9 @@ HTTP/1.1 with keep-alive, each connection tracked so the stand-in can cut them a
 or an outage in a fault test), and every request handed to the stand-in's `handle`."""
 from __future__ import annotations
 
-from http.server import BaseHTTPRequestHandler
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
 
@@ -68,3 +70,75 @@ class StandInHandler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - keep tests quiet
         pass
+
+
+class _Server(ThreadingHTTPServer):
+    """socketserver listens with a backlog of 5: under eventlet, when more clients connect at
+    once than that (a service's worker pool does), the surplus connections are dropped before
+    they are accepted and clients see RemoteDisconnected. 128 is a real server's order."""
+
+    request_queue_size = 128
+    daemon_threads = True
+
+
+class ServedStandIn:
+    """Serving on 127.0.0.1 on a free port in a daemon thread, every connection tracked so
+    `stop` cuts them all: the lifecycle the shop and Twilio stand-ins share. A subclass sets
+    `_lock` and calls `_serving_state()` in its constructor, and names its thread, the Server
+    header it sends and itself (for errors)."""
+
+    thread_name = "stand-in"
+    software = "stand-in"
+    title = "the stand-in"
+    _lock: Any
+
+    def _serving_state(self) -> None:
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._connections: set[socket.socket] = set()
+
+    def start(self):
+        """Serve on 127.0.0.1 on a free port, in a daemon thread (a greenlet under eventlet)."""
+        if self._server is not None:
+            return self
+        handler = type(f"{type(self).__name__}Handler", (StandInHandler,),
+                       {"stand_in": self, "software": self.software})
+        self._server = _Server(("127.0.0.1", 0), handler)
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.05},
+                                        name=self.thread_name, daemon=True)
+        self._thread.start()
+        return self
+
+    def _before_stop(self) -> None:
+        """What a stand-in lets go of before it stops serving (a held request, say)."""
+
+    def stop(self) -> None:
+        """Stop serving and close kept-alive connections (clients then see connection errors)."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        self._before_stop()
+        server.shutdown()
+        server.server_close()
+        with self._lock:
+            connections, self._connections = list(self._connections), set()
+        for conn in connections:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError(f"{self.title} is not running: call start()")
+        return self._server.server_address[1]

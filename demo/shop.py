@@ -62,20 +62,18 @@ import html
 import json
 import random
 import re
-import socket
 import threading
 import time
 import unicodedata
 from bisect import bisect_right
 from collections import deque
 from datetime import datetime, timedelta, timezone
-from http.server import ThreadingHTTPServer
 from typing import Any, Callable, Iterable, NamedTuple
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import requests
 
-from demo.http_stand_in import StandInHandler
+from demo.http_stand_in import ServedStandIn
 
 API_PREFIX = "/wp-json/wc/v3/"
 CLOCK_START = datetime(2026, 1, 1, 0, 0, 0)  # UTC, naive like WooCommerce's *_gmt fields
@@ -361,8 +359,10 @@ _REFUND_REASONS = ("", "Damaged item", "Customer changed mind", "Wrong size", "L
 # The shop
 # --------------------------------------------------------------------------------------------
 
-class FakeWooShop:
+class FakeWooShop(ServedStandIn):
     """A WooCommerce shop on 127.0.0.1 with generated customers and orders (see module doc)."""
+
+    thread_name, software, title = "fake-woo-shop", "Apache", "the fake shop"
 
     def __init__(
         self,
@@ -423,56 +423,14 @@ class FakeWooShop:
         self._used_emails: set[str] = set()
         self._used_usernames: set[str] = set()
         self._guest_pool: list[dict] = []
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self._connections: set[socket.socket] = set()
+        self._serving_state()
 
         self._generate(customers, orders)
 
     # ---------------------------------------------------------------- lifecycle
 
-    def start(self) -> "FakeWooShop":
-        """Serve on 127.0.0.1 on a free port, in a daemon thread."""
-        if self._server is not None:
-            return self
-        handler = type("FakeWooHandler", (StandInHandler,), {"stand_in": self, "software": "Apache"})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.05},
-                                        name="fake-woo-shop", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and close kept-alive connections (clients then see connection errors)."""
-        server, self._server = self._server, None
-        if server is None:
-            return
+    def _before_stop(self) -> None:
         self.release_coupon_creation()  # no handler thread left waiting at the gate
-        server.shutdown()
-        server.server_close()
-        with self._lock:
-            connections, self._connections = list(self._connections), set()
-        for conn in connections:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> "FakeWooShop":
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("the fake shop is not running: call start()")
-        return self._server.server_address[1]
 
     @property
     def base_url(self) -> str:

@@ -79,14 +79,12 @@ import hashlib
 import json
 import random
 import re
-import socket
 import threading
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import format_datetime
-from http.server import ThreadingHTTPServer
 from typing import Any, Callable, Iterable, Mapping, NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
@@ -96,7 +94,7 @@ from twilio.http.response import Response as TwilioResponse
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
-from demo.http_stand_in import StandInHandler
+from demo.http_stand_in import ServedStandIn
 
 API_VERSION = "2010-04-01"
 DEFAULT_PHONE_NUMBER = "+15005550006"
@@ -225,8 +223,10 @@ class _Fault(NamedTuple):
 # The fake
 # --------------------------------------------------------------------------------------------
 
-class FakeTwilio:
+class FakeTwilio(ServedStandIn):
     """Twilio's Messages API on 127.0.0.1 plus its webhooks (see the module doc)."""
+
+    thread_name, software, title = "fake-twilio", "nginx", "the fake Twilio"
 
     def __init__(
         self,
@@ -256,52 +256,9 @@ class FakeTwilio:
         self._faults: deque[_Fault] = deque()
         self._rng = random.Random(seed)
         self._lock = threading.RLock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self._connections: set[socket.socket] = set()
+        self._serving_state()
 
     # ---------------------------------------------------------------- lifecycle
-
-    def start(self) -> "FakeTwilio":
-        """Serve on 127.0.0.1 on a free port, in a daemon thread (a greenlet under eventlet)."""
-        if self._server is not None:
-            return self
-        handler = type("FakeTwilioHandler", (StandInHandler,), {"stand_in": self, "software": "nginx"})
-        self._server = _Server(("127.0.0.1", 0), handler)
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.05},
-                                        name="fake-twilio", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and close kept-alive connections (clients then see connection errors)."""
-        server, self._server = self._server, None
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        with self._lock:
-            connections, self._connections = list(self._connections), set()
-        for conn in connections:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> "FakeTwilio":
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("the fake Twilio is not running: call start()")
-        return self._server.server_address[1]
 
     @property
     def base_url(self) -> str:
@@ -590,10 +547,3 @@ def _normalise(number: str) -> str:
     return _PHONE_PUNCTUATION.sub("", number)
 
 
-class _Server(ThreadingHTTPServer):
-    """socketserver listens with a backlog of 5: under eventlet, when more clients connect at
-    once than that (a service's worker pool does), the surplus connections are dropped before
-    they are accepted and clients see RemoteDisconnected. 128 is a real server's order."""
-
-    request_queue_size = 128
-    daemon_threads = True

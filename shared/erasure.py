@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import datetime
 from typing import Callable, Iterable
 
 from pymongo.collection import Collection
@@ -23,6 +24,47 @@ _NAMESPACE = uuid.UUID("5d1c8b0e-4f4e-4c5a-9e61-7f0f3b8f2d11")
 # Drops the service's parked messages a predicate over the message body selects; answers how
 # many it dropped.
 DropParked = Callable[[Callable[[dict], bool]], int]
+
+
+class ErasureMarkers:
+    """A repository holding one document a customer, which an erasure turns into a marker: every
+    field but its key and the marker itself goes, and a marker is made where nothing was held,
+    so a late event cannot bring the person back. `held_flag` names the marker's field saying
+    whether anything was held; `versioned` documents (compare-and-set) get a new version."""
+
+    collection: Collection
+    held_flag = "had_record"
+    versioned = False
+
+    @staticmethod
+    def key(store_id: str, customer_id: str) -> str:
+        return f"{store_id}:{customer_id}"
+
+    def stored(self, store_id: str, customer_id: str) -> dict | None:
+        """The whole document, owed events too: what an erasure must clear."""
+        return self.collection.find_one({"_id": self.key(store_id, customer_id)})
+
+    def mark_erased(self, store_id: str, customer_id: str, held: dict | None,
+                    erased_at: datetime, request_id: str) -> None:
+        """`held` is the document as stored (None where there is none)."""
+        keeps = {"_id", "store_id", "customer_id", "status", "erased_at", "erasure_request_id",
+                 self.held_flag} | ({"version"} if self.versioned else set())
+        update: dict = {"$set": {"status": "erased", "erased_at": erased_at,
+                                 "erasure_request_id": request_id,
+                                 self.held_flag: held is not None},
+                        "$setOnInsert": {"store_id": store_id, "customer_id": customer_id}}
+        if self.versioned:
+            update["$inc"] = {"version": 1}
+        unset = {name: "" for name in (held or {}) if name not in keeps}
+        if unset:
+            update["$unset"] = unset
+        self.collection.update_one({"_id": self.key(store_id, customer_id)}, update, upsert=True)
+
+    def count_erased(self, store_id: str, customer_ids: list[str]) -> int:
+        """How many of the customers held something that is now an erasure marker."""
+        return self.collection.count_documents({"store_id": store_id,
+                                                "customer_id": {"$in": customer_ids},
+                                                "status": "erased", self.held_flag: True})
 
 
 class ErasureReceipts:

@@ -17,7 +17,7 @@ from pymongo.database import Database
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from shared.coupon_withdrawals import CouponWithdrawals
-from shared.erasure import ErasureReceipts
+from shared.erasure import ErasureMarkers, ErasureReceipts
 from shared.events import Event
 from shared.outbox import OUTBOX_FIELD, push_events
 from shared.times import utcnow
@@ -25,9 +25,6 @@ from shared.times import utcnow
 JOURNAL = "journal"
 ACTIVE = "active"
 DELETED, ERASED = "deleted", "erased"
-# What an erased account keeps: its key and the marker itself.
-ERASURE_KEEPS = frozenset({"_id", "store_id", "customer_id", "version", "status", "erased_at",
-                           "erasure_request_id", "had_account"})
 # The account fields a change may rewrite whole (each small); `orders` is written per order.
 # `rewards` is written per reward, like `orders`; `rewards_due_at` is the earliest moment one of
 # them needs the shop (indexed: the reward step's to-do list), `reward_codes` finds a reward by
@@ -37,7 +34,9 @@ SMALL_FIELDS = ("status", "deleted_at", "balance", "credit_balance", "debt", "lo
                 "reward_codes", "rewards_due_at", "updated_at")
 
 
-class AccountRepository:
+class AccountRepository(ErasureMarkers):
+    held_flag, versioned = "had_account", True
+
     def __init__(self, collection: Collection) -> None:
         self.collection = collection
 
@@ -48,37 +47,9 @@ class AccountRepository:
         self.collection.create_index([("store_id", ASCENDING), ("reward_codes", ASCENDING)])
         self.collection.create_index([("rewards_due_at", ASCENDING)], sparse=True)
 
-    @staticmethod
-    def key(store_id: str, customer_id: str) -> str:
-        return f"{store_id}:{customer_id}"
-
     def get(self, store_id: str, customer_id: str) -> dict | None:
         return self.collection.find_one({"_id": self.key(store_id, customer_id)},
                                         {OUTBOX_FIELD: 0, JOURNAL: 0})
-
-    def stored(self, store_id: str, customer_id: str) -> dict | None:
-        """The whole account, owed events and journal too: what an erasure must clear."""
-        return self.collection.find_one({"_id": self.key(store_id, customer_id)})
-
-    def mark_erased(self, store_id: str, customer_id: str, held: dict | None,
-                    erased_at: datetime, request_id: str) -> None:
-        """The account becomes a marker without any field of `held` (the account as stored)
-        but its key; one is made where none was, so a late event cannot open an account."""
-        unset = {name: "" for name in (held or {}) if name not in ERASURE_KEEPS}
-        update: dict = {"$set": {"status": ERASED, "erased_at": erased_at,
-                                 "erasure_request_id": request_id,
-                                 "had_account": held is not None},
-                        "$setOnInsert": {"store_id": store_id, "customer_id": customer_id},
-                        "$inc": {"version": 1}}
-        if unset:
-            update["$unset"] = unset
-        self.collection.update_one({"_id": self.key(store_id, customer_id)}, update, upsert=True)
-
-    def count_erased(self, store_id: str, customer_ids: list[str]) -> int:
-        """How many of the customers had an account that is now an erasure marker."""
-        return self.collection.count_documents({"store_id": store_id,
-                                                "customer_id": {"$in": customer_ids},
-                                                "status": ERASED, "had_account": True})
 
     def holding_codes(self, store_id: str, codes: list[str]) -> list[str]:
         """The customers of the store whose rewards carry any of these coupon codes."""

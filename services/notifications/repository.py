@@ -21,16 +21,13 @@ from pymongo.database import Database
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from shared.coupon_withdrawals import CouponWithdrawals
-from shared.erasure import ErasureReceipts
+from shared.erasure import ErasureMarkers, ErasureReceipts
 from shared.errors import ValidationError
 from shared.outbox import push_events
 from shared.times import utcnow
 from shared.paging import decode_cursor, encode_cursor
 
 ACTIVE, DELETED, ERASED = "active", "deleted", "erased"
-# What an erased contact keeps: its key and the marker itself.
-ERASURE_KEEPS = frozenset({"_id", "store_id", "customer_id", "status", "erased_at",
-                           "erasure_request_id", "had_contact"})
 # A suppressed address's history keeps its newest changes; older ones fall off.
 SUPPRESSION_HISTORY_KEPT = 100
 
@@ -59,7 +56,9 @@ def address_key(store_key: bytes, channel: str, address: str) -> str:
     return hmac.new(store_key, message, hashlib.sha256).hexdigest()
 
 
-class ContactRepository:
+class ContactRepository(ErasureMarkers):
+    held_flag = "had_contact"
+
     def __init__(self, collection: Collection) -> None:
         self.collection = collection
 
@@ -69,10 +68,6 @@ class ContactRepository:
         c.create_index([("phone_key", ASCENDING)])
         c.create_index([("store_id", ASCENDING), ("segment", ASCENDING)])
         c.create_index([("link_id", ASCENDING)], sparse=True)
-
-    @staticmethod
-    def key(store_id: str, customer_id: str) -> str:
-        return f"{store_id}:{customer_id}"
 
     def get(self, store_id: str, customer_id: str) -> dict | None:
         return self.collection.find_one({"_id": self.key(store_id, customer_id)}, {"outbox": 0})
@@ -114,29 +109,6 @@ class ContactRepository:
             # It exists: created meanwhile by another event (apply to it), or it holds a
             # newer fact, or it is erased (then this changes nothing).
             return bool(self.collection.update_one(condition, update).modified_count)
-
-    def stored(self, store_id: str, customer_id: str) -> dict | None:
-        """The whole contact, owed events too: what an erasure must clear."""
-        return self.collection.find_one({"_id": self.key(store_id, customer_id)})
-
-    def mark_erased(self, store_id: str, customer_id: str, held: dict | None,
-                    erased_at: datetime, request_id: str) -> None:
-        """The contact becomes a marker without any field of `held` (the contact as stored)
-        but its key; one is made where none was, so a late event cannot recreate it."""
-        update: dict = {"$set": {"status": ERASED, "erased_at": erased_at,
-                                 "erasure_request_id": request_id,
-                                 "had_contact": held is not None},
-                        "$setOnInsert": {"store_id": store_id, "customer_id": customer_id}}
-        unset = {name: "" for name in (held or {}) if name not in ERASURE_KEEPS}
-        if unset:
-            update["$unset"] = unset
-        self.collection.update_one({"_id": self.key(store_id, customer_id)}, update, upsert=True)
-
-    def count_erased(self, store_id: str, customer_ids: list[str]) -> int:
-        """How many of the customers had a contact that is now an erasure marker."""
-        return self.collection.count_documents({"store_id": store_id,
-                                                "customer_id": {"$in": customer_ids},
-                                                "status": ERASED, "had_contact": True})
 
     def change_consent(self, doc_id: str, purpose: str, before: str, held: dict,
                        at: datetime, events: list) -> bool:

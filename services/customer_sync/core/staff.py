@@ -13,20 +13,18 @@ fields the shop sends).
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
 from services.customer_sync.privacy.rectify import Rectifier
-from services.customer_sync.repository import CustomerSyncStorage, Store
+from services.customer_sync.repository import CustomerSyncStorage
 from services.customer_sync.schemas import require_text
 from services.customer_sync.core.sync import CustomerSync, customer_event_data
 from services.customer_sync.core.written import Written, written
 from services.customer_sync.crm.timeline import entry_id, make_entry
-from services.customer_sync.shop.woo_client import WooClient
+from services.customer_sync.shop.write_back import ShopWriteBack
 from shared.events.customer_sync import ACCOUNT_STATUSES
 from shared.errors import ValidationError
 from shared.conflicts import CONFLICT_RETRIES
-from shared.times import utcnow
 
 MAX_IDS = 1000
 
@@ -40,15 +38,9 @@ def customer_ids_arg(value: Any) -> list[str]:
     return list(dict.fromkeys(ids))
 
 
-class StaffEdits:
-    def __init__(self, storage: CustomerSyncStorage, sync: CustomerSync,
-                 client_factory: Callable[[Store], WooClient],
-                 clock: Callable[[], datetime] = utcnow) -> None:
-        """`clock` dates the edit's audit entry, as the rectification it is."""
-        self.storage = storage
-        self.sync = sync
-        self.client_factory = client_factory
-        self.clock = clock
+class StaffEdits(ShopWriteBack):
+    """Contact edits written back to the shop, and the companion-only account status; the
+    clock dates the edit's audit entry, as the rectification it is."""
 
     def update_customer(self, store_id: str, customer_id: str, fields: Any, actor: str
                         ) -> Written:

@@ -22,22 +22,19 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
 from services.customer_sync.privacy.anonymise import KEPT_CUSTOMER_FIELDS
 from services.customer_sync.core.changes import CANCELLED_STATUSES, PlannedEvent
 from services.customer_sync.privacy.erasure import CustomerErasure
-from services.customer_sync.repository import CustomerSyncStorage, Store
 from services.customer_sync.schemas import require_text
 from services.customer_sync.core.staff import customer_ids_arg
-from services.customer_sync.core.sync import CustomerSync
 from services.customer_sync.core.written import Written, written
 from services.customer_sync.crm.timeline import TIMELINE_FIELD, entry_id, make_entry
 from services.customer_sync.shop.woo_client import WooApiError, WooClient, WooUnavailable
+from services.customer_sync.shop.write_back import ShopWriteBack
 from shared.errors import NotFound, ValidationError
 from shared.outbox import OUTBOX_FIELD
-from shared.times import utcnow
 from shared.conflicts import CONFLICT_RETRIES
 
 log = logging.getLogger(__name__)
@@ -59,15 +56,9 @@ class DeletionFailed(Exception):
         self.orders = orders
 
 
-class CustomerDeletion:
-    def __init__(self, storage: CustomerSyncStorage, sync: CustomerSync,
-                 client_factory: Callable[[Store], WooClient],
-                 clock: Callable[[], datetime] = utcnow) -> None:
-        """`clock` dates the deletions and their timeline entries."""
-        self.storage = storage
-        self.sync = sync
-        self.client_factory = client_factory
-        self.clock = clock
+class CustomerDeletion(ShopWriteBack):
+    """Deleting customers in the shop and here; the clock dates the deletions and their
+    timeline entries."""
 
     def delete(self, store_id: str, customer_ids: Any, orders: Any, actor: str) -> Written:
         """Delete each customer; answers per-customer results, and the documents owing events

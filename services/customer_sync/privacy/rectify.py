@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError as MarshmallowError, fields, post_load, validate
 from pymongo.errors import DuplicateKeyError
@@ -21,14 +20,13 @@ from pymongo.errors import DuplicateKeyError
 from services.customer_sync.core import changes
 from services.customer_sync.core.normalise import email_key, normalise_customer
 from services.customer_sync.core.queries import customer_view
-from services.customer_sync.repository import CustomerSyncStorage, Store
-from services.customer_sync.core.sync import ApplyResult, CustomerSync, customer_event_data
+from services.customer_sync.core.sync import ApplyResult, customer_event_data
 from services.customer_sync.core.written import Written, written
-from services.customer_sync.shop.woo_client import WooApiError, WooClient, WooUnavailable
+from services.customer_sync.shop.woo_client import WooApiError, WooUnavailable
+from services.customer_sync.shop.write_back import ShopWriteBack
 from services.customer_sync.schemas import one_address
 from services.customer_sync.crm.timeline import TIMELINE_FIELD, entry_id, make_entry
 from shared.errors import Conflict, NotFound, Unavailable, ValidationError
-from shared.times import utcnow
 from shared.conflicts import CONFLICT_RETRIES
 
 log = logging.getLogger(__name__)
@@ -131,15 +129,9 @@ def guest_fields(doc: dict, correction: dict) -> dict:
     return updated
 
 
-class Rectifier:
-    def __init__(self, storage: CustomerSyncStorage, sync: CustomerSync,
-                 client_factory: Callable[[Store], WooClient],
-                 clock: Callable[[], datetime] = utcnow) -> None:
-        """`clock` dates the audit entry and the guest's contact change."""
-        self.storage = storage
-        self.sync = sync
-        self.client_factory = client_factory
-        self.clock = clock
+class Rectifier(ShopWriteBack):
+    """Correcting a person's contact fields in the shop and here; the clock dates the audit
+    entry and the guest's contact change."""
 
     def rectify(self, store_id: str, customer_id: str, fields_: Any, actor: str,
                 purpose: str = "rectification") -> Written:
