@@ -12,7 +12,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Callable
+from typing import Callable, Iterator
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument, WriteConcern
 from pymongo.collection import Collection
@@ -144,6 +144,8 @@ def _store(doc: dict) -> Store:
 # The fields a customer's match keys are read from: a write changing none keeps its keys.
 _MATCH_KEY_SOURCES = frozenset({"email", "phone", "first_name", "last_name", "billing", "status"})
 MATCH_KEYS_FIELD = "match_keys"
+# Keys read a round trip by the walk that finds shared ones.
+_KEY_WALK_BATCH = 1000
 
 
 class CustomerRepository(TimelineOwing, VersionedRepository):
@@ -200,6 +202,37 @@ class CustomerRepository(TimelineOwing, VersionedRepository):
     def count_missing_match_keys(self) -> int:
         return self.collection.count_documents(
             {"status": "active", MATCH_KEYS_FIELD: {"$exists": False}})
+
+    def shared_match_keys(self, store_id: str, kind: str, after: str | None
+                          ) -> Iterator[tuple[str, int]]:
+        """Each key of `kind` that two or more live customers of the store share, in key order
+        past `after`, with how many share it. One walk along the kind's index that reads only
+        as far as the caller goes on, so a page costs the keys up to its last group, not the
+        store."""
+        field = f"{MATCH_KEYS_FIELD}.{kind}"
+        key_range: dict = {"$type": "string"}
+        if after is not None:
+            key_range["$gt"] = after
+        walk = self.collection.find({"store_id": store_id, "status": "active", field: key_range},
+                                    {field: 1}).sort([(field, ASCENDING), ("_id", ASCENDING)])
+        current, count = None, 0
+        for doc in walk.batch_size(_KEY_WALK_BATCH):
+            key = doc[MATCH_KEYS_FIELD][kind]
+            if key == current:
+                count += 1
+                continue
+            if count >= 2:
+                yield current, count
+            current, count = key, 1
+        if count >= 2:
+            yield current, count
+
+    def sharing_match_key(self, store_id: str, kind: str, key: str, fields: dict, limit: int
+                          ) -> list[dict]:
+        """Up to `limit` live customers holding the match key, oldest ids first."""
+        return list(self.collection.find(
+            {"store_id": store_id, "status": "active", f"{MATCH_KEYS_FIELD}.{kind}": key},
+            fields).sort("_id", ASCENDING).limit(limit))
 
     def ensure_indexes(self) -> None:
         c = self.collection
@@ -289,6 +322,15 @@ class OrderRepository(TimelineOwing, VersionedRepository):
         return list(self.collection.find({"store_id": store_id, "customer_id": customer_id},
                                          {OUTBOX_FIELD: 0})
                     .sort([("date_created", DESCENDING), ("_id", ASCENDING)]).skip(skip).limit(size))
+
+    def counts_by_customer(self, store_id: str, customer_ids: list[str]) -> dict[str, int]:
+        """How many orders each of the customers has (those with none are left out)."""
+        if not customer_ids:
+            return {}
+        return {row["_id"]: row["n"] for row in self.collection.aggregate([
+            {"$match": {"store_id": store_id, "customer_id": {"$in": customer_ids}}},
+            {"$group": {"_id": "$customer_id", "n": {"$sum": 1}}},
+        ])}
 
     def reassign(self, store_id: str, from_customer: str, to_customer: str) -> int:
         result = self.collection.update_many(

@@ -254,3 +254,46 @@ def test_a_cursor_names_its_store_and_no_personal_data(storage, search):
     assert decoded[0] == STORE and "example" not in page["next_cursor"] + str(decoded)
     with pytest.raises(ValidationError):
         search.find(OTHER, cursor=page["next_cursor"], limit=1)
+
+
+def test_the_key_walk_yields_each_shared_key_once_in_key_order_with_its_size(storage):
+    # Three records share one email, two another, one is alone; the last run of the walk
+    # counts too, and `after` starts past a key.
+    for n, email in enumerate(["a@x.example", "a@x.example", "a@x.example", "b@x.example",
+                               "c@x.example", "c@x.example"]):
+        add(storage, f"c{n}", email=email, email_key=email)
+    add(storage, "gone", status="merged", email="c@x.example", email_key="c@x.example")
+    keys = {hashed_key(EMAIL, e): e for e in ("a@x.example", "c@x.example")}
+    walked = list(storage.customers.shared_match_keys(STORE, EMAIL, None))
+    assert [(keys[k], size) for k, size in walked] == sorted(
+        [("a@x.example", 3), ("c@x.example", 2)], key=lambda row: hashed_key(EMAIL, row[0]))
+    first_key = walked[0][0]
+    assert list(storage.customers.shared_match_keys(STORE, EMAIL, first_key)) == walked[1:]
+    assert list(storage.customers.shared_match_keys(OTHER, EMAIL, None)) == []
+
+
+def test_a_page_walks_the_keys_only_as_far_as_its_groups(storage, search, monkeypatch):
+    # One shared email among 400 singles: the first page stops at the group's key plus what
+    # it needs to know a next group exists, rather than grouping the whole store.
+    for n in range(400):
+        add(storage, f"single{n:03d}", email=f"p{n}@x.example", email_key=f"p{n}@x.example")
+    add(storage, "dup1", email="twin@x.example", email_key="twin@x.example")
+    add(storage, "dup2", email="twin@x.example", email_key="twin@x.example")
+    add(storage, "dup3", email="tween@x.example", email_key="tween@x.example")
+    add(storage, "dup4", email="tween@x.example", email_key="tween@x.example")
+    read: list[str] = []
+    walk = storage.customers.shared_match_keys
+
+    def counted(store_id, kind, after):
+        for key, size in walk(store_id, kind, after):
+            read.append(key)
+            yield key, size
+
+    monkeypatch.setattr(storage.customers, "shared_match_keys", counted)
+    page = search.find(STORE, limit=1, match=EMAIL)
+    assert len(page["groups"]) == 1 and page["next_cursor"] is not None
+    assert len(read) == 2  # the listed group and the one that says there is more
+    rest = search.find(STORE, cursor=page["next_cursor"], limit=1, match=EMAIL)
+    assert len(rest["groups"]) == 1 and rest["next_cursor"] is None
+    assert {m["customer_id"] for g in page["groups"] + rest["groups"] for m in g["customers"]} == {
+        "dup1", "dup2", "dup3", "dup4"}

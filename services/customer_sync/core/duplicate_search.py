@@ -143,46 +143,27 @@ class DuplicateSearch:
     def _collect(self, store_id: str, kind: str, after: str | None, wanted: int,
                  groups: list[dict], listed_alone: bool) -> None:
         """Append up to `wanted` groups of `kind` whose key sorts after `after`."""
-        customers = self.storage.customers.collection
-        field = f"{MATCH_KEYS_FIELD}.{kind}"
-        while wanted > 0:
-            key_range: dict = {"$type": "string"}
-            if after is not None:
-                key_range["$gt"] = after
-            asked = wanted
-            found = list(customers.aggregate([
-                {"$match": {"store_id": store_id, "status": "active", field: key_range}},
-                {"$group": {"_id": f"${field}", "size": {"$sum": 1}}},
-                {"$match": {"size": {"$gte": 2}}},
-                {"$sort": {"_id": 1}},
-                {"$limit": asked},
-            ], allowDiskUse=True))
-            for row in found:
-                members = list(customers.find(
-                    {"store_id": store_id, "status": "active", field: row["_id"]},
-                    _MEMBER_FIELDS).sort("_id", 1).limit(MAX_MEMBERS))
-                after = row["_id"]
-                if len(members) < 2:  # changed since the aggregation read it
-                    continue
-                matched = shared_kinds(members) if row["size"] <= MAX_MEMBERS else [kind]
-                if kind not in matched:  # changed since the aggregation read it
-                    continue
-                if not listed_alone and BASE_SCORES[matched[0]] > BASE_SCORES[kind]:
-                    continue  # every member shares a stronger key: listed under that one
-                groups.append({"group_id": f"{kind}-{row['_id']}", "match": kind,
-                               "key": row["_id"], "matched": matched,
-                               "score": group_score(matched), "size": row["size"],
-                               "customers": members})
-                wanted -= 1
-            if len(found) < asked:
-                return  # no more groups of this kind
+        customers = self.storage.customers
+        for key, size in customers.shared_match_keys(store_id, kind, after):
+            members = customers.sharing_match_key(store_id, kind, key, _MEMBER_FIELDS,
+                                                  MAX_MEMBERS)
+            if len(members) < 2:  # changed since the walk read it
+                continue
+            matched = shared_kinds(members) if size <= MAX_MEMBERS else [kind]
+            if kind not in matched:  # changed since the walk read it
+                continue
+            if not listed_alone and BASE_SCORES[matched[0]] > BASE_SCORES[kind]:
+                continue  # every member shares a stronger key: listed under that one
+            groups.append({"group_id": f"{kind}-{key}", "match": kind, "key": key,
+                           "matched": matched, "score": group_score(matched), "size": size,
+                           "customers": members})
+            wanted -= 1
+            if wanted == 0:
+                return
 
     def _add_order_counts(self, store_id: str, groups: list[dict]) -> None:
         ids = [doc["_id"] for group in groups for doc in group["customers"]]
-        counts = {row["_id"]: row["n"] for row in self.storage.orders.collection.aggregate([
-            {"$match": {"store_id": store_id, "customer_id": {"$in": ids}}},
-            {"$group": {"_id": "$customer_id", "n": {"$sum": 1}}},
-        ])} if ids else {}
+        counts = self.storage.orders.counts_by_customer(store_id, ids)
         for group in groups:
             group["customers"] = [member_view(doc, counts.get(doc["_id"], 0))
                                   for doc in group["customers"]]
