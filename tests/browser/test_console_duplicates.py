@@ -29,7 +29,7 @@ def test_duplicates_are_listed_and_linked_to_each_customer(browser, screenshot, 
     _sign_in(browser, base, _key(system, "read"))
     browser.find_element(By.ID, "duplicates-link").click()
     group = _wait(browser, ".duplicate-group")
-    assert "Same phone, Same name and postcode" in group.text and "score 85" in group.text
+    assert "Same phone, name and postcode" in group.text and "score 85" in group.text
     assert "<b>Weber</b>" in group.text  # shown as text, never as markup
     assert "Registered" in group.text and "Guest" in group.text
     links = group.find_elements(By.CSS_SELECTOR, "tbody a")

@@ -2,6 +2,7 @@
 stand-in services of test_console."""
 from __future__ import annotations
 
+from services.gateway.console.duplicate_views import shared_heading
 from tests.unit.test_console import EVIL, CustomerSync, World
 
 
@@ -39,7 +40,7 @@ def test_groups_are_listed_escaped_with_links_to_each_customer_and_paged(monkeyp
     assert "<script>alert" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert 'href="/console/customers/c/1"' in html or 'href="/console/customers/c%2F1"' in html
     assert 'href="/console/customers/c2"' in html
-    assert "Same email, Same phone" in html and "score 105" in html and "Registered" in html
+    assert "Same email and phone" in html and "score 105" in html and "Registered" in html
     assert "30 records share this; the first 2 are shown." in html
     assert 'href="/console/duplicates?match=phone&amp;cursor=bmV4dA' in html
     assert asked[-1][1:] == (None, 50, "phone")
@@ -56,3 +57,11 @@ def test_an_empty_store_says_so(monkeypatch):
     world.login("wcc_read")
     html = world.client.get("/console/duplicates").get_data(as_text=True)
     assert 'id="no-duplicates"' in html and 'rel="next"' not in html
+
+
+def test_a_group_heading_says_same_once():
+    assert shared_heading(["email"]) == "Same email"
+    assert shared_heading(["email", "phone"]) == "Same email and phone"
+    assert shared_heading(["phone", "name_postcode"]) == "Same phone, name and postcode"
+    assert shared_heading(["email", "phone", "name_postcode"]) == \
+        "Same email, phone, name and postcode"
