@@ -168,12 +168,15 @@ class CustomerRepository(TimelineOwing, VersionedRepository):
     def insert(self, doc: dict, events, **kwargs) -> bool:
         return super().insert({**doc, MATCH_KEYS_FIELD: self._keys_of(doc)}, events, **kwargs)
 
-    def update(self, doc_id, version: int, fields: dict, events=(), unset=(), **kwargs) -> bool:
+    def update(self, doc_id, version: int, fields: dict, events=(), unset=(),
+               read: dict | None = None, **kwargs) -> bool:
         """The change, with the match keys of the document it makes when it touches their
-        fields (read at `version`: if that is gone, the compare-and-set fails anyway)."""
+        fields (read at `version`: if that is gone, the compare-and-set fails anyway). `read`
+        is the document as the caller read it at `version`, which spares reading it again."""
         unset = list(unset)
         if _MATCH_KEY_SOURCES.intersection([*fields, *unset]) and MATCH_KEYS_FIELD not in fields:
-            current = self.collection.find_one({"_id": doc_id, "version": version})
+            current = (read if read is not None and read.get("version") == version
+                       else self.collection.find_one({"_id": doc_id, "version": version}))
             if current is not None:
                 after = {k: v for k, v in {**current, **fields}.items() if k not in unset}
                 fields = {**fields, MATCH_KEYS_FIELD: self._keys_of(after)}

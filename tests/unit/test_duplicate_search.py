@@ -76,6 +76,53 @@ def test_keys_are_written_with_webhook_customers_and_orders(storage):
     assert guest["match_keys"][PHONE] == hashed_key(PHONE, "+49301234567")  # the store's country
 
 
+class _CountingReads:
+    """The customers collection, counting the documents read back by id and version."""
+
+    def __init__(self, collection) -> None:
+        self._collection, self.rereads = collection, 0
+
+    def find_one(self, query=None, *args, **kwargs):
+        if isinstance(query, dict) and set(query) == {"_id", "version"}:
+            self.rereads += 1
+        return self._collection.find_one(query, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._collection, name)
+
+
+def test_webhook_contact_changes_keep_their_keys_without_reading_the_customer_again(storage):
+    sync = CustomerSync(storage)
+    sync.apply(STORE, "customer", "created",
+               payloads.customer(42, "ada@example.com",
+                                 billing=payloads.address("ada@example.com", phone="030 1234567",
+                                                          country="DE", postcode="10115")),
+               correlation_id="c1")
+    counting = _CountingReads(storage.customers.collection)
+    storage.customers.collection = counting
+    sync.apply(STORE, "customer", "updated",
+               payloads.customer(42, "ada@example.com", modified="2026-03-05T10:00:00",
+                                 billing=payloads.address("ada@example.com", phone="030 7654321",
+                                                          country="DE", postcode="10115")),
+               correlation_id="c2")
+    sync.apply(STORE, "order", "created",
+               payloads.order(7001, 0, email="guest@example.com",
+                              billing=payloads.address("guest@example.com", phone="0301111111",
+                                                       country="DE")),
+               correlation_id="c3")
+    sync.apply(STORE, "order", "created",
+               payloads.order(7002, 0, email="guest@example.com",
+                              billing=payloads.address("guest@example.com", phone="0302222222",
+                                                       country="DE"),
+                              date_created_gmt="2026-03-09T09:00:00"),
+               correlation_id="c4")
+    assert counting.rereads == 0
+    assert storage.customers.by_woo_id(STORE, 42)["match_keys"][PHONE] == \
+        hashed_key(PHONE, "+49307654321")
+    assert storage.customers.guest_by_email(STORE, "guest@example.com")["match_keys"][PHONE] == \
+        hashed_key(PHONE, "+49302222222")
+
+
 def test_older_customers_get_their_keys_in_batches(storage):
     clock = Clock(datetime(2026, 5, 1, tzinfo=timezone.utc))
     search = DuplicateSearch(storage, clock)

@@ -273,7 +273,7 @@ class CustomerSync:
                             {**customer_event_data(after), "changed_fields": changed},
                             correlation_id, guest["_id"], guest["version"])
         ok = self.storage.customers.update(guest["_id"], guest["version"], fields, [event],
-                                           unset=["guest_email_key"])
+                                           unset=["guest_email_key"], read=guest)
         if not ok:
             return None
         return ApplyResult("updated", ["customer.updated"], [("customers", guest["_id"])])
@@ -310,7 +310,8 @@ class CustomerSync:
                                           correlation_id, existing["_id"], guest["_id"]))
         if merged_from is not None:
             fields["pending_merge"] = merged_from["_id"]
-        if not self.storage.customers.update(existing["_id"], existing["version"], fields, events):
+        if not self.storage.customers.update(existing["_id"], existing["version"], fields, events,
+                                             read=existing):
             return None
         if merged_from is not None:
             self._finish_merge(store_id, existing["_id"], merged_from["_id"])
@@ -502,7 +503,7 @@ class CustomerSync:
                             {**customer_event_data(after), "changed_fields": ["registered"]},
                             correlation_id, guest["_id"], guest["version"])
         if not self.storage.customers.update(guest["_id"], guest["version"], fields, [event],
-                                             unset=["guest_email_key"]):
+                                             unset=["guest_email_key"], read=guest):
             return None
         return ApplyResult("updated", ["customer.updated"], [("customers", guest["_id"])])
 
@@ -569,7 +570,8 @@ class CustomerSync:
             events.append(self._event("customer.updated", store_id,
                                       {**customer_event_data(after), "changed_fields": changed},
                                       correlation_id, doc["_id"], doc["version"]))
-        if not self.storage.customers.update(doc["_id"], doc["version"], fields, events):
+        if not self.storage.customers.update(doc["_id"], doc["version"], fields, events,
+                                             read=doc):
             return None
         if not events:
             return ApplyResult("unchanged")
