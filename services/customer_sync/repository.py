@@ -105,6 +105,26 @@ class StoreRepository:
     def all(self) -> list[Store]:
         return [_store(doc) for doc in self.collection.find().sort("_id", ASCENDING)]
 
+    # -- re-keying a store's customers after its country changed ---------------------------
+    # The request lives on the store's document with how far the walk through its customers
+    # has got, so any instance may carry it on, and a crash resumes where it stopped.
+    def request_rekey(self, store_id: str) -> None:
+        self.collection.update_one({"_id": store_id},
+                                   {"$set": {"rekey": {"requested_at": self.clock(),
+                                                       "after_id": None}}})
+
+    def pending_rekey(self) -> dict | None:
+        """One store whose customers' match keys are to be computed again, with the request
+        ({"_id", "rekey": {"requested_at", "after_id"}}), or None."""
+        return self.collection.find_one({"rekey": {"$exists": True}}, {"rekey": 1})
+
+    def advance_rekey(self, store_id: str, requested_at: datetime, after_id: str | None) -> None:
+        """Record how far the walk got, or end the request (`after_id` None), unless the
+        request was made again meanwhile (then the walk starts over)."""
+        change = ({"$set": {"rekey.after_id": after_id}} if after_id is not None
+                  else {"$unset": {"rekey": ""}})
+        self.collection.update_one({"_id": store_id, "rekey.requested_at": requested_at}, change)
+
     def status(self, store_id: str) -> dict | None:
         doc = self.collection.find_one(
             {"_id": store_id},
@@ -200,6 +220,23 @@ class CustomerRepository(TimelineOwing, VersionedRepository):
                 {"_id": doc["_id"], "version": doc.get("version"),
                  MATCH_KEYS_FIELD: {"$exists": False}},
                 {"$set": {MATCH_KEYS_FIELD: self._keys_of(doc)}})
+        return len(docs), (docs[-1]["_id"] if len(docs) == limit else None)
+
+    def rekey_batch(self, store_id: str, country: str | None, after_id: str | None,
+                    limit: int = 500) -> tuple[int, str | None]:
+        """Compute again the match keys of up to `limit` live customers of the store after
+        `after_id` in `_id` order, reading national phone numbers with `country` (the store's,
+        read fresh by the caller); answers how many and the last id (None: the end)."""
+        query: dict = {"store_id": store_id, "status": "active"}
+        if after_id is not None:
+            query["_id"] = {"$gt": after_id}
+        docs = list(self.collection.find(query, {OUTBOX_FIELD: 0}).sort("_id", ASCENDING)
+                    .limit(limit))
+        for doc in docs:
+            # As add_missing_match_keys: a writer that read the document before writes keys.
+            self.collection.update_one(
+                {"_id": doc["_id"], "version": doc.get("version")},
+                {"$set": {MATCH_KEYS_FIELD: match_keys(doc, country)}})
         return len(docs), (docs[-1]["_id"] if len(docs) == limit else None)
 
     def count_missing_match_keys(self) -> int:

@@ -30,7 +30,8 @@ SETTINGS: tuple[Setting, ...] = (
         "MATCH_KEYS_BATCH_SECONDS",
         "60",
         "How often customers written before duplicate match keys existed are looked for and "
-        "given theirs, 500 at a time (batches follow at once while some are left).",
+        "given theirs, and a store whose country changed has its customers' keys computed "
+        "again; 500 at a time (batches follow at once while some are left).",
     ),
     Setting("RECONCILE_INTERVAL_MINUTES", "10", "Default interval of a store's REST reconciliation."),
     Setting("RECONCILE_POLL_SECONDS", "30", "How often stores due for reconciliation are looked for."),

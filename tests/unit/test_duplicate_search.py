@@ -10,6 +10,7 @@ import pytest
 from devdoubles import mongomock_adapter
 from services.customer_sync.core.duplicate_search import DuplicateSearch
 from services.customer_sync.core.duplicates import EMAIL, NAME_POSTCODE, PHONE, hashed_key
+from services.customer_sync.core.stores import StoreAdmin
 from services.customer_sync.core.sync import CustomerSync
 from services.customer_sync.privacy.erasure import CustomerErasure
 from services.customer_sync.repository import CustomerSyncStorage, Store
@@ -344,3 +345,50 @@ def test_a_page_walks_the_keys_only_as_far_as_its_groups(storage, search, monkey
     assert len(rest["groups"]) == 1 and rest["next_cursor"] is None
     assert {m["customer_id"] for g in page["groups"] + rest["groups"] for m in g["customers"]} == {
         "dup1", "dup2", "dup3", "dup4"}
+
+
+def _register(storage, country: str | None) -> None:
+    StoreAdmin(storage, default_reconcile_minutes=10).register({
+        "store_id": STORE, "shop_url": "https://shop.example/", "webhook_secret": "whsec-12345678",
+        "consumer_key": "ck", "consumer_secret": "cs", "country": country})
+
+
+def _keys_left(search) -> int:
+    batches = 0
+    while search.add_missing_keys(batch=2):
+        batches += 1
+        assert batches < 50
+    return batches
+
+
+def test_a_store_country_change_computes_its_customers_phone_keys_again(storage, search):
+    # National numbers were read as German; the store says it is in France: the customers
+    # without a billing country of their own get French numbers, the others keep theirs,
+    # and another store's customers are left alone.
+    for n in range(5):
+        add(storage, f"nat{n}", phone=f"030 123456{n}")
+    add(storage, "own", phone="030 1234567", country="DE")
+    add(storage, "elsewhere", store_id=OTHER, phone="030 1234567")
+    _keys_left(search)
+    _register(storage, "DE")  # the same country again: nothing to do
+    assert storage.stores.pending_rekey() is None
+    _register(storage, "FR")
+    assert storage.stores.pending_rekey()["_id"] == STORE
+    assert _keys_left(search) == 4  # six live customers two a batch, and the batch finding the end
+    assert storage.stores.pending_rekey() is None
+    keys = {d["_id"]: d["match_keys"].get(PHONE) for d in storage.customers.collection.find()}
+    assert keys["nat3"] == hashed_key(PHONE, "+33301234563")
+    assert keys["own"] == hashed_key(PHONE, "+49301234567")
+    assert keys["elsewhere"] == hashed_key(PHONE, "+49301234567")
+
+
+def test_a_country_changed_again_mid_walk_starts_the_walk_over(storage, search):
+    for n in range(5):
+        add(storage, f"nat{n}", phone=f"030 123456{n}")
+    _keys_left(search)
+    _register(storage, "FR")
+    assert search.add_missing_keys(batch=2)  # nat0 and nat1 become French
+    _register(storage, "AT")
+    _keys_left(search)
+    keys = {d["_id"]: d["match_keys"].get(PHONE) for d in storage.customers.collection.find()}
+    assert keys == {f"nat{n}": hashed_key(PHONE, f"+4330123456{n}") for n in range(5)}

@@ -79,7 +79,10 @@ class DuplicateSearch:
         self._next_pass_at: datetime | None = None
 
     def add_missing_keys(self, batch: int = KEYS_BATCH) -> bool:
-        """One batch of customers given their match keys; True while more may be left."""
+        """One batch of customers given their match keys, or re-keyed after their store's
+        country changed (that first); True while more may be left."""
+        if self._rekey_batch(batch):
+            return True
         if self._next_pass_at is not None:
             if self.clock() < self._next_pass_at:
                 return False
@@ -93,6 +96,20 @@ class DuplicateSearch:
             self._keyed_in_pass = 0
             self._next_pass_at = self.clock() + KEYS_PASS_EVERY
             return False
+        return True
+
+    def _rekey_batch(self, batch: int) -> bool:
+        """A batch of a store's customers re-keyed, when a store asks; True when it did one."""
+        pending = self.storage.stores.pending_rekey()
+        if pending is None:
+            return False
+        store_id, request = pending["_id"], pending["rekey"]
+        store = self.storage.stores.get(store_id)
+        done, last = self.storage.customers.rekey_batch(
+            store_id, store.country if store else None, request.get("after_id"), batch)
+        self.storage.stores.advance_rekey(store_id, request["requested_at"], last)
+        log.info("match keys computed again after the store's country changed",
+                 extra={"store_id": store_id, "customers": done, "finished": last is None})
         return True
 
     def find(self, store_id: str, cursor: str | None = None, limit: int = 50,

@@ -21,7 +21,7 @@ class StoreAdmin:
         data = load(StoreSchema(), settings, "store")
         # Registering again without a country keeps the one saved: it is how phone numbers
         # were read for the duplicate finder, and an update need not repeat it.
-        saved = self.storage.stores.get(data["store_id"]) if not data["country"] else None
+        saved = self.storage.stores.get(data["store_id"])
         store = Store(
             store_id=data["store_id"],
             shop_url=data["shop_url"] if data["shop_url"].endswith("/") else data["shop_url"] + "/",
@@ -32,6 +32,10 @@ class StoreAdmin:
             country=data["country"].upper() if data["country"] else (saved.country if saved else None),
         )
         created = self.storage.stores.save(store)
+        if saved is not None and saved.country != store.country:
+            # National phone numbers read with the old country: their keys are computed again
+            # in the background (core/duplicate_search.py), a batch at a time.
+            self.storage.stores.request_rekey(store.store_id)
         log.info("store %s", "registered" if created else "updated",
                  extra={"store_id": store.store_id, "shop_url": store.shop_url})
         return {**store.public(), "created": created}
