@@ -14,19 +14,10 @@ from datetime import datetime
 from typing import Callable
 
 from shared.events import Event
+from shared.merge_receipts import MERGED as DONE, MOVING, UNMERGED, merge_key
 from shared.times import utcnow
 from services.segmentation.profiles import ProfileChange, Profiles
 from services.segmentation.repository import ACTIVE, MERGED, SegmentationStorage
-
-# A merge record's life: its slice is being moved, it moved, or it was handed back (or the
-# unmerge came first, and nothing is to move).
-MOVING, DONE, UNMERGED = "moving", "merged", "unmerged"
-
-
-def merge_key(merge_id: str | None, primary_id: str) -> str:
-    """Merges recorded before merge records existed carry no id: the primary names them."""
-    return merge_id if merge_id else f"legacy:{primary_id}"
-
 
 def _manual(members: dict) -> dict:
     """Tags or groups a person gave (rules give theirs again wherever they apply)."""
@@ -115,12 +106,10 @@ class Merges:
         store_id, data = event.store_id, event.data
         primary_id, restored_id = data["customer_id"], data["restored_customer_id"]
         merges = self.storage.merges
-        record = merges.get(store_id, data["merge_id"], restored_id) or \
-            merges.get(store_id, merge_key(None, primary_id), restored_id)
+        record = merges.of_unmerge(store_id, data["merge_id"], primary_id, restored_id)
         if record is None:  # the merge has not come: it will find this and move nothing
-            merges.start(store_id, data["merge_id"], restored_id, {
-                "primary_id": primary_id, "state": UNMERGED, "orders": [], "tags": {},
-                "groups": {}, "unmerged_at": self.clock(), "before_merge": True})
+            merges.unmerged_first(store_id, data["merge_id"], primary_id, restored_id,
+                                  self.clock())
             return ProfileChange()
         if record["state"] == UNMERGED:
             return ProfileChange()

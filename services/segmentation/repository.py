@@ -14,6 +14,7 @@ from pymongo.database import Database
 
 from services.segmentation.directory import SORT_KEYS as DIRECTORY_SORT_KEYS
 from shared.erasure import ErasureReceipts
+from shared.merge_receipts import MergeReceipts
 from shared.times import utcnow
 from shared.versioned import VersionedRepository
 
@@ -151,36 +152,6 @@ class ProfileRepository(VersionedRepository):
         return list(self.collection.find(query, projection).sort(sort).limit(limit))
 
 
-class MergeRecordRepository:
-    """What each merge moved into a primary profile, one document per (merge, merged record),
-    so that an unmerge hands back exactly that; an unmerge that came first leaves one too."""
-
-    def __init__(self, collection: Collection) -> None:
-        self.collection = collection
-
-    def ensure_indexes(self) -> None:
-        self.collection.create_index([("store_id", ASCENDING), ("primary_id", ASCENDING)])
-
-    @staticmethod
-    def key(store_id: str, merge_key: str, merged_id: str) -> str:
-        return f"{store_id}:{merge_key}:{merged_id}"
-
-    def get(self, store_id: str, merge_key: str, merged_id: str) -> dict | None:
-        return self.collection.find_one({"_id": self.key(store_id, merge_key, merged_id)})
-
-    def start(self, store_id: str, merge_key: str, merged_id: str, fields: dict) -> dict:
-        """The record as first written: a redelivery, or a marker already there, wins."""
-        _id = self.key(store_id, merge_key, merged_id)
-        self.collection.update_one(
-            {"_id": _id},
-            {"$setOnInsert": {"store_id": store_id, "merge_key": merge_key,
-                              "merged_id": merged_id, **fields}}, upsert=True)
-        return self.collection.find_one({"_id": _id})
-
-    def set_state(self, doc_id: str, state: str, at: datetime) -> None:
-        self.collection.update_one({"_id": doc_id}, {"$set": {"state": state, f"{state}_at": at}})
-
-
 class StoreSettingsRepository:
     """Per-store thresholds and the store-wide figures segments need (top-10% cutoff, RFM)."""
 
@@ -277,7 +248,7 @@ class SegmentationStorage:
         self.tag_catalogue = TagCatalogueRepository(database["tag_catalogue"])
         self.saved_segments = SavedSegmentRepository(database["saved_segments"])
         self.erasures = ErasureReceipts(database["erasures"])
-        self.merges = MergeRecordRepository(database["merges"])
+        self.merges = MergeReceipts(database["merges"])
 
     def ensure_indexes(self) -> None:
         self.profiles.ensure_indexes()
