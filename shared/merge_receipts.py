@@ -60,8 +60,10 @@ class MergeReceipts:
             "primary_id": primary_id, "state": UNMERGED, "unmerged_at": at,
             "before_merge": True})
 
-    def note(self, doc_id: str, fields: dict) -> None:
-        self.collection.update_one({"_id": doc_id}, {"$set": fields})
+    def add(self, doc_id: str, lists: dict[str, list]) -> None:
+        """Items joined to the receipt's lists (a redone step adds what it did this time)."""
+        self.collection.update_one({"_id": doc_id}, {"$addToSet": {
+            name: {"$each": values} for name, values in lists.items()}})
 
     def set_state(self, doc_id: str, state: str, at: datetime) -> None:
         self.collection.update_one({"_id": doc_id}, {"$set": {"state": state, f"{state}_at": at}})
