@@ -80,7 +80,7 @@ class ConsentMerges:
             if consents.record(store_id, primary_id, purpose, entry,
                                [self._event(store_id, primary_id, change_id, entry)]):
                 withdrawn.append(purpose)
-        if withdrawn:
+        if receipt["consent"]:  # a duplicate delivery at once may find its events owed still
             self.notify([(consents.collection.name, consents.key(store_id, primary_id))])
         self.storage.merges.set_state(receipt["_id"], MERGED, self.clock())
         return withdrawn
@@ -118,7 +118,7 @@ class ConsentMerges:
                                 {"actor": change["actor"], "at": change["at"]}, state, entry,
                                 [self._event(store_id, primary_id, change_id, entry)]):
                 restored.append(purpose)
-        if restored:
+        if receipt.get("consent"):
             self.notify([(consents.collection.name, consents.key(store_id, primary_id))])
         merges.set_state(receipt["_id"], UNMERGED, self.clock())
         return restored
