@@ -12,6 +12,7 @@ from nameko.standalone.rpc import ClusterRpcProxy
 from pymongo.collection import Collection
 from pymongo.database import Database
 
+from services.gdpr.consent_merges import ConsentMerges
 from services.gdpr.desk import Desk, DeskSettings, DocumentRef
 from services.gdpr.repository import GdprStorage
 from shared.config import Config
@@ -84,6 +85,11 @@ class Gdpr:
                                                          self.customer_check_seconds))
         return Desk(self.storage, self.settings, clock=self.clock, notify=notify,
                     customers=customers)
+
+
+    def consent_merges(self, notify: Callable[[Iterable[DocumentRef]], None]) -> ConsentMerges:
+        """Merges and unmerges of consent records, owed events handed to `notify`."""
+        return ConsentMerges(self.storage, clock=self.clock, notify=notify)
 
 
 def build(database: Database, config: Config,

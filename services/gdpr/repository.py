@@ -11,6 +11,7 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from shared.events import Event
+from shared.merge_receipts import MergeReceipts
 from shared.outbox import push_events
 
 
@@ -95,15 +96,34 @@ class ConsentRepository:
         return bool(result.modified_count)
 
 
+    def restore(self, store_id: str, customer_id: str, purpose: str, expected: dict,
+                state: dict | None, entry: dict, events: list[Event]) -> bool:
+        """The purpose goes back to `state` (None: no record of it) only while it still holds
+        `expected` (its actor and time), with `entry` added to the history: a change made
+        since wins. Answers whether it went back."""
+        update: dict = {"$push": {"history": entry, **push_events(events)}}
+        if state is None:
+            update["$unset"] = {f"purposes.{purpose}": ""}
+        else:
+            update["$set"] = {f"purposes.{purpose}": state}
+        return bool(self.collection.update_one(
+            {"_id": self.key(store_id, customer_id),
+             f"purposes.{purpose}.actor": expected.get("actor"),
+             f"purposes.{purpose}.at": expected.get("at"),
+             "history.change_id": {"$ne": entry["change_id"]}}, update).modified_count)
+
+
 class GdprStorage:
     def __init__(self, database: Database) -> None:
         self.database = database
         self.requests = RequestRepository(database["requests"])
         self.consents = ConsentRepository(database["consents"])
         self.exports = database["exports"]
+        self.merges = MergeReceipts(database["merges"])
 
     def ensure_indexes(self) -> None:
         self.requests.ensure_indexes()
+        self.merges.ensure_indexes()
 
     def outbox_collections(self) -> list[Collection]:
         return [self.requests.collection, self.consents.collection]

@@ -49,6 +49,14 @@ class GdprService(HealthRpc):
     def on_consent_changed(self, event):
         self._desk().record_consent_event(event)
 
+    @event_handler("customer_sync", "customer.merged")
+    def on_customer_merged(self, event):
+        self.app.consent_merges(self.outbox.notify).merge(event)
+
+    @event_handler("customer_sync", "customer.unmerged")
+    def on_customer_unmerged(self, event):
+        self.app.consent_merges(self.outbox.notify).unmerge(event)
+
     @event_handler("customer_sync", "consent.captured")
     def on_consent_captured(self, event):
         self._desk().record_capture(event)

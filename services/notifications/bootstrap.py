@@ -14,6 +14,7 @@ from services.notifications import links as ln
 from services.notifications import twilio_hooks
 from services.notifications.bounded_sandbox import RenderLimits
 from services.notifications.channels import EmailChannel, SmsChannel, SmtpSettings, TwilioSettings
+from services.notifications.merges import ContactMerges
 from services.notifications.notifier import Notifier
 from services.notifications.repository import NotificationsStorage
 from services.notifications.sender import Sender, SenderSettings
@@ -81,6 +82,7 @@ class Notifications:
     so each call gets its own; customer_sync is asked through the calling worker's proxy."""
 
     storage: NotificationsStorage
+    merges: ContactMerges
     render_limits: RenderLimits
     signer: ln.LinkSigner
     sender: Sender
@@ -114,7 +116,8 @@ def build(database: Database, config: Config) -> Notifications:
     signer = ln.signer_from_settings(config.get("NOTIFY_LINK_SECRET"), public_url)
     links = ln.PublicLinks(signer, public_url) if public_url else None  # no address, no link
     return Notifications(
-        storage=storage, render_limits=RenderLimits.from_config(config), signer=signer,
+        storage=storage, merges=ContactMerges(storage),
+        render_limits=RenderLimits.from_config(config), signer=signer,
         sender=sender_for(storage, config, links), suppressions=Suppressions(storage.suppressions),
         shop_coupons=CouponsOverRpc(config, config.float("NOTIFY_COUPON_TIMEOUT_SECONDS")),
         withdrawal_policy=WithdrawalPolicy(config.float("NOTIFY_COUPON_WITHDRAW_SECONDS"),

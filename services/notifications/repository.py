@@ -22,12 +22,13 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from shared.coupon_withdrawals import CouponWithdrawals
 from shared.erasure import ErasureMarkers, ErasureReceipts
+from shared.merge_receipts import MergeReceipts
 from shared.errors import ValidationError
 from shared.outbox import push_events
 from shared.times import utcnow
 from shared.paging import decode_cursor, encode_cursor
 
-ACTIVE, DELETED, ERASED = "active", "deleted", "erased"
+ACTIVE, DELETED, ERASED, MERGED = "active", "deleted", "erased", "merged"
 # A suppressed address's history keeps its newest changes; older ones fall off.
 SUPPRESSION_HISTORY_KEPT = 100
 
@@ -127,6 +128,30 @@ class ContactRepository(ErasureMarkers):
         self.collection.update_one(
             {"_id": doc_id, "forget_request": {"$exists": False}},
             {"$set": {"forget_request": {"request_id": request_id, "at": at}}})
+
+    def mark_merged(self, store_id: str, customer_id: str, into: str) -> None:
+        """The contact leaves every audience: merged into `into` (one is made where none was,
+        so a late event cannot bring in a live one); an erased contact stays erased."""
+        key = self.key(store_id, customer_id)
+        if self.collection.update_one({"_id": key, "status": {"$ne": ERASED}},
+                                      {"$set": {"status": MERGED, "merged_into": into}}
+                                      ).matched_count:
+            return
+        try:
+            self.collection.insert_one({
+                "_id": key, "store_id": store_id, "customer_id": customer_id, "status": MERGED,
+                "merged_into": into, "tags": {}, "groups": {}, "consent": {}, "order_ids": [],
+                "created_at": utcnow()})
+        except DuplicateKeyError:  # made meanwhile by an event (or erased: left alone)
+            self.collection.update_one({"_id": key, "status": {"$ne": ERASED}},
+                                       {"$set": {"status": MERGED, "merged_into": into}})
+
+    def restore(self, store_id: str, customer_id: str, merged_into: str, status: str) -> bool:
+        """A contact merged into `merged_into` is its own again, with the status it had."""
+        return bool(self.collection.update_one(
+            {"_id": self.key(store_id, customer_id), "status": MERGED,
+             "merged_into": merged_into},
+            {"$set": {"status": status}, "$unset": {"merged_into": ""}}).modified_count)
 
     def dates_of_active(self, store_id: str):
         """The store's active contacts with what date rules read: birthday and last order."""
@@ -327,6 +352,37 @@ class SendRepository:
             {"store_id": store_id, "workflow_id": workflow_id, "status": "scheduled"},
             {"$set": {"status": "cancelled", "reason": "workflow deleted",
                       "held_reason": "cancelled"}}).modified_count
+
+    def pending_of(self, store_id: str, customer_id: str) -> list[dict]:
+        """The customer's sends not yet taken by a sender, from a workflow or a bulk send."""
+        return list(self.collection.find(
+            {"store_id": store_id, "customer_id": customer_id, "status": "scheduled",
+             "$or": [{"workflow_id": {"$ne": None}}, {"bulk_id": {"$ne": None}}]},
+            {"workflow_id": 1, "bulk_id": 1, "step": 1}))
+
+    def move_pending(self, send_id: str, from_id: str, to_id: str, merge_key: str) -> bool:
+        """A still pending send goes to `to_id`, remembering whom it came from."""
+        return bool(self.collection.update_one(
+            {"_id": send_id, "customer_id": from_id, "status": "scheduled"},
+            {"$set": {"customer_id": to_id,
+                      "moved_by_merge": {"merge_key": merge_key, "from": from_id}}}
+        ).modified_count)
+
+    def cancel_pending(self, send_id: str, customer_id: str, reason: str,
+                       merge_key: str) -> bool:
+        return bool(self.collection.update_one(
+            {"_id": send_id, "customer_id": customer_id, "status": "scheduled"},
+            {"$set": {"status": "cancelled", "reason": reason, "held_reason": "cancelled",
+                      "cancelled_by_merge": merge_key}}).modified_count)
+
+    def hand_back(self, store_id: str, primary_id: str, restored_id: str,
+                  merge_key: str) -> int:
+        """The sends a merge moved to the primary that are still pending go back."""
+        return self.collection.update_many(
+            {"store_id": store_id, "customer_id": primary_id, "status": "scheduled",
+             "moved_by_merge.merge_key": merge_key, "moved_by_merge.from": restored_id},
+            {"$set": {"customer_id": restored_id}, "$unset": {"moved_by_merge": ""}}
+        ).modified_count
 
     def statuses_of_bulk(self, store_id: str, bulk_id: str) -> dict[str, int]:
         """How many of a bulk send's messages are in each status."""
@@ -610,6 +666,7 @@ class NotificationsStorage:
         self.suppressions = SuppressionRepository(database["suppressions"],
                                                   database["suppression_keys"])
         self.channel_state = ChannelStateRepository(database["channel_state"])
+        self.merges = MergeReceipts(database["merges"])
 
     def ensure_indexes(self) -> None:
         self.contacts.ensure_indexes()
@@ -618,6 +675,7 @@ class NotificationsStorage:
         self.coupon_withdrawals.ensure_indexes()
         self.templates.ensure_indexes()
         self.workflows.ensure_indexes()
+        self.merges.ensure_indexes()
 
     def knows_store(self, store_id: str) -> bool:
         """A store notifications has heard of: its settings, or any customer of it."""

@@ -96,6 +96,14 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
     def on_customer_deleted(self, event):
         self._apply(event)
 
+    @event_handler("customer_sync", "customer.merged")
+    def on_customer_merged(self, event):
+        self.app.merges.merge(event)
+
+    @event_handler("customer_sync", "customer.unmerged")
+    def on_customer_unmerged(self, event):
+        self.app.merges.unmerge(event)
+
     @event_handler("customer_sync", "order.placed", claims=False)
     def on_order_placed(self, event):
         self._apply(event)

@@ -8,6 +8,7 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 
 from services.segmentation.membership import Membership
+from services.segmentation.merges import Merges
 from services.segmentation.profiles import Profiles
 from services.segmentation.repository import SegmentationStorage
 from services.segmentation.saved_segments import SavedSegments
@@ -23,6 +24,7 @@ class Segmentation:
 
     storage: SegmentationStorage
     profiles: Profiles
+    merges: Merges
     membership: Membership
     catalogue: TagCatalogue
     saved_segments: SavedSegments
@@ -43,7 +45,8 @@ def build(database: Database, config: Config) -> Segmentation:
     storage = SegmentationStorage(database)
     profiles = Profiles(storage)
     return Segmentation(
-        storage=storage, profiles=profiles, membership=Membership(profiles),
+        storage=storage, profiles=profiles, merges=Merges(storage, profiles),
+        membership=Membership(profiles),
         catalogue=TagCatalogue(storage, profiles),
         saved_segments=SavedSegments(storage.saved_segments),
         customer_check_seconds=config.float("CUSTOMER_CHECK_TIMEOUT_SECONDS"))

@@ -43,7 +43,7 @@ _NAMESPACE = uuid.UUID("0c5e7f5e-98a3-4c1b-9a53-2f3b6d7e8a90")
 _PERSONAL_FIELDS = ("orders", "contact", "tags", "groups", "tag_list", "group_list", "segment",
                     "saved_segments",
                     "stats", "rfm", "evaluated_at", "created_at", "merged_into", "deleted_at",
-                    "listing", "outbox")
+                    "listing", "merges", "outbox")
 
 
 @dataclass
@@ -221,22 +221,11 @@ class Profiles:
                                                    self.clock(), request_id, _PERSONAL_FIELDS)
         return {"profiles": erased}
 
-    def apply_merge(self, event: Event) -> ProfileChange:
-        """A guest merged into a registered customer: its orders count for the registered one."""
-        merged = self.storage.profiles.get(event.store_id, event.data["merged_customer_id"])
-        if merged is None:
-            return ProfileChange()
-        moved = dict(merged.get("orders") or {})
-
-        def change(doc: dict) -> bool:
-            orders = doc.setdefault("orders", {})
-            new = {k: v for k, v in moved.items() if k not in orders}
-            orders.update(new)
-            return bool(new)
-
-        result = self._update(event.store_id, event.data["customer_id"], change, event)
-        self.storage.profiles.mark_merged(merged["_id"], event.data["customer_id"])
-        return result
+    def change(self, store_id: str, customer_id: str, change: Callable[[dict], bool],
+               cause: Event | None) -> ProfileChange:
+        """Another use case's change of one profile's facts (merges.py): `change` edits a copy
+        and says whether it did; derivation and owed events follow as for any event."""
+        return self._update(store_id, customer_id, change, cause)
 
     # -- people ---------------------------------------------------------------------------
     def set_tags(self, store_id: str, customer_id: str, add: Iterable[str] = (),
@@ -409,6 +398,8 @@ class Profiles:
         fields["saved_segments"] = working.get("saved_segments") or []
         fields["status"] = working.get("status", ACTIVE)
         fields["deleted_at"] = working.get("deleted_at")
+        fields["merged_into"] = working.get("merged_into")
+        fields["merges"] = working.get("merges") or []  # merges.py: merge keys applied here
         fields["tag_list"] = sorted(working.get("tags") or {})
         fields["group_list"] = sorted(working.get("groups") or {})
         # the customer list's sort and filter keys (directory.py), kept with what they derive from

@@ -14,6 +14,7 @@ from pymongo.database import Database
 
 from services.segmentation.directory import SORT_KEYS as DIRECTORY_SORT_KEYS
 from shared.erasure import ErasureReceipts
+from shared.merge_receipts import MergeReceipts
 from shared.times import utcnow
 from shared.versioned import VersionedRepository
 
@@ -247,6 +248,7 @@ class SegmentationStorage:
         self.tag_catalogue = TagCatalogueRepository(database["tag_catalogue"])
         self.saved_segments = SavedSegmentRepository(database["saved_segments"])
         self.erasures = ErasureReceipts(database["erasures"])
+        self.merges = MergeReceipts(database["merges"])
 
     def ensure_indexes(self) -> None:
         self.profiles.ensure_indexes()
@@ -255,6 +257,7 @@ class SegmentationStorage:
         self.groups.create_index([("store_id", ASCENDING), ("slug", ASCENDING)], unique=True)
         self.tag_catalogue.ensure_indexes()
         self.saved_segments.ensure_indexes()
+        self.merges.ensure_indexes()
 
     def outbox_collections(self) -> list[Collection]:
         return [self.profiles.collection, self.erasures.collection]

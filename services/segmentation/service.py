@@ -73,7 +73,11 @@ class SegmentationService(DataOwnerRpc):
 
     @event_handler("customer_sync", "customer.merged")
     def on_customer_merged(self, event):
-        self._done(self.app.profiles.apply_merge(event))
+        self._done(self.app.merges.merge(event))
+
+    @event_handler("customer_sync", "customer.unmerged")
+    def on_customer_unmerged(self, event):
+        self._done(self.app.merges.unmerge(event))
 
     @event_handler("customer_sync", "customer.deleted", claims=False)
     def on_customer_deleted(self, event):

@@ -19,6 +19,7 @@ import pytest
 
 from devdoubles import mongomock_adapter
 from services.segmentation import directory
+from services.segmentation.merges import Merges
 from services.segmentation.profiles import Profiles
 from services.segmentation.repository import SegmentationStorage
 from services.segmentation.rules import validate_rule
@@ -148,7 +149,7 @@ def seed(profiles: Profiles, storage: SegmentationStorage, count: int = 300) -> 
                 data={"customer_id": f"c{i:03d}", "woo_customer_id": i}))
             by_id[f"c{i:03d}"].active = False
     for guest, target in (("c028", "c027"), ("c051", "c050")):  # guests merged into others
-        profiles.apply_merge(build_event("customer.merged", store_id=STORE, data={
+        Merges(storage, profiles).merge(build_event("customer.merged", store_id=STORE, data={
             "customer_id": target, "merged_customer_id": guest}))
         by_id[target].orders.update(by_id[guest].orders)
         by_id[guest].active = False

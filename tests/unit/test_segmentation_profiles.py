@@ -107,17 +107,6 @@ def test_recompute_store_finds_drift_and_the_store_wide_cutoffs(setup):
     assert again["changed"] == 0 and len(owed(storage)) == owed_before
 
 
-def test_merge_moves_a_guests_orders_to_the_registered_customer(setup):
-    storage, profiles, _ = setup
-    profiles.apply_order_event(order_event("1", "guest", 3000))
-    profiles.apply_order_event(order_event("2", "reg", 4000))
-    merge = build_event("customer.merged", store_id="s1",
-                        data={"customer_id": "reg", "merged_customer_id": "guest"})
-    profiles.apply_merge(merge)
-    assert storage.profiles.get("s1", "reg")["stats"]["orders_count"] == 2
-    assert storage.profiles.get("s1", "guest")["status"] == "merged"
-
-
 def test_store_report(setup):
     from services.segmentation.reports import store_report
 

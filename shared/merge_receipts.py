@@ -1,0 +1,69 @@
+"""What a data owner moved for each merge of customer records (docs/merging-owners.md).
+
+One receipt per (merge, merged record) in the owner's own database, written before anything
+moves: a redelivered merge finds it and changes nothing, an unmerge reads what to hand back,
+and an unmerge that arrives before its merge leaves one that makes the late merge a no-op.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+
+from pymongo import ASCENDING
+from pymongo.collection import Collection
+
+# A receipt's life: its slice is being moved, it moved, or it was handed back (or the unmerge
+# came first, and nothing is to move).
+MOVING, MERGED, UNMERGED = "moving", "merged", "unmerged"
+
+
+def merge_key(merge_id: str | None, primary_id: str) -> str:
+    """Merges recorded before merge records existed carry no id: the primary names them."""
+    return merge_id if merge_id else f"legacy:{primary_id}"
+
+
+class MergeReceipts:
+    def __init__(self, collection: Collection) -> None:
+        self.collection = collection
+
+    def ensure_indexes(self) -> None:
+        self.collection.create_index([("store_id", ASCENDING), ("primary_id", ASCENDING)])
+        self.collection.create_index([("store_id", ASCENDING), ("merged_id", ASCENDING)])
+
+    @staticmethod
+    def key(store_id: str, merge_key: str, merged_id: str) -> str:
+        return f"{store_id}:{merge_key}:{merged_id}"
+
+    def get(self, store_id: str, merge_key: str, merged_id: str) -> dict | None:
+        return self.collection.find_one({"_id": self.key(store_id, merge_key, merged_id)})
+
+    def of_unmerge(self, store_id: str, merge_id: str, primary_id: str,
+                   restored_id: str) -> dict | None:
+        """The receipt an unmerge hands back: by its merge id, or, for a merge made before
+        merge records existed, by the two records."""
+        return self.get(store_id, merge_id, restored_id) or \
+            self.get(store_id, merge_key(None, primary_id), restored_id)
+
+    def start(self, store_id: str, merge_key: str, merged_id: str, fields: dict) -> dict:
+        """The receipt as first written: one already there (a redelivery, or the marker of an
+        unmerge that came first) wins."""
+        _id = self.key(store_id, merge_key, merged_id)
+        self.collection.update_one(
+            {"_id": _id},
+            {"$setOnInsert": {"store_id": store_id, "merge_key": merge_key,
+                              "merged_id": merged_id, **fields}}, upsert=True)
+        return self.collection.find_one({"_id": _id})
+
+    def unmerged_first(self, store_id: str, merge_id: str, primary_id: str, restored_id: str,
+                       at: datetime) -> None:
+        """An unmerge came before its merge: the merge, when it comes, moves nothing."""
+        self.start(store_id, merge_id, restored_id, {
+            "primary_id": primary_id, "state": UNMERGED, "unmerged_at": at,
+            "before_merge": True})
+
+    def add(self, doc_id: str, lists: dict[str, list]) -> None:
+        """Items joined to the receipt's lists (a redone step adds what it did this time)."""
+        self.collection.update_one({"_id": doc_id}, {"$addToSet": {
+            name: {"$each": values} for name, values in lists.items()}})
+
+    def set_state(self, doc_id: str, state: str, at: datetime) -> None:
+        self.collection.update_one({"_id": doc_id}, {"$set": {"state": state, f"{state}_at": at}})
