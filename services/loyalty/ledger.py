@@ -667,13 +667,15 @@ class Account:
     def give_for_merge(self, merge_key: str, to_customer: str) -> dict:
         """This account's record was merged into `to_customer`'s: everything it holds moves
         there (its lots, each with its own earned date and expiry, including spent ones still
-        counting for the tier; unused rewards; legacy store credit; every order's earning
-        state, so a late refund reverses there and nothing earns twice). What expired is
-        expired first. A debt stays: it is this record's, and its points coming back repay it."""
+        counting for the tier; unused rewards, and those whose coupon is being withdrawn, so
+        their points come back where the person's points now are; legacy store credit; every
+        order's earning state, so a late refund reverses there and nothing earns twice). What
+        expired is expired first. A debt stays: it is this record's, and its points coming
+        back repay it."""
         self.expire_due()
         return self._give("merge", merge_key, to_customer, list(self.doc["lots"]),
                           [r for r in self.doc["rewards"].values()
-                           if r["state"] in UNUSED_REWARD_STATES],
+                           if r["state"] in UNUSED_REWARD_STATES + (CLOSING,)],
                           [c for c in self.doc["credit_lots"] if c["remaining"] > 0],
                           list(self.doc["orders"]))
 

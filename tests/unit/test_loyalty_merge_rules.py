@@ -133,3 +133,19 @@ def test_a_ledger_pair_sums_to_nothing_and_each_ledger_still_checks():
         assert lg.ledger_check(entries, a.doc)["ok"], lg.ledger_check(entries, a.doc)
     assert sum(e.delta for e in guest.entries + primary.entries
                if e.kind.startswith("merge")) == 0
+
+
+def test_a_reward_being_withdrawn_at_the_merge_returns_its_points_to_the_primary():
+    guest = account("guest", T0)
+    guest.apply_order(order("g1", 10_000, T0))
+    reward = issued_reward(guest, "a", 400)
+    guest.cancel_reward(reward["reward_id"], "ops@shop")  # its coupon is being deleted
+    primary = account("main", T0)
+    merge(guest, primary)
+    assert primary.coupon_deleted(reward["reward_id"], {"usage_count": 0})
+    assert primary.balance == 600 + 400 and guest.balance == 0
+    assert primary.reward(reward["reward_id"])["state"] == lg.RETURNED
+    entries = [e.to_dict() for e in primary.entries]
+    assert lg.ledger_check(entries, primary.doc)["ok"]
+    # an unmerge gives back only what is unused: the points returned since stay
+    assert primary.give_back(KEY, "guest")["rewards"] == []
