@@ -18,7 +18,7 @@ from typing import Callable
 
 from services.loyalty import ledger as lg
 from services.loyalty.programme import DEFAULT_PROGRAMME, Programme, load_programme
-from services.loyalty.repository import DELETED, ERASED, LoyaltyStorage
+from services.loyalty.repository import DELETED, ERASED, MERGED, LoyaltyStorage
 from shared.coupons import new_coupon_code
 from shared.customers import CustomerCheck
 from shared.errors import Conflict, NotFound, ValidationError
@@ -36,6 +36,8 @@ _NAMESPACE = uuid.UUID("a3f1e0c2-6b1d-4e8a-9a7c-5d2b8e4f1c37")
 # and a loser here backs off before it reads again, so it is given longer than the default.
 _LOYALTY_RETRIES = 200
 _PROGRAMME_SECONDS = 5.0  # how long a process trusts its copy of a store's programme
+# How many merges an order event follows from the record it names to the one now holding it.
+_MAX_MERGE_HOPS = 8
 # Programmes by (storage, store): read once per few seconds, not once per event.
 _programmes = ReadCache(_PROGRAMME_SECONDS)
 
@@ -90,9 +92,7 @@ class Accounts:
         customer_id = event.data.get("customer_id")
         outcome = Outcome()
         if customer_id:  # an order nobody can be identified by earns nothing
-            order = snapshot(event)
-            outcome = self.change(event.store_id, customer_id,
-                                   lambda account: account.apply_order(order), cause=event)
+            outcome = self._apply_order(event.store_id, customer_id, snapshot(event), event)
         codes = sorted({str(c).lower() for c in event.data.get("coupon_codes") or [] if c})
         if codes:
             for holder in self.storage.accounts.holding_codes(event.store_id, codes):
@@ -101,6 +101,27 @@ class Accounts:
                         code, event.data["order_id"], event.data["status"], event.occurred_at)
                         for code in codes]), cause=event, create=False))
         return outcome
+
+    def _apply_order(self, store_id: str, customer_id: str, order: lg.OrderSnapshot,
+                     event: Event) -> Outcome:
+        """An order earns on its customer's account; one naming a record merged into another
+        (late, or delivered again) earns on the account it was merged into, which holds the
+        merged orders' states, so nothing earns twice and a closed account earns nothing."""
+        for _ in range(_MAX_MERGE_HOPS):
+            def apply(account: lg.Account) -> bool:
+                if account.doc.get("status") == MERGED:
+                    raise _MergedAway((account.doc.get("merged_into") or {}).get("customer_id"))
+                return account.apply_order(order)
+
+            try:
+                return self.change(store_id, customer_id, apply, cause=event)
+            except _MergedAway as moved:
+                if not moved.into:
+                    return Outcome()
+                customer_id = moved.into
+        log.warning("order %s: its customer's merges go more than %d deep; not applied",
+                    order.order_id, _MAX_MERGE_HOPS)
+        return Outcome()
 
     def apply_customer_deleted(self, event: Event) -> Outcome:
         """The shop deleted the customer: the account is kept (points and credit are the
@@ -395,7 +416,8 @@ class Accounts:
             events = self._events(working, account, cause)
             working["updated_at"] = self.clock()
             if accounts.save(version, working, entries, events, account.touched_orders,
-                             account.new_request_keys, account.touched_rewards):
+                             account.new_request_keys, account.touched_rewards,
+                             account.touched_transfers):
                 self.storage.ledger.flush(working["_id"], entries)
                 return Outcome(entries, [e.event_type for e in events],
                                [(accounts.collection.name, working["_id"])] if events else [])
@@ -441,6 +463,14 @@ class Accounts:
                 "fact_at": fact_at.isoformat()},
                 f"{working['next_seq']}:{change.old}:{change.new}"))
         return events
+
+
+class _MergedAway(Exception):
+    """The account named was merged into `into`'s: what was meant for it goes there."""
+
+    def __init__(self, into: str | None) -> None:
+        super().__init__(into)
+        self.into = into
 
 
 def merge_outcomes(first: Outcome, second: Outcome) -> Outcome:

@@ -11,6 +11,7 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 
 from services.loyalty.accounts import Accounts
+from services.loyalty.merges import Merges
 from services.loyalty.repository import LoyaltyStorage
 from services.loyalty.rewards import RetryPolicy, Rewards
 from services.loyalty.shop_coupons import CouponsOverRpc
@@ -26,6 +27,7 @@ class Loyalty:
 
     storage: LoyaltyStorage
     accounts: Accounts
+    merges: Merges
     retry: RetryPolicy
     customer_check_seconds: float
 
@@ -51,8 +53,9 @@ def build(database: Database, config: Config,
           clock: Callable[[], datetime] = utcnow) -> Loyalty:
     """loyalty from its own database and settings; `clock` dates expiries and retries."""
     storage = LoyaltyStorage(database)
+    accounts = Accounts(storage, clock=clock)
     return Loyalty(
-        storage=storage, accounts=Accounts(storage, clock=clock),
+        storage=storage, accounts=accounts, merges=Merges(accounts),
         retry=RetryPolicy(config.float("LOYALTY_REWARD_RETRY_SECONDS"),
                           config.float("LOYALTY_REWARD_RETRY_MAX_SECONDS")),
         customer_check_seconds=config.float("CUSTOMER_CHECK_TIMEOUT_SECONDS"))

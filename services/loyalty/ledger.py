@@ -11,10 +11,15 @@ a key already applied is never applied again.
 Points and store credit are spent at the shop as rewards: single-use coupons recorded on the
 account (`rewards`, one record each) and made or deleted at the shop by a retried step. This
 module decides each reward's state; what the shop answered is passed in.
+
+A merge hands one account's slice to another as a parcel (lots with their dates, unused
+rewards, legacy credit, order states), with a ledger entry pair keyed by the merge; an unmerge
+hands back what of it remains (`give_for_merge`, `give_back`, `receive`).
 """
 from __future__ import annotations
 
 import calendar
+import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Callable
@@ -27,6 +32,9 @@ CREDIT_REASONS = ("goodwill", "refund_alternative")
 # order), closing (its coupon is to be deleted: cancelled or expired), then returned or expired.
 PENDING, ISSUED, USED, CLOSING, RETURNED, EXPIRED = (
     "pending", "issued", "used", "closing", "returned", "expired")
+# A reward handed to another account by a merge or an unmerge: it lives on there.
+MOVED = "moved"
+UNUSED_REWARD_STATES = (PENDING, ISSUED)  # what a merge or an unmerge hands over
 OPEN_REWARD_STATES = (PENDING, CLOSING)  # a step at the shop is due
 # An order in one of these does not count its coupons' use (WooCommerce gives the use back).
 COUPON_VOID_STATUSES = frozenset({"cancelled", "failed", "trash"})
@@ -121,6 +129,7 @@ class Account:
         self.touched_orders: set[str] = set()  # order states to write back
         self.new_request_keys: list[str] = []
         self.touched_rewards: set[str] = set()  # reward records to write back
+        self.touched_transfers: set[str] = set()  # parcels handed over, to write back
         # Events owed beyond the entries' points_changed: (event type, data, natural key).
         self.notices: list[tuple[str, dict, str]] = []
         doc.setdefault("lots", [])
@@ -132,6 +141,7 @@ class Account:
         doc.setdefault("credit_balance", 0)
         doc.setdefault("rewards", {})
         doc.setdefault("reward_codes", [])
+        doc.setdefault("transfers", {})
 
     # -- reading ---------------------------------------------------------------------------
     @property
@@ -653,14 +663,164 @@ class Account:
                 "balance": self.balance}, f"{lot['lot_id']}:expiring")
         return warned
 
+    # -- merges: one account's slice handed to another ---------------------------------------
+    def give_for_merge(self, merge_key: str, to_customer: str) -> dict:
+        """This account's record was merged into `to_customer`'s: everything it holds moves
+        there (its lots, each with its own earned date and expiry, including spent ones still
+        counting for the tier; unused rewards, and those whose coupon is being withdrawn, so
+        their points come back where the person's points now are; legacy store credit; every
+        order's earning state, so a late refund reverses there and nothing earns twice). What
+        expired is expired first. A debt stays: it is this record's, and its points coming
+        back repay it."""
+        self.expire_due()
+        return self._give("merge", merge_key, to_customer, list(self.doc["lots"]),
+                          [r for r in self.doc["rewards"].values()
+                           if r["state"] in UNUSED_REWARD_STATES + (CLOSING,)],
+                          [c for c in self.doc["credit_lots"] if c["remaining"] > 0],
+                          list(self.doc["orders"]))
+
+    def give_back(self, merge_key: str, to_customer: str) -> dict:
+        """Merge `merge_key` was undone: what it brought here goes back to `to_customer`. Of
+        the lots, what remains of them now (spending since took the oldest first, so it may be
+        less or nothing); rewards and credit only while unused; the moved orders' states as
+        they are now. What was earned or spent since stays here."""
+        self.expire_due()
+        mine = [lot for lot in self.doc["lots"] if lot.get("merged_in") == merge_key]
+        rewards = [r for r in self.doc["rewards"].values()
+                   if r.get("merged_in") == merge_key and r["state"] in UNUSED_REWARD_STATES]
+        credit = [c for c in self.doc["credit_lots"]
+                  if c.get("merged_in") == merge_key and c["remaining"] > 0]
+        orders = [order_id for order_id, state in self.doc["orders"].items()
+                  if state.get("merged_in") == merge_key]
+        return self._give("unmerge", merge_key, to_customer, mine, rewards, credit, orders)
+
+    def _give(self, direction: str, merge_key: str, to_customer: str, lots: list[dict],
+              rewards: list[dict], credit_lots: list[dict], order_ids: list[str]) -> dict:
+        """Take the named things out of this account into a parcel for `to_customer`, kept on
+        the account (under the transfer's id) so the receiving step can be repeated after a
+        crash; one ledger entry per book leaves with them."""
+        gone = {id(lot) for lot in lots}
+        self.doc["lots"] = [lot for lot in self.doc["lots"] if id(lot) not in gone]
+        moved_credit = {id(c) for c in credit_lots}
+        self.doc["credit_lots"] = [c for c in self.doc["credit_lots"] if id(c) not in moved_credit]
+        customer_id = self.doc.get("customer_id")
+        parcel_rewards = []
+        for reward in rewards:
+            parcel_rewards.append({**reward, "coupon_customer_id":
+                                   reward.get("coupon_customer_id") or customer_id})
+            reward.update(state=MOVED, moved_to=to_customer, moved_at=self.now,
+                          next_attempt_at=None, leased_until=None)
+            if reward["code"] in self.doc["reward_codes"]:
+                self.doc["reward_codes"].remove(reward["code"])
+            self._touch(reward["reward_id"])
+        parcel = {
+            "transfer_id": transfer_id(direction, merge_key), "direction": direction,
+            "merge_key": merge_key, "from": customer_id, "to": to_customer, "at": self.now,
+            "currency": self.doc.get("currency"),
+            "points": sum(lot["remaining"] for lot in lots),
+            "credit": sum(c["remaining"] for c in credit_lots),
+            "lots": [dict(lot) for lot in lots], "credit_lots": [dict(c) for c in credit_lots],
+            "rewards": parcel_rewards,
+            "orders": [[order_id, dict(self.doc["orders"][order_id])] for order_id in order_ids]}
+        self._move_entries(parcel, "out")
+        self.doc["transfers"][parcel["transfer_id"]] = parcel
+        self.touched_transfers.add(parcel["transfer_id"])
+        self.evaluate_tier()
+        return parcel
+
+    def receive(self, parcel: dict) -> None:
+        """Take in a parcel another account gave (`_give`): its lots keep their dates and
+        expiries (and repay any debt here first, like any points coming in), its rewards stay
+        marked as the original holder's coupons, its orders' states replace older ones here.
+        Things a merge brings are marked with its key, so an unmerge can find them."""
+        key, merging = parcel["merge_key"], parcel["direction"] == "merge"
+
+        def mark(thing: dict) -> dict:
+            if merging:
+                thing["merged_in"] = key
+            else:
+                thing.pop("merged_in", None)
+            return thing
+
+        held_lots = {lot["lot_id"] for lot in self.doc["lots"]}
+        for given in parcel["lots"]:
+            lot = mark(dict(given))
+            original = lot.pop("from_lot", None) if not merging else lot["lot_id"]
+            lot_id = original or lot["lot_id"]
+            if lot_id in held_lots:
+                lot_id = f"{lot_id}@{parcel['transfer_id'][:12]}"
+            if merging:
+                lot["from_lot"] = original
+            paid_back = min(self.doc["debt"], lot["remaining"])
+            self.doc["debt"] -= paid_back
+            lot.update(lot_id=lot_id, remaining=lot["remaining"] - paid_back,
+                       paid_debt=lot.get("paid_debt", 0) + paid_back)
+            self.doc["lots"].append(lot)
+            held_lots.add(lot_id)
+        self.doc["lots"].sort(key=lambda lot: (lot["earned_at"], lot["lot_id"]))
+        held_credit = {c["credit_id"] for c in self.doc["credit_lots"]}
+        for given in parcel["credit_lots"]:
+            credit = mark(dict(given))
+            if credit["credit_id"] in held_credit:
+                credit["credit_id"] = f"{credit['credit_id']}@{parcel['transfer_id'][:12]}"
+            self.doc["credit_lots"].append(credit)
+        for given in parcel["rewards"]:
+            reward = mark({**given, "moved_from": parcel["from"]})
+            reward.pop("moved_to", None)
+            self.doc["rewards"][reward["reward_id"]] = reward
+            if reward["code"] not in self.doc["reward_codes"]:
+                self.doc["reward_codes"].append(reward["code"])
+            self._touch(reward["reward_id"])
+        for order_id, state in parcel["orders"]:
+            held = self.doc["orders"].get(order_id)
+            if held is None or held["as_of"] <= state["as_of"]:
+                self.doc["orders"][order_id] = mark(dict(state))
+                self.touched_orders.add(order_id)
+        if parcel.get("currency") and not self.doc.get("currency"):
+            self.doc["currency"] = parcel["currency"]
+        self._move_entries(parcel, "in")
+        self.evaluate_tier()
+
+    def _move_entries(self, parcel: dict, side: str) -> None:
+        """The ledger entry of each book a parcel moves (none for a book it moves nothing of):
+        keyed by the direction, the side and the merge, so the pair sums to nothing."""
+        sign = -1 if side == "out" else 1
+        other = parcel["to"] if side == "out" else parcel["from"]
+        key = f"{parcel['direction']}-{side}:{parcel['merge_key']}"
+        kind = f"{parcel['direction']}_{side}"
+        why = {"merge": "merged", "unmerge": "merge undone"}[parcel["direction"]]
+        reason = f"{why}: to customer {other}" if side == "out" else f"{why}: from customer {other}"
+        details = {"merge_key": parcel["merge_key"], "customer": other,
+                   "lots": [{"lot_id": lot["lot_id"], "points": lot["remaining"],
+                             "earned_at": _text_time(lot["earned_at"]),
+                             "expires_at": _text_time(lot.get("expires_at"))}
+                            for lot in parcel["lots"] if lot["remaining"]],
+                   "rewards": [r["reward_id"] for r in parcel["rewards"]]}
+        if parcel["points"]:
+            self._record(key, POINTS, kind, sign * parcel["points"], reason, details=details)
+        if parcel["credit"]:
+            self._record(f"{key}:credit", CREDIT, kind, sign * parcel["credit"], reason,
+                         details={"merge_key": parcel["merge_key"], "customer": other})
+        self._remember(key)
+
 
 MAX_COUPON_MINOR = 10 ** 12  # CouponSpec's bound on a fixed amount
 
 
+def transfer_id(direction: str, merge_key: str) -> str:
+    """A parcel's id: a field name derived from what it names (merge keys hold any text)."""
+    return hashlib.sha256(f"{direction}:{merge_key}".encode()).hexdigest()[:32]
+
+
+def _text_time(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
 def coupon_meta(customer_id: str, reward: dict) -> dict[str, str]:
     """What marks the coupon as this reward's: the shop is asked for a coupon with the code
-    *and* this meta, so somebody else's coupon with the same code is never taken for it."""
-    return {"loyalty_customer": customer_id, "loyalty_reward": reward["reward_id"],
+    *and* this meta, so somebody else's coupon with the same code is never taken for it. A
+    reward a merge moved keeps the customer it was made for (its coupon may exist already)."""
+    return {"loyalty_customer": reward.get("coupon_customer_id") or customer_id, "loyalty_reward": reward["reward_id"],
             "loyalty_entry": reward["request_key"]}
 
 
@@ -701,7 +861,8 @@ def ledger_check(entries: list[dict], doc: dict) -> dict:
     """Does one customer's ledger agree with their account? The points entries must sum to the
     balance (earned - reversed - redeemed + returned - expired + adjustments), and every
     points reward must have left the balance once and come back at most once, never while it
-    counts as spent. Answers the totals by kind and the problems found (none when `ok`)."""
+    counts as spent (a reward a merge moved is checked where it now is). Answers the totals
+    by kind and the problems found (none when `ok`)."""
     totals: dict[str, int] = {}
     for entry in entries:
         if entry["book"] == POINTS:
@@ -715,11 +876,13 @@ def ledger_check(entries: list[dict], doc: dict) -> dict:
         problems.append(f"the account says {doc.get('balance')}, the lots hold {balance}")
     by_key = {e["key"]: e for e in entries}
     for reward in doc.get("rewards", {}).values():
-        if reward["kind"] != POINTS:
-            continue
+        if reward["kind"] != POINTS or reward["state"] == MOVED:
+            continue  # a moved reward is checked on the account holding it
         name = reward["reward_id"]
         spent = by_key.get(reward["request_key"])
-        if spent is None or spent["delta"] != -reward["points"]:
+        if spent is None and reward.get("moved_from"):
+            pass  # redeemed on the account a merge brought it from
+        elif spent is None or spent["delta"] != -reward["points"]:
             problems.append(f"reward {name}: no redeem entry of -{reward['points']}")
         back = by_key.get(f"return:{name}")
         returned = back["delta"] if back else 0

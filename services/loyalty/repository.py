@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Iterable
 
-from pymongo import ASCENDING, DESCENDING
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, DuplicateKeyError
@@ -25,13 +25,17 @@ from shared.times import utcnow
 JOURNAL = "journal"
 ACTIVE = "active"
 DELETED, ERASED = "deleted", "erased"
+# A record merged into another customer's: it holds nothing, earns nothing, and `merged_into`
+# names the account that does (an unmerge makes it active again).
+MERGED = "merged"
 # The account fields a change may rewrite whole (each small); `orders` is written per order.
 # `rewards` is written per reward, like `orders`; `rewards_due_at` is the earliest moment one of
 # them needs the shop (indexed: the reward step's to-do list), `reward_codes` finds a reward by
-# the code an order carries.
+# the code an order carries. `transfers` (parcels a merge or an unmerge handed over) is
+# written per parcel, like `rewards`.
 SMALL_FIELDS = ("status", "deleted_at", "balance", "credit_balance", "debt", "lots",
                 "credit_lots", "tier", "tier_since", "member_since", "currency", "next_seq",
-                "reward_codes", "rewards_due_at", "updated_at")
+                "reward_codes", "rewards_due_at", "updated_at", "merged_into")
 
 
 class AccountRepository(ErasureMarkers):
@@ -75,7 +79,8 @@ class AccountRepository(ErasureMarkers):
 
     def save(self, stored: dict | None, working: dict, entries: list[dict],
              events: Iterable[Event], touched_orders: Iterable[str] = (),
-             new_request_keys: Iterable[str] = (), touched_rewards: Iterable[str] = ()) -> bool:
+             new_request_keys: Iterable[str] = (), touched_rewards: Iterable[str] = (),
+             touched_transfers: Iterable[str] = ()) -> bool:
         """Write the working copy if nobody changed the account since it was read; False if
         somebody did (the caller reads again and retries). An existing account gets only what
         a change can touch: its small fields, the orders it changed, its new request keys,
@@ -96,6 +101,8 @@ class AccountRepository(ErasureMarkers):
             fields[f"orders.{order_id}"] = working["orders"][order_id]
         for reward_id in touched_rewards:
             fields[f"rewards.{reward_id}"] = working["rewards"][reward_id]
+        for transfer_id in touched_transfers:
+            fields[f"transfers.{transfer_id}"] = working["transfers"][transfer_id]
         update: dict = {"$set": fields, "$inc": {"version": 1}}
         push = dict(pushed)
         if entries:
@@ -184,6 +191,55 @@ class ProgrammeRepository:
                                     {**data, "_id": store_id, "updated_at": utcnow()}, upsert=True)
 
 
+# A merge note's life: the merge is being applied, was applied, is being undone, was undone;
+# or its unmerge came first (the late merge then does nothing).
+MERGING, MERGE_APPLIED, UNMERGING, UNMERGED, UNMERGED_FIRST = (
+    "merging", "merged", "unmerging", "unmerged", "unmerged_first")
+
+
+class MergeNotes:
+    """What each merge moved through loyalty, one note per (merge, merged record): what an
+    unmerge hands back by, and the marker an unmerge arriving first leaves. Each holds ids and
+    counts only (the points themselves are in the accounts and the ledger)."""
+
+    def __init__(self, collection: Collection) -> None:
+        self.collection = collection
+
+    def ensure_indexes(self) -> None:
+        # An unmerge names its merge; a merge from before merge records had no id, and is found
+        # by its two customers.
+        self.collection.create_index([("store_id", ASCENDING), ("primary", ASCENDING),
+                                      ("merged", ASCENDING)])
+
+    @staticmethod
+    def key(store_id: str, merge_key: str) -> str:
+        return f"{store_id}:{merge_key}"
+
+    def get(self, store_id: str, merge_key: str) -> dict | None:
+        return self.collection.find_one({"_id": self.key(store_id, merge_key)})
+
+    def open(self, store_id: str, merge_key: str, state: str, fields: dict, now: datetime
+             ) -> dict | None:
+        """The note as it was before this call; None when this call made it, in `state`."""
+        return self.collection.find_one_and_update(
+            {"_id": self.key(store_id, merge_key)},
+            {"$setOnInsert": {**fields, "store_id": store_id, "merge_key": merge_key,
+                              "state": state, "created_at": now}},
+            upsert=True, return_document=ReturnDocument.BEFORE)
+
+    def move_on(self, store_id: str, merge_key: str, from_states: tuple[str, ...], state: str,
+                fields: dict, now: datetime) -> None:
+        """The note goes to `state` (with `fields`) if it is in one of `from_states`."""
+        self.collection.update_one({"_id": self.key(store_id, merge_key),
+                                    "state": {"$in": list(from_states)}},
+                                   {"$set": {**fields, "state": state, "updated_at": now}})
+
+    def legacy(self, store_id: str, primary: str, merged: str) -> dict | None:
+        """A merge recorded before merge records existed (no merge id) of these two."""
+        return self.collection.find_one({"store_id": store_id, "primary": primary,
+                                         "merged": merged, "merge_id": None})
+
+
 class LoyaltyStorage:
     def __init__(self, database: Database) -> None:
         self.database = database
@@ -192,11 +248,13 @@ class LoyaltyStorage:
         self.programmes = ProgrammeRepository(database["programmes"])
         self.erasures = ErasureReceipts(database["erasures"])
         self.coupon_withdrawals = CouponWithdrawals(database["coupon_withdrawals"])
+        self.merges = MergeNotes(database["merges"])
 
     def ensure_indexes(self) -> None:
         self.accounts.ensure_indexes()
         self.ledger.ensure_indexes()
         self.coupon_withdrawals.ensure_indexes()
+        self.merges.ensure_indexes()
 
     def outbox_collections(self) -> list[Collection]:
         return [self.accounts.collection, self.erasures.collection]

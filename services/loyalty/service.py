@@ -83,6 +83,17 @@ class LoyaltyService(DataOwnerRpc):
         except NotFound:
             pass  # no account: nothing to mark
 
+    # A merge moves the merged record's account to the primary's; an unmerge hands back
+    # what remains of it. Claimed (the default): merges are rare, and a duplicate waits for
+    # the first delivery rather than racing it (each step is idempotent by its key anyway).
+    @event_handler("customer_sync", "customer.merged")
+    def on_customer_merged(self, event):
+        self._done(self.app.merges.apply_merge(event))
+
+    @event_handler("customer_sync", "customer.unmerged")
+    def on_customer_unmerged(self, event):
+        self._done(self.app.merges.apply_unmerge(event))
+
     # -- GDPR: DataOwnerRpc handles the request and the export; these say what loyalty holds --
     def erase_person(self, store_id: str, customer_ids: list[str], request_id: str,
                      email: str | None) -> dict:

@@ -5,7 +5,9 @@ from marshmallow import fields, validate
 
 from shared.events.fields import BaseSchema, FactAt, Money, UtcDateTime
 
-ENTRY_KINDS = ("earn", "reverse", "redeem", "expire", "adjust", "erase", "return")
+# merge_* and unmerge_*: points a merge of two customer records moved, or its undoing gave back.
+ENTRY_KINDS = ("earn", "reverse", "redeem", "expire", "adjust", "erase", "return", "merge_out",
+               "merge_in", "unmerge_out", "unmerge_in")
 REWARD_KINDS = ("points", "credit")
 RETURN_REASONS = ("refused", "cancelled", "expired")
 
