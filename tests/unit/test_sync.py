@@ -131,7 +131,8 @@ def test_email_change_onto_a_guest_merges_the_guest_and_moves_its_orders(sync, s
         "guest", "done", registered["_id"], [guest_id])
     assert record["snapshots"][guest_id]["email"] == "ada@new.example"
     assert record["snapshots"][registered["_id"]]["email"] == "ada@old.example"
-    assert record["moved"]["orders"] == [{"id": f"{STORE}:1", "from": guest_id}]
+    assert record["moved"]["orders"] == [{"id": f"{STORE}:1", "from": guest_id,
+                                          "to": registered["_id"]}]
     assert storage.customers.get(STORE, guest_id)["merge_id"] == merge_id
 
 

@@ -39,14 +39,16 @@ def moved_collections(storage: CustomerSyncStorage) -> dict[str, Collection]:
 def move(storage: CustomerSyncStorage, merge_id: str, store_id: str, from_id: str, to_id: str,
          field_: str = "moved", ids: list | None = None) -> dict[str, list]:
     """Move a customer's documents (all of them, or those of `ids` per kind) to another,
-    noting them on the merge record first; answers the ids moved per kind."""
+    noting each ({"id", "from", "to"}) on the merge record first; answers the ids moved per
+    kind."""
     moved: dict[str, list] = {}
     for kind, collection in moved_collections(storage).items():
         query: dict = {"store_id": store_id, "customer_id": from_id}
         if ids is not None:
             query["_id"] = {"$in": list(ids.get(kind, []))}
         found = [d["_id"] for d in collection.find(query, {"_id": 1})]
-        storage.merges.add_moved(merge_id, kind, [{"id": i, "from": from_id} for i in found],
+        storage.merges.add_moved(merge_id, kind, [{"id": i, "from": from_id, "to": to_id}
+                                                    for i in found],
                                  field_)
         update: dict = {"$set": {"customer_id": to_id}}
         if kind != "timeline":  # the versioned ones: a writer holding the old version retries
