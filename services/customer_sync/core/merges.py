@@ -248,7 +248,9 @@ class CustomerMerges:
         return written(answer, touched)
 
     def _record(self, store_id: str, merge_id: Any) -> dict:
-        merge_id = require_text(merge_id, "merge_id")
+        if not isinstance(merge_id, str) or not 0 < len(merge_id) <= 64 \
+                or not merge_id.isprintable():
+            raise _error("merge_id", "must be 1 to 64 printable characters")
         record = self.storage.merges.get(store_id, merge_id)
         if record is None or record.get("state") in ("planned", "abandoned"):
             raise NotFound(f"no merge {merge_id} in store {store_id}",
