@@ -277,8 +277,8 @@ class CustomerMerges:
         moved = record.get("moved") or {}
         for restored_id in record["merged_ids"]:
             restored = customers.get(store_id, restored_id)
-            if restored is None:
-                continue
+            if restored is None or restored.get("status") in ("deleted", "erased"):
+                continue  # deleted at the shop since: nothing goes back to it
             # What moved at the merge, and what arrived since that is the restored record's own.
             back = {kind: [e["id"] for e in moved.get(kind, []) if e["from"] == restored_id]
                     for kind in MOVED_KINDS}
