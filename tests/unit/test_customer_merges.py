@@ -250,6 +250,27 @@ def test_a_record_claimed_by_another_merge_is_refused_until_its_claim_is_stale(
     assert storage.customers.get(STORE, two["other"])["merged_into"] == two["primary"]
 
 
+def test_a_merge_slower_than_its_claims_lease_still_retires_its_records(
+        merges, storage, two, clock):
+    real_update = storage.customers.update
+
+    def update(doc_id, version, fields, *args, **kwargs):
+        if "pending_merge_id" in fields:
+            # The merge stalls past the lease and another one's look at the record releases
+            # its claim as left by a crash; then the primary's write lands after all.
+            clock.advance(seconds=CLAIM_LEASE.total_seconds() + 1)
+            assert merges._release_stale_claim(STORE, storage.customers.get(STORE, two["other"]))
+        return real_update(doc_id, version, fields, *args, **kwargs)
+
+    storage.customers.update = update
+    merge_id = merges.merge_customers(STORE, two["primary"], [two["other"]], {},
+                                      "alice").answer["merge_id"]
+    other = storage.customers.get(STORE, two["other"])
+    assert (other["status"], other["merge_id"]) == ("merged", merge_id)
+    assert storage.merges.get(STORE, merge_id)["state"] == "done"
+    assert storage.orders.get(STORE, "2")["customer_id"] == two["primary"]
+
+
 # -- unmerging --------------------------------------------------------------------------------
 def test_an_unmerge_hands_back_what_moved_and_what_is_the_restored_records_own(
         merges, sync, storage, two, clock):

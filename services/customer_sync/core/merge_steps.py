@@ -69,9 +69,11 @@ def finish_merge(storage: CustomerSyncStorage, store_id: str, merge_id: str,
     if record["state"] == "pending":
         customers = storage.customers.collection
         for merged_id in record["merged_ids"]:
-            # A manual merge claimed its records; a guest merge's guest is still live.
-            claim = ({"merge_claim": merge_id} if record["kind"] == "manual"
-                     else {"status": "active"})
+            # A manual merge claimed its records (a claim released as stale while the merge
+            # was slow leaves the record live and unclaimed); a guest merge's guest is live.
+            claim = ({"$or": [{"merge_claim": merge_id},
+                              {"status": "active", "merge_claim": {"$exists": False}}]}
+                     if record["kind"] == "manual" else {"status": "active"})
             customers.update_one(
                 {"_id": merged_id, **claim},
                 # Only live customers carry match keys: a merged record is nobody's duplicate.

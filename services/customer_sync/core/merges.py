@@ -102,7 +102,8 @@ class CustomerMerges:
             if self.storage.customers.update(primary_id, primary["version"],
                                              {**plan.values, "pending_merge_id": merge_id},
                                              events, entries=entries):
-                self.storage.merges.move_state(merge_id, ["planned"], "pending")
+                # The merge happened: even a record released as stale meanwhile goes on.
+                self.storage.merges.move_state(merge_id, ["planned", "abandoned"], "pending")
                 break
             self._release(merged_ids, merge_id)
         else:
@@ -145,7 +146,7 @@ class CustomerMerges:
             if doc is None or doc.get("status") == "erased":
                 raise not_found(store_id, customer_id)
             if doc.get("pending_merge") or doc.get("pending_merge_id"):
-                self.sync._resume_merge(store_id, doc)
+                self.sync.resume_merge(store_id, doc)
                 continue
             if doc.get("merge_claim") and not self._release_stale_claim(store_id, doc):
                 raise Conflict(f"customer {customer_id} is being merged",

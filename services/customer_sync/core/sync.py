@@ -230,7 +230,7 @@ class CustomerSync:
         customers = self.storage.customers
         doc = customers.by_woo_id(store_id, woo_customer_id)
         if doc is not None and (doc.get("pending_merge") or doc.get("pending_merge_id")):
-            self._resume_merge(store_id, doc)
+            self.resume_merge(store_id, doc)
             doc = customers.by_woo_id(store_id, woo_customer_id)
         if doc is not None or not email:
             return doc, None
@@ -344,7 +344,7 @@ class CustomerSync:
         """Record the guest merge (kind "guest"), retire the guest and hand its orders, notes,
         reminders and timeline over, then clear the marker written with customer.merged. Every
         step is idempotent, so a crash part-way is finished by the next touch of the customer
-        (`_resume_merge`). `before` is the registered record before the change that merged."""
+        (`resume_merge`). `before` is the registered record before the change that merged."""
         merge_id = guest_merge_id(store_id, into, guest_id)
         guest = self.storage.customers.get(store_id, guest_id)
         primary = before or self.storage.customers.get(store_id, into)
@@ -358,7 +358,9 @@ class CustomerSync:
                 "created_at": now, "created_by": "shop"})
         finish_merge(self.storage, store_id, merge_id, self.clock())
 
-    def _resume_merge(self, store_id: str, doc: dict | None) -> None:
+    def resume_merge(self, store_id: str, doc: dict | None) -> None:
+        """Finish a merge a crash cut short, if `doc` is the primary of one (any touch of it
+        calls this: a webhook here, a merge naming it in core/merges.py)."""
         if doc is None:
             return
         if doc.get("pending_merge"):
