@@ -327,6 +327,21 @@ def test_an_unmerge_hands_back_what_moved_and_what_is_the_restored_records_own(
     assert view["unmerge"] == answer
 
 
+def test_a_merged_account_deleted_at_the_shop_is_deleted_silently_and_not_restored(
+        merges, sync, storage, two):
+    merge_id = merges.merge_customers(STORE, two["primary"], [two["other"]], {},
+                                      "alice").answer["merge_id"]
+    before = len(owed(storage))
+    apply(sync, "customer", "deleted", {"id": 43})
+    assert storage.customers.get(STORE, two["other"])["status"] == "deleted"
+    assert len(owed(storage)) == before  # not a live customer: nobody is told
+    answer = merges.unmerge(STORE, merge_id, "bob").answer
+    assert answer["restored"][0]["status"] == "deleted"
+    assert answer["restored"][0]["orders_back"] == []
+    assert storage.orders.get(STORE, "2")["customer_id"] == two["primary"]
+    assert owed(storage, "customer.unmerged") == []
+
+
 def test_an_unmerge_cut_short_is_finished_by_asking_again(merges, storage, two, monkeypatch):
     merge_id = merges.merge_customers(STORE, two["primary"], [two["other"]], {},
                                       "alice").answer["merge_id"]

@@ -476,6 +476,13 @@ class CustomerSync:
                 continue
             if existing.get("status") == "deleted":
                 return ApplyResult("unchanged")
+            if existing.get("status") == "merged":
+                # Not a live customer: its slice is the primary's already, so nobody is told;
+                # an unmerge leaves it (and what moved from it) where it is.
+                if customers.update(existing["_id"], existing["version"],
+                                    {"status": "deleted", "deleted_at": self.clock()}, []):
+                    return ApplyResult("deleted")
+                continue
             event = self._event("customer.deleted", store_id,
                                 {"customer_id": existing["_id"], "woo_customer_id": woo_customer_id},
                                 correlation_id, existing["_id"])
