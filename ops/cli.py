@@ -398,6 +398,77 @@ def cmd_customers_find(args) -> int:
     return EXIT_OK
 
 
+def _merge_human(merge: dict) -> str:
+    lines = [f"merge {merge['merge_id']} ({merge['kind']}, {merge['state']}): "
+             f"{', '.join(merge['merged_ids'])} into {merge['primary_id']}"]
+    moved = merge.get("moved") or {}
+    if moved:
+        lines.append("moved: " + ", ".join(f"{kind} {len(ids)}" for kind, ids in moved.items()))
+    if merge.get("changed_fields"):
+        lines.append("the primary took: " + ", ".join(merge["changed_fields"]))
+    accounts = merge.get("shop_accounts") or []
+    if len(accounts) > 1:
+        lines.append("WooCommerce has no merge: these shop accounts remain there: " + ", ".join(
+            f"#{a['woo_customer_id']} ({a['customer_id']})" for a in accounts))
+    return "\n".join(lines)
+
+
+def _unmerge_human(answer: dict) -> str:
+    lines = [f"merge {answer['merge_id']} undone"]
+    for r in answer["restored"]:
+        lines.append(f"{r['customer_id']}: orders back {', '.join(r['orders_back']) or 'none'}; "
+                     f"its own since {', '.join(r['orders_since']) or 'none'}; notes "
+                     f"{r['notes_back']}, reminders {r['reminders_back']} back")
+    for o in answer["orders_stayed"]:
+        lines.append(f"order {o['order_id']} stays with {o['customer_id']}: {o['reason']}")
+    if answer["fields_back"]:
+        lines.append("the primary's fields back: " + ", ".join(answer["fields_back"]))
+    if answer["fields_kept"]:
+        lines.append("edited since the merge, kept: " + ", ".join(answer["fields_kept"]))
+    return "\n".join(lines)
+
+
+def _field_choices(values: list[str] | None) -> dict:
+    """`--take email=<customer id>` (repeatable) as {"email": "<customer id>"}."""
+    choices = {}
+    for value in values or []:
+        name, sep, customer_id = value.partition("=")
+        if not sep or not name or not customer_id:
+            raise ValidationError(f"--take {value!r} is not FIELD=CUSTOMER_ID",
+                                  {"fields": {"take": ["FIELD=CUSTOMER_ID"]}})
+        choices[name] = customer_id
+    return choices
+
+
+def cmd_customers_merge(args) -> int:
+    choices = _field_choices(args.take)
+    with _rpc(args) as rpc:
+        merge = rpc.customer_sync.merge_customers(args.store, args.primary, args.merged, choices,
+                                                  args.actor or _operator())
+    emit(args, merge, _merge_human)
+    return EXIT_OK
+
+
+def cmd_customers_unmerge(args) -> int:
+    with _rpc(args) as rpc:
+        answer = rpc.customer_sync.unmerge_customers(args.store, args.merge_id,
+                                                     args.actor or _operator())
+    emit(args, answer, _unmerge_human)
+    return EXIT_OK
+
+
+def cmd_customers_merges(args) -> int:
+    with _rpc(args) as rpc:
+        if args.merge_id:
+            emit(args, rpc.customer_sync.get_merge(args.store, args.merge_id), _merge_human)
+            return EXIT_OK
+        page = rpc.customer_sync.list_merges(args.store, args.customer, {"size": args.limit})
+    rows = [{**m, "merged": ",".join(m["merged_ids"])} for m in page["items"]]
+    emit(args, page["items"], lambda _: table(rows, ["merge_id", "kind", "state", "primary_id",
+                                                     "merged", "created_at", "created_by"]))
+    return EXIT_OK
+
+
 def cmd_keys(args) -> int:
     with _rpc(args) as rpc:
         if args.action == "create":
@@ -834,6 +905,33 @@ def _add_operator_commands(commands) -> None:
     by.add_argument("--name", help="part of the first name, last name or email")
     find.add_argument("--limit", type=int, default=50, help="most customers listed by --name")
     find.set_defaults(func=cmd_customers_find)
+    merge = customers_cmds.add_parser(
+        "merge", help="merge duplicate records into a primary record (docs/merging.md)",
+        description="The merged records retire and their orders, notes, reminders and timeline "
+                    "move to the primary. Each registered record keeps its shop account.")
+    merge.add_argument("--store", required=True)
+    merge.add_argument("--primary", required=True, help="the customer id that stays")
+    merge.add_argument("--merged", required=True, action="append",
+                       help="a customer id merged into the primary (repeat for more, up to 10)")
+    merge.add_argument("--take", action="append", metavar="FIELD=CUSTOMER_ID",
+                       help="whose value of a contact field wins (repeatable); default: the "
+                            "primary's, or a merged record's where the primary's is empty")
+    merge.add_argument("--actor", help="who merged them (default: cli:$USER)")
+    merge.set_defaults(func=cmd_customers_merge)
+    unmerge = customers_cmds.add_parser(
+        "unmerge", help="undo a merge; prints what went where",
+        description="What moved at the merge goes back; what arrived since stays with the "
+                    "primary unless it is the restored record's own (docs/merging.md).")
+    unmerge.add_argument("--store", required=True)
+    unmerge.add_argument("merge_id")
+    unmerge.add_argument("--actor", help="who undid it (default: cli:$USER)")
+    unmerge.set_defaults(func=cmd_customers_unmerge)
+    merges = customers_cmds.add_parser("merges", help="list merges, or show one")
+    merges.add_argument("--store", required=True)
+    merges.add_argument("merge_id", nargs="?", help="show this merge")
+    merges.add_argument("--customer", help="only merges naming this customer id")
+    merges.add_argument("--limit", type=int, default=50)
+    merges.set_defaults(func=cmd_customers_merges)
 
     keys = commands.add_parser(
         "keys", help="the gateway's API keys: create, list, revoke",

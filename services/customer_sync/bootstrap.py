@@ -13,6 +13,7 @@ from pymongo.database import Database
 
 from services.customer_sync.core.duplicate_search import DuplicateSearch
 from services.customer_sync.core.importing import CustomerImport
+from services.customer_sync.core.merges import CustomerMerges
 from services.customer_sync.core.queries import CustomerQueries
 from services.customer_sync.core.staff import AccountStatus, StaffEdits
 from services.customer_sync.core.stores import StoreAdmin
@@ -79,6 +80,7 @@ class CustomerSyncApp:
     quarantine: WebhookQuarantine
     queries: CustomerQueries
     duplicates: DuplicateSearch
+    merges: CustomerMerges
     stores: StoreAdmin
     capture_settings: CaptureSettings
     webhook_setup: WebhookSetup
@@ -159,6 +161,7 @@ def build(database: Database, config: Config,
         quarantine=WebhookQuarantine(storage),
         queries=CustomerQueries(storage),
         duplicates=DuplicateSearch(storage, clock),
+        merges=CustomerMerges(storage, sync, clock),
         stores=StoreAdmin(storage, config.int("RECONCILE_INTERVAL_MINUTES")),
         capture_settings=sync.capture_settings,
         webhook_setup=WebhookSetup(storage, woo_clients),

@@ -308,6 +308,11 @@ class CustomerRepository(TimelineOwing, VersionedRepository):
         docs.sort(key=lambda d: (not d.get("registered"), as_utc(d.get("date_created")) or _LAST))
         return docs[0] if docs else None
 
+    def merged_by_email(self, store_id: str, key: str) -> dict | None:
+        """A merged record with this email: a late guest order of it goes to its primary."""
+        return self.collection.find_one({"store_id": store_id, "email_key": key,
+                                         "status": "merged"}, {OUTBOX_FIELD: 0})
+
     def guest_by_email(self, store_id: str, key: str) -> dict | None:
         return self.collection.find_one({"store_id": store_id, "guest_email_key": key})
 
@@ -372,12 +377,80 @@ class OrderRepository(TimelineOwing, VersionedRepository):
             {"$group": {"_id": "$customer_id", "n": {"$sum": 1}}},
         ])}
 
-    def reassign(self, store_id: str, from_customer: str, to_customer: str) -> int:
-        result = self.collection.update_many(
-            {"store_id": store_id, "customer_id": from_customer},
-            {"$set": {"customer_id": to_customer}, "$inc": {"version": 1}},
-        )
-        return result.modified_count
+
+# -- merges ----------------------------------------------------------------------------------
+MERGE_STATES = ("planned", "pending", "done", "unmerging", "unmerged", "abandoned")
+
+
+class MergeRepository:
+    """One record per merge: the records as they were, the field choices, and the ids of what
+    moved, so an unmerge can hand each thing back. `state` walks planned (records claimed),
+    pending (the primary's write landed: the merge happened), done, unmerging, unmerged; a
+    planned record whose primary never took it is abandoned."""
+
+    def __init__(self, collection: Collection) -> None:
+        self.collection = collection
+
+    def ensure_indexes(self) -> None:
+        self.collection.create_index([("store_id", ASCENDING), ("created_at", DESCENDING),
+                                      ("_id", DESCENDING)])
+        self.collection.create_index([("store_id", ASCENDING), ("merged_ids", ASCENDING)])
+        self.collection.create_index([("store_id", ASCENDING), ("primary_id", ASCENDING)])
+
+    def get(self, store_id: str, merge_id: str) -> dict | None:
+        return self.collection.find_one({"_id": merge_id, "store_id": store_id})
+
+    def plan(self, record: dict) -> None:
+        """Write (or rewrite, on a retry after a lost race) a merge not yet made."""
+        self.collection.replace_one({"_id": record["_id"], "state": {"$in": ["planned", None]}},
+                                    {**record, "state": "planned"}, upsert=True)
+
+    def record_guest_merge(self, record: dict) -> None:
+        """A guest merge's record, written once (a resumed merge finds it there)."""
+        try:
+            self.collection.update_one({"_id": record["_id"]}, {"$setOnInsert": record},
+                                       upsert=True)
+        except DuplicateKeyError:  # two finishers raced to write it
+            pass
+
+    def move_state(self, merge_id: str, from_states: list[str], state: str,
+                   fields: dict | None = None) -> bool:
+        result = self.collection.update_one({"_id": merge_id, "state": {"$in": from_states}},
+                                            {"$set": {"state": state, **(fields or {})}})
+        return result.modified_count == 1
+
+    def add_moved(self, merge_id: str, what: str, entries: list[dict],
+                  field_: str = "moved") -> None:
+        """Remember moved documents ({"id", "from"}) before moving them: a crash between the
+        two leaves a note of something not moved, never a move without a note."""
+        if entries:
+            self.collection.update_one({"_id": merge_id},
+                                       {"$addToSet": {f"{field_}.{what}": {"$each": entries}}})
+
+    def page(self, store_id: str, customer_id: str | None, after: tuple | None,
+             size: int) -> list[dict]:
+        query: dict = {"store_id": store_id, "state": {"$nin": ["planned", "abandoned"]}}
+        if customer_id is not None:
+            query["$or"] = [{"primary_id": customer_id}, {"merged_ids": customer_id}]
+        if after is not None:
+            created_at, last_id = after
+            query = {"$and": [query, {"$or": [
+                {"created_at": {"$lt": created_at}},
+                {"created_at": created_at, "_id": {"$lt": last_id}}]}]}
+        return list(self.collection.find(query)
+                    .sort([("created_at", DESCENDING), ("_id", DESCENDING)]).limit(size))
+
+    def forget(self, store_id: str, customer_ids: list[str]) -> int:
+        """An erased person's contact data leaves the merges that recorded it."""
+        count = 0
+        for doc in self.collection.find({"store_id": store_id, "$or": [
+                {"primary_id": {"$in": customer_ids}}, {"merged_ids": {"$in": customer_ids}}]},
+                {"_id": 1}):
+            self.collection.update_one({"_id": doc["_id"]}, {
+                "$set": {"personal_data_erased": True},
+                "$unset": {"snapshots": "", "field_changes": ""}})
+            count += 1
+        return count
 
 
 def delivery_correlation_id(key: str) -> str:
@@ -604,6 +677,8 @@ class CustomerSyncStorage:
         self.notes = NoteRepository(database["notes"].with_options(write_concern=durable))
         self.reminders = ReminderRepository(database["reminders"].with_options(write_concern=durable))
         self.timeline = TimelineRepository(database["timeline"])
+        # Merges of customer records, with what each moved, so that it can be undone.
+        self.merges = MergeRepository(database["merges"].with_options(write_concern=durable))
 
     def _store_country(self, store_id: str) -> str | None:
         store = self.stores.get_cached(store_id)
@@ -612,7 +687,7 @@ class CustomerSyncStorage:
     def ensure_indexes(self) -> None:
         for repo in (self.stores, self.customers, self.orders, self.inbox, self.backfills,
                      self.tombstones, self.api_keys, self.console_sessions, self.notes,
-                     self.reminders, self.timeline):
+                     self.reminders, self.timeline, self.merges):
             repo.ensure_indexes()
 
     def timeline_sources(self) -> list[Collection]:

@@ -175,6 +175,31 @@ class CustomerSyncService(HealthEndpoints, DataOwnerRpc):
         return self.app.duplicates.find(store_id, cursor, limit, match)
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def merge_customers(self, store_id: str, primary_id: str, merged_ids: list,
+                        field_choices: dict | None, actor: str) -> dict:
+        """Merge records into the primary (docs/merging.md); answers the merge record."""
+        result = self.app.merges.merge_customers(store_id, primary_id, merged_ids, field_choices,
+                                                 actor)
+        self.app.publish(result.touched)
+        return result.answer
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def unmerge_customers(self, store_id: str, merge_id: str, actor: str) -> dict:
+        """Undo a merge; answers what went where. Conflict when it was undone already."""
+        result = self.app.merges.unmerge(store_id, merge_id, actor)
+        self.app.publish(result.touched)
+        return result.answer
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def list_merges(self, store_id: str, customer_id: str | None = None,
+                    page: dict | None = None) -> dict:
+        return self.app.merges.list(store_id, customer_id, page)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def get_merge(self, store_id: str, merge_id: str) -> dict:
+        return self.app.merges.get(store_id, merge_id)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
     def list_orders(self, store_id: str, customer_id: str, page: dict | None = None) -> dict:
         return self.app.queries.list_orders(store_id, customer_id, page)
 

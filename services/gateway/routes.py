@@ -7,12 +7,13 @@ from werkzeug.wrappers import Response
 
 from services.gateway import openapi
 from services.gateway.handlers import (bulk, catalogue, consent, crm, customers, duplicates, gdpr, keys,
-                                       loyalty, notifications, suppressions, transfer, webhooks)
+                                       loyalty, merges, notifications, suppressions, transfer,
+                                       webhooks)
 from services.gateway.routing import Context, Route
 
 
 def _all_routes() -> list[Route]:
-    routes = (customers.ROUTES + duplicates.ROUTES + bulk.ROUTES + transfer.ROUTES + crm.ROUTES + catalogue.ROUTES + loyalty.ROUTES
+    routes = (customers.ROUTES + duplicates.ROUTES + merges.ROUTES + bulk.ROUTES + transfer.ROUTES + crm.ROUTES + catalogue.ROUTES + loyalty.ROUTES
               + notifications.ROUTES + suppressions.ROUTES + gdpr.ROUTES + consent.ROUTES + keys.ROUTES
               + webhooks.ROUTES)
     document = None

@@ -278,6 +278,49 @@ def test_customers_find_by_email_and_name(services, capsys):
         assert code == EXIT_FAILED and out.strip() == "(none)"
 
 
+def test_customers_merge_unmerge_and_merges(services, capsys):
+    services.start(CustomerSyncService, RECONCILE_POLL_SECONDS="3600")
+    with FakeWooShop(customers=2, orders=0, seed=9) as shop:
+        register_store(services.amqp_uri, "mg", shop)
+        door = f"{services.web_url}/webhooks/woocommerce/mg"
+        shop.add_webhook("customer.created", door, SECRET)
+        people = list(shop.customers.values())
+        for person in people:
+            assert shop.deliver_webhooks("customer.created", person["id"])[0][1] == 200
+
+        def customer_id(person) -> str:
+            def found():
+                return run(capsys, services.amqp_uri, "--json", "customers", "find", "--store",
+                           "mg", "--email", person["email"])
+            code, out, _ = wait_until(lambda: (r := found())[0] == EXIT_OK and r, timeout=15,
+                                      message="the customer applied")
+            return json.loads(out)[0]["customer_id"]
+
+        primary, other = customer_id(people[0]), customer_id(people[1])
+        code, out, err = run(capsys, services.amqp_uri, "customers", "merge", "--store", "mg",
+                             "--primary", primary, "--merged", other, "--take", "bogus")
+        assert code == EXIT_USAGE and "take" in err
+        code, out, err = run(capsys, services.amqp_uri, "customers", "merge", "--store", "mg",
+                             "--primary", primary, "--merged", other,
+                             "--take", f"first_name={other}")
+        assert code == EXIT_OK, err
+        assert f"{other} into {primary}" in out and "shop accounts remain" in out
+        merge_id = out.split()[1]
+
+        listed = run_process(services.amqp_uri, "customers", "merges", "--store", "mg")
+        assert listed.returncode == 0, listed.stderr
+        assert merge_id in listed.stdout and "MERGE_ID" in listed.stdout
+
+        code, out, err = run(capsys, services.amqp_uri, "--json", "customers", "unmerge",
+                             "--store", "mg", merge_id)
+        assert code == EXIT_OK, err
+        assert json.loads(out)["restored"][0]["customer_id"] == other
+        assert json.loads(out)["fields_back"] == ["first_name"]
+        code, out, err = run(capsys, services.amqp_uri, "customers", "unmerge", "--store", "mg",
+                             merge_id)
+        assert code == EXIT_FAILED and "already undone" in err
+
+
 # -- health ---------------------------------------------------------------------------------------
 def park_a_message(amqp_uri: str, service: str) -> None:
     """Park one message for a service the way the reliable handler parks one (declare the

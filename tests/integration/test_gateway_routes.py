@@ -66,6 +66,9 @@ CONSENT_ROUTES = {"GET /consent/capture", "PUT /consent/capture", "POST /consent
 TAG_CATALOGUE_ROUTES = {"POST /tags", "PATCH /tags/<tag>", "DELETE /tags/<tag>"}
 
 DUPLICATE_ROUTES = {"GET /duplicates"}
+# Driven by tests/integration/test_merges.py.
+MERGE_ROUTES = {"POST /customers/merge", "GET /merges", "GET /merges/<merge_id>",
+                "POST /merges/<merge_id>/unmerge"}
 WEBHOOK_ROUTES = {
     "GET /webhooks/quarantine", "GET /webhooks/quarantine/<quarantine_id>",
     "POST /webhooks/quarantine/replay",
@@ -74,7 +77,8 @@ WEBHOOK_ROUTES = {
 
 def test_every_route_is_driven_by_a_test():
     groups = [CUSTOMER_ROUTES, STORE_ROUTES, LOYALTY_AND_NOTIFICATION_ROUTES, GDPR_ROUTES,
-              CONSENT_ROUTES, WEBHOOK_ROUTES, TAG_CATALOGUE_ROUTES, DUPLICATE_ROUTES]
+              CONSENT_ROUTES, WEBHOOK_ROUTES, TAG_CATALOGUE_ROUTES, DUPLICATE_ROUTES,
+              MERGE_ROUTES]
     driven = set().union(*groups)
     assert sum(map(len, groups)) == len(driven), "a route is listed by two tests"
     assert set(ROUTES) - driven == set(), "routes no test drives"

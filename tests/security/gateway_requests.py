@@ -29,6 +29,8 @@ SAMPLE_BODIES: dict[str, object] = {
     "POST /customers/<customer_id>/groups": {"groups": ["intruders"]},
     "POST /customers/bulk": {"action": "add_tags", "customer_ids": ["{customer_id}"],
                              "tags": ["intruder"]},
+    "POST /customers/merge": {"primary_id": "{customer_id}", "merged_ids": ["{duplicate_id}"],
+                              "field_choices": {"phone": "{duplicate_id}"}},
     "POST /imports/customers": "email,first_name\nmallory@example.com,Mallory\n",
     "POST /customers/<customer_id>/notes": {"category": "general", "text": "intruder's note"},
     "PATCH /notes/<note_id>": {"text": "rewritten by an intruder"},
@@ -74,7 +76,8 @@ _PARAM_KIND = {"customer_id": "customer_id", "note_id": "note_id", "reminder_id"
                "tag": "tag", "group": "group", "slug": "slug", "segment_id": "segment_id",
                "rule_id": "rule_id", "workflow_id": "workflow_id", "bulk_id": "bulk_id",
                "request_id": "request_id", "key_id": "key_id",
-               "quarantine_id": "quarantine_id", "reward_id": "reward_id"}
+               "quarantine_id": "quarantine_id", "reward_id": "reward_id",
+               "merge_id": "merge_id"}
 # Query parameters a route requires, so that its sample request is valid.
 SAMPLE_QUERIES: dict[str, str] = {
     "GET /customers/<customer_id>/loyalty/redemption-quote": "points=100",
@@ -157,7 +160,8 @@ def quarantined_delivery(system) -> str:
 def store_a_records(system) -> dict:
     """Store A's records, made over the API: a customer, its tag, group, points, a reward
     (coupon), consent, note and reminder, a template, segment, rule, workflow, bulk send, GDPR
-    request and key; a webhook delivery in quarantine, and the customer's address suppressed."""
+    request and key, a duplicate merged into it; a webhook delivery in quarantine, and the
+    customer's address suppressed."""
     admin = system.client("admin", rate_limit_per_minute=100_000)
     woo, customer_id = system.shop_customer(orders=0)
     cid = f"/customers/{customer_id}"
@@ -200,6 +204,9 @@ def store_a_records(system) -> dict:
         "reward_id": reward["reward_id"],
         "email": suppressed_address(system, woo["email"]),
     }
+    _, ids["duplicate_id"] = system.shop_customer(orders=0)
+    ids["merge_id"] = ok(admin.post("/customers/merge", json={
+        "primary_id": customer_id, "merged_ids": [ids["duplicate_id"]]}), 201)["merge_id"]
     return {"ids": ids, "email": woo["email"], "admin": admin}
 
 

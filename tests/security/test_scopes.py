@@ -36,6 +36,10 @@ REQUIRED_SCOPE: dict[str, str | None] = {
     "DELETE /customers/<customer_id>": "write",
     "GET /customers/<customer_id>/orders": "read",
     "GET /duplicates": "read",
+    "POST /customers/merge": "write",
+    "GET /merges": "read",
+    "GET /merges/<merge_id>": "read",
+    "POST /merges/<merge_id>/unmerge": "write",
     "POST /customers/<customer_id>/tags": "write",
     "DELETE /customers/<customer_id>/tags/<tag>": "write",
     "POST /customers/<customer_id>/groups": "write",
@@ -127,7 +131,8 @@ KEY_SCOPES = [("read",), ("write",), ("gdpr",), ("admin",), ("read", "gdpr"), ("
               ("read", "write", "gdpr")]
 IDS = {kind: f"target-{kind}" for kind in (
     "customer_id", "note_id", "reminder_id", "tag", "group", "template", "segment_id", "rule_id",
-    "workflow_id", "bulk_id", "request_id", "key_id", "quarantine_id", "reward_id")}
+    "workflow_id", "bulk_id", "request_id", "key_id", "quarantine_id", "reward_id", "merge_id",
+    "duplicate_id")}
 
 
 def lacking(scope: str) -> list[tuple[str, ...]]:

@@ -127,7 +127,7 @@ def test_loyalty_accounts_keep_to_their_store(database):
 CREATE_OR_REPLACE = {"PUT /groups/<slug>", "PUT /notifications/templates/<slug>"}
 # Routes without ids in the path whose sample body names A's ids: refused (404, or 400 naming
 # the field), as nothing of that name exists in B, or (bulk) answered item by item as not found.
-BODY_NAMES_IDS = {"POST /customers/bulk", "POST /notifications/preview",
+BODY_NAMES_IDS = {"POST /customers/bulk", "POST /customers/merge", "POST /notifications/preview",
                   "POST /notifications/workflows", "POST /notifications/bulk-sends",
                   "POST /notifications/suppressions/lift"}
 

@@ -122,7 +122,18 @@ def test_email_change_onto_a_guest_merges_the_guest_and_moves_its_orders(sync, s
     assert storage.orders.get(STORE, "1")["customer_id"] == registered["_id"]
     assert storage.customers.get(STORE, guest_id)["status"] == "merged"
     merged = [m for m in owed(storage) if m["event_type"] == "customer.merged"]
-    assert merged[0]["data"] == {"customer_id": registered["_id"], "merged_customer_id": guest_id}
+    merge_id = merged[0]["data"]["merge_id"]
+    assert merged[0]["data"] == {"customer_id": registered["_id"], "merged_customer_id": guest_id,
+                                 "merge_id": merge_id, "kind": "guest"}
+    # The guest merge is recorded like a manual one: what each record was, and what moved.
+    record = storage.merges.get(STORE, merge_id)
+    assert (record["kind"], record["state"], record["primary_id"], record["merged_ids"]) == (
+        "guest", "done", registered["_id"], [guest_id])
+    assert record["snapshots"][guest_id]["email"] == "ada@new.example"
+    assert record["snapshots"][registered["_id"]]["email"] == "ada@old.example"
+    assert record["moved"]["orders"] == [{"id": f"{STORE}:1", "from": guest_id,
+                                          "to": registered["_id"]}]
+    assert storage.customers.get(STORE, guest_id)["merge_id"] == merge_id
 
 
 def test_order_before_its_customer_creates_the_customer_once(sync, storage):

@@ -23,6 +23,9 @@ from services.customer_sync.privacy.anonymise import (
     real_email_key,
 )
 from services.customer_sync.core.changes import Freshness, PlannedEvent
+from services.customer_sync.core.merge_rules import snapshot
+from services.customer_sync.core.merge_steps import (finish_merge, guest_merge_id,
+                                                     live_customer_id)
 from services.customer_sync.core.written import DocumentRef
 from services.customer_sync.privacy.consent_capture import CaptureSettings, ConsentCapture
 from services.customer_sync.privacy.erasure import LATE, SHOP, CustomerErasure
@@ -34,7 +37,6 @@ from services.customer_sync.core.normalise import (
     normalise_order,
 )
 from services.customer_sync.repository import (
-    MATCH_KEYS_FIELD,
     CustomerSyncStorage,
     new_customer_id,
 )
@@ -227,8 +229,8 @@ class CustomerSync:
         there is none, the active guest with that email, who is about to become N."""
         customers = self.storage.customers
         doc = customers.by_woo_id(store_id, woo_customer_id)
-        if doc is not None and doc.get("pending_merge"):
-            self._resume_merge(store_id, doc)
+        if doc is not None and (doc.get("pending_merge") or doc.get("pending_merge_id")):
+            self.resume_merge(store_id, doc)
             doc = customers.by_woo_id(store_id, woo_customer_id)
         if doc is not None or not email:
             return doc, None
@@ -282,6 +284,8 @@ class CustomerSync:
                            correlation_id: str):
         if existing.get("status") == "deleted":
             return ApplyResult("ignored")  # WordPress never brings a deleted user back
+        if existing.get("status") == "merged":
+            return self._update_merged(existing, snap)
         verdict = changes.freshness(existing.get("woo_date_modified"), existing.get("content_hash"),
                                     snap.date_modified, snap.content_hash)
         if verdict is Freshness.STALE:
@@ -306,7 +310,10 @@ class CustomerSync:
                 merged_from = guest
                 events.append(self._event("customer.merged", store_id,
                                           {"customer_id": existing["_id"],
-                                           "merged_customer_id": guest["_id"]},
+                                           "merged_customer_id": guest["_id"],
+                                           "merge_id": guest_merge_id(store_id, existing["_id"],
+                                                                      guest["_id"]),
+                                           "kind": "guest"},
                                           correlation_id, existing["_id"], guest["_id"]))
         if merged_from is not None:
             fields["pending_merge"] = merged_from["_id"]
@@ -314,30 +321,53 @@ class CustomerSync:
                                              read=existing):
             return None
         if merged_from is not None:
-            self._finish_merge(store_id, existing["_id"], merged_from["_id"])
+            self._finish_merge(store_id, existing["_id"], merged_from["_id"], existing)
         result.events = [e.event_type for e in events]
         return result
 
-    def _finish_merge(self, store_id: str, into: str, guest_id: str) -> None:
-        """Retire a merged guest and hand its orders over, then clear the marker written with
-        customer.merged. Every step is idempotent, so a crash part-way is finished by the next
-        touch of the customer (`_resume_merge`)."""
-        self.storage.customers.collection.update_one(
-            {"_id": guest_id},
-            # Only live customers carry match keys: a merged guest is no duplicate of anyone.
-            {"$set": {"status": "merged", "merged_into": into},
-             "$unset": {"guest_email_key": "", MATCH_KEYS_FIELD: ""}, "$inc": {"version": 1}},
-        )
-        moved = self.storage.orders.reassign(store_id, guest_id, into)
-        self.storage.customers.collection.update_one(
-            {"_id": into, "pending_merge": guest_id},
-            {"$unset": {"pending_merge": ""}, "$inc": {"version": 1}},
-        )
-        log.info("merged guest into registered customer", extra={"orders_moved": moved})
+    def _update_merged(self, existing: dict, snap: CustomerSnapshot) -> ApplyResult | None:
+        """A shop account merged into another record here (WooCommerce has no merge): its
+        stored state follows the shop, silently, so an unmerge gives back what the shop holds;
+        only live records announce changes."""
+        verdict = changes.freshness(existing.get("woo_date_modified"), existing.get("content_hash"),
+                                    snap.date_modified, snap.content_hash)
+        if verdict is not Freshness.NEWER:
+            return ApplyResult("stale" if verdict is Freshness.STALE else "unchanged")
+        fields = self._registered_fields(snap)
+        if existing.get("date_created") and not snap.date_created:
+            fields.pop("date_created")
+        if not self.storage.customers.update(existing["_id"], existing["version"], fields, []):
+            return None  # lost a race: the caller reads again
+        return ApplyResult("updated")
 
-    def _resume_merge(self, store_id: str, doc: dict | None) -> None:
-        if doc is not None and doc.get("pending_merge"):
+    def _finish_merge(self, store_id: str, into: str, guest_id: str,
+                      before: dict | None = None) -> None:
+        """Record the guest merge (kind "guest"), retire the guest and hand its orders, notes,
+        reminders and timeline over, then clear the marker written with customer.merged. Every
+        step is idempotent, so a crash part-way is finished by the next touch of the customer
+        (`resume_merge`). `before` is the registered record before the change that merged."""
+        merge_id = guest_merge_id(store_id, into, guest_id)
+        guest = self.storage.customers.get(store_id, guest_id)
+        primary = before or self.storage.customers.get(store_id, into)
+        if guest is not None and primary is not None:
+            now = self.clock()
+            self.storage.merges.record_guest_merge({
+                "_id": merge_id, "store_id": store_id, "kind": "guest", "state": "pending",
+                "primary_id": into, "merged_ids": [guest_id],
+                "snapshots": {into: snapshot(primary), guest_id: snapshot(guest)},
+                "field_choices": {}, "field_changes": {}, "moved": {},
+                "created_at": now, "created_by": "shop"})
+        finish_merge(self.storage, store_id, merge_id, self.clock())
+
+    def resume_merge(self, store_id: str, doc: dict | None) -> None:
+        """Finish a merge a crash cut short, if `doc` is the primary of one (any touch of it
+        calls this: a webhook here, a merge naming it in core/merges.py)."""
+        if doc is None:
+            return
+        if doc.get("pending_merge"):
             self._finish_merge(store_id, doc["_id"], doc["pending_merge"])
+        if doc.get("pending_merge_id"):
+            finish_merge(self.storage, store_id, doc["pending_merge_id"], self.clock())
 
     # -- erased people ---------------------------------------------------------------------
     def _erase_for_shop(self, store_id: str, existing: dict, correlation_id: str) -> ApplyResult:
@@ -447,6 +477,13 @@ class CustomerSync:
                 continue
             if existing.get("status") == "deleted":
                 return ApplyResult("unchanged")
+            if existing.get("status") == "merged":
+                # Not a live customer: its slice is the primary's already, so nobody is told;
+                # an unmerge leaves it (and what moved from it) where it is.
+                if customers.update(existing["_id"], existing["version"],
+                                    {"status": "deleted", "deleted_at": self.clock()}, []):
+                    return ApplyResult("deleted")
+                continue
             event = self._event("customer.deleted", store_id,
                                 {"customer_id": existing["_id"], "woo_customer_id": woo_customer_id},
                                 correlation_id, existing["_id"])
@@ -476,12 +513,18 @@ class CustomerSync:
                         continue
                     result.merge(created[1])
                     return created[0], result
+                if doc.get("status") == "merged":
+                    # A shop account merged here: its orders go to the record it joined.
+                    return live_customer_id(self.storage, store_id, doc), result
             else:
                 key = snap.billing_email_key
                 if key is None or snap.anonymized:
                     return None, result
                 doc = customers.by_email(store_id, key)
                 if doc is None:
+                    merged = customers.merged_by_email(store_id, key)
+                    if merged is not None:  # a merged guest's email, nobody live's
+                        return live_customer_id(self.storage, store_id, merged), result
                     created = self._stub_from_order(store_id, snap, False, correlation_id)
                     if created is None:
                         continue

@@ -125,6 +125,8 @@ class CustomerErasure:
         self.storage.notes.forget(store_id, ids)
         self.storage.reminders.forget(store_id, ids)
         self.storage.timeline.forget(store_id, ids)
+        # Merge records keep what each record was before: that goes too.
+        self.storage.merges.forget(store_id, ids)
         deliveries, more_woo_ids = self._purge_inbox(store_id, woo_ids, orders, emails)
         if primary is not None and more_woo_ids - woo_ids:
             self.storage.tombstones.record(store_id, tombstone_values([], more_woo_ids - woo_ids),

@@ -1,0 +1,87 @@
+"""What a manual merge gives the primary record, and what its undoing gives back.
+
+Pure rules over stored customer documents, so the choices (whose email wins, which fields go
+back when a merge is undone, which orders since the merge belong to the restored record) are
+tested without a database. docs/merging.md states them for operators.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from services.customer_sync.core.changes import CONTACT_FIELDS
+from services.customer_sync.core.normalise import email_key
+
+MAX_MERGED = 10
+# Stored with the merge so an unmerge can compare and restore; personal data, so an erasure
+# of any of its records blanks the snapshot (repository.MergeRepository.forget).
+SNAPSHOT_FIELDS = (*CONTACT_FIELDS, "status", "registered", "woo_customer_id", "email_key",
+                   "guest_email_key", "account_status", "date_created", "version")
+
+
+def snapshot(doc: dict) -> dict:
+    """The part of a customer record a merge records as it was before."""
+    return {name: doc.get(name) for name in SNAPSHOT_FIELDS}
+
+
+def _empty(value: Any) -> bool:
+    if isinstance(value, dict):
+        return not any(v not in (None, "") for v in value.values())
+    return value in (None, "", [], {})
+
+
+@dataclass(frozen=True)
+class FieldPlan:
+    """The primary's contact fields after the merge: `values` to write, `sources` naming the
+    record each winning value came from, `changes` the fields whose value the merge changed
+    ({field: {"before", "after"}}, what an unmerge may put back)."""
+
+    values: dict
+    sources: dict
+    changes: dict
+
+
+def plan_fields(primary: dict, merged: list[dict], choices: dict[str, str]) -> FieldPlan:
+    """Each contact field takes the chosen record's value; unchosen fields keep the primary's,
+    or, where the primary's is empty, the first merged record's that is not."""
+    by_id = {doc["_id"]: doc for doc in [primary, *merged]}
+    values, sources, changed = {}, {}, {}
+    for name in CONTACT_FIELDS:
+        if name in choices:
+            source = by_id[choices[name]]
+        else:
+            source = primary
+            if _empty(primary.get(name)):
+                source = next((doc for doc in merged if not _empty(doc.get(name))), primary)
+        values[name] = source.get(name)
+        sources[name] = source["_id"]
+        if values[name] != primary.get(name):
+            changed[name] = {"before": primary.get(name), "after": values[name]}
+    if "email" in changed:
+        values["email_key"] = email_key(values["email"])
+    return FieldPlan(values, sources, changed)
+
+
+def fields_to_restore(changes: dict, current: dict) -> tuple[dict, list[str]]:
+    """At an unmerge: the pre-merge values of the fields that still hold what the merge gave
+    them, and the names of those edited since (an edit since the merge wins)."""
+    restore, kept = {}, []
+    for name, change in changes.items():
+        if current.get(name) == change["after"]:
+            restore[name] = change["before"]
+        else:
+            kept.append(name)
+    if "email" in restore:
+        restore["email_key"] = email_key(restore["email"])
+    return restore, kept
+
+
+def belongs_to_restored(order: dict, restored: dict) -> bool:
+    """Whether an order that reached the primary since the merge is the restored record's own:
+    placed by its shop account, or, for a guest, as a guest with its email."""
+    woo_id = restored.get("woo_customer_id")
+    if restored.get("registered") and isinstance(woo_id, int):
+        return order.get("woo_customer_id") == woo_id
+    key = restored.get("email_key")
+    return (key is not None and order.get("woo_customer_id") is None
+            and email_key((order.get("billing") or {}).get("email")) == key)
