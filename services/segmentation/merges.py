@@ -116,6 +116,8 @@ class Merges:
         key = record["merge_key"]
         primary = self.storage.profiles.get(store_id, primary_id) or {}
         holds = key in (primary.get("merges") or [])
+        # What moved at the merge, and what arrived since for the restored record's own account.
+        order_ids = list(dict.fromkeys([*record["orders"], *data.get("orders_since", [])]))
 
         def give_back(doc: dict) -> bool:
             changed = False
@@ -126,7 +128,7 @@ class Merges:
             if not holds:
                 return changed  # the primary handed its part back already
             orders = doc.setdefault("orders", {})
-            for order_id in record["orders"]:
+            for order_id in order_ids:
                 fact = (primary.get("orders") or {}).get(order_id)
                 if fact is not None and orders.get(order_id) != fact:
                     orders[order_id] = fact  # as the primary last learnt it
@@ -143,7 +145,7 @@ class Merges:
         def hand_over(doc: dict) -> bool:
             if key not in (doc.get("merges") or []):
                 return False
-            for order_id in record["orders"]:
+            for order_id in order_ids:
                 (doc.get("orders") or {}).pop(order_id, None)
             for kind in ("tags", "groups"):
                 members = doc.get(kind) or {}

@@ -90,7 +90,7 @@ _ENTRIES = (
                   "A merge was undone: `restored_customer_id` is a record of its own again and "
                   "every data owner hands back what it moved under `merge_id`.",
                   {"customer_id": "c-3f2a", "restored_customer_id": "c-77b0",
-                   "merge_id": "m-5d1e"}),
+                   "merge_id": "m-5d1e", "orders_since": ["1042"]}),
     EventContract("order.placed", "customer_sync", 1, cs.OrderData,
                   "An order was first seen in a real status (pending, processing, on-hold, "
                   "completed), or refunded (then followed by its `order.refunded`).", _ORDER),

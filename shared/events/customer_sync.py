@@ -88,6 +88,9 @@ class CustomerUnmergedData(BaseSchema):
     customer_id = fields.String(required=True)
     restored_customer_id = fields.String(required=True)
     merge_id = fields.String(required=True)
+    # The orders (shop order ids) that arrived since the merge for the restored record's own
+    # shop account: they were the primary's while merged and are the restored record's now.
+    orders_since = fields.List(fields.String(), load_default=list)
 
 
 class LineItemData(BaseSchema):

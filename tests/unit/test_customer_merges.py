@@ -314,7 +314,8 @@ def test_an_unmerge_hands_back_what_moved_and_what_is_the_restored_records_own(
     unmerged, restored_update = new_on(two["other"])  # in this order, in one write
     assert unmerged["event_type"] == "customer.unmerged"
     assert unmerged["data"] == {"customer_id": two["primary"],
-                                "restored_customer_id": two["other"], "merge_id": merge_id}
+                                "restored_customer_id": two["other"], "merge_id": merge_id,
+                                "orders_since": ["3"]}
     assert restored_update["event_type"] == "customer.updated"
     assert restored_update["data"]["email"] == "ada@work.example"
     [primary_update] = new_on(two["primary"])

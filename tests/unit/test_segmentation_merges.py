@@ -31,9 +31,10 @@ def merged(primary="reg", other="guest", merge_id="m1", kind="manual"):
         "customer_id": primary, "merged_customer_id": other, "merge_id": merge_id, "kind": kind})
 
 
-def unmerged(primary="reg", other="guest", merge_id="m1"):
+def unmerged(primary="reg", other="guest", merge_id="m1", orders_since=()):
     return build_event("customer.unmerged", store_id="s1", data={
-        "customer_id": primary, "restored_customer_id": other, "merge_id": merge_id})
+        "customer_id": primary, "restored_customer_id": other, "merge_id": merge_id,
+        "orders_since": list(orders_since)})
 
 
 def seed(profiles):
@@ -115,6 +116,19 @@ def test_an_unmerge_hands_back_what_moved_and_keeps_what_came_since(setup):
     assert (storage.profiles.get("s1", "reg")["version"],
             storage.profiles.get("s1", "guest")["version"]) == versions
     assert len(owed(storage)) == count
+
+
+def test_orders_since_the_merge_of_the_restored_records_own_account_go_back_with_it(setup):
+    storage, profiles, merges, clock = setup
+    seed(profiles)
+    merges.merge(merged())
+    clock.now = T0 + timedelta(hours=1)
+    profiles.apply_order_event(order_event("3", "reg", 5000, at=clock.now))  # the guest's own
+    profiles.apply_order_event(order_event("4", "reg", 7000, at=clock.now))  # the primary's
+    merges.unmerge(unmerged(orders_since=["3"]))
+    reg, guest = storage.profiles.get("s1", "reg"), storage.profiles.get("s1", "guest")
+    assert sorted(reg["orders"]) == ["2", "4"] and reg["stats"]["orders_count"] == 2
+    assert sorted(guest["orders"]) == ["1", "3"] and guest["stats"]["orders_count"] == 2
 
 
 def test_the_restored_record_is_evaluated_again_with_the_rules_of_now(setup):

@@ -292,6 +292,7 @@ class CustomerMerges:
             move(self.storage, merge_id, store_id, primary_id, restored_id, "returned_since",
                  {"orders": own})
             move(self.storage, merge_id, store_id, primary_id, restored_id, "returned", back)
+            record = self.storage.merges.get(store_id, merge_id)  # with what went back
             if self._restore_record(store_id, record, restored_id):
                 touched.append((customers.collection.name, restored_id))
         if self._restore_primary_fields(store_id, record):
@@ -302,6 +303,9 @@ class CustomerMerges:
         merge_id = record["_id"]
         correlation_id = f"staff-unmerge-{merge_id[:16]}"
         customers = self.storage.customers
+        orders_since = [self._order_id(e["id"])
+                        for e in (record.get("returned_since") or {}).get("orders", [])
+                        if e["to"] == restored_id]
         for _ in range(_MAX_RETRIES):
             doc = customers.get(store_id, restored_id)
             if doc is None or doc.get("status") != "merged" or doc.get("merge_id") != merge_id:
@@ -310,7 +314,8 @@ class CustomerMerges:
             events = [
                 self._event("customer.unmerged", store_id,
                             {"customer_id": record["primary_id"],
-                             "restored_customer_id": restored_id, "merge_id": merge_id},
+                             "restored_customer_id": restored_id, "merge_id": merge_id,
+                             "orders_since": orders_since},
                             correlation_id, restored_id, merge_id),
                 self._event("customer.updated", store_id,
                             {**customer_event_data(after), "changed_fields": list(CONTACT_FIELDS)},
