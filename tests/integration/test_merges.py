@@ -92,7 +92,7 @@ def test_merge_and_unmerge_through_the_gateway(system, events):
                                     for e in events.of_type("customer.unmerged")), timeout=20)
     [unmerged] = events.of_type("customer.unmerged")
     assert unmerged["data"] == {"customer_id": primary, "restored_customer_id": other,
-                                "merge_id": merge_id}
+                                "merge_id": merge_id, "orders_since": []}
     wait_until(lambda: any(e["data"]["customer_id"] == other
                            and e["occurred_at"] >= unmerged["occurred_at"]
                            for e in events.of_type("customer.updated")),
