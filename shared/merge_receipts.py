@@ -60,6 +60,18 @@ class MergeReceipts:
             "primary_id": primary_id, "state": UNMERGED, "unmerged_at": at,
             "before_merge": True})
 
+    def to_hand_back(self, store_id: str, unmerge: dict, at: datetime) -> dict | None:
+        """The receipt an unmerge (`customer.unmerged`'s data) hands back, or None when there
+        is nothing to: handed back already, or the merge has not come (then a marker is left
+        that makes the late merge move nothing)."""
+        merge_id, primary_id = unmerge["merge_id"], unmerge["customer_id"]
+        restored_id = unmerge["restored_customer_id"]
+        receipt = self.of_unmerge(store_id, merge_id, primary_id, restored_id)
+        if receipt is None:
+            self.unmerged_first(store_id, merge_id, primary_id, restored_id, at)
+            return None
+        return None if receipt["state"] == UNMERGED else receipt
+
     def add(self, doc_id: str, lists: dict[str, list]) -> None:
         """Items joined to the receipt's lists (a redone step adds what it did this time)."""
         self.collection.update_one({"_id": doc_id}, {"$addToSet": {

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from pymongo.collection import Collection
 from pymongo.database import Database
@@ -18,7 +18,7 @@ from services.customer_sync.core.queries import CustomerQueries
 from services.customer_sync.core.staff import AccountStatus, StaffEdits
 from services.customer_sync.core.stores import StoreAdmin
 from services.customer_sync.core.sync import CustomerSync
-from services.customer_sync.core.written import DocumentRef
+from services.customer_sync.core.written import DocumentRef, Written
 from services.customer_sync.crm.notes import Notes
 from services.customer_sync.crm.reminders import Reminders
 from services.customer_sync.crm.timeline import TimelineProjector
@@ -106,6 +106,11 @@ class CustomerSyncApp:
     def publish(self, touched: Iterable[DocumentRef]) -> None:
         """Documents just written: publish their events, move their timeline entries."""
         self.publication.publish(touched)
+
+    def answer(self, result: Written) -> Any:
+        """A use case's answer, once what it wrote is published."""
+        self.publication.publish(result.touched)
+        return result.answer
 
     def wire_outbox(self, notify: Notify) -> None:
         """The outbox relay's `notify`, which `publish` hands owed events to from now on."""

@@ -208,35 +208,31 @@ class CustomerRepository(TimelineOwing, VersionedRepository):
         `limit` records in `_id` order after `after_id` (a pass moves forward through the
         collection, never rescanning it); answers how many were given and the last id looked
         at (None: the pass reached the end)."""
-        query: dict = {"status": "active", MATCH_KEYS_FIELD: {"$exists": False}}
-        if after_id is not None:
-            query["_id"] = {"$gt": after_id}
-        docs = list(self.collection.find(query, {OUTBOX_FIELD: 0}).sort("_id", ASCENDING)
-                    .limit(limit))
-        for doc in docs:
-            # No new version: the contact fields did not change, and a writer that read the
-            # document before writes keys of its own.
-            self.collection.update_one(
-                {"_id": doc["_id"], "version": doc.get("version"),
-                 MATCH_KEYS_FIELD: {"$exists": False}},
-                {"$set": {MATCH_KEYS_FIELD: self._keys_of(doc)}})
-        return len(docs), (docs[-1]["_id"] if len(docs) == limit else None)
+        missing = {MATCH_KEYS_FIELD: {"$exists": False}}
+        return self._key_batch(missing, missing, self._keys_of, after_id, limit)
 
     def rekey_batch(self, store_id: str, country: str | None, after_id: str | None,
                     limit: int = 500) -> tuple[int, str | None]:
         """Compute again the match keys of up to `limit` live customers of the store after
         `after_id` in `_id` order, reading national phone numbers with `country` (the store's,
         read fresh by the caller); answers how many and the last id (None: the end)."""
-        query: dict = {"store_id": store_id, "status": "active"}
+        return self._key_batch({"store_id": store_id}, {},
+                               lambda doc: match_keys(doc, country), after_id, limit)
+
+    def _key_batch(self, select: dict, still: dict, keys_of: Callable[[dict], dict],
+                   after_id: str | None, limit: int) -> tuple[int, str | None]:
+        """Up to `limit` live customers matching `select` after `after_id` in `_id` order get
+        `keys_of(customer)`, where they are unchanged and still match `still`. No new version:
+        the contact fields did not change, and a writer that read the document before writes
+        keys of its own."""
+        query: dict = {**select, "status": "active"}
         if after_id is not None:
             query["_id"] = {"$gt": after_id}
         docs = list(self.collection.find(query, {OUTBOX_FIELD: 0}).sort("_id", ASCENDING)
                     .limit(limit))
         for doc in docs:
-            # As add_missing_match_keys: a writer that read the document before writes keys.
-            self.collection.update_one(
-                {"_id": doc["_id"], "version": doc.get("version")},
-                {"$set": {MATCH_KEYS_FIELD: match_keys(doc, country)}})
+            self.collection.update_one({**still, "_id": doc["_id"], "version": doc.get("version")},
+                                       {"$set": {MATCH_KEYS_FIELD: keys_of(doc)}})
         return len(docs), (docs[-1]["_id"] if len(docs) == limit else None)
 
     def count_missing_match_keys(self) -> int:

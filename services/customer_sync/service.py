@@ -178,17 +178,13 @@ class CustomerSyncService(HealthEndpoints, DataOwnerRpc):
     def merge_customers(self, store_id: str, primary_id: str, merged_ids: list,
                         field_choices: dict | None, actor: str) -> dict:
         """Merge records into the primary (docs/merging.md); answers the merge record."""
-        result = self.app.merges.merge_customers(store_id, primary_id, merged_ids, field_choices,
-                                                 actor)
-        self.app.publish(result.touched)
-        return result.answer
+        return self.app.answer(self.app.merges.merge_customers(
+            store_id, primary_id, merged_ids, field_choices, actor))
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def unmerge_customers(self, store_id: str, merge_id: str, actor: str) -> dict:
         """Undo a merge; answers what went where. Conflict when it was undone already."""
-        result = self.app.merges.unmerge(store_id, merge_id, actor)
-        self.app.publish(result.touched)
-        return result.answer
+        return self.app.answer(self.app.merges.unmerge(store_id, merge_id, actor))
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def list_merges(self, store_id: str, customer_id: str | None = None,
@@ -246,16 +242,12 @@ class CustomerSyncService(HealthEndpoints, DataOwnerRpc):
         store_id = require_text(store_id, "store_id")
         customer_id = require_text(customer_id, "customer_id")
         actor = require_text(actor, "actor")
-        result = self.app.rectifier.rectify(store_id, customer_id, fields, actor)
-        self.app.publish(result.touched)
-        return result.answer
+        return self.app.answer(self.app.rectifier.rectify(store_id, customer_id, fields, actor))
 
     # -- staff's CRM: notes, reminders, timeline, edits, status, deletion, import ------------
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def add_note(self, store_id: str, customer_id: str, note: dict, actor: str) -> dict:
-        result = self.app.notes.add(store_id, customer_id, note, actor)
-        self.app.publish(result.touched)
-        return result.answer
+        return self.app.answer(self.app.notes.add(store_id, customer_id, note, actor))
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def list_notes(self, store_id: str, customer_id: str, category: str | None = None) -> list:
@@ -263,21 +255,15 @@ class CustomerSyncService(HealthEndpoints, DataOwnerRpc):
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def update_note(self, store_id: str, note_id: str, changes: dict, actor: str) -> dict:
-        result = self.app.notes.update(store_id, note_id, changes, actor)
-        self.app.publish(result.touched)
-        return result.answer
+        return self.app.answer(self.app.notes.update(store_id, note_id, changes, actor))
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def delete_note(self, store_id: str, note_id: str, actor: str) -> dict:
-        result = self.app.notes.delete(store_id, note_id, actor)
-        self.app.publish(result.touched)
-        return result.answer
+        return self.app.answer(self.app.notes.delete(store_id, note_id, actor))
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def add_reminder(self, store_id: str, customer_id: str, reminder: dict, actor: str) -> dict:
-        result = self.app.reminders.add(store_id, customer_id, reminder, actor)
-        self.app.publish(result.touched)
-        return result.answer
+        return self.app.answer(self.app.reminders.add(store_id, customer_id, reminder, actor))
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def list_reminders(self, store_id: str, customer_id: str | None = None,
@@ -286,15 +272,11 @@ class CustomerSyncService(HealthEndpoints, DataOwnerRpc):
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def complete_reminder(self, store_id: str, reminder_id: str, actor: str) -> dict:
-        result = self.app.reminders.complete(store_id, reminder_id, actor)
-        self.app.publish(result.touched)
-        return result.answer
+        return self.app.answer(self.app.reminders.complete(store_id, reminder_id, actor))
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def delete_reminder(self, store_id: str, reminder_id: str, actor: str) -> dict:
-        result = self.app.reminders.delete(store_id, reminder_id, actor)
-        self.app.publish(result.touched)
-        return result.answer
+        return self.app.answer(self.app.reminders.delete(store_id, reminder_id, actor))
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def timeline(self, store_id: str, customer_id: str, page: dict | None = None) -> dict:
@@ -348,30 +330,23 @@ class CustomerSyncService(HealthEndpoints, DataOwnerRpc):
     def update_customer(self, store_id: str, customer_id: str, fields: dict, actor: str) -> dict:
         """A staff edit, written to the shop first (a guest: here only); Unavailable when the
         shop does not answer (nothing changed)."""
-        result = self.app.staff_edits.update_customer(store_id, customer_id, fields, actor)
-        self.app.publish(result.touched)
-        return result.answer
+        return self.app.answer(self.app.staff_edits.update_customer(
+            store_id, customer_id, fields, actor))
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def set_account_status(self, store_id: str, customer_ids: list, status: str,
                            actor: str) -> dict:
-        result = self.app.account_status.set(store_id, customer_ids, status, actor)
-        self.app.publish(result.touched)
-        return result.answer
+        return self.app.answer(self.app.account_status.set(store_id, customer_ids, status, actor))
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def delete_customers(self, store_id: str, customer_ids: list, orders: str,
                          actor: str) -> dict:
-        result = self.app.deletion.delete(store_id, customer_ids, orders, actor)
-        self.app.publish(result.touched)
-        return result.answer
+        return self.app.answer(self.app.deletion.delete(store_id, customer_ids, orders, actor))
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def import_customers(self, store_id: str, rows: list, apply: bool, actor: str,
                          mode: str = "create") -> dict:
-        result = self.app.importer.run(store_id, rows, apply, actor, mode)
-        self.app.publish(result.touched)
-        return result.answer
+        return self.app.answer(self.app.importer.run(store_id, rows, apply, actor, mode))
 
     # -- backfill and reconciliation ---------------------------------------------------------
     @rpc(expected_exceptions=EXPECTED_ERRORS)

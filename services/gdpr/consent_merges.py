@@ -91,12 +91,8 @@ class ConsentMerges:
         store_id, data = event.store_id, event.data
         primary_id, restored_id = data["customer_id"], data["restored_customer_id"]
         merges, consents = self.storage.merges, self.storage.consents
-        receipt = merges.of_unmerge(store_id, data["merge_id"], primary_id, restored_id)
-        if receipt is None:  # the merge has not come: it will find this and change nothing
-            merges.unmerged_first(store_id, data["merge_id"], primary_id, restored_id,
-                                  self.clock())
-            return []
-        if receipt["state"] == UNMERGED:
+        receipt = merges.to_hand_back(store_id, data, self.clock())
+        if receipt is None:
             return []
         now = self.clock()
         restored = []

@@ -72,12 +72,8 @@ class ContactMerges:
         store_id, data = event.store_id, event.data
         primary_id, restored_id = data["customer_id"], data["restored_customer_id"]
         merges = self.storage.merges
-        receipt = merges.of_unmerge(store_id, data["merge_id"], primary_id, restored_id)
-        if receipt is None:  # the merge has not come: it will find this and move nothing
-            merges.unmerged_first(store_id, data["merge_id"], primary_id, restored_id,
-                                  self.clock())
-            return {"returned": 0}
-        if receipt["state"] == UNMERGED:
+        receipt = merges.to_hand_back(store_id, data, self.clock())
+        if receipt is None:
             return {"returned": 0}
         self.storage.contacts.restore(store_id, restored_id, primary_id,
                                       receipt.get("contact_status") or ACTIVE)

@@ -106,12 +106,8 @@ class Merges:
         store_id, data = event.store_id, event.data
         primary_id, restored_id = data["customer_id"], data["restored_customer_id"]
         merges = self.storage.merges
-        record = merges.of_unmerge(store_id, data["merge_id"], primary_id, restored_id)
-        if record is None:  # the merge has not come: it will find this and move nothing
-            merges.unmerged_first(store_id, data["merge_id"], primary_id, restored_id,
-                                  self.clock())
-            return ProfileChange()
-        if record["state"] == UNMERGED:
+        record = merges.to_hand_back(store_id, data, self.clock())
+        if record is None:
             return ProfileChange()
         key = record["merge_key"]
         primary = self.storage.profiles.get(store_id, primary_id) or {}
