@@ -283,6 +283,14 @@ class Clock:
         return self.now
 
 
+def storage_at(storage_class, database, now):
+    """A service's storage on the test database with its indexes made, and a clock pinned at
+    `now`: what a use-case test starts from."""
+    storage = storage_class(database)
+    storage.ensure_indexes()
+    return storage, Clock(now)
+
+
 def _counts_by_labels(metric, **match: str) -> dict[tuple, float]:
     """A labelled counter's values in this process, by label values, for the labels matched."""
     values: dict[tuple, float] = {}

@@ -25,7 +25,7 @@ from shared.outbox import OUTBOX_FIELD
 from tests import payloads
 from demo.mailbox import SmtpServer
 from tests.gateway_system import shop, system  # noqa: F401 - fixtures
-from tests.support import Clock, wait_until
+from tests.support import Clock, storage_at, wait_until
 
 T0 = datetime(2026, 11, 29, 12, tzinfo=timezone.utc)
 HOSTILE = {
@@ -141,9 +141,7 @@ def test_a_message_has_exactly_the_one_recipient_and_from_it_was_given():
 def test_a_send_to_a_stored_hostile_email_fails_for_good_and_sends_nothing(database, email):
     """An address stored before intake checked it: the send fails permanently, naming why;
     no crash, no retry, no "outcome unknown", nothing handed to the mail server."""
-    storage = NotificationsStorage(database)
-    storage.ensure_indexes()
-    clock = Clock(T0)
+    storage, clock = storage_at(NotificationsStorage, database, T0)
     notifier = Notifier(storage, clock)
     storage.contacts.apply("s1", "c1", "contact_at", T0, {
         "email": email, "phone": None, "phone_key": None, "first_name": "C", "last_name": "",

@@ -19,7 +19,7 @@ from services.segmentation.repository import SegmentationStorage
 from shared.events import build_event, contract
 from shared.events.facts import fact_time
 from shared.outbox import OUTBOX_FIELD
-from tests.support import Clock
+from tests.support import Clock, storage_at
 
 NOW = datetime(2026, 6, 1, 12, tzinfo=timezone.utc)
 LONG_AGO = NOW - timedelta(days=100)
@@ -45,9 +45,7 @@ def _owed(collection, event_type: str) -> list[dict]:
 
 @pytest.fixture
 def segmentation(database):
-    storage = SegmentationStorage(database)
-    storage.ensure_indexes()
-    clock = Clock(NOW)
+    storage, clock = storage_at(SegmentationStorage, database, NOW)
     storage.rules.insert_one({"store_id": "s1", "rule_id": "big", "name": "Big spenders",
                               "enabled": True, "position": 0, "match": "all",
                               "conditions": [{"field": "total_spent", "op": "gt", "value": 100_000}],
@@ -154,9 +152,7 @@ def test_clock_turns_follow_thresholds_and_day_rules():
 
 
 def test_loyalty_dates_a_tier_by_the_order_or_by_the_daily_run(database):
-    storage = LoyaltyStorage(database)
-    storage.ensure_indexes()
-    clock = Clock(NOW)
+    storage, clock = storage_at(LoyaltyStorage, database, NOW)
     accounts = Accounts(storage, clock=clock)
     accounts.apply_order_event(_order("order.placed", "history", "1", 10_000, LONG_AGO))
     accounts.apply_order_event(_order("order.placed", "live", "2", 10_000,

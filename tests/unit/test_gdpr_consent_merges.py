@@ -11,16 +11,14 @@ from services.gdpr.desk import Desk
 from services.gdpr.repository import GdprStorage
 from shared.events import build_event
 from shared.outbox import OUTBOX_FIELD
-from tests.support import Clock
+from tests.support import storage_at
 
 T0 = datetime(2026, 11, 1, 9, tzinfo=timezone.utc)
 
 
 @pytest.fixture
 def setup(database):
-    storage = GdprStorage(database)
-    storage.ensure_indexes()
-    clock = Clock(T0)
+    storage, clock = storage_at(GdprStorage, database, T0)
     notified = []
     return (storage, Desk(storage, clock=clock),
             ConsentMerges(storage, clock=clock, notify=notified.extend), clock, notified)

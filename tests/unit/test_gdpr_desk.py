@@ -10,7 +10,7 @@ from services.gdpr.repository import GdprStorage
 from shared.errors import Conflict, NotFound, ValidationError
 from shared.events import build_event
 from shared.outbox import OUTBOX_FIELD
-from tests.support import Clock
+from tests.support import storage_at
 
 T0 = datetime(2026, 11, 1, 9, tzinfo=timezone.utc)
 SERVICES = ("customer_sync", "segmentation", "loyalty", "notifications")
@@ -50,9 +50,7 @@ class StandIns:
 
 @pytest.fixture
 def desk(database):
-    storage = GdprStorage(database)
-    storage.ensure_indexes()
-    clock = Clock(T0)
+    storage, clock = storage_at(GdprStorage, database, T0)
     return Desk(storage, DeskSettings(services=SERVICES, retry_seconds=30,
                                       confirmation_minutes=60), clock), clock
 

@@ -11,7 +11,7 @@ from services.loyalty.repository import JOURNAL, LoyaltyStorage
 from shared.errors import Conflict, NotFound, ValidationError
 from shared.events import build_event, contract
 from shared.outbox import OUTBOX_FIELD
-from tests.support import Clock
+from tests.support import storage_at
 
 T0 = datetime(2026, 6, 1, 12, tzinfo=timezone.utc)
 
@@ -19,9 +19,7 @@ T0 = datetime(2026, 6, 1, 12, tzinfo=timezone.utc)
 
 @pytest.fixture
 def setup(database):
-    storage = LoyaltyStorage(database)
-    storage.ensure_indexes()
-    clock = Clock(T0)
+    storage, clock = storage_at(LoyaltyStorage, database, T0)
     return storage, Accounts(storage, clock=clock), clock
 
 

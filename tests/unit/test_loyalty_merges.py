@@ -11,7 +11,7 @@ from services.loyalty.accounts import Accounts
 from services.loyalty.merges import Merges
 from services.loyalty.repository import LoyaltyStorage
 from shared.events import build_event
-from tests.support import Clock
+from tests.support import storage_at
 from tests.unit.test_loyalty_accounts import ledger_sum, order_event, owed
 
 T0 = datetime(2026, 6, 1, 12, tzinfo=timezone.utc)
@@ -19,9 +19,7 @@ T0 = datetime(2026, 6, 1, 12, tzinfo=timezone.utc)
 
 @pytest.fixture
 def setup(database):
-    storage = LoyaltyStorage(database)
-    storage.ensure_indexes()
-    clock = Clock(T0)
+    storage, clock = storage_at(LoyaltyStorage, database, T0)
     accounts = Accounts(storage, clock=clock)
     return storage, accounts, Merges(accounts), clock
 

@@ -16,7 +16,7 @@ from shared.coupons import CODE_ALPHABET, CouponSpec
 from shared.errors import Conflict, NotFound, Refused, Unavailable, ValidationError
 from shared.events import build_event, contract
 from shared.outbox import OUTBOX_FIELD
-from tests.support import Clock
+from tests.support import storage_at
 
 T0 = datetime(2026, 6, 1, 12, tzinfo=timezone.utc)
 STORE = "s1"
@@ -60,9 +60,7 @@ class FakeShopCoupons:
 
 @pytest.fixture
 def world(database):
-    storage = LoyaltyStorage(database)
-    storage.ensure_indexes()
-    clock = Clock(T0)
+    storage, clock = storage_at(LoyaltyStorage, database, T0)
     accounts = Accounts(storage, clock=clock, choose=random.Random(7).choice)
     shop = FakeShopCoupons()
     rewards = Rewards(accounts, shop, RetryPolicy(retry_seconds=30, retry_max_seconds=100))

@@ -18,7 +18,7 @@ from services.notifications.sender import Sender, SenderSettings
 from shared.coupons import CODE_ALPHABET, CouponSpec
 from shared.errors import NotFound, Refused, Unavailable, ValidationError
 from shared.events import build_event, contract
-from tests.support import Clock
+from tests.support import Clock, storage_at
 
 T0 = datetime(2026, 11, 29, 12, tzinfo=timezone.utc)
 STORE = "s1"
@@ -77,9 +77,7 @@ class ShopCouponsStandIn:
 @pytest.fixture
 def world(database, smtp):
     """A store with the welcome-with-a-coupon workflow, a known customer and a sender."""
-    storage = NotificationsStorage(database)
-    storage.ensure_indexes()
-    clock = Clock(T0)
+    storage, clock = storage_at(NotificationsStorage, database, T0)
     shop = ShopCouponsStandIn()
     email = EmailChannel(SmtpSettings(smtp.host, smtp.port, "none", "", "", 5, "s@example.com"))
     sender = Sender(storage, email, SmsChannel(TwilioSettings("", "", "", "", 5)),
@@ -336,9 +334,7 @@ def test_loyalty_events_trigger_with_their_conditions():
 
 
 def test_a_reward_code_and_points_messages_carry_their_events_facts(database, smtp):
-    storage = NotificationsStorage(database)
-    storage.ensure_indexes()
-    clock = Clock(T0)
+    storage, clock = storage_at(NotificationsStorage, database, T0)
     notifier = Notifier(storage, clock)
     notifier.save_settings(STORE, {"timezone": "Europe/Berlin"})
     storage.contacts.apply(STORE, "c1", "contact_at", T0, {"email": "ada@example.com",

@@ -11,16 +11,14 @@ from services.notifications.notifier import Notifier
 from services.notifications.policy import decide, load_settings
 from services.notifications.repository import NotificationsStorage
 from shared.events import build_event, contract
-from tests.support import Clock
+from tests.support import storage_at
 
 T0 = datetime(2026, 11, 29, 12, tzinfo=timezone.utc)
 
 
 @pytest.fixture
 def setup(database):
-    storage = NotificationsStorage(database)
-    storage.ensure_indexes()
-    clock = Clock(T0)
+    storage, clock = storage_at(NotificationsStorage, database, T0)
     notifier = Notifier(storage, clock)
     notifier.save_workflow("s1", {"workflow_id": "vip", "name": "VIP welcome",
                                   "trigger": {"event": "customer.tagged", "tag": "vip"},

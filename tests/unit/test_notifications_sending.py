@@ -13,15 +13,13 @@ from services.notifications.repository import NotificationsStorage
 from shared.events import build_event, contract
 from demo.mailbox import SmtpServer
 from demo.sms import FakeTwilio
-from tests.support import Clock
+from tests.support import Clock, storage_at
 
 T0 = datetime(2026, 11, 29, 12, tzinfo=timezone.utc)
 
 
 def test_a_lapse_schedules_once_per_last_order(database):
-    storage = NotificationsStorage(database)
-    storage.ensure_indexes()
-    clock = Clock(T0)
+    storage, clock = storage_at(NotificationsStorage, database, T0)
     notifier = Notifier(storage, clock)
     notifier.save_workflow("s1", {"workflow_id": "lapsed", "name": "Lapsed 90 days",
                                   "trigger": {"date": "days_since_last_order", "days": 90},
@@ -152,9 +150,7 @@ def test_a_workflow_send_waits_for_contact_details_that_trail_its_trigger(databa
     from services.notifications.policy import CONTACT_GRACE
     from services.notifications.sender import Sender, SenderSettings
 
-    storage = NotificationsStorage(database)
-    storage.ensure_indexes()
-    clock = Clock(T0)
+    storage, clock = storage_at(NotificationsStorage, database, T0)
     with FakeTwilio(seed=4) as twilio, SmtpServer() as smtp:
         sms = SmsChannel(TwilioSettings(twilio.account_sid, twilio.auth_token,
                                         twilio.phone_number, twilio.base_url, 5))

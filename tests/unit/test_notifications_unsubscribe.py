@@ -20,7 +20,7 @@ from services.notifications.subscriptions import Subscriptions, consent_state
 from shared.errors import ValidationError
 from shared.events import build_event, contract
 from shared.outbox import OUTBOX_FIELD
-from tests.support import Clock
+from tests.support import storage_at
 
 T0 = datetime(2026, 11, 29, 12, tzinfo=timezone.utc)
 SECRET = "a-link-secret-for-tests-0123456789abcdef"
@@ -112,9 +112,7 @@ def _sender(storage, clock, smtp, twilio=None, links=True) -> Sender:
 
 def test_a_marketing_email_carries_its_recipients_link_and_a_transactional_one_none(
         database, smtp):
-    storage = NotificationsStorage(database)
-    storage.ensure_indexes()
-    clock = Clock(T0)
+    storage, clock = storage_at(NotificationsStorage, database, T0)
     notifier = Notifier(storage, clock)
     notifier.save_settings(STORE, {"name": "Tea & Co", "url": "https://tea.example",
                                    "unsubscribe_mailto": "optout@tea.example"})
@@ -151,9 +149,7 @@ def test_a_marketing_email_carries_its_recipients_link_and_a_transactional_one_n
 
 
 def test_a_store_template_without_the_link_still_carries_it(database, smtp):
-    storage = NotificationsStorage(database)
-    storage.ensure_indexes()
-    clock = Clock(T0)
+    storage, clock = storage_at(NotificationsStorage, database, T0)
     notifier = Notifier(storage, clock)
     notifier.save_template(STORE, {"slug": "promo", "channel": "email", "subject": "Sale",
                                    "text": "Everything half price.", "html": "<p>Half price</p>"})
@@ -169,9 +165,7 @@ def test_a_store_template_without_the_link_still_carries_it(database, smtp):
 def test_no_public_address_no_marketing_email(database, smtp):
     """Without NOTIFY_PUBLIC_URL no link can be made: a marketing email would have no way
     out, so it fails for good, saying why; a transactional one still goes."""
-    storage = NotificationsStorage(database)
-    storage.ensure_indexes()
-    clock = Clock(T0)
+    storage, clock = storage_at(NotificationsStorage, database, T0)
     notifier = Notifier(storage, clock)
     _contact(storage)
     _schedule(storage, notifier, "m1")
@@ -183,9 +177,7 @@ def test_no_public_address_no_marketing_email(database, smtp):
 
 
 def test_a_marketing_sms_ends_with_the_stores_opt_out_text(database, smtp, twilio):
-    storage = NotificationsStorage(database)
-    storage.ensure_indexes()
-    clock = Clock(T0)
+    storage, clock = storage_at(NotificationsStorage, database, T0)
     notifier = Notifier(storage, clock)
     notifier.save_template(STORE, {"slug": "flash", "channel": "sms", "body": "Flash sale today"})
     notifier.save_settings(STORE, {"name": "Tea", "quiet_start": "00:00", "quiet_end": "00:00",
@@ -247,9 +239,7 @@ def _owed(storage, customer_id=CUSTOMER) -> list[dict]:
 
 @pytest.fixture
 def door_setup(database):
-    storage = NotificationsStorage(database)
-    storage.ensure_indexes()
-    clock = Clock(T0)
+    storage, clock = storage_at(NotificationsStorage, database, T0)
     _contact(storage)
     return storage, clock
 
@@ -393,9 +383,7 @@ def _granted_at_checkout(at: datetime):
 
 
 def test_double_opt_in_holds_a_grant_until_the_confirmation_link_is_used(database, smtp):
-    storage = NotificationsStorage(database)
-    storage.ensure_indexes()
-    clock = Clock(T0)
+    storage, clock = storage_at(NotificationsStorage, database, T0)
     notifier = Notifier(storage, clock)
     notifier.save_settings(STORE, {"name": "Tea & Co", "email_double_opt_in": True})
     _contact(storage, email_consent=False)
@@ -431,9 +419,7 @@ def test_double_opt_in_holds_a_grant_until_the_confirmation_link_is_used(databas
 
 
 def test_without_double_opt_in_a_grant_is_in_force_at_once(database):
-    storage = NotificationsStorage(database)
-    storage.ensure_indexes()
-    clock = Clock(T0)
+    storage, clock = storage_at(NotificationsStorage, database, T0)
     _contact(storage, email_consent=False)
     Notifier(storage, clock).apply(_granted_at_checkout(T0 + timedelta(minutes=1)))
     assert consent_state(storage.contacts.get(STORE, CUSTOMER), "email_marketing") == "granted"
@@ -441,9 +427,7 @@ def test_without_double_opt_in_a_grant_is_in_force_at_once(database):
 
 
 def test_an_unsubscribe_withdraws_a_pending_opt_in(database):
-    storage = NotificationsStorage(database)
-    storage.ensure_indexes()
-    clock = Clock(T0)
+    storage, clock = storage_at(NotificationsStorage, database, T0)
     _contact(storage, email_consent=False)
     subscriptions = Subscriptions(storage, clock)
     taken, change = subscriptions.hold_for_confirmation(STORE, CUSTOMER, {"source": "import"},

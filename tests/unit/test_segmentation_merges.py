@@ -11,7 +11,7 @@ from services.segmentation.profiles import Profiles
 from services.segmentation.repository import SegmentationStorage
 from services.segmentation.rules import validate_rule
 from shared.events import build_event
-from tests.support import Clock
+from tests.support import storage_at
 from tests.unit.test_segmentation_profiles import order_event, owed
 
 T0 = datetime(2026, 6, 1, 12, tzinfo=timezone.utc)
@@ -19,9 +19,7 @@ T0 = datetime(2026, 6, 1, 12, tzinfo=timezone.utc)
 
 @pytest.fixture
 def setup(database):
-    storage = SegmentationStorage(database)
-    storage.ensure_indexes()
-    clock = Clock(T0)
+    storage, clock = storage_at(SegmentationStorage, database, T0)
     profiles = Profiles(storage, clock=clock)
     return storage, profiles, Merges(storage, profiles, clock=clock), clock
 

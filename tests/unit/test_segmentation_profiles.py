@@ -9,7 +9,7 @@ from services.segmentation.profiles import Profiles
 from services.segmentation.repository import SegmentationStorage
 from shared.events import build_event, contract
 from shared.outbox import OUTBOX_FIELD
-from tests.support import Clock
+from tests.support import storage_at
 
 T0 = datetime(2026, 6, 1, 12, tzinfo=timezone.utc)
 
@@ -17,9 +17,7 @@ T0 = datetime(2026, 6, 1, 12, tzinfo=timezone.utc)
 
 @pytest.fixture
 def setup(database):
-    storage = SegmentationStorage(database)
-    storage.ensure_indexes()
-    clock = Clock(T0)
+    storage, clock = storage_at(SegmentationStorage, database, T0)
     return storage, Profiles(storage, clock=clock), clock
 
 
