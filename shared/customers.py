@@ -13,6 +13,12 @@ from __future__ import annotations
 from typing import Callable, Iterable
 
 import eventlet
+
+# The contact fields `customer.*` events carry, and which a merge chooses between.
+CONTACT_FIELDS = ("email", "first_name", "last_name", "phone", "company", "billing", "shipping",
+                  "birthday")
+# How many records one merge may fold into its primary (docs/merging.md).
+MAX_MERGED = 10
 from nameko.exceptions import UnknownService
 
 from shared.errors import NotFound, Unavailable, ValidationError

@@ -235,6 +235,20 @@ class CustomerRepository(TimelineOwing, VersionedRepository):
                                        {"$set": {MATCH_KEYS_FIELD: keys_of(doc)}})
         return len(docs), (docs[-1]["_id"] if len(docs) == limit else None)
 
+    def retire_merged(self, customer_id: str, claim: dict, into: str, merge_id: str,
+                      at: datetime) -> bool:
+        """A live record matching `claim` becomes merged into `into` by `merge_id`, losing its
+        match keys (a merged record is nobody's duplicate); True when it is so now (this time
+        or an earlier one), False when it was no longer live."""
+        self.collection.update_one(
+            {"_id": customer_id, "status": "active", **claim},
+            {"$set": {"status": "merged", "merged_into": into, "merge_id": merge_id,
+                      "merged_at": at},
+             "$unset": {"merge_claim": "", "guest_email_key": "", MATCH_KEYS_FIELD: ""},
+             "$inc": {"version": 1}})
+        doc = self.collection.find_one({"_id": customer_id}, {"status": 1, "merge_id": 1})
+        return doc is not None and doc.get("status") == "merged" and doc.get("merge_id") == merge_id
+
     def count_missing_match_keys(self) -> int:
         return self.collection.count_documents(
             {"status": "active", MATCH_KEYS_FIELD: {"$exists": False}})

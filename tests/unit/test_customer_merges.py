@@ -214,6 +214,48 @@ def test_a_merge_cut_short_by_a_crash_is_finished_by_the_next_touch(
     assert len(owed(storage, "customer.merged")) == 1
 
 
+def test_a_crash_between_the_primarys_write_and_the_records_step_still_finishes_the_merge(
+        merges, sync, storage, two, clock, monkeypatch):
+    # The primary's write (its fields, the marker and customer.merged, announced) lands, then
+    # the process dies before the merge record says "pending": the marker is the word that
+    # the merge happened, for the next touch and for a merge meeting the old claim.
+    monkeypatch.setattr(merges_module, "finish_merge", lambda *args: None)
+    real_move_state = storage.merges.move_state
+    storage.merges.move_state = lambda merge_id, from_states, state, *a, **k: (
+        False if state == "pending" else real_move_state(merge_id, from_states, state, *a, **k))
+    merge_id = merges.merge_customers(STORE, two["primary"], [two["other"]], {},
+                                      "alice").answer["merge_id"]
+    storage.merges.move_state = real_move_state
+    monkeypatch.undo()
+    assert storage.merges.get(STORE, merge_id)["state"] == "planned"
+    clock.advance(seconds=CLAIM_LEASE.total_seconds() + 1)
+    # Another merge meets the claim, now old: it finishes the merge instead of abandoning it.
+    with pytest.raises(Conflict):
+        merges.merge_customers(STORE, two["primary"], [two["other"]], {}, "bob")
+    record = storage.merges.get(STORE, merge_id)
+    assert record["state"] == "done"
+    assert storage.customers.get(STORE, two["other"])["status"] == "merged"
+    assert storage.orders.get(STORE, "2")["customer_id"] == two["primary"]
+    assert "pending_merge_id" not in storage.customers.get(STORE, two["primary"])
+    assert len(owed(storage, "customer.merged")) == 1
+    assert merges.get(STORE, merge_id)["merge_id"] == merge_id  # readable, so it can be undone
+
+
+def test_a_merge_whose_record_was_deleted_at_the_shop_meanwhile_leaves_it_deleted(
+        merges, sync, storage, two, clock, monkeypatch):
+    monkeypatch.setattr(merges_module, "finish_merge", lambda *args: None)
+    merge_id = merges.merge_customers(STORE, two["primary"], [two["other"]], {},
+                                      "alice").answer["merge_id"]
+    monkeypatch.undo()
+    apply(sync, "customer", "deleted", {"id": 43})  # claimed, then deleted at the shop
+    assert storage.customers.get(STORE, two["other"])["status"] == "deleted"
+    merges_module.finish_merge(storage, STORE, merge_id, clock())
+    other = storage.customers.get(STORE, two["other"])
+    assert other["status"] == "deleted" and "merged_into" not in other
+    assert storage.orders.get(STORE, "2")["customer_id"] == two["other"]  # nothing moved
+    assert storage.merges.get(STORE, merge_id)["state"] == "done"
+
+
 def test_a_primary_changed_meanwhile_is_read_again_and_merged_once(merges, sync, storage, two):
     real_update = storage.customers.update
     raced = []
@@ -359,6 +401,21 @@ def test_an_unmerge_cut_short_is_finished_by_asking_again(merges, storage, two, 
         merges.unmerge(STORE, merge_id, "bob")
 
 
+def test_an_unmerge_cut_short_and_then_erased_is_a_conflict_not_a_crash(
+        merges, storage, two, monkeypatch):
+    merge_id = merges.merge_customers(STORE, two["primary"], [two["other"]], {},
+                                      "alice").answer["merge_id"]
+    monkeypatch.setattr(CustomerMerges, "_restore_primary_fields",
+                        lambda *args: (_ for _ in ()).throw(RuntimeError("crash")))
+    with pytest.raises(RuntimeError):
+        merges.unmerge(STORE, merge_id, "bob")
+    monkeypatch.undo()
+    storage.merges.forget(STORE, [two["other"]])  # the person is erased meanwhile
+    with pytest.raises(Conflict) as info:
+        merges.unmerge(STORE, merge_id, "bob")
+    assert info.value.details["fields"] == {"merge_id": ["erased"]}
+
+
 def test_a_guest_merge_can_be_undone(merges, sync, storage):
     apply(sync, "customer", "created", payloads.customer(woo_id=42, email="ada@old.example"))
     apply(sync, "order", "created", payloads.order(1, customer_id=0, email="ada@new.example"))
@@ -384,3 +441,10 @@ def test_unknown_merges_are_not_found_and_other_stores_see_none(merges, storage,
     assert merges.list("s2")["items"] == []
     assert [m["merge_id"] for m in merges.list(STORE, customer_id=two["other"])["items"]] == [
         merge_id]
+
+
+@pytest.mark.parametrize("merge_id", ["", "x" * 65, "m 1", "m1\n", "../m1", 7, None])
+def test_a_merge_id_over_rpc_is_what_the_gateway_accepts_in_the_path(merges, merge_id):
+    with pytest.raises(ValidationError) as info:
+        merges.get(STORE, merge_id)
+    assert "merge_id" in info.value.details["fields"]

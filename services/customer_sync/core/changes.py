@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from services.customer_sync.core.normalise import OrderSnapshot
+from shared.customers import CONTACT_FIELDS
 
 REAL_STATUSES = frozenset({"pending", "processing", "on-hold", "completed"})
 # A refunded order was placed and paid before it was refunded: met first in that state (a
@@ -99,8 +100,6 @@ def plan_order_events(previous: dict | None, new: OrderSnapshot) -> OrderPlan:
     return OrderPlan(events, placed=True)
 
 
-CONTACT_FIELDS = ("email", "first_name", "last_name", "phone", "company", "billing", "shipping",
-                  "birthday")
 
 
 def changed_contact_fields(previous: dict, new: dict) -> list[str]:

@@ -9,10 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from services.customer_sync.core.changes import CONTACT_FIELDS
 from services.customer_sync.core.normalise import email_key
+from shared.customers import CONTACT_FIELDS
 
-MAX_MERGED = 10
 # Stored with the merge so an unmerge can compare and restore; personal data, so an erasure
 # of any of its records blanks the snapshot (repository.MergeRepository.forget).
 SNAPSHOT_FIELDS = (*CONTACT_FIELDS, "status", "registered", "woo_customer_id", "email_key",

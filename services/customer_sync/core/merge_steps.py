@@ -15,7 +15,7 @@ from datetime import datetime
 
 from pymongo.collection import Collection
 
-from services.customer_sync.repository import MATCH_KEYS_FIELD, CustomerSyncStorage
+from services.customer_sync.repository import CustomerSyncStorage
 
 log = logging.getLogger(__name__)
 
@@ -59,28 +59,39 @@ def move(storage: CustomerSyncStorage, merge_id: str, store_id: str, from_id: st
     return moved
 
 
+def taken_by_primary(storage: CustomerSyncStorage, record: dict) -> bool:
+    """Whether the primary's write landed for a merge its record still calls planned (or
+    abandoned): a crash between that write and the record's step to "pending" leaves the
+    primary's marker as the only word that the merge happened, and announced."""
+    if record.get("kind") != "manual" or record.get("state") not in ("planned", "abandoned"):
+        return False
+    primary = storage.customers.get(record["store_id"], record["primary_id"])
+    return primary is not None and primary.get("pending_merge_id") == record["_id"]
+
+
 def finish_merge(storage: CustomerSyncStorage, store_id: str, merge_id: str,
                  now: datetime) -> None:
     """Do what is left of a merge its primary has taken, then clear the primary's marker."""
     record = storage.merges.get(store_id, merge_id)
     if record is None:
         return
+    if taken_by_primary(storage, record):
+        storage.merges.move_state(merge_id, ["planned", "abandoned"], "pending")
+        record = storage.merges.get(store_id, merge_id)
     primary_id = record["primary_id"]
     if record["state"] == "pending":
-        customers = storage.customers.collection
+        customers = storage.customers
         for merged_id in record["merged_ids"]:
             # A manual merge claimed its records (a claim released as stale while the merge
             # was slow leaves the record live and unclaimed); a guest merge's guest is live.
+            # A record that stopped being live meanwhile (deleted at the shop) is left as it is.
             claim = ({"$or": [{"merge_claim": merge_id},
-                              {"status": "active", "merge_claim": {"$exists": False}}]}
-                     if record["kind"] == "manual" else {"status": "active"})
-            customers.update_one(
-                {"_id": merged_id, **claim},
-                # Only live customers carry match keys: a merged record is nobody's duplicate.
-                {"$set": {"status": "merged", "merged_into": primary_id, "merge_id": merge_id,
-                          "merged_at": now},
-                 "$unset": {"merge_claim": "", "guest_email_key": "", MATCH_KEYS_FIELD: ""},
-                 "$inc": {"version": 1}})
+                              {"merge_claim": {"$exists": False}}]}
+                     if record["kind"] == "manual" else {})
+            if not customers.retire_merged(merged_id, claim, primary_id, merge_id, now):
+                log.warning("a merged record was no longer live: left as it is",
+                            extra={"merge_id": merge_id, "customer_id": merged_id})
+                continue
             moved = move(storage, merge_id, store_id, merged_id, primary_id)
             log.info("merged a customer record",
                      extra={"merge_id": merge_id, "moved": {k: len(v) for k, v in moved.items()}})

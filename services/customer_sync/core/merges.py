@@ -17,12 +17,13 @@ steps, each safe to repeat:
 A lost race at 2 or 3 releases the claims and starts again from fresh reads; a claim whose
 merge never reached step 3 (a crash) is released by the next merge that meets it, once old.
 
-An unmerge starts by moving the record to "unmerging" (so a second one is a Conflict), then
-hands back, record by record, by the rules of docs/merging.md, each step repeatable; calling
-it again after a crash finishes it.
+An unmerge starts by moving the record to "unmerging", then hands back, record by record, by
+the rules of docs/merging.md, each step repeatable: calling it again after a crash (or while
+another call is at it) finishes it, and once it has ended another is a Conflict.
 """
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime, timedelta
 from typing import Any, Callable
@@ -31,13 +32,13 @@ from pymongo.errors import DuplicateKeyError
 
 from services.customer_sync.core import merge_rules
 from services.customer_sync.core.changes import CONTACT_FIELDS
-from services.customer_sync.core.merge_steps import MOVED_KINDS, finish_merge, move
+from services.customer_sync.core.merge_steps import MOVED_KINDS, finish_merge, move, taken_by_primary
 from services.customer_sync.core.sync import CustomerSync, customer_event_data, stable_event_id
 from services.customer_sync.core.written import Written, written
 from services.customer_sync.crm.timeline import entry_id, make_entry
 from services.customer_sync.repository import CustomerSyncStorage
 from services.customer_sync.schemas import PageSchema, load, require_text
-from shared.customers import not_found, valid_customer_id
+from shared.customers import MAX_MERGED, not_found, valid_customer_id
 from shared.errors import Conflict, NotFound, ValidationError
 from shared.events import Event, build_event
 from shared.paging import decode_cursor, encode_cursor
@@ -55,6 +56,9 @@ MAX_ORDERS_SINCE = 5000
 def _error(field: str, message: str) -> ValidationError:
     return ValidationError(f"{field} {message}", {"fields": {field: [message]}})
 
+
+# What a merge id may be (the gateway checks the same in the path).
+_MERGE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
 
 class CustomerMerges:
     def __init__(self, storage: CustomerSyncStorage, sync: CustomerSync,
@@ -116,8 +120,8 @@ class CustomerMerges:
         return written(self._view(record, detailed=True), touched)
 
     def _merged_ids_arg(self, value: Any, primary_id: str) -> list[str]:
-        if not isinstance(value, list) or not 1 <= len(value) <= merge_rules.MAX_MERGED:
-            raise _error("merged_ids", f"must be a list of 1 to {merge_rules.MAX_MERGED} ids")
+        if not isinstance(value, list) or not 1 <= len(value) <= MAX_MERGED:
+            raise _error("merged_ids", f"must be a list of 1 to {MAX_MERGED} ids")
         ids = [valid_customer_id(v, "merged_ids") for v in value]
         if len(set(ids)) != len(ids):
             raise _error("merged_ids", "must not name a record twice")
@@ -164,10 +168,10 @@ class CustomerMerges:
     def _release_stale_claim(self, store_id: str, doc: dict) -> bool:
         """Release a claim left by a merge that crashed before its primary took it."""
         record = self.storage.merges.get(store_id, doc["merge_claim"])
-        if record is not None and record.get("state") != "planned":
-            if record.get("state") in ("pending", "done"):
-                finish_merge(self.storage, store_id, record["_id"], self.clock())
-                return True
+        if record is not None and (record.get("state") in ("pending", "done")
+                                   or taken_by_primary(self.storage, record)):
+            finish_merge(self.storage, store_id, record["_id"], self.clock())
+            return True
         if record is not None and as_utc(record["created_at"]) + CLAIM_LEASE > self.clock():
             return False  # a merge in progress
         self.storage.customers.collection.update_one(
@@ -242,6 +246,9 @@ class CustomerMerges:
         elif record["state"] != "unmerging":
             raise Conflict(f"merge {record['_id']} was never made",
                            {"fields": {"merge_id": [record["state"]]}})
+        elif record.get("personal_data_erased"):  # erased while its undoing was cut short
+            raise Conflict("a record of this merge was erased; it cannot be undone",
+                           {"fields": {"merge_id": ["erased"]}})
         touched = self._hand_back(store_id, record)
         answer = self._unmerge_answer(store_id, self._record(store_id, merge_id))
         self.storage.merges.move_state(record["_id"], ["unmerging"], "unmerged",
@@ -249,10 +256,12 @@ class CustomerMerges:
         return written(answer, touched)
 
     def _record(self, store_id: str, merge_id: Any) -> dict:
-        if not isinstance(merge_id, str) or not 0 < len(merge_id) <= 64 \
-                or not merge_id.isprintable():
-            raise _error("merge_id", "must be 1 to 64 printable characters")
+        if not isinstance(merge_id, str) or not _MERGE_ID.match(merge_id):
+            raise _error("merge_id", "must be 1 to 64 letters, digits, '-' or '_'")
         record = self.storage.merges.get(store_id, merge_id)
+        if record is not None and taken_by_primary(self.storage, record):
+            finish_merge(self.storage, store_id, merge_id, self.clock())
+            record = self.storage.merges.get(store_id, merge_id)
         if record is None or record.get("state") in ("planned", "abandoned"):
             raise NotFound(f"no merge {merge_id} in store {store_id}",
                            {"fields": {"merge_id": ["not found"]}})

@@ -7,10 +7,8 @@ from urllib.parse import urlencode
 from services.gateway import schemas as s
 from services.gateway.handlers.customers import PAGE_PARAMS
 from services.gateway.routing import Context, Param, Reply, Route
+from shared.customers import CONTACT_FIELDS, MAX_MERGED
 
-CONTACT_FIELDS = ("email", "first_name", "last_name", "phone", "company", "billing", "shipping",
-                  "birthday")
-MAX_MERGED = 10
 _ID = {"type": "string", "minLength": 1, "maxLength": 64}
 
 MERGE_REQUEST = {
