@@ -295,7 +295,8 @@ class CustomerMerges:
             own = [o["_id"] for o in self.storage.orders.collection.find(
                 {"store_id": store_id, "customer_id": primary_id,
                  "first_seen_at": {"$gte": since}},
-                {"_id": 1, "woo_customer_id": 1, "billing": 1}).limit(MAX_ORDERS_SINCE)
+                {"_id": 1, "woo_customer_id": 1, "billing": 1})
+                .sort([("first_seen_at", 1), ("_id", 1)]).limit(MAX_ORDERS_SINCE)
                 if o["_id"] not in back["orders"]
                 and merge_rules.belongs_to_restored(o, record["snapshots"][restored_id])]
             move(self.storage, merge_id, store_id, primary_id, restored_id, "returned_since",
@@ -404,10 +405,10 @@ class CustomerMerges:
                                  {"_id": 1, "customer_id": 1}):
             stayed.append({"order_id": self._order_id(order["_id"]), "customer_id": order["customer_id"],
                            "reason": "moved at the merge, and no longer with the primary"})
-        for order in orders.find({"store_id": store_id, "customer_id": primary_id,
-                                  "first_seen_at": {"$gte": as_utc(record["created_at"])},
-                                  "_id": {"$nin": sorted(handed)}},
-                                 {"_id": 1}).limit(MAX_ORDERS_SINCE):
+        arrived = orders.find({"store_id": store_id, "customer_id": primary_id,
+                               "first_seen_at": {"$gte": as_utc(record["created_at"])},
+                               "_id": {"$nin": sorted(handed)}}, {"_id": 1})
+        for order in arrived.sort([("first_seen_at", 1), ("_id", 1)]).limit(MAX_ORDERS_SINCE):
             stayed.append({"order_id": self._order_id(order["_id"]), "customer_id": primary_id,
                            "reason": "arrived since the merge, not for a restored record's own "
                                      "shop account"})
