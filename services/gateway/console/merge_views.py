@@ -82,14 +82,32 @@ def shown_value(value: Any) -> str:
 
 # -- merging ---------------------------------------------------------------------------------
 
+def _status_of(exc: ApiError) -> int:
+    """The API's refusal passed on as it is; its own failure as a bad gateway."""
+    return exc.status if 400 <= exc.status < 500 else 502
+
+
 def _ids(values: list[str]) -> list[str]:
-    """The record ids asked for: each once, in the order given, bounded."""
+    """The record ids asked for, each once, in the order given; one past the bound at most,
+    so that too many is refused rather than cut short unseen."""
     seen: list[str] = []
-    for value in values:
-        value = value.strip()[:64]
+    for value in values[:4 * MAX_RECORDS]:
+        value = value.strip()[:65]
         if value and value not in seen:
             seen.append(value)
-    return seen[:MAX_RECORDS]
+    return seen[:MAX_RECORDS + 1]
+
+
+def _ids_problem(ids: list[str]) -> str:
+    """Why these ids cannot make a merge form, or ""."""
+    if len(ids) < 2:
+        return ("customer_id: name at least two records to merge (open them from the "
+                "Possible duplicates page).")
+    if len(ids) > MAX_RECORDS:
+        return f"customer_id: a merge takes at most {MAX_RECORDS} records."
+    if any(len(i) > 64 for i in ids):
+        return "customer_id: a record id is at most 64 characters."
+    return ""
 
 
 def _records(page, ids: list[str]) -> list[dict]:
@@ -102,7 +120,6 @@ def _records(page, ids: list[str]) -> list[dict]:
         records.append({**{f: customer.get(f) for f in CONTACT_FIELDS},
                         "customer_id": customer_id,
                         "registered": bool(customer.get("registered")),
-                        "status": customer.get("account_status") or customer.get("status"),
                         "orders_count": stats.get("orders_count") or 0})
     return records
 
@@ -121,14 +138,13 @@ def merge_form(page) -> Response:
     """The records of a duplicate group side by side, with the primary and each field's
     winner preselected as the API would choose them."""
     ids = _ids(page.request.args.getlist("customer_id"))
-    if len(ids) < 2:
+    if _ids_problem(ids):
         return page.render("error.html", 400, title="Choose records to merge",
-                           message="customer_id: name at least two records to merge "
-                                   "(open them from the Possible duplicates page).")
+                           message=_ids_problem(ids))
     try:
         records = _records(page, ids)
     except ApiError as exc:
-        return page.render("error.html", exc.status if exc.status in (403, 404) else 502,
+        return page.render("error.html", _status_of(exc),
                            title="These records cannot be merged", message=exc.message())
     return _form(page, records, default_primary(records), {})
 
@@ -140,12 +156,15 @@ def merge_submit(page) -> Response:
     ids = _ids(form.getlist("customer_id"))
     primary_id = (form.get("primary_id") or "")[:64]
     chosen = field_choices(form)
+    if _ids_problem(ids):
+        return page.render("error.html", 400, title="Nothing was merged",
+                           message=_ids_problem(ids))
     try:
         records = _records(page, ids)
     except ApiError as exc:
-        return page.render("error.html", exc.status if exc.status in (403, 404) else 502,
+        return page.render("error.html", _status_of(exc),
                            title="These records cannot be merged", message=exc.message())
-    if len(ids) < 2 or primary_id not in ids:
+    if primary_id not in ids:
         return _form(page, records, primary_id, chosen, 400,
                      "Nothing was merged: choose the primary record among these.",
                      {"primary_id": "choose one of the records shown"})
@@ -158,7 +177,7 @@ def merge_submit(page) -> Response:
     try:
         merge = page.api.post("/customers/merge", body)
     except ApiError as exc:
-        return _form(page, records, primary_id, chosen, exc.status if exc.status < 500 else 502,
+        return _form(page, records, primary_id, chosen, _status_of(exc),
                      f"Nothing was merged: {exc.message()}", forms.field_errors(exc.problem))
     page.flash("success", f"Merged {len(body['merged_ids'])} record"
                           f"{'s' if len(body['merged_ids']) != 1 else ''} into {primary_id}.")
@@ -177,7 +196,7 @@ def merge_page(page, merge_id: str) -> Response:
     try:
         merge = page.api.get(path("merges", merge_id))
     except ApiError as exc:
-        return page.render("error.html", exc.status if exc.status in (400, 403, 404) else 502,
+        return page.render("error.html", _status_of(exc),
                            title="Merge not available", message=exc.message())
     return page.render("merge.html", title="Merge " + merge["merge_id"], m=merge,
                        states=STATE_LABELS, fields=FIELD_LABELS, shown=shown_value,
