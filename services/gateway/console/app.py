@@ -24,6 +24,7 @@ from services.gateway.auth import Caller, caller_from_view
 from services.gateway.console import admin_views as a
 from services.gateway.console import consent_views
 from services.gateway.console import duplicate_views as dv
+from services.gateway.console import merge_views as mv
 from services.gateway.console import present
 from services.gateway.console import segment_views as seg
 from services.gateway.console import suppression_views as sv
@@ -127,6 +128,11 @@ def _routes() -> Map:
         rule("/messages", a.send_log),
         rule("/suppressions", sv.suppression_list),
         rule("/duplicates", dv.duplicate_list),
+        rule("/merges", mv.merge_list),
+        rule("/merges/new", mv.merge_form),
+        rule("/merges/new", mv.merge_submit, ("POST",)),
+        rule("/merges/<merge_id>", mv.merge_page),
+        rule("/merges/<merge_id>/unmerge", mv.unmerge, ("POST",)),
         rule("/tags", tv.tag_list),
         rule("/tags/create", tv.tag_create, ("POST",)),
         rule("/tags/<tag>/edit", tv.tag_edit, ("POST",)),

@@ -1,6 +1,6 @@
 """The console's "Possible duplicates" page: groups of a store's customers who may be one
 person, strongest match first, each record linked to its customer page. Read through the
-gateway's API as the signed-in key, like every other page; merging comes later."""
+gateway's API as the signed-in key, like every other page; each group links to the merge page (merge_views)."""
 from __future__ import annotations
 
 from werkzeug.wrappers import Response
