@@ -14,7 +14,8 @@ module decides each reward's state; what the shop answered is passed in.
 
 A merge hands one account's slice to another as a parcel (lots with their dates, unused
 rewards, legacy credit, order states), with a ledger entry pair keyed by the merge; an unmerge
-hands back what of it remains (`give_for_merge`, `give_back`, `receive`).
+hands back what of it remains, and the restored record's own orders since with their points
+(`give_for_merge`, `give_back`, `receive`).
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import calendar
 import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Callable
+from typing import Any, Callable, Collection
 
 from services.loyalty.programme import VOID_STATUSES, Programme, Tier
 
@@ -679,19 +680,27 @@ class Account:
                           [c for c in self.doc["credit_lots"] if c["remaining"] > 0],
                           list(self.doc["orders"]))
 
-    def give_back(self, merge_key: str, to_customer: str) -> dict:
+    def give_back(self, merge_key: str, to_customer: str,
+                  orders_since: Collection[str] = ()) -> dict:
         """Merge `merge_key` was undone: what it brought here goes back to `to_customer`. Of
         the lots, what remains of them now (spending since took the oldest first, so it may be
         less or nothing); rewards and credit only while unused; the moved orders' states as
-        they are now. What was earned or spent since stays here."""
+        they are now. The orders since the merge that were the restored record's own
+        (`orders_since`) go too, with what remains of the points they earned here, so their
+        later events find their state there and nothing earns twice. Anything else earned or
+        spent since stays here."""
         self.expire_due()
-        mine = [lot for lot in self.doc["lots"] if lot.get("merged_in") == merge_key]
+        since = set(orders_since)
+        mine = [lot for lot in self.doc["lots"] if lot.get("merged_in") == merge_key
+                or (lot.get("source") == "earn" and lot.get("order_id") in since
+                    and lot.get("merged_in") is None)]
         rewards = [r for r in self.doc["rewards"].values()
                    if r.get("merged_in") == merge_key and r["state"] in UNUSED_REWARD_STATES]
         credit = [c for c in self.doc["credit_lots"]
                   if c.get("merged_in") == merge_key and c["remaining"] > 0]
         orders = [order_id for order_id, state in self.doc["orders"].items()
-                  if state.get("merged_in") == merge_key]
+                  if state.get("merged_in") == merge_key
+                  or (order_id in since and state.get("merged_in") is None)]
         return self._give("unmerge", merge_key, to_customer, mine, rewards, credit, orders)
 
     def _give(self, direction: str, merge_key: str, to_customer: str, lots: list[dict],

@@ -18,6 +18,9 @@ from shared.errors import NotFound, ValidationError
 from shared.events import Event
 
 MERGE_ID_MAX_LENGTH = 200
+# customer_sync names at most this many orders since a merge (its MAX_ORDERS_SINCE).
+MAX_ORDERS_SINCE = 5000
+ORDER_ID_MAX_LENGTH = 64
 
 
 def merge_key(merge_id: str | None, primary: str, merged: str) -> str:
@@ -50,12 +53,15 @@ class Merges:
 
     def apply_unmerge(self, event: Event) -> Outcome:
         """Hand back what the merge moved (what remains of its lots, its rewards and credit if
-        unused, its orders' states) and make the restored record's account active again. An
-        unmerge of a merge not applied here leaves a marker, so the late merge does nothing."""
+        unused, its orders' states), and the orders since that were the restored record's own
+        with what remains of their points, and make the restored record's account active
+        again. An unmerge of a merge not applied here leaves a marker, so the late merge does
+        nothing."""
         data, store_id = event.data, event.store_id
         primary, restored = _pair(data["customer_id"], data["restored_customer_id"],
                                   "restored_customer_id")
         merge_id = _merge_id(data.get("merge_id"), required=True)
+        orders_since = _order_ids(data.get("orders_since"), "orders_since")
         key = merge_key(merge_id, primary, restored)
         now = self.accounts.clock()
         note = self.notes.get(store_id, key) or self.notes.legacy(store_id, primary, restored)
@@ -74,7 +80,7 @@ class Merges:
         def give_back(account: lg.Account) -> bool:
             if account.has_request(f"unmerge-out:{key}"):
                 return False
-            account.give_back(key, restored)
+            account.give_back(key, restored, orders_since)
             return True
 
         try:
@@ -153,6 +159,21 @@ def _pair(primary: object, other: object, field: str) -> tuple[str, str]:
         raise ValidationError(f"{field} must name another customer than customer_id",
                               {"fields": {field: ["same as customer_id"]}})
     return primary, other
+
+
+def _order_ids(value: object, field: str) -> list[str]:
+    """Shop order ids as an unmerge names them: a bounded list of short printable ids."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or len(value) > MAX_ORDERS_SINCE:
+        raise ValidationError(f"{field} must be a list of at most {MAX_ORDERS_SINCE} order ids",
+                              {"fields": {field: ["invalid"]}})
+    for order_id in value:
+        if (not isinstance(order_id, str) or not order_id.strip()
+                or len(order_id) > ORDER_ID_MAX_LENGTH or not order_id.isprintable()):
+            raise ValidationError(f"{field} must hold order ids of 1-{ORDER_ID_MAX_LENGTH} "
+                                  "printable characters", {"fields": {field: ["invalid"]}})
+    return list(dict.fromkeys(value))
 
 
 def _merge_id(value: object, required: bool) -> str | None:

@@ -30,10 +30,10 @@ def merged(primary: str, guest: str, merge_id: str) -> dict:
         "kind": "manual"}).to_message()
 
 
-def unmerged(primary: str, guest: str, merge_id: str) -> dict:
+def unmerged(primary: str, guest: str, merge_id: str, orders_since: tuple = ()) -> dict:
     return build_event("customer.unmerged", store_id=STORE, data={
-        "customer_id": primary, "restored_customer_id": guest,
-        "merge_id": merge_id}).to_message()
+        "customer_id": primary, "restored_customer_id": guest, "merge_id": merge_id,
+        "orders_since": list(orders_since)}).to_message()
 
 
 def tiers(events, customer: str) -> list[tuple]:
@@ -90,3 +90,40 @@ def test_an_unmerge_before_its_merge_leaves_the_accounts_alone(services, rpc, ev
     barrier.settled("customer.merged")
     assert barrier.published() == 0
     assert rpc.loyalty.get_account(STORE, "mg-early")["balance"] == 500
+
+
+def test_an_order_of_the_restored_record_since_the_merge_goes_back_and_its_refund_reverses_there(
+        services, rpc, events):
+    publish(services.amqp_uri,
+            order("order.placed", "ms-guest", 4_000, at=NOW - timedelta(hours=3), order_id="m-10"))
+    wait_until(lambda: points_events(events, "ms-guest"))
+    barrier = EventBarrier(services, "loyalty", events).expect("customer.merged")
+    publish(services.amqp_uri, merged("ms-main", "ms-guest", "merge-c"))
+    barrier.settled("customer.merged")
+    # placed while merged: customer_sync names the primary
+    publish(services.amqp_uri,
+            order("order.placed", "ms-main", 5_000, at=NOW - timedelta(hours=2), order_id="m-11"))
+    wait_until(lambda: ("earn", 500, 900) in points_events(events, "ms-main"))
+    barrier = EventBarrier(services, "loyalty", events).expect("customer.unmerged")
+    message = unmerged("ms-main", "ms-guest", "merge-c", orders_since=["m-11"])
+    publish(services.amqp_uri, message, message)  # and again
+    barrier.settled("customer.unmerged", 2)
+    assert points_events(events, "ms-guest")[-1] == ("unmerge_in", 900, 900)
+    assert points_events(events, "ms-main")[-1] == ("unmerge_out", -900, 0)
+    # its events name the restored record now: an update earns nothing, a refund reverses there
+    barrier = EventBarrier(services, "loyalty", events).expect("order.updated", "order.refunded")
+    publish(services.amqp_uri,
+            order("order.updated", "ms-guest", 5_000, status="completed",
+                  at=NOW - timedelta(hours=1), order_id="m-11"),
+            order("order.refunded", "ms-guest", 5_000, refunded=5_000, status="refunded",
+                  at=NOW, order_id="m-11"))
+    barrier.settled("order.updated")
+    barrier.settled("order.refunded")
+    guest, main = rpc.loyalty.get_account(STORE, "ms-guest"), rpc.loyalty.get_account(STORE, "ms-main")
+    assert (guest["status"], guest["balance"]) == ("active", 400)
+    assert main["balance"] == 0
+    assert points_events(events, "ms-guest")[-2:] == [("unmerge_in", 900, 900),
+                                                     ("reverse", -500, 400)]
+    for customer in ("ms-main", "ms-guest"):
+        check = rpc.loyalty.ledger_check(STORE, customer)
+        assert check["ok"], check

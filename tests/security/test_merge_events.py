@@ -30,6 +30,10 @@ HOSTILE = {
     "control characters": ("customer.merged", {"merged_customer_id": "guest\n\x00"},
                            "merged_customer_id"),
     "huge customer id": ("customer.unmerged", {"customer_id": "c" * 100_000}, "customer_id"),
+    "too many orders since": ("customer.unmerged",
+                              {"orders_since": [str(n) for n in range(5_001)]}, "orders_since"),
+    "huge order id since": ("customer.unmerged", {"orders_since": ["9" * 100_000]},
+                            "orders_since"),
 }
 
 

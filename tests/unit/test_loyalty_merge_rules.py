@@ -90,6 +90,36 @@ def test_unmerge_gives_back_what_remains_after_spending_took_the_oldest_first():
     assert restored.points_in_window() == 500 and primary.points_in_window() == 400
 
 
+def test_the_restored_records_own_orders_since_go_back_with_what_remains_of_their_points():
+    guest = account("guest", T0)
+    primary = account("main", T0)
+    merge(guest, primary)
+    later = T0 + timedelta(days=5)
+    primary = account("main", later, primary.doc)
+    primary.apply_order(order("g2", 4_000, later))  # the restored record's own, since: 400
+    primary.apply_order(order("p2", 2_000, later))  # the primary's own, since: 200
+    primary.adjust("adjust:a1", -100, "spent", "ops")  # earn:g2 is the oldest lot (by id)
+    primary.entries = []
+    parcel = primary.give_back(KEY, "guest", ["g2", "unknown"])
+    restored = account("guest", later, guest.doc)
+    restored.receive(parcel)
+    assert [(lot["lot_id"], lot["remaining"]) for lot in restored.doc["lots"]] == [("earn:g2", 300)]
+    assert restored.balance == 300 and primary.balance == 200
+    assert [o for o, _ in parcel["orders"]] == ["g2"]
+    [out] = primary.entries
+    assert (out.key, out.delta) == (f"unmerge-out:{KEY}", -300)
+    assert (restored.entries[-1].key, restored.entries[-1].delta) == (f"unmerge-in:{KEY}", 300)
+    assert restored.points_in_window() == 400 and primary.points_in_window() == 200
+    # its state is here now: delivered again it earns nothing, a refund reverses here
+    restored.apply_order(order("g2", 4_000, later))
+    assert restored.balance == 300
+    refunded = lg.OrderSnapshot(order_id="g2", status="processing", currency="EUR", total=4_000,
+                                shipping=0, tax=0, refunded=2_000, created_at=later,
+                                paid_at=None, is_guest=False, as_of=later + timedelta(hours=1))
+    restored.apply_order(refunded)
+    assert restored.balance == 300 - 200 and primary.balance == 200
+
+
 def test_rewards_go_back_only_while_unused_and_keep_their_coupons_owner():
     guest = account("guest", T0)
     guest.apply_order(order("g1", 10_000, T0))

@@ -30,10 +30,10 @@ def merged(primary: str, guest: str, merge_id: str | None = "m-1", kind: str = "
         "kind": kind}, occurred_at=T0)
 
 
-def unmerged(primary: str, guest: str, merge_id: str = "m-1"):
+def unmerged(primary: str, guest: str, merge_id: str = "m-1", orders_since: tuple = ()):
     return build_event("customer.unmerged", store_id="s1", data={
-        "customer_id": primary, "restored_customer_id": guest, "merge_id": merge_id},
-        occurred_at=T0)
+        "customer_id": primary, "restored_customer_id": guest, "merge_id": merge_id,
+        "orders_since": list(orders_since)}, occurred_at=T0)
 
 
 def points_messages(storage, customer: str) -> list[tuple]:
@@ -196,4 +196,56 @@ def test_a_moved_reward_used_since_stays_and_an_unused_one_goes_back(setup):
     assert main == {used["reward_id"]: "used", kept["reward_id"]: "moved"}
     assert guest == {used["reward_id"]: "moved", kept["reward_id"]: "pending"}
     assert storage.accounts.holding_codes("s1", [kept["code"]]) == ["guest"]
+    assert accounts.ledger_check("s1", "main")["ok"] and accounts.ledger_check("s1", "guest")["ok"]
+
+
+def test_an_order_of_the_restored_records_own_since_the_merge_goes_back_and_earns_once(setup):
+    storage, accounts, merges, clock = setup
+    accounts.apply_order_event(order_event("g1", "guest", 4_000, at=T0 - timedelta(days=10)))
+    merges.apply_merge(merged("main", "guest"))
+    clock.now = T0 + timedelta(days=1)
+    # placed while merged: customer_sync names the primary, which earns on it
+    accounts.apply_order_event(order_event("g2", "main", 5_000, at=clock.now))
+    accounts.apply_order_event(order_event("p1", "main", 2_000, at=clock.now))  # the primary's
+    assert accounts.account_view("s1", "main")["balance"] == 400 + 500 + 200
+    merges.apply_unmerge(unmerged("main", "guest", orders_since=["g2"]))
+    merges.apply_unmerge(unmerged("main", "guest", orders_since=["g2"]))  # redelivered
+    # from now on g2's events name the restored record, whose account holds its state
+    updated = order_event("g2", "guest", 5_000, status="completed", at=clock.now + timedelta(
+        hours=1), event_type="order.updated")
+    accounts.apply_order_event(updated)
+    guest, main = accounts.account_view("s1", "guest"), accounts.account_view("s1", "main")
+    assert (guest["status"], guest["balance"]) == ("active", 400 + 500)
+    assert main["balance"] == 200
+    assert points_messages(storage, "guest")[-1] == ("unmerge_in", 900, 900)
+    assert points_messages(storage, "main")[-1] == ("unmerge_out", -900, 200)
+    assert ledger_sum(storage, "guest") == 900 and ledger_sum(storage, "main") == 200
+    assert accounts.ledger_check("s1", "main")["ok"] and accounts.ledger_check("s1", "guest")["ok"]
+    note = storage.merges.get("s1", "m-1:guest")
+    assert note["handed_back"] == {"points": 900, "credit": 0, "lots": 2, "rewards": [],
+                                   "orders": 2}
+    [entry] = [e for e in accounts.export("s1", "guest")["ledger"] if e["kind"] == "unmerge_in"]
+    assert {lot["lot_id"] for lot in entry["details"]["lots"]} == {"earn:g1", "earn:g2"}
+
+
+def test_a_refund_after_the_unmerge_reverses_on_the_restored_account(setup):
+    storage, accounts, merges, clock = setup
+    merges.apply_merge(merged("main", "guest"))
+    clock.now = T0 + timedelta(days=1)
+    accounts.apply_order_event(order_event("g2", "main", 5_000, at=clock.now))
+    accounts.apply_order_event(order_event("p1", "main", 3_000, at=clock.now))
+    # spending while merged takes the oldest lot first; earned at the same moment, the lot id
+    # decides (earn:g2 before earn:p1), so g2's lot gives the 100
+    accounts.adjust("s1", "main", -100, "spent at the counter", "ops@shop", request_id="a1")
+    merges.apply_unmerge(unmerged("main", "guest", orders_since=["g2"]))
+    assert accounts.account_view("s1", "guest")["balance"] == 400  # what remains of g2's 500
+    assert accounts.account_view("s1", "main")["balance"] == 300
+    refunded = order_event("g2", "guest", 5_000, status="refunded", refunded=5_000,
+                           at=clock.now + timedelta(hours=2), event_type="order.refunded")
+    accounts.apply_order_event(refunded)
+    accounts.apply_order_event(refunded)  # redelivered
+    guest, main = accounts.account_view("s1", "guest"), accounts.account_view("s1", "main")
+    assert guest["balance"] == -100  # the 500 reversed: 400 held, the 100 spent is owed
+    assert main["balance"] == 300
+    assert [k for k, _, _ in points_messages(storage, "guest")] == ["unmerge_in", "reverse"]
     assert accounts.ledger_check("s1", "main")["ok"] and accounts.ledger_check("s1", "guest")["ok"]
