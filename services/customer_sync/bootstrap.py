@@ -18,6 +18,7 @@ from services.customer_sync.core.staff import AccountStatus, StaffEdits
 from services.customer_sync.core.stores import StoreAdmin
 from services.customer_sync.core.sync import CustomerSync
 from services.customer_sync.core.written import DocumentRef
+from services.customer_sync.crm.custom_fields import CustomFields
 from services.customer_sync.crm.notes import Notes
 from services.customer_sync.crm.reminders import Reminders
 from services.customer_sync.crm.timeline import TimelineProjector
@@ -96,6 +97,7 @@ class CustomerSyncApp:
     backfiller: Backfiller
     reconciler: Reconciler
     publication: Publication
+    custom_fields: CustomFields
 
     def ensure_indexes(self) -> None:
         self.storage.ensure_indexes()
@@ -176,4 +178,5 @@ def build(database: Database, config: Config,
         backfiller=backfiller,
         reconciler=Reconciler(storage, backfiller, woo_clients, full_scan_every=full_scan_every,
                               clock=clock),
-        publication=publication)
+        publication=publication,
+        custom_fields=CustomFields(storage, sync, clock=clock))
