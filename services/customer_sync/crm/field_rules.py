@@ -154,7 +154,8 @@ def check_value(definition: dict, value: Any) -> Any:
     if kind == "number":
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise MarshmallowError("must be a number")
-        if not math.isfinite(value) or abs(value) > MAX_MAGNITUDE:
+        # An int is compared as it is: math.isfinite would overflow on 10**400.
+        if (isinstance(value, float) and not math.isfinite(value)) or abs(value) > MAX_MAGNITUDE:
             raise MarshmallowError(f"must be a finite number within ±{MAX_MAGNITUDE:.0e}")
         low, high = definition.get("min"), definition.get("max")
         if low is not None and value < low:
