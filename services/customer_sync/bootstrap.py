@@ -154,6 +154,7 @@ def build(database: Database, config: Config,
     # Backfills and reconciliation publish each applied change as they go, as webhooks do.
     backfiller = Backfiller(storage, sync, woo_clients, publish=publication.publish, clock=clock)
     full_scan_every = timedelta(hours=config.float("RECONCILE_FULL_CUSTOMER_SCAN_HOURS"))
+    custom_fields = CustomFields(storage, sync, clock=clock)
     return CustomerSyncApp(
         storage=storage, sync=sync, clock=clock,
         receiver=WebhookReceiver(storage, config.int("WEBHOOK_MAX_BODY_BYTES")),
@@ -169,7 +170,8 @@ def build(database: Database, config: Config,
         staff_edits=StaffEdits(storage, sync, woo_clients, clock=clock),
         account_status=AccountStatus(storage, sync),
         deletion=CustomerDeletion(storage, sync, woo_clients, clock=clock),
-        importer=CustomerImport(storage, sync, clock=clock, client_factory=woo_clients),
+        importer=CustomerImport(storage, sync, clock=clock, client_factory=woo_clients,
+                                custom_fields=custom_fields),
         notes=Notes(storage, clock=clock_ms),
         reminders=Reminders(storage, clock=clock_ms),
         timeline=timeline,
@@ -179,4 +181,4 @@ def build(database: Database, config: Config,
         reconciler=Reconciler(storage, backfiller, woo_clients, full_scan_every=full_scan_every,
                               clock=clock),
         publication=publication,
-        custom_fields=CustomFields(storage, sync, clock=clock))
+        custom_fields=custom_fields)

@@ -737,12 +737,22 @@ def test_custom_field_routes(system, events):
     assert event["data"]["custom_fields"] == {"tier": "gold", "visits": 4}
     _problem(writer.put("/customers/nobody/custom-fields", json={}), 404)
 
+    csv_text = ("email,custom.tier,custom.visits\r\nnew@example.com,silver,2\r\n"
+                "bad@example.com,bronze,x\r\n")
+    imported = _ok(writer.post("/imports/customers?apply=true", data=csv_text.encode(),
+                               headers={"Content-Type": "text/csv"}))
+    good, bad = imported["rows"]
+    assert (good["outcome"], bad["outcome"]) == ("create", "invalid")
+    assert set(bad["errors"]) == {"custom.tier", "custom.visits"}
+    assert _ok(reader.get(f"/customers/{good['customer_id']}"))["customer"]["custom_fields"] == {
+        "tier": "silver", "visits": 2}
+
     _problem(writer.put("/custom-fields/tier", json={"type": "text"}), 409)
     renamed = _ok(writer.put("/custom-fields/tier", json={"label": "Loyalty tier"}))
     assert (renamed["label"], renamed["type"]) == ("Loyalty tier", "choice")
     _problem(writer.put("/custom-fields/nothing", json={"label": "x"}), 404)
     assert _ok(writer.delete("/custom-fields/tier")) == {
-        "key": "tier", "deleted": True, "values_removed": 1}
+        "key": "tier", "deleted": True, "values_removed": 2}
     _problem(writer.delete("/custom-fields/tier"), 404)
     assert _ok(reader.get(f"/customers/{customer_id}"))["customer"]["custom_fields"] == {
         "visits": 4}

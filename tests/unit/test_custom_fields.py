@@ -8,12 +8,15 @@ import pytest
 from marshmallow import ValidationError as MarshmallowError
 
 from devdoubles import mongomock_adapter
+from services.customer_sync.core.importing import CustomerImport
 from services.customer_sync.core.queries import CustomerQueries
 from services.customer_sync.core.sync import CustomerSync
 from services.customer_sync.crm.custom_fields import CustomFields
 from services.customer_sync.crm.field_rules import (MAX_FIELDS, changed_definition, check_value,
                                                     check_values, load_definition, parse_text)
-from services.customer_sync.repository import CustomerSyncStorage
+from services.customer_sync.repository import CustomerSyncStorage, Store
+from services.gateway.handlers.transfer import parse_import
+from services.gateway.problems import Problem
 from shared.errors import Conflict, NotFound, ValidationError
 from shared.events import parse_event
 from shared.outbox import OUTBOX_FIELD
@@ -230,3 +233,60 @@ def test_deleting_a_field_removes_its_values(storage, custom, customer_id):
     assert [d["key"] for d in custom.list(STORE)] == ["vip"]
     with pytest.raises(NotFound):
         custom.delete(STORE, "tier", "alice")
+
+
+# -- CSV import --------------------------------------------------------------------------------
+@pytest.fixture
+def importer(storage, custom):
+    storage.stores.save(Store(STORE, "http://127.0.0.1:9", "whsec-12345678", "ck", "cs"))
+    custom.create(STORE, {"key": "tier", "label": "Tier", "type": "choice",
+                          "options": ["gold", "silver"], "required": True}, "alice")
+    custom.create(STORE, {"key": "visits", "label": "Visits", "type": "number", "min": 0},
+                  "alice")
+    return CustomerImport(storage, CustomerSync(storage), custom_fields=custom)
+
+
+def test_the_gateway_passes_custom_columns_on_and_bounds_them():
+    rows, ignored = parse_import(b"email,Custom.Tier,colour\na@example.com,gold,red\n")
+    assert rows == [{"line": 2, "email": "a@example.com", "custom.tier": "gold"}]
+    assert ignored == ["colour"]
+    header = "email," + ",".join(f"custom.f{i}" for i in range(51))
+    with pytest.raises(Problem) as refused:
+        parse_import(f"{header}\n".encode())
+    assert refused.value.extra["errors"] == {"custom": ["too many columns"]}
+
+
+def test_custom_columns_set_values_and_refusals_name_row_and_column(storage, importer):
+    rows = [{"line": 2, "email": "a@example.com", "custom.tier": "gold", "custom.visits": "3"},
+            {"line": 3, "email": "b@example.com", "custom.tier": "bronze",
+             "custom.visits": "-1", "custom.colour": "red"},
+            {"line": 4, "email": "c@example.com", "custom.visits": "2"},
+            {"line": 5, "email": "d@example.com"}]
+    result = importer.run(STORE, rows, True, "alice")
+    report = {r["line"]: r for r in result.answer["rows"]}
+    assert [report[n]["outcome"] for n in (2, 3, 4, 5)] == ["create", "invalid", "invalid",
+                                                            "create"]
+    assert set(report[3]["errors"]) == {"custom.tier", "custom.visits", "custom.colour"}
+    assert report[4]["errors"] == {"custom.tier": ["is required"]}  # the row sets fields
+    made = storage.customers.get(STORE, report[2]["customer_id"])
+    assert made["custom_fields"] == {"tier": "gold", "visits": 3}
+    event = parse_event(storage.customers.collection.find_one(
+        {"_id": made["_id"]})[OUTBOX_FIELD][0]["message"])
+    assert event.data["custom_fields"] == {"tier": "gold", "visits": 3}
+    assert "custom_fields" not in storage.customers.get(STORE, report[5]["customer_id"])
+    assert storage.customers.collection.count_documents({}) == 2
+
+
+def test_an_update_row_changes_only_the_custom_fields_it_names(storage, importer, custom):
+    first = importer.run(STORE, [{"line": 2, "email": "a@example.com", "custom.tier": "gold",
+                                  "custom.visits": "3"}], True, "alice")
+    customer_id = first.answer["rows"][0]["customer_id"]
+    again = importer.run(STORE, [{"line": 2, "email": "a@example.com", "custom.visits": "4",
+                                  "custom.tier": ""}], True, "alice", "update")
+    [row] = again.answer["rows"]
+    assert (row["outcome"], again.answer["summary"]["updated"]) == ("update", 1)
+    assert storage.customers.get(STORE, customer_id)["custom_fields"] == {"tier": "gold",
+                                                                          "visits": 4}
+    same = importer.run(STORE, [{"line": 2, "email": "a@example.com", "custom.visits": "4"}],
+                        True, "alice", "update")
+    assert same.answer["rows"][0]["outcome"] == "unchanged" and same.touched == ()

@@ -201,6 +201,32 @@ def parse_text(definition: dict, raw: str) -> Any:
     return raw
 
 
+def check_cells(definitions: dict[str, dict], cells: dict[str, str]
+                ) -> tuple[dict, dict[str, list[str]]]:
+    """Values written as text (a file's cells, by key), each checked in its field's type: the
+    values given (empty cells left out) and the refusals, by key. Required fields are the
+    caller's to check, against what the customer will hold (`missing_required`)."""
+    values: dict[str, Any] = {}
+    errors: dict[str, list[str]] = {}
+    for key, raw in cells.items():
+        definition = definitions.get(key)
+        if definition is None:
+            errors[key[:MAX_KEY + 1]] = ["no such custom field in this store"]
+            continue
+        try:
+            value = parse_text(definition, raw)
+            if value is not None:
+                values[key] = check_value(definition, value)
+        except MarshmallowError as refusal:
+            errors[key] = _messages(refusal)
+    return values, errors
+
+
+def missing_required(definitions: dict[str, dict], values: dict) -> list[str]:
+    """Keys of required fields without a value."""
+    return [key for key, d in definitions.items() if d["required"] and values.get(key) is None]
+
+
 def check_values(definitions: dict[str, dict], values: Any) -> dict:
     """A customer's whole set of values, checked against the store's definitions: unknown keys,
     missing required ones and wrong values are refused together, each named

@@ -29,6 +29,9 @@ IMPORT_COLUMNS = ("email", "first_name", "last_name", "phone", "company", *_ADDR
 EXPORT_COLUMNS = ("customer_id", "first_name", "last_name", "email", "company", "city", "state",
                   "country", "account_status", "segment", "tags", "groups", "orders_count",
                   "total_spent", "currency", "last_order_at", "registered_at")
+# A column setting one of the store's custom fields (customer_sync checks the key and cell).
+CUSTOM_PREFIX = "custom."
+MAX_CUSTOM_COLUMNS = 50
 _EXPORT_PAGE = 500
 IMPORT_MODES = ("create", "update", "upsert")
 _LABEL_BATCH = 500
@@ -64,7 +67,11 @@ def parse_import(raw: bytes) -> tuple[list[dict], list[str]]:
                           errors={"email": ["column missing"]})
         if len(set(columns)) != len(columns):
             raise Problem(400, "a column is named twice", kind="invalid-csv")
-        ignored = [c for c in columns if c not in IMPORT_COLUMNS]
+        taken = [c for c in columns if c in IMPORT_COLUMNS or c.startswith(CUSTOM_PREFIX)]
+        if sum(1 for c in taken if c.startswith(CUSTOM_PREFIX)) > MAX_CUSTOM_COLUMNS:
+            raise Problem(400, f"at most {MAX_CUSTOM_COLUMNS} custom.<key> columns",
+                          kind="invalid-csv", errors={"custom": ["too many columns"]})
+        ignored = [c for c in columns if c not in taken]
         rows = []
         for values in reader:
             if not any(v.strip() for v in values):
@@ -74,7 +81,7 @@ def parse_import(raw: bytes) -> tuple[list[dict], list[str]]:
                               kind="too-many-rows")
             row = {"line": reader.line_num}
             for column, value in zip(columns, values):
-                if column in IMPORT_COLUMNS:
+                if column in taken:
                     row[column] = value.strip()
             if len(values) != len(columns):
                 row["column_count"] = len(values)
@@ -260,7 +267,8 @@ ROUTES = [
     Route("POST", "/imports/customers", import_customers, "Import customers from CSV: checked "
           "row by row, duplicates reported; a preview unless apply=true", "customers",
           scope="write", body={"type": "string", "description": "CSV with a header line; "
-                               "columns: " + ", ".join(IMPORT_COLUMNS)},
+                               "columns: " + ", ".join(IMPORT_COLUMNS)
+                               + ", and custom.<key> for each custom field"},
           body_media_type="text/csv",
           query=[Param("apply", "import the valid new rows (otherwise only a preview)",
                        "boolean", default=False),
