@@ -2,6 +2,7 @@
 (define, change, delete, set values) on an in-memory MongoDB with a pinned clock."""
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 
 import pytest
@@ -12,6 +13,7 @@ from services.customer_sync.core.importing import CustomerImport
 from services.customer_sync.core.queries import CustomerQueries
 from services.customer_sync.core.sync import CustomerSync
 from services.customer_sync.crm.custom_fields import CustomFields
+from services.customer_sync.privacy.erasure import CustomerErasure
 from services.customer_sync.crm.field_rules import (MAX_FIELDS, changed_definition, check_value,
                                                     check_values, load_definition, parse_text)
 from services.customer_sync.repository import CustomerSyncStorage, Store
@@ -290,3 +292,14 @@ def test_an_update_row_changes_only_the_custom_fields_it_names(storage, importer
     same = importer.run(STORE, [{"line": 2, "email": "a@example.com", "custom.visits": "4"}],
                         True, "alice", "update")
     assert same.answer["rows"][0]["outcome"] == "unchanged" and same.touched == ()
+
+
+def test_a_gdpr_export_carries_the_values_and_an_erasure_leaves_none(storage, custom,
+                                                                     customer_id):
+    custom.create(STORE, {"key": "notes", "label": "Notes", "type": "text"}, "alice")
+    custom.set_values(STORE, customer_id, {"notes": "prefers the blue tin"}, "alice")
+    exported = CustomerQueries(storage).export_person(STORE, customer_id)
+    assert "prefers the blue tin" in json.dumps(exported, default=str)
+    CustomerErasure(storage).erase(STORE, [customer_id], "ada@example.com", "req-1")
+    assert "prefers the blue tin" not in json.dumps(
+        storage.customers.collection.find_one({"_id": customer_id}), default=str)
