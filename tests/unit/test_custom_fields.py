@@ -303,3 +303,19 @@ def test_a_gdpr_export_carries_the_values_and_an_erasure_leaves_none(storage, cu
     CustomerErasure(storage).erase(STORE, [customer_id], "ada@example.com", "req-1")
     assert "prefers the blue tin" not in json.dumps(
         storage.customers.collection.find_one({"_id": customer_id}), default=str)
+
+
+def test_a_shop_change_keeps_the_values_and_its_event_carries_them(storage, custom,
+                                                                   customer_id):
+    """A consumer keeps what the latest customer.* event says: a shop edit must not read as
+    the values gone."""
+    custom.create(STORE, {"key": "vip", "label": "VIP", "type": "boolean"}, "alice")
+    custom.set_values(STORE, customer_id, {"vip": True}, "alice")
+    storage.customers.collection.update_one({"_id": customer_id}, {"$set": {OUTBOX_FIELD: []}})
+    CustomerSync(storage).apply(STORE, "customer", "updated", payloads.customer(
+        first_name="Augusta", date_modified_gmt="2026-12-02T09:00:00"), correlation_id="c2")
+    assert storage.customers.get(STORE, customer_id)["custom_fields"] == {"vip": True}
+    [message] = owed(storage, customer_id)
+    event = parse_event(message)
+    assert (event.event_type, event.data["first_name"]) == ("customer.updated", "Augusta")
+    assert event.data["custom_fields"] == {"vip": True}
