@@ -59,7 +59,8 @@ CUSTOMER_ROW = obj(
      "segment": NULLABLE_STRING, "tags": {"type": "array", "items": STRING},
      "groups": {"type": "array", "items": STRING}, "stats": nullable(STATS)},
     {"first_name": STRING, "last_name": STRING, "company": STRING, "city": STRING,
-     "state": STRING, "country": STRING, "registered": BOOLEAN, "registered_at": NULLABLE_TIME})
+     "state": STRING, "country": STRING, "registered": BOOLEAN, "registered_at": NULLABLE_TIME,
+     "custom_fields": ANY_OBJECT})
 
 CUSTOMER = obj(
     # A customer deleted by staff or erased keeps no name (found by fuzzing: null names).

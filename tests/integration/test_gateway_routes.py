@@ -747,6 +747,18 @@ def test_custom_field_routes(system, events):
     assert _ok(reader.get(f"/customers/{good['customer_id']}"))["customer"]["custom_fields"] == {
         "tier": "silver", "visits": 2}
 
+    # The list and the export, from segmentation's copy of the values.
+    wait_until(lambda: _ok(reader.get("/customers?custom.tier=gold"))["total"] == 1,
+               message="the list filters by the custom field")
+    [listed] = _ok(reader.get("/customers?custom.tier=gold&custom.visits=4"))["items"]
+    assert (listed["customer_id"], listed["custom_fields"]) == (customer_id,
+                                                               {"tier": "gold", "visits": 4})
+    assert _ok(reader.get("/customers?custom.visits=5"))["total"] == 0
+    _problem(reader.get("/customers?custom.colour=red"), 400, "custom.colour")
+    exported = _ok(reader.get("/exports/customers?custom.tier=gold")).text.splitlines()
+    assert exported[0].endswith(",custom.tier,custom.visits")
+    assert exported[1].endswith(",gold,4") and len(exported) == 2
+
     _problem(writer.put("/custom-fields/tier", json={"type": "text"}), 409)
     renamed = _ok(writer.put("/custom-fields/tier", json={"label": "Loyalty tier"}))
     assert (renamed["label"], renamed["type"]) == ("Loyalty tier", "choice")

@@ -5,13 +5,13 @@ import csv
 import io
 import json
 import logging
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from werkzeug.wrappers import Response
 
 from services.gateway import schemas as s
-from services.gateway.handlers.customers import (FILTER_PARAMS, SORT_VALUES, directory_filters,
-                                                 directory_sort)
+from services.gateway.handlers.customers import (CUSTOM_FILTER_TEXT, FILTER_PARAMS,
+                                                 SORT_VALUES, directory_sort, list_filters)
 from services.gateway.problems import Problem
 from services.gateway.routing import Context, Param, Reply, Route
 
@@ -187,10 +187,13 @@ def _safe_cell(value) -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
-def export_row(item: dict) -> dict:
+def export_row(item: dict, custom_keys: Iterable[str] = ()) -> dict:
+    """A CSV row; `custom_keys` add a `custom.<key>` column each (the import reads it back)."""
     stats = item.get("stats") or {}
     spent = stats.get("total_spent") or {}
+    custom = item.get("custom_fields") or {}
     return {
+        **{CUSTOM_PREFIX + key: _cell_text(custom.get(key)) for key in custom_keys},
         "customer_id": item["customer_id"], "first_name": item.get("first_name", ""),
         "last_name": item.get("last_name", ""), "email": item.get("email") or "",
         "company": item.get("company", ""), "city": item.get("city", ""),
@@ -203,8 +206,15 @@ def export_row(item: dict) -> dict:
     }
 
 
+def _cell_text(value) -> str:
+    """A custom field value as the import reads it back (booleans as true/false)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)
+
+
 def _pages(ctx: Context) -> Iterator[dict]:
-    filters, sort = directory_filters(ctx.query), directory_sort(ctx.query["sort"])
+    filters, sort = list_filters(ctx), directory_sort(ctx.query["sort"])
     cursor = None
     while True:
         answer = ctx.call("segmentation", "search_customers", ctx.store_id, filters, sort,
@@ -227,12 +237,18 @@ def export_customers(ctx: Context) -> Response:
             yield first
             yield from pages
 
+    # One column a custom field, in the store's order: read before answering, as the page is.
+    custom_keys = ([f["key"] for f in ctx.call("customer_sync", "list_custom_fields",
+                                               ctx.store_id)] if fmt == "csv" else [])
+
     def csv_body() -> Iterator[str]:
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=EXPORT_COLUMNS, lineterminator="\r\n")
+        writer = csv.DictWriter(buffer, lineterminator="\r\n", fieldnames=[
+            *EXPORT_COLUMNS, *(CUSTOM_PREFIX + key for key in custom_keys)])
         writer.writeheader()
         for count, item in enumerate(_guarded(items(), ctx), 1):
-            writer.writerow({k: _safe_cell(v) for k, v in export_row(item).items()})
+            writer.writerow({k: _safe_cell(v)
+                             for k, v in export_row(item, custom_keys).items()})
             if count % 100 == 0:
                 yield buffer.getvalue()
                 buffer.seek(0)
@@ -299,8 +315,10 @@ ROUTES = [
                     default="-registered"),
               Param("format", "csv or json", enum=("csv", "json"), default="csv")],
           responses={200: {"type": "string", "description": "CSV with a header line: "
-                           + ", ".join(EXPORT_COLUMNS)}},
+                           + ", ".join(EXPORT_COLUMNS)
+                           + ", then custom.<key> for each custom field"}},
           response_media_type="text/csv",
           alternative_content={"application/json": {"type": "array", "items": s.CUSTOMER_ROW}},
-          description="`format=json` answers application/json: an array of the list's rows."),
+          description="`format=json` answers application/json: an array of the list's rows. "
+                      + CUSTOM_FILTER_TEXT),
 ]
