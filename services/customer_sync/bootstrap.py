@@ -19,6 +19,7 @@ from services.customer_sync.core.staff import AccountStatus, StaffEdits
 from services.customer_sync.core.stores import StoreAdmin
 from services.customer_sync.core.sync import CustomerSync
 from services.customer_sync.core.written import DocumentRef, Written
+from services.customer_sync.crm.custom_fields import CustomFields
 from services.customer_sync.crm.notes import Notes
 from services.customer_sync.crm.reminders import Reminders
 from services.customer_sync.crm.timeline import TimelineProjector
@@ -98,6 +99,7 @@ class CustomerSyncApp:
     backfiller: Backfiller
     reconciler: Reconciler
     publication: Publication
+    custom_fields: CustomFields
 
     def ensure_indexes(self) -> None:
         self.storage.ensure_indexes()
@@ -159,6 +161,7 @@ def build(database: Database, config: Config,
     # Backfills and reconciliation publish each applied change as they go, as webhooks do.
     backfiller = Backfiller(storage, sync, woo_clients, publish=publication.publish, clock=clock)
     full_scan_every = timedelta(hours=config.float("RECONCILE_FULL_CUSTOMER_SCAN_HOURS"))
+    custom_fields = CustomFields(storage, sync, clock=clock)
     return CustomerSyncApp(
         storage=storage, sync=sync, clock=clock,
         receiver=WebhookReceiver(storage, config.int("WEBHOOK_MAX_BODY_BYTES")),
@@ -175,7 +178,8 @@ def build(database: Database, config: Config,
         staff_edits=StaffEdits(storage, sync, woo_clients, clock=clock),
         account_status=AccountStatus(storage, sync),
         deletion=CustomerDeletion(storage, sync, woo_clients, clock=clock),
-        importer=CustomerImport(storage, sync, clock=clock, client_factory=woo_clients),
+        importer=CustomerImport(storage, sync, clock=clock, client_factory=woo_clients,
+                                custom_fields=custom_fields),
         notes=Notes(storage, clock=clock_ms),
         reminders=Reminders(storage, clock=clock_ms),
         timeline=timeline,
@@ -184,4 +188,5 @@ def build(database: Database, config: Config,
         backfiller=backfiller,
         reconciler=Reconciler(storage, backfiller, woo_clients, full_scan_every=full_scan_every,
                               clock=clock),
-        publication=publication)
+        publication=publication,
+        custom_fields=custom_fields)

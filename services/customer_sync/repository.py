@@ -654,6 +654,58 @@ class BackfillRunRepository:
                     .sort("started_at", DESCENDING).limit(limit))
 
 
+# -- custom field definitions -----------------------------------------------------------------
+class CustomFieldRepository:
+    """Each store's custom field definitions, one document a field keyed by store and key; the
+    values live on the customers (`custom_fields`), so removing a field removes them there."""
+
+    def __init__(self, collection: Collection, customers: Collection) -> None:
+        self.collection = collection
+        self.customers = customers
+
+    def ensure_indexes(self) -> None:
+        self.collection.create_index([("store_id", ASCENDING), ("key", ASCENDING)], unique=True)
+
+    def all(self, store_id: str) -> list[dict]:
+        """The store's definitions in the order they were made."""
+        return list(self.collection.find({"store_id": store_id})
+                    .sort([("created_at", ASCENDING), ("key", ASCENDING)]))
+
+    def get(self, store_id: str, key: str) -> dict | None:
+        return self.collection.find_one({"store_id": store_id, "key": key})
+
+    def count(self, store_id: str) -> int:
+        return self.collection.count_documents({"store_id": store_id})
+
+    def insert(self, doc: dict) -> bool:
+        """A new definition; False when the store has one with its key."""
+        try:
+            self.collection.insert_one({**doc, "_id": uuid.uuid4().hex, "version": 1})
+            return True
+        except DuplicateKeyError:
+            return False
+
+    def remove(self, store_id: str, key: str) -> bool:
+        return self.collection.delete_one({"store_id": store_id, "key": key}).deleted_count == 1
+
+    def update(self, store_id: str, key: str, version: int, fields: dict) -> bool:
+        """Compare-and-set on the definition's version."""
+        return self.collection.update_one(
+            {"store_id": store_id, "key": key, "version": version},
+            {"$set": fields, "$inc": {"version": 1}}).modified_count == 1
+
+    def values_exist(self, store_id: str, key: str) -> bool:
+        return self.customers.count_documents(
+            {"store_id": store_id, f"custom_fields.{key}": {"$exists": True}}, limit=1) > 0
+
+    def remove_values(self, store_id: str, key: str) -> int:
+        """Take the field's value off every customer of the store (a new version each, so a
+        writer that read the customer before retries on what is left)."""
+        return self.customers.update_many(
+            {"store_id": store_id, f"custom_fields.{key}": {"$exists": True}},
+            {"$unset": {f"custom_fields.{key}": ""}, "$inc": {"version": 1}}).modified_count
+
+
 # -- the bundle a worker gets -----------------------------------------------------------------
 class CustomerSyncStorage:
     """Everything customer_sync keeps, one repository per concern."""
@@ -689,6 +741,9 @@ class CustomerSyncStorage:
         self.timeline = TimelineRepository(database["timeline"])
         # Merges of customer records, with what each moved, so that it can be undone.
         self.merges = MergeRepository(database["merges"].with_options(write_concern=durable))
+        # Each store's custom field definitions; their values live on the customers.
+        self.custom_fields = CustomFieldRepository(database["custom_fields"],
+                                                   self.customers.collection)
 
     def _store_country(self, store_id: str) -> str | None:
         store = self.stores.get_cached(store_id)
@@ -697,7 +752,7 @@ class CustomerSyncStorage:
     def ensure_indexes(self) -> None:
         for repo in (self.stores, self.customers, self.orders, self.inbox, self.backfills,
                      self.tombstones, self.api_keys, self.console_sessions, self.notes,
-                     self.reminders, self.timeline, self.merges):
+                     self.reminders, self.timeline, self.merges, self.custom_fields):
             repo.ensure_indexes()
 
     def timeline_sources(self) -> list[Collection]:

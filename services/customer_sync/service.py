@@ -326,6 +326,30 @@ class CustomerSyncService(HealthEndpoints, DataOwnerRpc):
         STOP), on the customer's timeline."""
         record_foreign_event(self.storage, event)
 
+    # -- custom fields: definitions per store, values per customer (crm/custom_fields.py) ----
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def list_custom_fields(self, store_id: str) -> list:
+        return self.app.custom_fields.list(store_id)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def create_custom_field(self, store_id: str, definition: dict, actor: str) -> dict:
+        return self.app.custom_fields.create(store_id, definition, actor)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def update_custom_field(self, store_id: str, key: str, changes: dict, actor: str) -> dict:
+        return self.app.custom_fields.update(store_id, key, changes, actor)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def delete_custom_field(self, store_id: str, key: str, actor: str) -> dict:
+        return self.app.custom_fields.delete(store_id, key, actor)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def set_custom_values(self, store_id: str, customer_id: str, values: dict,
+                          actor: str) -> dict:
+        result = self.app.custom_fields.set_values(store_id, customer_id, values, actor)
+        self.app.publish(result.touched)
+        return result.answer
+
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def update_customer(self, store_id: str, customer_id: str, fields: dict, actor: str) -> dict:
         """A staff edit, written to the shop first (a guest: here only); Unavailable when the

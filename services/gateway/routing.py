@@ -24,7 +24,8 @@ CURSOR_PATTERN = r"^[A-Za-z0-9_-]+={0,2}$"
 # Path parameters with a format of their own: documented, and checked before any service is
 # asked, so that a value the document allows is never refused for its shape.
 PATH_PATTERNS = {"tag": SLUG_PATTERN, "group": SLUG_PATTERN, "slug": SLUG_PATTERN,
-                 "merge_id": r"^[A-Za-z0-9_-]{1,64}$"}
+                 "merge_id": r"^[A-Za-z0-9_-]{1,64}$",
+                 "key": r"^[a-z][a-z0-9_]{0,39}$"}  # a custom field's
 
 
 @dataclass

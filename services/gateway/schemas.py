@@ -59,7 +59,8 @@ CUSTOMER_ROW = obj(
      "segment": NULLABLE_STRING, "tags": {"type": "array", "items": STRING},
      "groups": {"type": "array", "items": STRING}, "stats": nullable(STATS)},
     {"first_name": STRING, "last_name": STRING, "company": STRING, "city": STRING,
-     "state": STRING, "country": STRING, "registered": BOOLEAN, "registered_at": NULLABLE_TIME})
+     "state": STRING, "country": STRING, "registered": BOOLEAN, "registered_at": NULLABLE_TIME,
+     "custom_fields": ANY_OBJECT})
 
 CUSTOMER = obj(
     # A customer deleted by staff or erased keeps no name (found by fuzzing: null names).
@@ -67,7 +68,8 @@ CUSTOMER = obj(
      "first_name": NULLABLE_STRING, "last_name": NULLABLE_STRING, "registered": BOOLEAN},
     {"phone": NULLABLE_STRING, "company": NULLABLE_STRING, "billing": nullable(ADDRESS),
      "shipping": nullable(ADDRESS), "status": STRING, "account_status": NULLABLE_STRING,
-     "inactive_reason": NULLABLE_STRING, "date_created": NULLABLE_TIME, "date_modified": NULLABLE_TIME})
+     "inactive_reason": NULLABLE_STRING, "date_created": NULLABLE_TIME, "date_modified": NULLABLE_TIME,
+     "custom_fields": {"type": "object", "description": "the store's custom fields: key to value"}})
 
 ORDER = obj({"order_id": STRING, "number": STRING, "status": STRING, "total": MONEY},
             {"date_created": NULLABLE_TIME, "refunds": {"type": "array"}})
@@ -195,3 +197,40 @@ QUARANTINE_REPLAY = obj(
 QUARANTINE_REPLAYED = obj({"store_id": STRING, "replayed": {"type": "array", "items": STRING},
                            "not_found": {"type": "array", "items": STRING},
                            "remaining": INTEGER})
+
+# Custom fields (customer_sync's crm/field_rules.py holds the rules; these bound the input).
+CUSTOM_FIELD_TYPES = ["text", "number", "date", "choice", "boolean"]
+CUSTOM_FIELD_KEY = {"type": "string", "pattern": r"^[a-z][a-z0-9_]{0,39}$",
+                    "description": "1-40 lower-case letters, digits or _, starting with a letter"}
+_NULLABLE_NUMBER = {"type": ["number", "null"]}
+_FIELD_LIMITS = {
+    "label": {"type": "string", "minLength": 1, "maxLength": 100},
+    "type": {"enum": CUSTOM_FIELD_TYPES},
+    "options": {"type": "array", "minItems": 1, "maxItems": 100,
+                "items": {"type": "string", "minLength": 1, "maxLength": 100},
+                "description": "a choice field's options"},
+    "required": BOOLEAN,
+    "min": {**_NULLABLE_NUMBER, "description": "a number field's least value"},
+    "max": {**_NULLABLE_NUMBER, "description": "a number field's greatest value"},
+    "max_length": {"type": ["integer", "null"], "minimum": 1, "maximum": 2000,
+                   "description": "a text field's longest value (500 when absent)"},
+}
+CUSTOM_FIELD = obj(
+    {"key": STRING, "label": STRING, "type": {"enum": CUSTOM_FIELD_TYPES}, "required": BOOLEAN},
+    {"options": {"type": ["array", "null"], "items": STRING}, "min": _NULLABLE_NUMBER,
+     "max": _NULLABLE_NUMBER, "max_length": {"type": ["integer", "null"]},
+     "created_at": NULLABLE_TIME, "updated_at": NULLABLE_TIME})
+NEW_CUSTOM_FIELD = obj({"key": CUSTOM_FIELD_KEY, "label": _FIELD_LIMITS["label"],
+                        "type": _FIELD_LIMITS["type"]},
+                       {k: v for k, v in _FIELD_LIMITS.items() if k not in ("label", "type")},
+                       additionalProperties=False)
+CUSTOM_FIELD_CHANGES = {"type": "object", "minProperties": 1, "additionalProperties": False,
+                        "properties": _FIELD_LIMITS}
+DELETED_CUSTOM_FIELD = obj({"key": STRING, "deleted": BOOLEAN, "values_removed": INTEGER})
+# Values are judged by customer_sync against the store's definitions, so that every refusal
+# names its field as `custom_fields.<key>`; here only the count is bounded.
+CUSTOM_VALUES = {"type": "object", "maxProperties": 50,
+                 "description": "the customer's values, key to value (text, number, "
+                                "YYYY-MM-DD date, one of a choice's options, or boolean); keys "
+                                "left out or null have no value"}
+CUSTOM_VALUES_SET = obj({"customer_id": STRING, "custom_fields": ANY_OBJECT, "changed": BOOLEAN})

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from datetime import datetime, timezone
 from typing import Any, Protocol
@@ -96,6 +97,26 @@ def _slugs(values: list) -> list:
     return slugs
 
 
+CUSTOM_KEY = r"^[a-z][a-z0-9_]{0,39}\Z"
+MAX_CUSTOM_FILTERS = 10
+
+
+def custom_matches(text: str) -> list:
+    """What a custom field value asked for as text may be held as: the text itself, and the
+    number or boolean it spells (a query string has no types; the values have)."""
+    matches: list = [text]
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        matches.append(lowered == "true")
+    try:
+        number = float(text)
+    except ValueError:
+        return matches
+    if math.isfinite(number):
+        matches.append(int(number) if number.is_integer() and abs(number) < 2 ** 53 else number)
+    return matches
+
+
 class _Strict(Schema):
     class Meta:
         unknown = RAISE
@@ -121,6 +142,11 @@ class FiltersSchema(_Strict):
     state = fields.String(validate=validate.Length(min=1, max=100))
     city = fields.String(validate=validate.Length(min=1, max=100))
     registered = fields.Boolean()
+    # Custom field key to the value asked for, as text (customer_sync owns the definitions).
+    custom = fields.Dict(keys=fields.String(validate=validate.Regexp(
+                             CUSTOM_KEY, error="must be a custom field's key")),
+                         values=fields.String(validate=validate.Length(min=1, max=200)),
+                         validate=validate.Length(min=1, max=MAX_CUSTOM_FILTERS))
 
 
 class SortSchema(_Strict):
@@ -215,6 +241,8 @@ def build_query(store_id: str, filters: dict) -> dict:
         query["listing.city"] = filters["city"]
     if "registered" in filters:
         query["contact.registered"] = True if filters["registered"] else {"$ne": True}
+    for key, text in sorted((filters.get("custom") or {}).items()):
+        query[f"contact.custom_fields.{key}"] = {"$in": custom_matches(text)}
     if conditions:
         query["$and"] = conditions
     return query
@@ -289,6 +317,7 @@ def row(doc: dict) -> dict:
         "account_status": contact.get("account_status") or ACTIVE,
         "registered": bool(contact.get("registered")),
         "registered_at": iso_ms(contact.get("date_created")),
+        "custom_fields": contact.get("custom_fields") or {},
         "segment": doc.get("segment"),
         "tags": list(doc.get("tag_list") or []),
         "groups": list(doc.get("group_list") or []),

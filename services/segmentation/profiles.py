@@ -85,6 +85,8 @@ def contact_facts(data: dict) -> dict:
         "account_status": data.get("account_status") or ACTIVE,
         "registered": bool(data.get("registered")),
         "date_created": utc_ms(data.get("date_created")),
+        # The store's own fields (docs/custom-fields.md): the list filters on them.
+        "custom_fields": dict(data.get("custom_fields") or {}),
     }
 
 

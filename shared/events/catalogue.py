@@ -54,6 +54,7 @@ _CUSTOMER = {
     "email": "ada@example.com", "first_name": "Ada", "last_name": "Lovelace",
     "phone": "+441234567890", "company": "", "billing": _ADDRESS, "shipping": _ADDRESS,
     "date_created": "2026-01-02T10:00:00+00:00", "date_modified": "2026-01-02T10:00:00+00:00",
+    "custom_fields": {"favourite_tea": "assam", "newsletter_issue": 12},
 }
 _ORDER = {
     "order_id": "1001", "number": "1001", "customer_id": "c-3f2a", "is_guest": False,

@@ -50,6 +50,9 @@ class CustomerData(BaseSchema):
     # Added in place: when the shop last changed the contact data the event carries (its
     # date_modified, or the order whose billing refreshed it); null when it never said.
     date_modified = UtcTime(allow_none=True, load_default=None)
+    # Added in place: the store's own fields (key to text, number, "YYYY-MM-DD" date, choice or
+    # boolean; docs/custom-fields.md), for segments and messages that use them.
+    custom_fields = fields.Dict(keys=fields.String(), load_default=dict)
 
 
 class CustomerUpdatedData(CustomerData):

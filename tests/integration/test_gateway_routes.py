@@ -69,6 +69,10 @@ DUPLICATE_ROUTES = {"GET /duplicates"}
 # Driven by tests/integration/test_merges.py.
 MERGE_ROUTES = {"POST /customers/merge", "GET /merges", "GET /merges/<merge_id>",
                 "POST /merges/<merge_id>/unmerge"}
+CUSTOM_FIELD_ROUTES = {
+    "GET /custom-fields", "POST /custom-fields", "PUT /custom-fields/<key>",
+    "DELETE /custom-fields/<key>", "PUT /customers/<customer_id>/custom-fields",
+}
 WEBHOOK_ROUTES = {
     "GET /webhooks/quarantine", "GET /webhooks/quarantine/<quarantine_id>",
     "POST /webhooks/quarantine/replay",
@@ -78,7 +82,7 @@ WEBHOOK_ROUTES = {
 def test_every_route_is_driven_by_a_test():
     groups = [CUSTOMER_ROUTES, STORE_ROUTES, LOYALTY_AND_NOTIFICATION_ROUTES, GDPR_ROUTES,
               CONSENT_ROUTES, WEBHOOK_ROUTES, TAG_CATALOGUE_ROUTES, DUPLICATE_ROUTES,
-              MERGE_ROUTES]
+              MERGE_ROUTES, CUSTOM_FIELD_ROUTES]
     driven = set().union(*groups)
     assert sum(map(len, groups)) == len(driven), "a route is listed by two tests"
     assert set(ROUTES) - driven == set(), "routes no test drives"
@@ -697,6 +701,77 @@ def test_tag_catalogue_routes(system):
     assert _ok(writer.delete("/tags/spring-sale")) == {"deleted": "spring-sale", "customers": 0}
     _problem(writer.delete("/tags/spring-sale"), 404)
     assert_driven(system, TAG_CATALOGUE_ROUTES)
+
+
+def test_custom_field_routes(system, events):
+    """Fields defined, a customer's values set and seen in the customer's page and in the
+    customer.updated event; refusals name the field and store nothing."""
+    events.listen("customer_sync")
+    _, customer_id = system.shop_customer(orders=0)
+    writer, reader = system.client("write"), system.client("read")
+    tier = _ok(writer.post("/custom-fields", json={
+        "key": "tier", "label": "Tier", "type": "choice", "options": ["gold", "silver"]}), 201)
+    assert (tier["key"], tier["options"], tier["required"]) == ("tier", ["gold", "silver"], False)
+    _ok(writer.post("/custom-fields", json={"key": "visits", "label": "Visits",
+                                            "type": "number", "min": 0}), 201)
+    _problem(writer.post("/custom-fields", json={"key": "tier", "label": "T", "type": "text"}),
+             409)
+    _problem(writer.post("/custom-fields", json={"key": "Tier!", "label": "T", "type": "text"}),
+             400, "key")
+    _problem(reader.post("/custom-fields", json={"key": "x", "label": "X", "type": "text"}), 403)
+    assert [f["key"] for f in _ok(reader.get("/custom-fields"))] == ["tier", "visits"]
+    _problem(system.anonymous().get("/custom-fields"), 401)
+
+    values = f"/customers/{customer_id}/custom-fields"
+    problem = _problem(writer.put(values, json={"tier": "bronze", "colour": "red"}), 400)
+    assert set(problem["errors"]) == {"custom_fields.tier", "custom_fields.colour"}
+    assert _ok(reader.get(f"/customers/{customer_id}"))["customer"]["custom_fields"] == {}
+    answer = _ok(writer.put(values, json={"tier": "gold", "visits": 4}))
+    assert answer == {"customer_id": customer_id, "custom_fields": {"tier": "gold", "visits": 4},
+                      "changed": True}
+    page = _ok(reader.get(f"/customers/{customer_id}"))
+    assert page["customer"]["custom_fields"] == {"tier": "gold", "visits": 4}
+    def fields_changed(got=None) -> list[dict]:
+        return [e for e in events.of_type("customer.updated")
+                if e["data"]["customer_id"] == customer_id
+                and e["data"]["changed_fields"] == ["custom_fields"]]
+    events.wait_for(fields_changed)
+    [event] = fields_changed()
+    assert event["data"]["custom_fields"] == {"tier": "gold", "visits": 4}
+    _problem(writer.put("/customers/nobody/custom-fields", json={}), 404)
+
+    csv_text = ("email,custom.tier,custom.visits\r\nnew@example.com,silver,2\r\n"
+                "bad@example.com,bronze,x\r\n")
+    imported = _ok(writer.post("/imports/customers?apply=true", data=csv_text.encode(),
+                               headers={"Content-Type": "text/csv"}))
+    good, bad = imported["rows"]
+    assert (good["outcome"], bad["outcome"]) == ("create", "invalid")
+    assert set(bad["errors"]) == {"custom.tier", "custom.visits"}
+    assert _ok(reader.get(f"/customers/{good['customer_id']}"))["customer"]["custom_fields"] == {
+        "tier": "silver", "visits": 2}
+
+    # The list and the export, from segmentation's copy of the values.
+    wait_until(lambda: _ok(reader.get("/customers?custom.tier=gold"))["total"] == 1,
+               message="the list filters by the custom field")
+    [listed] = _ok(reader.get("/customers?custom.tier=gold&custom.visits=4"))["items"]
+    assert (listed["customer_id"], listed["custom_fields"]) == (customer_id,
+                                                               {"tier": "gold", "visits": 4})
+    assert _ok(reader.get("/customers?custom.visits=5"))["total"] == 0
+    _problem(reader.get("/customers?custom.colour=red"), 400, "custom.colour")
+    exported = _ok(reader.get("/exports/customers?custom.tier=gold")).text.splitlines()
+    assert exported[0].endswith(",custom.tier,custom.visits")
+    assert exported[1].endswith(",gold,4") and len(exported) == 2
+
+    _problem(writer.put("/custom-fields/tier", json={"type": "text"}), 409)
+    renamed = _ok(writer.put("/custom-fields/tier", json={"label": "Loyalty tier"}))
+    assert (renamed["label"], renamed["type"]) == ("Loyalty tier", "choice")
+    _problem(writer.put("/custom-fields/nothing", json={"label": "x"}), 404)
+    assert _ok(writer.delete("/custom-fields/tier")) == {
+        "key": "tier", "deleted": True, "values_removed": 2}
+    _problem(writer.delete("/custom-fields/tier"), 404)
+    assert _ok(reader.get(f"/customers/{customer_id}"))["customer"]["custom_fields"] == {
+        "visits": 4}
+    assert_driven(system, CUSTOM_FIELD_ROUTES)
 
 
 def test_duplicate_routes(system):

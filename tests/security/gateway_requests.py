@@ -69,6 +69,9 @@ SAMPLE_BODIES: dict[str, object] = {
                            "granted": False, "reason": "intruder"},
     "POST /keys": {"name": "intruder", "scopes": ["admin"]},
     "POST /webhooks/quarantine/replay": {"quarantine_ids": ["{quarantine_id}"]},
+    "POST /custom-fields": {"key": "intruder_field", "label": "Intruder", "type": "text"},
+    "PUT /custom-fields/<key>": {"label": "Renamed by an intruder"},
+    "PUT /customers/<customer_id>/custom-fields": {"a_tier": "intruded"},
 }
 
 # What a path parameter names, for the ids a test hands in (`ids` below).
@@ -77,7 +80,7 @@ _PARAM_KIND = {"customer_id": "customer_id", "note_id": "note_id", "reminder_id"
                "rule_id": "rule_id", "workflow_id": "workflow_id", "bulk_id": "bulk_id",
                "request_id": "request_id", "key_id": "key_id",
                "quarantine_id": "quarantine_id", "reward_id": "reward_id",
-               "merge_id": "merge_id"}
+               "merge_id": "merge_id", "key": "custom_field"}
 # Query parameters a route requires, so that its sample request is valid.
 SAMPLE_QUERIES: dict[str, str] = {
     "GET /customers/<customer_id>/loyalty/redemption-quote": "points=100",
@@ -159,9 +162,9 @@ def quarantined_delivery(system) -> str:
 
 def store_a_records(system) -> dict:
     """Store A's records, made over the API: a customer, its tag, group, points, a reward
-    (coupon), consent, note and reminder, a template, segment, rule, workflow, bulk send, GDPR
-    request and key, a duplicate merged into it; a webhook delivery in quarantine, and the
-    customer's address suppressed."""
+    (coupon), consent, note and reminder, a custom field and its value, a template, segment,
+    rule, workflow, bulk send, GDPR request and key, a duplicate merged into it; a webhook
+    delivery in quarantine, and the customer's address suppressed."""
     admin = system.client("admin", rate_limit_per_minute=100_000)
     woo, customer_id = system.shop_customer(orders=0)
     cid = f"/customers/{customer_id}"
@@ -178,6 +181,9 @@ def store_a_records(system) -> dict:
         "scope": "order", "key": "_a_newsletter", "yes_values": ["yes"],
         "purpose": "email_marketing"}]}))
     ok(admin.put("/notifications/templates/a-sale", json={"channel": "sms", "body": "Hi A"}))
+    ok(admin.post("/custom-fields", json={"key": "a_tier", "label": "A's tier", "type": "text"}),
+       201)
+    ok(admin.put(cid + "/custom-fields", json={"a_tier": "gold"}))
     ids = {
         "customer_id": customer_id, "tag": "vip-a", "group": "trade-a", "template": "a-sale",
         "note_id": ok(admin.post(cid + "/notes", json={"category": "general",
@@ -202,6 +208,7 @@ def store_a_records(system) -> dict:
                       201)["key_id"],
         "quarantine_id": quarantined_delivery(system),
         "reward_id": reward["reward_id"],
+        "custom_field": "a_tier",
         "email": suppressed_address(system, woo["email"]),
     }
     _, ids["duplicate_id"] = system.shop_customer(orders=0)

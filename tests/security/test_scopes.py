@@ -118,6 +118,11 @@ REQUIRED_SCOPE: dict[str, str | None] = {
     "GET /webhooks/quarantine": "admin",
     "GET /webhooks/quarantine/<quarantine_id>": "admin",
     "POST /webhooks/quarantine/replay": "admin",
+    "GET /custom-fields": "read",
+    "POST /custom-fields": "write",
+    "PUT /custom-fields/<key>": "write",
+    "DELETE /custom-fields/<key>": "write",
+    "PUT /customers/<customer_id>/custom-fields": "write",
     "GET /openapi.json": None,
 }
 # Requests that change nothing although they are not GETs: a preview renders a template.
@@ -133,6 +138,7 @@ IDS = {kind: f"target-{kind}" for kind in (
     "customer_id", "note_id", "reminder_id", "tag", "group", "template", "segment_id", "rule_id",
     "workflow_id", "bulk_id", "request_id", "key_id", "quarantine_id", "reward_id", "merge_id",
     "duplicate_id")}
+IDS["custom_field"] = "target_field"  # a custom field's key takes no '-'
 
 
 def lacking(scope: str) -> list[tuple[str, ...]]:

@@ -153,7 +153,7 @@ def _store_a_view(admin: GatewayClient, ids: dict) -> dict:
         "programme": "/loyalty/programme", "settings": "/notifications/settings",
         "consent_capture": "/consent/capture", "thresholds": "/segment-thresholds",
         "quarantined": f"/webhooks/quarantine/{ids['quarantine_id']}",
-        "suppressions": "/notifications/suppressions"}
+        "suppressions": "/notifications/suppressions", "custom_fields": "/custom-fields"}
     view = {}
     for name, path in reads.items():
         answer = ok(admin.get(path))

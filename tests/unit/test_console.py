@@ -92,7 +92,13 @@ class CustomerSync:
             raise NotFound(f"no customer {customer_id}")
         return {"customer_id": "c1", "store_id": store, "email": "ada@example.com",
                 "first_name": EVIL, "last_name": "Lovelace", "registered": True,
-                "billing": {"city": "London", "country": "GB", "address_1": "1 Road"}}
+                "billing": {"city": "London", "country": "GB", "address_1": "1 Road"},
+                "custom_fields": {"tier": EVIL, "vip": True, "retired_key": 7}}
+
+    def list_custom_fields(self, store):
+        return [{"key": "vip", "label": "VIP", "type": "boolean", "required": False},
+                {"key": "tier", "label": "Loyalty tier", "type": "text", "required": False},
+                {"key": "unset", "label": "Never set", "type": "text", "required": False}]
 
     def list_orders(self, store, customer_id, page):
         return {"items": [], "next_cursor": None}
@@ -474,6 +480,17 @@ def test_every_page_has_strict_security_headers_and_escapes_what_it_shows():
         assert "style=" not in html  # no inline style either: the policy would block it
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in world.client.get(
         "/console/customers/c1").get_data(as_text=True)
+
+
+def test_the_customer_page_lists_custom_fields_labelled_in_the_stores_order():
+    world = World()
+    world.login("wcc_read")
+    page = world.client.get("/console/customers/c1").get_data(as_text=True)
+    card = page[page.index('id="custom-fields"'):page.index('id="h-addresses"')]
+    shown = re.findall(r"<dt>(.*?)</dt><dd id=\"custom-(\w+)\">(.*?)</dd>", card)
+    assert shown == [("VIP", "vip", "yes"),
+                     ("Loyalty tier", "tier", "&lt;script&gt;alert(1)&lt;/script&gt;"),
+                     ("retired_key", "retired_key", "7")]
 
 
 def test_a_read_key_sees_no_write_forms_and_the_api_refuses_it_anyway():

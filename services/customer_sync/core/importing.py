@@ -27,6 +27,11 @@ email); `upsert` does both. A change goes through the staff edit's write-back (s
 shop customer's at the shop first, so the shop and its later webhooks agree, a guest's or an
 imported contact's here only. A row the shop refuses, or that races another change, is
 `refused` with the field and changes nothing; a row whose cells all match is `unchanged`.
+
+A column `custom.<key>` sets the store's custom field `<key>` (crm/field_rules.py): each cell
+is read in the field's type and refused naming the row and the column; an empty cell gives no
+value (an update keeps what is held). A row that sets custom fields must leave each required
+one with a value. Custom fields are the companion's own: written here only, never to the shop.
 """
 from __future__ import annotations
 
@@ -44,6 +49,8 @@ from services.customer_sync.repository import CustomerSyncStorage, Store, new_cu
 from services.customer_sync.schemas import one_address, require_text
 from services.customer_sync.core.sync import CustomerSync, customer_event_data, stable_event_id
 from services.customer_sync.core.written import Written, written
+from services.customer_sync.crm.custom_fields import CustomFields
+from services.customer_sync.crm.field_rules import MAX_FIELDS, check_cells, missing_required
 from services.customer_sync.crm.timeline import entry_id, make_entry
 from services.customer_sync.privacy.tombstones import EMAIL, tombstone_digest
 from services.customer_sync.shop.woo_client import WooClient
@@ -61,6 +68,8 @@ OUTCOMES = ("create", "duplicate_in_file", "exists", "invalid", "update", "uncha
 MODES = ("create", "update", "upsert")
 # The row's cells an update may change, as staff.py's edit names them.
 _CONTACT_CELLS = ("first_name", "last_name", "phone", "company")
+# A column naming one of the store's custom fields: `custom.<key>`.
+CUSTOM_PREFIX = "custom."
 _YES = frozenset({"yes", "y", "true", "1"})
 _NO = frozenset({"no", "n", "false", "0"})
 
@@ -240,11 +249,13 @@ def _let_others_run() -> None:
 
 class CustomerImport:
     def __init__(self, storage: CustomerSyncStorage, sync: CustomerSync, clock=utcnow,
-                 client_factory: Callable[[Store], WooClient] | None = None) -> None:
+                 client_factory: Callable[[Store], WooClient] | None = None,
+                 custom_fields: CustomFields | None = None) -> None:
         self.storage = storage
         self.sync = sync
         self.clock = clock
         self.client_factory = client_factory
+        self.custom_fields = custom_fields or CustomFields(storage, sync, clock)
 
     def run(self, store_id: str, rows: Any, apply: Any, actor: str, mode: Any = "create"
             ) -> Written:
@@ -261,41 +272,47 @@ class CustomerImport:
                                   {"fields": {"rows": [f"at most {MAX_ROWS}"]}})
         if self.storage.stores.get(store_id) is None:
             raise NotFound(f"no store {store_id}")
-        report, ignored, valid = self._check(rows)
+        definitions = self.custom_fields.definitions(store_id)
+        report, ignored, valid = self._check(rows, definitions)
         keys = [email_key(data["email"]) for _, data in valid]
         existing = self._existing(store_id, keys)
         erased = self._erased(store_id, keys)
         live = self._live(store_id, keys) if mode != "create" else {}
         creates: list[tuple[dict, dict]] = []
-        updates: list[tuple[dict, dict, dict]] = []
+        updates: list[tuple[dict, dict, dict, dict | None]] = []
         for row, data in valid:
             key = email_key(data["email"])
+            values = data.get("custom_fields")
             if key in erased:
                 row.update(outcome="invalid",
                            errors={"email": ["this person's data was erased on request; "
                                              "not imported"]})
             elif key in live:
                 edit = contact_changes(live[key], data)
-                row.update(outcome="update" if edit else "unchanged",
+                held = live[key].get("custom_fields") or {}
+                custom = {**held, **values} if values and {**held, **values} != held else None
+                if custom is not None and _lacks_required(row, definitions, custom):
+                    continue
+                row.update(outcome="update" if edit or custom is not None else "unchanged",
                            customer_id=live[key]["_id"])
                 _consent_not_recorded(row, data)
-                if edit:
-                    updates.append((row, live[key], edit))
+                if edit or custom is not None:
+                    updates.append((row, live[key], edit, custom))
             elif key in existing:
                 row["outcome"] = "exists"
                 _consent_not_recorded(row, data)
             elif mode == "update":
                 row.update(outcome="invalid", errors={"email": [
                     "no customer has this email; mode update changes existing customers only"]})
-            else:
+            elif not (values and _lacks_required(row, definitions, values)):
                 creates.append((row, data))
         touched: list[tuple[str, Any]] = []
         created = updated = 0
         if apply:
-            for count, (row, doc, edit) in enumerate(updates, 1):
+            for count, (row, doc, edit, custom) in enumerate(updates, 1):
                 if count % 100 == 0:
                     _let_others_run()
-                if self._update(store_id, row, doc, edit, actor, touched):
+                if self._update(store_id, row, doc, edit, custom, actor, touched):
                     updated += 1
             now = self.clock()
             correlation_id = f"staff-import-{uuid.uuid4().hex[:16]}"
@@ -303,6 +320,8 @@ class CustomerImport:
                 if count % 100 == 0:
                     _let_others_run()
                 doc = contact_doc(store_id, data, actor, now)
+                if data.get("custom_fields"):
+                    doc["custom_fields"] = data["custom_fields"]
                 event = self.sync._event("customer.created", store_id, customer_event_data(doc),
                                          correlation_id, doc["_id"])
                 entry = make_entry(entry_id(doc["_id"], "imported"), doc["_id"],
@@ -326,18 +345,27 @@ class CustomerImport:
                        mode=mode, ignored_columns=sorted(ignored))
         return written({"rows": report, "summary": summary}, touched)
 
-    def _update(self, store_id: str, row: dict, doc: dict, edit: dict, actor: str,
-                touched: list) -> bool:
-        """One held customer's contact change, all of it or (refused) none of it."""
-        if self.client_factory is None:
-            raise RuntimeError("an import that updates needs the shop's client factory")
-        try:
-            result = Rectifier(self.storage, self.sync, self.client_factory).rectify(
-                store_id, doc["_id"], edit, actor, purpose="staff_edit")
-        except ServiceError as exc:
-            row.update(outcome="refused", errors=_refusal(exc))
-            return False
-        touched.extend(result.touched)  # its event and timeline entry
+    def _update(self, store_id: str, row: dict, doc: dict, edit: dict, custom: dict | None,
+                actor: str, touched: list) -> bool:
+        """One held customer's contact change (all of it or, refused, none of it), then its
+        custom fields (`custom`: the whole set it is to hold, None when unchanged)."""
+        if edit:
+            if self.client_factory is None:
+                raise RuntimeError("an import that updates needs the shop's client factory")
+            try:
+                result = Rectifier(self.storage, self.sync, self.client_factory).rectify(
+                    store_id, doc["_id"], edit, actor, purpose="staff_edit")
+            except ServiceError as exc:
+                row.update(outcome="refused", errors=_refusal(exc))
+                return False
+            touched.extend(result.touched)  # its event and timeline entry
+        if custom is not None:
+            try:
+                result = self.custom_fields.set_values(store_id, doc["_id"], custom, actor)
+            except ServiceError as exc:
+                row.update(outcome="refused", errors=_column_names(_refusal(exc)))
+                return bool(edit)  # the contact change stands; the row says what did not
+            touched.extend(result.touched)
         return True
 
     def _live(self, store_id: str, keys: list[str]) -> dict[str, dict]:
@@ -360,7 +388,8 @@ class CustomerImport:
                                data[f"{purpose}_source"], None, correlation_id, now)
                 for purpose in granted_purposes(data)]
 
-    def _check(self, rows: list) -> tuple[list[dict], set[str], list[tuple[dict, dict]]]:
+    def _check(self, rows: list, definitions: dict[str, dict]
+               ) -> tuple[list[dict], set[str], list[tuple[dict, dict]]]:
         report: list[dict] = []
         ignored: set[str] = set()
         valid: list[tuple[dict, dict]] = []
@@ -372,16 +401,22 @@ class CustomerImport:
                 continue
             line = raw.get("line")
             line = line if isinstance(line, int) and not isinstance(line, bool) else index + 1
-            ignored |= {str(k) for k in raw if k not in KNOWN_COLUMNS}
+            ignored |= {str(k) for k in raw
+                        if k not in KNOWN_COLUMNS and not str(k).startswith(CUSTOM_PREFIX)}
             cleaned = _clean(raw)
             email = cleaned.get("email")
             row = {"line": line, "email": email, "outcome": "create", "errors": {}}
             report.append(row)
+            values, custom_errors = _custom_cells(cleaned, definitions)
             try:
                 data = _SCHEMA.load(cleaned)
             except MarshmallowError as exc:
-                row.update(outcome="invalid", errors=exc.messages)
+                row.update(outcome="invalid", errors={**exc.messages, **custom_errors})
                 continue
+            if custom_errors:
+                row.update(outcome="invalid", errors=custom_errors)
+                continue
+            data["custom_fields"] = values
             for name in ("tags", "groups"):
                 if data.get(name):
                     row[name] = data[name]
@@ -424,3 +459,28 @@ class CustomerImport:
                                                   {"_id": 1}):
                 erased.add(by_id[doc["_id"]])
         return erased
+
+
+def _custom_cells(cleaned: dict, definitions: dict[str, dict]) -> tuple[dict, dict]:
+    """The row's `custom.<key>` cells as values, and their refusals named by column."""
+    cells = {k[len(CUSTOM_PREFIX):]: v for k, v in cleaned.items()
+             if k.startswith(CUSTOM_PREFIX)}
+    if len(cells) > MAX_FIELDS:
+        return {}, {"custom": [f"at most {MAX_FIELDS} custom.<key> columns"]}
+    values, errors = check_cells(definitions, cells)
+    return values, {CUSTOM_PREFIX + key: messages for key, messages in errors.items()}
+
+
+def _lacks_required(row: dict, definitions: dict[str, dict], values: dict) -> bool:
+    """Mark the row invalid when the custom fields it writes leave a required one empty."""
+    missing = missing_required(definitions, values)
+    if missing:
+        row.update(outcome="invalid",
+                   errors={CUSTOM_PREFIX + key: ["is required"] for key in missing})
+    return bool(missing)
+
+
+def _column_names(errors: dict) -> dict:
+    """customer_sync's `custom_fields.<key>` as the file names it: `custom.<key>`."""
+    return {CUSTOM_PREFIX + k[len("custom_fields."):] if k.startswith("custom_fields.") else k: v
+            for k, v in errors.items()}

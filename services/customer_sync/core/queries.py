@@ -55,6 +55,7 @@ def customer_view(doc: dict) -> dict:
     view["account_status"], view["inactive_reason"] = account_standing(doc)
     view["date_created"] = _json_time(doc.get("date_created"))
     view["date_modified"] = _json_time(doc.get("woo_date_modified"))
+    view["custom_fields"] = doc.get("custom_fields") or {}
     return view
 
 

@@ -92,6 +92,7 @@ def customer_event_data(doc: dict) -> dict:
                                    if t is not None), default=None)),
         "birthday": doc.get("birthday"),
         "account_status": doc.get("account_status") or "active",
+        "custom_fields": doc.get("custom_fields") or {},
     }
 
 

@@ -278,3 +278,24 @@ def cancel_message(reward: dict) -> str:
         return (f"Coupon {code} is being withdrawn at the shop; it is deleted there as soon as "
                 f"the shop answers.{back}")
     return f"Coupon {code}: {REWARD_STATES.get(state, state)}."
+
+
+def custom_field_rows(definitions: Iterable[dict], values: dict | None) -> list[dict]:
+    """A customer's custom field values to show, labelled, in the store's order of its fields;
+    a value whose field the page could not read is shown under its key rather than hidden."""
+    values = dict(values or {})
+    rows = []
+    for definition in definitions:
+        key = definition.get("key")
+        if key in values and values[key] is not None:
+            rows.append({"key": key, "label": definition.get("label") or key,
+                         "value": _field_text(values.pop(key))})
+    rows += [{"key": key, "label": key, "value": _field_text(value)}
+             for key, value in sorted(values.items()) if value is not None]
+    return rows
+
+
+def _field_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)

@@ -219,7 +219,9 @@ def customer_page(page, customer_id: str) -> Response:
         credit_reasons=present.CREDIT_REASONS,
         currency=present.store_currency(detail.get("loyalty")),
         customer_url=f"{PREFIX}/customers/{customer_id}",
-        consent=consent_views.card(page, customer_id))
+        consent=consent_views.card(page, customer_id),
+        custom_fields=present.custom_field_rows(_best_effort(page, "/custom-fields", []),
+                                                customer.get("custom_fields")))
 
 
 def _act(page, customer_id: str, anchor: str, call, success: str) -> Response:

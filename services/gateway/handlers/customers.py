@@ -2,6 +2,7 @@
 service, staff edits and deletion (customer_sync, written back to the shop), tags and groups."""
 from __future__ import annotations
 
+import re
 from urllib.parse import urlencode
 
 from services.gateway import schemas as s
@@ -35,6 +36,9 @@ FILTER_PARAMS = [
     Param("state", "billing state or region"),
     Param("city", "billing city"),
 ]
+CUSTOM_FILTER_TEXT = ("`custom.<key>=value` (up to 10, each a key of the store's custom fields) "
+                      "keeps customers whose field holds the value: as text, or the number "
+                      "or boolean it spells (`custom.visits=3`, `custom.vip=true`).")
 _FILTER_KEYS = {"tag": "tags", "group": "groups", "status": "account_status"}
 PAGE_PARAMS = [
     Param("limit", "page size", "integer", default=50, minimum=1, maximum=500),
@@ -52,13 +56,54 @@ def directory_filters(query: dict) -> dict:
     return filters
 
 
+CUSTOM_FILTER_PREFIX = "custom."
+MAX_CUSTOM_FILTERS = 10
+_CUSTOM_KEY = re.compile(r"[a-z][a-z0-9_]{0,39}")
+
+
+def custom_filters(ctx: Context) -> dict:
+    """The list's `custom.<key>=value` parameters (names the route table cannot declare), each
+    the key of one of the store's custom fields: {key: value}, checked and bounded."""
+    asked = [(name, value) for name, value in ctx.request.args.items(multi=True)
+             if name.startswith(CUSTOM_FILTER_PREFIX)]
+    if not asked:
+        return {}
+    if len(asked) > MAX_CUSTOM_FILTERS:
+        raise Problem(400, f"at most {MAX_CUSTOM_FILTERS} custom.<key> filters",
+                      kind="invalid-parameter", errors={"custom": ["too many filters"]})
+    defined = {f["key"] for f in ctx.call("customer_sync", "list_custom_fields", ctx.store_id)}
+    filters = {}
+    for name, value in asked:
+        key, shown = name[len(CUSTOM_FILTER_PREFIX):], name[:60]
+        if not _CUSTOM_KEY.fullmatch(key) or key not in defined:
+            raise Problem(400, f"query parameter {shown} names no custom field of this store",
+                          kind="invalid-parameter", errors={shown: ["no such custom field"]})
+        if not value.strip() or len(value) > 200:
+            raise Problem(400, f"query parameter {shown} must be 1-200 characters",
+                          kind="invalid-parameter", errors={shown: ["1-200 characters"]})
+        if key in filters:
+            raise Problem(400, f"query parameter {shown} is given twice",
+                          kind="invalid-parameter", errors={shown: ["given twice"]})
+        filters[key] = value
+    return filters
+
+
+def list_filters(ctx: Context) -> dict:
+    """The directory's filters from the declared parameters and the custom field ones."""
+    filters = directory_filters(ctx.query)
+    custom = custom_filters(ctx)
+    if custom:
+        filters["custom"] = custom
+    return filters
+
+
 def directory_sort(value: str) -> dict:
     return {"field": value.lstrip("-"), "direction": "desc" if value.startswith("-") else "asc"}
 
 
 def list_customers(ctx: Context) -> Reply:
     answer = ctx.call("segmentation", "search_customers", ctx.store_id,
-                      directory_filters(ctx.query), directory_sort(ctx.query["sort"]),
+                      list_filters(ctx), directory_sort(ctx.query["sort"]),
                       {"size": ctx.query["limit"], "cursor": ctx.query["cursor"]})
     headers = {}
     if answer.get("next_cursor"):
@@ -171,7 +216,8 @@ ROUTES = [
     Route("GET", "/customers", list_customers, "List and search customers", "customers",
           query=FILTER_PARAMS + [Param("sort", "sort field; a leading - sorts descending",
                                        enum=SORT_VALUES, default="-registered")] + PAGE_PARAMS,
-          responses={200: s.page_of(s.CUSTOMER_ROW, with_total=True)}),
+          responses={200: s.page_of(s.CUSTOMER_ROW, with_total=True)},
+          description=CUSTOM_FILTER_TEXT),
     Route("GET", _CID, customer_detail, "A customer's page: profile, stats, segment, tags, "
           "groups, loyalty, recent orders, notes, reminders and timeline", "customers",
           responses={200: s.CUSTOMER_DETAIL}),

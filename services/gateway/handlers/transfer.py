@@ -5,13 +5,13 @@ import csv
 import io
 import json
 import logging
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from werkzeug.wrappers import Response
 
 from services.gateway import schemas as s
-from services.gateway.handlers.customers import (FILTER_PARAMS, SORT_VALUES, directory_filters,
-                                                 directory_sort)
+from services.gateway.handlers.customers import (CUSTOM_FILTER_TEXT, FILTER_PARAMS,
+                                                 SORT_VALUES, directory_sort, list_filters)
 from services.gateway.problems import Problem
 from services.gateway.routing import Context, Param, Reply, Route
 
@@ -29,6 +29,9 @@ IMPORT_COLUMNS = ("email", "first_name", "last_name", "phone", "company", *_ADDR
 EXPORT_COLUMNS = ("customer_id", "first_name", "last_name", "email", "company", "city", "state",
                   "country", "account_status", "segment", "tags", "groups", "orders_count",
                   "total_spent", "currency", "last_order_at", "registered_at")
+# A column setting one of the store's custom fields (customer_sync checks the key and cell).
+CUSTOM_PREFIX = "custom."
+MAX_CUSTOM_COLUMNS = 50
 _EXPORT_PAGE = 500
 IMPORT_MODES = ("create", "update", "upsert")
 _LABEL_BATCH = 500
@@ -64,7 +67,11 @@ def parse_import(raw: bytes) -> tuple[list[dict], list[str]]:
                           errors={"email": ["column missing"]})
         if len(set(columns)) != len(columns):
             raise Problem(400, "a column is named twice", kind="invalid-csv")
-        ignored = [c for c in columns if c not in IMPORT_COLUMNS]
+        taken = [c for c in columns if c in IMPORT_COLUMNS or c.startswith(CUSTOM_PREFIX)]
+        if sum(1 for c in taken if c.startswith(CUSTOM_PREFIX)) > MAX_CUSTOM_COLUMNS:
+            raise Problem(400, f"at most {MAX_CUSTOM_COLUMNS} custom.<key> columns",
+                          kind="invalid-csv", errors={"custom": ["too many columns"]})
+        ignored = [c for c in columns if c not in taken]
         rows = []
         for values in reader:
             if not any(v.strip() for v in values):
@@ -74,7 +81,7 @@ def parse_import(raw: bytes) -> tuple[list[dict], list[str]]:
                               kind="too-many-rows")
             row = {"line": reader.line_num}
             for column, value in zip(columns, values):
-                if column in IMPORT_COLUMNS:
+                if column in taken:
                     row[column] = value.strip()
             if len(values) != len(columns):
                 row["column_count"] = len(values)
@@ -180,10 +187,13 @@ def _safe_cell(value) -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
-def export_row(item: dict) -> dict:
+def export_row(item: dict, custom_keys: Iterable[str] = ()) -> dict:
+    """A CSV row; `custom_keys` add a `custom.<key>` column each (the import reads it back)."""
     stats = item.get("stats") or {}
     spent = stats.get("total_spent") or {}
+    custom = item.get("custom_fields") or {}
     return {
+        **{CUSTOM_PREFIX + key: _cell_text(custom.get(key)) for key in custom_keys},
         "customer_id": item["customer_id"], "first_name": item.get("first_name", ""),
         "last_name": item.get("last_name", ""), "email": item.get("email") or "",
         "company": item.get("company", ""), "city": item.get("city", ""),
@@ -196,8 +206,15 @@ def export_row(item: dict) -> dict:
     }
 
 
+def _cell_text(value) -> str:
+    """A custom field value as the import reads it back (booleans as true/false)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)
+
+
 def _pages(ctx: Context) -> Iterator[dict]:
-    filters, sort = directory_filters(ctx.query), directory_sort(ctx.query["sort"])
+    filters, sort = list_filters(ctx), directory_sort(ctx.query["sort"])
     cursor = None
     while True:
         answer = ctx.call("segmentation", "search_customers", ctx.store_id, filters, sort,
@@ -220,12 +237,18 @@ def export_customers(ctx: Context) -> Response:
             yield first
             yield from pages
 
+    # One column a custom field, in the store's order: read before answering, as the page is.
+    custom_keys = ([f["key"] for f in ctx.call("customer_sync", "list_custom_fields",
+                                               ctx.store_id)] if fmt == "csv" else [])
+
     def csv_body() -> Iterator[str]:
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=EXPORT_COLUMNS, lineterminator="\r\n")
+        writer = csv.DictWriter(buffer, lineterminator="\r\n", fieldnames=[
+            *EXPORT_COLUMNS, *(CUSTOM_PREFIX + key for key in custom_keys)])
         writer.writeheader()
         for count, item in enumerate(_guarded(items(), ctx), 1):
-            writer.writerow({k: _safe_cell(v) for k, v in export_row(item).items()})
+            writer.writerow({k: _safe_cell(v)
+                             for k, v in export_row(item, custom_keys).items()})
             if count % 100 == 0:
                 yield buffer.getvalue()
                 buffer.seek(0)
@@ -260,7 +283,8 @@ ROUTES = [
     Route("POST", "/imports/customers", import_customers, "Import customers from CSV: checked "
           "row by row, duplicates reported; a preview unless apply=true", "customers",
           scope="write", body={"type": "string", "description": "CSV with a header line; "
-                               "columns: " + ", ".join(IMPORT_COLUMNS)},
+                               "columns: " + ", ".join(IMPORT_COLUMNS)
+                               + ", and custom.<key> for each custom field"},
           body_media_type="text/csv",
           query=[Param("apply", "import the valid new rows (otherwise only a preview)",
                        "boolean", default=False),
@@ -291,8 +315,10 @@ ROUTES = [
                     default="-registered"),
               Param("format", "csv or json", enum=("csv", "json"), default="csv")],
           responses={200: {"type": "string", "description": "CSV with a header line: "
-                           + ", ".join(EXPORT_COLUMNS)}},
+                           + ", ".join(EXPORT_COLUMNS)
+                           + ", then custom.<key> for each custom field"}},
           response_media_type="text/csv",
           alternative_content={"application/json": {"type": "array", "items": s.CUSTOMER_ROW}},
-          description="`format=json` answers application/json: an array of the list's rows."),
+          description="`format=json` answers application/json: an array of the list's rows. "
+                      + CUSTOM_FILTER_TEXT),
 ]
