@@ -6,7 +6,9 @@ and an unmerge that arrives before its merge leaves one that makes the late merg
 """
 from __future__ import annotations
 
+import logging
 from datetime import datetime
+from typing import Any, Iterable
 
 from pymongo import ASCENDING
 from pymongo.collection import Collection
@@ -14,6 +16,14 @@ from pymongo.collection import Collection
 # A receipt's life: its slice is being moved, it moved, or it was handed back (or the unmerge
 # came first, and nothing is to move).
 MOVING, MERGED, UNMERGED = "moving", "merged", "unmerged"
+
+# What a receipt keeps after an erasure of either record: its keys, state and times, which a
+# redelivered merge or unmerge needs to change nothing. Everything else is what moved.
+KEPT_FIELDS = frozenset({"_id", "store_id", "merge_key", "merged_id", "primary_id", "state",
+                         "kind", "before_merge", "forgotten", "started_at",
+                         f"{MOVING}_at", f"{MERGED}_at", f"{UNMERGED}_at"})
+
+log = logging.getLogger(__name__)
 
 
 def merge_key(merge_id: str | None, primary_id: str) -> str:
@@ -70,7 +80,32 @@ class MergeReceipts:
         if receipt is None:
             self.unmerged_first(store_id, merge_id, primary_id, restored_id, at)
             return None
-        return None if receipt["state"] == UNMERGED else receipt
+        if receipt["state"] == UNMERGED:
+            return None
+        if receipt.get("forgotten"):
+            log.info("unmerge %s of customer %s hands back nothing: an erasure forgot what the "
+                     "merge moved", receipt["merge_key"], restored_id,
+                     extra={"store_id": store_id})
+            return None
+        return receipt
+
+    def forget(self, store_id: str, customer_ids: Iterable[str]) -> int:
+        """An erasure of a merge's primary or merged record blanks what the merge moved from
+        its receipts (tags, consent states, order and send ids): only what keeps a redelivered
+        merge or unmerge a no-op stays. Repeatable; answers how many receipts it blanked."""
+        ids = sorted(set(customer_ids))
+        if not ids:
+            return 0
+        found = self.collection.find({"store_id": store_id, "$or": [
+            {"primary_id": {"$in": ids}}, {"merged_id": {"$in": ids}}]})
+        blanked = 0
+        for receipt in found:
+            blanks = {name: _blank(value) for name, value in receipt.items()
+                      if name not in KEPT_FIELDS}
+            self.collection.update_one({"_id": receipt["_id"]},
+                                       {"$set": {**blanks, "forgotten": True}})
+            blanked += 1
+        return blanked
 
     def add(self, doc_id: str, lists: dict[str, list]) -> None:
         """Items joined to the receipt's lists (a redone step adds what it did this time)."""
@@ -79,3 +114,12 @@ class MergeReceipts:
 
     def set_state(self, doc_id: str, state: str, at: datetime) -> None:
         self.collection.update_one({"_id": doc_id}, {"$set": {"state": state, f"{state}_at": at}})
+
+
+def _blank(value: Any) -> Any:
+    """An empty value of the same shape, so a step reading the receipt finds nothing to move."""
+    if isinstance(value, list):
+        return []
+    if isinstance(value, dict):
+        return {}
+    return None

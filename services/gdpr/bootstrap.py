@@ -71,6 +71,7 @@ class Gdpr:
     services: RpcServices
     clock: Callable[[], datetime]
     customer_check_seconds: float
+    consent_merges: ConsentMerges
 
     def ensure_indexes(self) -> None:
         self.storage.ensure_indexes()
@@ -87,17 +88,14 @@ class Gdpr:
                     customers=customers)
 
 
-    def consent_merges(self, notify: Callable[[Iterable[DocumentRef]], None]) -> ConsentMerges:
-        """Merges and unmerges of consent records, owed events handed to `notify`."""
-        return ConsentMerges(self.storage, clock=self.clock, notify=notify)
-
-
 def build(database: Database, config: Config,
           clock: Callable[[], datetime] = utcnow) -> Gdpr:
     """gdpr from its own database and settings; `clock` dates requests, due dates and retries."""
     rpc_config = {"AMQP_URI": config.get("AMQP_URI"), "serializer": "json",
                   "AMQP_SSL": amqp_ssl_options(config)}
-    return Gdpr(storage=GdprStorage(database), settings=desk_settings(config),
+    storage = GdprStorage(database)
+    return Gdpr(storage=storage, settings=desk_settings(config),
                 services=RpcServices(rpc_config, config.float("GDPR_RPC_TIMEOUT_SECONDS")),
                 clock=clock,
-                customer_check_seconds=config.float("CUSTOMER_CHECK_TIMEOUT_SECONDS"))
+                customer_check_seconds=config.float("CUSTOMER_CHECK_TIMEOUT_SECONDS"),
+                consent_merges=ConsentMerges(storage, clock=clock))

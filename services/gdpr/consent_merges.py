@@ -38,17 +38,23 @@ def withdrawals_to_apply(primary: dict, merged: dict) -> dict[str, dict]:
             if _withdrawn(state) and not _withdrawn(primary.get(purpose))}
 
 
+Notify = Callable[[Iterable[DocumentRef]], None]
+
+
+def _nobody(refs: Iterable[DocumentRef]) -> None:
+    """No outbox relay to tell (a test, a script): the relay's sweep publishes later."""
+
+
 class ConsentMerges:
     """The use cases: apply `customer.merged` and `customer.unmerged` to consent records.
-    `notify` is told of the consent record that now owes events, right after the write."""
+    Made once; each call's `notify` (the calling worker's outbox relay) is told of the consent
+    record that now owes events, right after the write."""
 
-    def __init__(self, storage: GdprStorage, clock: Callable[[], datetime] = utcnow,
-                 notify: Callable[[Iterable[DocumentRef]], None] = lambda refs: None) -> None:
+    def __init__(self, storage: GdprStorage, clock: Callable[[], datetime] = utcnow) -> None:
         self.storage = storage
         self.clock = clock
-        self.notify = notify
 
-    def merge(self, event: Event) -> list[str]:
+    def merge(self, event: Event, notify: Notify = _nobody) -> list[str]:
         """The primary's purposes withdrawn by this merge (none, for a redelivery)."""
         store_id, data = event.store_id, event.data
         primary_id, merged_id = data["customer_id"], data["merged_customer_id"]
@@ -81,11 +87,11 @@ class ConsentMerges:
                                [self._event(store_id, primary_id, change_id, entry)]):
                 withdrawn.append(purpose)
         if receipt["consent"]:  # a duplicate delivery at once may find its events owed still
-            self.notify([(consents.collection.name, consents.key(store_id, primary_id))])
+            notify([(consents.collection.name, consents.key(store_id, primary_id))])
         self.storage.merges.set_state(receipt["_id"], MERGED, self.clock())
         return withdrawn
 
-    def unmerge(self, event: Event) -> list[str]:
+    def unmerge(self, event: Event, notify: Notify = _nobody) -> list[str]:
         """The primary's purposes given back their pre-merge state (none, for a redelivery
         or where the primary's consent changed since the merge)."""
         store_id, data = event.store_id, event.data
@@ -115,7 +121,7 @@ class ConsentMerges:
                                 [self._event(store_id, primary_id, change_id, entry)]):
                 restored.append(purpose)
         if receipt.get("consent"):
-            self.notify([(consents.collection.name, consents.key(store_id, primary_id))])
+            notify([(consents.collection.name, consents.key(store_id, primary_id))])
         merges.set_state(receipt["_id"], UNMERGED, self.clock())
         return restored
 

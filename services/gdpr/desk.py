@@ -447,6 +447,11 @@ class Desk:
         if not request["customer_ids"]:
             self._complete(request, {"erased": False}, "no customer with this email: nothing to erase")
             return
+        erased_ids = sorted(set(request["customer_ids"]).union(
+            *(c.get("customer_ids") or [] for c in confirmations.values())))
+        # gdpr's own part: its merge receipts kept the consent states a merge changed. Again at
+        # each step, for the records a service's confirmation adds (a merged duplicate).
+        self.storage.merges.forget(request["store_id"], erased_ids)
         if not erasure.get("requested_at") or (
                 set(confirmations) < expected and erasure.get("ask_again_at") <= now):
             asked = int(erasure.get("asked", 0)) + 1
@@ -489,8 +494,6 @@ class Desk:
         # a service ties it to the erased ids.
         anywhere = [t for t in terms if rq.is_email(t)]
         tied = [t for t in terms if not rq.is_email(t)]
-        erased_ids = sorted(set(request["customer_ids"]).union(
-            *(c.get("customer_ids") or [] for c in confirmations.values())))
         outcomes = services.call_all(sorted(expected), "search_personal_data",
                                      request["store_id"], anywhere, tied, erased_ids)
         unanswered = sorted(s for s, (status, _) in outcomes.items() if status != "ok")

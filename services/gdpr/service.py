@@ -51,11 +51,11 @@ class GdprService(HealthRpc):
 
     @event_handler("customer_sync", "customer.merged")
     def on_customer_merged(self, event):
-        self.app.consent_merges(self.outbox.notify).merge(event)
+        self.app.consent_merges.merge(event, self.outbox.notify)
 
     @event_handler("customer_sync", "customer.unmerged")
     def on_customer_unmerged(self, event):
-        self.app.consent_merges(self.outbox.notify).unmerge(event)
+        self.app.consent_merges.unmerge(event, self.outbox.notify)
 
     @event_handler("customer_sync", "consent.captured")
     def on_consent_captured(self, event):

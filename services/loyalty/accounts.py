@@ -312,9 +312,9 @@ class Accounts:
     def erase(self, store_id: str, customer_ids, request_id: str) -> dict:
         """Each account becomes a marker holding nothing about the person (no lots, orders,
         credit, owed events); their ledger entries stay for the shop's accounts, anonymised
-        (reasons and details blanked); their unused rewards' coupons are owed a withdrawal
-        from the shop (shared.coupon_withdrawals). Idempotent; counts are of what the request
-        left erased."""
+        (reasons and details blanked), their merge notes keep ids and state only; their unused
+        rewards' coupons are owed a withdrawal from the shop (shared.coupon_withdrawals).
+        Idempotent; counts are of what the request left erased."""
         accounts = self.storage.accounts
         ids = sorted(set(customer_ids))
         now = self.clock()
@@ -328,6 +328,7 @@ class Accounts:
                                                     max(now, lease) if lease else now, now)
             accounts.mark_erased(store_id, customer_id, held, self.clock(), request_id)
         ledger_entries = self.storage.ledger.anonymise(store_id, ids)
+        self.storage.merges.forget(store_id, ids)  # the points and rewards a merge moved
         return {
             "accounts": accounts.count_erased(store_id, ids),
             "ledger_entries": ledger_entries,

@@ -9,6 +9,8 @@ crash interrupted is finished, exactly once, by the next delivery of either even
 """
 from __future__ import annotations
 
+import logging
+
 from services.loyalty import ledger as lg
 from services.loyalty.accounts import Accounts, Outcome, merge_outcomes
 from services.loyalty.repository import (ACTIVE, MERGE_APPLIED, MERGED, MERGING, UNMERGED,
@@ -21,6 +23,8 @@ MERGE_ID_MAX_LENGTH = 200
 # customer_sync names at most this many orders since a merge (its MAX_ORDERS_SINCE).
 MAX_ORDERS_SINCE = 5000
 ORDER_ID_MAX_LENGTH = 64
+
+log = logging.getLogger(__name__)
 
 
 def merge_key(merge_id: str | None, primary: str, merged: str) -> str:
@@ -71,6 +75,10 @@ class Merges:
             if note is None:
                 return Outcome()  # the marker: the merge, if it comes, finds it undone
         if note["state"] == UNMERGED_FIRST:
+            return Outcome()
+        if note.get("forgotten"):
+            log.info("unmerge %s of customer %s hands back nothing: an erasure forgot what the "
+                     "merge moved", note["merge_key"], restored, extra={"store_id": store_id})
             return Outcome()
         key = note["merge_key"]
         self.notes.move_on(store_id, key, (MERGING, MERGE_APPLIED), UNMERGING, {}, now)

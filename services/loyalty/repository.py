@@ -239,6 +239,17 @@ class MergeNotes:
         return self.collection.find_one({"store_id": store_id, "primary": primary,
                                          "merged": merged, "merge_id": None})
 
+    def forget(self, store_id: str, customer_ids: Iterable[str]) -> int:
+        """An erasure of a merge's primary or merged record blanks what the merge moved and
+        handed back (points, credit, reward ids) from its notes: their keys, ids and state
+        stay, so a redelivered merge or unmerge is still a no-op. Answers how many."""
+        ids = sorted(set(customer_ids))
+        if not ids:
+            return 0
+        return self.collection.update_many(
+            {"store_id": store_id, "$or": [{"primary": {"$in": ids}}, {"merged": {"$in": ids}}]},
+            {"$set": {"moved": None, "handed_back": None, "forgotten": True}}).matched_count
+
 
 class LoyaltyStorage:
     def __init__(self, database: Database) -> None:

@@ -422,7 +422,8 @@ class Notifier:
     def erase(self, store_id: str, customer_ids: Iterable[str], request_id: str) -> dict:
         """The contact becomes a marker holding nothing; the send log keeps each message's
         facts (when, which template, what happened) without address, number or subject, and
-        nothing scheduled for the person goes out."""
+        nothing scheduled for the person goes out; their merges' receipts keep only ids and
+        state."""
         ids = sorted(set(customer_ids))
         contacts = self.storage.contacts
         for customer_id in ids:
@@ -431,6 +432,8 @@ class Notifier:
                 continue
             contacts.mark_erased(store_id, customer_id, held, self.clock(), request_id)
         sends = self.storage.sends.erase_for(store_id, ids)
+        # Merge receipts named the sends a merge moved or cancelled.
+        self.storage.merges.forget(store_id, ids)
         return {"contacts": contacts.count_erased(store_id, ids), "sends": sends}
 
 

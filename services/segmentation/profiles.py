@@ -216,11 +216,14 @@ class Profiles:
 
     def erase(self, store_id: str, customer_ids: Iterable[str], request_id: str) -> dict:
         """GDPR erasure: each profile becomes a marker that holds nothing about the person
-        (no orders, contact facts, stats, segment, tags, groups or owed events), and that any
-        later event for that customer leaves alone. Idempotent; the counts are of what this
+        (no orders, contact facts, stats, segment, tags, groups or owed events; nor do the
+        receipts of its merges), and that any later event for that customer leaves alone. Idempotent; the counts are of what this
         request left erased, so a repeat answers the same."""
-        erased = self.storage.profiles.mark_erased(store_id, sorted(set(customer_ids)),
-                                                   self.clock(), request_id, _PERSONAL_FIELDS)
+        ids = sorted(set(customer_ids))
+        erased = self.storage.profiles.mark_erased(store_id, ids, self.clock(), request_id,
+                                                   _PERSONAL_FIELDS)
+        # Merge receipts copied the tags, groups and orders a merge moved.
+        self.storage.merges.forget(store_id, ids)
         return {"profiles": erased}
 
     def change(self, store_id: str, customer_id: str, change: Callable[[dict], bool],

@@ -148,3 +148,35 @@ def test_gdpr_withdraws_on_the_primary_and_gives_it_back(services, events, rpc):
                for e in events.of_type("consent.changed")]
     assert changes[-2:] == [("reg", False), ("reg", True)]
     assert barrier.published_types() == {"consent.changed": 1}
+
+
+def test_an_erasure_after_a_merge_leaves_segmentations_receipt_without_the_tags(
+        services, events, rpc):
+    events.listen("segmentation")
+    events.listen("gdpr", "gdpr.erasure_completed")
+    services.start(SegmentationService)
+    barrier = EventBarrier(services, "segmentation", events).expect("order.placed")
+    publish(services.amqp_uri, placed("o-1", "guest", 3000), placed("o-2", "reg", 4000))
+    barrier.settled("order.placed", 2)
+    rpc.segmentation.tag(STORE, "guest", ["complained-about-size-xl"], actor="ops@shop.test")
+    barrier = EventBarrier(services, "segmentation", events).expect("customer.merged")
+    publish(services.amqp_uri, merged())
+    barrier.settled("customer.merged", 1)
+    receipts = database(services, "segmentation")["merges"]
+    assert "complained-about-size-xl" in receipts.find_one({"store_id": STORE})["tags"]
+    publish(services.amqp_uri, build_event("gdpr.erasure_requested", store_id=STORE, data={
+        "request_id": "req-m", "customer_ids": ["reg", "guest"],
+        "email": "ada@example.com"}).to_message())
+    events.wait_for(lambda got: events.of_type("gdpr.erasure_completed"), timeout=15)
+    [receipt] = list(receipts.find({"store_id": STORE}))
+    assert (receipt["tags"], receipt["groups"], receipt["orders"]) == ({}, {}, [])
+    assert (receipt["state"], receipt["forgotten"]) == ("merged", True)
+    assert "complained-about-size-xl" not in repr(receipt) and "ops@shop.test" not in repr(receipt)
+    # A redelivered merge after the erasure changes nothing.
+    profiles = database(services, "segmentation")["profiles"]
+    held = list(profiles.find({"store_id": STORE}))
+    barrier = EventBarrier(services, "segmentation", events).expect("customer.merged")
+    publish(services.amqp_uri, merged())
+    barrier.settled("customer.merged", 1)
+    assert list(profiles.find({"store_id": STORE})) == held
+    assert list(receipts.find({"store_id": STORE})) == [receipt]

@@ -6,12 +6,16 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from devdoubles import mongomock_adapter
+from services import registry
+from services.gdpr.bootstrap import build
 from services.gdpr.consent_merges import ConsentMerges, withdrawals_to_apply
 from services.gdpr.desk import Desk
 from services.gdpr.repository import GdprStorage
+from shared.config import Config
 from shared.events import build_event
 from shared.outbox import OUTBOX_FIELD
-from tests.support import storage_at
+from tests.support import Clock, storage_at
 
 T0 = datetime(2026, 11, 1, 9, tzinfo=timezone.utc)
 
@@ -21,7 +25,7 @@ def setup(database):
     storage, clock = storage_at(GdprStorage, database, T0)
     notified = []
     return (storage, Desk(storage, clock=clock),
-            ConsentMerges(storage, clock=clock, notify=notified.extend), clock, notified)
+            ConsentMerges(storage, clock=clock), clock, notified)
 
 
 def merged(primary="reg", other="guest", merge_id="m1"):
@@ -69,7 +73,7 @@ def test_a_withdrawal_on_the_merged_record_withdraws_on_the_primary(setup):
     desk.set_consent("s1", "guest", "sms_marketing", True, "checkout", "shop")
     before = published(storage)
     clock.now = T0 + timedelta(minutes=1)
-    assert merges.merge(merged()) == ["email_marketing"]
+    assert merges.merge(merged(), notified.extend) == ["email_marketing"]
     assert purposes(storage, "reg") == {"email_marketing": False, "sms_marketing": True}
     assert [e for e in published(storage) if e not in before] == \
         [("reg", "email_marketing", False, "unsubscribe_link")]
@@ -118,3 +122,11 @@ def test_an_unmerge_before_its_merge_makes_the_merge_change_nothing(setup):
     assert merges.unmerge(unmerged()) == []
     assert merges.merge(merged()) == []
     assert purposes(storage, "reg") == {"email_marketing": True}
+
+
+def test_gdpr_builds_its_consent_merges_once_on_its_storage_and_clock():
+    clock = Clock(T0)
+    config = Config({}, registry.settings(["gdpr"]))
+    app = build(mongomock_adapter.client()["gdpr"], config, clock=clock)
+    assert app.consent_merges is app.consent_merges
+    assert (app.consent_merges.storage, app.consent_merges.clock) == (app.storage, clock)

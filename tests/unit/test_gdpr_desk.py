@@ -5,6 +5,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from services.gdpr.consent_merges import ConsentMerges
 from services.gdpr.desk import Desk, DeskSettings
 from services.gdpr.repository import GdprStorage
 from shared.errors import Conflict, NotFound, ValidationError
@@ -276,3 +277,30 @@ def test_a_pending_email_opt_in_from_notifications_is_recorded_as_pending_then_g
     assert consent["purposes"]["email_marketing"]["pending"] is False
     assert [(h["source"], h["pending"]) for h in consent["history"]] == [
         ("checkout", False), ("checkout", True), ("email_confirmation", False)]
+
+
+def test_an_erasure_forgets_the_consent_states_a_merge_kept_in_its_receipt(desk, caplog):
+    desk, clock = desk
+    merges = ConsentMerges(desk.storage, clock=clock)
+    desk.set_consent("s1", "c-1", "email_marketing", True, "checkout", "shop")
+    desk.set_consent("s1", "c-2", "email_marketing", False, "unsubscribe_link", "customer")
+    merge = build_event("customer.merged", store_id="s1", data={
+        "customer_id": "c-1", "merged_customer_id": "c-2", "merge_id": "m1", "kind": "manual"})
+    assert merges.merge(merge) == ["email_marketing"]
+    assert desk.storage.merges.get("s1", "m1", "c-2")["consent"]  # what the erasure forgets
+    services = StandIns()
+    erasure_asked(desk, clock, services)
+    receipt = desk.storage.merges.get("s1", "m1", "c-2")
+    assert {k: receipt[k] for k in ("consent", "state", "primary_id", "forgotten")} == \
+        {"consent": {}, "state": "merged", "primary_id": "c-1", "forgotten": True}
+    for trace in ("checkout", "shop", "email_marketing"):
+        assert trace not in repr(desk.storage.merges.collection.find_one({"_id": receipt["_id"]}))
+    # A redelivered merge and the unmerge after the erasure change nothing.
+    consents = list(desk.storage.consents.collection.find())
+    assert merges.merge(merge) == []
+    with caplog.at_level("INFO", logger="shared.merge_receipts"):
+        assert merges.unmerge(build_event("customer.unmerged", store_id="s1", data={
+            "customer_id": "c-1", "restored_customer_id": "c-2", "merge_id": "m1"})) == []
+    assert list(desk.storage.consents.collection.find()) == consents
+    assert desk.storage.merges.get("s1", "m1", "c-2") == receipt
+    assert any("hands back nothing" in r.getMessage() for r in caplog.records)

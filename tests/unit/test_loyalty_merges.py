@@ -249,3 +249,26 @@ def test_a_refund_after_the_unmerge_reverses_on_the_restored_account(setup):
     assert main["balance"] == 300
     assert [k for k, _, _ in points_messages(storage, "guest")] == ["unmerge_in", "reverse"]
     assert accounts.ledger_check("s1", "main")["ok"] and accounts.ledger_check("s1", "guest")["ok"]
+
+
+def test_an_erasure_after_a_merge_leaves_only_ids_and_state_in_its_note(setup, caplog):
+    storage, accounts, merges, _ = setup
+    accounts.apply_order_event(order_event("g1", "guest", 10_000, at=T0))
+    event = merged("main", "guest")
+    merges.apply_merge(event)
+    assert storage.merges.get("s1", "m-1:guest")["moved"]["points"] == 1_000
+    accounts.erase("s1", ["main", "guest"], "req-1")
+    note = storage.merges.get("s1", "m-1:guest")
+    assert {k: note.get(k) for k in ("moved", "handed_back", "state", "primary", "merged",
+                                     "forgotten")} == \
+        {"moved": None, "handed_back": None, "state": "merged", "primary": "main",
+         "merged": "guest", "forgotten": True}
+    # A redelivered merge and the unmerge after the erasure change nothing.
+    held = (list(storage.accounts.collection.find()), list(storage.ledger.collection.find()))
+    assert merges.apply_merge(event).events == []
+    with caplog.at_level("INFO", logger="services.loyalty.merges"):
+        assert merges.apply_unmerge(unmerged("main", "guest")).events == []
+    assert (list(storage.accounts.collection.find()),
+            list(storage.ledger.collection.find())) == held
+    assert storage.merges.get("s1", "m-1:guest") == note
+    assert any("hands back nothing" in r.getMessage() for r in caplog.records)

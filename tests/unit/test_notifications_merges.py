@@ -129,3 +129,28 @@ def test_a_merge_of_a_contact_never_seen_keeps_a_late_one_out_of_audiences(setup
     assert list(storage.contacts.in_audience("s1", "tag", "news")) == []
     merges.unmerge(unmerged(other="ghost"))
     assert storage.contacts.get("s1", "ghost")["status"] == "active"
+
+
+def test_an_erasure_after_a_merge_leaves_only_ids_and_state_in_its_receipt(setup, caplog):
+    storage, notifier, merges = setup
+    known(notifier, "reg", "ada@example.com", "vip")
+    known(notifier, "guest", "ada@old.example", "vip")
+    notifier.bulk_send("s1", {"customer_ids": ["guest"]}, "win_back",
+                       (T0 + timedelta(days=2)).isoformat(), bulk_id="b2")
+    event = merged()
+    merges.merge(event)
+    assert storage.merges.get("s1", "m1", "guest")["moved_sends"]  # what the erasure blanks
+    notifier.erase("s1", ["guest"], "r1")
+    receipt = storage.merges.get("s1", "m1", "guest")
+    assert {k: receipt[k] for k in ("moved_sends", "cancelled_sends", "contact_status",
+                                    "state", "primary_id", "forgotten")} == \
+        {"moved_sends": [], "cancelled_sends": [], "contact_status": None, "state": "merged",
+         "primary_id": "reg", "forgotten": True}
+    # A redelivered merge and the unmerge after the erasure change nothing.
+    held = sends(storage)
+    assert merges.merge(event) == {"moved": 0, "cancelled": 0}
+    with caplog.at_level("INFO", logger="shared.merge_receipts"):
+        assert merges.unmerge(unmerged()) == {"returned": 0}
+    assert sends(storage) == held
+    assert storage.contacts.get("s1", "guest")["status"] == "erased"
+    assert any("hands back nothing" in r.getMessage() for r in caplog.records)

@@ -183,3 +183,49 @@ def test_a_merge_interrupted_after_the_primary_is_finished_on_redelivery(setup):
     reg = storage.profiles.get("s1", "reg")
     assert reg["merges"] == ["m1"] and reg["stats"]["orders_count"] == 2
     assert storage.merges.get("s1", "m1", "guest")["state"] == "merged"
+
+
+def _erased_after_a_merge(setup):
+    storage, profiles, merges, _ = setup
+    seed(profiles)
+    profiles.set_tags("s1", "guest", add=["complained-about-size-xl"], actor="ops@shop.test")
+    event = merged()
+    merges.merge(event)
+    profiles.erase("s1", ["reg", "guest"], "r1")
+    return event
+
+
+def test_an_erasure_after_a_merge_leaves_nothing_of_what_moved_in_its_receipt(setup):
+    storage, _, merges, _ = setup
+    event = _erased_after_a_merge(setup)
+    receipt = storage.merges.get("s1", "m1", "guest")
+    assert (receipt["orders"], receipt["tags"], receipt["groups"]) == ([], {}, {})
+    assert (receipt["state"], receipt["primary_id"], receipt["forgotten"]) == \
+        ("merged", "reg", True)
+    for trace in ("complained-about-size-xl", "gift", "wholesale", "ops@shop.test"):
+        assert trace not in repr(storage.merges.collection.find_one({"_id": receipt["_id"]}))
+    # A redelivered merge after the erasure changes nothing, and brings nothing back.
+    before = {c: storage.profiles.get("s1", c) for c in ("reg", "guest")}
+    assert merges.merge(event).events == []
+    assert {c: storage.profiles.get("s1", c) for c in ("reg", "guest")} == before
+    assert storage.merges.get("s1", "m1", "guest") == receipt
+
+
+def test_an_erasure_of_the_merged_record_alone_forgets_the_receipt_too(setup):
+    storage, profiles, merges, _ = setup
+    seed(profiles)
+    merges.merge(merged())
+    profiles.erase("s1", ["guest"], "r1")
+    assert storage.merges.get("s1", "m1", "guest")["tags"] == {}
+
+
+def test_an_unmerge_of_a_forgotten_receipt_hands_back_nothing_and_says_so(setup, caplog):
+    storage, profiles, merges, _ = setup
+    seed(profiles)
+    merges.merge(merged())
+    profiles.erase("s1", ["guest"], "r1")
+    held = {c: storage.profiles.get("s1", c) for c in ("reg", "guest")}
+    with caplog.at_level("INFO", logger="shared.merge_receipts"):
+        assert merges.unmerge(unmerged()).events == []
+    assert {c: storage.profiles.get("s1", c) for c in ("reg", "guest")} == held
+    assert any("hands back nothing" in r.getMessage() for r in caplog.records)
