@@ -214,6 +214,7 @@ def _run(stack: FaultStack, scenario: StoreScenario, traffic: WooTraffic, shop) 
         assert (consent(rpc, a), consent(rpc, b)) == (True, False)
         assert OWN_TAG in tags(rpc, b) and OWN_TAG not in tags(rpc, a)
         timeline_b = timeline_ids(rpc, b)
+        assert timeline_b  # its sign-up, orders, note, tag and consent at least
         sends_b = sends_of(rpc, b)
         sends_a = sends_of(rpc, a)
     # Two orders of b are placed (one later cancelled) and one completed: three sends wait.
@@ -271,11 +272,23 @@ def _run(stack: FaultStack, scenario: StoreScenario, traffic: WooTraffic, shop) 
     assert {(after_b[sid]["status"], after_b[sid]["reason"]) for sid in cancelled} == {
         ("cancelled", MERGED_DUPLICATE)}, after_b
     assert {sends_b[sid]["workflow_id"] for sid in cancelled} == {ON_ORDER}
+    # A message to a list naming all three reaches the two live records only.
+    bulk = api.call("POST", "/notifications/bulk-sends", {
+        "audience": {"customer_ids": [a, b, c]}, "template": ON_ORDER,
+        "purpose": "transactional", "when": (datetime.now(timezone.utc) + timedelta(days=7))
+        .replace(microsecond=0).isoformat(), "bulk_id": "merge-week-later"}, 202)
+    assert bulk["total"] == 2, bulk
+    with stack.rpc() as rpc:
+        bulk_to = {s["customer_id"] for s in pages(lambda store, page: rpc.notifications
+                   .list_sends(store, {"template": ON_ORDER}, page), STORE, size=200)
+                   if s.get("bulk_id") == "merge-week-later"}
+    assert bulk_to == {a, c}, bulk_to
 
     # -- a new order on b's own shop account goes to the primary ------------------------------
     new = order(woo_b, "40.00")
     assert traffic.send_once(new) == 200
     new_id = str(new.resource_id)
+    waiting_a = {sid for sid, s in after_a.items() if s["status"] == "scheduled"}
     stack.quiet()
     scenario.lap("ordered after the merge")
     expected = traffic.expected()
@@ -289,6 +302,11 @@ def _run(stack: FaultStack, scenario: StoreScenario, traffic: WooTraffic, shop) 
                                  pa["total_spent"] + pb_now["total_spent"])
         assert rpc.loyalty.get_account(STORE, a)["balance"] == merged_points + new_points
         assert rpc.loyalty.get_account(STORE, b)["balance"] == 0
+        # Its order.placed named the primary: the week-later thanks waits for a.
+        now_a, now_b = sends_of(rpc, a), sends_of(rpc, b)
+    [thanks] = set(now_a) - waiting_a
+    assert (now_a[thanks]["workflow_id"], now_a[thanks]["status"]) == (ON_ORDER, "scheduled")
+    assert set(now_b) == set(after_b)
 
     # -- the unmerge: by docs/merging.md's rules ----------------------------------------------
     undone = api.call("POST", f"/merges/{merge_id}/unmerge")
@@ -298,6 +316,7 @@ def _run(stack: FaultStack, scenario: StoreScenario, traffic: WooTraffic, shop) 
     assert restored["orders_since"] == [new_id]
     assert (restored["notes_back"], restored["reminders_back"]) == (1, 1)
     assert undone["fields_back"] == ["email"] and undone["fields_kept"] == []
+    assert undone["orders_stayed"] == [], undone["orders_stayed"]
     assert api.call("GET", f"/merges/{merge_id}")["state"] == "unmerged"
     api.call("POST", f"/merges/{merge_id}/unmerge", expect=409)
     stack.quiet()
@@ -344,4 +363,5 @@ def _run(stack: FaultStack, scenario: StoreScenario, traffic: WooTraffic, shop) 
         assert stats(rpc, c) == (pc["orders_count"], pc["total_spent"])
         assert rpc.loyalty.get_account(STORE, c)["balance"] == points(pc["loyalty"])[0]
     scenario.lap("checked after the unmerge")
-    print(f"{STORE} timings: {scenario.timings}")
+    print(f"{STORE}: points a {points_a} b {points_b}, the order since the merge "
+          f"{new_points} (earned on a); timings: {scenario.timings}")
