@@ -111,6 +111,17 @@ def sends_of(rpc, customer_id: str) -> dict[str, dict]:
         if s.get("workflow_id") in (ON_ORDER, ON_COMPLETED)}
 
 
+def duplicate_groups(api: Gateway) -> list[dict]:
+    """Every group the duplicate finder proposes (GET /duplicates, all pages)."""
+    groups, cursor = [], None
+    while True:
+        page = api.call("GET", "/duplicates" + (f"?cursor={cursor}" if cursor else ""))
+        groups += page["groups"]
+        cursor = page.get("next_cursor")
+        if not cursor:
+            return groups
+
+
 def add_workflows(api: Gateway) -> None:
     """Two transactional emails a week after an order and after a completed order: every
     customer's order leaves a scheduled send, and only the merged record has a completed one."""
@@ -225,6 +236,12 @@ def _run(stack: FaultStack, scenario: StoreScenario, traffic: WooTraffic, shop) 
     print("merge test, before:", {"a": (a, points_a, window_a), "b": (b, points_b, window_b)})
 
     # -- the merge: b into a, b's email chosen ------------------------------------------------
+    # The duplicate finder proposes the two, by phone and by name and postcode, and not c.
+    found = [g for g in duplicate_groups(api)
+             if {a, b} & {r["customer_id"] for r in g["customers"]}]
+    assert {frozenset(r["customer_id"] for r in g["customers"]) for g in found} == {
+        frozenset({a, b})}, found
+    assert {"phone", "name_postcode"} <= {kind for g in found for kind in g["matched"]}, found
     merge = api.call("POST", "/customers/merge", {
         "primary_id": a, "merged_ids": [b], "field_choices": {"email": b}}, 201)
     merge_id = merge["merge_id"]
@@ -283,6 +300,8 @@ def _run(stack: FaultStack, scenario: StoreScenario, traffic: WooTraffic, shop) 
                    .list_sends(store, {"template": ON_ORDER}, page), STORE, size=200)
                    if s.get("bulk_id") == "merge-week-later"}
     assert bulk_to == {a, c}, bulk_to
+    assert not [g for g in duplicate_groups(api)
+                if b in {r["customer_id"] for r in g["customers"]}]  # nobody's duplicate now
 
     # -- a new order on b's own shop account goes to the primary ------------------------------
     new = order(woo_b, "40.00")
