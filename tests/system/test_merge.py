@@ -358,11 +358,11 @@ def _run(stack: FaultStack, scenario: StoreScenario, traffic: WooTraffic, shop) 
         assert stats(rpc, b) == (pb_now["orders_count"], pb_now["total_spent"])
         assert {a, b, c} <= listed(rpc)
         assert OWN_TAG in tags(rpc, b) and OWN_TAG not in tags(rpc, a)
-        # loyalty: b's lots come back whole (nothing was spent); the points earned since the
-        # merge stay with a, though the order went back to b.
+        # loyalty: b's lots come back whole (nothing was spent), and the order since the
+        # merge goes back to b with the points it earned (at the tier the merged records had).
         account_a, account_b = (rpc.loyalty.get_account(STORE, cid) for cid in (a, b))
         assert (account_a["balance"], account_b["balance"]) == \
-            (points_a + new_points, points_b), (account_a, account_b)
+            (points_a, points_b + new_points), (account_a, account_b)
         assert account_b["status"] == "active", account_b
         for cid in (a, b):
             assert rpc.loyalty.ledger_check(STORE, cid)["ok"], rpc.loyalty.ledger_check(STORE, cid)
