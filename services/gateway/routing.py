@@ -6,6 +6,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
+from urllib.parse import urlencode
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
@@ -191,6 +192,14 @@ class Context:
 
     def call(self, service: str, method: str, *args, **kwargs) -> Any:
         return self.backends.call(service, method, *args, **kwargs)
+
+    def next_page(self, cursor: str | None) -> dict:
+        """The headers of a page that has a next one: a `Link` to this request with `cursor`."""
+        if not cursor:
+            return {}
+        args = [(k, v) for k, v in self.request.args.items(multi=True) if k != "cursor"]
+        args.append(("cursor", cursor))
+        return {"Link": f'<{self.request.path}?{urlencode(args)}>; rel="next"'}
 
 
 class Router:

@@ -14,8 +14,10 @@ from tests.gateway_system import STORE, shop, system  # noqa: F401 - fixtures
 from tests.support import wait_until
 
 
-def test_duplicates_are_listed_and_linked_to_each_customer(browser, screenshot, system):
-    base = system.gateway_url
+def kim_registered_and_as_a_guest(system) -> None:
+    """Kim registered (shop customer 9001) and as a guest with another email, the same phone
+    written nationally and the same name and postcode (her name holds markup); waits until the
+    duplicate finder groups them."""
     billing = dict(first_name="Kim", last_name="<b>Weber</b>", postcode="10115", country="DE")
     system.webhook("customer.created", payloads.customer(
         9001, "kim@example.com", first_name="Kim", last_name="<b>Weber</b>",
@@ -25,6 +27,11 @@ def test_duplicates_are_listed_and_linked_to_each_customer(browser, screenshot, 
         billing=payloads.address("kim.w@example.net", phone="030 1234567", **billing)))
     wait_until(lambda: system.rpc.customer_sync.find_duplicates(STORE)["groups"],
                timeout=30, message="a duplicate group")
+
+
+def test_duplicates_are_listed_and_linked_to_each_customer(browser, screenshot, system):
+    base = system.gateway_url
+    kim_registered_and_as_a_guest(system)
 
     _sign_in(browser, base, _key(system, "read"))
     browser.find_element(By.ID, "duplicates-link").click()

@@ -6,26 +6,17 @@ from __future__ import annotations
 
 from selenium.webdriver.common.by import By
 
-from tests import payloads
 from tests.browser.accessibility import assert_accessible
 from tests.browser.test_console import _key
+from tests.browser.test_console_duplicates import kim_registered_and_as_a_guest
 from tests.browser.test_console_pages import _sign_in, _wait
 from tests.gateway_system import STORE, shop, system  # noqa: F401 - fixtures
-from tests.support import wait_until
 
 
 def test_a_guest_is_merged_into_the_registered_record_and_the_merge_undone(
         browser, screenshot, system):
     base = system.gateway_url
-    billing = dict(first_name="Kim", last_name="<b>Weber</b>", postcode="10115", country="DE")
-    system.webhook("customer.created", payloads.customer(
-        9001, "kim@example.com", first_name="Kim", last_name="<b>Weber</b>",
-        billing=payloads.address("kim@example.com", phone="+49 30 1234567", **billing)))
-    system.webhook("order.created", payloads.order(
-        9101, 0, email="kim.w@example.net",
-        billing=payloads.address("kim.w@example.net", phone="030 1234567", **billing)))
-    wait_until(lambda: system.rpc.customer_sync.find_duplicates(STORE)["groups"],
-               timeout=30, message="a duplicate group")
+    kim_registered_and_as_a_guest(system)
 
     _sign_in(browser, base, _key(system, "read", "write"))
     browser.get(base + "/console/duplicates")

@@ -385,15 +385,21 @@ def test_a_merged_account_deleted_at_the_shop_is_deleted_silently_and_not_restor
     assert owed(storage, "customer.unmerged") == []
 
 
-def test_an_unmerge_cut_short_is_finished_by_asking_again(merges, storage, two, monkeypatch):
+def unmerge_cut_short(merges, two, monkeypatch) -> str:
+    """A merge whose unmerge crashed before giving the primary its fields back: its id."""
     merge_id = merges.merge_customers(STORE, two["primary"], [two["other"]], {},
                                       "alice").answer["merge_id"]
     monkeypatch.setattr(CustomerMerges, "_restore_primary_fields",
                         lambda *args: (_ for _ in ()).throw(RuntimeError("crash")))
     with pytest.raises(RuntimeError):
         merges.unmerge(STORE, merge_id, "bob")
-    assert storage.merges.get(STORE, merge_id)["state"] == "unmerging"
     monkeypatch.undo()
+    return merge_id
+
+
+def test_an_unmerge_cut_short_is_finished_by_asking_again(merges, storage, two, monkeypatch):
+    merge_id = unmerge_cut_short(merges, two, monkeypatch)
+    assert storage.merges.get(STORE, merge_id)["state"] == "unmerging"
     answer = merges.unmerge(STORE, merge_id, "bob").answer
     assert answer["restored"][0]["orders_back"] == ["2"]
     assert len(owed(storage, "customer.unmerged")) == 1
@@ -403,13 +409,7 @@ def test_an_unmerge_cut_short_is_finished_by_asking_again(merges, storage, two, 
 
 def test_an_unmerge_cut_short_and_then_erased_is_a_conflict_not_a_crash(
         merges, storage, two, monkeypatch):
-    merge_id = merges.merge_customers(STORE, two["primary"], [two["other"]], {},
-                                      "alice").answer["merge_id"]
-    monkeypatch.setattr(CustomerMerges, "_restore_primary_fields",
-                        lambda *args: (_ for _ in ()).throw(RuntimeError("crash")))
-    with pytest.raises(RuntimeError):
-        merges.unmerge(STORE, merge_id, "bob")
-    monkeypatch.undo()
+    merge_id = unmerge_cut_short(merges, two, monkeypatch)
     storage.merges.forget(STORE, [two["other"]])  # the person is erased meanwhile
     with pytest.raises(Conflict) as info:
         merges.unmerge(STORE, merge_id, "bob")

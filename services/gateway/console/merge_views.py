@@ -134,18 +134,24 @@ def _form(page, records: list[dict], primary_id: str, chosen: dict[str, str],
                        problem=problem, errors=errors or {}, understood=MERGED_UNDERSTOOD)
 
 
-def merge_form(page) -> Response:
-    """The records of a duplicate group side by side, with the primary and each field's
-    winner preselected as the API would choose them."""
-    ids = _ids(page.request.args.getlist("customer_id"))
+def _read_records(page, ids: list[str], title: str) -> list[dict] | Response:
+    """The records named, or the error page saying why they cannot be merged."""
     if _ids_problem(ids):
-        return page.render("error.html", 400, title="Choose records to merge",
-                           message=_ids_problem(ids))
+        return page.render("error.html", 400, title=title, message=_ids_problem(ids))
     try:
-        records = _records(page, ids)
+        return _records(page, ids)
     except ApiError as exc:
         return page.render("error.html", _status_of(exc),
                            title="These records cannot be merged", message=exc.message())
+
+
+def merge_form(page) -> Response:
+    """The records of a duplicate group side by side, with the primary and each field's
+    winner preselected as the API would choose them."""
+    records = _read_records(page, _ids(page.request.args.getlist("customer_id")),
+                            "Choose records to merge")
+    if isinstance(records, Response):
+        return records
     return _form(page, records, default_primary(records), {})
 
 
@@ -156,14 +162,9 @@ def merge_submit(page) -> Response:
     ids = _ids(form.getlist("customer_id"))
     primary_id = (form.get("primary_id") or "")[:64]
     chosen = field_choices(form)
-    if _ids_problem(ids):
-        return page.render("error.html", 400, title="Nothing was merged",
-                           message=_ids_problem(ids))
-    try:
-        records = _records(page, ids)
-    except ApiError as exc:
-        return page.render("error.html", _status_of(exc),
-                           title="These records cannot be merged", message=exc.message())
+    records = _read_records(page, ids, "Nothing was merged")
+    if isinstance(records, Response):
+        return records
     if primary_id not in ids:
         return _form(page, records, primary_id, chosen, 400,
                      "Nothing was merged: choose the primary record among these.",

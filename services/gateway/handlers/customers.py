@@ -3,7 +3,6 @@ service, staff edits and deletion (customer_sync, written back to the shop), tag
 from __future__ import annotations
 
 import re
-from urllib.parse import urlencode
 
 from services.gateway import schemas as s
 from services.gateway.problems import Problem
@@ -105,11 +104,7 @@ def list_customers(ctx: Context) -> Reply:
     answer = ctx.call("segmentation", "search_customers", ctx.store_id,
                       list_filters(ctx), directory_sort(ctx.query["sort"]),
                       {"size": ctx.query["limit"], "cursor": ctx.query["cursor"]})
-    headers = {}
-    if answer.get("next_cursor"):
-        args = [(k, v) for k, v in ctx.request.args.items(multi=True) if k != "cursor"]
-        args.append(("cursor", answer["next_cursor"]))
-        headers["Link"] = f'<{ctx.request.path}?{urlencode(args)}>; rel="next"'
+    headers = ctx.next_page(answer.get("next_cursor"))
     return Reply({"items": answer["items"], "next_cursor": answer.get("next_cursor"),
                   "total": answer.get("total", len(answer["items"]))}, headers=headers)
 

@@ -3,8 +3,6 @@ live records sharing an email, a phone or a name and postcode, scored, with what
 screen compares of each record."""
 from __future__ import annotations
 
-from urllib.parse import urlencode
-
 from services.gateway import schemas as s
 from services.gateway.routing import CURSOR_PATTERN, Context, Param, Reply, Route
 
@@ -40,11 +38,7 @@ DUPLICATES_PAGE = s.obj({"store_id": s.STRING,
 def find_duplicates(ctx: Context) -> Reply:
     answer = ctx.call("customer_sync", "find_duplicates", ctx.store_id, ctx.query["cursor"],
                       ctx.query["limit"], ctx.query["match"])
-    headers = {}
-    if answer.get("next_cursor"):
-        args = [(k, v) for k, v in ctx.request.args.items(multi=True) if k != "cursor"]
-        args.append(("cursor", answer["next_cursor"]))
-        headers["Link"] = f'<{ctx.request.path}?{urlencode(args)}>; rel="next"'
+    headers = ctx.next_page(answer.get("next_cursor"))
     return Reply(answer, headers=headers)
 
 

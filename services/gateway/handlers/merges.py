@@ -2,8 +2,6 @@
 data owner follows them by events: docs/merging.md)."""
 from __future__ import annotations
 
-from urllib.parse import urlencode
-
 from services.gateway import schemas as s
 from services.gateway.handlers.customers import PAGE_PARAMS
 from services.gateway.routing import Context, Param, Reply, Route
@@ -71,11 +69,7 @@ def merge_customers(ctx: Context) -> Reply:
 def list_merges(ctx: Context) -> Reply:
     answer = ctx.call("customer_sync", "list_merges", ctx.store_id, ctx.query["customer_id"],
                       {"size": ctx.query["limit"], "cursor": ctx.query["cursor"]})
-    headers = {}
-    if answer.get("next_cursor"):
-        args = [(k, v) for k, v in ctx.request.args.items(multi=True) if k != "cursor"]
-        args.append(("cursor", answer["next_cursor"]))
-        headers["Link"] = f'<{ctx.request.path}?{urlencode(args)}>; rel="next"'
+    headers = ctx.next_page(answer.get("next_cursor"))
     return Reply(answer, headers=headers)
 
 
