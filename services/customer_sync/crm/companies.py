@@ -28,7 +28,7 @@ from shared.conflicts import CONFLICT_RETRIES
 from shared.customers import valid_customer_id
 from shared.errors import Conflict, NotFound, ValidationError
 from shared.paging import decode_cursor, encode_cursor
-from shared.times import iso, utcnow
+from shared.times import iso, to_millis, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ class Companies:
         repo = self.storage.companies
         if repo.count(store_id) >= MAX_COMPANIES:
             raise _too_many()
-        now = self.clock()
+        now = to_millis(self.clock())  # as MongoDB keeps it, so a read answers the same
         doc = {"_id": new_company_id(), "store_id": store_id, **loaded,
                "name_key": name_key(loaded["name"]), "created_at": now, "updated_at": now,
                "created_by": actor, "updated_by": actor}
@@ -128,7 +128,7 @@ class Companies:
             fields = {k: data[k] for k in EDITABLE_FIELDS if k in data}
             if "name" in fields:
                 fields["name_key"] = name_key(fields["name"])
-            fields.update(updated_at=self.clock(), updated_by=actor)
+            fields.update(updated_at=to_millis(self.clock()), updated_by=actor)
             done = self.storage.companies.update(store_id, current["_id"], current["version"],
                                                  fields)
             if done is None:
