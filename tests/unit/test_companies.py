@@ -418,3 +418,24 @@ def test_company_values_are_checked_against_company_fields_only(storage, sync, c
     custom.set_values(STORE, customer_id, {"tea": "assam"}, "a")
     with pytest.raises(ValidationError):  # fixed once made
         custom.update(STORE, "tea", {"applies_to": "company"}, "a")
+
+
+def test_a_guest_merged_by_the_shops_email_hands_its_company_to_a_record_without_one(
+        storage, sync, companies):
+    acme = companies.create(STORE, {"name": "Acme"}, "a").answer["company_id"]
+    registered = add_customer(sync, storage, 42, "ada@example.com")
+    sync.apply(STORE, "order", "created", payloads.order(2001, 0, email="ada.work@example.com"),
+               correlation_id="o1")
+    guest = storage.customers.by_email(STORE, "ada.work@example.com")["_id"]
+    companies.set_customer_company(STORE, guest, acme, "a")
+    sync.apply(STORE, "customer", "updated", payloads.customer(
+        42, "ada.work@example.com", modified="2026-03-05T10:00:00"), correlation_id="c2")
+    primary = storage.customers.get(STORE, registered)
+    assert primary["company_id"] == acme
+    assert storage.customers.get(STORE, guest)["status"] == "merged"
+    [updated] = [e for e in owed(storage, registered) if e.event_type == "customer.updated"]
+    assert updated.data["company_id"] == acme and "company_id" in updated.data["changed_fields"]
+    [record] = storage.merges.collection.find({"primary_id": registered})
+    CustomerMerges(storage, sync, Clock(NOW)).unmerge(STORE, record["_id"], "alice")
+    assert storage.customers.get(STORE, registered).get("company_id") is None
+    assert storage.customers.get(STORE, guest)["company_id"] == acme

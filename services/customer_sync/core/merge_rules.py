@@ -61,15 +61,29 @@ def plan_fields(primary: dict, merged: list[dict], choices: dict[str, str]) -> F
         sources[name] = source["_id"]
         if values[name] != primary.get(name):
             changed[name] = {"before": primary.get(name), "after": values[name]}
+    values.update(taken_company(primary, merged))
+    changed.update(company_changes(primary, merged))
+    if "email" in changed:
+        values["email_key"] = email_key(values["email"])
+    return FieldPlan(values, sources, changed)
+
+
+def taken_company(primary: dict, merged: list[dict]) -> dict:
+    """What the primary takes of the merged records beyond the contact fields: nothing when it
+    has a company, else the first merged record's company ({} when none has one)."""
+    taken = {}
     for name in KEPT_UNLESS_EMPTY:
         if _empty(primary.get(name)):
             source = next((doc for doc in merged if not _empty(doc.get(name))), None)
             if source is not None:
-                values[name] = source[name]
-                changed[name] = {"before": primary.get(name), "after": source[name]}
-    if "email" in changed:
-        values["email_key"] = email_key(values["email"])
-    return FieldPlan(values, sources, changed)
+                taken[name] = source[name]
+    return taken
+
+
+def company_changes(primary: dict, merged: list[dict]) -> dict:
+    """`taken_company` as a merge records it ({field: {"before", "after"}}), for the unmerge."""
+    return {name: {"before": primary.get(name), "after": value}
+            for name, value in taken_company(primary, merged).items()}
 
 
 def fields_to_restore(changes: dict, current: dict) -> tuple[dict, list[str]]:

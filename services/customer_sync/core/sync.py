@@ -23,7 +23,7 @@ from services.customer_sync.privacy.anonymise import (
     real_email_key,
 )
 from services.customer_sync.core.changes import Freshness, PlannedEvent
-from services.customer_sync.core.merge_rules import snapshot
+from services.customer_sync.core.merge_rules import company_changes, snapshot, taken_company
 from services.customer_sync.core.merge_steps import (finish_merge, guest_merge_id,
                                                      live_customer_id)
 from services.customer_sync.core.written import DocumentRef
@@ -305,29 +305,33 @@ class CustomerSync:
         fields = self._registered_fields(snap)
         if existing.get("date_created") and not snap.date_created:
             fields.pop("date_created")
-        fields.update(self.company_matching.joined(store_id, {**existing, **fields}))
-        after = {**existing, **fields}
-        changed = changes.changed_contact_fields(existing, after)
+        changed = changes.changed_contact_fields(existing, {**existing, **fields})
+        merged_from = None
+        if "email" in changed and snap.email_key:
+            guest = self.storage.customers.guest_by_email(store_id, snap.email_key)
+            if guest is not None and guest.get("status") == "active":
+                merged_from = guest
+        # The record keeps its company; a guest merged into it hands over the guest's when it
+        # has none, and otherwise its new email may join one.
+        fields.update(taken_company(existing, [merged_from] if merged_from else [])
+                      or self.company_matching.joined(store_id, {**existing, **fields}))
         if "company_id" in fields:
             changed.append("company_id")
+        after = {**existing, **fields}
         result = ApplyResult("updated", touched=[("customers", existing["_id"])])
         events: list[Event] = []
         if changed:
             events.append(self._event("customer.updated", store_id,
                                       {**customer_event_data(after), "changed_fields": changed},
                                       correlation_id, existing["_id"], existing["version"]))
-        merged_from = None
-        if "email" in changed and snap.email_key:
-            guest = self.storage.customers.guest_by_email(store_id, snap.email_key)
-            if guest is not None and guest.get("status") == "active":
-                merged_from = guest
-                events.append(self._event("customer.merged", store_id,
-                                          {"customer_id": existing["_id"],
-                                           "merged_customer_id": guest["_id"],
-                                           "merge_id": guest_merge_id(store_id, existing["_id"],
-                                                                      guest["_id"]),
-                                           "kind": "guest"},
-                                          correlation_id, existing["_id"], guest["_id"]))
+        if merged_from is not None:
+            events.append(self._event("customer.merged", store_id,
+                                      {"customer_id": existing["_id"],
+                                       "merged_customer_id": merged_from["_id"],
+                                       "merge_id": guest_merge_id(store_id, existing["_id"],
+                                                                  merged_from["_id"]),
+                                       "kind": "guest"},
+                                      correlation_id, existing["_id"], merged_from["_id"]))
         if merged_from is not None:
             fields["pending_merge"] = merged_from["_id"]
         if not self.storage.customers.update(existing["_id"], existing["version"], fields, events,
@@ -368,7 +372,8 @@ class CustomerSync:
                 "_id": merge_id, "store_id": store_id, "kind": "guest", "state": "pending",
                 "primary_id": into, "merged_ids": [guest_id],
                 "snapshots": {into: snapshot(primary), guest_id: snapshot(guest)},
-                "field_choices": {}, "field_changes": {}, "moved": {},
+                "field_choices": {}, "field_changes": company_changes(primary, [guest]),
+                "moved": {},
                 "created_at": now, "created_by": "shop"})
         finish_merge(self.storage, store_id, merge_id, self.clock())
 
