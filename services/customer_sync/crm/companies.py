@@ -161,14 +161,20 @@ class Companies:
         while True:
             batch = self.storage.companies.members(store_id, company_id, RELEASE_BATCH)
             if not batch:
-                break
+                self.storage.companies.remove(store_id, company_id)
+                return released, touched
+            before = released
             for doc in batch:
                 if self._write_company(store_id, doc, company_id, None, actor, correlation_id,
                                        "Left company (the company was deleted)"):
                     released += 1
                     touched.append((self.storage.customers.collection.name, doc["_id"]))
-        self.storage.companies.remove(store_id, company_id)
-        return released, touched
+            if released == before:
+                # Every member of the batch changed meanwhile: the company stays marked and
+                # the next sweep (or a repeat) carries on, rather than this call spinning.
+                log.warning("a company's members kept changing while it was deleted",
+                            extra={"store_id": store_id, "company_id": company_id})
+                return released, touched
 
     def names(self, store_id: str, company_ids: Any) -> dict:
         """{company_id: name} for the ids that exist (at most MAX_NAMES_ASKED a call)."""
