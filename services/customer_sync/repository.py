@@ -41,6 +41,9 @@ _LAST = datetime.max.replace(tzinfo=timezone.utc)
 
 
 # -- stores ----------------------------------------------------------------------------------
+# Where a store's company matching option lives on its document (crm/company_matching.py).
+COMPANY_MATCHING_FIELD = "company_matching"
+
 @dataclass(frozen=True)
 class Store:
     store_id: str
@@ -51,6 +54,9 @@ class Store:
     reconcile_interval_minutes: int = 10
     # ISO 3166 alpha-2: where the shop sells, for phone numbers written without a calling code.
     country: str | None = None
+    # Customers join companies by their email domain (crm/company_matching.py): set by its own
+    # RPC, never by a registration, so `save` leaves it as it is.
+    match_email_domain: bool = False
 
     def public(self) -> dict:
         """What may leave the service: never the secrets."""
@@ -81,7 +87,8 @@ class StoreRepository:
         self._cache.pop(store.store_id, None)
         result = self.collection.update_one(
             {"_id": store.store_id},
-            {"$set": {k: v for k, v in asdict(store).items() if k != "store_id"} | {"updated_at": now},
+            {"$set": {k: v for k, v in asdict(store).items()
+                      if k not in ("store_id", "match_email_domain")} | {"updated_at": now},
              "$setOnInsert": {"created_at": now, "next_reconcile_at": now}},
             upsert=True,
         )
@@ -104,6 +111,10 @@ class StoreRepository:
 
     def all(self) -> list[Store]:
         return [_store(doc) for doc in self.collection.find().sort("_id", ASCENDING)]
+
+    def forget_cached(self, store_id: str) -> None:
+        """A setting changed through this process: the next read sees it at once."""
+        self._cache.pop(store_id, None)
 
     # -- re-keying a store's customers after its country changed ---------------------------
     # The request lives on the store's document with how far the walk through its customers
@@ -157,6 +168,7 @@ def _store(doc: dict) -> Store:
         consumer_secret=doc["consumer_secret"],
         reconcile_interval_minutes=int(doc.get("reconcile_interval_minutes", 10)),
         country=doc.get("country"),
+        match_email_domain=bool((doc.get(COMPANY_MATCHING_FIELD) or {}).get("match_email_domain")),
     )
 
 

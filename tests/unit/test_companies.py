@@ -439,3 +439,11 @@ def test_a_guest_merged_by_the_shops_email_hands_its_company_to_a_record_without
     CustomerMerges(storage, sync, Clock(NOW)).unmerge(STORE, record["_id"], "alice")
     assert storage.customers.get(STORE, registered).get("company_id") is None
     assert storage.customers.get(STORE, guest)["company_id"] == acme
+
+
+def test_registering_the_store_again_keeps_its_matching_option(storage, companies):
+    companies.set_matching(STORE, {"match_email_domain": True}, "a")
+    storage.stores.save(Store(STORE, "http://127.0.0.1:9", "whsec-87654321", "ck", "cs"))
+    storage.stores.forget_cached(STORE)
+    assert companies.get_matching(STORE) == {"match_email_domain": True}
+    assert companies.matching.enabled(STORE) is True

@@ -1,20 +1,19 @@
 """Matching customers to companies by their email's domain: a store option (off unless turned
-on), kept with the store's other settings on its document, read through a short cache because
-every customer write asks. The write paths (core/sync.py, core/importing.py,
+on), kept with the store's other settings on its document, read through the stores' short
+cache because every customer write asks. The write paths (core/sync.py, core/importing.py,
 privacy/rectify.py) ask `joined` for the company a customer joins in the same write; the
 customers already there join through a sweep (crm/companies.py), requested here."""
 from __future__ import annotations
 
-import time
 from datetime import datetime
 from typing import Callable
 
 from services.customer_sync.crm.company_rules import MATCH_EMAIL_DOMAIN, joins_by_domain
-from services.customer_sync.repository import CustomerSyncStorage
+from services.customer_sync.repository import COMPANY_MATCHING_FIELD, CustomerSyncStorage
 from shared.errors import NotFound
 from shared.times import utcnow
 
-SETTINGS_FIELD = "company_matching"
+SETTINGS_FIELD = COMPANY_MATCHING_FIELD
 # A sweep's place: {"requested_at", "after_id"} on the store's document, so any instance may
 # carry it on and a crash resumes where it stopped.
 SWEEP_FIELD = "company_sweep"
@@ -23,26 +22,17 @@ SWEEP_FIELD = "company_sweep"
 class CompanyMatching:
     """The store's matching option, and the company a customer joins by it."""
 
-    CACHE_SECONDS = 5.0
-
     def __init__(self, storage: CustomerSyncStorage,
                  clock: Callable[[], datetime] = utcnow) -> None:
         self.storage = storage
         self.stores = storage.stores.collection
         self.clock = clock
-        self._cache: dict[str, tuple[float, bool]] = {}
 
     def enabled(self, store_id: str) -> bool:
-        now = time.monotonic()
-        hit = self._cache.get(store_id)
-        if hit is not None and now - hit[0] < self.CACHE_SECONDS:
-            return hit[1]
-        doc = self.stores.find_one({"_id": store_id}, {SETTINGS_FIELD: 1}) or {}
-        on = bool((doc.get(SETTINGS_FIELD) or {}).get(MATCH_EMAIL_DOMAIN))
-        if len(self._cache) > 10_000:
-            self._cache.clear()
-        self._cache[store_id] = (now, on)
-        return on
+        """Read through the stores' short cache, which the webhook door keeps warm: asking
+        costs a write path no round trip (a change reaches other instances within seconds)."""
+        store = self.storage.stores.get_cached(store_id)
+        return store is not None and store.match_email_domain
 
     def get(self, store_id: str) -> dict:
         doc = self.stores.find_one({"_id": store_id}, {SETTINGS_FIELD: 1})
@@ -55,7 +45,7 @@ class CompanyMatching:
         before = self.get(store_id)[MATCH_EMAIL_DOMAIN]
         self.stores.update_one({"_id": store_id}, {"$set": {SETTINGS_FIELD: {
             **settings, "updated_at": self.clock(), "updated_by": actor}}})
-        self._cache.pop(store_id, None)
+        self.storage.stores.forget_cached(store_id)
         return settings[MATCH_EMAIL_DOMAIN] and not before
 
     def joined(self, store_id: str, customer: dict) -> dict:
