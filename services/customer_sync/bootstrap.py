@@ -19,6 +19,7 @@ from services.customer_sync.core.staff import AccountStatus, StaffEdits
 from services.customer_sync.core.stores import StoreAdmin
 from services.customer_sync.core.sync import CustomerSync
 from services.customer_sync.core.written import DocumentRef, Written
+from services.customer_sync.crm.companies import Companies
 from services.customer_sync.crm.custom_fields import CustomFields
 from services.customer_sync.crm.notes import Notes
 from services.customer_sync.crm.reminders import Reminders
@@ -100,6 +101,7 @@ class CustomerSyncApp:
     reconciler: Reconciler
     publication: Publication
     custom_fields: CustomFields
+    companies: Companies
 
     def ensure_indexes(self) -> None:
         self.storage.ensure_indexes()
@@ -120,6 +122,12 @@ class CustomerSyncApp:
 
     def outbox_collections(self) -> list[Collection]:
         return self.storage.outbox_collections()
+
+    def company_sweep(self) -> bool:
+        """One step of background company work, published; True while more may be left."""
+        more, touched = self.companies.sweep()
+        self.publish(touched)
+        return more
 
 
 def woo_client_factory(config: Config) -> ClientFactory:
@@ -162,6 +170,8 @@ def build(database: Database, config: Config,
     backfiller = Backfiller(storage, sync, woo_clients, publish=publication.publish, clock=clock)
     full_scan_every = timedelta(hours=config.float("RECONCILE_FULL_CUSTOMER_SCAN_HOURS"))
     custom_fields = CustomFields(storage, sync, clock=clock)
+    companies = Companies(storage, sync, custom_fields.company_definitions,
+                          sync.company_matching, clock=clock)
     return CustomerSyncApp(
         storage=storage, sync=sync, clock=clock,
         receiver=WebhookReceiver(storage, config.int("WEBHOOK_MAX_BODY_BYTES")),
@@ -189,4 +199,5 @@ def build(database: Database, config: Config,
         reconciler=Reconciler(storage, backfiller, woo_clients, full_scan_every=full_scan_every,
                               clock=clock),
         publication=publication,
-        custom_fields=custom_fields)
+        custom_fields=custom_fields,
+        companies=companies)

@@ -41,6 +41,9 @@ _LAST = datetime.max.replace(tzinfo=timezone.utc)
 
 
 # -- stores ----------------------------------------------------------------------------------
+# Where a store's company matching option lives on its document (crm/company_matching.py).
+COMPANY_MATCHING_FIELD = "company_matching"
+
 @dataclass(frozen=True)
 class Store:
     store_id: str
@@ -51,6 +54,9 @@ class Store:
     reconcile_interval_minutes: int = 10
     # ISO 3166 alpha-2: where the shop sells, for phone numbers written without a calling code.
     country: str | None = None
+    # Customers join companies by their email domain (crm/company_matching.py): set by its own
+    # RPC, never by a registration, so `save` leaves it as it is.
+    match_email_domain: bool = False
 
     def public(self) -> dict:
         """What may leave the service: never the secrets."""
@@ -81,7 +87,8 @@ class StoreRepository:
         self._cache.pop(store.store_id, None)
         result = self.collection.update_one(
             {"_id": store.store_id},
-            {"$set": {k: v for k, v in asdict(store).items() if k != "store_id"} | {"updated_at": now},
+            {"$set": {k: v for k, v in asdict(store).items()
+                      if k not in ("store_id", "match_email_domain")} | {"updated_at": now},
              "$setOnInsert": {"created_at": now, "next_reconcile_at": now}},
             upsert=True,
         )
@@ -104,6 +111,10 @@ class StoreRepository:
 
     def all(self) -> list[Store]:
         return [_store(doc) for doc in self.collection.find().sort("_id", ASCENDING)]
+
+    def forget_cached(self, store_id: str) -> None:
+        """A setting changed through this process: the next read sees it at once."""
+        self._cache.pop(store_id, None)
 
     # -- re-keying a store's customers after its country changed ---------------------------
     # The request lives on the store's document with how far the walk through its customers
@@ -157,6 +168,7 @@ def _store(doc: dict) -> Store:
         consumer_secret=doc["consumer_secret"],
         reconcile_interval_minutes=int(doc.get("reconcile_interval_minutes", 10)),
         country=doc.get("country"),
+        match_email_domain=bool((doc.get(COMPANY_MATCHING_FIELD) or {}).get("match_email_domain")),
     )
 
 
@@ -706,6 +718,129 @@ class CustomFieldRepository:
             {"$unset": {f"custom_fields.{key}": ""}, "$inc": {"version": 1}}).modified_count
 
 
+# -- companies --------------------------------------------------------------------------------
+class CompanyRepository:
+    """Each store's companies (crm/companies.py), one document a company keyed by its id; the
+    membership lives on the customers (`company_id`). A company being deleted carries
+    `deleting` until its last member is released, and is nobody's to join meanwhile."""
+
+    def __init__(self, collection: Collection, customers: Collection) -> None:
+        self.collection = collection
+        self.customers = customers
+
+    def ensure_indexes(self) -> None:
+        c = self.collection
+        c.create_index([("store_id", ASCENDING), ("domain", ASCENDING)], unique=True,
+                       name="companies_by_domain",
+                       partialFilterExpression={"domain": {"$type": "string"}})
+        c.create_index([("store_id", ASCENDING), ("name_key", ASCENDING), ("_id", ASCENDING)],
+                       name="companies_by_name")
+        c.create_index([("deleting", ASCENDING)], sparse=True)
+        # Members of a company, and the customers a domain sweep may join to one.
+        self.customers.create_index([("store_id", ASCENDING), ("company_id", ASCENDING)],
+                                    name="customers_by_company",
+                                    partialFilterExpression={"company_id": {"$type": "string"}})
+
+    def get(self, store_id: str, company_id: str) -> dict | None:
+        """The company (one being deleted too: the caller decides)."""
+        return self.collection.find_one({"_id": company_id, "store_id": store_id})
+
+    def live(self, store_id: str, company_id: str) -> dict | None:
+        doc = self.get(store_id, company_id)
+        return doc if doc is not None and not doc.get("deleting") else None
+
+    def by_domains(self, store_id: str, domains: list[str]) -> dict[str, str]:
+        """{domain: company_id} of the store's live companies with one of the domains."""
+        if not domains:
+            return {}
+        return {d["domain"]: d["_id"] for d in self.collection.find(
+            {"store_id": store_id, "domain": {"$in": domains}, "deleting": {"$ne": True}},
+            {"domain": 1})}
+
+    def count(self, store_id: str) -> int:
+        return self.collection.count_documents({"store_id": store_id})
+
+    def insert(self, doc: dict) -> bool:
+        """A new company; False when the store has one with its domain."""
+        try:
+            self.collection.insert_one({**doc, "version": 1})
+            return True
+        except DuplicateKeyError:
+            return False
+
+    def update(self, store_id: str, company_id: str, version: int, fields: dict) -> bool | None:
+        """Compare-and-set on the company's version; None when another company of the store
+        holds the domain it would take."""
+        try:
+            return self.collection.update_one(
+                {"_id": company_id, "store_id": store_id, "version": version,
+                 "deleting": {"$ne": True}},
+                {"$set": fields, "$inc": {"version": 1}}).modified_count == 1
+        except DuplicateKeyError:
+            return None
+
+    def mark_deleting(self, store_id: str, company_id: str, at: datetime, actor: str) -> bool:
+        """The company is being deleted from now on (already so: True as well)."""
+        self.collection.update_one(
+            {"_id": company_id, "store_id": store_id, "deleting": {"$ne": True}},
+            {"$set": {"deleting": True, "deleting_since": at, "deleted_by": actor},
+             "$inc": {"version": 1}})
+        return self.collection.count_documents(
+            {"_id": company_id, "store_id": store_id, "deleting": True}) == 1
+
+    def remove(self, store_id: str, company_id: str) -> bool:
+        return self.collection.delete_one({"_id": company_id, "store_id": store_id,
+                                           "deleting": True}).deleted_count == 1
+
+    def deleting(self, limit: int = 10) -> list[dict]:
+        """Companies whose deletion is not finished (a crash, or another instance at it)."""
+        return list(self.collection.find({"deleting": True}, {"store_id": 1}).limit(limit))
+
+    def page(self, store_id: str, q: str | None, after: tuple[str, str] | None,
+             size: int) -> list[dict]:
+        """Live companies of the store in (name_key, _id) order after `after`, those whose
+        name or domain holds `q` (case-insensitive) when given."""
+        query: dict = {"store_id": store_id, "deleting": {"$ne": True}}
+        if q:
+            pattern = re.compile(re.escape(q), re.IGNORECASE)
+            query["$or"] = [{"name": pattern}, {"domain": pattern}]
+        if after is not None:
+            key, last_id = after
+            query = {"$and": [query, {"$or": [{"name_key": {"$gt": key}},
+                                              {"name_key": key, "_id": {"$gt": last_id}}]}]}
+        return list(self.collection.find(query).sort([("name_key", ASCENDING), ("_id", ASCENDING)])
+                    .limit(size))
+
+    def names(self, store_id: str, company_ids: list[str]) -> dict[str, str]:
+        return {d["_id"]: d["name"] for d in self.collection.find(
+            {"store_id": store_id, "_id": {"$in": company_ids}, "deleting": {"$ne": True}},
+            {"name": 1})}
+
+    def member_counts(self, store_id: str, company_ids: list[str]) -> dict[str, int]:
+        """Live members of each company (those with none left out): one aggregation."""
+        if not company_ids:
+            return {}
+        return {row["_id"]: row["n"] for row in self.customers.aggregate([
+            {"$match": {"store_id": store_id, "company_id": {"$in": company_ids},
+                        "status": "active"}},
+            {"$group": {"_id": "$company_id", "n": {"$sum": 1}}}])}
+
+    def members(self, store_id: str, company_id: str, limit: int) -> list[dict]:
+        """Up to `limit` customers (of any status) holding the company."""
+        return list(self.customers.find({"store_id": store_id, "company_id": company_id},
+                                        {OUTBOX_FIELD: 0}).limit(limit))
+
+    def without_company(self, store_id: str, after_id: str | None, limit: int) -> list[dict]:
+        """Up to `limit` live customers of the store without a company, in `_id` order after
+        `after_id`: a domain sweep's batch."""
+        query: dict = {"store_id": store_id, "status": "active",
+                       "company_id": {"$in": [None, ""]}}
+        if after_id is not None:
+            query["_id"] = {"$gt": after_id}
+        return list(self.customers.find(query, {OUTBOX_FIELD: 0, MATCH_KEYS_FIELD: 0})
+                    .sort("_id", ASCENDING).limit(limit))
+
+
 # -- the bundle a worker gets -----------------------------------------------------------------
 class CustomerSyncStorage:
     """Everything customer_sync keeps, one repository per concern."""
@@ -744,6 +879,9 @@ class CustomerSyncStorage:
         # Each store's custom field definitions; their values live on the customers.
         self.custom_fields = CustomFieldRepository(database["custom_fields"],
                                                    self.customers.collection)
+        # Each store's companies; their members are the customers naming them.
+        self.companies = CompanyRepository(
+            database["companies"].with_options(write_concern=durable), self.customers.collection)
 
     def _store_country(self, store_id: str) -> str | None:
         store = self.stores.get_cached(store_id)
@@ -752,7 +890,8 @@ class CustomerSyncStorage:
     def ensure_indexes(self) -> None:
         for repo in (self.stores, self.customers, self.orders, self.inbox, self.backfills,
                      self.tombstones, self.api_keys, self.console_sessions, self.notes,
-                     self.reminders, self.timeline, self.merges, self.custom_fields):
+                     self.reminders, self.timeline, self.merges, self.custom_fields,
+                     self.companies):
             repo.ensure_indexes()
 
     def timeline_sources(self) -> list[Collection]:

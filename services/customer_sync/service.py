@@ -53,6 +53,10 @@ class CustomerSyncService(HealthEndpoints, DataOwnerRpc):
         # Customers written before match keys existed get theirs, a batch at a time.
         Task("match-keys", lambda uses: uses.app.duplicates.add_missing_keys(),
              setting="MATCH_KEYS_BATCH_SECONDS", wait_first=False, again_at_once=True),
+        # Company work left to do: a deletion a crash cut short, customers joining companies
+        # by their email domain after matching was turned on or a company got a domain.
+        Task("company-sweep", lambda uses: uses.app.company_sweep(),
+             setting="COMPANY_SWEEP_SECONDS", wait_first=False, again_at_once=True),
         uses=("app", "inbox_workers"))
     log_context = WorkerLogContext()
     settings = Settings()
@@ -349,6 +353,48 @@ class CustomerSyncService(HealthEndpoints, DataOwnerRpc):
         result = self.app.custom_fields.set_values(store_id, customer_id, values, actor)
         self.app.publish(result.touched)
         return result.answer
+
+    # -- companies (B2B): records, membership, matching by email domain (crm/companies.py) ---
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def list_companies(self, store_id: str, filters: dict | None = None,
+                       page: dict | None = None) -> dict:
+        return self.app.companies.list(store_id, filters, page)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def get_company(self, store_id: str, company_id: str) -> dict:
+        return self.app.companies.get(store_id, company_id)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def create_company(self, store_id: str, data: dict, actor: str) -> dict:
+        return self.app.answer(self.app.companies.create(store_id, data, actor))
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def update_company(self, store_id: str, company_id: str, changes: dict, actor: str) -> dict:
+        return self.app.answer(self.app.companies.update(store_id, company_id, changes, actor))
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def delete_company(self, store_id: str, company_id: str, actor: str) -> dict:
+        return self.app.answer(self.app.companies.delete(store_id, company_id, actor))
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def set_customer_company(self, store_id: str, customer_id: str, company_id: str | None,
+                             actor: str) -> dict:
+        return self.app.answer(self.app.companies.set_customer_company(
+            store_id, customer_id, company_id, actor))
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def company_names(self, store_id: str, company_ids: list) -> dict:
+        return self.app.companies.names(store_id, company_ids)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def get_company_matching(self, store_id: str) -> dict:
+        return self.app.companies.get_matching(store_id)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def set_company_matching(self, store_id: str, settings: dict, actor: str) -> dict:
+        result = self.app.companies.set_matching(store_id, settings, actor)
+        self.background.wake("company-sweep")
+        return result
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def update_customer(self, store_id: str, customer_id: str, fields: dict, actor: str) -> dict:

@@ -98,6 +98,7 @@ def _slugs(values: list) -> list:
 
 
 CUSTOM_KEY = r"^[a-z][a-z0-9_]{0,39}\Z"
+COMPANY_ID = r"^co_[0-9a-f]{24}\Z"
 MAX_CUSTOM_FILTERS = 10
 
 
@@ -142,6 +143,8 @@ class FiltersSchema(_Strict):
     state = fields.String(validate=validate.Length(min=1, max=100))
     city = fields.String(validate=validate.Length(min=1, max=100))
     registered = fields.Boolean()
+    company_id = fields.String(validate=validate.Regexp(
+        COMPANY_ID, error="must be a company id (co_ and 24 hex digits)"))
     # Custom field key to the value asked for, as text (customer_sync owns the definitions).
     custom = fields.Dict(keys=fields.String(validate=validate.Regexp(
                              CUSTOM_KEY, error="must be a custom field's key")),
@@ -241,6 +244,8 @@ def build_query(store_id: str, filters: dict) -> dict:
         query["listing.city"] = filters["city"]
     if "registered" in filters:
         query["contact.registered"] = True if filters["registered"] else {"$ne": True}
+    if "company_id" in filters:
+        query["contact.company_id"] = filters["company_id"]
     for key, text in sorted((filters.get("custom") or {}).items()):
         query[f"contact.custom_fields.{key}"] = {"$in": custom_matches(text)}
     if conditions:
@@ -318,6 +323,7 @@ def row(doc: dict) -> dict:
         "registered": bool(contact.get("registered")),
         "registered_at": iso_ms(contact.get("date_created")),
         "custom_fields": contact.get("custom_fields") or {},
+        "company_id": contact.get("company_id") or None,
         "segment": doc.get("segment"),
         "tags": list(doc.get("tag_list") or []),
         "groups": list(doc.get("group_list") or []),

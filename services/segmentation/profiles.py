@@ -87,6 +87,8 @@ def contact_facts(data: dict) -> dict:
         "date_created": utc_ms(data.get("date_created")),
         # The store's own fields (docs/custom-fields.md): the list filters on them.
         "custom_fields": dict(data.get("custom_fields") or {}),
+        # The company (B2B) in customer_sync: the list filters on it, company_stats adds up by it.
+        "company_id": data.get("company_id") or None,
     }
 
 

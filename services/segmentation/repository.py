@@ -33,6 +33,10 @@ class ProfileRepository(VersionedRepository):
         c.create_index([("store_id", ASCENDING), ("tag_list", ASCENDING)])
         c.create_index([("store_id", ASCENDING), ("group_list", ASCENDING)])
         c.create_index([("store_id", ASCENDING), ("saved_segments", ASCENDING)])
+        # A company's members: its page of the list, and company_stats' aggregation.
+        c.create_index([("store_id", ASCENDING), ("contact.company_id", ASCENDING),
+                        ("status", ASCENDING)], name="profiles_by_company",
+                       partialFilterExpression={"contact.company_id": {"$type": "string"}})
         # The customer list (directory.py): one index per sort, so a page is one index range
         # scan whatever its depth.
         for sort, key in DIRECTORY_SORT_KEYS.items():
@@ -143,6 +147,19 @@ class ProfileRepository(VersionedRepository):
                     {"$unwind": f"${field}"},
                     {"$group": {"_id": f"${field}", "customers": {"$sum": 1}}}]
         return {d["_id"]: d["customers"] for d in self.collection.aggregate(pipeline)}
+
+    def company_totals(self, store_id: str, company_ids: list[str]) -> list[dict]:
+        """Per company, its active members' stats added up (one aggregation): rows of
+        {"_id": company_id, "members", "orders_count", "total_spent", "last_order_at",
+        "currencies"}; companies without active members are left out."""
+        return list(self.collection.aggregate([
+            {"$match": {"store_id": store_id, "contact.company_id": {"$in": company_ids},
+                        "status": ACTIVE}},
+            {"$group": {"_id": "$contact.company_id", "members": {"$sum": 1},
+                        "orders_count": {"$sum": {"$ifNull": ["$stats.orders_count", 0]}},
+                        "total_spent": {"$sum": {"$ifNull": ["$stats.total_spent", 0]}},
+                        "last_order_at": {"$max": "$stats.last_order_at"},
+                        "currencies": {"$addToSet": "$stats.currency"}}}]))
 
     def count_matching(self, query: dict) -> int:
         return self.collection.count_documents(query)

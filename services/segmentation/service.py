@@ -6,6 +6,7 @@ from nameko.rpc import RpcProxy, rpc
 
 from services.segmentation import store_setup, thresholds, views
 from services.segmentation.bootstrap import build
+from services.segmentation.company_stats import company_stats
 from services.segmentation.recompute import recompute_stores
 from services.segmentation.repository import SegmentationStorage
 from services.segmentation.tag_catalogue import tag_slug
@@ -144,6 +145,11 @@ class SegmentationService(DataOwnerRpc):
         """A page of the store's active customers, filtered by contact fields, segment, tags,
         groups and stats, sorted, with a keyset cursor: {"items", "next_cursor", "total"}."""
         return views.search(self.storage, store_id, filters, sort, page)
+
+    @rpc(expected_exceptions=EXPECTED_ERRORS)
+    def company_stats(self, store_id: str, company_ids: list) -> dict:
+        """Each company's active members' stats added up (at most 100 ids a call)."""
+        return company_stats(self.storage.profiles, store_id, company_ids)
 
     # -- the tag catalogue ---------------------------------------------------------------------
     @rpc(expected_exceptions=EXPECTED_ERRORS)

@@ -55,6 +55,7 @@ _CUSTOMER = {
     "phone": "+441234567890", "company": "", "billing": _ADDRESS, "shipping": _ADDRESS,
     "date_created": "2026-01-02T10:00:00+00:00", "date_modified": "2026-01-02T10:00:00+00:00",
     "custom_fields": {"favourite_tea": "assam", "newsletter_issue": 12},
+    "company_id": "co_5f2a9c0e1b7d4a3c8e6f0a12",
 }
 _ORDER = {
     "order_id": "1001", "number": "1001", "customer_id": "c-3f2a", "is_guest": False,
@@ -75,7 +76,8 @@ _ENTRIES = (
                   "A customer was seen for the first time (registered, or a guest by email).",
                   _CUSTOMER),
     EventContract("customer.updated", "customer_sync", 1, cs.CustomerUpdatedData,
-                  "A customer's contact data changed; `changed_fields` names what.",
+                  "A customer's contact data, custom fields, standing or company changed; "
+                  "`changed_fields` names what.",
                   {**_CUSTOMER, "changed_fields": ["phone"]}),
     EventContract("customer.deleted", "customer_sync", 1, cs.CustomerDeletedData,
                   "The shop deleted a registered customer; their orders remain.",

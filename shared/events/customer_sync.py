@@ -53,6 +53,9 @@ class CustomerData(BaseSchema):
     # Added in place: the store's own fields (key to text, number, "YYYY-MM-DD" date, choice or
     # boolean; docs/custom-fields.md), for segments and messages that use them.
     custom_fields = fields.Dict(keys=fields.String(), load_default=dict)
+    # Added in place: the company (B2B) the customer belongs to, `co_` and 24 hex digits
+    # (docs/companies.md); null when none.
+    company_id = fields.String(load_default=None, allow_none=True)
 
 
 class CustomerUpdatedData(CustomerData):

@@ -37,7 +37,8 @@ def definition(key: str, type_: str = "text", **limits) -> dict:
 def test_a_definition_is_normalised_with_its_types_limits_only():
     assert definition("notes") == {"key": "notes", "label": "Notes", "type": "text",
                                    "options": None, "required": False, "min": None,
-                                   "max": None, "max_length": 500}
+                                   "max": None, "max_length": 500,
+                                   "applies_to": "customer"}
     size = definition("size", "choice", options=["S", "M"], required=True)
     assert (size["options"], size["required"], size["max_length"]) == (["S", "M"], True, None)
     assert definition("visits", "number", min=0, max=10.5)[("min")] == 0

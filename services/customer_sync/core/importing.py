@@ -322,6 +322,7 @@ class CustomerImport:
                 doc = contact_doc(store_id, data, actor, now)
                 if data.get("custom_fields"):
                     doc["custom_fields"] = data["custom_fields"]
+                doc.update(self.sync.company_matching.joined(store_id, doc))
                 event = self.sync._event("customer.created", store_id, customer_event_data(doc),
                                          correlation_id, doc["_id"])
                 entry = make_entry(entry_id(doc["_id"], "imported"), doc["_id"],

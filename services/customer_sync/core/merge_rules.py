@@ -15,7 +15,12 @@ from shared.customers import CONTACT_FIELDS
 # Stored with the merge so an unmerge can compare and restore; personal data, so an erasure
 # of any of its records blanks the snapshot (repository.MergeRepository.forget).
 SNAPSHOT_FIELDS = (*CONTACT_FIELDS, "status", "registered", "woo_customer_id", "email_key",
-                   "guest_email_key", "account_status", "date_created", "version")
+                   "guest_email_key", "account_status", "date_created", "version", "company_id")
+# Fields a merge gives the primary beyond the contact fields (never chosen by a person): the
+# primary keeps its own, or takes the first merged record's where it has none.
+KEPT_UNLESS_EMPTY = ("company_id",)
+# What a merge may change on the primary, and so what an unmerge may give back.
+MERGED_FIELDS = (*CONTACT_FIELDS, *KEPT_UNLESS_EMPTY)
 
 
 def snapshot(doc: dict) -> dict:
@@ -56,9 +61,29 @@ def plan_fields(primary: dict, merged: list[dict], choices: dict[str, str]) -> F
         sources[name] = source["_id"]
         if values[name] != primary.get(name):
             changed[name] = {"before": primary.get(name), "after": values[name]}
+    values.update(taken_company(primary, merged))
+    changed.update(company_changes(primary, merged))
     if "email" in changed:
         values["email_key"] = email_key(values["email"])
     return FieldPlan(values, sources, changed)
+
+
+def taken_company(primary: dict, merged: list[dict]) -> dict:
+    """What the primary takes of the merged records beyond the contact fields: nothing when it
+    has a company, else the first merged record's company ({} when none has one)."""
+    taken = {}
+    for name in KEPT_UNLESS_EMPTY:
+        if _empty(primary.get(name)):
+            source = next((doc for doc in merged if not _empty(doc.get(name))), None)
+            if source is not None:
+                taken[name] = source[name]
+    return taken
+
+
+def company_changes(primary: dict, merged: list[dict]) -> dict:
+    """`taken_company` as a merge records it ({field: {"before", "after"}}), for the unmerge."""
+    return {name: {"before": primary.get(name), "after": value}
+            for name, value in taken_company(primary, merged).items()}
 
 
 def fields_to_restore(changes: dict, current: dict) -> tuple[dict, list[str]]:

@@ -362,7 +362,7 @@ class CustomerMerges:
             restore, _kept = merge_rules.fields_to_restore(record.get("field_changes") or {},
                                                            primary)
             events, entries = [], []
-            changed = [name for name in restore if name in CONTACT_FIELDS]
+            changed = [name for name in restore if name in merge_rules.MERGED_FIELDS]
             if changed:
                 after = {**primary, **restore}
                 events.append(self._event(

@@ -56,6 +56,7 @@ def customer_view(doc: dict) -> dict:
     view["date_created"] = _json_time(doc.get("date_created"))
     view["date_modified"] = _json_time(doc.get("woo_date_modified"))
     view["custom_fields"] = doc.get("custom_fields") or {}
+    view["company_id"] = doc.get("company_id") or None
     return view
 
 

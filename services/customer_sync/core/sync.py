@@ -23,10 +23,11 @@ from services.customer_sync.privacy.anonymise import (
     real_email_key,
 )
 from services.customer_sync.core.changes import Freshness, PlannedEvent
-from services.customer_sync.core.merge_rules import snapshot
+from services.customer_sync.core.merge_rules import company_changes, snapshot, taken_company
 from services.customer_sync.core.merge_steps import (finish_merge, guest_merge_id,
                                                      live_customer_id)
 from services.customer_sync.core.written import DocumentRef
+from services.customer_sync.crm.company_matching import CompanyMatching
 from services.customer_sync.privacy.consent_capture import CaptureSettings, ConsentCapture
 from services.customer_sync.privacy.erasure import LATE, SHOP, CustomerErasure
 from services.customer_sync.privacy.tombstones import WOO_CUSTOMER
@@ -93,6 +94,7 @@ def customer_event_data(doc: dict) -> dict:
         "birthday": doc.get("birthday"),
         "account_status": doc.get("account_status") or "active",
         "custom_fields": doc.get("custom_fields") or {},
+        "company_id": doc.get("company_id") or None,
     }
 
 
@@ -165,6 +167,9 @@ class CustomerSync:
         self.erasure = CustomerErasure(storage, clock)
         self.capture_settings = CaptureSettings(storage)
         self.consent = ConsentCapture(storage, self.capture_settings, stable_event_id, clock)
+        # Customers join a company by their email domain in the write that creates or changes
+        # them, where the store has it on (crm/company_matching.py).
+        self.company_matching = CompanyMatching(storage, clock)
 
     # -- entry point ---------------------------------------------------------------------
     def apply(self, store_id: str, resource: str, action: str, payload: dict, *,
@@ -258,6 +263,7 @@ class CustomerSync:
         customer_id = new_customer_id()
         doc = {"_id": customer_id, "store_id": store_id, "status": "active",
                **self._registered_fields(snap), "created_at": self.clock()}
+        doc.update(self.company_matching.joined(store_id, doc))
         event = self._event("customer.created", store_id, customer_event_data(doc), correlation_id,
                             customer_id)
         if not self.storage.customers.insert(doc, [event]):
@@ -270,8 +276,11 @@ class CustomerSync:
     def _register_guest(self, store_id: str, guest: dict, snap: CustomerSnapshot, correlation_id: str):
         """A guest's email now belongs to a registered customer: the guest record becomes it."""
         fields = self._registered_fields(snap)
+        fields.update(self.company_matching.joined(store_id, {**guest, **fields}))
         after = {**guest, **fields}
         changed = changes.changed_contact_fields(guest, after) + ["registered"]
+        if "company_id" in fields:
+            changed.append("company_id")
         event = self._event("customer.updated", store_id,
                             {**customer_event_data(after), "changed_fields": changed},
                             correlation_id, guest["_id"], guest["version"])
@@ -296,26 +305,33 @@ class CustomerSync:
         fields = self._registered_fields(snap)
         if existing.get("date_created") and not snap.date_created:
             fields.pop("date_created")
+        changed = changes.changed_contact_fields(existing, {**existing, **fields})
+        merged_from = None
+        if "email" in changed and snap.email_key:
+            guest = self.storage.customers.guest_by_email(store_id, snap.email_key)
+            if guest is not None and guest.get("status") == "active":
+                merged_from = guest
+        # The record keeps its company; a guest merged into it hands over the guest's when it
+        # has none, and otherwise its new email may join one.
+        fields.update(taken_company(existing, [merged_from] if merged_from else [])
+                      or self.company_matching.joined(store_id, {**existing, **fields}))
+        if "company_id" in fields:
+            changed.append("company_id")
         after = {**existing, **fields}
-        changed = changes.changed_contact_fields(existing, after)
         result = ApplyResult("updated", touched=[("customers", existing["_id"])])
         events: list[Event] = []
         if changed:
             events.append(self._event("customer.updated", store_id,
                                       {**customer_event_data(after), "changed_fields": changed},
                                       correlation_id, existing["_id"], existing["version"]))
-        merged_from = None
-        if "email" in changed and snap.email_key:
-            guest = self.storage.customers.guest_by_email(store_id, snap.email_key)
-            if guest is not None and guest.get("status") == "active":
-                merged_from = guest
-                events.append(self._event("customer.merged", store_id,
-                                          {"customer_id": existing["_id"],
-                                           "merged_customer_id": guest["_id"],
-                                           "merge_id": guest_merge_id(store_id, existing["_id"],
-                                                                      guest["_id"]),
-                                           "kind": "guest"},
-                                          correlation_id, existing["_id"], guest["_id"]))
+        if merged_from is not None:
+            events.append(self._event("customer.merged", store_id,
+                                      {"customer_id": existing["_id"],
+                                       "merged_customer_id": merged_from["_id"],
+                                       "merge_id": guest_merge_id(store_id, existing["_id"],
+                                                                  merged_from["_id"]),
+                                       "kind": "guest"},
+                                      correlation_id, existing["_id"], merged_from["_id"]))
         if merged_from is not None:
             fields["pending_merge"] = merged_from["_id"]
         if not self.storage.customers.update(existing["_id"], existing["version"], fields, events,
@@ -356,7 +372,8 @@ class CustomerSync:
                 "_id": merge_id, "store_id": store_id, "kind": "guest", "state": "pending",
                 "primary_id": into, "merged_ids": [guest_id],
                 "snapshots": {into: snapshot(primary), guest_id: snapshot(guest)},
-                "field_choices": {}, "field_changes": {}, "moved": {},
+                "field_choices": {}, "field_changes": company_changes(primary, [guest]),
+                "moved": {},
                 "created_at": now, "created_by": "shop"})
         finish_merge(self.storage, store_id, merge_id, self.clock())
 
@@ -569,6 +586,7 @@ class CustomerSync:
         }
         if not registered:
             doc["guest_email_key"] = snap.billing_email_key
+        doc.update(self.company_matching.joined(store_id, doc))
         event = self._event("customer.created", store_id, customer_event_data(doc), correlation_id,
                             doc["_id"])
         if not self.storage.customers.insert(doc, [event]):

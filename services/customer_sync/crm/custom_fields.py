@@ -9,8 +9,10 @@ from typing import Any, Callable
 
 from services.customer_sync.core.sync import CustomerSync, customer_event_data
 from services.customer_sync.core.written import Written, written
-from services.customer_sync.crm.field_rules import (MAX_FIELDS, VALUES_FIELD, changed_definition,
-                                                    check_values, load_definition)
+from services.customer_sync.crm.field_rules import (DEFAULT_APPLIES_TO, MAX_FIELDS,
+                                                    VALUES_FIELD, applies_to,
+                                                    changed_definition, check_values,
+                                                    load_definition)
 from services.customer_sync.crm.timeline import entry_id, known_customer, make_entry
 from services.customer_sync.repository import CustomerSyncStorage
 from services.customer_sync.schemas import require_text
@@ -23,6 +25,7 @@ def definition_view(doc: dict) -> dict:
     return {"key": doc["key"], "label": doc["label"], "type": doc["type"],
             "options": doc.get("options"), "required": bool(doc.get("required")),
             "min": doc.get("min"), "max": doc.get("max"), "max_length": doc.get("max_length"),
+            "applies_to": applies_to(doc),
             "created_at": iso(doc.get("created_at")), "updated_at": iso(doc.get("updated_at"))}
 
 
@@ -39,9 +42,14 @@ class CustomFields:
         self.clock = clock
 
     # -- definitions ------------------------------------------------------------------------
-    def definitions(self, store_id: str) -> dict[str, dict]:
-        """The store's definitions by key, as the rules read them."""
-        return {d["key"]: d for d in self.storage.custom_fields.all(store_id)}
+    def definitions(self, store_id: str, of: str = DEFAULT_APPLIES_TO) -> dict[str, dict]:
+        """The store's definitions by key that check the values of `of` ("customer" or
+        "company"), as the rules read them."""
+        return {d["key"]: d for d in self.storage.custom_fields.all(store_id)
+                if applies_to(d) == of}
+
+    def company_definitions(self, store_id: str) -> dict[str, dict]:
+        return self.definitions(store_id, "company")
 
     def list(self, store_id: str) -> list[dict]:
         store_id = require_text(store_id, "store_id")

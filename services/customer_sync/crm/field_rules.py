@@ -15,6 +15,9 @@ from services.customer_sync.schemas import load
 from shared.errors import ValidationError
 
 FIELD_TYPES = ("text", "number", "date", "choice", "boolean")
+# Whose values a definition checks: a customer's (as before companies existed) or a company's.
+APPLIES_TO = ("customer", "company")
+DEFAULT_APPLIES_TO = "customer"
 # Bounds on what a store defines, so one definition list stays one small read per write.
 MAX_FIELDS = 50
 MAX_KEY = 40
@@ -71,6 +74,9 @@ class DefinitionSchema(_Limits):
                            "starting with a letter"))
     label = fields.String(required=True, validate=validate.Length(min=1, max=MAX_LABEL))
     type = fields.String(required=True, validate=validate.OneOf(FIELD_TYPES))
+    # Fixed once made: values already held were checked as the one or the other.
+    applies_to = fields.String(load_default=DEFAULT_APPLIES_TO,
+                               validate=validate.OneOf(APPLIES_TO))
 
     @validates_schema
     def _fits_its_type(self, data: dict, **kwargs) -> None:
@@ -115,7 +121,13 @@ def normalised(definition: dict) -> dict:
             "min": _number(definition.get("min")) if kind == "number" else None,
             "max": _number(definition.get("max")) if kind == "number" else None,
             "max_length": (definition.get("max_length") or DEFAULT_TEXT_LENGTH)
-            if kind == "text" else None}
+            if kind == "text" else None,
+            "applies_to": applies_to(definition)}
+
+
+def applies_to(definition: dict) -> str:
+    """Whose values the definition checks; definitions made before companies: customers'."""
+    return definition.get("applies_to") or DEFAULT_APPLIES_TO
 
 
 def load_definition(data: Any) -> dict:

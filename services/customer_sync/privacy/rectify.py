@@ -209,8 +209,11 @@ class Rectifier(ShopWriteBack):
                     raise Conflict("another customer has that email", {"fields": ["email"]})
             # Orders placed before now carry the old details: they must not undo this.
             updated["contact_from_order_at"] = self.clock()
+            updated.update(self.sync.company_matching.joined(store_id, {**doc, **updated}))
             after = {**doc, **updated}
             changed = changes.changed_contact_fields(doc, after)
+            if "company_id" in updated:
+                changed.append("company_id")
             events = []
             if changed:
                 events.append(self.sync._event(
