@@ -119,14 +119,20 @@ GROUP_BODY = s.obj({"name": {"type": "string", "minLength": 1, "maxLength": 200}
                     "payment_terms_days": {"type": ["integer", "null"], "minimum": 0}},
                    additionalProperties=False)
 SLUG_ID = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}
-CONDITION = s.obj({"field": {"enum": ["orders_count", "total_spent", "average_order_value",
-                                      "days_since_last_order", "avg_days_between_orders",
-                                      "segment", "tags", "country", "email_domain",
-                                      "largest_order", "last_order_month", "groups"]},
+CONDITION = s.obj({"field": {"anyOf": [
+                       {"enum": ["orders_count", "total_spent", "average_order_value",
+                                 "days_since_last_order", "avg_days_between_orders",
+                                 "segment", "tags", "country", "email_domain",
+                                 "largest_order", "last_order_month", "groups"]},
+                       {"type": "string", "pattern": "^custom\\.[a-z][a-z0-9_]{0,39}$",
+                        "description": "one of the store's custom fields, by its key"}]},
                    "op": {"enum": ["eq", "ne", "gt", "gte", "lt", "lte", "in", "not_in",
-                                   "contains", "not_contains", "ends_with"]},
-                   "value": {"description": "a number (money in minor units), a string, or a "
-                                            "list of them for in and not_in"}},
+                                   "contains", "not_contains", "ends_with", "before", "after",
+                                   "on", "is_set", "is_not_set"]}},
+                  {"value": {"description": "a number (money in minor units), a string, a "
+                                            "boolean (custom fields), or a list of them for in "
+                                            "and not_in; absent or null for is_set and "
+                                            "is_not_set"}},
                   description="segmentation checks each field's operators and value type")
 CONDITIONS = {"type": "array", "minItems": 1, "maxItems": 50, "items": CONDITION}
 ACTION = s.obj({"type": {"enum": ["add_tag", "remove_tag", "join_group", "leave_group"]},
