@@ -167,7 +167,9 @@ def _custom_kind(value: Any) -> str | None:
     """What a custom value is, by its JSON type: text, number or boolean (None: neither)."""
     if isinstance(value, bool):
         return BOOLEAN
-    if isinstance(value, (int, float)):
+    if isinstance(value, int):
+        return NUMBER
+    if isinstance(value, float):
         return NUMBER if math.isfinite(value) else None
     if isinstance(value, str):
         return TEXT
