@@ -73,6 +73,8 @@ LIST_OPERATORS = ("in", "not_in")
 MAX_CONDITIONS = 50
 MAX_ACTIONS = 50
 MAX_LIST_VALUES = 500
+# Beyond this a number is no stat's (and past 2**63 no database's): refused, not a crash.
+MAX_CONDITION_NUMBER = 10 ** 15
 
 # Custom fields (`custom.<key>`): what each operator compares, by the kind of its value.
 CUSTOM_PREFIX = "custom."
@@ -88,7 +90,7 @@ CUSTOM_OPERATORS = {
 # As customer_sync bounds the values themselves (docs/custom-fields.md).
 MAX_CUSTOM_TEXT = 2000
 MAX_CUSTOM_LIST = 100
-MAX_CUSTOM_MAGNITUDE = 1e15
+MAX_CUSTOM_MAGNITUDE = MAX_CONDITION_NUMBER
 _CUSTOM_FIELD = re.compile(re.escape(CUSTOM_PREFIX) + CUSTOM_KEY.lstrip("^"))
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}\Z")
 
@@ -128,14 +130,16 @@ def normalise_group(value: Any) -> str:
 def _scalar(kind: str, op: str, value: Any) -> Any:
     """One condition value, checked against its field's kind and normalised."""
     if kind == MONEY:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise _Invalid(f"must be a whole number of minor units (5,000.00 is 500000), "
-                           f"got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int) \
+                or abs(value) > MAX_CONDITION_NUMBER:
+            raise _Invalid(f"must be a whole number of minor units (5,000.00 is 500000) "
+                           f"within ±{MAX_CONDITION_NUMBER:.0e}")
         return value
     if kind == NUMBER:
         if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                or not math.isfinite(value):
-            raise _Invalid(f"must be a number, got {value!r}")
+                or (isinstance(value, float) and not math.isfinite(value)) \
+                or abs(value) > MAX_CONDITION_NUMBER:
+            raise _Invalid(f"must be a number within ±{MAX_CONDITION_NUMBER:.0e}")
         return value
     if kind == SEGMENT:
         if value not in SEGMENTS:

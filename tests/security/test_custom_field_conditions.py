@@ -153,3 +153,17 @@ def test_a_custom_value_is_text_in_a_message_never_template_code(database):
     assert "&lt;a href=&#34;javascript:x&#34;&gt;" in html
     assert INJECTED in text and "49" not in text  # as written: not run
     assert message["Subject"].startswith("Tier {{ 7*7 }}")
+
+
+@pytest.mark.parametrize("condition", [
+    {"field": "orders_count", "op": "gt", "value": 10 ** 400},   # no float holds it
+    {"field": "total_spent", "op": "gt", "value": 10 ** 30},     # no 8-byte integer holds it
+    {"field": "days_since_last_order", "op": "in", "value": [1, -10 ** 20]},
+])
+def test_a_built_in_condition_on_a_number_no_stat_can_reach_is_refused(database, condition):
+    storage = SegmentationStorage(database)
+    with pytest.raises(ValidationError) as refusal:
+        SavedSegments(storage.saved_segments).create("s1", {"name": "n",
+                                                            "conditions": [condition]})
+    assert any(path.startswith("conditions.0.value") for path in refusal.value.details["fields"])
+    assert SavedSegments(storage.saved_segments).list("s1") == []
