@@ -16,6 +16,7 @@ from services.segmentation.rules import (
 from services.segmentation.saved_segments import SavedSegments
 from shared.errors import ValidationError
 from shared.events import build_event, contract
+from shared.events.facts import fact_time
 from tests.unit.test_segmentation_profiles import T0, owed, setup  # noqa: F401
 
 
@@ -222,3 +223,22 @@ def test_members_of_a_saved_segment_on_a_custom_field(setup):
     profiles.apply_customer_event(customer_updated("c3", {}, T0))
     found, _ = profiles.members("s1", validate_filter(GOLD), None, 10)
     assert [d["customer_id"] for d in found] == ["c1"]
+
+
+def test_entering_by_a_change_of_values_is_news_dated_by_the_change_not_the_shop(setup):
+    """The shop's date_modified dates its own fields; a custom field is changed in the
+    companion as the event is published, so what it causes is dated then, and workflows that
+    react to news (notifications' max trigger age) are not told it is months old."""
+    storage, profiles, clock = setup
+    SavedSegments(storage.saved_segments).create("s1", GOLD)
+    changed_at = T0 + timedelta(minutes=5)
+    event = customer_updated("c1", {"tier": "Gold"}, changed_at)
+    shop_modified = event.data["date_modified"]
+    assert shop_modified < T0 - timedelta(days=100)
+    assert fact_time("customer.updated", event.data) is None
+    assert fact_time("customer.updated",
+                     {**event.data, "changed_fields": ["phone"]}) == shop_modified
+    clock.now = changed_at
+    profiles.apply_customer_event(event)
+    [entered] = [m for m in owed(storage) if m["event_type"] == "customer.saved_segment_entered"]
+    assert entered["data"]["fact_at"] == changed_at.isoformat()
