@@ -33,8 +33,18 @@ T0 = datetime(2026, 11, 29, 12, tzinfo=timezone.utc)
 MEGABYTE = "x" * 1_000_000
 
 
+class StoreBackends(RecordingBackends):
+    """The recorder, with a store whose one custom field is `tier`."""
+
+    def call(self, service: str, method: str, *args, **kwargs):
+        if (service, method) == ("customer_sync", "list_custom_fields"):
+            self.calls.append((service, method))
+            return [{"key": "tier", "label": "Tier", "type": "text", "required": False}]
+        return super().call(service, method, *args, **kwargs)
+
+
 def _send(app, method: str, path: str, body) -> tuple[int, dict, list]:
-    backends = RecordingBackends({"good": ("admin",)})
+    backends = StoreBackends({"good": ("admin",)})
     environ = EnvironBuilder(path="/api/v1" + path, method=method,
                              data=json.dumps(body).encode(),
                              headers={"Authorization": "Bearer good",
@@ -57,6 +67,23 @@ def test_the_gateway_refuses_a_field_that_is_no_custom_key_before_any_service(ap
     assert status == 400 and "conditions/0/field" in problem["errors"], problem
     assert asked == []
     assert len(json.dumps(problem)) < 5_000  # the megabyte key is not echoed back
+
+
+@pytest.mark.parametrize("method, path", [("POST", "/segments"), ("POST", "/rules"),
+                                          ("PUT", "/segments/seg1")])
+def test_the_api_refuses_a_custom_field_the_store_never_defined_before_segmentation(
+        app, method, path):
+    body = {"name": "n", "conditions": [
+        {"field": "custom.tier", "op": "eq", "value": "Gold"},
+        {"field": "custom.teir", "op": "eq", "value": "Gold"}],
+        **({"actions": [{"type": "add_tag", "value": "t"}]} if path == "/rules" else {})}
+    status, problem, asked = _send(app, method, path, body)
+    assert status == 400 and problem["errors"] == {
+        "conditions.1.field": ["no such custom field in this store"]}, problem
+    assert asked == [("customer_sync", "list_custom_fields")]  # segmentation never asked
+    body["conditions"] = body["conditions"][:1]
+    _, _, asked = _send(app, method, path, body)
+    assert asked[0] == ("customer_sync", "list_custom_fields") and asked[1][0] == "segmentation"
 
 
 HOSTILE = [

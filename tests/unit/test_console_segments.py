@@ -178,6 +178,11 @@ def test_custom_fields_are_offered_with_their_operators_and_read_in_their_type()
     assert "custom.vip eq true\ncustom.tier in Gold, 7</textarea>" in edit
     refused = world.client.post("/console/segments/save", data={
         "csrf_token": token, "is_new": "0", "segment_id": "seg1", "name": "VIPs",
-        "conditions": "custom.vip eq true\ncustom.first_visit before soon"})
+        "conditions": "custom.vip eq true\ncustom.unset before soon"})
     assert refused.status_code == 400 and "conditions.1.value" in refused.get_data(as_text=True)
-    assert "custom.first_visit before soon" in refused.get_data(as_text=True)  # kept to correct
+    assert "custom.unset before soon" in refused.get_data(as_text=True)  # kept to correct
+    undefined = world.client.post("/console/segments/save", data={
+        "csrf_token": token, "is_new": "0", "segment_id": "seg1", "name": "VIPs",
+        "conditions": "custom.first_visit before 2026-01-01"})
+    assert undefined.status_code == 400
+    assert "no such custom field in this store" in undefined.get_data(as_text=True)

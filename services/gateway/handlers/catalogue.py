@@ -36,11 +36,32 @@ def save_group(ctx: Context) -> Reply:
                           {**ctx.body, "slug": ctx.path["slug"]}))
 
 
+CUSTOM_FIELD_PREFIX = "custom."
+
+
+def _custom_fields_defined(ctx: Context) -> None:
+    """A condition on `custom.<key>` names one of the store's custom fields (customer_sync
+    holds them; segmentation does not): a key never defined, a typo say, would match no one
+    without a word."""
+    named = [(index, condition["field"][len(CUSTOM_FIELD_PREFIX):])
+             for index, condition in enumerate(ctx.body.get("conditions") or [])
+             if condition["field"].startswith(CUSTOM_FIELD_PREFIX)]
+    if not named:
+        return
+    defined = {f["key"] for f in ctx.call("customer_sync", "list_custom_fields", ctx.store_id)}
+    unknown = {f"conditions.{index}.field": ["no such custom field in this store"]
+               for index, key in named if key not in defined}
+    if unknown:
+        raise Problem(400, "a condition names no custom field of this store: "
+                           f"{', '.join(sorted(unknown))}", kind="invalid-body", errors=unknown)
+
+
 def list_segments(ctx: Context) -> Reply:
     return Reply(ctx.call("segmentation", "list_segments", ctx.store_id))
 
 
 def save_segment(ctx: Context) -> Reply:
+    _custom_fields_defined(ctx)
     return Reply(ctx.call("segmentation", "save_segment", ctx.store_id, ctx.body), 201)
 
 
@@ -49,6 +70,7 @@ def get_segment(ctx: Context) -> Reply:
 
 
 def update_segment(ctx: Context) -> Reply:
+    _custom_fields_defined(ctx)
     return Reply(ctx.call("segmentation", "update_segment", ctx.store_id, ctx.path["segment_id"],
                           ctx.body))
 
@@ -90,6 +112,7 @@ def list_rules(ctx: Context) -> Reply:
 
 
 def save_rule(ctx: Context) -> Reply:
+    _custom_fields_defined(ctx)
     return Reply(ctx.call("segmentation", "save_rule", ctx.store_id, ctx.body), 201)
 
 
