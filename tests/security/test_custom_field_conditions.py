@@ -14,7 +14,6 @@ from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
 
 from demo.mailbox import SmtpServer
-from services.notifications import templates as tpl
 from services.notifications.channels import EmailChannel, SmsChannel, SmtpSettings, TwilioSettings
 from services.notifications.notifier import Notifier
 from services.notifications.repository import NotificationsStorage
