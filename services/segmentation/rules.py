@@ -235,14 +235,16 @@ def _custom_condition_value(op: str, value: Any, given: bool) -> Any:
                                field_name="value")
     normalised: list = []
     errors: dict[int, list[str]] = {}
+    first_kind = None
     for index, item in enumerate(items):
         try:
             item = _custom_scalar(op, item)
         except _Invalid as exc:
             errors[index] = [str(exc)]
             continue
-        if _custom_kind(item) != _custom_kind(items[0]):
-            errors[index] = ["must be of one kind with the first value: all text or all numbers"]
+        first_kind = first_kind or _custom_kind(item)
+        if _custom_kind(item) != first_kind:
+            errors[index] = [f"must be {first_kind} like the first: all text or all numbers"]
         elif item not in normalised:
             normalised.append(item)
     if errors:
@@ -501,7 +503,7 @@ def condition_holds(condition: Mapping[str, Any], profile: Mapping[str, Any]) ->
     """One condition against a profile. An unknown value (a customer with no orders has no
     days_since_last_order; a country or email domain not given) satisfies no condition, not
     even `ne` or `not_in`. Missing tags are no tags."""
-    field, op, expected = condition["field"], condition["op"], condition["value"]
+    field, op, expected = condition["field"], condition["op"], condition.get("value")
     key = custom_key(field)
     if key is not None:
         return _custom_holds(key, op, expected, profile)

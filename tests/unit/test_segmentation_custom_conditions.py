@@ -79,6 +79,7 @@ def test_conditions_on_custom_fields_are_kept_as_written_for_each_kind():
     (cond("custom.note", "eq", None), "conditions.0.value"),
     (cond("custom.vip", "in", [True]), "conditions.0.value.0"),
     (cond("custom.tier", "in", ["a", 1]), "conditions.0.value.1"),
+    (cond("custom.tier", "in", [None, 1, "a"]), "conditions.0.value.2"),  # 1 came first
     (cond("custom.tier", "in", []), "conditions.0.value"),
     (cond("custom.tier", "in", [str(i) for i in range(101)]), "conditions.0.value"),
     (cond("custom.day", "before", "2026-02-30"), "conditions.0.value"),  # not a real date
