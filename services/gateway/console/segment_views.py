@@ -12,7 +12,7 @@ from typing import Any
 from werkzeug.wrappers import Response
 
 from services.gateway.console import forms
-from services.gateway.console.api import ApiError, path
+from services.gateway.console.api import ApiError, best_effort, path
 
 PREFIX = "/console"
 MAX_CONDITION_LINES = 50
@@ -82,7 +82,7 @@ def format_conditions(conditions: list[dict]) -> str:
                      for c in conditions or [])
 
 
-def custom_field_rows(definitions: Any) -> list[dict]:
+def custom_condition_rows(definitions: Any) -> list[dict]:
     """The store's custom fields as the form offers them: `custom.<key>`, its label and type,
     and the operators that type takes."""
     rows = []
@@ -94,15 +94,6 @@ def custom_field_rows(definitions: Any) -> list[dict]:
                          "type": definition["type"], "operators": ", ".join(operators),
                          "options": ", ".join(definition.get("options") or [])})
     return rows
-
-
-def _custom_fields(page) -> list:
-    """The store's field definitions, or none when they cannot be read (a key without the
-    scope, customer_sync away): the form still works with fields written by hand."""
-    try:
-        return page.api.get("/custom-fields")
-    except ApiError:
-        return []
 
 
 def _unavailable(page, exc: ApiError, title: str) -> Response:
@@ -123,10 +114,10 @@ def _edit_page(page, values: dict, is_new: bool, errors: dict | None = None,
                problem: str = "", status: int = 200, definitions: list | None = None
                ) -> Response:
     title = "New saved segment" if is_new else f"Saved segment “{values.get('name', '')}”"
-    definitions = _custom_fields(page) if definitions is None else definitions
+    definitions = best_effort(page, "/custom-fields", []) if definitions is None else definitions
     return page.render("segment_edit.html", status, title=title, v=values, is_new=is_new,
                        errors=errors or {}, problem=problem,
-                       custom_fields=custom_field_rows(definitions))
+                       custom_fields=custom_condition_rows(definitions))
 
 
 def segment_new(page) -> Response:
@@ -150,7 +141,7 @@ def segment_save(page) -> Response:
               "name": (form.get("name") or "").strip(),
               "match": "any" if form.get("match") == "any" else "all",
               "conditions": (form.get("conditions") or "")[:20_000]}
-    definitions = _custom_fields(page)
+    definitions = best_effort(page, "/custom-fields", [])
     custom_types = {d["key"]: d["type"] for d in definitions if isinstance(d, dict)}
     conditions, wrong = parse_conditions(values["conditions"], custom_types)
     if wrong:
