@@ -243,3 +243,13 @@ def test_entering_by_a_change_of_values_is_news_dated_by_the_change_not_the_shop
     profiles.apply_customer_event(event)
     [entered] = [m for m in owed(storage) if m["event_type"] == "customer.saved_segment_entered"]
     assert entered["data"]["fact_at"] == changed_at.isoformat()
+
+
+def test_a_segment_saved_after_the_values_finds_its_members_by_the_recompute(setup):
+    storage, profiles, _ = setup
+    profiles.apply_customer_event(customer_updated("c1", {"tier": "Gold"}, T0))
+    profiles.apply_customer_event(customer_updated("c2", {"tier": "Silver"}, T0))
+    SavedSegments(storage.saved_segments).create("s1", GOLD)
+    profiles.recompute_store("s1")
+    assert storage.profiles.member_counts("s1", "saved_segments") == {"gold": 1}
+    assert storage.profiles.get("s1", "c1")["saved_segments"] == ["gold"]
