@@ -168,7 +168,9 @@ class Notifier:
             contacts.apply(store_id, customer_id, "contact_at", at, {
                 "email": data.get("email"), "phone": phone, "phone_key": phone_key(phone),
                 "first_name": first, "last_name": last,
-                "birthday": data.get("birthday"), "country": billing.get("country") or ""})
+                "birthday": data.get("birthday"), "country": billing.get("country") or "",
+                # the store's own fields, for templates (`customer.custom_fields.<key>`)
+                "custom_fields": data.get("custom_fields") or {}})
         elif kind == "customer.deleted":
             contacts.apply(store_id, customer_id, "status_at", at, {"status": DELETED})
         elif kind == "order.placed":

@@ -87,6 +87,7 @@ def context(contact: dict, settings, links: MessageLinks = MessageLinks()) -> di
             "birthday": contact.get("birthday") or "", "tags": sorted(contact.get("tags") or {}),
             "last_order": ({"number": last.get("number"), "total": last.get("total") or "",
                             "date": last["date"].date().isoformat()} if last else None),
+            "custom_fields": tpl.CustomValues(contact.get("custom_fields")),
         },
         "store": {"name": settings.name, "url": settings.url},
         "message": links.context(),

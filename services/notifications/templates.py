@@ -27,6 +27,43 @@ from services.notifications.bounded_sandbox import (BoundedSandbox, RenderBudget
 from shared.errors import ValidationError
 
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+# A custom field's key as customer_sync allows it (docs/custom-fields.md): the store's own
+# fields are not known here, so any such key is accepted and reads "" where there is no value.
+_CUSTOM_KEY = re.compile(r"[a-z][a-z0-9_]{0,39}")
+CUSTOM_FIELDS = "a custom field's key"  # VARIABLES' mark for `customer.custom_fields.<key>`
+
+
+class CustomValues:
+    """A customer's custom field values as templates read them: `custom_fields.<key>` is the
+    value (text, a number or a boolean), or "" when the customer has none, so a message to a
+    customer without the value still goes. It offers nothing but the keys (a dict would also
+    answer `.items` or `.keys` with its methods)."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: Any = None) -> None:
+        held = values if isinstance(values, Mapping) else {}
+        self._values = {key: value for key, value in held.items()
+                        if isinstance(key, str) and _CUSTOM_KEY.fullmatch(key)
+                        and isinstance(value, (str, int, float, bool))}
+
+    def __getattr__(self, key: str) -> Any:
+        if not _CUSTOM_KEY.fullmatch(key):
+            raise AttributeError(key)
+        return self._values.get(key, "")
+
+    def __getitem__(self, key: Any) -> Any:
+        if not isinstance(key, str) or not _CUSTOM_KEY.fullmatch(key):
+            raise KeyError(key)
+        return self._values.get(key, "")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CustomValues) and other._values == self._values
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"CustomValues({self._values!r})"
 
 # What templates may use: names and the attributes each offers (None: a plain value).
 VARIABLES: dict[str, dict[str, Any]] = {
@@ -35,6 +72,7 @@ VARIABLES: dict[str, dict[str, Any]] = {
         "points": None, "tier": None, "segment": None, "orders_count": None, "birthday": None,
         "last_order": {"number": None, "total": None, "date": None},
         "tags": None,
+        "custom_fields": CUSTOM_FIELDS,  # any key: `customer.custom_fields.tier`
     },
     "store": {"name": None, "url": None},
     # Links (links.py): unsubscribe and preferences in marketing emails only (empty in any
@@ -55,6 +93,8 @@ SAMPLE_CONTEXT: dict[str, Any] = {
                  "email": "ada@example.com", "phone": "+447700900123", "points": 1250,
                  "tier": "silver", "segment": "regular", "orders_count": 4,
                  "birthday": "12-10", "tags": ["gift"],
+                 # as a customer without values: a template must render for them
+                 "custom_fields": CustomValues(),
                  "last_order": {"number": "1001", "total": "49.90 EUR", "date": "2026-11-02"}},
     "store": {"name": "Tea & Co", "url": "https://shop.example"},
     "message": {"unsubscribe_url": "https://notify.shop.example/unsubscribe/sample",
@@ -110,6 +150,9 @@ def _unknown_variables(source: str, part: str) -> list[str]:
     tree = _env_for(part).parse(source)
     assigned = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
     problems = []
+    # what another attribute or item is read from (`customer.custom_fields` in
+    # `customer.custom_fields.tier`), as against a value used as it is
+    read_from = {id(n.node) for n in tree.find_all((nodes.Getattr, nodes.Getitem))}
     for node in tree.find_all(nodes.Name):
         if node.ctx == "load" and node.name not in VARIABLES and node.name not in assigned \
                 and node.name not in ("loop", "range", "true", "false", "none"):
@@ -123,12 +166,19 @@ def _unknown_variables(source: str, part: str) -> list[str]:
         if not isinstance(current, nodes.Name) or current.name not in VARIABLES:
             continue
         spec: Any = VARIABLES[current.name]
+        name = f"{current.name}.{'.'.join(reversed(path))}"
         for attr in reversed(path):
-            if not isinstance(spec, dict) or attr not in spec:
-                problems.append(f"line {node.lineno}: unknown variable "
-                                f"'{current.name}.{'.'.join(reversed(path))}'")
+            if spec is CUSTOM_FIELDS and _CUSTOM_KEY.fullmatch(attr):
+                spec = None
+            elif not isinstance(spec, dict) or attr not in spec:
+                problems.append(f"line {node.lineno}: unknown variable '{name}'")
                 break
-            spec = spec[attr]
+            else:
+                spec = spec[attr]
+        else:
+            if spec is CUSTOM_FIELDS and id(node) not in read_from:
+                problems.append(f"line {node.lineno}: use one custom field at a time, "
+                                f"'{name}.<key>'")
     return sorted(set(problems))
 
 

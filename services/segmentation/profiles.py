@@ -122,6 +122,8 @@ def rule_view(doc: dict, stats: st.Stats, segment: str, now: datetime) -> dict:
         "email_domain": contact.get("email_domain", ""),
         "largest_order": stats.largest_order,
         "last_order_month": stats.last_order_at.month if stats.last_order_at else None,
+        # The store's own fields, as the last customer event carried them: `custom.<key>`.
+        "custom_fields": contact.get("custom_fields") or {},
     }
 
 

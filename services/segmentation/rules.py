@@ -10,11 +10,18 @@ A rule is data, stored per store as a plain dict:
 validate_rule refuses a malformed rule at save time with the failing field's path in the
 message ("conditions.0.op"); evaluate and plan_actions then trust the stored, normalised rule.
 Money values are integers in minor units (5,000.00 is 500000), as in the stats they compare to.
+
+A condition may also name one of the store's custom fields, `custom.<key>`. Segmentation does
+not hold the store's definitions (customer_sync does), so the operator and the value's type say
+what is compared: text, a number, a date (`YYYY-MM-DD`) or a boolean. A customer whose value is
+missing or of another kind satisfies no such condition but `is_not_set`.
 """
 from __future__ import annotations
 
 import math
+import operator
 import re
+from datetime import date
 from typing import Any, Iterable, Mapping
 
 from marshmallow import (
@@ -27,6 +34,7 @@ from marshmallow import (
     validates_schema,
 )
 
+from services.segmentation.directory import CUSTOM_KEY
 from services.segmentation.stats import SEGMENTS
 from shared.errors import ValidationError
 
@@ -58,13 +66,33 @@ OPERATORS_BY_KIND = {
     TAGS: ("contains", "not_contains"),
 }
 OPERATORS = ("eq", "ne", "gt", "gte", "lt", "lte", "in", "not_in", "contains", "not_contains",
-             "ends_with")
+             "ends_with", "before", "after", "on", "is_set", "is_not_set")
 ACTION_TYPES = ("add_tag", "remove_tag", "join_group", "leave_group")
 LIST_OPERATORS = ("in", "not_in")
 
 MAX_CONDITIONS = 50
 MAX_ACTIONS = 50
 MAX_LIST_VALUES = 500
+# Beyond this a number is no stat's (and past 2**63 no database's): refused, not a crash.
+MAX_CONDITION_NUMBER = 10 ** 15
+
+# Custom fields (`custom.<key>`): what each operator compares, by the kind of its value.
+CUSTOM_PREFIX = "custom."
+TEXT, BOOLEAN, DATE = "text", "boolean", "date"
+CUSTOM_OPERATORS = {
+    "eq": (TEXT, NUMBER, BOOLEAN), "ne": (TEXT, NUMBER, BOOLEAN),
+    "gt": (NUMBER,), "gte": (NUMBER,), "lt": (NUMBER,), "lte": (NUMBER,),
+    "contains": (TEXT,),
+    "in": (TEXT, NUMBER), "not_in": (TEXT, NUMBER),
+    "before": (DATE,), "after": (DATE,), "on": (DATE,),
+    "is_set": (), "is_not_set": (),
+}
+# As customer_sync bounds the values themselves (docs/custom-fields.md).
+MAX_CUSTOM_TEXT = 2000
+MAX_CUSTOM_LIST = 100
+MAX_CUSTOM_MAGNITUDE = MAX_CONDITION_NUMBER
+_CUSTOM_FIELD = re.compile(re.escape(CUSTOM_PREFIX) + CUSTOM_KEY.lstrip("^"))
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}\Z")
 
 TAG_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 RULE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"  # no ':' - it joins store and rule ids
@@ -102,14 +130,16 @@ def normalise_group(value: Any) -> str:
 def _scalar(kind: str, op: str, value: Any) -> Any:
     """One condition value, checked against its field's kind and normalised."""
     if kind == MONEY:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise _Invalid(f"must be a whole number of minor units (5,000.00 is 500000), "
-                           f"got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int) \
+                or abs(value) > MAX_CONDITION_NUMBER:
+            raise _Invalid(f"must be a whole number of minor units (5,000.00 is 500000) "
+                           f"within ±{MAX_CONDITION_NUMBER:.0e}")
         return value
     if kind == NUMBER:
         if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                or not math.isfinite(value):
-            raise _Invalid(f"must be a number, got {value!r}")
+                or (isinstance(value, float) and not math.isfinite(value)) \
+                or abs(value) > MAX_CONDITION_NUMBER:
+            raise _Invalid(f"must be a number within ±{MAX_CONDITION_NUMBER:.0e}")
         return value
     if kind == SEGMENT:
         if value not in SEGMENTS:
@@ -132,13 +162,109 @@ def _scalar(kind: str, op: str, value: Any) -> Any:
     raise AssertionError(kind)
 
 
-def _condition_value(field: str, op: str, value: Any) -> Any:
+def custom_key(field: str) -> str | None:
+    """The key of a custom field's condition (`custom.<key>`); None for a built-in field."""
+    return field[len(CUSTOM_PREFIX):] if field.startswith(CUSTOM_PREFIX) else None
+
+
+def _custom_kind(value: Any) -> str | None:
+    """What a custom value is, by its JSON type: text, number or boolean (None: neither)."""
+    if isinstance(value, bool):
+        return BOOLEAN
+    if isinstance(value, int):
+        return NUMBER
+    if isinstance(value, float):
+        return NUMBER if math.isfinite(value) else None
+    if isinstance(value, str):
+        return TEXT
+    return None
+
+
+def _is_date(value: Any) -> bool:
+    if not isinstance(value, str) or not _DATE.match(value):
+        return False
+    try:
+        date.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _custom_scalar(op: str, value: Any) -> Any:
+    """One value of a custom field's condition, checked against what `op` compares.
+    Messages do not repeat the value: it may be long, and it is the caller's own."""
+    kinds = CUSTOM_OPERATORS[op]
+    if DATE in kinds:
+        if not _is_date(value):
+            raise _Invalid(f"must be a date, YYYY-MM-DD, for '{op}'")
+        return value
+    kind = _custom_kind(value)
+    if kind not in kinds:
+        raise _Invalid(f"must be {' or '.join(kinds)} for '{op}'")
+    if kind == NUMBER and abs(value) > MAX_CUSTOM_MAGNITUDE:
+        raise _Invalid(f"must be a number within ±{MAX_CUSTOM_MAGNITUDE:.0e}")
+    if kind == TEXT and (not 1 <= len(value) <= MAX_CUSTOM_TEXT or "\x00" in value):
+        raise _Invalid(f"must be text of 1-{MAX_CUSTOM_TEXT} characters (no NUL)")
+    return value
+
+
+def _custom_condition_value(op: str, value: Any, given: bool) -> Any:
+    """The normalised value of a condition on a custom field, or MarshmallowError at `op` or
+    `value`. `is_set` and `is_not_set` take no value (absent or null)."""
+    kinds = CUSTOM_OPERATORS.get(op)
+    if kinds is None:
+        raise MarshmallowError(f"'{op}' does not apply to a custom field; use one of: "
+                               f"{', '.join(CUSTOM_OPERATORS)}", field_name="op")
+    if not kinds:
+        if value is not None:
+            raise MarshmallowError(f"'{op}' takes no value", field_name="value")
+        return None
+    if not given or value is None:
+        raise MarshmallowError(f"'{op}' needs a value", field_name="value")
+    if op not in LIST_OPERATORS:
+        if isinstance(value, (list, tuple)):
+            raise MarshmallowError(f"must be a single value for '{op}', not a list",
+                                   field_name="value")
+        try:
+            return _custom_scalar(op, value)
+        except _Invalid as exc:
+            raise MarshmallowError(str(exc), field_name="value") from None
+    items = list(value) if isinstance(value, (list, tuple)) else [value]
+    if not 1 <= len(items) <= MAX_CUSTOM_LIST:
+        raise MarshmallowError(f"must list 1-{MAX_CUSTOM_LIST} values for '{op}'",
+                               field_name="value")
+    normalised: list = []
+    errors: dict[int, list[str]] = {}
+    first_kind = None
+    for index, item in enumerate(items):
+        try:
+            item = _custom_scalar(op, item)
+        except _Invalid as exc:
+            errors[index] = [str(exc)]
+            continue
+        first_kind = first_kind or _custom_kind(item)
+        if _custom_kind(item) != first_kind:
+            errors[index] = [f"must be {first_kind} like the first: all text or all numbers"]
+        elif item not in normalised:
+            normalised.append(item)
+    if errors:
+        raise MarshmallowError({"value": errors})
+    return normalised
+
+
+def _condition_value(field: str, op: str, value: Any, given: bool = True) -> Any:
     """The normalised value of a condition, or MarshmallowError at `op` or `value`."""
+    if custom_key(field) is not None:
+        return _custom_condition_value(op, value, given)
     kind = FIELD_KINDS[field]
     allowed = OPERATORS_BY_KIND[kind]
     if op not in allowed:
         raise MarshmallowError(f"'{op}' does not apply to {field}; use one of: "
                                f"{', '.join(allowed)}", field_name="op")
+    if not given:
+        raise MarshmallowError("Missing data for required field.", field_name="value")
+    if value is None:
+        raise MarshmallowError("Field may not be null.", field_name="value")
     if op not in LIST_OPERATORS:
         if isinstance(value, (list, tuple)):
             raise MarshmallowError(f"must be a single value for '{op}', not a list",
@@ -186,22 +312,34 @@ class _StrictBoolean(fields.Boolean):
         return value
 
 
+def _check_field(value: str) -> None:
+    """A built-in field, or `custom.<key>` with a key as customer_sync allows them."""
+    if value in FIELD_KINDS or _CUSTOM_FIELD.match(value):
+        return
+    if value.startswith(CUSTOM_PREFIX):
+        raise MarshmallowError("must be custom.<key>, the key 1-40 lower-case letters, digits "
+                               "or '_', starting with a letter")
+    raise MarshmallowError(f"Must be one of: {', '.join(FIELD_KINDS)}, or custom.<key>.")
+
+
 class ConditionSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    field = fields.String(required=True, validate=validate.OneOf(tuple(FIELD_KINDS)))
+    field = fields.String(required=True, validate=_check_field)
     op = fields.String(required=True, validate=validate.OneOf(OPERATORS))
-    value = fields.Raw(required=True, allow_none=False)
+    # Required but for is_set and is_not_set, which take none (_condition_value checks).
+    value = fields.Raw(allow_none=True)
 
     @validates_schema
     def _fits_the_field(self, data: dict, **kwargs) -> None:
-        _condition_value(data["field"], data["op"], data["value"])
+        _condition_value(data["field"], data["op"], data.get("value"), "value" in data)
 
     @post_load
     def _normalise(self, data: dict, **kwargs) -> dict:
         return {"field": data["field"], "op": data["op"],
-                "value": _condition_value(data["field"], data["op"], data["value"])}
+                "value": _condition_value(data["field"], data["op"], data.get("value"),
+                                          "value" in data)}
 
 
 class ActionSchema(Schema):
@@ -334,11 +472,41 @@ def _actual(field: str, profile: Mapping[str, Any]) -> Any:
     raise ValueError(f"unknown condition field {field!r}")
 
 
+_COMPARE = {"eq": operator.eq, "ne": operator.ne, "gt": operator.gt, "gte": operator.ge,
+            "lt": operator.lt, "lte": operator.le,
+            "before": operator.lt, "after": operator.gt, "on": operator.eq}
+
+
+def _custom_holds(key: str, op: str, expected: Any, profile: Mapping[str, Any]) -> bool:
+    """A condition on a custom field: the profile's `custom_fields` value compared as the
+    condition's value is (text with text, a number with a number, a date with a date);
+    missing, or of another kind, it satisfies nothing but `is_not_set`."""
+    values = profile.get("custom_fields")
+    actual = values.get(key) if isinstance(values, Mapping) else None
+    if op == "is_set":
+        return actual is not None
+    if op == "is_not_set":
+        return actual is None
+    if op in ("before", "after", "on"):
+        return _is_date(actual) and _COMPARE[op](actual, expected)
+    wanted = _custom_kind(expected[0] if op in LIST_OPERATORS else expected)
+    if actual is None or _custom_kind(actual) != wanted:
+        return False
+    if op in LIST_OPERATORS:
+        return (actual in expected) == (op == "in")
+    if op == "contains":
+        return expected.casefold() in actual.casefold()
+    return _COMPARE[op](actual, expected)
+
+
 def condition_holds(condition: Mapping[str, Any], profile: Mapping[str, Any]) -> bool:
     """One condition against a profile. An unknown value (a customer with no orders has no
     days_since_last_order; a country or email domain not given) satisfies no condition, not
     even `ne` or `not_in`. Missing tags are no tags."""
-    field, op, expected = condition["field"], condition["op"], condition["value"]
+    field, op, expected = condition["field"], condition["op"], condition.get("value")
+    key = custom_key(field)
+    if key is not None:
+        return _custom_holds(key, op, expected, profile)
     actual = _actual(field, profile)
     if actual is None:
         return False

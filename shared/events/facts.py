@@ -22,17 +22,24 @@ DERIVED_EVENTS = frozenset({
 # Order events whose fact is a change of an order already placed: dated by the shop's
 # `date_modified` where the event carries it.
 _ORDER_CHANGES = frozenset({"order.updated", "order.refunded", "order.cancelled"})
+# Contact fields the companion keeps itself (docs/custom-fields.md): a customer.updated that
+# changed them reports a change made as it was published, which the shop's date_modified
+# (of its own fields) does not date.
+_COMPANION_FIELDS = frozenset({"custom_fields"})
 
 
 def fact_time(event_type: str, data: Mapping[str, Any]) -> datetime | None:
     """When the fact behind an event happened, where the event says so: a sign-up's or an
-    order's `date_created`, an order's or a contact's change by its `date_modified`, a derived
-    event's `fact_at`.
+    order's `date_created`, an order's or a contact's change by its `date_modified` (but a
+    change of the companion's own fields, as new as the event), a derived event's `fact_at`.
     None when the event does not say (its fact is then as new as the event)."""
     if event_type in DERIVED_EVENTS:
         return as_utc(data.get("fact_at"))
     if event_type in ("order.placed", "customer.created"):
         return as_utc(data.get("date_created"))
+    if event_type == "customer.updated" \
+            and _COMPANION_FIELDS.intersection(data.get("changed_fields") or ()):
+        return None
     if event_type in _ORDER_CHANGES or event_type == "customer.updated":
         return as_utc(data.get("date_modified"))
     return None

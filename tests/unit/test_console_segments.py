@@ -143,3 +143,46 @@ def test_a_workflow_is_triggered_by_entering_or_leaving_a_saved_segment_chosen_b
     assert shown["left_segment"] == "gifts" and shown["entered_segment"] == ""
     assert forms.trigger_summary(args[1]["trigger"]) == \
         "A customer leaves a saved segment: segment_id gifts"
+
+
+def test_custom_fields_are_offered_with_their_operators_and_read_in_their_type():
+    conditions, wrong = parse_conditions(
+        "custom.tier eq 123\ncustom.vip eq true\ncustom.visits in 1, 2\n"
+        "custom.first_visit before 2026-01-31\ncustom.account_no is_set",
+        {"tier": "text", "vip": "boolean", "visits": "number", "first_visit": "date"})
+    assert wrong is None and conditions == [
+        {"field": "custom.tier", "op": "eq", "value": "123"},  # text stays text
+        {"field": "custom.vip", "op": "eq", "value": True},
+        {"field": "custom.visits", "op": "in", "value": [1, 2]},
+        {"field": "custom.first_visit", "op": "before", "value": "2026-01-31"},
+        {"field": "custom.account_no", "op": "is_set"}]
+    saved = [{**c, "value": c.get("value")} for c in conditions]  # as segmentation answers
+    assert parse_conditions(format_conditions(saved), {"tier": "text", "vip": "boolean"}) == (
+        conditions, None)
+
+    world = SegmentWorld()
+    world.login("wcc_write")
+    page = world.client.get("/console/segments/new").get_data(as_text=True)
+    table = page.split('id="custom-fields"')[1].split("</table>")[0]
+    assert "<code>custom.vip</code>" in table and "eq, ne, is_set, is_not_set" in table
+    assert "<code>custom.tier</code>" in table and "contains" in table
+    token = world.csrf("/console/segments")
+    answer = world.client.post("/console/segments/save", data={
+        "csrf_token": token, "is_new": "1", "name": "VIPs",
+        "conditions": "custom.vip eq true\ncustom.tier in Gold, 7"})
+    assert answer.status_code == 303
+    assert world.segmentation.segments.get(_store(world), "seg1")["conditions"] == [
+        {"field": "custom.vip", "op": "eq", "value": True},
+        {"field": "custom.tier", "op": "in", "value": ["Gold", "7"]}]
+    edit = world.client.get("/console/segments/seg1").get_data(as_text=True)
+    assert "custom.vip eq true\ncustom.tier in Gold, 7</textarea>" in edit
+    refused = world.client.post("/console/segments/save", data={
+        "csrf_token": token, "is_new": "0", "segment_id": "seg1", "name": "VIPs",
+        "conditions": "custom.vip eq true\ncustom.unset before soon"})
+    assert refused.status_code == 400 and "conditions.1.value" in refused.get_data(as_text=True)
+    assert "custom.unset before soon" in refused.get_data(as_text=True)  # kept to correct
+    undefined = world.client.post("/console/segments/save", data={
+        "csrf_token": token, "is_new": "0", "segment_id": "seg1", "name": "VIPs",
+        "conditions": "custom.first_visit before 2026-01-01"})
+    assert undefined.status_code == 400
+    assert "no such custom field in this store" in undefined.get_data(as_text=True)

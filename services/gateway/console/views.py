@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 from werkzeug.wrappers import Response
 
 from services.gateway.console import consent_views, present
-from services.gateway.console.api import ApiError, path
+from services.gateway.console.api import ApiError, best_effort, path
 from services.gateway.handlers.transfer import _safe_cell
 from services.gateway.problems import Problem
 from services.gateway.schemas import NOTE_CATEGORIES
@@ -36,14 +36,6 @@ def _safe_next(target: str | None, default: str = PREFIX + "/") -> str:
             or target.startswith("//") or "\\" in target:
         return default
     return target
-
-
-def _best_effort(page, api_path: str, default):
-    """A part of a page that may be missing (a list for autocomplete, say)."""
-    try:
-        return page.api.get(api_path)
-    except ApiError:
-        return default
 
 
 # -- signing in and out ---------------------------------------------------------------------
@@ -127,7 +119,7 @@ def customer_list(page) -> Response:
                for slug, label, _ in present.QUICK_FILTERS],
         segments=present.SEGMENTS, page_sizes=present.PAGE_SIZES, links=links,
         this_url=page.request.full_path.rstrip("?"),
-        tags=_best_effort(page, "/tags", []), groups=_best_effort(page, "/groups", []),
+        tags=best_effort(page, "/tags", []), groups=best_effort(page, "/groups", []),
         bulk_actions=BULK_ACTIONS)
 
 
@@ -212,15 +204,15 @@ def customer_page(page, customer_id: str) -> Response:
         d=detail, c=customer, name=name, stats=stats,
         orders_per_month=present.orders_per_month(stats, utcnow()),
         notes=present.group_notes(detail.get("notes") or [], NOTE_CATEGORIES),
-        note_categories=NOTE_CATEGORIES, all_tags=_best_effort(page, "/tags", []),
-        all_groups=_best_effort(page, "/groups", []), redeem_request=uuid.uuid4().hex,
+        note_categories=NOTE_CATEGORIES, all_tags=best_effort(page, "/tags", []),
+        all_groups=best_effort(page, "/groups", []), redeem_request=uuid.uuid4().hex,
         credit_request=uuid.uuid4().hex, rewards=rewards, rewards_problem=rewards_problem,
         reward_states=present.REWARD_STATES, cancellable=present.CANCELLABLE_STATES,
         credit_reasons=present.CREDIT_REASONS,
         currency=present.store_currency(detail.get("loyalty")),
         customer_url=f"{PREFIX}/customers/{customer_id}",
         consent=consent_views.card(page, customer_id),
-        custom_fields=present.custom_field_rows(_best_effort(page, "/custom-fields", []),
+        custom_fields=present.custom_field_rows(best_effort(page, "/custom-fields", []),
                                                 customer.get("custom_fields")))
 
 
@@ -345,7 +337,7 @@ def issue_credit(page, customer_id: str) -> Response:
     try:
         account = page.api.get(path("customers", customer_id, "loyalty"))
         currency = present.store_currency(account) or present.store_currency(
-            None, _best_effort(page, "/loyalty/programme", {}))
+            None, best_effort(page, "/loyalty/programme", {}))
         if not currency:
             raise ValueError("The store's currency is not known yet (no order and no programme "
                              "currency), so no credit can be issued.")

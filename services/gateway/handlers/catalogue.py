@@ -36,11 +36,32 @@ def save_group(ctx: Context) -> Reply:
                           {**ctx.body, "slug": ctx.path["slug"]}))
 
 
+CUSTOM_FIELD_PREFIX = "custom."
+
+
+def _custom_fields_defined(ctx: Context) -> None:
+    """A condition on `custom.<key>` names one of the store's custom fields (customer_sync
+    holds them; segmentation does not): a key never defined, a typo say, would match no one
+    without a word."""
+    named = [(index, condition["field"][len(CUSTOM_FIELD_PREFIX):])
+             for index, condition in enumerate(ctx.body.get("conditions") or [])
+             if condition["field"].startswith(CUSTOM_FIELD_PREFIX)]
+    if not named:
+        return
+    defined = {f["key"] for f in ctx.call("customer_sync", "list_custom_fields", ctx.store_id)}
+    unknown = {f"conditions.{index}.field": ["no such custom field in this store"]
+               for index, key in named if key not in defined}
+    if unknown:
+        raise Problem(400, "a condition names no custom field of this store: "
+                           f"{', '.join(sorted(unknown))}", kind="invalid-body", errors=unknown)
+
+
 def list_segments(ctx: Context) -> Reply:
     return Reply(ctx.call("segmentation", "list_segments", ctx.store_id))
 
 
 def save_segment(ctx: Context) -> Reply:
+    _custom_fields_defined(ctx)
     return Reply(ctx.call("segmentation", "save_segment", ctx.store_id, ctx.body), 201)
 
 
@@ -49,6 +70,7 @@ def get_segment(ctx: Context) -> Reply:
 
 
 def update_segment(ctx: Context) -> Reply:
+    _custom_fields_defined(ctx)
     return Reply(ctx.call("segmentation", "update_segment", ctx.store_id, ctx.path["segment_id"],
                           ctx.body))
 
@@ -90,6 +112,7 @@ def list_rules(ctx: Context) -> Reply:
 
 
 def save_rule(ctx: Context) -> Reply:
+    _custom_fields_defined(ctx)
     return Reply(ctx.call("segmentation", "save_rule", ctx.store_id, ctx.body), 201)
 
 
@@ -119,14 +142,20 @@ GROUP_BODY = s.obj({"name": {"type": "string", "minLength": 1, "maxLength": 200}
                     "payment_terms_days": {"type": ["integer", "null"], "minimum": 0}},
                    additionalProperties=False)
 SLUG_ID = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}
-CONDITION = s.obj({"field": {"enum": ["orders_count", "total_spent", "average_order_value",
-                                      "days_since_last_order", "avg_days_between_orders",
-                                      "segment", "tags", "country", "email_domain",
-                                      "largest_order", "last_order_month", "groups"]},
+CONDITION = s.obj({"field": {"anyOf": [
+                       {"enum": ["orders_count", "total_spent", "average_order_value",
+                                 "days_since_last_order", "avg_days_between_orders",
+                                 "segment", "tags", "country", "email_domain",
+                                 "largest_order", "last_order_month", "groups"]},
+                       {"type": "string", "pattern": "^custom\\.[a-z][a-z0-9_]{0,39}$",
+                        "description": "one of the store's custom fields, by its key"}]},
                    "op": {"enum": ["eq", "ne", "gt", "gte", "lt", "lte", "in", "not_in",
-                                   "contains", "not_contains", "ends_with"]},
-                   "value": {"description": "a number (money in minor units), a string, or a "
-                                            "list of them for in and not_in"}},
+                                   "contains", "not_contains", "ends_with", "before", "after",
+                                   "on", "is_set", "is_not_set"]}},
+                  {"value": {"description": "a number (money in minor units), a string, a "
+                                            "boolean (custom fields), or a list of them for in "
+                                            "and not_in; absent or null for is_set and "
+                                            "is_not_set"}},
                   description="segmentation checks each field's operators and value type")
 CONDITIONS = {"type": "array", "minItems": 1, "maxItems": 50, "items": CONDITION}
 ACTION = s.obj({"type": {"enum": ["add_tag", "remove_tag", "join_group", "leave_group"]},
