@@ -30,6 +30,7 @@ class Effects:
 
 class Behaviour:
     hold = False  # a call waits while this is set (the test kills the container meanwhile)
+    pause = 0.0  # seconds each call takes before it applies anything
     failures: dict[str, int] = {}  # customer id -> calls holding it that fail (-1: always)
 
 
@@ -44,6 +45,7 @@ class BatchingService:
                                        "customers": customers})
         while Behaviour.hold:
             eventlet.sleep(0.02)
+        eventlet.sleep(Behaviour.pause)
         for customer in customers:
             left = Behaviour.failures.get(customer, 0)
             if left:
@@ -55,6 +57,7 @@ class BatchingService:
 @pytest.fixture(autouse=True)
 def reset_behaviour():
     Behaviour.hold = False
+    Behaviour.pause = 0.0
     Behaviour.failures = {}
     yield
     Behaviour.hold = False
@@ -227,6 +230,7 @@ def test_a_stopping_container_hands_over_its_partial_batch_and_acknowledges_it(
     wait_until(lambda: queue_depth(amqp_uri) == (0, 1), timeout=20,
                message="the three delivered and held")
     assert calls(services) == []  # gathering: neither full nor waited out
+    Behaviour.pause = 2.0  # the consumer's idle loop turns meanwhile: its connection stays up
     container.stop()
     services.containers.remove(container)
     assert calls(services) == [ids(bodies)]
