@@ -278,9 +278,10 @@ def _park_id() -> str:
 
 
 def attempts_in(headers: dict) -> int:
-    """The tries a message has had, from its attempts header (0 when absent or garbled)."""
+    """The tries a message has had, from its attempts header (0 when absent or garbled; never
+    below 0, so a forged negative count buys no extra tries)."""
     try:
-        return int(headers.get(ATTEMPTS_HEADER))  # type: ignore[arg-type]
+        return max(0, int(headers.get(ATTEMPTS_HEADER)))  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return 0
 
