@@ -14,6 +14,7 @@ from shared.messaging.batches import batch_event_handler
 from shared.messaging.handlers import ATTEMPTS_HEADER
 from shared.messaging.parking import ParkedMessages
 from shared.messaging.publisher import ConfirmingPublisher, OutgoingMessage, events_exchange
+from shared.messaging.queues import TypedQueuesContainer
 from shared.mongo import MongoStorage
 from tests.support import EventBarrier, wait_until
 
@@ -102,3 +103,16 @@ def test_a_forged_attempt_count_buys_no_extra_tries(services, amqp_uri, forged):
     assert parked.event_id == event["event_id"]
     tries = handed_over(services).count("c-refused")
     assert tries <= 2  # at most EVENT_MAX_ATTEMPTS, whatever the header said
+
+
+@pytest.mark.parametrize("setting, value", [
+    ("EVENT_BATCH_SIZE", "0"), ("EVENT_BATCH_SIZE", "10001"), ("EVENT_BATCH_SIZE", "many"),
+    ("EVENT_BATCH_WAIT_MS", "-1"), ("EVENT_BATCH_WAIT_MS", "60001"),
+])
+def test_batch_settings_out_of_bounds_refuse_to_start(services, setting, value):
+    """A prefetch past AMQP's 16 bits, an empty batch, or an hour's wait: refused at start,
+    naming the variable, before anything is consumed."""
+    container = TypedQueuesContainer(GuardedService, services.config(**{setting: value}))
+    with pytest.raises(ValueError, match=setting):
+        container.start()
+    container.kill()
