@@ -293,8 +293,7 @@ class BatchEventHandler(ReliableEventHandler):
         finally:
             self._done.send(None)
 
-    def _park_unparsable(self, item: object) -> None:
-        assert isinstance(item, Unparsable)
+    def _park_unparsable(self, item: Unparsable) -> None:
         log.error("parking an invalid %s event: %s", self.event_type, item.error)
         self._settle_failure(item.message, item.body, item.headers, self.max_attempts,
                              item.error, None)

@@ -10,6 +10,7 @@ from pymongo.database import Database
 from shared import metrics, mongo
 from shared.events import build_event
 from shared.messaging.batches import batch_event_handler
+from shared.messaging.handlers import event_handler
 from shared.messaging.parking import ParkedMessages
 from shared.mongo import MongoStorage
 from tests.support import EventBarrier, publish, wait_until
@@ -52,6 +53,18 @@ class BatchingService:
                 Behaviour.failures[customer] = left - 1 if left > 0 else left
                 raise RuntimeError(f"simulated failure for {customer}")
         self.effects.applied.insert_many([{"customer_id": c} for c in customers])
+
+
+class OneAtATimeService:
+    """The same service and method with the reliable handler, one event a worker."""
+
+    name = "batching"
+    effects = MongoStorage(Effects)
+
+    @event_handler("customer_sync", "customer.deleted", storage="effects")
+    def on_customers_deleted(self, event):
+        self.effects.calls.insert_one({"call": self.effects.calls.count_documents({}),
+                                       "customers": [event.data["customer_id"]]})
 
 
 @pytest.fixture(autouse=True)
@@ -250,3 +263,18 @@ def test_repeated_events_are_skipped_by_their_claims(services, amqp_uri):
     barrier.settled("customer.deleted", 3)  # one applied, two skipped as already applied
     assert calls(services) == [ids(bodies), ids([extra])]
     assert sorted(applied(services)) == sorted(ids(bodies) + ids([extra]))
+
+
+@pytest.mark.parametrize("queue_type", ["classic", "quorum"])
+def test_a_handler_switches_to_batches_without_moving_its_queue(services, amqp_uri, queue_type):
+    one_by_one = services.start(OneAtATimeService, AMQP_QUEUE_TYPE=queue_type)
+    one_by_one.stop()  # its durable queue stays, and keeps what is published meanwhile
+    services.containers.remove(one_by_one)
+    bodies = customers(3)
+    publish(amqp_uri, *bodies)
+    assert queue_depth(amqp_uri) == (3, 0)
+    barrier = EventBarrier(services, "batching").expect("customer.deleted")
+    services.start(BatchingService, AMQP_QUEUE_TYPE=queue_type, EVENT_BATCH_SIZE="3",
+                   EVENT_BATCH_WAIT_MS="60000")  # a redeclare with other arguments would fail
+    barrier.settled("customer.deleted", 3)
+    assert calls(services) == [ids(bodies)]
