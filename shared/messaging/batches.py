@@ -21,8 +21,9 @@ delivery order. An event that fails comes back after its back-off, behind later 
 the reliable handler); instances competing on one queue do not order between themselves.
 
 Prefetch: nameko's QueueConsumer is shared by every consumer entrypoint of a container and
-sets each consumer's prefetch to MAX_WORKERS, which also caps concurrent workers; a batch of
-100 would need 100 workers' worth of prefetch for every handler. Instead each batch handler
+sets each consumer's prefetch to MAX_WORKERS, which also caps concurrent workers; a full
+batch would need MAX_WORKERS raised to the batch size for every handler of the service, and a
+shared channel applies one prefetch to all its consumers. Instead each batch handler
 has a QueueConsumer of its own (one more AMQP connection) whose prefetch is twice its batch
 size: one batch being applied while the next one gathers, and never more.
 
