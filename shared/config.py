@@ -56,6 +56,13 @@ SETTINGS: tuple[Setting, ...] = (
         "Back-off before each retry of a failed event handler, in milliseconds; the last value "
         "repeats.",
     ),
+    Setting("EVENT_BATCH_SIZE", "100",
+            "Most events a batch event handler is given at once (1 to 10000); its consumer "
+            "prefetches twice as many. A service may declare a setting of its own for one "
+            "handler (docs/batching.md)."),
+    Setting("EVENT_BATCH_WAIT_MS", "50",
+            "Longest a batch event handler waits after a batch's first event for it to fill "
+            "(0 to 60000 ms); a batch goes as soon as it is full."),
     Setting(
         "OUTBOX_SWEEP_SECONDS",
         "30",

@@ -41,6 +41,19 @@ EVENTS_DEFERRED = Counter("companion_events_deferred_total",
                           "Deliveries put off through a delay queue because another worker was "
                           "applying the same event.", EVENT_LABELS)
 
+# -- batches of events in (shared.messaging.batches) ----------------------------------------------
+EVENT_BATCH_SIZE = Histogram(
+    "companion_event_batch_size", "Events in each batch a batch handler gathered.", EVENT_LABELS,
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000))
+EVENT_BATCH_WAIT = Histogram(
+    "companion_event_batch_wait_seconds",
+    "Time from a batch's first event to its closing (full, waited out, or stopping).",
+    EVENT_LABELS,
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0))
+EVENT_BATCH_SPLITS = Counter(
+    "companion_event_batch_splits_total",
+    "Batches (or parts of one) that failed and were applied again in halves.", EVENT_LABELS)
+
 # -- events out (shared.outbox) -------------------------------------------------------------------
 OUTBOX_PUBLISHED = Counter("companion_outbox_published_total",
                            "Events published from the outbox and confirmed by the broker.",
@@ -110,6 +123,24 @@ def event_counters(service: str, event_type: str) -> EventCounters:
     return EventCounters(*(metric.labels(service, event_type) for metric in (
         EVENTS_HANDLED, EVENTS_FAILED, EVENTS_RETRIED, EVENTS_PARKED, EVENTS_DUPLICATE,
         EVENTS_DEFERRED)))
+
+
+class BatchMetrics(NamedTuple):
+    """One batch handler's batch metrics, bound to its service and event type."""
+
+    size: object
+    wait: object
+    splits: object
+
+    def observe(self, events: int, waited_seconds: float) -> None:
+        self.size.observe(events)
+        self.wait.observe(waited_seconds)
+
+
+def batch_metrics(service: str, event_type: str) -> BatchMetrics:
+    """Resolve a batch handler's children once, at set-up."""
+    return BatchMetrics(*(metric.labels(service, event_type) for metric in (
+        EVENT_BATCH_SIZE, EVENT_BATCH_WAIT, EVENT_BATCH_SPLITS)))
 
 
 _webhook_children = LabelCache(WEBHOOK_SECONDS)

@@ -159,14 +159,14 @@ class ReliableEventHandler(EventHandler):
 
     def handle_message(self, body, message) -> None:
         headers = dict(message.headers or {})
-        attempts = _int(headers.get(ATTEMPTS_HEADER))
+        attempts = attempts_in(headers)
         try:
             event = parse_event(body, expected_type=self.event_type)
         except InvalidEvent as exc:
             log.error("parking an invalid %s event: %s", self.event_type, exc)
             self._settle_failure(message, body, headers, self.max_attempts, exc, None)
             return
-        with log_context(**_event_context(event)):
+        with log_context(**event_log_context(event)):
             if not self.claims:
                 self._spawn(message, body, headers, event, attempts, None)
                 return
@@ -225,7 +225,7 @@ class ReliableEventHandler(EventHandler):
 
     def _on_result(self, message, body, headers, event: Event, attempts: int, token: str | None,
                    worker_ctx, result=None, exc_info=None):
-        with log_context(**_event_context(event)):
+        with log_context(**event_log_context(event)):
             if exc_info is None:
                 if token is not None:
                     self._safely(self.processed().complete, self.handler_key(), event.event_id,
@@ -277,14 +277,17 @@ def _park_id() -> str:
     return uuid.uuid4().hex
 
 
-def _int(value: object) -> int:
+def attempts_in(headers: dict) -> int:
+    """The tries a message has had, from its attempts header (0 when absent or garbled; never
+    below 0, so a forged negative count buys no extra tries)."""
     try:
-        return int(value)  # type: ignore[arg-type]
+        return max(0, int(headers.get(ATTEMPTS_HEADER)))  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return 0
 
 
-def _event_context(event: Event) -> dict:
+def event_log_context(event: Event) -> dict:
+    """The fields every log line about an event carries."""
     return {
         "store_id": event.store_id,
         "event_id": event.event_id,
