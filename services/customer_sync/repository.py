@@ -667,8 +667,9 @@ class CustomFieldRepository:
         self.collection.create_index([("store_id", ASCENDING), ("key", ASCENDING)], unique=True)
 
     def all(self, store_id: str) -> list[dict]:
-        """The store's definitions in the order they were made."""
-        return list(self.collection.find({"store_id": store_id})
+        """The store's definitions in the order they were made; one being deleted is gone
+        already for everyone but the deletion finishing it."""
+        return list(self.collection.find({"store_id": store_id, "deleting": {"$ne": True}})
                     .sort([("created_at", ASCENDING), ("key", ASCENDING)]))
 
     def get(self, store_id: str, key: str) -> dict | None:
@@ -698,12 +699,17 @@ class CustomFieldRepository:
         return self.customers.count_documents(
             {"store_id": store_id, f"custom_fields.{key}": {"$exists": True}}, limit=1) > 0
 
-    def remove_values(self, store_id: str, key: str) -> int:
-        """Take the field's value off every customer of the store (a new version each, so a
-        writer that read the customer before retries on what is left)."""
-        return self.customers.update_many(
+    def mark_deleting(self, store_id: str, key: str) -> None:
+        """The first step of a deletion: the field stops being listed or accepted, and its
+        values are taken off customer by customer until `remove` ends it."""
+        self.collection.update_one({"store_id": store_id, "key": key},
+                                   {"$set": {"deleting": True}, "$inc": {"version": 1}})
+
+    def holders(self, store_id: str, key: str, limit: int) -> list[dict]:
+        """Up to `limit` customers of the store holding a value of the field, in `_id` order."""
+        return list(self.customers.find(
             {"store_id": store_id, f"custom_fields.{key}": {"$exists": True}},
-            {"$unset": {f"custom_fields.{key}": ""}, "$inc": {"version": 1}}).modified_count
+            {OUTBOX_FIELD: 0}).sort("_id", ASCENDING).limit(limit))
 
 
 # -- the bundle a worker gets -----------------------------------------------------------------
