@@ -10,6 +10,7 @@ from services.customer_sync.core import merges as merges_module
 from services.customer_sync.core.merge_rules import fields_to_restore, plan_fields
 from services.customer_sync.core.merges import CLAIM_LEASE, CustomerMerges
 from services.customer_sync.core.sync import CustomerSync
+from services.customer_sync.crm.custom_fields import CustomFields
 from services.customer_sync.crm.notes import Notes
 from services.customer_sync.crm.reminders import Reminders
 from services.customer_sync.repository import MATCH_KEYS_FIELD, CustomerSyncStorage
@@ -448,3 +449,74 @@ def test_a_merge_id_over_rpc_is_what_the_gateway_accepts_in_the_path(merges, mer
     with pytest.raises(ValidationError) as info:
         merges.get(STORE, merge_id)
     assert "merge_id" in info.value.details["fields"]
+
+
+# -- custom field values ----------------------------------------------------------------------
+def test_the_primarys_values_win_and_a_merged_records_fill_the_keys_it_has_none_of():
+    primary = {"_id": "p", "custom_fields": {"tier": "gold"}}
+    merged = [{"_id": "m", "custom_fields": {"tier": "silver", "visits": 3}},
+              {"_id": "n", "custom_fields": {"visits": 9, "vip": True}}]
+    plan = plan_fields(primary, merged, {})
+    assert plan.values["custom_fields"] == {"tier": "gold", "visits": 3, "vip": True}
+    assert plan.changes["custom_fields"] == {
+        "before": {"tier": "gold"}, "after": {"tier": "gold", "visits": 3, "vip": True}}
+    assert "custom_fields" not in plan_fields(merged[0], [{"_id": "q"}], {}).changes
+
+
+def test_an_unmerge_takes_off_the_values_it_gave_unless_edited_since():
+    changes = {"custom_fields": {"before": {"tier": "gold"},
+                                 "after": {"tier": "gold", "visits": 3, "vip": True}}}
+    restore, kept = fields_to_restore(changes, {"custom_fields": {
+        "tier": "platinum", "visits": 3, "vip": False, "since": "2026-01-01"}})
+    assert restore == {"custom_fields": {"tier": "platinum", "vip": False,
+                                         "since": "2026-01-01"}}
+    assert kept == ["custom_fields"]
+
+
+def _with_values(storage, sync, clock, two):
+    custom = CustomFields(storage, sync, clock)
+    for key, kind in (("tier", "text"), ("visits", "number"), ("vip", "boolean")):
+        custom.create(STORE, {"key": key, "label": key, "type": kind}, "alice")
+    custom.set_values(STORE, two["primary"], {"tier": "gold"}, "alice")
+    custom.set_values(STORE, two["other"], {"tier": "silver", "visits": 3}, "alice")
+    for collection in storage.outbox_collections():
+        collection.update_many({}, {"$set": {OUTBOX_FIELD: []}})
+    return custom
+
+
+def test_a_merge_carries_the_merged_records_values_and_an_unmerge_gives_them_back(
+        merges, storage, sync, clock, two):
+    custom = _with_values(storage, sync, clock, two)
+    merge = merges.merge_customers(STORE, two["primary"], [two["other"]], {}, "alice").answer
+    assert storage.customers.get(STORE, two["primary"])["custom_fields"] == \
+        {"tier": "gold", "visits": 3}
+    [updated] = owed(storage, "customer.updated")
+    assert updated["data"]["custom_fields"] == {"tier": "gold", "visits": 3}
+    assert "custom_fields" in updated["data"]["changed_fields"]
+    assert "custom_fields" in merge["changed_fields"]
+    for collection in storage.outbox_collections():
+        collection.update_many({}, {"$set": {OUTBOX_FIELD: []}})
+    # Since the merge the primary gains a value of its own; the one it was given goes back.
+    custom.set_values(STORE, two["primary"], {"tier": "gold", "visits": 3, "vip": True},
+                      "bob")
+    for collection in storage.outbox_collections():
+        collection.update_many({}, {"$set": {OUTBOX_FIELD: []}})
+    merges.unmerge(STORE, merge["merge_id"], "alice")
+    assert storage.customers.get(STORE, two["primary"])["custom_fields"] == \
+        {"tier": "gold", "vip": True}
+    assert storage.customers.get(STORE, two["other"])["custom_fields"] == \
+        {"tier": "silver", "visits": 3}
+    by_customer = {m["data"]["customer_id"]: m["data"] for m in owed(storage, "customer.updated")}
+    assert by_customer[two["primary"]]["custom_fields"] == {"tier": "gold", "vip": True}
+    assert "custom_fields" in by_customer[two["primary"]]["changed_fields"]
+    assert by_customer[two["other"]]["custom_fields"] == {"tier": "silver", "visits": 3}
+
+
+def test_an_unmerge_restores_no_value_of_a_field_deleted_since(merges, storage, sync, clock,
+                                                                two):
+    custom = _with_values(storage, sync, clock, two)
+    merge = merges.merge_customers(STORE, two["primary"], [two["other"]], {}, "alice").answer
+    custom.delete(STORE, "visits", "alice")
+    merges.unmerge(STORE, merge["merge_id"], "alice")
+    assert storage.customers.get(STORE, two["primary"])["custom_fields"] == {"tier": "gold"}
+    assert storage.customers.get(STORE, two["other"])["custom_fields"] == {"tier": "silver"}

@@ -10,12 +10,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.customer_sync.core.normalise import email_key
+from services.customer_sync.crm.field_rules import VALUES_FIELD
 from shared.customers import CONTACT_FIELDS
 
 # Stored with the merge so an unmerge can compare and restore; personal data, so an erasure
 # of any of its records blanks the snapshot (repository.MergeRepository.forget).
 SNAPSHOT_FIELDS = (*CONTACT_FIELDS, "status", "registered", "woo_customer_id", "email_key",
-                   "guest_email_key", "account_status", "date_created", "version")
+                   "guest_email_key", "account_status", "date_created", "version", VALUES_FIELD)
 
 
 def snapshot(doc: dict) -> dict:
@@ -56,9 +57,23 @@ def plan_fields(primary: dict, merged: list[dict], choices: dict[str, str]) -> F
         sources[name] = source["_id"]
         if values[name] != primary.get(name):
             changed[name] = {"before": primary.get(name), "after": values[name]}
+    custom = merged_values(primary, merged)
+    if custom != (primary.get(VALUES_FIELD) or {}):
+        values[VALUES_FIELD] = custom
+        changed[VALUES_FIELD] = {"before": primary.get(VALUES_FIELD) or {}, "after": custom}
     if "email" in changed:
         values["email_key"] = email_key(values["email"])
     return FieldPlan(values, sources, changed)
+
+
+def merged_values(primary: dict, merged: list[dict]) -> dict:
+    """The primary's custom field values after the merge: its own, and for each key it has no
+    value of, the first merged record's that has one."""
+    values = dict(primary.get(VALUES_FIELD) or {})
+    for doc in merged:
+        for key, value in (doc.get(VALUES_FIELD) or {}).items():
+            values.setdefault(key, value)
+    return values
 
 
 def fields_to_restore(changes: dict, current: dict) -> tuple[dict, list[str]]:
@@ -66,13 +81,31 @@ def fields_to_restore(changes: dict, current: dict) -> tuple[dict, list[str]]:
     them, and the names of those edited since (an edit since the merge wins)."""
     restore, kept = {}, []
     for name, change in changes.items():
-        if current.get(name) == change["after"]:
+        if name == VALUES_FIELD:
+            values, edited = values_to_restore(change, current.get(VALUES_FIELD) or {})
+            if values is not None:
+                restore[name] = values
+            if edited:
+                kept.append(name)
+        elif current.get(name) == change["after"]:
             restore[name] = change["before"]
         else:
             kept.append(name)
     if "email" in restore:
         restore["email_key"] = email_key(restore["email"])
     return restore, kept
+
+
+def values_to_restore(change: dict, current: dict) -> tuple[dict | None, bool]:
+    """At an unmerge: the primary's custom field values without those the merge gave it that
+    it still holds as given (None: none to take off), and whether any given was edited since
+    (an edit since the merge wins, key by key)."""
+    given = [key for key in change["after"] if key not in change["before"]]
+    back = [key for key in given if key in current and current[key] == change["after"][key]]
+    edited = any(key in current and current[key] != change["after"][key] for key in given)
+    if not back:
+        return None, edited
+    return {k: v for k, v in current.items() if k not in back}, edited
 
 
 def belongs_to_restored(order: dict, restored: dict) -> bool:

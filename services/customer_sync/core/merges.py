@@ -35,6 +35,7 @@ from services.customer_sync.core.changes import CONTACT_FIELDS
 from services.customer_sync.core.merge_steps import MOVED_KINDS, finish_merge, move, taken_by_primary
 from services.customer_sync.core.sync import CustomerSync, customer_event_data, stable_event_id
 from services.customer_sync.core.written import Written, written
+from services.customer_sync.crm.field_rules import VALUES_FIELD
 from services.customer_sync.crm.timeline import entry_id, make_entry
 from services.customer_sync.repository import CustomerSyncStorage
 from services.customer_sync.schemas import PageSchema, load, require_text
@@ -321,6 +322,9 @@ class CustomerMerges:
             if doc is None or doc.get("status") != "merged" or doc.get("merge_id") != merge_id:
                 return False  # restored already (a repeat), or no longer ours to restore
             after = {**doc, "status": "active"}
+            values = self._values_back(store_id, record["snapshots"][restored_id], doc)
+            if values is not None:
+                after[VALUES_FIELD] = values
             events = [
                 self._event("customer.unmerged", store_id,
                             {"customer_id": record["primary_id"],
@@ -328,7 +332,8 @@ class CustomerMerges:
                              "orders_since": orders_since},
                             correlation_id, restored_id, merge_id),
                 self._event("customer.updated", store_id,
-                            {**customer_event_data(after), "changed_fields": list(CONTACT_FIELDS)},
+                            {**customer_event_data(after),
+                             "changed_fields": [*CONTACT_FIELDS, VALUES_FIELD]},
                             correlation_id, restored_id, "unmerge", merge_id)]
             entry = make_entry(entry_id(merge_id, "restored", restored_id), restored_id,
                                "customer.unmerged", "Merge undone: this record stands alone "
@@ -336,6 +341,8 @@ class CustomerMerges:
                                {"merge_id": merge_id, "primary_id": record["primary_id"]},
                                self.clock())
             fields: dict = {"status": "active"}
+            if values is not None:
+                fields[VALUES_FIELD] = values
             guest_key = record["snapshots"][restored_id].get("guest_email_key")
             if guest_key and not doc.get("registered"):
                 fields["guest_email_key"] = guest_key
@@ -351,6 +358,16 @@ class CustomerMerges:
                     return True
         raise Conflict("the record kept changing; ask again")
 
+    def _values_back(self, store_id: str, snap: dict, doc: dict) -> dict | None:
+        """A restored record's custom field values as the merge found them, but for fields the
+        store has deleted since; None when it holds just those already (or the merge was
+        recorded before values were kept)."""
+        if VALUES_FIELD not in snap:
+            return None
+        defined = {d["key"] for d in self.storage.custom_fields.all(store_id)}
+        values = {k: v for k, v in (snap[VALUES_FIELD] or {}).items() if k in defined}
+        return None if values == (doc.get(VALUES_FIELD) or {}) else values
+
     def _restore_primary_fields(self, store_id: str, record: dict) -> bool:
         """Put back the primary's fields that still hold what the merge gave them, once."""
         merge_id = record["_id"]
@@ -362,7 +379,7 @@ class CustomerMerges:
             restore, _kept = merge_rules.fields_to_restore(record.get("field_changes") or {},
                                                            primary)
             events, entries = [], []
-            changed = [name for name in restore if name in CONTACT_FIELDS]
+            changed = [name for name in restore if name in (*CONTACT_FIELDS, VALUES_FIELD)]
             if changed:
                 after = {**primary, **restore}
                 events.append(self._event(
