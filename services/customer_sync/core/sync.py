@@ -287,15 +287,9 @@ class CustomerSync:
             return ApplyResult("ignored")  # WordPress never brings a deleted user back
         if existing.get("status") == "merged":
             return self._update_merged(existing, snap)
-        verdict = changes.freshness(existing.get("woo_date_modified"), existing.get("content_hash"),
-                                    snap.date_modified, snap.content_hash)
-        if verdict is Freshness.STALE:
-            return ApplyResult("stale")
-        if verdict is Freshness.SAME:
-            return ApplyResult("unchanged")
-        fields = self._registered_fields(snap)
-        if existing.get("date_created") and not snap.date_created:
-            fields.pop("date_created")
+        fields = self._newer_fields(existing, snap)
+        if isinstance(fields, ApplyResult):
+            return fields
         after = {**existing, **fields}
         changed = changes.changed_contact_fields(existing, after)
         result = ApplyResult("updated", touched=[("customers", existing["_id"])])
@@ -330,16 +324,28 @@ class CustomerSync:
         """A shop account merged into another record here (WooCommerce has no merge): its
         stored state follows the shop, silently, so an unmerge gives back what the shop holds;
         only live records announce changes."""
+        fields = self._newer_fields(existing, snap)
+        if isinstance(fields, ApplyResult):
+            return fields
+        if not self.storage.customers.update(existing["_id"], existing["version"], fields, [],
+                                             read=existing):
+            return None  # lost a race: the caller reads again
+        return ApplyResult("updated")
+
+    def _newer_fields(self, existing: dict, snap: CustomerSnapshot) -> dict | ApplyResult:
+        """The shop account's fields to write when `snap` is newer than what `existing` holds
+        (a creation date the shop left out keeps the one held); otherwise the outcome, stale
+        or unchanged, and nothing to write."""
         verdict = changes.freshness(existing.get("woo_date_modified"), existing.get("content_hash"),
                                     snap.date_modified, snap.content_hash)
-        if verdict is not Freshness.NEWER:
-            return ApplyResult("stale" if verdict is Freshness.STALE else "unchanged")
+        if verdict is Freshness.STALE:
+            return ApplyResult("stale")
+        if verdict is Freshness.SAME:
+            return ApplyResult("unchanged")
         fields = self._registered_fields(snap)
         if existing.get("date_created") and not snap.date_created:
             fields.pop("date_created")
-        if not self.storage.customers.update(existing["_id"], existing["version"], fields, []):
-            return None  # lost a race: the caller reads again
-        return ApplyResult("updated")
+        return fields
 
     def _finish_merge(self, store_id: str, into: str, guest_id: str,
                       before: dict | None = None) -> None:
