@@ -239,15 +239,17 @@ class CustomerRepository(TimelineOwing, VersionedRepository):
                       at: datetime) -> bool:
         """A live record matching `claim` becomes merged into `into` by `merge_id`, losing its
         match keys (a merged record is nobody's duplicate); True when it is so now (this time
-        or an earlier one), False when it was no longer live."""
-        self.collection.update_one(
-            {"_id": customer_id, "status": "active", **claim},
-            {"$set": {"status": "merged", "merged_into": into, "merge_id": merge_id,
-                      "merged_at": at},
+        or an earlier one, which keeps its first `merged_at`), False when it was no longer
+        live."""
+        retired = self.collection.find_one_and_update(
+            {"_id": customer_id, "$or": [{"status": "active", **claim},
+                                         {"status": "merged", "merge_id": merge_id}]},
+            {"$set": {"status": "merged", "merged_into": into, "merge_id": merge_id},
+             "$min": {"merged_at": at},
              "$unset": {"merge_claim": "", "guest_email_key": "", MATCH_KEYS_FIELD: ""},
-             "$inc": {"version": 1}})
-        doc = self.collection.find_one({"_id": customer_id}, {"status": 1, "merge_id": 1})
-        return doc is not None and doc.get("status") == "merged" and doc.get("merge_id") == merge_id
+             "$inc": {"version": 1}},
+            projection={"_id": 1})
+        return retired is not None
 
     def count_missing_match_keys(self) -> int:
         return self.collection.count_documents(
