@@ -251,6 +251,25 @@ class CustomerRepository(TimelineOwing, VersionedRepository):
             projection={"_id": 1})
         return retired is not None
 
+    def claim_for_merge(self, customer_id: str, version: int, merge_id: str) -> bool:
+        """Claim a live record, as read at `version`, for a merge: no other merge can take it
+        while the claim stands. False when it changed, stopped being live or is claimed."""
+        return self.collection.update_one(
+            {"_id": customer_id, "version": version, "status": "active",
+             "merge_claim": {"$exists": False}},
+            {"$set": {"merge_claim": merge_id}, "$inc": {"version": 1}}).modified_count == 1
+
+    def release_merge_claims(self, customer_ids: list[str], merge_id: str) -> None:
+        """Release what `merge_id` claimed of these records (a claim of another stays)."""
+        self.collection.update_many(
+            {"_id": {"$in": list(customer_ids)}, "merge_claim": merge_id},
+            {"$unset": {"merge_claim": ""}, "$inc": {"version": 1}})
+
+    def clear_merge_marker(self, customer_id: str, marker: str, value: str) -> None:
+        """The primary's marker of a merge under way goes once the merge is finished."""
+        self.collection.update_one({"_id": customer_id, marker: value},
+                                   {"$unset": {marker: ""}, "$inc": {"version": 1}})
+
     def count_missing_match_keys(self) -> int:
         return self.collection.count_documents(
             {"status": "active", MATCH_KEYS_FIELD: {"$exists": False}})
@@ -752,6 +771,30 @@ class CustomerSyncStorage:
         # Each store's custom field definitions; their values live on the customers.
         self.custom_fields = CustomFieldRepository(database["custom_fields"],
                                                    self.customers.collection)
+
+    def movable(self) -> dict[str, Collection]:
+        """What moves with a merged record, by kind: each collection keyed by customer_id."""
+        return {"orders": self.orders.collection, "notes": self.notes.collection,
+                "reminders": self.reminders.collection, "timeline": self.timeline.collection}
+
+    def owned_ids(self, kind: str, store_id: str, customer_id: str,
+                  among: list | None = None) -> list:
+        """The ids of a customer's documents of `kind` (only those `among`, when given)."""
+        query: dict = {"store_id": store_id, "customer_id": customer_id}
+        if among is not None:
+            query["_id"] = {"$in": list(among)}
+        return [d["_id"] for d in self.movable()[kind].find(query, {"_id": 1})]
+
+    def move_owned(self, kind: str, ids: list, from_id: str, to_id: str) -> None:
+        """Documents of `kind` still with `from_id` go to `to_id`; the versioned ones get a new
+        version, so a writer holding the old one reads again."""
+        if not ids:
+            return
+        update: dict = {"$set": {"customer_id": to_id}}
+        if kind != "timeline":
+            update["$inc"] = {"version": 1}
+        self.movable()[kind].update_many({"_id": {"$in": list(ids)}, "customer_id": from_id},
+                                         update)
 
     def _store_country(self, store_id: str) -> str | None:
         store = self.stores.get_cached(store_id)

@@ -175,29 +175,20 @@ class CustomerMerges:
             return True
         if record is not None and as_utc(record["created_at"]) + CLAIM_LEASE > self.clock():
             return False  # a merge in progress
-        self.storage.customers.collection.update_one(
-            {"_id": doc["_id"], "merge_claim": doc["merge_claim"]},
-            {"$unset": {"merge_claim": ""}, "$inc": {"version": 1}})
+        self.storage.customers.release_merge_claims([doc["_id"]], doc["merge_claim"])
         if record is not None:
             self.storage.merges.move_state(record["_id"], ["planned"], "abandoned")
         return True
 
     def _claim(self, merged: list[dict], merge_id: str) -> bool:
-        customers = self.storage.customers.collection
         for doc in merged:
-            taken = customers.update_one(
-                {"_id": doc["_id"], "version": doc["version"], "status": "active",
-                 "merge_claim": {"$exists": False}},
-                {"$set": {"merge_claim": merge_id}, "$inc": {"version": 1}})
-            if taken.modified_count != 1:
+            if not self.storage.customers.claim_for_merge(doc["_id"], doc["version"], merge_id):
                 self._release([d["_id"] for d in merged], merge_id)
                 return False
         return True
 
     def _release(self, ids: list[str], merge_id: str) -> None:
-        self.storage.customers.collection.update_many(
-            {"_id": {"$in": ids}, "merge_claim": merge_id},
-            {"$unset": {"merge_claim": ""}, "$inc": {"version": 1}})
+        self.storage.customers.release_merge_claims(ids, merge_id)
 
     def _event(self, event_type: str, store_id: str, data: dict, correlation_id: str,
                *id_parts: object) -> Event:
