@@ -520,3 +520,30 @@ def test_an_unmerge_restores_no_value_of_a_field_deleted_since(merges, storage, 
     merges.unmerge(STORE, merge["merge_id"], "alice")
     assert storage.customers.get(STORE, two["primary"])["custom_fields"] == {"tier": "gold"}
     assert storage.customers.get(STORE, two["other"])["custom_fields"] == {"tier": "silver"}
+
+
+def test_a_guest_merge_carries_the_guests_values_and_its_undoing_takes_them_back(
+        merges, sync, storage, clock):
+    custom = CustomFields(storage, sync, clock)
+    custom.create(STORE, {"key": "tier", "label": "Tier", "type": "text"}, "alice")
+    custom.create(STORE, {"key": "visits", "label": "Visits", "type": "number"}, "alice")
+    apply(sync, "customer", "created", payloads.customer(woo_id=42, email="ada@old.example"))
+    apply(sync, "order", "created", payloads.order(1, customer_id=0, email="ada@new.example"))
+    guest_id = storage.orders.get(STORE, "1")["customer_id"]
+    primary_id = storage.customers.by_woo_id(STORE, 42)["_id"]
+    custom.set_values(STORE, primary_id, {"tier": "gold"}, "alice")
+    custom.set_values(STORE, guest_id, {"tier": "bronze", "visits": 2}, "alice")
+    for collection in storage.outbox_collections():
+        collection.update_many({}, {"$set": {OUTBOX_FIELD: []}})
+    apply(sync, "customer", "updated",
+          payloads.customer(woo_id=42, email="ada@new.example", modified="2026-04-01T00:00:00"))
+    assert storage.customers.get(STORE, primary_id)["custom_fields"] == \
+        {"tier": "gold", "visits": 2}
+    [updated] = owed(storage, "customer.updated")
+    assert updated["data"]["custom_fields"] == {"tier": "gold", "visits": 2}
+    assert "custom_fields" in updated["data"]["changed_fields"]
+    [merged] = owed(storage, "customer.merged")
+    merges.unmerge(STORE, merged["data"]["merge_id"], "bob")
+    assert storage.customers.get(STORE, primary_id)["custom_fields"] == {"tier": "gold"}
+    assert storage.customers.get(STORE, guest_id)["custom_fields"] == \
+        {"tier": "bronze", "visits": 2}

@@ -23,10 +23,11 @@ from services.customer_sync.privacy.anonymise import (
     real_email_key,
 )
 from services.customer_sync.core.changes import Freshness, PlannedEvent
-from services.customer_sync.core.merge_rules import snapshot
+from services.customer_sync.core.merge_rules import merged_values, snapshot
 from services.customer_sync.core.merge_steps import (finish_merge, guest_merge_id,
                                                      live_customer_id)
 from services.customer_sync.core.written import DocumentRef
+from services.customer_sync.crm.field_rules import VALUES_FIELD
 from services.customer_sync.privacy.consent_capture import CaptureSettings, ConsentCapture
 from services.customer_sync.privacy.erasure import LATE, SHOP, CustomerErasure
 from services.customer_sync.privacy.tombstones import WOO_CUSTOMER
@@ -294,23 +295,27 @@ class CustomerSync:
         changed = changes.changed_contact_fields(existing, after)
         result = ApplyResult("updated", touched=[("customers", existing["_id"])])
         events: list[Event] = []
-        if changed:
-            events.append(self._event("customer.updated", store_id,
-                                      {**customer_event_data(after), "changed_fields": changed},
-                                      correlation_id, existing["_id"], existing["version"]))
         merged_from = None
         if "email" in changed and snap.email_key:
             guest = self.storage.customers.guest_by_email(store_id, snap.email_key)
             if guest is not None and guest.get("status") == "active":
                 merged_from = guest
-                events.append(self._event("customer.merged", store_id,
-                                          {"customer_id": existing["_id"],
-                                           "merged_customer_id": guest["_id"],
-                                           "merge_id": guest_merge_id(store_id, existing["_id"],
-                                                                      guest["_id"]),
-                                           "kind": "guest"},
-                                          correlation_id, existing["_id"], guest["_id"]))
+                values = merged_values(existing, [guest])
+                if values != (existing.get(VALUES_FIELD) or {}):
+                    fields[VALUES_FIELD] = after[VALUES_FIELD] = values
+                    changed.append(VALUES_FIELD)
+        if changed:
+            events.append(self._event("customer.updated", store_id,
+                                      {**customer_event_data(after), "changed_fields": changed},
+                                      correlation_id, existing["_id"], existing["version"]))
         if merged_from is not None:
+            events.append(self._event("customer.merged", store_id,
+                                      {"customer_id": existing["_id"],
+                                       "merged_customer_id": merged_from["_id"],
+                                       "merge_id": guest_merge_id(store_id, existing["_id"],
+                                                                  merged_from["_id"]),
+                                       "kind": "guest"},
+                                      correlation_id, existing["_id"], merged_from["_id"]))
             fields["pending_merge"] = merged_from["_id"]
         if not self.storage.customers.update(existing["_id"], existing["version"], fields, events,
                                              read=existing):
@@ -358,11 +363,19 @@ class CustomerSync:
         primary = before or self.storage.customers.get(store_id, into)
         if guest is not None and primary is not None:
             now = self.clock()
+            # Known only from the record before the change: a resumed merge records none,
+            # and its undoing leaves the primary the values the guest gave it.
+            field_changes = {}
+            if before is not None:
+                values = merged_values(before, [guest])
+                if values != (before.get(VALUES_FIELD) or {}):
+                    field_changes[VALUES_FIELD] = {"before": before.get(VALUES_FIELD) or {},
+                                                   "after": values}
             self.storage.merges.record_guest_merge({
                 "_id": merge_id, "store_id": store_id, "kind": "guest", "state": "pending",
                 "primary_id": into, "merged_ids": [guest_id],
                 "snapshots": {into: snapshot(primary), guest_id: snapshot(guest)},
-                "field_choices": {}, "field_changes": {}, "moved": {},
+                "field_choices": {}, "field_changes": field_changes, "moved": {},
                 "created_at": now, "created_by": "shop"})
         finish_merge(self.storage, store_id, merge_id, self.clock())
 
