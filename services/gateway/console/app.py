@@ -14,7 +14,7 @@ from typing import Any, Callable
 from urllib.parse import urlencode
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.exceptions import MethodNotAllowed, NotFound, RequestEntityTooLarge
 from werkzeug.routing import Map, Rule
 from werkzeug.utils import redirect as werkzeug_redirect
 from werkzeug.wrappers import Request, Response
@@ -196,6 +196,11 @@ class ConsoleApp:
         with log_context(request_id=request_id, store_id=session.store_id or None):
             try:
                 response = self._dispatch(request, backends, session, request_id)
+            except RequestEntityTooLarge:  # read on the form's first use, before any change
+                response = self.render("error.html", None, 413, session=session,
+                                       title="Too large",
+                                       message="This form is larger than the console takes; "
+                                               "nothing was changed.")
             except Exception:  # noqa: BLE001 - the person gets a page, the log the traceback
                 log.exception("console error on %s %s (request %s)", request.method,
                               request.path, request_id)
