@@ -229,8 +229,9 @@ def test_deleting_a_field_removes_its_values(storage, custom, customer_id):
     custom.create(STORE, {"key": "tier", "label": "Tier", "type": "text"}, "alice")
     custom.create(STORE, {"key": "vip", "label": "VIP", "type": "boolean"}, "alice")
     custom.set_values(STORE, customer_id, {"tier": "gold", "vip": True}, "alice")
-    answer = custom.delete(STORE, "tier", "alice")
-    assert answer == {"key": "tier", "deleted": True, "values_removed": 1}
+    result = custom.delete(STORE, "tier", "alice")
+    assert result.answer == {"key": "tier", "deleted": True, "values_removed": 1}
+    assert result.touched == (("customers", customer_id),)
     assert storage.customers.get(STORE, customer_id)["custom_fields"] == {"vip": True}
     assert [d["key"] for d in custom.list(STORE)] == ["vip"]
     with pytest.raises(NotFound):
@@ -257,7 +258,9 @@ def test_deleting_a_field_publishes_an_update_for_each_holder_in_batches(storage
     ids = _customers_with_values(storage, custom, 5)
     batched = CustomFields(storage, CustomerSync(storage, Clock(NOW)), clock=Clock(NOW),
                            delete_batch=2)
-    assert batched.delete(STORE, "tier", "alice")["values_removed"] == 5
+    result = batched.delete(STORE, "tier", "alice")
+    assert result.answer["values_removed"] == 5
+    assert sorted(ref[1] for ref in result.touched) == sorted(ids)
     for customer_id in ids:
         [message] = owed(storage, customer_id)
         event = parse_event(message)
@@ -298,7 +301,7 @@ def test_a_deletion_cut_short_hides_the_field_and_a_repeat_finishes_it(storage, 
     assert [d["key"] for d in custom.list(STORE)] == ["vip"]
     with pytest.raises(ValidationError):
         custom.set_values(STORE, ids[0], {"tier": "again"}, "alice")
-    assert custom.delete(STORE, "tier", "alice")["values_removed"] == 2
+    assert custom.delete(STORE, "tier", "alice").answer["values_removed"] == 2
     for customer_id in ids:
         assert storage.customers.get(STORE, customer_id)["custom_fields"] == {"vip": True}
         [message] = owed(storage, customer_id)  # one event each, none twice
@@ -311,7 +314,7 @@ def test_a_merged_records_value_goes_without_an_event(storage, custom):
     [customer_id] = _customers_with_values(storage, custom, 1)
     storage.customers.collection.update_one({"_id": customer_id},
                                             {"$set": {"status": "merged"}})
-    assert custom.delete(STORE, "tier", "alice")["values_removed"] == 1
+    assert custom.delete(STORE, "tier", "alice").answer["values_removed"] == 1
     assert owed(storage, customer_id) == []
     assert storage.customers.collection.find_one({"_id": customer_id})["custom_fields"] == \
         {"vip": True}

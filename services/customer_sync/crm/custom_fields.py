@@ -90,7 +90,7 @@ class CustomFields:
                 return definition_view({**current, **fields})
         raise Conflict("the custom field kept changing; ask again")
 
-    def delete(self, store_id: str, key: str, actor: str) -> dict:
+    def delete(self, store_id: str, key: str, actor: str) -> Written:
         """Remove the field and every customer's value of it, each customer's removal with its
         `customer.updated` in the same write, `delete_batch` customers a read. The field is
         marked first and removed last, so asking again after a crash finishes the job."""
@@ -101,15 +101,16 @@ class CustomFields:
         if not current.get("deleting"):
             repo.mark_deleting(store_id, current["key"])
         correlation_id = f"staff-field-delete-{uuid.uuid4().hex[:16]}"
-        removed = 0
+        touched = []
         while True:
             holders = repo.holders(store_id, current["key"], self.delete_batch)
             if not holders:
                 break
-            removed += sum(self._remove_value(store_id, doc, current["key"], correlation_id)
-                           for doc in holders)
+            touched += [(self.storage.customers.collection.name, doc["_id"]) for doc in holders
+                        if self._remove_value(store_id, doc, current["key"], correlation_id)]
         repo.remove(store_id, current["key"])
-        return {"key": current["key"], "deleted": True, "values_removed": removed}
+        return written({"key": current["key"], "deleted": True, "values_removed": len(touched)},
+                       touched)
 
     def _remove_value(self, store_id: str, doc: dict, key: str, correlation_id: str) -> bool:
         """One customer's value of a field being deleted, gone with its event (a record that
