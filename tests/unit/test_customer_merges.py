@@ -547,3 +547,31 @@ def test_a_guest_merge_carries_the_guests_values_and_its_undoing_takes_them_back
     assert storage.customers.get(STORE, primary_id)["custom_fields"] == {"tier": "gold"}
     assert storage.customers.get(STORE, guest_id)["custom_fields"] == \
         {"tier": "bronze", "visits": 2}
+
+
+def test_the_operators_choice_of_a_custom_field_wins_and_its_undoing_puts_it_back(
+        merges, storage, sync, clock, two):
+    _with_values(storage, sync, clock, two)
+    with pytest.raises(ValidationError) as refused:
+        merges.merge_customers(STORE, two["primary"], [two["other"]],
+                               {"custom_fields.colour": two["other"]}, "alice")
+    assert "field_choices" in refused.value.details["fields"]
+    with pytest.raises(ValidationError):
+        merges.merge_customers(STORE, two["primary"], [two["other"]],
+                               {"custom_fields.tier": "someone-else"}, "alice")
+    merge = merges.merge_customers(STORE, two["primary"], [two["other"]],
+                                   {"custom_fields.tier": two["other"],
+                                    "custom_fields.visits": two["primary"]}, "alice").answer
+    assert storage.customers.get(STORE, two["primary"])["custom_fields"] == {"tier": "silver"}
+    assert merge["field_choices"]["custom_fields.tier"] == two["other"]
+    merges.unmerge(STORE, merge["merge_id"], "alice")
+    assert storage.customers.get(STORE, two["primary"])["custom_fields"] == {"tier": "gold"}
+
+
+def test_an_unmerge_puts_back_a_chosen_value_unless_edited_since():
+    change = {"before": {"tier": "gold", "vip": True},
+              "after": {"tier": "silver", "visits": 3}}
+    restore, kept = fields_to_restore({"custom_fields": change}, {"custom_fields": {
+        "tier": "silver", "visits": 4}})
+    assert restore == {"custom_fields": {"tier": "gold", "vip": True, "visits": 4}}
+    assert kept == ["custom_fields"]

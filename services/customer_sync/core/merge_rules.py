@@ -13,6 +13,9 @@ from services.customer_sync.core.normalise import email_key
 from services.customer_sync.crm.field_rules import VALUES_FIELD
 from shared.customers import CONTACT_FIELDS
 
+# How field_choices names a custom field: `custom_fields.<key>`.
+VALUE_CHOICE = VALUES_FIELD + "."
+
 # Stored with the merge so an unmerge can compare and restore; personal data, so an erasure
 # of any of its records blanks the snapshot (repository.MergeRepository.forget).
 SNAPSHOT_FIELDS = (*CONTACT_FIELDS, "status", "registered", "woo_customer_id", "email_key",
@@ -57,7 +60,9 @@ def plan_fields(primary: dict, merged: list[dict], choices: dict[str, str]) -> F
         sources[name] = source["_id"]
         if values[name] != primary.get(name):
             changed[name] = {"before": primary.get(name), "after": values[name]}
-    custom = merged_values(primary, merged)
+    custom = merged_values(primary, merged, choices)
+    sources.update({name: chosen for name, chosen in choices.items()
+                    if name.startswith(VALUE_CHOICE)})
     if custom != (primary.get(VALUES_FIELD) or {}):
         values[VALUES_FIELD] = custom
         changed[VALUES_FIELD] = {"before": primary.get(VALUES_FIELD) or {}, "after": custom}
@@ -66,13 +71,26 @@ def plan_fields(primary: dict, merged: list[dict], choices: dict[str, str]) -> F
     return FieldPlan(values, sources, changed)
 
 
-def merged_values(primary: dict, merged: list[dict]) -> dict:
-    """The primary's custom field values after the merge: its own, and for each key it has no
-    value of, the first merged record's that has one."""
+def merged_values(primary: dict, merged: list[dict], choices: dict[str, str] | None = None
+                  ) -> dict:
+    """The primary's custom field values after the merge: for a key the operator chose
+    (`custom_fields.<key>` in `choices`), the chosen record's value, or none where it has
+    none; for the rest, the primary's own, and for each key it has no value of, the first
+    merged record's that has one."""
     values = dict(primary.get(VALUES_FIELD) or {})
     for doc in merged:
         for key, value in (doc.get(VALUES_FIELD) or {}).items():
             values.setdefault(key, value)
+    by_id = {doc["_id"]: doc for doc in [primary, *merged]}
+    for name, chosen in (choices or {}).items():
+        if not name.startswith(VALUE_CHOICE):
+            continue
+        key = name[len(VALUE_CHOICE):]
+        source = by_id[chosen].get(VALUES_FIELD) or {}
+        if key in source:
+            values[key] = source[key]
+        else:
+            values.pop(key, None)
     return values
 
 
@@ -97,15 +115,24 @@ def fields_to_restore(changes: dict, current: dict) -> tuple[dict, list[str]]:
 
 
 def values_to_restore(change: dict, current: dict) -> tuple[dict | None, bool]:
-    """At an unmerge: the primary's custom field values without those the merge gave it that
-    it still holds as given (None: none to take off), and whether any given was edited since
-    (an edit since the merge wins, key by key)."""
-    given = [key for key in change["after"] if key not in change["before"]]
-    back = [key for key in given if key in current and current[key] == change["after"][key]]
-    edited = any(key in current and current[key] != change["after"][key] for key in given)
-    if not back:
-        return None, edited
-    return {k: v for k, v in current.items() if k not in back}, edited
+    """At an unmerge: the primary's custom field values with each key the merge changed put
+    back as it was before, where it still holds what the merge made it (None: none to put
+    back), and whether any was edited since (an edit since the merge wins, key by key)."""
+    before, after = change["before"], change["after"]
+    absent = object()
+    restored, back, edited = dict(current), False, False
+    for key in sorted({*before, *after}):
+        if before.get(key, absent) == after.get(key, absent):
+            continue
+        if current.get(key, absent) != after.get(key, absent):
+            edited = True
+            continue
+        back = True
+        if key in before:
+            restored[key] = before[key]
+        else:
+            restored.pop(key, None)
+    return (restored if back else None), edited
 
 
 def belongs_to_restored(order: dict, restored: dict) -> bool:

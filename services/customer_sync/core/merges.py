@@ -35,7 +35,7 @@ from services.customer_sync.core.changes import CONTACT_FIELDS
 from services.customer_sync.core.merge_steps import MOVED_KINDS, finish_merge, move, taken_by_primary
 from services.customer_sync.core.sync import CustomerSync, customer_event_data, stable_event_id
 from services.customer_sync.core.written import Written, written
-from services.customer_sync.crm.field_rules import VALUES_FIELD
+from services.customer_sync.crm.field_rules import MAX_FIELDS, VALUES_FIELD
 from services.customer_sync.crm.timeline import entry_id, make_entry
 from services.customer_sync.repository import CustomerSyncStorage
 from services.customer_sync.schemas import PageSchema, load, require_text
@@ -76,7 +76,7 @@ class CustomerMerges:
         store_id, actor = require_text(store_id, "store_id"), require_text(actor, "actor")
         primary_id = valid_customer_id(primary_id, "primary_id")
         merged_ids = self._merged_ids_arg(merged_ids, primary_id)
-        choices = self._choices_arg(field_choices, [primary_id, *merged_ids])
+        choices = self._choices_arg(store_id, field_choices, [primary_id, *merged_ids])
         merge_id = uuid.uuid4().hex
         correlation_id = f"staff-merge-{merge_id[:16]}"
         for _ in range(_MAX_RETRIES):
@@ -130,15 +130,27 @@ class CustomerMerges:
             raise _error("merged_ids", "must not name the primary")
         return ids
 
-    def _choices_arg(self, value: Any, ids: list[str]) -> dict[str, str]:
+    def _choices_arg(self, store_id: str, value: Any, ids: list[str]) -> dict[str, str]:
+        """Contact fields, and `custom_fields.<key>` for the store's custom fields, each to
+        the record whose value wins."""
         if value is None:
             return {}
         if not isinstance(value, dict):
             raise _error("field_choices", "must be an object")
+        if len(value) > len(CONTACT_FIELDS) + MAX_FIELDS:
+            raise _error("field_choices", "names more fields than a record has")
+        defined = None
         for name, chosen in value.items():
-            if name not in CONTACT_FIELDS:
+            if isinstance(name, str) and name.startswith(merge_rules.VALUE_CHOICE):
+                if defined is None:
+                    defined = {d["key"] for d in self.storage.custom_fields.all(store_id)}
+                if name[len(merge_rules.VALUE_CHOICE):] not in defined:
+                    raise _error("field_choices",
+                                 f"{name[:80]} names no custom field of this store")
+            elif name not in CONTACT_FIELDS:
                 raise _error("field_choices",
-                             f"names a field that is not one of {', '.join(CONTACT_FIELDS)}")
+                             f"names a field that is not one of {', '.join(CONTACT_FIELDS)} "
+                             "or custom_fields.<key>")
             if not isinstance(chosen, str) or chosen not in ids:
                 raise _error("field_choices", f"{name} must name the primary or a merged record")
         return dict(value)
