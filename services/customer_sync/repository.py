@@ -251,15 +251,36 @@ class CustomerRepository(TimelineOwing, VersionedRepository):
                       at: datetime) -> bool:
         """A live record matching `claim` becomes merged into `into` by `merge_id`, losing its
         match keys (a merged record is nobody's duplicate); True when it is so now (this time
-        or an earlier one), False when it was no longer live."""
-        self.collection.update_one(
-            {"_id": customer_id, "status": "active", **claim},
-            {"$set": {"status": "merged", "merged_into": into, "merge_id": merge_id,
-                      "merged_at": at},
+        or an earlier one, which keeps its first `merged_at`), False when it was no longer
+        live."""
+        retired = self.collection.find_one_and_update(
+            {"_id": customer_id, "$or": [{"status": "active", **claim},
+                                         {"status": "merged", "merge_id": merge_id}]},
+            {"$set": {"status": "merged", "merged_into": into, "merge_id": merge_id},
+             "$min": {"merged_at": at},
              "$unset": {"merge_claim": "", "guest_email_key": "", MATCH_KEYS_FIELD: ""},
-             "$inc": {"version": 1}})
-        doc = self.collection.find_one({"_id": customer_id}, {"status": 1, "merge_id": 1})
-        return doc is not None and doc.get("status") == "merged" and doc.get("merge_id") == merge_id
+             "$inc": {"version": 1}},
+            projection={"_id": 1})
+        return retired is not None
+
+    def claim_for_merge(self, customer_id: str, version: int, merge_id: str) -> bool:
+        """Claim a live record, as read at `version`, for a merge: no other merge can take it
+        while the claim stands. False when it changed, stopped being live or is claimed."""
+        return self.collection.update_one(
+            {"_id": customer_id, "version": version, "status": "active",
+             "merge_claim": {"$exists": False}},
+            {"$set": {"merge_claim": merge_id}, "$inc": {"version": 1}}).modified_count == 1
+
+    def release_merge_claims(self, customer_ids: list[str], merge_id: str) -> None:
+        """Release what `merge_id` claimed of these records (a claim of another stays)."""
+        self.collection.update_many(
+            {"_id": {"$in": list(customer_ids)}, "merge_claim": merge_id},
+            {"$unset": {"merge_claim": ""}, "$inc": {"version": 1}})
+
+    def clear_merge_marker(self, customer_id: str, marker: str, value: str) -> None:
+        """The primary's marker of a merge under way goes once the merge is finished."""
+        self.collection.update_one({"_id": customer_id, marker: value},
+                                   {"$unset": {marker: ""}, "$inc": {"version": 1}})
 
     def count_missing_match_keys(self) -> int:
         return self.collection.count_documents(
@@ -679,8 +700,9 @@ class CustomFieldRepository:
         self.collection.create_index([("store_id", ASCENDING), ("key", ASCENDING)], unique=True)
 
     def all(self, store_id: str) -> list[dict]:
-        """The store's definitions in the order they were made."""
-        return list(self.collection.find({"store_id": store_id})
+        """The store's definitions in the order they were made; one being deleted is gone
+        already for everyone but the deletion finishing it."""
+        return list(self.collection.find({"store_id": store_id, "deleting": {"$ne": True}})
                     .sort([("created_at", ASCENDING), ("key", ASCENDING)]))
 
     def get(self, store_id: str, key: str) -> dict | None:
@@ -710,12 +732,17 @@ class CustomFieldRepository:
         return self.customers.count_documents(
             {"store_id": store_id, f"custom_fields.{key}": {"$exists": True}}, limit=1) > 0
 
-    def remove_values(self, store_id: str, key: str) -> int:
-        """Take the field's value off every customer of the store (a new version each, so a
-        writer that read the customer before retries on what is left)."""
-        return self.customers.update_many(
+    def mark_deleting(self, store_id: str, key: str) -> None:
+        """The first step of a deletion: the field stops being listed or accepted, and its
+        values are taken off customer by customer until `remove` ends it."""
+        self.collection.update_one({"store_id": store_id, "key": key},
+                                   {"$set": {"deleting": True}, "$inc": {"version": 1}})
+
+    def holders(self, store_id: str, key: str, limit: int) -> list[dict]:
+        """Up to `limit` customers of the store holding a value of the field, in `_id` order."""
+        return list(self.customers.find(
             {"store_id": store_id, f"custom_fields.{key}": {"$exists": True}},
-            {"$unset": {f"custom_fields.{key}": ""}, "$inc": {"version": 1}}).modified_count
+            {OUTBOX_FIELD: 0}).sort("_id", ASCENDING).limit(limit))
 
 
 # -- companies --------------------------------------------------------------------------------
@@ -882,6 +909,30 @@ class CustomerSyncStorage:
         # Each store's companies; their members are the customers naming them.
         self.companies = CompanyRepository(
             database["companies"].with_options(write_concern=durable), self.customers.collection)
+
+    def movable(self) -> dict[str, Collection]:
+        """What moves with a merged record, by kind: each collection keyed by customer_id."""
+        return {"orders": self.orders.collection, "notes": self.notes.collection,
+                "reminders": self.reminders.collection, "timeline": self.timeline.collection}
+
+    def owned_ids(self, kind: str, store_id: str, customer_id: str,
+                  among: list | None = None) -> list:
+        """The ids of a customer's documents of `kind` (only those `among`, when given)."""
+        query: dict = {"store_id": store_id, "customer_id": customer_id}
+        if among is not None:
+            query["_id"] = {"$in": list(among)}
+        return [d["_id"] for d in self.movable()[kind].find(query, {"_id": 1})]
+
+    def move_owned(self, kind: str, ids: list, from_id: str, to_id: str) -> None:
+        """Documents of `kind` still with `from_id` go to `to_id`; the versioned ones get a new
+        version, so a writer holding the old one reads again."""
+        if not ids:
+            return
+        update: dict = {"$set": {"customer_id": to_id}}
+        if kind != "timeline":
+            update["$inc"] = {"version": 1}
+        self.movable()[kind].update_many({"_id": {"$in": list(ids)}, "customer_id": from_id},
+                                         update)
 
     def _store_country(self, store_id: str) -> str | None:
         store = self.stores.get_cached(store_id)

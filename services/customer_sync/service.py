@@ -345,7 +345,9 @@ class CustomerSyncService(HealthEndpoints, DataOwnerRpc):
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def delete_custom_field(self, store_id: str, key: str, actor: str) -> dict:
-        return self.app.custom_fields.delete(store_id, key, actor)
+        result = self.app.custom_fields.delete(store_id, key, actor)
+        self.app.publish(result.touched)
+        return result.answer
 
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def set_custom_values(self, store_id: str, customer_id: str, values: dict,

@@ -771,6 +771,17 @@ def test_custom_field_routes(system, events):
     _problem(writer.delete("/custom-fields/tier"), 404)
     assert _ok(reader.get(f"/customers/{customer_id}"))["customer"]["custom_fields"] == {
         "visits": 4}
+    # The deletion told everyone: each holder's customer.updated, and segmentation's list drops
+    # the value, so a field defined again under the key matches none of the old values.
+    events.wait_for(lambda got=None: [e for e in fields_changed()
+                                      if e["data"]["custom_fields"] == {"visits": 4}])
+    wait_until(lambda: [r["custom_fields"] for r in _ok(reader.get("/customers"))["items"]
+                        if r["customer_id"] == customer_id] == [{"visits": 4}],
+               message="segmentation drops the deleted field's value")
+    _ok(writer.post("/custom-fields", json={"key": "tier", "label": "Tier again",
+                                            "type": "text"}), 201)
+    assert _ok(reader.get("/customers?custom.tier=gold"))["total"] == 0
+    assert _ok(reader.get("/customers?custom.tier=silver"))["total"] == 0
     assert_driven(system, CUSTOM_FIELD_ROUTES)
 
 

@@ -30,6 +30,11 @@ def test_merge_and_unmerge_through_the_gateway(system, events):
                            json={"category": "general", "text": "prefers email"}), 201)
     reminder = _ok(writer.post(f"/customers/{other}/reminders",
                                json={"due_at": "2030-01-01T09:00:00Z", "text": "call back"}), 201)
+    _ok(writer.post("/custom-fields", json={"key": "tier", "label": "Tier", "type": "text"}), 201)
+    _ok(writer.post("/custom-fields", json={"key": "visits", "label": "Visits",
+                                            "type": "number"}), 201)
+    _ok(writer.put(f"/customers/{primary}/custom-fields", json={"tier": "gold"}))
+    _ok(writer.put(f"/customers/{other}/custom-fields", json={"tier": "silver", "visits": 3}))
 
     # Refusals first: nothing of them is kept.
     _problem(writer.post("/customers/merge", json={"primary_id": primary, "merged_ids": []}), 400,
@@ -70,6 +75,13 @@ def test_merge_and_unmerge_through_the_gateway(system, events):
                                     for e in events.of_type("customer.updated")), timeout=20)
     _problem(writer.post("/customers/merge", json={"primary_id": primary,
                                                    "merged_ids": [other]}), 409, "merged_ids")
+    # Custom field values: the primary's own win, the merged record's fill the gaps, and the
+    # list (segmentation's copy, from customer.updated) follows.
+    assert "custom_fields" in merge["changed_fields"]
+    assert db["customers"].find_one({"_id": primary})["custom_fields"] == {
+        "tier": "gold", "visits": 3}
+    wait_until(lambda: _listed_values(reader, primary) == {"tier": "gold", "visits": 3},
+               timeout=20, message="the list shows the values the merge gave the primary")
 
     listed = _ok(reader.get("/merges", params={"customer_id": other}))
     assert [m["merge_id"] for m in listed["items"]] == [merge_id]
@@ -79,7 +91,8 @@ def test_merge_and_unmerge_through_the_gateway(system, events):
     [restored] = answer["restored"]
     assert restored["customer_id"] == other and sorted(restored["orders_back"]) == other_orders
     assert restored["notes_back"] == 1 and restored["reminders_back"] == 1
-    assert answer["fields_back"] == ["first_name"] and answer["orders_stayed"] == []
+    assert answer["fields_back"] == ["first_name", "custom_fields"]
+    assert answer["orders_stayed"] == []
     _problem(writer.post(f"/merges/{merge_id}/unmerge"), 409, "merge_id")
 
     restored_doc = db["customers"].find_one({"_id": other})
@@ -97,4 +110,16 @@ def test_merge_and_unmerge_through_the_gateway(system, events):
                            and e["occurred_at"] >= unmerged["occurred_at"]
                            for e in events.of_type("customer.updated")),
                timeout=20, message="the restored record's details published")
+    assert db["customers"].find_one({"_id": primary})["custom_fields"] == {"tier": "gold"}
+    assert restored_doc["custom_fields"] == {"tier": "silver", "visits": 3}
+    wait_until(lambda: (_listed_values(reader, primary), _listed_values(reader, other)) == (
+        {"tier": "gold"}, {"tier": "silver", "visits": 3}), timeout=20,
+        message="the list shows each record's own values again")
     assert_driven(system, MERGE_ROUTES)
+
+
+def _listed_values(reader, customer_id: str) -> dict | None:
+    """A customer's custom field values as the customer list (segmentation) holds them."""
+    rows = [r for r in _ok(reader.get("/customers", params={"limit": 100}))["items"]
+            if r["customer_id"] == customer_id]
+    return rows[0]["custom_fields"] if rows else None

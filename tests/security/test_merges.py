@@ -53,6 +53,14 @@ def _send(app, method, path, body=None, query=""):
      "field_choices"),
     ({"primary_id": "a", "merged_ids": ["b"], "field_choices": "b"}, "field_choices"),
     ({"primary_id": "a", "merged_ids": ["b"], "$where": "1"}, "$where"),
+    ({"primary_id": "a", "merged_ids": ["b"], "field_choices": {"custom_fields.$where": "b"}},
+     "field_choices"),
+    ({"primary_id": "a", "merged_ids": ["b"], "field_choices": {"custom_fields.a.b": "b"}},
+     "field_choices"),
+    ({"primary_id": "a", "merged_ids": ["b"], "field_choices": {"custom_fields." + "k" * 41: "b"}},
+     "field_choices"),
+    ({"primary_id": "a", "merged_ids": ["b"],
+      "field_choices": {f"custom_fields.k{n}": "b" for n in range(59)}}, "field_choices"),
 ])
 def test_hostile_merge_bodies_are_refused_naming_the_field_before_any_service_is_asked(
         app, body, field):
@@ -88,6 +96,11 @@ def test_hostile_list_parameters_are_refused_naming_them(app, query, parameter):
 def stores():
     storage = CustomerSyncStorage(mongomock_adapter.client()["customer_sync_merges"])
     storage.ensure_indexes()
+    # A field of store B's: store A may not name it; store A's own is `tier`.
+    storage.custom_fields.insert({"store_id": "store-b", "key": "other_store", "label": "O",
+                                  "type": "text"})
+    storage.custom_fields.insert({"store_id": "store-a", "key": "tier", "label": "T",
+                                  "type": "text"})
     for store_id in ("store-a", "store-b"):
         for n in range(2):
             storage.customers.insert({"_id": f"{store_id}-{n}", "store_id": store_id,
@@ -103,6 +116,10 @@ def stores():
     ("store-a-0", ["store-a-1"], {"email": {"$ne": None}}, "field_choices"),
     ("store-a-0", ["store-a-1"], {"$where": "store-a-1"}, "field_choices"),
     ("store-a-0", ["store-a-1"], "email", "field_choices"),
+    ("store-a-0", ["store-a-1"], {"custom_fields.tier": "store-b-1"}, "field_choices"),
+    ("store-a-0", ["store-a-1"], {"custom_fields.other_store": "store-a-1"}, "field_choices"),
+    ("store-a-0", ["store-a-1"], {f"custom_fields.k{n}": "store-a-1" for n in range(100)},
+     "field_choices"),
 ])
 def test_hostile_rpc_input_is_refused_and_nothing_is_stored(stores, primary, merged, choices,
                                                             field):

@@ -623,15 +623,16 @@ STORE_PAGES = ("/console/loyalty", "/console/templates", "/console/templates/wel
                "/console/templates/new", "/console/workflows", "/console/workflows/new",
                "/console/workflows/cart", "/console/messages", "/console/gdpr",
                "/console/reports", "/console/suppressions", "/console/tags",
-               "/console/segments", "/console/segments/new", "/console/segments/gifts")
+               "/console/segments", "/console/segments/new", "/console/segments/gifts",
+               "/console/custom-fields", "/console/custom-fields/tier")
 
 
 def test_the_navigation_shows_only_what_the_keys_scopes_allow():
     world = World()
     world.login("wcc_write")
     nav = world.client.get("/console/customers").get_data(as_text=True).split("</nav>")[0]
-    for page in ("customers", "segments", "loyalty", "templates", "workflows", "messages",
-                 "reports"):
+    for page in ("customers", "segments", "custom-fields", "loyalty", "templates",
+                 "workflows", "messages", "reports"):
         assert f'href="/console/{page}"' in nav, page
     assert 'href="/console/gdpr"' not in nav
     assert world.client.get("/console/gdpr").status_code == 403

@@ -280,3 +280,25 @@ def test_the_defaults_are_the_registered_record_with_most_orders_and_the_primary
                               {"customer_id": "b", "billing": {"city": "Berlin"}}], "a") == "b"
     assert field_choices({"take_phone": "a", "take_email": "", "take_bogus": "b"}) == \
         {"phone": "a"}
+
+
+def test_custom_fields_either_record_holds_are_offered_and_the_choice_is_posted(merges,
+                                                                               monkeypatch):
+    monkeypatch.setitem(RECORDS, "g1", {**RECORDS["g1"],
+                                        "custom_fields": {"tier": EVIL, "vip": True}})
+    monkeypatch.setitem(RECORDS, "r2", {**RECORDS["r2"], "custom_fields": {"tier": "gold"}})
+    world = World()
+    world.login("wcc_write")
+    html = world.client.get(FORM_URL).get_data(as_text=True)
+    assert 'id="take-cf-tier"' in html and 'id="take-cf-vip"' in html
+    assert 'id="take-cf-unset"' not in html  # nobody holds a value of it
+    assert "<script>alert" not in html
+    vip = html[html.index('id="take-cf-vip"'):]
+    assert "The primary’s (it has none: yes)" in vip[:vip.index("</fieldset>")]
+    assert _checked(html, "take_custom_fields.tier") == [""]
+    world.client.post("/console/merges/new", data=_form(
+        world, understood="yes", **{"take_custom_fields.tier": "g1",
+                                    "take_custom_fields.vip": "",
+                                    "take_custom_fields.bogus": "r2"}))
+    [(_, _, _, choices, _)] = merges["merges"]
+    assert choices == {"custom_fields.tier": "g1", "custom_fields.bogus": "r2"}

@@ -230,12 +230,95 @@ def test_deleting_a_field_removes_its_values(storage, custom, customer_id):
     custom.create(STORE, {"key": "tier", "label": "Tier", "type": "text"}, "alice")
     custom.create(STORE, {"key": "vip", "label": "VIP", "type": "boolean"}, "alice")
     custom.set_values(STORE, customer_id, {"tier": "gold", "vip": True}, "alice")
-    answer = custom.delete(STORE, "tier", "alice")
-    assert answer == {"key": "tier", "deleted": True, "values_removed": 1}
+    result = custom.delete(STORE, "tier", "alice")
+    assert result.answer == {"key": "tier", "deleted": True, "values_removed": 1}
+    assert result.touched == (("customers", customer_id),)
     assert storage.customers.get(STORE, customer_id)["custom_fields"] == {"vip": True}
     assert [d["key"] for d in custom.list(STORE)] == ["vip"]
     with pytest.raises(NotFound):
         custom.delete(STORE, "tier", "alice")
+
+
+def _customers_with_values(storage, custom, count: int) -> list[str]:
+    custom.create(STORE, {"key": "tier", "label": "Tier", "type": "text"}, "alice")
+    custom.create(STORE, {"key": "vip", "label": "VIP", "type": "boolean"}, "alice")
+    ids = []
+    for n in range(count):
+        CustomerSync(storage).apply(STORE, "customer", "created",
+                                    payloads.customer(id=100 + n, email=f"p{n}@example.com"),
+                                    correlation_id=f"c{n}")
+        doc = storage.customers.by_woo_id(STORE, 100 + n)
+        custom.set_values(STORE, doc["_id"], {"tier": f"t{n}", "vip": True}, "alice")
+        storage.customers.collection.update_one({"_id": doc["_id"]},
+                                                {"$set": {OUTBOX_FIELD: []}})
+        ids.append(doc["_id"])
+    return ids
+
+
+def test_deleting_a_field_publishes_an_update_for_each_holder_in_batches(storage, custom):
+    ids = _customers_with_values(storage, custom, 5)
+    batched = CustomFields(storage, CustomerSync(storage, Clock(NOW)), clock=Clock(NOW),
+                           delete_batch=2)
+    result = batched.delete(STORE, "tier", "alice")
+    assert result.answer["values_removed"] == 5
+    assert sorted(ref[1] for ref in result.touched) == sorted(ids)
+    for customer_id in ids:
+        [message] = owed(storage, customer_id)
+        event = parse_event(message)
+        assert event.event_type == "customer.updated"
+        assert event.data["changed_fields"] == ["custom_fields"]
+        assert event.data["custom_fields"] == {"vip": True}
+        assert storage.customers.get(STORE, customer_id)["custom_fields"] == {"vip": True}
+    assert storage.custom_fields.get(STORE, "tier") is None
+
+
+class _CrashAfter:
+    """Customer writes that fail after `writes` of them, as a process dying midway would."""
+
+    def __init__(self, customers, writes: int) -> None:
+        self.customers, self.left = customers, writes
+
+    def __getattr__(self, name):
+        return getattr(self.customers, name)
+
+    def update(self, *args, **kwargs):
+        if self.left == 0:
+            raise RuntimeError("crashed")
+        self.left -= 1
+        return self.customers.update(*args, **kwargs)
+
+
+def test_a_deletion_cut_short_hides_the_field_and_a_repeat_finishes_it(storage, custom):
+    ids = _customers_with_values(storage, custom, 5)
+    real = storage.customers
+    storage.customers = _CrashAfter(real, 3)
+    with pytest.raises(RuntimeError):
+        CustomFields(storage, CustomerSync(storage, Clock(NOW)), clock=Clock(NOW),
+                     delete_batch=2).delete(STORE, "tier", "alice")
+    storage.customers = real
+    done = [i for i in ids if "tier" not in storage.customers.get(STORE, i)["custom_fields"]]
+    assert len(done) == 3 and all(len(owed(storage, i)) == 1 for i in done)
+    # Gone for everyone already: not listed, and no value of it is taken meanwhile.
+    assert [d["key"] for d in custom.list(STORE)] == ["vip"]
+    with pytest.raises(ValidationError):
+        custom.set_values(STORE, ids[0], {"tier": "again"}, "alice")
+    assert custom.delete(STORE, "tier", "alice").answer["values_removed"] == 2
+    for customer_id in ids:
+        assert storage.customers.get(STORE, customer_id)["custom_fields"] == {"vip": True}
+        [message] = owed(storage, customer_id)  # one event each, none twice
+        assert parse_event(message).data["custom_fields"] == {"vip": True}
+    with pytest.raises(NotFound):
+        custom.delete(STORE, "tier", "alice")
+
+
+def test_a_merged_records_value_goes_without_an_event(storage, custom):
+    [customer_id] = _customers_with_values(storage, custom, 1)
+    storage.customers.collection.update_one({"_id": customer_id},
+                                            {"$set": {"status": "merged"}})
+    assert custom.delete(STORE, "tier", "alice").answer["values_removed"] == 1
+    assert owed(storage, customer_id) == []
+    assert storage.customers.collection.find_one({"_id": customer_id})["custom_fields"] == \
+        {"vip": True}
 
 
 # -- CSV import --------------------------------------------------------------------------------

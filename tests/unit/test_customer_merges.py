@@ -10,6 +10,7 @@ from services.customer_sync.core import merges as merges_module
 from services.customer_sync.core.merge_rules import fields_to_restore, plan_fields
 from services.customer_sync.core.merges import CLAIM_LEASE, CustomerMerges
 from services.customer_sync.core.sync import CustomerSync
+from services.customer_sync.crm.custom_fields import CustomFields
 from services.customer_sync.crm.notes import Notes
 from services.customer_sync.crm.reminders import Reminders
 from services.customer_sync.repository import MATCH_KEYS_FIELD, CustomerSyncStorage
@@ -448,3 +449,129 @@ def test_a_merge_id_over_rpc_is_what_the_gateway_accepts_in_the_path(merges, mer
     with pytest.raises(ValidationError) as info:
         merges.get(STORE, merge_id)
     assert "merge_id" in info.value.details["fields"]
+
+
+# -- custom field values ----------------------------------------------------------------------
+def test_the_primarys_values_win_and_a_merged_records_fill_the_keys_it_has_none_of():
+    primary = {"_id": "p", "custom_fields": {"tier": "gold"}}
+    merged = [{"_id": "m", "custom_fields": {"tier": "silver", "visits": 3}},
+              {"_id": "n", "custom_fields": {"visits": 9, "vip": True}}]
+    plan = plan_fields(primary, merged, {})
+    assert plan.values["custom_fields"] == {"tier": "gold", "visits": 3, "vip": True}
+    assert plan.changes["custom_fields"] == {
+        "before": {"tier": "gold"}, "after": {"tier": "gold", "visits": 3, "vip": True}}
+    assert "custom_fields" not in plan_fields(merged[0], [{"_id": "q"}], {}).changes
+
+
+def test_an_unmerge_takes_off_the_values_it_gave_unless_edited_since():
+    changes = {"custom_fields": {"before": {"tier": "gold"},
+                                 "after": {"tier": "gold", "visits": 3, "vip": True}}}
+    restore, kept = fields_to_restore(changes, {"custom_fields": {
+        "tier": "platinum", "visits": 3, "vip": False, "since": "2026-01-01"}})
+    assert restore == {"custom_fields": {"tier": "platinum", "vip": False,
+                                         "since": "2026-01-01"}}
+    assert kept == ["custom_fields"]
+
+
+def _with_values(storage, sync, clock, two):
+    custom = CustomFields(storage, sync, clock)
+    for key, kind in (("tier", "text"), ("visits", "number"), ("vip", "boolean")):
+        custom.create(STORE, {"key": key, "label": key, "type": kind}, "alice")
+    custom.set_values(STORE, two["primary"], {"tier": "gold"}, "alice")
+    custom.set_values(STORE, two["other"], {"tier": "silver", "visits": 3}, "alice")
+    for collection in storage.outbox_collections():
+        collection.update_many({}, {"$set": {OUTBOX_FIELD: []}})
+    return custom
+
+
+def test_a_merge_carries_the_merged_records_values_and_an_unmerge_gives_them_back(
+        merges, storage, sync, clock, two):
+    custom = _with_values(storage, sync, clock, two)
+    merge = merges.merge_customers(STORE, two["primary"], [two["other"]], {}, "alice").answer
+    assert storage.customers.get(STORE, two["primary"])["custom_fields"] == \
+        {"tier": "gold", "visits": 3}
+    [updated] = owed(storage, "customer.updated")
+    assert updated["data"]["custom_fields"] == {"tier": "gold", "visits": 3}
+    assert "custom_fields" in updated["data"]["changed_fields"]
+    assert "custom_fields" in merge["changed_fields"]
+    for collection in storage.outbox_collections():
+        collection.update_many({}, {"$set": {OUTBOX_FIELD: []}})
+    # Since the merge the primary gains a value of its own; the one it was given goes back.
+    custom.set_values(STORE, two["primary"], {"tier": "gold", "visits": 3, "vip": True},
+                      "bob")
+    for collection in storage.outbox_collections():
+        collection.update_many({}, {"$set": {OUTBOX_FIELD: []}})
+    merges.unmerge(STORE, merge["merge_id"], "alice")
+    assert storage.customers.get(STORE, two["primary"])["custom_fields"] == \
+        {"tier": "gold", "vip": True}
+    assert storage.customers.get(STORE, two["other"])["custom_fields"] == \
+        {"tier": "silver", "visits": 3}
+    by_customer = {m["data"]["customer_id"]: m["data"] for m in owed(storage, "customer.updated")}
+    assert by_customer[two["primary"]]["custom_fields"] == {"tier": "gold", "vip": True}
+    assert "custom_fields" in by_customer[two["primary"]]["changed_fields"]
+    assert by_customer[two["other"]]["custom_fields"] == {"tier": "silver", "visits": 3}
+
+
+def test_an_unmerge_restores_no_value_of_a_field_deleted_since(merges, storage, sync, clock,
+                                                                two):
+    custom = _with_values(storage, sync, clock, two)
+    merge = merges.merge_customers(STORE, two["primary"], [two["other"]], {}, "alice").answer
+    custom.delete(STORE, "visits", "alice")
+    merges.unmerge(STORE, merge["merge_id"], "alice")
+    assert storage.customers.get(STORE, two["primary"])["custom_fields"] == {"tier": "gold"}
+    assert storage.customers.get(STORE, two["other"])["custom_fields"] == {"tier": "silver"}
+
+
+def test_a_guest_merge_carries_the_guests_values_and_its_undoing_takes_them_back(
+        merges, sync, storage, clock):
+    custom = CustomFields(storage, sync, clock)
+    custom.create(STORE, {"key": "tier", "label": "Tier", "type": "text"}, "alice")
+    custom.create(STORE, {"key": "visits", "label": "Visits", "type": "number"}, "alice")
+    apply(sync, "customer", "created", payloads.customer(woo_id=42, email="ada@old.example"))
+    apply(sync, "order", "created", payloads.order(1, customer_id=0, email="ada@new.example"))
+    guest_id = storage.orders.get(STORE, "1")["customer_id"]
+    primary_id = storage.customers.by_woo_id(STORE, 42)["_id"]
+    custom.set_values(STORE, primary_id, {"tier": "gold"}, "alice")
+    custom.set_values(STORE, guest_id, {"tier": "bronze", "visits": 2}, "alice")
+    for collection in storage.outbox_collections():
+        collection.update_many({}, {"$set": {OUTBOX_FIELD: []}})
+    apply(sync, "customer", "updated",
+          payloads.customer(woo_id=42, email="ada@new.example", modified="2026-04-01T00:00:00"))
+    assert storage.customers.get(STORE, primary_id)["custom_fields"] == \
+        {"tier": "gold", "visits": 2}
+    [updated] = owed(storage, "customer.updated")
+    assert updated["data"]["custom_fields"] == {"tier": "gold", "visits": 2}
+    assert "custom_fields" in updated["data"]["changed_fields"]
+    [merged] = owed(storage, "customer.merged")
+    merges.unmerge(STORE, merged["data"]["merge_id"], "bob")
+    assert storage.customers.get(STORE, primary_id)["custom_fields"] == {"tier": "gold"}
+    assert storage.customers.get(STORE, guest_id)["custom_fields"] == \
+        {"tier": "bronze", "visits": 2}
+
+
+def test_the_operators_choice_of_a_custom_field_wins_and_its_undoing_puts_it_back(
+        merges, storage, sync, clock, two):
+    _with_values(storage, sync, clock, two)
+    with pytest.raises(ValidationError) as refused:
+        merges.merge_customers(STORE, two["primary"], [two["other"]],
+                               {"custom_fields.colour": two["other"]}, "alice")
+    assert "field_choices" in refused.value.details["fields"]
+    with pytest.raises(ValidationError):
+        merges.merge_customers(STORE, two["primary"], [two["other"]],
+                               {"custom_fields.tier": "someone-else"}, "alice")
+    merge = merges.merge_customers(STORE, two["primary"], [two["other"]],
+                                   {"custom_fields.tier": two["other"],
+                                    "custom_fields.visits": two["primary"]}, "alice").answer
+    assert storage.customers.get(STORE, two["primary"])["custom_fields"] == {"tier": "silver"}
+    assert merge["field_choices"]["custom_fields.tier"] == two["other"]
+    merges.unmerge(STORE, merge["merge_id"], "alice")
+    assert storage.customers.get(STORE, two["primary"])["custom_fields"] == {"tier": "gold"}
+
+
+def test_an_unmerge_puts_back_a_chosen_value_unless_edited_since():
+    change = {"before": {"tier": "gold", "vip": True},
+              "after": {"tier": "silver", "visits": 3}}
+    restore, kept = fields_to_restore({"custom_fields": change}, {"custom_fields": {
+        "tier": "silver", "visits": 4}})
+    assert restore == {"custom_fields": {"tier": "gold", "vip": True, "visits": 4}}
+    assert kept == ["custom_fields"]

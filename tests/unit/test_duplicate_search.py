@@ -77,19 +77,50 @@ def test_keys_are_written_with_webhook_customers_and_orders(storage):
     assert guest["match_keys"][PHONE] == hashed_key(PHONE, "+49301234567")  # the store's country
 
 
-class _CountingReads:
-    """The customers collection, counting the documents read back by id and version."""
+class _CountingCustomers:
+    """The customers collection, counting what goes through it: `rereads`, the documents read
+    back by id and version; `read`, the documents its finds and aggregations go through."""
 
     def __init__(self, collection) -> None:
-        self._collection, self.rereads = collection, 0
+        self._collection, self.rereads, self.read = collection, 0, 0
 
     def find_one(self, query=None, *args, **kwargs):
         if isinstance(query, dict) and set(query) == {"_id", "version"}:
             self.rereads += 1
         return self._collection.find_one(query, *args, **kwargs)
 
+    def find(self, *args, **kwargs):
+        return _CountedCursor(self, self._collection.find(*args, **kwargs))
+
+    def aggregate(self, pipeline, *args, **kwargs):
+        """An aggregation reads all that its first $match selects, before grouping it."""
+        if pipeline and "$match" in pipeline[0]:
+            self.read += self._collection.count_documents(pipeline[0]["$match"])
+        return self._collection.aggregate(pipeline, *args, **kwargs)
+
     def __getattr__(self, name):
         return getattr(self._collection, name)
+
+
+class _CountedCursor:
+    """A cursor of `_CountingCustomers`, counting each document as it is read."""
+
+    def __init__(self, counter: _CountingCustomers, cursor) -> None:
+        self.counter, self.cursor = counter, cursor
+
+    def sort(self, *a, **k):
+        return _CountedCursor(self.counter, self.cursor.sort(*a, **k))
+
+    def batch_size(self, *a, **k):
+        return _CountedCursor(self.counter, self.cursor.batch_size(*a, **k))
+
+    def limit(self, *a, **k):
+        return _CountedCursor(self.counter, self.cursor.limit(*a, **k))
+
+    def __iter__(self):
+        for doc in self.cursor:
+            self.counter.read += 1
+            yield doc
 
 
 def test_webhook_contact_changes_keep_their_keys_without_reading_the_customer_again(storage):
@@ -99,7 +130,7 @@ def test_webhook_contact_changes_keep_their_keys_without_reading_the_customer_ag
                                  billing=payloads.address("ada@example.com", phone="030 1234567",
                                                           country="DE", postcode="10115")),
                correlation_id="c1")
-    counting = _CountingReads(storage.customers.collection)
+    counting = _CountingCustomers(storage.customers.collection)
     storage.customers.collection = counting
     sync.apply(STORE, "customer", "updated",
                payloads.customer(42, "ada@example.com", modified="2026-03-05T10:00:00",
@@ -320,45 +351,6 @@ def test_the_key_walk_yields_each_shared_key_once_in_key_order_with_its_size(sto
     assert list(storage.customers.shared_match_keys(OTHER, EMAIL, None)) == []
 
 
-class _CountingFinds:
-    """The customers collection, counting the documents its reads go through."""
-
-    def __init__(self, collection) -> None:
-        self._collection, self.read = collection, 0
-
-    def find(self, *args, **kwargs):
-        outer = self
-
-        class Counted:
-            def __init__(self, cursor):
-                self.cursor = cursor
-
-            def sort(self, *a, **k):
-                return Counted(self.cursor.sort(*a, **k))
-
-            def batch_size(self, *a, **k):
-                return Counted(self.cursor.batch_size(*a, **k))
-
-            def limit(self, *a, **k):
-                return Counted(self.cursor.limit(*a, **k))
-
-            def __iter__(self):
-                for doc in self.cursor:
-                    outer.read += 1
-                    yield doc
-
-        return Counted(self._collection.find(*args, **kwargs))
-
-    def aggregate(self, pipeline, *args, **kwargs):
-        """An aggregation reads all that its first $match selects, before grouping it."""
-        if pipeline and "$match" in pipeline[0]:
-            self.read += self._collection.count_documents(pipeline[0]["$match"])
-        return self._collection.aggregate(pipeline, *args, **kwargs)
-
-    def __getattr__(self, name):
-        return getattr(self._collection, name)
-
-
 def test_a_page_reads_the_keys_only_as_far_as_its_groups(storage, search):
     # 400 records alone and two pairs whose keys sort early among them (chosen so): the first
     # page (one group) reads the keys up to the second pair, which tells it there is more,
@@ -372,7 +364,7 @@ def test_a_page_reads_the_keys_only_as_far_as_its_groups(storage, search):
     for n, email in enumerate(twins):
         add(storage, f"dup{n}a", email=email, email_key=email)
         add(storage, f"dup{n}b", email=email, email_key=email)
-    counting = _CountingFinds(storage.customers.collection)
+    counting = _CountingCustomers(storage.customers.collection)
     storage.customers.collection = counting
     page = search.find(STORE, limit=1, match=EMAIL)
     assert len(page["groups"]) == 1 and page["next_cursor"] is not None

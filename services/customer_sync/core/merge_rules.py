@@ -10,17 +10,22 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.customer_sync.core.normalise import email_key
+from services.customer_sync.crm.field_rules import VALUES_FIELD
 from shared.customers import CONTACT_FIELDS
+
+# How field_choices names a custom field: `custom_fields.<key>`.
+VALUE_CHOICE = VALUES_FIELD + "."
 
 # Stored with the merge so an unmerge can compare and restore; personal data, so an erasure
 # of any of its records blanks the snapshot (repository.MergeRepository.forget).
 SNAPSHOT_FIELDS = (*CONTACT_FIELDS, "status", "registered", "woo_customer_id", "email_key",
-                   "guest_email_key", "account_status", "date_created", "version", "company_id")
+                   "guest_email_key", "account_status", "date_created", "version", "company_id",
+                   VALUES_FIELD)
 # Fields a merge gives the primary beyond the contact fields (never chosen by a person): the
 # primary keeps its own, or takes the first merged record's where it has none.
 KEPT_UNLESS_EMPTY = ("company_id",)
 # What a merge may change on the primary, and so what an unmerge may give back.
-MERGED_FIELDS = (*CONTACT_FIELDS, *KEPT_UNLESS_EMPTY)
+MERGED_FIELDS = (*CONTACT_FIELDS, *KEPT_UNLESS_EMPTY, VALUES_FIELD)
 
 
 def snapshot(doc: dict) -> dict:
@@ -63,6 +68,12 @@ def plan_fields(primary: dict, merged: list[dict], choices: dict[str, str]) -> F
             changed[name] = {"before": primary.get(name), "after": values[name]}
     values.update(taken_company(primary, merged))
     changed.update(company_changes(primary, merged))
+    custom = merged_values(primary, merged, choices)
+    sources.update({name: chosen for name, chosen in choices.items()
+                    if name.startswith(VALUE_CHOICE)})
+    if custom != (primary.get(VALUES_FIELD) or {}):
+        values[VALUES_FIELD] = custom
+        changed[VALUES_FIELD] = {"before": primary.get(VALUES_FIELD) or {}, "after": custom}
     if "email" in changed:
         values["email_key"] = email_key(values["email"])
     return FieldPlan(values, sources, changed)
@@ -86,18 +97,68 @@ def company_changes(primary: dict, merged: list[dict]) -> dict:
             for name, value in taken_company(primary, merged).items()}
 
 
+def merged_values(primary: dict, merged: list[dict], choices: dict[str, str] | None = None
+                  ) -> dict:
+    """The primary's custom field values after the merge: for a key the operator chose
+    (`custom_fields.<key>` in `choices`), the chosen record's value, or none where it has
+    none; for the rest, the primary's own, and for each key it has no value of, the first
+    merged record's that has one."""
+    values = dict(primary.get(VALUES_FIELD) or {})
+    for doc in merged:
+        for key, value in (doc.get(VALUES_FIELD) or {}).items():
+            values.setdefault(key, value)
+    by_id = {doc["_id"]: doc for doc in [primary, *merged]}
+    for name, chosen in (choices or {}).items():
+        if not name.startswith(VALUE_CHOICE):
+            continue
+        key = name[len(VALUE_CHOICE):]
+        source = by_id[chosen].get(VALUES_FIELD) or {}
+        if key in source:
+            values[key] = source[key]
+        else:
+            values.pop(key, None)
+    return values
+
+
 def fields_to_restore(changes: dict, current: dict) -> tuple[dict, list[str]]:
     """At an unmerge: the pre-merge values of the fields that still hold what the merge gave
     them, and the names of those edited since (an edit since the merge wins)."""
     restore, kept = {}, []
     for name, change in changes.items():
-        if current.get(name) == change["after"]:
+        if name == VALUES_FIELD:
+            values, edited = values_to_restore(change, current.get(VALUES_FIELD) or {})
+            if values is not None:
+                restore[name] = values
+            if edited:
+                kept.append(name)
+        elif current.get(name) == change["after"]:
             restore[name] = change["before"]
         else:
             kept.append(name)
     if "email" in restore:
         restore["email_key"] = email_key(restore["email"])
     return restore, kept
+
+
+def values_to_restore(change: dict, current: dict) -> tuple[dict | None, bool]:
+    """At an unmerge: the primary's custom field values with each key the merge changed put
+    back as it was before, where it still holds what the merge made it (None: none to put
+    back), and whether any was edited since (an edit since the merge wins, key by key)."""
+    before, after = change["before"], change["after"]
+    absent = object()
+    restored, back, edited = dict(current), False, False
+    for key in sorted({*before, *after}):
+        if before.get(key, absent) == after.get(key, absent):
+            continue
+        if current.get(key, absent) != after.get(key, absent):
+            edited = True
+            continue
+        back = True
+        if key in before:
+            restored[key] = before[key]
+        else:
+            restored.pop(key, None)
+    return (restored if back else None), edited
 
 
 def belongs_to_restored(order: dict, restored: dict) -> bool:

@@ -13,8 +13,6 @@ import logging
 import uuid
 from datetime import datetime
 
-from pymongo.collection import Collection
-
 from services.customer_sync.repository import CustomerSyncStorage
 
 log = logging.getLogger(__name__)
@@ -31,30 +29,19 @@ def guest_merge_id(store_id: str, primary_id: str, guest_id: str) -> str:
     return uuid.uuid5(_MERGE_NAMESPACE, f"{store_id}:{primary_id}:{guest_id}").hex
 
 
-def moved_collections(storage: CustomerSyncStorage) -> dict[str, Collection]:
-    return {"orders": storage.orders.collection, "notes": storage.notes.collection,
-            "reminders": storage.reminders.collection, "timeline": storage.timeline.collection}
-
-
 def move(storage: CustomerSyncStorage, merge_id: str, store_id: str, from_id: str, to_id: str,
          field_: str = "moved", ids: list | None = None) -> dict[str, list]:
     """Move a customer's documents (all of them, or those of `ids` per kind) to another,
     noting each ({"id", "from", "to"}) on the merge record first; answers the ids moved per
     kind."""
     moved: dict[str, list] = {}
-    for kind, collection in moved_collections(storage).items():
-        query: dict = {"store_id": store_id, "customer_id": from_id}
-        if ids is not None:
-            query["_id"] = {"$in": list(ids.get(kind, []))}
-        found = [d["_id"] for d in collection.find(query, {"_id": 1})]
+    for kind in MOVED_KINDS:
+        found = storage.owned_ids(kind, store_id, from_id,
+                                  None if ids is None else ids.get(kind, []))
         storage.merges.add_moved(merge_id, kind, [{"id": i, "from": from_id, "to": to_id}
                                                     for i in found],
                                  field_)
-        update: dict = {"$set": {"customer_id": to_id}}
-        if kind != "timeline":  # the versioned ones: a writer holding the old version retries
-            update["$inc"] = {"version": 1}
-        if found:
-            collection.update_many({"_id": {"$in": found}, "customer_id": from_id}, update)
+        storage.move_owned(kind, found, from_id, to_id)
         moved[kind] = found
     return moved
 
@@ -98,8 +85,7 @@ def finish_merge(storage: CustomerSyncStorage, store_id: str, merge_id: str,
         storage.merges.move_state(merge_id, ["pending"], "done", {"finished_at": now})
     marker = "pending_merge" if record["kind"] == "guest" else "pending_merge_id"
     value = record["merged_ids"][0] if record["kind"] == "guest" else merge_id
-    storage.customers.collection.update_one({"_id": primary_id, marker: value},
-                                            {"$unset": {marker: ""}, "$inc": {"version": 1}})
+    storage.customers.clear_merge_marker(primary_id, marker, value)
 
 
 def live_customer_id(storage: CustomerSyncStorage, store_id: str, doc: dict) -> str:

@@ -35,6 +35,7 @@ from services.customer_sync.core.changes import CONTACT_FIELDS
 from services.customer_sync.core.merge_steps import MOVED_KINDS, finish_merge, move, taken_by_primary
 from services.customer_sync.core.sync import CustomerSync, customer_event_data, stable_event_id
 from services.customer_sync.core.written import Written, written
+from services.customer_sync.crm.field_rules import MAX_FIELDS, VALUES_FIELD
 from services.customer_sync.crm.timeline import entry_id, make_entry
 from services.customer_sync.repository import CustomerSyncStorage
 from services.customer_sync.schemas import PageSchema, load, require_text
@@ -75,7 +76,7 @@ class CustomerMerges:
         store_id, actor = require_text(store_id, "store_id"), require_text(actor, "actor")
         primary_id = valid_customer_id(primary_id, "primary_id")
         merged_ids = self._merged_ids_arg(merged_ids, primary_id)
-        choices = self._choices_arg(field_choices, [primary_id, *merged_ids])
+        choices = self._choices_arg(store_id, field_choices, [primary_id, *merged_ids])
         merge_id = uuid.uuid4().hex
         correlation_id = f"staff-merge-{merge_id[:16]}"
         for _ in range(_MAX_RETRIES):
@@ -129,15 +130,27 @@ class CustomerMerges:
             raise _error("merged_ids", "must not name the primary")
         return ids
 
-    def _choices_arg(self, value: Any, ids: list[str]) -> dict[str, str]:
+    def _choices_arg(self, store_id: str, value: Any, ids: list[str]) -> dict[str, str]:
+        """Contact fields, and `custom_fields.<key>` for the store's custom fields, each to
+        the record whose value wins."""
         if value is None:
             return {}
         if not isinstance(value, dict):
             raise _error("field_choices", "must be an object")
+        if len(value) > len(CONTACT_FIELDS) + MAX_FIELDS:
+            raise _error("field_choices", "names more fields than a record has")
+        defined = None
         for name, chosen in value.items():
-            if name not in CONTACT_FIELDS:
+            if isinstance(name, str) and name.startswith(merge_rules.VALUE_CHOICE):
+                if defined is None:
+                    defined = {d["key"] for d in self.storage.custom_fields.all(store_id)}
+                if name[len(merge_rules.VALUE_CHOICE):] not in defined:
+                    raise _error("field_choices",
+                                 f"{name[:80]} names no custom field of this store")
+            elif name not in CONTACT_FIELDS:
                 raise _error("field_choices",
-                             f"names a field that is not one of {', '.join(CONTACT_FIELDS)}")
+                             f"names a field that is not one of {', '.join(CONTACT_FIELDS)} "
+                             "or custom_fields.<key>")
             if not isinstance(chosen, str) or chosen not in ids:
                 raise _error("field_choices", f"{name} must name the primary or a merged record")
         return dict(value)
@@ -174,29 +187,20 @@ class CustomerMerges:
             return True
         if record is not None and as_utc(record["created_at"]) + CLAIM_LEASE > self.clock():
             return False  # a merge in progress
-        self.storage.customers.collection.update_one(
-            {"_id": doc["_id"], "merge_claim": doc["merge_claim"]},
-            {"$unset": {"merge_claim": ""}, "$inc": {"version": 1}})
+        self.storage.customers.release_merge_claims([doc["_id"]], doc["merge_claim"])
         if record is not None:
             self.storage.merges.move_state(record["_id"], ["planned"], "abandoned")
         return True
 
     def _claim(self, merged: list[dict], merge_id: str) -> bool:
-        customers = self.storage.customers.collection
         for doc in merged:
-            taken = customers.update_one(
-                {"_id": doc["_id"], "version": doc["version"], "status": "active",
-                 "merge_claim": {"$exists": False}},
-                {"$set": {"merge_claim": merge_id}, "$inc": {"version": 1}})
-            if taken.modified_count != 1:
+            if not self.storage.customers.claim_for_merge(doc["_id"], doc["version"], merge_id):
                 self._release([d["_id"] for d in merged], merge_id)
                 return False
         return True
 
     def _release(self, ids: list[str], merge_id: str) -> None:
-        self.storage.customers.collection.update_many(
-            {"_id": {"$in": ids}, "merge_claim": merge_id},
-            {"$unset": {"merge_claim": ""}, "$inc": {"version": 1}})
+        self.storage.customers.release_merge_claims(ids, merge_id)
 
     def _event(self, event_type: str, store_id: str, data: dict, correlation_id: str,
                *id_parts: object) -> Event:
@@ -321,6 +325,9 @@ class CustomerMerges:
             if doc is None or doc.get("status") != "merged" or doc.get("merge_id") != merge_id:
                 return False  # restored already (a repeat), or no longer ours to restore
             after = {**doc, "status": "active"}
+            values = self._values_back(store_id, record["snapshots"][restored_id], doc)
+            if values is not None:
+                after[VALUES_FIELD] = values
             events = [
                 self._event("customer.unmerged", store_id,
                             {"customer_id": record["primary_id"],
@@ -328,7 +335,8 @@ class CustomerMerges:
                              "orders_since": orders_since},
                             correlation_id, restored_id, merge_id),
                 self._event("customer.updated", store_id,
-                            {**customer_event_data(after), "changed_fields": list(CONTACT_FIELDS)},
+                            {**customer_event_data(after),
+                             "changed_fields": [*CONTACT_FIELDS, VALUES_FIELD]},
                             correlation_id, restored_id, "unmerge", merge_id)]
             entry = make_entry(entry_id(merge_id, "restored", restored_id), restored_id,
                                "customer.unmerged", "Merge undone: this record stands alone "
@@ -336,6 +344,8 @@ class CustomerMerges:
                                {"merge_id": merge_id, "primary_id": record["primary_id"]},
                                self.clock())
             fields: dict = {"status": "active"}
+            if values is not None:
+                fields[VALUES_FIELD] = values
             guest_key = record["snapshots"][restored_id].get("guest_email_key")
             if guest_key and not doc.get("registered"):
                 fields["guest_email_key"] = guest_key
@@ -350,6 +360,16 @@ class CustomerMerges:
                                     entries=[entry]):
                     return True
         raise Conflict("the record kept changing; ask again")
+
+    def _values_back(self, store_id: str, snap: dict, doc: dict) -> dict | None:
+        """A restored record's custom field values as the merge found them, but for fields the
+        store has deleted since; None when it holds just those already (or the merge was
+        recorded before values were kept)."""
+        if VALUES_FIELD not in snap:
+            return None
+        defined = {d["key"] for d in self.storage.custom_fields.all(store_id)}
+        values = {k: v for k, v in (snap[VALUES_FIELD] or {}).items() if k in defined}
+        return None if values == (doc.get(VALUES_FIELD) or {}) else values
 
     def _restore_primary_fields(self, store_id: str, record: dict) -> bool:
         """Put back the primary's fields that still hold what the merge gave them, once."""

@@ -23,11 +23,13 @@ from services.customer_sync.privacy.anonymise import (
     real_email_key,
 )
 from services.customer_sync.core.changes import Freshness, PlannedEvent
-from services.customer_sync.core.merge_rules import company_changes, snapshot, taken_company
+from services.customer_sync.core.merge_rules import (company_changes, merged_values, snapshot,
+                                                     taken_company)
 from services.customer_sync.core.merge_steps import (finish_merge, guest_merge_id,
                                                      live_customer_id)
 from services.customer_sync.core.written import DocumentRef
 from services.customer_sync.crm.company_matching import CompanyMatching
+from services.customer_sync.crm.field_rules import VALUES_FIELD
 from services.customer_sync.privacy.consent_capture import CaptureSettings, ConsentCapture
 from services.customer_sync.privacy.erasure import LATE, SHOP, CustomerErasure
 from services.customer_sync.privacy.tombstones import WOO_CUSTOMER
@@ -296,21 +298,19 @@ class CustomerSync:
             return ApplyResult("ignored")  # WordPress never brings a deleted user back
         if existing.get("status") == "merged":
             return self._update_merged(existing, snap)
-        verdict = changes.freshness(existing.get("woo_date_modified"), existing.get("content_hash"),
-                                    snap.date_modified, snap.content_hash)
-        if verdict is Freshness.STALE:
-            return ApplyResult("stale")
-        if verdict is Freshness.SAME:
-            return ApplyResult("unchanged")
-        fields = self._registered_fields(snap)
-        if existing.get("date_created") and not snap.date_created:
-            fields.pop("date_created")
+        fields = self._newer_fields(existing, snap)
+        if isinstance(fields, ApplyResult):
+            return fields
         changed = changes.changed_contact_fields(existing, {**existing, **fields})
         merged_from = None
         if "email" in changed and snap.email_key:
             guest = self.storage.customers.guest_by_email(store_id, snap.email_key)
             if guest is not None and guest.get("status") == "active":
                 merged_from = guest
+                values = merged_values(existing, [guest])
+                if values != (existing.get(VALUES_FIELD) or {}):
+                    fields[VALUES_FIELD] = values
+                    changed.append(VALUES_FIELD)
         # The record keeps its company; a guest merged into it hands over the guest's when it
         # has none, and otherwise its new email may join one.
         fields.update(taken_company(existing, [merged_from] if merged_from else [])
@@ -332,7 +332,6 @@ class CustomerSync:
                                                                   merged_from["_id"]),
                                        "kind": "guest"},
                                       correlation_id, existing["_id"], merged_from["_id"]))
-        if merged_from is not None:
             fields["pending_merge"] = merged_from["_id"]
         if not self.storage.customers.update(existing["_id"], existing["version"], fields, events,
                                              read=existing):
@@ -346,16 +345,28 @@ class CustomerSync:
         """A shop account merged into another record here (WooCommerce has no merge): its
         stored state follows the shop, silently, so an unmerge gives back what the shop holds;
         only live records announce changes."""
+        fields = self._newer_fields(existing, snap)
+        if isinstance(fields, ApplyResult):
+            return fields
+        if not self.storage.customers.update(existing["_id"], existing["version"], fields, [],
+                                             read=existing):
+            return None  # lost a race: the caller reads again
+        return ApplyResult("updated")
+
+    def _newer_fields(self, existing: dict, snap: CustomerSnapshot) -> dict | ApplyResult:
+        """The shop account's fields to write when `snap` is newer than what `existing` holds
+        (a creation date the shop left out keeps the one held); otherwise the outcome, stale
+        or unchanged, and nothing to write."""
         verdict = changes.freshness(existing.get("woo_date_modified"), existing.get("content_hash"),
                                     snap.date_modified, snap.content_hash)
-        if verdict is not Freshness.NEWER:
-            return ApplyResult("stale" if verdict is Freshness.STALE else "unchanged")
+        if verdict is Freshness.STALE:
+            return ApplyResult("stale")
+        if verdict is Freshness.SAME:
+            return ApplyResult("unchanged")
         fields = self._registered_fields(snap)
         if existing.get("date_created") and not snap.date_created:
             fields.pop("date_created")
-        if not self.storage.customers.update(existing["_id"], existing["version"], fields, []):
-            return None  # lost a race: the caller reads again
-        return ApplyResult("updated")
+        return fields
 
     def _finish_merge(self, store_id: str, into: str, guest_id: str,
                       before: dict | None = None) -> None:
@@ -368,11 +379,20 @@ class CustomerSync:
         primary = before or self.storage.customers.get(store_id, into)
         if guest is not None and primary is not None:
             now = self.clock()
+            # Known only from the record before the change: a resumed merge records none,
+            # and its undoing leaves the primary the values the guest gave it.
+            field_changes = {}
+            if before is not None:
+                values = merged_values(before, [guest])
+                if values != (before.get(VALUES_FIELD) or {}):
+                    field_changes[VALUES_FIELD] = {"before": before.get(VALUES_FIELD) or {},
+                                                   "after": values}
             self.storage.merges.record_guest_merge({
                 "_id": merge_id, "store_id": store_id, "kind": "guest", "state": "pending",
                 "primary_id": into, "merged_ids": [guest_id],
                 "snapshots": {into: snapshot(primary), guest_id: snapshot(guest)},
-                "field_choices": {}, "field_changes": company_changes(primary, [guest]),
+                "field_choices": {},
+                "field_changes": {**company_changes(primary, [guest]), **field_changes},
                 "moved": {},
                 "created_at": now, "created_by": "shop"})
         finish_merge(self.storage, store_id, merge_id, self.clock())

@@ -29,6 +29,9 @@ def definition_view(doc: dict) -> dict:
             "created_at": iso(doc.get("created_at")), "updated_at": iso(doc.get("updated_at"))}
 
 
+# Customers read at a time while a deleted field's values are taken off them.
+DELETE_BATCH = 200
+
 _DEFINITION_FIELDS = ("label", "type", "options", "required", "min", "max", "max_length")
 
 
@@ -36,10 +39,13 @@ class CustomFields:
     """Definitions per store, and customers' values checked against them."""
 
     def __init__(self, storage: CustomerSyncStorage, sync: CustomerSync,
-                 clock: Callable[[], datetime] = utcnow) -> None:
+                 clock: Callable[[], datetime] = utcnow,
+                 delete_batch: int = DELETE_BATCH) -> None:
+        """`delete_batch`: customers read at a time while a deleted field's values go."""
         self.storage = storage
         self.sync = sync
         self.clock = clock
+        self.delete_batch = delete_batch
 
     # -- definitions ------------------------------------------------------------------------
     def definitions(self, store_id: str, of: str = DEFAULT_APPLIES_TO) -> dict[str, dict]:
@@ -92,16 +98,42 @@ class CustomFields:
                 return definition_view({**current, **fields})
         raise Conflict("the custom field kept changing; ask again")
 
-    def delete(self, store_id: str, key: str, actor: str) -> dict:
-        """Remove the field and every customer's value of it. The values go without a
-        `customer.updated` each: consumers drop a key they no longer see at the next one."""
+    def delete(self, store_id: str, key: str, actor: str) -> Written:
+        """Remove the field and every customer's value of it, each customer's removal with its
+        `customer.updated` in the same write, `delete_batch` customers a read. The field is
+        marked first and removed last, so asking again after a crash finishes the job."""
         store_id = require_text(store_id, "store_id")
-        require_text(actor, "actor")
+        actor = require_text(actor, "actor")
         current = self._definition(store_id, key)
         repo = self.storage.custom_fields
+        if not current.get("deleting"):
+            repo.mark_deleting(store_id, current["key"])
+        correlation_id = f"staff-field-delete-{uuid.uuid4().hex[:16]}"
+        touched = []
+        while True:
+            holders = repo.holders(store_id, current["key"], self.delete_batch)
+            if not holders:
+                break
+            touched += [(self.storage.customers.collection.name, doc["_id"]) for doc in holders
+                        if self._remove_value(store_id, doc, current["key"], correlation_id)]
         repo.remove(store_id, current["key"])
-        removed = repo.remove_values(store_id, current["key"])
-        return {"key": current["key"], "deleted": True, "values_removed": removed}
+        return written({"key": current["key"], "deleted": True, "values_removed": len(touched)},
+                       touched)
+
+    def _remove_value(self, store_id: str, doc: dict, key: str, correlation_id: str) -> bool:
+        """One customer's value of a field being deleted, gone with its event (a record that
+        is not live, merged or deleted, announces nothing); False when the customer changed
+        since it was read (the next batch reads it again)."""
+        kept = {k: v for k, v in (doc.get(VALUES_FIELD) or {}).items() if k != key}
+        events = []
+        if doc.get("status") == "active":
+            events.append(self.sync._event(
+                "customer.updated", store_id,
+                {**customer_event_data({**doc, VALUES_FIELD: kept}),
+                 "changed_fields": [VALUES_FIELD]},
+                correlation_id, doc["_id"], doc["version"], VALUES_FIELD, "deleted", key))
+        return self.storage.customers.update(doc["_id"], doc["version"], {VALUES_FIELD: kept},
+                                             events, read=doc)
 
     # -- values -----------------------------------------------------------------------------
     def set_values(self, store_id: str, customer_id: str, values: Any, actor: str) -> Written:

@@ -14,7 +14,7 @@ from typing import Any, Callable
 from urllib.parse import urlencode
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.exceptions import MethodNotAllowed, NotFound, RequestEntityTooLarge
 from werkzeug.routing import Map, Rule
 from werkzeug.utils import redirect as werkzeug_redirect
 from werkzeug.wrappers import Request, Response
@@ -24,6 +24,7 @@ from services.gateway.auth import Caller, caller_from_view
 from services.gateway.console import admin_views as a
 from services.gateway.console import consent_views
 from services.gateway.console import duplicate_views as dv
+from services.gateway.console import field_views as fv
 from services.gateway.console import merge_views as mv
 from services.gateway.console import present
 from services.gateway.console import segment_views as seg
@@ -106,6 +107,7 @@ def _routes() -> Map:
              ("POST",)),
         rule("/customers/<customer_id>/gdpr", v.gdpr_request, ("POST",)),
         rule("/customers/<customer_id>/consent", consent_views.set_consent, ("POST",)),
+        rule("/customers/<customer_id>/custom-fields", v.save_custom_values, ("POST",)),
         rule("/loyalty", a.loyalty_page),
         rule("/loyalty", a.loyalty_save, ("POST",)),
         rule("/templates", a.template_list),
@@ -133,6 +135,11 @@ def _routes() -> Map:
         rule("/merges/new", mv.merge_submit, ("POST",)),
         rule("/merges/<merge_id>", mv.merge_page),
         rule("/merges/<merge_id>/unmerge", mv.unmerge, ("POST",)),
+        rule("/custom-fields", fv.field_list),
+        rule("/custom-fields/create", fv.field_create, ("POST",)),
+        rule("/custom-fields/<key>", fv.field_page),
+        rule("/custom-fields/<key>/edit", fv.field_edit, ("POST",)),
+        rule("/custom-fields/<key>/delete", fv.field_delete, ("POST",)),
         rule("/tags", tv.tag_list),
         rule("/tags/create", tv.tag_create, ("POST",)),
         rule("/tags/<tag>/edit", tv.tag_edit, ("POST",)),
@@ -189,6 +196,11 @@ class ConsoleApp:
         with log_context(request_id=request_id, store_id=session.store_id or None):
             try:
                 response = self._dispatch(request, backends, session, request_id)
+            except RequestEntityTooLarge:  # read on the form's first use, before any change
+                response = self.render("error.html", None, 413, session=session,
+                                       title="Too large",
+                                       message="This form is larger than the console takes; "
+                                               "nothing was changed.")
             except Exception:  # noqa: BLE001 - the person gets a page, the log the traceback
                 log.exception("console error on %s %s (request %s)", request.method,
                               request.path, request_id)

@@ -19,6 +19,9 @@ FIELD_LABELS = {"email": "Email", "first_name": "First name", "last_name": "Last
                 "shipping": "Shipping address", "birthday": "Birthday"}
 STATE_LABELS = {"pending": "Being merged", "merged": "Merged",
                 "unmerging": "Being undone", "unmerged": "Undone"}
+# How a custom field is named among the field choices, and how many the form passes on.
+VALUE_CHOICE = "custom_fields."
+MAX_CUSTOM_CHOICES = 100
 # The records a merge may name: the primary and up to MAX_MERGED merged into it.
 MAX_RECORDS = MAX_MERGED + 1
 MERGED_UNDERSTOOD = ("I understand: the other records are retired into the primary, their "
@@ -58,14 +61,43 @@ def winner(field: str, records: list[dict], primary_id: str, chosen: str = "") -
 
 
 def field_choices(form: Any) -> dict[str, str]:
-    """The form's `take_<field>` radios as the API's field_choices; an id not among the
-    records is passed on as sent, for the API to refuse by the field."""
+    """The form's `take_<field>` radios (a custom field's `take_custom_fields.<key>`) as the
+    API's field_choices; an id not among the records, or a key the store has no field of, is
+    passed on as sent, for the API to refuse by the field."""
     choices = {}
-    for field in CONTACT_FIELDS:
+    custom = [name for name in form.keys() if name.startswith("take_" + VALUE_CHOICE)]
+    for field in [*CONTACT_FIELDS, *(n[len("take_"):] for n in custom[:MAX_CUSTOM_CHOICES])]:
         value = (form.get("take_" + field) or "")[:200]
         if value:
             choices[field] = value
     return choices
+
+
+def custom_rows(definitions: list[dict], records: list[dict], primary_id: str) -> list[dict]:
+    """The store's custom fields that any of the records holds a value of, each with the
+    record whose value the merge keeps unless chosen otherwise."""
+    rows = []
+    for definition in definitions:
+        key = definition.get("key")
+        values = [{"customer_id": r["customer_id"],
+                   "value": (r.get("custom_fields") or {}).get(key)} for r in records]
+        if any(v["value"] is not None for v in values):
+            default = winner("value", values, primary_id)
+            rows.append({"key": key, "label": definition.get("label") or key,
+                         "name": VALUE_CHOICE + key,
+                         "values": [{**v, "text": _value_text(v["value"])} for v in values],
+                         "default": default,
+                         "default_text": next(_value_text(v["value"]) for v in values
+                                              if v["customer_id"] == default)})
+    return rows
+
+
+def _value_text(value: Any) -> str:
+    if value is None:
+        return "(none)"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
 
 
 def shown_value(value: Any) -> str:
@@ -120,6 +152,7 @@ def _records(page, ids: list[str]) -> list[dict]:
         records.append({**{f: customer.get(f) for f in CONTACT_FIELDS},
                         "customer_id": customer_id,
                         "registered": bool(customer.get("registered")),
+                        "custom_fields": customer.get("custom_fields") or {},
                         "orders_count": stats.get("orders_count") or 0})
     return records
 
@@ -131,7 +164,17 @@ def _form(page, records: list[dict], primary_id: str, chosen: dict[str, str],
                        by_id={r["customer_id"]: r for r in records},
                        defaults={f: winner(f, records, primary_id) for f in CONTACT_FIELDS},
                        fields=FIELD_LABELS, shown=shown_value,
+                       custom=custom_rows(_definitions(page), records, primary_id),
                        problem=problem, errors=errors or {}, understood=MERGED_UNDERSTOOD)
+
+
+def _definitions(page) -> list[dict]:
+    """The store's custom fields, or none when they cannot be read (the form then offers
+    the contact fields only, and the merge keeps its default for the values)."""
+    try:
+        return page.api.get("/custom-fields")
+    except ApiError:
+        return []
 
 
 def _read_records(page, ids: list[str], title: str) -> list[dict] | Response:

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 from werkzeug.wrappers import Response
 
-from services.gateway.console import consent_views, present
+from services.gateway.console import consent_views, field_views, present
 from services.gateway.console.api import ApiError, best_effort, path
 from services.gateway.handlers.transfer import _safe_cell
 from services.gateway.problems import Problem
@@ -184,6 +184,19 @@ def _export_csv(customers: list[dict]) -> Response:
 # -- one customer ---------------------------------------------------------------------------
 
 def customer_page(page, customer_id: str) -> Response:
+    return _customer(page, customer_id)
+
+
+def save_custom_values(page, customer_id: str) -> Response:
+    """The custom fields form; a refusal draws the page again with the errors by the field."""
+    saved = field_views.values_save(page, customer_id)
+    if isinstance(saved, Response):
+        return saved
+    return _customer(page, customer_id, **saved)
+
+
+def _customer(page, customer_id: str, status: int = 200, field_problem: str = "",
+              field_errors: dict | None = None, field_typed: dict | None = None) -> Response:
     try:
         detail = page.api.get(path("customers", customer_id))
     except ApiError as exc:
@@ -199,8 +212,9 @@ def customer_page(page, customer_id: str) -> Response:
             rewards = page.api.get(path("customers", customer_id, "loyalty", "rewards"))["items"]
         except ApiError as exc:
             rewards_problem = exc.message()
+    definitions = best_effort(page, "/custom-fields", [])
     return page.render(
-        "customer.html", title=name or customer.get("email") or customer_id,
+        "customer.html", status, title=name or customer.get("email") or customer_id,
         d=detail, c=customer, name=name, stats=stats,
         orders_per_month=present.orders_per_month(stats, utcnow()),
         notes=present.group_notes(detail.get("notes") or [], NOTE_CATEGORIES),
@@ -212,8 +226,10 @@ def customer_page(page, customer_id: str) -> Response:
         currency=present.store_currency(detail.get("loyalty")),
         customer_url=f"{PREFIX}/customers/{customer_id}",
         consent=consent_views.card(page, customer_id),
-        custom_fields=present.custom_field_rows(best_effort(page, "/custom-fields", []),
-                                                customer.get("custom_fields")))
+        custom_fields=present.custom_field_rows(definitions, customer.get("custom_fields")),
+        field_inputs=field_views.value_inputs(definitions, customer.get("custom_fields"),
+                                              field_typed),
+        field_problem=field_problem, field_errors=field_errors or {})
 
 
 def _act(page, customer_id: str, anchor: str, call, success: str) -> Response:

@@ -44,7 +44,9 @@ ROUTES = [
                       "values held stay as they are until next written."),
     Route("DELETE", "/custom-fields/<key>", delete_custom_field,
           "Delete a custom field and every customer's value of it", "custom-fields",
-          scope="write", responses={200: s.DELETED_CUSTOM_FIELD}),
+          scope="write", responses={200: s.DELETED_CUSTOM_FIELD},
+          description="Each live customer who held a value gets a customer.updated; a "
+                      "deletion cut short is finished by asking again."),
     Route("PUT", "/customers/<customer_id>/custom-fields", set_custom_values,
           "Set a customer's custom field values", "custom-fields", scope="write",
           body=s.CUSTOM_VALUES, responses={200: s.CUSTOM_VALUES_SET},

@@ -18,8 +18,11 @@ MERGE_REQUEST = {
                        "description": "the records merged into the primary"},
         "field_choices": {
             "type": "object", "additionalProperties": False,
+            "maxProperties": len(CONTACT_FIELDS) + s.CUSTOM_VALUES["maxProperties"],
             "properties": {name: _ID for name in CONTACT_FIELDS},
-            "description": "contact field to the record whose value wins; unnamed fields keep "
+            "patternProperties": {r"^custom_fields\.[a-z][a-z0-9_]{0,39}$": _ID},
+            "description": "contact field, or `custom_fields.<key>` of one of the store's "
+                           "custom fields, to the record whose value wins; unnamed fields keep "
                            "the primary's, or a merged record's where the primary's is empty"},
     },
 }
