@@ -204,6 +204,13 @@ QUARANTINE_REPLAYED = obj({"store_id": STRING, "replayed": {"type": "array", "it
 
 # Custom fields (customer_sync's crm/field_rules.py holds the rules; these bound the input).
 CUSTOM_FIELD_TYPES = ["text", "number", "date", "choice", "boolean"]
+# Whose values a field holds: a customer's (as every field before companies) or a company's.
+CUSTOM_FIELD_OWNERS = ("customer", "company")
+
+
+def fields_of(definitions: list[dict], owner: str) -> list[dict]:
+    """The store's custom field definitions that apply to `owner` (customer or company)."""
+    return [d for d in definitions if (d.get("applies_to") or "customer") == owner]
 CUSTOM_FIELD_KEY = {"type": "string", "pattern": r"^[a-z][a-z0-9_]{0,39}$",
                     "description": "1-40 lower-case letters, digits or _, starting with a letter"}
 _NULLABLE_NUMBER = {"type": ["number", "null"]}
@@ -223,10 +230,14 @@ CUSTOM_FIELD = obj(
     {"key": STRING, "label": STRING, "type": {"enum": CUSTOM_FIELD_TYPES}, "required": BOOLEAN},
     {"options": {"type": ["array", "null"], "items": STRING}, "min": _NULLABLE_NUMBER,
      "max": _NULLABLE_NUMBER, "max_length": {"type": ["integer", "null"]},
+     "applies_to": {"enum": list(CUSTOM_FIELD_OWNERS)},
      "created_at": NULLABLE_TIME, "updated_at": NULLABLE_TIME})
 NEW_CUSTOM_FIELD = obj({"key": CUSTOM_FIELD_KEY, "label": _FIELD_LIMITS["label"],
                         "type": _FIELD_LIMITS["type"]},
-                       {k: v for k, v in _FIELD_LIMITS.items() if k not in ("label", "type")},
+                       {**{k: v for k, v in _FIELD_LIMITS.items() if k not in ("label", "type")},
+                        "applies_to": {"enum": list(CUSTOM_FIELD_OWNERS),
+                                       "description": "whose field it is (customer when "
+                                                      "absent)"}},
                        additionalProperties=False)
 CUSTOM_FIELD_CHANGES = {"type": "object", "minProperties": 1, "additionalProperties": False,
                         "properties": _FIELD_LIMITS}

@@ -11,10 +11,11 @@ from urllib.parse import urlsplit
 from werkzeug.wrappers import Response
 
 from services.gateway.console import consent_views, present
+from services.gateway.console.company_views import company_choices
 from services.gateway.console.api import ApiError, path
 from services.gateway.handlers.transfer import _safe_cell
 from services.gateway.problems import Problem
-from services.gateway.schemas import NOTE_CATEGORIES
+from services.gateway.schemas import NOTE_CATEGORIES, fields_of
 from shared.times import utcnow
 
 PREFIX = "/console"
@@ -128,7 +129,9 @@ def customer_list(page) -> Response:
         segments=present.SEGMENTS, page_sizes=present.PAGE_SIZES, links=links,
         this_url=page.request.full_path.rstrip("?"),
         tags=_best_effort(page, "/tags", []), groups=_best_effort(page, "/groups", []),
-        bulk_actions=BULK_ACTIONS)
+        bulk_actions=BULK_ACTIONS, companies=company_choices(page),
+        company_name=next((row.get("company_name") for row in (result or {}).get("items") or []
+                           if row.get("company_id") == state["company_id"]), None))
 
 
 def bulk(page) -> Response:
@@ -220,8 +223,10 @@ def customer_page(page, customer_id: str) -> Response:
         currency=present.store_currency(detail.get("loyalty")),
         customer_url=f"{PREFIX}/customers/{customer_id}",
         consent=consent_views.card(page, customer_id),
-        custom_fields=present.custom_field_rows(_best_effort(page, "/custom-fields", []),
-                                                customer.get("custom_fields")))
+        custom_fields=present.custom_field_rows(
+            fields_of(_best_effort(page, "/custom-fields", []), "customer"),
+            customer.get("custom_fields")),
+        company=detail.get("company"), company_choices=company_choices(page))
 
 
 def _act(page, customer_id: str, anchor: str, call, success: str) -> Response:

@@ -73,7 +73,8 @@ def custom_filters(ctx: Context) -> dict:
     if len(asked) > MAX_CUSTOM_FILTERS:
         raise Problem(400, f"at most {MAX_CUSTOM_FILTERS} custom.<key> filters",
                       kind="invalid-parameter", errors={"custom": ["too many filters"]})
-    defined = {f["key"] for f in ctx.call("customer_sync", "list_custom_fields", ctx.store_id)}
+    defined = {f["key"] for f in s.fields_of(
+        ctx.call("customer_sync", "list_custom_fields", ctx.store_id), "customer")}
     filters = {}
     for name, value in asked:
         key, shown = name[len(CUSTOM_FILTER_PREFIX):], name[:60]

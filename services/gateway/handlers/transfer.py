@@ -241,8 +241,9 @@ def export_customers(ctx: Context) -> Response:
             yield from pages
 
     # One column a custom field, in the store's order: read before answering, as the page is.
-    custom_keys = ([f["key"] for f in ctx.call("customer_sync", "list_custom_fields",
-                                               ctx.store_id)] if fmt == "csv" else [])
+    custom_keys = ([f["key"] for f in s.fields_of(ctx.call(
+        "customer_sync", "list_custom_fields", ctx.store_id), "customer")]
+        if fmt == "csv" else [])
 
     def csv_body() -> Iterator[str]:
         buffer = io.StringIO()
