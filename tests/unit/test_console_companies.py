@@ -8,7 +8,7 @@ import re
 import pytest
 
 from services.gateway.console.company_views import form_values, read_form, request_body
-from tests.unit.test_console import (COMPANY_ID, EVIL, OTHER_STORES_COMPANY, CustomerSync,
+from tests.unit.test_console import (COMPANY_ID, OTHER_STORES_COMPANY, CustomerSync,
                                      Segmentation, World)
 
 COMPANY_FIELDS = [{"key": "tier", "label": "Account tier", "type": "text", "required": False,
