@@ -251,7 +251,8 @@ CUSTOM_VALUES = {"type": "object", "maxProperties": 50,
 CUSTOM_VALUES_SET = obj({"customer_id": STRING, "custom_fields": ANY_OBJECT, "changed": BOOLEAN})
 
 # -- companies (customer_sync owns them; segmentation rolls up their members' stats) ----------
-COMPANY_ID = {"type": "string", "pattern": COMPANY_ID_PATTERN,
+# The length too: a body's pattern is searched, and `$` matches before a trailing newline.
+COMPANY_ID = {"type": "string", "pattern": COMPANY_ID_PATTERN, "minLength": 27, "maxLength": 27,
               "description": "co_ and 24 lower-case hex characters"}
 COMPANY_ADDRESS_PARTS = ("address_1", "address_2", "city", "state", "postcode", "country")
 COMPANY_ADDRESS = obj({part: STRING for part in COMPANY_ADDRESS_PARTS},
