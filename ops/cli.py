@@ -1144,7 +1144,7 @@ def _add_operator_commands(commands) -> None:
 
 
 def _add_company_commands(commands) -> None:
-    """A store's companies (B2B): list, show, create, update, delete (docs/companies.md)."""
+    """A store's companies (B2B): list, show, create, update, delete (docs/cli.md)."""
     companies = commands.add_parser(
         "companies", help="a store's companies (B2B): list, show, create, update, delete",
         description="A company's members are customers (`companion customers company`); its "

@@ -1,6 +1,6 @@
 """Companies (B2B): customer_sync keeps a store's companies and which customers belong to
 them; segmentation rolls up their members' stats and holds the groups whose B2B terms a
-company's members get (docs/companies.md)."""
+company's members get (docs/api.md)."""
 from __future__ import annotations
 
 from services.gateway import schemas as s
