@@ -598,6 +598,12 @@ def cmd_companies(args) -> int:
         elif args.action == "update":
             data = _company_changes(args, is_new=False)
             _known_group(rpc, args.store, data)
+            if data.get("address") or data.get("custom_fields"):
+                # Flags name some parts; the rest stay as they are, so the whole is sent.
+                current = rpc.customer_sync.get_company(args.store, args.company_id)
+                for whole in ("address", "custom_fields"):
+                    if data.get(whole):
+                        data[whole] = {**(current.get(whole) or {}), **data[whole]}
             company = rpc.customer_sync.update_company(args.store, args.company_id, data, actor)
         else:
             if not args.yes and not (sys.stdin.isatty() and _confirmed(

@@ -148,6 +148,12 @@ def test_update_sends_only_what_is_given_and_clears_on_request(calls, capsys):
     assert code == EXIT_OK
     update = [c for c in calls if c[0] == "update_company"][0]
     assert update[3] == {"name": "Acme AG", "domain": None, "group": None}
+    calls.clear()
+    code, _, _ = run(capsys, "companies", "update", "--store", "shop", COMPANY_ID,
+                     "--postcode", "10117", "--custom", "tier=gold")
+    update = [c for c in calls if c[0] == "update_company"][0]
+    assert update[3]["address"] == {"city": "Berlin", "country": "DE", "postcode": "10117"}
+    assert update[3]["custom_fields"] == {"tier": "gold"}
     code, _, err = run(capsys, "companies", "update", "--store", "shop", COMPANY_ID)
     assert code == EXIT_USAGE and "at least one" in err
     code, _, err = run(capsys, "companies", "update", "--store", "shop", COMPANY_ID,

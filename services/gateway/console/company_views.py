@@ -25,27 +25,15 @@ MAX_TEXT = 500  # what the form keeps of a typed value; the API bounds it tighte
 CUSTOM_PREFIX = "custom."
 
 
-def _status_of(exc: ApiError) -> int:
-    """The API's refusal passed on as it is; its own failure as a bad gateway."""
-    return exc.status if 400 <= exc.status < 500 else 502
-
-
-def _best_effort(page, api_path: str, default, query: Any = None):
-    try:
-        return page.api.get(api_path, query)
-    except ApiError:
-        return default
-
-
 def company_choices(page) -> list[dict]:
     """The companies a form offers, by name (none when the list cannot be read)."""
-    return (_best_effort(page, "/companies", {}, {"limit": CHOICES_SIZE}) or {}).get(
+    return (page.api.get_or({}, "/companies", {"limit": CHOICES_SIZE}) or {}).get(
         "items") or []
 
 
 def company_fields(page) -> list[dict]:
     """The store's custom field definitions that apply to companies."""
-    return fields_of(_best_effort(page, "/custom-fields", []), "company")
+    return fields_of(page.api.get_or([], "/custom-fields"), "company")
 
 
 # -- the form, read and shown -----------------------------------------------------------------
@@ -119,7 +107,7 @@ def _form_page(page, values: dict, company_id: str | None, status: int = 200,
     title = "New company" if is_new else f"Change {values.get('name') or 'the company'}"
     return page.render("company_form.html", status, title=title, v=values, is_new=is_new,
                        company_id=company_id, errors=errors or {}, problem=problem,
-                       groups=_best_effort(page, "/groups", []), definitions=company_fields(page),
+                       groups=page.api.get_or([], "/groups"), definitions=company_fields(page),
                        address_labels=ADDRESS_LABELS)
 
 
@@ -138,7 +126,7 @@ def _form_errors(exc: ApiError) -> dict[str, str]:
 def company_list(page) -> Response:
     q = (page.request.args.get("q") or "").strip()[:200]
     listing = paged_listing(page, "/companies", "/companies", {"q": q})
-    matching = _best_effort(page, "/settings/companies", None)
+    matching = page.api.get_or(None, "/settings/companies")
     return page.render("companies.html", title="Companies", result=listing.result,
                        problem=listing.problem, links=listing.links, q=q, matching=matching)
 
@@ -153,7 +141,7 @@ def company_create(page) -> Response:
     try:
         company = page.api.post("/companies", request_body(values, definitions, is_new=True))
     except ApiError as exc:
-        return _form_page(page, values, None, _status_of(exc),
+        return _form_page(page, values, None, exc.page_status,
                           f"No company was created: {exc.message()}", _form_errors(exc))
     page.flash("success", f"Created the company {company['name']}.")
     return page.redirect(PREFIX + "/companies/" + path(company["company_id"])[1:])
@@ -163,7 +151,7 @@ def company_page(page, company_id: str) -> Response:
     try:
         company = page.api.get(path("companies", company_id))
     except ApiError as exc:
-        return page.render("error.html", _status_of(exc), title="Company not available",
+        return page.render("error.html", exc.page_status, title="Company not available",
                            message=exc.message())
     members = paged_listing(page, path("companies", company_id, "members"),
                             "/companies/" + path(company_id)[1:], {})
@@ -179,7 +167,7 @@ def company_edit(page, company_id: str) -> Response:
     try:
         company = page.api.get(path("companies", company_id))
     except ApiError as exc:
-        return page.render("error.html", _status_of(exc), title="Company not available",
+        return page.render("error.html", exc.page_status, title="Company not available",
                            message=exc.message())
     return _form_page(page, form_values(company), company["company_id"])
 
@@ -194,7 +182,7 @@ def company_save(page, company_id: str) -> Response:
         if exc.status == 404 and not exc.field_errors:
             return page.render("error.html", 404, title="Company not available",
                                message=exc.message())
-        return _form_page(page, values, company_id, _status_of(exc),
+        return _form_page(page, values, company_id, exc.page_status,
                           f"Nothing was saved: {exc.message()}", _form_errors(exc))
     page.flash("success", f"Saved the company {values['name']}.")
     return page.redirect(PREFIX + "/companies/" + path(company_id)[1:])

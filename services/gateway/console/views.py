@@ -41,10 +41,7 @@ def _safe_next(target: str | None, default: str = PREFIX + "/") -> str:
 
 def _best_effort(page, api_path: str, default):
     """A part of a page that may be missing (a list for autocomplete, say)."""
-    try:
-        return page.api.get(api_path)
-    except ApiError:
-        return default
+    return page.api.get_or(default, api_path)
 
 
 # -- signing in and out ---------------------------------------------------------------------
