@@ -223,7 +223,8 @@ def customer_page(page, customer_id: str) -> Response:
         custom_fields=present.custom_field_rows(
             fields_of(_best_effort(page, "/custom-fields", []), "customer"),
             customer.get("custom_fields")),
-        company=detail.get("company"), company_choices=company_choices(page))
+        company=detail.get("company"),
+        company_choices=company_choices(page) if page.may("write") else [])
 
 
 def _act(page, customer_id: str, anchor: str, call, success: str) -> Response:

@@ -120,7 +120,8 @@ def company_names(ctx: Context, company_ids: Iterable[str]) -> dict[str, str]:
 
 def with_company_names(ctx: Context, rows: list[dict]) -> list[dict]:
     """The list's rows, each with its `company_id` and its company's name (null without one):
-    one company_names call for a page (none when no row has a company)."""
+    one company_names call for a page's companies (200 at most a call; none when no row has
+    a company)."""
     names = company_names(ctx, (row.get("company_id") for row in rows))
     for row in rows:
         row["company_id"] = row.get("company_id") or None

@@ -28,8 +28,9 @@ IMPORT_COLUMNS = ("email", "first_name", "last_name", "phone", "company", *_ADDR
                   "email_marketing", "email_marketing_source", "sms_marketing",
                   "sms_marketing_source", "tags", "groups")
 EXPORT_COLUMNS = ("customer_id", "first_name", "last_name", "email", "company", "company_id",
-                  "company_name", "city", "state", "country", "account_status", "segment", "tags", "groups", "orders_count",
-                  "total_spent", "currency", "last_order_at", "registered_at")
+                  "company_name", "city", "state", "country", "account_status", "segment",
+                  "tags", "groups", "orders_count", "total_spent", "currency", "last_order_at",
+                  "registered_at")
 # A column setting one of the store's custom fields (customer_sync checks the key and cell).
 CUSTOM_PREFIX = "custom."
 MAX_CUSTOM_COLUMNS = 50
