@@ -268,12 +268,13 @@ COMPANY_STATS = obj({"members": INTEGER, "orders_count": INTEGER,
                      "last_order_at": NULLABLE_TIME},
                     description="rolled up from the company's active members")
 LISTED_COMPANY = {**COMPANY, "required": COMPANY["required"] + ["stats"],
-                  "properties": {**COMPANY["properties"], "stats": COMPANY_STATS}}
+                  "properties": {**COMPANY["properties"], "stats": nullable(COMPANY_STATS)}}
 GROUP_TERMS = nullable(obj({"name": STRING, "discount_percent": NULLABLE_STRING,
                             "free_shipping_threshold": {"type": ["integer", "null"]},
                             "payment_terms_days": {"type": ["integer", "null"]}}))
-COMPANY_DETAIL = {**LISTED_COMPANY, "required": LISTED_COMPANY["required"] + ["group_terms"],
-                  "properties": {**LISTED_COMPANY["properties"], "group_terms": GROUP_TERMS}}
+COMPANY_DETAIL = {**COMPANY, "required": COMPANY["required"] + ["stats", "group_terms"],
+                  "properties": {**COMPANY["properties"], "stats": COMPANY_STATS,
+                                 "group_terms": GROUP_TERMS}}
 _COMPANY_TEXT = {"type": ["string", "null"], "maxLength": 200}
 _COMPANY_FIELDS = {
     "name": {"type": "string", "minLength": 1, "maxLength": 200},

@@ -216,6 +216,8 @@ def test_the_customer_pages_company_card_joins_and_removes(world):
     card = page.split('id="company"')[1].split("</section>")[0]
     assert 'id="company-none"' in card and f'<option value="{COMPANY_ID}">' in card
     assert "&lt;script&gt;alert(1)&lt;/script&gt; Acme (acme.example)" in card
+    assert world.called("list_companies")[-1][2][2] == {"size": 100, "cursor": None}
+    assert world.called("company_stats") == []  # a choice needs no stats
     token = world.csrf("/console/customers/c1")
     joined = world.client.post("/console/customers/c1/company",
                                data={"csrf_token": token, "company_id": COMPANY_ID})

@@ -60,6 +60,12 @@ def test_the_list_pages_companies_with_one_stats_call_a_page(world):
     assert [c["name"] for c in searched.get_json()["items"]] == ["Zebra AG"]
 
 
+def test_a_list_to_choose_from_asks_no_stats(world):
+    answer = api(world).get("/api/v1/companies?stats=false", headers=bearer("wcc_read"))
+    assert [c["stats"] for c in answer.get_json()["items"]] == [None]
+    assert world.called("company_stats") == []
+
+
 def test_an_empty_page_asks_no_stats(world, monkeypatch):
     monkeypatch.setattr(type(customer_sync(world)), "list_companies",
                         lambda self, store, filters=None, page=None: {"items": [],

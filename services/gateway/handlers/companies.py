@@ -51,8 +51,9 @@ def list_companies(ctx: Context) -> Reply:
     answer = ctx.call("customer_sync", "list_companies", ctx.store_id, filters,
                       {"size": ctx.query["limit"], "cursor": ctx.query["cursor"]})
     cursor = answer.get("next_cursor")
-    return Reply({"items": _with_stats(ctx, answer["items"]), "next_cursor": cursor},
-                 headers=ctx.next_page(cursor))
+    items = (_with_stats(ctx, answer["items"]) if ctx.query["stats"]
+             else [{**c, "stats": None} for c in answer["items"]])
+    return Reply({"items": items, "next_cursor": cursor}, headers=ctx.next_page(cursor))
 
 
 def company_detail(ctx: Context, company: dict) -> dict:
@@ -122,7 +123,9 @@ COMPANY_PAGE_PARAMS = [
 ROUTES = [
     Route("GET", "/companies", list_companies, "Companies, by name, with their members' stats",
           "companies",
-          query=[Param("q", "name or domain contains this (case-insensitive)")]
+          query=[Param("q", "name or domain contains this (case-insensitive)"),
+                 Param("stats", "each company's members' stats (false: null, and segmentation "
+                       "is not asked, for a list to choose from)", "boolean", default=True)]
           + COMPANY_PAGE_PARAMS,
           responses={200: s.page_of(s.LISTED_COMPANY)}),
     Route("POST", "/companies", create_company, "Create a company", "companies", scope="write",
