@@ -12,6 +12,7 @@ import difflib
 import getpass
 import json
 import os
+import re
 import sys
 import time
 import uuid
@@ -24,6 +25,8 @@ warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
 
 # Money and reward wording as the console shows them: one way to read and write amounts.
 from services.gateway.console import present
+from services.gateway.routing import COMPANY_ID_PATTERN
+from services.gateway.schemas import COMPANY_ADDRESS_PARTS
 from ops.settings import every_setting
 from ops.system_health import Management, system_health
 from services.registry import SERVICES
@@ -466,6 +469,164 @@ def cmd_customers_merges(args) -> int:
     rows = [{**m, "merged": ",".join(m["merged_ids"])} for m in page["items"]]
     emit(args, page["items"], lambda _: table(rows, ["merge_id", "kind", "state", "primary_id",
                                                      "merged", "created_at", "created_by"]))
+    return EXIT_OK
+
+
+# -- companies (B2B): customer_sync's records, segmentation's stats and groups ------------------
+COMPANY_ID = re.compile(COMPANY_ID_PATTERN)
+COMPANY_COLUMNS = ["company_id", "name", "domain", "members", "orders", "spent", "last_order"]
+COMPANY_CLEARABLE = ("domain", "vat_id", "group", "address", "custom_fields")
+_COMPANY_FLAGS = {"name": "name", "domain": "domain", "vat_id": "vat_id", "group": "group"}
+
+
+def _company_id(value: str, field: str = "company_id") -> str:
+    if not COMPANY_ID.fullmatch(value or ""):
+        raise ValidationError(f"{field} must be co_ and 24 lower-case hex characters",
+                              {"fields": {field: ["co_ and 24 lower-case hex characters"]}})
+    return value
+
+
+def _company_rows(companies: list[dict], stats: dict) -> list[dict]:
+    rows = []
+    for company in companies:
+        s = stats.get(company["company_id"]) or {}
+        rows.append({**company, "members": s.get("members", company.get("member_count")),
+                     "orders": s.get("orders_count"), "spent": present.money(s.get("total_spent")),
+                     "last_order": (s.get("last_order_at") or "")[:10]})
+    return rows
+
+
+def _company_human(company: dict) -> str:
+    address = company.get("address") or {}
+    lines = [f"company {company['company_id']}: {company['name']}",
+             f"domain: {company.get('domain') or '-'}   vat id: {company.get('vat_id') or '-'}"
+             f"   group: {company.get('group') or '-'}",
+             "address: " + (", ".join(v for v in (address.get(k) for k in (
+                 "address_1", "address_2", "postcode", "city", "state", "country")) if v) or "-")]
+    stats = company.get("stats")
+    if stats:
+        lines.append(f"members {stats['members']}, orders {stats['orders_count']}, spent "
+                     f"{present.money(stats['total_spent'])}, last order "
+                     f"{(stats.get('last_order_at') or '-')[:10]}")
+    terms = company.get("group_terms")
+    if terms:
+        lines.append(f"B2B terms of {terms['name']}: discount {terms['discount_percent'] or '-'} %"
+                     f", free shipping from {terms['free_shipping_threshold'] or '-'} (minor "
+                     f"units), payment terms {terms['payment_terms_days'] or '-'} days")
+    if company.get("custom_fields"):
+        lines.append("custom fields: " + ", ".join(
+            f"{k}={v}" for k, v in sorted(company["custom_fields"].items())))
+    return "\n".join(lines)
+
+
+def _company_changes(args, is_new: bool) -> dict:
+    """The flags given, as the RPC's data; --clear FIELD sends null (an update only)."""
+    data = {key: getattr(args, flag) for flag, key in _COMPANY_FLAGS.items()
+            if getattr(args, flag, None) is not None}
+    address = {part: getattr(args, part) for part in COMPANY_ADDRESS_PARTS
+               if getattr(args, part, None) is not None}
+    if address:
+        data["address"] = address
+    if args.custom:
+        data["custom_fields"] = dict(_custom_pairs(args.custom))
+    for field in getattr(args, "clear", None) or []:
+        if field in data:
+            raise ValidationError(f"{field} is both set and cleared",
+                                  {"fields": {field: ["set and cleared at once"]}})
+        data[field] = None
+    if not is_new and not data:
+        raise ValidationError("name something to change", {"fields": {
+            "company": ["give at least one of --name, --domain, --vat-id, --group, an "
+                        "address flag, --custom or --clear"]}})
+    return data
+
+
+def _custom_pairs(values: list[str]) -> list[tuple[str, str]]:
+    pairs = []
+    for value in values:
+        key, sep, text = value.partition("=")
+        if not sep or not key:
+            raise ValidationError(f"--custom {value!r} is not KEY=VALUE",
+                                  {"fields": {"custom": ["KEY=VALUE"]}})
+        pairs.append((key, text))
+    return pairs
+
+
+def _known_group(rpc, store: str, data: dict) -> None:
+    """As the API does: a group segmentation has not saved is refused before anything."""
+    group = data.get("group")
+    if group and not any(g["slug"] == group for g in rpc.segmentation.list_groups(store)):
+        raise ValidationError(f"no group {group} in store {store}",
+                              {"fields": {"group": ["no such group; create it first"]}})
+
+
+def _with_detail(rpc, store: str, company: dict) -> dict:
+    stats = rpc.segmentation.company_stats(store, [company["company_id"]])
+    terms = None
+    if company.get("group"):
+        terms = next(({k: g.get(k) for k in ("name", "discount_percent",
+                                              "free_shipping_threshold", "payment_terms_days")}
+                      for g in rpc.segmentation.list_groups(store)
+                      if g["slug"] == company["group"]), None)
+    return {**company, "stats": stats.get(company["company_id"]), "group_terms": terms}
+
+
+def cmd_companies(args) -> int:
+    actor = getattr(args, "actor", None) or _operator()
+    if args.action in ("show", "update", "delete"):
+        _company_id(args.company_id)
+    if args.action == "list" and not 1 <= args.limit <= 100:
+        raise ValidationError("--limit must be 1-100", {"fields": {"limit": ["1-100"]}})
+    with _rpc(args) as rpc:
+        if args.action == "list":
+            page = rpc.customer_sync.list_companies(
+                args.store, {"q": args.q} if args.q else None, {"size": args.limit})
+            ids = [c["company_id"] for c in page["items"]]
+            stats = rpc.segmentation.company_stats(args.store, ids) if ids else {}
+            rows = _company_rows(page["items"], stats)
+            emit(args, [{**c, "stats": stats.get(c["company_id"])} for c in page["items"]],
+                 lambda _: table(rows, COMPANY_COLUMNS))
+            if page.get("next_cursor") and not args.json:
+                print("(more: narrow with --q, or raise --limit up to 100)", file=sys.stderr)
+            return EXIT_OK
+        if args.action == "show":
+            company = rpc.customer_sync.get_company(args.store, args.company_id)
+        elif args.action == "create":
+            data = _company_changes(args, is_new=True)
+            _known_group(rpc, args.store, data)
+            company = rpc.customer_sync.create_company(args.store, data, actor)
+        elif args.action == "update":
+            data = _company_changes(args, is_new=False)
+            _known_group(rpc, args.store, data)
+            if data.get("address") or data.get("custom_fields"):
+                # Flags name some parts; the rest stay as they are, so the whole is sent.
+                current = rpc.customer_sync.get_company(args.store, args.company_id)
+                for whole in ("address", "custom_fields"):
+                    if data.get(whole):
+                        data[whole] = {**(current.get(whole) or {}), **data[whole]}
+            company = rpc.customer_sync.update_company(args.store, args.company_id, data, actor)
+        else:
+            if not args.yes and not (sys.stdin.isatty() and _confirmed(
+                    f"delete company {args.company_id}? its members then belong to none")):
+                print("nothing deleted (--yes deletes without asking)", file=sys.stderr)
+                return EXIT_FAILED
+            answer = rpc.customer_sync.delete_company(args.store, args.company_id, actor)
+            emit(args, answer, lambda a: f"deleted company {a['company_id']}; "
+                                         f"{a['members_released']} members belong to none now")
+            return EXIT_OK
+        emit(args, _with_detail(rpc, args.store, company), _company_human)
+    return EXIT_OK
+
+
+def cmd_customers_company(args) -> int:
+    company_id = None if args.company.lower() == "none" else _company_id(args.company)
+    with _rpc(args) as rpc:
+        answer = rpc.customer_sync.set_customer_company(args.store, args.customer_id,
+                                                        company_id, args.actor or _operator())
+    emit(args, answer, lambda a: (
+        f"customer {a['customer_id']} " + (f"belongs to {a['company_id']}" if a["company_id"]
+                                           else "belongs to no company")
+        + ("" if a["changed"] else " (already so)")))
     return EXIT_OK
 
 
@@ -932,6 +1093,16 @@ def _add_operator_commands(commands) -> None:
     merges.add_argument("--customer", help="only merges naming this customer id")
     merges.add_argument("--limit", type=int, default=50)
     merges.set_defaults(func=cmd_customers_merges)
+    company = customers_cmds.add_parser(
+        "company", help="put a customer in a company, or in none",
+        description="Exit 1 when the customer or the company is not found.")
+    company.add_argument("--store", required=True)
+    company.add_argument("customer_id")
+    company.add_argument("company", metavar="COMPANY_ID|none",
+                         help="the company's id (co_...), or none to leave the company")
+    company.add_argument("--actor", help="who does it (default: cli:$USER)")
+    company.set_defaults(func=cmd_customers_company)
+    _add_company_commands(commands)
 
     keys = commands.add_parser(
         "keys", help="the gateway's API keys: create, list, revoke",
@@ -976,6 +1147,48 @@ def _add_operator_commands(commands) -> None:
     health.add_argument("--service-timeout", type=float, default=5.0, metavar="SECONDS",
                         help="how long to wait for each service's answer (default 5)")
     health.set_defaults(func=cmd_health)
+
+
+def _add_company_commands(commands) -> None:
+    """A store's companies (B2B): list, show, create, update, delete (docs/cli.md)."""
+    companies = commands.add_parser(
+        "companies", help="a store's companies (B2B): list, show, create, update, delete",
+        description="A company's members are customers (`companion customers company`); its "
+                    "group gives them the group's B2B terms.")
+    companies_cmds = companies.add_subparsers(dest="action", required=True)
+
+    def command(name: str, help_text: str, with_id: bool = False):
+        sub = companies_cmds.add_parser(name, help=help_text)
+        sub.add_argument("--store", required=True, help="store id")
+        if with_id:
+            sub.add_argument("company_id", help="the company's id (co_...)")
+        sub.set_defaults(func=cmd_companies)
+        return sub
+
+    listing = command("list", "companies by name, with their members' orders and spend")
+    listing.add_argument("--q", help="name or domain contains this")
+    listing.add_argument("--limit", type=int, default=50, help="at most this many (1-100)")
+    command("show", "a company, its members' stats and its group's terms", with_id=True)
+    create = command("create", "a new company")
+    update = command("update", "change a company (only the flags given)", with_id=True)
+    for sub, name_required in ((create, True), (update, False)):
+        sub.add_argument("--name", required=name_required, help="1-200 characters")
+        sub.add_argument("--domain", help="its email domain, e.g. acme.example (unique; no "
+                                          "free-mail domain)")
+        sub.add_argument("--vat-id", dest="vat_id", help="e.g. DE123456789")
+        sub.add_argument("--group", help="a saved group whose B2B terms the members get")
+        for part in COMPANY_ADDRESS_PARTS:
+            sub.add_argument("--" + part.replace("_", "-"), dest=part,
+                             help="address: " + part.replace("_", " "))
+        sub.add_argument("--custom", action="append", metavar="KEY=VALUE",
+                         help="a company custom field's value (repeatable)")
+        sub.add_argument("--actor", help="who does it (default: cli:$USER)")
+    update.add_argument("--clear", action="append", choices=COMPANY_CLEARABLE,
+                        help="clear this field (repeatable)")
+    delete = command("delete", "delete a company; its members then belong to none",
+                     with_id=True)
+    delete.add_argument("--yes", action="store_true", help="delete without asking")
+    delete.add_argument("--actor", help="who does it (default: cli:$USER)")
 
 
 def _add_loyalty_commands(commands) -> None:

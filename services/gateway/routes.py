@@ -6,16 +6,16 @@ import json
 from werkzeug.wrappers import Response
 
 from services.gateway import openapi
-from services.gateway.handlers import (bulk, catalogue, consent, crm, custom_fields, customers,
-                                       duplicates, gdpr, keys, loyalty, merges, notifications,
-                                       suppressions, transfer, webhooks)
+from services.gateway.handlers import (bulk, catalogue, companies, consent, crm, custom_fields,
+                                       customers, duplicates, gdpr, keys, loyalty, merges,
+                                       notifications, suppressions, transfer, webhooks)
 from services.gateway.routing import Context, Route
 
 
 def _all_routes() -> list[Route]:
     routes = (customers.ROUTES + duplicates.ROUTES + merges.ROUTES + bulk.ROUTES + transfer.ROUTES + crm.ROUTES + catalogue.ROUTES + loyalty.ROUTES
               + notifications.ROUTES + suppressions.ROUTES + gdpr.ROUTES + consent.ROUTES + keys.ROUTES
-              + webhooks.ROUTES + custom_fields.ROUTES)
+              + webhooks.ROUTES + custom_fields.ROUTES + companies.ROUTES)
     document = None
 
     def openapi_document(ctx: Context) -> Response:

@@ -22,10 +22,12 @@ API_PREFIX = "/api/v1"
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 # Every list's next_cursor: URL-safe base64 (a ledger's is digits, a subset), opaque to callers.
 CURSOR_PATTERN = r"^[A-Za-z0-9_-]+={0,2}$"
+# A company's id, as customer_sync makes it.
+COMPANY_ID_PATTERN = r"^co_[0-9a-f]{24}$"
 # Path parameters with a format of their own: documented, and checked before any service is
 # asked, so that a value the document allows is never refused for its shape.
 PATH_PATTERNS = {"tag": SLUG_PATTERN, "group": SLUG_PATTERN, "slug": SLUG_PATTERN,
-                 "merge_id": r"^[A-Za-z0-9_-]{1,64}$",
+                 "merge_id": r"^[A-Za-z0-9_-]{1,64}$", "company_id": COMPANY_ID_PATTERN,
                  "key": r"^[a-z][a-z0-9_]{0,39}$"}  # a custom field's
 
 

@@ -5,7 +5,7 @@ client must ignore what it does not know. What is listed as required is promised
 from __future__ import annotations
 
 from services.gateway.auth import SCOPES
-from services.gateway.routing import SLUG_PATTERN
+from services.gateway.routing import COMPANY_ID_PATTERN, SLUG_PATTERN
 
 STRING = {"type": "string"}
 NULLABLE_STRING = {"type": ["string", "null"]}
@@ -60,7 +60,9 @@ CUSTOMER_ROW = obj(
      "groups": {"type": "array", "items": STRING}, "stats": nullable(STATS)},
     {"first_name": STRING, "last_name": STRING, "company": STRING, "city": STRING,
      "state": STRING, "country": STRING, "registered": BOOLEAN, "registered_at": NULLABLE_TIME,
-     "custom_fields": ANY_OBJECT})
+     "custom_fields": ANY_OBJECT, "company_id": NULLABLE_STRING,
+     "company_name": {**NULLABLE_STRING, "description": "the company's name (null: none, or "
+                                                        "no longer there)"}})
 
 CUSTOMER = obj(
     # A customer deleted by staff or erased keeps no name (found by fuzzing: null names).
@@ -69,7 +71,8 @@ CUSTOMER = obj(
     {"phone": NULLABLE_STRING, "company": NULLABLE_STRING, "billing": nullable(ADDRESS),
      "shipping": nullable(ADDRESS), "status": STRING, "account_status": NULLABLE_STRING,
      "inactive_reason": NULLABLE_STRING, "date_created": NULLABLE_TIME, "date_modified": NULLABLE_TIME,
-     "custom_fields": {"type": "object", "description": "the store's custom fields: key to value"}})
+     "custom_fields": {"type": "object", "description": "the store's custom fields: key to value"},
+     "company_id": {**NULLABLE_STRING, "description": "the company the customer belongs to"}})
 
 ORDER = obj({"order_id": STRING, "number": STRING, "status": STRING, "total": MONEY},
             {"date_created": NULLABLE_TIME, "refunds": {"type": "array"}})
@@ -143,7 +146,8 @@ CUSTOMER_DETAIL = obj(
      "reminders": {"type": "array", "items": REMINDER},
      "timeline": {"type": "array", "items": TIMELINE_ENTRY},
      "unavailable": {"type": "array", "items": STRING,
-                     "description": "parts left out because their service did not answer"}})
+                     "description": "parts left out because their service did not answer"},
+     "company": nullable(obj({"company_id": STRING, "name": NULLABLE_STRING}))})
 
 CUSTOMER_EDIT = {
     "type": "object", "minProperties": 1, "additionalProperties": False,
@@ -200,6 +204,13 @@ QUARANTINE_REPLAYED = obj({"store_id": STRING, "replayed": {"type": "array", "it
 
 # Custom fields (customer_sync's crm/field_rules.py holds the rules; these bound the input).
 CUSTOM_FIELD_TYPES = ["text", "number", "date", "choice", "boolean"]
+# Whose values a field holds: a customer's (as every field before companies) or a company's.
+CUSTOM_FIELD_OWNERS = ("customer", "company")
+
+
+def fields_of(definitions: list[dict], owner: str) -> list[dict]:
+    """The store's custom field definitions that apply to `owner` (customer or company)."""
+    return [d for d in definitions if (d.get("applies_to") or "customer") == owner]
 CUSTOM_FIELD_KEY = {"type": "string", "pattern": r"^[a-z][a-z0-9_]{0,39}$",
                     "description": "1-40 lower-case letters, digits or _, starting with a letter"}
 _NULLABLE_NUMBER = {"type": ["number", "null"]}
@@ -219,10 +230,14 @@ CUSTOM_FIELD = obj(
     {"key": STRING, "label": STRING, "type": {"enum": CUSTOM_FIELD_TYPES}, "required": BOOLEAN},
     {"options": {"type": ["array", "null"], "items": STRING}, "min": _NULLABLE_NUMBER,
      "max": _NULLABLE_NUMBER, "max_length": {"type": ["integer", "null"]},
+     "applies_to": {"enum": list(CUSTOM_FIELD_OWNERS)},
      "created_at": NULLABLE_TIME, "updated_at": NULLABLE_TIME})
 NEW_CUSTOM_FIELD = obj({"key": CUSTOM_FIELD_KEY, "label": _FIELD_LIMITS["label"],
                         "type": _FIELD_LIMITS["type"]},
-                       {k: v for k, v in _FIELD_LIMITS.items() if k not in ("label", "type")},
+                       {**{k: v for k, v in _FIELD_LIMITS.items() if k not in ("label", "type")},
+                        "applies_to": {"enum": list(CUSTOM_FIELD_OWNERS),
+                                       "description": "whose field it is (customer when "
+                                                      "absent)"}},
                        additionalProperties=False)
 CUSTOM_FIELD_CHANGES = {"type": "object", "minProperties": 1, "additionalProperties": False,
                         "properties": _FIELD_LIMITS}
@@ -234,3 +249,55 @@ CUSTOM_VALUES = {"type": "object", "maxProperties": 50,
                                 "YYYY-MM-DD date, one of a choice's options, or boolean); keys "
                                 "left out or null have no value"}
 CUSTOM_VALUES_SET = obj({"customer_id": STRING, "custom_fields": ANY_OBJECT, "changed": BOOLEAN})
+
+# -- companies (customer_sync owns them; segmentation rolls up their members' stats) ----------
+# The length too: a body's pattern is searched, and `$` matches before a trailing newline.
+COMPANY_ID = {"type": "string", "pattern": COMPANY_ID_PATTERN, "minLength": 27, "maxLength": 27,
+              "description": "co_ and 24 lower-case hex characters"}
+COMPANY_ADDRESS_PARTS = ("address_1", "address_2", "city", "state", "postcode", "country")
+COMPANY_ADDRESS = obj({part: STRING for part in COMPANY_ADDRESS_PARTS},
+                      description="empty strings where not set; country is ISO 3166-1 alpha-2")
+COMPANY = obj(
+    {"company_id": STRING, "store_id": STRING, "name": STRING, "domain": NULLABLE_STRING,
+     "vat_id": NULLABLE_STRING, "address": COMPANY_ADDRESS, "custom_fields": ANY_OBJECT,
+     "group": {**NULLABLE_STRING, "description": "the group whose B2B terms members get"},
+     "member_count": INTEGER, "created_at": TIME, "updated_at": TIME},
+    {"created_by": NULLABLE_STRING, "updated_by": NULLABLE_STRING})
+COMPANY_STATS = obj({"members": INTEGER, "orders_count": INTEGER,
+                     "total_spent": obj({"amount": INTEGER, "currency": NULLABLE_STRING}),
+                     "last_order_at": NULLABLE_TIME},
+                    description="rolled up from the company's active members")
+LISTED_COMPANY = {**COMPANY, "required": COMPANY["required"] + ["stats"],
+                  "properties": {**COMPANY["properties"], "stats": nullable(COMPANY_STATS)}}
+GROUP_TERMS = nullable(obj({"name": STRING, "discount_percent": NULLABLE_STRING,
+                            "free_shipping_threshold": {"type": ["integer", "null"]},
+                            "payment_terms_days": {"type": ["integer", "null"]}}))
+COMPANY_DETAIL = {**COMPANY, "required": COMPANY["required"] + ["stats", "group_terms"],
+                  "properties": {**COMPANY["properties"], "stats": COMPANY_STATS,
+                                 "group_terms": GROUP_TERMS}}
+_COMPANY_TEXT = {"type": ["string", "null"], "maxLength": 200}
+_COMPANY_FIELDS = {
+    "name": {"type": "string", "minLength": 1, "maxLength": 200},
+    "domain": {"type": ["string", "null"], "maxLength": 253,
+               "description": "a lower-case hostname, unique in the store; free-mail domains "
+                              "are refused"},
+    "vat_id": {"type": ["string", "null"], "maxLength": 30,
+               "description": "2-letter country prefix and 2-13 letters or digits"},
+    "address": {"type": ["object", "null"], "additionalProperties": False,
+                "properties": {part: _COMPANY_TEXT for part in COMPANY_ADDRESS_PARTS}},
+    "custom_fields": {**CUSTOM_VALUES, "type": ["object", "null"],
+                      "description": "values of the custom fields that apply to companies"},
+    "group": {"anyOf": [SLUG, {"type": "null"}],
+              "description": "a group of the store (GET /groups), or null"},
+}
+NEW_COMPANY = obj({"name": _COMPANY_FIELDS["name"]},
+                  {k: v for k, v in _COMPANY_FIELDS.items() if k != "name"},
+                  additionalProperties=False)
+COMPANY_CHANGES = {"type": "object", "minProperties": 1, "additionalProperties": False,
+                   "properties": _COMPANY_FIELDS,
+                   "description": "the fields to change; null clears an optional one"}
+CUSTOMER_COMPANY = obj({"customer_id": STRING, "company_id": NULLABLE_STRING,
+                        "changed": BOOLEAN})
+COMPANY_MATCHING = obj({"match_email_domain": BOOLEAN},
+                       description="join a customer without a company to the company whose "
+                                   "domain is their email's")

@@ -204,9 +204,11 @@ def test_fuzz_every_route(system, clients, record_property):
 def refused_writes(draw) -> tuple:
     """A write that must be refused, with the status the API promises for it."""
     route = draw(st.sampled_from(WRITES))
-    # A value every path parameter's pattern takes (a custom field's key has no '-'), so the
-    # refusal is for the reason drawn, not the path.
-    path = re.sub(r"<(?:\w+:)?\w+>", "fuzz_target", route.path)
+    # A value every path parameter's pattern takes (a custom field's key has no '-', a
+    # company's id is co_ and 24 hex characters), so the refusal is for the reason drawn, not
+    # the path.
+    path = re.sub(r"<(?:\w+:)?company_id>", "co_" + "0" * 24, route.path)
+    path = re.sub(r"<(?:\w+:)?\w+>", "fuzz_target", path)
     reason = draw(st.sampled_from(["no key", "unknown key", "scope", "media type", "invalid json",
                                    "schema"] if route.body is not None and
                                   route.body_media_type == "application/json"

@@ -73,6 +73,12 @@ CUSTOM_FIELD_ROUTES = {
     "GET /custom-fields", "POST /custom-fields", "PUT /custom-fields/<key>",
     "DELETE /custom-fields/<key>", "PUT /customers/<customer_id>/custom-fields",
 }
+COMPANY_ROUTES = {
+    "GET /companies", "POST /companies", "GET /companies/<company_id>",
+    "PUT /companies/<company_id>", "DELETE /companies/<company_id>",
+    "GET /companies/<company_id>/members", "PUT /customers/<customer_id>/company",
+    "GET /settings/companies", "PUT /settings/companies",
+}
 WEBHOOK_ROUTES = {
     "GET /webhooks/quarantine", "GET /webhooks/quarantine/<quarantine_id>",
     "POST /webhooks/quarantine/replay",
@@ -82,7 +88,7 @@ WEBHOOK_ROUTES = {
 def test_every_route_is_driven_by_a_test():
     groups = [CUSTOMER_ROUTES, STORE_ROUTES, LOYALTY_AND_NOTIFICATION_ROUTES, GDPR_ROUTES,
               CONSENT_ROUTES, WEBHOOK_ROUTES, TAG_CATALOGUE_ROUTES, DUPLICATE_ROUTES,
-              MERGE_ROUTES, CUSTOM_FIELD_ROUTES]
+              MERGE_ROUTES, CUSTOM_FIELD_ROUTES, COMPANY_ROUTES]
     driven = set().union(*groups)
     assert sum(map(len, groups)) == len(driven), "a route is listed by two tests"
     assert set(ROUTES) - driven == set(), "routes no test drives"
@@ -783,6 +789,61 @@ def test_custom_field_routes(system, events):
     assert _ok(reader.get("/customers?custom.tier=gold"))["total"] == 0
     assert _ok(reader.get("/customers?custom.tier=silver"))["total"] == 0
     assert_driven(system, CUSTOM_FIELD_ROUTES)
+
+
+def test_company_routes(system):
+    """A company made with a group's terms, a customer joined to it and seen as a member, in
+    the list, on their page and in the export; refusals name the field and store nothing."""
+    _, customer_id = system.shop_customer(orders=0)
+    writer, reader, admin = system.client("write"), system.client("read"), system.client("admin")
+    _ok(writer.put("/groups/wholesale", json={"name": "Wholesale", "discount_percent": "10",
+                                              "payment_terms_days": 30}))
+    _problem(writer.post("/companies", json={"name": "Acme", "group": "nosuch"}), 400, "group")
+    acme = _ok(writer.post("/companies", json={
+        "name": "Acme GmbH", "domain": "acme.example", "vat_id": "de 123456789",
+        "address": {"city": "Berlin", "country": "DE"}, "group": "wholesale"}), 201)
+    assert (acme["vat_id"], acme["group_terms"]["payment_terms_days"]) == ("DE123456789", 30)
+    _problem(writer.post("/companies", json={"name": "Copy", "domain": "acme.example"}), 409,
+             "domain")
+    _problem(writer.post("/companies", json={"name": "Mail", "domain": "gmail.com"}), 400,
+             "domain")
+    _problem(reader.post("/companies", json={"name": "X"}), 403)
+    company = f"/companies/{acme['company_id']}"
+    assert _ok(reader.get(company))["name"] == "Acme GmbH"
+    _problem(reader.get("/companies/co_" + "0" * 24), 404)
+    _problem(reader.get("/companies/acme"), 400, "company_id")
+    assert _ok(writer.put(company, json={"domain": None}))["domain"] is None
+    _problem(writer.put(company, json={"name": ""}), 400)
+
+    _ok(writer.put(f"/customers/{customer_id}/company", json={"company_id": acme["company_id"]}))
+    _problem(writer.put(f"/customers/{customer_id}/company", json={"company_id": "acme"}), 400)
+    _problem(writer.put("/customers/nobody/company", json={"company_id": None}), 404)
+    assert _ok(reader.get(f"/customers/{customer_id}"))["company"] == {
+        "company_id": acme["company_id"], "name": "Acme GmbH"}
+    wait_until(lambda: _ok(reader.get(company + "/members"))["items"],
+               message="segmentation holds the customer's company")
+    [member] = _ok(reader.get(company + "/members"))["items"]
+    assert (member["customer_id"], member["company_name"]) == (customer_id, "Acme GmbH")
+    _problem(reader.get(company + "/members?limit=0"), 400, "limit")
+    [listed] = _ok(reader.get(f"/customers?company_id={acme['company_id']}"))["items"]
+    assert listed["company_name"] == "Acme GmbH"
+    [row] = list(csv.DictReader(io.StringIO(_ok(reader.get(
+        f"/exports/customers?company_id={acme['company_id']}")).text)))
+    assert (row["company_id"], row["company_name"]) == (acme["company_id"], "Acme GmbH")
+    [in_list] = _ok(reader.get("/companies?q=ACME"))["items"]
+    assert in_list["stats"]["members"] == 1
+    _problem(reader.get("/companies?limit=101"), 400, "limit")
+
+    assert _ok(reader.get("/settings/companies")) == {"match_email_domain": False}
+    _problem(writer.put("/settings/companies", json={"match_email_domain": True}), 403)
+    _problem(admin.put("/settings/companies", json={"match_email_domain": "yes"}), 400)
+    assert _ok(admin.put("/settings/companies", json={"match_email_domain": True})) == {
+        "match_email_domain": True}
+    assert _ok(writer.delete(company)) == {"company_id": acme["company_id"], "deleted": True,
+                                           "members_released": 1}
+    _problem(writer.delete(company), 404)
+    assert _ok(reader.get(f"/customers/{customer_id}"))["company"] is None
+    assert_driven(system, COMPANY_ROUTES)
 
 
 def test_duplicate_routes(system):

@@ -72,6 +72,10 @@ SAMPLE_BODIES: dict[str, object] = {
     "POST /custom-fields": {"key": "intruder_field", "label": "Intruder", "type": "text"},
     "PUT /custom-fields/<key>": {"label": "Renamed by an intruder"},
     "PUT /customers/<customer_id>/custom-fields": {"a_tier": "intruded"},
+    "POST /companies": {"name": "Intruders Ltd", "domain": "intruders.example"},
+    "PUT /companies/<company_id>": {"name": "Renamed by an intruder"},
+    "PUT /customers/<customer_id>/company": {"company_id": "{company_id}"},
+    "PUT /settings/companies": {"match_email_domain": True},
 }
 
 # What a path parameter names, for the ids a test hands in (`ids` below).
@@ -80,7 +84,7 @@ _PARAM_KIND = {"customer_id": "customer_id", "note_id": "note_id", "reminder_id"
                "rule_id": "rule_id", "workflow_id": "workflow_id", "bulk_id": "bulk_id",
                "request_id": "request_id", "key_id": "key_id",
                "quarantine_id": "quarantine_id", "reward_id": "reward_id",
-               "merge_id": "merge_id", "key": "custom_field"}
+               "merge_id": "merge_id", "key": "custom_field", "company_id": "company_id"}
 # Query parameters a route requires, so that its sample request is valid.
 SAMPLE_QUERIES: dict[str, str] = {
     "GET /customers/<customer_id>/loyalty/redemption-quote": "points=100",
@@ -214,6 +218,10 @@ def store_a_records(system) -> dict:
     _, ids["duplicate_id"] = system.shop_customer(orders=0)
     ids["merge_id"] = ok(admin.post("/customers/merge", json={
         "primary_id": customer_id, "merged_ids": [ids["duplicate_id"]]}), 201)["merge_id"]
+    ids["company_id"] = ok(admin.post("/companies", json={"name": "A's company",
+                                                          "domain": "a-company.example"}),
+                           201)["company_id"]
+    ok(admin.put(cid + "/company", json={"company_id": ids["company_id"]}))
     return {"ids": ids, "email": woo["email"], "admin": admin}
 
 

@@ -73,6 +73,13 @@ def test_every_cursor_documents_its_format():
     ("GET", "/api/v1/reports?period=", "period"),
     ("GET", "/api/v1/customers?limit=", "limit"),
     ("DELETE", "/api/v1/customers/c1/tags/vip%0A", "tag"),  # `$` matches before a newline
+    ("GET", "/api/v1/companies/co_" + "a" * 24 + "%0A", "company_id"),
+    ("GET", "/api/v1/companies/CO_" + "A" * 24, "company_id"),
+    ("DELETE", "/api/v1/companies/%7B%22%24ne%22%3A1%7D", "company_id"),
+    ("GET", "/api/v1/companies/co_" + "a" * 24 + "/members?limit=501", "limit"),
+    ("GET", "/api/v1/companies?limit=101", "limit"),
+    ("GET", "/api/v1/customers?company_id=co_1", "company_id"),
+    ("GET", "/api/v1/exports/customers?company_id=%3Cscript%3E", "company_id"),
 ])
 def test_a_value_outside_the_document_is_refused_naming_the_field(app, method, path, field):
     response = answer(app, method, path)
@@ -89,6 +96,8 @@ def test_a_value_outside_the_document_is_refused_naming_the_field(app, method, p
     ("GET", "/api/v1/customers?cursor=WyIyMDI2LTAxLTAxIiwgImMxIl0="),
     ("GET", "/api/v1/customers/c1/loyalty/history?cursor=42"),
     ("GET", "/api/v1/customers?q="),  # empty free text: no filter
+    ("GET", "/api/v1/companies/co_" + "0123456789abcdef01234567"),
+    ("GET", "/api/v1/customers?company_id=co_" + "f" * 24),
 ])
 def test_a_value_the_document_allows_reaches_the_service(app, method, path):
     """The stand-in services know nothing, so the answer is theirs (404), not a refusal."""

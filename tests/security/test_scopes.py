@@ -123,6 +123,15 @@ REQUIRED_SCOPE: dict[str, str | None] = {
     "PUT /custom-fields/<key>": "write",
     "DELETE /custom-fields/<key>": "write",
     "PUT /customers/<customer_id>/custom-fields": "write",
+    "GET /companies": "read",
+    "POST /companies": "write",
+    "GET /companies/<company_id>": "read",
+    "PUT /companies/<company_id>": "write",
+    "DELETE /companies/<company_id>": "write",
+    "GET /companies/<company_id>/members": "read",
+    "PUT /customers/<customer_id>/company": "write",
+    "GET /settings/companies": "read",
+    "PUT /settings/companies": "admin",
     "GET /openapi.json": None,
 }
 # Requests that change nothing although they are not GETs: a preview renders a template.
@@ -139,6 +148,7 @@ IDS = {kind: f"target-{kind}" for kind in (
     "workflow_id", "bulk_id", "request_id", "key_id", "quarantine_id", "reward_id", "merge_id",
     "duplicate_id")}
 IDS["custom_field"] = "target_field"  # a custom field's key takes no '-'
+IDS["company_id"] = "co_" + "0" * 24  # a company's id is co_ and 24 hex characters
 
 
 def lacking(scope: str) -> list[tuple[str, ...]]:

@@ -153,7 +153,10 @@ def _store_a_view(admin: GatewayClient, ids: dict) -> dict:
         "programme": "/loyalty/programme", "settings": "/notifications/settings",
         "consent_capture": "/consent/capture", "thresholds": "/segment-thresholds",
         "quarantined": f"/webhooks/quarantine/{ids['quarantine_id']}",
-        "suppressions": "/notifications/suppressions", "custom_fields": "/custom-fields"}
+        "suppressions": "/notifications/suppressions", "custom_fields": "/custom-fields",
+        "company": f"/companies/{ids['company_id']}", "companies": "/companies",
+        "company_members": f"/companies/{ids['company_id']}/members",
+        "company_settings": "/settings/companies"}
     view = {}
     for name, path in reads.items():
         answer = ok(admin.get(path))

@@ -27,11 +27,27 @@ from services.gateway.routes import build_routes
 from services.gateway.routing import Router
 from shared.config import (CONSOLE_SESSION_IDLE_MINUTES_MAX, CONSOLE_SESSION_MAX_HOURS_MAX,
                            Config)
-from shared.errors import Conflict, NotFound
+from shared.errors import Conflict, NotFound, ValidationError
 
 KEYS = {"wcc_read": ["read"], "wcc_write": ["write"], "wcc_gdpr": ["write", "gdpr"],
         "wcc_admin": ["admin"], "wcc_gdpronly": ["gdpr"]}
 EVIL = "<script>alert(1)</script>"
+# Companies of the stand-in customer_sync: one of this store, one of another store's.
+COMPANY_ID = "co_" + "a" * 24
+OTHER_STORES_COMPANY = "co_" + "b" * 24
+FREE_MAIL = {"gmail.com", "outlook.com", "yahoo.com", "hotmail.com", "icloud.com", "gmx.de",
+             "web.de", "proton.me"}
+_BLANK_ADDRESS = {k: "" for k in ("address_1", "address_2", "city", "state", "postcode",
+                                  "country")}
+
+
+def company_record(company_id, store="shop", **fields):
+    """A COMPANY as customer_sync answers it (the contract's shape)."""
+    return {"company_id": company_id, "store_id": store, "name": "Acme GmbH", "domain": None,
+            "vat_id": None, "address": dict(_BLANK_ADDRESS), "custom_fields": {},
+            "group": None, "member_count": 0, "created_at": "2026-01-01T00:00:00+00:00",
+            "updated_at": "2026-01-01T00:00:00+00:00", "created_by": "api-key:write",
+            "updated_by": "api-key:write", **fields}
 
 
 class Reply:
@@ -70,6 +86,16 @@ class CustomerSync:
 
     def __init__(self):
         self.sessions = {}  # token -> the key it was opened with, while open
+        self.companies = {
+            COMPANY_ID: company_record(
+                COMPANY_ID, name=f"{EVIL} Acme", domain="acme.example", vat_id="DE123456789",
+                address={**_BLANK_ADDRESS, "city": f"{EVIL} Berlin", "postcode": "10115",
+                         "country": "DE"},
+                custom_fields={"tier": EVIL}, group="wholesale", member_count=1),
+            OTHER_STORES_COMPANY: company_record(OTHER_STORES_COMPANY, store="other",
+                                                 name="Other store's company")}
+        self.customer_companies = {}  # customer id -> company id
+        self.company_matching = {"match_email_domain": False}
 
     def open_console_session(self, key, idle_seconds, max_age_seconds):
         view = self.authenticate_api_key(key)
@@ -93,7 +119,8 @@ class CustomerSync:
         return {"customer_id": "c1", "store_id": store, "email": "ada@example.com",
                 "first_name": EVIL, "last_name": "Lovelace", "registered": True,
                 "billing": {"city": "London", "country": "GB", "address_1": "1 Road"},
-                "custom_fields": {"tier": EVIL, "vip": True, "retired_key": 7}}
+                "custom_fields": {"tier": EVIL, "vip": True, "retired_key": 7},
+                "company_id": self.customer_companies.get(customer_id)}
 
     def list_custom_fields(self, store):
         return [{"key": "vip", "label": "VIP", "type": "boolean", "required": False},
@@ -120,17 +147,113 @@ class CustomerSync:
         return {"note_id": "n2", "customer_id": customer_id, **body,
                 "created_at": "2026-01-03T00:00:00+00:00"}
 
+    # -- companies, as companies-contract's customer_sync RPCs answer -------------------------
+
+    def _company(self, store, company_id):
+        company = self.companies.get(company_id)
+        if company is None or company["store_id"] != store:
+            raise NotFound(f"no company {company_id}", {"fields": {"company_id": ["not found"]}})
+        return company
+
+    def _check_company(self, store, data, company_id=None):
+        errors = {}
+        if "name" in data and not 1 <= len(data["name"] or "") <= 200:
+            errors["name"] = ["1-200 characters"]
+        domain = data.get("domain")
+        if domain and domain in FREE_MAIL:
+            errors["domain"] = ["a free-mail domain would join strangers"]
+        if data.get("vat_id") and not re.fullmatch(r"[A-Z]{2}[A-Z0-9]{2,13}",
+                                                   data["vat_id"].replace(" ", "").upper()):
+            errors["vat_id"] = ["a 2-letter country prefix and 2-13 letters or digits"]
+        if errors:
+            raise ValidationError("the company is not valid", {"fields": errors})
+        if domain and any(c["domain"] == domain and c["store_id"] == store
+                          and c["company_id"] != company_id for c in self.companies.values()):
+            raise Conflict(f"the domain {domain} is another company's",
+                           {"fields": {"domain": ["taken"]}})
+
+    def list_companies(self, store, filters=None, page=None):
+        q = ((filters or {}).get("q") or "").casefold()
+        size = (page or {}).get("size") or 50
+        start = int((page or {}).get("cursor") or 0)
+        rows = sorted((c for c in self.companies.values() if c["store_id"] == store and (
+            q in c["name"].casefold() or q in (c["domain"] or ""))),
+            key=lambda c: (c["name"].casefold(), c["company_id"]))
+        more = len(rows) > start + size
+        return {"items": rows[start:start + size], "next_cursor": str(start + size) if more
+                else None}
+
+    def get_company(self, store, company_id):
+        return self._company(store, company_id)
+
+    def create_company(self, store, data, actor):
+        self._check_company(store, data)
+        company_id = f"co_{len(self.companies) + 1:024x}"
+        address = {**_BLANK_ADDRESS, **(data.get("address") or {})}
+        self.companies[company_id] = company_record(
+            company_id, store, **{**data, "address": address, "custom_fields":
+                                  data.get("custom_fields") or {}, "created_by": actor})
+        return self.companies[company_id]
+
+    def update_company(self, store, company_id, changes, actor):
+        company = self._company(store, company_id)
+        self._check_company(store, changes, company_id)
+        company.update({**changes, "updated_by": actor})
+        if "address" in changes:
+            company["address"] = {**_BLANK_ADDRESS, **(changes["address"] or {})}
+        return company
+
+    def delete_company(self, store, company_id, actor):
+        self._company(store, company_id)
+        del self.companies[company_id]
+        members = [c for c, co in self.customer_companies.items() if co == company_id]
+        for customer_id in members:
+            self.customer_companies[customer_id] = None
+        return {"company_id": company_id, "deleted": True, "members_released": len(members)}
+
+    def set_customer_company(self, store, customer_id, company_id, actor):
+        if customer_id != "c1":
+            raise NotFound(f"no customer {customer_id}",
+                           {"fields": {"customer_id": ["not found"]}})
+        if company_id is not None:
+            self._company(store, company_id)
+        changed = self.customer_companies.get(customer_id) != company_id
+        self.customer_companies[customer_id] = company_id
+        return {"customer_id": customer_id, "company_id": company_id, "changed": changed}
+
+    def company_names(self, store, company_ids):
+        assert len(company_ids) <= 200, "company_names takes at most 200 ids"
+        return {i: self.companies[i]["name"] for i in company_ids
+                if i in self.companies and self.companies[i]["store_id"] == store}
+
+    def get_company_matching(self, store):
+        return dict(self.company_matching)
+
+    def set_company_matching(self, store, settings, actor):
+        self.company_matching = {"match_email_domain": bool(settings["match_email_domain"])}
+        return dict(self.company_matching)
+
 
 class Segmentation:
     name = "segmentation"
 
+    row_company_id = None  # the company_id segmentation keeps for c1's row
+
     def search_customers(self, store, filters, sort, page):
-        return {"items": [{"customer_id": "c1", "name": f"{EVIL} Lovelace", "email": "a@x.io",
-                           "account_status": "active", "segment": "vip", "tags": ["gold"],
-                           "groups": [], "stats": {"orders_count": 2, "total_spent": {
-                               "amount": 12345, "currency": "EUR"},
-                               "last_order_at": None}}],
-                "next_cursor": "abc", "total": 7}
+        row = {"customer_id": "c1", "name": f"{EVIL} Lovelace", "email": "a@x.io",
+               "account_status": "active", "segment": "vip", "tags": ["gold"],
+               "groups": [], "stats": {"orders_count": 2, "total_spent": {
+                   "amount": 12345, "currency": "EUR"}, "last_order_at": None},
+               "company_id": self.row_company_id}
+        if "company_id" in (filters or {}) and filters["company_id"] != row["company_id"]:
+            return {"items": [], "next_cursor": None, "total": 0}
+        return {"items": [row], "next_cursor": "abc", "total": 7}
+
+    def company_stats(self, store, company_ids):
+        assert len(company_ids) <= 100, "company_stats takes at most 100 ids"
+        return {i: {"members": 1, "orders_count": 2,
+                    "total_spent": {"amount": 12345, "currency": "EUR"},
+                    "last_order_at": "2026-02-01T00:00:00+00:00"} for i in company_ids}
 
     def list_tags(self, store):
         return [{"tag": "gold", "customers": 1, "description": EVIL, "catalogued": True}]
@@ -150,7 +273,9 @@ class Segmentation:
         return {"deleted": tag, "customers": 1}
 
     def list_groups(self, store):
-        return []
+        return [{"slug": "wholesale", "name": f"{EVIL} Wholesale", "description": "",
+                 "discount_percent": "12.5", "free_shipping_threshold": 50000,
+                 "payment_terms_days": 30, "customers": 1}]
 
     def list_segments(self, store):
         return [{"segment_id": "gifts", "name": f"{EVIL} gifts", "match": "any", "customers": 2,

@@ -32,6 +32,12 @@ class ApiError(Exception):
     def field_errors(self) -> dict:
         return self.problem.get("errors") or {}
 
+    @property
+    def page_status(self) -> int:
+        """The status of the page that shows this refusal: the API's own 4xx as it is, its
+        failure as a bad gateway."""
+        return self.status if 400 <= self.status < 500 else 502
+
     def message(self) -> str:
         """One line for a person: the detail and, where named, the failing fields."""
         errors = self.field_errors
@@ -96,6 +102,14 @@ class ApiClient:
 
     def get(self, api_path: str, query: Any = None) -> Any:
         return self.call("GET", api_path, query)
+
+    def get_or(self, default: Any, api_path: str, query: Any = None) -> Any:
+        """A part of a page that may be missing (a list for a choice, say): `default` when
+        the API refuses."""
+        try:
+            return self.get(api_path, query)
+        except ApiError:
+            return default
 
     def post(self, api_path: str, body: Any = None, headers: dict | None = None) -> Any:
         return self.call("POST", api_path, body=body, headers=headers)

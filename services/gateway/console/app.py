@@ -22,6 +22,7 @@ from werkzeug.wrappers import Request, Response
 from services.gateway.app import request_id_of
 from services.gateway.auth import Caller, caller_from_view
 from services.gateway.console import admin_views as a
+from services.gateway.console import company_views as co
 from services.gateway.console import consent_views
 from services.gateway.console import duplicate_views as dv
 from services.gateway.console import field_views as fv
@@ -108,6 +109,15 @@ def _routes() -> Map:
         rule("/customers/<customer_id>/gdpr", v.gdpr_request, ("POST",)),
         rule("/customers/<customer_id>/consent", consent_views.set_consent, ("POST",)),
         rule("/customers/<customer_id>/custom-fields", v.save_custom_values, ("POST",)),
+        rule("/customers/<customer_id>/company", co.set_customer_company, ("POST",)),
+        rule("/companies", co.company_list),
+        rule("/companies/new", co.company_new),
+        rule("/companies/new", co.company_create, ("POST",)),
+        rule("/companies/settings", co.matching_save, ("POST",)),
+        rule("/companies/<company_id>", co.company_page),
+        rule("/companies/<company_id>/edit", co.company_edit),
+        rule("/companies/<company_id>/edit", co.company_save, ("POST",)),
+        rule("/companies/<company_id>/delete", co.company_delete, ("POST",)),
         rule("/loyalty", a.loyalty_page),
         rule("/loyalty", a.loyalty_save, ("POST",)),
         rule("/templates", a.template_list),

@@ -114,11 +114,6 @@ def shown_value(value: Any) -> str:
 
 # -- merging ---------------------------------------------------------------------------------
 
-def _status_of(exc: ApiError) -> int:
-    """The API's refusal passed on as it is; its own failure as a bad gateway."""
-    return exc.status if 400 <= exc.status < 500 else 502
-
-
 def _ids(values: list[str]) -> list[str]:
     """The record ids asked for, each once, in the order given; one past the bound at most,
     so that too many is refused rather than cut short unseen."""
@@ -184,7 +179,7 @@ def _read_records(page, ids: list[str], title: str) -> list[dict] | Response:
     try:
         return _records(page, ids)
     except ApiError as exc:
-        return page.render("error.html", _status_of(exc),
+        return page.render("error.html", exc.page_status,
                            title="These records cannot be merged", message=exc.message())
 
 
@@ -221,7 +216,7 @@ def merge_submit(page) -> Response:
     try:
         merge = page.api.post("/customers/merge", body)
     except ApiError as exc:
-        return _form(page, records, primary_id, chosen, _status_of(exc),
+        return _form(page, records, primary_id, chosen, exc.page_status,
                      f"Nothing was merged: {exc.message()}", forms.field_errors(exc.problem))
     page.flash("success", f"Merged {len(body['merged_ids'])} record"
                           f"{'s' if len(body['merged_ids']) != 1 else ''} into {primary_id}.")
@@ -240,7 +235,7 @@ def merge_page(page, merge_id: str) -> Response:
     try:
         merge = page.api.get(path("merges", merge_id))
     except ApiError as exc:
-        return page.render("error.html", _status_of(exc),
+        return page.render("error.html", exc.page_status,
                            title="Merge not available", message=exc.message())
     return page.render("merge.html", title="Merge " + merge["merge_id"], m=merge,
                        states=STATE_LABELS, fields=FIELD_LABELS, shown=shown_value,

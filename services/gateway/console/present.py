@@ -2,11 +2,13 @@
 Plain functions, so every rule is unit-tested without a browser."""
 from __future__ import annotations
 
+import re
 from datetime import date, datetime, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any, Iterable
 from urllib.parse import urlencode
 
+from services.gateway.routing import COMPANY_ID_PATTERN
 from shared.money import exponent, minor_per_unit, money_text
 from shared.times import as_utc
 
@@ -34,7 +36,7 @@ SORT_COLUMNS = {"name": ("Name", ""), "orders": ("Orders", "-"),
 DEFAULT_SORT = "-registered"
 PAGE_SIZES = (25, 50, 100)
 # Text filters passed to the API as they are typed.
-TEXT_FILTERS = ("q", "segment", "status", "country", "state", "city")
+TEXT_FILTERS = ("q", "segment", "status", "country", "state", "city", "company_id")
 MONEY_FILTERS = ("total_spent_min", "total_spent_max")
 DATE_FILTERS = ("last_order_after", "last_order_before", "registered_after",
                 "registered_before")
@@ -159,6 +161,9 @@ def list_state(args) -> tuple[dict, list[tuple[str, str]], dict]:
                 filters[name] = to_day_start(state[name])
             except ValueError as exc:
                 errors[name] = str(exc)
+    if state["company_id"] and not re.fullmatch(COMPANY_ID_PATTERN, state["company_id"]):
+        errors["company_id"] = "choose a company from the list"
+        del filters["company_id"]
     query.extend(sorted(filters.items()))
     query.extend(("tag", t) for t in dict.fromkeys(tags))
     query.extend(("group", g) for g in dict.fromkeys(groups))

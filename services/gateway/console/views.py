@@ -12,9 +12,10 @@ from werkzeug.wrappers import Response
 
 from services.gateway.console import consent_views, field_views, present
 from services.gateway.console.api import ApiError, best_effort, path
+from services.gateway.console.company_views import company_choices
 from services.gateway.handlers.transfer import _safe_cell
 from services.gateway.problems import Problem
-from services.gateway.schemas import NOTE_CATEGORIES
+from services.gateway.schemas import NOTE_CATEGORIES, fields_of
 from shared.times import utcnow
 
 PREFIX = "/console"
@@ -120,7 +121,9 @@ def customer_list(page) -> Response:
         segments=present.SEGMENTS, page_sizes=present.PAGE_SIZES, links=links,
         this_url=page.request.full_path.rstrip("?"),
         tags=best_effort(page, "/tags", []), groups=best_effort(page, "/groups", []),
-        bulk_actions=BULK_ACTIONS)
+        bulk_actions=BULK_ACTIONS, companies=company_choices(page),
+        company_name=next((row.get("company_name") for row in (result or {}).get("items") or []
+                           if row.get("company_id") == state["company_id"]), None))
 
 
 def bulk(page) -> Response:
@@ -212,7 +215,7 @@ def _customer(page, customer_id: str, status: int = 200, field_problem: str = ""
             rewards = page.api.get(path("customers", customer_id, "loyalty", "rewards"))["items"]
         except ApiError as exc:
             rewards_problem = exc.message()
-    definitions = best_effort(page, "/custom-fields", [])
+    definitions = fields_of(best_effort(page, "/custom-fields", []), "customer")
     return page.render(
         "customer.html", status, title=name or customer.get("email") or customer_id,
         d=detail, c=customer, name=name, stats=stats,
@@ -229,7 +232,9 @@ def _customer(page, customer_id: str, status: int = 200, field_problem: str = ""
         custom_fields=present.custom_field_rows(definitions, customer.get("custom_fields")),
         field_inputs=field_views.value_inputs(definitions, customer.get("custom_fields"),
                                               field_typed),
-        field_problem=field_problem, field_errors=field_errors or {})
+        field_problem=field_problem, field_errors=field_errors or {},
+        company=detail.get("company"),
+        company_choices=company_choices(page) if page.may("write") else [])
 
 
 def _act(page, customer_id: str, anchor: str, call, success: str) -> Response:

@@ -3,11 +3,12 @@ service, staff edits and deletion (customer_sync, written back to the shop), tag
 from __future__ import annotations
 
 import re
+from typing import Iterable
 
 from services.gateway import schemas as s
 from services.gateway.problems import Problem
-from services.gateway.routing import (CURSOR_PATTERN, SLUG_PATTERN, Context, Param, Reply,
-                                     Route)
+from services.gateway.routing import (COMPANY_ID_PATTERN, CURSOR_PATTERN, SLUG_PATTERN,
+                                     Context, Param, Reply, Route)
 
 SORTS = ("name", "total_spent", "orders", "last_order", "registered")
 SORT_VALUES = tuple(v for f in SORTS for v in (f, f"-{f}"))
@@ -34,6 +35,8 @@ FILTER_PARAMS = [
     Param("country", "billing country, ISO 3166-1 alpha-2", max_length=2),
     Param("state", "billing state or region"),
     Param("city", "billing city"),
+    Param("company_id", "belongs to this company (GET /companies)", max_length=27,
+          pattern=COMPANY_ID_PATTERN),
 ]
 CUSTOM_FILTER_TEXT = ("`custom.<key>=value` (up to 10, each a key of the store's custom fields) "
                       "keeps customers whose field holds the value: as text, or the number "
@@ -70,7 +73,8 @@ def custom_filters(ctx: Context) -> dict:
     if len(asked) > MAX_CUSTOM_FILTERS:
         raise Problem(400, f"at most {MAX_CUSTOM_FILTERS} custom.<key> filters",
                       kind="invalid-parameter", errors={"custom": ["too many filters"]})
-    defined = {f["key"] for f in ctx.call("customer_sync", "list_custom_fields", ctx.store_id)}
+    defined = {f["key"] for f in s.fields_of(
+        ctx.call("customer_sync", "list_custom_fields", ctx.store_id), "customer")}
     filters = {}
     for name, value in asked:
         key, shown = name[len(CUSTOM_FILTER_PREFIX):], name[:60]
@@ -100,10 +104,36 @@ def directory_sort(value: str) -> dict:
     return {"field": value.lstrip("-"), "direction": "desc" if value.startswith("-") else "asc"}
 
 
+# customer_sync's company_names takes at most this many ids a call.
+COMPANY_NAMES_BATCH = 200
+
+
+def company_names(ctx: Context, company_ids: Iterable[str]) -> dict[str, str]:
+    """{company_id: name} of the ids that still name a company, asked in bounded batches."""
+    wanted = sorted({i for i in company_ids if i})
+    names: dict[str, str] = {}
+    for start in range(0, len(wanted), COMPANY_NAMES_BATCH):
+        names.update(ctx.call("customer_sync", "company_names", ctx.store_id,
+                              wanted[start:start + COMPANY_NAMES_BATCH]))
+    return names
+
+
+def with_company_names(ctx: Context, rows: list[dict]) -> list[dict]:
+    """The list's rows, each with its `company_id` and its company's name (null without one):
+    one company_names call for a page's companies (200 at most a call; none when no row has
+    a company)."""
+    names = company_names(ctx, (row.get("company_id") for row in rows))
+    for row in rows:
+        row["company_id"] = row.get("company_id") or None
+        row["company_name"] = names.get(row["company_id"]) if row["company_id"] else None
+    return rows
+
+
 def list_customers(ctx: Context) -> Reply:
     answer = ctx.call("segmentation", "search_customers", ctx.store_id,
                       list_filters(ctx), directory_sort(ctx.query["sort"]),
                       {"size": ctx.query["limit"], "cursor": ctx.query["cursor"]})
+    with_company_names(ctx, answer["items"])
     headers = ctx.next_page(answer.get("next_cursor"))
     return Reply({"items": answer["items"], "next_cursor": answer.get("next_cursor"),
                   "total": answer.get("total", len(answer["items"]))}, headers=headers)
@@ -132,6 +162,15 @@ def customer_detail(ctx: Context) -> Reply:
             part = None
         got[name] = part
     profile = got["profile"] or {}
+    company = None
+    company_id = (got["customer"] or {}).get("company_id")
+    if company_id:
+        try:
+            name = company_names(ctx, [company_id]).get(company_id)
+        except Problem:
+            unavailable.append("company")
+            name = None
+        company = {"company_id": company_id, "name": name}
     return Reply({
         "customer": got["customer"],
         "segment": profile.get("segment"), "tags": profile.get("tags") or [],
@@ -140,7 +179,7 @@ def customer_detail(ctx: Context) -> Reply:
         "recent_orders": (got["orders"] or {}).get("items") or [],
         "notes": got["notes"] or [], "reminders": got["reminders"] or [],
         "timeline": (got["timeline"] or {}).get("items") or [],
-        "unavailable": unavailable,
+        "unavailable": unavailable, "company": company,
     })
 
 

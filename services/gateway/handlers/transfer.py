@@ -11,7 +11,8 @@ from werkzeug.wrappers import Response
 
 from services.gateway import schemas as s
 from services.gateway.handlers.customers import (CUSTOM_FILTER_TEXT, FILTER_PARAMS,
-                                                 SORT_VALUES, directory_sort, list_filters)
+                                                 SORT_VALUES, directory_sort, list_filters,
+                                                 with_company_names)
 from services.gateway.problems import Problem
 from services.gateway.routing import Context, Param, Reply, Route
 
@@ -26,9 +27,10 @@ _ADDRESS_COLUMNS = tuple(f"{kind}_{part}" for kind in ("billing", "shipping")
 IMPORT_COLUMNS = ("email", "first_name", "last_name", "phone", "company", *_ADDRESS_COLUMNS,
                   "email_marketing", "email_marketing_source", "sms_marketing",
                   "sms_marketing_source", "tags", "groups")
-EXPORT_COLUMNS = ("customer_id", "first_name", "last_name", "email", "company", "city", "state",
-                  "country", "account_status", "segment", "tags", "groups", "orders_count",
-                  "total_spent", "currency", "last_order_at", "registered_at")
+EXPORT_COLUMNS = ("customer_id", "first_name", "last_name", "email", "company", "company_id",
+                  "company_name", "city", "state", "country", "account_status", "segment",
+                  "tags", "groups", "orders_count", "total_spent", "currency", "last_order_at",
+                  "registered_at")
 # A column setting one of the store's custom fields (customer_sync checks the key and cell).
 CUSTOM_PREFIX = "custom."
 MAX_CUSTOM_COLUMNS = 50
@@ -196,7 +198,8 @@ def export_row(item: dict, custom_keys: Iterable[str] = ()) -> dict:
         **{CUSTOM_PREFIX + key: _cell_text(custom.get(key)) for key in custom_keys},
         "customer_id": item["customer_id"], "first_name": item.get("first_name", ""),
         "last_name": item.get("last_name", ""), "email": item.get("email") or "",
-        "company": item.get("company", ""), "city": item.get("city", ""),
+        "company": item.get("company", ""), "company_id": item.get("company_id") or "",
+        "company_name": item.get("company_name") or "", "city": item.get("city", ""),
         "state": item.get("state", ""), "country": item.get("country", ""),
         "account_status": item.get("account_status", ""), "segment": item.get("segment") or "",
         "tags": ";".join(item.get("tags") or []), "groups": ";".join(item.get("groups") or []),
@@ -219,7 +222,8 @@ def _pages(ctx: Context) -> Iterator[dict]:
     while True:
         answer = ctx.call("segmentation", "search_customers", ctx.store_id, filters, sort,
                           {"size": _EXPORT_PAGE, "cursor": cursor})
-        yield from answer["items"]
+        # Names resolved a page at a time: bounded by the page, never the whole store.
+        yield from with_company_names(ctx, answer["items"])
         cursor = answer.get("next_cursor")
         if not cursor:
             return
@@ -238,8 +242,9 @@ def export_customers(ctx: Context) -> Response:
             yield from pages
 
     # One column a custom field, in the store's order: read before answering, as the page is.
-    custom_keys = ([f["key"] for f in ctx.call("customer_sync", "list_custom_fields",
-                                               ctx.store_id)] if fmt == "csv" else [])
+    custom_keys = ([f["key"] for f in s.fields_of(ctx.call(
+        "customer_sync", "list_custom_fields", ctx.store_id), "customer")]
+        if fmt == "csv" else [])
 
     def csv_body() -> Iterator[str]:
         buffer = io.StringIO()
