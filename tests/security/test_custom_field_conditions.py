@@ -38,7 +38,9 @@ class StoreBackends(RecordingBackends):
     def call(self, service: str, method: str, *args, **kwargs):
         if (service, method) == ("customer_sync", "list_custom_fields"):
             self.calls.append((service, method))
-            return [{"key": "tier", "label": "Tier", "type": "text", "required": False}]
+            return [{"key": "tier", "label": "Tier", "type": "text", "required": False},
+                    {"key": "trade_no", "label": "Trade no", "type": "text", "required": False,
+                     "applies_to": "company"}]
         return super().call(service, method, *args, **kwargs)
 
 
@@ -74,11 +76,13 @@ def test_the_api_refuses_a_custom_field_the_store_never_defined_before_segmentat
         app, method, path):
     body = {"name": "n", "conditions": [
         {"field": "custom.tier", "op": "eq", "value": "Gold"},
-        {"field": "custom.teir", "op": "eq", "value": "Gold"}],
+        {"field": "custom.teir", "op": "eq", "value": "Gold"},
+        {"field": "custom.trade_no", "op": "eq", "value": "T-1"}],  # a company's field
         **({"actions": [{"type": "add_tag", "value": "t"}]} if path == "/rules" else {})}
     status, problem, asked = _send(app, method, path, body)
     assert status == 400 and problem["errors"] == {
-        "conditions.1.field": ["no such custom field in this store"]}, problem
+        "conditions.1.field": ["no such custom field in this store"],
+        "conditions.2.field": ["no such custom field in this store"]}, problem
     assert asked == [("customer_sync", "list_custom_fields")]  # segmentation never asked
     body["conditions"] = body["conditions"][:1]
     _, _, asked = _send(app, method, path, body)

@@ -12,7 +12,8 @@ from typing import Any
 from werkzeug.wrappers import Response
 
 from services.gateway.console import forms
-from services.gateway.console.api import ApiError, best_effort, path
+from services.gateway.console.api import ApiError, path
+from services.gateway.schemas import fields_of
 
 PREFIX = "/console"
 MAX_CONDITION_LINES = 50
@@ -114,7 +115,8 @@ def _edit_page(page, values: dict, is_new: bool, errors: dict | None = None,
                problem: str = "", status: int = 200, definitions: list | None = None
                ) -> Response:
     title = "New saved segment" if is_new else f"Saved segment “{values.get('name', '')}”"
-    definitions = best_effort(page, "/custom-fields", []) if definitions is None else definitions
+    if definitions is None:
+        definitions = fields_of(page.api.get_or([], "/custom-fields"), "customer")
     return page.render("segment_edit.html", status, title=title, v=values, is_new=is_new,
                        errors=errors or {}, problem=problem,
                        custom_fields=custom_condition_rows(definitions))
@@ -141,7 +143,7 @@ def segment_save(page) -> Response:
               "name": (form.get("name") or "").strip(),
               "match": "any" if form.get("match") == "any" else "all",
               "conditions": (form.get("conditions") or "")[:20_000]}
-    definitions = best_effort(page, "/custom-fields", [])
+    definitions = fields_of(page.api.get_or([], "/custom-fields"), "customer")
     custom_types = {d["key"]: d["type"] for d in definitions if isinstance(d, dict)}
     conditions, wrong = parse_conditions(values["conditions"], custom_types)
     if wrong:

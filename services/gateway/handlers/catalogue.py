@@ -48,7 +48,8 @@ def _custom_fields_defined(ctx: Context) -> None:
              if condition["field"].startswith(CUSTOM_FIELD_PREFIX)]
     if not named:
         return
-    defined = {f["key"] for f in ctx.call("customer_sync", "list_custom_fields", ctx.store_id)}
+    defined = {f["key"] for f in s.fields_of(
+        ctx.call("customer_sync", "list_custom_fields", ctx.store_id), "customer")}
     unknown = {f"conditions.{index}.field": ["no such custom field in this store"]
                for index, key in named if key not in defined}
     if unknown:
