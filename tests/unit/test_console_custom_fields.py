@@ -78,7 +78,12 @@ def test_a_definition_form_sends_its_types_limits_only():
                              "max_length": "9"})
     assert definition_body(typed, new=True) == {"key": "tier", "label": "Tier",
                                                 "type": "choice", "required": True,
+                                                "applies_to": "customer",
                                                 "options": ["gold", "silver"]}
+    company = definition_form({"key": "trade_no", "label": "Trade no", "type": "text",
+                               "applies_to": "company"})
+    assert definition_body(company, new=True)["applies_to"] == "company"
+    assert "applies_to" not in definition_body(company, new=False)  # fixed once made
     number = definition_form({"label": "Visits", "type": "number", "min": "", "max": "2.5"})
     assert definition_body(number, new=False) == {"label": "Visits", "type": "number",
                                                   "required": False, "min": None, "max": 2.5}
@@ -121,10 +126,12 @@ def test_a_field_is_defined_and_a_refusal_is_shown_by_the_field(fields):
     token = world.csrf("/console/custom-fields")
     made = world.client.post("/console/custom-fields/create", data={
         "csrf_token": token, "key": "size", "label": "Size", "type": "choice",
-        "required": "yes", "options": "S\nM\nL", "min": "3", "max_length": "20"})
+        "required": "yes", "options": "S\nM\nL", "min": "3", "max_length": "20",
+        "applies_to": "company"})
     assert made.status_code == 303
     assert fields["created"] == [{"key": "size", "label": "Size", "type": "choice",
-                                  "required": True, "options": ["S", "M", "L"]}]
+                                  "required": True, "options": ["S", "M", "L"],
+                                  "applies_to": "company"}]
     assert "Defined the field Size (size)" in world.client.get(
         "/console/custom-fields").get_data(as_text=True)
     fields["refuse"] = ValidationError("invalid definition",

@@ -55,15 +55,6 @@ def path(*segments: str) -> str:
     return "/" + "/".join(quote(str(s), safe="") for s in segments)
 
 
-def best_effort(page: Any, api_path: str, default: Any) -> Any:
-    """A part of a page that may be missing (a list for autocomplete, say): what the API
-    answers, or `default` when it refuses or fails."""
-    try:
-        return page.api.get(api_path)
-    except ApiError:
-        return default
-
-
 class ApiClient:
     """Calls the gateway's API as the signed-in key, in the same process."""
 

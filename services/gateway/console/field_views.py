@@ -49,7 +49,8 @@ def definition_form(form: Mapping) -> dict:
             "options": [line.strip() for line in (form.get("options") or "").splitlines()
                         if line.strip()],
             "min": (form.get("min") or "").strip(), "max": (form.get("max") or "").strip(),
-            "max_length": (form.get("max_length") or "").strip()}
+            "max_length": (form.get("max_length") or "").strip(),
+            "applies_to": (form.get("applies_to") or "customer").strip()}
 
 
 def definition_body(typed: dict, new: bool) -> dict:
@@ -59,7 +60,7 @@ def definition_body(typed: dict, new: bool) -> dict:
     body: dict = {"label": typed["label"], "type": typed["type"],
                   "required": typed["required"]}
     if new:
-        body["key"] = typed["key"]
+        body.update(key=typed["key"], applies_to=typed.get("applies_to") or "customer")
     limits: dict = {}
     if typed["type"] == "choice":
         limits["options"] = typed["options"]
@@ -138,6 +139,7 @@ def _typed_from(definition: dict) -> dict:
             "type": definition.get("type") or "text",
             "required": bool(definition.get("required")),
             "options": list(definition.get("options") or []),
+            "applies_to": definition.get("applies_to") or "customer",
             **{k: shown_value(definition.get(k)) for k in ("min", "max", "max_length")}}
 
 

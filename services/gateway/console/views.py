@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 from werkzeug.wrappers import Response
 
 from services.gateway.console import consent_views, field_views, present
-from services.gateway.console.api import ApiError, best_effort, path
+from services.gateway.console.api import ApiError, path
 from services.gateway.console.company_views import company_choices
 from services.gateway.handlers.transfer import _safe_cell
 from services.gateway.problems import Problem
@@ -120,7 +120,7 @@ def customer_list(page) -> Response:
                for slug, label, _ in present.QUICK_FILTERS],
         segments=present.SEGMENTS, page_sizes=present.PAGE_SIZES, links=links,
         this_url=page.request.full_path.rstrip("?"),
-        tags=best_effort(page, "/tags", []), groups=best_effort(page, "/groups", []),
+        tags=page.api.get_or([], "/tags"), groups=page.api.get_or([], "/groups"),
         bulk_actions=BULK_ACTIONS, companies=company_choices(page),
         company_name=next((row.get("company_name") for row in (result or {}).get("items") or []
                            if row.get("company_id") == state["company_id"]), None))
@@ -215,14 +215,14 @@ def _customer(page, customer_id: str, status: int = 200, field_problem: str = ""
             rewards = page.api.get(path("customers", customer_id, "loyalty", "rewards"))["items"]
         except ApiError as exc:
             rewards_problem = exc.message()
-    definitions = fields_of(best_effort(page, "/custom-fields", []), "customer")
+    definitions = fields_of(page.api.get_or([], "/custom-fields"), "customer")
     return page.render(
         "customer.html", status, title=name or customer.get("email") or customer_id,
         d=detail, c=customer, name=name, stats=stats,
         orders_per_month=present.orders_per_month(stats, utcnow()),
         notes=present.group_notes(detail.get("notes") or [], NOTE_CATEGORIES),
-        note_categories=NOTE_CATEGORIES, all_tags=best_effort(page, "/tags", []),
-        all_groups=best_effort(page, "/groups", []), redeem_request=uuid.uuid4().hex,
+        note_categories=NOTE_CATEGORIES, all_tags=page.api.get_or([], "/tags"),
+        all_groups=page.api.get_or([], "/groups"), redeem_request=uuid.uuid4().hex,
         credit_request=uuid.uuid4().hex, rewards=rewards, rewards_problem=rewards_problem,
         reward_states=present.REWARD_STATES, cancellable=present.CANCELLABLE_STATES,
         credit_reasons=present.CREDIT_REASONS,
@@ -358,7 +358,7 @@ def issue_credit(page, customer_id: str) -> Response:
     try:
         account = page.api.get(path("customers", customer_id, "loyalty"))
         currency = present.store_currency(account) or present.store_currency(
-            None, best_effort(page, "/loyalty/programme", {}))
+            None, page.api.get_or({}, "/loyalty/programme"))
         if not currency:
             raise ValueError("The store's currency is not known yet (no order and no programme "
                              "currency), so no credit can be issued.")
