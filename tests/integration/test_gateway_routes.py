@@ -835,6 +835,7 @@ def test_company_routes(system):
     _problem(reader.get("/companies?limit=101"), 400, "limit")
 
     assert _ok(reader.get("/settings/companies")) == {"match_email_domain": False}
+    _problem(system.anonymous().get("/settings/companies"), 401)
     _problem(writer.put("/settings/companies", json={"match_email_domain": True}), 403)
     _problem(admin.put("/settings/companies", json={"match_email_domain": "yes"}), 400)
     assert _ok(admin.put("/settings/companies", json={"match_email_domain": True})) == {
