@@ -6,13 +6,13 @@ from __future__ import annotations
 import random
 from datetime import datetime, timedelta, timezone
 
+from devdoubles import mongomock_adapter
 from services.loyalty.accounts import Accounts
 from services.loyalty.repository import LoyaltyStorage
 from services.loyalty.service import LoyaltyService
-from devdoubles import mongomock_adapter
 from shared import metrics, mongo
 from shared.events import parse_event
-from tests.integration.test_loyalty import STORE, order
+from tests.integration.test_loyalty import order
 from tests.support import EventBarrier, publish
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
