@@ -7,6 +7,7 @@ both win: the loser reads the account again and is judged against the new balanc
 """
 from __future__ import annotations
 
+import copy
 import logging
 import random
 import secrets
@@ -14,11 +15,12 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Callable
+from typing import Callable, Sequence
 
 from services.loyalty import ledger as lg
 from services.loyalty.programme import DEFAULT_PROGRAMME, Programme, load_programme
-from services.loyalty.repository import DELETED, ERASED, MERGED, LoyaltyStorage
+from services.loyalty.repository import (DELETED, ERASED, MERGED, AccountWrite,
+                                           LoyaltyStorage)
 from shared.coupons import new_coupon_code
 from shared.customers import CustomerCheck
 from shared.errors import Conflict, NotFound, ValidationError
@@ -93,14 +95,94 @@ class Accounts:
         outcome = Outcome()
         if customer_id:  # an order nobody can be identified by earns nothing
             outcome = self._apply_order(event.store_id, customer_id, snapshot(event), event)
-        codes = sorted({str(c).lower() for c in event.data.get("coupon_codes") or [] if c})
+        codes = _coupon_codes(event)
         if codes:
             for holder in self.storage.accounts.holding_codes(event.store_id, codes):
                 outcome = merge_outcomes(outcome, self.change(
-                    event.store_id, holder, lambda account: any([account.apply_coupon_use(
-                        code, event.data["order_id"], event.data["status"], event.occurred_at)
-                        for code in codes]), cause=event, create=False))
+                    event.store_id, holder, _coupon_use(event, codes), cause=event,
+                    create=False))
         return outcome
+
+    def apply_order_events(self, events: Sequence[Event]) -> Outcome:
+        """Order events with the effects `apply_order_event` gives them one after another, in
+        delivery order, in a few round trips: the accounts they name and the holders of the
+        codes they carry are read at once, the events applied in memory, and every account
+        written at once with a compare-and-set. The events that looked at an account somebody
+        changed meanwhile are applied again, one at a time, the one-event way."""
+        events = list(events)
+        batch = _Batch(self, events)
+        examined: dict[str, list[int]] = {}  # account key -> the events that looked at it
+        for position, event in enumerate(events):
+            for key in self._apply_in_batch(batch, event):
+                examined.setdefault(key, []).append(position)
+        changes = [held.write for held in batch.held.values() if held.write.writes]
+        conflicted = self.storage.accounts.save_many(changes)
+        written = [change for change in changes if change.working["_id"] not in conflicted]
+        entries = [entry for change in written for entry in change.entries]
+        self.storage.ledger.flush_many(entries)
+        collection = self.storage.accounts.collection.name
+        outcome = Outcome(entries, [e.event_type for change in written for e in change.events],
+                          [(collection, change.working["_id"]) for change in written
+                           if change.events])
+        again = sorted({position for key in conflicted for position in examined.get(key, [])})
+        if again:
+            log.info("%d of %d order events met accounts changed meanwhile; applying them "
+                     "one at a time", len(again), len(events))
+        for position in again:
+            outcome = merge_outcomes(outcome, self.apply_order_event(events[position]))
+        return outcome
+
+    def _apply_in_batch(self, batch: "_Batch", event: Event) -> list[str]:
+        """`apply_order_event` on the batch's working copies; answers the keys of the accounts
+        it looked at."""
+        looked: list[str] = []
+        store_id, customer_id = event.store_id, event.data.get("customer_id")
+        if customer_id:
+            order = snapshot(event)
+            for _ in range(_MAX_MERGE_HOPS):
+                held = batch.account(store_id, customer_id)
+                looked.append(held.key)
+                doc = held.write.working
+                if doc.get("status") == ERASED:
+                    break
+                if doc.get("status") == MERGED:
+                    customer_id = (doc.get("merged_into") or {}).get("customer_id")
+                    if not customer_id:
+                        break
+                    continue
+                self._change_held(batch, held, lambda account: account.apply_order(order), event)
+                break
+            else:
+                log.warning("order %s: its customer's merges go more than %d deep; not applied",
+                            order.order_id, _MAX_MERGE_HOPS)
+        codes = _coupon_codes(event)
+        for holder in batch.holders(store_id, codes):
+            held = batch.account(store_id, holder)
+            looked.append(held.key)
+            if held.exists and held.write.working.get("status") != ERASED:
+                self._change_held(batch, held, _coupon_use(event, codes), event)
+        return looked
+
+    def _change_held(self, batch: "_Batch", held: "_Held", change: Callable[[lg.Account], bool],
+                     cause: Event) -> None:
+        """`change`'s one attempt on a batch's working copy: what it would write is gathered
+        onto the account's write; what it would not write is forgotten, as a re-read would."""
+        working = copy.deepcopy(held.write.working)
+        account = lg.Account(working, batch.programme(working["store_id"]), self.clock())
+        if not change(account) and not account.entries and held.exists:
+            return
+        entries = self._number(working, account.entries)
+        events = self._events(working, account, cause)
+        working["updated_at"] = self.clock()
+        write = held.write
+        write.working = working
+        write.writes += 1
+        write.entries.extend(entries)
+        write.events.extend(events)
+        write.touched_orders |= account.touched_orders
+        write.new_request_keys.extend(account.new_request_keys)
+        write.touched_rewards |= account.touched_rewards
+        write.touched_transfers |= account.touched_transfers
 
     def _apply_order(self, store_id: str, customer_id: str, order: lg.OrderSnapshot,
                      event: Event) -> Outcome:
@@ -408,7 +490,8 @@ class Accounts:
             if stored is not None and stored.get("status") == ERASED:
                 return Outcome()  # forgotten: nothing about them is kept again
             # find_one answered a private copy: the working copy can be that copy itself.
-            working = stored if stored is not None else accounts.new(store_id, customer_id)
+            working = (stored if stored is not None
+                       else accounts.new(store_id, customer_id, self.clock()))
             version = {"version": stored["version"]} if stored is not None else None
             account = lg.Account(working, programme, self.clock())
             if not change(account) and not account.entries and stored is not None:
@@ -472,6 +555,88 @@ class _MergedAway(Exception):
     def __init__(self, into: str | None) -> None:
         super().__init__(into)
         self.into = into
+
+
+def _coupon_codes(event: Event) -> list[str]:
+    """The coupon codes an order event carries, as rewards hold them."""
+    return sorted({str(c).lower() for c in event.data.get("coupon_codes") or [] if c})
+
+
+def _coupon_use(event: Event, codes: list[str]) -> Callable[[lg.Account], bool]:
+    """The change an order carrying `codes` makes to an account holding any of them."""
+    return lambda account: any([account.apply_coupon_use(
+        code, event.data["order_id"], event.data["status"], event.occurred_at)
+        for code in codes])
+
+
+@dataclass
+class _Held:
+    """An account as a batch holds it: whether it is stored (as read, or written by an earlier
+    event of the batch) and the write gathered for it, whose working copy is its state now."""
+
+    key: str
+    stored: bool
+    write: AccountWrite
+
+    @property
+    def exists(self) -> bool:
+        return self.stored or self.write.writes > 0
+
+
+class _Batch:
+    """The accounts a batch of order events reads: the customers they name, the holders of
+    the codes they carry and the accounts those were merged into, read at once up front."""
+
+    def __init__(self, accounts: "Accounts", events: list[Event]) -> None:
+        self.accounts = accounts
+        self.repository = accounts.storage.accounts
+        self.held: dict[str, _Held] = {}
+        codes: dict[str, set[str]] = {}
+        for event in events:
+            codes.setdefault(event.store_id, set()).update(_coupon_codes(event))
+        self.holding = self.repository.holding_codes_by_store(codes)
+        wanted = {(event.store_id, event.data["customer_id"])
+                  for event in events if event.data.get("customer_id")}
+        wanted |= {(store_id, doc["customer_id"])
+                   for store_id, docs in self.holding.items() for doc in docs}
+        for _ in range(_MAX_MERGE_HOPS):
+            self._read(wanted)
+            wanted = {(doc["store_id"], into) for doc in
+                      (held.write.working for held in self.held.values())
+                      if doc.get("status") == MERGED
+                      and (into := (doc.get("merged_into") or {}).get("customer_id"))}
+            wanted = {pair for pair in wanted if self.repository.key(*pair) not in self.held}
+            if not wanted:
+                break
+
+    def _read(self, wanted: set[tuple[str, str]]) -> None:
+        """Hold each (store, customer) of `wanted`: as stored, or new when none is."""
+        keys = {self.repository.key(*pair): pair for pair in wanted}
+        stored = self.repository.get_many(keys) if keys else {}
+        for key, (store_id, customer_id) in keys.items():
+            doc = stored.get(key)
+            if doc is None:
+                working = self.repository.new(store_id, customer_id, self.accounts.clock())
+                self.held[key] = _Held(key, False, AccountWrite(None, working, writes=0))
+            else:
+                self.held[key] = _Held(key, True, AccountWrite(doc["version"], doc, writes=0))
+
+    def account(self, store_id: str, customer_id: str) -> _Held:
+        key = self.repository.key(store_id, customer_id)
+        if key not in self.held:  # merges deeper than read up front
+            self._read({(store_id, customer_id)})
+        return self.held[key]
+
+    def holders(self, store_id: str, codes: list[str]) -> list[str]:
+        """The customers holding any of `codes`, as `holding_codes` would answer."""
+        if not codes:
+            return []
+        wanted = set(codes)
+        return [doc["customer_id"] for doc in self.holding.get(store_id, [])
+                if wanted.intersection(doc.get("reward_codes") or [])]
+
+    def programme(self, store_id: str) -> Programme:
+        return self.accounts.programme(store_id)
 
 
 def merge_outcomes(first: Outcome, second: Outcome) -> Outcome:

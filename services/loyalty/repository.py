@@ -8,10 +8,11 @@ copy repeated after a crash is harmless) and pulled from the account.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Iterable
 
-from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, InsertOne, ReturnDocument, UpdateOne
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, DuplicateKeyError
@@ -72,10 +73,28 @@ class AccountRepository(ErasureMarkers):
         cursor = self.collection.find({"status": "active"}, {"store_id": 1, "customer_id": 1})
         return [(d["store_id"], d["customer_id"]) for d in cursor]
 
-    def new(self, store_id: str, customer_id: str) -> dict:
+    def get_many(self, ids: Iterable[str]) -> dict[str, dict]:
+        """The stored accounts among `ids` (account keys), by key, in one read."""
+        return {doc["_id"]: doc for doc in self.collection.find(
+            {"_id": {"$in": sorted(set(ids))}}, {OUTBOX_FIELD: 0, JOURNAL: 0})}
+
+    def holding_codes_by_store(self, codes: dict[str, set[str]]) -> dict[str, list[dict]]:
+        """For each store, its accounts whose rewards carry any of its codes (their customer
+        id and codes), in one read for every store."""
+        wanted = [{"store_id": store_id, "reward_codes": {"$in": sorted(store_codes)}}
+                  for store_id, store_codes in sorted(codes.items()) if store_codes]
+        found: dict[str, list[dict]] = {}
+        if not wanted:
+            return found
+        for doc in self.collection.find({"$or": wanted},
+                                        {"store_id": 1, "customer_id": 1, "reward_codes": 1}):
+            found.setdefault(doc["store_id"], []).append(doc)
+        return found
+
+    def new(self, store_id: str, customer_id: str, now: datetime | None = None) -> dict:
         return {"_id": self.key(store_id, customer_id), "store_id": store_id,
                 "customer_id": customer_id, "status": ACTIVE, "version": 0, "next_seq": 1,
-                "created_at": utcnow()}
+                "created_at": now or utcnow()}
 
     def save(self, stored: dict | None, working: dict, entries: list[dict],
              events: Iterable[Event], touched_orders: Iterable[str] = (),
@@ -85,36 +104,87 @@ class AccountRepository(ErasureMarkers):
         somebody did (the caller reads again and retries). An existing account gets only what
         a change can touch: its small fields, the orders it changed, its new request keys,
         never the whole map of orders or rewards."""
-        pushed = push_events(events)
+        change = AccountWrite(None if stored is None else stored["version"], working, entries,
+                              list(events), set(touched_orders), list(new_request_keys),
+                              set(touched_rewards), set(touched_transfers))
         if stored is None:
-            fields = {k: v for k, v in working.items()
-                      if k not in ("_id", "version", JOURNAL, OUTBOX_FIELD)}
-            doc = {**fields, "_id": working["_id"], "version": 1, JOURNAL: entries,
-                   OUTBOX_FIELD: pushed.get(OUTBOX_FIELD, {}).get("$each", [])}
             try:
-                self.collection.insert_one(doc)
+                self.collection.insert_one(change.new_document())
                 return True
             except DuplicateKeyError:
                 return False
+        result = self.collection.update_one(change.condition(), change.update())
+        return result.modified_count == 1
+
+    def save_many(self, changes: list["AccountWrite"]) -> set[str]:
+        """Write each account's gathered changes if nobody changed it since it was read, all in
+        one bulk write; answers the keys of the accounts that were not written.
+
+        An update is an upsert on (key, version read), so an account changed meanwhile makes it
+        fail with a duplicate key, naming the change; the bulk result alone counts, and could
+        not say which. Accounts are never deleted (erasure keeps a marker), so the upsert never
+        inserts."""
+        if not changes:
+            return set()
+        operations = [InsertOne(change.new_document()) if change.version is None
+                      else UpdateOne(change.condition(), change.update(), upsert=True)
+                      for change in changes]
+        try:
+            self.collection.bulk_write(operations, ordered=False)
+        except BulkWriteError as exc:
+            # Any write error leaves that account to the caller's one-change path, which
+            # retries a conflict and raises what is not one.
+            return {changes[error["index"]].working["_id"]
+                    for error in exc.details.get("writeErrors", [])}
+        return set()
+
+
+@dataclass
+class AccountWrite:
+    """One account's change as written: the working copy, the ledger entries and events it
+    owes, what it touched, and `writes`, how many one-at-a-time changes it stands for (the
+    version moves by as many, as if each had been written alone). `version` is the version
+    read, None for an account not stored yet."""
+
+    version: int | None
+    working: dict
+    entries: list[dict] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    touched_orders: set[str] = field(default_factory=set)
+    new_request_keys: list[str] = field(default_factory=list)
+    touched_rewards: set[str] = field(default_factory=set)
+    touched_transfers: set[str] = field(default_factory=set)
+    writes: int = 1
+
+    def condition(self) -> dict:
+        return {"_id": self.working["_id"], "version": self.version}
+
+    def new_document(self) -> dict:
+        fields = {k: v for k, v in self.working.items()
+                  if k not in ("_id", "version", JOURNAL, OUTBOX_FIELD)}
+        pushed = push_events(self.events)
+        return {**fields, "_id": self.working["_id"], "version": self.writes,
+                JOURNAL: self.entries,
+                OUTBOX_FIELD: pushed.get(OUTBOX_FIELD, {}).get("$each", [])}
+
+    def update(self) -> dict:
+        working = self.working
         fields = {k: working[k] for k in SMALL_FIELDS if k in working}
-        for order_id in touched_orders:
+        for order_id in sorted(self.touched_orders):
             fields[f"orders.{order_id}"] = working["orders"][order_id]
-        for reward_id in touched_rewards:
+        for reward_id in sorted(self.touched_rewards):
             fields[f"rewards.{reward_id}"] = working["rewards"][reward_id]
-        for transfer_id in touched_transfers:
+        for transfer_id in sorted(self.touched_transfers):
             fields[f"transfers.{transfer_id}"] = working["transfers"][transfer_id]
-        update: dict = {"$set": fields, "$inc": {"version": 1}}
-        push = dict(pushed)
-        if entries:
-            push[JOURNAL] = {"$each": entries}
-        keys = list(new_request_keys)
-        if keys:
-            push["request_keys"] = {"$each": keys}
+        update: dict = {"$set": fields, "$inc": {"version": self.writes}}
+        push = dict(push_events(self.events))
+        if self.entries:
+            push[JOURNAL] = {"$each": self.entries}
+        if self.new_request_keys:
+            push["request_keys"] = {"$each": self.new_request_keys}
         if push:
             update["$push"] = push
-        result = self.collection.update_one({"_id": working["_id"], "version": stored["version"]},
-                                            update)
-        return result.modified_count == 1
+        return update
 
 
 class LedgerRepository:
@@ -147,6 +217,16 @@ class LedgerRepository:
         self.copy(entries)
         self.accounts.update_one({"_id": account_id},
                                  {"$pull": {JOURNAL: {"_id": {"$in": [e["_id"] for e in entries]}}}})
+
+    def flush_many(self, entries: list[dict]) -> None:
+        """`flush` for the entries of many accounts: one insert and one pull for them all."""
+        if not entries:
+            return
+        self.copy(entries)
+        self.accounts.update_many(
+            {"_id": {"$in": sorted({AccountRepository.key(e["store_id"], e["customer_id"])
+                                    for e in entries})}},
+            {"$pull": {JOURNAL: {"_id": {"$in": [e["_id"] for e in entries]}}}})
 
     def sweep(self, limit: int = 500) -> int:
         """Finish what a crash left in journals. Answers how many entries were moved."""

@@ -11,9 +11,11 @@ from services.loyalty.bootstrap import build
 from services.loyalty.daily import run_daily
 from services.loyalty.repository import LoyaltyStorage
 from services.loyalty.rewards import reward_step
+from services.loyalty.settings import ORDER_BATCH_SIZE, ORDER_BATCH_WAIT_MS
 from shared.customers import valid_customer_id
 from shared.dependencies import OutboxRelayProvider, Settings, WorkerLogContext
 from shared.errors import EXPECTED_ERRORS, NotFound
+from shared.messaging.batches import batch_event_handler
 from shared.messaging.handlers import event_handler
 from shared.mongo import MongoStorage
 from shared.periodic import MINUTES, PeriodicTasks, Task
@@ -59,22 +61,27 @@ class LoyaltyService(DataOwnerRpc):
     # -- events in ---------------------------------------------------------------------------
     # Order and customer events need no applied-events record: each account update is a
     # compare-and-set judged by the order's own state (earned once, reversed up to a total),
-    # so a duplicate, even at the same moment, finds its effect already there.
-    @event_handler("customer_sync", "order.placed", claims=False)
-    def on_order_placed(self, event):
-        self._done(self.app.accounts.apply_order_event(event))
+    # so a duplicate, even at the same moment, finds its effect already there. Order events
+    # come in batches, each applied with one read and one write of all the accounts it names.
+    @batch_event_handler("customer_sync", "order.placed", claims=False,
+                         size_setting=ORDER_BATCH_SIZE, wait_setting=ORDER_BATCH_WAIT_MS)
+    def on_order_placed(self, events):
+        self._done(self.app.accounts.apply_order_events(events))
 
-    @event_handler("customer_sync", "order.updated", claims=False)
-    def on_order_updated(self, event):
-        self._done(self.app.accounts.apply_order_event(event))
+    @batch_event_handler("customer_sync", "order.updated", claims=False,
+                         size_setting=ORDER_BATCH_SIZE, wait_setting=ORDER_BATCH_WAIT_MS)
+    def on_order_updated(self, events):
+        self._done(self.app.accounts.apply_order_events(events))
 
-    @event_handler("customer_sync", "order.refunded", claims=False)
-    def on_order_refunded(self, event):
-        self._done(self.app.accounts.apply_order_event(event))
+    @batch_event_handler("customer_sync", "order.refunded", claims=False,
+                         size_setting=ORDER_BATCH_SIZE, wait_setting=ORDER_BATCH_WAIT_MS)
+    def on_order_refunded(self, events):
+        self._done(self.app.accounts.apply_order_events(events))
 
-    @event_handler("customer_sync", "order.cancelled", claims=False)
-    def on_order_cancelled(self, event):
-        self._done(self.app.accounts.apply_order_event(event))
+    @batch_event_handler("customer_sync", "order.cancelled", claims=False,
+                         size_setting=ORDER_BATCH_SIZE, wait_setting=ORDER_BATCH_WAIT_MS)
+    def on_order_cancelled(self, events):
+        self._done(self.app.accounts.apply_order_events(events))
 
     @event_handler("customer_sync", "customer.deleted", claims=False)
     def on_customer_deleted(self, event):

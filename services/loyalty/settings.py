@@ -1,5 +1,5 @@
-"""The environment variables loyalty reads beyond the shared library's: its daily run and the
-reward coupons at the shop.
+"""The environment variables loyalty reads beyond the shared library's: its daily run, the
+reward coupons at the shop and the batches of order events.
 
 Declared here, beside the code that reads them, and merged with the shared ones by
 `services.registry.settings()`; it imports only shared.config, so the runner, the operator tools
@@ -8,6 +8,9 @@ and the docs generator can read it without importing the service.
 from __future__ import annotations
 
 from shared.config import Setting
+
+# The batch entrypoint of the four order-event handlers reads these (by name).
+ORDER_BATCH_SIZE, ORDER_BATCH_WAIT_MS = "LOYALTY_ORDER_BATCH_SIZE", "LOYALTY_ORDER_BATCH_WAIT_MS"
 
 SETTINGS: tuple[Setting, ...] = (
     Setting(
@@ -25,4 +28,11 @@ SETTINGS: tuple[Setting, ...] = (
             "long an attempt is its worker's before another may take it over."),
     Setting("LOYALTY_REWARD_RETRY_MAX_SECONDS", "3600",
             "The longest wait between two tries of a reward's coupon step."),
+    Setting(ORDER_BATCH_SIZE, "100",
+            "Most order events (of one type) loyalty applies as one batch: one read and one "
+            "write of the accounts they name (1 to 10000; the broker hands it twice this many "
+            "at a time)."),
+    Setting(ORDER_BATCH_WAIT_MS, "50",
+            "Longest wait, in milliseconds, after a batch of order events' first event for "
+            "more to join it (0 to 60000)."),
 )
