@@ -221,45 +221,46 @@ class Profiles:
         read of their profiles, each profile's events applied in memory in order, and one bulk
         write of inserts and compare-and-sets. A profile another writer changed meanwhile
         takes the one-event path for its events, which finds what was applied already held."""
-        by_profile: dict[tuple[str, str], list[tuple[Event, Callable[[dict], bool]]]] = {}
+        profiles = self.storage.profiles
+        # By the profile's key, as the one-event path reads: events whose store and customer
+        # ids spell the same key change the same document, in delivery order.
+        by_profile: dict[str, list[tuple[Event, str, Callable[[dict], bool]]]] = {}
         for event in events:
             customer_id, change = _order_change(event)
             if customer_id:
-                by_profile.setdefault((event.store_id, customer_id), []).append((event, change))
+                by_profile.setdefault(profiles.key(event.store_id, customer_id), []).append(
+                    (event, customer_id, change))
         if not by_profile:
             return ProfileChange()
-        profiles = self.storage.profiles
-        contexts = {store_id: self._context(store_id)
-                    for store_id in dict.fromkeys(store_id for store_id, _ in by_profile)}
+        contexts = {store_id: self._context(store_id) for store_id in dict.fromkeys(
+            event.store_id for changes in by_profile.values() for event, _, _ in changes)}
         stored = profiles.get_many(list(by_profile))
         writes: list[ProfileWrites] = []
-        for (store_id, customer_id), changes in by_profile.items():
-            planned = self._plan(stored.get(profiles.key(store_id, customer_id)), store_id,
-                                 customer_id, changes, contexts[store_id])
+        for doc_id, changes in by_profile.items():
+            planned = self._plan(doc_id, stored.get(doc_id), changes, contexts)
             if planned.steps:
                 writes.append(planned)
         lost = profiles.write_many(writes)
         result = ProfileChange()
         for planned in writes:
             if planned.doc_id in lost:
-                store_id, customer_id = planned.store_id, planned.customer_id
-                for event, _ in by_profile[(store_id, customer_id)]:
+                for event, _, _ in by_profile[planned.doc_id]:
                     result.merge(self.apply_order_event(event))
             else:
                 for step in planned.steps:
                     result.merge(step.change())
         return result
 
-    def _plan(self, stored: dict | None, store_id: str, customer_id: str,
-              changes: list[tuple[Event, Callable[[dict], bool]]], context: "StoreContext"
-              ) -> ProfileWrites:
+    def _plan(self, doc_id: str, stored: dict | None,
+              changes: list[tuple[Event, str, Callable[[dict], bool]]],
+              contexts: dict[str, "StoreContext"]) -> ProfileWrites:
         """One profile's changes applied in memory, in order, each to the profile as the one
         before left it stored: the writes the one-event path would have made."""
-        planned = ProfileWrites(self.storage.profiles.key(store_id, customer_id), store_id,
-                                customer_id, stored)
+        planned = ProfileWrites(doc_id, stored)
         held = stored
-        for cause, change in changes:
-            step = self._step(held, store_id, customer_id, change, context, cause)
+        for cause, customer_id, change in changes:
+            step = self._step(held, cause.store_id, customer_id, change,
+                              contexts[cause.store_id], cause)
             if step is None:
                 continue
             planned.steps.append(step)

@@ -50,8 +50,6 @@ class ProfileWrites:
     not stored yet). Stored as one insert or one compare-and-set that adds them up."""
 
     doc_id: str
-    store_id: str
-    customer_id: str
     stored: dict | None
     steps: list = field(default_factory=list)  # of ProfileWrite
 
@@ -95,10 +93,9 @@ class ProfileRepository(VersionedRepository):
     def get(self, store_id: str, customer_id: str) -> dict | None:
         return self.collection.find_one({"_id": self.key(store_id, customer_id)})
 
-    def get_many(self, keys: Sequence[tuple[str, str]]) -> dict[str, dict]:
-        """The stored profiles of (store, customer) pairs, by `_id`, in one round trip."""
-        ids = [self.key(store_id, customer_id) for store_id, customer_id in keys]
-        return {doc["_id"]: doc for doc in self.collection.find({"_id": {"$in": ids}})}
+    def get_many(self, doc_ids: Sequence[str]) -> dict[str, dict]:
+        """The stored profiles of the given keys (`key()`), by key, in one round trip."""
+        return {doc["_id"]: doc for doc in self.collection.find({"_id": {"$in": list(doc_ids)}})}
 
     @staticmethod
     def as_stored(doc: dict) -> dict:
