@@ -5,6 +5,8 @@ order's latest state, the customer's contact data), then everything derived from
 (stats, segment, rule-driven tags and groups), with the events those changes owe in the same
 write. An event older than the fact already held (by `occurred_at`) changes nothing, so
 redelivered and out-of-order events are harmless; an unchanged result publishes nothing.
+Order events also come as a batch (`apply_order_events`): each profile's events applied in
+memory by the same deciding code, then all profiles stored with one bulk write.
 """
 from __future__ import annotations
 
