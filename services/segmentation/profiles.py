@@ -5,6 +5,8 @@ order's latest state, the customer's contact data), then everything derived from
 (stats, segment, rule-driven tags and groups), with the events those changes owe in the same
 write. An event older than the fact already held (by `occurred_at`) changes nothing, so
 redelivered and out-of-order events are harmless; an unchanged result publishes nothing.
+Order events also come as a batch (`apply_order_events`): each profile's events applied in
+memory by the same deciding code, then all profiles stored with one bulk write.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 from pymongo import UpdateOne
 
@@ -26,7 +28,8 @@ from services.segmentation import directory
 from services.segmentation import fact_times
 from services.segmentation import rules as rule_engine
 from services.segmentation import stats as st
-from services.segmentation.repository import ACTIVE, DELETED, ERASED, SegmentationStorage
+from services.segmentation.repository import (ACTIVE, DELETED, ERASED, ProfileWrites,
+                                              SegmentationStorage)
 from shared.times import utc_ms, utcnow
 from shared.conflicts import attempts
 
@@ -50,6 +53,11 @@ _PERSONAL_FIELDS = ("orders", "contact", "tags", "groups", "tag_list", "group_li
 class ProfileChange:
     events: list[str] = field(default_factory=list)
     touched: list[tuple[str, str]] = field(default_factory=list)
+
+    def merge(self, other: "ProfileChange") -> None:
+        """Adds another change's events and touched documents (a batch's are their sum)."""
+        self.events.extend(other.events)
+        self.touched.extend(other.touched)
 
 
 # When a held fact was learnt and when it happened: not part of what it says.
@@ -127,6 +135,51 @@ def rule_view(doc: dict, stats: st.Stats, segment: str, now: datetime) -> dict:
     }
 
 
+def _order_change(event: Event) -> tuple[str | None, Callable[[dict], bool]]:
+    """The customer an order event is about (None for an order without one) and the change it
+    makes to their profile: the order's state as the event tells it, unless an older state
+    than the one held or the same."""
+    data = event.data
+    fact = {"status": data["status"], "total": data["total"]["amount"],
+            "refunded": data["total_refunded"]["amount"], "currency": data["currency"],
+            "date_created": data["date_created"], "as_of": event.occurred_at,
+            "fact_at": _fact_of(event)}
+    compared = [k for k in fact if k not in _WHEN_KEYS]
+
+    def change(doc: dict) -> bool:
+        held = (doc.get("orders") or {}).get(data["order_id"])
+        if held is not None and held.get("as_of") and held["as_of"] > event.occurred_at:
+            return False  # an older state of this order than the one held
+        if held is not None and {k: held.get(k) for k in compared} == \
+                {k: fact[k] for k in compared}:
+            return False
+        doc.setdefault("orders", {})[data["order_id"]] = fact
+        return True
+
+    return data.get("customer_id") or None, change
+
+
+@dataclass
+class ProfileStep:
+    """One write of the write path: the profile's new facts and derived fields, and the
+    events it owes."""
+
+    doc_id: str
+    working: dict
+    fields: dict
+    events: list[Event]
+
+    def result(self, held: dict | None) -> dict:
+        """The profile as this write leaves it (owed events aside), from the one it read."""
+        if held is None:
+            return {**self.working, **self.fields, "version": 1}
+        return {**held, **self.fields, "version": held["version"] + 1}
+
+    def change(self) -> ProfileChange:
+        return ProfileChange([e.event_type for e in self.events],
+                             [("profiles", self.doc_id)] if self.events else [])
+
+
 @dataclass(frozen=True)
 class StoreContext:
     """What a profile's derived state depends on beyond its own facts."""
@@ -160,27 +213,61 @@ class Profiles:
 
     # -- events in ----------------------------------------------------------------------
     def apply_order_event(self, event: Event) -> ProfileChange:
-        data = event.data
-        customer_id = data.get("customer_id")
+        customer_id, change = _order_change(event)
         if not customer_id:
             return ProfileChange()  # an order with no customer (no billing email) has no profile
-        fact = {"status": data["status"], "total": data["total"]["amount"],
-                "refunded": data["total_refunded"]["amount"], "currency": data["currency"],
-                "date_created": data["date_created"], "as_of": event.occurred_at,
-                "fact_at": _fact_of(event)}
-        compared = [k for k in fact if k not in _WHEN_KEYS]
-
-        def change(doc: dict) -> bool:
-            held = (doc.get("orders") or {}).get(data["order_id"])
-            if held is not None and held.get("as_of") and held["as_of"] > event.occurred_at:
-                return False  # an older state of this order than the one held
-            if held is not None and {k: held.get(k) for k in compared} == \
-                    {k: fact[k] for k in compared}:
-                return False
-            doc.setdefault("orders", {})[data["order_id"]] = fact
-            return True
-
         return self._update(event.store_id, customer_id, change, event)
+
+    def apply_order_events(self, events: Sequence[Event]) -> ProfileChange:
+        """Order events in delivery order, with the effects of applying them one by one: one
+        read of their profiles, each profile's events applied in memory in order, and one bulk
+        write of inserts and compare-and-sets. A profile another writer changed meanwhile
+        takes the one-event path for its events, which finds what was applied already held."""
+        profiles = self.storage.profiles
+        # By the profile's key, as the one-event path reads: events whose store and customer
+        # ids spell the same key change the same document, in delivery order.
+        by_profile: dict[str, list[tuple[Event, str, Callable[[dict], bool]]]] = {}
+        for event in events:
+            customer_id, change = _order_change(event)
+            if customer_id:
+                by_profile.setdefault(profiles.key(event.store_id, customer_id), []).append(
+                    (event, customer_id, change))
+        if not by_profile:
+            return ProfileChange()
+        contexts = {store_id: self._context(store_id) for store_id in dict.fromkeys(
+            event.store_id for changes in by_profile.values() for event, _, _ in changes)}
+        stored = profiles.get_many(list(by_profile))
+        writes: list[ProfileWrites] = []
+        for doc_id, changes in by_profile.items():
+            planned = self._plan(doc_id, stored.get(doc_id), changes, contexts)
+            if planned.steps:
+                writes.append(planned)
+        lost = profiles.write_many(writes)
+        result = ProfileChange()
+        for planned in writes:
+            if planned.doc_id in lost:
+                for event, _, _ in by_profile[planned.doc_id]:
+                    result.merge(self.apply_order_event(event))
+            else:
+                for step in planned.steps:
+                    result.merge(step.change())
+        return result
+
+    def _plan(self, doc_id: str, stored: dict | None,
+              changes: list[tuple[Event, str, Callable[[dict], bool]]],
+              contexts: dict[str, "StoreContext"]) -> ProfileWrites:
+        """One profile's changes applied in memory, in order, each to the profile as the one
+        before left it stored: the writes the one-event path would have made."""
+        planned = ProfileWrites(doc_id, stored)
+        held = stored
+        for cause, customer_id, change in changes:
+            step = self._step(held, cause.store_id, customer_id, change,
+                              contexts[cause.store_id], cause)
+            if step is None:
+                continue
+            planned.steps.append(step)
+            held = self.storage.profiles.as_stored(step.result(held))
+        return planned
 
     def apply_customer_event(self, event: Event) -> ProfileChange:
         data = event.data
@@ -378,28 +465,37 @@ class Profiles:
         context = self._context(store_id)
         for _ in attempts(f"profile {customer_id}"):
             stored = profiles.get(store_id, customer_id)
-            if stored is not None and stored.get("status") == ERASED:
-                return ProfileChange()  # forgotten: nothing about them is kept again
-            doc = stored if stored is not None else profiles.new(store_id, customer_id)
-            before = _before(doc)
-            working = copy.deepcopy(doc)
-            fact_changed = change(working)
-            if working.get("status", ACTIVE) == ACTIVE:
-                events = self._derive(working, before, context, cause, actor, manual)
-            else:
-                events = []  # deleted or merged: facts are kept, nothing is derived or said
-            derived_changed = (working.get("stats"), working.get("rfm")) != (
-                doc.get("stats"), doc.get("rfm"))
-            if not fact_changed and not events and not derived_changed and stored is not None:
+            step = self._step(stored, store_id, customer_id, change, context, cause, actor,
+                              manual)
+            if step is None:
                 return ProfileChange()
-            fields = self._fields(working)
             if stored is None:
-                ok = profiles.insert({**working, **fields, "version": 0}, events)
+                ok = profiles.insert({**step.working, **step.fields, "version": 0}, step.events)
             else:
-                ok = profiles.update(stored["_id"], stored["version"], fields, events)
+                ok = profiles.update(stored["_id"], stored["version"], step.fields, step.events)
             if ok:
-                return ProfileChange([e.event_type for e in events],
-                                     [("profiles", doc["_id"])] if events else [])
+                return step.change()
+
+    def _step(self, stored: dict | None, store_id: str, customer_id: str,
+              change: Callable[[dict], bool], context: "StoreContext", cause: Event | None,
+              actor: str | None = None, manual: bool = False) -> ProfileStep | None:
+        """What one change makes of a profile as read, or None when there is nothing to
+        write: the deciding half of the write path, shared by one event and a batch."""
+        if stored is not None and stored.get("status") == ERASED:
+            return None  # forgotten: nothing about them is kept again
+        doc = stored if stored is not None else self.storage.profiles.new(store_id, customer_id)
+        before = _before(doc)
+        working = copy.deepcopy(doc)
+        fact_changed = change(working)
+        if working.get("status", ACTIVE) == ACTIVE:
+            events = self._derive(working, before, context, cause, actor, manual)
+        else:
+            events = []  # deleted or merged: facts are kept, nothing is derived or said
+        derived_changed = (working.get("stats"), working.get("rfm")) != (
+            doc.get("stats"), doc.get("rfm"))
+        if not fact_changed and not events and not derived_changed and stored is not None:
+            return None
+        return ProfileStep(doc["_id"], working, self._fields(working), events)
 
     def _fields(self, working: dict) -> dict:
         fields = {k: working.get(k) for k in ("orders", "contact", "tags", "groups", "segment",

@@ -6,15 +6,21 @@ the facts, the recomputed stats, segment, tags and groups, and the events they o
 """
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Protocol, Sequence
 
-from pymongo import ASCENDING, UpdateOne
+import bson
+from bson.codec_options import CodecOptions
+from pymongo import ASCENDING, InsertOne, UpdateOne
 from pymongo.collection import Collection
 from pymongo.database import Database
+from pymongo.errors import BulkWriteError
 
 from services.segmentation.directory import SORT_KEYS as DIRECTORY_SORT_KEYS
 from shared.erasure import ErasureReceipts
 from shared.merge_receipts import MergeReceipts
+from shared.outbox import OUTBOX_FIELD, push_events
 from shared.times import utcnow
 from shared.versioned import VersionedRepository
 
@@ -23,6 +29,43 @@ from shared.versioned import VersionedRepository
 # from, recomputed, reported and listed.
 ACTIVE = "active"
 DELETED, MERGED, ERASED = "deleted", "merged", "erased"
+
+
+# How the services' clients read documents back (shared/mongo.py): times aware, in UTC.
+_AS_READ = CodecOptions(tz_aware=True, tzinfo=timezone.utc)
+_DUPLICATE_KEY = 11000
+
+
+class ProfileWrite(Protocol):
+    """One write of the write path (profiles.ProfileStep): what it makes of the profile."""
+
+    working: dict
+    fields: dict
+    events: list
+
+
+@dataclass
+class ProfileWrites:
+    """The writes one batch makes of one profile, in order, from the profile as read (None:
+    not stored yet). Stored as one insert or one compare-and-set that adds them up."""
+
+    doc_id: str
+    stored: dict | None
+    steps: list = field(default_factory=list)  # of ProfileWrite
+
+    def operation(self) -> InsertOne | UpdateOne:
+        """Every write's events in order, the last write's fields (each writes the same
+        fields), the version moved once per write: what the writes one by one leave."""
+        steps: Sequence[ProfileWrite] = self.steps
+        owed = [event for step in steps for event in step.events]
+        pushed = push_events(owed)
+        if self.stored is None:
+            return InsertOne({**steps[0].working, **steps[-1].fields, "version": len(steps),
+                              OUTBOX_FIELD: pushed.get(OUTBOX_FIELD, {}).get("$each", [])})
+        update: dict = {"$set": steps[-1].fields, "$inc": {"version": len(steps)}}
+        if pushed:
+            update["$push"] = pushed
+        return UpdateOne({"_id": self.doc_id, "version": self.stored["version"]}, update)
 
 
 class ProfileRepository(VersionedRepository):
@@ -49,6 +92,42 @@ class ProfileRepository(VersionedRepository):
 
     def get(self, store_id: str, customer_id: str) -> dict | None:
         return self.collection.find_one({"_id": self.key(store_id, customer_id)})
+
+    def get_many(self, doc_ids: Sequence[str]) -> dict[str, dict]:
+        """The stored profiles of the given keys (`key()`), by key, in one round trip."""
+        return {doc["_id"]: doc for doc in self.collection.find({"_id": {"$in": list(doc_ids)}})}
+
+    @staticmethod
+    def as_stored(doc: dict) -> dict:
+        """The document as reading it back would give it (times to the millisecond, tuples
+        as lists), so a change applied in memory sees what the one-event path would read."""
+        return bson.decode(bson.encode(doc), codec_options=_AS_READ)
+
+    def write_many(self, writes: Sequence[ProfileWrites]) -> set[str]:
+        """Every profile's writes in one unordered bulk write; answers the ids of the profiles
+        whose insert or compare-and-set lost to another writer (nothing of theirs is stored).
+        When some compare-and-set did not apply, one more read tells which: a profile is
+        ours when it holds the version and the fields we wrote."""
+        if not writes:
+            return set()
+        lost: set[str] = set()
+        try:
+            result = self.collection.bulk_write([w.operation() for w in writes], ordered=False)
+            modified = result.modified_count
+        except BulkWriteError as exc:
+            for error in exc.details.get("writeErrors", []):
+                if error.get("code") != _DUPLICATE_KEY:
+                    raise
+                lost.add(writes[error["index"]].doc_id)
+            modified = exc.details.get("nModified", 0)
+        updates = [w for w in writes if w.stored is not None]
+        if modified < len(updates):
+            current = {doc["_id"]: doc for doc in self.collection.find(
+                {"_id": {"$in": [w.doc_id for w in updates]}}, {OUTBOX_FIELD: 0})}
+            for w in updates:
+                if not _holds(current.get(w.doc_id), w):
+                    lost.add(w.doc_id)
+        return lost
 
     def new(self, store_id: str, customer_id: str) -> dict:
         """A profile not stored yet (version 0: the first write inserts it)."""
@@ -167,6 +246,14 @@ class ProfileRepository(VersionedRepository):
     def listing_page(self, query: dict, projection: dict, sort: list, limit: int) -> list[dict]:
         """Up to `limit` profiles matching a customer-list query, in the list's order."""
         return list(self.collection.find(query, projection).sort(sort).limit(limit))
+
+
+def _holds(doc: dict | None, writes: ProfileWrites) -> bool:
+    """Whether a profile as read holds what `writes` stored: their version and fields."""
+    if doc is None or doc.get("version") != writes.stored["version"] + len(writes.steps):
+        return False
+    written = ProfileRepository.as_stored(writes.steps[-1].fields)
+    return all(doc.get(name) == value for name, value in written.items())
 
 
 class StoreSettingsRepository:

@@ -13,10 +13,15 @@ from services.segmentation.tag_catalogue import tag_slug
 from shared.customers import CustomerCheck
 from shared.dependencies import OutboxRelayProvider, Settings, WorkerLogContext
 from shared.errors import EXPECTED_ERRORS
+from shared.messaging.batches import batch_event_handler
 from shared.messaging.handlers import event_handler
 from shared.mongo import MongoStorage
 from shared.periodic import MINUTES, PeriodicTasks, Task
 from shared.service_rpc import DataOwnerRpc
+
+# The settings (settings.py) of every order handler's batch size and wait.
+_ORDER_BATCHES = {"size_setting": "SEGMENT_ORDER_BATCH_SIZE",
+                  "wait_setting": "SEGMENT_ORDER_BATCH_WAIT_MS"}
 
 
 class SegmentationService(DataOwnerRpc):
@@ -48,21 +53,23 @@ class SegmentationService(DataOwnerRpc):
     # No claims (shared/messaging/handlers.py): each is a compare-and-set of the profile
     # keyed by the fact the event brings (an order's state, the contact as of a time), which a
     # duplicate finds already held; two database writes per event fewer.
-    @event_handler("customer_sync", "order.placed", claims=False)
-    def on_order_placed(self, event):
-        self._done(self.app.profiles.apply_order_event(event))
+    # Order events come in batches (docs/batching.md): one read of the batch's profiles and
+    # one bulk write, with the effects of applying them one by one in delivery order.
+    @batch_event_handler("customer_sync", "order.placed", claims=False, **_ORDER_BATCHES)
+    def on_order_placed(self, events):
+        self._done(self.app.profiles.apply_order_events(events))
 
-    @event_handler("customer_sync", "order.updated", claims=False)
-    def on_order_updated(self, event):
-        self._done(self.app.profiles.apply_order_event(event))
+    @batch_event_handler("customer_sync", "order.updated", claims=False, **_ORDER_BATCHES)
+    def on_order_updated(self, events):
+        self._done(self.app.profiles.apply_order_events(events))
 
-    @event_handler("customer_sync", "order.refunded", claims=False)
-    def on_order_refunded(self, event):
-        self._done(self.app.profiles.apply_order_event(event))
+    @batch_event_handler("customer_sync", "order.refunded", claims=False, **_ORDER_BATCHES)
+    def on_order_refunded(self, events):
+        self._done(self.app.profiles.apply_order_events(events))
 
-    @event_handler("customer_sync", "order.cancelled", claims=False)
-    def on_order_cancelled(self, event):
-        self._done(self.app.profiles.apply_order_event(event))
+    @batch_event_handler("customer_sync", "order.cancelled", claims=False, **_ORDER_BATCHES)
+    def on_order_cancelled(self, events):
+        self._done(self.app.profiles.apply_order_events(events))
 
     @event_handler("customer_sync", "customer.created", claims=False)
     def on_customer_created(self, event):

@@ -1,5 +1,5 @@
 """The environment variables segmentation reads beyond the shared library's: how often every store
-is recomputed.
+is recomputed, and how its order handlers batch.
 
 Declared here, beside the code that reads them, and merged with the shared ones by
 `services.registry.settings()`; it imports only shared.config, so the runner, the operator tools
@@ -16,4 +16,18 @@ SETTINGS: tuple[Setting, ...] = (
         "How often segmentation recomputes every store (segments drift with time; RFM and the "
         "top-10% cutoff are store-wide).",
     ),
+    Setting(
+        "SEGMENT_ORDER_BATCH_SIZE",
+        "100",
+        "Most order events (placed, updated, refunded, cancelled: each handler its own) "
+        "segmentation applies in one batch, with one read of their profiles and one bulk "
+        "write (1 to 10000); its consumer prefetches twice as many.",
+    ),
+    Setting(
+        "SEGMENT_ORDER_BATCH_WAIT_MS",
+        "50",
+        "Longest segmentation's order handlers wait after a batch's first event for it to "
+        "fill (0 to 60000 ms); a batch goes as soon as it is full.",
+    ),
 )
+
