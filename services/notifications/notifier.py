@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 _CACHE_SECONDS = 5.0
 _read_cache = ReadCache(_CACHE_SECONDS)
 _NAMESPACE = uuid.UUID("9b7e61c4-3f0e-4d59-8d0b-4c1b7a3e2f58")
+ALL_STORES = "*"  # the read cache's key of what spans every store
 STOP_WORDS = {"stop", "stopall", "unsubscribe", "cancel", "end", "quit"}
 START_WORDS = {"start", "yes", "unstop"}
 
@@ -137,6 +138,13 @@ class Notifier:
         return _cached(self.storage, "workflows", store_id,
                        lambda: self.storage.workflows.for_store(store_id))
 
+    def starts_workflows(self, event_type: str) -> bool:
+        """Whether an enabled workflow of any store is triggered by `event_type`. As fresh as
+        the store's workflows that decide a trigger (`workflows`): read again after the same
+        few seconds, and at once after a save or delete through this instance."""
+        return event_type in _cached(self.storage, "trigger_events", ALL_STORES,
+                                     self.storage.workflows.trigger_events)
+
     def save_workflow(self, store_id: str, data: dict) -> dict:
         channels = {slug: t["channel"] for slug, t in self.templates(store_id).items()}
         workflow = wf.validate_workflow(data, channels)
@@ -144,12 +152,14 @@ class Notifier:
         workflow["workflow_id"] = workflow["workflow_id"] or uuid.uuid4().hex[:12]
         self.storage.workflows.put(store_id, workflow)
         _forget(self.storage, "workflows", store_id)
+        _forget(self.storage, "trigger_events", ALL_STORES)
         return workflow
 
     def delete_workflow(self, store_id: str, workflow_id: str) -> dict:
         if not self.storage.workflows.delete(store_id, workflow_id):
             raise NotFound(f"no workflow {workflow_id} in store {store_id}")
         _forget(self.storage, "workflows", store_id)
+        _forget(self.storage, "trigger_events", ALL_STORES)
         cancelled = self.storage.sends.cancel_for_workflow(store_id, workflow_id)
         return {"deleted": workflow_id, "cancelled_sends": cancelled}
 

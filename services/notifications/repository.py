@@ -669,6 +669,11 @@ class WorkflowRepository:
         return [w["workflow_id"] for w in self.collection.find(
             {"store_id": store_id, "template": slug}, {"workflow_id": 1})]
 
+    def trigger_events(self) -> frozenset[str]:
+        """The event types that start an enabled workflow of any store."""
+        return frozenset(self.collection.distinct("trigger.event",
+                                                  {"enabled": {"$ne": False}}))
+
     def stores_with_date_rules(self) -> list[str]:
         """Every store with a workflow a date triggers: what the date-rule timer walks."""
         return self.collection.distinct("store_id", {"trigger.date": {"$exists": True}})

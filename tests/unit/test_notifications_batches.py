@@ -241,3 +241,20 @@ def test_erased_merged_and_unknown_contacts_in_a_batch_as_one_at_a_time(database
     assert erased["status"] == ERASED and "email" not in erased and not erased.get("order_ids")
     assert batched.storage.contacts.get(STORE, "merged")["tags"] == {"vip": True}
     assert batched.storage.contacts.get(STORE, "unknown")["order_ids"] == ["7"]
+
+
+def test_whether_an_event_type_starts_workflows_follows_saves_at_once(database):
+    storage, clock = storage_at(NotificationsStorage, database, T0)
+    notifier = Notifier(storage, clock)
+    assert not notifier.starts_workflows("order.updated")
+    completed = {"workflow_id": "done", "name": "Completed",
+                 "trigger": {"event": "order.updated", "to_status": "completed"},
+                 "delay_seconds": 0, "channel": "email", "template": "win_back",
+                 "purpose": "transactional"}
+    notifier.save_workflow("other-store", {**completed, "enabled": False})
+    assert not notifier.starts_workflows("order.updated")  # a disabled one starts nothing
+    notifier.save_workflow("other-store", completed)
+    assert notifier.starts_workflows("order.updated")  # any store's, at once
+    assert not notifier.starts_workflows("customer.created")
+    notifier.delete_workflow("other-store", "done")
+    assert not notifier.starts_workflows("order.updated")
