@@ -153,6 +153,16 @@ def add_order(doc: dict, order: dict) -> bool:
     return first
 
 
+# Set whole by their facts, as the one-event path sets them: never written key by key (a
+# store's custom field key is any text, and "a.b" or "$x" is no field path).
+WHOLE_VALUES = frozenset({"custom_fields", "last_order"})
+
+
+def _path_safe(*documents: dict) -> bool:
+    return all(isinstance(key, str) and key and "." not in key and not key.startswith("$")
+               for document in documents for key in document)
+
+
 def changes(before: dict, after: dict, prefix: str = "") -> tuple[dict, list[str]]:
     """The `$set` and `$unset` that turn `before` into `after`, leaf by leaf, so a write
     touches only the paths that changed."""
@@ -161,7 +171,8 @@ def changes(before: dict, after: dict, prefix: str = "") -> tuple[dict, list[str
     for name, value in after.items():
         path = f"{prefix}{name}"
         old = before.get(name, ABSENT)
-        if isinstance(value, dict) and isinstance(old, dict) and value:
+        if isinstance(value, dict) and isinstance(old, dict) and value \
+                and path not in WHOLE_VALUES and _path_safe(value, old):
             inner_set, inner_unset = changes(old, value, f"{path}.")
             to_set.update(inner_set)
             to_unset.extend(inner_unset)
