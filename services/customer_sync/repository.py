@@ -340,6 +340,13 @@ class CustomerRepository(TimelineOwing, VersionedRepository):
     def get(self, store_id: str, customer_id: str) -> dict | None:
         return self.collection.find_one({"_id": customer_id, "store_id": store_id}, {OUTBOX_FIELD: 0})
 
+    def states_of(self, customer_ids: list[str]) -> dict[str, dict]:
+        """Each held customer's store and status, by id, in one read."""
+        if not customer_ids:
+            return {}
+        return {doc["_id"]: doc for doc in self.collection.find(
+            {"_id": {"$in": customer_ids}}, {"store_id": 1, "status": 1})}
+
     def by_woo_id(self, store_id: str, woo_customer_id: int) -> dict | None:
         return self.collection.find_one({"store_id": store_id, "woo_customer_id": woo_customer_id})
 

@@ -10,7 +10,7 @@ from werkzeug.exceptions import ClientDisconnected
 from werkzeug.wrappers import Request, Response
 
 from services.customer_sync.app_provider import AppProvider
-from services.customer_sync.crm.timeline import record_foreign_event, timeline_page
+from services.customer_sync.crm.timeline import record_foreign_events, timeline_page
 from services.customer_sync.door.webhooks import WEBHOOK_HEADERS, WebhookAnswer
 from services.customer_sync.privacy.erasure import document_owners
 from services.customer_sync.privacy.erasure import shop_erasures as list_shop_erasures
@@ -22,7 +22,7 @@ from services.customer_sync.workers import BackgroundJobs, InboxWorkers
 from shared.dependencies import OutboxRelayProvider, Settings, WorkerLogContext
 from shared.errors import EXPECTED_ERRORS, NotFound, ValidationError
 from shared.health import HealthEndpoints, json_response
-from shared.messaging.handlers import event_handler
+from shared.messaging.batches import batch_event_handler
 from shared.periodic import PeriodicTasks, Task
 from shared.logs import log_context
 from shared.metrics import observe_webhook
@@ -30,6 +30,13 @@ from shared.personal_data import Owners
 from shared.service_rpc import DataOwnerRpc, HealthRpc
 from shared.web import http
 from shared.times import parse_utc
+
+
+def timeline_batches(source_service: str, event_type: str):
+    """The batch entrypoint of another service's event that goes on customers' timelines."""
+    return batch_event_handler(source_service, event_type, claims=False,
+                               size_setting="CUSTOMER_TIMELINE_BATCH_SIZE",
+                               wait_setting="CUSTOMER_TIMELINE_BATCH_WAIT_MS")
 
 
 class CustomerSyncService(HealthEndpoints, DataOwnerRpc):
@@ -286,49 +293,50 @@ class CustomerSyncService(HealthEndpoints, DataOwnerRpc):
     def timeline(self, store_id: str, customer_id: str, page: dict | None = None) -> dict:
         return timeline_page(self.storage, store_id, customer_id, page)
 
-    # What other services did about a customer, on its timeline: an upsert keyed by the event
-    # id, idempotent by itself, so without claims (two database writes per event fewer).
-    @event_handler("segmentation", "customer.tagged", claims=False)
-    def on_customer_tagged(self, event) -> None:
-        record_foreign_event(self.storage, event)
+    # What other services did about a customer, on its timeline: upserts keyed by the event
+    # id, idempotent by themselves, so without claims; in batches, one read of the customers
+    # and one bulk write of the entries per batch (crm/timeline.py).
+    @timeline_batches("segmentation", "customer.tagged")
+    def on_customer_tagged(self, events) -> None:
+        record_foreign_events(self.storage, events)
 
-    @event_handler("segmentation", "customer.untagged", claims=False)
-    def on_customer_untagged(self, event) -> None:
-        record_foreign_event(self.storage, event)
+    @timeline_batches("segmentation", "customer.untagged")
+    def on_customer_untagged(self, events) -> None:
+        record_foreign_events(self.storage, events)
 
-    @event_handler("segmentation", "customer.segment_changed", claims=False)
-    def on_segment_changed(self, event) -> None:
-        record_foreign_event(self.storage, event)
+    @timeline_batches("segmentation", "customer.segment_changed")
+    def on_segment_changed(self, events) -> None:
+        record_foreign_events(self.storage, events)
 
-    @event_handler("loyalty", "loyalty.points_changed", claims=False)
-    def on_points_changed(self, event) -> None:
-        record_foreign_event(self.storage, event)
+    @timeline_batches("loyalty", "loyalty.points_changed")
+    def on_points_changed(self, events) -> None:
+        record_foreign_events(self.storage, events)
 
-    @event_handler("loyalty", "loyalty.reward_issued", claims=False)
-    def on_reward_issued(self, event) -> None:
-        record_foreign_event(self.storage, event)
+    @timeline_batches("loyalty", "loyalty.reward_issued")
+    def on_reward_issued(self, events) -> None:
+        record_foreign_events(self.storage, events)
 
-    @event_handler("loyalty", "loyalty.reward_used", claims=False)
-    def on_reward_used(self, event) -> None:
-        record_foreign_event(self.storage, event)
+    @timeline_batches("loyalty", "loyalty.reward_used")
+    def on_reward_used(self, events) -> None:
+        record_foreign_events(self.storage, events)
 
-    @event_handler("loyalty", "loyalty.reward_returned", claims=False)
-    def on_reward_returned(self, event) -> None:
-        record_foreign_event(self.storage, event)
+    @timeline_batches("loyalty", "loyalty.reward_returned")
+    def on_reward_returned(self, events) -> None:
+        record_foreign_events(self.storage, events)
 
-    @event_handler("loyalty", "loyalty.reward_expired", claims=False)
-    def on_reward_expired(self, event) -> None:
-        record_foreign_event(self.storage, event)
+    @timeline_batches("loyalty", "loyalty.reward_expired")
+    def on_reward_expired(self, events) -> None:
+        record_foreign_events(self.storage, events)
 
-    @event_handler("notifications", "notification.sent", claims=False)
-    def on_notification_sent(self, event) -> None:
-        record_foreign_event(self.storage, event)
+    @timeline_batches("notifications", "notification.sent")
+    def on_notification_sent(self, events) -> None:
+        record_foreign_events(self.storage, events)
 
-    @event_handler("gdpr", "consent.changed", claims=False)
-    def on_consent_changed(self, event) -> None:
+    @timeline_batches("gdpr", "consent.changed")
+    def on_consent_changed(self, events) -> None:
         """Every consent change, whoever made it (an operator, an unsubscribe link, an SMS
         STOP), on the customer's timeline."""
-        record_foreign_event(self.storage, event)
+        record_foreign_events(self.storage, events)
 
     # -- custom fields: definitions per store, values per customer (crm/custom_fields.py) ----
     @rpc(expected_exceptions=EXPECTED_ERRORS)

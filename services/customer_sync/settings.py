@@ -10,6 +10,13 @@ from __future__ import annotations
 from shared.config import Setting
 
 SETTINGS: tuple[Setting, ...] = (
+    Setting("CUSTOMER_TIMELINE_BATCH_SIZE", "100",
+            "Most events of one kind (tags, segments, points, rewards, messages sent, consent) "
+            "customer_sync puts on timelines at once, with one read of the customers and one "
+            "write of the entries (1 to 10000; docs/batching.md)."),
+    Setting("CUSTOMER_TIMELINE_BATCH_WAIT_MS", "50",
+            "Longest those handlers wait after a batch's first event for it to fill "
+            "(0 to 60000 ms)."),
     Setting("WEBHOOK_MAX_BODY_BYTES", str(1024 * 1024), "Largest webhook body accepted (413 above)."),
     Setting("INBOX_SWEEP_SECONDS", "5", "How often webhook deliveries not yet applied are retried."),
     Setting(

@@ -7,18 +7,21 @@ sent: however often the event comes, one send.
 """
 from __future__ import annotations
 
+import copy
 import logging
 import uuid
 from datetime import datetime, timedelta
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
+from services.notifications import projection as proj
 from services.notifications import templates as tpl
 from services.notifications import workflows as wf
 from services.notifications.bounded_sandbox import RenderLimits
 from services.notifications.policy import StoreSettings, load_settings, too_old_to_trigger
 from services.notifications.subscriptions import (CONFIRMATION_TEMPLATE, CONFIRMED_SOURCES,
                                                   EMAIL_MARKETING, Subscriptions)
-from services.notifications.repository import DELETED, ERASED, NotificationsStorage, phone_key
+from services.notifications.repository import (ERASED, NotificationsStorage, ProjectedWrite,
+                                               phone_key)
 from shared.errors import NotFound, ValidationError
 from shared.events import Event, build_event
 from shared.events.facts import fact_time
@@ -31,6 +34,7 @@ log = logging.getLogger(__name__)
 _CACHE_SECONDS = 5.0
 _read_cache = ReadCache(_CACHE_SECONDS)
 _NAMESPACE = uuid.UUID("9b7e61c4-3f0e-4d59-8d0b-4c1b7a3e2f58")
+ALL_STORES = "*"  # the read cache's key of what spans every store
 STOP_WORDS = {"stop", "stopall", "unsubscribe", "cancel", "end", "quit"}
 START_WORDS = {"start", "yes", "unstop"}
 
@@ -134,6 +138,13 @@ class Notifier:
         return _cached(self.storage, "workflows", store_id,
                        lambda: self.storage.workflows.for_store(store_id))
 
+    def starts_workflows(self, event_type: str) -> bool:
+        """Whether an enabled workflow of any store is triggered by `event_type`. As fresh as
+        the store's workflows that decide a trigger (`workflows`): read again after the same
+        few seconds, and at once after a save or delete through this instance."""
+        return event_type in _cached(self.storage, "trigger_events", ALL_STORES,
+                                     self.storage.workflows.trigger_events)
+
     def save_workflow(self, store_id: str, data: dict) -> dict:
         channels = {slug: t["channel"] for slug, t in self.templates(store_id).items()}
         workflow = wf.validate_workflow(data, channels)
@@ -141,12 +152,14 @@ class Notifier:
         workflow["workflow_id"] = workflow["workflow_id"] or uuid.uuid4().hex[:12]
         self.storage.workflows.put(store_id, workflow)
         _forget(self.storage, "workflows", store_id)
+        _forget(self.storage, "trigger_events", ALL_STORES)
         return workflow
 
     def delete_workflow(self, store_id: str, workflow_id: str) -> dict:
         if not self.storage.workflows.delete(store_id, workflow_id):
             raise NotFound(f"no workflow {workflow_id} in store {store_id}")
         _forget(self.storage, "workflows", store_id)
+        _forget(self.storage, "trigger_events", ALL_STORES)
         cancelled = self.storage.sends.cancel_for_workflow(store_id, workflow_id)
         return {"deleted": workflow_id, "cancelled_sends": cancelled}
 
@@ -158,50 +171,16 @@ class Notifier:
         customer_id = data.get("customer_id")
         if not customer_id:
             return 0
-        contacts, at = self.storage.contacts, event.occurred_at
+        contacts = self.storage.contacts
         first_order = False
         kind = event.event_type
-        if kind in ("customer.created", "customer.updated"):
-            billing = data.get("billing") or {}
-            phone = data.get("phone") or billing.get("phone") or None
-            first, last = data.get("first_name") or "", data.get("last_name") or ""
-            contacts.apply(store_id, customer_id, "contact_at", at, {
-                "email": data.get("email"), "phone": phone, "phone_key": phone_key(phone),
-                "first_name": first, "last_name": last,
-                "birthday": data.get("birthday"), "country": billing.get("country") or "",
-                # the store's own fields, for templates (`customer.custom_fields.<key>`)
-                "custom_fields": data.get("custom_fields") or {}})
-        elif kind == "customer.deleted":
-            contacts.apply(store_id, customer_id, "status_at", at, {"status": DELETED})
+        fact = proj.fact_of(event)
+        if fact is not None:
+            contacts.apply(store_id, customer_id, fact.stamp, fact.at, fact.fields,
+                           unset=list(fact.unset) or None)
         elif kind == "order.placed":
-            total = data.get("total")
-            _, first_order = contacts.add_order(store_id, customer_id, {
-                "order_id": data["order_id"], "number": data.get("number"),
-                "total": format_money(total), "date": data.get("date_created") or at,
-                "seen_at": at})
-        elif kind in ("customer.tagged", "customer.untagged"):
-            on = kind == "customer.tagged"
-            tag = data["tag"]
-            contacts.apply(store_id, customer_id, f"tag_at.{tag}", at, {} if not on else {
-                f"tags.{tag}": True}, unset=None if on else [f"tags.{tag}"])
-        elif kind in ("customer.group_joined", "customer.group_left"):
-            group = data["group"]
-            joined = kind == "customer.group_joined"
-            contacts.apply(store_id, customer_id, f"group_at.{group}", at,
-                           {f"groups.{group}": True} if joined else {},
-                           unset=None if joined else [f"groups.{group}"])
-        elif kind == "customer.segment_changed":
-            contacts.apply(store_id, customer_id, "segment_at", at, {"segment": data["new_segment"]})
-        elif kind in ("customer.saved_segment_entered", "customer.saved_segment_left"):
-            segment_id = data["segment_id"]  # a checked id: safe in a field path
-            entered = kind == "customer.saved_segment_entered"
-            contacts.apply(store_id, customer_id, f"saved_segment_at.{segment_id}", at,
-                           {f"saved_segments.{segment_id}": True} if entered else {},
-                           unset=None if entered else [f"saved_segments.{segment_id}"])
-        elif kind == "loyalty.points_changed":
-            contacts.apply(store_id, customer_id, "points_at", at, {"points": data["balance"]})
-        elif kind == "loyalty.tier_changed":
-            contacts.apply(store_id, customer_id, "tier_at", at, {"tier": data["new_tier"]})
+            _, first_order = contacts.add_order(
+                store_id, customer_id, proj.order_of(event, format_money(data.get("total"))))
         elif kind == "consent.changed":
             purpose = data["purpose"]
             if self._held_for_confirmation(event):
@@ -211,6 +190,65 @@ class Notifier:
                                                    "source": data["source"],
                                                    "at": data["changed_at"]}})
         return self.schedule_for(event, first_order)
+
+    def apply_all(self, events: Sequence[Event]) -> int:
+        """`apply` for a list of events in delivery order, with the same effects, in as few
+        round trips as the data allows: the batch's contacts read at once, each one's events
+        applied in memory in order (projection.py), every contact written once by one bulk
+        compare-and-set write; a contact changed meanwhile has its events go the one-event
+        way. Scheduling is as `apply`'s (a write only where a workflow starts). Answers how
+        many sends were scheduled."""
+        if any(event.event_type not in proj.BATCHED_EVENTS for event in events):
+            return sum(self.apply(event) for event in events)
+        contacts = self.storage.contacts
+        groups: dict[str, list[Event]] = {}
+        for event in events:
+            customer_id = event.data.get("customer_id")
+            if customer_id and (event.event_type == "order.placed" or proj.fact_of(event)):
+                groups.setdefault(contacts.key(event.store_id, customer_id), []).append(event)
+        held = contacts.of_keys(list(groups))
+        first_orders: dict[int, bool] = {}
+        writes = [self._projected(key, held.get(key), group, first_orders)
+                  for key, group in groups.items()]
+        failed = contacts.write_projected([w for w in writes if w is not None])
+        scheduled = 0
+        for event in events:
+            customer_id = event.data.get("customer_id")
+            if not customer_id:
+                continue
+            if contacts.key(event.store_id, customer_id) in failed:
+                scheduled += self.apply(event)  # changed under the batch: the one-event way
+            else:
+                scheduled += self.schedule_for(event, first_orders.get(id(event), False))
+        return scheduled
+
+    def _projected(self, key: str, before: dict | None, group: list[Event],
+                   first_orders: dict[int, bool]) -> ProjectedWrite | None:
+        """One contact's events applied in memory, as the write that stores them (None when
+        they change nothing); each order's first-order answer noted by event."""
+        first = group[0]
+        contact = copy.deepcopy(before) if before is not None else \
+            self.storage.contacts.fresh(first.store_id, first.data["customer_id"])
+        paths = {"status"}
+        for event in group:
+            if event.event_type == "order.placed":
+                order = proj.order_of(event, format_money(event.data.get("total")))
+                first_orders[id(event)] = proj.add_order(contact, order)
+                paths |= {"order_seen_at", "order_ids", "last_order.date"}
+            else:
+                fact = proj.fact_of(event)
+                proj.apply_fact(contact, fact)
+                paths.add(fact.stamp)
+        if before is None:
+            return ProjectedWrite(key, document=contact)
+        to_set, to_unset = proj.changes(before, contact)
+        if not to_set and not to_unset:
+            return None
+        expected = {}
+        for path in sorted(paths):
+            value = proj.get_path(before, path)
+            expected[path] = {"$exists": False} if value is proj.ABSENT else value
+        return ProjectedWrite(key, expected=expected, to_set=to_set, to_unset=to_unset)
 
     def _held_for_confirmation(self, event: Event) -> bool:
         """Double opt-in: an email marketing grant from elsewhere waits for the customer's

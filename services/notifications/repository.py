@@ -15,7 +15,7 @@ import secrets
 from datetime import datetime, timezone
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, InsertOne, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, InsertOne, ReturnDocument, UpdateOne
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, DuplicateKeyError
@@ -99,8 +99,7 @@ class ContactRepository(ErasureMarkers):
         result = self.collection.update_one(condition, update)
         if result.matched_count:
             return bool(result.modified_count)
-        doc = {"_id": key, "store_id": store_id, "customer_id": customer_id, "status": ACTIVE,
-               "tags": {}, "groups": {}, "consent": {}, "order_ids": [], "created_at": utcnow()}
+        doc = self.fresh(store_id, customer_id)
         for name, value in {**fields, stamp: at}.items():
             _set_path(doc, name, value)
         try:
@@ -110,6 +109,43 @@ class ContactRepository(ErasureMarkers):
             # It exists: created meanwhile by another event (apply to it), or it holds a
             # newer fact, or it is erased (then this changes nothing).
             return bool(self.collection.update_one(condition, update).modified_count)
+
+    def fresh(self, store_id: str, customer_id: str) -> dict:
+        """The contact a customer's first fact creates, before the fact."""
+        return {"_id": self.key(store_id, customer_id), "store_id": store_id,
+                "customer_id": customer_id, "status": ACTIVE, "tags": {}, "groups": {},
+                "consent": {}, "order_ids": [], "created_at": utcnow()}
+
+    def of_keys(self, keys: list[str]) -> dict[str, dict]:
+        """The contacts held under these keys, by key, in one read (their outboxes left out)."""
+        if not keys:
+            return {}
+        return {doc["_id"]: doc
+                for doc in self.collection.find({"_id": {"$in": keys}}, {"outbox": 0})}
+
+    def write_projected(self, writes: list[ProjectedWrite]) -> set[str]:
+        """Each contact written once, in one bulk write: a new one inserted, a held one
+        updated only if what the batch read of it (`expected`) still holds. Answers the keys
+        whose write did not take (inserted meanwhile, or changed under the batch): their
+        events go the one-event way."""
+        if not writes:
+            return set()
+        operations = [InsertOne(w.document) if w.insert else
+                      UpdateOne({"_id": w.key, **w.expected}, w.update) for w in writes]
+        failed_inserts: set[int] = set()
+        try:
+            result = self.collection.bulk_write(operations, ordered=False)
+            matched = result.matched_count
+        except BulkWriteError as exc:
+            matched = exc.details.get("nMatched", 0)
+            failed_inserts = {error["index"] for error in exc.details.get("writeErrors", [])}
+        failed = {writes[i].key for i in failed_inserts}
+        updates = [w for w in writes if not w.insert]
+        if matched < len(updates):
+            # Which compare-and-set missed, read back: one more round trip, on conflict only.
+            held = self.of_keys([w.key for w in updates])
+            failed |= {w.key for w in updates if not w.took(held.get(w.key))}
+        return failed
 
     def change_consent(self, doc_id: str, purpose: str, before: str, held: dict,
                        at: datetime, events: list) -> bool:
@@ -209,6 +245,48 @@ class ContactRepository(ErasureMarkers):
                                  {"last_order.date": {"$lte": order["date"]}}]},
             {"$set": {"last_order": order}})
         return new, first
+
+
+class ProjectedWrite:
+    """One contact's write of a batch: the document to insert, or the `$set`/`$unset` to
+    apply if the paths in `expected` still hold what the batch read."""
+
+    def __init__(self, key: str, document: dict | None = None, expected: dict | None = None,
+                 to_set: dict | None = None, to_unset: list[str] | None = None) -> None:
+        self.key = key
+        self.insert = document is not None
+        self.document = document
+        self.expected = expected or {}
+        self.to_set = to_set or {}
+        self.to_unset = to_unset or []
+
+    @property
+    def update(self) -> dict:
+        update: dict[str, Any] = {}
+        if self.to_set:
+            update["$set"] = self.to_set
+        if self.to_unset:
+            update["$unset"] = {name: "" for name in self.to_unset}
+        return update
+
+    def took(self, held: dict | None) -> bool:
+        """Whether the contact read back holds what this write set (it took, or another
+        writer made it so)."""
+        if held is None:
+            return False
+        return all(_get_path(held, name) == value for name, value in self.to_set.items()) \
+            and all(_get_path(held, name) is _MISSING for name in self.to_unset)
+
+
+_MISSING = object()
+
+
+def _get_path(doc: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(doc, dict) or part not in doc:
+            return _MISSING
+        doc = doc[part]
+    return doc
 
 
 def _set_path(doc: dict, dotted: str, value: Any) -> None:
@@ -590,6 +668,11 @@ class WorkflowRepository:
         """The ids of the store's workflows that send this template."""
         return [w["workflow_id"] for w in self.collection.find(
             {"store_id": store_id, "template": slug}, {"workflow_id": 1})]
+
+    def trigger_events(self) -> frozenset[str]:
+        """The event types that start an enabled workflow of any store."""
+        return frozenset(self.collection.distinct("trigger.event",
+                                                  {"enabled": {"$ne": False}}))
 
     def stores_with_date_rules(self) -> list[str]:
         """Every store with a workflow a date triggers: what the date-rule timer walks."""

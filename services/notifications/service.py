@@ -21,10 +21,12 @@ from services.notifications.preference_door import Answer, PreferenceDoor
 from services.notifications.repository import NotificationsStorage
 from services.notifications.schemas import send_log_limit, writable
 from services.notifications.suppression import list_request
+from services.notifications.trigger_gate import trigger_only_batches
 from shared.customers import CustomerCheck
 from shared.dependencies import OutboxRelayProvider, Settings, WorkerLogContext
 from shared.errors import EXPECTED_ERRORS, Unavailable
 from shared.health import HealthEndpoints, json_response
+from shared.messaging.batches import batch_event_handler
 from shared.messaging.handlers import event_handler
 from shared.mongo import MongoStorage
 from shared.periodic import MINUTES, PeriodicTasks, Task
@@ -34,6 +36,14 @@ from shared.web import http
 from shared.times import utcnow
 
 log = logging.getLogger(__name__)
+
+
+def projection_batches(source_service: str, event_type: str):
+    """A projection event's batch entrypoint: no claims (the writes compare facts' times and
+    sends have natural keys), its size and wait under notifications' own settings."""
+    return batch_event_handler(source_service, event_type, claims=False,
+                               size_setting="NOTIFY_PROJECTION_BATCH_SIZE",
+                               wait_setting="NOTIFY_PROJECTION_BATCH_WAIT_MS")
 
 
 def _send_task(uses) -> dict:
@@ -79,18 +89,27 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
         if scheduled or notifier.touched:
             self.background.wake("send")  # a workflow without delay should not wait for the poll
 
+    def _apply_all(self, events) -> None:
+        notifier = self._notifier()
+        scheduled = notifier.apply_all(events)
+        self.outbox.notify(notifier.touched)
+        if scheduled or notifier.touched:
+            self.background.wake("send")
+
     # -- events in: the projection, and the triggers ----------------------------------------------
     # No claims (shared/messaging/handlers.py): the projection is written only over older
     # facts (a time stamp per fact), an order is recorded once, and a triggered send is keyed
     # by workflow, customer and event, so a duplicate changes and schedules nothing. Two
     # database writes per event fewer, on the service that consumes the most events.
-    @event_handler("customer_sync", "customer.created", claims=False)
-    def on_customer_created(self, event):
-        self._apply(event)
+    # The projection's busiest events come in batches: one read and one bulk write of the
+    # contacts per batch (Notifier.apply_all, docs/services/notifications.md).
+    @projection_batches("customer_sync", "customer.created")
+    def on_customer_created(self, events):
+        self._apply_all(events)
 
-    @event_handler("customer_sync", "customer.updated", claims=False)
-    def on_customer_updated(self, event):
-        self._apply(event)
+    @projection_batches("customer_sync", "customer.updated")
+    def on_customer_updated(self, events):
+        self._apply_all(events)
 
     @event_handler("customer_sync", "customer.deleted", claims=False)
     def on_customer_deleted(self, event):
@@ -104,41 +123,44 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
     def on_customer_unmerged(self, event):
         self.app.merges.unmerge(event)
 
-    @event_handler("customer_sync", "order.placed", claims=False)
-    def on_order_placed(self, event):
-        self._apply(event)
+    @projection_batches("customer_sync", "order.placed")
+    def on_order_placed(self, events):
+        self._apply_all(events)
 
-    @event_handler("customer_sync", "order.updated", claims=False)
-    def on_order_updated(self, event):
-        self._apply(event)
+    # Only a trigger: acknowledged unread while no workflow of any store uses it.
+    @trigger_only_batches("customer_sync", "order.updated", claims=False,
+                          size_setting="NOTIFY_PROJECTION_BATCH_SIZE",
+                          wait_setting="NOTIFY_PROJECTION_BATCH_WAIT_MS")
+    def on_order_updated(self, events):
+        self._apply_all(events)
 
-    @event_handler("segmentation", "customer.tagged", claims=False)
-    def on_tagged(self, event):
-        self._apply(event)
+    @projection_batches("segmentation", "customer.tagged")
+    def on_tagged(self, events):
+        self._apply_all(events)
 
-    @event_handler("segmentation", "customer.untagged", claims=False)
-    def on_untagged(self, event):
-        self._apply(event)
+    @projection_batches("segmentation", "customer.untagged")
+    def on_untagged(self, events):
+        self._apply_all(events)
 
-    @event_handler("segmentation", "customer.segment_changed", claims=False)
-    def on_segment_changed(self, event):
-        self._apply(event)
+    @projection_batches("segmentation", "customer.segment_changed")
+    def on_segment_changed(self, events):
+        self._apply_all(events)
 
-    @event_handler("segmentation", "customer.group_joined", claims=False)
-    def on_group_joined(self, event):
-        self._apply(event)
+    @projection_batches("segmentation", "customer.group_joined")
+    def on_group_joined(self, events):
+        self._apply_all(events)
 
-    @event_handler("segmentation", "customer.group_left", claims=False)
-    def on_group_left(self, event):
-        self._apply(event)
+    @projection_batches("segmentation", "customer.group_left")
+    def on_group_left(self, events):
+        self._apply_all(events)
 
-    @event_handler("segmentation", "customer.saved_segment_entered", claims=False)
-    def on_saved_segment_entered(self, event):
-        self._apply(event)
+    @projection_batches("segmentation", "customer.saved_segment_entered")
+    def on_saved_segment_entered(self, events):
+        self._apply_all(events)
 
-    @event_handler("segmentation", "customer.saved_segment_left", claims=False)
-    def on_saved_segment_left(self, event):
-        self._apply(event)
+    @projection_batches("segmentation", "customer.saved_segment_left")
+    def on_saved_segment_left(self, events):
+        self._apply_all(events)
 
     @event_handler("loyalty", "loyalty.points_changed", claims=False)
     def on_points_changed(self, event):

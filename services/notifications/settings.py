@@ -53,6 +53,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("NOTIFY_LEASE_SECONDS", "120", "How long a claimed send is a sender's; after that a "
             "stopped sender's send is taken over (and, if the provider was being called, not "
             "resent)."),
+    Setting("NOTIFY_PROJECTION_BATCH_SIZE", "100",
+            "Most events of one kind notifications' projection handlers (customer, order and "
+            "segmentation events) apply at once, with one read and one write of the contacts "
+            "(1 to 10000; docs/batching.md)."),
+    Setting("NOTIFY_PROJECTION_BATCH_WAIT_MS", "50",
+            "Longest those handlers wait after a batch's first event for it to fill "
+            "(0 to 60000 ms)."),
     Setting("NOTIFY_DATE_RULES_MINUTES", "60",
             "How often birthday and days-since-last-order workflows are checked."),
     Setting("NOTIFY_COUPON_PREFIX", "gift",

@@ -66,11 +66,14 @@ CART = {"workflow_id": "cart", "name": "Abandoned cart", "trigger": {
 
 
 def known(rpc, customer_id: str, purpose: str | None = "email_marketing") -> None:
-    """Wait until the projection has the customer (and their consent)."""
+    """Wait until the projection has the customer's contact fields (and their consent): each
+    comes on its own queue, the contact fields in a batch."""
     def ready():
         try:
             contact = rpc.notifications.export_customer(STORE, customer_id)["contact"]
         except Exception:
+            return False
+        if not (contact or {}).get("email"):
             return False
         return purpose is None or (contact.get("consent") or {}).get(purpose, {}).get("granted")
     wait_until(ready, timeout=10, message=f"customer {customer_id} in the projection")

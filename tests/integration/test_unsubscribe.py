@@ -56,7 +56,9 @@ def subscribed_customer(services, rpc, customer_id: str, email: str) -> None:
             contact = rpc.notifications.export_customer(STORE, customer_id)["contact"]
         except Exception:
             return False
-        return (contact.get("consent") or {}).get("email_marketing", {}).get("granted")
+        # The address and the consent come on their own queues, the address in a batch.
+        return contact.get("email") and (contact.get("consent") or {}).get(
+            "email_marketing", {}).get("granted")
     wait_until(known, timeout=10, message=f"{customer_id} subscribed in the projection")
 
 

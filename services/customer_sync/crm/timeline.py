@@ -17,9 +17,9 @@ import uuid
 from datetime import datetime
 from typing import Any, Iterable
 
-from pymongo import ASCENDING, DESCENDING
+from pymongo import ASCENDING, DESCENDING, UpdateOne
 from pymongo.collection import Collection
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.customer_sync.schemas import PageSchema, load, require_text
 from shared import money
@@ -171,6 +171,22 @@ class TimelineRepository:
                 continue
             added += 1 if result.upserted_id is not None else 0
         return added
+
+    def record_all(self, entries: list[tuple[str, dict]]) -> int:
+        """`record` for (store id, entry) pairs in one bulk write; answers how many were new.
+        An entry another writer stored meanwhile is left as it is, as in `record`."""
+        if not entries:
+            return 0
+        upserts = [UpdateOne({"_id": entry["entry_id"]},
+                             {"$setOnInsert": {**{k: v for k, v in entry.items()
+                                                  if k != "entry_id"}, "store_id": store_id}},
+                             upsert=True) for store_id, entry in entries]
+        try:
+            return self.collection.bulk_write(upserts, ordered=False).upserted_count
+        except BulkWriteError as exc:  # duplicate keys of raced upserts; the rest went in
+            if any(error.get("code") != 11000 for error in exc.details.get("writeErrors", [])):
+                raise
+            return exc.details.get("nUpserted", 0)
 
     def page(self, store_id: str, customer_id: str, after: tuple[datetime, str] | None,
              size: int) -> list[dict]:
@@ -351,3 +367,17 @@ def record_foreign_event(storage: Any, event: Event) -> bool:
     if customer is None or customer.get("status") == "erased":
         return False
     return storage.timeline.record(event.store_id, [entry]) == 1
+
+
+def record_foreign_events(storage: Any, events: Iterable[Event]) -> int:
+    """`record_foreign_event` for a batch: the customers read at once, every entry written in
+    one bulk write. Entries are keyed by their event's id and depend on nothing else stored,
+    so neither order nor repetition within the batch changes the result. Answers how many
+    entries were new."""
+    entries = [(event.store_id, entry) for event in events
+               if (entry := entry_for_foreign_event(event)) is not None]
+    customers = storage.customers.states_of(sorted({e["customer_id"] for _, e in entries}))
+    kept = [(store_id, entry) for store_id, entry in entries
+            if (held := customers.get(entry["customer_id"])) is not None
+            and held.get("store_id") == store_id and held.get("status") != "erased"]
+    return storage.timeline.record_all(kept)
