@@ -170,3 +170,16 @@ def test_a_search_is_bounded_and_shown_escaped():
     assert refused.status_code == 200 and "<b><b>" not in refused.get_data(as_text=True)
     assert "could not be loaded" in refused.get_data(as_text=True)
     assert len(world.called("list_companies")) == 1
+
+
+@pytest.mark.parametrize("marker", ["yes", "0", "1" * 5000, EVIL, ""])
+def test_only_the_forms_own_marker_lets_a_save_replace_the_custom_values(hostile, marker):
+    world = _world("wcc_write")
+    token = world.csrf("/console/companies")
+    before = copy.deepcopy(_sync(world).companies[COMPANY_ID]["custom_fields"])
+    answer = world.client.post(f"/console/companies/{COMPANY_ID}/edit", data={
+        "csrf_token": token, "name": "Mine", "custom_fields_shown": marker, "custom.note": ""})
+    assert answer.status_code == 303
+    _, _, changes, _ = world.called("update_company")[-1][2]
+    assert "custom_fields" not in changes
+    assert _sync(world).companies[COMPANY_ID]["custom_fields"] == before
