@@ -611,11 +611,20 @@ def cmd_companies(args) -> int:
                 print("nothing deleted (--yes deletes without asking)", file=sys.stderr)
                 return EXIT_FAILED
             answer = rpc.customer_sync.delete_company(args.store, args.company_id, actor)
-            emit(args, answer, lambda a: f"deleted company {a['company_id']}; "
-                                         f"{a['members_released']} members belong to none now")
+            emit(args, answer, _deletion_human)
             return EXIT_OK
         emit(args, _with_detail(rpc, args.store, company), _company_human)
     return EXIT_OK
+
+
+def _deletion_human(answer: dict) -> str:
+    """Done, or (`finishing`) stopped early with the rest left to the background sweep."""
+    if answer.get("finishing") and not answer.get("deleted"):
+        return (f"company {answer['company_id']} is being deleted; "
+                f"{answer['members_released']} members released so far, the rest of its "
+                f"members are released in the background")
+    return (f"deleted company {answer['company_id']}; "
+            f"{answer['members_released']} members belong to none now")
 
 
 def cmd_customers_company(args) -> int:

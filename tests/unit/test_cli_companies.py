@@ -184,3 +184,14 @@ def test_a_customer_joins_a_company_or_none(calls, capsys):
     assert code == EXIT_USAGE and "company_id" in err
     code, _, err = run(capsys, "customers", "company", "--store", "shop", "c9", COMPANY_ID)
     assert code == EXIT_FAILED and "no customer c9" in err
+
+
+def test_a_deletion_that_stopped_early_says_the_rest_happens_in_the_background(calls, capsys,
+                                                                               monkeypatch):
+    monkeypatch.setattr(CustomerSync, "_delete_company", lambda self, store, company_id, actor: {
+        "company_id": company_id, "deleted": False, "finishing": True, "members_released": 40})
+    code, out, _ = run(capsys, "companies", "delete", "--store", "shop", COMPANY_ID, "--yes")
+    assert code == EXIT_OK
+    assert f"company {COMPANY_ID} is being deleted; 40 members released so far" in out
+    assert "the rest of its members are released in the background" in out
+    assert "deleted company" not in out

@@ -220,6 +220,19 @@ def test_a_company_is_deleted_only_once_confirmed(world):
     assert customer_sync(world).customer_companies["c1"] is None
 
 
+def test_a_deletion_that_stopped_early_is_not_reported_as_done(world, monkeypatch):
+    monkeypatch.setattr(CustomerSync, "delete_company", lambda self, store, company_id, actor: {
+        "company_id": company_id, "deleted": False, "finishing": True, "members_released": 1})
+    token = world.csrf("/console/companies")
+    answer = world.client.post(f"/console/companies/{COMPANY_ID}/delete",
+                               data={"csrf_token": token, "understood": "yes"})
+    assert answer.headers["Location"].endswith("/console/companies")
+    shown = flashes(html(world, "/console/companies"))
+    assert "being deleted; 1 member released so far" in shown
+    assert "the rest of its members are released in the background" in shown
+    assert "Deleted the company" not in shown
+
+
 def test_the_form_helpers_read_and_shape_values():
     values = form_values(customer_sync_company())
     assert values["address"]["city"] == "Berlin" and values["custom"] == {"seats": "3",

@@ -232,10 +232,19 @@ def company_delete(page, company_id: str) -> Response:
     except ApiError as exc:
         page.flash("error", f"Nothing was deleted: {exc.message()}")
         return page.redirect(back + "#delete")
-    released = answer.get("members_released", 0)
-    page.flash("success", f"Deleted the company; {released} member"
-                          f"{'s' if released != 1 else ''} now belong to none.")
+    page.flash("success", deletion_message(answer))
     return page.redirect(PREFIX + "/companies")
+
+
+def deletion_message(answer: dict) -> str:
+    """What a deletion did: done, or (`finishing`) stopped early with the rest left to the
+    background sweep, which a person should not read as done."""
+    released = answer.get("members_released", 0)
+    members = f"{released} member{'s' if released != 1 else ''}"
+    if answer.get("finishing") and not answer.get("deleted"):
+        return (f"The company is being deleted; {members} released so far, the rest of its "
+                f"members are released in the background.")
+    return f"Deleted the company; {members} now belong to none."
 
 
 def matching_save(page) -> Response:
