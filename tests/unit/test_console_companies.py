@@ -188,6 +188,21 @@ def test_a_save_while_the_fields_cannot_be_read_saves_nothing(world, monkeypatch
     assert world.called("create_company") == []
 
 
+def test_a_new_companys_typed_custom_values_are_shown_again_when_its_save_failed(world,
+                                                                                  monkeypatch):
+    answers = [_fields_unavailable]  # the save's read fails, the form's read then works
+
+    def flaky(self, store):
+        return answers.pop(0)(self, store) if answers else COMPANY_FIELDS
+    monkeypatch.setattr(CustomerSync, "list_custom_fields", flaky)
+    token = world.csrf("/console/companies")
+    answer = world.client.post("/console/companies/new", data={
+        "csrf_token": token, "name": "Beta", "custom_fields_shown": "1", "custom.tier": "gold"})
+    page = answer.get_data(as_text=True)
+    assert answer.status_code == 502 and world.called("create_company") == []
+    assert re.search(r'id="co-custom-tier" name="custom.tier" value="gold"', page)
+
+
 def test_a_form_shown_without_the_custom_inputs_leaves_the_values_as_they_are(world,
                                                                              monkeypatch):
     before = dict(customer_sync(world).companies[COMPANY_ID]["custom_fields"])

@@ -23,6 +23,7 @@ ADDRESS_LABELS = {"address_1": "Address", "address_2": "Address, second line", "
 CHOICES_SIZE = 100
 MAX_TEXT = 500  # what the form keeps of a typed value; the API bounds it tighter and says so
 CUSTOM_PREFIX = "custom."
+MAX_CUSTOM_INPUTS = 50  # a store has at most 50 custom fields (customer_sync bounds it)
 # Sent by a form that showed the custom inputs: only then do its (maybe blank) values replace
 # the company's set; a form shown without them leaves the set as it is.
 CUSTOM_SHOWN = "custom_fields_shown"
@@ -122,6 +123,18 @@ def _without_custom(form) -> dict:
     return {**read_form(form, []), "custom_shown": False}
 
 
+def _as_typed(form) -> dict:
+    """A new company's form as typed when the definitions cannot be read: its custom values
+    kept by their input's name (bounded), to show again should the definitions load then;
+    nothing of a new company can be cleared by them."""
+    values = read_form(form, [])
+    keys = [name[len(CUSTOM_PREFIX):] for name in form.keys()
+            if name.startswith(CUSTOM_PREFIX)][:MAX_CUSTOM_INPUTS]
+    values["custom"] = {key: (form.get(CUSTOM_PREFIX + key) or "").strip()[:MAX_TEXT]
+                        for key in keys}
+    return values
+
+
 def _form_page(page, values: dict, company_id: str | None, status: int = 200,
                problem: str = "", errors: dict | None = None) -> Response:
     """The form; its custom inputs only when its values hold them (a form sent without them
@@ -163,7 +176,7 @@ def company_create(page) -> Response:
     try:
         definitions = company_fields_to_save(page)
     except ApiError as exc:
-        return _form_page(page, _without_custom(page.request.form), None, exc.page_status,
+        return _form_page(page, _as_typed(page.request.form), None, exc.page_status,
                           f"No company was created: the custom fields could not be read "
                           f"({exc.message()}); try again.")
     values = read_form(page.request.form, definitions)
