@@ -11,6 +11,7 @@ import ast
 import difflib
 import getpass
 import json
+import math
 import os
 import re
 import sys
@@ -26,7 +27,7 @@ warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
 # Money and reward wording as the console shows them: one way to read and write amounts.
 from services.gateway.console import present
 from services.gateway.routing import COMPANY_ID_PATTERN
-from services.gateway.schemas import COMPANY_ADDRESS_PARTS
+from services.gateway.schemas import COMPANY_ADDRESS_PARTS, fields_of
 from ops.settings import every_setting
 from ops.system_health import Management, system_health
 from services.registry import SERVICES
@@ -520,7 +521,8 @@ def _company_human(company: dict) -> str:
 
 
 def _company_changes(args, is_new: bool) -> dict:
-    """The flags given, as the RPC's data; --clear FIELD sends null (an update only)."""
+    """The flags given, as the RPC's data; --clear FIELD sends null (an update only). The
+    --custom pairs are left to _custom_changes, which needs the store's definitions."""
     data = {key: getattr(args, flag) for flag, key in _COMPANY_FLAGS.items()
             if getattr(args, flag, None) is not None}
     address = {part: getattr(args, part) for part in COMPANY_ADDRESS_PARTS
@@ -552,12 +554,94 @@ def _custom_pairs(values: list[str]) -> list[tuple[str, str]]:
     return pairs
 
 
+_TRUE, _FALSE = ("true", "yes", "1"), ("false", "no", "0")
+_NUMBER = re.compile(r"-?\d+(\.\d+)?([eE][-+]?\d+)?", re.ASCII)
+
+
+def _custom_refusal(key: str, message: str) -> ValidationError:
+    key = key[:41]  # a key is at most 40 characters: one more shows it was longer
+    return ValidationError(f"custom_fields.{key}: {message}",
+                           {"fields": {f"custom_fields.{key}": [message]}})
+
+
+def _typed_custom(texts: dict[str, str], definitions: dict[str, dict],
+                  current: dict) -> dict[str, Any]:
+    """--custom's texts typed by the store's company definitions, as the console reads its
+    form: a boolean from true/false/yes/no/1/0, a number, a date, choice or text as given; an
+    empty value clears the field (None). A key the store has no company field of is refused,
+    but for clearing a value the company still holds."""
+    typed: dict[str, Any] = {}
+    for key, text in texts.items():
+        definition = definitions.get(key)
+        if text == "" and (definition is not None or key in current):
+            typed[key] = None
+            continue
+        if definition is None:
+            raise _custom_refusal(key, "the store has no company custom field of this key")
+        kind = definition.get("type")
+        if kind == "boolean":
+            if text.lower() not in _TRUE + _FALSE:
+                raise _custom_refusal(key, "a yes/no field: give true/false, yes/no or 1/0")
+            typed[key] = text.lower() in _TRUE
+        elif kind == "number":
+            number = (float(text) if any(c in text for c in ".eE") else int(text)) if (
+                len(text) <= 40 and _NUMBER.fullmatch(text)) else None
+            if number is None or not math.isfinite(number):
+                raise _custom_refusal(key, f"a number field: {text[:40]!r} is not a number")
+            typed[key] = number
+        else:
+            typed[key] = text
+    return typed
+
+
+def _still_fits(definition: dict, value: Any) -> bool:
+    """Whether a stored value is still of its field's type (the store checks the rest)."""
+    kind = definition.get("type")
+    if kind == "boolean":
+        return isinstance(value, bool)
+    if kind == "number":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind == "choice":
+        return value in (definition.get("options") or [])
+    return isinstance(value, str)
+
+
+def _custom_changes(texts: dict[str, str], definitions: dict[str, dict],
+                    current: dict | None) -> dict:
+    """The company's whole set of custom values to send: for a new company (current None)
+    the typed flags; for an update the current values with only the flags' keys changed. A
+    value the flags leave alone that no longer fits its field (the field was removed or
+    retyped) is refused, naming it, rather than sent for the store to refuse or dropped."""
+    typed = _typed_custom(texts, definitions, current or {})
+    if current is None:
+        return {key: value for key, value in typed.items() if value is not None}
+    for key, value in current.items():
+        if key in typed:
+            continue
+        definition = definitions.get(key)
+        if definition is None or not _still_fits(definition, value):
+            why = ("its field is no longer a company field of the store" if definition is None
+                   else f"its field is now of type {definition.get('type')}")
+            raise _custom_refusal(key, f"the stored value {value!r} no longer fits ({why}); "
+                                       f"give --custom {key}=VALUE to replace it or "
+                                       f"--custom {key}= to clear it")
+    merged = {**current, **typed}
+    return {key: value for key, value in merged.items() if value is not None}
+
+
 def _known_group(rpc, store: str, data: dict) -> None:
     """As the API does: a group segmentation has not saved is refused before anything."""
     group = data.get("group")
     if group and not any(g["slug"] == group for g in rpc.segmentation.list_groups(store)):
         raise ValidationError(f"no group {group} in store {store}",
                               {"fields": {"group": ["no such group; create it first"]}})
+
+
+def _company_definitions(rpc, store: str) -> dict[str, dict]:
+    """The store's company custom field definitions by key, which --custom values are typed
+    by."""
+    return {d["key"]: d for d in fields_of(rpc.customer_sync.list_custom_fields(store),
+                                           "company")}
 
 
 def _with_detail(rpc, store: str, company: dict) -> dict:
@@ -594,6 +678,9 @@ def cmd_companies(args) -> int:
         elif args.action == "create":
             data = _company_changes(args, is_new=True)
             _known_group(rpc, args.store, data)
+            if data.get("custom_fields"):
+                data["custom_fields"] = _custom_changes(
+                    data["custom_fields"], _company_definitions(rpc, args.store), None)
             company = rpc.customer_sync.create_company(args.store, data, actor)
         elif args.action == "update":
             data = _company_changes(args, is_new=False)
@@ -601,9 +688,12 @@ def cmd_companies(args) -> int:
             if data.get("address") or data.get("custom_fields"):
                 # Flags name some parts; the rest stay as they are, so the whole is sent.
                 current = rpc.customer_sync.get_company(args.store, args.company_id)
-                for whole in ("address", "custom_fields"):
-                    if data.get(whole):
-                        data[whole] = {**(current.get(whole) or {}), **data[whole]}
+                if data.get("address"):
+                    data["address"] = {**(current.get("address") or {}), **data["address"]}
+                if data.get("custom_fields"):
+                    data["custom_fields"] = _custom_changes(
+                        data["custom_fields"], _company_definitions(rpc, args.store),
+                        current.get("custom_fields") or {})
             company = rpc.customer_sync.update_company(args.store, args.company_id, data, actor)
         else:
             if not args.yes and not (sys.stdin.isatty() and _confirmed(
@@ -611,11 +701,20 @@ def cmd_companies(args) -> int:
                 print("nothing deleted (--yes deletes without asking)", file=sys.stderr)
                 return EXIT_FAILED
             answer = rpc.customer_sync.delete_company(args.store, args.company_id, actor)
-            emit(args, answer, lambda a: f"deleted company {a['company_id']}; "
-                                         f"{a['members_released']} members belong to none now")
+            emit(args, answer, _deletion_human)
             return EXIT_OK
         emit(args, _with_detail(rpc, args.store, company), _company_human)
     return EXIT_OK
+
+
+def _deletion_human(answer: dict) -> str:
+    """Done, or (`finishing`) stopped early with the rest left to the background sweep."""
+    if answer.get("finishing") and not answer.get("deleted"):
+        return (f"company {answer['company_id']} is being deleted; "
+                f"{answer['members_released']} members released so far, the rest of its "
+                f"members are released in the background")
+    return (f"deleted company {answer['company_id']}; "
+            f"{answer['members_released']} members belong to none now")
 
 
 def cmd_customers_company(args) -> int:

@@ -275,6 +275,11 @@ GROUP_TERMS = nullable(obj({"name": STRING, "discount_percent": NULLABLE_STRING,
 COMPANY_DETAIL = {**COMPANY, "required": COMPANY["required"] + ["stats", "group_terms"],
                   "properties": {**COMPANY["properties"], "stats": COMPANY_STATS,
                                  "group_terms": GROUP_TERMS}}
+COMPANY_DELETION = obj(
+    {"company_id": STRING, "deleted": BOOLEAN, "members_released": INTEGER},
+    {"finishing": {**BOOLEAN, "description": "true (with `deleted` false) when the request "
+                   "stopped before the end: the company is gone from every list and the "
+                   "background sweep releases the rest of its members"}})
 _COMPANY_TEXT = {"type": ["string", "null"], "maxLength": 200}
 _COMPANY_FIELDS = {
     "name": {"type": "string", "minLength": 1, "maxLength": 200},

@@ -81,8 +81,12 @@ def test_a_company_is_made_shown_and_a_customer_joins_and_leaves_it(browser, scr
     domain = browser.find_element(By.ID, "co-domain")
     domain.clear()
     domain.send_keys("beta.example")
+    browser.find_element(By.ID, "co-custom-account_manager").send_keys("Bo")
     browser.find_element(By.ID, "company-save").click()
     assert "Created the company Beta KG" in _wait(browser, ".flash-success").text
+    # The form's marker rides along, so the custom value typed is saved with the company.
+    assert [c["custom_fields"] for c in sync.companies.values()
+            if c["name"] == "Beta KG"] == [{"account_manager": "Bo"}]
     assert "Köln" in browser.find_element(By.ID, "company-address").text
     assert "30 days" in browser.find_element(By.ID, "terms-payment").text
 

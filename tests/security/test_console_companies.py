@@ -10,6 +10,10 @@ import re
 
 import pytest
 
+from werkzeug.datastructures import MultiDict
+
+from services.gateway.console import company_views
+from shared.errors import Unavailable
 from tests.unit.test_console import (COMPANY_ID, EVIL, OTHER_STORES_COMPANY, CustomerSync,
                                      Segmentation, World)
 
@@ -170,3 +174,34 @@ def test_a_search_is_bounded_and_shown_escaped():
     assert refused.status_code == 200 and "<b><b>" not in refused.get_data(as_text=True)
     assert "could not be loaded" in refused.get_data(as_text=True)
     assert len(world.called("list_companies")) == 1
+
+
+@pytest.mark.parametrize("marker", ["yes", "0", "1" * 5000, EVIL, ""])
+def test_only_the_forms_own_marker_lets_a_save_replace_the_custom_values(hostile, marker):
+    world = _world("wcc_write")
+    token = world.csrf("/console/companies")
+    before = copy.deepcopy(_sync(world).companies[COMPANY_ID]["custom_fields"])
+    answer = world.client.post(f"/console/companies/{COMPANY_ID}/edit", data={
+        "csrf_token": token, "name": "Mine", "custom_fields_shown": marker, "custom.note": ""})
+    assert answer.status_code == 303
+    _, _, changes, _ = world.called("update_company")[-1][2]
+    assert "custom_fields" not in changes
+    assert _sync(world).companies[COMPANY_ID]["custom_fields"] == before
+
+
+def test_a_create_refused_for_want_of_the_fields_keeps_a_bounded_form(hostile, monkeypatch):
+    world = _world("wcc_write")
+    token = world.csrf("/console/companies")
+    monkeypatch.setattr(CustomerSync, "list_custom_fields", _unavailable)
+    data = {"csrf_token": token, "name": "Mine", "custom_fields_shown": "1",
+            **{f"custom.k{i}": "x" for i in range(3000)}}
+    answer = world.client.post("/console/companies/new", data=data)
+    assert answer.status_code == 502 and "No company was created" in answer.get_data(
+        as_text=True)
+    assert world.called("create_company") == []
+    kept = company_views._as_typed(MultiDict(data))["custom"]
+    assert len(kept) == company_views.MAX_CUSTOM_INPUTS
+
+
+def _unavailable(self, store):
+    raise Unavailable("customer_sync busy")

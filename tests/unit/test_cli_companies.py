@@ -31,7 +31,19 @@ class Recorder:
         return call
 
 
+FIELDS = [{"key": "tier", "label": "Tier", "type": "text", "applies_to": "company"},
+          {"key": "seats", "label": "Seats", "type": "number", "applies_to": "company"},
+          {"key": "vip", "label": "VIP", "type": "boolean", "applies_to": "company"},
+          {"key": "since", "label": "Since", "type": "date", "applies_to": "company"},
+          {"key": "tea", "label": "Tea", "type": "text", "applies_to": "customer"}]
+
+
 class CustomerSync(Recorder):
+    stored_custom: dict = {}
+
+    def _list_custom_fields(self, store):
+        return FIELDS
+
     def _list_companies(self, store, filters, page):
         return {"items": [company_record(COMPANY_ID, store, domain="acme.example",
                                          group="wholesale")], "next_cursor": None}
@@ -40,7 +52,8 @@ class CustomerSync(Recorder):
         if company_id != COMPANY_ID:
             raise NotFound(f"no company {company_id}")
         return company_record(COMPANY_ID, store, group="wholesale",
-                              address={"city": "Berlin", "country": "DE"})
+                              address={"city": "Berlin", "country": "DE"},
+                              custom_fields=dict(self.stored_custom))
 
     def _create_company(self, store, data, actor):
         if data.get("domain") == "taken.example":
@@ -184,3 +197,87 @@ def test_a_customer_joins_a_company_or_none(calls, capsys):
     assert code == EXIT_USAGE and "company_id" in err
     code, _, err = run(capsys, "customers", "company", "--store", "shop", "c9", COMPANY_ID)
     assert code == EXIT_FAILED and "no customer c9" in err
+
+
+def test_a_deletion_that_stopped_early_says_the_rest_happens_in_the_background(calls, capsys,
+                                                                               monkeypatch):
+    monkeypatch.setattr(CustomerSync, "_delete_company", lambda self, store, company_id, actor: {
+        "company_id": company_id, "deleted": False, "finishing": True, "members_released": 40})
+    code, out, _ = run(capsys, "companies", "delete", "--store", "shop", COMPANY_ID, "--yes")
+    assert code == EXIT_OK
+    assert f"company {COMPANY_ID} is being deleted; 40 members released so far" in out
+    assert "the rest of its members are released in the background" in out
+    assert "deleted company" not in out
+
+
+def _sent(calls: list, name: str) -> dict:
+    return [c for c in calls if c[0] == name][-1][-2]
+
+
+def test_custom_values_are_typed_by_the_stores_company_fields(calls, capsys):
+    code, _, err = run(capsys, "companies", "create", "--store", "shop", "--name", "Beta",
+                       "--custom", "seats=5", "--custom", "vip=yes", "--custom", "tier=007",
+                       "--custom", "since=2026-01-31")
+    assert code == EXIT_OK, err
+    assert _sent(calls, "create_company")["custom_fields"] == {
+        "seats": 5, "vip": True, "tier": "007", "since": "2026-01-31"}
+    for given, typed in (("seats=2.5", 2.5), ("seats=-3", -3), ("vip=0", False),
+                         ("vip=FALSE", False), ("vip=1", True), ("vip=no", False)):
+        code, _, err = run(capsys, "companies", "create", "--store", "shop", "--name", "B",
+                           "--custom", given)
+        assert code == EXIT_OK, err
+        assert _sent(calls, "create_company")["custom_fields"] == {given.split("=")[0]: typed}
+
+
+@pytest.mark.parametrize("given, named", [
+    ("seats=five", "custom_fields.seats: a number field"),
+    ("seats=" + "9" * 5000, "custom_fields.seats: a number field"),
+    ("vip=maybe", "custom_fields.vip: a yes/no field"),
+    ("tea=green", "custom_fields.tea: the store has no company custom field"),
+    ("nope=1", "custom_fields.nope: the store has no company custom field")])
+def test_a_value_that_is_not_of_its_fields_type_or_no_company_field_is_refused(
+        calls, capsys, given, named):
+    for action in (("create", "--name", "B"), ("update", COMPANY_ID)):
+        calls.clear()
+        code, _, err = run(capsys, "companies", action[0], "--store", "shop", *action[1:],
+                           "--custom", given)
+        assert code == EXIT_USAGE and named in err
+        assert not [c for c in calls if c[0] in ("create_company", "update_company")]
+
+
+def test_update_changes_only_the_flags_keys_on_top_of_the_current_values(calls, capsys,
+                                                                        monkeypatch):
+    monkeypatch.setattr(CustomerSync, "stored_custom", {"tier": "gold", "vip": True})
+    code, _, err = run(capsys, "companies", "update", "--store", "shop", COMPANY_ID,
+                       "--custom", "seats=12", "--custom", "vip=no")
+    assert code == EXIT_OK, err
+    assert _sent(calls, "update_company")["custom_fields"] == {
+        "tier": "gold", "vip": False, "seats": 12}
+    code, _, err = run(capsys, "companies", "update", "--store", "shop", COMPANY_ID,
+                       "--custom", "tier=")
+    assert code == EXIT_OK, err
+    assert _sent(calls, "update_company")["custom_fields"] == {"vip": True}
+    calls.clear()
+    code, _, _ = run(capsys, "companies", "update", "--store", "shop", COMPANY_ID,
+                     "--name", "Acme AG")
+    assert code == EXIT_OK and "custom_fields" not in _sent(calls, "update_company")
+    assert not [c for c in calls if c[0] == "list_custom_fields"]
+
+
+def test_a_stored_value_that_no_longer_fits_is_named_and_nothing_is_sent(calls, capsys,
+                                                                        monkeypatch):
+    monkeypatch.setattr(CustomerSync, "stored_custom", {"seats": "lots", "gone": "x",
+                                                        "tier": "gold"})
+    code, _, err = run(capsys, "companies", "update", "--store", "shop", COMPANY_ID,
+                       "--custom", "tier=silver")
+    assert code == EXIT_USAGE
+    assert "custom_fields.seats: the stored value 'lots' no longer fits" in err
+    assert "now of type number" in err and "--custom seats=VALUE" in err
+    assert not [c for c in calls if c[0] == "update_company"]
+    code, _, err = run(capsys, "companies", "update", "--store", "shop", COMPANY_ID,
+                       "--custom", "seats=4", "--custom", "tier=silver")
+    assert code == EXIT_USAGE and "custom_fields.gone" in err and "no longer a company" in err
+    code, _, err = run(capsys, "companies", "update", "--store", "shop", COMPANY_ID,
+                       "--custom", "seats=4", "--custom", "gone=", "--custom", "tier=silver")
+    assert code == EXIT_OK, err
+    assert _sent(calls, "update_company")["custom_fields"] == {"seats": 4, "tier": "silver"}

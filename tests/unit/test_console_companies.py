@@ -8,6 +8,7 @@ import re
 import pytest
 
 from services.gateway.console.company_views import form_values, read_form, request_body
+from shared.errors import Unavailable
 from tests.unit.test_console import (COMPANY_ID, OTHER_STORES_COMPANY, CustomerSync,
                                      Segmentation, World)
 
@@ -105,10 +106,11 @@ def test_a_company_is_created_from_the_form_and_shown(world):
     token = world.csrf("/console/companies/new")
     form = html(world, "/console/companies/new")
     assert 'id="co-custom-tier"' in form and 'id="co-custom-vip"' not in form  # a customer's
+    assert 'name="custom_fields_shown" value="1"' in form
     answer = world.client.post("/console/companies/new", data={
         "csrf_token": token, "name": " Beta GmbH ", "domain": "Beta.Example", "vat_id": "",
         "group": "wholesale", "address.city": "Köln", "address.country": "DE",
-        "custom.tier": "gold", "custom.seats": "12"})
+        "custom_fields_shown": "1", "custom.tier": "gold", "custom.seats": "12"})
     assert answer.status_code == 303
     store, data, actor = world.called("create_company")[-1][2]
     assert data == {"name": "Beta GmbH", "domain": "beta.example", "group": "wholesale",
@@ -148,7 +150,7 @@ def test_the_edit_form_round_trips_and_clears_what_is_emptied(world):
     token = world.csrf("/console/companies")
     answer = world.client.post(f"/console/companies/{COMPANY_ID}/edit", data={
         "csrf_token": token, "name": "Acme AG", "domain": "", "vat_id": "DE123456789",
-        "group": "", "address.city": "Berlin", "custom.tier": ""})
+        "group": "", "address.city": "Berlin", "custom_fields_shown": "1", "custom.tier": ""})
     assert answer.status_code == 303
     _, company_id, changes, _ = world.called("update_company")[-1][2]
     assert company_id == COMPANY_ID
@@ -160,6 +162,65 @@ def test_the_edit_form_round_trips_and_clears_what_is_emptied(world):
     vat = world.client.post(f"/console/companies/{COMPANY_ID}/edit", data={
         "csrf_token": token, "name": "Acme AG", "vat_id": "1"})
     assert vat.status_code == 400 and 'id="e-vat_id"' in vat.get_data(as_text=True)
+
+
+def _fields_unavailable(self, store):
+    raise Unavailable("customer_sync busy")
+
+
+def test_a_save_while_the_fields_cannot_be_read_saves_nothing(world, monkeypatch):
+    before = dict(customer_sync(world).companies[COMPANY_ID]["custom_fields"])
+    assert before
+    token = world.csrf("/console/companies")
+    monkeypatch.setattr(CustomerSync, "list_custom_fields", _fields_unavailable)
+    answer = world.client.post(f"/console/companies/{COMPANY_ID}/edit", data={
+        "csrf_token": token, "name": "Acme AG", "custom_fields_shown": "1",
+        "custom.tier": before.get("tier", "")})
+    page = answer.get_data(as_text=True)
+    assert answer.status_code == 502 and "Nothing was saved" in page
+    assert 'value="Acme AG"' in page and "custom_fields_shown" not in page
+    assert world.called("update_company") == []
+    assert customer_sync(world).companies[COMPANY_ID]["custom_fields"] == before
+    created = world.client.post("/console/companies/new", data={
+        "csrf_token": token, "name": "Beta", "custom_fields_shown": "1", "custom.tier": "gold"})
+    assert created.status_code == 502 and "No company was created" in created.get_data(
+        as_text=True)
+    assert world.called("create_company") == []
+
+
+def test_a_new_companys_typed_custom_values_are_shown_again_when_its_save_failed(world,
+                                                                                  monkeypatch):
+    answers = [_fields_unavailable]  # the save's read fails, the form's read then works
+
+    def flaky(self, store):
+        return answers.pop(0)(self, store) if answers else COMPANY_FIELDS
+    monkeypatch.setattr(CustomerSync, "list_custom_fields", flaky)
+    token = world.csrf("/console/companies")
+    answer = world.client.post("/console/companies/new", data={
+        "csrf_token": token, "name": "Beta", "custom_fields_shown": "1", "custom.tier": "gold"})
+    page = answer.get_data(as_text=True)
+    assert answer.status_code == 502 and world.called("create_company") == []
+    assert re.search(r'id="co-custom-tier" name="custom.tier" value="gold"', page)
+
+
+def test_a_form_shown_without_the_custom_inputs_leaves_the_values_as_they_are(world,
+                                                                             monkeypatch):
+    before = dict(customer_sync(world).companies[COMPANY_ID]["custom_fields"])
+    monkeypatch.setattr(CustomerSync, "list_custom_fields", _fields_unavailable)
+    form = html(world, f"/console/companies/{COMPANY_ID}/edit")
+    assert "co-custom-tier" not in form and "custom_fields_shown" not in form
+    monkeypatch.setattr(CustomerSync, "list_custom_fields", lambda self, store: COMPANY_FIELDS)
+    token = world.csrf("/console/companies")
+    answer = world.client.post(f"/console/companies/{COMPANY_ID}/edit", data={
+        "csrf_token": token, "name": "Acme AG"})
+    assert answer.status_code == 303
+    _, _, changes, _ = world.called("update_company")[-1][2]
+    assert changes["name"] == "Acme AG" and "custom_fields" not in changes
+    assert customer_sync(world).companies[COMPANY_ID]["custom_fields"] == before
+    refused = world.client.post(f"/console/companies/{COMPANY_ID}/edit", data={
+        "csrf_token": token, "name": "Acme AG", "vat_id": "1"})
+    assert refused.status_code == 400  # shown again as it was sent: still no custom inputs
+    assert "custom_fields_shown" not in refused.get_data(as_text=True)
 
 
 def test_a_company_is_deleted_only_once_confirmed(world):
@@ -174,12 +235,25 @@ def test_a_company_is_deleted_only_once_confirmed(world):
     assert customer_sync(world).customer_companies["c1"] is None
 
 
+def test_a_deletion_that_stopped_early_is_not_reported_as_done(world, monkeypatch):
+    monkeypatch.setattr(CustomerSync, "delete_company", lambda self, store, company_id, actor: {
+        "company_id": company_id, "deleted": False, "finishing": True, "members_released": 1})
+    token = world.csrf("/console/companies")
+    answer = world.client.post(f"/console/companies/{COMPANY_ID}/delete",
+                               data={"csrf_token": token, "understood": "yes"})
+    assert answer.headers["Location"].endswith("/console/companies")
+    shown = flashes(html(world, "/console/companies"))
+    assert "being deleted; 1 member released so far" in shown
+    assert "the rest of its members are released in the background" in shown
+    assert "Deleted the company" not in shown
+
+
 def test_the_form_helpers_read_and_shape_values():
     values = form_values(customer_sync_company())
     assert values["address"]["city"] == "Berlin" and values["custom"] == {"seats": "3",
                                                                           "vip": "true"}
-    read = read_form({"name": " A ", "domain": " X.EXAMPLE ", "custom.seats": "x" * 900},
-                     COMPANY_FIELDS)
+    read = read_form({"name": " A ", "domain": " X.EXAMPLE ", "custom.seats": "x" * 900,
+                      "custom_fields_shown": "1"}, COMPANY_FIELDS)
     assert read["domain"] == "x.example" and len(read["custom"]["seats"]) == 500
     body = request_body({**read, "custom": {"seats": "2.5", "vip": "true", "tier": ""}},
                         COMPANY_FIELDS, is_new=True)

@@ -10,6 +10,7 @@ import pytest
 from werkzeug.test import Client
 from werkzeug.wrappers import Request
 
+from services.gateway.routes import build_routes
 from tests.unit.test_console import (COMPANY_ID, EVIL, OTHER_STORES_COMPANY, Segmentation,
                                      World)
 
@@ -128,6 +129,21 @@ def test_create_update_and_delete_pass_the_body_and_the_actor_and_answer_by_the_
                                   "members_released": 0}
     again = client.get(f"/api/v1/companies/{company['company_id']}", headers=bearer())
     assert again.status_code == 404
+
+
+def test_a_deletion_that_stopped_early_is_answered_and_documented_as_finishing(world,
+                                                                              monkeypatch):
+    answer = {"company_id": COMPANY_ID, "deleted": False, "finishing": True,
+              "members_released": 3}
+    monkeypatch.setattr(type(customer_sync(world)), "delete_company",
+                        lambda self, store, company_id, actor: answer)
+    deleted = api(world).delete(f"/api/v1/companies/{COMPANY_ID}", headers=bearer())
+    assert deleted.status_code == 200 and deleted.get_json() == answer
+    [route] = [r for r in build_routes() if r.method == "DELETE"
+               and r.path == "/companies/<company_id>"]
+    schema = route.responses[200]
+    assert schema["properties"]["finishing"]["type"] == "boolean"
+    assert "finishing" not in schema["required"]
 
 
 def test_customer_syncs_refusals_come_back_naming_the_field(world):

@@ -23,6 +23,10 @@ ADDRESS_LABELS = {"address_1": "Address", "address_2": "Address, second line", "
 CHOICES_SIZE = 100
 MAX_TEXT = 500  # what the form keeps of a typed value; the API bounds it tighter and says so
 CUSTOM_PREFIX = "custom."
+MAX_CUSTOM_INPUTS = 50  # a store has at most 50 custom fields (customer_sync bounds it)
+# Sent by a form that showed the custom inputs: only then do its (maybe blank) values replace
+# the company's set; a form shown without them leaves the set as it is.
+CUSTOM_SHOWN = "custom_fields_shown"
 
 
 def company_choices(page) -> list[dict]:
@@ -32,8 +36,15 @@ def company_choices(page) -> list[dict]:
 
 
 def company_fields(page) -> list[dict]:
-    """The store's custom field definitions that apply to companies."""
+    """The store's custom field definitions that apply to companies, for a page that shows
+    them (none when they cannot be read: the form then has no custom inputs)."""
     return fields_of(page.api.get_or([], "/custom-fields"), "company")
+
+
+def company_fields_to_save(page) -> list[dict]:
+    """The company definitions a save reads its values by; ApiError when they cannot be read,
+    as a save without them would take every value for blank."""
+    return fields_of(page.api.get("/custom-fields"), "company")
 
 
 # -- the form, read and shown -----------------------------------------------------------------
@@ -77,23 +88,28 @@ def read_form(form, definitions: list[dict]) -> dict:
     def text(name: str) -> str:
         return (form.get(name) or "").strip()[:MAX_TEXT]
 
+    shown = form.get(CUSTOM_SHOWN) == "1"
     return {"name": text("name"), "domain": text("domain").lower(), "vat_id": text("vat_id"),
             "group": text("group"),
             "address": {part: text("address." + part) for part in COMPANY_ADDRESS_PARTS},
-            "custom": {d["key"]: text(CUSTOM_PREFIX + d["key"]) for d in definitions}}
+            "custom": {d["key"]: text(CUSTOM_PREFIX + d["key"]) for d in definitions}
+            if shown else {},
+            "custom_shown": shown}
 
 
 def request_body(values: dict, definitions: list[dict], is_new: bool) -> dict:
     """The API's body for the form's values: a new company leaves out what is empty; a change
-    sends every field, an emptied one as null (which clears it), the address whole."""
+    sends every field, an emptied one as null (which clears it), the address whole. The custom
+    values are sent only when the form showed their inputs, as they replace the whole set."""
     by_key = {d["key"]: d for d in definitions}
     has_address = any(values["address"].values())
     body = {"name": values["name"], "domain": values["domain"] or None,
             "vat_id": values["vat_id"] or None, "group": values["group"] or None,
-            "address": dict(values["address"]) if has_address else None,
-            "custom_fields": {key: _custom_value(by_key[key], value)
-                              for key, value in values["custom"].items()
-                              if value and key in by_key}}
+            "address": dict(values["address"]) if has_address else None}
+    if values.get("custom_shown"):
+        body["custom_fields"] = {key: _custom_value(by_key[key], value)
+                                 for key, value in values["custom"].items()
+                                 if value and key in by_key}
     if is_new:
         body = {k: v for k, v in body.items() if k == "name" or v not in (None, {})}
         if has_address:
@@ -101,13 +117,34 @@ def request_body(values: dict, definitions: list[dict], is_new: bool) -> dict:
     return body
 
 
+def _without_custom(form) -> dict:
+    """The form's values when its custom ones cannot be read: shown again without the custom
+    inputs, so sending it again leaves the company's custom values as they are."""
+    return {**read_form(form, []), "custom_shown": False}
+
+
+def _as_typed(form) -> dict:
+    """A new company's form as typed when the definitions cannot be read: its custom values
+    kept by their input's name (bounded), to show again should the definitions load then;
+    nothing of a new company can be cleared by them."""
+    values = read_form(form, [])
+    keys = [name[len(CUSTOM_PREFIX):] for name in form.keys()
+            if name.startswith(CUSTOM_PREFIX)][:MAX_CUSTOM_INPUTS]
+    values["custom"] = {key: (form.get(CUSTOM_PREFIX + key) or "").strip()[:MAX_TEXT]
+                        for key in keys}
+    return values
+
+
 def _form_page(page, values: dict, company_id: str | None, status: int = 200,
                problem: str = "", errors: dict | None = None) -> Response:
+    """The form; its custom inputs only when its values hold them (a form sent without them
+    is shown again without them, as blank inputs would clear the values on the next save)."""
     is_new = company_id is None
+    definitions = company_fields(page) if values.get("custom_shown", True) else []
     title = "New company" if is_new else f"Change {values.get('name') or 'the company'}"
     return page.render("company_form.html", status, title=title, v=values, is_new=is_new,
                        company_id=company_id, errors=errors or {}, problem=problem,
-                       groups=page.api.get_or([], "/groups"), definitions=company_fields(page),
+                       groups=page.api.get_or([], "/groups"), definitions=definitions,
                        address_labels=ADDRESS_LABELS)
 
 
@@ -136,7 +173,12 @@ def company_new(page) -> Response:
 
 
 def company_create(page) -> Response:
-    definitions = company_fields(page)
+    try:
+        definitions = company_fields_to_save(page)
+    except ApiError as exc:
+        return _form_page(page, _as_typed(page.request.form), None, exc.page_status,
+                          f"No company was created: the custom fields could not be read "
+                          f"({exc.message()}); try again.")
     values = read_form(page.request.form, definitions)
     try:
         company = page.api.post("/companies", request_body(values, definitions, is_new=True))
@@ -173,7 +215,12 @@ def company_edit(page, company_id: str) -> Response:
 
 
 def company_save(page, company_id: str) -> Response:
-    definitions = company_fields(page)
+    try:
+        definitions = company_fields_to_save(page)
+    except ApiError as exc:
+        return _form_page(page, _without_custom(page.request.form), company_id, exc.page_status,
+                          f"Nothing was saved: the custom fields could not be read "
+                          f"({exc.message()}); try again.")
     values = read_form(page.request.form, definitions)
     try:
         page.api.put(path("companies", company_id),
@@ -198,10 +245,19 @@ def company_delete(page, company_id: str) -> Response:
     except ApiError as exc:
         page.flash("error", f"Nothing was deleted: {exc.message()}")
         return page.redirect(back + "#delete")
-    released = answer.get("members_released", 0)
-    page.flash("success", f"Deleted the company; {released} member"
-                          f"{'s' if released != 1 else ''} now belong to none.")
+    page.flash("success", deletion_message(answer))
     return page.redirect(PREFIX + "/companies")
+
+
+def deletion_message(answer: dict) -> str:
+    """What a deletion did: done, or (`finishing`) stopped early with the rest left to the
+    background sweep, which a person should not read as done."""
+    released = answer.get("members_released", 0)
+    members = f"{released} member{'s' if released != 1 else ''}"
+    if answer.get("finishing") and not answer.get("deleted"):
+        return (f"The company is being deleted; {members} released so far, the rest of its "
+                f"members are released in the background.")
+    return f"Deleted the company; {members} now belong to none."
 
 
 def matching_save(page) -> Response:

@@ -129,10 +129,6 @@ def limits_text(definition: dict) -> str:
     return ""
 
 
-def _status_of(exc: ApiError) -> int:
-    return exc.status if 400 <= exc.status < 500 else 502
-
-
 def _typed_from(definition: dict) -> dict:
     """A stored definition as the form shows it."""
     return {"key": definition.get("key") or "", "label": definition.get("label") or "",
@@ -169,7 +165,7 @@ def field_create(page) -> Response:
     try:
         made = page.api.post("/custom-fields", definition_body(typed, new=True))
     except ApiError as exc:
-        return _list(page, _status_of(exc), typed, f"No field was defined: {exc.message()}",
+        return _list(page, exc.page_status, typed, f"No field was defined: {exc.message()}",
                      forms.field_errors(exc.problem))
     page.flash("success", f"Defined the field {made['label']} ({made['key']}).")
     return page.redirect(PREFIX + "/custom-fields")
@@ -180,7 +176,7 @@ def _field(page, key: str, status: int = 200, typed: dict | None = None, problem
     try:
         definitions = page.api.get("/custom-fields")
     except ApiError as exc:
-        return page.render("error.html", _status_of(exc), title="Custom field not available",
+        return page.render("error.html", exc.page_status, title="Custom field not available",
                            message=exc.message())
     current = next((d for d in definitions if d.get("key") == key), None)
     if current is None:
@@ -200,7 +196,7 @@ def field_edit(page, key: str) -> Response:
     try:
         changed = page.api.put(path("custom-fields", key), definition_body(typed, new=False))
     except ApiError as exc:
-        return _field(page, key, _status_of(exc), typed,
+        return _field(page, key, exc.page_status, typed,
                       f"The field was not changed: {exc.message()}",
                       forms.field_errors(exc.problem))
     page.flash("success", f"Saved the field {changed['label']} ({changed['key']}).")
@@ -261,7 +257,7 @@ def values_save(page, customer_id: str) -> Response | dict:
     except ApiError as exc:
         typed = {n: (form.get(n) or "")[:2000] for n in form.keys()
                  if n.startswith(VALUE_PREFIX)}
-        return {"status": _status_of(exc), "field_problem": f"No value was saved: "
+        return {"status": exc.page_status, "field_problem": f"No value was saved: "
                 f"{exc.message()}", "field_errors": forms.field_errors(exc.problem),
                 "field_typed": typed}
     page.flash("success", "Saved the custom fields." if answer.get("changed")

@@ -139,8 +139,7 @@ ROUTES = [
           responses={200: s.COMPANY_DETAIL}),
     Route("DELETE", _CO, delete_company, "Delete a company: its members belong to none",
           "companies", scope="write",
-          responses={200: s.obj({"company_id": s.STRING, "deleted": s.BOOLEAN,
-                                 "members_released": s.INTEGER})}),
+          responses={200: s.COMPANY_DELETION}),
     Route("GET", _CO + "/members", company_members, "A company's members (the customer list "
           "filtered by the company), by name", "companies", query=PAGE_PARAMS,
           responses={200: s.page_of(s.CUSTOMER_ROW, with_total=True)}),
