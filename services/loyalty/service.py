@@ -11,7 +11,6 @@ from services.loyalty.bootstrap import build
 from services.loyalty.daily import run_daily
 from services.loyalty.repository import LoyaltyStorage
 from services.loyalty.rewards import reward_step
-from services.loyalty.settings import ORDER_BATCH_SIZE, ORDER_BATCH_WAIT_MS
 from shared.customers import valid_customer_id
 from shared.dependencies import OutboxRelayProvider, Settings, WorkerLogContext
 from shared.errors import EXPECTED_ERRORS, NotFound
@@ -28,6 +27,10 @@ def _time(name: str, value) -> datetime | None:
     """An optional time a caller sends: None, or aware UTC (parse_aware says why)."""
     return None if value is None else parse_aware(name, value)
 
+
+# The batch entrypoint of the four order-event handlers reads these settings by name.
+_ORDER_BATCHES = {"size_setting": "LOYALTY_ORDER_BATCH_SIZE",
+                  "wait_setting": "LOYALTY_ORDER_BATCH_WAIT_MS"}
 
 class LoyaltyService(DataOwnerRpc):
     name = "loyalty"
@@ -63,23 +66,19 @@ class LoyaltyService(DataOwnerRpc):
     # compare-and-set judged by the order's own state (earned once, reversed up to a total),
     # so a duplicate, even at the same moment, finds its effect already there. Order events
     # come in batches, each applied with one read and one write of all the accounts it names.
-    @batch_event_handler("customer_sync", "order.placed", claims=False,
-                         size_setting=ORDER_BATCH_SIZE, wait_setting=ORDER_BATCH_WAIT_MS)
+    @batch_event_handler("customer_sync", "order.placed", claims=False, **_ORDER_BATCHES)
     def on_order_placed(self, events):
         self._done(self.app.accounts.apply_order_events(events))
 
-    @batch_event_handler("customer_sync", "order.updated", claims=False,
-                         size_setting=ORDER_BATCH_SIZE, wait_setting=ORDER_BATCH_WAIT_MS)
+    @batch_event_handler("customer_sync", "order.updated", claims=False, **_ORDER_BATCHES)
     def on_order_updated(self, events):
         self._done(self.app.accounts.apply_order_events(events))
 
-    @batch_event_handler("customer_sync", "order.refunded", claims=False,
-                         size_setting=ORDER_BATCH_SIZE, wait_setting=ORDER_BATCH_WAIT_MS)
+    @batch_event_handler("customer_sync", "order.refunded", claims=False, **_ORDER_BATCHES)
     def on_order_refunded(self, events):
         self._done(self.app.accounts.apply_order_events(events))
 
-    @batch_event_handler("customer_sync", "order.cancelled", claims=False,
-                         size_setting=ORDER_BATCH_SIZE, wait_setting=ORDER_BATCH_WAIT_MS)
+    @batch_event_handler("customer_sync", "order.cancelled", claims=False, **_ORDER_BATCHES)
     def on_order_cancelled(self, events):
         self._done(self.app.accounts.apply_order_events(events))
 

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 from shared.config import Setting
 
-# The batch entrypoint of the four order-event handlers reads these (by name).
-ORDER_BATCH_SIZE, ORDER_BATCH_WAIT_MS = "LOYALTY_ORDER_BATCH_SIZE", "LOYALTY_ORDER_BATCH_WAIT_MS"
-
 SETTINGS: tuple[Setting, ...] = (
     Setting(
         "LOYALTY_DAILY_MINUTES",
@@ -28,11 +25,11 @@ SETTINGS: tuple[Setting, ...] = (
             "long an attempt is its worker's before another may take it over."),
     Setting("LOYALTY_REWARD_RETRY_MAX_SECONDS", "3600",
             "The longest wait between two tries of a reward's coupon step."),
-    Setting(ORDER_BATCH_SIZE, "100",
+    Setting("LOYALTY_ORDER_BATCH_SIZE", "100",
             "Most order events (of one type) loyalty applies as one batch: one read and one "
             "write of the accounts they name (1 to 10000; the broker hands it twice this many "
             "at a time)."),
-    Setting(ORDER_BATCH_WAIT_MS, "50",
+    Setting("LOYALTY_ORDER_BATCH_WAIT_MS", "50",
             "Longest wait, in milliseconds, after a batch of order events' first event for "
             "more to join it (0 to 60000)."),
 )
