@@ -447,3 +447,19 @@ def test_registering_the_store_again_keeps_its_matching_option(storage, companie
     storage.stores.forget_cached(STORE)
     assert companies.get_matching(STORE) == {"match_email_domain": True}
     assert companies.matching.enabled(STORE) is True
+
+
+def test_a_deletion_that_gave_up_on_changing_members_says_it_is_finishing(storage, sync,
+                                                                         companies, monkeypatch):
+    company = companies.create(STORE, {"name": "Acme"}, "a").answer["company_id"]
+    member = add_customer(sync, storage, 42, "ada@example.com")
+    companies.set_customer_company(STORE, member, company, "a")
+    monkeypatch.setattr(Companies, "_write_company", lambda self, *a, **k: False)
+    answer = companies.delete(STORE, company, "bob").answer
+    assert answer == {"company_id": company, "deleted": False, "finishing": True,
+                      "members_released": 0}
+    assert storage.companies.get(STORE, company)["deleting"] is True
+    monkeypatch.undo()
+    more, touched = companies.sweep()
+    assert more is True and touched == [("customers", member)]
+    assert storage.companies.get(STORE, company) is None

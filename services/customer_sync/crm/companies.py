@@ -149,13 +149,18 @@ class Companies:
             raise _not_found(store_id, company_id)
         self.storage.companies.mark_deleting(store_id, company_id, self.clock(), actor)
         released, touched = self.finish_deletion(store_id, company_id, actor)
-        return written({"company_id": company_id, "deleted": True,
+        if self.storage.companies.get(store_id, company_id) is None:
+            return written({"company_id": company_id, "deleted": True,
+                            "members_released": released}, touched)
+        # Members kept changing: the record stays marked, and the sweep (or a repeat) ends it.
+        return written({"company_id": company_id, "deleted": False, "finishing": True,
                         "members_released": released}, touched)
 
     def finish_deletion(self, store_id: str, company_id: str, actor: str
                         ) -> tuple[int, list[DocumentRef]]:
         """Release the members of a company being deleted, a batch at a time, then remove it;
-        answers how many were released and the customers written."""
+        answers how many were released and the customers written. It stops early, the record
+        still marked, when a whole batch changed meanwhile."""
         correlation_id = f"staff-company-delete-{uuid.uuid4().hex[:16]}"
         released, touched = 0, []
         while True:
