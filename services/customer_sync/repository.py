@@ -857,6 +857,23 @@ class CompanyRepository:
         return list(self.customers.find({"store_id": store_id, "company_id": company_id},
                                         {OUTBOX_FIELD: 0}).limit(limit))
 
+    def dangling_members(self, limit: int) -> list[dict]:
+        """Up to `limit` customers (of any store) holding a company that no longer exists: one
+        pass over the membership index, then one read of the companies it names."""
+        held = {(row["_id"]["s"], row["_id"]["c"]) for row in self.customers.aggregate([
+            {"$match": {"company_id": {"$type": "string", "$ne": ""}}},
+            {"$group": {"_id": {"s": "$store_id", "c": "$company_id"}}}])}
+        if not held:
+            return []
+        existing = {(d["store_id"], d["_id"]) for d in self.collection.find(
+            {"_id": {"$in": sorted({c for _, c in held})}}, {"store_id": 1})}
+        missing = sorted(held - existing)[:limit]
+        if not missing:
+            return []
+        return list(self.customers.find(
+            {"$or": [{"store_id": s, "company_id": c} for s, c in missing]},
+            {OUTBOX_FIELD: 0}).sort("_id", ASCENDING).limit(limit))
+
     def without_company(self, store_id: str, after_id: str | None, limit: int) -> list[dict]:
         """Up to `limit` live customers of the store without a company, in `_id` order after
         `after_id`: a domain sweep's batch."""
