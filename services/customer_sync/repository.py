@@ -698,6 +698,7 @@ class CustomFieldRepository:
 
     def ensure_indexes(self) -> None:
         self.collection.create_index([("store_id", ASCENDING), ("key", ASCENDING)], unique=True)
+        self.collection.create_index([("deleting", ASCENDING)], sparse=True)
 
     def all(self, store_id: str) -> list[dict]:
         """The store's definitions in the order they were made; one being deleted is gone
@@ -737,6 +738,11 @@ class CustomFieldRepository:
         values are taken off customer by customer until `remove` ends it."""
         self.collection.update_one({"store_id": store_id, "key": key},
                                    {"$set": {"deleting": True}, "$inc": {"version": 1}})
+
+    def deleting(self, limit: int = 10) -> list[dict]:
+        """Definitions whose deletion is not finished (cut short, or another instance at it)."""
+        return list(self.collection.find({"deleting": True}, {"store_id": 1, "key": 1})
+                    .limit(limit))
 
     def holders(self, store_id: str, key: str, limit: int) -> list[dict]:
         """Up to `limit` customers of the store holding a value of the field, in `_id` order."""
@@ -920,12 +926,12 @@ class CustomerSyncStorage:
         self.timeline = TimelineRepository(database["timeline"])
         # Merges of customer records, with what each moved, so that it can be undone.
         self.merges = MergeRepository(database["merges"].with_options(write_concern=durable))
-        # Each store's custom field definitions; their values live on the customers.
-        self.custom_fields = CustomFieldRepository(database["custom_fields"],
-                                                   self.customers.collection)
         # Each store's companies; their members are the customers naming them.
         self.companies = CompanyRepository(
             database["companies"].with_options(write_concern=durable), self.customers.collection)
+        # Each store's custom field definitions; their values live on the customers.
+        self.custom_fields = CustomFieldRepository(database["custom_fields"],
+                                                   self.customers.collection)
 
     def movable(self) -> dict[str, Collection]:
         """What moves with a merged record, by kind: each collection keyed by customer_id."""
