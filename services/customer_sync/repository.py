@@ -690,11 +690,14 @@ class BackfillRunRepository:
 # -- custom field definitions -----------------------------------------------------------------
 class CustomFieldRepository:
     """Each store's custom field definitions, one document a field keyed by store and key; the
-    values live on the customers (`custom_fields`), so removing a field removes them there."""
+    values live on the customers and the companies (`custom_fields`), so removing a field
+    removes them there."""
 
-    def __init__(self, collection: Collection, customers: Collection) -> None:
+    def __init__(self, collection: Collection, customers: Collection,
+                 companies: Collection) -> None:
         self.collection = collection
         self.customers = customers
+        self.companies = companies
 
     def ensure_indexes(self) -> None:
         self.collection.create_index([("store_id", ASCENDING), ("key", ASCENDING)], unique=True)
@@ -730,8 +733,10 @@ class CustomFieldRepository:
             {"$set": fields, "$inc": {"version": 1}}).modified_count == 1
 
     def values_exist(self, store_id: str, key: str) -> bool:
-        return self.customers.count_documents(
-            {"store_id": store_id, f"custom_fields.{key}": {"$exists": True}}, limit=1) > 0
+        """Whether a customer or a company of the store holds a value of the field."""
+        held = {"store_id": store_id, f"custom_fields.{key}": {"$exists": True}}
+        return (self.customers.count_documents(held, limit=1) > 0
+                or self.companies.count_documents(held, limit=1) > 0)
 
     def mark_deleting(self, store_id: str, key: str) -> None:
         """The first step of a deletion: the field stops being listed or accepted, and its
@@ -743,6 +748,19 @@ class CustomFieldRepository:
         """Definitions whose deletion is not finished (cut short, or another instance at it)."""
         return list(self.collection.find({"deleting": True}, {"store_id": 1, "key": 1})
                     .limit(limit))
+
+    def company_holders(self, store_id: str, key: str, limit: int) -> list[dict]:
+        """Up to `limit` companies of the store holding a value of the field, in `_id` order."""
+        return list(self.companies.find(
+            {"store_id": store_id, f"custom_fields.{key}": {"$exists": True}},
+            {"_id": 1, "version": 1}).sort("_id", ASCENDING).limit(limit))
+
+    def remove_company_value(self, company: dict, key: str) -> bool:
+        """Take the field's value off a company, compare-and-set on its version; False when
+        the company changed since it was read."""
+        return self.companies.update_one(
+            {"_id": company["_id"], "version": company["version"]},
+            {"$unset": {f"custom_fields.{key}": ""}, "$inc": {"version": 1}}).modified_count == 1
 
     def holders(self, store_id: str, key: str, limit: int) -> list[dict]:
         """Up to `limit` customers of the store holding a value of the field, in `_id` order."""
@@ -929,9 +947,11 @@ class CustomerSyncStorage:
         # Each store's companies; their members are the customers naming them.
         self.companies = CompanyRepository(
             database["companies"].with_options(write_concern=durable), self.customers.collection)
-        # Each store's custom field definitions; their values live on the customers.
+        # Each store's custom field definitions; their values live on the customers and the
+        # companies.
         self.custom_fields = CustomFieldRepository(database["custom_fields"],
-                                                   self.customers.collection)
+                                                   self.customers.collection,
+                                                   self.companies.collection)
 
     def movable(self) -> dict[str, Collection]:
         """What moves with a merged record, by kind: each collection keyed by customer_id."""

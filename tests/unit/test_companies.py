@@ -513,3 +513,21 @@ def test_a_customer_joined_by_domain_as_the_company_went_is_released_by_the_swee
     [left] = owed(storage, ada["_id"])
     assert (left.data["company_id"], left.data["changed_fields"]) == (None, ["company_id"])
     assert companies.sweep() == (False, [])
+
+
+def test_deleting_a_company_field_takes_its_values_off_the_companies(storage, custom, companies):
+    custom.create(STORE, {"key": "tier", "label": "Tier", "type": "text",
+                          "applies_to": "company"}, "a")
+    made = companies.create(STORE, {"name": "Acme", "custom_fields": {"tier": "gold"}},
+                            "a").answer
+    # The type guard counts the companies' values too.
+    with pytest.raises(Conflict) as refused:
+        custom.update(STORE, "tier", {"type": "number"}, "a")
+    assert refused.value.details["fields"] == {"type": ["values exist"]}
+    answer = custom.delete(STORE, "tier", "a").answer
+    assert answer == {"key": "tier", "deleted": True, "values_removed": 1}
+    company = storage.companies.get(STORE, made["company_id"])
+    assert company["custom_fields"] == {} and company["version"] == 2
+    custom.create(STORE, {"key": "tier", "label": "Tier", "type": "text",
+                          "applies_to": "company"}, "a")
+    assert custom.update(STORE, "tier", {"type": "number"}, "a")["type"] == "number"

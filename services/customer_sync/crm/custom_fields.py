@@ -88,8 +88,8 @@ class CustomFields:
         return definition_view(doc)
 
     def update(self, store_id: str, key: str, changes: Any, actor: str) -> dict:
-        """Change a definition; its type only while no customer has a value, and nothing
-        while it is being deleted (else Conflict).
+        """Change a definition; its type only while no customer or company has a value, and
+        nothing while it is being deleted (else Conflict).
         Values already held stay as they are until they are next written."""
         store_id, actor = require_text(store_id, "store_id"), require_text(actor, "actor")
         repo = self.storage.custom_fields
@@ -101,8 +101,8 @@ class CustomFields:
             after = changed_definition(
                 {k: current.get(k) for k in ("key", *_DEFINITION_FIELDS)}, changes)
             if after["type"] != current["type"] and repo.values_exist(store_id, current["key"]):
-                raise Conflict(f"customers hold values of {current['key']}: its type cannot "
-                               "change (delete the field to start again)",
+                raise Conflict(f"customers or companies hold values of {current['key']}: its "
+                               "type cannot change (delete the field to start again)",
                                {"fields": {"type": ["values exist"]}})
             fields = {k: after[k] for k in _DEFINITION_FIELDS}
             fields.update(updated_at=self.clock(), updated_by=actor)
@@ -111,8 +111,8 @@ class CustomFields:
         raise Conflict("the custom field kept changing; ask again")
 
     def delete(self, store_id: str, key: str, actor: str) -> Written:
-        """Remove the field and every customer's value of it, each customer's removal with
-        its `customer.updated` in the same write, `delete_batch` customers a read,
+        """Remove the field and every customer's and company's value of it, each customer's
+        removal with its `customer.updated` in the same write, `delete_batch` holders a read,
         at most `delete_rounds` reads a call. The field is marked first and removed last, so
         a call that stops short (a large store, holders that kept changing, a crash) answers
         `finishing` and asking again, or the background sweep, finishes the job."""
@@ -137,12 +137,16 @@ class CustomFields:
         removed, touched = 0, []
         for _ in range(self.delete_rounds):
             holders = repo.holders(store_id, key, self.delete_batch)
-            if not holders:
-                repo.remove(store_id, key)
-                return removed, touched, True
-            done = [(self.storage.customers.collection.name, doc["_id"]) for doc in holders
-                    if self._remove_value(store_id, doc, key, correlation_id)]
-            touched += done
+            if holders:
+                done = [(self.storage.customers.collection.name, doc["_id"]) for doc in holders
+                        if self._remove_value(store_id, doc, key, correlation_id)]
+                touched += done
+            else:
+                holders = repo.company_holders(store_id, key, self.delete_batch)
+                if not holders:
+                    repo.remove(store_id, key)
+                    return removed, touched, True
+                done = [doc["_id"] for doc in holders if repo.remove_company_value(doc, key)]
             removed += len(done)
             if not done:
                 log.warning("a custom field's holders kept changing while it was deleted",
