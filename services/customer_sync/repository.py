@@ -462,6 +462,10 @@ class MergeRepository:
                                             {"$set": {"state": state, **(fields or {})}})
         return result.modified_count == 1
 
+    def note(self, merge_id: str, fields: dict) -> None:
+        """Set fields on the merge's record (what an unmerge did, for its answer)."""
+        self.collection.update_one({"_id": merge_id}, {"$set": fields})
+
     def add_moved(self, merge_id: str, what: str, entries: list[dict],
                   field_: str = "moved") -> None:
         """Remember moved documents ({"id", "from"}) before moving them: a crash between the

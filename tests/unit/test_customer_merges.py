@@ -575,3 +575,30 @@ def test_an_unmerge_puts_back_a_chosen_value_unless_edited_since():
         "tier": "silver", "visits": 4}})
     assert restore == {"custom_fields": {"tier": "gold", "vip": True, "visits": 4}}
     assert kept == ["custom_fields"]
+
+
+def test_the_unmerge_answer_reports_the_custom_values_that_went_back(merges, storage, sync,
+                                                                      clock, two):
+    custom = _with_values(storage, sync, clock, two)
+    merge = merges.merge_customers(STORE, two["primary"], [two["other"]], {}, "alice").answer
+    # A value of its own since the merge: the one the merge gave (visits) still goes back.
+    custom.set_values(STORE, two["primary"], {"tier": "gold", "visits": 3, "vip": True},
+                      "bob")
+    answer = merges.unmerge(STORE, merge["merge_id"], "alice").answer
+    assert storage.customers.get(STORE, two["primary"])["custom_fields"] == \
+        {"tier": "gold", "vip": True}
+    assert "custom_fields" in answer["fields_back"]
+    assert "custom_fields" not in answer["fields_kept"]
+    assert merges.get(STORE, merge["merge_id"])["unmerge"] == answer
+
+
+def test_the_unmerge_answer_names_custom_fields_kept_when_a_given_value_was_edited(
+        merges, storage, sync, clock, two):
+    custom = _with_values(storage, sync, clock, two)
+    merge = merges.merge_customers(STORE, two["primary"], [two["other"]], {}, "alice").answer
+    custom.set_values(STORE, two["primary"], {"tier": "gold", "visits": 4}, "bob")
+    answer = merges.unmerge(STORE, merge["merge_id"], "alice").answer
+    assert storage.customers.get(STORE, two["primary"])["custom_fields"] == \
+        {"tier": "gold", "visits": 4}
+    assert "custom_fields" in answer["fields_kept"]
+    assert "custom_fields" not in answer["fields_back"]

@@ -45,6 +45,9 @@ from shared.events import Event, build_event
 from shared.paging import decode_cursor, encode_cursor
 from shared.times import as_utc, iso, utcnow
 
+# Where the merge record notes the primary's fields an unmerge put back and kept.
+PRIMARY_FIELDS = "primary_fields"
+
 # Fewer tries than shared.conflicts.CONFLICT_RETRIES: a person waits on the answer, and a
 # Conflict asks them to try again rather than spinning.
 _MAX_RETRIES = 10
@@ -379,8 +382,12 @@ class CustomerMerges:
             primary = customers.get(store_id, record["primary_id"])
             if primary is None or merge_id in (primary.get("unmerged_ids") or []):
                 return False
-            restore, _kept = merge_rules.fields_to_restore(record.get("field_changes") or {},
-                                                           primary)
+            field_changes = record.get("field_changes") or {}
+            restore, kept = merge_rules.fields_to_restore(field_changes, primary)
+            # What this attempt puts back and keeps, noted before its write, is what the
+            # answer reports (custom_fields can be in both: some values back, one edited).
+            self.storage.merges.note(merge_id, {PRIMARY_FIELDS: {
+                "back": [name for name in field_changes if name in restore], "kept": kept}})
             events, entries = [], []
             changed = [name for name in restore if name in merge_rules.MERGED_FIELDS]
             if changed:
@@ -432,14 +439,17 @@ class CustomerMerges:
             stayed.append({"order_id": self._order_id(order["_id"]), "customer_id": primary_id,
                            "reason": "arrived since the merge, not for a restored record's own "
                                      "shop account"})
-        primary = self.storage.customers.get(store_id, primary_id) or {}
-        changes = record.get("field_changes") or {}
-        kept = [name for name, change in changes.items()
-                if primary.get(name) != change["before"]]
+        reported = record.get(PRIMARY_FIELDS)
+        if reported is not None:
+            back, kept = reported["back"], reported["kept"]
+        else:  # the primary was gone, or no longer the merge's to restore
+            primary = self.storage.customers.get(store_id, primary_id) or {}
+            changes = record.get("field_changes") or {}
+            kept = [name for name, change in changes.items()
+                    if primary.get(name) != change["before"]]
+            back = [name for name in changes if name not in kept]
         return {"merge_id": record["_id"], "primary_id": primary_id, "restored": restored,
-                "orders_stayed": stayed,
-                "fields_back": [name for name in changes if name not in kept],
-                "fields_kept": kept}
+                "orders_stayed": stayed, "fields_back": back, "fields_kept": kept}
 
     @staticmethod
     def _order_id(key: str) -> str:
