@@ -602,3 +602,29 @@ def test_the_unmerge_answer_names_custom_fields_kept_when_a_given_value_was_edit
         {"tier": "gold", "visits": 4}
     assert "custom_fields" in answer["fields_kept"]
     assert "custom_fields" not in answer["fields_back"]
+
+
+def test_an_unmerge_restores_no_value_a_field_defined_again_with_another_type_refuses(
+        merges, storage, sync, clock, two):
+    custom = _with_values(storage, sync, clock, two)
+    merge = merges.merge_customers(STORE, two["primary"], [two["other"]], {}, "alice").answer
+    custom.delete(STORE, "tier", "alice")
+    custom.create(STORE, {"key": "tier", "label": "Tier", "type": "number"}, "alice")
+    answer = merges.unmerge(STORE, merge["merge_id"], "alice").answer
+    # The snapshot's text "silver" no longer fits a number field: left out, and said so.
+    assert storage.customers.get(STORE, two["other"])["custom_fields"] == {"visits": 3}
+    [restored] = answer["restored"]
+    assert restored["values_dropped"] == ["tier"]
+    assert answer["values_dropped"] == []
+
+
+def test_an_unmerge_puts_back_on_the_primary_no_value_its_field_now_refuses(
+        merges, storage, sync, clock, two):
+    custom = _with_values(storage, sync, clock, two)
+    merge = merges.merge_customers(STORE, two["primary"], [two["other"]],
+                                   {"custom_fields.tier": two["other"]}, "alice").answer
+    assert storage.customers.get(STORE, two["primary"])["custom_fields"]["tier"] == "silver"
+    custom.update(STORE, "tier", {"max_length": 3}, "alice")  # "gold" no longer fits
+    answer = merges.unmerge(STORE, merge["merge_id"], "alice").answer
+    assert "tier" not in storage.customers.get(STORE, two["primary"])["custom_fields"]
+    assert answer["values_dropped"] == ["tier"]
