@@ -441,6 +441,7 @@ def test_a_deletion_whose_holders_all_changed_stops_and_says_it_is_finishing(sto
     answer = custom.delete(STORE, "tier", "alice").answer
     assert answer == {"key": "tier", "deleted": False, "finishing": True, "values_removed": 0}
     assert storage.custom_fields.get(STORE, "tier")["deleting"] is True
+    assert custom.sweep() == (False, [])  # no progress: the sweep waits a round, not spins
     monkeypatch.undo()
     assert custom.sweep()[0] is True
     assert storage.custom_fields.get(STORE, "tier") is None

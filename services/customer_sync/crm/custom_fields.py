@@ -158,8 +158,9 @@ class CustomFields:
         """One bounded step of a field deletion left unfinished (the call stopped short or
         crashed): whether more may be left, and the customers written."""
         for doc in self.storage.custom_fields.deleting(limit=1):
-            _, touched, _ = self.finish_deletion(doc["store_id"], doc["key"])
-            return True, touched
+            removed, touched, done = self.finish_deletion(doc["store_id"], doc["key"])
+            # No progress (every holder changed meanwhile): wait for the next round, not spin.
+            return bool(removed) or done, touched
         return False, []
 
     def _remove_value(self, store_id: str, doc: dict, key: str, correlation_id: str) -> bool:
