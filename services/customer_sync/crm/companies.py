@@ -284,8 +284,11 @@ class Companies:
         the instant the company was deleted). Answers whether more may be left, and the
         customers written."""
         for company in self.storage.companies.deleting(limit=1):
-            _, touched = self.finish_deletion(company["store_id"], company["_id"], "system")
-            return True, touched
+            released, touched = self.finish_deletion(company["store_id"], company["_id"],
+                                                     "system")
+            gone = self.storage.companies.get(company["store_id"], company["_id"]) is None
+            # No progress (every member changed meanwhile): wait for the next round, not spin.
+            return bool(released) or gone, touched
         pending = self.matching.pending_sweep()
         if pending is None:
             return self._release_dangling(batch)
