@@ -124,10 +124,13 @@ class CustomerSyncApp:
         return self.storage.outbox_collections()
 
     def company_sweep(self) -> bool:
-        """One step of background company work, published; True while more may be left."""
+        """One step of background work on companies and custom fields (a deletion left
+        unfinished, a matching sweep), published; True while more may be left."""
+        fields_more, touched = self.custom_fields.sweep()
+        self.publish(touched)
         more, touched = self.companies.sweep()
         self.publish(touched)
-        return more
+        return more or fields_more
 
 
 def woo_client_factory(config: Config) -> ClientFactory:

@@ -469,6 +469,10 @@ class MergeRepository:
                                             {"$set": {"state": state, **(fields or {})}})
         return result.modified_count == 1
 
+    def note(self, merge_id: str, fields: dict) -> None:
+        """Set fields on the merge's record (what an unmerge did, for its answer)."""
+        self.collection.update_one({"_id": merge_id}, {"$set": fields})
+
     def add_moved(self, merge_id: str, what: str, entries: list[dict],
                   field_: str = "moved") -> None:
         """Remember moved documents ({"id", "from"}) before moving them: a crash between the
@@ -697,14 +701,18 @@ class BackfillRunRepository:
 # -- custom field definitions -----------------------------------------------------------------
 class CustomFieldRepository:
     """Each store's custom field definitions, one document a field keyed by store and key; the
-    values live on the customers (`custom_fields`), so removing a field removes them there."""
+    values live on the customers and the companies (`custom_fields`), so removing a field
+    removes them there."""
 
-    def __init__(self, collection: Collection, customers: Collection) -> None:
+    def __init__(self, collection: Collection, customers: Collection,
+                 companies: Collection) -> None:
         self.collection = collection
         self.customers = customers
+        self.companies = companies
 
     def ensure_indexes(self) -> None:
         self.collection.create_index([("store_id", ASCENDING), ("key", ASCENDING)], unique=True)
+        self.collection.create_index([("deleting", ASCENDING)], sparse=True)
 
     def all(self, store_id: str) -> list[dict]:
         """The store's definitions in the order they were made; one being deleted is gone
@@ -736,14 +744,34 @@ class CustomFieldRepository:
             {"$set": fields, "$inc": {"version": 1}}).modified_count == 1
 
     def values_exist(self, store_id: str, key: str) -> bool:
-        return self.customers.count_documents(
-            {"store_id": store_id, f"custom_fields.{key}": {"$exists": True}}, limit=1) > 0
+        """Whether a customer or a company of the store holds a value of the field."""
+        held = {"store_id": store_id, f"custom_fields.{key}": {"$exists": True}}
+        return (self.customers.count_documents(held, limit=1) > 0
+                or self.companies.count_documents(held, limit=1) > 0)
 
     def mark_deleting(self, store_id: str, key: str) -> None:
         """The first step of a deletion: the field stops being listed or accepted, and its
         values are taken off customer by customer until `remove` ends it."""
         self.collection.update_one({"store_id": store_id, "key": key},
                                    {"$set": {"deleting": True}, "$inc": {"version": 1}})
+
+    def deleting(self, limit: int = 10) -> list[dict]:
+        """Definitions whose deletion is not finished (cut short, or another instance at it)."""
+        return list(self.collection.find({"deleting": True}, {"store_id": 1, "key": 1})
+                    .limit(limit))
+
+    def company_holders(self, store_id: str, key: str, limit: int) -> list[dict]:
+        """Up to `limit` companies of the store holding a value of the field, in `_id` order."""
+        return list(self.companies.find(
+            {"store_id": store_id, f"custom_fields.{key}": {"$exists": True}},
+            {"_id": 1, "version": 1}).sort("_id", ASCENDING).limit(limit))
+
+    def remove_company_value(self, company: dict, key: str) -> bool:
+        """Take the field's value off a company, compare-and-set on its version; False when
+        the company changed since it was read."""
+        return self.companies.update_one(
+            {"_id": company["_id"], "version": company["version"]},
+            {"$unset": {f"custom_fields.{key}": ""}, "$inc": {"version": 1}}).modified_count == 1
 
     def holders(self, store_id: str, key: str, limit: int) -> list[dict]:
         """Up to `limit` customers of the store holding a value of the field, in `_id` order."""
@@ -864,6 +892,23 @@ class CompanyRepository:
         return list(self.customers.find({"store_id": store_id, "company_id": company_id},
                                         {OUTBOX_FIELD: 0}).limit(limit))
 
+    def dangling_members(self, limit: int) -> list[dict]:
+        """Up to `limit` customers (of any store) holding a company that no longer exists: one
+        pass over the membership index, then one read of the companies it names."""
+        held = {(row["_id"]["s"], row["_id"]["c"]) for row in self.customers.aggregate([
+            {"$match": {"company_id": {"$type": "string", "$ne": ""}}},
+            {"$group": {"_id": {"s": "$store_id", "c": "$company_id"}}}])}
+        if not held:
+            return []
+        existing = {(d["store_id"], d["_id"]) for d in self.collection.find(
+            {"_id": {"$in": sorted({c for _, c in held})}}, {"store_id": 1})}
+        missing = sorted(held - existing)[:limit]
+        if not missing:
+            return []
+        return list(self.customers.find(
+            {"$or": [{"store_id": s, "company_id": c} for s, c in missing]},
+            {OUTBOX_FIELD: 0}).sort("_id", ASCENDING).limit(limit))
+
     def without_company(self, store_id: str, after_id: str | None, limit: int) -> list[dict]:
         """Up to `limit` live customers of the store without a company, in `_id` order after
         `after_id`: a domain sweep's batch."""
@@ -910,12 +955,14 @@ class CustomerSyncStorage:
         self.timeline = TimelineRepository(database["timeline"])
         # Merges of customer records, with what each moved, so that it can be undone.
         self.merges = MergeRepository(database["merges"].with_options(write_concern=durable))
-        # Each store's custom field definitions; their values live on the customers.
-        self.custom_fields = CustomFieldRepository(database["custom_fields"],
-                                                   self.customers.collection)
         # Each store's companies; their members are the customers naming them.
         self.companies = CompanyRepository(
             database["companies"].with_options(write_concern=durable), self.customers.collection)
+        # Each store's custom field definitions; their values live on the customers and the
+        # companies.
+        self.custom_fields = CustomFieldRepository(database["custom_fields"],
+                                                   self.customers.collection,
+                                                   self.companies.collection)
 
     def movable(self) -> dict[str, Collection]:
         """What moves with a merged record, by kind: each collection keyed by customer_id."""

@@ -60,8 +60,9 @@ class CustomerSyncService(HealthEndpoints, DataOwnerRpc):
         # Customers written before match keys existed get theirs, a batch at a time.
         Task("match-keys", lambda uses: uses.app.duplicates.add_missing_keys(),
              setting="MATCH_KEYS_BATCH_SECONDS", wait_first=False, again_at_once=True),
-        # Company work left to do: a deletion a crash cut short, customers joining companies
-        # by their email domain after matching was turned on or a company got a domain.
+        # Company and custom field work left to do: a company's or a field's deletion that
+        # stopped short, customers joining companies by their email domain after matching was
+        # turned on or a company got a domain, customers holding a company that is gone.
         Task("company-sweep", lambda uses: uses.app.company_sweep(),
              setting="COMPANY_SWEEP_SECONDS", wait_first=False, again_at_once=True),
         uses=("app", "inbox_workers"))

@@ -43,10 +43,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "COMPANY_SWEEP_SECONDS",
         "30",
-        "How often customer_sync looks for company work left to do: customers already there "
-        "joining a company by their email domain (after a store turned matching on, or a "
-        "company got a domain), and a company's deletion a crash cut short; 200 customers at a "
-        "time (batches follow at once while some are left).",
+        "How often customer_sync looks for company and custom field work left to do: "
+        "customers already there joining a company by their email domain (after a store "
+        "turned matching on, or a company got a domain), a company's or a custom field's "
+        "deletion that stopped short, and customers holding a company that is gone; 200 "
+        "customers at a time (batches follow at once while some are left).",
     ),
     Setting("RECONCILE_INTERVAL_MINUTES", "10", "Default interval of a store's REST reconciliation."),
     Setting("RECONCILE_POLL_SECONDS", "30", "How often stores due for reconciliation are looked for."),

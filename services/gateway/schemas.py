@@ -241,7 +241,10 @@ NEW_CUSTOM_FIELD = obj({"key": CUSTOM_FIELD_KEY, "label": _FIELD_LIMITS["label"]
                        additionalProperties=False)
 CUSTOM_FIELD_CHANGES = {"type": "object", "minProperties": 1, "additionalProperties": False,
                         "properties": _FIELD_LIMITS}
-DELETED_CUSTOM_FIELD = obj({"key": STRING, "deleted": BOOLEAN, "values_removed": INTEGER})
+DELETED_CUSTOM_FIELD = obj(
+    {"key": STRING, "deleted": BOOLEAN, "values_removed": INTEGER},
+    {"finishing": {"type": "boolean", "description": "the call stopped short (`deleted` "
+                   "false): the field stays hidden and the background sweep finishes it"}})
 # Values are judged by customer_sync against the store's definitions, so that every refusal
 # names its field as `custom_fields.<key>`; here only the count is bounded.
 CUSTOM_VALUES = {"type": "object", "maxProperties": 50,

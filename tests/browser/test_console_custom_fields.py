@@ -70,7 +70,7 @@ def test_staff_define_fields_set_a_customers_values_and_delete_a_field(browser, 
     _flash(browser, "Nothing was deleted")
     browser.find_element(By.ID, "delete-understood").click()
     browser.find_element(By.ID, "field-delete-submit").click()
-    _flash(browser, "Deleted the field visits: its value was taken off 1 customers.")
+    _flash(browser, "Deleted the field visits: its value was taken off 1 records.")
     assert "visits" not in browser.find_element(By.ID, "field-table").text
     assert system.rpc.customer_sync.get_customer(STORE, customer_id)["custom_fields"] == {
         "tier": "gold"}

@@ -447,3 +447,88 @@ def test_registering_the_store_again_keeps_its_matching_option(storage, companie
     storage.stores.forget_cached(STORE)
     assert companies.get_matching(STORE) == {"match_email_domain": True}
     assert companies.matching.enabled(STORE) is True
+
+
+def test_a_deletion_that_gave_up_on_changing_members_says_it_is_finishing(storage, sync,
+                                                                         companies, monkeypatch):
+    company = companies.create(STORE, {"name": "Acme"}, "a").answer["company_id"]
+    member = add_customer(sync, storage, 42, "ada@example.com")
+    companies.set_customer_company(STORE, member, company, "a")
+    monkeypatch.setattr(Companies, "_write_company", lambda self, *a, **k: False)
+    answer = companies.delete(STORE, company, "bob").answer
+    assert answer == {"company_id": company, "deleted": False, "finishing": True,
+                      "members_released": 0}
+    assert storage.companies.get(STORE, company)["deleting"] is True
+    assert companies.sweep() == (False, [])  # no progress: the sweep waits a round, not spins
+    monkeypatch.undo()
+    more, touched = companies.sweep()
+    assert more is True and touched == [("customers", member)]
+    assert storage.companies.get(STORE, company) is None
+
+
+def test_a_join_racing_the_companys_deletion_is_undone(storage, sync, companies, monkeypatch):
+    customer_id = add_customer(sync, storage, 42, "ada@example.com")
+    company = companies.create(STORE, {"name": "Acme"}, "a").answer["company_id"]
+    real_live = storage.companies.live
+
+    def deleted_meanwhile(store_id, company_id):
+        found = real_live(store_id, company_id)
+        monkeypatch.setattr(storage.companies, "live", real_live)
+        companies.delete(STORE, company, "bob")  # another request, between read and write
+        return found
+
+    monkeypatch.setattr(storage.companies, "live", deleted_meanwhile)
+    with pytest.raises(NotFound):
+        companies.set_customer_company(STORE, customer_id, company, "a")
+    assert storage.customers.get(STORE, customer_id).get("company_id") is None
+    joined, left = owed(storage, customer_id)
+    assert (joined.data["company_id"], left.data["company_id"]) == (company, None)
+    assert [e["summary"] for e in company_entries(storage, customer_id)][-1] == (
+        "Left company (the company was deleted)")
+
+
+def test_a_customer_joined_by_domain_as_the_company_went_is_released_by_the_sweep(
+        storage, sync, companies, monkeypatch):
+    acme = companies.create(STORE, {"name": "Acme", "domain": "acme.example"},
+                            "a").answer["company_id"]
+    companies.set_matching(STORE, {"match_email_domain": True}, "a")
+    while companies.sweep()[0]:
+        pass
+    real_by_domains = storage.companies.by_domains
+
+    def deleted_meanwhile(store_id, domains):
+        found = real_by_domains(store_id, domains)
+        monkeypatch.setattr(storage.companies, "by_domains", real_by_domains)
+        companies.delete(STORE, acme, "bob")  # between the webhook's read and its write
+        return found
+
+    monkeypatch.setattr(storage.companies, "by_domains", deleted_meanwhile)
+    sync.apply(STORE, "customer", "created", payloads.customer(42, "ada@acme.example"),
+               correlation_id="c1")
+    ada = storage.customers.by_woo_id(STORE, 42)
+    assert ada["company_id"] == acme and storage.companies.get(STORE, acme) is None
+    storage.customers.collection.update_one({"_id": ada["_id"]}, {"$set": {OUTBOX_FIELD: []}})
+    more, touched = companies.sweep()
+    assert more is True and touched == [("customers", ada["_id"])]
+    assert storage.customers.get(STORE, ada["_id"])["company_id"] is None
+    [left] = owed(storage, ada["_id"])
+    assert (left.data["company_id"], left.data["changed_fields"]) == (None, ["company_id"])
+    assert companies.sweep() == (False, [])
+
+
+def test_deleting_a_company_field_takes_its_values_off_the_companies(storage, custom, companies):
+    custom.create(STORE, {"key": "tier", "label": "Tier", "type": "text",
+                          "applies_to": "company"}, "a")
+    made = companies.create(STORE, {"name": "Acme", "custom_fields": {"tier": "gold"}},
+                            "a").answer
+    # The type guard counts the companies' values too.
+    with pytest.raises(Conflict) as refused:
+        custom.update(STORE, "tier", {"type": "number"}, "a")
+    assert refused.value.details["fields"] == {"type": ["values exist"]}
+    answer = custom.delete(STORE, "tier", "a").answer
+    assert answer == {"key": "tier", "deleted": True, "values_removed": 1}
+    company = storage.companies.get(STORE, made["company_id"])
+    assert company["custom_fields"] == {} and company["version"] == 2
+    custom.create(STORE, {"key": "tier", "label": "Tier", "type": "text",
+                          "applies_to": "company"}, "a")
+    assert custom.update(STORE, "tier", {"type": "number"}, "a")["type"] == "number"

@@ -187,7 +187,7 @@ def test_a_field_is_deleted_once_the_box_is_ticked(fields):
                                 data={"csrf_token": token, "understood": "yes"})
     assert deleted.headers["Location"].endswith("/console/custom-fields")
     assert fields["deleted"] == ["vip"]
-    assert "taken off 7 customers" in world.client.get("/console/custom-fields").get_data(
+    assert "taken off 7 records" in world.client.get("/console/custom-fields").get_data(
         as_text=True)
     refused = world.client.post("/console/custom-fields/vip/delete",
                                 data={"understood": "yes"})
@@ -244,3 +244,17 @@ def test_values_are_saved_in_their_types_and_refusals_shown_beside_each_field(fi
     assert '<p class="field-error" id="e-custom_fields-visits">must be a number</p>' in html
     assert "custom_fields.ghost: no such custom field in this store" in html
     assert "<script>alert" not in html
+
+
+def test_a_deletion_that_stopped_short_says_the_rest_follows(fields, monkeypatch):
+    monkeypatch.setattr(CustomerSync, "delete_custom_field",
+                        lambda self, store, key, actor: {"key": key, "deleted": False,
+                                                         "finishing": True, "values_removed": 3},
+                        raising=False)
+    world = World()
+    world.login("wcc_write")
+    token = world.csrf("/console/custom-fields/vip")
+    world.client.post("/console/custom-fields/vip/delete",
+                      data={"csrf_token": token, "understood": "yes"})
+    shown = world.client.get("/console/custom-fields").get_data(as_text=True)
+    assert "vip is being deleted" in shown and "the rest follows in the background" in shown

@@ -403,3 +403,45 @@ def test_a_shop_change_keeps_the_values_and_its_event_carries_them(storage, cust
     event = parse_event(message)
     assert (event.event_type, event.data["first_name"]) == ("customer.updated", "Augusta")
     assert event.data["custom_fields"] == {"vip": True}
+
+
+def test_a_deletion_is_bounded_a_call_and_the_sweep_or_a_repeat_finishes_it(storage, custom):
+    ids = _customers_with_values(storage, custom, 5)
+    bounded = CustomFields(storage, CustomerSync(storage, Clock(NOW)), clock=Clock(NOW),
+                           delete_batch=2, delete_rounds=1)
+    first = bounded.delete(STORE, "tier", "alice")
+    assert first.answer == {"key": "tier", "deleted": False, "finishing": True,
+                            "values_removed": 2}
+    assert len(first.touched) == 2
+    # Half deleted: hidden, its key not free, its definition closed to changes.
+    assert [d["key"] for d in custom.list(STORE)] == ["vip"]
+    with pytest.raises(Conflict):
+        custom.create(STORE, {"key": "tier", "label": "Tier", "type": "text"}, "alice")
+    with pytest.raises(Conflict) as refused:
+        custom.update(STORE, "tier", {"label": "Tier 2"}, "alice")
+    assert refused.value.details["fields"] == {"key": ["being deleted"]}
+    assert storage.custom_fields.get(STORE, "tier")["label"] != "Tier 2"
+    assert bounded.delete(STORE, "tier", "alice").answer["values_removed"] == 2  # a repeat
+    swept = []
+    while True:  # the background sweep ends it, a bounded step at a time
+        more, touched = bounded.sweep()
+        if not more:
+            break
+        swept += touched
+    assert len(swept) == 1 and storage.custom_fields.get(STORE, "tier") is None
+    for customer_id in ids:
+        assert storage.customers.get(STORE, customer_id)["custom_fields"] == {"vip": True}
+        assert len(owed(storage, customer_id)) == 1
+
+
+def test_a_deletion_whose_holders_all_changed_stops_and_says_it_is_finishing(storage, custom,
+                                                                            monkeypatch):
+    _customers_with_values(storage, custom, 3)
+    monkeypatch.setattr(custom, "_remove_value", lambda *args: False)
+    answer = custom.delete(STORE, "tier", "alice").answer
+    assert answer == {"key": "tier", "deleted": False, "finishing": True, "values_removed": 0}
+    assert storage.custom_fields.get(STORE, "tier")["deleting"] is True
+    assert custom.sweep() == (False, [])  # no progress: the sweep waits a round, not spins
+    monkeypatch.undo()
+    assert custom.sweep()[0] is True
+    assert storage.custom_fields.get(STORE, "tier") is None

@@ -575,3 +575,56 @@ def test_an_unmerge_puts_back_a_chosen_value_unless_edited_since():
         "tier": "silver", "visits": 4}})
     assert restore == {"custom_fields": {"tier": "gold", "vip": True, "visits": 4}}
     assert kept == ["custom_fields"]
+
+
+def test_the_unmerge_answer_reports_the_custom_values_that_went_back(merges, storage, sync,
+                                                                      clock, two):
+    custom = _with_values(storage, sync, clock, two)
+    merge = merges.merge_customers(STORE, two["primary"], [two["other"]], {}, "alice").answer
+    # A value of its own since the merge: the one the merge gave (visits) still goes back.
+    custom.set_values(STORE, two["primary"], {"tier": "gold", "visits": 3, "vip": True},
+                      "bob")
+    answer = merges.unmerge(STORE, merge["merge_id"], "alice").answer
+    assert storage.customers.get(STORE, two["primary"])["custom_fields"] == \
+        {"tier": "gold", "vip": True}
+    assert "custom_fields" in answer["fields_back"]
+    assert "custom_fields" not in answer["fields_kept"]
+    assert merges.get(STORE, merge["merge_id"])["unmerge"] == answer
+
+
+def test_the_unmerge_answer_names_custom_fields_kept_when_a_given_value_was_edited(
+        merges, storage, sync, clock, two):
+    custom = _with_values(storage, sync, clock, two)
+    merge = merges.merge_customers(STORE, two["primary"], [two["other"]], {}, "alice").answer
+    custom.set_values(STORE, two["primary"], {"tier": "gold", "visits": 4}, "bob")
+    answer = merges.unmerge(STORE, merge["merge_id"], "alice").answer
+    assert storage.customers.get(STORE, two["primary"])["custom_fields"] == \
+        {"tier": "gold", "visits": 4}
+    assert "custom_fields" in answer["fields_kept"]
+    assert "custom_fields" not in answer["fields_back"]
+
+
+def test_an_unmerge_restores_no_value_a_field_defined_again_with_another_type_refuses(
+        merges, storage, sync, clock, two):
+    custom = _with_values(storage, sync, clock, two)
+    merge = merges.merge_customers(STORE, two["primary"], [two["other"]], {}, "alice").answer
+    custom.delete(STORE, "tier", "alice")
+    custom.create(STORE, {"key": "tier", "label": "Tier", "type": "number"}, "alice")
+    answer = merges.unmerge(STORE, merge["merge_id"], "alice").answer
+    # The snapshot's text "silver" no longer fits a number field: left out, and said so.
+    assert storage.customers.get(STORE, two["other"])["custom_fields"] == {"visits": 3}
+    [restored] = answer["restored"]
+    assert restored["values_dropped"] == ["tier"]
+    assert answer["values_dropped"] == []
+
+
+def test_an_unmerge_puts_back_on_the_primary_no_value_its_field_now_refuses(
+        merges, storage, sync, clock, two):
+    custom = _with_values(storage, sync, clock, two)
+    merge = merges.merge_customers(STORE, two["primary"], [two["other"]],
+                                   {"custom_fields.tier": two["other"]}, "alice").answer
+    assert storage.customers.get(STORE, two["primary"])["custom_fields"]["tier"] == "silver"
+    custom.update(STORE, "tier", {"max_length": 3}, "alice")  # "gold" no longer fits
+    answer = merges.unmerge(STORE, merge["merge_id"], "alice").answer
+    assert "tier" not in storage.customers.get(STORE, two["primary"])["custom_fields"]
+    assert answer["values_dropped"] == ["tier"]

@@ -35,7 +35,8 @@ from services.customer_sync.core.changes import CONTACT_FIELDS
 from services.customer_sync.core.merge_steps import MOVED_KINDS, finish_merge, move, taken_by_primary
 from services.customer_sync.core.sync import CustomerSync, customer_event_data, stable_event_id
 from services.customer_sync.core.written import Written, written
-from services.customer_sync.crm.field_rules import MAX_FIELDS, VALUES_FIELD
+from services.customer_sync.crm.field_rules import (DEFAULT_APPLIES_TO, MAX_FIELDS, VALUES_FIELD,
+                                                    applies_to, fits)
 from services.customer_sync.crm.timeline import entry_id, make_entry
 from services.customer_sync.repository import CustomerSyncStorage
 from services.customer_sync.schemas import PageSchema, load, require_text
@@ -44,6 +45,9 @@ from shared.errors import Conflict, NotFound, ValidationError
 from shared.events import Event, build_event
 from shared.paging import decode_cursor, encode_cursor
 from shared.times import as_utc, iso, utcnow
+
+# Where the merge record notes the primary's fields an unmerge put back and kept.
+PRIMARY_FIELDS = "primary_fields"
 
 # Fewer tries than shared.conflicts.CONFLICT_RETRIES: a person waits on the answer, and a
 # Conflict asks them to try again rather than spinning.
@@ -362,14 +366,27 @@ class CustomerMerges:
         raise Conflict("the record kept changing; ask again")
 
     def _values_back(self, store_id: str, snap: dict, doc: dict) -> dict | None:
-        """A restored record's custom field values as the merge found them, but for fields the
-        store has deleted since; None when it holds just those already (or the merge was
-        recorded before values were kept)."""
+        """A restored record's custom field values as the merge found them, but for those
+        today's definitions refuse (a field deleted since, or defined again with another type
+        or limits); None when it holds just those already (or the merge was recorded before
+        values were kept)."""
         if VALUES_FIELD not in snap:
             return None
-        defined = {d["key"] for d in self.storage.custom_fields.all(store_id)}
-        values = {k: v for k, v in (snap[VALUES_FIELD] or {}).items() if k in defined}
+        values, _ = self._fitting(store_id, snap[VALUES_FIELD] or {})
         return None if values == (doc.get(VALUES_FIELD) or {}) else values
+
+    def _fitting(self, store_id: str, values: dict, checked: Any = None
+                 ) -> tuple[dict, list[str]]:
+        """`values` without those of the `checked` keys (all by default) that today's
+        customer definitions refuse, and the keys taken out."""
+        definitions = {d["key"]: d for d in self.storage.custom_fields.all(store_id)
+                       if applies_to(d) == DEFAULT_APPLIES_TO}
+        kept, dropped = dict(values), []
+        for key in sorted(values if checked is None else checked):
+            if key in kept and not fits(definitions.get(key), kept[key]):
+                del kept[key]
+                dropped.append(key)
+        return kept, dropped
 
     def _restore_primary_fields(self, store_id: str, record: dict) -> bool:
         """Put back the primary's fields that still hold what the merge gave them, once."""
@@ -379,8 +396,19 @@ class CustomerMerges:
             primary = customers.get(store_id, record["primary_id"])
             if primary is None or merge_id in (primary.get("unmerged_ids") or []):
                 return False
-            restore, _kept = merge_rules.fields_to_restore(record.get("field_changes") or {},
-                                                           primary)
+            field_changes = record.get("field_changes") or {}
+            restore, kept = merge_rules.fields_to_restore(field_changes, primary)
+            dropped: list[str] = []
+            if VALUES_FIELD in restore:  # a value put back must pass today's definition
+                now = primary.get(VALUES_FIELD) or {}
+                restore[VALUES_FIELD], dropped = self._fitting(
+                    store_id, restore[VALUES_FIELD],
+                    [k for k, v in restore[VALUES_FIELD].items() if now.get(k) != v])
+            # What this attempt puts back and keeps, noted before its write, is what the
+            # answer reports (custom_fields can be in both: some values back, one edited).
+            self.storage.merges.note(merge_id, {PRIMARY_FIELDS: {
+                "back": [name for name in field_changes if name in restore], "kept": kept,
+                "values_dropped": dropped}})
             events, entries = [], []
             changed = [name for name in restore if name in merge_rules.MERGED_FIELDS]
             if changed:
@@ -411,8 +439,10 @@ class CustomerMerges:
             def ids(source: dict, kind: str) -> list:
                 return [e["id"] for e in source.get(kind, []) if e["to"] == restored_id]
             doc = self.storage.customers.get(store_id, restored_id) or {}
+            snap_values = record["snapshots"][restored_id].get(VALUES_FIELD) or {}
             restored.append({
                 "customer_id": restored_id, "status": doc.get("status"),
+                "values_dropped": self._fitting(store_id, snap_values)[1],
                 "orders_back": [self._order_id(i) for i in ids(returned, "orders")],
                 "orders_since": [self._order_id(i) for i in ids(since, "orders")],
                 **{f"{kind}_back": len(ids(returned, kind))
@@ -432,14 +462,20 @@ class CustomerMerges:
             stayed.append({"order_id": self._order_id(order["_id"]), "customer_id": primary_id,
                            "reason": "arrived since the merge, not for a restored record's own "
                                      "shop account"})
-        primary = self.storage.customers.get(store_id, primary_id) or {}
-        changes = record.get("field_changes") or {}
-        kept = [name for name, change in changes.items()
-                if primary.get(name) != change["before"]]
+        reported = record.get(PRIMARY_FIELDS)
+        dropped: list[str] = []
+        if reported is not None:
+            back, kept = reported["back"], reported["kept"]
+            dropped = reported.get("values_dropped") or []
+        else:  # the primary was gone, or no longer the merge's to restore
+            primary = self.storage.customers.get(store_id, primary_id) or {}
+            changes = record.get("field_changes") or {}
+            kept = [name for name, change in changes.items()
+                    if primary.get(name) != change["before"]]
+            back = [name for name in changes if name not in kept]
         return {"merge_id": record["_id"], "primary_id": primary_id, "restored": restored,
-                "orders_stayed": stayed,
-                "fields_back": [name for name in changes if name not in kept],
-                "fields_kept": kept}
+                "orders_stayed": stayed, "fields_back": back, "fields_kept": kept,
+                "values_dropped": dropped}
 
     @staticmethod
     def _order_id(key: str) -> str:

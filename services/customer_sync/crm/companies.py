@@ -149,13 +149,18 @@ class Companies:
             raise _not_found(store_id, company_id)
         self.storage.companies.mark_deleting(store_id, company_id, self.clock(), actor)
         released, touched = self.finish_deletion(store_id, company_id, actor)
-        return written({"company_id": company_id, "deleted": True,
+        if self.storage.companies.get(store_id, company_id) is None:
+            return written({"company_id": company_id, "deleted": True,
+                            "members_released": released}, touched)
+        # Members kept changing: the record stays marked, and the sweep (or a repeat) ends it.
+        return written({"company_id": company_id, "deleted": False, "finishing": True,
                         "members_released": released}, touched)
 
     def finish_deletion(self, store_id: str, company_id: str, actor: str
                         ) -> tuple[int, list[DocumentRef]]:
         """Release the members of a company being deleted, a batch at a time, then remove it;
-        answers how many were released and the customers written."""
+        answers how many were released and the customers written. It stops early, the record
+        still marked, when a whole batch changed meanwhile."""
         correlation_id = f"staff-company-delete-{uuid.uuid4().hex[:16]}"
         released, touched = 0, []
         while True:
@@ -212,8 +217,29 @@ class Companies:
                        else "Left company")
             if self._write_company(store_id, doc, doc.get(COMPANY_FIELD), company_id, actor,
                                    correlation_id, summary):
+                if company_id is not None and self._gone(store_id, company_id):
+                    self.release(store_id, doc["_id"], company_id, actor)
+                    raise _not_found(store_id, company_id)
                 return written({**answer, "changed": True},
                                [(self.storage.customers.collection.name, doc["_id"])])
+        raise Conflict("the customer kept changing; ask again")
+
+    def _gone(self, store_id: str, company_id: str) -> bool:
+        """Read after a join: a deletion marks before it scans its members, so a join it may
+        have missed sees the mark (or the record gone) here."""
+        return self.storage.companies.live(store_id, company_id) is None
+
+    def release(self, store_id: str, customer_id: str, company_id: str, actor: str) -> bool:
+        """Take the customer out of a company being deleted (or gone) that it joined in the
+        same instant, with its `customer.updated`; False when it holds that company no more."""
+        correlation_id = f"company-release-{uuid.uuid4().hex[:16]}"
+        for _ in range(CONFLICT_RETRIES):
+            doc = self.storage.customers.get(store_id, customer_id)
+            if doc is None or doc.get(COMPANY_FIELD) != company_id:
+                return False
+            if self._write_company(store_id, doc, company_id, None, actor, correlation_id,
+                                   "Left company (the company was deleted)"):
+                return True
         raise Conflict("the customer kept changing; ask again")
 
     def _write_company(self, store_id: str, doc: dict, expected: str | None,
@@ -252,15 +278,20 @@ class Companies:
         return {MATCH_EMAIL_DOMAIN: loaded[MATCH_EMAIL_DOMAIN]}
 
     def sweep(self, batch: int = SWEEP_BATCH) -> tuple[bool, list[DocumentRef]]:
-        """One bounded step of background company work: a company deletion a crash left, or
-        a batch of a store's customers without a company joined by their email domain.
-        Answers whether more may be left, and the customers written."""
+        """One bounded step of background company work: a company deletion a crash left, a
+        batch of a store's customers without a company joined by their email domain, or else
+        customers left holding a company that is gone (a write path joined them by domain in
+        the instant the company was deleted). Answers whether more may be left, and the
+        customers written."""
         for company in self.storage.companies.deleting(limit=1):
-            _, touched = self.finish_deletion(company["store_id"], company["_id"], "system")
-            return True, touched
+            released, touched = self.finish_deletion(company["store_id"], company["_id"],
+                                                     "system")
+            gone = self.storage.companies.get(company["store_id"], company["_id"]) is None
+            # No progress (every member changed meanwhile): wait for the next round, not spin.
+            return bool(released) or gone, touched
         pending = self.matching.pending_sweep()
         if pending is None:
-            return False, []
+            return self._release_dangling(batch)
         store_id, request = pending["_id"], pending["company_sweep"]
         docs = self.storage.companies.without_company(store_id, request.get("after_id"), batch)
         touched: list[DocumentRef] = []
@@ -272,6 +303,18 @@ class Companies:
             log.info("customers joined companies by their email domain",
                      extra={"store_id": store_id, "customers": len(touched)})
         return True, touched
+
+    def _release_dangling(self, batch: int) -> tuple[bool, list[DocumentRef]]:
+        docs = self.storage.companies.dangling_members(batch)
+        correlation_id = f"company-sweep-{uuid.uuid4().hex[:16]}"
+        touched = [(self.storage.customers.collection.name, doc["_id"]) for doc in docs
+                   if self._write_company(doc["store_id"], doc, doc[COMPANY_FIELD], None,
+                                          "system", correlation_id,
+                                          "Left company (the company was deleted)")]
+        if touched:
+            log.info("customers released from companies that are gone",
+                     extra={"customers": len(touched)})
+        return bool(touched), touched  # a batch that all changed meanwhile waits a round
 
     def _join_by_domain(self, store_id: str, docs: list[dict]) -> list[DocumentRef]:
         domains = {doc["_id"]: joins_by_domain(doc) for doc in docs}

@@ -3,12 +3,13 @@ definition and a value may be), and staff set each customer's values, which ride
 customer document and in `customer.*` events so other services can use them."""
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import datetime
 from typing import Any, Callable
 
 from services.customer_sync.core.sync import CustomerSync, customer_event_data
-from services.customer_sync.core.written import Written, written
+from services.customer_sync.core.written import DocumentRef, Written, written
 from services.customer_sync.crm.field_rules import (DEFAULT_APPLIES_TO, MAX_FIELDS,
                                                     VALUES_FIELD, applies_to,
                                                     changed_definition, check_values,
@@ -29,8 +30,13 @@ def definition_view(doc: dict) -> dict:
             "created_at": iso(doc.get("created_at")), "updated_at": iso(doc.get("updated_at"))}
 
 
-# Customers read at a time while a deleted field's values are taken off them.
+log = logging.getLogger(__name__)
+
+# Customers (or companies) read at a time while a deleted field's values are taken off them,
+# and the reads one call makes at most, so that a deletion answers well within the RPC timeout
+# (the background sweep carries on where it stopped).
 DELETE_BATCH = 200
+DELETE_ROUNDS = 10
 
 _DEFINITION_FIELDS = ("label", "type", "options", "required", "min", "max", "max_length")
 
@@ -40,12 +46,14 @@ class CustomFields:
 
     def __init__(self, storage: CustomerSyncStorage, sync: CustomerSync,
                  clock: Callable[[], datetime] = utcnow,
-                 delete_batch: int = DELETE_BATCH) -> None:
-        """`delete_batch`: customers read at a time while a deleted field's values go."""
+                 delete_batch: int = DELETE_BATCH, delete_rounds: int = DELETE_ROUNDS) -> None:
+        """`delete_batch`: holders read at a time while a deleted field's values go;
+        `delete_rounds`: reads a deletion call makes at most."""
         self.storage = storage
         self.sync = sync
         self.clock = clock
         self.delete_batch = delete_batch
+        self.delete_rounds = delete_rounds
 
     # -- definitions ------------------------------------------------------------------------
     def definitions(self, store_id: str, of: str = DEFAULT_APPLIES_TO) -> dict[str, dict]:
@@ -80,17 +88,21 @@ class CustomFields:
         return definition_view(doc)
 
     def update(self, store_id: str, key: str, changes: Any, actor: str) -> dict:
-        """Change a definition; its type only while no customer has a value (else Conflict).
+        """Change a definition; its type only while no customer or company has a value, and
+        nothing while it is being deleted (else Conflict).
         Values already held stay as they are until they are next written."""
         store_id, actor = require_text(store_id, "store_id"), require_text(actor, "actor")
         repo = self.storage.custom_fields
         for _ in range(CONFLICT_RETRIES):
             current = self._definition(store_id, key)
+            if current.get("deleting"):
+                raise Conflict(f"the custom field {current['key']} is being deleted",
+                               {"fields": {"key": ["being deleted"]}})
             after = changed_definition(
                 {k: current.get(k) for k in ("key", *_DEFINITION_FIELDS)}, changes)
             if after["type"] != current["type"] and repo.values_exist(store_id, current["key"]):
-                raise Conflict(f"customers hold values of {current['key']}: its type cannot "
-                               "change (delete the field to start again)",
+                raise Conflict(f"customers or companies hold values of {current['key']}: its "
+                               "type cannot change (delete the field to start again)",
                                {"fields": {"type": ["values exist"]}})
             fields = {k: after[k] for k in _DEFINITION_FIELDS}
             fields.update(updated_at=self.clock(), updated_by=actor)
@@ -99,26 +111,57 @@ class CustomFields:
         raise Conflict("the custom field kept changing; ask again")
 
     def delete(self, store_id: str, key: str, actor: str) -> Written:
-        """Remove the field and every customer's value of it, each customer's removal with its
-        `customer.updated` in the same write, `delete_batch` customers a read. The field is
-        marked first and removed last, so asking again after a crash finishes the job."""
+        """Remove the field and every customer's and company's value of it, each customer's
+        removal with its `customer.updated` in the same write, `delete_batch` holders a read,
+        at most `delete_rounds` reads a call. The field is marked first and removed last, so
+        a call that stops short (a large store, holders that kept changing, a crash) answers
+        `finishing` and asking again, or the background sweep, finishes the job."""
         store_id = require_text(store_id, "store_id")
-        actor = require_text(actor, "actor")
+        require_text(actor, "actor")
         current = self._definition(store_id, key)
-        repo = self.storage.custom_fields
         if not current.get("deleting"):
-            repo.mark_deleting(store_id, current["key"])
+            self.storage.custom_fields.mark_deleting(store_id, current["key"])
+        removed, touched, done = self.finish_deletion(store_id, current["key"])
+        if done:
+            return written({"key": current["key"], "deleted": True, "values_removed": removed},
+                           touched)
+        return written({"key": current["key"], "deleted": False, "finishing": True,
+                        "values_removed": removed}, touched)
+
+    def finish_deletion(self, store_id: str, key: str) -> tuple[int, list[DocumentRef], bool]:
+        """Take a field being deleted off its holders, a bounded number of batches, and remove
+        it once none is left: the values removed, the customers written, and whether the field
+        is gone. Stops early when a whole batch changed meanwhile rather than spin."""
+        repo = self.storage.custom_fields
         correlation_id = f"staff-field-delete-{uuid.uuid4().hex[:16]}"
-        touched = []
-        while True:
-            holders = repo.holders(store_id, current["key"], self.delete_batch)
-            if not holders:
+        removed, touched = 0, []
+        for _ in range(self.delete_rounds):
+            holders = repo.holders(store_id, key, self.delete_batch)
+            if holders:
+                done = [(self.storage.customers.collection.name, doc["_id"]) for doc in holders
+                        if self._remove_value(store_id, doc, key, correlation_id)]
+                touched += done
+            else:
+                holders = repo.company_holders(store_id, key, self.delete_batch)
+                if not holders:
+                    repo.remove(store_id, key)
+                    return removed, touched, True
+                done = [doc["_id"] for doc in holders if repo.remove_company_value(doc, key)]
+            removed += len(done)
+            if not done:
+                log.warning("a custom field's holders kept changing while it was deleted",
+                            extra={"store_id": store_id, "key": key})
                 break
-            touched += [(self.storage.customers.collection.name, doc["_id"]) for doc in holders
-                        if self._remove_value(store_id, doc, current["key"], correlation_id)]
-        repo.remove(store_id, current["key"])
-        return written({"key": current["key"], "deleted": True, "values_removed": len(touched)},
-                       touched)
+        return removed, touched, False
+
+    def sweep(self) -> tuple[bool, list[DocumentRef]]:
+        """One bounded step of a field deletion left unfinished (the call stopped short or
+        crashed): whether more may be left, and the customers written."""
+        for doc in self.storage.custom_fields.deleting(limit=1):
+            removed, touched, done = self.finish_deletion(doc["store_id"], doc["key"])
+            # No progress (every holder changed meanwhile): wait for the next round, not spin.
+            return bool(removed) or done, touched
+        return False, []
 
     def _remove_value(self, store_id: str, doc: dict, key: str, correlation_id: str) -> bool:
         """One customer's value of a field being deleted, gone with its event (a record that

@@ -152,6 +152,18 @@ def changed_definition(current: dict, changes: Any) -> dict:
     return normalised(merged)
 
 
+def fits(definition: dict | None, value: Any) -> bool:
+    """Whether a value kept from before (a merge's snapshot) passes today's definition of
+    its key; a deleted field's (no definition) does not."""
+    if definition is None:
+        return False
+    try:
+        check_value(definition, value)
+    except MarshmallowError:
+        return False
+    return True
+
+
 def check_value(definition: dict, value: Any) -> Any:
     """The value as stored, or MarshmallowError saying why it is refused."""
     kind = definition["type"]

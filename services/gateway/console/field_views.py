@@ -214,8 +214,13 @@ def field_delete(page, key: str) -> Response:
     except ApiError as exc:
         page.flash("error", f"The field {key[:64]} was not deleted: {exc.message()}")
         return page.redirect(back + "#delete")
+    if not answer.get("deleted"):
+        page.flash("success", f"The field {answer['key']} is being deleted: its value was "
+                              f"taken off {answer['values_removed']} records so far, and the "
+                              "rest follows in the background.")
+        return page.redirect(PREFIX + "/custom-fields")
     page.flash("success", f"Deleted the field {answer['key']}: its value was taken off "
-                          f"{answer['values_removed']} customers.")
+                          f"{answer['values_removed']} records.")
     return page.redirect(PREFIX + "/custom-fields")
 
 

@@ -43,11 +43,17 @@ UNMERGE_ANSWER = s.obj({
         "customer_id": s.STRING, "orders_back": {"type": "array", "items": s.STRING},
         "orders_since": {"type": "array", "items": s.STRING,
                          "description": "orders since the merge for this record's own account"},
-        "notes_back": s.INTEGER, "reminders_back": s.INTEGER, "timeline_back": s.INTEGER})},
+        "notes_back": s.INTEGER, "reminders_back": s.INTEGER, "timeline_back": s.INTEGER},
+        {"values_dropped": {"type": "array", "items": s.STRING,
+                            "description": "custom field keys of the merge's snapshot that "
+                                           "today's definitions refuse: not restored"}})},
     "orders_stayed": {"type": "array", "items": ORDER_STAYED},
     "fields_back": {"type": "array", "items": s.STRING},
     "fields_kept": {"type": "array", "items": s.STRING,
-                    "description": "primary fields edited since the merge: the edit stays"}})
+                    "description": "primary fields edited since the merge: the edit stays"}},
+    {"values_dropped": {"type": "array", "items": s.STRING,
+                        "description": "custom field keys whose pre-merge value the primary "
+                                       "did not get back: today's definitions refuse it"}})
 MERGE_DETAIL = {**MERGE_SUMMARY,
                 "required": MERGE_SUMMARY["required"] + ["field_choices", "changed_fields",
                                                          "moved", "snapshots"],
