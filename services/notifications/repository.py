@@ -111,9 +111,11 @@ class ContactRepository(ErasureMarkers):
             return bool(self.collection.update_one(condition, update).modified_count)
 
     def fresh(self, store_id: str, customer_id: str) -> dict:
-        """The contact a customer's first fact creates, before the fact."""
+        """The contact a customer's first fact creates, before the fact. Its maps exist from
+        the start, so later writes set keys in them and never the whole map."""
         return {"_id": self.key(store_id, customer_id), "store_id": store_id,
-                "customer_id": customer_id, "status": ACTIVE, "tags": {}, "groups": {},
+                "customer_id": customer_id, "status": ACTIVE, "tags": {}, "tag_at": {},
+                "groups": {}, "group_at": {}, "saved_segments": {}, "saved_segment_at": {},
                 "consent": {}, "order_ids": [], "created_at": utcnow()}
 
     def of_keys(self, keys: list[str]) -> dict[str, dict]:
