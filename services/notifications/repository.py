@@ -139,6 +139,8 @@ class ContactRepository(ErasureMarkers):
             result = self.collection.bulk_write(operations, ordered=False)
             matched = result.matched_count
         except BulkWriteError as exc:
+            if exc.details.get("writeConcernErrors"):
+                raise  # applied but not confirmed: the batch is retried (its writes repeat)
             matched = exc.details.get("nMatched", 0)
             failed_inserts = {error["index"] for error in exc.details.get("writeErrors", [])}
         failed = {writes[i].key for i in failed_inserts}

@@ -8,13 +8,14 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from pymongo.errors import BulkWriteError
 
 from services.notifications import projection as proj
 from services.notifications import repository as repo_module
 from services.notifications.notifier import Notifier
 from services.notifications.repository import ERASED, NotificationsStorage
 from shared.events import build_event, contract
-from tests.support import storage_at
+from tests.support import applied_but_unconfirmed, storage_at
 
 T0 = datetime(2026, 11, 29, 12, tzinfo=timezone.utc)
 STORE = "s1"
@@ -321,3 +322,21 @@ def test_a_map_whose_keys_are_no_field_path_is_still_set_whole():
     assert proj.changes({"tags": {"a": True}}, {"tags": {"a": True, "b.c": True}}) == \
         ({"tags": {"a": True, "b.c": True}}, [])
     assert proj.changes({}, {"tags": {"vip": True}}) == ({"tags.vip": True}, [])
+
+
+def test_a_write_the_write_concern_did_not_confirm_fails_the_batch_and_its_retry_completes(
+        database, monkeypatch):
+    """An unconfirmed write may be rolled back: the batch must fail (not be acknowledged) so
+    the broker's redelivery writes it again, which leaves what one at a time leaves."""
+    events = interleaved(4, CUSTOMERS)
+    oracle = make_notifier(database.client[f"{database.name}_oracle"])
+    prepared(oracle)
+    for one in events:
+        oracle.apply(one)
+    notifier = make_notifier(database)
+    prepared(notifier)
+    applied_but_unconfirmed(notifier.storage.contacts.collection, monkeypatch)
+    with pytest.raises(BulkWriteError):
+        notifier.apply_all(events)
+    notifier.apply_all(events)  # the redelivery
+    assert state(notifier) == state(oracle)
