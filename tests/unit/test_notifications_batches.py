@@ -12,8 +12,9 @@ from pymongo.errors import BulkWriteError
 
 from services.notifications import projection as proj
 from services.notifications import repository as repo_module
-from services.notifications.notifier import Notifier
+from services.notifications.notifier import GATE_SECONDS, Notifier
 from services.notifications.repository import ERASED, NotificationsStorage
+from shared import read_cache
 from shared.events import build_event, contract
 from tests.support import applied_but_unconfirmed, storage_at
 
@@ -340,3 +341,21 @@ def test_a_write_the_write_concern_did_not_confirm_fails_the_batch_and_its_retry
         notifier.apply_all(events)
     notifier.apply_all(events)  # the redelivery
     assert state(notifier) == state(oracle)
+
+
+def test_a_workflow_enabled_through_another_instance_opens_the_gate_within_a_second(
+        database, monkeypatch):
+    """The gate's answer for all stores is read on nearly every delivery, so it is nearly
+    always remembered: it must not outlive a second, or events of a workflow enabled through
+    another instance are acknowledged unread for the stores' five seconds."""
+    now = [100.0]
+    monkeypatch.setattr(read_cache.time, "monotonic", lambda: now[0])
+    here = Notifier(*storage_at(NotificationsStorage, database, T0))
+    there = make_notifier(database)  # another instance: it saves WORKFLOWS, "done" among them
+    there.delete_workflow(STORE, "done")
+    assert not here.starts_workflows("order.updated")  # remembered from now on
+    there.save_workflow(STORE, dict(WORKFLOWS[2]))
+    now[0] += GATE_SECONDS - 0.1
+    assert not here.starts_workflows("order.updated")
+    now[0] += 0.1
+    assert here.starts_workflows("order.updated")
