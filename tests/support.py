@@ -11,6 +11,7 @@ from typing import Callable
 import requests
 from kombu import Connection, Exchange, Queue
 from nameko.containers import ServiceContainer
+from pymongo.errors import BulkWriteError
 
 from services.registry import settings
 from shared import metrics, mongo
@@ -440,3 +441,21 @@ class SystemBarrier:
             return True
 
         wait_until(at_rest, timeout=timeout, message="the system at rest")
+
+
+def applied_but_unconfirmed(collection, monkeypatch) -> None:
+    """`bulk_write` as MongoDB answers when the writes reached the primary but the write
+    concern (w=majority) failed: applied, then a BulkWriteError with writeConcernErrors only."""
+    real = collection.bulk_write
+
+    def bulk_write(operations, *args, **kwargs):
+        result = real(operations, *args, **kwargs)
+        monkeypatch.setattr(collection, "bulk_write", real)  # the retry is confirmed
+        raise BulkWriteError({
+            "writeErrors": [], "writeConcernErrors": [
+                {"code": 64, "errmsg": "waiting for replication timed out"}],
+            "nInserted": result.inserted_count, "nUpserted": result.upserted_count,
+            "nMatched": result.matched_count, "nModified": result.modified_count,
+            "nRemoved": 0, "upserted": []})
+    monkeypatch.setattr(collection, "bulk_write", bulk_write)
+

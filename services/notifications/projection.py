@@ -165,15 +165,18 @@ def _path_safe(*documents: dict) -> bool:
 
 def changes(before: dict, after: dict, prefix: str = "") -> tuple[dict, list[str]]:
     """The `$set` and `$unset` that turn `before` into `after`, leaf by leaf, so a write
-    touches only the paths that changed."""
+    touches only the paths that changed. A map the contact did not hold is written key by key
+    too: the compare-and-set checks no other key of it, so setting it whole would erase keys
+    another writer added since the read. A map with keys that are no field path is set whole."""
     to_set: dict[str, Any] = {}
     to_unset: list[str] = []
     for name, value in after.items():
         path = f"{prefix}{name}"
         old = before.get(name, ABSENT)
-        if isinstance(value, dict) and isinstance(old, dict) and value \
-                and path not in WHOLE_VALUES and _path_safe(value, old):
-            inner_set, inner_unset = changes(old, value, f"{path}.")
+        held = {} if old is ABSENT else old
+        if isinstance(value, dict) and isinstance(held, dict) \
+                and path not in WHOLE_VALUES and _path_safe(value, held):
+            inner_set, inner_unset = changes(held, value, f"{path}.")
             to_set.update(inner_set)
             to_unset.extend(inner_unset)
         elif old is ABSENT or old != value or type(old) is not type(value):

@@ -111,9 +111,11 @@ class ContactRepository(ErasureMarkers):
             return bool(self.collection.update_one(condition, update).modified_count)
 
     def fresh(self, store_id: str, customer_id: str) -> dict:
-        """The contact a customer's first fact creates, before the fact."""
+        """The contact a customer's first fact creates, before the fact. Its maps exist from
+        the start, so later writes set keys in them and never the whole map."""
         return {"_id": self.key(store_id, customer_id), "store_id": store_id,
-                "customer_id": customer_id, "status": ACTIVE, "tags": {}, "groups": {},
+                "customer_id": customer_id, "status": ACTIVE, "tags": {}, "tag_at": {},
+                "groups": {}, "group_at": {}, "saved_segments": {}, "saved_segment_at": {},
                 "consent": {}, "order_ids": [], "created_at": utcnow()}
 
     def of_keys(self, keys: list[str]) -> dict[str, dict]:
@@ -137,6 +139,8 @@ class ContactRepository(ErasureMarkers):
             result = self.collection.bulk_write(operations, ordered=False)
             matched = result.matched_count
         except BulkWriteError as exc:
+            if exc.details.get("writeConcernErrors"):
+                raise  # applied but not confirmed: the batch is retried (its writes repeat)
             matched = exc.details.get("nMatched", 0)
             failed_inserts = {error["index"] for error in exc.details.get("writeErrors", [])}
         failed = {writes[i].key for i in failed_inserts}

@@ -3,11 +3,13 @@ with (`order.updated`): while no enabled workflow of any store is triggered by i
 delivery is acknowledged before its body is loaded against its contract, so a shop's stream
 of order changes costs notifications next to nothing until someone uses it.
 
-Why no event a workflow needs is lost: the question is asked of the same stored workflows,
-with the same few seconds of memory, as the trigger decision itself (`Notifier.workflows`),
-and a save or delete through an instance clears that instance's memory of both at once. So an
-event the gate lets pass is decided as before, and an event it drops is one that the trigger
-decision, asked at that moment, would have found no enabled workflow for. A database that does
+Why no event a workflow needs is lost: the question is asked of the same stored workflows as
+the trigger decision itself (`Notifier.workflows`), remembered for one second where a store's
+workflows are remembered for five (`Notifier.starts_workflows`: asked on nearly every delivery,
+its answer is nearly always remembered), and a save or delete through an instance clears that
+instance's memory of both at once. So an event the gate lets pass is decided as before, and an
+event it drops is one that the trigger decision would have found no enabled workflow for, but
+for the one second after a workflow is enabled through another instance. A database that does
 not answer lets every delivery through (the handler then retries as it would have)."""
 from __future__ import annotations
 

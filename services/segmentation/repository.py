@@ -115,6 +115,8 @@ class ProfileRepository(VersionedRepository):
             result = self.collection.bulk_write([w.operation() for w in writes], ordered=False)
             modified = result.modified_count
         except BulkWriteError as exc:
+            if exc.details.get("writeConcernErrors"):
+                raise  # applied but not confirmed: the batch is retried (its writes repeat)
             for error in exc.details.get("writeErrors", []):
                 if error.get("code") != _DUPLICATE_KEY:
                     raise

@@ -13,6 +13,7 @@ from services.notifications import repository as repo_module
 from services.notifications.notifier import Notifier
 from services.notifications.repository import NotificationsStorage
 from shared.events import build_event, contract
+from shared.events.envelope import InvalidEvent
 from tests.support import storage_at
 
 T0 = datetime(2026, 11, 29, 12, tzinfo=timezone.utc)
@@ -65,3 +66,43 @@ def test_a_customer_id_of_another_store_touches_only_its_own_store(database):
                                 store_id="s2")])
     assert storage.contacts.get("s1", "c1")["custom_fields"] == {"tea": "assam"}
     assert storage.contacts.get("s2", "c1")["custom_fields"] == {"tea": "earl"}
+
+
+
+def tagged(customer_id: str, at: datetime, tag: str):
+    return build_event("customer.tagged", store_id="s1", occurred_at=at, data={
+        **contract("customer.tagged").sample, "customer_id": customer_id, "tag": tag})
+
+
+@pytest.mark.parametrize("tag", ["$where", "a.b", "A", ""])
+def test_a_tag_that_is_no_field_path_never_reaches_the_projection(tag):
+    """A batch writes a tag by its own path (`tags.<tag>`), even into a map the contact does
+    not hold yet: the contract lets only slugs through."""
+    with pytest.raises(InvalidEvent, match="tag"):
+        tagged("c1", T0, tag)
+
+
+@pytest.mark.parametrize("tag", ["status", "tags", "email"])
+def test_tags_named_like_fields_on_a_contact_that_holds_no_tag_map(database, tag):
+    """A map the contact does not hold yet is written key by key: a tag named like one of the
+    contact's fields stays a key of the map, as one at a time."""
+    created = build_event("customer.created", store_id="s1", occurred_at=T0, data={
+        **contract("customer.created").sample, "customer_id": "c1"})
+    events = [tagged("c1", T0 + timedelta(seconds=1), "vip"),
+              tagged("c1", T0 + timedelta(seconds=2), tag)]
+    results = []
+    for suffix, batched in (("one", False), ("batch", True)):
+        storage, clock = storage_at(NotificationsStorage,
+                                    database.client[f"{database.name}_{suffix}"], T0)
+        notifier = Notifier(storage, clock)
+        notifier.apply(created)
+        storage.contacts.collection.update_one({}, {"$unset": {"tags": "", "tag_at": ""}})
+        if batched:
+            notifier.apply_all(events)
+        else:
+            for one in events:
+                notifier.apply(one)
+        results.append(contacts(notifier))
+    assert results[0] == results[1]
+    [contact] = results[1]
+    assert contact["status"] == "active" and contact["tags"] == {"vip": True, tag: True}

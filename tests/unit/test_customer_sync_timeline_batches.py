@@ -9,11 +9,13 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from pymongo.errors import BulkWriteError
 
 from devdoubles import mongomock_adapter
 from services.customer_sync.crm.timeline import record_foreign_event, record_foreign_events
 from services.customer_sync.repository import CustomerSyncStorage
 from shared.events import build_event, contract
+from tests.support import applied_but_unconfirmed
 
 T0 = datetime(2026, 11, 29, 12, tzinfo=timezone.utc)
 STORE = "s1"
@@ -96,3 +98,18 @@ def test_an_entry_stored_meanwhile_is_left_as_it_is():
     assert record_foreign_event(storage, first)  # another instance got there first
     assert record_foreign_events(storage, [first, second]) == 1
     assert sorted(e["details"]["tag"] for e in entries(storage)) == ["news", "vip"]
+
+
+def test_a_write_the_write_concern_did_not_confirm_fails_the_batch_and_its_retry_completes(
+        monkeypatch):
+    """An unconfirmed write may be rolled back: the batch must fail (not be acknowledged) so
+    the broker's redelivery writes it again, which the upserts make harmless."""
+    events = stream(4)
+    oracle = storage_with_customers()
+    added = sum(record_foreign_event(oracle, event) for event in events)
+    storage = storage_with_customers()
+    applied_but_unconfirmed(storage.timeline.collection, monkeypatch)
+    with pytest.raises(BulkWriteError):
+        record_foreign_events(storage, events)
+    assert record_foreign_events(storage, events) == 0  # the retry: all were applied already
+    assert entries(storage) == entries(oracle) and added

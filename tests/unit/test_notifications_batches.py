@@ -8,12 +8,15 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from pymongo.errors import BulkWriteError
 
+from services.notifications import projection as proj
 from services.notifications import repository as repo_module
-from services.notifications.notifier import Notifier
+from services.notifications.notifier import GATE_SECONDS, Notifier
 from services.notifications.repository import ERASED, NotificationsStorage
+from shared import read_cache
 from shared.events import build_event, contract
-from tests.support import storage_at
+from tests.support import applied_but_unconfirmed, storage_at
 
 T0 = datetime(2026, 11, 29, 12, tzinfo=timezone.utc)
 STORE = "s1"
@@ -258,3 +261,101 @@ def test_whether_an_event_type_starts_workflows_follows_saves_at_once(database):
     assert not notifier.starts_workflows("customer.created")
     notifier.delete_workflow("other-store", "done")
     assert not notifier.starts_workflows("order.updated")
+
+
+def _without_maps(notifier: Notifier, customer_id: str) -> None:
+    """A contact stored before its maps were made with it: none of them held."""
+    notifier.storage.contacts.collection.update_one(
+        {"_id": notifier.storage.contacts.key(STORE, customer_id)},
+        {"$unset": {name: "" for name in ("tags", "tag_at", "groups", "group_at",
+                                          "saved_segments", "saved_segment_at")}})
+
+
+@pytest.mark.parametrize("maps_held", [True, False])
+def test_two_batches_racing_on_a_contact_keep_both_keys_of_its_maps(database, monkeypatch,
+                                                                     maps_held):
+    """Two batches (two instances, or a tagged and an untagged thread) read one contact before
+    either writes: each must add its own key to the contact's maps, not set a map whole over
+    the other's key."""
+    first = [event("customer.tagged", "c1", T0 + timedelta(seconds=1), 1, tag="vip"),
+             event("customer.group_joined", "c1", T0 + timedelta(seconds=1), 2, group="g1"),
+             event("customer.saved_segment_entered", "c1", T0 + timedelta(seconds=1), 3,
+                   segment_id="a1")]
+    second = [event("customer.tagged", "c1", T0 + timedelta(seconds=2), 4, tag="news"),
+              event("customer.group_joined", "c1", T0 + timedelta(seconds=2), 5, group="g2"),
+              event("customer.saved_segment_entered", "c1", T0 + timedelta(seconds=2), 6,
+                    segment_id="b2")]
+    created = event("customer.created", "c1", T0, 0)
+    oracle = make_notifier(database.client[f"{database.name}_oracle"])
+    oracle.apply(created)
+    if not maps_held:
+        _without_maps(oracle, "c1")
+    for one in first + second:
+        oracle.apply(one)
+    notifier = make_notifier(database)
+    notifier.apply(created)
+    if not maps_held:
+        _without_maps(notifier, "c1")
+    contacts = notifier.storage.contacts
+    read = contacts.of_keys
+    raced: list[bool] = []
+
+    def read_then_raced(keys):
+        held = read(keys)
+        if not raced:
+            raced.append(True)
+            notifier.apply_all(second)  # the other batch, between this one's read and write
+        return held
+
+    monkeypatch.setattr(contacts, "of_keys", read_then_raced)
+    notifier.apply_all(first)
+    batched, expected = contacts.get(STORE, "c1"), oracle.storage.contacts.get(STORE, "c1")
+    for name in ("tags", "tag_at", "groups", "group_at", "saved_segments", "saved_segment_at"):
+        assert batched[name] == expected[name], name
+    assert batched["saved_segments"] == {"a1": True, "b2": True}
+    assert [d["customer_id"] for d in contacts.in_audience(STORE, "saved_segment", "a1")] == \
+        ["c1"]
+
+
+def test_a_map_whose_keys_are_no_field_path_is_still_set_whole():
+    """A key with "." or a leading "$" cannot be written as a path: its map is set whole."""
+    assert proj.changes({}, {"tags": {"$x": True}}) == ({"tags": {"$x": True}}, [])
+    assert proj.changes({"tags": {"a": True}}, {"tags": {"a": True, "b.c": True}}) == \
+        ({"tags": {"a": True, "b.c": True}}, [])
+    assert proj.changes({}, {"tags": {"vip": True}}) == ({"tags.vip": True}, [])
+
+
+def test_a_write_the_write_concern_did_not_confirm_fails_the_batch_and_its_retry_completes(
+        database, monkeypatch):
+    """An unconfirmed write may be rolled back: the batch must fail (not be acknowledged) so
+    the broker's redelivery writes it again, which leaves what one at a time leaves."""
+    events = interleaved(4, CUSTOMERS)
+    oracle = make_notifier(database.client[f"{database.name}_oracle"])
+    prepared(oracle)
+    for one in events:
+        oracle.apply(one)
+    notifier = make_notifier(database)
+    prepared(notifier)
+    applied_but_unconfirmed(notifier.storage.contacts.collection, monkeypatch)
+    with pytest.raises(BulkWriteError):
+        notifier.apply_all(events)
+    notifier.apply_all(events)  # the redelivery
+    assert state(notifier) == state(oracle)
+
+
+def test_a_workflow_enabled_through_another_instance_opens_the_gate_within_a_second(
+        database, monkeypatch):
+    """The gate's answer for all stores is read on nearly every delivery, so it is nearly
+    always remembered: it must not outlive a second, or events of a workflow enabled through
+    another instance are acknowledged unread for the stores' five seconds."""
+    now = [100.0]
+    monkeypatch.setattr(read_cache.time, "monotonic", lambda: now[0])
+    here = Notifier(*storage_at(NotificationsStorage, database, T0))
+    there = make_notifier(database)  # another instance: it saves WORKFLOWS, "done" among them
+    there.delete_workflow(STORE, "done")
+    assert not here.starts_workflows("order.updated")  # remembered from now on
+    there.save_workflow(STORE, dict(WORKFLOWS[2]))
+    now[0] += GATE_SECONDS - 0.1
+    assert not here.starts_workflows("order.updated")
+    now[0] += 0.1
+    assert here.starts_workflows("order.updated")

@@ -7,6 +7,7 @@ import random
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from pymongo.errors import BulkWriteError
 
 from services.segmentation import repository as segmentation_repository
 from services.segmentation.profiles import Profiles
@@ -14,7 +15,7 @@ from services.segmentation.repository import SegmentationStorage
 from services.segmentation.rules import validate_rule
 from services.segmentation.saved_segments import SavedSegments
 from shared import outbox as shared_outbox
-from tests.support import storage_at
+from tests.support import applied_but_unconfirmed, storage_at
 from tests.unit.test_segmentation_profiles import T0, order_event
 
 STORED_AT = datetime(2026, 6, 1, 11, tzinfo=timezone.utc)
@@ -219,3 +220,17 @@ def test_a_batch_costs_one_read_of_its_profiles_and_one_write(database):
         setattr(collection, name, counted)
     profiles.apply_order_events(stream)
     assert calls == ["find", "bulk_write"]
+
+
+def test_a_write_the_write_concern_did_not_confirm_fails_the_batch_and_its_retry_completes(
+        database, monkeypatch):
+    """An unconfirmed write may be rolled back: the batch must fail (not be acknowledged) so
+    the broker's redelivery writes it again, which leaves what one by one leaves."""
+    stream = shuffled_stream(5)
+    expected = state(one_by_one(other_database(database, "oracle"), stream))
+    storage, profiles = prepared(database)
+    applied_but_unconfirmed(storage.profiles.collection, monkeypatch)
+    with pytest.raises(BulkWriteError):
+        profiles.apply_order_events(stream)
+    profiles.apply_order_events(stream)  # the redelivery
+    assert state(storage) == expected

@@ -184,6 +184,8 @@ class TimelineRepository:
         try:
             return self.collection.bulk_write(upserts, ordered=False).upserted_count
         except BulkWriteError as exc:  # duplicate keys of raced upserts; the rest went in
+            if exc.details.get("writeConcernErrors"):
+                raise  # applied but not confirmed: the batch is retried (its writes repeat)
             if any(error.get("code") != 11000 for error in exc.details.get("writeErrors", [])):
                 raise
             return exc.details.get("nUpserted", 0)
