@@ -132,6 +132,11 @@ class AccountRepository(ErasureMarkers):
         try:
             self.collection.bulk_write(operations, ordered=False)
         except BulkWriteError as exc:
+            # Writes applied but not confirmed at the write concern are not known written:
+            # raise, so the batch is not acknowledged (the entrypoint retries; the writes are
+            # compare-and-set, so a repeat is refused as a conflict, never applied twice).
+            if exc.details.get("writeConcernErrors"):
+                raise
             # Any write error leaves that account to the caller's one-change path, which
             # retries a conflict and raises what is not one.
             return {changes[error["index"]].working["_id"]

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import random
 from datetime import datetime, timedelta, timezone
+from unittest import mock
 
+import mongomock
 import pytest
+from pymongo.errors import BulkWriteError
 
 from services.loyalty.accounts import Accounts
 from services.loyalty.merges import Merges
-from services.loyalty.repository import LoyaltyStorage
+from services.loyalty.repository import AccountRepository, AccountWrite, LoyaltyStorage
 from shared import outbox
 from shared.events import Event
 from tests.support import Clock
@@ -236,3 +239,17 @@ def test_a_batch_costs_a_few_round_trips_whatever_its_size(two, monkeypatch):
     # codes' holders, the accounts, one bulk write, the ledger copy and the journal pull
     assert sorted(calls) == sorted(["find", "find", "bulk_write", "insert_many", "update_many"])
     assert batched.accounts.account_view("s1", "c7")["balance"] > 0
+
+
+def test_a_bulk_write_not_confirmed_at_the_write_concern_is_not_taken_as_written():
+    """pymongo reports an unconfirmed bulk write as writeConcernErrors with no writeErrors;
+    answering "all written" would acknowledge a batch that may be lost."""
+    details = {"writeErrors": [], "writeConcernErrors": [
+        {"code": 64, "errmsg": "waiting for replication timed out"}],
+        "nInserted": 0, "nUpserted": 0, "nMatched": 1, "nModified": 1, "nRemoved": 0,
+        "upserted": []}
+    collection = mongomock.MongoClient().db.accounts
+    collection.bulk_write = mock.Mock(side_effect=BulkWriteError(details))
+    change = AccountWrite(3, {"_id": "s1:c1", "store_id": "s1", "customer_id": "c1"})
+    with pytest.raises(BulkWriteError):
+        AccountRepository(collection).save_many([change])
