@@ -57,7 +57,7 @@ SETTINGS: tuple[Setting, ...] = (
         "repeats.",
     ),
     Setting("EVENT_BATCH_SIZE", "100",
-            "Most events a batch event handler is given at once (1 to 10000); its consumer "
+            "Most events a batch event handler is given at once (1 to 1000); its consumer "
             "prefetches twice as many. A service may declare a setting of its own for one "
             "handler (docs/batching.md)."),
     Setting("EVENT_BATCH_WAIT_MS", "50",
