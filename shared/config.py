@@ -45,7 +45,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("METRICS_PORT", "9102",
             "Port of each process's Prometheus `/metrics`, `/health/live` and `/health/ready` "
             "(all interfaces); 0 turns the server off."),
-    Setting("MAX_WORKERS", "10", "Concurrent workers per service (and the consumer prefetch)."),
+    Setting("MAX_WORKERS", "10", "Concurrent workers per service (and the consumer prefetch); each batch event "
+            "handler adds a slot of its own (docs/batching.md)."),
     Setting("EVENT_MAX_ATTEMPTS", "5", "Tries of an event handler before its message is parked."),
     Setting("EVENT_CLAIM_LEASE_SECONDS", "300",
             "How long an event handler's claim on an event is its own: a claim left by a killed "

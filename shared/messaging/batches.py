@@ -241,6 +241,11 @@ class BatchEventHandler(ReliableEventHandler):
                                 MAX_BATCH_WAIT_MS)
         self._collector = BatchCollector(self.size, self.wait_ms / 1000)
         self._done = GreenEvent()
+        # One worker slot of its own: the container's pool holds MAX_WORKERS for RPC, HTTP and
+        # one-event handlers, and a handler runs one batch at a time, so busy batch handlers
+        # never take their slots. (max_workers, the shared consumer's prefetch, stays as set.)
+        pool = self.container._worker_pool
+        pool.resize(pool.size + 1)
         self.batch_metrics = metrics.batch_metrics(self.container.service_name, self.event_type)
         super().setup()
 
