@@ -45,7 +45,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("METRICS_PORT", "9102",
             "Port of each process's Prometheus `/metrics`, `/health/live` and `/health/ready` "
             "(all interfaces); 0 turns the server off."),
-    Setting("MAX_WORKERS", "10", "Concurrent workers per service (and the consumer prefetch)."),
+    Setting("MAX_WORKERS", "10", "Concurrent workers per service (and the consumer prefetch); each batch event "
+            "handler adds a slot of its own (docs/batching.md)."),
     Setting("EVENT_MAX_ATTEMPTS", "5", "Tries of an event handler before its message is parked."),
     Setting("EVENT_CLAIM_LEASE_SECONDS", "300",
             "How long an event handler's claim on an event is its own: a claim left by a killed "
@@ -57,7 +58,7 @@ SETTINGS: tuple[Setting, ...] = (
         "repeats.",
     ),
     Setting("EVENT_BATCH_SIZE", "100",
-            "Most events a batch event handler is given at once (1 to 10000); its consumer "
+            "Most events a batch event handler is given at once (1 to 1000); its consumer "
             "prefetches twice as many. A service may declare a setting of its own for one "
             "handler (docs/batching.md)."),
     Setting("EVENT_BATCH_WAIT_MS", "50",

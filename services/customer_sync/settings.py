@@ -13,7 +13,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CUSTOMER_TIMELINE_BATCH_SIZE", "100",
             "Most events of one kind (tags, segments, points, rewards, messages sent, consent) "
             "customer_sync puts on timelines at once, with one read of the customers and one "
-            "write of the entries (1 to 10000; docs/batching.md)."),
+            "write of the entries (1 to 1000; docs/batching.md)."),
     Setting("CUSTOMER_TIMELINE_BATCH_WAIT_MS", "50",
             "Longest those handlers wait after a batch's first event for it to fill "
             "(0 to 60000 ms)."),

@@ -115,8 +115,13 @@ class Accounts:
         for position, event in enumerate(events):
             for key in self._apply_in_batch(batch, event):
                 examined.setdefault(key, []).append(position)
-        changes = [held.write for held in batch.held.values() if held.write.writes]
-        conflicted = self.storage.accounts.save_many(changes)
+        # A merged account the batch only passed through is never written, so no
+        # compare-and-set guards it: one changed since it was read (an unmerge) withholds
+        # every account its events looked at, and those events go the one-event way.
+        withheld = self._moved_hops(batch, examined)
+        changes = [held.write for held in batch.held.values()
+                   if held.write.writes and held.key not in withheld]
+        conflicted = self.storage.accounts.save_many(changes) | withheld
         written = [change for change in changes if change.working["_id"] not in conflicted]
         entries = [entry for change in written for entry in change.entries]
         self.storage.ledger.flush_many(entries)
@@ -131,6 +136,19 @@ class Accounts:
         for position in again:
             outcome = merge_outcomes(outcome, self.apply_order_event(events[position]))
         return outcome
+
+    def _moved_hops(self, batch: "_Batch", examined: dict[str, list[int]]) -> set[str]:
+        """The keys of the merged accounts the batch followed that changed since it read
+        them, and of every account the events that followed them looked at."""
+        hops = {held.key: held.write.version for held in batch.held.values()
+                if held.exists and held.key in examined
+                and held.write.working.get("status") == MERGED}
+        if not hops:
+            return set()
+        current = self.storage.accounts.versions(hops)
+        moved = {key for key, version in hops.items() if current.get(key) != version}
+        positions = {position for key in moved for position in examined[key]}
+        return moved | {key for key, seen in examined.items() if positions.intersection(seen)}
 
     def _apply_in_batch(self, batch: "_Batch", event: Event) -> list[str]:
         """`apply_order_event` on the batch's working copies; answers the keys of the accounts

@@ -78,6 +78,11 @@ class AccountRepository(ErasureMarkers):
         return {doc["_id"]: doc for doc in self.collection.find(
             {"_id": {"$in": sorted(set(ids))}}, {OUTBOX_FIELD: 0, JOURNAL: 0})}
 
+    def versions(self, ids: Iterable[str]) -> dict[str, int]:
+        """The stored versions of the accounts among `ids` (account keys), in one read."""
+        return {doc["_id"]: doc["version"] for doc in self.collection.find(
+            {"_id": {"$in": sorted(set(ids))}}, {"version": 1})}
+
     def holding_codes_by_store(self, codes: dict[str, set[str]]) -> dict[str, list[dict]]:
         """For each store, its accounts whose rewards carry any of its codes (their customer
         id and codes), in one read for every store."""
@@ -132,6 +137,11 @@ class AccountRepository(ErasureMarkers):
         try:
             self.collection.bulk_write(operations, ordered=False)
         except BulkWriteError as exc:
+            # Writes applied but not confirmed at the write concern are not known written:
+            # raise, so the batch is not acknowledged (the entrypoint retries; the writes are
+            # compare-and-set, so a repeat is refused as a conflict, never applied twice).
+            if exc.details.get("writeConcernErrors"):
+                raise
             # Any write error leaves that account to the caller's one-change path, which
             # retries a conflict and raises what is not one.
             return {changes[error["index"]].working["_id"]

@@ -27,7 +27,7 @@ SETTINGS: tuple[Setting, ...] = (
             "The longest wait between two tries of a reward's coupon step."),
     Setting("LOYALTY_ORDER_BATCH_SIZE", "100",
             "Most order events (of one type) loyalty applies as one batch: one read and one "
-            "write of the accounts they name (1 to 10000; the broker hands it twice this many "
+            "write of the accounts they name (1 to 1000; the broker hands it twice this many "
             "at a time)."),
     Setting("LOYALTY_ORDER_BATCH_WAIT_MS", "50",
             "Longest wait, in milliseconds, after a batch of order events' first event for "

@@ -56,7 +56,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("NOTIFY_PROJECTION_BATCH_SIZE", "100",
             "Most events of one kind notifications' projection handlers (customer, order and "
             "segmentation events) apply at once, with one read and one write of the contacts "
-            "(1 to 10000; docs/batching.md)."),
+            "(1 to 1000; docs/batching.md)."),
     Setting("NOTIFY_PROJECTION_BATCH_WAIT_MS", "50",
             "Longest those handlers wait after a batch's first event for it to fill "
             "(0 to 60000 ms)."),

@@ -94,8 +94,11 @@ class ProfileRepository(VersionedRepository):
         return self.collection.find_one({"_id": self.key(store_id, customer_id)})
 
     def get_many(self, doc_ids: Sequence[str]) -> dict[str, dict]:
-        """The stored profiles of the given keys (`key()`), by key, in one round trip."""
-        return {doc["_id"]: doc for doc in self.collection.find({"_id": {"$in": list(doc_ids)}})}
+        """The stored profiles of the given keys (`key()`), by key, in one round trip; without
+        their owed events, which the batch path only adds to and a full read would hold in
+        memory for nothing."""
+        return {doc["_id"]: doc for doc in self.collection.find(
+            {"_id": {"$in": list(doc_ids)}}, {OUTBOX_FIELD: 0})}
 
     @staticmethod
     def as_stored(doc: dict) -> dict:

@@ -21,7 +21,7 @@ SETTINGS: tuple[Setting, ...] = (
         "100",
         "Most order events (placed, updated, refunded, cancelled: each handler its own) "
         "segmentation applies in one batch, with one read of their profiles and one bulk "
-        "write (1 to 10000); its consumer prefetches twice as many.",
+        "write (1 to 1000); its consumer prefetches twice as many.",
     ),
     Setting(
         "SEGMENT_ORDER_BATCH_WAIT_MS",

@@ -55,8 +55,10 @@ from shared.messaging.handlers import ReliableEventHandler, attempts_in, event_l
 
 log = logging.getLogger(__name__)
 
-# Bounds of the settings: AMQP's prefetch count is a 16-bit number and is twice the size here.
-MAX_BATCH_SIZE = 10_000
+# Bounds of the settings. A handler holds up to twice its batch size in messages (the
+# prefetch), up to about 12 KiB each as raw body, decoded dict and parsed event: 1,000 keeps
+# that near 25 MiB a handler (docs/batching.md, memory budget).
+MAX_BATCH_SIZE = 1_000
 MAX_BATCH_WAIT_MS = 60_000
 _OUTAGE_PAUSE_SECONDS = 1.0  # before giving a batch back while the database is out
 
@@ -239,6 +241,11 @@ class BatchEventHandler(ReliableEventHandler):
                                 MAX_BATCH_WAIT_MS)
         self._collector = BatchCollector(self.size, self.wait_ms / 1000)
         self._done = GreenEvent()
+        # One worker slot of its own: the container's pool holds MAX_WORKERS for RPC, HTTP and
+        # one-event handlers, and a handler runs one batch at a time, so busy batch handlers
+        # never take their slots. (max_workers, the shared consumer's prefetch, stays as set.)
+        pool = self.container._worker_pool
+        pool.resize(pool.size + 1)
         self.batch_metrics = metrics.batch_metrics(self.container.service_name, self.event_type)
         super().setup()
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import eventlet
 import pytest
 from kombu import Connection
+from nameko.rpc import rpc
+from nameko.standalone.rpc import ClusterRpcProxy
 from pymongo.database import Database
 
 from shared import metrics, mongo
@@ -12,6 +14,7 @@ from shared.events import build_event
 from shared.messaging.batches import batch_event_handler
 from shared.messaging.handlers import event_handler
 from shared.messaging.parking import ParkedMessages
+from shared.messaging.queues import TypedQueuesContainer
 from shared.mongo import MongoStorage
 from tests.support import EventBarrier, publish, wait_until
 
@@ -65,6 +68,33 @@ class OneAtATimeService:
     def on_customers_deleted(self, event):
         self.effects.calls.insert_one({"call": self.effects.calls.count_documents({}),
                                        "customers": [event.data["customer_id"]]})
+
+
+class ManyBatchHandlersService:
+    """More batch handlers than worker slots, and an RPC door: every handler holds its batch
+    while `Behaviour.hold` is set."""
+
+    name = "batching"
+
+    def _hold(self) -> None:
+        while Behaviour.hold:
+            eventlet.sleep(0.02)
+
+    @batch_event_handler("customer_sync", "customer.deleted", claims=False)
+    def first(self, events):
+        self._hold()
+
+    @batch_event_handler("customer_sync", "customer.deleted", claims=False)
+    def second(self, events):
+        self._hold()
+
+    @batch_event_handler("customer_sync", "customer.deleted", claims=False)
+    def third(self, events):
+        self._hold()
+
+    @rpc
+    def ping(self) -> str:
+        return "pong"
 
 
 @pytest.fixture(autouse=True)
@@ -278,3 +308,23 @@ def test_a_handler_switches_to_batches_without_moving_its_queue(services, amqp_u
                    EVENT_BATCH_WAIT_MS="60000")  # a redeclare with other arguments would fail
     barrier.settled("customer.deleted", 3)
     assert calls(services) == [ids(bodies)]
+
+
+def test_busy_batch_handlers_leave_the_worker_slots_to_rpc(services, amqp_uri):
+    """Each batch handler runs its batches in a worker slot reserved for it: handlers busy all
+    at once, more of them than MAX_WORKERS, still leave the container answering RPC."""
+    Behaviour.hold = True
+    config = services.config(EVENT_BATCH_SIZE="1", EVENT_BATCH_WAIT_MS="0")
+    config["max_workers"] = 2  # what nameko_config makes of MAX_WORKERS=2
+    container = TypedQueuesContainer(ManyBatchHandlersService, config)
+    container.start()
+    services.containers.append(container)
+    try:
+        publish(amqp_uri, deleted("c-busy"))
+        wait_until(lambda: container._worker_pool.running() >= 2, timeout=20,
+                   message="batch handlers busy")
+        eventlet.sleep(0.5)  # the third handler's batch too
+        with ClusterRpcProxy({"AMQP_URI": amqp_uri}, timeout=5) as cluster:
+            assert cluster.batching.ping() == "pong"
+    finally:
+        Behaviour.hold = False

@@ -106,11 +106,11 @@ def test_a_forged_attempt_count_buys_no_extra_tries(services, amqp_uri, forged):
 
 
 @pytest.mark.parametrize("setting, value", [
-    ("EVENT_BATCH_SIZE", "0"), ("EVENT_BATCH_SIZE", "10001"), ("EVENT_BATCH_SIZE", "many"),
+    ("EVENT_BATCH_SIZE", "0"), ("EVENT_BATCH_SIZE", "1001"), ("EVENT_BATCH_SIZE", "many"),
     ("EVENT_BATCH_WAIT_MS", "-1"), ("EVENT_BATCH_WAIT_MS", "60001"),
 ])
 def test_batch_settings_out_of_bounds_refuse_to_start(services, setting, value):
-    """A prefetch past AMQP's 16 bits, an empty batch, or an hour's wait: refused at start,
+    """More in hand than the memory budget, an empty batch, or an hour's wait: refused at start,
     naming the variable, before anything is consumed."""
     container = TypedQueuesContainer(GuardedService, services.config(**{setting: value}))
     with pytest.raises(ValueError, match=setting):

@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import random
 from datetime import datetime, timedelta, timezone
+from unittest import mock
 
+import mongomock
 import pytest
+from pymongo.errors import BulkWriteError
 
 from services.loyalty.accounts import Accounts
 from services.loyalty.merges import Merges
-from services.loyalty.repository import LoyaltyStorage
+from services.loyalty.repository import AccountRepository, AccountWrite, LoyaltyStorage
 from shared import outbox
 from shared.events import Event
-from tests.support import Clock
+from tests.support import Clock, storage_at
 from tests.unit.test_loyalty_accounts import order_event
-from tests.unit.test_loyalty_merges import merged
+from tests.unit.test_loyalty_merges import merged, unmerged
 
 T0 = datetime(2026, 6, 1, 12, tzinfo=timezone.utc)
 CUSTOMERS = [f"c{n}" for n in range(8)]
@@ -236,3 +239,46 @@ def test_a_batch_costs_a_few_round_trips_whatever_its_size(two, monkeypatch):
     # codes' holders, the accounts, one bulk write, the ledger copy and the journal pull
     assert sorted(calls) == sorted(["find", "find", "bulk_write", "insert_many", "update_many"])
     assert batched.accounts.account_view("s1", "c7")["balance"] > 0
+
+
+def test_a_bulk_write_not_confirmed_at_the_write_concern_is_not_taken_as_written():
+    """pymongo reports an unconfirmed bulk write as writeConcernErrors with no writeErrors;
+    answering "all written" would acknowledge a batch that may be lost."""
+    details = {"writeErrors": [], "writeConcernErrors": [
+        {"code": 64, "errmsg": "waiting for replication timed out"}],
+        "nInserted": 0, "nUpserted": 0, "nMatched": 1, "nModified": 1, "nRemoved": 0,
+        "upserted": []}
+    collection = mongomock.MongoClient().db.accounts
+    collection.bulk_write = mock.Mock(side_effect=BulkWriteError(details))
+    change = AccountWrite(3, {"_id": "s1:c1", "store_id": "s1", "customer_id": "c1"})
+    with pytest.raises(BulkWriteError):
+        AccountRepository(collection).save_many([change])
+
+
+def test_an_unmerge_between_the_batch_reads_and_its_write_is_not_missed():
+    """An order naming a merged guest is followed to the primary; the guest is only passed
+    through, never written. An unmerge landing meanwhile must send the order to the guest, as
+    applying it after the unmerge does, not leave it on the primary for good."""
+    database = mongomock.MongoClient(tz_aware=True)["loyalty"]
+    storage, clock = storage_at(LoyaltyStorage, database, T0)
+    storage.ensure_indexes()
+    accounts = Accounts(storage, clock=clock)
+    merges = Merges(accounts)
+    accounts.apply_order_event(order_event("g1", "guest", 8_000, at=T0 - timedelta(days=30)))
+    accounts.apply_order_event(order_event("p1", "main", 3_000, at=T0 - timedelta(days=3)))
+    merges.apply_merge(merged("main", "guest"))
+    read = storage.accounts.get_many
+    reads = []
+
+    def unmerge_after_the_first_read(keys):
+        reads.append(keys)
+        if len(reads) == 2:  # the guest read, the hop to main not yet
+            merges.apply_unmerge(unmerged("main", "guest", orders_since=("g2",)))
+        return read(keys)
+
+    storage.accounts.get_many = unmerge_after_the_first_read
+    accounts.apply_order_events([order_event("g2", "guest", 5_000, at=T0 + timedelta(hours=1))])
+    assert len(reads) >= 2
+    main, guest = storage.accounts.get("s1", "main"), storage.accounts.get("s1", "guest")
+    assert sorted(main["orders"]) == ["g1", "p1"]
+    assert sorted(guest["orders"]) == ["g1", "g2"]

@@ -234,3 +234,14 @@ def test_a_write_the_write_concern_did_not_confirm_fails_the_batch_and_its_retry
         profiles.apply_order_events(stream)
     profiles.apply_order_events(stream)  # the redelivery
     assert state(storage) == expected
+
+
+def test_a_batch_reads_its_profiles_without_their_owed_events(database):
+    """A profile's unsent events can be many and large, and the batch path only adds to them:
+    reading them would hold them all in memory for nothing."""
+    storage = in_batches(database, shuffled_stream(5), 50)
+    owing = [doc["_id"] for doc in state(storage) if doc.get(shared_outbox.OUTBOX_FIELD)]
+    assert owing  # the stream left events unsent
+    read = storage.profiles.get_many(owing)
+    assert sorted(read) == sorted(owing)
+    assert all(shared_outbox.OUTBOX_FIELD not in doc for doc in read.values())
