@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from services.customer_sync.service import CustomerSyncService
 from services.customer_sync.door.signature import sign
 from services.notifications.service import NotificationsService
+from shared.errors import NotFound
 from shared.events import build_event, contract
 from shared.messaging.handlers import event_handler
 from shared.metrics import MetricsServer
@@ -214,9 +215,16 @@ def test_send_outcomes_per_channel(services, smtp, twilio, metrics_url):
     smtp.reject_recipient("refused@example.com")  # 550: permanent
     smtp.refuse_connections(1)  # 421 once: transient, then retried and sent
     with ClusterRpcProxy({"AMQP_URI": services.amqp_uri}, timeout=20) as rpc:
-        wait_until(lambda: all(
-            rpc.notifications.export_customer(NOTIFY_STORE, cid)["contact"].get("email")
-            for cid in people), timeout=15, message="the customers in the projection")
+        def projected(customer_id: str) -> bool:
+            # customer.created comes in batches, and until it is applied the contact is unknown
+            try:
+                contact = rpc.notifications.export_customer(NOTIFY_STORE, customer_id)["contact"]
+            except NotFound:
+                return False
+            return bool(contact.get("email"))
+
+        wait_until(lambda: all(projected(cid) for cid in people), timeout=15,
+                   message="the customers in the projection")
         before = scrape(metrics_url)
         status = rpc.notifications.bulk_send(NOTIFY_STORE, {"customer_ids": list(people)},
                                              "welcome", None, "transactional")
