@@ -23,6 +23,7 @@ from functools import partial  # noqa: E402
 from typing import Iterator  # noqa: E402
 
 from services.runner import main as run_services  # noqa: E402
+from shared.messaging.batches import BatchEventHandler  # noqa: E402
 from shared.messaging.handlers import ReliableEventHandler  # noqa: E402
 
 FAULT_FILE_VARIABLE = "FAULT_FAILING_HANDLERS_FILE"
@@ -54,8 +55,9 @@ class HandlerFaults:
 
 @contextmanager
 def failing_handlers(faults: HandlerFaults) -> Iterator[None]:
-    """Every reliable event handler consults `faults` before its worker starts; an injected
-    fault is settled as the handler's own failure would be (retry, then park)."""
+    """Every reliable event handler consults `faults` before its worker starts, and every
+    batch handler before each run; an injected fault is settled as the handler's own failure
+    would be (retry, then park)."""
     spawn = ReliableEventHandler._spawn
 
     def spawn_unless_failing(handler: ReliableEventHandler, message, body, headers, event,
@@ -69,11 +71,24 @@ def failing_handlers(faults: HandlerFaults) -> Iterator[None]:
             return
         spawn(handler, message, body, headers, event, attempts, token)
 
+    run = BatchEventHandler._run
+
+    def run_unless_failing(handler: BatchEventHandler, part: list):
+        # A batch handler's failing run answers its error: the batch is split down to single
+        # events, each settled as its own failure (retry, then park), as in production.
+        try:
+            faults.check(handler.handler_key())
+        except InjectedFault as fault:
+            return fault
+        return run(handler, part)
+
     ReliableEventHandler._spawn = spawn_unless_failing
+    BatchEventHandler._run = run_unless_failing
     try:
         yield
     finally:
         ReliableEventHandler._spawn = spawn
+        BatchEventHandler._run = run
 
 
 def main(argv: list[str] | None = None) -> int:

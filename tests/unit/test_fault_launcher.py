@@ -2,6 +2,7 @@
 is in place only while the launcher runs."""
 import pytest
 
+from shared.messaging.batches import BatchEventHandler
 from shared.messaging.handlers import ReliableEventHandler
 from tests.system.fault_launcher import HandlerFaults, InjectedFault, failing_handlers
 
@@ -26,7 +27,27 @@ def test_off_without_a_file_name_reads_nothing(tmp_path, monkeypatch):
 
 
 def test_the_product_handler_is_itself_again_after_the_launcher():
-    spawn = ReliableEventHandler._spawn
+    spawn, run = ReliableEventHandler._spawn, BatchEventHandler._run
     with failing_handlers(HandlerFaults(None)):
         assert ReliableEventHandler._spawn is not spawn
-    assert ReliableEventHandler._spawn is spawn
+        assert BatchEventHandler._run is not run
+    assert (ReliableEventHandler._spawn, BatchEventHandler._run) == (spawn, run)
+
+
+class _Handler:
+    """Enough of a batch handler for the hook: its key, and a run that would apply."""
+
+    def handler_key(self) -> str:
+        return "loyalty.on_order_placed"
+
+
+def test_a_listed_batch_handler_answers_the_fault_instead_of_running(tmp_path, monkeypatch):
+    ran = []
+    monkeypatch.setattr(BatchEventHandler, "_run", lambda handler, part: ran.append(part))
+    path = tmp_path / "failing"
+    path.write_text("loyalty.on_order_placed\n")
+    with failing_handlers(HandlerFaults(str(path))):
+        error = BatchEventHandler._run(_Handler(), ["event"])
+        assert isinstance(error, InjectedFault) and ran == []
+        path.unlink()
+        assert BatchEventHandler._run(_Handler(), ["event"]) is None and ran == [["event"]]
