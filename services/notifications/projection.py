@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from services.notifications.repository import DELETED, ERASED, phone_key
+from services.notifications.repository import (ABSENT, DELETED, ERASED, get_path, phone_key,
+                                                set_path)
 from shared.events import Event
 
 # Events whose effect on the projection is a fact (or nothing) and that the batch path applies.
@@ -88,25 +89,6 @@ def as_stored(value: Any) -> Any:
     if isinstance(value, list):
         return [as_stored(v) for v in value]
     return value
-
-
-ABSENT = object()
-
-
-def get_path(doc: dict, dotted: str) -> Any:
-    """The value at a dotted path, or `ABSENT`."""
-    for part in dotted.split("."):
-        if not isinstance(doc, dict) or part not in doc:
-            return ABSENT
-        doc = doc[part]
-    return doc
-
-
-def set_path(doc: dict, dotted: str, value: Any) -> None:
-    parts = dotted.split(".")
-    for part in parts[:-1]:
-        doc = doc.setdefault(part, {})
-    doc[parts[-1]] = value
 
 
 def unset_path(doc: dict, dotted: str) -> None:

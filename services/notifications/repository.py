@@ -101,7 +101,7 @@ class ContactRepository(ErasureMarkers):
             return bool(result.modified_count)
         doc = self.fresh(store_id, customer_id)
         for name, value in {**fields, stamp: at}.items():
-            _set_path(doc, name, value)
+            set_path(doc, name, value)
         try:
             self.collection.insert_one(doc)
             return True
@@ -278,22 +278,24 @@ class ProjectedWrite:
         writer made it so)."""
         if held is None:
             return False
-        return all(_get_path(held, name) == value for name, value in self.to_set.items()) \
-            and all(_get_path(held, name) is _MISSING for name in self.to_unset)
+        return all(get_path(held, name) == value for name, value in self.to_set.items()) \
+            and all(get_path(held, name) is ABSENT for name in self.to_unset)
 
 
-_MISSING = object()
+# A dotted path's absence, told apart from a stored None (the projection's rules use these too).
+ABSENT = object()
 
 
-def _get_path(doc: Any, dotted: str) -> Any:
+def get_path(doc: Any, dotted: str) -> Any:
+    """The value at a dotted path, or `ABSENT`."""
     for part in dotted.split("."):
         if not isinstance(doc, dict) or part not in doc:
-            return _MISSING
+            return ABSENT
         doc = doc[part]
     return doc
 
 
-def _set_path(doc: dict, dotted: str, value: Any) -> None:
+def set_path(doc: dict, dotted: str, value: Any) -> None:
     parts = dotted.split(".")
     for part in parts[:-1]:
         doc = doc.setdefault(part, {})
