@@ -14,11 +14,16 @@ from services.notifications.repository import (ABSENT, DELETED, ERASED, get_path
 from shared.events import Event
 
 # Events whose effect on the projection is a fact (or nothing) and that the batch path applies.
+# Left out: consent.changed (held for confirmation first) and customer.deleted, merged and
+# unmerged (rules of their own), which go one at a time.
 BATCHED_EVENTS = frozenset({
     "customer.created", "customer.updated", "order.placed", "order.updated",
     "customer.tagged", "customer.untagged", "customer.group_joined", "customer.group_left",
     "customer.segment_changed", "customer.saved_segment_entered",
-    "customer.saved_segment_left"})
+    "customer.saved_segment_left",
+    # loyalty's: points and tier are facts; rewards and expiring points only trigger
+    "loyalty.points_changed", "loyalty.tier_changed", "loyalty.reward_issued",
+    "loyalty.reward_expired", "loyalty.reward_returned", "loyalty.points_expiring"})
 
 
 @dataclass(frozen=True)

@@ -162,29 +162,29 @@ class NotificationsService(HealthEndpoints, DataOwnerRpc):
     def on_saved_segment_left(self, events):
         self._apply_all(events)
 
-    @event_handler("loyalty", "loyalty.points_changed", claims=False)
-    def on_points_changed(self, event):
-        self._apply(event)
+    @projection_batches("loyalty", "loyalty.points_changed")
+    def on_points_changed(self, events):
+        self._apply_all(events)
 
-    @event_handler("loyalty", "loyalty.tier_changed", claims=False)
-    def on_tier_changed(self, event):
-        self._apply(event)
+    @projection_batches("loyalty", "loyalty.tier_changed")
+    def on_tier_changed(self, events):
+        self._apply_all(events)
 
-    @event_handler("loyalty", "loyalty.reward_issued", claims=False)
-    def on_reward_issued(self, event):
-        self._apply(event)
+    @projection_batches("loyalty", "loyalty.reward_issued")
+    def on_reward_issued(self, events):
+        self._apply_all(events)
 
-    @event_handler("loyalty", "loyalty.reward_expired", claims=False)
-    def on_reward_expired(self, event):
-        self._apply(event)
+    @projection_batches("loyalty", "loyalty.reward_expired")
+    def on_reward_expired(self, events):
+        self._apply_all(events)
 
-    @event_handler("loyalty", "loyalty.reward_returned", claims=False)
-    def on_reward_returned(self, event):
-        self._apply(event)
+    @projection_batches("loyalty", "loyalty.reward_returned")
+    def on_reward_returned(self, events):
+        self._apply_all(events)
 
-    @event_handler("loyalty", "loyalty.points_expiring", claims=False)
-    def on_points_expiring(self, event):
-        self._apply(event)
+    @projection_batches("loyalty", "loyalty.points_expiring")
+    def on_points_expiring(self, events):
+        self._apply_all(events)
 
     @event_handler("gdpr", "consent.changed", claims=False)
     def on_consent_changed(self, event):

@@ -159,6 +159,30 @@ def _order_change(event: Event) -> tuple[str | None, Callable[[dict], bool]]:
     return data.get("customer_id") or None, change
 
 
+def _customer_change(event: Event) -> tuple[str, Callable[[dict], bool]]:
+    """The customer a `customer.created`/`updated` event is about and the change it makes to
+    their profile: the contact as of the event, unless an older one than held or the same; a
+    deleted profile comes back for a customer seen after their deletion."""
+    data = event.data
+    contact = {**contact_facts(data), "as_of": event.occurred_at, "fact_at": _fact_of(event)}
+
+    def change(doc: dict) -> bool:
+        held = doc.get("contact") or {}
+        if held.get("as_of") and held["as_of"] > event.occurred_at:
+            return False
+        if doc.get("status") == DELETED:
+            if doc.get("deleted_at") >= event.occurred_at:
+                return False  # older than the deletion: delivered late
+            doc["status"], doc["deleted_at"] = ACTIVE, None  # the shop has them again
+        elif _comparable({k: held.get(k) for k in contact if k not in _WHEN_KEYS}) == \
+                _comparable({k: v for k, v in contact.items() if k not in _WHEN_KEYS}):
+            return False
+        doc["contact"] = contact
+        return True
+
+    return data["customer_id"], change
+
+
 @dataclass
 class ProfileStep:
     """One write of the write path: the profile's new facts and derived fields, and the
@@ -223,12 +247,23 @@ class Profiles:
         read of their profiles, each profile's events applied in memory in order, and one bulk
         write of inserts and compare-and-sets. A profile another writer changed meanwhile
         takes the one-event path for its events, which finds what was applied already held."""
+        return self._apply_batch(events, _order_change, self.apply_order_event)
+
+    def apply_customer_events(self, events: Sequence[Event]) -> ProfileChange:
+        """`customer.created` and `customer.updated` events in delivery order, as
+        `apply_order_events` applies orders: one read, one bulk write, the same effects as
+        `apply_customer_event` one by one."""
+        return self._apply_batch(events, _customer_change, self.apply_customer_event)
+
+    def _apply_batch(self, events: Sequence[Event],
+                     change_of: Callable[[Event], tuple[str | None, Callable[[dict], bool]]],
+                     one_event: Callable[[Event], ProfileChange]) -> ProfileChange:
         profiles = self.storage.profiles
         # By the profile's key, as the one-event path reads: events whose store and customer
         # ids spell the same key change the same document, in delivery order.
         by_profile: dict[str, list[tuple[Event, str, Callable[[dict], bool]]]] = {}
         for event in events:
-            customer_id, change = _order_change(event)
+            customer_id, change = change_of(event)
             if customer_id:
                 by_profile.setdefault(profiles.key(event.store_id, customer_id), []).append(
                     (event, customer_id, change))
@@ -247,7 +282,7 @@ class Profiles:
         for planned in writes:
             if planned.doc_id in lost:
                 for event, _, _ in by_profile[planned.doc_id]:
-                    result.merge(self.apply_order_event(event))
+                    result.merge(one_event(event))
             else:
                 for step in planned.steps:
                     result.merge(step.change())
@@ -270,24 +305,8 @@ class Profiles:
         return planned
 
     def apply_customer_event(self, event: Event) -> ProfileChange:
-        data = event.data
-        contact = {**contact_facts(data), "as_of": event.occurred_at, "fact_at": _fact_of(event)}
-
-        def change(doc: dict) -> bool:
-            held = doc.get("contact") or {}
-            if held.get("as_of") and held["as_of"] > event.occurred_at:
-                return False
-            if doc.get("status") == DELETED:
-                if doc.get("deleted_at") >= event.occurred_at:
-                    return False  # older than the deletion: delivered late
-                doc["status"], doc["deleted_at"] = ACTIVE, None  # the shop has them again
-            elif _comparable({k: held.get(k) for k in contact if k not in _WHEN_KEYS}) == \
-                    _comparable({k: v for k, v in contact.items() if k not in _WHEN_KEYS}):
-                return False
-            doc["contact"] = contact
-            return True
-
-        return self._update(event.store_id, data["customer_id"], change, event)
+        customer_id, change = _customer_change(event)
+        return self._update(event.store_id, customer_id, change, event)
 
     def apply_customer_deleted(self, event: Event) -> ProfileChange:
         """The shop deleted the customer. Their orders stay in the shop, so the profile keeps

@@ -22,6 +22,8 @@ from shared.service_rpc import DataOwnerRpc
 # The settings (settings.py) of every order handler's batch size and wait.
 _ORDER_BATCHES = {"size_setting": "SEGMENT_ORDER_BATCH_SIZE",
                   "wait_setting": "SEGMENT_ORDER_BATCH_WAIT_MS"}
+_CUSTOMER_BATCHES = {"size_setting": "SEGMENT_CUSTOMER_BATCH_SIZE",
+                     "wait_setting": "SEGMENT_CUSTOMER_BATCH_WAIT_MS"}
 
 
 class SegmentationService(DataOwnerRpc):
@@ -53,8 +55,9 @@ class SegmentationService(DataOwnerRpc):
     # No claims (shared/messaging/handlers.py): each is a compare-and-set of the profile
     # keyed by the fact the event brings (an order's state, the contact as of a time), which a
     # duplicate finds already held; two database writes per event fewer.
-    # Order events come in batches (docs/batching.md): one read of the batch's profiles and
-    # one bulk write, with the effects of applying them one by one in delivery order.
+    # Order events and customers' creations and updates come in batches (docs/batching.md):
+    # one read of the batch's profiles and one bulk write, with the effects of applying them
+    # one by one in delivery order.
     @batch_event_handler("customer_sync", "order.placed", claims=False, **_ORDER_BATCHES)
     def on_order_placed(self, events):
         self._done(self.app.profiles.apply_order_events(events))
@@ -71,13 +74,15 @@ class SegmentationService(DataOwnerRpc):
     def on_order_cancelled(self, events):
         self._done(self.app.profiles.apply_order_events(events))
 
-    @event_handler("customer_sync", "customer.created", claims=False)
-    def on_customer_created(self, event):
-        self._done(self.app.profiles.apply_customer_event(event))
+    @batch_event_handler("customer_sync", "customer.created", claims=False,
+                         **_CUSTOMER_BATCHES)
+    def on_customer_created(self, events):
+        self._done(self.app.profiles.apply_customer_events(events))
 
-    @event_handler("customer_sync", "customer.updated", claims=False)
-    def on_customer_updated(self, event):
-        self._done(self.app.profiles.apply_customer_event(event))
+    @batch_event_handler("customer_sync", "customer.updated", claims=False,
+                         **_CUSTOMER_BATCHES)
+    def on_customer_updated(self, events):
+        self._done(self.app.profiles.apply_customer_events(events))
 
     @event_handler("customer_sync", "customer.merged")
     def on_customer_merged(self, event):

@@ -29,5 +29,18 @@ SETTINGS: tuple[Setting, ...] = (
         "Longest segmentation's order handlers wait after a batch's first event for it to "
         "fill (0 to 60000 ms); a batch goes as soon as it is full.",
     ),
+    Setting(
+        "SEGMENT_CUSTOMER_BATCH_SIZE",
+        "100",
+        "Most customer.created or customer.updated events (each handler its own) "
+        "segmentation applies in one batch, with one read of their profiles and one bulk "
+        "write (1 to 1000); its consumer prefetches twice as many.",
+    ),
+    Setting(
+        "SEGMENT_CUSTOMER_BATCH_WAIT_MS",
+        "50",
+        "Longest segmentation's customer handlers wait after a batch's first event for it "
+        "to fill (0 to 60000 ms); a batch goes as soon as it is full.",
+    ),
 )
 

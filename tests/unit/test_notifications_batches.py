@@ -32,6 +32,15 @@ WORKFLOWS = (
     {"workflow_id": "hello", "name": "Welcome",
      "trigger": {"event": "customer.created"}, "delay_seconds": 0,
      "channel": "email", "template": "win_back", "purpose": "marketing"},
+    {"workflow_id": "earned", "name": "Points earned",
+     "trigger": {"event": "loyalty.points_changed"}, "delay_seconds": 0,
+     "channel": "email", "template": "win_back", "purpose": "transactional"},
+    {"workflow_id": "gold", "name": "Gold",
+     "trigger": {"event": "loyalty.tier_changed", "to": "gold"}, "delay_seconds": 0,
+     "channel": "email", "template": "win_back", "purpose": "transactional"},
+    {"workflow_id": "reward", "name": "Reward",
+     "trigger": {"event": "loyalty.reward_issued"}, "delay_seconds": 0,
+     "channel": "email", "template": "win_back", "purpose": "transactional"},
 )
 
 
@@ -50,7 +59,10 @@ def make_notifier(database) -> Notifier:
 
 
 def event(kind: str, customer_id: str, at: datetime, seq: int, **data) -> object:
-    """An event of the sample's shape whose facts are as new as it (so workflows start)."""
+    """An event of the sample's shape whose facts are as new as it (so workflows start);
+    `entry_kind` is a points entry's `kind`."""
+    if "entry_kind" in data:
+        data["kind"] = data.pop("entry_kind")
     sample = contract(kind).sample
     fresh = {name: at.isoformat() for name in ("fact_at", "date_created", "date_modified")
              if name in sample}
@@ -69,7 +81,9 @@ def customer_stream(rng: random.Random, customer_id: str) -> list:
         kind = rng.choice(["customer.created", "customer.updated", "customer.tagged",
                            "customer.untagged", "customer.group_joined", "customer.group_left",
                            "customer.segment_changed", "customer.saved_segment_entered",
-                           "customer.saved_segment_left", "order.placed", "order.updated"])
+                           "customer.saved_segment_left", "order.placed", "order.updated",
+                           "loyalty.points_changed", "loyalty.tier_changed",
+                           "loyalty.reward_issued", "loyalty.points_expiring"])
         extra: dict = {}
         if kind in ("customer.created", "customer.updated"):
             extra = {"email": f"{customer_id}.{seq}@example.com",
@@ -83,6 +97,14 @@ def customer_stream(rng: random.Random, customer_id: str) -> list:
             extra = {"new_segment": rng.choice(["new", "regular", "at_risk"])}
         elif kind in ("customer.saved_segment_entered", "customer.saved_segment_left"):
             extra = {"segment_id": rng.choice(["gift-buyers", "tea-fans"])}
+        elif kind == "loyalty.points_changed":
+            delta = rng.choice([-50, 100, 450])
+            extra = {"entry_kind": "earn" if delta > 0 else "reverse", "delta": delta,
+                     "balance": rng.randint(0, 2000), "entry_key": f"e:{seq}"}
+        elif kind == "loyalty.tier_changed":
+            extra = {"new_tier": rng.choice(["silver", "gold"]), "direction": "up"}
+        elif kind in ("loyalty.reward_issued", "loyalty.points_expiring"):
+            extra = {}
         elif kind == "order.placed":
             extra = {"order_id": str(rng.randint(1, 4)),
                      "date_created": (at - timedelta(days=rng.randint(0, 3))).isoformat()}
@@ -151,9 +173,18 @@ def test_batches_of_any_size_give_what_one_at_a_time_gives(database, seed):
         assert state(batched) == expected
 
 
-def test_a_batch_reads_once_and_writes_once(database, monkeypatch):
+FACT_EVENTS = {  # a fact event of each source, with what its contract asks
+    "customer.tagged": {"tag": "news"},
+    "loyalty.points_changed": {"entry_kind": "reverse", "delta": -5, "balance": 10},
+    "loyalty.tier_changed": {"new_tier": "silver", "direction": "up"},
+}
+
+
+@pytest.mark.parametrize("kind", sorted(FACT_EVENTS))
+def test_a_batch_reads_once_and_writes_once(database, monkeypatch, kind):
     notifier = make_notifier(database)
-    events = [event("customer.tagged", f"c{n}", T0, n, tag="news") for n in range(20)]
+    extra = FACT_EVENTS[kind]
+    events = [event(kind, f"c{n}", T0, n, **extra) for n in range(20)]
     notifier.apply_all(events[:10])  # half of them are held already
     calls: list[str] = []
     depth = [0]  # mongomock's bulk_write runs its operations through the same methods
@@ -173,7 +204,7 @@ def test_a_batch_reads_once_and_writes_once(database, monkeypatch):
     for name in ("find", "find_one", "update_one", "insert_one", "bulk_write",
                  "find_one_and_update"):
         monkeypatch.setattr(collection, name, counted(name, getattr(collection, name)))
-    later = [event("customer.tagged", f"c{n}", T0 + timedelta(seconds=1), 100 + n, tag="news")
+    later = [event(kind, f"c{n}", T0 + timedelta(seconds=1), 100 + n, **extra)
              for n in range(20)]
     notifier.apply_all(later)
     assert calls == ["find", "bulk_write"]
