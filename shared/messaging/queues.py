@@ -21,6 +21,7 @@ from nameko.events import EventHandler
 from nameko.rpc import RpcConsumer
 
 from shared.config import Config, from_nameko
+from shared.messaging.broker_uri import check_nodes
 from shared.tls import amqp_ssl_options
 
 QUEUE_TYPES = ("classic", "quorum")
@@ -91,6 +92,7 @@ def nameko_config(config: Config, **extra: object) -> dict:
     built["max_workers"] = config.int("MAX_WORKERS")
     built["serializer"] = "json"
     queue_type(config)  # refuse an unknown queue type at start-up, not at the first declare
+    check_nodes(config.get("AMQP_URI"))  # a cluster's nodes must agree on user and vhost
     built["AMQP_SSL"] = amqp_ssl_options(config)
     # Declares nameko's own `rpc-<service>` and event queues with AMQP_QUEUE_TYPE.
     built["SERVICE_CONTAINER_CLS"] = "shared.messaging.queues.TypedQueuesContainer"
