@@ -1,6 +1,6 @@
 """A failover AMQP_URI listing a cluster's nodes, read without a broker: the nodes, the vhost,
 passwords kept out of what is shown and logged, the checks at start-up, how many connection
-attempts reach every node."""
+attempts reach every node, and the publisher's one reconnection after a lost node."""
 from __future__ import annotations
 
 import logging
@@ -14,6 +14,7 @@ from ops.system_health import Management, vhost_of
 from shared.config import Config
 from shared.messaging import broker_uri
 from shared.messaging.broker_errors import BrokerTroubleLog, describe_broker_error
+from shared.messaging.publisher import ConfirmingPublisher, OutgoingMessage, PublishError
 from shared.messaging.queues import nameko_config
 from shared.tls import amqp_ssl_options
 
@@ -90,3 +91,55 @@ def test_management_credentials_and_tls_host_come_from_the_first_node():
                                   every_setting()))
     assert tls["server_hostname"] == "rabbit-1"
 
+
+class _Channel:
+    def __init__(self, fails: bool) -> None:
+        self.is_open, self.fails, self.published = True, fails, 0
+
+
+class _Publisher(ConfirmingPublisher):
+    """A ConfirmingPublisher whose connections are stand-ins: `lost` says which of the
+    channels it will open (in turn) are already dead."""
+
+    def __init__(self, lost: list[bool]) -> None:
+        super().__init__("amqp://a/v;amqp://b/v")
+        self.lost, self.opened = list(lost), 0
+
+    def _connect(self):
+        if self._channel is not None and self._channel.is_open:
+            return self._channel
+        self.opened += 1
+        self._channel = _Channel(self.lost.pop(0))
+        return self._channel
+
+    def _reset(self) -> None:
+        self._channel = None
+
+    def _publish_locked(self, channel, messages) -> None:
+        if channel.fails:
+            raise ConnectionResetError(104, "Connection reset by peer")
+        channel.published += len(messages)
+
+
+MESSAGE = OutgoingMessage("x", "k", {"n": 1})
+
+
+def test_a_connection_lost_while_idle_is_replaced_once_and_the_batch_sent_there():
+    publisher = _Publisher(lost=[False, False])
+    publisher.publish_batch([MESSAGE])  # the first connection works
+    publisher._channel.fails = True  # its node goes away while the publisher is idle
+    publisher.publish_batch([MESSAGE])  # a second connection takes it
+    assert publisher.opened == 2 and publisher._channel.published == 1
+    publisher.publish_batch([MESSAGE])  # and keeps it
+    assert publisher.opened == 2 and publisher._channel.published == 2
+
+
+def test_a_new_connection_that_fails_is_not_tried_again():
+    publisher = _Publisher(lost=[True, False])
+    with pytest.raises(PublishError):
+        publisher.publish_batch([MESSAGE])
+    assert publisher.opened == 1
+    publisher._channel = _Channel(fails=True)  # open before the call, then lost...
+    publisher.lost = [True]  # ...and the replacement is lost too: the caller hears of it
+    with pytest.raises(PublishError):
+        publisher.publish_batch([MESSAGE])
