@@ -9,7 +9,11 @@ nameko declares two of the queues itself (`rpc-<service>`, and each event handle
 `evt-<source>-<type>--<service>.<method>`). `TypedQueuesContainer` (nameko's
 SERVICE_CONTAINER_CLS, set by `nameko_config`) adds the arguments to those after the
 extensions are set up and before their consumers declare anything, without forking nameko.
-Per-process reply queues (`rpc.reply-...`) stay classic: they live as long as one process.
+Per-process reply queues (`rpc.reply-...`) stay classic: they live as long as one process. They
+are declared transient (nameko makes them durable): on a cluster, a durable classic queue whose
+node died cannot be declared again until that node is back, and as the reply queue shares its
+connection with every consumer of the container, none of them could reconnect; RabbitMQ
+deletes a transient queue with its node, so it is declared afresh on a surviving one.
 
 The same container makes its consumers' acknowledgements survive a lost connection
 (`tolerate_lost_connections`).
@@ -23,7 +27,7 @@ from kombu import Queue
 from nameko.containers import ServiceContainer
 from nameko.events import EventHandler
 from nameko.messaging import QueueConsumer
-from nameko.rpc import RpcConsumer
+from nameko.rpc import ReplyListener, RpcConsumer
 
 from shared.config import Config, from_nameko
 from shared.messaging.broker_uri import check_nodes
@@ -95,9 +99,16 @@ def tolerate_lost_connections(consumer: QueueConsumer) -> None:
     consumer._tolerates_lost_connections = True
 
 
+def transient_reply_queue(queue: Queue) -> None:
+    """Make nameko's per-process RPC reply queue transient (in place, before it is declared);
+    see the module doc."""
+    queue.durable = False
+
+
 class TypedQueuesContainer(ServiceContainer):
-    """nameko's container, declaring its RPC and event-handler queues as AMQP_QUEUE_TYPE, its
-    consumers tolerating lost connections when they settle a message."""
+    """nameko's container, declaring its RPC and event-handler queues as AMQP_QUEUE_TYPE and
+    its reply queue transient, its consumers tolerating lost connections when they settle a
+    message."""
 
     def start(self) -> None:
         # nameko 2.14's ServiceContainer.start is these two steps; the queues exist as kombu
@@ -108,6 +119,8 @@ class TypedQueuesContainer(ServiceContainer):
         for extension in self.extensions:
             if isinstance(extension, QueueConsumer):
                 tolerate_lost_connections(extension)
+            if isinstance(extension, ReplyListener):
+                transient_reply_queue(extension.queue)
             queue = getattr(extension, "queue", None)
             if not isinstance(queue, Queue):
                 continue

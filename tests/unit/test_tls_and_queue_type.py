@@ -12,7 +12,8 @@ from shared.config import Config
 from nameko.messaging import QueueConsumer
 
 from shared.messaging.queues import (QUORUM_DELIVERY_LIMIT, nameko_config, queue_arguments,
-                                     queue_type, tolerate_lost_connections, typed_queue)
+                                     queue_type, tolerate_lost_connections,
+                                     transient_reply_queue, typed_queue)
 from shared.mongo import service_database
 from shared.tls import amqp_ssl_options, mongo_tls_options
 
@@ -188,3 +189,11 @@ def test_other_settling_errors_still_raise():
     tolerate_lost_connections(consumer)
     with pytest.raises(ValueError):
         consumer.ack_message(object())
+
+
+def test_reply_queues_are_transient_so_a_dead_node_does_not_keep_them():
+    reply = Queue("rpc.reply-loyalty-1", queue_arguments={"x-expires": 300000})
+    assert reply.durable  # as nameko declares it
+    transient_reply_queue(reply)
+    assert not reply.durable and not reply.exclusive and not reply.auto_delete
+    assert reply.queue_arguments == {"x-expires": 300000}
