@@ -85,7 +85,7 @@ class ClusterNode(PrivateBroker):
                                f"{self.tail()}") from None
 
     def kill(self) -> None:
-        """SIGKILL to the node's whole process group (the start script, beam and its helpers)."""
+        """SIGKILL to the node's whole process group: the start script, beam and its children."""
         if self.proc is None:
             return
         try:
