@@ -10,7 +10,7 @@ AXE_VERSION ?= 4.10.3
 AXE_DIR := $(VENV)/axe
 AXE_STAMP := $(AXE_DIR)/.installed-$(AXE_VERSION)
 
-.PHONY: run demo test axe test-unit test-integration test-wire test-system venv up down logs docker-check bench bench-webhooks bench-segmentation bench-loyalty bench-notifications clean
+.PHONY: run demo test axe test-unit test-integration test-wire test-system venv up down logs docker-check bench bench-webhooks bench-segmentation bench-loyalty bench-notifications bench-cluster clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is required (set PYTHON=...)"; exit 1; }
@@ -88,6 +88,11 @@ bench-notifications: $(STAMP)
 ## recompute_store over 100,000 customers and 400,000 orders (mongomock): time and memory.
 bench-segmentation: $(STAMP)
 	$(PY) -m bench.segmentation
+
+## Events through a private three-node cluster with quorum queues, beside a private single
+## node with classic queues: publish rate, handlers' rate and lag (bench/results/cluster.json).
+bench-cluster: $(STAMP)
+	$(PY) -m bench.cluster $(BENCH_ARGS)
 
 ## Docker: build the image and start everything in the background (needs .env: copy
 ## .env.example and set the passwords); `make logs` follows them, `make down` stops them.

@@ -1343,13 +1343,9 @@ def _accept_json_anywhere(parser: argparse.ArgumentParser) -> None:
 
 
 def _without_password(uri: str) -> str:
-    from urllib.parse import urlsplit, urlunsplit
+    from shared.messaging.broker_uri import without_password
 
-    parts = urlsplit(uri)
-    if parts.password:
-        netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return uri
+    return without_password(uri)
 
 
 def main(argv: list[str] | None = None) -> int:

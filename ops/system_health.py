@@ -26,6 +26,7 @@ from typing import Iterable
 import requests
 
 from shared.config import Config
+from shared.messaging import broker_uri
 from shared.messaging.names import parked_queue, parked_service
 
 REPLY_QUEUE_PREFIX = "rpc.reply-"
@@ -46,7 +47,7 @@ class Management:
         """RABBITMQ_MANAGEMENT_URL; user and password from RABBITMQ_MANAGEMENT_USER/PASSWORD,
         else from the URL's own user part, else the AMQP URI's (the usual single account)."""
         parsed = urllib.parse.urlsplit(config.get("RABBITMQ_MANAGEMENT_URL"))
-        amqp = urllib.parse.urlsplit(amqp_uri)
+        amqp = urllib.parse.urlsplit(broker_uri.first_node(amqp_uri))
         user = (config.get("RABBITMQ_MANAGEMENT_USER") or parsed.username or amqp.username
                 or "guest")
         password = (config.get("RABBITMQ_MANAGEMENT_PASSWORD") or parsed.password
@@ -61,9 +62,9 @@ class Management:
 
 
 def vhost_of(amqp_uri: str) -> str:
-    """The virtual host an AMQP URI names ("/" when the path is empty, as kombu reads it)."""
-    path = urllib.parse.urlsplit(amqp_uri).path
-    return urllib.parse.unquote(path[1:]) if len(path) > 1 else "/"
+    """The virtual host an AMQP URI names ("/" when the path is empty, as kombu reads it);
+    for a cluster's failover URI, that of its nodes."""
+    return broker_uri.vhost_of(amqp_uri)
 
 
 def broker_queues(management: Management, vhost: str, timeout: float = 5.0) -> list[dict]:
@@ -92,7 +93,8 @@ def queue_counts(amqp_uri: str, queues: Iterable[str], timeout: float = 5.0
 
     counts: dict[str, tuple[int, int] | None] = {}
     with Connection(amqp_uri, connect_timeout=timeout) as conn:
-        conn.ensure_connection(max_retries=1, timeout=timeout)
+        conn.ensure_connection(max_retries=broker_uri.connect_retries(amqp_uri, rounds=2),
+                               timeout=timeout)
         for queue in queues:
             channel = conn.channel()
             try:

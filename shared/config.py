@@ -26,7 +26,9 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("AMQP_URI", "amqp://guest:guest@127.0.0.1:5672/", "RabbitMQ connection URI."),
+    Setting("AMQP_URI", "amqp://guest:guest@127.0.0.1:5672/",
+            "RabbitMQ connection URI. For a cluster, one URI per node separated by `;` (each "
+            "with the same user and vhost): connections go to the first node that answers."),
     Setting(
         "MONGO_URI",
         "mongomock://",

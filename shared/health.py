@@ -8,6 +8,7 @@ from kombu import Connection
 from pymongo.database import Database
 from werkzeug.wrappers import Response
 
+from shared.messaging.broker_uri import connect_retries
 from shared.mongo import ping
 from shared.tls import amqp_ssl_options
 from shared.web import http
@@ -15,12 +16,14 @@ from shared.web import http
 
 def broker_connection_error(amqp_uri: str, timeout: float = 3.0, ssl: dict | None = None,
                             retries: int = 0) -> BaseException | None:
-    """None when the broker accepts a connection (address, TLS, user and vhost all right);
-    else what refused it, for `describe_broker_error` to name. Each retry waits 2 s first
+    """None when a node of the broker accepts a connection (address, TLS, user and vhost all
+    right); else what refused it, for `describe_broker_error` to name. Every node of a
+    failover URI is tried, then tried again `retries` times, each round after a wait of 2 s
     (kombu's own pace)."""
     connection = Connection(amqp_uri, ssl=ssl, connect_timeout=timeout)
     try:
-        connection.ensure_connection(max_retries=retries, timeout=timeout,
+        connection.ensure_connection(max_retries=connect_retries(amqp_uri, rounds=retries + 1),
+                                     timeout=timeout,
                                      reraise_as_library_errors=False)
         return None
     except Exception as exc:  # any failure to connect is the answer

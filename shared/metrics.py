@@ -235,10 +235,13 @@ class ParkedDepthCollector:
         from amqp.exceptions import NotFound
         from kombu import Connection
 
+        from shared.messaging.broker_uri import connect_retries
+
         found: list[tuple[str, int]] = []
         try:
             with Connection(amqp_uri, connect_timeout=self.timeout) as conn:
-                conn.ensure_connection(max_retries=1, timeout=self.timeout)
+                conn.ensure_connection(max_retries=connect_retries(amqp_uri, rounds=2),
+                                       timeout=self.timeout)
                 for service in services:
                     channel = conn.channel()
                     try:

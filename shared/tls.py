@@ -12,6 +12,7 @@ import ssl
 from urllib.parse import parse_qsl, urlsplit
 
 from shared.config import Config
+from shared.messaging.broker_uri import first_node
 
 
 def _readable(setting: str, path: str) -> None:
@@ -37,7 +38,7 @@ def amqp_ssl_options(config: Config) -> dict | None:
     options: dict = {"cert_reqs": ssl.CERT_REQUIRED}
     # The first host of the URI (kombu's failover lists are `;`-separated): SNI and the name
     # the certificate must carry.
-    host = urlsplit(uri.split(";", 1)[0]).hostname
+    host = urlsplit(first_node(uri)).hostname
     if host:
         options["server_hostname"] = host
     for setting, option, path in (("AMQP_SSL_CA_FILE", "ca_certs", ca),

@@ -20,6 +20,8 @@ from amqp.exceptions import (AccessRefused, ConnectionForced, ConsumerCancelled,
 from amqp.exceptions import ConnectionError as AmqpConnectionError
 from kombu.exceptions import OperationalError
 
+from shared.messaging.broker_uri import first_node, node_uris, redact_passwords
+
 _VHOST_MISSING = re.compile(r"vhost (.+?) not found")
 _VHOST_REFUSED = re.compile(r"access to vhost '?(.+?)'? refused for user '?(.+?)'?$")
 
@@ -36,8 +38,13 @@ def root_cause(exc: BaseException) -> BaseException:
 
 
 def broker_address(amqp_uri: str) -> str:
-    """The AMQP URI without its user and password: where a connection was tried."""
-    parts = urlsplit(amqp_uri)
+    """The AMQP URI without its user and password: where a connection was tried (each node,
+    comma-separated, for a cluster's failover URI)."""
+    return ", ".join(_node_address(node) for node in node_uris(amqp_uri))
+
+
+def _node_address(node_uri: str) -> str:
+    parts = urlsplit(node_uri)
     try:
         port = parts.port
     except ValueError:
@@ -56,7 +63,7 @@ def describe_broker_error(exc: BaseException, amqp_uri: str | None = None) -> st
     if isinstance(cause, ConnectionRefusedError):
         return f"connection refused{where}: is RabbitMQ running there?"
     if isinstance(cause, AccessRefused):
-        user = urlsplit(amqp_uri).username if amqp_uri else None
+        user = urlsplit(first_node(amqp_uri)).username if amqp_uri else None
         who = f" for user {unquote(user)!r}" if user else ""
         return (f"authentication failed{who}{where}: check the user and password in AMQP_URI "
                 f"({cause.reply_text or text})")
@@ -123,7 +130,9 @@ class BrokerTroubleLog(logging.Filter):
     every failed attempt with a whole traceback. A record whose exception is a broker failure
     keeps its message plus the cause in one line, and the same line from the same logger is
     let through again only after a wait that doubles (`first` to `most` seconds), with how many
-    were left out. Every other record passes untouched."""
+    were left out. Every other record passes untouched, but for the passwords of AMQP URLs in
+    its message: nameko names the whole AMQP_URI when it reconnects and hides the first
+    node's password only, so a cluster's other nodes would show theirs."""
 
     def __init__(self, amqp_uri: str | None = None, first: float = 1.0, most: float = 30.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -134,6 +143,8 @@ class BrokerTroubleLog(logging.Filter):
         self._repeats: dict[tuple[str, str, str], list] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and "://" in record.msg:
+            record.msg = redact_passwords(record.msg)
         exc = record.exc_info[1] if record.exc_info else None
         if exc is None or not is_broker_failure(exc):
             return True

@@ -4,6 +4,13 @@ A confirm per message caps a channel at a few hundred messages a second, so a ba
 published first and its confirms are awaited together. A batch either is confirmed in full or
 raises `PublishError`; the caller (the outbox relay) keeps what was not confirmed and tries
 again later, so a broker outage delays events but never loses them.
+
+On a cluster (AMQP_URI listing its nodes) a connection goes to the first node that answers.
+When the node it held goes away while idle, the next call finds out only as it uses the
+connection; it then reconnects (to a surviving node) and does its work once more there,
+instead of failing a call that a live node would have taken. A batch sent again may repeat
+messages the lost node had already routed: consumers deduplicate by message id, as they do for
+every re-publish of the outbox.
 """
 from __future__ import annotations
 
@@ -13,13 +20,21 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Callable, TypeVar
 
 import amqp
 from kombu import Connection
 
+from shared.messaging.broker_uri import connect_retries
+
 log = logging.getLogger(__name__)
 
 PERSISTENT = 2
+T = TypeVar("T")
+
+# A connection that is gone (a stopped or killed node, a closed socket), as opposed to the broker
+# refusing an operation on a channel (those are not worth repeating elsewhere).
+_LOST_CONNECTION = (OSError, amqp.exceptions.ConnectionError)
 
 
 class PublishError(Exception):
@@ -64,7 +79,9 @@ class ConfirmingPublisher:
             return self._channel
         self._reset()
         self._kombu = Connection(self._uri, ssl=self._ssl, connect_timeout=10, heartbeat=0)
-        self._kombu.connect()
+        # Every node of a cluster, twice over (kombu's `connect()` tries only two addresses).
+        self._kombu.ensure_connection(max_retries=connect_retries(self._uri, rounds=2),
+                                      reraise_as_library_errors=False)
         raw: amqp.Connection = self._kombu.connection
         channel = raw.channel()
         channel.confirm_select()
@@ -90,6 +107,19 @@ class ConfirmingPublisher:
         with self._lock:
             self._reset()
 
+    def _on_live_connection(self, action: Callable[[amqp.Channel], T]) -> T:
+        """`action(channel)`; when it fails because the connection it found open had been
+        lost meanwhile, once more on a new connection (the lock is held)."""
+        reused = self._channel is not None and self._channel.is_open
+        try:
+            return action(self._connect())
+        except _LOST_CONNECTION as exc:
+            self._reset()
+            if not reused:
+                raise
+            log.info("the broker connection was lost (%s); reconnecting", exc)
+        return action(self._connect())
+
     # -- confirms -------------------------------------------------------------------------
     def _on_ack(self, delivery_tag: int, multiple: bool) -> None:
         if multiple:
@@ -113,16 +143,18 @@ class ConfirmingPublisher:
                       bind_to: str | None = None) -> None:
         """A durable queue; with `bind_to`, bound to that durable direct exchange under its
         own name (so publishing needs no right to the default exchange)."""
+        def declare(channel: amqp.Channel) -> None:
+            key = f"queue:{name}"
+            if key not in self._declared:
+                channel.queue_declare(name, durable=True, auto_delete=False,
+                                      arguments=arguments or {})
+                self._declared.add(key)
+            if bind_to:
+                self._bind(channel, name, bind_to)
+
         with self._lock:
             try:
-                channel = self._connect()
-                key = f"queue:{name}"
-                if key not in self._declared:
-                    channel.queue_declare(name, durable=True, auto_delete=False,
-                                          arguments=arguments or {})
-                    self._declared.add(key)
-                if bind_to:
-                    self._bind(channel, name, bind_to)
+                self._on_live_connection(declare)
             except (OSError, amqp.exceptions.AMQPError) as exc:
                 self._reset()
                 raise PublishError(f"declaring queue {name} failed: {exc!r}") from exc
@@ -131,7 +163,7 @@ class ConfirmingPublisher:
         """Bind an existing queue to a durable direct exchange under the queue's own name."""
         with self._lock:
             try:
-                self._bind(self._connect(), name, exchange)
+                self._on_live_connection(lambda channel: self._bind(channel, name, exchange))
             except (OSError, amqp.exceptions.AMQPError) as exc:
                 self._reset()
                 raise PublishError(f"binding queue {name} failed: {exc!r}") from exc
@@ -149,15 +181,14 @@ class ConfirmingPublisher:
             return
         with self._lock:
             try:
-                self._publish_locked(messages)
+                self._on_live_connection(lambda channel: self._publish_locked(channel, messages))
             except (OSError, socket.error, amqp.exceptions.AMQPError, PublishError) as exc:
                 self._reset()
                 if isinstance(exc, PublishError):
                     raise
                 raise PublishError(f"publishing {len(messages)} messages failed: {exc!r}") from exc
 
-    def _publish_locked(self, messages: list[OutgoingMessage]) -> None:
-        channel = self._connect()
+    def _publish_locked(self, channel: amqp.Channel, messages: list[OutgoingMessage]) -> None:
         for message in messages:
             if message.exchange and message.exchange.endswith(".events"):
                 self._declare_exchange(channel, message.exchange)

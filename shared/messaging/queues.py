@@ -9,19 +9,31 @@ nameko declares two of the queues itself (`rpc-<service>`, and each event handle
 `evt-<source>-<type>--<service>.<method>`). `TypedQueuesContainer` (nameko's
 SERVICE_CONTAINER_CLS, set by `nameko_config`) adds the arguments to those after the
 extensions are set up and before their consumers declare anything, without forking nameko.
-Per-process reply queues (`rpc.reply-...`) stay classic: they live as long as one process.
+Per-process reply queues (`rpc.reply-...`) stay classic: they live as long as one process. They
+are declared transient (nameko makes them durable): on a cluster, a durable classic queue whose
+node died cannot be declared again until that node is back, and as the reply queue shares its
+connection with every consumer of the container, none of them could reconnect; RabbitMQ
+deletes a transient queue with its node, so it is declared afresh on a surviving one.
+
+The same container makes its consumers' acknowledgements survive a lost connection
+(`tolerate_lost_connections`).
 """
 from __future__ import annotations
 
+import logging
 from typing import Mapping
 
 from kombu import Queue
 from nameko.containers import ServiceContainer
 from nameko.events import EventHandler
-from nameko.rpc import RpcConsumer
+from nameko.messaging import QueueConsumer
+from nameko.rpc import ReplyListener, RpcConsumer
 
 from shared.config import Config, from_nameko
+from shared.messaging.broker_uri import check_nodes
 from shared.tls import amqp_ssl_options
+
+log = logging.getLogger(__name__)
 
 QUEUE_TYPES = ("classic", "quorum")
 # RabbitMQ 4 gives quorum queues a delivery limit of 20 by default and then drops the message
@@ -62,8 +74,41 @@ def typed_queue(queue: Queue, kind: str) -> None:
     queue.queue_arguments = queue_arguments(kind, queue.queue_arguments)
 
 
+def tolerate_lost_connections(consumer: QueueConsumer) -> None:
+    """Make a QueueConsumer's `ack_message` and `requeue_message` (in place) pass over a
+    connection that was lost under them.
+
+    nameko ignores py-amqp's ConnectionError there, but a node that died (SIGKILL, a lost
+    machine, a reset) shows as a socket error on the write, and that error raised from a
+    worker's result or a batch handler's thread kills the whole container. Nothing is lost by
+    not settling such a message: the broker delivers it again, to this consumer once it has
+    reconnected or to another, and the handler's claim or natural key keeps its effect single."""
+    if getattr(consumer, "_tolerates_lost_connections", False):
+        return
+    for name in ("ack_message", "requeue_message"):
+        settle = getattr(consumer, name)
+
+        def tolerant(message, _settle=settle, _what=name.split("_")[0]) -> None:
+            try:
+                _settle(message)
+            except OSError as exc:
+                log.warning("could not %s a message, its connection is gone (%s); the broker "
+                            "delivers it again", _what, exc)
+
+        setattr(consumer, name, tolerant)
+    consumer._tolerates_lost_connections = True
+
+
+def transient_reply_queue(queue: Queue) -> None:
+    """Make nameko's per-process RPC reply queue transient (in place, before it is declared);
+    see the module doc."""
+    queue.durable = False
+
+
 class TypedQueuesContainer(ServiceContainer):
-    """nameko's container, declaring its RPC and event-handler queues as AMQP_QUEUE_TYPE."""
+    """nameko's container, declaring its RPC and event-handler queues as AMQP_QUEUE_TYPE and
+    its reply queue transient, its consumers tolerating lost connections when they settle a
+    message."""
 
     def start(self) -> None:
         # nameko 2.14's ServiceContainer.start is these two steps; the queues exist as kombu
@@ -72,6 +117,10 @@ class TypedQueuesContainer(ServiceContainer):
         self.started = True
         self.extensions.all.setup()
         for extension in self.extensions:
+            if isinstance(extension, QueueConsumer):
+                tolerate_lost_connections(extension)
+            if isinstance(extension, ReplyListener):
+                transient_reply_queue(extension.queue)
             queue = getattr(extension, "queue", None)
             if not isinstance(queue, Queue):
                 continue
@@ -91,6 +140,7 @@ def nameko_config(config: Config, **extra: object) -> dict:
     built["max_workers"] = config.int("MAX_WORKERS")
     built["serializer"] = "json"
     queue_type(config)  # refuse an unknown queue type at start-up, not at the first declare
+    check_nodes(config.get("AMQP_URI"))  # a cluster's nodes must agree on user and vhost
     built["AMQP_SSL"] = amqp_ssl_options(config)
     # Declares nameko's own `rpc-<service>` and event queues with AMQP_QUEUE_TYPE.
     built["SERVICE_CONTAINER_CLS"] = "shared.messaging.queues.TypedQueuesContainer"

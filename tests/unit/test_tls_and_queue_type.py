@@ -1,5 +1,6 @@
 """TLS settings become the client configuration the broker and MongoDB clients take; bad
-combinations are refused with a message naming the setting. Queue-type arguments."""
+combinations are refused with a message naming the setting. Queue-type arguments, and
+consumers settling messages on a lost connection."""
 from __future__ import annotations
 
 import ssl
@@ -8,8 +9,11 @@ import pytest
 from kombu import Queue
 
 from shared.config import Config
+from nameko.messaging import QueueConsumer
+
 from shared.messaging.queues import (QUORUM_DELIVERY_LIMIT, nameko_config, queue_arguments,
-                                     queue_type, typed_queue)
+                                     queue_type, tolerate_lost_connections,
+                                     transient_reply_queue, typed_queue)
 from shared.mongo import service_database
 from shared.tls import amqp_ssl_options, mongo_tls_options
 
@@ -151,3 +155,45 @@ def test_only_durable_shared_queues_can_become_quorum():
     assert shared.queue_arguments["x-queue-type"] == "quorum"
     with pytest.raises(ValueError, match="exclusive"):
         typed_queue(Queue("rpc.reply-x", durable=True, exclusive=True), "quorum")
+
+
+class _SettlingConsumer(QueueConsumer):
+    """A QueueConsumer (never bound or started) whose settling fails as told."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__()
+        self.error, self.calls = error, 0
+
+    def ack_message(self, message) -> None:
+        self.calls += 1
+        raise self.error
+
+    def requeue_message(self, message) -> None:
+        self.calls += 1
+        raise self.error
+
+
+@pytest.mark.parametrize("lost", [BrokenPipeError(32, "Broken pipe"),
+                                  ConnectionResetError(104, "Connection reset by peer")])
+def test_settling_on_a_lost_connection_is_passed_over(lost):
+    consumer = _SettlingConsumer(lost)
+    tolerate_lost_connections(consumer)
+    tolerate_lost_connections(consumer)  # once only, however often a container starts
+    consumer.ack_message(object())
+    consumer.requeue_message(object())
+    assert consumer.calls == 2
+
+
+def test_other_settling_errors_still_raise():
+    consumer = _SettlingConsumer(ValueError("a bug, not the broker"))
+    tolerate_lost_connections(consumer)
+    with pytest.raises(ValueError):
+        consumer.ack_message(object())
+
+
+def test_reply_queues_are_transient_so_a_dead_node_does_not_keep_them():
+    reply = Queue("rpc.reply-loyalty-1", queue_arguments={"x-expires": 300000})
+    assert reply.durable  # as nameko declares it
+    transient_reply_queue(reply)
+    assert not reply.durable and not reply.exclusive and not reply.auto_delete
+    assert reply.queue_arguments == {"x-expires": 300000}
