@@ -209,9 +209,12 @@ def system_env(smtp, twilio, **overrides: str) -> dict[str, str]:
     }
 
 
-def register_store(procs: "SystemProcesses", shop, store: str, secret: str) -> None:
+def register_store(procs: "SystemProcesses", shop, store: str, secret: str,
+                   door_url: str | None = None) -> None:
     """Add the store over the operator CLI and register its webhooks in the shop (which pings
-    each, as WooCommerce does on saving a webhook), as an operator sets a shop up."""
+    each, as WooCommerce does on saving a webhook), as an operator sets a shop up. `door_url`:
+    where the shop delivers (a load balancer before several customer_sync instances); the
+    first customer_sync instance by default."""
     env = {"WOO_WEBHOOK_SECRET": secret, "WOO_CONSUMER_KEY": shop.consumer_key,
            "WOO_CONSUMER_SECRET": shop.consumer_secret}
     added = companion(procs.amqp_uri, "stores", "add", "--store", store, "--shop-url",
@@ -219,7 +222,7 @@ def register_store(procs: "SystemProcesses", shop, store: str, secret: str) -> N
     if added.returncode != 0:
         raise RuntimeError(f"companion stores add failed: {added.stdout}{added.stderr}")
     registered = companion(procs.amqp_uri, "webhooks", "register", "--store", store,
-                           "--delivery-url", procs.web_url("customer_sync"))
+                           "--delivery-url", door_url or procs.web_url("customer_sync"))
     if registered.returncode != 0:
         raise RuntimeError(f"companion webhooks register failed: "
                            f"{registered.stdout}{registered.stderr}")
