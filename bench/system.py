@@ -233,18 +233,22 @@ def double_effects(points: list, segments: list, limit: int = 10) -> dict:
     (`Observed.points` and `.segments` with their event ids). Every order of the run is its
     customer's first and only one, so each order has one earn, whose balance is its delta,
     and each customer one segment change with an order counted. The same event received
-    again (a re-publish, deduplicated downstream by its id) is a copy, not a second effect."""
+    again (a re-publish, deduplicated downstream by its id) is a copy, not a second effect,
+    unless it tells another balance (loyalty's event ids name the ledger entry, so an entry
+    applied twice would come back under its first id)."""
     earns: dict[str, set] = {}
     wrong_balance: list = []
     copies = 0
-    seen_ids: set = set()
+    first: dict[str, tuple] = {}  # event id -> what it said the first time
     for _t, _corr, order_id, kind, event_id, delta, balance in points:
         if kind != "earn" or order_id is None:
             continue
-        if event_id in seen_ids:
+        if event_id in first:
             copies += 1
+            if first[event_id] != (delta, balance):  # one id, two states: applied again
+                wrong_balance.append((order_id, delta, balance))
             continue
-        seen_ids.add(event_id)
+        first[event_id] = (delta, balance)
         earns.setdefault(str(order_id), set()).add(event_id)
         if delta != balance:
             wrong_balance.append((order_id, delta, balance))
@@ -252,10 +256,10 @@ def double_effects(points: list, segments: list, limit: int = 10) -> dict:
     for _t, _corr, customer_id, orders_count, event_id in segments:
         if not orders_count or customer_id is None:
             continue
-        if event_id in seen_ids:
+        if event_id in first:
             copies += 1
             continue
-        seen_ids.add(event_id)
+        first[event_id] = (customer_id, orders_count)
         changes.setdefault(customer_id, set()).add(event_id)
     earned_twice = sorted(o for o, ids in earns.items() if len(ids) > 1)
     changed_twice = sorted(c for c, ids in changes.items() if len(ids) > 1)

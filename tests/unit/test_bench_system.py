@@ -125,3 +125,5 @@ def test_double_effects_tell_a_second_earn_from_a_copy_of_one_event():
     assert found["copies_received"] == 1 and found["none"] is False
     clean = double_effects(points[:3], segments[:3])
     assert clean["none"] is True and clean["copies_received"] == 1
+    again = double_effects([points[0], (1.5, "c1", "7", "earn", "e-7", 50, 100)], [])
+    assert again["balance_not_one_earn_sample"] == [("7", 50, 100)] and again["none"] is False
