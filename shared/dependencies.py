@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import datetime, timedelta
 from typing import Callable, Iterable
 
 import eventlet
@@ -16,6 +17,7 @@ from shared.logs import bind_log_context
 from shared.messaging.publisher import ConfirmingPublisher, PublishError
 from shared.mongo import MongoStorage, declared_storage
 from shared.outbox import OutboxRelay
+from shared.times import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +27,13 @@ class OutboxRelayProvider(DependencyProvider):
 
     Writers `notify` it of the documents they changed; it publishes those at once, batching
     what arrives together. Every `OUTBOX_SWEEP_SECONDS` it also sweeps for anything owed from
-    before a crash or during a broker outage. One publishing thread per process means the fast
-    path and the sweep never publish the same entry twice; across instances a duplicate is
-    possible and harmless (consumers deduplicate by event id).
+    before a crash or during a broker outage, taking only entries older than that interval:
+    younger ones are on their way out through the fast path of the instance that wrote them,
+    and sweeping them too made copies of many events with several busy instances
+    (docs/scaling.md). A sweep at start, after a failed publish or on `request_sweep` takes
+    everything. One publishing thread per process means the fast path and the sweep never
+    publish the same entry twice; across instances a duplicate is still possible and harmless
+    (consumers deduplicate by event id).
     """
 
     def __init__(self, collections: Callable[[object], list[Collection]],
@@ -94,16 +100,20 @@ class OutboxRelayProvider(DependencyProvider):
                     dirty = True
                     log.warning("events stay in the outbox until the broker is back: %s", exc)
             if dirty or self._sweep_requested or time.monotonic() - last_sweep >= self.interval:
+                # The safety net alone leaves young entries to their writers' fast paths.
+                older_than = (None if dirty or self._sweep_requested
+                              else utcnow() - timedelta(seconds=self.interval))
                 last_sweep, self._sweep_requested = time.monotonic(), False
-                dirty = not self.sweep_once()
+                dirty = not self.sweep_once(older_than)
 
-    def sweep_once(self) -> bool:
-        """Publish everything still owed, a batch at a time, letting other green threads (the
-        webhook door) run between batches. True when nothing was left behind."""
+    def sweep_once(self, older_than: datetime | None = None) -> bool:
+        """Publish everything still owed (written before `older_than`, when given), a batch at
+        a time, letting other green threads (the webhook door) run between batches. True when
+        nothing was left behind."""
         try:
             total = 0
             while self._running and self.relay is not None:
-                count = self.relay.publish_pending(limit=self.batch_size)
+                count = self.relay.publish_pending(limit=self.batch_size, older_than=older_than)
                 total += count
                 if count < self.batch_size:
                     break
