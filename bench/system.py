@@ -39,7 +39,8 @@
 7. No double effect: over every order of the run (steady, burst, backlog), each order's points
    were earned by exactly one event whose balance is its delta (each order is its customer's
    first and only one), and each customer's segment changed exactly once with an order counted.
-   Copies of one event (the same event id received again: a re-publish) are counted apart.
+   Copies of one event (the same event id received again: a re-publish) are counted apart,
+   and what each instance published of the watched events before the backlog is reported.
 8. bench/results/system.json (numbers, machine, per-second series) and system.png (chart).
 
 Scale-out: `--instances N` runs N processes of each consumer service (customer_sync,
