@@ -3,9 +3,11 @@
     python -m bench.system [--rate 100] [--duration 60] [--burst-factor 10] [--burst-seconds 5]
                            [--backlog 100000] [--senders 16] [--json PATH] [--png PATH]
                            [--log-dir DIR] [--profile-service NAME]
+                           [--instances 1] [--mongo mongomock|wire]
 
 1. A fresh RabbitMQ virtual host; every service as its own OS process (tests/system/harness.py,
-   `python -m services NAME`, each with its own in-memory mongomock database), the local SMTP
+   `python -m services NAME`, each with its own in-memory mongomock database unless
+   `--mongo wire` or `--instances` above 1 put them on the wire stand-in), the local SMTP
    server and Twilio stand-in, and a FakeWooShop whose store is added and whose webhooks are
    registered over the operator CLI, as the system scenario does. The services run with their
    documented timing defaults (sweeps, retries, polls), not the scenario's fast test values.
@@ -34,7 +36,19 @@
    is applied by both (each one's points and segment events are out) and their queues are
    empty. CPU seconds are given for that window and until every work queue is empty (the
    services reading what the drain caused may still be behind when the window closes).
-7. bench/results/system.json (numbers, machine, per-second series) and system.png (chart).
+7. No double effect: over every order of the run (steady, burst, backlog), each order's points
+   were earned by exactly one event whose balance is its delta (each order is its customer's
+   first and only one), and each customer's segment changed exactly once with an order counted.
+   Copies of one event (the same event id received again: a re-publish) are counted apart,
+   and what each instance published of the watched events before the backlog is reported.
+8. bench/results/system.json (numbers, machine, per-second series) and system.png (chart).
+
+Scale-out: `--instances N` runs N processes of each consumer service (customer_sync,
+segmentation, loyalty, notifications, gdpr; one gateway), sharing queues and databases. Their
+databases are then on the wire-protocol stand-in (tests/fakes/mongo_server.py, one process
+every instance reaches through pymongo), which `--mongo wire` also chooses for one instance so
+that the two are compared on the same database; the sender spreads the webhooks over
+customer_sync's doors in turn, as a load balancer would.
 
 Exit status 0 when the run completed, whether targets were met or not; 1 when it failed.
 """
@@ -70,6 +84,8 @@ HOST = "127.0.0.1"
 AMQP_BASE = f"amqp://guest:guest@{HOST}:5672/"
 MANAGEMENT_URL = f"http://guest:guest@{HOST}:15672"
 
+CONSUMER_SERVICES = ("customer_sync", "segmentation", "loyalty", "notifications", "gdpr")
+WATCHED_EVENTS = ("order.placed", "loyalty.points_changed", "customer.segment_changed")
 STORE = "benchshop"
 SECRET = "whsec-bench-system-1"
 RAW_EXCHANGE = "bench.raw"
@@ -144,8 +160,8 @@ class Observed:
     """What the watchers saw, as (receipt time, ...) tuples in arrival order."""
 
     placed: list  # (t, correlation_id, order_id)
-    points: list  # (t, correlation_id, order_id, kind)
-    segments: list  # (t, correlation_id, customer_id, orders_count)
+    points: list  # (t, correlation_id, order_id, kind[, event_id, delta, balance])
+    segments: list  # (t, correlation_id, customer_id, orders_count[, event_id])
 
 
 def match_orders(sends: dict[str, float], seen: Observed) -> dict[str, dict]:
@@ -160,11 +176,11 @@ def match_orders(sends: dict[str, float], seen: Observed) -> dict[str, dict]:
     for t, corr, order_id in seen.placed:
         correlation.setdefault(order_id, corr)
         placed_at.setdefault(order_id, t)
-    for t, corr, order_id, kind in seen.points:
+    for t, corr, order_id, kind, *_ in seen.points:
         if kind == "earn" and order_id is not None:
             correlation.setdefault(order_id, corr)
             points_at.setdefault(order_id, t)
-    for t, corr, _customer, orders_count in seen.segments:
+    for t, corr, _customer, orders_count, *_ in seen.segments:
         if orders_count and orders_count >= 1:
             segment_at.setdefault(corr, t)
     out = {}
@@ -214,6 +230,51 @@ def ratio(system: float | None, raw: float | None) -> float | None:
     return round(system / raw, 2)
 
 
+def double_effects(points: list, segments: list, limit: int = 10) -> dict:
+    """Whether any order's effect was applied twice, from the events the watchers received
+    (`Observed.points` and `.segments` with their event ids). Every order of the run is its
+    customer's first and only one, so each order has one earn, whose balance is its delta,
+    and each customer one segment change with an order counted. The same event received
+    again (a re-publish, deduplicated downstream by its id) is a copy, not a second effect,
+    unless it tells another balance (loyalty's event ids name the ledger entry, so an entry
+    applied twice would come back under its first id)."""
+    earns: dict[str, set] = {}
+    wrong_balance: list = []
+    copies = 0
+    first: dict[str, tuple] = {}  # event id -> what it said the first time
+    for _t, _corr, order_id, kind, event_id, delta, balance in points:
+        if kind != "earn" or order_id is None:
+            continue
+        if event_id in first:
+            copies += 1
+            if first[event_id] != (delta, balance):  # one id, two states: applied again
+                wrong_balance.append((order_id, delta, balance))
+            continue
+        first[event_id] = (delta, balance)
+        earns.setdefault(str(order_id), set()).add(event_id)
+        if delta != balance:
+            wrong_balance.append((order_id, delta, balance))
+    changes: dict[str, set] = {}
+    for _t, _corr, customer_id, orders_count, event_id in segments:
+        if not orders_count or customer_id is None:
+            continue
+        if event_id in first:
+            copies += 1
+            continue
+        first[event_id] = (customer_id, orders_count)
+        changes.setdefault(customer_id, set()).add(event_id)
+    earned_twice = sorted(o for o, ids in earns.items() if len(ids) > 1)
+    changed_twice = sorted(c for c, ids in changes.items() if len(ids) > 1)
+    return {"orders": len(earns), "earned_twice": len(earned_twice),
+            "earned_twice_sample": earned_twice[:limit],
+            "balance_not_one_earn": len(wrong_balance),
+            "balance_not_one_earn_sample": wrong_balance[:limit],
+            "customers": len(changes), "segment_changed_twice": len(changed_twice),
+            "segment_changed_twice_sample": changed_twice[:limit],
+            "copies_received": copies,
+            "none": not (earned_twice or wrong_balance or changed_twice)}
+
+
 # -- the sender and the raw consumer (their own processes) -------------------------------------
 def _send_webhooks(plan: dict, pacer: Pacer, records: list, lock: threading.Lock) -> None:
     import http.client
@@ -222,16 +283,19 @@ def _send_webhooks(plan: dict, pacer: Pacer, records: list, lock: threading.Lock
 
     items = plan["items"]
     counter = itertools.count()  # next() is atomic under the GIL
-    host, port, path = plan["host"], plan["port"], plan["path"]
+    host, ports, path = plan["host"], plan["ports"], plan["path"]
 
     def worker() -> None:
-        conn = http.client.HTTPConnection(host, port, timeout=30)
+        # Webhook i goes to door i mod the doors, as a round-robin load balancer sends it.
+        conns = {port: http.client.HTTPConnection(host, port, timeout=30) for port in ports}
         try:
             while True:
                 i = next(counter)
                 if i >= len(items):
                     return
                 item = items[i]
+                port = ports[i % len(ports)]
+                conn = conns[port]
                 due = pacer.wait(i)
                 body = item["body"].encode()
                 headers = webhook_headers("order.created", body, plan["secret"],
@@ -247,11 +311,12 @@ def _send_webhooks(plan: dict, pacer: Pacer, records: list, lock: threading.Lock
                 except (OSError, http.client.HTTPException) as exc:
                     status = f"exc:{type(exc).__name__}"
                     conn.close()
-                    conn = http.client.HTTPConnection(host, port, timeout=30)
+                    conns[port] = http.client.HTTPConnection(host, port, timeout=30)
                 with lock:
                     records.append([item["order"], due, sent, time.monotonic(), status])
         finally:
-            conn.close()
+            for conn in conns.values():
+                conn.close()
 
     threads = [threading.Thread(target=worker, daemon=True) for _ in range(plan["threads"])]
     for t in threads:
@@ -362,12 +427,13 @@ def _placed(t: float, e: dict) -> tuple:
 
 def _points(t: float, e: dict) -> tuple:
     d = e["data"]
-    return (t, e["correlation_id"], d.get("order_id"), d.get("kind"))
+    return (t, e["correlation_id"], d.get("order_id"), d.get("kind"), e["event_id"],
+            d.get("delta"), d.get("balance"))
 
 
 def _segment(t: float, e: dict) -> tuple:
     d = e["data"]
-    return (t, e["correlation_id"], d.get("customer_id"), d.get("orders_count"))
+    return (t, e["correlation_id"], d.get("customer_id"), d.get("orders_count"), e["event_id"])
 
 
 class Sampler:
@@ -490,7 +556,8 @@ def load_phase(label: str, ctx: dict, rate: float, seconds: float) -> dict:
     path = hook["delivery_url"][len(url):]
     threads = ctx["senders"] or sender_threads(rate)
     plan = {"mode": "webhooks", "rate": rate, "threads": threads, "host": HOST,
-            "port": procs.ports["customer_sync"]["web"], "path": path, "secret": hook["secret"],
+            "ports": [procs.ports[name]["web"] for name in procs.instances("customer_sync")],
+            "path": path, "secret": hook["secret"],
             "source_url": shop.base_url, "webhook_id": hook["id"], "items": items}
     log(f"{label}: sending {count} webhooks at {rate:g}/s")
     out = send(plan, work, label)
@@ -599,7 +666,7 @@ def backlog_phase(ctx: dict, events: int) -> dict:
 
     procs, watches, probe_queues = ctx["procs"], ctx["watches"], ctx["backlog_queues"]
     stopped = {}
-    for name in ("loyalty", "segmentation"):
+    for name in procs.instances("loyalty") + procs.instances("segmentation"):
         hwm = memory_kib(procs.children[name].pid, "VmHWM")
         ctx["peaks"].setdefault(name, []).append(None if hwm is None else round(hwm / 1024, 1))
         stopped[name] = terminate(procs.children[name])
@@ -632,7 +699,7 @@ def backlog_phase(ctx: dict, events: int) -> dict:
                     max((p[0] for p in points), default=None), max((s[0] for s in segs), default=None))
 
         started = time.monotonic()
-        procs.start("loyalty", "segmentation")
+        procs.start("loyalty", "segmentation", instances=ctx["instances"])
         ready_s = time.monotonic() - started
         log(f"backlog: both ready {ready_s:.1f} s after start; draining")
 
@@ -740,8 +807,12 @@ def chart(results: dict, samples: list[dict], path: Path) -> None:
 # -- the run ---------------------------------------------------------------------------------
 def render(results: dict) -> str:
     p, r, b = results["phases"], results["raw_kombu"], results["backlog"]
+    c = results["config"]
     lines = [f"machine: {results['machine']['nproc']} cores, load average at start "
-             f"{results['machine']['loadavg_at_start']}, at end {results['loadavg_at_end']}"]
+             f"{results['machine']['loadavg_at_start']}, at end {results['loadavg_at_end']}",
+             f"instances of each consumer service: {c['instances']}; database: "
+             + ("the wire-protocol stand-in (tests/fakes/mongo_server.py), shared"
+                if c["mongo"] == "wire" else "mongomock in each process")]
     for key in ("steady", "burst"):
         lines.append(
             f"{key}: target {p[key]['target_rate_per_s']:g}/s, sent {p[key]['send_rate_per_s']}/s, "
@@ -764,7 +835,20 @@ def render(results: dict) -> str:
                  f"{b.get('cpu_seconds_until_quiet_by_service')}")
     if b["queues_not_empty_at_end"]:
         lines.append(f"  still queued: {b['queues_not_empty_at_end']}")
+    if results.get("database_cpu_seconds") is not None:
+        lines.append(f"database stand-in: {results['database_cpu_seconds']:.1f} CPU seconds "
+                     "over the whole run")
     lines.append("peak memory (MiB): " + ", ".join(f"{k} {v}" for k, v in results["peak_rss_mib"].items()))
+    d = results.get("double_effects")
+    if d is not None:
+        lines.append(f"no double effect: {d['none']} ({d['orders']} orders earned, "
+                     f"{d['earned_twice']} twice, {d['balance_not_one_earn']} balances not one "
+                     f"earn; {d['customers']} customers' segment changed, "
+                     f"{d['segment_changed_twice']} twice; {d['copies_received']} copies of "
+                     f"one event received)")
+    published = results.get("published_before_backlog") or {}
+    lines.append("published before the backlog: " + ", ".join(
+        f"{name} {counts}" for name, counts in published.items() if any(counts.values())))
     lines.append(f"targets: {json.dumps(results['targets'])}")
     return "\n".join(lines)
 
@@ -778,7 +862,8 @@ def run(args: argparse.Namespace) -> dict:
     from demo.sms import FakeTwilio
     from demo.shop import FakeWooShop
     from tests.support import BrokerAdmin
-    from tests.system.harness import SERVICE_NAMES, SystemProcesses, register_store, system_env
+    from tests.system.harness import (SERVICE_NAMES, MongoServerProcess, SystemProcesses,
+                                      register_store, service_of, system_env)
 
     results: dict = {"benchmark": "system", "machine": machine(), "source": source_state(),
                      "config": {k: v for k, v in vars(args).items() if k not in ("json", "png")}}
@@ -792,16 +877,20 @@ def run(args: argparse.Namespace) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     log(f"vhost {vhost}; logs and work files in {work}")
     admin.create_vhost(vhost)
-    smtp = twilio = shop = procs = sampler = None
+    smtp = twilio = shop = procs = sampler = mongo = None
     watches: dict = {}
     try:
+        if args.mongo == "wire":
+            mongo = MongoServerProcess(work)
+            log(f"database: the wire-protocol stand-in at {mongo.uri}, shared by "
+                f"{args.instances} instance(s) of each consumer service")
         smtp = SmtpServer().start()
         twilio = FakeTwilio(seed=5).start()
         shop = FakeWooShop(seed=11, ping_webhooks=True).start()
         from datetime import datetime, timezone
 
         shop.clock.set(datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0))
-        env = system_env(smtp, twilio)
+        env = system_env(smtp, twilio, MONGO_URI=mongo.uri if mongo else "mongomock://")
         for key in TEST_TIMINGS:
             env.pop(key, None)
         if args.profile_service and args.profile_service not in SERVICE_NAMES:
@@ -813,8 +902,11 @@ def run(args: argparse.Namespace) -> dict:
         procs = SystemProcesses(amqp_uri, work, env, launcher=(
             "bench.profiled_service" if args.profile_service else "services"))
         procs.topology()
-        log("starting " + ", ".join(SERVICE_NAMES))
-        procs.start(*SERVICE_NAMES)
+        log(f"starting {args.instances} instance(s) of " + ", ".join(CONSUMER_SERVICES)
+            + ", and the rest: " + ", ".join(n for n in SERVICE_NAMES
+                                              if n not in CONSUMER_SERVICES))
+        procs.start(*CONSUMER_SERVICES, instances=args.instances)
+        procs.start(*(n for n in SERVICE_NAMES if n not in CONSUMER_SERVICES))
         register_store(procs, shop, STORE, SECRET)
         origin = time.monotonic()
         queues = [q.name for q in handler_queues()]
@@ -837,6 +929,7 @@ def run(args: argparse.Namespace) -> dict:
                "senders": args.senders, "settle_timeout": args.settle_timeout, "alive": alive,
                "origin": origin, "amqp_uri": amqp_uri, "drain_timeout": args.drain_timeout,
                "peaks": {}, "queues": queues, "quiet_timeout": args.quiet_timeout,
+               "instances": args.instances,
                "backlog_queues": [q for q in queues if "order.placed" in q
                                                and queue_owner(q) in ("loyalty", "segmentation")]}
         phases = {}
@@ -867,6 +960,13 @@ def run(args: argparse.Namespace) -> dict:
                                 results["raw_kombu"][key]["throughput_per_s"]),
         } for key in ("steady", "burst")}
 
+        # What each instance published of the events the watchers count, before the backlog
+        # restarts loyalty and segmentation (and their counters): copies show at their source.
+        results["published_before_backlog"] = {
+            name: {event_type: procs.metric(name, "companion_outbox_published_total",
+                                            event_type=event_type)
+                   for event_type in WATCHED_EVENTS}
+            for name in procs.children if service_of(name) in CONSUMER_SERVICES}
         watches.pop("placed").close()  # not needed for the backlog, and 100,000 more to read
         results["backlog"] = backlog_phase(ctx, args.backlog)
         w = results["backlog"]["window"]
@@ -882,6 +982,12 @@ def run(args: argparse.Namespace) -> dict:
         results["peak_rss_by_process_mib"] = ctx["peaks"]
         results["peak_rss_mib"] = {n: max(v for v in vals if v is not None)
                                    for n, vals in ctx["peaks"].items() if any(vals)}
+        results["double_effects"] = double_effects(watches["points"].snapshot(),
+                                                   watches["segments"].snapshot())
+        if mongo is not None:  # the shared database's process works for every instance
+            from bench.common import process_cpu_seconds
+
+            results["database_cpu_seconds"] = process_cpu_seconds(mongo.child.pid)
         steady, backlog = phases["steady"], results["backlog"]
         results["targets"] = {
             "steady_p99_under_1s": {"target_ms": TARGET_P99_S * 1000,
@@ -913,6 +1019,8 @@ def run(args: argparse.Namespace) -> dict:
                     fake.stop()
                 except Exception as exc:
                     log(f"stopping a stand-in failed: {exc}")
+        if mongo is not None:
+            mongo.stop()
         admin.delete_vhost(vhost)
         log(f"vhost {vhost} deleted")
     results["loadavg_at_end"] = list(os.getloadavg())
@@ -950,7 +1058,20 @@ def main(argv: list[str] | None = None) -> int:
                         help="run service NAME under cProfile (bench/profiled_service.py); its "
                              "profile is written to the log dir as NAME.PID.prof when it stops. "
                              "The profiler slows it, so its figures are not comparable")
+    parser.add_argument("--instances", type=int, default=1,
+                        help="processes of each consumer service (1); above 1 their databases "
+                             "are on the wire stand-in")
+    parser.add_argument("--mongo", choices=("mongomock", "wire"), default=None,
+                        help="mongomock in each process (the default for one instance), or "
+                             "the wire-protocol stand-in shared by all (the default, and the "
+                             "only choice, for several)")
     args = parser.parse_args(argv)
+    if args.instances < 1:
+        parser.error("--instances must be at least 1")
+    if args.mongo is None:
+        args.mongo = "wire" if args.instances > 1 else "mongomock"
+    if args.instances > 1 and args.mongo != "wire":
+        parser.error("several instances share their service's database: --mongo wire")
     from bench.common import log
 
     # SIGTERM (kill, a CI timeout) unwinds like Ctrl-C, so the services it started are stopped

@@ -69,8 +69,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "OUTBOX_SWEEP_SECONDS",
         "30",
-        "Safety-net interval of the full search for unsent events (writes in this process "
-        "publish at once; a failed publish or a restart sweeps at once).",
+        "Safety-net interval of the search for unsent events, which takes those older than "
+        "it (writes publish at once from the process that made them; a failed publish sweeps "
+        "everything at once, a start what was owed before it).",
     ),
     Setting("OUTBOX_BATCH_SIZE", "200", "Events published per batch of publisher confirms."),
     Setting("CUSTOMER_CHECK_TIMEOUT_SECONDS", "5",

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import datetime, timedelta
 from typing import Callable, Iterable
 
 import eventlet
@@ -16,6 +17,7 @@ from shared.logs import bind_log_context
 from shared.messaging.publisher import ConfirmingPublisher, PublishError
 from shared.mongo import MongoStorage, declared_storage
 from shared.outbox import OutboxRelay
+from shared.times import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +27,13 @@ class OutboxRelayProvider(DependencyProvider):
 
     Writers `notify` it of the documents they changed; it publishes those at once, batching
     what arrives together. Every `OUTBOX_SWEEP_SECONDS` it also sweeps for anything owed from
-    before a crash or during a broker outage. One publishing thread per process means the fast
-    path and the sweep never publish the same entry twice; across instances a duplicate is
-    possible and harmless (consumers deduplicate by event id).
+    before a crash or during a broker outage, taking only entries older than that interval:
+    younger ones are on their way out through the fast path of the instance that wrote them.
+    The sweep at start takes what was written before it; after a failed publish or on
+    `request_sweep` it takes everything. With several busy instances, sweeps that took fresh
+    entries published copies of many events (docs/scaling.md). One publishing thread per process means the fast path and the sweep never
+    publish the same entry twice; across instances a duplicate is still possible and harmless
+    (consumers deduplicate by event id).
     """
 
     def __init__(self, collections: Callable[[object], list[Collection]],
@@ -80,6 +86,10 @@ class OutboxRelayProvider(DependencyProvider):
         # Every write in this process notifies the relay, so a full sweep is needed only where
         # something may have been left: at start (a crash before), after a failed publish (an
         # outage), and as a safety net every OUTBOX_SWEEP_SECONDS (another instance's crash).
+        # The sweep at start takes what was owed before it (a crash); what is written later is
+        # published by its writer, here or in another instance, whose fresh entries a sweep
+        # would otherwise chase batch after batch while both drain a queue.
+        started_at, starting = utcnow(), True
         dirty, last_sweep = True, time.monotonic()
         while self._running:
             with eventlet.Timeout(self.interval, False):
@@ -91,19 +101,28 @@ class OutboxRelayProvider(DependencyProvider):
                 try:
                     self.relay.publish_documents(refs)
                 except Exception as exc:
-                    dirty = True
+                    dirty, starting = True, False  # this process's own entries are left now
                     log.warning("events stay in the outbox until the broker is back: %s", exc)
             if dirty or self._sweep_requested or time.monotonic() - last_sweep >= self.interval:
+                # The safety net leaves young entries to their writers' fast paths too.
+                if self._sweep_requested or (dirty and not starting):
+                    older_than: datetime | None = None
+                elif starting:
+                    older_than = started_at
+                else:
+                    older_than = utcnow() - timedelta(seconds=self.interval)
                 last_sweep, self._sweep_requested = time.monotonic(), False
-                dirty = not self.sweep_once()
+                dirty = not self.sweep_once(older_than)
+                starting = starting and dirty
 
-    def sweep_once(self) -> bool:
-        """Publish everything still owed, a batch at a time, letting other green threads (the
-        webhook door) run between batches. True when nothing was left behind."""
+    def sweep_once(self, older_than: datetime | None = None) -> bool:
+        """Publish everything still owed (written before `older_than`, when given), a batch at
+        a time, letting other green threads (the webhook door) run between batches. True when
+        nothing was left behind."""
         try:
             total = 0
             while self._running and self.relay is not None:
-                count = self.relay.publish_pending(limit=self.batch_size)
+                count = self.relay.publish_pending(limit=self.batch_size, older_than=older_than)
                 total += count
                 if count < self.batch_size:
                     break

@@ -9,6 +9,7 @@ re-publish is deduplicated by consumers.
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Any, Iterable
 
 from pymongo import ASCENDING
@@ -77,16 +78,18 @@ class OutboxRelay:
                 published += self._publish(collection, docs)
         return published
 
-    def publish_pending(self, limit: int | None = None) -> int:
-        """Sweep: publish everything still owed (after a crash or a broker outage)."""
+    def publish_pending(self, limit: int | None = None,
+                        older_than: datetime | None = None) -> int:
+        """Sweep: publish everything still owed (after a crash or a broker outage). With
+        `older_than`, only documents owing an entry written before then: a younger one is
+        most likely on its way out through its writer's fast path, in another instance too."""
+        query: dict = {f"{OUTBOX_FIELD}.event_id": {"$exists": True}}
+        if older_than is not None:
+            query[f"{OUTBOX_FIELD}.created_at"] = {"$lt": older_than}
         published = 0
         for collection in self.collections:
             while limit is None or published < limit:
-                docs = list(
-                    collection.find({f"{OUTBOX_FIELD}.event_id": {"$exists": True}},
-                                    {OUTBOX_FIELD: 1})
-                    .limit(self.batch_size)
-                )
+                docs = list(collection.find(query, {OUTBOX_FIELD: 1}).limit(self.batch_size))
                 if not docs:
                     break
                 count = self._publish(collection, docs)

@@ -7,7 +7,9 @@ SYSTEM_CUSTOMERS, SYSTEM_ORDERS, SYSTEM_SEED. `make test` runs the small default
 `make test-system` the full 1,000 customers and 5,000 orders. SYSTEM_MONGO chooses the database:
 `wire` (the default) starts tests/fakes/mongo_server.py as one process that every service
 reaches through pymongo; `mongomock` gives each service process its own in-memory database. A
-test module can insist with a module-level `SYSTEM_MONGO` (the kill test needs `wire`).
+test module can insist with a module-level `SYSTEM_MONGO` (the kill test needs `wire`), and run
+several processes of a service with a module-level `SYSTEM_INSTANCES` ({"loyalty": 2, ...};
+one of each by default; several need `wire`, the database they share).
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from tests.conftest import RABBIT_AMQP_HOST
 from demo.mailbox import SmtpServer
 from demo.sms import FakeTwilio
 from demo.shop import FakeWooShop
+from tests.fakes.load_balancer import RoundRobinBalancer
 from tests.system.fault_stack import FaultStack, log_dir
 from tests.system.harness import (SERVICE_NAMES, MongoServerProcess, SystemProcesses,
                                   register_store, system_env)
@@ -83,15 +86,26 @@ def system(system_vhost, request):
         smtp, twilio, MONGO_URI=mongo.uri if mongo else "mongomock://",
         # A claim a killed worker left blocks its event's redelivery until the lease ends.
         EVENT_CLAIM_LEASE_SECONDS="20", NOTIFY_LEASE_SECONDS="20"))
+    balancer = None
     try:
         procs.topology()
-        procs.start(*SERVICE_NAMES)
-        register_store(procs, shop, STORE, SECRET)
+        instances = getattr(request.module, "SYSTEM_INSTANCES", {})
+        by_count: dict[int, list[str]] = {}
+        for name in SERVICE_NAMES:
+            by_count.setdefault(instances.get(name, 1), []).append(name)
+        for count, names in sorted(by_count.items()):
+            procs.start(*names, instances=count)
+        doors = procs.instances("customer_sync")
+        if len(doors) > 1:  # the shop reaches every webhook door through a load balancer
+            balancer = RoundRobinBalancer([procs.web_url(name) for name in doors]).start()
+        register_store(procs, shop, STORE, SECRET, balancer.url if balancer else None)
         with ClusterRpcProxy({"AMQP_URI": amqp_uri}, timeout=60) as rpc:
             yield {"admin": admin, "vhost": vhost, "amqp_uri": amqp_uri, "procs": procs,
                    "smtp": smtp, "twilio": twilio, "shop": shop, "rpc": rpc, "log_dir": log_dir,
-                   "mongo": mongo}
+                   "mongo": mongo, "balancer": balancer}
     finally:
+        if balancer is not None:
+            balancer.stop()
         procs.stop_all()
         if mongo is not None:
             mongo.stop()

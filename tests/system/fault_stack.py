@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import tempfile
@@ -20,7 +19,6 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterator
 
-import requests
 from nameko.standalone.rpc import ClusterRpcProxy
 
 from demo.mailbox import SmtpServer
@@ -113,16 +111,7 @@ class FaultStack:
     def metric(self, process: str, name: str, **labels: str) -> float:
         """The sum of the samples of `name` with these labels in a service process's
         /metrics (0 when there is none)."""
-        text = requests.get(f"http://127.0.0.1:{self.procs.ports[process]['metrics']}/metrics",
-                            timeout=10).text
-        total = 0.0
-        for line in text.splitlines():
-            if not line.startswith(name + "{") and not line.startswith(name + " "):
-                continue
-            found = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0]))
-            if all(found.get(k) == v for k, v in labels.items()):
-                total += float(line.rsplit(" ", 1)[1])
-        return total
+        return self.procs.metric(process, name, **labels)
 
     def fail_handlers(self, *handler_keys: str) -> None:
         """Make these handlers fail (tests/system/fault_launcher.py) until `clear_handler_faults()`."""

@@ -6,11 +6,17 @@ every process has its own in-memory database: each service owns its database, so
 faithful, but a killed process loses its data. `MongoServerProcess` runs the wire-protocol
 stand-in (tests/fakes/mongo_server.py) as "the database": point MONGO_URI at its `uri` and every
 service keeps its own database there (`<MONGO_DB_PREFIX><service>`), surviving a kill -9.
+
+Scale-out: `start("loyalty", instances=2)` runs two processes of one service, "loyalty" and
+"loyalty@2" (`instance_name`): the same service name, so the same queues and database, each
+with its own ports and log file, and each killable and restartable by its instance name. Their
+database is shared only through the stand-in, so more than one instance needs MONGO_URI at it.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -27,6 +33,18 @@ from tests.support import BrokerAdmin, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICE_NAMES = ("customer_sync", "segmentation", "loyalty", "notifications", "gdpr", "gateway")
+INSTANCE_MARK = "@"
+
+
+def instance_name(service: str, number: int) -> str:
+    """The name of a service's `number`th process (1-based): the first is the service's own
+    name, so single-instance callers never see the difference."""
+    return service if number == 1 else f"{service}{INSTANCE_MARK}{number}"
+
+
+def service_of(instance: str) -> str:
+    """The service an instance name runs ("loyalty@2" -> "loyalty")."""
+    return instance.split(INSTANCE_MARK, 1)[0]
 
 
 class MongoServerProcess:
@@ -68,6 +86,7 @@ class SystemProcesses:
         self.starts: dict[str, int] = {}
 
     def _env(self, name: str) -> dict[str, str]:
+        """The environment of instance `name`: the base one with ports of its own."""
         ports = self.ports.setdefault(name, {"web": free_port(), "metrics": free_port()})
         env = dict(self.base_env)
         env.update({
@@ -77,7 +96,7 @@ class SystemProcesses:
             "GATEWAY_WEB_SERVER_ADDRESS": f"127.0.0.1:{ports['web']}",
             "METRICS_PORT": str(ports["metrics"]),
         })
-        if name == "notifications":  # the links in its messages lead to its own pages
+        if service_of(name) == "notifications":  # the links in its messages lead to its pages
             env.setdefault("NOTIFY_PUBLIC_URL", f"http://127.0.0.1:{ports['web']}")
         return env
 
@@ -88,14 +107,42 @@ class SystemProcesses:
         """Declare every consumer's queue first, as the deployment does."""
         return declare_topology(self.base_env)
 
-    def start(self, *names: str, timeout: float = 90.0) -> None:
-        for name in names:
+    def start(self, *names: str, instances: int = 1, timeout: float = 90.0) -> None:
+        """Start each named service (or instance, "loyalty@2") and wait until all are ready.
+        `instances`: how many processes of each named service, "NAME" to "NAME@<instances>"."""
+        if instances < 1:
+            raise ValueError("a service runs in one instance at least")
+        started = [instance_name(name, n) if INSTANCE_MARK not in name else name
+                   for name in names for n in range(1, instances + 1)]
+        if any(INSTANCE_MARK in name for name in started) and (
+                self.base_env.get("MONGO_URI") or "mongomock://").startswith("mongomock"):
+            raise ValueError("instances of one service share its database: point MONGO_URI at "
+                             "the wire-protocol stand-in (MongoServerProcess), not mongomock")
+        for name in started:
             self.starts[name] = self.starts.get(name, 0) + 1
             log = self.log_dir / f"{name}.{self.starts[name]}.log"
-            self.children[name] = Child(name, [sys.executable, "-m", self.launcher, name],
-                                        self._env(name), log)
-        for name in names:
+            self.children[name] = Child(name, [sys.executable, "-m", self.launcher,
+                                               service_of(name)], self._env(name), log)
+        for name in started:
             self.wait_ready(name, timeout)
+
+    def instances(self, service: str) -> list[str]:
+        """The instance names started for `service`, first to last."""
+        return [name for name in self.children if service_of(name) == service]
+
+    def metric(self, name: str, metric: str, **labels: str) -> float:
+        """The sum of the samples of `metric` with these labels in instance `name`'s /metrics
+        (0 when there is none): each process counts only what it did itself."""
+        text = requests.get(f"http://127.0.0.1:{self.ports[name]['metrics']}/metrics",
+                            timeout=10).text
+        total = 0.0
+        for line in text.splitlines():
+            if not line.startswith(metric + "{") and not line.startswith(metric + " "):
+                continue
+            found = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0]))
+            if all(found.get(k) == v for k, v in labels.items()):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
 
     def wait_ready(self, name: str, timeout: float = 90.0) -> None:
         url = f"http://127.0.0.1:{self.ports[name]['metrics']}/health/ready"
@@ -113,7 +160,8 @@ class SystemProcesses:
         raise RuntimeError(f"{name} not ready after {timeout}s:\n{self.children[name].tail()}")
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
-        """Signal one service's process (SIGKILL by default) and wait for it to end."""
+        """Signal one instance's process ("loyalty", "loyalty@2"; SIGKILL by default) and wait
+        for it to end."""
         child = self.children[name]
         child.proc.send_signal(sig)
         child.proc.wait(30)
@@ -161,9 +209,12 @@ def system_env(smtp, twilio, **overrides: str) -> dict[str, str]:
     }
 
 
-def register_store(procs: "SystemProcesses", shop, store: str, secret: str) -> None:
+def register_store(procs: "SystemProcesses", shop, store: str, secret: str,
+                   door_url: str | None = None) -> None:
     """Add the store over the operator CLI and register its webhooks in the shop (which pings
-    each, as WooCommerce does on saving a webhook), as an operator sets a shop up."""
+    each, as WooCommerce does on saving a webhook), as an operator sets a shop up. `door_url`:
+    where the shop delivers (a load balancer before several customer_sync instances); the
+    first customer_sync instance by default."""
     env = {"WOO_WEBHOOK_SECRET": secret, "WOO_CONSUMER_KEY": shop.consumer_key,
            "WOO_CONSUMER_SECRET": shop.consumer_secret}
     added = companion(procs.amqp_uri, "stores", "add", "--store", store, "--shop-url",
@@ -171,7 +222,7 @@ def register_store(procs: "SystemProcesses", shop, store: str, secret: str) -> N
     if added.returncode != 0:
         raise RuntimeError(f"companion stores add failed: {added.stdout}{added.stderr}")
     registered = companion(procs.amqp_uri, "webhooks", "register", "--store", store,
-                           "--delivery-url", procs.web_url("customer_sync"))
+                           "--delivery-url", door_url or procs.web_url("customer_sync"))
     if registered.returncode != 0:
         raise RuntimeError(f"companion webhooks register failed: "
                            f"{registered.stdout}{registered.stderr}")

@@ -1,11 +1,12 @@
 """The pure parts of `make bench` (bench/system.py): percentiles, tying events to the orders
-that caused them, pacing a sender, and the per-second series the chart draws."""
+that caused them, pacing a sender, the per-second series the chart draws, and the check that no
+order's effect was applied twice."""
 from __future__ import annotations
 
 import pytest
 
-from bench.system import (Observed, Pacer, achieved_rate, lag_summary, match_orders, per_second,
-                          percentile, queue_owner, ratio)
+from bench.system import (Observed, Pacer, achieved_rate, double_effects, lag_summary,
+                          match_orders, per_second, percentile, queue_owner, ratio)
 
 
 def test_percentile_is_nearest_rank():
@@ -100,3 +101,29 @@ def test_sender_threads_scale_with_the_rate_within_bounds():
     assert sender_threads(10) == 16
     assert sender_threads(100) == 50
     assert sender_threads(1000) == 256
+
+
+def test_double_effects_tell_a_second_earn_from_a_copy_of_one_event():
+    points = [
+        (1.0, "c1", "7", "earn", "e-7", 50, 50),
+        (1.1, "c1", "7", "earn", "e-7", 50, 50),  # the same event again: a copy
+        (1.2, "c2", "8", "earn", "e-8", 40, 40),
+        (1.3, "c2", "8", "earn", "e-8b", 40, 80),  # a second earn for order 8
+        (1.4, "c3", "9", "reverse", "e-9r", -10, 0),  # not an earn
+    ]
+    segments = [
+        (1.0, "c1", "cust-1", 0, "s-0"),  # no order counted yet
+        (1.1, "c1", "cust-1", 1, "s-1"),
+        (1.2, "c2", "cust-2", 1, "s-2"),
+        (1.3, "c2", "cust-2", 1, "s-2b"),
+    ]
+    found = double_effects(points, segments)
+    assert found["orders"] == 2 and found["earned_twice"] == 1
+    assert found["earned_twice_sample"] == ["8"]
+    assert found["balance_not_one_earn_sample"] == [("8", 40, 80)]
+    assert found["customers"] == 2 and found["segment_changed_twice_sample"] == ["cust-2"]
+    assert found["copies_received"] == 1 and found["none"] is False
+    clean = double_effects(points[:3], segments[:3])
+    assert clean["none"] is True and clean["copies_received"] == 1
+    again = double_effects([points[0], (1.5, "c1", "7", "earn", "e-7", 50, 100)], [])
+    assert again["balance_not_one_earn_sample"] == [("7", 50, 100)] and again["none"] is False
