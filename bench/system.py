@@ -778,7 +778,8 @@ def run(args: argparse.Namespace) -> dict:
     from demo.sms import FakeTwilio
     from demo.shop import FakeWooShop
     from tests.support import BrokerAdmin
-    from tests.system.harness import SERVICE_NAMES, SystemProcesses, register_store, system_env
+    from tests.system.harness import (SERVICE_NAMES, MongoServerProcess, SystemProcesses,
+                                      register_store, system_env)
 
     results: dict = {"benchmark": "system", "machine": machine(), "source": source_state(),
                      "config": {k: v for k, v in vars(args).items() if k not in ("json", "png")}}
@@ -792,7 +793,7 @@ def run(args: argparse.Namespace) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     log(f"vhost {vhost}; logs and work files in {work}")
     admin.create_vhost(vhost)
-    smtp = twilio = shop = procs = sampler = None
+    smtp = twilio = shop = procs = sampler = inbox_db = None
     watches: dict = {}
     try:
         smtp = SmtpServer().start()
@@ -810,11 +811,15 @@ def run(args: argparse.Namespace) -> dict:
         if args.profile_service:  # the profile is written to the work dir when it stops
             env.update({"BENCH_PROFILE_SERVICE": args.profile_service,
                         "BENCH_PROFILE_DIR": str(work)})
+        # customer_sync's door and its applier share their database (the inbox) as deployed;
+        # the other services keep theirs in memory.
+        inbox_db = MongoServerProcess(work)
         procs = SystemProcesses(amqp_uri, work, env, launcher=(
-            "bench.profiled_service" if args.profile_service else "services"))
+            "bench.profiled_service" if args.profile_service else "services"),
+            customer_sync_mongo=inbox_db.uri)
         procs.topology()
-        log("starting " + ", ".join(SERVICE_NAMES))
-        procs.start(*SERVICE_NAMES)
+        log("starting " + ", ".join(procs.names))
+        procs.start(*procs.names)
         register_store(procs, shop, STORE, SECRET)
         origin = time.monotonic()
         queues = [q.name for q in handler_queues()]
@@ -907,7 +912,7 @@ def run(args: argparse.Namespace) -> dict:
         if procs is not None:
             log("stopping the services")
             results["stopped"] = procs.stop_all()
-        for fake in (shop, twilio, smtp):
+        for fake in (shop, twilio, smtp, inbox_db):
             if fake is not None:
                 try:
                     fake.stop()

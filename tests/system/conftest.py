@@ -25,7 +25,7 @@ from demo.mailbox import SmtpServer
 from demo.sms import FakeTwilio
 from demo.shop import FakeWooShop
 from tests.system.fault_stack import FaultStack, log_dir
-from tests.system.harness import (SERVICE_NAMES, MongoServerProcess, SystemProcesses,
+from tests.system.harness import (MongoServerProcess, SystemProcesses,
                                   register_store, system_env)
 
 STORE = "sysshop"
@@ -85,7 +85,7 @@ def system(system_vhost, request):
         EVENT_CLAIM_LEASE_SECONDS="20", NOTIFY_LEASE_SECONDS="20"))
     try:
         procs.topology()
-        procs.start(*SERVICE_NAMES)
+        procs.start(*procs.names)
         register_store(procs, shop, STORE, SECRET)
         with ClusterRpcProxy({"AMQP_URI": amqp_uri}, timeout=60) as rpc:
             yield {"admin": admin, "vhost": vhost, "amqp_uri": amqp_uri, "procs": procs,
