@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         metrics.stop_serving()
         return 1
     stopping.services_running = not stopping.requested
-    log.info("started %s", ", ".join(runner.service_names))
+    log.info("started %s", ", ".join(names))
     log_addresses(names, config, metrics_server.port if metrics_server else None)
     runner.wait()
     stopping.services_running = False

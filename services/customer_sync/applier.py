@@ -23,6 +23,7 @@ from services.customer_sync.app_provider import AppProvider
 from services.customer_sync.door.work_queue import notice_keys, work_queue
 from services.customer_sync.workers import InboxWorkers
 from shared.dependencies import OutboxRelayProvider, Settings, WorkerLogContext
+from shared.metrics import count_applied
 from shared.periodic import PeriodicTasks, Task
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ class CustomerSyncApplier:
             try:
                 result = self.app.inbox.process(key)
                 if result is not None:
+                    count_applied("applier")
                     self.app.publish(result.touched)
             except Exception:
                 log.exception("applying a delivery failed; the sweep will retry it")

@@ -28,7 +28,7 @@ from shared.config import from_nameko
 from shared.container import named_dependencies
 from shared.errors import NotFound
 from shared.messaging.queues import queue_type
-from shared.metrics import unwatch_quarantine, watch_quarantine
+from shared.metrics import count_applied, unwatch_quarantine, watch_quarantine
 
 log = logging.getLogger(__name__)
 
@@ -148,9 +148,11 @@ class InboxWorkers(_ServiceParts, DependencyProvider):
     def start(self) -> None:
         self._bind_parts()
         self.processor = self.app.inbox
-        # companion_webhook_quarantined is counted in this database when scraped.
-        watch_quarantine(self.storage.inbox.collection.full_name,
-                         self.storage.inbox.quarantine_counts)
+        # companion_webhook_quarantined is counted in this database when scraped, by the door
+        # (which lists and replays them); appliers leave it to the door.
+        if not self.always_applies:
+            watch_quarantine(self.storage.inbox.collection.full_name,
+                             self.storage.inbox.quarantine_counts)
         self._running = True
         if self.notices is not None:
             try:
@@ -192,6 +194,7 @@ class InboxWorkers(_ServiceParts, DependencyProvider):
             try:
                 result = self.processor.process(key)
                 if result is not None:
+                    count_applied(APPLY_BY_APPLIER if self.always_applies else "door")
                     self.app.publish(result.touched)
             except Exception:
                 log.exception("inbox worker failed; the sweep will retry the delivery")
@@ -214,7 +217,7 @@ class InboxWorkers(_ServiceParts, DependencyProvider):
         return len(keys) == SWEEP_BATCH
 
     def stop(self) -> None:
-        if self._running:
+        if self._running and not self.always_applies:
             unwatch_quarantine(self.storage.inbox.collection.full_name)
         self._running = False
         if self.notices is not None:

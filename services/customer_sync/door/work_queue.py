@@ -21,6 +21,7 @@ from eventlet.event import Event
 from kombu import Connection, Exchange, Producer, Queue
 
 from shared.messaging.queues import queue_arguments
+from shared.metrics import count_notices
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +99,10 @@ class InboxNotices:
                     notice_body(batch), exchange=self.queue.exchange, routing_key=ROUTING_KEY,
                     serializer="json", delivery_mode=2)
                 self.published += len(batch)
+                count_notices("published", len(batch))
             except Exception as exc:  # the broker away: the sweep finds these deliveries
                 self.failed += len(batch)
+                count_notices("failed", len(batch))
                 log.warning("could not hand %d inbox key(s) to the appliers (%s); their sweep "
                             "will find them", len(batch), type(exc).__name__)
                 self.close()
