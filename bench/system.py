@@ -5,7 +5,10 @@
                            [--log-dir DIR] [--profile-service NAME]
 
 1. A fresh RabbitMQ virtual host; every service as its own OS process (tests/system/harness.py,
-   `python -m services NAME`, each with its own in-memory mongomock database), the local SMTP
+   `python -m services NAME`, each with its own in-memory mongomock database), customer_sync
+   split as deployed into its door (`INBOX_APPLY=applier`) and `customer_sync_applier`, the two
+   sharing their database in the wire-protocol stand-in (tests/fakes/mongo_server.py, a process
+   of its own whose CPU is not in the per-service figures), the local SMTP
    server and Twilio stand-in, and a FakeWooShop whose store is added and whose webhooks are
    registered over the operator CLI, as the system scenario does. The services run with their
    documented timing defaults (sweeps, retries, polls), not the scenario's fast test values.

@@ -165,7 +165,7 @@ class InboxWorkers(_ServiceParts, DependencyProvider):
         for n in range(self.concurrency):
             self._threads.append(self.container.spawn_managed_thread(
                 self._work, identifier=f"inbox-worker-{n}"))
-        if self.busy_pause > 0:
+        if self.busy_pause > 0 and not self.always_applies:  # an applier has no door to pace for
             self._threads.append(self.container.spawn_managed_thread(
                 lambda: self.cpu.run(lambda: self._running), identifier="cpu-load"))
 
@@ -220,8 +220,6 @@ class InboxWorkers(_ServiceParts, DependencyProvider):
         if self._running and not self.always_applies:
             unwatch_quarantine(self.storage.inbox.collection.full_name)
         self._running = False
-        if self.notices is not None:
-            self.notices.flush()  # what the door answered lately, before it goes
         if self.queue is not None:
             for _ in range(self.concurrency):
                 self.queue.put(None)
@@ -229,6 +227,7 @@ class InboxWorkers(_ServiceParts, DependencyProvider):
             thread.kill()
         self._threads.clear()
         if self.notices is not None:
+            self.notices.flush()  # what the door answered lately, before it goes
             self.notices.close()
 
     def kill(self) -> None:
