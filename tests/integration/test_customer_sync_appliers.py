@@ -62,7 +62,12 @@ def test_the_door_records_everything_and_applies_nothing_then_two_appliers_apply
     workers = door_workers(door)
     wait_until(lambda: workers.notices.published == DELIVERIES,
                message="every key handed to the work queue")
-    wait_until(lambda: broker_admin.queue_depth(vhost_of(services.amqp_uri), WORK_QUEUE_NAME) >= 1,
+
+    def depth() -> int:
+        """Notices in the queue: the management API's sample, a few seconds old."""
+        return broker_admin.queue_depth(vhost_of(services.amqp_uri), WORK_QUEUE_NAME)
+
+    wait_until(lambda: depth() >= 1, timeout=20, interval=0.25,
                message="the notices waiting in the broker's queue")
     assert stays(lambda: inbox.count_documents({"status": "pending", "attempts": 0})
                  == DELIVERIES, HOLD_SECONDS), "the door applied deliveries itself"
@@ -88,7 +93,7 @@ def test_the_door_records_everything_and_applies_nothing_then_two_appliers_apply
     created = events.of_type("customer.created")
     assert sorted(e["data"]["woo_customer_id"] for e in created) == \
         [100 + n for n in range(DELIVERIES)]
-    wait_until(lambda: broker_admin.queue_depth(vhost_of(services.amqp_uri), WORK_QUEUE_NAME) == 0,
+    wait_until(lambda: depth() == 0, timeout=20, interval=0.25,
                message="every notice acknowledged")
     assert rpc.customer_sync.health()["inbox"]["appliers"] == 2
     assert "problems" not in rpc.customer_sync.health()
