@@ -29,6 +29,7 @@ from shared.container import named_dependencies
 from shared.errors import NotFound
 from shared.messaging.queues import queue_type
 from shared.metrics import count_applied, unwatch_quarantine, watch_quarantine
+from shared.tls import amqp_ssl_options
 
 log = logging.getLogger(__name__)
 
@@ -126,8 +127,7 @@ class InboxWorkers(_ServiceParts, DependencyProvider):
         if self.applies_here:
             self.queue = LightQueue()
         else:
-            self.notices = InboxNotices(config.get("AMQP_URI"),
-                                        self.container.config.get("AMQP_SSL"),
+            self.notices = InboxNotices(config.get("AMQP_URI"), amqp_ssl_options(config),
                                         queue_type(config))
 
     def note_request(self) -> None:
