@@ -15,18 +15,13 @@ applier and a door still applying itself, apply each delivery once.
 """
 from __future__ import annotations
 
-import logging
-
 from nameko.messaging import consume
 
 from services.customer_sync.app_provider import AppProvider
 from services.customer_sync.door.work_queue import notice_keys, work_queue
 from services.customer_sync.workers import InboxWorkers
 from shared.dependencies import OutboxRelayProvider, Settings, WorkerLogContext
-from shared.metrics import count_applied
 from shared.periodic import PeriodicTasks, Task
-
-log = logging.getLogger(__name__)
 
 
 class CustomerSyncApplier:
@@ -51,12 +46,7 @@ class CustomerSyncApplier:
     @consume(work_queue("classic"))
     def apply_deliveries(self, body: dict) -> None:
         """Apply the deliveries a notice names, then let it be acknowledged (nameko acks when
-        this returns). A delivery that fails is left to the inbox's retries and sweep."""
+        this returns). A delivery that fails is left to the inbox's retries and sweep; at most
+        INBOX_APPLIER_CONCURRENCY deliveries are applied at once, with the sweep's."""
         for key in notice_keys(body):
-            try:
-                result = self.app.inbox.process(key)
-                if result is not None:
-                    count_applied("applier")
-                    self.app.publish(result.touched)
-            except Exception:
-                log.exception("applying a delivery failed; the sweep will retry it")
+            self.inbox_workers.apply(key)

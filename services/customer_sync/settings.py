@@ -27,6 +27,13 @@ SETTINGS: tuple[Setting, ...] = (
         "its database, told of each delivery over the `customer_sync.inbox` queue, so that "
         "applying never slows the answers (the shipped deployment).",
     ),
+    Setting(
+        "INBOX_APPLIER_CONCURRENCY",
+        "2",
+        "Deliveries one customer_sync_applier process applies at once. Applying is CPU work in "
+        "one interpreter: more applier processes apply faster, more at once in one process "
+        "only queue more commands at the database (and the door's inserts behind them).",
+    ),
     Setting("INBOX_SWEEP_SECONDS", "5", "How often webhook deliveries not yet applied are retried."),
     Setting(
         "INBOX_BUSY_PAUSE_MS",

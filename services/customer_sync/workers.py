@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import nullcontext
 from datetime import timedelta
 
 import eventlet
 from eventlet.queue import LightQueue
+from eventlet.semaphore import Semaphore
 from nameko.extensions import DependencyProvider
 
 from services.customer_sync.bootstrap import CustomerSyncApp
@@ -111,6 +113,7 @@ class InboxWorkers(_ServiceParts, DependencyProvider):
         self.always_applies = applies
         self.applies_here = True
         self.notices: InboxNotices | None = None
+        self.slots = nullcontext()  # an applier's limit of deliveries applied at once
         self.queue: LightQueue | None = None
         self._threads: list = []
         self._running = False
@@ -124,6 +127,11 @@ class InboxWorkers(_ServiceParts, DependencyProvider):
         self.busy_pause = config.int("INBOX_BUSY_PAUSE_MS") / 1000.0
         self.applies_here = self.always_applies or \
             inbox_apply(config.get("INBOX_APPLY")) == APPLY_HERE
+        if self.always_applies:
+            # Deliveries the notices and the sweep have applied at once, in all: applying is
+            # CPU work in one interpreter, so more at once only adds waits on the database.
+            self.concurrency = max(1, config.int("INBOX_APPLIER_CONCURRENCY"))
+            self.slots = Semaphore(self.concurrency)
         if self.applies_here:
             self.queue = LightQueue()
         else:
@@ -191,13 +199,20 @@ class InboxWorkers(_ServiceParts, DependencyProvider):
             if key is None:
                 return
             self._pace()
+            self.apply(key)
+
+    def apply(self, key: str) -> None:
+        """Claim, apply and publish one delivery (nothing when it is done already or another
+        worker, here or in another process, holds its claim). Never raises: a failure is left
+        to the inbox's retries and sweep."""
+        with self.slots:
             try:
                 result = self.processor.process(key)
                 if result is not None:
                     count_applied(APPLY_BY_APPLIER if self.always_applies else "door")
                     self.app.publish(result.touched)
             except Exception:
-                log.exception("inbox worker failed; the sweep will retry the delivery")
+                log.exception("applying a delivery failed; the sweep will retry it")
 
     def sweep(self, inbox: InboxRepository) -> bool:
         """Queue one batch of deliveries older than a sweep interval and not yet applied;
