@@ -29,7 +29,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "INBOX_APPLIER_CONCURRENCY",
-        "2",
+        "4",
         "Deliveries one customer_sync_applier process applies at once. Applying is CPU work in "
         "one interpreter: more applier processes apply faster, more at once in one process "
         "only queue more commands at the database (and the door's inserts behind them).",
