@@ -3,7 +3,7 @@
     python -m bench.system [--rate 100] [--duration 60] [--burst-factor 10] [--burst-seconds 5]
                            [--backlog 100000] [--senders 16] [--json PATH] [--png PATH]
                            [--log-dir DIR] [--profile-service NAME]
-                           [--instances 1] [--mongo mongomock|wire]
+                           [--instances 1] [--mongo mongomock|wire] [--split-door]
 
 1. A fresh RabbitMQ virtual host; every service as its own OS process (tests/system/harness.py,
    `python -m services NAME`, each with its own in-memory mongomock database unless
@@ -49,6 +49,13 @@ databases are then on the wire-protocol stand-in (tests/fakes/mongo_server.py, o
 every instance reaches through pymongo), which `--mongo wire` also chooses for one instance so
 that the two are compared on the same database; the sender spreads the webhooks over
 customer_sync's doors in turn, as a load balancer would.
+
+customer_sync's door apart from its applier: wherever customer_sync's database is shared
+(`--mongo wire`, or `--split-door` for customer_sync alone, the other services keeping
+mongomock) it runs as deployed, its door recording and answering (`INBOX_APPLY=applier`) and
+`customer_sync_applier` applying; on mongomock it is one process that does both, as before.
+The stand-in is one Python process whose CPU is not in the per-service figures, and much
+slower per command than mongomock in process: compare split runs with split runs.
 
 Exit status 0 when the run completed, whether targets were met or not; 1 when it failed.
 """
@@ -863,7 +870,7 @@ def run(args: argparse.Namespace) -> dict:
     from demo.shop import FakeWooShop
     from tests.support import BrokerAdmin
     from tests.system.harness import (SERVICE_NAMES, MongoServerProcess, SystemProcesses,
-                                      register_store, service_of, system_env)
+                                      register_store, service_of, system_env, APPLIER)
 
     results: dict = {"benchmark": "system", "machine": machine(), "source": source_state(),
                      "config": {k: v for k, v in vars(args).items() if k not in ("json", "png")}}
@@ -877,7 +884,7 @@ def run(args: argparse.Namespace) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     log(f"vhost {vhost}; logs and work files in {work}")
     admin.create_vhost(vhost)
-    smtp = twilio = shop = procs = sampler = mongo = None
+    smtp = twilio = shop = procs = sampler = mongo = inbox_db = None
     watches: dict = {}
     try:
         if args.mongo == "wire":
@@ -899,14 +906,23 @@ def run(args: argparse.Namespace) -> dict:
         if args.profile_service:  # the profile is written to the work dir when it stops
             env.update({"BENCH_PROFILE_SERVICE": args.profile_service,
                         "BENCH_PROFILE_DIR": str(work)})
+        if args.split_door and mongo is None:
+            # customer_sync's door and its applier share their database (the inbox) as
+            # deployed; the other services keep theirs in memory.
+            inbox_db = MongoServerProcess(work)
+            log(f"customer_sync's door and applier share the wire stand-in at {inbox_db.uri}")
         procs = SystemProcesses(amqp_uri, work, env, launcher=(
-            "bench.profiled_service" if args.profile_service else "services"))
+            "bench.profiled_service" if args.profile_service else "services"),
+            customer_sync_mongo=inbox_db.uri if inbox_db else None)
         procs.topology()
         log(f"starting {args.instances} instance(s) of " + ", ".join(CONSUMER_SERVICES)
             + ", and the rest: " + ", ".join(n for n in SERVICE_NAMES
                                               if n not in CONSUMER_SERVICES))
         procs.start(*CONSUMER_SERVICES, instances=args.instances)
         procs.start(*(n for n in SERVICE_NAMES if n not in CONSUMER_SERVICES))
+        if APPLIER in procs.names:  # customer_sync's door hands its deliveries over
+            log("starting " + APPLIER)
+            procs.start(APPLIER)
         register_store(procs, shop, STORE, SECRET)
         origin = time.monotonic()
         queues = [q.name for q in handler_queues()]
@@ -1013,7 +1029,7 @@ def run(args: argparse.Namespace) -> dict:
         if procs is not None:
             log("stopping the services")
             results["stopped"] = procs.stop_all()
-        for fake in (shop, twilio, smtp):
+        for fake in (shop, twilio, smtp, inbox_db):
             if fake is not None:
                 try:
                     fake.stop()
@@ -1061,6 +1077,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--instances", type=int, default=1,
                         help="processes of each consumer service (1); above 1 their databases "
                              "are on the wire stand-in")
+    parser.add_argument("--split-door", action="store_true",
+                        help="run customer_sync as deployed, its webhook door (INBOX_APPLY="
+                             "applier) apart from customer_sync_applier, the two sharing the "
+                             "wire stand-in (the other services keep mongomock); with --mongo "
+                             "wire the split is always made")
     parser.add_argument("--mongo", choices=("mongomock", "wire"), default=None,
                         help="mongomock in each process (the default for one instance), or "
                              "the wire-protocol stand-in shared by all (the default, and the "

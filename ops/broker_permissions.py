@@ -40,6 +40,7 @@ from typing import Iterable, Mapping
 
 from ops.settings import every_setting
 from services.registry import load_all
+from services.customer_sync.door.work_queue import WORK_QUEUE_NAME
 from shared.config import Config
 from shared.events import contract, contracts_from
 from shared.messaging.names import PARKED_QUEUE_PATTERN, parked_queue, retry_exchange
@@ -58,6 +59,10 @@ GATEWAY_EXCLUDED_METHODS = frozenset({"search_personal_data", "shop_erasures", "
 CUSTOMER_CHECKERS = ("gdpr", "loyalty", "notifications", "segmentation")
 # Events a service publishes on another service's exchange (the catalogue names the exchange).
 EXTRA_PUBLISHES = {"notifications": ("consent.changed",)}
+# Work queues of a service's own processes, each with an exchange of the same name: the
+# service declares both, publishes to the exchange and consumes the queue (customer_sync's door
+# hands recorded webhook deliveries to its appliers, services/customer_sync/door/work_queue.py).
+WORK_QUEUES = {"customer_sync": (WORK_QUEUE_NAME,)}
 # Events whose catalogue source only names the exchange: the data owners publish them there,
 # and the source service itself never does.
 ONLY_ADDRESSED = frozenset({"gdpr.erasure_completed"})
@@ -204,14 +209,15 @@ def grant(role: Role) -> Grant:
                if any(not h.broadcast for h in role.handlers) else [])
     out_exchanges = sorted({exchange_of(t) for t in role.publishes})
     in_exchanges = sorted({f"{h.source}.events" for h in role.handlers})
+    work = _names(WORK_QUEUES.get(name, ()))
     # configure: what it declares; write: exchanges it publishes to and queues it binds;
     # read: queues it consumes and exchanges it binds from.
     configure = _alternatives([re.escape(RPC_EXCHANGE), replies, *own_rpc, *handler_queues,
-                               *retries, *_names(out_exchanges), *_names(in_exchanges)])
+                               *retries, *work, *_names(out_exchanges), *_names(in_exchanges)])
     write = _alternatives([re.escape(RPC_EXCHANGE), replies, *own_rpc, *handler_queues,
-                           *retries, *_names(out_exchanges)])
+                           *retries, *work, *_names(out_exchanges)])
     read = _alternatives([re.escape(RPC_EXCHANGE), replies, *own_rpc, *handler_queues,
-                          *retries, *_names(in_exchanges)])
+                          *retries, *work, *_names(in_exchanges)])
     topics: dict[str, tuple[str, str]] = {}
     # Calls, and replies to callers (nameko replies on nameko-rpc to the caller's UUID key);
     # binds its own `rpc-<name>` (`<name>.*`) and reply queues (a UUID).

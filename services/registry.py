@@ -21,6 +21,25 @@ SERVICES = {
     "gateway": "services.gateway.service:GatewayService",
 }
 
+# Processes that run one part of a service, by name: (the service, "module:Class"). A part is
+# its service in another process (same nameko name, database, settings and broker user), so
+# it never runs in the same process as the whole service. customer_sync's applier applies the
+# webhook deliveries its door records (INBOX_APPLY=applier, services/customer_sync/applier.py).
+SERVICE_PARTS = {
+    "customer_sync_applier": ("customer_sync",
+                              "services.customer_sync.applier:CustomerSyncApplier"),
+}
+
+
+def runnable() -> dict[str, str]:
+    """Every name `python -m services` runs: the services, then their parts."""
+    return {**SERVICES, **{name: path for name, (_, path) in SERVICE_PARTS.items()}}
+
+
+def owner_of(name: str) -> str:
+    """The service a runnable name belongs to (a service owns itself)."""
+    return SERVICE_PARTS[name][0] if name in SERVICE_PARTS else name
+
 
 def load_service(path: str) -> type:
     """The service class a "module:Class" path names, importing its module only now."""

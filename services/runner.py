@@ -28,7 +28,7 @@ from shared.messaging.broker_errors import BrokerTroubleLog, describe_broker_err
 from shared.tls import amqp_ssl_options
 from shared.logs import LOG_FORMATS, configure_logging
 from shared.mongo import adapter, service_database
-from services.registry import SERVICES, load_service, settings
+from services.registry import SERVICE_PARTS, SERVICES, load_service, owner_of, runnable, settings
 
 log = logging.getLogger("services.runner")
 
@@ -191,16 +191,22 @@ def log_addresses(names: list[str], config: Config, metrics_port: int | None) ->
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m services", description=__doc__)
+    known = runnable()
     parser.add_argument("names", nargs="*", metavar="NAME",
-                        help=f"services to run (default: all of {', '.join(SERVICES)})")
+                        help=f"services to run (default: all of {', '.join(SERVICES)}; "
+                             f"also {', '.join(SERVICE_PARTS)}, in a process of its own)")
     args = parser.parse_args(argv)
-    unknown = [n for n in args.names if n not in SERVICES]
+    unknown = [n for n in args.names if n not in known]
     if unknown:
-        parser.error(f"unknown service(s): {', '.join(unknown)}; known: {', '.join(SERVICES)}")
+        parser.error(f"unknown service(s): {', '.join(unknown)}; known: {', '.join(known)}")
     names = args.names or list(SERVICES)
+    together = [n for n in names if n in SERVICE_PARTS and owner_of(n) in names]
+    if together:
+        parser.error(f"{together[0]} is a part of {owner_of(together[0])}: run it in a "
+                     "process of its own")
     # Built once, knowing every setting of the services run; nameko_config hands the declared
     # settings to the containers with their values (shared.config.from_nameko).
-    config = Config(settings=settings(names))
+    config = Config(settings=settings(dict.fromkeys(owner_of(n) for n in names)))
     log_format = config.get("LOG_FORMAT")
     configure_logging(config.get("LOG_LEVEL"),
                       log_format=log_format if log_format in LOG_FORMATS else "json")
@@ -224,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
                     development_database.DESCRIPTION)
     runner = ServiceRunner(nameko_config)
     for name in names:
-        cls = load_service(SERVICES[name])
+        cls = load_service(known[name])
         runner.add_service(cls)
         if name in OWN_WEB_ADDRESS:
             own = {**nameko_config, "WEB_SERVER_ADDRESS": config.get(OWN_WEB_ADDRESS[name])}
@@ -237,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     metrics_server = metrics.serve(
         config.int("METRICS_PORT"),
         ready=process_readiness(config.get("AMQP_URI"),
-                                next((service_database(config, n) for n in names
+                                next((service_database(config, owner_of(n)) for n in names
                                       if n not in WITHOUT_DATABASE), None),
                                 lambda: stopping.services_running, ssl))
     stopping.install()
@@ -254,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         metrics.stop_serving()
         return 1
     stopping.services_running = not stopping.requested
-    log.info("started %s", ", ".join(runner.service_names))
+    log.info("started %s", ", ".join(names))
     log_addresses(names, config, metrics_server.port if metrics_server else None)
     runner.wait()
     stopping.services_running = False

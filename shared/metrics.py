@@ -76,6 +76,16 @@ WEBHOOK_QUARANTINED = Counter(
     "Webhook deliveries customer_sync could not apply and quarantined (kept for an operator to "
     "replay): content applying refused, or attempts exhausted.", ("store",))
 
+WEBHOOK_NOTICES = Counter(
+    "companion_webhook_notices_total",
+    "Inbox keys customer_sync's door handed to the separate appliers (INBOX_APPLY=applier): "
+    "published, or failed (the appliers' inbox sweep finds those deliveries).", ("outcome",))
+
+WEBHOOK_APPLIED = Counter(
+    "companion_webhook_deliveries_applied_total",
+    "Webhook deliveries applied, by where: the door's own process (INBOX_APPLY=here) or an "
+    "applier process.", ("applied_by",))
+
 # -- gateway (HTTP API) --------------------------------------------------------------------------
 API_SECONDS = Histogram(
     "companion_api_request_duration_seconds",
@@ -157,6 +167,16 @@ def observe_webhook(store: str, outcome: str, status: int, seconds: float) -> No
 def count_quarantined(store: str) -> None:
     """A delivery of a known store (a bounded label) went into quarantine."""
     _quarantined_children(store).inc()
+
+
+def count_notices(outcome: str, keys: int) -> None:
+    """`keys` inbox keys handed to the appliers (`published`) or not (`failed`)."""
+    WEBHOOK_NOTICES.labels(outcome).inc(keys)
+
+
+def count_applied(applied_by: str) -> None:
+    """A webhook delivery applied by the door's process (`door`) or an applier (`applier`)."""
+    WEBHOOK_APPLIED.labels(applied_by).inc()
 
 
 _api_children = LabelCache(API_SECONDS)

@@ -103,13 +103,19 @@ class CustomerSyncService(HealthEndpoints, DataOwnerRpc):
     # -- health (GET /health/live and /health/ready come from HealthEndpoints) --------------
     @rpc(expected_exceptions=EXPECTED_ERRORS)
     def health(self) -> dict:
-        """Readiness, and the webhook deliveries in quarantine per store: `companion health`
-        reports them, as it reports parked messages."""
+        """Readiness, the webhook deliveries in quarantine per store, and where deliveries are
+        applied: `companion health` reports quarantined ones as it reports parked messages,
+        and a door whose appliers are all gone as a problem."""
         answer = HealthRpc.health(self)
         try:
             answer["quarantined"] = self.storage.inbox.quarantine_counts()
         except PyMongoError:
             answer["quarantined"] = None  # the database check already says it is down
+        # Where deliveries are applied; with separate appliers, whether any is consuming.
+        answer["inbox"] = inbox = self.inbox_workers.state()
+        if inbox.get("appliers") == 0:
+            answer["problems"] = ["no customer_sync_applier consumes the inbox queue: webhook "
+                                  "deliveries are recorded but not applied"]
         return answer
 
     # -- webhook deliveries in quarantine ----------------------------------------------------

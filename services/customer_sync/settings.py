@@ -18,6 +18,22 @@ SETTINGS: tuple[Setting, ...] = (
             "Longest those handlers wait after a batch's first event for it to fill "
             "(0 to 60000 ms)."),
     Setting("WEBHOOK_MAX_BODY_BYTES", str(1024 * 1024), "Largest webhook body accepted (413 above)."),
+    Setting(
+        "INBOX_APPLY",
+        "here",
+        "Where the webhook deliveries customer_sync records are applied: `here`, by worker "
+        "threads of the process that answers the webhooks (one process is enough), or "
+        "`applier`, by separate `python -m services customer_sync_applier` processes sharing "
+        "its database, told of each delivery over the `customer_sync.inbox` queue, so that "
+        "applying never slows the answers (the shipped deployment).",
+    ),
+    Setting(
+        "INBOX_APPLIER_CONCURRENCY",
+        "4",
+        "Deliveries one customer_sync_applier process applies at once. Applying is CPU work in "
+        "one interpreter: more applier processes apply faster, more at once in one process "
+        "only queue more commands at the database (and the door's inserts behind them).",
+    ),
     Setting("INBOX_SWEEP_SECONDS", "5", "How often webhook deliveries not yet applied are retried."),
     Setting(
         "INBOX_BUSY_PAUSE_MS",

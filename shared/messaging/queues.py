@@ -5,8 +5,9 @@ message. They must be durable and neither exclusive nor auto-delete, and RabbitM
 redeclare one without `x-queue-type` (PRECONDITION_FAILED), so every declaration of the same
 queue must say the same type: `queue_arguments` is the one place that says it.
 
-nameko declares two of the queues itself (`rpc-<service>`, and each event handler's
-`evt-<source>-<type>--<service>.<method>`). `TypedQueuesContainer` (nameko's
+nameko declares some of the queues itself (`rpc-<service>`, each event handler's
+`evt-<source>-<type>--<service>.<method>`, and a `@consume` entrypoint's durable queue such as
+customer_sync's `customer_sync.inbox`). `TypedQueuesContainer` (nameko's
 SERVICE_CONTAINER_CLS, set by `nameko_config`) adds the arguments to those after the
 extensions are set up and before their consumers declare anything, without forking nameko.
 Per-process reply queues (`rpc.reply-...`) stay classic: they live as long as one process. They
@@ -25,8 +26,7 @@ from typing import Mapping
 
 from kombu import Queue
 from nameko.containers import ServiceContainer
-from nameko.events import EventHandler
-from nameko.messaging import QueueConsumer
+from nameko.messaging import Consumer, QueueConsumer
 from nameko.rpc import ReplyListener, RpcConsumer
 
 from shared.config import Config, from_nameko
@@ -124,8 +124,9 @@ class TypedQueuesContainer(ServiceContainer):
             queue = getattr(extension, "queue", None)
             if not isinstance(queue, Queue):
                 continue
+            # Event handlers are nameko Consumers too; so is a plain `@consume` work queue.
             if isinstance(extension, RpcConsumer) or (
-                    isinstance(extension, EventHandler) and queue.durable
+                    isinstance(extension, Consumer) and queue.durable
                     and not queue.exclusive and not queue.auto_delete):
                 typed_queue(queue, kind)
         self.extensions.all.start()

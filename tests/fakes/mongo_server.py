@@ -728,6 +728,9 @@ class MongoWireServer:
         self.stop()
 
 
+SWITCH_INTERVAL_SECONDS = 0.0005
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
@@ -735,6 +738,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="0 picks a free port (printed)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    # One thread per connection, one lock over the commands: with many clients waiting, each
+    # hand-over of the interpreter (5 ms by default) is what a command waits for, not the
+    # command. MongoDB serves connections concurrently; a shorter interval comes closer.
+    sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
 
     def interrupt(signum, frame):  # noqa: ARG001 - SIGTERM and SIGINT stop it alike
         raise KeyboardInterrupt

@@ -280,3 +280,30 @@ def test_the_gateway_hears_key_revocations_under_its_own_user(users, amqp_uri, m
         wait_until(asks_again, timeout=20, message="the revoked key dropped from the cache")
     finally:
         harness.stop_all()
+
+
+@pytest.mark.parametrize("queue_type", ["classic", "quorum"])
+def test_customer_syncs_door_and_applier_run_under_its_own_user(users, mongo_uri, broker_admin,
+                                                                 queue_type):
+    """The door hands keys over `customer_sync.inbox` and the applier consumes it, both as
+    customer_sync's user, the queue of AMQP_QUEUE_TYPE."""
+    from services.customer_sync.applier import CustomerSyncApplier
+    from services.customer_sync.door.work_queue import WORK_QUEUE_NAME
+    from services.customer_sync.service import CustomerSyncService
+    from shared import mongo
+    from tests import payloads
+    from tests.integration.test_customer_sync_webhooks import STORE, post
+
+    harness = TypedHarness(users.uri("customer_sync"), mongo_uri)
+    try:
+        harness.start(CustomerSyncService, AMQP_QUEUE_TYPE=queue_type, INBOX_APPLY="applier")
+        harness.start(CustomerSyncApplier, AMQP_QUEUE_TYPE=queue_type)
+        with ClusterRpcProxy({"AMQP_URI": users.uri("operator")}, timeout=20) as rpc:
+            rpc.customer_sync.register_store(STORE)
+        assert post(harness, "customer.created", payloads.customer(woo_id=7)).status_code == 200
+        inbox = mongo.connect(mongo_uri)["companion_customer_sync"]["webhook_inbox"]
+        wait_until(lambda: inbox.count_documents({"status": "done"}) == 1, timeout=20,
+                   message="the delivery applied by the applier")
+        assert queue_types(broker_admin, users.vhost)[WORK_QUEUE_NAME] == queue_type
+    finally:
+        harness.stop_all()

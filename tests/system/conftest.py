@@ -28,7 +28,7 @@ from demo.sms import FakeTwilio
 from demo.shop import FakeWooShop
 from tests.fakes.load_balancer import RoundRobinBalancer
 from tests.system.fault_stack import FaultStack, log_dir
-from tests.system.harness import (SERVICE_NAMES, MongoServerProcess, SystemProcesses,
+from tests.system.harness import (APPLIER, SERVICE_NAMES, MongoServerProcess, SystemProcesses,
                                   register_store, system_env)
 
 STORE = "sysshop"
@@ -95,6 +95,8 @@ def system(system_vhost, request):
             by_count.setdefault(instances.get(name, 1), []).append(name)
         for count, names in sorted(by_count.items()):
             procs.start(*names, instances=count)
+        if APPLIER in procs.names:  # customer_sync's door hands its deliveries over
+            procs.start(APPLIER)
         doors = procs.instances("customer_sync")
         if len(doors) > 1:  # the shop reaches every webhook door through a load balancer
             balancer = RoundRobinBalancer([procs.web_url(name) for name in doors]).start()

@@ -45,6 +45,8 @@ def instance_name(service: str, number: int) -> str:
 def service_of(instance: str) -> str:
     """The service an instance name runs ("loyalty@2" -> "loyalty")."""
     return instance.split(INSTANCE_MARK, 1)[0]
+# customer_sync's applier: applies the deliveries customer_sync's door records (INBOX_APPLY).
+APPLIER = "customer_sync_applier"
 
 
 class MongoServerProcess:
@@ -75,8 +77,11 @@ class SystemProcesses:
     """Every service in its own process against one vhost; see the module doc."""
 
     def __init__(self, amqp_uri: str, log_dir: Path, env: dict[str, str],
-                 launcher: str = "services") -> None:
+                 launcher: str = "services", customer_sync_mongo: str | None = None) -> None:
+        """`customer_sync_mongo`: the database customer_sync and its applier share where the
+        other services keep `mongomock://` (the bench gives them the wire stand-in)."""
         self.amqp_uri = amqp_uri
+        self.customer_sync_mongo = customer_sync_mongo
         self.log_dir = log_dir
         self.launcher = launcher  # the module run with `python -m` to start a service
         self.base_env = {**os.environ, "AMQP_URI": amqp_uri, "LOG_LEVEL": "WARNING",
@@ -85,12 +90,27 @@ class SystemProcesses:
         self.ports: dict[str, dict[str, int]] = {}
         self.starts: dict[str, int] = {}
 
+    def _mongo_uri(self, name: str) -> str:
+        if name in ("customer_sync", APPLIER) and self.customer_sync_mongo:
+            return self.customer_sync_mongo
+        return self.base_env.get("MONGO_URI", "mongomock://") or "mongomock://"
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every process of the system: the services, and customer_sync's applier where it
+        can share customer_sync's database (with `mongomock://` each process has its own, so
+        customer_sync then applies its deliveries itself)."""
+        split = not self._mongo_uri("customer_sync").startswith("mongomock")
+        return SERVICE_NAMES + ((APPLIER,) if split else ())
+
     def _env(self, name: str) -> dict[str, str]:
         """The environment of instance `name`: the base one with ports of its own."""
         ports = self.ports.setdefault(name, {"web": free_port(), "metrics": free_port()})
         env = dict(self.base_env)
+        if service_of(name) == "customer_sync" and APPLIER in self.names:
+            env.setdefault("INBOX_APPLY", "applier")
         env.update({
-            "MONGO_URI": env.get("MONGO_URI", "mongomock://") or "mongomock://",
+            "MONGO_URI": self._mongo_uri(name),
             "WEB_SERVER_ADDRESS": f"127.0.0.1:{ports['web']}",
             "NOTIFICATIONS_WEB_SERVER_ADDRESS": f"127.0.0.1:{ports['web']}",
             "GATEWAY_WEB_SERVER_ADDRESS": f"127.0.0.1:{ports['web']}",

@@ -11,7 +11,8 @@ while deliveries continue:
   unacknowledged, so RabbitMQ hands it to the restarted process (answered then);
 * customer_sync during order webhooks: deliveries while it is down fail (connection refused),
   and WooCommerce never retries (docs/woocommerce.md; the traffic driver does not either). What it
-  had recorded in its inbox (answered 200) is applied after the restart by the inbox sweep;
+  had recorded in its inbox (answered 200) is applied by customer_sync_applier, which runs on
+  (or, where customer_sync applies in its own process, after the restart by the inbox sweep);
   what was refused is re-read through the shop's REST API by a backfill once the traffic is
   over (what an operator runs after an outage; the scheduled reconciliation is off in the
   fixture so that it cannot hide a loss earlier, and its incremental `modified_after` run would

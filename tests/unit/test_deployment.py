@@ -147,6 +147,23 @@ def test_every_service_and_the_gateway_run_under_their_own_broker_user(load):
         f"BROKER_PASSWORD_{n.upper()}" for n in DEPLOYED | {"operator"}}
 
 
+@pytest.mark.parametrize("load", [compose, production], ids=["local", "production"])
+def test_customer_sync_is_deployed_as_a_door_and_its_appliers(load):
+    """The door only receives (INBOX_APPLY=applier); the applier runs as customer_sync's broker
+    user against its database, probed on its metrics port (it answers no RPC)."""
+    services = load()["services"]
+    door, applier = services["customer_sync"], services["customer_sync_applier"]
+    assert door["environment"]["INBOX_APPLY"] == "applier"
+    assert applier["command"] == ["python", "-m", "services", "customer_sync_applier"]
+    assert applier["environment"]["AMQP_URI"] == door["environment"]["AMQP_URI"]
+    assert applier["environment"]["MONGO_URI"] == door["environment"]["MONGO_URI"]
+    assert "INBOX_APPLY" not in applier["environment"]  # an applier always applies
+    assert "9102" in [str(p) for p in applier["expose"]]
+    assert "127.0.0.1:9102/health/ready" in applier["healthcheck"]["test"][-1]
+    assert applier["depends_on"]["broker-users"]["condition"] == "service_completed_successfully"
+    assert applier["restart"]
+
+
 def test_every_variable_compose_reads_is_in_env_example_with_a_comment():
     lines = (ROOT / ".env.example").read_text().splitlines()
     documented = {}
