@@ -26,7 +26,11 @@ from demo.sms import FakeTwilio
 from demo.shop import FakeWooShop
 from demo.traffic import WooTraffic
 from tests.support import BrokerAdmin
-from tests.system.harness import SERVICE_NAMES, SystemProcesses, companion, system_env, wait_quiet
+from tests.system.harness import (APPLIER, SERVICE_NAMES, MongoServerProcess, SystemProcesses,
+                                  companion, system_env, wait_quiet)
+
+# The services that consume events and can run as several instances (the gateway runs once).
+CONSUMER_SERVICES = ("customer_sync", "segmentation", "loyalty", "notifications", "gdpr")
 from tests.system.scenario import check_consistency, configure, pages
 
 
@@ -52,11 +56,18 @@ class FaultStack:
     """Six service processes, SMTP and Twilio stand-ins, on one vhost; see the module doc."""
 
     def __init__(self, admin: BrokerAdmin, vhost: str, amqp_uri: str, log_dir: Path,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, instances: int = 1) -> None:
+        """`instances`: processes of each consumer service; above 1 they share their databases
+        in the wire stand-in (tests/fakes/mongo_server.py), and customer_sync's door hands its
+        deliveries to `customer_sync_applier` as deployed."""
         self.admin, self.vhost, self.amqp_uri, self.log_dir = admin, vhost, amqp_uri, log_dir
+        self.instances = instances
         self.fault_file = log_dir / "failing-handlers"
+        self.mongo = MongoServerProcess(log_dir) if instances > 1 else None
         self.smtp = SmtpServer().start()
         self.twilio = FakeTwilio(seed=5).start()
+        if self.mongo is not None:
+            env = {**(env or {}), "MONGO_URI": self.mongo.uri}
         self.procs = SystemProcesses(amqp_uri, log_dir, system_env(
             self.smtp, self.twilio,
             # Reconciliation looks for due stores every 2 s; a store's interval is its own
@@ -68,8 +79,15 @@ class FaultStack:
     def start(self) -> "FaultStack":
         began = time.monotonic()
         self.procs.topology()
-        self.procs.start(*SERVICE_NAMES)
-        print(f"six services started in {time.monotonic() - began:.1f}s")
+        if self.instances == 1:
+            self.procs.start(*SERVICE_NAMES)
+        else:
+            self.procs.start(*CONSUMER_SERVICES, instances=self.instances)
+            self.procs.start(*(n for n in SERVICE_NAMES if n not in CONSUMER_SERVICES))
+        if APPLIER in self.procs.names:
+            self.procs.start(APPLIER)
+        print(f"{len(self.procs.children)} processes started in "
+              f"{time.monotonic() - began:.1f}s")
         return self
 
     def stop(self) -> None:
@@ -89,6 +107,8 @@ class FaultStack:
         finally:
             self.twilio.stop()
             self.smtp.stop()
+            if self.mongo is not None:
+                self.mongo.stop()
 
     @contextmanager
     def rpc(self, timeout: float = 60.0) -> Iterator:

@@ -1,8 +1,11 @@
-"""The whole system (every service its own OS process) on a three-node RabbitMQ cluster of our
-own (tests/private_cluster.py) with quorum queues, while a seeded WooCommerce scenario runs:
+"""The whole system (every service its own OS process, two instances of each consumer service
+sharing their queues and, in the wire stand-in, their databases; customer_sync's door handing
+its deliveries to its applier as deployed) on a three-node RabbitMQ cluster of our own
+(tests/private_cluster.py) with quorum queues, while a seeded WooCommerce scenario runs:
 a node that leads none of the hot queues is stopped mid-stream (and started again), then the
 node leading loyalty's `order.placed` queue is killed mid-stream. Each service's AMQP_URI lists
-the three nodes, in an order of its own so that their connections are spread over the nodes;
+the three nodes, in an order of its own (the two instances of a service start at different
+nodes) so that their connections are spread over the nodes;
 afterwards the scenario's oracle (tests/system/scenario.py) must hold: nothing lost, nothing
 applied twice, nothing parked; and no service logged a node's password.
 
@@ -12,6 +15,7 @@ to SYSTEM_LOG_DIR.
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -19,9 +23,10 @@ import pytest
 from tests import private_cluster
 from tests.private_cluster import PrivateCluster
 from tests.system.fault_stack import FaultStack, StoreScenario, log_dir, size
-from tests.system.harness import SERVICE_NAMES
+from tests.system.harness import APPLIER, SERVICE_NAMES, service_of
 
 CUSTOMERS, ORDERS = size("CLUSTER_CUSTOMERS", 15), size("CLUSTER_ORDERS", 60)
+INSTANCES = 2  # of each consumer service
 SEED = size("CLUSTER_SEED", 17)
 VHOST = "cluster"
 # The queues order traffic keeps busy: every order placed goes to both.
@@ -59,10 +64,12 @@ def spread_services(stack: FaultStack, cluster: PrivateCluster) -> None:
     away takes some of them along. The queues are still declared first through node 0
     (`SystemProcesses.topology` uses the shared URI)."""
     env_of = stack.procs._env
+    processes = list(SERVICE_NAMES) + [APPLIER]
 
     def spread(name: str) -> dict[str, str]:
         env = env_of(name)
-        first = SERVICE_NAMES.index(name) % len(cluster.nodes)
+        number = int(name.split("@", 1)[1]) if "@" in name else 1  # "loyalty@2": the second
+        first = (processes.index(service_of(name)) + number - 1) % len(cluster.nodes)
         order = [(first + step) % len(cluster.nodes) for step in range(len(cluster.nodes))]
         env["AMQP_URI"] = cluster.amqp_uri(VHOST, order=order)
         return env
@@ -83,7 +90,7 @@ def test_the_system_loses_nothing_while_cluster_nodes_stop_and_die():
     with PrivateCluster.start(nodes=3) as cluster:
         cluster.admin().create_vhost(VHOST)
         stack = FaultStack(cluster.admin(), VHOST, cluster.amqp_uri(VHOST), log_dir("cluster"),
-                           env={"AMQP_QUEUE_TYPE": "quorum"})
+                           env={"AMQP_QUEUE_TYPE": "quorum"}, instances=INSTANCES)
         spread_services(stack, cluster)
         scenario = None
         try:
@@ -91,6 +98,11 @@ def test_the_system_loses_nothing_while_cluster_nodes_stop_and_die():
             for queue in HOT:
                 assert cluster.queue(queue, VHOST)["type"] == "quorum"
                 assert cluster.members_of(queue, VHOST) == [0, 1, 2]
+                # Both instances consume it (the management API samples consumers).
+                deadline = time.monotonic() + 30
+                while cluster.queue(queue, VHOST).get("consumers", 0) < INSTANCES:
+                    assert time.monotonic() < deadline, f"{queue}: fewer than two consumers"
+                    time.sleep(0.5)
             scenario = StoreScenario(stack, "clustershop", SEED, CUSTOMERS, ORDERS)
             scenario.sign_up()
             before, during_stop, during_kill = scenario.order_slices(3)
