@@ -14,7 +14,8 @@ from kombu import Connection
 from ops.broker_permissions import derive_roles, grant
 from services import registry, runner
 from services.customer_sync.door import work_queue
-from services.customer_sync.door.work_queue import (KEYS_PER_NOTICE, WORK_QUEUE_NAME,
+from services.customer_sync.door.work_queue import (KEYS_PER_NOTICE, RETRY_AFTER_SECONDS,
+                                                    WORK_QUEUE_NAME,
                                                     InboxNotices, notice_keys)
 from services.customer_sync.repository import CustomerSyncStorage
 from services.customer_sync.workers import InboxWorkers, inbox_apply
@@ -62,6 +63,41 @@ def test_a_broker_away_costs_the_notice_not_the_door() -> None:
     notices.flush()  # does not raise: the appliers' sweep finds the delivery
     assert (notices.published, notices.failed) == (0, 1)
     assert notices.consumers() is None
+
+
+def test_a_broker_away_is_tried_once_however_many_keys_wait_then_left_a_while() -> None:
+    """A burst into an unreachable broker costs one connection attempt, not one per notice,
+    and the keys after it go to the sweep until the back-off ends; none is kept in memory."""
+    attempts, now = [], [100.0]
+
+    def refused(*args, **kwargs):
+        attempts.append(now[0])
+        raise ConnectionRefusedError("no broker")
+
+    notices = InboxNotices("amqp://nowhere", None, "classic", connect=refused,
+                           clock=lambda: now[0])
+    for n in range(3 * KEYS_PER_NOTICE + 1):
+        notices.send(f"k{n}")
+    notices.flush()
+    assert attempts == [100.0] and notices.failed == 3 * KEYS_PER_NOTICE + 1
+    notices.send("later")
+    now[0] += RETRY_AFTER_SECONDS - 0.1
+    notices.flush()
+    assert attempts == [100.0] and notices.failed == 3 * KEYS_PER_NOTICE + 2
+    notices.send("after the back-off")
+    now[0] += 0.2
+    notices.flush()
+    assert len(attempts) == 2 and notices._keys == []
+
+
+def test_keys_past_the_waiting_limit_are_left_to_the_sweep(monkeypatch) -> None:
+    monkeypatch.setattr(work_queue, "MAX_WAITING_KEYS", 3)
+    notices = memory_notices("limit")
+    for n in range(5):
+        notices.send(f"k{n}")
+    assert notices.failed == 2
+    notices.flush()
+    assert [k for b in published_notices(notices) for k in b] == ["k0", "k1", "k2"]
 
 
 def test_a_notice_of_another_shape_names_nothing() -> None:

@@ -14,6 +14,7 @@ time: the appliers' inbox sweep finds every delivery not yet applied.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Callable
 
 import eventlet
@@ -31,6 +32,13 @@ WORK_QUEUE_NAME = "customer_sync.inbox"
 ROUTING_KEY = "apply"
 # Most keys in one message: a message is applied by one applier, one key after another.
 KEYS_PER_NOTICE = 50
+# Most keys waiting to be published (as the in-process queue's QUEUE_LIMIT): past it, a key is
+# counted failed at once and left to the appliers' sweep, so a burst during a broker outage
+# costs the door no memory.
+MAX_WAITING_KEYS = 100_000
+# After a failed publish, keys are counted failed without trying the broker for this long, so
+# a burst into an unreachable broker does not cost a connection timeout per notice.
+RETRY_AFTER_SECONDS = 5.0
 
 
 def work_exchange() -> Exchange:
@@ -62,11 +70,14 @@ class InboxNotices:
     published from one green thread, batched, on one connection kept open."""
 
     def __init__(self, amqp_uri: str, ssl: dict | None, kind: str,
-                 connect: Callable[..., Connection] = Connection) -> None:
+                 connect: Callable[..., Connection] = Connection,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.amqp_uri = amqp_uri
         self.ssl = ssl
         self.queue = work_queue(kind)
         self._connect = connect
+        self._clock = clock
+        self._retry_at = float("-inf")
         self._keys: list[str] = []
         self._wake = Event()
         self._connection: Connection | None = None
@@ -80,6 +91,9 @@ class InboxNotices:
         self._producer_now()
 
     def send(self, key: str) -> None:
+        if len(self._keys) >= MAX_WAITING_KEYS:
+            self._failed(1)  # durable in the inbox: the appliers' sweep finds it
+            return
         self._keys.append(key)
         if not self._wake.ready():
             self._wake.send()
@@ -92,7 +106,14 @@ class InboxNotices:
             self.flush()
 
     def flush(self) -> None:
+        """Publish every waiting key. At the first failure, every key still waiting is
+        counted failed (the appliers' sweep finds its delivery) and the broker is not tried
+        again for RETRY_AFTER_SECONDS: one attempt at most, however many keys wait."""
         while self._keys:
+            if self._clock() < self._retry_at:
+                waiting, self._keys = len(self._keys), []
+                self._failed(waiting)
+                return
             batch, self._keys = self._keys[:KEYS_PER_NOTICE], self._keys[KEYS_PER_NOTICE:]
             try:
                 self._producer_now().publish(
@@ -101,12 +122,19 @@ class InboxNotices:
                 self.published += len(batch)
                 count_notices("published", len(batch))
             except Exception as exc:  # the broker away: the sweep finds these deliveries
-                self.failed += len(batch)
-                count_notices("failed", len(batch))
+                waiting, self._keys = len(batch) + len(self._keys), []
+                self._failed(waiting)
+                self._retry_at = self._clock() + RETRY_AFTER_SECONDS
                 log.warning("could not hand %d inbox key(s) to the appliers (%s); their sweep "
-                            "will find them", len(batch), type(exc).__name__)
+                            "will find them, and keys handed over in the next %.0f s go the "
+                            "same way", waiting, type(exc).__name__, RETRY_AFTER_SECONDS)
                 self.close()
                 eventlet.sleep(0)
+                return
+
+    def _failed(self, count: int) -> None:
+        self.failed += count
+        count_notices("failed", count)
 
     def consumers(self) -> int | None:
         """How many appliers consume the queue now (None when the broker cannot say)."""
