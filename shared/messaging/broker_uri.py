@@ -38,7 +38,16 @@ def vhost_of(amqp_uri: str) -> str:
 
 def check_nodes(amqp_uri: str) -> None:
     """ValueError unless every node of a failover URI has the same scheme, user and vhost:
-    a service reconnecting to another node must find the same queues with the same rights."""
+    a service reconnecting to another node must find the same queues with the same rights.
+    Also unless the list is as kombu reads it: kombu splits on `;` without trimming, so a space
+    around a node or an empty entry would give it a node without a host (and the credentials
+    in its vhost) that the checks on the trimmed list would not see."""
+    if NODE_SEPARATOR in amqp_uri:
+        for position, raw in enumerate(amqp_uri.split(NODE_SEPARATOR), start=1):
+            if not raw or raw != raw.strip():
+                raise ValueError(
+                    f"AMQP_URI lists nodes separated by ';': node {position} is empty or has "
+                    f"spaces around it; write them as amqp://...;amqp://... with nothing between")
     nodes = node_uris(amqp_uri)
     first = urlsplit(nodes[0])
     for node in nodes[1:]:

@@ -77,6 +77,20 @@ def test_every_node_must_name_the_same_user_vhost_and_scheme():
         nameko_config(Config({"AMQP_URI": "amqp://h/a;amqp://g/b"}, every_setting()))
 
 
+@pytest.mark.parametrize("listed", [
+    "amqp://app:pw@rabbit-1/shop; amqp://app:pw@rabbit-2/shop",
+    "amqp://app:pw@rabbit-1/shop;amqp://app:pw@rabbit-2/shop;",
+    "amqp://app:pw@rabbit-1/shop;;amqp://app:pw@rabbit-2/shop",
+    "amqp://app:pw@rabbit-1/shop ;amqp://app:pw@rabbit-2/shop",
+])
+def test_a_node_list_kombu_would_read_otherwise_is_refused(listed):
+    """kombu splits on ';' as written: a space or an empty entry would make a node of no host
+    whose vhost holds the next one's credentials."""
+    with pytest.raises(ValueError, match="node [0-9] is empty or has spaces") as refused:
+        broker_uri.check_nodes(listed)
+    assert "pw" not in str(refused.value)
+
+
 def test_connection_attempts_reach_every_node():
     assert broker_uri.connect_retries("amqp://h/v") == 0
     assert broker_uri.connect_retries("amqp://h/v", rounds=2) == 1  # as kombu's connect()
