@@ -81,8 +81,8 @@ SETTINGS: tuple[Setting, ...] = (
     # -- deployment: queue type and TLS (deploy/README.md) ------------------------------------
     Setting("AMQP_QUEUE_TYPE", "classic",
             "Type of the durable queues the services declare (RPC, event handlers, retries, "
-            "parked): `classic`, or `quorum` on a RabbitMQ cluster. Per-process reply queues "
-            "stay classic."),
+            "parked, customer_sync's inbox work queue): `classic`, or `quorum` on a RabbitMQ "
+            "cluster. Per-process reply queues stay classic (and transient)."),
     Setting("AMQP_SSL_CA_FILE", "",
             "CA bundle (PEM) that verifies the broker's certificate; needs an `amqps://` "
             "AMQP_URI. Empty with `amqps://`: the system's CAs."),
