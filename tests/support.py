@@ -459,3 +459,26 @@ def applied_but_unconfirmed(collection, monkeypatch) -> None:
             "nRemoved": 0, "upserted": []})
     monkeypatch.setattr(collection, "bulk_write", bulk_write)
 
+
+
+def outer_calls(collection, names: tuple[str, ...] = (
+        "find", "find_one", "insert_one", "update_one", "bulk_write")) -> list[str]:
+    """Record, in order, the calls made to `collection`'s methods `names` from outside it (an
+    in-memory bulk write is made of single writes: only the outer call counts). Answers the
+    list the calls are appended to; the methods stay wrapped for the collection's life."""
+    calls: list[str] = []
+    depth = [0]
+    for name in names:
+        original = getattr(collection, name)
+
+        def counted(*args, _name=name, _original=original, **kwargs):
+            if not depth[0]:
+                calls.append(_name)
+            depth[0] += 1
+            try:
+                return _original(*args, **kwargs)
+            finally:
+                depth[0] -= 1
+
+        setattr(collection, name, counted)
+    return calls

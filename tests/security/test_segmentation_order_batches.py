@@ -15,7 +15,7 @@ from services.segmentation.profiles import Profiles
 from services.segmentation.repository import SegmentationStorage
 from shared import outbox as shared_outbox
 from shared.events import build_event
-from tests.support import storage_at
+from tests.support import outer_calls, storage_at
 from tests.unit.test_segmentation_profiles import T0, order_event
 
 STORED_AT = datetime(2026, 6, 1, 11, tzinfo=timezone.utc)
@@ -73,21 +73,6 @@ def test_a_crafted_batch_leaves_what_one_by_one_leaves(database):
 
 def test_a_crafted_batch_costs_one_read_and_one_write_of_profiles(database):
     storage, profiles = profiles_of(database)
-    calls: list[str] = []
-    depth = [0]
-    collection = storage.profiles.collection
-    for name in ("find", "find_one", "insert_one", "update_one", "bulk_write"):
-        original = getattr(collection, name)
-
-        def counted(*args, _name=name, _original=original, **kwargs):
-            if not depth[0]:
-                calls.append(_name)
-            depth[0] += 1
-            try:
-                return _original(*args, **kwargs)
-            finally:
-                depth[0] -= 1
-
-        setattr(collection, name, counted)
+    calls = outer_calls(storage.profiles.collection)
     profiles.apply_order_events(hostile_batch())
     assert calls == ["find", "bulk_write"]

@@ -11,6 +11,7 @@ import pytest
 
 from tests.unit.test_segmentation_order_batches import (CUSTOMERS, ERASED, other_database,
                                                         prepared, pinned_storage_times, state)
+from tests.support import outer_calls
 from tests.unit.test_segmentation_profiles import T0, customer_event, order_event
 
 __all__ = ["pinned_storage_times"]  # the autouse fixture, applied here too
@@ -83,22 +84,7 @@ def test_a_batch_of_contacts_costs_one_read_and_one_write(database):
     stream = [customer_event("customer.updated", customer, T0 + timedelta(minutes=n),
                              email=f"{customer}.{n}@example.com")
               for n, customer in enumerate(CUSTOMERS * 3)]
-    calls: list[str] = []
-    depth = [0]  # an in-memory bulk write is made of single writes: count the outer call only
-    collection = storage.profiles.collection
-    for name in ("find", "find_one", "insert_one", "update_one", "bulk_write"):
-        original = getattr(collection, name)
-
-        def counted(*args, _name=name, _original=original, **kwargs):
-            if not depth[0]:
-                calls.append(_name)
-            depth[0] += 1
-            try:
-                return _original(*args, **kwargs)
-            finally:
-                depth[0] -= 1
-
-        setattr(collection, name, counted)
+    calls = outer_calls(storage.profiles.collection)
     profiles.apply_customer_events(stream)
     assert calls == ["find", "bulk_write"]
 

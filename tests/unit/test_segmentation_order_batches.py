@@ -15,7 +15,7 @@ from services.segmentation.repository import SegmentationStorage
 from services.segmentation.rules import validate_rule
 from services.segmentation.saved_segments import SavedSegments
 from shared import outbox as shared_outbox
-from tests.support import applied_but_unconfirmed, storage_at
+from tests.support import applied_but_unconfirmed, outer_calls, storage_at
 from tests.unit.test_segmentation_profiles import T0, order_event
 
 STORED_AT = datetime(2026, 6, 1, 11, tzinfo=timezone.utc)
@@ -202,22 +202,7 @@ def test_profiles_another_writer_changed_meanwhile_take_the_one_event_path(datab
 def test_a_batch_costs_one_read_of_its_profiles_and_one_write(database):
     stream = shuffled_stream(7)
     storage, profiles = prepared(database)
-    calls: list[str] = []
-    depth = [0]  # an in-memory bulk write is made of single writes: count the outer call only
-    collection = storage.profiles.collection
-    for name in ("find", "find_one", "insert_one", "update_one", "bulk_write"):
-        original = getattr(collection, name)
-
-        def counted(*args, _name=name, _original=original, **kwargs):
-            if not depth[0]:
-                calls.append(_name)
-            depth[0] += 1
-            try:
-                return _original(*args, **kwargs)
-            finally:
-                depth[0] -= 1
-
-        setattr(collection, name, counted)
+    calls = outer_calls(storage.profiles.collection)
     profiles.apply_order_events(stream)
     assert calls == ["find", "bulk_write"]
 
