@@ -21,6 +21,7 @@ The same container makes its consumers' acknowledgements survive a lost connecti
 """
 from __future__ import annotations
 
+import copy
 import logging
 from typing import Mapping
 
@@ -105,6 +106,25 @@ def transient_reply_queue(queue: Queue) -> None:
     queue.durable = False
 
 
+def type_extension_queue(extension: object, kind: str) -> None:
+    """Give an extension's durable shared queue the type `kind`, before it is declared.
+
+    An event handler's and the RPC consumer's queues are made per container at set-up, but a
+    `@consume` entrypoint's Queue is made once, by the decorator, and shared by every
+    container of its class: it is copied first, so that a container of one queue type never
+    changes the arguments another container (or a later one in the same process) declares."""
+    queue = getattr(extension, "queue", None)
+    if not isinstance(queue, Queue):
+        return
+    # Event handlers are nameko Consumers too; so is a plain `@consume` work queue.
+    if isinstance(extension, RpcConsumer):
+        typed_queue(queue, kind)
+    elif isinstance(extension, Consumer) and queue.durable and not queue.exclusive \
+            and not queue.auto_delete:
+        extension.queue = copy.copy(queue)
+        typed_queue(extension.queue, kind)
+
+
 class TypedQueuesContainer(ServiceContainer):
     """nameko's container, declaring its RPC and event-handler queues as AMQP_QUEUE_TYPE and
     its reply queue transient, its consumers tolerating lost connections when they settle a
@@ -121,14 +141,7 @@ class TypedQueuesContainer(ServiceContainer):
                 tolerate_lost_connections(extension)
             if isinstance(extension, ReplyListener):
                 transient_reply_queue(extension.queue)
-            queue = getattr(extension, "queue", None)
-            if not isinstance(queue, Queue):
-                continue
-            # Event handlers are nameko Consumers too; so is a plain `@consume` work queue.
-            if isinstance(extension, RpcConsumer) or (
-                    isinstance(extension, Consumer) and queue.durable
-                    and not queue.exclusive and not queue.auto_delete):
-                typed_queue(queue, kind)
+            type_extension_queue(extension, kind)
         self.extensions.all.start()
 
 

@@ -13,7 +13,7 @@ from nameko.messaging import QueueConsumer
 
 from shared.messaging.queues import (QUORUM_DELIVERY_LIMIT, nameko_config, queue_arguments,
                                      queue_type, tolerate_lost_connections,
-                                     transient_reply_queue, typed_queue)
+                                     transient_reply_queue, type_extension_queue, typed_queue)
 from shared.mongo import service_database
 from shared.tls import amqp_ssl_options, mongo_tls_options
 
@@ -155,6 +155,23 @@ def test_only_durable_shared_queues_can_become_quorum():
     assert shared.queue_arguments["x-queue-type"] == "quorum"
     with pytest.raises(ValueError, match="exclusive"):
         typed_queue(Queue("rpc.reply-x", durable=True, exclusive=True), "quorum")
+
+
+def test_a_consume_queue_shared_by_containers_is_typed_per_container():
+    """`@consume` makes its Queue once for the class, and every container's Consumer holds
+    that one object: a quorum container must not leave quorum arguments behind for a classic
+    one in the same process (it would be refused by the broker, PRECONDITION_FAILED, and its
+    consumer would never start)."""
+    from nameko.messaging import Consumer
+
+    shared = Queue("customer_sync.inbox", durable=True)
+    quorum_one, classic_one = Consumer(queue=shared), Consumer(queue=shared)
+    type_extension_queue(quorum_one, "quorum")
+    type_extension_queue(classic_one, "classic")
+    assert quorum_one.queue.queue_arguments["x-queue-type"] == "quorum"
+    assert "x-queue-type" not in (classic_one.queue.queue_arguments or {})
+    assert "x-queue-type" not in (shared.queue_arguments or {})
+    assert quorum_one.queue.name == classic_one.queue.name == "customer_sync.inbox"
 
 
 class _SettlingConsumer(QueueConsumer):
