@@ -16,7 +16,7 @@ from services.notifications.notifier import GATE_SECONDS, Notifier
 from services.notifications.repository import ERASED, NotificationsStorage
 from shared import read_cache
 from shared.events import build_event, contract
-from tests.support import applied_but_unconfirmed, storage_at
+from tests.support import applied_but_unconfirmed, outer_calls, storage_at
 
 T0 = datetime(2026, 11, 29, 12, tzinfo=timezone.utc)
 STORE = "s1"
@@ -181,29 +181,14 @@ FACT_EVENTS = {  # a fact event of each source, with what its contract asks
 
 
 @pytest.mark.parametrize("kind", sorted(FACT_EVENTS))
-def test_a_batch_reads_once_and_writes_once(database, monkeypatch, kind):
+def test_a_batch_reads_once_and_writes_once(database, kind):
     notifier = make_notifier(database)
     extra = FACT_EVENTS[kind]
     events = [event(kind, f"c{n}", T0, n, **extra) for n in range(20)]
     notifier.apply_all(events[:10])  # half of them are held already
-    calls: list[str] = []
-    depth = [0]  # mongomock's bulk_write runs its operations through the same methods
-    collection = notifier.storage.contacts.collection
-
-    def counted(name, original):
-        def call(*args, **kwargs):
-            if not depth[0]:
-                calls.append(name)
-            depth[0] += 1
-            try:
-                return original(*args, **kwargs)
-            finally:
-                depth[0] -= 1
-        return call
-
-    for name in ("find", "find_one", "update_one", "insert_one", "bulk_write",
-                 "find_one_and_update"):
-        monkeypatch.setattr(collection, name, counted(name, getattr(collection, name)))
+    calls = outer_calls(notifier.storage.contacts.collection,
+                        ("find", "find_one", "update_one", "insert_one", "bulk_write",
+                         "find_one_and_update"))
     later = [event(kind, f"c{n}", T0 + timedelta(seconds=1), 100 + n, **extra)
              for n in range(20)]
     notifier.apply_all(later)
