@@ -37,6 +37,16 @@ def pages(call, *args, key="next_cursor", size=500) -> list:
             return items
 
 
+def opt_in_consenting(rpc, store: str, traffic: WooTraffic) -> None:
+    """The plan's customers who opt in to marketing email, given that consent over RPC as an
+    operator would (the shop's consent plugin would otherwise)."""
+    registered = {c["woo_customer_id"]: c for c in pages(rpc.customer_sync.list_customers, store,
+                                                         None) if c.get("registered")}
+    for woo_id in sorted(traffic.consenting):
+        rpc.gdpr.set_consent(store, registered[woo_id]["customer_id"], "email_marketing", True,
+                             "operator", "system-test", "opted in at checkout")
+
+
 def search_pages(rpc, store: str) -> list[dict]:
     cursor, items = None, []
     while True:

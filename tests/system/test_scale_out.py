@@ -32,7 +32,8 @@ from collections import Counter
 from bench.system import queue_owner
 from ops.topology import handler_queues
 from tests.system.conftest import STORE, size
-from tests.system.scenario import check_consistency, configure, pages, plan_traffic, quiet_recorder
+from tests.system.scenario import (check_consistency, configure, opt_in_consenting,
+                                   plan_traffic, quiet_recorder)
 
 SYSTEM_MONGO = "wire"  # the instances of a service share its database
 SCALED = ("customer_sync", "segmentation", "loyalty", "notifications", "gdpr")
@@ -151,11 +152,7 @@ def test_two_instances_of_each_consumer_share_its_queues_without_a_double_effect
     report = traffic.deliver(traffic.customer_deliveries)
     assert not report.failures, report.failures[:10]
     quiet("customers")
-    registered = {c["woo_customer_id"]: c for c in pages(rpc.customer_sync.list_customers, STORE, None)
-                  if c.get("registered")}
-    for woo_id in sorted(traffic.consenting):
-        rpc.gdpr.set_consent(STORE, registered[woo_id]["customer_id"], "email_marketing", True,
-                             "operator", "system-test", "opted in at checkout")
+    opt_in_consenting(rpc, STORE, traffic)
     quiet("consent")
     report = traffic.deliver(traffic.order_deliveries)
     assert not report.failures, report.failures[:10]

@@ -17,7 +17,8 @@ import time
 
 from tests.system.conftest import STORE, size
 from tests.system.scenario import (backfill_changes_nothing, check_consistency, configure,
-                                   messages_sent, pages, plan_traffic, quiet_recorder)
+                                   messages_sent, opt_in_consenting, plan_traffic,
+                                   quiet_recorder)
 
 
 def test_whole_system_matches_the_shop(system):
@@ -42,11 +43,7 @@ def test_whole_system_matches_the_shop(system):
     quiet("customers")
 
     # 2. Some opt in to marketing email (the shop's consent plugin would; here the operator).
-    registered = {c["woo_customer_id"]: c for c in pages(rpc.customer_sync.list_customers, STORE, None)
-                  if c.get("registered")}
-    for woo_id in sorted(traffic.consenting):
-        rpc.gdpr.set_consent(STORE, registered[woo_id]["customer_id"], "email_marketing", True,
-                             "operator", "system-test", "opted in at checkout")
+    opt_in_consenting(rpc, STORE, traffic)
     quiet("consent")
 
     # 3. Orders.
