@@ -2,6 +2,7 @@
 after the handler, parking and retries of the failing event alone, prefetch, shutdown."""
 from __future__ import annotations
 
+import amqp
 import eventlet
 import pytest
 from kombu import Connection
@@ -34,6 +35,7 @@ class Effects:
 
 class Behaviour:
     hold = False  # a call waits while this is set (the test kills the container meanwhile)
+    hold_from_call: int | None = None  # calls from this one on (0 is the first) wait too
     pause = 0.0  # seconds each call takes before it applies anything
     failures: dict[str, int] = {}  # customer id -> calls holding it that fail (-1: always)
 
@@ -45,9 +47,10 @@ class BatchingService:
     @batch_event_handler("customer_sync", "customer.deleted", storage="effects")
     def on_customers_deleted(self, events):
         customers = [event.data["customer_id"] for event in events]
-        self.effects.calls.insert_one({"call": self.effects.calls.count_documents({}),
-                                       "customers": customers})
-        while Behaviour.hold:
+        call = self.effects.calls.count_documents({})
+        self.effects.calls.insert_one({"call": call, "customers": customers})
+        while Behaviour.hold or (Behaviour.hold_from_call is not None
+                                 and call >= Behaviour.hold_from_call):
             eventlet.sleep(0.02)
         eventlet.sleep(Behaviour.pause)
         for customer in customers:
@@ -100,10 +103,12 @@ class ManyBatchHandlersService:
 @pytest.fixture(autouse=True)
 def reset_behaviour():
     Behaviour.hold = False
+    Behaviour.hold_from_call = None
     Behaviour.pause = 0.0
     Behaviour.failures = {}
     yield
     Behaviour.hold = False
+    Behaviour.hold_from_call = None
 
 
 def deleted(customer_id: str) -> dict:
@@ -195,6 +200,36 @@ def test_messages_are_acknowledged_only_after_the_handler_returned(services, amq
     assert first == ids(bodies)
     assert sorted(customer for call in again for customer in call) == ids(bodies)
     assert sorted(applied(services)) == ids(bodies)
+
+
+def test_a_batch_is_acknowledged_in_one_ack_that_leaves_the_next_batch_held(
+        services, amqp_uri, monkeypatch):
+    """One basic.ack (multiple) settles a whole batch, and only it: the next batch, delivered
+    while the first was applied, is still unacknowledged and comes back when killed."""
+    acks: list[tuple[int, bool]] = []
+    original = amqp.Channel.basic_ack
+
+    def recorded(channel, delivery_tag, multiple=False, *args, **kwargs):
+        acks.append((delivery_tag, multiple))
+        return original(channel, delivery_tag, multiple, *args, **kwargs)
+
+    monkeypatch.setattr(amqp.Channel, "basic_ack", recorded)
+    Behaviour.pause = 0.5  # the next three are delivered while the first three are applied
+    Behaviour.hold_from_call = 1  # and the second batch is held in hand
+    container = services.start(BatchingService, EVENT_BATCH_SIZE="3",
+                               EVENT_BATCH_WAIT_MS="60000")
+    bodies = customers(6)
+    publish(amqp_uri, *bodies)
+    try:
+        wait_until(lambda: len(calls(services)) == 2, timeout=20,
+                   message="second batch in hand")
+        assert calls(services) == [ids(bodies[:3]), ids(bodies[3:])]
+        assert sorted(applied(services)) == ids(bodies[:3])
+        assert len(acks) == 1 and acks[0][1] is True, acks  # one frame, not one per message
+    finally:
+        services.kill(container)  # a stop would wait for the held batch
+    assert wait_until(lambda: queue_depth(amqp_uri) == (3, 0), timeout=20,
+                      message="the held batch back in its queue, the acknowledged one not")
 
 
 def test_a_body_that_breaks_its_contract_is_parked_alone_and_the_rest_applied_once(
