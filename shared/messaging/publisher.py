@@ -19,8 +19,9 @@ import logging
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, TypeVar
+from typing import Callable, Iterator, TypeVar
 
 import amqp
 from kombu import Connection
@@ -49,6 +50,31 @@ class OutgoingMessage:
     message_id: str | None = None
     headers: dict = field(default_factory=dict)
     content_type: str = "application/json"
+
+
+@contextmanager
+def one_write(transport) -> Iterator[None]:
+    """Gather what py-amqp writes to `transport` inside the block and send it in one write at
+    its end (nothing, if the block raises).
+
+    py-amqp writes each published message (its method, header and body frames) to the socket
+    as it goes: one system call per message, a tenth of a busy service's CPU when its batches
+    are published one message a write. The frames are the same bytes in the same order; only
+    the writes are fewer. Each chunk is copied, since py-amqp hands over a view of a buffer it
+    reuses for the next frame. `_write` is py-amqp's transport hook for the raw write (the
+    socket's `sendall` on TCP, a method on TLS), replaced on this transport for the block."""
+    chunks: list[bytes] = []
+    own = transport.__dict__.get("_write")
+    transport._write = lambda data: chunks.append(bytes(data))
+    try:
+        yield
+    finally:
+        if own is None:
+            del transport._write
+        else:
+            transport._write = own
+    if chunks:
+        transport.write(b"".join(chunks))
 
 
 def events_exchange(source_service: str) -> str:
@@ -193,22 +219,26 @@ class ConfirmingPublisher:
             if message.exchange and message.exchange.endswith(".events"):
                 self._declare_exchange(channel, message.exchange)
         first = self._batch_first = self._next_tag
-        for message in messages:
-            body = json.dumps(message.body, separators=(",", ":")).encode()
-            props = {
-                "content_type": message.content_type,
-                "content_encoding": "utf-8",
-                "delivery_mode": PERSISTENT,
-                "application_headers": dict(message.headers),
-            }
-            if message.message_id:
-                props["message_id"] = message.message_id
-            channel.basic_publish(amqp.Message(body, **props), message.exchange, message.routing_key)
-            self._next_tag += 1
+        connection = self._kombu.connection  # type: ignore[union-attr]
+        with one_write(connection.transport):
+            for message in messages:
+                body = json.dumps(message.body, separators=(",", ":")).encode()
+                props = {
+                    "content_type": message.content_type,
+                    "content_encoding": "utf-8",
+                    "delivery_mode": PERSISTENT,
+                    "application_headers": dict(message.headers),
+                }
+                if message.message_id:
+                    props["message_id"] = message.message_id
+                channel.basic_publish(amqp.Message(body, **props), message.exchange,
+                                      message.routing_key)
+        # Counted once written: a batch that failed before its write sent nothing, and the
+        # broker numbers only what it received.
+        self._next_tag += len(messages)
         last = self._next_tag - 1
         wanted = set(range(first, last + 1))
         deadline = time.monotonic() + self._confirm_timeout
-        connection = self._kombu.connection  # type: ignore[union-attr]
         while not wanted <= (self._acked | self._nacked):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
