@@ -62,21 +62,24 @@ class OutboxRelay:
             collection.create_index([(f"{OUTBOX_FIELD}.event_id", ASCENDING)], sparse=True)
 
     def publish_documents(self, refs: Iterable[tuple[str, Any]]) -> int:
-        """Fast path right after writes: publish what the named documents owe.
-        `refs` are (collection name, _id) pairs."""
+        """Fast path right after writes: publish what the named documents owe, every
+        collection's in one confirmed batch (one wait for the broker, not one per collection),
+        in the order of `refs`. `refs` are (collection name, _id) pairs."""
         by_name = {c.name: c for c in self.collections}
         grouped: dict[str, list] = {}
         for name, doc_id in refs:
             grouped.setdefault(name, []).append(doc_id)
-        published = 0
+        owed: list[tuple[Collection, list[dict]]] = []
         for name, ids in grouped.items():
             collection = by_name[name]
-            docs = [doc for doc in (collection.find_one({"_id": i}, {OUTBOX_FIELD: 1})
-                                    for i in dict.fromkeys(ids))
-                    if doc and doc.get(OUTBOX_FIELD)]
+            wanted = list(dict.fromkeys(ids))
+            found = {doc["_id"]: doc for doc in collection.find(
+                {"_id": {"$in": wanted}, f"{OUTBOX_FIELD}.event_id": {"$exists": True}},
+                {OUTBOX_FIELD: 1})}
+            docs = [found[i] for i in wanted if i in found]
             if docs:
-                published += self._publish(collection, docs)
-        return published
+                owed.append((collection, docs))
+        return self._publish(owed)
 
     def publish_pending(self, limit: int | None = None,
                         older_than: datetime | None = None) -> int:
@@ -92,15 +95,18 @@ class OutboxRelay:
                 docs = list(collection.find(query, {OUTBOX_FIELD: 1}).limit(self.batch_size))
                 if not docs:
                     break
-                count = self._publish(collection, docs)
+                count = self._publish([(collection, docs)])
                 published += count
                 if count == 0:
                     break
         return published
 
-    def _publish(self, collection: Collection, docs: list[dict]) -> int:
-        entries: list[tuple[Any, dict]] = [
-            (doc["_id"], entry) for doc in docs for entry in doc.get(OUTBOX_FIELD, [])
+    def _publish(self, owed: list[tuple[Collection, list[dict]]]) -> int:
+        """Publish the documents' entries, confirmed a batch at a time, and pull each batch's
+        published entries from their documents (one update per collection and batch)."""
+        entries: list[tuple[Collection, Any, dict]] = [
+            (collection, doc["_id"], entry)
+            for collection, docs in owed for doc in docs for entry in doc.get(OUTBOX_FIELD, [])
         ]
         done = 0
         for start in range(0, len(entries), self.batch_size):
@@ -114,19 +120,24 @@ class OutboxRelay:
                             body=entry["message"],
                             message_id=entry["event_id"],
                         )
-                        for _, entry in chunk
+                        for _, _, entry in chunk
                     ]
                 )
             except Exception:
                 metrics.count_publish_failure(self.service, len(chunk))
                 raise
-            metrics.count_published(self.service, (entry["event_type"] for _, entry in chunk))
-            doc_ids = list(dict.fromkeys(doc_id for doc_id, _ in chunk))
-            event_ids = [entry["event_id"] for _, entry in chunk]
-            # Event ids are unique, so one update removes every published entry.
-            collection.update_many(
-                {"_id": {"$in": doc_ids}},
-                {"$pull": {OUTBOX_FIELD: {"event_id": {"$in": event_ids}}}},
-            )
+            metrics.count_published(self.service, (entry["event_type"] for _, _, entry in chunk))
+            by_collection: dict[str, tuple[Collection, list, list]] = {}
+            for collection, doc_id, entry in chunk:
+                _, doc_ids, event_ids = by_collection.setdefault(
+                    collection.name, (collection, [], []))
+                doc_ids.append(doc_id)
+                event_ids.append(entry["event_id"])
+            for collection, doc_ids, event_ids in by_collection.values():
+                # Event ids are unique, so one update removes every published entry.
+                collection.update_many(
+                    {"_id": {"$in": list(dict.fromkeys(doc_ids))}},
+                    {"$pull": {OUTBOX_FIELD: {"event_id": {"$in": event_ids}}}},
+                )
             done += len(chunk)
         return done
