@@ -63,8 +63,9 @@ class OutboxRelay:
 
     def publish_documents(self, refs: Iterable[tuple[str, Any]]) -> int:
         """Fast path right after writes: publish what the named documents owe, every
-        collection's in one confirmed batch (one wait for the broker, not one per collection),
-        in the order of `refs`. `refs` are (collection name, _id) pairs."""
+        collection's in one confirmed batch (one wait for the broker, not one per collection):
+        collections in the order `refs` first names them, each one's documents in the order
+        named. `refs` are (collection name, _id) pairs."""
         by_name = {c.name: c for c in self.collections}
         grouped: dict[str, list] = {}
         for name, doc_id in refs:
