@@ -62,7 +62,10 @@ def one_write(transport) -> Iterator[None]:
     are published one message a write. The frames are the same bytes in the same order; only
     the writes are fewer. Each chunk is copied, since py-amqp hands over a view of a buffer it
     reuses for the next frame. `_write` is py-amqp's transport hook for the raw write (the
-    socket's `sendall` on TCP, a method on TLS), replaced on this transport for the block."""
+    socket's `sendall` on TCP, a method on TLS), replaced on this transport for the block.
+    Nothing inside the block may wait for an answer to what it wrote (py-amqp's own
+    `confirm_publish` mode would): the connection here has confirms of its own and no
+    heartbeats."""
     chunks: list[bytes] = []
     own = transport.__dict__.get("_write")
     transport._write = lambda data: chunks.append(bytes(data))
