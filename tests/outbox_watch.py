@@ -59,10 +59,11 @@ class OutboxWatch:
             finally:
                 relay.watch_sweeping = False
 
-        def publishing(relay, collection, docs):
+        def publishing(relay, owed):
             if getattr(relay, "watch_sweeping", False):
-                watch._swept.update(e["event_id"] for d in docs for e in d.get(OUTBOX_FIELD, []))
-            return publish(relay, collection, docs)
+                watch._swept.update(e["event_id"] for _, docs in owed for d in docs
+                                    for e in d.get(OUTBOX_FIELD, []))
+            return publish(relay, owed)
 
         def told(original):
             def call(provider, *args, **kwargs):
